@@ -1,0 +1,133 @@
+/**
+ * Reverse-mode automatic differentiation over the graph that ops record on their
+ * outputs. Gradients of leaves accumulate into `leaf.grad` (on the GPU, in place)
+ * until {@link zeroGrad}; intermediate gradients are freed as soon as they are used.
+ * @module
+ */
+
+import { axpyInPlace, clone } from "./ops/basic.ts";
+import { fmtShape, type GradNode, Tensor } from "./tensor.ts";
+
+/**
+ * Attaches `node` to `out` when the device records gradients and any input needs
+ * one; returns `out`.
+ */
+export function record(
+  out: Tensor,
+  name: string,
+  inputs: readonly Tensor[],
+  backward: (grad: Tensor) => (Tensor | null)[],
+): Tensor {
+  if (!out.device.gradEnabled) return out;
+  if (!inputs.some((t) => t.requiresGrad)) return out;
+  out.requiresGrad = true;
+  out.node = { name, inputs, backward } satisfies GradNode;
+  return out;
+}
+
+function topoOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.node?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1]++;
+      const c = inputs[i];
+      if (c.requiresGrad && !seen.has(c)) {
+        seen.add(c);
+        stack.push([c, 0]);
+      }
+    } else {
+      order.push(t);
+      stack.pop();
+    }
+  }
+  return order.reverse();
+}
+
+/**
+ * Back-propagates from `root` (a scalar unless `grad` is given), accumulating into
+ * the `.grad` of every leaf that requires a gradient.
+ */
+export function backward(root: Tensor, grad?: Tensor): void {
+  if (!root.requiresGrad) {
+    throw new Error("backward(): the tensor does not require grad (no parameter fed into it)");
+  }
+  const device = root.device;
+  if (!grad && root.size !== 1) {
+    throw new Error(
+      `backward(): a gradient must be given for a non-scalar output of shape ${
+        fmtShape(root.shape)
+      }`,
+    );
+  }
+  device.noGrad(() => {
+    const grads = new Map<Tensor, Tensor>();
+    const seed = grad ? grad.view() : Tensor.fromArray(device, new Float32Array([1]), root.shape);
+    grads.set(root, seed);
+    for (const t of topoOrder(root)) {
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      if (!t.node) {
+        accumulateLeaf(t, g);
+        continue;
+      }
+      const inputGrads = t.node.backward(g);
+      g.dispose();
+      t.node.inputs.forEach((input, i) => {
+        const ig = inputGrads[i];
+        if (!ig) return;
+        if (!input.requiresGrad) {
+          ig.dispose();
+          return;
+        }
+        if (ig.size !== input.size) {
+          throw new Error(
+            `backward of ${t.node!.name}: gradient ${fmtShape(ig.shape)} for input ${
+              fmtShape(input.shape)
+            }`,
+          );
+        }
+        let prev = grads.get(input);
+        if (prev) {
+          if (prev.shared) {
+            const own = clone(prev);
+            prev.dispose();
+            grads.set(input, prev = own);
+          }
+          axpyInPlace(prev, ig, 1);
+          ig.dispose();
+        } else {
+          grads.set(input, ig);
+        }
+      });
+    }
+    for (const g of grads.values()) g.dispose();
+  });
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  if (leaf.grad) {
+    axpyInPlace(leaf.grad, g, 1);
+    g.dispose();
+  } else {
+    const own = g.shared ? clone(g, leaf.shape) : g.view(leaf.shape);
+    g.dispose();
+    own.persistent = true;
+    own.name = leaf.name ? `${leaf.name}.grad` : undefined;
+    leaf.grad = own;
+  }
+}
+
+/** Drops the accumulated gradients of `params` (their buffers return to the pool). */
+export function zeroGrad(params: Iterable<Tensor>): void {
+  for (const p of params) {
+    p.grad?.dispose();
+    p.grad = null;
+  }
+}

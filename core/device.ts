@@ -1,0 +1,396 @@
+/**
+ * A `Device` owns one `GPUDevice` and everything that must be per-device: the
+ * pipeline cache, the buffer pool, the batch of recorded commands, and the
+ * tensor scopes. Nothing here is global; pass the device to whoever needs it.
+ * @module
+ */
+
+import type { KernelSource } from "../kernels/kernel.ts";
+import { type BackendName, type GPUProvider, gpuProvider, NoAdapterError } from "./gpu.ts";
+import { BufferPool } from "./pool.ts";
+
+/** The limits this project asks the adapter for (its own maxima, not the defaults). */
+export const REQUESTED_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxStorageBuffersPerShaderStage",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxUniformBufferBindingSize",
+] as const;
+
+/** Options for {@link Device.create}. */
+export interface DeviceOptions {
+  /** Which WebGPU implementation to use (default: "deno"). */
+  backend?: BackendName;
+  /** A provider made by the caller (e.g. Dawn with its own toggles); wins over `backend`. */
+  provider?: GPUProvider;
+  /** Dispatches recorded before an automatic submit (default 256). */
+  maxBatchedDispatches?: number;
+}
+
+/** A short, printable description of an adapter. */
+export interface AdapterSummary {
+  /** Backend that produced it. */
+  backend: BackendName;
+  /** Adapter description, vendor and architecture as reported. */
+  name: string;
+  /** True for software adapters (lavapipe, SwiftShader). */
+  isFallback: boolean;
+  /** Enabled features. */
+  features: string[];
+  /** The limits that matter for compute, as granted. */
+  limits: Record<string, number>;
+}
+
+interface Uniform {
+  buffer: GPUBuffer;
+}
+
+/** One GPU, ready for kernels: pipeline cache, buffer pool, batched command recording. */
+export class Device {
+  /** Number of submits so far (each is a potential host wait on some backends). */
+  submits = 0;
+  /** Number of dispatches recorded so far. */
+  dispatches = 0;
+  /** Whether autograd records operations (see {@link Device.noGrad}). */
+  gradEnabled = true;
+  /** Stack of open tensor scopes; each holds disposables created inside it. */
+  readonly scopes: Set<{ dispose(): void }>[] = [];
+  /** Buffer pool: freed tensor buffers are reused by size. */
+  readonly pool: BufferPool;
+
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #batched = 0;
+  #afterSubmit: (() => void)[] = [];
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #uniforms = new Map<string, Uniform>();
+  #lost = false;
+  readonly #maxBatched: number;
+
+  private constructor(
+    /** The provider this device came from (kept alive with it). */
+    readonly provider: GPUProvider,
+    /** The adapter. */
+    readonly adapter: GPUAdapter,
+    /** The raw WebGPU device. */
+    readonly gpu: GPUDevice,
+    maxBatched: number,
+  ) {
+    this.#maxBatched = maxBatched;
+    this.pool = new BufferPool(gpu);
+    gpu.lost.then((info) => {
+      this.#lost = true;
+      if (info.reason !== "destroyed") {
+        console.error(`GPU device lost: ${info.message}`);
+      }
+    });
+  }
+
+  /** Acquires an adapter and a device with the adapter's own limits. */
+  static async create(opts: DeviceOptions = {}): Promise<Device> {
+    const provider = opts.provider ?? await gpuProvider(opts.backend ?? "deno");
+    const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
+    if (!adapter) throw new NoAdapterError(provider.backend, "requestAdapter() returned null");
+    const requiredLimits: Record<string, number> = {};
+    for (const k of REQUESTED_LIMITS) {
+      const v = (adapter.limits as unknown as Record<string, number>)[k];
+      if (typeof v === "number") requiredLimits[k] = v;
+    }
+    const requiredFeatures: GPUFeatureName[] = [];
+    for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
+      if (adapter.features.has(f)) requiredFeatures.push(f);
+    }
+    const gpu = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+    return new Device(provider, adapter, gpu, opts.maxBatchedDispatches ?? 256);
+  }
+
+  /** The backend name. */
+  get backend(): BackendName {
+    return this.provider.backend;
+  }
+
+  /** The granted limits. */
+  get limits(): GPUSupportedLimits {
+    return this.gpu.limits;
+  }
+
+  /** True for CPU adapters (lavapipe, llvmpipe, SwiftShader): kernels pick CPU-friendly variants. */
+  get isSoftware(): boolean {
+    const info = this.adapter.info;
+    const name = `${info.description} ${info.vendor} ${info.architecture} ${info.device}`;
+    return (this.adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ===
+        true ||
+      (info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+      /llvmpipe|lavapipe|swiftshader|softpipe/i.test(name);
+  }
+
+  /** A printable summary of the adapter and granted limits. */
+  summary(): AdapterSummary {
+    const info = this.adapter.info;
+    const limits: Record<string, number> = {};
+    for (const k of REQUESTED_LIMITS) {
+      limits[k] = (this.gpu.limits as unknown as Record<string, number>)[k];
+    }
+    const name = [info.description, info.vendor && `vendor ${info.vendor}`, info.architecture]
+      .filter((s) => s).join(", ") || "(unnamed adapter)";
+    return {
+      backend: this.backend,
+      name,
+      isFallback: this.isSoftware,
+      features: [...this.gpu.features].sort(),
+      limits,
+    };
+  }
+
+  /** Throws if the device was lost or destroyed. */
+  assertAlive(): void {
+    if (this.#lost) throw new Error("the GPU device was lost or destroyed");
+  }
+
+  /** Returns the compiled pipeline for `kernel`, compiling it once per key. */
+  pipeline(kernel: KernelSource): GPUComputePipeline {
+    let p = this.#pipelines.get(kernel.key);
+    if (!p) {
+      const module = this.gpu.createShaderModule({ code: kernel.code, label: kernel.key });
+      p = this.gpu.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+        label: kernel.key,
+      });
+      this.#pipelines.set(kernel.key, p);
+    }
+    return p;
+  }
+
+  /** Number of distinct compiled pipelines. */
+  get pipelineCount(): number {
+    return this.#pipelines.size;
+  }
+
+  /**
+   * A uniform buffer holding `data`. Uniforms are immutable and cached by content,
+   * so the same parameters in every training step reuse one buffer and nothing is
+   * written between a recording and its submit.
+   */
+  uniform(data: ArrayBuffer): GPUBuffer {
+    const bytes = new Uint8Array(data);
+    let key = "";
+    const u32 = new Uint32Array(data, 0, bytes.byteLength >> 2);
+    for (let i = 0; i < u32.length; i++) key += u32[i].toString(36) + ",";
+    const hit = this.#uniforms.get(key);
+    if (hit) {
+      // refresh LRU position
+      this.#uniforms.delete(key);
+      this.#uniforms.set(key, hit);
+      return hit.buffer;
+    }
+    const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+    const buffer = this.gpu.createBuffer({
+      size,
+      usage: GPUBufferUsage.UNIFORM,
+      mappedAtCreation: true,
+    });
+    new Uint8Array(buffer.getMappedRange()).set(bytes);
+    buffer.unmap();
+    this.#uniforms.set(key, { buffer });
+    if (this.#uniforms.size > 4096) {
+      const [oldKey, old] = this.#uniforms.entries().next().value!;
+      this.#uniforms.delete(oldKey);
+      this.#afterSubmit.push(() => old.buffer.destroy());
+    }
+    return buffer;
+  }
+
+  /**
+   * Records one dispatch of `kernel` with storage `buffers` (in binding order,
+   * each with its byte size) and an optional uniform `params` block bound last.
+   */
+  dispatch(
+    kernel: KernelSource,
+    buffers: { buffer: GPUBuffer; size: number }[],
+    params: ArrayBuffer | null,
+    workgroups: [number, number?, number?],
+  ): void {
+    this.assertAlive();
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    const maxWg = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxWg || y > maxWg || z > maxWg) {
+      throw new Error(
+        `kernel ${kernel.key}: dispatch of ${x}×${y}×${z} workgroups exceeds the adapter's ` +
+          `maxComputeWorkgroupsPerDimension (${maxWg}); the tensor is too large for one dispatch`,
+      );
+    }
+    const maxBind = this.gpu.limits.maxStorageBufferBindingSize;
+    const entries: GPUBindGroupEntry[] = [];
+    buffers.forEach((b, i) => {
+      if (b.size > maxBind) {
+        throw new Error(
+          `kernel ${kernel.key}: a tensor of ${b.size} bytes exceeds the adapter's ` +
+            `maxStorageBufferBindingSize (${maxBind} bytes); split it into smaller tensors`,
+        );
+      }
+      entries.push({ binding: i, resource: { buffer: b.buffer, offset: 0, size: b.size } });
+    });
+    if (params) entries.push({ binding: buffers.length, resource: { buffer: this.uniform(params) } });
+    const pipeline = this.pipeline(kernel);
+    const bindGroup = this.gpu.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const pass = this.#computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    this.dispatches++;
+    if (++this.#batched >= this.#maxBatched) this.flush();
+  }
+
+  /** Records a buffer-to-buffer copy in order with the dispatches around it. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.assertAlive();
+    if (bytes === 0) return;
+    this.#endPass();
+    this.#getEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /**
+   * Writes host `data` into `dst` at `offset`, ordered after everything recorded
+   * before it (a mapped staging buffer and a recorded copy, never a write that
+   * could overtake pending work on a pooled buffer).
+   */
+  upload(dst: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    this.assertAlive();
+    const bytes = data.byteLength;
+    if (bytes === 0) return;
+    const padded = Math.ceil(bytes / 4) * 4;
+    const staging = this.gpu.createBuffer({
+      size: padded,
+      usage: GPUBufferUsage.COPY_SRC,
+      mappedAtCreation: true,
+    });
+    new Uint8Array(staging.getMappedRange()).set(
+      new Uint8Array(data.buffer, data.byteOffset, bytes),
+    );
+    staging.unmap();
+    this.copy(staging, 0, dst, offset, padded);
+    this.#afterSubmit.push(() => staging.destroy());
+  }
+
+  /** Reads `bytes` of `src` back to the host: submits pending work and waits (a sync point). */
+  async read(src: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
+    this.assertAlive();
+    if (bytes === 0) return new ArrayBuffer(0);
+    const padded = Math.ceil(bytes / 4) * 4;
+    const staging = this.gpu.createBuffer({
+      size: padded,
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
+    this.copy(src, offset, staging, 0, padded);
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = staging.getMappedRange().slice(0, bytes);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  /** Reads several buffers with one submit and one wait. */
+  async readMany(srcs: { buffer: GPUBuffer; size: number }[]): Promise<ArrayBuffer[]> {
+    this.assertAlive();
+    const total = srcs.reduce((s, b) => s + Math.ceil(b.size / 4) * 4, 0);
+    if (total === 0) return srcs.map(() => new ArrayBuffer(0));
+    const staging = this.gpu.createBuffer({
+      size: total,
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
+    let off = 0;
+    const offs: number[] = [];
+    for (const s of srcs) {
+      offs.push(off);
+      const p = Math.ceil(s.size / 4) * 4;
+      this.copy(s.buffer, 0, staging, off, p);
+      off += p;
+    }
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const range = staging.getMappedRange();
+    const out = srcs.map((s, i) => range.slice(offs[i], offs[i] + s.size));
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  /** Submits everything recorded so far. Does not wait. */
+  flush(): void {
+    this.#endPass();
+    if (this.#encoder) {
+      this.gpu.queue.submit([this.#encoder.finish()]);
+      this.#encoder = null;
+      this.#batched = 0;
+      this.submits++;
+    }
+    const after = this.#afterSubmit;
+    this.#afterSubmit = [];
+    for (const f of after) f();
+  }
+
+  /** Submits pending work and waits until the GPU has finished it. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.gpu.queue.onSubmittedWorkDone();
+  }
+
+  /** Runs `fn` with autograd recording turned off on this device. */
+  noGrad<T>(fn: () => T): T {
+    const prev = this.gradEnabled;
+    this.gradEnabled = false;
+    try {
+      const r = fn();
+      if (r instanceof Promise) {
+        return r.finally(() => {
+          this.gradEnabled = prev;
+        }) as T;
+      }
+      this.gradEnabled = prev;
+      return r;
+    } catch (e) {
+      this.gradEnabled = prev;
+      throw e;
+    }
+  }
+
+  /** Submits pending work, frees pooled buffers and destroys the device. */
+  destroy(): void {
+    if (this.#lost) return;
+    this.flush();
+    this.pool.clear();
+    for (const u of this.#uniforms.values()) u.buffer.destroy();
+    this.#uniforms.clear();
+    this.#lost = true;
+    this.gpu.destroy();
+  }
+
+  #getEncoder(): GPUCommandEncoder {
+    if (!this.#encoder) this.#encoder = this.gpu.createCommandEncoder();
+    return this.#encoder;
+  }
+
+  #computePass(): GPUComputePassEncoder {
+    if (!this.#pass) this.#pass = this.#getEncoder().beginComputePass();
+    return this.#pass;
+  }
+
+  #endPass(): void {
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+  }
+}

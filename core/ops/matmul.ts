@@ -1,0 +1,176 @@
+/**
+ * Batched matrix multiplication and the linear layer, with autograd.
+ * @module
+ */
+
+import { type MatmulShape, matmulPlan } from "../../kernels/matmul.ts";
+import { record } from "../autograd.ts";
+import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+import { sumToSize } from "./basic.ts";
+
+/** Options of {@link matmul}. */
+export interface MatmulOpts {
+  /** Use the transpose of `a`'s last two dims. */
+  transA?: boolean;
+  /** Use the transpose of `b`'s last two dims. */
+  transB?: boolean;
+  /** Scale of the product (e.g. 1/sqrt(d) for attention scores). */
+  alpha?: number;
+  /** Bias over the last output dimension, added in the kernel's epilogue. */
+  bias?: Tensor;
+}
+
+interface Geometry {
+  batch: number;
+  batchShape: number[];
+  M: number;
+  N: number;
+  K: number;
+  batchA: boolean;
+  batchB: boolean;
+  outShape: number[];
+}
+
+function geometry(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Geometry {
+  const err = (why: string) =>
+    new Error(
+      `matmul: shape mismatch ${fmtShape(a.shape)}${transA ? "ᵀ" : ""} · ${fmtShape(b.shape)}${
+        transB ? "ᵀ" : ""
+      } (${why})`,
+    );
+  if (a.rank < 2 || b.rank < 2) throw err("both operands need at least 2 dimensions");
+  let aShape = [...a.shape];
+  // Linear-style: a batched, b a plain matrix, a not transposed: fold a's batch into M.
+  const folded = b.rank === 2 && a.rank > 2 && !transA;
+  if (folded) {
+    aShape = [a.size / a.shape[a.rank - 1], a.shape[a.rank - 1]];
+  }
+  const [aR, aC] = aShape.slice(-2);
+  const [bR, bC] = b.shape.slice(-2);
+  const M = transA ? aC : aR;
+  const K = transA ? aR : aC;
+  const Kb = transB ? bC : bR;
+  const N = transB ? bR : bC;
+  if (K !== Kb) throw err(`inner dimensions ${K} and ${Kb} differ`);
+  const aBatch = aShape.slice(0, -2);
+  const bBatch = b.shape.slice(0, -2);
+  const batchA = aBatch.length > 0;
+  const batchB = bBatch.length > 0;
+  if (batchA && batchB && (aBatch.length !== bBatch.length || aBatch.some((d, i) => d !== bBatch[i]))) {
+    throw err("batch dimensions differ");
+  }
+  const batchShape = batchA ? aBatch : bBatch;
+  const batch = batchShape.reduce((x, y) => x * y, 1);
+  const outShape = folded ? [...a.shape.slice(0, -1), N] : [...batchShape, M, N];
+  return { batch, batchShape, M, N, K, batchA, batchB, outShape };
+}
+
+/** Records `out (+)= alpha·op(a)·op(b) (+ bias)` without autograd; returns `out`. */
+export function matmulInto(
+  out: Tensor,
+  a: Tensor,
+  b: Tensor,
+  opts: MatmulOpts & { accumulate?: boolean } = {},
+): Tensor {
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  const g = geometry(a, b, transA, transB);
+  if (out.size !== g.batch * g.M * g.N) {
+    throw new Error(`matmul: output ${fmtShape(out.shape)} does not hold ${fmtShape(g.outShape)}`);
+  }
+  if (opts.bias && opts.bias.size !== g.N) {
+    throw new Error(`matmul: bias ${fmtShape(opts.bias.shape)} does not match ${g.N} output columns`);
+  }
+  const device = assertSameDevice("matmul", a, b, out);
+  const shape: MatmulShape = {
+    batch: g.batch,
+    M: g.M,
+    N: g.N,
+    K: g.K,
+    transA,
+    transB,
+    batchA: g.batchA,
+    batchB: g.batchB,
+    bias: !!opts.bias,
+    alpha: opts.alpha ?? 1,
+    accumulate: opts.accumulate ?? false,
+  };
+  const plan = matmulPlan(shape, {
+    software: device.isSoftware,
+    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+    maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+  });
+  const bufs = [a.binding, b.binding];
+  if (opts.bias) bufs.push(opts.bias.binding);
+  bufs.push(out.binding);
+  device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
+  return out;
+}
+
+/**
+ * `alpha·op(a)·op(b) (+ bias)` over the last two dims, batched over leading dims.
+ * A 2-D `b` is shared by every batch entry of `a` (a weight).
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  const alpha = opts.alpha ?? 1;
+  const g = geometry(a, b, transA, transB);
+  const out = matmulInto(Tensor.empty(a.device, g.outShape), a, b, opts);
+  const bias = opts.bias;
+  const inputs = bias ? [a, b, bias] : [a, b];
+  return record(out, "matmul", inputs, (grad) => {
+    // Work in the kernel's geometry: operands as [r, c] (shared) or [batch, r, c].
+    const av = kernelView(a, g, g.batchA);
+    const bv = kernelView(b, g, g.batchB);
+    const gv = g.batch > 1 ? grad.view([g.batch, g.M, g.N]) : grad.view([g.M, g.N]);
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (a.requiresGrad) {
+      const raw = transA
+        ? matmul(bv, gv, { transA: transB, transB: true, alpha })
+        : matmul(gv, bv, { transB: !transB, alpha });
+      ga = toShape(raw, a.shape);
+    }
+    if (b.requiresGrad) {
+      const raw = transB
+        ? matmul(gv, av, { transA: true, transB: transA, alpha })
+        : matmul(av, gv, { transA: !transA, alpha });
+      gb = toShape(raw, b.shape);
+    }
+    av.dispose();
+    bv.dispose();
+    gv.dispose();
+    if (!bias) return [ga, gb];
+    return [ga, gb, bias.requiresGrad ? sumToSize(grad, bias.shape) : null];
+  });
+}
+
+function kernelView(t: Tensor, g: Geometry, batched: boolean): Tensor {
+  const r = t.shape[t.rank - 2];
+  const c = t.shape[t.rank - 1];
+  if (!batched) return t.view([t.size / c, c]);
+  return g.batch > 1 ? t.view([g.batch, t.size / (g.batch * c), c]) : t.view([r, c]);
+}
+
+/** Views or (for a broadcast operand) sums a raw gradient down to `shape`. */
+function toShape(raw: Tensor, shape: readonly number[]): Tensor {
+  const size = shape.reduce((x, y) => x * y, 1);
+  const res = raw.size === size ? raw.view(shape) : sumToSize(raw, shape);
+  raw.dispose();
+  return res;
+}
+
+/** `x·Wᵀ + b` for `W` stored `[out, in]` (PyTorch's layout), over any leading dims of `x`. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+  if (weight.rank !== 2) throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  const inF = x.shape[x.rank - 1];
+  if (inF !== weight.shape[1]) {
+    throw new Error(
+      `linear: shape mismatch, input ${fmtShape(x.shape)} has ${inF} features but weight ${
+        fmtShape(weight.shape)
+      } expects ${weight.shape[1]}`,
+    );
+  }
+  return matmul(x, weight, { transB: true, bias });
+}

@@ -1,0 +1,11 @@
+/**
+ * All tensor ops.
+ * @module
+ */
+
+export * from "./basic.ts";
+export * from "./matmul.ts";
+export * from "./nn.ts";
+export * from "./random.ts";
+export * from "./reduce.ts";
+export * from "./shape.ts";

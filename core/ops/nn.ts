@@ -1,0 +1,280 @@
+/**
+ * Neural-network ops with autograd: layer norm, masked scaled softmax, dropout,
+ * embedding lookup, and cross-entropy fused with log-softmax.
+ * @module
+ */
+
+import {
+  crossEntropyBackwardKernel,
+  crossEntropyDispatch,
+  crossEntropyForwardKernel,
+} from "../../kernels/crossentropy.ts";
+import {
+  embeddingBackwardDispatch,
+  embeddingBackwardKernel,
+  embeddingForwardDispatch,
+  embeddingForwardKernel,
+} from "../../kernels/embedding.ts";
+import {
+  layerNormBackwardKernel,
+  layerNormDispatch,
+  layerNormForwardKernel,
+  layerNormParamGradDispatch,
+  layerNormParamGradKernel,
+} from "../../kernels/layernorm.ts";
+import { dropoutDispatch, dropoutKernel } from "../../kernels/rng.ts";
+import {
+  type MaskKind,
+  softmaxBackwardKernel,
+  softmaxDispatch,
+  softmaxForwardKernel,
+} from "../../kernels/softmax.ts";
+import { record } from "../autograd.ts";
+import type { RngDraw } from "../rng.ts";
+import { fmtShape, Tensor } from "../tensor.ts";
+import { mapRaw, zeros } from "./basic.ts";
+import { reduceInto } from "./reduce.ts";
+
+/** Layer norm over the last dimension with affine `gamma`, `beta`. */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+  const cols = x.shape[x.rank - 1];
+  if (gamma.size !== cols || beta.size !== cols) {
+    throw new Error(
+      `layerNorm: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${fmtShape(gamma.shape)}, beta ${
+        fmtShape(beta.shape)
+      }`,
+    );
+  }
+  const rows = x.size / cols;
+  const device = x.device;
+  const y = Tensor.empty(device, x.shape);
+  const mean = Tensor.empty(device, [rows]);
+  const rstd = Tensor.empty(device, [rows]);
+  const d = layerNormDispatch(rows, cols, eps);
+  device.dispatch(
+    layerNormForwardKernel(),
+    [x.binding, gamma.binding, beta.binding, y.binding, mean.binding, rstd.binding],
+    d.params,
+    d.workgroups,
+  );
+  const out = record(y, "layerNorm", [x, gamma, beta], (g) => {
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = Tensor.empty(device, x.shape);
+      device.dispatch(
+        layerNormBackwardKernel(),
+        [x.binding, gamma.binding, g.binding, mean.binding, rstd.binding, dx.binding],
+        d.params,
+        d.workgroups,
+      );
+    }
+    let dg: Tensor | null = null;
+    let db: Tensor | null = null;
+    if (gamma.requiresGrad || beta.requiresGrad) {
+      dg = Tensor.empty(device, gamma.shape);
+      db = Tensor.empty(device, beta.shape);
+      const pd = layerNormParamGradDispatch(rows, cols);
+      device.dispatch(
+        layerNormParamGradKernel(),
+        [x.binding, g.binding, mean.binding, rstd.binding, dg.binding, db.binding],
+        pd.params,
+        pd.workgroups,
+      );
+    }
+    return [dx, dg, db];
+  });
+  if (!out.node) {
+    mean.dispose();
+    rstd.dispose();
+  }
+  return out;
+}
+
+/** Mask options of {@link softmax}. */
+export interface SoftmaxOpts {
+  /** Multiplies the input before the softmax (attention's 1/sqrt(d)). */
+  scale?: number;
+  /** "causal": key j > query i is masked (queries are the second-to-last dim). */
+  mask?: MaskKind;
+  /** For "padding": `[batch, keys]` with 1 for real tokens and 0 for padding. */
+  keep?: Tensor;
+}
+
+/** Softmax over the last dimension, fused with scale and mask. */
+export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
+  const scale = opts.scale ?? 1;
+  const mask = opts.mask ?? "none";
+  const cols = x.shape[x.rank - 1];
+  const rows = x.size / cols;
+  const qLen = x.rank >= 2 ? x.shape[x.rank - 2] : 1;
+  let rowsPerBatch = 1;
+  const bufs = [x.binding];
+  if (mask === "padding") {
+    const keep = opts.keep;
+    if (!keep) throw new Error("softmax: padding mask needs a `keep` tensor");
+    const batch = keep.size / cols;
+    if (!Number.isInteger(batch) || rows % batch !== 0 || keep.shape[keep.rank - 1] !== cols) {
+      throw new Error(`softmax: padding mask ${fmtShape(keep.shape)} does not fit scores ${fmtShape(x.shape)}`);
+    }
+    rowsPerBatch = rows / batch;
+    bufs.push(keep.binding);
+  }
+  const y = Tensor.empty(x.device, x.shape);
+  bufs.push(y.binding);
+  const d = softmaxDispatch(rows, cols, scale, qLen, rowsPerBatch);
+  x.device.dispatch(softmaxForwardKernel(mask), bufs, d.params, d.workgroups);
+  return record(y, "softmax", [x], (g) => {
+    const dx = Tensor.empty(x.device, x.shape);
+    x.device.dispatch(softmaxBackwardKernel(), [y.binding, g.binding, dx.binding], d.params, d.workgroups);
+    return [dx];
+  });
+}
+
+function dropoutRaw(x: Tensor, p: number, draw: RngDraw): Tensor {
+  const out = Tensor.empty(x.device, x.shape);
+  const d = dropoutDispatch(x.size, p, draw.seed, draw.offset);
+  x.device.dispatch(dropoutKernel(), [x.binding, out.binding], d.params, d.workgroups);
+  return out;
+}
+
+/**
+ * Inverted dropout with probability `p`; the mask is a pure function of the draw
+ * and the element index, regenerated in the backward pass. `p = 0` is identity.
+ */
+export function dropout(x: Tensor, p: number, draw: RngDraw): Tensor {
+  if (!(p >= 0 && p < 1)) throw new Error(`dropout: probability must be in [0, 1), got ${p}`);
+  if (p === 0) return record(x.view(), "identity", [x], (g) => [g.view()]);
+  const out = dropoutRaw(x, p, draw);
+  return record(out, "dropout", [x], (g) => [dropoutRaw(g, p, draw)]);
+}
+
+/**
+ * Looks up rows of `weight` (`[rows, dim]`) for `ids` (i32, any shape). With
+ * `start`, the table holds global rows `[start, start + rows)` and other ids give
+ * zeros (the vocabulary-parallel convention).
+ */
+export function embedding(weight: Tensor, ids: Tensor, start = 0): Tensor {
+  if (ids.dtype !== "i32") throw new Error(`embedding: ids must be i32, got ${ids.dtype}`);
+  if (weight.rank !== 2) throw new Error(`embedding: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  const [rows, dim] = weight.shape;
+  const device = weight.device;
+  if (ids.hostData && start === 0) {
+    for (const id of ids.hostData) {
+      if (id < 0 || id >= rows) {
+        throw new Error(`embedding: id ${id} out of range for a table of ${rows} rows`);
+      }
+    }
+  }
+  const out = Tensor.empty(device, [...ids.shape, dim]);
+  const d = embeddingForwardDispatch(ids.size, dim, start, rows);
+  device.dispatch(embeddingForwardKernel(), [weight.binding, ids.binding, out.binding], d.params, d.workgroups);
+  return record(out, "embedding", [weight], (g) => {
+    const host = ids.hostData;
+    if (!host) throw new Error("embedding backward needs the ids' host copy (create ids with fromArray)");
+    const index = buildScatterIndex(host, start, rows);
+    const dw = zeros(device, weight.shape);
+    if (index.unique > 0) {
+      const rowIds = Tensor.fromArray(device, index.rowIds);
+      const offsets = Tensor.fromArray(device, index.offsets);
+      const positions = Tensor.fromArray(device, index.positions);
+      const bd = embeddingBackwardDispatch(index.unique, dim);
+      device.dispatch(
+        embeddingBackwardKernel(),
+        [g.binding, rowIds.binding, offsets.binding, positions.binding, dw.binding],
+        bd.params,
+        bd.workgroups,
+      );
+      rowIds.dispose();
+      offsets.dispose();
+      positions.dispose();
+    }
+    return [dw];
+  });
+}
+
+/** CSR index of token positions per distinct local row, for the embedding backward. */
+export function buildScatterIndex(ids: Int32Array, start: number, rows: number) {
+  const counts = new Map<number, number>();
+  for (const id of ids) {
+    const r = id - start;
+    if (r >= 0 && r < rows) counts.set(r, (counts.get(r) ?? 0) + 1);
+  }
+  const rowIds = Int32Array.from([...counts.keys()].sort((a, b) => a - b));
+  const offsets = new Int32Array(rowIds.length + 1);
+  const slot = new Map<number, number>();
+  rowIds.forEach((r, u) => {
+    offsets[u + 1] = offsets[u] + counts.get(r)!;
+    slot.set(r, offsets[u]);
+  });
+  const positions = new Int32Array(offsets[rowIds.length]);
+  ids.forEach((id, pos) => {
+    const r = id - start;
+    if (r >= 0 && r < rows) {
+      const s = slot.get(r)!;
+      positions[s] = pos;
+      slot.set(r, s + 1);
+    }
+  });
+  return { unique: rowIds.length, rowIds, offsets, positions };
+}
+
+/**
+ * Mean cross-entropy of `logits` (`[..., cols]`) against `targets` (i32, one per
+ * row; negative = ignored). Only the first `valid` columns count (vocabulary
+ * padding never wins). Returns a one-element tensor.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, valid?: number): Tensor {
+  const cols = logits.shape[logits.rank - 1];
+  const rows = logits.size / cols;
+  const v = valid ?? cols;
+  if (targets.dtype !== "i32") throw new Error(`crossEntropy: targets must be i32, got ${targets.dtype}`);
+  if (targets.size !== rows) {
+    throw new Error(
+      `crossEntropy: shape mismatch, ${rows} rows of logits ${fmtShape(logits.shape)} vs ${targets.size} targets ${
+        fmtShape(targets.shape)
+      }`,
+    );
+  }
+  if (v < 1 || v > cols) throw new Error(`crossEntropy: valid columns ${v} not in [1, ${cols}]`);
+  let count = rows;
+  if (targets.hostData) {
+    count = 0;
+    for (const t of targets.hostData) {
+      if (t >= v) throw new Error(`crossEntropy: target ${t} out of range for ${v} classes`);
+      if (t >= 0) count++;
+    }
+  }
+  const device = logits.device;
+  const rowLoss = Tensor.empty(device, [rows]);
+  const lse = Tensor.empty(device, [rows]);
+  const d = crossEntropyDispatch(rows, cols, v);
+  device.dispatch(
+    crossEntropyForwardKernel(),
+    [logits.binding, targets.binding, rowLoss.binding, lse.binding],
+    d.params,
+    d.workgroups,
+  );
+  const total = Tensor.empty(device, [1]);
+  reduceInto(rowLoss, "sum", total);
+  rowLoss.dispose();
+  const inv = 1 / Math.max(count, 1);
+  const out = mapRaw("scale", total, undefined, inv, 0);
+  total.dispose();
+  const res = record(out, "crossEntropy", [logits], (g) => {
+    // per-row upstream gradient g·inv, broadcast from the scalar
+    const tmp = zeros(device, [rows]);
+    const gRows = mapRaw("axpby", tmp, g, 0, inv); // 0·tmp + inv·g[0], per row
+    tmp.dispose();
+    const dx = Tensor.empty(device, logits.shape);
+    device.dispatch(
+      crossEntropyBackwardKernel(),
+      [logits.binding, targets.binding, lse.binding, gRows.binding, dx.binding],
+      d.params,
+      d.workgroups,
+    );
+    gRows.dispose();
+    return [dx];
+  });
+  if (!res.node) lse.dispose();
+  return res;
+}

@@ -1,0 +1,136 @@
+/**
+ * AdamW with decoupled weight decay, global-norm gradient clipping computed on
+ * the GPU (no host round trip per step), and learning-rate schedules.
+ * @module
+ */
+
+import { adamwDispatch, adamwKernel, clipCoefKernel, clipCoefParams } from "../kernels/adamw.ts";
+import type { Device } from "./device.ts";
+import type { ParamInfo } from "./nn.ts";
+import { full, reduceInto } from "./ops/mod.ts";
+import { Tensor } from "./tensor.ts";
+
+/** AdamW hyper-parameters. */
+export interface AdamWConfig {
+  /** First-moment decay (default 0.9). */
+  beta1?: number;
+  /** Second-moment decay (default 0.999; Megatron's GPT uses 0.95). */
+  beta2?: number;
+  /** Denominator epsilon (default 1e-8). */
+  eps?: number;
+  /** Decoupled weight decay for parameters that take it (default 0.01, as the paper). */
+  weightDecay?: number;
+}
+
+/**
+ * The squared L2 norm of all gradients, as a one-element tensor, summed in fixed
+ * order. `count` filters which parameters contribute (tensor parallelism counts
+ * replicated ones once).
+ */
+export function gradSumSquares(device: Device, params: readonly Tensor[]): Tensor {
+  const withGrad = params.filter((p) => p.grad);
+  const parts = Tensor.empty(device, [Math.max(withGrad.length, 1)]);
+  if (withGrad.length === 0) return full(device, [1], 0);
+  withGrad.forEach((p, i) => reduceInto(p.grad!, "sumsq", parts, i));
+  const total = Tensor.empty(device, [1]);
+  reduceInto(parts, "sum", total);
+  parts.dispose();
+  return total;
+}
+
+/**
+ * From a squared norm, the clipping coefficient and the norm itself:
+ * `[min(1, maxNorm/(norm+1e-6)), norm]` (coefficient 1 when `maxNorm ≤ 0`).
+ */
+export function clipCoefficient(sumsq: Tensor, maxNorm: number): Tensor {
+  const out = Tensor.empty(sumsq.device, [2]);
+  sumsq.device.dispatch(clipCoefKernel(), [sumsq.binding, out.binding], clipCoefParams(maxNorm), [
+    1,
+    1,
+    1,
+  ]);
+  return out;
+}
+
+/** AdamW over a fixed list of parameters; state lives on the GPU. */
+export class AdamW {
+  /** Steps taken. */
+  step = 0;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** First and second moments per parameter (created on first step). */
+  readonly moments = new Map<Tensor, { m: Tensor; v: Tensor }>();
+
+  /** An optimizer for `params` (from `Module.namedParams`). */
+  constructor(readonly params: readonly ParamInfo[], config: AdamWConfig = {}) {
+    this.beta1 = config.beta1 ?? 0.9;
+    this.beta2 = config.beta2 ?? 0.999;
+    this.eps = config.eps ?? 1e-8;
+    this.weightDecay = config.weightDecay ?? 0.01;
+  }
+
+  /**
+   * One update with learning rate `lr`; gradients are multiplied by `coef[0]`
+   * (the clipping coefficient from {@link clipCoefficient}), or by 1 if absent.
+   */
+  update(lr: number, coef?: Tensor): void {
+    if (this.params.length === 0) return;
+    const device = this.params[0].tensor.device;
+    this.step++;
+    const one = coef ? null : full(device, [1], 1);
+    const c = coef ?? one!;
+    for (const p of this.params) {
+      const t = p.tensor;
+      if (!t.grad) continue;
+      let st = this.moments.get(t);
+      if (!st) {
+        st = { m: full(device, t.shape, 0).keep(), v: full(device, t.shape, 0).keep() };
+        this.moments.set(t, st);
+      }
+      const d = adamwDispatch(t.size, {
+        lr,
+        beta1: this.beta1,
+        beta2: this.beta2,
+        eps: this.eps,
+        weightDecay: p.decay ? this.weightDecay : 0,
+        step: this.step,
+      });
+      device.dispatch(
+        adamwKernel(),
+        [t.binding, t.grad.binding, st.m.binding, st.v.binding, c.binding],
+        d.params,
+        d.workgroups,
+      );
+    }
+    one?.dispose();
+  }
+}
+
+/** Learning-rate schedule settings (Megatron's names). */
+export interface LrSchedule {
+  /** Peak learning rate. */
+  lr: number;
+  /** Final learning rate (default 0). */
+  minLr?: number;
+  /** Linear warm-up iterations from 0 to `lr`. */
+  warmupIters?: number;
+  /** Iterations over which to decay (default: the training length). */
+  decayIters: number;
+  /** Shape of the decay after warm-up. */
+  style?: "cosine" | "linear" | "constant";
+}
+
+/** The learning rate at iteration `iter` (0-based). */
+export function learningRate(iter: number, s: LrSchedule): number {
+  const warm = s.warmupIters ?? 0;
+  const minLr = s.minLr ?? 0;
+  if (warm > 0 && iter < warm) return (s.lr * (iter + 1)) / warm;
+  const style = s.style ?? "cosine";
+  if (style === "constant") return s.lr;
+  const span = Math.max(1, s.decayIters - warm);
+  const t = Math.min(1, Math.max(0, (iter - warm) / span));
+  const f = style === "linear" ? 1 - t : 0.5 * (1 + Math.cos(Math.PI * t));
+  return minLr + (s.lr - minLr) * f;
+}

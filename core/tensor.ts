@@ -1,0 +1,306 @@
+/**
+ * Tensors: a GPU buffer (shared by views through a reference count), a shape and
+ * a dtype, plus the autograd fields. Creation, read-back and disposal live here;
+ * the math lives in `core/ops/`.
+ * @module
+ */
+
+import type { Device } from "./device.ts";
+
+/** Element types. `i32` is for token ids and targets; all math is f32. */
+export type DType = "f32" | "i32";
+
+/** A node of the autograd graph: the op that produced a tensor. */
+export interface GradNode {
+  /** Op name, for error messages and debugging. */
+  readonly name: string;
+  /** The inputs the op read; gradients flow back to those that require them. */
+  readonly inputs: readonly Tensor[];
+  /** Given the gradient of the output, returns one gradient (or null) per input. */
+  backward(grad: Tensor): (Tensor | null)[];
+}
+
+/** The GPU storage behind one or more tensor views. */
+class Storage {
+  refs = 1;
+  constructor(readonly device: Device, public buffer: GPUBuffer | null, readonly bytes: number) {}
+
+  release(): void {
+    if (--this.refs === 0 && this.buffer) {
+      this.device.pool.release(this.buffer);
+      this.buffer = null;
+    }
+  }
+}
+
+/** Number of elements of `shape`. */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** Formats a shape as `[2, 3]`. */
+export function fmtShape(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+function checkShape(shape: readonly number[]): void {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) {
+      throw new Error(`invalid shape ${fmtShape(shape)}: dimensions must be integers ≥ 0`);
+    }
+  }
+}
+
+/** An n-dimensional array on one device. */
+export class Tensor {
+  /** Element count. */
+  readonly size: number;
+  /** Whether gradients flow into this tensor. */
+  requiresGrad = false;
+  /** Accumulated gradient (leaves only), same shape. */
+  grad: Tensor | null = null;
+  /** The op that produced this tensor (null for leaves). */
+  node: GradNode | null = null;
+  /** Survives scope cleanup (parameters, optimizer state, gradients). */
+  persistent = false;
+  /** Optional name, used in messages and checkpoints. */
+  name?: string;
+  /** Host copy of an `i32` index tensor, kept for ops that index by it (embedding backward). */
+  hostData?: Int32Array;
+  #storage: Storage | null;
+
+  /** Wraps storage; prefer the static constructors. */
+  private constructor(
+    /** The device holding the data. */
+    readonly device: Device,
+    storage: Storage,
+    /** Dimensions, outermost first. */
+    readonly shape: readonly number[],
+    /** Element type. */
+    readonly dtype: DType,
+  ) {
+    this.size = numel(shape);
+    this.#storage = storage;
+    const scope = device.scopes[device.scopes.length - 1];
+    if (scope) scope.add(this);
+  }
+
+  /** An uninitialised tensor (contents undefined until written). */
+  static empty(device: Device, shape: readonly number[], dtype: DType = "f32"): Tensor {
+    checkShape(shape);
+    device.assertAlive();
+    const bytes = numel(shape) * 4;
+    const buffer = device.pool.acquire(Math.max(bytes, 4));
+    return new Tensor(device, new Storage(device, buffer, bytes), [...shape], dtype);
+  }
+
+  /** A tensor holding `data` (copied), of `shape` (default: 1-D). */
+  static fromArray(
+    device: Device,
+    data: Float32Array | Int32Array | number[],
+    shape?: readonly number[],
+    dtype?: DType,
+  ): Tensor {
+    const dt: DType = dtype ?? (data instanceof Int32Array ? "i32" : "f32");
+    const arr = data instanceof Float32Array || data instanceof Int32Array
+      ? data
+      : dt === "i32"
+      ? Int32Array.from(data)
+      : Float32Array.from(data);
+    const sh = shape ?? [arr.length];
+    if (numel(sh) !== arr.length) {
+      throw new Error(
+        `fromArray: ${arr.length} values do not fill shape ${fmtShape(sh)} (${numel(sh)} elements)`,
+      );
+    }
+    const t = Tensor.empty(device, sh, dt);
+    device.upload(t.buffer, arr);
+    if (dt === "i32") t.hostData = arr instanceof Int32Array ? arr.slice() : Int32Array.from(arr);
+    return t;
+  }
+
+  /** The GPU buffer; throws a clear error if the tensor was disposed. */
+  get buffer(): GPUBuffer {
+    const b = this.#storage?.buffer;
+    if (!b) {
+      throw new Error(
+        `use of a disposed tensor${this.name ? ` "${this.name}"` : ""} of shape ${
+          fmtShape(this.shape)
+        }`,
+      );
+    }
+    return b;
+  }
+
+  /** Size in bytes. */
+  get byteLength(): number {
+    return this.size * 4;
+  }
+
+  /** Whether another live view shares this tensor's storage (in-place writes would show there). */
+  get shared(): boolean {
+    return (this.#storage?.refs ?? 0) > 1;
+  }
+
+  /** Whether {@link Tensor.dispose} was called. */
+  get disposed(): boolean {
+    return this.#storage === null;
+  }
+
+  /** The binding descriptor kernels take. */
+  get binding(): { buffer: GPUBuffer; size: number } {
+    return { buffer: this.buffer, size: Math.max(this.byteLength, 4) };
+  }
+
+  /** Number of dimensions. */
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** A new tensor sharing this one's storage with another shape of the same size. */
+  view(shape: readonly number[] = this.shape): Tensor {
+    checkShape(shape);
+    if (numel(shape) !== this.size) {
+      throw new Error(
+        `cannot view ${fmtShape(this.shape)} (${this.size} elements) as ${fmtShape(shape)} (${
+          numel(shape)
+        } elements)`,
+      );
+    }
+    const s = this.#storage;
+    if (!s?.buffer) void this.buffer; // throws the disposed error
+    s!.refs++;
+    const t = new Tensor(this.device, s!, [...shape], this.dtype);
+    t.hostData = this.hostData;
+    return t;
+  }
+
+  /** Reads the values back to the host (a sync point). */
+  async read(): Promise<Float32Array> {
+    const bytes = await this.device.read(this.buffer, this.byteLength);
+    if (this.dtype === "i32") return Float32Array.from(new Int32Array(bytes));
+    return new Float32Array(bytes);
+  }
+
+  /** Reads an `i32` tensor back as integers. */
+  async readInt(): Promise<Int32Array> {
+    if (this.dtype !== "i32") throw new Error(`readInt on a ${this.dtype} tensor`);
+    return new Int32Array(await this.device.read(this.buffer, this.byteLength));
+  }
+
+  /** Reads a one-element tensor as a number. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item() on a tensor of shape ${fmtShape(this.shape)}`);
+    return (await this.read())[0];
+  }
+
+  /** Overwrites the contents from the host (recorded in order with pending work). */
+  write(data: Float32Array | Int32Array): void {
+    if (data.length !== this.size) {
+      throw new Error(
+        `write: ${data.length} values into a tensor of shape ${fmtShape(this.shape)} (${this.size})`,
+      );
+    }
+    this.device.upload(this.buffer, data);
+    if (this.dtype === "i32") {
+      this.hostData = data instanceof Int32Array ? data.slice() : Int32Array.from(data);
+    }
+  }
+
+  /** Marks this tensor as surviving scopes (returns itself). */
+  keep(): this {
+    this.persistent = true;
+    return this;
+  }
+
+  /** Turns on gradient tracking for a leaf (returns itself). */
+  requireGrad(on = true): this {
+    this.requiresGrad = on;
+    return this;
+  }
+
+  /** Returns the storage to the pool once no view uses it. Idempotent. */
+  dispose(): void {
+    if (!this.#storage) return;
+    this.#storage.release();
+    this.#storage = null;
+    this.node = null;
+  }
+
+  /** A short description. */
+  toString(): string {
+    return `Tensor(${fmtShape(this.shape)}, ${this.dtype}${this.name ? `, ${this.name}` : ""})`;
+  }
+}
+
+function collect(value: unknown, out: Set<Tensor>, depth = 0): void {
+  if (value instanceof Tensor) out.add(value);
+  else if (depth < 3 && value && typeof value === "object") {
+    for (const v of Object.values(value as Record<string, unknown>)) collect(v, out, depth + 1);
+  }
+}
+
+function endScope(device: Device, scope: Set<{ dispose(): void }>, result: unknown): void {
+  device.scopes.pop();
+  const escaping = new Set<Tensor>();
+  collect(result, escaping);
+  const parent = device.scopes[device.scopes.length - 1];
+  for (const t of scope) {
+    if (escaping.has(t as Tensor)) {
+      parent?.add(t);
+    } else if (t instanceof Tensor && t.persistent) {
+      continue;
+    } else {
+      t.dispose();
+    }
+  }
+}
+
+/**
+ * Runs `fn` and disposes every tensor created inside it, except those it returns
+ * (directly or inside arrays/objects) and those marked persistent. Works with
+ * sync and async functions; scopes nest.
+ */
+export function tidy<T>(device: Device, fn: () => T): T {
+  const scope = new Set<{ dispose(): void }>();
+  device.scopes.push(scope);
+  let r: T;
+  try {
+    r = fn();
+  } catch (e) {
+    endScope(device, scope, undefined);
+    throw e;
+  }
+  if (r instanceof Promise) {
+    return r.then(
+      (v) => {
+        endScope(device, scope, v);
+        return v;
+      },
+      (e) => {
+        endScope(device, scope, undefined);
+        throw e;
+      },
+    ) as T;
+  }
+  endScope(device, scope, r);
+  return r;
+}
+
+/** Throws a clear error when two shapes differ. */
+export function assertSameShape(op: string, a: Tensor, b: Tensor): void {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
+    throw new Error(`${op}: shape mismatch ${fmtShape(a.shape)} vs ${fmtShape(b.shape)}`);
+  }
+}
+
+/** Throws a clear error when tensors live on different devices. */
+export function assertSameDevice(op: string, ...ts: Tensor[]): Device {
+  const d = ts[0].device;
+  for (const t of ts) {
+    if (t.device !== d) throw new Error(`${op}: tensors are on different devices`);
+  }
+  return d;
+}

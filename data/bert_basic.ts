@@ -1,0 +1,52 @@
+/**
+ * BERT's "basic" pre-tokenization for the uncased model: clean control characters, put spaces
+ * around CJK ideographs, lowercase, strip accents, split on whitespace and punctuation.
+ * @module
+ */
+
+const CONTROL = /[\p{Cc}\p{Cf}]/u;
+const WHITESPACE = /\s/u;
+const PUNCT = /\p{P}/u;
+const MARK = /\p{Mn}/gu;
+
+/** True for code points of the CJK ideograph blocks BERT treats as separate words. */
+function isCjk(cp: number): boolean {
+  return (cp >= 0x4e00 && cp <= 0x9fff) || (cp >= 0x3400 && cp <= 0x4dbf) ||
+    (cp >= 0x20000 && cp <= 0x2a6df) || (cp >= 0x2a700 && cp <= 0x2b73f) ||
+    (cp >= 0x2b740 && cp <= 0x2b81f) || (cp >= 0x2b820 && cp <= 0x2ceaf) ||
+    (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0x2f800 && cp <= 0x2fa1f);
+}
+
+/** True for characters BERT splits off as their own token (ASCII symbols count as punctuation). */
+function isPunctuation(ch: string, cp: number): boolean {
+  if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96)) return true;
+  if (cp >= 123 && cp <= 126) return true;
+  return PUNCT.test(ch);
+}
+
+/** Splits text into lowercased, accent-stripped words and punctuation marks, as BERT does. */
+export function bertBasicTokenize(text: string): string[] {
+  const words: string[] = [];
+  let current = "";
+  const flush = () => {
+    if (current.length > 0) words.push(current);
+    current = "";
+  };
+  const normalized = text.toLowerCase().normalize("NFD").replace(MARK, "");
+  for (const ch of normalized) {
+    const cp = ch.codePointAt(0)!;
+    if (cp === 0 || cp === 0xfffd) continue;
+    if (WHITESPACE.test(ch)) {
+      flush();
+    } else if (CONTROL.test(ch)) {
+      continue;
+    } else if (isCjk(cp) || isPunctuation(ch, cp)) {
+      flush();
+      words.push(ch);
+    } else {
+      current += ch;
+    }
+  }
+  flush();
+  return words;
+}

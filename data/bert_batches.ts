@@ -1,0 +1,254 @@
+/**
+ * BERT pre-training batches: sentence pairs for sentence-order prediction (SOP) and the standard
+ * masked-language-model corruption (15% of ordinary tokens: 80% [MASK], 10% random, 10% kept),
+ * reproducible from a seed and resumable from a saved state.
+ * @module
+ */
+
+import { DataError } from "./errors.ts";
+import { DataRng, type DataRngState } from "./rng.ts";
+import { splitDocuments } from "./sentences.ts";
+import type { BertSpecialIds } from "./wordpiece_tokenizer.ts";
+
+/** Target value at positions that are not masked (the loss ignores them). */
+export const MLM_IGNORE_INDEX: number = -1;
+
+/** What the BERT data pipeline needs from a tokenizer. */
+export interface BertVocab {
+  /** Number of ids. */
+  vocabSize: number;
+  /** Special ids. */
+  special: BertSpecialIds;
+  /** Ids below this are special or unused: never masked, never drawn as random replacements. */
+  firstNormalId: number;
+  /** Encodes text without special tokens. */
+  encode(text: string): ArrayLike<number>;
+}
+
+/** A tokenized corpus: documents, each a list of tokenized sentences (at least two). */
+export interface BertCorpus {
+  /** documents[d][s] is the ids of sentence s of document d. */
+  documents: Int32Array[][];
+}
+
+/** Splits text into documents and sentences and tokenizes them; keeps documents of ≥ 2 sentences. */
+export function prepareBertCorpus(text: string, vocab: BertVocab): BertCorpus {
+  const documents = splitDocuments(text)
+    .map((doc) => doc.map((s) => Int32Array.from(vocab.encode(s))).filter((s) => s.length > 0))
+    .filter((doc) => doc.length >= 2);
+  if (documents.length === 0) {
+    throw new DataError("the corpus has no document with two or more sentences for sentence pairs");
+  }
+  return { documents };
+}
+
+/** One micro-batch of BERT inputs and targets, row-major [batchSize, seqLength]. */
+export interface BertBatch {
+  /** [CLS] A [SEP] B [SEP] [PAD]…, after masking. */
+  inputIds: Int32Array;
+  /** 0 for [CLS], segment A and its [SEP]; 1 for segment B and the final [SEP]; 0 for padding. */
+  tokenTypes: Int32Array;
+  /** 1 for real tokens, 0 for padding. */
+  paddingMask: Int32Array;
+  /** Original id at masked positions, {@link MLM_IGNORE_INDEX} elsewhere. */
+  mlmTargets: Int32Array;
+  /** Per row: 1 if the two segments were swapped, 0 if in corpus order. */
+  sopLabels: Int32Array;
+  /** Rows. */
+  batchSize: number;
+  /** Tokens per row. */
+  seqLength: number;
+}
+
+/** Options of {@link BertBatchSampler}. */
+export interface BertSamplerOptions {
+  /** Rows per batch. */
+  batchSize: number;
+  /** Tokens per row, including [CLS] and two [SEP]; at least 5. */
+  seqLength: number;
+  /** Seed. */
+  seed: number;
+  /** Fraction of ordinary tokens to predict (default 0.15). */
+  maskProb?: number;
+}
+
+/** Serializable state of a {@link BertBatchSampler}. */
+export interface BertSamplerState {
+  /** Seed the sampler was created with. */
+  seed: number;
+  /** Generator words. */
+  rng: DataRngState;
+  /** Batches drawn so far. */
+  batches: number;
+}
+
+/** A segment pair before masking. */
+export interface SopPair {
+  /** First segment in the sequence. */
+  first: Int32Array;
+  /** Second segment in the sequence. */
+  second: Int32Array;
+  /** 1 if `first` comes after `second` in the corpus. */
+  label: number;
+}
+
+function concat(parts: Int32Array[]): Int32Array {
+  const out = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/**
+ * Picks consecutive sentences of one document, splits them at a random point into A and B,
+ * trims to `maxTokens` (A from its front, B from its back, so the A|B boundary stays intact)
+ * and swaps them with probability 1/2.
+ */
+export function sampleSopPair(corpus: BertCorpus, maxTokens: number, rng: DataRng): SopPair {
+  const docs = corpus.documents;
+  // Weight documents by their number of adjacent sentence pairs.
+  let total = 0;
+  for (const d of docs) total += d.length - 1;
+  let k = rng.nextInt(total);
+  let doc = 0;
+  while (k >= docs[doc].length - 1) k -= docs[doc++].length - 1;
+  const sentences = docs[doc];
+  let end = k + 2;
+  let len = sentences[k].length + sentences[k + 1].length;
+  while (end < sentences.length && len + sentences[end].length <= maxTokens) {
+    len += sentences[end++].length;
+  }
+  const split = k + 1 + rng.nextInt(end - k - 1);
+  let a = concat(sentences.slice(k, split));
+  let b = concat(sentences.slice(split, end));
+  while (a.length + b.length > maxTokens) {
+    if (a.length > b.length) a = a.subarray(1);
+    else b = b.subarray(0, b.length - 1);
+  }
+  return rng.nextFloat() < 0.5
+    ? { first: a, second: b, label: 0 }
+    : { first: b, second: a, label: 1 };
+}
+
+/**
+ * Masks `ids[0..length)` in place for MLM: picks max(1, round(p·m)) of the m positions holding
+ * ordinary tokens (id ≥ firstNormalId), and replaces each with [MASK] (80%), a random ordinary id
+ * (10%) or leaves it (10%). Writes the original ids of the picked positions into `targets`.
+ */
+export function maskTokens(
+  ids: Int32Array,
+  targets: Int32Array,
+  vocab: Pick<BertVocab, "vocabSize" | "special" | "firstNormalId">,
+  maskProb: number,
+  rng: DataRng,
+): void {
+  targets.fill(MLM_IGNORE_INDEX);
+  const candidates: number[] = [];
+  for (let i = 0; i < ids.length; i++) if (ids[i] >= vocab.firstNormalId) candidates.push(i);
+  if (candidates.length === 0) return;
+  const count = Math.min(candidates.length, Math.max(1, Math.round(maskProb * candidates.length)));
+  for (let j = 0; j < count; j++) {
+    const pick = j + rng.nextInt(candidates.length - j);
+    [candidates[j], candidates[pick]] = [candidates[pick], candidates[j]];
+    const pos = candidates[j];
+    targets[pos] = ids[pos];
+    const r = rng.nextFloat();
+    if (r < 0.8) ids[pos] = vocab.special.mask;
+    else if (r < 0.9) {
+      ids[pos] = vocab.firstNormalId + rng.nextInt(vocab.vocabSize - vocab.firstNormalId);
+    }
+  }
+}
+
+/** Draws BERT micro-batches (SOP pairs + MLM masking) reproducibly from a seed. */
+export class BertBatchSampler {
+  readonly #corpus: BertCorpus;
+  readonly #vocab: BertVocab;
+  readonly #B: number;
+  readonly #S: number;
+  readonly #p: number;
+  readonly #seed: number;
+  #rng: DataRng;
+  #batches = 0;
+
+  /** Creates a sampler over a prepared corpus. */
+  constructor(corpus: BertCorpus, vocab: BertVocab, options: BertSamplerOptions) {
+    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) {
+      throw new RangeError(`batch size must be a positive integer, got ${options.batchSize}`);
+    }
+    if (!Number.isInteger(options.seqLength) || options.seqLength < 5) {
+      throw new RangeError(`BERT sequence length must be an integer ≥ 5, got ${options.seqLength}`);
+    }
+    const p = options.maskProb ?? 0.15;
+    if (!(p > 0 && p < 1)) throw new RangeError(`mask probability must be in (0, 1), got ${p}`);
+    this.#corpus = corpus;
+    this.#vocab = vocab;
+    this.#B = options.batchSize;
+    this.#S = options.seqLength;
+    this.#p = p;
+    this.#seed = options.seed;
+    this.#rng = new DataRng(options.seed);
+  }
+
+  /** Draws the next micro-batch. */
+  next(): BertBatch {
+    const B = this.#B, S = this.#S, sp = this.#vocab.special;
+    const batch: BertBatch = {
+      inputIds: new Int32Array(B * S).fill(sp.pad),
+      tokenTypes: new Int32Array(B * S),
+      paddingMask: new Int32Array(B * S),
+      mlmTargets: new Int32Array(B * S),
+      sopLabels: new Int32Array(B),
+      batchSize: B,
+      seqLength: S,
+    };
+    for (let r = 0; r < B; r++) {
+      const pair = sampleSopPair(this.#corpus, S - 3, this.#rng);
+      const o = r * S;
+      const ids = batch.inputIds.subarray(o, o + S);
+      const n = pair.first.length + pair.second.length + 3;
+      ids[0] = sp.cls;
+      ids.set(pair.first, 1);
+      ids[1 + pair.first.length] = sp.sep;
+      ids.set(pair.second, 2 + pair.first.length);
+      ids[n - 1] = sp.sep;
+      batch.tokenTypes.fill(1, o + 2 + pair.first.length, o + n);
+      batch.paddingMask.fill(1, o, o + n);
+      batch.sopLabels[r] = pair.label;
+      maskTokens(
+        ids.subarray(0, n),
+        batch.mlmTargets.subarray(o, o + n),
+        this.#vocab,
+        this.#p,
+        this.#rng,
+      );
+      batch.mlmTargets.fill(MLM_IGNORE_INDEX, o + n, o + S);
+    }
+    this.#batches++;
+    return batch;
+  }
+
+  /** Batches drawn so far. */
+  get batchesDrawn(): number {
+    return this.#batches;
+  }
+
+  /** The current state, JSON-serializable. */
+  state(): BertSamplerState {
+    return { seed: this.#seed, rng: this.#rng.state(), batches: this.#batches };
+  }
+
+  /** Continues from a saved state (the seed must match). */
+  restore(state: BertSamplerState): void {
+    if (state.seed !== this.#seed) {
+      throw new Error(
+        `sampler state was saved with seed ${state.seed}, this sampler uses ${this.#seed}`,
+      );
+    }
+    this.#rng.restore(state.rng);
+    this.#batches = state.batches;
+  }
+}

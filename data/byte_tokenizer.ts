@@ -1,0 +1,29 @@
+import type { Tokenizer } from "./tokenizer.ts";
+
+/** Byte-level tokenizer: each UTF-8 byte is one token (vocab 256, no end-of-text id). */
+export class ByteTokenizer implements Tokenizer {
+  /** Tokenizer name. */
+  readonly name = "byte";
+  /** 256 byte values. */
+  readonly vocabSize = 256;
+  #encoder = new TextEncoder();
+  #decoder = new TextDecoder("utf-8", { fatal: false });
+
+  /** UTF-8 bytes of `text`, as ids. */
+  encode(text: string): Uint32Array {
+    return Uint32Array.from(this.#encoder.encode(text));
+  }
+
+  /** Decodes ids as UTF-8; invalid sequences become U+FFFD. Throws on ids outside [0, 256). */
+  decode(ids: ArrayLike<number>): string {
+    const bytes = new Uint8Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!(id >= 0 && id < 256) || !Number.isInteger(id)) {
+        throw new RangeError(`byte tokenizer: id ${id} at position ${i} is not in [0, 256)`);
+      }
+      bytes[i] = id;
+    }
+    return this.#decoder.decode(bytes);
+  }
+}

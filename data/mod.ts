@@ -1,0 +1,68 @@
+/**
+ * The data layer: tokenizers (GPT-2 BPE, byte-level, BERT WordPiece), corpora (the default book,
+ * text files and folders, `.bin` token files), GPT batch sampling and evaluation windows, BERT
+ * sentence-pair batches with MLM masking, and entropy baselines. Host-only; no GPU.
+ * @module
+ */
+
+export { DataError } from "./errors.ts";
+export { DataRng, type DataRngState } from "./rng.ts";
+export {
+  createTokenizer,
+  type Tokenizer,
+  TOKENIZER_NAMES,
+  type TokenizerName,
+} from "./tokenizer.ts";
+export { ByteTokenizer } from "./byte_tokenizer.ts";
+export { createGpt2Tokenizer, GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_tokenizer.ts";
+export {
+  type BertSpecialIds,
+  createBertTokenizer,
+  vocabFromSentencePieceStyle,
+  WordPieceTokenizer,
+} from "./wordpiece_tokenizer.ts";
+export { bertBasicTokenize } from "./bert_basic.ts";
+export { loadMobyDick } from "./moby_dick.ts";
+export {
+  type CorpusTokens,
+  DEFAULT_CORPUS_NAME,
+  listTextFiles,
+  loadText,
+  loadTokens,
+  splitTrainVal,
+  TEXT_EXTENSIONS,
+  type TrainValSplit,
+} from "./corpus.ts";
+export {
+  checkIdsInVocab,
+  decodeTokenBin,
+  encodeTokenBin,
+  MAX_BIN_VOCAB,
+  readTokenBin,
+  writeTokenBin,
+} from "./token_bin.ts";
+export {
+  evalBatches,
+  evalWindowCount,
+  evalWindowStarts,
+  GptBatchSampler,
+  type GptSamplerOptions,
+  type GptSamplerState,
+  type LmBatch,
+  sliceBatch,
+} from "./gpt_batches.ts";
+export { uniformEntropy, unigramEntropy } from "./stats.ts";
+export { splitDocuments, splitParagraphSentences } from "./sentences.ts";
+export {
+  type BertBatch,
+  BertBatchSampler,
+  type BertCorpus,
+  type BertSamplerOptions,
+  type BertSamplerState,
+  type BertVocab,
+  maskTokens,
+  MLM_IGNORE_INDEX,
+  prepareBertCorpus,
+  sampleSopPair,
+  type SopPair,
+} from "./bert_batches.ts";

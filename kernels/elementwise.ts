@@ -1,0 +1,145 @@
+/**
+ * Elementwise kernels: one generator for maps over one or two inputs (the second
+ * may broadcast by repeating, e.g. a bias over rows), plus an in-place
+ * `y += alpha·x` and fills. The activation formulas live here too.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, GROUP_INDEX, gridFor } from "./grid.ts";
+
+const WG = 256;
+
+/** WGSL helpers for the GeLU variants (tanh approximation and exact erf). */
+export const ACTIVATIONS_WGSL = /* wgsl */ `
+fn tanh_safe(u: f32) -> f32 {
+  let v = clamp(u, -15.0, 15.0);
+  let e = exp(2.0 * v);
+  return (e - 1.0) / (e + 1.0);
+}
+const GELU_K: f32 = 0.7978845608028654; // sqrt(2/pi)
+const GELU_C: f32 = 0.044715;
+fn gelu_tanh(x: f32) -> f32 {
+  return 0.5 * x * (1.0 + tanh_safe(GELU_K * (x + GELU_C * x * x * x)));
+}
+fn gelu_tanh_grad(x: f32) -> f32 {
+  let t = tanh_safe(GELU_K * (x + GELU_C * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+}
+// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)
+fn erf_approx(x: f32) -> f32 {
+  let s = sign(x);
+  let a = abs(x);
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+    + 0.254829592) * t * exp(-a * a);
+  return s * y;
+}
+fn gelu_erf(x: f32) -> f32 {
+  return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
+}
+fn gelu_erf_grad(x: f32) -> f32 {
+  return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476))
+    + x * 0.3989422804014327 * exp(-0.5 * x * x);
+}
+`;
+
+/** Expressions over `x` (first input), `y` (second input), `alpha`, `beta`. */
+export const MAP_EXPRESSIONS = {
+  add: "x + y",
+  sub: "x - y",
+  mul: "x * y",
+  axpby: "alpha * x + beta * y",
+  scale: "alpha * x + beta",
+  geluTanh: "gelu_tanh(x)",
+  geluErf: "gelu_erf(x)",
+  geluTanhGrad: "y * gelu_tanh_grad(x)",
+  geluErfGrad: "y * gelu_erf_grad(x)",
+  relu: "max(x, 0.0)",
+  square: "x * x",
+} as const;
+
+/** Names of the available maps. */
+export type MapOp = keyof typeof MAP_EXPRESSIONS;
+
+/** Number of inputs each map reads. */
+export function mapArity(op: MapOp): 1 | 2 {
+  return /\by\b/.test(MAP_EXPRESSIONS[op]) ? 2 : 1;
+}
+
+/**
+ * `out[i] = op(x[i], y[i mod ny])`. Bindings: x, [y], out. `broadcast` selects
+ * the modulo indexing (y repeats over the leading dimensions of x).
+ */
+export function mapKernel(op: MapOp, broadcast: boolean): KernelSource {
+  const arity = mapArity(op);
+  const yDecl = arity === 2 ? "@group(0) @binding(1) var<storage, read> yb: array<f32>;" : "";
+  const outBinding = arity === 2 ? 2 : 1;
+  const yLoad = arity === 2 ? (broadcast ? "let y = yb[i % p.ny];" : "let y = yb[i];") : "";
+  return {
+    key: `map:${op}:${broadcast ? "b" : "s"}`,
+    code: /* wgsl */ `
+${ACTIVATIONS_WGSL}
+struct P { n: u32, ny: u32, alpha: f32, beta: f32 }
+@group(0) @binding(0) var<storage, read> xb: array<f32>;
+${yDecl}
+@group(0) @binding(${outBinding}) var<storage, read_write> out: array<f32>;
+@group(0) @binding(${outBinding + 1}) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  let x = xb[i];
+  ${yLoad}
+  let alpha = p.alpha;
+  let beta = p.beta;
+  out[i] = ${MAP_EXPRESSIONS[op]};
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link mapKernel}. */
+export function mapDispatch(n: number, ny: number, alpha = 1, beta = 0) {
+  return {
+    params: new Params(4).u32(n).u32(Math.max(ny, 1)).f32(alpha).f32(beta).buffer,
+    workgroups: gridFor(n, WG),
+  };
+}
+
+/** In place `y[i] = beta·y[i] + alpha·x[i mod nx]`. Bindings: x, y. */
+export function axpyKernel(): KernelSource {
+  return {
+    key: "axpy",
+    code: /* wgsl */ `
+struct P { n: u32, nx: u32, alpha: f32, beta: f32 }
+@group(0) @binding(0) var<storage, read> xb: array<f32>;
+@group(0) @binding(1) var<storage, read_write> yb: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  yb[i] = p.beta * yb[i] + p.alpha * xb[i % p.nx];
+}`,
+  };
+}
+
+/** `out[i] = value` (value passed as raw bits, so it also fills i32 tensors). Bindings: out. */
+export function fillKernel(): KernelSource {
+  return {
+    key: "fill",
+    code: /* wgsl */ `
+struct P { n: u32, bits: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  out[i] = p.bits;
+}`,
+  };
+}
+
+/** Workgroup size of the elementwise kernels. */
+export const ELEMENTWISE_WG = WG;

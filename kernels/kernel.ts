@@ -1,0 +1,54 @@
+/**
+ * The contract between `kernels/` and `core/`: a kernel is WGSL source with one
+ * `main` entry point and a unique cache key per specialization. Storage buffers
+ * are bound at `@group(0) @binding(0..n-1)` in the order the op passes them; a
+ * uniform `params` block, when the kernel has one, is bound right after them.
+ * @module
+ */
+
+/** A compiled-once unit of WGSL: one specialization of one kernel. */
+export interface KernelSource {
+  /** Unique per (kernel, specialization); the pipeline cache key. */
+  readonly key: string;
+  /** Complete WGSL module with an entry point named `main`. */
+  readonly code: string;
+}
+
+/** Packs a uniform block of u32/i32/f32 fields (4 bytes each, in declaration order). */
+export class Params {
+  #view: DataView;
+  #n = 0;
+
+  /** Reserves `fields` 4-byte fields (rounded up to 16 bytes as WGSL requires). */
+  constructor(fields: number) {
+    this.#view = new DataView(new ArrayBuffer(Math.max(16, Math.ceil(fields / 4) * 16)));
+  }
+
+  /** Appends an unsigned 32-bit field. */
+  u32(v: number): this {
+    this.#view.setUint32(4 * this.#n++, v >>> 0, true);
+    return this;
+  }
+
+  /** Appends a signed 32-bit field. */
+  i32(v: number): this {
+    this.#view.setInt32(4 * this.#n++, v | 0, true);
+    return this;
+  }
+
+  /** Appends a 32-bit float field. */
+  f32(v: number): this {
+    this.#view.setFloat32(4 * this.#n++, v, true);
+    return this;
+  }
+
+  /** The packed bytes. */
+  get buffer(): ArrayBuffer {
+    return this.#view.buffer as ArrayBuffer;
+  }
+}
+
+/** Ceiling division, for workgroup counts. */
+export function ceilDiv(a: number, b: number): number {
+  return Math.floor((a + b - 1) / b);
+}

@@ -1,0 +1,128 @@
+/**
+ * Layer norm over the last dimension, forward and backward.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, GROUP_INDEX, grid2d, gridFor } from "./grid.ts";
+import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
+
+/**
+ * `y = (x − mean)·rstd·gamma + beta` per row; also writes mean and rstd per row
+ * for the backward pass. Bindings: x, gamma, beta, y, mean, rstd.
+ */
+export function layerNormForwardKernel(): KernelSource {
+  return {
+    key: "layernorm:fwd",
+    code: /* wgsl */ `
+${ROW_REDUCE_WGSL}
+struct P { rows: u32, cols: u32, eps: f32, _p: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> beta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> meanOut: array<f32>;
+@group(0) @binding(5) var<storage, read_write> rstdOut: array<f32>;
+@group(0) @binding(6) var<uniform> p: P;
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX};
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  var s = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) { s += x[base + c]; }
+  let mean = wg_sum(s, lid) / f32(p.cols);
+  var v = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) { let d = x[base + c] - mean; v += d * d; }
+  let rstd = inverseSqrt(wg_sum(v, lid) / f32(p.cols) + p.eps);
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    y[base + c] = (x[base + c] - mean) * rstd * gamma[c] + beta[c];
+  }
+  if (lid == 0u) { meanOut[row] = mean; rstdOut[row] = rstd; }
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link layerNormForwardKernel} and the backward input kernel. */
+export function layerNormDispatch(rows: number, cols: number, eps: number) {
+  return { params: new Params(4).u32(rows).u32(cols).f32(eps).u32(0).buffer, workgroups: grid2d(rows) };
+}
+
+/**
+ * Input gradient: `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` with `g = dy·gamma`.
+ * Bindings: x, gamma, dy, mean, rstd, dx.
+ */
+export function layerNormBackwardKernel(): KernelSource {
+  return {
+    key: "layernorm:bwd",
+    code: /* wgsl */ `
+${ROW_REDUCE_WGSL}
+struct P { rows: u32, cols: u32, eps: f32, _p: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> meanIn: array<f32>;
+@group(0) @binding(4) var<storage, read> rstdIn: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<uniform> p: P;
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX};
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  let mean = meanIn[row];
+  let rstd = rstdIn[row];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let g = dy[base + c] * gamma[c];
+    sg += g;
+    sgx += g * (x[base + c] - mean) * rstd;
+  }
+  let mg = wg_sum(sg, lid) / f32(p.cols);
+  let mgx = wg_sum(sgx, lid) / f32(p.cols);
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let xh = (x[base + c] - mean) * rstd;
+    dx[base + c] = rstd * (dy[base + c] * gamma[c] - mg - xh * mgx);
+  }
+}`,
+  };
+}
+
+/**
+ * Parameter gradients, one invocation per column summing over rows in order:
+ * `dgamma = Σ dy·x̂`, `dbeta = Σ dy`. Bindings: x, dy, mean, rstd, dgamma, dbeta.
+ */
+export function layerNormParamGradKernel(): KernelSource {
+  return {
+    key: "layernorm:dparams",
+    code: /* wgsl */ `
+struct P { rows: u32, cols: u32, eps: f32, _p: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> meanIn: array<f32>;
+@group(0) @binding(3) var<storage, read> rstdIn: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dbeta: array<f32>;
+@group(0) @binding(6) var<uniform> p: P;
+@compute @workgroup_size(64)
+fn main(${GRID_BUILTINS}) {
+  let c = ${GROUP_INDEX} * 64u + lid;
+  if (c >= p.cols) { return; }
+  var sg = 0.0;
+  var sb = 0.0;
+  for (var r = 0u; r < p.rows; r++) {
+    let g = dy[r * p.cols + c];
+    sg += g * (x[r * p.cols + c] - meanIn[r]) * rstdIn[r];
+    sb += g;
+  }
+  dgamma[c] = sg;
+  dbeta[c] = sb;
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link layerNormParamGradKernel}. */
+export function layerNormParamGradDispatch(rows: number, cols: number) {
+  return { params: new Params(4).u32(rows).u32(cols).f32(0).u32(0).buffer, workgroups: gridFor(cols, 64) };
+}

@@ -1,0 +1,89 @@
+/**
+ * Reductions: sum, sum of squares and max of a whole tensor (two passes, fixed
+ * order, deterministic), and column sums of a matrix (bias gradients).
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, GROUP_INDEX, grid2d, gridFor } from "./grid.ts";
+
+/** Threads per reduction workgroup. */
+export const REDUCE_WG = 256;
+/** Elements each reduction workgroup folds in the first pass. */
+export const REDUCE_CHUNK = 4096;
+
+/** What {@link reduceKernel} folds. */
+export type ReduceOp = "sum" | "sumsq" | "max";
+
+const INIT = { sum: "0.0", sumsq: "0.0", max: "-3.0e38" };
+const COMBINE = { sum: "a + b", sumsq: "a + b", max: "max(a, b)" };
+
+/**
+ * One pass: workgroup `w` folds `x[w·chunk .. (w+1)·chunk)` into `out[w]`
+ * (squaring first for `sumsq` when `square` is set). Run once over the data
+ * (`square` = op is sumsq) and again over the partials until one value is left;
+ * the last pass may write at `out[outOffset]`. Bindings: x, out.
+ */
+export function reduceKernel(op: ReduceOp, square: boolean): KernelSource {
+  const load = square ? "let v = x[i]; acc = combine(acc, v * v);" : "acc = combine(acc, x[i]);";
+  return {
+    key: `reduce:${op}:${square ? "sq" : "id"}`,
+    code: /* wgsl */ `
+struct P { n: u32, chunk: u32, outOffset: u32, _p: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> red: array<f32, ${REDUCE_WG}>;
+fn combine(a: f32, b: f32) -> f32 { return ${COMBINE[op]}; }
+@compute @workgroup_size(${REDUCE_WG})
+fn main(${GRID_BUILTINS}) {
+  let w = ${GROUP_INDEX};
+  let start = w * p.chunk;
+  let end = min(start + p.chunk, p.n);
+  var acc = ${INIT[op]};
+  for (var i = start + lid; i < end; i += ${REDUCE_WG}u) { ${load} }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { out[p.outOffset + w] = red[0]; }
+}`,
+  };
+}
+
+/** Uniforms and grid for one {@link reduceKernel} pass over `n` elements. */
+export function reduceDispatch(n: number, outOffset = 0) {
+  const groups = Math.max(1, Math.ceil(n / REDUCE_CHUNK));
+  return {
+    groups,
+    params: new Params(4).u32(n).u32(REDUCE_CHUNK).u32(outOffset).u32(0).buffer,
+    workgroups: grid2d(groups),
+  };
+}
+
+/** `out[c] = Σ_r x[r, c]` (rows summed in order). Bindings: x, out. */
+export function columnSumKernel(): KernelSource {
+  return {
+    key: "colsum",
+    code: /* wgsl */ `
+struct P { rows: u32, cols: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64)
+fn main(${GRID_BUILTINS}) {
+  let c = ${GROUP_INDEX} * 64u + lid;
+  if (c >= p.cols) { return; }
+  var s = 0.0;
+  for (var r = 0u; r < p.rows; r++) { s += x[r * p.cols + c]; }
+  out[c] = s;
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link columnSumKernel}. */
+export function columnSumDispatch(rows: number, cols: number) {
+  return { params: new Params(4).u32(rows).u32(cols).u32(0).u32(0).buffer, workgroups: gridFor(cols, 64) };
+}

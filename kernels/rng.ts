@@ -1,0 +1,117 @@
+/**
+ * Counter-based random numbers (Philox-4x32-10) in WGSL. Every random value is a
+ * pure function of (seed, offset, element index), so a dropout mask can be
+ * regenerated in the backward pass instead of stored, and shards of a weight can
+ * draw exactly the values of the matching slice of the full weight.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, GROUP_INDEX, gridFor } from "./grid.ts";
+
+const WG = 256;
+
+/** WGSL Philox-4x32-10 with 32×32→64-bit products built from 16-bit halves. */
+export const PHILOX_WGSL = /* wgsl */ `
+fn mulhilo(a: u32, b: u32) -> vec2<u32> {
+  let a0 = a & 0xffffu; let a1 = a >> 16u;
+  let b0 = b & 0xffffu; let b1 = b >> 16u;
+  let p00 = a0 * b0; let p01 = a0 * b1; let p10 = a1 * b0; let p11 = a1 * b1;
+  let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+  let hi = p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+  return vec2<u32>(hi, a * b);
+}
+fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+  var c = counter;
+  var k = key;
+  for (var r = 0u; r < 10u; r++) {
+    let m0 = mulhilo(0xD2511F53u, c.x);
+    let m1 = mulhilo(0xCD9E8D57u, c.z);
+    c = vec4<u32>(m1.x ^ c.y ^ k.x, m1.y, m0.x ^ c.w ^ k.y, m0.y);
+    k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+  }
+  return c;
+}
+// uniform in [0, 1) with 24 random bits
+fn u01(x: u32) -> f32 { return f32(x >> 8u) * 5.9604644775390625e-8; }
+`;
+
+/** Which distribution {@link randomKernel} draws. */
+export type Distribution = "uniform" | "normal";
+
+/**
+ * Fills `out[i]` (i < n) with a draw for global element index `start + i`:
+ * uniform in [lo, hi) or normal(mean=lo, std=hi). Bindings: out.
+ * Counter = (start + i, offset, 0, 0), key = (seedLo, seedHi).
+ */
+export function randomKernel(dist: Distribution): KernelSource {
+  const body = dist === "uniform"
+    ? "out[i] = p.a + (p.b - p.a) * u01(r.x);"
+    : `let u1 = f32((r.x >> 8u) + 1u) * 5.9604644775390625e-8;
+  let u2 = u01(r.y);
+  out[i] = p.a + p.b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`;
+  return {
+    key: `random:${dist}`,
+    code: /* wgsl */ `
+${PHILOX_WGSL}
+struct P { n: u32, start: u32, seedLo: u32, seedHi: u32, offset: u32, a: f32, b: f32, _p: u32 }
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  let r = philox(vec4<u32>(p.start + i, p.offset, 0u, 0u), vec2<u32>(p.seedLo, p.seedHi));
+  ${body}
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link randomKernel}. */
+export function randomDispatch(
+  n: number,
+  seed: number,
+  offset: number,
+  a: number,
+  b: number,
+  start = 0,
+) {
+  return {
+    params: new Params(8).u32(n).u32(start).u32(seed >>> 0).u32(Math.floor(seed / 2 ** 32))
+      .u32(offset).f32(a).f32(b).u32(0).buffer,
+    workgroups: gridFor(n, WG),
+  };
+}
+
+/**
+ * Dropout: `out[i] = x[i] · keep(i) / (1 − p)`, where keep(i) is
+ * `u01(philox((i, offset, 0, 0), seed).x) ≥ p`. The same kernel applies the same
+ * mask to the upstream gradient in the backward pass. Bindings: x, out.
+ */
+export function dropoutKernel(): KernelSource {
+  return {
+    key: "dropout",
+    code: /* wgsl */ `
+${PHILOX_WGSL}
+struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<storage, read> xb: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  let r = philox(vec4<u32>(i, p.offset, 0u, 0u), vec2<u32>(p.seedLo, p.seedHi));
+  out[i] = select(0.0, xb[i] * p.scale, u01(r.x) >= p.prob);
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link dropoutKernel}. */
+export function dropoutDispatch(n: number, prob: number, seed: number, offset: number) {
+  return {
+    params: new Params(8).u32(n).u32(seed >>> 0).u32(Math.floor(seed / 2 ** 32)).u32(offset)
+      .f32(prob).f32(1 / (1 - prob)).u32(0).u32(0).buffer,
+    workgroups: gridFor(n, WG),
+  };
+}

@@ -1,0 +1,154 @@
+import assert from "node:assert/strict";
+import {
+  BertBatchSampler,
+  type BertCorpus,
+  type BertVocab,
+  maskTokens,
+  MLM_IGNORE_INDEX,
+  prepareBertCorpus,
+} from "../data/bert_batches.ts";
+import { DataRng } from "../data/rng.ts";
+import { splitDocuments, splitParagraphSentences } from "../data/sentences.ts";
+import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
+import { loadText } from "../data/corpus.ts";
+
+/** A synthetic vocabulary: specials 0..4, ordinary ids from 10. */
+const VOCAB: BertVocab = {
+  vocabSize: 5000,
+  special: { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 },
+  firstNormalId: 10,
+  encode: () => [],
+};
+
+/** Documents whose ids count up through each document, so corpus order is visible in the ids. */
+function countingCorpus(): BertCorpus {
+  const rng = new DataRng(99);
+  let next = 10;
+  const documents: Int32Array[][] = [];
+  for (let d = 0; d < 20; d++) {
+    const doc: Int32Array[] = [];
+    for (let s = 0; s < 2 + rng.nextInt(10); s++) {
+      const len = 1 + rng.nextInt(40);
+      doc.push(Int32Array.from({ length: len }, () => next++));
+    }
+    documents.push(doc);
+  }
+  return { documents };
+}
+
+/** The unmasked ids of one row. */
+function original(inputs: Int32Array, targets: Int32Array): number[] {
+  return Array.from(inputs, (id, i) => (targets[i] === MLM_IGNORE_INDEX ? id : targets[i]));
+}
+
+Deno.test("sentence splitting", () => {
+  assert.deepEqual(
+    splitParagraphSentences(
+      'Call me Ishmael. Mr. Starbuck said "Aye!" And then? 3 boats went. Nothing\nmore',
+    ),
+    ["Call me Ishmael.", 'Mr. Starbuck said "Aye!"', "And then?", "3 boats went.", "Nothing more"],
+  );
+  assert.deepEqual(splitDocuments("A one. A two.\n\nA three.\n\n\n\nB one. B two."), [
+    ["A one.", "A two.", "A three."],
+    ["B one.", "B two."],
+  ]);
+});
+
+Deno.test("SOP pairs: layout, token types, padding mask, labels match corpus order", () => {
+  const S = 48, B = 8;
+  const sampler = new BertBatchSampler(countingCorpus(), VOCAB, {
+    batchSize: B,
+    seqLength: S,
+    seed: 5,
+  });
+  let swapped = 0, rows = 0;
+  for (let k = 0; k < 100; k++) {
+    const b = sampler.next();
+    assert.equal(b.sopLabels.length, B);
+    for (let r = 0; r < B; r++) {
+      const o = r * S;
+      const ids = original(b.inputIds.subarray(o, o + S), b.mlmTargets.subarray(o, o + S));
+      const types = Array.from(b.tokenTypes.subarray(o, o + S));
+      const mask = Array.from(b.paddingMask.subarray(o, o + S));
+      const n = mask.indexOf(0) < 0 ? S : mask.indexOf(0);
+      assert.ok(mask.slice(n).every((m) => m === 0));
+      assert.ok(ids.slice(n).every((id) => id === VOCAB.special.pad));
+      assert.ok(types.slice(n).every((t) => t === 0));
+      assert.equal(ids[0], VOCAB.special.cls);
+      assert.equal(ids[n - 1], VOCAB.special.sep);
+      const sep = ids.indexOf(VOCAB.special.sep);
+      assert.ok(sep >= 2 && sep <= n - 3, "both segments non-empty");
+      assert.deepEqual(types.slice(0, sep + 1), new Array(sep + 1).fill(0));
+      assert.deepEqual(types.slice(sep + 1, n), new Array(n - sep - 1).fill(1));
+      const first = ids.slice(1, sep), second = ids.slice(sep + 1, n - 1);
+      // In corpus order the two segments form one contiguous run of counting ids.
+      const [a, bSeg] = b.sopLabels[r] === 1 ? [second, first] : [first, second];
+      const joined = a.concat(bSeg);
+      joined.forEach((id, i) => assert.equal(id, joined[0] + i));
+      swapped += b.sopLabels[r];
+      rows++;
+    }
+  }
+  assert.ok(Math.abs(swapped / rows - 0.5) < 0.06, `swapped share ${swapped / rows}`);
+});
+
+Deno.test("masking: 15% of ordinary tokens, 80/10/10, specials never masked", () => {
+  const S = 64, B = 16;
+  const sampler = new BertBatchSampler(countingCorpus(), VOCAB, {
+    batchSize: B,
+    seqLength: S,
+    seed: 11,
+  });
+  let eligible = 0, picked = 0, masked = 0, random = 0, kept = 0;
+  for (let k = 0; k < 250; k++) {
+    const b = sampler.next();
+    for (let i = 0; i < B * S; i++) {
+      const t = b.mlmTargets[i], id = b.inputIds[i];
+      const orig = t === MLM_IGNORE_INDEX ? id : t;
+      if (orig >= VOCAB.firstNormalId) eligible++;
+      if (t === MLM_IGNORE_INDEX) continue;
+      assert.ok(t >= VOCAB.firstNormalId, "a special token was chosen for prediction");
+      assert.equal(b.paddingMask[i], 1);
+      picked++;
+      if (id === VOCAB.special.mask) masked++;
+      else if (id === t) kept++;
+      else {
+        assert.ok(id >= VOCAB.firstNormalId && id < VOCAB.vocabSize);
+        random++;
+      }
+    }
+  }
+  assert.ok(picked > 20_000, `picked ${picked} of ${eligible}`);
+  assert.ok(Math.abs(picked / eligible - 0.15) < 0.01, `picked ${picked / eligible}`);
+  assert.ok(Math.abs(masked / picked - 0.8) < 0.015, `mask ${masked / picked}`);
+  assert.ok(Math.abs(random / picked - 0.1) < 0.01, `random ${random / picked}`);
+  assert.ok(Math.abs(kept / picked - 0.1) < 0.01, `kept ${kept / picked}`);
+});
+
+Deno.test("maskTokens picks max(1, round(p·m)) ordinary positions", () => {
+  const ids = Int32Array.from([2, 50, 51, 52, 3, 53, 3, 0, 0]);
+  const targets = new Int32Array(ids.length);
+  maskTokens(ids, targets, VOCAB, 0.5, new DataRng(1));
+  const chosen = [...targets.keys()].filter((i) => targets[i] !== MLM_IGNORE_INDEX);
+  assert.equal(chosen.length, 2);
+  for (const i of chosen) assert.ok([1, 2, 3, 5].includes(i));
+  assert.deepEqual([ids[0], ids[4], ids[6], ids[7]], [2, 3, 3, 0]);
+});
+
+Deno.test("BERT sampler is reproducible and resumable; works on the real book", async () => {
+  const tok = await createBertTokenizer();
+  const corpus = prepareBertCorpus(await loadText(), tok);
+  assert.ok(corpus.documents.length > 130);
+  const opts = { batchSize: 4, seqLength: 128, seed: 3 };
+  const a = new BertBatchSampler(corpus, tok, opts);
+  const b = new BertBatchSampler(corpus, tok, opts);
+  assert.deepEqual(a.next(), b.next());
+  const state = JSON.parse(JSON.stringify(a.state()));
+  const expected = a.next();
+  const c = new BertBatchSampler(corpus, tok, opts);
+  c.restore(state);
+  assert.deepEqual(c.next(), expected);
+  assert.ok(expected.inputIds.every((id) => id >= 0 && id < tok.vocabSize));
+  assert.throws(() => new BertBatchSampler(corpus, tok, { ...opts, seqLength: 4 }), /≥ 5/);
+  assert.throws(() => prepareBertCorpus("One sentence only", tok), /two or more sentences/);
+});

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { DataError } from "../data/errors.ts";
+import { listTextFiles, loadText, loadTokens, splitTrainVal } from "../data/corpus.ts";
+import { decodeTokenBin, encodeTokenBin, readTokenBin } from "../data/token_bin.ts";
+import { createTokenizer } from "../data/tokenizer.ts";
+import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "data_corpus_test_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("default corpus is the full Moby Dick", async () => {
+  const text = await loadText();
+  assert.equal(text.length, 1217672);
+  assert.ok(text.startsWith("CONTENTS"));
+  assert.ok(text.includes("CHAPTER 1. Loomings.\n\nCall me Ishmael."));
+  assert.ok(text.trimEnd().endsWith("only found another orphan."));
+  const byte = await loadTokens(await createTokenizer("byte"));
+  assert.equal(byte.ids.length, 1221124);
+  assert.equal(byte.chars, 1217672);
+});
+
+Deno.test("text file and folder loading (recursive, sorted, .txt/.md only)", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.mkdir(`${dir}/b/sub`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/b/sub/z.md`, "third");
+    await Deno.writeTextFile(`${dir}/b/a.txt`, "second");
+    await Deno.writeTextFile(`${dir}/a.txt`, "first");
+    await Deno.writeTextFile(`${dir}/ignored.json`, "{}");
+    await Deno.writeTextFile(`${dir}/empty.txt`, "  \n");
+    assert.deepEqual(
+      (await listTextFiles(dir)).map((p) => p.slice(dir.length + 1)),
+      ["a.txt", "b/a.txt", "b/sub/z.md", "empty.txt"],
+    );
+    assert.equal(await loadText(dir), "first\n\nsecond\n\nthird");
+    assert.equal(await loadText(`${dir}/b/a.txt`), "second");
+    const tokens = await loadTokens(await createTokenizer("byte"), `${dir}/a.txt`);
+    assert.deepEqual(Array.from(tokens.ids), [102, 105, 114, 115, 116]);
+  });
+});
+
+Deno.test("clear errors for bad data paths", async () => {
+  await withTempDir(async (dir) => {
+    const byte = await createTokenizer("byte");
+    await assert.rejects(() => loadText(`${dir}/missing.txt`), DataError);
+    await assert.rejects(() => loadText(`${dir}/missing.txt`), /does not exist/);
+    await assert.rejects(() => loadTokens(byte, `${dir}/missing.bin`), /does not exist/);
+    await Deno.writeTextFile(`${dir}/empty.txt`, "\n \n");
+    await assert.rejects(() => loadText(`${dir}/empty.txt`), /is empty/);
+    await Deno.mkdir(`${dir}/nothing`);
+    await assert.rejects(() => loadText(`${dir}/nothing`), /no \.txt or \.md files/);
+    await Deno.mkdir(`${dir}/blank`);
+    await Deno.writeTextFile(`${dir}/blank/x.txt`, "");
+    await assert.rejects(() => loadText(`${dir}/blank`), /all 1 text files are empty/);
+    await Deno.writeFile(`${dir}/odd.bin`, new Uint8Array([1, 0, 2]));
+    await assert.rejects(() => loadTokens(byte, `${dir}/odd.bin`), /odd length/);
+    await Deno.writeFile(`${dir}/zero.bin`, new Uint8Array(0));
+    await assert.rejects(() => loadTokens(byte, `${dir}/zero.bin`), /empty/);
+    await Deno.writeFile(`${dir}/big.bin`, encodeTokenBin([65, 300, 66]));
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/big.bin`),
+      /token id 300 at position 1 is not below the vocabulary size 256/,
+    );
+  });
+});
+
+Deno.test(".bin encoding is little-endian uint16", () => {
+  const bytes = encodeTokenBin([1, 258, 65535]);
+  assert.deepEqual(Array.from(bytes), [1, 0, 2, 1, 255, 255]);
+  assert.deepEqual(Array.from(decodeTokenBin(bytes)), [1, 258, 65535]);
+  assert.throws(() => encodeTokenBin([65536]), /does not fit in uint16/);
+});
+
+Deno.test("preprocess writes what encode() gives and the .bin reader reads it back", async () => {
+  await withTempDir(async (dir) => {
+    const text = "It was the best of times — 🐋 and the whale, naïvely.\n".repeat(50);
+    await Deno.writeTextFile(`${dir}/in.txt`, text);
+    for (const name of ["gpt2", "byte"]) {
+      const tok = await createTokenizer(name);
+      const out = `${dir}/${name}.bin`;
+      const r = await preprocess(`${dir}/in.txt`, name, out);
+      const expected = Array.from(tok.encode(text));
+      assert.equal(r.tokens, expected.length);
+      assert.equal((await Deno.stat(out)).size, 2 * expected.length);
+      assert.deepEqual(Array.from(await readTokenBin(out, tok.vocabSize)), expected);
+      const loaded = await loadTokens(tok, out);
+      assert.deepEqual(Array.from(loaded.ids), expected);
+      assert.equal(tok.decode(loaded.ids), text);
+    }
+    assert.equal(await preprocessMain(["--output", `${dir}/x.bin`, "--data-path", `${dir}/no`]), 1);
+    assert.equal(await preprocessMain(["--bogus"]), 2);
+  });
+});
+
+Deno.test("train/validation split takes the last fraction", () => {
+  const ids = Uint32Array.from({ length: 1000 }, (_, i) => i);
+  const { train, val } = splitTrainVal(ids);
+  assert.equal(train.length, 900);
+  assert.equal(val.length, 100);
+  assert.equal(val[0], 900);
+  assert.equal(splitTrainVal(ids, 0.25).val.length, 250);
+  assert.equal(splitTrainVal(ids, 0).val.length, 0);
+  assert.throws(() => splitTrainVal(ids, 1), /validation fraction/);
+});

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { createTokenizer } from "../data/tokenizer.ts";
+import { bertBasicTokenize } from "../data/bert_basic.ts";
+import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
+
+const SAMPLES = [
+  "Call me Ishmael. Some years ago—never mind how long precisely.",
+  "ASCII only: 0123456789 !@#$%^&*()_+-=[]{};':\",./<>?\n\ttabs and newlines",
+  "Unicode: naïve café, Ελληνικά, русский, 日本語, emoji 🐋🌊, combining é (e\u0301).",
+];
+
+Deno.test("byte tokenizer round-trips ASCII and Unicode and counts UTF-8 bytes", async () => {
+  const tok = await createTokenizer("byte");
+  assert.equal(tok.name, "byte");
+  assert.equal(tok.vocabSize, 256);
+  assert.equal(tok.eosId, undefined);
+  for (const text of SAMPLES) {
+    const ids = tok.encode(text);
+    assert.equal(ids.length, new TextEncoder().encode(text).length);
+    assert.equal(tok.decode(ids), text);
+  }
+  assert.deepEqual(Array.from(tok.encode("é🐋")), [0xc3, 0xa9, 0xf0, 0x9f, 0x90, 0x8b]);
+  assert.throws(() => tok.decode([256]), /not in \[0, 256\)/);
+});
+
+Deno.test("gpt2 tokenizer: known ids, eos, round trip", async () => {
+  const tok = await createTokenizer("gpt2");
+  assert.equal(tok.vocabSize, 50257);
+  assert.equal(tok.eosId, 50256);
+  assert.deepEqual(Array.from(tok.encode("Hello world")), [15496, 995]);
+  assert.equal(tok.decode([50256]), "<|endoftext|>");
+  for (const text of SAMPLES) {
+    const ids = tok.encode(text);
+    assert.ok(ids.length > 0 && ids.length < text.length + 20);
+    for (const id of ids) assert.ok(id >= 0 && id < tok.vocabSize);
+    assert.equal(tok.decode(ids), text);
+  }
+  // A literal "<|endoftext|>" in user text is ordinary text, not the eos id.
+  const ids = Array.from(tok.encode("a<|endoftext|>b"));
+  assert.ok(!ids.includes(50256));
+  assert.equal(tok.decode(ids), "a<|endoftext|>b");
+});
+
+Deno.test("createTokenizer rejects unknown names clearly", async () => {
+  await assert.rejects(() => createTokenizer("gpt3"), /unknown tokenizer "gpt3".*gpt2, byte, bert/);
+});
+
+Deno.test("BERT basic tokenization lowercases, strips accents, splits punctuation and CJK", () => {
+  assert.deepEqual(bertBasicTokenize("Hello, World! Naïve CAFÉ's 東京\u0000x"), [
+    "hello",
+    ",",
+    "world",
+    "!",
+    "naive",
+    "cafe",
+    "'",
+    "s",
+    "東",
+    "京",
+    "x",
+  ]);
+});
+
+Deno.test("WordPiece (bert-base-uncased ids) on known words", async () => {
+  const tok = await createBertTokenizer();
+  assert.equal(tok.vocabSize, 30522);
+  assert.deepEqual(tok.special, { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 });
+  assert.equal(tok.firstNormalId, 999);
+  assert.deepEqual(tok.encode("Hello world, the"), [7592, 2088, 1010, 1996]);
+  assert.deepEqual(tok.tokenize("unaffable"), ["una", "##ffa", "##ble"]);
+  assert.deepEqual(tok.tokenize("Ishmael whaling"), ["is", "##hma", "##el", "whaling"]);
+  assert.equal(tok.idToToken(103), "[MASK]");
+  assert.equal(tok.decode(tok.encode("The unaffable whale.")), "the unaffable whale .");
+  assert.deepEqual(tok.encode("\u{10FFFD}"), [tok.special.unk]);
+  assert.equal(tok.isSpecial(101), true);
+  assert.equal(tok.isSpecial(1996), false);
+  const viaFactory = await createTokenizer("bert");
+  assert.equal(viaFactory.vocabSize, 30522);
+});
