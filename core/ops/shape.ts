@@ -161,3 +161,31 @@ export function split(x: Tensor, parts: number | readonly number[], axis: number
   }
   return out;
 }
+
+/**
+ * A contiguous copy of the elements of `x` at `offset + Σ idx_d·strides_d` over
+ * `shape` (positions must not overlap). Permutes, slices and head splits of a
+ * fused projection are all this one kernel; its gradient scatters back.
+ */
+export function asStrided(
+  x: Tensor,
+  shape: readonly number[],
+  strides: readonly number[],
+  offset = 0,
+): Tensor {
+  if (shape.length !== strides.length) {
+    throw new Error(`asStrided: shape ${fmtShape(shape)} and strides ${fmtShape(strides)} differ in rank`);
+  }
+  let last = offset;
+  for (let d = 0; d < shape.length; d++) last += (shape[d] - 1) * strides[d];
+  if (numel(shape) > 0 && (offset < 0 || last >= x.size)) {
+    throw new Error(`asStrided: view ${fmtShape(shape)} at offset ${offset} reaches past ${x.size} elements`);
+  }
+  const out = Tensor.empty(x.device, shape);
+  stridedCopy(x, out, shape, strides, offset, contiguousStrides(shape), 0);
+  return record(out, "asStrided", [x], (g) => {
+    const gx = zeros(x.device, x.shape);
+    stridedCopy(g, gx, shape, contiguousStrides(shape), 0, strides, offset);
+    return [gx];
+  });
+}

@@ -1,0 +1,105 @@
+/**
+ * A small declarative flag parser over `node:util` parseArgs: typed defaults,
+ * help text generated from the same table, and clear errors for unknown flags
+ * and bad values.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** One flag: its type, default and help line. */
+export interface FlagSpec {
+  /** Value type. */
+  type: "int" | "float" | "string" | "boolean";
+  /** Default value (undefined = unset). */
+  default?: number | string | boolean;
+  /** Help text. */
+  help: string;
+  /** Allowed values for strings. */
+  choices?: readonly string[];
+  /** Lower bound for numbers (inclusive). */
+  min?: number;
+  /** Alternative spellings (long names, without dashes). */
+  aliases?: string[];
+  /** Section heading in the help text. */
+  group?: string;
+}
+
+/** Thrown for bad command lines; the CLI prints it with the usage and exits 2. */
+export class UsageError extends Error {
+  /** A usage error with `message`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Parsed values keyed by flag name (kebab-case). */
+export type FlagValues = Record<string, number | string | boolean | undefined>;
+
+/** Parses `args` against `specs`. */
+export function parseFlags(args: string[], specs: Record<string, FlagSpec>): FlagValues {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  const aliasOf = new Map<string, string>();
+  for (const [name, s] of Object.entries(specs)) {
+    options[name] = { type: s.type === "boolean" ? "boolean" : "string" };
+    for (const a of s.aliases ?? []) {
+      options[a] = options[name];
+      aliasOf.set(a, name);
+    }
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (e) {
+    const msg = (e as Error).message.replace(/\. To specify.*$/s, "");
+    throw new UsageError(msg);
+  }
+  const out: FlagValues = {};
+  for (const [name, s] of Object.entries(specs)) out[name] = s.default;
+  if (parsed.values.help) out.help = true;
+  for (const [rawName, raw] of Object.entries(parsed.values)) {
+    if (rawName === "help") continue;
+    const name = aliasOf.get(rawName) ?? rawName;
+    const s = specs[name];
+    if (s.type === "boolean") {
+      out[name] = raw as boolean;
+      continue;
+    }
+    const str = raw as string;
+    if (s.type === "string") {
+      if (s.choices && !s.choices.includes(str)) {
+        throw new UsageError(`--${name} must be one of ${s.choices.join(", ")}, got "${str}"`);
+      }
+      out[name] = str;
+      continue;
+    }
+    const num = Number(str);
+    if (str.trim() === "" || !Number.isFinite(num) || (s.type === "int" && !Number.isInteger(num))) {
+      throw new UsageError(`--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`);
+    }
+    if (s.min !== undefined && num < s.min) throw new UsageError(`--${name} must be ≥ ${s.min}, got ${num}`);
+    out[name] = num;
+  }
+  return out;
+}
+
+/** The help text for `specs`, grouped by section. */
+export function helpText(usage: string, specs: Record<string, FlagSpec>): string {
+  const lines = [usage, ""];
+  let group = "";
+  for (const [name, s] of Object.entries(specs)) {
+    if (s.group && s.group !== group) {
+      group = s.group;
+      lines.push(`${group}:`);
+    }
+    const alias = s.aliases?.length ? `, --${s.aliases.join(", --")}` : "";
+    const arg = s.type === "boolean" ? "" : s.choices ? ` ${s.choices.join("|")}` : ` ${s.type.toUpperCase()}`;
+    const def = s.default !== undefined && s.type !== "boolean" ? ` (default ${s.default})` : "";
+    lines.push(`  --${name}${alias}${arg}`.padEnd(44) + ` ${s.help}${def}`);
+  }
+  lines.push("  -h, --help".padEnd(44) + " this text");
+  return lines.join("\n");
+}

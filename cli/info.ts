@@ -1,0 +1,82 @@
+/**
+ * `deno task info`: the adapters each backend finds, their features and the
+ * limits that matter. Exits non-zero, saying how to get one, when none is found.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type AdapterSummary, Device } from "../core/device.ts";
+import { BACKENDS, type BackendName, parseBackend } from "../core/gpu.ts";
+
+const HELP = `Usage: deno task info [--backend deno|dawn] [--json]
+
+Prints the WebGPU adapter each backend finds, its features and the limits that
+matter for training (binding sizes, workgroup sizes, storage buffers per stage).
+
+  --backend NAME   only this backend (default: all of ${BACKENDS.join(", ")})
+  --json           one JSON object per backend instead of text
+  -h, --help       this text`;
+
+/** Probes one backend; returns its summary or the error message. */
+export async function probe(backend: BackendName): Promise<AdapterSummary | { error: string }> {
+  try {
+    const dev = await Device.create({ backend });
+    const s = dev.summary();
+    dev.destroy();
+    return s;
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
+}
+
+function printSummary(s: AdapterSummary): void {
+  console.log(`${s.backend}: ${s.name}${s.isFallback ? "  [software adapter]" : ""}`);
+  console.log(`  features: ${s.features.join(", ") || "(none)"}`);
+  for (const [k, v] of Object.entries(s.limits)) console.log(`  ${k.padEnd(36)} ${v}`);
+}
+
+/** Entry point. */
+export async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        backend: { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const backends = values.backend ? [parseBackend(values.backend)] : [...BACKENDS];
+  let found = 0;
+  for (const b of backends) {
+    const r = await probe(b);
+    if ("error" in r) {
+      if (values.json) console.log(JSON.stringify({ backend: b, error: r.error }));
+      else console.log(`${b}: no adapter\n  ${r.error.replaceAll("\n", "\n  ")}`);
+    } else {
+      found++;
+      if (values.json) console.log(JSON.stringify(r));
+      else printSummary(r);
+    }
+  }
+  if (found === 0) {
+    console.error("No WebGPU adapter found on any backend (see the advice above).");
+    return 1;
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  // Exit deliberately (devices were destroyed above); see PLATFORM.md on exit hazards.
+  Deno.exit(code);
+}

@@ -1,0 +1,52 @@
+/**
+ * Activation recomputation: run a block without keeping its intermediate
+ * activations, and run it again during the backward pass to get them. Trades one
+ * extra forward of the block for the memory of its activations.
+ * @module
+ */
+
+import { backward, record } from "./autograd.ts";
+import type { RngStream } from "./rng.ts";
+import { type Tensor, tidy } from "./tensor.ts";
+
+/**
+ * `fn(x)` whose activations are recomputed in the backward pass. `params` are the
+ * block's parameters (their gradients accumulate during the recompute); `rngs`
+ * are the streams the block draws dropout masks from, rewound for the recompute
+ * so the masks are identical.
+ */
+export function recompute(
+  fn: (x: Tensor) => Tensor,
+  x: Tensor,
+  params: readonly Tensor[],
+  rngs: readonly RngStream[] = [],
+): Tensor {
+  const device = x.device;
+  if (!device.gradEnabled) return fn(x);
+  const before = rngs.map((r) => r.offset);
+  const out = tidy(device, () => device.noGrad(() => fn(x)));
+  const after = rngs.map((r) => r.offset);
+  return record(out, "recompute", [x, ...params], (g) => tidy(device, () => {
+    const saved = rngs.map((r) => r.offset);
+    rngs.forEach((r, i) => (r.offset = before[i]));
+    const leaf = x.view();
+    leaf.requiresGrad = x.requiresGrad;
+    device.gradEnabled = true;
+    let y: Tensor;
+    try {
+      y = fn(leaf);
+    } finally {
+      device.gradEnabled = false;
+    }
+    rngs.forEach((r, i) => {
+      if (r.offset !== after[i]) throw new Error("recompute: the block drew a different number of random masks");
+      r.offset = saved[i];
+    });
+    if (y.requiresGrad) backward(y, g);
+    const gx = leaf.grad;
+    leaf.grad = null;
+    if (gx) gx.persistent = false;
+    leaf.dispose();
+    return [gx, ...params.map(() => null)];
+  }));
+}

@@ -1,0 +1,32 @@
+/**
+ * Floating-point operation counts of a GPT training iteration (matmuls only, as
+ * Megatron reports them): forward 2·(params-in-matmuls)·tokens plus attention,
+ * backward twice the forward, and one more forward with activation recomputation.
+ * @module
+ */
+
+/** The shape facts the count needs. */
+export interface FlopsShape {
+  /** Transformer layers. */
+  numLayers: number;
+  /** Hidden size. */
+  hiddenSize: number;
+  /** MLP inner size. */
+  ffnHiddenSize: number;
+  /** Padded vocabulary. */
+  vocab: number;
+  /** Sequence length. */
+  seqLength: number;
+}
+
+/** FLOPs of one forward pass over `tokens` tokens. */
+export function forwardFlops(s: FlopsShape, tokens: number): number {
+  const h = s.hiddenSize;
+  const perLayer = 2 * (4 * h * h + 2 * h * s.ffnHiddenSize) + 2 * 2 * s.seqLength * h;
+  return tokens * (s.numLayers * perLayer + 2 * h * s.vocab);
+}
+
+/** FLOPs of one training iteration (forward + backward, + recompute). */
+export function trainingFlops(s: FlopsShape, tokens: number, recompute = false): number {
+  return (recompute ? 4 : 3) * forwardFlops(s, tokens);
+}

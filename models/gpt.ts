@@ -1,0 +1,272 @@
+/**
+ * A pre-LN GPT (GPT-2 layout): learned positions, tied input/output embeddings,
+ * vocabulary padded to a multiple of 128·tp, init N(0, 0.02) with the residual
+ * output projections scaled by 1/sqrt(2·layers), dropout, optional activation
+ * recomputation per layer. Parallelism enters only through {@link ParallelLayers}.
+ * @module
+ */
+
+import type { Device } from "../core/device.ts";
+import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
+import * as ops from "../core/ops/mod.ts";
+import { recompute } from "../core/recompute.ts";
+import { deriveSeed, RngStream } from "../core/rng.ts";
+import { Tensor } from "../core/tensor.ts";
+import { type LinearLike, type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
+
+/** Model shape and regularisation. */
+export interface GptConfig {
+  /** Tokenizer vocabulary (before padding). */
+  vocabSize: number;
+  /** Transformer layers. */
+  numLayers: number;
+  /** Hidden size h. */
+  hiddenSize: number;
+  /** Attention heads (h must divide by it; heads by tp). */
+  numHeads: number;
+  /** Maximum sequence length (position table size). */
+  maxPositions: number;
+  /** MLP inner size (default 4h). */
+  ffnHiddenSize?: number;
+  /** Dropout on embeddings and residual branches (default 0.1). */
+  hiddenDropout?: number;
+  /** Dropout on attention probabilities (default 0.1). */
+  attentionDropout?: number;
+  /** Layer-norm epsilon (default 1e-5). */
+  layerNormEps?: number;
+  /** Recompute each layer's activations in the backward pass. */
+  recomputeActivations?: boolean;
+  /** Round the vocabulary up to a multiple of this times tp (default 128). */
+  vocabMultiple?: number;
+}
+
+/** The padded vocabulary size: a multiple of `multiple·tp`. */
+export function paddedVocabSize(vocab: number, tp = 1, multiple = 128): number {
+  const m = multiple * tp;
+  return Math.ceil(vocab / m) * m;
+}
+
+/** Checks a config, throwing a message that names the bad field. */
+export function validateGptConfig(c: GptConfig, tp = 1): void {
+  const pos = (name: string, v: number) => {
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+  };
+  pos("vocab size", c.vocabSize);
+  pos("--num-layers", c.numLayers);
+  pos("--hidden-size", c.hiddenSize);
+  pos("--num-attention-heads", c.numHeads);
+  pos("--seq-length", c.maxPositions);
+  if (c.hiddenSize % c.numHeads !== 0) {
+    throw new Error(
+      `--hidden-size ${c.hiddenSize} is not divisible by --num-attention-heads ${c.numHeads}`,
+    );
+  }
+  if (c.numHeads % tp !== 0) {
+    throw new Error(`--num-attention-heads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`);
+  }
+  const ffn = c.ffnHiddenSize ?? 4 * c.hiddenSize;
+  if (ffn % tp !== 0) throw new Error(`the MLP size ${ffn} is not divisible by the tensor-parallel size ${tp}`);
+  for (const [n, p] of [["--hidden-dropout", c.hiddenDropout], ["--attention-dropout", c.attentionDropout]] as const) {
+    if (p !== undefined && !(p >= 0 && p < 1)) throw new Error(`${n} must be in [0, 1), got ${p}`);
+  }
+}
+
+/** Random streams of a model: one shared by the TP group, one per TP rank. */
+export interface GptRng {
+  /** Dropout outside parallel regions: identical masks on every TP rank. */
+  group: RngStream;
+  /** Dropout inside parallel regions (attention probabilities of local heads). */
+  rank: RngStream;
+}
+
+/** Makes the two dropout streams from a seed, the TP rank and the DP rank. */
+export function gptRng(seed: number, tpRank = 0, dpRank = 0): GptRng {
+  return {
+    group: new RngStream(deriveSeed(seed, 1, dpRank)),
+    rank: new RngStream(deriveSeed(seed, 2, dpRank, tpRank)),
+  };
+}
+
+class Attention extends Module {
+  readonly qkv: LinearLike;
+  readonly proj: LinearLike;
+  readonly localHeads: number;
+  readonly headDim: number;
+  readonly drop: Dropout;
+
+  constructor(layers: ParallelLayers, c: GptConfig, init: RngStream, rng: GptRng) {
+    super();
+    const h = c.hiddenSize;
+    this.headDim = h / c.numHeads;
+    this.localHeads = c.numHeads / layers.tpSize;
+    this.qkv = this.child("c_attn", layers.columnLinear(h, 3 * h, { rng: init }, 3));
+    this.proj = this.child(
+      "c_proj",
+      layers.rowLinear(h, h, { rng: init, std: 0.02 / Math.sqrt(2 * c.numLayers) }),
+    );
+    this.drop = new Dropout(c.attentionDropout ?? 0.1, rng.rank);
+  }
+
+  forward(x: Tensor): Tensor {
+    const [B, T] = x.shape;
+    const nh = this.localHeads;
+    const hd = this.headDim;
+    const hl = nh * hd;
+    const qkv = this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
+    // [B, nh, T, hd] views of each block, gathered straight from the fused output.
+    const strides = [T * 3 * hl, hd, 3 * hl, 1];
+    const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
+    const k = ops.asStrided(qkv, [B, nh, T, hd], strides, hl);
+    const v = ops.asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
+    const scores = ops.matmul(q, k, { transB: true });
+    const probs = this.drop.forward(ops.softmax(scores, { scale: 1 / Math.sqrt(hd), mask: "causal" }));
+    const ctx = ops.matmul(probs, v); // [B, nh, T, hd]
+    const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
+    return this.proj.forward(ops.reshape(merged, [B, T, hl]));
+  }
+}
+
+class Mlp extends Module {
+  readonly fc: LinearLike;
+  readonly proj: LinearLike;
+
+  constructor(layers: ParallelLayers, c: GptConfig, init: RngStream) {
+    super();
+    const h = c.hiddenSize;
+    const f = c.ffnHiddenSize ?? 4 * h;
+    this.fc = this.child("c_fc", layers.columnLinear(h, f, { rng: init }));
+    this.proj = this.child(
+      "c_proj",
+      layers.rowLinear(f, h, { rng: init, std: 0.02 / Math.sqrt(2 * c.numLayers) }),
+    );
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.proj.forward(ops.gelu(this.fc.forward(x), "tanh"));
+  }
+}
+
+/** One pre-LN transformer layer: x + Drop(Attn(LN(x))), then + Drop(MLP(LN(·))). */
+export class GptLayer extends Module {
+  readonly ln1: LayerNorm;
+  readonly attn: Attention;
+  readonly ln2: LayerNorm;
+  readonly mlp: Mlp;
+  readonly drop: Dropout;
+
+  /** A layer built by `layers`, drawing init from `init` and dropout from `rng`. */
+  constructor(readonly layers: ParallelLayers, c: GptConfig, init: RngStream, readonly rng: GptRng) {
+    super();
+    const eps = c.layerNormEps ?? 1e-5;
+    this.ln1 = this.child("ln_1", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.attn = this.child("attn", new Attention(layers, c, init, rng));
+    this.ln2 = this.child("ln_2", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.mlp = this.child("mlp", new Mlp(layers, c, init));
+    this.drop = new Dropout(c.hiddenDropout ?? 0.1, rng.group);
+  }
+
+  /** Applies the layer to `[B, T, h]`. */
+  forward(x: Tensor): Tensor {
+    const l = this.layers;
+    const a = this.attn.forward(l.enterRegion(this.ln1.forward(x)));
+    const h = ops.add(x, this.drop.forward(a));
+    const m = this.mlp.forward(l.enterRegion(this.ln2.forward(h)));
+    return ops.add(h, this.drop.forward(m));
+  }
+}
+
+/** The GPT language model. */
+export class Gpt extends Module {
+  /** The config it was built with. */
+  readonly config: GptConfig;
+  /** Vocabulary after padding. */
+  readonly paddedVocab: number;
+  readonly wte: VocabEmbedding;
+  readonly wpe: Embedding;
+  readonly h: GptLayer[];
+  readonly lnF: LayerNorm;
+  readonly drop: Dropout;
+  readonly rng: GptRng;
+  #positions = new Map<string, Tensor>();
+
+  /**
+   * Builds the model. All ranks of a TP group pass the same `seed`; weights are
+   * drawn as slices of the full, unsharded weights, so any TP size gives the same
+   * model.
+   */
+  constructor(
+    readonly layers: ParallelLayers,
+    config: GptConfig,
+    opts: { seed: number; rng?: GptRng },
+  ) {
+    super();
+    validateGptConfig(config, layers.tpSize);
+    this.config = config;
+    this.paddedVocab = paddedVocabSize(config.vocabSize, layers.tpSize, config.vocabMultiple ?? 128);
+    const init = new RngStream(deriveSeed(opts.seed, 0));
+    this.rng = opts.rng ?? gptRng(opts.seed, layers.tpRank);
+    const dev = layers.device;
+    this.wte = this.child("wte", layers.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }));
+    this.wpe = this.child("wpe", new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }));
+    this.drop = new Dropout(config.hiddenDropout ?? 0.1, this.rng.group);
+    this.h = [];
+    for (let i = 0; i < config.numLayers; i++) {
+      this.h.push(this.child(`h.${i}`, new GptLayer(layers, config, init, this.rng)));
+    }
+    this.lnF = this.child("ln_f", new LayerNorm(dev, config.hiddenSize, config.layerNormEps ?? 1e-5));
+  }
+
+  /** A GPT on one device. */
+  static serial(device: Device, config: GptConfig, seed: number): Gpt {
+    return new Gpt(new SerialLayers(device), config, { seed });
+  }
+
+  #positionIds(B: number, T: number): Tensor {
+    const key = `${B}x${T}`;
+    let p = this.#positions.get(key);
+    if (!p) {
+      const ids = new Int32Array(B * T);
+      for (let i = 0; i < ids.length; i++) ids[i] = i % T;
+      p = Tensor.fromArray(this.layers.device, ids, [B, T]).keep();
+      this.#positions.set(key, p);
+    }
+    return p;
+  }
+
+  /** Final hidden states `[B, T, h]` for token ids `[B, T]` (i32). */
+  hidden(ids: Tensor): Tensor {
+    if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
+    const [B, T] = ids.shape;
+    if (T > this.config.maxPositions) {
+      throw new Error(`sequence length ${T} exceeds the position table (${this.config.maxPositions})`);
+    }
+    let x = ops.add(this.wte.forward(ids), this.wpe.forward(this.#positionIds(B, T)));
+    x = this.drop.forward(x);
+    for (const layer of this.h) {
+      if (this.config.recomputeActivations && this.training) {
+        x = recompute((y) => layer.forward(y), x, layer.parameters(), [this.rng.group, this.rng.rank]);
+      } else {
+        x = layer.forward(x);
+      }
+    }
+    return this.lnF.forward(x);
+  }
+
+  /** Mean next-token cross-entropy for inputs and targets `[B, T]` (i32). */
+  loss(ids: Tensor, targets: Tensor): Tensor {
+    const h = this.layers.enterRegion(this.hidden(ids));
+    return this.layers.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
+  }
+
+  /** Logits `[B, T, paddedVocab]` (padding columns included). */
+  logits(ids: Tensor): Tensor {
+    return this.layers.lmLogits(this.layers.enterRegion(this.hidden(ids)), this.wte.weight);
+  }
+
+  /** Frees parameters and cached position ids. */
+  override dispose(): void {
+    super.dispose();
+    for (const p of this.#positions.values()) p.dispose();
+    this.#positions.clear();
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The seam between a model and its parallelism. A model asks this factory for
+ * its column- and row-parallel linears, its vocabulary embedding and its LM loss;
+ * the serial factory returns plain core modules, a tensor-parallel one returns
+ * sharded versions with the f/g collectives inside. Model code is the same.
+ * @module
+ */
+
+import type { Device } from "../../core/device.ts";
+import { Embedding, type InitSpec, Linear, type Module } from "../../core/nn.ts";
+import { crossEntropy, linear } from "../../core/ops/mod.ts";
+import type { Tensor } from "../../core/tensor.ts";
+
+/** A linear layer as a model sees it. */
+export interface LinearLike extends Module {
+  /** Applies the layer. */
+  forward(x: Tensor): Tensor;
+}
+
+/** The embedding that also serves as the tied LM head. */
+export interface VocabEmbedding extends Module {
+  /** The (local shard of the) table, `[rows, hidden]`. */
+  readonly weight: Tensor;
+  /** Lookup of token ids (i32). */
+  forward(ids: Tensor): Tensor;
+}
+
+/** Builds the layers whose shapes depend on the parallel layout. */
+export interface ParallelLayers {
+  /** The device the layers live on. */
+  readonly device: Device;
+  /** Tensor-parallel size (1 = serial). */
+  readonly tpSize: number;
+  /** This rank's index in its tensor-parallel group. */
+  readonly tpRank: number;
+  /**
+   * A linear split by output columns. `blocks` > 1 declares fused outputs (e.g.
+   * q|k|v) that are each split, so a shard holds its part of every block.
+   */
+  columnLinear(inF: number, outF: number, init: InitSpec, blocks?: number): LinearLike;
+  /** A linear split by input rows; its output is complete (all-reduced) on every rank. */
+  rowLinear(inF: number, outF: number, init: InitSpec): LinearLike;
+  /** The vocabulary embedding (rows split across ranks under TP). */
+  vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding;
+  /** Enters a parallel region (the `f` operator; identity when serial). */
+  enterRegion(x: Tensor): Tensor;
+  /**
+   * Mean cross-entropy of `hidden·tableᵀ` against targets, with only the first
+   * `validVocab` columns counted (vocabulary-parallel under TP, never gathering
+   * the full logits). Returns a one-element tensor, identical on every rank.
+   */
+  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Tensor;
+  /** The full logits of the tied head (gathered under TP), for generation. */
+  lmLogits(hidden: Tensor, table: Tensor): Tensor;
+}
+
+/** Single-device layers: plain `Linear`, `Embedding` and cross-entropy. */
+export class SerialLayers implements ParallelLayers {
+  /** Always 1. */
+  readonly tpSize = 1;
+  /** Always 0. */
+  readonly tpRank = 0;
+
+  /** Layers on `device`. */
+  constructor(readonly device: Device) {}
+
+  /** A plain linear layer. */
+  columnLinear(inF: number, outF: number, init: InitSpec): LinearLike {
+    return new Linear(this.device, inF, outF, init);
+  }
+
+  /** A plain linear layer. */
+  rowLinear(inF: number, outF: number, init: InitSpec): LinearLike {
+    return new Linear(this.device, inF, outF, init);
+  }
+
+  /** A plain embedding. */
+  vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding {
+    return new Embedding(this.device, vocab, hidden, init);
+  }
+
+  /** Identity. */
+  enterRegion(x: Tensor): Tensor {
+    return x;
+  }
+
+  /** Logits then fused cross-entropy. */
+  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Tensor {
+    return crossEntropy(linear(hidden, table), targets, validVocab);
+  }
+
+  /** `hidden·tableᵀ`. */
+  lmLogits(hidden: Tensor, table: Tensor): Tensor {
+    return linear(hidden, table);
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Choosing the next token from logits: temperature, top-k and top-p (nucleus)
+ * filtering, greedy at temperature 0. Host-side, on one row of logits.
+ * @module
+ */
+
+/** Sampling settings. */
+export interface SamplingOptions {
+  /** Softmax temperature; 0 = greedy (argmax). Default 1. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 = off). */
+  topK?: number;
+  /** Keep the smallest set of tokens whose probability reaches p (1 = off). */
+  topP?: number;
+}
+
+/**
+ * Picks a token id from `logits` (only the first `valid` entries are candidates)
+ * using `uniform()` in [0, 1) as the random source.
+ */
+export function sampleToken(
+  logits: Float32Array,
+  valid: number,
+  opts: SamplingOptions,
+  uniform: () => number,
+): number {
+  const temperature = opts.temperature ?? 1;
+  const n = Math.min(valid, logits.length);
+  if (temperature <= 0) {
+    let best = 0;
+    for (let i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  let order = Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b] - logits[a]);
+  const topK = opts.topK ?? 0;
+  if (topK > 0) order = order.slice(0, topK);
+  const max = logits[order[0]];
+  let probs = order.map((i) => Math.exp((logits[i] - max) / temperature));
+  let total = probs.reduce((a, b) => a + b, 0);
+  const topP = opts.topP ?? 1;
+  if (topP < 1) {
+    let acc = 0;
+    let keep = 0;
+    while (keep < probs.length && acc < topP * total) acc += probs[keep++];
+    order = order.slice(0, Math.max(1, keep));
+    probs = probs.slice(0, Math.max(1, keep));
+    total = probs.reduce((a, b) => a + b, 0);
+  }
+  let r = uniform() * total;
+  for (let i = 0; i < order.length; i++) {
+    r -= probs[i];
+    if (r < 0) return order[i];
+  }
+  return order[order.length - 1];
+}

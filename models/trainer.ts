@@ -1,0 +1,130 @@
+/**
+ * The training step shared by every model and parallel layout: micro-batches
+ * with gradient accumulation, optional data-parallel gradient averaging,
+ * global-norm clipping on the GPU, AdamW, and one host read per step (the loss
+ * and the gradient norm together).
+ * @module
+ */
+
+import { backward, zeroGrad } from "../core/autograd.ts";
+import type { Device } from "../core/device.ts";
+import type { ParamInfo } from "../core/nn.ts";
+import { axpyInPlace, full } from "../core/ops/mod.ts";
+import { AdamW, type AdamWConfig, clipCoefficient, gradSumSquares, learningRate, type LrSchedule } from "../core/optim.ts";
+import { type Tensor, tidy } from "../core/tensor.ts";
+
+/** What a model offers the trainer. */
+export interface Trainable {
+  /** Parameters with their optimizer/parallel facts. */
+  namedParams(): [string, ParamInfo][];
+  /** Sets training mode. */
+  train(on?: boolean): unknown;
+}
+
+/** Hooks a parallel layout plugs in (all optional; serial training needs none). */
+export interface ParallelHooks {
+  /** Averages gradients over the data-parallel group, in place (after backward). */
+  allReduceGradients?(params: readonly Tensor[]): Promise<void>;
+  /**
+   * Turns this rank's squared-norm contribution into the global one (sum over
+   * the model-parallel group). The trainer passes only the parameters this rank
+   * should count (see {@link TrainerOptions.countsInNorm}).
+   */
+  reduceNormSquared?(sq: Tensor): Promise<Tensor>;
+  /** Averages a loss over the data-parallel group (for logging). */
+  averageLoss?(loss: Tensor): Promise<Tensor>;
+}
+
+/** Settings of a {@link Trainer}. */
+export interface TrainerOptions {
+  /** Learning-rate schedule. */
+  schedule: LrSchedule;
+  /** Global gradient-norm clip (≤ 0: off). */
+  clipGrad: number;
+  /** AdamW settings. */
+  adam?: AdamWConfig;
+  /** Parallel hooks. */
+  hooks?: ParallelHooks;
+  /** Which parameters count in the gradient norm on this rank (default: all). */
+  countsInNorm?: (p: ParamInfo) => boolean;
+}
+
+/** The numbers one optimizer step reports. */
+export interface StepResult {
+  /** Mean loss over the step's micro-batches. */
+  loss: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** Learning rate used. */
+  lr: number;
+}
+
+/** Runs optimizer steps for a model. */
+export class Trainer {
+  /** The optimizer (its `step` is the number of updates so far). */
+  readonly optimizer: AdamW;
+  readonly #params: ParamInfo[];
+  readonly #normParams: Tensor[];
+
+  /** A trainer for `model` on `device`. */
+  constructor(readonly device: Device, readonly model: Trainable, readonly opts: TrainerOptions) {
+    this.#params = model.namedParams().map(([, p]) => p);
+    this.optimizer = new AdamW(this.#params, opts.adam);
+    const counts = opts.countsInNorm ?? (() => true);
+    this.#normParams = this.#params.filter(counts).map((p) => p.tensor);
+  }
+
+  /** Updates done so far. */
+  get iteration(): number {
+    return this.optimizer.step;
+  }
+
+  /**
+   * One optimizer step over `micro.length` micro-batches: `lossOf(i)` builds
+   * micro-batch i's loss (inside a scope that is freed right after its backward).
+   */
+  async step(microBatches: number, lossOf: (i: number) => Tensor): Promise<StepResult> {
+    const device = this.device;
+    const params = this.#params.map((p) => p.tensor);
+    this.model.train(true);
+    const lr = learningRate(this.optimizer.step, this.opts.schedule);
+    return await tidy(device, async () => {
+      const lossSum = full(device, [1], 0);
+      const inv = 1 / microBatches;
+      for (let i = 0; i < microBatches; i++) {
+        tidy(device, () => {
+          const loss = lossOf(i);
+          axpyInPlace(lossSum, loss, inv);
+          backward(loss, full(device, [1], inv));
+        });
+      }
+      if (this.opts.hooks?.allReduceGradients) await this.opts.hooks.allReduceGradients(params);
+      let sq = gradSumSquares(device, this.#normParams);
+      if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
+      const coef = clipCoefficient(sq, this.opts.clipGrad);
+      this.optimizer.update(lr, coef);
+      zeroGrad(params);
+      const reported = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(lossSum) : lossSum;
+      const [l, c] = await device.readMany([reported.binding, coef.binding]);
+      return { loss: new Float32Array(l)[0], gradNorm: new Float32Array(c)[1], lr };
+    });
+  }
+
+  /** Mean of `lossOf(i)` over `n` batches without gradients (one host read). */
+  async evaluate(n: number, lossOf: (i: number) => Tensor): Promise<number> {
+    const device = this.device;
+    this.model.train(false);
+    try {
+      return await tidy(device, async () => {
+        const total = full(device, [1], 0);
+        device.noGrad(() => {
+          for (let i = 0; i < n; i++) tidy(device, () => axpyInPlace(total, lossOf(i), 1 / n));
+        });
+        const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(total) : total;
+        return await t.item();
+      });
+    } finally {
+      this.model.train(true);
+    }
+  }
+}
