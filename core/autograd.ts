@@ -16,7 +16,7 @@ export function record(
   out: Tensor,
   name: string,
   inputs: readonly Tensor[],
-  backward: (grad: Tensor) => (Tensor | null)[],
+  backward: (grad: Tensor) => (Tensor | null)[] | Promise<(Tensor | null)[]>,
 ): Tensor {
   if (!out.device.gradEnabled) return out;
   if (!inputs.some((t) => t.requiresGrad)) return out;
@@ -51,9 +51,10 @@ function topoOrder(root: Tensor): Tensor[] {
 
 /**
  * Back-propagates from `root` (a scalar unless `grad` is given), accumulating into
- * the `.grad` of every leaf that requires a gradient.
+ * the `.grad` of every leaf that requires a gradient. Async because ops inside
+ * parallel regions all-reduce their gradients.
  */
-export function backward(root: Tensor, grad?: Tensor): void {
+export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
   if (!root.requiresGrad) {
     throw new Error("backward(): the tensor does not require grad (no parameter fed into it)");
   }
@@ -65,7 +66,7 @@ export function backward(root: Tensor, grad?: Tensor): void {
       }`,
     );
   }
-  device.noGrad(() => {
+  await device.noGrad(async () => {
     const grads = new Map<Tensor, Tensor>();
     const seed = grad ? grad.view() : Tensor.fromArray(device, new Float32Array([1]), root.shape);
     grads.set(root, seed);
@@ -77,7 +78,7 @@ export function backward(root: Tensor, grad?: Tensor): void {
         accumulateLeaf(t, g);
         continue;
       }
-      const inputGrads = t.node.backward(g);
+      const inputGrads = await t.node.backward(g);
       g.dispose();
       t.node.inputs.forEach((input, i) => {
         const ig = inputGrads[i];

@@ -15,38 +15,41 @@ import { type Tensor, tidy } from "./tensor.ts";
  * are the streams the block draws dropout masks from, rewound for the recompute
  * so the masks are identical.
  */
-export function recompute(
-  fn: (x: Tensor) => Tensor,
+export async function recompute(
+  fn: (x: Tensor) => Tensor | Promise<Tensor>,
   x: Tensor,
   params: readonly Tensor[],
   rngs: readonly RngStream[] = [],
-): Tensor {
+): Promise<Tensor> {
   const device = x.device;
-  if (!device.gradEnabled) return fn(x);
+  if (!device.gradEnabled) return await fn(x);
   const before = rngs.map((r) => r.offset);
-  const out = tidy(device, () => device.noGrad(() => fn(x)));
+  const out = await tidy(device, () => device.noGrad(async () => await fn(x)));
   const after = rngs.map((r) => r.offset);
-  return record(out, "recompute", [x, ...params], (g) => tidy(device, () => {
-    const saved = rngs.map((r) => r.offset);
-    rngs.forEach((r, i) => (r.offset = before[i]));
-    const leaf = x.view();
-    leaf.requiresGrad = x.requiresGrad;
-    device.gradEnabled = true;
-    let y: Tensor;
-    try {
-      y = fn(leaf);
-    } finally {
-      device.gradEnabled = false;
-    }
-    rngs.forEach((r, i) => {
-      if (r.offset !== after[i]) throw new Error("recompute: the block drew a different number of random masks");
-      r.offset = saved[i];
-    });
-    if (y.requiresGrad) backward(y, g);
-    const gx = leaf.grad;
-    leaf.grad = null;
-    if (gx) gx.persistent = false;
-    leaf.dispose();
-    return [gx, ...params.map(() => null)];
-  }));
+  return record(out, "recompute", [x, ...params], (g) =>
+    tidy(device, async () => {
+      const saved = rngs.map((r) => r.offset);
+      rngs.forEach((r, i) => (r.offset = before[i]));
+      const leaf = x.view();
+      leaf.requiresGrad = x.requiresGrad;
+      device.gradEnabled = true;
+      let y: Tensor;
+      try {
+        y = await fn(leaf);
+      } finally {
+        device.gradEnabled = false;
+      }
+      rngs.forEach((r, i) => {
+        if (r.offset !== after[i]) {
+          throw new Error("recompute: the block drew a different number of random masks");
+        }
+        r.offset = saved[i];
+      });
+      if (y.requiresGrad) await backward(y, g);
+      const gx = leaf.grad;
+      leaf.grad = null;
+      if (gx) gx.persistent = false;
+      leaf.dispose();
+      return [gx, ...params.map(() => null)];
+    }));
 }

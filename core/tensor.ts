@@ -17,7 +17,7 @@ export interface GradNode {
   /** The inputs the op read; gradients flow back to those that require them. */
   readonly inputs: readonly Tensor[];
   /** Given the gradient of the output, returns one gradient (or null) per input. */
-  backward(grad: Tensor): (Tensor | null)[];
+  backward(grad: Tensor): (Tensor | null)[] | Promise<(Tensor | null)[]>;
 }
 
 /** The GPU storage behind one or more tensor views. */

@@ -35,7 +35,7 @@ export async function* generate(
       const window = ctx.slice(-model.config.maxPositions);
       const row = await tidy(device, async () => {
         const ids = Tensor.fromArray(device, Int32Array.from(window), [1, window.length]);
-        const logits = device.noGrad(() => model.logits(ids));
+        const logits = await device.noGrad(() => model.logits(ids));
         return await ops.slice(logits, 1, window.length - 1, window.length).read();
       });
       const next = sampleToken(row, model.config.vocabSize, opts, opts.uniform);

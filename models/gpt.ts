@@ -107,12 +107,12 @@ class Attention extends Module {
     this.drop = new Dropout(c.attentionDropout ?? 0.1, rng.rank);
   }
 
-  forward(x: Tensor): Tensor {
+  async forward(x: Tensor): Promise<Tensor> {
     const [B, T] = x.shape;
     const nh = this.localHeads;
     const hd = this.headDim;
     const hl = nh * hd;
-    const qkv = this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
+    const qkv = await this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
     // [B, nh, T, hd] views of each block, gathered straight from the fused output.
     const strides = [T * 3 * hl, hd, 3 * hl, 1];
     const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
@@ -122,7 +122,7 @@ class Attention extends Module {
     const probs = this.drop.forward(ops.softmax(scores, { scale: 1 / Math.sqrt(hd), mask: "causal" }));
     const ctx = ops.matmul(probs, v); // [B, nh, T, hd]
     const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
-    return this.proj.forward(ops.reshape(merged, [B, T, hl]));
+    return await this.proj.forward(ops.reshape(merged, [B, T, hl]));
   }
 }
 
@@ -141,8 +141,8 @@ class Mlp extends Module {
     );
   }
 
-  forward(x: Tensor): Tensor {
-    return this.proj.forward(ops.gelu(this.fc.forward(x), "tanh"));
+  async forward(x: Tensor): Promise<Tensor> {
+    return await this.proj.forward(ops.gelu(await this.fc.forward(x), "tanh"));
   }
 }
 
@@ -166,11 +166,11 @@ export class GptLayer extends Module {
   }
 
   /** Applies the layer to `[B, T, h]`. */
-  forward(x: Tensor): Tensor {
+  async forward(x: Tensor): Promise<Tensor> {
     const l = this.layers;
-    const a = this.attn.forward(l.enterRegion(this.ln1.forward(x)));
+    const a = await this.attn.forward(l.enterRegion(this.ln1.forward(x)));
     const h = ops.add(x, this.drop.forward(a));
-    const m = this.mlp.forward(l.enterRegion(this.ln2.forward(h)));
+    const m = await this.mlp.forward(l.enterRegion(this.ln2.forward(h)));
     return ops.add(h, this.drop.forward(m));
   }
 }
@@ -234,33 +234,36 @@ export class Gpt extends Module {
   }
 
   /** Final hidden states `[B, T, h]` for token ids `[B, T]` (i32). */
-  hidden(ids: Tensor): Tensor {
+  async hidden(ids: Tensor): Promise<Tensor> {
     if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
     const [B, T] = ids.shape;
     if (T > this.config.maxPositions) {
       throw new Error(`sequence length ${T} exceeds the position table (${this.config.maxPositions})`);
     }
-    let x = ops.add(this.wte.forward(ids), this.wpe.forward(this.#positionIds(B, T)));
+    let x = ops.add(await this.wte.forward(ids), this.wpe.forward(this.#positionIds(B, T)));
     x = this.drop.forward(x);
     for (const layer of this.h) {
       if (this.config.recomputeActivations && this.training) {
-        x = recompute((y) => layer.forward(y), x, layer.parameters(), [this.rng.group, this.rng.rank]);
+        x = await recompute((y) => layer.forward(y), x, layer.parameters(), [
+          this.rng.group,
+          this.rng.rank,
+        ]);
       } else {
-        x = layer.forward(x);
+        x = await layer.forward(x);
       }
     }
     return this.lnF.forward(x);
   }
 
   /** Mean next-token cross-entropy for inputs and targets `[B, T]` (i32). */
-  loss(ids: Tensor, targets: Tensor): Tensor {
-    const h = this.layers.enterRegion(this.hidden(ids));
-    return this.layers.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
+  async loss(ids: Tensor, targets: Tensor): Promise<Tensor> {
+    const h = this.layers.enterRegion(await this.hidden(ids));
+    return await this.layers.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
   }
 
   /** Logits `[B, T, paddedVocab]` (padding columns included). */
-  logits(ids: Tensor): Tensor {
-    return this.layers.lmLogits(this.layers.enterRegion(this.hidden(ids)), this.wte.weight);
+  async logits(ids: Tensor): Promise<Tensor> {
+    return await this.layers.lmLogits(this.layers.enterRegion(await this.hidden(ids)), this.wte.weight);
   }
 
   /** Frees parameters and cached position ids. */

@@ -83,7 +83,10 @@ export class Trainer {
    * One optimizer step over `micro.length` micro-batches: `lossOf(i)` builds
    * micro-batch i's loss (inside a scope that is freed right after its backward).
    */
-  async step(microBatches: number, lossOf: (i: number) => Tensor): Promise<StepResult> {
+  async step(
+    microBatches: number,
+    lossOf: (i: number) => Tensor | Promise<Tensor>,
+  ): Promise<StepResult> {
     const device = this.device;
     const params = this.#params.map((p) => p.tensor);
     this.model.train(true);
@@ -92,10 +95,10 @@ export class Trainer {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
       for (let i = 0; i < microBatches; i++) {
-        tidy(device, () => {
-          const loss = lossOf(i);
+        await tidy(device, async () => {
+          const loss = await lossOf(i);
           axpyInPlace(lossSum, loss, inv);
-          backward(loss, full(device, [1], inv));
+          await backward(loss, full(device, [1], inv));
         });
       }
       if (this.opts.hooks?.allReduceGradients) await this.opts.hooks.allReduceGradients(params);
@@ -111,14 +114,16 @@ export class Trainer {
   }
 
   /** Mean of `lossOf(i)` over `n` batches without gradients (one host read). */
-  async evaluate(n: number, lossOf: (i: number) => Tensor): Promise<number> {
+  async evaluate(n: number, lossOf: (i: number) => Tensor | Promise<Tensor>): Promise<number> {
     const device = this.device;
     this.model.train(false);
     try {
       return await tidy(device, async () => {
         const total = full(device, [1], 0);
-        device.noGrad(() => {
-          for (let i = 0; i < n; i++) tidy(device, () => axpyInPlace(total, lossOf(i), 1 / n));
+        await device.noGrad(async () => {
+          for (let i = 0; i < n; i++) {
+            await tidy(device, async () => axpyInPlace(total, await lossOf(i), 1 / n));
+          }
         });
         const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(total) : total;
         return await t.item();

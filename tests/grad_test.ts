@@ -37,7 +37,7 @@ async function gradCheck(
     const out = f(ts);
     const R = randomArray(out.size, 99);
     const loss = ops.sum(ops.mul(out, Tensor.fromArray(dev, R, out.shape)));
-    backward(loss);
+    await backward(loss);
     const rnd = prng(7);
     const checks: { input: number; index: number; analytic: number }[] = [];
     const outs: Tensor[] = [];

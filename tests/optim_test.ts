@@ -121,7 +121,7 @@ Deno.test("a two-layer MLP learns to classify points inside/outside a circle", g
   for (let it = 0; it < 150; it++) {
     const loss = await tidy(dev, async () => {
       const l = ops.crossEntropy(model.forward(x), y);
-      backward(l);
+      await backward(l);
       opt.update(0.03);
       zeroGrad(model.parameters());
       return it % 149 === 0 ? await l.item() : 0;

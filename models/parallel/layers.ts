@@ -13,8 +13,8 @@ import type { Tensor } from "../../core/tensor.ts";
 
 /** A linear layer as a model sees it. */
 export interface LinearLike extends Module {
-  /** Applies the layer. */
-  forward(x: Tensor): Tensor;
+  /** Applies the layer (async: parallel versions communicate). */
+  forward(x: Tensor): Tensor | Promise<Tensor>;
 }
 
 /** The embedding that also serves as the tied LM head. */
@@ -22,7 +22,7 @@ export interface VocabEmbedding extends Module {
   /** The (local shard of the) table, `[rows, hidden]`. */
   readonly weight: Tensor;
   /** Lookup of token ids (i32). */
-  forward(ids: Tensor): Tensor;
+  forward(ids: Tensor): Tensor | Promise<Tensor>;
 }
 
 /** Builds the layers whose shapes depend on the parallel layout. */
@@ -49,9 +49,9 @@ export interface ParallelLayers {
    * `validVocab` columns counted (vocabulary-parallel under TP, never gathering
    * the full logits). Returns a one-element tensor, identical on every rank.
    */
-  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Tensor;
+  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Promise<Tensor>;
   /** The full logits of the tied head (gathered under TP), for generation. */
-  lmLogits(hidden: Tensor, table: Tensor): Tensor;
+  lmLogits(hidden: Tensor, table: Tensor): Promise<Tensor>;
 }
 
 /** Single-device layers: plain `Linear`, `Embedding` and cross-entropy. */
@@ -85,12 +85,12 @@ export class SerialLayers implements ParallelLayers {
   }
 
   /** Logits then fused cross-entropy. */
-  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Tensor {
-    return crossEntropy(linear(hidden, table), targets, validVocab);
+  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Promise<Tensor> {
+    return Promise.resolve(crossEntropy(linear(hidden, table), targets, validVocab));
   }
 
   /** `hidden·tableᵀ`. */
-  lmLogits(hidden: Tensor, table: Tensor): Tensor {
-    return linear(hidden, table);
+  lmLogits(hidden: Tensor, table: Tensor): Promise<Tensor> {
+    return Promise.resolve(linear(hidden, table));
   }
 }

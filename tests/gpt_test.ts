@@ -1,0 +1,107 @@
+/**
+ * The single-device GPT: its loss equals a plain TypeScript reference on the same
+ * weights, a tiny model overfits one batch, gradient accumulation over k
+ * micro-batches equals one batch of k·b, and activation recomputation changes
+ * neither losses nor weights.
+ */
+
+import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
+import { Trainer } from "../models/trainer.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
+import { assertClose, gpuTest, prng, testDevice } from "./helpers.ts";
+import { gptLossRef } from "./gpt_reference.ts";
+
+const dev = await testDevice();
+
+const tiny: GptConfig = {
+  vocabSize: 37,
+  numLayers: 2,
+  hiddenSize: 12,
+  numHeads: 3,
+  maxPositions: 9,
+  hiddenDropout: 0,
+  attentionDropout: 0,
+};
+
+function tokens(n: number, seed: number, vocab: number): Int32Array {
+  const r = prng(seed);
+  return Int32Array.from({ length: n }, () => Math.floor(r() * vocab));
+}
+
+async function weightsOf(m: Gpt): Promise<Map<string, Float32Array>> {
+  const named = m.namedParams();
+  const vals = await dev.readMany(named.map(([, p]) => p.tensor.binding));
+  return new Map(named.map(([n], i) => [n, new Float32Array(vals[i])]));
+}
+
+Deno.test("GPT loss equals the TypeScript reference on the same weights", gpuTest, async () => {
+  const m = Gpt.serial(dev, tiny, 5);
+  const B = 2, T = 7;
+  const ids = tokens(B * T, 1, tiny.vocabSize);
+  const tg = tokens(B * T, 2, tiny.vocabSize);
+  m.train(false);
+  const loss = await tidy(dev, async () =>
+    (await m.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T]))).item()
+  );
+  const ref = gptLossRef(await weightsOf(m), { ...tiny, paddedVocab: paddedVocabSize(37) }, ids, tg, B, T);
+  assertClose([loss], [ref], { rtol: 1e-5, what: "GPT loss" });
+  m.dispose();
+});
+
+Deno.test("a tiny GPT overfits one batch", gpuTest, async () => {
+  const m = Gpt.serial(dev, tiny, 6);
+  const B = 4, T = 8;
+  const ids = tokens(B * T, 3, tiny.vocabSize);
+  const tg = tokens(B * T, 4, tiny.vocabSize);
+  const trainer = new Trainer(dev, m, {
+    schedule: { lr: 1e-2, decayIters: 150, style: "constant" },
+    clipGrad: 1,
+    adam: { weightDecay: 0 },
+  });
+  const x = Tensor.fromArray(dev, ids, [B, T]).keep();
+  const y = Tensor.fromArray(dev, tg, [B, T]).keep();
+  let loss = Infinity;
+  for (let i = 0; i < 150 && loss > 0.05; i++) loss = (await trainer.step(1, () => m.loss(x, y))).loss;
+  if (!(loss < 0.05)) throw new Error(`did not overfit: loss ${loss}`);
+  m.dispose();
+});
+
+async function trainRun(cfg: GptConfig, micro: number, steps: number): Promise<{ losses: number[]; w: Map<string, Float32Array> }> {
+  const m = Gpt.serial(dev, cfg, 7);
+  const trainer = new Trainer(dev, m, {
+    schedule: { lr: 3e-3, warmupIters: 1, decayIters: steps },
+    clipGrad: 1,
+  });
+  const B = 6, T = 8;
+  const losses: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    const ids = tokens(B * T, 10 + s, cfg.vocabSize);
+    const tg = tokens(B * T, 20 + s, cfg.vocabSize);
+    const per = B / micro;
+    const r = await trainer.step(micro, (i) =>
+      m.loss(
+        Tensor.fromArray(dev, ids.slice(i * per * T, (i + 1) * per * T), [per, T]),
+        Tensor.fromArray(dev, tg.slice(i * per * T, (i + 1) * per * T), [per, T]),
+      )
+    );
+    losses.push(r.loss);
+  }
+  const w = await weightsOf(m);
+  m.dispose();
+  return { losses, w };
+}
+
+Deno.test("gradient accumulation over k micro-batches equals one batch of k·b", gpuTest, async () => {
+  const one = await trainRun(tiny, 1, 3);
+  const three = await trainRun(tiny, 3, 3);
+  assertClose(three.losses, one.losses, { rtol: 1e-5, what: "losses" });
+  for (const [n, w] of one.w) assertClose(three.w.get(n)!, w, { rtol: 1e-4, atol: 1e-6, what: n });
+});
+
+Deno.test("activation recomputation gives the same losses and weights (dropout on)", gpuTest, async () => {
+  const cfg = { ...tiny, hiddenDropout: 0.1, attentionDropout: 0.1 };
+  const plain = await trainRun(cfg, 2, 3);
+  const rec = await trainRun({ ...cfg, recomputeActivations: true }, 2, 3);
+  assertClose(rec.losses, plain.losses, { rtol: 1e-6, what: "losses" });
+  for (const [n, w] of plain.w) assertClose(rec.w.get(n)!, w, { rtol: 1e-5, atol: 1e-7, what: n });
+});
