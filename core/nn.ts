@@ -21,6 +21,11 @@ export interface ParamInfo {
    * null when every rank holds a full replica.
    */
   partitionDim: number | null;
+  /**
+   * Fused blocks along `partitionDim` (e.g. 3 for q|k|v): each block is split
+   * separately and a shard holds its part of every block, in block order.
+   */
+  partitionBlocks: number;
 }
 
 /** Base class: a tree of modules with named parameters. */
@@ -34,7 +39,7 @@ export abstract class Module {
   protected param(
     name: string,
     tensor: Tensor,
-    opts: { decay?: boolean; partitionDim?: number | null } = {},
+    opts: { decay?: boolean; partitionDim?: number | null; partitionBlocks?: number } = {},
   ): Tensor {
     tensor.keep().requireGrad();
     tensor.name = name;
@@ -42,6 +47,7 @@ export abstract class Module {
       tensor,
       decay: opts.decay ?? true,
       partitionDim: opts.partitionDim ?? null,
+      partitionBlocks: opts.partitionBlocks ?? 1,
     });
     return tensor;
   }

@@ -12,6 +12,7 @@ import * as ops from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { Tensor } from "../core/tensor.ts";
+import { RngTracker } from "./parallel/random.ts";
 import { type LinearLike, type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
 
 /** Model shape and regularisation. */
@@ -71,21 +72,6 @@ export function validateGptConfig(c: GptConfig, tp = 1): void {
   }
 }
 
-/** Random streams of a model: one shared by the TP group, one per TP rank. */
-export interface GptRng {
-  /** Dropout outside parallel regions: identical masks on every TP rank. */
-  group: RngStream;
-  /** Dropout inside parallel regions (attention probabilities of local heads). */
-  rank: RngStream;
-}
-
-/** Makes the two dropout streams from a seed, the TP rank and the DP rank. */
-export function gptRng(seed: number, tpRank = 0, dpRank = 0): GptRng {
-  return {
-    group: new RngStream(deriveSeed(seed, 1, dpRank)),
-    rank: new RngStream(deriveSeed(seed, 2, dpRank, tpRank)),
-  };
-}
 
 class Attention extends Module {
   readonly qkv: LinearLike;
@@ -94,7 +80,7 @@ class Attention extends Module {
   readonly headDim: number;
   readonly drop: Dropout;
 
-  constructor(layers: ParallelLayers, c: GptConfig, init: RngStream, rng: GptRng) {
+  constructor(layers: ParallelLayers, c: GptConfig, init: RngStream, rng: RngTracker) {
     super();
     const h = c.hiddenSize;
     this.headDim = h / c.numHeads;
@@ -155,7 +141,7 @@ export class GptLayer extends Module {
   readonly drop: Dropout;
 
   /** A layer built by `layers`, drawing init from `init` and dropout from `rng`. */
-  constructor(readonly layers: ParallelLayers, c: GptConfig, init: RngStream, readonly rng: GptRng) {
+  constructor(readonly layers: ParallelLayers, c: GptConfig, init: RngStream, readonly rng: RngTracker) {
     super();
     const eps = c.layerNormEps ?? 1e-5;
     this.ln1 = this.child("ln_1", new LayerNorm(layers.device, c.hiddenSize, eps));
@@ -167,10 +153,9 @@ export class GptLayer extends Module {
 
   /** Applies the layer to `[B, T, h]`. */
   async forward(x: Tensor): Promise<Tensor> {
-    const l = this.layers;
-    const a = await this.attn.forward(l.enterRegion(this.ln1.forward(x)));
+    const a = await this.attn.forward(this.ln1.forward(x));
     const h = ops.add(x, this.drop.forward(a));
-    const m = await this.mlp.forward(l.enterRegion(this.ln2.forward(h)));
+    const m = await this.mlp.forward(this.ln2.forward(h));
     return ops.add(h, this.drop.forward(m));
   }
 }
@@ -186,7 +171,7 @@ export class Gpt extends Module {
   readonly h: GptLayer[];
   readonly lnF: LayerNorm;
   readonly drop: Dropout;
-  readonly rng: GptRng;
+  readonly rng: RngTracker;
   #positions = new Map<string, Tensor>();
 
   /**
@@ -197,14 +182,14 @@ export class Gpt extends Module {
   constructor(
     readonly layers: ParallelLayers,
     config: GptConfig,
-    opts: { seed: number; rng?: GptRng },
+    opts: { seed: number; rng?: RngTracker },
   ) {
     super();
     validateGptConfig(config, layers.tpSize);
     this.config = config;
     this.paddedVocab = paddedVocabSize(config.vocabSize, layers.tpSize, config.vocabMultiple ?? 128);
     const init = new RngStream(deriveSeed(opts.seed, 0));
-    this.rng = opts.rng ?? gptRng(opts.seed, layers.tpRank);
+    this.rng = opts.rng ?? new RngTracker(opts.seed, layers.tpRank);
     const dev = layers.device;
     this.wte = this.child("wte", layers.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }));
     this.wpe = this.child("wpe", new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }));
@@ -257,13 +242,13 @@ export class Gpt extends Module {
 
   /** Mean next-token cross-entropy for inputs and targets `[B, T]` (i32). */
   async loss(ids: Tensor, targets: Tensor): Promise<Tensor> {
-    const h = this.layers.enterRegion(await this.hidden(ids));
+    const h = await this.hidden(ids);
     return await this.layers.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
   }
 
   /** Logits `[B, T, paddedVocab]` (padding columns included). */
   async logits(ids: Tensor): Promise<Tensor> {
-    return await this.layers.lmLogits(this.layers.enterRegion(await this.hidden(ids)), this.wte.weight);
+    return await this.layers.lmLogits(await this.hidden(ids), this.wte.weight);
   }
 
   /** Frees parameters and cached position ids. */

@@ -150,7 +150,7 @@ Deno.test("embedding lookup, vocab-parallel range", gpuTest, async () => {
   assertClose(out, Array.from(ids).flatMap((id) => Array.from(w.slice(id * D, id * D + D))));
   // a shard holding global rows [4, 8): others give zeros
   const shard = T(w.slice(4 * D, 8 * D), [4, D]);
-  const part = await ops.embedding(shard, Tensor.fromArray(dev, ids, [7]), 4).read();
+  const part = await ops.embedding(shard, Tensor.fromArray(dev, ids, [7]), 4, V).read();
   assertClose(
     part,
     Array.from(ids).flatMap((id) =>

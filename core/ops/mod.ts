@@ -9,3 +9,4 @@ export * from "./nn.ts";
 export * from "./random.ts";
 export * from "./reduce.ts";
 export * from "./shape.ts";
+export * from "./parallel_xent.ts";

@@ -150,18 +150,20 @@ export function dropout(x: Tensor, p: number, draw: RngDraw): Tensor {
 
 /**
  * Looks up rows of `weight` (`[rows, dim]`) for `ids` (i32, any shape). With
- * `start`, the table holds global rows `[start, start + rows)` and other ids give
- * zeros (the vocabulary-parallel convention).
+ * `start`, the table is a shard holding global rows `[start, start + rows)` of a
+ * `vocab`-row table and other ids give zeros (the vocabulary-parallel
+ * convention). Ids outside `[0, vocab)` are an error.
  */
-export function embedding(weight: Tensor, ids: Tensor, start = 0): Tensor {
+export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number): Tensor {
   if (ids.dtype !== "i32") throw new Error(`embedding: ids must be i32, got ${ids.dtype}`);
   if (weight.rank !== 2) throw new Error(`embedding: weight must be 2-D, got ${fmtShape(weight.shape)}`);
   const [rows, dim] = weight.shape;
   const device = weight.device;
-  if (ids.hostData && start === 0) {
+  const total = vocab ?? start + rows;
+  if (ids.hostData) {
     for (const id of ids.hostData) {
-      if (id < 0 || id >= rows) {
-        throw new Error(`embedding: id ${id} out of range for a table of ${rows} rows`);
+      if (id < 0 || id >= total) {
+        throw new Error(`embedding: id ${id} out of range for a table of ${total} rows`);
       }
     }
   }

@@ -7,9 +7,11 @@
  */
 
 import type { Device } from "../../core/device.ts";
-import { Embedding, type InitSpec, Linear, type Module } from "../../core/nn.ts";
+import type { InitSpec, Module } from "../../core/nn.ts";
 import { crossEntropy, linear } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
+import type { TpGroup } from "./mappings.ts";
+import { TensorParallelLayers } from "./tp_layers.ts";
 
 /** A linear layer as a model sees it. */
 export interface LinearLike extends Module {
@@ -34,63 +36,58 @@ export interface ParallelLayers {
   /** This rank's index in its tensor-parallel group. */
   readonly tpRank: number;
   /**
-   * A linear split by output columns. `blocks` > 1 declares fused outputs (e.g.
-   * q|k|v) that are each split, so a shard holds its part of every block.
+   * A linear split by output columns (its input passes through `f`). `blocks` > 1
+   * declares fused outputs (e.g. q|k|v) that are each split, so a shard holds its
+   * part of every block.
    */
   columnLinear(inF: number, outF: number, init: InitSpec, blocks?: number): LinearLike;
   /** A linear split by input rows; its output is complete (all-reduced) on every rank. */
   rowLinear(inF: number, outF: number, init: InitSpec): LinearLike;
   /** The vocabulary embedding (rows split across ranks under TP). */
   vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding;
-  /** Enters a parallel region (the `f` operator; identity when serial). */
-  enterRegion(x: Tensor): Tensor;
   /**
    * Mean cross-entropy of `hidden·tableᵀ` against targets, with only the first
    * `validVocab` columns counted (vocabulary-parallel under TP, never gathering
    * the full logits). Returns a one-element tensor, identical on every rank.
    */
-  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Promise<Tensor>;
+  lmLoss(
+    hidden: Tensor,
+    table: Tensor,
+    targets: Tensor,
+    validVocab: number,
+    bias?: Tensor,
+  ): Promise<Tensor>;
   /** The full logits of the tied head (gathered under TP), for generation. */
-  lmLogits(hidden: Tensor, table: Tensor): Promise<Tensor>;
+  lmLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Promise<Tensor>;
 }
 
-/** Single-device layers: plain `Linear`, `Embedding` and cross-entropy. */
-export class SerialLayers implements ParallelLayers {
-  /** Always 1. */
-  readonly tpSize = 1;
-  /** Always 0. */
-  readonly tpRank = 0;
+/** A group of one: every collective is the identity. */
+export const SINGLE_RANK: TpGroup = {
+  size: 1,
+  rank: 0,
+  allReduce: () => Promise.resolve(),
+  allGather: <T>(part: T) => Promise.resolve(part),
+} as unknown as TpGroup;
 
+/**
+ * Single-device layers: the tensor-parallel layers over a group of one (so
+ * parameters carry the same sharding declarations and checkpoints reshard to
+ * any TP size), with the plain fused cross-entropy for the loss.
+ */
+export class SerialLayers extends TensorParallelLayers {
   /** Layers on `device`. */
-  constructor(readonly device: Device) {}
-
-  /** A plain linear layer. */
-  columnLinear(inF: number, outF: number, init: InitSpec): LinearLike {
-    return new Linear(this.device, inF, outF, init);
-  }
-
-  /** A plain linear layer. */
-  rowLinear(inF: number, outF: number, init: InitSpec): LinearLike {
-    return new Linear(this.device, inF, outF, init);
-  }
-
-  /** A plain embedding. */
-  vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding {
-    return new Embedding(this.device, vocab, hidden, init);
-  }
-
-  /** Identity. */
-  enterRegion(x: Tensor): Tensor {
-    return x;
+  constructor(device: Device) {
+    super(device, SINGLE_RANK);
   }
 
   /** Logits then fused cross-entropy. */
-  lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number): Promise<Tensor> {
-    return Promise.resolve(crossEntropy(linear(hidden, table), targets, validVocab));
-  }
-
-  /** `hidden·tableᵀ`. */
-  lmLogits(hidden: Tensor, table: Tensor): Promise<Tensor> {
-    return Promise.resolve(linear(hidden, table));
+  override lmLoss(
+    hidden: Tensor,
+    table: Tensor,
+    targets: Tensor,
+    validVocab: number,
+    bias?: Tensor,
+  ): Promise<Tensor> {
+    return Promise.resolve(crossEntropy(linear(hidden, table, bias), targets, validVocab));
   }
 }

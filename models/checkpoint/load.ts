@@ -1,0 +1,162 @@
+/**
+ * Loading a sharded checkpoint into a model at any TP size: all shards are read
+ * and joined, every tensor (and every optimizer moment) is checked and resharded
+ * for this rank, and only when all of it is valid are the GPU tensors written.
+ * @module
+ */
+
+import type { ParamInfo } from "../../core/nn.ts";
+import type { AdamW } from "../../core/optim.ts";
+import { Tensor } from "../../core/tensor.ts";
+import { planShards, type TpPlace, writeShards } from "./assign.ts";
+import type { CheckpointMeta } from "./layout.ts";
+import { readCheckpointFull } from "./read.ts";
+import { CheckpointError } from "./safetensors.ts";
+
+/** Config fields that may change between save and load without changing any shape. */
+export const RUNTIME_CONFIG_KEYS: readonly string[] = [
+  "hiddenDropout",
+  "attentionDropout",
+  "recomputeActivations",
+];
+
+/** What {@link loadCheckpoint} needs. */
+export interface LoadOptions extends TpPlace {
+  /** This rank's parameters (`Module.namedParams()`). */
+  params: readonly [string, ParamInfo][];
+  /** Receives the moments and step (omit to load the model only). */
+  optimizer?: AdamW;
+  /** Which iteration (default: the one `latest` names). */
+  iteration?: number;
+  /** The model being loaded into; its arch and config are compared with the saved ones. */
+  model?: { arch: string; config: object };
+  /** Config keys allowed to differ (default {@link RUNTIME_CONFIG_KEYS}). */
+  ignoreConfigKeys?: readonly string[];
+  /** Padded-row counts to add to the saved ones (see `SaveOptions.paddedRows`). */
+  paddedRows?: Record<string, number>;
+  /** Accept checkpoint tensors the model does not have (default false: error). */
+  allowExtra?: boolean;
+}
+
+/** What a load returns. */
+export interface LoadResult {
+  /** The iteration loaded. */
+  iteration: number;
+  /** The iteration directory. */
+  path: string;
+  /** The saved trainer state (as passed to `saveCheckpoint`). */
+  state: Record<string, unknown>;
+  /** The whole `checkpoint.json`. */
+  meta: CheckpointMeta;
+  /** Whether optimizer moments and step were restored. */
+  optimizerLoaded: boolean;
+  /** Human-readable notes (resharding done, optimizer not carried …). */
+  notes: string[];
+}
+
+function compareConfigs(
+  file: string,
+  saved: CheckpointMeta["model"],
+  model: { arch: string; config: object },
+  ignore: readonly string[],
+): void {
+  if (!saved) return;
+  if (saved.arch !== model.arch) {
+    throw new CheckpointError(`${file}: checkpoint is a ${saved.arch} model, not ${model.arch}`);
+  }
+  const cur = model.config as Record<string, unknown>;
+  const keys = new Set([...Object.keys(saved.config), ...Object.keys(cur)]);
+  const diffs: string[] = [];
+  for (const k of keys) {
+    if (ignore.includes(k)) continue;
+    const a = saved.config[k], b = cur[k];
+    if (a === undefined || b === undefined) continue; // defaults: shapes are checked per tensor
+    if (JSON.stringify(a) !== JSON.stringify(b)) {
+      diffs.push(`${k}: saved ${JSON.stringify(a)}, model ${JSON.stringify(b)}`);
+    }
+  }
+  if (diffs.length > 0) {
+    throw new CheckpointError(
+      `${file}: model config does not match the checkpoint (${diffs.join("; ")})`,
+    );
+  }
+}
+
+/**
+ * Loads a checkpoint into `opts.params` (and `opts.optimizer`), resharding from the
+ * saved TP size to `opts.tp`. Nothing is written unless every tensor is valid.
+ */
+export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<LoadResult> {
+  const place = { tp: opts.tp ?? 1, tpRank: opts.tpRank ?? 0 };
+  const ck = await readCheckpointFull(dir, {
+    iteration: opts.iteration,
+    optimizer: !!opts.optimizer,
+  });
+  const metaFile = `${ck.path}/checkpoint.json`;
+  if (opts.model) {
+    compareConfigs(
+      metaFile,
+      ck.meta.model,
+      opts.model,
+      opts.ignoreConfigKeys ?? RUNTIME_CONFIG_KEYS,
+    );
+  }
+  if (!opts.allowExtra) {
+    const have = new Set(opts.params.map(([n]) => n));
+    const extra = [...ck.tensors.keys()].filter((n) => !have.has(n));
+    if (extra.length > 0) {
+      throw new CheckpointError(
+        `${metaFile}: the checkpoint has tensors the model lacks: ${extra.slice(0, 5).join(", ")}` +
+          (extra.length > 5 ? ` … (${extra.length} in all)` : ""),
+      );
+    }
+  }
+  const padded = { ...ck.meta.paddedRows, ...opts.paddedRows };
+  const shards = planShards(opts.params, (n) => ck.tensors.get(n), place, ck.fileOf, padded);
+  const notes: string[] = [];
+  if (ck.meta.parallel.tp !== place.tp) {
+    notes.push(`resharded from tp ${ck.meta.parallel.tp} to tp ${place.tp}`);
+  }
+  let moments: { info: ParamInfo; m: Float32Array; v: Float32Array }[] = [];
+  let optimizerLoaded = false;
+  if (opts.optimizer) {
+    if (!ck.moments || !ck.meta.optimizer) {
+      notes.push(
+        "the checkpoint has no optimizer state: only the model was loaded (AdamW starts fresh at step 0)",
+      );
+    } else {
+      const withM = opts.params.filter(([n]) => ck.moments!.has(n));
+      const optSource = (n: string) => `${ck.path}/optimizer_tp00.safetensors ("${n}")`;
+      const ms = planShards(withM, (n) => ck.moments!.get(n)?.m, place, optSource, padded);
+      const vs = planShards(withM, (n) => ck.moments!.get(n)?.v, place, optSource, padded);
+      moments = withM.map(([, info], i) => ({ info, m: ms[i], v: vs[i] }));
+      optimizerLoaded = true;
+    }
+  }
+  // Everything is validated: write.
+  writeShards(opts.params, shards);
+  if (opts.optimizer) {
+    const opt = opts.optimizer;
+    for (const st of opt.moments.values()) {
+      st.m.dispose();
+      st.v.dispose();
+    }
+    opt.moments.clear();
+    opt.step = optimizerLoaded ? ck.meta.optimizer!.step : 0;
+    for (const { info, m, v } of moments) {
+      const t = info.tensor;
+      opt.moments.set(t, {
+        m: Tensor.fromArray(t.device, m, t.shape).keep(),
+        v: Tensor.fromArray(t.device, v, t.shape).keep(),
+      });
+    }
+  }
+  return {
+    iteration: ck.iteration,
+    path: ck.path,
+    state: ck.meta.state,
+    meta: ck.meta,
+    optimizerLoaded,
+    notes,
+  };
+}

@@ -1,0 +1,45 @@
+/**
+ * Checkpoints: safetensors I/O, crash-safe sharded save, load with resharding to
+ * any tensor-parallel size, and host-side resharding helpers.
+ * @module
+ */
+
+export {
+  CheckpointError,
+  encodeSafetensors,
+  type SafeDType,
+  type SafeTensorInfo,
+  type SafeTensorOut,
+  SafetensorsFile,
+  writeSafetensors,
+} from "./safetensors.ts";
+export { type HostTensor, joinShards, type Partition, resizeRows, splitShard } from "./shard.ts";
+export {
+  CHECKPOINT_FORMAT,
+  type CheckpointMeta,
+  iterDirName,
+  LATEST_FILE,
+  META_FILE,
+  modelFileName,
+  optimizerFileName,
+  readLatest,
+  resolveIterDir,
+  type TensorLayout,
+} from "./layout.ts";
+export {
+  assignFull,
+  fullShapeOf,
+  planShards,
+  shardFromFull,
+  type TpPlace,
+  writeShards,
+} from "./assign.ts";
+export { saveCheckpoint, type SaveOptions, type SaveStage } from "./save.ts";
+export { type FullCheckpoint, readCheckpointFull } from "./read.ts";
+export { loadCheckpoint, type LoadOptions, type LoadResult, RUNTIME_CONFIG_KEYS } from "./load.ts";
+export {
+  gptCheckpointInfo,
+  type GptRngOffsets,
+  gptRngOffsets,
+  restoreGptRngOffsets,
+} from "./gpt.ts";

@@ -1,0 +1,210 @@
+/**
+ * Crash-safe saving of a sharded checkpoint. Every TP rank writes its own model and
+ * optimizer shard into a temporary directory (fsynced); after a barrier, rank 0
+ * writes `checkpoint.json`, renames the directory into place, and only then
+ * replaces `latest` (temporary file + rename). A kill at any moment leaves the
+ * previous checkpoint complete and `latest` pointing at it.
+ * @module
+ */
+
+import { join } from "node:path";
+import type { ParamInfo } from "../../core/nn.ts";
+import type { AdamW } from "../../core/optim.ts";
+import type { Tensor } from "../../core/tensor.ts";
+import { exists, replaceFileAtomic, syncDir, writeFileDurable } from "./fs.ts";
+import {
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  type CheckpointMeta,
+  iterDirName,
+  LATEST_FILE,
+  META_FILE,
+  modelFileName,
+  momentNames,
+  optimizerFileName,
+} from "./layout.ts";
+import { CheckpointError, type SafeTensorOut, writeSafetensors } from "./safetensors.ts";
+
+/** Points in a save where a test may inject a crash. */
+export type SaveStage =
+  | "dir-ready"
+  | "model-written"
+  | "optimizer-written"
+  | "shards-done"
+  | "meta-written"
+  | "renamed"
+  | "latest-written";
+
+/** What {@link saveCheckpoint} needs. */
+export interface SaveOptions {
+  /** Optimizer steps done (names the directory). */
+  iteration: number;
+  /** This rank's parameters (`Module.namedParams()`); names equal on every rank. */
+  params: readonly [string, ParamInfo][];
+  /** The optimizer whose moments and step to save (omit to save the model only). */
+  optimizer?: AdamW;
+  /** Tensor-parallel size (default 1). */
+  tp?: number;
+  /** This rank in its TP group (default 0). */
+  tpRank?: number;
+  /** Data-parallel size (default 1); only data-parallel rank 0 writes. */
+  dp?: number;
+  /** This rank in its data-parallel group (default 0). */
+  dpRank?: number;
+  /** Architecture and config, checked when loading and used by export/eval. */
+  model?: { arch: string; config: object };
+  /** Tensors whose dim 0 is padded past a count of meaningful rows (padded vocabulary). */
+  paddedRows?: Record<string, number>;
+  /**
+   * Trainer state (consumed tokens, LR schedule, sampler state, RNG offsets …),
+   * any JSON; rank 0's copy is written.
+   */
+  state?: Record<string, unknown>;
+  /** Waits for every rank of the job (required when tp·dp > 1). */
+  barrier?: () => Promise<void>;
+  /** Called after each stage; tests use it to simulate a crash. */
+  faultHook?: (stage: SaveStage) => void | Promise<void>;
+}
+
+async function readAll(tensors: readonly Tensor[]): Promise<Float32Array[]> {
+  if (tensors.length === 0) return [];
+  const device = tensors[0].device;
+  const bufs = await device.readMany(tensors.map((t) => t.binding));
+  return bufs.map((b) => new Float32Array(b));
+}
+
+async function removeStaleTemps(dir: string): Promise<void> {
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isDirectory && /^iter_\d+\.tmp$/.test(e.name)) {
+      await Deno.remove(join(dir, e.name), { recursive: true });
+    }
+  }
+}
+
+/**
+ * Saves a checkpoint of `opts.iteration` into `dir` (see the module doc for the
+ * protocol). Every rank of the job calls it; it returns when the checkpoint is
+ * complete and `latest` names it. Returns the iteration directory.
+ */
+export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<string> {
+  const tp = opts.tp ?? 1, tpRank = opts.tpRank ?? 0;
+  const dp = opts.dp ?? 1, dpRank = opts.dpRank ?? 0;
+  if (!Number.isInteger(opts.iteration) || opts.iteration < 0) {
+    throw new CheckpointError(`checkpoint iteration must be an integer ≥ 0, got ${opts.iteration}`);
+  }
+  if (tp * dp > 1 && !opts.barrier) {
+    throw new CheckpointError(`saving with tp ${tp} × dp ${dp} ranks needs a barrier callback`);
+  }
+  const barrier = opts.barrier ?? (() => Promise.resolve());
+  const hook = opts.faultHook ?? (() => {});
+  const leader = tpRank === 0 && dpRank === 0;
+  const writer = dpRank === 0;
+  const finalPath = join(dir, iterDirName(opts.iteration));
+  const tmpPath = `${finalPath}.tmp`;
+
+  if (leader) {
+    await Deno.mkdir(dir, { recursive: true });
+    await removeStaleTemps(dir);
+    await Deno.mkdir(tmpPath);
+    await hook("dir-ready");
+  }
+  await barrier();
+
+  const opt = opts.optimizer;
+  const withMoments = opt
+    ? opts.params.filter(([, p]) => opt.moments.has(p.tensor)).map(([n]) => n)
+    : [];
+  if (writer) {
+    const fileMeta = {
+      format: CHECKPOINT_FORMAT,
+      iteration: String(opts.iteration),
+      tp: String(tp),
+      tp_rank: String(tpRank),
+    };
+    const values = await readAll(opts.params.map(([, p]) => p.tensor));
+    const model: SafeTensorOut[] = opts.params.map(([name, p], i) => ({
+      name,
+      shape: p.tensor.shape,
+      data: values[i],
+    }));
+    await writeSafetensors(join(tmpPath, modelFileName(tpRank)), model, fileMeta);
+    await hook("model-written");
+    if (opt) {
+      const byName = new Map(opts.params);
+      const ts: Tensor[] = [];
+      for (const n of withMoments) {
+        const st = opt.moments.get(byName.get(n)!.tensor)!;
+        ts.push(st.m, st.v);
+      }
+      const vals = await readAll(ts);
+      const out: SafeTensorOut[] = [];
+      withMoments.forEach((n, i) => {
+        const shape = byName.get(n)!.tensor.shape;
+        const mn = momentNames(n);
+        out.push({ name: mn.m, shape, data: vals[2 * i] }, {
+          name: mn.v,
+          shape,
+          data: vals[2 * i + 1],
+        });
+      });
+      await writeSafetensors(join(tmpPath, optimizerFileName(tpRank)), out, {
+        ...fileMeta,
+        step: String(opt.step),
+      });
+      await hook("optimizer-written");
+    }
+  }
+  await barrier();
+
+  if (leader) {
+    await syncDir(tmpPath);
+    await hook("shards-done");
+    const meta: CheckpointMeta = {
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      iteration: opts.iteration,
+      parallel: { tp, dp },
+      model: opts.model ? { arch: opts.model.arch, config: { ...opts.model.config } } : null,
+      paddedRows: opts.paddedRows ?? {},
+      tensors: opts.params.map(([name, p]) => ({
+        name,
+        shape: [...p.tensor.shape],
+        partitionDim: p.partitionDim,
+        partitionBlocks: p.partitionBlocks,
+      })),
+      optimizer: opt
+        ? {
+          step: opt.step,
+          beta1: opt.beta1,
+          beta2: opt.beta2,
+          eps: opt.eps,
+          weightDecay: opt.weightDecay,
+          withMoments,
+        }
+        : null,
+      state: opts.state ?? {},
+    };
+    const json = new TextEncoder().encode(JSON.stringify(meta, null, 1) + "\n");
+    await writeFileDurable(join(tmpPath, META_FILE), json);
+    await syncDir(tmpPath);
+    await hook("meta-written");
+    // Re-saving an iteration: set the old copy aside first (the loader falls back to it).
+    const aside = `${finalPath}.old`;
+    const hadOld = await exists(finalPath);
+    if (hadOld) {
+      if (await exists(aside)) await Deno.remove(aside, { recursive: true });
+      await Deno.rename(finalPath, aside);
+    }
+    await Deno.rename(tmpPath, finalPath);
+    await syncDir(dir);
+    if (hadOld) await Deno.remove(aside, { recursive: true });
+    await hook("renamed");
+    await replaceFileAtomic(
+      join(dir, LATEST_FILE),
+      new TextEncoder().encode(`${opts.iteration}\n`),
+    );
+    await hook("latest-written");
+  }
+  await barrier();
+  return finalPath;
+}

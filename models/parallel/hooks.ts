@@ -1,0 +1,110 @@
+/**
+ * The trainer hooks of hybrid TP × DP training: gradients averaged over the
+ * data-parallel group in one flat all-reduce, the gradient norm summed over the
+ * tensor-parallel group with replicated parameters counted once, and the logged
+ * loss averaged over data-parallel replicas.
+ * @module
+ */
+
+import type { ProcessGroup } from "../../collectives/group.ts";
+import type { Device } from "../../core/device.ts";
+import type { ParamInfo } from "../../core/nn.ts";
+import { clone } from "../../core/ops/mod.ts";
+import type { Tensor } from "../../core/tensor.ts";
+import type { ParallelHooks } from "../trainer.ts";
+
+/** The groups of one rank. */
+export interface HybridGroups {
+  /** Tensor-parallel group. */
+  tp: Pick<ProcessGroup, "size" | "rank" | "allReduce">;
+  /** Data-parallel group. */
+  dp: Pick<ProcessGroup, "size" | "rank" | "allReduce" | "alloc">;
+}
+
+/** Time spent inside collectives, for the scaling benchmark. */
+export interface CommTimer {
+  /** Milliseconds spent in communication so far. */
+  ms: number;
+}
+
+/** Trainer hooks for `groups` (all no-ops for groups of one). */
+export function hybridHooks(device: Device, groups: HybridGroups, timer?: CommTimer): ParallelHooks {
+  let flat: Float32Array | null = null;
+  const timed = async <T>(f: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    try {
+      return await f();
+    } finally {
+      if (timer) timer.ms += performance.now() - t0;
+    }
+  };
+  return {
+    async allReduceGradients(params: readonly Tensor[]) {
+      if (groups.dp.size === 1) return;
+      await timed(async () => {
+        const withGrad = params.filter((p) => p.grad);
+        const total = withGrad.reduce((s, p) => s + p.size, 0);
+        if (!flat || flat.length !== total) flat = groups.dp.alloc(total);
+        const bufs = await device.readMany(withGrad.map((p) => p.grad!.binding));
+        let at = 0;
+        bufs.forEach((b, i) => {
+          flat!.set(new Float32Array(b), at);
+          at += withGrad[i].size;
+        });
+        await groups.dp.allReduce(flat!, "avg");
+        at = 0;
+        for (const p of withGrad) {
+          p.grad!.write(flat!.subarray(at, at + p.size));
+          at += p.size;
+        }
+      });
+    },
+    async reduceNormSquared(sq: Tensor) {
+      if (groups.tp.size > 1) await timed(() => groups.tp.allReduce(sq, "sum"));
+      return sq;
+    },
+    async averageLoss(loss: Tensor) {
+      if (groups.dp.size === 1) return loss;
+      const c = clone(loss);
+      await timed(() => groups.dp.allReduce(c, "avg"));
+      return c;
+    },
+  };
+}
+
+/**
+ * Whether a parameter counts in this rank's share of the gradient norm:
+ * sharded ones always, replicated ones only on TP rank 0 (they are identical
+ * on every rank and must be counted once).
+ */
+export function countsInNorm(tpRank: number): (p: ParamInfo) => boolean {
+  return (p) => p.partitionDim !== null || tpRank === 0;
+}
+
+/**
+ * Wraps a group so every collective's time is added to `timer`. The device is
+ * synchronised first (untimed), so the time is communication, not queued compute.
+ */
+export function timedGroup<G extends Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">>(
+  group: G,
+  timer: CommTimer,
+  device: Device,
+): G {
+  const time = async <T>(f: () => Promise<T>): Promise<T> => {
+    await device.sync();
+    const t0 = performance.now();
+    try {
+      return await f();
+    } finally {
+      timer.ms += performance.now() - t0;
+    }
+  };
+  return {
+    ...group,
+    size: group.size,
+    rank: group.rank,
+    allReduce: (x: Parameters<G["allReduce"]>[0], op?: Parameters<G["allReduce"]>[1]) =>
+      time(() => group.allReduce(x, op)),
+    allGather: (x: Parameters<G["allGather"]>[0]) => time(() => group.allGather(x)),
+  } as G;
+}

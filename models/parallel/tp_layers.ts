@@ -1,0 +1,197 @@
+/**
+ * Tensor-parallel layers (Megatron-style intra-layer model parallelism):
+ * column-parallel and row-parallel linears, the vocabulary-parallel embedding
+ * and the vocabulary-parallel LM loss. Weights are initialised as slices of the
+ * full, unsharded weight drawn from the same stream, so any TP size builds the
+ * same model as TP=1.
+ * @module
+ */
+
+import type { Device } from "../../core/device.ts";
+import { type InitSpec, Module } from "../../core/nn.ts";
+import * as ops from "../../core/ops/mod.ts";
+import type { Tensor } from "../../core/tensor.ts";
+import type { LinearLike, ParallelLayers, VocabEmbedding } from "./layers.ts";
+import { copyToRegion, gatherLastDim, reduceFromRegion, type TpGroup } from "./mappings.ts";
+
+function checkDivisible(what: string, n: number, t: number): number {
+  if (n % t !== 0) {
+    throw new Error(`${what} ${n} is not divisible by the tensor-parallel size ${t}`);
+  }
+  return n / t;
+}
+
+/**
+ * `Y = X·Aᵀ + b` with `A` (`[out, in]`) split by output rows: rank `r` holds rows
+ * `[r·out/t, (r+1)·out/t)` of every one of `blocks` fused blocks. The input
+ * passes through `f`; the output stays split unless `gatherOutput`.
+ */
+export class ColumnParallelLinear extends Module implements LinearLike {
+  /** Local weight `[out/t, in]`. */
+  readonly weight: Tensor;
+  /** Local bias `[out/t]`. */
+  readonly bias?: Tensor;
+
+  /** Builds this rank's shard. */
+  constructor(
+    device: Device,
+    readonly group: TpGroup,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    init: InitSpec,
+    opts: { blocks?: number; gatherOutput?: boolean; bias?: boolean } = {},
+  ) {
+    super();
+    const t = group.size;
+    const blocks = opts.blocks ?? 1;
+    const blockRows = checkDivisible("fused block size", outFeatures, blocks);
+    const per = checkDivisible("output size", blockRows, t);
+    const draw = init.rng.next();
+    const std = init.std ?? 0.02;
+    const pieces: Tensor[] = [];
+    for (let b = 0; b < blocks; b++) {
+      const row0 = b * blockRows + group.rank * per;
+      pieces.push(ops.randn(device, [per, inFeatures], draw, std, 0, row0 * inFeatures));
+    }
+    const w = pieces.length === 1 ? pieces[0] : device.noGrad(() => ops.concat(pieces, 0));
+    if (w !== pieces[0]) for (const p of pieces) p.dispose();
+    this.weight = this.param("weight", w, { partitionDim: 0, partitionBlocks: blocks });
+    if (opts.bias ?? true) {
+      this.bias = this.param("bias", ops.full(device, [per * blocks], 0), {
+        decay: false,
+        partitionDim: 0,
+        partitionBlocks: blocks,
+      });
+    }
+    this.gatherOutput = opts.gatherOutput ?? false;
+  }
+
+  /** Whether the forward all-gathers the output. */
+  readonly gatherOutput: boolean;
+
+  /** Applies the layer; the input is complete on every rank. */
+  async forward(x: Tensor): Promise<Tensor> {
+    const y = ops.linear(copyToRegion(x, this.group), this.weight, this.bias);
+    return this.gatherOutput ? await gatherLastDim(y, this.group) : y;
+  }
+}
+
+/**
+ * `Y = X·Aᵀ + b` with `A` split by input columns: rank `r` holds columns
+ * `[r·in/t, (r+1)·in/t)`. The input is already split (the output of a
+ * column-parallel layer); partial products are summed by `g`, then the
+ * replicated bias is added.
+ */
+export class RowParallelLinear extends Module implements LinearLike {
+  /** Local weight `[out, in/t]`. */
+  readonly weight: Tensor;
+  /** Bias `[out]`, replicated on every rank. */
+  readonly bias?: Tensor;
+
+  /** Builds this rank's shard. */
+  constructor(
+    device: Device,
+    readonly group: TpGroup,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    init: InitSpec,
+    opts: { bias?: boolean } = {},
+  ) {
+    super();
+    const per = checkDivisible("input size", inFeatures, group.size);
+    const draw = init.rng.next();
+    const full = ops.randn(device, [outFeatures, inFeatures], draw, init.std ?? 0.02);
+    const w = group.size === 1 ? full : device.noGrad(() => ops.slice(full, 1, group.rank * per, (group.rank + 1) * per));
+    if (w !== full) full.dispose();
+    this.weight = this.param("weight", w, { partitionDim: 1 });
+    if (opts.bias ?? true) {
+      this.bias = this.param("bias", ops.full(device, [outFeatures], 0), { decay: false });
+    }
+  }
+
+  /** Applies the layer to a split input; the output is complete on every rank. */
+  async forward(x: Tensor): Promise<Tensor> {
+    const partial = ops.linear(x, this.weight);
+    const y = await reduceFromRegion(partial, this.group);
+    return this.bias ? ops.add(y, this.bias) : y;
+  }
+}
+
+/**
+ * The embedding split by vocabulary rows: rank `r` holds rows
+ * `[r·V/t, (r+1)·V/t)`; ids outside the range give zeros and `g` sums the
+ * ranks' lookups.
+ */
+export class VocabParallelEmbedding extends Module implements VocabEmbedding {
+  /** Local table `[V/t, h]`. */
+  readonly weight: Tensor;
+  /** First global row held here. */
+  readonly start: number;
+
+  /** Builds this rank's shard of a `[vocab, dim]` table. */
+  constructor(device: Device, readonly group: TpGroup, readonly vocab: number, readonly dim: number, init: InitSpec) {
+    super();
+    const per = checkDivisible("padded vocabulary", vocab, group.size);
+    this.start = group.rank * per;
+    const draw = init.rng.next();
+    this.weight = this.param(
+      "weight",
+      ops.randn(device, [per, dim], draw, init.std ?? 0.02, 0, this.start * dim),
+      { partitionDim: 0 },
+    );
+  }
+
+  /** Lookup of global token ids. */
+  async forward(ids: Tensor): Promise<Tensor> {
+    return await reduceFromRegion(
+      ops.embedding(this.weight, ids, this.start, this.vocab),
+      this.group,
+    );
+  }
+}
+
+/** Layers split over a tensor-parallel group. */
+export class TensorParallelLayers implements ParallelLayers {
+  /** Group size. */
+  readonly tpSize: number;
+  /** This rank's position in the group. */
+  readonly tpRank: number;
+
+  /** Layers on `device` sharded over `group`. */
+  constructor(readonly device: Device, readonly group: TpGroup) {
+    this.tpSize = group.size;
+    this.tpRank = group.rank;
+  }
+
+  /** A {@link ColumnParallelLinear} (output stays split). */
+  columnLinear(inF: number, outF: number, init: InitSpec, blocks = 1): LinearLike {
+    return new ColumnParallelLinear(this.device, this.group, inF, outF, init, { blocks });
+  }
+
+  /** A {@link RowParallelLinear}. */
+  rowLinear(inF: number, outF: number, init: InitSpec): LinearLike {
+    return new RowParallelLinear(this.device, this.group, inF, outF, init);
+  }
+
+  /** A {@link VocabParallelEmbedding}. */
+  vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding {
+    return new VocabParallelEmbedding(this.device, this.group, vocab, hidden, init);
+  }
+
+  /** Vocabulary-parallel cross-entropy of the tied head; logits never gathered. */
+  async lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number, bias?: Tensor): Promise<Tensor> {
+    const logits = ops.linear(copyToRegion(hidden, this.group), table, bias);
+    return await ops.vocabParallelCrossEntropy(
+      logits,
+      targets,
+      { start: this.tpRank * table.shape[0], validVocab },
+      (t, op) => this.group.allReduce(t, op),
+    );
+  }
+
+  /** Full logits (gathered over the group), for generation and evaluation. */
+  async lmLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Promise<Tensor> {
+    const local = ops.linear(copyToRegion(hidden, this.group), table, bias);
+    return await gatherLastDim(local, this.group);
+  }
+}

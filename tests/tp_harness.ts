@@ -1,0 +1,96 @@
+/**
+ * Host side of the tensor-parallel tests: runs a spec on `world` Workers of this
+ * process and joins parameter shards back into full tensors.
+ * @module
+ */
+
+import type { DistConfig } from "../collectives/env.ts";
+import { runWorkers } from "../collectives/launch.ts";
+import type { ShardOut, TpRunSpec } from "./tp_worker.ts";
+
+/** What one rank returned. */
+export interface RankResult {
+  /** Global rank. */
+  rank: number;
+  /** TP position. */
+  tpRank: number;
+  /** DP position. */
+  dpRank: number;
+  /** Loss per step. */
+  losses: number[];
+  /** Gradient norm per step. */
+  norms: number[];
+  /** Parameter shards (DP rank 0 only). */
+  shards: ShardOut[];
+}
+
+/** Runs `spec` on `world` local ranks (Workers of this process, shared memory). */
+export async function runSpec(spec: TpRunSpec, world: number): Promise<RankResult[]> {
+  const cfg: DistConfig = {
+    world,
+    rankBase: 0,
+    localWorld: world,
+    localRankBase: 0,
+    masterAddr: "127.0.0.1",
+    masterPort: 0,
+    distTimeoutMs: 60000,
+    source: "single",
+  };
+  const res = await runWorkers(cfg, new URL("./tp_worker.ts", import.meta.url), [JSON.stringify(spec)], {
+    gpus: [],
+  });
+  if (!res.ok) {
+    throw new Error(`run failed: ${res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`).join("; ")}`);
+  }
+  return res.ranks.map((r) => r.result as RankResult);
+}
+
+function concatDim(parts: { data: Float32Array; shape: number[] }[], dim: number): { data: Float32Array; shape: number[] } {
+  const shape = [...parts[0].shape];
+  const outer = shape.slice(0, dim).reduce((a, b) => a * b, 1);
+  const inner = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+  shape[dim] = parts.reduce((s, p) => s + p.shape[dim], 0);
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  let at = 0;
+  for (let o = 0; o < outer; o++) {
+    for (const p of parts) {
+      const len = p.shape[dim] * inner;
+      data.set(p.data.subarray(o * len, (o + 1) * len), at);
+      at += len;
+    }
+  }
+  return { data, shape };
+}
+
+function splitDim(p: { data: Float32Array; shape: number[] }, dim: number, n: number) {
+  const shape = [...p.shape];
+  const outer = shape.slice(0, dim).reduce((a, b) => a * b, 1);
+  const inner = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+  const part = shape[dim] / n;
+  return Array.from({ length: n }, (_, k) => {
+    const s = [...shape];
+    s[dim] = part;
+    const data = new Float32Array(outer * part * inner);
+    for (let o = 0; o < outer; o++) {
+      data.set(p.data.subarray((o * shape[dim] + k * part) * inner, (o * shape[dim] + (k + 1) * part) * inner), o * part * inner);
+    }
+    return { data, shape: s };
+  });
+}
+
+/** Full parameters from the shards of the TP ranks of DP group 0. */
+export function joinShards(results: RankResult[]): Map<string, Float32Array> {
+  const ranks = results.filter((r) => r.dpRank === 0).sort((a, b) => a.tpRank - b.tpRank);
+  const out = new Map<string, Float32Array>();
+  ranks[0].shards.forEach((s0, i) => {
+    if (s0.partitionDim === null || ranks.length === 1) {
+      out.set(s0.name, s0.data);
+      return;
+    }
+    const dim = s0.partitionDim;
+    const byBlock = ranks.map((r) => splitDim(r.shards[i], dim, s0.blocks));
+    const blocks = Array.from({ length: s0.blocks }, (_, b) => concatDim(byBlock.map((x) => x[b]), dim));
+    out.set(s0.name, concatDim(blocks, dim).data);
+  });
+  return out;
+}

@@ -1,0 +1,111 @@
+/**
+ * Worker module of the tensor-parallel tests: builds a model over this rank's
+ * TP × DP groups, trains a few steps on deterministic data (every DP rank takes
+ * its slice of the same global batch) and returns the losses and this rank's
+ * parameter shards with their sharding declarations.
+ * @module
+ */
+
+import type { WorkerContext } from "../collectives/launch.ts";
+import { parallelGroups } from "../collectives/parallel_groups.ts";
+import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
+import { Tensor } from "../core/tensor.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
+import { RngTracker } from "../models/parallel/random.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { Trainer } from "../models/trainer.ts";
+import { prng } from "./helpers.ts";
+
+/** What the test asks a run to do. */
+export interface TpRunSpec {
+  /** Tensor-parallel size. */
+  tp: number;
+  /** Model config. */
+  config: GptConfig;
+  /** Global batch rows (split over DP ranks). */
+  batch: number;
+  /** Sequence length. */
+  seq: number;
+  /** Optimizer steps. */
+  steps: number;
+  /** Seed. */
+  seed: number;
+}
+
+/** One parameter shard as returned to the test. */
+export interface ShardOut {
+  /** Parameter name. */
+  name: string;
+  /** Split dimension or null. */
+  partitionDim: number | null;
+  /** Fused blocks. */
+  blocks: number;
+  /** Local shape. */
+  shape: number[];
+  /** Values. */
+  data: Float32Array;
+}
+
+/** Deterministic token batch for step `s`. */
+export function batchFor(spec: TpRunSpec, s: number): { ids: Int32Array; targets: Int32Array } {
+  const r = prng(1000 + s);
+  const n = spec.batch * spec.seq;
+  const v = spec.config.vocabSize;
+  return {
+    ids: Int32Array.from({ length: n }, () => Math.floor(r() * v)),
+    targets: Int32Array.from({ length: n }, () => Math.floor(r() * v)),
+  };
+}
+
+/** Runs the spec on this rank. */
+export default async function main(ctx: WorkerContext) {
+  const spec = JSON.parse(ctx.args[0]) as TpRunSpec;
+  const { layout, tp, dp } = parallelGroups(ctx.group, spec.tp);
+  const device = await Device.create({ backend: parseBackend(Deno.env.get("WEBGPU_BACKEND")) });
+  ctx.deviceAcquired();
+  try {
+    const layers = new TensorParallelLayers(device, tp);
+    const model = new Gpt(layers, spec.config, {
+      seed: spec.seed,
+      rng: new RngTracker(spec.seed, layout.tpRank, layout.dpRank),
+    });
+    const trainer = new Trainer(device, model, {
+      schedule: { lr: 3e-3, warmupIters: 1, decayIters: spec.steps },
+      clipGrad: 1,
+      hooks: hybridHooks(device, { tp, dp }),
+      countsInNorm: countsInNorm(layout.tpRank),
+    });
+    const rows = spec.batch / layout.dp;
+    const losses: number[] = [];
+    const norms: number[] = [];
+    for (let s = 0; s < spec.steps; s++) {
+      const { ids, targets } = batchFor(spec, s);
+      const lo = layout.dpRank * rows * spec.seq;
+      const hi = lo + rows * spec.seq;
+      const r = await trainer.step(1, () =>
+        model.loss(
+          Tensor.fromArray(device, ids.slice(lo, hi), [rows, spec.seq]),
+          Tensor.fromArray(device, targets.slice(lo, hi), [rows, spec.seq]),
+        )
+      );
+      losses.push(r.loss);
+      norms.push(r.gradNorm);
+    }
+    const named = model.namedParams();
+    const vals = layout.dpRank === 0 ? await device.readMany(named.map(([, p]) => p.tensor.binding)) : [];
+    const shards: ShardOut[] = layout.dpRank === 0
+      ? named.map(([name, p], i) => ({
+        name,
+        partitionDim: p.partitionDim,
+        blocks: p.partitionBlocks,
+        shape: [...p.tensor.shape],
+        data: new Float32Array(vals[i]),
+      }))
+      : [];
+    return { rank: ctx.rank, tpRank: layout.tpRank, dpRank: layout.dpRank, losses, norms, shards };
+  } finally {
+    device.destroy();
+  }
+}
