@@ -12,8 +12,9 @@ import * as ops from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { Tensor } from "../core/tensor.ts";
+import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { RngTracker } from "./parallel/random.ts";
-import { type LinearLike, type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
+import { type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
 
 /** Model shape and regularisation. */
 export interface GptConfig {
@@ -73,71 +74,21 @@ export function validateGptConfig(c: GptConfig, tp = 1): void {
 }
 
 
-class Attention extends Module {
-  readonly qkv: LinearLike;
-  readonly proj: LinearLike;
-  readonly localHeads: number;
-  readonly headDim: number;
-  readonly drop: Dropout;
-
-  constructor(layers: ParallelLayers, c: GptConfig, init: RngStream, rng: RngTracker) {
-    super();
-    const h = c.hiddenSize;
-    this.headDim = h / c.numHeads;
-    this.localHeads = c.numHeads / layers.tpSize;
-    this.qkv = this.child("c_attn", layers.columnLinear(h, 3 * h, { rng: init }, 3));
-    this.proj = this.child(
-      "c_proj",
-      layers.rowLinear(h, h, { rng: init, std: 0.02 / Math.sqrt(2 * c.numLayers) }),
-    );
-    this.drop = new Dropout(c.attentionDropout ?? 0.1, rng.rank);
-  }
-
-  async forward(x: Tensor): Promise<Tensor> {
-    const [B, T] = x.shape;
-    const nh = this.localHeads;
-    const hd = this.headDim;
-    const hl = nh * hd;
-    const qkv = await this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
-    // [B, nh, T, hd] views of each block, gathered straight from the fused output.
-    const strides = [T * 3 * hl, hd, 3 * hl, 1];
-    const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
-    const k = ops.asStrided(qkv, [B, nh, T, hd], strides, hl);
-    const v = ops.asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
-    const scores = ops.matmul(q, k, { transB: true });
-    const probs = this.drop.forward(ops.softmax(scores, { scale: 1 / Math.sqrt(hd), mask: "causal" }));
-    const ctx = ops.matmul(probs, v); // [B, nh, T, hd]
-    const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
-    return await this.proj.forward(ops.reshape(merged, [B, T, hl]));
-  }
-}
-
-class Mlp extends Module {
-  readonly fc: LinearLike;
-  readonly proj: LinearLike;
-
-  constructor(layers: ParallelLayers, c: GptConfig, init: RngStream) {
-    super();
-    const h = c.hiddenSize;
-    const f = c.ffnHiddenSize ?? 4 * h;
-    this.fc = this.child("c_fc", layers.columnLinear(h, f, { rng: init }));
-    this.proj = this.child(
-      "c_proj",
-      layers.rowLinear(f, h, { rng: init, std: 0.02 / Math.sqrt(2 * c.numLayers) }),
-    );
-  }
-
-  async forward(x: Tensor): Promise<Tensor> {
-    return await this.proj.forward(ops.gelu(await this.fc.forward(x), "tanh"));
-  }
+function blockShape(c: GptConfig): BlockShape {
+  return {
+    hiddenSize: c.hiddenSize,
+    numHeads: c.numHeads,
+    ffnHiddenSize: c.ffnHiddenSize ?? 4 * c.hiddenSize,
+    numLayers: c.numLayers,
+  };
 }
 
 /** One pre-LN transformer layer: x + Drop(Attn(LN(x))), then + Drop(MLP(LN(·))). */
 export class GptLayer extends Module {
   readonly ln1: LayerNorm;
-  readonly attn: Attention;
+  readonly attn: SelfAttention;
   readonly ln2: LayerNorm;
-  readonly mlp: Mlp;
+  readonly mlp: ParallelMlp;
   readonly drop: Dropout;
 
   /** A layer built by `layers`, drawing init from `init` and dropout from `rng`. */
@@ -145,10 +96,20 @@ export class GptLayer extends Module {
     super();
     const eps = c.layerNormEps ?? 1e-5;
     this.ln1 = this.child("ln_1", new LayerNorm(layers.device, c.hiddenSize, eps));
-    this.attn = this.child("attn", new Attention(layers, c, init, rng));
+    const shape = blockShape(c);
+    this.attn = this.child(
+      "attn",
+      new SelfAttention(layers, shape, init, c.attentionDropout ?? 0.1, rng.rank, {
+        input: "c_attn",
+        output: "c_proj",
+      }),
+    );
     this.ln2 = this.child("ln_2", new LayerNorm(layers.device, c.hiddenSize, eps));
-    this.mlp = this.child("mlp", new Mlp(layers, c, init));
-    this.drop = new Dropout(c.hiddenDropout ?? 0.1, rng.group);
+    this.mlp = this.child(
+      "mlp",
+      new ParallelMlp(layers, shape, init, { input: "c_fc", output: "c_proj" }, "tanh"),
+    );
+    this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
   }
 
   /** Applies the layer to `[B, T, h]`. */
@@ -193,7 +154,7 @@ export class Gpt extends Module {
     const dev = layers.device;
     this.wte = this.child("wte", layers.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }));
     this.wpe = this.child("wpe", new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }));
-    this.drop = new Dropout(config.hiddenDropout ?? 0.1, this.rng.group);
+    this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
     this.h = [];
     for (let i = 0; i < config.numLayers; i++) {
       this.h.push(this.child(`h.${i}`, new GptLayer(layers, config, init, this.rng)));

@@ -7,10 +7,11 @@
  */
 
 import type { WorkerContext } from "../collectives/launch.ts";
-import { parallelGroups } from "../collectives/parallel_groups.ts";
+import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
 import { Tensor } from "../core/tensor.ts";
+import { Bert } from "../models/bert.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
@@ -20,6 +21,10 @@ import { prng } from "./helpers.ts";
 
 /** What the test asks a run to do. */
 export interface TpRunSpec {
+  /** Which model (default gpt). */
+  model?: "gpt" | "bert";
+  /** BERT only: layer norm after the residual. */
+  postLayerNorm?: boolean;
   /** Tensor-parallel size. */
   tp: number;
   /** Model config. */
@@ -59,18 +64,40 @@ export function batchFor(spec: TpRunSpec, s: number): { ids: Int32Array; targets
   };
 }
 
+/** Deterministic BERT batch for step `s` (rows [lo, hi) of the global batch). */
+export function bertBatchFor(spec: TpRunSpec, s: number) {
+  const r = prng(2000 + s);
+  const B = spec.batch, T = spec.seq, v = spec.config.vocabSize;
+  const ids = new Int32Array(B * T), types = new Int32Array(B * T), mlm = new Int32Array(B * T).fill(-1);
+  const keep = new Float32Array(B * T), sop = new Int32Array(B);
+  for (let b = 0; b < B; b++) {
+    const len = T - (b % 3); // some rows padded
+    sop[b] = b % 2;
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      keep[i] = t < len ? 1 : 0;
+      ids[i] = t < len ? Math.floor(r() * v) : 0;
+      types[i] = t >= len / 2 && t < len ? 1 : 0;
+      if (t < len && r() < 0.3) mlm[i] = Math.floor(r() * v);
+    }
+  }
+  return { ids, types, keep, mlm, sop };
+}
+
 /** Runs the spec on this rank. */
 export default async function main(ctx: WorkerContext) {
   const spec = JSON.parse(ctx.args[0]) as TpRunSpec;
-  const { layout, tp, dp } = parallelGroups(ctx.group, spec.tp);
+  const { layout: grid, position, tp, dp } = parallelGroups(ctx.group, spec.tp);
+  const layout = { ...position, dp: grid.dp };
   const device = await Device.create({ backend: parseBackend(Deno.env.get("WEBGPU_BACKEND")) });
   ctx.deviceAcquired();
   try {
     const layers = new TensorParallelLayers(device, tp);
-    const model = new Gpt(layers, spec.config, {
-      seed: spec.seed,
-      rng: new RngTracker(spec.seed, layout.tpRank, layout.dpRank),
-    });
+    const rng = new RngTracker(spec.seed, layout.tpRank, layout.dpRank);
+    const bert = spec.model === "bert";
+    const model = bert
+      ? new Bert(layers, { ...spec.config, postLayerNorm: spec.postLayerNorm }, { seed: spec.seed, rng })
+      : new Gpt(layers, spec.config, { seed: spec.seed, rng });
     const trainer = new Trainer(device, model, {
       schedule: { lr: 3e-3, warmupIters: 1, decayIters: spec.steps },
       clipGrad: 1,
@@ -81,15 +108,27 @@ export default async function main(ctx: WorkerContext) {
     const losses: number[] = [];
     const norms: number[] = [];
     for (let s = 0; s < spec.steps; s++) {
-      const { ids, targets } = batchFor(spec, s);
       const lo = layout.dpRank * rows * spec.seq;
       const hi = lo + rows * spec.seq;
-      const r = await trainer.step(1, () =>
-        model.loss(
-          Tensor.fromArray(device, ids.slice(lo, hi), [rows, spec.seq]),
-          Tensor.fromArray(device, targets.slice(lo, hi), [rows, spec.seq]),
-        )
-      );
+      const shape = [rows, spec.seq];
+      const r = await trainer.step(1, () => {
+        if (model instanceof Bert) {
+          const b = bertBatchFor(spec, s);
+          return model.loss({
+            ids: Tensor.fromArray(device, b.ids.slice(lo, hi), shape),
+            tokenTypes: Tensor.fromArray(device, b.types.slice(lo, hi), shape),
+            keep: Tensor.fromArray(device, b.keep.slice(lo, hi), shape),
+            mlmTargets: Tensor.fromArray(device, b.mlm.slice(lo, hi), shape),
+            sopLabels: Tensor.fromArray(device, b.sop.slice(layout.dpRank * rows, (layout.dpRank + 1) * rows), [rows]),
+            mlmNormalizer: b.mlm.filter((t) => t >= 0).length / layout.dp,
+          });
+        }
+        const { ids, targets } = batchFor(spec, s);
+        return model.loss(
+          Tensor.fromArray(device, ids.slice(lo, hi), shape),
+          Tensor.fromArray(device, targets.slice(lo, hi), shape),
+        );
+      });
       losses.push(r.loss);
       norms.push(r.gradNorm);
     }

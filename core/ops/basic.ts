@@ -162,3 +162,9 @@ export function gelu(x: Tensor, kind: GeluKind = "tanh"): Tensor {
     mapRaw(kind === "tanh" ? "geluTanhGrad" : "geluErfGrad", x, g),
   ]);
 }
+
+/** Hyperbolic tangent. */
+export function tanh(x: Tensor): Tensor {
+  const out = mapRaw("tanh", x);
+  return record(out, "tanh", [x], (g) => [mapRaw("tanhGrad", x, g)]);
+}

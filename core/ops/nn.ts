@@ -223,9 +223,16 @@ export function buildScatterIndex(ids: Int32Array, start: number, rows: number) 
 /**
  * Mean cross-entropy of `logits` (`[..., cols]`) against `targets` (i32, one per
  * row; negative = ignored). Only the first `valid` columns count (vocabulary
- * padding never wins). Returns a one-element tensor.
+ * padding never wins). The sum is divided by the number of counted targets, or
+ * by `normalizer` when given (data parallelism normalises by the global count).
+ * Returns a one-element tensor.
  */
-export function crossEntropy(logits: Tensor, targets: Tensor, valid?: number): Tensor {
+export function crossEntropy(
+  logits: Tensor,
+  targets: Tensor,
+  valid?: number,
+  normalizer?: number,
+): Tensor {
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   const v = valid ?? cols;
@@ -259,7 +266,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, valid?: number): T
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);
   rowLoss.dispose();
-  const inv = 1 / Math.max(count, 1);
+  const inv = 1 / Math.max(normalizer ?? count, 1e-30);
   const out = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
   const res = record(out, "crossEntropy", [logits], (g) => {

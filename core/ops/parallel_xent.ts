@@ -28,6 +28,8 @@ export interface VocabShard {
   start: number;
   /** Global vocabulary entries that count (the rest is padding). */
   validVocab: number;
+  /** Divides the summed loss instead of the local count of targets (see `crossEntropy`). */
+  normalizer?: number;
 }
 
 /**
@@ -87,7 +89,7 @@ export async function vocabParallelCrossEntropy(
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);
   rowLoss.dispose();
-  const inv = 1 / Math.max(count, 1);
+  const inv = 1 / Math.max(shard.normalizer ?? count, 1e-30);
   const out = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
   const res = record(out, "vocabParallelCrossEntropy", [logits], (g) => {

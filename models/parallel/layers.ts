@@ -48,7 +48,8 @@ export interface ParallelLayers {
   /**
    * Mean cross-entropy of `hidden·tableᵀ` against targets, with only the first
    * `validVocab` columns counted (vocabulary-parallel under TP, never gathering
-   * the full logits). Returns a one-element tensor, identical on every rank.
+   * the full logits). `normalizer` replaces the count of targets as divisor.
+   * Returns a one-element tensor, identical on every rank.
    */
   lmLoss(
     hidden: Tensor,
@@ -56,6 +57,7 @@ export interface ParallelLayers {
     targets: Tensor,
     validVocab: number,
     bias?: Tensor,
+    normalizer?: number,
   ): Promise<Tensor>;
   /** The full logits of the tied head (gathered under TP), for generation. */
   lmLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Promise<Tensor>;
@@ -87,7 +89,8 @@ export class SerialLayers extends TensorParallelLayers {
     targets: Tensor,
     validVocab: number,
     bias?: Tensor,
+    normalizer?: number,
   ): Promise<Tensor> {
-    return Promise.resolve(crossEntropy(linear(hidden, table, bias), targets, validVocab));
+    return Promise.resolve(crossEntropy(linear(hidden, table, bias), targets, validVocab, normalizer));
   }
 }

@@ -179,12 +179,19 @@ export class TensorParallelLayers implements ParallelLayers {
   }
 
   /** Vocabulary-parallel cross-entropy of the tied head; logits never gathered. */
-  async lmLoss(hidden: Tensor, table: Tensor, targets: Tensor, validVocab: number, bias?: Tensor): Promise<Tensor> {
+  async lmLoss(
+    hidden: Tensor,
+    table: Tensor,
+    targets: Tensor,
+    validVocab: number,
+    bias?: Tensor,
+    normalizer?: number,
+  ): Promise<Tensor> {
     const logits = ops.linear(copyToRegion(hidden, this.group), table, bias);
     return await ops.vocabParallelCrossEntropy(
       logits,
       targets,
-      { start: this.tpRank * table.shape[0], validVocab },
+      { start: this.tpRank * table.shape[0], validVocab, normalizer },
       (t, op) => this.group.allReduce(t, op),
     );
   }

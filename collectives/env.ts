@@ -1,0 +1,177 @@
+/**
+ * Where this process sits in the job: world size, its ranks, the rendezvous
+ * address and the timeout, from command-line flags (`--nproc-per-node`,
+ * `--nnodes`, `--node-rank`, `--master-addr`, `--master-port`, `--devices`,
+ * `--dist-timeout`) or from the environment that torchrun, Slurm or Open MPI set.
+ * @module
+ */
+
+/** Everything the launcher needs to know about this process's place in the job. */
+export interface DistConfig {
+  /** Total number of ranks. */
+  world: number;
+  /** Global rank of this process's first Worker. */
+  rankBase: number;
+  /** Number of Workers (ranks) this process runs. */
+  localWorld: number;
+  /** Local (per-host) rank of the first Worker: the GPU index it starts from. */
+  localRankBase: number;
+  /** Rendezvous host (rank 0's node). */
+  masterAddr: string;
+  /** Rendezvous port. */
+  masterPort: number;
+  /** Longest wait on a peer before failing (ms). */
+  distTimeoutMs: number;
+  /** The `--devices` mapping, if given. */
+  devices?: string;
+  /** Where the values came from. */
+  source: "flags" | "torchrun" | "slurm" | "openmpi" | "single";
+}
+
+/** Flags this module understands (anything else is left for the program). */
+export const DIST_FLAGS = [
+  "nproc-per-node",
+  "nnodes",
+  "node-rank",
+  "master-addr",
+  "master-port",
+  "devices",
+  "dist-timeout",
+] as const;
+
+/** Splits `args` into the distributed flags (by name, values as strings) and the rest. */
+export function splitDistArgs(args: string[]): { flags: Record<string, string>; rest: string[] } {
+  const flags: Record<string, string> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
+    const name = m?.[1]?.replace(/_/g, "-");
+    if (m && (DIST_FLAGS as readonly string[]).includes(name!)) {
+      let v = m[2];
+      if (v === undefined) {
+        v = args[++i];
+        if (v === undefined) throw new Error(`--${name} needs a value`);
+      }
+      flags[name!] = v;
+    } else rest.push(a);
+  }
+  return { flags, rest };
+}
+
+/** Parses a duration: "30" (seconds), "30s", "500ms", "2m". */
+export function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
+  if (!m) throw new Error(`bad duration "${s}": use e.g. 30, 30s, 500ms or 2m`);
+  const v = Number(m[1]);
+  return m[2] === "ms" ? v : m[2] === "m" ? v * 60000 : v * 1000;
+}
+
+function int(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new Error(`${name} must be an integer >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+/** The first host of a Slurm node list such as `gpu[03-06,09],cpu1` (here `gpu03`). */
+export function firstSlurmHost(list: string): string {
+  const m = /^([^,[]+)(?:\[([^\]]+)\])?/.exec(list.trim());
+  if (!m) return list;
+  if (!m[2]) return m[1];
+  const first = m[2].split(",")[0].split("-")[0];
+  return m[1] + first;
+}
+
+/**
+ * Resolves the job layout: explicit flags win; otherwise torchrun's, Slurm's or
+ * Open MPI's variables (one rank per process); otherwise a single rank.
+ */
+export function resolveDistConfig(
+  flags: Record<string, string>,
+  env: Record<string, string | undefined>,
+): DistConfig {
+  const timeout = flags["dist-timeout"] ?? env.DIST_TIMEOUT;
+  const distTimeoutMs = timeout ? parseDuration(timeout) : 300000;
+  const devices = flags["devices"];
+  const port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
+  if (port > 65535) throw new Error(`--master-port must be at most 65535, got ${port}`);
+  const addr = flags["master-addr"] ?? env.MASTER_ADDR;
+  const common = { distTimeoutMs, devices, masterPort: port };
+  const nproc = int("--nproc-per-node", flags["nproc-per-node"], 1);
+  const nnodes = int("--nnodes", flags["nnodes"], 1);
+  const nodeRank = int("--node-rank", flags["node-rank"], 0);
+  if (nproc !== undefined || nnodes !== undefined || nodeRank !== undefined) {
+    const np = nproc ?? 1, nn = nnodes ?? 1, nr = nodeRank ?? 0;
+    if (nr >= nn) throw new Error(`--node-rank ${nr} must be below --nnodes ${nn}`);
+    if (nn > 1 && !addr) {
+      throw new Error("--nnodes > 1 needs --master-addr (the host of node 0) or MASTER_ADDR");
+    }
+    return {
+      ...common,
+      world: np * nn,
+      rankBase: nr * np,
+      localWorld: np,
+      localRankBase: 0,
+      masterAddr: addr ?? "127.0.0.1",
+      source: "flags",
+    };
+  }
+  const one = (source: DistConfig["source"], rank?: number, world?: number, local?: number) => {
+    if (rank === undefined || world === undefined) return null;
+    if (rank >= world) throw new Error(`${source}: rank ${rank} is not below world size ${world}`);
+    return {
+      ...common,
+      world,
+      rankBase: rank,
+      localWorld: 1,
+      localRankBase: local ?? 0,
+      masterAddr: addr ?? "127.0.0.1",
+      source,
+    };
+  };
+  const torch = one(
+    "torchrun",
+    int("RANK", env.RANK, 0),
+    int("WORLD_SIZE", env.WORLD_SIZE, 1),
+    int("LOCAL_RANK", env.LOCAL_RANK, 0),
+  );
+  if (torch) return torch;
+  const slurm = one(
+    "slurm",
+    int("SLURM_PROCID", env.SLURM_PROCID, 0),
+    int("SLURM_NTASKS", env.SLURM_NTASKS, 1),
+    int("SLURM_LOCALID", env.SLURM_LOCALID, 0),
+  );
+  if (slurm) {
+    if (!addr) {
+      const list = env.SLURM_STEP_NODELIST ?? env.SLURM_JOB_NODELIST ?? env.SLURM_NODELIST;
+      if (!list && slurm.world > 1) throw new Error("Slurm: set MASTER_ADDR (no node list found)");
+      if (list) slurm.masterAddr = firstSlurmHost(list);
+    }
+    return slurm;
+  }
+  const ompi = one(
+    "openmpi",
+    int("OMPI_COMM_WORLD_RANK", env.OMPI_COMM_WORLD_RANK, 0),
+    int("OMPI_COMM_WORLD_SIZE", env.OMPI_COMM_WORLD_SIZE, 1),
+    int("OMPI_COMM_WORLD_LOCAL_RANK", env.OMPI_COMM_WORLD_LOCAL_RANK, 0),
+  );
+  if (ompi) {
+    if (!addr && ompi.world > 1) {
+      throw new Error("Open MPI: set MASTER_ADDR (e.g. mpirun -x MASTER_ADDR=host-of-rank-0)");
+    }
+    return ompi;
+  }
+  return {
+    ...common,
+    world: 1,
+    rankBase: 0,
+    localWorld: 1,
+    localRankBase: 0,
+    masterAddr: addr ?? "127.0.0.1",
+    source: "single",
+  };
+}

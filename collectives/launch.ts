@@ -1,0 +1,240 @@
+/**
+ * The launcher: a process runs one Web Worker per local rank, each with its own
+ * device selection and a {@link ProcessGroup} over the whole world. Node 0's
+ * process hosts the rendezvous store when ranks span processes. If any rank
+ * fails, the others are told (shared abort word, TCP abort frames, or closed
+ * sockets when a process exits) and the process exits non-zero.
+ *
+ * A worker module exports `default` (or `main`): `async (ctx: WorkerContext) => unknown`.
+ * It should destroy its GPU device before returning: terminating Workers that
+ * hold devices and exiting at once can corrupt the heap, so {@link launch}
+ * terminates them and waits a moment before exiting.
+ * @module
+ */
+
+import { Arena } from "./arena.ts";
+import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts";
+import type { DistConfig } from "./env.ts";
+import type { Communicator, ProcessGroup } from "./group.ts";
+import { StoreServer } from "./store.ts";
+
+/** What each Worker gets. */
+export interface WorkerContext {
+  /** Global rank. */
+  rank: number;
+  /** Rank on this host (the GPU index it selects). */
+  localRank: number;
+  /** Total ranks. */
+  world: number;
+  /** The group of all ranks. */
+  group: ProcessGroup;
+  /** The transport context (for {@link ProcessGroup.newGroup} and friends). */
+  comm: Communicator;
+  /** Which device this rank should open (already applied to DRI_PRIME when set). */
+  device: DeviceAssignment;
+  /** Program arguments (distributed flags removed). */
+  args: string[];
+  /**
+   * Tell the launcher this rank has opened its GPU adapter, so the next Worker
+   * may start with its own device selection in the environment. Called
+   * automatically when the worker function returns.
+   */
+  deviceAcquired(): void;
+}
+
+/** Initial message to a Worker (internal). */
+export interface WorkerInit {
+  /** Global rank. */
+  rank: number;
+  /** Local rank. */
+  localRank: number;
+  /** World size. */
+  world: number;
+  /** Global ranks in this process. */
+  localRanks: number[];
+  /** Shared arena memory. */
+  memory: WebAssembly.Memory;
+  /** Store address when ranks span processes. */
+  store?: { hostname: string; port: number };
+  /** Timeout in ms. */
+  timeoutMs: number;
+  /** Device assignment. */
+  device: DeviceAssignment;
+  /** Worker module URL. */
+  moduleUrl: string;
+  /** Program args. */
+  args: string[];
+}
+
+/** How a launched rank ended. */
+export interface RankOutcome {
+  /** Global rank. */
+  rank: number;
+  /** True when the worker function returned. */
+  ok: boolean;
+  /** The function's return value (structured-cloned), when ok. */
+  result?: unknown;
+  /** The error message, when not ok. */
+  error?: string;
+}
+
+/** Result of {@link runWorkers}. */
+export interface RunResult {
+  /** True when every rank succeeded. */
+  ok: boolean;
+  /** Per local rank outcome, in rank order. */
+  ranks: RankOutcome[];
+}
+
+/** Options beyond the {@link DistConfig}. */
+export interface RunOptions {
+  /** Log failures to stderr as they happen (default true). */
+  log?: boolean;
+  /**
+   * Connect even the Workers of this process over TCP (loopback) instead of
+   * shared memory: for testing and benchmarking the TCP transport.
+   */
+  forceTcp?: boolean;
+  /** Host GPUs (default: listed from sysfs); tests pass their own. */
+  gpus?: ReturnType<typeof listHostGpus>;
+}
+
+type Msg =
+  | { type: "acquired" }
+  | { type: "done"; result: unknown }
+  | { type: "error"; message: string };
+
+/**
+ * Runs this process's ranks as Workers of `moduleUrl` and resolves when all have
+ * finished (or, after a failure, when the rest have failed or a grace period of
+ * the dist timeout has passed; stragglers are terminated). Does not exit.
+ */
+export async function runWorkers(
+  cfg: DistConfig,
+  moduleUrl: string | URL,
+  args: string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  const log = opts.log ?? true;
+  const devices = assignDevices(
+    cfg.localWorld,
+    cfg.localRankBase,
+    cfg.devices,
+    opts.gpus ?? listHostGpus(),
+  );
+  const remote = cfg.world > cfg.localWorld || (opts.forceTcp === true && cfg.world > 1);
+  let server: StoreServer | null = null;
+  if (remote && cfg.rankBase === 0) server = StoreServer.listen(cfg.masterAddr, cfg.masterPort);
+  const arena = Arena.create();
+  const localRanks = Array.from({ length: cfg.localWorld }, (_, i) => cfg.rankBase + i);
+  const outcomes: (RankOutcome | undefined)[] = new Array(cfg.localWorld);
+  const workers: Worker[] = [];
+  let failedAt = 0;
+  let wakeMain: () => void = () => {};
+  const mainWait = () => new Promise<void>((r) => (wakeMain = r));
+  const finish = (i: number, o: RankOutcome) => {
+    if (outcomes[i]) return;
+    outcomes[i] = o;
+    if (!o.ok) {
+      if (log) console.error(`rank ${o.rank} failed: ${o.error}`);
+      arena.abort(o.rank, `rank ${o.rank} failed: ${o.error}`);
+      if (!failedAt) failedAt = performance.now();
+    }
+    wakeMain();
+  };
+  const savedPrime = Deno.env.get("DRI_PRIME");
+  try {
+    for (let i = 0; i < cfg.localWorld; i++) {
+      const rank = cfg.rankBase + i;
+      const device = devices[i];
+      if (device.driPrime) Deno.env.set("DRI_PRIME", device.driPrime);
+      const w = new Worker(new URL("./worker_entry.ts", import.meta.url), { type: "module" });
+      workers.push(w);
+      let acquired!: () => void;
+      const acq = new Promise<void>((r) => (acquired = r));
+      w.onmessage = (e: MessageEvent<Msg>) => {
+        const m = e.data;
+        if (m.type === "acquired") acquired();
+        else if (m.type === "done") finish(i, { rank, ok: true, result: m.result });
+        else finish(i, { rank, ok: false, error: m.message });
+        if (m.type !== "acquired") acquired();
+      };
+      w.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        finish(i, { rank, ok: false, error: e.message ?? "uncaught error" });
+        acquired();
+      };
+      const init: WorkerInit = {
+        rank,
+        localRank: cfg.localRankBase + i,
+        world: cfg.world,
+        localRanks: opts.forceTcp ? [rank] : localRanks,
+        memory: arena.memory,
+        store: remote ? { hostname: cfg.masterAddr, port: cfg.masterPort } : undefined,
+        timeoutMs: cfg.distTimeoutMs,
+        device,
+        moduleUrl: String(moduleUrl),
+        args,
+      };
+      w.postMessage(init);
+      // Selecting a device through the environment needs the Workers to open
+      // their adapters one at a time.
+      if (device.driPrime) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([acq, new Promise((r) => timer = setTimeout(r, cfg.distTimeoutMs))]);
+        clearTimeout(timer);
+      }
+    }
+  } finally {
+    if (savedPrime === undefined) Deno.env.delete("DRI_PRIME");
+    else Deno.env.set("DRI_PRIME", savedPrime);
+  }
+  const grace = cfg.distTimeoutMs + 5000;
+  while (outcomes.filter((o) => o).length < cfg.localWorld) {
+    const wait = mainWait();
+    if (failedAt) {
+      const left = failedAt + grace - performance.now();
+      if (left <= 0) break;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([wait, new Promise((r) => timer = setTimeout(r, left))]);
+      clearTimeout(timer);
+    } else await wait;
+  }
+  for (let i = 0; i < cfg.localWorld; i++) {
+    if (!outcomes[i]) {
+      outcomes[i] = {
+        rank: cfg.rankBase + i,
+        ok: false,
+        error: `still running ${grace} ms after another rank failed; terminated`,
+      };
+    }
+  }
+  // Workers close themselves after reporting; give them a moment, then make sure.
+  await new Promise((r) => setTimeout(r, 50));
+  for (const w of workers) w.terminate();
+  server?.close();
+  const ranks = outcomes as RankOutcome[];
+  return { ok: ranks.every((o) => o.ok), ranks };
+}
+
+/**
+ * Runs this process's ranks (see {@link runWorkers}), then exits deliberately:
+ * Workers are terminated, the process waits `settleMs` (default 200) so devices
+ * are released, and exits 0 when every rank succeeded, else 1.
+ */
+export async function launch(
+  cfg: DistConfig,
+  moduleUrl: string | URL,
+  args: string[],
+  opts: RunOptions & { settleMs?: number } = {},
+): Promise<never> {
+  let code = 1;
+  try {
+    const res = await runWorkers(cfg, moduleUrl, args, opts);
+    code = res.ok ? 0 : 1;
+  } catch (e) {
+    console.error(`launch failed: ${(e as Error).message}`);
+  }
+  await new Promise((r) => setTimeout(r, opts.settleMs ?? 200));
+  Deno.exit(code);
+}

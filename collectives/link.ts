@@ -1,0 +1,131 @@
+/**
+ * The transport interface the ring algorithms run on: a bidirectional,
+ * message-oriented link to one peer rank, whose payloads live in the {@link Arena}.
+ * @module
+ */
+
+import type { Arena } from "./arena.ts";
+import { CollectiveError, type Frame } from "./frame.ts";
+
+/** What links need from their owner: identity, memory, and the timeout. */
+export interface LinkContext {
+  /** This rank's global rank. */
+  readonly rank: number;
+  /** The process's collectives memory. */
+  readonly arena: Arena;
+  /** How long any single wait on a peer may take before failing. */
+  readonly timeoutMs: number;
+}
+
+/** A message link to one peer. Payload offsets are byte offsets into the arena. */
+export interface Link {
+  /** The peer's global rank. */
+  readonly peer: number;
+  /** Largest payload of one message. */
+  readonly maxMessage: number;
+  /**
+   * Offset of a free slot where the next outgoing payload can be written in
+   * place, or -1 when none is free now or this transport sends from the source.
+   */
+  reserve(): number;
+  /** Publishes the message written into the reserved slot. */
+  commit(frame: Frame): void;
+  /**
+   * Queues `frame.bytes` bytes at arena offset `off` for sending, without
+   * waiting; the bytes must stay unchanged until the peer has received them.
+   * Failures surface from {@link Link.flush} and later calls.
+   */
+  send(frame: Frame, off: number): void;
+  /** Receives the next message, checks it against `want`, and returns its payload offset. */
+  recv(want: Frame): Promise<number>;
+  /** Frees the last received message's slot. */
+  release(): void;
+  /** Resolves when every queued send has been handed to the transport; rejects on failure. */
+  flush(): Promise<void>;
+  /** Tells the peer this rank failed, best effort. */
+  abort(message: string): void;
+  /** Closes the link. */
+  close(): void;
+}
+
+/** A timeout error naming the peer and what was awaited. */
+export function timeoutError(ctx: LinkContext, peer: number, what: string): CollectiveError {
+  return new CollectiveError(
+    `rank ${ctx.rank}: no progress from rank ${peer} for ${ctx.timeoutMs} ms while ${what} ` +
+      `(rank ${peer} died, hung, or never called the collective; see --dist-timeout)`,
+    peer,
+  );
+}
+
+/** Spin this long before sleeping on Atomics.waitAsync. */
+const SPIN_MS = 0.05;
+/** Longest single sleep, so aborts and deadlines are noticed promptly. */
+const SLICE_MS = 50;
+
+/**
+ * Waits until `arr[idx] !== value`, spinning briefly then sleeping without
+ * blocking the event loop; fails on timeout or when the arena records an abort.
+ */
+export async function waitChange(
+  ctx: LinkContext,
+  arr: Int32Array,
+  idx: number,
+  value: number,
+  peer: number,
+  what: string,
+): Promise<void> {
+  if (Atomics.load(arr, idx) !== value) return;
+  let t = performance.now();
+  const spinEnd = t + SPIN_MS;
+  while (t < spinEnd) {
+    for (let i = 0; i < 64; i++) if (Atomics.load(arr, idx) !== value) return;
+    t = performance.now();
+  }
+  const deadline = t + ctx.timeoutMs;
+  for (;;) {
+    const ab = ctx.arena.aborted();
+    if (ab) throw abortedError(ab.rank, ab.message);
+    const now = performance.now();
+    if (now >= deadline) throw timeoutError(ctx, peer, what);
+    const r = Atomics.waitAsync(arr, idx, value, Math.min(SLICE_MS, deadline - now));
+    if (r.async) await r.value;
+    if (Atomics.load(arr, idx) !== value) return;
+  }
+}
+
+/**
+ * Like {@link waitChange} but blocks the thread (Atomics.wait): lower wake-up
+ * latency, for rings whose every link is shared memory (nothing else needs the
+ * event loop meanwhile).
+ */
+export function waitChangeSync(
+  ctx: LinkContext,
+  arr: Int32Array,
+  idx: number,
+  value: number,
+  peer: number,
+  what: string,
+): void {
+  if (Atomics.load(arr, idx) !== value) return;
+  let t = performance.now();
+  const spinEnd = t + SPIN_MS;
+  while (t < spinEnd) {
+    for (let i = 0; i < 64; i++) if (Atomics.load(arr, idx) !== value) return;
+    t = performance.now();
+  }
+  const deadline = t + ctx.timeoutMs;
+  for (;;) {
+    const ab = ctx.arena.aborted();
+    if (ab) throw abortedError(ab.rank, ab.message);
+    const now = performance.now();
+    if (now >= deadline) throw timeoutError(ctx, peer, what);
+    Atomics.wait(arr, idx, value, Math.min(SLICE_MS, deadline - now));
+    if (Atomics.load(arr, idx) !== value) return;
+  }
+}
+
+/** The error raised on a rank when another rank reported a failure. */
+export function abortedError(rank: number, message: string): CollectiveError {
+  if (message.startsWith("rank ")) return new CollectiveError(message, rank);
+  return new CollectiveError(`rank ${rank} failed: ${message}`, rank);
+}

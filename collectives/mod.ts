@@ -1,0 +1,50 @@
+/**
+ * Collectives: process groups, ring all-reduce/all-gather/reduce-scatter/
+ * broadcast over shared memory (Workers of one process) and TCP (processes and
+ * hosts), rendezvous, device mapping and the launcher.
+ * @module
+ */
+
+export { Arena } from "./arena.ts";
+export { type CallDesc, CollectiveError, type Frame, type OpName, OPS } from "./frame.ts";
+export type { Link, LinkContext } from "./link.ts";
+export {
+  type AnyTypedArray,
+  Communicator,
+  type CommunicatorOptions,
+  type HostCopyable,
+  ProcessGroup,
+} from "./group.ts";
+export {
+  parallelGroups,
+  type ParallelLayout,
+  parallelLayout,
+  rankPosition,
+  type RankPosition,
+} from "./layout.ts";
+export { chunkRange } from "./ring.ts";
+export { reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";
+export {
+  DIST_FLAGS,
+  type DistConfig,
+  parseDuration,
+  resolveDistConfig,
+  splitDistArgs,
+} from "./env.ts";
+export {
+  assignDevices,
+  describeDevices,
+  type DeviceAssignment,
+  driPrimeFor,
+  type HostGpu,
+  listHostGpus,
+} from "./devices.ts";
+export {
+  launch,
+  type RankOutcome,
+  type RunOptions,
+  type RunResult,
+  runWorkers,
+  type WorkerContext,
+} from "./launch.ts";
+export { StoreClient, StoreServer } from "./store.ts";

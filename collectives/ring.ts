@@ -1,0 +1,211 @@
+/**
+ * Ring algorithms over {@link Link}s: all-reduce as reduce-scatter plus
+ * all-gather over `n` chunks, each chunk pipelined in sub-chunks so sending,
+ * receiving and reducing overlap; all-gather, reduce-scatter and a pipelined
+ * chain broadcast. Data lives in the arena; reductions run in WebAssembly SIMD,
+ * writing straight into the next rank's shared-memory slot when one is free.
+ *
+ * Every rank walks the same schedule of events (stage `t`, sub-chunk `k`),
+ * ordered by `k + lookahead·t` then `t`; that order is shift-invariant in `t`,
+ * so each link carries messages in exactly the order its receiver expects.
+ * @module
+ */
+
+import type { Arena } from "./arena.ts";
+import type { CallDesc, Frame } from "./frame.ts";
+import { KIND_DATA } from "./frame.ts";
+import type { Link } from "./link.ts";
+import type { ReduceOp } from "./wasm_reduce.ts";
+
+/** A rank's place in a ring. */
+export interface Ring {
+  /** Position of this rank in the group. */
+  pos: number;
+  /** Group size. */
+  n: number;
+  /** Link to position `pos - 1`. */
+  prev: Link;
+  /** Link to position `pos + 1`. */
+  next: Link;
+  /** The memory data lives in. */
+  arena: Arena;
+  /** Schedule lookahead (0: finish a sub-chunk before starting the next). */
+  lookahead: number;
+  /** Cap on sub-chunk bytes (defaults to the links' message size). */
+  subBytes?: number;
+}
+
+/** Start and length of chunk `i` when `count` elements are split as evenly as possible in `n`. */
+export function chunkRange(count: number, n: number, i: number): [number, number] {
+  const base = Math.floor(count / n), rem = count % n;
+  return [i * base + Math.min(i, rem), base + (i < rem ? 1 : 0)];
+}
+
+function mod(a: number, n: number): number {
+  return ((a % n) + n) % n;
+}
+
+/** Calls `fn(t, k)` for stages `0..T` and sub-chunks `0..K-1` in schedule order. */
+async function schedule(
+  T: number,
+  K: number,
+  lookahead: number,
+  fn: (t: number, k: number) => Promise<void> | void,
+): Promise<void> {
+  const last = K - 1 + lookahead * T;
+  for (let d = 0; d <= last; d++) {
+    for (let t = 0; t <= T; t++) {
+      const k = d - lookahead * t;
+      if (k >= 0 && k < K) await fn(t, k);
+    }
+  }
+}
+
+function subElems(r: Ring, elemBytes: number): number {
+  const bytes = Math.min(r.prev.maxMessage, r.next.maxMessage, r.subBytes ?? Infinity);
+  return Math.max(1, Math.floor(bytes / elemBytes));
+}
+
+/**
+ * In-place ring all-reduce (`mode` "allReduce") or reduce-scatter (`"reduceScatter"`:
+ * afterwards this rank's chunk {@link chunkRange}(count, n, pos) holds the result;
+ * other chunks are scratch) of `count` f32 values at arena offset `off`.
+ */
+export async function ringReduce(
+  r: Ring,
+  desc: CallDesc,
+  off: number,
+  count: number,
+  op: ReduceOp,
+  mode: "allReduce" | "reduceScatter",
+): Promise<void> {
+  const { n, pos: p, prev, next } = r;
+  const red = r.arena.reducer;
+  const T = mode === "allReduce" ? 2 * (n - 1) : n - 1;
+  const S = subElems(r, 4);
+  const maxChunk = Math.ceil(count / n);
+  const K = Math.max(1, Math.ceil(maxChunk / S));
+  const scale = op === "avg" ? 1 / n : 1;
+  const sendChunk = (s: number) => s < n - 1 ? mod(p - s - 1, n) : mod(p - (s - (n - 1)), n);
+  const sub = (c: number, k: number): [number, number] => {
+    const [start, len] = chunkRange(count, n, c);
+    const a = Math.min(len, k * S);
+    return [off + (start + a) * 4, Math.min(S, len - a)];
+  };
+  const frame = (stage: number, k: number, len: number): Frame => ({
+    ...desc,
+    kind: KIND_DATA,
+    stage,
+    sub: k,
+    bytes: len * 4,
+  });
+  await schedule(T, K, r.lookahead, async (t, k) => {
+    if (t === 0) {
+      const [at, len] = sub(sendChunk(0), k);
+      next.send(frame(0, k, len), at);
+      return;
+    }
+    const s = t - 1;
+    const c = sendChunk(t); // what prev sent at stage s: its sendChunk(s) is our sendChunk(s + 1)
+    const [at, len] = sub(c, k);
+    const got = await prev.recv(frame(s, k, len));
+    const forward = t < T;
+    if (s < n - 1) {
+      const final = s === n - 2;
+      const sc = final ? scale : 1;
+      const slot = forward ? next.reserve() : -1;
+      if (slot >= 0) {
+        if (op === "max") {
+          if (final) red.max2(at, slot, at, got, len);
+          else red.max(slot, at, got, len);
+        } else if (final) red.add2(at, slot, at, got, len, sc);
+        else red.add(slot, at, got, len, sc);
+        prev.release();
+        next.commit(frame(t, k, len));
+        return;
+      }
+      if (op === "max") red.max(at, at, got, len);
+      else red.add(at, at, got, len, sc);
+    } else if (len > 0) {
+      const buf = r.arena.buffer;
+      new Uint8Array(buf, at, len * 4).set(new Uint8Array(buf, got, len * 4));
+    }
+    prev.release();
+    if (forward) next.send(frame(t, k, len), at);
+  });
+  await next.flush();
+}
+
+/**
+ * In-place ring all-gather: `part` elements of `elemBytes` each per rank, laid
+ * out rank after rank at arena offset `off`; this rank's part must be in place.
+ */
+export async function ringAllGather(
+  r: Ring,
+  desc: CallDesc,
+  off: number,
+  part: number,
+  elemBytes: number,
+): Promise<void> {
+  const { n, pos: p, prev, next } = r;
+  const T = n - 1;
+  const S = subElems(r, elemBytes);
+  const K = Math.max(1, Math.ceil(part / S));
+  const sub = (c: number, k: number): [number, number] => {
+    const a = Math.min(part, k * S);
+    return [off + (c * part + a) * elemBytes, Math.min(S, part - a) * elemBytes];
+  };
+  const frame = (stage: number, k: number, bytes: number): Frame => ({
+    ...desc,
+    kind: KIND_DATA,
+    stage,
+    sub: k,
+    bytes,
+  });
+  await schedule(T, K, r.lookahead, async (t, k) => {
+    const c = mod(p - t, n);
+    const [at, bytes] = sub(c, k);
+    if (t > 0) {
+      const got = await prev.recv(frame(t - 1, k, bytes));
+      if (bytes > 0) {
+        const buf = r.arena.buffer;
+        new Uint8Array(buf, at, bytes).set(new Uint8Array(buf, got, bytes));
+      }
+      prev.release();
+    }
+    if (t < T) next.send(frame(t, k, bytes), at);
+  });
+  await next.flush();
+}
+
+/**
+ * Pipelined chain broadcast from group position `root` along the ring:
+ * `bytes` bytes at arena offset `off`.
+ */
+export async function ringBroadcast(
+  r: Ring,
+  desc: CallDesc,
+  off: number,
+  bytes: number,
+  root: number,
+): Promise<void> {
+  const { n, pos: p, prev, next } = r;
+  const q = mod(p - root, n);
+  const S = subElems(r, 1);
+  const K = Math.max(1, Math.ceil(bytes / S));
+  for (let k = 0; k < K; k++) {
+    const a = Math.min(bytes, k * S);
+    const len = Math.min(S, bytes - a);
+    const f: Frame = { ...desc, kind: KIND_DATA, stage: 0, sub: k, bytes: len };
+    if (q > 0) {
+      const got = await prev.recv(f);
+      if (len > 0) {
+        const buf = r.arena.buffer;
+        new Uint8Array(buf, off + a, len).set(new Uint8Array(buf, got, len));
+      }
+      prev.release();
+    }
+    if (q < n - 1) next.send(f, off + a);
+  }
+  await next.flush();
+}

@@ -1,0 +1,350 @@
+/**
+ * TCP transport between processes and hosts: one no-delay connection per
+ * (group, pair of ranks), framed messages (a 32-byte header, then the payload),
+ * a background reader that fills receive slots in the arena ahead of use, and
+ * sends written straight from the arena. `conn.write` may write partially, so
+ * every write loops.
+ * @module
+ */
+
+import { CollectiveError, type Frame, HEADER_BYTES, KIND_ABORT, KIND_DATA } from "./frame.ts";
+import { checkFrame, decodeHeader, encodeHeader } from "./frame.ts";
+import { abortedError, type Link, type LinkContext, timeoutError } from "./link.ts";
+
+/** Default payload bytes per TCP message. */
+export const TCP_SLOT_BYTES = 1024 * 1024;
+/** Receive slots read ahead per link. */
+export const TCP_DEPTH = 4;
+
+/** Writes all of `data`, looping over partial writes. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** Reads exactly `into.length` bytes; returns false on a clean EOF before the first byte. */
+export async function readExact(conn: Deno.Conn, into: Uint8Array): Promise<boolean> {
+  let off = 0;
+  while (off < into.length) {
+    const n = await conn.read(into.subarray(off));
+    if (n === null) {
+      if (off === 0) return false;
+      throw new Error(`connection closed mid-message (${off} of ${into.length} bytes)`);
+    }
+    off += n;
+  }
+  return true;
+}
+
+/** Length-prefixed JSON messages (used by the hello handshake and the store). */
+export async function writeJson(conn: Deno.Conn, value: unknown): Promise<void> {
+  const body = new TextEncoder().encode(JSON.stringify(value));
+  const msg = new Uint8Array(4 + body.length);
+  new DataView(msg.buffer).setUint32(0, body.length);
+  msg.set(body, 4);
+  await writeAll(conn, msg);
+}
+
+/** Reads one length-prefixed JSON message, or null on EOF. */
+export async function readJson(conn: Deno.Conn): Promise<unknown | null> {
+  const len = new Uint8Array(4);
+  if (!(await readExact(conn, len))) return null;
+  const n = new DataView(len.buffer).getUint32(0);
+  if (n > 64 << 20) throw new Error(`oversized control message (${n} bytes)`);
+  const body = new Uint8Array(n);
+  if (!(await readExact(conn, body))) throw new Error("connection closed mid-message");
+  return JSON.parse(new TextDecoder().decode(body));
+}
+
+interface Filled {
+  frame: Frame;
+  at: number;
+}
+
+/** A link to a rank in another process over one TCP connection. */
+export class TcpLink implements Link {
+  readonly maxMessage: number;
+  #slots: number[] = [];
+  #free: number[] = [];
+  #filled: Filled[] = [];
+  #error: Error | null = null;
+  #wake: (() => void) | null = null;
+  #readerWake: (() => void) | null = null;
+  #writing: Promise<void> = Promise.resolve();
+  #closed = false;
+  #current: Filled | null = null;
+
+  /** Wraps a connected socket; starts reading ahead into `depth` arena slots. */
+  constructor(
+    readonly ctx: LinkContext,
+    readonly peer: number,
+    readonly conn: Deno.TcpConn,
+    slotBytes = TCP_SLOT_BYTES,
+    depth = TCP_DEPTH,
+  ) {
+    this.maxMessage = slotBytes;
+    for (let i = 0; i < depth; i++) {
+      const at = ctx.arena.alloc(slotBytes);
+      this.#slots.push(at);
+      this.#free.push(at);
+    }
+    this.#readLoop().catch((e) => this.#fail(e));
+  }
+
+  #fail(e: unknown): void {
+    if (this.#error) return;
+    const msg = (e as Error)?.message ?? String(e);
+    this.#error = e instanceof CollectiveError ? e : new CollectiveError(
+      this.#closed
+        ? `rank ${this.ctx.rank}: link to rank ${this.peer} was closed`
+        : `rank ${this.ctx.rank}: connection to rank ${this.peer} failed (${msg}); ` +
+          `its process probably exited or crashed`,
+      this.peer,
+    );
+    this.#wake?.();
+    this.#readerWake?.();
+  }
+
+  async #readLoop(): Promise<void> {
+    const hbuf = new Uint8Array(HEADER_BYTES);
+    const hdr = new Int32Array(hbuf.buffer);
+    for (;;) {
+      if (!(await readExact(this.conn, hbuf))) {
+        throw new Error("connection closed by the peer");
+      }
+      const frame = decodeHeader(hdr);
+      if (frame.kind === KIND_ABORT) {
+        const body = new Uint8Array(frame.bytes);
+        await readExact(this.conn, body);
+        const err = abortedError(this.peer, new TextDecoder().decode(body));
+        this.#fail(err);
+        return;
+      }
+      if (frame.kind !== KIND_DATA || frame.bytes > this.maxMessage) {
+        throw new CollectiveError(
+          `protocol error: bad frame from rank ${this.peer} (kind ${frame.kind}, ${frame.bytes} bytes)`,
+          this.peer,
+        );
+      }
+      while (this.#free.length === 0) {
+        await new Promise<void>((r) => this.#readerWake = r);
+        this.#readerWake = null;
+        if (this.#error) return;
+      }
+      const at = this.#free.shift()!;
+      if (frame.bytes > 0) await readExact(this.conn, this.ctx.arena.u8(at, frame.bytes));
+      this.#filled.push({ frame, at });
+      this.#wake?.();
+    }
+  }
+
+  reserve(): number {
+    return -1;
+  }
+
+  commit(_frame: Frame): void {
+    throw new Error("TcpLink sends from the source; reserve() returned -1");
+  }
+
+  send(frame: Frame, off: number): void {
+    if (this.#error) throw this.#error;
+    const head = new Uint8Array(HEADER_BYTES + (frame.bytes <= 16384 ? frame.bytes : 0));
+    encodeHeader(new Int32Array(head.buffer, 0, HEADER_BYTES / 4), frame);
+    const inline = head.length > HEADER_BYTES || frame.bytes === 0;
+    if (inline && frame.bytes > 0) head.set(this.ctx.arena.u8(off, frame.bytes), HEADER_BYTES);
+    const body = inline ? null : this.ctx.arena.u8(off, frame.bytes);
+    this.#writing = this.#writing.then(async () => {
+      if (this.#error) throw this.#error;
+      try {
+        await writeAll(this.conn, head);
+        if (body) await writeAll(this.conn, body);
+      } catch (e) {
+        this.#fail(e);
+        throw this.#error;
+      }
+    });
+    this.#writing.catch(() => {}); // observed by flush() and by later calls
+  }
+
+  async recv(want: Frame): Promise<number> {
+    const deadline = performance.now() + this.ctx.timeoutMs;
+    while (this.#filled.length === 0) {
+      if (this.#error) throw this.#error;
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw timeoutError(this.ctx, this.peer, `waiting for data from rank ${this.peer}`);
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((r) => {
+        this.#wake = r;
+        timer = setTimeout(r, left);
+      });
+      clearTimeout(timer);
+      this.#wake = null;
+    }
+    const f = this.#filled.shift()!;
+    this.#current = f;
+    checkFrame(f.frame, want, this.peer, this.ctx.rank);
+    return f.at;
+  }
+
+  release(): void {
+    if (this.#current) this.#free.push(this.#current.at);
+    this.#current = null;
+    this.#readerWake?.();
+  }
+
+  async flush(): Promise<void> {
+    await this.#writing;
+  }
+
+  abort(message: string): void {
+    if (this.#closed) return;
+    const body = new TextEncoder().encode(message);
+    const head = new Uint8Array(HEADER_BYTES + body.length);
+    encodeHeader(new Int32Array(head.buffer, 0, HEADER_BYTES / 4), {
+      kind: KIND_ABORT,
+      op: "barrier",
+      seq: 0,
+      count: 0,
+      elemBytes: 0,
+      extra: 0,
+      stage: 0,
+      sub: 0,
+      bytes: body.length,
+    });
+    head.set(body, HEADER_BYTES);
+    this.#writing = this.#writing.catch(() => {}).then(() => writeAll(this.conn, head))
+      .catch(() => {});
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#fail(new Error("closed"));
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+  }
+}
+
+/** Accepts and dials the per-(group, pair) connections of one rank. */
+export class TcpMesh {
+  #pending = new Map<string, Deno.TcpConn>();
+  #waiters = new Map<string, (c: Deno.TcpConn) => void>();
+  #conns = new Set<Deno.Conn>();
+  #closed = false;
+
+  private constructor(
+    readonly rank: number,
+    readonly listener: Deno.TcpListener,
+    readonly timeoutMs: number,
+  ) {
+    this.#acceptLoop();
+  }
+
+  /** Listens on an ephemeral port of `hostname`. */
+  static listen(rank: number, hostname: string, timeoutMs: number): TcpMesh {
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname, port: 0 });
+    } catch (e) {
+      throw new CollectiveError(
+        `rank ${rank}: cannot listen for peers on ${hostname}: ${(e as Error).message}`,
+      );
+    }
+    return new TcpMesh(rank, listener, timeoutMs);
+  }
+
+  /** "host:port" peers should dial. */
+  get address(): string {
+    const a = this.listener.addr as Deno.NetAddr;
+    return `${a.hostname}:${a.port}`;
+  }
+
+  async #acceptLoop(): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.listener.accept();
+      } catch {
+        return; // listener closed
+      }
+      this.#conns.add(conn);
+      (async () => {
+        const hello = await readJson(conn) as { rank: number; key: string } | null;
+        if (!hello) return conn.close();
+        conn.setNoDelay(true);
+        const id = `${hello.key}|${hello.rank}`;
+        const w = this.#waiters.get(id);
+        if (w) {
+          this.#waiters.delete(id);
+          w(conn);
+        } else this.#pending.set(id, conn);
+      })().catch(() => conn.close());
+    }
+  }
+
+  /**
+   * The connection for `key` to `peer`: the lower rank dials (using `lookup`
+   * to find the peer's address), the higher one accepts.
+   */
+  async connect(key: string, peer: number, lookup: () => Promise<string>): Promise<Deno.TcpConn> {
+    if (this.rank < peer) {
+      const addr = await lookup();
+      const i = addr.lastIndexOf(":");
+      const hostname = addr.slice(0, i), port = Number(addr.slice(i + 1));
+      let conn: Deno.TcpConn;
+      try {
+        conn = await Deno.connect({ hostname, port });
+      } catch (e) {
+        throw new CollectiveError(
+          `rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${(e as Error).message}`,
+          peer,
+        );
+      }
+      conn.setNoDelay(true);
+      this.#conns.add(conn);
+      await writeJson(conn, { rank: this.rank, key });
+      return conn;
+    }
+    const id = `${key}|${peer}`;
+    const ready = this.#pending.get(id);
+    if (ready) {
+      this.#pending.delete(id);
+      return ready;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await new Promise<Deno.TcpConn>((resolve, reject) => {
+        this.#waiters.set(id, resolve);
+        timer = setTimeout(() => {
+          this.#waiters.delete(id);
+          reject(
+            new CollectiveError(
+              `rank ${this.rank}: rank ${peer} did not connect within ${this.timeoutMs} ms ` +
+                `(it died, hung, or never joined; see --dist-timeout)`,
+              peer,
+            ),
+          );
+        }, this.timeoutMs);
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Closes the listener and every connection. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.listener.close();
+    } catch { /* closed */ }
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The Worker side of the launcher: receives a {@link WorkerInit}, builds the
+ * rank's {@link Communicator} and world group, imports the worker module and
+ * runs its `default` (or `main`) export with a {@link WorkerContext}.
+ * @module
+ */
+
+import { Arena } from "./arena.ts";
+import { Communicator } from "./group.ts";
+import type { WorkerContext, WorkerInit } from "./launch.ts";
+
+type WorkerMain = (ctx: WorkerContext) => unknown;
+
+const scope = self as unknown as {
+  postMessage(m: unknown): void;
+  close(): void;
+  onmessage: ((e: MessageEvent<WorkerInit>) => void) | null;
+};
+
+scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
+  scope.onmessage = null;
+  const init = e.data;
+  let sentAcquired = false;
+  const deviceAcquired = () => {
+    if (sentAcquired) return;
+    sentAcquired = true;
+    scope.postMessage({ type: "acquired" });
+  };
+  let comm: Communicator | null = null;
+  try {
+    const mod = await import(init.moduleUrl) as { default?: WorkerMain; main?: WorkerMain };
+    const fn = mod.default ?? mod.main;
+    if (typeof fn !== "function") {
+      throw new Error(`${init.moduleUrl} exports no default or main function`);
+    }
+    const arena = new Arena(init.memory);
+    const ab = arena.aborted();
+    if (ab) throw new Error(`not started: ${ab.message}`);
+    comm = await Communicator.create({
+      rank: init.rank,
+      world: init.world,
+      localRanks: init.localRanks,
+      arena,
+      store: init.store,
+      timeoutMs: init.timeoutMs,
+    });
+    const ctx: WorkerContext = {
+      rank: init.rank,
+      localRank: init.localRank,
+      world: init.world,
+      group: comm.worldGroup(),
+      comm,
+      device: init.device,
+      args: init.args,
+      deviceAcquired,
+    };
+    const result = await fn(ctx);
+    deviceAcquired();
+    scope.postMessage({ type: "done", result });
+  } catch (err) {
+    deviceAcquired();
+    scope.postMessage({ type: "error", message: (err as Error)?.message ?? String(err) });
+  } finally {
+    comm?.close();
+  }
+  scope.close();
+};

@@ -1,0 +1,261 @@
+/**
+ * BERT with Hugging Face parameter names: bidirectional attention with a
+ * padding mask, word (vocabulary-parallel), position and token-type embeddings,
+ * a masked-language-model head tied to the word embeddings, and a
+ * sentence-order-prediction head on the [CLS] token. Layer norm goes after the
+ * residual add (original BERT, `postLayerNorm: true`) or before each sub-layer
+ * with a final layer norm (pre-LN, the placement the paper found trains larger
+ * BERTs stably; the default).
+ * @module
+ */
+
+import { Dropout, Embedding, LayerNorm, Linear, Module } from "../core/nn.ts";
+import * as ops from "../core/ops/mod.ts";
+import { deriveSeed, RngStream } from "../core/rng.ts";
+import { Tensor } from "../core/tensor.ts";
+import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
+import { paddedVocabSize, validateGptConfig } from "./gpt.ts";
+import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
+import { RngTracker } from "./parallel/random.ts";
+
+/** BERT shape and options. */
+export interface BertConfig {
+  /** WordPiece vocabulary (before padding). */
+  vocabSize: number;
+  /** Transformer layers. */
+  numLayers: number;
+  /** Hidden size. */
+  hiddenSize: number;
+  /** Attention heads. */
+  numHeads: number;
+  /** Position table size. */
+  maxPositions: number;
+  /** MLP inner size (default 4h). */
+  ffnHiddenSize?: number;
+  /** Token types (segments), default 2. */
+  typeVocabSize?: number;
+  /** Dropout on embeddings and residual branches (default 0.1). */
+  hiddenDropout?: number;
+  /** Dropout on attention probabilities (default 0.1). */
+  attentionDropout?: number;
+  /** Layer-norm epsilon (default 1e-12, as BERT). */
+  layerNormEps?: number;
+  /** Original BERT ordering: layer norm after the residual add. Default false (pre-LN). */
+  postLayerNorm?: boolean;
+  /** Vocabulary padding multiple (times tp), default 128. */
+  vocabMultiple?: number;
+}
+
+/** One batch of BERT inputs, as GPU tensors (all i32 except `keep`). */
+export interface BertInputs {
+  /** Token ids `[B, T]`. */
+  ids: Tensor;
+  /** Segment ids `[B, T]`. */
+  tokenTypes: Tensor;
+  /** `[B, T]` f32: 1 for real tokens, 0 for padding. */
+  keep: Tensor;
+  /** MLM targets `[B, T]`, −1 where not predicted. */
+  mlmTargets: Tensor;
+  /** Sentence-order labels `[B]` (1 = swapped). */
+  sopLabels: Tensor;
+  /**
+   * Divisor of the summed MLM loss in place of this batch's masked-token count:
+   * under data parallelism, (global masked count) / (DP size), so that averaging
+   * gradients over replicas gives the gradient of the global-batch mean.
+   */
+  mlmNormalizer?: number;
+}
+
+/** The two losses of a BERT step. */
+export interface BertLosses {
+  /** MLM + SOP, what is optimized. */
+  total: Tensor;
+  /** Masked-language-model loss. */
+  mlm: Tensor;
+  /** Sentence-order-prediction loss. */
+  sop: Tensor;
+}
+
+class BertLayer extends Module {
+  readonly attention: SelfAttention;
+  readonly lnAttention: LayerNorm;
+  readonly mlp: ParallelMlp;
+  readonly lnOutput: LayerNorm;
+  readonly drop: Dropout;
+
+  constructor(layers: ParallelLayers, c: BertConfig, s: BlockShape, init: RngStream, rng: RngTracker) {
+    super();
+    const eps = c.layerNormEps ?? 1e-12;
+    this.attention = this.child(
+      "attention",
+      new SelfAttention(layers, s, init, c.attentionDropout ?? 0.1, rng.rank, {
+        input: "self.qkv",
+        output: "output.dense",
+      }),
+    );
+    this.lnAttention = this.child("attention.output.LayerNorm", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.mlp = this.child(
+      "mlp",
+      new ParallelMlp(layers, s, init, { input: "intermediate.dense", output: "output.dense" }, "erf"),
+    );
+    this.lnOutput = this.child("output.LayerNorm", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
+  }
+
+  /** Renames the MLP's parameters to HF's flat layout (intermediate.* / output.dense.*). */
+  override namedParams(prefix = "") {
+    return super.namedParams(prefix).map(([n, p]) => [n.replace(`${prefix}mlp.`, prefix), p] as [string, typeof p]);
+  }
+
+  async forward(x: Tensor, keep: Tensor, post: boolean): Promise<Tensor> {
+    if (post) {
+      const a = await this.attention.forward(x, keep);
+      const h = this.lnAttention.forward(ops.add(x, this.drop.forward(a)));
+      const m = await this.mlp.forward(h);
+      return this.lnOutput.forward(ops.add(h, this.drop.forward(m)));
+    }
+    const a = await this.attention.forward(this.lnAttention.forward(x), keep);
+    const h = ops.add(x, this.drop.forward(a));
+    const m = await this.mlp.forward(this.lnOutput.forward(h));
+    return ops.add(h, this.drop.forward(m));
+  }
+}
+
+/** BERT for pre-training (MLM + SOP). */
+export class Bert extends Module {
+  /** The config. */
+  readonly config: BertConfig;
+  /** Vocabulary after padding. */
+  readonly paddedVocab: number;
+  readonly wordEmbeddings: VocabEmbedding;
+  readonly positionEmbeddings: Embedding;
+  readonly tokenTypeEmbeddings: Embedding;
+  readonly embeddingsLn: LayerNorm;
+  readonly layer: BertLayer[];
+  readonly finalLn?: LayerNorm;
+  readonly poolerDense: Linear;
+  readonly transformDense: Linear;
+  readonly transformLn: LayerNorm;
+  readonly mlmBias: Tensor;
+  readonly sopHead: Linear;
+  readonly drop: Dropout;
+  /** Dropout streams. */
+  readonly rng: RngTracker;
+  #positions = new Map<string, Tensor>();
+
+  /** Builds the model; as GPT, any TP size gives the same model from one seed. */
+  constructor(readonly layers: ParallelLayers, config: BertConfig, opts: { seed: number; rng?: RngTracker }) {
+    super();
+    validateGptConfig({ ...config }, layers.tpSize);
+    this.config = config;
+    const tp = layers.tpSize;
+    this.paddedVocab = paddedVocabSize(config.vocabSize, tp, config.vocabMultiple ?? 128);
+    const init = new RngStream(deriveSeed(opts.seed, 0));
+    this.rng = opts.rng ?? new RngTracker(opts.seed, layers.tpRank);
+    const dev = layers.device;
+    const h = config.hiddenSize;
+    const eps = config.layerNormEps ?? 1e-12;
+    const s: BlockShape = {
+      hiddenSize: h,
+      numHeads: config.numHeads,
+      ffnHiddenSize: config.ffnHiddenSize ?? 4 * h,
+      numLayers: config.numLayers,
+    };
+    this.wordEmbeddings = this.child(
+      "bert.embeddings.word_embeddings",
+      layers.vocabEmbedding(this.paddedVocab, h, { rng: init }),
+    );
+    this.positionEmbeddings = this.child(
+      "bert.embeddings.position_embeddings",
+      new Embedding(dev, config.maxPositions, h, { rng: init }),
+    );
+    this.tokenTypeEmbeddings = this.child(
+      "bert.embeddings.token_type_embeddings",
+      new Embedding(dev, config.typeVocabSize ?? 2, h, { rng: init }),
+    );
+    this.embeddingsLn = this.child("bert.embeddings.LayerNorm", new LayerNorm(dev, h, eps));
+    this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
+    this.layer = [];
+    for (let i = 0; i < config.numLayers; i++) {
+      this.layer.push(this.child(`bert.encoder.layer.${i}`, new BertLayer(layers, config, s, init, this.rng)));
+    }
+    if (!config.postLayerNorm) {
+      this.finalLn = this.child("bert.encoder.final_layernorm", new LayerNorm(dev, h, eps));
+    }
+    this.poolerDense = this.child("bert.pooler.dense", new Linear(dev, h, h, { rng: init }));
+    this.transformDense = this.child("cls.predictions.transform.dense", new Linear(dev, h, h, { rng: init }));
+    this.transformLn = this.child("cls.predictions.transform.LayerNorm", new LayerNorm(dev, h, eps));
+    this.mlmBias = this.child("cls.predictions", new MlmBias(layers, this.paddedVocab)).bias;
+    this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, { rng: init }));
+  }
+
+  #positionIds(B: number, T: number): Tensor {
+    const key = `${B}x${T}`;
+    let p = this.#positions.get(key);
+    if (!p) {
+      const ids = new Int32Array(B * T);
+      for (let i = 0; i < ids.length; i++) ids[i] = i % T;
+      p = Tensor.fromArray(this.layers.device, ids, [B, T]).keep();
+      this.#positions.set(key, p);
+    }
+    return p;
+  }
+
+  /** Encoder output `[B, T, h]`. */
+  async encode(ids: Tensor, tokenTypes: Tensor, keep: Tensor): Promise<Tensor> {
+    if (ids.rank !== 2) throw new Error(`BERT input must be [batch, seq], got [${ids.shape}]`);
+    const [B, T] = ids.shape;
+    if (T > this.config.maxPositions) {
+      throw new Error(`sequence length ${T} exceeds the position table (${this.config.maxPositions})`);
+    }
+    let x = ops.add(
+      ops.add(await this.wordEmbeddings.forward(ids), this.positionEmbeddings.forward(this.#positionIds(B, T))),
+      this.tokenTypeEmbeddings.forward(tokenTypes),
+    );
+    x = this.drop.forward(this.embeddingsLn.forward(x));
+    const post = !!this.config.postLayerNorm;
+    for (const l of this.layer) x = await l.forward(x, keep, post);
+    return this.finalLn ? this.finalLn.forward(x) : x;
+  }
+
+  /** MLM, SOP and total loss for a batch. */
+  async losses(b: BertInputs): Promise<BertLosses> {
+    const hidden = await this.encode(b.ids, b.tokenTypes, b.keep);
+    const [B, , h] = hidden.shape;
+    const t = this.transformLn.forward(ops.gelu(this.transformDense.forward(hidden), "erf"));
+    const mlm = await this.layers.lmLoss(
+      t,
+      this.wordEmbeddings.weight,
+      b.mlmTargets,
+      this.config.vocabSize,
+      this.mlmBias,
+      b.mlmNormalizer,
+    );
+    const cls = ops.reshape(ops.slice(hidden, 1, 0, 1), [B, h]);
+    const pooled = ops.tanh(this.poolerDense.forward(cls));
+    const sop = ops.crossEntropy(this.sopHead.forward(pooled), b.sopLabels);
+    return { total: ops.add(mlm, sop), mlm, sop };
+  }
+
+  /** The total pre-training loss (MLM + SOP). */
+  async loss(b: BertInputs): Promise<Tensor> {
+    return (await this.losses(b)).total;
+  }
+
+  /** Frees parameters and cached position ids. */
+  override dispose(): void {
+    super.dispose();
+    for (const p of this.#positions.values()) p.dispose();
+    this.#positions.clear();
+  }
+}
+
+/** The MLM output bias, split by vocabulary like the tied decoder weight. */
+class MlmBias extends Module {
+  readonly bias: Tensor;
+  constructor(layers: ParallelLayers, paddedVocab: number) {
+    super();
+    const per = paddedVocab / layers.tpSize;
+    this.bias = this.param("bias", ops.full(layers.device, [per], 0), { decay: false, partitionDim: 0 });
+  }
+}

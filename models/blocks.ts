@@ -1,0 +1,122 @@
+/**
+ * Transformer sub-layers shared by GPT and BERT: multi-head self-attention with
+ * a fused, column-parallel q|k|v projection and a row-parallel output
+ * projection, and the column-then-row MLP. Each rank computes its local heads
+ * (`heads / tp`) with no communication; `g` sums the output projections.
+ * @module
+ */
+
+import { Dropout, type InitSpec, Module } from "../core/nn.ts";
+import * as ops from "../core/ops/mod.ts";
+import type { RngStream } from "../core/rng.ts";
+import type { Tensor } from "../core/tensor.ts";
+import type { LinearLike, ParallelLayers } from "./parallel/layers.ts";
+
+/** Shape of an attention or MLP block. */
+export interface BlockShape {
+  /** Hidden size. */
+  hiddenSize: number;
+  /** Attention heads (all ranks together). */
+  numHeads: number;
+  /** MLP inner size. */
+  ffnHiddenSize: number;
+  /** Transformer layers (for the 1/sqrt(2L) output-projection init). */
+  numLayers: number;
+}
+
+/** Parameter names of the two projections of a block. */
+export interface ProjectionNames {
+  /** Input projection (column-parallel). */
+  input: string;
+  /** Output projection (row-parallel). */
+  output: string;
+}
+
+/** Init of the residual output projections: std 0.02/sqrt(2·layers). */
+export function outputInit(init: RngStream, layers: number): InitSpec {
+  return { rng: init, std: 0.02 / Math.sqrt(2 * layers) };
+}
+
+/** Self-attention over `[B, T, h]` with a causal or padding mask. */
+export class SelfAttention extends Module {
+  /** Fused q|k|v projection. */
+  readonly qkv: LinearLike;
+  /** Output projection. */
+  readonly proj: LinearLike;
+  /** Heads on this rank. */
+  readonly localHeads: number;
+  /** Size of one head. */
+  readonly headDim: number;
+  readonly #drop: Dropout;
+
+  /** Builds the block; `dropoutRng` should be the per-TP-rank stream. */
+  constructor(
+    layers: ParallelLayers,
+    s: BlockShape,
+    init: RngStream,
+    dropout: number,
+    dropoutRng: RngStream,
+    names: ProjectionNames,
+  ) {
+    super();
+    const h = s.hiddenSize;
+    this.headDim = h / s.numHeads;
+    this.localHeads = s.numHeads / layers.tpSize;
+    this.qkv = this.child(names.input, layers.columnLinear(h, 3 * h, { rng: init }, 3));
+    this.proj = this.child(names.output, layers.rowLinear(h, h, outputInit(init, s.numLayers)));
+    this.#drop = this.child("drop", new Dropout(dropout, dropoutRng));
+  }
+
+  /** Attention of `x`; `keep` (`[B, T]`, 1 = token, 0 = padding) selects the padding mask, else causal. */
+  async forward(x: Tensor, keep?: Tensor): Promise<Tensor> {
+    const [B, T] = x.shape;
+    const nh = this.localHeads;
+    const hd = this.headDim;
+    const hl = nh * hd;
+    const qkv = await this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
+    const strides = [T * 3 * hl, hd, 3 * hl, 1];
+    const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
+    const k = ops.asStrided(qkv, [B, nh, T, hd], strides, hl);
+    const v = ops.asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
+    const scores = ops.matmul(q, k, { transB: true });
+    const probs = this.#drop.forward(
+      ops.softmax(scores, {
+        scale: 1 / Math.sqrt(hd),
+        mask: keep ? "padding" : "causal",
+        keep,
+      }),
+    );
+    const ctx = ops.matmul(probs, v); // [B, nh, T, hd]
+    const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
+    return await this.proj.forward(ops.reshape(merged, [B, T, hl]));
+  }
+}
+
+/** `proj(GeLU(fc(x)))`: column-parallel then row-parallel. */
+export class ParallelMlp extends Module {
+  /** h → ffn. */
+  readonly fc: LinearLike;
+  /** ffn → h. */
+  readonly proj: LinearLike;
+
+  /** Builds the block. */
+  constructor(
+    layers: ParallelLayers,
+    s: BlockShape,
+    init: RngStream,
+    names: ProjectionNames,
+    readonly gelu: ops.GeluKind = "tanh",
+  ) {
+    super();
+    this.fc = this.child(names.input, layers.columnLinear(s.hiddenSize, s.ffnHiddenSize, { rng: init }));
+    this.proj = this.child(
+      names.output,
+      layers.rowLinear(s.ffnHiddenSize, s.hiddenSize, outputInit(init, s.numLayers)),
+    );
+  }
+
+  /** Applies the MLP. */
+  async forward(x: Tensor): Promise<Tensor> {
+    return await this.proj.forward(ops.gelu(await this.fc.forward(x), this.gelu));
+  }
+}

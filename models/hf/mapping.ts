@@ -1,0 +1,147 @@
+/**
+ * Table-driven name and layout mapping between Hugging Face checkpoints and this
+ * project's parameters. An entry maps one of our tensors to one or more HF
+ * tensors: several are concatenated along dim 0 (fused q|k|v), `transpose` swaps
+ * a 2-D weight (HF GPT-2's Conv1D stores [in, out]), and `{N}` repeats per layer.
+ * Padded-vocabulary rows are not handled here: our full tensors keep HF's row
+ * count on import (the loader pads through `paddedRows`) and drop padding on export.
+ * @module
+ */
+
+import { CheckpointError } from "../checkpoint/safetensors.ts";
+import { type HostTensor, resizeRows } from "../checkpoint/shard.ts";
+
+/** One row of a mapping table. */
+export interface MapEntry {
+  /** Our parameter name; `{N}` is the layer index. */
+  ours: string;
+  /** HF tensor name(s); several are concatenated along dim 0 in this order. */
+  hf: readonly string[];
+  /** Transpose the 2-D weight between the layouts. */
+  transpose?: boolean;
+}
+
+/** A concrete (per-layer expanded) entry. */
+export interface ConcreteEntry extends MapEntry {
+  /** True when the template had `{N}`. */
+  perLayer: boolean;
+}
+
+/** Expands `{N}` in a table for `numLayers` layers. */
+export function expandTable(table: readonly MapEntry[], numLayers: number): ConcreteEntry[] {
+  const out: ConcreteEntry[] = [];
+  for (const e of table) {
+    if (!e.ours.includes("{N}")) {
+      out.push({ ...e, perLayer: false });
+      continue;
+    }
+    for (let i = 0; i < numLayers; i++) {
+      const s = (x: string) => x.replaceAll("{N}", String(i));
+      out.push({ ours: s(e.ours), hf: e.hf.map(s), transpose: e.transpose, perLayer: true });
+    }
+  }
+  return out;
+}
+
+/** Transposes a 2-D host tensor. */
+export function transpose2d(t: HostTensor): HostTensor {
+  if (t.shape.length !== 2) throw new CheckpointError(`cannot transpose a tensor of shape [${t.shape.join(", ")}]`);
+  const [r, c] = t.shape;
+  const out = new Float32Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = t.data[i * c + j];
+  return { shape: [c, r], data: out };
+}
+
+function concat0(parts: HostTensor[]): HostTensor {
+  const rest = parts[0].shape.slice(1);
+  for (const p of parts) {
+    if (p.shape.slice(1).join() !== rest.join()) {
+      throw new CheckpointError(`cannot concatenate shapes ${parts.map((q) => `[${q.shape.join(", ")}]`).join(", ")}`);
+    }
+  }
+  const rows = parts.reduce((s, p) => s + p.shape[0], 0);
+  const data = new Float32Array(parts.reduce((s, p) => s + p.data.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    data.set(p.data, o);
+    o += p.data.length;
+  }
+  return { shape: [rows, ...rest], data };
+}
+
+function split0(t: HostTensor, n: number, name: string): HostTensor[] {
+  if (t.shape[0] % n !== 0) {
+    throw new CheckpointError(`tensor "${name}" of shape [${t.shape.join(", ")}] does not split into ${n} along dim 0`);
+  }
+  const rows = t.shape[0] / n;
+  const per = t.data.length / n;
+  return Array.from({ length: n }, (_, i) => ({
+    shape: [rows, ...t.shape.slice(1)],
+    data: t.data.slice(i * per, (i + 1) * per),
+  }));
+}
+
+/**
+ * Our full tensors from HF tensors. `get` returns an HF tensor by (normalised)
+ * name; every entry must be present. `names` lists all HF names so that unknown
+ * ones (other than those `ignore` matches) are reported; `source` names the file.
+ */
+export function importTensors(
+  entries: readonly ConcreteEntry[],
+  get: (hfName: string) => HostTensor | undefined,
+  names: Iterable<string>,
+  ignore: (hfName: string) => boolean,
+  source: string,
+): Map<string, HostTensor> {
+  const used = new Set<string>();
+  const missing: string[] = [];
+  const out = new Map<string, HostTensor>();
+  for (const e of entries) {
+    const parts: HostTensor[] = [];
+    for (const n of e.hf) {
+      const t = get(n);
+      if (!t) missing.push(n);
+      else parts.push(t);
+      used.add(n);
+    }
+    if (parts.length !== e.hf.length) continue;
+    let t = parts.length === 1 ? parts[0] : concat0(parts);
+    if (e.transpose) t = transpose2d(t);
+    out.set(e.ours, t);
+  }
+  if (missing.length > 0) {
+    throw new CheckpointError(
+      `${source}: missing tensor${missing.length > 1 ? "s" : ""} ${missing.slice(0, 6).join(", ")}` +
+        (missing.length > 6 ? ` … (${missing.length} in all)` : ""),
+    );
+  }
+  const unknown = [...names].filter((n) => !used.has(n) && !ignore(n));
+  if (unknown.length > 0) {
+    throw new CheckpointError(
+      `${source}: unexpected tensor${unknown.length > 1 ? "s" : ""} ${unknown.slice(0, 6).join(", ")}` +
+        (unknown.length > 6 ? ` … (${unknown.length} in all)` : "") + " (a different architecture?)",
+    );
+  }
+  return out;
+}
+
+/**
+ * HF tensors from our full tensors, in table order. Tensors named in `validRows`
+ * (padded vocabulary) are cut to that many rows first.
+ */
+export function exportTensors(
+  entries: readonly ConcreteEntry[],
+  full: (ours: string) => HostTensor | undefined,
+  validRows: Record<string, number> = {},
+): [string, HostTensor][] {
+  const out: [string, HostTensor][] = [];
+  for (const e of entries) {
+    let t = full(e.ours);
+    if (!t) throw new CheckpointError(`the model has no tensor "${e.ours}" to export`);
+    if (validRows[e.ours] !== undefined) t = resizeRows(t, validRows[e.ours]);
+    if (e.transpose) t = transpose2d(t);
+    const parts = e.hf.length === 1 ? [t] : split0(t, e.hf.length, e.ours);
+    e.hf.forEach((n, i) => out.push([n, parts[i]]));
+  }
+  return out;
+}

@@ -1,0 +1,184 @@
+/** Unit tests of the collectives building blocks that need no peers. */
+
+import assert from "node:assert/strict";
+import { Arena } from "../collectives/arena.ts";
+import { assignDevices, driPrimeFor, type HostGpu } from "../collectives/devices.ts";
+import {
+  firstSlurmHost,
+  parseDuration,
+  resolveDistConfig,
+  splitDistArgs,
+} from "../collectives/env.ts";
+import { decodeHeader, encodeHeader, type Frame } from "../collectives/frame.ts";
+import { parallelLayout } from "../collectives/layout.ts";
+import { chunkRange } from "../collectives/ring.ts";
+
+Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", () => {
+  const arena = Arena.create();
+  for (const n of [0, 1, 3, 15, 16, 17, 63, 64, 65, 1001]) {
+    const a = arena.alloc(n * 4 + 4), b = arena.alloc(n * 4 + 4), c = arena.alloc(n * 4 + 4);
+    const d = arena.alloc(n * 4 + 4);
+    const fa = arena.f32(a, n + 1), fb = arena.f32(b, n + 1), fc = arena.f32(c, n + 1);
+    const fd = arena.f32(d, n + 1);
+    for (let i = 0; i <= n; i++) {
+      fa[i] = (i % 9) - 4.5;
+      fb[i] = (i * 5 % 7) - 3;
+    }
+    fc.fill(-99);
+    fd.fill(-99);
+    arena.reducer.add2(c, d, a, b, n, 0.25);
+    for (let i = 0; i < n; i++) {
+      assert.equal(fc[i], Math.fround((fa[i] + fb[i]) * 0.25));
+      assert.equal(fd[i], fc[i]);
+    }
+    assert.equal(fc[n], -99, "no write past the end");
+    arena.reducer.max(c, a, b, n);
+    for (let i = 0; i < n; i++) assert.equal(fc[i], Math.max(fa[i], fb[i]));
+    arena.reducer.add(a, a, b, n, 1);
+    for (let i = 0; i < n; i++) assert.equal(fa[i], Math.fround((i % 9) - 4.5 + fb[i]));
+  }
+});
+
+Deno.test("arena regions are found again by key; abort records the first failure", () => {
+  const arena = Arena.create();
+  let inits = 0;
+  const a = arena.region("x", 100, () => inits++);
+  assert.equal(arena.region("x", 100, () => inits++), a);
+  assert.notEqual(arena.region("y", 100), a);
+  assert.equal(inits, 1);
+  assert.equal(arena.aborted(), null);
+  arena.abort(3, "boom");
+  arena.abort(4, "later");
+  assert.deepEqual(arena.aborted(), { rank: 3, message: "boom" });
+  const big = arena.alloc(8 << 20);
+  assert.ok(arena.buffer.byteLength >= big + (8 << 20));
+});
+
+Deno.test("chunkRange splits evenly, including sizes smaller than n", () => {
+  for (const [count, n] of [[0, 3], [1, 4], [2, 4], [7, 3], [13, 4], [100, 7]]) {
+    let next = 0;
+    for (let i = 0; i < n; i++) {
+      const [s, len] = chunkRange(count, n, i);
+      assert.equal(s, next);
+      assert.ok(len === Math.floor(count / n) || len === Math.ceil(count / n));
+      next += len;
+    }
+    assert.equal(next, count);
+  }
+});
+
+Deno.test("frame headers round-trip, including counts above 2^32", () => {
+  const f: Frame = {
+    kind: 1,
+    op: "reduceScatter(avg)",
+    seq: 12345,
+    count: 2 ** 33 + 7,
+    elemBytes: 4,
+    extra: 3,
+    stage: 5,
+    sub: 99,
+    bytes: 1 << 20,
+  };
+  const h = new Int32Array(8);
+  encodeHeader(h, f);
+  assert.deepEqual(decodeHeader(h), f);
+});
+
+Deno.test("TP groups are consecutive ranks, DP groups the same position across them", () => {
+  const l = parallelLayout(8, 2);
+  assert.deepEqual(l.tpGroups, [[0, 1], [2, 3], [4, 5], [6, 7]]);
+  assert.deepEqual(l.dpGroups, [[0, 2, 4, 6], [1, 3, 5, 7]]);
+  assert.deepEqual(parallelLayout(4, 4).dpGroups, [[0], [1], [2], [3]]);
+  assert.throws(() => parallelLayout(6, 4), /must divide/);
+});
+
+Deno.test("rank and world come from flags, torchrun, Slurm or Open MPI", () => {
+  const { flags, rest } = splitDistArgs([
+    "--nproc-per-node=2",
+    "--nnodes",
+    "3",
+    "--node-rank",
+    "1",
+    "--master-addr",
+    "10.0.0.1",
+    "--dist-timeout",
+    "500ms",
+    "train",
+    "--lr",
+    "1",
+  ]);
+  assert.deepEqual(rest, ["train", "--lr", "1"]);
+  const c = resolveDistConfig(flags, { RANK: "5" });
+  assert.equal(c.source, "flags");
+  assert.deepEqual([c.world, c.rankBase, c.localWorld, c.masterAddr, c.masterPort], [
+    6,
+    2,
+    2,
+    "10.0.0.1",
+    29500,
+  ]);
+  assert.equal(c.distTimeoutMs, 500);
+  const t = resolveDistConfig({}, {
+    RANK: "3",
+    WORLD_SIZE: "4",
+    LOCAL_RANK: "1",
+    MASTER_ADDR: "h0",
+    MASTER_PORT: "1234",
+  });
+  assert.deepEqual([t.source, t.world, t.rankBase, t.localWorld, t.localRankBase, t.masterPort], [
+    "torchrun",
+    4,
+    3,
+    1,
+    1,
+    1234,
+  ]);
+  const s = resolveDistConfig({}, {
+    SLURM_PROCID: "2",
+    SLURM_NTASKS: "8",
+    SLURM_LOCALID: "2",
+    SLURM_JOB_NODELIST: "gpu[03-06,09],cpu1",
+  });
+  assert.deepEqual([s.source, s.rankBase, s.world, s.masterAddr], ["slurm", 2, 8, "gpu03"]);
+  const o = resolveDistConfig({}, {
+    OMPI_COMM_WORLD_RANK: "1",
+    OMPI_COMM_WORLD_SIZE: "2",
+    OMPI_COMM_WORLD_LOCAL_RANK: "1",
+    MASTER_ADDR: "m",
+  });
+  assert.deepEqual([o.source, o.rankBase, o.world, o.localRankBase], ["openmpi", 1, 2, 1]);
+  assert.throws(
+    () => resolveDistConfig({}, { OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "2" }),
+    /MASTER_ADDR/,
+  );
+  assert.throws(() => resolveDistConfig({ "node-rank": "2", nnodes: "2" }, {}), /below/);
+  assert.equal(resolveDistConfig({}, {}).source, "single");
+  assert.equal(firstSlurmHost("node7"), "node7");
+  assert.equal(parseDuration("2m"), 120000);
+  assert.equal(parseDuration("30"), 30000);
+});
+
+Deno.test("device mapping: one GPU per local rank, --devices overrides, single GPU shares", () => {
+  const gpus: HostGpu[] = [{ pci: "0000:41:00.0" }, { pci: "0000:01:00.0" }].sort((a, b) =>
+    a.pci.localeCompare(b.pci)
+  );
+  const auto = assignDevices(4, 0, undefined, gpus);
+  assert.deepEqual(auto.map((a) => a.driPrime), [
+    "pci-0000_01_00_0!",
+    "pci-0000_41_00_0!",
+    "pci-0000_01_00_0!",
+    "pci-0000_41_00_0!",
+  ]);
+  const explicit = assignDevices(2, 0, "1,0", gpus);
+  assert.deepEqual(explicit.map((a) => a.pci), ["0000:41:00.0", "0000:01:00.0"]);
+  const byName = assignDevices(2, 0, "name:RTX A,name:RTX B", gpus);
+  assert.deepEqual(byName.map((a) => a.dawnOptions), [["adapter=RTX A"], ["adapter=RTX B"]]);
+  const local1 = assignDevices(1, 1, "pci:0000:01:00.0,0000:41:00.0", gpus);
+  assert.equal(local1[0].pci, "0000:41:00.0");
+  assert.equal(local1[0].localRank, 1);
+  const single = assignDevices(2, 0, undefined, [{ pci: "0000:00:02.0" }]);
+  assert.ok(single.every((a) => a.index === null && a.driPrime === undefined));
+  assert.throws(() => assignDevices(2, 0, "0,5", gpus), /GPU 5 does not exist/);
+  assert.throws(() => assignDevices(3, 0, "0,1", gpus), /lists 2 devices/);
+  assert.equal(driPrimeFor("0000:0a:00.1"), "pci-0000_0a_00_1!");
+});
