@@ -36,6 +36,7 @@ export {
 } from "./assign.ts";
 export { saveCheckpoint, type SaveOptions, type SaveStage } from "./save.ts";
 export { type FullCheckpoint, readCheckpointFull } from "./read.ts";
+export { paramsToHost } from "./host.ts";
 export { loadCheckpoint, type LoadOptions, type LoadResult, RUNTIME_CONFIG_KEYS } from "./load.ts";
 export {
   gptCheckpointInfo,

@@ -30,7 +30,9 @@ export async function readHfDir(dir: string): Promise<HfDir> {
   try {
     config = JSON.parse(await Deno.readTextFile(cfgPath));
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${cfgPath}: no such file (not a Hugging Face model directory?)`);
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError(`${cfgPath}: no such file (not a Hugging Face model directory?)`);
+    }
     throw new CheckpointError(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
   const files: SafetensorsFile[] = [];
@@ -39,13 +41,19 @@ export async function readHfDir(dir: string): Promise<HfDir> {
   if (await exists(single)) {
     files.push(await SafetensorsFile.read(single));
   } else if (await exists(index)) {
-    const idx = JSON.parse(await Deno.readTextFile(index)) as { weight_map?: Record<string, string> };
-    for (const f of new Set(Object.values(idx.weight_map ?? {}))) files.push(await SafetensorsFile.read(join(dir, f)));
+    const idx = JSON.parse(await Deno.readTextFile(index)) as {
+      weight_map?: Record<string, string>;
+    };
+    for (const f of new Set(Object.values(idx.weight_map ?? {}))) {
+      files.push(await SafetensorsFile.read(join(dir, f)));
+    }
   } else {
     const bin = await exists(join(dir, "pytorch_model.bin"));
     throw new CheckpointError(
       `${dir}: no model.safetensors` +
-        (bin ? " (only pytorch_model.bin, which is not supported: re-save it with safe_serialization=True)" : ""),
+        (bin
+          ? " (only pytorch_model.bin, which is not supported: re-save it with safe_serialization=True)"
+          : ""),
     );
   }
   const where = new Map<string, SafetensorsFile>();
@@ -69,7 +77,10 @@ export async function writeHfDir(
   tensors: readonly [string, HostTensor][],
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
-  await writeFileDurable(join(dir, "config.json"), new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"));
+  await writeFileDurable(
+    join(dir, "config.json"),
+    new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"),
+  );
   await writeSafetensors(
     join(dir, "model.safetensors"),
     tensors.map(([name, t]) => ({ name, shape: t.shape, data: t.data })),

@@ -45,7 +45,9 @@ export function expandTable(table: readonly MapEntry[], numLayers: number): Conc
 
 /** Transposes a 2-D host tensor. */
 export function transpose2d(t: HostTensor): HostTensor {
-  if (t.shape.length !== 2) throw new CheckpointError(`cannot transpose a tensor of shape [${t.shape.join(", ")}]`);
+  if (t.shape.length !== 2) {
+    throw new CheckpointError(`cannot transpose a tensor of shape [${t.shape.join(", ")}]`);
+  }
   const [r, c] = t.shape;
   const out = new Float32Array(r * c);
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = t.data[i * c + j];
@@ -56,7 +58,9 @@ function concat0(parts: HostTensor[]): HostTensor {
   const rest = parts[0].shape.slice(1);
   for (const p of parts) {
     if (p.shape.slice(1).join() !== rest.join()) {
-      throw new CheckpointError(`cannot concatenate shapes ${parts.map((q) => `[${q.shape.join(", ")}]`).join(", ")}`);
+      throw new CheckpointError(
+        `cannot concatenate shapes ${parts.map((q) => `[${q.shape.join(", ")}]`).join(", ")}`,
+      );
     }
   }
   const rows = parts.reduce((s, p) => s + p.shape[0], 0);
@@ -71,7 +75,9 @@ function concat0(parts: HostTensor[]): HostTensor {
 
 function split0(t: HostTensor, n: number, name: string): HostTensor[] {
   if (t.shape[0] % n !== 0) {
-    throw new CheckpointError(`tensor "${name}" of shape [${t.shape.join(", ")}] does not split into ${n} along dim 0`);
+    throw new CheckpointError(
+      `tensor "${name}" of shape [${t.shape.join(", ")}] does not split into ${n} along dim 0`,
+    );
   }
   const rows = t.shape[0] / n;
   const per = t.data.length / n;
@@ -111,15 +117,20 @@ export function importTensors(
   }
   if (missing.length > 0) {
     throw new CheckpointError(
-      `${source}: missing tensor${missing.length > 1 ? "s" : ""} ${missing.slice(0, 6).join(", ")}` +
+      `${source}: missing tensor${missing.length > 1 ? "s" : ""} ${
+        missing.slice(0, 6).join(", ")
+      }` +
         (missing.length > 6 ? ` … (${missing.length} in all)` : ""),
     );
   }
   const unknown = [...names].filter((n) => !used.has(n) && !ignore(n));
   if (unknown.length > 0) {
     throw new CheckpointError(
-      `${source}: unexpected tensor${unknown.length > 1 ? "s" : ""} ${unknown.slice(0, 6).join(", ")}` +
-        (unknown.length > 6 ? ` … (${unknown.length} in all)` : "") + " (a different architecture?)",
+      `${source}: unexpected tensor${unknown.length > 1 ? "s" : ""} ${
+        unknown.slice(0, 6).join(", ")
+      }` +
+        (unknown.length > 6 ? ` … (${unknown.length} in all)` : "") +
+        " (a different architecture?)",
     );
   }
   return out;

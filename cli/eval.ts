@@ -1,0 +1,231 @@
+/**
+ * `deno task eval`: mean next-token loss and perplexity of a GPT over all full,
+ * non-overlapping windows of a token stream (starts 0, T, 2T, … while a window and
+ * its next token fit). The model comes from a checkpoint (`--load`) or a Hugging
+ * Face GPT-2 directory (`--init-from-hf`). With `--json` the last output line is
+ * one JSON object with `loss`, `ppl` and `tokens`.
+ * @module
+ */
+
+import { Device } from "../core/device.ts";
+import { NoAdapterError, parseBackend } from "../core/gpu.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
+import { loadTokens } from "../data/corpus.ts";
+import { DataError } from "../data/errors.ts";
+import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
+import { createTokenizer } from "../data/tokenizer.ts";
+import { readTokenBin } from "../data/token_bin.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { loadCheckpoint } from "../models/checkpoint/load.ts";
+import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+
+/** Every flag of `deno task eval`. */
+export const EVAL_FLAGS: Record<string, FlagSpec> = {
+  "load": { type: "string", help: "checkpoint directory written by --save", group: "Model" },
+  "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
+  "init-from-hf": {
+    type: "string",
+    help: "Hugging Face GPT-2 directory (config.json + model.safetensors)",
+  },
+  "tp": { type: "int", default: 1, min: 1, help: "tensor-parallel size" },
+  "data-path": {
+    type: "string",
+    help: "text file or folder, or .bin of uint16 ids",
+    group: "Data",
+  },
+  "tokenizer": {
+    type: "string",
+    choices: ["gpt2", "byte"],
+    help: "tokenizer for text data (default: by vocabulary)",
+  },
+  "seq-length": {
+    type: "int",
+    min: 1,
+    help: "window length T (default: the model's position table)",
+  },
+  "micro-batch-size": { type: "int", default: 8, min: 1, help: "windows per forward pass" },
+  "json": {
+    type: "boolean",
+    help: "end with one JSON line: loss, ppl, tokens, windows",
+    group: "Output",
+  },
+  "backend": {
+    type: "string",
+    default: "deno",
+    choices: ["deno", "dawn"],
+    help: "WebGPU implementation",
+    group: "Device",
+  },
+};
+
+const USAGE = `Usage: deno task eval (--load DIR | --init-from-hf DIR) --data-path FILE [flags]
+
+Reports the mean next-token loss and perplexity over every full, non-overlapping
+window of the data.`;
+
+/** The result of an evaluation. */
+export interface EvalResult {
+  /** Mean next-token cross-entropy (nats). */
+  loss: number;
+  /** exp(loss). */
+  ppl: number;
+  /** Target tokens scored. */
+  tokens: number;
+  /** Windows scored. */
+  windows: number;
+}
+
+/**
+ * Mean next-token loss of `model` over the non-overlapping windows of `ids`
+ * (batches of `batchSize` windows; every window weighs the same).
+ */
+export async function evaluateStream(
+  model: Gpt,
+  ids: ArrayLike<number>,
+  seqLength: number,
+  batchSize: number,
+): Promise<EvalResult> {
+  const device = model.layers.device;
+  const windows = evalWindowCount(ids.length, seqLength);
+  if (windows === 0) {
+    throw new DataError(
+      `the data has ${ids.length} tokens, fewer than --seq-length + 1 = ${seqLength + 1}`,
+    );
+  }
+  model.train(false);
+  let sum = 0;
+  await device.noGrad(async () => {
+    for (const b of evalBatches(ids, batchSize, seqLength)) {
+      const l = await tidy(device, async () => {
+        const x = Tensor.fromArray(device, b.inputs, [b.batchSize, seqLength]);
+        const y = Tensor.fromArray(device, b.targets, [b.batchSize, seqLength]);
+        return await (await model.loss(x, y)).item();
+      });
+      sum += l * b.batchSize;
+    }
+  });
+  const loss = sum / windows;
+  return { loss, ppl: Math.exp(loss), tokens: windows * seqLength, windows };
+}
+
+/** Builds a GPT on `device` from `--load` or `--init-from-hf` (TP=1). */
+export async function loadGpt(
+  device: Device,
+  f: FlagValues,
+): Promise<{ model: Gpt; source: string }> {
+  if (f["init-from-hf"]) {
+    const dir = f["init-from-hf"] as string;
+    const { config, tensors, source } = await readHfGpt2(dir);
+    const model = Gpt.serial(device, config, 0);
+    assignGpt2(model.namedParams(), tensors, config, {}, source);
+    return { model, source: `${dir} (Hugging Face GPT-2)` };
+  }
+  const dir = f.load as string;
+  const { path, iteration } = await resolveIterDir(dir, f.iteration as number | undefined);
+  const meta = await readMeta(path);
+  if (meta.model?.arch !== "gpt") {
+    throw new CheckpointError(
+      `${path}: holds a ${meta.model?.arch ?? "model of unknown type"}, not a GPT`,
+    );
+  }
+  const config = meta.model.config as unknown as GptConfig;
+  const model = Gpt.serial(device, config, 0);
+  await loadCheckpoint(dir, { params: model.namedParams(), iteration, tp: 1, tpRank: 0 });
+  return { model, source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})` };
+}
+
+async function readIds(
+  f: FlagValues,
+  vocabSize: number,
+): Promise<{ ids: ArrayLike<number>; source: string }> {
+  const path = f["data-path"] as string;
+  if (path.toLowerCase().endsWith(".bin")) {
+    return { ids: await readTokenBin(path, vocabSize), source: path };
+  }
+  const name = (f.tokenizer as string | undefined) ?? (vocabSize === 256 ? "byte" : "gpt2");
+  const tok = await createTokenizer(name);
+  if (tok.vocabSize > vocabSize) {
+    throw new UsageError(
+      `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${vocabSize}`,
+    );
+  }
+  const c = await loadTokens(tok, path);
+  return { ids: c.ids, source: `${c.source} (tokenizer ${name})` };
+}
+
+/** Validates the flag combination; throws UsageError. */
+export function validateEvalFlags(f: FlagValues): void {
+  if (!f.load === !f["init-from-hf"]) {
+    throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
+  }
+  if (!f["data-path"]) throw new UsageError("--data-path is required");
+  if ((f.tp as number) > 1) {
+    throw new UsageError(
+      `--tp ${f.tp}: tensor-parallel evaluation runs under the launcher; here only --tp 1 is available ` +
+        "(a checkpoint saved at any TP size loads at TP 1)",
+    );
+  }
+}
+
+/** Runs the evaluation with `args`; returns the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  let f: FlagValues;
+  try {
+    f = parseFlags(args, EVAL_FLAGS);
+    if (f.help) {
+      console.log(helpText(USAGE, EVAL_FLAGS));
+      return 0;
+    }
+    validateEvalFlags(f);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
+      return 2;
+    }
+    throw e;
+  }
+  let device: Device | undefined;
+  try {
+    device = await Device.create({ backend: parseBackend(f.backend as string) });
+    const { model, source } = await loadGpt(device, f);
+    const c = model.config;
+    const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
+    if (T > c.maxPositions) {
+      throw new UsageError(
+        `--seq-length ${T} is longer than the model's position table (${c.maxPositions})`,
+      );
+    }
+    const data = await readIds(f, c.vocabSize);
+    console.log(
+      `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads`,
+    );
+    console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
+    const t0 = performance.now();
+    const r = await evaluateStream(model, data.ids, T, f["micro-batch-size"] as number);
+    const s = (performance.now() - t0) / 1000;
+    console.log(
+      `eval: ${r.windows} windows, ${r.tokens} tokens | lm loss ${r.loss.toFixed(4)} | ` +
+        `lm loss PPL ${r.ppl.toFixed(3)} | ${(r.tokens / s).toFixed(0)} tokens/s`,
+    );
+    if (f.json) console.log(JSON.stringify({ ...r, seq_length: T }));
+    model.dispose();
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    if (e instanceof DataError || e instanceof CheckpointError || e instanceof NoAdapterError) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    device?.destroy();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,93 @@
+/**
+ * `deno task export-hf`: writes a checkpoint (saved at any TP size) as a Hugging
+ * Face model directory, `config.json` + `model.safetensors`, in HF's names and
+ * layouts (GPT-2: Conv1D [in, out] weights; BERT: separate query/key/value), with
+ * the vocabulary padding removed. Needs no GPU.
+ * @module
+ */
+
+import { readCheckpointFull } from "../models/checkpoint/read.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import type { GptConfig } from "../models/gpt.ts";
+import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
+import { writeHfDir } from "../models/hf/io.ts";
+import { writeHfGpt2 } from "../models/hf/gpt2.ts";
+import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+
+/** Every flag of `deno task export-hf`. */
+export const EXPORT_FLAGS: Record<string, FlagSpec> = {
+  "load": { type: "string", help: "checkpoint directory written by --save" },
+  "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
+  "output": { type: "string", help: "directory to write config.json and model.safetensors into" },
+};
+
+const USAGE = `Usage: deno task export-hf --load DIR --output OUT_DIR
+
+Writes a checkpoint as a Hugging Face model directory (GPT-2 or BERT layout).`;
+
+function bertConfigOf(c: Record<string, unknown>): BertHfConfig {
+  const h = c.hiddenSize as number;
+  return {
+    vocabSize: c.vocabSize as number,
+    numLayers: c.numLayers as number,
+    hiddenSize: h,
+    numHeads: c.numHeads as number,
+    ffnHiddenSize: (c.ffnHiddenSize as number | undefined) ?? 4 * h,
+    maxPositions: c.maxPositions as number,
+    typeVocabSize: (c.typeVocabSize as number | undefined) ?? 2,
+    layerNormEps: (c.layerNormEps as number | undefined) ?? 1e-12,
+    hiddenDropout: (c.hiddenDropout as number | undefined) ?? 0.1,
+    attentionDropout: (c.attentionDropout as number | undefined) ?? 0.1,
+  };
+}
+
+/** Exports checkpoint `dir` (iteration: latest unless given) to `out`; returns a summary line. */
+export async function exportHf(dir: string, out: string, iteration?: number): Promise<string> {
+  const ck = await readCheckpointFull(dir, { iteration });
+  const model = ck.meta.model;
+  const get = (n: string) => ck.tensors.get(n);
+  if (model?.arch === "gpt") {
+    await writeHfGpt2(out, model.config as unknown as GptConfig, get);
+  } else if (model?.arch === "bert") {
+    const cfg = bertConfigOf(model.config);
+    await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg));
+  } else {
+    throw new CheckpointError(
+      `${ck.path}: cannot export a model of arch ${JSON.stringify(model?.arch)}`,
+    );
+  }
+  return `exported ${model.arch} iteration ${ck.iteration} (saved at tp ${ck.meta.parallel.tp}) to ${out}`;
+}
+
+/** Runs the export with `args`; returns the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  let f: FlagValues;
+  try {
+    f = parseFlags(args, EXPORT_FLAGS);
+    if (f.help) {
+      console.log(helpText(USAGE, EXPORT_FLAGS));
+      return 0;
+    }
+    if (!f.load || !f.output) throw new UsageError("--load and --output are required");
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
+      return 2;
+    }
+    throw e;
+  }
+  try {
+    console.log(
+      await exportHf(f.load as string, f.output as string, f.iteration as number | undefined),
+    );
+    return 0;
+  } catch (e) {
+    if (e instanceof CheckpointError) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

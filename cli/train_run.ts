@@ -1,0 +1,329 @@
+/**
+ * One rank's training run (GPT or BERT), shared by the single-process path and
+ * the Workers of a distributed launch. Rank 0 prints; every rank computes.
+ * @module
+ */
+
+import type { WorkerContext } from "../collectives/launch.ts";
+import { parallelGroups } from "../collectives/layout.ts";
+import { Device } from "../core/device.ts";
+import { dawnGPU, parseBackend } from "../core/gpu.ts";
+import { Tensor } from "../core/tensor.ts";
+import { DataError } from "../data/errors.ts";
+import { loadText, loadTokens, splitTrainVal } from "../data/corpus.ts";
+import { evalBatches, GptBatchSampler, type LmBatch } from "../data/gpt_batches.ts";
+import { BertBatchSampler, type BertBatch, prepareBertCorpus } from "../data/bert_batches.ts";
+import { DataRng } from "../data/rng.ts";
+import { uniformEntropy, unigramEntropy } from "../data/stats.ts";
+import { createTokenizer } from "../data/tokenizer.ts";
+import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
+import { Bert, type BertInputs } from "../models/bert.ts";
+import { trainingFlops } from "../models/flops.ts";
+import { generate } from "../models/generate.ts";
+import { Gpt } from "../models/gpt.ts";
+import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models/parallel/hooks.ts";
+import { SerialLayers } from "../models/parallel/layers.ts";
+import { RngTracker } from "../models/parallel/random.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { Trainer } from "../models/trainer.ts";
+import type { FlagValues } from "./flags.ts";
+import { formatLogLine, JsonLog, Progress } from "./log.ts";
+import { bertConfigFromFlags, gptConfigFromFlags } from "./train_config.ts";
+
+/** What a run reports back (rank 0's view). */
+export interface TrainSummary {
+  /** Last validation loss. */
+  valLoss: number;
+  /** Mean training loss of the last logging window. */
+  trainLoss: number;
+  /** Mean ms per step over the run (excluding the first, which compiles pipelines). */
+  msPerStep: number;
+  /** Mean share of step time spent in collectives. */
+  commShare: number;
+  /** Parameters of the full model. */
+  params: number;
+}
+
+function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
+  const T = b.seqLength;
+  return {
+    ids: Tensor.fromArray(device, b.inputs.subarray(lo * T, (lo + rows) * T), [rows, T]),
+    targets: Tensor.fromArray(device, b.targets.subarray(lo * T, (lo + rows) * T), [rows, T]),
+  };
+}
+
+function bertTensors(device: Device, b: BertBatch, lo: number, rows: number, dp: number): BertInputs {
+  const S = b.seqLength;
+  const sl = <A extends Int32Array>(a: A) => a.subarray(lo * S, (lo + rows) * S);
+  let masked = 0;
+  for (const t of b.mlmTargets) if (t >= 0) masked++;
+  return {
+    ids: Tensor.fromArray(device, sl(b.inputIds), [rows, S]),
+    tokenTypes: Tensor.fromArray(device, sl(b.tokenTypes), [rows, S]),
+    keep: Tensor.fromArray(device, Float32Array.from(sl(b.paddingMask)), [rows, S]),
+    mlmTargets: Tensor.fromArray(device, sl(b.mlmTargets), [rows, S]),
+    sopLabels: Tensor.fromArray(device, b.sopLabels.subarray(lo, lo + rows), [rows]),
+    mlmNormalizer: masked / dp,
+  };
+}
+
+/** Trains on this rank. `dist` is null for a single-process, single-device run. */
+export async function trainRank(f: FlagValues, dist: WorkerContext | null): Promise<TrainSummary> {
+  const tpSize = f["tensor-model-parallel-size"] as number;
+  const world = dist?.world ?? 1;
+  const groups = dist ? parallelGroups(dist.group, tpSize) : null;
+  const tpRank = groups?.position.tpRank ?? 0;
+  const dpRank = groups?.position.dpRank ?? 0;
+  const dp = world / tpSize;
+  const isLogger = (dist?.rank ?? 0) === 0;
+  const say = (s: string) => isLogger && console.log(s);
+  const model_ = f.model as "gpt" | "bert";
+  const T = f["seq-length"] as number;
+  const mb = f["micro-batch-size"] as number;
+  const gb = (f["global-batch-size"] as number | undefined) ?? mb * dp;
+  const accum = gb / (mb * dp);
+  const iters = f["train-iters"] as number;
+  const seed = f.seed as number;
+
+  // Data first: errors here should not cost a device.
+  const text = model_ === "bert" ? await loadText(f["data-path"] as string | undefined) : "";
+  const tokenizer = model_ === "bert" ? await createBertTokenizer() : await createTokenizer(f.tokenizer as string);
+  let gptData: { train: Uint32Array; val: Uint32Array; source: string } | null = null;
+  let bertSplit: { train: ReturnType<typeof prepareBertCorpus>; val: ReturnType<typeof prepareBertCorpus> } | null =
+    null;
+  if (model_ === "gpt") {
+    const corpus = await loadTokens(tokenizer, f["data-path"] as string | undefined);
+    const { train, val } = splitTrainVal(corpus.ids, f["val-fraction"] as number);
+    for (const [name, part] of [["training", train], ["validation", val]] as const) {
+      if (part.length < T + 1) {
+        throw new DataError(
+          `the ${name} split has ${part.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
+            `use more data, another --val-fraction or a shorter --seq-length`,
+        );
+      }
+    }
+    gptData = { train, val, source: corpus.source };
+  } else {
+    const cut = Math.round(text.length * (1 - (f["val-fraction"] as number)));
+    const wp = tokenizer as Awaited<ReturnType<typeof createBertTokenizer>>;
+    bertSplit = { train: prepareBertCorpus(text.slice(0, cut), wp), val: prepareBertCorpus(text.slice(cut), wp) };
+  }
+
+  const backend = parseBackend(f.backend as string);
+  const provider = backend === "dawn" && dist?.device.dawnOptions
+    ? await dawnGPU(dist.device.dawnOptions)
+    : undefined;
+  const device = await Device.create({ backend, provider });
+  dist?.deviceAcquired();
+  try {
+    const timer: CommTimer = { ms: 0 };
+    const measureComm = !!f["measure-comm"];
+    const tpGroup = groups ? (measureComm ? timedGroup(groups.tp, timer, device) : groups.tp) : null;
+    const layers = tpGroup ? new TensorParallelLayers(device, tpGroup) : new SerialLayers(device);
+    const rng = new RngTracker(seed, tpRank, dpRank);
+    const model = model_ === "gpt"
+      ? new Gpt(layers, gptConfigFromFlags(f, tokenizer.vocabSize), { seed, rng })
+      : new Bert(layers, bertConfigFromFlags(f, tokenizer.vocabSize), { seed, rng });
+    const trainer = new Trainer(device, model, {
+      schedule: {
+        lr: f.lr as number,
+        minLr: f["min-lr"] as number,
+        warmupIters: f["lr-warmup-iters"] as number,
+        decayIters: (f["lr-decay-iters"] as number | undefined) ?? iters,
+        style: f["lr-decay-style"] as "cosine",
+      },
+      clipGrad: f["clip-grad"] as number,
+      adam: {
+        beta1: f["adam-beta1"] as number,
+        beta2: f["adam-beta2"] as number,
+        weightDecay: f["weight-decay"] as number,
+      },
+      hooks: groups ? hybridHooks(device, { tp: tpGroup!, dp: groups.dp }, measureComm ? timer : undefined) : undefined,
+      countsInNorm: countsInNorm(tpRank),
+    });
+    const fullParams = model.namedParams().reduce(
+      (s, [, p]) => s + p.tensor.size * (p.partitionDim === null ? 1 : tpSize),
+      0,
+    );
+    const cfg = model.config;
+    const shape = {
+      numLayers: cfg.numLayers,
+      hiddenSize: cfg.hiddenSize,
+      ffnHiddenSize: cfg.ffnHiddenSize ?? 4 * cfg.hiddenSize,
+      vocab: model.paddedVocab,
+      seqLength: T,
+    };
+    const flopsPerIter = trainingFlops(shape, gb * T, !!f["recompute-activations"]);
+
+    // Batches: every rank draws the same global micro-batch and takes its rows.
+    const gptSampler = gptData ? new GptBatchSampler(gptData.train, { batchSize: mb * dp, seqLength: T, seed }) : null;
+    const bertSampler = bertSplit
+      ? new BertBatchSampler(bertSplit.train, tokenizer as never, { batchSize: mb * dp, seqLength: T, seed })
+      : null;
+    const evalIters = f["eval-iters"] as number;
+    const valGpt = gptData ? [...evalBatches(gptData.val, mb, T, { maxBatches: evalIters })] : [];
+    const valBert = bertSplit
+      ? (() => {
+        const s = new BertBatchSampler(bertSplit.val, tokenizer as never, { batchSize: mb, seqLength: T, seed: seed + 1 });
+        return Array.from({ length: evalIters }, () => s.next());
+      })()
+      : [];
+    const lossOfGpt = (b: LmBatch, lo: number, rows: number) => {
+      const { ids, targets } = gptTensors(device, b, lo, rows);
+      return (model as Gpt).loss(ids, targets);
+    };
+    const lossOfBert = (b: BertBatch, lo: number, rows: number, d: number) =>
+      (model as Bert).loss(bertTensors(device, b, lo, rows, d));
+
+    const s = device.summary();
+    say(`device: ${s.backend} | ${s.name}${s.isFallback ? " (software)" : ""}${world > 1 ? ` | ${world} ranks` : ""}`);
+    if (gptData) {
+      say(
+        `data: ${gptData.source} | tokenizer ${tokenizer.name} (vocab ${tokenizer.vocabSize}, padded ${model.paddedVocab}) | ` +
+          `${gptData.train.length} train / ${gptData.val.length} validation tokens`,
+      );
+    } else {
+      say(
+        `data: ${(f["data-path"] as string | undefined) ?? "Moby Dick"} | WordPiece (vocab ${tokenizer.vocabSize}, padded ${model.paddedVocab}) | ` +
+          `${bertSplit!.train.documents.length} train / ${bertSplit!.val.documents.length} validation documents`,
+      );
+    }
+    const ln = model_ === "bert" ? (cfg as { postLayerNorm?: boolean }).postLayerNorm ? "post-LN" : "pre-LN" : "pre-LN";
+    say(
+      `model: ${model_.toUpperCase()} (${ln}) ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads} heads, seq ${T} | ` +
+        `${fullParams.toLocaleString("en-US")} parameters` + (f["recompute-activations"] ? " | activation recomputation" : ""),
+    );
+    say(
+      `parallel: tensor ${tpSize} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
+        `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank)`,
+    );
+
+    const json = isLogger && f["log-json"] ? await JsonLog.open(f["log-json"] as string) : null;
+    const progress = new Progress(iters, isLogger ? undefined : false);
+    const evaluate = () =>
+      trainer.evaluate(gptData ? valGpt.length : valBert.length, (i) =>
+        gptData ? lossOfGpt(valGpt[i], 0, valGpt[i].batchSize) : lossOfBert(valBert[i], 0, mb, 1));
+    let windowStart = performance.now();
+    let windowLoss = 0, windowNorm = 0, windowSteps = 0, windowComm = 0;
+    let lastVal = NaN, lastTrain = NaN;
+    let steadyMs = 0, steadyComm = 0;
+    for (let it = 1; it <= iters; it++) {
+      const t0 = performance.now();
+      const c0 = timer.ms;
+      const r = await trainer.step(accum, (i) => {
+        void i;
+        if (gptSampler) return lossOfGpt(gptSampler.next(), dpRank * mb, mb);
+        return lossOfBert(bertSampler!.next(), dpRank * mb, mb, dp);
+      });
+      const ms = performance.now() - t0;
+      if (it > 1) {
+        steadyMs += ms;
+        steadyComm += timer.ms - c0;
+      }
+      if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at iteration ${it}; lower --lr`);
+      windowLoss += r.loss;
+      windowNorm += r.gradNorm;
+      windowComm += timer.ms - c0;
+      windowSteps++;
+      let valLoss: number | undefined;
+      if (it % (f["eval-interval"] as number) === 0 || it === iters) {
+        valLoss = await evaluate();
+        lastVal = valLoss;
+      }
+      json?.write({
+        iteration: it,
+        loss: r.loss,
+        lr: r.lr,
+        grad_norm: r.gradNorm,
+        tokens_per_s: (gb * T) / (ms / 1000),
+        ms_per_iter: ms,
+        consumed_tokens: it * gb * T,
+        ...(valLoss !== undefined ? { val_loss: valLoss, val_ppl: Math.exp(valLoss) } : {}),
+      });
+      if (it % (f["log-interval"] as number) === 0 || it === iters) {
+        const msPerIter = (performance.now() - windowStart) / windowSteps;
+        lastTrain = windowLoss / windowSteps;
+        if (isLogger) {
+          progress.line(
+            formatLogLine({
+              iteration: it,
+              total: iters,
+              consumedTokens: it * gb * T,
+              msPerIter,
+              tokensPerS: (gb * T) / (msPerIter / 1000),
+              gflops: flopsPerIter / (msPerIter / 1000) / 1e9,
+              lr: r.lr,
+              loss: lastTrain,
+              gradNorm: windowNorm / windowSteps,
+            }) + (measureComm ? ` comm: ${((100 * windowComm) / (msPerIter * windowSteps)).toFixed(1)}% |` : ""),
+          );
+        }
+        windowStart = performance.now();
+        windowLoss = windowNorm = windowSteps = windowComm = 0;
+      }
+      if (valLoss !== undefined && isLogger) {
+        progress.line(
+          `validation at iteration ${it} | lm loss: ${valLoss.toFixed(4)} | lm loss PPL: ${Math.exp(valLoss).toFixed(3)}`,
+        );
+      }
+      if (isLogger) progress.update(it);
+    }
+    progress.done();
+    await json?.close();
+    if (gptData) {
+      say(`\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${Math.exp(lastVal).toFixed(2)})`);
+      say(`  baseline, uniform over the vocabulary (ln V):  ${uniformEntropy(tokenizer.vocabSize).toFixed(4)}`);
+      say(`  baseline, unigram entropy of the corpus:       ${unigramEntropy(gptData.train).toFixed(4)}`);
+      const n = f["sample-tokens"] as number;
+      if (n > 0) await sample(model as Gpt, tokenizer, f, seed, isLogger);
+    } else {
+      say(`\nfinal validation loss (MLM + SOP) ${lastVal.toFixed(4)}`);
+    }
+    const steady = Math.max(1, iters - 1);
+    return {
+      valLoss: lastVal,
+      trainLoss: lastTrain,
+      msPerStep: steadyMs / steady,
+      commShare: steadyMs > 0 ? steadyComm / steadyMs : 0,
+      params: fullParams,
+    };
+  } finally {
+    device.destroy();
+  }
+}
+
+async function sample(
+  model: Gpt,
+  tokenizer: { encode(t: string): ArrayLike<number>; decode(ids: number[]): string },
+  f: FlagValues,
+  seed: number,
+  print: boolean,
+): Promise<void> {
+  const prompt = Array.from(tokenizer.encode(f.prompt as string));
+  const rng = new DataRng(seed);
+  const enc = new TextEncoder();
+  const out: number[] = [];
+  let printed = "";
+  if (print) {
+    console.log(`\nsample (temperature ${f.temperature}, top-p ${f["top-p"]}):`);
+    await Deno.stdout.write(enc.encode(f.prompt as string));
+  }
+  for await (
+    const t of generate(model, prompt, {
+      maxNewTokens: f["sample-tokens"] as number,
+      temperature: f.temperature as number,
+      topK: f["top-k"] as number,
+      topP: f["top-p"] as number,
+      uniform: () => rng.nextFloat(),
+    })
+  ) {
+    out.push(t);
+    if (!print) continue;
+    const text = tokenizer.decode(out);
+    // Print whole characters only: a byte-level prefix may end inside a UTF-8 sequence.
+    const safe = text.endsWith("\uFFFD") ? text.slice(0, -1) : text;
+    await Deno.stdout.write(enc.encode(safe.slice(printed.length)));
+    printed = safe;
+  }
+  if (print) console.log("\n");
+}

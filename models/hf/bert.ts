@@ -1,0 +1,200 @@
+/**
+ * Hugging Face BERT ⇄ this project's BERT names, as an editable table. HF keeps
+ * query/key/value separate ([h, h] each); ours fuses them into one `qkv` [3h, h]
+ * (q|k|v rows), concatenated on import and split on export. HF BERT Linear
+ * weights are already [out, in]. The word embeddings and the MLM output bias are
+ * padded to the padded vocabulary by the loader and cut back on export.
+ * @module
+ */
+
+import { CheckpointError } from "../checkpoint/safetensors.ts";
+import type { HostTensor } from "../checkpoint/shard.ts";
+import type { HfDir } from "./io.ts";
+import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
+
+const L = "bert.encoder.layer.{N}";
+
+/** Our BERT names ⇄ HF `BertForPreTraining` names. Edit here if the model's names change. */
+export const BERT_TABLE: readonly MapEntry[] = [
+  {
+    ours: "bert.embeddings.word_embeddings.weight",
+    hf: ["bert.embeddings.word_embeddings.weight"],
+  },
+  {
+    ours: "bert.embeddings.position_embeddings.weight",
+    hf: ["bert.embeddings.position_embeddings.weight"],
+  },
+  {
+    ours: "bert.embeddings.token_type_embeddings.weight",
+    hf: ["bert.embeddings.token_type_embeddings.weight"],
+  },
+  { ours: "bert.embeddings.LayerNorm.weight", hf: ["bert.embeddings.LayerNorm.weight"] },
+  { ours: "bert.embeddings.LayerNorm.bias", hf: ["bert.embeddings.LayerNorm.bias"] },
+  ...["weight", "bias"].map((p) => ({
+    ours: `${L}.attention.self.qkv.${p}`,
+    hf: ["query", "key", "value"].map((q) => `${L}.attention.self.${q}.${p}`),
+  })),
+  ...[
+    "attention.output.dense",
+    "attention.output.LayerNorm",
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+  ].flatMap((m) =>
+    ["weight", "bias"].map((p) => ({ ours: `${L}.${m}.${p}`, hf: [`${L}.${m}.${p}`] }))
+  ),
+  ...["bert.pooler.dense", "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm"]
+    .flatMap((m) => ["weight", "bias"].map((p) => ({ ours: `${m}.${p}`, hf: [`${m}.${p}`] }))),
+  { ours: "cls.predictions.bias", hf: ["cls.predictions.bias"] },
+  { ours: "cls.seq_relationship.weight", hf: ["cls.seq_relationship.weight"] },
+  { ours: "cls.seq_relationship.bias", hf: ["cls.seq_relationship.bias"] },
+];
+
+/** Our BERT tensors whose rows are the (padded) vocabulary. */
+export const BERT_VOCAB_ROWS: readonly string[] = [
+  "bert.embeddings.word_embeddings.weight",
+  "cls.predictions.bias",
+];
+
+/** The BERT shape fields read from an HF config (field names as in `GptConfig`). */
+export interface BertHfConfig {
+  /** Vocabulary before padding. */
+  vocabSize: number;
+  /** Encoder layers. */
+  numLayers: number;
+  /** Hidden size. */
+  hiddenSize: number;
+  /** Attention heads. */
+  numHeads: number;
+  /** MLP inner size. */
+  ffnHiddenSize: number;
+  /** Position table size. */
+  maxPositions: number;
+  /** Token-type (segment) vocabulary. */
+  typeVocabSize: number;
+  /** Layer-norm epsilon. */
+  layerNormEps: number;
+  /** Hidden dropout. */
+  hiddenDropout: number;
+  /** Attention-probability dropout. */
+  attentionDropout: number;
+}
+
+/** Reads the BERT fields of an HF `config.json`. */
+export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.json"): BertHfConfig {
+  if (cfg.model_type !== undefined && cfg.model_type !== "bert") {
+    throw new CheckpointError(`${file}: model_type is "${cfg.model_type}", expected "bert"`);
+  }
+  const int = (k: string, d?: number) => {
+    const v = cfg[k] ?? d;
+    if (!Number.isInteger(v) || (v as number) <= 0) {
+      throw new CheckpointError(
+        `${file}: "${k}" must be a positive integer, got ${JSON.stringify(cfg[k])}`,
+      );
+    }
+    return v as number;
+  };
+  const act = (cfg.hidden_act ?? "gelu") as string;
+  if (act !== "gelu") {
+    throw new CheckpointError(
+      `${file}: hidden_act "${act}" is not supported (BERT uses the erf GeLU)`,
+    );
+  }
+  const h = int("hidden_size");
+  return {
+    vocabSize: int("vocab_size"),
+    numLayers: int("num_hidden_layers"),
+    hiddenSize: h,
+    numHeads: int("num_attention_heads"),
+    ffnHiddenSize: int("intermediate_size", 4 * h),
+    maxPositions: int("max_position_embeddings"),
+    typeVocabSize: int("type_vocab_size", 2),
+    layerNormEps: (cfg.layer_norm_eps ?? 1e-12) as number,
+    hiddenDropout: (cfg.hidden_dropout_prob ?? 0.1) as number,
+    attentionDropout: (cfg.attention_probs_dropout_prob ?? 0.1) as number,
+  };
+}
+
+/** An HF BERT `config.json` for `c`. */
+export function bertConfigToHf(c: BertHfConfig): Record<string, unknown> {
+  return {
+    architectures: ["BertForPreTraining"],
+    model_type: "bert",
+    vocab_size: c.vocabSize,
+    hidden_size: c.hiddenSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    intermediate_size: c.ffnHiddenSize,
+    hidden_act: "gelu",
+    hidden_dropout_prob: c.hiddenDropout,
+    attention_probs_dropout_prob: c.attentionDropout,
+    max_position_embeddings: c.maxPositions,
+    type_vocab_size: c.typeVocabSize,
+    layer_norm_eps: c.layerNormEps,
+    initializer_range: 0.02,
+    position_embedding_type: "absolute",
+    tie_word_embeddings: true,
+  };
+}
+
+/**
+ * Normalises an HF BERT name: old TF-converted `LayerNorm.gamma/beta` become
+ * `weight/bias`, and a bare `BertModel`'s names get the `bert.` prefix.
+ */
+export function normaliseBertName(name: string): string {
+  let n = name.replace(/LayerNorm\.gamma$/, "LayerNorm.weight").replace(
+    /LayerNorm\.beta$/,
+    "LayerNorm.bias",
+  );
+  if (/^(embeddings|encoder|pooler)\./.test(n)) n = `bert.${n}`;
+  return n;
+}
+
+function ignoredBert(name: string): boolean {
+  return /position_ids$/.test(name) || /^cls\.predictions\.decoder\.(weight|bias)$/.test(name);
+}
+
+/** Our full BERT tensors (vocabulary unpadded) from HF tensors. */
+export function bertTensorsFromHf(
+  names: readonly string[],
+  get: (name: string) => HostTensor | undefined,
+  config: BertHfConfig,
+  source: string,
+): Map<string, HostTensor> {
+  const byName = new Map(names.map((n) => [normaliseBertName(n), n]));
+  return importTensors(
+    expandTable(BERT_TABLE, config.numLayers),
+    (n) => byName.has(n) ? get(byName.get(n)!) : undefined,
+    byName.keys(),
+    ignoredBert,
+    source,
+  );
+}
+
+/** A BERT read from an HF directory. */
+export function bertFromHfDir(
+  hf: HfDir,
+): { config: BertHfConfig; tensors: Map<string, HostTensor> } {
+  const config = bertConfigFromHf(hf.config, `${hf.dir}/config.json`);
+  return {
+    config,
+    tensors: bertTensorsFromHf(hf.names, hf.get, config, hf.fileOf(hf.names[0] ?? "")),
+  };
+}
+
+/** Padded-row counts for loading BERT tensors into a model with a padded vocabulary. */
+export function bertPaddedRows(vocabSize: number): Record<string, number> {
+  return Object.fromEntries(BERT_VOCAB_ROWS.map((n) => [n, vocabSize]));
+}
+
+/** HF BERT tensors (vocabulary unpadded, q/k/v split) from our full tensors. */
+export function bertTensorsToHf(
+  full: (name: string) => HostTensor | undefined,
+  config: BertHfConfig,
+): [string, HostTensor][] {
+  return exportTensors(
+    expandTable(BERT_TABLE, config.numLayers),
+    full,
+    bertPaddedRows(config.vocabSize),
+  );
+}

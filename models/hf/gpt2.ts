@@ -1,0 +1,180 @@
+/**
+ * Hugging Face GPT-2 ⇄ this project's GPT: config mapping, the name/layout table
+ * (Conv1D weights are [in, out] in HF, [out, in] here; q|k|v are fused in both),
+ * import into a model at any TP size, and export of full tensors.
+ * @module
+ */
+
+import type { ParamInfo } from "../../core/nn.ts";
+import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
+import { CheckpointError } from "../checkpoint/safetensors.ts";
+import type { HostTensor } from "../checkpoint/shard.ts";
+import type { GptConfig } from "../gpt.ts";
+import { type HfDir, readHfDir, writeHfDir } from "./io.ts";
+import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
+
+/** Our GPT names ⇄ HF GPT-2 names (without the `transformer.` prefix). */
+export const GPT2_TABLE: readonly MapEntry[] = [
+  { ours: "wte.weight", hf: ["wte.weight"] },
+  { ours: "wpe.weight", hf: ["wpe.weight"] },
+  { ours: "h.{N}.ln_1.weight", hf: ["h.{N}.ln_1.weight"] },
+  { ours: "h.{N}.ln_1.bias", hf: ["h.{N}.ln_1.bias"] },
+  { ours: "h.{N}.attn.c_attn.weight", hf: ["h.{N}.attn.c_attn.weight"], transpose: true },
+  { ours: "h.{N}.attn.c_attn.bias", hf: ["h.{N}.attn.c_attn.bias"] },
+  { ours: "h.{N}.attn.c_proj.weight", hf: ["h.{N}.attn.c_proj.weight"], transpose: true },
+  { ours: "h.{N}.attn.c_proj.bias", hf: ["h.{N}.attn.c_proj.bias"] },
+  { ours: "h.{N}.ln_2.weight", hf: ["h.{N}.ln_2.weight"] },
+  { ours: "h.{N}.ln_2.bias", hf: ["h.{N}.ln_2.bias"] },
+  { ours: "h.{N}.mlp.c_fc.weight", hf: ["h.{N}.mlp.c_fc.weight"], transpose: true },
+  { ours: "h.{N}.mlp.c_fc.bias", hf: ["h.{N}.mlp.c_fc.bias"] },
+  { ours: "h.{N}.mlp.c_proj.weight", hf: ["h.{N}.mlp.c_proj.weight"], transpose: true },
+  { ours: "h.{N}.mlp.c_proj.bias", hf: ["h.{N}.mlp.c_proj.bias"] },
+  { ours: "ln_f.weight", hf: ["ln_f.weight"] },
+  { ours: "ln_f.bias", hf: ["ln_f.bias"] },
+];
+
+/** HF buffers and tied copies that are not parameters here. */
+function ignoredGpt2(name: string): boolean {
+  return /^h\.\d+\.attn\.(masked_)?bias$/.test(name) || name === "lm_head.weight";
+}
+
+const TANH_GELUS = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"];
+
+function int(cfg: Record<string, unknown>, key: string, file: string): number {
+  const v = cfg[key];
+  if (!Number.isInteger(v) || (v as number) <= 0) {
+    throw new CheckpointError(
+      `${file}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`,
+    );
+  }
+  return v as number;
+}
+
+/** A {@link GptConfig} from an HF GPT-2 `config.json` (dropouts taken from it). */
+export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.json"): GptConfig {
+  if (cfg.model_type !== undefined && cfg.model_type !== "gpt2") {
+    throw new CheckpointError(`${file}: model_type is "${cfg.model_type}", expected "gpt2"`);
+  }
+  const act = (cfg.activation_function ?? "gelu_new") as string;
+  if (!TANH_GELUS.includes(act)) {
+    throw new CheckpointError(
+      `${file}: activation_function "${act}" is not supported (this GPT uses the tanh GeLU)`,
+    );
+  }
+  if (cfg.scale_attn_by_inverse_layer_idx === true || cfg.scale_attn_weights === false) {
+    throw new CheckpointError(`${file}: non-standard attention scaling is not supported`);
+  }
+  const h = int(cfg, "n_embd", file);
+  const eps = cfg.layer_norm_epsilon ?? 1e-5;
+  return {
+    vocabSize: int(cfg, "vocab_size", file),
+    numLayers: int(cfg, "n_layer", file),
+    hiddenSize: h,
+    numHeads: int(cfg, "n_head", file),
+    maxPositions: int(cfg, "n_positions", file),
+    ffnHiddenSize: cfg.n_inner == null ? 4 * h : int(cfg, "n_inner", file),
+    layerNormEps: eps as number,
+    hiddenDropout: (cfg.resid_pdrop ?? 0.1) as number,
+    attentionDropout: (cfg.attn_pdrop ?? 0.1) as number,
+  };
+}
+
+/** An HF GPT-2 `config.json` for `c`. */
+export function gpt2ConfigToHf(c: GptConfig): Record<string, unknown> {
+  const eos = c.vocabSize === 50257 ? 50256 : c.vocabSize - 1;
+  return {
+    architectures: ["GPT2LMHeadModel"],
+    model_type: "gpt2",
+    activation_function: "gelu_new",
+    vocab_size: c.vocabSize,
+    n_positions: c.maxPositions,
+    n_ctx: c.maxPositions,
+    n_embd: c.hiddenSize,
+    n_layer: c.numLayers,
+    n_head: c.numHeads,
+    n_inner: (c.ffnHiddenSize ?? 4 * c.hiddenSize) === 4 * c.hiddenSize ? null : c.ffnHiddenSize,
+    layer_norm_epsilon: c.layerNormEps ?? 1e-5,
+    resid_pdrop: c.hiddenDropout ?? 0.1,
+    embd_pdrop: c.hiddenDropout ?? 0.1,
+    attn_pdrop: c.attentionDropout ?? 0.1,
+    initializer_range: 0.02,
+    scale_attn_weights: true,
+    tie_word_embeddings: true,
+    bos_token_id: eos,
+    eos_token_id: eos,
+  };
+}
+
+/** Our full GPT tensors (wte unpadded) from HF GPT-2 tensors (with or without `transformer.`). */
+export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): Map<string, HostTensor> {
+  const strip = (n: string) => n.startsWith("transformer.") ? n.slice("transformer.".length) : n;
+  const byName = new Map(hf.names.map((n) => [strip(n), n]));
+  const source = hf.fileOf(hf.names[0] ?? "");
+  const out = importTensors(
+    expandTable(GPT2_TABLE, config.numLayers),
+    (n) => byName.has(n) ? hf.get(byName.get(n)!) : undefined,
+    byName.keys(),
+    ignoredGpt2,
+    source,
+  );
+  const wte = out.get("wte.weight")!;
+  if (wte.shape[0] !== config.vocabSize) {
+    throw new CheckpointError(
+      `${source}: wte.weight has ${
+        wte.shape[0]
+      } rows but config.json says vocab_size ${config.vocabSize}`,
+    );
+  }
+  return out;
+}
+
+/** A GPT-2 read from an HF directory: its config and our full tensors. */
+export async function readHfGpt2(
+  dir: string,
+): Promise<{ config: GptConfig; tensors: Map<string, HostTensor>; source: string }> {
+  const hf = await readHfDir(dir);
+  const config = gpt2ConfigFromHf(hf.config, `${dir}/config.json`);
+  return { config, tensors: gpt2TensorsFromHf(hf, config), source: hf.fileOf(hf.names[0] ?? "") };
+}
+
+/**
+ * Writes HF tensors into a GPT's parameters (this rank's shards at `place`),
+ * validating everything before writing anything.
+ */
+export function assignGpt2(
+  params: readonly [string, ParamInfo][],
+  tensors: Map<string, HostTensor>,
+  config: GptConfig,
+  place: TpPlace,
+  source: string,
+): void {
+  const shards = planShards(params, (n) => tensors.get(n), place, (n) => `${source} ("${n}")`, {
+    "wte.weight": config.vocabSize,
+  });
+  const have = new Set(params.map(([n]) => n));
+  const extra = [...tensors.keys()].filter((n) => !have.has(n));
+  if (extra.length > 0) {
+    throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
+  }
+  writeShards(params, shards);
+}
+
+/** HF GPT-2 tensors (prefixed `transformer.`, Conv1D layout, vocabulary unpadded) from our full tensors. */
+export function gpt2TensorsToHf(
+  full: (name: string) => HostTensor | undefined,
+  config: GptConfig,
+): [string, HostTensor][] {
+  return exportTensors(expandTable(GPT2_TABLE, config.numLayers), full, {
+    "wte.weight": config.vocabSize,
+  })
+    .map(([n, t]) => [`transformer.${n}`, t]);
+}
+
+/** Writes an HF GPT-2 directory (config.json + model.safetensors) from our full tensors. */
+export async function writeHfGpt2(
+  dir: string,
+  config: GptConfig,
+  full: (name: string) => HostTensor | undefined,
+): Promise<void> {
+  await writeHfDir(dir, gpt2ConfigToHf(config), gpt2TensorsToHf(full, config));
+}

@@ -1,0 +1,37 @@
+/**
+ * Hugging Face interop: read and write HF model directories, and map GPT-2 and
+ * BERT checkpoints to and from this project's parameter names and layouts.
+ * @module
+ */
+
+export { type HfDir, readHfDir, writeHfDir } from "./io.ts";
+export {
+  type ConcreteEntry,
+  expandTable,
+  exportTensors,
+  importTensors,
+  type MapEntry,
+  transpose2d,
+} from "./mapping.ts";
+export {
+  assignGpt2,
+  GPT2_TABLE,
+  gpt2ConfigFromHf,
+  gpt2ConfigToHf,
+  gpt2TensorsFromHf,
+  gpt2TensorsToHf,
+  readHfGpt2,
+  writeHfGpt2,
+} from "./gpt2.ts";
+export {
+  BERT_TABLE,
+  BERT_VOCAB_ROWS,
+  bertConfigFromHf,
+  bertConfigToHf,
+  bertFromHfDir,
+  type BertHfConfig,
+  bertPaddedRows,
+  bertTensorsFromHf,
+  bertTensorsToHf,
+  normaliseBertName,
+} from "./bert.ts";
