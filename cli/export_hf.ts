@@ -38,6 +38,7 @@ function bertConfigOf(c: Record<string, unknown>): BertHfConfig {
     layerNormEps: (c.layerNormEps as number | undefined) ?? 1e-12,
     hiddenDropout: (c.hiddenDropout as number | undefined) ?? 0.1,
     attentionDropout: (c.attentionDropout as number | undefined) ?? 0.1,
+    postLayerNorm: true,
   };
 }
 
@@ -49,6 +50,11 @@ export async function exportHf(dir: string, out: string, iteration?: number): Pr
   if (model?.arch === "gpt") {
     await writeHfGpt2(out, model.config as unknown as GptConfig, get);
   } else if (model?.arch === "bert") {
+    if (!model.config.postLayerNorm) {
+      throw new CheckpointError(
+        `${ck.path}: this BERT is pre-LN; Hugging Face BERT is post-LN, so it has no HF equivalent`,
+      );
+    }
     const cfg = bertConfigOf(model.config);
     await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg));
   } else {

@@ -77,10 +77,16 @@ export function parseFlags(args: string[], specs: Record<string, FlagSpec>): Fla
       continue;
     }
     const num = Number(str);
-    if (str.trim() === "" || !Number.isFinite(num) || (s.type === "int" && !Number.isInteger(num))) {
-      throw new UsageError(`--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`);
+    if (
+      str.trim() === "" || !Number.isFinite(num) || (s.type === "int" && !Number.isInteger(num))
+    ) {
+      throw new UsageError(
+        `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
+      );
     }
-    if (s.min !== undefined && num < s.min) throw new UsageError(`--${name} must be ≥ ${s.min}, got ${num}`);
+    if (s.min !== undefined && num < s.min) {
+      throw new UsageError(`--${name} must be ≥ ${s.min}, got ${num}`);
+    }
     out[name] = num;
   }
   return out;
@@ -96,7 +102,11 @@ export function helpText(usage: string, specs: Record<string, FlagSpec>): string
       lines.push(`${group}:`);
     }
     const alias = s.aliases?.length ? `, --${s.aliases.join(", --")}` : "";
-    const arg = s.type === "boolean" ? "" : s.choices ? ` ${s.choices.join("|")}` : ` ${s.type.toUpperCase()}`;
+    const arg = s.type === "boolean"
+      ? ""
+      : s.choices
+      ? ` ${s.choices.join("|")}`
+      : ` ${s.type.toUpperCase()}`;
     const def = s.default !== undefined && s.type !== "boolean" ? ` (default ${s.default})` : "";
     lines.push(`  --${name}${alias}${arg}`.padEnd(44) + ` ${s.help}${def}`);
   }

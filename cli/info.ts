@@ -6,7 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { type AdapterSummary, Device } from "../core/device.ts";
-import { BACKENDS, type BackendName, parseBackend } from "../core/gpu.ts";
+import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
 
 const HELP = `Usage: deno task info [--backend deno|dawn] [--json]
 

@@ -5,31 +5,61 @@
  */
 
 import { DIST_FLAGS } from "../collectives/env.ts";
-import { type BertConfig } from "../models/bert.ts";
+import type { BertConfig } from "../models/bert.ts";
 import { type GptConfig, validateGptConfig } from "../models/gpt.ts";
 import { type FlagSpec, type FlagValues, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task train`. */
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {
-  "model": { type: "string", default: "gpt", choices: ["gpt", "bert"], help: "model family", group: "Model" },
+  "model": {
+    type: "string",
+    default: "gpt",
+    choices: ["gpt", "bert"],
+    help: "model family",
+    group: "Model",
+  },
   "num-layers": { type: "int", default: 2, min: 1, help: "transformer layers" },
   "hidden-size": { type: "int", default: 128, min: 1, help: "hidden size" },
   "num-attention-heads": { type: "int", default: 4, min: 1, help: "attention heads" },
   "ffn-hidden-size": { type: "int", min: 1, help: "MLP inner size (default 4·hidden)" },
   "seq-length": { type: "int", default: 64, min: 1, help: "tokens per sequence" },
-  "max-position-embeddings": { type: "int", min: 1, help: "position table size (default seq-length)" },
-  "hidden-dropout": { type: "float", default: 0.1, min: 0, help: "dropout on embeddings and residual branches" },
-  "attention-dropout": { type: "float", default: 0.1, min: 0, help: "dropout on attention probabilities" },
+  "max-position-embeddings": {
+    type: "int",
+    min: 1,
+    help: "position table size (default seq-length)",
+  },
+  "hidden-dropout": {
+    type: "float",
+    default: 0.1,
+    min: 0,
+    help: "dropout on embeddings and residual branches",
+  },
+  "attention-dropout": {
+    type: "float",
+    default: 0.1,
+    min: 0,
+    help: "dropout on attention probabilities",
+  },
   "apply-residual-connection-post-layernorm": {
     type: "boolean",
     help: "BERT: original post-LN ordering (default pre-LN)",
   },
-  "recompute-activations": { type: "boolean", help: "recompute each layer's activations in backward (less memory)" },
-  "micro-batch-size": { type: "int", default: 8, min: 1, help: "sequences per micro-batch per rank", group: "Training" },
+  "recompute-activations": {
+    type: "boolean",
+    help: "recompute each layer's activations in backward (less memory)",
+  },
+  "micro-batch-size": {
+    type: "int",
+    default: 8,
+    min: 1,
+    help: "sequences per micro-batch per rank",
+    group: "Training",
+  },
   "global-batch-size": {
     type: "int",
     min: 1,
-    help: "sequences per step over all ranks; more than micro-batch × DP accumulates (default micro-batch × DP)",
+    help:
+      "sequences per step over all ranks; more than micro-batch × DP accumulates (default micro-batch × DP)",
   },
   "train-iters": { type: "int", default: 500, min: 1, help: "optimizer steps" },
   "lr": { type: "float", default: 3e-3, min: 0, help: "peak learning rate" },
@@ -52,17 +82,46 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "text file, folder of .txt/.md, or .bin of uint16 ids (default: Moby Dick)",
     group: "Data",
   },
-  "tokenizer": { type: "string", default: "byte", choices: ["byte", "gpt2"], help: "GPT tokenizer (BERT uses WordPiece)" },
-  "val-fraction": { type: "float", default: 0.1, min: 0, help: "trailing share of the corpus held out" },
-  "log-interval": { type: "int", default: 10, min: 1, help: "steps between log lines", group: "Logging" },
+  "tokenizer": {
+    type: "string",
+    default: "byte",
+    choices: ["byte", "gpt2"],
+    help: "GPT tokenizer (BERT uses WordPiece)",
+  },
+  "val-fraction": {
+    type: "float",
+    default: 0.1,
+    min: 0,
+    help: "trailing share of the corpus held out",
+  },
+  "log-interval": {
+    type: "int",
+    default: 10,
+    min: 1,
+    help: "steps between log lines",
+    group: "Logging",
+  },
   "eval-interval": { type: "int", default: 100, min: 1, help: "steps between validation runs" },
   "eval-iters": { type: "int", default: 10, min: 1, help: "validation batches per run" },
   "log-json": { type: "string", help: "write one JSON object per iteration to this file" },
-  "measure-comm": { type: "boolean", help: "time collectives separately (adds a device sync before each)" },
-  "sample-tokens": { type: "int", default: 300, min: 0, help: "GPT: tokens of text generated at the end" },
+  "measure-comm": {
+    type: "boolean",
+    help: "time collectives separately (adds a device sync before each)",
+  },
+  "sample-tokens": {
+    type: "int",
+    default: 300,
+    min: 0,
+    help: "GPT: tokens of text generated at the end",
+  },
   "prompt": { type: "string", default: "Call me", help: "GPT: prompt for the final sample" },
   "temperature": { type: "float", default: 0.8, min: 0, help: "sampling temperature (0 = greedy)" },
-  "top-k": { type: "int", default: 0, min: 0, help: "sample from the k most likely tokens (0 = all)" },
+  "top-k": {
+    type: "int",
+    default: 0,
+    min: 0,
+    help: "sample from the k most likely tokens (0 = all)",
+  },
   "top-p": { type: "float", default: 0.95, min: 0, help: "nucleus sampling mass" },
   "backend": {
     type: "string",
@@ -71,14 +130,26 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "WebGPU implementation",
     group: "Devices and parallelism",
   },
-  "tensor-model-parallel-size": { type: "int", default: 1, min: 1, aliases: ["tp"], help: "tensor-parallel size" },
+  "tensor-model-parallel-size": {
+    type: "int",
+    default: 1,
+    min: 1,
+    aliases: ["tp"],
+    help: "tensor-parallel size",
+  },
   "nproc-per-node": { type: "int", min: 1, help: "ranks (Workers, one GPU each) on this node" },
   "nnodes": { type: "int", min: 1, help: "number of nodes (processes) in the job" },
   "node-rank": { type: "int", min: 0, help: "this node's index" },
   "master-addr": { type: "string", help: "host of node 0's rendezvous store (or MASTER_ADDR)" },
   "master-port": { type: "int", min: 1, help: "rendezvous port (or MASTER_PORT; default 29500)" },
-  "devices": { type: "string", help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated" },
-  "dist-timeout": { type: "string", help: "how long to wait for a peer before failing (e.g. 60s; default 300s)" },
+  "devices": {
+    type: "string",
+    help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated",
+  },
+  "dist-timeout": {
+    type: "string",
+    help: "how long to wait for a peer before failing (e.g. 60s; default 300s)",
+  },
 };
 
 /** Flags handled by the launcher (kept out of the per-rank flags). */
@@ -90,7 +161,8 @@ function common(f: FlagValues) {
     hiddenSize: f["hidden-size"] as number,
     numHeads: f["num-attention-heads"] as number,
     ffnHiddenSize: f["ffn-hidden-size"] as number | undefined,
-    maxPositions: (f["max-position-embeddings"] as number | undefined) ?? (f["seq-length"] as number),
+    maxPositions: (f["max-position-embeddings"] as number | undefined) ??
+      (f["seq-length"] as number),
     hiddenDropout: f["hidden-dropout"] as number,
     attentionDropout: f["attention-dropout"] as number,
   };
@@ -103,7 +175,11 @@ export function gptConfigFromFlags(f: FlagValues, vocabSize: number): GptConfig 
 
 /** The BERT config from flags. */
 export function bertConfigFromFlags(f: FlagValues, vocabSize: number): BertConfig {
-  return { ...common(f), vocabSize, postLayerNorm: !!f["apply-residual-connection-post-layernorm"] };
+  return {
+    ...common(f),
+    vocabSize,
+    postLayerNorm: !!f["apply-residual-connection-post-layernorm"],
+  };
 }
 
 /**
@@ -129,17 +205,23 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     const v = f[n] as number;
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
   }
-  if ((f["top-p"] as number) > 1) throw new UsageError(`--top-p must be at most 1, got ${f["top-p"]}`);
+  if ((f["top-p"] as number) > 1) {
+    throw new UsageError(`--top-p must be at most 1, got ${f["top-p"]}`);
+  }
   if ((f["min-lr"] as number) > (f["lr"] as number)) {
     throw new UsageError(`--min-lr ${f["min-lr"]} is above --lr ${f["lr"]}`);
   }
   if (f.model === "bert" && (f["seq-length"] as number) < 5) {
-    throw new UsageError(`BERT needs --seq-length ≥ 5 ([CLS] A [SEP] B [SEP]), got ${f["seq-length"]}`);
+    throw new UsageError(
+      `BERT needs --seq-length ≥ 5 ([CLS] A [SEP] B [SEP]), got ${f["seq-length"]}`,
+    );
   }
   const seq = f["seq-length"] as number;
   const maxPos = (f["max-position-embeddings"] as number | undefined) ?? seq;
   if (seq > maxPos) {
-    throw new UsageError(`--seq-length ${seq} is longer than the position table (--max-position-embeddings ${maxPos})`);
+    throw new UsageError(
+      `--seq-length ${seq} is longer than the position table (--max-position-embeddings ${maxPos})`,
+    );
   }
   try {
     validateGptConfig({ ...gptConfigFromFlags(f, 256) }, tp);

@@ -12,7 +12,7 @@ import { Tensor } from "../core/tensor.ts";
 import { DataError } from "../data/errors.ts";
 import { loadText, loadTokens, splitTrainVal } from "../data/corpus.ts";
 import { evalBatches, GptBatchSampler, type LmBatch } from "../data/gpt_batches.ts";
-import { BertBatchSampler, type BertBatch, prepareBertCorpus } from "../data/bert_batches.ts";
+import { type BertBatch, BertBatchSampler, prepareBertCorpus } from "../data/bert_batches.ts";
 import { DataRng } from "../data/rng.ts";
 import { uniformEntropy, unigramEntropy } from "../data/stats.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
@@ -52,7 +52,13 @@ function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
   };
 }
 
-function bertTensors(device: Device, b: BertBatch, lo: number, rows: number, dp: number): BertInputs {
+function bertTensors(
+  device: Device,
+  b: BertBatch,
+  lo: number,
+  rows: number,
+  dp: number,
+): BertInputs {
   const S = b.seqLength;
   const sl = <A extends Int32Array>(a: A) => a.subarray(lo * S, (lo + rows) * S);
   let masked = 0;
@@ -87,10 +93,14 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
 
   // Data first: errors here should not cost a device.
   const text = model_ === "bert" ? await loadText(f["data-path"] as string | undefined) : "";
-  const tokenizer = model_ === "bert" ? await createBertTokenizer() : await createTokenizer(f.tokenizer as string);
+  const tokenizer = model_ === "bert"
+    ? await createBertTokenizer()
+    : await createTokenizer(f.tokenizer as string);
   let gptData: { train: Uint32Array; val: Uint32Array; source: string } | null = null;
-  let bertSplit: { train: ReturnType<typeof prepareBertCorpus>; val: ReturnType<typeof prepareBertCorpus> } | null =
-    null;
+  let bertSplit: {
+    train: ReturnType<typeof prepareBertCorpus>;
+    val: ReturnType<typeof prepareBertCorpus>;
+  } | null = null;
   if (model_ === "gpt") {
     const corpus = await loadTokens(tokenizer, f["data-path"] as string | undefined);
     const { train, val } = splitTrainVal(corpus.ids, f["val-fraction"] as number);
@@ -106,7 +116,10 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
   } else {
     const cut = Math.round(text.length * (1 - (f["val-fraction"] as number)));
     const wp = tokenizer as Awaited<ReturnType<typeof createBertTokenizer>>;
-    bertSplit = { train: prepareBertCorpus(text.slice(0, cut), wp), val: prepareBertCorpus(text.slice(cut), wp) };
+    bertSplit = {
+      train: prepareBertCorpus(text.slice(0, cut), wp),
+      val: prepareBertCorpus(text.slice(cut), wp),
+    };
   }
 
   const backend = parseBackend(f.backend as string);
@@ -118,7 +131,9 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
   try {
     const timer: CommTimer = { ms: 0 };
     const measureComm = !!f["measure-comm"];
-    const tpGroup = groups ? (measureComm ? timedGroup(groups.tp, timer, device) : groups.tp) : null;
+    const tpGroup = groups
+      ? (measureComm ? timedGroup(groups.tp, timer, device) : groups.tp)
+      : null;
     const layers = tpGroup ? new TensorParallelLayers(device, tpGroup) : new SerialLayers(device);
     const rng = new RngTracker(seed, tpRank, dpRank);
     const model = model_ === "gpt"
@@ -138,7 +153,9 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         beta2: f["adam-beta2"] as number,
         weightDecay: f["weight-decay"] as number,
       },
-      hooks: groups ? hybridHooks(device, { tp: tpGroup!, dp: groups.dp }, measureComm ? timer : undefined) : undefined,
+      hooks: groups
+        ? hybridHooks(device, { tp: tpGroup!, dp: groups.dp }, measureComm ? timer : undefined)
+        : undefined,
       countsInNorm: countsInNorm(tpRank),
     });
     const fullParams = model.namedParams().reduce(
@@ -156,15 +173,25 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     const flopsPerIter = trainingFlops(shape, gb * T, !!f["recompute-activations"]);
 
     // Batches: every rank draws the same global micro-batch and takes its rows.
-    const gptSampler = gptData ? new GptBatchSampler(gptData.train, { batchSize: mb * dp, seqLength: T, seed }) : null;
+    const gptSampler = gptData
+      ? new GptBatchSampler(gptData.train, { batchSize: mb * dp, seqLength: T, seed })
+      : null;
     const bertSampler = bertSplit
-      ? new BertBatchSampler(bertSplit.train, tokenizer as never, { batchSize: mb * dp, seqLength: T, seed })
+      ? new BertBatchSampler(bertSplit.train, tokenizer as never, {
+        batchSize: mb * dp,
+        seqLength: T,
+        seed,
+      })
       : null;
     const evalIters = f["eval-iters"] as number;
     const valGpt = gptData ? [...evalBatches(gptData.val, mb, T, { maxBatches: evalIters })] : [];
     const valBert = bertSplit
       ? (() => {
-        const s = new BertBatchSampler(bertSplit.val, tokenizer as never, { batchSize: mb, seqLength: T, seed: seed + 1 });
+        const s = new BertBatchSampler(bertSplit.val, tokenizer as never, {
+          batchSize: mb,
+          seqLength: T,
+          seed: seed + 1,
+        });
         return Array.from({ length: evalIters }, () => s.next());
       })()
       : [];
@@ -176,7 +203,11 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       (model as Bert).loss(bertTensors(device, b, lo, rows, d));
 
     const s = device.summary();
-    say(`device: ${s.backend} | ${s.name}${s.isFallback ? " (software)" : ""}${world > 1 ? ` | ${world} ranks` : ""}`);
+    say(
+      `device: ${s.backend} | ${s.name}${s.isFallback ? " (software)" : ""}${
+        world > 1 ? ` | ${world} ranks` : ""
+      }`,
+    );
     if (gptData) {
       say(
         `data: ${gptData.source} | tokenizer ${tokenizer.name} (vocab ${tokenizer.vocabSize}, padded ${model.paddedVocab}) | ` +
@@ -184,14 +215,21 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       );
     } else {
       say(
-        `data: ${(f["data-path"] as string | undefined) ?? "Moby Dick"} | WordPiece (vocab ${tokenizer.vocabSize}, padded ${model.paddedVocab}) | ` +
-          `${bertSplit!.train.documents.length} train / ${bertSplit!.val.documents.length} validation documents`,
+        `data: ${
+          (f["data-path"] as string | undefined) ?? "Moby Dick"
+        } | WordPiece (vocab ${tokenizer.vocabSize}, padded ${model.paddedVocab}) | ` +
+          `${bertSplit!.train.documents.length} train / ${
+            bertSplit!.val.documents.length
+          } validation documents`,
       );
     }
-    const ln = model_ === "bert" ? (cfg as { postLayerNorm?: boolean }).postLayerNorm ? "post-LN" : "pre-LN" : "pre-LN";
+    const ln = model_ === "bert"
+      ? (cfg as { postLayerNorm?: boolean }).postLayerNorm ? "post-LN" : "pre-LN"
+      : "pre-LN";
     say(
       `model: ${model_.toUpperCase()} (${ln}) ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads} heads, seq ${T} | ` +
-        `${fullParams.toLocaleString("en-US")} parameters` + (f["recompute-activations"] ? " | activation recomputation" : ""),
+        `${fullParams.toLocaleString("en-US")} parameters` +
+        (f["recompute-activations"] ? " | activation recomputation" : ""),
     );
     say(
       `parallel: tensor ${tpSize} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
@@ -201,8 +239,11 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     const json = isLogger && f["log-json"] ? await JsonLog.open(f["log-json"] as string) : null;
     const progress = new Progress(iters, isLogger ? undefined : false);
     const evaluate = () =>
-      trainer.evaluate(gptData ? valGpt.length : valBert.length, (i) =>
-        gptData ? lossOfGpt(valGpt[i], 0, valGpt[i].batchSize) : lossOfBert(valBert[i], 0, mb, 1));
+      trainer.evaluate(
+        gptData ? valGpt.length : valBert.length,
+        (i) =>
+          gptData ? lossOfGpt(valGpt[i], 0, valGpt[i].batchSize) : lossOfBert(valBert[i], 0, mb, 1),
+      );
     let windowStart = performance.now();
     let windowLoss = 0, windowNorm = 0, windowSteps = 0, windowComm = 0;
     let lastVal = NaN, lastTrain = NaN;
@@ -220,7 +261,9 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         steadyMs += ms;
         steadyComm += timer.ms - c0;
       }
-      if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at iteration ${it}; lower --lr`);
+      if (!Number.isFinite(r.loss)) {
+        throw new Error(`loss became ${r.loss} at iteration ${it}; lower --lr`);
+      }
       windowLoss += r.loss;
       windowNorm += r.gradNorm;
       windowComm += timer.ms - c0;
@@ -255,15 +298,23 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
               lr: r.lr,
               loss: lastTrain,
               gradNorm: windowNorm / windowSteps,
-            }) + (measureComm ? ` comm: ${((100 * windowComm) / (msPerIter * windowSteps)).toFixed(1)}% |` : ""),
+            }) + (measureComm
+              ? ` comm: ${((100 * windowComm) / (msPerIter * windowSteps)).toFixed(1)}% |`
+              : ""),
           );
         }
         windowStart = performance.now();
-        windowLoss = windowNorm = windowSteps = windowComm = 0;
+        windowLoss =
+          windowNorm =
+          windowSteps =
+          windowComm =
+            0;
       }
       if (valLoss !== undefined && isLogger) {
         progress.line(
-          `validation at iteration ${it} | lm loss: ${valLoss.toFixed(4)} | lm loss PPL: ${Math.exp(valLoss).toFixed(3)}`,
+          `validation at iteration ${it} | lm loss: ${valLoss.toFixed(4)} | lm loss PPL: ${
+            Math.exp(valLoss).toFixed(3)
+          }`,
         );
       }
       if (isLogger) progress.update(it);
@@ -271,9 +322,21 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     progress.done();
     await json?.close();
     if (gptData) {
-      say(`\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${Math.exp(lastVal).toFixed(2)})`);
-      say(`  baseline, uniform over the vocabulary (ln V):  ${uniformEntropy(tokenizer.vocabSize).toFixed(4)}`);
-      say(`  baseline, unigram entropy of the corpus:       ${unigramEntropy(gptData.train).toFixed(4)}`);
+      say(
+        `\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${
+          Math.exp(lastVal).toFixed(2)
+        })`,
+      );
+      say(
+        `  baseline, uniform over the vocabulary (ln V):  ${
+          uniformEntropy(tokenizer.vocabSize).toFixed(4)
+        }`,
+      );
+      say(
+        `  baseline, unigram entropy of the corpus:       ${
+          unigramEntropy(gptData.train).toFixed(4)
+        }`,
+      );
       const n = f["sample-tokens"] as number;
       if (n > 0) await sample(model as Gpt, tokenizer, f, seed, isLogger);
     } else {

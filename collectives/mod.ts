@@ -19,8 +19,8 @@ export {
   parallelGroups,
   type ParallelLayout,
   parallelLayout,
-  rankPosition,
   type RankPosition,
+  rankPosition,
 } from "./layout.ts";
 export { chunkRange } from "./ring.ts";
 export { reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";

@@ -238,7 +238,9 @@ export class Device {
       }
       entries.push({ binding: i, resource: { buffer: b.buffer, offset: 0, size: b.size } });
     });
-    if (params) entries.push({ binding: buffers.length, resource: { buffer: this.uniform(params) } });
+    if (params) {
+      entries.push({ binding: buffers.length, resource: { buffer: this.uniform(params) } });
+    }
     const pipeline = this.pipeline(kernel);
     const bindGroup = this.gpu.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),

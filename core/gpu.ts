@@ -50,7 +50,7 @@ export function denoGPU(): GPUProvider {
   if (!gpu) {
     throw new NoAdapterError(
       "deno",
-      "navigator.gpu is undefined: run with --unstable-webgpu or add \"unstable\": [\"webgpu\"] to deno.json",
+      'navigator.gpu is undefined: run with --unstable-webgpu or add "unstable": ["webgpu"] to deno.json',
     );
   }
   return { backend: "deno", gpu, adapterOptions: { powerPreference: "high-performance" } };
@@ -110,7 +110,10 @@ export function gpuProvider(backend: BackendName): Promise<GPUProvider> {
 }
 
 /** Parses a backend name from a flag or environment value, with a clear error. */
-export function parseBackend(name: string | undefined, fallback: BackendName = "deno"): BackendName {
+export function parseBackend(
+  name: string | undefined,
+  fallback: BackendName = "deno",
+): BackendName {
   if (name === undefined || name === "") return fallback;
   if ((BACKENDS as readonly string[]).includes(name)) return name as BackendName;
   throw new Error(`unknown backend "${name}": expected one of ${BACKENDS.join(", ")}`);

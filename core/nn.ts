@@ -159,7 +159,10 @@ export class Embedding extends Module {
   /** A table initialised normal(0, std). */
   constructor(device: Device, readonly num: number, readonly dim: number, init: InitSpec) {
     super();
-    this.weight = this.param("weight", randn(device, [num, dim], init.rng.next(), init.std ?? 0.02));
+    this.weight = this.param(
+      "weight",
+      randn(device, [num, dim], init.rng.next(), init.std ?? 0.02),
+    );
   }
 
   /** Rows for `ids` (i32). */

@@ -56,12 +56,16 @@ export function clipCoefficient(sumsq: Tensor, maxNorm: number): Tensor {
 export class AdamW {
   /** Steps taken. */
   step = 0;
+  /** First-moment decay. */
   readonly beta1: number;
+  /** Second-moment decay. */
   readonly beta2: number;
+  /** Denominator epsilon. */
   readonly eps: number;
+  /** Decoupled weight decay. */
   readonly weightDecay: number;
   /** First and second moments per parameter (created on first step). */
-  readonly moments = new Map<Tensor, { m: Tensor; v: Tensor }>();
+  readonly moments: Map<Tensor, { m: Tensor; v: Tensor }> = new Map();
 
   /** An optimizer for `params` (from `Module.namedParams`). */
   constructor(readonly params: readonly ParamInfo[], config: AdamWConfig = {}) {

@@ -200,7 +200,9 @@ export class Tensor {
   write(data: Float32Array | Int32Array): void {
     if (data.length !== this.size) {
       throw new Error(
-        `write: ${data.length} values into a tensor of shape ${fmtShape(this.shape)} (${this.size})`,
+        `write: ${data.length} values into a tensor of shape ${
+          fmtShape(this.shape)
+        } (${this.size})`,
       );
     }
     this.device.upload(this.buffer, data);

@@ -6,7 +6,7 @@
  */
 
 import { type KernelSource, Params } from "./kernel.ts";
-import { GRID_BUILTINS, GROUP_INDEX, grid2d } from "./grid.ts";
+import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
 
 /**

@@ -4,7 +4,7 @@
  */
 
 import { type KernelSource, Params } from "./kernel.ts";
-import { GRID_BUILTINS, GROUP_INDEX, gridFor } from "./grid.ts";
+import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 
 const WG = 256;
 

@@ -4,7 +4,7 @@
  */
 
 import { type KernelSource, Params } from "./kernel.ts";
-import { GRID_BUILTINS, GROUP_INDEX, grid2d, gridFor } from "./grid.ts";
+import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
 
 /**
@@ -45,7 +45,10 @@ fn main(${GRID_BUILTINS}) {
 
 /** Uniforms and grid for {@link layerNormForwardKernel} and the backward input kernel. */
 export function layerNormDispatch(rows: number, cols: number, eps: number) {
-  return { params: new Params(4).u32(rows).u32(cols).f32(eps).u32(0).buffer, workgroups: grid2d(rows) };
+  return {
+    params: new Params(4).u32(rows).u32(cols).f32(eps).u32(0).buffer,
+    workgroups: grid2d(rows),
+  };
 }
 
 /**
@@ -124,5 +127,8 @@ fn main(${GRID_BUILTINS}) {
 
 /** Uniforms and grid for {@link layerNormParamGradKernel}. */
 export function layerNormParamGradDispatch(rows: number, cols: number) {
-  return { params: new Params(4).u32(rows).u32(cols).f32(0).u32(0).buffer, workgroups: gridFor(cols, 64) };
+  return {
+    params: new Params(4).u32(rows).u32(cols).f32(0).u32(0).buffer,
+    workgroups: gridFor(cols, 64),
+  };
 }

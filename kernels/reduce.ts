@@ -5,7 +5,7 @@
  */
 
 import { type KernelSource, Params } from "./kernel.ts";
-import { GRID_BUILTINS, GROUP_INDEX, grid2d, gridFor } from "./grid.ts";
+import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 
 /** Threads per reduction workgroup. */
 export const REDUCE_WG = 256;
@@ -85,5 +85,8 @@ fn main(${GRID_BUILTINS}) {
 
 /** Uniforms and grid for {@link columnSumKernel}. */
 export function columnSumDispatch(rows: number, cols: number) {
-  return { params: new Params(4).u32(rows).u32(cols).u32(0).u32(0).buffer, workgroups: gridFor(cols, 64) };
+  return {
+    params: new Params(4).u32(rows).u32(cols).u32(0).u32(0).buffer,
+    workgroups: gridFor(cols, 64),
+  };
 }

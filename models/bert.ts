@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Dropout, Embedding, LayerNorm, Linear, Module } from "../core/nn.ts";
+import { Dropout, Embedding, LayerNorm, Linear, Module, type ParamInfo } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -76,14 +76,27 @@ export interface BertLosses {
   sop: Tensor;
 }
 
-class BertLayer extends Module {
+/** One BERT layer (post-LN or pre-LN, chosen per call). */
+export class BertLayer extends Module {
+  /** Self-attention with a padding mask. */
   readonly attention: SelfAttention;
+  /** Layer norm around the attention sub-layer. */
   readonly lnAttention: LayerNorm;
+  /** The MLP. */
   readonly mlp: ParallelMlp;
+  /** Layer norm around the MLP sub-layer. */
   readonly lnOutput: LayerNorm;
+  /** Residual-branch dropout. */
   readonly drop: Dropout;
 
-  constructor(layers: ParallelLayers, c: BertConfig, s: BlockShape, init: RngStream, rng: RngTracker) {
+  /** Builds the layer. */
+  constructor(
+    layers: ParallelLayers,
+    c: BertConfig,
+    s: BlockShape,
+    init: RngStream,
+    rng: RngTracker,
+  ) {
     super();
     const eps = c.layerNormEps ?? 1e-12;
     this.attention = this.child(
@@ -93,20 +106,32 @@ class BertLayer extends Module {
         output: "output.dense",
       }),
     );
-    this.lnAttention = this.child("attention.output.LayerNorm", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.lnAttention = this.child(
+      "attention.output.LayerNorm",
+      new LayerNorm(layers.device, c.hiddenSize, eps),
+    );
     this.mlp = this.child(
       "mlp",
-      new ParallelMlp(layers, s, init, { input: "intermediate.dense", output: "output.dense" }, "erf"),
+      new ParallelMlp(
+        layers,
+        s,
+        init,
+        { input: "intermediate.dense", output: "output.dense" },
+        "erf",
+      ),
     );
     this.lnOutput = this.child("output.LayerNorm", new LayerNorm(layers.device, c.hiddenSize, eps));
     this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
   }
 
   /** Renames the MLP's parameters to HF's flat layout (intermediate.* / output.dense.*). */
-  override namedParams(prefix = "") {
-    return super.namedParams(prefix).map(([n, p]) => [n.replace(`${prefix}mlp.`, prefix), p] as [string, typeof p]);
+  override namedParams(prefix = ""): [string, ParamInfo][] {
+    return super.namedParams(prefix).map(([n, p]) =>
+      [n.replace(`${prefix}mlp.`, prefix), p] as [string, typeof p]
+    );
   }
 
+  /** Applies the layer; `post` selects the original post-LN ordering. */
   async forward(x: Tensor, keep: Tensor, post: boolean): Promise<Tensor> {
     if (post) {
       const a = await this.attention.forward(x, keep);
@@ -127,24 +152,40 @@ export class Bert extends Module {
   readonly config: BertConfig;
   /** Vocabulary after padding. */
   readonly paddedVocab: number;
+  /** Word embeddings (vocabulary-parallel, tied to the MLM decoder). */
   readonly wordEmbeddings: VocabEmbedding;
+  /** Learned positions. */
   readonly positionEmbeddings: Embedding;
+  /** Segment (token-type) embeddings. */
   readonly tokenTypeEmbeddings: Embedding;
+  /** Layer norm of the summed embeddings. */
   readonly embeddingsLn: LayerNorm;
+  /** The transformer layers. */
   readonly layer: BertLayer[];
+  /** Final layer norm (pre-LN only). */
   readonly finalLn?: LayerNorm;
+  /** Pooler on the [CLS] token. */
   readonly poolerDense: Linear;
+  /** MLM head transform. */
   readonly transformDense: Linear;
+  /** MLM head layer norm. */
   readonly transformLn: LayerNorm;
+  /** MLM output bias (vocabulary-parallel). */
   readonly mlmBias: Tensor;
+  /** Sentence-order classifier. */
   readonly sopHead: Linear;
+  /** Embedding dropout. */
   readonly drop: Dropout;
   /** Dropout streams. */
   readonly rng: RngTracker;
   #positions = new Map<string, Tensor>();
 
   /** Builds the model; as GPT, any TP size gives the same model from one seed. */
-  constructor(readonly layers: ParallelLayers, config: BertConfig, opts: { seed: number; rng?: RngTracker }) {
+  constructor(
+    readonly layers: ParallelLayers,
+    config: BertConfig,
+    opts: { seed: number; rng?: RngTracker },
+  ) {
     super();
     validateGptConfig({ ...config }, layers.tpSize);
     this.config = config;
@@ -177,14 +218,22 @@ export class Bert extends Module {
     this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
     this.layer = [];
     for (let i = 0; i < config.numLayers; i++) {
-      this.layer.push(this.child(`bert.encoder.layer.${i}`, new BertLayer(layers, config, s, init, this.rng)));
+      this.layer.push(
+        this.child(`bert.encoder.layer.${i}`, new BertLayer(layers, config, s, init, this.rng)),
+      );
     }
     if (!config.postLayerNorm) {
       this.finalLn = this.child("bert.encoder.final_layernorm", new LayerNorm(dev, h, eps));
     }
     this.poolerDense = this.child("bert.pooler.dense", new Linear(dev, h, h, { rng: init }));
-    this.transformDense = this.child("cls.predictions.transform.dense", new Linear(dev, h, h, { rng: init }));
-    this.transformLn = this.child("cls.predictions.transform.LayerNorm", new LayerNorm(dev, h, eps));
+    this.transformDense = this.child(
+      "cls.predictions.transform.dense",
+      new Linear(dev, h, h, { rng: init }),
+    );
+    this.transformLn = this.child(
+      "cls.predictions.transform.LayerNorm",
+      new LayerNorm(dev, h, eps),
+    );
     this.mlmBias = this.child("cls.predictions", new MlmBias(layers, this.paddedVocab)).bias;
     this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, { rng: init }));
   }
@@ -206,10 +255,15 @@ export class Bert extends Module {
     if (ids.rank !== 2) throw new Error(`BERT input must be [batch, seq], got [${ids.shape}]`);
     const [B, T] = ids.shape;
     if (T > this.config.maxPositions) {
-      throw new Error(`sequence length ${T} exceeds the position table (${this.config.maxPositions})`);
+      throw new Error(
+        `sequence length ${T} exceeds the position table (${this.config.maxPositions})`,
+      );
     }
     let x = ops.add(
-      ops.add(await this.wordEmbeddings.forward(ids), this.positionEmbeddings.forward(this.#positionIds(B, T))),
+      ops.add(
+        await this.wordEmbeddings.forward(ids),
+        this.positionEmbeddings.forward(this.#positionIds(B, T)),
+      ),
       this.tokenTypeEmbeddings.forward(tokenTypes),
     );
     x = this.drop.forward(this.embeddingsLn.forward(x));
@@ -256,6 +310,9 @@ class MlmBias extends Module {
   constructor(layers: ParallelLayers, paddedVocab: number) {
     super();
     const per = paddedVocab / layers.tpSize;
-    this.bias = this.param("bias", ops.full(layers.device, [per], 0), { decay: false, partitionDim: 0 });
+    this.bias = this.param("bias", ops.full(layers.device, [per], 0), {
+      decay: false,
+      partitionDim: 0,
+    });
   }
 }

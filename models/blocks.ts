@@ -108,7 +108,10 @@ export class ParallelMlp extends Module {
     readonly gelu: ops.GeluKind = "tanh",
   ) {
     super();
-    this.fc = this.child(names.input, layers.columnLinear(s.hiddenSize, s.ffnHiddenSize, { rng: init }));
+    this.fc = this.child(
+      names.input,
+      layers.columnLinear(s.hiddenSize, s.ffnHiddenSize, { rng: init }),
+    );
     this.proj = this.child(
       names.output,
       layers.rowLinear(s.ffnHiddenSize, s.hiddenSize, outputInit(init, s.numLayers)),

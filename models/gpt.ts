@@ -51,7 +51,9 @@ export function paddedVocabSize(vocab: number, tp = 1, multiple = 128): number {
 /** Checks a config, throwing a message that names the bad field. */
 export function validateGptConfig(c: GptConfig, tp = 1): void {
   const pos = (name: string, v: number) => {
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v <= 0) {
+      throw new Error(`${name} must be a positive integer, got ${v}`);
+    }
   };
   pos("vocab size", c.vocabSize);
   pos("--num-layers", c.numLayers);
@@ -64,15 +66,23 @@ export function validateGptConfig(c: GptConfig, tp = 1): void {
     );
   }
   if (c.numHeads % tp !== 0) {
-    throw new Error(`--num-attention-heads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`);
+    throw new Error(
+      `--num-attention-heads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`,
+    );
   }
   const ffn = c.ffnHiddenSize ?? 4 * c.hiddenSize;
-  if (ffn % tp !== 0) throw new Error(`the MLP size ${ffn} is not divisible by the tensor-parallel size ${tp}`);
-  for (const [n, p] of [["--hidden-dropout", c.hiddenDropout], ["--attention-dropout", c.attentionDropout]] as const) {
+  if (ffn % tp !== 0) {
+    throw new Error(`the MLP size ${ffn} is not divisible by the tensor-parallel size ${tp}`);
+  }
+  for (
+    const [n, p] of [["--hidden-dropout", c.hiddenDropout], [
+      "--attention-dropout",
+      c.attentionDropout,
+    ]] as const
+  ) {
     if (p !== undefined && !(p >= 0 && p < 1)) throw new Error(`${n} must be in [0, 1), got ${p}`);
   }
 }
-
 
 function blockShape(c: GptConfig): BlockShape {
   return {
@@ -85,14 +95,24 @@ function blockShape(c: GptConfig): BlockShape {
 
 /** One pre-LN transformer layer: x + Drop(Attn(LN(x))), then + Drop(MLP(LN(·))). */
 export class GptLayer extends Module {
+  /** Layer norm before attention. */
   readonly ln1: LayerNorm;
+  /** Causal self-attention. */
   readonly attn: SelfAttention;
+  /** Layer norm before the MLP. */
   readonly ln2: LayerNorm;
+  /** The MLP. */
   readonly mlp: ParallelMlp;
+  /** Residual-branch dropout. */
   readonly drop: Dropout;
 
   /** A layer built by `layers`, drawing init from `init` and dropout from `rng`. */
-  constructor(readonly layers: ParallelLayers, c: GptConfig, init: RngStream, readonly rng: RngTracker) {
+  constructor(
+    readonly layers: ParallelLayers,
+    c: GptConfig,
+    init: RngStream,
+    readonly rng: RngTracker,
+  ) {
     super();
     const eps = c.layerNormEps ?? 1e-5;
     this.ln1 = this.child("ln_1", new LayerNorm(layers.device, c.hiddenSize, eps));
@@ -127,11 +147,17 @@ export class Gpt extends Module {
   readonly config: GptConfig;
   /** Vocabulary after padding. */
   readonly paddedVocab: number;
+  /** Token embeddings (vocabulary-parallel), tied to the LM head. */
   readonly wte: VocabEmbedding;
+  /** Learned positions. */
   readonly wpe: Embedding;
+  /** The transformer layers. */
   readonly h: GptLayer[];
+  /** Final layer norm. */
   readonly lnF: LayerNorm;
+  /** Embedding dropout. */
   readonly drop: Dropout;
+  /** Dropout streams. */
   readonly rng: RngTracker;
   #positions = new Map<string, Tensor>();
 
@@ -148,18 +174,31 @@ export class Gpt extends Module {
     super();
     validateGptConfig(config, layers.tpSize);
     this.config = config;
-    this.paddedVocab = paddedVocabSize(config.vocabSize, layers.tpSize, config.vocabMultiple ?? 128);
+    this.paddedVocab = paddedVocabSize(
+      config.vocabSize,
+      layers.tpSize,
+      config.vocabMultiple ?? 128,
+    );
     const init = new RngStream(deriveSeed(opts.seed, 0));
     this.rng = opts.rng ?? new RngTracker(opts.seed, layers.tpRank);
     const dev = layers.device;
-    this.wte = this.child("wte", layers.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }));
-    this.wpe = this.child("wpe", new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }));
+    this.wte = this.child(
+      "wte",
+      layers.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }),
+    );
+    this.wpe = this.child(
+      "wpe",
+      new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }),
+    );
     this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
     this.h = [];
     for (let i = 0; i < config.numLayers; i++) {
       this.h.push(this.child(`h.${i}`, new GptLayer(layers, config, init, this.rng)));
     }
-    this.lnF = this.child("ln_f", new LayerNorm(dev, config.hiddenSize, config.layerNormEps ?? 1e-5));
+    this.lnF = this.child(
+      "ln_f",
+      new LayerNorm(dev, config.hiddenSize, config.layerNormEps ?? 1e-5),
+    );
   }
 
   /** A GPT on one device. */
@@ -184,7 +223,9 @@ export class Gpt extends Module {
     if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
     const [B, T] = ids.shape;
     if (T > this.config.maxPositions) {
-      throw new Error(`sequence length ${T} exceeds the position table (${this.config.maxPositions})`);
+      throw new Error(
+        `sequence length ${T} exceeds the position table (${this.config.maxPositions})`,
+      );
     }
     let x = ops.add(await this.wte.forward(ids), this.wpe.forward(this.#positionIds(B, T)));
     x = this.drop.forward(x);

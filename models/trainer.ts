@@ -10,7 +10,14 @@ import { backward, zeroGrad } from "../core/autograd.ts";
 import type { Device } from "../core/device.ts";
 import type { ParamInfo } from "../core/nn.ts";
 import { axpyInPlace, full } from "../core/ops/mod.ts";
-import { AdamW, type AdamWConfig, clipCoefficient, gradSumSquares, learningRate, type LrSchedule } from "../core/optim.ts";
+import {
+  AdamW,
+  type AdamWConfig,
+  clipCoefficient,
+  gradSumSquares,
+  learningRate,
+  type LrSchedule,
+} from "../core/optim.ts";
 import { type Tensor, tidy } from "../core/tensor.ts";
 
 /** What a model offers the trainer. */
@@ -107,7 +114,9 @@ export class Trainer {
       const coef = clipCoefficient(sq, this.opts.clipGrad);
       this.optimizer.update(lr, coef);
       zeroGrad(params);
-      const reported = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(lossSum) : lossSum;
+      const reported = this.opts.hooks?.averageLoss
+        ? await this.opts.hooks.averageLoss(lossSum)
+        : lossSum;
       const [l, c] = await device.readMany([reported.binding, coef.binding]);
       return { loss: new Float32Array(l)[0], gradNorm: new Float32Array(c)[1], lr };
     });

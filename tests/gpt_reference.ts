@@ -9,7 +9,14 @@ import { geluTanh } from "./reference.ts";
 /** Weights by the model's parameter names, as host arrays. */
 export type Weights = Map<string, Float32Array>;
 
-function linear(x: Float64Array, rows: number, inF: number, w: Float32Array, b: Float32Array | undefined, outF: number) {
+function linear(
+  x: Float64Array,
+  rows: number,
+  inF: number,
+  w: Float32Array,
+  b: Float32Array | undefined,
+  outF: number,
+) {
   const y = new Float64Array(rows * outF);
   for (let r = 0; r < rows; r++) {
     for (let o = 0; o < outF; o++) {
@@ -21,7 +28,14 @@ function linear(x: Float64Array, rows: number, inF: number, w: Float32Array, b: 
   return y;
 }
 
-function layerNorm(x: Float64Array, rows: number, h: number, g: Float32Array, b: Float32Array, eps: number) {
+function layerNorm(
+  x: Float64Array,
+  rows: number,
+  h: number,
+  g: Float32Array,
+  b: Float32Array,
+  eps: number,
+) {
   const y = new Float64Array(x.length);
   for (let r = 0; r < rows; r++) {
     let m = 0;
@@ -38,7 +52,13 @@ function layerNorm(x: Float64Array, rows: number, h: number, g: Float32Array, b:
 /** Mean next-token loss of a pre-LN GPT over `ids`/`targets` ([B, T] row-major). */
 export function gptLossRef(
   w: Weights,
-  cfg: { numLayers: number; hiddenSize: number; numHeads: number; vocabSize: number; paddedVocab: number },
+  cfg: {
+    numLayers: number;
+    hiddenSize: number;
+    numHeads: number;
+    vocabSize: number;
+    paddedVocab: number;
+  },
   ids: Int32Array,
   targets: Int32Array,
   B: number,
@@ -80,7 +100,9 @@ export function gptLossRef(
           const z = e.reduce((u, v) => u + v, 0);
           for (let j = 0; j <= i; j++) {
             const v = (b * T + j) * 3 * h + 2 * h + head * hd;
-            for (let d = 0; d < hd; d++) ctx[(b * T + i) * h + head * hd + d] += (e[j] / z) * qkv[v + d];
+            for (let d = 0; d < hd; d++) {
+              ctx[(b * T + i) * h + head * hd + d] += (e[j] / z) * qkv[v + d];
+            }
           }
         }
       }
@@ -89,7 +111,9 @@ export function gptLossRef(
     for (let i = 0; i < x.length; i++) x[i] += attn[i];
     const c = layerNorm(x, N, h, get(p + "ln_2.weight"), get(p + "ln_2.bias"), 1e-5);
     const ffn = get(p + "mlp.c_fc.bias").length;
-    const f1 = linear(c, N, h, get(p + "mlp.c_fc.weight"), get(p + "mlp.c_fc.bias"), ffn).map(geluTanh);
+    const f1 = linear(c, N, h, get(p + "mlp.c_fc.weight"), get(p + "mlp.c_fc.bias"), ffn).map(
+      geluTanh,
+    );
     const f2 = linear(f1, N, ffn, get(p + "mlp.c_proj.weight"), get(p + "mlp.c_proj.bias"), h);
     x = x.map((v, i) => v + f2[i]);
   }

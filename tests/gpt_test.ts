@@ -40,10 +40,19 @@ Deno.test("GPT loss equals the TypeScript reference on the same weights", gpuTes
   const ids = tokens(B * T, 1, tiny.vocabSize);
   const tg = tokens(B * T, 2, tiny.vocabSize);
   m.train(false);
-  const loss = await tidy(dev, async () =>
-    (await m.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T]))).item()
+  const loss = await tidy(
+    dev,
+    async () =>
+      (await m.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T]))).item(),
   );
-  const ref = gptLossRef(await weightsOf(m), { ...tiny, paddedVocab: paddedVocabSize(37) }, ids, tg, B, T);
+  const ref = gptLossRef(
+    await weightsOf(m),
+    { ...tiny, paddedVocab: paddedVocabSize(37) },
+    ids,
+    tg,
+    B,
+    T,
+  );
   assertClose([loss], [ref], { rtol: 1e-5, what: "GPT loss" });
   m.dispose();
 });
@@ -61,12 +70,18 @@ Deno.test("a tiny GPT overfits one batch", gpuTest, async () => {
   const x = Tensor.fromArray(dev, ids, [B, T]).keep();
   const y = Tensor.fromArray(dev, tg, [B, T]).keep();
   let loss = Infinity;
-  for (let i = 0; i < 150 && loss > 0.05; i++) loss = (await trainer.step(1, () => m.loss(x, y))).loss;
+  for (let i = 0; i < 150 && loss > 0.05; i++) {
+    loss = (await trainer.step(1, () => m.loss(x, y))).loss;
+  }
   if (!(loss < 0.05)) throw new Error(`did not overfit: loss ${loss}`);
   m.dispose();
 });
 
-async function trainRun(cfg: GptConfig, micro: number, steps: number): Promise<{ losses: number[]; w: Map<string, Float32Array> }> {
+async function trainRun(
+  cfg: GptConfig,
+  micro: number,
+  steps: number,
+): Promise<{ losses: number[]; w: Map<string, Float32Array> }> {
   const m = Gpt.serial(dev, cfg, 7);
   const trainer = new Trainer(dev, m, {
     schedule: { lr: 3e-3, warmupIters: 1, decayIters: steps },
@@ -82,8 +97,7 @@ async function trainRun(cfg: GptConfig, micro: number, steps: number): Promise<{
       m.loss(
         Tensor.fromArray(dev, ids.slice(i * per * T, (i + 1) * per * T), [per, T]),
         Tensor.fromArray(dev, tg.slice(i * per * T, (i + 1) * per * T), [per, T]),
-      )
-    );
+      ));
     losses.push(r.loss);
   }
   const w = await weightsOf(m);
@@ -91,17 +105,37 @@ async function trainRun(cfg: GptConfig, micro: number, steps: number): Promise<{
   return { losses, w };
 }
 
-Deno.test("gradient accumulation over k micro-batches equals one batch of k·b", gpuTest, async () => {
-  const one = await trainRun(tiny, 1, 3);
-  const three = await trainRun(tiny, 3, 3);
-  assertClose(three.losses, one.losses, { rtol: 1e-5, what: "losses" });
-  for (const [n, w] of one.w) assertClose(three.w.get(n)!, w, { rtol: 1e-4, atol: 1e-6, what: n });
-});
+Deno.test(
+  "gradient accumulation over k micro-batches equals one batch of k·b",
+  gpuTest,
+  async () => {
+    const one = await trainRun(tiny, 1, 3);
+    const three = await trainRun(tiny, 3, 3);
+    assertClose(three.losses, one.losses, { rtol: 1e-5, what: "losses" });
+    for (const [n, w] of one.w) {
+      assertClose(three.w.get(n)!, w, {
+        rtol: 1e-4,
+        atol: 1e-6,
+        what: n,
+      });
+    }
+  },
+);
 
-Deno.test("activation recomputation gives the same losses and weights (dropout on)", gpuTest, async () => {
-  const cfg = { ...tiny, hiddenDropout: 0.1, attentionDropout: 0.1 };
-  const plain = await trainRun(cfg, 2, 3);
-  const rec = await trainRun({ ...cfg, recomputeActivations: true }, 2, 3);
-  assertClose(rec.losses, plain.losses, { rtol: 1e-6, what: "losses" });
-  for (const [n, w] of plain.w) assertClose(rec.w.get(n)!, w, { rtol: 1e-5, atol: 1e-7, what: n });
-});
+Deno.test(
+  "activation recomputation gives the same losses and weights (dropout on)",
+  gpuTest,
+  async () => {
+    const cfg = { ...tiny, hiddenDropout: 0.1, attentionDropout: 0.1 };
+    const plain = await trainRun(cfg, 2, 3);
+    const rec = await trainRun({ ...cfg, recomputeActivations: true }, 2, 3);
+    assertClose(rec.losses, plain.losses, { rtol: 1e-6, what: "losses" });
+    for (const [n, w] of plain.w) {
+      assertClose(rec.w.get(n)!, w, {
+        rtol: 1e-5,
+        atol: 1e-7,
+        what: n,
+      });
+    }
+  },
+);

@@ -95,27 +95,34 @@ Deno.test("grad: gelu tanh and erf", gpuTest, async () => {
   await gradCheck("gelu erf", [a], ([x]) => ops.gelu(x, "erf"), { samples: 10 });
 });
 
-Deno.test("grad: matmul (all transposes, batched, broadcast, bias, alpha) and linear", gpuTest, async () => {
-  const M = 5, N = 3, K = 7, B = 2;
-  for (const transA of [false, true]) {
-    for (const transB of [false, true]) {
-      const a = { data: rnd(B * M * K, 5), shape: transA ? [B, K, M] : [B, M, K] };
-      const b = { data: rnd(B * K * N, 6), shape: transB ? [B, N, K] : [B, K, N] };
-      await gradCheck(
-        `matmul batched ${transA} ${transB}`,
-        [a, b],
-        ([x, y]) => ops.matmul(x, y, { transA, transB, alpha: 0.7 }),
-      );
-      const w = { data: rnd(K * N, 7), shape: transB ? [N, K] : [K, N] };
-      await gradCheck(`matmul broadcast B ${transA} ${transB}`, [a, w], ([x, y]) =>
-        ops.matmul(x, y, { transA, transB }));
+Deno.test(
+  "grad: matmul (all transposes, batched, broadcast, bias, alpha) and linear",
+  gpuTest,
+  async () => {
+    const M = 5, N = 3, K = 7, B = 2;
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        const a = { data: rnd(B * M * K, 5), shape: transA ? [B, K, M] : [B, M, K] };
+        const b = { data: rnd(B * K * N, 6), shape: transB ? [B, N, K] : [B, K, N] };
+        await gradCheck(
+          `matmul batched ${transA} ${transB}`,
+          [a, b],
+          ([x, y]) => ops.matmul(x, y, { transA, transB, alpha: 0.7 }),
+        );
+        const w = { data: rnd(K * N, 7), shape: transB ? [N, K] : [K, N] };
+        await gradCheck(
+          `matmul broadcast B ${transA} ${transB}`,
+          [a, w],
+          ([x, y]) => ops.matmul(x, y, { transA, transB }),
+        );
+      }
     }
-  }
-  const x = { data: rnd(2 * 3 * 7, 8), shape: [2, 3, 7] };
-  const w = { data: rnd(5 * 7, 9), shape: [5, 7] };
-  const bias = { data: rnd(5, 10), shape: [5] };
-  await gradCheck("linear", [x, w, bias], ([p, q, r]) => ops.linear(p, q, r));
-});
+    const x = { data: rnd(2 * 3 * 7, 8), shape: [2, 3, 7] };
+    const w = { data: rnd(5 * 7, 9), shape: [5, 7] };
+    const bias = { data: rnd(5, 10), shape: [5] };
+    await gradCheck("linear", [x, w, bias], ([p, q, r]) => ops.linear(p, q, r));
+  },
+);
 
 Deno.test("grad: layer norm", gpuTest, async () => {
   const x = { data: rnd(5 * 13, 11, -2, 2), shape: [5, 13] };
@@ -130,7 +137,8 @@ Deno.test("grad: softmax plain, causal, padding", gpuTest, async () => {
   await gradCheck("softmax causal", [x], ([p]) => ops.softmax(p, { mask: "causal" }), {
     samples: 10,
   });
-  const keep = Tensor.fromArray(dev, new Float32Array([1, 1, 0, 1, 0, 1, 1, 1, 1, 0]), [2, 5]).keep();
+  const keep = Tensor.fromArray(dev, new Float32Array([1, 1, 0, 1, 0, 1, 1, 1, 1, 0]), [2, 5])
+    .keep();
   await gradCheck("softmax padding", [x], ([p]) => ops.softmax(p, { mask: "padding", keep }), {
     samples: 10,
   });
@@ -145,10 +153,15 @@ Deno.test("grad: dropout, embedding, cross-entropy", gpuTest, async () => {
   const w = { data: rnd(9 * 4, 16), shape: [9, 4] };
   const ids = { data: new Int32Array([1, 5, 1, 8, 0]), shape: [5] };
   await gradCheck("embedding", [w, ids], ([p, q]) => ops.embedding(p, q), { samples: 12 });
-  await gradCheck("embedding shard", [
-    { data: rnd(4 * 4, 17), shape: [4, 4] },
-    ids,
-  ], ([p, q]) => ops.embedding(p, q, 4, 9), { samples: 12 });
+  await gradCheck(
+    "embedding shard",
+    [
+      { data: rnd(4 * 4, 17), shape: [4, 4] },
+      ids,
+    ],
+    ([p, q]) => ops.embedding(p, q, 4, 9),
+    { samples: 12 },
+  );
   const logits = { data: rnd(6 * 11, 18, -3, 3), shape: [6, 11] };
   const targets = { data: new Int32Array([3, -1, 0, 9, 9, 2]), shape: [6] };
   await gradCheck("cross-entropy", [logits, targets], ([p, q]) => ops.crossEntropy(p, q, 10), {
@@ -156,18 +169,22 @@ Deno.test("grad: dropout, embedding, cross-entropy", gpuTest, async () => {
   });
 });
 
-Deno.test("grad: sum, mean, reshape, permute, transpose, slice, concat, split", gpuTest, async () => {
-  const x = { data: rnd(2 * 3 * 4, 19), shape: [2, 3, 4] };
-  const y = { data: rnd(2 * 5 * 4, 20), shape: [2, 5, 4] };
-  await gradCheck("sum", [x], ([p]) => ops.sum(p));
-  await gradCheck("mean", [x], ([p]) => ops.mean(p));
-  await gradCheck("reshape", [x], ([p]) => ops.reshape(p, [6, -1]));
-  await gradCheck("permute", [x], ([p]) => ops.permute(p, [2, 0, 1]));
-  await gradCheck("transpose", [x], ([p]) => ops.transpose(p, 0, 1));
-  await gradCheck("slice", [x], ([p]) => ops.slice(p, 1, 1, 3));
-  await gradCheck("concat", [x, y], ([p, q]) => ops.concat([p, q], 1));
-  await gradCheck("split", [y], ([p]) => {
-    const [s0, s1] = ops.split(p, [2, 3], 1);
-    return ops.concat([ops.scale(s1, 2), s0], 1);
-  });
-});
+Deno.test(
+  "grad: sum, mean, reshape, permute, transpose, slice, concat, split",
+  gpuTest,
+  async () => {
+    const x = { data: rnd(2 * 3 * 4, 19), shape: [2, 3, 4] };
+    const y = { data: rnd(2 * 5 * 4, 20), shape: [2, 5, 4] };
+    await gradCheck("sum", [x], ([p]) => ops.sum(p));
+    await gradCheck("mean", [x], ([p]) => ops.mean(p));
+    await gradCheck("reshape", [x], ([p]) => ops.reshape(p, [6, -1]));
+    await gradCheck("permute", [x], ([p]) => ops.permute(p, [2, 0, 1]));
+    await gradCheck("transpose", [x], ([p]) => ops.transpose(p, 0, 1));
+    await gradCheck("slice", [x], ([p]) => ops.slice(p, 1, 1, 3));
+    await gradCheck("concat", [x, y], ([p, q]) => ops.concat([p, q], 1));
+    await gradCheck("split", [y], ([p]) => {
+      const [s0, s1] = ops.split(p, [2, 3], 1);
+      return ops.concat([ops.scale(s1, 2), s0], 1);
+    });
+  },
+);

@@ -78,7 +78,11 @@ Deno.test("softmax: plain, causal, padding, scale", gpuTest, async () => {
   const x = randomArray(B * H * Tq * Tk, 8, -4, 4);
   const tx = T(x, [B, H, Tq, Tk]);
   const plain = await ops.softmax(tx, { scale: 0.5 }).read();
-  assertClose(plain, softmaxRef(x, Tk, 0.5, () => false), { rtol: 1e-5, atol: 1e-6, what: "plain" });
+  assertClose(plain, softmaxRef(x, Tk, 0.5, () => false), {
+    rtol: 1e-5,
+    atol: 1e-6,
+    what: "plain",
+  });
   const causal = await ops.softmax(tx, { scale: 0.5, mask: "causal" }).read();
   assertClose(causal, softmaxRef(x, Tk, 0.5, (r, c) => c > r % Tq), { what: "causal" });
   const keep = new Float32Array([1, 1, 1, 0, 0, 1, 0, 1, 1, 1]);
@@ -103,26 +107,30 @@ Deno.test("softmax: plain, causal, padding, scale", gpuTest, async () => {
   assertEquals([...none], [0, 0, 0, 0]);
 });
 
-Deno.test("dropout mask is Philox(seed, offset, index) and scales by 1/(1-p)", gpuTest, async () => {
-  const n = 777;
-  const x = randomArray(n, 10);
-  const draw = { seed: 1234567890123, offset: 42 };
-  const p = 0.3;
-  const y = await ops.dropout(T(x, [n]), p, draw).read();
-  const seedLo = draw.seed >>> 0;
-  const seedHi = Math.floor(draw.seed / 2 ** 32);
-  const ref = Array.from(x, (v, i) => {
-    const r = philox([i, draw.offset, 0, 0], [seedLo, seedHi]);
-    return u01(r[0]) >= p ? v / (1 - p) : 0;
-  });
-  assertClose(y, ref, { rtol: 1e-6, what: "dropout" });
-  const kept = y.filter((v) => v !== 0).length / n;
-  if (Math.abs(kept - 0.7) > 0.06) throw new Error(`kept fraction ${kept}`);
-  const again = await ops.dropout(T(x, [n]), p, draw).read();
-  assertEquals([...again], [...y]);
-  const other = await ops.dropout(T(x, [n]), p, { ...draw, offset: 43 }).read();
-  if (other.every((v, i) => v === y[i])) throw new Error("different offsets gave the same mask");
-});
+Deno.test(
+  "dropout mask is Philox(seed, offset, index) and scales by 1/(1-p)",
+  gpuTest,
+  async () => {
+    const n = 777;
+    const x = randomArray(n, 10);
+    const draw = { seed: 1234567890123, offset: 42 };
+    const p = 0.3;
+    const y = await ops.dropout(T(x, [n]), p, draw).read();
+    const seedLo = draw.seed >>> 0;
+    const seedHi = Math.floor(draw.seed / 2 ** 32);
+    const ref = Array.from(x, (v, i) => {
+      const r = philox([i, draw.offset, 0, 0], [seedLo, seedHi]);
+      return u01(r[0]) >= p ? v / (1 - p) : 0;
+    });
+    assertClose(y, ref, { rtol: 1e-6, what: "dropout" });
+    const kept = y.filter((v) => v !== 0).length / n;
+    if (Math.abs(kept - 0.7) > 0.06) throw new Error(`kept fraction ${kept}`);
+    const again = await ops.dropout(T(x, [n]), p, draw).read();
+    assertEquals([...again], [...y]);
+    const other = await ops.dropout(T(x, [n]), p, { ...draw, offset: 43 }).read();
+    if (other.every((v, i) => v === y[i])) throw new Error("different offsets gave the same mask");
+  },
+);
 
 Deno.test("random normal/uniform: reproducible, sharded draws equal slices", gpuTest, async () => {
   const draw = { seed: 7, offset: 3 };

@@ -30,19 +30,29 @@ const base: TpRunSpec = {
 };
 
 for (const post of [false, true]) {
-  Deno.test(`BERT (${post ? "post" : "pre"}-LN) TP=2, TP=4 equal TP=1; DP=2 equals DP=1`, gpuTest, async () => {
-    const spec = { ...base, postLayerNorm: post };
-    const serial = await runSpec(spec, 1);
-    const serialW = joinShards(serial);
-    for (const tp of [2, 4]) {
-      const res = await runSpec({ ...spec, tp }, tp);
-      for (const r of res) assertClose(r.losses, serial[0].losses, { rtol: 1e-5, what: `tp ${tp} rank ${r.rank}` });
-      const w = joinShards(res);
-      for (const [name, ref] of serialW) assertClose(w.get(name)!, ref, { rtol: 0, atol: 1e-4, what: name });
-    }
-    const noDrop = { ...spec, config: { ...spec.config, hiddenDropout: 0 } };
-    const ref = await runSpec(noDrop, 1);
-    const dp = await runSpec(noDrop, 2);
-    for (const r of dp) assertClose(r.losses, ref[0].losses, { rtol: 1e-5, what: `dp rank ${r.rank}` });
-  });
+  Deno.test(
+    `BERT (${post ? "post" : "pre"}-LN) TP=2, TP=4 equal TP=1; DP=2 equals DP=1`,
+    gpuTest,
+    async () => {
+      const spec = { ...base, postLayerNorm: post };
+      const serial = await runSpec(spec, 1);
+      const serialW = joinShards(serial);
+      for (const tp of [2, 4]) {
+        const res = await runSpec({ ...spec, tp }, tp);
+        for (const r of res) {
+          assertClose(r.losses, serial[0].losses, { rtol: 1e-5, what: `tp ${tp} rank ${r.rank}` });
+        }
+        const w = joinShards(res);
+        for (const [name, ref] of serialW) {
+          assertClose(w.get(name)!, ref, { rtol: 0, atol: 1e-4, what: name });
+        }
+      }
+      const noDrop = { ...spec, config: { ...spec.config, hiddenDropout: 0 } };
+      const ref = await runSpec(noDrop, 1);
+      const dp = await runSpec(noDrop, 2);
+      for (const r of dp) {
+        assertClose(r.losses, ref[0].losses, { rtol: 1e-5, what: `dp rank ${r.rank}` });
+      }
+    },
+  );
 }

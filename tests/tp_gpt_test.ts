@@ -35,23 +35,48 @@ const serial = await runSpec(base, 1);
 const serialW = joinShards(serial);
 
 for (const tp of [2, 4]) {
-  Deno.test(`GPT TP=${tp} equals TP=1: losses every step and gathered weights`, gpuTest, async () => {
-    const res = await runSpec({ ...base, tp }, tp);
-    for (const r of res) assertClose(r.losses, serial[0].losses, { rtol: 1e-5, what: `rank ${r.rank} losses` });
-    for (const r of res) assertClose(r.norms, serial[0].norms, { rtol: 1e-4, what: `rank ${r.rank} grad norms` });
-    const w = joinShards(res);
-    for (const [name, ref] of serialW) assertClose(w.get(name)!, ref, { rtol: 0, atol: 1e-4, what: name });
-  });
+  Deno.test(
+    `GPT TP=${tp} equals TP=1: losses every step and gathered weights`,
+    gpuTest,
+    async () => {
+      const res = await runSpec({ ...base, tp }, tp);
+      for (const r of res) {
+        assertClose(r.losses, serial[0].losses, { rtol: 1e-5, what: `rank ${r.rank} losses` });
+      }
+      for (const r of res) {
+        assertClose(r.norms, serial[0].norms, { rtol: 1e-4, what: `rank ${r.rank} grad norms` });
+      }
+      const w = joinShards(res);
+      for (const [name, ref] of serialW) {
+        assertClose(w.get(name)!, ref, { rtol: 0, atol: 1e-4, what: name });
+      }
+    },
+  );
 }
 
-Deno.test("GPT DP=2 with global batch B equals DP=1 with batch B; TP=2 × DP=2 too", gpuTest, async () => {
-  const noDrop = { ...base, config: { ...base.config, hiddenDropout: 0 } };
-  const ref = await runSpec(noDrop, 1);
-  const refW = joinShards(ref);
-  for (const [tp, world] of [[1, 2], [2, 4]]) {
-    const res = await runSpec({ ...noDrop, tp }, world);
-    for (const r of res) assertClose(r.losses, ref[0].losses, { rtol: 1e-5, what: `tp ${tp} rank ${r.rank} losses` });
-    const w = joinShards(res);
-    for (const [name, x] of refW) assertClose(w.get(name)!, x, { rtol: 0, atol: 1e-4, what: `tp ${tp} ${name}` });
-  }
-});
+Deno.test(
+  "GPT DP=2 with global batch B equals DP=1 with batch B; TP=2 × DP=2 too",
+  gpuTest,
+  async () => {
+    const noDrop = { ...base, config: { ...base.config, hiddenDropout: 0 } };
+    const ref = await runSpec(noDrop, 1);
+    const refW = joinShards(ref);
+    for (const [tp, world] of [[1, 2], [2, 4]]) {
+      const res = await runSpec({ ...noDrop, tp }, world);
+      for (const r of res) {
+        assertClose(r.losses, ref[0].losses, {
+          rtol: 1e-5,
+          what: `tp ${tp} rank ${r.rank} losses`,
+        });
+      }
+      const w = joinShards(res);
+      for (const [name, x] of refW) {
+        assertClose(w.get(name)!, x, {
+          rtol: 0,
+          atol: 1e-4,
+          what: `tp ${tp} ${name}`,
+        });
+      }
+    }
+  },
+);

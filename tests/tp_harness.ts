@@ -36,16 +36,25 @@ export async function runSpec(spec: TpRunSpec, world: number): Promise<RankResul
     distTimeoutMs: 60000,
     source: "single",
   };
-  const res = await runWorkers(cfg, new URL("./tp_worker.ts", import.meta.url), [JSON.stringify(spec)], {
+  const res = await runWorkers(cfg, new URL("./tp_worker.ts", import.meta.url), [
+    JSON.stringify(spec),
+  ], {
     gpus: [],
   });
   if (!res.ok) {
-    throw new Error(`run failed: ${res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`).join("; ")}`);
+    throw new Error(
+      `run failed: ${
+        res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`).join("; ")
+      }`,
+    );
   }
   return res.ranks.map((r) => r.result as RankResult);
 }
 
-function concatDim(parts: { data: Float32Array; shape: number[] }[], dim: number): { data: Float32Array; shape: number[] } {
+function concatDim(
+  parts: { data: Float32Array; shape: number[] }[],
+  dim: number,
+): { data: Float32Array; shape: number[] } {
   const shape = [...parts[0].shape];
   const outer = shape.slice(0, dim).reduce((a, b) => a * b, 1);
   const inner = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
@@ -72,7 +81,13 @@ function splitDim(p: { data: Float32Array; shape: number[] }, dim: number, n: nu
     s[dim] = part;
     const data = new Float32Array(outer * part * inner);
     for (let o = 0; o < outer; o++) {
-      data.set(p.data.subarray((o * shape[dim] + k * part) * inner, (o * shape[dim] + (k + 1) * part) * inner), o * part * inner);
+      data.set(
+        p.data.subarray(
+          (o * shape[dim] + k * part) * inner,
+          (o * shape[dim] + (k + 1) * part) * inner,
+        ),
+        o * part * inner,
+      );
     }
     return { data, shape: s };
   });
@@ -89,7 +104,10 @@ export function joinShards(results: RankResult[]): Map<string, Float32Array> {
     }
     const dim = s0.partitionDim;
     const byBlock = ranks.map((r) => splitDim(r.shards[i], dim, s0.blocks));
-    const blocks = Array.from({ length: s0.blocks }, (_, b) => concatDim(byBlock.map((x) => x[b]), dim));
+    const blocks = Array.from(
+      { length: s0.blocks },
+      (_, b) => concatDim(byBlock.map((x) => x[b]), dim),
+    );
     out.set(s0.name, concatDim(blocks, dim).data);
   });
   return out;

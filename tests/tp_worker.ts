@@ -68,7 +68,9 @@ export function batchFor(spec: TpRunSpec, s: number): { ids: Int32Array; targets
 export function bertBatchFor(spec: TpRunSpec, s: number) {
   const r = prng(2000 + s);
   const B = spec.batch, T = spec.seq, v = spec.config.vocabSize;
-  const ids = new Int32Array(B * T), types = new Int32Array(B * T), mlm = new Int32Array(B * T).fill(-1);
+  const ids = new Int32Array(B * T),
+    types = new Int32Array(B * T),
+    mlm = new Int32Array(B * T).fill(-1);
   const keep = new Float32Array(B * T), sop = new Int32Array(B);
   for (let b = 0; b < B; b++) {
     const len = T - (b % 3); // some rows padded
@@ -96,7 +98,10 @@ export default async function main(ctx: WorkerContext) {
     const rng = new RngTracker(spec.seed, layout.tpRank, layout.dpRank);
     const bert = spec.model === "bert";
     const model = bert
-      ? new Bert(layers, { ...spec.config, postLayerNorm: spec.postLayerNorm }, { seed: spec.seed, rng })
+      ? new Bert(layers, { ...spec.config, postLayerNorm: spec.postLayerNorm }, {
+        seed: spec.seed,
+        rng,
+      })
       : new Gpt(layers, spec.config, { seed: spec.seed, rng });
     const trainer = new Trainer(device, model, {
       schedule: { lr: 3e-3, warmupIters: 1, decayIters: spec.steps },
@@ -119,7 +124,11 @@ export default async function main(ctx: WorkerContext) {
             tokenTypes: Tensor.fromArray(device, b.types.slice(lo, hi), shape),
             keep: Tensor.fromArray(device, b.keep.slice(lo, hi), shape),
             mlmTargets: Tensor.fromArray(device, b.mlm.slice(lo, hi), shape),
-            sopLabels: Tensor.fromArray(device, b.sop.slice(layout.dpRank * rows, (layout.dpRank + 1) * rows), [rows]),
+            sopLabels: Tensor.fromArray(
+              device,
+              b.sop.slice(layout.dpRank * rows, (layout.dpRank + 1) * rows),
+              [rows],
+            ),
             mlmNormalizer: b.mlm.filter((t) => t >= 0).length / layout.dp,
           });
         }
@@ -133,7 +142,9 @@ export default async function main(ctx: WorkerContext) {
       norms.push(r.gradNorm);
     }
     const named = model.namedParams();
-    const vals = layout.dpRank === 0 ? await device.readMany(named.map(([, p]) => p.tensor.binding)) : [];
+    const vals = layout.dpRank === 0
+      ? await device.readMany(named.map(([, p]) => p.tensor.binding))
+      : [];
     const shards: ShardOut[] = layout.dpRank === 0
       ? named.map(([name, p], i) => ({
         name,

@@ -3,7 +3,7 @@
  * @module
  */
 
-import { type MatmulShape, matmulPlan } from "../../kernels/matmul.ts";
+import { matmulPlan, type MatmulShape } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
 import { sumToSize } from "./basic.ts";
@@ -56,7 +56,9 @@ function geometry(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Geome
   const bBatch = b.shape.slice(0, -2);
   const batchA = aBatch.length > 0;
   const batchB = bBatch.length > 0;
-  if (batchA && batchB && (aBatch.length !== bBatch.length || aBatch.some((d, i) => d !== bBatch[i]))) {
+  if (
+    batchA && batchB && (aBatch.length !== bBatch.length || aBatch.some((d, i) => d !== bBatch[i]))
+  ) {
     throw err("batch dimensions differ");
   }
   const batchShape = batchA ? aBatch : bBatch;
@@ -79,7 +81,9 @@ export function matmulInto(
     throw new Error(`matmul: output ${fmtShape(out.shape)} does not hold ${fmtShape(g.outShape)}`);
   }
   if (opts.bias && opts.bias.size !== g.N) {
-    throw new Error(`matmul: bias ${fmtShape(opts.bias.shape)} does not match ${g.N} output columns`);
+    throw new Error(
+      `matmul: bias ${fmtShape(opts.bias.shape)} does not match ${g.N} output columns`,
+    );
   }
   const device = assertSameDevice("matmul", a, b, out);
   const shape: MatmulShape = {
@@ -163,7 +167,9 @@ function toShape(raw: Tensor, shape: readonly number[]): Tensor {
 
 /** `x·Wᵀ + b` for `W` stored `[out, in]` (PyTorch's layout), over any leading dims of `x`. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
-  if (weight.rank !== 2) throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  if (weight.rank !== 2) {
+    throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  }
   const inF = x.shape[x.rank - 1];
   if (inF !== weight.shape[1]) {
     throw new Error(

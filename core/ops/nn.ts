@@ -40,9 +40,9 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const cols = x.shape[x.rank - 1];
   if (gamma.size !== cols || beta.size !== cols) {
     throw new Error(
-      `layerNorm: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${fmtShape(gamma.shape)}, beta ${
-        fmtShape(beta.shape)
-      }`,
+      `layerNorm: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${
+        fmtShape(gamma.shape)
+      }, beta ${fmtShape(beta.shape)}`,
     );
   }
   const rows = x.size / cols;
@@ -114,7 +114,9 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
     if (!keep) throw new Error("softmax: padding mask needs a `keep` tensor");
     const batch = keep.size / cols;
     if (!Number.isInteger(batch) || rows % batch !== 0 || keep.shape[keep.rank - 1] !== cols) {
-      throw new Error(`softmax: padding mask ${fmtShape(keep.shape)} does not fit scores ${fmtShape(x.shape)}`);
+      throw new Error(
+        `softmax: padding mask ${fmtShape(keep.shape)} does not fit scores ${fmtShape(x.shape)}`,
+      );
     }
     rowsPerBatch = rows / batch;
     bufs.push(keep.binding);
@@ -125,7 +127,12 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
   x.device.dispatch(softmaxForwardKernel(mask), bufs, d.params, d.workgroups);
   return record(y, "softmax", [x], (g) => {
     const dx = Tensor.empty(x.device, x.shape);
-    x.device.dispatch(softmaxBackwardKernel(), [y.binding, g.binding, dx.binding], d.params, d.workgroups);
+    x.device.dispatch(
+      softmaxBackwardKernel(),
+      [y.binding, g.binding, dx.binding],
+      d.params,
+      d.workgroups,
+    );
     return [dx];
   });
 }
@@ -156,7 +163,9 @@ export function dropout(x: Tensor, p: number, draw: RngDraw): Tensor {
  */
 export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number): Tensor {
   if (ids.dtype !== "i32") throw new Error(`embedding: ids must be i32, got ${ids.dtype}`);
-  if (weight.rank !== 2) throw new Error(`embedding: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  if (weight.rank !== 2) {
+    throw new Error(`embedding: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  }
   const [rows, dim] = weight.shape;
   const device = weight.device;
   const total = vocab ?? start + rows;
@@ -169,10 +178,17 @@ export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number
   }
   const out = Tensor.empty(device, [...ids.shape, dim]);
   const d = embeddingForwardDispatch(ids.size, dim, start, rows);
-  device.dispatch(embeddingForwardKernel(), [weight.binding, ids.binding, out.binding], d.params, d.workgroups);
+  device.dispatch(
+    embeddingForwardKernel(),
+    [weight.binding, ids.binding, out.binding],
+    d.params,
+    d.workgroups,
+  );
   return record(out, "embedding", [weight], (g) => {
     const host = ids.hostData;
-    if (!host) throw new Error("embedding backward needs the ids' host copy (create ids with fromArray)");
+    if (!host) {
+      throw new Error("embedding backward needs the ids' host copy (create ids with fromArray)");
+    }
     const index = buildScatterIndex(host, start, rows);
     const dw = zeros(device, weight.shape);
     if (index.unique > 0) {
@@ -195,7 +211,11 @@ export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number
 }
 
 /** CSR index of token positions per distinct local row, for the embedding backward. */
-export function buildScatterIndex(ids: Int32Array, start: number, rows: number) {
+export function buildScatterIndex(
+  ids: Int32Array,
+  start: number,
+  rows: number,
+): { unique: number; rowIds: Int32Array; offsets: Int32Array; positions: Int32Array } {
   const counts = new Map<number, number>();
   for (const id of ids) {
     const r = id - start;
@@ -236,12 +256,14 @@ export function crossEntropy(
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   const v = valid ?? cols;
-  if (targets.dtype !== "i32") throw new Error(`crossEntropy: targets must be i32, got ${targets.dtype}`);
+  if (targets.dtype !== "i32") {
+    throw new Error(`crossEntropy: targets must be i32, got ${targets.dtype}`);
+  }
   if (targets.size !== rows) {
     throw new Error(
-      `crossEntropy: shape mismatch, ${rows} rows of logits ${fmtShape(logits.shape)} vs ${targets.size} targets ${
-        fmtShape(targets.shape)
-      }`,
+      `crossEntropy: shape mismatch, ${rows} rows of logits ${
+        fmtShape(logits.shape)
+      } vs ${targets.size} targets ${fmtShape(targets.shape)}`,
     );
   }
   if (v < 1 || v > cols) throw new Error(`crossEntropy: valid columns ${v} not in [1, ${cols}]`);

@@ -21,7 +21,12 @@ export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): vo
     const last = d.groups === 1;
     const dst = last ? out : Tensor.empty(x.device, [d.groups]);
     const dd = last ? reduceDispatch(src.size, offset) : d;
-    x.device.dispatch(reduceKernel(op, square), [src.binding, dst.binding], dd.params, dd.workgroups);
+    x.device.dispatch(
+      reduceKernel(op, square),
+      [src.binding, dst.binding],
+      dd.params,
+      dd.workgroups,
+    );
     if (src !== x) src.dispose();
     if (last) return;
     src = dst;

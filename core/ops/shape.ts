@@ -95,8 +95,13 @@ function sliceRaw(x: Tensor, axis: number, start: number, end: number): Tensor {
 /** `x[…, start:end, …]` along `axis`. */
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
   const ax = normAxis(axis, x.rank, "slice");
-  if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= x.shape[ax])) {
-    throw new Error(`slice: [${start}, ${end}) out of range for axis ${ax} of ${fmtShape(x.shape)}`);
+  if (
+    !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end &&
+      end <= x.shape[ax])
+  ) {
+    throw new Error(
+      `slice: [${start}, ${end}) out of range for axis ${ax} of ${fmtShape(x.shape)}`,
+    );
   }
   const out = sliceRaw(x, ax, start, end);
   return record(out, "slice", [x], (g) => {
@@ -133,7 +138,8 @@ export function concat(ts: readonly Tensor[], axis: number): Tensor {
     out,
     "concat",
     ts,
-    (g) => ts.map((t, i) => t.requiresGrad ? sliceRaw(g, ax, starts[i], starts[i] + t.shape[ax]) : null),
+    (g) =>
+      ts.map((t, i) => t.requiresGrad ? sliceRaw(g, ax, starts[i], starts[i] + t.shape[ax]) : null),
   );
 }
 
@@ -144,7 +150,9 @@ export function split(x: Tensor, parts: number | readonly number[], axis: number
   let sizes: number[];
   if (typeof parts === "number") {
     if (!Number.isInteger(parts) || parts <= 0 || n % parts !== 0) {
-      throw new Error(`split: dimension ${n} of ${fmtShape(x.shape)} does not divide into ${parts} parts`);
+      throw new Error(
+        `split: dimension ${n} of ${fmtShape(x.shape)} does not divide into ${parts} parts`,
+      );
     }
     sizes = new Array(parts).fill(n / parts);
   } else {
@@ -174,12 +182,16 @@ export function asStrided(
   offset = 0,
 ): Tensor {
   if (shape.length !== strides.length) {
-    throw new Error(`asStrided: shape ${fmtShape(shape)} and strides ${fmtShape(strides)} differ in rank`);
+    throw new Error(
+      `asStrided: shape ${fmtShape(shape)} and strides ${fmtShape(strides)} differ in rank`,
+    );
   }
   let last = offset;
   for (let d = 0; d < shape.length; d++) last += (shape[d] - 1) * strides[d];
   if (numel(shape) > 0 && (offset < 0 || last >= x.size)) {
-    throw new Error(`asStrided: view ${fmtShape(shape)} at offset ${offset} reaches past ${x.size} elements`);
+    throw new Error(
+      `asStrided: view ${fmtShape(shape)} at offset ${offset} reaches past ${x.size} elements`,
+    );
   }
   const out = Tensor.empty(x.device, shape);
   stridedCopy(x, out, shape, strides, offset, contiguousStrides(shape), 0);

@@ -5,7 +5,13 @@
  * @module
  */
 
-import type { Gpt, GptConfig } from "../gpt.ts";
+import type { GptConfig } from "../gpt.ts";
+
+/** A model with the two dropout streams (GPT and BERT both have them). */
+export interface HasRngStreams {
+  /** The TP-group and per-TP-rank streams. */
+  readonly rng: { readonly group: { offset: number }; readonly rank: { offset: number } };
+}
 
 /** The `model` and `paddedRows` fields of a save/load for a GPT. */
 export function gptCheckpointInfo(config: GptConfig): {
@@ -23,13 +29,13 @@ export interface GptRngOffsets {
   rank: number;
 }
 
-/** The current dropout stream counters of `model`. */
-export function gptRngOffsets(model: Gpt): GptRngOffsets {
+/** The current dropout stream counters of `model` (a GPT or a BERT). */
+export function gptRngOffsets(model: HasRngStreams): GptRngOffsets {
   return { group: model.rng.group.offset, rank: model.rng.rank.offset };
 }
 
 /** Restores counters saved by {@link gptRngOffsets}. */
-export function restoreGptRngOffsets(model: Gpt, s: GptRngOffsets): void {
+export function restoreGptRngOffsets(model: HasRngStreams, s: GptRngOffsets): void {
   if (!Number.isInteger(s?.group) || !Number.isInteger(s?.rank)) {
     throw new Error(`invalid GPT RNG state ${JSON.stringify(s)}`);
   }

@@ -42,5 +42,6 @@ export {
   gptCheckpointInfo,
   type GptRngOffsets,
   gptRngOffsets,
+  type HasRngStreams,
   restoreGptRngOffsets,
 } from "./gpt.ts";

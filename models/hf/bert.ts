@@ -7,6 +7,8 @@
  * @module
  */
 
+import type { ParamInfo } from "../../core/nn.ts";
+import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
@@ -78,6 +80,8 @@ export interface BertHfConfig {
   hiddenDropout: number;
   /** Attention-probability dropout. */
   attentionDropout: number;
+  /** HF BERT is the original post-LN BERT. */
+  postLayerNorm: true;
 }
 
 /** Reads the BERT fields of an HF `config.json`. */
@@ -112,6 +116,7 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     layerNormEps: (cfg.layer_norm_eps ?? 1e-12) as number,
     hiddenDropout: (cfg.hidden_dropout_prob ?? 0.1) as number,
     attentionDropout: (cfg.attention_probs_dropout_prob ?? 0.1) as number,
+    postLayerNorm: true,
   };
 }
 
@@ -197,4 +202,39 @@ export function bertTensorsToHf(
     full,
     bertPaddedRows(config.vocabSize),
   );
+}
+
+/**
+ * Writes our full BERT tensors into a model's parameters (this rank's shards at
+ * `place`), padding the vocabulary rows; validates everything before writing.
+ */
+export function assignBert(
+  params: readonly [string, ParamInfo][],
+  tensors: Map<string, HostTensor>,
+  vocabSize: number,
+  place: TpPlace,
+  source: string,
+): void {
+  const have = new Set(params.map(([n]) => n));
+  const extra = [...tensors.keys()].filter((n) => !have.has(n));
+  if (extra.length > 0) {
+    throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
+  }
+  const missing = params.map(([n]) => n).filter((n) => !tensors.has(n));
+  if (missing.length > 0) {
+    throw new CheckpointError(
+      `${source}: no HF tensor for ${missing.join(", ")}` +
+        (missing.some((n) => n.includes("final_layernorm"))
+          ? " (HF BERT is post-LN: build the model with postLayerNorm)"
+          : ""),
+    );
+  }
+  const shards = planShards(
+    params,
+    (n) => tensors.get(n),
+    place,
+    (n) => `${source} ("${n}")`,
+    bertPaddedRows(vocabSize),
+  );
+  writeShards(params, shards);
 }

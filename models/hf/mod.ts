@@ -24,6 +24,7 @@ export {
   writeHfGpt2,
 } from "./gpt2.ts";
 export {
+  assignBert,
   BERT_TABLE,
   BERT_VOCAB_ROWS,
   bertConfigFromHf,

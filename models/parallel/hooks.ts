@@ -28,7 +28,11 @@ export interface CommTimer {
 }
 
 /** Trainer hooks for `groups` (all no-ops for groups of one). */
-export function hybridHooks(device: Device, groups: HybridGroups, timer?: CommTimer): ParallelHooks {
+export function hybridHooks(
+  device: Device,
+  groups: HybridGroups,
+  timer?: CommTimer,
+): ParallelHooks {
   let flat: Float32Array | null = null;
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
@@ -85,7 +89,9 @@ export function countsInNorm(tpRank: number): (p: ParamInfo) => boolean {
  * Wraps a group so every collective's time is added to `timer`. The device is
  * synchronised first (untimed), so the time is communication, not queued compute.
  */
-export function timedGroup<G extends Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">>(
+export function timedGroup<
+  G extends Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">,
+>(
   group: G,
   timer: CommTimer,
   device: Device,

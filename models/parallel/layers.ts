@@ -91,6 +91,8 @@ export class SerialLayers extends TensorParallelLayers {
     bias?: Tensor,
     normalizer?: number,
   ): Promise<Tensor> {
-    return Promise.resolve(crossEntropy(linear(hidden, table, bias), targets, validVocab, normalizer));
+    return Promise.resolve(
+      crossEntropy(linear(hidden, table, bias), targets, validVocab, normalizer),
+    );
   }
 }

@@ -17,7 +17,11 @@ import { Tensor } from "../../core/tensor.ts";
 export type TpGroup = Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">;
 
 /** All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched. */
-export async function allReduced(x: Tensor, group: TpGroup, op: "sum" | "max" = "sum"): Promise<Tensor> {
+export async function allReduced(
+  x: Tensor,
+  group: TpGroup,
+  op: "sum" | "max" = "sum",
+): Promise<Tensor> {
   const out = clone(x);
   if (group.size > 1) await group.allReduce(out, op);
   return out;

@@ -54,7 +54,7 @@ export class ColumnParallelLinear extends Module implements LinearLike {
       pieces.push(ops.randn(device, [per, inFeatures], draw, std, 0, row0 * inFeatures));
     }
     const w = pieces.length === 1 ? pieces[0] : device.noGrad(() => ops.concat(pieces, 0));
-    if (w !== pieces[0]) for (const p of pieces) p.dispose();
+    if (w !== pieces[0]) { for (const p of pieces) p.dispose(); }
     this.weight = this.param("weight", w, { partitionDim: 0, partitionBlocks: blocks });
     if (opts.bias ?? true) {
       this.bias = this.param("bias", ops.full(device, [per * blocks], 0), {
@@ -101,7 +101,9 @@ export class RowParallelLinear extends Module implements LinearLike {
     const per = checkDivisible("input size", inFeatures, group.size);
     const draw = init.rng.next();
     const full = ops.randn(device, [outFeatures, inFeatures], draw, init.std ?? 0.02);
-    const w = group.size === 1 ? full : device.noGrad(() => ops.slice(full, 1, group.rank * per, (group.rank + 1) * per));
+    const w = group.size === 1
+      ? full
+      : device.noGrad(() => ops.slice(full, 1, group.rank * per, (group.rank + 1) * per));
     if (w !== full) full.dispose();
     this.weight = this.param("weight", w, { partitionDim: 1 });
     if (opts.bias ?? true) {
@@ -129,7 +131,13 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
   readonly start: number;
 
   /** Builds this rank's shard of a `[vocab, dim]` table. */
-  constructor(device: Device, readonly group: TpGroup, readonly vocab: number, readonly dim: number, init: InitSpec) {
+  constructor(
+    device: Device,
+    readonly group: TpGroup,
+    readonly vocab: number,
+    readonly dim: number,
+    init: InitSpec,
+  ) {
     super();
     const per = checkDivisible("padded vocabulary", vocab, group.size);
     this.start = group.rank * per;

@@ -1,0 +1,51 @@
+/**
+ * Core: devices, tensors, autograd, ops, modules, optimizers and random streams.
+ * @module
+ */
+
+export { type AdapterSummary, Device, type DeviceOptions, REQUESTED_LIMITS } from "./device.ts";
+export {
+  type BackendName,
+  BACKENDS,
+  dawnGPU,
+  denoGPU,
+  type GPUProvider,
+  gpuProvider,
+  NoAdapterError,
+  parseBackend,
+} from "./gpu.ts";
+export { BufferPool, sizeClass } from "./pool.ts";
+export {
+  assertSameDevice,
+  assertSameShape,
+  type DType,
+  fmtShape,
+  type GradNode,
+  numel,
+  Tensor,
+  tidy,
+} from "./tensor.ts";
+export { backward, record, zeroGrad } from "./autograd.ts";
+export * as ops from "./ops/mod.ts";
+export type { GeluKind } from "./ops/basic.ts";
+export type { MaskKind } from "../kernels/softmax.ts";
+export {
+  Dropout,
+  Embedding,
+  type InitSpec,
+  LayerNorm,
+  Linear,
+  Module,
+  type ParamInfo,
+} from "./nn.ts";
+export {
+  AdamW,
+  type AdamWConfig,
+  clipCoefficient,
+  gradSumSquares,
+  learningRate,
+  type LrSchedule,
+} from "./optim.ts";
+export { deriveSeed, type RngDraw, RngStream } from "./rng.ts";
+export { recompute } from "./recompute.ts";
+export type { KernelSource } from "../kernels/kernel.ts";

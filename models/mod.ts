@@ -1,0 +1,57 @@
+/**
+ * Models: GPT and BERT built from tensor-parallel layers, the trainer, and
+ * generation.
+ * @module
+ */
+
+export { Gpt, type GptConfig, GptLayer, paddedVocabSize, validateGptConfig } from "./gpt.ts";
+export { Bert, type BertConfig, type BertInputs, type BertLosses } from "./bert.ts";
+export {
+  type BlockShape,
+  outputInit,
+  ParallelMlp,
+  type ProjectionNames,
+  SelfAttention,
+} from "./blocks.ts";
+export {
+  type LinearLike,
+  type ParallelLayers,
+  SerialLayers,
+  SINGLE_RANK,
+  type VocabEmbedding,
+} from "./parallel/layers.ts";
+export {
+  ColumnParallelLinear,
+  RowParallelLinear,
+  TensorParallelLayers,
+  VocabParallelEmbedding,
+} from "./parallel/tp_layers.ts";
+export {
+  allReduced,
+  copyToRegion,
+  gatherLastDim,
+  reduceFromRegion,
+  scatterLastDim,
+  type TpGroup,
+} from "./parallel/mappings.ts";
+export { RngTracker } from "./parallel/random.ts";
+export {
+  type CommTimer,
+  countsInNorm,
+  type HybridGroups,
+  hybridHooks,
+  timedGroup,
+} from "./parallel/hooks.ts";
+export {
+  type ParallelHooks,
+  type StepResult,
+  type Trainable,
+  Trainer,
+  type TrainerOptions,
+} from "./trainer.ts";
+export { generate, type GenerateOptions } from "./generate.ts";
+export { sampleToken, type SamplingOptions } from "./sampling.ts";
+export { type FlopsShape, forwardFlops, trainingFlops } from "./flops.ts";
+export { BertLayer } from "./bert.ts";
+export * from "./checkpoint/mod.ts";
+export * as hf from "./hf/mod.ts";

@@ -1,0 +1,115 @@
+/**
+ * `deno task eval` and `deno task export-hf` end to end (subprocesses): the loss
+ * over all non-overlapping windows equals a window-by-window computation, and a
+ * checkpoint, its HF export and the HF original evaluate to the same loss.
+ */
+
+import { deepStrictEqual, match } from "node:assert/strict";
+import { join } from "node:path";
+import { Tensor, tidy } from "../core/tensor.ts";
+import { writeTokenBin } from "../data/token_bin.ts";
+import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/checkpoint/mod.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { writeHfGpt2 } from "../models/hf/mod.ts";
+import { assertClose, gpuTest, prng, testDevice } from "./helpers.ts";
+
+const dev = await testDevice();
+const cfg: GptConfig = {
+  vocabSize: 50,
+  numLayers: 2,
+  hiddenSize: 16,
+  numHeads: 2,
+  maxPositions: 8,
+};
+
+async function run(
+  script: string,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-webgpu",
+      new URL(`../cli/${script}`, import.meta.url).pathname,
+      ...args,
+    ],
+    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+  }).output();
+  const d = new TextDecoder();
+  return { code: o.code, out: d.decode(o.stdout), err: d.decode(o.stderr) };
+}
+
+function lastJson(out: string): Record<string, number> {
+  const lines = out.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gpuTest, async () => {
+  const dir = await Deno.makeTempDir();
+  const m = Gpt.serial(dev, cfg, 8);
+  const r = prng(3);
+  const ids = Array.from({ length: 53 }, () => Math.floor(r() * cfg.vocabSize));
+  const bin = join(dir, "val.bin");
+  await writeTokenBin(bin, ids);
+  const T = 5; // windows at 0, 5, …, 45: ⌊52/5⌋ = 10
+  m.train(false);
+  let sum = 0;
+  for (let s = 0; s + T + 1 <= ids.length; s += T) {
+    sum += await tidy(dev, async () =>
+      (await m.loss(
+        Tensor.fromArray(dev, Int32Array.from(ids.slice(s, s + T)), [1, T]),
+        Tensor.fromArray(dev, Int32Array.from(ids.slice(s + 1, s + T + 1)), [1, T]),
+      )).item());
+  }
+  const expected = sum / 10;
+
+  const hfDir = join(dir, "hf");
+  const w = await paramsToHost(m.namedParams());
+  await writeHfGpt2(hfDir, cfg, (n) => w.get(n));
+  const common = [
+    "--data-path",
+    bin,
+    "--seq-length",
+    String(T),
+    "--micro-batch-size",
+    "4",
+    "--json",
+  ];
+  const a = await run("eval.ts", ["--init-from-hf", hfDir, ...common]);
+  deepStrictEqual(a.code, 0, a.err);
+  const ja = lastJson(a.out);
+  deepStrictEqual([ja.tokens, ja.windows], [50, 10]);
+  assertClose([ja.loss], [expected], { rtol: 1e-6, what: "eval loss" });
+  assertClose([ja.ppl], [Math.exp(expected)], { rtol: 1e-6, what: "ppl" });
+
+  const ck = join(dir, "ck");
+  await saveCheckpoint(ck, { iteration: 4, params: m.namedParams(), ...gptCheckpointInfo(cfg) });
+  const b = await run("eval.ts", ["--load", ck, ...common]);
+  deepStrictEqual(b.code, 0, b.err);
+  deepStrictEqual(lastJson(b.out).loss, ja.loss);
+
+  const exported = join(dir, "exported");
+  const e = await run("export_hf.ts", ["--load", ck, "--output", exported]);
+  deepStrictEqual(e.code, 0, e.err);
+  match(e.out, /exported gpt iteration 4/);
+  const c = await run("eval.ts", ["--init-from-hf", exported, ...common]);
+  deepStrictEqual(c.code, 0, c.err);
+  deepStrictEqual(lastJson(c.out).loss, ja.loss);
+  console.log(
+    `eval loss ${ja.loss} (window-by-window ${expected}), ppl ${ja.ppl}, tokens ${ja.tokens}`,
+  );
+  console.log(a.out.trim().split("\n").slice(0, -1).join("\n"));
+
+  // usage and data errors are clear
+  const u = await run("eval.ts", ["--data-path", bin]);
+  deepStrictEqual(u.code, 2);
+  match(u.err, /exactly one of --load DIR and --init-from-hf DIR/);
+  const t = await run("eval.ts", ["--load", ck, "--data-path", bin, "--seq-length", "9"]);
+  match(t.err, /--seq-length 9 is longer than the model's position table \(8\)/);
+  const n = await run("eval.ts", ["--load", join(dir, "none"), "--data-path", bin]);
+  deepStrictEqual(n.code, 1);
+  match(n.err, /no checkpoint/);
+  m.dispose();
+  await Deno.remove(dir, { recursive: true });
+});
