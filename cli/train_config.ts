@@ -94,6 +94,17 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     min: 0,
     help: "trailing share of the corpus held out",
   },
+  "save": { type: "string", help: "checkpoint directory to write", group: "Checkpoints" },
+  "save-interval": {
+    type: "int",
+    min: 1,
+    help: "steps between checkpoints (default: only at the end)",
+  },
+  "load": { type: "string", help: "resume from this checkpoint directory (any TP size)" },
+  "init-from-hf": {
+    type: "string",
+    help: "GPT: start from a Hugging Face GPT-2 directory (config.json + model.safetensors)",
+  },
   "log-interval": {
     type: "int",
     default: 10,
@@ -215,6 +226,12 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     throw new UsageError(
       `BERT needs --seq-length ≥ 5 ([CLS] A [SEP] B [SEP]), got ${f["seq-length"]}`,
     );
+  }
+  if (f["init-from-hf"] && f.model !== "gpt") {
+    throw new UsageError("--init-from-hf loads GPT-2 checkpoints; use --model gpt");
+  }
+  if (f["init-from-hf"] && f.load) {
+    throw new UsageError("give either --load or --init-from-hf, not both");
   }
   const seq = f["seq-length"] as number;
   const maxPos = (f["max-position-embeddings"] as number | undefined) ?? seq;

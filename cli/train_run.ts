@@ -11,8 +11,18 @@ import { dawnGPU, parseBackend } from "../core/gpu.ts";
 import { Tensor } from "../core/tensor.ts";
 import { DataError } from "../data/errors.ts";
 import { loadText, loadTokens, splitTrainVal } from "../data/corpus.ts";
-import { evalBatches, GptBatchSampler, type LmBatch } from "../data/gpt_batches.ts";
-import { type BertBatch, BertBatchSampler, prepareBertCorpus } from "../data/bert_batches.ts";
+import {
+  evalBatches,
+  GptBatchSampler,
+  type GptSamplerState,
+  type LmBatch,
+} from "../data/gpt_batches.ts";
+import {
+  type BertBatch,
+  BertBatchSampler,
+  type BertSamplerState,
+  prepareBertCorpus,
+} from "../data/bert_batches.ts";
 import { DataRng } from "../data/rng.ts";
 import { uniformEntropy, unigramEntropy } from "../data/stats.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
@@ -26,6 +36,16 @@ import { SerialLayers } from "../models/parallel/layers.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
+import {
+  gptCheckpointInfo,
+  type GptRngOffsets,
+  gptRngOffsets,
+  loadCheckpoint,
+  restoreGptRngOffsets,
+  saveCheckpoint,
+} from "../models/checkpoint/mod.ts";
+import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { bertPaddedRows } from "../models/hf/bert.ts";
 import type { FlagValues } from "./flags.ts";
 import { formatLogLine, JsonLog, Progress } from "./log.ts";
 import { bertConfigFromFlags, gptConfigFromFlags } from "./train_config.ts";
@@ -136,9 +156,39 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       : null;
     const layers = tpGroup ? new TensorParallelLayers(device, tpGroup) : new SerialLayers(device);
     const rng = new RngTracker(seed, tpRank, dpRank);
+    const hf = f["init-from-hf"] ? await readHfGpt2(f["init-from-hf"] as string) : null;
+    let gptConfig = gptConfigFromFlags(f, tokenizer.vocabSize);
+    if (hf) {
+      if (hf.config.vocabSize !== tokenizer.vocabSize) {
+        throw new DataError(
+          `${
+            f["init-from-hf"]
+          } has a vocabulary of ${hf.config.vocabSize}, the ${tokenizer.name} tokenizer ` +
+            `${tokenizer.vocabSize}; use --tokenizer gpt2 for GPT-2 checkpoints`,
+        );
+      }
+      if (T > hf.config.maxPositions) {
+        throw new DataError(
+          `--seq-length ${T} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
+        );
+      }
+      gptConfig = {
+        ...hf.config,
+        hiddenDropout: gptConfig.hiddenDropout,
+        attentionDropout: gptConfig.attentionDropout,
+        recomputeActivations: gptConfig.recomputeActivations,
+      };
+    }
     const model = model_ === "gpt"
-      ? new Gpt(layers, gptConfigFromFlags(f, tokenizer.vocabSize), { seed, rng })
+      ? new Gpt(layers, gptConfig, { seed, rng })
       : new Bert(layers, bertConfigFromFlags(f, tokenizer.vocabSize), { seed, rng });
+    if (hf) {
+      assignGpt2(model.namedParams(), hf.tensors, hf.config, { tp: tpSize, tpRank }, hf.source);
+    }
+    const ckptInfo = model instanceof Gpt ? gptCheckpointInfo(model.config) : {
+      model: { arch: "bert", config: model.config },
+      paddedRows: bertPaddedRows(model.config.vocabSize),
+    };
     const trainer = new Trainer(device, model, {
       schedule: {
         lr: f.lr as number,
@@ -248,7 +298,51 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     let windowLoss = 0, windowNorm = 0, windowSteps = 0, windowComm = 0;
     let lastVal = NaN, lastTrain = NaN;
     let steadyMs = 0, steadyComm = 0;
-    for (let it = 1; it <= iters; it++) {
+    let startIter = 1;
+    if (f.load) {
+      const r = await loadCheckpoint(f.load as string, {
+        params: model.namedParams(),
+        optimizer: trainer.optimizer,
+        tp: tpSize,
+        tpRank,
+        ...ckptInfo,
+      });
+      const st = r.state as { sampler?: unknown; rng?: GptRngOffsets };
+      if (st.sampler) {
+        if (gptSampler) gptSampler.restore(st.sampler as GptSamplerState);
+        else bertSampler!.restore(st.sampler as BertSamplerState);
+      }
+      if (st.rng) restoreGptRngOffsets(model, st.rng);
+      startIter = r.iteration + 1;
+      say(
+        `loaded ${r.path} (iteration ${r.iteration})${
+          r.notes.length ? `: ${r.notes.join("; ")}` : ""
+        }`,
+      );
+    }
+    const saveDir = f.save as string | undefined;
+    const saveInterval = (f["save-interval"] as number | undefined) ?? Infinity;
+    const save = async (it: number) => {
+      await saveCheckpoint(saveDir!, {
+        iteration: it,
+        params: model.namedParams(),
+        optimizer: trainer.optimizer,
+        tp: tpSize,
+        tpRank,
+        dp,
+        dpRank,
+        barrier: dist ? () => dist.group.barrier() : undefined,
+        ...ckptInfo,
+        state: {
+          consumedTokens: it * gb * T,
+          sampler: gptSampler ? gptSampler.state() : bertSampler!.state(),
+          rng: gptRngOffsets(model),
+          seed,
+        },
+      });
+      if (isLogger) progress.line(`saved checkpoint at iteration ${it} to ${saveDir}`);
+    };
+    for (let it = startIter; it <= iters; it++) {
       const t0 = performance.now();
       const c0 = timer.ms;
       const r = await trainer.step(accum, (i) => {
@@ -257,7 +351,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         return lossOfBert(bertSampler!.next(), dpRank * mb, mb, dp);
       });
       const ms = performance.now() - t0;
-      if (it > 1) {
+      if (it > startIter) {
         steadyMs += ms;
         steadyComm += timer.ms - c0;
       }
@@ -317,6 +411,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
           }`,
         );
       }
+      if (saveDir && (it % saveInterval === 0 || it === iters)) await save(it);
       if (isLogger) progress.update(it);
     }
     progress.done();
@@ -342,7 +437,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     } else {
       say(`\nfinal validation loss (MLM + SOP) ${lastVal.toFixed(4)}`);
     }
-    const steady = Math.max(1, iters - 1);
+    const steady = Math.max(1, iters - startIter);
     return {
       valLoss: lastVal,
       trainLoss: lastTrain,
