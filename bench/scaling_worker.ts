@@ -1,0 +1,90 @@
+/**
+ * Worker of the weak-scaling benchmark: trains a GPT over this rank's
+ * tensor-parallel group on synthetic tokens and reports the mean step time
+ * (and, when asked, the time spent in collectives).
+ * @module
+ */
+
+import type { WorkerContext } from "../collectives/launch.ts";
+import { parallelGroups } from "../collectives/layout.ts";
+import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
+import { Tensor } from "../core/tensor.ts";
+import { DataRng } from "../data/rng.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models/parallel/hooks.ts";
+import { RngTracker } from "../models/parallel/random.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { Trainer } from "../models/trainer.ts";
+
+/** What one measurement runs. */
+export interface ScalingRun {
+  /** Model config. */
+  config: GptConfig;
+  /** Tensor-parallel size (= ranks). */
+  tp: number;
+  /** Sequences per step. */
+  batch: number;
+  /** Tokens per sequence. */
+  seq: number;
+  /** Untimed steps first (pipeline compilation, pool warm-up). */
+  warmup: number;
+  /** Timed steps. */
+  steps: number;
+  /** Time collectives (adds a device sync before each). */
+  measureComm: boolean;
+  /** WebGPU backend. */
+  backend: string;
+}
+
+/** What a rank reports. */
+export interface ScalingResult {
+  /** Mean milliseconds per timed step. */
+  msPerStep: number;
+  /** Mean milliseconds per step inside collectives (0 unless measured). */
+  commMsPerStep: number;
+  /** Final loss (sanity). */
+  loss: number;
+}
+
+/** Runs the measurement on this rank. */
+export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
+  const run = JSON.parse(ctx.args[0]) as ScalingRun;
+  const groups = parallelGroups(ctx.group, run.tp);
+  const device = await Device.create({ backend: parseBackend(run.backend) });
+  ctx.deviceAcquired();
+  try {
+    const timer: CommTimer = { ms: 0 };
+    const tp = run.measureComm ? timedGroup(groups.tp, timer, device) : groups.tp;
+    const model = new Gpt(new TensorParallelLayers(device, tp), run.config, {
+      seed: 1,
+      rng: new RngTracker(1, groups.position.tpRank, groups.position.dpRank),
+    });
+    const trainer = new Trainer(device, model, {
+      schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
+      clipGrad: 1,
+      hooks: hybridHooks(device, { tp, dp: groups.dp }, run.measureComm ? timer : undefined),
+      countsInNorm: countsInNorm(groups.position.tpRank),
+    });
+    const rng = new DataRng(7);
+    const n = run.batch * run.seq;
+    const step = () =>
+      trainer.step(1, () => {
+        const ids = Int32Array.from({ length: n }, () => rng.nextInt(run.config.vocabSize));
+        const tg = Int32Array.from({ length: n }, () => rng.nextInt(run.config.vocabSize));
+        return model.loss(
+          Tensor.fromArray(device, ids, [run.batch, run.seq]),
+          Tensor.fromArray(device, tg, [run.batch, run.seq]),
+        );
+      });
+    for (let i = 0; i < run.warmup; i++) await step();
+    timer.ms = 0;
+    const t0 = performance.now();
+    let loss = 0;
+    for (let i = 0; i < run.steps; i++) loss = (await step()).loss;
+    const ms = (performance.now() - t0) / run.steps;
+    return { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
+  } finally {
+    device.destroy();
+  }
+}
