@@ -220,7 +220,12 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       vocab: model.paddedVocab,
       seqLength: T,
     };
-    const flopsPerIter = trainingFlops(shape, gb * T, !!f["recompute-activations"]);
+    const flopsPerIter = trainingFlops(
+      shape,
+      gb * T,
+      !!f["recompute-activations"],
+      model_ === "bert" ? 0.15 : 1,
+    );
 
     // Batches: every rank draws the same global micro-batch and takes its rows.
     const gptSampler = gptData

@@ -9,7 +9,8 @@
 import { Dropout, type InitSpec, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import type { RngStream } from "../core/rng.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { Tensor } from "../core/tensor.ts";
+import type { LayerCache } from "./kv_cache.ts";
 import type { LinearLike, ParallelLayers } from "./parallel/layers.ts";
 
 /** Shape of an attention or MLP block. */
@@ -90,6 +91,59 @@ export class SelfAttention extends Module {
     const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
     return await this.proj.forward(ops.reshape(merged, [B, T, hl]));
   }
+
+  /**
+   * Causal attention of `n` new positions `x` (`[B, n, h]`) that follow `start`
+   * cached ones: writes their keys and values into `cache` at positions
+   * `[start, start + n)` and attends over `[0, start + n)`. Inference only: no
+   * dropout, and no gradient reaches the cached keys and values (call it under
+   * `device.noGrad`). The caller checks the positions against the cache.
+   */
+  async forwardCached(x: Tensor, cache: LayerCache, start: number): Promise<Tensor> {
+    const [B, n] = x.shape;
+    const nh = this.localHeads;
+    const hd = this.headDim;
+    const hl = nh * hd;
+    const cap = cache.k.shape[2];
+    const expected = [B, nh, cap, hd];
+    if (cache.k.shape.some((d, i) => d !== expected[i])) {
+      throw new Error(
+        `attention cache [${cache.k.shape}] does not fit batch ${B}, ${nh} heads of ${hd}`,
+      );
+    }
+    const qkv = await this.qkv.forward(x); // [B, n, 3·hl] laid out q|k|v
+    const src = [n * 3 * hl, hd, 3 * hl, 1];
+    const dst = [nh * cap * hd, cap * hd, hd, 1];
+    const fresh = [B, nh, n, hd];
+    ops.stridedCopy(qkv, cache.k, fresh, src, hl, dst, start * hd);
+    ops.stridedCopy(qkv, cache.v, fresh, src, 2 * hl, dst, start * hd);
+    const q = ops.asStrided(qkv, fresh, src, 0);
+    const L = start + n;
+    const k = prefix(cache.k, L);
+    const v = prefix(cache.v, L);
+    // Queries are the last n of L keys: the causal mask's offset L − n = start.
+    const probs = ops.softmax(ops.matmul(q, k, { transB: true }), {
+      scale: 1 / Math.sqrt(hd),
+      mask: "causal",
+    });
+    const ctx = ops.matmul(probs, v); // [B, nh, n, hd]
+    const merged = ops.asStrided(ctx, [B, n, nh, hd], [nh * n * hd, hd, n * hd, 1]);
+    return await this.proj.forward(ops.reshape(merged, [B, n, hl]));
+  }
+}
+
+/** Positions `[0, L)` of a cache buffer `[B, nh, cap, hd]` as a contiguous `[B, nh, L, hd]`. */
+function prefix(buf: Tensor, L: number): Tensor {
+  const [B, nh, cap, hd] = buf.shape;
+  if (L === cap) return buf.view();
+  const out = Tensor.empty(buf.device, [B, nh, L, hd]);
+  ops.stridedCopy(buf, out, out.shape, [nh * cap * hd, cap * hd, hd, 1], 0, [
+    nh * L * hd,
+    L * hd,
+    hd,
+    1,
+  ], 0);
+  return out;
 }
 
 /** `proj(GeLU(fc(x)))`: column-parallel then row-parallel. */

@@ -19,14 +19,23 @@ export interface FlopsShape {
   seqLength: number;
 }
 
-/** FLOPs of one forward pass over `tokens` tokens. */
-export function forwardFlops(s: FlopsShape, tokens: number): number {
+/**
+ * FLOPs of one forward pass over `tokens` tokens. `headShare` is the share of
+ * tokens the vocabulary head runs on (1 for GPT; BERT's MLM head sees only the
+ * masked ~15%).
+ */
+export function forwardFlops(s: FlopsShape, tokens: number, headShare = 1): number {
   const h = s.hiddenSize;
   const perLayer = 2 * (4 * h * h + 2 * h * s.ffnHiddenSize) + 2 * 2 * s.seqLength * h;
-  return tokens * (s.numLayers * perLayer + 2 * h * s.vocab);
+  return tokens * (s.numLayers * perLayer + headShare * 2 * h * s.vocab);
 }
 
 /** FLOPs of one training iteration (forward + backward, + recompute). */
-export function trainingFlops(s: FlopsShape, tokens: number, recompute = false): number {
-  return (recompute ? 4 : 3) * forwardFlops(s, tokens);
+export function trainingFlops(
+  s: FlopsShape,
+  tokens: number,
+  recompute = false,
+  headShare = 1,
+): number {
+  return (recompute ? 4 : 3) * forwardFlops(s, tokens, headShare);
 }

@@ -1,12 +1,22 @@
 /**
- * Autoregressive generation from a GPT: each new token runs the model over the
- * (windowed) context and samples from the last position's logits.
+ * Autoregressive generation from a GPT. With the key-value cache (the default)
+ * the prompt is run once (prefill) and every further token costs one position's
+ * work; without it the whole context is recomputed for each token (the
+ * reference the cache is tested against).
+ *
+ * Context window: the model sees at most `maxPositions` tokens. When the
+ * context outgrows it, the window restarts from the last ⌈maxPositions/2⌉
+ * tokens (one re-prefill, then cheap steps again), so the cache is rebuilt once
+ * every ⌊maxPositions/2⌋ tokens instead of on every token. Both modes follow the
+ * same window, so they produce the same tokens.
  * @module
  */
 
+import type { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import type { Gpt } from "./gpt.ts";
+import type { KvCache } from "./kv_cache.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 
 /** Options of {@link generate}. */
@@ -17,6 +27,47 @@ export interface GenerateOptions extends SamplingOptions {
   uniform: () => number;
   /** Stops early when this token is produced. */
   stopToken?: number;
+  /**
+   * Use the key-value cache (default true). `false` recomputes the whole context
+   * window for every token: slower, same tokens.
+   */
+  cache?: boolean;
+}
+
+/** Tokens kept when the window slides: the last ⌈maxPositions/2⌉. */
+export function slideKeep(maxPositions: number): number {
+  return Math.ceil(maxPositions / 2);
+}
+
+function ids(device: Device, tokens: readonly number[]): Tensor {
+  return Tensor.fromArray(device, Int32Array.from(tokens), [1, tokens.length]);
+}
+
+/** Next-token logits of the last position of `window`, recomputing all of it. */
+async function fullLogits(model: Gpt, window: readonly number[]): Promise<Float32Array> {
+  const device = model.layers.device;
+  return await tidy(device, () =>
+    device.noGrad(async () => {
+      const h = await model.hidden(ids(device, window));
+      const last = ops.slice(h, 1, window.length - 1, window.length);
+      return await (await model.layers.lmLogits(last, model.wte.weight)).read();
+    }));
+}
+
+/** Logits of the last of `tokens`, run at positions `[start, start + n)` through the cache. */
+async function cachedLogits(
+  model: Gpt,
+  cache: KvCache,
+  tokens: readonly number[],
+  start: number,
+): Promise<Float32Array> {
+  const device = model.layers.device;
+  return await tidy(device, async () => {
+    const logits = await model.forwardCached(ids(device, tokens), cache, start, {
+      lastOnly: true,
+    });
+    return await logits.read();
+  });
 }
 
 /** Yields new token ids one by one, continuing `prompt`. */
@@ -26,24 +77,37 @@ export async function* generate(
   opts: GenerateOptions,
 ): AsyncGenerator<number> {
   if (prompt.length === 0) throw new Error("generate: the prompt must have at least one token");
-  const device = model.layers.device;
+  if (opts.maxNewTokens <= 0) return;
+  const Tmax = model.config.maxPositions;
+  const useCache = opts.cache ?? true;
   const ctx = [...prompt];
+  let start = Math.max(0, ctx.length - Tmax); // first token of the window
   const wasTraining = model.training;
   model.train(false);
+  const cache = useCache ? model.createCache(1) : null;
+  // The logits after a (re)started window: a prefill, or a full recompute.
+  const restart = (): Promise<Float32Array> => {
+    const window = ctx.slice(start);
+    return cache ? cachedLogits(model, cache, window, 0) : fullLogits(model, window);
+  };
   try {
-    for (let i = 0; i < opts.maxNewTokens; i++) {
-      const window = ctx.slice(-model.config.maxPositions);
-      const row = await tidy(device, async () => {
-        const ids = Tensor.fromArray(device, Int32Array.from(window), [1, window.length]);
-        const logits = await device.noGrad(() => model.logits(ids));
-        return await ops.slice(logits, 1, window.length - 1, window.length).read();
-      });
+    let row = await restart();
+    for (let i = 0;; i++) {
       const next = sampleToken(row, model.config.vocabSize, opts, opts.uniform);
       ctx.push(next);
       yield next;
-      if (next === opts.stopToken) return;
+      if (next === opts.stopToken || i + 1 >= opts.maxNewTokens) return;
+      if (ctx.length - start > Tmax) {
+        start = ctx.length - slideKeep(Tmax);
+        row = await restart();
+      } else if (cache) {
+        row = await cachedLogits(model, cache, [next], ctx.length - 1 - start);
+      } else {
+        row = await fullLogits(model, ctx.slice(start));
+      }
     }
   } finally {
+    cache?.dispose();
     model.train(wasTraining);
   }
 }

@@ -11,8 +11,9 @@ import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import { Tensor } from "../core/tensor.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
 import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
+import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
 import { type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
 
@@ -139,6 +140,18 @@ export class GptLayer extends Module {
     const m = await this.mlp.forward(this.ln2.forward(h));
     return ops.add(h, this.drop.forward(m));
   }
+
+  /** Inference on `n` new positions `[B, n, h]` after `start` cached ones (no dropout). */
+  async forwardCached(x: Tensor, cache: LayerCache, start: number): Promise<Tensor> {
+    const h = ops.add(x, await this.attn.forwardCached(this.ln1.forward(x), cache, start));
+    return ops.add(h, await this.mlp.forward(this.ln2.forward(h)));
+  }
+}
+
+/** Options of {@link Gpt.forwardCached}. */
+export interface CachedForwardOptions {
+  /** Return the logits of the last new position only (`[B, 1, V]`), as sampling needs. */
+  lastOnly?: boolean;
 }
 
 /** The GPT language model. */
@@ -251,6 +264,72 @@ export class Gpt extends Module {
   /** Logits `[B, T, paddedVocab]` (padding columns included). */
   async logits(ids: Tensor): Promise<Tensor> {
     return await this.layers.lmLogits(await this.hidden(ids), this.wte.weight);
+  }
+
+  /**
+   * An empty key-value cache for {@link Gpt.forwardCached}: `batch` sequences of
+   * up to `capacity` positions (default and maximum: the position table), this
+   * rank's heads only.
+   */
+  createCache(batch = 1, capacity = this.config.maxPositions): KvCache {
+    if (capacity > this.config.maxPositions) {
+      throw new Error(
+        `cache capacity ${capacity} exceeds the position table (${this.config.maxPositions})`,
+      );
+    }
+    const a = this.h[0]?.attn;
+    return new KvCache(this.layers.device, {
+      numLayers: this.config.numLayers,
+      batch,
+      localHeads: a?.localHeads ?? 1,
+      headDim: a?.headDim ?? this.config.hiddenSize / this.config.numHeads,
+      capacity,
+    });
+  }
+
+  /**
+   * Incremental inference: runs only the new token ids `[B, n]` (i32) at positions
+   * `[start, start + n)`, appends their keys and values to `cache`, attends over
+   * positions `[0, start + n)` and returns the full-vocabulary logits of the new
+   * positions, `[B, n, paddedVocab]` (or of the last one with `lastOnly`). A prompt
+   * is one call at `start = 0`, each further token one call with `n = 1`. No
+   * dropout and no autograd. Positions past the cache's capacity (at most the
+   * position table) are refused with an error; {@link generate} restarts from a
+   * shorter context instead.
+   */
+  async forwardCached(
+    ids: Tensor,
+    cache: KvCache,
+    start: number,
+    opts: CachedForwardOptions = {},
+  ): Promise<Tensor> {
+    if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
+    const [B, n] = ids.shape;
+    if (B !== cache.shape.batch) {
+      throw new Error(`forwardCached: batch ${B} but the cache holds ${cache.shape.batch}`);
+    }
+    if (cache.layers.length !== this.h.length) {
+      throw new Error(
+        `forwardCached: the cache has ${cache.layers.length} layers, the model ${this.h.length}`,
+      );
+    }
+    cache.checkWrite(start, n);
+    const device = this.layers.device;
+    // Intermediates are freed here; only the logits escape to the caller's scope.
+    const out = await tidy(device, () =>
+      device.noGrad(async () => {
+        const pos = new Int32Array(B * n);
+        for (let i = 0; i < pos.length; i++) pos[i] = start + (i % n);
+        const posIds = Tensor.fromArray(device, pos, [B, n]);
+        let x = ops.add(await this.wte.forward(ids), this.wpe.forward(posIds));
+        for (let i = 0; i < this.h.length; i++) {
+          x = await this.h[i].forwardCached(x, cache.layers[i], start);
+        }
+        if (opts.lastOnly && n > 1) x = ops.slice(x, 1, n - 1, n);
+        return await this.layers.lmLogits(this.lnF.forward(x), this.wte.weight);
+      }));
+    cache.advance(start, n);
+    return out;
   }
 
   /** Frees parameters and cached position ids. */

@@ -48,8 +48,9 @@ export function scatterLastDim(x: Tensor, group: TpGroup): Tensor {
     throw new Error(`scatterLastDim: last dimension ${n} is not divisible by ${group.size} ranks`);
   }
   const part = n / group.size;
-  const out = slice(x, -1, group.rank * part, (group.rank + 1) * part);
-  return out;
+  const device = x.device;
+  const out = device.noGrad(() => slice(x, -1, group.rank * part, (group.rank + 1) * part));
+  return record(out, "scatterLastDim", [x], async (g) => [await gatherLastDim(g, group)]);
 }
 
 /**

@@ -44,6 +44,7 @@ export class ColumnParallelLinear extends Module implements LinearLike {
     super();
     const t = group.size;
     const blocks = opts.blocks ?? 1;
+    this.#blocks = blocks;
     const blockRows = checkDivisible("fused block size", outFeatures, blocks);
     const per = checkDivisible("output size", blockRows, t);
     const draw = init.rng.next();
@@ -68,11 +69,22 @@ export class ColumnParallelLinear extends Module implements LinearLike {
 
   /** Whether the forward all-gathers the output. */
   readonly gatherOutput: boolean;
+  readonly #blocks: number;
 
   /** Applies the layer; the input is complete on every rank. */
   async forward(x: Tensor): Promise<Tensor> {
     const y = ops.linear(copyToRegion(x, this.group), this.weight, this.bias);
-    return this.gatherOutput ? await gatherLastDim(y, this.group) : y;
+    if (!this.gatherOutput) return y;
+    const gathered = await gatherLastDim(y, this.group);
+    const blocks = this.#blocks;
+    if (blocks === 1 || this.group.size === 1) return gathered;
+    // The gather is rank-major ([r0: b0 b1 …| r1: …]); the full layer is block-major.
+    const pieces = ops.split(gathered, this.group.size * blocks, -1);
+    const order: Tensor[] = [];
+    for (let b = 0; b < blocks; b++) {
+      for (let r = 0; r < this.group.size; r++) order.push(pieces[r * blocks + b]);
+    }
+    return ops.concat(order, -1);
   }
 }
 

@@ -1,0 +1,192 @@
+/**
+ * `deno task generate`: continues a prompt with a GPT loaded from a checkpoint
+ * (`--load`) or a Hugging Face GPT-2 directory (`--init-from-hf`), sampling with
+ * temperature, top-k and top-p, and streaming the text to stdout as tokens come.
+ * Uses the key-value cache, so each new token costs one position's work.
+ * Model facts and timings go to stderr, so stdout is the prompt and its
+ * continuation only.
+ * @module
+ */
+
+import { Device } from "../core/device.ts";
+import { NoAdapterError, parseBackend } from "../core/gpu.ts";
+import { DataRng } from "../data/rng.ts";
+import { createTokenizer, type Tokenizer } from "../data/tokenizer.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { generate } from "../models/generate.ts";
+import { loadGpt } from "./eval.ts";
+import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+
+/** Every flag of `deno task generate`. */
+export const GENERATE_FLAGS: Record<string, FlagSpec> = {
+  "load": { type: "string", help: "checkpoint directory written by --save", group: "Model" },
+  "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
+  "init-from-hf": {
+    type: "string",
+    help: "Hugging Face GPT-2 directory (config.json + model.safetensors)",
+  },
+  "prompt": { type: "string", help: "text to continue", group: "Generation" },
+  "max-new-tokens": { type: "int", default: 100, min: 0, help: "tokens to generate" },
+  "temperature": { type: "float", default: 1, min: 0, help: "softmax temperature; 0 = greedy" },
+  "top-k": { type: "int", default: 0, min: 0, help: "keep the k most likely tokens (0 = off)" },
+  "top-p": { type: "float", default: 1, min: 0, help: "nucleus sampling mass (1 = off)" },
+  "seed": { type: "int", default: 1234, min: 0, help: "sampling seed" },
+  "ignore-eos": {
+    type: "boolean",
+    help: "keep going past the tokenizer's end-of-text token",
+  },
+  "no-kv-cache": {
+    type: "boolean",
+    help: "recompute the whole context for every token (slow; for comparison)",
+  },
+  "tokenizer": {
+    type: "string",
+    choices: ["gpt2", "byte"],
+    help: "tokenizer (default: byte for a 256-token vocabulary, else gpt2)",
+  },
+  "backend": {
+    type: "string",
+    default: "deno",
+    choices: ["deno", "dawn"],
+    help: "WebGPU implementation",
+    group: "Device",
+  },
+};
+
+const USAGE = `Usage: deno task generate (--load DIR | --init-from-hf DIR) --prompt TEXT [flags]
+
+Continues TEXT with the model, streaming the text to stdout as it is generated
+(model facts and timings go to stderr).`;
+
+/** Validates the flag combination; throws UsageError. */
+export function validateGenerateFlags(f: FlagValues): void {
+  if (!f.load === !f["init-from-hf"]) {
+    throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
+  }
+  if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
+  const p = f["top-p"] as number;
+  if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);
+}
+
+/**
+ * Turns a growing list of token ids into text pieces that never split a
+ * character: ids whose decoding ends in an incomplete UTF-8 sequence wait for
+ * the next ones (up to a few), the rest is flushed.
+ */
+export class TextStream {
+  #pending: number[] = [];
+
+  /** A stream decoding with `tokenizer`. */
+  constructor(readonly tokenizer: Pick<Tokenizer, "decode">, readonly maxPending = 8) {}
+
+  /** Adds one id; returns the text that is now complete ("" if it waits). */
+  push(id: number): string {
+    this.#pending.push(id);
+    const text = this.tokenizer.decode(this.#pending);
+    if (text.endsWith("\uFFFD") && this.#pending.length < this.maxPending) return "";
+    this.#pending = [];
+    return text;
+  }
+
+  /** The text of ids still waiting (possibly with replacement characters). */
+  flush(): string {
+    const text = this.#pending.length ? this.tokenizer.decode(this.#pending) : "";
+    this.#pending = [];
+    return text;
+  }
+}
+
+async function write(text: string): Promise<void> {
+  if (text) await Deno.stdout.write(new TextEncoder().encode(text));
+}
+
+/** Runs generation with `args`; returns the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  let f: FlagValues;
+  try {
+    f = parseFlags(args, GENERATE_FLAGS);
+    if (f.help) {
+      console.log(helpText(USAGE, GENERATE_FLAGS));
+      return 0;
+    }
+    validateGenerateFlags(f);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
+      return 2;
+    }
+    throw e;
+  }
+  let device: Device | undefined;
+  try {
+    device = await Device.create({ backend: parseBackend(f.backend as string) });
+    const { model, source } = await loadGpt(device, f);
+    const c = model.config;
+    const name = (f.tokenizer as string | undefined) ?? (c.vocabSize === 256 ? "byte" : "gpt2");
+    const tok = await createTokenizer(name);
+    if (tok.vocabSize > c.vocabSize) {
+      throw new UsageError(
+        `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${c.vocabSize}`,
+      );
+    }
+    const text = f.prompt as string;
+    let prompt = Array.from(tok.encode(text));
+    if (prompt.length === 0) {
+      if (tok.eosId === undefined) {
+        throw new UsageError(`--prompt is empty and the ${name} tokenizer has no end-of-text id`);
+      }
+      prompt = [tok.eosId];
+    }
+    const cache = !f["no-kv-cache"];
+    console.error(
+      `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} ` +
+        `heads, ${c.maxPositions} positions | tokenizer ${name} | prompt ${prompt.length} tokens` +
+        (prompt.length > c.maxPositions ? ` (only the last ${c.maxPositions} are seen)` : ""),
+    );
+    const rng = new DataRng(f.seed as number);
+    const stream = new TextStream(tok);
+    await write(text);
+    const t0 = performance.now();
+    let first = 0;
+    let n = 0;
+    for await (
+      const id of generate(model, prompt, {
+        maxNewTokens: f["max-new-tokens"] as number,
+        temperature: f.temperature as number,
+        topK: f["top-k"] as number,
+        topP: f["top-p"] as number,
+        uniform: () => rng.nextFloat(),
+        stopToken: f["ignore-eos"] ? undefined : tok.eosId,
+        cache,
+      })
+    ) {
+      if (n++ === 0) first = performance.now() - t0;
+      await write(stream.push(id));
+    }
+    await write(stream.flush() + "\n");
+    const total = performance.now() - t0;
+    const per = n > 1 ? (total - first) / (n - 1) : 0;
+    console.error(
+      `generated ${n} tokens in ${(total / 1000).toFixed(2)} s | first token ` +
+        `${first.toFixed(1)} ms | then ${per.toFixed(2)} ms/token | kv cache ${
+          cache ? "on" : "off"
+        }`,
+    );
+    model.dispose();
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    if (e instanceof CheckpointError || e instanceof NoAdapterError) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    device?.destroy();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
