@@ -19,6 +19,9 @@ import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { type ParallelLayers, SerialLayers } from "../models/parallel/layers.ts";
+import type { DistConfig } from "../collectives/env.ts";
+import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 
@@ -111,16 +114,21 @@ export async function evaluateStream(
   return { loss, ppl: Math.exp(loss), tokens: windows * seqLength, windows };
 }
 
-/** Builds a GPT on `device` from `--load` or `--init-from-hf` (TP=1). */
+/**
+ * Builds a GPT from `--load` or `--init-from-hf` on `device`, or over `layers`
+ * (a tensor-parallel layout: this rank's shards are loaded).
+ */
 export async function loadGpt(
   device: Device,
   f: FlagValues,
+  layers: ParallelLayers = new SerialLayers(device),
 ): Promise<{ model: Gpt; source: string }> {
+  const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (f["init-from-hf"]) {
     const dir = f["init-from-hf"] as string;
     const { config, tensors, source } = await readHfGpt2(dir);
-    const model = Gpt.serial(device, config, 0);
-    assignGpt2(model.namedParams(), tensors, config, {}, source);
+    const model = new Gpt(layers, config, { seed: 0 });
+    assignGpt2(model.namedParams(), tensors, config, place, source);
     return { model, source: `${dir} (Hugging Face GPT-2)` };
   }
   const dir = f.load as string;
@@ -132,8 +140,8 @@ export async function loadGpt(
     );
   }
   const config = meta.model.config as unknown as GptConfig;
-  const model = Gpt.serial(device, config, 0);
-  await loadCheckpoint(dir, { params: model.namedParams(), iteration, tp: 1, tpRank: 0 });
+  const model = new Gpt(layers, config, { seed: 0 });
+  await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place });
   return { model, source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})` };
 }
 
@@ -162,12 +170,47 @@ export function validateEvalFlags(f: FlagValues): void {
     throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
   }
   if (!f["data-path"]) throw new UsageError("--data-path is required");
-  if ((f.tp as number) > 1) {
+}
+
+/**
+ * Evaluates on this rank: loads the model (sharded over `layers` when given),
+ * reads the data and prints the report when `print` is set.
+ */
+export async function evalRank(
+  device: Device,
+  f: FlagValues,
+  print: boolean,
+  layers?: ParallelLayers,
+): Promise<EvalResult> {
+  const { model, source } = await loadGpt(device, f, layers);
+  const c = model.config;
+  const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
+  if (T > c.maxPositions) {
     throw new UsageError(
-      `--tp ${f.tp}: tensor-parallel evaluation runs under the launcher; here only --tp 1 is available ` +
-        "(a checkpoint saved at any TP size loads at TP 1)",
+      `--seq-length ${T} is longer than the model's position table (${c.maxPositions})`,
     );
   }
+  const data = await readIds(f, c.vocabSize);
+  const tp = layers?.tpSize ?? 1;
+  if (print) {
+    console.log(
+      `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads` +
+        (tp > 1 ? ` | tensor parallel ${tp}` : ""),
+    );
+    console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
+  }
+  const t0 = performance.now();
+  const r = await evaluateStream(model, data.ids, T, f["micro-batch-size"] as number);
+  const s = (performance.now() - t0) / 1000;
+  if (print) {
+    console.log(
+      `eval: ${r.windows} windows, ${r.tokens} tokens | lm loss ${r.loss.toFixed(4)} | ` +
+        `lm loss PPL ${r.ppl.toFixed(3)} | ${(r.tokens / s).toFixed(0)} tokens/s`,
+    );
+    if (f.json) console.log(JSON.stringify({ ...r, seq_length: T }));
+  }
+  model.dispose();
+  return r;
 }
 
 /** Runs the evaluation with `args`; returns the process exit code. */
@@ -187,31 +230,25 @@ export async function main(args: string[]): Promise<number> {
     }
     throw e;
   }
+  const tp = f.tp as number;
+  if (tp > 1) {
+    // One Worker (and device) per tensor-parallel rank; rank 0 prints.
+    const cfg: DistConfig = {
+      world: tp,
+      rankBase: 0,
+      localWorld: tp,
+      localRankBase: 0,
+      masterAddr: "127.0.0.1",
+      masterPort: 0,
+      distTimeoutMs: 300000,
+      source: "flags",
+    };
+    return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), args);
+  }
   let device: Device | undefined;
   try {
     device = await Device.create({ backend: parseBackend(f.backend as string) });
-    const { model, source } = await loadGpt(device, f);
-    const c = model.config;
-    const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
-    if (T > c.maxPositions) {
-      throw new UsageError(
-        `--seq-length ${T} is longer than the model's position table (${c.maxPositions})`,
-      );
-    }
-    const data = await readIds(f, c.vocabSize);
-    console.log(
-      `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads`,
-    );
-    console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
-    const t0 = performance.now();
-    const r = await evaluateStream(model, data.ids, T, f["micro-batch-size"] as number);
-    const s = (performance.now() - t0) / 1000;
-    console.log(
-      `eval: ${r.windows} windows, ${r.tokens} tokens | lm loss ${r.loss.toFixed(4)} | ` +
-        `lm loss PPL ${r.ppl.toFixed(3)} | ${(r.tokens / s).toFixed(0)} tokens/s`,
-    );
-    if (f.json) console.log(JSON.stringify({ ...r, seq_length: T }));
-    model.dispose();
+    await evalRank(device, f, true);
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {
