@@ -4,7 +4,15 @@
  * @module
  */
 
-export { Gpt, type GptConfig, GptLayer, paddedVocabSize, validateGptConfig } from "./gpt.ts";
+export {
+  type CachedForwardOptions,
+  Gpt,
+  type GptConfig,
+  GptLayer,
+  paddedVocabSize,
+  validateGptConfig,
+} from "./gpt.ts";
+export { KvCache, type KvCacheShape, type LayerCache } from "./kv_cache.ts";
 export { Bert, type BertConfig, type BertInputs, type BertLosses } from "./bert.ts";
 export {
   type BlockShape,
@@ -49,7 +57,7 @@ export {
   Trainer,
   type TrainerOptions,
 } from "./trainer.ts";
-export { generate, type GenerateOptions } from "./generate.ts";
+export { generate, type GenerateOptions, slideKeep } from "./generate.ts";
 export { sampleToken, type SamplingOptions } from "./sampling.ts";
 export { type FlopsShape, forwardFlops, trainingFlops } from "./flops.ts";
 export { BertLayer } from "./bert.ts";

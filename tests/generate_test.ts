@@ -1,0 +1,232 @@
+/**
+ * Generation with the key-value cache: cached logits of new positions equal a
+ * full recompute of the prefix (prefill, single steps, chunks, a batch of two),
+ * greedy generation with the cache gives the same tokens as without it (also
+ * past the position table, where the window slides), the cache refuses bad
+ * positions, and `deno task generate` streams the same text from a checkpoint
+ * and from a Hugging Face directory.
+ */
+
+import { deepStrictEqual, match, rejects, throws } from "node:assert/strict";
+import { join } from "node:path";
+import { Tensor, tidy } from "../core/tensor.ts";
+import { ByteTokenizer } from "../data/byte_tokenizer.ts";
+import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/checkpoint/mod.ts";
+import { generate, type GenerateOptions } from "../models/generate.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { writeHfGpt2 } from "../models/hf/mod.ts";
+import { TextStream } from "../cli/generate.ts";
+import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+
+const dev = await testDevice();
+
+const cfg: GptConfig = {
+  vocabSize: 37,
+  numLayers: 2,
+  hiddenSize: 16,
+  numHeads: 4,
+  maxPositions: 32,
+  hiddenDropout: 0.1,
+  attentionDropout: 0.1,
+};
+
+/** A GPT with weights large enough that its logits are well separated (layer norms left as built). */
+function model(c: GptConfig, seed: number): Gpt {
+  const m = Gpt.serial(dev, c, seed);
+  m.namedParams().forEach(([name, p], i) => {
+    if (!name.includes("ln")) p.tensor.write(randomArray(p.tensor.size, seed + i));
+  });
+  return m;
+}
+
+function tokens(n: number, seed: number, vocab: number): number[] {
+  const r = prng(seed);
+  return Array.from({ length: n }, () => Math.floor(r() * vocab));
+}
+
+/** Full-recompute logits `[B, T, V]` of `ids` (B rows of equal length). */
+async function fullLogits(m: Gpt, ids: number[][]): Promise<Float32Array> {
+  return await tidy(dev, async () => {
+    const x = Tensor.fromArray(dev, Int32Array.from(ids.flat()), [ids.length, ids[0].length]);
+    return await (await dev.noGrad(() => m.logits(x))).read();
+  });
+}
+
+/** Cached logits `[B, n, V]` of `ids` written at `start`. */
+async function cachedLogits(
+  m: Gpt,
+  cache: ReturnType<Gpt["createCache"]>,
+  ids: number[][],
+  start: number,
+  lastOnly = false,
+): Promise<Float32Array> {
+  return await tidy(dev, async () => {
+    const x = Tensor.fromArray(dev, Int32Array.from(ids.flat()), [ids.length, ids[0].length]);
+    return await (await m.forwardCached(x, cache, start, { lastOnly })).read();
+  });
+}
+
+/** Rows `[from, to)` of every batch entry of `[B, T, V]` logits. */
+function rows(l: Float32Array, B: number, T: number, V: number, from: number, to: number) {
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) out.push(...l.subarray((b * T + from) * V, (b * T + to) * V));
+  return out;
+}
+
+Deno.test("cached logits equal a full recompute of the prefix", gpuTest, async () => {
+  const m = model(cfg, 3);
+  m.train(false);
+  const V = m.paddedVocab;
+  const B = 2;
+  const seqs = [tokens(24, 1, cfg.vocabSize), tokens(24, 2, cfg.vocabSize)];
+  const cache = m.createCache(B);
+  // prefill 5, then a chunk of 3 (queries at the end of a longer key range), then single steps
+  const steps: [number, number][] = [[0, 5], [5, 8]];
+  for (let t = 8; t < 24; t++) steps.push([t, t + 1]);
+  for (const [s, e] of steps) {
+    const got = await cachedLogits(m, cache, seqs.map((q) => q.slice(s, e)), s);
+    const want = await fullLogits(m, seqs.map((q) => q.slice(0, e)));
+    assertClose(got, rows(want, B, e, V, s, e), {
+      rtol: 1e-5,
+      atol: 1e-6,
+      what: `logits of positions [${s}, ${e})`,
+    });
+    deepStrictEqual(cache.length, e);
+  }
+  // lastOnly returns the last new position; rewinding overwrites
+  const last = await cachedLogits(m, cache, seqs.map((q) => q.slice(10, 14)), 10, true);
+  const want = await fullLogits(m, seqs.map((q) => q.slice(0, 14)));
+  assertClose(last, rows(want, B, 14, V, 13, 14), { rtol: 1e-5, atol: 1e-6, what: "lastOnly" });
+  deepStrictEqual(cache.length, 14);
+  // a wrong batch, a gap and positions past the capacity are refused
+  await tidy(dev, async () => {
+    const x1 = Tensor.fromArray(dev, [1], [1, 1], "i32");
+    await rejects(() => m.forwardCached(x1, cache, 14), /batch 1 but the cache holds 2/);
+    const x = Tensor.fromArray(dev, [1, 2], [2, 1], "i32");
+    await rejects(() => m.forwardCached(x, cache, 20), /start position 20 must be in \[0, 14\]/);
+    const full = m.createCache(B, 32);
+    await cachedLogits(m, full, [tokens(32, 4, 37), tokens(32, 5, 37)], 0);
+    await rejects(
+      () => m.forwardCached(x, full, 32),
+      /positions \[32, 33\) exceed the cache capacity 32/,
+    );
+    full.dispose();
+  });
+  throws(() => m.createCache(1, 33), /exceeds the position table \(32\)/);
+  cache.dispose();
+  m.dispose();
+});
+
+async function collect(m: Gpt, prompt: number[], opts: GenerateOptions): Promise<number[]> {
+  const out: number[] = [];
+  for await (const t of generate(m, prompt, opts)) out.push(t);
+  return out;
+}
+
+Deno.test(
+  "greedy generation: the KV cache gives the same tokens as recomputing",
+  gpuTest,
+  async () => {
+    for (const [c, n] of [[cfg, 24], [{ ...cfg, maxPositions: 12 }, 30]] as const) {
+      const m = model(c, 8);
+      const prompt = tokens(5, 9, c.vocabSize);
+      const opts = { maxNewTokens: n, temperature: 0, uniform: Math.random };
+      const t0 = performance.now();
+      const cached = await collect(m, prompt, opts);
+      const t1 = performance.now();
+      const full = await collect(m, prompt, { ...opts, cache: false });
+      const t2 = performance.now();
+      deepStrictEqual(cached, full);
+      deepStrictEqual(cached.length, n);
+      deepStrictEqual(new Set(cached).size > 3, true, `degenerate output ${cached}`);
+      deepStrictEqual(m.training, true, "training mode restored");
+      console.log(
+        `window ${c.maxPositions}, ${n} tokens: cached ${((t1 - t0) / n).toFixed(1)} ms/token, ` +
+          `recomputed ${((t2 - t1) / n).toFixed(1)} ms/token`,
+      );
+      m.dispose();
+    }
+  },
+);
+
+Deno.test("sampling with the cache is reproducible and matches no-cache", gpuTest, async () => {
+  const m = model(cfg, 11);
+  const r1 = prng(5), r2 = prng(5);
+  const prompt = tokens(4, 2, cfg.vocabSize);
+  const opts = { maxNewTokens: 12, temperature: 0.8, topK: 10, topP: 0.95 };
+  const a = await collect(m, prompt, { ...opts, uniform: r1 });
+  const b = await collect(m, prompt, { ...opts, uniform: r2, cache: false });
+  deepStrictEqual(a, b);
+  const stop = await collect(m, prompt, { ...opts, uniform: prng(5), stopToken: a[3] });
+  deepStrictEqual(stop, a.slice(0, a.indexOf(a[3]) + 1));
+  m.dispose();
+});
+
+Deno.test("TextStream holds back incomplete UTF-8 sequences", () => {
+  const s = new TextStream(new ByteTokenizer());
+  const bytes = [...new TextEncoder().encode("aé€b")];
+  deepStrictEqual(bytes.map((b) => s.push(b)).join("|"), "a||é|||€|b");
+  deepStrictEqual(s.push(0xe2) + s.flush(), "\uFFFD");
+});
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-webgpu",
+      new URL("../cli/generate.ts", import.meta.url).pathname,
+      ...args,
+    ],
+    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+  }).output();
+  const d = new TextDecoder();
+  return { code: o.code, out: d.decode(o.stdout), err: d.decode(o.stderr) };
+}
+
+Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTest, async () => {
+  const c: GptConfig = {
+    vocabSize: 256,
+    numLayers: 2,
+    hiddenSize: 16,
+    numHeads: 2,
+    maxPositions: 24,
+  };
+  const m = model(c, 21);
+  const dir = await Deno.makeTempDir();
+  const ck = join(dir, "ck");
+  await saveCheckpoint(ck, { iteration: 3, params: m.namedParams(), ...gptCheckpointInfo(c) });
+  const hf = join(dir, "hf");
+  const w = await paramsToHost(m.namedParams());
+  await writeHfGpt2(hf, c, (n) => w.get(n));
+  const promptText = "Hi ";
+  const tok = new ByteTokenizer();
+  const ids = await collect(m, Array.from(tok.encode(promptText)), {
+    maxNewTokens: 30,
+    temperature: 0,
+    uniform: Math.random,
+  });
+  const expected = promptText + tok.decode(ids) + "\n";
+  const common = ["--prompt", promptText, "--max-new-tokens", "30", "--temperature", "0"];
+  const a = await cli(["--load", ck, ...common]);
+  deepStrictEqual(a.code, 0, a.err);
+  deepStrictEqual(a.out, expected);
+  match(a.err, /generated 30 tokens/);
+  const b = await cli(["--init-from-hf", hf, "--tokenizer", "byte", ...common]);
+  deepStrictEqual(b.code, 0, b.err);
+  deepStrictEqual(b.out, expected);
+  console.log(a.err.trim());
+
+  const u = await cli(["--prompt", "x"]);
+  deepStrictEqual(u.code, 2);
+  match(u.err, /exactly one of --load DIR and --init-from-hf DIR/);
+  const p = await cli(["--load", ck]);
+  match(p.err, /--prompt TEXT is required/);
+  const n = await cli(["--load", join(dir, "none"), "--prompt", "x"]);
+  deepStrictEqual(n.code, 1);
+  match(n.err, /no checkpoint/);
+  const h = await cli(["--help"]);
+  match(h.out, /--max-new-tokens/);
+  m.dispose();
+  await Deno.remove(dir, { recursive: true });
+});
