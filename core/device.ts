@@ -7,7 +7,7 @@
 
 import type { KernelSource } from "../kernels/kernel.ts";
 import { type BackendName, type GPUProvider, gpuProvider, NoAdapterError } from "./gpu.ts";
-import { BufferPool } from "./pool.ts";
+import { BufferPool, sizeClass } from "./pool.ts";
 
 /** The limits this project asks the adapter for (its own maxima, not the defaults). */
 export const REQUESTED_LIMITS = [
@@ -69,6 +69,7 @@ export class Device {
   #batched = 0;
   #afterSubmit: (() => void)[] = [];
   #pipelines = new Map<string, GPUComputePipeline>();
+  #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
   #lost = false;
   readonly #maxBatched: number;
@@ -290,17 +291,32 @@ export class Device {
     this.assertAlive();
     if (bytes === 0) return new ArrayBuffer(0);
     const padded = Math.ceil(bytes / 4) * 4;
-    const staging = this.gpu.createBuffer({
-      size: padded,
-      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
-    });
+    const staging = this.#takeReadStaging(padded);
     this.copy(src, offset, staging, 0, padded);
     this.flush();
-    await staging.mapAsync(GPUMapMode.READ);
-    const out = staging.getMappedRange().slice(0, bytes);
+    await staging.mapAsync(GPUMapMode.READ, 0, padded);
+    const out = staging.getMappedRange(0, padded).slice(0, bytes);
     staging.unmap();
-    staging.destroy();
+    this.#returnReadStaging(staging);
     return out;
+  }
+
+  /**
+   * A MAP_READ staging buffer of at least `bytes`, reused across reads: new
+   * buffers cost an allocation and (on Dawn) a zero-fill each time.
+   */
+  #takeReadStaging(bytes: number): GPUBuffer {
+    const size = sizeClass(bytes);
+    const hit = this.#readStaging.get(size)?.pop();
+    if (hit) return hit;
+    return this.gpu.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+  }
+
+  #returnReadStaging(b: GPUBuffer): void {
+    let list = this.#readStaging.get(b.size);
+    if (!list) this.#readStaging.set(b.size, list = []);
+    if (list.length < 4) list.push(b);
+    else b.destroy();
   }
 
   /** Reads several buffers with one submit and one wait. */
@@ -308,10 +324,7 @@ export class Device {
     this.assertAlive();
     const total = srcs.reduce((s, b) => s + Math.ceil(b.size / 4) * 4, 0);
     if (total === 0) return srcs.map(() => new ArrayBuffer(0));
-    const staging = this.gpu.createBuffer({
-      size: total,
-      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
-    });
+    const staging = this.#takeReadStaging(total);
     let off = 0;
     const offs: number[] = [];
     for (const s of srcs) {
@@ -321,11 +334,11 @@ export class Device {
       off += p;
     }
     this.flush();
-    await staging.mapAsync(GPUMapMode.READ);
-    const range = staging.getMappedRange();
+    await staging.mapAsync(GPUMapMode.READ, 0, total);
+    const range = staging.getMappedRange(0, total);
     const out = srcs.map((s, i) => range.slice(offs[i], offs[i] + s.size));
     staging.unmap();
-    staging.destroy();
+    this.#returnReadStaging(staging);
     return out;
   }
 
@@ -375,6 +388,8 @@ export class Device {
     this.pool.clear();
     for (const u of this.#uniforms.values()) u.buffer.destroy();
     this.#uniforms.clear();
+    for (const list of this.#readStaging.values()) for (const b of list) b.destroy();
+    this.#readStaging.clear();
     this.#lost = true;
     this.gpu.destroy();
   }

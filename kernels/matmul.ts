@@ -9,6 +9,8 @@
 
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
 
+export type { KernelSource };
+
 /** The problem: `batch` products of an `M×K` and a `K×N` matrix. */
 export interface MatmulShape {
   /** Number of matrices. */
@@ -71,6 +73,14 @@ function checkShape(s: MatmulShape): void {
   }
 }
 
+function checkTiling(t: MatmulTiling): void {
+  const ok = t.software
+    ? t.tm % 4 === 0 && t.tm >= 4 && t.tm <= 64 && Number.isInteger(t.tv) && t.tv >= 1 &&
+      t.tv <= 8 && [1, 2, 4, 8].includes(t.lx ?? LANES)
+    : [16, 32, 64].includes(t.tm) && [16, 32, 64].includes(t.tv);
+  if (!ok) throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
+}
+
 /** Splits `groups` linear workgroups into an x×y grid within the per-dimension limit. */
 function grid(groups: number): [number, number, number] {
   const x = Math.min(groups, MAX_GROUPS);
@@ -80,91 +90,413 @@ function grid(groups: number): [number, number, number] {
 }
 
 /**
+ * Tiling of one specialization. `software` variants give each invocation a
+ * `tm × 4·tv` block of C (8 invocations per workgroup, vec4 loads, no shared
+ * memory); GPU variants stage `tm × tn` tiles of A and B in workgroup memory.
+ */
+export interface MatmulTiling {
+  /** Variant family. */
+  software: boolean;
+  /** Software: rows per invocation (multiple of 4). GPU: tile rows per workgroup. */
+  tm: number;
+  /** Software: vec4 column groups per invocation. GPU: tile columns per workgroup. */
+  tv: number;
+  /** Software: invocations along N (2, 4 or 8; the other 8/lx go along M). Default 8. */
+  lx?: number;
+}
+
+/**
  * Plans one batched matmul. Bindings in order: A, B, [bias], C (C is
  * `[batch, M, N]` row-major, read_write).
  */
 export function matmulPlan(shape: MatmulShape, opts: MatmulOptions): DispatchPlan {
+  return matmulPlanWith(shape, opts, chooseTiling(shape, opts));
+}
+
+/** The tiling {@link matmulPlan} picks for `shape` on an adapter described by `opts`. */
+export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling {
+  if (opts.software) {
+    // Measured on lavapipe: a 16×16 block per invocation (tm 16, tv 4) is near
+    // the best everywhere; narrow outputs put fewer invocations along N rather
+    // than giving each a thinner block, and tall ones use 32 rows.
+    const lx = s.N > 64 ? 8 : s.N > 32 ? 4 : 2;
+    const tv = Math.min(4, ceilDiv(s.N, 4 * lx));
+    const rows = ceilDiv(s.M, LANES / lx);
+    const tm = lx === 8 && s.M >= 512 ? 32 : Math.min(16, 4 * ceilDiv(rows, 4));
+    return { software: true, tm, tv, lx };
+  }
+  const big = opts.maxInvocations >= 256 && opts.maxWorkgroupStorage >= 2 * BK * 64 * 4;
+  const side = (n: number) => (n <= 16 ? 16 : n <= 32 || !big ? 32 : 64);
+  return { software: false, tm: side(s.M), tv: side(s.N) };
+}
+
+/** Like {@link matmulPlan} with an explicit tiling (for tuning and benchmarks). */
+export function matmulPlanWith(
+  shape: MatmulShape,
+  _opts: MatmulOptions,
+  tiling: MatmulTiling,
+): DispatchPlan {
   checkShape(shape);
-  return simplePlan(shape, opts);
+  checkTiling(tiling);
+  const lay = layout(shape);
+  const lx = tiling.lx ?? LANES;
+  const rowsPerGroup = tiling.software ? tiling.tm * (LANES / lx) : tiling.tm;
+  const colsPerGroup = tiling.software ? 4 * tiling.tv * lx : tiling.tv;
+  const tilesN = ceilDiv(shape.N, colsPerGroup);
+  const tilesM = ceilDiv(shape.M, rowsPerGroup);
+  const workgroups = grid(tilesN * tilesM * shape.batch);
+  const params = new Params(8)
+    .u32(shape.M).u32(shape.N).u32(shape.K).f32(shape.alpha ?? 1)
+    .u32(tilesN).u32(tilesM).u32(workgroups[0]).u32(shape.batch);
+  const flags = `${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}` +
+    `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
+    `/bias${+shape.bias}/acc${+lay.acc}`;
+  const key = tiling.software
+    ? `matmul/cpu${tiling.tm}x${tiling.tv}x${lx}/${flags}`
+    : `matmul/gpu${tiling.tm}x${tiling.tv}/${flags}`;
+  // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
+  // for an already-cached key costs microseconds.
+  let code: string | undefined;
+  const s = { ...shape }, t = { ...tiling }; // callers may reuse their objects
+  const kernel: KernelSource = {
+    key,
+    get code(): string {
+      return code ??= tiling.software ? cpuCode(s, lay, t) : gpuCode(s, lay, t);
+    },
+  };
+  return { kernel, params: params.buffer, workgroups };
 }
 
 // ---------------------------------------------------------------------------
-// Generic register-blocked kernel: every invocation computes a TM×TN block of C
-// with scalar loads; rows/columns past the edge are clamped on load and masked
-// on store, so the inner loop has no branches.
+// Operand layout. Each operand is read along "lines" (rows m of A, columns n of
+// B) and k. Mode "k4": vec4 loads along k (the line is contiguous in k);
+// "l4": vec4 loads across 4 neighbouring lines (they are contiguous); "s":
+// scalar loads. A vec4 mode needs the contiguous extent to be a multiple of 4
+// so every vec4 is aligned, including batch offsets.
 
-const TM = 4;
-const TN = 4;
-const WG_X = 8;
-const WG_Y = 8;
+type Mode = "k4" | "l4" | "s";
 
-function simplePlan(s: MatmulShape, _opts: MatmulOptions): DispatchPlan {
-  const acc = s.accumulate === true;
-  const key = `matmul/simple/${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
-    `/a${+s.batchA}b${+s.batchB}/bias${+s.bias}/acc${+acc}`;
-  const tilesN = ceilDiv(s.N, TN * WG_X);
-  const tilesM = ceilDiv(s.M, TM * WG_Y);
-  const workgroups = grid(tilesN * tilesM * s.batch);
-  const params = new Params(8)
-    .u32(s.M).u32(s.N).u32(s.K).f32(s.alpha ?? 1)
-    .u32(tilesN).u32(tilesM).u32(workgroups[0]).u32(s.batch);
-  return { kernel: { key, code: simpleCode(s, acc) }, params: params.buffer, workgroups };
+interface Layout {
+  a: Mode;
+  b: Mode;
+  /** C rows (N) are a multiple of 4: vec4 stores and vec4 bias. */
+  vecC: boolean;
+  /** K is a multiple of 4: no k tail loop. */
+  k4: boolean;
+  acc: boolean;
 }
 
-function simpleCode(s: MatmulShape, acc: boolean): string {
-  const aIdx = s.transA ? "k * p.M + m" : "m * p.K + k";
-  const bIdx = s.transB ? "n * p.K + k" : "k * p.N + n";
-  const biasBinding = s.bias ? "@group(0) @binding(2) var<storage, read> bias: array<f32>;" : "";
-  const cBinding = s.bias ? 3 : 2;
-  const params = s.bias ? 4 : 3;
-  return /* wgsl */ `
-struct P { M: u32, N: u32, K: u32, alpha: f32, tilesN: u32, tilesM: u32, gx: u32, batch: u32 }
-@group(0) @binding(0) var<storage, read> A: array<f32>;
-@group(0) @binding(1) var<storage, read> B: array<f32>;
-${biasBinding}
-@group(0) @binding(${cBinding}) var<storage, read_write> C: array<f32>;
-@group(0) @binding(${params}) var<uniform> p: P;
+function layout(s: MatmulShape): Layout {
+  const a: Mode = s.transA ? (s.M % 4 === 0 ? "l4" : "s") : (s.K % 4 === 0 ? "k4" : "s");
+  const b: Mode = s.transB ? (s.K % 4 === 0 ? "k4" : "s") : (s.N % 4 === 0 ? "l4" : "s");
+  return { a, b, vecC: s.N % 4 === 0, k4: s.K % 4 === 0, acc: s.accumulate === true };
+}
 
-@compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let tile = wg.x + wg.y * p.gx;
+function header(s: MatmulShape, lay: Layout): string {
+  const ty = (v: boolean) => (v ? "vec4<f32>" : "f32");
+  const bias = s.bias
+    ? `@group(0) @binding(2) var<storage, read> bias: array<${ty(lay.vecC)}>;\n`
+    : "";
+  const c = s.bias ? 3 : 2;
+  return `struct P { M: u32, N: u32, K: u32, alpha: f32, tilesN: u32, tilesM: u32, gx: u32, batch: u32 }
+@group(0) @binding(0) var<storage, read> A: array<${ty(lay.a !== "s")}>;
+@group(0) @binding(1) var<storage, read> B: array<${ty(lay.b !== "s")}>;
+${bias}@group(0) @binding(${c}) var<storage, read_write> C: array<${ty(lay.vecC)}>;
+@group(0) @binding(${c + 1}) var<uniform> p: P;
+`;
+}
+
+/** WGSL that decodes the linear workgroup id into batch `b`, tile row `tm`, tile column `tn`. */
+function tileIndex(s: MatmulShape): string {
+  return `  let tile = wg.x + wg.y * p.gx;
   let perBatch = p.tilesN * p.tilesM;
   let b = tile / perBatch;
+  if (b >= p.batch) { return; }
   let r = tile - b * perBatch;
   let tm = r / p.tilesN;
   let tn = r - tm * p.tilesN;
-  if (b >= p.batch) { return; }
   let aOff = ${s.batchA ? "b * p.M * p.K" : "0u"};
   let bOff = ${s.batchB ? "b * p.K * p.N" : "0u"};
-  let m0 = (tm * ${WG_Y}u + lid.y) * ${TM}u;
-  let n0 = (tn * ${WG_X}u + lid.x) * ${TN}u;
-  var ms: array<u32, ${TM}>;
-  var ns: array<u32, ${TN}>;
-  for (var i = 0u; i < ${TM}u; i++) { ms[i] = min(m0 + i, p.M - 1u); }
-  for (var j = 0u; j < ${TN}u; j++) { ns[j] = min(n0 + j, p.N - 1u); }
-  var sum: array<array<f32, ${TN}>, ${TM}>;
-  for (var k = 0u; k < p.K; k++) {
-    var av: array<f32, ${TM}>;
-    for (var i = 0u; i < ${TM}u; i++) { let m = ms[i]; av[i] = A[aOff + ${aIdx}]; }
-    for (var j = 0u; j < ${TN}u; j++) {
-      let n = ns[j];
-      let bv = B[bOff + ${bIdx}];
-      for (var i = 0u; i < ${TM}u; i++) { sum[i][j] = fma(av[i], bv, sum[i][j]); }
-    }
-  }
   let cOff = b * p.M * p.N;
-  for (var i = 0u; i < ${TM}u; i++) {
-    let m = m0 + i;
-    if (m >= p.M) { break; }
-    for (var j = 0u; j < ${TN}u; j++) {
-      let n = n0 + j;
-      if (n >= p.N) { break; }
-      var v = p.alpha * sum[i][j];
-      ${s.bias ? "v += bias[n];" : ""}
-      let ci = cOff + m * p.N + n;
-      ${acc ? "C[ci] += v;" : "C[ci] = v;"}
+`;
+}
+
+// ---------------------------------------------------------------------------
+// Software (CPU Vulkan) variant. lavapipe runs 8 invocations per SIMD step and
+// every storage load is costly whatever its width, so the kernel maximizes
+// FMAs per load: each invocation keeps a tm × (4·tv) block of C in registers
+// and per 4 steps of k issues tm + 4·tv vec4 loads for 16·tm·tv FMAs. The 8
+// invocations of a workgroup stand lx along N and 8/lx along M; invocation x
+// owns rows m0 + [0,tm) and columns nb + 4·lx·j + [0,4) for j < tv
+// (neighbouring invocations read neighbouring vec4s).
+
+const LANES = 8;
+
+function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
+  const { tm: TM, tv: TV } = t;
+  const LX = t.lx ?? LANES;
+  const W = 4 * LX; // columns between an invocation's vec4 groups
+  const L: string[] = [];
+  const emit = (x: string) => L.push(x);
+  const strideA = s.transA ? "p.M" : "1u";
+  const strideB = s.transB ? "1u" : "p.N";
+  // per-line bases, computed once
+  if (lay.a === "k4") {
+    for (let i = 0; i < TM; i++) {
+      emit(`let ab${i} = (aOff + min(m0 + ${i}u, p.M - 1u) * p.K) / 4u;`);
+    }
+  } else if (lay.a === "l4") {
+    for (let i = 0; i < TM / 4; i++) {
+      emit(`let ab${i} = (aOff + min(m0 + ${4 * i}u, p.M - 4u)) / 4u;`);
+    }
+  } else {
+    const rowStride = s.transA ? "" : " * p.K";
+    for (let i = 0; i < TM; i++) emit(`let ab${i} = aOff + min(m0 + ${i}u, p.M - 1u)${rowStride};`);
+  }
+  if (lay.b === "l4") {
+    for (let j = 0; j < TV; j++) {
+      emit(`let bb${j} = (bOff + min(nb + ${W * j}u, p.N - 4u)) / 4u;`);
+    }
+  } else {
+    const colStride = s.transB ? " * p.K" : "";
+    const div = lay.b === "k4" ? " / 4u" : "";
+    for (let j = 0; j < TV; j++) {
+      for (let c = 0; c < 4; c++) {
+        emit(
+          `let bb${j}_${c} = (bOff + min(nb + ${W * j + c}u, p.N - 1u)${colStride})${div};`,
+        );
+      }
     }
   }
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TV; j++) emit(`var c${i}_${j} = vec4<f32>();`);
+  }
+
+  /** Loads for one step of `kk` k-values starting at `k`; returns value expressions. */
+  const step = (kk: number): string[] => {
+    const body: string[] = [];
+    const kAt = (u: number) => (u === 0 ? "k" : `(k + ${u}u)`);
+    // A
+    if (lay.a === "k4") {
+      for (let i = 0; i < TM; i++) body.push(`let a${i} = A[ab${i} + k / 4u];`);
+    } else if (lay.a === "l4") {
+      for (let u = 0; u < kk; u++) {
+        for (let i = 0; i < TM / 4; i++) {
+          body.push(`let a${u}_${i} = A[ab${i} + ${kAt(u)} * (p.M / 4u)];`);
+        }
+      }
+    } else {
+      for (let u = 0; u < kk; u++) {
+        for (let i = 0; i < TM; i++) {
+          body.push(`let a${u}_${i} = A[ab${i} + ${kAt(u)} * ${strideA}];`);
+        }
+      }
+    }
+    // B
+    if (lay.b === "l4") {
+      for (let u = 0; u < kk; u++) {
+        for (let j = 0; j < TV; j++) {
+          body.push(`let b${u}_${j} = B[bb${j} + ${kAt(u)} * (p.N / 4u)];`);
+        }
+      }
+    } else if (lay.b === "k4") {
+      for (let j = 0; j < TV; j++) {
+        for (let c = 0; c < 4; c++) body.push(`let b${j}_${c} = B[bb${j}_${c} + k / 4u];`);
+      }
+    } else {
+      for (let u = 0; u < kk; u++) {
+        for (let j = 0; j < TV; j++) {
+          for (let c = 0; c < 4; c++) {
+            body.push(`let b${u}_${j}_${c} = B[bb${j}_${c} + ${kAt(u)} * ${strideB}];`);
+          }
+        }
+      }
+    }
+    const aVal = (u: number, i: number) =>
+      lay.a === "k4" ? `a${i}[${u}]` : lay.a === "l4" ? `a${u}_${i >> 2}[${i & 3}]` : `a${u}_${i}`;
+    const bVal = (u: number, j: number) => {
+      if (lay.b === "l4") return `b${u}_${j}`;
+      const comp = (c: number) => (lay.b === "k4" ? `b${j}_${c}[${u}]` : `b${u}_${j}_${c}`);
+      return `vec4<f32>(${comp(0)}, ${comp(1)}, ${comp(2)}, ${comp(3)})`;
+    };
+    for (let u = 0; u < kk; u++) {
+      for (let j = 0; j < TV; j++) {
+        if (lay.b !== "l4") body.push(`let bv${u}_${j} = ${bVal(u, j)};`);
+      }
+    }
+    // All k-steps of one accumulator in a row: each spilled accumulator is
+    // loaded and stored once per step instead of once per k (~1.2× measured).
+    for (let i = 0; i < TM; i++) {
+      for (let j = 0; j < TV; j++) {
+        let e = `c${i}_${j}`;
+        for (let u = 0; u < kk; u++) {
+          const bv = lay.b === "l4" ? bVal(u, j) : `bv${u}_${j}`;
+          e = `fma(vec4<f32>(${aVal(u, i)}), ${bv}, ${e})`;
+        }
+        body.push(`c${i}_${j} = ${e};`);
+      }
+    }
+    return body;
+  };
+
+  emit("var k = 0u;");
+  emit("for (; k + 4u <= p.K; k += 4u) {");
+  for (const x of step(4)) emit("  " + x);
+  emit("}");
+  if (!lay.k4) {
+    emit("for (; k < p.K; k++) {");
+    for (const x of step(1)) emit("  " + x);
+    emit("}");
+  }
+  emit(
+    storeC(s, lay, TM, TV, (i, j) => `c${i}_${j}`, (i) => `m0 + ${i}u`, (j) => `nb + ${W * j}u`),
+  );
+
+  return `${header(s, lay)}
+@compute @workgroup_size(${LANES})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+${tileIndex(s)}  let m0 = (tm * ${LANES / LX}u + lid.x / ${LX}u) * ${TM}u;
+  let nb = tn * ${W * TV}u + (lid.x % ${LX}u) * 4u;
+${L.map((x) => "  " + x).join("\n")}
 }
 `;
+}
+
+/**
+ * WGSL storing `tm × tv` vec4 accumulators (`acc(i, j)` holds row `row(i)`,
+ * columns `col(j) + [0,4)`) with alpha, bias and accumulate, masked at the edges.
+ */
+function storeC(
+  s: MatmulShape,
+  lay: Layout,
+  tm: number,
+  tv: number,
+  acc: (i: number, j: number) => string,
+  row: (i: number) => string,
+  col: (j: number) => string,
+): string {
+  const L: string[] = [];
+  const op = lay.acc ? "+=" : "=";
+  for (let j = 0; j < tv; j++) {
+    L.push(`{ let n = ${col(j)};`);
+    L.push(`  if (n < p.N) {`);
+    if (s.bias) {
+      L.push(
+        lay.vecC
+          ? `    let bz = bias[n / 4u];`
+          : `    let bz = vec4<f32>(bias[n], bias[min(n + 1u, p.N - 1u)], ` +
+            `bias[min(n + 2u, p.N - 1u)], bias[min(n + 3u, p.N - 1u)]);`,
+      );
+    }
+    for (let i = 0; i < tm; i++) {
+      L.push(`    { let m = ${row(i)};`);
+      L.push(`      if (m < p.M) {`);
+      L.push(`        let v = p.alpha * ${acc(i, j)}${s.bias ? " + bz" : ""};`);
+      if (lay.vecC) {
+        L.push(`        C[(cOff + m * p.N + n) / 4u] ${op} v;`);
+      } else {
+        L.push(`        let o = cOff + m * p.N + n;`);
+        L.push(`        C[o] ${op} v.x;`);
+        for (let c = 1; c < 4; c++) {
+          L.push(`        if (n + ${c}u < p.N) { C[o + ${c}u] ${op} v[${c}]; }`);
+        }
+      }
+      L.push(`      }`);
+      L.push(`    }`);
+    }
+    L.push(`  }`);
+    L.push(`}`);
+  }
+  return L.join("\n");
+}
+
+// ---------------------------------------------------------------------------
+// Discrete-GPU variant: a classic shared-memory tiled kernel. A workgroup of
+// (tn/4)×(tm/4) invocations computes a tm×tn tile of C, each invocation a 4×4
+// block (rows ty + (tm/4)·i, columns tx + (tn/4)·j, so neighbouring invocations
+// touch neighbouring addresses); k advances in steps of BK, both operand tiles
+// are staged in workgroup memory with coalesced, bounds-checked loads. Not
+// measured on a discrete GPU yet; correctness is tested on lavapipe.
+
+const BK = 16;
+
+function gpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
+  const TM = t.tm, TN = t.tv;
+  const WX = TN / 4, WY = TM / 4, NT = WX * WY;
+  const aLoads = (TM * BK) / NT, bLoads = (TN * BK) / NT;
+  // element (line, k) of each operand, as a scalar read with zero fill
+  const aAt = s.transA ? "aOff + kg * p.M + mg" : "aOff + mg * p.K + kg";
+  const bAt = s.transB ? "bOff + ng * p.K + kg" : "bOff + kg * p.N + ng";
+  const aRead = lay.a === "s" ? `A[${aAt}]` : `A[(${aAt}) / 4u][(${aAt}) % 4u]`;
+  const bRead = lay.b === "s" ? `B[${bAt}]` : `B[(${bAt}) / 4u][(${bAt}) % 4u]`;
+  // consecutive invocations walk the operand's contiguous dimension
+  const aSplit = s.transA
+    ? `let mm = e % ${TM}u; let kk = e / ${TM}u;`
+    : `let kk = e % ${BK}u; let mm = e / ${BK}u;`;
+  const bSplit = s.transB
+    ? `let kk = e % ${BK}u; let nn = e / ${BK}u;`
+    : `let nn = e % ${TN}u; let kk = e / ${TN}u;`;
+  return `${header(s, lay)}
+var<workgroup> As: array<array<f32, ${TM}>, ${BK}>;
+var<workgroup> Bs: array<array<f32, ${TN}>, ${BK}>;
+
+@compute @workgroup_size(${WX}, ${WY})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+${tileIndex(s)}  let tx = lid.x;
+  let ty = lid.y;
+  let m0 = tm * ${TM}u;
+  let n0 = tn * ${TN}u;
+  var c: array<array<f32, 4>, 4>;
+  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+    for (var r = 0u; r < ${aLoads}u; r++) {
+      let e = li + r * ${NT}u;
+      ${aSplit}
+      let mg = m0 + mm;
+      let kg = k0 + kk;
+      var v = 0.0;
+      if (mg < p.M && kg < p.K) { v = ${aRead}; }
+      As[kk][mm] = v;
+    }
+    for (var r = 0u; r < ${bLoads}u; r++) {
+      let e = li + r * ${NT}u;
+      ${bSplit}
+      let ng = n0 + nn;
+      let kg = k0 + kk;
+      var v = 0.0;
+      if (ng < p.N && kg < p.K) { v = ${bRead}; }
+      Bs[kk][nn] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+      var a: array<f32, 4>;
+      var bv: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) { a[i] = As[kk][ty + i * ${WY}u]; }
+      for (var j = 0u; j < 4u; j++) { bv[j] = Bs[kk][tx + j * ${WX}u]; }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) { c[i][j] = fma(a[i], bv[j], c[i][j]); }
+      }
+    }
+    workgroupBarrier();
+  }
+${gpuStore(s, lay, WX, WY)}
+}
+`;
+}
+
+function gpuStore(s: MatmulShape, lay: Layout, WX: number, WY: number): string {
+  const op = lay.acc ? "+=" : "=";
+  const cRef = lay.vecC ? "C[o / 4u][o % 4u]" : "C[o]";
+  return `  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + ty + i * ${WY}u;
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + tx + j * ${WX}u;
+      if (m < p.M && n < p.N) {
+        let o = cOff + m * p.N + n;
+        var v = p.alpha * c[i][j];
+        ${s.bias ? (lay.vecC ? "v += bias[n / 4u][n % 4u];" : "v += bias[n];") : ""}
+        ${cRef} ${op} v;
+      }
+    }
+  }`;
 }
