@@ -85,6 +85,6 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
     const ms = (performance.now() - t0) / run.steps;
     return { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
   } finally {
-    device.destroy();
+    await device.close();
   }
 }

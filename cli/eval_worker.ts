@@ -19,6 +19,6 @@ export default async function main(ctx: WorkerContext): Promise<EvalResult> {
   try {
     return await evalRank(device, f, ctx.rank === 0, new TensorParallelLayers(device, ctx.group));
   } finally {
-    device.destroy();
+    await device.close();
   }
 }

@@ -451,7 +451,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       params: fullParams,
     };
   } finally {
-    device.destroy();
+    await device.close();
   }
 }
 

@@ -100,6 +100,7 @@ export interface RunOptions {
 }
 
 type Msg =
+  | { type: "closing" }
   | { type: "acquired" }
   | { type: "done"; result: unknown }
   | { type: "error"; message: string };
@@ -129,6 +130,7 @@ export async function runWorkers(
   const localRanks = Array.from({ length: cfg.localWorld }, (_, i) => cfg.rankBase + i);
   const outcomes: (RankOutcome | undefined)[] = new Array(cfg.localWorld);
   const workers: Worker[] = [];
+  const closing: Promise<void>[] = [];
   let failedAt = 0;
   let wakeMain: () => void = () => {};
   const mainWait = () => new Promise<void>((r) => (wakeMain = r));
@@ -152,8 +154,11 @@ export async function runWorkers(
       workers.push(w);
       let acquired!: () => void;
       const acq = new Promise<void>((r) => (acquired = r));
+      let closed!: () => void;
+      closing.push(new Promise<void>((r) => (closed = r)));
       w.onmessage = (e: MessageEvent<Msg>) => {
         const m = e.data;
+        if (m.type === "closing") return closed();
         if (m.type === "acquired") acquired();
         else if (m.type === "done") finish(i, { rank, ok: true, result: m.result });
         else finish(i, { rank, ok: false, error: m.message });
@@ -163,6 +168,7 @@ export async function runWorkers(
         e.preventDefault();
         finish(i, { rank, ok: false, error: e.message ?? "uncaught error" });
         acquired();
+        closed();
       };
       const init: WorkerInit = {
         rank,
@@ -209,8 +215,16 @@ export async function runWorkers(
       };
     }
   }
-  // Workers close themselves after reporting; give them a moment, then make sure.
-  await new Promise((r) => setTimeout(r, 50));
+  // Workers close themselves after reporting (and after releasing their GPU
+  // device): wait for that, bounded, before terminating. Terminating a Worker
+  // while its device is being torn down can corrupt the heap (PLATFORM.md).
+  let closeTimer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(closing),
+    new Promise((r) => (closeTimer = setTimeout(r, 3000))),
+  ]);
+  clearTimeout(closeTimer);
+  await new Promise((r) => setTimeout(r, 100));
   for (const w of workers) w.terminate();
   server?.close();
   const ranks = outcomes as RankOutcome[];

@@ -63,5 +63,6 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
   } finally {
     comm?.close();
   }
+  scope.postMessage({ type: "closing" });
   scope.close();
 };

@@ -394,6 +394,21 @@ export class Device {
     this.gpu.destroy();
   }
 
+  /**
+   * Destroys the device and waits until the implementation reports it lost
+   * (bounded by `timeoutMs`): call this before a Worker holding the device
+   * ends, since tearing a Worker down mid-release can corrupt the heap.
+   */
+  async close(timeoutMs = 2000): Promise<void> {
+    this.destroy();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.gpu.lost.then(() => {}),
+      new Promise((r) => (timer = setTimeout(r, timeoutMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
   #getEncoder(): GPUCommandEncoder {
     if (!this.#encoder) this.#encoder = this.gpu.createCommandEncoder();
     return this.#encoder;

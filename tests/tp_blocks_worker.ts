@@ -550,6 +550,6 @@ export default async function main(ctx: WorkerContext): Promise<BlocksResult> {
     };
     return result;
   } finally {
-    device.destroy();
+    await device.close();
   }
 }

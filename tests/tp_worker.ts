@@ -156,6 +156,6 @@ export default async function main(ctx: WorkerContext) {
       : [];
     return { rank: ctx.rank, tpRank: layout.tpRank, dpRank: layout.dpRank, losses, norms, shards };
   } finally {
-    device.destroy();
+    await device.close();
   }
 }
