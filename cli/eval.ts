@@ -7,6 +7,7 @@
  * @module
  */
 
+import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
@@ -57,7 +58,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   },
   "backend": {
     type: "string",
-    default: "deno",
+    default: DEFAULT_BACKEND,
     choices: ["deno", "dawn"],
     help: "WebGPU implementation",
     group: "Device",

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { DataRng } from "../data/rng.ts";
@@ -46,7 +47,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   },
   "backend": {
     type: "string",
-    default: "deno",
+    default: DEFAULT_BACKEND,
     choices: ["deno", "dawn"],
     help: "WebGPU implementation",
     group: "Device",

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
 import { type GptConfig, validateGptConfig } from "../models/gpt.ts";
@@ -136,7 +137,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "top-p": { type: "float", default: 0.95, min: 0, help: "nucleus sampling mass" },
   "backend": {
     type: "string",
-    default: "deno",
+    default: DEFAULT_BACKEND,
     choices: ["deno", "dawn"],
     help: "WebGPU implementation",
     group: "Devices and parallelism",

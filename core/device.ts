@@ -6,7 +6,13 @@
  */
 
 import type { KernelSource } from "../kernels/kernel.ts";
-import { type BackendName, type GPUProvider, gpuProvider, NoAdapterError } from "./gpu.ts";
+import {
+  type BackendName,
+  DEFAULT_BACKEND,
+  type GPUProvider,
+  gpuProvider,
+  NoAdapterError,
+} from "./gpu.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
 
 /** The limits this project asks the adapter for (its own maxima, not the defaults). */
@@ -25,7 +31,7 @@ export const REQUESTED_LIMITS = [
 
 /** Options for {@link Device.create}. */
 export interface DeviceOptions {
-  /** Which WebGPU implementation to use (default: "deno"). */
+  /** Which WebGPU implementation to use (default: {@link DEFAULT_BACKEND}). */
   backend?: BackendName;
   /** A provider made by the caller (e.g. Dawn with its own toggles); wins over `backend`. */
   provider?: GPUProvider;
@@ -95,7 +101,7 @@ export class Device {
 
   /** Acquires an adapter and a device with the adapter's own limits. */
   static async create(opts: DeviceOptions = {}): Promise<Device> {
-    const provider = opts.provider ?? await gpuProvider(opts.backend ?? "deno");
+    const provider = opts.provider ?? await gpuProvider(opts.backend ?? DEFAULT_BACKEND);
     const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
     if (!adapter) throw new NoAdapterError(provider.backend, "requestAdapter() returned null");
     const requiredLimits: Record<string, number> = {};

@@ -2,8 +2,8 @@
 # Runs the pinned Deno (package.json) with a WebGPU adapter available, doing the
 # one-time setup a fresh machine needs and saying so:
 #  - installs Deno from npm (node_modules/.bin/deno) when it is missing;
-#  - installs Mesa's software Vulkan driver (lavapipe) when Deno finds no GPU
-#    adapter and apt-get is available.
+#  - installs Mesa's software drivers when a backend finds no GPU adapter and
+#    apt-get is available (Vulkan/lavapipe for Deno's WebGPU, EGL/GL for Dawn).
 # Usage: bash scripts/deno.sh <deno arguments>   (e.g. task train --help)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,19 +21,30 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -w "${XDG_RUNTIME_DIR:-/nonexistent}" ];
   export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/webgpu-megatron-xdg-$(id -u)"
   mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 fi
+# Both backends need a driver: Deno's WebGPU a Vulkan one (lavapipe without a GPU),
+# Dawn (the default) Vulkan on a GPU or Mesa's GL/EGL (llvmpipe) without one.
+probe() { "$deno" run -A --quiet cli/info.ts --backend "$1" >/dev/null 2>&1; }
+install() {
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing $* (one time)..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  else
+    echo "setup: please install $* (needs root and apt-get)." >&2
+  fi
+}
 marker="$root/node_modules/.webgpu-adapter-ok"
 if [ ! -f "$marker" ]; then
-  if "$deno" run -A --quiet cli/info.ts --backend deno >/dev/null 2>&1; then
-    touch "$marker"
-  elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "setup: no WebGPU adapter found; installing Mesa's software Vulkan driver (mesa-vulkan-drivers)..." >&2
-    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libegl1 libgl1-mesa-dri >&2
-    if "$deno" run -A --quiet cli/info.ts --backend deno >/dev/null 2>&1; then
-      touch "$marker"
-      echo "setup: software WebGPU adapter ready (lavapipe)." >&2
-    fi
-  else
-    echo "setup: no WebGPU adapter found. Install a Vulkan driver (without a GPU: sudo apt-get install mesa-vulkan-drivers)." >&2
+  ok=1
+  if ! probe deno; then
+    echo "setup: Deno's WebGPU finds no adapter; adding Mesa's software Vulkan driver (lavapipe)." >&2
+    install mesa-vulkan-drivers
+    probe deno || { ok=0; echo "setup: still no adapter for --backend deno." >&2; }
   fi
+  if ! probe dawn; then
+    echo "setup: Dawn finds no adapter; adding Mesa's EGL/GL drivers (llvmpipe)." >&2
+    install libegl1 libgl1-mesa-dri
+    probe dawn || { ok=0; echo "setup: still no adapter for --backend dawn." >&2; }
+  fi
+  [ "$ok" = 1 ] && touch "$marker" && echo "setup: WebGPU adapters ready (deno task info lists them)." >&2
 fi
 exec "$deno" "$@"

@@ -7,9 +7,9 @@
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
 
-/** The backend under test: env WEBGPU_BACKEND (deno | dawn), default deno. */
+/** The backend under test: env WEBGPU_BACKEND (deno | dawn), default the library's default. */
 export function testBackend(): BackendName {
-  return parseBackend(Deno.env.get("WEBGPU_BACKEND"), "deno");
+  return parseBackend(Deno.env.get("WEBGPU_BACKEND"));
 }
 
 let shared: Promise<Device> | null = null;
