@@ -160,6 +160,7 @@ function tokenSource(c: BenchConfig): () => Int32Array {
 async function projectRunner(row: BenchRow): Promise<Runner> {
   const device = await deviceFor(row.backend);
   const { model, batch: B, seq: T } = row.config;
+  const before = device.pool.liveBytes; // other rows' models on this device
   const gpt = Gpt.serial(device, model, 1);
   const trainer = new Trainer(device, gpt, {
     schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
@@ -170,13 +171,13 @@ async function projectRunner(row: BenchRow): Promise<Runner> {
     params: gpt.numParams(),
     async step() {
       device.pool.resetPeak();
-      runner.baseBytes = device.pool.liveBytes;
+      runner.baseBytes = device.pool.liveBytes - before;
       const r = await trainer.step(1, () =>
         gpt.loss(
           Tensor.fromArray(device, tokens(), [B, T]),
           Tensor.fromArray(device, tokens(), [B, T]),
         ));
-      runner.peakBytes = Math.max(runner.peakBytes ?? 0, device.pool.peakBytes);
+      runner.peakBytes = Math.max(runner.peakBytes ?? 0, device.pool.peakBytes - before);
       return r.loss;
     },
   };

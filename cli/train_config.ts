@@ -62,7 +62,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help:
       "sequences per step over all ranks; more than micro-batch × DP accumulates (default micro-batch × DP)",
   },
-  "train-iters": { type: "int", default: 500, min: 1, help: "optimizer steps" },
+  "train-iters": { type: "int", default: 1000, min: 1, help: "optimizer steps" },
   "lr": { type: "float", default: 3e-3, min: 0, help: "peak learning rate" },
   "min-lr": { type: "float", default: 3e-4, min: 0, help: "final learning rate" },
   "lr-warmup-iters": { type: "int", default: 30, min: 0, help: "linear warm-up steps" },
@@ -113,7 +113,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "steps between log lines",
     group: "Logging",
   },
-  "eval-interval": { type: "int", default: 100, min: 1, help: "steps between validation runs" },
+  "eval-interval": { type: "int", default: 200, min: 1, help: "steps between validation runs" },
   "eval-iters": { type: "int", default: 10, min: 1, help: "validation batches per run" },
   "log-json": { type: "string", help: "write one JSON object per iteration to this file" },
   "measure-comm": {

@@ -304,6 +304,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     let lastVal = NaN, lastTrain = NaN;
     let steadyMs = 0, steadyComm = 0;
     let startIter = 1;
+    const runStart = performance.now();
     if (f.load) {
       const r = await loadCheckpoint(f.load as string, {
         params: model.namedParams(),
@@ -421,6 +422,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     }
     progress.done();
     await json?.close();
+    say(`\ntrained ${iters - startIter + 1} steps in ${((performance.now() - runStart) / 1000).toFixed(1)} s`);
     if (gptData) {
       say(
         `\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${
