@@ -87,7 +87,9 @@ async function runOn(ranks: number, run: ScalingRun): Promise<ScalingResult> {
     distTimeoutMs: 120000,
     source: "single",
   };
-  const res = await runWorkers(cfg, new URL("./scaling_worker.ts", import.meta.url), [JSON.stringify(run)], {
+  const res = await runWorkers(cfg, new URL("./scaling_worker.ts", import.meta.url), [
+    JSON.stringify(run),
+  ], {
     gpus: [],
   });
   if (!res.ok) throw new Error(res.ranks.map((r) => r.error).filter(Boolean).join("; "));
@@ -158,8 +160,12 @@ export function formatScaling(rows: ScalingRow[]): string {
   for (const r of rows) {
     lines.push(
       `| ${r.config.ranks} | ${r.config.hidden} | ${r.config.layers} | ${r.config.heads} | ` +
-        `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} | ${r.tokensPerS.toFixed(0)} | ` +
-        `${r.gflopsPerRank.toFixed(2)} | ${(100 * r.commShare).toFixed(1)}% | ${(100 * r.efficiency).toFixed(1)}% |`,
+        `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} | ${
+          r.tokensPerS.toFixed(0)
+        } | ` +
+        `${r.gflopsPerRank.toFixed(2)} | ${(100 * r.commShare).toFixed(1)}% | ${
+          (100 * r.efficiency).toFixed(1)
+        }% |`,
     );
   }
   return lines.join("\n");
@@ -182,7 +188,9 @@ if (import.meta.main) {
     warmup: Number(values.warmup),
   });
   console.log(formatScaling(rows));
-  console.log("paper (Megatron-LM, V100 GPUs): 77% weak-scaling efficiency at 8-way TP; 74% at 512 GPUs (8-way TP × 64-way DP); 95% at 2 GPUs");
+  console.log(
+    "paper (Megatron-LM, V100 GPUs): 77% weak-scaling efficiency at 8-way TP; 74% at 512 GPUs (8-way TP × 64-way DP); 95% at 2 GPUs",
+  );
   await new Promise((r) => setTimeout(r, 200));
   Deno.exit(0);
 }

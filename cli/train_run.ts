@@ -422,7 +422,11 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     }
     progress.done();
     await json?.close();
-    say(`\ntrained ${iters - startIter + 1} steps in ${((performance.now() - runStart) / 1000).toFixed(1)} s`);
+    say(
+      `\ntrained ${iters - startIter + 1} steps in ${
+        ((performance.now() - runStart) / 1000).toFixed(1)
+      } s`,
+    );
     if (gptData) {
       say(
         `\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${

@@ -315,7 +315,10 @@ export class Device {
     const size = sizeClass(bytes);
     const hit = this.#readStaging.get(size)?.pop();
     if (hit) return hit;
-    return this.gpu.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    return this.gpu.createBuffer({
+      size,
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
   }
 
   #returnReadStaging(b: GPUBuffer): void {

@@ -280,7 +280,9 @@ export class Bert extends Module {
     // first (a lookup into the [B·T, h] hidden states, whose gradient scatters
     // back), so the vocabulary-sized matmul is 1/0.15 times smaller.
     const targets = b.mlmTargets.hostData;
-    if (!targets) throw new Error("BERT: mlmTargets must be created from host data (Tensor.fromArray)");
+    if (!targets) {
+      throw new Error("BERT: mlmTargets must be created from host data (Tensor.fromArray)");
+    }
     const positions: number[] = [];
     const picked: number[] = [];
     targets.forEach((t, i) => {
