@@ -12,10 +12,12 @@ import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { DataRng } from "../data/rng.ts";
-import { createTokenizer, type Tokenizer } from "../data/tokenizer.ts";
+import { createTokenizer } from "../data/tokenizer.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
+import { TextStream } from "./text_stream.ts";
+export { TextStream };
 import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task generate`. */
@@ -67,34 +69,6 @@ export function validateGenerateFlags(f: FlagValues): void {
   if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const p = f["top-p"] as number;
   if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);
-}
-
-/**
- * Turns a growing list of token ids into text pieces that never split a
- * character: ids whose decoding ends in an incomplete UTF-8 sequence wait for
- * the next ones (up to a few), the rest is flushed.
- */
-export class TextStream {
-  #pending: number[] = [];
-
-  /** A stream decoding with `tokenizer`. */
-  constructor(readonly tokenizer: Pick<Tokenizer, "decode">, readonly maxPending = 8) {}
-
-  /** Adds one id; returns the text that is now complete ("" if it waits). */
-  push(id: number): string {
-    this.#pending.push(id);
-    const text = this.tokenizer.decode(this.#pending);
-    if (text.endsWith("\uFFFD") && this.#pending.length < this.maxPending) return "";
-    this.#pending = [];
-    return text;
-  }
-
-  /** The text of ids still waiting (possibly with replacement characters). */
-  flush(): string {
-    const text = this.#pending.length ? this.tokenizer.decode(this.#pending) : "";
-    this.#pending = [];
-    return text;
-  }
 }
 
 async function write(text: string): Promise<void> {

@@ -48,6 +48,7 @@ import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { bertPaddedRows } from "../models/hf/bert.ts";
 import type { FlagValues } from "./flags.ts";
 import { formatLogLine, JsonLog, Progress } from "./log.ts";
+import { TextStream } from "./text_stream.ts";
 import { bertConfigFromFlags, gptConfigFromFlags } from "./train_config.ts";
 
 /** What a run reports back (rank 0's view). */
@@ -471,8 +472,7 @@ async function sample(
   const prompt = Array.from(tokenizer.encode(f.prompt as string));
   const rng = new DataRng(seed);
   const enc = new TextEncoder();
-  const out: number[] = [];
-  let printed = "";
+  const stream = new TextStream(tokenizer);
   if (print) {
     console.log(`\nsample (temperature ${f.temperature}, top-p ${f["top-p"]}):`);
     await Deno.stdout.write(enc.encode(f.prompt as string));
@@ -486,13 +486,7 @@ async function sample(
       uniform: () => rng.nextFloat(),
     })
   ) {
-    out.push(t);
-    if (!print) continue;
-    const text = tokenizer.decode(out);
-    // Print whole characters only: a byte-level prefix may end inside a UTF-8 sequence.
-    const safe = text.endsWith("\uFFFD") ? text.slice(0, -1) : text;
-    await Deno.stdout.write(enc.encode(safe.slice(printed.length)));
-    printed = safe;
+    if (print) await Deno.stdout.write(enc.encode(stream.push(t)));
   }
-  if (print) console.log("\n");
+  if (print) console.log(stream.flush() + "\n");
 }

@@ -17,6 +17,7 @@ import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { paddedVocabSize, validateGptConfig } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
+import { PositionIds } from "./positions.ts";
 
 /** BERT shape and options. */
 export interface BertConfig {
@@ -178,7 +179,6 @@ export class Bert extends Module {
   readonly drop: Dropout;
   /** Dropout streams. */
   readonly rng: RngTracker;
-  #positions = new Map<string, Tensor>();
 
   /** Builds the model; as GPT, any TP size gives the same model from one seed. */
   constructor(
@@ -238,16 +238,11 @@ export class Bert extends Module {
     this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, { rng: init }));
   }
 
+  #positions?: PositionIds;
+
   #positionIds(B: number, T: number): Tensor {
-    const key = `${B}x${T}`;
-    let p = this.#positions.get(key);
-    if (!p) {
-      const ids = new Int32Array(B * T);
-      for (let i = 0; i < ids.length; i++) ids[i] = i % T;
-      p = Tensor.fromArray(this.layers.device, ids, [B, T]).keep();
-      this.#positions.set(key, p);
-    }
-    return p;
+    this.#positions ??= new PositionIds(this.layers.device);
+    return this.#positions.get(B, T);
   }
 
   /** Encoder output `[B, T, h]`. */
@@ -324,8 +319,7 @@ export class Bert extends Module {
   /** Frees parameters and cached position ids. */
   override dispose(): void {
     super.dispose();
-    for (const p of this.#positions.values()) p.dispose();
-    this.#positions.clear();
+    this.#positions?.dispose();
   }
 }
 

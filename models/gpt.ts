@@ -15,6 +15,7 @@ import { Tensor, tidy } from "../core/tensor.ts";
 import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
+import { PositionIds } from "./positions.ts";
 import { type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
 
 /** Model shape and regularisation. */
@@ -172,7 +173,6 @@ export class Gpt extends Module {
   readonly drop: Dropout;
   /** Dropout streams. */
   readonly rng: RngTracker;
-  #positions = new Map<string, Tensor>();
 
   /**
    * Builds the model. All ranks of a TP group pass the same `seed`; weights are
@@ -219,16 +219,11 @@ export class Gpt extends Module {
     return new Gpt(new SerialLayers(device), config, { seed });
   }
 
+  #positions?: PositionIds;
+
   #positionIds(B: number, T: number): Tensor {
-    const key = `${B}x${T}`;
-    let p = this.#positions.get(key);
-    if (!p) {
-      const ids = new Int32Array(B * T);
-      for (let i = 0; i < ids.length; i++) ids[i] = i % T;
-      p = Tensor.fromArray(this.layers.device, ids, [B, T]).keep();
-      this.#positions.set(key, p);
-    }
-    return p;
+    this.#positions ??= new PositionIds(this.layers.device);
+    return this.#positions.get(B, T);
   }
 
   /** Final hidden states `[B, T, h]` for token ids `[B, T]` (i32). */
@@ -335,7 +330,6 @@ export class Gpt extends Module {
   /** Frees parameters and cached position ids. */
   override dispose(): void {
     super.dispose();
-    for (const p of this.#positions.values()) p.dispose();
-    this.#positions.clear();
+    this.#positions?.dispose();
   }
 }

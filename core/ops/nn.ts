@@ -267,14 +267,7 @@ export function crossEntropy(
     );
   }
   if (v < 1 || v > cols) throw new Error(`crossEntropy: valid columns ${v} not in [1, ${cols}]`);
-  let count = rows;
-  if (targets.hostData) {
-    count = 0;
-    for (const t of targets.hostData) {
-      if (t >= v) throw new Error(`crossEntropy: target ${t} out of range for ${v} classes`);
-      if (t >= 0) count++;
-    }
-  }
+  const count = countTargets(targets, v);
   const device = logits.device;
   const rowLoss = Tensor.empty(device, [rows]);
   const lse = Tensor.empty(device, [rows]);
@@ -285,16 +278,50 @@ export function crossEntropy(
     d.params,
     d.workgroups,
   );
+  return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, normalizer ?? count, d);
+}
+
+/**
+ * Counts the targets that take part (≥ 0), checking each is below `valid`
+ * (needs the targets' host copy; without one, every row counts).
+ */
+export function countTargets(targets: Tensor, valid: number): number {
+  if (!targets.hostData) return targets.size;
+  let count = 0;
+  for (const t of targets.hostData) {
+    if (t >= valid) throw new Error(`crossEntropy: target ${t} out of range for ${valid} classes`);
+    if (t >= 0) count++;
+  }
+  return count;
+}
+
+/**
+ * The shared end of the cross-entropy ops: the mean of the per-row losses
+ * (summed in order, divided by `divisor`) with a backward pass that writes
+ * `(softmax − onehot)·g/divisor` from the saved log-sum-exp. `rowLoss` is
+ * consumed; `lse` is kept for the backward pass.
+ */
+export function finishCrossEntropy(
+  name: string,
+  logits: Tensor,
+  targets: Tensor,
+  rowLoss: Tensor,
+  lse: Tensor,
+  divisor: number,
+  d: { params: ArrayBuffer; workgroups: [number, number, number] },
+): Tensor {
+  const device = logits.device;
+  const rows = rowLoss.size;
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);
   rowLoss.dispose();
-  const inv = 1 / Math.max(normalizer ?? count, 1e-30);
+  const inv = 1 / Math.max(divisor, 1e-30);
   const out = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
-  const res = record(out, "crossEntropy", [logits], (g) => {
-    // per-row upstream gradient g·inv, broadcast from the scalar
+  const res = record(out, name, [logits], (g) => {
+    // per-row upstream gradient inv·g[0] (0·zeros + inv·g broadcast from the scalar)
     const tmp = zeros(device, [rows]);
-    const gRows = mapRaw("axpby", tmp, g, 0, inv); // 0·tmp + inv·g[0], per row
+    const gRows = mapRaw("axpby", tmp, g, 0, inv);
     tmp.dispose();
     const dx = Tensor.empty(device, logits.shape);
     device.dispatch(

@@ -7,17 +7,14 @@
  */
 
 import {
-  crossEntropyBackwardKernel,
   crossEntropyDispatch,
   shardFinishKernel,
   shardMaxKernel,
   shardSumExpKernel,
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
-import { record } from "../autograd.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
-import { mapRaw, zeros } from "./basic.ts";
-import { reduceInto } from "./reduce.ts";
+import { countTargets, finishCrossEntropy } from "./nn.ts";
 
 /** In-place all-reduce of a GPU tensor over the vocabulary-parallel group. */
 export type TensorAllReduce = (t: Tensor, op: "sum" | "max") => Promise<void>;
@@ -53,16 +50,7 @@ export async function vocabParallelCrossEntropy(
     );
   }
   const valid = Math.max(0, Math.min(cols, shard.validVocab - shard.start));
-  let count = rows;
-  if (targets.hostData) {
-    count = 0;
-    for (const t of targets.hostData) {
-      if (t >= shard.validVocab) {
-        throw new Error(`cross-entropy: target ${t} out of range for ${shard.validVocab} classes`);
-      }
-      if (t >= 0) count++;
-    }
-  }
+  const count = countTargets(targets, shard.validVocab);
   const device = logits.device;
   const d = crossEntropyDispatch(rows, cols, valid, shard.start);
   const gmax = Tensor.empty(device, [rows]);
@@ -86,26 +74,13 @@ export async function vocabParallelCrossEntropy(
   );
   gmax.dispose();
   stats.dispose();
-  const total = Tensor.empty(device, [1]);
-  reduceInto(rowLoss, "sum", total);
-  rowLoss.dispose();
-  const inv = 1 / Math.max(shard.normalizer ?? count, 1e-30);
-  const out = mapRaw("scale", total, undefined, inv, 0);
-  total.dispose();
-  const res = record(out, "vocabParallelCrossEntropy", [logits], (g) => {
-    const tmp = zeros(device, [rows]);
-    const gRows = mapRaw("axpby", tmp, g, 0, inv);
-    tmp.dispose();
-    const dx = Tensor.empty(device, logits.shape);
-    device.dispatch(
-      crossEntropyBackwardKernel(),
-      [logits.binding, targets.binding, lse.binding, gRows.binding, dx.binding],
-      d.params,
-      d.workgroups,
-    );
-    gRows.dispose();
-    return [dx];
-  });
-  if (!res.node) lse.dispose();
-  return res;
+  return finishCrossEntropy(
+    "vocabParallelCrossEntropy",
+    logits,
+    targets,
+    rowLoss,
+    lse,
+    shard.normalizer ?? count,
+    d,
+  );
 }
