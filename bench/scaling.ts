@@ -7,7 +7,10 @@
  *
  * `deno task bench:scaling [--max-ranks N] [--backend deno|dawn] [--steps S]`
  * On a CPU-only machine every simulated GPU gets one core (LP_NUM_THREADS=1 for
- * lavapipe), so 1 → 2 ranks on 2 cores is an honest test.
+ * lavapipe), so 1 → 2 ranks on 2 cores is an honest test. The default backend
+ * is Deno's WebGPU: on Mesa's GL, Dawn overlaps its driver thread with the JS
+ * thread (a 1-rank run then uses both cores) and serialises devices that share
+ * a process, so it measures neither side honestly.
  * @module
  */
 
@@ -176,7 +179,7 @@ if (import.meta.main) {
     args: Deno.args,
     options: {
       "max-ranks": { type: "string", default: "2" },
-      backend: { type: "string", default: "dawn" },
+      backend: { type: "string", default: "deno" },
       steps: { type: "string", default: "10" },
       warmup: { type: "string", default: "3" },
     },

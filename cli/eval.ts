@@ -7,7 +7,7 @@
  * @module
  */
 
-import { DEFAULT_BACKEND } from "../core/gpu.ts";
+import { defaultBackendFor } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
@@ -58,7 +58,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   },
   "backend": {
     type: "string",
-    default: DEFAULT_BACKEND,
+
     choices: ["deno", "dawn"],
     help: "WebGPU implementation",
     group: "Device",
@@ -244,7 +244,11 @@ export async function main(args: string[]): Promise<number> {
       distTimeoutMs: 300000,
       source: "flags",
     };
-    return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), args);
+    const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(tp)];
+    return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), [
+      ...args,
+      ...backendArgs,
+    ]);
   }
   let device: Device | undefined;
   try {

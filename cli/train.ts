@@ -10,7 +10,7 @@
 import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { listHostGpus } from "../collectives/devices.ts";
-import { NoAdapterError } from "../core/gpu.ts";
+import { defaultBackendFor, NoAdapterError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { TRAIN_FLAGS, validateTrainFlags } from "./train_config.ts";
@@ -55,7 +55,11 @@ export async function main(args: string[]): Promise<number> {
     throw e;
   }
   if (world > 1 || dist.source !== "single") {
-    return await launch(dist, new URL("./train_worker.ts", import.meta.url), rest);
+    const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(dist.localWorld)];
+    return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
+      ...rest,
+      ...backendArgs,
+    ]);
   }
   try {
     await trainRank(f, null);

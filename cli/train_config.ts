@@ -137,9 +137,9 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "top-p": { type: "float", default: 0.95, min: 0, help: "nucleus sampling mass" },
   "backend": {
     type: "string",
-    default: DEFAULT_BACKEND,
     choices: ["deno", "dawn"],
-    help: "WebGPU implementation",
+    help:
+      `WebGPU implementation (default ${DEFAULT_BACKEND}; deno when several ranks share a process)`,
     group: "Devices and parallelism",
   },
   "tensor-model-parallel-size": {

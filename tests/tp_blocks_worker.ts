@@ -13,7 +13,7 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { Embedding, Linear } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { type RngDraw, RngStream } from "../core/rng.ts";
@@ -496,7 +496,9 @@ async function masks(device: Device, t: number, draw: () => RngDraw): Promise<Ui
 export default async function main(ctx: WorkerContext): Promise<BlocksResult> {
   const spec = JSON.parse(ctx.args[0]) as BlocksSpec;
   const { position, tp } = parallelGroups(ctx.group, spec.tp);
-  const device = await Device.create({ backend: parseBackend(Deno.env.get("WEBGPU_BACKEND")) });
+  const device = await Device.create({
+    backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
+  });
   ctx.deviceAcquired();
   try {
     const c: Ctx = { device, group: tp, t: spec.tp, r: position.tpRank, seed: spec.seed };

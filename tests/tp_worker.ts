@@ -9,7 +9,7 @@
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { Tensor } from "../core/tensor.ts";
 import { Bert } from "../models/bert.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -91,7 +91,9 @@ export default async function main(ctx: WorkerContext) {
   const spec = JSON.parse(ctx.args[0]) as TpRunSpec;
   const { layout: grid, position, tp, dp } = parallelGroups(ctx.group, spec.tp);
   const layout = { ...position, dp: grid.dp };
-  const device = await Device.create({ backend: parseBackend(Deno.env.get("WEBGPU_BACKEND")) });
+  const device = await Device.create({
+    backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
+  });
   ctx.deviceAcquired();
   try {
     const layers = new TensorParallelLayers(device, tp);
