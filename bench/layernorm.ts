@@ -20,7 +20,7 @@ interface Row {
 async function runOne(
   post: boolean,
   depth: number,
-  o: { steps: number; hidden: number; lr: number; evalInterval: number },
+  o: { steps: number; hidden: number; lr: number; warmup: number; evalInterval: number },
 ): Promise<Row> {
   const log = await Deno.makeTempFile({ suffix: ".jsonl" });
   const args = [
@@ -46,7 +46,7 @@ async function runOne(
     "--min-lr",
     String(o.lr / 10),
     "--lr-warmup-iters",
-    "10",
+    String(o.warmup),
     "--eval-interval",
     String(o.evalInterval),
     "--eval-iters",
@@ -82,6 +82,7 @@ if (import.meta.main) {
       depths: { type: "string", default: "2,12" },
       hidden: { type: "string", default: "64" },
       lr: { type: "string", default: "1e-3" },
+      warmup: { type: "string", default: "10" },
     },
   });
   const steps = Number(values.steps);
@@ -89,6 +90,7 @@ if (import.meta.main) {
     steps,
     hidden: Number(values.hidden),
     lr: Number(values.lr),
+    warmup: Number(values.warmup),
     evalInterval: Math.max(1, steps / 6),
   };
   const rows: Row[] = [];
