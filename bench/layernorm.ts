@@ -91,7 +91,7 @@ if (import.meta.main) {
     hidden: Number(values.hidden),
     lr: Number(values.lr),
     warmup: Number(values.warmup),
-    evalInterval: Math.max(1, steps / 6),
+    evalInterval: Math.max(1, Math.round(steps / 6)),
   };
   const rows: Row[] = [];
   for (const depth of values.depths!.split(",").map(Number)) {
