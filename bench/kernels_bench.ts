@@ -16,6 +16,8 @@
  */
 
 import { Device } from "../core/device.ts";
+import { layerNormDispatch, layerNormForwardKernel } from "../kernels/layernorm.ts";
+import { type MaskKind, softmaxDispatch, softmaxForwardKernel } from "../kernels/softmax.ts";
 import { parseBackend } from "../core/gpu.ts";
 import { type MatmulOptions, matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
 import { createTfjs, type Tfjs } from "./tfjs_backend.ts";
@@ -137,6 +139,97 @@ const mm = (batch: number, M: number, N: number, K: number, extra: Partial<Matmu
   ...extra,
 });
 
+/** A row timing the fused masked softmax over `rows × cols` (bytes read + written). */
+export function softmaxRow(name: string, rows: number, cols: number, mask: MaskKind): Row {
+  const data = random(rows * cols);
+  return {
+    name,
+    unit: "GB/s",
+    work: 2 * 4 * rows * cols,
+    impls: {
+      project: () => {
+        const d = softmaxDispatch(rows, cols, 0.125, mask === "causal" ? cols : 1);
+        const bindings = [gpuArray(data), gpuArray(new Float32Array(rows * cols))];
+        const kernel = softmaxForwardKernel(mask);
+        return Promise.resolve({
+          record(count) {
+            for (let i = 0; i < count; i++) {
+              device.dispatch(kernel, bindings, d.params, d.workgroups);
+            }
+          },
+          sync: () => device.sync(),
+        });
+      },
+      tfjs: async () => {
+        const t = await tfjs();
+        const tf = t.tf;
+        const x = tf.tensor(data, [rows, cols]);
+        return {
+          record(count) {
+            for (let i = 0; i < count; i++) tf.tidy(() => tf.softmax(tf.mul(x, 0.125))).dispose();
+          },
+          sync: () => t.sync(),
+        };
+      },
+    },
+  };
+}
+
+/** A row timing layer norm over `rows × cols` (bytes read + written). */
+export function layerNormRow(name: string, rows: number, cols: number): Row {
+  const data = random(rows * cols);
+  const gamma = random(cols);
+  const beta = random(cols);
+  return {
+    name,
+    unit: "GB/s",
+    work: 2 * 4 * rows * cols,
+    impls: {
+      project: () => {
+        const d = layerNormDispatch(rows, cols, 1e-5);
+        const bindings = [
+          gpuArray(data),
+          gpuArray(gamma),
+          gpuArray(beta),
+          gpuArray(new Float32Array(rows * cols)),
+          gpuArray(new Float32Array(rows)),
+          gpuArray(new Float32Array(rows)),
+        ];
+        const kernel = layerNormForwardKernel();
+        return Promise.resolve({
+          record(count) {
+            for (let i = 0; i < count; i++) {
+              device.dispatch(kernel, bindings, d.params, d.workgroups);
+            }
+          },
+          sync: () => device.sync(),
+        });
+      },
+      tfjs: async () => {
+        const t = await tfjs();
+        const tf = t.tf;
+        const x = tf.tensor(data, [rows, cols]);
+        const g = tf.tensor(gamma, [cols]);
+        const b = tf.tensor(beta, [cols]);
+        return {
+          record(count) {
+            for (let i = 0; i < count; i++) {
+              tf.tidy(() => {
+                const { mean, variance } = tf.moments(x, -1, true);
+                return tf.add(
+                  tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), g),
+                  b,
+                );
+              }).dispose();
+            }
+          },
+          sync: () => t.sync(),
+        };
+      },
+    },
+  };
+}
+
 /** Every row, in table order. Add rows here. */
 export const ROWS: Row[] = [
   matmulRow("matmul 256³", square(256)),
@@ -153,6 +246,10 @@ export const ROWS: Row[] = [
   matmulRow("q·kᵀ 32×[64×32]·[64×32]ᵀ", mm(32, 64, 64, 32, { transB: true })),
   matmulRow("p·v 32×[64×64]·[64×32]", mm(32, 64, 32, 64)),
   matmulRow("32×[64×32]·[32×64]", mm(32, 64, 64, 32)),
+  softmaxRow("softmax causal 32·64×64 (attention)", 32 * 64, 64, "causal"),
+  softmaxRow("softmax 512×8192", 512, 8192, "none"),
+  layerNormRow("layer norm 512×128", 512, 128),
+  layerNormRow("layer norm 4096×1024", 4096, 1024),
 ];
 
 /** Operations per measured iteration: about `target` of work, at least 2, at most 50. */
