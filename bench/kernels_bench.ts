@@ -16,6 +16,7 @@
  */
 
 import { Device } from "../core/device.ts";
+import { dispatchRows } from "../core/ops/rows.ts";
 import { layerNormDispatch, layerNormForwardKernel } from "../kernels/layernorm.ts";
 import { type MaskKind, softmaxDispatch, softmaxForwardKernel } from "../kernels/softmax.ts";
 import { parseBackend } from "../core/gpu.ts";

@@ -129,6 +129,12 @@ export class Device {
 
   /** True for CPU adapters (lavapipe, llvmpipe, SwiftShader): kernels pick CPU-friendly variants. */
   get isSoftware(): boolean {
+    return this.#software ??= this.#detectSoftware();
+  }
+
+  #software?: boolean;
+
+  #detectSoftware(): boolean {
     const info = this.adapter.info;
     const name = `${info.description} ${info.vendor} ${info.architecture} ${info.device}`;
     return (this.adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ===

@@ -4,6 +4,8 @@
  * @module
  */
 
+import type { KernelSource } from "./kernel.ts";
+
 /** Threads per row workgroup (8 SIMD groups of 8 on lavapipe; 2 warps on GPUs). */
 export const ROW_WG = 64;
 
@@ -31,3 +33,22 @@ fn wg_max(v: f32, lid: u32) -> f32 {
   return red[0];
 }
 `;
+
+/**
+ * The one-invocation-per-row form of a row kernel written for {@link ROW_WG}
+ * threads per row: each invocation walks its row alone, with no workgroup
+ * barriers. On CPU adapters (lavapipe) barriers are costly and SIMD lanes are
+ * better spent on different rows; dispatch it over `ceil(rows / ROW_WG)`
+ * workgroups (`gridFor(rows, ROW_WG)`).
+ */
+export function perRowVariant(k: KernelSource): KernelSource {
+  const code = k.code
+    .replace(
+      /let row = \(wid\.x \+ wid\.y \* nwg\.x\);/g,
+      `let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + lid;`,
+    )
+    .replace(/var (\w+) = lid; ([^;]+); \1 \+= 64u/g, "var $1 = 0u; $2; $1 += 1u")
+    .replace(/wg_(max|sum)\((\w+), lid\)/g, "($2)")
+    .replace(/if \(lid == 0u\)/g, "if (true)");
+  return { key: `${k.key}:perrow`, code };
+}

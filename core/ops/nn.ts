@@ -34,6 +34,7 @@ import type { RngDraw } from "../rng.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { mapRaw, zeros } from "./basic.ts";
 import { reduceInto } from "./reduce.ts";
+import { dispatchRows } from "./rows.ts";
 
 /** Layer norm over the last dimension with affine `gamma`, `beta`. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
@@ -51,21 +52,23 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const mean = Tensor.empty(device, [rows]);
   const rstd = Tensor.empty(device, [rows]);
   const d = layerNormDispatch(rows, cols, eps);
-  device.dispatch(
+  dispatchRows(
+    device,
     layerNormForwardKernel(),
     [x.binding, gamma.binding, beta.binding, y.binding, mean.binding, rstd.binding],
     d.params,
-    d.workgroups,
+    rows,
   );
   const out = record(y, "layerNorm", [x, gamma, beta], (g) => {
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(device, x.shape);
-      device.dispatch(
+      dispatchRows(
+        device,
         layerNormBackwardKernel(),
         [x.binding, gamma.binding, g.binding, mean.binding, rstd.binding, dx.binding],
         d.params,
-        d.workgroups,
+        rows,
       );
     }
     let dg: Tensor | null = null;
@@ -124,14 +127,15 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
   const y = Tensor.empty(x.device, x.shape);
   bufs.push(y.binding);
   const d = softmaxDispatch(rows, cols, scale, qLen, rowsPerBatch);
-  x.device.dispatch(softmaxForwardKernel(mask), bufs, d.params, d.workgroups);
+  dispatchRows(x.device, softmaxForwardKernel(mask), bufs, d.params, rows);
   return record(y, "softmax", [x], (g) => {
     const dx = Tensor.empty(x.device, x.shape);
-    x.device.dispatch(
+    dispatchRows(
+      x.device,
       softmaxBackwardKernel(),
       [y.binding, g.binding, dx.binding],
       d.params,
-      d.workgroups,
+      rows,
     );
     return [dx];
   });
@@ -272,11 +276,12 @@ export function crossEntropy(
   const rowLoss = Tensor.empty(device, [rows]);
   const lse = Tensor.empty(device, [rows]);
   const d = crossEntropyDispatch(rows, cols, v);
-  device.dispatch(
+  dispatchRows(
+    device,
     crossEntropyForwardKernel(),
     [logits.binding, targets.binding, rowLoss.binding, lse.binding],
     d.params,
-    d.workgroups,
+    rows,
   );
   return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, normalizer ?? count, d);
 }
@@ -324,11 +329,12 @@ export function finishCrossEntropy(
     const gRows = mapRaw("axpby", tmp, g, 0, inv);
     tmp.dispose();
     const dx = Tensor.empty(device, logits.shape);
-    device.dispatch(
+    dispatchRows(
+      device,
       crossEntropyBackwardKernel(),
       [logits.binding, targets.binding, lse.binding, gRows.binding, dx.binding],
       d.params,
-      d.workgroups,
+      rows,
     );
     gRows.dispose();
     return [dx];

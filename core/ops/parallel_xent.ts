@@ -15,6 +15,7 @@ import {
 import { gridFor } from "../../kernels/grid.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
+import { dispatchRows } from "./rows.ts";
 
 /** In-place all-reduce of a GPU tensor over the vocabulary-parallel group. */
 export type TensorAllReduce = (t: Tensor, op: "sum" | "max") => Promise<void>;
@@ -54,14 +55,15 @@ export async function vocabParallelCrossEntropy(
   const device = logits.device;
   const d = crossEntropyDispatch(rows, cols, valid, shard.start);
   const gmax = Tensor.empty(device, [rows]);
-  device.dispatch(shardMaxKernel(), [logits.binding, gmax.binding], d.params, d.workgroups);
+  dispatchRows(device, shardMaxKernel(), [logits.binding, gmax.binding], d.params, rows);
   await allReduce(gmax, "max");
   const stats = Tensor.empty(device, [2 * rows]);
-  device.dispatch(
+  dispatchRows(
+    device,
     shardSumExpKernel(),
     [logits.binding, targets.binding, gmax.binding, stats.binding],
     d.params,
-    d.workgroups,
+    rows,
   );
   await allReduce(stats, "sum");
   const rowLoss = Tensor.empty(device, [rows]);
