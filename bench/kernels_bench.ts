@@ -155,7 +155,7 @@ export function softmaxRow(name: string, rows: number, cols: number, mask: MaskK
         return Promise.resolve({
           record(count) {
             for (let i = 0; i < count; i++) {
-              device.dispatch(kernel, bindings, d.params, d.workgroups);
+              dispatchRows(device, kernel, bindings, d.params, rows);
             }
           },
           sync: () => device.sync(),
@@ -200,7 +200,7 @@ export function layerNormRow(name: string, rows: number, cols: number): Row {
         return Promise.resolve({
           record(count) {
             for (let i = 0; i < count; i++) {
-              device.dispatch(kernel, bindings, d.params, d.workgroups);
+              dispatchRows(device, kernel, bindings, d.params, rows);
             }
           },
           sync: () => device.sync(),
