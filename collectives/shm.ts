@@ -15,6 +15,11 @@ import { type Link, type LinkContext, waitChange, waitChangeSync } from "./link.
 export const SHM_SLOT_BYTES = 1024 * 1024;
 /** Default slots per direction. */
 export const SHM_DEPTH = 4;
+/**
+ * Largest message of a zero-copy link (a pointer into the sender's data):
+ * bigger messages mean fewer wait/notify hand-offs per byte.
+ */
+export const ZERO_COPY_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 const CTRL_BYTES = 256;
 const HEAD = 0, TAIL = 16, SLOT = 32, DEPTH = 33;
@@ -102,7 +107,9 @@ export class ShmLink implements Link {
     const kind = this.zeroCopy ? "shmz" : "shm";
     this.#out = openChannel(ctx, `${kind}:${group}:${ctx.rank}>${peer}`, slot, depth);
     this.#in = openChannel(ctx, `${kind}:${group}:${peer}>${ctx.rank}`, slot, depth);
-    this.maxMessage = this.zeroCopy ? opts.slotBytes ?? SHM_SLOT_BYTES : this.#out.slotBytes;
+    this.maxMessage = this.zeroCopy
+      ? opts.slotBytes ?? ZERO_COPY_MESSAGE_BYTES
+      : this.#out.slotBytes;
     this.#head = Atomics.load(this.#out.ctrl, HEAD);
     this.#tail = Atomics.load(this.#in.ctrl, TAIL);
     this.#hdr = new Int32Array(HEADER_BYTES / 4);
