@@ -5,7 +5,7 @@
  * constant. Reports params, ranks, tokens/s, achieved GFLOP/s per rank, the
  * share of step time in communication, and the efficiency against 1 rank.
  *
- * `deno task bench:scaling [--max-ranks N] [--backend deno|dawn] [--steps S]`
+ * `deno task bench:scaling [--max-ranks N] [--backend deno|dawn] [--steps S] [--batch B] [--seq T]`
  * On a CPU-only machine every simulated GPU gets one core (LP_NUM_THREADS=1 for
  * lavapipe), so 1 → 2 ranks on 2 cores is an honest test. The default backend
  * is Deno's WebGPU: on Mesa's GL, Dawn overlaps its driver thread with the JS
@@ -115,7 +115,7 @@ export async function runScaling(opts: {
 }): Promise<ScalingRow[]> {
   // One core per simulated GPU on lavapipe (ignored by real GPUs).
   if (!Deno.env.get("LP_NUM_THREADS")) Deno.env.set("LP_NUM_THREADS", "1");
-  const batch = opts.batch ?? 8, seq = opts.seq ?? 64;
+  const batch = opts.batch ?? 16, seq = opts.seq ?? 64;
   const rows: ScalingRow[] = [];
   for (const c of LADDER.filter((l) => l.ranks <= opts.maxRanks)) {
     const base: ScalingRun = {
@@ -182,6 +182,8 @@ if (import.meta.main) {
       backend: { type: "string", default: "deno" },
       steps: { type: "string", default: "10" },
       warmup: { type: "string", default: "3" },
+      batch: { type: "string", default: "16" },
+      seq: { type: "string", default: "64" },
     },
   });
   const rows = await runScaling({
@@ -189,6 +191,8 @@ if (import.meta.main) {
     backend: values.backend!,
     steps: Number(values.steps),
     warmup: Number(values.warmup),
+    batch: Number(values.batch),
+    seq: Number(values.seq),
   });
   console.log(formatScaling(rows));
   console.log(

@@ -130,7 +130,7 @@ export function gpuProvider(backend: BackendName): Promise<GPUProvider> {
 /** Parses a backend name from a flag or environment value, with a clear error. */
 export function parseBackend(
   name: string | undefined,
-  fallback: BackendName = "deno",
+  fallback: BackendName = DEFAULT_BACKEND,
 ): BackendName {
   if (name === undefined || name === "") return fallback;
   if ((BACKENDS as readonly string[]).includes(name)) return name as BackendName;
