@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { DistConfig } from "../collectives/env.ts";
+import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
@@ -80,16 +80,7 @@ function paramCount(c: ScalingConfig): number {
 }
 
 async function runOn(ranks: number, run: ScalingRun): Promise<ScalingResult> {
-  const cfg: DistConfig = {
-    world: ranks,
-    rankBase: 0,
-    localWorld: ranks,
-    localRankBase: 0,
-    masterAddr: "127.0.0.1",
-    masterPort: 0,
-    distTimeoutMs: 120000,
-    source: "single",
-  };
+  const cfg = localDistConfig(ranks, 120000);
   const res = await runWorkers(cfg, new URL("./scaling_worker.ts", import.meta.url), [
     JSON.stringify(run),
   ], {

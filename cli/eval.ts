@@ -21,10 +21,10 @@ import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { type ParallelLayers, SerialLayers } from "../models/parallel/layers.ts";
-import type { DistConfig } from "../collectives/env.ts";
+import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
-import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task eval`. */
 export const EVAL_FLAGS: Record<string, FlagSpec> = {
@@ -216,34 +216,12 @@ export async function evalRank(
 
 /** Runs the evaluation with `args`; returns the process exit code. */
 export async function main(args: string[]): Promise<number> {
-  let f: FlagValues;
-  try {
-    f = parseFlags(args, EVAL_FLAGS);
-    if (f.help) {
-      console.log(helpText(USAGE, EVAL_FLAGS));
-      return 0;
-    }
-    validateEvalFlags(f);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
-      return 2;
-    }
-    throw e;
-  }
+  const f = parseCommandLine(args, EVAL_FLAGS, USAGE, validateEvalFlags);
+  if (typeof f === "number") return f;
   const tp = f.tp as number;
   if (tp > 1) {
     // One Worker (and device) per tensor-parallel rank; rank 0 prints.
-    const cfg: DistConfig = {
-      world: tp,
-      rankBase: 0,
-      localWorld: tp,
-      localRankBase: 0,
-      masterAddr: "127.0.0.1",
-      masterPort: 0,
-      distTimeoutMs: 300000,
-      source: "flags",
-    };
+    const cfg = localDistConfig(tp, 300000);
     const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(tp)];
     return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), [
       ...args,

@@ -113,3 +113,31 @@ export function helpText(usage: string, specs: Record<string, FlagSpec>): string
   lines.push("  -h, --help".padEnd(44) + " this text");
   return lines.join("\n");
 }
+
+/**
+ * The shared front of a command: parses `args`, prints the help for `--help`
+ * (exit 0), runs `validate`, and turns a {@link UsageError} into a message and
+ * exit code 2. Returns the flags, or the exit code when the command should stop.
+ */
+export function parseCommandLine(
+  args: string[],
+  specs: Record<string, FlagSpec>,
+  usage: string,
+  validate: (f: FlagValues) => void = () => {},
+): FlagValues | number {
+  try {
+    const f = parseFlags(args, specs);
+    if (f.help) {
+      console.log(helpText(usage, specs));
+      return 0;
+    }
+    validate(f);
+    return f;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
+      return 2;
+    }
+    throw e;
+  }
+}

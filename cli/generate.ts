@@ -18,7 +18,7 @@ import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
 import { TextStream } from "./text_stream.ts";
 export { TextStream };
-import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task generate`. */
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
@@ -77,21 +77,8 @@ async function write(text: string): Promise<void> {
 
 /** Runs generation with `args`; returns the process exit code. */
 export async function main(args: string[]): Promise<number> {
-  let f: FlagValues;
-  try {
-    f = parseFlags(args, GENERATE_FLAGS);
-    if (f.help) {
-      console.log(helpText(USAGE, GENERATE_FLAGS));
-      return 0;
-    }
-    validateGenerateFlags(f);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
-      return 2;
-    }
-    throw e;
-  }
+  const f = parseCommandLine(args, GENERATE_FLAGS, USAGE, validateGenerateFlags);
+  if (typeof f === "number") return f;
   let device: Device | undefined;
   try {
     device = await Device.create({ backend: parseBackend(f.backend as string) });

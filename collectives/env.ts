@@ -175,3 +175,21 @@ export function resolveDistConfig(
     source: "single",
   };
 }
+
+/**
+ * The layout of `world` ranks that all run as Workers of this process (no
+ * rendezvous store, shared-memory links): for tools and tests that start their
+ * own ranks rather than reading flags or a launcher's environment.
+ */
+export function localDistConfig(world: number, distTimeoutMs = 60000): DistConfig {
+  return {
+    world,
+    rankBase: 0,
+    localWorld: world,
+    localRankBase: 0,
+    masterAddr: "127.0.0.1",
+    masterPort: 0,
+    distTimeoutMs,
+    source: "single",
+  };
+}

@@ -26,23 +26,14 @@
  */
 
 import assert from "node:assert/strict";
-import type { DistConfig } from "../collectives/env.ts";
+import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { gpuTest } from "./helpers.ts";
 import type { BlocksResult, BlocksSpec } from "./tp_blocks_worker.ts";
 
 /** Runs the block checks with TP size `tp` on `world` Workers of this process. */
 async function runBlocks(spec: BlocksSpec, world: number): Promise<BlocksResult[]> {
-  const cfg: DistConfig = {
-    world,
-    rankBase: 0,
-    localWorld: world,
-    localRankBase: 0,
-    masterAddr: "127.0.0.1",
-    masterPort: 0,
-    distTimeoutMs: 60000,
-    source: "single",
-  };
+  const cfg = localDistConfig(world);
   const res = await runWorkers(
     cfg,
     new URL("./tp_blocks_worker.ts", import.meta.url),

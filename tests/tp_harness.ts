@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { DistConfig } from "../collectives/env.ts";
+import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { ShardOut, TpRunSpec } from "./tp_worker.ts";
 
@@ -26,16 +26,7 @@ export interface RankResult {
 
 /** Runs `spec` on `world` local ranks (Workers of this process, shared memory). */
 export async function runSpec(spec: TpRunSpec, world: number): Promise<RankResult[]> {
-  const cfg: DistConfig = {
-    world,
-    rankBase: 0,
-    localWorld: world,
-    localRankBase: 0,
-    masterAddr: "127.0.0.1",
-    masterPort: 0,
-    distTimeoutMs: 60000,
-    source: "single",
-  };
+  const cfg = localDistConfig(world);
   const res = await runWorkers(cfg, new URL("./tp_worker.ts", import.meta.url), [
     JSON.stringify(spec),
   ], {
