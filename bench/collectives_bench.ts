@@ -1,8 +1,9 @@
 /**
  * Collectives benchmark, nccl-tests style. At load it measures, in one run:
  * raw single-thread memcpy bandwidth, raw one-stream TCP loopback throughput,
- * then ring all-reduce (sum, f32) from 1 KiB to 64 MiB over shared memory
- * (Workers of this process) and over TCP (separate OS processes on 127.0.0.1),
+ * then all-reduce (sum, f32) from 1 KiB to 64 MiB over shared memory (Workers
+ * of this process; the default direct algorithm, and the ring beside it) and
+ * over TCP (a ring of separate OS processes on 127.0.0.1),
  * for 2 and 4 ranks, and prints a table with algbw = bytes/time and
  * busbw = algbw·2(n−1)/n, plus the two target ratios. Then `deno bench` times
  * the host reduction kernels (WebAssembly SIMD against a plain JS loop).
@@ -17,6 +18,7 @@ import { resolveDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { type BenchRow, benchSizes } from "../collectives/bench_worker.ts";
 import { Arena } from "../collectives/arena.ts";
+import type { ShmAlgorithm } from "../collectives/group.ts";
 
 const MiB = 1 << 20;
 const deno = Deno.execPath();
@@ -90,9 +92,13 @@ async function tcpGBs(): Promise<number> {
   return median(rates);
 }
 
-async function shmSweep(n: number, sizes: number[]): Promise<BenchRow[]> {
+async function shmSweep(
+  n: number,
+  sizes: number[],
+  shmAlgorithm: ShmAlgorithm = "direct",
+): Promise<BenchRow[]> {
   const cfg = resolveDistConfig({ "nproc-per-node": String(n), "dist-timeout": "60s" }, {});
-  const res = await runWorkers(cfg, workerUrl, [sizes.join(",")], { gpus: [] });
+  const res = await runWorkers(cfg, workerUrl, [sizes.join(",")], { gpus: [], shmAlgorithm });
   if (!res.ok) throw new Error(`shm sweep failed: ${JSON.stringify(res.ranks)}`);
   return res.ranks[0].result as BenchRow[];
 }
@@ -144,7 +150,7 @@ function table(name: string, n: number, rows: BenchRow[]): number {
     const bus = alg * 2 * (n - 1) / n;
     last = bus;
     console.log(
-      `${name.padEnd(6)} ${String(n).padStart(5)} ${fmtSize(r.bytes).padStart(9)} ` +
+      `${name.padEnd(8)} ${String(n).padStart(5)} ${fmtSize(r.bytes).padStart(9)} ` +
         `${(r.seconds * 1e6).toFixed(1).padStart(11)} ${alg.toFixed(2).padStart(11)} ` +
         `${bus.toFixed(2).padStart(11)}`,
     );
@@ -159,9 +165,11 @@ async function sweep(): Promise<void> {
   console.log(`\n# collectives all-reduce (sum, f32, in place on arena buffers; median time)`);
   console.log(`# raw single-thread memcpy: ${memcpy.toFixed(2)} GB/s`);
   console.log(`# raw one-stream TCP loopback: ${tcp.toFixed(2)} GB/s`);
-  console.log(`# transport ranks      size    time(us)  algbw(GB/s) busbw(GB/s)`);
+  console.log(`# transport   ranks      size    time(us)  algbw(GB/s) busbw(GB/s)`);
   const shm2 = table("shm", 2, await shmSweep(2, sizes));
   if (!quick) table("shm", 4, await shmSweep(4, sizes));
+  table("shm-ring", 2, await shmSweep(2, sizes, "ring"));
+  if (!quick) table("shm-ring", 4, await shmSweep(4, sizes, "ring"));
   const tcp2 = table("tcp", 2, await tcpSweep(2, sizes));
   if (!quick) table("tcp", 4, await tcpSweep(4, sizes));
   const r1 = shm2 / memcpy, r2 = tcp2 / tcp;

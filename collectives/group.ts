@@ -10,6 +10,7 @@ import { Arena } from "./arena.ts";
 import { type CallDesc, CollectiveError, type OpName } from "./frame.ts";
 import type { Link, LinkContext } from "./link.ts";
 import { chunkRange, type Ring, ringAllGather, ringBroadcast, ringReduce } from "./ring.ts";
+import { DirectGroup } from "./direct.ts";
 import { ShmLink } from "./shm.ts";
 import { StoreClient } from "./store.ts";
 import { TcpLink, TcpMesh } from "./tcp.ts";
@@ -61,7 +62,16 @@ export interface CommunicatorOptions {
    * (default true).
    */
   blockingWaits?: boolean;
+  /**
+   * Algorithm of groups whose ranks all share this arena: `"direct"` (default;
+   * each rank reduces its chunk across every member's buffer, see
+   * collectives/direct.ts) or `"ring"` (the same ring as across processes).
+   */
+  shmAlgorithm?: ShmAlgorithm;
 }
+
+/** How all-shared-memory groups run their collectives. */
+export type ShmAlgorithm = "direct" | "ring";
 
 /** One rank's transport context: arena, TCP mesh and the links of all its groups. */
 export class Communicator implements LinkContext {
@@ -79,9 +89,12 @@ export class Communicator implements LinkContext {
   readonly tcpLookahead: number;
   /** Whether all-shared-memory groups block the thread while waiting. */
   readonly blockingWaits: boolean;
+  /** Algorithm of all-shared-memory groups. */
+  readonly shmAlgorithm: ShmAlgorithm;
   #store: StoreClient | null;
   #mesh: TcpMesh | null;
   #links = new Map<string, Promise<Link>>();
+  #direct = new Map<string, DirectGroup>();
   #addrs = new Map<number, string>();
 
   private constructor(o: CommunicatorOptions, store: StoreClient | null, mesh: TcpMesh | null) {
@@ -92,6 +105,10 @@ export class Communicator implements LinkContext {
     this.localRanks = new Set(o.localRanks ?? [o.rank]);
     this.tcpLookahead = o.tcpLookahead ?? 4;
     this.blockingWaits = o.blockingWaits ?? true;
+    this.shmAlgorithm = o.shmAlgorithm ?? "direct";
+    if (this.shmAlgorithm !== "direct" && this.shmAlgorithm !== "ring") {
+      throw new CollectiveError(`unknown shared-memory algorithm "${this.shmAlgorithm}"`);
+    }
     this.#store = store;
     this.#mesh = mesh;
   }
@@ -167,6 +184,21 @@ export class Communicator implements LinkContext {
     return new TcpLink(this, peer, conn);
   }
 
+  /**
+   * The direct-collective board of the group keyed `key` (global `ranks`, this
+   * rank at `pos`), or null when some member is in another process or the
+   * ring algorithm was chosen.
+   */
+  direct(key: string, ranks: readonly number[], pos: number): DirectGroup | null {
+    if (this.shmAlgorithm !== "direct" || !ranks.every((r) => this.localRanks.has(r))) return null;
+    let d = this.#direct.get(key);
+    if (!d) {
+      d = new DirectGroup(this, key, ranks, pos, this.blockingWaits);
+      this.#direct.set(key, d);
+    }
+    return d;
+  }
+
   /** The group of all ranks. */
   worldGroup(): ProcessGroup {
     return new ProcessGroup(this, Array.from({ length: this.world }, (_, i) => i));
@@ -190,6 +222,9 @@ function opCode(kind: "allReduce" | "reduceScatter", op: ReduceOp): OpName {
 function isHostCopyable(x: unknown): x is HostCopyable {
   return typeof (x as HostCopyable)?.read === "function" && !ArrayBuffer.isView(x);
 }
+
+/** How one call runs: on the group's direct board (all members share the arena) or on its ring. */
+type Algorithm = { direct: DirectGroup; ring?: undefined } | { ring: Ring; direct?: undefined };
 
 /** An ordered set of ranks with collectives. Every member must make the same calls in order. */
 export class ProcessGroup {
@@ -272,7 +307,7 @@ export class ProcessGroup {
     count: number,
     elemBytes: number,
     extra: number,
-    fn: (d: CallDesc, ring: Ring) => Promise<T>,
+    fn: (d: CallDesc, algo: Algorithm) => Promise<T>,
   ): Promise<T> {
     const seq = this.#seq++;
     const run = this.#queue.then(async () => {
@@ -280,8 +315,10 @@ export class ProcessGroup {
       const desc: CallDesc = { op, seq, count, elemBytes, extra };
       let ring: Ring | null = null;
       try {
+        const direct = this.size > 1 ? this.comm.direct(this.key, this.ranks, this.rank) : null;
+        if (direct) return await fn(desc, { direct });
         ring = await this.#getRing();
-        return await fn(desc, ring);
+        return await fn(desc, { ring });
       } catch (e) {
         const err = e instanceof CollectiveError ? e : new CollectiveError(
           `rank ${this.globalRank}: ${op} failed: ${(e as Error)?.message ?? e}`,
@@ -328,10 +365,11 @@ export class ProcessGroup {
       return;
     }
     if (!(x instanceof Float32Array)) throw new TypeError("allReduce expects a Float32Array");
-    await this.#run(opCode("allReduce", op), x.length, 4, 0, async (d, ring) => {
+    await this.#run(opCode("allReduce", op), x.length, 4, 0, async (d, algo) => {
       if (this.size === 1) return;
       const pl = this.#place(x);
-      await ringReduce(ring, d, pl.off, x.length, op, "allReduce");
+      if (algo.direct) await algo.direct.allReduce(d, pl.off, x.length, op);
+      else await ringReduce(algo.ring, d, pl.off, x.length, op, "allReduce");
       pl.done();
     });
   }
@@ -352,11 +390,12 @@ export class ProcessGroup {
       return res;
     }
     if (!(x instanceof Float32Array)) throw new TypeError("reduceScatter expects a Float32Array");
-    return await this.#run(opCode("reduceScatter", op), x.length, 4, 0, async (d, ring) => {
+    return await this.#run(opCode("reduceScatter", op), x.length, 4, 0, async (d, algo) => {
       const [start, len] = chunkRange(x.length, this.size, this.rank);
       if (this.size === 1) return x.slice();
       const pl = this.#place(x);
-      await ringReduce(ring, d, pl.off, x.length, op, "reduceScatter");
+      if (algo.direct) await algo.direct.reduceScatter(d, pl.off, x.length, op);
+      else await ringReduce(algo.ring, d, pl.off, x.length, op, "reduceScatter");
       return this.comm.arena.f32(pl.off + start * 4, len).slice();
     });
   }
@@ -374,14 +413,15 @@ export class ProcessGroup {
     }
     const p = part as T;
     const eb = p.BYTES_PER_ELEMENT;
-    return await this.#run("allGather", p.length, eb, 0, async (d, ring) => {
+    return await this.#run("allGather", p.length, eb, 0, async (d, algo) => {
       const n = this.size;
       const ctor = p.constructor as new (len: number) => T;
       const result = new ctor(p.length * n);
       result.set(p, this.rank * p.length);
       if (n === 1) return result;
       const pl = this.#place(result);
-      await ringAllGather(ring, d, pl.off, p.length, eb);
+      if (algo.direct) await algo.direct.allGather(d, pl.off, p.byteLength);
+      else await ringAllGather(algo.ring, d, pl.off, p.length, eb);
       pl.done();
       return result;
     });
@@ -398,19 +438,21 @@ export class ProcessGroup {
       if (this.rank !== root) x.write(data);
       return;
     }
-    await this.#run("broadcast", x.length, x.BYTES_PER_ELEMENT, root, async (d, ring) => {
+    await this.#run("broadcast", x.length, x.BYTES_PER_ELEMENT, root, async (d, algo) => {
       if (this.size === 1) return;
       const pl = this.#place(x);
-      await ringBroadcast(ring, d, pl.off, x.byteLength, root);
+      if (algo.direct) await algo.direct.broadcast(d, pl.off, x.byteLength, root);
+      else await ringBroadcast(algo.ring, d, pl.off, x.byteLength, root);
       pl.done();
     });
   }
 
   /** Returns once every member has called barrier (and finished its earlier calls). */
   async barrier(): Promise<void> {
-    await this.#run("barrier", 0, 4, 0, async (d, ring) => {
+    await this.#run("barrier", 0, 4, 0, async (d, algo) => {
       if (this.size === 1) return;
-      await ringReduce(ring, d, 0, 0, "sum", "allReduce");
+      if (algo.direct) await algo.direct.barrier(d);
+      else await ringReduce(algo.ring, d, 0, 0, "sum", "allReduce");
     });
   }
 }

@@ -15,7 +15,7 @@
 import { Arena } from "./arena.ts";
 import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts";
 import type { DistConfig } from "./env.ts";
-import type { Communicator, ProcessGroup } from "./group.ts";
+import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
 
 /** What each Worker gets. */
@@ -58,6 +58,8 @@ export interface WorkerInit {
   store?: { hostname: string; port: number };
   /** Timeout in ms. */
   timeoutMs: number;
+  /** Algorithm of all-shared-memory groups (default direct). */
+  shmAlgorithm?: ShmAlgorithm;
   /** Device assignment. */
   device: DeviceAssignment;
   /** Worker module URL. */
@@ -97,6 +99,8 @@ export interface RunOptions {
   forceTcp?: boolean;
   /** Host GPUs (default: listed from sysfs); tests pass their own. */
   gpus?: ReturnType<typeof listHostGpus>;
+  /** Algorithm of all-shared-memory groups (default "direct"; "ring" for testing and comparison). */
+  shmAlgorithm?: ShmAlgorithm;
 }
 
 type Msg =
@@ -178,6 +182,7 @@ export async function runWorkers(
         memory: arena.memory,
         store: remote ? { hostname: cfg.masterAddr, port: cfg.masterPort } : undefined,
         timeoutMs: cfg.distTimeoutMs,
+        shmAlgorithm: opts.shmAlgorithm,
         device,
         moduleUrl: String(moduleUrl),
         args,

@@ -43,6 +43,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       arena,
       store: init.store,
       timeoutMs: init.timeoutMs,
+      shmAlgorithm: init.shmAlgorithm,
     });
     const ctx: WorkerContext = {
       rank: init.rank,

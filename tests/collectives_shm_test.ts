@@ -17,12 +17,14 @@ function cfg(n: number, timeout = "20s") {
   return resolveDistConfig({ "nproc-per-node": String(n), "dist-timeout": timeout }, {});
 }
 
-for (const n of [2, 3, 4]) {
-  Deno.test(`shm: every op matches the reference, ${n} ranks`, async () => {
-    const res = await runWorkers(cfg(n), OPS, [SIZES], { gpus: [] });
-    assert.ok(res.ok, JSON.stringify(res.ranks));
-    for (const r of res.ranks) assert.deepEqual(r.result, []);
-  });
+for (const shmAlgorithm of ["direct", "ring"] as const) {
+  for (const n of [2, 3, 4]) {
+    Deno.test(`shm (${shmAlgorithm}): every op matches the reference, ${n} ranks`, async () => {
+      const res = await runWorkers(cfg(n), OPS, [SIZES], { gpus: [], shmAlgorithm });
+      assert.ok(res.ok, JSON.stringify(res.ranks));
+      for (const r of res.ranks) assert.deepEqual(r.result, []);
+    });
+  }
 }
 
 Deno.test("shm: TP and DP subgroups of 4 ranks (tp=2)", async () => {
