@@ -14,7 +14,9 @@ export {
   type CommunicatorOptions,
   type HostCopyable,
   ProcessGroup,
+  type ShmAlgorithm,
 } from "./group.ts";
+export { DirectGroup } from "./direct.ts";
 export {
   parallelGroups,
   type ParallelLayout,
