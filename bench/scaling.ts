@@ -5,18 +5,25 @@
  * constant. Reports params, ranks, tokens/s, achieved GFLOP/s per rank, the
  * share of step time in communication, and the efficiency against 1 rank.
  *
- * `deno task bench:scaling [--max-ranks N] [--backend deno|dawn] [--steps S] [--batch B] [--seq T]`
- * On a CPU-only machine every simulated GPU gets one core (LP_NUM_THREADS=1 for
- * lavapipe), so 1 → 2 ranks on 2 cores is an honest test. The default backend
- * is Deno's WebGPU: on Mesa's GL, Dawn overlaps its driver thread with the JS
- * thread (a 1-rank run then uses both cores) and serialises devices that share
- * a process, so it measures neither side honestly.
+ * `deno task bench:scaling [--max-ranks N] [--placement procs|workers]
+ *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T]`
+ *
+ * Placement `procs` (the default) runs one OS process per rank, each pinned to
+ * its own core with `taskset` (the 1-rank baseline too), talking over TCP: on a
+ * CPU-only machine a simulated GPU (one lavapipe or llvmpipe thread,
+ * `LP_NUM_THREADS=1`) and its host thread then share one core, so 1 → 2 ranks
+ * on 2 cores is an honest test, and each process can use any backend (the
+ * default, Dawn, serialises devices that share a process). Placement `workers`
+ * runs the ranks as Workers of one process over shared memory (Deno's WebGPU);
+ * its threads cannot be pinned, so its 1-rank baseline borrows the second core.
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
+import { listHostGpus } from "../collectives/devices.ts";
+import { DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import type { ScalingResult, ScalingRun } from "./scaling_worker.ts";
@@ -34,15 +41,25 @@ export interface ScalingConfig {
 }
 
 /**
- * The ladder: parameters ≈ linear in ranks (12·L·h² grows 1.9×, 4×, 7.6×), head
- * sizes multiples of 4 so every rank runs the vectorised kernels.
+ * The ladders: parameters ≈ linear in ranks (12·L·h² grows 1.9×, 4×, 7.6×),
+ * head sizes multiples of 4 so every rank runs the vectorised kernels.
+ * `base` (the default) starts at hidden 256; `small` at 128, where per-rank
+ * work is so small that fixed per-collective costs dominate.
  */
-export const LADDER: readonly ScalingConfig[] = [
-  { ranks: 1, hidden: 128, heads: 4, layers: 4 },
-  { ranks: 2, hidden: 176, heads: 4, layers: 4 },
-  { ranks: 4, hidden: 256, heads: 8, layers: 4 },
-  { ranks: 8, hidden: 352, heads: 8, layers: 4 },
-];
+export const LADDERS: Readonly<Record<"base" | "small", readonly ScalingConfig[]>> = {
+  base: [
+    { ranks: 1, hidden: 256, heads: 8, layers: 4 },
+    { ranks: 2, hidden: 352, heads: 8, layers: 4 },
+    { ranks: 4, hidden: 512, heads: 8, layers: 4 },
+    { ranks: 8, hidden: 704, heads: 8, layers: 4 },
+  ],
+  small: [
+    { ranks: 1, hidden: 128, heads: 4, layers: 4 },
+    { ranks: 2, hidden: 176, heads: 4, layers: 4 },
+    { ranks: 4, hidden: 256, heads: 8, layers: 4 },
+    { ranks: 8, hidden: 352, heads: 8, layers: 4 },
+  ],
+};
 
 /** One row of the result table. */
 export interface ScalingRow {
@@ -79,15 +96,84 @@ function paramCount(c: ScalingConfig): number {
   return L * (12 * h * h + 13 * h) + paddedVocabSize(256, c.ranks) * h + 64 * h + 2 * h;
 }
 
-async function runOn(ranks: number, run: ScalingRun): Promise<ScalingResult> {
-  const cfg = localDistConfig(ranks, 120000);
-  const res = await runWorkers(cfg, new URL("./scaling_worker.ts", import.meta.url), [
-    JSON.stringify(run),
-  ], {
-    gpus: [],
+const WORKER = new URL("./scaling_worker.ts", import.meta.url);
+
+/** How the ranks of one measurement run. */
+export type Placement = "workers" | "procs";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function hasTaskset(): boolean {
+  try {
+    return new Deno.Command("taskset", { args: ["-p", "1"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * One OS process per rank, each pinned to its own core with `taskset` (the
+ * 1-rank baseline too): a simulated GPU and its host thread share one core.
+ * Ranks talk over TCP on loopback.
+ */
+async function runProcs(ranks: number, run: ScalingRun): Promise<ScalingResult[]> {
+  const port = freePort();
+  const cores = navigator.hardwareConcurrency;
+  const pin = hasTaskset();
+  const launcher = new URL("../cli/launch.ts", import.meta.url).pathname;
+  // On a host with several GPUs, process i drives GPU i.
+  const gpus = listHostGpus().length;
+  const outs = await Promise.all(Array.from({ length: ranks }, (_, i) => {
+    const deno = [
+      Deno.execPath(),
+      "run",
+      "-A",
+      launcher,
+      ...(ranks > 1
+        ? ["--nnodes", String(ranks), "--node-rank", String(i), "--nproc-per-node", "1"]
+        : []),
+      "--master-addr",
+      "127.0.0.1",
+      "--master-port",
+      String(port),
+      "--dist-timeout",
+      "120s",
+      ...(gpus >= ranks ? ["--devices", String(i)] : []),
+      WORKER.pathname,
+      JSON.stringify(run),
+      "--print",
+    ];
+    const argv = pin ? ["taskset", "-c", String(i % cores), ...deno] : deno;
+    return new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      cwd: new URL("../", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+  }));
+  return outs.map((o, i) => {
+    const text = new TextDecoder().decode(o.stdout);
+    const line = text.split("\n").find((l) => l.startsWith("SCALING_RESULT "));
+    if (!o.success || !line) throw new Error(`rank ${i} failed:\n${text}`);
+    return JSON.parse(line.slice("SCALING_RESULT ".length)) as ScalingResult;
   });
+}
+
+async function runWorkersOf(ranks: number, run: ScalingRun): Promise<ScalingResult[]> {
+  const cfg = localDistConfig(ranks, 120000);
+  const res = await runWorkers(cfg, WORKER, [JSON.stringify(run)], { gpus: [] });
   if (!res.ok) throw new Error(res.ranks.map((r) => r.error).filter(Boolean).join("; "));
-  const rs = res.ranks.map((r) => r.result as ScalingResult);
+  return res.ranks.map((r) => r.result as ScalingResult);
+}
+
+async function runOn(ranks: number, run: ScalingRun, placement: Placement): Promise<ScalingResult> {
+  const rs = placement === "procs" ? await runProcs(ranks, run) : await runWorkersOf(ranks, run);
   return {
     msPerStep: Math.max(...rs.map((r) => r.msPerStep)),
     commMsPerStep: rs.reduce((s, r) => s + r.commMsPerStep, 0) / rs.length,
@@ -98,17 +184,29 @@ async function runOn(ranks: number, run: ScalingRun): Promise<ScalingResult> {
 /** Runs the ladder up to `maxRanks` and returns the table rows. */
 export async function runScaling(opts: {
   maxRanks: number;
-  backend: string;
+  backend?: string;
   steps: number;
   warmup: number;
   batch?: number;
   seq?: number;
+  placement?: Placement;
+  /** A named ladder (default "base") or explicit configurations. */
+  ladder?: keyof typeof LADDERS | readonly ScalingConfig[];
 }): Promise<ScalingRow[]> {
+  const placement = opts.placement ?? "procs";
+  if (placement !== "procs" && placement !== "workers") {
+    throw new Error(`unknown placement "${placement}": expected procs or workers`);
+  }
   // One core per simulated GPU on lavapipe (ignored by real GPUs).
   if (!Deno.env.get("LP_NUM_THREADS")) Deno.env.set("LP_NUM_THREADS", "1");
   const batch = opts.batch ?? 16, seq = opts.seq ?? 64;
   const rows: ScalingRow[] = [];
-  for (const c of LADDER.filter((l) => l.ranks <= opts.maxRanks)) {
+  // Several ranks sharing a process need Deno's WebGPU (Dawn on GL serialises them).
+  const backend = opts.backend ??
+    (placement === "workers" ? defaultBackendFor(opts.maxRanks) : DEFAULT_BACKEND);
+  const ladder = typeof opts.ladder === "object" ? opts.ladder : LADDERS[opts.ladder ?? "base"];
+  if (!ladder) throw new Error(`unknown ladder "${opts.ladder}": expected base or small`);
+  for (const c of ladder.filter((l) => l.ranks <= opts.maxRanks)) {
     const base: ScalingRun = {
       config: gptConfig(c),
       tp: c.ranks,
@@ -117,10 +215,12 @@ export async function runScaling(opts: {
       warmup: opts.warmup,
       steps: opts.steps,
       measureComm: false,
-      backend: opts.backend,
+      backend,
     };
-    const plain = await runOn(c.ranks, base);
-    const timed = c.ranks > 1 ? await runOn(c.ranks, { ...base, measureComm: true }) : null;
+    const plain = await runOn(c.ranks, base, placement);
+    const timed = c.ranks > 1
+      ? await runOn(c.ranks, { ...base, measureComm: true }, placement)
+      : null;
     const flops = trainingFlops(
       {
         numLayers: c.layers,
@@ -170,20 +270,24 @@ if (import.meta.main) {
     args: Deno.args,
     options: {
       "max-ranks": { type: "string", default: "2" },
-      backend: { type: "string", default: "deno" },
+      backend: { type: "string" },
+      placement: { type: "string", default: "procs" },
       steps: { type: "string", default: "10" },
       warmup: { type: "string", default: "3" },
       batch: { type: "string", default: "16" },
       seq: { type: "string", default: "64" },
+      ladder: { type: "string", default: "base" },
     },
   });
   const rows = await runScaling({
     maxRanks: Number(values["max-ranks"]),
-    backend: values.backend!,
+    backend: values.backend,
     steps: Number(values.steps),
     warmup: Number(values.warmup),
     batch: Number(values.batch),
     seq: Number(values.seq),
+    ladder: values.ladder as keyof typeof LADDERS,
+    placement: values.placement as Placement,
   });
   console.log(formatScaling(rows));
   console.log(

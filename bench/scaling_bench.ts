@@ -14,7 +14,7 @@ Deno.bench({
   async fn() {
     const rows = await runScaling({
       maxRanks: Number(Deno.env.get("SCALING_MAX_RANKS") ?? 2),
-      backend: Deno.env.get("WEBGPU_BACKEND") ?? "deno",
+      backend: Deno.env.get("WEBGPU_BACKEND"),
       steps: 8,
       warmup: 2,
     });

@@ -83,7 +83,10 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
     let loss = 0;
     for (let i = 0; i < run.steps; i++) loss = (await step()).loss;
     const ms = (performance.now() - t0) / run.steps;
-    return { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
+    const result = { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
+    // Run as one OS process per rank (bench/scaling.ts --procs): report on stdout.
+    if (ctx.args.includes("--print")) console.log(`SCALING_RESULT ${JSON.stringify(result)}`);
+    return result;
   } finally {
     await device.close();
   }
