@@ -244,7 +244,7 @@ export async function main(args: string[]): Promise<number> {
     }
     throw e;
   } finally {
-    device?.destroy();
+    await device?.close();
   }
 }
 

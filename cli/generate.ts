@@ -147,7 +147,7 @@ export async function main(args: string[]): Promise<number> {
     }
     throw e;
   } finally {
-    device?.destroy();
+    await device?.close();
   }
 }
 

@@ -88,6 +88,12 @@ export interface RunResult {
   ranks: RankOutcome[];
 }
 
+/**
+ * How long to wait for finished Workers to release their devices and close
+ * before terminating them (a loaded machine can take seconds to tear down).
+ */
+const CLOSE_WAIT_MS = 15000;
+
 /** Options beyond the {@link DistConfig}. */
 export interface RunOptions {
   /** Log failures to stderr as they happen (default true). */
@@ -226,7 +232,7 @@ export async function runWorkers(
   let closeTimer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
     Promise.all(closing),
-    new Promise((r) => (closeTimer = setTimeout(r, 3000))),
+    new Promise((r) => (closeTimer = setTimeout(r, CLOSE_WAIT_MS))),
   ]);
   clearTimeout(closeTimer);
   await new Promise((r) => setTimeout(r, 100));

@@ -12,48 +12,58 @@ Deno.test("TP=2 checkpoint: eval at TP=1, 2 and 4 gives the same loss", async ()
   const dir = await Deno.makeTempDir();
   const text = "It was the best of times, it was the worst of times. ".repeat(80);
   await Deno.writeTextFile(`${dir}/data.txt`, text);
-  const train = await runCli("cli/train.ts", [
-    "--num-layers",
-    "1",
-    "--hidden-size",
-    "32",
-    "--num-attention-heads",
-    "4",
-    "--seq-length",
-    "16",
-    "--micro-batch-size",
-    "2",
-    "--train-iters",
-    "3",
-    "--eval-iters",
-    "1",
-    "--sample-tokens",
-    "0",
-    "--data-path",
-    `${dir}/data.txt`,
-    "--save",
-    `${dir}/ck`,
-    "--tp",
-    "2",
-    "--nproc-per-node",
-    "2",
-  ]);
+  const train = await runCli(
+    "cli/train.ts",
+    [
+      "--num-layers",
+      "1",
+      "--hidden-size",
+      "32",
+      "--num-attention-heads",
+      "4",
+      "--seq-length",
+      "16",
+      "--micro-batch-size",
+      "2",
+      "--train-iters",
+      "3",
+      "--eval-iters",
+      "1",
+      "--sample-tokens",
+      "0",
+      "--data-path",
+      `${dir}/data.txt`,
+      "--save",
+      `${dir}/ck`,
+      "--tp",
+      "2",
+      "--nproc-per-node",
+      "2",
+    ],
+    undefined,
+    { retryOnCrash: true },
+  );
   strictEqual(train.code, 0, train.stderr);
   const losses: number[] = [];
   for (const tp of [1, 2, 4]) {
-    const r = await runCli("cli/eval.ts", [
-      "--load",
-      `${dir}/ck`,
-      "--data-path",
-      `${dir}/data.txt`,
-      "--tokenizer",
-      "byte",
-      "--seq-length",
-      "16",
-      "--json",
-      "--tp",
-      String(tp),
-    ]);
+    const r = await runCli(
+      "cli/eval.ts",
+      [
+        "--load",
+        `${dir}/ck`,
+        "--data-path",
+        `${dir}/data.txt`,
+        "--tokenizer",
+        "byte",
+        "--seq-length",
+        "16",
+        "--json",
+        "--tp",
+        String(tp),
+      ],
+      undefined,
+      { retryOnCrash: true },
+    );
     strictEqual(r.code, 0, r.stderr);
     const last = r.stdout.trim().split("\n").pop()!;
     losses.push(JSON.parse(last).loss);
