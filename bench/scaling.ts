@@ -6,7 +6,11 @@
  * share of step time in communication, and the efficiency against 1 rank.
  *
  * `deno task bench:scaling [--max-ranks N] [--placement procs|workers]
- *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T]`
+ *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T] [--repeats R]`
+ *
+ * The configurations take turns for R rounds (default 3) and each reports the
+ * median step time; a last run per multi-rank configuration measures the
+ * communication share.
  *
  * Placement `procs` (the default) runs one OS process per rank, each pinned to
  * its own core with `taskset` (the 1-rank baseline too), talking over TCP: on a
@@ -75,8 +79,23 @@ export interface ScalingRow {
   commShare: number;
   /** GFLOP/s per rank relative to the 1-rank run. */
   efficiency: number;
-  /** Mean step time, ms. */
+  /** Efficiency from the fastest round of each configuration (noise only adds time). */
+  efficiencyBestRounds: number;
+  /**
+   * Efficiency against the 1-rank run on the slowest core the multi-rank run
+   * uses (procs placement; equals `efficiency` when the cores are equally fast).
+   */
+  efficiencyVsSlowestCore?: number;
+  /** Step time, ms: the median over the rounds. */
   msPerStep: number;
+  /** Mean step time of each round, ms. */
+  runs: number[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 function gptConfig(c: ScalingConfig): GptConfig {
@@ -122,7 +141,11 @@ function hasTaskset(): boolean {
  * 1-rank baseline too): a simulated GPU and its host thread share one core.
  * Ranks talk over TCP on loopback.
  */
-async function runProcs(ranks: number, run: ScalingRun): Promise<ScalingResult[]> {
+async function runProcs(
+  ranks: number,
+  run: ScalingRun,
+  firstCore: number,
+): Promise<ScalingResult[]> {
   const port = freePort();
   const cores = navigator.hardwareConcurrency;
   const pin = hasTaskset();
@@ -149,7 +172,7 @@ async function runProcs(ranks: number, run: ScalingRun): Promise<ScalingResult[]
       JSON.stringify(run),
       "--print",
     ];
-    const argv = pin ? ["taskset", "-c", String(i % cores), ...deno] : deno;
+    const argv = pin ? ["taskset", "-c", String((firstCore + i) % cores), ...deno] : deno;
     return new Deno.Command(argv[0], {
       args: argv.slice(1),
       cwd: new URL("../", import.meta.url).pathname,
@@ -165,6 +188,51 @@ async function runProcs(ranks: number, run: ScalingRun): Promise<ScalingResult[]
   });
 }
 
+/** What the host gives: each core's speed alone, and while all are busy. */
+export interface CoreCheck {
+  /** Milliseconds for a fixed integer loop on each core alone. */
+  aloneMs: number[];
+  /** Milliseconds for the same loop on cores 0..n-1 all at once. */
+  concurrentMs: number[];
+}
+
+const SPIN = "let x = 0; const t = performance.now(); " +
+  "for (let i = 0; i < 2e9; i++) x = (x + i) | 0; console.log(performance.now() - t, x);";
+
+/**
+ * Runs a fixed loop on each of `n` cores alone, then on all at once (pinned
+ * with taskset): on a shared virtual machine the cores need not all be there,
+ * and a rank on a slow core slows every step of its group.
+ */
+export async function checkCores(n: number): Promise<CoreCheck | null> {
+  if (!hasTaskset()) return null;
+  const spin = async (cores: number[]) =>
+    await Promise.all(cores.map(async (c) => {
+      const o = await new Deno.Command("taskset", {
+        args: ["-c", String(c), Deno.execPath(), "eval", SPIN],
+        stdout: "piped",
+      }).output();
+      return Number(new TextDecoder().decode(o.stdout).split(" ")[0]);
+    }));
+  const cores = Array.from({ length: n }, (_, i) => i);
+  const aloneMs: number[] = [];
+  for (const c of cores) aloneMs.push(...await spin([c]));
+  return { aloneMs, concurrentMs: await spin(cores) };
+}
+
+/** One line describing a {@link CoreCheck}. */
+export function formatCoreCheck(c: CoreCheck): string {
+  const fastest = Math.min(...c.aloneMs);
+  const slow = Math.max(...c.aloneMs, ...c.concurrentMs) / fastest;
+  const list = (xs: number[]) => xs.map((t) => t.toFixed(0)).join(" / ");
+  return `cores check (fixed loop, ms): cores ${c.aloneMs.map((_, i) => i).join("/")} alone ` +
+    `${list(c.aloneMs)}, all at once ${list(c.concurrentMs)}` +
+    (slow > 1.15
+      ? ` — a core runs at ${(100 / slow).toFixed(0)}% of the fastest: the host is not ` +
+        `giving ${c.aloneMs.length} full cores, and multi-rank rows are understated`
+      : "");
+}
+
 async function runWorkersOf(ranks: number, run: ScalingRun): Promise<ScalingResult[]> {
   const cfg = localDistConfig(ranks, 120000);
   const res = await runWorkers(cfg, WORKER, [JSON.stringify(run)], { gpus: [] });
@@ -172,8 +240,15 @@ async function runWorkersOf(ranks: number, run: ScalingRun): Promise<ScalingResu
   return res.ranks.map((r) => r.result as ScalingResult);
 }
 
-async function runOn(ranks: number, run: ScalingRun, placement: Placement): Promise<ScalingResult> {
-  const rs = placement === "procs" ? await runProcs(ranks, run) : await runWorkersOf(ranks, run);
+async function runOn(
+  ranks: number,
+  run: ScalingRun,
+  placement: Placement,
+  firstCore = 0,
+): Promise<ScalingResult> {
+  const rs = placement === "procs"
+    ? await runProcs(ranks, run, firstCore)
+    : await runWorkersOf(ranks, run);
   return {
     msPerStep: Math.max(...rs.map((r) => r.msPerStep)),
     commMsPerStep: rs.reduce((s, r) => s + r.commMsPerStep, 0) / rs.length,
@@ -190,6 +265,8 @@ export async function runScaling(opts: {
   batch?: number;
   seq?: number;
   placement?: Placement;
+  /** Rounds over the configurations; each row reports its median (default 3). */
+  repeats?: number;
   /** A named ladder (default "base") or explicit configurations. */
   ladder?: keyof typeof LADDERS | readonly ScalingConfig[];
 }): Promise<ScalingRow[]> {
@@ -206,21 +283,42 @@ export async function runScaling(opts: {
     (placement === "workers" ? defaultBackendFor(opts.maxRanks) : DEFAULT_BACKEND);
   const ladder = typeof opts.ladder === "object" ? opts.ladder : LADDERS[opts.ladder ?? "base"];
   if (!ladder) throw new Error(`unknown ladder "${opts.ladder}": expected base or small`);
-  for (const c of ladder.filter((l) => l.ranks <= opts.maxRanks)) {
-    const base: ScalingRun = {
-      config: gptConfig(c),
-      tp: c.ranks,
-      batch,
-      seq,
-      warmup: opts.warmup,
-      steps: opts.steps,
-      measureComm: false,
-      backend,
-    };
-    const plain = await runOn(c.ranks, base, placement);
-    const timed = c.ranks > 1
-      ? await runOn(c.ranks, { ...base, measureComm: true }, placement)
-      : null;
+  const configs = ladder.filter((l) => l.ranks <= opts.maxRanks);
+  const runOf = (c: ScalingConfig, measureComm: boolean): ScalingRun => ({
+    config: gptConfig(c),
+    tp: c.ranks,
+    batch,
+    seq,
+    warmup: opts.warmup,
+    steps: opts.steps,
+    measureComm,
+    backend,
+  });
+  // The configurations take turns, `repeats` rounds, and each reports its
+  // median: a shared machine drifts between runs, and interleaving spreads the
+  // drift over all of them instead of biasing the ratio.
+  const times: number[][] = configs.map(() => []);
+  // In procs placement the 1-rank baseline also runs on every other core the
+  // multi-rank runs use: on a shared virtual machine cores can differ in speed,
+  // and a tensor-parallel group runs at the pace of its slowest rank.
+  const used = Math.min(Math.max(...configs.map((c) => c.ranks)), navigator.hardwareConcurrency);
+  const slowestBaseline: number[] = [];
+  for (let round = 0; round < (opts.repeats ?? 3); round++) {
+    for (const [i, c] of configs.entries()) {
+      times[i].push((await runOn(c.ranks, runOf(c, false), placement)).msPerStep);
+      if (c.ranks === 1 && placement === "procs" && used > 1) {
+        let slowest = times[i][times[i].length - 1];
+        for (let core = 1; core < used; core++) {
+          const t = (await runOn(1, runOf(c, false), placement, core)).msPerStep;
+          slowest = Math.max(slowest, t);
+        }
+        slowestBaseline.push(slowest);
+      }
+    }
+  }
+  for (const [i, c] of configs.entries()) {
+    const msPerStep = median(times[i]);
+    const timed = c.ranks > 1 ? await runOn(c.ranks, runOf(c, true), placement) : null;
     const flops = trainingFlops(
       {
         numLayers: c.layers,
@@ -231,15 +329,23 @@ export async function runScaling(opts: {
       },
       batch * seq,
     );
-    const gflopsPerRank = flops / (plain.msPerStep / 1000) / 1e9 / c.ranks;
+    const gflopsPerRank = flops / (msPerStep / 1000) / 1e9 / c.ranks;
     rows.push({
       config: c,
       params: paramCount(c),
-      tokensPerS: (batch * seq) / (plain.msPerStep / 1000),
+      tokensPerS: (batch * seq) / (msPerStep / 1000),
       gflopsPerRank,
       commShare: timed ? timed.commMsPerStep / timed.msPerStep : 0,
       efficiency: rows.length ? gflopsPerRank / rows[0].gflopsPerRank : 1,
-      msPerStep: plain.msPerStep,
+      efficiencyBestRounds: rows.length
+        ? Math.min(...rows[0].runs) / Math.min(...times[i]) * (gflopsPerRank * msPerStep) /
+          (rows[0].gflopsPerRank * rows[0].msPerStep)
+        : 1,
+      efficiencyVsSlowestCore: rows.length && slowestBaseline.length
+        ? gflopsPerRank / (rows[0].gflopsPerRank * rows[0].msPerStep / median(slowestBaseline))
+        : undefined,
+      msPerStep,
+      runs: times[i],
     });
   }
   return rows;
@@ -248,18 +354,22 @@ export async function runScaling(opts: {
 /** The table as Markdown. */
 export function formatScaling(rows: ScalingRow[]): string {
   const lines = [
-    "| ranks (TP) | hidden | layers | heads | params | ms/step | tokens/s | GFLOP/s per rank | comm share | weak-scaling efficiency |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| ranks (TP) | hidden | layers | heads | params | ms/step (rounds) | tokens/s | GFLOP/s per rank | comm share | weak-scaling efficiency | best rounds | vs slowest core |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     lines.push(
       `| ${r.config.ranks} | ${r.config.hidden} | ${r.config.layers} | ${r.config.heads} | ` +
-        `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} | ${
-          r.tokensPerS.toFixed(0)
-        } | ` +
+        `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} (${
+          r.runs.map((t) => t.toFixed(0)).join(", ")
+        }) | ${r.tokensPerS.toFixed(0)} | ` +
         `${r.gflopsPerRank.toFixed(2)} | ${(100 * r.commShare).toFixed(1)}% | ${
           (100 * r.efficiency).toFixed(1)
-        }% |`,
+        }% | ${(100 * r.efficiencyBestRounds).toFixed(1)}% | ${
+          r.efficiencyVsSlowestCore === undefined
+            ? "–"
+            : `${(100 * r.efficiencyVsSlowestCore).toFixed(1)}%`
+        } |`,
     );
   }
   return lines.join("\n");
@@ -272,13 +382,16 @@ if (import.meta.main) {
       "max-ranks": { type: "string", default: "2" },
       backend: { type: "string" },
       placement: { type: "string", default: "procs" },
-      steps: { type: "string", default: "10" },
+      steps: { type: "string", default: "8" },
       warmup: { type: "string", default: "3" },
       batch: { type: "string", default: "16" },
       seq: { type: "string", default: "64" },
       ladder: { type: "string", default: "base" },
+      repeats: { type: "string", default: "3" },
     },
   });
+  const coreCount = Math.min(Number(values["max-ranks"]), navigator.hardwareConcurrency);
+  const before = await checkCores(coreCount);
   const rows = await runScaling({
     maxRanks: Number(values["max-ranks"]),
     backend: values.backend,
@@ -287,9 +400,14 @@ if (import.meta.main) {
     batch: Number(values.batch),
     seq: Number(values.seq),
     ladder: values.ladder as keyof typeof LADDERS,
+    repeats: Number(values.repeats),
     placement: values.placement as Placement,
   });
   console.log(formatScaling(rows));
+  // Bracket the measurement with a check of the cores the host gives.
+  const after = await checkCores(coreCount);
+  if (before) console.log(`before: ${formatCoreCheck(before)}`);
+  if (after) console.log(`after: ${formatCoreCheck(after)}`);
   console.log(
     "paper (Megatron-LM, V100 GPUs): 77% weak-scaling efficiency at 8-way TP; 74% at 512 GPUs (8-way TP × 64-way DP); 95% at 2 GPUs",
   );

@@ -1,6 +1,8 @@
 /**
  * `deno bench` entry of the weak-scaling experiment (see bench/scaling.ts):
- * one measurement of the 1 → 2 rank ladder, printing the table.
+ * the 1 → 2 rank ladder at batch 8, one round per `deno bench` iteration,
+ * printing a table each time. `deno task bench:scaling` interleaves rounds and
+ * reports medians (the numbers in the README).
  * @module
  */
 
@@ -17,6 +19,8 @@ Deno.bench({
       backend: Deno.env.get("WEBGPU_BACKEND"),
       steps: 8,
       warmup: 2,
+      batch: 8,
+      repeats: 1,
     });
     console.log("\n" + formatScaling(rows));
   },

@@ -23,6 +23,7 @@ for (const placement of ["procs", "workers"] as const) {
       seq: 8,
       placement,
       ladder: TINY,
+      repeats: 1,
     });
     assert.deepEqual(rows.map((r) => r.config.ranks), [1, 2]);
     for (const r of rows) {
