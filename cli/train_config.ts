@@ -162,6 +162,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "how long to wait for a peer before failing (e.g. 60s; default 300s)",
   },
+  "launcher": {
+    type: "string",
+    help: "run this node's ranks as workers (one process; default) or procs (one process each)",
+  },
 };
 
 /** Flags handled by the launcher (kept out of the per-rank flags). */

@@ -26,7 +26,15 @@ export interface DistConfig {
   devices?: string;
   /** Where the values came from. */
   source: "flags" | "torchrun" | "slurm" | "openmpi" | "single";
+  /**
+   * How this node runs its ranks: as Workers of this process (default), or as
+   * one OS process each (`--launcher procs`, see collectives/procs.ts).
+   */
+  launcher?: Launcher;
 }
+
+/** How a node runs its local ranks. */
+export type Launcher = "workers" | "procs";
 
 /** Flags this module understands (anything else is left for the program). */
 export const DIST_FLAGS = [
@@ -37,6 +45,7 @@ export const DIST_FLAGS = [
   "master-port",
   "devices",
   "dist-timeout",
+  "launcher",
 ] as const;
 
 /** Splits `args` into the distributed flags (by name, values as strings) and the rest. */
@@ -99,7 +108,11 @@ export function resolveDistConfig(
   const port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
   if (port > 65535) throw new Error(`--master-port must be at most 65535, got ${port}`);
   const addr = flags["master-addr"] ?? env.MASTER_ADDR;
-  const common = { distTimeoutMs, devices, masterPort: port };
+  const launcher = flags["launcher"] ?? "workers";
+  if (launcher !== "workers" && launcher !== "procs") {
+    throw new Error(`--launcher must be workers or procs, got "${launcher}"`);
+  }
+  const common = { distTimeoutMs, devices, masterPort: port, launcher: launcher as Launcher };
   const nproc = int("--nproc-per-node", flags["nproc-per-node"], 1);
   const nnodes = int("--nnodes", flags["nnodes"], 1);
   const nodeRank = int("--node-rank", flags["node-rank"], 0);

@@ -17,6 +17,7 @@ import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts
 import type { DistConfig } from "./env.ts";
 import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
+import { runRankProcesses } from "./procs.ts";
 
 /** What each Worker gets. */
 export interface WorkerContext {
@@ -245,7 +246,9 @@ export async function runWorkers(
 /**
  * Runs this process's ranks (see {@link runWorkers}), then exits deliberately:
  * Workers are terminated, the process waits `settleMs` (default 200) so devices
- * are released, and exits 0 when every rank succeeded, else 1.
+ * are released, and exits 0 when every rank succeeded, else 1. With
+ * `cfg.launcher` "procs", the ranks are instead child processes re-running this
+ * program (see {@link runRankProcesses}), and the exit code is theirs.
  */
 export async function launch(
   cfg: DistConfig,
@@ -255,8 +258,13 @@ export async function launch(
 ): Promise<never> {
   let code = 1;
   try {
-    const res = await runWorkers(cfg, moduleUrl, args, opts);
-    code = res.ok ? 0 : 1;
+    if (cfg.launcher === "procs" && cfg.localWorld > 1) {
+      // One OS process per local rank: this program again, under torchrun's variables.
+      code = await runRankProcesses(cfg);
+    } else {
+      const res = await runWorkers(cfg, moduleUrl, args, opts);
+      code = res.ok ? 0 : 1;
+    }
   } catch (e) {
     console.error(`launch failed: ${(e as Error).message}`);
   }

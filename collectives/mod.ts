@@ -29,6 +29,7 @@ export { reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";
 export {
   DIST_FLAGS,
   type DistConfig,
+  type Launcher,
   parseDuration,
   resolveDistConfig,
   splitDistArgs,
@@ -50,3 +51,4 @@ export {
   type WorkerContext,
 } from "./launch.ts";
 export { StoreClient, StoreServer } from "./store.ts";
+export { type ProcsOptions, runRankProcesses } from "./procs.ts";

@@ -116,3 +116,43 @@ Deno.test("train: stop at a checkpoint and resume gives the same losses", async 
   deepStrictEqual(b, a.slice(2));
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("train: --launcher procs (one process per rank) gives the Workers run's losses", async () => {
+  const dir = await Deno.makeTempDir();
+  const text = "It was the best of times, it was the worst of times. ".repeat(80);
+  await Deno.writeTextFile(`${dir}/data.txt`, text);
+  const args = [
+    ...tiny,
+    "--train-iters",
+    "3",
+    "--eval-interval",
+    "100",
+    "--data-path",
+    `${dir}/data.txt`,
+    "--tp",
+    "2",
+    "--nproc-per-node",
+    "2",
+    "--backend",
+    "deno",
+  ];
+  const opts = { retryOnCrash: true };
+  const workers = await runCli(
+    "cli/train.ts",
+    [...args, "--log-json", `${dir}/w.jsonl`],
+    undefined,
+    opts,
+  );
+  strictEqual(workers.code, 0, workers.stderr);
+  const procs = await runCli(
+    "cli/train.ts",
+    [...args, "--launcher", "procs", "--log-json", `${dir}/p.jsonl`],
+    undefined,
+    opts,
+  );
+  strictEqual(procs.code, 0, procs.stderr);
+  const w = losses(await Deno.readTextFile(`${dir}/w.jsonl`));
+  deepStrictEqual(losses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
+  strictEqual(w.length, 3);
+  await Deno.remove(dir, { recursive: true });
+});

@@ -1,0 +1,91 @@
+/**
+ * The `--launcher procs` mode: a node runs each of its local ranks as its own
+ * OS process, as torchrun does, instead of as Workers of one process. The
+ * program re-runs itself (`Deno.mainModule` with its arguments, minus the
+ * distributed flags) once per local rank under torchrun's environment
+ * variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
+ * `MASTER_ADDR`, `MASTER_PORT`), so every child is a one-rank process that
+ * meets the others through the rendezvous store and talks over TCP.
+ *
+ * Each child owns its device and its runtime: backends that serialise the
+ * devices of one process (Dawn on GL) run one device per process, and Deno's
+ * WebGPU poll loop no longer stalls its neighbours.
+ * @module
+ */
+
+import { type DistConfig, splitDistArgs } from "./env.ts";
+
+/** What {@link runRankProcesses} needs beyond the layout. */
+export interface ProcsOptions {
+  /** The program each child runs (default `Deno.mainModule`). */
+  program?: string;
+  /** Its arguments; distributed flags are dropped (default `Deno.args`). */
+  args?: string[];
+  /** Extra environment for the children. */
+  env?: Record<string, string>;
+}
+
+/**
+ * Starts one process per local rank of `cfg` and waits for them. When one
+ * fails, the others get the dist timeout plus 5 s to fail on their own (they
+ * notice the missing peer), then are killed. Returns the first non-zero exit
+ * code, or 0.
+ */
+export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {}): Promise<number> {
+  const program = opts.program ?? Deno.mainModule;
+  const { rest } = splitDistArgs(opts.args ?? Deno.args);
+  const devices = cfg.devices ? ["--devices", cfg.devices] : [];
+  const children = Array.from(
+    { length: cfg.localWorld },
+    (_, i) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--unstable-webgpu", program, ...rest, ...devices],
+        env: {
+          ...opts.env,
+          RANK: String(cfg.rankBase + i),
+          WORLD_SIZE: String(cfg.world),
+          LOCAL_RANK: String(cfg.localRankBase + i),
+          LOCAL_WORLD_SIZE: String(cfg.localWorld),
+          MASTER_ADDR: cfg.masterAddr,
+          MASTER_PORT: String(cfg.masterPort),
+          DIST_TIMEOUT: `${cfg.distTimeoutMs}ms`,
+        },
+        stdin: "null",
+      }).spawn(),
+  );
+  const codes: (number | null)[] = children.map(() => null);
+  let firstFailure = 0;
+  let failedAt = 0;
+  const exited = children.map((c, i) =>
+    c.status.then((s) => {
+      codes[i] = s.code;
+      if (s.code !== 0 && !firstFailure) {
+        firstFailure = s.code;
+        failedAt = performance.now();
+      }
+    })
+  );
+  const grace = cfg.distTimeoutMs + 5000;
+  for (;;) {
+    const pending = exited.filter((_, i) => codes[i] === null);
+    if (pending.length === 0) break;
+    if (!failedAt) {
+      await Promise.race(pending);
+      continue;
+    }
+    const left = failedAt + grace - performance.now();
+    if (left <= 0) break;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([...pending, new Promise((r) => (timer = setTimeout(r, left)))]);
+    clearTimeout(timer);
+  }
+  children.forEach((c, i) => {
+    if (codes[i] !== null) return;
+    console.error(`rank ${cfg.rankBase + i}: still running ${grace} ms after a failure; killed`);
+    try {
+      c.kill("SIGKILL");
+    } catch { /* already gone */ }
+  });
+  await Promise.all(exited);
+  return firstFailure;
+}
