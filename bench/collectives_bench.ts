@@ -19,6 +19,7 @@ import { runWorkers } from "../collectives/launch.ts";
 import { type BenchRow, benchSizes } from "../collectives/bench_worker.ts";
 import { Arena } from "../collectives/arena.ts";
 import type { ShmAlgorithm } from "../collectives/group.ts";
+import { freeLocalPort } from "../collectives/tcp.ts";
 
 const MiB = 1 << 20;
 const deno = Deno.execPath();
@@ -43,20 +44,13 @@ function memcpyGBs(): number {
   return 64 * MiB / (median(ts.slice(2)) / 1000) / 1e9;
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return p;
-}
-
 /** One TCP stream to a sink process on loopback: 3 × 256 MiB in 4 MiB writes, median GB/s. */
 async function tcpGBs(): Promise<number> {
   const rates: number[] = [];
   const chunk = new Uint8Array(4 * MiB).fill(7);
   const total = 256 * MiB;
   for (let run = 0; run < 3; run++) {
-    const port = freePort();
+    const port = freeLocalPort();
     const child = new Deno.Command(deno, {
       args: [
         "run",
@@ -104,7 +98,7 @@ async function shmSweep(
 }
 
 async function tcpSweep(n: number, sizes: number[]): Promise<BenchRow[]> {
-  const port = freePort();
+  const port = freeLocalPort();
   const procs = Array.from({ length: n }, (_, i) =>
     new Deno.Command(deno, {
       args: [

@@ -22,6 +22,7 @@ import { type MaskKind, softmaxDispatch, softmaxForwardKernel } from "../kernels
 import { parseBackend } from "../core/gpu.ts";
 import { type MatmulOptions, matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
 import { createTfjs, type Tfjs } from "./tfjs_backend.ts";
+import { median } from "./stats.ts";
 
 /** Records operations of one row for one implementation. */
 export interface Runner {
@@ -288,12 +289,6 @@ for (const row of ROWS) {
       },
     });
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 /** The table of medians, as Markdown. */

@@ -31,6 +31,8 @@ import { DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import type { ScalingResult, ScalingRun } from "./scaling_worker.ts";
+import { median } from "./stats.ts";
+import { freeLocalPort } from "../collectives/tcp.ts";
 
 /** One configuration of the ladder. */
 export interface ScalingConfig {
@@ -92,12 +94,6 @@ export interface ScalingRow {
   runs: number[];
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 function gptConfig(c: ScalingConfig): GptConfig {
   return {
     vocabSize: 256,
@@ -120,13 +116,6 @@ const WORKER = new URL("./scaling_worker.ts", import.meta.url);
 /** How the ranks of one measurement run. */
 export type Placement = "workers" | "procs";
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 function hasTaskset(): boolean {
   try {
     return new Deno.Command("taskset", { args: ["-p", "1"], stdout: "null", stderr: "null" })
@@ -146,7 +135,7 @@ async function runProcs(
   run: ScalingRun,
   firstCore: number,
 ): Promise<ScalingResult[]> {
-  const port = freePort();
+  const port = freeLocalPort();
   const cores = navigator.hardwareConcurrency;
   const pin = hasTaskset();
   const launcher = new URL("../cli/launch.ts", import.meta.url).pathname;

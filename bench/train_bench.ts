@@ -32,6 +32,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
 import { createTfjs, type Tfjs } from "./tfjs_backend.ts";
 import { TfjsGpt, TfjsTrainer } from "./tfjs_gpt.ts";
+import { median } from "./stats.ts";
 
 /** A model config with the batch shape it is trained on. */
 export interface BenchConfig {
@@ -248,12 +249,6 @@ export async function timedStep(row: BenchRow): Promise<number> {
   s.base = runner.baseBytes ?? NaN;
   s.params = runner.params;
   return ms;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 const rowLabel = (r: BenchRow) => `${r.impl === "tfjs" ? "TF.js" : "project"} ${r.config.name}`;

@@ -16,6 +16,17 @@ export const TCP_SLOT_BYTES = 1024 * 1024;
 /** Receive slots read ahead per link. */
 export const TCP_DEPTH = 4;
 
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it), for
+ * tools and tests that start a rendezvous on this host.
+ */
+export function freeLocalPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 /** Writes all of `data`, looping over partial writes. */
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let off = 0;

@@ -9,18 +9,12 @@ import { resolveDistConfig } from "../collectives/env.ts";
 import { Communicator } from "../collectives/group.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { StoreClient, StoreServer } from "../collectives/store.ts";
+import { freeLocalPort } from "../collectives/tcp.ts";
 
 const OPS = new URL("./collectives_ops_worker.ts", import.meta.url);
 const MODES = new URL("./collectives_modes_worker.ts", import.meta.url);
 const LAUNCH = new URL("../cli/launch.ts", import.meta.url).pathname;
 const SIZES = "0,1,7,13,300001,4194304";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return p;
-}
 
 function spawnNode(args: string[]) {
   return new Deno.Command(Deno.execPath(), {
@@ -47,7 +41,7 @@ for (const n of [2, 3, 4]) {
     const c = resolveDistConfig({
       "nproc-per-node": String(n),
       "dist-timeout": "30s",
-      "master-port": String(freePort()),
+      "master-port": String(freeLocalPort()),
     }, {});
     const res = await runWorkers(c, OPS, [SIZES], { gpus: [], forceTcp: true });
     assert.ok(res.ok, JSON.stringify(res.ranks));
@@ -56,7 +50,7 @@ for (const n of [2, 3, 4]) {
 }
 
 async function runNodes(nnodes: number, nproc: number, extra: string[]) {
-  const port = freePort();
+  const port = freeLocalPort();
   const procs = Array.from(
     { length: nnodes },
     (_, i) => spawnNode([...nodeArgs(nnodes, i, nproc, port, "30s"), OPS.pathname, ...extra]),
@@ -78,7 +72,7 @@ Deno.test("tcp: 2 processes x 2 Workers form one ring of 4 (shm + tcp links)", a
 });
 
 Deno.test("tcp: a process killed mid-collective makes the other fail, naming it", async () => {
-  const port = freePort();
+  const port = freeLocalPort();
   const a = spawnNode([...nodeArgs(2, 0, 1, port, "3s"), MODES.pathname, "loop"]);
   const b = spawnNode([...nodeArgs(2, 1, 1, port, "3s"), MODES.pathname, "loop"]);
   const reader = b.stdout.pipeThrough(new TextDecoderStream()).getReader();
@@ -105,7 +99,7 @@ Deno.test("rendezvous: port in use, unreachable master, missing rank are clear e
   const port = (busy.addr as Deno.NetAddr).port;
   assert.throws(() => StoreServer.listen("127.0.0.1", port), /already in use/);
   busy.close();
-  const closed = freePort();
+  const closed = freeLocalPort();
   await assert.rejects(
     StoreClient.connect("127.0.0.1", closed, 300),
     /could not reach the rendezvous store/,
