@@ -116,13 +116,22 @@ const WORKER = new URL("./scaling_worker.ts", import.meta.url);
 /** How the ranks of one measurement run. */
 export type Placement = "workers" | "procs";
 
+let tasksetFound: boolean | undefined;
+
+/** Whether `taskset` can pin processes here (looked up once). */
 function hasTaskset(): boolean {
-  try {
-    return new Deno.Command("taskset", { args: ["-p", "1"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
+  if (tasksetFound === undefined) {
+    try {
+      tasksetFound = new Deno.Command("taskset", {
+        args: ["-p", "1"],
+        stdout: "null",
+        stderr: "null",
+      }).outputSync().success;
+    } catch {
+      tasksetFound = false;
+    }
   }
+  return tasksetFound;
 }
 
 /**
@@ -305,10 +314,9 @@ export async function runScaling(opts: {
       }
     }
   }
-  for (const [i, c] of configs.entries()) {
-    const msPerStep = median(times[i]);
-    const timed = c.ranks > 1 ? await runOn(c.ranks, runOf(c, true), placement) : null;
-    const flops = trainingFlops(
+  // Training FLOPs per rank per step: efficiency compares FLOP/s per rank.
+  const work = configs.map((c) =>
+    trainingFlops(
       {
         numLayers: c.layers,
         hiddenSize: c.hidden,
@@ -317,21 +325,23 @@ export async function runScaling(opts: {
         seqLength: seq,
       },
       batch * seq,
-    );
-    const gflopsPerRank = flops / (msPerStep / 1000) / 1e9 / c.ranks;
+    ) / c.ranks
+  );
+  /** Per-rank FLOP/s of configuration `i` at step time `t`, relative to the 1-rank run's at `t0`. */
+  const relative = (i: number, t: number, t0: number) => (work[i] / t) / (work[0] / t0);
+  for (const [i, c] of configs.entries()) {
+    const msPerStep = median(times[i]);
+    const timed = c.ranks > 1 ? await runOn(c.ranks, runOf(c, true), placement) : null;
     rows.push({
       config: c,
       params: paramCount(c),
       tokensPerS: (batch * seq) / (msPerStep / 1000),
-      gflopsPerRank,
+      gflopsPerRank: work[i] / (msPerStep / 1000) / 1e9,
       commShare: timed ? timed.commMsPerStep / timed.msPerStep : 0,
-      efficiency: rows.length ? gflopsPerRank / rows[0].gflopsPerRank : 1,
-      efficiencyBestRounds: rows.length
-        ? Math.min(...rows[0].runs) / Math.min(...times[i]) * (gflopsPerRank * msPerStep) /
-          (rows[0].gflopsPerRank * rows[0].msPerStep)
-        : 1,
-      efficiencyVsSlowestCore: rows.length && slowestBaseline.length
-        ? gflopsPerRank / (rows[0].gflopsPerRank * rows[0].msPerStep / median(slowestBaseline))
+      efficiency: relative(i, msPerStep, median(times[0])),
+      efficiencyBestRounds: relative(i, Math.min(...times[i]), Math.min(...times[0])),
+      efficiencyVsSlowestCore: i > 0 && slowestBaseline.length
+        ? relative(i, msPerStep, median(slowestBaseline))
         : undefined,
       msPerStep,
       runs: times[i],
