@@ -18,6 +18,7 @@ import type { DistConfig } from "./env.ts";
 import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
 import { runRankProcesses } from "./procs.ts";
+import { waitForAllOrGrace } from "./wait.ts";
 
 /** What each Worker gets. */
 export interface WorkerContext {
@@ -208,16 +209,12 @@ export async function runWorkers(
     else Deno.env.set("DRI_PRIME", savedPrime);
   }
   const grace = cfg.distTimeoutMs + 5000;
-  while (outcomes.filter((o) => o).length < cfg.localWorld) {
-    const wait = mainWait();
-    if (failedAt) {
-      const left = failedAt + grace - performance.now();
-      if (left <= 0) break;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([wait, new Promise((r) => timer = setTimeout(r, left))]);
-      clearTimeout(timer);
-    } else await wait;
-  }
+  await waitForAllOrGrace(
+    () => outcomes.filter((o) => o).length >= cfg.localWorld,
+    mainWait,
+    () => failedAt,
+    grace,
+  );
   for (let i = 0; i < cfg.localWorld; i++) {
     if (!outcomes[i]) {
       outcomes[i] = {

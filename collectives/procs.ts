@@ -14,6 +14,7 @@
  */
 
 import { type DistConfig, splitDistArgs } from "./env.ts";
+import { waitForAllOrGrace } from "./wait.ts";
 
 /** What {@link runRankProcesses} needs beyond the layout. */
 export interface ProcsOptions {
@@ -66,19 +67,12 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
     })
   );
   const grace = cfg.distTimeoutMs + 5000;
-  for (;;) {
-    const pending = exited.filter((_, i) => codes[i] === null);
-    if (pending.length === 0) break;
-    if (!failedAt) {
-      await Promise.race(pending);
-      continue;
-    }
-    const left = failedAt + grace - performance.now();
-    if (left <= 0) break;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([...pending, new Promise((r) => (timer = setTimeout(r, left)))]);
-    clearTimeout(timer);
-  }
+  await waitForAllOrGrace(
+    () => codes.every((c) => c !== null),
+    () => Promise.race(exited.filter((_, i) => codes[i] === null)),
+    () => failedAt,
+    grace,
+  );
   children.forEach((c, i) => {
     if (codes[i] !== null) return;
     console.error(`rank ${cfg.rankBase + i}: still running ${grace} ms after a failure; killed`);
