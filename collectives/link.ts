@@ -63,6 +63,33 @@ const SPIN_MS = 0.05;
 const SLICE_MS = 50;
 
 /**
+ * Spins up to {@link SPIN_MS} for `arr[idx]` to leave `value`: returns null if
+ * it did, else the time the spin ended (when sleeping waits start).
+ */
+function spinWhile(arr: Int32Array, idx: number, value: number): number | null {
+  if (Atomics.load(arr, idx) !== value) return null;
+  let t = performance.now();
+  const spinEnd = t + SPIN_MS;
+  while (t < spinEnd) {
+    for (let i = 0; i < 64; i++) if (Atomics.load(arr, idx) !== value) return null;
+    t = performance.now();
+  }
+  return t;
+}
+
+/**
+ * How long the next sleep may last: at most {@link SLICE_MS}, so aborts and the
+ * deadline are noticed; throws when the arena records an abort or the deadline passed.
+ */
+function nextSlice(ctx: LinkContext, deadline: number, peer: number, what: string): number {
+  const ab = ctx.arena.aborted();
+  if (ab) throw abortedError(ab.rank, ab.message);
+  const now = performance.now();
+  if (now >= deadline) throw timeoutError(ctx, peer, what);
+  return Math.min(SLICE_MS, deadline - now);
+}
+
+/**
  * Waits until `arr[idx] !== value`, spinning briefly then sleeping without
  * blocking the event loop; fails on timeout or when the arena records an abort.
  */
@@ -74,20 +101,11 @@ export async function waitChange(
   peer: number,
   what: string,
 ): Promise<void> {
-  if (Atomics.load(arr, idx) !== value) return;
-  let t = performance.now();
-  const spinEnd = t + SPIN_MS;
-  while (t < spinEnd) {
-    for (let i = 0; i < 64; i++) if (Atomics.load(arr, idx) !== value) return;
-    t = performance.now();
-  }
-  const deadline = t + ctx.timeoutMs;
+  const spunUntil = spinWhile(arr, idx, value);
+  if (spunUntil === null) return;
+  const deadline = spunUntil + ctx.timeoutMs;
   for (;;) {
-    const ab = ctx.arena.aborted();
-    if (ab) throw abortedError(ab.rank, ab.message);
-    const now = performance.now();
-    if (now >= deadline) throw timeoutError(ctx, peer, what);
-    const r = Atomics.waitAsync(arr, idx, value, Math.min(SLICE_MS, deadline - now));
+    const r = Atomics.waitAsync(arr, idx, value, nextSlice(ctx, deadline, peer, what));
     if (r.async) await r.value;
     if (Atomics.load(arr, idx) !== value) return;
   }
@@ -106,20 +124,11 @@ export function waitChangeSync(
   peer: number,
   what: string,
 ): void {
-  if (Atomics.load(arr, idx) !== value) return;
-  let t = performance.now();
-  const spinEnd = t + SPIN_MS;
-  while (t < spinEnd) {
-    for (let i = 0; i < 64; i++) if (Atomics.load(arr, idx) !== value) return;
-    t = performance.now();
-  }
-  const deadline = t + ctx.timeoutMs;
+  const spunUntil = spinWhile(arr, idx, value);
+  if (spunUntil === null) return;
+  const deadline = spunUntil + ctx.timeoutMs;
   for (;;) {
-    const ab = ctx.arena.aborted();
-    if (ab) throw abortedError(ab.rank, ab.message);
-    const now = performance.now();
-    if (now >= deadline) throw timeoutError(ctx, peer, what);
-    Atomics.wait(arr, idx, value, Math.min(SLICE_MS, deadline - now));
+    Atomics.wait(arr, idx, value, nextSlice(ctx, deadline, peer, what));
     if (Atomics.load(arr, idx) !== value) return;
   }
 }
