@@ -156,7 +156,7 @@ export function softmaxRow(name: string, rows: number, cols: number, mask: MaskK
         return Promise.resolve({
           record(count) {
             for (let i = 0; i < count; i++) {
-              dispatchRows(device, kernel, bindings, d.params, rows);
+              dispatchRows(device, kernel, bindings, d.params, rows, cols);
             }
           },
           sync: () => device.sync(),
@@ -201,7 +201,7 @@ export function layerNormRow(name: string, rows: number, cols: number): Row {
         return Promise.resolve({
           record(count) {
             for (let i = 0; i < count; i++) {
-              dispatchRows(device, kernel, bindings, d.params, rows);
+              dispatchRows(device, kernel, bindings, d.params, rows, cols);
             }
           },
           sync: () => device.sync(),

@@ -14,6 +14,7 @@ import {
   NoAdapterError,
 } from "./gpu.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
+import type { BufferBinding } from "./windows.ts";
 
 /** The limits this project asks the adapter for (its own maxima, not the defaults). */
 export const REQUESTED_LIMITS = [
@@ -222,11 +223,13 @@ export class Device {
 
   /**
    * Records one dispatch of `kernel` with storage `buffers` (in binding order,
-   * each with its byte size) and an optional uniform `params` block bound last.
+   * each a byte range of a buffer) and an optional uniform `params` block bound
+   * last. A range larger than one binding is refused with the kernel named: ops
+   * on such tensors bind them in windows (`core/windows.ts`).
    */
   dispatch(
     kernel: KernelSource,
-    buffers: { buffer: GPUBuffer; size: number }[],
+    buffers: BufferBinding[],
     params: ArrayBuffer | null,
     workgroups: [number, number?, number?],
   ): void {
@@ -241,6 +244,7 @@ export class Device {
       );
     }
     const maxBind = this.gpu.limits.maxStorageBufferBindingSize;
+    const align = this.gpu.limits.minStorageBufferOffsetAlignment;
     const entries: GPUBindGroupEntry[] = [];
     buffers.forEach((b, i) => {
       if (b.size > maxBind) {
@@ -249,7 +253,14 @@ export class Device {
             `maxStorageBufferBindingSize (${maxBind} bytes); split it into smaller tensors`,
         );
       }
-      entries.push({ binding: i, resource: { buffer: b.buffer, offset: 0, size: b.size } });
+      const offset = b.offset ?? 0;
+      if (offset % align !== 0) {
+        throw new Error(
+          `kernel ${kernel.key}: binding ${i} starts at byte ${offset}, not a multiple of the ` +
+            `adapter's minStorageBufferOffsetAlignment (${align})`,
+        );
+      }
+      entries.push({ binding: i, resource: { buffer: b.buffer, offset, size: b.size } });
     });
     if (params) {
       entries.push({ binding: buffers.length, resource: { buffer: this.uniform(params) } });
@@ -335,7 +346,7 @@ export class Device {
   }
 
   /** Reads several buffers with one submit and one wait. */
-  async readMany(srcs: { buffer: GPUBuffer; size: number }[]): Promise<ArrayBuffer[]> {
+  async readMany(srcs: BufferBinding[]): Promise<ArrayBuffer[]> {
     this.assertAlive();
     const total = srcs.reduce((s, b) => s + Math.ceil(b.size / 4) * 4, 0);
     if (total === 0) return srcs.map(() => new ArrayBuffer(0));
@@ -345,7 +356,7 @@ export class Device {
     for (const s of srcs) {
       offs.push(off);
       const p = Math.ceil(s.size / 4) * 4;
-      this.copy(s.buffer, 0, staging, off, p);
+      this.copy(s.buffer, s.offset ?? 0, staging, off, p);
       off += p;
     }
     this.flush();

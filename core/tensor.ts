@@ -6,6 +6,7 @@
  */
 
 import type { Device } from "./device.ts";
+import type { BufferBinding } from "./windows.ts";
 
 /** Element types. `i32` is for token ids and targets; all math is f32. */
 export type DType = "f32" | "i32";
@@ -150,7 +151,7 @@ export class Tensor {
   }
 
   /** The binding descriptor kernels take. */
-  get binding(): { buffer: GPUBuffer; size: number } {
+  get binding(): BufferBinding {
     return { buffer: this.buffer, size: Math.max(this.byteLength, 4) };
   }
 

@@ -9,6 +9,19 @@ import type { KernelSource } from "./kernel.ts";
 /** Threads per row workgroup (8 SIMD groups of 8 on lavapipe; 2 warps on GPUs). */
 export const ROW_WG = 64;
 
+/**
+ * Mesa's software rasterisers (llvmpipe, and lavapipe on top of it) stop every
+ * loop of a shader invocation once that invocation has run this many loop
+ * iterations in total, across all its loops: silently, with no error. A kernel
+ * is only right on those adapters if no invocation loops more often (measured:
+ * a loop to 65,536 stops at 65,535, and two loops of 40,000 run 40,000 and
+ * 25,534 times). Real GPUs have no such cap.
+ */
+export const SOFTWARE_LOOP_LIMIT = 65535;
+
+/** Passes a row kernel makes over its row at most (softmax and layer norm: 3). */
+export const ROW_PASSES = 4;
+
 /** WGSL: workgroup scratch and sum/max reductions over {@link ROW_WG} threads. */
 export const ROW_REDUCE_WGSL = /* wgsl */ `
 var<workgroup> red: array<f32, ${ROW_WG}>;

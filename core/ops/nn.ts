@@ -58,6 +58,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
     [x.binding, gamma.binding, beta.binding, y.binding, mean.binding, rstd.binding],
     d.params,
     rows,
+    cols,
   );
   const out = record(y, "layerNorm", [x, gamma, beta], (g) => {
     let dx: Tensor | null = null;
@@ -69,6 +70,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
         [x.binding, gamma.binding, g.binding, mean.binding, rstd.binding, dx.binding],
         d.params,
         rows,
+        cols,
       );
     }
     let dg: Tensor | null = null;
@@ -127,7 +129,7 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
   const y = Tensor.empty(x.device, x.shape);
   bufs.push(y.binding);
   const d = softmaxDispatch(rows, cols, scale, qLen, rowsPerBatch);
-  dispatchRows(x.device, softmaxForwardKernel(mask), bufs, d.params, rows);
+  dispatchRows(x.device, softmaxForwardKernel(mask), bufs, d.params, rows, cols);
   return record(y, "softmax", [x], (g) => {
     const dx = Tensor.empty(x.device, x.shape);
     dispatchRows(
@@ -136,6 +138,7 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
       [y.binding, g.binding, dx.binding],
       d.params,
       rows,
+      cols,
     );
     return [dx];
   });
@@ -282,6 +285,7 @@ export function crossEntropy(
     [logits.binding, targets.binding, rowLoss.binding, lse.binding],
     d.params,
     rows,
+    cols,
   );
   return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, normalizer ?? count, d);
 }
@@ -335,6 +339,7 @@ export function finishCrossEntropy(
       [logits.binding, targets.binding, lse.binding, gRows.binding, dx.binding],
       d.params,
       rows,
+      logits.shape[logits.rank - 1],
     );
     gRows.dispose();
     return [dx];

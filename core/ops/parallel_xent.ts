@@ -55,7 +55,7 @@ export async function vocabParallelCrossEntropy(
   const device = logits.device;
   const d = crossEntropyDispatch(rows, cols, valid, shard.start);
   const gmax = Tensor.empty(device, [rows]);
-  dispatchRows(device, shardMaxKernel(), [logits.binding, gmax.binding], d.params, rows);
+  dispatchRows(device, shardMaxKernel(), [logits.binding, gmax.binding], d.params, rows, cols);
   await allReduce(gmax, "max");
   const stats = Tensor.empty(device, [2 * rows]);
   dispatchRows(
@@ -64,6 +64,7 @@ export async function vocabParallelCrossEntropy(
     [logits.binding, targets.binding, gmax.binding, stats.binding],
     d.params,
     rows,
+    cols,
   );
   await allReduce(stats, "sum");
   const rowLoss = Tensor.empty(device, [rows]);

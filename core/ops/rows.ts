@@ -1,26 +1,46 @@
 /**
  * Dispatch of row kernels (softmax, layer norm, cross-entropy): a workgroup per
- * row on GPUs; one invocation per row on CPU adapters, where workgroup barriers
- * are costly (see `perRowVariant`).
+ * row on GPUs; on CPU adapters, where workgroup barriers are costly, one
+ * invocation per row (see `perRowVariant`) while the row is short enough for
+ * the software loop cap, and a workgroup per row beyond.
  * @module
  */
 
+import { ceilDiv } from "../../kernels/kernel.ts";
 import { grid2d, gridFor } from "../../kernels/grid.ts";
 import type { KernelSource } from "../../kernels/kernel.ts";
-import { perRowVariant, ROW_WG } from "../../kernels/rowreduce.ts";
+import { perRowVariant, ROW_PASSES, ROW_WG, SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import type { Device } from "../device.ts";
+import type { BufferBinding } from "../windows.ts";
 
-/** Dispatches row kernel `kernel` over `rows` rows in the form that suits `device`. */
+/** Longest row the one-invocation-per-row form walks within the software loop cap. */
+export const PER_ROW_MAX_COLS = Math.floor(SOFTWARE_LOOP_LIMIT / ROW_PASSES);
+
+/** Longest row any form handles on a software adapter (a workgroup of ROW_WG shares it). */
+export const SOFTWARE_MAX_COLS = Math.floor((SOFTWARE_LOOP_LIMIT - 64) / ROW_PASSES) * ROW_WG;
+
+/**
+ * Dispatches row kernel `kernel` over `rows` rows of `cols` columns in the form
+ * that suits `device`.
+ */
 export function dispatchRows(
   device: Device,
   kernel: KernelSource,
-  buffers: { buffer: GPUBuffer; size: number }[],
+  buffers: BufferBinding[],
   params: ArrayBuffer,
   rows: number,
+  cols: number,
 ): void {
-  if (device.isSoftware) {
-    device.dispatch(perRowVariant(kernel), buffers, params, gridFor(rows, ROW_WG));
-  } else {
+  if (!device.isSoftware) {
     device.dispatch(kernel, buffers, params, grid2d(rows));
+  } else if (cols <= PER_ROW_MAX_COLS) {
+    device.dispatch(perRowVariant(kernel), buffers, params, gridFor(rows, ROW_WG));
+  } else if (ceilDiv(cols, ROW_WG) * ROW_PASSES + 64 <= SOFTWARE_LOOP_LIMIT) {
+    device.dispatch(kernel, buffers, params, grid2d(rows));
+  } else {
+    throw new Error(
+      `kernel ${kernel.key}: rows of ${cols} columns exceed what a software adapter can walk ` +
+        `(${SOFTWARE_MAX_COLS}; Mesa stops a shader after ${SOFTWARE_LOOP_LIMIT} loop iterations)`,
+    );
   }
 }
