@@ -38,6 +38,12 @@ export interface DeviceOptions {
   provider?: GPUProvider;
   /** Dispatches recorded before an automatic submit (default 256). */
   maxBatchedDispatches?: number;
+  /**
+   * Bind at most this many bytes per storage binding, below the adapter's own
+   * `maxStorageBufferBindingSize` (which WebGPU will not lower under its default
+   * of 128 MiB): lets tests put small tensors past "one binding".
+   */
+  maxBindingBytes?: number;
 }
 
 /** A short, printable description of an adapter. */
@@ -80,6 +86,8 @@ export class Device {
   #uniforms = new Map<string, Uniform>();
   #lost = false;
   readonly #maxBatched: number;
+  /** Bytes one storage binding may hold: the adapter's limit, or a lower cap asked for. */
+  readonly maxBindingBytes: number;
 
   private constructor(
     /** The provider this device came from (kept alive with it). */
@@ -89,8 +97,11 @@ export class Device {
     /** The raw WebGPU device. */
     readonly gpu: GPUDevice,
     maxBatched: number,
+    maxBindingBytes: number | undefined,
   ) {
     this.#maxBatched = maxBatched;
+    const own = gpu.limits.maxStorageBufferBindingSize;
+    this.maxBindingBytes = Math.min(own, maxBindingBytes ?? own);
     this.pool = new BufferPool(gpu);
     gpu.lost.then((info) => {
       this.#lost = true;
@@ -115,7 +126,13 @@ export class Device {
       if (adapter.features.has(f)) requiredFeatures.push(f);
     }
     const gpu = await adapter.requestDevice({ requiredLimits, requiredFeatures });
-    return new Device(provider, adapter, gpu, opts.maxBatchedDispatches ?? 256);
+    return new Device(
+      provider,
+      adapter,
+      gpu,
+      opts.maxBatchedDispatches ?? 256,
+      opts.maxBindingBytes,
+    );
   }
 
   /** The backend name. */
@@ -243,7 +260,7 @@ export class Device {
           `maxComputeWorkgroupsPerDimension (${maxWg}); the tensor is too large for one dispatch`,
       );
     }
-    const maxBind = this.gpu.limits.maxStorageBufferBindingSize;
+    const maxBind = this.maxBindingBytes;
     const align = this.gpu.limits.minStorageBufferOffsetAlignment;
     const entries: GPUBindGroupEntry[] = [];
     buffers.forEach((b, i) => {

@@ -7,8 +7,9 @@
 import { adamwDispatch, adamwKernel, clipCoefKernel, clipCoefParams } from "../kernels/adamw.ts";
 import type { Device } from "./device.ts";
 import type { ParamInfo } from "./nn.ts";
-import { full, reduceInto } from "./ops/mod.ts";
+import { elementWindows, full, reduceInto } from "./ops/mod.ts";
 import { Tensor } from "./tensor.ts";
+import { subBinding } from "./windows.ts";
 
 /** AdamW hyper-parameters. */
 export interface AdamWConfig {
@@ -93,20 +94,18 @@ export class AdamW {
         st = { m: full(device, t.shape, 0).keep(), v: full(device, t.shape, 0).keep() };
         this.moments.set(t, st);
       }
-      const d = adamwDispatch(t.size, {
-        lr,
-        beta1: this.beta1,
-        beta2: this.beta2,
-        eps: this.eps,
-        weightDecay: p.decay ? this.weightDecay : 0,
-        step: this.step,
-      });
-      device.dispatch(
-        adamwKernel(),
-        [t.binding, t.grad.binding, st.m.binding, st.v.binding, c.binding],
-        d.params,
-        d.workgroups,
-      );
+      for (const [s, n] of elementWindows(device, t.size)) {
+        const d = adamwDispatch(n, {
+          lr,
+          beta1: this.beta1,
+          beta2: this.beta2,
+          eps: this.eps,
+          weightDecay: p.decay ? this.weightDecay : 0,
+          step: this.step,
+        });
+        const state = [t, t.grad, st.m, st.v].map((x) => subBinding(x.binding, s, n));
+        device.dispatch(adamwKernel(), [...state, c.binding], d.params, d.workgroups);
+      }
     }
     one?.dispose();
   }

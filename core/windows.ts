@@ -29,7 +29,7 @@ export type Window = readonly [start: number, count: number];
  * (e.g. a row length, so that a window holds whole rows).
  */
 export function windowElements(device: Device, unit = 1): number {
-  const maxBytes = device.limits.maxStorageBufferBindingSize;
+  const maxBytes = device.maxBindingBytes;
   const align = device.limits.minStorageBufferOffsetAlignment ?? 256;
   const step = lcm(unit, Math.max(1, align / 4));
   const elems = Math.floor(maxBytes / 4 / step) * step;
@@ -48,6 +48,23 @@ export function windows(n: number, max: number): Window[] {
   const out: Window[] = [];
   for (let s = 0; s < n; s += max) out.push([s, Math.min(max, n - s)]);
   return out;
+}
+
+/**
+ * Row blocks `[firstRow, rows]` of a `[rows, cols]` matrix for kernels that walk
+ * columns: at most `maxRows` rows each (the software loop cap), each block
+ * within one binding and starting at a multiple of 64 rows (an aligned offset
+ * for the matrix and for per-row vectors alike).
+ */
+export function rowBlocks(device: Device, rows: number, cols: number, maxRows: number): Window[] {
+  const fit = Math.floor(device.maxBindingBytes / 4 / cols / 64) * 64;
+  if (fit < 64) {
+    throw new Error(
+      `rows of ${cols} columns are too long: 64 of them exceed one storage binding ` +
+        `(maxStorageBufferBindingSize ${device.maxBindingBytes} bytes)`,
+    );
+  }
+  return windows(rows, Math.min(maxRows, fit));
 }
 
 /** The binding of elements `[start, start + count)` of a 4-byte-element binding. */

@@ -56,6 +56,7 @@ export const MAP_EXPRESSIONS = {
   geluTanhGrad: "y * gelu_tanh_grad(x)",
   geluErfGrad: "y * gelu_erf_grad(x)",
   relu: "max(x, 0.0)",
+  max: "max(x, y)",
   tanh: "tanh_safe(x)",
   tanhGrad: "y * (1.0 - tanh_safe(x) * tanh_safe(x))",
   square: "x * x",

@@ -9,14 +9,16 @@ import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 const WG = 256;
 
 /**
- * `out[n, :] = weight[ids[n] − start, :]` when `start ≤ ids[n] < start + rows`,
- * else zeros (the vocabulary-parallel convention). Bindings: weight, ids (i32), out.
+ * `out[n, :] = weight[ids[n] − start, :]` when `start ≤ ids[n] < start + rows`;
+ * other rows get zeros when `zeroOutside` is set, else are left as they are (a
+ * table bound in several windows writes each window's rows in turn). The
+ * vocabulary-parallel convention. Bindings: weight, ids (i32), out.
  */
 export function embeddingForwardKernel(): KernelSource {
   return {
     key: "embedding:fwd",
     code: /* wgsl */ `
-struct P { n: u32, dim: u32, start: i32, rows: i32 }
+struct P { n: u32, dim: u32, start: i32, rows: i32, zeroOutside: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<storage, read> weight: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -28,15 +30,25 @@ fn main(${GRID_BUILTINS}) {
   let tok = i / p.dim;
   let col = i % p.dim;
   let r = ids[tok] - p.start;
-  out[i] = select(0.0, weight[u32(max(r, 0)) * p.dim + col], r >= 0 && r < p.rows);
+  let inside = r >= 0 && r < p.rows;
+  if (inside || p.zeroOutside != 0u) {
+    out[i] = select(0.0, weight[u32(max(r, 0)) * p.dim + col], inside);
+  }
 }`,
   };
 }
 
 /** Uniforms and grid for {@link embeddingForwardKernel}. */
-export function embeddingForwardDispatch(n: number, dim: number, start: number, rows: number) {
+export function embeddingForwardDispatch(
+  n: number,
+  dim: number,
+  start: number,
+  rows: number,
+  zeroOutside = true,
+) {
   return {
-    params: new Params(4).u32(n).u32(dim).i32(start).i32(rows).buffer,
+    params: new Params(8).u32(n).u32(dim).i32(start).i32(rows).u32(+zeroOutside).u32(0).u32(0)
+      .u32(0).buffer,
     workgroups: gridFor(n * dim, WG),
   };
 }

@@ -100,7 +100,7 @@ export function layerNormParamGradKernel(): KernelSource {
   return {
     key: "layernorm:dparams",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, eps: f32, _p: u32 }
+struct P { rows: u32, cols: u32, eps: f32, outRow: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> meanIn: array<f32>;
@@ -119,16 +119,16 @@ fn main(${GRID_BUILTINS}) {
     sg += g * (x[r * p.cols + c] - meanIn[r]) * rstdIn[r];
     sb += g;
   }
-  dgamma[c] = sg;
-  dbeta[c] = sb;
+  dgamma[p.outRow * p.cols + c] = sg;
+  dbeta[p.outRow * p.cols + c] = sb;
 }`,
   };
 }
 
 /** Uniforms and grid for {@link layerNormParamGradKernel}. */
-export function layerNormParamGradDispatch(rows: number, cols: number) {
+export function layerNormParamGradDispatch(rows: number, cols: number, outRow = 0) {
   return {
-    params: new Params(4).u32(rows).u32(cols).f32(0).u32(0).buffer,
+    params: new Params(4).u32(rows).u32(cols).f32(0).u32(outRow).buffer,
     workgroups: gridFor(cols, 64),
   };
 }

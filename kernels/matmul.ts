@@ -8,6 +8,7 @@
  */
 
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
+import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 
 export type { KernelSource };
 
@@ -138,6 +139,14 @@ export function matmulPlanWith(
 ): DispatchPlan {
   checkShape(shape);
   checkTiling(tiling);
+  if (tiling.software && ceilDiv(shape.K, 4) + 3 > SOFTWARE_LOOP_LIMIT) {
+    // Each invocation walks K in steps of 4 (see SOFTWARE_LOOP_LIMIT).
+    throw new Error(
+      `matmul: an inner dimension of ${shape.K} is past what a software adapter computes ` +
+        `correctly (${4 * (SOFTWARE_LOOP_LIMIT - 3)}: Mesa stops a shader after ` +
+        `${SOFTWARE_LOOP_LIMIT} loop iterations); use fewer tokens per micro-batch`,
+    );
+  }
   const lay = layout(shape);
   const lx = tiling.lx ?? LANES;
   const rowsPerGroup = tiling.software ? tiling.tm * (LANES / lx) : tiling.tm;

@@ -63,12 +63,16 @@ export function reduceDispatch(n: number, outOffset = 0) {
   };
 }
 
-/** `out[c] = Σ_r x[r, c]` (rows summed in order). Bindings: x, out. */
+/**
+ * `out[outRow, c] = Σ_r x[r, c]` over the `rows` rows bound (summed in order).
+ * Callers bind at most {@link COLUMN_BLOCK_ROWS} rows at a time (see
+ * `SOFTWARE_LOOP_LIMIT`) and fold the per-block rows again. Bindings: x, out.
+ */
 export function columnSumKernel(): KernelSource {
   return {
     key: "colsum",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, _a: u32, _b: u32 }
+struct P { rows: u32, cols: u32, outRow: u32, _b: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -78,15 +82,22 @@ fn main(${GRID_BUILTINS}) {
   if (c >= p.cols) { return; }
   var s = 0.0;
   for (var r = 0u; r < p.rows; r++) { s += x[r * p.cols + c]; }
-  out[c] = s;
+  out[p.outRow * p.cols + c] = s;
 }`,
   };
 }
 
+/**
+ * Rows a column-walking kernel (column sums, layer-norm parameter gradients) is
+ * given at once: within the software adapters' loop cap, and a multiple of 64
+ * so that every block starts at an aligned byte offset.
+ */
+export const COLUMN_BLOCK_ROWS = 32768;
+
 /** Uniforms and grid for {@link columnSumKernel}. */
-export function columnSumDispatch(rows: number, cols: number) {
+export function columnSumDispatch(rows: number, cols: number, outRow = 0) {
   return {
-    params: new Params(4).u32(rows).u32(cols).u32(0).u32(0).buffer,
+    params: new Params(4).u32(rows).u32(cols).u32(outRow).u32(0).buffer,
     workgroups: gridFor(cols, 64),
   };
 }

@@ -15,19 +15,34 @@ import {
 } from "../../kernels/elementwise.ts";
 import { gridFor } from "../../kernels/grid.ts";
 import { Params } from "../../kernels/kernel.ts";
-import { columnSumDispatch, columnSumKernel } from "../../kernels/reduce.ts";
+import { COLUMN_BLOCK_ROWS, columnSumDispatch, columnSumKernel } from "../../kernels/reduce.ts";
 import type { Device } from "../device.ts";
 import { record } from "../autograd.ts";
 import { assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
+import { rowBlocks, subBinding, windowElements, windows } from "../windows.ts";
+
+/**
+ * The windows an elementwise op over `n` elements is dispatched in: one when it
+ * fits in a storage binding, else binding-sized pieces that start at multiples
+ * of `unit` (the length of an operand that repeats, so its indexing lines up).
+ */
+export function elementWindows(device: Device, n: number, unit = 1) {
+  return windows(n, windowElements(device, unit));
+}
 
 /** Dispatches `op` elementwise and returns a fresh tensor of `x`'s shape (no autograd). */
 export function mapRaw(op: MapOp, x: Tensor, y?: Tensor, alpha = 1, beta = 0): Tensor {
   const out = Tensor.empty(x.device, x.shape);
   const arity = mapArity(op);
   const broadcast = arity === 2 && y!.size !== x.size;
-  const d = mapDispatch(x.size, y?.size ?? 1, alpha, beta);
-  const bufs = arity === 2 ? [x.binding, y!.binding, out.binding] : [x.binding, out.binding];
-  x.device.dispatch(mapKernel(op, broadcast), bufs, d.params, d.workgroups);
+  const kernel = mapKernel(op, broadcast);
+  for (const [s, c] of elementWindows(x.device, x.size, broadcast ? y!.size : 1)) {
+    const d = mapDispatch(c, y?.size ?? 1, alpha, beta);
+    const yb = broadcast ? y!.binding : y && subBinding(y.binding, s, c);
+    const xo = [subBinding(x.binding, s, c), subBinding(out.binding, s, c)];
+    const bufs = arity === 2 ? [xo[0], yb!, xo[1]] : xo;
+    x.device.dispatch(kernel, bufs, d.params, d.workgroups);
+  }
   return out;
 }
 
@@ -36,8 +51,10 @@ export function fillInPlace(t: Tensor, value: number): Tensor {
   const bits = new DataView(new ArrayBuffer(4));
   if (t.dtype === "i32") bits.setInt32(0, value, true);
   else bits.setFloat32(0, value, true);
-  const params = new Params(4).u32(t.size).u32(bits.getUint32(0, true)).u32(0).u32(0).buffer;
-  t.device.dispatch(fillKernel(), [t.binding], params, gridFor(t.size, 256));
+  for (const [s, c] of elementWindows(t.device, t.size)) {
+    const params = new Params(4).u32(c).u32(bits.getUint32(0, true)).u32(0).u32(0).buffer;
+    t.device.dispatch(fillKernel(), [subBinding(t.binding, s, c)], params, gridFor(c, 256));
+  }
   return t;
 }
 
@@ -76,8 +93,13 @@ export function axpyInPlace(y: Tensor, x: Tensor, alpha: number, beta = 1): Tens
   if (y.size % Math.max(x.size, 1) !== 0) {
     throw new Error(`axpy: ${fmtShape(x.shape)} does not tile ${fmtShape(y.shape)}`);
   }
-  const params = new Params(4).u32(y.size).u32(Math.max(x.size, 1)).f32(alpha).f32(beta).buffer;
-  y.device.dispatch(axpyKernel(), [x.binding, y.binding], params, gridFor(y.size, 256));
+  const nx = Math.max(x.size, 1);
+  const tiled = nx !== y.size;
+  for (const [s, c] of elementWindows(y.device, y.size, tiled ? nx : 1)) {
+    const params = new Params(4).u32(c).u32(nx).f32(alpha).f32(beta).buffer;
+    const xb = tiled ? x.binding : subBinding(x.binding, s, c);
+    y.device.dispatch(axpyKernel(), [xb, subBinding(y.binding, s, c)], params, gridFor(c, 256));
+  }
   return y;
 }
 
@@ -85,10 +107,25 @@ export function axpyInPlace(y: Tensor, x: Tensor, alpha: number, beta = 1): Tens
 export function sumToSize(g: Tensor, shape: readonly number[]): Tensor {
   const size = shape.reduce((a, b) => a * b, 1);
   if (g.size === size) return g.view(shape);
-  const out = Tensor.empty(g.device, shape);
-  const d = columnSumDispatch(g.size / size, size);
-  g.device.dispatch(columnSumKernel(), [g.binding, out.binding], d.params, d.workgroups);
-  return out;
+  return columnSum(g, g.size / size, size, shape);
+}
+
+/**
+ * Column sums of `g` as `[rows, cols]`, shaped `shape`: block by block of rows
+ * (see `COLUMN_BLOCK_ROWS`), then the blocks' sums in order.
+ */
+export function columnSum(g: Tensor, rows: number, cols: number, shape: readonly number[]): Tensor {
+  const blocks = rowBlocks(g.device, rows, cols, COLUMN_BLOCK_ROWS);
+  const out = Tensor.empty(g.device, blocks.length === 1 ? shape : [blocks.length, cols]);
+  blocks.forEach(([r0, n], b) => {
+    const d = columnSumDispatch(n, cols, b);
+    const src = subBinding(g.binding, r0 * cols, n * cols);
+    g.device.dispatch(columnSumKernel(), [src, out.binding], d.params, d.workgroups);
+  });
+  if (blocks.length === 1) return out;
+  const total = columnSum(out, blocks.length, cols, shape);
+  out.dispose();
+  return total;
 }
 
 function checkBroadcast(op: string, a: Tensor, b: Tensor): void {

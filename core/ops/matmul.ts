@@ -5,7 +5,9 @@
 
 import { matmulPlan, type MatmulShape } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
+import type { Device } from "../device.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+import type { BufferBinding } from "../windows.ts";
 import { sumToSize } from "./basic.ts";
 
 /** Options of {@link matmul}. */
@@ -99,16 +101,30 @@ export function matmulInto(
     alpha: opts.alpha ?? 1,
     accumulate: opts.accumulate ?? false,
   };
+  return dispatchMatmul(device, shape, a.binding, b.binding, opts.bias?.binding, out.binding, out);
+}
+
+/**
+ * Records one matmul of `shape` over raw bindings (which may be windows of
+ * larger buffers) and returns `result`. Callers check the geometry.
+ */
+export function dispatchMatmul<T>(
+  device: Device,
+  shape: MatmulShape,
+  a: BufferBinding,
+  b: BufferBinding,
+  bias: BufferBinding | undefined,
+  c: BufferBinding,
+  result: T,
+): T {
   const plan = matmulPlan(shape, {
     software: device.isSoftware,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
   });
-  const bufs = [a.binding, b.binding];
-  if (opts.bias) bufs.push(opts.bias.binding);
-  bufs.push(out.binding);
+  const bufs = bias ? [a, b, bias, c] : [a, b, c];
   device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
-  return out;
+  return result;
 }
 
 /**

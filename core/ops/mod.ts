@@ -10,3 +10,4 @@ export * from "./random.ts";
 export * from "./reduce.ts";
 export * from "./shape.ts";
 export * from "./parallel_xent.ts";
+export * from "./lm_head.ts";

@@ -32,9 +32,11 @@ import {
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
-import { mapRaw, zeros } from "./basic.ts";
+import { columnSum, mapRaw, zeros } from "./basic.ts";
 import { reduceInto } from "./reduce.ts";
 import { dispatchRows } from "./rows.ts";
+import { COLUMN_BLOCK_ROWS } from "../../kernels/reduce.ts";
+import { rowBlocks, subBinding } from "../windows.ts";
 
 /** Layer norm over the last dimension with affine `gamma`, `beta`. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
@@ -76,15 +78,28 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
     let dg: Tensor | null = null;
     let db: Tensor | null = null;
     if (gamma.requiresGrad || beta.requiresGrad) {
-      dg = Tensor.empty(device, gamma.shape);
-      db = Tensor.empty(device, beta.shape);
-      const pd = layerNormParamGradDispatch(rows, cols);
-      device.dispatch(
-        layerNormParamGradKernel(),
-        [x.binding, g.binding, mean.binding, rstd.binding, dg.binding, db.binding],
-        pd.params,
-        pd.workgroups,
-      );
+      const blocks = rowBlocks(device, rows, cols, COLUMN_BLOCK_ROWS);
+      const partShape = blocks.length === 1 ? gamma.shape : [blocks.length, cols];
+      dg = Tensor.empty(device, partShape);
+      db = Tensor.empty(device, partShape);
+      blocks.forEach(([r0, n], b) => {
+        const pd = layerNormParamGradDispatch(n, cols, b);
+        const rowsOf = (t: Tensor) => subBinding(t.binding, r0 * cols, n * cols);
+        const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
+        device.dispatch(
+          layerNormParamGradKernel(),
+          [rowsOf(x), rowsOf(g), perRow(mean), perRow(rstd), dg!.binding, db!.binding],
+          pd.params,
+          pd.workgroups,
+        );
+      });
+      if (blocks.length > 1) {
+        const [pg, pb] = [dg, db];
+        dg = columnSum(pg, blocks.length, cols, gamma.shape);
+        db = columnSum(pb, blocks.length, cols, beta.shape);
+        pg.dispose();
+        pb.dispose();
+      }
     }
     return [dx, dg, db];
   });
@@ -184,34 +199,57 @@ export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number
     }
   }
   const out = Tensor.empty(device, [...ids.shape, dim]);
-  const d = embeddingForwardDispatch(ids.size, dim, start, rows);
-  device.dispatch(
-    embeddingForwardKernel(),
-    [weight.binding, ids.binding, out.binding],
-    d.params,
-    d.workgroups,
-  );
+  // A table or an output larger than one binding is bound in windows: blocks of
+  // tokens × windows of table rows (each window writes only its own rows).
+  const tokenBlocks = rowBlocks(device, ids.size, dim, Infinity);
+  const tableWindows = rowBlocks(device, rows, dim, Infinity);
+  for (const [t0, tn] of tokenBlocks) {
+    tableWindows.forEach(([w0, wn], w) => {
+      const d = embeddingForwardDispatch(tn, dim, start + w0, wn, w === 0);
+      device.dispatch(
+        embeddingForwardKernel(),
+        [
+          subBinding(weight.binding, w0 * dim, wn * dim),
+          subBinding(ids.binding, t0, tn),
+          subBinding(out.binding, t0 * dim, tn * dim),
+        ],
+        d.params,
+        d.workgroups,
+      );
+    });
+  }
   return record(out, "embedding", [weight], (g) => {
     const host = ids.hostData;
     if (!host) {
       throw new Error("embedding backward needs the ids' host copy (create ids with fromArray)");
     }
-    const index = buildScatterIndex(host, start, rows);
     const dw = zeros(device, weight.shape);
-    if (index.unique > 0) {
-      const rowIds = Tensor.fromArray(device, index.rowIds);
-      const offsets = Tensor.fromArray(device, index.offsets);
-      const positions = Tensor.fromArray(device, index.positions);
-      const bd = embeddingBackwardDispatch(index.unique, dim);
-      device.dispatch(
-        embeddingBackwardKernel(),
-        [g.binding, rowIds.binding, offsets.binding, positions.binding, dw.binding],
-        bd.params,
-        bd.workgroups,
-      );
-      rowIds.dispose();
-      offsets.dispose();
-      positions.dispose();
+    // Token blocks of at most COLUMN_BLOCK_ROWS keep every row's loop over its
+    // positions within the software loop cap; each block adds into dw in order.
+    for (const [t0, tn] of rowBlocks(device, ids.size, dim, COLUMN_BLOCK_ROWS)) {
+      for (const [w0, wn] of tableWindows) {
+        const index = buildScatterIndex(host.subarray(t0, t0 + tn), start + w0, wn);
+        if (index.unique === 0) continue;
+        const rowIds = Tensor.fromArray(device, index.rowIds);
+        const offsets = Tensor.fromArray(device, index.offsets);
+        const positions = Tensor.fromArray(device, index.positions);
+        const bd = embeddingBackwardDispatch(index.unique, dim);
+        device.dispatch(
+          embeddingBackwardKernel(),
+          [
+            subBinding(g.binding, t0 * dim, tn * dim),
+            rowIds.binding,
+            offsets.binding,
+            positions.binding,
+            subBinding(dw.binding, w0 * dim, wn * dim),
+          ],
+          bd.params,
+          bd.workgroups,
+        );
+        rowIds.dispose();
+        offsets.dispose();
+        positions.dispose();
+      }
     }
     return [dw];
   });

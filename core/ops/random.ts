@@ -7,6 +7,8 @@ import { randomDispatch, randomKernel } from "../../kernels/rng.ts";
 import type { Device } from "../device.ts";
 import type { RngDraw } from "../rng.ts";
 import { Tensor } from "../tensor.ts";
+import { subBinding } from "../windows.ts";
+import { elementWindows } from "./basic.ts";
 
 /**
  * Normal(mean, std) values; element `i` is the draw for global index `start + i`,
@@ -20,10 +22,7 @@ export function randn(
   mean = 0,
   start = 0,
 ): Tensor {
-  const t = Tensor.empty(device, shape);
-  const d = randomDispatch(t.size, draw.seed, draw.offset, mean, std, start);
-  device.dispatch(randomKernel("normal"), [t.binding], d.params, d.workgroups);
-  return t;
+  return drawInto(Tensor.empty(device, shape), "normal", draw, mean, std, start);
 }
 
 /** Uniform values in [lo, hi); indexing as in {@link randn}. */
@@ -35,8 +34,21 @@ export function rand(
   hi = 1,
   start = 0,
 ): Tensor {
-  const t = Tensor.empty(device, shape);
-  const d = randomDispatch(t.size, draw.seed, draw.offset, lo, hi, start);
-  device.dispatch(randomKernel("uniform"), [t.binding], d.params, d.workgroups);
+  return drawInto(Tensor.empty(device, shape), "uniform", draw, lo, hi, start);
+}
+
+/** Fills `t` with draws `start + i`, window by window (the values do not depend on the windows). */
+function drawInto(
+  t: Tensor,
+  dist: "normal" | "uniform",
+  draw: RngDraw,
+  a: number,
+  b: number,
+  start: number,
+): Tensor {
+  for (const [s, c] of elementWindows(t.device, t.size)) {
+    const d = randomDispatch(c, draw.seed, draw.offset, a, b, start + s);
+    t.device.dispatch(randomKernel(dist), [subBinding(t.binding, s, c)], d.params, d.workgroups);
+  }
   return t;
 }

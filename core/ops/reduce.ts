@@ -7,13 +7,30 @@
 import { reduceDispatch, reduceKernel, type ReduceOp } from "../../kernels/reduce.ts";
 import { record } from "../autograd.ts";
 import { Tensor } from "../tensor.ts";
-import { axpyInPlace, mapRaw, zeros } from "./basic.ts";
+import { subBinding } from "../windows.ts";
+import { axpyInPlace, elementWindows, mapRaw, zeros } from "./basic.ts";
 
 /**
  * Folds all of `x` with `op` and writes the result at `out[offset]` (no autograd).
- * Large inputs take several passes through temporary partials.
+ * Large inputs take several passes through temporary partials; an input larger
+ * than one storage binding is folded window by window into those partials.
  */
 export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): void {
+  const wins = elementWindows(x.device, x.size);
+  if (wins.length > 1) {
+    const groups = wins.map(([, c]) => reduceDispatch(c).groups);
+    const partials = Tensor.empty(x.device, [groups.reduce((a, b) => a + b, 0)]);
+    let at = 0;
+    wins.forEach(([s, c], w) => {
+      const d = reduceDispatch(c, at);
+      const bufs = [subBinding(x.binding, s, c), partials.binding];
+      x.device.dispatch(reduceKernel(op, op === "sumsq"), bufs, d.params, d.workgroups);
+      at += groups[w];
+    });
+    reduceInto(partials, op === "sumsq" ? "sum" : op, out, offset);
+    partials.dispose();
+    return;
+  }
   let src = x;
   let square = op === "sumsq";
   for (;;) {

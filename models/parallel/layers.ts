@@ -8,7 +8,6 @@
 
 import type { Device } from "../../core/device.ts";
 import type { InitSpec, Module } from "../../core/nn.ts";
-import { crossEntropy, linear } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import type { TpGroup } from "./mappings.ts";
 import { TensorParallelLayers } from "./tp_layers.ts";
@@ -74,25 +73,11 @@ export const SINGLE_RANK: TpGroup = {
 /**
  * Single-device layers: the tensor-parallel layers over a group of one (so
  * parameters carry the same sharding declarations and checkpoints reshard to
- * any TP size), with the plain fused cross-entropy for the loss.
+ * any TP size, and the loss is the same chunked LM-head cross-entropy).
  */
 export class SerialLayers extends TensorParallelLayers {
   /** Layers on `device`. */
   constructor(device: Device) {
     super(device, SINGLE_RANK);
-  }
-
-  /** Logits then fused cross-entropy. */
-  override lmLoss(
-    hidden: Tensor,
-    table: Tensor,
-    targets: Tensor,
-    validVocab: number,
-    bias?: Tensor,
-    normalizer?: number,
-  ): Promise<Tensor> {
-    return Promise.resolve(
-      crossEntropy(linear(hidden, table, bias), targets, validVocab, normalizer),
-    );
   }
 }

@@ -198,7 +198,10 @@ export class TensorParallelLayers implements ParallelLayers {
     return new VocabParallelEmbedding(this.device, this.group, vocab, hidden, init);
   }
 
-  /** Vocabulary-parallel cross-entropy of the tied head; logits never gathered. */
+  /**
+   * Vocabulary-parallel cross-entropy of the tied head; logits never gathered
+   * (and computed in binding-sized vocabulary chunks, see `lmHeadCrossEntropy`).
+   */
   async lmLoss(
     hidden: Tensor,
     table: Tensor,
@@ -207,18 +210,18 @@ export class TensorParallelLayers implements ParallelLayers {
     bias?: Tensor,
     normalizer?: number,
   ): Promise<Tensor> {
-    const logits = ops.linear(copyToRegion(hidden, this.group), table, bias);
-    return await ops.vocabParallelCrossEntropy(
-      logits,
-      targets,
-      { start: this.tpRank * table.shape[0], validVocab, normalizer },
-      (t, op) => this.group.allReduce(t, op),
-    );
+    return await ops.lmHeadCrossEntropy(copyToRegion(hidden, this.group), table, targets, {
+      start: this.tpRank * table.shape[0],
+      validVocab,
+      normalizer,
+      bias,
+      allReduce: this.group.size > 1 ? (t, op) => this.group.allReduce(t, op) : undefined,
+    });
   }
 
   /** Full logits (gathered over the group), for generation and evaluation. */
   async lmLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Promise<Tensor> {
-    const local = ops.linear(copyToRegion(hidden, this.group), table, bias);
+    const local = ops.lmHeadLogits(copyToRegion(hidden, this.group), table, bias);
     return await gatherLastDim(local, this.group);
   }
 }
