@@ -1,9 +1,11 @@
 /**
  * `deno task eval`: mean next-token loss and perplexity of a GPT over all full,
  * non-overlapping windows of a token stream (starts 0, T, 2T, … while a window and
- * its next token fit). The model comes from a checkpoint (`--load`) or a Hugging
- * Face GPT-2 directory (`--init-from-hf`). With `--json` the last output line is
- * one JSON object with `loss`, `ppl` and `tokens`.
+ * its next token fit); for a BERT (`--model bert`), masked-LM loss and accuracy and
+ * sentence-order loss and accuracy over a fixed pass of sentence pairs, masked from
+ * `--mask-seed`. The model comes from a checkpoint (`--load`) or a Hugging Face
+ * GPT-2 or BERT directory (`--init-from-hf`). With `--json` the last output line is
+ * one JSON object with the numbers.
  * @module
  */
 
@@ -13,6 +15,8 @@ import { NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
+import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
+import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { readTokenBin } from "../data/token_bin.ts";
@@ -25,14 +29,21 @@ import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
+import { type BertEvalResult, evaluateBert, loadBert } from "./bert_model.ts";
 
 /** Every flag of `deno task eval`. */
 export const EVAL_FLAGS: Record<string, FlagSpec> = {
-  "load": { type: "string", help: "checkpoint directory written by --save", group: "Model" },
+  "model": {
+    type: "string",
+    choices: ["gpt", "bert"],
+    help: "model family (default: what the checkpoint or config.json holds)",
+    group: "Model",
+  },
+  "load": { type: "string", help: "checkpoint directory written by --save" },
   "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
   "init-from-hf": {
     type: "string",
-    help: "Hugging Face GPT-2 directory (config.json + model.safetensors)",
+    help: "Hugging Face GPT-2 or BERT directory (config.json + model.safetensors)",
   },
   "tp": { type: "int", default: 1, min: 1, help: "tensor-parallel size" },
   "data-path": {
@@ -43,17 +54,29 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   "tokenizer": {
     type: "string",
     choices: ["gpt2", "byte"],
-    help: "tokenizer for text data (default: by vocabulary)",
+    help: "GPT: tokenizer for text data (default: by vocabulary; BERT uses its WordPiece vocab)",
   },
   "seq-length": {
     type: "int",
     min: 1,
     help: "window length T (default: the model's position table)",
   },
-  "micro-batch-size": { type: "int", default: 8, min: 1, help: "windows per forward pass" },
+  "micro-batch-size": {
+    type: "int",
+    default: 8,
+    min: 1,
+    help: "windows (BERT: sentence pairs) per forward pass",
+  },
+  "mask-seed": {
+    type: "int",
+    default: 1234,
+    min: 0,
+    help: "BERT: seed of the sentence-pair split points, order swaps and the 15% masking",
+  },
   "json": {
     type: "boolean",
-    help: "end with one JSON line: loss, ppl, tokens, windows",
+    help:
+      "end with one JSON line (GPT: loss, ppl, tokens, windows; BERT: mlm_loss, mlm_accuracy, …)",
     group: "Output",
   },
   "backend": {
@@ -67,8 +90,12 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
 
 const USAGE = `Usage: deno task eval (--load DIR | --init-from-hf DIR) --data-path FILE [flags]
 
-Reports the mean next-token loss and perplexity over every full, non-overlapping
-window of the data.`;
+GPT: reports the mean next-token loss and perplexity over every full,
+non-overlapping window of the data. BERT (--model bert, or found in the
+checkpoint or config.json): cuts each document of the text, in order, into
+sentence pairs that fill --seq-length, masks 15% of their tokens as in training
+(the same pairs and masks for the same --mask-seed), and reports the masked-LM
+loss and accuracy and the sentence-order loss and accuracy.`;
 
 /** The result of an evaluation. */
 export interface EvalResult {
@@ -173,6 +200,103 @@ export function validateEvalFlags(f: FlagValues): void {
   if (!f["data-path"]) throw new UsageError("--data-path is required");
 }
 
+/** The model family to evaluate: `--model`, else what the checkpoint or config.json holds. */
+export async function modelFamily(f: FlagValues): Promise<"gpt" | "bert"> {
+  if (f.model) return f.model as "gpt" | "bert";
+  if (f["init-from-hf"]) {
+    const file = `${f["init-from-hf"]}/config.json`;
+    let cfg: { model_type?: unknown };
+    try {
+      cfg = JSON.parse(await Deno.readTextFile(file));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new CheckpointError(`${file}: no such file (not a Hugging Face model directory?)`);
+      }
+      throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
+    }
+    return cfg?.model_type === "bert" ? "bert" : "gpt";
+  }
+  const { path } = await resolveIterDir(f.load as string, f.iteration as number | undefined);
+  return (await readMeta(path)).model?.arch === "bert" ? "bert" : "gpt";
+}
+
+/**
+ * BERT evaluation on this rank: loads the model (sharded over `layers` when given),
+ * reads the text and prints the report when `print` is set.
+ */
+export async function evalBertRank(
+  device: Device,
+  f: FlagValues,
+  print: boolean,
+  layers?: ParallelLayers,
+): Promise<BertEvalResult> {
+  const path = f["data-path"] as string;
+  if (path.toLowerCase().endsWith(".bin")) {
+    throw new UsageError(
+      "BERT evaluation reads text (documents of sentences), not a .bin of token ids",
+    );
+  }
+  if (f.tokenizer) {
+    throw new UsageError("--tokenizer is for GPT; a BERT uses its own WordPiece vocabulary");
+  }
+  const { model, tokenizer, source, tokenizerSource } = await loadBert(device, f, layers);
+  const c = model.config;
+  const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
+  if (T > c.maxPositions) {
+    throw new UsageError(
+      `--seq-length ${T} is longer than the model's position table (${c.maxPositions})`,
+    );
+  }
+  if (T < 5) throw new UsageError(`BERT needs --seq-length ≥ 5 ([CLS] A [SEP] B [SEP]), got ${T}`);
+  const corpus = prepareBertCorpus(await loadText(path), tokenizer);
+  const seed = f["mask-seed"] as number;
+  const tp = layers?.tpSize ?? 1;
+  if (print) {
+    console.log(
+      `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ${c.numLayers} ` +
+        `layers, hidden ${c.hiddenSize}, ${c.numHeads} heads` +
+        (tp > 1 ? ` | tensor parallel ${tp}` : ""),
+    );
+    console.log(
+      `data: ${path} | ${tokenizerSource} | ${corpus.documents.length} documents, ` +
+        `seq length ${T}, mask seed ${seed}`,
+    );
+  }
+  const t0 = performance.now();
+  const r = await evaluateBert(
+    model,
+    bertEvalBatches(corpus, tokenizer, {
+      batchSize: f["micro-batch-size"] as number,
+      seqLength: T,
+      seed,
+    }),
+  );
+  const s = (performance.now() - t0) / 1000;
+  if (print) {
+    console.log(
+      `eval: ${r.sequences} sequences, ${r.maskedTokens} masked tokens | ` +
+        `mlm loss ${r.mlmLoss.toFixed(4)} | mlm accuracy ${r.mlmAccuracy.toFixed(4)} | ` +
+        `sop loss ${r.sopLoss.toFixed(4)} | sop accuracy ${r.sopAccuracy.toFixed(4)} | ` +
+        `${(r.sequences / s).toFixed(1)} sequences/s`,
+    );
+    if (f.json) {
+      console.log(JSON.stringify({
+        mlm_loss: r.mlmLoss,
+        mlm_accuracy: r.mlmAccuracy,
+        sop_loss: r.sopLoss,
+        sop_accuracy: r.sopAccuracy,
+        loss: r.mlmLoss + r.sopLoss,
+        masked_tokens: r.maskedTokens,
+        sequences: r.sequences,
+        seq_length: T,
+        mask_seed: seed,
+      }));
+    }
+  }
+  model.dispose();
+  return r;
+}
+
 /**
  * Evaluates on this rank: loads the model (sharded over `layers` when given),
  * reads the data and prints the report when `print` is set.
@@ -182,7 +306,8 @@ export async function evalRank(
   f: FlagValues,
   print: boolean,
   layers?: ParallelLayers,
-): Promise<EvalResult> {
+): Promise<EvalResult | BertEvalResult> {
+  if (await modelFamily(f) === "bert") return await evalBertRank(device, f, print, layers);
   const { model, source } = await loadGpt(device, f, layers);
   const c = model.config;
   const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;

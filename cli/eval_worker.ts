@@ -8,11 +8,12 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import type { BertEvalResult } from "./bert_model.ts";
 import { EVAL_FLAGS, evalRank, type EvalResult } from "./eval.ts";
 import { parseFlags } from "./flags.ts";
 
 /** Evaluates this rank's share. */
-export default async function main(ctx: WorkerContext): Promise<EvalResult> {
+export default async function main(ctx: WorkerContext): Promise<EvalResult | BertEvalResult> {
   const f = parseFlags(ctx.args, EVAL_FLAGS);
   const device = await Device.create({ backend: parseBackend(f.backend as string) });
   ctx.deviceAcquired();

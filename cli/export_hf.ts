@@ -2,10 +2,11 @@
  * `deno task export-hf`: writes a checkpoint (saved at any TP size) as a Hugging
  * Face model directory, `config.json` + `model.safetensors`, in HF's names and
  * layouts (GPT-2: Conv1D [in, out] weights; BERT: separate query/key/value), with
- * the vocabulary padding removed. Needs no GPU.
+ * the vocabulary padding removed; a BERT's `vocab.txt` goes along. Needs no GPU.
  * @module
  */
 
+import { readWordPieceTokenizer, writeWordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { readCheckpointFull } from "../models/checkpoint/read.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import type { GptConfig } from "../models/gpt.ts";
@@ -57,6 +58,9 @@ export async function exportHf(dir: string, out: string, iteration?: number): Pr
     }
     const cfg = bertConfigOf(model.config);
     await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg));
+    // The vocabulary `deno task train` keeps next to a BERT checkpoint.
+    const tok = await readWordPieceTokenizer(dir);
+    if (tok) await writeWordPieceTokenizer(out, tok);
   } else {
     throw new CheckpointError(
       `${ck.path}: cannot export a model of arch ${JSON.stringify(model?.arch)}`,

@@ -12,6 +12,7 @@ import { launch } from "../collectives/launch.ts";
 import { listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor, NoAdapterError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { TRAIN_FLAGS, validateTrainFlags } from "./train_config.ts";
 import { trainRank } from "./train_run.ts";
@@ -65,7 +66,7 @@ export async function main(args: string[]): Promise<number> {
     await trainRank(f, null);
     return 0;
   } catch (e) {
-    if (e instanceof DataError || e instanceof NoAdapterError) {
+    if (e instanceof DataError || e instanceof CheckpointError || e instanceof NoAdapterError) {
       console.error(`error: ${e.message}`);
       return 1;
     }

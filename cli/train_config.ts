@@ -5,6 +5,7 @@
  */
 
 import { DEFAULT_BACKEND } from "../core/gpu.ts";
+import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
 import { type GptConfig, validateGptConfig } from "../models/gpt.ts";
@@ -76,7 +77,13 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "clip-grad": { type: "float", default: 1.0, min: 0, help: "global gradient-norm clip (0 = off)" },
   "weight-decay": { type: "float", default: 0.01, min: 0, help: "AdamW decoupled weight decay" },
   "adam-beta1": { type: "float", default: 0.9, min: 0, help: "AdamW β1" },
-  "adam-beta2": { type: "float", default: 0.99, min: 0, help: "AdamW β2" },
+  "adam-beta2": {
+    type: "float",
+    // AdamW's own default (core/optim.ts): 0.999, as Megatron and PyTorch.
+    default: new AdamW([]).beta2,
+    min: 0,
+    help: "AdamW β2 (Megatron's and PyTorch's default; Megatron's GPT recipes use 0.95)",
+  },
   "seed": { type: "int", default: 1234, min: 0, help: "seed for init, dropout and data order" },
   "data-path": {
     type: "string",
@@ -104,7 +111,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "load": { type: "string", help: "resume from this checkpoint directory (any TP size)" },
   "init-from-hf": {
     type: "string",
-    help: "GPT: start from a Hugging Face GPT-2 directory (config.json + model.safetensors)",
+    help:
+      "start from a Hugging Face GPT-2 (--model gpt) or BERT (--model bert) directory; its config.json sets the shape, BERT's vocab.txt the tokenizer",
   },
   "log-interval": {
     type: "int",
@@ -217,7 +225,9 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       `--global-batch-size ${gb} is not a multiple of --micro-batch-size ${mb} × data-parallel size ${dp}`,
     );
   }
-  for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
+  for (
+    const n of ["hidden-dropout", "attention-dropout", "val-fraction", "adam-beta1", "adam-beta2"]
+  ) {
     const v = f[n] as number;
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
   }
@@ -232,9 +242,6 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       `BERT needs --seq-length ≥ 5 ([CLS] A [SEP] B [SEP]), got ${f["seq-length"]}`,
     );
   }
-  if (f["init-from-hf"] && f.model !== "gpt") {
-    throw new UsageError("--init-from-hf loads GPT-2 checkpoints; use --model gpt");
-  }
   if (f["init-from-hf"] && f.load) {
     throw new UsageError("give either --load or --init-from-hf, not both");
   }
@@ -245,6 +252,8 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       `--seq-length ${seq} is longer than the position table (--max-position-embeddings ${maxPos})`,
     );
   }
+  // With --init-from-hf the shape comes from config.json, checked when the model is built.
+  if (f["init-from-hf"]) return;
   try {
     validateGptConfig({ ...gptConfigFromFlags(f, 256) }, tp);
   } catch (e) {

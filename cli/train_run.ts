@@ -26,8 +26,13 @@ import {
 import { DataRng } from "../data/rng.ts";
 import { uniformEntropy, unigramEntropy } from "../data/stats.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
-import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
-import { Bert, type BertInputs } from "../models/bert.ts";
+import {
+  createBertTokenizer,
+  readWordPieceTokenizer,
+  type WordPieceTokenizer,
+  writeWordPieceTokenizer,
+} from "../data/wordpiece_tokenizer.ts";
+import { Bert, type BertConfig, type BertInputs } from "../models/bert.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { generate } from "../models/generate.ts";
 import { Gpt } from "../models/gpt.ts";
@@ -45,11 +50,12 @@ import {
   saveCheckpoint,
 } from "../models/checkpoint/mod.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
-import { bertPaddedRows } from "../models/hf/bert.ts";
+import { assignBert, bertPaddedRows } from "../models/hf/bert.ts";
 import type { FlagValues } from "./flags.ts";
 import { formatLogLine, JsonLog, Progress } from "./log.ts";
 import { TextStream } from "./text_stream.ts";
 import { bertConfigFromFlags, gptConfigFromFlags } from "./train_config.ts";
+import { checkedConfig, readHfBert } from "./bert_model.ts";
 
 /** What a run reports back (rank 0's view). */
 export interface TrainSummary {
@@ -113,9 +119,14 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
   const seed = f.seed as number;
 
   // Data first: errors here should not cost a device.
+  const hfDir = f["init-from-hf"] as string | undefined;
+  const hfBert = model_ === "bert" && hfDir ? await readHfBert(hfDir) : null;
   const text = model_ === "bert" ? await loadText(f["data-path"] as string | undefined) : "";
+  // A BERT resumed with --load keeps the vocabulary its checkpoint was saved with.
   const tokenizer = model_ === "bert"
-    ? await createBertTokenizer()
+    ? hfBert?.tokenizer ??
+      (f.load ? await readWordPieceTokenizer(f.load as string) : null) ??
+      await createBertTokenizer()
     : await createTokenizer(f.tokenizer as string);
   let gptData: { train: Uint32Array; val: Uint32Array; source: string } | null = null;
   let bertSplit: {
@@ -143,6 +154,23 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     };
   }
 
+  let bertConfig: BertConfig = bertConfigFromFlags(f, tokenizer.vocabSize);
+  if (hfBert) {
+    if (T > hfBert.config.maxPositions) {
+      throw new DataError(
+        `--seq-length ${T} exceeds the checkpoint's position table (${hfBert.config.maxPositions})`,
+      );
+    }
+    bertConfig = checkedConfig(
+      {
+        ...hfBert.config,
+        hiddenDropout: bertConfig.hiddenDropout,
+        attentionDropout: bertConfig.attentionDropout,
+      },
+      tpSize,
+      hfDir!,
+    );
+  }
   const backend = parseBackend(f.backend as string);
   const provider = backend === "dawn" && dist?.device.dawnOptions
     ? await dawnGPU(dist.device.dawnOptions)
@@ -157,7 +185,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       : null;
     const layers = tpGroup ? new TensorParallelLayers(device, tpGroup) : new SerialLayers(device);
     const rng = new RngTracker(seed, tpRank, dpRank);
-    const hf = f["init-from-hf"] ? await readHfGpt2(f["init-from-hf"] as string) : null;
+    const hf = model_ === "gpt" && hfDir ? await readHfGpt2(hfDir) : null;
     let gptConfig = gptConfigFromFlags(f, tokenizer.vocabSize);
     if (hf) {
       if (hf.config.vocabSize !== tokenizer.vocabSize) {
@@ -182,9 +210,18 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     }
     const model = model_ === "gpt"
       ? new Gpt(layers, gptConfig, { seed, rng })
-      : new Bert(layers, bertConfigFromFlags(f, tokenizer.vocabSize), { seed, rng });
+      : new Bert(layers, bertConfig, { seed, rng });
     if (hf) {
       assignGpt2(model.namedParams(), hf.tensors, hf.config, { tp: tpSize, tpRank }, hf.source);
+    }
+    if (hfBert) {
+      assignBert(
+        model.namedParams(),
+        hfBert.tensors,
+        hfBert.config.vocabSize,
+        { tp: tpSize, tpRank },
+        hfBert.source,
+      );
     }
     const ckptInfo = model instanceof Gpt ? gptCheckpointInfo(model.config) : {
       model: { arch: "bert", config: model.config },
@@ -287,6 +324,12 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         `${fullParams.toLocaleString("en-US")} parameters` +
         (f["recompute-activations"] ? " | activation recomputation" : ""),
     );
+    if (hfDir) {
+      say(
+        `initialized from ${hfDir} (Hugging Face ${model_ === "gpt" ? "GPT-2" : "BERT"}` +
+          (hfBert ? `, ${hfBert.tokenizerSource}` : "") + ")",
+      );
+    }
     say(
       `parallel: tensor ${tpSize} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
         `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank)`,
@@ -329,7 +372,13 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     }
     const saveDir = f.save as string | undefined;
     const saveInterval = (f["save-interval"] as number | undefined) ?? Infinity;
+    let vocabSaved = false;
     const save = async (it: number) => {
+      if (model_ === "bert" && isLogger && !vocabSaved) {
+        // eval and fill-mask read the tokenizer from the checkpoint directory.
+        await writeWordPieceTokenizer(saveDir!, tokenizer as WordPieceTokenizer);
+        vocabSaved = true;
+      }
       await saveCheckpoint(saveDir!, {
         iteration: it,
         params: model.namedParams(),

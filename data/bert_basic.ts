@@ -1,6 +1,6 @@
 /**
- * BERT's "basic" pre-tokenization for the uncased model: clean control characters, put spaces
- * around CJK ideographs, lowercase, strip accents, split on whitespace and punctuation.
+ * BERT's "basic" pre-tokenization: clean control characters, put spaces around CJK ideographs,
+ * lowercase and strip accents (uncased models), split on whitespace and punctuation.
  * @module
  */
 
@@ -24,15 +24,20 @@ function isPunctuation(ch: string, cp: number): boolean {
   return PUNCT.test(ch);
 }
 
-/** Splits text into lowercased, accent-stripped words and punctuation marks, as BERT does. */
-export function bertBasicTokenize(text: string): string[] {
+/**
+ * Splits text into words and punctuation marks, as BERT does: lowercased and accent-stripped
+ * for an uncased vocabulary (the default), as written (NFC) for a cased one.
+ */
+export function bertBasicTokenize(text: string, lowercase = true): string[] {
   const words: string[] = [];
   let current = "";
   const flush = () => {
     if (current.length > 0) words.push(current);
     current = "";
   };
-  const normalized = text.toLowerCase().normalize("NFD").replace(MARK, "");
+  const normalized = lowercase
+    ? text.toLowerCase().normalize("NFD").replace(MARK, "")
+    : text.normalize("NFC");
   for (const ch of normalized) {
     const cp = ch.codePointAt(0)!;
     if (cp === 0 || cp === 0xfffd) continue;

