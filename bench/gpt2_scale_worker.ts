@@ -1,0 +1,138 @@
+/**
+ * One rank of the GPT-2-size check (`bench/gpt2_scale.ts`): loads a GPT-2 in
+ * Hugging Face layout as this rank's tensor-parallel shard, evaluates one
+ * batch, optionally takes training steps, and reports times and pool memory.
+ * @module
+ */
+
+import type { WorkerContext } from "../collectives/launch.ts";
+import { parallelGroups } from "../collectives/layout.ts";
+import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
+import { DataRng } from "../data/rng.ts";
+import { Gpt } from "../models/gpt.ts";
+import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
+import { RngTracker } from "../models/parallel/random.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { Trainer } from "../models/trainer.ts";
+
+/** What the host asks one run to do. */
+export interface Gpt2ScaleRun {
+  /** HF directory (config.json + model.safetensors). */
+  dir: string;
+  /** Tensor-parallel size (= ranks). */
+  tp: number;
+  /** Sequence length. */
+  seq: number;
+  /** Micro-batch rows. */
+  batch: number;
+  /** Training steps to time (0: load and evaluate only). */
+  steps: number;
+  /** WebGPU backend. */
+  backend: string;
+}
+
+/** What one rank reports. */
+export interface Gpt2ScaleResult {
+  /** Parameters of the full model. */
+  params: number;
+  /** Loading the HF files and writing this rank's shard (ms). */
+  loadMs: number;
+  /** Mean next-token loss of the evaluation batch. */
+  evalLoss: number;
+  /** Forward pass of the evaluation batch (ms). */
+  evalMs: number;
+  /** Median ms per training step (NaN without steps). */
+  msPerStep: number;
+  /** Training losses. */
+  losses: number[];
+  /** This rank's parameter bytes. */
+  weightBytes: number;
+  /** Live pool bytes after the steps: weights, AdamW moments (gradients are dropped). */
+  stateBytes: number;
+  /** Peak pool bytes over evaluation and training. */
+  peakBytes: number;
+}
+
+/** Runs the check on this rank. */
+export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult> {
+  const run = JSON.parse(ctx.args[0]) as Gpt2ScaleRun;
+  const groups = parallelGroups(ctx.group, run.tp);
+  const device = await Device.create({ backend: parseBackend(run.backend) });
+  ctx.deviceAcquired();
+  try {
+    const t0 = performance.now();
+    const { config, tensors, source } = await readHfGpt2(run.dir);
+    const cfg = { ...config, hiddenDropout: 0, attentionDropout: 0 };
+    const { tpRank, dpRank } = groups.position;
+    const model = new Gpt(new TensorParallelLayers(device, groups.tp), cfg, {
+      seed: 1,
+      rng: new RngTracker(1, tpRank, dpRank),
+    });
+    assignGpt2(model.namedParams(), tensors, config, { tp: run.tp, tpRank }, source);
+    const params = [...tensors.values()].reduce((s, t) => s + t.data.length, 0);
+    tensors.clear();
+    await device.sync();
+    const loadMs = performance.now() - t0;
+    const weightBytes = model.namedParams().reduce((s, [, p]) => s + p.tensor.byteLength, 0);
+
+    const rng = new DataRng(11);
+    const n = run.batch * run.seq;
+    const batch = () => {
+      const ids = Int32Array.from({ length: n }, () => rng.nextInt(config.vocabSize));
+      const tg = Int32Array.from({ length: n }, () => rng.nextInt(config.vocabSize));
+      return [
+        Tensor.fromArray(device, ids, [run.batch, run.seq]),
+        Tensor.fromArray(device, tg, [run.batch, run.seq]),
+      ] as const;
+    };
+    device.pool.resetPeak();
+    model.train(false);
+    const e0 = performance.now();
+    const evalLoss = await device.noGrad(() =>
+      tidy(device, async () => {
+        const [ids, tg] = batch();
+        return await (await model.loss(ids, tg)).item();
+      })
+    );
+    const evalMs = performance.now() - e0;
+
+    const losses: number[] = [];
+    const times: number[] = [];
+    if (run.steps > 0) {
+      model.train(true);
+      const trainer = new Trainer(device, model, {
+        schedule: { lr: 1e-4, decayIters: 1000, style: "constant" },
+        clipGrad: 1,
+        hooks: hybridHooks(device, { tp: groups.tp, dp: groups.dp }),
+        countsInNorm: countsInNorm(tpRank),
+      });
+      for (let s = 0; s < run.steps; s++) {
+        const s0 = performance.now();
+        const r = await trainer.step(1, () => {
+          const [ids, tg] = batch();
+          return model.loss(ids, tg);
+        });
+        times.push(performance.now() - s0);
+        losses.push(r.loss);
+      }
+    }
+    await device.sync();
+    const sorted = [...times].sort((a, b) => a - b);
+    return {
+      params,
+      loadMs,
+      evalLoss,
+      evalMs,
+      msPerStep: sorted.length ? sorted[Math.floor(sorted.length / 2)] : NaN,
+      losses,
+      weightBytes,
+      stateBytes: device.pool.liveBytes,
+      peakBytes: device.pool.peakBytes,
+    };
+  } finally {
+    await device.close();
+  }
+}
