@@ -16,6 +16,14 @@ export {
 } from "./gpu.ts";
 export { BufferPool, sizeClass } from "./pool.ts";
 export {
+  type BufferBinding,
+  rowBlocks,
+  subBinding,
+  type Window,
+  windowElements,
+  windows,
+} from "./windows.ts";
+export {
   assertSameDevice,
   assertSameShape,
   type DType,

@@ -19,14 +19,14 @@ import { COLUMN_BLOCK_ROWS, columnSumDispatch, columnSumKernel } from "../../ker
 import type { Device } from "../device.ts";
 import { record } from "../autograd.ts";
 import { assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
-import { rowBlocks, subBinding, windowElements, windows } from "../windows.ts";
+import { rowBlocks, subBinding, type Window, windowElements, windows } from "../windows.ts";
 
 /**
  * The windows an elementwise op over `n` elements is dispatched in: one when it
  * fits in a storage binding, else binding-sized pieces that start at multiples
  * of `unit` (the length of an operand that repeats, so its indexing lines up).
  */
-export function elementWindows(device: Device, n: number, unit = 1) {
+export function elementWindows(device: Device, n: number, unit = 1): Window[] {
   return windows(n, windowElements(device, unit));
 }
 
