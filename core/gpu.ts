@@ -62,7 +62,103 @@ export class NoAdapterError extends Error {
   }
 }
 
-/** Returns the `GPU` object of Deno's built-in WebGPU, or throws with advice. */
+/**
+ * Environment variable that lets Deno's WebGPU use wgpu's OpenGL backend (`=1`).
+ * By default only its Vulkan, Metal and DX12 backends are used: see
+ * {@link UnsupportedAdapterError}.
+ */
+export const DENO_ALLOW_GL_ENV = "WEBGPU_DENO_ALLOW_GL";
+
+/**
+ * The wgpu backends Deno's WebGPU is restricted to (through wgpu's
+ * `DENO_WEBGPU_BACKEND`, read at a thread's first `requestAdapter()`).
+ */
+export const DENO_NATIVE_BACKENDS = "vulkan,metal,dx12";
+
+/**
+ * Thrown when Deno's WebGPU finds only wgpu's OpenGL fallback. On a machine with
+ * Mesa's EGL but no Vulkan driver that is llvmpipe through GL, where
+ * barrier-heavy kernels crawl: one tiled-matmul test ran over 18 minutes there
+ * against under 4 on Mesa's Vulkan driver (lavapipe) on the same CPU.
+ */
+export class UnsupportedAdapterError extends NoAdapterError {
+  /** Creates the error; `adapter` names what was found. */
+  constructor(readonly adapter: string) {
+    super("deno", "only wgpu's OpenGL fallback");
+    this.message = `Deno's WebGPU found only wgpu's OpenGL fallback (${adapter}), which is ` +
+      "refused: barrier-heavy kernels crawl there (a tiled-matmul test ran over 18 minutes " +
+      "against under 4 on Mesa's Vulkan driver). Fix: sudo apt-get install -y " +
+      `mesa-vulkan-drivers (bash scripts/deno.sh does it), or set ${DENO_ALLOW_GL_ENV}=1 to ` +
+      "use it anyway.";
+    this.name = "UnsupportedAdapterError";
+  }
+}
+
+function envGet(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+/**
+ * Restricts Deno's WebGPU to its native backends unless the user chose
+ * otherwise (DENO_WEBGPU_BACKEND set, or {@link DENO_ALLOW_GL_ENV}=1). Returns
+ * whether the restriction is this module's (then a missing adapter is explained).
+ */
+function restrictDenoBackends(): boolean {
+  const allow = envGet(DENO_ALLOW_GL_ENV);
+  const chosen = envGet("DENO_WEBGPU_BACKEND");
+  if (allow === "1" || allow === "true") {
+    // Our own restriction, inherited from a parent process, must not stand.
+    if (chosen === DENO_NATIVE_BACKENDS || chosen === "") {
+      try {
+        Deno.env.delete("DENO_WEBGPU_BACKEND");
+      } catch { /* no --allow-env */ }
+    }
+    return false;
+  }
+  if (chosen !== undefined && chosen !== "") return chosen === DENO_NATIVE_BACKENDS;
+  try {
+    Deno.env.set("DENO_WEBGPU_BACKEND", DENO_NATIVE_BACKENDS);
+    return true;
+  } catch {
+    return false; // no --allow-env: wgpu chooses
+  }
+}
+
+/**
+ * The adapter wgpu's OpenGL backend offers here, probed in a subprocess (wgpu
+ * reads its backends once per thread): its description, "" for none, or
+ * undefined when it cannot be probed (no --allow-run).
+ */
+async function glFallbackAdapter(): Promise<string | undefined> {
+  try {
+    const code = "const a = await navigator.gpu.requestAdapter();" +
+      'console.log(a ? a.info.description || "an unnamed adapter" : "")';
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", "--unstable-webgpu", code],
+      env: { DENO_WEBGPU_BACKEND: "gl" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Returns the `GPU` object of Deno's built-in WebGPU, or throws with advice.
+ * Unless {@link DENO_ALLOW_GL_ENV}=1 (or DENO_WEBGPU_BACKEND is set), wgpu may
+ * use only Vulkan, Metal or DX12; where it finds none, `requestAdapter()`
+ * rejects with an {@link UnsupportedAdapterError} if wgpu's OpenGL fallback is
+ * what it would have used, else with a {@link NoAdapterError}. The restriction
+ * applies when it is set before the thread's first `requestAdapter()`.
+ */
 export function denoGPU(): GPUProvider {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
@@ -71,7 +167,23 @@ export function denoGPU(): GPUProvider {
       'navigator.gpu is undefined: run with --unstable-webgpu or add "unstable": ["webgpu"] to deno.json',
     );
   }
-  return { backend: "deno", gpu, adapterOptions: { powerPreference: "high-performance" } };
+  const adapterOptions: GPURequestAdapterOptions = { powerPreference: "high-performance" };
+  if (!restrictDenoBackends()) return { backend: "deno", gpu, adapterOptions };
+  const explained = {
+    async requestAdapter(options?: GPURequestAdapterOptions): Promise<GPUAdapter | null> {
+      const adapter = await gpu.requestAdapter(options);
+      if (adapter) return adapter;
+      const gl = await glFallbackAdapter();
+      if (gl) throw new UnsupportedAdapterError(gl);
+      throw new NoAdapterError(
+        "deno",
+        "no Vulkan, Metal or DX12 adapter" +
+          (gl === "" ? ", nor an OpenGL one" : `; ${DENO_ALLOW_GL_ENV}=1 would allow OpenGL`),
+      );
+    },
+    getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
+  };
+  return { backend: "deno", gpu: explained as unknown as GPU, adapterOptions };
 }
 
 /**

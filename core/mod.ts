@@ -8,11 +8,13 @@ export {
   type BackendName,
   BACKENDS,
   dawnGPU,
+  DENO_ALLOW_GL_ENV,
   denoGPU,
   type GPUProvider,
   gpuProvider,
   NoAdapterError,
   parseBackend,
+  UnsupportedAdapterError,
 } from "./gpu.ts";
 export { BufferPool, sizeClass } from "./pool.ts";
 export {

@@ -6,6 +6,7 @@
 
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
+import "./watchdog.ts";
 
 /** The backend under test: env WEBGPU_BACKEND (deno | dawn), default the library's default. */
 export function testBackend(): BackendName {
@@ -20,8 +21,23 @@ export function testDevice(): Promise<Device> {
   return shared;
 }
 
-/** Options for GPU tests: the device and its pooled buffers outlive single tests. */
+/**
+ * Options for GPU tests: the device and its pooled buffers outlive single tests.
+ * Every test runs under a time limit (`watchdog.ts`: default 180 s, env
+ * `TEST_TIME_LIMIT_S`); {@link withTimeLimit} gives a test its own.
+ */
 export const gpuTest = { sanitizeResources: false, sanitizeOps: false } as const;
+
+/**
+ * `options` (default {@link gpuTest}) with a time limit of `seconds` for the
+ * test, steps included: `Deno.test("name", withTimeLimit(600), async () => {…})`.
+ */
+export function withTimeLimit<T extends object = typeof gpuTest>(
+  seconds: number,
+  options: T = gpuTest as unknown as T,
+): T & { timeout: number } {
+  return { ...options, timeout: Math.round(seconds * 1000) };
+}
 
 /** A small deterministic PRNG (mulberry32) for host-side test data. */
 export function prng(seed: number): () => number {
