@@ -31,7 +31,11 @@ Deno.test("safetensors round trip is bit-exact, with metadata and i32", async ()
   const f = await SafetensorsFile.read(path);
   deepStrictEqual(f.metadata, { iteration: "7" });
   deepStrictEqual(f.info("a").shape, [3, 4]);
-  deepStrictEqual(new Uint32Array(f.floats("a").buffer), new Uint32Array(a.buffer));
+  deepStrictEqual(
+    new Uint32Array(f.floats("a", { allowNonFinite: true }).buffer),
+    new Uint32Array(a.buffer),
+  );
+  throws(() => f.floats("a"), /x\.safetensors: tensor "a" \(F32 \[3, 4\]\) holds 1 non-finite/);
   deepStrictEqual(f.ints("ids"), ids);
   deepStrictEqual(f.floats("empty").length, 0);
   // header is 8-byte aligned as the format recommends
@@ -72,7 +76,8 @@ Deno.test("safetensors reads F16, BF16, F64 and I64", () => {
     }, data),
     "mixed.safetensors",
   );
-  const h = f.floats("h");
+  const h = f.floats("h", { allowNonFinite: true });
+  throws(() => f.floats("h"), /tensor "h".*first: Infinity at element 4/);
   deepStrictEqual([h[0], h[1], h[3], h[4]], [1, -2, 2 ** -24, Infinity]);
   deepStrictEqual(Math.abs(h[2] - 1 / 3) < 1e-3, true);
   deepStrictEqual([...f.floats("b")], [1, -3]);

@@ -3,7 +3,8 @@
  *
  * ```
  * DIR/latest                         last complete iteration, as text ("100")
- * DIR/iter_0000100/checkpoint.json   config, parallel layout, tensor layout, trainer state
+ * DIR/iter_0000100/checkpoint.json   config, parallel layout, tensor layout, trainer state,
+ *                                    size and SHA-256 of every file
  * DIR/iter_0000100/model_tp00.safetensors       TP rank 0's model shard
  * DIR/iter_0000100/optimizer_tp00.safetensors   TP rank 0's AdamW moments (and step)
  * ```
@@ -11,8 +12,9 @@
  */
 
 import { join } from "node:path";
+import { readJsonObject, readSmallFile } from "./files.ts";
 import { exists } from "./fs.ts";
-import { CheckpointError } from "./safetensors.ts";
+import { CheckpointError, type FileDigest } from "./safetensors.ts";
 
 /** The format tag written into every checkpoint. */
 export const CHECKPOINT_FORMAT = "webgpu-megatron-checkpoint";
@@ -83,23 +85,26 @@ export interface CheckpointMeta {
   } | null;
   /** Trainer state passed by the caller (consumed tokens, schedule, sampler, RNG …). */
   state: Record<string, unknown>;
+  /**
+   * Size and SHA-256 of every shard file, by file name; checked on load. Absent in
+   * checkpoints written before checksums existed (loaded with a warning).
+   */
+  files?: Record<string, FileDigest>;
 }
 
 /**
  * The iteration `latest` points at, or null when there is none (no checkpoint yet).
  */
 export async function readLatest(dir: string): Promise<number | null> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(dir, LATEST_FILE));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
+  const file = join(dir, LATEST_FILE);
+  if (!await exists(file)) return null;
+  const text = new TextDecoder().decode(await readSmallFile(file, file, 4096));
   const it = Number(text.trim());
   if (!Number.isInteger(it) || it < 0) {
     throw new CheckpointError(
-      `${join(dir, LATEST_FILE)}: expected an iteration number, got "${text.trim()}"`,
+      `${join(dir, LATEST_FILE)}: expected an iteration number, got ${
+        JSON.stringify(text.trim().slice(0, 40))
+      }`,
     );
   }
   return it;
@@ -130,15 +135,17 @@ export async function resolveIterDir(
 /** Reads and checks `checkpoint.json` of an iteration directory. */
 export async function readMeta(iterPath: string): Promise<CheckpointMeta> {
   const file = join(iterPath, META_FILE);
-  let meta: CheckpointMeta;
-  try {
-    meta = JSON.parse(await Deno.readTextFile(file));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${file}: no such file`);
-    throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
-  }
+  const meta = await readJsonObject(file) as unknown as CheckpointMeta;
   if (meta?.format !== CHECKPOINT_FORMAT) {
     throw new CheckpointError(`${file}: not a ${CHECKPOINT_FORMAT} file`);
+  }
+  if (meta.files !== undefined) {
+    const ok = meta.files !== null && typeof meta.files === "object" &&
+      Object.values(meta.files).every((d) =>
+        d !== null && typeof d === "object" && Number.isSafeInteger(d.bytes) &&
+        typeof d.sha256 === "string" && /^[0-9a-f]{64}$/.test(d.sha256)
+      );
+    if (!ok) throw new CheckpointError(`${file}: "files" is not a map of {bytes, sha256}`);
   }
   if (meta.version !== CHECKPOINT_VERSION) {
     throw new CheckpointError(

@@ -10,7 +10,7 @@ import type { AdamW } from "../../core/optim.ts";
 import { Tensor } from "../../core/tensor.ts";
 import { planShards, type TpPlace, writeShards } from "./assign.ts";
 import type { CheckpointMeta } from "./layout.ts";
-import { readCheckpointFull } from "./read.ts";
+import { readCheckpointFull, warnOnStderr } from "./read.ts";
 import { CheckpointError } from "./safetensors.ts";
 
 /** Config fields that may change between save and load without changing any shape. */
@@ -36,6 +36,8 @@ export interface LoadOptions extends TpPlace {
   paddedRows?: Record<string, number>;
   /** Accept checkpoint tensors the model does not have (default false: error). */
   allowExtra?: boolean;
+  /** Receives warnings (default: `warning: …` on stderr, from TP rank 0 only). */
+  warn?: (msg: string) => void;
 }
 
 /** What a load returns. */
@@ -91,6 +93,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
   const ck = await readCheckpointFull(dir, {
     iteration: opts.iteration,
     optimizer: !!opts.optimizer,
+    warn: opts.warn ?? (place.tpRank === 0 ? warnOnStderr : () => {}),
   });
   const metaFile = `${ck.path}/checkpoint.json`;
   if (opts.model) {

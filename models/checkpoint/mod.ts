@@ -7,10 +7,15 @@
 export {
   CheckpointError,
   encodeSafetensors,
+  type FileDigest,
+  firstNonFinite,
+  MAX_HEADER_BYTES,
   type SafeDType,
   type SafeTensorInfo,
   type SafeTensorOut,
   SafetensorsFile,
+  type SafetensorsReadOptions,
+  sha256Hex,
   writeSafetensors,
 } from "./safetensors.ts";
 export { type HostTensor, joinShards, type Partition, resizeRows, splitShard } from "./shard.ts";
@@ -35,7 +40,8 @@ export {
   writeShards,
 } from "./assign.ts";
 export { saveCheckpoint, type SaveOptions, type SaveStage } from "./save.ts";
-export { type FullCheckpoint, readCheckpointFull } from "./read.ts";
+export { type FullCheckpoint, readCheckpointFull, type ReadOptions, warnOnStderr } from "./read.ts";
+export { MAX_SMALL_FILE_BYTES, readJsonObject, readSmallFile, resolveInDir } from "./files.ts";
 export { paramsToHost } from "./host.ts";
 export { loadCheckpoint, type LoadOptions, type LoadResult, RUNTIME_CONFIG_KEYS } from "./load.ts";
 export {

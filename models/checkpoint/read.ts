@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import {
   type CheckpointMeta,
+  META_FILE,
   modelFileName,
   momentNames,
   optimizerFileName,
@@ -33,6 +34,11 @@ export interface FullCheckpoint {
   fileOf: (name: string) => string;
 }
 
+/** Prints `warning: MSG` on stderr (the default warning sink of checkpoint loading). */
+export function warnOnStderr(msg: string): void {
+  console.error(`warning: ${msg}`);
+}
+
 async function readShards(
   iterPath: string,
   meta: CheckpointMeta,
@@ -40,7 +46,18 @@ async function readShards(
 ): Promise<SafetensorsFile[]> {
   const files: SafetensorsFile[] = [];
   for (let r = 0; r < meta.parallel.tp; r++) {
-    const f = await SafetensorsFile.read(join(iterPath, fileName(r)));
+    const name = fileName(r);
+    const path = join(iterPath, name);
+    let expect = undefined;
+    if (meta.files) {
+      expect = meta.files[name];
+      if (!expect) {
+        throw new CheckpointError(
+          `${path}: ${join(iterPath, META_FILE)} records no checksum for this file`,
+        );
+      }
+    }
+    const f = await SafetensorsFile.read(path, { expect });
     const it = Number(f.metadata.iteration);
     const rank = Number(f.metadata.tp_rank);
     if (it !== meta.iteration || rank !== r) {
@@ -77,13 +94,34 @@ function joined(
   });
 }
 
-/** Reads iteration `iteration` (default: latest) of `dir` into full tensors. */
+/** Options of {@link readCheckpointFull}. */
+export interface ReadOptions {
+  /** Which iteration (default: the one `latest` names). */
+  iteration?: number;
+  /** Read the optimizer shards too. */
+  optimizer?: boolean;
+  /** Receives warnings (default {@link warnOnStderr}). */
+  warn?: (msg: string) => void;
+}
+
+/**
+ * Reads iteration `iteration` (default: latest) of `dir` into full tensors. Each
+ * file's size and SHA-256 are checked against `checkpoint.json` before it is
+ * parsed (a checkpoint written before checksums existed loads with a warning),
+ * and non-finite values are refused naming the tensor.
+ */
 export async function readCheckpointFull(
   dir: string,
-  opts: { iteration?: number; optimizer?: boolean } = {},
+  opts: ReadOptions = {},
 ): Promise<FullCheckpoint> {
   const { iteration, path } = await resolveIterDir(dir, opts.iteration);
   const meta = await readMeta(path);
+  if (!meta.files) {
+    (opts.warn ?? warnOnStderr)(
+      `${join(path, META_FILE)} records no checksums (written by an older version): ` +
+        `its files are loaded unverified`,
+    );
+  }
   const modelFiles = await readShards(path, meta, modelFileName);
   const tensors = new Map<string, HostTensor>();
   for (const l of meta.tensors) tensors.set(l.name, joined(modelFiles, l.name, l));

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { writeFileDurable } from "./fs.ts";
 
 /** Element types this module understands. */
@@ -61,6 +62,30 @@ function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** `msg` on one line (messages of JSON.parse and the OS may hold newlines). */
+export function oneLine(msg: string): string {
+  return msg.replace(/\s*\n\s*/g, " ");
+}
+
+function checkHeaderLen(
+  headerLen: number,
+  size: number,
+  bad: (msg: string) => CheckpointError,
+): void {
+  if (headerLen > size - 8) {
+    throw bad(
+      `the header claims ${headerLen} bytes but the file holds only ${size - 8} after ` +
+        `the length field (truncated or not a safetensors file)`,
+    );
+  }
+  if (headerLen > MAX_HEADER_BYTES) {
+    throw bad(
+      `the header claims ${headerLen} bytes, more than the ${MAX_HEADER_BYTES} accepted ` +
+        `(not a safetensors file?)`,
+    );
+  }
+}
+
 function f16ToF32(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
@@ -68,6 +93,140 @@ function f16ToF32(h: number): number {
   if (e === 0) return s * m * 2 ** -24;
   if (e === 31) return m ? NaN : s * Infinity;
   return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** Largest header accepted (the JSON part): real headers are kilobytes to a few megabytes. */
+export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+/** What a checkpoint records about one file: its size and SHA-256 (lowercase hex). */
+export interface FileDigest {
+  /** Size in bytes. */
+  bytes: number;
+  /** SHA-256 of the whole file, lowercase hex. */
+  sha256: string;
+}
+
+/** SHA-256 of `bytes` as lowercase hex (node:crypto: ~1 GB/s here, twice WebCrypto's speed). */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Options of {@link SafetensorsFile.read}. */
+export interface SafetensorsReadOptions {
+  /** The name used in messages (default: the path read). */
+  name?: string;
+  /** Size and checksum the file must have (from `checkpoint.json`); checked before parsing. */
+  expect?: FileDigest;
+}
+
+/** Reads exactly `buf.length` bytes at the current position; false at a premature end. */
+async function readFully(f: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await f.read(buf.subarray(off));
+    if (n === null) return false;
+    off += n;
+  }
+  return true;
+}
+
+interface ParsedHeader {
+  metadata: Record<string, string>;
+  tensors: Map<string, SafeTensorInfo>;
+}
+
+/**
+ * Validates a header: `headerBytes` is the JSON, `dataLen` the size of the data section
+ * that follows it. Every tensor's range must lie in the data, ranges must not overlap,
+ * and they must cover the data section exactly (no hole, nothing after the last tensor).
+ */
+function parseHeader(
+  headerBytes: Uint8Array,
+  dataLen: number,
+  bad: (msg: string) => CheckpointError,
+): ParsedHeader {
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
+  } catch (e) {
+    throw bad(`the header is not valid JSON (${oneLine((e as Error).message)})`);
+  }
+  if (!header || typeof header !== "object" || Array.isArray(header)) {
+    throw bad("the header is not a JSON object");
+  }
+  const metadata: Record<string, string> = {};
+  const tensors = new Map<string, SafeTensorInfo>();
+  const ranges: [number, number, string][] = [];
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      if (raw && typeof raw === "object") {
+        for (const [k, v] of Object.entries(raw)) metadata[k] = String(v);
+      }
+      continue;
+    }
+    const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const dtype = e?.dtype as SafeDType;
+    if (!(typeof dtype === "string" && Object.hasOwn(ELEMENT_BYTES, dtype))) {
+      throw bad(`tensor "${name}" has unsupported dtype ${JSON.stringify(e?.dtype)}`);
+    }
+    const shape = e.shape;
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+      throw bad(`tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
+    }
+    const off = e.data_offsets;
+    if (
+      !Array.isArray(off) || off.length !== 2 ||
+      off.some((o) => !Number.isSafeInteger(o) || o < 0) || off[0] > off[1]
+    ) {
+      throw bad(`tensor "${name}" has invalid data_offsets ${JSON.stringify(off)}`);
+    }
+    const want = product(shape) * ELEMENT_BYTES[dtype];
+    if (off[1] - off[0] !== want) {
+      throw bad(
+        `tensor "${name}" (${dtype} [${shape.join(", ")}]) needs ${want} bytes but its ` +
+          `data_offsets span ${off[1] - off[0]}`,
+      );
+    }
+    if (off[1] > dataLen) {
+      throw bad(
+        `tensor "${name}" needs data bytes [${off[0]}, ${off[1]}) but the file holds only ` +
+          `${dataLen} data bytes (truncated file?)`,
+      );
+    }
+    tensors.set(name, { dtype, shape: shape as number[], offsets: [off[0], off[1]] });
+    ranges.push([off[0], off[1], name]);
+  }
+  ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let end = 0;
+  for (let i = 0; i < ranges.length; i++) {
+    if (i > 0 && ranges[i][0] < ranges[i - 1][1]) {
+      throw bad(
+        `tensors "${ranges[i - 1][2]}" and "${ranges[i][2]}" overlap in the data section`,
+      );
+    }
+    if (ranges[i][0] > end) {
+      throw bad(
+        `data bytes [${end}, ${ranges[i][0]}) before tensor "${ranges[i][2]}" belong to no tensor`,
+      );
+    }
+    end = Math.max(end, ranges[i][1]);
+  }
+  if (end !== dataLen) {
+    throw bad(
+      `the tensors end at data byte ${end} but the file holds ${dataLen} data bytes ` +
+        `(appended or corrupt data?)`,
+    );
+  }
+  return { metadata, tensors };
+}
+
+/** Index of the first NaN or ±Infinity in `a`, or -1 (exponent bits all ones). */
+export function firstNonFinite(a: Float32Array): number {
+  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  for (let i = 0; i < u.length; i++) {
+    if ((u[i] & 0x7f800000) === 0x7f800000) return i;
+  }
+  return -1;
 }
 
 /** A parsed safetensors file held in memory. */
@@ -88,16 +247,69 @@ export class SafetensorsFile {
     this.#data = data;
   }
 
-  /** Reads and validates `path`. */
-  static async read(path: string): Promise<SafetensorsFile> {
-    let bytes: Uint8Array;
+  /**
+   * Reads and validates `path`. It must be a regular file; the length field and the
+   * header are read and checked against the file's size before any tensor data is read
+   * (so a hostile or broken file costs at most its header). With `opts.expect`, the
+   * size and SHA-256 are checked first instead.
+   */
+  static async read(path: string, opts: SafetensorsReadOptions = {}): Promise<SafetensorsFile> {
+    assertLittleEndian();
+    const name = opts.name ?? path;
+    const bad = (msg: string) => new CheckpointError(`${name}: ${msg}`);
+    let f: Deno.FsFile;
     try {
-      bytes = await Deno.readFile(path);
+      f = await Deno.open(path, { read: true });
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${path}: no such file`);
-      throw e;
+      if (e instanceof Deno.errors.NotFound) throw bad("no such file");
+      throw bad(`cannot open (${oneLine((e as Error).message)})`);
     }
-    return SafetensorsFile.parse(bytes, path);
+    try {
+      const st = await f.stat();
+      if (!st.isFile) throw bad("not a regular file");
+      const size = st.size;
+      const exp = opts.expect;
+      if (exp) {
+        if (size !== exp.bytes) {
+          throw bad(
+            `is ${size} bytes but checkpoint.json says ${exp.bytes} (truncated or replaced file)`,
+          );
+        }
+        const bytes = new Uint8Array(size);
+        if (!await readFully(f, bytes)) throw bad("the file shrank while being read");
+        const got = sha256Hex(bytes);
+        if (got !== exp.sha256) {
+          throw bad(
+            `SHA-256 ${got} does not match ${exp.sha256} recorded in checkpoint.json ` +
+              `(the file is corrupt)`,
+          );
+        }
+        return SafetensorsFile.parse(bytes, name);
+      }
+      if (size < 8) {
+        throw bad(`${size} bytes is too short for a safetensors header (truncated file?)`);
+      }
+      const head = new Uint8Array(8);
+      if (!await readFully(f, head)) throw bad("the file shrank while being read");
+      const headerLen = Number(new DataView(head.buffer).getBigUint64(0, true));
+      checkHeaderLen(headerLen, size, bad);
+      const bytes = new Uint8Array(size);
+      bytes.set(head);
+      const header = bytes.subarray(8, 8 + headerLen);
+      if (!await readFully(f, header)) throw bad("the file shrank while being read");
+      const parsed = parseHeader(header, size - 8 - headerLen, bad);
+      if (!await readFully(f, bytes.subarray(8 + headerLen))) {
+        throw bad("the file shrank while being read");
+      }
+      return new SafetensorsFile(
+        name,
+        parsed.metadata,
+        parsed.tensors,
+        bytes.subarray(8 + headerLen),
+      );
+    } finally {
+      f.close();
+    }
   }
 
   /** Parses and validates the bytes of a file; `path` names it in errors. */
@@ -109,75 +321,18 @@ export class SafetensorsFile {
     }
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const headerLen = Number(view.getBigUint64(0, true));
-    if (headerLen > bytes.length - 8) {
-      throw bad(
-        `the header claims ${headerLen} bytes but the file holds only ${bytes.length - 8} after ` +
-          `the length field (truncated or not a safetensors file)`,
-      );
-    }
-    let header: Record<string, unknown>;
-    try {
-      header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(
-        bytes.subarray(8, 8 + headerLen),
-      ));
-    } catch (e) {
-      throw bad(`the header is not valid JSON (${(e as Error).message})`);
-    }
-    if (!header || typeof header !== "object" || Array.isArray(header)) {
-      throw bad("the header is not a JSON object");
-    }
-    const data = bytes.subarray(8 + headerLen);
-    const metadata: Record<string, string> = {};
-    const tensors = new Map<string, SafeTensorInfo>();
-    const ranges: [number, number, string][] = [];
-    for (const [name, raw] of Object.entries(header)) {
-      if (name === "__metadata__") {
-        if (raw && typeof raw === "object") {
-          for (const [k, v] of Object.entries(raw)) metadata[k] = String(v);
-        }
-        continue;
-      }
-      const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-      const dtype = e?.dtype as SafeDType;
-      if (!(typeof dtype === "string" && dtype in ELEMENT_BYTES)) {
-        throw bad(`tensor "${name}" has unsupported dtype ${JSON.stringify(e?.dtype)}`);
-      }
-      const shape = e.shape;
-      if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
-        throw bad(`tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
-      }
-      const off = e.data_offsets;
-      if (
-        !Array.isArray(off) || off.length !== 2 ||
-        off.some((o) => !Number.isInteger(o) || o < 0) || off[0] > off[1]
-      ) {
-        throw bad(`tensor "${name}" has invalid data_offsets ${JSON.stringify(off)}`);
-      }
-      const want = product(shape) * ELEMENT_BYTES[dtype];
-      if (off[1] - off[0] !== want) {
-        throw bad(
-          `tensor "${name}" (${dtype} [${shape.join(", ")}]) needs ${want} bytes but its ` +
-            `data_offsets span ${off[1] - off[0]}`,
-        );
-      }
-      if (off[1] > data.length) {
-        throw bad(
-          `tensor "${name}" needs data bytes [${off[0]}, ${off[1]}) but the file holds only ` +
-            `${data.length} data bytes (truncated file?)`,
-        );
-      }
-      tensors.set(name, { dtype, shape: shape as number[], offsets: [off[0], off[1]] });
-      ranges.push([off[0], off[1], name]);
-    }
-    ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-    for (let i = 1; i < ranges.length; i++) {
-      if (ranges[i][0] < ranges[i - 1][1]) {
-        throw bad(
-          `tensors "${ranges[i - 1][2]}" and "${ranges[i][2]}" overlap in the data section`,
-        );
-      }
-    }
-    return new SafetensorsFile(path, metadata, tensors, data);
+    checkHeaderLen(headerLen, bytes.length, bad);
+    const parsed = parseHeader(
+      bytes.subarray(8, 8 + headerLen),
+      bytes.length - 8 - headerLen,
+      bad,
+    );
+    return new SafetensorsFile(
+      path,
+      parsed.metadata,
+      parsed.tensors,
+      bytes.subarray(8 + headerLen),
+    );
   }
 
   /** Whether the file holds `name`. */
@@ -197,8 +352,30 @@ export class SafetensorsFile {
     return { t, b: this.#data.slice(t.offsets[0], t.offsets[1]) };
   }
 
-  /** The values of `name` as f32 (F16/BF16/F64/I32/I64 converted). */
-  floats(name: string): Float32Array {
+  /**
+   * The values of `name` as f32 (F16/BF16/F64/I32/I64 converted). Throws a
+   * {@link CheckpointError} naming the file and the tensor when a value is NaN or
+   * infinite (or, for F64, too large for f32): such weights are corrupt.
+   * `opts.allowNonFinite` skips that check (raw access, tests).
+   */
+  floats(name: string, opts: { allowNonFinite?: boolean } = {}): Float32Array {
+    const out = this.#floats(name);
+    if (opts.allowNonFinite) return out;
+    const bad = firstNonFinite(out);
+    if (bad >= 0) {
+      let count = 0;
+      for (let i = bad; i < out.length; i++) if (!Number.isFinite(out[i])) count++;
+      const t = this.info(name);
+      throw new CheckpointError(
+        `${this.path}: tensor "${name}" (${t.dtype} [${t.shape.join(", ")}]) holds ${count} ` +
+          `non-finite value${count === 1 ? "" : "s"} (first: ${out[bad]} at element ${bad}); ` +
+          `the weights are corrupt`,
+      );
+    }
+    return out;
+  }
+
+  #floats(name: string): Float32Array {
     const { t, b } = this.#bytes(name);
     switch (t.dtype) {
       case "F32":
@@ -284,11 +461,16 @@ export function encodeSafetensors(
   return out;
 }
 
-/** Writes a safetensors file and flushes it to disk (fsync) before returning. */
+/**
+ * Writes a safetensors file and flushes it to disk (fsync) before returning; returns
+ * its size and SHA-256 (recorded in `checkpoint.json`).
+ */
 export async function writeSafetensors(
   path: string,
   tensors: readonly SafeTensorOut[],
   metadata?: Record<string, string>,
-): Promise<void> {
-  await writeFileDurable(path, encodeSafetensors(tensors, metadata));
+): Promise<FileDigest> {
+  const bytes = encodeSafetensors(tensors, metadata);
+  await writeFileDurable(path, bytes);
+  return { bytes: bytes.length, sha256: sha256Hex(bytes) };
 }

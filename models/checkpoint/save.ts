@@ -3,7 +3,9 @@
  * optimizer shard into a temporary directory (fsynced); after a barrier, rank 0
  * writes `checkpoint.json`, renames the directory into place, and only then
  * replaces `latest` (temporary file + rename). A kill at any moment leaves the
- * previous checkpoint complete and `latest` pointing at it.
+ * previous checkpoint complete and `latest` pointing at it. Each rank leaves the
+ * size and SHA-256 of its files in a temporary `digests_tpNN.json`; rank 0 moves
+ * them into `checkpoint.json` (`files`), and loading checks them.
  * @module
  */
 
@@ -23,7 +25,17 @@ import {
   momentNames,
   optimizerFileName,
 } from "./layout.ts";
-import { CheckpointError, type SafeTensorOut, writeSafetensors } from "./safetensors.ts";
+import {
+  CheckpointError,
+  type FileDigest,
+  type SafeTensorOut,
+  writeSafetensors,
+} from "./safetensors.ts";
+
+/** The temporary file where TP rank `r` leaves its files' digests for rank 0. */
+function digestFileName(r: number): string {
+  return `digests_tp${String(r).padStart(2, "0")}.json`;
+}
 
 /** Points in a save where a test may inject a crash. */
 export type SaveStage =
@@ -127,7 +139,12 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
       shape: p.tensor.shape,
       data: values[i],
     }));
-    await writeSafetensors(join(tmpPath, modelFileName(tpRank)), model, fileMeta);
+    const digests: Record<string, FileDigest> = {};
+    digests[modelFileName(tpRank)] = await writeSafetensors(
+      join(tmpPath, modelFileName(tpRank)),
+      model,
+      fileMeta,
+    );
     await hook("model-written");
     if (opt) {
       const byName = new Map(opts.params);
@@ -147,18 +164,30 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
           data: vals[2 * i + 1],
         });
       });
-      await writeSafetensors(join(tmpPath, optimizerFileName(tpRank)), out, {
-        ...fileMeta,
-        step: String(opt.step),
-      });
+      digests[optimizerFileName(tpRank)] = await writeSafetensors(
+        join(tmpPath, optimizerFileName(tpRank)),
+        out,
+        { ...fileMeta, step: String(opt.step) },
+      );
       await hook("optimizer-written");
     }
+    // Rank 0 gathers every rank's digests into checkpoint.json after the barrier.
+    await writeFileDurable(
+      join(tmpPath, digestFileName(tpRank)),
+      new TextEncoder().encode(JSON.stringify(digests)),
+    );
   }
   await barrier();
 
   if (leader) {
     await syncDir(tmpPath);
     await hook("shards-done");
+    const files: Record<string, FileDigest> = {};
+    for (let r = 0; r < tp; r++) {
+      const p = join(tmpPath, digestFileName(r));
+      Object.assign(files, JSON.parse(await Deno.readTextFile(p)));
+      await Deno.remove(p);
+    }
     const meta: CheckpointMeta = {
       format: CHECKPOINT_FORMAT,
       version: CHECKPOINT_VERSION,
@@ -183,6 +212,7 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
         }
         : null,
       state: opts.state ?? {},
+      files,
     };
     const json = new TextEncoder().encode(JSON.stringify(meta, null, 1) + "\n");
     await writeFileDurable(join(tmpPath, META_FILE), json);

@@ -6,6 +6,7 @@
 
 import { join } from "node:path";
 import { exists, writeFileDurable } from "../checkpoint/fs.ts";
+import { readJsonObject, resolveInDir } from "../checkpoint/files.ts";
 import { CheckpointError, SafetensorsFile, writeSafetensors } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 
@@ -23,29 +24,63 @@ export interface HfDir {
   fileOf(name: string): string;
 }
 
-/** Reads `dir/config.json` and its safetensors weights. */
-export async function readHfDir(dir: string): Promise<HfDir> {
+/**
+ * Reads `dir/config.json` (a JSON object; a regular file inside `dir`, at most 100 MB).
+ * Throws a {@link CheckpointError} naming the file for anything else.
+ */
+export async function readHfConfig(dir: string): Promise<Record<string, unknown>> {
   const cfgPath = join(dir, "config.json");
-  let config: Record<string, unknown>;
-  try {
-    config = JSON.parse(await Deno.readTextFile(cfgPath));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new CheckpointError(`${cfgPath}: no such file (not a Hugging Face model directory?)`);
-    }
-    throw new CheckpointError(`${cfgPath}: not valid JSON (${(e as Error).message})`);
+  if (!await exists(cfgPath)) {
+    throw new CheckpointError(`${cfgPath}: no such file (not a Hugging Face model directory?)`);
   }
+  const f = await resolveInDir(dir, "config.json");
+  return await readJsonObject(f.real, f.shown);
+}
+
+/**
+ * Reads `dir/config.json` and its safetensors weights (`model.safetensors`, or the
+ * shards that `model.safetensors.index.json` lists). Every file must resolve inside
+ * `dir` (no absolute or `..` names, no symlink leading out, except into the hub
+ * cache's `blobs` folder) and be a regular file; each safetensors header is checked
+ * against its file's size before the data is read; non-finite weights are refused
+ * when read. Errors are {@link CheckpointError}s naming the file (and tensor).
+ */
+export async function readHfDir(dir: string): Promise<HfDir> {
+  const config = await readHfConfig(dir);
   const files: SafetensorsFile[] = [];
   const single = join(dir, "model.safetensors");
   const index = join(dir, "model.safetensors.index.json");
+  const readSt = async (name: string, referrer?: string) => {
+    const f = await resolveInDir(dir, name, referrer);
+    return await SafetensorsFile.read(f.real, { name: f.shown });
+  };
   if (await exists(single)) {
-    files.push(await SafetensorsFile.read(single));
+    files.push(await readSt("model.safetensors"));
   } else if (await exists(index)) {
-    const idx = JSON.parse(await Deno.readTextFile(index)) as {
-      weight_map?: Record<string, string>;
-    };
-    for (const f of new Set(Object.values(idx.weight_map ?? {}))) {
-      files.push(await SafetensorsFile.read(join(dir, f)));
+    const idxFile = await resolveInDir(dir, "model.safetensors.index.json");
+    const idx = await readJsonObject(idxFile.real, idxFile.shown);
+    const map = idx.weight_map;
+    if (map === null || typeof map !== "object" || Array.isArray(map)) {
+      throw new CheckpointError(`${index}: "weight_map" is missing or not an object`);
+    }
+    const shards = new Set<string>();
+    for (const [tensor, file] of Object.entries(map)) {
+      if (typeof file !== "string") {
+        throw new CheckpointError(
+          `${index}: weight_map["${tensor}"] is ${JSON.stringify(file)}, not a file name`,
+        );
+      }
+      shards.add(file);
+    }
+    if (shards.size === 0) throw new CheckpointError(`${index}: "weight_map" lists no files`);
+    // Check every name before reading any file.
+    for (const f of shards) await resolveInDir(dir, f, index);
+    for (const f of shards) files.push(await readSt(f, index));
+    for (const [tensor, file] of Object.entries(map as Record<string, string>)) {
+      const f = files.find((x) => x.path === join(dir, file));
+      if (f && !f.has(tensor)) {
+        throw new CheckpointError(`${f.path}: no tensor "${tensor}" (${index} says it is there)`);
+      }
     }
   } else {
     const bin = await exists(join(dir, "pytorch_model.bin"));
@@ -57,7 +92,13 @@ export async function readHfDir(dir: string): Promise<HfDir> {
     );
   }
   const where = new Map<string, SafetensorsFile>();
-  for (const f of files) for (const n of f.tensors.keys()) where.set(n, f);
+  for (const f of files) {
+    for (const n of f.tensors.keys()) {
+      const prev = where.get(n);
+      if (prev) throw new CheckpointError(`${f.path}: tensor "${n}" is also in ${prev.path}`);
+      where.set(n, f);
+    }
+  }
   return {
     dir,
     config,

@@ -4,7 +4,7 @@
  * @module
  */
 
-export { type HfDir, readHfDir, writeHfDir } from "./io.ts";
+export { type HfDir, readHfConfig, readHfDir, writeHfDir } from "./io.ts";
 export {
   type ConcreteEntry,
   expandTable,

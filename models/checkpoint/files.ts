@@ -1,0 +1,149 @@
+/**
+ * Reading files that someone else may have written: a file named inside a model
+ * directory must resolve (symlinks included) inside that directory, must be a
+ * regular file (not `/dev/zero`, a FIFO or a directory), and small files (JSON,
+ * text) are read only up to a size cap. Every failure is a one-line
+ * {@link CheckpointError} naming the file.
+ * @module
+ */
+
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { CheckpointError, oneLine } from "./safetensors.ts";
+
+/** Largest JSON or text file read from a model directory (config, index, checkpoint.json). */
+export const MAX_SMALL_FILE_BYTES = 100 * 1024 * 1024;
+
+function inside(root: string, path: string): boolean {
+  const r = relative(root, path);
+  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
+}
+
+/**
+ * Where a file of a model directory may really live: the directory itself (after
+ * symlinks), plus, for a snapshot of the Hugging Face hub cache
+ * (`…/models--org--name/snapshots/REV`, whose files are symlinks to
+ * `…/models--org--name/blobs/HASH`), that repository's `blobs` folder.
+ */
+async function allowedRoots(realDir: string): Promise<string[]> {
+  const roots = [realDir];
+  const snap = dirname(realDir);
+  if (snap.endsWith("/snapshots") || snap.endsWith("\\snapshots")) {
+    const blobs = join(dirname(snap), "blobs");
+    try {
+      if ((await Deno.stat(blobs)).isDirectory) roots.push(await Deno.realPath(blobs));
+    } catch {
+      // no blobs folder: not the hub cache
+    }
+  }
+  return roots;
+}
+
+/**
+ * Resolves `name` (as written in a file such as an index's `weight_map`) inside
+ * `dir`: refuses empty, absolute and `..` names, names whose real path (symlinks
+ * resolved) leaves the directory, and anything that is not a regular file. Returns
+ * the path to show in messages (`dir/name`) and the real path to read.
+ */
+export async function resolveInDir(
+  dir: string,
+  name: string,
+  referrer?: string,
+): Promise<{ shown: string; real: string; size: number }> {
+  const from = referrer ? ` (named in ${referrer})` : "";
+  const shown = typeof name === "string" ? join(dir, name) : dir;
+  if (typeof name !== "string" || name.length === 0 || name.includes("\0")) {
+    throw new CheckpointError(`${dir}: invalid file name ${JSON.stringify(name)}${from}`);
+  }
+  if (isAbsolute(name) || /^[a-zA-Z]:/.test(name) || name.startsWith("\\")) {
+    throw new CheckpointError(
+      `${shown}: absolute path ${
+        JSON.stringify(name)
+      }${from} refused; files must lie inside ${dir}`,
+    );
+  }
+  if (name.split(/[/\\]/).includes("..")) {
+    throw new CheckpointError(
+      `${shown}: path ${JSON.stringify(name)}${from} refused: ".." leaves ${dir}`,
+    );
+  }
+  let realDir: string, real: string;
+  try {
+    realDir = await Deno.realPath(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${dir}: no such directory`);
+    throw new CheckpointError(`${dir}: ${oneLine((e as Error).message)}`);
+  }
+  try {
+    real = await Deno.realPath(resolve(realDir, name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError(`${shown}: no such file${from}`);
+    }
+    throw new CheckpointError(`${shown}: ${oneLine((e as Error).message)}${from}`);
+  }
+  const roots = await allowedRoots(realDir);
+  if (!roots.some((r) => inside(r, real))) {
+    throw new CheckpointError(
+      `${shown}: resolves to ${real}, outside ${realDir}${from}; refused`,
+    );
+  }
+  const st = await Deno.stat(real);
+  if (!st.isFile) throw new CheckpointError(`${shown}: not a regular file${from}`);
+  return { shown, real, size: st.size };
+}
+
+/**
+ * Reads a small file (JSON, text) as bytes: a regular file of at most `cap` bytes
+ * (default {@link MAX_SMALL_FILE_BYTES}). `shown` names it in messages.
+ */
+export async function readSmallFile(
+  path: string,
+  shown = path,
+  cap = MAX_SMALL_FILE_BYTES,
+): Promise<Uint8Array> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${shown}: no such file`);
+    throw new CheckpointError(`${shown}: cannot open (${oneLine((e as Error).message)})`);
+  }
+  try {
+    const st = await f.stat();
+    if (!st.isFile) throw new CheckpointError(`${shown}: not a regular file`);
+    if (st.size > cap) {
+      throw new CheckpointError(`${shown}: ${st.size} bytes, more than the ${cap} accepted`);
+    }
+    const bytes = new Uint8Array(st.size);
+    let off = 0;
+    while (off < bytes.length) {
+      const n = await f.read(bytes.subarray(off));
+      if (n === null) break;
+      off += n;
+    }
+    return bytes.subarray(0, off);
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Reads and parses a JSON file (see {@link readSmallFile}); anything but a JSON
+ * object (invalid UTF-8, a syntax error, an array) is a CheckpointError naming it.
+ */
+export async function readJsonObject(
+  path: string,
+  shown = path,
+): Promise<Record<string, unknown>> {
+  const bytes = await readSmallFile(path, shown);
+  let v: unknown;
+  try {
+    v = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (e) {
+    throw new CheckpointError(`${shown}: not valid JSON (${oneLine((e as Error).message)})`);
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw new CheckpointError(`${shown}: not a JSON object`);
+  }
+  return v as Record<string, unknown>;
+}
