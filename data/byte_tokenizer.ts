@@ -1,6 +1,10 @@
 import type { Tokenizer } from "./tokenizer.ts";
 
-/** Byte-level tokenizer: each UTF-8 byte is one token (vocab 256, no end-of-text id). */
+/**
+ * Byte-level tokenizer: each byte is one token (vocab 256, no end-of-text id). Text (a JS
+ * string, such as a prompt) is UTF-8-encoded first; files are read as raw bytes
+ * ({@link ByteTokenizer.encodeBytes}), so a Latin-1 `é` is one token, not U+FFFD's three.
+ */
 export class ByteTokenizer implements Tokenizer {
   /** Tokenizer name. */
   readonly name = "byte";
@@ -12,6 +16,11 @@ export class ByteTokenizer implements Tokenizer {
   /** UTF-8 bytes of `text`, as ids. */
   encode(text: string): Uint32Array {
     return Uint32Array.from(this.#encoder.encode(text));
+  }
+
+  /** The bytes themselves, as ids: one token per byte, whatever the encoding. */
+  encodeBytes(bytes: Uint8Array): Uint32Array {
+    return Uint32Array.from(bytes);
   }
 
   /** Decodes ids as UTF-8; invalid sequences become U+FFFD. Throws on ids outside [0, 256). */

@@ -8,6 +8,7 @@ import { DataError } from "./errors.ts";
 import { loadMobyDick } from "./moby_dick.ts";
 import { checkIdsInVocab, readTokenBin } from "./token_bin.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 
 /** File extensions read from a folder given as `--data-path`. */
 export const TEXT_EXTENSIONS = [".txt", ".md"] as const;
@@ -45,32 +46,105 @@ export async function listTextFiles(dir: string): Promise<string[]> {
   return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/**
- * Loads corpus text: the default book when `dataPath` is undefined, else a text file, or a
- * folder whose .txt/.md files (recursive, sorted by path) are joined with blank lines.
- */
-export async function loadText(dataPath?: string): Promise<string> {
-  if (dataPath === undefined) return await loadMobyDick();
+/** Options of {@link loadText}, {@link loadBytes} and {@link loadTokens}. */
+export interface CorpusOptions {
+  /**
+   * Receives warnings such as "FILE: N bytes are not valid UTF-8 and were replaced by
+   * U+FFFD" (default: `warning: …` on stderr).
+   */
+  warn?: (msg: string) => void;
+}
+
+function warnOnStderr(msg: string): void {
+  console.error(`warning: ${msg}`);
+}
+
+async function readBytes(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new DataError(`data path ${JSON.stringify(path)} does not exist`);
+    }
+    throw new DataError(`${path}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+  }
+}
+
+/** The files of a data path (a file, or a folder's .txt/.md files), as raw bytes. */
+async function readCorpusFiles(
+  dataPath: string,
+): Promise<{ folder: boolean; files: { path: string; bytes: Uint8Array }[] }> {
   const info = await statOrThrow(dataPath);
   if (info.isDirectory) {
-    const files = await listTextFiles(dataPath);
-    if (files.length === 0) {
+    const paths = await listTextFiles(dataPath);
+    if (paths.length === 0) {
       throw new DataError(`data folder ${JSON.stringify(dataPath)} holds no .txt or .md files`);
     }
-    const texts = await Promise.all(files.map((f) => Deno.readTextFile(f)));
-    const nonEmpty = texts.filter((t) => t.trim().length > 0);
-    if (nonEmpty.length === 0) {
-      throw new DataError(
-        `data folder ${JSON.stringify(dataPath)}: all ${files.length} text files are empty`,
-      );
+    const files = [];
+    for (const path of paths) files.push({ path, bytes: await readBytes(path) });
+    return { folder: true, files };
+  }
+  if (!info.isFile) {
+    throw new DataError(`data path ${JSON.stringify(dataPath)} is not a regular file or folder`);
+  }
+  return { folder: false, files: [{ path: dataPath, bytes: await readBytes(dataPath) }] };
+}
+
+function emptyError(dataPath: string, folder: boolean, count: number): DataError {
+  return folder
+    ? new DataError(`data folder ${JSON.stringify(dataPath)}: all ${count} text files are empty`)
+    : new DataError(`data file ${JSON.stringify(dataPath)} is empty`);
+}
+
+/**
+ * Loads corpus text: the default book when `dataPath` is undefined, else a text file, or a
+ * folder whose .txt/.md files (recursive, sorted by path) are joined with blank lines. Files
+ * are decoded as UTF-8; bytes that are not valid UTF-8 become U+FFFD, and each file that had
+ * any gets one warning with their count.
+ */
+export async function loadText(dataPath?: string, opts: CorpusOptions = {}): Promise<string> {
+  if (dataPath === undefined) return await loadMobyDick();
+  const warn = opts.warn ?? warnOnStderr;
+  const { folder, files } = await readCorpusFiles(dataPath);
+  const texts = files.map(({ path, bytes }) => {
+    const d = decodeUtf8Counted(bytes);
+    const w = invalidUtf8Warning(path, d);
+    if (w) warn(w);
+    return d.text;
+  });
+  const nonEmpty = texts.filter((t) => t.trim().length > 0);
+  if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
+  return nonEmpty.join("\n\n");
+}
+
+function blank(bytes: Uint8Array): boolean {
+  for (const b of bytes) if (!(b === 32 || (b >= 9 && b <= 13))) return false;
+  return true;
+}
+
+/**
+ * Loads a corpus as raw bytes, unchanged (for byte-level tokenizers): a file, or a folder's
+ * .txt/.md files (recursive, sorted by path) joined with a blank line ("\n\n"); files of
+ * only ASCII white space are skipped. The default book is its UTF-8 encoding.
+ */
+export async function loadBytes(dataPath?: string, _opts: CorpusOptions = {}): Promise<Uint8Array> {
+  if (dataPath === undefined) return new TextEncoder().encode(await loadMobyDick());
+  const { folder, files } = await readCorpusFiles(dataPath);
+  const nonEmpty = files.map((f) => f.bytes).filter((b) => !blank(b));
+  if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
+  if (nonEmpty.length === 1) return nonEmpty[0];
+  const total = nonEmpty.reduce((s, b) => s + b.length, 0) + 2 * (nonEmpty.length - 1);
+  const out = new Uint8Array(total);
+  let o = 0;
+  nonEmpty.forEach((b, i) => {
+    if (i > 0) {
+      out[o++] = 10;
+      out[o++] = 10;
     }
-    return nonEmpty.join("\n\n");
-  }
-  const text = await Deno.readTextFile(dataPath);
-  if (text.trim().length === 0) {
-    throw new DataError(`data file ${JSON.stringify(dataPath)} is empty`);
-  }
-  return text;
+    out.set(b, o);
+    o += b.length;
+  });
+  return out;
 }
 
 /** A tokenized corpus and where it came from. */
@@ -79,26 +153,43 @@ export interface CorpusTokens {
   ids: Uint32Array;
   /** Human-readable source (file, folder or the default book). */
   source: string;
-  /** Characters of text tokenized (undefined for a `.bin`). */
+  /**
+   * Characters of text tokenized (UTF-16 code units), or bytes for a tokenizer that takes
+   * raw bytes (the byte tokenizer on a file or folder); undefined for a `.bin`.
+   */
   chars?: number;
 }
 
 /**
  * Loads and tokenizes a corpus. A path ending in `.bin` is read as little-endian uint16 ids and
- * checked against the tokenizer's vocabulary; anything else goes through {@link loadText}.
+ * checked against the tokenizer's vocabulary. A tokenizer with `encodeBytes` (the byte
+ * tokenizer) gets the files' raw bytes ({@link loadBytes}): one token per byte, whatever the
+ * encoding. Others get text ({@link loadText}, which warns about bytes that are not UTF-8).
  */
-export async function loadTokens(tokenizer: Tokenizer, dataPath?: string): Promise<CorpusTokens> {
+export async function loadTokens(
+  tokenizer: Tokenizer,
+  dataPath?: string,
+  opts: CorpusOptions = {},
+): Promise<CorpusTokens> {
   if (dataPath !== undefined && dataPath.toLowerCase().endsWith(".bin")) {
     const info = await statOrThrow(dataPath);
     if (!info.isFile) throw new DataError(`data path ${JSON.stringify(dataPath)} is not a file`);
     const ids = await readTokenBin(dataPath, tokenizer.vocabSize);
     return { ids, source: dataPath };
   }
-  const text = await loadText(dataPath);
-  const ids = Uint32Array.from(tokenizer.encode(text));
+  let ids: Uint32Array, chars: number;
+  if (tokenizer.encodeBytes && dataPath !== undefined) {
+    const bytes = await loadBytes(dataPath, opts);
+    ids = Uint32Array.from(tokenizer.encodeBytes(bytes));
+    chars = bytes.length;
+  } else {
+    const text = await loadText(dataPath, opts);
+    ids = Uint32Array.from(tokenizer.encode(text));
+    chars = text.length;
+  }
   checkIdsInVocab(ids, tokenizer.vocabSize, dataPath ?? DEFAULT_CORPUS_NAME);
   if (ids.length === 0) throw new DataError(`${dataPath}: tokenized to zero tokens`);
-  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars: text.length };
+  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars };
 }
 
 /** Train and validation token streams. */

@@ -24,11 +24,20 @@ export {
   writeWordPieceTokenizer,
 } from "./wordpiece_tokenizer.ts";
 export { bertBasicTokenize } from "./bert_basic.ts";
+export {
+  countInvalidUtf8,
+  type DecodedText,
+  decodeUtf8Counted,
+  invalidUtf8Warning,
+} from "./utf8.ts";
+export { MAX_TOKENIZER_FILE_BYTES, readDirFile } from "./files.ts";
 export { loadMobyDick } from "./moby_dick.ts";
 export {
+  type CorpusOptions,
   type CorpusTokens,
   DEFAULT_CORPUS_NAME,
   listTextFiles,
+  loadBytes,
   loadText,
   loadTokens,
   splitTrainVal,

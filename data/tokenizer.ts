@@ -13,6 +13,11 @@ export interface Tokenizer {
   readonly eosId?: number;
   /** Encodes text into ids. */
   encode(text: string): number[] | Uint32Array;
+  /**
+   * Encodes raw bytes into ids, when the tokenizer works on bytes (the byte tokenizer):
+   * corpus loading then reads files as bytes, so bytes that are not UTF-8 stay as they are.
+   */
+  encodeBytes?(bytes: Uint8Array): number[] | Uint32Array;
   /** Decodes ids back into text. */
   decode(ids: ArrayLike<number>): string;
 }

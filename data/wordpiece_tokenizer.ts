@@ -1,6 +1,8 @@
 import { join } from "node:path";
 import { bertBasicTokenize } from "./bert_basic.ts";
 import { DataError } from "./errors.ts";
+import { readDirFile } from "./files.ts";
+import { decodeUtf8Counted } from "./utf8.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Ids of BERT's special tokens. */
@@ -180,18 +182,23 @@ export async function createBertTokenizer(): Promise<WordPieceTokenizer> {
  */
 export async function readWordPieceTokenizer(dir: string): Promise<WordPieceTokenizer | null> {
   const read = async (name: string) => {
-    try {
-      return await Deno.readTextFile(join(dir, name));
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return null;
-      throw new DataError(`${join(dir, name)}: ${(e as Error).message}`);
+    const bytes = await readDirFile(dir, name);
+    if (bytes === null) return null;
+    const d = decodeUtf8Counted(bytes);
+    if (d.invalidBytes > 0) {
+      throw new DataError(
+        `${join(dir, name)}: ${d.invalidBytes} byte${d.invalidBytes === 1 ? " is" : "s are"} ` +
+          `not valid UTF-8 (a vocabulary must be UTF-8)`,
+      );
     }
+    return d.text;
   };
   const json = (name: string, text: string) => {
     try {
       return JSON.parse(text);
     } catch (e) {
-      throw new DataError(`${join(dir, name)}: not valid JSON (${(e as Error).message})`);
+      const msg = (e as Error).message.replace(/\s*\n\s*/g, " ");
+      throw new DataError(`${join(dir, name)}: not valid JSON (${msg})`);
     }
   };
   const vocabTxt = await read("vocab.txt");
