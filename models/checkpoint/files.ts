@@ -50,22 +50,25 @@ export async function resolveInDir(
   referrer?: string,
 ): Promise<{ shown: string; real: string; size: number }> {
   const from = referrer ? ` (named in ${referrer})` : "";
-  const shown = typeof name === "string" ? join(dir, name) : dir;
+  // A bad name is reported against the file that holds it (or the directory).
+  const holder = referrer ?? dir;
   if (typeof name !== "string" || name.length === 0 || name.includes("\0")) {
-    throw new CheckpointError(`${dir}: invalid file name ${JSON.stringify(name)}${from}`);
+    throw new CheckpointError(`${holder}: invalid file name ${JSON.stringify(name)}`);
   }
   if (isAbsolute(name) || /^[a-zA-Z]:/.test(name) || name.startsWith("\\")) {
     throw new CheckpointError(
-      `${shown}: absolute path ${
-        JSON.stringify(name)
-      }${from} refused; files must lie inside ${dir}`,
+      `${holder}: file ${JSON.stringify(name)} is an absolute path; refused (files must lie ` +
+        `inside ${dir})`,
     );
   }
   if (name.split(/[/\\]/).includes("..")) {
     throw new CheckpointError(
-      `${shown}: path ${JSON.stringify(name)}${from} refused: ".." leaves ${dir}`,
+      `${holder}: file ${
+        JSON.stringify(name)
+      } contains ".."; refused (files must lie inside ${dir})`,
     );
   }
+  const shown = join(dir, name);
   let realDir: string, real: string;
   try {
     realDir = await Deno.realPath(dir);

@@ -63,19 +63,19 @@ export async function readHfDir(dir: string): Promise<HfDir> {
     if (map === null || typeof map !== "object" || Array.isArray(map)) {
       throw new CheckpointError(`${index}: "weight_map" is missing or not an object`);
     }
-    const shards = new Set<string>();
+    const shards = new Map<string, string>(); // file → where the index names it first
     for (const [tensor, file] of Object.entries(map)) {
       if (typeof file !== "string") {
         throw new CheckpointError(
           `${index}: weight_map["${tensor}"] is ${JSON.stringify(file)}, not a file name`,
         );
       }
-      shards.add(file);
+      if (!shards.has(file)) shards.set(file, `${index} (weight_map["${tensor}"])`);
     }
     if (shards.size === 0) throw new CheckpointError(`${index}: "weight_map" lists no files`);
     // Check every name before reading any file.
-    for (const f of shards) await resolveInDir(dir, f, index);
-    for (const f of shards) files.push(await readSt(f, index));
+    for (const [f, where] of shards) await resolveInDir(dir, f, where);
+    for (const [f, where] of shards) files.push(await readSt(f, where));
     for (const [tensor, file] of Object.entries(map as Record<string, string>)) {
       const f = files.find((x) => x.path === join(dir, file));
       if (f && !f.has(tensor)) {
