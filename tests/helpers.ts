@@ -23,7 +23,7 @@ export function testDevice(): Promise<Device> {
 
 /**
  * Options for GPU tests: the device and its pooled buffers outlive single tests.
- * Every test runs under a time limit (`watchdog.ts`: default 180 s, env
+ * Every test runs under a time limit (`watchdog.ts`: default 300 s, env
  * `TEST_TIME_LIMIT_S`); {@link withTimeLimit} gives a test its own.
  */
 export const gpuTest = { sanitizeResources: false, sanitizeOps: false } as const;

@@ -184,6 +184,8 @@ Deno.test({
   name: `matmul kernels on ${backend}`,
   sanitizeResources: false,
   sanitizeOps: false,
+  // Over 3 min on lavapipe on a busy 2-core machine (default limit 5 min: tests/watchdog.ts).
+  timeout: 900_000,
   async fn(t) {
     const device = await Device.create({ backend });
     try {

@@ -16,7 +16,7 @@
  *    and kills the test process and the processes it started. It also bounds
  *    each test file as a whole.
  *
- * Limits: env `TEST_TIME_LIMIT_S` (default 180) per test, including its steps;
+ * Limits: env `TEST_TIME_LIMIT_S` (default 300) per test, including its steps;
  * a test's own `timeout` option (milliseconds; `withTimeLimit(seconds)` in
  * helpers.ts); env `TEST_FILE_TIME_LIMIT_S` (default 900) per test file.
  * @module
@@ -25,7 +25,7 @@
 import { Worker } from "node:worker_threads";
 
 /** Default limit per test (steps included), in seconds. */
-export const DEFAULT_TEST_TIME_LIMIT_S = 180;
+export const DEFAULT_TEST_TIME_LIMIT_S = 300;
 
 /** Default limit per test file, in seconds. */
 export const DEFAULT_FILE_TIME_LIMIT_S = 900;
