@@ -2,7 +2,20 @@
  * Where this process sits in the job: world size, its ranks, the rendezvous
  * address and the timeout, from command-line flags (`--nproc-per-node`,
  * `--nnodes`, `--node-rank`, `--master-addr`, `--master-port`, `--devices`,
- * `--dist-timeout`) or from the environment that torchrun, Slurm or Open MPI set.
+ * `--dist-timeout`, `--launcher`, `--rdzv-id`; torchrun's `_` spellings such
+ * as `--nproc_per_node` too) or from the environment that torchrun, Slurm or
+ * Open MPI set.
+ *
+ * Two facts decided here keep jobs apart and the store private:
+ * - **Run id** ({@link DistConfig.runId}): `--rdzv-id`, else torchrun's
+ *   `TORCHELASTIC_RUN_ID`, else Slurm's `SLURM_JOB_ID` (with the step), else
+ *   Open MPI's job id; the `procs` launcher draws a random one for a one-node
+ *   job that has none. The store refuses a rank of another run, naming both.
+ * - **Where the store listens** ({@link DistConfig.storeHost}): 127.0.0.1 when
+ *   every rank is on this host, `--master-addr` only for multi-node jobs. Under
+ *   torchrun's static rendezvous its agent already serves a store on
+ *   `MASTER_PORT`, so ours takes `MASTER_PORT + 1` (an explicit `--master-port`
+ *   wins).
  * @module
  */
 
@@ -20,6 +33,18 @@ export interface DistConfig {
   masterAddr: string;
   /** Rendezvous port. */
   masterPort: number;
+  /**
+   * Where the rendezvous store listens and where ranks reach it: 127.0.0.1
+   * when every rank of the job is on this host, else {@link masterAddr}.
+   */
+  storeHost: string;
+  /**
+   * The job's identity at rendezvous (see the module notes); undefined when
+   * nothing names the job. Peers of another run are refused.
+   */
+  runId?: string;
+  /** Where {@link runId} came from (`--rdzv-id`, `TORCHELASTIC_RUN_ID`, …). */
+  runIdSource?: string;
   /** Longest wait on a peer before failing (ms). */
   distTimeoutMs: number;
   /** The `--devices` mapping, if given. */
@@ -46,6 +71,7 @@ export const DIST_FLAGS = [
   "devices",
   "dist-timeout",
   "launcher",
+  "rdzv-id",
 ] as const;
 
 /** Splits `args` into the distributed flags (by name, values as strings) and the rest. */
@@ -54,7 +80,7 @@ export function splitDistArgs(args: string[]): { flags: Record<string, string>; 
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
+    const m = /^--([a-z][a-z0-9_-]*)(?:=(.*))?$/.exec(a);
     const name = m?.[1]?.replace(/_/g, "-");
     if (m && (DIST_FLAGS as readonly string[]).includes(name!)) {
       let v = m[2];
@@ -94,6 +120,14 @@ export function firstSlurmHost(list: string): string {
   return m[1] + first;
 }
 
+/** Checks a run id: 1–200 printable characters without spaces. */
+export function checkRunId(id: string, from: string): string {
+  if (!/^[\x21-\x7e]{1,200}$/.test(id)) {
+    throw new Error(`${from} must be 1 to 200 printable characters without spaces, got "${id}"`);
+  }
+  return id;
+}
+
 /**
  * Resolves the job layout: explicit flags win; otherwise torchrun's, Slurm's or
  * Open MPI's variables (one rank per process); otherwise a single rank.
@@ -105,14 +139,23 @@ export function resolveDistConfig(
   const timeout = flags["dist-timeout"] ?? env.DIST_TIMEOUT;
   const distTimeoutMs = timeout ? parseDuration(timeout) : 300000;
   const devices = flags["devices"];
-  const port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
+  let port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
   if (port > 65535) throw new Error(`--master-port must be at most 65535, got ${port}`);
   const addr = flags["master-addr"] ?? env.MASTER_ADDR;
   const launcher = flags["launcher"] ?? "workers";
   if (launcher !== "workers" && launcher !== "procs") {
     throw new Error(`--launcher must be workers or procs, got "${launcher}"`);
   }
-  const common = { distTimeoutMs, devices, masterPort: port, launcher: launcher as Launcher };
+  const flagId = flags["rdzv-id"] !== undefined
+    ? checkRunId(flags["rdzv-id"], "--rdzv-id")
+    : undefined;
+  const id = (runId: string | undefined, runIdSource: string) =>
+    flagId !== undefined
+      ? { runId: flagId, runIdSource: "--rdzv-id" }
+      : runId
+      ? { runId: checkRunId(runId, runIdSource), runIdSource }
+      : {};
+  const common = { distTimeoutMs, devices, launcher: launcher as Launcher };
   const nproc = int("--nproc-per-node", flags["nproc-per-node"], 1);
   const nnodes = int("--nnodes", flags["nnodes"], 1);
   const nodeRank = int("--node-rank", flags["node-rank"], 0);
@@ -122,69 +165,124 @@ export function resolveDistConfig(
     if (nn > 1 && !addr) {
       throw new Error("--nnodes > 1 needs --master-addr (the host of node 0) or MASTER_ADDR");
     }
+    const masterAddr = addr ?? "127.0.0.1";
     return {
       ...common,
+      ...id(undefined, ""),
       world: np * nn,
       rankBase: nr * np,
       localWorld: np,
       localRankBase: 0,
-      masterAddr: addr ?? "127.0.0.1",
+      masterAddr,
+      masterPort: port,
+      storeHost: nn === 1 ? "127.0.0.1" : masterAddr,
       source: "flags",
     };
   }
-  const one = (source: DistConfig["source"], rank?: number, world?: number, local?: number) => {
+  const one = (
+    source: DistConfig["source"],
+    rank: number | undefined,
+    world: number | undefined,
+    local: number | undefined,
+    singleHost: boolean,
+    runId: string | undefined,
+    runIdSource: string,
+  ): DistConfig | null => {
     if (rank === undefined || world === undefined) return null;
     if (rank >= world) throw new Error(`${source}: rank ${rank} is not below world size ${world}`);
+    const masterAddr = addr ?? "127.0.0.1";
     return {
       ...common,
+      ...id(runId, runIdSource),
       world,
       rankBase: rank,
       localWorld: 1,
       localRankBase: local ?? 0,
-      masterAddr: addr ?? "127.0.0.1",
+      masterAddr,
+      masterPort: port,
+      storeHost: singleHost ? "127.0.0.1" : masterAddr,
       source,
     };
   };
+  const torchWorld = int("WORLD_SIZE", env.WORLD_SIZE, 1);
+  // torchrun's static rendezvous (TORCHELASTIC_USE_AGENT_STORE=True): its agent
+  // already serves a c10d store on MASTER_PORT; ours takes the next port.
+  if (
+    env.TORCHELASTIC_USE_AGENT_STORE === "True" && flags["master-port"] === undefined &&
+    env.RANK !== undefined
+  ) {
+    if (port >= 65535) {
+      throw new Error(
+        `torchrun's agent store holds MASTER_PORT ${port} and ours needs the next port; ` +
+          `choose a lower --master_port for torchrun, or pass --master-port to the program`,
+      );
+    }
+    port += 1;
+  }
+  const torchRunId = env.TORCHELASTIC_RUN_ID === "none" ? undefined : env.TORCHELASTIC_RUN_ID;
   const torch = one(
     "torchrun",
     int("RANK", env.RANK, 0),
-    int("WORLD_SIZE", env.WORLD_SIZE, 1),
+    torchWorld,
     int("LOCAL_RANK", env.LOCAL_RANK, 0),
+    env.LOCAL_WORLD_SIZE !== undefined && Number(env.LOCAL_WORLD_SIZE) === torchWorld,
+    torchRunId || undefined,
+    "TORCHELASTIC_RUN_ID",
   );
   if (torch) return torch;
+  const slurmNodes = env.SLURM_STEP_NUM_NODES ?? env.SLURM_NNODES ?? env.SLURM_JOB_NUM_NODES;
   const slurm = one(
     "slurm",
     int("SLURM_PROCID", env.SLURM_PROCID, 0),
     int("SLURM_NTASKS", env.SLURM_NTASKS, 1),
     int("SLURM_LOCALID", env.SLURM_LOCALID, 0),
+    slurmNodes === "1",
+    env.SLURM_JOB_ID
+      ? env.SLURM_JOB_ID + (env.SLURM_STEP_ID ? `.${env.SLURM_STEP_ID}` : "")
+      : undefined,
+    "SLURM_JOB_ID",
   );
   if (slurm) {
     if (!addr) {
       const list = env.SLURM_STEP_NODELIST ?? env.SLURM_JOB_NODELIST ?? env.SLURM_NODELIST;
-      if (!list && slurm.world > 1) throw new Error("Slurm: set MASTER_ADDR (no node list found)");
-      if (list) slurm.masterAddr = firstSlurmHost(list);
+      if (!list && slurm.world > 1 && slurmNodes !== "1") {
+        throw new Error("Slurm: set MASTER_ADDR (no node list found)");
+      }
+      if (list) {
+        slurm.masterAddr = firstSlurmHost(list);
+        if (slurmNodes !== "1") slurm.storeHost = slurm.masterAddr;
+      }
     }
     return slurm;
   }
+  const ompiWorld = int("OMPI_COMM_WORLD_SIZE", env.OMPI_COMM_WORLD_SIZE, 1);
+  const ompiOneHost = env.OMPI_COMM_WORLD_LOCAL_SIZE !== undefined &&
+    Number(env.OMPI_COMM_WORLD_LOCAL_SIZE) === ompiWorld;
   const ompi = one(
     "openmpi",
     int("OMPI_COMM_WORLD_RANK", env.OMPI_COMM_WORLD_RANK, 0),
-    int("OMPI_COMM_WORLD_SIZE", env.OMPI_COMM_WORLD_SIZE, 1),
+    ompiWorld,
     int("OMPI_COMM_WORLD_LOCAL_RANK", env.OMPI_COMM_WORLD_LOCAL_RANK, 0),
+    ompiOneHost,
+    env.OMPI_MCA_ess_base_jobid,
+    "OMPI_MCA_ess_base_jobid",
   );
   if (ompi) {
-    if (!addr && ompi.world > 1) {
+    if (!addr && ompi.world > 1 && !ompiOneHost) {
       throw new Error("Open MPI: set MASTER_ADDR (e.g. mpirun -x MASTER_ADDR=host-of-rank-0)");
     }
     return ompi;
   }
   return {
     ...common,
+    ...id(undefined, ""),
     world: 1,
     rankBase: 0,
     localWorld: 1,
     localRankBase: 0,
     masterAddr: addr ?? "127.0.0.1",
+    masterPort: port,
+    storeHost: "127.0.0.1",
     source: "single",
   };
 }
@@ -202,6 +300,7 @@ export function localDistConfig(world: number, distTimeoutMs = 60000): DistConfi
     localRankBase: 0,
     masterAddr: "127.0.0.1",
     masterPort: 0,
+    storeHost: "127.0.0.1",
     distTimeoutMs,
     source: "single",
   };

@@ -54,6 +54,11 @@ export interface CommunicatorOptions {
   store?: { hostname: string; port: number };
   /** Longest wait on any peer, in milliseconds (default 300000). */
   timeoutMs?: number;
+  /**
+   * The job's run id (see collectives/env.ts): the store and the peers refuse
+   * ranks of another run. Default: none ("").
+   */
+  runId?: string;
   /** Schedule lookahead for groups that cross processes (default 4). */
   tcpLookahead?: number;
   /**
@@ -132,8 +137,11 @@ export class Communicator implements LinkContext {
       );
     }
     const timeoutMs = o.timeoutMs ?? 300000;
-    const store = await StoreClient.connect(o.store.hostname, o.store.port, timeoutMs);
-    const mesh = TcpMesh.listen(o.rank, store.localHostname, timeoutMs);
+    const store = await StoreClient.connect(o.store.hostname, o.store.port, timeoutMs, {
+      rank: o.rank,
+      runId: o.runId,
+    });
+    const mesh = TcpMesh.listen(o.rank, store.localHostname, timeoutMs, o.runId ?? "");
     const comm = new Communicator(o, store, mesh);
     await store.set(`addr/${o.rank}`, mesh.address);
     await comm.#rendezvous(timeoutMs);

@@ -60,6 +60,8 @@ export interface WorkerInit {
   store?: { hostname: string; port: number };
   /** Timeout in ms. */
   timeoutMs: number;
+  /** The job's run id (identity at rendezvous), if any. */
+  runId?: string;
   /** Algorithm of all-shared-memory groups (default direct). */
   shmAlgorithm?: ShmAlgorithm;
   /** Device assignment. */
@@ -137,7 +139,11 @@ export async function runWorkers(
   );
   const remote = cfg.world > cfg.localWorld || (opts.forceTcp === true && cfg.world > 1);
   let server: StoreServer | null = null;
-  if (remote && cfg.rankBase === 0) server = StoreServer.listen(cfg.masterAddr, cfg.masterPort);
+  if (remote && cfg.rankBase === 0) {
+    server = StoreServer.listen(cfg.storeHost, cfg.masterPort, cfg.runId, (why) => {
+      if (log) console.error(`rendezvous store: ${why}`);
+    });
+  }
   const arena = Arena.create();
   const localRanks = Array.from({ length: cfg.localWorld }, (_, i) => cfg.rankBase + i);
   const outcomes: (RankOutcome | undefined)[] = new Array(cfg.localWorld);
@@ -188,8 +194,9 @@ export async function runWorkers(
         world: cfg.world,
         localRanks: opts.forceTcp ? [rank] : localRanks,
         memory: arena.memory,
-        store: remote ? { hostname: cfg.masterAddr, port: cfg.masterPort } : undefined,
+        store: remote ? { hostname: cfg.storeHost, port: cfg.masterPort } : undefined,
         timeoutMs: cfg.distTimeoutMs,
+        runId: cfg.runId,
         shmAlgorithm: opts.shmAlgorithm,
         device,
         moduleUrl: String(moduleUrl),

@@ -27,6 +27,7 @@ export {
 export { chunkRange } from "./ring.ts";
 export { reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";
 export {
+  checkRunId,
   DIST_FLAGS,
   type DistConfig,
   type Launcher,
@@ -51,4 +52,5 @@ export {
   type WorkerContext,
 } from "./launch.ts";
 export { StoreClient, StoreServer } from "./store.ts";
-export { type ProcsOptions, runRankProcesses } from "./procs.ts";
+export { describeRun } from "./tcp.ts";
+export { type ProcsOptions, randomRunId, runRankProcesses } from "./procs.ts";

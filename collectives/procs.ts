@@ -26,16 +26,27 @@ export interface ProcsOptions {
   env?: Record<string, string>;
 }
 
+/** A fresh random run id (16 hex digits) for a job that has none. */
+export function randomRunId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
 /**
  * Starts one process per local rank of `cfg` and waits for them. When one
  * fails, the others get the dist timeout plus 5 s to fail on their own (they
  * notice the missing peer), then are killed. Returns the first non-zero exit
  * code, or 0.
+ *
+ * Identity: a one-node job without a run id gets a random one, passed to the
+ * ranks as `TORCHELASTIC_RUN_ID`, so ranks of another job started on the same
+ * port are refused at rendezvous.
  */
 export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {}): Promise<number> {
   const program = opts.program ?? Deno.mainModule;
   const { rest } = splitDistArgs(opts.args ?? Deno.args);
   const devices = cfg.devices ? ["--devices", cfg.devices] : [];
+  const runId = cfg.runId ?? (cfg.world === cfg.localWorld ? randomRunId() : undefined);
   const children = Array.from(
     { length: cfg.localWorld },
     (_, i) =>
@@ -50,6 +61,8 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
           MASTER_ADDR: cfg.masterAddr,
           MASTER_PORT: String(cfg.masterPort),
           DIST_TIMEOUT: `${cfg.distTimeoutMs}ms`,
+          TORCHELASTIC_RUN_ID: runId ?? "none",
+          TORCHELASTIC_USE_AGENT_STORE: "False",
         },
         stdin: "null",
       }).spawn(),

@@ -3,15 +3,26 @@
  * MASTER_ADDR:MASTER_PORT (the role of PyTorch's TCPStore). Ranks publish their
  * listening addresses in it and wait for each other's, with a timeout that
  * names the ranks that never arrived.
+ *
+ * Every client opens with a hello carrying its run id (the job's identity,
+ * see collectives/env.ts) and its rank. The store belongs to one run: a rank
+ * of another run is refused with both ids named, and so is a second claimant
+ * of a rank already joined, so two jobs started on one port cannot pair their
+ * ranks. There is no authentication: the run id names a job, it is not a
+ * secret, so a store reachable from other hosts belongs on a trusted network.
  * @module
  */
 
 import { CollectiveError } from "./frame.ts";
-import { readJson, writeJson } from "./tcp.ts";
+import { describeRun, readJson, writeJson } from "./tcp.ts";
 
 interface Request {
-  op: "set" | "get" | "add";
-  key: string;
+  op: "hello" | "set" | "get" | "add";
+  key?: string;
+  /** hello: the client's run id ("" when the job has none). */
+  run?: string;
+  /** hello: the client's rank. */
+  rank?: number;
   value?: string;
   delta?: number;
   timeoutMs?: number;
@@ -28,15 +39,32 @@ export class StoreServer {
   #data = new Map<string, string>();
   #waiters = new Map<string, Set<(v: string) => void>>();
   #conns = new Set<Deno.Conn>();
+  /** Ranks joined so far and the address each came from. */
+  #joined = new Map<number, string>();
+  /** Refusals so far (see {@link StoreServer.listen}'s `onRefuse`). */
+  readonly refused: string[] = [];
 
-  private constructor(readonly listener: Deno.TcpListener) {
+  private constructor(
+    readonly listener: Deno.TcpListener,
+    readonly runId: string,
+    readonly onRefuse?: (why: string) => void,
+  ) {
     this.#acceptLoop();
   }
 
-  /** Hosts a store on `hostname:port`; a clear error if the port is taken or the address is not local. */
-  static listen(hostname: string, port: number): StoreServer {
+  /**
+   * Hosts the store of run `runId` ("" or undefined: a job without id) on
+   * `hostname:port`; a clear error if the port is taken or the address is not
+   * local. `onRefuse` hears of every client refused (another run, a rank twice).
+   */
+  static listen(
+    hostname: string,
+    port: number,
+    runId?: string,
+    onRefuse?: (why: string) => void,
+  ): StoreServer {
     try {
-      return new StoreServer(Deno.listen({ hostname, port }));
+      return new StoreServer(Deno.listen({ hostname, port }), runId ?? "", onRefuse);
     } catch (e) {
       const err = e as Error;
       const why = err instanceof Deno.errors.AddrInUse
@@ -72,11 +100,54 @@ export class StoreServer {
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    for (;;) {
-      const req = await readJson(conn) as Request | null;
-      if (!req) return;
-      await writeJson(conn, await this.#handle(req));
+    const hello = await readJson(conn) as Request | null;
+    if (!hello) return;
+    const refusal = this.#admit(hello, conn);
+    await writeJson(
+      conn,
+      refusal ? { ok: false, error: refusal } : { ok: true, value: this.runId },
+    );
+    if (refusal) return;
+    const rank = hello.rank!;
+    const from = conn.remoteAddr as Deno.NetAddr;
+    const where = `${from.hostname}:${from.port}`;
+    try {
+      for (;;) {
+        const req = await readJson(conn) as Request | null;
+        if (!req) return;
+        await writeJson(conn, await this.#handle(req));
+      }
+    } finally {
+      if (this.#joined.get(rank) === where) this.#joined.delete(rank);
     }
+  }
+
+  /** Why the client of `hello` is refused, or null to admit it. */
+  #admit(hello: Request, conn: Deno.Conn): string | null {
+    const from = conn.remoteAddr as Deno.NetAddr;
+    const where = `${from.hostname}:${from.port}`;
+    let why: string | null = null;
+    if (hello.op !== "hello" || !Number.isInteger(hello.rank)) {
+      why = `a client at ${where} did not introduce itself (not this program's store protocol)`;
+    } else if ((hello.run ?? "") !== this.runId) {
+      why = `the store at ${this.#address()} belongs to ${describeRun(this.runId)}; ` +
+        `rank ${hello.rank} of ${describeRun(hello.run)} (from ${where}) refused: two jobs on ` +
+        `one --master-port? Give each job its own port, or the same --rdzv-id on all its nodes`;
+    } else if (hello.rank! >= 0 && this.#joined.has(hello.rank!)) {
+      why = `rank ${hello.rank} of ${describeRun(this.runId)} joined twice (first from ` +
+        `${this.#joined.get(hello.rank!)}, again from ${where}): two jobs on one --master-port ` +
+        `without run ids? Give each job its own port or --rdzv-id`;
+    }
+    if (why) {
+      this.refused.push(why);
+      this.onRefuse?.(why);
+    } else if (hello.rank! >= 0) this.#joined.set(hello.rank!, where);
+    return why;
+  }
+
+  #address(): string {
+    const a = this.listener.addr as Deno.NetAddr;
+    return `${a.hostname}:${a.port}`;
   }
 
   #set(key: string, value: string): void {
@@ -89,20 +160,22 @@ export class StoreServer {
   }
 
   #handle(req: Request): Promise<Reply> | Reply {
+    const key = req.key ?? "";
     if (req.op === "set") {
-      this.#set(req.key, req.value ?? "");
+      this.#set(key, req.value ?? "");
       return { ok: true };
     }
     if (req.op === "add") {
-      const v = Number(this.#data.get(req.key) ?? "0") + (req.delta ?? 1);
-      this.#set(req.key, String(v));
+      const v = Number(this.#data.get(key) ?? "0") + (req.delta ?? 1);
+      this.#set(key, String(v));
       return { ok: true, value: String(v) };
     }
-    const have = this.#data.get(req.key);
+    if (req.op !== "get") return { ok: false, error: `unknown request "${req.op}"` };
+    const have = this.#data.get(key);
     if (have !== undefined) return { ok: true, value: have };
     return new Promise<Reply>((resolve) => {
-      let set = this.#waiters.get(req.key);
-      if (!set) this.#waiters.set(req.key, set = new Set());
+      let set = this.#waiters.get(key);
+      if (!set) this.#waiters.set(key, set = new Set());
       const w = (v: string) => {
         clearTimeout(timer);
         resolve({ ok: true, value: v });
@@ -136,17 +209,24 @@ export class StoreClient {
   private constructor(readonly conn: Deno.TcpConn, readonly address: string) {}
 
   /**
-   * Connects to the store at `hostname:port`, retrying until `timeoutMs` (node 0
-   * may start later); the error says which address could not be reached.
+   * Connects to the store at `hostname:port` as `rank` of run `runId` ("" or
+   * undefined: a job without id), retrying until `timeoutMs` (node 0 may start
+   * later); the error says which address could not be reached, or why the
+   * store refused this rank (another run, or the rank already joined).
    */
-  static async connect(hostname: string, port: number, timeoutMs: number): Promise<StoreClient> {
+  static async connect(
+    hostname: string,
+    port: number,
+    timeoutMs: number,
+    who: { rank: number; runId?: string } = { rank: -1 },
+  ): Promise<StoreClient> {
     const deadline = performance.now() + timeoutMs;
     let last = "";
     for (;;) {
+      let conn: Deno.TcpConn | null = null;
       try {
-        const conn = await Deno.connect({ hostname, port });
+        conn = await Deno.connect({ hostname, port });
         conn.setNoDelay(true);
-        return new StoreClient(conn, `${hostname}:${port}`);
       } catch (e) {
         last = (e as Error).message;
         if (e instanceof TypeError || /lookup|resolve|name/i.test(last)) {
@@ -155,6 +235,16 @@ export class StoreClient {
           );
         }
       }
+      if (conn) {
+        const client = new StoreClient(conn, `${hostname}:${port}`);
+        const r = await client.#hello(who.rank, who.runId ?? "", deadline);
+        if (r === "ok") return client;
+        client.close();
+        if (r !== "retry") {
+          throw new CollectiveError(`rendezvous refused: ${r}`);
+        }
+        last = "the connection closed before the store answered";
+      }
       if (performance.now() >= deadline) {
         throw new CollectiveError(
           `could not reach the rendezvous store at ${hostname}:${port} within ${timeoutMs} ms ` +
@@ -162,6 +252,40 @@ export class StoreClient {
         );
       }
       await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * Introduces this client; "ok", "retry" (the connection closed before an
+   * answer: a store going down or not yet serving), or the refusal.
+   */
+  async #hello(rank: number, run: string, deadline: number): Promise<string> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const reply = await Promise.race([
+        (async () => {
+          await writeJson(this.conn, { op: "hello", rank, run });
+          return await readJson(this.conn) as Reply | null;
+        })(),
+        new Promise<"late">((r) => {
+          timer = setTimeout(() => r("late"), Math.max(1000, deadline - performance.now()));
+        }),
+      ]);
+      if (reply === "late") {
+        return `the service at ${this.address} did not answer the rendezvous hello ` +
+          `(is something else listening on --master-port?)`;
+      }
+      if (!reply) return "retry";
+      if (reply.ok) return "ok";
+      return reply.error ?? "refused by the rendezvous store";
+    } catch (e) {
+      if (e instanceof SyntaxError || /oversized/.test((e as Error).message)) {
+        return `the service at ${this.address} is not this program's rendezvous store ` +
+          `(is something else listening on --master-port?)`;
+      }
+      return "retry";
+    } finally {
+      clearTimeout(timer);
     }
   }
 

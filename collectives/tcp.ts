@@ -27,6 +27,11 @@ export function freeLocalPort(): number {
   return port;
 }
 
+/** How a run id (the job's identity at rendezvous) reads in messages. */
+export function describeRun(run: string | undefined): string {
+  return run ? `run "${run}"` : "a run without id";
+}
+
 /** Writes all of `data`, looping over partial writes. */
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let off = 0;
@@ -245,17 +250,23 @@ export class TcpMesh {
   #waiters = new Map<string, (c: Deno.TcpConn) => void>();
   #conns = new Set<Deno.Conn>();
   #closed = false;
+  /** Connections refused for another run id (named in the timeout error). */
+  #refused: string[] = [];
 
   private constructor(
     readonly rank: number,
     readonly listener: Deno.TcpListener,
     readonly timeoutMs: number,
+    readonly runId: string,
   ) {
     this.#acceptLoop();
   }
 
-  /** Listens on an ephemeral port of `hostname`. */
-  static listen(rank: number, hostname: string, timeoutMs: number): TcpMesh {
+  /**
+   * Listens on an ephemeral port of `hostname`; peers must introduce
+   * themselves with the same `runId` (default "": a job without id).
+   */
+  static listen(rank: number, hostname: string, timeoutMs: number, runId = ""): TcpMesh {
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname, port: 0 });
@@ -264,7 +275,7 @@ export class TcpMesh {
         `rank ${rank}: cannot listen for peers on ${hostname}: ${(e as Error).message}`,
       );
     }
-    return new TcpMesh(rank, listener, timeoutMs);
+    return new TcpMesh(rank, listener, timeoutMs, runId);
   }
 
   /** "host:port" peers should dial. */
@@ -283,8 +294,17 @@ export class TcpMesh {
       }
       this.#conns.add(conn);
       (async () => {
-        const hello = await readJson(conn) as { rank: number; key: string } | null;
+        const hello = await readJson(conn) as { rank: number; key: string; run?: string } | null;
         if (!hello) return conn.close();
+        if ((hello.run ?? "") !== this.runId) {
+          const from = conn.remoteAddr as Deno.NetAddr;
+          this.#refused.push(
+            `refused rank ${hello.rank} of ${describeRun(hello.run)} from ` +
+              `${from.hostname}:${from.port} (this is ${describeRun(this.runId)})`,
+          );
+          this.#conns.delete(conn);
+          return conn.close();
+        }
         conn.setNoDelay(true);
         const id = `${hello.key}|${hello.rank}`;
         const w = this.#waiters.get(id);
@@ -316,7 +336,7 @@ export class TcpMesh {
       }
       conn.setNoDelay(true);
       this.#conns.add(conn);
-      await writeJson(conn, { rank: this.rank, key });
+      await writeJson(conn, { rank: this.rank, key, run: this.runId });
       return conn;
     }
     const id = `${key}|${peer}`;
@@ -334,7 +354,8 @@ export class TcpMesh {
           reject(
             new CollectiveError(
               `rank ${this.rank}: rank ${peer} did not connect within ${this.timeoutMs} ms ` +
-                `(it died, hung, or never joined; see --dist-timeout)`,
+                `(it died, hung, or never joined; see --dist-timeout)` +
+                (this.#refused.length ? `; ${this.#refused.join("; ")}` : ""),
               peer,
             ),
           );

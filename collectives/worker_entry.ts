@@ -43,6 +43,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       arena,
       store: init.store,
       timeoutMs: init.timeoutMs,
+      runId: init.runId,
       shmAlgorithm: init.shmAlgorithm,
     });
     const ctx: WorkerContext = {

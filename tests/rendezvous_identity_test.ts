@@ -1,0 +1,347 @@
+/**
+ * Job identity at rendezvous (issue #11, "Jobs mixed up"): two jobs started
+ * within 50 ms on one `--master-port` used to pair their ranks (job B's rank 0
+ * trained with job A's rank 1). Every job now has a run id (`--rdzv-id`,
+ * `TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`, or one the `procs` launcher draws);
+ * the store and the peers refuse a rank of another run, naming both.
+ *
+ * The race is tested directly: two real jobs on one port, several trials; each
+ * job either trains exactly its own losses or fails quickly with a clear reason.
+ *
+ * This file is also the worker module of the two-node race (run through
+ * cli/launch.ts): each rank gathers the job tags of the whole world.
+ */
+
+import assert from "node:assert/strict";
+import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
+import type { WorkerContext } from "../collectives/launch.ts";
+import { StoreClient, StoreServer } from "../collectives/store.ts";
+import { freeLocalPort, TcpMesh } from "../collectives/tcp.ts";
+
+/** Worker side of the two-node race: every rank's job tag, gathered over the world. */
+export default async function main(ctx: WorkerContext): Promise<void> {
+  const tag = Number(ctx.args[0]);
+  const tags = await ctx.group.allGather(new Int32Array([tag]));
+  await ctx.group.barrier();
+  if (ctx.rank === 0) console.log(`TAGS ${Array.from(tags).join(",")}`);
+}
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+Deno.test("dist flags: torchrun's _ spellings, run ids, torchrun's agent store, where the store listens", () => {
+  const { flags, rest } = splitDistArgs([
+    "--nproc_per_node=2",
+    "--master_port",
+    "1234",
+    "--rdzv_id",
+    "job-7",
+    "--lr",
+    "1",
+  ]);
+  assert.deepEqual(rest, ["--lr", "1"]);
+  assert.deepEqual(flags, { "nproc-per-node": "2", "master-port": "1234", "rdzv-id": "job-7" });
+  const f = resolveDistConfig(flags, {});
+  assert.deepEqual([f.world, f.runId, f.runIdSource, f.storeHost], [
+    2,
+    "job-7",
+    "--rdzv-id",
+    "127.0.0.1",
+  ]);
+  // A multi-node job listens on --master-addr; a one-node job on loopback whatever MASTER_ADDR says.
+  const mn = resolveDistConfig({ nnodes: "2", "node-rank": "0", "master-addr": "10.0.0.1" }, {});
+  assert.equal(mn.storeHost, "10.0.0.1");
+  assert.equal(mn.runId, undefined);
+  const torch = {
+    RANK: "1",
+    WORLD_SIZE: "2",
+    LOCAL_RANK: "1",
+    LOCAL_WORLD_SIZE: "2",
+    MASTER_ADDR: "myhost",
+    MASTER_PORT: "29500",
+    TORCHELASTIC_RUN_ID: "abc",
+    TORCHELASTIC_USE_AGENT_STORE: "True",
+    TORCHELASTIC_RESTART_COUNT: "0",
+  };
+  const t = resolveDistConfig({}, torch);
+  assert.deepEqual(
+    [t.source, t.masterPort, t.storeHost, t.runId, t.runIdSource],
+    ["torchrun", 29501, "127.0.0.1", "abc", "TORCHELASTIC_RUN_ID"],
+  );
+  // An explicit --master-port wins; torchrun's default id "none" names nothing; --standalone
+  // (agent store not used) keeps MASTER_PORT.
+  assert.equal(resolveDistConfig({ "master-port": "4000" }, torch).masterPort, 4000);
+  assert.equal(resolveDistConfig({}, { ...torch, TORCHELASTIC_RUN_ID: "none" }).runId, undefined);
+  const sa = resolveDistConfig({}, { ...torch, TORCHELASTIC_USE_AGENT_STORE: "False" });
+  assert.equal(sa.masterPort, 29500);
+  assert.throws(() => resolveDistConfig({}, { ...torch, MASTER_PORT: "65535" }), /next port/);
+  // Two nodes under torchrun: the store is on MASTER_ADDR.
+  const t2 = resolveDistConfig({}, { ...torch, WORLD_SIZE: "4", LOCAL_WORLD_SIZE: "2" });
+  assert.equal(t2.storeHost, "myhost");
+  const s = resolveDistConfig({}, {
+    SLURM_PROCID: "0",
+    SLURM_NTASKS: "4",
+    SLURM_JOB_ID: "4242",
+    SLURM_STEP_ID: "3",
+    SLURM_STEP_NUM_NODES: "2",
+    SLURM_JOB_NODELIST: "gpu[01-02]",
+  });
+  assert.deepEqual([s.runId, s.storeHost], ["4242.3", "gpu01"]);
+  // Open MPI on one host needs no MASTER_ADDR: the store is on loopback.
+  const o = resolveDistConfig({}, {
+    OMPI_COMM_WORLD_RANK: "1",
+    OMPI_COMM_WORLD_SIZE: "2",
+    OMPI_COMM_WORLD_LOCAL_SIZE: "2",
+    OMPI_MCA_ess_base_jobid: "77",
+  });
+  assert.deepEqual([o.source, o.storeHost, o.runId], ["openmpi", "127.0.0.1", "77"]);
+  assert.throws(() => resolveDistConfig({ "rdzv-id": "a b" }, {}), /printable/);
+});
+
+Deno.test("rendezvous: the store refuses a rank of another run and a rank that joins twice, naming both", async () => {
+  const server = StoreServer.listen("127.0.0.1", 0, "job-A");
+  try {
+    await assert.rejects(
+      StoreClient.connect("127.0.0.1", server.port, 2000, { rank: 1, runId: "job-B" }),
+      /belongs to run "job-A"; rank 1 of run "job-B" .*refused/,
+    );
+    await assert.rejects(
+      StoreClient.connect("127.0.0.1", server.port, 2000, { rank: 1 }),
+      /belongs to run "job-A"; rank 1 of a run without id/,
+    );
+    const one = await StoreClient.connect("127.0.0.1", server.port, 2000, {
+      rank: 1,
+      runId: "job-A",
+    });
+    await assert.rejects(
+      StoreClient.connect("127.0.0.1", server.port, 2000, { rank: 1, runId: "job-A" }),
+      /rank 1 of run "job-A" joined twice/,
+    );
+    await one.set("k", "v");
+    assert.equal(await one.get("k", 1000), "v");
+    one.close();
+    // Once the first rank 1 has left, the rank is free again.
+    await new Promise((r) => setTimeout(r, 50));
+    const again = await StoreClient.connect("127.0.0.1", server.port, 2000, {
+      rank: 1,
+      runId: "job-A",
+    });
+    again.close();
+    assert.equal(server.refused.length, 3);
+  } finally {
+    server.close();
+  }
+  // Something else on the port (here: a server that answers garbage) is named as such.
+  const foreign = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serve = (async () => {
+    const c = await foreign.accept();
+    await c.write(new Uint8Array([0, 0, 0, 2, 0x7b, 0x7b]));
+    await new Promise((r) => setTimeout(r, 200));
+    c.close();
+  })();
+  await assert.rejects(
+    StoreClient.connect("127.0.0.1", (foreign.addr as Deno.NetAddr).port, 2000, { rank: 0 }),
+    /not this program's rendezvous store/,
+  );
+  await serve;
+  foreign.close();
+  // The peer-to-peer mesh refuses a connection of another run too, and says so on timeout.
+  const a = TcpMesh.listen(1, "127.0.0.1", 600, "job-A");
+  const b = TcpMesh.listen(0, "127.0.0.1", 600, "job-B");
+  try {
+    const dial = b.connect("g", 1, () => Promise.resolve(a.address));
+    await assert.rejects(
+      a.connect("g", 0, () => Promise.resolve("")),
+      /refused rank 0 of run "job-B"/,
+    );
+    (await dial).close();
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+const tiny = [
+  "--num-layers",
+  "1",
+  "--hidden-size",
+  "32",
+  "--num-attention-heads",
+  "2",
+  "--seq-length",
+  "16",
+  "--micro-batch-size",
+  "2",
+  "--eval-iters",
+  "1",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+  "--eval-interval",
+  "100",
+  "--train-iters",
+  "3",
+  "--tp",
+  "2",
+  "--nproc-per-node",
+  "2",
+  "--launcher",
+  "procs",
+  "--backend",
+  "deno",
+  "--dist-timeout",
+  "30s",
+];
+
+interface Job {
+  code: number;
+  stderr: string;
+  ms: number;
+  losses: number[] | null;
+}
+
+async function xdgDir(): Promise<string> {
+  const d = await Deno.makeTempDir({ prefix: "xdg-" });
+  await Deno.chmod(d, 0o700);
+  return d;
+}
+
+async function trainJob(dir: string, name: string, seed: number, port: number): Promise<Job> {
+  const log = `${dir}/${name}.jsonl`;
+  const t0 = performance.now();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${ROOT}cli/train.ts`,
+      ...tiny,
+      "--data-path",
+      `${dir}/data.txt`,
+      "--seed",
+      String(seed),
+      "--master-port",
+      String(port),
+      "--log-json",
+      log,
+    ],
+    cwd: ROOT,
+    env: { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const ms = performance.now() - t0;
+  let losses: number[] | null = null;
+  try {
+    losses = (await Deno.readTextFile(log)).trim().split("\n").filter((l) => l)
+      .map((l) => JSON.parse(l).loss as number);
+    await Deno.remove(log);
+  } catch { /* no log */ }
+  return { code: out.code, stderr: dec.decode(out.stderr), ms, losses };
+}
+
+Deno.test({
+  name: "race: two --launcher procs jobs started within 50 ms on one port never pair their ranks",
+  timeout: 85_000,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    await Deno.mkdir(`${dir}/xdg`, { mode: 0o700 });
+    await Deno.writeTextFile(
+      `${dir}/data.txt`,
+      "It was the best of times, it was the worst. ".repeat(80),
+    );
+    // Each seed's own losses, from a job alone on its port.
+    const ref = [
+      await trainJob(dir, "ref1", 1, freeLocalPort()),
+      await trainJob(dir, "ref2", 2, freeLocalPort()),
+    ];
+    for (const r of ref) assert.equal(r.code, 0, r.stderr);
+    assert.notDeepEqual(ref[0].losses, ref[1].losses);
+    const trials = 4;
+    const report: string[] = [];
+    for (let t = 0; t < trials; t++) {
+      const port = freeLocalPort();
+      const a = trainJob(dir, `a${t}`, 1, port);
+      await new Promise((r) => setTimeout(r, (t * 17) % 50));
+      const b = trainJob(dir, `b${t}`, 2, port);
+      const jobs = await Promise.all([a, b]);
+      let ok = 0;
+      jobs.forEach((j, i) => {
+        if (j.code === 0) {
+          ok++;
+          assert.deepEqual(
+            j.losses,
+            ref[i].losses,
+            `trial ${t}: job ${"AB"[i]} trained someone else's losses`,
+          );
+        } else {
+          // Failed for a reason it names: the port is taken, or its rank was refused naming both runs.
+          assert.match(
+            j.stderr,
+            /already in use|belongs to run "[0-9a-f]{16}"; rank \d of run "[0-9a-f]{16}"/,
+            `trial ${t}: job ${"AB"[i]}: ${j.stderr}`,
+          );
+          assert.ok(j.ms < 20000, `trial ${t}: job ${"AB"[i]} took ${j.ms} ms to fail`);
+        }
+      });
+      assert.equal(ok, 1, `trial ${t}: ${jobs.map((j) => j.stderr).join("\n---\n")}`);
+      report.push(jobs.map((j, i) => `${"AB"[i]}:${j.code}/${Math.round(j.ms)}ms`).join(" "));
+    }
+    console.log(`race trials (job:exit/ms): ${report.join(" | ")}`);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "race: two 2-node jobs with their own --rdzv-id on one port never pair their ranks",
+  timeout: 60_000,
+  fn: async () => {
+    const xdg = await xdgDir();
+    const report: string[] = [];
+    for (let t = 0; t < 3; t++) {
+      const port = freeLocalPort();
+      const node = (job: number, nodeRank: number) =>
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            `${ROOT}cli/launch.ts`,
+            "--nnodes=2",
+            `--node-rank=${nodeRank}`,
+            "--nproc-per-node=1",
+            "--master-addr=127.0.0.1",
+            `--master-port=${port}`,
+            "--dist-timeout=10s",
+            `--rdzv-id=job-${job}`,
+            new URL(import.meta.url).pathname,
+            String(job),
+          ],
+          env: { XDG_RUNTIME_DIR: xdg },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+      // Job 1's node 1 first, then both node 0s and job 2's node 1, a few ms apart.
+      const outs: Promise<Deno.CommandOutput>[] = [];
+      for (const [job, nr] of [[1, 1], [2, 0], [1, 0], [2, 1]]) {
+        outs.push(node(job, nr));
+        await new Promise((r) => setTimeout(r, 5 + t * 10));
+      }
+      const [j1n1, j2n0, j1n0, j2n1] = await Promise.all(outs);
+      const jobs = [[j1n0, j1n1], [j2n0, j2n1]];
+      let ok = 0;
+      jobs.forEach(([n0, n1], i) => {
+        const err = dec.decode(n0.stderr) + dec.decode(n1.stderr);
+        if (n0.code === 0 && n1.code === 0) {
+          ok++;
+          assert.match(dec.decode(n0.stdout), new RegExp(`TAGS ${i + 1},${i + 1}`));
+        } else {
+          assert.match(err, /already in use|belongs to run "job-\d"; rank 1 of run "job-\d"/, err);
+        }
+      });
+      assert.equal(ok, 1);
+      report.push(jobs.map(([n0, n1], i) => `job${i + 1}:${n0.code},${n1.code}`).join(" "));
+    }
+    console.log(`two-node race trials (job:node0,node1 exit): ${report.join(" | ")}`);
+    await Deno.remove(xdg, { recursive: true });
+  },
+});
