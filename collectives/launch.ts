@@ -17,7 +17,7 @@ import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts
 import type { DistConfig } from "./env.ts";
 import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
-import { runRankProcesses } from "./procs.ts";
+import { runRankProcesses, watchLauncher } from "./procs.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
 /** What each Worker gets. */
@@ -253,6 +253,10 @@ export async function runWorkers(
  * are released, and exits 0 when every rank succeeded, else 1. With
  * `cfg.launcher` "procs", the ranks are instead child processes re-running this
  * program (see {@link runRankProcesses}), and the exit code is theirs.
+ *
+ * A rank process started by a launcher (`--launcher procs`, torchrun) watches
+ * it and exits (code 1) as soon as it is gone: ranks never outlive their
+ * launcher (see {@link watchLauncher}).
  */
 export async function launch(
   cfg: DistConfig,
@@ -261,6 +265,12 @@ export async function launch(
   opts: RunOptions & { settleMs?: number } = {},
 ): Promise<never> {
   let code = 1;
+  const stopWatching = watchLauncher((why) => {
+    const last = cfg.rankBase + cfg.localWorld - 1;
+    const ranks = cfg.localWorld > 1 ? `ranks ${cfg.rankBase}-${last}` : `rank ${cfg.rankBase}`;
+    console.error(`${ranks}: ${why}; exiting`);
+    Deno.exit(1);
+  });
   try {
     if (cfg.launcher === "procs" && cfg.localWorld > 1) {
       // One OS process per local rank: this program again, under torchrun's variables.
@@ -272,6 +282,7 @@ export async function launch(
   } catch (e) {
     console.error(`launch failed: ${(e as Error).message}`);
   }
+  stopWatching();
   await new Promise((r) => setTimeout(r, opts.settleMs ?? 200));
   Deno.exit(code);
 }

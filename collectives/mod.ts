@@ -53,4 +53,11 @@ export {
 } from "./launch.ts";
 export { StoreClient, StoreServer } from "./store.ts";
 export { describeRun } from "./tcp.ts";
-export { type ProcsOptions, randomRunId, runRankProcesses } from "./procs.ts";
+export {
+  FORWARDED_SIGNALS,
+  LAUNCHER_PID_ENV,
+  type ProcsOptions,
+  randomRunId,
+  runRankProcesses,
+  watchLauncher,
+} from "./procs.ts";

@@ -26,6 +26,15 @@ export interface ProcsOptions {
   env?: Record<string, string>;
 }
 
+/**
+ * The variable that tells a rank process which launcher started it (its pid);
+ * the rank exits when that launcher is gone (see {@link watchLauncher}).
+ */
+export const LAUNCHER_PID_ENV = "WEBGPU_MEGATRON_LAUNCHER_PID";
+
+/** Signals the launcher passes on to its ranks (a second one kills them). */
+export const FORWARDED_SIGNALS: readonly Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
+
 /** A fresh random run id (16 hex digits) for a job that has none. */
 export function randomRunId(): string {
   const b = crypto.getRandomValues(new Uint8Array(8));
@@ -37,6 +46,14 @@ export function randomRunId(): string {
  * fails, the others get the dist timeout plus 5 s to fail on their own (they
  * notice the missing peer), then are killed. Returns the first non-zero exit
  * code, or 0.
+ *
+ * Lifetime: each rank runs in its own process group (its own session), so a
+ * terminal's Ctrl-C reaches it once, through the launcher. SIGTERM, SIGINT and
+ * SIGHUP sent to the launcher are passed on to every rank's group (a rank may
+ * then finish its step and save); a second such signal kills them (SIGKILL).
+ * If the launcher itself dies (even by SIGKILL), each rank notices (its stdin,
+ * a pipe from the launcher, reaches end of file; its parent pid changes) and
+ * exits: see {@link watchLauncher}.
  *
  * Identity: a one-node job without a run id gets a random one, passed to the
  * ranks as `TORCHELASTIC_RUN_ID`, so ranks of another job started on the same
@@ -63,11 +80,49 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
           DIST_TIMEOUT: `${cfg.distTimeoutMs}ms`,
           TORCHELASTIC_RUN_ID: runId ?? "none",
           TORCHELASTIC_USE_AGENT_STORE: "False",
+          [LAUNCHER_PID_ENV]: String(Deno.pid),
         },
-        stdin: "null",
+        // The rank's end of a pipe that closes when this process dies, however it dies.
+        stdin: "piped",
+        // A process group (and session) of its own: signalled as one, by this launcher only.
+        detached: true,
       }).spawn(),
   );
   const codes: (number | null)[] = children.map(() => null);
+  /** Signals every rank still running, its whole process group. */
+  const signalRanks = (sig: Deno.Signal) => {
+    children.forEach((c, i) => {
+      if (codes[i] !== null) return;
+      try {
+        Deno.kill(-c.pid, sig);
+      } catch {
+        try {
+          c.kill(sig);
+        } catch { /* already gone */ }
+      }
+    });
+  };
+  let signals = 0;
+  const listeners = FORWARDED_SIGNALS.map((sig) => {
+    const fn = () => {
+      signals++;
+      const ranks = codes.flatMap((c, i) => c === null ? [cfg.rankBase + i] : []).join(", ");
+      if (signals === 1) {
+        console.error(
+          `launcher: ${sig}: passed on to rank${ranks.includes(",") ? "s" : ""} ${ranks}; ` +
+            `send it again to kill them`,
+        );
+        signalRanks(sig);
+      } else {
+        console.error(
+          `launcher: ${sig} again: killing rank${ranks.includes(",") ? "s" : ""} ${ranks}`,
+        );
+        signalRanks("SIGKILL");
+      }
+    };
+    Deno.addSignalListener(sig, fn);
+    return { sig, fn };
+  });
   let firstFailure = 0;
   let failedAt = 0;
   const exited = children.map((c, i) =>
@@ -79,20 +134,73 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
       }
     })
   );
-  const grace = cfg.distTimeoutMs + 5000;
-  await waitForAllOrGrace(
-    () => codes.every((c) => c !== null),
-    () => Promise.race(exited.filter((_, i) => codes[i] === null)),
-    () => failedAt,
-    grace,
-  );
-  children.forEach((c, i) => {
-    if (codes[i] !== null) return;
-    console.error(`rank ${cfg.rankBase + i}: still running ${grace} ms after a failure; killed`);
-    try {
-      c.kill("SIGKILL");
-    } catch { /* already gone */ }
-  });
-  await Promise.all(exited);
+  try {
+    const grace = cfg.distTimeoutMs + 5000;
+    await waitForAllOrGrace(
+      () => codes.every((c) => c !== null),
+      () => Promise.race(exited.filter((_, i) => codes[i] === null)),
+      () => failedAt,
+      grace,
+    );
+    codes.forEach((c, i) => {
+      if (c !== null) return;
+      console.error(`rank ${cfg.rankBase + i}: still running ${grace} ms after a failure; killed`);
+    });
+    signalRanks("SIGKILL");
+    await Promise.all(exited);
+  } finally {
+    for (const { sig, fn } of listeners) Deno.removeSignalListener(sig, fn);
+    for (const c of children) {
+      try {
+        await c.stdin.close();
+      } catch { /* closed */ }
+    }
+  }
   return firstFailure;
+}
+
+/**
+ * In a rank process started by a launcher, watches that launcher and calls
+ * `onGone` (once) when it is gone: for this module's launcher
+ * ({@link LAUNCHER_PID_ENV} set), when stdin (a pipe from it) reaches end of
+ * file or the parent pid changes; under torchrun's agent
+ * (`TORCHELASTIC_RESTART_COUNT` set), when the parent pid changes. Does
+ * nothing in other processes. Returns a function that stops watching.
+ */
+export function watchLauncher(
+  onGone: (why: string) => void,
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+  pollMs = 200,
+): () => void {
+  const ours = env[LAUNCHER_PID_ENV];
+  const torchrun = env.TORCHELASTIC_RESTART_COUNT !== undefined;
+  if (!ours && !torchrun) return () => {};
+  const parent = ours ? Number(ours) : Deno.ppid;
+  const who = ours ? `launcher (pid ${parent})` : `torchrun agent (pid ${parent})`;
+  let done = false;
+  const gone = (why: string) => {
+    if (done) return;
+    done = true;
+    clearInterval(timer);
+    onGone(`the ${who} is gone (${why})`);
+  };
+  const timer = setInterval(() => {
+    if (Deno.ppid !== parent) gone(`this process's parent is now pid ${Deno.ppid}`);
+  }, pollMs);
+  Deno.unrefTimer(timer);
+  if (ours) {
+    (async () => {
+      const buf = new Uint8Array(256);
+      try {
+        while (!done) {
+          if (await Deno.stdin.read(buf) === null) break;
+        }
+      } catch { /* closed: same meaning */ }
+      gone("its pipe closed");
+    })();
+  }
+  return () => {
+    done = true;
+    clearInterval(timer);
+  };
 }
