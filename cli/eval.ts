@@ -11,7 +11,7 @@
 
 import { defaultBackendFor } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
-import { NoAdapterError, parseBackend } from "../core/gpu.ts";
+import { parseBackend } from "../core/gpu.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
@@ -28,6 +28,7 @@ import { type ParallelLayers, SerialLayers } from "../models/parallel/layers.ts"
 import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 import { type BertEvalResult, evaluateBert, loadBert } from "./bert_model.ts";
 
@@ -86,6 +87,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
     help: "WebGPU implementation",
     group: "Device",
   },
+  ...DEBUG_FLAG,
 };
 
 const USAGE = `Usage: deno task eval (--load DIR | --init-from-hf DIR) --data-path FILE [flags]
@@ -340,37 +342,29 @@ export async function evalRank(
 }
 
 /** Runs the evaluation with `args`; returns the process exit code. */
-export async function main(args: string[]): Promise<number> {
-  const f = parseCommandLine(args, EVAL_FLAGS, USAGE, validateEvalFlags);
-  if (typeof f === "number") return f;
-  const tp = f.tp as number;
-  if (tp > 1) {
-    // One Worker (and device) per tensor-parallel rank; rank 0 prints.
-    const cfg = localDistConfig(tp, 300000);
-    const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(tp)];
-    return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), [
-      ...args,
-      ...backendArgs,
-    ]);
-  }
-  let device: Device | undefined;
-  try {
-    device = await Device.create({ backend: parseBackend(f.backend as string) });
-    await evalRank(device, f, true);
-    return 0;
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
+export function main(args: string[]): Promise<number> {
+  return handled(args, async () => {
+    const f = parseCommandLine(args, EVAL_FLAGS, USAGE, validateEvalFlags);
+    if (typeof f === "number") return f;
+    const tp = f.tp as number;
+    if (tp > 1) {
+      // One Worker (and device) per tensor-parallel rank; rank 0 prints (errors too).
+      const cfg = localDistConfig(tp, 300000);
+      const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(tp)];
+      return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), [
+        ...args,
+        ...backendArgs,
+      ], { log: false });
     }
-    if (e instanceof DataError || e instanceof CheckpointError || e instanceof NoAdapterError) {
-      console.error(`error: ${e.message}`);
-      return 1;
+    let device: Device | undefined;
+    try {
+      device = await Device.create({ backend: parseBackend(f.backend as string) });
+      await evalRank(device, f, true);
+      return 0;
+    } finally {
+      await device?.close();
     }
-    throw e;
-  } finally {
-    await device?.close();
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -13,13 +13,17 @@ import type { GptConfig } from "../models/gpt.ts";
 import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
 import { writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
-import { type FlagSpec, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+import { resolveIterDir } from "../models/checkpoint/layout.ts";
+import { DEBUG_FLAG, handled } from "./errors.ts";
+import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
+import { ensureWritableDir } from "./paths.ts";
 
 /** Every flag of `deno task export-hf`. */
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   "load": { type: "string", help: "checkpoint directory written by --save" },
   "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
   "output": { type: "string", help: "directory to write config.json and model.safetensors into" },
+  ...DEBUG_FLAG,
 };
 
 const USAGE = `Usage: deno task export-hf --load DIR --output OUT_DIR
@@ -70,34 +74,19 @@ export async function exportHf(dir: string, out: string, iteration?: number): Pr
 }
 
 /** Runs the export with `args`; returns the process exit code. */
-export async function main(args: string[]): Promise<number> {
-  let f: FlagValues;
-  try {
-    f = parseFlags(args, EXPORT_FLAGS);
-    if (f.help) {
-      console.log(helpText(USAGE, EXPORT_FLAGS));
-      return 0;
-    }
-    if (!f.load || !f.output) throw new UsageError("--load and --output are required");
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
-      return 2;
-    }
-    throw e;
-  }
-  try {
-    console.log(
-      await exportHf(f.load as string, f.output as string, f.iteration as number | undefined),
-    );
+export function main(args: string[]): Promise<number> {
+  return handled(args, async () => {
+    const f = parseCommandLine(args, EXPORT_FLAGS, USAGE, (f) => {
+      if (!f.load || !f.output) throw new UsageError("--load and --output are required");
+    });
+    if (typeof f === "number") return f;
+    const dir = f.load as string, out = f.output as string;
+    // The checkpoint first (cheap), then the output, so a bad --load leaves nothing behind.
+    await resolveIterDir(dir, f.iteration as number | undefined);
+    await ensureWritableDir("--output", out, { create: false });
+    console.log(await exportHf(dir, out, f.iteration as number | undefined));
     return 0;
-  } catch (e) {
-    if (e instanceof CheckpointError) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
-    throw e;
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

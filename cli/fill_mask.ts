@@ -8,15 +8,14 @@
  * @module
  */
 
-import { DEFAULT_BACKEND, NoAdapterError, parseBackend } from "../core/gpu.ts";
+import { DEFAULT_BACKEND, parseBackend } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { bertBasicTokenize } from "../data/bert_basic.ts";
-import { DataError } from "../data/errors.ts";
 import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
-import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadBert } from "./bert_model.ts";
+import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task fill-mask`. */
@@ -45,6 +44,7 @@ export const FILL_MASK_FLAGS: Record<string, FlagSpec> = {
     help: "WebGPU implementation",
     group: "Device",
   },
+  ...DEBUG_FLAG,
 };
 
 const USAGE =
@@ -180,7 +180,11 @@ export async function fillMask(
 }
 
 /** Runs `deno task fill-mask` with `args`; returns the process exit code. */
-export async function main(args: string[]): Promise<number> {
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, FILL_MASK_FLAGS, USAGE, validateFillMaskFlags);
   if (typeof f === "number") return f;
   let device: Device | undefined;
@@ -206,16 +210,6 @@ export async function main(args: string[]): Promise<number> {
     if (f.json) console.log(JSON.stringify({ text, masks }));
     model.dispose();
     return 0;
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    if (e instanceof DataError || e instanceof CheckpointError || e instanceof NoAdapterError) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
-    throw e;
   } finally {
     await device?.close();
   }

@@ -37,6 +37,17 @@ export class UsageError extends Error {
 /** Parsed values keyed by flag name (kebab-case). */
 export type FlagValues = Record<string, number | string | boolean | undefined>;
 
+/** The flags each parse result was given explicitly (not by default). */
+const given = new WeakMap<FlagValues, Set<string>>();
+
+/**
+ * Whether `name` was on the command line that produced `f` (rather than a
+ * default); false for values not made by {@link parseFlags}.
+ */
+export function wasGiven(f: FlagValues, name: string): boolean {
+  return given.get(f)?.has(name) ?? false;
+}
+
 /** Parses `args` against `specs`. */
 export function parseFlags(args: string[], specs: Record<string, FlagSpec>): FlagValues {
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
@@ -54,15 +65,26 @@ export function parseFlags(args: string[], specs: Record<string, FlagSpec>): Fla
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (e) {
-    const msg = (e as Error).message.replace(/\. To specify.*$/s, "");
-    throw new UsageError(msg);
+    const raw = (e as Error).message;
+    const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(raw);
+    if (ambiguous) {
+      const flag = ambiguous[1];
+      throw new UsageError(`${flag} takes a value; write one starting with "-" as ${flag}=-…`);
+    }
+    const msg = raw.replace(/\. To specify.*$/s, "");
+    throw new UsageError(
+      /^Unknown option/.test(msg) ? `${msg} (--help lists the flags)` : msg,
+    );
   }
   const out: FlagValues = {};
+  const names = new Set<string>();
+  given.set(out, names);
   for (const [name, s] of Object.entries(specs)) out[name] = s.default;
   if (parsed.values.help) out.help = true;
   for (const [rawName, raw] of Object.entries(parsed.values)) {
     if (rawName === "help") continue;
     const name = aliasOf.get(rawName) ?? rawName;
+    names.add(name);
     const s = specs[name];
     if (s.type === "boolean") {
       out[name] = raw as boolean;
@@ -116,8 +138,9 @@ export function helpText(usage: string, specs: Record<string, FlagSpec>): string
 
 /**
  * The shared front of a command: parses `args`, prints the help for `--help`
- * (exit 0), runs `validate`, and turns a {@link UsageError} into a message and
- * exit code 2. Returns the flags, or the exit code when the command should stop.
+ * (exit 0) and runs `validate`. Returns the flags, or the exit code when the
+ * command should stop; a {@link UsageError} is thrown on (the entry point prints
+ * it as one line and exits 2: see cli/errors.ts).
  */
 export function parseCommandLine(
   args: string[],
@@ -125,19 +148,11 @@ export function parseCommandLine(
   usage: string,
   validate: (f: FlagValues) => void = () => {},
 ): FlagValues | number {
-  try {
-    const f = parseFlags(args, specs);
-    if (f.help) {
-      console.log(helpText(usage, specs));
-      return 0;
-    }
-    validate(f);
-    return f;
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}\nRun with --help for the list of flags.`);
-      return 2;
-    }
-    throw e;
+  const f = parseFlags(args, specs);
+  if (f.help) {
+    console.log(helpText(usage, specs));
+    return 0;
   }
+  validate(f);
+  return f;
 }

@@ -10,14 +10,14 @@
 
 import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
-import { NoAdapterError, parseBackend } from "../core/gpu.ts";
+import { parseBackend } from "../core/gpu.ts";
 import { DataRng } from "../data/rng.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
-import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
 import { TextStream } from "./text_stream.ts";
 export { TextStream };
+import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task generate`. */
@@ -54,6 +54,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
     help: "WebGPU implementation",
     group: "Device",
   },
+  ...DEBUG_FLAG,
 };
 
 const USAGE = `Usage: deno task generate (--load DIR | --init-from-hf DIR) --prompt TEXT [flags]
@@ -76,7 +77,11 @@ async function write(text: string): Promise<void> {
 }
 
 /** Runs generation with `args`; returns the process exit code. */
-export async function main(args: string[]): Promise<number> {
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, GENERATE_FLAGS, USAGE, validateGenerateFlags);
   if (typeof f === "number") return f;
   let device: Device | undefined;
@@ -136,16 +141,6 @@ export async function main(args: string[]): Promise<number> {
     );
     model.dispose();
     return 0;
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    if (e instanceof CheckpointError || e instanceof NoAdapterError) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
-    throw e;
   } finally {
     await device?.close();
   }

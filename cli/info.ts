@@ -7,6 +7,8 @@
 import { parseArgs } from "node:util";
 import { type AdapterSummary, Device } from "../core/device.ts";
 import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
+import { handled } from "./errors.ts";
+import { UsageError } from "./flags.ts";
 
 const HELP = `Usage: deno task info [--backend deno|dawn] [--json]
 
@@ -15,6 +17,7 @@ matter for training (binding sizes, workgroup sizes, storage buffers per stage).
 
   --backend NAME   only this backend (default: all of ${BACKENDS.join(", ")})
   --json           one JSON object per backend instead of text
+  --debug          print the stack trace of any error
   -h, --help       this text`;
 
 /** Probes one backend; returns its summary or the error message. */
@@ -36,7 +39,11 @@ function printSummary(s: AdapterSummary): void {
 }
 
 /** Entry point. */
-export async function main(args: string[]): Promise<number> {
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -44,16 +51,22 @@ export async function main(args: string[]): Promise<number> {
       options: {
         backend: { type: "string" },
         json: { type: "boolean", default: false },
+        debug: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
   } catch (e) {
-    console.error(`${(e as Error).message}\n\n${HELP}`);
-    return 2;
+    const msg = (e as Error).message.replace(/\. To specify.*$/s, "");
+    throw new UsageError(`${msg} (--help lists the flags)`);
   }
   if (values.help) {
     console.log(HELP);
     return 0;
+  }
+  if (values.backend !== undefined && !(BACKENDS as readonly string[]).includes(values.backend)) {
+    throw new UsageError(
+      `--backend must be one of ${BACKENDS.join(", ")}, got "${values.backend}"`,
+    );
   }
   const backends = values.backend ? [parseBackend(values.backend)] : [...BACKENDS];
   let found = 0;
@@ -69,7 +82,7 @@ export async function main(args: string[]): Promise<number> {
     }
   }
   if (found === 0) {
-    console.error("No WebGPU adapter found on any backend (see the advice above).");
+    console.error("error: no WebGPU adapter found on any backend (see the advice above)");
     return 1;
   }
   return 0;

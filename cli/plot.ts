@@ -4,12 +4,16 @@
  * @module
  */
 
+import { DataError } from "../data/errors.ts";
+import { DEBUG_FLAG, handled, oneLine } from "./errors.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
+import { checkWritableFile } from "./paths.ts";
 
 /** Flags of `deno task plot`. */
 export const PLOT_FLAGS: Record<string, FlagSpec> = {
   "output": { type: "string", help: "SVG file to write (default: the input with .svg)" },
   "title": { type: "string", help: "chart title (default: the file name)" },
+  ...DEBUG_FLAG,
 };
 
 /** One point of a curve. */
@@ -30,7 +34,7 @@ export function curves(jsonl: string): { train: Point[]; val: Point[] } {
     try {
       r = JSON.parse(line);
     } catch {
-      throw new UsageError(`line ${i + 1} is not JSON: ${line.slice(0, 60)}`);
+      throw new DataError(`line ${i + 1} is not JSON: ${line.slice(0, 60)}`);
     }
     if (typeof r.iteration !== "number") return;
     if (Number.isFinite(r.loss)) train.push({ x: r.iteration, y: r.loss });
@@ -58,7 +62,7 @@ function ticks(lo: number, hi: number, n: number): number[] {
 export function lossSvg(train: Point[], val: Point[], title: string): string {
   const W = 800, H = 480, L = 70, R = 20, T = 40, B = 50;
   const all = [...train, ...val];
-  if (all.length === 0) throw new UsageError("no iterations with a loss in the log");
+  if (all.length === 0) throw new DataError("no iterations with a loss in the log");
   const x0 = Math.min(...all.map((p) => p.x)), x1 = Math.max(...all.map((p) => p.x));
   const y0 = Math.min(...all.map((p) => p.y)), y1 = Math.max(...all.map((p) => p.y));
   const sx = (x: number) => L + ((x - x0) / (x1 - x0 || 1)) * (W - L - R);
@@ -113,37 +117,42 @@ export function lossSvg(train: Point[], val: Point[], title: string): string {
 }
 
 /** Entry point; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
-  try {
+export function main(args: string[]): Promise<number> {
+  return handled(args, async () => {
     const positional = args.filter((a, i) =>
       !a.startsWith("-") && !(i > 0 && ["--output", "--title"].includes(args[i - 1]))
     );
     const f = parseFlags(args.filter((a) => !positional.includes(a)), PLOT_FLAGS);
-    if (f.help || positional.length !== 1) {
-      console.log(
-        helpText("Usage: deno task plot LOG.jsonl [--output OUT.svg] [--title TEXT]", PLOT_FLAGS),
+    const usage = "Usage: deno task plot LOG.jsonl [--output OUT.svg] [--title TEXT]";
+    if (f.help) {
+      console.log(helpText(usage, PLOT_FLAGS));
+      return 0;
+    }
+    if (positional.length !== 1) {
+      throw new UsageError(
+        `give one LOG.jsonl to plot, got ${positional.length} (${usage.slice(7)})`,
       );
-      return f.help ? 0 : 2;
     }
     const file = positional[0];
     let text: string;
     try {
       text = await Deno.readTextFile(file);
-    } catch {
-      throw new UsageError(`cannot read ${file}`);
+    } catch (e) {
+      throw new DataError(`cannot read ${file}: ${oneLine((e as Error).message)}`);
     }
-    const { train, val } = curves(text);
     const out = (f.output as string | undefined) ?? file.replace(/\.jsonl?$/, "") + ".svg";
-    await Deno.writeTextFile(out, lossSvg(train, val, (f.title as string | undefined) ?? file));
+    await checkWritableFile("--output", out);
+    let train: Point[], val: Point[], svg: string;
+    try {
+      ({ train, val } = curves(text));
+      svg = lossSvg(train, val, (f.title as string | undefined) ?? file);
+    } catch (e) {
+      throw e instanceof DataError ? new DataError(`${file}: ${e.message}`) : e;
+    }
+    await Deno.writeTextFile(out, svg);
     console.log(`wrote ${out} (${train.length} training points, ${val.length} validation points)`);
     return 0;
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -9,6 +9,9 @@ import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
 import { MAX_BIN_VOCAB, writeTokenBin } from "../data/token_bin.ts";
 import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
+import { handled } from "./errors.ts";
+import { UsageError } from "./flags.ts";
+import { checkWritableFile } from "./paths.ts";
 
 const HELP =
   `Usage: deno task preprocess --output OUT.bin [--data-path IN] [--tokenizer gpt2|byte|bert]
@@ -23,6 +26,7 @@ Options:
     TOKENIZER_NAMES.join(" | ")
   } (default gpt2); its vocabulary must fit in uint16
   --output PATH      the .bin file to write (required)
+  --debug            print the stack trace of any error
   -h, --help         show this help
 `;
 
@@ -57,48 +61,52 @@ export async function preprocess(
 }
 
 /** Command-line entry point; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        "data-path": { type: "string" },
-        tokenizer: { type: "string", default: "gpt2" },
-        output: { type: "string", short: "o" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    console.error(`preprocess: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (values.output === undefined) {
-    console.error(`preprocess: --output is required\n\n${HELP}`);
-    return 2;
-  }
-  try {
+export function main(args: string[]): Promise<number> {
+  return handled(args, async () => {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args,
+        options: {
+          "data-path": { type: "string" },
+          tokenizer: { type: "string", default: "gpt2" },
+          output: { type: "string", short: "o" },
+          debug: { type: "boolean" },
+          help: { type: "boolean", short: "h" },
+        },
+        strict: true,
+        allowPositionals: false,
+      }));
+    } catch (e) {
+      const msg = (e as Error).message.replace(/\. To specify.*$/s, "");
+      throw new UsageError(`${msg} (--help lists the flags)`);
+    }
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    if (values.output === undefined) throw new UsageError("--output OUT.bin is required");
+    if (!(TOKENIZER_NAMES as readonly string[]).includes(values.tokenizer!)) {
+      throw new UsageError(
+        `--tokenizer must be one of ${TOKENIZER_NAMES.join(", ")}, got "${values.tokenizer}"`,
+      );
+    }
+    await checkWritableFile("--output", values.output);
     const t0 = performance.now();
-    const r = await preprocess(values["data-path"], values.tokenizer!, values.output);
+    let r;
+    try {
+      r = await preprocess(values["data-path"], values.tokenizer!, values.output);
+    } catch (e) {
+      if (e instanceof RangeError) throw new DataError(e.message);
+      throw e;
+    }
     const ms = performance.now() - t0;
     console.log(
       `wrote ${r.tokens} ${values.tokenizer} tokens (${r.bytes} bytes) from ${r.chars} characters ` +
         `to ${values.output} in ${ms.toFixed(0)} ms`,
     );
     return 0;
-  } catch (e) {
-    if (e instanceof DataError || e instanceof RangeError) {
-      console.error(`preprocess: ${e.message}`);
-      return 1;
-    }
-    throw e;
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

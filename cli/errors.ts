@@ -1,0 +1,131 @@
+/**
+ * How every command of the command line ends on an error: one `error: …` line
+ * on stderr, and an exit code that says whose fault it was.
+ *
+ * | exit | meaning                                                                 |
+ * | ---- | ----------------------------------------------------------------------- |
+ * | 0    | done (also: stopped by a first SIGTERM/SIGINT/SIGHUP with `--save`)     |
+ * | 1    | bad data, checkpoint or model files; an adapter limit; a runtime failure |
+ * | 2    | bad command line (flags, values, paths the flags name)                  |
+ * | 128+n | killed by signal n (a second signal, or a first one without `--save`) |
+ *
+ * User errors are typed ({@link UsageError}, {@link DataError},
+ * {@link CheckpointError}, {@link RunError}, the OS's file errors …) and print
+ * their message alone; anything else is a bug and keeps its stack trace. With
+ * `--debug` every error prints its stack.
+ * @module
+ */
+
+import { CollectiveError } from "../collectives/frame.ts";
+import { NoAdapterError } from "../core/gpu.ts";
+import { DataError } from "../data/errors.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { type FlagSpec, UsageError } from "./flags.ts";
+
+export { UsageError };
+
+/**
+ * A failure of the run itself that is not a bug: a loss that became NaN, a
+ * tensor past the adapter's limits, a file that cannot be written. Exit code 1.
+ */
+export class RunError extends Error {
+  /** A run error with `message`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "RunError";
+  }
+}
+
+/** The `--debug` flag every command takes. */
+export const DEBUG_FLAG: Record<string, FlagSpec> = {
+  "debug": { type: "boolean", help: "print the stack trace of any error" },
+};
+
+/** Whether `--debug` is among `args`. */
+export function wantsDebug(args: readonly string[]): boolean {
+  return args.includes("--debug");
+}
+
+/** `msg` on one line. */
+export function oneLine(msg: string): string {
+  return msg.replace(/\s*\n\s*/g, " ").trim();
+}
+
+const OS_ERRORS = [
+  Deno.errors.NotFound,
+  Deno.errors.PermissionDenied,
+  Deno.errors.AlreadyExists,
+  Deno.errors.IsADirectory,
+  Deno.errors.NotADirectory,
+  Deno.errors.InvalidData,
+  Deno.errors.UnexpectedEof,
+  Deno.errors.NotCapable,
+] as const;
+
+/**
+ * The exit code and message of a user error, or null for a bug. Usage errors
+ * are 2; data, checkpoint, adapter, collective, run and OS file errors are 1.
+ */
+export function classify(e: unknown): { code: 1 | 2; message: string } | null {
+  if (!(e instanceof Error)) return null;
+  if (e instanceof UsageError) return { code: 2, message: oneLine(e.message) };
+  if (e instanceof NoAdapterError) {
+    // Its advice spans lines; the first says what happened, the rest how to fix it.
+    return { code: 1, message: e.message.trimEnd() };
+  }
+  if (
+    e instanceof DataError || e instanceof CheckpointError || e instanceof RunError ||
+    e instanceof CollectiveError || OS_ERRORS.some((c) => e instanceof c)
+  ) {
+    return { code: 1, message: oneLine(e.message) };
+  }
+  return null;
+}
+
+/**
+ * Prints `e` the way the command line reports errors and returns the exit code:
+ * one `error: …` line for a user error (its stack too with `debug`), the full
+ * stack for a bug (exit 1).
+ */
+export function reportError(e: unknown, debug: boolean): number {
+  const c = classify(e);
+  if (c) {
+    console.error(`error: ${c.message}`);
+    if (debug && e instanceof Error && e.stack) console.error(e.stack);
+    return c.code;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  console.error(`error: ${oneLine(err.message)} (a bug: please report it with this trace)`);
+  console.error(err.stack ?? String(e));
+  return 1;
+}
+
+/**
+ * Runs the body of a command's `main(args)` and returns its exit code; an error
+ * it throws is printed by {@link reportError} (its stack too under `--debug` in
+ * `args`). Every `cli/*.ts` entry point runs through here.
+ */
+export async function handled(
+  args: readonly string[],
+  body: () => Promise<number>,
+): Promise<number> {
+  try {
+    return await body();
+  } catch (e) {
+    return reportError(e, wantsDebug(args));
+  }
+}
+
+/**
+ * In a rank of a multi-rank run (launched with `log: false`): rank 0 prints its
+ * error as {@link reportError} does; the other ranks print only under `--debug`
+ * (their errors are rank 0's, or reach rank 0 as the reason it was aborted).
+ */
+export function reportRankError(e: unknown, rank: number, args: readonly string[]): void {
+  const debug = wantsDebug(args);
+  if (rank === 0) reportError(e, debug);
+  else if (debug) {
+    console.error(`rank ${rank}:`);
+    reportError(e, debug);
+  }
+}
