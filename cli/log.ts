@@ -83,15 +83,41 @@ export class Progress {
   }
 }
 
-/** A JSON-lines log: one object per line, flushed as written. */
+/**
+ * A JSON-lines log: one object per line, flushed as written. A fresh run
+ * starts the file anew; a resumed run appends to it, so that the file holds the
+ * whole history once: records past the resumed iteration (written by the
+ * interrupted run after its last checkpoint, and about to be replayed) and a
+ * torn last line are dropped first.
+ */
 export class JsonLog {
   readonly #enc = new TextEncoder();
 
   private constructor(readonly file: Deno.FsFile) {}
 
-  /** Creates (truncates) `path`. */
-  static async open(path: string): Promise<JsonLog> {
-    return new JsonLog(await Deno.open(path, { write: true, create: true, truncate: true }));
+  /**
+   * Opens `path`: truncated when `resumedFrom` is undefined, else kept up to
+   * iteration `resumedFrom` (records without an iteration are kept) and
+   * appended to.
+   */
+  static async open(path: string, resumedFrom?: number): Promise<JsonLog> {
+    if (resumedFrom === undefined) {
+      return new JsonLog(await Deno.open(path, { write: true, create: true, truncate: true }));
+    }
+    let text = "";
+    try {
+      text = await Deno.readTextFile(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    const kept = keepThrough(text, resumedFrom);
+    if (kept !== text) {
+      // Rewrite through a temporary file, so a kill now leaves the old or the new log.
+      const tmp = `${path}.tmp-${Deno.pid}`;
+      await Deno.writeTextFile(tmp, kept);
+      await Deno.rename(tmp, path);
+    }
+    return new JsonLog(await Deno.open(path, { append: true, create: true }));
   }
 
   /** Appends one record. */
@@ -106,4 +132,27 @@ export class JsonLog {
     this.file.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * The lines of a JSON-lines log whose `iteration` is at most `last` (and those
+ * without one), each ending in a newline; lines that are not JSON objects (a
+ * record torn by a kill) are dropped.
+ */
+export function keepThrough(text: string, last: number): string {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let r: unknown;
+    try {
+      r = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (r === null || typeof r !== "object") continue;
+    const it = (r as { iteration?: unknown }).iteration;
+    if (typeof it === "number" && it > last) continue;
+    out.push(line + "\n");
+  }
+  return out.join("");
 }

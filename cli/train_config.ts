@@ -9,7 +9,12 @@ import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
 import { type GptConfig, validateGptConfig } from "../models/gpt.ts";
-import { type FlagSpec, type FlagValues, UsageError } from "./flags.ts";
+import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
+import { bertConfigFromHf } from "../models/hf/bert.ts";
+import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
+import { readHfConfig } from "../models/hf/io.ts";
+import { DEBUG_FLAG } from "./errors.ts";
+import { type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 
 /** Every flag of `deno task train`. */
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {
@@ -174,6 +179,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "run this node's ranks as workers (one process; default) or procs (one process each)",
   },
+  "rdzv-id": {
+    type: "string",
+    help: "the job's id at rendezvous: ranks of another job are refused",
+  },
+  ...DEBUG_FLAG,
 };
 
 /** Flags handled by the launcher (kept out of the per-rank flags). */
@@ -225,11 +235,14 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       `--global-batch-size ${gb} is not a multiple of --micro-batch-size ${mb} × data-parallel size ${dp}`,
     );
   }
-  for (
-    const n of ["hidden-dropout", "attention-dropout", "val-fraction", "adam-beta1", "adam-beta2"]
-  ) {
+  for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
     const v = f[n] as number;
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
+  }
+  for (const n of ["adam-beta1", "adam-beta2"]) {
+    const v = f[n] as number;
+    // β = 1 never forgets (the moment is the first gradient forever) and β > 1 diverges.
+    if (!(v >= 0 && v < 1)) throw new UsageError(`--${n} must be in [0, 1), got ${v}`);
   }
   if ((f["top-p"] as number) > 1) {
     throw new UsageError(`--top-p must be at most 1, got ${f["top-p"]}`);
@@ -259,4 +272,103 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/** The shape flags and the config keys they set. */
+const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
+  ["num-layers", "numLayers"],
+  ["hidden-size", "hiddenSize"],
+  ["num-attention-heads", "numHeads"],
+  ["ffn-hidden-size", "ffnHiddenSize"],
+  ["max-position-embeddings", "maxPositions"],
+];
+
+/**
+ * Reconciles the model flags with the model a run starts from, before any
+ * work: with `--init-from-hf DIR` the shape comes from `DIR/config.json`, and
+ * with `--load DIR` from the checkpoint, so a shape flag (or `--model`, or
+ * `--apply-residual-connection-post-layernorm`) given on the command line that
+ * disagrees is refused ({@link UsageError}, naming the flag and the file), not
+ * ignored. Flags not given take the checkpoint's values (in `f`); the returned
+ * arguments carry them to ranks that parse the command line again.
+ */
+export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
+  const extra: string[] = [];
+  const adopt = (flag: string, value: number | string | boolean) => {
+    f[flag] = value;
+    if (typeof value === "boolean") {
+      if (value) extra.push(`--${flag}`);
+    } else extra.push(`--${flag}`, String(value));
+  };
+  const refuse = (flag: string, given: unknown, where: string, saved: unknown, how: string) => {
+    throw new UsageError(
+      `--${flag} ${given} disagrees with ${where} (${saved}); ${how}`,
+    );
+  };
+  const hfDir = f["init-from-hf"] as string | undefined;
+  if (hfDir) {
+    const cfg = await readHfConfig(hfDir);
+    const file = `${hfDir}/config.json`;
+    const family = cfg.model_type === "bert" ? "bert" : "gpt";
+    if (family !== f.model) {
+      if (wasGiven(f, "model")) {
+        refuse("model", f.model, file, `model_type "${cfg.model_type}"`, "drop --model");
+      }
+      adopt("model", family);
+    }
+    const c = (family === "bert"
+      ? bertConfigFromHf(cfg, file)
+      : gpt2ConfigFromHf(cfg, file)) as unknown as Record<string, unknown>;
+    for (const [flag, key] of SHAPE_FLAGS) {
+      if (wasGiven(f, flag) && c[key] !== undefined && f[flag] !== c[key]) {
+        refuse(
+          flag,
+          f[flag],
+          file,
+          `${key} ${c[key]}`,
+          "with --init-from-hf the shape comes from config.json: drop the flag",
+        );
+      }
+    }
+    return extra;
+  }
+  const loadDir = f.load as string | undefined;
+  if (!loadDir) return extra;
+  const { path, iteration } = await resolveIterDir(loadDir);
+  const meta = await readMeta(path);
+  const where = `the checkpoint ${path} (iteration ${iteration})`;
+  const arch = meta.model?.arch;
+  if (arch === "gpt" || arch === "bert") {
+    if (arch !== f.model) {
+      if (wasGiven(f, "model")) refuse("model", f.model, where, `a ${arch}`, "drop --model");
+      adopt("model", arch);
+    }
+  }
+  const c = meta.model?.config ?? {};
+  for (const [flag, key] of SHAPE_FLAGS) {
+    const raw = c[key];
+    // A config saved without ffnHiddenSize has the default, 4·hidden.
+    const saved = typeof raw === "number"
+      ? raw
+      : key === "ffnHiddenSize" && typeof c.hiddenSize === "number"
+      ? 4 * c.hiddenSize
+      : undefined;
+    if (saved === undefined) continue;
+    if (wasGiven(f, flag)) {
+      if (f[flag] !== saved) {
+        refuse(flag, f[flag], where, `${key} ${saved}`, "drop the flag to resume its model");
+      }
+    } else if (typeof raw === "number" && f[flag] !== raw) {
+      // An unset position table defaults to --seq-length: adopt it only when they differ.
+      if (flag !== "max-position-embeddings" || raw !== f["seq-length"]) adopt(flag, raw);
+    }
+  }
+  const post = "apply-residual-connection-post-layernorm";
+  if (arch === "bert" && typeof c.postLayerNorm === "boolean" && c.postLayerNorm !== !!f[post]) {
+    if (wasGiven(f, post)) {
+      refuse(post, "", where, c.postLayerNorm ? "post-LN" : "pre-LN", "drop the flag");
+    }
+    adopt(post, c.postLayerNorm);
+  }
+  return extra;
 }

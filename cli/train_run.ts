@@ -51,8 +51,11 @@ import {
 } from "../models/checkpoint/mod.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { assignBert, bertPaddedRows } from "../models/hf/bert.ts";
+import { RunError } from "./errors.ts";
 import type { FlagValues } from "./flags.ts";
+import { checkAttentionFits, limitError } from "./limits.ts";
 import { formatLogLine, JsonLog, Progress } from "./log.ts";
+import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { TextStream } from "./text_stream.ts";
 import { bertConfigFromFlags, gptConfigFromFlags } from "./train_config.ts";
 import { checkedConfig, readHfBert } from "./bert_model.ts";
@@ -100,8 +103,16 @@ function bertTensors(
   };
 }
 
-/** Trains on this rank. `dist` is null for a single-process, single-device run. */
-export async function trainRank(f: FlagValues, dist: WorkerContext | null): Promise<TrainSummary> {
+/**
+ * Trains on this rank. `dist` is null for a single-process, single-device run.
+ * `stop` says when a signal asks the run to stop (cli/signals.ts): with
+ * `--save`, every rank stops after the same step, saves there and returns.
+ */
+export async function trainRank(
+  f: FlagValues,
+  dist: WorkerContext | null,
+  stop: StopRequest | null = null,
+): Promise<TrainSummary> {
   const tpSize = f["tensor-model-parallel-size"] as number;
   const world = dist?.world ?? 1;
   const groups = dist ? parallelGroups(dist.group, tpSize) : null;
@@ -178,6 +189,11 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
   const device = await Device.create({ backend, provider });
   dist?.deviceAcquired();
   try {
+    checkAttentionFits(device, {
+      microBatch: mb,
+      headsPerRank: (hfBert?.config.numHeads ?? (f["num-attention-heads"] as number)) / tpSize,
+      seqLength: T,
+    });
     const timer: CommTimer = { ms: 0 };
     const measureComm = !!f["measure-comm"];
     const tpGroup = groups
@@ -335,7 +351,6 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank)`,
     );
 
-    const json = isLogger && f["log-json"] ? await JsonLog.open(f["log-json"] as string) : null;
     const progress = new Progress(iters, isLogger ? undefined : false);
     const evaluate = () =>
       trainer.evaluate(
@@ -348,6 +363,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
     let lastVal = NaN, lastTrain = NaN;
     let steadyMs = 0, steadyComm = 0;
     let startIter = 1;
+    let stopAt = 0;
     const runStart = performance.now();
     if (f.load) {
       const r = await loadCheckpoint(f.load as string, {
@@ -370,6 +386,11 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         }`,
       );
     }
+    // A resumed run appends to its log, dropping what the interrupted run wrote
+    // past its checkpoint (those iterations run again).
+    const json = isLogger && f["log-json"]
+      ? await JsonLog.open(f["log-json"] as string, f.load ? startIter - 1 : undefined)
+      : null;
     const saveDir = f.save as string | undefined;
     const saveInterval = (f["save-interval"] as number | undefined) ?? Infinity;
     let vocabSaved = false;
@@ -398,28 +419,55 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
       });
       if (isLogger) progress.line(`saved checkpoint at iteration ${it} to ${saveDir}`);
     };
+    // With --save, the ranks agree after every step whether a signal asks them to stop.
+    const stopFlag = saveDir && dist && stop ? dist.group.alloc(1) : null;
+    let stoppedBy: Deno.Signal | null = null;
+    let prev: { lr: number; gradNorm: number } | null = null;
+    const clip = f["clip-grad"] as number;
+    const from = f.load
+      ? `loaded from ${f.load}`
+      : hfDir
+      ? `loaded from ${hfDir}`
+      : `initialized from --seed ${seed}`;
     for (let it = startIter; it <= iters; it++) {
       const t0 = performance.now();
       const c0 = timer.ms;
-      const r = await trainer.step(accum, (i) => {
-        void i;
-        if (gptSampler) return lossOfGpt(gptSampler.next(), dpRank * mb, mb);
-        return lossOfBert(bertSampler!.next(), dpRank * mb, mb, dp);
-      });
+      let r;
+      try {
+        r = await trainer.step(accum, (i) => {
+          void i;
+          if (gptSampler) return lossOfGpt(gptSampler.next(), dpRank * mb, mb);
+          return lossOfBert(bertSampler!.next(), dpRank * mb, mb, dp);
+        });
+      } catch (e) {
+        throw limitError(e, { microBatch: mb, seqLength: T }) ?? e;
+      }
       const ms = performance.now() - t0;
       if (it > startIter) {
         steadyMs += ms;
         steadyComm += timer.ms - c0;
       }
       if (!Number.isFinite(r.loss)) {
-        throw new Error(`loss became ${r.loss} at iteration ${it}; lower --lr`);
+        throw new RunError(nonFiniteLossMessage(r.loss, it, it === startIter, from, prev, clip));
+      }
+      prev = { lr: r.lr, gradNorm: r.gradNorm };
+      // Let the event loop run the signal listeners (GPU waits may not reach it).
+      if (stop) await new Promise((res) => setTimeout(res, 0));
+      if (stop && saveDir) {
+        let n = stop.signal ? SIGNAL_NUMBERS[stop.signal] : 0;
+        if (stopFlag) {
+          stopFlag[0] = n;
+          await dist!.group.allReduce(stopFlag, "max");
+          n = stopFlag[0];
+        }
+        stoppedBy = signalOfNumber(n);
       }
       windowLoss += r.loss;
       windowNorm += r.gradNorm;
       windowComm += timer.ms - c0;
       windowSteps++;
       let valLoss: number | undefined;
-      if (it % (f["eval-interval"] as number) === 0 || it === iters) {
+      if (!stoppedBy && (it % (f["eval-interval"] as number) === 0 || it === iters)) {
         valLoss = await evaluate();
         lastVal = valLoss;
       }
@@ -433,7 +481,7 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
         consumed_tokens: it * gb * T,
         ...(valLoss !== undefined ? { val_loss: valLoss, val_ppl: Math.exp(valLoss) } : {}),
       });
-      if (it % (f["log-interval"] as number) === 0 || it === iters) {
+      if (it % (f["log-interval"] as number) === 0 || it === iters || stoppedBy) {
         const msPerIter = (performance.now() - windowStart) / windowSteps;
         lastTrain = windowLoss / windowSteps;
         if (isLogger) {
@@ -467,11 +515,28 @@ export async function trainRank(f: FlagValues, dist: WorkerContext | null): Prom
           }`,
         );
       }
-      if (saveDir && (it % saveInterval === 0 || it === iters)) await save(it);
+      if (saveDir && (it % saveInterval === 0 || it === iters || stoppedBy)) await save(it);
       if (isLogger) progress.update(it);
+      if (stoppedBy) {
+        stopAt = it;
+        break;
+      }
     }
+    stop?.finished();
     progress.done();
     await json?.close();
+    if (stoppedBy) {
+      say(
+        `\nstopped by ${stoppedBy} after iteration ${stopAt}; resume with --load ${saveDir}`,
+      );
+      return {
+        valLoss: lastVal,
+        trainLoss: lastTrain,
+        msPerStep: steadyMs / Math.max(1, stopAt - startIter),
+        commShare: steadyMs > 0 ? steadyComm / steadyMs : 0,
+        params: fullParams,
+      };
+    }
     say(
       `\ntrained ${iters - startIter + 1} steps in ${
         ((performance.now() - runStart) / 1000).toFixed(1)
@@ -538,4 +603,33 @@ async function sample(
     if (print) await Deno.stdout.write(enc.encode(stream.push(t)));
   }
   if (print) console.log(stream.flush() + "\n");
+}
+
+/**
+ * Why the loss is not finite, with what points at the cause: the iteration; at
+ * the first step (before any update) the starting weights; after that the
+ * previous step's learning rate and gradient norm (and whether it was clipped).
+ */
+export function nonFiniteLossMessage(
+  loss: number,
+  it: number,
+  first: boolean,
+  from: string,
+  prev: { lr: number; gradNorm: number } | null,
+  clip: number,
+): string {
+  const e = (x: number) => x.toExponential(2).toUpperCase();
+  if (first || !prev) {
+    return `the loss is ${loss} at iteration ${it}, the first step, before any update: the ` +
+      `starting weights (${from}) overflow in the forward pass; check them, or the data`;
+  }
+  const norm = Number.isFinite(prev.gradNorm) ? e(prev.gradNorm) : String(prev.gradNorm);
+  const exploded = !Number.isFinite(prev.gradNorm) || prev.gradNorm > 1e3;
+  const clipped = clip > 0 ? `clipped to ${clip}` : "not clipped";
+  return `the loss became ${loss} at iteration ${it}, after the update of iteration ${it - 1} ` +
+    `(learning rate ${e(prev.lr)}, gradient norm ${norm}, ${clipped}): ` +
+    (exploded
+      ? `the gradients exploded; lower --lr${clip > 0 ? "" : " or clip them (--clip-grad 1)"}`
+      : `the learning rate is too high for these weights; lower --lr or warm up longer ` +
+        `(--lr-warmup-iters)`);
 }

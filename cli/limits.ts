@@ -1,0 +1,64 @@
+/**
+ * Adapter limits named as flags. Most tensors are bound in windows past
+ * `maxStorageBufferBindingSize` (core/windows.ts), but the attention scores of
+ * a micro-batch (`micro-batch × heads per rank × seq²` floats) are one binding:
+ * a `--seq-length` too long for the adapter is refused before the first step,
+ * with the flags and the limit named, instead of failing inside a kernel.
+ * @module
+ */
+
+import type { Device } from "../core/device.ts";
+import { RunError } from "./errors.ts";
+
+/** `n` bytes, in MiB or GiB. */
+function size(n: number): string {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`;
+}
+
+/** The shape of the attention a micro-batch computes on one rank. */
+export interface AttentionShape {
+  /** Sequences per micro-batch on this rank. */
+  microBatch: number;
+  /** Attention heads on this rank (heads / tensor-parallel size). */
+  headsPerRank: number;
+  /** Tokens per sequence. */
+  seqLength: number;
+}
+
+/**
+ * Throws a {@link RunError} naming `--seq-length`, `--micro-batch-size` and the
+ * adapter's binding limit when the attention scores of one micro-batch do not
+ * fit one storage binding of `device`.
+ */
+export function checkAttentionFits(device: Device, s: AttentionShape): void {
+  const limit = device.maxBindingBytes;
+  const bytes = 4 * s.microBatch * s.headsPerRank * s.seqLength ** 2;
+  if (bytes <= limit) return;
+  const longest = Math.floor(Math.sqrt(limit / (4 * s.microBatch * s.headsPerRank)));
+  throw new RunError(
+    `--seq-length ${s.seqLength} is too long for this adapter: the attention scores of a ` +
+      `micro-batch (--micro-batch-size ${s.microBatch} × ${s.headsPerRank} heads per rank × ` +
+      `${s.seqLength}² floats) take ${size(bytes)}, over its ${size(limit)} per binding ` +
+      `(maxStorageBufferBindingSize); use --seq-length ≤ ${longest} at this batch, a smaller ` +
+      `--micro-batch-size, or more --tensor-model-parallel-size`,
+  );
+}
+
+const LIMIT_MESSAGES =
+  /maxStorageBufferBindingSize|maxBufferSize|maxComputeWorkgroupsPerDimension|past what a software adapter computes/;
+
+/**
+ * A {@link RunError} naming the size flags for an adapter limit hit inside a
+ * kernel (`e`'s message says which limit), or null for any other error.
+ */
+export function limitError(
+  e: unknown,
+  s: { microBatch: number; seqLength: number },
+): RunError | null {
+  if (!(e instanceof Error) || !LIMIT_MESSAGES.test(e.message)) return null;
+  return new RunError(
+    `a tensor of this model is past an adapter limit at --seq-length ${s.seqLength} and ` +
+      `--micro-batch-size ${s.microBatch}; lower them (or --hidden-size, or raise ` +
+      `--tensor-model-parallel-size). The kernel said: ${e.message.replace(/\s*\n\s*/g, " ")}`,
+  );
+}

@@ -1,0 +1,166 @@
+/**
+ * Stopping a training run by signal without losing work, as Megatron's
+ * `--exit-signal-handler` does. With `--save`, the first SIGTERM, SIGINT or
+ * SIGHUP lets every rank finish the step it is in; the ranks agree to stop at
+ * the same iteration (a flag all-reduced after each step), save a checkpoint
+ * there and exit 0. A second signal exits at once (128 + the signal's number).
+ * Without `--save` there is nothing to keep, and the first signal exits at once.
+ *
+ * Signals reach the main thread of a process (a Worker's own listeners do not
+ * keep the process alive), so the main thread owns them: it runs the training
+ * itself in a single-process run, or tells its Workers through a
+ * `BroadcastChannel` ({@link STOP_CHANNEL}). Under `--launcher procs` the
+ * launcher passes signals on to each rank process, whose main thread does the same.
+ * @module
+ */
+
+/** The signals that stop a run. */
+export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
+
+/** POSIX numbers of {@link STOP_SIGNALS} (for the all-reduced flag and exit codes). */
+export const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+
+/** The signal of a POSIX number (one of {@link STOP_SIGNALS}), or null. */
+export function signalOfNumber(n: number): Deno.Signal | null {
+  return STOP_SIGNALS.find((s) => SIGNAL_NUMBERS[s] === n) ?? null;
+}
+
+/** The channel a process's main thread uses to tell its Workers to stop. */
+export const STOP_CHANNEL = "webgpu-megatron:stop";
+
+type ChannelMsg =
+  | { type: "stop"; signal: Deno.Signal }
+  | { type: "hello" }
+  | { type: "finished" };
+
+/** What a training loop reads to learn that it should stop. */
+export interface StopRequest {
+  /** The stop signal received, or null. */
+  readonly signal: Deno.Signal | null;
+  /** The loop is over (its last checkpoint written): any further signal exits at once. */
+  finished(): void;
+}
+
+/** What the main thread's handler needs to know. */
+export interface SignalHandlerOptions {
+  /** Whether a checkpoint can be written (`--save`): else the first signal exits at once. */
+  canSave: boolean;
+  /** Print what happens (this process hosts rank 0). */
+  print: boolean;
+  /** Tell this process's Workers through {@link STOP_CHANNEL}. */
+  workers: boolean;
+  /** Exits the process (tests pass their own). */
+  exit?: (code: number) => void;
+}
+
+/**
+ * The main thread's handler of {@link STOP_SIGNALS} (see the module notes).
+ * Install with {@link SignalHandler.install}; it is also the
+ * {@link StopRequest} of a single-process run.
+ */
+export class SignalHandler implements StopRequest {
+  #signal: Deno.Signal | null = null;
+  #finished = false;
+  #channel: BroadcastChannel | null = null;
+  readonly #listeners: [Deno.Signal, () => void][] = [];
+  readonly #exit: (code: number) => void;
+
+  /** A handler; nothing is listened to before {@link install}. */
+  constructor(readonly opts: SignalHandlerOptions) {
+    this.#exit = opts.exit ?? ((code) => Deno.exit(code));
+  }
+
+  /** The first signal received, or null. */
+  get signal(): Deno.Signal | null {
+    return this.#signal;
+  }
+
+  /** Starts listening (and, for Workers, opens the channel). */
+  install(): this {
+    if (this.opts.workers) {
+      this.#channel = new BroadcastChannel(STOP_CHANNEL);
+      this.#channel.onmessage = (e: MessageEvent<ChannelMsg>) => {
+        // A Worker that opened its channel after the signal asks for the state.
+        if (e.data.type === "hello" && this.#signal) {
+          this.#channel!.postMessage({ type: "stop", signal: this.#signal });
+        }
+        if (e.data.type === "finished") this.#finished = true;
+      };
+    }
+    for (const sig of STOP_SIGNALS) {
+      const fn = () => this.receive(sig);
+      Deno.addSignalListener(sig, fn);
+      this.#listeners.push([sig, fn]);
+    }
+    return this;
+  }
+
+  /** Stops listening. */
+  dispose(): void {
+    for (const [sig, fn] of this.#listeners.splice(0)) Deno.removeSignalListener(sig, fn);
+    this.#channel?.close();
+    this.#channel = null;
+  }
+
+  /** The training loop is over: a signal now exits at once. */
+  finished(): void {
+    this.#finished = true;
+  }
+
+  /** Handles `sig` (called by the listeners; public for tests). */
+  receive(sig: Deno.Signal): void {
+    const code = 128 + SIGNAL_NUMBERS[sig];
+    if (this.#signal) {
+      console.error(`${sig} again: exiting at once (exit ${code}); the last checkpoint stands`);
+      return this.#exit(code);
+    }
+    if (!this.opts.canSave || this.#finished) {
+      console.error(
+        this.#finished
+          ? `${sig}: exiting (exit ${code}); training was over and its checkpoint written`
+          : `${sig}: exiting (exit ${code}); no --save, so nothing is saved`,
+      );
+      return this.#exit(code);
+    }
+    this.#signal = sig;
+    if (this.opts.print) {
+      console.error(
+        `${sig}: finishing this step, then saving a checkpoint and exiting ` +
+          `(send it again to exit at once)`,
+      );
+    }
+    this.#channel?.postMessage({ type: "stop", signal: sig });
+  }
+}
+
+/**
+ * The {@link StopRequest} of a Worker: the main thread's {@link SignalHandler}
+ * tells it through {@link STOP_CHANNEL}. Close it when done.
+ */
+export class WorkerStopRequest implements StopRequest {
+  #signal: Deno.Signal | null = null;
+  readonly #channel = new BroadcastChannel(STOP_CHANNEL);
+
+  /** Opens the channel and asks the main thread for a signal it may already have. */
+  constructor() {
+    this.#channel.onmessage = (e: MessageEvent<ChannelMsg>) => {
+      if (e.data.type === "stop") this.#signal ??= e.data.signal;
+    };
+    this.#channel.postMessage({ type: "hello" });
+  }
+
+  /** The stop signal received, or null. */
+  get signal(): Deno.Signal | null {
+    return this.#signal;
+  }
+
+  /** Tells the main thread that the loop is over. */
+  finished(): void {
+    this.#channel.postMessage({ type: "finished" });
+  }
+
+  /** Closes the channel. */
+  close(): void {
+    this.#channel.close();
+  }
+}
