@@ -38,19 +38,24 @@ export async function runCli(
   script: string,
   args: string[],
   cwd?: string,
-  opts: { retryOnCrash?: boolean } = {},
+  opts: { retryOnCrash?: boolean; timeoutMs?: number } = {},
 ): Promise<CliResult> {
-  const r = await runOnce(script, args, cwd);
+  const r = await runOnce(script, args, cwd, opts.timeoutMs);
   if (!opts.retryOnCrash || !isRuntimeCrash(r)) return r;
   console.warn(
     `warning: ${script} crashed in the runtime (exit ${r.code}: ${
       r.stderr.trim().split("\n").pop()
     }); retrying once`,
   );
-  return await runOnce(script, args, cwd);
+  return await runOnce(script, args, cwd, opts.timeoutMs);
 }
 
-async function runOnce(script: string, args: string[], cwd?: string): Promise<CliResult> {
+async function runOnce(
+  script: string,
+  args: string[],
+  cwd?: string,
+  timeoutMs?: number,
+): Promise<CliResult> {
   const xdg = await Deno.makeTempDir({ prefix: "xdg-" });
   await Deno.chmod(xdg, 0o700);
   const out = await new Deno.Command(Deno.execPath(), {
@@ -59,8 +64,104 @@ async function runOnce(script: string, args: string[], cwd?: string): Promise<Cl
     env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
+    // A run past its time limit is killed (SIGKILL): exit code 137.
+    signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined,
   }).output();
   await Deno.remove(xdg, { recursive: true });
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** A CLI started with {@link startCli}: its output so far, signals, and its end. */
+export interface RunningCli {
+  /** The child process id. */
+  pid: number;
+  /** Standard output so far. */
+  stdout(): string;
+  /** Standard error so far. */
+  stderr(): string;
+  /**
+   * Resolves when `pattern` matches the output (`stdout` or `stderr`); rejects
+   * when the process ends first or `timeoutMs` passes.
+   */
+  waitFor(pattern: RegExp, stream?: "stdout" | "stderr", timeoutMs?: number): Promise<void>;
+  /** Sends `sig` to the process. */
+  kill(sig: Deno.Signal): void;
+  /** Resolves with the result when the process has exited (killed after `timeoutMs`). */
+  done(timeoutMs?: number): Promise<CliResult>;
+}
+
+/**
+ * Starts `deno run -A <script> ...args` from the repository root, reading its
+ * output as it comes (for tests that signal a run in progress).
+ */
+export function startCli(script: string, args: string[]): RunningCli {
+  const xdg = Deno.makeTempDirSync({ prefix: "xdg-" });
+  Deno.chmodSync(xdg, 0o700);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(script, root).pathname, ...args],
+    cwd: root.pathname,
+    env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const text = { stdout: "", stderr: "" };
+  let wake = () => {};
+  const pump = async (name: "stdout" | "stderr", s: ReadableStream<Uint8Array>) => {
+    const dec = new TextDecoder();
+    for await (const chunk of s) {
+      text[name] += dec.decode(chunk, { stream: true });
+      wake();
+    }
+  };
+  const pumps = Promise.all([pump("stdout", child.stdout), pump("stderr", child.stderr)]);
+  let exited = false;
+  const status = child.status.then(async (s) => {
+    await pumps;
+    exited = true;
+    wake();
+    await Deno.remove(xdg, { recursive: true }).catch(() => {});
+    return s;
+  });
+  return {
+    pid: child.pid,
+    stdout: () => text.stdout,
+    stderr: () => text.stderr,
+    async waitFor(pattern, stream = "stdout", timeoutMs = 60000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!pattern.test(text[stream])) {
+        if (exited) {
+          throw new Error(
+            `exited before ${pattern} appeared on ${stream}:\n${text.stdout}\n${text.stderr}`,
+          );
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`${pattern} did not appear on ${stream} in ${timeoutMs} ms`);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((r) => {
+          wake = r;
+          timer = setTimeout(r, Math.min(left, 1000));
+        });
+        clearTimeout(timer);
+      }
+    },
+    kill(sig) {
+      child.kill(sig);
+    },
+    async done(timeoutMs = 60000) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const limit = new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)));
+      const s = await Promise.race([status, limit.then(() => null)]);
+      clearTimeout(timer);
+      if (!s) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+        const k = await status;
+        return { code: k.code, stdout: text.stdout, stderr: text.stderr + "\n[killed: timeout]" };
+      }
+      return { code: s.code, stdout: text.stdout, stderr: text.stderr };
+    },
+  };
 }

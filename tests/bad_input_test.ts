@@ -1,0 +1,527 @@
+/**
+ * Every bad input gets one clear line: each case below runs a command of the
+ * CLI as a subprocess and asserts that stderr holds exactly one `error: …` line
+ * (besides Dawn's two known start-up warnings) and no stack trace, the
+ * documented exit code (2 for the command line, 1 for data, checkpoints and
+ * runtime), and, where work was done before the failure, that it is on disk.
+ * Most cases fail before any device is opened.
+ */
+
+import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
+import { classify, reportError, RunError } from "../cli/errors.ts";
+import { UsageError } from "../cli/flags.ts";
+import { DataError } from "../data/errors.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { type CliResult, runCli } from "./cli_helpers.ts";
+
+const tiny = [
+  "--num-layers",
+  "1",
+  "--hidden-size",
+  "32",
+  "--num-attention-heads",
+  "2",
+  "--seq-length",
+  "16",
+  "--micro-batch-size",
+  "2",
+  "--eval-iters",
+  "1",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+];
+
+/** One bad input: the command, what it must print and return, and what must be on disk after. */
+interface Case {
+  /** What is wrong. */
+  name: string;
+  /** `cli/….ts`. */
+  script: string;
+  /** Its arguments. */
+  args: string[];
+  /** Exit code. */
+  code: 1 | 2;
+  /** The error line (after `error: `) must match. */
+  says: RegExp;
+  /** Checks of the files after the run. */
+  after?: (r: CliResult) => Promise<void>;
+}
+
+/** Stderr lines that are not the program's: Dawn's start-up warnings on Mesa's GL. */
+const NOISE = /^Warning: max\w+ artificially reduced from \d+ to \d+/;
+
+function assertOneLine(c: Case, r: CliResult): void {
+  const label = `${c.name}: ${c.script} ${c.args.join(" ")}`;
+  strictEqual(r.code, c.code, `${label}: exit code ${r.code}\n${r.stderr}`);
+  const lines = r.stderr.split("\n").filter((l) => l.trim() && !NOISE.test(l));
+  deepStrictEqual(lines.length, 1, `${label}: stderr is not one line:\n${r.stderr}`);
+  ok(lines[0].startsWith("error: "), `${label}: ${lines[0]}`);
+  match(lines[0].slice(7), c.says, label);
+  ok(!/^\s+at /m.test(r.stderr), `${label}: stack trace\n${r.stderr}`);
+}
+
+/** Runs `cases`, two at a time, each bounded in time. */
+async function runCases(cases: Case[]): Promise<void> {
+  const queue = [...cases];
+  const worker = async () => {
+    for (let c = queue.shift(); c; c = queue.shift()) {
+      const t0 = performance.now();
+      const r = await runCli(c.script, c.args, undefined, { timeoutMs: 60000 });
+      assertOneLine(c, r);
+      await c.after?.(r);
+      const s = ((performance.now() - t0) / 1000).toFixed(1);
+      console.log(`  ${s.padStart(5)} s  exit ${r.code}  ${c.name}`);
+    }
+  };
+  await Promise.all([worker(), worker()]);
+}
+
+/** A run that must not have trained: no iteration line on stdout. */
+function noTraining(c: Case): Case {
+  const after = c.after;
+  return {
+    ...c,
+    after: async (r) => {
+      ok(!/iteration\s+1\//.test(r.stdout), `${c.name}: training started:\n${r.stdout}`);
+      await after?.(r);
+    },
+  };
+}
+
+// Fixtures, made once: a tiny GPT checkpoint (iteration 2), its Hugging Face export, a
+// corrupt copy, an HF directory with a config.json that is not JSON, small files.
+const dir = await Deno.makeTempDir({ prefix: "bad_input-" });
+const ck = `${dir}/ck`, hf = `${dir}/hf`, corrupt = `${dir}/corrupt`, hfBad = `${dir}/hf_bad`;
+const aFile = `${dir}/a_file`;
+const fixtures = (async () => {
+  const train = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--save", ck]);
+  strictEqual(train.code, 0, train.stderr);
+  const exp = await runCli("cli/export_hf.ts", ["--load", ck, "--output", hf]);
+  strictEqual(exp.code, 0, exp.stderr);
+  await Deno.mkdir(`${corrupt}/iter_0000002`, { recursive: true });
+  for (const e of Deno.readDirSync(`${ck}/iter_0000002`)) {
+    await Deno.copyFile(`${ck}/iter_0000002/${e.name}`, `${corrupt}/iter_0000002/${e.name}`);
+  }
+  await Deno.copyFile(`${ck}/latest`, `${corrupt}/latest`);
+  await Deno.writeTextFile(`${corrupt}/iter_0000002/model_tp00.safetensors`, "garbage");
+  await Deno.mkdir(hfBad);
+  await Deno.writeTextFile(`${hfBad}/config.json`, "{not json");
+  await Deno.copyFile(`${hf}/model.safetensors`, `${hfBad}/model.safetensors`);
+  await Deno.writeTextFile(aFile, "a file, not a directory\n");
+  await Deno.writeTextFile(`${dir}/empty.txt`, "");
+  await Deno.writeTextFile(`${dir}/short.txt`, "far too short");
+  await Deno.writeTextFile(`${dir}/log.txt`, "not a log\n");
+})();
+fixtures.catch(() => {}); // reported by the tests that await it
+
+/** A directory nobody may write: /sys as root (permissions do not bind root), else chmod 555. */
+async function readOnlyDir(): Promise<string> {
+  if (Deno.uid() === 0) return "/sys";
+  const d = `${dir}/read_only`;
+  await Deno.mkdir(d, { recursive: true });
+  await Deno.chmod(d, 0o555);
+  return d;
+}
+
+const unchanged = (path: string, text: string) => async () => {
+  strictEqual(await Deno.readTextFile(path), text, `${path} changed`);
+};
+
+Deno.test("bad input, train: the command line (exit 2, before any work)", async () => {
+  const T = (name: string, args: string[], says: RegExp): Case =>
+    noTraining({ name, script: "cli/train.ts", args: [...tiny, ...args], code: 2, says });
+  await runCases([
+    T("unknown flag", ["--no-such-flag"], /Unknown option '--no-such-flag'/),
+    T("not an integer", ["--num-layers", "two"], /--num-layers expects an integer, got "two"/),
+    T(
+      "heads do not divide hidden",
+      ["--hidden-size", "30", "--num-attention-heads", "4"],
+      /--hidden-size 30 is not divisible by --num-attention-heads 4/,
+    ),
+    T(
+      "sequence longer than positions",
+      ["--seq-length", "80", "--max-position-embeddings", "64"],
+      /--seq-length 80 is longer than the position table/,
+    ),
+    T(
+      "world not divisible by tp",
+      ["--tp", "2", "--nproc-per-node", "3"],
+      /world size 3 .* not divisible by --tensor-model-parallel-size 2/,
+    ),
+    T(
+      "heads not divisible by tp",
+      ["--tp", "2", "--nproc-per-node", "2", "--num-attention-heads", "3", "--hidden-size", "48"],
+      /--num-attention-heads 3 is not divisible by the tensor-parallel size 2/,
+    ),
+    T(
+      "--dist-timeout not a duration",
+      ["--dist-timeout", "abc", "--nproc-per-node", "2"],
+      /--dist-timeout "abc" is not a duration/,
+    ),
+    T("--launcher unknown", ["--launcher", "foo", "--nproc-per-node", "2"], /--launcher must be/),
+    T("--nproc-per-node without value", ["--nproc-per-node"], /--nproc-per-node needs a value/),
+    T("--adam-beta1 1", ["--adam-beta1", "1"], /--adam-beta1 must be in \[0, 1\), got 1/),
+    T("--adam-beta2 2", ["--adam-beta2", "2"], /--adam-beta2 must be in \[0, 1\), got 2/),
+    T("--adam-beta2 1", ["--adam-beta2", "1"], /--adam-beta2 must be in \[0, 1\), got 1/),
+    T("negative value without =", ["--adam-beta1", "-0.5"], /--adam-beta1 takes a value/),
+    T("--min-lr above --lr", ["--lr", "0.1", "--min-lr", "1"], /--min-lr 1 is above --lr 0.1/),
+    T(
+      "BERT sequence too short",
+      ["--model", "bert", "--seq-length", "4"],
+      /BERT needs --seq-length/,
+    ),
+    T("--top-p above 1", ["--top-p", "2"], /--top-p must be at most 1/),
+  ]);
+});
+
+Deno.test("bad input, train: paths it will write are checked before the first step", async () => {
+  await fixtures;
+  const ro = await readOnlyDir();
+  const text = await Deno.readTextFile(aFile);
+  const T = (name: string, args: string[], says: RegExp, after?: Case["after"]): Case =>
+    noTraining({
+      name,
+      script: "cli/train.ts",
+      args: [...tiny, "--train-iters", "30", ...args],
+      code: 2,
+      says,
+      after,
+    });
+  await runCases([
+    T(
+      "--save onto a file",
+      ["--save", aFile],
+      /--save .*a_file is a file, not a directory/,
+      unchanged(aFile, text),
+    ),
+    T("--save in a read-only directory", ["--save", ro], /--save .* is not writable/),
+    T(
+      "--save that cannot be created",
+      ["--save", `${ro}/sub/ck`],
+      /--save .*: cannot create the directory/,
+    ),
+    T(
+      "--save onto a file, Workers",
+      ["--save", aFile, "--nproc-per-node", "2", "--tp", "2"],
+      /--save .*a_file is a file, not a directory/,
+    ),
+    T(
+      "--log-json in a missing directory",
+      ["--log-json", `${dir}/no/such/dir/log.jsonl`],
+      /--log-json .*: the directory .*no\/such\/dir does not exist/,
+    ),
+    T("--log-json onto a directory", ["--log-json", dir], /--log-json .* is a directory/),
+  ]);
+});
+
+Deno.test("bad input, train: data, checkpoints and models", async () => {
+  await fixtures;
+  const size = (await Deno.stat(`${corrupt}/iter_0000002/model_tp00.safetensors`)).size;
+  const T = (name: string, args: string[], code: 1 | 2, says: RegExp, after?: Case["after"]) =>
+    noTraining({
+      name,
+      script: "cli/train.ts",
+      args: [...tiny, "--train-iters", "2", ...args],
+      code,
+      says,
+      after,
+    });
+  await runCases([
+    T(
+      "missing data",
+      ["--data-path", `${dir}/none.txt`],
+      1,
+      /data path .*none\.txt.* does not exist/,
+    ),
+    T(
+      "missing data, Workers",
+      ["--data-path", `${dir}/none.txt`, "--nproc-per-node", "2", "--tp", "2"],
+      1,
+      /does not exist/,
+    ),
+    T("empty data", ["--data-path", `${dir}/empty.txt`], 1, /empty/i),
+    T("data too short", ["--data-path", `${dir}/short.txt`], 1, /fewer than --seq-length \+ 1/),
+    T("missing checkpoint", ["--load", `${dir}/none`], 1, /none: no checkpoint/),
+    T(
+      "corrupt safetensors",
+      ["--load", corrupt],
+      1,
+      /model_tp00\.safetensors/,
+      async () => {
+        strictEqual((await Deno.stat(`${corrupt}/iter_0000002/model_tp00.safetensors`)).size, size);
+        strictEqual((await Deno.readTextFile(`${corrupt}/latest`)).trim(), "2");
+      },
+    ),
+    T(
+      "model flags disagree with the checkpoint",
+      ["--load", ck, "--hidden-size", "48"],
+      2,
+      /--hidden-size 48 disagrees with the checkpoint .*\(hiddenSize 32\)/,
+    ),
+    T(
+      "--model disagrees with the checkpoint",
+      ["--load", ck, "--model", "bert"],
+      2,
+      /--model bert disagrees with the checkpoint .*a gpt/,
+    ),
+    T("config.json not JSON", ["--init-from-hf", hfBad], 1, /config\.json: not valid JSON/),
+    T("missing HF directory", ["--init-from-hf", `${dir}/none`], 1, /config\.json: no such file/),
+    T(
+      "flag the HF config overrides",
+      ["--init-from-hf", hf, "--hidden-size", "64"],
+      2,
+      /--hidden-size 64 disagrees with .*config\.json \(hiddenSize 32\).*drop the flag/,
+    ),
+  ]);
+});
+
+Deno.test("bad input, train: failures found on the device or during training", async () => {
+  await fixtures;
+  const nan = `${dir}/nan`;
+  await runCases([
+    noTraining({
+      name: "sequence past the adapter's binding limit",
+      script: "cli/train.ts",
+      args: [
+        ...tiny.slice(0, 6),
+        "--seq-length",
+        "8192",
+        "--max-position-embeddings",
+        "8192",
+        "--micro-batch-size",
+        "2",
+        "--train-iters",
+        "1",
+        "--sample-tokens",
+        "0",
+      ],
+      code: 1,
+      says:
+        /--seq-length 8192 is too long for this adapter: .*maxStorageBufferBindingSize.*--seq-length ≤ \d+/,
+    }),
+    {
+      name: "loss becomes NaN (the checkpoint and log before it stay)",
+      script: "cli/train.ts",
+      args: [
+        ...tiny,
+        "--lr",
+        "1e12",
+        "--min-lr",
+        "0",
+        "--lr-warmup-iters",
+        "0",
+        "--clip-grad",
+        "0",
+        "--train-iters",
+        "20",
+        "--save",
+        `${nan}/ck`,
+        "--save-interval",
+        "1",
+        "--log-json",
+        `${nan}/log.jsonl`,
+      ],
+      code: 1,
+      says:
+        /the loss became NaN at iteration (\d+), after the update of iteration \d+ \(learning rate 1\.00E\+12, gradient norm .*\): .*lower --lr/,
+      after: async (r) => {
+        const it = Number(/became NaN at iteration (\d+)/.exec(r.stderr)![1]);
+        strictEqual((await Deno.readTextFile(`${nan}/ck/latest`)).trim(), String(it - 1));
+        const logged = (await Deno.readTextFile(`${nan}/log.jsonl`)).trim().split("\n");
+        strictEqual(logged.length, it - 1);
+      },
+    },
+    {
+      name: "corrupt safetensors, Workers (rank 0 prints the one line)",
+      script: "cli/train.ts",
+      args: [...tiny, "--load", corrupt, "--nproc-per-node", "2", "--tp", "2", "--backend", "deno"],
+      code: 1,
+      says: /model_tp00\.safetensors/,
+    },
+  ]);
+});
+
+Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
+  await fixtures;
+  const text = await Deno.readTextFile(aFile);
+  const C = (script: string, name: string, args: string[], code: 1 | 2, says: RegExp) => ({
+    name: `${script.slice(4, -3)}: ${name}`,
+    script,
+    args,
+    code,
+    says,
+  });
+  await runCases([
+    C("cli/eval.ts", "no model", ["--data-path", "README.md"], 2, /exactly one of --load/),
+    C("cli/eval.ts", "no data", ["--load", ck], 2, /--data-path is required/),
+    C(
+      "cli/eval.ts",
+      "missing checkpoint",
+      ["--load", `${dir}/none`, "--data-path", "README.md"],
+      1,
+      /no checkpoint/,
+    ),
+    C(
+      "cli/eval.ts",
+      "corrupt safetensors",
+      ["--load", corrupt, "--data-path", "README.md"],
+      1,
+      /model_tp00\.safetensors/,
+    ),
+    C(
+      "cli/eval.ts",
+      "config.json not JSON",
+      ["--init-from-hf", hfBad, "--data-path", "README.md"],
+      1,
+      /not valid JSON/,
+    ),
+    C(
+      "cli/eval.ts",
+      "missing data",
+      ["--load", ck, "--data-path", `${dir}/none.txt`],
+      1,
+      /does not exist/,
+    ),
+    C(
+      "cli/eval.ts",
+      "sequence past the positions",
+      ["--load", ck, "--data-path", "README.md", "--seq-length", "99"],
+      2,
+      /--seq-length 99 is longer than the model's position table \(16\)/,
+    ),
+    C("cli/generate.ts", "no prompt", ["--load", ck], 2, /--prompt TEXT is required/),
+    C(
+      "cli/generate.ts",
+      "missing checkpoint",
+      ["--load", `${dir}/none`, "--prompt", "a"],
+      1,
+      /no checkpoint/,
+    ),
+    C("cli/fill_mask.ts", "no [MASK]", ["--load", ck, "--text", "a b"], 2, /has no \[MASK\] token/),
+    C(
+      "cli/fill_mask.ts",
+      "a GPT checkpoint",
+      ["--load", ck, "--text", "a [MASK]"],
+      1,
+      /holds a gpt, not a BERT/,
+    ),
+    C("cli/export_hf.ts", "no --output", ["--load", ck], 2, /--load and --output are required/),
+    {
+      ...C(
+        "cli/export_hf.ts",
+        "--output onto a file",
+        ["--load", ck, "--output", aFile],
+        2,
+        /--output .* is a file/,
+      ),
+      after: unchanged(aFile, text),
+    },
+    {
+      ...C(
+        "cli/export_hf.ts",
+        "missing checkpoint",
+        ["--load", `${dir}/none`, "--output", `${dir}/out_hf`],
+        1,
+        /no checkpoint/,
+      ),
+      after: async () => {
+        ok(!await Deno.stat(`${dir}/out_hf`).then(() => true, () => false), "output made");
+      },
+    },
+  ]);
+});
+
+Deno.test("bad input, preprocess, plot, info, launch", async () => {
+  await fixtures;
+  const C = (script: string, name: string, args: string[], code: 1 | 2, says: RegExp) => ({
+    name: `${script.slice(4, -3)}: ${name}`,
+    script,
+    args,
+    code,
+    says,
+  });
+  await runCases([
+    C(
+      "cli/preprocess.ts",
+      "no --output",
+      ["--tokenizer", "byte"],
+      2,
+      /--output OUT\.bin is required/,
+    ),
+    C("cli/preprocess.ts", "unknown flag", ["--bogus"], 2, /Unknown option '--bogus'/),
+    C(
+      "cli/preprocess.ts",
+      "unknown tokenizer",
+      ["--output", `${dir}/x.bin`, "--tokenizer", "foo"],
+      2,
+      /--tokenizer must be one of/,
+    ),
+    C(
+      "cli/preprocess.ts",
+      "--output in a missing directory",
+      ["--output", `${dir}/no/x.bin`, "--tokenizer", "byte", "--data-path", "README.md"],
+      2,
+      /--output .*: the directory .* does not exist/,
+    ),
+    C(
+      "cli/preprocess.ts",
+      "missing data",
+      ["--output", `${dir}/x.bin`, "--tokenizer", "byte", "--data-path", `${dir}/none.txt`],
+      1,
+      /does not exist/,
+    ),
+    C("cli/plot.ts", "no log", [], 2, /give one LOG\.jsonl/),
+    C("cli/plot.ts", "missing log", [`${dir}/none.jsonl`], 1, /cannot read .*none\.jsonl/),
+    C("cli/plot.ts", "not JSON lines", [`${dir}/log.txt`], 1, /log\.txt: line 1 is not JSON/),
+    C(
+      "cli/info.ts",
+      "unknown backend",
+      ["--backend", "metal"],
+      2,
+      /--backend must be one of deno, dawn/,
+    ),
+    C(
+      "cli/launch.ts",
+      "--dist-timeout not a duration",
+      ["--dist-timeout", "abc", "x.ts"],
+      2,
+      /--dist-timeout "abc"/,
+    ),
+    C("cli/launch.ts", "no module", [], 2, /usage: cli\/launch\.ts/),
+    C("cli/launch.ts", "missing module", [`${dir}/none.ts`], 2, /worker module .* does not exist/),
+  ]);
+});
+
+Deno.test("--debug adds the stack trace; a bug always shows it", async () => {
+  const r = await runCli("cli/train.ts", ["--adam-beta2", "2", "--debug"], undefined, {
+    timeoutMs: 60000,
+  });
+  strictEqual(r.code, 2);
+  match(r.stderr, /^error: --adam-beta2 must be in \[0, 1\), got 2$/m);
+  match(r.stderr, /^\s+at /m);
+  // Typed errors are the user's; anything else is a bug.
+  deepStrictEqual(classify(new UsageError("u")), { code: 2, message: "u" });
+  deepStrictEqual(classify(new DataError("d\nmore")), { code: 1, message: "d more" });
+  deepStrictEqual(classify(new CheckpointError("c")), { code: 1, message: "c" });
+  deepStrictEqual(classify(new RunError("r")), { code: 1, message: "r" });
+  deepStrictEqual(classify(new Deno.errors.NotFound("n")), { code: 1, message: "n" });
+  strictEqual(classify(new TypeError("t")), null);
+  const printed: string[] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => printed.push(a.join(" "));
+  try {
+    strictEqual(reportError(new TypeError("x is undefined"), false), 1);
+  } finally {
+    console.error = orig;
+  }
+  match(printed.join("\n"), /^error: x is undefined \(a bug/);
+  match(printed.join("\n"), /\n\s*at /);
+});
+
+globalThis.addEventListener("unload", () => {
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* gone */ }
+});

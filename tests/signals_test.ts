@@ -1,0 +1,160 @@
+/**
+ * A training run stopped by a signal loses nothing: with `--save`, the first
+ * SIGTERM finishes the step, writes a checkpoint at that iteration and exits 0;
+ * the checkpoint loads and the run continues from it, and the `--log-json` file
+ * then holds every iteration once. A second signal exits at once. Each in every
+ * launcher mode: one process, `--nproc-per-node 2 --tp 2` as Workers, and
+ * `--launcher procs` (one process per rank, signalled through the launcher).
+ */
+
+import { deepStrictEqual, match, notStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { runCli, startCli } from "./cli_helpers.ts";
+
+const tiny = [
+  "--num-layers",
+  "1",
+  "--hidden-size",
+  "32",
+  "--num-attention-heads",
+  "2",
+  "--seq-length",
+  "16",
+  "--micro-batch-size",
+  "2",
+  "--eval-iters",
+  "1",
+  "--eval-interval",
+  "1000",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+];
+
+/** Steps slow enough (and a checkpoint big enough) that a second signal lands mid-stop. */
+const slow = [
+  "--num-layers",
+  "2",
+  "--hidden-size",
+  "256",
+  "--num-attention-heads",
+  "4",
+  "--seq-length",
+  "64",
+  "--micro-batch-size",
+  "4",
+  "--eval-iters",
+  "1",
+  "--eval-interval",
+  "100000",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+];
+
+const modes: Record<string, string[]> = {
+  "single process": [],
+  "Workers (--nproc-per-node 2 --tp 2)": [
+    "--nproc-per-node",
+    "2",
+    "--tp",
+    "2",
+    "--backend",
+    "deno",
+  ],
+  "--launcher procs": [
+    "--nproc-per-node",
+    "2",
+    "--tp",
+    "2",
+    "--backend",
+    "deno",
+    "--launcher",
+    "procs",
+  ],
+};
+
+function iterations(jsonl: string): number[] {
+  return jsonl.trim().split("\n").map((l) => JSON.parse(l).iteration as number);
+}
+
+for (const [mode, extra] of Object.entries(modes)) {
+  Deno.test(`SIGTERM with --save: checkpoint at that step, resume continues (${mode})`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "signals-" });
+    const ck = `${dir}/ck`, log = `${dir}/log.jsonl`;
+    const run = startCli("cli/train.ts", [
+      ...tiny,
+      ...extra,
+      "--train-iters",
+      "2000",
+      "--save",
+      ck,
+      "--log-json",
+      log,
+    ]);
+    await run.waitFor(/iteration\s+3\/2000/);
+    run.kill("SIGTERM");
+    const r = await run.done();
+    strictEqual(r.code, 0, r.stderr);
+    const m = /stopped by SIGTERM after iteration (\d+)/.exec(r.stdout);
+    ok(m, r.stdout);
+    const n = Number(m[1]);
+    ok(n >= 3 && n < 2000, `stopped at ${n}`);
+    strictEqual((await Deno.readTextFile(`${ck}/latest`)).trim(), String(n));
+    deepStrictEqual(
+      iterations(await Deno.readTextFile(log)),
+      Array.from({ length: n }, (_, i) => i + 1),
+    );
+
+    // The checkpoint loads and training goes on from it; the log holds each iteration once.
+    const resumed = await runCli(
+      "cli/train.ts",
+      [
+        ...tiny,
+        ...extra,
+        "--train-iters",
+        String(n + 2),
+        "--load",
+        ck,
+        "--log-json",
+        log,
+      ],
+      undefined,
+      { retryOnCrash: extra.length > 0, timeoutMs: 60000 },
+    );
+    strictEqual(resumed.code, 0, resumed.stderr);
+    match(resumed.stdout, new RegExp(`loaded .*\\(iteration ${n}\\)`));
+    match(resumed.stdout, new RegExp(`iteration\\s+${n + 2}/${n + 2}`));
+    deepStrictEqual(
+      iterations(await Deno.readTextFile(log)),
+      Array.from({ length: n + 2 }, (_, i) => i + 1),
+    );
+    await Deno.remove(dir, { recursive: true });
+  });
+
+  Deno.test(`a second SIGTERM exits at once (${mode})`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "signals2-" });
+    const run = startCli("cli/train.ts", [
+      ...slow,
+      ...extra,
+      "--train-iters",
+      "100000",
+      "--save",
+      `${dir}/ck`,
+    ]);
+    await run.waitFor(/iteration\s+2\/100000/);
+    run.kill("SIGTERM");
+    // The first is acknowledged (by the rank-0 process), then the second follows.
+    await run.waitFor(/SIGTERM: finishing this step/, "stderr");
+    const t0 = performance.now();
+    run.kill("SIGTERM");
+    const r = await run.done();
+    const ms = performance.now() - t0;
+    notStrictEqual(r.code, 0, `a second signal should not end in a clean stop:\n${r.stdout}`);
+    ok(r.code === 143 || r.code === 137, `exit code ${r.code}: ${r.stderr}`);
+    ok(ms < 5000, `took ${ms.toFixed(0)} ms to exit`);
+    ok(!/stopped by SIGTERM/.test(r.stdout), r.stdout);
+    await Deno.remove(dir, { recursive: true });
+  });
+}
