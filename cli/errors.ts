@@ -38,7 +38,7 @@ export class RunError extends Error {
 
 /** The `--debug` flag every command takes. */
 export const DEBUG_FLAG: Record<string, FlagSpec> = {
-  "debug": { type: "boolean", help: "print the stack trace of any error" },
+  "debug": { type: "boolean", help: "print the stack trace of any error", group: "Errors" },
 };
 
 /** Whether `--debug` is among `args`. */

@@ -31,18 +31,23 @@ const tiny = [
   "1",
 ];
 
-/** Steps slow enough (and a checkpoint big enough) that a second signal lands mid-stop. */
+/**
+ * A checkpoint big enough (6.4M parameters with AdamW moments, ~75 MB) that a
+ * second signal lands while the stop is still saving: on Dawn a single-process
+ * run notices signals only between steps and while it writes (its device waits
+ * hold the thread), so the save is the window.
+ */
 const slow = [
   "--num-layers",
-  "2",
+  "8",
   "--hidden-size",
   "256",
   "--num-attention-heads",
   "4",
   "--seq-length",
-  "64",
+  "16",
   "--micro-batch-size",
-  "4",
+  "1",
   "--eval-iters",
   "1",
   "--eval-interval",
