@@ -113,7 +113,8 @@ export class TcpLink implements Link {
     this.#error = e instanceof CollectiveError ? e : new CollectiveError(
       this.#closed
         ? `rank ${this.ctx.rank}: link to rank ${this.peer} was closed`
-        : `rank ${this.ctx.rank}: connection to rank ${this.peer} failed (${msg}); ` +
+        : `rank ${this.ctx.rank}: connection to rank ${this.peer} at ${this.#remote()} ` +
+          `failed (${msg}); ` +
           `its process probably exited or crashed`,
       this.peer,
     );
@@ -154,6 +155,16 @@ export class TcpLink implements Link {
     }
   }
 
+  /** The peer's address ("host:port"), for messages. */
+  #remote(): string {
+    try {
+      const a = this.conn.remoteAddr as Deno.NetAddr;
+      return `${a.hostname}:${a.port}`;
+    } catch {
+      return "an unknown address";
+    }
+  }
+
   reserve(): number {
     return -1;
   }
@@ -188,7 +199,11 @@ export class TcpLink implements Link {
       if (this.#error) throw this.#error;
       const left = deadline - performance.now();
       if (left <= 0) {
-        throw timeoutError(this.ctx, this.peer, `waiting for data from rank ${this.peer}`);
+        throw timeoutError(
+          this.ctx,
+          this.peer,
+          `waiting for data from rank ${this.peer} at ${this.#remote()}`,
+        );
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((r) => {
