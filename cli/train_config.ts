@@ -330,6 +330,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
         );
       }
     }
+    fitSequence(f, c.maxPositions, file, adopt);
     return extra;
   }
   const loadDir = f.load as string | undefined;
@@ -363,6 +364,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       if (flag !== "max-position-embeddings" || raw !== f["seq-length"]) adopt(flag, raw);
     }
   }
+  if (typeof c.maxPositions === "number") fitSequence(f, c.maxPositions, where, adopt);
   const post = "apply-residual-connection-post-layernorm";
   if (arch === "bert" && typeof c.postLayerNorm === "boolean" && c.postLayerNorm !== !!f[post]) {
     if (wasGiven(f, post)) {
@@ -371,4 +373,22 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     adopt(post, c.postLayerNorm);
   }
   return extra;
+}
+
+/**
+ * `--seq-length` against the position table of the model a run starts from
+ * (`where`): an unset one longer than the table becomes the table's length; a
+ * given one longer than it is refused.
+ */
+function fitSequence(
+  f: FlagValues,
+  positions: unknown,
+  where: string,
+  adopt: (flag: string, value: number) => void,
+): void {
+  if (typeof positions !== "number" || (f["seq-length"] as number) <= positions) return;
+  if (!wasGiven(f, "seq-length")) return adopt("seq-length", positions);
+  throw new UsageError(
+    `--seq-length ${f["seq-length"]} is longer than the position table of ${where} (${positions})`,
+  );
 }

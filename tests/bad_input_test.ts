@@ -266,6 +266,18 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       2,
       /--model bert disagrees with the checkpoint .*a gpt/,
     ),
+    T(
+      "sequence longer than the checkpoint's positions",
+      ["--load", ck, "--seq-length", "32"],
+      2,
+      /--seq-length 32 is longer than the position table of the checkpoint .* \(16\)/,
+    ),
+    T(
+      "sequence longer than the HF positions",
+      ["--init-from-hf", hf, "--seq-length", "32"],
+      2,
+      /--seq-length 32 is longer than the position table of .*config\.json \(16\)/,
+    ),
     T("config.json not JSON", ["--init-from-hf", hfBad], 1, /config\.json: not valid JSON/),
     T("missing HF directory", ["--init-from-hf", `${dir}/none`], 1, /config\.json: no such file/),
     T(
