@@ -117,13 +117,20 @@ export async function handled(
 }
 
 /**
- * In a rank of a multi-rank run (launched with `log: false`): rank 0 prints its
- * error as {@link reportError} does; the other ranks print only under `--debug`
- * (their errors are rank 0's, or reach rank 0 as the reason it was aborted).
+ * In a rank of a multi-rank run (launched with `log: false`): the first rank of
+ * each host prints its error as {@link reportError} does, so every node of a
+ * multi-node run says why it stopped; the other ranks print only under
+ * `--debug` (their errors are that rank's, or reach it as the reason it was
+ * aborted).
  */
-export function reportRankError(e: unknown, rank: number, args: readonly string[]): void {
+export function reportRankError(
+  e: unknown,
+  rank: number,
+  args: readonly string[],
+  localRank = rank,
+): void {
   const debug = wantsDebug(args);
-  if (rank === 0) reportError(e, debug);
+  if (localRank === 0) reportError(e, debug);
   else if (debug) {
     console.error(`rank ${rank}:`);
     reportError(e, debug);

@@ -23,7 +23,7 @@ export default async function main(ctx: WorkerContext): Promise<EvalResult | Ber
     return await evalRank(device, f, ctx.rank === 0, new TensorParallelLayers(device, ctx.group));
   } catch (e) {
     // Rank 0 prints the one error line; the launcher (log off) exits 1.
-    reportRankError(e, ctx.rank, ctx.args);
+    reportRankError(e, ctx.rank, ctx.args, ctx.localRank);
     throw e;
   } finally {
     await device?.close();

@@ -20,7 +20,7 @@ export default async function main(ctx: WorkerContext): Promise<TrainSummary> {
   try {
     return await trainRank(parseFlags(ctx.args, TRAIN_FLAGS), ctx, stop);
   } catch (e) {
-    reportRankError(e, ctx.rank, ctx.args);
+    reportRankError(e, ctx.rank, ctx.args, ctx.localRank);
     throw e;
   } finally {
     stop.close();
