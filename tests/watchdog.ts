@@ -161,9 +161,11 @@ function install(): void {
   } catch { /* no read permission for cwd */ }
   const fileLimit = envSeconds("TEST_FILE_TIME_LIMIT_S", DEFAULT_FILE_TIME_LIMIT_S);
   post({ kind: "file", name: fileName, limit: fileLimit, grace: 0 });
-  Deno.test.afterAll(() => {
-    post({ kind: "test", name: null });
-    post({ kind: "file", name: null });
+  // The file is done: stop the thread before the file's isolate is torn down.
+  Deno.test.afterAll(async () => {
+    const t = thread;
+    thread = null;
+    if (t) await t.terminate();
   });
 
   // Normalises every form of Deno.test's arguments to one definition with a
