@@ -155,3 +155,9 @@ Deno.test("elementwise, broadcast, reductions and logits over windows", gpuTest,
     ).read());
   assertClose(got[3], ref, { rtol: 1e-5, atol: 1e-6, what: "chunked logits vs linear" });
 });
+
+Deno.test("close the capped device", gpuTest, async () => {
+  // A second device left open when the test file's worker ends can crash the
+  // runtime later (PLATFORM.md: release devices before a Worker goes away).
+  await capped.close();
+});

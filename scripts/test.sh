@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs test files each in its own Deno process, TEST_JOBS (default 2) at a time,
+# under the per-test watchdog (tests/watchdog.ts), then prints every file's
+# output in order and the failing files. One process per file because a Deno
+# process that runs many GPU test files in Workers one after another segfaults
+# now and then in a runtime thread after a file's Worker is gone (see README,
+# Platform notes); a process that ends after its one file does not.
+# Usage: bash scripts/test.sh [FILE ...]   (default: tests/*_test.ts)
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+deno="$root/node_modules/.bin/deno"
+[ -x "$deno" ] || deno="deno"
+files=("$@")
+[ ${#files[@]} -eq 0 ] && files=(tests/*_test.ts)
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+printf '%s\n' "${files[@]}" | xargs -P "${TEST_JOBS:-2}" -I{} bash -c '
+  f="$1"; log="$2/$(basename "$f").log"
+  "$3" test -A --preload tests/watchdog.ts "$f" >"$log" 2>&1
+  echo $? >"$log.rc"' _ {} "$out" "$deno"
+failed=()
+for f in "${files[@]}"; do
+  log="$out/$(basename "$f").log"
+  cat "$log"
+  rc="$(cat "$log.rc" 2>/dev/null || echo 1)"
+  [ "$rc" = 0 ] || failed+=("$f (exit $rc)")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'test files that failed:\n'
+  printf '  %s\n' "${failed[@]}"
+  exit 1
+fi
