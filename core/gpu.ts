@@ -168,7 +168,10 @@ export function denoGPU(): GPUProvider {
     );
   }
   const adapterOptions: GPURequestAdapterOptions = { powerPreference: "high-performance" };
-  if (!restrictDenoBackends()) return { backend: "deno", gpu, adapterOptions };
+  if (!restrictDenoBackends()) {
+    pinLibEGL(); // wgpu may take its OpenGL backend
+    return { backend: "deno", gpu, adapterOptions };
+  }
   const explained = {
     async requestAdapter(options?: GPURequestAdapterOptions): Promise<GPUAdapter | null> {
       const adapter = await gpu.requestAdapter(options);
@@ -184,6 +187,34 @@ export function denoGPU(): GPUProvider {
     getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
   };
   return { backend: "deno", gpu: explained as unknown as GPU, adapterOptions };
+}
+
+let eglPinned = false;
+
+/**
+ * Keeps glvnd's libEGL loaded for the life of the process. Dawn (and wgpu's GL
+ * backend) load it for a GL device and unload it when their instance goes away,
+ * but it keeps per-thread state with a destructor: a thread that used EGL (a
+ * Worker, a test file's isolate) then crashes when it exits (SIGSEGV in
+ * `__nptl_deallocate_tsd`, seen in about two of three parallel test runs here).
+ * Loading it once more with RTLD_NODELETE keeps it mapped. Linux/glibc only;
+ * best effort (needs --allow-ffi, else nothing is done).
+ */
+function pinLibEGL(): void {
+  if (eglPinned || Deno.build.os !== "linux") return;
+  eglPinned = true;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return;
+    const libc = Deno.dlopen("libc.so.6", {
+      dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+    });
+    const RTLD_NOW = 2, RTLD_NODELETE = 0x1000;
+    for (const name of ["libEGL.so.1", "libEGL.so"]) {
+      const path = new TextEncoder().encode(`${name}\0`);
+      if (libc.symbols.dlopen(path, RTLD_NOW | RTLD_NODELETE) !== null) break;
+    }
+    libc.close();
+  } catch { /* no glibc or no libEGL: nothing to keep */ }
 }
 
 /**
@@ -208,6 +239,7 @@ export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
   if (opts.some((o) => o === "backend=opengl") && !Deno.env.get("EGL_PLATFORM")) {
     Deno.env.set("EGL_PLATFORM", "surfaceless");
   }
+  if (opts.some((o) => o === "backend=opengl" || o === "backend=opengles")) pinLibEGL();
   const gpu = mod.create(opts);
   const compat = opts.some((o) => o === "backend=opengl" || o === "backend=opengles");
   return {
