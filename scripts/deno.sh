@@ -10,6 +10,7 @@
 #    barrier-heavy kernels). Then, or when a backend finds nothing, it installs
 #    Mesa's software drivers with apt-get as root (mesa-vulkan-drivers: lavapipe,
 #    for Deno's WebGPU; EGL/GL for Dawn) and checks again;
+#  - fetches the npm packages Deno needs into its cache (dynamic imports too);
 #  - prints one line naming the adapter each backend got.
 # The check reruns when the Vulkan drivers installed change, or when this script
 # is run without arguments (setup only).
@@ -67,6 +68,10 @@ marker="$root/.cache/webgpu-adapters-ok"
 if [ $# = 0 ] || [ ! -f "$marker" ] || [ "$(cat "$marker")" != "$(fingerprint)" ]; then
   rm -f "$marker"
   ok=1
+  # Deno keeps its npm packages in its own cache; fetch them now, including those
+  # imported dynamically, so no later command prints "Download …" lines.
+  echo "setup: fetching the npm packages Deno needs into its cache (one time)..." >&2
+  limited "$deno" cache --quiet mod.ts cli/ >&2 || echo "setup: deno cache failed." >&2
   d="$(probe deno)"
   if [ -n "$(field "$d" error)" ]; then
     gl="$(field "$d" gl)"
