@@ -12,19 +12,10 @@ import { classify, reportError, RunError } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import { type CliResult, runCli } from "./cli_helpers.ts";
+import { type CliResult, runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
-  "--num-layers",
-  "1",
-  "--hidden-size",
-  "32",
-  "--num-attention-heads",
-  "2",
-  "--seq-length",
-  "16",
-  "--micro-batch-size",
-  "2",
+  ...TINY_MODEL_FLAGS,
   "--eval-iters",
   "1",
   "--sample-tokens",

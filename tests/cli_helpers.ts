@@ -3,6 +3,20 @@
  * @module
  */
 
+/** The model of the CLI tests: 1 layer, hidden 32, 2 heads, sequence 16, micro-batch 2. */
+export const TINY_MODEL_FLAGS: readonly string[] = [
+  "--num-layers",
+  "1",
+  "--hidden-size",
+  "32",
+  "--num-attention-heads",
+  "2",
+  "--seq-length",
+  "16",
+  "--micro-batch-size",
+  "2",
+];
+
 /** Exit code and output of a CLI run. */
 export interface CliResult {
   /** Exit code. */

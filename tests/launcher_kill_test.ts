@@ -18,6 +18,7 @@
 
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -79,16 +80,7 @@ async function signalMidRun(dir: string, signals: Deno.Signal[], extra: string[]
       "run",
       "-A",
       `${ROOT}cli/train.ts`,
-      "--num-layers",
-      "1",
-      "--hidden-size",
-      "32",
-      "--num-attention-heads",
-      "2",
-      "--seq-length",
-      "16",
-      "--micro-batch-size",
-      "2",
+      ...TINY_MODEL_FLAGS,
       "--train-iters",
       "2000",
       "--eval-interval",
@@ -247,16 +239,7 @@ const PYTHON = "/usr/bin/python3";
 
 function chaosArgs(dir: string, iters = CHAOS_ITERS): string[] {
   return [
-    "--num-layers",
-    "1",
-    "--hidden-size",
-    "32",
-    "--num-attention-heads",
-    "2",
-    "--seq-length",
-    "16",
-    "--micro-batch-size",
-    "2",
+    ...TINY_MODEL_FLAGS,
     "--train-iters",
     String(iters),
     "--lr-warmup-iters",

@@ -17,6 +17,7 @@
  */
 
 import assert from "node:assert/strict";
+import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -103,16 +104,7 @@ if (!skip && Deno.uid() !== 0) skip = "needs root for ip netns";
 if (skip) console.warn(`multinode_netns_test: SKIPPED: ${skip}`);
 
 const tiny = (dir: string, iters: number) => [
-  "--num-layers",
-  "1",
-  "--hidden-size",
-  "32",
-  "--num-attention-heads",
-  "2",
-  "--seq-length",
-  "16",
-  "--micro-batch-size",
-  "2",
+  ...TINY_MODEL_FLAGS,
   "--train-iters",
   String(iters),
   "--eval-iters",

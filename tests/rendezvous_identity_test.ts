@@ -17,6 +17,7 @@ import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { StoreClient, StoreServer } from "../collectives/store.ts";
 import { freeLocalPort, TcpMesh } from "../collectives/tcp.ts";
+import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 /** Worker side of the two-node race: every rank's job tag, gathered over the world. */
 export default async function main(ctx: WorkerContext): Promise<void> {
@@ -162,16 +163,7 @@ Deno.test("rendezvous: the store refuses a rank of another run and a rank that j
 });
 
 const tiny = [
-  "--num-layers",
-  "1",
-  "--hidden-size",
-  "32",
-  "--num-attention-heads",
-  "2",
-  "--seq-length",
-  "16",
-  "--micro-batch-size",
-  "2",
+  ...TINY_MODEL_FLAGS,
   "--eval-iters",
   "1",
   "--sample-tokens",

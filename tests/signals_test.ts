@@ -8,19 +8,10 @@
  */
 
 import { deepStrictEqual, match, notStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { runCli, startCli } from "./cli_helpers.ts";
+import { runCli, startCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
-  "--num-layers",
-  "1",
-  "--hidden-size",
-  "32",
-  "--num-attention-heads",
-  "2",
-  "--seq-length",
-  "16",
-  "--micro-batch-size",
-  "2",
+  ...TINY_MODEL_FLAGS,
   "--eval-iters",
   "1",
   "--eval-interval",

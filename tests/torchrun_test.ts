@@ -14,6 +14,7 @@
 
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const PYTHON = "/usr/bin/python3";
@@ -43,16 +44,7 @@ if (missing) {
 }
 
 const tiny = (dir: string, iters: number) => [
-  "--num-layers",
-  "1",
-  "--hidden-size",
-  "32",
-  "--num-attention-heads",
-  "2",
-  "--seq-length",
-  "16",
-  "--micro-batch-size",
-  "2",
+  ...TINY_MODEL_FLAGS,
   "--train-iters",
   String(iters),
   "--eval-iters",
