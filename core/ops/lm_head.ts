@@ -9,23 +9,16 @@
  * @module
  */
 
-import {
-  crossEntropyBackwardKernel,
-  crossEntropyDispatch,
-  shardFinishKernel,
-  shardMaxKernel,
-  shardSumExpKernel,
-} from "../../kernels/crossentropy.ts";
-import { gridFor } from "../../kernels/grid.ts";
+import { crossEntropyBackwardKernel, crossEntropyDispatch } from "../../kernels/crossentropy.ts";
 import type { MatmulShape } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
-import { axpyInPlace, columnSum, mapRaw, zeros } from "./basic.ts";
+import { columnSum, mapRaw, zeros } from "./basic.ts";
 import { dispatchMatmul, linear } from "./matmul.ts";
 import { countTargets } from "./nn.ts";
-import type { TensorAllReduce } from "./parallel_xent.ts";
+import { shardedRowStatistics, type TensorAllReduce } from "./parallel_xent.ts";
 import { reduceInto } from "./reduce.ts";
 import { dispatchRows } from "./rows.ts";
 import { concat } from "./shape.ts";
@@ -141,44 +134,11 @@ export async function lmHeadCrossEntropy(
     return crossEntropyDispatch(m, n, valid, start + r0).params;
   });
   // The row max over every chunk (and rank), then Σexp and the target logit.
-  let gmax: Tensor | null = null;
-  logits.forEach((l, k) => {
-    const part = Tensor.empty(device, [m]);
-    dispatchRows(device, shardMaxKernel(), [l.binding, part.binding], params[k], m, l.shape[1]);
-    if (gmax) {
-      const both: Tensor = mapRaw("max", gmax, part);
-      gmax.dispose();
-      part.dispose();
-      gmax = both;
-    } else gmax = part;
-  });
-  const rowMax = gmax!;
-  await opts.allReduce?.(rowMax, "max");
-  const stats = zeros(device, [2 * m]);
-  logits.forEach((l, k) => {
-    const part = Tensor.empty(device, [2 * m]);
-    dispatchRows(
-      device,
-      shardSumExpKernel(),
-      [l.binding, targets.binding, rowMax.binding, part.binding],
-      params[k],
-      m,
-      l.shape[1],
-    );
-    axpyInPlace(stats, part, 1);
-    part.dispose();
-  });
-  await opts.allReduce?.(stats, "sum");
-  const rowLoss = Tensor.empty(device, [m]);
-  const lse = Tensor.empty(device, [m]);
-  device.dispatch(
-    shardFinishKernel(),
-    [targets.binding, rowMax.binding, stats.binding, rowLoss.binding, lse.binding],
-    params[0],
-    gridFor(m, 64),
+  const { rowLoss, lse } = await shardedRowStatistics(
+    logits.map((l, k) => ({ logits: l, params: params[k] })),
+    targets,
+    opts.allReduce,
   );
-  rowMax.dispose();
-  stats.dispose();
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);
   rowLoss.dispose();

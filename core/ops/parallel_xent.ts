@@ -14,6 +14,7 @@ import {
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
+import { axpyInPlace, mapRaw } from "./basic.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
 import { dispatchRows } from "./rows.ts";
 
@@ -52,31 +53,12 @@ export async function vocabParallelCrossEntropy(
   }
   const valid = Math.max(0, Math.min(cols, shard.validVocab - shard.start));
   const count = countTargets(targets, shard.validVocab);
-  const device = logits.device;
   const d = crossEntropyDispatch(rows, cols, valid, shard.start);
-  const gmax = Tensor.empty(device, [rows]);
-  dispatchRows(device, shardMaxKernel(), [logits.binding, gmax.binding], d.params, rows, cols);
-  await allReduce(gmax, "max");
-  const stats = Tensor.empty(device, [2 * rows]);
-  dispatchRows(
-    device,
-    shardSumExpKernel(),
-    [logits.binding, targets.binding, gmax.binding, stats.binding],
-    d.params,
-    rows,
-    cols,
+  const { rowLoss, lse } = await shardedRowStatistics(
+    [{ logits, params: d.params }],
+    targets,
+    allReduce,
   );
-  await allReduce(stats, "sum");
-  const rowLoss = Tensor.empty(device, [rows]);
-  const lse = Tensor.empty(device, [rows]);
-  device.dispatch(
-    shardFinishKernel(),
-    [targets.binding, gmax.binding, stats.binding, rowLoss.binding, lse.binding],
-    d.params,
-    gridFor(rows, 64),
-  );
-  gmax.dispose();
-  stats.dispose();
   return finishCrossEntropy(
     "vocabParallelCrossEntropy",
     logits,
@@ -86,4 +68,76 @@ export async function vocabParallelCrossEntropy(
     shard.normalizer ?? count,
     d,
   );
+}
+
+/** One block of vocabulary columns: its logits and the cross-entropy uniforms for it. */
+export interface LogitShard {
+  /** `[rows, cols]` logits of global columns `[start, start + cols)`. */
+  logits: Tensor;
+  /** `crossEntropyDispatch(rows, cols, valid, start).params` for this block. */
+  params: ArrayBuffer;
+}
+
+/**
+ * Per-row log-sum-exp and loss over logits split into column blocks (vocabulary
+ * chunks on this device and, with `allReduce`, shards on other ranks): the
+ * row max over all blocks, then Σexp and the target logit, then
+ * `lse = max + log Σexp` and `loss = lse − target logit` (0 for ignored rows).
+ */
+export async function shardedRowStatistics(
+  shards: readonly LogitShard[],
+  targets: Tensor,
+  allReduce?: TensorAllReduce,
+): Promise<{ rowLoss: Tensor; lse: Tensor }> {
+  const device = targets.device;
+  const rows = targets.size;
+  const colsOf = (t: Tensor) => t.shape[t.rank - 1];
+  let gmax: Tensor | null = null;
+  for (const { logits, params } of shards) {
+    const part = Tensor.empty(device, [rows]);
+    dispatchRows(
+      device,
+      shardMaxKernel(),
+      [logits.binding, part.binding],
+      params,
+      rows,
+      colsOf(logits),
+    );
+    if (gmax) {
+      const both: Tensor = mapRaw("max", gmax, part);
+      gmax.dispose();
+      part.dispose();
+      gmax = both;
+    } else gmax = part;
+  }
+  const rowMax = gmax!;
+  await allReduce?.(rowMax, "max");
+  let stats: Tensor | null = null;
+  for (const { logits, params } of shards) {
+    const part = Tensor.empty(device, [2 * rows]);
+    dispatchRows(
+      device,
+      shardSumExpKernel(),
+      [logits.binding, targets.binding, rowMax.binding, part.binding],
+      params,
+      rows,
+      colsOf(logits),
+    );
+    if (stats) {
+      axpyInPlace(stats, part, 1);
+      part.dispose();
+    } else stats = part;
+  }
+  await allReduce?.(stats!, "sum");
+  const rowLoss = Tensor.empty(device, [rows]);
+  const lse = Tensor.empty(device, [rows]);
+  device.dispatch(
+    shardFinishKernel(),
+    [targets.binding, rowMax.binding, stats!.binding, rowLoss.binding, lse.binding],
+    shards[0].params,
+    gridFor(rows, 64),
+  );
+  rowMax.dispose();
+  stats!.dispose();
+  return { rowLoss, lse };
 }
