@@ -15,11 +15,22 @@ export function testBackend(): BackendName {
 
 let shared: Promise<Device> | null = null;
 
-/** A device for the whole test file (created on first use). */
+/**
+ * A device for the whole test file (created on first use), closed after the
+ * file's last test: destroyed, and its loss awaited, before the process tears
+ * the runtime down (a device still alive at exit can abort the process with
+ * heap corruption, see ../shared PLATFORM notes in the README).
+ */
 export function testDevice(): Promise<Device> {
   shared ??= Device.create({ backend: testBackend() });
   return shared;
 }
+
+Deno.test.afterAll(async () => {
+  const device = shared;
+  shared = null;
+  if (device) await (await device).close();
+});
 
 /**
  * Options for GPU tests: the device and its pooled buffers outlive single tests.
