@@ -12,49 +12,167 @@ export interface LogFields {
   total: number;
   /** Tokens consumed so far. */
   consumedTokens: number;
+  /** Samples (sequences) consumed so far: Megatron's `consumed samples`. */
+  consumedSamples?: number;
   /** Mean wall time per iteration over the logging window. */
   msPerIter: number;
-  /** Training throughput. */
+  /** Training throughput (printed after Megatron's fields). */
   tokensPerS: number;
-  /** Achieved GFLOP/s (matmul FLOPs of the model). */
+  /** Achieved GFLOP/s of the whole job (matmul FLOPs of the model). */
   gflops: number;
+  /** Ranks (GPUs) sharing {@link gflops}, for Megatron's per-GPU TFLOP/s (default 1). */
+  worldSize?: number;
   /** Learning rate. */
   lr: number;
+  /** Sequences per optimizer step. */
+  globalBatchSize?: number;
   /** Mean training loss over the window. */
   loss: number;
+  /** Loss scale of mixed precision (1 in fp32). */
+  lossScale?: number;
   /** Mean gradient norm over the window. */
   gradNorm: number;
+  /** Iterations skipped in the window (mixed precision overflow). */
+  skipped?: number;
+  /** Iterations whose loss was NaN in the window. */
+  nan?: number;
+  /** Name of the loss (default `lm loss`). */
+  lossName?: string;
+  /** Wall-clock time of the line (default now). */
+  time?: Date;
 }
 
-/** One line in Megatron's style. */
+function pad2(n: number): string {
+  return String(n).padStart(2, "0");
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in local time, as Python's `datetime.now().strftime`. */
+export function timestamp(d: Date = new Date()): string {
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ` +
+    `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+}
+
+/** Python's `{:.6E}` (and `{:.pE}`): mantissa with `digits` decimals, a signed two-digit exponent. */
+export function pyExp(x: number, digits = 6): string {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? "NAN" : x > 0 ? "INF" : "-INF";
+  const [m, e] = x.toExponential(digits).split("e");
+  const exp = Number(e);
+  return `${m}E${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+}
+
+/** Python's `{:Nd}`: right-aligned in `width`. */
+function pyInt(n: number, width: number): string {
+  return String(Math.round(n)).padStart(width);
+}
+
+/**
+ * One training line in Megatron's fields and formats (its `training_log`):
+ * ` [2024-05-01 12:00:00] iteration        5/     100 | consumed samples:           40 |
+ * elapsed time per iteration (ms): 123.4 | throughput per GPU (TFLOP/s/GPU): 0.1 |
+ * learning rate: 3.000000E-04 | global batch size:     8 | lm loss: 2.444200E+00 |
+ * loss scale: 1.0 | grad norm: 0.512 | number of skipped iterations:   0 |
+ * number of nan iterations:   0 |`, then this project's `tokens/s` (on one line).
+ */
 export function formatLogLine(f: LogFields): string {
-  const w = String(f.total).length;
-  return [
-    ` iteration ${String(f.iteration).padStart(w)}/${f.total}`,
-    ` consumed tokens: ${f.consumedTokens}`,
-    ` elapsed time per iteration (ms): ${f.msPerIter.toFixed(1)}`,
-    ` tokens/s: ${f.tokensPerS.toFixed(0)}`,
-    ` GFLOP/s: ${f.gflops.toFixed(2)}`,
-    ` learning rate: ${f.lr.toExponential(3).toUpperCase()}`,
-    ` lm loss: ${f.loss.toExponential(6).toUpperCase()}`,
-    ` grad norm: ${f.gradNorm.toFixed(3)} |`,
-  ].join(" |");
+  const gb = f.globalBatchSize ?? 0;
+  const samples = f.consumedSamples ?? (gb ? f.iteration * gb : 0);
+  const tflops = f.gflops / 1000 / (f.worldSize ?? 1);
+  return ` [${timestamp(f.time)}]` +
+    ` iteration ${pyInt(f.iteration, 8)}/${pyInt(f.total, 8)} |` +
+    ` consumed samples: ${pyInt(samples, 12)} |` +
+    ` elapsed time per iteration (ms): ${f.msPerIter.toFixed(1)} |` +
+    ` throughput per GPU (TFLOP/s/GPU): ${tflops.toFixed(1)} |` +
+    ` learning rate: ${pyExp(f.lr)} |` +
+    ` global batch size: ${pyInt(gb, 5)} |` +
+    ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |` +
+    ` loss scale: ${(f.lossScale ?? 1).toFixed(1)} |` +
+    ` grad norm: ${f.gradNorm.toFixed(3)} |` +
+    ` number of skipped iterations: ${pyInt(f.skipped ?? 0, 3)} |` +
+    ` number of nan iterations: ${pyInt(f.nan ?? 0, 3)} |` +
+    ` tokens/s: ${f.tokensPerS.toFixed(0)} |`;
 }
 
-/** A one-line progress bar on a terminal; silent when stdout is not a TTY. */
+/**
+ * Megatron's validation report (its `evaluate_and_print_results`): the line
+ * ` validation loss at iteration N | lm loss value: 2.444200E+00 | lm loss PPL: 1.152170E+01 | `
+ * between two dashed lines one longer than it. `where` is what follows
+ * "validation loss at" (`iteration N`); the perplexity is exp(min(20, loss)).
+ */
+export function formatValidationLines(
+  where: string | number,
+  losses: Record<string, number> | number,
+): string[] {
+  const named = typeof losses === "number" ? { "lm loss": losses } : losses;
+  let line = ` validation loss at ${typeof where === "number" ? `iteration ${where}` : where} | `;
+  for (const [name, v] of Object.entries(named)) {
+    line += `${name} value: ${pyExp(v)} | ${name} PPL: ${pyExp(Math.exp(Math.min(20, v)))} | `;
+  }
+  const dashes = "-".repeat(line.length + 1);
+  return [dashes, line, dashes];
+}
+
+/**
+ * The header record that begins each run's part of a `--log-json` file: the
+ * flags, the world layout and the start time.
+ */
+export interface LogHeader {
+  /** The run's flags (kebab-case names, as given or defaulted). */
+  config: Record<string, unknown>;
+  /** World layout. */
+  world: { size: number; tp: number; dp: number; nodes: number };
+  /** Start time, ISO 8601 (default now). */
+  start_time?: string;
+  /** The project's version (default: {@link LOG_VERSION}). */
+  version?: string;
+  /** Iteration the run starts from (1, or one past a loaded checkpoint). */
+  first_iteration?: number;
+}
+
+/** Version written in log headers: the log record format's. */
+export const LOG_VERSION = "1";
+
+/** The full header record written by {@link JsonLog.open}. */
+export function headerRecord(h: LogHeader): Record<string, unknown> {
+  return {
+    type: "header",
+    version: h.version ?? LOG_VERSION,
+    start_time: h.start_time ?? new Date().toISOString(),
+    world: h.world,
+    ...(h.first_iteration !== undefined ? { first_iteration: h.first_iteration } : {}),
+    config: h.config,
+  };
+}
+
+/**
+ * A one-line progress bar on a terminal; silent when its stream is not a TTY.
+ * Training's bar is on stdout; the other commands' ({@link stderrProgress}) on
+ * stderr, so their stdout stays plain lines for scripts.
+ */
 export class Progress {
   readonly #tty: boolean;
   readonly #enc = new TextEncoder();
   readonly #start = performance.now();
+  readonly #out: { writeSync(p: Uint8Array): number };
+  readonly #label: string;
   #shown = false;
 
-  /** A bar for `total` steps; `tty` defaults to whether stdout is a terminal. */
-  constructor(readonly total: number, tty?: boolean) {
-    this.#tty = tty ?? Deno.stdout.isTerminal();
+  /**
+   * A bar for `total` steps; `tty` defaults to whether the stream (stdout, or
+   * stderr with `opts.stderr`) is a terminal. `opts.label` is printed before it.
+   */
+  constructor(
+    readonly total: number,
+    tty?: boolean,
+    opts: { stderr?: boolean; label?: string } = {},
+  ) {
+    const stream = opts.stderr ? Deno.stderr : Deno.stdout;
+    this.#out = stream;
+    this.#label = opts.label ? `${opts.label} ` : "";
+    this.#tty = tty ?? stream.isTerminal();
   }
 
   #clear(): void {
-    if (this.#tty && this.#shown) Deno.stdout.writeSync(this.#enc.encode("\r\x1b[2K"));
+    if (this.#tty && this.#shown) this.#out.writeSync(this.#enc.encode("\r\x1b[2K"));
     this.#shown = false;
   }
 
@@ -71,9 +189,10 @@ export class Progress {
     const done = Math.round((width * i) / this.total);
     const elapsed = (performance.now() - this.#start) / 1000;
     const eta = i > 0 ? (elapsed / i) * (this.total - i) : 0;
-    const bar = `[${"#".repeat(done)}${"-".repeat(width - done)}] ${i}/${this.total}  ` +
+    const bar =
+      `${this.#label}[${"#".repeat(done)}${"-".repeat(width - done)}] ${i}/${this.total}  ` +
       `${elapsed.toFixed(0)}s elapsed, ~${eta.toFixed(0)}s left`;
-    Deno.stdout.writeSync(this.#enc.encode(`\r\x1b[2K${bar}`));
+    this.#out.writeSync(this.#enc.encode(`\r\x1b[2K${bar}`));
     this.#shown = true;
   }
 
@@ -81,6 +200,33 @@ export class Progress {
   done(): void {
     this.#clear();
   }
+}
+
+/**
+ * A progress callback `(done, total)` drawing a bar on stderr when stderr is a
+ * terminal (and `quiet` is false, e.g. not under `--json`); a no-op otherwise.
+ * The bar is removed when `done` reaches `total`.
+ */
+export function stderrProgress(
+  label: string,
+  quiet = false,
+): (done: number, total: number) => void {
+  if (quiet || !Deno.stderr.isTerminal()) return () => {};
+  let bar: Progress | null = null;
+  let last = 0;
+  return (done, total) => {
+    if (!bar || bar.total !== total) {
+      bar = new Progress(Math.max(1, total), true, { stderr: true, label });
+    }
+    const now = performance.now();
+    if (done >= total) {
+      bar.done();
+      return;
+    }
+    if (now - last < 100 && done > 0) return;
+    last = now;
+    bar.update(done);
+  };
 }
 
 /**
@@ -97,10 +243,17 @@ export class JsonLog {
 
   /**
    * Opens `path`: truncated when `resumedFrom` is undefined, else kept up to
-   * iteration `resumedFrom` (records without an iteration are kept) and
-   * appended to.
+   * iteration `resumedFrom` (records without an iteration, such as earlier
+   * runs' headers, are kept) and appended to. With `header`, the run's
+   * {@link headerRecord} is written first.
    */
-  static async open(path: string, resumedFrom?: number): Promise<JsonLog> {
+  static async open(path: string, resumedFrom?: number, header?: LogHeader): Promise<JsonLog> {
+    const log = await JsonLog.#open(path, resumedFrom);
+    if (header) log.write(headerRecord(header));
+    return log;
+  }
+
+  static async #open(path: string, resumedFrom?: number): Promise<JsonLog> {
     if (resumedFrom === undefined) {
       return new JsonLog(await Deno.open(path, { write: true, create: true, truncate: true }));
     }

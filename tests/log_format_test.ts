@@ -1,0 +1,112 @@
+/**
+ * Megatron's log formats (cli/log.ts): the training and validation lines
+ * against literal Megatron-style lines, a regex of the kind Megatron log
+ * parsers use, and the `--log-json` header record.
+ */
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import { formatLogLine, formatValidationLines, JsonLog, keepThrough, pyExp } from "../cli/log.ts";
+
+Deno.test("pyExp is Python's {:.6E}", () => {
+  equal(pyExp(2.4442), "2.444200E+00");
+  equal(pyExp(11.5217), "1.152170E+01");
+  equal(pyExp(3e-4), "3.000000E-04");
+  equal(pyExp(0), "0.000000E+00");
+  equal(pyExp(1.5e100), "1.500000E+100");
+  equal(pyExp(-2.5e-7), "-2.500000E-07");
+});
+
+Deno.test("training line: Megatron's fields and formats", () => {
+  const line = formatLogLine({
+    iteration: 5,
+    total: 100,
+    consumedTokens: 5 * 8 * 64,
+    globalBatchSize: 8,
+    msPerIter: 123.44,
+    tokensPerS: 4148,
+    gflops: 2400,
+    worldSize: 2,
+    lr: 3e-4,
+    loss: 2.4442,
+    gradNorm: 0.51234,
+    time: new Date(2024, 4, 1, 12, 3, 9),
+  });
+  equal(
+    line,
+    " [2024-05-01 12:03:09] iteration        5/     100 | consumed samples:           40 |" +
+      " elapsed time per iteration (ms): 123.4 | throughput per GPU (TFLOP/s/GPU): 1.2 |" +
+      " learning rate: 3.000000E-04 | global batch size:     8 | lm loss: 2.444200E+00 |" +
+      " loss scale: 1.0 | grad norm: 0.512 | number of skipped iterations:   0 |" +
+      " number of nan iterations:   0 | tokens/s: 4148 |",
+  );
+});
+
+Deno.test("validation lines: Megatron's, between dashed lines", () => {
+  const [a, line, b] = formatValidationLines(200, 2.4442);
+  equal(
+    line,
+    " validation loss at iteration 200 | lm loss value: 2.444200E+00 | lm loss PPL: 1.152133E+01 | ",
+  );
+  equal(a, "-".repeat(line.length + 1));
+  equal(b, a);
+  // Perplexity is capped at exp(20), as Megatron's.
+  match(formatValidationLines(1, 50)[1], /lm loss PPL: 4\.851652E\+08 \| $/);
+});
+
+Deno.test("a Megatron log parser reads training and validation losses apart", () => {
+  const log = [
+    formatLogLine({
+      iteration: 10,
+      total: 20,
+      consumedTokens: 0,
+      globalBatchSize: 4,
+      msPerIter: 10,
+      tokensPerS: 1,
+      gflops: 1,
+      lr: 1e-3,
+      loss: 3.25,
+      gradNorm: 1,
+    }),
+    ...formatValidationLines(10, 3.5),
+  ].join("\n");
+  // The patterns of common Megatron log scrapers.
+  const train = [...log.matchAll(/iteration\s+(\d+)\/\s*(\d+) \|.*?\| lm loss: ([\d.E+-]+) \|/g)];
+  deepStrictEqual(train.map((m) => [Number(m[1]), Number(m[2]), Number(m[3])]), [[10, 20, 3.25]]);
+  const val = [
+    ...log.matchAll(/validation loss at iteration (\d+) \| lm loss value: ([\d.E+-]+) \|/g),
+  ];
+  deepStrictEqual(val.map((m) => [Number(m[1]), Number(m[2])]), [[10, 3.5]]);
+  const fields = /learning rate: ([\d.E+-]+) \|.*loss scale: ([\d.]+) \|.*grad norm: ([\d.]+) \|/
+    .exec(log)!;
+  deepStrictEqual(fields.slice(1).map(Number), [1e-3, 1, 1]);
+  match(log, /^ \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] iteration/);
+  match(log, /number of skipped iterations: +0 \| number of nan iterations: +0 \|/);
+});
+
+Deno.test("--log-json: a header record begins each run, also on resume", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/log.jsonl`;
+    const header = {
+      config: { "num-layers": 1, "lr": 0.001 },
+      world: { size: 2, tp: 2, dp: 1, nodes: 1 },
+    };
+    let log = await JsonLog.open(path, undefined, header);
+    for (let i = 1; i <= 3; i++) log.write({ iteration: i, loss: 5 - i });
+    await log.close();
+    log = await JsonLog.open(path, 2, { ...header, first_iteration: 3 });
+    log.write({ iteration: 3, loss: 1.5 });
+    await log.close();
+    const recs = (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
+    deepStrictEqual(recs.map((r) => r.type ?? r.iteration), ["header", 1, 2, "header", 3]);
+    const h = recs[0];
+    deepStrictEqual(h.world, header.world);
+    deepStrictEqual(h.config, header.config);
+    equal(typeof h.version, "string");
+    ok(!Number.isNaN(Date.parse(h.start_time)), h.start_time);
+    equal(recs[3].first_iteration, 3);
+    // Headers have no iteration, so a resume keeps them.
+    equal(keepThrough(JSON.stringify(h) + "\n", 0), JSON.stringify(h) + "\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
