@@ -54,7 +54,7 @@ import { assignBert, bertPaddedRows } from "../models/hf/bert.ts";
 import { RunError } from "./errors.ts";
 import type { FlagValues } from "./flags.ts";
 import { checkAttentionFits, limitError } from "./limits.ts";
-import { formatLogLine, JsonLog, Progress } from "./log.ts";
+import { formatLogLine, formatValidationLines, JsonLog, Progress } from "./log.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { TextStream } from "./text_stream.ts";
 import { bertConfigFromFlags, gptConfigFromFlags } from "./train_config.ts";
@@ -389,7 +389,11 @@ export async function trainRank(
     // A resumed run appends to its log, dropping what the interrupted run wrote
     // past its checkpoint (those iterations run again).
     const json = isLogger && f["log-json"]
-      ? await JsonLog.open(f["log-json"] as string, f.load ? startIter - 1 : undefined)
+      ? await JsonLog.open(f["log-json"] as string, f.load ? startIter - 1 : undefined, {
+        config: { ...f },
+        world: { size: world, tp: tpSize, dp, nodes: (f.nnodes as number | undefined) ?? 1 },
+        first_iteration: startIter,
+      })
       : null;
     const saveDir = f.save as string | undefined;
     const saveInterval = (f["save-interval"] as number | undefined) ?? Infinity;
@@ -490,6 +494,9 @@ export async function trainRank(
               iteration: it,
               total: iters,
               consumedTokens: it * gb * T,
+              consumedSamples: it * gb,
+              globalBatchSize: gb,
+              worldSize: world,
               msPerIter,
               tokensPerS: (gb * T) / (msPerIter / 1000),
               gflops: flopsPerIter / (msPerIter / 1000) / 1e9,
@@ -509,11 +516,7 @@ export async function trainRank(
             0;
       }
       if (valLoss !== undefined && isLogger) {
-        progress.line(
-          `validation at iteration ${it} | lm loss: ${valLoss.toFixed(4)} | lm loss PPL: ${
-            Math.exp(valLoss).toFixed(3)
-          }`,
-        );
+        for (const l of formatValidationLines(it, valLoss)) progress.line(l);
       }
       if (saveDir && (it % saveInterval === 0 || it === iters || stoppedBy)) await save(it);
       if (isLogger) progress.update(it);

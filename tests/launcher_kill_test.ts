@@ -264,7 +264,8 @@ function chaosArgs(dir: string, iters = CHAOS_ITERS): string[] {
 }
 
 function jsonLosses(text: string): number[] {
-  return text.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l).loss as number);
+  return text.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l))
+    .filter((r) => r.type !== "header").map((r) => r.loss as number);
 }
 
 /** A mulberry32 stream: the trials are reproducible from the printed seed. */

@@ -87,7 +87,8 @@ function torchrun(masterPort: number, program: string[]): string[] {
 }
 
 function losses(jsonl: string): number[] {
-  return jsonl.trim().split("\n").map((l) => JSON.parse(l).loss as number);
+  return jsonl.trim().split("\n").map((l) => JSON.parse(l))
+    .filter((r) => r.type !== "header").map((r) => r.loss as number);
 }
 
 async function setup(): Promise<string> {
