@@ -25,6 +25,49 @@ export interface FlagSpec {
   group?: string;
 }
 
+/**
+ * Megatron's values of `--tokenizer-type`, and this project's names, as the
+ * names of `--tokenizer` (case-insensitive).
+ */
+export const TOKENIZER_TYPES: Readonly<Record<string, string>> = {
+  gpt2bpetokenizer: "gpt2",
+  gpt2: "gpt2",
+  bertwordpiecelowercase: "bert",
+  bert: "bert",
+  bytetokenizer: "byte",
+  byte: "byte",
+};
+
+/**
+ * Megatron's spellings of this project's flags: a command whose table has the
+ * target flag also accepts the spelling (shown in its help), with the value
+ * translated. `accepts` widens the target's choices for values given so.
+ */
+export const MEGATRON_SPELLINGS: Readonly<
+  Record<string, { flag: string; value?: (v: string) => string; accepts?: string[] }>
+> = {
+  "tokenizer-type": {
+    flag: "tokenizer",
+    value: (v) => TOKENIZER_TYPES[v.toLowerCase()] ?? v,
+    accepts: ["bert"],
+  },
+  // Minutes, as Megatron's; --dist-timeout takes a duration.
+  "distributed-timeout-minutes": { flag: "dist-timeout", value: (v) => `${v}m` },
+};
+
+/** `specs` with the Megatron spellings of its flags added as aliases (a copy). */
+export function withMegatronSpellings(
+  specs: Record<string, FlagSpec>,
+): Record<string, FlagSpec> {
+  const out: Record<string, FlagSpec> = { ...specs };
+  for (const [spelling, m] of Object.entries(MEGATRON_SPELLINGS)) {
+    const s = out[m.flag];
+    if (!s || spelling in out || s.aliases?.includes(spelling)) continue;
+    out[m.flag] = { ...s, aliases: [...(s.aliases ?? []), spelling] };
+  }
+  return out;
+}
+
 /** Thrown for bad command lines; the CLI prints it with the usage and exits 2. */
 export class UsageError extends Error {
   /** A usage error with `message`. */
@@ -49,7 +92,8 @@ export function wasGiven(f: FlagValues, name: string): boolean {
 }
 
 /** Parses `args` against `specs`. */
-export function parseFlags(args: string[], specs: Record<string, FlagSpec>): FlagValues {
+export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
+  const specs = withMegatronSpellings(table);
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
     help: { type: "boolean", short: "h" },
   };
@@ -90,10 +134,12 @@ export function parseFlags(args: string[], specs: Record<string, FlagSpec>): Fla
       out[name] = raw as boolean;
       continue;
     }
-    const str = raw as string;
+    const spelling = MEGATRON_SPELLINGS[rawName];
+    const str = spelling?.value ? spelling.value(raw as string) : raw as string;
     if (s.type === "string") {
-      if (s.choices && !s.choices.includes(str)) {
-        throw new UsageError(`--${name} must be one of ${s.choices.join(", ")}, got "${str}"`);
+      if (s.choices && !s.choices.includes(str) && !spelling?.accepts?.includes(str)) {
+        const what = spelling ? `--${rawName} ${raw} (--${name} ${str})` : `--${name}`;
+        throw new UsageError(`${what} must be one of ${s.choices.join(", ")}, got "${str}"`);
       }
       out[name] = str;
       continue;
@@ -115,7 +161,8 @@ export function parseFlags(args: string[], specs: Record<string, FlagSpec>): Fla
 }
 
 /** The help text for `specs`, grouped by section. */
-export function helpText(usage: string, specs: Record<string, FlagSpec>): string {
+export function helpText(usage: string, table: Record<string, FlagSpec>): string {
+  const specs = withMegatronSpellings(table);
   const lines = [usage, ""];
   let group = "";
   for (const [name, s] of Object.entries(specs)) {

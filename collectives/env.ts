@@ -81,14 +81,17 @@ export function splitDistArgs(args: string[]): { flags: Record<string, string>; 
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const m = /^--([a-z][a-z0-9_-]*)(?:=(.*))?$/.exec(a);
-    const name = m?.[1]?.replace(/_/g, "-");
+    const given = m?.[1]?.replace(/_/g, "-");
+    // Megatron's --distributed-timeout-minutes N is --dist-timeout Nm.
+    const minutes = given === "distributed-timeout-minutes";
+    const name = minutes ? "dist-timeout" : given;
     if (m && (DIST_FLAGS as readonly string[]).includes(name!)) {
       let v = m[2];
       if (v === undefined) {
         v = args[++i];
-        if (v === undefined) throw new Error(`--${name} needs a value`);
+        if (v === undefined) throw new Error(`--${given} needs a value`);
       }
-      flags[name!] = v;
+      flags[name!] = minutes ? `${v}m` : v;
     } else rest.push(a);
   }
   return { flags, rest };

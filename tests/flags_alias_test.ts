@@ -1,0 +1,52 @@
+/** Megatron's flag spellings (cli/flags.ts, collectives/env.ts): same flags, shown in help. */
+import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
+import { type FlagSpec, helpText, parseFlags, UsageError, wasGiven } from "../cli/flags.ts";
+import { TRAIN_FLAGS } from "../cli/train_config.ts";
+import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
+
+const SPECS: Record<string, FlagSpec> = {
+  "tokenizer": { type: "string", default: "byte", choices: ["byte", "gpt2"], help: "tokenizer" },
+  "dist-timeout": { type: "string", help: "timeout" },
+};
+
+Deno.test("--tokenizer-type takes Megatron's names and this project's", () => {
+  for (
+    const [v, want] of [
+      ["GPT2BPETokenizer", "gpt2"],
+      ["ByteTokenizer", "byte"],
+      ["byte", "byte"],
+      ["gpt2", "gpt2"],
+      ["BertWordPieceLowerCase", "bert"],
+    ]
+  ) {
+    const f = parseFlags(["--tokenizer-type", v], SPECS);
+    equal(f.tokenizer, want, v);
+    equal(wasGiven(f, "tokenizer"), true);
+  }
+  throws(
+    () => parseFlags(["--tokenizer-type", "SentencePieceTokenizer"], SPECS),
+    (e) =>
+      e instanceof UsageError && /--tokenizer-type .*must be one of byte, gpt2/.test(e.message),
+  );
+  // The project's own spelling keeps its choices.
+  throws(() => parseFlags(["--tokenizer", "bert"], SPECS), UsageError);
+});
+
+Deno.test("Megatron spellings are listed in the help", () => {
+  const h = helpText("Usage: x", SPECS);
+  match(h, /--tokenizer, --tokenizer-type/);
+  match(h, /--dist-timeout, --distributed-timeout-minutes/);
+  match(helpText("Usage: train", TRAIN_FLAGS), /--tokenizer, --tokenizer-type/);
+  match(helpText("Usage: train", TRAIN_FLAGS), /--distributed-timeout-minutes/);
+});
+
+Deno.test("--distributed-timeout-minutes is --dist-timeout in minutes", () => {
+  const { flags, rest } = splitDistArgs(["--distributed-timeout-minutes", "2", "--lr", "1"]);
+  deepStrictEqual(flags, { "dist-timeout": "2m" });
+  deepStrictEqual(rest, ["--lr", "1"]);
+  equal(resolveDistConfig(flags, {}).distTimeoutMs, 120000);
+  deepStrictEqual(splitDistArgs(["--distributed_timeout_minutes=0.5"]).flags, {
+    "dist-timeout": "0.5m",
+  });
+  equal(parseFlags(["--distributed-timeout-minutes", "3"], SPECS)["dist-timeout"], "3m");
+});
