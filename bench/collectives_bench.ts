@@ -1,14 +1,16 @@
 /**
- * Collectives benchmark, nccl-tests style. At load it measures, in one run:
- * raw single-thread memcpy bandwidth, raw one-stream TCP loopback throughput,
+ * Collectives benchmark, nccl-tests style. The bench "all-reduce sweep" measures, in one
+ * iteration: raw single-thread memcpy bandwidth, raw one-stream TCP loopback throughput,
  * then all-reduce (sum, f32) from 1 KiB to 64 MiB over shared memory (Workers
  * of this process; the default direct algorithm, and the ring beside it) and
  * over TCP (a ring of separate OS processes on 127.0.0.1),
  * for 2 and 4 ranks, and prints a table with algbw = bytes/time and
- * busbw = algbw·2(n−1)/n, plus the two target ratios. Then `deno bench` times
- * the host reduction kernels (WebAssembly SIMD against a plain JS loop).
+ * busbw = algbw·2(n−1)/n, plus the two target ratios. The "reduce16MiB" group times
+ * the host reduction kernels (WebAssembly SIMD against a plain JS loop). Nothing runs at
+ * load: `--filter` picks what runs.
  *
  *   deno bench -A bench/collectives_bench.ts
+ *   deno bench -A bench/collectives_bench.ts --filter "16 MiB"   # the host kernels only
  *
  * Set COLLECTIVES_BENCH_QUICK=1 to skip the 4-rank and small-size rows.
  * @module
@@ -179,21 +181,35 @@ async function sweep(): Promise<void> {
   );
 }
 
-await sweep();
+Deno.bench({
+  name: "all-reduce sweep (shm and tcp, 2 and 4 ranks; prints the table)",
+  n: 1,
+  warmup: 0,
+  fn: sweep,
+});
 
-const arena = Arena.create();
+/** Two 16 MiB f32 arena buffers (1s and 2s), made on first use. */
+let host: { arena: Arena; a: number; b: number; fa: Float32Array; fb: Float32Array } | null = null;
 const N = 16 * MiB / 4;
-const a = arena.alloc(N * 4), b = arena.alloc(N * 4);
-const fa = arena.f32(a, N), fb = arena.f32(b, N);
-fa.fill(1);
-fb.fill(2);
+function buffers(): NonNullable<typeof host> {
+  if (host) return host;
+  const arena = Arena.create();
+  const a = arena.alloc(N * 4), b = arena.alloc(N * 4);
+  const fa = arena.f32(a, N), fb = arena.f32(b, N);
+  fa.fill(1);
+  fb.fill(2);
+  return host = { arena, a, b, fa, fb };
+}
 
 Deno.bench("memcpy 16 MiB (TypedArray.set)", { group: "reduce16MiB", baseline: true }, () => {
+  const { fa, fb } = buffers();
   fa.set(fb);
 });
 Deno.bench("wasm simd add 16 MiB in place", { group: "reduce16MiB" }, () => {
+  const { arena, a, b } = buffers();
   arena.reducer.add(a, a, b, N, 1);
 });
 Deno.bench("js a[i] += b[i] 16 MiB", { group: "reduce16MiB" }, () => {
+  const { fa, fb } = buffers();
   for (let i = 0; i < N; i++) fa[i] += fb[i];
 });

@@ -21,8 +21,8 @@ import type * as tfns from "npm:@tensorflow/tfjs-core@4.22.0";
 // imports). The union package's Node bundle registers all of them, into the
 // registry that tfjs-core shares through a global: imported only for that.
 import "npm:@tensorflow/tfjs@4.22.0";
-import { DataRng } from "../data/rng.ts";
-import type { Tfjs } from "./tfjs_backend.ts";
+import { DataRng } from "../../data/rng.ts";
+import type { Tfjs } from "./backend.ts";
 
 type Tf = typeof tfns;
 type Tensor = tfns.Tensor;

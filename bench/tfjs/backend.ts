@@ -6,7 +6,7 @@
 
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
-import type { GPUProvider } from "../core/gpu.ts";
+import type { GPUProvider } from "../../core/gpu.ts";
 
 /** A TensorFlow.js WebGPU backend bound to its own device on `provider`'s adapter. */
 export interface Tfjs {

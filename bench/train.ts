@@ -1,0 +1,330 @@
+/**
+ * Training-step benchmark: ms per optimizer step and tokens/s of the project's
+ * GPT; with `bench/tfjs/train.ts`, beside the same GPT in TensorFlow.js (WebGPU
+ * backend, same `GPU` object and adapter), in one run. This file holds the rows
+ * and runners; the entry points are:
+ *
+ *     deno bench -A bench/train_bench.ts        # project rows: deno bench report + table
+ *     deno run -A bench/train_bench.ts          # project rows: only the table
+ *     deno bench -A bench/tfjs/train.ts         # with TF.js (deno task bench:tfjs)
+ *     deno run -A bench/tfjs/train.ts           # with TF.js: only the table
+ *
+ * Rows: the reference config (vocab 256, hidden 128, 4 heads, 2 layers, seq 64,
+ * micro-batch 8, dropout off on both sides) on each backend, for the project
+ * and for TF.js; the default `deno task train` config (read from
+ * `TRAIN_FLAGS`, dropout as its defaults) with and without
+ * `--recompute-activations`, and TF.js on it. Every step draws fresh random
+ * tokens from a seeded generator, runs forward, backward, global-norm clipping
+ * (1.0) and Adam(W) at lr 1e-3, and reads the loss back (one sync per step on
+ * both sides). Each row first runs `TRAIN_BENCH_WARMUP` untimed steps (shader
+ * compilation, pool warm-up); the table shows medians of the timed steps.
+ *
+ * Environment: `TRAIN_BENCH_STEPS` (timed steps per row, default 5),
+ * `TRAIN_BENCH_WARMUP` (default 2), `TRAIN_BENCH_BACKENDS` (default
+ * `deno,dawn`), `TRAIN_BENCH_TFJS=0` to leave TF.js out of the TF.js entry points.
+ * @module
+ */
+
+import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
+import type { FlagValues } from "../cli/flags.ts";
+import { Device } from "../core/device.ts";
+import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { Tensor } from "../core/tensor.ts";
+import { DataRng } from "../data/rng.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { Trainer } from "../models/trainer.ts";
+import { median } from "./stats.ts";
+
+/** A model config with the batch shape it is trained on. */
+export interface BenchConfig {
+  /** Short name shown in the table. */
+  name: string;
+  /** The project's model config (TF.js gets the same shape and dropout). */
+  model: GptConfig;
+  /** Sequences per step. */
+  batch: number;
+  /** Tokens per sequence. */
+  seq: number;
+}
+
+/** The issue's 470K-parameter reference config, dropout off. */
+export const REFERENCE: BenchConfig = {
+  name: "reference",
+  model: {
+    vocabSize: 256,
+    numLayers: 2,
+    hiddenSize: 128,
+    numHeads: 4,
+    maxPositions: 64,
+    hiddenDropout: 0,
+    attentionDropout: 0,
+  },
+  batch: 8,
+  seq: 64,
+};
+
+/** The config `deno task train` trains by default (byte vocabulary), optionally recomputing. */
+export function defaultTrainConfig(recompute = false): BenchConfig {
+  const flags: FlagValues = {};
+  for (const [k, spec] of Object.entries(TRAIN_FLAGS)) {
+    if (spec.default !== undefined) flags[k] = spec.default as FlagValues[string];
+  }
+  flags["recompute-activations"] = recompute;
+  return {
+    name: recompute ? "train default + recompute" : "train default",
+    model: gptConfigFromFlags(flags, 256),
+    batch: flags["micro-batch-size"] as number,
+    seq: flags["seq-length"] as number,
+  };
+}
+
+/** Which implementation a row runs. */
+export type Impl = "project" | "tfjs";
+
+/** One row of the table. */
+export interface BenchRow {
+  /** Project or TF.js. */
+  impl: Impl;
+  /** WebGPU backend (both implementations take the same `GPU` object). */
+  backend: BackendName;
+  /** Model and batch shape. */
+  config: BenchConfig;
+}
+
+/** A row ready to step. */
+export interface Runner {
+  /** One timed training step; returns its loss. */
+  step(): Promise<number>;
+  /** Highest pool bytes in a step since warm-up (project only). */
+  peakBytes?: number;
+  /** Pool bytes held between steps: parameters, optimizer state, caches (project only). */
+  baseBytes?: number;
+  /** Trainable parameters. */
+  params: number;
+}
+
+interface Samples {
+  ms: number[];
+  peak: number;
+  base: number;
+  params: number;
+  loss: number;
+  error?: string;
+}
+
+const env = (k: string) => Deno.env.get(k);
+const STEPS = Number(env("TRAIN_BENCH_STEPS") ?? 5);
+const WARMUP = Number(env("TRAIN_BENCH_WARMUP") ?? 2);
+const BACKENDS = (env("TRAIN_BENCH_BACKENDS") ?? "deno,dawn").split(",").filter((s) => s)
+  .map((s) => parseBackend(s.trim()));
+let tfjsRunner: ((row: BenchRow) => Promise<Runner>) | null = null;
+/** Adds the TF.js rows, stepped by `make`'s runners (`bench/tfjs/train.ts`). */
+export function useTfjs(make: (row: BenchRow) => Promise<Runner>): void {
+  tfjsRunner = make;
+}
+const withTfjs = () => tfjsRunner !== null && env("TRAIN_BENCH_TFJS") !== "0";
+
+/** The rows in run order (TF.js rows of a backend together: one TF.js backend is live at a time). */
+export function benchRows(): BenchRow[] {
+  const rows: BenchRow[] = [];
+  for (const backend of BACKENDS) {
+    rows.push({ impl: "project", backend, config: REFERENCE });
+    if (withTfjs()) rows.push({ impl: "tfjs", backend, config: REFERENCE });
+  }
+  const first = BACKENDS[0] ?? "deno";
+  rows.push({ impl: "project", backend: first, config: defaultTrainConfig(false) });
+  rows.push({ impl: "project", backend: first, config: defaultTrainConfig(true) });
+  if (withTfjs()) rows.push({ impl: "tfjs", backend: first, config: defaultTrainConfig(false) });
+  return rows;
+}
+
+const devices = new Map<BackendName, Promise<Device>>();
+const adapterNames = new Map<BackendName, string>();
+/** The project's device on backend `b`, made on first use. */
+export function deviceFor(b: BackendName): Promise<Device> {
+  let d = devices.get(b);
+  if (!d) {
+    d = Device.create({ backend: b });
+    d.then((dev) => adapterNames.set(b, dev.summary().name), () => {});
+    devices.set(b, d);
+  }
+  return d;
+}
+
+/** Seeded random tokens for `c`'s batch shape, fresh each call. */
+export function tokenSource(c: BenchConfig): () => Int32Array {
+  const rng = new DataRng(7);
+  const n = c.batch * c.seq;
+  return () => Int32Array.from({ length: n }, () => rng.nextInt(c.model.vocabSize));
+}
+
+async function projectRunner(row: BenchRow): Promise<Runner> {
+  const device = await deviceFor(row.backend);
+  const { model, batch: B, seq: T } = row.config;
+  const before = device.pool.liveBytes; // other rows' models on this device
+  const gpt = Gpt.serial(device, model, 1);
+  const trainer = new Trainer(device, gpt, {
+    schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
+    clipGrad: 1,
+  });
+  const tokens = tokenSource(row.config);
+  const runner: Runner = {
+    params: gpt.numParams(),
+    async step() {
+      device.pool.resetPeak();
+      runner.baseBytes = device.pool.liveBytes - before;
+      const r = await trainer.step(1, () =>
+        gpt.loss(
+          Tensor.fromArray(device, tokens(), [B, T]),
+          Tensor.fromArray(device, tokens(), [B, T]),
+        ));
+      runner.peakBytes = Math.max(runner.peakBytes ?? 0, device.pool.peakBytes - before);
+      return r.loss;
+    },
+  };
+  return runner;
+}
+
+const samples = new Map<string, Samples>();
+const runners = new Map<string, Promise<Runner>>();
+const keyOf = (r: BenchRow) => `${r.impl}|${r.backend}|${r.config.name}`;
+
+/** Builds a row's runner and runs its warm-up steps (once). */
+function runnerFor(row: BenchRow): Promise<Runner> {
+  const key = keyOf(row);
+  let r = runners.get(key);
+  if (!r) {
+    r = (async () => {
+      if (row.impl === "tfjs" && !tfjsRunner) {
+        throw new Error("TF.js rows need bench/tfjs/train.ts");
+      }
+      const runner = await (row.impl === "project" ? projectRunner(row) : tfjsRunner!(row));
+      for (let i = 0; i < WARMUP; i++) await runner.step();
+      runner.peakBytes = undefined;
+      return runner;
+    })();
+    runners.set(key, r);
+  }
+  return r;
+}
+
+function record(row: BenchRow): Samples {
+  const key = keyOf(row);
+  let s = samples.get(key);
+  if (!s) samples.set(key, s = { ms: [], peak: NaN, base: NaN, params: 0, loss: NaN });
+  return s;
+}
+
+/** Runs one timed step of `row` and records it; returns its milliseconds. */
+export async function timedStep(row: BenchRow): Promise<number> {
+  const s = record(row);
+  const runner = await runnerFor(row);
+  const t0 = performance.now();
+  s.loss = await runner.step();
+  const ms = performance.now() - t0;
+  s.ms.push(ms);
+  s.peak = runner.peakBytes ?? NaN;
+  s.base = runner.baseBytes ?? NaN;
+  s.params = runner.params;
+  return ms;
+}
+
+const rowLabel = (r: BenchRow) => `${r.impl === "tfjs" ? "TF.js" : "project"} ${r.config.name}`;
+
+/** The Markdown table of medians so far. */
+export function table(rows: BenchRow[] = benchRows()): string {
+  const lines: string[] = [];
+  for (const b of BACKENDS) lines.push(`- backend ${b}: ${adapterNames.get(b) ?? "(not started)"}`);
+  const la = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  lines.push(
+    `- ${STEPS} timed steps per row after ${WARMUP} warm-up steps; medians; load average now ${la}`,
+    "",
+    "| run | backend | params | B×T | dropout | ms/step | tokens/s | peak pool MiB (over steady) | vs TF.js |",
+    "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+  );
+  const tps = (r: BenchRow) => {
+    const s = samples.get(keyOf(r));
+    return s?.ms.length ? (r.config.batch * r.config.seq * 1000) / median(s.ms) : NaN;
+  };
+  for (const r of rows) {
+    const s = samples.get(keyOf(r));
+    const c = r.config;
+    const ms = s?.ms.length ? median(s.ms) : NaN;
+    const tf = rows.find((t) =>
+      t.impl === "tfjs" && t.backend === r.backend &&
+      t.config.model.hiddenDropout === c.model.hiddenDropout &&
+      t.config.batch === c.batch && t.config.seq === c.seq &&
+      t.config.model.hiddenSize === c.model.hiddenSize &&
+      t.config.model.numLayers === c.model.numLayers
+    );
+    const ratio = r.impl === "project" && tf ? tps(r) / tps(tf) : NaN;
+    const fmt = (v: number, d: number) => (Number.isFinite(v) ? v.toFixed(d) : "–");
+    const cells = s?.error ? [`failed: ${s.error}`, "–", "–", "–"] : [
+      fmt(ms, 1),
+      fmt(tps(r), 0),
+      Number.isFinite(s?.peak ?? NaN)
+        ? `${fmt(s!.peak / 2 ** 20, 2)} (${fmt((s!.peak - s!.base) / 2 ** 20, 2)})`
+        : "–",
+      Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : "–",
+    ];
+    lines.push(
+      `| ${rowLabel(r)} | ${r.backend} | ${s?.params || "–"} | ${c.batch}×${c.seq} | ` +
+        `${c.model.hiddenDropout ?? 0.1} | ${cells.join(" | ")} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Registers the `deno bench` entries (one training step per measured iteration). */
+export function registerBenches(rows: BenchRow[] = benchRows()): void {
+  for (const row of rows) {
+    Deno.bench({
+      name: `${rowLabel(row)} (${row.backend})`,
+      group: `${row.config.name} ${row.backend}`,
+      baseline: row.impl === "tfjs",
+      n: STEPS,
+      warmup: 0,
+      async fn(b) {
+        const s = record(row);
+        if (s.error) return;
+        try {
+          await runnerFor(row); // setup and warm-up stay out of the measurement
+        } catch (e) {
+          s.error = (e as Error).message.split("\n")[0];
+          console.error(`${rowLabel(row)} on ${row.backend}: ${(e as Error).message}`);
+          return;
+        }
+        b.start();
+        await timedStep(row);
+        b.end();
+      },
+    });
+  }
+}
+
+/** `deno run`: every row in turn, then the table; then frees the devices. */
+export async function main(): Promise<void> {
+  const rows = benchRows();
+  for (const row of rows) {
+    const s = record(row);
+    try {
+      await runnerFor(row);
+      for (let i = 0; i < STEPS; i++) await timedStep(row);
+    } catch (e) {
+      s.error = (e as Error).message.split("\n")[0];
+    }
+    console.error(
+      `${rowLabel(row)} (${row.backend}): ${s.ms.map((m) => m.toFixed(0)).join(" ")} ms`,
+    );
+  }
+  console.log(table(rows));
+  for (const d of devices.values()) (await d.catch(() => null))?.destroy();
+}
+
+/** `deno bench`: the bench entries, and the table printed when the run ends. */
+export function registerBenchesWithTable(): void {
+  registerBenches();
+  globalThis.addEventListener("unload", () => {
+    if (samples.size) console.log("\n" + table());
+  });
+}
