@@ -22,7 +22,8 @@ import { validateGptConfig } from "../models/gpt.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
 import type { HostTensor } from "../models/checkpoint/shard.ts";
 import { readHfDir } from "../models/hf/io.ts";
-import { type ParallelLayers, SerialLayers } from "../models/parallel/layers.ts";
+import type { ParallelLayers } from "../models/parallel/layers.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import type { FlagValues } from "./flags.ts";
 
 /** The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. */
@@ -102,7 +103,7 @@ export interface LoadedBert {
 export async function loadBert(
   device: Device,
   f: FlagValues,
-  layers: ParallelLayers = new SerialLayers(device),
+  layers: ParallelLayers = TensorParallelLayers.single(device),
 ): Promise<LoadedBert> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (f["init-from-hf"]) {

@@ -24,7 +24,8 @@ import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
-import { type ParallelLayers, SerialLayers } from "../models/parallel/layers.ts";
+import type { ParallelLayers } from "../models/parallel/layers.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
@@ -151,7 +152,7 @@ export async function evaluateStream(
 export async function loadGpt(
   device: Device,
   f: FlagValues,
-  layers: ParallelLayers = new SerialLayers(device),
+  layers: ParallelLayers = TensorParallelLayers.single(device),
 ): Promise<{ model: Gpt; source: string }> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (f["init-from-hf"]) {

@@ -37,7 +37,6 @@ import { trainingFlops } from "../models/flops.ts";
 import { generate } from "../models/generate.ts";
 import { Gpt } from "../models/gpt.ts";
 import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models/parallel/hooks.ts";
-import { SerialLayers } from "../models/parallel/layers.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
@@ -199,7 +198,9 @@ export async function trainRank(
     const tpGroup = groups
       ? (measureComm ? timedGroup(groups.tp, timer, device) : groups.tp)
       : null;
-    const layers = tpGroup ? new TensorParallelLayers(device, tpGroup) : new SerialLayers(device);
+    const layers = tpGroup
+      ? new TensorParallelLayers(device, tpGroup)
+      : TensorParallelLayers.single(device);
     const rng = new RngTracker(seed, tpRank, dpRank);
     const hf = model_ === "gpt" && hfDir ? await readHfGpt2(hfDir) : null;
     let gptConfig = gptConfigFromFlags(f, tokenizer.vocabSize);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { axpyInPlace, clone } from "./ops/basic.ts";
+import { axpyInPlace, clone } from "./ops/raw.ts";
 import { fmtShape, type GradNode, Tensor } from "./tensor.ts";
 
 /**

@@ -14,7 +14,16 @@ import {
   NoAdapterError,
 } from "./gpu.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
-import type { BufferBinding } from "./windows.ts";
+
+/** A storage binding: a buffer range (offset and size in bytes). */
+export interface BufferBinding {
+  /** The buffer. */
+  buffer: GPUBuffer;
+  /** Bytes bound. */
+  size: number;
+  /** Byte offset of the range (default 0); a multiple of the adapter's storage offset alignment. */
+  offset?: number;
+}
 
 /** The limits this project asks the adapter for (its own maxima, not the defaults). */
 export const REQUESTED_LIMITS = [

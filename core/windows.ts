@@ -8,17 +8,10 @@
  * @module
  */
 
-import type { Device } from "./device.ts";
+import type { BufferBinding, Device } from "./device.ts";
 
-/** A storage binding: a buffer range (offset and size in bytes). */
-export interface BufferBinding {
-  /** The buffer. */
-  buffer: GPUBuffer;
-  /** Bytes bound. */
-  size: number;
-  /** Byte offset of the range (default 0); a multiple of the adapter's storage offset alignment. */
-  offset?: number;
-}
+/** A storage binding (defined beside the device that dispatches it). */
+export type { BufferBinding } from "./device.ts";
 
 /** `[start, count]` element ranges covering `[0, n)`. */
 export type Window = readonly [start: number, count: number];

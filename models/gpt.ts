@@ -16,7 +16,8 @@ import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
 import { PositionIds } from "./positions.ts";
-import { type ParallelLayers, SerialLayers, type VocabEmbedding } from "./parallel/layers.ts";
+import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
+import { TensorParallelLayers } from "./parallel/tp_layers.ts";
 
 /** Model shape and regularisation. */
 export interface GptConfig {
@@ -216,7 +217,7 @@ export class Gpt extends Module {
 
   /** A GPT on one device. */
   static serial(device: Device, config: GptConfig, seed: number): Gpt {
-    return new Gpt(new SerialLayers(device), config, { seed });
+    return new Gpt(TensorParallelLayers.single(device), config, { seed });
   }
 
   #positions?: PositionIds;

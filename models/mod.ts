@@ -21,13 +21,7 @@ export {
   type ProjectionNames,
   SelfAttention,
 } from "./blocks.ts";
-export {
-  type LinearLike,
-  type ParallelLayers,
-  SerialLayers,
-  SINGLE_RANK,
-  type VocabEmbedding,
-} from "./parallel/layers.ts";
+export type { LinearLike, ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 export {
   ColumnParallelLinear,
   RowParallelLinear,

@@ -35,7 +35,7 @@ import {
   bertPaddedRows,
   bertTensorsFromHf,
 } from "../models/hf/mod.ts";
-import { SerialLayers } from "../models/parallel/layers.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { bertEncode64, type BertRefConfig, linear64, weight } from "./bert_reference.ts";
 import {
   TINY_HF_CONFIG,
@@ -227,7 +227,7 @@ Deno.test(
     match(a.stdout, /eval: \d+ sequences, \d+ masked tokens \| mlm loss/);
 
     // The float64 reference, and the library's training loss, on the same batches.
-    const model = new Bert(new SerialLayers(dev), hfConfig, { seed: 0 });
+    const model = new Bert(TensorParallelLayers.single(dev), hfConfig, { seed: 0 });
     assignBert(model.namedParams(), ours, V, {}, "fixture");
     model.train(false);
     let mlmSum = 0, mlmRight = 0, masked = 0, sopSum = 0, sopRight = 0, seqs = 0;

@@ -9,7 +9,7 @@
  */
 
 import { Device } from "../core/device.ts";
-import { mapRaw, sumToSize } from "../core/ops/basic.ts";
+import { mapRaw, sumToSize } from "../core/ops/raw.ts";
 import { sumSquares } from "../core/ops/reduce.ts";
 import { lmHeadLogits } from "../core/ops/lm_head.ts";
 import { linear } from "../core/ops/matmul.ts";

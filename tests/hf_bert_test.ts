@@ -7,7 +7,7 @@
 
 import { deepStrictEqual, throws } from "node:assert/strict";
 import { Bert, type BertConfig } from "../models/bert.ts";
-import { SerialLayers } from "../models/parallel/layers.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { paramsToHost } from "../models/checkpoint/mod.ts";
 import type { HostTensor } from "../models/checkpoint/mod.ts";
 import { resizeRows } from "../models/checkpoint/mod.ts";
@@ -151,7 +151,7 @@ Deno.test(
     const dev = await testDevice();
     const cfg = bertConfigFromHf(hfConfig);
     const bc: BertConfig = { ...cfg, postLayerNorm: true };
-    const model = new Bert(new SerialLayers(dev), bc, { seed: 1 });
+    const model = new Bert(TensorParallelLayers.single(dev), bc, { seed: 1 });
     const names = model.namedParams().map(([n]) => n);
     deepStrictEqual(
       new Set(names),
@@ -166,7 +166,9 @@ Deno.test(
     for (const [n, t] of hf) deepStrictEqual(back.get(n), t, n);
     model.dispose();
     // a pre-LN BERT has a final layer norm that HF BERT lacks
-    const pre = new Bert(new SerialLayers(dev), { ...bc, postLayerNorm: false }, { seed: 1 });
+    const pre = new Bert(TensorParallelLayers.single(dev), { ...bc, postLayerNorm: false }, {
+      seed: 1,
+    });
     throws(
       () => assignBert(pre.namedParams(), ours, cfg.vocabSize, {}, "bert.safetensors"),
       /no HF tensor for bert\.encoder\.final_layernorm\.weight.*post-LN/,

@@ -11,7 +11,8 @@
  * scaled by n·2^-24 where the sum is long.
  */
 
-import { columnSum, mapRaw, mul } from "../core/ops/basic.ts";
+import { mul } from "../core/ops/basic.ts";
+import { columnSum, mapRaw } from "../core/ops/raw.ts";
 import { crossEntropy, embedding, layerNorm, softmax } from "../core/ops/nn.ts";
 import { PER_ROW_MAX_COLS } from "../core/ops/rows.ts";
 import { backward } from "../core/autograd.ts";

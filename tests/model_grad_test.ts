@@ -36,7 +36,7 @@
 import { Tensor } from "../core/tensor.ts";
 import { Bert, type BertConfig } from "../models/bert.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
-import { SerialLayers } from "../models/parallel/layers.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { bertLossRef, type BertRefBatch } from "./bert_reference.ts";
 import { gptLossRef } from "./gpt_reference.ts";
 import { assertClose, gpuTest, testDevice } from "./helpers.ts";
@@ -132,7 +132,7 @@ for (const post of [false, true]) {
     gpuTest,
     async () => {
       const cfg: BertConfig = { ...bertBase, postLayerNorm: post };
-      const m = new Bert(new SerialLayers(dev), cfg, { seed: 12 });
+      const m = new Bert(TensorParallelLayers.single(dev), cfg, { seed: 12 });
       const batch: BertRefBatch = {
         ...bertBatch(cfg.vocabSize),
         mlmNormalizer: post ? 3.5 : undefined,

@@ -15,7 +15,7 @@ import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
-import { columnSum, mapRaw, zeros } from "./basic.ts";
+import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { dispatchMatmul, linear } from "./matmul.ts";
 import { countTargets } from "./nn.ts";
 import { shardedRowStatistics, type TensorAllReduce } from "./parallel_xent.ts";

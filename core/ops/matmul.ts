@@ -8,7 +8,7 @@ import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
 import type { BufferBinding } from "../windows.ts";
-import { sumToSize } from "./basic.ts";
+import { sumToSize } from "./raw.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOpts {

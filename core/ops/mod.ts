@@ -3,6 +3,7 @@
  * @module
  */
 
+export * from "./raw.ts";
 export * from "./basic.ts";
 export * from "./matmul.ts";
 export * from "./nn.ts";

@@ -32,7 +32,7 @@ import {
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
-import { columnSum, mapRaw, zeros } from "./basic.ts";
+import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { reduceInto } from "./reduce.ts";
 import { dispatchRows } from "./rows.ts";
 import { COLUMN_BLOCK_ROWS } from "../../kernels/reduce.ts";

@@ -14,7 +14,7 @@ import {
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
-import { axpyInPlace, mapRaw } from "./basic.ts";
+import { axpyInPlace, mapRaw } from "./raw.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
 import { dispatchRows } from "./rows.ts";
 

@@ -8,7 +8,7 @@ import type { Device } from "../device.ts";
 import type { RngDraw } from "../rng.ts";
 import { Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
-import { elementWindows } from "./basic.ts";
+import { elementWindows } from "./raw.ts";
 
 /**
  * Normal(mean, std) values; element `i` is the draw for global index `start + i`,

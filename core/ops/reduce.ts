@@ -8,7 +8,7 @@ import { reduceDispatch, reduceKernel, type ReduceOp } from "../../kernels/reduc
 import { record } from "../autograd.ts";
 import { Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
-import { axpyInPlace, elementWindows, mapRaw, zeros } from "./basic.ts";
+import { axpyInPlace, elementWindows, mapRaw, zeros } from "./raw.ts";
 
 /**
  * Folds all of `x` with `op` and writes the result at `out[offset]` (no autograd).

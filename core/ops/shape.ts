@@ -7,7 +7,7 @@
 import { stridedCopyDispatch, stridedCopyKernel } from "../../kernels/copy.ts";
 import { record } from "../autograd.ts";
 import { fmtShape, numel, Tensor } from "../tensor.ts";
-import { zeros } from "./basic.ts";
+import { zeros } from "./raw.ts";
 
 /** Row-major strides of `shape`. */
 export function contiguousStrides(shape: readonly number[]): number[] {

@@ -1,16 +1,16 @@
 /**
- * The seam between a model and its parallelism. A model asks this factory for
- * its column- and row-parallel linears, its vocabulary embedding and its LM loss;
- * the serial factory returns plain core modules, a tensor-parallel one returns
- * sharded versions with the f/g collectives inside. Model code is the same.
+ * The seam between a model and its parallelism: the interfaces only. A model
+ * asks a {@link ParallelLayers} factory for its column- and row-parallel linears,
+ * its vocabulary embedding and its LM loss; the implementation,
+ * `TensorParallelLayers` (`tp_layers.ts`), returns sharded versions with the f/g
+ * collectives inside, and `TensorParallelLayers.single(device)` the same layers
+ * on one device. Model code is the same.
  * @module
  */
 
 import type { Device } from "../../core/device.ts";
 import type { InitSpec, Module } from "../../core/nn.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import type { TpGroup } from "./mappings.ts";
-import { TensorParallelLayers } from "./tp_layers.ts";
 
 /** A linear layer as a model sees it. */
 export interface LinearLike extends Module {
@@ -60,24 +60,4 @@ export interface ParallelLayers {
   ): Promise<Tensor>;
   /** The full logits of the tied head (gathered under TP), for generation. */
   lmLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Promise<Tensor>;
-}
-
-/** A group of one: every collective is the identity. */
-export const SINGLE_RANK: TpGroup = {
-  size: 1,
-  rank: 0,
-  allReduce: () => Promise.resolve(),
-  allGather: <T>(part: T) => Promise.resolve(part),
-} as unknown as TpGroup;
-
-/**
- * Single-device layers: the tensor-parallel layers over a group of one (so
- * parameters carry the same sharding declarations and checkpoints reshard to
- * any TP size, and the loss is the same chunked LM-head cross-entropy).
- */
-export class SerialLayers extends TensorParallelLayers {
-  /** Layers on `device`. */
-  constructor(device: Device) {
-    super(device, SINGLE_RANK);
-  }
 }

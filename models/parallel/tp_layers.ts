@@ -170,6 +170,14 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
   }
 }
 
+/** A group of one: every collective is the identity (private to {@link TensorParallelLayers.single}). */
+const SINGLE_RANK: TpGroup = {
+  size: 1,
+  rank: 0,
+  allReduce: () => Promise.resolve(),
+  allGather: <T>(part: T) => Promise.resolve(part),
+} as unknown as TpGroup;
+
 /** Layers split over a tensor-parallel group. */
 export class TensorParallelLayers implements ParallelLayers {
   /** Group size. */
@@ -181,6 +189,15 @@ export class TensorParallelLayers implements ParallelLayers {
   constructor(readonly device: Device, readonly group: TpGroup) {
     this.tpSize = group.size;
     this.tpRank = group.rank;
+  }
+
+  /**
+   * Single-device layers: the tensor-parallel layers over a group of one (so
+   * parameters carry the same sharding declarations and checkpoints reshard to
+   * any TP size, and the loss is the same chunked LM-head cross-entropy).
+   */
+  static single(device: Device): TensorParallelLayers {
+    return new TensorParallelLayers(device, SINGLE_RANK);
   }
 
   /** A {@link ColumnParallelLinear} (output stays split). */
