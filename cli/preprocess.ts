@@ -4,31 +4,41 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
-import { MAX_BIN_VOCAB, writeTokenBin } from "../data/token_bin.ts";
+import { MAX_BIN_VOCAB, tokenBinMetaPath, writeTokenBin } from "../data/token_bin.ts";
 import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
-import { handled } from "./errors.ts";
-import { UsageError } from "./flags.ts";
+import { DEBUG_FLAG, handled } from "./errors.ts";
+import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
+import { stderrProgress } from "./log.ts";
 import { checkWritableFile } from "./paths.ts";
 
-const HELP =
-  `Usage: deno task preprocess --output OUT.bin [--data-path IN] [--tokenizer gpt2|byte|bert]
+const USAGE =
+  `Usage: deno task preprocess --output OUT.bin [--data-path IN] [--tokenizer byte|gpt2|bert]
 
 Tokenizes text and writes little-endian uint16 token ids (nanoGPT's .bin format), which
-'deno task train --data-path OUT.bin' reads back without re-tokenizing.
+'deno task train --data-path OUT.bin' reads back without re-tokenizing, and OUT.bin.json,
+which names the tokenizer (train and eval refuse the file with another one). The files of a
+folder are documents, separated by the tokenizer's end-of-text id (<|endoftext|> for gpt2)
+or, for a tokenizer without one (byte), by a blank line.`;
 
-Options:
-  --data-path PATH   a text file, or a folder of .txt/.md files (recursive, sorted by path);
-                     default: the bundled novel Moby Dick
-  --tokenizer NAME   ${
-    TOKENIZER_NAMES.join(" | ")
-  } (default gpt2); its vocabulary must fit in uint16
-  --output PATH      the .bin file to write (required)
-  --debug            print the stack trace of any error
-  -h, --help         show this help
-`;
+/** Flags of `deno task preprocess`. */
+export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
+  "data-path": {
+    type: "string",
+    aliases: ["input"],
+    help: "a text file, or a folder of .txt/.md files (recursive, sorted by path); " +
+      "default: the bundled novel Moby Dick",
+  },
+  "tokenizer": {
+    type: "string",
+    default: "byte",
+    choices: TOKENIZER_NAMES,
+    help: "tokenizer, as train's default; its vocabulary must fit in uint16",
+  },
+  "output": { type: "string", help: "the .bin file to write (required)" },
+  ...DEBUG_FLAG,
+};
 
 /** Summary of one preprocessing run. */
 export interface PreprocessResult {
@@ -38,6 +48,8 @@ export interface PreprocessResult {
   chars: number;
   /** Bytes written. */
   bytes: number;
+  /** Documents joined. */
+  documents: number;
 }
 
 /** Tokenizes `dataPath` (or the default corpus) with `tokenizerName` and writes `output`. */
@@ -45,6 +57,7 @@ export async function preprocess(
   dataPath: string | undefined,
   tokenizerName: string,
   output: string,
+  progress?: (done: number, total: number) => void,
 ): Promise<PreprocessResult> {
   if (dataPath !== undefined && dataPath.toLowerCase().endsWith(".bin")) {
     throw new DataError(`${dataPath} is already a token file; preprocess reads text`);
@@ -55,47 +68,45 @@ export async function preprocess(
       `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} ids; a uint16 .bin holds at most ${MAX_BIN_VOCAB}`,
     );
   }
-  const corpus = await loadTokens(tokenizer, dataPath);
-  await writeTokenBin(output, corpus.ids);
-  return { tokens: corpus.ids.length, chars: corpus.chars ?? 0, bytes: corpus.ids.length * 2 };
+  const corpus = await loadTokens(tokenizer, dataPath, { progress });
+  await writeTokenBin(output, corpus.ids, {
+    tokenizer: tokenizer.name,
+    vocab_size: tokenizer.vocabSize,
+    ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
+    documents: corpus.documents ?? 1,
+  });
+  return {
+    tokens: corpus.ids.length,
+    chars: corpus.chars ?? 0,
+    bytes: corpus.ids.length * 2,
+    documents: corpus.documents ?? 1,
+  };
 }
 
 /** Command-line entry point; returns the exit code. */
 export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args,
-        options: {
-          "data-path": { type: "string" },
-          tokenizer: { type: "string", default: "gpt2" },
-          output: { type: "string", short: "o" },
-          debug: { type: "boolean" },
-          help: { type: "boolean", short: "h" },
-        },
-        strict: true,
-        allowPositionals: false,
-      }));
-    } catch (e) {
-      const msg = (e as Error).message.replace(/\. To specify.*$/s, "");
-      throw new UsageError(`${msg} (--help lists the flags)`);
-    }
-    if (values.help) {
-      console.log(HELP);
+    const f = parseFlags(args, PREPROCESS_FLAGS);
+    if (f.help) {
+      console.log(helpText(USAGE, PREPROCESS_FLAGS));
       return 0;
     }
+    const values = {
+      output: f.output as string | undefined,
+      tokenizer: f.tokenizer as string,
+      "data-path": f["data-path"] as string | undefined,
+    };
     if (values.output === undefined) throw new UsageError("--output OUT.bin is required");
-    if (!(TOKENIZER_NAMES as readonly string[]).includes(values.tokenizer!)) {
-      throw new UsageError(
-        `--tokenizer must be one of ${TOKENIZER_NAMES.join(", ")}, got "${values.tokenizer}"`,
-      );
-    }
     await checkWritableFile("--output", values.output);
     const t0 = performance.now();
     let r;
     try {
-      r = await preprocess(values["data-path"], values.tokenizer!, values.output);
+      r = await preprocess(
+        values["data-path"],
+        values.tokenizer,
+        values.output,
+        stderrProgress("tokenizing"),
+      );
     } catch (e) {
       if (e instanceof RangeError) throw new DataError(e.message);
       throw e;
@@ -103,7 +114,8 @@ export function main(args: string[]): Promise<number> {
     const ms = performance.now() - t0;
     console.log(
       `wrote ${r.tokens} ${values.tokenizer} tokens (${r.bytes} bytes) from ${r.chars} characters ` +
-        `to ${values.output} in ${ms.toFixed(0)} ms`,
+        `(${r.documents} document${r.documents === 1 ? "" : "s"}) to ${values.output} ` +
+        `and ${tokenBinMetaPath(values.output)} in ${ms.toFixed(0)} ms`,
     );
     return 0;
   });

@@ -6,7 +6,12 @@
 
 import { DataError } from "./errors.ts";
 import { loadMobyDick } from "./moby_dick.ts";
-import { checkIdsInVocab, readTokenBin } from "./token_bin.ts";
+import {
+  checkIdsInVocab,
+  checkTokenBinTokenizer,
+  readTokenBin,
+  readTokenBinMeta,
+} from "./token_bin.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 
@@ -53,6 +58,8 @@ export interface CorpusOptions {
    * U+FFFD" (default: `warning: …` on stderr).
    */
   warn?: (msg: string) => void;
+  /** Called as documents are tokenized: `(done, total)` (for a progress bar). */
+  progress?: (done: number, total: number) => void;
 }
 
 function warnOnStderr(msg: string): void {
@@ -103,7 +110,18 @@ function emptyError(dataPath: string, folder: boolean, count: number): DataError
  * any gets one warning with their count.
  */
 export async function loadText(dataPath?: string, opts: CorpusOptions = {}): Promise<string> {
-  if (dataPath === undefined) return await loadMobyDick();
+  return (await loadDocuments(dataPath, opts)).join("\n\n");
+}
+
+/**
+ * The documents of a corpus, as {@link loadText} reads them: the default book, a file (one
+ * document each), or a folder's non-empty .txt/.md files (recursive, sorted by path).
+ */
+export async function loadDocuments(
+  dataPath?: string,
+  opts: CorpusOptions = {},
+): Promise<string[]> {
+  if (dataPath === undefined) return [await loadMobyDick()];
   const warn = opts.warn ?? warnOnStderr;
   const { folder, files } = await readCorpusFiles(dataPath);
   const texts = files.map(({ path, bytes }) => {
@@ -114,7 +132,7 @@ export async function loadText(dataPath?: string, opts: CorpusOptions = {}): Pro
   });
   const nonEmpty = texts.filter((t) => t.trim().length > 0);
   if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
-  return nonEmpty.join("\n\n");
+  return nonEmpty;
 }
 
 function blank(bytes: Uint8Array): boolean {
@@ -158,13 +176,18 @@ export interface CorpusTokens {
    * raw bytes (the byte tokenizer on a file or folder); undefined for a `.bin`.
    */
   chars?: number;
+  /** Documents joined (files of a folder); undefined for a `.bin`. */
+  documents?: number;
 }
 
 /**
  * Loads and tokenizes a corpus. A path ending in `.bin` is read as little-endian uint16 ids and
- * checked against the tokenizer's vocabulary. A tokenizer with `encodeBytes` (the byte
- * tokenizer) gets the files' raw bytes ({@link loadBytes}): one token per byte, whatever the
- * encoding. Others get text ({@link loadText}, which warns about bytes that are not UTF-8).
+ * checked against the tokenizer's vocabulary, and against the tokenizer its sidecar
+ * (`FILE.bin.json`) names, if any. A tokenizer with `encodeBytes` (the byte tokenizer) gets the
+ * files' raw bytes ({@link loadBytes}): one token per byte, whatever the encoding. Others get
+ * text ({@link loadDocuments}, which warns about bytes that are not UTF-8): each document is
+ * encoded on its own, and documents are separated by the tokenizer's end-of-text id
+ * (`<|endoftext|>`, 50256, for GPT-2), or by a blank line when it has none.
  */
 export async function loadTokens(
   tokenizer: Tokenizer,
@@ -174,22 +197,42 @@ export async function loadTokens(
   if (dataPath !== undefined && dataPath.toLowerCase().endsWith(".bin")) {
     const info = await statOrThrow(dataPath);
     if (!info.isFile) throw new DataError(`data path ${JSON.stringify(dataPath)} is not a file`);
+    checkTokenBinTokenizer(dataPath, await readTokenBinMeta(dataPath), tokenizer);
     const ids = await readTokenBin(dataPath, tokenizer.vocabSize);
     return { ids, source: dataPath };
   }
-  let ids: Uint32Array, chars: number;
+  let ids: Uint32Array, chars: number, documents = 1;
   if (tokenizer.encodeBytes && dataPath !== undefined) {
     const bytes = await loadBytes(dataPath, opts);
     ids = Uint32Array.from(tokenizer.encodeBytes(bytes));
     chars = bytes.length;
   } else {
-    const text = await loadText(dataPath, opts);
-    ids = Uint32Array.from(tokenizer.encode(text));
-    chars = text.length;
+    const docs = await loadDocuments(dataPath, opts);
+    documents = docs.length;
+    chars = docs.reduce((n, d) => n + d.length, 0);
+    const eos = tokenizer.eosId;
+    if (eos === undefined) {
+      const text = docs.join("\n\n");
+      ids = Uint32Array.from(tokenizer.encode(text));
+      chars = text.length;
+    } else {
+      const parts = docs.map((d, i) => {
+        opts.progress?.(i, docs.length);
+        return tokenizer.encode(d);
+      });
+      opts.progress?.(docs.length, docs.length);
+      ids = new Uint32Array(parts.reduce((n, p) => n + p.length, 0) + parts.length - 1);
+      let o = 0;
+      parts.forEach((p, i) => {
+        if (i > 0) ids[o++] = eos;
+        ids.set(p, o);
+        o += p.length;
+      });
+    }
   }
   checkIdsInVocab(ids, tokenizer.vocabSize, dataPath ?? DEFAULT_CORPUS_NAME);
   if (ids.length === 0) throw new DataError(`${dataPath}: tokenized to zero tokens`);
-  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars };
+  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars, documents };
 }
 
 /** Train and validation token streams. */

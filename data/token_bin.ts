@@ -1,5 +1,8 @@
 /**
- * Reading and writing `.bin` token files: little-endian uint16 ids, no header (nanoGPT's format).
+ * Reading and writing `.bin` token files: little-endian uint16 ids, no header (nanoGPT's format),
+ * with a sidecar `FILE.bin.json` ({@link TokenBinMeta}) naming the tokenizer that made them, so
+ * that a run with another tokenizer is refused with both names rather than failing on the id
+ * range or, worse, training on ids that mean other tokens.
  * @module
  */
 
@@ -71,7 +74,84 @@ export async function readTokenBin(path: string, vocabSize?: number): Promise<Ui
   return decodeTokenBin(bytes, path, vocabSize);
 }
 
-/** Writes ids to a `.bin` token file (little-endian uint16). */
-export async function writeTokenBin(path: string, ids: ArrayLike<number>): Promise<void> {
+/** What the sidecar `FILE.bin.json` of a `.bin` token file records. */
+export interface TokenBinMeta {
+  /** Name of the tokenizer that made the ids ("gpt2", "byte", "bert"). */
+  tokenizer: string;
+  /** Its vocabulary size. */
+  vocab_size: number;
+  /** Its end-of-text id, written between documents, when it has one. */
+  eos_id?: number;
+  /** Element type of the file. */
+  dtype: "uint16";
+  /** Number of ids in the file. */
+  tokens: number;
+  /** Number of documents joined (separated by `eos_id` when there is one). */
+  documents?: number;
+}
+
+/** The sidecar of a `.bin` token file: `FILE.bin.json`. */
+export function tokenBinMetaPath(path: string): string {
+  return `${path}.json`;
+}
+
+/**
+ * Writes ids to a `.bin` token file (little-endian uint16) and, with `meta`,
+ * its sidecar (see {@link tokenBinMetaPath}).
+ */
+export async function writeTokenBin(
+  path: string,
+  ids: ArrayLike<number>,
+  meta?: Omit<TokenBinMeta, "dtype" | "tokens">,
+): Promise<void> {
   await Deno.writeFile(path, encodeTokenBin(ids));
+  if (meta) {
+    const full: TokenBinMeta = { ...meta, dtype: "uint16", tokens: ids.length };
+    await Deno.writeTextFile(tokenBinMetaPath(path), JSON.stringify(full, null, 2) + "\n");
+  }
+}
+
+/** The sidecar of `path`, or undefined when there is none (a plain nanoGPT `.bin`). */
+export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | undefined> {
+  const side = tokenBinMetaPath(path);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(side);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new DataError(`${side}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+  }
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch {
+    throw new DataError(`${side}: not JSON (the sidecar of ${path} names its tokenizer)`);
+  }
+  const m = meta as Partial<TokenBinMeta> | null;
+  if (!m || typeof m !== "object" || typeof m.tokenizer !== "string") {
+    throw new DataError(
+      `${side}: no "tokenizer" field (the sidecar of ${path} names its tokenizer)`,
+    );
+  }
+  return m as TokenBinMeta;
+}
+
+/**
+ * Refuses a `.bin` whose sidecar names another tokenizer than `tokenizer`
+ * (by name and vocabulary size), naming both.
+ */
+export function checkTokenBinTokenizer(
+  path: string,
+  meta: TokenBinMeta | undefined,
+  tokenizer: { name: string; vocabSize: number },
+): void {
+  if (!meta) return;
+  const same = meta.tokenizer === tokenizer.name &&
+    (meta.vocab_size === undefined || meta.vocab_size === tokenizer.vocabSize);
+  if (same) return;
+  throw new DataError(
+    `${path} was tokenized with the ${meta.tokenizer} tokenizer (vocabulary ${meta.vocab_size}, ` +
+      `per ${tokenBinMetaPath(path)}), but this run uses the ${tokenizer.name} tokenizer ` +
+      `(vocabulary ${tokenizer.vocabSize}): pass --tokenizer ${meta.tokenizer}`,
+  );
 }

@@ -107,3 +107,74 @@ Deno.test("train/validation split takes the last fraction", () => {
   assert.equal(splitTrainVal(ids, 0).val.length, 0);
   assert.throws(() => splitTrainVal(ids, 1), /validation fraction/);
 });
+
+Deno.test("gpt2: a folder's documents are separated by <|endoftext|> (50256), not a blank line", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/a.txt`, "First document.");
+    await Deno.writeTextFile(`${dir}/b.txt`, "Second one.");
+    const gpt2 = await createTokenizer("gpt2");
+    const c = await loadTokens(gpt2, dir);
+    const want = [...gpt2.encode("First document."), 50256, ...gpt2.encode("Second one.")];
+    assert.deepEqual(Array.from(c.ids), want);
+    assert.equal(c.documents, 2);
+    // A tokenizer without an end-of-text id keeps the blank line.
+    const byte = await createTokenizer("byte");
+    assert.equal(byte.decode((await loadTokens(byte, dir)).ids), "First document.\n\nSecond one.");
+    // preprocess writes the same ids, and a sidecar naming the tokenizer.
+    const r = await preprocess(dir, "gpt2", `${dir}/out.bin`);
+    assert.equal(r.documents, 2);
+    assert.deepEqual(Array.from(await readTokenBin(`${dir}/out.bin`)), want);
+    const meta = JSON.parse(await Deno.readTextFile(`${dir}/out.bin.json`));
+    assert.deepEqual(meta, {
+      tokenizer: "gpt2",
+      vocab_size: 50257,
+      eos_id: 50256,
+      documents: 2,
+      dtype: "uint16",
+      tokens: want.length,
+    });
+  });
+});
+
+Deno.test("a .bin records its tokenizer; loading it with another is refused, naming both", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/in.txt`, "hello world");
+    // preprocess's default is train's: byte.
+    assert.equal(
+      await preprocessMain(["--output", `${dir}/d.bin`, "--data-path", `${dir}/in.txt`]),
+      0,
+    );
+    assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/d.bin.json`)).tokenizer, "byte");
+    assert.equal(
+      await preprocessMain([
+        "--output",
+        `${dir}/g.bin`,
+        "--input",
+        `${dir}/in.txt`,
+        "--tokenizer-type",
+        "GPT2BPETokenizer",
+      ]),
+      0,
+    );
+    const byte = await createTokenizer("byte"), gpt2 = await createTokenizer("gpt2");
+    assert.equal((await loadTokens(byte, `${dir}/d.bin`)).ids.length, 11);
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/g.bin`),
+      (e) =>
+        e instanceof DataError &&
+        /g\.bin was tokenized with the gpt2 tokenizer .* this run uses the byte tokenizer .*--tokenizer gpt2/
+          .test(e.message),
+    );
+    await assert.rejects(
+      () => loadTokens(gpt2, `${dir}/d.bin`),
+      /tokenized with the byte tokenizer/,
+    );
+    assert.deepEqual(
+      Array.from((await loadTokens(gpt2, `${dir}/g.bin`)).ids),
+      gpt2.encode("hello world"),
+    );
+    // A plain nanoGPT .bin (no sidecar) is still read.
+    await Deno.remove(`${dir}/g.bin.json`);
+    assert.equal((await loadTokens(gpt2, `${dir}/g.bin`)).ids.length, 2);
+  });
+});
