@@ -7,6 +7,7 @@
  *
  * Without flags, rank and world come from torchrun's, Slurm's or Open MPI's
  * environment variables. The module exports `default(ctx: WorkerContext)`.
+ * `--help` (or `-h`) before the module prints the flags; after it, it is the module's.
  * Exits 0 when every rank succeeded, 1 otherwise, 2 for a bad command line.
  * @module
  */
@@ -14,8 +15,45 @@
 import { splitDistArgs } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { handled, oneLine } from "./errors.ts";
-import { UsageError } from "./flags.ts";
+import { type FlagSpec, helpText, UsageError } from "./flags.ts";
 import { distConfig } from "./dist.ts";
+
+const USAGE = "usage: deno task launch [distributed flags] WORKER_MODULE [ARGS...]\n\n" +
+  "Runs WORKER_MODULE (a file path or URL exporting default(ctx: WorkerContext)) on this\n" +
+  "node's ranks, one Web Worker per GPU, or one process each with --launcher procs. Without\n" +
+  "flags, rank and world come from torchrun's, Slurm's or Open MPI's environment variables\n" +
+  "(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT …). ARGS go to the module.";
+
+/** The distributed flags `launch` takes (as `train` does), for `--help`. */
+export const LAUNCH_HELP_FLAGS: Record<string, FlagSpec> = {
+  "nproc-per-node": {
+    type: "int",
+    help: "ranks (Workers, one GPU each) on this node",
+    group: "Job",
+  },
+  "nnodes": { type: "int", help: "number of nodes (processes) in the job" },
+  "node-rank": { type: "int", help: "this node's index" },
+  "master-addr": { type: "string", help: "host of node 0's rendezvous store (or MASTER_ADDR)" },
+  "master-port": { type: "int", help: "rendezvous port (or MASTER_PORT; default 29500)" },
+  "devices": {
+    type: "string",
+    help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated",
+  },
+  "dist-timeout": {
+    type: "string",
+    help: "wait for a peer this long before failing (e.g. 60s; default 300s); " +
+      "Megatron's --distributed-timeout-minutes N is Nm",
+  },
+  "launcher": {
+    type: "string",
+    choices: ["workers", "procs"],
+    help: "this node's ranks as Workers of one process (default) or one process each",
+  },
+  "rdzv-id": {
+    type: "string",
+    help: "the job's id at rendezvous: ranks of another job are refused",
+  },
+};
 
 /** Runs `deno task launch` with `args`; returns the exit code (or exits with the ranks'). */
 export function main(args: string[]): Promise<number> {
@@ -26,11 +64,19 @@ export function main(args: string[]): Promise<number> {
     } catch (e) {
       throw new UsageError(oneLine((e as Error).message));
     }
-    const cfg = distConfig(split.flags);
     const rest = split.rest;
-    if (rest.length === 0 || rest[0].startsWith("-")) {
-      throw new UsageError("usage: cli/launch.ts [distributed flags] WORKER_MODULE [ARGS...]");
+    if (rest[0] === "--help" || rest[0] === "-h") {
+      console.log(helpText(USAGE, LAUNCH_HELP_FLAGS));
+      return 0;
     }
+    if (rest.length === 0 || rest[0].startsWith("-")) {
+      const what = rest.length === 0 ? "no WORKER_MODULE" : `unknown flag ${rest[0]}`;
+      throw new UsageError(
+        `${what}: usage: deno task launch [distributed flags] WORKER_MODULE [ARGS...] ` +
+          "(--help lists the flags)",
+      );
+    }
+    const cfg = distConfig(split.flags);
     const url = new URL(rest[0], `file://${Deno.cwd()}/`);
     if (url.protocol === "file:") {
       try {
