@@ -11,8 +11,21 @@ import { checkWritableFile } from "./paths.ts";
 
 /** Flags of `deno task plot`. */
 export const PLOT_FLAGS: Record<string, FlagSpec> = {
-  "output": { type: "string", help: "SVG file to write (default: the input with .svg)" },
-  "title": { type: "string", help: "chart title (default: the file name)" },
+  "output": {
+    type: "string",
+    help: "SVG file to write (default: the first input with .svg)",
+  },
+  "title": { type: "string", help: "chart title (default: the file names)" },
+  "labels": {
+    type: "string",
+    help: "legend names of the runs, comma-separated (default: the file names)",
+  },
+  "smooth": {
+    type: "float",
+    default: 0,
+    min: 0,
+    help: "EMA weight of the training curves, TensorBoard's slider: 0 = raw, 0.9 = smooth (< 1)",
+  },
   ...DEBUG_FLAG,
 };
 
@@ -24,24 +37,93 @@ export interface Point {
   y: number;
 }
 
-/** Reads the training and validation curves from JSON-lines records. */
+/** The curves of one run. */
+export interface Run {
+  /** Legend name. */
+  name: string;
+  /** Training loss per iteration. */
+  train: Point[];
+  /** Validation loss where it was measured. */
+  val: Point[];
+}
+
+/**
+ * Reads the training and validation curves from JSON-lines records; records
+ * without an iteration (the runs' header records) are skipped.
+ */
 export function curves(jsonl: string): { train: Point[]; val: Point[] } {
   const train: Point[] = [];
   const val: Point[] = [];
-  jsonl.split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
+  let start = 0, i = 0;
+  while (start < jsonl.length) {
+    let end = jsonl.indexOf("\n", start);
+    if (end < 0) end = jsonl.length;
+    const line = jsonl.slice(start, end);
+    start = end + 1;
+    i++;
+    if (!line.trim()) continue;
     let r: Record<string, number>;
     try {
       r = JSON.parse(line);
     } catch {
-      throw new DataError(`line ${i + 1} is not JSON: ${line.slice(0, 60)}`);
+      throw new DataError(`line ${i} is not JSON: ${line.slice(0, 60)}`);
     }
-    if (typeof r.iteration !== "number") return;
+    if (r === null || typeof r !== "object" || typeof r.iteration !== "number") continue;
     if (Number.isFinite(r.loss)) train.push({ x: r.iteration, y: r.loss });
     if (Number.isFinite(r.val_loss)) val.push({ x: r.iteration, y: r.val_loss });
-  });
+  }
   return { train, val };
 }
+
+/**
+ * TensorBoard's smoothing: an exponential moving average with weight `w` in
+ * [0, 1), debiased so that the first points are not pulled toward zero.
+ */
+export function smooth(ps: Point[], w: number): Point[] {
+  if (!(w > 0)) return ps;
+  if (w >= 1) throw new RangeError(`--smooth must be below 1, got ${w}`);
+  let ema = 0, n = 0;
+  return ps.map((p) => {
+    ema = w * ema + (1 - w) * p.y;
+    n++;
+    return { x: p.x, y: ema / (1 - w ** n) };
+  });
+}
+
+/**
+ * At most `max` points: consecutive points averaged in equal buckets, so that a
+ * 100k-iteration curve stays a small SVG with the same shape.
+ */
+export function thin(ps: Point[], max = 2000): Point[] {
+  if (ps.length <= max) return ps;
+  const out: Point[] = [];
+  const per = ps.length / max;
+  for (let b = 0; b < max; b++) {
+    const lo = Math.floor(b * per), hi = Math.floor((b + 1) * per);
+    let sx = 0, sy = 0;
+    for (let i = lo; i < hi; i++) {
+      sx += ps[i].x;
+      sy += ps[i].y;
+    }
+    out.push({ x: sx / (hi - lo), y: sy / (hi - lo) });
+  }
+  return out;
+}
+
+/** Smallest and largest of `f` over the points of all lists (no spread: any length). */
+function range(lists: Point[][], f: (p: Point) => number): [number, number] {
+  let lo = Infinity, hi = -Infinity;
+  for (const ps of lists) {
+    for (const p of ps) {
+      const v = f(p);
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  return [lo, hi];
+}
+
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"];
 
 function esc(s: string): string {
   return s.replace(
@@ -58,13 +140,27 @@ function ticks(lo: number, hi: number, n: number): number[] {
   return out;
 }
 
-/** The SVG of the two curves (training thin and light, validation bold with markers). */
+/**
+ * The SVG of one run's two curves (training thin and light, validation bold
+ * with markers), as {@link runsSvg} of one run.
+ */
 export function lossSvg(train: Point[], val: Point[], title: string): string {
+  return runsSvg([{ name: "", train, val }], title);
+}
+
+/**
+ * The SVG of several runs' curves, one color each: training thin, validation
+ * bold with markers (thinned to 2000 points a curve), and a legend.
+ */
+export function runsSvg(runs: Run[], title: string): string {
   const W = 800, H = 480, L = 70, R = 20, T = 40, B = 50;
-  const all = [...train, ...val];
-  if (all.length === 0) throw new DataError("no iterations with a loss in the log");
-  const x0 = Math.min(...all.map((p) => p.x)), x1 = Math.max(...all.map((p) => p.x));
-  const y0 = Math.min(...all.map((p) => p.y)), y1 = Math.max(...all.map((p) => p.y));
+  runs = runs.map((r) => ({ ...r, train: thin(r.train), val: thin(r.val) }));
+  const lists = runs.flatMap((r) => [r.train, r.val]);
+  if (lists.every((l) => l.length === 0)) {
+    throw new DataError("no iterations with a loss in the log");
+  }
+  const [x0, x1] = range(lists, (p) => p.x);
+  const [y0, y1] = range(lists, (p) => p.y);
   const sx = (x: number) => L + ((x - x0) / (x1 - x0 || 1)) * (W - L - R);
   const sy = (y: number) => T + (1 - (y - y0) / (y1 - y0 || 1)) * (H - T - B);
   const path = (ps: Point[]) =>
@@ -93,25 +189,37 @@ export function lossSvg(train: Point[], val: Point[], title: string): string {
       (T + H - B) / 2
     }) rotate(-90)" text-anchor="middle">loss (nats/token)</text>`,
   );
-  if (train.length) {
-    out.push(`<path d="${path(train)}" fill="none" stroke="#7aa6d6" stroke-width="1.2"/>`);
-  }
-  if (val.length) {
-    out.push(`<path d="${path(val)}" fill="none" stroke="#d9534f" stroke-width="2.2"/>`);
-    for (const p of val) out.push(`<circle cx="${sx(p.x)}" cy="${sy(p.y)}" r="3" fill="#d9534f"/>`);
-  }
-  out.push(
-    `<line x1="${W - 190}" x2="${W - 165}" y1="${T + 18}" y2="${
-      T + 18
-    }" stroke="#7aa6d6" stroke-width="2"/>`,
-  );
-  out.push(`<text x="${W - 160}" y="${T + 22}">training loss</text>`);
-  out.push(
-    `<line x1="${W - 190}" x2="${W - 165}" y1="${T + 38}" y2="${
-      T + 38
-    }" stroke="#d9534f" stroke-width="2.2"/>`,
-  );
-  out.push(`<text x="${W - 160}" y="${T + 42}">validation loss</text>`);
+  const one = runs.length === 1;
+  const legend: { label: string; color: string; width: number }[] = [];
+  runs.forEach((r, k) => {
+    const trainColor = one ? "#7aa6d6" : COLORS[k % COLORS.length];
+    const valColor = one ? "#d9534f" : COLORS[k % COLORS.length];
+    const name = one ? "" : `${r.name}: `;
+    if (r.train.length) {
+      out.push(
+        `<path d="${path(r.train)}" fill="none" stroke="${trainColor}" stroke-width="1.2"` +
+          `${one ? "" : ' stroke-opacity="0.6"'}/>`,
+      );
+      legend.push({ label: `${name}training loss`, color: trainColor, width: 1.2 });
+    }
+    if (r.val.length) {
+      out.push(`<path d="${path(r.val)}" fill="none" stroke="${valColor}" stroke-width="2.2"/>`);
+      for (const p of r.val) {
+        out.push(`<circle cx="${sx(p.x)}" cy="${sy(p.y)}" r="3" fill="${valColor}"/>`);
+      }
+      legend.push({ label: `${name}validation loss`, color: valColor, width: 2.2 });
+    }
+  });
+  const lw = Math.max(190, 30 + 7 * Math.max(...legend.map((l) => l.label.length)));
+  legend.forEach((l, i) => {
+    const y = T + 18 + 20 * i;
+    out.push(
+      `<line x1="${W - R - lw}" x2="${
+        W - R - lw + 25
+      }" y1="${y}" y2="${y}" stroke="${l.color}" stroke-width="${Math.max(2, l.width)}"/>`,
+    );
+    out.push(`<text x="${W - R - lw + 30}" y="${y + 4}">${esc(l.label)}</text>`);
+  });
   out.push("</svg>");
   return out.join("\n");
 }
@@ -119,38 +227,57 @@ export function lossSvg(train: Point[], val: Point[], title: string): string {
 /** Entry point; returns the exit code. */
 export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
+    const valued = ["--output", "--title", "--labels", "--smooth"];
     const positional = args.filter((a, i) =>
-      !a.startsWith("-") && !(i > 0 && ["--output", "--title"].includes(args[i - 1]))
+      !a.startsWith("-") && !(i > 0 && valued.includes(args[i - 1]))
     );
     const f = parseFlags(args.filter((a) => !positional.includes(a)), PLOT_FLAGS);
-    const usage = "Usage: deno task plot LOG.jsonl [--output OUT.svg] [--title TEXT]";
+    const usage =
+      "Usage: deno task plot LOG.jsonl [LOG2.jsonl ...] [--output OUT.svg] [--smooth 0.9] [--labels A,B] [--title TEXT]";
     if (f.help) {
       console.log(helpText(usage, PLOT_FLAGS));
       return 0;
     }
-    if (positional.length !== 1) {
+    if (positional.length === 0) {
+      throw new UsageError(`give one LOG.jsonl or more to plot (${usage.slice(7)})`);
+    }
+    const w = f.smooth as number;
+    if (w >= 1) throw new UsageError(`--smooth must be below 1 (0.9 is smooth), got ${w}`);
+    const labels = f.labels === undefined ? positional : (f.labels as string).split(",");
+    if (labels.length !== positional.length) {
       throw new UsageError(
-        `give one LOG.jsonl to plot, got ${positional.length} (${usage.slice(7)})`,
+        `--labels names ${labels.length} runs, but ${positional.length} logs are given`,
       );
     }
-    const file = positional[0];
-    let text: string;
-    try {
-      text = await Deno.readTextFile(file);
-    } catch (e) {
-      throw new DataError(`cannot read ${file}: ${oneLine((e as Error).message)}`);
+    const runs: Run[] = [];
+    for (const [k, file] of positional.entries()) {
+      let text: string;
+      try {
+        text = await Deno.readTextFile(file);
+      } catch (e) {
+        throw new DataError(`cannot read ${file}: ${oneLine((e as Error).message)}`);
+      }
+      try {
+        const { train, val } = curves(text);
+        if (train.length + val.length === 0) {
+          throw new DataError("no iterations with a loss in the log");
+        }
+        runs.push({ name: labels[k], train: smooth(train, w), val });
+      } catch (e) {
+        throw e instanceof DataError ? new DataError(`${file}: ${e.message}`) : e;
+      }
     }
-    const out = (f.output as string | undefined) ?? file.replace(/\.jsonl?$/, "") + ".svg";
+    const out = (f.output as string | undefined) ??
+      positional[0].replace(/\.jsonl?$/, "") + ".svg";
     await checkWritableFile("--output", out);
-    let train: Point[], val: Point[], svg: string;
-    try {
-      ({ train, val } = curves(text));
-      svg = lossSvg(train, val, (f.title as string | undefined) ?? file);
-    } catch (e) {
-      throw e instanceof DataError ? new DataError(`${file}: ${e.message}`) : e;
-    }
+    const svg = runsSvg(runs, (f.title as string | undefined) ?? positional.join(" vs "));
     await Deno.writeTextFile(out, svg);
-    console.log(`wrote ${out} (${train.length} training points, ${val.length} validation points)`);
+    const counts = runs.map((r) =>
+      `${
+        runs.length > 1 ? `${r.name}: ` : ""
+      }${r.train.length} training points, ${r.val.length} validation points`
+    );
+    console.log(`wrote ${out} (${counts.join("; ")})`);
     return 0;
   });
 }

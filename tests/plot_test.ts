@@ -1,0 +1,58 @@
+/** `deno task plot` (cli/plot.ts): several runs, smoothing, and 100k-line logs. */
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import { curves, main, smooth, thin } from "../cli/plot.ts";
+
+function log(n: number, scale: number, header = true): string {
+  const lines: string[] = [];
+  if (header) lines.push(JSON.stringify({ type: "header", config: {}, world: { size: 1 } }));
+  for (let i = 1; i <= n; i++) {
+    const r: Record<string, number> = {
+      iteration: i,
+      loss: scale * (2 + 1 / i) + 0.1 * Math.sin(i),
+    };
+    if (i % 1000 === 0) r.val_loss = scale * (2.1 + 1 / i);
+    lines.push(JSON.stringify(r));
+  }
+  return lines.join("\n") + "\n";
+}
+
+Deno.test("smoothing is TensorBoard's debiased EMA; thinning keeps the shape", () => {
+  const ps = [1, 3, 3, 3].map((y, x) => ({ x, y }));
+  deepStrictEqual(smooth(ps, 0), ps);
+  const s = smooth(ps, 0.5);
+  equal(s[0].y, 1); // debiased: the first point is itself
+  ok(s[1].y > 1 && s[1].y < 3);
+  const many = Array.from({ length: 100000 }, (_, x) => ({ x, y: x % 2 }));
+  const t = thin(many, 1000);
+  equal(t.length, 1000);
+  ok(t.every((p) => Math.abs(p.y - 0.5) < 1e-9));
+  equal(thin(ps).length, 4);
+});
+
+Deno.test("plot: several 100k-line runs, one series each with a legend, smoothed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const a = `${dir}/a.jsonl`, b = `${dir}/b.jsonl`;
+    await Deno.writeTextFile(a, log(100000, 1));
+    await Deno.writeTextFile(b, log(100000, 1.1));
+    equal(curves(await Deno.readTextFile(a)).train.length, 100000);
+    const out = `${dir}/cmp.svg`;
+    const code = await main([a, b, "--smooth", "0.9", "--labels", "base,wide", "--output", out]);
+    equal(code, 0);
+    const svg = await Deno.readTextFile(out);
+    match(svg, /^<svg /);
+    match(svg, />base: training loss</);
+    match(svg, />wide: validation loss</);
+    equal((svg.match(/<path /g) ?? []).length, 4);
+    ok(svg.length < 1_000_000, `SVG of ${svg.length} bytes`);
+    // One run keeps the plain legend; the default output is the first log's name.
+    equal(await main([a]), 0);
+    match(await Deno.readTextFile(`${dir}/a.svg`), />training loss</);
+    // Bad uses are usage errors.
+    equal(await main([a, b, "--labels", "one"]), 2);
+    equal(await main([a, "--smooth", "1"]), 2);
+    equal(await main([]), 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
