@@ -19,7 +19,7 @@ import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
 import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
-import { readTokenBin } from "../data/token_bin.ts";
+import { readTokenBin, readTokenBinMeta } from "../data/token_bin.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -30,7 +30,8 @@ import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError, wasGiven } from "./flags.ts";
+import { formatValidationLines, stderrProgress } from "./log.ts";
 import { type BertEvalResult, evaluateBert, loadBert } from "./bert_model.ts";
 
 /** Every flag of `deno task eval`. */
@@ -47,7 +48,18 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "Hugging Face GPT-2 or BERT directory (config.json + model.safetensors)",
   },
-  "tp": { type: "int", default: 1, min: 1, help: "tensor-parallel size" },
+  "tensor-model-parallel-size": {
+    type: "int",
+    default: 1,
+    min: 1,
+    aliases: ["tp"],
+    help: "tensor-parallel size: ranks (Workers, one GPU each) the model is split over",
+  },
+  "nproc-per-node": {
+    type: "int",
+    min: 1,
+    help: "ranks on this node, as train's; eval runs tensor parallel only, so it is the TP size",
+  },
   "data-path": {
     type: "string",
     help: "text file or folder, or .bin of uint16 ids",
@@ -56,7 +68,8 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   "tokenizer": {
     type: "string",
     choices: ["gpt2", "byte"],
-    help: "GPT: tokenizer for text data (default: by vocabulary; BERT uses its WordPiece vocab)",
+    help:
+      "GPT: tokenizer for text data (default: a .bin's recorded one, else by vocabulary; BERT uses its WordPiece vocab)",
   },
   "seq-length": {
     type: "int",
@@ -121,6 +134,7 @@ export async function evaluateStream(
   ids: ArrayLike<number>,
   seqLength: number,
   batchSize: number,
+  progress?: (done: number, total: number) => void,
 ): Promise<EvalResult> {
   const device = model.layers.device;
   const windows = evalWindowCount(ids.length, seqLength);
@@ -130,9 +144,11 @@ export async function evaluateStream(
     );
   }
   model.train(false);
-  let sum = 0;
+  let sum = 0, done = 0;
   await device.noGrad(async () => {
     for (const b of evalBatches(ids, batchSize, seqLength)) {
+      progress?.(done, windows);
+      done += b.batchSize;
       const l = await tidy(device, async () => {
         const x = Tensor.fromArray(device, b.inputs, [b.batchSize, seqLength]);
         const y = Tensor.fromArray(device, b.targets, [b.batchSize, seqLength]);
@@ -141,6 +157,7 @@ export async function evaluateStream(
       sum += l * b.batchSize;
     }
   });
+  progress?.(windows, windows);
   const loss = sum / windows;
   return { loss, ppl: Math.exp(loss), tokens: windows * seqLength, windows };
 }
@@ -153,14 +170,14 @@ export async function loadGpt(
   device: Device,
   f: FlagValues,
   layers: ParallelLayers = TensorParallelLayers.single(device),
-): Promise<{ model: Gpt; source: string }> {
+): Promise<{ model: Gpt; source: string; where: string }> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (f["init-from-hf"]) {
     const dir = f["init-from-hf"] as string;
     const { config, tensors, source } = await readHfGpt2(dir);
     const model = new Gpt(layers, config, { seed: 0 });
     assignGpt2(model.namedParams(), tensors, config, place, source);
-    return { model, source: `${dir} (Hugging Face GPT-2)` };
+    return { model, source: `${dir} (Hugging Face GPT-2)`, where: dir };
   }
   const dir = f.load as string;
   const { path, iteration } = await resolveIterDir(dir, f.iteration as number | undefined);
@@ -173,7 +190,11 @@ export async function loadGpt(
   const config = meta.model.config as unknown as GptConfig;
   const model = new Gpt(layers, config, { seed: 0 });
   await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place });
-  return { model, source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})` };
+  return {
+    model,
+    source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
+    where: `iteration ${iteration}`,
+  };
 }
 
 async function readIds(
@@ -181,10 +202,11 @@ async function readIds(
   vocabSize: number,
 ): Promise<{ ids: ArrayLike<number>; source: string }> {
   const path = f["data-path"] as string;
-  if (path.toLowerCase().endsWith(".bin")) {
-    return { ids: await readTokenBin(path, vocabSize), source: path };
-  }
-  const name = (f.tokenizer as string | undefined) ?? (vocabSize === 256 ? "byte" : "gpt2");
+  const bin = path.toLowerCase().endsWith(".bin");
+  const meta = bin ? await readTokenBinMeta(path) : undefined;
+  if (bin && !meta) return { ids: await readTokenBin(path, vocabSize), source: path };
+  const name = (f.tokenizer as string | undefined) ?? meta?.tokenizer ??
+    (vocabSize === 256 ? "byte" : "gpt2");
   const tok = await createTokenizer(name);
   if (tok.vocabSize > vocabSize) {
     throw new UsageError(
@@ -201,6 +223,18 @@ export function validateEvalFlags(f: FlagValues): void {
     throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
   }
   if (!f["data-path"]) throw new UsageError("--data-path is required");
+  const tp = f["tensor-model-parallel-size"] as number;
+  const nproc = f["nproc-per-node"] as number | undefined;
+  if (nproc !== undefined && nproc !== tp) {
+    if (!wasGiven(f, "tensor-model-parallel-size")) {
+      f["tensor-model-parallel-size"] = nproc;
+    } else {
+      throw new UsageError(
+        `eval splits the model only (tensor parallel), so --nproc-per-node ${nproc} must equal ` +
+          `--tensor-model-parallel-size ${tp}`,
+      );
+    }
+  }
 }
 
 /** The model family to evaluate: `--model`, else what the checkpoint or config.json holds. */
@@ -239,7 +273,7 @@ export async function evalBertRank(
       "BERT evaluation reads text (documents of sentences), not a .bin of token ids",
     );
   }
-  if (f.tokenizer) {
+  if (f.tokenizer && f.tokenizer !== "bert") {
     throw new UsageError("--tokenizer is for GPT; a BERT uses its own WordPiece vocabulary");
   }
   const { model, tokenizer, source, tokenizerSource } = await loadBert(device, f, layers);
@@ -282,6 +316,11 @@ export async function evalBertRank(
         `sop loss ${r.sopLoss.toFixed(4)} | sop accuracy ${r.sopAccuracy.toFixed(4)} | ` +
         `${(r.sequences / s).toFixed(1)} sequences/s`,
     );
+    const lines = formatValidationLines(`${source} on ${path}`, {
+      "lm loss": r.mlmLoss,
+      "sop loss": r.sopLoss,
+    });
+    for (const l of lines) console.log(l);
     if (f.json) {
       console.log(JSON.stringify({
         mlm_loss: r.mlmLoss,
@@ -311,7 +350,7 @@ export async function evalRank(
   layers?: ParallelLayers,
 ): Promise<EvalResult | BertEvalResult> {
   if (await modelFamily(f) === "bert") return await evalBertRank(device, f, print, layers);
-  const { model, source } = await loadGpt(device, f, layers);
+  const { model, source, where } = await loadGpt(device, f, layers);
   const c = model.config;
   const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
   if (T > c.maxPositions) {
@@ -329,13 +368,19 @@ export async function evalRank(
     console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
   }
   const t0 = performance.now();
-  const r = await evaluateStream(model, data.ids, T, f["micro-batch-size"] as number);
+  const r = await evaluateStream(
+    model,
+    data.ids,
+    T,
+    f["micro-batch-size"] as number,
+    print ? stderrProgress("eval", !!f.json) : undefined,
+  );
   const s = (performance.now() - t0) / 1000;
   if (print) {
     console.log(
-      `eval: ${r.windows} windows, ${r.tokens} tokens | lm loss ${r.loss.toFixed(4)} | ` +
-        `lm loss PPL ${r.ppl.toFixed(3)} | ${(r.tokens / s).toFixed(0)} tokens/s`,
+      `eval: ${r.windows} windows, ${r.tokens} tokens | ${(r.tokens / s).toFixed(0)} tokens/s`,
     );
+    for (const l of formatValidationLines(`${where} on ${data.source}`, r.loss)) console.log(l);
     if (f.json) console.log(JSON.stringify({ ...r, seq_length: T }));
   }
   model.dispose();
@@ -347,7 +392,7 @@ export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
     const f = parseCommandLine(args, EVAL_FLAGS, USAGE, validateEvalFlags);
     if (typeof f === "number") return f;
-    const tp = f.tp as number;
+    const tp = f["tensor-model-parallel-size"] as number;
     if (tp > 1) {
       // One Worker (and device) per tensor-parallel rank; rank 0 prints (errors too).
       const cfg = localDistConfig(tp, 300000);

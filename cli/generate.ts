@@ -54,6 +54,14 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
     help: "WebGPU implementation",
     group: "Device",
   },
+  "tensor-model-parallel-size": {
+    type: "int",
+    default: 1,
+    min: 1,
+    aliases: ["tp"],
+    help: "tensor-parallel size, as train's (generation runs at 1; any checkpoint loads there)",
+  },
+  "nproc-per-node": { type: "int", min: 1, help: "ranks on this node, as train's (1 here)" },
   ...DEBUG_FLAG,
 };
 
@@ -70,6 +78,15 @@ export function validateGenerateFlags(f: FlagValues): void {
   if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const p = f["top-p"] as number;
   if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);
+  const tp = f["tensor-model-parallel-size"] as number;
+  const nproc = (f["nproc-per-node"] as number | undefined) ?? 1;
+  if (tp > 1 || nproc > 1) {
+    throw new UsageError(
+      `generate runs on one device: drop --tensor-model-parallel-size ${tp}` +
+        (nproc > 1 ? ` and --nproc-per-node ${nproc}` : "") +
+        ` (a checkpoint saved at any TP size loads at TP 1; eval runs tensor parallel)`,
+    );
+  }
 }
 
 async function write(text: string): Promise<void> {

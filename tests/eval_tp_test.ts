@@ -4,7 +4,7 @@
  * Tolerance: 1e-5 relative (float32 sums in a different order across shards).
  */
 
-import { strictEqual } from "node:assert/strict";
+import { match, strictEqual } from "node:assert/strict";
 import { runCli } from "./cli_helpers.ts";
 import { assertClose } from "./helpers.ts";
 
@@ -58,13 +58,22 @@ Deno.test("TP=2 checkpoint: eval at TP=1, 2 and 4 gives the same loss", async ()
         "--seq-length",
         "16",
         "--json",
-        "--tp",
-        String(tp),
+        // Train's parallel flags: --tp, --tensor-model-parallel-size, --nproc-per-node.
+        ...(tp === 1
+          ? ["--tp", "1"]
+          : tp === 2
+          ? ["--tensor-model-parallel-size", "2"]
+          : ["--nproc-per-node", "4"]),
       ],
       undefined,
       { retryOnCrash: true },
     );
     strictEqual(r.code, 0, r.stderr);
+    if (tp > 1) match(r.stdout, new RegExp(`tensor parallel ${tp}`));
+    match(
+      r.stdout,
+      /\n-+\n validation loss at iteration 3 on .* \| lm loss value: \d\.\d{6}E[+-]\d\d \| lm loss PPL: /,
+    );
     const last = r.stdout.trim().split("\n").pop()!;
     losses.push(JSON.parse(last).loss);
   }

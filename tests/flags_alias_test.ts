@@ -50,3 +50,31 @@ Deno.test("--distributed-timeout-minutes is --dist-timeout in minutes", () => {
   });
   equal(parseFlags(["--distributed-timeout-minutes", "3"], SPECS)["dist-timeout"], "3m");
 });
+
+Deno.test("eval and generate take train's parallel flags", async () => {
+  const { EVAL_FLAGS, validateEvalFlags } = await import("../cli/eval.ts");
+  const { GENERATE_FLAGS, validateGenerateFlags } = await import("../cli/generate.ts");
+  const base = ["--load", "ck", "--data-path", "d.txt"];
+  for (const spelling of ["--tp", "--tensor-model-parallel-size"]) {
+    const f = parseFlags([...base, spelling, "2"], EVAL_FLAGS);
+    validateEvalFlags(f);
+    equal(f["tensor-model-parallel-size"], 2);
+  }
+  // --nproc-per-node alone sets the TP size; both must agree.
+  const n = parseFlags([...base, "--nproc-per-node", "4"], EVAL_FLAGS);
+  validateEvalFlags(n);
+  equal(n["tensor-model-parallel-size"], 4);
+  validateEvalFlags(parseFlags([...base, "--nproc-per-node", "2", "--tp", "2"], EVAL_FLAGS));
+  throws(
+    () =>
+      validateEvalFlags(parseFlags([...base, "--nproc-per-node", "2", "--tp", "4"], EVAL_FLAGS)),
+    /--nproc-per-node 2 must equal --tensor-model-parallel-size 4/,
+  );
+  match(helpText("Usage: eval", EVAL_FLAGS), /--tensor-model-parallel-size, --tp/);
+  const g = ["--load", "ck", "--prompt", "hi"];
+  validateGenerateFlags(parseFlags([...g, "--tensor-model-parallel-size", "1"], GENERATE_FLAGS));
+  throws(
+    () => validateGenerateFlags(parseFlags([...g, "--tp", "2"], GENERATE_FLAGS)),
+    (e) => e instanceof UsageError && /generate runs on one device/.test(e.message),
+  );
+});
