@@ -9,7 +9,8 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt } from "../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
@@ -84,8 +85,8 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
       const ids = Int32Array.from({ length: n }, () => rng.nextInt(config.vocabSize));
       const tg = Int32Array.from({ length: n }, () => rng.nextInt(config.vocabSize));
       return [
-        Tensor.fromArray(device, ids, [run.batch, run.seq]),
-        Tensor.fromArray(device, tg, [run.batch, run.seq]),
+        TokenIds.fromHost(device, ids, [run.batch, run.seq]),
+        TokenIds.fromHost(device, tg, [run.batch, run.seq]),
       ] as const;
     };
     device.pool.resetPeak();

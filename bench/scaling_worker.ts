@@ -9,7 +9,7 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
-import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models/parallel/hooks.ts";
@@ -73,8 +73,8 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
         const ids = Int32Array.from({ length: n }, () => rng.nextInt(run.config.vocabSize));
         const tg = Int32Array.from({ length: n }, () => rng.nextInt(run.config.vocabSize));
         return model.loss(
-          Tensor.fromArray(device, ids, [run.batch, run.seq]),
-          Tensor.fromArray(device, tg, [run.batch, run.seq]),
+          TokenIds.fromHost(device, ids, [run.batch, run.seq]),
+          TokenIds.fromHost(device, tg, [run.batch, run.seq]),
         );
       });
     for (let i = 0; i < run.warmup; i++) await step();

@@ -29,7 +29,7 @@ import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
 import type { FlagValues } from "../cli/flags.ts";
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
-import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
@@ -175,8 +175,8 @@ async function projectRunner(row: BenchRow): Promise<Runner> {
       runner.baseBytes = device.pool.liveBytes - before;
       const r = await trainer.step(1, () =>
         gpt.loss(
-          Tensor.fromArray(device, tokens(), [B, T]),
-          Tensor.fromArray(device, tokens(), [B, T]),
+          TokenIds.fromHost(device, tokens(), [B, T]),
+          TokenIds.fromHost(device, tokens(), [B, T]),
         ));
       runner.peakBytes = Math.max(runner.peakBytes ?? 0, device.pool.peakBytes - before);
       return r.loss;

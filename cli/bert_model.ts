@@ -7,6 +7,7 @@
 
 import type { Device } from "../core/device.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import type { BertBatch } from "../data/bert_batches.ts";
 import { DataError } from "../data/errors.ts";
 import {
@@ -223,8 +224,8 @@ export async function evaluateBert(
       });
       const logits = await tidy(device, async () => {
         const hidden = await model.encode(
-          Tensor.fromArray(device, b.inputIds, [B, S]),
-          Tensor.fromArray(device, b.tokenTypes, [B, S]),
+          TokenIds.fromHost(device, b.inputIds, [B, S]),
+          TokenIds.fromHost(device, b.tokenTypes, [B, S]),
           Tensor.fromArray(device, Float32Array.from(b.paddingMask), [B, S]),
         );
         const { mlm, sop } = await model.headLogits(hidden, positions);

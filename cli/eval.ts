@@ -12,7 +12,8 @@
 import { defaultBackendFor } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
 import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
@@ -150,8 +151,8 @@ export async function evaluateStream(
       progress?.(done, windows);
       done += b.batchSize;
       const l = await tidy(device, async () => {
-        const x = Tensor.fromArray(device, b.inputs, [b.batchSize, seqLength]);
-        const y = Tensor.fromArray(device, b.targets, [b.batchSize, seqLength]);
+        const x = TokenIds.fromHost(device, b.inputs, [b.batchSize, seqLength]);
+        const y = TokenIds.fromHost(device, b.targets, [b.batchSize, seqLength]);
         return await (await model.loss(x, y)).item();
       });
       sum += l * b.batchSize;

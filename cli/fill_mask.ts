@@ -11,6 +11,7 @@
 import { DEFAULT_BACKEND, parseBackend } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { bertBasicTokenize } from "../data/bert_basic.ts";
 import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
@@ -156,8 +157,8 @@ export async function fillMask(
   const logits = await device.noGrad(() =>
     tidy(device, async () => {
       const hidden = await model.encode(
-        Tensor.fromArray(device, Int32Array.from(ids), [1, n]),
-        Tensor.fromArray(device, new Int32Array(n), [1, n]),
+        TokenIds.fromHost(device, Int32Array.from(ids), [1, n]),
+        TokenIds.fromHost(device, new Int32Array(n), [1, n]),
         Tensor.fromArray(device, new Float32Array(n).fill(1), [1, n]),
       );
       return await (await model.headLogits(hidden, positions)).mlm!.read();

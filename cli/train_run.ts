@@ -9,6 +9,7 @@ import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { dawnGPU, parseBackend } from "../core/gpu.ts";
 import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { DataError } from "../data/errors.ts";
 import { loadText, loadTokens, splitTrainVal } from "../data/corpus.ts";
 import {
@@ -76,8 +77,8 @@ export interface TrainSummary {
 function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
   const T = b.seqLength;
   return {
-    ids: Tensor.fromArray(device, b.inputs.subarray(lo * T, (lo + rows) * T), [rows, T]),
-    targets: Tensor.fromArray(device, b.targets.subarray(lo * T, (lo + rows) * T), [rows, T]),
+    ids: TokenIds.fromHost(device, b.inputs.subarray(lo * T, (lo + rows) * T), [rows, T]),
+    targets: TokenIds.fromHost(device, b.targets.subarray(lo * T, (lo + rows) * T), [rows, T]),
   };
 }
 
@@ -93,11 +94,11 @@ function bertTensors(
   let masked = 0;
   for (const t of b.mlmTargets) if (t >= 0) masked++;
   return {
-    ids: Tensor.fromArray(device, sl(b.inputIds), [rows, S]),
-    tokenTypes: Tensor.fromArray(device, sl(b.tokenTypes), [rows, S]),
+    ids: TokenIds.fromHost(device, sl(b.inputIds), [rows, S]),
+    tokenTypes: TokenIds.fromHost(device, sl(b.tokenTypes), [rows, S]),
     keep: Tensor.fromArray(device, Float32Array.from(sl(b.paddingMask)), [rows, S]),
-    mlmTargets: Tensor.fromArray(device, sl(b.mlmTargets), [rows, S]),
-    sopLabels: Tensor.fromArray(device, b.sopLabels.subarray(lo, lo + rows), [rows]),
+    mlmTargets: TokenIds.fromHost(device, sl(b.mlmTargets), [rows, S]),
+    sopLabels: TokenIds.fromHost(device, b.sopLabels.subarray(lo, lo + rows), [rows]),
     mlmNormalizer: masked / dp,
   };
 }

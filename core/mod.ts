@@ -35,6 +35,7 @@ export {
   Tensor,
   tidy,
 } from "./tensor.ts";
+export { TokenIds } from "./token_ids.ts";
 export { backward, record, zeroGrad } from "./autograd.ts";
 export * as ops from "./ops/mod.ts";
 export type { GeluKind } from "./ops/basic.ts";

@@ -9,6 +9,7 @@ import type { Device } from "./device.ts";
 import { dropout, embedding, full, layerNorm, linear, randn } from "./ops/mod.ts";
 import type { RngStream } from "./rng.ts";
 import type { Tensor } from "./tensor.ts";
+import type { TokenIds } from "./token_ids.ts";
 
 /** Per-parameter facts the optimizer and tensor parallelism need. */
 export interface ParamInfo {
@@ -165,8 +166,8 @@ export class Embedding extends Module {
     );
   }
 
-  /** Rows for `ids` (i32). */
-  forward(ids: Tensor): Tensor {
+  /** Rows for `ids`. */
+  forward(ids: TokenIds): Tensor {
     return embedding(this.weight, ids);
   }
 }

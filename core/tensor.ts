@@ -8,7 +8,10 @@
 import type { Device } from "./device.ts";
 import type { BufferBinding } from "./windows.ts";
 
-/** Element types. `i32` is for token ids and targets; all math is f32. */
+/**
+ * Element types. `i32` is for indices (token ids and targets: see `TokenIds` for
+ * the ops that also need their host copy); all math is f32.
+ */
 export type DType = "f32" | "i32";
 
 /** A node of the autograd graph: the op that produced a tensor. */
@@ -68,8 +71,6 @@ export class Tensor {
   persistent = false;
   /** Optional name, used in messages and checkpoints. */
   name?: string;
-  /** Host copy of an `i32` index tensor, kept for ops that index by it (embedding backward). */
-  hostData?: Int32Array;
   #storage: Storage | null;
 
   /** Wraps storage; prefer the static constructors. */
@@ -118,7 +119,6 @@ export class Tensor {
     }
     const t = Tensor.empty(device, sh, dt);
     device.upload(t.buffer, arr);
-    if (dt === "i32") t.hostData = arr instanceof Int32Array ? arr.slice() : Int32Array.from(arr);
     return t;
   }
 
@@ -173,9 +173,7 @@ export class Tensor {
     const s = this.#storage;
     if (!s?.buffer) void this.buffer; // throws the disposed error
     s!.refs++;
-    const t = new Tensor(this.device, s!, [...shape], this.dtype);
-    t.hostData = this.hostData;
-    return t;
+    return new Tensor(this.device, s!, [...shape], this.dtype);
   }
 
   /** Reads the values back to the host (a sync point). */
@@ -207,9 +205,6 @@ export class Tensor {
       );
     }
     this.device.upload(this.buffer, data);
-    if (this.dtype === "i32") {
-      this.hostData = data instanceof Int32Array ? data.slice() : Int32Array.from(data);
-    }
   }
 
   /** Marks this tensor as surviving scopes (returns itself). */

@@ -12,7 +12,8 @@
 import { Dropout, Embedding, LayerNorm, Linear, Module, type ParamInfo } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { paddedVocabSize, validateGptConfig } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
@@ -47,18 +48,18 @@ export interface BertConfig {
   vocabMultiple?: number;
 }
 
-/** One batch of BERT inputs, as GPU tensors (all i32 except `keep`). */
+/** One batch of BERT inputs: ids made from host data ({@link TokenIds}), and the padding mask. */
 export interface BertInputs {
   /** Token ids `[B, T]`. */
-  ids: Tensor;
+  ids: TokenIds;
   /** Segment ids `[B, T]`. */
-  tokenTypes: Tensor;
+  tokenTypes: TokenIds;
   /** `[B, T]` f32: 1 for real tokens, 0 for padding. */
   keep: Tensor;
-  /** MLM targets `[B, T]`, −1 where not predicted. */
-  mlmTargets: Tensor;
+  /** MLM targets `[B, T]`, −1 where not predicted (their host copy picks the masked rows). */
+  mlmTargets: TokenIds;
   /** Sentence-order labels `[B]` (1 = swapped). */
-  sopLabels: Tensor;
+  sopLabels: TokenIds;
   /**
    * Divisor of the summed MLM loss in place of this batch's masked-token count:
    * under data parallelism, (global masked count) / (DP size), so that averaging
@@ -240,13 +241,13 @@ export class Bert extends Module {
 
   #positions?: PositionIds;
 
-  #positionIds(B: number, T: number): Tensor {
+  #positionIds(B: number, T: number): TokenIds {
     this.#positions ??= new PositionIds(this.layers.device);
     return this.#positions.get(B, T);
   }
 
   /** Encoder output `[B, T, h]`. */
-  async encode(ids: Tensor, tokenTypes: Tensor, keep: Tensor): Promise<Tensor> {
+  async encode(ids: TokenIds, tokenTypes: TokenIds, keep: Tensor): Promise<Tensor> {
     if (ids.rank !== 2) throw new Error(`BERT input must be [batch, seq], got [${ids.shape}]`);
     const [B, T] = ids.shape;
     if (T > this.config.maxPositions) {
@@ -273,10 +274,7 @@ export class Bert extends Module {
     // The MLM head runs only on the masked positions (~15%): gather those rows
     // first (a lookup into the [B·T, h] hidden states, whose gradient scatters
     // back), so the vocabulary-sized matmul is 1/0.15 times smaller.
-    const targets = b.mlmTargets.hostData;
-    if (!targets) {
-      throw new Error("BERT: mlmTargets must be created from host data (Tensor.fromArray)");
-    }
+    const targets = TokenIds.check("BERT", b.mlmTargets, "mlmTargets").host;
     const positions: number[] = [];
     const picked: number[] = [];
     targets.forEach((t, i) => {
@@ -293,7 +291,7 @@ export class Bert extends Module {
       mlm = await this.layers.lmLoss(
         this.#mlmTransform(hidden, positions),
         this.wordEmbeddings.weight,
-        Tensor.fromArray(device, Int32Array.from(picked), [picked.length]),
+        TokenIds.fromHost(device, picked),
         this.config.vocabSize,
         this.mlmBias,
         b.mlmNormalizer,
@@ -326,7 +324,7 @@ export class Bert extends Module {
     const [B, T, h] = hidden.shape;
     const rows = ops.embedding(
       ops.reshape(hidden, [B * T, h]),
-      Tensor.fromArray(this.layers.device, Int32Array.from(positions), [positions.length]),
+      TokenIds.fromHost(this.layers.device, Array.from(positions)),
     );
     return this.transformLn.forward(ops.gelu(this.transformDense.forward(rows), "erf"));
   }

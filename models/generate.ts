@@ -14,7 +14,8 @@
 
 import type { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import type { Gpt } from "./gpt.ts";
 import type { KvCache } from "./kv_cache.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
@@ -39,8 +40,8 @@ export function slideKeep(maxPositions: number): number {
   return Math.ceil(maxPositions / 2);
 }
 
-function ids(device: Device, tokens: readonly number[]): Tensor {
-  return Tensor.fromArray(device, Int32Array.from(tokens), [1, tokens.length]);
+function ids(device: Device, tokens: readonly number[]): TokenIds {
+  return TokenIds.fromHost(device, tokens, [1, tokens.length]);
 }
 
 /** Next-token logits of the last position of `window`, recomputing all of it. */

@@ -11,7 +11,8 @@ import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { type Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
@@ -222,13 +223,13 @@ export class Gpt extends Module {
 
   #positions?: PositionIds;
 
-  #positionIds(B: number, T: number): Tensor {
+  #positionIds(B: number, T: number): TokenIds {
     this.#positions ??= new PositionIds(this.layers.device);
     return this.#positions.get(B, T);
   }
 
-  /** Final hidden states `[B, T, h]` for token ids `[B, T]` (i32). */
-  async hidden(ids: Tensor): Promise<Tensor> {
+  /** Final hidden states `[B, T, h]` for token ids `[B, T]`. */
+  async hidden(ids: TokenIds): Promise<Tensor> {
     if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
     const [B, T] = ids.shape;
     if (T > this.config.maxPositions) {
@@ -251,14 +252,14 @@ export class Gpt extends Module {
     return this.lnF.forward(x);
   }
 
-  /** Mean next-token cross-entropy for inputs and targets `[B, T]` (i32). */
-  async loss(ids: Tensor, targets: Tensor): Promise<Tensor> {
+  /** Mean next-token cross-entropy for inputs and targets `[B, T]`. */
+  async loss(ids: TokenIds, targets: TokenIds): Promise<Tensor> {
     const h = await this.hidden(ids);
     return await this.layers.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
   }
 
   /** Logits `[B, T, paddedVocab]` (padding columns included). */
-  async logits(ids: Tensor): Promise<Tensor> {
+  async logits(ids: TokenIds): Promise<Tensor> {
     return await this.layers.lmLogits(await this.hidden(ids), this.wte.weight);
   }
 
@@ -284,7 +285,7 @@ export class Gpt extends Module {
   }
 
   /**
-   * Incremental inference: runs only the new token ids `[B, n]` (i32) at positions
+   * Incremental inference: runs only the new token ids `[B, n]` at positions
    * `[start, start + n)`, appends their keys and values to `cache`, attends over
    * positions `[0, start + n)` and returns the full-vocabulary logits of the new
    * positions, `[B, n, paddedVocab]` (or of the last one with `lastOnly`). A prompt
@@ -294,7 +295,7 @@ export class Gpt extends Module {
    * shorter context instead.
    */
   async forwardCached(
-    ids: Tensor,
+    ids: TokenIds,
     cache: KvCache,
     start: number,
     opts: CachedForwardOptions = {},
@@ -316,7 +317,7 @@ export class Gpt extends Module {
       device.noGrad(async () => {
         const pos = new Int32Array(B * n);
         for (let i = 0; i < pos.length; i++) pos[i] = start + (i % n);
-        const posIds = Tensor.fromArray(device, pos, [B, n]);
+        const posIds = TokenIds.fromHost(device, pos, [B, n]);
         let x = ops.add(await this.wte.forward(ids), this.wpe.forward(posIds));
         for (let i = 0; i < this.h.length; i++) {
           x = await this.h[i].forwardCached(x, cache.layers[i], start);

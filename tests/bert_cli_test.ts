@@ -16,6 +16,7 @@
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import {
   type BertBatch,
   bertEvalBatches,
@@ -254,11 +255,11 @@ Deno.test(
       const l = await dev.noGrad(() =>
         tidy(dev, async () => {
           const ls = await model.losses({
-            ids: Tensor.fromArray(dev, b.inputIds, [B, T]),
-            tokenTypes: Tensor.fromArray(dev, b.tokenTypes, [B, T]),
+            ids: TokenIds.fromHost(dev, b.inputIds, [B, T]),
+            tokenTypes: TokenIds.fromHost(dev, b.tokenTypes, [B, T]),
             keep: Tensor.fromArray(dev, Float32Array.from(b.paddingMask), [B, T]),
-            mlmTargets: Tensor.fromArray(dev, b.mlmTargets, [B, T]),
-            sopLabels: Tensor.fromArray(dev, b.sopLabels, [B]),
+            mlmTargets: TokenIds.fromHost(dev, b.mlmTargets, [B, T]),
+            sopLabels: TokenIds.fromHost(dev, b.sopLabels, [B]),
           });
           return [await ls.mlm.item(), await ls.sop.item()];
         })

@@ -14,6 +14,7 @@ import { sumSquares } from "../core/ops/reduce.ts";
 import { lmHeadLogits } from "../core/ops/lm_head.ts";
 import { linear } from "../core/ops/matmul.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { backward } from "../core/autograd.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
@@ -72,11 +73,11 @@ Deno.test(
       const ids = batch(10 + step, B, T), tg = batch(20 + step, B, T);
       const ra = await ta.step(
         1,
-        () => a.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T])),
+        () => a.loss(TokenIds.fromHost(dev, ids, [B, T]), TokenIds.fromHost(dev, tg, [B, T])),
       );
       const rb = await tb.step(
         1,
-        () => b.loss(Tensor.fromArray(capped, ids, [B, T]), Tensor.fromArray(capped, tg, [B, T])),
+        () => b.loss(TokenIds.fromHost(capped, ids, [B, T]), TokenIds.fromHost(capped, tg, [B, T])),
       );
       assertClose([rb.loss, rb.gradNorm], [ra.loss, ra.gradNorm], {
         rtol: 1e-5,
@@ -102,7 +103,10 @@ Deno.test("every gradient over windows equals the one-binding gradient", gpuTest
   const ids = batch(1, B, T), tg = batch(2, B, T);
   for (const [d, m] of [[dev, a], [capped, b]] as const) {
     await tidy(d, async () => {
-      const loss = await m.loss(Tensor.fromArray(d, ids, [B, T]), Tensor.fromArray(d, tg, [B, T]));
+      const loss = await m.loss(
+        TokenIds.fromHost(d, ids, [B, T]),
+        TokenIds.fromHost(d, tg, [B, T]),
+      );
       await backward(loss);
     });
   }

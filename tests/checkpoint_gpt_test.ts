@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { ParamInfo } from "../core/nn.ts";
 import type { AdamW } from "../core/optim.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { GptBatchSampler, type GptSamplerState } from "../data/gpt_batches.ts";
 import {
   gptCheckpointInfo,
@@ -76,8 +77,8 @@ async function trainSteps(m: Gpt, t: Trainer, s: GptBatchSampler, n: number): Pr
       1,
       () =>
         m.loss(
-          Tensor.fromArray(dev, b.inputs, [b.batchSize, b.seqLength]),
-          Tensor.fromArray(dev, b.targets, [b.batchSize, b.seqLength]),
+          TokenIds.fromHost(dev, b.inputs, [b.batchSize, b.seqLength]),
+          TokenIds.fromHost(dev, b.targets, [b.batchSize, b.seqLength]),
         ),
     );
     losses.push(r.loss);
@@ -213,7 +214,8 @@ async function evalLoss(m: Gpt): Promise<number> {
   return await tidy(
     dev,
     async () =>
-      (await m.loss(Tensor.fromArray(dev, ids, [2, 8]), Tensor.fromArray(dev, tg, [2, 8]))).item(),
+      (await m.loss(TokenIds.fromHost(dev, ids, [2, 8]), TokenIds.fromHost(dev, tg, [2, 8])))
+        .item(),
   );
 }
 

@@ -10,6 +10,7 @@ import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { gpuTest, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -30,17 +31,17 @@ Deno.test("shape mismatches show both shapes", gpuTest, () => {
     () => ops.layerNorm(T([4, 8]), T([7]), T([8])),
     /layerNorm: shape mismatch, input \[4, 8\] vs gamma \[7\]/,
   );
-  const targets = Tensor.fromArray(dev, new Int32Array([1, 2, 3]));
+  const targets = TokenIds.fromHost(dev, new Int32Array([1, 2, 3]));
   throws(
     () => ops.crossEntropy(T([2, 10]), targets),
     /crossEntropy: shape mismatch, 2 rows of logits \[2, 10\] vs 3 targets \[3\]/,
   );
   throws(
-    () => ops.crossEntropy(T([3, 10]), Tensor.fromArray(dev, new Int32Array([1, 2, 12]))),
+    () => ops.crossEntropy(T([3, 10]), TokenIds.fromHost(dev, new Int32Array([1, 2, 12]))),
     /target 12 out of range for 10 classes/,
   );
   throws(
-    () => ops.embedding(T([10, 4]), Tensor.fromArray(dev, new Int32Array([3, 10]))),
+    () => ops.embedding(T([10, 4]), TokenIds.fromHost(dev, new Int32Array([3, 10]))),
     /id 10 out of range for a table of 10 rows/,
   );
   throws(

@@ -6,7 +6,8 @@
 
 import { deepStrictEqual, match } from "node:assert/strict";
 import { join } from "node:path";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { writeTokenBin } from "../data/token_bin.ts";
 import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/checkpoint/mod.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -58,8 +59,8 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   for (let s = 0; s + T + 1 <= ids.length; s += T) {
     sum += await tidy(dev, async () =>
       (await m.loss(
-        Tensor.fromArray(dev, Int32Array.from(ids.slice(s, s + T)), [1, T]),
-        Tensor.fromArray(dev, Int32Array.from(ids.slice(s + 1, s + T + 1)), [1, T]),
+        TokenIds.fromHost(dev, Int32Array.from(ids.slice(s, s + T)), [1, T]),
+        TokenIds.fromHost(dev, Int32Array.from(ids.slice(s + 1, s + T + 1)), [1, T]),
       )).item());
   }
   const expected = sum / 10;

@@ -9,7 +9,8 @@
 
 import { deepStrictEqual, match, rejects, throws } from "node:assert/strict";
 import { join } from "node:path";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { ByteTokenizer } from "../data/byte_tokenizer.ts";
 import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/checkpoint/mod.ts";
 import { generate, type GenerateOptions } from "../models/generate.ts";
@@ -47,7 +48,7 @@ function tokens(n: number, seed: number, vocab: number): number[] {
 /** Full-recompute logits `[B, T, V]` of `ids` (B rows of equal length). */
 async function fullLogits(m: Gpt, ids: number[][]): Promise<Float32Array> {
   return await tidy(dev, async () => {
-    const x = Tensor.fromArray(dev, Int32Array.from(ids.flat()), [ids.length, ids[0].length]);
+    const x = TokenIds.fromHost(dev, ids.flat(), [ids.length, ids[0].length]);
     return await (await dev.noGrad(() => m.logits(x))).read();
   });
 }
@@ -61,7 +62,7 @@ async function cachedLogits(
   lastOnly = false,
 ): Promise<Float32Array> {
   return await tidy(dev, async () => {
-    const x = Tensor.fromArray(dev, Int32Array.from(ids.flat()), [ids.length, ids[0].length]);
+    const x = TokenIds.fromHost(dev, ids.flat(), [ids.length, ids[0].length]);
     return await (await m.forwardCached(x, cache, start, { lastOnly })).read();
   });
 }
@@ -100,9 +101,9 @@ Deno.test("cached logits equal a full recompute of the prefix", gpuTest, async (
   deepStrictEqual(cache.length, 14);
   // a wrong batch, a gap and positions past the capacity are refused
   await tidy(dev, async () => {
-    const x1 = Tensor.fromArray(dev, [1], [1, 1], "i32");
+    const x1 = TokenIds.fromHost(dev, [1], [1, 1]);
     await rejects(() => m.forwardCached(x1, cache, 14), /batch 1 but the cache holds 2/);
-    const x = Tensor.fromArray(dev, [1, 2], [2, 1], "i32");
+    const x = TokenIds.fromHost(dev, [1, 2], [2, 1]);
     await rejects(() => m.forwardCached(x, cache, 20), /start position 20 must be in \[0, 14\]/);
     const full = m.createCache(B, 32);
     await cachedLogits(m, full, [tokens(32, 4, 37), tokens(32, 5, 37)], 0);

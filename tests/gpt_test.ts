@@ -7,7 +7,8 @@
 
 import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
-import { Tensor, tidy } from "../core/tensor.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { assertClose, gpuTest, prng, testDevice } from "./helpers.ts";
 import { gptLossRef } from "./gpt_reference.ts";
 
@@ -43,7 +44,8 @@ Deno.test("GPT loss equals the TypeScript reference on the same weights", gpuTes
   const loss = await tidy(
     dev,
     async () =>
-      (await m.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T]))).item(),
+      (await m.loss(TokenIds.fromHost(dev, ids, [B, T]), TokenIds.fromHost(dev, tg, [B, T])))
+        .item(),
   );
   const ref = gptLossRef(
     await weightsOf(m),
@@ -67,8 +69,8 @@ Deno.test("a tiny GPT overfits one batch", gpuTest, async () => {
     clipGrad: 1,
     adam: { weightDecay: 0 },
   });
-  const x = Tensor.fromArray(dev, ids, [B, T]).keep();
-  const y = Tensor.fromArray(dev, tg, [B, T]).keep();
+  const x = TokenIds.fromHost(dev, ids, [B, T]).keep();
+  const y = TokenIds.fromHost(dev, tg, [B, T]).keep();
   let loss = Infinity;
   for (let i = 0; i < 150 && loss > 0.05; i++) {
     loss = (await trainer.step(1, () => m.loss(x, y))).loss;
@@ -95,8 +97,8 @@ async function trainRun(
     const per = B / micro;
     const r = await trainer.step(micro, (i) =>
       m.loss(
-        Tensor.fromArray(dev, ids.slice(i * per * T, (i + 1) * per * T), [per, T]),
-        Tensor.fromArray(dev, tg.slice(i * per * T, (i + 1) * per * T), [per, T]),
+        TokenIds.fromHost(dev, ids.slice(i * per * T, (i + 1) * per * T), [per, T]),
+        TokenIds.fromHost(dev, tg.slice(i * per * T, (i + 1) * per * T), [per, T]),
       ));
     losses.push(r.loss);
   }

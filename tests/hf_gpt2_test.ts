@@ -10,6 +10,7 @@ import { deepStrictEqual, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import type { ParamInfo } from "../core/nn.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import {
   type HostTensor,
   paramsToHost,
@@ -161,7 +162,7 @@ async function ourLogits(m: Gpt, ids: number[]): Promise<Float32Array> {
   const T = ids.length;
   const full = await tidy(
     dev,
-    async () => (await m.logits(Tensor.fromArray(dev, Int32Array.from(ids), [1, T]))).read(),
+    async () => (await m.logits(TokenIds.fromHost(dev, Int32Array.from(ids), [1, T]))).read(),
   );
   const out = new Float32Array(T * V);
   for (let t = 0; t < T; t++) {

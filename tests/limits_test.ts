@@ -17,6 +17,7 @@ import { crossEntropy, embedding, layerNorm, softmax } from "../core/ops/nn.ts";
 import { PER_ROW_MAX_COLS } from "../core/ops/rows.ts";
 import { backward } from "../core/autograd.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { COLUMN_BLOCK_ROWS } from "../kernels/reduce.ts";
 import { SOFTWARE_LOOP_LIMIT } from "../kernels/rowreduce.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
@@ -53,7 +54,7 @@ for (
     await tidy(dev, async () => {
       const logits = Tensor.fromArray(dev, x, [rows, cols]);
       logits.requiresGrad = true;
-      const loss = crossEntropy(logits, Tensor.fromArray(dev, tg, [rows]));
+      const loss = crossEntropy(logits, TokenIds.fromHost(dev, tg, [rows]));
       const ref = xentRef(x, rows, cols, tg);
       assertClose([await loss.item()], [ref.reduce((a, b) => a + b) / rows], {
         rtol: 1e-5,
@@ -176,7 +177,7 @@ Deno.test(
     const ids = Int32Array.from([0, 32767, 32768, 65535, 65536, 69999]);
     await tidy(dev, async () => {
       const w = Tensor.fromArray(dev, table, [vocab, dim]);
-      const out = await embedding(w, Tensor.fromArray(dev, ids)).read();
+      const out = await embedding(w, TokenIds.fromHost(dev, ids)).read();
       const want = [...ids].flatMap((id) => [table[id * dim], table[id * dim + 1]]);
       assertClose(out, want, { rtol: 0, atol: 0, what: "lookup" });
 
@@ -184,7 +185,7 @@ Deno.test(
       const same = new Int32Array(n).fill(65536);
       same[n - 1] = 3;
       w.requiresGrad = true;
-      const e = embedding(w, Tensor.fromArray(dev, same));
+      const e = embedding(w, TokenIds.fromHost(dev, same));
       await backward(e, Tensor.fromArray(dev, new Float32Array(n * dim).fill(0.5), [n, dim]));
       const g = await w.grad!.read();
       assertClose([g[65536 * dim], g[65536 * dim + 1], g[3 * dim], g[0]], [

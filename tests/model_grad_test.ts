@@ -34,6 +34,7 @@
  */
 
 import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { Bert, type BertConfig } from "../models/bert.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -87,7 +88,7 @@ for (
       const { loss, grads } = await gpuGrads(
         dev,
         m,
-        () => m.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T])),
+        () => m.loss(TokenIds.fromHost(dev, ids, [B, T]), TokenIds.fromHost(dev, tg, [B, T])),
       );
       const refCfg = { ...cfg, paddedVocab: m.paddedVocab };
       const lossOf = () => gptLossRef(w, refCfg, ids, tg, B, T);
@@ -140,7 +141,7 @@ for (const post of [false, true]) {
       const { B, T } = batch;
       const w32 = randomizeWeights(m, post ? 32 : 33);
       const i32 = (a: ArrayLike<number>, shape: number[]) =>
-        Tensor.fromArray(dev, Int32Array.from(a), shape);
+        TokenIds.fromHost(dev, Array.from(a), shape);
       const { loss, grads } = await gpuGrads(dev, m, () =>
         m.loss({
           ids: i32(batch.ids, [B, T]),

@@ -8,6 +8,7 @@
 import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { assertClose, gpuTest, randomArray, testDevice } from "./helpers.ts";
 import {
   crossEntropyRef,
@@ -154,11 +155,11 @@ Deno.test("embedding lookup, vocab-parallel range", gpuTest, async () => {
   const w = randomArray(V * D, 11);
   const ids = new Int32Array([0, 3, 10, 3, 7, 1, 2]);
   const tw = T(w, [V, D]);
-  const out = await ops.embedding(tw, Tensor.fromArray(dev, ids, [7])).read();
+  const out = await ops.embedding(tw, TokenIds.fromHost(dev, ids, [7])).read();
   assertClose(out, Array.from(ids).flatMap((id) => Array.from(w.slice(id * D, id * D + D))));
   // a shard holding global rows [4, 8): others give zeros
   const shard = T(w.slice(4 * D, 8 * D), [4, D]);
-  const part = await ops.embedding(shard, Tensor.fromArray(dev, ids, [7]), 4, V).read();
+  const part = await ops.embedding(shard, TokenIds.fromHost(dev, ids, [7]), 4, V).read();
   assertClose(
     part,
     Array.from(ids).flatMap((id) =>
@@ -171,7 +172,8 @@ Deno.test("cross-entropy with padding columns and ignored rows", gpuTest, async 
   for (const [rows, cols, valid] of [[1, 1, 1], [7, 13, 11], [33, 1000, 999]]) {
     const x = randomArray(rows * cols, 12, -5, 5);
     const t = Int32Array.from({ length: rows }, (_, i) => (i % 5 === 4 ? -1 : (i * 7) % valid));
-    const loss = await ops.crossEntropy(T(x, [rows, cols]), Tensor.fromArray(dev, t), valid).item();
+    const loss = await ops.crossEntropy(T(x, [rows, cols]), TokenIds.fromHost(dev, t), valid)
+      .item();
     assertClose([loss], [crossEntropyRef(x, t, cols, valid)], { rtol: 1e-5, what: "xent" });
   }
 });

@@ -10,6 +10,7 @@ import * as ops from "../core/ops/mod.ts";
 import { AdamW, clipCoefficient, gradSumSquares, learningRate } from "../core/optim.ts";
 import { RngStream } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { assertClose, gpuTest, randomArray, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -120,7 +121,7 @@ Deno.test(
     const model = new Mlp(new RngStream(1));
     const opt = new AdamW(model.namedParams().map(([, p]) => p), { weightDecay: 0 });
     const x = Tensor.fromArray(dev, xs, [n, 2]).keep();
-    const y = Tensor.fromArray(dev, ys, [n]).keep();
+    const y = TokenIds.fromHost(dev, ys, [n]).keep();
     let first = 0;
     let last = 0;
     for (let it = 0; it < 150; it++) {

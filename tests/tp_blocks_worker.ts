@@ -18,6 +18,7 @@ import { Embedding, Linear } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { type RngDraw, RngStream } from "../core/rng.ts";
 import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import {
   copyToRegion,
   gatherLastDim,
@@ -269,8 +270,8 @@ async function checkEmbedding(c: Ctx): Promise<void> {
     (_, i) => i === 0 ? 0 : i === 1 ? vocab - 1 : Math.floor(rnd() * vocab),
   );
   const coef = randomArray(ROWS * dim, 52);
-  const ys = serial.forward(Tensor.fromArray(device, ids, [BATCH, SEQ]));
-  const yp = await par.forward(Tensor.fromArray(device, ids, [BATCH, SEQ]));
+  const ys = serial.forward(TokenIds.fromHost(device, ids, [BATCH, SEQ]));
+  const yp = await par.forward(TokenIds.fromHost(device, ids, [BATCH, SEQ]));
   await backward(dotLoss(ys, coef));
   await backward(dotLoss(yp, coef));
 
@@ -313,14 +314,14 @@ async function checkXent(c: Ctx, valid: number, normalizer?: number): Promise<vo
   const lp = leaf(device, take(logits, ROWS, vocab, 1, own), [BATCH, SEQ, 17]);
   const lossS = ops.crossEntropy(
     ls,
-    Tensor.fromArray(device, targets, [BATCH, SEQ]),
+    TokenIds.fromHost(device, targets, [BATCH, SEQ]),
     valid,
     normalizer,
   );
   const rec = recordingGroup(group);
   const lossP = await ops.vocabParallelCrossEntropy(
     lp,
-    Tensor.fromArray(device, targets, [BATCH, SEQ]),
+    TokenIds.fromHost(device, targets, [BATCH, SEQ]),
     { start: r * 17, validVocab: valid, normalizer },
     (x, op) => rec.group.allReduce(x, op),
   );
@@ -361,10 +362,15 @@ async function checkLmLoss(c: Ctx): Promise<void> {
   const tp = leaf(device, take(table, 1, vocab, dim, own), [17, dim]);
   const lossS = ops.crossEntropy(
     ops.linear(hs, ts),
-    Tensor.fromArray(device, targets, [BATCH, SEQ]),
+    TokenIds.fromHost(device, targets, [BATCH, SEQ]),
     valid,
   );
-  const lossP = await layers.lmLoss(hp, tp, Tensor.fromArray(device, targets, [BATCH, SEQ]), valid);
+  const lossP = await layers.lmLoss(
+    hp,
+    tp,
+    TokenIds.fromHost(device, targets, [BATCH, SEQ]),
+    valid,
+  );
   const fwd = rec.calls.map((k) => k.size);
   await backward(lossS);
   await backward(lossP);

@@ -11,6 +11,7 @@ import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { Bert } from "../models/bert.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
@@ -122,11 +123,11 @@ export default async function main(ctx: WorkerContext) {
         if (model instanceof Bert) {
           const b = bertBatchFor(spec, s);
           return model.loss({
-            ids: Tensor.fromArray(device, b.ids.slice(lo, hi), shape),
-            tokenTypes: Tensor.fromArray(device, b.types.slice(lo, hi), shape),
+            ids: TokenIds.fromHost(device, b.ids.slice(lo, hi), shape),
+            tokenTypes: TokenIds.fromHost(device, b.types.slice(lo, hi), shape),
             keep: Tensor.fromArray(device, b.keep.slice(lo, hi), shape),
-            mlmTargets: Tensor.fromArray(device, b.mlm.slice(lo, hi), shape),
-            sopLabels: Tensor.fromArray(
+            mlmTargets: TokenIds.fromHost(device, b.mlm.slice(lo, hi), shape),
+            sopLabels: TokenIds.fromHost(
               device,
               b.sop.slice(layout.dpRank * rows, (layout.dpRank + 1) * rows),
               [rows],
@@ -136,8 +137,8 @@ export default async function main(ctx: WorkerContext) {
         }
         const { ids, targets } = batchFor(spec, s);
         return model.loss(
-          Tensor.fromArray(device, ids.slice(lo, hi), shape),
-          Tensor.fromArray(device, targets.slice(lo, hi), shape),
+          TokenIds.fromHost(device, ids.slice(lo, hi), shape),
+          TokenIds.fromHost(device, targets.slice(lo, hi), shape),
         );
       });
       losses.push(r.loss);

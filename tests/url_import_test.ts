@@ -11,12 +11,12 @@ Deno.test("mod.ts imports by URL and trains a toy model", async () => {
   const modUrl = new URL("../mod.ts", import.meta.url).href;
   await Deno.writeTextFile(
     `${dir}/toy.ts`,
-    `import { Device, Gpt, Tensor, Trainer } from "${modUrl}";
+    `import { Device, Gpt, TokenIds, Trainer } from "${modUrl}";
 const device = await Device.create();
 const gpt = Gpt.serial(device, { vocabSize: 16, numLayers: 1, hiddenSize: 8, numHeads: 2, maxPositions: 4 }, 1);
 const trainer = new Trainer(device, gpt, { schedule: { lr: 1e-2, decayIters: 2 }, clipGrad: 1 });
-const ids = Tensor.fromArray(device, new Int32Array([1, 2, 3, 4, 5, 6, 7, 8]), [2, 4]);
-const tg = Tensor.fromArray(device, new Int32Array([2, 3, 4, 5, 6, 7, 8, 9]), [2, 4]);
+const ids = TokenIds.fromHost(device, [1, 2, 3, 4, 5, 6, 7, 8], [2, 4]);
+const tg = TokenIds.fromHost(device, [2, 3, 4, 5, 6, 7, 8, 9], [2, 4]);
 for (let i = 0; i < 2; i++) {
   const r = await trainer.step(1, () => gpt.loss(ids, tg));
   console.log("step", i, r.loss.toFixed(4));

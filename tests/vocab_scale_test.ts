@@ -39,7 +39,7 @@
  * and 0.64 for 11.73: the cap cut the sums short), and so do their gradients.
  */
 
-import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { layer64, weight, type Weights64 } from "./bert_reference.ts";
 import { gptLossRef } from "./gpt_reference.ts";
@@ -163,7 +163,7 @@ for (const vocab of [32640, 50257, 65535]) {
       const { loss, grads } = await gpuGrads(
         dev,
         m,
-        () => m.loss(Tensor.fromArray(dev, ids, [B, T]), Tensor.fromArray(dev, tg, [B, T])),
+        () => m.loss(TokenIds.fromHost(dev, ids, [B, T]), TokenIds.fromHost(dev, tg, [B, T])),
       );
       m.dispose();
 

@@ -14,6 +14,7 @@ import type { MatmulShape } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
+import { TokenIds } from "../token_ids.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { dispatchMatmul, linear } from "./matmul.ts";
@@ -103,7 +104,7 @@ function checkOperands(hidden: Tensor, table: Tensor, bias?: Tensor): number {
 
 /**
  * Mean cross-entropy of `hidden·tableᵀ (+ bias)` against global `targets`
- * (i32, one per row of `hidden`, negative = ignored), with autograd into
+ * (`TokenIds`, one per row of `hidden`, negative = ignored), with autograd into
  * `hidden`, `table` and `bias`. The full logits are never formed in one
  * tensor; under tensor parallelism (`allReduce` given) only `3·rows` floats
  * per row cross ranks, as in {@link vocabParallelCrossEntropy}.
@@ -111,9 +112,10 @@ function checkOperands(hidden: Tensor, table: Tensor, bias?: Tensor): number {
 export async function lmHeadCrossEntropy(
   hidden: Tensor,
   table: Tensor,
-  targets: Tensor,
+  targetIds: TokenIds,
   opts: LmHeadLoss,
 ): Promise<Tensor> {
+  const targets = TokenIds.check("LM head", targetIds, "targets").tensor;
   const device = hidden.device;
   const h = checkOperands(hidden, table, opts.bias);
   const m = hidden.size / h;
@@ -125,7 +127,7 @@ export async function lmHeadCrossEntropy(
     );
   }
   const start = opts.start ?? 0;
-  const count = countTargets(targets, opts.validVocab);
+  const count = countTargets(targetIds, opts.validVocab);
   const x = hidden.view([m, h]);
   const chunks = vocabChunks(device, table.shape[0], h, m);
   const logits = chunks.map((c) => chunkProduct(device, x, table, opts.bias, c));

@@ -32,6 +32,7 @@ import {
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
+import { TokenIds } from "../token_ids.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { reduceInto } from "./reduce.ts";
 import { dispatchRows } from "./rows.ts";
@@ -178,24 +179,30 @@ export function dropout(x: Tensor, p: number, draw: RngDraw): Tensor {
 }
 
 /**
- * Looks up rows of `weight` (`[rows, dim]`) for `ids` (i32, any shape). With
+ * Looks up rows of `weight` (`[rows, dim]`) for `ids` (any shape). With
  * `start`, the table is a shard holding global rows `[start, start + rows)` of a
  * `vocab`-row table and other ids give zeros (the vocabulary-parallel
- * convention). Ids outside `[0, vocab)` are an error.
+ * convention). Ids outside `[0, vocab)` are an error. The ids are
+ * {@link TokenIds} because the backward pass indexes by their host copy; a
+ * tensor computed on the GPU is refused here, not in the backward pass.
  */
-export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number): Tensor {
-  if (ids.dtype !== "i32") throw new Error(`embedding: ids must be i32, got ${ids.dtype}`);
+export function embedding(
+  weight: Tensor,
+  tokenIds: TokenIds,
+  start = 0,
+  vocab?: number,
+): Tensor {
+  const host = TokenIds.check("embedding", tokenIds).host;
+  const ids = tokenIds.tensor;
   if (weight.rank !== 2) {
     throw new Error(`embedding: weight must be 2-D, got ${fmtShape(weight.shape)}`);
   }
   const [rows, dim] = weight.shape;
   const device = weight.device;
   const total = vocab ?? start + rows;
-  if (ids.hostData) {
-    for (const id of ids.hostData) {
-      if (id < 0 || id >= total) {
-        throw new Error(`embedding: id ${id} out of range for a table of ${total} rows`);
-      }
+  for (const id of host) {
+    if (id < 0 || id >= total) {
+      throw new Error(`embedding: id ${id} out of range for a table of ${total} rows`);
     }
   }
   const out = Tensor.empty(device, [...ids.shape, dim]);
@@ -219,10 +226,6 @@ export function embedding(weight: Tensor, ids: Tensor, start = 0, vocab?: number
     });
   }
   return record(out, "embedding", [weight], (g) => {
-    const host = ids.hostData;
-    if (!host) {
-      throw new Error("embedding backward needs the ids' host copy (create ids with fromArray)");
-    }
     const dw = zeros(device, weight.shape);
     // Token blocks of at most COLUMN_BLOCK_ROWS keep every row's loop over its
     // positions within the software loop cap; each block adds into dw in order.
@@ -286,24 +289,22 @@ export function buildScatterIndex(
 }
 
 /**
- * Mean cross-entropy of `logits` (`[..., cols]`) against `targets` (i32, one per
- * row; negative = ignored). Only the first `valid` columns count (vocabulary
+ * Mean cross-entropy of `logits` (`[..., cols]`) against `targets` (one per
+ * row; negative = ignored; {@link TokenIds}, whose host copy gives the count). Only the first `valid` columns count (vocabulary
  * padding never wins). The sum is divided by the number of counted targets, or
  * by `normalizer` when given (data parallelism normalises by the global count).
  * Returns a one-element tensor.
  */
 export function crossEntropy(
   logits: Tensor,
-  targets: Tensor,
+  targetIds: TokenIds,
   valid?: number,
   normalizer?: number,
 ): Tensor {
+  const targets = TokenIds.check("crossEntropy", targetIds, "targets").tensor;
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   const v = valid ?? cols;
-  if (targets.dtype !== "i32") {
-    throw new Error(`crossEntropy: targets must be i32, got ${targets.dtype}`);
-  }
   if (targets.size !== rows) {
     throw new Error(
       `crossEntropy: shape mismatch, ${rows} rows of logits ${
@@ -312,7 +313,7 @@ export function crossEntropy(
     );
   }
   if (v < 1 || v > cols) throw new Error(`crossEntropy: valid columns ${v} not in [1, ${cols}]`);
-  const count = countTargets(targets, v);
+  const count = countTargets(targetIds, v);
   const device = logits.device;
   const rowLoss = Tensor.empty(device, [rows]);
   const lse = Tensor.empty(device, [rows]);
@@ -328,14 +329,10 @@ export function crossEntropy(
   return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, normalizer ?? count, d);
 }
 
-/**
- * Counts the targets that take part (≥ 0), checking each is below `valid`
- * (needs the targets' host copy; without one, every row counts).
- */
-export function countTargets(targets: Tensor, valid: number): number {
-  if (!targets.hostData) return targets.size;
+/** Counts the targets that take part (≥ 0), checking each is below `valid`. */
+export function countTargets(targets: TokenIds, valid: number): number {
   let count = 0;
-  for (const t of targets.hostData) {
+  for (const t of targets.host) {
     if (t >= valid) throw new Error(`crossEntropy: target ${t} out of range for ${valid} classes`);
     if (t >= 0) count++;
   }

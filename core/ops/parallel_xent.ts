@@ -14,6 +14,7 @@ import {
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
+import { TokenIds } from "../token_ids.ts";
 import { axpyInPlace, mapRaw } from "./raw.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
 import { dispatchRows } from "./rows.ts";
@@ -32,16 +33,17 @@ export interface VocabShard {
 }
 
 /**
- * Mean cross-entropy of sharded `logits` against global `targets` (i32, negative
+ * Mean cross-entropy of sharded `logits` against global `targets` (`TokenIds`, negative
  * = ignored), identical on every rank. Two all-reduces of `rows` and `2·rows`
  * floats; the backward pass needs none.
  */
 export async function vocabParallelCrossEntropy(
   logits: Tensor,
-  targets: Tensor,
+  targetIds: TokenIds,
   shard: VocabShard,
   allReduce: TensorAllReduce,
 ): Promise<Tensor> {
+  const targets = TokenIds.check("vocabParallelCrossEntropy", targetIds, "targets").tensor;
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   if (targets.dtype !== "i32" || targets.size !== rows) {
@@ -52,7 +54,7 @@ export async function vocabParallelCrossEntropy(
     );
   }
   const valid = Math.max(0, Math.min(cols, shard.validVocab - shard.start));
-  const count = countTargets(targets, shard.validVocab);
+  const count = countTargets(targetIds, shard.validVocab);
   const d = crossEntropyDispatch(rows, cols, valid, shard.start);
   const { rowLoss, lse } = await shardedRowStatistics(
     [{ logits, params: d.params }],

@@ -83,7 +83,6 @@ export function clone(t: Tensor, shape: readonly number[] = t.shape): Tensor {
   const out = Tensor.empty(t.device, shape, t.dtype);
   if (out.size !== t.size) throw new Error(`clone: ${fmtShape(t.shape)} as ${fmtShape(shape)}`);
   t.device.copy(t.buffer, 0, out.buffer, 0, t.byteLength);
-  out.hostData = t.hostData;
   return out;
 }
 

@@ -11,6 +11,7 @@
 import type { Device } from "../../core/device.ts";
 import type { InitSpec, Module } from "../../core/nn.ts";
 import type { Tensor } from "../../core/tensor.ts";
+import type { TokenIds } from "../../core/token_ids.ts";
 
 /** A linear layer as a model sees it. */
 export interface LinearLike extends Module {
@@ -22,8 +23,8 @@ export interface LinearLike extends Module {
 export interface VocabEmbedding extends Module {
   /** The (local shard of the) table, `[rows, hidden]`. */
   readonly weight: Tensor;
-  /** Lookup of token ids (i32). */
-  forward(ids: Tensor): Tensor | Promise<Tensor>;
+  /** Lookup of token ids. */
+  forward(ids: TokenIds): Tensor | Promise<Tensor>;
 }
 
 /** Builds the layers whose shapes depend on the parallel layout. */
@@ -53,7 +54,7 @@ export interface ParallelLayers {
   lmLoss(
     hidden: Tensor,
     table: Tensor,
-    targets: Tensor,
+    targets: TokenIds,
     validVocab: number,
     bias?: Tensor,
     normalizer?: number,

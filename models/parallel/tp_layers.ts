@@ -11,6 +11,7 @@ import type { Device } from "../../core/device.ts";
 import { type InitSpec, Module } from "../../core/nn.ts";
 import * as ops from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
+import type { TokenIds } from "../../core/token_ids.ts";
 import type { LinearLike, ParallelLayers, VocabEmbedding } from "./layers.ts";
 import { copyToRegion, gatherLastDim, reduceFromRegion, type TpGroup } from "./mappings.ts";
 
@@ -162,7 +163,7 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
   }
 
   /** Lookup of global token ids. */
-  async forward(ids: Tensor): Promise<Tensor> {
+  async forward(ids: TokenIds): Promise<Tensor> {
     return await reduceFromRegion(
       ops.embedding(this.weight, ids, this.start, this.vocab),
       this.group,
@@ -222,7 +223,7 @@ export class TensorParallelLayers implements ParallelLayers {
   async lmLoss(
     hidden: Tensor,
     table: Tensor,
-    targets: Tensor,
+    targets: TokenIds,
     validVocab: number,
     bias?: Tensor,
     normalizer?: number,
