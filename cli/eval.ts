@@ -165,17 +165,19 @@ export async function evaluateStream(
 
 /**
  * Builds a GPT from `--load` or `--init-from-hf` on `device`, or over `layers`
- * (a tensor-parallel layout: this rank's shards are loaded).
+ * (a tensor-parallel layout: this rank's shards are loaded). `progress` follows
+ * the reading (see {@link stderrProgress}).
  */
 export async function loadGpt(
   device: Device,
   f: FlagValues,
   layers: ParallelLayers = TensorParallelLayers.single(device),
+  progress?: (done: number, total: number) => void,
 ): Promise<{ model: Gpt; source: string; where: string }> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (f["init-from-hf"]) {
     const dir = f["init-from-hf"] as string;
-    const { config, tensors, source } = await readHfGpt2(dir);
+    const { config, tensors, source } = await readHfGpt2(dir, progress);
     const model = new Gpt(layers, config, { seed: 0 });
     assignGpt2(model.namedParams(), tensors, config, place, source);
     return { model, source: `${dir} (Hugging Face GPT-2)`, where: dir };
@@ -190,7 +192,7 @@ export async function loadGpt(
   }
   const config = meta.model.config as unknown as GptConfig;
   const model = new Gpt(layers, config, { seed: 0 });
-  await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place });
+  await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place, progress });
   return {
     model,
     source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
@@ -351,7 +353,12 @@ export async function evalRank(
   layers?: ParallelLayers,
 ): Promise<EvalResult | BertEvalResult> {
   if (await modelFamily(f) === "bert") return await evalBertRank(device, f, print, layers);
-  const { model, source, where } = await loadGpt(device, f, layers);
+  const { model, source, where } = await loadGpt(
+    device,
+    f,
+    layers,
+    print ? stderrProgress("loading", !!f.json) : undefined,
+  );
   const c = model.config;
   const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
   if (T > c.maxPositions) {

@@ -16,6 +16,7 @@ import { writeHfGpt2 } from "../models/hf/gpt2.ts";
 import { resolveIterDir } from "../models/checkpoint/layout.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
+import { stderrProgress } from "./log.ts";
 import { ensureWritableDir } from "./paths.ts";
 
 /** Every flag of `deno task export-hf`. */
@@ -48,12 +49,17 @@ function bertConfigOf(c: Record<string, unknown>): BertHfConfig {
 }
 
 /** Exports checkpoint `dir` (iteration: latest unless given) to `out`; returns a summary line. */
-export async function exportHf(dir: string, out: string, iteration?: number): Promise<string> {
+export async function exportHf(
+  dir: string,
+  out: string,
+  iteration?: number,
+  progress?: (done: number, total: number) => void,
+): Promise<string> {
   const ck = await readCheckpointFull(dir, { iteration });
   const model = ck.meta.model;
   const get = (n: string) => ck.tensors.get(n);
   if (model?.arch === "gpt") {
-    await writeHfGpt2(out, model.config as unknown as GptConfig, get);
+    await writeHfGpt2(out, model.config as unknown as GptConfig, get, progress);
   } else if (model?.arch === "bert") {
     if (!model.config.postLayerNorm) {
       throw new CheckpointError(
@@ -61,7 +67,7 @@ export async function exportHf(dir: string, out: string, iteration?: number): Pr
       );
     }
     const cfg = bertConfigOf(model.config);
-    await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg));
+    await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.
     const tok = await readWordPieceTokenizer(dir);
     if (tok) await writeWordPieceTokenizer(out, tok);
@@ -84,7 +90,8 @@ export function main(args: string[]): Promise<number> {
     // The checkpoint first (cheap), then the output, so a bad --load leaves nothing behind.
     await resolveIterDir(dir, f.iteration as number | undefined);
     await ensureWritableDir("--output", out, { create: false });
-    console.log(await exportHf(dir, out, f.iteration as number | undefined));
+    const progress = stderrProgress("exporting");
+    console.log(await exportHf(dir, out, f.iteration as number | undefined, progress));
     return 0;
   });
 }

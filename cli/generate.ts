@@ -15,6 +15,7 @@ import { DataRng } from "../data/rng.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
+import { stderrProgress } from "./log.ts";
 import { TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
@@ -104,7 +105,7 @@ async function run(args: string[]): Promise<number> {
   let device: Device | undefined;
   try {
     device = await Device.create({ backend: parseBackend(f.backend as string) });
-    const { model, source } = await loadGpt(device, f);
+    const { model, source } = await loadGpt(device, f, undefined, stderrProgress("loading"));
     const c = model.config;
     const name = (f.tokenizer as string | undefined) ?? (c.vocabSize === 256 ? "byte" : "gpt2");
     const tok = await createTokenizer(name);

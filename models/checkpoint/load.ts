@@ -38,6 +38,8 @@ export interface LoadOptions extends TpPlace {
   allowExtra?: boolean;
   /** Receives warnings (default: `warning: …` on stderr, from TP rank 0 only). */
   warn?: (msg: string) => void;
+  /** Called as the load goes: `(done, total)` stages (for a progress bar). */
+  progress?: (done: number, total: number) => void;
 }
 
 /** What a load returns. */
@@ -90,6 +92,7 @@ function compareConfigs(
  */
 export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<LoadResult> {
   const place = { tp: opts.tp ?? 1, tpRank: opts.tpRank ?? 0 };
+  opts.progress?.(0, 3);
   const ck = await readCheckpointFull(dir, {
     iteration: opts.iteration,
     optimizer: !!opts.optimizer,
@@ -114,6 +117,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
       );
     }
   }
+  opts.progress?.(1, 3);
   const padded = { ...ck.meta.paddedRows, ...opts.paddedRows };
   const shards = planShards(opts.params, (n) => ck.tensors.get(n), place, ck.fileOf, padded);
   const notes: string[] = [];
@@ -137,6 +141,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
     }
   }
   // Everything is validated: write.
+  opts.progress?.(2, 3);
   writeShards(opts.params, shards);
   if (opts.optimizer) {
     const opt = opts.optimizer;
@@ -154,6 +159,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
       });
     }
   }
+  opts.progress?.(3, 3);
   return {
     iteration: ck.iteration,
     path: ck.path,

@@ -76,6 +76,8 @@ export interface SaveOptions {
   barrier?: () => Promise<void>;
   /** Called after each stage; tests use it to simulate a crash. */
   faultHook?: (stage: SaveStage) => void | Promise<void>;
+  /** Called as the save goes: `(done, total)` stages (for a progress bar). */
+  progress?: (done: number, total: number) => void;
 }
 
 async function readAll(tensors: readonly Tensor[]): Promise<Float32Array[]> {
@@ -109,6 +111,10 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
   }
   const barrier = opts.barrier ?? (() => Promise.resolve());
   const hook = opts.faultHook ?? (() => {});
+  const stages = opts.optimizer ? 4 : 3;
+  let stage = 0;
+  const step = () => opts.progress?.(++stage, stages);
+  opts.progress?.(0, stages);
   const leader = tpRank === 0 && dpRank === 0;
   const writer = dpRank === 0;
   const finalPath = join(dir, iterDirName(opts.iteration));
@@ -140,11 +146,13 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
       data: values[i],
     }));
     const digests: Record<string, FileDigest> = {};
+    step();
     digests[modelFileName(tpRank)] = await writeSafetensors(
       join(tmpPath, modelFileName(tpRank)),
       model,
       fileMeta,
     );
+    step();
     await hook("model-written");
     if (opt) {
       const byName = new Map(opts.params);
@@ -169,6 +177,7 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
         out,
         { ...fileMeta, step: String(opt.step) },
       );
+      step();
       await hook("optimizer-written");
     }
     // Rank 0 gathers every rank's digests into checkpoint.json after the barrier.
@@ -236,5 +245,6 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
     await hook("latest-written");
   }
   await barrier();
+  opts.progress?.(stages, stages);
   return finalPath;
 }

@@ -131,8 +131,9 @@ export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): Map<string, Hos
 /** A GPT-2 read from an HF directory: its config and our full tensors. */
 export async function readHfGpt2(
   dir: string,
+  progress?: (done: number, total: number) => void,
 ): Promise<{ config: GptConfig; tensors: Map<string, HostTensor>; source: string }> {
-  const hf = await readHfDir(dir);
+  const hf = await readHfDir(dir, progress);
   const config = gpt2ConfigFromHf(hf.config, `${dir}/config.json`);
   return { config, tensors: gpt2TensorsFromHf(hf, config), source: hf.fileOf(hf.names[0] ?? "") };
 }
@@ -175,6 +176,7 @@ export async function writeHfGpt2(
   dir: string,
   config: GptConfig,
   full: (name: string) => HostTensor | undefined,
+  progress?: (done: number, total: number) => void,
 ): Promise<void> {
-  await writeHfDir(dir, gpt2ConfigToHf(config), gpt2TensorsToHf(full, config));
+  await writeHfDir(dir, gpt2ConfigToHf(config), gpt2TensorsToHf(full, config), progress);
 }

@@ -44,8 +44,12 @@ export async function readHfConfig(dir: string): Promise<Record<string, unknown>
  * cache's `blobs` folder) and be a regular file; each safetensors header is checked
  * against its file's size before the data is read; non-finite weights are refused
  * when read. Errors are {@link CheckpointError}s naming the file (and tensor).
+ * `progress` is called with the safetensors files read so far and their count.
  */
-export async function readHfDir(dir: string): Promise<HfDir> {
+export async function readHfDir(
+  dir: string,
+  progress?: (done: number, total: number) => void,
+): Promise<HfDir> {
   const config = await readHfConfig(dir);
   const files: SafetensorsFile[] = [];
   const single = join(dir, "model.safetensors");
@@ -55,7 +59,9 @@ export async function readHfDir(dir: string): Promise<HfDir> {
     return await SafetensorsFile.read(f.real, { name: f.shown });
   };
   if (await exists(single)) {
+    progress?.(0, 1);
     files.push(await readSt("model.safetensors"));
+    progress?.(1, 1);
   } else if (await exists(index)) {
     const idxFile = await resolveInDir(dir, "model.safetensors.index.json");
     const idx = await readJsonObject(idxFile.real, idxFile.shown);
@@ -75,7 +81,11 @@ export async function readHfDir(dir: string): Promise<HfDir> {
     if (shards.size === 0) throw new CheckpointError(`${index}: "weight_map" lists no files`);
     // Check every name before reading any file.
     for (const [f, where] of shards) await resolveInDir(dir, f, where);
-    for (const [f, where] of shards) files.push(await readSt(f, where));
+    for (const [f, where] of shards) {
+      progress?.(files.length, shards.size);
+      files.push(await readSt(f, where));
+    }
+    progress?.(shards.size, shards.size);
     for (const [tensor, file] of Object.entries(map as Record<string, string>)) {
       const f = files.find((x) => x.path === join(dir, file));
       if (f && !f.has(tensor)) {
@@ -111,20 +121,27 @@ export async function readHfDir(dir: string): Promise<HfDir> {
   };
 }
 
-/** Writes `config.json` and `model.safetensors` (with the `format: pt` metadata HF expects). */
+/**
+ * Writes `config.json` and `model.safetensors` (with the `format: pt` metadata HF expects);
+ * `progress` is called with the files written so far (of 2).
+ */
 export async function writeHfDir(
   dir: string,
   config: Record<string, unknown>,
   tensors: readonly [string, HostTensor][],
+  progress?: (done: number, total: number) => void,
 ): Promise<void> {
+  progress?.(0, 2);
   await Deno.mkdir(dir, { recursive: true });
   await writeFileDurable(
     join(dir, "config.json"),
     new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"),
   );
+  progress?.(1, 2);
   await writeSafetensors(
     join(dir, "model.safetensors"),
     tensors.map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
     { format: "pt" },
   );
+  progress?.(2, 2);
 }
