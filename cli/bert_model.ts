@@ -19,10 +19,10 @@ import { Bert, type BertConfig } from "../models/bert.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import { validateGptConfig } from "../models/gpt.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
 import type { HostTensor } from "../models/checkpoint/shard.ts";
 import { readHfDir } from "../models/hf/io.ts";
+import { validateTransformerConfig } from "../models/shape.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import type { FlagValues } from "./flags.ts";
@@ -147,7 +147,7 @@ export async function loadBert(
 /** `config`, after checking that it builds at `tp` ranks (a one-line error naming `where`). */
 export function checkedConfig<C extends BertConfig>(config: C, tp: number, where: string): C {
   try {
-    validateGptConfig({ ...config }, tp);
+    validateTransformerConfig(config, tp);
   } catch (e) {
     throw new CheckpointError(`${where}: ${(e as Error).message}`);
   }
@@ -207,7 +207,7 @@ export async function evaluateBert(
   model: Bert,
   batches: Iterable<BertBatch>,
 ): Promise<BertEvalResult> {
-  const device = model.layers.device;
+  const device = model.parallel.device;
   const V = model.config.vocabSize;
   model.train(false);
   let mlmLoss = 0, mlmCorrect = 0, masked = 0, sopLoss = 0, sopCorrect = 0, sequences = 0;

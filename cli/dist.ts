@@ -5,7 +5,12 @@
  * @module
  */
 
-import { type DistConfig, parseDuration, resolveDistConfig } from "../collectives/env.ts";
+import {
+  type DistConfig,
+  DistConfigError,
+  parseDuration,
+  resolveDistConfig,
+} from "../collectives/env.ts";
 import { oneLine } from "./errors.ts";
 import { UsageError } from "./flags.ts";
 
@@ -26,7 +31,8 @@ export function distConfig(flags: Record<string, string>): DistConfig {
   try {
     return resolveDistConfig(flags, env);
   } catch (e) {
-    // Everything refused there is a flag or a launcher's variable.
-    throw new UsageError(oneLine((e as Error).message));
+    // What is refused there is a flag or a launcher's variable; anything else is a bug.
+    if (e instanceof DistConfigError) throw new UsageError(oneLine(e.message));
+    throw e;
   }
 }

@@ -137,7 +137,7 @@ export async function evaluateStream(
   batchSize: number,
   progress?: (done: number, total: number) => void,
 ): Promise<EvalResult> {
-  const device = model.layers.device;
+  const device = model.parallel.device;
   const windows = evalWindowCount(ids.length, seqLength);
   if (windows === 0) {
     throw new DataError(

@@ -9,7 +9,9 @@
 import { readWordPieceTokenizer, writeWordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { readCheckpointFull } from "../models/checkpoint/read.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
+import { resolveShape } from "../models/shape.ts";
 import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
 import { writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
@@ -31,19 +33,23 @@ const USAGE = `Usage: deno task export-hf --load DIR --output OUT_DIR
 
 Writes a checkpoint as a Hugging Face model directory (GPT-2 or BERT layout).`;
 
-function bertConfigOf(c: Record<string, unknown>): BertHfConfig {
-  const h = c.hiddenSize as number;
+/**
+ * The Hugging Face config of a saved BERT: the saved config with its shape
+ * resolved ({@link resolveShape}) and BERT's defaults for the rest.
+ */
+function bertConfigOf(c: BertConfig, where: string): BertHfConfig {
+  let shape;
+  try {
+    shape = resolveShape(c);
+  } catch (e) {
+    throw new CheckpointError(`${where}: ${(e as Error).message}`);
+  }
   return {
-    vocabSize: c.vocabSize as number,
-    numLayers: c.numLayers as number,
-    hiddenSize: h,
-    numHeads: c.numHeads as number,
-    ffnHiddenSize: (c.ffnHiddenSize as number | undefined) ?? 4 * h,
-    maxPositions: c.maxPositions as number,
-    typeVocabSize: (c.typeVocabSize as number | undefined) ?? 2,
-    layerNormEps: (c.layerNormEps as number | undefined) ?? 1e-12,
-    hiddenDropout: (c.hiddenDropout as number | undefined) ?? 0.1,
-    attentionDropout: (c.attentionDropout as number | undefined) ?? 0.1,
+    ...shape,
+    typeVocabSize: c.typeVocabSize ?? 2,
+    layerNormEps: c.layerNormEps ?? 1e-12,
+    hiddenDropout: c.hiddenDropout ?? 0.1,
+    attentionDropout: c.attentionDropout ?? 0.1,
     postLayerNorm: true,
   };
 }
@@ -66,7 +72,7 @@ export async function exportHf(
         `${ck.path}: this BERT is pre-LN; Hugging Face BERT is post-LN, so it has no HF equivalent`,
       );
     }
-    const cfg = bertConfigOf(model.config);
+    const cfg = bertConfigOf(model.config as unknown as BertConfig, ck.path);
     await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.
     const tok = await readWordPieceTokenizer(dir);

@@ -151,7 +151,7 @@ export async function fillMask(
         `${c.maxPositions} positions`,
     );
   }
-  const device = model.layers.device;
+  const device = model.parallel.device;
   const n = ids.length;
   model.train(false);
   const logits = await device.noGrad(() =>

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { splitDistArgs } from "../collectives/env.ts";
+import { DistConfigError, splitDistArgs } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
@@ -25,6 +25,7 @@ import { checkWritableFile, ensureWritableDir } from "./paths.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
 import { agreeWithModelSource, TRAIN_FLAGS, validateTrainFlags } from "./train_config.ts";
+import { trainArgsFromFlags } from "./train_args.ts";
 import { trainRank } from "./train_run.ts";
 
 const USAGE = `Usage: deno task train [flags]
@@ -45,13 +46,14 @@ data, checkpoint or runtime error, 2 bad command line, 128+N killed by signal N.
 async function preflight(f: FlagValues): Promise<string[]> {
   if (f.save) await ensureWritableDir("--save", f.save as string);
   if (f["log-json"]) await checkWritableFile("--log-json", f["log-json"] as string);
-  const data = f["data-path"] as string | undefined;
-  if (data !== undefined) {
+  for (const flag of ["data-path", "train-data-path", "valid-data-path"]) {
+    const data = f[flag] as string | undefined;
+    if (data === undefined) continue;
     try {
       await Deno.stat(data);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
-        throw new DataError(`data path ${JSON.stringify(data)} does not exist`);
+        throw new DataError(`data path ${JSON.stringify(data)} does not exist (--${flag})`);
       }
       throw e;
     }
@@ -69,7 +71,8 @@ async function run(args: string[]): Promise<number> {
   try {
     split = splitDistArgs(args);
   } catch (e) {
-    throw new UsageError(oneLine((e as Error).message));
+    if (e instanceof DistConfigError) throw new UsageError(oneLine(e.message));
+    throw e;
   }
   const f = parseFlags(split.rest, TRAIN_FLAGS);
   if (f.help) {
@@ -103,7 +106,7 @@ async function run(args: string[]): Promise<number> {
   }
   const signals = new SignalHandler({ canSave: !!f.save, print: true, workers: false }).install();
   try {
-    await trainRank(f, null, signals);
+    await trainRank(trainArgsFromFlags(f), null, signals);
   } finally {
     signals.dispose();
   }

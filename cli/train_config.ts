@@ -8,13 +8,21 @@ import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
-import { type GptConfig, validateGptConfig } from "../models/gpt.ts";
+import type { GptConfig } from "../models/gpt.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
+import { defaultFfnHiddenSize, validateTransformerConfig } from "../models/shape.ts";
 import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
 import { DEBUG_FLAG } from "./errors.ts";
 import { type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
+import {
+  bertConfigOf,
+  gptConfigOf,
+  parseSplit,
+  type TrainArgs,
+  trainArgsFromFlags,
+} from "./train_args.ts";
 
 /** Every flag of `deno task train`. */
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {
@@ -105,7 +113,20 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "float",
     default: 0.1,
     min: 0,
-    help: "trailing share of the corpus held out",
+    help: "trailing share of the corpus held out for validation (or give --split)",
+  },
+  "split": {
+    type: "string",
+    help:
+      "train,valid,test weights of the corpus, as Megatron's (e.g. 949,50,1; the test part is held out, unused)",
+  },
+  "train-data-path": {
+    type: "string",
+    help: "training data on its own (e.g. nanoGPT's train.bin), with --valid-data-path",
+  },
+  "valid-data-path": {
+    type: "string",
+    help: "validation data on its own (e.g. val.bin), with --train-data-path",
   },
   "save": { type: "string", help: "checkpoint directory to write", group: "Checkpoints" },
   "save-interval": {
@@ -114,6 +135,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "steps between checkpoints (default: only at the end)",
   },
   "load": { type: "string", help: "resume from this checkpoint directory (any TP size)" },
+  "use-checkpoint-args": {
+    type: "boolean",
+    help:
+      "with --load: take the model flags, --seq-length and the tokenizer from the checkpoint (given ones must agree)",
+  },
   "init-from-hf": {
     type: "string",
     help:
@@ -189,31 +215,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
 /** Flags handled by the launcher (kept out of the per-rank flags). */
 export const LAUNCH_FLAGS: readonly string[] = DIST_FLAGS;
 
-function common(f: FlagValues) {
-  return {
-    numLayers: f["num-layers"] as number,
-    hiddenSize: f["hidden-size"] as number,
-    numHeads: f["num-attention-heads"] as number,
-    ffnHiddenSize: f["ffn-hidden-size"] as number | undefined,
-    maxPositions: (f["max-position-embeddings"] as number | undefined) ??
-      (f["seq-length"] as number),
-    hiddenDropout: f["hidden-dropout"] as number,
-    attentionDropout: f["attention-dropout"] as number,
-  };
-}
-
 /** The GPT config from flags. */
 export function gptConfigFromFlags(f: FlagValues, vocabSize: number): GptConfig {
-  return { ...common(f), vocabSize, recomputeActivations: !!f["recompute-activations"] };
+  return gptConfigOf(trainArgsFromFlags(f).model, vocabSize);
 }
 
 /** The BERT config from flags. */
 export function bertConfigFromFlags(f: FlagValues, vocabSize: number): BertConfig {
-  return {
-    ...common(f),
-    vocabSize,
-    postLayerNorm: !!f["apply-residual-connection-post-layernorm"],
-  };
+  return bertConfigOf(trainArgsFromFlags(f).model, vocabSize);
 }
 
 /**
@@ -235,6 +244,7 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       `--global-batch-size ${gb} is not a multiple of --micro-batch-size ${mb} × data-parallel size ${dp}`,
     );
   }
+  checkDataFlags(f);
   for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
     const v = f[n] as number;
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
@@ -268,10 +278,53 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   // With --init-from-hf the shape comes from config.json, checked when the model is built.
   if (f["init-from-hf"]) return;
   try {
-    validateGptConfig({ ...gptConfigFromFlags(f, 256) }, tp);
+    validateTransformerConfig(gptConfigFromFlags(f, 256), tp);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/** The data flags: one corpus (`--data-path`, `--split`) or a train and a validation file. */
+function checkDataFlags(f: FlagValues): void {
+  if (f["split"] !== undefined) {
+    parseSplit(f["split"] as string);
+    if (wasGiven(f, "val-fraction")) {
+      throw new UsageError("give either --split or --val-fraction, not both");
+    }
+  }
+  const train = f["train-data-path"], valid = f["valid-data-path"];
+  if (valid !== undefined && train === undefined) {
+    throw new UsageError("--valid-data-path needs --train-data-path");
+  }
+  if (train !== undefined && f["data-path"] !== undefined) {
+    throw new UsageError("give either --data-path or --train-data-path, not both");
+  }
+  if (f["use-checkpoint-args"] && !f.load) {
+    throw new UsageError("--use-checkpoint-args needs --load DIR");
+  }
+}
+
+/**
+ * The flags saved with a checkpoint (its trainer state's `args`) that
+ * `--use-checkpoint-args` takes back besides the model's shape.
+ */
+export const CHECKPOINT_ARG_FLAGS: readonly string[] = [
+  "seq-length",
+  "tokenizer",
+  "hidden-dropout",
+  "attention-dropout",
+  "recompute-activations",
+];
+
+/** The values of {@link CHECKPOINT_ARG_FLAGS} of a run, to save in its checkpoints. */
+export function checkpointArgs(a: TrainArgs): Record<string, unknown> {
+  return {
+    "seq-length": a.seqLength,
+    ...(a.model.family === "gpt" ? { "tokenizer": a.data.tokenizer } : {}),
+    "hidden-dropout": a.model.hiddenDropout,
+    "attention-dropout": a.model.attentionDropout,
+    "recompute-activations": a.model.recomputeActivations,
+  };
 }
 
 /** The shape flags and the config keys they set. */
@@ -345,14 +398,15 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       adopt("model", arch);
     }
   }
-  const c = meta.model?.config ?? {};
+  // The resolved shape, where the checkpoint has one (defaults filled in).
+  const c: Record<string, unknown> = { ...meta.model?.config, ...meta.model?.shape };
   for (const [flag, key] of SHAPE_FLAGS) {
     const raw = c[key];
     // A config saved without ffnHiddenSize has the default, 4·hidden.
     const saved = typeof raw === "number"
       ? raw
       : key === "ffnHiddenSize" && typeof c.hiddenSize === "number"
-      ? 4 * c.hiddenSize
+      ? defaultFfnHiddenSize(c.hiddenSize)
       : undefined;
     if (saved === undefined) continue;
     if (wasGiven(f, flag)) {
@@ -372,7 +426,40 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     }
     adopt(post, c.postLayerNorm);
   }
+  if (f["use-checkpoint-args"]) {
+    const saved = savedArgs(meta.state?.args, c.vocabSize);
+    for (const flag of CHECKPOINT_ARG_FLAGS) {
+      const v = saved[flag];
+      if (v === undefined || v === f[flag]) continue;
+      if (!wasGiven(f, flag)) adopt(flag, v);
+      else if (flag === "tokenizer") {
+        refuse(flag, f[flag], where, `tokenizer ${v}`, "drop the flag to resume its model");
+      }
+      // Other given flags (dropout, --seq-length within the position table) override.
+    }
+  }
   return extra;
+}
+
+/**
+ * The {@link CHECKPOINT_ARG_FLAGS} values saved in a checkpoint's state; for
+ * checkpoints saved without them, the tokenizer its vocabulary size implies.
+ */
+function savedArgs(args: unknown, vocabSize: unknown): Record<string, number | string | boolean> {
+  const out: Record<string, number | string | boolean> = {};
+  if (args !== null && typeof args === "object") {
+    for (const [k, v] of Object.entries(args)) {
+      if (
+        CHECKPOINT_ARG_FLAGS.includes(k) &&
+        (typeof v === "number" || typeof v === "string" || typeof v === "boolean")
+      ) out[k] = v;
+    }
+  }
+  if (out.tokenizer === undefined) {
+    const byVocab: Record<number, string> = { 256: "byte", 50257: "gpt2" };
+    if (typeof vocabSize === "number" && byVocab[vocabSize]) out.tokenizer = byVocab[vocabSize];
+  }
+  return out;
 }
 
 /**

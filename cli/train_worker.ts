@@ -11,6 +11,7 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { reportRankError } from "./errors.ts";
 import { parseFlags } from "./flags.ts";
 import { WorkerStopRequest } from "./signals.ts";
+import { trainArgsFromFlags } from "./train_args.ts";
 import { TRAIN_FLAGS } from "./train_config.ts";
 import { trainRank, type TrainSummary } from "./train_run.ts";
 
@@ -18,7 +19,7 @@ import { trainRank, type TrainSummary } from "./train_run.ts";
 export default async function main(ctx: WorkerContext): Promise<TrainSummary> {
   const stop = new WorkerStopRequest();
   try {
-    return await trainRank(parseFlags(ctx.args, TRAIN_FLAGS), ctx, stop);
+    return await trainRank(trainArgsFromFlags(parseFlags(ctx.args, TRAIN_FLAGS)), ctx, stop);
   } catch (e) {
     reportRankError(e, ctx.rank, ctx.args, ctx.localRank);
     throw e;

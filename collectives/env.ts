@@ -19,6 +19,18 @@
  * @module
  */
 
+/**
+ * A refused distributed flag or launcher variable (a bad value, a missing
+ * address, a rank past the world): the command line's fault, not a bug.
+ */
+export class DistConfigError extends Error {
+  /** An error naming the flag or variable. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DistConfigError";
+  }
+}
+
 /** Everything the launcher needs to know about this process's place in the job. */
 export interface DistConfig {
   /** Total number of ranks. */
@@ -89,7 +101,7 @@ export function splitDistArgs(args: string[]): { flags: Record<string, string>; 
       let v = m[2];
       if (v === undefined) {
         v = args[++i];
-        if (v === undefined) throw new Error(`--${given} needs a value`);
+        if (v === undefined) throw new DistConfigError(`--${given} needs a value`);
       }
       flags[name!] = minutes ? `${v}m` : v;
     } else rest.push(a);
@@ -100,7 +112,7 @@ export function splitDistArgs(args: string[]): { flags: Record<string, string>; 
 /** Parses a duration: "30" (seconds), "30s", "500ms", "2m". */
 export function parseDuration(s: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
-  if (!m) throw new Error(`bad duration "${s}": use e.g. 30, 30s, 500ms or 2m`);
+  if (!m) throw new DistConfigError(`bad duration "${s}": use e.g. 30, 30s, 500ms or 2m`);
   const v = Number(m[1]);
   return m[2] === "ms" ? v : m[2] === "m" ? v * 60000 : v * 1000;
 }
@@ -109,7 +121,7 @@ function int(name: string, v: string | undefined, min: number): number | undefin
   if (v === undefined || v === "") return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) {
-    throw new Error(`${name} must be an integer >= ${min}, got "${v}"`);
+    throw new DistConfigError(`${name} must be an integer >= ${min}, got "${v}"`);
   }
   return n;
 }
@@ -126,7 +138,9 @@ export function firstSlurmHost(list: string): string {
 /** Checks a run id: 1–200 printable characters without spaces. */
 export function checkRunId(id: string, from: string): string {
   if (!/^[\x21-\x7e]{1,200}$/.test(id)) {
-    throw new Error(`${from} must be 1 to 200 printable characters without spaces, got "${id}"`);
+    throw new DistConfigError(
+      `${from} must be 1 to 200 printable characters without spaces, got "${id}"`,
+    );
   }
   return id;
 }
@@ -143,11 +157,11 @@ export function resolveDistConfig(
   const distTimeoutMs = timeout ? parseDuration(timeout) : 300000;
   const devices = flags["devices"];
   let port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
-  if (port > 65535) throw new Error(`--master-port must be at most 65535, got ${port}`);
+  if (port > 65535) throw new DistConfigError(`--master-port must be at most 65535, got ${port}`);
   const addr = flags["master-addr"] ?? env.MASTER_ADDR;
   const launcher = flags["launcher"] ?? "workers";
   if (launcher !== "workers" && launcher !== "procs") {
-    throw new Error(`--launcher must be workers or procs, got "${launcher}"`);
+    throw new DistConfigError(`--launcher must be workers or procs, got "${launcher}"`);
   }
   const flagId = flags["rdzv-id"] !== undefined
     ? checkRunId(flags["rdzv-id"], "--rdzv-id")
@@ -164,9 +178,11 @@ export function resolveDistConfig(
   const nodeRank = int("--node-rank", flags["node-rank"], 0);
   if (nproc !== undefined || nnodes !== undefined || nodeRank !== undefined) {
     const np = nproc ?? 1, nn = nnodes ?? 1, nr = nodeRank ?? 0;
-    if (nr >= nn) throw new Error(`--node-rank ${nr} must be below --nnodes ${nn}`);
+    if (nr >= nn) throw new DistConfigError(`--node-rank ${nr} must be below --nnodes ${nn}`);
     if (nn > 1 && !addr) {
-      throw new Error("--nnodes > 1 needs --master-addr (the host of node 0) or MASTER_ADDR");
+      throw new DistConfigError(
+        "--nnodes > 1 needs --master-addr (the host of node 0) or MASTER_ADDR",
+      );
     }
     const masterAddr = addr ?? "127.0.0.1";
     return {
@@ -192,7 +208,9 @@ export function resolveDistConfig(
     runIdSource: string,
   ): DistConfig | null => {
     if (rank === undefined || world === undefined) return null;
-    if (rank >= world) throw new Error(`${source}: rank ${rank} is not below world size ${world}`);
+    if (rank >= world) {
+      throw new DistConfigError(`${source}: rank ${rank} is not below world size ${world}`);
+    }
     const masterAddr = addr ?? "127.0.0.1";
     return {
       ...common,
@@ -215,7 +233,7 @@ export function resolveDistConfig(
     env.RANK !== undefined
   ) {
     if (port >= 65535) {
-      throw new Error(
+      throw new DistConfigError(
         `torchrun's agent store holds MASTER_PORT ${port} and ours needs the next port; ` +
           `choose a lower --master_port for torchrun, or pass --master-port to the program`,
       );
@@ -249,7 +267,7 @@ export function resolveDistConfig(
     if (!addr) {
       const list = env.SLURM_STEP_NODELIST ?? env.SLURM_JOB_NODELIST ?? env.SLURM_NODELIST;
       if (!list && slurm.world > 1 && slurmNodes !== "1") {
-        throw new Error("Slurm: set MASTER_ADDR (no node list found)");
+        throw new DistConfigError("Slurm: set MASTER_ADDR (no node list found)");
       }
       if (list) {
         slurm.masterAddr = firstSlurmHost(list);
@@ -272,7 +290,9 @@ export function resolveDistConfig(
   );
   if (ompi) {
     if (!addr && ompi.world > 1 && !ompiOneHost) {
-      throw new Error("Open MPI: set MASTER_ADDR (e.g. mpirun -x MASTER_ADDR=host-of-rank-0)");
+      throw new DistConfigError(
+        "Open MPI: set MASTER_ADDR (e.g. mpirun -x MASTER_ADDR=host-of-rank-0)",
+      );
     }
     return ompi;
   }

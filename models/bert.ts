@@ -14,11 +14,12 @@ import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
-import { paddedVocabSize, validateGptConfig } from "./gpt.ts";
+import { ParallelMlp, SelfAttention } from "./blocks.ts";
+import { paddedVocabSize } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
 import { PositionIds } from "./positions.ts";
+import { type TransformerShape, validateTransformerConfig } from "./shape.ts";
 
 /** BERT shape and options. */
 export interface BertConfig {
@@ -93,9 +94,9 @@ export class BertLayer extends Module {
 
   /** Builds the layer. */
   constructor(
-    layers: ParallelLayers,
+    parallel: ParallelLayers,
     c: BertConfig,
-    s: BlockShape,
+    s: TransformerShape,
     init: RngStream,
     rng: RngTracker,
   ) {
@@ -103,26 +104,29 @@ export class BertLayer extends Module {
     const eps = c.layerNormEps ?? 1e-12;
     this.attention = this.child(
       "attention",
-      new SelfAttention(layers, s, init, c.attentionDropout ?? 0.1, rng.rank, {
+      new SelfAttention(parallel, s, init, c.attentionDropout ?? 0.1, rng.rank, {
         input: "self.qkv",
         output: "output.dense",
       }),
     );
     this.lnAttention = this.child(
       "attention.output.LayerNorm",
-      new LayerNorm(layers.device, c.hiddenSize, eps),
+      new LayerNorm(parallel.device, c.hiddenSize, eps),
     );
     this.mlp = this.child(
       "mlp",
       new ParallelMlp(
-        layers,
+        parallel,
         s,
         init,
         { input: "intermediate.dense", output: "output.dense" },
         "erf",
       ),
     );
-    this.lnOutput = this.child("output.LayerNorm", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.lnOutput = this.child(
+      "output.LayerNorm",
+      new LayerNorm(parallel.device, c.hiddenSize, eps),
+    );
     this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
   }
 
@@ -162,8 +166,10 @@ export class Bert extends Module {
   readonly tokenTypeEmbeddings: Embedding;
   /** Layer norm of the summed embeddings. */
   readonly embeddingsLn: LayerNorm;
-  /** The transformer layers. */
-  readonly layer: BertLayer[];
+  /** The resolved shape (defaults filled in). */
+  readonly shape: TransformerShape;
+  /** The transformer blocks (parameters named `bert.encoder.layer.<i>.…`, as HF's). */
+  readonly blocks: BertLayer[];
   /** Final layer norm (pre-LN only). */
   readonly finalLn?: LayerNorm;
   /** Pooler on the [CLS] token. */
@@ -183,29 +189,24 @@ export class Bert extends Module {
 
   /** Builds the model; as GPT, any TP size gives the same model from one seed. */
   constructor(
-    readonly layers: ParallelLayers,
+    readonly parallel: ParallelLayers,
     config: BertConfig,
     opts: { seed: number; rng?: RngTracker },
   ) {
     super();
-    validateGptConfig({ ...config }, layers.tpSize);
+    this.shape = validateTransformerConfig(config, parallel.tpSize);
     this.config = config;
-    const tp = layers.tpSize;
+    const tp = parallel.tpSize;
     this.paddedVocab = paddedVocabSize(config.vocabSize, tp, config.vocabMultiple ?? 128);
     const init = new RngStream(deriveSeed(opts.seed, 0));
-    this.rng = opts.rng ?? new RngTracker(opts.seed, layers.tpRank);
-    const dev = layers.device;
+    this.rng = opts.rng ?? new RngTracker(opts.seed, parallel.tpRank);
+    const dev = parallel.device;
     const h = config.hiddenSize;
     const eps = config.layerNormEps ?? 1e-12;
-    const s: BlockShape = {
-      hiddenSize: h,
-      numHeads: config.numHeads,
-      ffnHiddenSize: config.ffnHiddenSize ?? 4 * h,
-      numLayers: config.numLayers,
-    };
+    const s = this.shape;
     this.wordEmbeddings = this.child(
       "bert.embeddings.word_embeddings",
-      layers.vocabEmbedding(this.paddedVocab, h, { rng: init }),
+      parallel.vocabEmbedding(this.paddedVocab, h, { rng: init }),
     );
     this.positionEmbeddings = this.child(
       "bert.embeddings.position_embeddings",
@@ -217,10 +218,10 @@ export class Bert extends Module {
     );
     this.embeddingsLn = this.child("bert.embeddings.LayerNorm", new LayerNorm(dev, h, eps));
     this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
-    this.layer = [];
+    this.blocks = [];
     for (let i = 0; i < config.numLayers; i++) {
-      this.layer.push(
-        this.child(`bert.encoder.layer.${i}`, new BertLayer(layers, config, s, init, this.rng)),
+      this.blocks.push(
+        this.child(`bert.encoder.layer.${i}`, new BertLayer(parallel, config, s, init, this.rng)),
       );
     }
     if (!config.postLayerNorm) {
@@ -235,14 +236,14 @@ export class Bert extends Module {
       "cls.predictions.transform.LayerNorm",
       new LayerNorm(dev, h, eps),
     );
-    this.mlmBias = this.child("cls.predictions", new MlmBias(layers, this.paddedVocab)).bias;
+    this.mlmBias = this.child("cls.predictions", new MlmBias(parallel, this.paddedVocab)).bias;
     this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, { rng: init }));
   }
 
   #positions?: PositionIds;
 
   #positionIds(B: number, T: number): TokenIds {
-    this.#positions ??= new PositionIds(this.layers.device);
+    this.#positions ??= new PositionIds(this.parallel.device);
     return this.#positions.get(B, T);
   }
 
@@ -264,7 +265,7 @@ export class Bert extends Module {
     );
     x = this.drop.forward(this.embeddingsLn.forward(x));
     const post = !!this.config.postLayerNorm;
-    for (const l of this.layer) x = await l.forward(x, keep, post);
+    for (const l of this.blocks) x = await l.forward(x, keep, post);
     return this.finalLn ? this.finalLn.forward(x) : x;
   }
 
@@ -283,12 +284,12 @@ export class Bert extends Module {
         picked.push(t);
       }
     });
-    const device = this.layers.device;
+    const device = this.parallel.device;
     let mlm: Tensor;
     if (positions.length === 0) {
       mlm = ops.full(device, [1], 0);
     } else {
-      mlm = await this.layers.lmLoss(
+      mlm = await this.parallel.lmLoss(
         this.#mlmTransform(hidden, positions),
         this.wordEmbeddings.weight,
         TokenIds.fromHost(device, picked),
@@ -311,7 +312,7 @@ export class Bert extends Module {
     hidden: Tensor,
     positions: ArrayLike<number>,
   ): Promise<{ mlm: Tensor | null; sop: Tensor }> {
-    const mlm = positions.length === 0 ? null : await this.layers.lmLogits(
+    const mlm = positions.length === 0 ? null : await this.parallel.lmLogits(
       this.#mlmTransform(hidden, positions),
       this.wordEmbeddings.weight,
       this.mlmBias,
@@ -324,7 +325,7 @@ export class Bert extends Module {
     const [B, T, h] = hidden.shape;
     const rows = ops.embedding(
       ops.reshape(hidden, [B * T, h]),
-      TokenIds.fromHost(this.layers.device, Array.from(positions)),
+      TokenIds.fromHost(this.parallel.device, Array.from(positions)),
     );
     return this.transformLn.forward(ops.gelu(this.transformDense.forward(rows), "erf"));
   }
@@ -351,10 +352,10 @@ export class Bert extends Module {
 /** The MLM output bias, split by vocabulary like the tied decoder weight. */
 class MlmBias extends Module {
   readonly bias: Tensor;
-  constructor(layers: ParallelLayers, paddedVocab: number) {
+  constructor(parallel: ParallelLayers, paddedVocab: number) {
     super();
-    const per = paddedVocab / layers.tpSize;
-    this.bias = this.param("bias", ops.full(layers.device, [per], 0), {
+    const per = paddedVocab / parallel.tpSize;
+    this.bias = this.param("bias", ops.full(parallel.device, [per], 0), {
       decay: false,
       partitionDim: 0,
     });

@@ -12,18 +12,16 @@ import type { RngStream } from "../core/rng.ts";
 import { Tensor } from "../core/tensor.ts";
 import type { LayerCache } from "./kv_cache.ts";
 import type { LinearLike, ParallelLayers } from "./parallel/layers.ts";
+import type { TransformerShape } from "./shape.ts";
 
-/** Shape of an attention or MLP block. */
-export interface BlockShape {
-  /** Hidden size. */
-  hiddenSize: number;
-  /** Attention heads (all ranks together). */
-  numHeads: number;
-  /** MLP inner size. */
-  ffnHiddenSize: number;
-  /** Transformer layers (for the 1/sqrt(2L) output-projection init). */
-  numLayers: number;
-}
+/**
+ * Shape of an attention or MLP block: the fields of a resolved
+ * {@link TransformerShape} it reads (pass the model's shape).
+ */
+export type BlockShape = Pick<
+  TransformerShape,
+  "hiddenSize" | "numHeads" | "ffnHiddenSize" | "numLayers"
+>;
 
 /** Parameter names of the two projections of a block. */
 export interface ProjectionNames {

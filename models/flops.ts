@@ -5,14 +5,14 @@
  * @module
  */
 
-/** The shape facts the count needs. */
-export interface FlopsShape {
-  /** Transformer layers. */
-  numLayers: number;
-  /** Hidden size. */
-  hiddenSize: number;
-  /** MLP inner size. */
-  ffnHiddenSize: number;
+import type { TransformerShape } from "./shape.ts";
+
+/**
+ * The shape facts the count needs: a resolved shape's layers, hidden and MLP
+ * sizes, the padded vocabulary and the sequence length.
+ */
+export interface FlopsShape
+  extends Pick<TransformerShape, "numLayers" | "hiddenSize" | "ffnHiddenSize"> {
   /** Padded vocabulary. */
   vocab: number;
   /** Sequence length. */

@@ -46,12 +46,12 @@ function ids(device: Device, tokens: readonly number[]): TokenIds {
 
 /** Next-token logits of the last position of `window`, recomputing all of it. */
 async function fullLogits(model: Gpt, window: readonly number[]): Promise<Float32Array> {
-  const device = model.layers.device;
+  const device = model.parallel.device;
   return await tidy(device, () =>
     device.noGrad(async () => {
       const h = await model.hidden(ids(device, window));
       const last = ops.slice(h, 1, window.length - 1, window.length);
-      return await (await model.layers.lmLogits(last, model.wte.weight)).read();
+      return await (await model.parallel.lmLogits(last, model.wte.weight)).read();
     }));
 }
 
@@ -62,7 +62,7 @@ async function cachedLogits(
   tokens: readonly number[],
   start: number,
 ): Promise<Float32Array> {
-  const device = model.layers.device;
+  const device = model.parallel.device;
   return await tidy(device, async () => {
     const logits = await model.forwardCached(ids(device, tokens), cache, start, {
       lastOnly: true,

@@ -13,10 +13,11 @@ import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { type Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { type BlockShape, ParallelMlp, SelfAttention } from "./blocks.ts";
+import { ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
 import { PositionIds } from "./positions.ts";
+import { type TransformerShape, validateTransformerConfig } from "./shape.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { TensorParallelLayers } from "./parallel/tp_layers.ts";
 
@@ -32,7 +33,7 @@ export interface GptConfig {
   numHeads: number;
   /** Maximum sequence length (position table size). */
   maxPositions: number;
-  /** MLP inner size (default 4h). */
+  /** MLP inner size (default 4h; see {@link resolveShape}). */
   ffnHiddenSize?: number;
   /** Dropout on embeddings and residual branches (default 0.1). */
   hiddenDropout?: number;
@@ -52,51 +53,6 @@ export function paddedVocabSize(vocab: number, tp = 1, multiple = 128): number {
   return Math.ceil(vocab / m) * m;
 }
 
-/** Checks a config, throwing a message that names the bad field. */
-export function validateGptConfig(c: GptConfig, tp = 1): void {
-  const pos = (name: string, v: number) => {
-    if (!Number.isInteger(v) || v <= 0) {
-      throw new Error(`${name} must be a positive integer, got ${v}`);
-    }
-  };
-  pos("vocab size", c.vocabSize);
-  pos("--num-layers", c.numLayers);
-  pos("--hidden-size", c.hiddenSize);
-  pos("--num-attention-heads", c.numHeads);
-  pos("--seq-length", c.maxPositions);
-  if (c.hiddenSize % c.numHeads !== 0) {
-    throw new Error(
-      `--hidden-size ${c.hiddenSize} is not divisible by --num-attention-heads ${c.numHeads}`,
-    );
-  }
-  if (c.numHeads % tp !== 0) {
-    throw new Error(
-      `--num-attention-heads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`,
-    );
-  }
-  const ffn = c.ffnHiddenSize ?? 4 * c.hiddenSize;
-  if (ffn % tp !== 0) {
-    throw new Error(`the MLP size ${ffn} is not divisible by the tensor-parallel size ${tp}`);
-  }
-  for (
-    const [n, p] of [["--hidden-dropout", c.hiddenDropout], [
-      "--attention-dropout",
-      c.attentionDropout,
-    ]] as const
-  ) {
-    if (p !== undefined && !(p >= 0 && p < 1)) throw new Error(`${n} must be in [0, 1), got ${p}`);
-  }
-}
-
-function blockShape(c: GptConfig): BlockShape {
-  return {
-    hiddenSize: c.hiddenSize,
-    numHeads: c.numHeads,
-    ffnHiddenSize: c.ffnHiddenSize ?? 4 * c.hiddenSize,
-    numLayers: c.numLayers,
-  };
-}
-
 /** One pre-LN transformer layer: x + Drop(Attn(LN(x))), then + Drop(MLP(LN(·))). */
 export class GptLayer extends Module {
   /** Layer norm before attention. */
@@ -110,28 +66,31 @@ export class GptLayer extends Module {
   /** Residual-branch dropout. */
   readonly drop: Dropout;
 
-  /** A layer built by `layers`, drawing init from `init` and dropout from `rng`. */
+  /**
+   * A layer of `shape` built by `parallel`, drawing init from `init` and dropout
+   * from `rng`.
+   */
   constructor(
-    readonly layers: ParallelLayers,
+    readonly parallel: ParallelLayers,
     c: GptConfig,
+    shape: TransformerShape,
     init: RngStream,
     readonly rng: RngTracker,
   ) {
     super();
     const eps = c.layerNormEps ?? 1e-5;
-    this.ln1 = this.child("ln_1", new LayerNorm(layers.device, c.hiddenSize, eps));
-    const shape = blockShape(c);
+    this.ln1 = this.child("ln_1", new LayerNorm(parallel.device, c.hiddenSize, eps));
     this.attn = this.child(
       "attn",
-      new SelfAttention(layers, shape, init, c.attentionDropout ?? 0.1, rng.rank, {
+      new SelfAttention(parallel, shape, init, c.attentionDropout ?? 0.1, rng.rank, {
         input: "c_attn",
         output: "c_proj",
       }),
     );
-    this.ln2 = this.child("ln_2", new LayerNorm(layers.device, c.hiddenSize, eps));
+    this.ln2 = this.child("ln_2", new LayerNorm(parallel.device, c.hiddenSize, eps));
     this.mlp = this.child(
       "mlp",
-      new ParallelMlp(layers, shape, init, { input: "c_fc", output: "c_proj" }, "tanh"),
+      new ParallelMlp(parallel, shape, init, { input: "c_fc", output: "c_proj" }, "tanh"),
     );
     this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
   }
@@ -167,8 +126,10 @@ export class Gpt extends Module {
   readonly wte: VocabEmbedding;
   /** Learned positions. */
   readonly wpe: Embedding;
-  /** The transformer layers. */
-  readonly h: GptLayer[];
+  /** The resolved shape (defaults filled in). */
+  readonly shape: TransformerShape;
+  /** The transformer blocks (parameters named `h.<i>.…`, as GPT-2's). */
+  readonly blocks: GptLayer[];
   /** Final layer norm. */
   readonly lnF: LayerNorm;
   /** Embedding dropout. */
@@ -182,33 +143,35 @@ export class Gpt extends Module {
    * model.
    */
   constructor(
-    readonly layers: ParallelLayers,
+    readonly parallel: ParallelLayers,
     config: GptConfig,
     opts: { seed: number; rng?: RngTracker },
   ) {
     super();
-    validateGptConfig(config, layers.tpSize);
+    this.shape = validateTransformerConfig(config, parallel.tpSize);
     this.config = config;
     this.paddedVocab = paddedVocabSize(
       config.vocabSize,
-      layers.tpSize,
+      parallel.tpSize,
       config.vocabMultiple ?? 128,
     );
     const init = new RngStream(deriveSeed(opts.seed, 0));
-    this.rng = opts.rng ?? new RngTracker(opts.seed, layers.tpRank);
-    const dev = layers.device;
+    this.rng = opts.rng ?? new RngTracker(opts.seed, parallel.tpRank);
+    const dev = parallel.device;
     this.wte = this.child(
       "wte",
-      layers.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }),
+      parallel.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }),
     );
     this.wpe = this.child(
       "wpe",
       new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }),
     );
     this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
-    this.h = [];
+    this.blocks = [];
     for (let i = 0; i < config.numLayers; i++) {
-      this.h.push(this.child(`h.${i}`, new GptLayer(layers, config, init, this.rng)));
+      this.blocks.push(
+        this.child(`h.${i}`, new GptLayer(parallel, config, this.shape, init, this.rng)),
+      );
     }
     this.lnF = this.child(
       "ln_f",
@@ -224,7 +187,7 @@ export class Gpt extends Module {
   #positions?: PositionIds;
 
   #positionIds(B: number, T: number): TokenIds {
-    this.#positions ??= new PositionIds(this.layers.device);
+    this.#positions ??= new PositionIds(this.parallel.device);
     return this.#positions.get(B, T);
   }
 
@@ -239,7 +202,7 @@ export class Gpt extends Module {
     }
     let x = ops.add(await this.wte.forward(ids), this.wpe.forward(this.#positionIds(B, T)));
     x = this.drop.forward(x);
-    for (const layer of this.h) {
+    for (const layer of this.blocks) {
       if (this.config.recomputeActivations && this.training) {
         x = await recompute((y) => layer.forward(y), x, layer.parameters(), [
           this.rng.group,
@@ -255,12 +218,12 @@ export class Gpt extends Module {
   /** Mean next-token cross-entropy for inputs and targets `[B, T]`. */
   async loss(ids: TokenIds, targets: TokenIds): Promise<Tensor> {
     const h = await this.hidden(ids);
-    return await this.layers.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
+    return await this.parallel.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
   }
 
   /** Logits `[B, T, paddedVocab]` (padding columns included). */
   async logits(ids: TokenIds): Promise<Tensor> {
-    return await this.layers.lmLogits(await this.hidden(ids), this.wte.weight);
+    return await this.parallel.lmLogits(await this.hidden(ids), this.wte.weight);
   }
 
   /**
@@ -274,8 +237,8 @@ export class Gpt extends Module {
         `cache capacity ${capacity} exceeds the position table (${this.config.maxPositions})`,
       );
     }
-    const a = this.h[0]?.attn;
-    return new KvCache(this.layers.device, {
+    const a = this.blocks[0]?.attn;
+    return new KvCache(this.parallel.device, {
       numLayers: this.config.numLayers,
       batch,
       localHeads: a?.localHeads ?? 1,
@@ -305,13 +268,13 @@ export class Gpt extends Module {
     if (B !== cache.shape.batch) {
       throw new Error(`forwardCached: batch ${B} but the cache holds ${cache.shape.batch}`);
     }
-    if (cache.layers.length !== this.h.length) {
+    if (cache.layers.length !== this.blocks.length) {
       throw new Error(
-        `forwardCached: the cache has ${cache.layers.length} layers, the model ${this.h.length}`,
+        `forwardCached: the cache has ${cache.layers.length} layers, the model ${this.blocks.length}`,
       );
     }
     cache.checkWrite(start, n);
-    const device = this.layers.device;
+    const device = this.parallel.device;
     // Intermediates are freed here; only the logits escape to the caller's scope.
     const out = await tidy(device, () =>
       device.noGrad(async () => {
@@ -319,11 +282,11 @@ export class Gpt extends Module {
         for (let i = 0; i < pos.length; i++) pos[i] = start + (i % n);
         const posIds = TokenIds.fromHost(device, pos, [B, n]);
         let x = ops.add(await this.wte.forward(ids), this.wpe.forward(posIds));
-        for (let i = 0; i < this.h.length; i++) {
-          x = await this.h[i].forwardCached(x, cache.layers[i], start);
+        for (let i = 0; i < this.blocks.length; i++) {
+          x = await this.blocks[i].forwardCached(x, cache.layers[i], start);
         }
         if (opts.lastOnly && n > 1) x = ops.slice(x, 1, n - 1, n);
-        return await this.layers.lmLogits(this.lnF.forward(x), this.wte.weight);
+        return await this.parallel.lmLogits(this.lnF.forward(x), this.wte.weight);
       }));
     cache.advance(start, n);
     return out;

@@ -10,8 +10,16 @@ export {
   type GptConfig,
   GptLayer,
   paddedVocabSize,
-  validateGptConfig,
 } from "./gpt.ts";
+export {
+  defaultFfnHiddenSize,
+  type DropoutConfig,
+  resolveShape,
+  type ShapeConfig,
+  ShapeError,
+  type TransformerShape,
+  validateTransformerConfig,
+} from "./shape.ts";
 export { KvCache, type KvCacheShape, type LayerCache } from "./kv_cache.ts";
 export { Bert, type BertConfig, type BertInputs, type BertLosses } from "./bert.ts";
 export {

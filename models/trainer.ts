@@ -122,8 +122,18 @@ export class Trainer {
     });
   }
 
-  /** Mean of `lossOf(i)` over `n` batches without gradients (one host read). */
-  async evaluate(n: number, lossOf: (i: number) => Tensor | Promise<Tensor>): Promise<number> {
+  /**
+   * Mean of `lossOf(i)` over `n` batches without gradients (one host read): the
+   * sum of the losses times `weight` (default 1/n), then the hooks' average over
+   * data-parallel replicas. Replicas that split the validation batches among
+   * them pass `weight` = DP size / (batches over all replicas), so the average
+   * of their sums is the mean over all batches.
+   */
+  async evaluate(
+    n: number,
+    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    weight: number = 1 / n,
+  ): Promise<number> {
     const device = this.device;
     this.model.train(false);
     try {
@@ -131,7 +141,7 @@ export class Trainer {
         const total = full(device, [1], 0);
         await device.noGrad(async () => {
           for (let i = 0; i < n; i++) {
-            await tidy(device, async () => axpyInPlace(total, await lossOf(i), 1 / n));
+            await tidy(device, async () => axpyInPlace(total, await lossOf(i), weight));
           }
         });
         const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(total) : total;

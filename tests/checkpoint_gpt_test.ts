@@ -15,11 +15,11 @@ import { TokenIds } from "../core/token_ids.ts";
 import { GptBatchSampler, type GptSamplerState } from "../data/gpt_batches.ts";
 import {
   gptCheckpointInfo,
-  type GptRngOffsets,
-  gptRngOffsets,
   loadCheckpoint,
   readLatest,
-  restoreGptRngOffsets,
+  restoreRngOffsets,
+  type RngOffsets,
+  rngOffsets,
   saveCheckpoint,
   splitShard,
 } from "../models/checkpoint/mod.ts";
@@ -137,7 +137,7 @@ Deno.test("resume from a checkpoint equals the uninterrupted run bitwise", gpuTe
     params: a.namedParams(),
     optimizer: ta.optimizer,
     ...info,
-    state: { consumedTokens: k * 16, sampler: sa.state(), rng: gptRngOffsets(a) },
+    state: { consumedTokens: k * 16, sampler: sa.state(), rng: rngOffsets(a) },
   });
   const rest = await trainSteps(a, ta, sa, n - k);
   // fresh process state: other init seed, new trainer and sampler, then load
@@ -150,7 +150,7 @@ Deno.test("resume from a checkpoint equals the uninterrupted run bitwise", gpuTe
     model: info.model,
   });
   sb.restore(r.state.sampler as GptSamplerState);
-  restoreGptRngOffsets(b, r.state.rng as GptRngOffsets);
+  restoreRngOffsets(b, r.state.rng as RngOffsets);
   deepStrictEqual(tb.iteration, k);
   const resumed = await trainSteps(b, tb, sb, n - k);
   console.log(`losses uninterrupted ${[...first, ...rest].map((x) => x.toFixed(6)).join(" ")}`);
@@ -314,7 +314,7 @@ Deno.test(
     );
     await rejects(
       loadCheckpoint(join(dir, "nothing"), { params: d.namedParams() }),
-      /no checkpoint \(no "latest" file\)/,
+      /no checkpoint \(no "latest" or "latest_checkpointed_iteration.txt" file\)/,
     );
     for (const m of [a, b, c, d]) m.dispose();
     await Deno.remove(dir, { recursive: true });

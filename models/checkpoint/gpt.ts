@@ -1,6 +1,6 @@
 /**
- * GPT-specific checkpoint glue: the arch/config/padded-row description to save
- * with a GPT, and its dropout RNG offsets (the streams are seed + counter, so
+ * Model checkpoint glue: the arch/config/padded-row description to save with a
+ * GPT, and the dropout RNG offsets of a GPT or BERT (the streams are seed + counter, so
  * saving the counters restores them on any TP rank and any TP size).
  * @module
  */
@@ -21,8 +21,8 @@ export function gptCheckpointInfo(config: GptConfig): {
   return { model: { arch: "gpt", config }, paddedRows: { "wte.weight": config.vocabSize } };
 }
 
-/** Dropout stream counters of a GPT, for the trainer state. */
-export interface GptRngOffsets {
+/** Dropout stream counters of a GPT or BERT, for the trainer state. */
+export interface RngOffsets {
   /** Offset of the TP-group stream. */
   group: number;
   /** Offset of the per-TP-rank stream. */
@@ -30,14 +30,14 @@ export interface GptRngOffsets {
 }
 
 /** The current dropout stream counters of `model` (a GPT or a BERT). */
-export function gptRngOffsets(model: HasRngStreams): GptRngOffsets {
+export function rngOffsets(model: HasRngStreams): RngOffsets {
   return { group: model.rng.group.offset, rank: model.rng.rank.offset };
 }
 
-/** Restores counters saved by {@link gptRngOffsets}. */
-export function restoreGptRngOffsets(model: HasRngStreams, s: GptRngOffsets): void {
+/** Restores counters saved by {@link rngOffsets}. */
+export function restoreRngOffsets(model: HasRngStreams, s: RngOffsets): void {
   if (!Number.isInteger(s?.group) || !Number.isInteger(s?.rank)) {
-    throw new Error(`invalid GPT RNG state ${JSON.stringify(s)}`);
+    throw new Error(`invalid RNG state ${JSON.stringify(s)}`);
   }
   model.rng.group.offset = s.group;
   model.rng.rank.offset = s.rank;

@@ -3,6 +3,8 @@
  *
  * ```
  * DIR/latest                         last complete iteration, as text ("100")
+ * DIR/latest_checkpointed_iteration.txt   the same, under Megatron's name (read when
+ *                                    `latest` is absent, e.g. in a Megatron-style directory)
  * DIR/iter_0000100/checkpoint.json   config, parallel layout, tensor layout, trainer state,
  *                                    size and SHA-256 of every file
  * DIR/iter_0000100/model_tp00.safetensors       TP rank 0's model shard
@@ -24,6 +26,8 @@ export const CHECKPOINT_VERSION = 1;
 export const META_FILE = "checkpoint.json";
 /** Name of the pointer file. */
 export const LATEST_FILE = "latest";
+/** Megatron's name of the pointer file ("tracker file"), written beside {@link LATEST_FILE}. */
+export const TRACKER_FILE = "latest_checkpointed_iteration.txt";
 
 /** `iter_0000100` for iteration 100. */
 export function iterDirName(iteration: number): string {
@@ -67,8 +71,15 @@ export interface CheckpointMeta {
   iteration: number;
   /** Parallel layout of the run that saved it. */
   parallel: { tp: number; dp: number };
-  /** Model architecture and config, as the trainer passed them. */
-  model: { arch: string; config: Record<string, unknown> } | null;
+  /**
+   * Model architecture and config, as the trainer passed them, and the resolved
+   * shape (every default filled in; absent in checkpoints saved before it was kept).
+   */
+  model: {
+    arch: string;
+    config: Record<string, unknown>;
+    shape?: Record<string, number>;
+  } | null;
   /** Tensors whose dim 0 is padded past a number of meaningful rows (padded vocabulary). */
   paddedRows: Record<string, number>;
   /** Every model tensor, in parameter order. */
@@ -93,21 +104,24 @@ export interface CheckpointMeta {
 }
 
 /**
- * The iteration `latest` points at, or null when there is none (no checkpoint yet).
+ * The iteration the pointer file names: `latest`, else Megatron's tracker file
+ * `latest_checkpointed_iteration.txt`; null when there is neither (no checkpoint yet).
  */
 export async function readLatest(dir: string): Promise<number | null> {
-  const file = join(dir, LATEST_FILE);
-  if (!await exists(file)) return null;
-  const text = new TextDecoder().decode(await readSmallFile(file, file, 4096));
-  const it = Number(text.trim());
-  if (!Number.isInteger(it) || it < 0) {
-    throw new CheckpointError(
-      `${join(dir, LATEST_FILE)}: expected an iteration number, got ${
-        JSON.stringify(text.trim().slice(0, 40))
-      }`,
-    );
+  for (const name of [LATEST_FILE, TRACKER_FILE]) {
+    const file = join(dir, name);
+    if (!await exists(file)) continue;
+    const text = new TextDecoder().decode(await readSmallFile(file, file, 4096)).trim();
+    const it = Number(text);
+    if (text === "" || !Number.isInteger(it) || it < 0) {
+      throw new CheckpointError(
+        `${file}: expected an iteration number, got ${JSON.stringify(text.slice(0, 40))}` +
+          (text === "release" ? " (a Megatron release checkpoint: convert it first)" : ""),
+      );
+    }
+    return it;
   }
-  return it;
+  return null;
 }
 
 /**
@@ -121,7 +135,8 @@ export async function resolveIterDir(
   const it = iteration ?? await readLatest(dir);
   if (it === null) {
     throw new CheckpointError(
-      `${dir}: no checkpoint (no "${LATEST_FILE}" file); pass a directory written by --save`,
+      `${dir}: no checkpoint (no "${LATEST_FILE}" or "${TRACKER_FILE}" file); ` +
+        `pass a directory written by --save`,
     );
   }
   const path = join(dir, iterDirName(it));

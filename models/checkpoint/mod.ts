@@ -30,6 +30,7 @@ export {
   readLatest,
   resolveIterDir,
   type TensorLayout,
+  TRACKER_FILE,
 } from "./layout.ts";
 export {
   assignFull,
@@ -46,8 +47,8 @@ export { paramsToHost } from "./host.ts";
 export { loadCheckpoint, type LoadOptions, type LoadResult, RUNTIME_CONFIG_KEYS } from "./load.ts";
 export {
   gptCheckpointInfo,
-  type GptRngOffsets,
-  gptRngOffsets,
   type HasRngStreams,
-  restoreGptRngOffsets,
+  restoreRngOffsets,
+  type RngOffsets,
+  rngOffsets,
 } from "./gpt.ts";

@@ -24,6 +24,7 @@ import {
   modelFileName,
   momentNames,
   optimizerFileName,
+  TRACKER_FILE,
 } from "./layout.ts";
 import {
   CheckpointError,
@@ -64,7 +65,7 @@ export interface SaveOptions {
   /** This rank in its data-parallel group (default 0). */
   dpRank?: number;
   /** Architecture and config, checked when loading and used by export/eval. */
-  model?: { arch: string; config: object };
+  model?: { arch: string; config: object; shape?: Record<string, number> };
   /** Tensors whose dim 0 is padded past a count of meaningful rows (padded vocabulary). */
   paddedRows?: Record<string, number>;
   /**
@@ -202,7 +203,13 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
       version: CHECKPOINT_VERSION,
       iteration: opts.iteration,
       parallel: { tp, dp },
-      model: opts.model ? { arch: opts.model.arch, config: { ...opts.model.config } } : null,
+      model: opts.model
+        ? {
+          arch: opts.model.arch,
+          config: { ...opts.model.config },
+          ...(opts.model.shape ? { shape: { ...opts.model.shape } } : {}),
+        }
+        : null,
       paddedRows: opts.paddedRows ?? {},
       tensors: opts.params.map(([name, p]) => ({
         name,
@@ -241,6 +248,11 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
     await replaceFileAtomic(
       join(dir, LATEST_FILE),
       new TextEncoder().encode(`${opts.iteration}\n`),
+    );
+    // Megatron's tools read the tracker file.
+    await replaceFileAtomic(
+      join(dir, TRACKER_FILE),
+      new TextEncoder().encode(`${opts.iteration}`),
     );
     await hook("latest-written");
   }

@@ -12,6 +12,7 @@ import type { HostTensor } from "../checkpoint/shard.ts";
 import type { GptConfig } from "../gpt.ts";
 import { type HfDir, readHfDir, writeHfDir } from "./io.ts";
 import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
+import { defaultFfnHiddenSize } from "../shape.ts";
 
 /** Our GPT names ⇄ HF GPT-2 names (without the `transformer.` prefix). */
 export const GPT2_TABLE: readonly MapEntry[] = [
@@ -92,7 +93,9 @@ export function gpt2ConfigToHf(c: GptConfig): Record<string, unknown> {
     n_embd: c.hiddenSize,
     n_layer: c.numLayers,
     n_head: c.numHeads,
-    n_inner: (c.ffnHiddenSize ?? 4 * c.hiddenSize) === 4 * c.hiddenSize ? null : c.ffnHiddenSize,
+    n_inner: c.ffnHiddenSize === undefined || c.ffnHiddenSize === defaultFfnHiddenSize(c.hiddenSize)
+      ? null
+      : c.ffnHiddenSize,
     layer_norm_epsilon: c.layerNormEps ?? 1e-5,
     resid_pdrop: c.hiddenDropout ?? 0.1,
     embd_pdrop: c.hiddenDropout ?? 0.1,

@@ -1,0 +1,248 @@
+/**
+ * The BERT task of `deno task train`: masked-language modelling plus
+ * sentence-order prediction on text, with a WordPiece vocabulary (the
+ * checkpoint's on `--load`, a Hugging Face directory's on `--init-from-hf`,
+ * else bert-base-uncased's), saved beside every checkpoint.
+ * @module
+ */
+
+import type { Device } from "../../core/device.ts";
+import { Tensor } from "../../core/tensor.ts";
+import { TokenIds } from "../../core/token_ids.ts";
+import {
+  type BertBatch,
+  BertBatchSampler,
+  type BertCorpus,
+  type BertSamplerState,
+  prepareBertCorpus,
+} from "../../data/bert_batches.ts";
+import { loadText } from "../../data/corpus.ts";
+import { DataError } from "../../data/errors.ts";
+import {
+  createBertTokenizer,
+  readWordPieceTokenizer,
+  type WordPieceTokenizer,
+  writeWordPieceTokenizer,
+} from "../../data/wordpiece_tokenizer.ts";
+import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
+import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
+import { checkedConfig, type HfBert, readHfBert } from "../bert_model.ts";
+import { bertConfigOf, type TrainArgs } from "../train_args.ts";
+import {
+  fullParamCount,
+  modelLine,
+  type RankLog,
+  type Task,
+  type TaskCheckpointInfo,
+  type TaskData,
+  type TaskEnv,
+} from "./task.ts";
+
+/** Rows `lo .. lo + rows` of `b` as model inputs; the batch is shared by `parts` DP ranks. */
+function bertTensors(
+  device: Device,
+  b: BertBatch,
+  lo: number,
+  rows: number,
+  parts: number,
+): BertInputs {
+  const S = b.seqLength;
+  const sl = <A extends Int32Array>(a: A) => a.subarray(lo * S, (lo + rows) * S);
+  let masked = 0;
+  for (const t of b.mlmTargets) if (t >= 0) masked++;
+  return {
+    ids: TokenIds.fromHost(device, sl(b.inputIds), [rows, S]),
+    tokenTypes: TokenIds.fromHost(device, sl(b.tokenTypes), [rows, S]),
+    keep: Tensor.fromArray(device, Float32Array.from(sl(b.paddingMask)), [rows, S]),
+    mlmTargets: TokenIds.fromHost(device, sl(b.mlmTargets), [rows, S]),
+    sopLabels: TokenIds.fromHost(device, b.sopLabels.subarray(lo, lo + rows), [rows]),
+    mlmNormalizer: masked / parts,
+  };
+}
+
+/** Documents for training and validation. */
+interface BertSplits {
+  train: BertCorpus;
+  val: BertCorpus;
+  source: string;
+}
+
+/**
+ * The text of a run cut into training and validation documents:
+ * `--train-data-path` and `--valid-data-path` each read whole, or one text cut
+ * in order by the split weights (the test part, last, is not used).
+ */
+async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<BertSplits> {
+  const d = a.data;
+  if (d.trainPath !== undefined && d.validPath !== undefined) {
+    return {
+      train: prepareBertCorpus(await loadText(d.trainPath), wp),
+      val: prepareBertCorpus(await loadText(d.validPath), wp),
+      source: `${d.trainPath} + ${d.validPath}`,
+    };
+  }
+  const path = d.trainPath ?? d.path;
+  const text = await loadText(path);
+  const cut = Math.round(text.length * d.split.train);
+  const end = Math.round(text.length * (d.split.train + d.split.valid));
+  return {
+    train: prepareBertCorpus(text.slice(0, cut), wp),
+    val: prepareBertCorpus(text.slice(cut, end), wp),
+    source: path ?? "Moby Dick",
+  };
+}
+
+/** Reads the BERT task's tokenizer, text and (with `--init-from-hf`) weights. */
+export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
+  const hfDir = a.initFromHf;
+  const hf = hfDir ? await readHfBert(hfDir) : null;
+  // A BERT resumed with --load keeps the vocabulary its checkpoint was saved with.
+  const tokenizer = hf?.tokenizer ??
+    (a.load ? await readWordPieceTokenizer(a.load) : null) ??
+    await createBertTokenizer();
+  const splits = await loadBertSplits(a, tokenizer);
+  let config = bertConfigOf(a.model, tokenizer.vocabSize);
+  if (hf) {
+    if (a.seqLength > hf.config.maxPositions) {
+      throw new DataError(
+        `--seq-length ${a.seqLength} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
+      );
+    }
+    config = checkedConfig(
+      {
+        ...hf.config,
+        hiddenDropout: config.hiddenDropout,
+        attentionDropout: config.attentionDropout,
+      },
+      a.tp,
+      hfDir!,
+    );
+  }
+  return {
+    numHeads: config.numHeads,
+    build: (env) => Promise.resolve(new BertTask(a, env, tokenizer, splits, config, hf)),
+  };
+}
+
+/** BERT pre-training: masked-language-model plus sentence-order loss. */
+export class BertTask implements Task<BertBatch> {
+  /** `"bert"`. */
+  readonly name = "bert";
+  /** The model. */
+  readonly model: Bert;
+  /** The model's resolved shape. */
+  readonly shape;
+  /** The MLM head runs on the masked ~15% of tokens. */
+  readonly headShare = 0.15;
+  /** The validation batches. */
+  readonly validation: BertBatch[];
+  /** Checkpoint facts. */
+  readonly checkpointInfo: TaskCheckpointInfo;
+  readonly #sampler: BertBatchSampler;
+  readonly #params: number;
+  #vocabSaved = false;
+
+  /** Builds the model (and loads Hugging Face weights when `hf` is given). */
+  constructor(
+    readonly args: TrainArgs,
+    env: TaskEnv,
+    readonly tokenizer: WordPieceTokenizer,
+    readonly splits: BertSplits,
+    config: BertConfig,
+    readonly hf: HfBert | null,
+  ) {
+    const a = args;
+    this.model = new Bert(env.parallel, config, { seed: a.seed, rng: env.rng });
+    this.shape = this.model.shape;
+    const tp = env.parallel.tpSize;
+    if (hf) {
+      assignBert(
+        this.model.namedParams(),
+        hf.tensors,
+        hf.config.vocabSize,
+        { tp, tpRank: env.tpRank },
+        hf.source,
+      );
+    }
+    this.checkpointInfo = {
+      model: { arch: "bert", config: this.model.config, shape: { ...this.shape } },
+      paddedRows: bertPaddedRows(this.model.config.vocabSize),
+    };
+    this.#sampler = new BertBatchSampler(splits.train, tokenizer, {
+      batchSize: a.microBatch * env.dp,
+      seqLength: a.seqLength,
+      seed: a.seed,
+    });
+    const v = new BertBatchSampler(splits.val, tokenizer, {
+      batchSize: a.microBatch,
+      seqLength: a.seqLength,
+      seed: a.seed + 1,
+    });
+    this.validation = Array.from({ length: a.evalIters }, () => v.next());
+    this.#params = fullParamCount(this.model, tp);
+  }
+
+  /** The next global micro-batch. */
+  nextTrainBatch(): BertBatch {
+    return this.#sampler.next();
+  }
+
+  /** Rows of `b`. */
+  rowsOf(b: BertBatch): number {
+    return b.batchSize;
+  }
+
+  /**
+   * MLM + SOP loss of rows `lo .. lo + rows`; the MLM sum is divided by the
+   * batch's masked count over `parts` (so DP-averaged gradients are the batch mean's).
+   */
+  loss(b: BertBatch, lo: number, rows: number, parts: number): Promise<Tensor> {
+    return this.model.loss(bertTensors(this.model.parallel.device, b, lo, rows, parts));
+  }
+
+  /** The sampler's state. */
+  samplerState(): BertSamplerState {
+    return this.#sampler.state();
+  }
+
+  /** Restores the sampler (its own checks reject a foreign state). */
+  restoreSampler(state: unknown): void {
+    this.#sampler.restore(state as BertSamplerState);
+  }
+
+  /** Data, model and initialization lines. */
+  describe(): string[] {
+    const c = this.model.config;
+    const lines = [
+      `data: ${this.splits.source} | WordPiece (vocab ${this.tokenizer.vocabSize}, padded ${this.model.paddedVocab}) | ` +
+      `${this.splits.train.documents.length} train / ${this.splits.val.documents.length} validation documents`,
+      modelLine(
+        "BERT",
+        c.postLayerNorm ? "post-LN" : "pre-LN",
+        this.shape,
+        this.args.seqLength,
+        this.#params,
+        this.args.model.recomputeActivations,
+      ),
+    ];
+    if (this.hf) {
+      lines.push(
+        `initialized from ${this.args.initFromHf} (Hugging Face BERT, ${this.hf.tokenizerSource})`,
+      );
+    }
+    return lines;
+  }
+
+  /** The vocabulary eval and fill-mask read from the checkpoint directory (once per run). */
+  async saveExtras(dir: string): Promise<void> {
+    if (this.#vocabSaved) return;
+    await writeWordPieceTokenizer(dir, this.tokenizer);
+    this.#vocabSaved = true;
+  }
+
+  /** The final validation loss. */
+  report(lastVal: number, _a: TrainArgs, log: RankLog): Promise<void> {
+    log.say(`\nfinal validation loss (MLM + SOP) ${lastVal.toFixed(4)}`);
+    return Promise.resolve();
+  }
+}

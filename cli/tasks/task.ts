@@ -1,0 +1,116 @@
+/**
+ * What the training loop of `deno task train` needs from a model family: a
+ * {@link Task}. GPT (cli/tasks/gpt.ts) and BERT (cli/tasks/bert.ts) implement it.
+ *
+ * A task is made in two steps, so that data errors cost no device: first its
+ * data and tokenizer are read ({@link TaskData}), then, once the device and
+ * the parallel layers exist, the model is built ({@link TaskData.build}).
+ * @module
+ */
+
+import type { Module } from "../../core/nn.ts";
+import type { Tensor } from "../../core/tensor.ts";
+import type { HasRngStreams } from "../../models/checkpoint/gpt.ts";
+import type { ParallelLayers } from "../../models/parallel/layers.ts";
+import type { RngTracker } from "../../models/parallel/random.ts";
+import type { TransformerShape } from "../../models/shape.ts";
+import type { TrainArgs } from "../train_args.ts";
+
+/** A model the loop trains: a module with dropout streams and a padded vocabulary. */
+export type TaskModel = Module & HasRngStreams & { readonly paddedVocab: number };
+
+/** The `model` and `paddedRows` a checkpoint of the task is saved and loaded with. */
+export interface TaskCheckpointInfo {
+  /** Architecture, config and resolved shape. */
+  model: { arch: string; config: object; shape: Record<string, number> };
+  /** Tensors whose first dimension is padded past the vocabulary. */
+  paddedRows: Record<string, number>;
+}
+
+/** What a built task gets from the loop. */
+export interface TaskEnv {
+  /** The parallel-layer factory (serial or tensor-parallel). */
+  parallel: ParallelLayers;
+  /** Dropout streams. */
+  rng: RngTracker;
+  /** Tensor-parallel rank. */
+  tpRank: number;
+  /** Data-parallel size. */
+  dp: number;
+}
+
+/** A task's data, read before any device: tokenizer, corpus, splits. */
+export interface TaskData<B> {
+  /** Attention heads of the model to build (for the adapter-limit check before building). */
+  readonly numHeads: number;
+  /** Builds the model and samplers on `env`. */
+  build(env: TaskEnv): Promise<Task<B>>;
+}
+
+/**
+ * A model family's training: its model, batches, loss and checkpoint facts.
+ * `B` is the host-side batch type.
+ */
+export interface Task<B> {
+  /** `"gpt"` or `"bert"`. */
+  readonly name: string;
+  /** The model. */
+  readonly model: TaskModel;
+  /** Its resolved shape. */
+  readonly shape: TransformerShape;
+  /** Share of tokens the vocabulary head runs on (FLOP count; BERT's MLM ~0.15). */
+  readonly headShare: number;
+  /** The next global micro-batch of the training sampler (every rank draws the same). */
+  nextTrainBatch(): B;
+  /** The validation batches of one evaluation (all of them; the loop splits them over DP). */
+  readonly validation: readonly B[];
+  /**
+   * The loss of rows `lo .. lo + rows` of `batch`, a batch shared by `parts`
+   * data-parallel ranks (1 for a validation batch one rank evaluates whole).
+   */
+  loss(batch: B, lo: number, rows: number, parts: number): Promise<Tensor>;
+  /** Rows of `batch`. */
+  rowsOf(batch: B): number;
+  /** The training sampler's state, for a checkpoint. */
+  samplerState(): unknown;
+  /** Restores a state saved by {@link Task.samplerState}. */
+  restoreSampler(state: unknown): void;
+  /** What checkpoints of this task carry. */
+  readonly checkpointInfo: TaskCheckpointInfo;
+  /** Lines for the startup log: data, model and where its weights come from. */
+  describe(): string[];
+  /** Writes files a checkpoint directory needs besides the checkpoint (e.g. BERT's vocabulary). */
+  saveExtras(dir: string): Promise<void>;
+  /** The report at the end of a completed run (every rank runs it; the logging one prints). */
+  report(lastValLoss: number, args: TrainArgs, log: RankLog): Promise<void>;
+}
+
+/** Printing from a rank: only the logging rank (rank 0) prints. */
+export interface RankLog {
+  /** Whether this rank prints. */
+  readonly isLogger: boolean;
+  /** Prints a line on the logging rank. */
+  say(s: string): void;
+}
+
+/** The startup line of a model: family, layer-norm placement, shape, parameters. */
+export function modelLine(
+  family: string,
+  ln: string,
+  s: TransformerShape,
+  seqLength: number,
+  params: number,
+  recompute: boolean,
+): string {
+  return `model: ${family} (${ln}) ${s.numLayers} layers, hidden ${s.hiddenSize}, ` +
+    `${s.numHeads} heads, seq ${seqLength} | ${params.toLocaleString("en-US")} parameters` +
+    (recompute ? " | activation recomputation" : "");
+}
+
+/** Parameters of the full model, all tensor-parallel shards together. */
+export function fullParamCount(model: Module, tp: number): number {
+  return model.namedParams().reduce(
+    (s, [, p]) => s + p.tensor.size * (p.partitionDim === null ? 1 : tp),
+    0,
+  );
+}

@@ -1,0 +1,250 @@
+/**
+ * The flags of `deno task train`, parsed once into a typed {@link TrainArgs}:
+ * what the training loop and its tasks read, with no flag names left in them.
+ * @module
+ */
+
+import type { BertConfig } from "../models/bert.ts";
+import type { GptConfig } from "../models/gpt.ts";
+import { type FlagValues, UsageError } from "./flags.ts";
+
+/** Train / validation / test weights (`--split 949,50,1`), normalized to sum 1. */
+export interface DataSplit {
+  /** Share of the corpus for training. */
+  train: number;
+  /** Share for validation. */
+  valid: number;
+  /** Share for test (held out and not used by `train`). */
+  test: number;
+}
+
+/** Where the training and validation data come from. */
+export interface DataArgs {
+  /** One corpus split by {@link DataArgs.split} (`--data-path`; default Moby Dick). */
+  path?: string;
+  /** A separate training corpus (`--train-data-path`, e.g. nanoGPT's train.bin). */
+  trainPath?: string;
+  /** A separate validation corpus (`--valid-data-path`, e.g. val.bin). */
+  validPath?: string;
+  /** GPT tokenizer name (`--tokenizer`). */
+  tokenizer: string;
+  /** How one corpus is split (from `--split`, else `--val-fraction`). */
+  split: DataSplit;
+}
+
+/** Model flags: the shape and regularisation of the model to build. */
+export interface ModelArgs {
+  /** Model family. */
+  family: "gpt" | "bert";
+  /** Transformer layers. */
+  numLayers: number;
+  /** Hidden size. */
+  hiddenSize: number;
+  /** Attention heads. */
+  numHeads: number;
+  /** MLP inner size (default 4·hidden, resolved by `resolveShape`). */
+  ffnHiddenSize?: number;
+  /** Position table size. */
+  maxPositions: number;
+  /** Dropout on embeddings and residual branches. */
+  hiddenDropout: number;
+  /** Dropout on attention probabilities. */
+  attentionDropout: number;
+  /** BERT: post-LN ordering. */
+  postLayerNorm: boolean;
+  /** Recompute activations in backward. */
+  recomputeActivations: boolean;
+}
+
+/** Sampling at the end of a GPT run. */
+export interface SampleArgs {
+  /** Tokens to generate (0 = none). */
+  tokens: number;
+  /** The prompt. */
+  prompt: string;
+  /** Temperature (0 = greedy). */
+  temperature: number;
+  /** Top-k (0 = all). */
+  topK: number;
+  /** Nucleus mass. */
+  topP: number;
+}
+
+/** Everything one rank of `deno task train` needs, typed. */
+export interface TrainArgs {
+  /** The model to build. */
+  model: ModelArgs;
+  /** Tokens per sequence. */
+  seqLength: number;
+  /** Sequences per micro-batch per rank. */
+  microBatch: number;
+  /** Sequences per step over all ranks (default micro-batch × DP). */
+  globalBatch?: number;
+  /** Optimizer steps. */
+  trainIters: number;
+  /** Learning-rate schedule. */
+  lr: {
+    peak: number;
+    min: number;
+    warmupIters: number;
+    decayIters?: number;
+    style: "cosine" | "linear" | "constant";
+  };
+  /** Gradient-norm clip (0 = off). */
+  clipGrad: number;
+  /** AdamW. */
+  adam: { beta1: number; beta2: number; weightDecay: number };
+  /** Seed for init, dropout and data order. */
+  seed: number;
+  /** Data. */
+  data: DataArgs;
+  /** Checkpoint directory to write. */
+  save?: string;
+  /** Steps between checkpoints (Infinity: only at the end). */
+  saveInterval: number;
+  /** Checkpoint directory to resume from. */
+  load?: string;
+  /** Hugging Face directory to start from. */
+  initFromHf?: string;
+  /** Steps between log lines. */
+  logInterval: number;
+  /** Steps between validation runs. */
+  evalInterval: number;
+  /** Validation batches per run (split over the data-parallel ranks). */
+  evalIters: number;
+  /** JSON log file. */
+  logJson?: string;
+  /** Time collectives separately. */
+  measureComm: boolean;
+  /** The final GPT sample. */
+  sample: SampleArgs;
+  /** WebGPU implementation name, when given. */
+  backend?: string;
+  /** Tensor-parallel size. */
+  tp: number;
+  /** The flag values these were parsed from (kebab-case), for the `--log-json` header. */
+  flags: Record<string, unknown>;
+}
+
+/**
+ * Parses `--split` ("949,50,1", "98,2", "1"): up to three non-negative weights,
+ * normalized; a missing validation or test weight is 0.
+ */
+export function parseSplit(s: string): DataSplit {
+  const parts = s.split(/[,/]/).map((p) => p.trim());
+  const w = parts.map(Number);
+  if (
+    parts.length === 0 || parts.length > 3 || parts.some((p) => p === "") ||
+    w.some((x) => !Number.isFinite(x) || x < 0)
+  ) {
+    throw new UsageError(
+      `--split expects up to three non-negative weights (train,valid,test), e.g. 949,50,1; got "${s}"`,
+    );
+  }
+  const [train, valid = 0, test = 0] = w;
+  const sum = train + valid + test;
+  if (!(train > 0)) throw new UsageError(`--split "${s}" leaves nothing for training`);
+  return { train: train / sum, valid: valid / sum, test: test / sum };
+}
+
+function lrStyle(s: string | undefined): "cosine" | "linear" | "constant" {
+  return s === "linear" || s === "constant" ? s : "cosine";
+}
+
+const num = (f: FlagValues, k: string): number => f[k] as number;
+const opt = (f: FlagValues, k: string): number | undefined => f[k] as number | undefined;
+const str = (f: FlagValues, k: string): string | undefined => f[k] as string | undefined;
+
+/**
+ * The typed arguments of flags parsed with `TRAIN_FLAGS` (and checked by
+ * `validateTrainFlags`). The one place that reads flag names.
+ */
+export function trainArgsFromFlags(f: FlagValues): TrainArgs {
+  const seqLength = num(f, "seq-length");
+  const valFraction = num(f, "val-fraction");
+  const splitFlag = str(f, "split");
+  return {
+    model: {
+      family: f.model === "bert" ? "bert" : "gpt",
+      numLayers: num(f, "num-layers"),
+      hiddenSize: num(f, "hidden-size"),
+      numHeads: num(f, "num-attention-heads"),
+      ffnHiddenSize: opt(f, "ffn-hidden-size"),
+      maxPositions: opt(f, "max-position-embeddings") ?? seqLength,
+      hiddenDropout: num(f, "hidden-dropout"),
+      attentionDropout: num(f, "attention-dropout"),
+      postLayerNorm: !!f["apply-residual-connection-post-layernorm"],
+      recomputeActivations: !!f["recompute-activations"],
+    },
+    seqLength,
+    microBatch: num(f, "micro-batch-size"),
+    globalBatch: opt(f, "global-batch-size"),
+    trainIters: num(f, "train-iters"),
+    lr: {
+      peak: num(f, "lr"),
+      min: num(f, "min-lr"),
+      warmupIters: num(f, "lr-warmup-iters"),
+      decayIters: opt(f, "lr-decay-iters"),
+      style: lrStyle(str(f, "lr-decay-style")),
+    },
+    clipGrad: num(f, "clip-grad"),
+    adam: {
+      beta1: num(f, "adam-beta1"),
+      beta2: num(f, "adam-beta2"),
+      weightDecay: num(f, "weight-decay"),
+    },
+    seed: num(f, "seed"),
+    data: {
+      path: str(f, "data-path"),
+      trainPath: str(f, "train-data-path"),
+      validPath: str(f, "valid-data-path"),
+      tokenizer: str(f, "tokenizer") ?? "byte",
+      split: splitFlag !== undefined
+        ? parseSplit(splitFlag)
+        : { train: 1 - valFraction, valid: valFraction, test: 0 },
+    },
+    save: str(f, "save"),
+    saveInterval: opt(f, "save-interval") ?? Infinity,
+    load: str(f, "load"),
+    initFromHf: str(f, "init-from-hf"),
+    logInterval: num(f, "log-interval"),
+    evalInterval: num(f, "eval-interval"),
+    evalIters: num(f, "eval-iters"),
+    logJson: str(f, "log-json"),
+    measureComm: !!f["measure-comm"],
+    sample: {
+      tokens: num(f, "sample-tokens"),
+      prompt: str(f, "prompt") ?? "",
+      temperature: num(f, "temperature"),
+      topK: num(f, "top-k"),
+      topP: num(f, "top-p"),
+    },
+    backend: str(f, "backend"),
+    tp: num(f, "tensor-model-parallel-size"),
+    flags: Object.fromEntries(
+      Object.entries(f).filter(([k, v]) => v !== undefined && k !== "help"),
+    ),
+  };
+}
+
+function commonConfig(m: ModelArgs) {
+  return {
+    numLayers: m.numLayers,
+    hiddenSize: m.hiddenSize,
+    numHeads: m.numHeads,
+    ffnHiddenSize: m.ffnHiddenSize,
+    maxPositions: m.maxPositions,
+    hiddenDropout: m.hiddenDropout,
+    attentionDropout: m.attentionDropout,
+  };
+}
+
+/** The GPT config of `m` for a tokenizer of `vocabSize` ids. */
+export function gptConfigOf(m: ModelArgs, vocabSize: number): GptConfig {
+  return { ...commonConfig(m), vocabSize, recomputeActivations: m.recomputeActivations };
+}
+
+/** The BERT config of `m` for a vocabulary of `vocabSize` ids. */
+export function bertConfigOf(m: ModelArgs, vocabSize: number): BertConfig {
+  return { ...commonConfig(m), vocabSize, postLayerNorm: m.postLayerNorm };
+}

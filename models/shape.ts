@@ -1,0 +1,130 @@
+/**
+ * The shape of a transformer (GPT or BERT), resolved once: defaults filled in
+ * (`ffnHiddenSize` = 4·hidden, `kvChannels` = hidden / heads) and checked against
+ * the tensor-parallel size, so that models, FLOP counts, checkpoints and the
+ * Hugging Face export all read the same numbers.
+ * @module
+ */
+
+/** The shape fields a config gives; the optional ones have defaults. */
+export interface ShapeConfig {
+  /** Tokenizer vocabulary (before padding). */
+  vocabSize: number;
+  /** Transformer layers. */
+  numLayers: number;
+  /** Hidden size h. */
+  hiddenSize: number;
+  /** Attention heads (h must divide by it; heads by tp). */
+  numHeads: number;
+  /** Position table size. */
+  maxPositions: number;
+  /** MLP inner size (default 4h). */
+  ffnHiddenSize?: number;
+}
+
+/** A shape with every default filled in, checked. */
+export interface TransformerShape {
+  /** Tokenizer vocabulary (before padding). */
+  vocabSize: number;
+  /** Transformer layers. */
+  numLayers: number;
+  /** Hidden size h. */
+  hiddenSize: number;
+  /** Attention heads, all tensor-parallel ranks together. */
+  numHeads: number;
+  /** Position table size. */
+  maxPositions: number;
+  /** MLP inner size. */
+  ffnHiddenSize: number;
+  /** Size of one attention head: h / heads (Megatron's `--kv-channels`). */
+  kvChannels: number;
+}
+
+/** A shape that cannot be built; the message names the flag or field. */
+export class ShapeError extends Error {
+  /** A shape error with `message`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ShapeError";
+  }
+}
+
+/** The default MLP inner size of hidden size `h`: 4h. */
+export function defaultFfnHiddenSize(h: number): number {
+  return 4 * h;
+}
+
+/**
+ * Fills the defaults of `c` and checks that it builds at `tp` tensor-parallel
+ * ranks: every size a positive integer, hidden divisible by heads, heads and
+ * the MLP size divisible by `tp`. Throws {@link ShapeError}.
+ */
+export function resolveShape(c: ShapeConfig, tp = 1): TransformerShape {
+  const pos = (name: string, v: number | undefined) => {
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
+      throw new ShapeError(`${name} must be a positive integer, got ${v}`);
+    }
+  };
+  pos("vocab size", c.vocabSize);
+  pos("--num-layers", c.numLayers);
+  pos("--hidden-size", c.hiddenSize);
+  pos("--num-attention-heads", c.numHeads);
+  pos("--max-position-embeddings", c.maxPositions);
+  pos("the tensor-parallel size", tp);
+  const ffnHiddenSize = c.ffnHiddenSize ?? defaultFfnHiddenSize(c.hiddenSize);
+  pos("--ffn-hidden-size", ffnHiddenSize);
+  if (c.hiddenSize % c.numHeads !== 0) {
+    throw new ShapeError(
+      `--hidden-size ${c.hiddenSize} is not divisible by --num-attention-heads ${c.numHeads}`,
+    );
+  }
+  if (c.numHeads % tp !== 0) {
+    throw new ShapeError(
+      `--num-attention-heads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`,
+    );
+  }
+  if (ffnHiddenSize % tp !== 0) {
+    throw new ShapeError(
+      `the MLP size ${ffnHiddenSize} is not divisible by the tensor-parallel size ${tp}`,
+    );
+  }
+  return {
+    vocabSize: c.vocabSize,
+    numLayers: c.numLayers,
+    hiddenSize: c.hiddenSize,
+    numHeads: c.numHeads,
+    maxPositions: c.maxPositions,
+    ffnHiddenSize,
+    kvChannels: c.hiddenSize / c.numHeads,
+  };
+}
+
+/** Dropout probabilities a config may set. */
+export interface DropoutConfig {
+  /** Dropout on embeddings and residual branches. */
+  hiddenDropout?: number;
+  /** Dropout on attention probabilities. */
+  attentionDropout?: number;
+}
+
+/**
+ * Checks a GPT or BERT config at `tp` ranks: its shape ({@link resolveShape})
+ * and its dropout probabilities (in [0, 1)). Returns the resolved shape.
+ */
+export function validateTransformerConfig(
+  c: ShapeConfig & DropoutConfig,
+  tp = 1,
+): TransformerShape {
+  const shape = resolveShape(c, tp);
+  for (
+    const [n, p] of [
+      ["--hidden-dropout", c.hiddenDropout],
+      ["--attention-dropout", c.attentionDropout],
+    ] as const
+  ) {
+    if (p !== undefined && !(p >= 0 && p < 1)) {
+      throw new ShapeError(`${n} must be in [0, 1), got ${p}`);
+    }
+  }
+  return shape;
+}

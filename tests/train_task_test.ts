@@ -1,0 +1,174 @@
+/**
+ * The training program's Megatron habits: `--use-checkpoint-args`, the tracker
+ * file `latest_checkpointed_iteration.txt`, `--split`, `--train-data-path` with
+ * `--valid-data-path`, and validation batches split over data-parallel ranks.
+ */
+
+import { equal, match, ok, strictEqual } from "node:assert/strict";
+import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+
+const tiny = [
+  ...TINY_MODEL_FLAGS,
+  "--eval-iters",
+  "1",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+  "--eval-interval",
+  "100",
+];
+
+function records(jsonl: string): Record<string, number>[] {
+  return jsonl.trim().split("\n").map((l) => JSON.parse(l)).filter((r) => r.type !== "header");
+}
+
+Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker file is written and read", async () => {
+  const dir = await Deno.makeTempDir();
+  const first = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--save", dir]);
+  strictEqual(first.code, 0, first.stderr);
+  equal((await Deno.readTextFile(`${dir}/latest_checkpointed_iteration.txt`)).trim(), "2");
+  const meta = JSON.parse(await Deno.readTextFile(`${dir}/iter_0000002/checkpoint.json`));
+  equal(meta.model.shape.ffnHiddenSize, 128);
+  equal(meta.model.shape.kvChannels, 16);
+  equal(meta.state.args["seq-length"], 16);
+
+  // A Megatron-style directory: only the tracker file names the iteration.
+  await Deno.remove(`${dir}/latest`);
+  const resumed = await runCli("cli/train.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--train-iters",
+    "3",
+    "--eval-iters",
+    "1",
+    "--sample-tokens",
+    "0",
+    "--micro-batch-size",
+    "2",
+  ]);
+  strictEqual(resumed.code, 0, resumed.stderr);
+  match(resumed.stdout, /loaded .*iteration 2/);
+  match(resumed.stdout, /1 layers, hidden 32, 2 heads, seq 16/);
+
+  const disagree = await runCli("cli/train.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--hidden-size",
+    "64",
+  ]);
+  strictEqual(disagree.code, 2, disagree.stderr);
+  match(disagree.stderr, /--hidden-size 64 disagrees with the checkpoint .*hiddenSize 32/);
+  const tok = await runCli("cli/train.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--tokenizer",
+    "gpt2",
+  ]);
+  strictEqual(tok.code, 2, tok.stderr);
+  match(tok.stderr, /--tokenizer gpt2 disagrees with the checkpoint/);
+  const noLoad = await runCli("cli/train.ts", ["--use-checkpoint-args"]);
+  strictEqual(noLoad.code, 2);
+  match(noLoad.stderr, /--use-checkpoint-args needs --load/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: --split and --train-data-path/--valid-data-path", async () => {
+  const dir = await Deno.makeTempDir();
+  const split = await runCli("cli/train.ts", [
+    ...tiny,
+    "--train-iters",
+    "1",
+    "--split",
+    "949,50,1",
+  ]);
+  strictEqual(split.code, 0, split.stderr);
+  match(split.stdout, /train \/ \d+ validation tokens \(\d+ test tokens held out, unused\)/);
+  const both = await runCli("cli/train.ts", [...tiny, "--split", "98,2", "--val-fraction", "0.1"]);
+  strictEqual(both.code, 2);
+  match(both.stderr, /either --split or --val-fraction/);
+  const bad = await runCli("cli/train.ts", [...tiny, "--split", "98,x"]);
+  strictEqual(bad.code, 2);
+  match(bad.stderr, /--split expects/);
+
+  // nanoGPT's habit: a train.bin and a val.bin of uint16 ids (byte tokenizer here).
+  const enc = new TextEncoder();
+  const train = enc.encode("Call me Ishmael. Some years ago, never mind how long. ".repeat(20));
+  const val = enc.encode("It was the best of times, it was the worst of times. ".repeat(4));
+  await Deno.writeFile(`${dir}/train.bin`, new Uint8Array(Uint16Array.from(train).buffer));
+  await Deno.writeFile(`${dir}/val.bin`, new Uint8Array(Uint16Array.from(val).buffer));
+  const files = await runCli("cli/train.ts", [
+    ...tiny,
+    "--train-iters",
+    "1",
+    "--train-data-path",
+    `${dir}/train.bin`,
+    "--valid-data-path",
+    `${dir}/val.bin`,
+  ]);
+  strictEqual(files.code, 0, files.stderr);
+  match(files.stdout, new RegExp(`${train.length} train / ${val.length} validation tokens`));
+  const lone = await runCli("cli/train.ts", [...tiny, "--valid-data-path", `${dir}/val.bin`]);
+  strictEqual(lone.code, 2);
+  match(lone.stderr, /--valid-data-path needs --train-data-path/);
+  const missing = await runCli("cli/train.ts", [
+    ...tiny,
+    "--train-data-path",
+    `${dir}/train.bin`,
+    "--valid-data-path",
+    `${dir}/nope.bin`,
+  ]);
+  strictEqual(missing.code, 1);
+  match(missing.stderr, /nope\.bin.* does not exist \(--valid-data-path\)/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: data-parallel ranks split the validation batches; the loss is the single rank's", async () => {
+  const dir = await Deno.makeTempDir();
+  // No update (lr 0), so both runs evaluate the initial model on the same 3 batches:
+  // one rank all 3, or two ranks 2 + 1.
+  const args = [
+    ...TINY_MODEL_FLAGS,
+    "--train-iters",
+    "1",
+    "--eval-iters",
+    "3",
+    "--lr",
+    "0",
+    "--min-lr",
+    "0",
+    "--sample-tokens",
+    "0",
+    "--global-batch-size",
+    "4",
+    "--backend",
+    "deno",
+  ];
+  const one = await runCli("cli/train.ts", [...args, "--log-json", `${dir}/one.jsonl`]);
+  strictEqual(one.code, 0, one.stderr);
+  const two = await runCli(
+    "cli/train.ts",
+    [
+      ...args,
+      "--nproc-per-node",
+      "2",
+      "--log-json",
+      `${dir}/two.jsonl`,
+    ],
+    undefined,
+    { retryOnCrash: true },
+  );
+  strictEqual(two.code, 0, two.stderr);
+  match(
+    two.stdout,
+    /tensor 1 × data 2 .* validation: 3 batches split over the 2 data-parallel ranks/,
+  );
+  const a = records(await Deno.readTextFile(`${dir}/one.jsonl`)).at(-1)!.val_loss;
+  const b = records(await Deno.readTextFile(`${dir}/two.jsonl`)).at(-1)!.val_loss;
+  ok(Number.isFinite(a) && Number.isFinite(b), `${a} ${b}`);
+  ok(Math.abs(a - b) < 1e-5 * Math.abs(a), `single rank ${a}, two DP ranks ${b}`);
+  await Deno.remove(dir, { recursive: true });
+});
