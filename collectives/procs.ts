@@ -41,6 +41,20 @@ export function randomRunId(): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+const PERMISSION_NAMES = ["read", "write", "net", "env", "run", "ffi", "sys", "import"] as const;
+
+/**
+ * The `--allow-*` flags of the permissions this process holds unscoped (what `-A` or a permission
+ * set such as deno.json's `train` gives), so a rank process gets what its launcher has and no
+ * more. A permission granted only for some paths or hosts is left out: the rank is then refused
+ * it (its stdin is a pipe: no prompt), and says which.
+ */
+export function grantedPermissionFlags(): string[] {
+  return PERMISSION_NAMES.filter((name) =>
+    Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted"
+  ).map((name) => `--allow-${name}`);
+}
+
 /**
  * Starts one process per local rank of `cfg` and waits for them. When one
  * fails, the others get the dist timeout plus 5 s to fail on their own (they
@@ -68,7 +82,14 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
     { length: cfg.localWorld },
     (_, i) =>
       new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "--unstable-webgpu", program, ...rest, ...devices],
+        args: [
+          "run",
+          ...grantedPermissionFlags(),
+          "--unstable-webgpu",
+          program,
+          ...rest,
+          ...devices,
+        ],
         env: {
           ...opts.env,
           RANK: String(cfg.rankBase + i),
