@@ -22,6 +22,7 @@ import { type BenchRow, benchSizes } from "../collectives/bench_worker.ts";
 import { Arena } from "../collectives/arena.ts";
 import type { ShmAlgorithm } from "../collectives/group.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { grantedPermissionFlags } from "../collectives/procs.ts";
 
 const MiB = 1 << 20;
 const deno = Deno.execPath();
@@ -56,7 +57,7 @@ async function tcpGBs(): Promise<number> {
     const child = new Deno.Command(deno, {
       args: [
         "run",
-        "-A",
+        ...grantedPermissionFlags(),
         new URL("collectives/bench_worker.ts", root).pathname,
         "--tcp-sink",
         String(port),
@@ -105,7 +106,7 @@ async function tcpSweep(n: number, sizes: number[]): Promise<BenchRow[]> {
     new Deno.Command(deno, {
       args: [
         "run",
-        "-A",
+        ...grantedPermissionFlags(),
         new URL("cli/launch.ts", root).pathname,
         "--nnodes",
         String(n),

@@ -8,6 +8,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { grantedPermissionFlags } from "../collectives/procs.ts";
 
 interface Row {
   ln: string;
@@ -25,7 +26,7 @@ async function runOne(
   const log = await Deno.makeTempFile({ suffix: ".jsonl" });
   const args = [
     "run",
-    "-A",
+    ...grantedPermissionFlags(),
     new URL("../cli/train.ts", import.meta.url).pathname,
     "--model",
     "bert",

@@ -33,6 +33,7 @@ import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import type { ScalingResult, ScalingRun } from "./scaling_worker.ts";
 import { median } from "./stats.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { grantedPermissionFlags } from "../collectives/procs.ts";
 
 /** One configuration of the ladder. */
 export interface ScalingConfig {
@@ -154,7 +155,7 @@ async function runProcs(
     const deno = [
       Deno.execPath(),
       "run",
-      "-A",
+      ...grantedPermissionFlags(),
       launcher,
       ...(ranks > 1
         ? ["--nnodes", String(ranks), "--node-rank", String(i), "--nproc-per-node", "1"]
