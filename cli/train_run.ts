@@ -28,7 +28,7 @@ import { formatLogLine, formatValidationLines, JsonLog, Progress } from "./log.t
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
-import { fullParamCount, type RankLog, type TaskData } from "./tasks/task.ts";
+import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
 import type { TrainArgs } from "./train_args.ts";
 import { checkpointArgs } from "./train_config.ts";
 
@@ -62,10 +62,175 @@ export async function trainRank(
     : await runTask(a, await gptTaskData(a), dist, stop);
 }
 
+/** Where this rank sits: world = TP × DP. */
+interface Layout {
+  world: number;
+  dp: number;
+  tpRank: number;
+  dpRank: number;
+  groups: ReturnType<typeof parallelGroups> | null;
+  log: RankLog;
+}
+
+function layoutOf(a: TrainArgs, dist: WorkerContext | null): Layout {
+  const world = dist?.world ?? 1;
+  const groups = dist ? parallelGroups(dist.group, a.tp) : null;
+  const isLogger = (dist?.rank ?? 0) === 0;
+  return {
+    world,
+    dp: world / a.tp,
+    tpRank: groups?.position.tpRank ?? 0,
+    dpRank: groups?.position.dpRank ?? 0,
+    groups,
+    log: { isLogger, say: (s) => isLogger && console.log(s) },
+  };
+}
+
+async function openDevice(a: TrainArgs, dist: WorkerContext | null): Promise<Device> {
+  const backend = parseBackend(a.backend);
+  const provider = backend === "dawn" && dist?.device.dawnOptions
+    ? await dawnGPU(dist.device.dawnOptions)
+    : undefined;
+  const device = await Device.create({ backend, provider });
+  dist?.deviceAcquired();
+  return device;
+}
+
+/** The model's layer factory, the trainer, and the collectives' timer. */
+async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<B>) {
+  const timer: CommTimer = { ms: 0 };
+  const g = L.groups;
+  const tpGroup = g ? (a.measureComm ? timedGroup(g.tp, timer, device) : g.tp) : null;
+  const parallel = tpGroup
+    ? new TensorParallelLayers(device, tpGroup)
+    : TensorParallelLayers.single(device);
+  const rng = new RngTracker(a.seed, L.tpRank, L.dpRank);
+  const task = await data.build({ parallel, rng, tpRank: L.tpRank, dp: L.dp });
+  const trainer = new Trainer(device, task.model, {
+    schedule: {
+      lr: a.lr.peak,
+      minLr: a.lr.min,
+      warmupIters: a.lr.warmupIters,
+      decayIters: a.lr.decayIters ?? a.trainIters,
+      style: a.lr.style,
+    },
+    clipGrad: a.clipGrad,
+    adam: a.adam,
+    hooks: g
+      ? hybridHooks(device, { tp: tpGroup!, dp: g.dp }, a.measureComm ? timer : undefined)
+      : undefined,
+    countsInNorm: countsInNorm(L.tpRank),
+  });
+  return { task, trainer, timer };
+}
+
 /** The saved trainer state of a checkpoint. */
 interface SavedState {
   sampler?: unknown;
   rng?: RngOffsets;
+}
+
+/** Loads `a.load` into the task's model, the optimizer and the sampler; returns the iteration. */
+async function load<B>(a: TrainArgs, L: Layout, task: Task<B>, trainer: Trainer): Promise<number> {
+  const r = await loadCheckpoint(a.load!, {
+    params: task.model.namedParams(),
+    optimizer: trainer.optimizer,
+    tp: a.tp,
+    tpRank: L.tpRank,
+    ...task.checkpointInfo,
+  });
+  const st = r.state as SavedState;
+  if (st.sampler) task.restoreSampler(st.sampler);
+  if (st.rng) restoreRngOffsets(task.model, st.rng);
+  L.log.say(
+    `loaded ${r.path} (iteration ${r.iteration})${r.notes.length ? `: ${r.notes.join("; ")}` : ""}`,
+  );
+  return r.iteration;
+}
+
+/** Saves iteration `it` to `a.save` (every rank its shards, rank 0 the rest). */
+async function save<B>(
+  a: TrainArgs,
+  L: Layout,
+  dist: WorkerContext | null,
+  task: Task<B>,
+  trainer: Trainer,
+  it: number,
+  consumedTokens: number,
+): Promise<void> {
+  if (L.log.isLogger) await task.saveExtras(a.save!);
+  await saveCheckpoint(a.save!, {
+    iteration: it,
+    params: task.model.namedParams(),
+    optimizer: trainer.optimizer,
+    tp: a.tp,
+    tpRank: L.tpRank,
+    dp: L.dp,
+    dpRank: L.dpRank,
+    barrier: dist ? () => dist.group.barrier() : undefined,
+    ...task.checkpointInfo,
+    state: {
+      consumedTokens,
+      sampler: task.samplerState(),
+      rng: rngOffsets(task.model),
+      seed: a.seed,
+      args: checkpointArgs(a),
+    },
+  });
+}
+
+/**
+ * The signal that stops the run after this step, the same on every rank (with
+ * `--save`, the ranks agree after every step: the maximum of their signals).
+ */
+async function agreedStop(
+  stop: StopRequest,
+  flag: Float32Array | null,
+  dist: WorkerContext | null,
+): Promise<Deno.Signal | null> {
+  // Let the event loop run the signal listeners (GPU waits may not reach it).
+  await new Promise((res) => setTimeout(res, 0));
+  let n = stop.signal ? SIGNAL_NUMBERS[stop.signal] : 0;
+  if (flag && dist) {
+    flag[0] = n;
+    await dist.group.allReduce(flag, "max");
+    n = flag[0];
+  }
+  return signalOfNumber(n);
+}
+
+/** Sums over the steps of one logging window. */
+class LogWindow {
+  start = performance.now();
+  loss = 0;
+  norm = 0;
+  steps = 0;
+  comm = 0;
+
+  add(loss: number, norm: number, comm: number): void {
+    this.loss += loss;
+    this.norm += norm;
+    this.comm += comm;
+    this.steps++;
+  }
+
+  /** Mean ms per step, mean loss, mean gradient norm and comm share; then starts a new window. */
+  close(): { msPerIter: number; loss: number; gradNorm: number; commShare: number } {
+    const msPerIter = (performance.now() - this.start) / this.steps;
+    const out = {
+      msPerIter,
+      loss: this.loss / this.steps,
+      gradNorm: this.norm / this.steps,
+      commShare: this.comm / (msPerIter * this.steps),
+    };
+    this.start = performance.now();
+    this.loss =
+      this.norm =
+      this.steps =
+      this.comm =
+        0;
+    return out;
+  }
 }
 
 async function runTask<B>(
@@ -74,56 +239,21 @@ async function runTask<B>(
   dist: WorkerContext | null,
   stop: StopRequest | null,
 ): Promise<TrainSummary> {
-  // Layout: world = TP × DP; every rank draws the same global micro-batch and takes its rows.
-  const world = dist?.world ?? 1;
-  const groups = dist ? parallelGroups(dist.group, a.tp) : null;
-  const tpRank = groups?.position.tpRank ?? 0;
-  const dpRank = groups?.position.dpRank ?? 0;
-  const dp = world / a.tp;
-  const isLogger = (dist?.rank ?? 0) === 0;
-  const log: RankLog = { isLogger, say: (s) => isLogger && console.log(s) };
+  const L = layoutOf(a, dist);
+  const { dp, dpRank, world, log } = L;
   const say = log.say;
   const T = a.seqLength, mb = a.microBatch, iters = a.trainIters;
   const gb = a.globalBatch ?? mb * dp;
   const accum = gb / (mb * dp);
-
-  const backend = parseBackend(a.backend);
-  const provider = backend === "dawn" && dist?.device.dawnOptions
-    ? await dawnGPU(dist.device.dawnOptions)
-    : undefined;
-  const device = await Device.create({ backend, provider });
-  dist?.deviceAcquired();
+  const device = await openDevice(a, dist);
   try {
     checkAttentionFits(device, {
       microBatch: mb,
       headsPerRank: data.numHeads / a.tp,
       seqLength: T,
     });
-    const timer: CommTimer = { ms: 0 };
-    const tpGroup = groups
-      ? (a.measureComm ? timedGroup(groups.tp, timer, device) : groups.tp)
-      : null;
-    const parallel = tpGroup
-      ? new TensorParallelLayers(device, tpGroup)
-      : TensorParallelLayers.single(device);
-    const rng = new RngTracker(a.seed, tpRank, dpRank);
-    const task = await data.build({ parallel, rng, tpRank, dp });
+    const { task, trainer, timer } = await setUp(a, L, device, data);
     const model = task.model;
-    const trainer = new Trainer(device, model, {
-      schedule: {
-        lr: a.lr.peak,
-        minLr: a.lr.min,
-        warmupIters: a.lr.warmupIters,
-        decayIters: a.lr.decayIters ?? iters,
-        style: a.lr.style,
-      },
-      clipGrad: a.clipGrad,
-      adam: a.adam,
-      hooks: groups
-        ? hybridHooks(device, { tp: tpGroup!, dp: groups.dp }, a.measureComm ? timer : undefined)
-        : undefined,
-      countsInNorm: countsInNorm(tpRank),
-    });
     const flopsPerIter = trainingFlops(
       { ...task.shape, vocab: model.paddedVocab, seqLength: T },
       gb * T,
@@ -156,28 +286,10 @@ async function runTask<B>(
         }`,
     );
 
-    let startIter = 1;
-    if (a.load) {
-      const r = await loadCheckpoint(a.load, {
-        params: model.namedParams(),
-        optimizer: trainer.optimizer,
-        tp: a.tp,
-        tpRank,
-        ...task.checkpointInfo,
-      });
-      const st = r.state as SavedState;
-      if (st.sampler) task.restoreSampler(st.sampler);
-      if (st.rng) restoreRngOffsets(model, st.rng);
-      startIter = r.iteration + 1;
-      say(
-        `loaded ${r.path} (iteration ${r.iteration})${
-          r.notes.length ? `: ${r.notes.join("; ")}` : ""
-        }`,
-      );
-    }
+    const startIter = a.load ? await load(a, L, task, trainer) + 1 : 1;
     // A resumed run appends to its log, dropping what the interrupted run wrote
     // past its checkpoint (those iterations run again).
-    const json = isLogger && a.logJson
+    const json = log.isLogger && a.logJson
       ? await JsonLog.open(a.logJson, a.load ? startIter - 1 : undefined, {
         config: a.flags,
         // A rank does not know the node count of a multi-node launch (null in JSON).
@@ -185,49 +297,23 @@ async function runTask<B>(
         first_iteration: startIter,
       })
       : null;
-    const saveDir = a.save;
-    const progress = new Progress(iters, isLogger ? undefined : false);
-    const save = async (it: number) => {
-      if (isLogger) await task.saveExtras(saveDir!);
-      await saveCheckpoint(saveDir!, {
-        iteration: it,
-        params: model.namedParams(),
-        optimizer: trainer.optimizer,
-        tp: a.tp,
-        tpRank,
-        dp,
-        dpRank,
-        barrier: dist ? () => dist.group.barrier() : undefined,
-        ...task.checkpointInfo,
-        state: {
-          consumedTokens: it * gb * T,
-          sampler: task.samplerState(),
-          rng: rngOffsets(model),
-          seed: a.seed,
-          args: checkpointArgs(a),
-        },
-      });
-      if (isLogger) progress.line(`saved checkpoint at iteration ${it} to ${saveDir}`);
-    };
-    // With --save, the ranks agree after every step whether a signal asks them to stop.
-    const stopFlag = saveDir && dist && stop ? dist.group.alloc(1) : null;
+    const progress = new Progress(iters, log.isLogger ? undefined : false);
+    const stopFlag = a.save && dist && stop ? dist.group.alloc(1) : null;
     const from = a.load
       ? `loaded from ${a.load}`
       : a.initFromHf
       ? `loaded from ${a.initFromHf}`
       : `initialized from --seed ${a.seed}`;
 
+    const window = new LogWindow();
     let stoppedBy: Deno.Signal | null = null;
     let prev: { lr: number; gradNorm: number } | null = null;
-    let windowStart = performance.now();
-    let windowLoss = 0, windowNorm = 0, windowSteps = 0, windowComm = 0;
     let lastVal = NaN, lastTrain = NaN, lastIter = startIter - 1;
     let steadyMs = 0, steadyComm = 0;
     const runStart = performance.now();
     for (let it = startIter; it <= iters; it++) {
-      // Step.
-      const t0 = performance.now();
-      const c0 = timer.ms;
+      // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
+      const t0 = performance.now(), c0 = timer.ms;
       let r;
       try {
         r = await trainer.step(accum, () => task.loss(task.nextTrainBatch(), dpRank * mb, mb, dp));
@@ -246,21 +332,10 @@ async function runTask<B>(
         );
       }
       prev = { lr: r.lr, gradNorm: r.gradNorm };
-      // Signals: let the event loop run the listeners (GPU waits may not reach it).
-      if (stop) await new Promise((res) => setTimeout(res, 0));
-      if (stop && saveDir) {
-        let n = stop.signal ? SIGNAL_NUMBERS[stop.signal] : 0;
-        if (stopFlag) {
-          stopFlag[0] = n;
-          await dist!.group.allReduce(stopFlag, "max");
-          n = stopFlag[0];
-        }
-        stoppedBy = signalOfNumber(n);
-      }
-      windowLoss += r.loss;
-      windowNorm += r.gradNorm;
-      windowComm += timer.ms - c0;
-      windowSteps++;
+      window.add(r.loss, r.gradNorm, timer.ms - c0);
+      // Signals (with --save: stop after this step, saved).
+      if (stop && a.save) stoppedBy = await agreedStop(stop, stopFlag, dist);
+      else if (stop) await new Promise((res) => setTimeout(res, 0));
       // Evaluate.
       let valLoss: number | undefined;
       if (!stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
@@ -278,9 +353,9 @@ async function runTask<B>(
       });
       // Log.
       if (it % a.logInterval === 0 || it === iters || stoppedBy) {
-        const msPerIter = (performance.now() - windowStart) / windowSteps;
-        lastTrain = windowLoss / windowSteps;
-        if (isLogger) {
+        const w = window.close();
+        lastTrain = w.loss;
+        if (log.isLogger) {
           progress.line(
             formatLogLine({
               iteration: it,
@@ -289,30 +364,25 @@ async function runTask<B>(
               consumedSamples: it * gb,
               globalBatchSize: gb,
               worldSize: world,
-              msPerIter,
-              tokensPerS: (gb * T) / (msPerIter / 1000),
-              gflops: flopsPerIter / (msPerIter / 1000) / 1e9,
+              msPerIter: w.msPerIter,
+              tokensPerS: (gb * T) / (w.msPerIter / 1000),
+              gflops: flopsPerIter / (w.msPerIter / 1000) / 1e9,
               lr: r.lr,
-              loss: lastTrain,
-              gradNorm: windowNorm / windowSteps,
-            }) + (a.measureComm
-              ? ` comm: ${((100 * windowComm) / (msPerIter * windowSteps)).toFixed(1)}% |`
-              : ""),
+              loss: w.loss,
+              gradNorm: w.gradNorm,
+            }) + (a.measureComm ? ` comm: ${(100 * w.commShare).toFixed(1)}% |` : ""),
           );
         }
-        windowStart = performance.now();
-        windowLoss =
-          windowNorm =
-          windowSteps =
-          windowComm =
-            0;
       }
-      if (valLoss !== undefined && isLogger) {
+      if (valLoss !== undefined && log.isLogger) {
         for (const line of formatValidationLines(it, valLoss)) progress.line(line);
       }
       // Save.
-      if (saveDir && (it % a.saveInterval === 0 || it === iters || stoppedBy)) await save(it);
-      if (isLogger) progress.update(it);
+      if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
+        await save(a, L, dist, task, trainer, it, it * gb * T);
+        if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
+      }
+      if (log.isLogger) progress.update(it);
       if (stoppedBy) break;
     }
     stop?.finished();
@@ -327,7 +397,7 @@ async function runTask<B>(
       params: fullParamCount(model, a.tp),
     };
     if (stoppedBy) {
-      say(`\nstopped by ${stoppedBy} after iteration ${lastIter}; resume with --load ${saveDir}`);
+      say(`\nstopped by ${stoppedBy} after iteration ${lastIter}; resume with --load ${a.save}`);
       return summary;
     }
     say(

@@ -172,3 +172,53 @@ Deno.test("train: data-parallel ranks split the validation batches; the loss is 
   ok(Math.abs(a - b) < 1e-5 * Math.abs(a), `single rank ${a}, two DP ranks ${b}`);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("train --model bert: a train and a valid text file; DP ranks split validation", async () => {
+  const dir = await Deno.makeTempDir();
+  const para = (s: string) =>
+    `${s} sailed at dawn. The sea was calm and grey. Birds followed the ship. ` +
+    `Nobody spoke of the whale. The captain watched the horizon.\n\n`;
+  await Deno.writeTextFile(`${dir}/train.txt`, para("The ship").repeat(30));
+  await Deno.writeTextFile(`${dir}/valid.txt`, para("A boat").repeat(10));
+  const args = [
+    "--model",
+    "bert",
+    ...TINY_MODEL_FLAGS,
+    "--train-iters",
+    "1",
+    "--eval-iters",
+    "3",
+    "--lr",
+    "0",
+    "--min-lr",
+    "0",
+    "--global-batch-size",
+    "4",
+    "--backend",
+    "deno",
+    "--train-data-path",
+    `${dir}/train.txt`,
+    "--valid-data-path",
+    `${dir}/valid.txt`,
+  ];
+  const one = await runCli("cli/train.ts", [...args, "--log-json", `${dir}/one.jsonl`]);
+  strictEqual(one.code, 0, one.stderr);
+  match(one.stdout, /data: .*train\.txt \+ .*valid\.txt \| WordPiece/);
+  const two = await runCli(
+    "cli/train.ts",
+    [
+      ...args,
+      "--nproc-per-node",
+      "2",
+      "--log-json",
+      `${dir}/two.jsonl`,
+    ],
+    undefined,
+    { retryOnCrash: true },
+  );
+  strictEqual(two.code, 0, two.stderr);
+  const a = records(await Deno.readTextFile(`${dir}/one.jsonl`)).at(-1)!.val_loss;
+  const b = records(await Deno.readTextFile(`${dir}/two.jsonl`)).at(-1)!.val_loss;
+  ok(Number.isFinite(a) && Math.abs(a - b) < 1e-5 * Math.abs(a), `single rank ${a}, DP 2 ${b}`);
+  await Deno.remove(dir, { recursive: true });
+});

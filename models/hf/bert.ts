@@ -13,6 +13,7 @@ import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
 import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
+import { defaultFfnHiddenSize } from "../shape.ts";
 
 const L = "bert.encoder.layer.{N}";
 
@@ -110,7 +111,7 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     numLayers: int("num_hidden_layers"),
     hiddenSize: h,
     numHeads: int("num_attention_heads"),
-    ffnHiddenSize: int("intermediate_size", 4 * h),
+    ffnHiddenSize: int("intermediate_size", defaultFfnHiddenSize(h)),
     maxPositions: int("max_position_embeddings"),
     typeVocabSize: int("type_vocab_size", 2),
     layerNormEps: (cfg.layer_norm_eps ?? 1e-12) as number,

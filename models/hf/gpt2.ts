@@ -73,7 +73,7 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     hiddenSize: h,
     numHeads: int(cfg, "n_head", file),
     maxPositions: int(cfg, "n_positions", file),
-    ffnHiddenSize: cfg.n_inner == null ? 4 * h : int(cfg, "n_inner", file),
+    ffnHiddenSize: cfg.n_inner == null ? defaultFfnHiddenSize(h) : int(cfg, "n_inner", file),
     layerNormEps: eps as number,
     hiddenDropout: (cfg.resid_pdrop ?? 0.1) as number,
     attentionDropout: (cfg.attn_pdrop ?? 0.1) as number,
