@@ -19,7 +19,11 @@ import { stderrProgress } from "./log.ts";
 import { TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError, wasGiven } from "./flags.ts";
+import { defaultBackendFor } from "../core/gpu.ts";
+import { localDistConfig } from "../collectives/env.ts";
+import { launch } from "../collectives/launch.ts";
+import type { ParallelLayers } from "../models/parallel/layers.ts";
 
 /** Every flag of `deno task generate`. */
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
@@ -60,9 +64,14 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
     default: 1,
     min: 1,
     aliases: ["tp"],
-    help: "tensor-parallel size, as train's (generation runs at 1; any checkpoint loads there)",
+    help: "tensor-parallel size: ranks (Workers, one GPU each) the model is split over",
   },
-  "nproc-per-node": { type: "int", min: 1, help: "ranks on this node, as train's (1 here)" },
+  "nproc-per-node": {
+    type: "int",
+    min: 1,
+    help:
+      "ranks on this node, as train's; generation is tensor parallel only, so it is the TP size",
+  },
   ...DEBUG_FLAG,
 };
 
@@ -80,17 +89,20 @@ export function validateGenerateFlags(f: FlagValues): void {
   const p = f["top-p"] as number;
   if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);
   const tp = f["tensor-model-parallel-size"] as number;
-  const nproc = (f["nproc-per-node"] as number | undefined) ?? 1;
-  if (tp > 1 || nproc > 1) {
-    throw new UsageError(
-      `generate runs on one device: drop --tensor-model-parallel-size ${tp}` +
-        (nproc > 1 ? ` and --nproc-per-node ${nproc}` : "") +
-        ` (a checkpoint saved at any TP size loads at TP 1; eval runs tensor parallel)`,
-    );
+  const nproc = f["nproc-per-node"] as number | undefined;
+  if (nproc !== undefined && nproc !== tp) {
+    if (!wasGiven(f, "tensor-model-parallel-size")) {
+      f["tensor-model-parallel-size"] = nproc;
+    } else {
+      throw new UsageError(
+        `generate splits the model only (tensor parallel), so --nproc-per-node ${nproc} must ` +
+          `equal --tensor-model-parallel-size ${tp}`,
+      );
+    }
   }
 }
 
-async function write(text: string): Promise<void> {
+async function writeOut(text: string): Promise<void> {
   if (text) await Deno.stdout.write(new TextEncoder().encode(text));
 }
 
@@ -102,66 +114,97 @@ export function main(args: string[]): Promise<number> {
 async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, GENERATE_FLAGS, USAGE, validateGenerateFlags);
   if (typeof f === "number") return f;
+  const tp = f["tensor-model-parallel-size"] as number;
+  if (tp > 1) {
+    // One Worker (and device) per tensor-parallel rank; every rank samples the
+    // same tokens from the same gathered logits and seed; rank 0 prints.
+    const cfg = localDistConfig(tp, 300000);
+    const backendArgs = wasGiven(f, "backend") ? [] : ["--backend", defaultBackendFor(tp)];
+    return await launch(cfg, new URL("./generate_worker.ts", import.meta.url), [
+      ...args,
+      ...backendArgs,
+    ], { log: false });
+  }
   let device: Device | undefined;
   try {
     device = await Device.create({ backend: parseBackend(f.backend as string) });
-    const { model, source } = await loadGpt(device, f, undefined, stderrProgress("loading"));
-    const c = model.config;
-    const name = (f.tokenizer as string | undefined) ?? (c.vocabSize === 256 ? "byte" : "gpt2");
-    const tok = await createTokenizer(name);
-    if (tok.vocabSize > c.vocabSize) {
-      throw new UsageError(
-        `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${c.vocabSize}`,
-      );
-    }
-    const text = f.prompt as string;
-    let prompt = Array.from(tok.encode(text));
-    if (prompt.length === 0) {
-      if (tok.eosId === undefined) {
-        throw new UsageError(`--prompt is empty and the ${name} tokenizer has no end-of-text id`);
-      }
-      prompt = [tok.eosId];
-    }
-    const cache = !f["no-kv-cache"];
-    console.error(
-      `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} ` +
-        `heads, ${c.maxPositions} positions | tokenizer ${name} | prompt ${prompt.length} tokens` +
-        (prompt.length > c.maxPositions ? ` (only the last ${c.maxPositions} are seen)` : ""),
-    );
-    const rng = new DataRng(f.seed as number);
-    const stream = new TextStream(tok);
-    await write(text);
-    const t0 = performance.now();
-    let first = 0;
-    let n = 0;
-    for await (
-      const id of generate(model, prompt, {
-        maxNewTokens: f["max-new-tokens"] as number,
-        temperature: f.temperature as number,
-        topK: f["top-k"] as number,
-        topP: f["top-p"] as number,
-        uniform: () => rng.nextFloat(),
-        stopToken: f["ignore-eos"] ? undefined : tok.eosId,
-        cache,
-      })
-    ) {
-      if (n++ === 0) first = performance.now() - t0;
-      await write(stream.push(id));
-    }
-    await write(stream.flush() + "\n");
-    const total = performance.now() - t0;
-    const per = n > 1 ? (total - first) / (n - 1) : 0;
-    console.error(
-      `generated ${n} tokens in ${(total / 1000).toFixed(2)} s | first token ` +
-        `${first.toFixed(1)} ms | then ${per.toFixed(2)} ms/token | kv cache ${
-          cache ? "on" : "off"
-        }`,
-    );
-    model.dispose();
+    await generateRank(device, f, true);
     return 0;
   } finally {
     await device?.close();
   }
+}
+
+/**
+ * Generates on this rank: loads the model (this rank's shards over `layers`
+ * when given) and samples; streams the text and prints the facts when `print`.
+ */
+export async function generateRank(
+  device: Device,
+  f: FlagValues,
+  print: boolean,
+  layers?: ParallelLayers,
+): Promise<void> {
+  const write = print ? writeOut : () => Promise.resolve();
+  const say = print ? (s: string) => console.error(s) : () => {};
+  const { model, source } = await loadGpt(
+    device,
+    f,
+    layers,
+    print ? stderrProgress("loading") : undefined,
+  );
+  const c = model.config;
+  const name = (f.tokenizer as string | undefined) ?? (c.vocabSize === 256 ? "byte" : "gpt2");
+  const tok = await createTokenizer(name);
+  if (tok.vocabSize > c.vocabSize) {
+    throw new UsageError(
+      `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${c.vocabSize}`,
+    );
+  }
+  const text = f.prompt as string;
+  let prompt = Array.from(tok.encode(text));
+  if (prompt.length === 0) {
+    if (tok.eosId === undefined) {
+      throw new UsageError(`--prompt is empty and the ${name} tokenizer has no end-of-text id`);
+    }
+    prompt = [tok.eosId];
+  }
+  const cache = !f["no-kv-cache"];
+  say(
+    `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} ` +
+      `heads, ${c.maxPositions} positions | tokenizer ${name} | prompt ${prompt.length} tokens` +
+      (prompt.length > c.maxPositions ? ` (only the last ${c.maxPositions} are seen)` : ""),
+  );
+  const rng = new DataRng(f.seed as number);
+  const stream = new TextStream(tok);
+  await write(text);
+  const t0 = performance.now();
+  let first = 0;
+  let n = 0;
+  for await (
+    const id of generate(model, prompt, {
+      maxNewTokens: f["max-new-tokens"] as number,
+      temperature: f.temperature as number,
+      topK: f["top-k"] as number,
+      topP: f["top-p"] as number,
+      uniform: () => rng.nextFloat(),
+      stopToken: f["ignore-eos"] ? undefined : tok.eosId,
+      cache,
+    })
+  ) {
+    if (n++ === 0) first = performance.now() - t0;
+    await write(stream.push(id));
+  }
+  await write(stream.flush() + "\n");
+  const total = performance.now() - t0;
+  const per = n > 1 ? (total - first) / (n - 1) : 0;
+  say(
+    `generated ${n} tokens in ${(total / 1000).toFixed(2)} s | first token ` +
+      `${first.toFixed(1)} ms | then ${per.toFixed(2)} ms/token | kv cache ${
+        cache ? "on" : "off"
+      }` + (layers && layers.tpSize > 1 ? ` | tensor parallel ${layers.tpSize}` : ""),
+  );
+  model.dispose();
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

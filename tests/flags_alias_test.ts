@@ -72,9 +72,16 @@ Deno.test("eval and generate take train's parallel flags", async () => {
   );
   match(helpText("Usage: eval", EVAL_FLAGS), /--tensor-model-parallel-size, --tp/);
   const g = ["--load", "ck", "--prompt", "hi"];
-  validateGenerateFlags(parseFlags([...g, "--tensor-model-parallel-size", "1"], GENERATE_FLAGS));
+  for (const spelling of ["--tp", "--tensor-model-parallel-size", "--nproc-per-node"]) {
+    const f = parseFlags([...g, spelling, "2"], GENERATE_FLAGS);
+    validateGenerateFlags(f);
+    equal(f["tensor-model-parallel-size"], 2, spelling);
+  }
   throws(
-    () => validateGenerateFlags(parseFlags([...g, "--tp", "2"], GENERATE_FLAGS)),
-    (e) => e instanceof UsageError && /generate runs on one device/.test(e.message),
+    () =>
+      validateGenerateFlags(
+        parseFlags([...g, "--nproc-per-node", "2", "--tp", "4"], GENERATE_FLAGS),
+      ),
+    (e) => e instanceof UsageError && /--nproc-per-node 2 must equal/.test(e.message),
   );
 });

@@ -216,6 +216,11 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
   const b = await cli(["--init-from-hf", hf, "--tokenizer", "byte", ...common]);
   deepStrictEqual(b.code, 0, b.err);
   deepStrictEqual(b.out, expected);
+  // Tensor parallel: the model split over 2 ranks streams the same text.
+  const t = await cli(["--load", ck, "--tensor-model-parallel-size", "2", ...common]);
+  deepStrictEqual(t.code, 0, t.err);
+  deepStrictEqual(t.out, expected);
+  match(t.err, /generated 30 tokens .*\| tensor parallel 2/);
   console.log(a.err.trim());
 
   const u = await cli(["--prompt", "x"]);
