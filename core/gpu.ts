@@ -5,6 +5,8 @@
  * @module
  */
 
+import { importDawn } from "../deps.ts";
+
 /** The WebGPU implementations this project can run on. */
 export type BackendName = "deno" | "dawn";
 
@@ -225,9 +227,9 @@ function pinLibEGL(): void {
 export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
   let mod: { create: (opts: string[]) => GPU; globals: Record<string, unknown> };
   try {
-    mod = await import("npm:webgpu@0.6.2") as unknown as typeof mod;
+    mod = await importDawn() as unknown as typeof mod;
   } catch (e) {
-    throw new NoAdapterError("dawn", `npm:webgpu@0.6.2 failed to load: ${(e as Error).message}`);
+    throw new NoAdapterError("dawn", `npm:webgpu failed to load: ${(e as Error).message}`);
   }
   // Dawn's enums and classes (GPUBufferUsage …) must exist as globals for code
   // that runs on both backends; Deno already defines them, so fill only gaps.

@@ -1,6 +1,7 @@
-// deno-lint-ignore no-import-prefix -- the library must import by URL: versioned npm specifiers
-import { decode, encode } from "npm:gpt-tokenizer@4.0.0/encoding/r50k_base";
+import { importGpt2Encoding } from "../deps.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+
+const { decode, encode } = await importGpt2Encoding();
 
 /** GPT-2's vocabulary size (50,000 merges + 256 bytes + `<|endoftext|>`). */
 export const GPT2_VOCAB_SIZE = 50257;
