@@ -4,6 +4,8 @@
  * @module
  */
 
+import denoJson from "../deno.json" with { type: "json" };
+
 /** The numbers of one log line. */
 export interface LogFields {
   /** Current iteration (1-based). */
@@ -128,14 +130,18 @@ export interface LogHeader {
   first_iteration?: number;
 }
 
-/** Version written in log headers: the log record format's. */
-export const LOG_VERSION = "1";
+/** The project's version (deno.json), written in log headers. */
+export const LOG_VERSION: string = denoJson.version;
+
+/** Version of the `--log-json` record format, written in log headers. */
+export const LOG_FORMAT = 1;
 
 /** The full header record written by {@link JsonLog.open}. */
 export function headerRecord(h: LogHeader): Record<string, unknown> {
   return {
     type: "header",
     version: h.version ?? LOG_VERSION,
+    log_format: LOG_FORMAT,
     start_time: h.start_time ?? new Date().toISOString(),
     world: h.world,
     ...(h.first_iteration !== undefined ? { first_iteration: h.first_iteration } : {}),

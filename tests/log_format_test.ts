@@ -101,7 +101,8 @@ Deno.test("--log-json: a header record begins each run, also on resume", async (
     const h = recs[0];
     deepStrictEqual(h.world, header.world);
     deepStrictEqual(h.config, header.config);
-    equal(typeof h.version, "string");
+    match(h.version, /^\d+\.\d+\.\d+/);
+    equal(h.log_format, 1);
     ok(!Number.isNaN(Date.parse(h.start_time)), h.start_time);
     equal(recs[3].first_iteration, 3);
     // Headers have no iteration, so a resume keeps them.
