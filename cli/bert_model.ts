@@ -94,21 +94,40 @@ export interface LoadedBert {
   tokenizerSource: string;
 }
 
+/** Where a BERT comes from: a Hugging Face directory, or a checkpoint (and its iteration). */
+export interface BertSource {
+  /** A Hugging Face BERT directory (`--init-from-hf`). */
+  hfDir?: string;
+  /** A checkpoint directory of `deno task train --model bert` (`--load`). */
+  load?: string;
+  /** The checkpoint's iteration (default: latest). */
+  iteration?: number;
+}
+
+/** The {@link BertSource} of a command's `--init-from-hf`, `--load` and `--iteration`. */
+export function bertSourceFromFlags(f: FlagValues): BertSource {
+  return {
+    hfDir: f["init-from-hf"] as string | undefined,
+    load: f.load as string | undefined,
+    iteration: f.iteration as number | undefined,
+  };
+}
+
 /**
- * Builds a BERT from `--init-from-hf DIR` (a Hugging Face BERT directory, always post-LN)
- * or `--load DIR` (a checkpoint of `deno task train --model bert`, `--iteration`
+ * Builds a BERT from `from.hfDir` (a Hugging Face BERT directory, always post-LN)
+ * or `from.load` (a checkpoint of `deno task train --model bert`, `from.iteration`
  * optional) on `device`, or over `layers` (a tensor-parallel layout: this rank's shards
  * are loaded). The tokenizer is the directory's `vocab.txt` (or `tokenizer.json`), else
  * bert-base-uncased's when the vocabulary has its size.
  */
 export async function loadBert(
   device: Device,
-  f: FlagValues,
+  from: BertSource,
   layers: ParallelLayers = TensorParallelLayers.single(device),
 ): Promise<LoadedBert> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
-  if (f["init-from-hf"]) {
-    const dir = f["init-from-hf"] as string;
+  if (from.hfDir) {
+    const dir = from.hfDir;
     const hf = await readHfBert(dir);
     const model = new Bert(layers, checkedConfig(hf.config, layers.tpSize, dir), { seed: 0 });
     assignBert(model.namedParams(), hf.tensors, hf.config.vocabSize, place, hf.source);
@@ -119,8 +138,11 @@ export async function loadBert(
       tokenizerSource: hf.tokenizerSource,
     };
   }
-  const dir = f.load as string;
-  const { path, iteration } = await resolveIterDir(dir, f.iteration as number | undefined);
+  if (!from.load) {
+    throw new CheckpointError("no BERT to load: give a checkpoint or an HF directory");
+  }
+  const dir = from.load;
+  const { path, iteration } = await resolveIterDir(dir, from.iteration);
   const meta = await readMeta(path);
   if (meta.model?.arch !== "bert") {
     throw new CheckpointError(

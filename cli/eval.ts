@@ -33,7 +33,7 @@ import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError, wasGiven } from "./flags.ts";
 import { formatValidationLines, stderrProgress } from "./log.ts";
-import { type BertEvalResult, evaluateBert, loadBert } from "./bert_model.ts";
+import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
 
 /** Every flag of `deno task eval`. */
 export const EVAL_FLAGS: Record<string, FlagSpec> = {
@@ -279,7 +279,11 @@ export async function evalBertRank(
   if (f.tokenizer && f.tokenizer !== "bert") {
     throw new UsageError("--tokenizer is for GPT; a BERT uses its own WordPiece vocabulary");
   }
-  const { model, tokenizer, source, tokenizerSource } = await loadBert(device, f, layers);
+  const { model, tokenizer, source, tokenizerSource } = await loadBert(
+    device,
+    bertSourceFromFlags(f),
+    layers,
+  );
   const c = model.config;
   const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
   if (T > c.maxPositions) {

@@ -15,7 +15,7 @@ import { TokenIds } from "../core/token_ids.ts";
 import { bertBasicTokenize } from "../data/bert_basic.ts";
 import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
-import { loadBert } from "./bert_model.ts";
+import { bertSourceFromFlags, loadBert } from "./bert_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 
@@ -191,7 +191,10 @@ async function run(args: string[]): Promise<number> {
   let device: Device | undefined;
   try {
     device = await Device.create({ backend: parseBackend(f.backend as string) });
-    const { model, tokenizer, source, tokenizerSource } = await loadBert(device, f);
+    const { model, tokenizer, source, tokenizerSource } = await loadBert(
+      device,
+      bertSourceFromFlags(f),
+    );
     const c = model.config;
     console.error(
       `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ${c.numLayers} ` +
