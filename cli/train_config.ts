@@ -9,7 +9,7 @@ import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
-import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
+import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { defaultFfnHiddenSize, validateTransformerConfig } from "../models/shape.ts";
 import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
@@ -427,7 +427,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     adopt(post, c.postLayerNorm);
   }
   if (f["use-checkpoint-args"]) {
-    const saved = savedArgs(meta.state?.args, c.vocabSize);
+    const saved = savedCheckpointArgs(meta);
     for (const flag of CHECKPOINT_ARG_FLAGS) {
       const v = saved[flag];
       if (v === undefined || v === f[flag]) continue;
@@ -442,11 +442,15 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
 }
 
 /**
- * The {@link CHECKPOINT_ARG_FLAGS} values saved in a checkpoint's state; for
- * checkpoints saved without them, the tokenizer its vocabulary size implies.
+ * The {@link CHECKPOINT_ARG_FLAGS} values saved in a checkpoint's state (by
+ * flag name); for checkpoints saved without them, the tokenizer the vocabulary
+ * size implies. What `--use-checkpoint-args` takes (`eval` can take them too).
  */
-function savedArgs(args: unknown, vocabSize: unknown): Record<string, number | string | boolean> {
+export function savedCheckpointArgs(
+  meta: CheckpointMeta,
+): Record<string, number | string | boolean> {
   const out: Record<string, number | string | boolean> = {};
+  const args = meta.state?.args;
   if (args !== null && typeof args === "object") {
     for (const [k, v] of Object.entries(args)) {
       if (
@@ -455,7 +459,8 @@ function savedArgs(args: unknown, vocabSize: unknown): Record<string, number | s
       ) out[k] = v;
     }
   }
-  if (out.tokenizer === undefined) {
+  const vocabSize = meta.model?.shape?.vocabSize ?? meta.model?.config?.vocabSize;
+  if (out.tokenizer === undefined && meta.model?.arch === "gpt") {
     const byVocab: Record<number, string> = { 256: "byte", 50257: "gpt2" };
     if (typeof vocabSize === "number" && byVocab[vocabSize]) out.tokenizer = byVocab[vocabSize];
   }
