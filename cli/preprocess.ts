@@ -19,7 +19,7 @@ const USAGE =
 Tokenizes text and writes little-endian uint16 token ids (nanoGPT's .bin format), which
 'deno task train --data-path OUT.bin' reads back without re-tokenizing, and OUT.bin.json,
 which names the tokenizer (train and eval refuse the file with another one). The files of a
-folder are documents, separated by the tokenizer's end-of-text id (<|endoftext|> for gpt2)
+folder, or the lines of a .jsonl file (their "text" field), are documents, separated by the tokenizer's end-of-text id (<|endoftext|> for gpt2)
 or, for a tokenizer without one (byte), by a blank line.`;
 
 /** Flags of `deno task preprocess`. */
@@ -27,7 +27,8 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
   "data-path": {
     type: "string",
     aliases: ["input"],
-    help: "a text file, or a folder of .txt/.md files (recursive, sorted by path); " +
+    help: 'a text file, a .jsonl of {"text": …} documents (Megatron\'s input), ' +
+      "or a folder of .txt/.md files (recursive, sorted by path); " +
       "default: the bundled novel Moby Dick",
   },
   "tokenizer": {

@@ -113,9 +113,39 @@ export async function loadText(dataPath?: string, opts: CorpusOptions = {}): Pro
   return (await loadDocuments(dataPath, opts)).join("\n\n");
 }
 
+/** Whether `path` is a JSON-lines file of documents (Megatron's preprocessing input). */
+export function isJsonLines(path: string): boolean {
+  return /\.jsonl$/i.test(path);
+}
+
+/**
+ * The documents of a JSON-lines file, as Megatron's `preprocess_data.py` reads
+ * them: one JSON object per line, its `key` field (default `text`) the document.
+ */
+export function jsonLinesDocuments(text: string, source: string, key = "text"): string[] {
+  const docs: string[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    let r: unknown;
+    try {
+      r = JSON.parse(line);
+    } catch {
+      throw new DataError(`${source}: line ${i + 1} is not JSON`);
+    }
+    const v = (r as Record<string, unknown> | null)?.[key];
+    if (typeof v !== "string") {
+      throw new DataError(`${source}: line ${i + 1} has no string "${key}" field`);
+    }
+    if (v.trim()) docs.push(v);
+  });
+  if (docs.length === 0) throw new DataError(`${source}: no documents`);
+  return docs;
+}
+
 /**
  * The documents of a corpus, as {@link loadText} reads them: the default book, a file (one
- * document each), or a folder's non-empty .txt/.md files (recursive, sorted by path).
+ * document), a `.jsonl` file (one document per line, its `text` field, as Megatron's
+ * preprocessing reads), or a folder's non-empty .txt/.md files (recursive, sorted by path).
  */
 export async function loadDocuments(
   dataPath?: string,
@@ -123,6 +153,12 @@ export async function loadDocuments(
 ): Promise<string[]> {
   if (dataPath === undefined) return [await loadMobyDick()];
   const warn = opts.warn ?? warnOnStderr;
+  if (isJsonLines(dataPath) && (await statOrThrow(dataPath)).isFile) {
+    const d = decodeUtf8Counted(await readBytes(dataPath));
+    const w = invalidUtf8Warning(dataPath, d);
+    if (w) warn(w);
+    return jsonLinesDocuments(d.text, dataPath);
+  }
   const { folder, files } = await readCorpusFiles(dataPath);
   const texts = files.map(({ path, bytes }) => {
     const d = decodeUtf8Counted(bytes);
@@ -202,7 +238,7 @@ export async function loadTokens(
     return { ids, source: dataPath };
   }
   let ids: Uint32Array, chars: number, documents = 1;
-  if (tokenizer.encodeBytes && dataPath !== undefined) {
+  if (tokenizer.encodeBytes && dataPath !== undefined && !isJsonLines(dataPath)) {
     const bytes = await loadBytes(dataPath, opts);
     ids = Uint32Array.from(tokenizer.encodeBytes(bytes));
     chars = bytes.length;

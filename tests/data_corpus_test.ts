@@ -178,3 +178,26 @@ Deno.test("a .bin records its tokenizer; loading it with another is refused, nam
     assert.equal((await loadTokens(gpt2, `${dir}/g.bin`)).ids.length, 2);
   });
 });
+
+Deno.test("a .jsonl file holds one document per line (its text field), as Megatron's preprocessing reads", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/docs.jsonl`;
+    await Deno.writeTextFile(
+      path,
+      [{ text: "First document." }, { text: "Second one.", id: 2 }].map((r) => JSON.stringify(r))
+        .join("\n") + "\n",
+    );
+    const gpt2 = await createTokenizer("gpt2");
+    const c = await loadTokens(gpt2, path);
+    assert.deepEqual(Array.from(c.ids), [
+      ...gpt2.encode("First document."),
+      50256,
+      ...gpt2.encode("Second one."),
+    ]);
+    assert.equal(c.documents, 2);
+    const byte = await createTokenizer("byte");
+    assert.equal(byte.decode((await loadTokens(byte, path)).ids), "First document.\n\nSecond one.");
+    await Deno.writeTextFile(path, '{"text": "ok"}\n{"body": "no text"}\n');
+    await assert.rejects(() => loadTokens(gpt2, path), /docs\.jsonl: line 2 has no string "text"/);
+  });
+});
