@@ -1,16 +1,32 @@
 /**
  * The npm pins live in one place: `deps.ts` for the library (versioned `npm:` specifiers, so
- * `mod.ts` works imported by URL) and `bench/tfjs/` for the TF.js comparison, mirrored in
- * deno.json's `imports` for `deno outdated`. Fails when the two disagree, when a pin is unused,
- * or when any other module names an npm package itself. No GPU.
+ * `mod.ts` works imported by URL), mirrored in deno.json's `imports` for `deno outdated`; the
+ * TF.js comparison's in `bench/tfjs/`, mirrored in `bench/tfjs/deno.json` (its own config and
+ * lockfile, so that nothing else installs TF.js). Fails when a pin and its mirror disagree, when
+ * a mirrored pin is unused, or when any other module names an npm package itself. No GPU.
  * @module
  */
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);
 const SPECIFIER = /["'](npm:((?:@[a-z0-9._-]+\/)?[a-z0-9._-]+)@([0-9][^/"']*)(\/[^"']*)?)["']/g;
-/** Files allowed to name npm packages. */
-const PIN_FILES = /^(deps\.ts|bench\/tfjs\/[^/]+\.ts)$/;
+/** Files allowed to name npm packages, and the config whose `imports` mirror their pins. */
+const PIN_FILES: [RegExp, string][] = [
+  [/^deps\.ts$/, "deno.json"],
+  [/^bench\/tfjs\/[^/]+\.ts$/, "bench/tfjs/deno.json"],
+];
+
+/** Package name → version, from a config's `imports`. */
+async function mirrored(config: string): Promise<Map<string, string>> {
+  const json = JSON.parse(await Deno.readTextFile(new URL(config, root)));
+  const out = new Map<string, string>();
+  for (const [name, target] of Object.entries((json.imports ?? {}) as Record<string, string>)) {
+    const m = /^npm:((?:@[^/]+\/)?[^@]+)@(.+)$/.exec(target);
+    assert.equal(m?.[1], name, `${config} imports "${name}": "${target}" names another package`);
+    out.set(m![1], m![2]);
+  }
+  return out;
+}
 
 async function* sources(dir: URL, rel = ""): AsyncGenerator<string> {
   for await (const e of Deno.readDir(dir)) {
@@ -22,34 +38,34 @@ async function* sources(dir: URL, rel = ""): AsyncGenerator<string> {
   }
 }
 
-Deno.test("npm pins: deps.ts and bench/tfjs/ agree with deno.json's imports; nothing else pins", async () => {
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
-  const mapped = new Map<string, string>();
-  for (const [name, target] of Object.entries(config.imports as Record<string, string>)) {
-    const m = /^npm:((?:@[^/]+\/)?[^@]+)@(.+)$/.exec(target);
-    if (m) mapped.set(m[1], m[2]);
-    assert.equal(m?.[1], name, `deno.json imports "${name}": "${target}" names another package`);
-  }
+Deno.test("npm pins: deps.ts and bench/tfjs/ agree with their configs' imports; nothing else pins", async () => {
+  const configs = new Map<string, Map<string, string>>();
+  for (const [, config] of PIN_FILES) configs.set(config, await mirrored(config));
   const used = new Set<string>();
   const problems: string[] = [];
   for await (const path of sources(root)) {
     const text = await Deno.readTextFile(new URL(path, root));
     for (const m of text.matchAll(SPECIFIER)) {
       const [, spec, name, version] = m;
-      if (!PIN_FILES.test(path)) {
+      const config = PIN_FILES.find(([re]) => re.test(path))?.[1];
+      if (config === undefined) {
         problems.push(`${path}: ${spec} (import it through deps.ts)`);
         continue;
       }
-      used.add(name);
-      const want = mapped.get(name);
-      if (want === undefined) problems.push(`${path}: ${spec} is not in deno.json's imports`);
+      used.add(`${config} ${name}`);
+      const want = configs.get(config)!.get(name);
+      if (want === undefined) problems.push(`${path}: ${spec} is not in ${config}'s imports`);
       else if (want !== version) {
-        problems.push(`${path}: ${spec}, but deno.json's imports pin ${name}@${want}`);
+        problems.push(`${path}: ${spec}, but ${config}'s imports pin ${name}@${want}`);
       }
     }
   }
-  for (const name of mapped.keys()) {
-    if (!used.has(name)) problems.push(`deno.json's imports pin ${name}, which no module uses`);
+  for (const [config, pins] of configs) {
+    for (const name of pins.keys()) {
+      if (!used.has(`${config} ${name}`)) {
+        problems.push(`${config}'s imports pin ${name}, which no module uses`);
+      }
+    }
   }
   assert.deepEqual(problems, []);
 });
