@@ -33,9 +33,9 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -w "${XDG_RUNTIME_DIR:-/nonexistent}" ];
 fi
 
 limited() { if command -v timeout >/dev/null 2>&1; then timeout 120 "$@"; else "$@"; fi; }
-# One JSON line from `deno task info --json`: {"backend","name",…} or {"backend","error"}.
+# One JSON line from `deno task info --json` (its permission set, -P=info): {"backend","name",…} or {"backend","error"}.
 probe() {
-  limited "$deno" run -A --quiet cli/info.ts --json --backend "$1" 2>/dev/null | tail -n1 || true
+  limited "$deno" run --quiet -P=info cli/info.ts --json --backend "$1" 2>/dev/null | tail -n1 || true
 }
 field() { # field JSON name|error|gl: what the probe found
   node -e '
