@@ -29,6 +29,24 @@ export interface CliResult {
 
 const root = new URL("../", import.meta.url);
 
+/** deno.json's permission sets, by name (`deno task train` runs `deno run -P=train …`). */
+const PERMISSION_SETS = new Set(
+  Object.keys(JSON.parse(Deno.readTextFileSync(new URL("deno.json", root))).permissions ?? {}),
+);
+
+/**
+ * How `deno run` is given permissions for `script`: a CLI with a permission set of its own
+ * (`cli/fill_mask.ts` → `fill-mask`) runs with it, as its task does (`-q` hides Deno's
+ * "experimental" warning about config permissions, as the tasks do), so a CLI that needs more
+ * than its set fails here; anything else gets `-A`.
+ */
+export function permissionArgs(script: string): string[] {
+  const m = /^cli\/([a-z_]+)\.ts$/.exec(script);
+  const set = m?.[1].replaceAll("_", "-");
+  if (set === undefined || !PERMISSION_SETS.has(set)) return ["-A"];
+  return ["-q", "--config", new URL("deno.json", root).pathname, `-P=${set}`];
+}
+
 /**
  * What a crash of the runtime itself looks like (glibc heap checks, SIGSEGV or
  * SIGABRT): a known hazard of processes whose Workers hold GPU devices
@@ -44,7 +62,8 @@ export function isRuntimeCrash(r: CliResult): boolean {
 }
 
 /**
- * Runs `deno run -A <script> ...args` from the repository root. With
+ * Runs `deno run <permissions> <script> ...args` from the repository root (the permission set of
+ * the CLI's task: {@link permissionArgs}; `-A` with `allowAll`). With
  * `retryOnCrash` (only for runs that are safe to repeat), a run the runtime
  * crashed is retried once, with a warning.
  */
@@ -52,20 +71,22 @@ export async function runCli(
   script: string,
   args: string[],
   cwd?: string,
-  opts: { retryOnCrash?: boolean; timeoutMs?: number } = {},
+  opts: { retryOnCrash?: boolean; timeoutMs?: number; allowAll?: boolean } = {},
 ): Promise<CliResult> {
-  const r = await runOnce(script, args, cwd, opts.timeoutMs);
+  const perms = opts.allowAll ? ["-A"] : permissionArgs(script);
+  const r = await runOnce(script, perms, args, cwd, opts.timeoutMs);
   if (!opts.retryOnCrash || !isRuntimeCrash(r)) return r;
   console.warn(
     `warning: ${script} crashed in the runtime (exit ${r.code}: ${
       r.stderr.trim().split("\n").pop()
     }); retrying once`,
   );
-  return await runOnce(script, args, cwd, opts.timeoutMs);
+  return await runOnce(script, perms, args, cwd, opts.timeoutMs);
 }
 
 async function runOnce(
   script: string,
+  perms: string[],
   args: string[],
   cwd?: string,
   timeoutMs?: number,
@@ -73,7 +94,7 @@ async function runOnce(
   const xdg = await Deno.makeTempDir({ prefix: "xdg-" });
   await Deno.chmod(xdg, 0o700);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(script, root).pathname, ...args],
+    args: ["run", ...perms, new URL(script, root).pathname, ...args],
     cwd: cwd ?? root.pathname,
     env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
     stdout: "piped",
@@ -106,14 +127,15 @@ export interface RunningCli {
 }
 
 /**
- * Starts `deno run -A <script> ...args` from the repository root, reading its
+ * Starts `deno run <permissions> <script> ...args` (see {@link permissionArgs}) from the
+ * repository root, reading its
  * output as it comes (for tests that signal a run in progress).
  */
 export function startCli(script: string, args: string[]): RunningCli {
   const xdg = Deno.makeTempDirSync({ prefix: "xdg-" });
   Deno.chmodSync(xdg, 0o700);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(script, root).pathname, ...args],
+    args: ["run", ...permissionArgs(script), new URL(script, root).pathname, ...args],
     cwd: root.pathname,
     env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
     stdin: "null",
