@@ -13,6 +13,7 @@ import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/check
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { assertClose, gpuTest, prng, testDevice } from "./helpers.ts";
+import { permissionArgs } from "./cli_helpers.ts";
 
 const dev = await testDevice();
 const cfg: GptConfig = {
@@ -30,7 +31,7 @@ async function run(
   const o = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "-A",
+      ...permissionArgs(`cli/${script}`),
       "--unstable-webgpu",
       new URL(`../cli/${script}`, import.meta.url).pathname,
       ...args,

@@ -18,6 +18,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { TextStream } from "../cli/generate.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+import { permissionArgs } from "./cli_helpers.ts";
 
 const dev = await testDevice();
 
@@ -174,7 +175,7 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
   const o = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "-A",
+      ...permissionArgs("cli/generate.ts"),
       "--unstable-webgpu",
       new URL("../cli/generate.ts", import.meta.url).pathname,
       ...args,
