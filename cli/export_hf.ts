@@ -13,7 +13,7 @@ import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { resolveShape } from "../models/shape.ts";
 import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
-import { writeHfDir } from "../models/hf/io.ts";
+import { type HfDType, writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
 import { resolveIterDir } from "../models/checkpoint/layout.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
@@ -26,10 +26,16 @@ export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   "load": { type: "string", help: "checkpoint directory written by --save" },
   "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
   "output": { type: "string", help: "directory to write config.json and model.safetensors into" },
+  "dtype": {
+    type: "string",
+    default: "fp32",
+    choices: ["fp32", "fp16", "bf16"],
+    help: "type of the written weights: safetensors F32, F16 or BF16 (rounded to nearest even)",
+  },
   ...DEBUG_FLAG,
 };
 
-const USAGE = `Usage: deno task export-hf --load DIR --output OUT_DIR
+const USAGE = `Usage: deno task export-hf --load DIR --output OUT_DIR [--dtype fp32|fp16|bf16]
 
 Writes a checkpoint as a Hugging Face model directory (GPT-2 or BERT layout).`;
 
@@ -54,18 +60,29 @@ function bertConfigOf(c: BertConfig, where: string): BertHfConfig {
   };
 }
 
-/** Exports checkpoint `dir` (iteration: latest unless given) to `out`; returns a summary line. */
+/** The safetensors dtype of each `--dtype`. */
+export const EXPORT_DTYPES: Readonly<Record<string, HfDType>> = {
+  fp32: "F32",
+  fp16: "F16",
+  bf16: "BF16",
+};
+
+/**
+ * Exports checkpoint `dir` (iteration: latest unless given) to `out`, its weights
+ * stored as `dtype` (default F32); returns a summary line.
+ */
 export async function exportHf(
   dir: string,
   out: string,
   iteration?: number,
   progress?: (done: number, total: number) => void,
+  dtype: HfDType = "F32",
 ): Promise<string> {
   const ck = await readCheckpointFull(dir, { iteration });
   const model = ck.meta.model;
   const get = (n: string) => ck.tensors.get(n);
   if (model?.arch === "gpt") {
-    await writeHfGpt2(out, model.config as unknown as GptConfig, get, progress);
+    await writeHfGpt2(out, model.config as unknown as GptConfig, get, progress, dtype);
   } else if (model?.arch === "bert") {
     if (!model.config.postLayerNorm) {
       throw new CheckpointError(
@@ -73,7 +90,7 @@ export async function exportHf(
       );
     }
     const cfg = bertConfigOf(model.config as unknown as BertConfig, ck.path);
-    await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress);
+    await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress, dtype);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.
     const tok = await readWordPieceTokenizer(dir);
     if (tok) await writeWordPieceTokenizer(out, tok);
@@ -82,7 +99,8 @@ export async function exportHf(
       `${ck.path}: cannot export a model of arch ${JSON.stringify(model?.arch)}`,
     );
   }
-  return `exported ${model.arch} iteration ${ck.iteration} (saved at tp ${ck.meta.parallel.tp}) to ${out}`;
+  return `exported ${model.arch} iteration ${ck.iteration} (saved at tp ${ck.meta.parallel.tp}) ` +
+    `to ${out}${dtype === "F32" ? "" : ` as ${dtype}`}`;
 }
 
 /** Runs the export with `args`; returns the process exit code. */
@@ -97,7 +115,8 @@ export function main(args: string[]): Promise<number> {
     await resolveIterDir(dir, f.iteration as number | undefined);
     await ensureWritableDir("--output", out, { create: false });
     const progress = stderrProgress("exporting");
-    console.log(await exportHf(dir, out, f.iteration as number | undefined, progress));
+    const dtype = EXPORT_DTYPES[f.dtype as string];
+    console.log(await exportHf(dir, out, f.iteration as number | undefined, progress, dtype));
     return 0;
   });
 }

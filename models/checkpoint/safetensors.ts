@@ -3,12 +3,13 @@
  * header length, a JSON header mapping tensor names to dtype, shape and byte range
  * (plus an optional `__metadata__` map of strings), then the raw little-endian data.
  * Reading validates every offset and size against the file and names the file and
- * the tensor in each error; F32, F16, BF16, F64, I32 and I64 are read, F32 and I32
- * are written.
+ * the tensor in each error; F32, F16, BF16, F64, I32 and I64 are read, F32, F16,
+ * BF16 and I32 are written (16-bit rounded to nearest even, core/half.ts).
  * @module
  */
 
 import { createHash } from "node:crypto";
+import { f16BitsToF32, toHalfBits } from "../../core/half.ts";
 import { writeFileDurable } from "./fs.ts";
 
 /** Element types this module understands. */
@@ -48,8 +49,10 @@ export interface SafeTensorOut {
   name: string;
   /** Dimensions. */
   shape: readonly number[];
-  /** Values: Float32Array is written as F32, Int32Array as I32. */
+  /** Values: Float32Array is written as F32 (or `dtype`), Int32Array as I32. */
   data: Float32Array | Int32Array;
+  /** The stored type of float values (default F32; F16/BF16 round to nearest even). */
+  dtype?: "F32" | "F16" | "BF16";
 }
 
 function assertLittleEndian(): void {
@@ -84,15 +87,6 @@ function checkHeaderLen(
         `(not a safetensors file?)`,
     );
   }
-}
-
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 /** Largest header accepted (the JSON part): real headers are kilobytes to a few megabytes. */
@@ -382,7 +376,7 @@ export class SafetensorsFile {
         return new Float32Array(b.buffer, 0, b.length / 4);
       case "F16": {
         const h = new Uint16Array(b.buffer, 0, b.length / 2);
-        return Float32Array.from(h, f16ToF32);
+        return Float32Array.from(h, f16BitsToF32);
       }
       case "BF16": {
         const h = new Uint16Array(b.buffer, 0, b.length / 2);
@@ -421,7 +415,30 @@ export class SafetensorsFile {
   }
 }
 
-/** Encodes tensors (F32 or I32) and string metadata as safetensors bytes. */
+/** The bytes of `t` as stored, and their dtype. */
+function storedBytes(t: SafeTensorOut): { dtype: string; bytes: Uint8Array } {
+  if (t.data instanceof Int32Array) {
+    if (t.dtype && t.dtype !== "F32") {
+      throw new CheckpointError(
+        `tensor "${t.name}": integer values cannot be stored as ${t.dtype}`,
+      );
+    }
+    return {
+      dtype: "I32",
+      bytes: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+    };
+  }
+  if (t.dtype === "F16" || t.dtype === "BF16") {
+    const h = toHalfBits(t.data, t.dtype === "F16" ? "fp16" : "bf16");
+    return { dtype: t.dtype, bytes: new Uint8Array(h.buffer) };
+  }
+  return {
+    dtype: "F32",
+    bytes: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+  };
+}
+
+/** Encodes tensors (F32, F16, BF16 or I32) and string metadata as safetensors bytes. */
 export function encodeSafetensors(
   tensors: readonly SafeTensorOut[],
   metadata?: Record<string, string>,
@@ -430,6 +447,7 @@ export function encodeSafetensors(
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let off = 0;
+  const stored: Uint8Array[] = [];
   for (const t of tensors) {
     if (t.name === "__metadata__" || t.name in header) {
       throw new CheckpointError(`duplicate or reserved tensor name "${t.name}"`);
@@ -439,9 +457,10 @@ export function encodeSafetensors(
         `tensor "${t.name}": ${t.data.length} values do not fill shape [${t.shape.join(", ")}]`,
       );
     }
-    const dtype = t.data instanceof Int32Array ? "I32" : "F32";
-    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + t.data.byteLength] };
-    off += t.data.byteLength;
+    const { dtype, bytes } = storedBytes(t);
+    stored.push(bytes);
+    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + bytes.length] };
+    off += bytes.length;
   }
   let json = new TextEncoder().encode(JSON.stringify(header));
   const padded = Math.ceil(json.length / 8) * 8;
@@ -454,9 +473,9 @@ export function encodeSafetensors(
   new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
   out.set(json, 8);
   let pos = 8 + json.length;
-  for (const t of tensors) {
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
-    pos += t.data.byteLength;
+  for (const bytes of stored) {
+    out.set(bytes, pos);
+    pos += bytes.length;
   }
   return out;
 }

@@ -10,7 +10,7 @@ import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { GptConfig } from "../gpt.ts";
-import { type HfDir, readHfDir, writeHfDir } from "./io.ts";
+import { type HfDir, type HfDType, readHfDir, writeHfDir } from "./io.ts";
 import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
 import { defaultFfnHiddenSize } from "../shape.ts";
 
@@ -180,6 +180,7 @@ export async function writeHfGpt2(
   config: GptConfig,
   full: (name: string) => HostTensor | undefined,
   progress?: (done: number, total: number) => void,
+  dtype: HfDType = "F32",
 ): Promise<void> {
-  await writeHfDir(dir, gpt2ConfigToHf(config), gpt2TensorsToHf(full, config), progress);
+  await writeHfDir(dir, gpt2ConfigToHf(config), gpt2TensorsToHf(full, config), progress, dtype);
 }

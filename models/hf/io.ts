@@ -121,16 +121,29 @@ export async function readHfDir(
   };
 }
 
+/** The safetensors dtype an HF export writes its floats as. */
+export type HfDType = "F32" | "F16" | "BF16";
+
+/** The HF `torch_dtype` of each safetensors float type. */
+export const TORCH_DTYPE: Readonly<Record<HfDType, string>> = {
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+};
+
 /**
- * Writes `config.json` and `model.safetensors` (with the `format: pt` metadata HF expects);
- * `progress` is called with the files written so far (of 2).
+ * Writes `config.json` and `model.safetensors` (with the `format: pt` metadata HF expects),
+ * its floats as `dtype` (default F32; F16/BF16 rounded to nearest even, `torch_dtype` set
+ * to match); `progress` is called with the files written so far (of 2).
  */
 export async function writeHfDir(
   dir: string,
   config: Record<string, unknown>,
   tensors: readonly [string, HostTensor][],
   progress?: (done: number, total: number) => void,
+  dtype: HfDType = "F32",
 ): Promise<void> {
+  if (dtype !== "F32") config = { ...config, torch_dtype: TORCH_DTYPE[dtype] };
   progress?.(0, 2);
   await Deno.mkdir(dir, { recursive: true });
   await writeFileDurable(
@@ -140,7 +153,7 @@ export async function writeHfDir(
   progress?.(1, 2);
   await writeSafetensors(
     join(dir, "model.safetensors"),
-    tensors.map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+    tensors.map(([name, t]) => ({ name, shape: t.shape, data: t.data, dtype })),
     { format: "pt" },
   );
   progress?.(2, 2);

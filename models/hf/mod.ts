@@ -4,7 +4,14 @@
  * @module
  */
 
-export { type HfDir, readHfConfig, readHfDir, writeHfDir } from "./io.ts";
+export {
+  type HfDir,
+  type HfDType,
+  readHfConfig,
+  readHfDir,
+  TORCH_DTYPE,
+  writeHfDir,
+} from "./io.ts";
 export {
   type ConcreteEntry,
   expandTable,

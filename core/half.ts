@@ -1,0 +1,95 @@
+/**
+ * 16-bit floating-point formats on the host: IEEE binary16 (`fp16`) and bfloat16
+ * (`bf16`, the top 16 bits of an f32), with round-to-nearest-even from f32,
+ * subnormals, overflow to infinity and NaN kept NaN. The GPU kernels
+ * (kernels/half.ts) round the same way; tests compare the two.
+ * @module
+ */
+
+/** The 16-bit formats of mixed precision. */
+export type Half = "fp16" | "bf16";
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** The bits of `x` as an f32. */
+export function f32Bits(x: number): number {
+  f32[0] = x;
+  return u32[0];
+}
+
+/** The f32 whose bits are `b`. */
+export function f32FromBits(b: number): number {
+  u32[0] = b >>> 0;
+  return f32[0];
+}
+
+/** `x` (first rounded to f32) as fp16 bits, rounding to nearest even. */
+export function f32ToF16Bits(x: number): number {
+  const b = f32Bits(x);
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  const e = exp - 112; // the fp16 biased exponent (127 − 15)
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    // Subnormal in fp16 (or zero): value = mant24 · 2^(e−14) units of 2^−24.
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1), half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h; // a carry into the exponent gives the smallest normal, as it should
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // may carry to 0x7c00: infinity
+  return sign | h;
+}
+
+/** The value of fp16 bits `h`. */
+export function f16BitsToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** `x` (first rounded to f32) as bf16 bits, rounding to nearest even; NaN stays a (quiet) NaN. */
+export function f32ToBf16Bits(x: number): number {
+  const b = f32Bits(x);
+  if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff)) return (b >>> 16) | 0x40;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** The value of bf16 bits `h`. */
+export function bf16BitsToF32(h: number): number {
+  return f32FromBits((h & 0xffff) << 16);
+}
+
+/** Each value of `x` in `dtype`'s bits. */
+export function toHalfBits(x: ArrayLike<number>, dtype: Half): Uint16Array {
+  const out = new Uint16Array(x.length);
+  const conv = dtype === "fp16" ? f32ToF16Bits : f32ToBf16Bits;
+  for (let i = 0; i < x.length; i++) out[i] = conv(x[i]);
+  return out;
+}
+
+/** The f32 values of `dtype` bits `h`. */
+export function fromHalfBits(h: Uint16Array, dtype: Half): Float32Array {
+  if (dtype === "bf16") {
+    const u = new Uint32Array(h.length);
+    for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+    return new Float32Array(u.buffer);
+  }
+  return Float32Array.from(h, f16BitsToF32);
+}
+
+/** `x` rounded to `dtype` and back to f32 (what 16-bit storage keeps of it). */
+export function roundToHalf(x: ArrayLike<number>, dtype: Half): Float32Array {
+  return fromHalfBits(toHalfBits(x, dtype), dtype);
+}

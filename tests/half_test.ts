@@ -1,0 +1,241 @@
+/**
+ * 16-bit formats on the host (core/half.ts) against independent references —
+ * fp16 against the JavaScript engine's own `Math.f16round`/`Float16Array`, bf16
+ * against a nearest-neighbour search in f64 — including fp16 subnormals, ties,
+ * overflow to infinity and NaN; safetensors F16/BF16 written and read back; and
+ * a GPT-2 exported as F16 and BF16 imports to the same loss as its F32 export
+ * within the format's tolerance.
+ */
+
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { join } from "node:path";
+import {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32Bits,
+  f32FromBits,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  roundToHalf,
+} from "../core/half.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
+import {
+  encodeSafetensors,
+  gptCheckpointInfo,
+  paramsToHost,
+  SafetensorsFile,
+  saveCheckpoint,
+} from "../models/checkpoint/mod.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { assignGpt2, readHfGpt2, writeHfGpt2 } from "../models/hf/mod.ts";
+import { exportHf } from "../cli/export_hf.ts";
+import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+
+/** Edge values: zeros, fp16 subnormals and their ties, the largest fp16 and just past it, inf, NaN. */
+const EDGES = [
+  0,
+  -0,
+  1,
+  -1,
+  2 ** -24, // smallest fp16 subnormal
+  2 ** -25, // its half: a tie, rounds to even (0)
+  3 * 2 ** -25, // 1.5 units: tie, rounds to 2 units
+  2 ** -25 + 2 ** -40, // just above the tie: rounds up
+  2 ** -14, // smallest normal
+  2 ** -14 - 2 ** -25, // between the largest subnormal and the smallest normal
+  65504, // largest fp16
+  65519, // rounds down to 65504
+  65520, // rounds up to infinity
+  1e6,
+  -1e6,
+  3.4e38,
+  Infinity,
+  -Infinity,
+  NaN,
+  1 + 2 ** -11, // fp16 tie between 1 and 1 + 2^-10: to even (1)
+  1 + 3 * 2 ** -11, // tie: to even (1 + 2^-9)
+  1 + 2 ** -8, // bf16 tie between 1 and 1 + 2^-7: to even (1)
+  1 + 3 * 2 ** -8, // bf16 tie: to even (1 + 2^-6)
+  1e-40, // an f32 subnormal
+];
+
+function randomF32s(n: number, seed: number): number[] {
+  const r = prng(seed);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(f32FromBits(Math.floor(r() * 2 ** 32)));
+  // and values in fp16's range, where the rounding matters most
+  for (let i = 0; i < n; i++) out.push(Math.fround((r() - 0.5) * 2 ** (Math.floor(r() * 40) - 26)));
+  return out;
+}
+
+const same = (a: number, b: number) => Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b));
+
+/** bf16 by search: the nearer of the two bf16 neighbours of x (f64 distances), ties to even. */
+function bf16Ref(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  const b = f32Bits(x);
+  const lo = b & 0xffff0000, hi = (lo + 0x10000) >>> 0;
+  if (!Number.isFinite(x)) return x;
+  // Past the largest finite bf16 the next step is 2^128 (IEEE rounds as if the exponent
+  // went on), which stores as infinity.
+  const vlo = f32FromBits(lo), vhi = f32FromBits(hi);
+  const vhiNum = Number.isFinite(vhi) ? vhi : Math.sign(vhi) * 2 ** 128;
+  const dlo = Math.abs(x - vlo), dhi = Math.abs(vhiNum - x);
+  if (dlo < dhi) return vlo;
+  if (dhi < dlo) return vhi;
+  return (lo >>> 16) & 1 ? vhi : vlo;
+}
+
+Deno.test("fp16 conversion equals Math.f16round (ties, subnormals, overflow, NaN)", () => {
+  for (const x of [...EDGES, ...randomF32s(20000, 1)]) {
+    const xf = Math.fround(x);
+    const got = f16BitsToF32(f32ToF16Bits(xf));
+    const want = Math.f16round(xf);
+    ok(same(got, want), `fp16(${xf}) = ${got}, want ${want}`);
+  }
+  strictEqual(f16BitsToF32(f32ToF16Bits(65520)), Infinity);
+  strictEqual(f16BitsToF32(f32ToF16Bits(2 ** -25)), 0);
+  strictEqual(f16BitsToF32(f32ToF16Bits(3 * 2 ** -25)), 2 ** -23);
+});
+
+Deno.test("every fp16 value survives f16 → f32 → f16, and matches Float16Array", () => {
+  const all = new Uint16Array(65536).map((_, i) => i);
+  const ref = new Float16Array(all.buffer);
+  for (let h = 0; h < 65536; h++) {
+    const v = f16BitsToF32(h);
+    ok(same(v, ref[h]), `bits ${h.toString(16)}: ${v} vs ${ref[h]}`);
+    if (!Number.isNaN(v)) strictEqual(f32ToF16Bits(v), h, `bits ${h.toString(16)}`);
+    else ok(Number.isNaN(f16BitsToF32(f32ToF16Bits(v))));
+  }
+});
+
+Deno.test("bf16 conversion rounds to nearest even (against a neighbour search)", () => {
+  for (const x of [...EDGES, ...randomF32s(20000, 2)]) {
+    const xf = Math.fround(x);
+    const got = bf16BitsToF32(f32ToBf16Bits(xf));
+    const want = bf16Ref(xf);
+    ok(same(got, want), `bf16(${xf}) = ${got}, want ${want}`);
+  }
+  strictEqual(bf16BitsToF32(f32ToBf16Bits(1 + 2 ** -8)), 1);
+  strictEqual(bf16BitsToF32(f32ToBf16Bits(1 + 3 * 2 ** -8)), 1 + 2 ** -6);
+  // the largest finite f32 rounds up past bf16's largest finite: infinity
+  strictEqual(bf16BitsToF32(f32ToBf16Bits(3.4028234663852886e38)), Infinity);
+  for (let h = 0; h < 65536; h++) {
+    const v = bf16BitsToF32(h);
+    if (!Number.isNaN(v)) strictEqual(f32ToBf16Bits(v), h);
+  }
+});
+
+Deno.test("safetensors writes F16 and BF16 rounded to nearest even and reads them back", async () => {
+  const data = Float32Array.from([...EDGES.filter(Number.isFinite), ...randomArray(500, 3, -4, 4)]);
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "h.safetensors");
+  const bytes = encodeSafetensors([
+    { name: "a", shape: [data.length], data, dtype: "F16" },
+    { name: "b", shape: [data.length], data, dtype: "BF16" },
+    { name: "c", shape: [data.length], data },
+    { name: "d", shape: [3], data: Int32Array.from([1, -2, 3]) },
+  ]);
+  await Deno.writeFile(path, bytes);
+  const f = await SafetensorsFile.read(path);
+  deepStrictEqual([f.info("a").dtype, f.info("b").dtype, f.info("c").dtype], [
+    "F16",
+    "BF16",
+    "F32",
+  ]);
+  const a = f.floats("a", { allowNonFinite: true }), b = f.floats("b", { allowNonFinite: true });
+  const ra = roundToHalf(data, "fp16"), rb = roundToHalf(data, "bf16");
+  for (let i = 0; i < data.length; i++) {
+    ok(same(a[i], ra[i]) && same(a[i], Math.f16round(data[i])), `F16 [${i}] ${a[i]}`);
+    ok(same(b[i], rb[i]) && same(b[i], bf16Ref(data[i])), `BF16 [${i}] ${b[i]}`);
+  }
+  deepStrictEqual(f.floats("c"), data);
+  deepStrictEqual(f.ints("d"), Int32Array.from([1, -2, 3]));
+  await Deno.remove(dir, { recursive: true });
+});
+
+const dev = await testDevice();
+const cfg: GptConfig = {
+  vocabSize: 37,
+  numLayers: 2,
+  hiddenSize: 16,
+  numHeads: 2,
+  maxPositions: 8,
+  hiddenDropout: 0,
+  attentionDropout: 0,
+};
+
+async function lossOfHf(dir: string, ids: Int32Array, tg: Int32Array): Promise<number> {
+  const hf = await readHfGpt2(dir);
+  const m = Gpt.serial(dev, hf.config, 9);
+  assignGpt2(m.namedParams(), hf.tensors, hf.config, {}, hf.source);
+  m.train(false);
+  const B = 2, T = ids.length / 2;
+  const l = await tidy(
+    dev,
+    async () =>
+      await (await m.loss(TokenIds.fromHost(dev, ids, [B, T]), TokenIds.fromHost(dev, tg, [B, T])))
+        .item(),
+  );
+  m.dispose();
+  return l;
+}
+
+Deno.test(
+  "a GPT-2 exported as F16 or BF16 evaluates to its F32 loss within the format's tolerance",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const m = Gpt.serial(dev, cfg, 4);
+    const w = await paramsToHost(m.namedParams());
+    m.dispose();
+    const r = prng(5);
+    const ids = Int32Array.from({ length: 16 }, () => Math.floor(r() * cfg.vocabSize));
+    const tg = Int32Array.from({ length: 16 }, () => Math.floor(r() * cfg.vocabSize));
+    const loss: Record<string, number> = {};
+    for (const dtype of ["F32", "F16", "BF16"] as const) {
+      await writeHfGpt2(join(dir, dtype), cfg, (n) => w.get(n), undefined, dtype);
+      const f = await SafetensorsFile.read(join(dir, dtype, "model.safetensors"));
+      strictEqual(f.info("transformer.wte.weight").dtype, dtype);
+      const config = JSON.parse(await Deno.readTextFile(join(dir, dtype, "config.json")));
+      if (dtype !== "F32") {
+        strictEqual(config.torch_dtype, dtype === "F16" ? "float16" : "bfloat16");
+      }
+      // the stored values are the f32 weights rounded to the format
+      const wte = w.get("wte.weight")!.data.subarray(0, cfg.vocabSize * cfg.hiddenSize);
+      const want = dtype === "F32" ? wte : roundToHalf(wte, dtype === "F16" ? "fp16" : "bf16");
+      deepStrictEqual(f.floats("transformer.wte.weight"), Float32Array.from(want));
+      loss[dtype] = await lossOfHf(join(dir, dtype), ids, tg);
+    }
+    // fp16 keeps 11 significant bits (relative error ≤ 2^-11 per weight), bf16 8 (≤ 2^-8).
+    const rel = (x: number) => Math.abs(x - loss.F32) / loss.F32;
+    ok(rel(loss.F16) < 2e-3, `F16 loss ${loss.F16} vs F32 ${loss.F32}`);
+    ok(rel(loss.BF16) < 1e-2, `BF16 loss ${loss.BF16} vs F32 ${loss.F32}`);
+    ok(
+      loss.F16 !== loss.F32 || loss.BF16 !== loss.F32,
+      "the 16-bit exports should differ slightly",
+    );
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuTest, async () => {
+  const dir = await Deno.makeTempDir();
+  const m = Gpt.serial(dev, cfg, 6);
+  await saveCheckpoint(join(dir, "ck"), {
+    iteration: 3,
+    params: m.namedParams(),
+    ...gptCheckpointInfo(m.config),
+  });
+  m.dispose();
+  for (const dtype of ["F16", "BF16"] as const) {
+    const out = join(dir, dtype);
+    await Deno.mkdir(out);
+    const line = await exportHf(join(dir, "ck"), out, undefined, undefined, dtype);
+    ok(line.endsWith(`as ${dtype}`), line);
+    const f = await SafetensorsFile.read(join(out, "model.safetensors"));
+    for (const n of f.tensors.keys()) strictEqual(f.info(n).dtype, dtype, n);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
