@@ -55,13 +55,33 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * No socket listens on `port` (Linux: /proc/net/tcp{,6}, state 0A). A probe
+ * `listen` would also fail when an unrelated process's outgoing connection
+ * happens to use the port as its ephemeral local port, which other tests
+ * running at the same time make likely; a listener is what a surviving rank
+ * or store would hold.
+ */
 function portFree(port: number): boolean {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  let tables: string[];
   try {
-    Deno.listen({ hostname: "127.0.0.1", port }).close();
-    return true;
+    tables = ["/proc/net/tcp", "/proc/net/tcp6"].map((f) => Deno.readTextFileSync(f));
   } catch {
-    return false;
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return true;
+    } catch {
+      return false;
+    }
   }
+  for (const table of tables) {
+    for (const line of table.split("\n").slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      if (state === "0A" && local?.endsWith(hex)) return false;
+    }
+  }
+  return true;
 }
 
 interface Run {
