@@ -33,6 +33,7 @@ import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError, wasGiven } from "./flags.ts";
 import { formatValidationLines, stderrProgress } from "./log.ts";
+import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
 
 /** Every flag of `deno task eval`. */
@@ -45,6 +46,11 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   },
   "load": { type: "string", help: "checkpoint directory written by --save" },
   "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
+  "use-checkpoint-args": {
+    type: "boolean",
+    help:
+      "GPT: take --seq-length and --tokenizer from the --load checkpoint when not given (the shape always comes from it)",
+  },
   "init-from-hf": {
     type: "string",
     help: "Hugging Face GPT-2 or BERT directory (config.json + model.safetensors)",
@@ -190,6 +196,12 @@ export async function loadGpt(
       `${path}: holds a ${meta.model?.arch ?? "model of unknown type"}, not a GPT`,
     );
   }
+  if (f["use-checkpoint-args"]) {
+    const saved = savedCheckpointArgs(meta);
+    for (const name of ["seq-length", "tokenizer"]) {
+      if (!wasGiven(f, name) && saved[name] !== undefined) f[name] = saved[name];
+    }
+  }
   const config = meta.model.config as unknown as GptConfig;
   const model = new Gpt(layers, config, { seed: 0 });
   await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place, progress });
@@ -226,6 +238,9 @@ export function validateEvalFlags(f: FlagValues): void {
     throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
   }
   if (!f["data-path"]) throw new UsageError("--data-path is required");
+  if (f["use-checkpoint-args"] && !f.load) {
+    throw new UsageError("--use-checkpoint-args takes the arguments from --load DIR; pass it");
+  }
   const tp = f["tensor-model-parallel-size"] as number;
   const nproc = f["nproc-per-node"] as number | undefined;
   if (nproc !== undefined && nproc !== tp) {

@@ -73,6 +73,39 @@ Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker
   const noLoad = await runCli("cli/train.ts", ["--use-checkpoint-args"]);
   strictEqual(noLoad.code, 2);
   match(noLoad.stderr, /--use-checkpoint-args needs --load/);
+
+  // eval takes the saved sequence length and tokenizer; an explicit flag wins.
+  const text = `${dir}/eval.txt`;
+  await Deno.writeTextFile(text, "It was the best of times, it was the worst. ".repeat(8));
+  const ev = await runCli("cli/eval.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--data-path",
+    text,
+  ]);
+  strictEqual(ev.code, 0, ev.stderr);
+  match(ev.stdout, /tokenizer byte\).*seq length 16/);
+  const ev8 = await runCli("cli/eval.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--seq-length",
+    "8",
+    "--data-path",
+    text,
+  ]);
+  strictEqual(ev8.code, 0, ev8.stderr);
+  match(ev8.stdout, /seq length 8/);
+  const evNoLoad = await runCli("cli/eval.ts", [
+    "--use-checkpoint-args",
+    "--init-from-hf",
+    dir,
+    "--data-path",
+    text,
+  ]);
+  strictEqual(evNoLoad.code, 2);
+  match(evNoLoad.stderr, /--use-checkpoint-args takes the arguments from --load/);
   await Deno.remove(dir, { recursive: true });
 });
 
