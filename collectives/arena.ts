@@ -46,7 +46,7 @@ export class Arena {
 
   /** The current buffer (a new object after growth; older views stay valid). */
   get buffer(): SharedArrayBuffer {
-    const b = this.memory.buffer as SharedArrayBuffer;
+    const b = this.memory.buffer as unknown as SharedArrayBuffer;
     this.#buffers.add(b);
     return b;
   }

@@ -1,16 +1,19 @@
 /**
- * WebGPU backends: Deno's built-in WebGPU (wgpu) and Dawn through npm `webgpu`.
- * Both expose the standard `GPU` interface; the rest of core takes that object
- * and never reaches for `navigator.gpu` itself.
+ * WebGPU backends: Deno's built-in WebGPU (wgpu), Dawn through npm `webgpu`, and
+ * a web browser's own `navigator.gpu` (page or Worker). All expose the standard
+ * `GPU` interface; the rest of core takes that object and never reaches for
+ * `navigator.gpu` itself. In a browser every backend name resolves to
+ * `navigator.gpu`, and nothing Deno- or npm-specific is loaded (Dawn is a
+ * dynamic import, made only when asked for outside a browser).
  * @module
  */
 
 import { importDawn } from "../deps.ts";
 
 /** The WebGPU implementations this project can run on. */
-export type BackendName = "deno" | "dawn";
+export type BackendName = "deno" | "dawn" | "browser";
 
-/** All backends. */
+/** All backends selectable on the command line (a browser has only its own, `"browser"`). */
 export const BACKENDS: readonly BackendName[] = ["deno", "dawn"];
 
 /**
@@ -52,7 +55,9 @@ export class NoAdapterError extends Error {
   constructor(readonly backend: BackendName, detail: string) {
     super(
       `No WebGPU adapter from the ${backend} backend (${detail}).\n` +
-        (backend === "deno"
+        (backend === "browser"
+          ? ""
+          : backend === "deno"
           ? "  Deno's WebGPU needs a Vulkan (Linux), Metal (macOS) or DX12 (Windows) driver.\n" +
             "  Without a GPU, install Mesa's software Vulkan driver (lavapipe):\n" +
             "    sudo apt-get install -y mesa-vulkan-drivers\n" +
@@ -266,8 +271,41 @@ function defaultDawnOptions(): string[] {
   return ["backend=opengl"];
 }
 
-/** Returns the provider for `backend`. */
+/** True in a web browser (a page or a Worker): no `Deno` global, a `navigator`. */
+export function inBrowser(): boolean {
+  return !("Deno" in globalThis) && typeof globalThis.navigator !== "undefined";
+}
+
+/**
+ * The browser's own WebGPU (`navigator.gpu`, in a page or a Worker), or a
+ * {@link NoAdapterError} saying how to enable it.
+ */
+export function browserGPU(): GPUProvider {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) {
+    throw new NoAdapterError(
+      "browser",
+      "navigator.gpu is undefined: this browser has no WebGPU, or it is turned off. Chrome and " +
+        "Edge 113+ have it on secure origins (https or localhost); on Linux start Chrome with " +
+        "--enable-unsafe-webgpu --enable-features=Vulkan, or enable chrome://flags/#enable-unsafe-webgpu; " +
+        "Firefox 141+ and Safari 26+ have it too",
+    );
+  }
+  return { backend: "browser", gpu, adapterOptions: { powerPreference: "high-performance" } };
+}
+
+/**
+ * Returns the provider for `backend`. In a browser every name gives the
+ * browser's own WebGPU ({@link browserGPU}): it is the only one there.
+ */
 export function gpuProvider(backend: BackendName): Promise<GPUProvider> {
+  if (backend === "browser" || inBrowser()) {
+    try {
+      return Promise.resolve(browserGPU());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
   if (backend === "deno") return Promise.resolve(denoGPU());
   if (backend === "dawn") return dawnGPU();
   throw new Error(`unknown backend "${backend}": expected one of ${BACKENDS.join(", ")}`);

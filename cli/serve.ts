@@ -1,0 +1,150 @@
+/**
+ * `deno task serve`: the browser trainer (web/) on a small static server. The
+ * page and its rank Worker are TypeScript, bundled for the browser at start-up
+ * by `deno bundle` (esbuild) into `.cache/web/`; the corpus is the vendored
+ * Moby Dick. Every response carries `Cross-Origin-Opener-Policy: same-origin`
+ * and `Cross-Origin-Embedder-Policy: require-corp`, which make the page
+ * cross-origin isolated, so `SharedArrayBuffer` (the collectives' shared memory)
+ * exists. Listens on 127.0.0.1 unless `--host` says otherwise.
+ * @module
+ */
+
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { handled } from "./errors.ts";
+import { type FlagSpec, parseCommandLine } from "./flags.ts";
+
+/** Every flag of `deno task serve`. */
+export const SERVE_FLAGS: Record<string, FlagSpec> = {
+  "port": { type: "int", default: 8000, min: 0, help: "port to listen on (0: any free port)" },
+  "host": {
+    type: "string",
+    default: "127.0.0.1",
+    help: "address to listen on (0.0.0.0 exposes the page to the network)",
+  },
+};
+
+const USAGE = `Usage: deno task serve [--port 8000] [--host 127.0.0.1]
+
+Serves the browser trainer: open the printed URL in a browser with WebGPU (Chrome or Edge 113+;
+on Linux start Chrome with --enable-unsafe-webgpu --enable-features=Vulkan), pick a model size,
+tensor-parallel size, steps and learning rate, and press Train. The page and its Worker are bundled
+from web/*.ts with deno bundle at start-up (into .cache/web/).`;
+
+const root = new URL("../", import.meta.url);
+const OUT = new URL(".cache/web/", root);
+
+/** Headers on every response: cross-origin isolation (SharedArrayBuffer) and no caching. */
+export const ISOLATION_HEADERS: Readonly<Record<string, string>> = {
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "require-corp",
+  "Cross-Origin-Resource-Policy": "same-origin",
+  "Cache-Control": "no-store",
+};
+
+/** Path → [file, content type]. */
+const ROUTES: Record<string, [URL, string]> = {
+  "/": [new URL("web/index.html", root), "text/html; charset=utf-8"],
+  "/index.html": [new URL("web/index.html", root), "text/html; charset=utf-8"],
+  "/app.js": [new URL("app.js", OUT), "text/javascript; charset=utf-8"],
+  "/app.js.map": [new URL("app.js.map", OUT), "application/json"],
+  "/worker.js": [new URL("worker.js", OUT), "text/javascript; charset=utf-8"],
+  "/worker.js.map": [new URL("worker.js.map", OUT), "application/json"],
+  "/data/moby_dick.txt": [new URL("data/assets/moby_dick.txt", root), "text/plain; charset=utf-8"],
+};
+
+/**
+ * Bundles web/app.ts and web/worker.ts for the browser into `.cache/web/`.
+ * npm packages stay external: the only ones the graph names are Dawn and
+ * GPT-2's tokenizer, dynamic imports a browser never makes (core/gpu.ts,
+ * data/gpt2_tokenizer.ts). The Node built-ins that the library's file-system
+ * paths name map to stand-ins (web/import_map.json, web/shims/node.ts).
+ * Returns the milliseconds it took.
+ */
+export async function bundleWeb(): Promise<number> {
+  const t0 = performance.now();
+  await Deno.mkdir(OUT, { recursive: true });
+  for (const name of ["app", "worker"]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "bundle",
+        "--quiet",
+        "--platform",
+        "browser",
+        "--external",
+        "npm:*",
+        "--import-map",
+        fromFileUrl(new URL("web/import_map.json", root)),
+        "--sourcemap",
+        "linked",
+        "-o",
+        fromFileUrl(new URL(`${name}.js`, OUT)),
+        fromFileUrl(new URL(`web/${name}.ts`, root)),
+      ],
+      cwd: fromFileUrl(root),
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `deno bundle web/${name}.ts failed:\n${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+  }
+  return performance.now() - t0;
+}
+
+/** Answers one request. */
+export async function handle(req: Request): Promise<Response> {
+  const path = new URL(req.url).pathname;
+  const route = ROUTES[path];
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    return new Response("method not allowed\n", { status: 405, headers: ISOLATION_HEADERS });
+  }
+  if (!route) {
+    return new Response(`not found: ${path}\n`, {
+      status: 404,
+      headers: { ...ISOLATION_HEADERS, "content-type": "text/plain" },
+    });
+  }
+  try {
+    const body = await Deno.readFile(route[0]);
+    return new Response(req.method === "HEAD" ? null : body, {
+      headers: { ...ISOLATION_HEADERS, "content-type": route[1] },
+    });
+  } catch (e) {
+    return new Response(`cannot read ${path}: ${(e as Error).message}\n`, {
+      status: 500,
+      headers: { ...ISOLATION_HEADERS, "content-type": "text/plain" },
+    });
+  }
+}
+
+/** Runs the command line; resolves when the server stops (on SIGINT/SIGTERM). */
+export function main(args: string[]): Promise<number> {
+  return handled(args, async () => {
+    const f = parseCommandLine(args, SERVE_FLAGS, USAGE);
+    if (typeof f === "number") return f;
+    const ms = await bundleWeb();
+    console.log(`bundled web/app.ts and web/worker.ts in ${(ms / 1000).toFixed(1)} s`);
+    const ac = new AbortController();
+    const server = Deno.serve({
+      port: f.port as number,
+      hostname: f.host as string,
+      signal: ac.signal,
+      onListen: ({ hostname, port }) => {
+        const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+        console.log(`serving the browser trainer at http://${shown}:${port}/ (Ctrl-C stops)`);
+      },
+    }, handle);
+    const stop = () => ac.abort();
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      try {
+        Deno.addSignalListener(sig, stop);
+      } catch { /* not on this platform */ }
+    }
+    await server.finished;
+    return 0;
+  });
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

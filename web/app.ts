@@ -1,0 +1,321 @@
+/// <reference lib="dom" />
+/**
+ * The page: a form, one Worker per tensor-parallel rank (web/worker.ts), a live
+ * loss chart, throughput, streamed samples, stop, and the trained model as
+ * Hugging Face GPT-2 files. `globalThis.megatron` holds the run's numbers (the
+ * browser test reads them).
+ * @module
+ */
+
+import { Arena } from "../collectives/arena.ts";
+import { checkpointFiles } from "./checkpoint.ts";
+import { gptConfigOf, type RunConfig, type ShardMessage, type WorkerEvent } from "./protocol.ts";
+
+/** Model sizes on offer (byte tokens). */
+const SIZES: Record<
+  string,
+  Pick<
+    RunConfig,
+    "numLayers" | "hiddenSize" | "numHeads" | "seqLength" | "batch" | "evalIters" | "sampleTokens"
+  >
+> = {
+  tiny: {
+    numLayers: 1,
+    hiddenSize: 64,
+    numHeads: 4,
+    seqLength: 32,
+    batch: 4,
+    evalIters: 2,
+    sampleTokens: 48,
+  },
+  small: {
+    numLayers: 2,
+    hiddenSize: 128,
+    numHeads: 4,
+    seqLength: 64,
+    batch: 8,
+    evalIters: 4,
+    sampleTokens: 120,
+  },
+  medium: {
+    numLayers: 4,
+    hiddenSize: 256,
+    numHeads: 8,
+    seqLength: 128,
+    batch: 8,
+    evalIters: 4,
+    sampleTokens: 160,
+  },
+};
+
+/** What the page exposes about the current run. */
+interface RunState {
+  config: RunConfig | null;
+  adapter: string;
+  params: number;
+  losses: number[];
+  val: { step: number; loss: number }[];
+  msPerStep: number[];
+  /** ms since navigation start when the page started running its script / the first step ended. */
+  scriptAt: number;
+  trainPressedAt: number;
+  firstStepAt: number;
+  samples: string[];
+  done: boolean;
+  stopped: boolean;
+  error: string | null;
+}
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const state: RunState = {
+  config: null,
+  adapter: "",
+  params: 0,
+  losses: [],
+  val: [],
+  msPerStep: [],
+  scriptAt: performance.now(),
+  trainPressedAt: NaN,
+  firstStepAt: NaN,
+  samples: [],
+  done: false,
+  stopped: false,
+  error: null,
+};
+(globalThis as unknown as { megatron: RunState }).megatron = state;
+
+let workers: Worker[] = [];
+let stopWord: Int32Array | null = null;
+
+function log(line: string): void {
+  $("log").textContent += line + "\n";
+}
+
+function noWebGpu(): string | null {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    return "This browser has no WebGPU (navigator.gpu is undefined), so it cannot train here. " +
+      "Chrome and Edge 113+ have it on by default on Windows, macOS and ChromeOS; on Linux start " +
+      "Chrome with --enable-unsafe-webgpu --enable-features=Vulkan (or turn on " +
+      "chrome://flags/#enable-unsafe-webgpu). Firefox 141+ (Windows) and Safari 26+ have it too. " +
+      "WebGPU needs a secure origin: https, or http://localhost / 127.0.0.1.";
+  }
+  return null;
+}
+
+function readConfig(): RunConfig {
+  const size = SIZES[$<HTMLSelectElement>("size").value] ?? SIZES.small;
+  const steps = Math.max(1, Math.floor(Number($<HTMLInputElement>("steps").value) || 1));
+  return {
+    ...size,
+    steps,
+    lr: Number($<HTMLInputElement>("lr").value) || 3e-3,
+    tp: Number($<HTMLSelectElement>("tp").value) === 2 ? 2 : 1,
+    evalInterval: Math.max(5, Math.round(steps / 10)),
+    sampleInterval: Math.max(0, Math.floor(Number($<HTMLInputElement>("sampleEvery").value) || 0)),
+    prompt: "Call me ",
+    dropout: 0.1,
+    seed: 1234,
+  };
+}
+
+// ---- the chart ----
+const W = 940, H = 280, PAD = 34;
+
+function drawChart(): void {
+  const svg = $("chart");
+  const c = state.config;
+  if (!c) return;
+  const all = [...state.losses, ...state.val.map((v) => v.loss)].filter(Number.isFinite);
+  if (all.length === 0) return;
+  const lo = Math.max(0, Math.min(...all) - 0.1), hi = Math.max(...all) + 0.1;
+  const x = (s: number) => PAD + (W - PAD - 8) * (s / Math.max(1, c.steps));
+  const y = (v: number) => 8 + (H - PAD - 8) * (1 - (v - lo) / (hi - lo));
+  const line = (pts: [number, number][]) =>
+    pts.map(([s, v]) => `${x(s).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  const train = state.losses.map((v, i) => [i + 1, v] as [number, number]);
+  const val = state.val.map((v) => [v.step, v.loss] as [number, number]);
+  let ticks = "";
+  for (let k = 0; k <= 4; k++) {
+    const v = lo + (hi - lo) * k / 4;
+    ticks += `<line x1="${PAD}" x2="${W - 8}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/>` +
+      `<text x="2" y="${y(v) + 4}" font-size="11" fill="#777">${v.toFixed(2)}</text>`;
+  }
+  ticks +=
+    `<text x="${W - 8}" y="${
+      H - 6
+    }" font-size="11" fill="#777" text-anchor="end">step ${c.steps}</text>` +
+    `<text x="${PAD}" y="${H - 6}" font-size="11" fill="#777">0</text>`;
+  svg.innerHTML = ticks +
+    `<polyline fill="none" stroke="#4a7bd0" stroke-width="1.5" points="${line(train)}"/>` +
+    `<polyline fill="none" stroke="#d0542c" stroke-width="2" points="${line(val)}"/>` +
+    val.map(([s, v]) => `<circle cx="${x(s)}" cy="${y(v)}" r="3" fill="#d0542c"/>`).join("");
+}
+
+// ---- a run ----
+function setRunning(on: boolean): void {
+  $<HTMLButtonElement>("train").disabled = on;
+  $<HTMLButtonElement>("stop").disabled = !on;
+}
+
+function finish(): void {
+  for (const w of workers) w.terminate();
+  workers = [];
+  setRunning(false);
+}
+
+function offerDownloads(config: RunConfig, ranks: ShardMessage[][]): void {
+  const files = checkpointFiles(gptConfigOf(config), ranks);
+  const p = $("downloads");
+  p.textContent = "Download checkpoint (Hugging Face GPT-2; put both files in one folder, then " +
+    "deno task eval --init-from-hf FOLDER --data-path data/assets/moby_dick.txt): ";
+  for (const [name, bytes] of Object.entries(files)) {
+    const a = document.createElement("a");
+    a.className = "dl";
+    a.download = name;
+    a.textContent = `${name} (${(bytes.length / 1024).toFixed(0)} KiB)`;
+    a.href = URL.createObjectURL(
+      new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }),
+    );
+    p.appendChild(a);
+  }
+}
+
+function start(config: RunConfig): void {
+  Object.assign(state, {
+    config,
+    losses: [],
+    val: [],
+    msPerStep: [],
+    samples: [],
+    trainPressedAt: performance.now(),
+    firstStepAt: NaN,
+    done: false,
+    stopped: false,
+    error: null,
+  });
+  $("log").textContent = "";
+  $("sample").textContent = "";
+  $("downloads").textContent = "";
+  $<HTMLProgressElement>("progress").value = 0;
+  setRunning(true);
+  if (config.tp > 1 && !crossOriginIsolated) {
+    fail(
+      "tensor parallelism needs SharedArrayBuffer, which needs a cross-origin-isolated page " +
+        "(Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp; " +
+        "deno task serve sends both)",
+    );
+    return;
+  }
+  const arena = Arena.create();
+  stopWord = new Int32Array(new SharedArrayBuffer(4));
+  const shards: ShardMessage[][] = [];
+  let finished = 0;
+  for (let rank = 0; rank < config.tp; rank++) {
+    const w = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    w.onerror = (e) => fail(`rank ${rank}: ${e.message}`);
+    w.onmessage = (e: MessageEvent<WorkerEvent>) => {
+      const m = e.data;
+      if (m.type === "done") {
+        shards[m.rank] = m.shards;
+        state.stopped = m.stopped;
+        if (++finished === config.tp) {
+          state.done = true;
+          log(m.stopped ? `stopped after step ${state.losses.length}` : "done");
+          finish();
+          offerDownloads(config, shards);
+        }
+      } else onEvent(m);
+    };
+    w.postMessage({
+      type: "init",
+      rank,
+      config,
+      memory: arena.memory,
+      corpusUrl: new URL("./data/moby_dick.txt", location.href).href,
+      stop: stopWord,
+    });
+    workers.push(w);
+  }
+  log(`started ${config.tp} worker${config.tp > 1 ? "s" : ""} (one per tensor-parallel rank)`);
+}
+
+function fail(message: string): void {
+  if (state.error) return;
+  state.error = message;
+  console.error(message);
+  log(`error: ${message}`);
+  finish();
+}
+
+function onEvent(m: WorkerEvent): void {
+  const c = state.config!;
+  switch (m.type) {
+    case "ready":
+      state.adapter = m.adapter;
+      state.params = m.params;
+      if (m.rank === 0) {
+        log(
+          `rank 0: ${m.adapter} | ${m.params.toLocaleString()} parameters | ready after ` +
+            `${(m.msSetup / 1000).toFixed(1)} s`,
+        );
+      }
+      break;
+    case "step": {
+      if (state.losses.length === 0) {
+        state.firstStepAt = performance.now();
+        $("s-first").textContent = `${(state.firstStepAt / 1000).toFixed(1)} s`;
+      }
+      state.losses.push(m.loss);
+      state.msPerStep.push(m.ms);
+      const recent = state.msPerStep.slice(Math.max(1, state.msPerStep.length - 20));
+      const ms = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : m.ms;
+      $("s-step").textContent = `${m.step}/${c.steps}`;
+      $("s-loss").textContent = m.loss.toFixed(4);
+      $("s-ms").textContent = ms.toFixed(1);
+      $("s-tps").textContent = Math.round(m.tokens / (ms / 1000)).toLocaleString();
+      $<HTMLProgressElement>("progress").value = m.step / c.steps;
+      drawChart();
+      break;
+    }
+    case "val":
+      state.val.push({ step: m.step, loss: m.loss });
+      $("s-val").textContent = m.loss.toFixed(4);
+      drawChart();
+      break;
+    case "sample-start":
+      $("sample-at").textContent = `(after step ${m.step}, temperature 0.8, top-p 0.95)`;
+      $("sample").textContent = m.prompt;
+      state.samples.push(m.prompt);
+      break;
+    case "sample-token":
+      $("sample").textContent += m.text;
+      state.samples[state.samples.length - 1] += m.text;
+      break;
+    case "sample-end":
+      break;
+    case "error":
+      fail(`rank ${m.rank}: ${m.message}`);
+      break;
+  }
+}
+
+function main(): void {
+  const why = noWebGpu();
+  if (why) {
+    const box = $("nogpu");
+    box.style.display = "block";
+    box.textContent = why;
+    $<HTMLButtonElement>("train").disabled = true;
+    return;
+  }
+  $("form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    start(readConfig());
+  });
+  $("stop").addEventListener("click", () => {
+    if (stopWord) Atomics.store(stopWord, 0, 1);
+    log("stopping after this step …");
+  });
+}
+
+main();

@@ -1,0 +1,178 @@
+/**
+ * One tensor-parallel rank of the browser trainer, in its own Web Worker with
+ * its own `GPUDevice`: the same Device, kernels, GPT, trainer and collectives as
+ * `deno task train`, with the ranks of the page joined over the shared-memory
+ * transport (a `WebAssembly.Memory` the page creates and posts to every rank).
+ * Rank 0 reports steps, validation and samples to the page; every rank returns
+ * its parameter shards at the end, from which the page builds the checkpoint.
+ * @module
+ */
+
+import { Arena } from "../collectives/arena.ts";
+import { Communicator } from "../collectives/group.ts";
+import { parallelGroups } from "../collectives/layout.ts";
+import { Device } from "../core/device.ts";
+import { TokenIds } from "../core/token_ids.ts";
+import { ByteTokenizer } from "../data/byte_tokenizer.ts";
+import { evalBatches, GptBatchSampler, type LmBatch } from "../data/gpt_batches.ts";
+import { DataRng } from "../data/rng.ts";
+import { paramsToHost } from "../models/checkpoint/host.ts";
+import { generate } from "../models/generate.ts";
+import { Gpt } from "../models/gpt.ts";
+import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
+import { RngTracker } from "../models/parallel/random.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { Trainer } from "../models/trainer.ts";
+import { TextStream } from "../cli/text_stream.ts";
+import { gptConfigOf, type InitMessage, type ShardMessage, type WorkerEvent } from "./protocol.ts";
+
+const scope = self as unknown as {
+  postMessage(m: unknown, transfer?: Transferable[]): void;
+  onmessage: ((e: MessageEvent<InitMessage>) => void) | null;
+};
+
+function post(e: WorkerEvent, transfer?: Transferable[]): void {
+  scope.postMessage(e, transfer);
+}
+
+async function run(init: InitMessage): Promise<void> {
+  const t0 = performance.now();
+  const c = init.config;
+  const rank = init.rank;
+  const say = rank === 0;
+  const bytes = new Uint8Array(await (await fetch(init.corpusUrl)).arrayBuffer());
+  const tokenizer = new ByteTokenizer();
+  const ids = tokenizer.encodeBytes(bytes);
+  const cut = Math.floor(ids.length * 0.9);
+  const train = ids.subarray(0, cut), val = ids.subarray(cut);
+
+  const comm = await Communicator.create({
+    rank,
+    world: c.tp,
+    localRanks: Array.from({ length: c.tp }, (_, i) => i),
+    arena: new Arena(init.memory),
+    timeoutMs: 120_000,
+  });
+  const { tp: group, dp } = parallelGroups(comm.worldGroup(), c.tp);
+  const device = await Device.create();
+  try {
+    const parallel = new TensorParallelLayers(device, group);
+    const rng = new RngTracker(c.seed, rank, 0);
+    const model = new Gpt(parallel, gptConfigOf(c), { seed: c.seed, rng });
+    const trainer = new Trainer(device, model, {
+      schedule: {
+        lr: c.lr,
+        minLr: c.lr / 10,
+        warmupIters: Math.max(1, Math.round(c.steps / 20)),
+        decayIters: c.steps,
+        style: "cosine",
+      },
+      clipGrad: 1,
+      hooks: hybridHooks(device, { tp: group, dp }),
+      countsInNorm: countsInNorm(rank),
+    });
+    const sampler = new GptBatchSampler(train, {
+      batchSize: c.batch,
+      seqLength: c.seqLength,
+      seed: c.seed,
+    });
+    const validation = [...evalBatches(val, c.batch, c.seqLength, { maxBatches: c.evalIters })];
+    const lossOf = (b: LmBatch) => {
+      const shape = [b.batchSize, b.seqLength];
+      return model.loss(
+        TokenIds.fromHost(device, b.inputs, shape),
+        TokenIds.fromHost(device, b.targets, shape),
+      );
+    };
+    const params = model.namedParams().reduce(
+      (s, [, p]) => s + p.tensor.size * (p.partitionDim === null ? 1 : c.tp),
+      0,
+    );
+    const s = device.summary();
+    post({
+      type: "ready",
+      rank,
+      adapter: `${s.name}${s.isFallback ? " (software)" : ""}`,
+      params,
+      msSetup: performance.now() - t0,
+    });
+
+    const stopFlag = group.alloc(1);
+    const sample = async (step: number) => {
+      const prompt = c.prompt || "\n";
+      if (say) post({ type: "sample-start", step, prompt });
+      const stream = new TextStream(tokenizer);
+      const r = new DataRng(c.seed + step);
+      for await (
+        const t of generate(model, Array.from(tokenizer.encode(prompt)), {
+          maxNewTokens: c.sampleTokens,
+          temperature: 0.8,
+          topP: 0.95,
+          uniform: () => r.nextFloat(),
+        })
+      ) {
+        const text = stream.push(t);
+        if (say && text) post({ type: "sample-token", text });
+      }
+      const rest = stream.flush();
+      if (say && rest) post({ type: "sample-token", text: rest });
+      if (say) post({ type: "sample-end" });
+    };
+
+    let stopped = false;
+    for (let it = 1; it <= c.steps; it++) {
+      const t1 = performance.now();
+      const r = await trainer.step(1, () => lossOf(sampler.next()));
+      const ms = performance.now() - t1;
+      if (say) {
+        post({
+          type: "step",
+          step: it,
+          loss: r.loss,
+          lr: r.lr,
+          gradNorm: r.gradNorm,
+          ms,
+          tokens: c.batch * c.seqLength,
+        });
+      }
+      if (!Number.isFinite(r.loss)) throw new Error(`the loss is ${r.loss} at step ${it}`);
+      // Every rank stops after the same step: the maximum of the flags they saw.
+      stopFlag[0] = Atomics.load(init.stop, 0);
+      if (c.tp > 1) await group.allReduce(stopFlag, "max");
+      stopped = stopFlag[0] > 0 && it < c.steps;
+      if (it % c.evalInterval === 0 || it === c.steps || stopped) {
+        const v = await trainer.evaluate(
+          validation.length,
+          (i) => lossOf(validation[i]),
+          1 / validation.length,
+        );
+        if (say) post({ type: "val", step: it, loss: v });
+      }
+      if (c.sampleTokens > 0 && c.sampleInterval > 0 && it % c.sampleInterval === 0) {
+        await sample(it);
+      }
+      if (stopped) break;
+    }
+    const host = await paramsToHost(model.namedParams());
+    const info = new Map(model.namedParams());
+    const shards: ShardMessage[] = [...host].map(([name, t]) => ({
+      name,
+      partitionDim: info.get(name)!.partitionDim,
+      blocks: info.get(name)!.partitionBlocks,
+      shape: t.shape,
+      data: t.data,
+    }));
+    post({ type: "done", rank, stopped, shards }, shards.map((x) => x.data.buffer as ArrayBuffer));
+  } finally {
+    await device.close();
+    comm.close();
+  }
+}
+
+scope.onmessage = (e: MessageEvent<InitMessage>) => {
+  scope.onmessage = null;
+  run(e.data).catch((err) => {
+    const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    post({ type: "error", rank: e.data.rank, message });
+  });
+};
