@@ -70,6 +70,22 @@ export interface SampleArgs {
   topP: number;
 }
 
+/** Mixed-precision settings. */
+export interface PrecisionArgs {
+  /** The 16-bit format (undefined: fp32 throughout). */
+  half?: "fp16" | "bf16";
+  /** A fixed loss scale (fp16). */
+  lossScale?: number;
+  /** The dynamic scale's start (fp16). */
+  initialLossScale: number;
+  /** The dynamic scale's floor (fp16). */
+  minLossScale: number;
+  /** Clean steps before the scale doubles (fp16). */
+  lossScaleWindow: number;
+  /** Overflowing steps tolerated before it halves (fp16). */
+  hysteresis: number;
+}
+
 /** Everything one rank of `deno task train` needs, typed. */
 export interface TrainArgs {
   /** The model to build. */
@@ -96,6 +112,8 @@ export interface TrainArgs {
   adam: { beta1: number; beta2: number; weightDecay: number };
   /** Seed for init, dropout and data order. */
   seed: number;
+  /** Mixed precision (`--fp16`/`--bf16` and the loss-scale flags). */
+  precision: PrecisionArgs;
   /** Data. */
   data: DataArgs;
   /** Checkpoint directory to write. */
@@ -194,6 +212,14 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       weightDecay: num(f, "weight-decay"),
     },
     seed: num(f, "seed"),
+    precision: {
+      half: f.fp16 ? "fp16" : f.bf16 ? "bf16" : undefined,
+      lossScale: opt(f, "loss-scale"),
+      initialLossScale: num(f, "initial-loss-scale"),
+      minLossScale: num(f, "min-loss-scale"),
+      lossScaleWindow: num(f, "loss-scale-window"),
+      hysteresis: num(f, "hysteresis"),
+    },
     data: {
       path: str(f, "data-path"),
       trainPath: str(f, "train-data-path"),

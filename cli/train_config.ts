@@ -98,6 +98,41 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "AdamW β2 (Megatron's and PyTorch's default; Megatron's GPT recipes use 0.95)",
   },
   "seed": { type: "int", default: 1234, min: 0, help: "seed for init, dropout and data order" },
+  "fp16": {
+    type: "boolean",
+    help: "mixed precision: fp16 gradients, fp32 master weights, dynamic loss scaling",
+    group: "Mixed precision",
+  },
+  "bf16": {
+    type: "boolean",
+    help: "mixed precision: bf16 gradients, fp32 master weights (no loss scaling)",
+  },
+  "loss-scale": {
+    type: "float",
+    help: "fp16: a fixed loss scale (default: dynamic)",
+  },
+  "initial-loss-scale": {
+    type: "float",
+    default: 2 ** 32,
+    help: "fp16: the dynamic scale's starting value",
+  },
+  "min-loss-scale": {
+    type: "float",
+    default: 1,
+    help: "fp16: the dynamic scale never halves below this",
+  },
+  "loss-scale-window": {
+    type: "int",
+    default: 1000,
+    min: 1,
+    help: "fp16: clean steps after which the dynamic scale doubles",
+  },
+  "hysteresis": {
+    type: "int",
+    default: 2,
+    min: 1,
+    help: "fp16: overflowing steps tolerated before the dynamic scale halves",
+  },
   "data-path": {
     type: "string",
     help: "text file, folder of .txt/.md, or .bin of uint16 ids (default: Moby Dick)",
@@ -248,6 +283,20 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
     const v = f[n] as number;
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
+  }
+  if (f.fp16 && f.bf16) throw new UsageError("give either --fp16 or --bf16, not both");
+  for (const n of ["loss-scale", "initial-loss-scale", "min-loss-scale"]) {
+    const v = f[n] as number | undefined;
+    if (v !== undefined && !(v > 0 && Number.isFinite(v))) {
+      throw new UsageError(`--${n} must be a positive number, got ${v}`);
+    }
+  }
+  if ((f["min-loss-scale"] as number) > (f["initial-loss-scale"] as number)) {
+    throw new UsageError(
+      `--min-loss-scale ${f["min-loss-scale"]} is above --initial-loss-scale ${
+        f["initial-loss-scale"]
+      }`,
+    );
   }
   for (const n of ["adam-beta1", "adam-beta2"]) {
     const v = f[n] as number;

@@ -21,6 +21,7 @@ import { trainingFlops } from "../models/flops.ts";
 import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { Trainer } from "../models/trainer.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, limitError } from "./limits.ts";
@@ -106,6 +107,16 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     : TensorParallelLayers.single(device);
   const rng = new RngTracker(a.seed, L.tpRank, L.dpRank);
   const task = await data.build({ parallel, rng, tpRank: L.tpRank, dp: L.dp });
+  const pr = a.precision;
+  const scaler = pr.half === "fp16"
+    ? new LossScaler({
+      fixed: pr.lossScale,
+      initial: pr.initialLossScale,
+      min: pr.minLossScale,
+      window: pr.lossScaleWindow,
+      hysteresis: pr.hysteresis,
+    })
+    : undefined;
   const trainer = new Trainer(device, task.model, {
     schedule: {
       lr: a.lr.peak,
@@ -120,6 +131,7 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
       ? hybridHooks(device, { tp: tpGroup!, dp: g.dp }, a.measureComm ? timer : undefined)
       : undefined,
     countsInNorm: countsInNorm(L.tpRank),
+    precision: { half: pr.half, scaler },
   });
   return { task, trainer, timer };
 }
@@ -128,10 +140,20 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
 interface SavedState {
   sampler?: unknown;
   rng?: RngOffsets;
+  /** The fp16 loss scaler's state. */
+  lossScaler?: LossScalerState;
+  /** Iterations skipped so far (overflowing gradients). */
+  skipped?: number;
 }
 
 /** Loads `a.load` into the task's model, the optimizer and the sampler; returns the iteration. */
-async function load<B>(a: TrainArgs, L: Layout, task: Task<B>, trainer: Trainer): Promise<number> {
+async function load<B>(
+  a: TrainArgs,
+  L: Layout,
+  task: Task<B>,
+  trainer: Trainer,
+  setSkipped: (n: number) => void,
+): Promise<number> {
   const r = await loadCheckpoint(a.load!, {
     params: task.model.namedParams(),
     optimizer: trainer.optimizer,
@@ -142,6 +164,8 @@ async function load<B>(a: TrainArgs, L: Layout, task: Task<B>, trainer: Trainer)
   const st = r.state as SavedState;
   if (st.sampler) task.restoreSampler(st.sampler);
   if (st.rng) restoreRngOffsets(task.model, st.rng);
+  if (typeof st.skipped === "number") setSkipped(st.skipped);
+  if (st.lossScaler) trainer.opts.precision?.scaler?.restore(st.lossScaler);
   L.log.say(
     `loaded ${r.path} (iteration ${r.iteration})${r.notes.length ? `: ${r.notes.join("; ")}` : ""}`,
   );
@@ -157,6 +181,7 @@ async function save<B>(
   trainer: Trainer,
   it: number,
   consumedTokens: number,
+  skipped: number,
 ): Promise<void> {
   if (L.log.isLogger) await task.saveExtras(a.save!);
   await saveCheckpoint(a.save!, {
@@ -173,6 +198,10 @@ async function save<B>(
       consumedTokens,
       sampler: task.samplerState(),
       rng: rngOffsets(task.model),
+      ...(trainer.opts.precision?.scaler
+        ? { lossScaler: trainer.opts.precision.scaler.state() }
+        : {}),
+      skipped,
       seed: a.seed,
       args: checkpointArgs(a),
     },
@@ -206,28 +235,40 @@ class LogWindow {
   norm = 0;
   steps = 0;
   comm = 0;
+  skipped = 0;
 
-  add(loss: number, norm: number, comm: number): void {
+  /** Adds a step (a skipped one's gradient norm, inf or NaN, stays out of the mean). */
+  add(loss: number, norm: number, comm: number, skipped = false): void {
     this.loss += loss;
-    this.norm += norm;
+    if (skipped) this.skipped++;
+    else this.norm += norm;
     this.comm += comm;
     this.steps++;
   }
 
   /** Mean ms per step, mean loss, mean gradient norm and comm share; then starts a new window. */
-  close(): { msPerIter: number; loss: number; gradNorm: number; commShare: number } {
+  close(): {
+    msPerIter: number;
+    loss: number;
+    gradNorm: number;
+    commShare: number;
+    skipped: number;
+  } {
     const msPerIter = (performance.now() - this.start) / this.steps;
+    const clean = this.steps - this.skipped;
     const out = {
       msPerIter,
       loss: this.loss / this.steps,
-      gradNorm: this.norm / this.steps,
+      gradNorm: clean > 0 ? this.norm / clean : NaN,
       commShare: this.comm / (msPerIter * this.steps),
+      skipped: this.skipped,
     };
     this.start = performance.now();
     this.loss =
       this.norm =
       this.steps =
       this.comm =
+      this.skipped =
         0;
     return out;
   }
@@ -286,7 +327,8 @@ async function runTask<B>(
         }`,
     );
 
-    const startIter = a.load ? await load(a, L, task, trainer) + 1 : 1;
+    let skippedTotal = 0;
+    const startIter = a.load ? await load(a, L, task, trainer, (n) => skippedTotal = n) + 1 : 1;
     // A resumed run appends to its log, dropping what the interrupted run wrote
     // past its checkpoint (those iterations run again).
     const json = log.isLogger && a.logJson
@@ -331,8 +373,9 @@ async function runTask<B>(
           nonFiniteLossMessage(r.loss, it, it === startIter, from, prev, a.clipGrad),
         );
       }
-      prev = { lr: r.lr, gradNorm: r.gradNorm };
-      window.add(r.loss, r.gradNorm, timer.ms - c0);
+      if (!r.skipped) prev = { lr: r.lr, gradNorm: r.gradNorm };
+      if (r.skipped) skippedTotal++;
+      window.add(r.loss, r.gradNorm, timer.ms - c0, r.skipped);
       // Signals (with --save: stop after this step, saved).
       if (stop && a.save) stoppedBy = await agreedStop(stop, stopFlag, dist);
       else if (stop) await new Promise((res) => setTimeout(res, 0));
@@ -346,6 +389,8 @@ async function runTask<B>(
         loss: r.loss,
         lr: r.lr,
         grad_norm: r.gradNorm,
+        loss_scale: r.lossScale,
+        skipped: r.skipped,
         tokens_per_s: (gb * T) / (ms / 1000),
         ms_per_iter: ms,
         consumed_tokens: it * gb * T,
@@ -369,7 +414,9 @@ async function runTask<B>(
               gflops: flopsPerIter / (w.msPerIter / 1000) / 1e9,
               lr: r.lr,
               loss: w.loss,
+              lossScale: r.lossScale,
               gradNorm: w.gradNorm,
+              skipped: w.skipped,
             }) + (a.measureComm ? ` comm: ${(100 * w.commShare).toFixed(1)}% |` : ""),
           );
         }
@@ -379,7 +426,7 @@ async function runTask<B>(
       }
       // Save.
       if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
-        await save(a, L, dist, task, trainer, it, it * gb * T);
+        await save(a, L, dist, task, trainer, it, it * gb * T, skippedTotal);
         if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
       }
       if (log.isLogger) progress.update(it);

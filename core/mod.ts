@@ -53,10 +53,22 @@ export {
   AdamW,
   type AdamWConfig,
   clipCoefficient,
+  type ClipScaling,
   gradSumSquares,
   learningRate,
   type LrSchedule,
 } from "./optim.ts";
 export { deriveSeed, type RngDraw, RngStream } from "./rng.ts";
+export {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  fromHalfBits,
+  type Half,
+  roundToHalf,
+  toHalfBits,
+} from "./half.ts";
+export type { HalfFormat } from "../kernels/half.ts";
 export { recompute } from "./recompute.ts";
 export type { KernelSource } from "../kernels/kernel.ts";

@@ -39,17 +39,25 @@ export function gradSumSquares(device: Device, params: readonly Tensor[]): Tenso
   return total;
 }
 
+/** Loss scaling seen by {@link clipCoefficient}. */
+export interface ClipScaling {
+  /** The loss scale the gradients carry (default 1); the coefficient divides it out. */
+  scale?: number;
+  /** Flag a non-finite norm (an inf/NaN gradient) so the update is skipped (default false). */
+  skipNonFinite?: boolean;
+}
+
 /**
- * From a squared norm, the clipping coefficient and the norm itself:
- * `[min(1, maxNorm/(norm+1e-6)), norm]` (coefficient 1 when `maxNorm ≤ 0`).
+ * From a squared norm of gradients that carry a loss scale `s` (default 1): the
+ * coefficient to multiply them by, the true norm, and the found-inf flag:
+ * `[min(1, maxNorm/(norm+1e-6))/s, norm, found]` (clipping off when `maxNorm ≤ 0`;
+ * `found` is 1 when `skipNonFinite` and the norm is inf or NaN: {@link AdamW.update}
+ * then leaves everything unchanged).
  */
-export function clipCoefficient(sumsq: Tensor, maxNorm: number): Tensor {
-  const out = Tensor.empty(sumsq.device, [2]);
-  sumsq.device.dispatch(clipCoefKernel(), [sumsq.binding, out.binding], clipCoefParams(maxNorm), [
-    1,
-    1,
-    1,
-  ]);
+export function clipCoefficient(sumsq: Tensor, maxNorm: number, scaling: ClipScaling = {}): Tensor {
+  const out = Tensor.empty(sumsq.device, [3]);
+  const params = clipCoefParams(maxNorm, 1 / (scaling.scale ?? 1), scaling.skipNonFinite ?? false);
+  sumsq.device.dispatch(clipCoefKernel(), [sumsq.binding, out.binding], params, [1, 1, 1]);
   return out;
 }
 
@@ -79,12 +87,14 @@ export class AdamW {
   /**
    * One update with learning rate `lr`; gradients are multiplied by `coef[0]`
    * (the clipping coefficient from {@link clipCoefficient}), or by 1 if absent.
+   * When `coef[2] ≠ 0` the kernels change nothing (a skipped step); the caller,
+   * who learns it when it reads `coef` back, then calls {@link unstep}.
    */
   update(lr: number, coef?: Tensor): void {
     if (this.params.length === 0) return;
     const device = this.params[0].tensor.device;
     this.step++;
-    const one = coef ? null : full(device, [1], 1);
+    const one = coef ? null : Tensor.fromArray(device, [1, 0, 0]);
     const c = coef ?? one!;
     for (const p of this.params) {
       const t = p.tensor;
@@ -108,6 +118,11 @@ export class AdamW {
       }
     }
     one?.dispose();
+  }
+
+  /** Takes back the step count of an update the GPU skipped (found-inf flag set). */
+  unstep(): void {
+    this.step--;
   }
 }
 

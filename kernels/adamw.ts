@@ -12,8 +12,10 @@ const WG = 256;
 /**
  * Per element, with `g = grad·coef[0]`:
  * `m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
- *  p = p − lr·wd·p − lr·(m/bc1)/(sqrt(v/bc2) + eps)`.
- * Bindings: param, grad, m, v, coef.
+ *  p = p − lr·wd·p − lr·(m/bc1)/(sqrt(v/bc2) + eps)`;
+ * nothing at all when `coef[2] ≠ 0` (a gradient overflowed: the step is skipped,
+ * leaving the weights and moments bit-identical). Bindings: param, grad, m, v,
+ * coef (3 values, from {@link clipCoefKernel}).
  */
 export function adamwKernel(): KernelSource {
   return {
@@ -29,7 +31,7 @@ struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32,
 @compute @workgroup_size(${WG})
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
-  if (i >= p.n) { return; }
+  if (i >= p.n || coef[2] != 0.0) { return; }
   let g = grad[i] * coef[0];
   let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
   let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
@@ -67,28 +69,34 @@ export function adamwDispatch(n: number, s: AdamWStep) {
 }
 
 /**
- * `coef[0] = min(1, maxNorm / (sqrt(sumsq[0]) + 1e-6))` and `norm[0] = sqrt(sumsq[0])`:
- * the global-norm clipping coefficient, on the GPU. `maxNorm ≤ 0` disables
- * clipping (coef 1). Bindings: sumsq, out (out[0] = coef, out[1] = norm).
+ * From the squared norm of gradients scaled by a loss scale `1/invScale`:
+ * `norm = sqrt(sumsq[0])·invScale` (the true norm),
+ * `out[0] = min(1, maxNorm / (norm + 1e-6))·invScale` (clip and unscale in one
+ * factor; `maxNorm ≤ 0` disables clipping), `out[1] = norm`, and `out[2] = 1`
+ * when `detect` is set and the sum is not finite (some gradient is inf or NaN:
+ * the optimizer skips the step), else 0. The test is on the bits, which no
+ * fast-math compiler can fold away. Bindings: sumsq, out (3 values).
  */
 export function clipCoefKernel(): KernelSource {
   return {
     key: "clipcoef",
     code: /* wgsl */ `
-struct P { maxNorm: f32, _a: u32, _b: u32, _c: u32 }
+struct P { maxNorm: f32, invScale: f32, detect: u32, _c: u32 }
 @group(0) @binding(0) var<storage, read> sumsq: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(1)
 fn main() {
-  let norm = sqrt(sumsq[0]);
-  out[0] = select(1.0, min(1.0, p.maxNorm / (norm + 1e-6)), p.maxNorm > 0.0);
+  let bad = (bitcast<u32>(sumsq[0]) & 0x7f800000u) == 0x7f800000u;
+  let norm = sqrt(sumsq[0]) * p.invScale;
+  out[0] = select(1.0, min(1.0, p.maxNorm / (norm + 1e-6)), p.maxNorm > 0.0) * p.invScale;
   out[1] = norm;
+  out[2] = select(0.0, 1.0, bad && p.detect != 0u);
 }`,
   };
 }
 
 /** Uniforms for {@link clipCoefKernel}. */
-export function clipCoefParams(maxNorm: number): ArrayBuffer {
-  return new Params(4).f32(maxNorm).u32(0).u32(0).u32(0).buffer;
+export function clipCoefParams(maxNorm: number, invScale = 1, detect = false): ArrayBuffer {
+  return new Params(4).f32(maxNorm).f32(invScale).u32(detect ? 1 : 0).u32(0).buffer;
 }

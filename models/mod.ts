@@ -59,6 +59,7 @@ export {
   Trainer,
   type TrainerOptions,
 } from "./trainer.ts";
+export { LossScaler, type LossScalerOptions, type LossScalerState } from "./loss_scale.ts";
 export { generate, type GenerateOptions, slideKeep } from "./generate.ts";
 export { sampleToken, type SamplingOptions } from "./sampling.ts";
 export { type FlopsShape, forwardFlops, trainingFlops } from "./flops.ts";

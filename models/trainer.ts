@@ -9,7 +9,7 @@
 import { backward, zeroGrad } from "../core/autograd.ts";
 import type { Device } from "../core/device.ts";
 import type { ParamInfo } from "../core/nn.ts";
-import { axpyInPlace, full } from "../core/ops/mod.ts";
+import { axpyInPlace, full, type HalfFormat, roundHalfInPlace } from "../core/ops/mod.ts";
 import {
   AdamW,
   type AdamWConfig,
@@ -19,6 +19,7 @@ import {
   type LrSchedule,
 } from "../core/optim.ts";
 import { type Tensor, tidy } from "../core/tensor.ts";
+import type { LossScaler } from "./loss_scale.ts";
 
 /** What a model offers the trainer. */
 export interface Trainable {
@@ -54,6 +55,13 @@ export interface TrainerOptions {
   hooks?: ParallelHooks;
   /** Which parameters count in the gradient norm on this rank (default: all). */
   countsInNorm?: (p: ParamInfo) => boolean;
+  /**
+   * Mixed precision: `half` rounds every gradient to that format after backward
+   * (16-bit gradients: an fp16 overflow becomes inf), `scaler` scales the loss
+   * before backward, divides the scale out in the clipping coefficient, and skips
+   * any step whose gradients hold an inf or NaN (fp16; bf16 needs none).
+   */
+  precision?: { half?: HalfFormat; scaler?: LossScaler };
 }
 
 /** The numbers one optimizer step reports. */
@@ -64,6 +72,10 @@ export interface StepResult {
   gradNorm: number;
   /** Learning rate used. */
   lr: number;
+  /** The loss scale after this step (1 without a scaler). */
+  lossScale: number;
+  /** Whether the step was skipped (a gradient overflowed; no update was made). */
+  skipped: boolean;
 }
 
 /** Runs optimizer steps for a model. */
@@ -98,6 +110,8 @@ export class Trainer {
     const params = this.#params.map((p) => p.tensor);
     this.model.train(true);
     const lr = learningRate(this.optimizer.step, this.opts.schedule);
+    const { half, scaler } = this.opts.precision ?? {};
+    const scale = scaler?.scale ?? 1;
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
@@ -105,20 +119,34 @@ export class Trainer {
         await tidy(device, async () => {
           const loss = await lossOf(i);
           axpyInPlace(lossSum, loss, inv);
-          await backward(loss, full(device, [1], inv));
+          await backward(loss, full(device, [1], inv * scale));
         });
       }
+      if (half) { for (const p of params) if (p.grad) roundHalfInPlace(p.grad, half); }
       if (this.opts.hooks?.allReduceGradients) await this.opts.hooks.allReduceGradients(params);
+      // An inf/NaN gradient on any rank makes the global squared norm inf/NaN on every
+      // rank (the data-parallel all-reduce sums gradients, the model-parallel one sums
+      // the squares): all ranks see the same found-inf flag and skip together.
       let sq = gradSumSquares(device, this.#normParams);
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
-      const coef = clipCoefficient(sq, this.opts.clipGrad);
+      const coef = clipCoefficient(sq, this.opts.clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);
       zeroGrad(params);
       const reported = this.opts.hooks?.averageLoss
         ? await this.opts.hooks.averageLoss(lossSum)
         : lossSum;
-      const [l, c] = await device.readMany([reported.binding, coef.binding]);
-      return { loss: new Float32Array(l)[0], gradNorm: new Float32Array(c)[1], lr };
+      const [l, cb] = await device.readMany([reported.binding, coef.binding]);
+      const c = new Float32Array(cb);
+      const skipped = c[2] !== 0;
+      if (skipped) this.optimizer.unstep();
+      scaler?.update(skipped);
+      return {
+        loss: new Float32Array(l)[0],
+        gradNorm: c[1],
+        lr,
+        lossScale: scaler?.scale ?? 1,
+        skipped,
+      };
     });
   }
 

@@ -12,3 +12,4 @@ export * from "./reduce.ts";
 export * from "./shape.ts";
 export * from "./parallel_xent.ts";
 export * from "./lm_head.ts";
+export * from "./half.ts";

@@ -1,0 +1,73 @@
+/**
+ * 16-bit storage ops (no autograd): f32 tensors packed to fp16 or bf16, two
+ * values per 32-bit word, unpacked back, or rounded in place to what 16-bit
+ * storage keeps (kernels/half.ts; the host twin is core/half.ts).
+ * @module
+ */
+
+import {
+  halfDispatch,
+  type HalfFormat,
+  packHalfKernel,
+  roundHalfKernel,
+  unpackHalfKernel,
+} from "../../kernels/half.ts";
+import { Tensor } from "../tensor.ts";
+import { subBinding } from "../windows.ts";
+import { elementWindows } from "./raw.ts";
+
+export type { HalfFormat } from "../../kernels/half.ts";
+
+/** Windows over `n` values whose starts are even and whose word offsets stay aligned. */
+function pairWindows(x: Tensor, n: number) {
+  const align = x.device.limits.minStorageBufferOffsetAlignment ?? 256;
+  return elementWindows(x.device, n, 2 * Math.max(1, align / 4));
+}
+
+/**
+ * `x` (f32) packed as `format`, two values per word: an i32-typed tensor of
+ * `ceil(size/2)` words holding the bits (half the bytes of `x`).
+ */
+export function packHalf(x: Tensor, format: HalfFormat): Tensor {
+  if (x.dtype !== "f32") throw new Error(`packHalf of a ${x.dtype} tensor`);
+  const words = Tensor.empty(x.device, [Math.max(1, Math.ceil(x.size / 2))], "i32");
+  for (const [s, c] of pairWindows(x, x.size)) {
+    const d = halfDispatch(c, true);
+    x.device.dispatch(
+      packHalfKernel(format),
+      [subBinding(x.binding, s, c), subBinding(words.binding, s / 2, Math.ceil(c / 2))],
+      d.params,
+      d.workgroups,
+    );
+  }
+  return words;
+}
+
+/** The f32 tensor of `shape` whose values `words` (from {@link packHalf}) hold. */
+export function unpackHalf(words: Tensor, shape: readonly number[], format: HalfFormat): Tensor {
+  const out = Tensor.empty(words.device, shape);
+  for (const [s, c] of pairWindows(out, out.size)) {
+    const d = halfDispatch(c);
+    words.device.dispatch(
+      unpackHalfKernel(format),
+      [subBinding(words.binding, s / 2, Math.ceil(c / 2)), subBinding(out.binding, s, c)],
+      d.params,
+      d.workgroups,
+    );
+  }
+  return out;
+}
+
+/** Rounds every value of `x` (f32) in place to `format` and back (overflow → ±∞). */
+export function roundHalfInPlace(x: Tensor, format: HalfFormat): void {
+  if (x.dtype !== "f32") throw new Error(`roundHalfInPlace of a ${x.dtype} tensor`);
+  for (const [s, c] of elementWindows(x.device, x.size)) {
+    const d = halfDispatch(c);
+    x.device.dispatch(
+      roundHalfKernel(format),
+      [subBinding(x.binding, s, c)],
+      d.params,
+      d.workgroups,
+    );
+  }
+}

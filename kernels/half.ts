@@ -1,0 +1,142 @@
+/**
+ * 16-bit storage on any adapter: fp16 and bf16 values packed two per `u32`,
+ * converted to and from f32 with integer operations only, so the rounding is
+ * the same on every adapter (round to nearest even, fp16 subnormals, overflow to
+ * infinity, NaN kept NaN) and needs no `shader-f16`. WGSL's `pack2x16float`
+ * would do for fp16 where values are finite, but the spec leaves its result
+ * indeterminate outside fp16's range, which is exactly where a loss scaler must
+ * see an infinity. Arithmetic stays in f32 registers.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+
+/** The 16-bit formats. */
+export type HalfFormat = "fp16" | "bf16";
+
+const WG = 256;
+
+/**
+ * WGSL functions `to_half(x: f32) -> u32` (the 16-bit bits in the low half) and
+ * `from_half(h: u32) -> f32` for `format`.
+ */
+export function halfFunctions(format: HalfFormat): string {
+  if (format === "bf16") {
+    return /* wgsl */ `
+fn to_half(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu) != 0u) { return (b >> 16u) | 0x40u; }
+  return ((b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u) & 0xffffu;
+}
+fn from_half(h: u32) -> f32 { return bitcast<f32>((h & 0xffffu) << 16u); }
+`;
+  }
+  return /* wgsl */ `
+fn to_half(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let sign = (b >> 16u) & 0x8000u;
+  let ex = (b >> 23u) & 0xffu;
+  var mant = b & 0x7fffffu;
+  if (ex == 0xffu) { return sign | 0x7c00u | select(0u, 0x200u | (mant >> 13u), mant != 0u); }
+  let e = i32(ex) - 112;
+  if (e >= 31) { return sign | 0x7c00u; }
+  if (e <= 0) {
+    if (e < -10) { return sign; }
+    mant = mant | 0x800000u;
+    let shift = u32(14 - e);
+    var s = mant >> shift;
+    let rem = mant & ((1u << shift) - 1u);
+    let half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (s & 1u) == 1u)) { s = s + 1u; }
+    return sign | s;
+  }
+  var h = (u32(e) << 10u) | (mant >> 13u);
+  let rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u) == 1u)) { h = h + 1u; }
+  return sign | h;
+}
+fn from_half(hb: u32) -> f32 {
+  let h = hb & 0xffffu;
+  let sign = (h & 0x8000u) << 16u;
+  let e = (h >> 10u) & 0x1fu;
+  let m = h & 0x3ffu;
+  if (e == 0u) {
+    let v = f32(m) * 5.9604644775390625e-8;
+    return select(v, -v, sign != 0u);
+  }
+  if (e == 31u) { return bitcast<f32>(sign | 0x7f800000u | (m << 13u)); }
+  return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+`;
+}
+
+/**
+ * `out[i] = half(x[2i]) | half(x[2i+1]) << 16` for `n` f32 values (an odd `n`
+ * pads the last word's high half with +0). Bindings: x (f32), out (u32 words).
+ */
+export function packHalfKernel(format: HalfFormat): KernelSource {
+  return {
+    key: `pack_half_${format}`,
+    code: /* wgsl */ `
+struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@group(0) @binding(2) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let w = ${GROUP_INDEX} * ${WG}u + lid;
+  let i = 2u * w;
+  if (i >= p.n) { return; }
+  var hi = 0u;
+  if (i + 1u < p.n) { hi = to_half(x[i + 1u]); }
+  out[w] = to_half(x[i]) | (hi << 16u);
+}`,
+  };
+}
+
+/** `out[i] = f32(half i of words)` for `n` values. Bindings: words (u32), out (f32). */
+export function unpackHalfKernel(format: HalfFormat): KernelSource {
+  return {
+    key: `unpack_half_${format}`,
+    code: /* wgsl */ `
+struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var<storage, read> words: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  out[i] = from_half(words[i / 2u] >> (16u * (i % 2u)));
+}`,
+  };
+}
+
+/** `x[i] = f32(half(x[i]))` in place: what 16-bit storage keeps of x. Bindings: x (f32). */
+export function roundHalfKernel(format: HalfFormat): KernelSource {
+  return {
+    key: `round_half_${format}`,
+    code: /* wgsl */ `
+struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  x[i] = from_half(to_half(x[i]));
+}`,
+  };
+}
+
+/** Uniforms and grid of the kernels above over `n` values (`words`: one item per u32 word). */
+export function halfDispatch(n: number, words = false) {
+  return {
+    params: new Params(4).u32(n).u32(0).u32(0).u32(0).buffer,
+    workgroups: gridFor(words ? Math.ceil(n / 2) : n, WG),
+  };
+}

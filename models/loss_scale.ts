@@ -1,0 +1,108 @@
+/**
+ * Loss scaling for fp16 training, with Megatron's semantics: the loss is
+ * multiplied by the scale before backward, so small gradients survive fp16, and
+ * the optimizer divides it out. A step whose gradients hold an inf or NaN is
+ * skipped. The dynamic scaler (Megatron's `DynamicGradScaler`) then counts its
+ * hysteresis down and, once it is spent, halves the scale (never below the
+ * minimum); after `window` clean steps in a row the scale doubles and the
+ * hysteresis is restored. bf16 keeps f32's exponent range and needs no scaler.
+ * Pure host state: the trainer reads the found-inf flag with the loss.
+ * @module
+ */
+
+/** The scaler state a checkpoint keeps (resume is exact). */
+export interface LossScalerState {
+  /** Current scale. */
+  scale: number;
+  /** Clean steps since the last overflow or growth. */
+  growthTracker: number;
+  /** Overflows still tolerated before the scale halves. */
+  hysteresisTracker: number;
+}
+
+/** Settings of a {@link LossScaler}. */
+export interface LossScalerOptions {
+  /** Megatron's `--loss-scale`: a fixed scale (no dynamic changes). */
+  fixed?: number;
+  /** `--initial-loss-scale` (default 2^32). */
+  initial?: number;
+  /** `--min-loss-scale` (default 1). */
+  min?: number;
+  /** `--loss-scale-window`: clean steps before the scale doubles (default 1000). */
+  window?: number;
+  /** `--hysteresis`: overflowing steps tolerated before the scale halves (default 2). */
+  hysteresis?: number;
+}
+
+/** A fixed or dynamic loss scale. */
+export class LossScaler {
+  /** Whether the scale adapts (false with a fixed `--loss-scale`). */
+  readonly dynamic: boolean;
+  /** The smallest scale the dynamic scaler goes down to. */
+  readonly min: number;
+  /** Clean steps before the scale doubles. */
+  readonly window: number;
+  /** Overflowing steps tolerated before the scale halves. */
+  readonly hysteresis: number;
+  #scale: number;
+  #growth = 0;
+  #hyst: number;
+
+  /** A scaler with `opts` (Megatron's defaults). */
+  constructor(opts: LossScalerOptions = {}) {
+    this.dynamic = opts.fixed === undefined;
+    this.#scale = opts.fixed ?? opts.initial ?? 2 ** 32;
+    this.min = opts.min ?? 1;
+    this.window = opts.window ?? 1000;
+    this.hysteresis = opts.hysteresis ?? 2;
+    this.#hyst = this.hysteresis;
+    if (!(this.#scale > 0 && Number.isFinite(this.#scale))) {
+      throw new RangeError(`the loss scale must be positive and finite, got ${this.#scale}`);
+    }
+    if (!(this.min > 0)) throw new RangeError(`the minimum loss scale must be positive`);
+    if (!(this.window >= 1 && this.hysteresis >= 1)) {
+      throw new RangeError(`the loss-scale window and hysteresis must be at least 1`);
+    }
+  }
+
+  /** The scale the next step multiplies its loss by. */
+  get scale(): number {
+    return this.#scale;
+  }
+
+  /** Records one step: `foundInf` says its gradients overflowed (and it was skipped). */
+  update(foundInf: boolean): void {
+    if (!this.dynamic) return;
+    if (foundInf) {
+      this.#growth = 0;
+      this.#hyst--;
+      if (this.#hyst <= 0) this.#scale = Math.max(this.#scale / 2, this.min);
+    } else {
+      this.#growth++;
+      if (this.#growth === this.window) {
+        this.#growth = 0;
+        this.#hyst = this.hysteresis;
+        this.#scale *= 2;
+      }
+    }
+  }
+
+  /** The state to save. */
+  state(): LossScalerState {
+    return { scale: this.#scale, growthTracker: this.#growth, hysteresisTracker: this.#hyst };
+  }
+
+  /** Restores a saved state (a fixed scale keeps its own value). */
+  restore(s: LossScalerState): void {
+    if (!this.dynamic) return;
+    if (
+      !(typeof s?.scale === "number" && s.scale > 0 && Number.isFinite(s.scale)) ||
+      !Number.isInteger(s.growthTracker) || !Number.isInteger(s.hysteresisTracker)
+    ) {
+      throw new RangeError(`not a loss-scaler state: ${JSON.stringify(s)}`);
+    }
+    this.#scale = s.scale;
+    this.#growth = s.growthTracker;
+    this.#hyst = s.hysteresisTracker;
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * `deno task train --fp16/--bf16` end to end: an fp16 run from Megatron's 2^32
+ * scale logs its skipped iterations and loss scale (text and JSON) while the
+ * scale finds its level, then trains; a run resumed from a checkpoint saved
+ * mid-search gives the same losses, scales and skips (the scaler state is
+ * saved); bf16 needs no scaler; both flags together are refused.
+ */
+
+import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
+import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+
+const tiny = [
+  ...TINY_MODEL_FLAGS,
+  "--eval-iters",
+  "1",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+  "--eval-interval",
+  "100",
+  "--lr-warmup-iters",
+  "1",
+];
+
+interface Rec {
+  iteration: number;
+  loss: number;
+  loss_scale: number;
+  skipped: boolean;
+}
+
+function records(jsonl: string): Rec[] {
+  return jsonl.trim().split("\n").map((l) => JSON.parse(l)).filter((r) => r.type !== "header");
+}
+
+Deno.test("train --fp16 from 2^32 logs skipped iterations, then trains; resume is exact", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = [...tiny, "--train-iters", "26", "--fp16", "--initial-loss-scale", "4294967296"];
+  const full = await runCli("cli/train.ts", [
+    ...args,
+    "--save",
+    `${dir}/a`,
+    "--save-interval",
+    "10",
+    "--log-json",
+    `${dir}/a.jsonl`,
+  ]);
+  strictEqual(full.code, 0, full.stderr);
+  const a = records(await Deno.readTextFile(`${dir}/a.jsonl`));
+  strictEqual(a.length, 26);
+  strictEqual(a[0].skipped, true);
+  strictEqual(a[0].loss_scale, 2 ** 32, "hysteresis 2 absorbs the first overflow");
+  strictEqual(a[1].loss_scale, 2 ** 31);
+  const firstClean = a.findIndex((r) => !r.skipped);
+  ok(firstClean >= 2 && firstClean < 22, `first clean step ${firstClean + 1}`);
+  ok(a.slice(firstClean).every((r) => !r.skipped && r.loss_scale === a[firstClean].loss_scale));
+  const mean = (rs: Rec[]) => rs.reduce((s, r) => s + r.loss, 0) / rs.length;
+  ok(mean(a.slice(-3)) < mean(a.slice(firstClean, firstClean + 3)), "trains after the search");
+  match(full.stdout, /loss scale: 4294967296\.0 \|.*number of skipped iterations: +1 \|/);
+  match(full.stdout, /iteration +26\/ +26 .*number of skipped iterations: +0 \|/);
+  // Resume from iteration 10 (mid-search): the same losses, scales and skips.
+  await Deno.remove(`${dir}/a/iter_0000020`, { recursive: true });
+  await Deno.remove(`${dir}/a/iter_0000026`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/a/latest`, "10\n");
+  const resumed = await runCli("cli/train.ts", [
+    ...args,
+    "--load",
+    `${dir}/a`,
+    "--log-json",
+    `${dir}/b.jsonl`,
+  ]);
+  strictEqual(resumed.code, 0, resumed.stderr);
+  deepStrictEqual(
+    records(await Deno.readTextFile(`${dir}/b.jsonl`)).map((
+      r,
+    ) => [r.loss, r.loss_scale, r.skipped]),
+    a.slice(10).map((r) => [r.loss, r.loss_scale, r.skipped]),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train --bf16 needs no loss scale; --fp16 with --bf16 is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  const r = await runCli("cli/train.ts", [
+    ...tiny,
+    "--train-iters",
+    "4",
+    "--bf16",
+    "--log-json",
+    `${dir}/c.jsonl`,
+  ]);
+  strictEqual(r.code, 0, r.stderr);
+  const c = records(await Deno.readTextFile(`${dir}/c.jsonl`));
+  deepStrictEqual(c.map((x) => [x.loss_scale, x.skipped]), Array(4).fill([1, false]));
+  match(r.stdout, /loss scale: 1\.0 \|/);
+  const both = await runCli("cli/train.ts", [...tiny, "--fp16", "--bf16"]);
+  strictEqual(both.code, 2);
+  match(both.stderr, /either --fp16 or --bf16/);
+  await Deno.remove(dir, { recursive: true });
+});
