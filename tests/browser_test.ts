@@ -19,96 +19,18 @@
  */
 
 import assert from "node:assert/strict";
-// A test-only dependency, pinned here: tests/deps_test.ts keeps npm pins of library code in deps.ts.
-import puppeteer from "npm:puppeteer-core@25.16.0";
+import {
+  findChromium,
+  launch,
+  root,
+  type RunState,
+  serve,
+  steadyMs,
+  trainOnPage,
+} from "./browser_harness.ts";
 import { assertClose, withTimeLimit } from "./helpers.ts";
 
-const root = new URL("../", import.meta.url);
-const rootPath = decodeURIComponent(root.pathname);
-const deno = Deno.execPath();
-
-/** The Chromium to drive, or null (with the reason printed) when there is none. */
-async function findChromium(): Promise<string | null> {
-  const out = await new Deno.Command("bash", {
-    args: ["scripts/chromium.sh"],
-    cwd: rootPath,
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const path = new TextDecoder().decode(out.stdout).trim();
-  if (out.success && path) return path;
-  console.error(
-    "\n*** browser_test: SKIPPED: no Chromium and none could be installed (see the setup line " +
-      "above). Install Debian's chromium package or set CHROMIUM=/path/to/chrome. ***\n",
-  );
-  return null;
-}
-
 const chromium = await findChromium();
-
-/** Flags that give headless Chromium a WebGPU adapter on a machine without a GPU. */
-export const CHROMIUM_WEBGPU_FLAGS = [
-  "--no-sandbox", // the test may run as root (CI containers)
-  "--enable-unsafe-webgpu",
-  "--enable-features=Vulkan",
-  "--use-angle=swiftshader",
-  "--use-webgpu-adapter=swiftshader",
-  "--disable-dev-shm-usage",
-];
-
-interface Served {
-  url: string;
-  close(): Promise<void>;
-}
-
-/** Starts `deno task serve --port 0` (its permission set) and waits for its URL. */
-async function serve(): Promise<Served> {
-  const child = new Deno.Command(deno, {
-    args: ["run", "-q", "-P=serve", "cli/serve.ts", "--port", "0"],
-    cwd: rootPath,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-    const m = /serving the browser trainer at (http:\/\/\S+\/)/.exec(text);
-    if (m) {
-      // Keep draining stdout so the server never blocks on a full pipe.
-      (async () => {
-        try {
-          while (!(await reader.read()).done) { /* drain */ }
-        } catch { /* closed */ }
-      })();
-      return {
-        url: m[1],
-        close: async () => {
-          child.kill("SIGTERM");
-          await child.status;
-        },
-      };
-    }
-  }
-  child.kill("SIGKILL");
-  await child.status;
-  throw new Error(`deno task serve did not print its URL; it printed:\n${text}`);
-}
-
-interface RunState {
-  adapter: string;
-  losses: number[];
-  val: { step: number; loss: number }[];
-  msPerStep: number[];
-  firstStepAt: number;
-  trainPressedAt: number;
-  samples: string[];
-  done: boolean;
-  error: string | null;
-}
 
 Deno.test({
   name: "browser: the page trains a tiny GPT at TP=1 and TP=2 in headless Chromium",
@@ -118,12 +40,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     const server = await serve();
-    const browser = await puppeteer.launch({
-      executablePath: chromium!,
-      headless: true,
-      args: CHROMIUM_WEBGPU_FLAGS,
-      protocolTimeout: 600_000,
-    });
+    const browser = await launch(chromium!);
     const errors: string[] = [];
     try {
       const page = await browser.newPage();
@@ -145,44 +62,19 @@ Deno.test({
       const noGpu = await page.$eval("#nogpu", (e) => (e as HTMLElement).innerText);
       assert.equal(noGpu, "", `the page found no WebGPU: ${noGpu}`);
 
-      const run = async (tp: number, screenshot?: string): Promise<RunState> => {
-        await page.select("#size", "tiny");
-        await page.select("#tp", String(tp));
-        for (const [id, v] of [["steps", "20"], ["lr", "0.003"], ["sampleEvery", "10"]]) {
-          await page.$eval(`#${id}`, (e, v) => ((e as HTMLInputElement).value = v as string), v);
-        }
-        await page.click("#train");
-        if (screenshot) {
-          await page.waitForFunction(
-            () => {
-              const m = (globalThis as unknown as { megatron: RunState }).megatron;
-              return m.error !== null || (m.losses.length >= 12 && m.samples.length > 0);
-            },
-            { timeout: 300_000, polling: 100 },
-          );
-          await page.screenshot({ path: screenshot as `${string}.png` });
-        }
-        await page.waitForFunction(
-          () => {
-            const m = (globalThis as unknown as { megatron: RunState }).megatron;
-            return m.done || m.error !== null;
-          },
-          { timeout: 300_000, polling: 200 },
+      const run = async (tp: 1 | 2, shot?: string): Promise<RunState> => {
+        const s = await trainOnPage(
+          page,
+          { size: "tiny", tp, steps: 20, lr: 0.003, sampleEvery: 10 },
+          shot ? { path: shot, shotAt: 12 } : undefined,
         );
-        const s = await page.evaluate(() =>
-          JSON.parse(JSON.stringify((globalThis as unknown as { megatron: RunState }).megatron))
-        ) as RunState;
         assert.equal(s.error, null, `TP=${tp}: ${s.error}`);
         console.log(
           `TP=${tp}: ${s.adapter} | losses ${s.losses[0].toFixed(4)} → ${
             s.losses.at(-1)!.toFixed(4)
           } | validation ${s.val.map((v) => v.loss.toFixed(4)).join(", ")} | ` +
-            `${
-              (s.msPerStep.slice(1).reduce((a, b) => a + b, 0) / (s.msPerStep.length - 1)).toFixed(
-                0,
-              )
-            } ms/step | ` +
-            `first step ${(s.firstStepAt - s.trainPressedAt).toFixed(0)} ms after Train`,
+            `${steadyMs(s).toFixed(0)} ms/step | first step ` +
+            `${(s.firstStepAt - s.trainPressedAt).toFixed(0)} ms after Train`,
         );
         return s;
       };
@@ -224,7 +116,7 @@ Deno.test({
         }
         const text = await Deno.readFile(new URL("data/assets/moby_dick.txt", root));
         await Deno.writeFile(`${dir}/text.txt`, text.subarray(0, 4096));
-        const ev = await new Deno.Command(deno, {
+        const ev = await new Deno.Command(Deno.execPath(), {
           args: [
             "run",
             "-q",
@@ -236,7 +128,7 @@ Deno.test({
             `${dir}/text.txt`,
             "--json",
           ],
-          cwd: rootPath,
+          cwd: decodeURIComponent(root.pathname),
           stdout: "piped",
           stderr: "piped",
         }).output();

@@ -56,10 +56,12 @@ interface RunState {
   losses: number[];
   val: { step: number; loss: number }[];
   msPerStep: number[];
-  /** ms since navigation start when the page started running its script / the first step ended. */
+  /** When (ms since the page was opened) the page's script ran, Train was pressed, the run's first step ended. */
   scriptAt: number;
   trainPressedAt: number;
   firstStepAt: number;
+  /** The first run's first step, in ms since the page was opened. */
+  pageToFirstStep: number;
   samples: string[];
   done: boolean;
   stopped: boolean;
@@ -77,6 +79,7 @@ const state: RunState = {
   scriptAt: performance.now(),
   trainPressedAt: NaN,
   firstStepAt: NaN,
+  pageToFirstStep: NaN,
   samples: [],
   done: false,
   stopped: false,
@@ -256,14 +259,17 @@ function onEvent(m: WorkerEvent): void {
       if (m.rank === 0) {
         log(
           `rank 0: ${m.adapter} | ${m.params.toLocaleString()} parameters | ready after ` +
-            `${(m.msSetup / 1000).toFixed(1)} s`,
+            `${(m.msSetup / 1000).toFixed(2)} s (corpus, device, weights)`,
         );
       }
       break;
     case "step": {
       if (state.losses.length === 0) {
         state.firstStepAt = performance.now();
-        $("s-first").textContent = `${(state.firstStepAt / 1000).toFixed(1)} s`;
+        if (Number.isNaN(state.pageToFirstStep)) state.pageToFirstStep = state.firstStepAt;
+        $("s-first").textContent = `${
+          ((state.firstStepAt - state.trainPressedAt) / 1000).toFixed(1)
+        } s after Train`;
       }
       state.losses.push(m.loss);
       state.msPerStep.push(m.ms);
