@@ -57,6 +57,14 @@ function checkShape(shape: readonly number[]): void {
   }
 }
 
+/** A 16-bit copy of an f32 tensor: its values packed two per 32-bit word (core/ops/half.ts). */
+export interface HalfCopy {
+  /** The packed words (an i32-typed tensor of ceil(size/2) elements). */
+  words: Tensor;
+  /** The 16-bit format. */
+  format: "fp16" | "bf16";
+}
+
 /** An n-dimensional array on one device. */
 export class Tensor {
   /** Element count. */
@@ -71,6 +79,12 @@ export class Tensor {
   persistent = false;
   /** Optional name, used in messages and checkpoints. */
   name?: string;
+  /**
+   * Mixed precision: a 16-bit copy of this (f32 master) tensor that the matmul
+   * kernels read in its place when it is the B operand of a forward or
+   * input-gradient product; the trainer refreshes it after each update.
+   */
+  halfCopy: HalfCopy | null = null;
   #storage: Storage | null;
 
   /** Wraps storage; prefer the static constructors. */
@@ -225,6 +239,8 @@ export class Tensor {
     this.#storage.release();
     this.#storage = null;
     this.node = null;
+    this.halfCopy?.words.dispose();
+    this.halfCopy = null;
   }
 
   /** A short description. */

@@ -9,6 +9,7 @@
 
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
+import { type HalfFormat, halfFunctions } from "./half.ts";
 
 export type { KernelSource };
 
@@ -36,6 +37,12 @@ export interface MatmulShape {
   alpha?: number;
   /** `C += alpha·A·B (+bias)` instead of `C = …` (gradient accumulation). */
   accumulate?: boolean;
+  /**
+   * B is bound packed in this 16-bit format, two values per u32 (kernels/half.ts;
+   * element i in word i/2, low half first), and unpacked to f32 as it is read:
+   * mixed precision's 16-bit weight copy. The arithmetic stays f32.
+   */
+  packedB?: HalfFormat;
 }
 
 /** What the adapter allows and which variant family to use. */
@@ -159,7 +166,7 @@ export function matmulPlanWith(
     .u32(tilesN).u32(tilesM).u32(workgroups[0]).u32(shape.batch);
   const flags = `${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}` +
     `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
-    `/bias${+shape.bias}/acc${+lay.acc}`;
+    `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}`;
   const key = tiling.software
     ? `matmul/cpu${tiling.tm}x${tiling.tv}x${lx}/${flags}`
     : `matmul/gpu${tiling.tm}x${tiling.tv}/${flags}`;
@@ -170,7 +177,9 @@ export function matmulPlanWith(
   const kernel: KernelSource = {
     key,
     get code(): string {
-      return code ??= tiling.software ? cpuCode(s, lay, t) : gpuCode(s, lay, t);
+      code ??= tiling.software ? cpuCode(s, lay, t) : gpuCode(s, lay, t);
+      if (s.packedB) code = readPackedB(code);
+      return code;
     },
   };
   return { kernel, params: params.buffer, workgroups };
@@ -201,6 +210,49 @@ function layout(s: MatmulShape): Layout {
   return { a, b, vecC: s.N % 4 === 0, k4: s.K % 4 === 0, acc: s.accumulate === true };
 }
 
+/**
+ * `code` with every read `B[i]` turned into `loadB(i)` (the packed reader the
+ * header declares for {@link MatmulShape.packedB}).
+ */
+function readPackedB(code: string): string {
+  let out = "";
+  let i = 0;
+  for (;;) {
+    const j = code.indexOf("B[", i);
+    if (j < 0) return out + code.slice(i);
+    if (j > 0 && /[A-Za-z0-9_]/.test(code[j - 1])) {
+      out += code.slice(i, j + 2);
+      i = j + 2;
+      continue;
+    }
+    let depth = 1, e = j + 2;
+    for (; depth > 0; e++) {
+      if (code[e] === "[") depth++;
+      else if (code[e] === "]") depth--;
+    }
+    out += code.slice(i, j) + "loadB(" + readPackedB(code.slice(j + 2, e - 1)) + ")";
+    i = e;
+  }
+}
+
+/** The binding of B and its reader `loadB` when B is packed 16-bit. */
+function packedBDecl(s: MatmulShape, lay: Layout): string {
+  const fmt = s.packedB!;
+  if (lay.b !== "s") {
+    return `@group(0) @binding(1) var<storage, read> Bp: array<vec2<u32>>;
+${halfFunctions(fmt)}
+fn loadB(i: u32) -> vec4<f32> {
+  let w = Bp[i];
+  return vec4<f32>(from_half(w.x), from_half(w.x >> 16u), from_half(w.y), from_half(w.y >> 16u));
+}
+`;
+  }
+  return `@group(0) @binding(1) var<storage, read> Bp: array<u32>;
+${halfFunctions(fmt)}
+fn loadB(i: u32) -> f32 { return from_half(Bp[i / 2u] >> (16u * (i % 2u))); }
+`;
+}
+
 function header(s: MatmulShape, lay: Layout): string {
   const ty = (v: boolean) => (v ? "vec4<f32>" : "f32");
   const bias = s.bias
@@ -209,8 +261,11 @@ function header(s: MatmulShape, lay: Layout): string {
   const c = s.bias ? 3 : 2;
   return `struct P { M: u32, N: u32, K: u32, alpha: f32, tilesN: u32, tilesM: u32, gx: u32, batch: u32 }
 @group(0) @binding(0) var<storage, read> A: array<${ty(lay.a !== "s")}>;
-@group(0) @binding(1) var<storage, read> B: array<${ty(lay.b !== "s")}>;
-${bias}@group(0) @binding(${c}) var<storage, read_write> C: array<${ty(lay.vecC)}>;
+${
+    s.packedB
+      ? packedBDecl(s, lay)
+      : `@group(0) @binding(1) var<storage, read> B: array<${ty(lay.b !== "s")}>;\n`
+  }${bias}@group(0) @binding(${c}) var<storage, read_write> C: array<${ty(lay.vecC)}>;
 @group(0) @binding(${c + 1}) var<uniform> p: P;
 `;
 }

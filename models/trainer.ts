@@ -9,7 +9,14 @@
 import { backward, zeroGrad } from "../core/autograd.ts";
 import type { Device } from "../core/device.ts";
 import type { ParamInfo } from "../core/nn.ts";
-import { axpyInPlace, full, type HalfFormat, roundHalfInPlace } from "../core/ops/mod.ts";
+import {
+  axpyInPlace,
+  full,
+  type HalfFormat,
+  packHalf,
+  packHalfInto,
+  roundHalfInPlace,
+} from "../core/ops/mod.ts";
 import {
   AdamW,
   type AdamWConfig,
@@ -56,8 +63,11 @@ export interface TrainerOptions {
   /** Which parameters count in the gradient norm on this rank (default: all). */
   countsInNorm?: (p: ParamInfo) => boolean;
   /**
-   * Mixed precision: `half` rounds every gradient to that format after backward
-   * (16-bit gradients: an fp16 overflow becomes inf), `scaler` scales the loss
+   * Mixed precision: `half` gives every 2-D parameter (the matmul weights) a
+   * 16-bit copy that the matmul kernels read (refreshed after each update and
+   * before each step or evaluation, so loaded weights are picked up; the f32
+   * master weights and AdamW moments stay f32) and rounds every gradient to that
+   * format after backward (an fp16 overflow becomes inf); `scaler` scales the loss
    * before backward, divides the scale out in the clipping coefficient, and skips
    * any step whose gradients hold an inf or NaN (fp16; bf16 needs none).
    */
@@ -93,6 +103,21 @@ export class Trainer {
     this.#normParams = this.#params.filter(counts).map((p) => p.tensor);
   }
 
+  /**
+   * Packs the f32 master weights into their 16-bit copies (mixed precision;
+   * creates them the first time). A no-op without `precision.half`.
+   */
+  refreshHalfCopies(): void {
+    const half = this.opts.precision?.half;
+    if (!half) return;
+    for (const p of this.#params) {
+      const t = p.tensor;
+      if (t.rank !== 2) continue;
+      if (t.halfCopy) packHalfInto(t.halfCopy.words, t, half);
+      else t.halfCopy = { words: packHalf(t, half).keep(), format: half };
+    }
+  }
+
   /** Updates done so far. */
   get iteration(): number {
     return this.optimizer.step;
@@ -112,6 +137,7 @@ export class Trainer {
     const lr = learningRate(this.optimizer.step, this.opts.schedule);
     const { half, scaler } = this.opts.precision ?? {};
     const scale = scaler?.scale ?? 1;
+    this.refreshHalfCopies();
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
@@ -131,6 +157,7 @@ export class Trainer {
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
       const coef = clipCoefficient(sq, this.opts.clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);
+      this.refreshHalfCopies();
       zeroGrad(params);
       const reported = this.opts.hooks?.averageLoss
         ? await this.opts.hooks.averageLoss(lossSum)
@@ -164,6 +191,7 @@ export class Trainer {
   ): Promise<number> {
     const device = this.device;
     this.model.train(false);
+    this.refreshHalfCopies();
     try {
       return await tidy(device, async () => {
         const total = full(device, [1], 0);

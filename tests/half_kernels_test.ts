@@ -7,9 +7,11 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { f32FromBits, type Half, roundToHalf, toHalfBits } from "../core/half.ts";
-import { packHalf, roundHalfInPlace, unpackHalf } from "../core/ops/mod.ts";
+import { linear, matmul, packHalf, roundHalfInPlace, sum, unpackHalf } from "../core/ops/mod.ts";
+import { backward, zeroGrad } from "../core/autograd.ts";
 import { Tensor } from "../core/tensor.ts";
-import { gpuTest, prng, testDevice } from "./helpers.ts";
+import { type MatmulOptions, matmulPlan } from "../kernels/matmul.ts";
+import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
 
@@ -98,3 +100,158 @@ Deno.test("packed 16-bit tensors take half the bytes", gpuTest, () => {
   t.dispose();
   w.dispose();
 });
+
+/** A matmul on the host in f64: `op(A)·op(B)` for row-major A [M,K] (or [K,M]) and B [K,N] (or [N,K]). */
+function matmulRef(
+  a: Float32Array,
+  b: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  transA: boolean,
+  transB: boolean,
+): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) {
+        s += (transA ? a[k * M + m] : a[m * K + k]) * (transB ? b[n * K + k] : b[k * N + n]);
+      }
+      out[m * N + n] = s;
+    }
+  }
+  return out;
+}
+
+for (const format of ["fp16", "bf16"] as Half[]) {
+  Deno.test(
+    `${format}: matmul reading a packed 16-bit B equals f32 matmul on the rounded B`,
+    gpuTest,
+    async () => {
+      // Odd and vec4-friendly shapes, both transposes of B (scalar and vec4 reads).
+      for (const [M, N, K] of [[5, 7, 3], [8, 12, 16], [3, 16, 9]]) {
+        for (const transB of [false, true]) {
+          const r = prng(M * 100 + N * 10 + K + (transB ? 7 : 0));
+          const a = Float32Array.from({ length: M * K }, () => r() * 2 - 1);
+          const b = Float32Array.from({ length: K * N }, () => r() * 2 - 1);
+          const A = Tensor.fromArray(dev, a, [M, K]);
+          const B = Tensor.fromArray(dev, b, transB ? [N, K] : [K, N]);
+          const words = packHalf(B, format);
+          const got = await matmul(A, B, { transB, bHalf: { words, format } }).read();
+          const want = matmulRef(a, roundToHalf(b, format), M, N, K, false, transB);
+          const full = matmulRef(a, b, M, N, K, false, transB);
+          let diffFromF32 = 0;
+          for (let i = 0; i < got.length; i++) {
+            ok(
+              Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])),
+              `[${i}] ${got[i]} vs ${want[i]}`,
+            );
+            diffFromF32 = Math.max(diffFromF32, Math.abs(got[i] - full[i]));
+          }
+          // and within the format's rounding of the f32 product (|b| < 1, K terms)
+          ok(
+            diffFromF32 <= K * (format === "fp16" ? 2 ** -11 : 2 ** -8),
+            `${format} vs f32: ${diffFromF32}`,
+          );
+          for (const t of [A, B, words]) t.dispose();
+        }
+      }
+    },
+  );
+}
+
+Deno.test(
+  "linear layers read a weight's halfCopy in forward and input-gradient, not in weight-gradient",
+  gpuTest,
+  async () => {
+    const x = Tensor.fromArray(dev, randomArray(4 * 6, 1), [4, 6]);
+    const w = Tensor.fromArray(dev, randomArray(5 * 6, 2), [5, 6]);
+    x.requiresGrad = w.requiresGrad = true;
+    x.persistent = w.persistent = true;
+    const run = async () => {
+      const y = linear(x, w);
+      await backward(sum(y));
+      const out = [await y.read(), await x.grad!.read(), await w.grad!.read()];
+      zeroGrad([x, w]);
+      return out;
+    };
+    const [y32, gx32, gw32] = await run();
+    w.halfCopy = { words: packHalf(w, "bf16").keep(), format: "bf16" };
+    const [y16, gx16, gw16] = await run();
+    const wr = roundToHalf(await w.read(), "bf16");
+    const xs = await x.read();
+    const yRef = matmulRef(xs, wr, 4, 5, 6, false, true);
+    for (let i = 0; i < y16.length; i++) ok(Math.abs(y16[i] - yRef[i]) < 1e-5, `y [${i}]`);
+    ok(y16.some((v, i) => v !== y32[i]), "forward reads the 16-bit copy");
+    // dx = dy·W (dy = 1): the column sums of the rounded W
+    for (let i = 0; i < 6; i++) {
+      let s = 0;
+      for (let o = 0; o < 5; o++) s += wr[o * 6 + i];
+      ok(Math.abs(gx16[i] - s) < 1e-5, `dx [${i}]`);
+    }
+    ok(gx16.some((v, i) => v !== gx32[i]));
+    deepStrictEqual(gw16, gw32, "the weight gradient needs only x and dy");
+    w.dispose();
+    x.dispose();
+  },
+);
+
+Deno.test(
+  "packed-B matmul kernels, software and GPU tilings, every transpose",
+  gpuTest,
+  async () => {
+    for (const software of [true, false]) {
+      const opts: MatmulOptions = {
+        software,
+        maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
+        maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
+      };
+      let seed = software ? 10 : 20;
+      for (const format of ["fp16", "bf16"] as Half[]) {
+        for (
+          const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]
+        ) {
+          for (const [M, N, K] of [[5, 7, 3], [8, 16, 12], [33, 20, 17]]) {
+            const a = randomArray(M * K, seed++), b = randomArray(K * N, seed++);
+            const bits = toHalfBits(b, format);
+            const padded = new Uint16Array(bits.length + (bits.length % 2));
+            padded.set(bits);
+            const A = Tensor.fromArray(dev, a);
+            const W = Tensor.fromArray(dev, new Int32Array(padded.buffer), undefined, "i32");
+            const C = Tensor.empty(dev, [M * N]);
+            const plan = matmulPlan({
+              batch: 1,
+              M,
+              N,
+              K,
+              transA,
+              transB,
+              batchA: false,
+              batchB: false,
+              bias: false,
+              packedB: format,
+            }, opts);
+            dev.dispatch(
+              plan.kernel,
+              [A.binding, W.binding, C.binding],
+              plan.params,
+              plan.workgroups,
+            );
+            const got = await C.read();
+            const want = matmulRef(a, roundToHalf(b, format), M, N, K, transA, transB);
+            for (let i = 0; i < got.length; i++) {
+              ok(
+                Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])),
+                `${
+                  software ? "software" : "gpu"
+                } ${format} ${transA}/${transB} ${M}×${N}×${K} [${i}]: ${got[i]} vs ${want[i]}`,
+              );
+            }
+            for (const t of [A, W, C]) t.dispose();
+          }
+        }
+      }
+    }
+  },
+);

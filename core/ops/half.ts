@@ -29,8 +29,16 @@ function pairWindows(x: Tensor, n: number) {
  * `ceil(size/2)` words holding the bits (half the bytes of `x`).
  */
 export function packHalf(x: Tensor, format: HalfFormat): Tensor {
-  if (x.dtype !== "f32") throw new Error(`packHalf of a ${x.dtype} tensor`);
   const words = Tensor.empty(x.device, [Math.max(1, Math.ceil(x.size / 2))], "i32");
+  return packHalfInto(words, x, format);
+}
+
+/** Packs `x` (f32) as `format` into `words` (from {@link packHalf}); returns `words`. */
+export function packHalfInto(words: Tensor, x: Tensor, format: HalfFormat): Tensor {
+  if (x.dtype !== "f32") throw new Error(`packHalf of a ${x.dtype} tensor`);
+  if (words.size !== Math.max(1, Math.ceil(x.size / 2))) {
+    throw new Error(`packHalf: ${words.size} words do not hold ${x.size} values`);
+  }
   for (const [s, c] of pairWindows(x, x.size)) {
     const d = halfDispatch(c, true);
     x.device.dispatch(

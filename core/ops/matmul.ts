@@ -6,7 +6,7 @@
 import { matmulPlan, type MatmulShape } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
-import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+import { assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
 import type { BufferBinding } from "../windows.ts";
 import { sumToSize } from "./raw.ts";
 
@@ -20,6 +20,11 @@ export interface MatmulOpts {
   alpha?: number;
   /** Bias over the last output dimension, added in the kernel's epilogue. */
   bias?: Tensor;
+  /**
+   * Read `b` from this 16-bit copy instead (a 2-D `b` only; mixed precision's
+   * weights). {@link matmul} takes it from `b.halfCopy` by itself.
+   */
+  bHalf?: HalfCopy | null;
 }
 
 interface Geometry {
@@ -101,7 +106,12 @@ export function matmulInto(
     alpha: opts.alpha ?? 1,
     accumulate: opts.accumulate ?? false,
   };
-  return dispatchMatmul(device, shape, a.binding, b.binding, opts.bias?.binding, out.binding, out);
+  const half = opts.bHalf && b.rank === 2 && b.size === opts.bHalf.words.size * 2 - (b.size % 2)
+    ? opts.bHalf
+    : null;
+  if (half) shape.packedB = half.format;
+  const bBinding = half ? half.words.binding : b.binding;
+  return dispatchMatmul(device, shape, a.binding, bBinding, opts.bias?.binding, out.binding, out);
 }
 
 /**
@@ -136,7 +146,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
   const transB = opts.transB ?? false;
   const alpha = opts.alpha ?? 1;
   const g = geometry(a, b, transA, transB);
-  const out = matmulInto(Tensor.empty(a.device, g.outShape), a, b, opts);
+  const half = opts.bHalf !== undefined ? opts.bHalf : b.halfCopy;
+  const out = matmulInto(Tensor.empty(a.device, g.outShape), a, b, { ...opts, bHalf: half });
   const bias = opts.bias;
   const inputs = bias ? [a, b, bias] : [a, b];
   return record(out, "matmul", inputs, (grad) => {
@@ -148,14 +159,14 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
     let gb: Tensor | null = null;
     if (a.requiresGrad) {
       const raw = transA
-        ? matmul(bv, gv, { transA: transB, transB: true, alpha })
-        : matmul(gv, bv, { transB: !transB, alpha });
+        ? matmul(bv, gv, { transA: transB, transB: true, alpha, bHalf: null })
+        : matmul(gv, bv, { transB: !transB, alpha, bHalf: half });
       ga = toShape(raw, a.shape);
     }
     if (b.requiresGrad) {
       const raw = transB
-        ? matmul(gv, av, { transA: true, transB: transA, alpha })
-        : matmul(av, gv, { transA: !transA, alpha });
+        ? matmul(gv, av, { transA: true, transB: transA, alpha, bHalf: null })
+        : matmul(av, gv, { transA: !transA, alpha, bHalf: null });
       gb = toShape(raw, b.shape);
     }
     av.dispose();
