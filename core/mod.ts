@@ -31,6 +31,7 @@ export {
   type DType,
   fmtShape,
   type GradNode,
+  type HalfCopy,
   numel,
   Tensor,
   tidy,
