@@ -22,6 +22,7 @@ import assert from "node:assert/strict";
 import {
   findChromium,
   launch,
+  pageState,
   root,
   type RunState,
   serve,
@@ -144,7 +145,44 @@ Deno.test({
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
+
+      // Stop: every rank stops after the same step; the run ends with a checkpoint.
+      await page.select("#tp", "2");
+      await page.$eval("#steps", (e) => ((e as HTMLInputElement).value = "200"));
+      await page.$eval("#sampleEvery", (e) => ((e as HTMLInputElement).value = "0"));
+      await page.click("#train");
+      await page.waitForFunction(
+        () => (globalThis as unknown as { megatron: RunState }).megatron.losses.length >= 3,
+        { timeout: 120_000, polling: 50 },
+      );
+      await page.click("#stop");
+      await page.waitForFunction(
+        () => {
+          const m = (globalThis as unknown as { megatron: RunState }).megatron;
+          return m.done || m.error !== null;
+        },
+        { timeout: 120_000, polling: 100 },
+      );
+      const stopped = await pageState(page);
+      assert.equal(stopped.error, null);
+      assert.ok(stopped.losses.length < 200, `Stop did not stop (${stopped.losses.length} steps)`);
+      assert.equal(
+        await page.$$eval("#downloads a", (as) => as.length),
+        2,
+        "no checkpoint after Stop",
+      );
       assert.deepEqual(errors, [], "the page logged errors");
+
+      // Without WebGPU the page says so, and how to enable it.
+      const bare = await browser.newPage();
+      await bare.evaluateOnNewDocument(() => {
+        Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
+      });
+      await bare.goto(server.url, { waitUntil: "load" });
+      const said = await bare.$eval("#nogpu", (e) => (e as HTMLElement).innerText);
+      assert.match(said, /no WebGPU/);
+      assert.match(said, /--enable-unsafe-webgpu/);
+      assert.equal(await bare.$eval("#train", (e) => (e as HTMLButtonElement).disabled), true);
     } finally {
       await browser.close();
       await server.close();
