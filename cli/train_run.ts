@@ -103,7 +103,7 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
   const g = L.groups;
   const tpGroup = g ? (a.measureComm ? timedGroup(g.tp, timer, device) : g.tp) : null;
   const parallel = tpGroup
-    ? new TensorParallelLayers(device, tpGroup)
+    ? new TensorParallelLayers(device, tpGroup, { wire: a.precision.half })
     : TensorParallelLayers.single(device);
   const rng = new RngTracker(a.seed, L.tpRank, L.dpRank);
   const task = await data.build({ parallel, rng, tpRank: L.tpRank, dp: L.dp });

@@ -140,3 +140,39 @@ export function halfDispatch(n: number, words = false) {
     workgroups: gridFor(words ? Math.ceil(n / 2) : n, WG),
   };
 }
+
+/**
+ * The fp32 sum over `ranks` packed 16-bit vectors laid end to end (each `words`
+ * u32 words long, as an all-gather returns them): `out[i] = Σ_r half(r, i)`,
+ * added in rank order so every rank computes the same bits. Bindings: parts
+ * (u32), out (f32).
+ */
+export function sumPackedKernel(format: HalfFormat): KernelSource {
+  return {
+    key: `sum_packed_${format}`,
+    code: /* wgsl */ `
+struct P { n: u32, words: u32, ranks: u32, _c: u32 }
+@group(0) @binding(0) var<storage, read> parts: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  var s = 0.0;
+  for (var r = 0u; r < p.ranks; r++) {
+    s = s + from_half(parts[r * p.words + i / 2u] >> (16u * (i % 2u)));
+  }
+  out[i] = s;
+}`,
+  };
+}
+
+/** Uniforms and grid of {@link sumPackedKernel}. */
+export function sumPackedDispatch(n: number, ranks: number) {
+  return {
+    params: new Params(4).u32(n).u32(Math.max(1, Math.ceil(n / 2))).u32(ranks).u32(0).buffer,
+    workgroups: gridFor(n, WG),
+  };
+}

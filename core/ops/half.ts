@@ -10,6 +10,8 @@ import {
   type HalfFormat,
   packHalfKernel,
   roundHalfKernel,
+  sumPackedDispatch,
+  sumPackedKernel,
   unpackHalfKernel,
 } from "../../kernels/half.ts";
 import { Tensor } from "../tensor.ts";
@@ -78,4 +80,29 @@ export function roundHalfInPlace(x: Tensor, format: HalfFormat): void {
       d.workgroups,
     );
   }
+}
+
+/**
+ * Writes into `out` (f32, n values) the fp32 sum of `ranks` packed vectors laid
+ * end to end in `parts` (each `ceil(n/2)` words: an all-gather of
+ * {@link packHalf} results), added in rank order.
+ */
+export function sumPackedInto(
+  out: Tensor,
+  parts: Tensor,
+  ranks: number,
+  format: HalfFormat,
+): Tensor {
+  const words = Math.max(1, Math.ceil(out.size / 2));
+  if (parts.size !== words * ranks) {
+    throw new Error(`sumPacked: ${parts.size} words are not ${ranks} × ${words}`);
+  }
+  const d = sumPackedDispatch(out.size, ranks);
+  out.device.dispatch(
+    sumPackedKernel(format),
+    [parts.binding, out.binding],
+    d.params,
+    d.workgroups,
+  );
+  return out;
 }

@@ -10,11 +10,59 @@
 
 import type { ProcessGroup } from "../../collectives/group.ts";
 import { record } from "../../core/autograd.ts";
-import { clone, concat, slice } from "../../core/ops/mod.ts";
+import {
+  clone,
+  concat,
+  type HalfFormat,
+  packHalf,
+  slice,
+  sumPackedInto,
+} from "../../core/ops/mod.ts";
 import { Tensor } from "../../core/tensor.ts";
 
 /** The collectives a tensor-parallel group must offer (a `ProcessGroup` does). */
 export type TpGroup = Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">;
+
+/** Bytes a {@link halfWireGroup} sent, per all-reduce and in total (for measurements). */
+export interface WireCounter {
+  /** All-reduces done. */
+  calls: number;
+  /** Bytes this rank contributed to the wire (its packed vectors). */
+  bytes: number;
+}
+
+/**
+ * `group` with sum all-reduces of GPU tensors done with 16-bit values on the
+ * wire (mixed precision's tensor-parallel f/g): each rank packs its tensor to
+ * `format` (half the bytes), the packed vectors are all-gathered, and every rank
+ * adds them in fp32, in rank order, so all hold the same bits. With two ranks an
+ * all-gather moves exactly what a ring all-reduce does, so the bytes halve; other
+ * reductions (max, host arrays) pass through in fp32.
+ */
+export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: WireCounter): TpGroup {
+  return {
+    size: group.size,
+    rank: group.rank,
+    allGather: group.allGather.bind(group) as TpGroup["allGather"],
+    allReduce: async (x, op = "sum") => {
+      if (!(x instanceof Tensor) || op !== "sum" || group.size === 1) {
+        return await group.allReduce(x, op);
+      }
+      const device = x.device;
+      const words = packHalf(x, format);
+      const mine = new Int32Array(await device.read(words.buffer, words.byteLength));
+      words.dispose();
+      if (counter) {
+        counter.calls++;
+        counter.bytes += mine.byteLength;
+      }
+      const all = await group.allGather(mine);
+      const parts = Tensor.fromArray(device, all, [all.length], "i32");
+      sumPackedInto(x, parts, group.size, format);
+      parts.dispose();
+    },
+  };
+}
 
 /** All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched. */
 export async function allReduced(

@@ -13,7 +13,15 @@ import * as ops from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import type { TokenIds } from "../../core/token_ids.ts";
 import type { LinearLike, ParallelLayers, VocabEmbedding } from "./layers.ts";
-import { copyToRegion, gatherLastDim, reduceFromRegion, type TpGroup } from "./mappings.ts";
+import {
+  copyToRegion,
+  gatherLastDim,
+  halfWireGroup,
+  reduceFromRegion,
+  type TpGroup,
+  type WireCounter,
+} from "./mappings.ts";
+import type { HalfFormat } from "../../core/ops/mod.ts";
 
 function checkDivisible(what: string, n: number, t: number): number {
   if (n % t !== 0) {
@@ -186,10 +194,24 @@ export class TensorParallelLayers implements ParallelLayers {
   /** This rank's position in the group. */
   readonly tpRank: number;
 
-  /** Layers on `device` sharded over `group`. */
-  constructor(readonly device: Device, readonly group: TpGroup) {
+  /** The group the f/g operators all-reduce over (16-bit on the wire with `opts.wire`). */
+  readonly fgGroup: TpGroup;
+
+  /**
+   * Layers on `device` sharded over `group`. `opts.wire` (mixed precision) sends
+   * the f/g all-reduces of activations and their gradients as 16-bit values
+   * ({@link halfWireGroup}); the cross-entropy's reductions stay fp32.
+   */
+  constructor(
+    readonly device: Device,
+    readonly group: TpGroup,
+    opts: { wire?: HalfFormat; wireCounter?: WireCounter } = {},
+  ) {
     this.tpSize = group.size;
     this.tpRank = group.rank;
+    this.fgGroup = opts.wire && group.size > 1
+      ? halfWireGroup(group, opts.wire, opts.wireCounter)
+      : group;
   }
 
   /**
@@ -203,17 +225,17 @@ export class TensorParallelLayers implements ParallelLayers {
 
   /** A {@link ColumnParallelLinear} (output stays split). */
   columnLinear(inF: number, outF: number, init: InitSpec, blocks = 1): LinearLike {
-    return new ColumnParallelLinear(this.device, this.group, inF, outF, init, { blocks });
+    return new ColumnParallelLinear(this.device, this.fgGroup, inF, outF, init, { blocks });
   }
 
   /** A {@link RowParallelLinear}. */
   rowLinear(inF: number, outF: number, init: InitSpec): LinearLike {
-    return new RowParallelLinear(this.device, this.group, inF, outF, init);
+    return new RowParallelLinear(this.device, this.fgGroup, inF, outF, init);
   }
 
   /** A {@link VocabParallelEmbedding}. */
   vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding {
-    return new VocabParallelEmbedding(this.device, this.group, vocab, hidden, init);
+    return new VocabParallelEmbedding(this.device, this.fgGroup, vocab, hidden, init);
   }
 
   /**
@@ -228,7 +250,7 @@ export class TensorParallelLayers implements ParallelLayers {
     bias?: Tensor,
     normalizer?: number,
   ): Promise<Tensor> {
-    return await ops.lmHeadCrossEntropy(copyToRegion(hidden, this.group), table, targets, {
+    return await ops.lmHeadCrossEntropy(copyToRegion(hidden, this.fgGroup), table, targets, {
       start: this.tpRank * table.shape[0],
       validVocab,
       normalizer,

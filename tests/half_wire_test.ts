@@ -1,0 +1,84 @@
+/**
+ * Tensor-parallel all-reduces with 16-bit values on the wire
+ * (models/parallel/mappings.ts `halfWireGroup`): every rank ends with the same
+ * bits, the fp32 sum of the ranks' rounded values, having sent half the bytes
+ * of an fp32 all-reduce; reductions other than a sum of a GPU tensor pass through.
+ */
+
+import { deepStrictEqual, strictEqual } from "node:assert/strict";
+import { type Half, roundToHalf } from "../core/half.ts";
+import { Tensor } from "../core/tensor.ts";
+import { halfWireGroup, type TpGroup, type WireCounter } from "../models/parallel/mappings.ts";
+import { gpuTest, randomArray, testDevice } from "./helpers.ts";
+
+const dev = await testDevice();
+
+/** Rank `rank` of a two-rank group whose peer contributes `peer` (a packed all-gather). */
+function fakeGroup(rank: number, peer: () => Int32Array, log: string[]): TpGroup {
+  return {
+    size: 2,
+    rank,
+    allGather: ((part: Int32Array) => {
+      const other = peer();
+      const out = new Int32Array(part.length * 2);
+      out.set(rank === 0 ? part : other, 0);
+      out.set(rank === 0 ? other : part, part.length);
+      return Promise.resolve(out);
+    }) as unknown as TpGroup["allGather"],
+    allReduce: ((_x: unknown, op: string) => {
+      log.push(op);
+      return Promise.resolve();
+    }) as TpGroup["allReduce"],
+  };
+}
+
+function packHost(x: Float32Array, format: Half): Int32Array {
+  const r = roundToHalf(x, format);
+  const bits = new Uint16Array(Math.ceil(x.length / 2) * 2);
+  const u = new Uint32Array(r.buffer);
+  for (let i = 0; i < x.length; i++) bits[i] = format === "bf16" ? u[i] >>> 16 : 0;
+  if (format === "fp16") {
+    const h = new Float16Array(r);
+    bits.set(new Uint16Array(h.buffer));
+  }
+  return new Int32Array(bits.buffer);
+}
+
+for (const format of ["fp16", "bf16"] as Half[]) {
+  Deno.test(
+    `${format} on the wire: same bits on both ranks, fp32 sum of rounded values`,
+    gpuTest,
+    async () => {
+      const n = 77;
+      const a = randomArray(n, 1, -3, 3), b = randomArray(n, 2, -3, 3);
+      const want = new Float32Array(n);
+      const ra = roundToHalf(a, format), rb = roundToHalf(b, format);
+      for (let i = 0; i < n; i++) want[i] = ra[i] + rb[i];
+      const got: Float32Array[] = [];
+      for (const rank of [0, 1]) {
+        const counter: WireCounter = { calls: 0, bytes: 0 };
+        const mine = rank === 0 ? a : b, peer = rank === 0 ? b : a;
+        const g = halfWireGroup(fakeGroup(rank, () => packHost(peer, format), []), format, counter);
+        const t = Tensor.fromArray(dev, mine);
+        await g.allReduce(t, "sum");
+        got.push(await t.read());
+        deepStrictEqual(counter, { calls: 1, bytes: Math.ceil(n / 2) * 4 }, "half of n·4 bytes");
+        t.dispose();
+      }
+      deepStrictEqual(got[0], want);
+      deepStrictEqual(got[1], got[0]);
+    },
+  );
+}
+
+Deno.test("other reductions pass through in fp32", gpuTest, async () => {
+  const log: string[] = [];
+  const g = halfWireGroup(fakeGroup(0, () => new Int32Array(0), log), "bf16");
+  const t = Tensor.fromArray(dev, [1, 2, 3]);
+  await g.allReduce(t, "max");
+  await g.allReduce(Float32Array.of(1), "sum");
+  deepStrictEqual(log, ["max", "sum"]);
+  deepStrictEqual(await t.read(), Float32Array.of(1, 2, 3));
+  strictEqual(g.size, 2);
+  t.dispose();
+});
