@@ -32,9 +32,21 @@ export async function probe(backend: BackendName): Promise<AdapterSummary | { er
   }
 }
 
+/**
+ * Which 16-bit path `--fp16`/`--bf16` takes on an adapter: packed storage (two
+ * values per u32, f32 arithmetic) everywhere; native `f16` is not used yet.
+ */
+export function mixedPrecisionPath(s: Pick<AdapterSummary, "features">): string {
+  return "packed 16-bit storage (two values per u32, f32 arithmetic)" +
+    (s.features.includes("shader-f16")
+      ? "; shader-f16 offered, native f16 kernels not used yet"
+      : "; no shader-f16");
+}
+
 function printSummary(s: AdapterSummary): void {
   console.log(`${s.backend}: ${s.name}${s.isFallback ? "  [software adapter]" : ""}`);
   console.log(`  features: ${s.features.join(", ") || "(none)"}`);
+  console.log(`  mixed precision (--fp16/--bf16): ${mixedPrecisionPath(s)}`);
   for (const [k, v] of Object.entries(s.limits)) console.log(`  ${k.padEnd(36)} ${v}`);
 }
 

@@ -1,0 +1,93 @@
+/**
+ * fp32 against --bf16 and --fp16 on one rank: ms per training step and the
+ * buffer pool's peak bytes, split into what persists (weights, 16-bit weight
+ * copies, gradients, AdamW moments) and the rest (activations and temporaries).
+ * `deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|wide]`.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Device } from "../core/device.ts";
+import { tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { LossScaler } from "../models/loss_scale.ts";
+import { Trainer } from "../models/trainer.ts";
+
+const args = parseArgs({
+  args: Deno.args,
+  options: {
+    steps: { type: "string", default: "10" },
+    shape: { type: "string", default: "reference" },
+  },
+});
+const steps = Number(args.values.steps);
+const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> = {
+  // the default `deno task train` run
+  reference: {
+    config: {
+      vocabSize: 256,
+      numLayers: 2,
+      hiddenSize: 128,
+      numHeads: 4,
+      maxPositions: 64,
+      hiddenDropout: 0.1,
+      attentionDropout: 0.1,
+    },
+    batch: 8,
+    seq: 64,
+  },
+  // one GPT-2-medium-wide layer (hidden 1024, 16 heads), short sequences
+  wide: {
+    config: {
+      vocabSize: 256,
+      numLayers: 1,
+      hiddenSize: 1024,
+      numHeads: 16,
+      maxPositions: 32,
+      hiddenDropout: 0.1,
+      attentionDropout: 0.1,
+    },
+    batch: 2,
+    seq: 32,
+  },
+};
+const { config, batch, seq } = SHAPES[args.values.shape!];
+const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
+console.log(
+  `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
+    `batch ${batch} × seq ${seq}, ${steps} steps`,
+);
+console.log("| mode | ms/step | peak MiB | persistent MiB | rest (activations) MiB |");
+console.log("| ---- | ------: | -------: | -------------: | ---------------------: |");
+for (const mode of ["fp32", "bf16", "fp16"] as const) {
+  const device = await Device.create();
+  const m = Gpt.serial(device, config, 1);
+  const trainer = new Trainer(device, m, {
+    schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
+    clipGrad: 1,
+    precision: mode === "fp32" ? undefined : {
+      half: mode,
+      scaler: mode === "fp16" ? new LossScaler({ initial: 2 ** 12 }) : undefined,
+    },
+  });
+  const ids = Int32Array.from({ length: batch * seq }, (_, i) => (i * 7919) % 256);
+  const tg = Int32Array.from({ length: batch * seq }, (_, i) => (i * 104729 + 1) % 256);
+  const x = TokenIds.fromHost(device, ids, [batch, seq]).keep();
+  const y = TokenIds.fromHost(device, tg, [batch, seq]).keep();
+  await trainer.step(1, () => m.loss(x, y)); // compiles pipelines, creates moments and copies
+  await tidy(device, () => Promise.resolve());
+  const persistent = device.pool.liveBytes;
+  device.pool.resetPeak();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) await trainer.step(1, () => m.loss(x, y));
+  const ms = (performance.now() - t0) / steps;
+  const peak = device.pool.peakBytes;
+  console.log(
+    `| ${mode} | ${ms.toFixed(1)} | ${MiB(peak)} | ${MiB(persistent)} | ${
+      MiB(peak - persistent)
+    } |`,
+  );
+  m.dispose();
+  await device.close();
+}
