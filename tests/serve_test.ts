@@ -1,0 +1,63 @@
+/**
+ * `deno task serve` without a browser: its permission set suffices to bundle
+ * and serve; every response carries the cross-origin isolation headers; the
+ * page, both bundles and the corpus are served and nothing else; it listens on
+ * 127.0.0.1 by default; `--help` says how. No GPU.
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { rootPath, serve } from "./browser_harness.ts";
+
+Deno.test("serve: isolation headers, the page, the bundles and the corpus; 404 otherwise", async () => {
+  const server = await serve();
+  try {
+    assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    const paths: [string, number, RegExp][] = [
+      ["", 200, /text\/html/],
+      ["app.js", 200, /javascript/],
+      ["worker.js", 200, /javascript/],
+      ["data/moby_dick.txt", 200, /text\/plain/],
+      ["nope.js", 404, /text\/plain/],
+      ["../deno.json", 404, /text\/plain/],
+    ];
+    for (const [path, status, type] of paths) {
+      const r = await fetch(server.url + path);
+      const body = await r.text();
+      assert.equal(r.status, status, path);
+      assert.match(r.headers.get("content-type") ?? "", type, path);
+      assert.equal(r.headers.get("cross-origin-opener-policy"), "same-origin", path);
+      assert.equal(r.headers.get("cross-origin-embedder-policy"), "require-corp", path);
+      if (path.endsWith(".js")) {
+        // A browser module: no TypeScript left, no static import of Node or npm modules.
+        assert.doesNotMatch(body, /^import .* from "(node|npm):/m, path);
+        assert.doesNotMatch(body, /^import "(node|npm):/m, path);
+      }
+      if (path === "data/moby_dick.txt") assert.match(body, /Call me Ishmael/);
+    }
+    const post = await fetch(server.url, { method: "POST" });
+    await post.body?.cancel();
+    assert.equal(post.status, 405);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("serve --help says what it does; a stray argument is a usage error", async () => {
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-q", "-P=serve", "cli/serve.ts", ...args],
+      cwd: rootPath,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const help = await run(["--help"]);
+  const text = new TextDecoder().decode(help.stdout);
+  assert.equal(help.code, 0);
+  assert.match(text, /--port/);
+  assert.match(text, /--host/);
+  assert.match(text, /127\.0\.0\.1/);
+  assert.match(text, /enable-unsafe-webgpu/);
+  const bad = await run(["extra"]);
+  assert.equal(bad.code, 2, new TextDecoder().decode(bad.stderr));
+});
