@@ -84,6 +84,8 @@ export interface PrecisionArgs {
   lossScaleWindow: number;
   /** Overflowing steps tolerated before it halves (fp16). */
   hysteresis: number;
+  /** Data-parallel gradient all-reduce in fp32 (else 16-bit on the wire). */
+  accumulateFp32: boolean;
 }
 
 /** Everything one rank of `deno task train` needs, typed. */
@@ -219,6 +221,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       minLossScale: num(f, "min-loss-scale"),
       lossScaleWindow: num(f, "loss-scale-window"),
       hysteresis: num(f, "hysteresis"),
+      accumulateFp32: !!f["accumulate-allreduce-grads-in-fp32"],
     },
     data: {
       path: str(f, "data-path"),

@@ -127,6 +127,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     min: 1,
     help: "fp16: clean steps after which the dynamic scale doubles",
   },
+  "accumulate-allreduce-grads-in-fp32": {
+    type: "boolean",
+    help:
+      "with --fp16/--bf16: data-parallel gradient all-reduce in fp32 (default: 16-bit on the wire)",
+  },
   "hysteresis": {
     type: "int",
     default: 2,

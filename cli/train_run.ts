@@ -128,7 +128,12 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     clipGrad: a.clipGrad,
     adam: a.adam,
     hooks: g
-      ? hybridHooks(device, { tp: tpGroup!, dp: g.dp }, a.measureComm ? timer : undefined)
+      ? hybridHooks(
+        device,
+        { tp: tpGroup!, dp: g.dp },
+        a.measureComm ? timer : undefined,
+        pr.accumulateFp32 ? undefined : pr.half,
+      )
       : undefined,
     countsInNorm: countsInNorm(L.tpRank),
     precision: { half: pr.half, scaler },

@@ -2,13 +2,15 @@
  * Tensor-parallel all-reduces with 16-bit values on the wire
  * (models/parallel/mappings.ts `halfWireGroup`): every rank ends with the same
  * bits, the fp32 sum of the ranks' rounded values, having sent half the bytes
- * of an fp32 all-reduce; reductions other than a sum of a GPU tensor pass through.
+ * of an fp32 all-reduce; reductions other than a sum of a GPU tensor pass through;
+ * data-parallel gradients averaged the same way on the host.
  */
 
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { type Half, roundToHalf } from "../core/half.ts";
 import { Tensor } from "../core/tensor.ts";
 import { halfWireGroup, type TpGroup, type WireCounter } from "../models/parallel/mappings.ts";
+import { allReduceHalfAvg } from "../models/parallel/hooks.ts";
 import { gpuTest, randomArray, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -81,4 +83,30 @@ Deno.test("other reductions pass through in fp32", gpuTest, async () => {
   deepStrictEqual(await t.read(), Float32Array.of(1, 2, 3));
   strictEqual(g.size, 2);
   t.dispose();
+});
+
+Deno.test("data-parallel gradients averaged with 16-bit values on the wire (host)", async () => {
+  const n = 9;
+  const a = randomArray(n, 3, -2, 2), b = randomArray(n, 4, -2, 2);
+  for (const format of ["fp16", "bf16"] as Half[]) {
+    const res: Float32Array[] = [];
+    for (const rank of [0, 1]) {
+      const mine = Float32Array.from(rank === 0 ? a : b);
+      const peer = packHost(rank === 0 ? b : a, format);
+      const group = {
+        size: 2,
+        allGather: ((part: Int32Array) => {
+          const out = new Int32Array(part.length * 2);
+          out.set(rank === 0 ? part : peer, 0);
+          out.set(rank === 0 ? peer : part, part.length);
+          return Promise.resolve(out);
+        }) as never,
+      };
+      await allReduceHalfAvg(group, mine, format);
+      res.push(mine);
+    }
+    const ra = roundToHalf(a, format), rb = roundToHalf(b, format);
+    deepStrictEqual(res[0], Float32Array.from(ra, (x, i) => Math.fround(x + rb[i]) / 2));
+    deepStrictEqual(res[1], res[0]);
+  }
 });

@@ -11,14 +11,43 @@ import type { Device } from "../../core/device.ts";
 import type { ParamInfo } from "../../core/nn.ts";
 import { clone } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
+import { fromHalfBits, type Half, toHalfBits } from "../../core/half.ts";
 import type { ParallelHooks } from "../trainer.ts";
 
 /** The groups of one rank. */
 export interface HybridGroups {
   /** Tensor-parallel group. */
   tp: Pick<ProcessGroup, "size" | "rank" | "allReduce">;
-  /** Data-parallel group. */
-  dp: Pick<ProcessGroup, "size" | "rank" | "allReduce" | "alloc">;
+  /** Data-parallel group (`allGather` for 16-bit gradients on the wire). */
+  dp: Pick<ProcessGroup, "size" | "rank" | "allReduce" | "alloc"> & {
+    allGather?: ProcessGroup["allGather"];
+  };
+}
+
+/**
+ * The average over the group of every rank's `flat`, sent as 16-bit `format`
+ * values (half the bytes per rank) and added in fp32 in rank order on the host,
+ * so every rank gets the same bits; in place.
+ */
+export async function allReduceHalfAvg(
+  group: Pick<ProcessGroup, "size" | "allGather">,
+  flat: Float32Array,
+  format: Half,
+): Promise<void> {
+  const bits = toHalfBits(flat, format);
+  const padded = new Uint16Array(bits.length + (bits.length % 2));
+  padded.set(bits);
+  const all = await group.allGather(new Int32Array(padded.buffer));
+  const halves = new Uint16Array(all.buffer, all.byteOffset, all.length * 2);
+  const sum = new Float32Array(flat.length);
+  for (let r = 0; r < group.size; r++) {
+    const v = fromHalfBits(
+      halves.subarray(r * padded.length, r * padded.length + flat.length),
+      format,
+    );
+    for (let i = 0; i < flat.length; i++) sum[i] += v[i];
+  }
+  for (let i = 0; i < flat.length; i++) flat[i] = sum[i] / group.size;
 }
 
 /** Time spent inside collectives, for the scaling benchmark. */
@@ -32,6 +61,8 @@ export function hybridHooks(
   device: Device,
   groups: HybridGroups,
   timer?: CommTimer,
+  /** Mixed precision: average the DP gradients with 16-bit values on the wire. */
+  dpWire?: Half,
 ): ParallelHooks {
   let flat: Float32Array | null = null;
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
@@ -55,7 +86,9 @@ export function hybridHooks(
           flat!.set(new Float32Array(b), at);
           at += withGrad[i].size;
         });
-        await groups.dp.allReduce(flat!, "avg");
+        if (dpWire && groups.dp.allGather) {
+          await allReduceHalfAvg(groups.dp as never, flat!, dpWire);
+        } else await groups.dp.allReduce(flat!, "avg");
         at = 0;
         for (const p of withGrad) {
           p.grad!.write(flat!.subarray(at, at + p.size));
