@@ -73,6 +73,13 @@ interface Uniform {
   buffer: GPUBuffer;
 }
 
+/**
+ * Environment variable that picks the kernel variant family on any adapter: `software` (the
+ * CPU-friendly variants) or `gpu` (the shared-memory tiled ones for discrete GPUs). Unset: chosen
+ * by {@link Device.isSoftware}'s detection.
+ */
+export const KERNEL_VARIANTS_ENV = "WEBGPU_KERNEL_VARIANTS";
+
 /** One GPU, ready for kernels: pipeline cache, buffer pool, batched command recording. */
 export class Device {
   /** Number of submits so far (each is a potential host wait on some backends). */
@@ -162,6 +169,13 @@ export class Device {
   #software?: boolean;
 
   #detectSoftware(): boolean {
+    // Env KERNEL_VARIANTS_ENV=software|gpu overrides the detection (both variant families can then
+    // be tested on one adapter: scripts/gpu_check.sh).
+    let forced: string | undefined;
+    try {
+      forced = Deno.env.get(KERNEL_VARIANTS_ENV);
+    } catch { /* no --allow-env */ }
+    if (forced === "software" || forced === "gpu") return forced === "software";
     const info = this.adapter.info;
     const name = `${info.description} ${info.vendor} ${info.architecture} ${info.device}`;
     return (this.adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ===

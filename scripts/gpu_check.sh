@@ -14,7 +14,8 @@
 #                 tiled "gpu" and the CPU-adapter "software" one) beside PyTorch's fp32 matmul
 #   train-*       GPT training steps (reference config, GPT-2 small, GPT-2 medium): ms/step,
 #                 tokens/s, MFU vs the fp32 peak, beside an eager fp32 PyTorch GPT of the same shape
-#   tests-*       the kernel, gradient and TP-equivalence test files on each backend
+#   tests-*       the kernel, gradient and TP-equivalence test files on each backend, and on Dawn
+#                 again with the other kernel variant family forced (WEBGPU_KERNEL_VARIANTS)
 #   tp2           TP=2 on two devices of the one adapter vs TP=1: the host round trips' cost
 #   scaling       the weak-scaling ladder 1/2/4/8 ranks, one pinned process per rank, one lavapipe
 #                 thread each where the machine has lavapipe (else the ranks share the GPU)
@@ -199,7 +200,12 @@ else
   torch_dev=()
 fi
 # shellcheck disable=SC2086 # $tests is a list of paths
-run_tests() { WEBGPU_BACKEND="$1" TEST_JOBS="${GPU_CHECK_TEST_JOBS:-4}" bash scripts/test.sh $tests; }
+run_tests() { # run_tests BACKEND [software|gpu]: the test files, with the variant family forced
+  WEBGPU_BACKEND="$1" WEBGPU_KERNEL_VARIANTS="${2:-}" TEST_JOBS="${GPU_CHECK_TEST_JOBS:-4}" \
+    bash scripts/test.sh $tests
+}
+# The kernel variant family the adapter does not pick by itself (tested by forcing it).
+other_variant=$([ "$gpu" = 1 ] && echo software || echo gpu)
 export deno W nv tests
 export -f have bench peer system_info run_tests
 
@@ -232,6 +238,7 @@ step scaling 120 "${scaling_env[@]}" "$deno" run -A scripts/gpu_bench.ts scaling
   --max-ranks "$ranks" --placement procs "${S[@]}" \
   $([ "$smoke" = 1 ] && echo "--ladder small --steps 1 --warmup 1" || echo "--steps 3 --warmup 2") \
   --out "$W/res/scaling.json"
+step "tests-dawn-$other_variant" 90 run_tests dawn "$other_variant"
 step matmul-deno 60 bench matmul --backend deno --sizes "$sizes" --out "$W/res/matmul-deno.json"
 step tests-deno 90 run_tests deno
 

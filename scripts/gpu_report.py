@@ -67,7 +67,7 @@ def main():
         if r is not None:
             res[name] = r
     logs = {s["name"]: read(os.path.join(work, "logs", s["name"] + ".log")) for s in steps}
-    tests = {n: test_counts(logs.get(n, "")) for n in ("tests-dawn", "tests-deno")
+    tests = {n: test_counts(logs.get(n, "")) for n in ("tests-dawn", "tests-dawn-software", "tests-dawn-gpu", "tests-deno")
              if any(s["name"] == n and s["status"] != "skipped" for s in steps)}
 
     # Matmul: GFLOP/s per size and variant, beside torch.
