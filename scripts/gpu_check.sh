@@ -16,6 +16,7 @@
 #                 tokens/s, MFU vs the fp32 peak, beside an eager fp32 PyTorch GPT of the same shape
 #   tests-*       the kernel, gradient and TP-equivalence test files on each backend, and on Dawn
 #                 again with the other kernel variant family forced (WEBGPU_KERNEL_VARIANTS)
+#   train-cli     `deno task train` on the vendored Moby Dick (default config): losses, tokens/s
 #   tp2           TP=2 on two devices of the one adapter vs TP=1: the host round trips' cost
 #   scaling       the weak-scaling ladder 1/2/4/8 ranks, one pinned process per rank, one lavapipe
 #                 thread each where the machine has lavapipe (else the ranks share the GPU)
@@ -233,6 +234,9 @@ fi
 step tests-dawn 120 run_tests dawn
 step tp2 60 bench tp2 --backend deno "${S[@]}" --steps "$([ "$smoke" = 1 ] && echo 1 || echo 4)" \
   --out "$W/res/tp2.json"
+# The command line end to end on the vendored corpus (Moby Dick, byte-level, the default config).
+step train-cli 90 "$deno" task train --train-iters "$([ "$smoke" = 1 ] && echo 3 || echo 300)" \
+  --eval-iters 2 --sample-tokens 0 --log-json "$W/res/train-cli.jsonl"
 # The ladder: one lavapipe thread per rank where the machine has lavapipe, else the GPU.
 lvp="$(ls /usr/share/vulkan/icd.d/lvp_icd*.json 2>/dev/null | head -n1)"
 ranks=8

@@ -99,6 +99,20 @@ def main():
             if r.get("tokensPerS") and t.get("tokensPerS") else None,
             "losses": r.get("losses"), "torchLosses": t.get("losses"),
         })
+    cli = []
+    for line in read(os.path.join(work, "res", "train-cli.jsonl")).splitlines():
+        try:
+            cli.append(json.loads(line))
+        except ValueError:
+            pass
+    train_cli = None
+    cli = [r for r in cli if "loss" in r]
+    if cli:
+        tps = sorted(r["tokens_per_s"] for r in cli if r.get("tokens_per_s"))
+        vals = [r["val_loss"] for r in cli if "val_loss" in r]
+        train_cli = {"iterations": cli[-1].get("iteration"), "firstLoss": cli[0].get("loss"),
+                     "lastLoss": cli[-1].get("loss"), "valLoss": vals[-1] if vals else None,
+                     "medianTokensPerS": tps[len(tps) // 2] if tps else None}
     scaling_rows = (res.get("scaling") or {}).get("rows", [])
     tp2_rows = (res.get("tp2") or {}).get("rows", [])
 
@@ -124,7 +138,7 @@ def main():
         "smoke": env.get("smoke") == "1", "gpu": env.get("gpu") == "1", "env": env,
         "steps": steps, "adapters": {k: probe.get(k) for k in ("dawn", "deno")},
         "dawnF16Toggle": probe.get("dawnF16Toggle"), "tests": tests, "matmul": matmul,
-        "matmulTorch": res.get("matmul-torch"), "train": train, "tp2": tp2_rows,
+        "matmulTorch": res.get("matmul-torch"), "train": train, "trainCli": train_cli, "tp2": tp2_rows,
         "scaling": scaling_rows, "targets": targets,
         "errors": {k: v.get("error") or v.get("skipped") for k, v in res.items()
                    if isinstance(v, dict) and (v.get("error") or v.get("skipped"))},
@@ -178,6 +192,11 @@ def main():
                       f"{fmt(r['tokensPerS'], 0)} | {fmt(r['mfu'] and 100 * r['mfu'], 2)}% | {fmt(tms)} | "
                       f"{fmt(r['torchTokensPerS'], 0)} | {fmt(r['torchMfu'] and 100 * r['torchMfu'], 2)}% | "
                       f"{fmt(r['vsTorch'], 2)} |")
+    if train_cli:
+        c = train_cli
+        md += ["", "## deno task train on Moby Dick (default config)", "",
+               f"{c['iterations']} iterations: loss {fmt(c['firstLoss'], 3)} → {fmt(c['lastLoss'], 3)}, "
+               f"validation {fmt(c['valLoss'], 3)}, median {fmt(c['medianTokensPerS'], 0)} tokens/s"]
     for title, key in (("TP=2 on two devices of one adapter vs TP=1", "tp2"),
                        ("Weak-scaling ladder", "scaling")):
         r = res.get(key) or {}

@@ -83,6 +83,7 @@ Deno.test(
       const train = report.train as { name: string; msPerStep?: number }[];
       assertEquals(train.map((r) => r.name), ["reference", "gpt2-small", "gpt2-medium"]);
       assert(train.every((r) => r.msPerStep! > 0), JSON.stringify(train));
+      assert(report.trainCli?.lastLoss > 0, JSON.stringify(report.trainCli));
       assertEquals(report.tp2.length, 2);
       assertEquals(report.scaling.length, 2);
       for (
