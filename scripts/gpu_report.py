@@ -47,7 +47,8 @@ def test_counts(log):
         passed += int(m.group(1))
         failed += int(m.group(2))
     files = re.findall(r"^  (tests/\S+ \(exit \d+\))$", text, re.M)
-    return {"passed": passed, "failed": failed, "failedFiles": files}
+    ran = sorted(set(re.findall(r"running \d+ tests? from \./(tests/\S+)", text)))
+    return {"passed": passed, "failed": failed, "failedFiles": files, "files": ran}
 
 
 def main():
@@ -202,6 +203,14 @@ def main():
         r = res.get(key) or {}
         if r.get("table") or r.get("error"):
             md += ["", f"## {title}", ""]
+            if key == "tp2":
+                for n, c in tests.items():
+                    bad = [f for f in c["failedFiles"] if "/tp_" in f]
+                    ran = [f for f in c.get("files", []) if "/tp_" in f]
+                    state = ("FAILED: " + ", ".join(bad)) if bad else "passed" if ran else "not run"
+                    md.append(f"- correctness, TP=2 ≡ TP=1 (tests/tp_gpt_test.ts, tests/tp_blocks_test.ts) in "
+                              f"{n}: {state}")
+                md.append("")
             if key == "scaling":
                 md.append(next((s["note"] for s in steps if s["name"] == "scaling-adapter"), ""))
                 md.append("")
