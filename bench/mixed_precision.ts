@@ -2,12 +2,15 @@
  * fp32 against --bf16 and --fp16 on one rank: ms per training step and the
  * buffer pool's peak bytes, split into what persists (weights, 16-bit weight
  * copies, gradients, AdamW moments) and the rest (activations and temporaries).
- * `deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|wide]`.
+ * Then, where the adapter offers `shader-f16`, one fp16-weight linear read by
+ * integer unpacking and by native f16 loads (`--read-only`: only that).
+ * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|wide] [--read-only]`.
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -19,9 +22,11 @@ const args = parseArgs({
   options: {
     steps: { type: "string", default: "10" },
     shape: { type: "string", default: "reference" },
+    "read-only": { type: "boolean", default: false },
   },
 });
 const steps = Number(args.values.steps);
+const backend = parseBackend(Deno.env.get("WEBGPU_BACKEND"));
 const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> = {
   // the default `deno task train` run
   reference: {
@@ -60,8 +65,8 @@ console.log(
 );
 console.log("| mode | ms/step | peak MiB | persistent MiB | rest (activations) MiB |");
 console.log("| ---- | ------: | -------: | -------------: | ---------------------: |");
-for (const mode of ["fp32", "bf16", "fp16"] as const) {
-  const device = await Device.create();
+for (const mode of args.values["read-only"] ? [] : ["fp32", "bf16", "fp16"] as const) {
+  const device = await Device.create({ backend });
   const m = Gpt.serial(device, config, 1);
   const trainer = new Trainer(device, m, {
     schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
@@ -89,5 +94,37 @@ for (const mode of ["fp32", "bf16", "fp16"] as const) {
     } |`,
   );
   m.dispose();
+  await device.close();
+}
+
+// The fp16 weight read two ways where the adapter offers shader-f16: integer unpacking
+// (every adapter) against native f16 loads, on one [512×1024]·[1024×1024]ᵀ linear.
+{
+  const device = await Device.create({ backend });
+  if (!device.gpu.features.has("shader-f16")) {
+    console.log(`\n${device.summary().backend}: no shader-f16, packed path only`);
+  } else {
+    const { linear, packHalf } = await import("../core/ops/mod.ts");
+    const { Tensor } = await import("../core/tensor.ts");
+    const x = Tensor.fromArray(device, new Float32Array(512 * 1024).fill(0.01), [512, 1024]).keep();
+    const w = Tensor.fromArray(device, new Float32Array(1024 * 1024).fill(0.02), [1024, 1024])
+      .keep();
+    w.halfCopy = { words: packHalf(w, "fp16").keep(), format: "fp16" };
+    console.log(`\n${device.summary().backend}: fp16 weight read, linear [512×1024]·[1024×1024]ᵀ`);
+    console.log("| path | ms | GFLOP/s |");
+    console.log("| ---- | -: | ------: |");
+    const copy = w.halfCopy;
+    for (const path of ["f32 weight", "packed (u32 unpack)", "native f16"].flatMap((p) => [p, p])) {
+      w.halfCopy = path === "f32 weight" ? null : copy;
+      device.nativeF16 = path === "native f16";
+      await tidy(device, async () => await linear(x, w).read()); // compile
+      const reps = 10;
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) await tidy(device, async () => await linear(x, w).read());
+      const ms = (performance.now() - t0) / reps;
+      const gf = (2 * 512 * 1024 * 1024) / (ms / 1000) / 1e9;
+      console.log(`| ${path} | ${ms.toFixed(1)} | ${gf.toFixed(2)} |`);
+    }
+  }
   await device.close();
 }

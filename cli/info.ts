@@ -34,13 +34,14 @@ export async function probe(backend: BackendName): Promise<AdapterSummary | { er
 
 /**
  * Which 16-bit path `--fp16`/`--bf16` takes on an adapter: packed storage (two
- * values per u32, f32 arithmetic) everywhere; native `f16` is not used yet.
+ * values per u32, f32 arithmetic) everywhere; where `shader-f16` is offered, the
+ * matmuls read fp16 weights as native `f16` (bf16 has no native type).
  */
 export function mixedPrecisionPath(s: Pick<AdapterSummary, "features">): string {
   return "packed 16-bit storage (two values per u32, f32 arithmetic)" +
     (s.features.includes("shader-f16")
-      ? "; shader-f16 offered, native f16 kernels not used yet"
-      : "; no shader-f16");
+      ? "; shader-f16: matmuls read --fp16 weights as native f16"
+      : "; no shader-f16: --fp16 weights unpacked with integer operations");
 }
 
 function printSummary(s: AdapterSummary): void {

@@ -92,6 +92,12 @@ export class Device {
   readonly scopes: Set<{ dispose(): void }>[] = [];
   /** Buffer pool: freed tensor buffers are reused by size. */
   readonly pool: BufferPool;
+  /**
+   * Whether kernels may read fp16 data as native `f16` (mixed precision's packed
+   * fp16 weights): true when the device has `shader-f16`; set false to measure
+   * or use the integer-unpacking path everywhere.
+   */
+  nativeF16: boolean;
 
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
@@ -119,6 +125,7 @@ export class Device {
     const own = gpu.limits.maxStorageBufferBindingSize;
     this.maxBindingBytes = Math.min(own, maxBindingBytes ?? own);
     this.pool = new BufferPool(gpu);
+    this.nativeF16 = gpu.features.has("shader-f16");
     gpu.lost.then((info) => {
       this.#lost = true;
       if (info.reason !== "destroyed") {

@@ -53,6 +53,11 @@ export interface MatmulOptions {
   maxInvocations: number;
   /** The adapter's maxComputeWorkgroupStorageSize in bytes. */
   maxWorkgroupStorage: number;
+  /**
+   * The device has `shader-f16`: a packed fp16 B ({@link MatmulShape.packedB}) is
+   * read as native `f16` values instead of being unpacked with integer operations.
+   */
+  shaderF16?: boolean;
 }
 
 /** A kernel, its uniform block and its workgroup counts, ready for `Device.dispatch`. */
@@ -141,9 +146,10 @@ export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling 
 /** Like {@link matmulPlan} with an explicit tiling (for tuning and benchmarks). */
 export function matmulPlanWith(
   shape: MatmulShape,
-  _opts: MatmulOptions,
+  opts: MatmulOptions,
   tiling: MatmulTiling,
 ): DispatchPlan {
+  const nativeF16 = shape.packedB === "fp16" && opts.shaderF16 === true;
   checkShape(shape);
   checkTiling(tiling);
   if (tiling.software && ceilDiv(shape.K, 4) + 3 > SOFTWARE_LOOP_LIMIT) {
@@ -166,14 +172,15 @@ export function matmulPlanWith(
     .u32(tilesN).u32(tilesM).u32(workgroups[0]).u32(shape.batch);
   const flags = `${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}` +
     `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
-    `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}`;
+    `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}` +
+    (nativeF16 ? "n" : "");
   const key = tiling.software
     ? `matmul/cpu${tiling.tm}x${tiling.tv}x${lx}/${flags}`
     : `matmul/gpu${tiling.tm}x${tiling.tv}/${flags}`;
   // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
   // for an already-cached key costs microseconds.
   let code: string | undefined;
-  const s = { ...shape }, t = { ...tiling }; // callers may reuse their objects
+  const s = { ...shape, nativeF16 }, t = { ...tiling }; // callers may reuse their objects
   const kernel: KernelSource = {
     key,
     get code(): string {
@@ -236,8 +243,18 @@ function readPackedB(code: string): string {
 }
 
 /** The binding of B and its reader `loadB` when B is packed 16-bit. */
-function packedBDecl(s: MatmulShape, lay: Layout): string {
+function packedBDecl(s: MatmulShape & { nativeF16?: boolean }, lay: Layout): string {
   const fmt = s.packedB!;
+  if (s.nativeF16) {
+    // The same bytes as native f16 (shader-f16): the hardware converts.
+    return lay.b !== "s"
+      ? `@group(0) @binding(1) var<storage, read> Bh: array<vec4<f16>>;
+fn loadB(i: u32) -> vec4<f32> { return vec4<f32>(Bh[i]); }
+`
+      : `@group(0) @binding(1) var<storage, read> Bh: array<f16>;
+fn loadB(i: u32) -> f32 { return f32(Bh[i]); }
+`;
+  }
   if (lay.b !== "s") {
     return `@group(0) @binding(1) var<storage, read> Bp: array<vec2<u32>>;
 ${halfFunctions(fmt)}
@@ -253,13 +270,15 @@ fn loadB(i: u32) -> f32 { return from_half(Bp[i / 2u] >> (16u * (i % 2u))); }
 `;
 }
 
-function header(s: MatmulShape, lay: Layout): string {
+function header(s: MatmulShape & { nativeF16?: boolean }, lay: Layout): string {
   const ty = (v: boolean) => (v ? "vec4<f32>" : "f32");
   const bias = s.bias
     ? `@group(0) @binding(2) var<storage, read> bias: array<${ty(lay.vecC)}>;\n`
     : "";
   const c = s.bias ? 3 : 2;
-  return `struct P { M: u32, N: u32, K: u32, alpha: f32, tilesN: u32, tilesM: u32, gx: u32, batch: u32 }
+  return `${
+    s.nativeF16 ? "enable f16;\n" : ""
+  }struct P { M: u32, N: u32, K: u32, alpha: f32, tilesN: u32, tilesM: u32, gx: u32, batch: u32 }
 @group(0) @binding(0) var<storage, read> A: array<${ty(lay.a !== "s")}>;
 ${
     s.packedB

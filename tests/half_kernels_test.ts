@@ -197,61 +197,88 @@ Deno.test(
   },
 );
 
+async function packedMatmulCases(shaderF16: boolean): Promise<void> {
+  for (const software of [true, false]) {
+    const opts: MatmulOptions = {
+      software,
+      maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
+      maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
+      shaderF16,
+    };
+    let seed = software ? 10 : 20;
+    for (const format of (shaderF16 ? ["fp16"] : ["fp16", "bf16"]) as Half[]) {
+      for (
+        const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]
+      ) {
+        for (const [M, N, K] of [[5, 7, 3], [8, 16, 12], [33, 20, 17]]) {
+          const a = randomArray(M * K, seed++), b = randomArray(K * N, seed++);
+          const bits = toHalfBits(b, format);
+          const padded = new Uint16Array(bits.length + (bits.length % 2));
+          padded.set(bits);
+          const A = Tensor.fromArray(dev, a);
+          const W = Tensor.fromArray(dev, new Int32Array(padded.buffer), undefined, "i32");
+          const C = Tensor.empty(dev, [M * N]);
+          const plan = matmulPlan({
+            batch: 1,
+            M,
+            N,
+            K,
+            transA,
+            transB,
+            batchA: false,
+            batchB: false,
+            bias: false,
+            packedB: format,
+          }, opts);
+          dev.dispatch(
+            plan.kernel,
+            [A.binding, W.binding, C.binding],
+            plan.params,
+            plan.workgroups,
+          );
+          const got = await C.read();
+          const want = matmulRef(a, roundToHalf(b, format), M, N, K, transA, transB);
+          for (let i = 0; i < got.length; i++) {
+            ok(
+              Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])),
+              `${
+                software ? "software" : "gpu"
+              } ${format} ${transA}/${transB} ${M}×${N}×${K} [${i}]: ${got[i]} vs ${want[i]}`,
+            );
+          }
+          for (const t of [A, W, C]) t.dispose();
+        }
+      }
+    }
+  }
+}
+
 Deno.test(
   "packed-B matmul kernels, software and GPU tilings, every transpose",
   gpuTest,
   async () => {
-    for (const software of [true, false]) {
-      const opts: MatmulOptions = {
-        software,
-        maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
-        maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
-      };
-      let seed = software ? 10 : 20;
-      for (const format of ["fp16", "bf16"] as Half[]) {
-        for (
-          const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]
-        ) {
-          for (const [M, N, K] of [[5, 7, 3], [8, 16, 12], [33, 20, 17]]) {
-            const a = randomArray(M * K, seed++), b = randomArray(K * N, seed++);
-            const bits = toHalfBits(b, format);
-            const padded = new Uint16Array(bits.length + (bits.length % 2));
-            padded.set(bits);
-            const A = Tensor.fromArray(dev, a);
-            const W = Tensor.fromArray(dev, new Int32Array(padded.buffer), undefined, "i32");
-            const C = Tensor.empty(dev, [M * N]);
-            const plan = matmulPlan({
-              batch: 1,
-              M,
-              N,
-              K,
-              transA,
-              transB,
-              batchA: false,
-              batchB: false,
-              bias: false,
-              packedB: format,
-            }, opts);
-            dev.dispatch(
-              plan.kernel,
-              [A.binding, W.binding, C.binding],
-              plan.params,
-              plan.workgroups,
-            );
-            const got = await C.read();
-            const want = matmulRef(a, roundToHalf(b, format), M, N, K, transA, transB);
-            for (let i = 0; i < got.length; i++) {
-              ok(
-                Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])),
-                `${
-                  software ? "software" : "gpu"
-                } ${format} ${transA}/${transB} ${M}×${N}×${K} [${i}]: ${got[i]} vs ${want[i]}`,
-              );
-            }
-            for (const t of [A, W, C]) t.dispose();
-          }
-        }
-      }
-    }
+    await packedMatmulCases(false);
   },
 );
+
+Deno.test({
+  name: "native f16 reads of packed fp16 B (shader-f16), software and GPU tilings",
+  ignore: !dev.nativeF16,
+  ...gpuTest,
+  async fn() {
+    const p = matmulPlan({
+      batch: 1,
+      M: 4,
+      N: 4,
+      K: 4,
+      transA: false,
+      transB: false,
+      batchA: false,
+      batchB: false,
+      bias: false,
+      packedB: "fp16",
+    }, { software: true, maxInvocations: 256, maxWorkgroupStorage: 16384, shaderF16: true });
+    ok(p.kernel.code.startsWith("enable f16;") && p.kernel.code.includes("array<vec4<f16>>"));
+    await packedMatmulCases(true);
+  },
+});

@@ -131,6 +131,7 @@ export function dispatchMatmul<T>(
     software: device.isSoftware,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+    shaderF16: device.nativeF16,
   });
   const bufs = bias ? [a, b, bias, c] : [a, b, c];
   device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
