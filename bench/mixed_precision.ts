@@ -23,6 +23,7 @@ const args = parseArgs({
     steps: { type: "string", default: "10" },
     shape: { type: "string", default: "reference" },
     "read-only": { type: "boolean", default: false },
+    recompute: { type: "boolean", default: false },
   },
 });
 const steps = Number(args.values.steps);
@@ -57,11 +58,14 @@ const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> 
     seq: 32,
   },
 };
-const { config, batch, seq } = SHAPES[args.values.shape!];
+const { config: base, batch, seq } = SHAPES[args.values.shape!];
+const config = { ...base, recomputeActivations: args.values.recompute };
 const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
 console.log(
   `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
-    `batch ${batch} × seq ${seq}, ${steps} steps`,
+    `batch ${batch} × seq ${seq}, ${steps} steps${
+      config.recomputeActivations ? ", recompute" : ""
+    }`,
 );
 console.log("| mode | ms/step | peak MiB | persistent MiB | rest (activations) MiB |");
 console.log("| ---- | ------: | -------: | -------------: | ---------------------: |");

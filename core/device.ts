@@ -98,6 +98,12 @@ export class Device {
    * or use the integer-unpacking path everywhere.
    */
   nativeF16: boolean;
+  /**
+   * Mixed precision: the format activations saved for backward are kept in
+   * (null: f32). Used by activation recomputation (core/recompute.ts), whose saved
+   * block inputs are then packed 16-bit; the trainer sets it during a step.
+   */
+  saveActivationsAs: "fp16" | "bf16" | null = null;
 
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;

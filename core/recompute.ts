@@ -8,12 +8,18 @@
 import { backward, record } from "./autograd.ts";
 import type { RngStream } from "./rng.ts";
 import { type Tensor, tidy } from "./tensor.ts";
+import { packHalf, unpackHalf } from "./ops/half.ts";
 
 /**
  * `fn(x)` whose activations are recomputed in the backward pass. `params` are the
  * block's parameters (their gradients accumulate during the recompute); `rngs`
  * are the streams the block draws dropout masks from, rewound for the recompute
  * so the masks are identical.
+ *
+ * With `device.saveActivationsAs` set (mixed precision), an input that is itself
+ * a recompute block's output (values needed by nobody else: the chain of layers)
+ * is kept as a packed 16-bit copy and its f32 storage freed; the backward pass
+ * recomputes from the unpacked copy, as a 16-bit activation store would.
  */
 export async function recompute(
   fn: (x: Tensor) => Tensor | Promise<Tensor>,
@@ -26,11 +32,18 @@ export async function recompute(
   const before = rngs.map((r) => r.offset);
   const out = await tidy(device, () => device.noGrad(async () => await fn(x)));
   const after = rngs.map((r) => r.offset);
+  const half = device.saveActivationsAs;
+  let packed: Tensor | null = null;
+  if (half && x.node?.name === "recompute") {
+    packed = packHalf(x, half);
+    x.dropData();
+  }
   return record(out, "recompute", [x, ...params], (g) =>
     tidy(device, async () => {
       const saved = rngs.map((r) => r.offset);
       rngs.forEach((r, i) => (r.offset = before[i]));
-      const leaf = x.view();
+      const leaf = packed ? unpackHalf(packed, x.shape, half!) : x.view();
+      packed?.dispose();
       leaf.requiresGrad = x.requiresGrad;
       device.gradEnabled = true;
       let y: Tensor;

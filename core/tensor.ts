@@ -243,6 +243,17 @@ export class Tensor {
     this.halfCopy = null;
   }
 
+  /**
+   * Frees the storage but keeps the autograd node, shape and flags: for a tensor
+   * whose values nobody reads again but through which gradients still flow (a
+   * recompute block's input kept elsewhere in 16 bits). A later read throws.
+   */
+  dropData(): void {
+    if (!this.#storage) return;
+    this.#storage.release();
+    this.#storage = null;
+  }
+
   /** A short description. */
   toString(): string {
     return `Tensor(${fmtShape(this.shape)}, ${this.dtype}${this.name ? `, ${this.name}` : ""})`;

@@ -132,12 +132,29 @@ export class Trainer {
     lossOf: (i: number) => Tensor | Promise<Tensor>,
   ): Promise<StepResult> {
     const device = this.device;
-    const params = this.#params.map((p) => p.tensor);
     this.model.train(true);
     const lr = learningRate(this.optimizer.step, this.opts.schedule);
     const { half, scaler } = this.opts.precision ?? {};
     const scale = scaler?.scale ?? 1;
     this.refreshHalfCopies();
+    const savedAs = device.saveActivationsAs;
+    device.saveActivationsAs = half ?? null;
+    try {
+      return await this.#step(microBatches, lossOf, lr, scale);
+    } finally {
+      device.saveActivationsAs = savedAs;
+    }
+  }
+
+  async #step(
+    microBatches: number,
+    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lr: number,
+    scale: number,
+  ): Promise<StepResult> {
+    const device = this.device;
+    const params = this.#params.map((p) => p.tensor);
+    const { half, scaler } = this.opts.precision ?? {};
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
