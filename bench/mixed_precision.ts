@@ -4,7 +4,7 @@
  * copies, gradients, AdamW moments) and the rest (activations and temporaries).
  * Then, where the adapter offers `shader-f16`, one fp16-weight linear read by
  * integer unpacking and by native f16 loads (`--read-only`: only that).
- * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|wide] [--read-only]`.
+ * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|deep|wide] [--recompute] [--read-only]`.
  * @module
  */
 
@@ -34,6 +34,20 @@ const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> 
     config: {
       vocabSize: 256,
       numLayers: 2,
+      hiddenSize: 128,
+      numHeads: 4,
+      maxPositions: 64,
+      hiddenDropout: 0.1,
+      attentionDropout: 0.1,
+    },
+    batch: 8,
+    seq: 64,
+  },
+  // the reference width, 12 layers deep (where recompute's saved inputs add up)
+  deep: {
+    config: {
+      vocabSize: 256,
+      numLayers: 12,
       hiddenSize: 128,
       numHeads: 4,
       maxPositions: 64,
