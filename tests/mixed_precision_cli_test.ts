@@ -163,3 +163,35 @@ Deno.test("train --bf16 at DP=2: 16-bit and fp32 (--accumulate-allreduce-grads-i
   for (let i = 1; i < 4; i++) ok(Math.abs(runs[0][i] - runs[1][i]) < 1e-2 * runs[1][i]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("train --fp16 at TP=2 and at DP=2 skips the same iterations as TP=1 (ranks agree)", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = [
+    ...tiny,
+    "--train-iters",
+    "20",
+    "--fp16",
+    "--backend",
+    "deno",
+    "--hidden-dropout",
+    "0",
+    "--attention-dropout",
+    "0",
+  ];
+  const pattern = async (extra: string[], name: string) => {
+    const r = await runCli(
+      "cli/train.ts",
+      [...args, ...extra, "--log-json", `${dir}/${name}.jsonl`],
+      undefined,
+      { retryOnCrash: true },
+    );
+    strictEqual(r.code, 0, r.stderr);
+    return records(await Deno.readTextFile(`${dir}/${name}.jsonl`))
+      .map((x) => `${x.skipped ? "S" : "."}${x.loss_scale}`).join(" ");
+  };
+  const one = await pattern([], "1");
+  match(one, /^S4294967296 S2147483648 /);
+  strictEqual(await pattern(["--tp", "2", "--nproc-per-node", "2"], "tp2"), one);
+  strictEqual(await pattern(["--nproc-per-node", "2"], "dp2"), one);
+  await Deno.remove(dir, { recursive: true });
+});
