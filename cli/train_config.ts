@@ -100,12 +100,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "seed": { type: "int", default: 1234, min: 0, help: "seed for init, dropout and data order" },
   "fp16": {
     type: "boolean",
-    help: "mixed precision: fp16 gradients, fp32 master weights, dynamic loss scaling",
+    help:
+      "mixed precision: fp16 weight copies, gradients and TP traffic; fp32 master weights; dynamic loss scaling",
     group: "Mixed precision",
   },
   "bf16": {
     type: "boolean",
-    help: "mixed precision: bf16 gradients, fp32 master weights (no loss scaling)",
+    help:
+      "mixed precision: bf16 weight copies, gradients and TP traffic; fp32 master weights (no loss scaling)",
   },
   "loss-scale": {
     type: "float",
