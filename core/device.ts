@@ -14,6 +14,7 @@ import {
   NoAdapterError,
 } from "./gpu.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
+import type { DeviceProfiler } from "./profiler.ts";
 
 /** A storage binding: a buffer range (offset and size in bytes). */
 export interface BufferBinding {
@@ -86,6 +87,15 @@ export class Device {
   submits = 0;
   /** Number of dispatches recorded so far. */
   dispatches = 0;
+  /** Host syncs so far: reads back ({@link Device.read}, {@link Device.readMany}) and {@link Device.sync}. */
+  hostSyncs = 0;
+  /** Bytes read back to the host so far. */
+  bytesRead = 0;
+  /**
+   * Per-kernel counting and GPU timing (core/profiler.ts), or null (the default:
+   * nothing is recorded beyond the counters above).
+   */
+  profiler: DeviceProfiler | null = null;
   /** Whether autograd records operations (see {@link Device.noGrad}). */
   gradEnabled = true;
   /** Stack of open tensor scopes; each holds disposables created inside it. */
@@ -323,10 +333,39 @@ export class Device {
       layout: pipeline.getBindGroupLayout(0),
       entries,
     });
+    const prof = this.profiler;
+    if (prof) return this.#profiledDispatch(prof, kernel.key, pipeline, bindGroup, [x, y, z]);
     const pass = this.#computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
+    this.dispatches++;
+    if (++this.#batched >= this.#maxBatched) this.flush();
+  }
+
+  #profiledDispatch(
+    prof: DeviceProfiler,
+    key: string,
+    pipeline: GPUComputePipeline,
+    bindGroup: GPUBindGroup,
+    wg: [number, number, number],
+  ): void {
+    prof.count(key, wg[0] * wg[1] * wg[2]);
+    let pass: GPUComputePassEncoder;
+    if (prof.mode === "timestamp") {
+      // One pass per dispatch: timestamps are written at pass boundaries.
+      this.#endPass();
+      pass = this.#getEncoder().beginComputePass({
+        timestampWrites: prof.timestampWrites(this.gpu, key, this.#maxBatched),
+      });
+    } else {
+      prof.capture(key, pipeline, bindGroup, wg);
+      pass = this.#computePass();
+    }
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(...wg);
+    if (prof.mode === "timestamp") pass.end();
     this.dispatches++;
     if (++this.#batched >= this.#maxBatched) this.flush();
   }
@@ -370,6 +409,8 @@ export class Device {
     const staging = this.#takeReadStaging(padded);
     this.copy(src, offset, staging, 0, padded);
     this.flush();
+    this.hostSyncs++;
+    this.bytesRead += padded;
     await staging.mapAsync(GPUMapMode.READ, 0, padded);
     const out = staging.getMappedRange(0, padded).slice(0, bytes);
     staging.unmap();
@@ -413,6 +454,8 @@ export class Device {
       off += p;
     }
     this.flush();
+    this.hostSyncs++;
+    this.bytesRead += total;
     await staging.mapAsync(GPUMapMode.READ, 0, total);
     const range = staging.getMappedRange(0, total);
     const out = srcs.map((s, i) => range.slice(offs[i], offs[i] + s.size));
@@ -425,10 +468,13 @@ export class Device {
   flush(): void {
     this.#endPass();
     if (this.#encoder) {
+      const prof = this.profiler;
+      if (prof?.mode === "timestamp") prof.resolve(this.gpu, this.#encoder);
       this.gpu.queue.submit([this.#encoder.finish()]);
       this.#encoder = null;
       this.#batched = 0;
       this.submits++;
+      prof?.afterSubmit();
     }
     const after = this.#afterSubmit;
     this.#afterSubmit = [];
@@ -438,6 +484,7 @@ export class Device {
   /** Submits pending work and waits until the GPU has finished it. */
   async sync(): Promise<void> {
     this.flush();
+    this.hostSyncs++;
     await this.gpu.queue.onSubmittedWorkDone();
   }
 

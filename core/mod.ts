@@ -17,6 +17,7 @@ export {
   UnsupportedAdapterError,
 } from "./gpu.ts";
 export { BufferPool, sizeClass } from "./pool.ts";
+export { DeviceProfiler, type KernelStat, type ProfileMode } from "./profiler.ts";
 export {
   type BufferBinding,
   rowBlocks,

@@ -1,0 +1,377 @@
+/**
+ * `deno task profile [train flags]`: a few training steps of the GPT the train
+ * flags describe (random tokens, the same {@link Trainer} step as `deno task
+ * train`), with per-kernel GPU time (the adapter's `timestamp-query` where it
+ * has it, else each dispatch replayed alone with a sync), dispatches, submits,
+ * host syncs and bytes read back per step, and each kernel family's share.
+ * @module
+ */
+
+import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
+import { DeviceProfiler, type KernelStat, type ProfileMode } from "../core/profiler.ts";
+import { TokenIds } from "../core/token_ids.ts";
+import { DataRng } from "../data/rng.ts";
+import { Gpt } from "../models/gpt.ts";
+import { Trainer } from "../models/trainer.ts";
+import { handled } from "./errors.ts";
+import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
+import { gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
+
+const PROFILE_FLAGS: Record<string, FlagSpec> = {
+  "steps": { type: "int", default: 3, min: 1, help: "profiled steps", group: "Profile" },
+  "warmup": { type: "int", default: 2, min: 0, help: "untimed steps first (compilation)" },
+  "vocab-size": { type: "int", default: 256, min: 2, help: "vocabulary (tokens are random)" },
+  "timing": {
+    type: "string",
+    default: "auto",
+    choices: ["auto", "timestamp", "sync"],
+    help:
+      "timestamp-query, or each dispatch replayed alone with a sync (auto: timestamp if offered)",
+  },
+  "top": { type: "int", default: 15, min: 0, help: "kernels listed (by time)" },
+  "json": { type: "boolean", help: "one JSON object instead of tables" },
+};
+
+const USAGE = `Usage: deno task profile [train flags] [profile flags]
+
+Runs --warmup untimed and --steps profiled training steps of the GPT that the
+train flags describe, on random tokens, one rank (TP=1), and reports per step:
+dispatches, submits, host syncs, bytes read back, the plain step time, and GPU
+time per kernel and per kernel family.`;
+
+/** Kernel families, in report order. */
+export const FAMILIES = [
+  "matmul",
+  "attention",
+  "layernorm",
+  "softmax/xent",
+  "elementwise",
+  "embedding",
+  "optimizer",
+  "other",
+] as const;
+
+/** A kernel family. */
+export type Family = typeof FAMILIES[number];
+
+/**
+ * The family of a kernel key. Attention is its batched matmuls (both operands
+ * batched: q·kᵀ, p·v and their gradients) and the masked softmax.
+ */
+export function familyOf(key: string): Family {
+  if (key.startsWith("matmul")) return /\/a1.*\/b1/.test(key) ? "attention" : "matmul";
+  if (key.startsWith("softmax")) return "attention";
+  if (key.startsWith("layernorm")) return "layernorm";
+  if (key.startsWith("xent")) return "softmax/xent";
+  if (key.startsWith("embedding")) return "embedding";
+  if (/^(adamw|clipcoef|reduce:sum:sq|reduce:[a-z]+:sq)/.test(key)) return "optimizer";
+  if (
+    /^(map:|axpy|fill|copy|dropout|random|colsum|reduce|pack_half|unpack_half|round_half|sum_packed)/
+      .test(key)
+  ) {
+    return "elementwise";
+  }
+  return "other";
+}
+
+/** One kernel's row: per-step averages. */
+export interface KernelRow {
+  /** Pipeline key. */
+  key: string;
+  /** Its family. */
+  family: Family;
+  /** Dispatches per step. */
+  dispatches: number;
+  /** GPU milliseconds per step. */
+  ms: number;
+  /** Share of all kernels' GPU time, percent. */
+  share: number;
+}
+
+/** The profile of a run. */
+export interface Profile {
+  /** Backend, adapter and timing method. */
+  backend: string;
+  /** Adapter description. */
+  adapter: string;
+  /** How kernels were timed. */
+  timing: ProfileMode;
+  /** Model and batch shape. */
+  model: Record<string, number>;
+  /** Steps profiled. */
+  steps: number;
+  /** Per-step counts (from unprofiled steps). */
+  perStep: {
+    dispatches: number;
+    submits: number;
+    hostSyncs: number;
+    bytesRead: number;
+    /** Wall milliseconds of an unprofiled step (median). */
+    wallMs: number;
+    /** Tokens per second of an unprofiled step. */
+    tokensPerSec: number;
+    /** Milliseconds from the step's start to its last submit (host recording; median). */
+    hostUntilSubmitMs: number;
+    /** Sum of kernel GPU time per step (profiled steps), ms. */
+    kernelMs: number;
+    /** Wall milliseconds of a profiled step (median; timing adds its own cost). */
+    profiledWallMs: number;
+  };
+  /** GPU time of a one-workgroup no-op dispatch timed the same way (the per-dispatch floor), ms. */
+  noopDispatchMs: number;
+  /** Sync timing: median cost of an empty submit+wait subtracted from each dispatch, ms. */
+  syncOverheadMs?: number;
+  /** Per family, in {@link FAMILIES} order (families with no dispatch left out). */
+  families: { family: Family; dispatches: number; ms: number; share: number }[];
+  /** Per kernel, by time, descending. */
+  kernels: KernelRow[];
+  /** Distinct pipelines. */
+  pipelines: number;
+  /** Loss of the last step (a sanity check). */
+  loss: number;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** Runs the profile the flags describe on `device`. */
+export async function profileRun(
+  device: Device,
+  f: Record<string, unknown>,
+): Promise<Profile> {
+  if (f.model !== "gpt") throw new UsageError("profile: only --model gpt for now");
+  if ((f["tensor-model-parallel-size"] as number) !== 1) {
+    throw new UsageError("profile: one rank only (--tensor-model-parallel-size 1)");
+  }
+  const vocab = f["vocab-size"] as number;
+  const cfg = gptConfigFromFlags(f as never, vocab);
+  const B = f["micro-batch-size"] as number, T = f["seq-length"] as number;
+  const steps = f.steps as number, warmup = f.warmup as number;
+  let timing = f.timing as string;
+  const hasTs = device.gpu.features.has("timestamp-query");
+  if (timing === "auto") timing = hasTs ? "timestamp" : "sync";
+  if (timing === "timestamp" && !hasTs) {
+    throw new UsageError("profile: this adapter has no timestamp-query (use --timing sync)");
+  }
+  const gpt = Gpt.serial(device, cfg, f.seed as number);
+  const trainer = new Trainer(device, gpt, {
+    schedule: { lr: f.lr as number, decayIters: 1000, style: "constant" },
+    clipGrad: f["clip-grad"] as number,
+  });
+  const rng = new DataRng(7);
+  const tokens = () => Int32Array.from({ length: B * T }, () => rng.nextInt(vocab));
+  let loss = NaN;
+  const step = async () => {
+    const r = await trainer.step(1, () =>
+      gpt.loss(
+        TokenIds.fromHost(device, tokens(), [B, T]),
+        TokenIds.fromHost(device, tokens(), [B, T]),
+      ));
+    loss = r.loss;
+  };
+  for (let i = 0; i < warmup; i++) await step();
+  // Unprofiled and profiled steps alternate, so that both see the same load on a
+  // shared machine: the unprofiled ones give the counts and the plain step time.
+  const wall: number[] = [], record: number[] = [];
+  const counts = { dispatches: 0, submits: 0, hostSyncs: 0, bytesRead: 0 };
+  const prof = new DeviceProfiler(timing as ProfileMode);
+  const profWall: number[] = [];
+  let overhead: number | undefined;
+  const total = new Map<string, KernelStat>();
+  for (let i = 0; i < steps; i++) {
+    const d0 = device.dispatches, s0 = device.submits, h0 = device.hostSyncs, b0 = device.bytesRead;
+    let lastSubmit = NaN;
+    const flush = device.flush;
+    device.flush = () => {
+      lastSubmit = performance.now();
+      flush.call(device);
+    };
+    let t0 = performance.now();
+    try {
+      await step();
+    } finally {
+      device.flush = flush;
+    }
+    const t1 = performance.now();
+    wall.push(t1 - t0);
+    record.push(lastSubmit - t0);
+    counts.dispatches += device.dispatches - d0;
+    counts.submits += device.submits - s0;
+    counts.hostSyncs += device.hostSyncs - h0;
+    counts.bytesRead += device.bytesRead - b0;
+
+    prof.reset();
+    device.profiler = prof;
+    t0 = performance.now();
+    try {
+      await step();
+    } finally {
+      device.profiler = null;
+    }
+    profWall.push(performance.now() - t0);
+    if (prof.mode === "timestamp") await prof.collect();
+    else overhead = (await prof.replay(device.gpu)) / 1e6;
+    for (const s of prof.kernels.values()) {
+      const t = total.get(s.key) ?? { key: s.key, dispatches: 0, workgroups: 0, ns: 0, timed: 0 };
+      t.dispatches += s.dispatches;
+      t.workgroups += s.workgroups;
+      t.ns += s.ns;
+      t.timed += s.timed;
+      total.set(s.key, t);
+    }
+  }
+  prof.destroy();
+  const pipelines = device.pipelineCount;
+  const noopDispatchMs = await noopDispatch(device, prof.mode);
+  const allNs = [...total.values()].reduce((a, s) => a + s.ns, 0);
+  const share = (ns: number) => (allNs > 0 ? (100 * ns) / allNs : 0);
+  const kernels: KernelRow[] = [...total.values()].map((s) => ({
+    key: s.key,
+    family: familyOf(s.key),
+    dispatches: s.dispatches / steps,
+    ms: s.ns / 1e6 / steps,
+    share: share(s.ns),
+  })).sort((a, b) => b.ms - a.ms || b.dispatches - a.dispatches);
+  const families = FAMILIES.map((family) => {
+    const ks = kernels.filter((k) => k.family === family);
+    const ms = ks.reduce((a, k) => a + k.ms, 0);
+    return {
+      family,
+      dispatches: ks.reduce((a, k) => a + k.dispatches, 0),
+      ms,
+      share: allNs > 0 ? (100 * ms * 1e6 * steps) / allNs : 0,
+    };
+  }).filter((x) => x.dispatches > 0);
+  const wallMs = median(wall);
+  return {
+    backend: device.backend,
+    adapter: device.summary().name,
+    timing: prof.mode,
+    model: {
+      vocab,
+      layers: cfg.numLayers,
+      hidden: cfg.hiddenSize,
+      heads: cfg.numHeads,
+      seq: T,
+      batch: B,
+      params: gpt.numParams(),
+    },
+    steps,
+    perStep: {
+      dispatches: counts.dispatches / steps,
+      submits: counts.submits / steps,
+      hostSyncs: counts.hostSyncs / steps,
+      bytesRead: counts.bytesRead / steps,
+      wallMs,
+      tokensPerSec: (B * T * 1000) / wallMs,
+      hostUntilSubmitMs: median(record),
+      kernelMs: allNs / 1e6 / steps,
+      profiledWallMs: median(profWall),
+    },
+    syncOverheadMs: overhead,
+    noopDispatchMs,
+    families,
+    kernels,
+    pipelines,
+    loss,
+  };
+}
+
+/** Median GPU time of a one-workgroup dispatch that writes one word, timed by `mode`, in ms. */
+async function noopDispatch(device: Device, mode: ProfileMode): Promise<number> {
+  const kernel = {
+    key: "profile:noop",
+    code: `@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(1)
+fn main() { o[0] = 1u; }`,
+  };
+  const buffer = device.gpu.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+  const times: number[] = [];
+  for (let i = 0; i < 31; i++) {
+    const prof = new DeviceProfiler(mode);
+    device.profiler = prof;
+    try {
+      device.dispatch(kernel, [{ buffer, size: 16 }], null, [1]);
+      device.flush();
+    } finally {
+      device.profiler = null;
+    }
+    if (mode === "timestamp") await prof.collect();
+    else await prof.replay(device.gpu);
+    prof.destroy();
+    times.push(prof.kernels.get(kernel.key)!.ns / 1e6);
+  }
+  await device.sync();
+  buffer.destroy();
+  return median(times);
+}
+
+/** The profile as Markdown tables (the `top` slowest kernels). */
+export function formatProfile(p: Profile, top = 15): string {
+  const m = p.model, s = p.perStep;
+  const f1 = (x: number) => x.toFixed(1), f2 = (x: number) => x.toFixed(2);
+  const lines = [
+    `- ${p.backend}: ${p.adapter}; kernels timed by ${
+      p.timing === "timestamp"
+        ? "timestamp-query (one pass per dispatch)"
+        : `replaying each dispatch alone with a sync (minus ${
+          f2(p.syncOverheadMs ?? 0)
+        } ms of empty submit+wait)`
+    }`,
+    `- GPT vocab ${m.vocab}, ${m.layers} layers, hidden ${m.hidden}, ${m.heads} heads, ` +
+    `seq ${m.seq}, batch ${m.batch} (${m.params} params); ${p.steps} profiled steps, loss ${
+      f2(p.loss)
+    }`,
+    `- per step: ${s.dispatches} dispatches, ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
+    `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
+    `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s); ` +
+    `kernels' GPU time ${f1(s.kernelMs)} ms = ${
+      f1((100 * s.kernelMs) / s.wallMs)
+    }% of the step wall; ${
+      f1(s.hostUntilSubmitMs)
+    } ms of host work (building the graph, recording dispatches) before the step's last submit`,
+    `- a one-workgroup no-op dispatch takes ${f1(p.noopDispatchMs * 1000)} µs of GPU time: ` +
+    `× ${s.dispatches} dispatches = ${f1(p.noopDispatchMs * s.dispatches)} ms per step (${
+      f1((100 * p.noopDispatchMs * s.dispatches) / s.wallMs)
+    }% of the step wall)`,
+    "",
+    "| family | dispatches/step | GPU ms/step | share |",
+    "| --- | ---: | ---: | ---: |",
+    ...p.families.map((x) => `| ${x.family} | ${x.dispatches} | ${f2(x.ms)} | ${f1(x.share)}% |`),
+    "",
+    "| kernel | family | dispatches/step | GPU ms/step | µs/dispatch | share |",
+    "| --- | --- | ---: | ---: | ---: | ---: |",
+    ...p.kernels.slice(0, top).map((k) =>
+      `| \`${k.key}\` | ${k.family} | ${k.dispatches} | ${f2(k.ms)} | ${
+        f1((k.ms * 1000) / k.dispatches)
+      } | ${f1(k.share)}% |`
+    ),
+  ];
+  return lines.join("\n");
+}
+
+async function run(args: string[]): Promise<number> {
+  const specs = { ...TRAIN_FLAGS, ...PROFILE_FLAGS };
+  const f = parseCommandLine(args, specs, USAGE);
+  if (typeof f === "number") return f;
+  const device = await Device.create(
+    f.backend ? { backend: parseBackend(f.backend as string) } : {},
+  );
+  try {
+    const p = await profileRun(device, f);
+    console.log(f.json ? JSON.stringify(p) : formatProfile(p, f.top as number));
+  } finally {
+    await device.close();
+  }
+  return 0;
+}
+
+/** Entry point: returns the exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

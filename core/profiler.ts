@@ -1,0 +1,194 @@
+/**
+ * Per-kernel GPU timing for a {@link Device}: attached as `device.profiler`, it
+ * counts every dispatch by kernel key and times it, either with the adapter's
+ * `timestamp-query` (each dispatch in its own compute pass with timestamp writes,
+ * resolved with the batch's submit) or, where the adapter has none, by capturing
+ * the dispatches and replaying each one alone with a submit and a wait
+ * ({@link DeviceProfiler.replay}). Detached (`device.profiler = null`, the
+ * default) it costs nothing: the device checks one field per dispatch.
+ * @module
+ */
+
+/** How dispatches are timed. */
+export type ProfileMode = "timestamp" | "sync";
+
+/** What one kernel (one pipeline key) did while the profiler was attached. */
+export interface KernelStat {
+  /** The kernel's pipeline key (kernel name and specialization). */
+  key: string;
+  /** Dispatches recorded. */
+  dispatches: number;
+  /** Workgroups launched, summed over the dispatches. */
+  workgroups: number;
+  /** GPU nanoseconds, summed over the timed dispatches. */
+  ns: number;
+  /** Dispatches that have a time (all of them once {@link DeviceProfiler.collect} returned). */
+  timed: number;
+}
+
+interface Captured {
+  key: string;
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  workgroups: [number, number, number];
+}
+
+/** Collects per-kernel dispatch counts and GPU time; see the module doc. */
+export class DeviceProfiler {
+  /** Per-kernel statistics, by key. */
+  readonly kernels: Map<string, KernelStat> = new Map();
+  #querySet: GPUQuerySet | null = null;
+  #capacity = 0;
+  #slots: string[] = [];
+  #resolved: { read: GPUBuffer; resolve: GPUBuffer; keys: string[] } | null = null;
+  #pending: Promise<void>[] = [];
+  #captured: Captured[] = [];
+
+  /** A profiler timing with `mode` ("timestamp" needs the device's `timestamp-query`). */
+  constructor(readonly mode: ProfileMode) {}
+
+  #stat(key: string): KernelStat {
+    let s = this.kernels.get(key);
+    if (!s) this.kernels.set(key, s = { key, dispatches: 0, workgroups: 0, ns: 0, timed: 0 });
+    return s;
+  }
+
+  /** Called by the device for each dispatch it records. */
+  count(key: string, workgroups: number): void {
+    const s = this.#stat(key);
+    s.dispatches++;
+    s.workgroups += workgroups;
+  }
+
+  /**
+   * Timestamp mode: the `timestampWrites` for the pass of the next dispatch
+   * (`capacity`: the most dispatches one submit may hold).
+   */
+  timestampWrites(gpu: GPUDevice, key: string, capacity: number): GPUComputePassTimestampWrites {
+    if (!this.#querySet || this.#capacity < capacity) {
+      this.#querySet?.destroy();
+      this.#capacity = capacity;
+      this.#querySet = gpu.createQuerySet({ type: "timestamp", count: 2 * capacity });
+    }
+    const i = this.#slots.length;
+    if (i >= this.#capacity) {
+      throw new Error("profiler: more timed dispatches than one submit holds");
+    }
+    this.#slots.push(key);
+    return {
+      querySet: this.#querySet,
+      beginningOfPassWriteIndex: 2 * i,
+      endOfPassWriteIndex: 2 * i + 1,
+    };
+  }
+
+  /** Timestamp mode: records the resolve of this batch's timestamps into `encoder` (before its submit). */
+  resolve(gpu: GPUDevice, encoder: GPUCommandEncoder): void {
+    const n = this.#slots.length;
+    if (n === 0 || !this.#querySet) return;
+    const bytes = 16 * n;
+    const resolveBuf = gpu.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = gpu.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
+    encoder.resolveQuerySet(this.#querySet, 0, 2 * n, resolveBuf, 0);
+    encoder.copyBufferToBuffer(resolveBuf, 0, read, 0, bytes);
+    this.#resolved = { read, resolve: resolveBuf, keys: this.#slots };
+    this.#slots = [];
+  }
+
+  /** Timestamp mode: after the submit that holds the resolve, maps the times (no wait here). */
+  afterSubmit(): void {
+    const r = this.#resolved;
+    if (!r) return;
+    this.#resolved = null;
+    r.resolve.destroy(); // its copy is submitted
+    this.#pending.push(
+      r.read.mapAsync(GPUMapMode.READ).then(() => {
+        const t = new BigUint64Array(r.read.getMappedRange().slice(0));
+        r.read.unmap();
+        r.read.destroy();
+        r.keys.forEach((key, i) => {
+          const s = this.#stat(key);
+          const d = t[2 * i + 1] - t[2 * i];
+          // A zero pair means the implementation wrote no timestamp; count it untimed.
+          if (t[2 * i] !== 0n || t[2 * i + 1] !== 0n) {
+            s.ns += Number(d > 0n ? d : 0n);
+            s.timed++;
+          }
+        });
+      }),
+    );
+  }
+
+  /** Sync mode: keeps what it takes to replay one dispatch alone. */
+  capture(
+    key: string,
+    pipeline: GPUComputePipeline,
+    bindGroup: GPUBindGroup,
+    workgroups: [number, number, number],
+  ): void {
+    this.#captured.push({ key, pipeline, bindGroup, workgroups });
+  }
+
+  /** Timestamp mode: waits until every submitted batch's timestamps are read. */
+  async collect(): Promise<void> {
+    const p = this.#pending;
+    this.#pending = [];
+    await Promise.all(p);
+  }
+
+  /**
+   * Sync mode: replays each captured dispatch alone (one submit, one wait) and
+   * adds its wall time minus the median cost of an empty submit and wait. The
+   * replay rewrites the buffers the dispatches wrote: call it after a step whose
+   * results are no longer needed. Returns that median overhead in nanoseconds.
+   */
+  async replay(gpu: GPUDevice): Promise<number> {
+    const captured = this.#captured;
+    this.#captured = [];
+    await gpu.queue.onSubmittedWorkDone();
+    const empty: number[] = [];
+    for (let i = 0; i < 21; i++) {
+      const t0 = performance.now();
+      gpu.queue.submit([gpu.createCommandEncoder().finish()]);
+      await gpu.queue.onSubmittedWorkDone();
+      empty.push(performance.now() - t0);
+    }
+    empty.sort((a, b) => a - b);
+    const overhead = empty[10];
+    for (const c of captured) {
+      const enc = gpu.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(...c.workgroups);
+      pass.end();
+      const cmd = enc.finish();
+      const t0 = performance.now();
+      gpu.queue.submit([cmd]);
+      await gpu.queue.onSubmittedWorkDone();
+      const ms = performance.now() - t0 - overhead;
+      const s = this.#stat(c.key);
+      s.ns += Math.max(0, ms) * 1e6;
+      s.timed++;
+    }
+    return overhead * 1e6;
+  }
+
+  /** Clears the statistics (between steps). */
+  reset(): void {
+    this.kernels.clear();
+    this.#captured = [];
+  }
+
+  /** Frees the query set. */
+  destroy(): void {
+    this.#querySet?.destroy();
+    this.#querySet = null;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * `deno task profile`: on a tiny GPT, the counts are consistent (values, not
+ * timings): every dispatch is attributed to a kernel, the family shares sum to
+ * 100%, a training step has exactly one submit and one host readback (loss and
+ * the clipping coefficient with the gradient norm: 16 bytes), one AdamW and one
+ * squared-norm dispatch per parameter tensor, and the same kernels are
+ * dispatched the same number of times under both timing methods and both
+ * backends.
+ * @module
+ */
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { familyOf } from "../cli/profile.ts";
+import type { Profile } from "../cli/profile.ts";
+import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+
+/** 1 layer: 2 embeddings + 12 tensors per layer + the final layer norm's 2. */
+const PARAM_TENSORS = 16;
+
+async function profile(backend: string, timing: string): Promise<Profile> {
+  const r = await runCli(
+    "cli/profile.ts",
+    [
+      ...TINY_MODEL_FLAGS,
+      "--backend",
+      backend,
+      "--timing",
+      timing,
+      "--steps",
+      "2",
+      "--warmup",
+      "1",
+      "--hidden-dropout",
+      "0",
+      "--attention-dropout",
+      "0",
+      "--json",
+    ],
+    undefined,
+    { retryOnCrash: true },
+  );
+  assertEquals(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Profile;
+}
+
+function checkCounts(p: Profile): void {
+  const s = p.perStep;
+  assert(s.dispatches > 0);
+  assertEquals(s.submits, 1, "one submit per step (at the readback)");
+  assertEquals(s.hostSyncs, 1, "one host readback per step");
+  assertEquals(s.bytesRead, 16, "loss (4 bytes) + clip coefficient, norm, skip flag (12)");
+  assertEquals(p.kernels.reduce((a, k) => a + k.dispatches, 0), s.dispatches);
+  assertEquals(p.families.reduce((a, f) => a + f.dispatches, 0), s.dispatches);
+  assertAlmostEquals(p.families.reduce((a, f) => a + f.share, 0), 100, 1e-6);
+  assertAlmostEquals(p.kernels.reduce((a, k) => a + k.share, 0), 100, 1e-6);
+  assert(s.kernelMs > 0 && s.wallMs > 0 && p.noopDispatchMs >= 0);
+  const per = (key: string) => p.kernels.find((k) => k.key === key)?.dispatches;
+  assertEquals(per("adamw"), PARAM_TENSORS);
+  assertEquals(per("reduce:sumsq:sq"), PARAM_TENSORS);
+  assertEquals(per("clipcoef"), 1);
+  for (const f of ["matmul", "attention", "layernorm", "softmax/xent", "optimizer"]) {
+    assert(p.families.some((x) => x.family === f && x.dispatches > 0), f);
+  }
+  assert(!p.families.some((x) => x.family === "other"), "every kernel has a family");
+}
+
+function assertAlmostEquals(a: number, b: number, tol: number): void {
+  assert(Math.abs(a - b) <= tol, `${a} is not within ${tol} of ${b}`);
+}
+
+const dispatchesByKernel = (p: Profile) =>
+  Object.fromEntries(p.kernels.map((k) => [k.key, k.dispatches]).sort());
+
+Deno.test("familyOf: attention is the batched matmuls and the masked softmax", () => {
+  assertEquals(familyOf("matmul/cpu16x4x2/TN/a1l4/b1l4/c1k1/bias0/acc0"), "attention");
+  assertEquals(familyOf("matmul/cpu32x4x8/NT/a0k4/b0k4/c1k1/bias1/acc0"), "matmul");
+  assertEquals(familyOf("softmax:fwd:causal"), "attention");
+  assertEquals(familyOf("xent:fwd"), "softmax/xent");
+  assertEquals(familyOf("layernorm:bwd:perrow"), "layernorm");
+  assertEquals(familyOf("adamw"), "optimizer");
+  assertEquals(familyOf("copy:strided"), "elementwise");
+});
+
+Deno.test("profile: counts agree across timing methods and backends", async () => {
+  const deno = await profile("deno", "timestamp");
+  assertEquals(deno.timing, "timestamp");
+  checkCounts(deno);
+  const denoSync = await profile("deno", "sync");
+  checkCounts(denoSync);
+  assertEquals(dispatchesByKernel(denoSync), dispatchesByKernel(deno));
+  const dawn = await profile("dawn", "auto");
+  checkCounts(dawn);
+  assertEquals(dispatchesByKernel(dawn), dispatchesByKernel(deno));
+});
