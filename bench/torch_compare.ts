@@ -1,0 +1,256 @@
+/**
+ * The project beside PyTorch on the CPU, in one run (`deno task bench:torch`):
+ * the issue's two training workloads and a 1024³ matmul.
+ *
+ * - reference config (vocab 256, hidden 128, 4 heads, 2 layers, seq 64, batch 8),
+ *   tokens/s: the project on each backend (bench/train.ts's step: Adam(W), clip
+ *   1.0, dropout off, the loss read back each step), PyTorch (bench/torch_peer.py:
+ *   the same model, optimizer and clip) at 1 and 2 threads, the better counted;
+ * - GPT-2 small shape (12 layers, hidden 768, 12 heads, vocab 50,257 padded to
+ *   50,304, seq 256, batch 1), tokens/s: the project at the TP sizes of `--gpt2-tp`
+ *   (bench/gpt2_scale.ts: one Worker and device per rank in one process, Deno's
+ *   WebGPU), PyTorch as above;
+ * - matmul 1024³ GFLOP/s: the project's kernel on each backend against
+ *   torch.mm (OpenBLAS sgemm) at 1 and 2 threads.
+ *
+ * PyTorch runs with `--python` (default /usr/bin/python3, Debian's python3-torch);
+ * when it cannot import torch the table says so and shows the project's rows alone.
+ *
+ *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--gpt2-tp 1,2|none]
+ *       [--gpt2-steps 3] [--python /usr/bin/python3]
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
+import { median } from "./stats.ts";
+import { deviceFor, REFERENCE, timedStep } from "./train.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    backends: { type: "string", default: "deno,dawn" },
+    steps: { type: "string", default: "10" },
+    "gpt2-tp": { type: "string", default: "1,2" },
+    "gpt2-steps": { type: "string", default: "3" },
+    python: { type: "string", default: "/usr/bin/python3" },
+  },
+});
+const backends = values.backends!.split(",").filter((s) => s).map((s) => parseBackend(s));
+const STEPS = Number(values.steps);
+const gpt2Tp = values["gpt2-tp"] === "none" ? [] : values["gpt2-tp"]!.split(",").map(Number);
+const GPT2 = { vocab: 50304, layers: 12, hidden: 768, heads: 12, seq: 256, batch: 1 };
+
+interface TorchOut {
+  torch: string;
+  workloads: Record<string, Record<string, { tokensPerSec: number; params: number }>>;
+  sgemm: Record<string, number>;
+}
+
+/** Runs bench/torch_peer.py with `spec`; null (and the reason) when PyTorch is not there. */
+async function torch(spec: unknown): Promise<TorchOut | string> {
+  try {
+    const out = await new Deno.Command(values.python!, {
+      args: [new URL("./torch_peer.py", import.meta.url).pathname, JSON.stringify(spec)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    if (!out.success) {
+      return /No module named 'torch'/.test(err)
+        ? `${values.python} has no torch (apt-get install python3-torch libopenblas0-pthread)`
+        : `PyTorch peer failed: ${err.trim().split("\n").pop()}`;
+    }
+    return JSON.parse(new TextDecoder().decode(out.stdout)) as TorchOut;
+  } catch (e) {
+    return `no ${values.python} (${(e as Error).message.split("\n")[0]})`;
+  }
+}
+
+const best = (r: Record<string, number>) => {
+  const [t, v] = Object.entries(r).sort((a, b) => b[1] - a[1])[0];
+  return { threads: t, v };
+};
+
+/** Project matmul 1024³ GFLOP/s on `backend`: median of 5 timed batches of 4 dispatches. */
+async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
+  const device = await deviceFor(backend);
+  const shape: MatmulShape = {
+    batch: 1,
+    M: n,
+    N: n,
+    K: n,
+    transA: false,
+    transB: false,
+    batchA: true,
+    batchB: true,
+    bias: false,
+  };
+  const plan = matmulPlan(shape, {
+    software: device.isSoftware,
+    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+    maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+  });
+  const buf = (init: boolean) => {
+    const buffer = device.pool.acquire(4 * n * n);
+    if (init) device.upload(buffer, Float32Array.from({ length: n * n }, () => Math.random() - .5));
+    return { buffer, size: 4 * n * n };
+  };
+  const bindings = [buf(true), buf(true), buf(false)];
+  const run = async (count: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) {
+      device.dispatch(plan.kernel, bindings, plan.params, plan.workgroups);
+    }
+    await device.sync();
+    return performance.now() - t0;
+  };
+  await run(1);
+  const ms: number[] = [];
+  for (let i = 0; i < 5; i++) ms.push(await run(4));
+  for (const b of bindings) device.pool.release(b.buffer);
+  return (4 * 2 * n ** 3) / (median(ms) / 1000) / 1e9;
+}
+
+/** GPT-2 small at TP=`tp` through bench/gpt2_scale.ts: ms per step (median of the steps). */
+async function projectGpt2(tp: number): Promise<number | string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./gpt2_scale.ts", import.meta.url).pathname,
+      "--sizes",
+      "small",
+      "--tp",
+      String(tp),
+      "--seq",
+      String(GPT2.seq),
+      "--batch",
+      String(GPT2.batch),
+      "--steps",
+      values["gpt2-steps"]!,
+      "--eval-only",
+      "none",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const row = text.split("\n").find((l) => l.startsWith(`| small |`));
+  const cells = row?.split("|").map((s) => s.trim());
+  const ms = Number(cells?.[8]);
+  if (!out.success || !Number.isFinite(ms)) {
+    return `failed: ${
+      (row ?? new TextDecoder().decode(out.stderr)).trim().split("\n").pop()?.slice(0, 200)
+    }`;
+  }
+  return ms;
+}
+
+const f0 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 0 });
+const f1 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 1 });
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
+
+if (import.meta.main) {
+  const lines: string[] = [];
+  const log = (s: string) => console.error(s);
+  // Reference config: the project on each backend, then PyTorch right after.
+  const refTps = new Map<BackendName, number>();
+  for (const b of backends) {
+    const row = { impl: "project" as const, backend: b, config: REFERENCE };
+    const ms: number[] = [];
+    for (let i = 0; i < STEPS; i++) ms.push(await timedStep(row));
+    refTps.set(b, (REFERENCE.batch * REFERENCE.seq * 1000) / median(ms));
+    log(`project reference ${b}: ${f0(refTps.get(b)!)} tokens/s`);
+  }
+  const w = REFERENCE.model;
+  const refSpec = {
+    name: "reference",
+    vocab: w.vocabSize,
+    layers: w.numLayers,
+    hidden: w.hiddenSize,
+    heads: w.numHeads,
+    seq: REFERENCE.seq,
+    batch: REFERENCE.batch,
+    warmup: 2,
+    steps: STEPS,
+  };
+  const t1 = await torch({ workloads: [refSpec], threads: [1, 2], sgemm: 1024 });
+  // Matmul 1024³.
+  const mm = new Map<BackendName, number>();
+  for (const b of backends) {
+    mm.set(b, await projectMatmul(b));
+    log(`project matmul 1024³ ${b}: ${f1(mm.get(b)!)} GFLOP/s`);
+  }
+  for (const b of backends) (await deviceFor(b)).destroy();
+  // GPT-2 small: the project at each TP, then PyTorch.
+  const gpt2 = new Map<number, number | string>();
+  for (const tp of gpt2Tp) {
+    gpt2.set(tp, await projectGpt2(tp));
+    log(`project GPT-2 small TP=${tp}: ${gpt2.get(tp)} ms/step`);
+  }
+  const t2 = gpt2Tp.length
+    ? await torch({
+      workloads: [{ name: "gpt2", ...GPT2, warmup: 1, steps: Number(values["gpt2-steps"]) }],
+      threads: [1, 2],
+    })
+    : null;
+
+  const noTorch = typeof t1 === "string" ? t1 : null;
+  const torchRef = typeof t1 === "string" ? null : best(Object.fromEntries(
+    Object.entries(t1.workloads.reference).map(([t, r]) => [t, r.tokensPerSec]),
+  ));
+  const torchMm = typeof t1 === "string" ? null : best(t1.sgemm);
+  const torchG = t2 && typeof t2 !== "string"
+    ? best(Object.fromEntries(
+      Object.entries(t2.workloads.gpt2).map(([t, r]) => [t, r.tokensPerSec]),
+    ))
+    : null;
+  const la = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  lines.push(
+    `- ${new Date().toISOString().slice(0, 16)}Z; ${
+      noTorch
+        ? `**no PyTorch row**: ${noTorch}`
+        : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads`
+    }; load average at the end ${la}`,
+    `- reference: median of ${STEPS} steps after 2 warm-up steps; GPT-2 small: median of ${
+      values["gpt2-steps"]
+    } steps (the project's first, compiling step included in its median)`,
+    "",
+    "| workload | PyTorch CPU | this project | ratio |",
+    "| --- | ---: | --- | ---: |",
+  );
+  for (const b of backends) {
+    const v = refTps.get(b)!;
+    lines.push(
+      `| reference config, tokens/s | ${
+        torchRef ? `${f0(torchRef.v)} (${torchRef.threads} thr)` : "–"
+      } | ${f0(v)} (${b}) | ${torchRef ? ratio(v, torchRef.v) : "–"} |`,
+    );
+  }
+  for (const tp of gpt2Tp) {
+    const r = gpt2.get(tp)!;
+    const tps = typeof r === "number" ? (GPT2.seq * GPT2.batch * 1000) / r : NaN;
+    lines.push(
+      `| GPT-2 small shape, tokens/s | ${
+        torchG ? `${f1(torchG.v)} (${torchG.threads} thr)` : "–"
+      } | ${
+        typeof r === "number"
+          ? `${f1(tps)} at TP=${tp} (deno, ${tp} Worker${tp > 1 ? "s" : ""} in one process)`
+          : `TP=${tp} ${r}`
+      } | ${torchG && Number.isFinite(tps) ? ratio(tps, torchG.v) : "–"} |`,
+    );
+  }
+  for (const b of backends) {
+    const v = mm.get(b)!;
+    lines.push(
+      `| matmul 1024³, GFLOP/s | ${torchMm ? `${f1(torchMm.v)} (${torchMm.threads} thr)` : "–"} | ${
+        f1(v)
+      } (${b}) | ${torchMm ? ratio(v, torchMm.v) : "–"} |`,
+    );
+  }
+  if (t2 && typeof t2 === "string") lines.push("", `PyTorch GPT-2 row: ${t2}`);
+  console.log(lines.join("\n"));
+  Deno.exit(0);
+}
