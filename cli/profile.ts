@@ -332,7 +332,8 @@ export function formatProfile(p: Profile, top = 15): string {
       f1((100 * s.kernelMs) / s.wallMs)
     }% of the step wall; ${
       f1(s.hostUntilSubmitMs)
-    } ms of host work (building the graph, recording dispatches) before the step's last submit`,
+    } ms from the step's start to its last submit (host work: building the graph, recording; ` +
+    `with several submits the earlier batches run meanwhile)`,
     `- a one-workgroup no-op dispatch takes ${f1(p.noopDispatchMs * 1000)} µs of GPU time: ` +
     `× ${s.dispatches} dispatches = ${f1(p.noopDispatchMs * s.dispatches)} ms per step (${
       f1((100 * p.noopDispatchMs * s.dispatches) / s.wallMs)
