@@ -1,7 +1,9 @@
 /**
  * fp32 against --bf16 and --fp16 on one rank: ms per training step and the
  * buffer pool's peak bytes, split into what persists (weights, 16-bit weight
- * copies, gradients, AdamW moments) and the rest (activations and temporaries).
+ * copies, AdamW moments), the gradients, and the activations: those saved for
+ * backward at the end of the forward pass (16-bit under --bf16/--fp16) and the
+ * forward's peak (saved activations plus a layer's working set).
  * Then, where the adapter offers `shader-f16`, one fp16-weight linear read by
  * integer unpacking and by native f16 loads (`--read-only`: only that).
  * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|deep|wide] [--recompute] [--read-only]`.
@@ -11,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
-import { tidy } from "../core/tensor.ts";
+import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { LossScaler } from "../models/loss_scale.ts";
@@ -81,8 +83,12 @@ console.log(
       config.recomputeActivations ? ", recompute" : ""
     }`,
 );
-console.log("| mode | ms/step | peak MiB | persistent MiB | rest (activations) MiB |");
-console.log("| ---- | ------: | -------: | -------------: | ---------------------: |");
+console.log(
+  "| mode | ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |",
+);
+console.log(
+  "| ---- | ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |",
+);
 for (const mode of args.values["read-only"] ? [] : ["fp32", "bf16", "fp16"] as const) {
   const device = await Device.create({ backend });
   const m = Gpt.serial(device, config, 1);
@@ -101,15 +107,27 @@ for (const mode of args.values["read-only"] ? [] : ["fp32", "bf16", "fp16"] as c
   await trainer.step(1, () => m.loss(x, y)); // compiles pipelines, creates moments and copies
   await tidy(device, () => Promise.resolve());
   const persistent = device.pool.liveBytes;
+  const grads = m.namedParams().reduce((n, [, p]) => n + p.tensor.size * 4, 0);
   device.pool.resetPeak();
+  let saved = 0, forwardPeak = 0, peak = 0;
+  // the forward, then what the trainer does next (packSaved: a no-op for fp32)
+  const lossOf = async (): Promise<Tensor> => {
+    peak = Math.max(peak, device.pool.peakBytes);
+    device.pool.resetPeak();
+    const l = await m.loss(x, y);
+    packSaved(device, [l]);
+    saved = Math.max(saved, device.pool.liveBytes - persistent);
+    forwardPeak = Math.max(forwardPeak, device.pool.peakBytes - persistent);
+    return l;
+  };
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await trainer.step(1, () => m.loss(x, y));
+  for (let i = 0; i < steps; i++) await trainer.step(1, lossOf);
   const ms = (performance.now() - t0) / steps;
-  const peak = device.pool.peakBytes;
+  peak = Math.max(peak, device.pool.peakBytes);
   console.log(
-    `| ${mode} | ${ms.toFixed(1)} | ${MiB(peak)} | ${MiB(persistent)} | ${
-      MiB(peak - persistent)
-    } |`,
+    `| ${mode} | ${ms.toFixed(1)} | ${MiB(peak)} | ${MiB(persistent)} | ${MiB(grads)} | ${
+      MiB(saved)
+    } | ${MiB(forwardPeak)} |`,
   );
   m.dispose();
   await device.close();

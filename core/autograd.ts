@@ -6,7 +6,7 @@
  */
 
 import { axpyInPlace, clone } from "./ops/raw.ts";
-import { fmtShape, type GradNode, Tensor } from "./tensor.ts";
+import { dropUnpacked, fmtShape, type GradNode, Tensor } from "./tensor.ts";
 
 /**
  * Attaches `node` to `out` when the device records gradients and any input needs
@@ -22,6 +22,7 @@ export function record(
   if (!inputs.some((t) => t.requiresGrad)) return out;
   out.requiresGrad = true;
   out.node = { name, inputs, backward } satisfies GradNode;
+  if (out.device.saveActivationsAs) Tensor.noteSaved(out);
   return out;
 }
 
@@ -80,6 +81,7 @@ export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
       }
       const inputGrads = await t.node.backward(g);
       g.dispose();
+      dropUnpacked(device);
       t.node.inputs.forEach((input, i) => {
         const ig = inputGrads[i];
         if (!ig) return;

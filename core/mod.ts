@@ -29,11 +29,13 @@ export {
 export {
   assertSameDevice,
   assertSameShape,
+  dropUnpacked,
   type DType,
   fmtShape,
   type GradNode,
   type HalfCopy,
   numel,
+  packSaved,
   Tensor,
   tidy,
 } from "./tensor.ts";

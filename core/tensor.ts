@@ -5,8 +5,9 @@
  * @module
  */
 
+import { halfDispatch, packHalfKernel, unpackHalfKernel } from "../kernels/half.ts";
 import type { Device } from "./device.ts";
-import type { BufferBinding } from "./windows.ts";
+import { type BufferBinding, subBinding, windowElements, windows } from "./windows.ts";
 
 /**
  * Element types. `i32` is for indices (token ids and targets: see `TokenIds` for
@@ -27,14 +28,99 @@ export interface GradNode {
 /** The GPU storage behind one or more tensor views. */
 class Storage {
   refs = 1;
+  /**
+   * Mixed precision: the values packed two per word while `buffer` is dropped
+   * (a saved activation, see {@link packSaved}); `buffer` is refilled from it on use.
+   */
+  packed: { words: GPUBuffer; format: "fp16" | "bf16" } | null = null;
+  /** Never packed (cross-entropy's logits and hidden input: see {@link keepF32}). */
+  keepF32 = false;
   constructor(readonly device: Device, public buffer: GPUBuffer | null, readonly bytes: number) {}
 
   release(): void {
-    if (--this.refs === 0 && this.buffer) {
-      this.device.pool.release(this.buffer);
-      this.buffer = null;
-    }
+    if (--this.refs !== 0) return;
+    if (this.buffer) this.device.pool.release(this.buffer);
+    this.buffer = null;
+    if (this.packed) this.device.pool.release(this.packed.words);
+    this.packed = null;
   }
+
+  /** The f32 buffer, unpacked from the 16-bit words when it was dropped. */
+  live(): GPUBuffer | null {
+    if (this.buffer || !this.packed || this.refs === 0) return this.buffer;
+    const device = this.device;
+    const buf = device.pool.acquire(this.bytes);
+    halfWindows(device, this.bytes / 4, (s, c) => {
+      const d = halfDispatch(c);
+      device.dispatch(
+        unpackHalfKernel(this.packed!.format),
+        [
+          subBinding(
+            { buffer: this.packed!.words, size: this.packed!.words.size },
+            s / 2,
+            (c + 1) >> 1,
+          ),
+          subBinding({ buffer: buf, size: buf.size }, s, c),
+        ],
+        d.params,
+        d.workgroups,
+      );
+    });
+    this.buffer = buf;
+    savedState(device).unpacked.add(this);
+    return buf;
+  }
+
+  /** Frees the f32 buffer refilled by {@link Storage.live} (the packed words stay). */
+  dropUnpacked(): void {
+    if (this.buffer && this.packed) this.device.pool.release(this.buffer);
+    if (this.packed) this.buffer = null;
+  }
+
+  /** Packs the f32 values into 16-bit words and frees the f32 buffer. */
+  pack(format: "fp16" | "bf16"): void {
+    if (!this.buffer || this.packed || this.keepF32) return;
+    const device = this.device;
+    const n = this.bytes / 4;
+    const words = device.pool.acquire(Math.max(1, Math.ceil(n / 2)) * 4);
+    const src = this.buffer;
+    halfWindows(device, n, (s, c) => {
+      const d = halfDispatch(c, true);
+      device.dispatch(
+        packHalfKernel(format),
+        [
+          subBinding({ buffer: src, size: src.size }, s, c),
+          subBinding({ buffer: words, size: words.size }, s / 2, (c + 1) >> 1),
+        ],
+        d.params,
+        d.workgroups,
+      );
+    });
+    device.pool.release(src);
+    this.buffer = null;
+    this.packed = { words, format };
+  }
+}
+
+/** Windows over `n` values whose starts are even and whose word offsets stay aligned. */
+function halfWindows(device: Device, n: number, each: (start: number, count: number) => void) {
+  const align = device.limits.minStorageBufferOffsetAlignment ?? 256;
+  for (const [s, c] of windows(n, windowElements(device, 2 * Math.max(1, align / 4)))) each(s, c);
+}
+
+interface SavedState {
+  /** Tensors recorded for backward since the last {@link packSaved}. */
+  pending: Set<Tensor>;
+  /** Packed storages whose f32 buffer was refilled since the last pack or drop. */
+  unpacked: Set<Storage>;
+}
+
+const saved = new WeakMap<Device, SavedState>();
+
+function savedState(device: Device): SavedState {
+  let st = saved.get(device);
+  if (!st) saved.set(device, st = { pending: new Set(), unpacked: new Set() });
+  return st;
 }
 
 /** Number of elements of `shape`. */
@@ -138,7 +224,7 @@ export class Tensor {
 
   /** The GPU buffer; throws a clear error if the tensor was disposed. */
   get buffer(): GPUBuffer {
-    const b = this.#storage?.buffer;
+    const b = this.#storage?.live();
     if (!b) {
       throw new Error(
         `use of a disposed tensor${this.name ? ` "${this.name}"` : ""} of shape ${
@@ -185,7 +271,7 @@ export class Tensor {
       );
     }
     const s = this.#storage;
-    if (!s?.buffer) void this.buffer; // throws the disposed error
+    if (!s?.buffer && !s?.packed) void this.buffer; // throws the disposed error
     s!.refs++;
     return new Tensor(this.device, s!, [...shape], this.dtype);
   }
@@ -254,6 +340,47 @@ export class Tensor {
     this.#storage = null;
   }
 
+  /** Registers this tensor (an op's output autograd keeps) for {@link packSaved}. */
+  static noteSaved(t: Tensor): void {
+    if (t.dtype === "f32" && t.#storage && !t.persistent) savedState(t.device).pending.add(t);
+  }
+
+  /** Keeps this tensor's storage f32 when saved for backward (returns itself). */
+  keepF32(): this {
+    if (this.#storage) this.#storage.keepF32 = true;
+    return this;
+  }
+
+  /** Whether the f32 storage is currently dropped and the values held packed in 16 bits. */
+  get packedNow(): boolean {
+    return !!this.#storage?.packed && !this.#storage.buffer;
+  }
+
+  /** See {@link packSaved}. */
+  static packSaved(device: Device, keep: readonly Tensor[] = []): void {
+    const st = savedState(device);
+    const format = device.saveActivationsAs;
+    const keepS = new Set(keep.map((t) => t.#storage));
+    const still = new Set<Tensor>();
+    for (const t of st.pending) {
+      const s = t.#storage;
+      if (!s) continue;
+      if (keepS.has(s)) still.add(t);
+      else if (format) s.pack(format);
+    }
+    st.pending = still;
+    for (const s of st.unpacked) if (!keepS.has(s)) s.dropUnpacked();
+    st.unpacked = new Set([...st.unpacked].filter((s) => keepS.has(s)));
+  }
+
+  /** See {@link dropUnpacked}. */
+  static dropUnpacked(device: Device): void {
+    const st = saved.get(device);
+    if (!st || st.unpacked.size === 0) return;
+    for (const s of st.unpacked) s.dropUnpacked();
+    st.unpacked.clear();
+  }
+
   /** A short description. */
   toString(): string {
     return `Tensor(${fmtShape(this.shape)}, ${this.dtype}${this.name ? `, ${this.name}` : ""})`;
@@ -312,6 +439,27 @@ export function tidy<T>(device: Device, fn: () => T): T {
   }
   endScope(device, scope, r);
   return r;
+}
+
+/**
+ * Mixed precision's 16-bit saved activations (`device.saveActivationsAs`, set by
+ * the trainer during a step): every tensor autograd recorded since the last call
+ * (an op's output, which later ops' backward read) is packed two values per word
+ * and its f32 buffer freed, except those sharing storage with `keep` (still
+ * needed by the forward: a layer's output) and those marked {@link Tensor.keepF32}.
+ * A packed tensor stays usable: a read (its `buffer`) unpacks it into a fresh f32
+ * buffer, freed again at the next call or, in the backward pass, after the node
+ * that read it ({@link dropUnpacked}). Models call it after each layer, the
+ * trainer after the forward. Forward values are unchanged; backward reads the
+ * 16-bit rounding of what it saved. Without `saveActivationsAs` it only forgets.
+ */
+export function packSaved(device: Device, keep: readonly Tensor[] = []): void {
+  Tensor.packSaved(device, keep);
+}
+
+/** Frees the f32 buffers that reads refilled from packed saved activations. */
+export function dropUnpacked(device: Device): void {
+  Tensor.dropUnpacked(device);
 }
 
 /** Throws a clear error when two shapes differ. */

@@ -12,7 +12,7 @@
 import { Dropout, Embedding, LayerNorm, Linear, Module, type ParamInfo } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { packSaved, type Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { ParallelMlp, SelfAttention } from "./blocks.ts";
 import { paddedVocabSize } from "./gpt.ts";
@@ -265,7 +265,10 @@ export class Bert extends Module {
     );
     x = this.drop.forward(this.embeddingsLn.forward(x));
     const post = !!this.config.postLayerNorm;
-    for (const l of this.blocks) x = await l.forward(x, keep, post);
+    for (const l of this.blocks) {
+      x = await l.forward(x, keep, post);
+      packSaved(x.device, [x]);
+    }
     return this.finalLn ? this.finalLn.forward(x) : x;
   }
 

@@ -11,7 +11,7 @@ import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import { type Tensor, tidy } from "../core/tensor.ts";
+import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
@@ -211,6 +211,7 @@ export class Gpt extends Module {
       } else {
         x = await layer.forward(x);
       }
+      packSaved(x.device, [x]);
     }
     return this.lnF.forward(x);
   }

@@ -25,7 +25,7 @@ import {
   learningRate,
   type LrSchedule,
 } from "../core/optim.ts";
-import { type Tensor, tidy } from "../core/tensor.ts";
+import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
 import type { LossScaler } from "./loss_scale.ts";
 
 /** What a model offers the trainer. */
@@ -161,6 +161,7 @@ export class Trainer {
       for (let i = 0; i < microBatches; i++) {
         await tidy(device, async () => {
           const loss = await lossOf(i);
+          packSaved(device, [loss]);
           axpyInPlace(lossSum, loss, inv);
           await backward(loss, full(device, [1], inv * scale));
         });

@@ -149,6 +149,7 @@ export async function lmHeadCrossEntropy(
   total.dispose();
   const bias = opts.bias;
   const inputs = bias ? [hidden, table, bias] : [hidden, table];
+  hidden.keepF32(); // the backward recomputes the logits beside f32 statistics
   const res = record(loss, "lmHeadCrossEntropy", inputs, (g) => {
     const gRows = mapRaw("axpby", zeros(device, [m]), g, 0, inv);
     const dx = hidden.requiresGrad ? Tensor.empty(device, [m, h]) : null;

@@ -362,6 +362,7 @@ export function finishCrossEntropy(
   const inv = 1 / Math.max(divisor, 1e-30);
   const out = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
+  logits.keepF32(); // cross-entropy's backward reads the logits beside f32 statistics
   const res = record(out, name, [logits], (g) => {
     // per-row upstream gradient inv·g[0] (0·zeros + inv·g broadcast from the scalar)
     const tmp = zeros(device, [rows]);
