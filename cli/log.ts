@@ -32,8 +32,12 @@ export interface LogFields {
   loss: number;
   /** Loss scale of mixed precision (1 in fp32). */
   lossScale?: number;
-  /** Mean gradient norm over the window. */
-  gradNorm: number;
+  /**
+   * Mean gradient norm over the window's clean iterations; null when every one was
+   * skipped (the field is then left out, as Megatron's `training_log` leaves it out
+   * when its grad norm is None, which it is for a skipped iteration).
+   */
+  gradNorm: number | null;
   /** Iterations skipped in the window (mixed precision overflow). */
   skipped?: number;
   /** Iterations whose loss was NaN in the window. */
@@ -88,7 +92,7 @@ export function formatLogLine(f: LogFields): string {
     ` global batch size: ${pyInt(gb, 5)} |` +
     ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |` +
     ` loss scale: ${(f.lossScale ?? 1).toFixed(1)} |` +
-    ` grad norm: ${f.gradNorm.toFixed(3)} |` +
+    (f.gradNorm === null ? "" : ` grad norm: ${f.gradNorm.toFixed(3)} |`) +
     ` number of skipped iterations: ${pyInt(f.skipped ?? 0, 3)} |` +
     ` number of nan iterations: ${pyInt(f.nan ?? 0, 3)} |` +
     ` tokens/s: ${f.tokensPerS.toFixed(0)} |`;

@@ -255,7 +255,7 @@ class LogWindow {
   close(): {
     msPerIter: number;
     loss: number;
-    gradNorm: number;
+    gradNorm: number | null;
     commShare: number;
     skipped: number;
   } {
@@ -264,7 +264,7 @@ class LogWindow {
     const out = {
       msPerIter,
       loss: this.loss / this.steps,
-      gradNorm: clean > 0 ? this.norm / clean : NaN,
+      gradNorm: clean > 0 ? this.norm / clean : null, // all skipped: no norm to show
       commShare: this.comm / (msPerIter * this.steps),
       skipped: this.skipped,
     };

@@ -40,6 +40,25 @@ Deno.test("training line: Megatron's fields and formats", () => {
   );
 });
 
+Deno.test("a window of skipped iterations only: no grad norm field, as Megatron", () => {
+  const line = formatLogLine({
+    iteration: 10,
+    total: 100,
+    consumedTokens: 5120,
+    msPerIter: 100,
+    tokensPerS: 1000,
+    gflops: 1,
+    lr: 0,
+    loss: 2.5,
+    lossScale: 8388608,
+    gradNorm: null,
+    skipped: 10,
+    time: new Date(2024, 4, 1, 12, 3, 9),
+  });
+  ok(!/grad norm/.test(line), line);
+  ok(line.includes("| loss scale: 8388608.0 | number of skipped iterations:  10 |"), line);
+});
+
 Deno.test("validation lines: Megatron's, between dashed lines", () => {
   const [a, line, b] = formatValidationLines(200, 2.4442);
   equal(
