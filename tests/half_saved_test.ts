@@ -12,7 +12,9 @@ import { backward, zeroGrad } from "../core/autograd.ts";
 import { mul, sum } from "../core/ops/mod.ts";
 import { packSaved, Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
+import { Bert } from "../models/bert.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -135,4 +137,71 @@ for (const format of ["bf16", "fp16"] as const) {
     );
     ok(half.peak < f32.peak, `peak ${half.peak} < ${f32.peak}`);
   });
+}
+
+for (const post of [false, true]) {
+  Deno.test(
+    `BERT (${post ? "post" : "pre"}-LN): gradients with bf16 saved activations ≈ f32`,
+    gpuTest,
+    async () => {
+      const B = 2, T = 7, V = 37;
+
+      const i32 = (a: number[], shape: number[]) => TokenIds.fromHost(dev, a, shape);
+      const runs: { loss: number; grads: Float32Array[] }[] = [];
+      for (const as of [null, "bf16"] as const) {
+        const m = new Bert(TensorParallelLayers.single(dev), {
+          vocabSize: V,
+          numLayers: 2,
+          hiddenSize: 24,
+          numHeads: 3,
+          maxPositions: 9,
+          hiddenDropout: 0.1,
+          attentionDropout: 0.1,
+          postLayerNorm: post,
+        }, { seed: 12 });
+        m.train(true);
+        const params = m.namedParams().map(([, p]) => p.tensor);
+        dev.saveActivationsAs = as;
+        let loss = 0;
+        try {
+          await tidy(dev, async () => {
+            const rr = prng(post ? 8 : 9);
+            const mlm = Array.from(
+              { length: B * T },
+              (_, i) => (i % 3 === 1 ? Math.floor(rr() * V) : -1),
+            );
+            const l = await m.loss({
+              ids: i32(Array.from({ length: B * T }, () => Math.floor(rr() * V)), [B, T]),
+              tokenTypes: i32(Array.from({ length: B * T }, (_, i) => (i % T >= 4 ? 1 : 0)), [
+                B,
+                T,
+              ]),
+              keep: Tensor.fromArray(
+                dev,
+                Float32Array.from({ length: B * T }, (_, i) => (i >= 12 ? 0 : 1)),
+                [B, T],
+              ),
+              mlmTargets: i32(mlm, [B, T]),
+              sopLabels: i32([1, 0], [B]),
+            });
+            packSaved(dev, [l]);
+            await backward(l);
+            loss = await l.item();
+          });
+          runs.push({ loss, grads: await Promise.all(params.map((p) => p.grad!.read())) });
+        } finally {
+          dev.saveActivationsAs = null;
+        }
+        zeroGrad(params);
+        m.dispose();
+      }
+
+      strictEqual(runs[1].loss, runs[0].loss, "the forward pass is unchanged");
+      const u = 2 ** -9;
+      runs[1].grads.forEach((g, k) => {
+        const e = relErr(g, runs[0].grads[k]);
+        ok(e <= 8 * u, `parameter ${k}: relative gradient error ${e} > ${8 * u}`);
+      });
+    },
+  );
 }
