@@ -4,8 +4,15 @@
  * @module
  */
 
-import { adamwDispatch, adamwKernel, clipCoefKernel, clipCoefParams } from "../kernels/adamw.ts";
-import type { Device } from "./device.ts";
+import {
+  adamwDispatch,
+  adamwKernel,
+  adamwMultiDispatch,
+  adamwMultiKernel,
+  clipCoefKernel,
+  clipCoefParams,
+} from "../kernels/adamw.ts";
+import type { BufferBinding, Device } from "./device.ts";
 import type { ParamInfo } from "./nn.ts";
 import { elementWindows, full, reduceInto } from "./ops/mod.ts";
 import { Tensor } from "./tensor.ts";
@@ -21,6 +28,18 @@ export interface AdamWConfig {
   eps?: number;
   /** Decoupled weight decay for parameters that take it (default 0.01, as the paper). */
   weightDecay?: number;
+  /**
+   * Update several tensors per dispatch (default true): as many as the adapter's
+   * `maxStorageBuffersPerShaderStage` binds (4 buffers each, plus the clipping
+   * coefficient): 7 on lavapipe, 3 on Dawn's GL. False: one dispatch per tensor.
+   */
+  multiTensor?: boolean;
+}
+
+interface Entry {
+  state: BufferBinding[];
+  n: number;
+  decay: number;
 }
 
 /**
@@ -82,7 +101,11 @@ export class AdamW {
     this.beta2 = config.beta2 ?? 0.999;
     this.eps = config.eps ?? 1e-8;
     this.weightDecay = config.weightDecay ?? 0.01;
+    this.multiTensor = config.multiTensor ?? true;
   }
+
+  /** Whether several tensors are updated per dispatch (see {@link AdamWConfig.multiTensor}). */
+  readonly multiTensor: boolean;
 
   /**
    * One update with learning rate `lr`; gradients are multiplied by `coef[0]`
@@ -96,6 +119,7 @@ export class AdamW {
     this.step++;
     const one = coef ? null : Tensor.fromArray(device, [1, 0, 0]);
     const c = coef ?? one!;
+    const entries: Entry[] = [];
     for (const p of this.params) {
       const t = p.tensor;
       if (!t.grad) continue;
@@ -105,19 +129,59 @@ export class AdamW {
         this.moments.set(t, st);
       }
       for (const [s, n] of elementWindows(device, t.size)) {
-        const d = adamwDispatch(n, {
-          lr,
-          beta1: this.beta1,
-          beta2: this.beta2,
-          eps: this.eps,
-          weightDecay: p.decay ? this.weightDecay : 0,
-          step: this.step,
-        });
         const state = [t, t.grad, st.m, st.v].map((x) => subBinding(x.binding, s, n));
-        device.dispatch(adamwKernel(), [...state, c.binding], d.params, d.workgroups);
+        entries.push({ state, n, decay: p.decay ? this.weightDecay : 0 });
       }
     }
+    const step = (weightDecay: number) => ({
+      lr,
+      beta1: this.beta1,
+      beta2: this.beta2,
+      eps: this.eps,
+      weightDecay,
+      step: this.step,
+    });
+    for (const group of this.#groups(device, entries, c.binding.buffer)) {
+      if (group.length === 1) {
+        const [e] = group;
+        const d = adamwDispatch(e.n, step(e.decay));
+        device.dispatch(adamwKernel(), [...e.state, c.binding], d.params, d.workgroups);
+        continue;
+      }
+      const d = adamwMultiDispatch(group.map((e) => e.n), group.map((e) => e.decay), step(0));
+      device.dispatch(
+        adamwMultiKernel(group.length),
+        [...group.flatMap((e) => e.state), c.binding],
+        d.params,
+        d.workgroups,
+      );
+    }
     one?.dispose();
+  }
+
+  /**
+   * Consecutive runs of `entries` that one dispatch can update: at most what the
+   * adapter binds, and no buffer twice (a writable binding may not alias another).
+   */
+  #groups(device: Device, entries: Entry[], coef: GPUBuffer): Entry[][] {
+    const perDispatch = this.multiTensor
+      ? Math.floor((device.limits.maxStorageBuffersPerShaderStage - 1) / 4)
+      : 1;
+    const groups: Entry[][] = [];
+    let cur: Entry[] = [];
+    let used = new Set<GPUBuffer>([coef]);
+    for (const e of entries) {
+      const bufs = e.state.map((b) => b.buffer);
+      if (cur.length >= perDispatch || bufs.some((b) => used.has(b))) {
+        if (cur.length) groups.push(cur);
+        cur = [];
+        used = new Set([coef]);
+      }
+      cur.push(e);
+      for (const b of bufs) used.add(b);
+    }
+    if (cur.length) groups.push(cur);
+    return groups;
   }
 
   /** Takes back the step count of an update the GPU skipped (found-inf flag set). */

@@ -5,7 +5,7 @@
  */
 
 import { type KernelSource, Params } from "./kernel.ts";
-import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 
 const WG = 256;
 
@@ -41,6 +41,80 @@ fn main(${GRID_BUILTINS}) {
   param[i] = w - p.lr * p.wd * w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
 }`,
   };
+}
+
+/**
+ * Multi-tensor AdamW: {@link adamwKernel}'s update over `count` tensors in one
+ * dispatch (a tensor list, as PyTorch's `_foreach` and Apex's multi-tensor
+ * apply do). Tensor `j`'s workgroups start at `e[j].x` (increasing in `j`); it
+ * has `e[j].y` elements and weight decay `bitcast<f32>(e[j].z)`. Bindings: for
+ * each tensor param, grad, m, v; then coef; then the uniforms of
+ * {@link adamwMultiDispatch}. The per-element arithmetic is the single-tensor
+ * kernel's, expression for expression.
+ */
+export function adamwMultiKernel(count: number): KernelSource {
+  const decl: string[] = [];
+  const body: string[] = [];
+  for (let j = 0; j < count; j++) {
+    decl.push(
+      `@group(0) @binding(${4 * j}) var<storage, read_write> param${j}: array<f32>;`,
+      `@group(0) @binding(${4 * j + 1}) var<storage, read> grad${j}: array<f32>;`,
+      `@group(0) @binding(${4 * j + 2}) var<storage, read_write> m${j}: array<f32>;`,
+      `@group(0) @binding(${4 * j + 3}) var<storage, read_write> v${j}: array<f32>;`,
+    );
+  }
+  for (let j = count - 1; j >= 0; j--) {
+    body.push(`  if (g >= p.e[${j}].x) {
+    let i = (g - p.e[${j}].x) * ${WG}u + lid;
+    if (i >= p.e[${j}].y) { return; }
+    let wd = bitcast<f32>(p.e[${j}].z);
+    let gr = grad${j}[i] * coef[0];
+    let mi = p.beta1 * m${j}[i] + (1.0 - p.beta1) * gr;
+    let vi = p.beta2 * v${j}[i] + (1.0 - p.beta2) * gr * gr;
+    m${j}[i] = mi;
+    v${j}[i] = vi;
+    let w = param${j}[i];
+    param${j}[i] = w - p.lr * wd * w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    return;
+  }`);
+  }
+  return {
+    key: `adamw:multi:${count}`,
+    code: /* wgsl */ `
+struct P {
+  lr: f32, beta1: f32, beta2: f32, eps: f32, bc1: f32, bc2: f32, pad0: f32, pad1: f32,
+  e: array<vec4<u32>, ${count}>,
+}
+${decl.join("\n")}
+@group(0) @binding(${4 * count}) var<storage, read> coef: array<f32>;
+@group(0) @binding(${4 * count + 1}) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  if (coef[2] != 0.0) { return; }
+  let g = ${GROUP_INDEX};
+${body.join("\n")}
+}`,
+  };
+}
+
+/**
+ * Uniforms and grid for {@link adamwMultiKernel} over tensors of `sizes`
+ * elements with weight decays `decays` (`s.weightDecay` is not used).
+ */
+export function adamwMultiDispatch(
+  sizes: readonly number[],
+  decays: readonly number[],
+  s: AdamWStep,
+) {
+  const params = new Params(8 + 4 * sizes.length)
+    .f32(s.lr).f32(s.beta1).f32(s.beta2).f32(s.eps)
+    .f32(1 - s.beta1 ** s.step).f32(1 - s.beta2 ** s.step).f32(0).f32(0);
+  let groups = 0;
+  sizes.forEach((n, j) => {
+    params.u32(groups).u32(n).f32(decays[j]).u32(0);
+    groups += Math.ceil(n / WG);
+  });
+  return { params: params.buffer, workgroups: grid2d(groups) };
 }
 
 /** Hyper-parameters of one AdamW step. */
