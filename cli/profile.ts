@@ -29,6 +29,10 @@ const PROFILE_FLAGS: Record<string, FlagSpec> = {
     help:
       "timestamp-query, or each dispatch replayed alone with a sync (auto: timestamp if offered)",
   },
+  "multi-tensor-adam": {
+    type: "boolean",
+    help: "AdamW over several tensors per dispatch (AdamWConfig.multiTensor)",
+  },
   "top": { type: "int", default: 15, min: 0, help: "kernels listed (by time)" },
   "json": { type: "boolean", help: "one JSON object instead of tables" },
 };
@@ -160,6 +164,7 @@ export async function profileRun(
   const trainer = new Trainer(device, gpt, {
     schedule: { lr: f.lr as number, decayIters: 1000, style: "constant" },
     clipGrad: f["clip-grad"] as number,
+    adam: { multiTensor: !!f["multi-tensor-adam"] },
   });
   const rng = new DataRng(7);
   const tokens = () => Int32Array.from({ length: B * T }, () => rng.nextInt(vocab));
