@@ -31,7 +31,15 @@ import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, type FlagValues, parseCommandLine, UsageError, wasGiven } from "./flags.ts";
+import {
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  resolveTensorOnlyParallel,
+  tensorOnlyParallelFlags,
+  UsageError,
+  wasGiven,
+} from "./flags.ts";
 import { formatValidationLines, stderrProgress } from "./log.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
@@ -55,18 +63,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "Hugging Face GPT-2 or BERT directory (config.json + model.safetensors)",
   },
-  "tensor-model-parallel-size": {
-    type: "int",
-    default: 1,
-    min: 1,
-    aliases: ["tp"],
-    help: "tensor-parallel size: ranks (Workers, one GPU each) the model is split over",
-  },
-  "nproc-per-node": {
-    type: "int",
-    min: 1,
-    help: "ranks on this node, as train's; eval runs tensor parallel only, so it is the TP size",
-  },
+  ...tensorOnlyParallelFlags("eval"),
   "data-path": {
     type: "string",
     help: "text file or folder, or .bin of uint16 ids",
@@ -241,18 +238,7 @@ export function validateEvalFlags(f: FlagValues): void {
   if (f["use-checkpoint-args"] && !f.load) {
     throw new UsageError("--use-checkpoint-args takes the arguments from --load DIR; pass it");
   }
-  const tp = f["tensor-model-parallel-size"] as number;
-  const nproc = f["nproc-per-node"] as number | undefined;
-  if (nproc !== undefined && nproc !== tp) {
-    if (!wasGiven(f, "tensor-model-parallel-size")) {
-      f["tensor-model-parallel-size"] = nproc;
-    } else {
-      throw new UsageError(
-        `eval splits the model only (tensor parallel), so --nproc-per-node ${nproc} must equal ` +
-          `--tensor-model-parallel-size ${tp}`,
-      );
-    }
-  }
+  resolveTensorOnlyParallel(f, "eval");
 }
 
 /** The model family to evaluate: `--model`, else what the checkpoint or config.json holds. */

@@ -203,3 +203,45 @@ export function parseCommandLine(
   validate(f);
   return f;
 }
+
+/**
+ * The parallel flags of the commands that split a model without data
+ * parallelism (eval, generate): train's `--tensor-model-parallel-size` (`--tp`)
+ * and `--nproc-per-node`, which there can only mean the TP size.
+ * `what` names the command in the help.
+ */
+export function tensorOnlyParallelFlags(what: string): Record<string, FlagSpec> {
+  return {
+    "tensor-model-parallel-size": {
+      type: "int",
+      default: 1,
+      min: 1,
+      aliases: ["tp"],
+      help: "tensor-parallel size: ranks (Workers, one GPU each) the model is split over",
+    },
+    "nproc-per-node": {
+      type: "int",
+      min: 1,
+      help: `ranks on this node, as train's; ${what} is tensor parallel only, so it is the TP size`,
+    },
+  };
+}
+
+/**
+ * Reconciles the flags of {@link tensorOnlyParallelFlags}: `--nproc-per-node`
+ * alone sets the TP size; given with a different `--tensor-model-parallel-size`,
+ * it is refused naming `what` (the command).
+ */
+export function resolveTensorOnlyParallel(f: FlagValues, what: string): void {
+  const tp = f["tensor-model-parallel-size"] as number;
+  const nproc = f["nproc-per-node"] as number | undefined;
+  if (nproc === undefined || nproc === tp) return;
+  if (!wasGiven(f, "tensor-model-parallel-size")) {
+    f["tensor-model-parallel-size"] = nproc;
+    return;
+  }
+  throw new UsageError(
+    `${what} splits the model only (tensor parallel), so --nproc-per-node ${nproc} must equal ` +
+      `--tensor-model-parallel-size ${tp}`,
+  );
+}

@@ -19,7 +19,15 @@ import { stderrProgress } from "./log.ts";
 import { TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, type FlagValues, parseCommandLine, UsageError, wasGiven } from "./flags.ts";
+import {
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  resolveTensorOnlyParallel,
+  tensorOnlyParallelFlags,
+  UsageError,
+  wasGiven,
+} from "./flags.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import { localDistConfig } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
@@ -59,19 +67,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
     help: "WebGPU implementation",
     group: "Device",
   },
-  "tensor-model-parallel-size": {
-    type: "int",
-    default: 1,
-    min: 1,
-    aliases: ["tp"],
-    help: "tensor-parallel size: ranks (Workers, one GPU each) the model is split over",
-  },
-  "nproc-per-node": {
-    type: "int",
-    min: 1,
-    help:
-      "ranks on this node, as train's; generation is tensor parallel only, so it is the TP size",
-  },
+  ...tensorOnlyParallelFlags("generate"),
   ...DEBUG_FLAG,
 };
 
@@ -88,18 +84,7 @@ export function validateGenerateFlags(f: FlagValues): void {
   if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const p = f["top-p"] as number;
   if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);
-  const tp = f["tensor-model-parallel-size"] as number;
-  const nproc = f["nproc-per-node"] as number | undefined;
-  if (nproc !== undefined && nproc !== tp) {
-    if (!wasGiven(f, "tensor-model-parallel-size")) {
-      f["tensor-model-parallel-size"] = nproc;
-    } else {
-      throw new UsageError(
-        `generate splits the model only (tensor parallel), so --nproc-per-node ${nproc} must ` +
-          `equal --tensor-model-parallel-size ${tp}`,
-      );
-    }
-  }
+  resolveTensorOnlyParallel(f, "generate");
 }
 
 async function writeOut(text: string): Promise<void> {
