@@ -12,16 +12,10 @@ import { classify, reportError, RunError } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import { type CliResult, runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { type CliResult, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
-  ...TINY_MODEL_FLAGS,
-  "--eval-iters",
-  "1",
-  "--sample-tokens",
-  "0",
-  "--log-interval",
-  "1",
+  ...TINY_RUN_FLAGS,
 ];
 
 /** One bad input: the command, what it must print and return, and what must be on disk after. */

@@ -17,6 +17,20 @@ export const TINY_MODEL_FLAGS: readonly string[] = [
   "2",
 ];
 
+/**
+ * {@link TINY_MODEL_FLAGS} plus a quick run: one validation batch, no sample,
+ * a log line every iteration.
+ */
+export const TINY_RUN_FLAGS: readonly string[] = [
+  ...TINY_MODEL_FLAGS,
+  "--eval-iters",
+  "1",
+  "--sample-tokens",
+  "0",
+  "--log-interval",
+  "1",
+];
+
 /** Exit code and output of a CLI run. */
 export interface CliResult {
   /** Exit code. */

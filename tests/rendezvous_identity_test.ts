@@ -17,7 +17,7 @@ import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { StoreClient, StoreServer } from "../collectives/store.ts";
 import { freeLocalPort, TcpMesh } from "../collectives/tcp.ts";
-import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 /** Worker side of the two-node race: every rank's job tag, gathered over the world. */
 export default async function main(ctx: WorkerContext): Promise<void> {
@@ -163,13 +163,7 @@ Deno.test("rendezvous: the store refuses a rank of another run and a rank that j
 });
 
 const tiny = [
-  ...TINY_MODEL_FLAGS,
-  "--eval-iters",
-  "1",
-  "--sample-tokens",
-  "0",
-  "--log-interval",
-  "1",
+  ...TINY_RUN_FLAGS,
   "--eval-interval",
   "100",
   "--train-iters",

@@ -5,16 +5,10 @@
  */
 
 import { equal, match, ok, strictEqual } from "node:assert/strict";
-import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { runCli, TINY_MODEL_FLAGS, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
-  ...TINY_MODEL_FLAGS,
-  "--eval-iters",
-  "1",
-  "--sample-tokens",
-  "0",
-  "--log-interval",
-  "1",
+  ...TINY_RUN_FLAGS,
   "--eval-interval",
   "100",
 ];
