@@ -6,18 +6,23 @@
  * forward's peak (saved activations plus a layer's working set).
  * Then, where the adapter offers `shader-f16`, one fp16-weight linear read by
  * integer unpacking and by native f16 loads (`--read-only`: only that).
- * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N] [--shape reference|deep|wide] [--recompute] [--read-only]`.
+ * At `--tp 2` each rank is a Worker with its own device (the shard's memory,
+ * the larger of the ranks) and the table adds the bytes each rank sends through
+ * its tensor-parallel group per step (`countedGroup`, as a ring moves them).
+ * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N]
+ * [--shape reference|deep|wide|medium] [--layers N] [--seq N] [--batch N] [--tp N]
+ * [--modes fp32,bf16,fp16] [--recompute] [--read-only]`.
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
-import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
-import { TokenIds } from "../core/token_ids.ts";
-import { Gpt, type GptConfig } from "../models/gpt.ts";
-import { LossScaler } from "../models/loss_scale.ts";
-import { Trainer } from "../models/trainer.ts";
+import { tidy } from "../core/tensor.ts";
+import { localDistConfig } from "../collectives/env.ts";
+import { runWorkers } from "../collectives/launch.ts";
+import type { GptConfig } from "../models/gpt.ts";
+import { measure, type MixedResult, type MixedRun } from "./mixed_precision_worker.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -26,6 +31,11 @@ const args = parseArgs({
     shape: { type: "string", default: "reference" },
     "read-only": { type: "boolean", default: false },
     recompute: { type: "boolean", default: false },
+    tp: { type: "string", default: "1" },
+    layers: { type: "string" },
+    seq: { type: "string" },
+    batch: { type: "string" },
+    modes: { type: "string" },
   },
 });
 const steps = Number(args.values.steps);
@@ -73,64 +83,79 @@ const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> 
     batch: 2,
     seq: 32,
   },
+  // GPT-2 medium (355M): 24 layers, hidden 1024, 16 heads, vocabulary padded to 50,304
+  medium: {
+    config: {
+      vocabSize: 50304,
+      numLayers: 24,
+      hiddenSize: 1024,
+      numHeads: 16,
+      maxPositions: 1024,
+      hiddenDropout: 0.1,
+      attentionDropout: 0.1,
+    },
+    batch: 1,
+    seq: 256,
+  },
 };
-const { config: base, batch, seq } = SHAPES[args.values.shape!];
-const config = { ...base, recomputeActivations: args.values.recompute };
+const { config: base, batch: shapeBatch, seq: shapeSeq } = SHAPES[args.values.shape!];
+const L = args.values.layers ? Number(args.values.layers) : base.numLayers;
+const seq = args.values.seq ? Number(args.values.seq) : shapeSeq;
+const batch = args.values.batch ? Number(args.values.batch) : shapeBatch;
+const tp = Number(args.values.tp);
+const config = {
+  ...base,
+  numLayers: L,
+  maxPositions: Math.max(base.maxPositions, seq),
+  recomputeActivations: args.values.recompute,
+};
 const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
 console.log(
   `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
-    `batch ${batch} × seq ${seq}, ${steps} steps${
-      config.recomputeActivations ? ", recompute" : ""
+    `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}, TP=${tp}, ` +
+    `${steps} steps${config.recomputeActivations ? ", recompute" : ""}${
+      tp > 1 ? " (per rank: the larger of the ranks)" : ""
     }`,
 );
 console.log(
-  "| mode | ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |",
+  "| mode | ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |" +
+    (tp > 1 ? " TP all-reduce bytes/step | TP all-gather bytes/step | TP bytes/step |" : ""),
 );
 console.log(
-  "| ---- | ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |",
+  "| ---- | ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |" +
+    (tp > 1 ? " ----------------------: | ----------------------: | ------------: |" : ""),
 );
-for (const mode of args.values["read-only"] ? [] : ["fp32", "bf16", "fp16"] as const) {
-  const device = await Device.create({ backend });
-  const m = Gpt.serial(device, config, 1);
-  const trainer = new Trainer(device, m, {
-    schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
-    clipGrad: 1,
-    precision: mode === "fp32" ? undefined : {
-      half: mode,
-      scaler: mode === "fp16" ? new LossScaler({ initial: 2 ** 12 }) : undefined,
-    },
-  });
-  const ids = Int32Array.from({ length: batch * seq }, (_, i) => (i * 7919) % 256);
-  const tg = Int32Array.from({ length: batch * seq }, (_, i) => (i * 104729 + 1) % 256);
-  const x = TokenIds.fromHost(device, ids, [batch, seq]).keep();
-  const y = TokenIds.fromHost(device, tg, [batch, seq]).keep();
-  await trainer.step(1, () => m.loss(x, y)); // compiles pipelines, creates moments and copies
-  await tidy(device, () => Promise.resolve());
-  const persistent = device.pool.liveBytes;
-  const grads = m.namedParams().reduce((n, [, p]) => n + p.tensor.size * 4, 0);
-  device.pool.resetPeak();
-  let saved = 0, forwardPeak = 0, peak = 0;
-  // the forward, then what the trainer does next (packSaved: a no-op for fp32)
-  const lossOf = async (): Promise<Tensor> => {
-    peak = Math.max(peak, device.pool.peakBytes);
-    device.pool.resetPeak();
-    const l = await m.loss(x, y);
-    packSaved(device, [l]);
-    saved = Math.max(saved, device.pool.liveBytes - persistent);
-    forwardPeak = Math.max(forwardPeak, device.pool.peakBytes - persistent);
-    return l;
-  };
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await trainer.step(1, lossOf);
-  const ms = (performance.now() - t0) / steps;
-  peak = Math.max(peak, device.pool.peakBytes);
+const modes = (args.values.modes ?? "fp32,bf16,fp16").split(",") as MixedRun["mode"][];
+for (const mode of args.values["read-only"] ? [] : modes) {
+  const run: MixedRun = { config, batch, seq, steps, mode, tp, backend };
+  let rs: MixedResult[];
+  if (tp === 1) {
+    const device = await Device.create({ backend });
+    rs = [await measure(device, run)];
+    await device.close();
+  } else {
+    const res = await runWorkers(
+      localDistConfig(tp, 60 * 60_000),
+      new URL("./mixed_precision_worker.ts", import.meta.url),
+      [JSON.stringify(run)],
+      { log: false, gpus: [] },
+    );
+    if (!res.ok) {
+      const why = res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`);
+      console.log(`| ${mode} | failed: ${why.join("; ")} |`);
+      continue;
+    }
+    rs = res.ranks.map((r) => r.result as MixedResult);
+  }
+  const max = (f: (r: MixedResult) => number) => Math.max(...rs.map(f));
+  const b = rs[0].tpBytes;
   console.log(
-    `| ${mode} | ${ms.toFixed(1)} | ${MiB(peak)} | ${MiB(persistent)} | ${MiB(grads)} | ${
-      MiB(saved)
-    } | ${MiB(forwardPeak)} |`,
+    `| ${mode} | ${max((r) => r.msPerStep).toFixed(1)} | ${MiB(max((r) => r.peak))} | ${
+      MiB(max((r) => r.persistent))
+    } | ${MiB(max((r) => r.grads))} | ${MiB(max((r) => r.saved))} | ${
+      MiB(max((r) => r.forwardPeak))
+    } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather} | ${b.allReduce + b.allGather} |` : ""),
   );
-  m.dispose();
-  await device.close();
 }
 
 // The fp16 weight read two ways where the adapter offers shader-f16: integer unpacking

@@ -10,7 +10,8 @@ import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { type Half, roundToHalf } from "../core/half.ts";
 import { Tensor } from "../core/tensor.ts";
 import { halfWireGroup, type TpGroup, type WireCounter } from "../models/parallel/mappings.ts";
-import { allReduceHalfAvg } from "../models/parallel/hooks.ts";
+import { allReduceHalfAvg, type CommBytes } from "../models/parallel/hooks.ts";
+import type { MixedResult, MixedRun } from "../bench/mixed_precision_worker.ts";
 import { gpuTest, randomArray, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -109,4 +110,47 @@ Deno.test("data-parallel gradients averaged with 16-bit values on the wire (host
     deepStrictEqual(res[0], Float32Array.from(ra, (x, i) => Math.fround(x + rb[i]) / 2));
     deepStrictEqual(res[1], res[0]);
   }
+});
+
+Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixed_precision_worker.ts)", async () => {
+  const { runWorkers } = await import("../collectives/launch.ts");
+  const { localDistConfig } = await import("../collectives/env.ts");
+  const [b, s, h] = [2, 8, 32];
+  const bytes: Record<string, CommBytes[]> = {};
+  for (const mode of ["fp32", "bf16"] as const) {
+    const run: MixedRun = {
+      config: {
+        vocabSize: 64,
+        numLayers: 2,
+        hiddenSize: h,
+        numHeads: 2,
+        maxPositions: s,
+        hiddenDropout: 0,
+        attentionDropout: 0,
+      },
+      batch: b,
+      seq: s,
+      steps: 1,
+      mode,
+      tp: 2,
+    };
+    const res = await runWorkers(
+      localDistConfig(2),
+      new URL("../bench/mixed_precision_worker.ts", import.meta.url),
+      [JSON.stringify(run)],
+      { log: false, gpus: [] },
+    );
+    strictEqual(res.ok, true, JSON.stringify(res.ranks.map((r) => r.error)));
+    bytes[mode] = res.ranks.map((r) => (r.result as MixedResult).tpBytes);
+    deepStrictEqual(bytes[mode][1], bytes[mode][0], "both ranks send the same");
+  }
+  const [f32, bf] = [bytes.fp32[0], bytes.bf16[0]];
+  strictEqual(f32.allGather, 0);
+  // fp32: every TP collective is an all-reduce; bf16: the f/g ones are 16-bit all-gathers,
+  // the rest (cross-entropy's max/sums, the gradient norm) the same fp32 all-reduces
+  const fg32 = f32.allReduce - bf.allReduce;
+  strictEqual(bf.allGather * 2, fg32, "f/g bytes exactly half");
+  strictEqual(fg32 % (b * s * h * 4), 0, "whole [b, s, h] activations");
+  strictEqual(fg32 / (b * s * h * 4) >= 4 * 2, true, "≥ 4 f/g all-reduces a layer");
+  strictEqual(bf.allReduce > 0 && bf.allReduce < fg32 / 10, true, "the fp32 rest is small");
 });

@@ -147,3 +147,42 @@ export function timedGroup<
     allGather: (x: Parameters<G["allGather"]>[0]) => time(() => group.allGather(x)),
   } as G;
 }
+
+/**
+ * Bytes one rank sends through a group's collectives, as a ring would move
+ * them: an all-reduce of B bytes sends 2(p−1)/p·B, an all-gather of a B-byte
+ * part (p−1)·B (at p = 2 both are B). For measurements (`bench/mixed_precision.ts --tp 2`).
+ */
+export interface CommBytes {
+  /** Bytes sent by all-reduces. */
+  allReduce: number;
+  /** Bytes sent by all-gathers (mixed precision's 16-bit f/g all-reduces). */
+  allGather: number;
+  /** Collectives counted. */
+  calls: number;
+}
+
+/** Wraps a group so the bytes each collective sends from this rank are added to `counter`. */
+export function countedGroup<
+  G extends Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">,
+>(group: G, counter: CommBytes): G {
+  const p = group.size;
+  // a host array's bytes, or a GPU tensor's (read as f32)
+  const bytesOf = (x: unknown) =>
+    ArrayBuffer.isView(x) ? x.byteLength : 4 * (x as { size: number }).size;
+  return {
+    ...group,
+    size: group.size,
+    rank: group.rank,
+    allReduce: (x: Parameters<G["allReduce"]>[0], op?: Parameters<G["allReduce"]>[1]) => {
+      counter.calls++;
+      counter.allReduce += (2 * (p - 1) / p) * bytesOf(x);
+      return group.allReduce(x, op);
+    },
+    allGather: (x: Parameters<G["allGather"]>[0]) => {
+      counter.calls++;
+      counter.allGather += (p - 1) * bytesOf(x);
+      return group.allGather(x);
+    },
+  } as G;
+}
