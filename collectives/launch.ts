@@ -119,6 +119,15 @@ type Msg =
   | { type: "done"; result: unknown }
   | { type: "error"; message: string };
 
+/** What an uncaught Worker error says: its message, else its error, else where it came from. */
+function describeWorkerError(e: ErrorEvent): string {
+  if (e.message) return e.message;
+  const err = e.error as Error | undefined;
+  if (err) return err.stack || err.name || String(err);
+  return `uncaught error in the Worker without a message` +
+    (e.filename ? ` (${e.filename}:${e.lineno}:${e.colno})` : "");
+}
+
 /**
  * Runs this process's ranks as Workers of `moduleUrl` and resolves when all have
  * finished (or, after a failure, when the rest have failed or a grace period of
@@ -184,7 +193,7 @@ export async function runWorkers(
       };
       w.onerror = (e: ErrorEvent) => {
         e.preventDefault();
-        finish(i, { rank, ok: false, error: e.message ?? "uncaught error" });
+        finish(i, { rank, ok: false, error: describeWorkerError(e) });
         acquired();
         closed();
       };

@@ -61,7 +61,10 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
     scope.postMessage({ type: "done", result });
   } catch (err) {
     deviceAcquired();
-    scope.postMessage({ type: "error", message: (err as Error)?.message ?? String(err) });
+    // An error without a message still says what it was (its name and stack).
+    const message = (err as Error)?.message || (err as Error)?.stack || String(err) ||
+      "an error without a message";
+    scope.postMessage({ type: "error", message });
   } finally {
     comm?.close();
   }
