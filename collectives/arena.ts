@@ -16,6 +16,8 @@ const PAGE = 65536;
 const MAX_PAGES = 65536;
 /** Header word indices (Int32 units). */
 const W_BUMP = 0, W_ABORT = 1, W_MSGLEN = 2;
+/** The abort word while the failing rank writes its message (then rank + 1). */
+const ABORT_WRITING = -1;
 const MSG_AT = 64, MSG_MAX = 4000;
 /** Channel directory: entries of 4 words [state, keyA, keyB, offset]. */
 const DIR_AT = 4096, DIR_ENTRIES = 1024;
@@ -98,18 +100,31 @@ export class Arena {
     return new Int32Array(this.buffer, off, n);
   }
 
-  /** Records the first failure (rank and message) and wakes nobody in particular; waiters poll it. */
+  /**
+   * Records the first failure (rank and message) and wakes nobody in particular;
+   * waiters poll it. The abort word is claimed (`ABORT_WRITING`) before the
+   * message is written and names the rank only after, so a reader never sees a
+   * failure without its message.
+   */
   abort(rank: number, message: string): void {
-    if (Atomics.compareExchange(this.header, W_ABORT, 0, rank + 1) !== 0) return;
+    if (Atomics.compareExchange(this.header, W_ABORT, 0, ABORT_WRITING) !== 0) return;
     const bytes = new TextEncoder().encode(message).subarray(0, MSG_MAX);
     new Uint8Array(this.buffer, MSG_AT, bytes.length).set(bytes);
     Atomics.store(this.header, W_MSGLEN, bytes.length);
+    Atomics.store(this.header, W_ABORT, rank + 1);
   }
 
   /** The recorded failure, or null while all is well. */
   aborted(): { rank: number; message: string } | null {
-    const r = Atomics.load(this.header, W_ABORT);
+    let r = Atomics.load(this.header, W_ABORT);
     if (r === 0) return null;
+    // Another thread is writing the message: a few microseconds of copying.
+    for (let spins = 0; r === ABORT_WRITING && spins < 10_000_000; spins++) {
+      r = Atomics.load(this.header, W_ABORT);
+    }
+    if (r === ABORT_WRITING) {
+      return { rank: -1, message: "a rank failed (its message was not written)" };
+    }
     const len = Atomics.load(this.header, W_MSGLEN);
     const msg = new TextDecoder().decode(new Uint8Array(this.buffer, MSG_AT, len).slice());
     return { rank: r - 1, message: msg };
