@@ -9,6 +9,7 @@
 
 // A test-only dependency, pinned here: tests/deps_test.ts keeps npm pins of library code in deps.ts.
 import puppeteer from "npm:puppeteer-core@25.16.0";
+import type { RunState } from "../web/protocol.ts";
 
 /** The repository root. */
 export const root: URL = new URL("../", import.meta.url);
@@ -106,20 +107,7 @@ export function launch(executablePath: string) {
 export type Page = Awaited<ReturnType<Awaited<ReturnType<typeof launch>>["newPage"]>>;
 
 /** What the page exposes as `globalThis.megatron` (web/app.ts). */
-export interface RunState {
-  adapter: string;
-  params: number;
-  losses: number[];
-  val: { step: number; loss: number }[];
-  msPerStep: number[];
-  scriptAt: number;
-  trainPressedAt: number;
-  firstStepAt: number;
-  pageToFirstStep: number;
-  samples: string[];
-  done: boolean;
-  error: string | null;
-}
+export type { RunState };
 
 /** A run as the form sets it. */
 export interface FormRun {

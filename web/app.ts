@@ -9,7 +9,13 @@
 
 import { Arena } from "../collectives/arena.ts";
 import { checkpointFiles } from "./checkpoint.ts";
-import { gptConfigOf, type RunConfig, type ShardMessage, type WorkerEvent } from "./protocol.ts";
+import {
+  gptConfigOf,
+  type RunConfig,
+  type RunState,
+  type ShardMessage,
+  type WorkerEvent,
+} from "./protocol.ts";
 
 /** Model sizes on offer (byte tokens). */
 const SIZES: Record<
@@ -47,26 +53,6 @@ const SIZES: Record<
     sampleTokens: 160,
   },
 };
-
-/** What the page exposes about the current run. */
-interface RunState {
-  config: RunConfig | null;
-  adapter: string;
-  params: number;
-  losses: number[];
-  val: { step: number; loss: number }[];
-  msPerStep: number[];
-  /** When (ms since the page was opened) the page's script ran, Train was pressed, the run's first step ended. */
-  scriptAt: number;
-  trainPressedAt: number;
-  firstStepAt: number;
-  /** The first run's first step, in ms since the page was opened. */
-  pageToFirstStep: number;
-  samples: string[];
-  done: boolean;
-  stopped: boolean;
-  error: string | null;
-}
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const state: RunState = {

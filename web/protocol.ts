@@ -99,3 +99,26 @@ export function gptConfigOf(c: RunConfig): GptConfig {
     attentionDropout: 0,
   };
 }
+
+/**
+ * What the page exposes about the current run, as `globalThis.megatron`
+ * (read by the browser test, tests/browser_harness.ts).
+ */
+export interface RunState {
+  config: RunConfig | null;
+  adapter: string;
+  params: number;
+  losses: number[];
+  val: { step: number; loss: number }[];
+  msPerStep: number[];
+  /** When (ms since the page was opened) the page's script ran, Train was pressed, the run's first step ended. */
+  scriptAt: number;
+  trainPressedAt: number;
+  firstStepAt: number;
+  /** The first run's first step, in ms since the page was opened. */
+  pageToFirstStep: number;
+  samples: string[];
+  done: boolean;
+  stopped: boolean;
+  error: string | null;
+}
