@@ -134,7 +134,8 @@ export function matmulRow(name: string, shape: MatmulShape): Row {
   };
 }
 
-function square(n: number): MatmulShape {
+/** An n×n×n matmul, no transposes, no bias. */
+export function squareMatmul(n: number): MatmulShape {
   return {
     batch: 1,
     M: n,
@@ -149,7 +150,7 @@ function square(n: number): MatmulShape {
 }
 
 const mm = (batch: number, M: number, N: number, K: number, extra: Partial<MatmulShape> = {}) => ({
-  ...square(1),
+  ...squareMatmul(1),
   batch,
   M,
   N,
@@ -224,9 +225,9 @@ export function layerNormRow(name: string, rows: number, cols: number): Row {
 
 /** Every row, in table order. Add rows here. */
 export const ROWS: Row[] = [
-  matmulRow("matmul 256³", square(256)),
-  matmulRow("matmul 512³", square(512)),
-  matmulRow("matmul 1024³", square(1024)),
+  matmulRow("matmul 256³", squareMatmul(256)),
+  matmulRow("matmul 512³", squareMatmul(512)),
+  matmulRow("matmul 1024³", squareMatmul(1024)),
   matmulRow(
     "x·Wᵀ+b [512×128]·[384×128]ᵀ",
     mm(1, 512, 384, 128, { transB: true, bias: true, batchB: false }),

@@ -23,7 +23,8 @@
 
 import { parseArgs } from "node:util";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
-import { matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
+import { matmulPlan } from "../kernels/matmul.ts";
+import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
 
@@ -76,17 +77,7 @@ const best = (r: Record<string, number>) => {
 /** Project matmul 1024³ GFLOP/s on `backend`: median of 5 timed batches of 4 dispatches. */
 async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
   const device = await deviceFor(backend);
-  const shape: MatmulShape = {
-    batch: 1,
-    M: n,
-    N: n,
-    K: n,
-    transA: false,
-    transB: false,
-    batchA: true,
-    batchB: true,
-    bias: false,
-  };
+  const shape = squareMatmul(n);
   const plan = matmulPlan(shape, {
     software: device.isSoftware,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
