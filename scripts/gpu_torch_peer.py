@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch peer of scripts/gpu_check.sh (issue #16): fp32 matmul GFLOP/s and an eager fp32
-GPT of the same shapes as scripts/gpu_bench.ts's training sizes, on the same GPU. Self-contained
-(torch only); TF32 is off so that it is the plain fp32 peer. Writes one JSON object.
+GPT of the same shapes as scripts/gpu_bench.ts's training sizes, on the same GPU. Needs torch, and
+bench/torch_peer.py for the GPT; TF32 is off so that it is the plain fp32 peer. Writes one JSON object.
 
     python3 scripts/gpu_torch_peer.py matmul --out F [--sizes 1024,4096,8192]
     python3 scripts/gpu_torch_peer.py train  --out F [--configs reference,gpt2-small,gpt2-medium]
@@ -9,7 +9,7 @@ GPT of the same shapes as scripts/gpu_bench.ts's training sizes, on the same GPU
 """
 import argparse
 import json
-import math
+import os
 import sys
 import time
 
@@ -78,51 +78,12 @@ def bench_matmul(torch, dev, sizes):
 
 
 def build_gpt(torch, L, h, heads, V, T):
-    nn = torch.nn
-    F = torch.nn.functional
+    # The same GPT as the CPU peer of bench/torch_compare.ts (bench/torch_peer.py: pre-LN, fused
+    # QKV, eager causal attention, tanh GeLU, tied head), with the project's padded vocabulary.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+    from torch_peer import Gpt
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1 = nn.LayerNorm(h)
-            self.qkv = nn.Linear(h, 3 * h)
-            self.proj = nn.Linear(h, h)
-            self.ln2 = nn.LayerNorm(h)
-            self.fc = nn.Linear(h, 4 * h)
-            self.out = nn.Linear(4 * h, h)
-
-        def forward(self, x):
-            B, S, _ = x.shape
-            q, k, v = self.qkv(self.ln1(x)).split(h, dim=2)
-            q, k, v = (t.view(B, S, heads, h // heads).transpose(1, 2) for t in (q, k, v))
-            # Eager attention (as the project computes it): scores, causal mask, softmax, weights.
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(h // heads))
-            mask = torch.ones(S, S, device=x.device, dtype=torch.bool).tril()
-            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(B, S, h)
-            x = x + self.proj(y)
-            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding(padded(V), h)
-            self.wpe = nn.Embedding(T, h)
-            self.blocks = nn.ModuleList(Block() for _ in range(L))
-            self.ln_f = nn.LayerNorm(h)
-            for p in self.parameters():
-                if p.dim() > 1:
-                    nn.init.normal_(p, std=0.02)
-
-        def forward(self, idx, targets):
-            S = idx.shape[1]
-            x = self.wte(idx) + self.wpe(torch.arange(S, device=idx.device))
-            for blk in self.blocks:
-                x = blk(x)
-            logits = self.ln_f(x) @ self.wte.weight.t()  # tied head
-            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
-
-    return GPT()
+    return Gpt(padded(V), L, h, heads, T)
 
 
 def bench_train(torch, dev, names, steps, warmup, smoke):
