@@ -1,0 +1,135 @@
+/**
+ * Fused multi-head attention with autograd (FlashAttention-style kernels in
+ * `kernels/attention.ts`): reads q, k and v straight from the fused projection
+ * and writes the heads-merged context, keeping O(T·d) memory per head instead
+ * of the `[B, heads, T, T]` scores and probabilities.
+ * @module
+ */
+
+import {
+  attentionBackwardKeyKernel,
+  attentionBackwardQueryKernel,
+  attentionDispatch,
+  attentionForwardKernel,
+  type AttentionMask,
+  type AttentionSpec,
+  checkAttentionShape,
+} from "../../kernels/attention.ts";
+import { record } from "../autograd.ts";
+import type { RngDraw } from "../rng.ts";
+import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+
+/** Options of {@link attention}. */
+export interface AttentionOpts {
+  /** Heads in `qkv` (the local heads of this rank). */
+  numHeads: number;
+  /** Size of one head (a multiple of 4). */
+  headDim: number;
+  /** "causal": query i sees keys ≤ i; "padding": keys where `keep` is 0 are hidden. */
+  mask: AttentionMask;
+  /** For "padding": `[B, T]`, 1 for real tokens and 0 for padding. */
+  keep?: Tensor;
+  /**
+   * Attention dropout on the probabilities: the same mask as
+   * `dropout(probs, p, draw)` on the unfused `[B, heads, T, T]` probabilities.
+   */
+  dropout?: { p: number; draw: RngDraw };
+}
+
+/** Whether {@link attention} supports heads of `headDim` (a multiple of 4, at most 256). */
+export function fusedAttentionSupports(headDim: number): boolean {
+  return Number.isInteger(headDim) && headDim >= 4 && headDim % 4 === 0 && headDim <= 256;
+}
+
+/**
+ * `softmax(q·kᵀ/sqrt(hd), mask)` (with dropout) `·v` for every head of `qkv`
+ * (`[B, T, 3·heads·hd]`, laid out q|k|v, head `h` at `h·hd` inside each part),
+ * returned heads-merged as `[B, T, heads·hd]`. A query with no visible key
+ * gets zeros. The gradient is `[B, T, 3·heads·hd]`, in `qkv`'s layout.
+ */
+export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
+  const { numHeads: nh, headDim: hd, mask } = opts;
+  if (!Number.isInteger(nh) || nh < 1) {
+    throw new Error(`attention: numHeads must be a positive integer, got ${nh}`);
+  }
+  if (!fusedAttentionSupports(hd)) {
+    throw new Error(
+      `attention: head size ${hd} is not supported by the fused kernels (a multiple of 4, ` +
+        `at most 256)`,
+    );
+  }
+  if (qkv.rank !== 3 || qkv.shape[2] !== 3 * nh * hd) {
+    throw new Error(
+      `attention: qkv ${fmtShape(qkv.shape)} is not [B, T, 3·${nh} heads·${hd}] = [B, T, ${
+        3 * nh * hd
+      }]`,
+    );
+  }
+  if (qkv.dtype !== "f32") throw new Error(`attention: qkv must be f32, got ${qkv.dtype}`);
+  const [B, T] = qkv.shape;
+  const device = qkv.device;
+  const keep = opts.keep;
+  if (mask === "padding") {
+    if (!keep) throw new Error("attention: the padding mask needs a `keep` tensor [B, T]");
+    assertSameDevice("attention", qkv, keep);
+    if (keep.rank !== 2 || keep.shape[0] !== B || keep.shape[1] !== T) {
+      throw new Error(
+        `attention: keep ${fmtShape(keep.shape)} does not fit qkv ${fmtShape(qkv.shape)} ` +
+          `(expected [${B}, ${T}])`,
+      );
+    }
+  } else if (mask === "causal") {
+    if (keep) throw new Error("attention: `keep` is only for the padding mask");
+  } else {
+    throw new Error(`attention: unknown mask ${mask}`);
+  }
+  const drop = opts.dropout && opts.dropout.p > 0 ? opts.dropout : undefined;
+  if (drop && !(drop.p < 1)) {
+    throw new Error(`attention: dropout probability must be in [0, 1), got ${drop.p}`);
+  }
+  if (drop && B * nh * T * T > 2 ** 32) {
+    throw new Error(
+      `attention: dropout counters index [${B}, ${nh}, ${T}, ${T}] probabilities, ` +
+        `over 2^32 (as the unfused dropout's)`,
+    );
+  }
+  const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop };
+  checkAttentionShape(spec, T, device.isSoftware);
+  const d = attentionDispatch(
+    B,
+    T,
+    nh,
+    hd,
+    drop && { p: drop.p, seed: drop.draw.seed, offset: drop.draw.offset },
+  );
+  const masks = keep ? [keep.binding] : [];
+  const out = Tensor.empty(device, [B, T, nh * hd]);
+  const lse = Tensor.empty(device, [B, nh, T]);
+  device.dispatch(
+    attentionForwardKernel(spec),
+    [qkv.binding, ...masks, out.binding, lse.binding],
+    d.params,
+    d.workgroups,
+  );
+  const res = record(out, "attention", [qkv], (g) => {
+    const dsum = Tensor.empty(device, [B, nh, T]);
+    const dqkv = Tensor.empty(device, qkv.shape);
+    const m = keep ? [keep.binding] : [];
+    device.dispatch(
+      attentionBackwardQueryKernel(spec),
+      [qkv.binding, ...m, out.binding, g.binding, lse.binding, dsum.binding, dqkv.binding],
+      d.params,
+      d.workgroups,
+    );
+    device.dispatch(
+      attentionBackwardKeyKernel(spec),
+      [qkv.binding, ...m, g.binding, lse.binding, dsum.binding, dqkv.binding],
+      d.params,
+      d.workgroups,
+    );
+    dsum.dispose();
+    return [dqkv];
+  });
+  if (!res.node) lse.dispose();
+  return res;
+}

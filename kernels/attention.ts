@@ -1,0 +1,355 @@
+/**
+ * Fused attention in the style of FlashAttention: `q·kᵀ`, the scale, a causal or
+ * padding mask, an online softmax, attention dropout and `·v` in one kernel, so
+ * the `[B, heads, T, T]` scores and probabilities never exist in memory. The
+ * forward pass keeps only the per-row log-sum-exp; the backward pass recomputes
+ * the probabilities from it in two kernels (queries own `dQ`, keys own `dK` and
+ * `dV`), with no atomics.
+ *
+ * Layouts: `qkv` is the fused projection `[B, T, 3·hl]`, laid out q|k|v with
+ * head `h` at offset `h·hd` inside each part (hl = heads·hd); the context `out`
+ * and its gradient are `[B, T, hl]` (heads merged); `lse` and `D` are
+ * `[B, heads, T]`; `dqkv` has `qkv`'s layout. All rows are read as `vec4`s, so
+ * `hd` is a multiple of 4; it is part of the kernel key and every loop over it
+ * is unrolled, so only the key and query loops count against
+ * {@link SOFTWARE_LOOP_LIMIT}.
+ *
+ * Each invocation owns one query (forward, `dQ`) or one key (`dK`/`dV`); the
+ * invocations of a workgroup own consecutive rows of one head, so the rows
+ * they loop over are the same for all of them (uniform loads).
+ *
+ * Dropout draws exactly the mask of `dropoutKernel` applied to the
+ * `[B, heads, T, T]` probabilities: Philox counter (flat index, offset, 0, 0),
+ * key = seed, keep when `u01(x) ≥ p`, kept values scaled by `1/(1 − p)`.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
+import { PHILOX_WGSL } from "./rng.ts";
+import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
+
+/** Which keys a query may not see: later ones (causal) or padding tokens. */
+export type AttentionMask = "causal" | "padding";
+
+/** Rows (queries or keys) per workgroup: one SIMD step on lavapipe. */
+export const ATTENTION_TILE = 8;
+
+/** Keys the forward and `dQ` kernels take per loop iteration. */
+const KEYS_PER_STEP = 4;
+
+/** Queries the `dK`/`dV` kernel takes per loop iteration. */
+const QUERIES_PER_STEP = 2;
+
+/** Specialization of the fused attention kernels. */
+export interface AttentionSpec {
+  /** The mask. */
+  mask: AttentionMask;
+  /** Head size (a multiple of 4). */
+  headDim: number;
+  /** Whether attention dropout is applied. */
+  dropout: boolean;
+}
+
+/** Loop iterations one invocation of the fused kernels runs for a sequence of `T`. */
+export function attentionLoopIterations(T: number): number {
+  return Math.max(Math.ceil(T / KEYS_PER_STEP), Math.ceil(T / QUERIES_PER_STEP));
+}
+
+/**
+ * Throws unless the fused kernels can run `spec` over sequences of `T` on an
+ * adapter (on a software one, `software`: within Mesa's loop cap).
+ */
+export function checkAttentionShape(spec: AttentionSpec, T: number, software: boolean): void {
+  const hd = spec.headDim;
+  if (!Number.isInteger(hd) || hd < 4 || hd % 4 !== 0 || hd > 256) {
+    throw new Error(
+      `fused attention: head size ${hd} is not supported (a multiple of 4, at most 256)`,
+    );
+  }
+  const iters = attentionLoopIterations(T);
+  if (software && iters > SOFTWARE_LOOP_LIMIT) {
+    throw new Error(
+      `fused attention: a sequence of ${T} needs ${iters} loop iterations per invocation, ` +
+        `over the ${SOFTWARE_LOOP_LIMIT} a software adapter runs (Mesa stops longer loops ` +
+        `silently); use the unfused path or a shorter sequence`,
+    );
+  }
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+function key(kind: string, s: AttentionSpec): string {
+  return `attention:${kind}:${s.mask}:hd${s.headDim}:${s.dropout ? "drop" : "nodrop"}:` +
+    `t${ATTENTION_TILE}:k${KEYS_PER_STEP}:q${QUERIES_PER_STEP}`;
+}
+
+/** `dot(a·0, b·0) + dot(a·1, b·1) + …` over the `n4` vec4s of a head row. */
+function dotRow(n4: number, a: (c: number) => string, b: (c: number) => string): string {
+  return range(n4).map((c) => `dot(${a(c)}, ${b(c)})`).join(" + ");
+}
+
+const PARAMS_WGSL = /* wgsl */ `
+struct P {
+  B: u32, T: u32, nh: u32, tiles: u32,
+  hl4: u32, row4: u32, seedLo: u32, seedHi: u32,
+  offset: u32, scale: f32, prob: f32, dscale: f32,
+}`;
+
+/** Helper WGSL shared by the three kernels: masking and the dropout factor. */
+function helpers(s: AttentionSpec): string {
+  const masked = s.mask === "causal"
+    ? "j >= p.T || j > i"
+    : "j >= p.T || keep[b * p.T + min(j, p.T - 1u)] == 0.0";
+  const drop = s.dropout
+    ? /* wgsl */ `
+${PHILOX_WGSL}
+fn drop_scale(bh: u32, i: u32, j: u32) -> f32 {
+  let r = philox(vec4<u32>((bh * p.T + i) * p.T + j, p.offset, 0u, 0u),
+                 vec2<u32>(p.seedLo, p.seedHi));
+  return select(0.0, p.dscale, u01(r.x) >= p.prob);
+}`
+    : "";
+  return /* wgsl */ `
+${PARAMS_WGSL}
+fn is_masked(b: u32, i: u32, j: u32) -> bool { return ${masked}; }
+${drop}`;
+}
+
+function keepDecl(s: AttentionSpec): string {
+  return s.mask === "padding" ? "@group(0) @binding(1) var<storage, read> keep: array<f32>;" : "";
+}
+
+/** The first binding after qkv (and keep, for the padding mask). */
+function firstBinding(s: AttentionSpec): number {
+  return s.mask === "padding" ? 2 : 1;
+}
+
+/** WGSL prologue: this workgroup's head `bh` (= b·nh + h) and first row `r0`. */
+const HEAD_OF_GROUP = /* wgsl */ `
+  let g = ${GROUP_INDEX};
+  let bh = g / p.tiles;
+  if (bh >= p.B * p.nh) { return; }
+  let b = bh / p.nh;
+  let h = bh % p.nh;
+  let r0 = (g % p.tiles) * ${ATTENTION_TILE}u;
+  let own = r0 + lid;
+  let valid = own < p.T;
+  let row = min(own, p.T - 1u);`;
+
+/**
+ * Forward: `out = dropout(softmax(scale·q·kᵀ, mask))·v` per head, and
+ * `lse = max + log(Σ exp)` of each query's scaled, masked scores (`3e38` for a
+ * query with no visible key, whose output is 0). Bindings: qkv, [keep], out, lse.
+ */
+export function attentionForwardKernel(s: AttentionSpec): KernelSource {
+  const n4 = s.headDim / 4;
+  const K = KEYS_PER_STEP;
+  const o = firstBinding(s);
+  const us = range(K);
+  const cs = range(n4);
+  const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
+  const step = us.map((u) => /* wgsl */ `
+    let j${u} = j + ${u}u;
+    let x${u} = is_masked(b, i, j${u});
+    let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
+    let s${u} = select(${
+    dotRow(n4, (c) => `q${c}`, (c) => `qkv[k${u} + ${c}u]`)
+  }, -3.0e38, x${u});`)
+    .join("");
+  const weights = us.map((u) =>
+    s.dropout ? `    let w${u} = e${u} * drop_scale(bh, i, j${u});` : `    let w${u} = e${u};`
+  ).join("\n");
+  return {
+    key: key("fwd", s),
+    code: /* wgsl */ `
+${helpers(s)}
+@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+${keepDecl(s)}
+@group(0) @binding(${o}) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(${o + 1}) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(${o + 2}) var<uniform> p: P;
+@compute @workgroup_size(${ATTENTION_TILE})
+fn main(${GRID_BUILTINS}) {
+${HEAD_OF_GROUP}
+  let i = row;
+  let qb = (b * p.T + i) * p.row4 + h * ${n4}u;
+${cs.map((c) => `  let q${c} = qkv[qb + ${c}u] * p.scale;`).join("\n")}
+${cs.map((c) => `  var a${c} = vec4<f32>(0.0);`).join("\n")}
+  var m = -3.0e38;
+  var l = 0.0;
+  let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
+  let kEnd = ${kEnd};
+  for (var j = 0u; j < kEnd; j += ${K}u) {${step}
+    let mn = max(m, ${us.map((u) => `s${u}`).reduce((a, b) => `max(${a}, ${b})`)});
+    let al = exp(m - mn);
+${us.map((u) => `    let e${u} = select(exp(s${u} - mn), 0.0, x${u});`).join("\n")}
+    l = l * al + ${us.map((u) => `e${u}`).join(" + ")};
+${weights}
+${
+      cs.map((c) =>
+        `    a${c} = a${c} * al + ${
+          us.map((u) => `w${u} * qkv[k${u} + p.hl4 + ${c}u]`).join(" + ")
+        };`
+      ).join("\n")
+    }
+    m = mn;
+  }
+  if (valid) {
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ob = (b * p.T + i) * p.hl4 + h * ${n4}u;
+${cs.map((c) => `    out[ob + ${c}u] = a${c} * inv;`).join("\n")}
+    lse[bh * p.T + i] = select(3.0e38, m + log(l), l > 0.0);
+  }
+}`,
+  };
+}
+
+/**
+ * Backward, query side: `D = rowsum(dO∘O)` per query (written to `dsum` for
+ * the key side), then `dQ = scale·Σ_j P∘(dP − D)·k_j` into the q part of
+ * `dqkv`. Bindings: qkv, [keep], out, dout, lse, dsum, dqkv.
+ */
+export function attentionBackwardQueryKernel(s: AttentionSpec): KernelSource {
+  const n4 = s.headDim / 4;
+  const K = KEYS_PER_STEP;
+  const o = firstBinding(s);
+  const us = range(K);
+  const cs = range(n4);
+  const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
+  const step = us.map((u) => /* wgsl */ `
+    let j${u} = j + ${u}u;
+    let x${u} = is_masked(b, i, j${u});
+    let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
+${cs.map((c) => `    let kk${u}_${c} = qkv[k${u} + ${c}u];`).join("\n")}
+    let e${u} = select(exp(${dotRow(n4, (c) => `q${c}`, (c) => `kk${u}_${c}`)} - L), 0.0, x${u});
+    let dp${u} = (${dotRow(n4, (c) => `g${c}`, (c) => `qkv[k${u} + p.hl4 + ${c}u]`)})${
+    s.dropout ? ` * drop_scale(bh, i, j${u})` : ""
+  };
+    let ds${u} = e${u} * (dp${u} - D);`).join("");
+  return {
+    key: key("bwdq", s),
+    code: /* wgsl */ `
+${helpers(s)}
+@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+${keepDecl(s)}
+@group(0) @binding(${o}) var<storage, read> out: array<vec4<f32>>;
+@group(0) @binding(${o + 1}) var<storage, read> dout: array<vec4<f32>>;
+@group(0) @binding(${o + 2}) var<storage, read> lse: array<f32>;
+@group(0) @binding(${o + 3}) var<storage, read_write> dsum: array<f32>;
+@group(0) @binding(${o + 4}) var<storage, read_write> dqkv: array<vec4<f32>>;
+@group(0) @binding(${o + 5}) var<uniform> p: P;
+@compute @workgroup_size(${ATTENTION_TILE})
+fn main(${GRID_BUILTINS}) {
+${HEAD_OF_GROUP}
+  let i = row;
+  let ob = (b * p.T + i) * p.hl4 + h * ${n4}u;
+${cs.map((c) => `  let g${c} = dout[ob + ${c}u];`).join("\n")}
+  let D = ${dotRow(n4, (c) => `g${c}`, (c) => `out[ob + ${c}u]`)};
+  let qb = (b * p.T + i) * p.row4 + h * ${n4}u;
+${cs.map((c) => `  let q${c} = qkv[qb + ${c}u] * p.scale;`).join("\n")}
+  let L = lse[bh * p.T + i];
+${cs.map((c) => `  var dq${c} = vec4<f32>(0.0);`).join("\n")}
+  let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
+  let kEnd = ${kEnd};
+  for (var j = 0u; j < kEnd; j += ${K}u) {${step}
+${
+      cs.map((c) => `    dq${c} += ${us.map((u) => `ds${u} * kk${u}_${c}`).join(" + ")};`).join(
+        "\n",
+      )
+    }
+  }
+  if (valid) {
+    dsum[bh * p.T + i] = D;
+${cs.map((c) => `    dqkv[qb + ${c}u] = dq${c} * p.scale;`).join("\n")}
+  }
+}`,
+  };
+}
+
+/**
+ * Backward, key side: for key `j`, `dV = Σ_i dropout(P)_ij·dO_i` and
+ * `dK = scale·Σ_i P_ij(dP_ij − D_i)·q_i`, into the k and v parts of `dqkv`.
+ * Run after {@link attentionBackwardQueryKernel} (it reads `dsum`).
+ * Bindings: qkv, [keep], dout, lse, dsum, dqkv.
+ */
+export function attentionBackwardKeyKernel(s: AttentionSpec): KernelSource {
+  const n4 = s.headDim / 4;
+  const Q = QUERIES_PER_STEP;
+  const o = firstBinding(s);
+  const us = range(Q);
+  const cs = range(n4);
+  const iStart = s.mask === "causal" ? "r0" : "0u";
+  const keyMasked = s.mask === "padding" ? "keep[b * p.T + j] == 0.0" : "false";
+  const step = us.map((u) => /* wgsl */ `
+    let i${u} = i + ${u}u;
+    let x${u} = kx || i${u} >= p.T${s.mask === "causal" ? ` || j > i${u}` : ""};
+    let ic${u} = min(i${u}, p.T - 1u);
+    let qr${u} = qbase + ic${u} * p.row4;
+    let gr${u} = gbase + ic${u} * p.hl4;
+${cs.map((c) => `    let qq${u}_${c} = qkv[qr${u} + ${c}u];`).join("\n")}
+${cs.map((c) => `    let gg${u}_${c} = dout[gr${u} + ${c}u];`).join("\n")}
+    let e${u} = select(exp(${
+    dotRow(n4, (c) => `qq${u}_${c}`, (c) => `k${c}`)
+  } - lse[bh * p.T + ic${u}]), 0.0, x${u});
+    let z${u} = ${s.dropout ? `drop_scale(bh, i${u}, j)` : "1.0"};
+    let w${u} = e${u} * z${u};
+    let ds${u} = e${u} * ((${
+    dotRow(n4, (c) => `gg${u}_${c}`, (c) => `v${c}`)
+  }) * z${u} - dsum[bh * p.T + ic${u}]);`)
+    .join("");
+  return {
+    key: key("bwdkv", s),
+    code: /* wgsl */ `
+${helpers(s)}
+@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+${keepDecl(s)}
+@group(0) @binding(${o}) var<storage, read> dout: array<vec4<f32>>;
+@group(0) @binding(${o + 1}) var<storage, read> lse: array<f32>;
+@group(0) @binding(${o + 2}) var<storage, read> dsum: array<f32>;
+@group(0) @binding(${o + 3}) var<storage, read_write> dqkv: array<vec4<f32>>;
+@group(0) @binding(${o + 4}) var<uniform> p: P;
+@compute @workgroup_size(${ATTENTION_TILE})
+fn main(${GRID_BUILTINS}) {
+${HEAD_OF_GROUP}
+  let j = row;
+  let kx = ${keyMasked};
+  let kb = (b * p.T + j) * p.row4 + p.hl4 + h * ${n4}u;
+${cs.map((c) => `  let k${c} = qkv[kb + ${c}u] * p.scale;`).join("\n")}
+${cs.map((c) => `  let v${c} = qkv[kb + p.hl4 + ${c}u];`).join("\n")}
+${cs.map((c) => `  var dk${c} = vec4<f32>(0.0);`).join("\n")}
+${cs.map((c) => `  var dv${c} = vec4<f32>(0.0);`).join("\n")}
+  let qbase = b * p.T * p.row4 + h * ${n4}u;
+  let gbase = b * p.T * p.hl4 + h * ${n4}u;
+  for (var i = ${iStart}; i < p.T; i += ${Q}u) {${step}
+${cs.map((c) => `    dv${c} += ${us.map((u) => `w${u} * gg${u}_${c}`).join(" + ")};`).join("\n")}
+${cs.map((c) => `    dk${c} += ${us.map((u) => `ds${u} * qq${u}_${c}`).join(" + ")};`).join("\n")}
+  }
+  if (valid) {
+${cs.map((c) => `    dqkv[kb + ${c}u] = dk${c} * p.scale;`).join("\n")}
+${cs.map((c) => `    dqkv[kb + p.hl4 + ${c}u] = dv${c};`).join("\n")}
+  }
+}`,
+  };
+}
+
+/** Uniforms and grid shared by the three fused attention kernels. */
+export function attentionDispatch(
+  B: number,
+  T: number,
+  heads: number,
+  headDim: number,
+  dropout?: { p: number; seed: number; offset: number },
+): { params: ArrayBuffer; workgroups: [number, number, number] } {
+  const tiles = Math.ceil(T / ATTENTION_TILE);
+  const hl4 = (heads * headDim) / 4;
+  const prob = dropout?.p ?? 0;
+  const seed = dropout?.seed ?? 0;
+  return {
+    params: new Params(12).u32(B).u32(T).u32(heads).u32(tiles)
+      .u32(hl4).u32(3 * hl4).u32(seed >>> 0).u32(Math.floor(seed / 2 ** 32))
+      .u32(dropout?.offset ?? 0).f32(1 / Math.sqrt(headDim)).f32(prob).f32(1 / (1 - prob))
+      .buffer,
+    workgroups: grid2d(B * heads * tiles),
+  };
+}

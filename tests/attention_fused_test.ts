@@ -1,0 +1,202 @@
+/**
+ * Fused attention (`ops.attention`, kernels/attention.ts) against the unfused
+ * path of `SelfAttention` (strided q/k/v copies, matmul, masked softmax,
+ * dropout, matmul, merge), forward and the gradient through `qkv`, and against
+ * central finite differences on a tiny case.
+ *
+ * Tolerances: both sides are float32 with different summation orders; the
+ * forward agrees within atol 2e-5 + rtol 1e-4 and the gradients within
+ * atol 1e-4 + rtol 1e-3 (inputs in [-1, 1]; with dropout the kept values are
+ * scaled by 1/(1 − p), so the same bounds hold). The dropout masks are the
+ * same draws (same Philox counters), so dropout on compares just as tightly.
+ * Finite differences: |analytic − numeric| ≤ 2e-3 + 2e-2·|numeric| (h = 1e-2).
+ */
+
+import { throws as assertThrows } from "node:assert/strict";
+import { backward } from "../core/autograd.ts";
+import * as ops from "../core/ops/mod.ts";
+import type { RngDraw } from "../core/rng.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
+import { assertClose, gpuTest, prng, randomArray, testDevice, withTimeLimit } from "./helpers.ts";
+
+const dev = await testDevice();
+
+interface Case {
+  B: number;
+  T: number;
+  nh: number;
+  hd: number;
+  mask: "causal" | "padding";
+  p: number;
+}
+
+/** The unfused attention of models/blocks.ts SelfAttention.forward, on `qkv`. */
+function unfused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): Tensor {
+  const { B, T, nh, hd } = c;
+  const hl = nh * hd;
+  const strides = [T * 3 * hl, hd, 3 * hl, 1];
+  const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
+  const k = ops.asStrided(qkv, [B, nh, T, hd], strides, hl);
+  const v = ops.asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
+  let probs = ops.softmax(ops.matmul(q, k, { transB: true }), {
+    scale: 1 / Math.sqrt(hd),
+    mask: c.mask,
+    keep,
+  });
+  if (c.p > 0) probs = ops.dropout(probs, c.p, draw);
+  const ctx = ops.matmul(probs, v);
+  const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
+  return ops.reshape(merged, [B, T, hl]);
+}
+
+function fused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): Tensor {
+  return ops.attention(qkv, {
+    numHeads: c.nh,
+    headDim: c.hd,
+    mask: c.mask,
+    keep,
+    dropout: c.p > 0 ? { p: c.p, draw } : undefined,
+  });
+}
+
+/** `[B, T]` keep mask: batch b pads its last `b + 1` positions (all but one token of a row stays). */
+function keepMask(B: number, T: number): Float32Array {
+  const k = new Float32Array(B * T).fill(1);
+  for (let b = 0; b < B; b++) for (let t = Math.max(1, T - 1 - b); t < T; t++) k[b * T + t] = 0;
+  return k;
+}
+
+async function compare(c: Case, seed: number): Promise<void> {
+  const { B, T, nh, hd } = c;
+  const what = `B${B} T${T} nh${nh} hd${hd} ${c.mask} p${c.p}`;
+  await tidy(dev, async () => {
+    const data = randomArray(B * T * 3 * nh * hd, seed);
+    const R = Tensor.fromArray(dev, randomArray(B * T * nh * hd, seed + 1), [B, T, nh * hd]);
+    const keep = c.mask === "padding" ? Tensor.fromArray(dev, keepMask(B, T), [B, T]) : undefined;
+    const draw = { seed: 1234 + seed, offset: 7 };
+    const run = async (f: typeof fused) => {
+      const qkv = Tensor.fromArray(dev, data, [B, T, 3 * nh * hd]).requireGrad();
+      const out = f(qkv, c, keep, draw);
+      await backward(ops.sum(ops.mul(out, R)));
+      return [await out.read(), await qkv.grad!.read()];
+    };
+    const [fo, fg] = await run(fused);
+    const [uo, ug] = await run(unfused);
+    assertClose(fo, uo, { atol: 2e-5, rtol: 1e-4, what: `forward ${what}` });
+    assertClose(fg, ug, { atol: 1e-4, rtol: 1e-3, what: `dqkv ${what}` });
+  });
+}
+
+Deno.test(
+  "fused attention = unfused, causal, hd 16/32/64, dropout off and on",
+  withTimeLimit(300),
+  async () => {
+    let seed = 1;
+    for (const hd of [16, 32, 64]) {
+      for (const p of [0, 0.3]) {
+        await compare({ B: 2, T: 13, nh: 2, hd, mask: "causal", p }, seed++);
+      }
+    }
+    // T not a multiple of the tile (8) nor of the key step, one head, one batch.
+    await compare({ B: 1, T: 21, nh: 1, hd: 16, mask: "causal", p: 0.1 }, seed++);
+    await compare({ B: 3, T: 1, nh: 3, hd: 4, mask: "causal", p: 0 }, seed++);
+  },
+);
+
+Deno.test(
+  "fused attention = unfused, padding, hd 16/32/64, dropout off and on",
+  withTimeLimit(300),
+  async () => {
+    let seed = 100;
+    for (const hd of [16, 32, 64]) {
+      for (const p of [0, 0.3]) {
+        await compare({ B: 3, T: 11, nh: 2, hd, mask: "padding", p }, seed++);
+      }
+    }
+    await compare({ B: 2, T: 35, nh: 1, hd: 8, mask: "padding", p: 0.2 }, seed++);
+  },
+);
+
+Deno.test(
+  "fused attention: longer sequence (several tiles) agrees",
+  withTimeLimit(300),
+  async () => {
+    await compare({ B: 1, T: 70, nh: 2, hd: 32, mask: "causal", p: 0.1 }, 200);
+    await compare({ B: 2, T: 67, nh: 2, hd: 16, mask: "padding", p: 0 }, 201);
+  },
+);
+
+Deno.test("fused attention: gradient against finite differences", withTimeLimit(300), async () => {
+  const h = 1e-2;
+  for (
+    const c of [
+      { B: 1, T: 5, nh: 2, hd: 4, mask: "causal", p: 0.25 },
+      { B: 2, T: 3, nh: 1, hd: 8, mask: "padding", p: 0 },
+    ] as Case[]
+  ) {
+    await tidy(dev, async () => {
+      const { B, T, nh, hd } = c;
+      const data = randomArray(B * T * 3 * nh * hd, 300);
+      const R = randomArray(B * T * nh * hd, 301);
+      const tR = Tensor.fromArray(dev, R, [B, T, nh * hd]);
+      const keep = c.mask === "padding" ? Tensor.fromArray(dev, keepMask(B, T), [B, T]) : undefined;
+      const draw = { seed: 5, offset: 2 };
+      const qkv = Tensor.fromArray(dev, data, [B, T, 3 * nh * hd]).requireGrad();
+      await backward(ops.sum(ops.mul(fused(qkv, c, keep, draw), tR)));
+      const g = await qkv.grad!.read();
+      const rnd = prng(11);
+      for (let s = 0; s < 12; s++) {
+        const idx = Math.floor(rnd() * data.length);
+        const f = async (delta: number) => {
+          const d = data.slice();
+          d[idx] += delta;
+          const out = await dev.noGrad(() =>
+            fused(Tensor.fromArray(dev, d, [B, T, 3 * nh * hd]), c, keep, draw)
+          ).read();
+          return out.reduce((acc, v, i) => acc + v * R[i], 0);
+        };
+        const numeric = (await f(h) - await f(-h)) / (2 * h);
+        const err = Math.abs(g[idx] - numeric);
+        if (!(err <= 2e-3 + 2e-2 * Math.abs(numeric))) {
+          throw new Error(
+            `${c.mask}: d/dqkv[${idx}] analytic ${g[idx]} vs numeric ${numeric}`,
+          );
+        }
+      }
+    });
+  }
+});
+
+Deno.test("fused attention: clear errors for bad inputs", gpuTest, () => {
+  const qkv = Tensor.fromArray(dev, new Float32Array(2 * 3 * 24), [2, 3, 24]);
+  const keep = Tensor.fromArray(dev, new Float32Array(6).fill(1), [2, 3]);
+  assertThrows(() => ops.attention(qkv, { numHeads: 2, headDim: 8, mask: "causal" }), /qkv/);
+  assertThrows(() => ops.attention(qkv, { numHeads: 4, headDim: 2, mask: "causal" }), /head size/);
+  assertThrows(() => ops.attention(qkv, { numHeads: 2, headDim: 4, mask: "padding" }), /keep/);
+  assertThrows(
+    () =>
+      ops.attention(qkv, {
+        numHeads: 2,
+        headDim: 4,
+        mask: "padding",
+        keep: keep.view([3, 2]),
+      }),
+    /does not fit/,
+  );
+  assertThrows(
+    () => ops.attention(qkv, { numHeads: 2, headDim: 4, mask: "causal", keep }),
+    /only for the padding/,
+  );
+  assertThrows(
+    () =>
+      ops.attention(qkv, {
+        numHeads: 2,
+        headDim: 4,
+        mask: "causal",
+        dropout: { p: 1, draw: { seed: 1, offset: 0 } },
+      }),
+    /dropout probability/,
+  );
+  qkv.dispose();
+  keep.dispose();
+});
