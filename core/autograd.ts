@@ -26,6 +26,38 @@ export function record(
   return out;
 }
 
+/**
+ * {@link record} for an op with several outputs: one node shared by all of
+ * `outs`, whose `backward` receives one gradient (or null, for an output no
+ * gradient reached) per output and runs once, after every output's gradient is
+ * complete. Returns `outs`.
+ */
+export function recordMulti(
+  outs: readonly Tensor[],
+  name: string,
+  inputs: readonly Tensor[],
+  backward: (grads: (Tensor | null)[]) => (Tensor | null)[] | Promise<(Tensor | null)[]>,
+): readonly Tensor[] {
+  const device = outs[0].device;
+  if (!device.gradEnabled) return outs;
+  if (!inputs.some((t) => t.requiresGrad)) return outs;
+  const node: GradNode = {
+    name,
+    inputs,
+    outputs: outs,
+    backward: () => {
+      throw new Error(`${name}: a several-output node runs through backwardAll`);
+    },
+    backwardAll: backward,
+  };
+  for (const out of outs) {
+    out.requiresGrad = true;
+    out.node = node;
+    if (device.saveActivationsAs) Tensor.noteSaved(out);
+  }
+  return outs;
+}
+
 function topoOrder(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
   const seen = new Set<Tensor>();
@@ -71,18 +103,40 @@ export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
     const grads = new Map<Tensor, Tensor>();
     const seed = grad ? grad.view() : Tensor.fromArray(device, new Float32Array([1]), root.shape);
     grads.set(root, seed);
-    for (const t of topoOrder(root)) {
+    const order = topoOrder(root);
+    // A several-output node runs at its last output in the order: by then every
+    // consumer of every output has passed its gradient on.
+    const lastOutput = new Map<GradNode, Tensor>();
+    for (const t of order) if (t.node?.outputs) lastOutput.set(t.node, t);
+    const held = new Map<GradNode, Map<Tensor, Tensor>>();
+    for (const t of order) {
       const g = grads.get(t);
-      if (!g) continue;
       grads.delete(t);
-      if (!t.node) {
-        accumulateLeaf(t, g);
-        continue;
+      const node = t.node;
+      let inputGrads: (Tensor | null)[];
+      if (node?.outputs) {
+        let got = held.get(node);
+        if (g) {
+          if (!got) held.set(node, got = new Map());
+          got.set(t, g);
+        }
+        if (lastOutput.get(node) !== t || !got) continue;
+        held.delete(node);
+        const have = got;
+        const outGrads = node.outputs.map((o) => have.get(o) ?? null);
+        inputGrads = await node.backwardAll!(outGrads);
+        for (const og of outGrads) og?.dispose();
+      } else {
+        if (!g) continue;
+        if (!node) {
+          accumulateLeaf(t, g);
+          continue;
+        }
+        inputGrads = await node.backward(g);
+        g.dispose();
       }
-      const inputGrads = await t.node.backward(g);
-      g.dispose();
       dropUnpacked(device);
-      t.node.inputs.forEach((input, i) => {
+      node.inputs.forEach((input, i) => {
         const ig = inputGrads[i];
         if (!ig) return;
         if (!input.requiresGrad) {
@@ -91,7 +145,7 @@ export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
         }
         if (ig.size !== input.size) {
           throw new Error(
-            `backward of ${t.node!.name}: gradient ${fmtShape(ig.shape)} for input ${
+            `backward of ${node.name}: gradient ${fmtShape(ig.shape)} for input ${
               fmtShape(input.shape)
             }`,
           );

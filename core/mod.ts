@@ -40,9 +40,10 @@ export {
   tidy,
 } from "./tensor.ts";
 export { TokenIds } from "./token_ids.ts";
-export { backward, record, zeroGrad } from "./autograd.ts";
+export { backward, record, recordMulti, zeroGrad } from "./autograd.ts";
 export * as ops from "./ops/mod.ts";
 export type { GeluKind } from "./ops/basic.ts";
+export type { DropoutSpec, ResidualNorm, TokenPart } from "./ops/residual.ts";
 export type { MaskKind } from "../kernels/softmax.ts";
 export {
   Dropout,

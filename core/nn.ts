@@ -6,7 +6,7 @@
  */
 
 import type { Device } from "./device.ts";
-import { dropout, embedding, full, layerNorm, linear, randn } from "./ops/mod.ts";
+import { dropout, type DropoutSpec, embedding, full, layerNorm, linear, randn } from "./ops/mod.ts";
 import type { RngStream } from "./rng.ts";
 import type { Tensor } from "./tensor.ts";
 import type { TokenIds } from "./token_ids.ts";
@@ -182,7 +182,17 @@ export class Dropout extends Module {
 
   /** Applies dropout when training and `p > 0`. */
   forward(x: Tensor): Tensor {
-    if (!this.training || this.p === 0) return x;
-    return dropout(x, this.p, this.rng.next());
+    const spec = this.spec();
+    return spec ? dropout(x, spec.p, spec.draw) : x;
+  }
+
+  /**
+   * For a fused op that applies this dropout itself: the probability and a
+   * fresh draw when {@link Dropout.forward} would drop (training, `p > 0`),
+   * else null. Draws from the stream exactly as `forward` does.
+   */
+  spec(): DropoutSpec | null {
+    if (!this.training || this.p === 0) return null;
+    return { p: this.p, draw: this.rng.next() };
   }
 }

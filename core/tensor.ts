@@ -23,6 +23,15 @@ export interface GradNode {
   readonly inputs: readonly Tensor[];
   /** Given the gradient of the output, returns one gradient (or null) per input. */
   backward(grad: Tensor): (Tensor | null)[] | Promise<(Tensor | null)[]>;
+  /**
+   * For an op with several outputs (see `recordMulti`): all of them, sharing this
+   * one node. The engine then calls {@link GradNode.backwardAll} once, with one
+   * gradient (or null) per output, when every output's gradient is complete;
+   * `backward` is not called.
+   */
+  readonly outputs?: readonly Tensor[];
+  /** The backward pass of a several-output node, given one gradient (or null) per output. */
+  backwardAll?(grads: (Tensor | null)[]): (Tensor | null)[] | Promise<(Tensor | null)[]>;
 }
 
 /** The GPU storage behind one or more tensor views. */

@@ -76,38 +76,56 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
         cols,
       );
     }
-    let dg: Tensor | null = null;
-    let db: Tensor | null = null;
-    if (gamma.requiresGrad || beta.requiresGrad) {
-      const blocks = rowBlocks(device, rows, cols, COLUMN_BLOCK_ROWS);
-      const partShape = blocks.length === 1 ? gamma.shape : [blocks.length, cols];
-      dg = Tensor.empty(device, partShape);
-      db = Tensor.empty(device, partShape);
-      blocks.forEach(([r0, n], b) => {
-        const pd = layerNormParamGradDispatch(n, cols, b);
-        const rowsOf = (t: Tensor) => subBinding(t.binding, r0 * cols, n * cols);
-        const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
-        device.dispatch(
-          layerNormParamGradKernel(),
-          [rowsOf(x), rowsOf(g), perRow(mean), perRow(rstd), dg!.binding, db!.binding],
-          pd.params,
-          pd.workgroups,
-        );
-      });
-      if (blocks.length > 1) {
-        const [pg, pb] = [dg, db];
-        dg = columnSum(pg, blocks.length, cols, gamma.shape);
-        db = columnSum(pb, blocks.length, cols, beta.shape);
-        pg.dispose();
-        pb.dispose();
-      }
-    }
+    const [dg, db] = gamma.requiresGrad || beta.requiresGrad
+      ? layerNormParamGrads(x, g, mean, rstd, gamma.shape)
+      : [null, null];
     return [dx, dg, db];
   });
   if (!out.node) {
     mean.dispose();
     rstd.dispose();
   }
+  return out;
+}
+
+/**
+ * Layer-norm parameter gradients `[dgamma, dbeta]` (each of `shape`, the
+ * parameters' shape) from the norm's input `x` (`[rows, cols]` flattened), the
+ * output gradient `g` and the saved per-row `mean` and `rstd`: summed over rows
+ * in order, in row blocks within the software loop cap.
+ */
+export function layerNormParamGrads(
+  x: Tensor,
+  g: Tensor,
+  mean: Tensor,
+  rstd: Tensor,
+  shape: readonly number[],
+): [Tensor, Tensor] {
+  const device = x.device;
+  const cols = x.shape[x.rank - 1];
+  const rows = x.size / cols;
+  const blocks = rowBlocks(device, rows, cols, COLUMN_BLOCK_ROWS);
+  const partShape = blocks.length === 1 ? shape : [blocks.length, cols];
+  const dg = Tensor.empty(device, partShape);
+  const db = Tensor.empty(device, partShape);
+  blocks.forEach(([r0, n], b) => {
+    const pd = layerNormParamGradDispatch(n, cols, b);
+    const rowsOf = (t: Tensor) => subBinding(t.binding, r0 * cols, n * cols);
+    const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
+    device.dispatch(
+      layerNormParamGradKernel(),
+      [rowsOf(x), rowsOf(g), perRow(mean), perRow(rstd), dg.binding, db.binding],
+      pd.params,
+      pd.workgroups,
+    );
+  });
+  if (blocks.length === 1) return [dg, db];
+  const out: [Tensor, Tensor] = [
+    columnSum(dg, blocks.length, cols, shape),
+    columnSum(db, blocks.length, cols, shape),
+  ];
+  dg.dispose();
+  db.dispose();
   return out;
 }
 
@@ -192,19 +210,10 @@ export function embedding(
   start = 0,
   vocab?: number,
 ): Tensor {
-  const host = TokenIds.check("embedding", tokenIds).host;
+  checkLookup("embedding", weight, tokenIds, vocab ?? start + weight.shape[0]);
   const ids = tokenIds.tensor;
-  if (weight.rank !== 2) {
-    throw new Error(`embedding: weight must be 2-D, got ${fmtShape(weight.shape)}`);
-  }
   const [rows, dim] = weight.shape;
   const device = weight.device;
-  const total = vocab ?? start + rows;
-  for (const id of host) {
-    if (id < 0 || id >= total) {
-      throw new Error(`embedding: id ${id} out of range for a table of ${total} rows`);
-    }
-  }
   const out = Tensor.empty(device, [...ids.shape, dim]);
   // A table or an output larger than one binding is bound in windows: blocks of
   // tokens × windows of table rows (each window writes only its own rows).
@@ -225,37 +234,70 @@ export function embedding(
       );
     });
   }
-  return record(out, "embedding", [weight], (g) => {
-    const dw = zeros(device, weight.shape);
-    // Token blocks of at most COLUMN_BLOCK_ROWS keep every row's loop over its
-    // positions within the software loop cap; each block adds into dw in order.
-    for (const [t0, tn] of rowBlocks(device, ids.size, dim, COLUMN_BLOCK_ROWS)) {
-      for (const [w0, wn] of tableWindows) {
-        const index = buildScatterIndex(host.subarray(t0, t0 + tn), start + w0, wn);
-        if (index.unique === 0) continue;
-        const rowIds = Tensor.fromArray(device, index.rowIds);
-        const offsets = Tensor.fromArray(device, index.offsets);
-        const positions = Tensor.fromArray(device, index.positions);
-        const bd = embeddingBackwardDispatch(index.unique, dim);
-        device.dispatch(
-          embeddingBackwardKernel(),
-          [
-            subBinding(g.binding, t0 * dim, tn * dim),
-            rowIds.binding,
-            offsets.binding,
-            positions.binding,
-            subBinding(dw.binding, w0 * dim, wn * dim),
-          ],
-          bd.params,
-          bd.workgroups,
-        );
-        rowIds.dispose();
-        offsets.dispose();
-        positions.dispose();
-      }
+  return record(out, "embedding", [weight], (g) => [embeddingGrad(weight, tokenIds, g, start)]);
+}
+
+/**
+ * Checks an embedding lookup: `weight` is 2-D and every id of `tokenIds` (host
+ * data, see {@link TokenIds}) is in `[0, total)`; `op` names the caller in errors.
+ */
+export function checkLookup(op: string, weight: Tensor, tokenIds: TokenIds, total: number): void {
+  const host = TokenIds.check(op, tokenIds).host;
+  if (weight.rank !== 2) {
+    throw new Error(`${op}: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+  }
+  for (const id of host) {
+    if (id < 0 || id >= total) {
+      throw new Error(`${op}: id ${id} out of range for a table of ${total} rows`);
     }
-    return [dw];
-  });
+  }
+}
+
+/**
+ * The gradient of an embedding table `weight` (`[rows, dim]`, global rows
+ * `[start, start + rows)`) for lookups of `tokenIds` whose output gradient is
+ * `g` (`[ids, dim]`): a deterministic, ordered scatter-add of `g`'s rows.
+ */
+export function embeddingGrad(
+  weight: Tensor,
+  tokenIds: TokenIds,
+  g: Tensor,
+  start = 0,
+): Tensor {
+  const host = tokenIds.host;
+  const ids = tokenIds.tensor;
+  const [rows, dim] = weight.shape;
+  const device = weight.device;
+  const tableWindows = rowBlocks(device, rows, dim, Infinity);
+  const dw = zeros(device, weight.shape);
+  // Token blocks of at most COLUMN_BLOCK_ROWS keep every row's loop over its
+  // positions within the software loop cap; each block adds into dw in order.
+  for (const [t0, tn] of rowBlocks(device, ids.size, dim, COLUMN_BLOCK_ROWS)) {
+    for (const [w0, wn] of tableWindows) {
+      const index = buildScatterIndex(host.subarray(t0, t0 + tn), start + w0, wn);
+      if (index.unique === 0) continue;
+      const rowIds = Tensor.fromArray(device, index.rowIds);
+      const offsets = Tensor.fromArray(device, index.offsets);
+      const positions = Tensor.fromArray(device, index.positions);
+      const bd = embeddingBackwardDispatch(index.unique, dim);
+      device.dispatch(
+        embeddingBackwardKernel(),
+        [
+          subBinding(g.binding, t0 * dim, tn * dim),
+          rowIds.binding,
+          offsets.binding,
+          positions.binding,
+          subBinding(dw.binding, w0 * dim, wn * dim),
+        ],
+        bd.params,
+        bd.workgroups,
+      );
+      rowIds.dispose();
+      offsets.dispose();
+      positions.dispose();
+    }
+  }
+  return dw;
 }
 
 /** CSR index of token positions per distinct local row, for the embedding backward. */

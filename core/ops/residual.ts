@@ -1,0 +1,257 @@
+/**
+ * Fused residual ops with autograd: `x + dropout(a)` followed by layer norm
+ * (one row kernel forward, one backward), the plain `x + dropout(a)`, and the
+ * token-plus-position embedding with dropout. Each computes what the unfused
+ * composition of `add`, `dropout`, `layerNorm` and `embedding` computes, to the
+ * bit in the forward pass (same float operations, same dropout mask for the same
+ * draw) and to float rounding in the backward pass.
+ * @module
+ */
+
+import { dropoutDispatch, dropoutKernel } from "../../kernels/rng.ts";
+import { COLUMN_BLOCK_ROWS, columnSumDispatch, columnSumKernel } from "../../kernels/reduce.ts";
+import {
+  embedPositionsDispatch,
+  embedPositionsKernel,
+  residualDropoutDispatch,
+  residualDropoutKernel,
+  residualNormBackwardKernel,
+  residualNormDispatch,
+  residualNormForwardKernel,
+} from "../../kernels/residual_norm.ts";
+import { record, recordMulti } from "../autograd.ts";
+import type { RngDraw } from "../rng.ts";
+import { assertSameShape, fmtShape, Tensor } from "../tensor.ts";
+import { TokenIds } from "../token_ids.ts";
+import { rowBlocks, subBinding } from "../windows.ts";
+import { add } from "./basic.ts";
+import { checkLookup, embeddingGrad, layerNormParamGrads } from "./nn.ts";
+import { columnSum, zeros } from "./raw.ts";
+import { dispatchRows } from "./rows.ts";
+
+/** A dropout to apply: probability `p` in [0, 1) and the random draw of its mask. */
+export interface DropoutSpec {
+  /** Drop probability. */
+  p: number;
+  /** The (seed, offset) the mask is drawn from, as `ops.dropout` takes it. */
+  draw: RngDraw;
+}
+
+/** The two outputs of {@link residualLayerNorm}. */
+export interface ResidualNorm {
+  /** `x + dropout(a)`: the residual stream. */
+  sum: Tensor;
+  /** `layerNorm(sum)·gamma + beta`. */
+  normed: Tensor;
+}
+
+function activeDrop(op: string, drop: DropoutSpec | null | undefined): DropoutSpec | null {
+  if (!drop || drop.p === 0) return null;
+  if (!(drop.p > 0 && drop.p < 1)) {
+    throw new Error(`${op}: dropout probability must be in [0, 1), got ${drop.p}`);
+  }
+  return drop;
+}
+
+/** `dropout(g)` with the mask of `drop` (no autograd). */
+function dropRaw(g: Tensor, drop: DropoutSpec): Tensor {
+  const out = Tensor.empty(g.device, g.shape);
+  const d = dropoutDispatch(g.size, drop.p, drop.draw.seed, drop.draw.offset);
+  g.device.dispatch(dropoutKernel(), [g.binding, out.binding], d.params, d.workgroups);
+  return out;
+}
+
+/**
+ * `sum = x + dropout(a)` and `normed = layerNorm(sum, gamma, beta, eps)` in one
+ * row kernel: what `layerNorm(add(x, dropout(a, p, draw)), gamma, beta, eps)`
+ * computes, keeping `sum` too. `drop` null (or `p = 0`) means no dropout. The
+ * backward pass takes both outputs' gradients at once and writes `dx`
+ * (= d sum + layer-norm input gradient) and `da` (= `dx` through the mask) in one
+ * kernel, plus the parameter gradients.
+ */
+export function residualLayerNorm(
+  x: Tensor,
+  a: Tensor,
+  drop: DropoutSpec | null | undefined,
+  gamma: Tensor,
+  beta: Tensor,
+  eps = 1e-5,
+): ResidualNorm {
+  assertSameShape("residualLayerNorm", x, a);
+  const d0 = activeDrop("residualLayerNorm", drop);
+  const cols = x.shape[x.rank - 1];
+  if (gamma.size !== cols || beta.size !== cols) {
+    throw new Error(
+      `residualLayerNorm: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${
+        fmtShape(gamma.shape)
+      }, beta ${fmtShape(beta.shape)}`,
+    );
+  }
+  const rows = x.size / cols;
+  const device = x.device;
+  const sum = Tensor.empty(device, x.shape);
+  const normed = Tensor.empty(device, x.shape);
+  const mean = Tensor.empty(device, [rows]);
+  const rstd = Tensor.empty(device, [rows]);
+  const params = residualNormDispatch(rows, cols, eps, d0?.p, d0?.draw.seed, d0?.draw.offset)
+    .params;
+  dispatchRows(
+    device,
+    residualNormForwardKernel(!!d0),
+    [
+      x.binding,
+      a.binding,
+      gamma.binding,
+      beta.binding,
+      sum.binding,
+      normed.binding,
+      mean.binding,
+      rstd.binding,
+    ],
+    params,
+    rows,
+    cols,
+  );
+  recordMulti([sum, normed], "residualLayerNorm", [x, a, gamma, beta], ([gSum, gNormed]) => {
+    if (!gNormed) {
+      // Only the residual stream was used: d x = g, d a = dropout(g).
+      return [gSum!.view(), d0 ? dropRaw(gSum!, d0) : gSum!.view(), null, null];
+    }
+    const dx = Tensor.empty(device, x.shape);
+    const da = d0 ? Tensor.empty(device, x.shape) : null;
+    const bufs = [sum.binding, gamma.binding, gNormed.binding];
+    if (gSum) bufs.push(gSum.binding);
+    bufs.push(mean.binding, rstd.binding, dx.binding);
+    if (da) bufs.push(da.binding);
+    dispatchRows(device, residualNormBackwardKernel(!!gSum, !!d0), bufs, params, rows, cols);
+    const [dg, db] = gamma.requiresGrad || beta.requiresGrad
+      ? layerNormParamGrads(sum, gNormed, mean, rstd, gamma.shape)
+      : [null, null];
+    return [dx, da ?? dx.view(), dg, db];
+  });
+  if (!sum.node) {
+    mean.dispose();
+    rstd.dispose();
+  }
+  return { sum, normed };
+}
+
+/**
+ * `x + dropout(a)` in one elementwise kernel (what `add(x, dropout(a, p, draw))`
+ * computes); `drop` null (or `p = 0`) is a plain `add`.
+ */
+export function residualDropout(
+  x: Tensor,
+  a: Tensor,
+  drop: DropoutSpec | null | undefined,
+): Tensor {
+  assertSameShape("residualDropout", x, a);
+  const d0 = activeDrop("residualDropout", drop);
+  if (!d0) return add(x, a);
+  const out = Tensor.empty(x.device, x.shape);
+  const d = residualDropoutDispatch(x.size, d0.p, d0.draw.seed, d0.draw.offset);
+  x.device.dispatch(
+    residualDropoutKernel(true),
+    [x.binding, a.binding, out.binding],
+    d.params,
+    d.workgroups,
+  );
+  return record(out, "residualDropout", [x, a], (g) => [
+    x.requiresGrad ? g.view() : null,
+    a.requiresGrad ? dropRaw(g, d0) : null,
+  ]);
+}
+
+/** The token part of {@link embedPositions}: embeddings already looked up, or a lookup to fuse. */
+export type TokenPart = Tensor | {
+  /** The whole (unsharded) token table `[vocab, h]`. */
+  table: Tensor;
+  /** Token ids `[B, T]`. */
+  ids: TokenIds;
+};
+
+/**
+ * `dropout(tok + pos[start + t])` for every token at sequence position `t` of
+ * `[B, T, h]` token embeddings, in one kernel: the unfused
+ * `dropout(add(tok, embedding(pos, positionIds)))` with position ids
+ * `start … start + T − 1` in every row. `tokens` is either the looked-up token
+ * embeddings `[B, T, h]` or `{ table, ids }`, a lookup fused in too (the table
+ * whole, not a vocabulary shard, and within one storage binding). The position
+ * table's gradient is a column sum over the batch, in batch order.
+ */
+export function embedPositions(
+  tokens: TokenPart,
+  pos: Tensor,
+  drop: DropoutSpec | null | undefined,
+  start = 0,
+): Tensor {
+  const d0 = activeDrop("embedPositions", drop);
+  const lookup = tokens instanceof Tensor ? null : tokens;
+  const shape = lookup ? [...lookup.ids.shape, lookup.table.shape[1]] : (tokens as Tensor).shape;
+  if (lookup) checkLookup("embedPositions", lookup.table, lookup.ids, lookup.table.shape[0]);
+  if (shape.length !== 3 || pos.rank !== 2 || pos.shape[1] !== shape[2]) {
+    throw new Error(
+      `embedPositions: tokens ${fmtShape(shape)} must be [B, T, h] and positions [P, h], got ${
+        fmtShape(pos.shape)
+      }`,
+    );
+  }
+  const [B, T, h] = shape;
+  if (start + T > pos.shape[0]) {
+    throw new Error(
+      `embedPositions: positions ${start}…${start + T - 1} exceed the table (${pos.shape[0]})`,
+    );
+  }
+  const device = pos.device;
+  const out = Tensor.empty(device, shape);
+  const d = embedPositionsDispatch(B * T, h, T, start, d0?.p, d0?.draw.seed, d0?.draw.offset);
+  const src = lookup ? [lookup.table.binding, lookup.ids.tensor.binding] : [
+    (tokens as Tensor).binding,
+  ];
+  device.dispatch(
+    embedPositionsKernel(!!lookup, !!d0),
+    [...src, pos.binding, out.binding],
+    d.params,
+    d.workgroups,
+  );
+  const first = lookup ? lookup.table : tokens as Tensor;
+  return record(out, "embedPositions", [first, pos], (g) => {
+    const gTok = d0 ? dropRaw(g, d0) : g.view();
+    const dPos = pos.requiresGrad ? positionGrad(gTok, pos, B, T * h, start) : null;
+    let dFirst: Tensor | null = null;
+    if (first.requiresGrad) {
+      dFirst = lookup ? embeddingGrad(lookup.table, lookup.ids, gTok) : gTok.view();
+    }
+    gTok.dispose();
+    return [dFirst, dPos];
+  });
+}
+
+/**
+ * The position table's gradient: the batch column sum of `g` (`[B, cols]`, cols
+ * = T·h) into rows `0 … T−1` (zeros beyond); from position `start` > 0 (not
+ * a binding-aligned offset in general), the embedding scatter-add.
+ */
+function positionGrad(g: Tensor, pos: Tensor, B: number, cols: number, start: number): Tensor {
+  const device = g.device;
+  if (start !== 0) {
+    const h = pos.shape[1];
+    const T = cols / h;
+    const ids = new Int32Array(B * T);
+    for (let i = 0; i < ids.length; i++) ids[i] = start + (i % T);
+    const tokenIds = TokenIds.fromHost(device, ids, [B, T]);
+    const dPos = embeddingGrad(pos, tokenIds, g);
+    tokenIds.dispose();
+    return dPos;
+  }
+  if (cols === pos.size) return columnSum(g, B, cols, pos.shape);
+  const dPos = zeros(device, pos.shape);
+  const dst = subBinding(dPos.binding, 0, cols);
+  const s = rowBlocks(device, B, cols, COLUMN_BLOCK_ROWS).length === 1
+    ? g
+    : columnSum(g, B, cols, [cols]);
+  const d = columnSumDispatch(s === g ? B : 1, cols);
+  device.dispatch(columnSumKernel(), [s.binding, dst], d.params, d.workgroups);
+  if (s !== g) s.dispose();
+  return dPos;
+}

@@ -1,0 +1,240 @@
+/**
+ * Fused residual kernels: `sum = x + dropout(a)` followed by layer norm in one
+ * pass per row (and its backward, which folds in the residual gradient and the
+ * dropout mask), the plain residual `x + dropout(a)`, and the position-embedding
+ * add with dropout. The dropout mask is exactly {@link dropoutKernel}'s for the
+ * same (seed, offset): keep element `i` (flat index) when
+ * `u01(philox((i, offset, 0, 0), seed).x) ≥ p`.
+ * @module
+ */
+
+import { type KernelSource, Params } from "./kernel.ts";
+import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { PHILOX_WGSL } from "./rng.ts";
+import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
+
+const WG = 256;
+
+const PARAMS_WGSL = /* wgsl */ `
+struct P { rows: u32, cols: u32, eps: f32, offset: u32, seedLo: u32, seedHi: u32, prob: f32, scale: f32 }`;
+
+/** WGSL `keep(i)`: the dropout decision of flat element `i` (needs P as `p`). */
+const KEEP_WGSL = /* wgsl */ `
+fn keep(i: u32) -> bool {
+  let r = philox(vec4<u32>(i, p.offset, 0u, 0u), vec2<u32>(p.seedLo, p.seedHi));
+  return u01(r.x) >= p.prob;
+}`;
+
+/**
+ * `sum = x + dropout(a)`, then `y = (sum − mean)·rstd·gamma + beta` per row,
+ * writing sum, y, mean and rstd (the statistics for the backward pass). Without
+ * `drop`, `sum = x + a`. Bindings: x, a, gamma, beta, sum, y, mean, rstd. A row
+ * kernel: dispatch it as the layer-norm kernels are (`dispatchRows`).
+ */
+export function residualNormForwardKernel(drop: boolean): KernelSource {
+  const branch = drop ? "select(0.0, a[i] * p.scale, keep(i))" : "a[i]";
+  return {
+    key: `resnorm:fwd${drop ? ":drop" : ""}`,
+    code: /* wgsl */ `
+${ROW_REDUCE_WGSL}
+${drop ? PHILOX_WGSL : ""}
+${PARAMS_WGSL}
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sum: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> meanOut: array<f32>;
+@group(0) @binding(7) var<storage, read_write> rstdOut: array<f32>;
+@group(0) @binding(8) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX};
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  var s = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let i = base + c;
+    let v = x[i] + ${branch};
+    sum[i] = v;
+    s += v;
+  }
+  let mean = wg_sum(s, lid) / f32(p.cols);
+  var q = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) { let d = sum[base + c] - mean; q += d * d; }
+  let rstd = inverseSqrt(wg_sum(q, lid) / f32(p.cols) + p.eps);
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    y[base + c] = (sum[base + c] - mean) * rstd * gamma[c] + beta[c];
+  }
+  if (lid == 0u) { meanOut[row] = mean; rstdOut[row] = rstd; }
+}`,
+  };
+}
+
+/**
+ * Backward of {@link residualNormForwardKernel}: `dsum = LN′(dy) + dres` (the
+ * layer-norm input gradient plus the gradient reaching `sum` along the
+ * residual path, when `residual`), written as `dx`; with `drop`, also
+ * `da = dsum·keep/(1 − p)`. Bindings: sum, gamma, dy, [dres], mean, rstd, dx, [da].
+ * The parameter gradients are `layerNormParamGradKernel`'s, reading `sum`.
+ */
+export function residualNormBackwardKernel(residual: boolean, drop: boolean): KernelSource {
+  let b = 0;
+  const bind = (decl: string) => `@group(0) @binding(${b++}) var<storage, ${decl};`;
+  const decls = [
+    bind("read> sumIn: array<f32>"),
+    bind("read> gamma: array<f32>"),
+    bind("read> dy: array<f32>"),
+    residual ? bind("read> dres: array<f32>") : "",
+    bind("read> meanIn: array<f32>"),
+    bind("read> rstdIn: array<f32>"),
+    bind("read_write> dx: array<f32>"),
+    drop ? bind("read_write> da: array<f32>") : "",
+  ].join("\n");
+  return {
+    key: `resnorm:bwd${residual ? ":res" : ""}${drop ? ":drop" : ""}`,
+    code: /* wgsl */ `
+${ROW_REDUCE_WGSL}
+${drop ? PHILOX_WGSL : ""}
+${PARAMS_WGSL}
+${decls}
+@group(0) @binding(${b}) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX};
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  let mean = meanIn[row];
+  let rstd = rstdIn[row];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let g = dy[base + c] * gamma[c];
+    sg += g;
+    sgx += g * (sumIn[base + c] - mean) * rstd;
+  }
+  let mg = wg_sum(sg, lid) / f32(p.cols);
+  let mgx = wg_sum(sgx, lid) / f32(p.cols);
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let i = base + c;
+    let xh = (sumIn[i] - mean) * rstd;
+    let v = ${residual ? "dres[i] + " : ""}rstd * (dy[i] * gamma[c] - mg - xh * mgx);
+    dx[i] = v;
+    ${drop ? "da[i] = select(0.0, v * p.scale, keep(i));" : ""}
+  }
+}`,
+  };
+}
+
+/**
+ * Uniforms and grid (workgroup per row) for the residual-norm row kernels;
+ * `prob = 0` for the kernels without dropout.
+ */
+export function residualNormDispatch(
+  rows: number,
+  cols: number,
+  eps: number,
+  prob = 0,
+  seed = 0,
+  offset = 0,
+) {
+  return {
+    params: new Params(8).u32(rows).u32(cols).f32(eps).u32(offset).u32(seed >>> 0)
+      .u32(Math.floor(seed / 2 ** 32)).f32(prob).f32(1 / (1 - prob)).buffer,
+    workgroups: grid2d(rows),
+  };
+}
+
+/**
+ * Elementwise residual: `out[i] = x[i] + dropout(a)[i]` (or `x[i] + a[i]` without
+ * `drop`). Bindings: x, a, out. The backward is `dx = g`, `da = dropout(g)`
+ * ({@link dropoutKernel}).
+ */
+export function residualDropoutKernel(drop: boolean): KernelSource {
+  const branch = drop ? "select(0.0, a[i] * p.scale, keep(i))" : "a[i]";
+  return {
+    key: `residual${drop ? ":drop" : ""}`,
+    code: /* wgsl */ `
+${drop ? PHILOX_WGSL : ""}
+${PARAMS_WGSL}
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.rows) { return; }
+  out[i] = x[i] + ${branch};
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link residualDropoutKernel} over `n` elements. */
+export function residualDropoutDispatch(n: number, prob = 0, seed = 0, offset = 0) {
+  return {
+    params: residualNormDispatch(n, 1, 0, prob, seed, offset).params,
+    workgroups: gridFor(n, WG),
+  };
+}
+
+/**
+ * Token plus position embedding with dropout, in one pass:
+ * `out[n, :] = dropout(tok[n, :] + pos[start + n mod T, :])` over `rows = B·T`
+ * tokens of `cols` features. With `lookup`, `tok[n, :]` is itself a lookup,
+ * `table[ids[n], :]` (a whole, unsharded table). Bindings: tok (or table, ids),
+ * pos, out. Params: {@link embedPositionsDispatch}.
+ */
+export function embedPositionsKernel(lookup: boolean, drop: boolean): KernelSource {
+  const tokBind = lookup
+    ? `@group(0) @binding(0) var<storage, read> table: array<f32>;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;`
+    : `@group(0) @binding(0) var<storage, read> tok: array<f32>;`;
+  let b = lookup ? 2 : 1;
+  const tokValue = lookup ? "table[u32(ids[n]) * p.cols + col]" : "tok[i]";
+  const v = `${tokValue} + pos[(p.start + n % p.seq) * p.cols + col]`;
+  return {
+    key: `embedpos${lookup ? ":lookup" : ""}${drop ? ":drop" : ""}`,
+    code: /* wgsl */ `
+${drop ? PHILOX_WGSL : ""}
+struct P { rows: u32, cols: u32, seq: u32, offset: u32, seedLo: u32, seedHi: u32, prob: f32, scale: f32, start: u32, _a: u32, _b: u32, _c: u32 }
+${tokBind}
+@group(0) @binding(${b++}) var<storage, read> pos: array<f32>;
+@group(0) @binding(${b++}) var<storage, read_write> out: array<f32>;
+@group(0) @binding(${b}) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.rows * p.cols) { return; }
+  let n = i / p.cols;
+  let col = i % p.cols;
+  ${drop ? `out[i] = select(0.0, (${v}) * p.scale, keep(i));` : `out[i] = ${v};`}
+}`,
+  };
+}
+
+/**
+ * Uniforms and grid for {@link embedPositionsKernel}: `rows` tokens of `cols`
+ * features, sequences of `seq` positions starting at position `start`.
+ */
+export function embedPositionsDispatch(
+  rows: number,
+  cols: number,
+  seq: number,
+  start = 0,
+  prob = 0,
+  seed = 0,
+  offset = 0,
+) {
+  return {
+    params: new Params(12).u32(rows).u32(cols).u32(seq).u32(offset).u32(seed >>> 0)
+      .u32(Math.floor(seed / 2 ** 32)).f32(prob).f32(1 / (1 - prob)).u32(start).u32(0).u32(0)
+      .u32(0).buffer,
+    workgroups: gridFor(rows * cols, WG),
+  };
+}
