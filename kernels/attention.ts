@@ -32,8 +32,17 @@ import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 /** Which keys a query may not see: later ones (causal) or padding tokens. */
 export type AttentionMask = "causal" | "padding";
 
-/** Rows (queries or keys) per workgroup: one SIMD step on lavapipe. */
-export const ATTENTION_TILE = 8;
+/** Invocations per workgroup: one SIMD step on lavapipe. */
+const LANES = 8;
+
+/**
+ * Rows (queries or keys) each invocation owns: every k/v (or q/dO) row loaded
+ * feeds this many rows' FMAs. Invocation `l` owns rows `r0 + l + LANES·r`.
+ */
+const ROWS_PER_LANE = 4;
+
+/** Rows (queries or keys) per workgroup. */
+export const ATTENTION_TILE = LANES * ROWS_PER_LANE;
 
 /** Keys the forward and `dQ` kernels take per loop iteration. */
 const KEYS_PER_STEP = 4;
@@ -81,7 +90,7 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function key(kind: string, s: AttentionSpec): string {
   return `attention:${kind}:${s.mask}:hd${s.headDim}:${s.dropout ? "drop" : "nodrop"}:` +
-    `t${ATTENTION_TILE}:k${KEYS_PER_STEP}:q${QUERIES_PER_STEP}`;
+    `l${LANES}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}`;
 }
 
 /** `dot(a·0, b·0) + dot(a·1, b·1) + …` over the `n4` vec4s of a head row. */
@@ -98,9 +107,6 @@ struct P {
 
 /** Helper WGSL shared by the three kernels: masking and the dropout factor. */
 function helpers(s: AttentionSpec): string {
-  const masked = s.mask === "causal"
-    ? "j >= p.T || j > i"
-    : "j >= p.T || keep[b * p.T + min(j, p.T - 1u)] == 0.0";
   const drop = s.dropout
     ? /* wgsl */ `
 ${PHILOX_WGSL}
@@ -112,7 +118,6 @@ fn drop_scale(bh: u32, i: u32, j: u32) -> f32 {
     : "";
   return /* wgsl */ `
 ${PARAMS_WGSL}
-fn is_masked(b: u32, i: u32, j: u32) -> bool { return ${masked}; }
 ${drop}`;
 }
 
@@ -125,17 +130,32 @@ function firstBinding(s: AttentionSpec): number {
   return s.mask === "padding" ? 2 : 1;
 }
 
-/** WGSL prologue: this workgroup's head `bh` (= b·nh + h) and first row `r0`. */
-const HEAD_OF_GROUP = /* wgsl */ `
+/**
+ * WGSL prologue: this workgroup's head `bh` (= b·nh + h), first row `r0`, and
+ * the rows `row{r}` this invocation owns (clamped; `valid{r}` when in range).
+ */
+function headOfGroup(): string {
+  return /* wgsl */ `
   let g = ${GROUP_INDEX};
   let bh = g / p.tiles;
   if (bh >= p.B * p.nh) { return; }
   let b = bh / p.nh;
   let h = bh % p.nh;
   let r0 = (g % p.tiles) * ${ATTENTION_TILE}u;
-  let own = r0 + lid;
-  let valid = own < p.T;
-  let row = min(own, p.T - 1u);`;
+${
+    range(ROWS_PER_LANE).map((r) =>
+      `  let valid${r} = r0 + lid + ${LANES * r}u < p.T;
+  let row${r} = min(r0 + lid + ${LANES * r}u, p.T - 1u);`
+    ).join("\n")
+  }`;
+}
+
+/** WGSL: whether key `j{u}` is hidden from every query (past the end, or padding). */
+function keyMasked(s: AttentionSpec, u: number): string {
+  return s.mask === "padding"
+    ? `j${u} >= p.T || keep[b * p.T + min(j${u}, p.T - 1u)] == 0.0`
+    : `j${u} >= p.T`;
+}
 
 /**
  * Forward: `out = dropout(softmax(scale·q·kᵀ, mask))·v` per head, and
@@ -148,18 +168,47 @@ export function attentionForwardKernel(s: AttentionSpec): KernelSource {
   const o = firstBinding(s);
   const us = range(K);
   const cs = range(n4);
+  const rs = range(ROWS_PER_LANE);
   const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
-  const step = us.map((u) => /* wgsl */ `
+  const causal = s.mask === "causal";
+  const loads = us.map((u) => /* wgsl */ `
     let j${u} = j + ${u}u;
-    let x${u} = is_masked(b, i, j${u});
+    let kx${u} = ${keyMasked(s, u)};
     let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
-    let s${u} = select(${
-    dotRow(n4, (c) => `q${c}`, (c) => `qkv[k${u} + ${c}u]`)
-  }, -3.0e38, x${u});`)
-    .join("");
-  const weights = us.map((u) =>
-    s.dropout ? `    let w${u} = e${u} * drop_scale(bh, i, j${u});` : `    let w${u} = e${u};`
-  ).join("\n");
+${cs.map((c) => `    let kk${u}_${c} = qkv[k${u} + ${c}u];`).join("\n")}
+${cs.map((c) => `    let vv${u}_${c} = qkv[k${u} + p.hl4 + ${c}u];`).join("\n")}`).join("");
+  const perRow = rs.map((r) => /* wgsl */ `
+${
+    us.map((u) =>
+      `    let x${r}_${u} = kx${u}${causal ? ` || j${u} > row${r}` : ""};
+    let s${r}_${u} = select(${
+        dotRow(n4, (c) => `q${r}_${c}`, (c) => `kk${u}_${c}`)
+      }, -3.0e38, x${r}_${u});`
+    ).join("\n")
+  }
+    let mn${r} = max(m${r}, ${us.map((u) => `s${r}_${u}`).reduce((a, b) => `max(${a}, ${b})`)});
+    let al${r} = exp(m${r} - mn${r});
+${
+    us.map((u) => `    let e${r}_${u} = select(exp(s${r}_${u} - mn${r}), 0.0, x${r}_${u});`).join(
+      "\n",
+    )
+  }
+    l${r} = l${r} * al${r} + ${us.map((u) => `e${r}_${u}`).join(" + ")};
+${
+    us.map((u) =>
+      s.dropout
+        ? `    let w${r}_${u} = e${r}_${u} * drop_scale(bh, row${r}, j${u});`
+        : `    let w${r}_${u} = e${r}_${u};`
+    ).join("\n")
+  }
+${
+    cs.map((c) =>
+      `    a${r}_${c} = a${r}_${c} * al${r} + ${
+        us.map((u) => `w${r}_${u} * vv${u}_${c}`).join(" + ")
+      };`
+    ).join("\n")
+  }
+    m${r} = mn${r};`).join("");
   return {
     key: key("fwd", s),
     code: /* wgsl */ `
@@ -169,38 +218,32 @@ ${keepDecl(s)}
 @group(0) @binding(${o}) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(${o + 1}) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(${o + 2}) var<uniform> p: P;
-@compute @workgroup_size(${ATTENTION_TILE})
+@compute @workgroup_size(${LANES})
 fn main(${GRID_BUILTINS}) {
-${HEAD_OF_GROUP}
-  let i = row;
-  let qb = (b * p.T + i) * p.row4 + h * ${n4}u;
-${cs.map((c) => `  let q${c} = qkv[qb + ${c}u] * p.scale;`).join("\n")}
-${cs.map((c) => `  var a${c} = vec4<f32>(0.0);`).join("\n")}
-  var m = -3.0e38;
-  var l = 0.0;
-  let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
-  let kEnd = ${kEnd};
-  for (var j = 0u; j < kEnd; j += ${K}u) {${step}
-    let mn = max(m, ${us.map((u) => `s${u}`).reduce((a, b) => `max(${a}, ${b})`)});
-    let al = exp(m - mn);
-${us.map((u) => `    let e${u} = select(exp(s${u} - mn), 0.0, x${u});`).join("\n")}
-    l = l * al + ${us.map((u) => `e${u}`).join(" + ")};
-${weights}
+${headOfGroup()}
 ${
-      cs.map((c) =>
-        `    a${c} = a${c} * al + ${
-          us.map((u) => `w${u} * qkv[k${u} + p.hl4 + ${c}u]`).join(" + ")
-        };`
+      rs.map((r) =>
+        `  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
+${cs.map((c) => `  let q${r}_${c} = qkv[qb${r} + ${c}u] * p.scale;`).join("\n")}
+${cs.map((c) => `  var a${r}_${c} = vec4<f32>(0.0);`).join("\n")}
+  var m${r} = -3.0e38;
+  var l${r} = 0.0;`
       ).join("\n")
     }
-    m = mn;
+  let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
+  let kEnd = ${kEnd};
+  for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
-  if (valid) {
-    let inv = select(0.0, 1.0 / l, l > 0.0);
-    let ob = (b * p.T + i) * p.hl4 + h * ${n4}u;
-${cs.map((c) => `    out[ob + ${c}u] = a${c} * inv;`).join("\n")}
-    lse[bh * p.T + i] = select(3.0e38, m + log(l), l > 0.0);
-  }
+${
+      rs.map((r) =>
+        `  if (valid${r}) {
+    let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
+    let ob = (b * p.T + row${r}) * p.hl4 + h * ${n4}u;
+${cs.map((c) => `    out[ob + ${c}u] = a${r}_${c} * inv;`).join("\n")}
+    lse[bh * p.T + row${r}] = select(3.0e38, m${r} + log(l${r}), l${r} > 0.0);
+  }`
+      ).join("\n")
+    }
 }`,
   };
 }
@@ -216,17 +259,28 @@ export function attentionBackwardQueryKernel(s: AttentionSpec): KernelSource {
   const o = firstBinding(s);
   const us = range(K);
   const cs = range(n4);
-  const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
-  const step = us.map((u) => /* wgsl */ `
+  const rs = range(ROWS_PER_LANE);
+  const causal = s.mask === "causal";
+  const kEnd = causal ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
+  const loads = us.map((u) => /* wgsl */ `
     let j${u} = j + ${u}u;
-    let x${u} = is_masked(b, i, j${u});
+    let kx${u} = ${keyMasked(s, u)};
     let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
 ${cs.map((c) => `    let kk${u}_${c} = qkv[k${u} + ${c}u];`).join("\n")}
-    let e${u} = select(exp(${dotRow(n4, (c) => `q${c}`, (c) => `kk${u}_${c}`)} - L), 0.0, x${u});
-    let dp${u} = (${dotRow(n4, (c) => `g${c}`, (c) => `qkv[k${u} + p.hl4 + ${c}u]`)})${
-    s.dropout ? ` * drop_scale(bh, i, j${u})` : ""
-  };
-    let ds${u} = e${u} * (dp${u} - D);`).join("");
+${cs.map((c) => `    let vv${u}_${c} = qkv[k${u} + p.hl4 + ${c}u];`).join("\n")}`).join("");
+  const perRow = rs.map((r) =>
+    us.map((u) => /* wgsl */ `
+    let x${r}_${u} = kx${u}${causal ? ` || j${u} > row${r}` : ""};
+    let e${r}_${u} = select(exp(${
+      dotRow(n4, (c) => `q${r}_${c}`, (c) => `kk${u}_${c}`)
+    } - L${r}), 0.0, x${r}_${u});
+    let dp${r}_${u} = (${dotRow(n4, (c) => `g${r}_${c}`, (c) => `vv${u}_${c}`)})${
+      s.dropout ? ` * drop_scale(bh, row${r}, j${u})` : ""
+    };
+    let ds${r}_${u} = e${r}_${u} * (dp${r}_${u} - D${r});`).join("") + "\n" +
+    cs.map((c) => `    dq${r}_${c} += ${us.map((u) => `ds${r}_${u} * kk${u}_${c}`).join(" + ")};`)
+      .join("\n")
+  ).join("");
   return {
     key: key("bwdq", s),
     code: /* wgsl */ `
@@ -239,30 +293,32 @@ ${keepDecl(s)}
 @group(0) @binding(${o + 3}) var<storage, read_write> dsum: array<f32>;
 @group(0) @binding(${o + 4}) var<storage, read_write> dqkv: array<vec4<f32>>;
 @group(0) @binding(${o + 5}) var<uniform> p: P;
-@compute @workgroup_size(${ATTENTION_TILE})
+@compute @workgroup_size(${LANES})
 fn main(${GRID_BUILTINS}) {
-${HEAD_OF_GROUP}
-  let i = row;
-  let ob = (b * p.T + i) * p.hl4 + h * ${n4}u;
-${cs.map((c) => `  let g${c} = dout[ob + ${c}u];`).join("\n")}
-  let D = ${dotRow(n4, (c) => `g${c}`, (c) => `out[ob + ${c}u]`)};
-  let qb = (b * p.T + i) * p.row4 + h * ${n4}u;
-${cs.map((c) => `  let q${c} = qkv[qb + ${c}u] * p.scale;`).join("\n")}
-  let L = lse[bh * p.T + i];
-${cs.map((c) => `  var dq${c} = vec4<f32>(0.0);`).join("\n")}
+${headOfGroup()}
+${
+      rs.map((r) =>
+        `  let ob${r} = (b * p.T + row${r}) * p.hl4 + h * ${n4}u;
+${cs.map((c) => `  let g${r}_${c} = dout[ob${r} + ${c}u];`).join("\n")}
+  let D${r} = ${dotRow(n4, (c) => `g${r}_${c}`, (c) => `out[ob${r} + ${c}u]`)};
+  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
+${cs.map((c) => `  let q${r}_${c} = qkv[qb${r} + ${c}u] * p.scale;`).join("\n")}
+  let L${r} = lse[bh * p.T + row${r}];
+${cs.map((c) => `  var dq${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
+      ).join("\n")
+    }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
-  for (var j = 0u; j < kEnd; j += ${K}u) {${step}
+  for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
+  }
 ${
-      cs.map((c) => `    dq${c} += ${us.map((u) => `ds${u} * kk${u}_${c}`).join(" + ")};`).join(
-        "\n",
-      )
+      rs.map((r) =>
+        `  if (valid${r}) {
+    dsum[bh * p.T + row${r}] = D${r};
+${cs.map((c) => `    dqkv[qb${r} + ${c}u] = dq${r}_${c} * p.scale;`).join("\n")}
+  }`
+      ).join("\n")
     }
-  }
-  if (valid) {
-    dsum[bh * p.T + i] = D;
-${cs.map((c) => `    dqkv[qb + ${c}u] = dq${c} * p.scale;`).join("\n")}
-  }
 }`,
   };
 }
@@ -279,25 +335,35 @@ export function attentionBackwardKeyKernel(s: AttentionSpec): KernelSource {
   const o = firstBinding(s);
   const us = range(Q);
   const cs = range(n4);
-  const iStart = s.mask === "causal" ? "r0" : "0u";
-  const keyMasked = s.mask === "padding" ? "keep[b * p.T + j] == 0.0" : "false";
-  const step = us.map((u) => /* wgsl */ `
+  const rs = range(ROWS_PER_LANE);
+  const causal = s.mask === "causal";
+  const iStart = causal ? "r0" : "0u";
+  const loads = us.map((u) => /* wgsl */ `
     let i${u} = i + ${u}u;
-    let x${u} = kx || i${u} >= p.T${s.mask === "causal" ? ` || j > i${u}` : ""};
     let ic${u} = min(i${u}, p.T - 1u);
     let qr${u} = qbase + ic${u} * p.row4;
     let gr${u} = gbase + ic${u} * p.hl4;
 ${cs.map((c) => `    let qq${u}_${c} = qkv[qr${u} + ${c}u];`).join("\n")}
 ${cs.map((c) => `    let gg${u}_${c} = dout[gr${u} + ${c}u];`).join("\n")}
-    let e${u} = select(exp(${
-    dotRow(n4, (c) => `qq${u}_${c}`, (c) => `k${c}`)
-  } - lse[bh * p.T + ic${u}]), 0.0, x${u});
-    let z${u} = ${s.dropout ? `drop_scale(bh, i${u}, j)` : "1.0"};
-    let w${u} = e${u} * z${u};
-    let ds${u} = e${u} * ((${
-    dotRow(n4, (c) => `gg${u}_${c}`, (c) => `v${c}`)
-  }) * z${u} - dsum[bh * p.T + ic${u}]);`)
-    .join("");
+    let L${u} = lse[bh * p.T + ic${u}];
+    let D${u} = dsum[bh * p.T + ic${u}];`).join("");
+  const perRow = rs.map((r) =>
+    us.map((u) => /* wgsl */ `
+    let x${r}_${u} = kx${r} || i${u} >= p.T${causal ? ` || row${r} > i${u}` : ""};
+    let e${r}_${u} = select(exp(${
+      dotRow(n4, (c) => `qq${u}_${c}`, (c) => `k${r}_${c}`)
+    } - L${u}), 0.0, x${r}_${u});
+    let z${r}_${u} = ${s.dropout ? `drop_scale(bh, i${u}, row${r})` : "1.0"};
+    let w${r}_${u} = e${r}_${u} * z${r}_${u};
+    let ds${r}_${u} = e${r}_${u} * ((${
+      dotRow(n4, (c) => `gg${u}_${c}`, (c) => `v${r}_${c}`)
+    }) * z${r}_${u} - D${u});`).join("") + "\n" +
+    cs.map((c) => `    dv${r}_${c} += ${us.map((u) => `w${r}_${u} * gg${u}_${c}`).join(" + ")};`)
+      .join("\n") +
+    "\n" +
+    cs.map((c) => `    dk${r}_${c} += ${us.map((u) => `ds${r}_${u} * qq${u}_${c}`).join(" + ")};`)
+      .join("\n")
+  ).join("");
   return {
     key: key("bwdkv", s),
     code: /* wgsl */ `
@@ -309,26 +375,31 @@ ${keepDecl(s)}
 @group(0) @binding(${o + 2}) var<storage, read> dsum: array<f32>;
 @group(0) @binding(${o + 3}) var<storage, read_write> dqkv: array<vec4<f32>>;
 @group(0) @binding(${o + 4}) var<uniform> p: P;
-@compute @workgroup_size(${ATTENTION_TILE})
+@compute @workgroup_size(${LANES})
 fn main(${GRID_BUILTINS}) {
-${HEAD_OF_GROUP}
-  let j = row;
-  let kx = ${keyMasked};
-  let kb = (b * p.T + j) * p.row4 + p.hl4 + h * ${n4}u;
-${cs.map((c) => `  let k${c} = qkv[kb + ${c}u] * p.scale;`).join("\n")}
-${cs.map((c) => `  let v${c} = qkv[kb + p.hl4 + ${c}u];`).join("\n")}
-${cs.map((c) => `  var dk${c} = vec4<f32>(0.0);`).join("\n")}
-${cs.map((c) => `  var dv${c} = vec4<f32>(0.0);`).join("\n")}
+${headOfGroup()}
+${
+      rs.map((r) =>
+        `  let kx${r} = ${s.mask === "padding" ? `keep[b * p.T + row${r}] == 0.0` : "false"};
+  let kb${r} = (b * p.T + row${r}) * p.row4 + p.hl4 + h * ${n4}u;
+${cs.map((c) => `  let k${r}_${c} = qkv[kb${r} + ${c}u] * p.scale;`).join("\n")}
+${cs.map((c) => `  let v${r}_${c} = qkv[kb${r} + p.hl4 + ${c}u];`).join("\n")}
+${cs.map((c) => `  var dk${r}_${c} = vec4<f32>(0.0);`).join("\n")}
+${cs.map((c) => `  var dv${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
+      ).join("\n")
+    }
   let qbase = b * p.T * p.row4 + h * ${n4}u;
   let gbase = b * p.T * p.hl4 + h * ${n4}u;
-  for (var i = ${iStart}; i < p.T; i += ${Q}u) {${step}
-${cs.map((c) => `    dv${c} += ${us.map((u) => `w${u} * gg${u}_${c}`).join(" + ")};`).join("\n")}
-${cs.map((c) => `    dk${c} += ${us.map((u) => `ds${u} * qq${u}_${c}`).join(" + ")};`).join("\n")}
+  for (var i = ${iStart}; i < p.T; i += ${Q}u) {${loads}${perRow}
   }
-  if (valid) {
-${cs.map((c) => `    dqkv[kb + ${c}u] = dk${c} * p.scale;`).join("\n")}
-${cs.map((c) => `    dqkv[kb + p.hl4 + ${c}u] = dv${c};`).join("\n")}
-  }
+${
+      rs.map((r) =>
+        `  if (valid${r}) {
+${cs.map((c) => `    dqkv[kb${r} + ${c}u] = dk${r}_${c} * p.scale;`).join("\n")}
+${cs.map((c) => `    dqkv[kb${r} + p.hl4 + ${c}u] = dv${r}_${c};`).join("\n")}
+  }`
+      ).join("\n")
+    }
 }`,
   };
 }

@@ -14,11 +14,10 @@ import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { packSaved, type Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { ParallelMlp, SelfAttention } from "./blocks.ts";
+import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { paddedVocabSize } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
-import { PositionIds } from "./positions.ts";
 import { type TransformerShape, validateTransformerConfig } from "./shape.ts";
 
 /** BERT shape and options. */
@@ -47,6 +46,12 @@ export interface BertConfig {
   postLayerNorm?: boolean;
   /** Vocabulary padding multiple (times tp), default 128. */
   vocabMultiple?: number;
+  /**
+   * Fused (FlashAttention-style) attention kernels, O(T·d) memory per head;
+   * false: the unfused ops with the `[B, heads, T, T]` probabilities. Default
+   * {@link FUSED_ATTENTION_DEFAULT}; the results agree to float rounding.
+   */
+  fusedAttention?: boolean;
 }
 
 /** One batch of BERT inputs: ids made from host data ({@link TokenIds}), and the padding mask. */
@@ -107,7 +112,7 @@ export class BertLayer extends Module {
       new SelfAttention(parallel, s, init, c.attentionDropout ?? 0.1, rng.rank, {
         input: "self.qkv",
         output: "output.dense",
-      }),
+      }, c.fusedAttention ?? FUSED_ATTENTION_DEFAULT),
     );
     this.lnAttention = this.child(
       "attention.output.LayerNorm",
@@ -137,18 +142,25 @@ export class BertLayer extends Module {
     );
   }
 
-  /** Applies the layer; `post` selects the original post-LN ordering. */
+  /**
+   * Applies the layer; `post` selects the original post-LN ordering. Each
+   * residual add runs fused with its dropout and the layer norm that follows it
+   * (`ops.residualLayerNorm`; the last add of a pre-LN layer with its dropout
+   * only, `ops.residualDropout`), drawing the masks `drop.forward` would draw.
+   */
   async forward(x: Tensor, keep: Tensor, post: boolean): Promise<Tensor> {
+    const norm = (x: Tensor, a: Tensor, ln: LayerNorm) =>
+      ops.residualLayerNorm(x, a, this.drop.spec(), ln.weight, ln.bias, ln.eps);
     if (post) {
       const a = await this.attention.forward(x, keep);
-      const h = this.lnAttention.forward(ops.add(x, this.drop.forward(a)));
+      const h = norm(x, a, this.lnAttention).normed;
       const m = await this.mlp.forward(h);
-      return this.lnOutput.forward(ops.add(h, this.drop.forward(m)));
+      return norm(h, m, this.lnOutput).normed;
     }
     const a = await this.attention.forward(this.lnAttention.forward(x), keep);
-    const h = ops.add(x, this.drop.forward(a));
-    const m = await this.mlp.forward(this.lnOutput.forward(h));
-    return ops.add(h, this.drop.forward(m));
+    const r = norm(x, a, this.lnOutput);
+    const m = await this.mlp.forward(r.normed);
+    return ops.residualDropout(r.sum, m, this.drop.spec());
   }
 }
 
@@ -240,30 +252,26 @@ export class Bert extends Module {
     this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, { rng: init }));
   }
 
-  #positions?: PositionIds;
-
-  #positionIds(B: number, T: number): TokenIds {
-    this.#positions ??= new PositionIds(this.parallel.device);
-    return this.#positions.get(B, T);
-  }
-
   /** Encoder output `[B, T, h]`. */
   async encode(ids: TokenIds, tokenTypes: TokenIds, keep: Tensor): Promise<Tensor> {
     if (ids.rank !== 2) throw new Error(`BERT input must be [batch, seq], got [${ids.shape}]`);
-    const [B, T] = ids.shape;
+    const T = ids.shape[1];
     if (T > this.config.maxPositions) {
       throw new Error(
         `sequence length ${T} exceeds the position table (${this.config.maxPositions})`,
       );
     }
-    let x = ops.add(
-      ops.add(
-        await this.wordEmbeddings.forward(ids),
-        this.positionEmbeddings.forward(this.#positionIds(B, T)),
-      ),
+    // (word + position) in one kernel, + token type and the layer norm in another
+    const ln = this.embeddingsLn;
+    let x = ops.residualLayerNorm(
+      await this.wordEmbeddings.forwardWithPositions(ids, this.positionEmbeddings.weight, null),
       this.tokenTypeEmbeddings.forward(tokenTypes),
-    );
-    x = this.drop.forward(this.embeddingsLn.forward(x));
+      null,
+      ln.weight,
+      ln.bias,
+      ln.eps,
+    ).normed;
+    x = this.drop.forward(x);
     const post = !!this.config.postLayerNorm;
     for (const l of this.blocks) {
       x = await l.forward(x, keep, post);
@@ -343,12 +351,6 @@ export class Bert extends Module {
   /** The total pre-training loss (MLM + SOP). */
   async loss(b: BertInputs): Promise<Tensor> {
     return (await this.losses(b)).total;
-  }
-
-  /** Frees parameters and cached position ids. */
-  override dispose(): void {
-    super.dispose();
-    this.#positions?.dispose();
   }
 }
 

@@ -36,6 +36,9 @@ export function outputInit(init: RngStream, layers: number): InitSpec {
   return { rng: init, std: 0.02 / Math.sqrt(2 * layers) };
 }
 
+/** Whether attention uses the fused kernels unless a config says otherwise. */
+export const FUSED_ATTENTION_DEFAULT = true;
+
 /** Self-attention over `[B, T, h]` with a causal or padding mask. */
 export class SelfAttention extends Module {
   /** Fused q|k|v projection. */
@@ -48,7 +51,12 @@ export class SelfAttention extends Module {
   readonly headDim: number;
   readonly #drop: Dropout;
 
-  /** Builds the block; `dropoutRng` should be the per-TP-rank stream. */
+  /**
+   * Builds the block; `dropoutRng` should be the per-TP-rank stream. `fused`:
+   * the fused attention kernels (`ops.attention`) where they support the head
+   * size, else the unfused ops (`ops.attentionUnfused`); same results and
+   * dropout draws either way.
+   */
   constructor(
     layers: ParallelLayers,
     s: BlockShape,
@@ -56,6 +64,7 @@ export class SelfAttention extends Module {
     dropout: number,
     dropoutRng: RngStream,
     names: ProjectionNames,
+    readonly fused: boolean = FUSED_ATTENTION_DEFAULT,
   ) {
     super();
     const h = s.hiddenSize;
@@ -68,26 +77,21 @@ export class SelfAttention extends Module {
 
   /** Attention of `x`; `keep` (`[B, T]`, 1 = token, 0 = padding) selects the padding mask, else causal. */
   async forward(x: Tensor, keep?: Tensor): Promise<Tensor> {
-    const [B, T] = x.shape;
     const nh = this.localHeads;
     const hd = this.headDim;
-    const hl = nh * hd;
     const qkv = await this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
-    const strides = [T * 3 * hl, hd, 3 * hl, 1];
-    const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
-    const k = ops.asStrided(qkv, [B, nh, T, hd], strides, hl);
-    const v = ops.asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
-    const scores = ops.matmul(q, k, { transB: true });
-    const probs = this.#drop.forward(
-      ops.softmax(scores, {
-        scale: 1 / Math.sqrt(hd),
-        mask: keep ? "padding" : "causal",
-        keep,
-      }),
-    );
-    const ctx = ops.matmul(probs, v); // [B, nh, T, hd]
-    const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
-    return await this.proj.forward(ops.reshape(merged, [B, T, hl]));
+    const drop = this.#drop;
+    const opts: ops.AttentionOpts = {
+      numHeads: nh,
+      headDim: hd,
+      mask: keep ? "padding" : "causal",
+      keep,
+      dropout: drop.training && drop.p > 0 ? { p: drop.p, draw: drop.rng.next() } : undefined,
+    };
+    const ctx = this.fused && ops.fusedAttentionSupports(hd)
+      ? ops.attention(qkv, opts)
+      : ops.attentionUnfused(qkv, opts); // [B, T, hl]
+    return await this.proj.forward(ctx);
   }
 
   /**

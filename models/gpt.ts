@@ -12,11 +12,10 @@ import * as ops from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
-import { TokenIds } from "../core/token_ids.ts";
-import { ParallelMlp, SelfAttention } from "./blocks.ts";
+import type { TokenIds } from "../core/token_ids.ts";
+import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
-import { PositionIds } from "./positions.ts";
 import { type TransformerShape, validateTransformerConfig } from "./shape.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { TensorParallelLayers } from "./parallel/tp_layers.ts";
@@ -45,6 +44,12 @@ export interface GptConfig {
   recomputeActivations?: boolean;
   /** Round the vocabulary up to a multiple of this times tp (default 128). */
   vocabMultiple?: number;
+  /**
+   * Fused (FlashAttention-style) attention kernels, O(T·d) memory per head;
+   * false: the unfused ops with the `[B, heads, T, T]` probabilities. Default
+   * {@link FUSED_ATTENTION_DEFAULT}; the results agree to float rounding.
+   */
+  fusedAttention?: boolean;
 }
 
 /** The padded vocabulary size: a multiple of `multiple·tp`. */
@@ -85,7 +90,7 @@ export class GptLayer extends Module {
       new SelfAttention(parallel, shape, init, c.attentionDropout ?? 0.1, rng.rank, {
         input: "c_attn",
         output: "c_proj",
-      }),
+      }, c.fusedAttention ?? FUSED_ATTENTION_DEFAULT),
     );
     this.ln2 = this.child("ln_2", new LayerNorm(parallel.device, c.hiddenSize, eps));
     this.mlp = this.child(
@@ -95,12 +100,18 @@ export class GptLayer extends Module {
     this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
   }
 
-  /** Applies the layer to `[B, T, h]`. */
+  /**
+   * Applies the layer to `[B, T, h]`. The residual add, its dropout and `ln2`
+   * run as one fused kernel (`ops.residualLayerNorm`), the second residual add
+   * and its dropout as another (`ops.residualDropout`); the dropout masks are
+   * those `drop.forward` would draw, in the same order.
+   */
   async forward(x: Tensor): Promise<Tensor> {
     const a = await this.attn.forward(this.ln1.forward(x));
-    const h = ops.add(x, this.drop.forward(a));
-    const m = await this.mlp.forward(this.ln2.forward(h));
-    return ops.add(h, this.drop.forward(m));
+    const ln2 = this.ln2;
+    const r = ops.residualLayerNorm(x, a, this.drop.spec(), ln2.weight, ln2.bias, ln2.eps);
+    const m = await this.mlp.forward(r.normed);
+    return ops.residualDropout(r.sum, m, this.drop.spec());
   }
 
   /** Inference on `n` new positions `[B, n, h]` after `start` cached ones (no dropout). */
@@ -184,24 +195,17 @@ export class Gpt extends Module {
     return new Gpt(TensorParallelLayers.single(device), config, { seed });
   }
 
-  #positions?: PositionIds;
-
-  #positionIds(B: number, T: number): TokenIds {
-    this.#positions ??= new PositionIds(this.parallel.device);
-    return this.#positions.get(B, T);
-  }
-
   /** Final hidden states `[B, T, h]` for token ids `[B, T]`. */
   async hidden(ids: TokenIds): Promise<Tensor> {
     if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
-    const [B, T] = ids.shape;
+    const T = ids.shape[1];
     if (T > this.config.maxPositions) {
       throw new Error(
         `sequence length ${T} exceeds the position table (${this.config.maxPositions})`,
       );
     }
-    let x = ops.add(await this.wte.forward(ids), this.wpe.forward(this.#positionIds(B, T)));
-    x = this.drop.forward(x);
+    // token lookup, position add and embedding dropout fused
+    let x = await this.wte.forwardWithPositions(ids, this.wpe.weight, this.drop.spec());
     for (const layer of this.blocks) {
       if (this.config.recomputeActivations && this.training) {
         x = await recompute((y) => layer.forward(y), x, layer.parameters(), [
@@ -279,10 +283,7 @@ export class Gpt extends Module {
     // Intermediates are freed here; only the logits escape to the caller's scope.
     const out = await tidy(device, () =>
       device.noGrad(async () => {
-        const pos = new Int32Array(B * n);
-        for (let i = 0; i < pos.length; i++) pos[i] = start + (i % n);
-        const posIds = TokenIds.fromHost(device, pos, [B, n]);
-        let x = ops.add(await this.wte.forward(ids), this.wpe.forward(posIds));
+        let x = await this.wte.forwardWithPositions(ids, this.wpe.weight, null, start);
         for (let i = 0; i < this.blocks.length; i++) {
           x = await this.blocks[i].forwardCached(x, cache.layers[i], start);
         }
@@ -291,11 +292,5 @@ export class Gpt extends Module {
       }));
     cache.advance(start, n);
     return out;
-  }
-
-  /** Frees parameters and cached position ids. */
-  override dispose(): void {
-    super.dispose();
-    this.#positions?.dispose();
   }
 }

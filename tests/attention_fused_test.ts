@@ -1,6 +1,6 @@
 /**
  * Fused attention (`ops.attention`, kernels/attention.ts) against the unfused
- * path of `SelfAttention` (strided q/k/v copies, matmul, masked softmax,
+ * path (`ops.attentionUnfused`: strided q/k/v copies, matmul, masked softmax,
  * dropout, matmul, merge), forward and the gradient through `qkv`, and against
  * central finite differences on a tiny case.
  *
@@ -30,33 +30,23 @@ interface Case {
   p: number;
 }
 
-/** The unfused attention of models/blocks.ts SelfAttention.forward, on `qkv`. */
-function unfused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): Tensor {
-  const { B, T, nh, hd } = c;
-  const hl = nh * hd;
-  const strides = [T * 3 * hl, hd, 3 * hl, 1];
-  const q = ops.asStrided(qkv, [B, nh, T, hd], strides, 0);
-  const k = ops.asStrided(qkv, [B, nh, T, hd], strides, hl);
-  const v = ops.asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
-  let probs = ops.softmax(ops.matmul(q, k, { transB: true }), {
-    scale: 1 / Math.sqrt(hd),
-    mask: c.mask,
-    keep,
-  });
-  if (c.p > 0) probs = ops.dropout(probs, c.p, draw);
-  const ctx = ops.matmul(probs, v);
-  const merged = ops.asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
-  return ops.reshape(merged, [B, T, hl]);
-}
-
-function fused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): Tensor {
-  return ops.attention(qkv, {
+function opts(c: Case, keep: Tensor | undefined, draw: RngDraw): ops.AttentionOpts {
+  return {
     numHeads: c.nh,
     headDim: c.hd,
     mask: c.mask,
     keep,
     dropout: c.p > 0 ? { p: c.p, draw } : undefined,
-  });
+  };
+}
+
+/** The unfused attention (SelfAttention's path without fusion). */
+function unfused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): Tensor {
+  return ops.attentionUnfused(qkv, opts(c, keep, draw));
+}
+
+function fused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): Tensor {
+  return ops.attention(qkv, opts(c, keep, draw));
 }
 
 /** `[B, T]` keep mask: batch b pads its last `b + 1` positions (all but one token of a row stays). */

@@ -18,6 +18,9 @@ import {
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+import { matmul } from "./matmul.ts";
+import { dropout, softmax } from "./nn.ts";
+import { asStrided, reshape } from "./shape.ts";
 
 /** Options of {@link attention}. */
 export interface AttentionOpts {
@@ -132,4 +135,37 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   });
   if (!res.node) lse.dispose();
   return res;
+}
+
+/**
+ * The same attention as {@link attention} from separate ops: strided q, k and v
+ * copies, the `[B, heads, T, T]` scores (batched matmul), the masked scaled
+ * softmax, dropout and `·v`, merged back to `[B, T, heads·hd]`. Any head size;
+ * memory O(T²) per head. Same inputs, same dropout mask.
+ */
+export function attentionUnfused(qkv: Tensor, opts: AttentionOpts): Tensor {
+  const { numHeads: nh, headDim: hd } = opts;
+  if (qkv.rank !== 3 || qkv.shape[2] !== 3 * nh * hd) {
+    throw new Error(
+      `attention: qkv ${fmtShape(qkv.shape)} is not [B, T, 3·${nh} heads·${hd}] = [B, T, ${
+        3 * nh * hd
+      }]`,
+    );
+  }
+  const [B, T] = qkv.shape;
+  const hl = nh * hd;
+  const strides = [T * 3 * hl, hd, 3 * hl, 1];
+  const q = asStrided(qkv, [B, nh, T, hd], strides, 0);
+  const k = asStrided(qkv, [B, nh, T, hd], strides, hl);
+  const v = asStrided(qkv, [B, nh, T, hd], strides, 2 * hl);
+  let probs = softmax(matmul(q, k, { transB: true }), {
+    scale: 1 / Math.sqrt(hd),
+    mask: opts.mask,
+    keep: opts.keep,
+  });
+  const drop = opts.dropout;
+  if (drop && drop.p > 0) probs = dropout(probs, drop.p, drop.draw);
+  const ctx = matmul(probs, v); // [B, nh, T, hd]
+  const merged = asStrided(ctx, [B, T, nh, hd], [nh * T * hd, hd, T * hd, 1]);
+  return reshape(merged, [B, T, hl]);
 }
