@@ -10,6 +10,7 @@
 
 import type { Device } from "../../core/device.ts";
 import type { InitSpec, Module } from "../../core/nn.ts";
+import type { DropoutSpec } from "../../core/ops/residual.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import type { TokenIds } from "../../core/token_ids.ts";
 
@@ -25,6 +26,17 @@ export interface VocabEmbedding extends Module {
   readonly weight: Tensor;
   /** Lookup of token ids. */
   forward(ids: TokenIds): Tensor | Promise<Tensor>;
+  /**
+   * Lookup of token ids `[B, T]` plus the rows `start + t` of a position table
+   * `[P, h]` at sequence position `t`, with `drop` (if any) applied to the sum:
+   * `dropout(forward(ids) + positions[start + t])`, fused where the layout allows.
+   */
+  forwardWithPositions(
+    ids: TokenIds,
+    positions: Tensor,
+    drop: DropoutSpec | null,
+    start?: number,
+  ): Promise<Tensor>;
 }
 
 /** Builds the layers whose shapes depend on the parallel layout. */

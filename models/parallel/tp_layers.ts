@@ -177,6 +177,25 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
       this.group,
     );
   }
+
+  /**
+   * `dropout(lookup(ids) + positions[start + t])` for ids `[B, T]`: one fused
+   * kernel on a single rank (table within one binding), else the all-reduced
+   * lookup and then one fused position-add-and-dropout kernel (the position
+   * table is replicated, so the add follows the all-reduce on every rank).
+   */
+  async forwardWithPositions(
+    ids: TokenIds,
+    positions: Tensor,
+    drop: ops.DropoutSpec | null,
+    start = 0,
+  ): Promise<Tensor> {
+    const whole = this.group.size === 1 && this.weight.shape[0] === this.vocab &&
+      this.weight.byteLength <= this.weight.device.maxBindingBytes &&
+      ids.size * this.dim * 4 <= this.weight.device.maxBindingBytes;
+    const tokens = whole ? { table: this.weight, ids } : await this.forward(ids);
+    return ops.embedPositions(tokens, positions, drop, start);
+  }
 }
 
 /** A group of one: every collective is the identity (private to {@link TensorParallelLayers.single}). */
