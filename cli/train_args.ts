@@ -54,6 +54,8 @@ export interface ModelArgs {
   postLayerNorm: boolean;
   /** Recompute activations in backward. */
   recomputeActivations: boolean;
+  /** Fused attention kernels (`--use-flash-attn`, the default; off with `--no-flash-attn`). */
+  fusedAttention: boolean;
 }
 
 /** Sampling at the end of a GPT run. */
@@ -195,6 +197,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       attentionDropout: num(f, "attention-dropout"),
       postLayerNorm: !!f["apply-residual-connection-post-layernorm"],
       recomputeActivations: !!f["recompute-activations"],
+      fusedAttention: !f["no-flash-attn"],
     },
     seqLength,
     microBatch: num(f, "micro-batch-size"),
@@ -265,6 +268,7 @@ function commonConfig(m: ModelArgs) {
     maxPositions: m.maxPositions,
     hiddenDropout: m.hiddenDropout,
     attentionDropout: m.attentionDropout,
+    fusedAttention: m.fusedAttention,
   };
 }
 

@@ -63,6 +63,15 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "boolean",
     help: "recompute each layer's activations in backward (less memory)",
   },
+  "use-flash-attn": {
+    type: "boolean",
+    help:
+      "fused FlashAttention-style attention kernels, O(seq·head size) memory per head (the default)",
+  },
+  "no-flash-attn": {
+    type: "boolean",
+    help: "unfused attention ops instead (they hold the [batch, heads, seq, seq] probabilities)",
+  },
   "micro-batch-size": {
     type: "int",
     default: 8,
@@ -292,6 +301,9 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
   }
   if (f.fp16 && f.bf16) throw new UsageError("give either --fp16 or --bf16, not both");
+  if (f["use-flash-attn"] && f["no-flash-attn"]) {
+    throw new UsageError("give either --use-flash-attn or --no-flash-attn, not both");
+  }
   for (const n of ["loss-scale", "initial-loss-scale", "min-loss-scale"]) {
     const v = f[n] as number | undefined;
     if (v !== undefined && !(v > 0 && Number.isFinite(v))) {

@@ -113,6 +113,7 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
         ...hf.config,
         hiddenDropout: config.hiddenDropout,
         attentionDropout: config.attentionDropout,
+        fusedAttention: config.fusedAttention,
       },
       a.tp,
       hfDir!,

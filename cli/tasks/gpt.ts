@@ -122,6 +122,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
       ...hf.config,
       hiddenDropout: config.hiddenDropout,
       attentionDropout: config.attentionDropout,
+      fusedAttention: config.fusedAttention,
       recomputeActivations: config.recomputeActivations,
     };
   }
