@@ -10,13 +10,23 @@
  * scaled by 1/(1 − p), so the same bounds hold). The dropout masks are the
  * same draws (same Philox counters), so dropout on compares just as tightly.
  * Finite differences: |analytic − numeric| ≤ 2e-3 + 2e-2·|numeric| (h = 1e-2).
+ * Whole models (GPT causal, BERT padding, dropout 0.1) with `fusedAttention`
+ * on and off: hidden states within atol 1e-5 + rtol 1e-4, every parameter
+ * gradient within atol 1e-5 + rtol 1e-3.
  */
 
-import { throws as assertThrows } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
+import { parseFlags, UsageError } from "../cli/flags.ts";
+import { gptConfigOf, trainArgsFromFlags } from "../cli/train_args.ts";
+import { TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
 import { backward } from "../core/autograd.ts";
 import * as ops from "../core/ops/mod.ts";
 import type { RngDraw } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
+import { Bert } from "../models/bert.ts";
+import { Gpt } from "../models/gpt.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice, withTimeLimit } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -189,4 +199,93 @@ Deno.test("fused attention: clear errors for bad inputs", gpuTest, () => {
   );
   qkv.dispose();
   keep.dispose();
+});
+
+/** Hidden states and every parameter gradient of Σ hidden·R. */
+async function modelGrads(
+  model: Gpt | Bert,
+  hidden: () => Promise<Tensor>,
+): Promise<{ h: Float32Array; grads: Map<string, Float32Array> }> {
+  return await tidy(dev, async () => {
+    const h = await hidden();
+    const R = Tensor.fromArray(dev, randomArray(h.size, 77), h.shape);
+    await backward(ops.sum(ops.mul(h, R)));
+    const grads = new Map<string, Float32Array>();
+    for (const [n, p] of model.namedParams()) {
+      if (p.tensor.grad) grads.set(n, await p.tensor.grad.read());
+    }
+    return { h: await h.read(), grads };
+  });
+}
+
+function compareModels(
+  a: { h: Float32Array; grads: Map<string, Float32Array> },
+  b: { h: Float32Array; grads: Map<string, Float32Array> },
+  what: string,
+): void {
+  assertClose(a.h, b.h, { atol: 1e-5, rtol: 1e-4, what: `${what} hidden` });
+  if (a.grads.size !== b.grads.size || a.grads.size < 10) {
+    throw new Error(`${what}: ${a.grads.size} vs ${b.grads.size} parameter gradients`);
+  }
+  for (const [n, g] of b.grads) {
+    assertClose(a.grads.get(n)!, g, { atol: 1e-5, rtol: 1e-3, what: `${what} grad of ${n}` });
+  }
+}
+
+Deno.test(
+  "GPT and BERT: fused attention = unfused (dropout 0.1, same draws)",
+  withTimeLimit(300),
+  async () => {
+    const [B, T] = [2, 11];
+    const r = prng(3);
+    const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * 40));
+    const common = {
+      vocabSize: 40,
+      numLayers: 2,
+      hiddenSize: 32,
+      numHeads: 2,
+      maxPositions: 16,
+      hiddenDropout: 0.1,
+      attentionDropout: 0.1,
+    };
+    const gpt = async (fusedAttention: boolean) => {
+      const m = Gpt.serial(dev, { ...common, fusedAttention }, 5);
+      const res = await modelGrads(m, () => m.hidden(TokenIds.fromHost(dev, ids, [B, T])));
+      m.dispose();
+      return res;
+    };
+    compareModels(await gpt(true), await gpt(false), "GPT");
+    const keep = Tensor.fromArray(
+      dev,
+      Float32Array.from({ length: B * T }, (_, i) => +(i < T || (i % T) < T - 4)),
+      [B, T],
+    );
+    const bert = async (fusedAttention: boolean) => {
+      const m = new Bert(TensorParallelLayers.single(dev), { ...common, fusedAttention }, {
+        seed: 9,
+      });
+      const res = await modelGrads(m, () =>
+        m.encode(
+          TokenIds.fromHost(dev, ids, [B, T]),
+          TokenIds.fromHost(dev, new Int32Array(B * T), [B, T]),
+          keep,
+        ));
+      m.dispose();
+      return res;
+    };
+    compareModels(await bert(true), await bert(false), "BERT");
+    keep.dispose();
+  },
+);
+
+Deno.test("CLI: --use-flash-attn is the default, --no-flash-attn turns it off", () => {
+  const cfg = (args: string[]) =>
+    gptConfigOf(trainArgsFromFlags(parseFlags(args, TRAIN_FLAGS)).model, 256);
+  assertEquals(cfg([]).fusedAttention, true);
+  assertEquals(cfg(["--use-flash-attn"]).fusedAttention, true);
+  assertEquals(cfg(["--no-flash-attn"]).fusedAttention, false);
+  assertThrows(
+    () => validateTrainFlags(parseFlags(["--use-flash-attn", "--no-flash-attn"], TRAIN_FLAGS), 1),
+    (e: unknown) => e instanceof UsageError && /not both/.test((e as Error).message),
+  );
 });
