@@ -15,7 +15,8 @@ import { DataRng } from "../data/rng.ts";
 import { Gpt } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
 import { handled } from "./errors.ts";
-import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
+import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
 import { gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
@@ -177,7 +178,15 @@ export async function profileRun(
       ));
     loss = r.loss;
   };
-  for (let i = 0; i < warmup; i++) await step();
+  const tuner = attachTuner(device, autotuneArgs(f as FlagValues));
+  for (let i = 0; i < warmup; i++) {
+    await step();
+    if (tuner?.pending) {
+      const t0 = performance.now();
+      const found = await tuner.tune();
+      console.error(describeTuning(found, (performance.now() - t0) / 1000, tuner.saveError));
+    }
+  }
   // Unprofiled and profiled steps alternate, so that both see the same load on a
   // shared machine: the unprofiled ones give the counts and the plain step time.
   const wall: number[] = [], record: number[] = [];

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { type AutotuneArgs, autotuneArgs } from "./autotune.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type FlagValues, UsageError } from "./flags.ts";
@@ -138,6 +139,8 @@ export interface TrainArgs {
   logJson?: string;
   /** Time collectives separately. */
   measureComm: boolean;
+  /** Matmul autotuning (cli/autotune.ts). */
+  autotune: AutotuneArgs;
   /** The final GPT sample. */
   sample: SampleArgs;
   /** WebGPU implementation name, when given. */
@@ -244,6 +247,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     evalIters: num(f, "eval-iters"),
     logJson: str(f, "log-json"),
     measureComm: !!f["measure-comm"],
+    autotune: autotuneArgs(f),
     sample: {
       tokens: num(f, "sample-tokens"),
       prompt: str(f, "prompt") ?? "",

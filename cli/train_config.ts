@@ -4,6 +4,7 @@
  * @module
  */
 
+import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DEFAULT_BACKEND } from "../core/gpu.ts";
 import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
@@ -260,6 +261,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "the job's id at rendezvous: ranks of another job are refused",
   },
+  ...AUTOTUNE_FLAGS,
   ...DEBUG_FLAG,
 };
 

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { attachTuner, describeTuning } from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -292,6 +293,7 @@ async function runTask<B>(
   const gb = a.globalBatch ?? mb * dp;
   const accum = gb / (mb * dp);
   const device = await openDevice(a, dist);
+  const tuner = attachTuner(device, a.autotune);
   try {
     checkAttentionFits(device, {
       microBatch: mb,
@@ -369,6 +371,12 @@ async function runTask<B>(
       }
       const ms = performance.now() - t0;
       lastIter = it;
+      if (tuner?.pending) {
+        // The first step has used every shape: time their tilings now, once.
+        const t1 = performance.now();
+        const found = await tuner.tune();
+        say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError));
+      }
       if (it > startIter) {
         steadyMs += ms;
         steadyComm += timer.ms - c0;

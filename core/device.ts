@@ -15,6 +15,7 @@ import {
 } from "./gpu.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
 import type { DeviceProfiler } from "./profiler.ts";
+import type { TilingSource } from "../kernels/matmul.ts";
 
 /** A storage binding: a buffer range (offset and size in bytes). */
 export interface BufferBinding {
@@ -96,6 +97,11 @@ export class Device {
    * nothing is recorded beyond the counters above).
    */
   profiler: DeviceProfiler | null = null;
+  /**
+   * Tuned matmul tilings (core/matmul_tuner.ts's `MatmulTuner`), or null (the
+   * default: the kernel's heuristic tiling for every shape).
+   */
+  matmulTuner: TilingSource | null = null;
   /** Whether autograd records operations (see {@link Device.noGrad}). */
   gradEnabled = true;
   /** Stack of open tensor scopes; each holds disposables created inside it. */

@@ -583,3 +583,75 @@ function gpuStore(s: MatmulShape, lay: Layout, WX: number, WY: number): string {
     }
   }`;
 }
+
+// ---------------------------------------------------------------------------
+// Autotuning support: what to time, and the identity of a shape class.
+
+/**
+ * The tilings worth timing for `shape` on an adapter described by `opts`, the
+ * {@link chooseTiling} heuristic first. Every candidate of one family adds the
+ * products over k in the same order, so they give bit-identical results: a
+ * tuner may pick any of them without changing a model's numbers.
+ */
+export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTiling[] {
+  const first = chooseTiling(s, opts);
+  const out = new Map<string, MatmulTiling>([[tilingKey(first), first]]);
+  const add = (t: MatmulTiling) => out.set(tilingKey(t), t);
+  if (opts.software) {
+    for (const lx of [2, 4, 8]) {
+      for (const tm of [16, 32]) {
+        for (const tv of [2, 4]) {
+          // skip blocks that would mostly compute padding
+          if (tm * (LANES / lx) > 2 * Math.max(s.M, 8) || 4 * tv * lx > 2 * Math.max(s.N, 8)) {
+            continue;
+          }
+          add({ software: true, tm, tv, lx });
+        }
+      }
+    }
+  } else {
+    const big = opts.maxInvocations >= 256 && opts.maxWorkgroupStorage >= 2 * BK * 64 * 4;
+    const sides = big ? [16, 32, 64] : [16, 32];
+    for (const tm of sides) for (const tv of sides) add({ software: false, tm, tv });
+  }
+  return [...out.values()];
+}
+
+/** Gives a tuned tiling for a shape, or undefined to use {@link chooseTiling}'s. */
+export interface TilingSource {
+  /** The tiling to use for `shape` on an adapter described by `opts`, if known. */
+  tiling(shape: MatmulShape, opts: MatmulOptions): MatmulTiling | undefined;
+}
+
+/** A short, stable name of a tiling (e.g. `cpu16x4x8`, `gpu32x64`). */
+export function tilingKey(t: MatmulTiling): string {
+  return t.software ? `cpu${t.tm}x${t.tv}x${t.lx ?? LANES}` : `gpu${t.tm}x${t.tv}`;
+}
+
+/** Parses {@link tilingKey}'s output; null for anything else. */
+export function parseTilingKey(key: string): MatmulTiling | null {
+  const cpu = /^cpu(\d+)x(\d+)x(\d+)$/.exec(key);
+  const gpu = /^gpu(\d+)x(\d+)$/.exec(key);
+  const t: MatmulTiling | null = cpu
+    ? { software: true, tm: +cpu[1], tv: +cpu[2], lx: +cpu[3] }
+    : gpu
+    ? { software: false, tm: +gpu[1], tv: +gpu[2] }
+    : null;
+  if (!t) return null;
+  try {
+    checkTiling(t);
+  } catch {
+    return null;
+  }
+  return t;
+}
+
+/**
+ * The identity of a matmul for tuning: sizes, transposes, broadcasts and
+ * epilogue (not alpha, which does not change the work).
+ */
+export function matmulShapeKey(s: MatmulShape): string {
+  const lay = layout(s);
+  return `${s.batch}x${s.M}x${s.N}x${s.K}/${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
+    `/a${+s.batchA}b${+s.batchB}/bias${+s.bias}/acc${+lay.acc}${s.packedB ? `/${s.packedB}` : ""}`;
+}

@@ -3,7 +3,7 @@
  * @module
  */
 
-import { matmulPlan, type MatmulShape } from "../../kernels/matmul.ts";
+import { matmulPlan, matmulPlanWith, type MatmulShape } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
@@ -127,12 +127,14 @@ export function dispatchMatmul<T>(
   c: BufferBinding,
   result: T,
 ): T {
-  const plan = matmulPlan(shape, {
+  const opts = {
     software: device.isSoftware,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
     shaderF16: device.nativeF16,
-  });
+  };
+  const tuned = device.matmulTuner?.tiling(shape, opts);
+  const plan = tuned ? matmulPlanWith(shape, opts, tuned) : matmulPlan(shape, opts);
   const bufs = bias ? [a, b, bias, c] : [a, b, c];
   device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
   return result;

@@ -1,0 +1,53 @@
+/**
+ * The on-disk {@link TuningStore} of the CLI: one JSON file of tuned matmul
+ * tilings per user, keyed by adapter (default
+ * `$XDG_CACHE_HOME/webgpu-megatron/matmul-tuning.json`, else under
+ * `~/.cache`). Writes merge with what is there and replace the file atomically,
+ * so ranks and runs that tune at once lose nothing but a duplicate.
+ * @module
+ */
+
+import type { TuningStore, TuningTable } from "../core/matmul_tuner.ts";
+
+/** The default cache file, or null when neither XDG_CACHE_HOME nor HOME is set. */
+export function defaultTuningCachePath(): string | null {
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const home = Deno.env.get("HOME");
+  const dir = xdg || (home ? `${home}/.cache` : null);
+  return dir ? `${dir}/webgpu-megatron/matmul-tuning.json` : null;
+}
+
+type CacheFile = { version: 1; adapters: Record<string, TuningTable> };
+
+/** A tuning store in the JSON file at `path`; unreadable or foreign files count as empty. */
+export class FileTuningStore implements TuningStore {
+  /** A store backed by `path` (created with its directory on first save). */
+  constructor(readonly path: string) {}
+
+  #read(): CacheFile {
+    try {
+      const f = JSON.parse(Deno.readTextFileSync(this.path));
+      if (f?.version === 1 && typeof f.adapters === "object" && f.adapters) return f;
+    } catch { /* missing or unreadable: start afresh */ }
+    return { version: 1, adapters: {} };
+  }
+
+  /** What the file holds for `adapter`. */
+  load(adapter: string): TuningTable {
+    const t = this.#read().adapters[adapter];
+    const out: TuningTable = {};
+    for (const [k, v] of Object.entries(t ?? {})) if (typeof v === "string") out[k] = v;
+    return out;
+  }
+
+  /** Merges `table` into the file's entry for `adapter`. */
+  save(adapter: string, table: TuningTable): void {
+    const f = this.#read();
+    f.adapters[adapter] = { ...f.adapters[adapter], ...table };
+    const dir = this.path.slice(0, this.path.lastIndexOf("/"));
+    if (dir) Deno.mkdirSync(dir, { recursive: true });
+    const tmp = `${this.path}.${Deno.pid}.tmp`;
+    Deno.writeTextFileSync(tmp, JSON.stringify(f, null, 1) + "\n");
+    Deno.renameSync(tmp, this.path);
+  }
+}

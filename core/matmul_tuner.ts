@@ -1,0 +1,193 @@
+/**
+ * Matmul autotuning: the first time a run uses a matmul shape, the heuristic
+ * tiling serves it and the shape is noted; at the next quiet point (the trainer
+ * calls {@link MatmulTuner.tune} after its first step) every noted shape is timed
+ * with each candidate tiling of `kernels/matmul.ts`, the fastest is kept and, if
+ * the tuner has a {@link TuningStore}, saved for the next run on the same
+ * adapter (as Burn/CubeCL and TF.js cache theirs). Candidates add the products in
+ * the same order, so the choice changes speed only, never a result.
+ *
+ * Attach one to a device as `device.matmulTuner` (null by default: the
+ * heuristic alone, as before).
+ * @module
+ */
+
+import {
+  type MatmulOptions,
+  matmulPlanWith,
+  type MatmulShape,
+  matmulShapeKey,
+  type MatmulTiling,
+  parseTilingKey,
+  tilingCandidates,
+  tilingKey,
+  type TilingSource,
+} from "../kernels/matmul.ts";
+import type { Device } from "./device.ts";
+
+/** Saved choices of one adapter: shape key → tiling key (see `kernels/matmul.ts`). */
+export type TuningTable = Record<string, string>;
+
+/** Where tuned choices persist between runs (a file in the CLI; nothing in a browser). */
+export interface TuningStore {
+  /** The saved table of `adapter` (empty when none). */
+  load(adapter: string): TuningTable;
+  /** Adds `table`'s entries to what is saved for `adapter`. */
+  save(adapter: string, table: TuningTable): void;
+}
+
+/** What tuning one shape found. */
+export interface TunedShape {
+  /** The shape's key. */
+  shape: string;
+  /** The chosen tiling's key. */
+  chosen: string;
+  /** The heuristic's tiling key. */
+  heuristic: string;
+  /** GFLOP/s of the chosen tiling. */
+  gflops: number;
+  /** GFLOP/s of the heuristic's tiling. */
+  heuristicGflops: number;
+  /** Candidates timed. */
+  candidates: number;
+}
+
+/**
+ * Matmuls of less work than this (4 MFLOP: a fraction of a millisecond on a
+ * CPU adapter) are not worth timing; they keep the heuristic tiling.
+ */
+export const MIN_TUNED_FLOPS = 4e6;
+
+/** The adapter identity tuned choices are stored under: backend and adapter name. */
+export function adapterKey(device: Device): string {
+  const s = device.summary();
+  return `${s.backend}: ${s.name}`;
+}
+
+/** Times matmul tilings per shape and remembers the fastest; see the module doc. */
+export class MatmulTuner implements TilingSource {
+  readonly #chosen = new Map<string, MatmulTiling>();
+  readonly #pending = new Map<string, { shape: MatmulShape; opts: MatmulOptions }>();
+  readonly #adapter: string;
+
+  /**
+   * A tuner for `device`, starting from what `store` saved for this adapter.
+   * Shapes of fewer than `minFlops` (default {@link MIN_TUNED_FLOPS}) keep the
+   * heuristic; `targetMs` is how long each candidate runs per timing.
+   */
+  constructor(
+    readonly device: Device,
+    readonly store: TuningStore | null = null,
+    readonly minFlops = MIN_TUNED_FLOPS,
+    readonly targetMs = 30,
+  ) {
+    this.#adapter = adapterKey(device);
+    for (const [shape, tiling] of Object.entries(store?.load(this.#adapter) ?? {})) {
+      const t = parseTilingKey(tiling);
+      if (t) this.#chosen.set(shape, t);
+    }
+  }
+
+  /** Why the last save to the store failed (the choices still apply to this run), or null. */
+  saveError: string | null = null;
+
+  /** Shapes used but not tuned yet. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  /** Tuned choices known (loaded or timed). */
+  get size(): number {
+    return this.#chosen.size;
+  }
+
+  /**
+   * The tuned tiling of `shape`, or undefined (then the caller uses the
+   * heuristic, and the shape waits for {@link tune}).
+   */
+  tiling(shape: MatmulShape, opts: MatmulOptions): MatmulTiling | undefined {
+    if (2 * shape.batch * shape.M * shape.N * shape.K < this.minFlops) return undefined;
+    const key = matmulShapeKey(shape);
+    const t = this.#chosen.get(key);
+    if (t && t.software === opts.software) return t;
+    if (!this.#pending.has(key)) this.#pending.set(key, { shape: { ...shape }, opts });
+    return undefined;
+  }
+
+  /**
+   * Times every candidate tiling of each pending shape on fresh buffers (zeros),
+   * keeps the fastest, saves the new choices to the store, and says what it found.
+   * Waits for the device (it syncs), so call it between steps.
+   */
+  async tune(): Promise<TunedShape[]> {
+    const found: TunedShape[] = [];
+    const table: TuningTable = {};
+    for (const [key, { shape, opts }] of this.#pending) {
+      const r = await this.#tuneOne(key, shape, opts);
+      this.#chosen.set(key, r.tiling);
+      table[key] = tilingKey(r.tiling);
+      found.push(r.report);
+    }
+    this.#pending.clear();
+    if (found.length && this.store) {
+      try {
+        this.store.save(this.#adapter, table);
+        this.saveError = null;
+      } catch (e) {
+        this.saveError = e instanceof Error ? e.message : String(e);
+      }
+    }
+    return found;
+  }
+
+  async #tuneOne(key: string, shape: MatmulShape, opts: MatmulOptions) {
+    const device = this.device;
+    const { batch, M, N, K } = shape;
+    const f32 = 4;
+    const aBytes = (shape.batchA ? batch : 1) * M * K * f32;
+    const bElems = (shape.batchB ? batch : 1) * K * N;
+    const bBytes = shape.packedB ? Math.ceil(bElems / 2) * 4 : bElems * f32;
+    const sizes = [aBytes, bBytes, ...(shape.bias ? [N * f32] : []), batch * M * N * f32];
+    const bufs = sizes.map((size) => {
+      const buffer = device.pool.acquire(size);
+      device.upload(buffer, new Uint8Array(size));
+      return { buffer, size };
+    });
+    try {
+      const flops = 2 * batch * M * N * K;
+      const candidates = tilingCandidates(shape, opts);
+      let best = { tiling: candidates[0], ms: Infinity };
+      let heuristicMs = Infinity;
+      for (const tiling of candidates) {
+        const plan = matmulPlanWith(shape, opts, tiling);
+        const run = async (n: number) => {
+          const t0 = performance.now();
+          for (let i = 0; i < n; i++) {
+            device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
+          }
+          await device.sync();
+          return (performance.now() - t0) / n;
+        };
+        const once = await run(1); // compiles
+        const reps = Math.max(1, Math.min(64, Math.ceil(this.targetMs / Math.max(once, 0.05))));
+        const ms = Math.min(await run(reps), await run(reps));
+        if (ms < best.ms) best = { tiling, ms };
+        if (tiling === candidates[0]) heuristicMs = ms;
+      }
+      const gf = (ms: number) => flops / ms / 1e6;
+      return {
+        tiling: best.tiling,
+        report: {
+          shape: key,
+          chosen: tilingKey(best.tiling),
+          heuristic: tilingKey(candidates[0]),
+          gflops: gf(best.ms),
+          heuristicGflops: gf(heuristicMs),
+          candidates: candidates.length,
+        },
+      };
+    } finally {
+      for (const b of bufs) device.pool.release(b.buffer);
+    }
+  }
+}

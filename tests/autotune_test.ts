@@ -1,0 +1,200 @@
+/**
+ * Matmul autotuning (core/matmul_tuner.ts, cli/autotune.ts): every candidate
+ * tiling gives bit-identical results (so tuning never changes a model's
+ * numbers), the tuner times the shapes a run used and keeps the choice across
+ * runs through its store, the file store merges and survives bad files, and a
+ * training run tunes after its first step and caches the choice on disk.
+ */
+
+import assert from "node:assert/strict";
+import { MatmulTuner, type TuningStore, type TuningTable } from "../core/matmul_tuner.ts";
+import * as ops from "../core/ops/mod.ts";
+import { Tensor } from "../core/tensor.ts";
+import {
+  type MatmulOptions,
+  matmulPlanWith,
+  type MatmulShape,
+  matmulShapeKey,
+  parseTilingKey,
+  tilingCandidates,
+  tilingKey,
+} from "../kernels/matmul.ts";
+import { FileTuningStore } from "../cli/tuning_cache.ts";
+import { randomArray, testDevice, withTimeLimit } from "./helpers.ts";
+import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+
+const base: MatmulShape = {
+  batch: 1,
+  M: 1,
+  N: 1,
+  K: 1,
+  transA: false,
+  transB: false,
+  batchA: true,
+  batchB: true,
+  bias: false,
+};
+
+Deno.test(
+  "autotune: every candidate tiling gives bit-identical results",
+  withTimeLimit(240),
+  async () => {
+    const device = await testDevice();
+    const shapes: MatmulShape[] = [
+      { ...base, M: 37, N: 44, K: 29 },
+      { ...base, M: 64, N: 96, K: 48, transB: true, bias: true },
+      { ...base, batch: 3, M: 17, N: 20, K: 12, batchB: false, transA: true, transB: true },
+    ];
+    for (const software of [device.isSoftware, !device.isSoftware]) {
+      const opts: MatmulOptions = {
+        software,
+        maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+        maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+      };
+      for (const s of shapes) {
+        const a = randomArray((s.batchA ? s.batch : 1) * s.M * s.K, 1);
+        const b = randomArray((s.batchB ? s.batch : 1) * s.K * s.N, 2);
+        const bias = randomArray(s.N, 3);
+        const c0 = randomArray(s.batch * s.M * s.N, 4);
+        const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
+        const [A, B, Bias] = [up(a), up(b), up(bias)];
+        let first: Float32Array | null = null;
+        const candidates = tilingCandidates(s, opts);
+        assert.ok(candidates.length > 1, `${matmulShapeKey(s)}: one candidate only`);
+        for (const t of candidates) {
+          const C = up(c0);
+          const plan = matmulPlanWith(s, opts, t);
+          const bufs = [A.binding, B.binding, ...(s.bias ? [Bias.binding] : []), C.binding];
+          device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
+          const got = await C.read();
+          C.dispose();
+          if (!first) first = got;
+          else {
+            const same = got.every((v, i) => Object.is(v, first![i]));
+            assert.ok(
+              same,
+              `${matmulShapeKey(s)}: ${tilingKey(t)} differs from ${tilingKey(candidates[0])}`,
+            );
+          }
+        }
+        for (const t of [A, B, Bias]) t.dispose();
+      }
+    }
+  },
+);
+
+Deno.test("autotune: tiling keys round-trip, bad ones are refused", () => {
+  for (const t of [{ software: true, tm: 16, tv: 4, lx: 8 }, { software: false, tm: 32, tv: 64 }]) {
+    assert.deepEqual(parseTilingKey(tilingKey(t)), t);
+  }
+  for (const k of ["cpu3x4x8", "gpu48x16", "cpu16x4", "", "gpu16x16x1"]) {
+    assert.equal(parseTilingKey(k), null, k);
+  }
+});
+
+class MemoryStore implements TuningStore {
+  tables = new Map<string, TuningTable>();
+  saves = 0;
+  load(adapter: string): TuningTable {
+    return { ...this.tables.get(adapter) };
+  }
+  save(adapter: string, table: TuningTable): void {
+    this.saves++;
+    this.tables.set(adapter, { ...this.tables.get(adapter), ...table });
+  }
+}
+
+Deno.test(
+  "autotune: the tuner times used shapes once, and a new tuner reuses the store",
+  withTimeLimit(240),
+  async () => {
+    const device = await testDevice();
+    const store = new MemoryStore();
+    const tuner = new MatmulTuner(device, store, 1e5, 2);
+    const x = Tensor.fromArray(device, randomArray(64 * 48, 5), [64, 48]);
+    const w = Tensor.fromArray(device, randomArray(40 * 48, 6), [40, 48]);
+    const tiny = Tensor.fromArray(device, randomArray(4 * 4, 7), [4, 4]);
+    const before = await device.noGrad(() => ops.matmul(x, w, { transB: true })).read();
+    device.matmulTuner = tuner;
+    try {
+      await device.noGrad(() => {
+        ops.matmul(x, w, { transB: true });
+        ops.matmul(x, w, { transB: true }); // the same shape: noted once
+        ops.matmul(tiny, tiny); // under minFlops: never tuned
+      });
+      assert.equal(tuner.pending, 1);
+      const found = await tuner.tune();
+      assert.equal(found.length, 1);
+      assert.equal(tuner.pending, 0);
+      assert.equal(store.saves, 1);
+      assert.ok(found[0].gflops > 0 && found[0].candidates > 1, JSON.stringify(found[0]));
+      const after = await device.noGrad(() => ops.matmul(x, w, { transB: true })).read();
+      assert.ok(after.every((v, i) => Object.is(v, before[i])), "tuned tiling changed the result");
+      assert.equal(tuner.pending, 0, "a tuned shape is not noted again");
+
+      const again = new MatmulTuner(device, store, 1e5, 2);
+      assert.equal(again.size, 1);
+      device.matmulTuner = again;
+      device.noGrad(() => ops.matmul(x, w, { transB: true }));
+      assert.equal(again.pending, 0, "a stored choice is used without tuning");
+    } finally {
+      device.matmulTuner = null;
+      for (const t of [x, w, tiny]) t.dispose();
+    }
+  },
+);
+
+Deno.test("autotune: the file store merges entries and ignores a bad file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/sub/tuning.json`;
+    const store = new FileTuningStore(path);
+    assert.deepEqual(store.load("gpu"), {});
+    store.save("gpu", { a: "cpu16x4x8" });
+    store.save("gpu", { b: "cpu32x4x2" });
+    store.save("other", { a: "gpu32x32" });
+    assert.deepEqual(new FileTuningStore(path).load("gpu"), { a: "cpu16x4x8", b: "cpu32x4x2" });
+    await Deno.writeTextFile(path, "{ not json");
+    assert.deepEqual(store.load("gpu"), {});
+    store.save("gpu", { c: "cpu8x2x2" });
+    assert.deepEqual(store.load("gpu"), { c: "cpu8x2x2" });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(
+  "autotune: a training run tunes after its first step and caches the choice",
+  withTimeLimit(300),
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const cache = `${dir}/tuning.json`;
+      const flags = [
+        ...TINY_RUN_FLAGS,
+        // hidden 64 and 128 tokens: the MLP's products pass the 4 MFLOP threshold
+        "--hidden-size",
+        "64",
+        "--micro-batch-size",
+        "8",
+        "--train-iters",
+        "2",
+        "--matmul-tuning-cache",
+        cache,
+      ];
+      const r = await runCli("cli/train.ts", flags);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes in [\d.]+ s/);
+      const saved = JSON.parse(await Deno.readTextFile(cache));
+      const tables = Object.values(saved.adapters) as Record<string, string>[];
+      assert.equal(tables.length, 1);
+      for (const t of Object.values(tables[0])) assert.ok(parseTilingKey(t), t);
+      // A second run finds every shape in the cache and does not tune again.
+      const r2 = await runCli("cli/train.ts", flags);
+      assert.equal(r2.code, 0, r2.stderr);
+      assert.doesNotMatch(r2.stdout, /matmul autotune/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
