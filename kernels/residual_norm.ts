@@ -29,7 +29,10 @@ fn keep(i: u32) -> bool {
  * `sum = x + dropout(a)`, then `y = (sum − mean)·rstd·gamma + beta` per row,
  * writing sum, y, mean and rstd (the statistics for the backward pass). Without
  * `drop`, `sum = x + a`. Bindings: x, a, gamma, beta, sum, y, mean, rstd. A row
- * kernel: dispatch it as the layer-norm kernels are (`dispatchRows`).
+ * kernel: dispatch it as the layer-norm kernels are (`dispatchRows`); three
+ * passes over the row, within `ROW_PASSES`. The Philox draw's fixed 10-round
+ * loop is unrolled by Mesa and does not count against `SOFTWARE_LOOP_LIMIT`
+ * (checked at 16,000 columns per invocation in tests/fused_norm_test.ts).
  */
 export function residualNormForwardKernel(drop: boolean): KernelSource {
   const branch = drop ? "select(0.0, a[i] * p.scale, keep(i))" : "a[i]";

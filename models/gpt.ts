@@ -116,8 +116,10 @@ export class GptLayer extends Module {
 
   /** Inference on `n` new positions `[B, n, h]` after `start` cached ones (no dropout). */
   async forwardCached(x: Tensor, cache: LayerCache, start: number): Promise<Tensor> {
-    const h = ops.add(x, await this.attn.forwardCached(this.ln1.forward(x), cache, start));
-    return ops.add(h, await this.mlp.forward(this.ln2.forward(h)));
+    const a = await this.attn.forwardCached(this.ln1.forward(x), cache, start);
+    const ln2 = this.ln2;
+    const r = ops.residualLayerNorm(x, a, null, ln2.weight, ln2.bias, ln2.eps);
+    return ops.add(r.sum, await this.mlp.forward(r.normed));
   }
 }
 
