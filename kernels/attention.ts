@@ -45,10 +45,10 @@ const ROWS_PER_LANE = 4;
 export const ATTENTION_TILE = LANES * ROWS_PER_LANE;
 
 /** Keys the forward and `dQ` kernels take per loop iteration. */
-const KEYS_PER_STEP = 4;
+const KEYS_PER_STEP = 2;
 
 /** Queries the `dK`/`dV` kernel takes per loop iteration. */
-const QUERIES_PER_STEP = 2;
+const QUERIES_PER_STEP = 1;
 
 /** Specialization of the fused attention kernels. */
 export interface AttentionSpec {
