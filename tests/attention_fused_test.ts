@@ -59,10 +59,16 @@ function fused(qkv: Tensor, c: Case, keep: Tensor | undefined, draw: RngDraw): T
   return ops.attention(qkv, opts(c, keep, draw));
 }
 
-/** `[B, T]` keep mask: batch b pads its last `b + 1` positions (all but one token of a row stays). */
+/**
+ * `[B, T]` keep mask: batch b pads its last `b + 1` positions (at least one
+ * token stays), except that a fourth batch entry is all padding.
+ */
 function keepMask(B: number, T: number): Float32Array {
   const k = new Float32Array(B * T).fill(1);
-  for (let b = 0; b < B; b++) for (let t = Math.max(1, T - 1 - b); t < T; t++) k[b * T + t] = 0;
+  for (let b = 0; b < B; b++) {
+    const first = b === 3 ? 0 : Math.max(1, T - 1 - b);
+    for (let t = first; t < T; t++) k[b * T + t] = 0;
+  }
   return k;
 }
 
@@ -88,31 +94,31 @@ async function compare(c: Case, seed: number): Promise<void> {
 }
 
 Deno.test(
-  "fused attention = unfused, causal, hd 16/32/64, dropout off and on",
+  "fused attention = unfused, causal, hd 16/32/64, dropout off and on, short T",
   withTimeLimit(300),
   async () => {
     let seed = 1;
-    for (const hd of [16, 32, 64]) {
-      for (const p of [0, 0.3]) {
-        await compare({ B: 2, T: 13, nh: 2, hd, mask: "causal", p }, seed++);
-      }
+    // Each head size with dropout off and on across the two masks (a kernel
+    // per specialization; the whole cross product only adds compile time).
+    for (const [hd, p] of [[16, 0], [16, 0.3], [32, 0.3], [64, 0]]) {
+      await compare({ B: 2, T: 13, nh: 2, hd, mask: "causal", p }, seed++);
     }
-    // T not a multiple of the tile (8) nor of the key step, one head, one batch.
+    // T not a multiple of the tile (32 rows) nor of the key step, one head, one batch.
     await compare({ B: 1, T: 21, nh: 1, hd: 16, mask: "causal", p: 0.1 }, seed++);
     await compare({ B: 3, T: 1, nh: 3, hd: 4, mask: "causal", p: 0 }, seed++);
   },
 );
 
 Deno.test(
-  "fused attention = unfused, padding, hd 16/32/64, dropout off and on",
+  "fused attention = unfused, padding, hd 16/32/64, dropout off and on, an all-padding row",
   withTimeLimit(300),
   async () => {
     let seed = 100;
-    for (const hd of [16, 32, 64]) {
-      for (const p of [0, 0.3]) {
-        await compare({ B: 3, T: 11, nh: 2, hd, mask: "padding", p }, seed++);
-      }
+    for (const [hd, p] of [[16, 0.3], [32, 0], [64, 0.3]]) {
+      await compare({ B: 3, T: 11, nh: 2, hd, mask: "padding", p }, seed++);
     }
+    // The last sequence all padding: its queries see no key (zeros, as unfused).
+    await compare({ B: 4, T: 9, nh: 1, hd: 16, mask: "padding", p: 0.3 }, seed++);
     await compare({ B: 2, T: 35, nh: 1, hd: 8, mask: "padding", p: 0.2 }, seed++);
   },
 );
@@ -121,8 +127,8 @@ Deno.test(
   "fused attention: longer sequence (several tiles) agrees",
   withTimeLimit(300),
   async () => {
-    await compare({ B: 1, T: 70, nh: 2, hd: 32, mask: "causal", p: 0.1 }, 200);
-    await compare({ B: 2, T: 67, nh: 2, hd: 16, mask: "padding", p: 0 }, 201);
+    await compare({ B: 1, T: 100, nh: 2, hd: 32, mask: "causal", p: 0.1 }, 200);
+    await compare({ B: 2, T: 67, nh: 2, hd: 32, mask: "padding", p: 0 }, 201);
   },
 );
 
