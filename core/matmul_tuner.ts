@@ -147,7 +147,9 @@ export class MatmulTuner implements TilingSource {
     const aBytes = (shape.batchA ? batch : 1) * M * K * f32;
     const bElems = (shape.batchB ? batch : 1) * K * N;
     const bBytes = shape.packedB ? Math.ceil(bElems / 2) * 4 : bElems * f32;
-    const sizes = [aBytes, bBytes, ...(shape.bias ? [N * f32] : []), batch * M * N * f32];
+    const cBytes = batch * M * N * f32;
+    const epilogue = shape.geluOut || shape.geluGrad ? [cBytes] : []; // D or U
+    const sizes = [aBytes, bBytes, ...(shape.bias ? [N * f32] : []), cBytes, ...epilogue];
     const bufs = sizes.map((size) => {
       const buffer = device.pool.acquire(size);
       device.upload(buffer, new Uint8Array(size));

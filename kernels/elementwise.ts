@@ -10,6 +10,9 @@ import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 
 const WG = 256;
 
+/** The GeLU variants: the tanh approximation (GPT-2) and the exact erf form (BERT). */
+export type GeluKind = "tanh" | "erf";
+
 /** WGSL helpers for the GeLU variants (tanh approximation and exact erf). */
 export const ACTIVATIONS_WGSL = /* wgsl */ `
 fn tanh_safe(u: f32) -> f32 {

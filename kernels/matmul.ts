@@ -10,6 +10,9 @@
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
+import { ACTIVATIONS_WGSL, type GeluKind } from "./elementwise.ts";
+
+export type { GeluKind };
 
 export type { KernelSource };
 
@@ -43,6 +46,18 @@ export interface MatmulShape {
    * mixed precision's 16-bit weight copy. The arithmetic stays f32.
    */
   packedB?: HalfFormat;
+  /**
+   * Also write `gelu(C)` of this kind to an output D (`[batch, M, N]`, bound
+   * right after C): a linear and its GeLU in one kernel (C keeps the
+   * pre-activation for the backward pass).
+   */
+  geluOut?: GeluKind;
+  /**
+   * Multiply the product by `gelu'(U)` of this kind before storing, U
+   * (`[batch, M, N]`, the pre-activation) bound right after C: the gradient
+   * through a GeLU in the epilogue of the product that brings it.
+   */
+  geluGrad?: GeluKind;
 }
 
 /** What the adapter allows and which variant family to use. */
@@ -79,6 +94,10 @@ function checkShape(s: MatmulShape): void {
     if (!Number.isInteger(v) || v < 1) {
       throw new Error(`matmul: ${k} must be a positive integer, got ${v}`);
     }
+  }
+  if (s.geluOut && s.geluGrad) throw new Error("matmul: geluOut and geluGrad exclude each other");
+  if ((s.geluOut || s.geluGrad) && s.accumulate) {
+    throw new Error("matmul: a GeLU epilogue cannot accumulate into C");
   }
   const big = [s.M * s.K, s.K * s.N, s.M * s.N].some((v) => v * s.batch >= 2 ** 32);
   if (big) {
@@ -173,6 +192,7 @@ export function matmulPlanWith(
   const flags = `${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}` +
     `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
     `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}` +
+    epilogueKey(shape) +
     (nativeF16 ? "n" : "");
   const key = tiling.software
     ? `matmul/cpu${tiling.tm}x${tiling.tv}x${lx}/${flags}`
@@ -276,6 +296,16 @@ function header(s: MatmulShape & { nativeF16?: boolean }, lay: Layout): string {
     ? `@group(0) @binding(2) var<storage, read> bias: array<${ty(lay.vecC)}>;\n`
     : "";
   const c = s.bias ? 3 : 2;
+  const extra = s.geluOut
+    ? `@group(0) @binding(${c + 1}) var<storage, read_write> D: array<${
+      ty(lay.vecC)
+    }>;\n${ACTIVATIONS_WGSL}`
+    : s.geluGrad
+    ? `@group(0) @binding(${c + 1}) var<storage, read> U: array<${
+      ty(lay.vecC)
+    }>;\n${ACTIVATIONS_WGSL}`
+    : "";
+  const u = s.geluOut || s.geluGrad ? c + 2 : c + 1;
   return `${
     s.nativeF16 ? "enable f16;\n" : ""
   }struct P { M: u32, N: u32, K: u32, alpha: f32, tilesN: u32, tilesM: u32, gx: u32, batch: u32 }
@@ -285,7 +315,7 @@ ${
       ? packedBDecl(s, lay)
       : `@group(0) @binding(1) var<storage, read> B: array<${ty(lay.b !== "s")}>;\n`
   }${bias}@group(0) @binding(${c}) var<storage, read_write> C: array<${ty(lay.vecC)}>;
-@group(0) @binding(${c + 1}) var<uniform> p: P;
+${extra}@group(0) @binding(${u}) var<uniform> p: P;
 `;
 }
 
@@ -445,6 +475,23 @@ ${L.map((x) => "  " + x).join("\n")}
 `;
 }
 
+/** The kernel-key suffix of a GeLU epilogue ("" without one). */
+function epilogueKey(s: MatmulShape): string {
+  return s.geluOut ? `/gelu-${s.geluOut}` : s.geluGrad ? `/dgelu-${s.geluGrad}` : "";
+}
+
+/** WGSL applying GeLU of `kind` to each component of the vec4 expression `v`. */
+function geluOf(kind: GeluKind, v: string): string {
+  const f = `gelu_${kind}`;
+  return `vec4<f32>(${f}(${v}.x), ${f}(${v}.y), ${f}(${v}.z), ${f}(${v}.w))`;
+}
+
+/** WGSL of GeLU's derivative of `kind` at each component of the vec4 expression `u`. */
+function geluGradOf(kind: GeluKind, u: string): string {
+  const f = `gelu_${kind}_grad`;
+  return `vec4<f32>(${f}(${u}.x), ${f}(${u}.y), ${f}(${u}.z), ${f}(${u}.w))`;
+}
+
 /**
  * WGSL storing `tm × tv` vec4 accumulators (`acc(i, j)` holds row `row(i)`,
  * columns `col(j) + [0,4)`) with alpha, bias and accumulate, masked at the edges.
@@ -474,14 +521,22 @@ function storeC(
     for (let i = 0; i < tm; i++) {
       L.push(`    { let m = ${row(i)};`);
       L.push(`      if (m < p.M) {`);
-      L.push(`        let v = p.alpha * ${acc(i, j)}${s.bias ? " + bz" : ""};`);
+      const mod = s.geluGrad ? "var" : "let";
+      L.push(`        ${mod} v = p.alpha * ${acc(i, j)}${s.bias ? " + bz" : ""};`);
       if (lay.vecC) {
-        L.push(`        C[(cOff + m * p.N + n) / 4u] ${op} v;`);
+        L.push(`        let o = (cOff + m * p.N + n) / 4u;`);
+        if (s.geluGrad) L.push(`        v = v * ${geluGradOf(s.geluGrad, "U[o]")};`);
+        L.push(`        C[o] ${op} v;`);
+        if (s.geluOut) L.push(`        D[o] = ${geluOf(s.geluOut, "v")};`);
       } else {
         L.push(`        let o = cOff + m * p.N + n;`);
-        L.push(`        C[o] ${op} v.x;`);
-        for (let c = 1; c < 4; c++) {
-          L.push(`        if (n + ${c}u < p.N) { C[o + ${c}u] ${op} v[${c}]; }`);
+        for (let c = 0; c < 4; c++) {
+          const at = c === 0 ? "o" : `o + ${c}u`;
+          const body =
+            (s.geluGrad ? `v[${c}] = v[${c}] * gelu_${s.geluGrad}_grad(U[${at}]); ` : "") +
+            `C[${at}] ${op} v[${c}];` +
+            (s.geluOut ? ` D[${at}] = gelu_${s.geluOut}(v[${c}]);` : "");
+          L.push(c === 0 ? `        { ${body} }` : `        if (n + ${c}u < p.N) { ${body} }`);
         }
       }
       L.push(`      }`);
@@ -578,7 +633,11 @@ function gpuStore(s: MatmulShape, lay: Layout, WX: number, WY: number): string {
         let o = cOff + m * p.N + n;
         var v = p.alpha * c[i][j];
         ${s.bias ? (lay.vecC ? "v += bias[n / 4u][n % 4u];" : "v += bias[n];") : ""}
+        ${
+    s.geluGrad ? `v = v * gelu_${s.geluGrad}_grad(${lay.vecC ? "U[o / 4u][o % 4u]" : "U[o]"});` : ""
+  }
         ${cRef} ${op} v;
+        ${s.geluOut ? `${lay.vecC ? "D[o / 4u][o % 4u]" : "D[o]"} = gelu_${s.geluOut}(v);` : ""}
       }
     }
   }`;
@@ -653,5 +712,6 @@ export function parseTilingKey(key: string): MatmulTiling | null {
 export function matmulShapeKey(s: MatmulShape): string {
   const lay = layout(s);
   return `${s.batch}x${s.M}x${s.N}x${s.K}/${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
-    `/a${+s.batchA}b${+s.batchB}/bias${+s.bias}/acc${+lay.acc}${s.packedB ? `/${s.packedB}` : ""}`;
+    `/a${+s.batchA}b${+s.batchB}/bias${+s.bias}/acc${+lay.acc}${s.packedB ? `/${s.packedB}` : ""}` +
+    epilogueKey(s);
 }

@@ -174,8 +174,15 @@ export class ParallelMlp extends Module {
     );
   }
 
-  /** Applies the MLP. */
+  /**
+   * Applies the MLP: with layers that offer it, the GeLU runs in the epilogues
+   * of the two products (core/ops/mlp.ts), else as its own op.
+   */
   async forward(x: Tensor): Promise<Tensor> {
+    if (this.fc.forwardGelu && this.proj.forwardFromGelu) {
+      const { pre, act } = await this.fc.forwardGelu(x, this.gelu);
+      return await this.proj.forwardFromGelu(pre, act, this.gelu);
+    }
     return await this.proj.forward(ops.gelu(await this.fc.forward(x), this.gelu));
   }
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { GeluKind } from "../../kernels/elementwise.ts";
 import { record } from "../autograd.ts";
 import { assertSameDevice, fmtShape, type Tensor } from "../tensor.ts";
 import { mapRaw, sumToSize } from "./raw.ts";
@@ -70,8 +71,7 @@ export function scale(x: Tensor, alpha: number, beta = 0): Tensor {
   return record(out, "scale", [x], (g) => [mapRaw("scale", g, undefined, alpha, 0)]);
 }
 
-/** Which GeLU: GPT-2's tanh approximation or the exact erf form. */
-export type GeluKind = "tanh" | "erf";
+export type { GeluKind };
 
 /** GeLU activation. */
 export function gelu(x: Tensor, kind: GeluKind = "tanh"): Tensor {

@@ -3,7 +3,12 @@
  * @module
  */
 
-import { matmulPlan, matmulPlanWith, type MatmulShape } from "../../kernels/matmul.ts";
+import {
+  type GeluKind,
+  matmulPlan,
+  matmulPlanWith,
+  type MatmulShape,
+} from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
@@ -25,6 +30,16 @@ export interface MatmulOpts {
    * weights). {@link matmul} takes it from `b.halfCopy` by itself.
    */
   bHalf?: HalfCopy | null;
+  /**
+   * Also write GeLU of the result into `into` (same size), from the same kernel;
+   * no gradient flows through `into` (see core/ops/mlp.ts).
+   */
+  geluOut?: { kind: GeluKind; into: Tensor };
+  /**
+   * Multiply the result by GeLU's derivative at `pre` (same size) in the kernel's
+   * epilogue: the gradient through a GeLU (see core/ops/mlp.ts).
+   */
+  geluGrad?: { kind: GeluKind; pre: Tensor };
 }
 
 interface Geometry {
@@ -106,17 +121,37 @@ export function matmulInto(
     alpha: opts.alpha ?? 1,
     accumulate: opts.accumulate ?? false,
   };
+  const epilogue = opts.geluOut?.into ?? opts.geluGrad?.pre;
+  if (epilogue && epilogue.size !== out.size) {
+    throw new Error(
+      `matmul: GeLU epilogue tensor ${fmtShape(epilogue.shape)} does not match the output ${
+        fmtShape(g.outShape)
+      }`,
+    );
+  }
+  if (opts.geluOut) shape.geluOut = opts.geluOut.kind;
+  if (opts.geluGrad) shape.geluGrad = opts.geluGrad.kind;
   const half = opts.bHalf && b.rank === 2 && b.size === opts.bHalf.words.size * 2 - (b.size % 2)
     ? opts.bHalf
     : null;
   if (half) shape.packedB = half.format;
   const bBinding = half ? half.words.binding : b.binding;
-  return dispatchMatmul(device, shape, a.binding, bBinding, opts.bias?.binding, out.binding, out);
+  return dispatchMatmul(
+    device,
+    shape,
+    a.binding,
+    bBinding,
+    opts.bias?.binding,
+    out.binding,
+    out,
+    epilogue?.binding,
+  );
 }
 
 /**
  * Records one matmul of `shape` over raw bindings (which may be windows of
- * larger buffers) and returns `result`. Callers check the geometry.
+ * larger buffers) and returns `result`. Callers check the geometry. `epilogue`
+ * is the GeLU epilogue's D or U binding when the shape has one.
  */
 export function dispatchMatmul<T>(
   device: Device,
@@ -126,6 +161,7 @@ export function dispatchMatmul<T>(
   bias: BufferBinding | undefined,
   c: BufferBinding,
   result: T,
+  epilogue?: BufferBinding,
 ): T {
   const opts = {
     software: device.isSoftware,
@@ -135,7 +171,10 @@ export function dispatchMatmul<T>(
   };
   const tuned = device.matmulTuner?.tiling(shape, opts);
   const plan = tuned ? matmulPlanWith(shape, opts, tuned) : matmulPlan(shape, opts);
-  const bufs = bias ? [a, b, bias, c] : [a, b, c];
+  if (!epilogue !== !(shape.geluOut || shape.geluGrad)) {
+    throw new Error("matmul: a GeLU epilogue needs its tensor, and only then");
+  }
+  const bufs = [a, b, ...(bias ? [bias] : []), c, ...(epilogue ? [epilogue] : [])];
   device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
   return result;
 }
@@ -195,8 +234,16 @@ function toShape(raw: Tensor, shape: readonly number[]): Tensor {
   return res;
 }
 
-/** `x·Wᵀ + b` for `W` stored `[out, in]` (PyTorch's layout), over any leading dims of `x`. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+/**
+ * `x·Wᵀ + b` for `W` stored `[out, in]` (PyTorch's layout), over any leading dims
+ * of `x`; `epilogue` may add a GeLU output (core/ops/mlp.ts).
+ */
+export function linear(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor,
+  epilogue: Pick<MatmulOpts, "geluOut"> = {},
+): Tensor {
   if (weight.rank !== 2) {
     throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
   }
@@ -208,5 +255,5 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
       } expects ${weight.shape[1]}`,
     );
   }
-  return matmul(x, weight, { transB: true, bias });
+  return matmul(x, weight, { transB: true, bias, ...epilogue });
 }

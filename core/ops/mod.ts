@@ -6,6 +6,7 @@
 export * from "./raw.ts";
 export * from "./basic.ts";
 export * from "./matmul.ts";
+export * from "./mlp.ts";
 export * from "./nn.ts";
 export * from "./residual.ts";
 export * from "./random.ts";

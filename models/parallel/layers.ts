@@ -11,6 +11,7 @@
 import type { Device } from "../../core/device.ts";
 import type { InitSpec, Module } from "../../core/nn.ts";
 import type { DropoutSpec } from "../../core/ops/residual.ts";
+import type { GeluKind, PreAndActivation } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import type { TokenIds } from "../../core/token_ids.ts";
 
@@ -18,6 +19,16 @@ import type { TokenIds } from "../../core/token_ids.ts";
 export interface LinearLike extends Module {
   /** Applies the layer (async: parallel versions communicate). */
   forward(x: Tensor): Tensor | Promise<Tensor>;
+  /**
+   * Column-parallel layers: the layer's output `pre` and `gelu(pre)` from one
+   * kernel (core/ops/mlp.ts), for {@link LinearLike.forwardFromGelu}.
+   */
+  forwardGelu?(x: Tensor, kind: GeluKind): Promise<PreAndActivation>;
+  /**
+   * Row-parallel layers: the layer applied to `act = gelu(pre)`, the GeLU's
+   * gradient fused into the input-gradient product (core/ops/mlp.ts).
+   */
+  forwardFromGelu?(pre: Tensor, act: Tensor, kind: GeluKind): Promise<Tensor>;
 }
 
 /** The embedding that also serves as the tied LM head. */
