@@ -6,7 +6,13 @@
  * share of step time in communication, and the efficiency against 1 rank.
  *
  * `deno task bench:scaling [--max-ranks N] [--placement procs|workers]
- *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T] [--repeats R]`
+ *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T] [--repeats R]
+ *   [--overlap off|on|both]`
+ *
+ * `--overlap on` trains the multi-rank rows with `--overlap-tp-comm` (f's backward
+ * all-reduce overlapped with the weight gradients); `both` runs each multi-rank
+ * configuration with and without it, taking turns in every round. The comm share
+ * of an overlapped row is the exposed communication (see `ScalingRun.overlap`).
  *
  * The configurations take turns for R rounds (default 3) and each reports the
  * median step time; a last run per multi-rank configuration measures the
@@ -91,6 +97,8 @@ export interface ScalingRow {
   efficiencyVsSlowestCore?: number;
   /** Step time, ms: the median over the rounds. */
   msPerStep: number;
+  /** Whether f's backward all-reduce was overlapped (`--overlap-tp-comm`). */
+  overlap: boolean;
   /** Mean step time of each round, ms. */
   runs: number[];
 }
@@ -268,6 +276,12 @@ export async function runScaling(opts: {
   repeats?: number;
   /** A named ladder (default "base") or explicit configurations. */
   ladder?: keyof typeof LADDERS | readonly ScalingConfig[];
+  /**
+   * Tensor-parallel comm/compute overlap of the multi-rank configurations:
+   * off (default), on, or both (each multi-rank configuration twice, the
+   * variants taking turns in every round).
+   */
+  overlap?: "off" | "on" | "both";
 }): Promise<ScalingRow[]> {
   const placement = opts.placement ?? "procs";
   if (placement !== "procs" && placement !== "workers") {
@@ -282,8 +296,17 @@ export async function runScaling(opts: {
     (placement === "workers" ? defaultBackendFor(opts.maxRanks) : DEFAULT_BACKEND);
   const ladder = typeof opts.ladder === "object" ? opts.ladder : LADDERS[opts.ladder ?? "base"];
   if (!ladder) throw new Error(`unknown ladder "${opts.ladder}": expected base or small`);
-  const configs = ladder.filter((l) => l.ranks <= opts.maxRanks);
-  const runOf = (c: ScalingConfig, measureComm: boolean): ScalingRun => ({
+  const overlapMode = opts.overlap ?? "off";
+  if (!["off", "on", "both"].includes(overlapMode)) {
+    throw new Error(`unknown overlap "${overlapMode}": expected off, on or both`);
+  }
+  const modes = overlapMode === "both" ? [false, true] : [overlapMode === "on"];
+  const configs: (ScalingConfig & { overlap: boolean })[] = ladder
+    .filter((l) => l.ranks <= opts.maxRanks)
+    .flatMap((l) =>
+      l.ranks === 1 ? [{ ...l, overlap: false }] : modes.map((o) => ({ ...l, overlap: o }))
+    );
+  const runOf = (c: ScalingConfig & { overlap: boolean }, measureComm: boolean): ScalingRun => ({
     config: gptConfig(c),
     tp: c.ranks,
     batch,
@@ -292,6 +315,7 @@ export async function runScaling(opts: {
     steps: opts.steps,
     measureComm,
     backend,
+    overlap: c.overlap,
   });
   // The configurations take turns, `repeats` rounds, and each reports its
   // median: a shared machine drifts between runs, and interleaving spreads the
@@ -334,7 +358,8 @@ export async function runScaling(opts: {
     const msPerStep = median(times[i]);
     const timed = c.ranks > 1 ? await runOn(c.ranks, runOf(c, true), placement) : null;
     rows.push({
-      config: c,
+      config: { ranks: c.ranks, hidden: c.hidden, heads: c.heads, layers: c.layers },
+      overlap: c.overlap,
       params: paramCount(c),
       tokensPerS: (batch * seq) / (msPerStep / 1000),
       gflopsPerRank: work[i] / (msPerStep / 1000) / 1e9,
@@ -357,9 +382,17 @@ export function formatScaling(rows: ScalingRow[]): string {
     "| ranks (TP) | hidden | layers | heads | params | ms/step (rounds) | tokens/s | GFLOP/s per rank | comm share | weak-scaling efficiency | best rounds | vs slowest core |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
+  // An overlap column only when some row overlapped (`--overlap on|both`).
+  const withOverlap = rows.some((r) => r.overlap);
+  if (withOverlap) {
+    lines[0] = lines[0].replace("| ranks (TP) |", "| ranks (TP) | overlap |");
+    lines[1] += "---|";
+  }
   for (const r of rows) {
     lines.push(
-      `| ${r.config.ranks} | ${r.config.hidden} | ${r.config.layers} | ${r.config.heads} | ` +
+      `| ${r.config.ranks} | ${
+        withOverlap ? `${r.config.ranks > 1 ? (r.overlap ? "on" : "off") : "–"} | ` : ""
+      }${r.config.hidden} | ${r.config.layers} | ${r.config.heads} | ` +
         `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} (${
           r.runs.map((t) => t.toFixed(0)).join(", ")
         }) | ${r.tokensPerS.toFixed(0)} | ` +
@@ -388,6 +421,7 @@ if (import.meta.main) {
       seq: { type: "string", default: "64" },
       ladder: { type: "string", default: "base" },
       repeats: { type: "string", default: "3" },
+      overlap: { type: "string", default: "off" },
     },
   });
   const coreCount = Math.min(Number(values["max-ranks"]), navigator.hardwareConcurrency);
@@ -402,6 +436,7 @@ if (import.meta.main) {
     ladder: values.ladder as keyof typeof LADDERS,
     repeats: Number(values.repeats),
     placement: values.placement as Placement,
+    overlap: values.overlap as "off" | "on" | "both",
   });
   console.log(formatScaling(rows));
   // Bracket the measurement with a check of the cores the host gives.

@@ -35,6 +35,13 @@ export interface ScalingRun {
   measureComm: boolean;
   /** WebGPU backend. */
   backend: string;
+  /**
+   * `--overlap-tp-comm`: f's backward all-reduce overlapped with the weight
+   * gradients. Its measured communication is then the exposed part: the
+   * forward collectives (synchronised and timed as without overlap) plus the
+   * time backward waited on in-flight gradients.
+   */
+  overlap?: boolean;
 }
 
 /** What a rank reports. */
@@ -56,7 +63,8 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
   try {
     const timer: CommTimer = { ms: 0 };
     const tp = run.measureComm ? timedGroup(groups.tp, timer, device) : groups.tp;
-    const model = new Gpt(new TensorParallelLayers(device, tp), run.config, {
+    const layers = new TensorParallelLayers(device, tp, { overlapComm: run.overlap });
+    const model = new Gpt(layers, run.config, {
       seed: 1,
       rng: new RngTracker(1, groups.position.tpRank, groups.position.dpRank),
     });
@@ -65,6 +73,7 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
       clipGrad: 1,
       hooks: hybridHooks(device, { tp, dp: groups.dp }, run.measureComm ? timer : undefined),
       countsInNorm: countsInNorm(groups.position.tpRank),
+      backwardWaits: run.measureComm ? timer : undefined,
     });
     const rng = new DataRng(7);
     const n = run.batch * run.seq;

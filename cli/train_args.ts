@@ -59,6 +59,16 @@ export interface ModelArgs {
   fusedAttention: boolean;
 }
 
+/** Communication overlapped with backward (models/parallel/overlap.ts). */
+export interface OverlapArgs {
+  /** `--overlap-grad-reduce`: data-parallel buckets all-reduced during the last backward. */
+  gradReduce: boolean;
+  /** `--ddp-bucket-size`: elements per bucket (undefined: the default, one bucket). */
+  bucketSize?: number;
+  /** `--overlap-tp-comm`: `f`'s backward all-reduce overlapped with the weight gradient. */
+  tpComm: boolean;
+}
+
 /** Sampling at the end of a GPT run. */
 export interface SampleArgs {
   /** Tokens to generate (0 = none). */
@@ -139,6 +149,8 @@ export interface TrainArgs {
   logJson?: string;
   /** Time collectives separately. */
   measureComm: boolean;
+  /** Communication overlapped with backward (models/parallel/overlap.ts). */
+  overlap: OverlapArgs;
   /** Matmul autotuning (cli/autotune.ts). */
   autotune: AutotuneArgs;
   /** The final GPT sample. */
@@ -247,6 +259,11 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     evalIters: num(f, "eval-iters"),
     logJson: str(f, "log-json"),
     measureComm: !!f["measure-comm"],
+    overlap: {
+      gradReduce: !!f["overlap-grad-reduce"],
+      bucketSize: opt(f, "ddp-bucket-size"),
+      tpComm: !!f["overlap-tp-comm"],
+    },
     autotune: autotuneArgs(f),
     sample: {
       tokens: num(f, "sample-tokens"),

@@ -240,6 +240,22 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     aliases: ["tp"],
     help: "tensor-parallel size",
   },
+  "overlap-grad-reduce": {
+    type: "boolean",
+    help:
+      "data parallelism: all-reduce gradient buckets during the last backward, as each bucket's gradients become final (same values)",
+  },
+  "ddp-bucket-size": {
+    type: "int",
+    min: 1,
+    help:
+      "elements per data-parallel gradient all-reduce bucket (default 40000000: one bucket here)",
+  },
+  "overlap-tp-comm": {
+    type: "boolean",
+    help:
+      "tensor parallelism: start f's backward all-reduce of the input gradient before the weight gradient is computed (same values)",
+  },
   "nproc-per-node": { type: "int", min: 1, help: "ranks (Workers, one GPU each) on this node" },
   "nnodes": { type: "int", min: 1, help: "number of nodes (processes) in the job" },
   "node-rank": { type: "int", min: 0, help: "this node's index" },

@@ -104,7 +104,10 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
   const g = L.groups;
   const tpGroup = g ? (a.measureComm ? timedGroup(g.tp, timer, device) : g.tp) : null;
   const parallel = tpGroup
-    ? new TensorParallelLayers(device, tpGroup, { wire: a.precision.half })
+    ? new TensorParallelLayers(device, tpGroup, {
+      wire: a.precision.half,
+      overlapComm: a.overlap.tpComm,
+    })
     : TensorParallelLayers.single(device);
   const rng = new RngTracker(a.seed, L.tpRank, L.dpRank);
   const task = await data.build({ parallel, rng, tpRank: L.tpRank, dp: L.dp });
@@ -134,6 +137,7 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
         { tp: tpGroup!, dp: g.dp },
         a.measureComm ? timer : undefined,
         pr.accumulateFp32 ? undefined : pr.half,
+        { overlap: a.overlap.gradReduce, bucketSize: a.overlap.bucketSize },
       )
       : undefined,
     countsInNorm: countsInNorm(L.tpRank),

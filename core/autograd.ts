@@ -6,7 +6,14 @@
  */
 
 import { axpyInPlace, clone } from "./ops/raw.ts";
-import { dropUnpacked, fmtShape, type GradNode, Tensor } from "./tensor.ts";
+import {
+  dropUnpacked,
+  fmtShape,
+  type GradNode,
+  type GradResult,
+  type PendingGrad,
+  Tensor,
+} from "./tensor.ts";
 
 /**
  * Attaches `node` to `out` when the device records gradients and any input needs
@@ -16,7 +23,7 @@ export function record(
   out: Tensor,
   name: string,
   inputs: readonly Tensor[],
-  backward: (grad: Tensor) => (Tensor | null)[] | Promise<(Tensor | null)[]>,
+  backward: (grad: Tensor) => GradResult[] | Promise<GradResult[]>,
 ): Tensor {
   if (!out.device.gradEnabled) return out;
   if (!inputs.some((t) => t.requiresGrad)) return out;
@@ -36,7 +43,7 @@ export function recordMulti(
   outs: readonly Tensor[],
   name: string,
   inputs: readonly Tensor[],
-  backward: (grads: (Tensor | null)[]) => (Tensor | null)[] | Promise<(Tensor | null)[]>,
+  backward: (grads: (Tensor | null)[]) => GradResult[] | Promise<GradResult[]>,
 ): readonly Tensor[] {
   const device = outs[0].device;
   if (!device.gradEnabled) return outs;
@@ -82,12 +89,40 @@ function topoOrder(root: Tensor): Tensor[] {
   return order.reverse();
 }
 
+/** Options of {@link backward}. */
+export interface BackwardOptions {
+  /**
+   * Called once per leaf that received a gradient, right after that gradient
+   * was accumulated into `leaf.grad`: from then on this backward adds nothing
+   * more to it (every contribution is summed before the leaf is reached). The
+   * data-parallel overlap (models/parallel/overlap.ts) starts a bucket's
+   * all-reduce once all of its parameters were reported.
+   */
+  onLeafGrad?: (leaf: Tensor) => void;
+  /**
+   * Adds the milliseconds this backward spent waiting on pending gradients
+   * (communication that overlap did not hide) to `ms`.
+   */
+  waitTimer?: { ms: number };
+}
+
 /**
  * Back-propagates from `root` (a scalar unless `grad` is given), accumulating into
  * the `.grad` of every leaf that requires a gradient. Async because ops inside
  * parallel regions all-reduce their gradients.
+ *
+ * Nodes run in reverse topological order. A node's backward may return a
+ * pending gradient (a promise, e.g. an all-reduce whose readback and exchange
+ * are in flight) for an input: the engine goes on with the following nodes and
+ * awaits it only when that input's gradient is consumed (its own node runs, or
+ * another contribution must be added to it, which keeps the order of every sum
+ * the same as with plain gradients, so results are bit-identical).
  */
-export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
+export async function backward(
+  root: Tensor,
+  grad?: Tensor,
+  opts: BackwardOptions = {},
+): Promise<void> {
   if (!root.requiresGrad) {
     throw new Error("backward(): the tensor does not require grad (no parameter fed into it)");
   }
@@ -101,6 +136,7 @@ export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
   }
   await device.noGrad(async () => {
     const grads = new Map<Tensor, Tensor>();
+    const pending = new Map<Tensor, { node: GradNode; grad: PendingGrad }>();
     const seed = grad ? grad.view() : Tensor.fromArray(device, new Float32Array([1]), root.shape);
     grads.set(root, seed);
     const order = topoOrder(root);
@@ -109,62 +145,101 @@ export async function backward(root: Tensor, grad?: Tensor): Promise<void> {
     const lastOutput = new Map<GradNode, Tensor>();
     for (const t of order) if (t.node?.outputs) lastOutput.set(t.node, t);
     const held = new Map<GradNode, Map<Tensor, Tensor>>();
-    for (const t of order) {
-      const g = grads.get(t);
-      grads.delete(t);
-      const node = t.node;
-      let inputGrads: (Tensor | null)[];
-      if (node?.outputs) {
-        let got = held.get(node);
-        if (g) {
-          if (!got) held.set(node, got = new Map());
-          got.set(t, g);
-        }
-        if (lastOutput.get(node) !== t || !got) continue;
-        held.delete(node);
-        const have = got;
-        const outGrads = node.outputs.map((o) => have.get(o) ?? null);
-        inputGrads = await node.backwardAll!(outGrads);
-        for (const og of outGrads) og?.dispose();
-      } else {
-        if (!g) continue;
-        if (!node) {
-          accumulateLeaf(t, g);
-          continue;
-        }
-        inputGrads = await node.backward(g);
-        g.dispose();
+
+    const accumulate = (node: GradNode, input: Tensor, ig: Tensor) => {
+      if (ig.size !== input.size) {
+        throw new Error(
+          `backward of ${node.name}: gradient ${fmtShape(ig.shape)} for input ${
+            fmtShape(input.shape)
+          }`,
+        );
       }
-      dropUnpacked(device);
-      node.inputs.forEach((input, i) => {
-        const ig = inputGrads[i];
-        if (!ig) return;
-        if (!input.requiresGrad) {
-          ig.dispose();
-          return;
+      let prev = grads.get(input);
+      if (prev) {
+        if (prev.shared) {
+          const own = clone(prev);
+          prev.dispose();
+          grads.set(input, prev = own);
         }
-        if (ig.size !== input.size) {
-          throw new Error(
-            `backward of ${node.name}: gradient ${fmtShape(ig.shape)} for input ${
-              fmtShape(input.shape)
-            }`,
-          );
-        }
-        let prev = grads.get(input);
-        if (prev) {
-          if (prev.shared) {
-            const own = clone(prev);
-            prev.dispose();
-            grads.set(input, prev = own);
+        axpyInPlace(prev, ig, 1);
+        ig.dispose();
+      } else {
+        grads.set(input, ig);
+      }
+    };
+    // Awaits `input`'s pending gradient (if any) and adds it where it belongs.
+    const settle = async (input: Tensor) => {
+      const p = pending.get(input);
+      if (!p) return;
+      pending.delete(input);
+      device.flush(); // whatever was recorded meanwhile runs while we wait
+      const t0 = performance.now();
+      const ig = await p.grad;
+      if (opts.waitTimer) opts.waitTimer.ms += performance.now() - t0;
+      if (ig) accumulate(p.node, input, ig);
+    };
+
+    try {
+      for (const t of order) {
+        await settle(t);
+        const g = grads.get(t);
+        grads.delete(t);
+        const node = t.node;
+        let inputGrads: GradResult[];
+        if (node?.outputs) {
+          let got = held.get(node);
+          if (g) {
+            if (!got) held.set(node, got = new Map());
+            got.set(t, g);
           }
-          axpyInPlace(prev, ig, 1);
-          ig.dispose();
+          if (lastOutput.get(node) !== t || !got) continue;
+          held.delete(node);
+          const have = got;
+          const outGrads = node.outputs.map((o) => have.get(o) ?? null);
+          inputGrads = await node.backwardAll!(outGrads);
+          for (const og of outGrads) og?.dispose();
         } else {
-          grads.set(input, ig);
+          if (!g) continue;
+          if (!node) {
+            accumulateLeaf(t, g);
+            opts.onLeafGrad?.(t);
+            continue;
+          }
+          inputGrads = await node.backward(g);
+          g.dispose();
         }
-      });
+        dropUnpacked(device);
+        for (let i = 0; i < node.inputs.length; i++) {
+          const input = node.inputs[i];
+          const ig = inputGrads[i];
+          if (!ig) continue;
+          if (ig instanceof Promise) {
+            if (!input.requiresGrad) {
+              ig.then((x) => x?.dispose(), () => {});
+              continue;
+            }
+            // Keep the order of the sums: an earlier pending contribution lands first.
+            await settle(input);
+            ig.catch(() => {}); // rejections surface where it is awaited
+            pending.set(input, { node, grad: ig });
+            continue;
+          }
+          if (!input.requiresGrad) {
+            ig.dispose();
+            continue;
+          }
+          await settle(input);
+          accumulate(node, input, ig);
+        }
+      }
+      for (const input of [...pending.keys()]) await settle(input);
+    } finally {
+      // After a failure: let in-flight work end before the caller frees its scope.
+      for (const p of pending.values()) {
+        await p.grad.then((x) => x?.dispose(), () => {});
+      }
+      for (const g of grads.values()) g.dispose();
     }
-    for (const g of grads.values()) g.dispose();
   });
 }
 

@@ -33,14 +33,16 @@ export {
   type DType,
   fmtShape,
   type GradNode,
+  type GradResult,
   type HalfCopy,
   numel,
   packSaved,
+  type PendingGrad,
   Tensor,
   tidy,
 } from "./tensor.ts";
 export { TokenIds } from "./token_ids.ts";
-export { backward, record, recordMulti, zeroGrad } from "./autograd.ts";
+export { backward, type BackwardOptions, record, recordMulti, zeroGrad } from "./autograd.ts";
 export * as ops from "./ops/mod.ts";
 export type { GeluKind } from "./ops/basic.ts";
 export type { DropoutSpec, ResidualNorm, TokenPart } from "./ops/residual.ts";

@@ -21,8 +21,13 @@ export interface GradNode {
   readonly name: string;
   /** The inputs the op read; gradients flow back to those that require them. */
   readonly inputs: readonly Tensor[];
-  /** Given the gradient of the output, returns one gradient (or null) per input. */
-  backward(grad: Tensor): (Tensor | null)[] | Promise<(Tensor | null)[]>;
+  /**
+   * Given the gradient of the output, returns one gradient (or null) per input.
+   * An entry may be a {@link PendingGrad} (a promise): its work is under way (an
+   * all-reduce in flight, see models/parallel/overlap.ts) and the engine awaits
+   * it only when that input's gradient is consumed.
+   */
+  backward(grad: Tensor): GradResult[] | Promise<GradResult[]>;
   /**
    * For an op with several outputs (see `recordMulti`): all of them, sharing this
    * one node. The engine then calls {@link GradNode.backwardAll} once, with one
@@ -31,8 +36,14 @@ export interface GradNode {
    */
   readonly outputs?: readonly Tensor[];
   /** The backward pass of a several-output node, given one gradient (or null) per output. */
-  backwardAll?(grads: (Tensor | null)[]): (Tensor | null)[] | Promise<(Tensor | null)[]>;
+  backwardAll?(grads: (Tensor | null)[]): GradResult[] | Promise<GradResult[]>;
 }
+
+/** A gradient whose computation is still in flight (awaited when consumed). */
+export type PendingGrad = Promise<Tensor | null>;
+
+/** One input's gradient as a backward function returns it. */
+export type GradResult = Tensor | PendingGrad | null;
 
 /** The GPU storage behind one or more tensor views. */
 class Storage {

@@ -48,10 +48,24 @@ export { RngTracker } from "./parallel/random.ts";
 export {
   type CommTimer,
   countsInNorm,
+  DEFAULT_DDP_BUCKET_SIZE,
+  type GradReduceOptions,
   type HybridGroups,
   hybridHooks,
   timedGroup,
 } from "./parallel/hooks.ts";
+export {
+  type AverageFn,
+  bucketLayout,
+  CommQueue,
+  commQueue,
+  type DpGroup,
+  GradBuckets,
+  type GradReduction,
+  overlappedColumnLinear,
+  overlappedColumnParallel,
+  startAllReduce,
+} from "./parallel/overlap.ts";
 export {
   type ParallelHooks,
   type StepResult,

@@ -41,6 +41,17 @@ export interface ParallelHooks {
   /** Averages gradients over the data-parallel group, in place (after backward). */
   allReduceGradients?(params: readonly Tensor[]): Promise<void>;
   /**
+   * The overlapped alternative to {@link ParallelHooks.allReduceGradients}
+   * (`--overlap-grad-reduce`): called before the last micro-batch's backward,
+   * whose leaves are reported to `onLeafGrad`; `prepare` is applied to each
+   * gradient before it is sent (mixed precision's rounding); `finish` is
+   * awaited before the optimizer. Undefined (or null returned): not overlapped.
+   */
+  beginGradReduce?(
+    params: readonly Tensor[],
+    prepare?: (grad: Tensor) => void,
+  ): { onLeafGrad(leaf: Tensor): void; finish(): Promise<void> } | null;
+  /**
    * Turns this rank's squared-norm contribution into the global one (sum over
    * the model-parallel group). The trainer passes only the parameters this rank
    * should count (see {@link TrainerOptions.countsInNorm}).
@@ -72,6 +83,12 @@ export interface TrainerOptions {
    * any step whose gradients hold an inf or NaN (fp16; bf16 needs none).
    */
   precision?: { half?: HalfFormat; scaler?: LossScaler };
+  /**
+   * Adds the milliseconds backward spent waiting on gradients whose
+   * communication was still in flight (overlapped tensor-parallel `f`; for
+   * measurements).
+   */
+  backwardWaits?: { ms: number };
 }
 
 /** The numbers one optimizer step reports. */
@@ -158,16 +175,32 @@ export class Trainer {
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
+      const hooks = this.opts.hooks;
+      let reduction: ReturnType<NonNullable<ParallelHooks["beginGradReduce"]>> = null;
       for (let i = 0; i < microBatches; i++) {
+        // Overlapped data-parallel reduction: buckets start during the last backward.
+        if (i === microBatches - 1 && hooks?.beginGradReduce) {
+          reduction = hooks.beginGradReduce(
+            params,
+            half ? (g) => roundHalfInPlace(g, half) : undefined,
+          );
+        }
+        const onLeafGrad = reduction ? reduction.onLeafGrad : undefined;
         await tidy(device, async () => {
           const loss = await lossOf(i);
           packSaved(device, [loss]);
           axpyInPlace(lossSum, loss, inv);
-          await backward(loss, full(device, [1], inv * scale));
+          await backward(loss, full(device, [1], inv * scale), {
+            onLeafGrad,
+            waitTimer: this.opts.backwardWaits,
+          });
         });
       }
-      if (half) { for (const p of params) if (p.grad) roundHalfInPlace(p.grad, half); }
-      if (this.opts.hooks?.allReduceGradients) await this.opts.hooks.allReduceGradients(params);
+      if (reduction) await reduction.finish();
+      else {
+        if (half) { for (const p of params) if (p.grad) roundHalfInPlace(p.grad, half); }
+        if (hooks?.allReduceGradients) await hooks.allReduceGradients(params);
+      }
       // An inf/NaN gradient on any rank makes the global squared norm inf/NaN on every
       // rank (the data-parallel all-reduce sums gradients, the model-parallel one sums
       // the squares): all ranks see the same found-inf flag and skip together.

@@ -38,6 +38,16 @@ export interface TpRunSpec {
   steps: number;
   /** Seed. */
   seed: number;
+  /** Micro-batches per step (default 1; the rows of each rank split evenly). */
+  microBatches?: number;
+  /** `--overlap-tp-comm` (models/parallel/overlap.ts). */
+  overlapTpComm?: boolean;
+  /** `--overlap-grad-reduce`. */
+  overlapGradReduce?: boolean;
+  /** `--ddp-bucket-size`. */
+  ddpBucketSize?: number;
+  /** Mixed precision (16-bit weight copies, rounded gradients, 16-bit DP wire). */
+  half?: "fp16" | "bf16";
 }
 
 /** One parameter shard as returned to the test. */
@@ -97,7 +107,7 @@ export default async function main(ctx: WorkerContext) {
   });
   ctx.deviceAcquired();
   try {
-    const layers = new TensorParallelLayers(device, tp);
+    const layers = new TensorParallelLayers(device, tp, { overlapComm: spec.overlapTpComm });
     const rng = new RngTracker(spec.seed, layout.tpRank, layout.dpRank);
     const bert = spec.model === "bert";
     const model = bert
@@ -109,17 +119,23 @@ export default async function main(ctx: WorkerContext) {
     const trainer = new Trainer(device, model, {
       schedule: { lr: 3e-3, warmupIters: 1, decayIters: spec.steps },
       clipGrad: 1,
-      hooks: hybridHooks(device, { tp, dp }),
+      hooks: hybridHooks(device, { tp, dp }, undefined, spec.half, {
+        overlap: spec.overlapGradReduce,
+        bucketSize: spec.ddpBucketSize,
+      }),
       countsInNorm: countsInNorm(layout.tpRank),
+      precision: spec.half ? { half: spec.half } : undefined,
     });
+    const micro = spec.microBatches ?? 1;
     const rows = spec.batch / layout.dp;
     const losses: number[] = [];
     const norms: number[] = [];
     for (let s = 0; s < spec.steps; s++) {
-      const lo = layout.dpRank * rows * spec.seq;
-      const hi = lo + rows * spec.seq;
-      const shape = [rows, spec.seq];
-      const r = await trainer.step(1, () => {
+      const r = await trainer.step(micro, (m) => {
+        const mRows = rows / micro;
+        const lo = (layout.dpRank * rows + m * mRows) * spec.seq;
+        const hi = lo + mRows * spec.seq;
+        const shape = [mRows, spec.seq];
         if (model instanceof Bert) {
           const b = bertBatchFor(spec, s);
           return model.loss({
@@ -129,8 +145,8 @@ export default async function main(ctx: WorkerContext) {
             mlmTargets: TokenIds.fromHost(device, b.mlm.slice(lo, hi), shape),
             sopLabels: TokenIds.fromHost(
               device,
-              b.sop.slice(layout.dpRank * rows, (layout.dpRank + 1) * rows),
-              [rows],
+              b.sop.slice(layout.dpRank * rows + m * mRows, layout.dpRank * rows + (m + 1) * mRows),
+              [mRows],
             ),
             mlmNormalizer: b.mlm.filter((t) => t >= 0).length / layout.dp,
           });

@@ -1,6 +1,7 @@
 /**
  * The trainer hooks of hybrid TP × DP training: gradients averaged over the
- * data-parallel group in one flat all-reduce, the gradient norm summed over the
+ * data-parallel group in buckets (models/parallel/overlap.ts; one flat
+ * all-reduce by default, optionally overlapped with backward), the gradient norm summed over the
  * tensor-parallel group with replicated parameters counted once, and the logged
  * loss averaged over data-parallel replicas.
  * @module
@@ -13,15 +14,14 @@ import { clone } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { fromHalfBits, type Half, toHalfBits } from "../../core/half.ts";
 import type { ParallelHooks } from "../trainer.ts";
+import { averageOver, type DpGroup, GradBuckets } from "./overlap.ts";
 
 /** The groups of one rank. */
 export interface HybridGroups {
   /** Tensor-parallel group. */
   tp: Pick<ProcessGroup, "size" | "rank" | "allReduce">;
   /** Data-parallel group (`allGather` for 16-bit gradients on the wire). */
-  dp: Pick<ProcessGroup, "size" | "rank" | "allReduce" | "alloc"> & {
-    allGather?: ProcessGroup["allGather"];
-  };
+  dp: DpGroup;
 }
 
 /**
@@ -56,6 +56,24 @@ export interface CommTimer {
   ms: number;
 }
 
+/** How data-parallel gradients are averaged (see models/parallel/overlap.ts). */
+export interface GradReduceOptions {
+  /**
+   * Elements per all-reduce bucket (Megatron's `--ddp-bucket-size`; default
+   * {@link DEFAULT_DDP_BUCKET_SIZE}: one bucket for every model here, the
+   * former single flat all-reduce).
+   */
+  bucketSize?: number;
+  /**
+   * Start each bucket's all-reduce during the last micro-batch's backward, as
+   * soon as its gradients are final (Megatron's `--overlap-grad-reduce`).
+   */
+  overlap?: boolean;
+}
+
+/** Megatron's default bucket size (40M elements). */
+export const DEFAULT_DDP_BUCKET_SIZE = 40_000_000;
+
 /** Trainer hooks for `groups` (all no-ops for groups of one). */
 export function hybridHooks(
   device: Device,
@@ -63,8 +81,8 @@ export function hybridHooks(
   timer?: CommTimer,
   /** Mixed precision: average the DP gradients with 16-bit values on the wire. */
   dpWire?: Half,
+  reduce: GradReduceOptions = {},
 ): ParallelHooks {
-  let flat: Float32Array | null = null;
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     try {
@@ -73,29 +91,30 @@ export function hybridHooks(
       if (timer) timer.ms += performance.now() - t0;
     }
   };
+  const dp = groups.dp;
+  const buckets = new GradBuckets(
+    device,
+    dp,
+    reduce.bucketSize ?? DEFAULT_DDP_BUCKET_SIZE,
+    averageOver(
+      dp,
+      dpWire
+        ? { format: dpWire, run: (f, fmt) => allReduceHalfAvg(dp as never, f, fmt) }
+        : undefined,
+    ),
+  );
   return {
-    async allReduceGradients(params: readonly Tensor[]) {
-      if (groups.dp.size === 1) return;
-      await timed(async () => {
-        const withGrad = params.filter((p) => p.grad);
-        const total = withGrad.reduce((s, p) => s + p.size, 0);
-        if (!flat || flat.length !== total) flat = groups.dp.alloc(total);
-        const bufs = await device.readMany(withGrad.map((p) => p.grad!.binding));
-        let at = 0;
-        bufs.forEach((b, i) => {
-          flat!.set(new Float32Array(b), at);
-          at += withGrad[i].size;
-        });
-        if (dpWire && groups.dp.allGather) {
-          await allReduceHalfAvg(groups.dp as never, flat!, dpWire);
-        } else await groups.dp.allReduce(flat!, "avg");
-        at = 0;
-        for (const p of withGrad) {
-          p.grad!.write(flat!.subarray(at, at + p.size));
-          at += p.size;
-        }
-      });
+    async allReduceGradients(params: readonly Tensor[], prepare?: (g: Tensor) => void) {
+      if (dp.size === 1) return;
+      await timed(() => buckets.reduceAll(params, prepare));
     },
+    beginGradReduce: reduce.overlap && dp.size > 1
+      ? (params: readonly Tensor[], prepare?: (g: Tensor) => void) => {
+        const r = buckets.begin(params, prepare);
+        // Only the wait after backward is exposed communication.
+        return { onLeafGrad: r.onLeafGrad, finish: () => timed(r.finish) };
+      }
+      : undefined,
     async reduceNormSquared(sq: Tensor) {
       if (groups.tp.size > 1) await timed(() => groups.tp.allReduce(sq, "sum"));
       return sq;
@@ -142,6 +161,9 @@ export function timedGroup<
     ...group,
     size: group.size,
     rank: group.rank,
+    // Overlapped collectives (models/parallel/overlap.ts) use the group itself: a
+    // sync before each would serialise them; their exposed wait is timed by the engine.
+    untimed: group,
     allReduce: (x: Parameters<G["allReduce"]>[0], op?: Parameters<G["allReduce"]>[1]) =>
       time(() => group.allReduce(x, op)),
     allGather: (x: Parameters<G["allGather"]>[0]) => time(() => group.allGather(x)),

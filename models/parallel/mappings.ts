@@ -19,6 +19,7 @@ import {
   sumPackedInto,
 } from "../../core/ops/mod.ts";
 import { Tensor } from "../../core/tensor.ts";
+import { commQueue } from "./comm_queue.ts";
 
 /** The collectives a tensor-parallel group must offer (a `ProcessGroup` does). */
 export type TpGroup = Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">;
@@ -64,14 +65,22 @@ export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: Wire
   };
 }
 
-/** All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched. */
+/**
+ * All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched.
+ * While overlapped collectives of this device are in flight it waits its turn
+ * in the device's queue (models/parallel/comm_queue.ts), so every rank runs
+ * its exchanges in the same order.
+ */
 export async function allReduced(
   x: Tensor,
   group: TpGroup,
   op: "sum" | "max" = "sum",
 ): Promise<Tensor> {
   const out = clone(x);
-  if (group.size > 1) await group.allReduce(out, op);
+  if (group.size === 1) return out;
+  const q = commQueue(x.device);
+  if (q.inFlight > 0) await q.run(() => group.allReduce(out, op));
+  else await group.allReduce(out, op);
   return out;
 }
 

@@ -22,6 +22,7 @@ import {
   type WireCounter,
 } from "./mappings.ts";
 import type { HalfFormat } from "../../core/ops/mod.ts";
+import { overlappedColumnLinear, overlappedColumnParallel } from "./overlap.ts";
 
 function checkDivisible(what: string, n: number, t: number): number {
   if (n % t !== 0) {
@@ -48,9 +49,10 @@ export class ColumnParallelLinear extends Module implements LinearLike {
     readonly inFeatures: number,
     readonly outFeatures: number,
     init: InitSpec,
-    opts: { blocks?: number; gatherOutput?: boolean; bias?: boolean } = {},
+    opts: { blocks?: number; gatherOutput?: boolean; bias?: boolean; overlapComm?: boolean } = {},
   ) {
     super();
+    this.overlapComm = opts.overlapComm ?? false;
     const t = group.size;
     const blocks = opts.blocks ?? 1;
     this.#blocks = blocks;
@@ -78,11 +80,41 @@ export class ColumnParallelLinear extends Module implements LinearLike {
 
   /** Whether the forward all-gathers the output. */
   readonly gatherOutput: boolean;
+  /**
+   * Whether backward overlaps `f`'s all-reduce of the input gradient with the
+   * weight-gradient kernels ({@link overlappedColumnLinear}; same values).
+   */
+  readonly overlapComm: boolean;
   readonly #blocks: number;
+
+  /**
+   * The local output `pre` (not gathered) and `gelu(pre)` from one kernel, for
+   * a row-parallel layer's {@link RowParallelLinear.forwardFromGelu}.
+   */
+  forwardGelu(x: Tensor, kind: ops.GeluKind): Promise<ops.PreAndActivation> {
+    if (this.gatherOutput) {
+      return Promise.reject(new Error("forwardGelu: only for a layer that keeps its output split"));
+    }
+    if (this.overlapComm) {
+      return Promise.resolve(overlappedColumnParallel(
+        x,
+        this.weight,
+        this.bias,
+        this.group,
+        (a, w, b) => ops.linearGelu(a, w, b, kind),
+        (r) => r.pre,
+      ));
+    }
+    return Promise.resolve(
+      ops.linearGelu(copyToRegion(x, this.group), this.weight, this.bias, kind),
+    );
+  }
 
   /** Applies the layer; the input is complete on every rank. */
   async forward(x: Tensor): Promise<Tensor> {
-    const y = ops.linear(copyToRegion(x, this.group), this.weight, this.bias);
+    const y = this.overlapComm
+      ? overlappedColumnLinear(x, this.weight, this.bias, this.group)
+      : ops.linear(copyToRegion(x, this.group), this.weight, this.bias);
     if (!this.gatherOutput) return y;
     const gathered = await gatherLastDim(y, this.group);
     const blocks = this.#blocks;
@@ -134,7 +166,15 @@ export class RowParallelLinear extends Module implements LinearLike {
 
   /** Applies the layer to a split input; the output is complete on every rank. */
   async forward(x: Tensor): Promise<Tensor> {
-    const partial = ops.linear(x, this.weight);
+    return await this.#finish(ops.linear(x, this.weight));
+  }
+
+  /** {@link forward} of `act = gelu(pre)`, the GeLU's gradient fused into backward's product. */
+  async forwardFromGelu(pre: Tensor, act: Tensor, kind: ops.GeluKind): Promise<Tensor> {
+    return await this.#finish(ops.geluLinear(pre, act, this.weight, kind));
+  }
+
+  async #finish(partial: Tensor): Promise<Tensor> {
     const y = await reduceFromRegion(partial, this.group);
     return this.bias ? ops.add(y, this.bias) : y;
   }
@@ -217,15 +257,24 @@ export class TensorParallelLayers implements ParallelLayers {
   readonly fgGroup: TpGroup;
 
   /**
+   * Whether column-parallel linears overlap `f`'s backward all-reduce with their
+   * weight gradients (`opts.overlapComm`, the CLI's `--overlap-tp-comm`).
+   */
+  readonly overlapComm: boolean;
+
+  /**
    * Layers on `device` sharded over `group`. `opts.wire` (mixed precision) sends
    * the f/g all-reduces of activations and their gradients as 16-bit values
    * ({@link halfWireGroup}); the cross-entropy's reductions stay fp32.
+   * `opts.overlapComm` overlaps the column-parallel linears' backward `f`
+   * all-reduce with their weight gradients (models/parallel/overlap.ts).
    */
   constructor(
     readonly device: Device,
     readonly group: TpGroup,
-    opts: { wire?: HalfFormat; wireCounter?: WireCounter } = {},
+    opts: { wire?: HalfFormat; wireCounter?: WireCounter; overlapComm?: boolean } = {},
   ) {
+    this.overlapComm = opts.overlapComm ?? false;
     this.tpSize = group.size;
     this.tpRank = group.rank;
     this.fgGroup = opts.wire && group.size > 1
@@ -244,7 +293,10 @@ export class TensorParallelLayers implements ParallelLayers {
 
   /** A {@link ColumnParallelLinear} (output stays split). */
   columnLinear(inF: number, outF: number, init: InitSpec, blocks = 1): LinearLike {
-    return new ColumnParallelLinear(this.device, this.fgGroup, inF, outF, init, { blocks });
+    return new ColumnParallelLinear(this.device, this.fgGroup, inF, outF, init, {
+      blocks,
+      overlapComm: this.overlapComm,
+    });
   }
 
   /** A {@link RowParallelLinear}. */
