@@ -27,6 +27,12 @@ export interface BufferBinding {
   offset?: number;
 }
 
+/** A texture binding: a view of a scratch texture (see {@link Device.scratchTexture}). */
+export interface TextureBinding {
+  /** The view bound (sampled or as a storage texture, as the kernel declares it). */
+  view: GPUTextureView;
+}
+
 /** The limits this project asks the adapter for (its own maxima, not the defaults). */
 export const REQUESTED_LIMITS = [
   "maxStorageBufferBindingSize",
@@ -39,6 +45,7 @@ export const REQUESTED_LIMITS = [
   "maxComputeWorkgroupSizeZ",
   "maxComputeWorkgroupsPerDimension",
   "maxUniformBufferBindingSize",
+  "maxTextureDimension2D",
 ] as const;
 
 /** Options for {@link Device.create}. */
@@ -126,6 +133,7 @@ export class Device {
   #batched = 0;
   #afterSubmit: (() => void)[] = [];
   #pipelines = new Map<string, GPUComputePipeline>();
+  #scratchTextures = new Map<string, GPUTexture>();
   #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
   #lost = false;
@@ -298,7 +306,7 @@ export class Device {
    */
   dispatch(
     kernel: KernelSource,
-    buffers: BufferBinding[],
+    buffers: (BufferBinding | TextureBinding)[],
     params: ArrayBuffer | null,
     workgroups: [number, number?, number?],
   ): void {
@@ -316,6 +324,10 @@ export class Device {
     const align = this.gpu.limits.minStorageBufferOffsetAlignment;
     const entries: GPUBindGroupEntry[] = [];
     buffers.forEach((b, i) => {
+      if ("view" in b) {
+        entries.push({ binding: i, resource: b.view });
+        return;
+      }
       if (b.size > maxBind) {
         throw new Error(
           `kernel ${kernel.key}: a tensor of ${b.size} bytes exceeds the adapter's ` +
@@ -374,6 +386,47 @@ export class Device {
     if (prof.mode === "timestamp") pass.end();
     this.dispatches++;
     if (++this.#batched >= this.#maxBatched) this.flush();
+  }
+
+  /**
+   * A device-owned `rgba32float` texture of `width × height` texels that kernels
+   * write as a storage texture and read with `textureLoad`: one per size, reused
+   * by every op that asks (dispatches run in order, so each writer's contents
+   * are read before the next writer's). Freed with the device.
+   */
+  scratchTexture(width: number, height: number): GPUTextureView {
+    const key = `${width}x${height}`;
+    let t = this.#scratchTextures.get(key);
+    if (!t) {
+      t = this.gpu.createTexture({
+        size: [width, height],
+        format: "rgba32float",
+        usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING |
+          GPUTextureUsage.COPY_DST,
+      });
+      this.#scratchTextures.set(key, t);
+    }
+    return t.createView();
+  }
+
+  /**
+   * Copies `src` (rows of `width` 16-byte texels, `height` rows) into the
+   * scratch texture of that size in order with the dispatches around it, and
+   * returns its view; null when WebGPU cannot copy rows of that width (their
+   * bytes must be a multiple of 256: a kernel must fill the texture instead).
+   */
+  copyToScratchTexture(src: BufferBinding, width: number, height: number): GPUTextureView | null {
+    this.assertAlive();
+    const bytesPerRow = 16 * width;
+    if (bytesPerRow % 256 !== 0 || src.size < bytesPerRow * height) return null;
+    const view = this.scratchTexture(width, height);
+    this.#endPass();
+    this.#getEncoder().copyBufferToTexture(
+      { buffer: src.buffer, offset: src.offset ?? 0, bytesPerRow, rowsPerImage: height },
+      { texture: this.#scratchTextures.get(`${width}x${height}`)! },
+      [width, height],
+    );
+    return view;
   }
 
   /** Records a buffer-to-buffer copy in order with the dispatches around it. */
@@ -522,6 +575,8 @@ export class Device {
     this.#uniforms.clear();
     for (const list of this.#readStaging.values()) for (const b of list) b.destroy();
     this.#readStaging.clear();
+    for (const t of this.#scratchTextures.values()) t.destroy();
+    this.#scratchTextures.clear();
     this.#lost = true;
     this.gpu.destroy();
   }

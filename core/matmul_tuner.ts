@@ -24,6 +24,7 @@ import {
   type TilingSource,
 } from "../kernels/matmul.ts";
 import type { Device } from "./device.ts";
+import { recordPlan } from "./ops/matmul.ts";
 
 /** Saved choices of one adapter: shape key → tiling key (see `kernels/matmul.ts`). */
 export type TuningTable = Record<string, string>;
@@ -164,9 +165,7 @@ export class MatmulTuner implements TilingSource {
         const plan = matmulPlanWith(shape, opts, tiling);
         const run = async (n: number) => {
           const t0 = performance.now();
-          for (let i = 0; i < n; i++) {
-            device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
-          }
+          for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
           await device.sync();
           return (performance.now() - t0) / n;
         };

@@ -8,6 +8,7 @@
  */
 
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
+import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
 import { ACTIVATIONS_WGSL, type GeluKind } from "./elementwise.ts";
@@ -73,6 +74,11 @@ export interface MatmulOptions {
    * read as native `f16` values instead of being unpacked with integer operations.
    */
   shaderF16?: boolean;
+  /**
+   * The adapter's maxTextureDimension2D: software variants may then read B
+   * through a texture ({@link MatmulTiling.texB}); undefined: never.
+   */
+  maxTextureDimension?: number;
 }
 
 /** A kernel, its uniform block and its workgroup counts, ready for `Device.dispatch`. */
@@ -83,6 +89,30 @@ export interface DispatchPlan {
   params: ArrayBuffer;
   /** Workgroup counts (each at most 65535). */
   workgroups: [number, number, number];
+  /**
+   * When B is read through a texture: its size in texels, and the dispatch that
+   * fills it from B's buffer first (bindings: B, the texture as storage). The
+   * matmul then binds the texture in B's place.
+   */
+  textureB?: { width: number; height: number; pack: Omit<DispatchPlan, "textureB"> };
+}
+
+/** Texels of B's texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
+export function textureBSize(
+  s: MatmulShape,
+  opts: MatmulOptions,
+): { width: number; height: number } | null {
+  if (!opts.software || !opts.maxTextureDimension || s.packedB) return null;
+  const lay = layout(s);
+  const copies = s.batchB ? s.batch : 1;
+  // B's buffer read as rows of vec4 texels: l4 rows are k (N/4 texels), k4 rows are n (K/4).
+  const size = lay.b === "l4"
+    ? { width: s.N / 4, height: copies * s.K }
+    : lay.b === "k4"
+    ? { width: s.K / 4, height: copies * s.N }
+    : null;
+  const max = opts.maxTextureDimension;
+  return size && size.width <= max && size.height <= max ? size : null;
 }
 
 /** Largest workgroup count per dimension that every WebGPU adapter accepts. */
@@ -110,7 +140,9 @@ function checkTiling(t: MatmulTiling): void {
     ? t.tm % 4 === 0 && t.tm >= 4 && t.tm <= 64 && Number.isInteger(t.tv) && t.tv >= 1 &&
       t.tv <= 8 && [1, 2, 4, 8].includes(t.lx ?? LANES)
     : [16, 32, 64].includes(t.tm) && [16, 32, 64].includes(t.tv);
-  if (!ok) throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
+  if (!ok || (t.texB && !t.software)) {
+    throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
+  }
 }
 
 /** Splits `groups` linear workgroups into an x×y grid within the per-dimension limit. */
@@ -135,6 +167,14 @@ export interface MatmulTiling {
   tv: number;
   /** Software: invocations along N (2, 4 or 8; the other 8/lx go along M). Default 8. */
   lx?: number;
+  /**
+   * Software: read B through an `rgba32float` texture (filled by a pack kernel
+   * first) instead of its storage buffer. Mesa's llvmpipe loads a storage
+   * element that differs between invocations one invocation at a time in a
+   * branching loop, while texel fetches are straight-line gathers: measured
+   * 1.4–1.7× faster at the reference shapes. Same values.
+   */
+  texB?: boolean;
 }
 
 /**
@@ -155,7 +195,9 @@ export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling 
     const tv = Math.min(4, ceilDiv(s.N, 4 * lx));
     const rows = ceilDiv(s.M, LANES / lx);
     const tm = lx === 8 && s.M >= 512 ? 32 : Math.min(16, 4 * ceilDiv(rows, 4));
-    return { software: true, tm, tv, lx };
+    return textureBSize(s, opts)
+      ? { software: true, tm, tv, lx, texB: true }
+      : { software: true, tm, tv, lx };
   }
   const big = opts.maxInvocations >= 256 && opts.maxWorkgroupStorage >= 2 * BK * 64 * 4;
   const side = (n: number) => (n <= 16 ? 16 : n <= 32 || !big ? 32 : 64);
@@ -180,6 +222,12 @@ export function matmulPlanWith(
     );
   }
   const lay = layout(shape);
+  const tex = tiling.texB ? textureBSize(shape, opts) : null;
+  if (tiling.texB && !tex) {
+    throw new Error(
+      `matmul: B of ${matmulShapeKey(shape)} cannot be read through a texture on this adapter`,
+    );
+  }
   const lx = tiling.lx ?? LANES;
   const rowsPerGroup = tiling.software ? tiling.tm * (LANES / lx) : tiling.tm;
   const colsPerGroup = tiling.software ? 4 * tiling.tv * lx : tiling.tv;
@@ -194,9 +242,7 @@ export function matmulPlanWith(
     `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}` +
     epilogueKey(shape) +
     (nativeF16 ? "n" : "");
-  const key = tiling.software
-    ? `matmul/cpu${tiling.tm}x${tiling.tv}x${lx}/${flags}`
-    : `matmul/gpu${tiling.tm}x${tiling.tv}/${flags}`;
+  const key = `matmul/${tilingKey(tiling)}/${flags}`;
   // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
   // for an already-cached key costs microseconds.
   let code: string | undefined;
@@ -209,7 +255,32 @@ export function matmulPlanWith(
       return code;
     },
   };
-  return { kernel, params: params.buffer, workgroups };
+  if (!tex) return { kernel, params: params.buffer, workgroups };
+  return { kernel, params: params.buffer, workgroups, textureB: { ...tex, pack: packPlan(tex) } };
+}
+
+const PACK_WG = 64;
+
+/** The dispatch copying B's buffer (vec4 per texel, row-major) into its texture. */
+function packPlan(t: { width: number; height: number }): Omit<DispatchPlan, "textureB"> {
+  const n = t.width * t.height;
+  return {
+    kernel: {
+      key: "matmul/packB",
+      code: `struct P { width: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(1) var T: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${PACK_WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${PACK_WG}u + lid;
+  if (i >= p.n) { return; }
+  textureStore(T, vec2<u32>(i % p.width, i / p.width), B[i]);
+}`,
+    },
+    params: new Params(2).u32(t.width).u32(n).buffer,
+    workgroups: gridFor(n, PACK_WG),
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -366,7 +437,20 @@ function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
     const rowStride = s.transA ? "" : " * p.K";
     for (let i = 0; i < TM; i++) emit(`let ab${i} = aOff + min(m0 + ${i}u, p.M - 1u)${rowStride};`);
   }
-  if (lay.b === "l4") {
+  if (t.texB) {
+    // texel rows: l4 → k of batch b (N/4 texels each), k4 → n of batch b (K/4 texels)
+    const rows = s.batchB ? (lay.b === "l4" ? "b * p.K" : "b * p.N") : "0u";
+    if (lay.b === "l4") {
+      emit(`let by = ${rows};`);
+      for (let j = 0; j < TV; j++) emit(`let bx${j} = min(nb + ${W * j}u, p.N - 4u) / 4u;`);
+    } else {
+      for (let j = 0; j < TV; j++) {
+        for (let c = 0; c < 4; c++) {
+          emit(`let by${j}_${c} = ${rows} + min(nb + ${W * j + c}u, p.N - 1u);`);
+        }
+      }
+    }
+  } else if (lay.b === "l4") {
     for (let j = 0; j < TV; j++) {
       emit(`let bb${j} = (bOff + min(nb + ${W * j}u, p.N - 4u)) / 4u;`);
     }
@@ -409,12 +493,22 @@ function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
     if (lay.b === "l4") {
       for (let u = 0; u < kk; u++) {
         for (let j = 0; j < TV; j++) {
-          body.push(`let b${u}_${j} = B[bb${j} + ${kAt(u)} * (p.N / 4u)];`);
+          body.push(
+            t.texB
+              ? `let b${u}_${j} = textureLoad(Bt, vec2<u32>(bx${j}, by + ${kAt(u)}), 0);`
+              : `let b${u}_${j} = B[bb${j} + ${kAt(u)} * (p.N / 4u)];`,
+          );
         }
       }
     } else if (lay.b === "k4") {
       for (let j = 0; j < TV; j++) {
-        for (let c = 0; c < 4; c++) body.push(`let b${j}_${c} = B[bb${j}_${c} + k / 4u];`);
+        for (let c = 0; c < 4; c++) {
+          body.push(
+            t.texB
+              ? `let b${j}_${c} = textureLoad(Bt, vec2<u32>(k / 4u, by${j}_${c}), 0);`
+              : `let b${j}_${c} = B[bb${j}_${c} + k / 4u];`,
+          );
+        }
       }
     } else {
       for (let u = 0; u < kk; u++) {
@@ -465,7 +559,13 @@ function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
     storeC(s, lay, TM, TV, (i, j) => `c${i}_${j}`, (i) => `m0 + ${i}u`, (j) => `nb + ${W * j}u`),
   );
 
-  return `${header(s, lay)}
+  const head = t.texB
+    ? header(s, lay).replace(
+      /@group\(0\) @binding\(1\) var<storage, read> B: [^;]*;/,
+      "@group(0) @binding(1) var Bt: texture_2d<f32>;",
+    )
+    : header(s, lay);
+  return `${head}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 ${tileIndex(s)}  let m0 = (tm * ${LANES / LX}u + lid.x / ${LX}u) * ${TM}u;
@@ -665,6 +765,7 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
             continue;
           }
           add({ software: true, tm, tv, lx });
+          if (textureBSize(s, opts)) add({ software: true, tm, tv, lx, texB: true });
         }
       }
     }
@@ -684,15 +785,17 @@ export interface TilingSource {
 
 /** A short, stable name of a tiling (e.g. `cpu16x4x8`, `gpu32x64`). */
 export function tilingKey(t: MatmulTiling): string {
-  return t.software ? `cpu${t.tm}x${t.tv}x${t.lx ?? LANES}` : `gpu${t.tm}x${t.tv}`;
+  return t.software
+    ? `cpu${t.tm}x${t.tv}x${t.lx ?? LANES}${t.texB ? "t" : ""}`
+    : `gpu${t.tm}x${t.tv}`;
 }
 
 /** Parses {@link tilingKey}'s output; null for anything else. */
 export function parseTilingKey(key: string): MatmulTiling | null {
-  const cpu = /^cpu(\d+)x(\d+)x(\d+)$/.exec(key);
+  const cpu = /^cpu(\d+)x(\d+)x(\d+)(t?)$/.exec(key);
   const gpu = /^gpu(\d+)x(\d+)$/.exec(key);
   const t: MatmulTiling | null = cpu
-    ? { software: true, tm: +cpu[1], tv: +cpu[2], lx: +cpu[3] }
+    ? { software: true, tm: +cpu[1], tv: +cpu[2], lx: +cpu[3], ...(cpu[4] ? { texB: true } : {}) }
     : gpu
     ? { software: false, tm: +gpu[1], tv: +gpu[2] }
     : null;

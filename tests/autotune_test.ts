@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { MatmulTuner, type TuningStore, type TuningTable } from "../core/matmul_tuner.ts";
 import * as ops from "../core/ops/mod.ts";
+import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
 import {
   type MatmulOptions,
@@ -46,11 +47,7 @@ Deno.test(
       { ...base, batch: 3, M: 17, N: 20, K: 12, batchB: false, transA: true, transB: true },
     ];
     for (const software of [device.isSoftware, !device.isSoftware]) {
-      const opts: MatmulOptions = {
-        software,
-        maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
-        maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
-      };
+      const opts: MatmulOptions = { ...matmulOptions(device), software };
       for (const s of shapes) {
         const a = randomArray((s.batchA ? s.batch : 1) * s.M * s.K, 1);
         const b = randomArray((s.batchB ? s.batch : 1) * s.K * s.N, 2);
@@ -61,11 +58,18 @@ Deno.test(
         let first: Float32Array | null = null;
         const candidates = tilingCandidates(s, opts);
         assert.ok(candidates.length > 1, `${matmulShapeKey(s)}: one candidate only`);
+        if (software) {
+          assert.ok(candidates.some((t) => t.texB), `${matmulShapeKey(s)}: no texture candidate`);
+        }
         for (const t of candidates) {
           const C = up(c0);
           const plan = matmulPlanWith(s, opts, t);
-          const bufs = [A.binding, B.binding, ...(s.bias ? [Bias.binding] : []), C.binding];
-          device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
+          recordPlan(device, plan, [
+            A.binding,
+            B.binding,
+            ...(s.bias ? [Bias.binding] : []),
+            C.binding,
+          ]);
           const got = await C.read();
           C.dispose();
           if (!first) first = got;
@@ -84,7 +88,13 @@ Deno.test(
 );
 
 Deno.test("autotune: tiling keys round-trip, bad ones are refused", () => {
-  for (const t of [{ software: true, tm: 16, tv: 4, lx: 8 }, { software: false, tm: 32, tv: 64 }]) {
+  for (
+    const t of [
+      { software: true, tm: 16, tv: 4, lx: 8 },
+      { software: true, tm: 32, tv: 2, lx: 4, texB: true },
+      { software: false, tm: 32, tv: 64 },
+    ]
+  ) {
     assert.deepEqual(parseTilingKey(tilingKey(t)), t);
   }
   for (const k of ["cpu3x4x8", "gpu48x16", "cpu16x4", "", "gpu16x16x1"]) {

@@ -4,7 +4,9 @@
  */
 
 import {
+  type DispatchPlan,
   type GeluKind,
+  type MatmulOptions,
   matmulPlan,
   matmulPlanWith,
   type MatmulShape,
@@ -163,20 +165,46 @@ export function dispatchMatmul<T>(
   result: T,
   epilogue?: BufferBinding,
 ): T {
-  const opts = {
-    software: device.isSoftware,
-    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
-    maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
-    shaderF16: device.nativeF16,
-  };
+  const opts = matmulOptions(device);
   const tuned = device.matmulTuner?.tiling(shape, opts);
   const plan = tuned ? matmulPlanWith(shape, opts, tuned) : matmulPlan(shape, opts);
   if (!epilogue !== !(shape.geluOut || shape.geluGrad)) {
     throw new Error("matmul: a GeLU epilogue needs its tensor, and only then");
   }
-  const bufs = [a, b, ...(bias ? [bias] : []), c, ...(epilogue ? [epilogue] : [])];
-  device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
+  recordPlan(device, plan, [a, b, ...(bias ? [bias] : []), c, ...(epilogue ? [epilogue] : [])]);
   return result;
+}
+
+/** What `device` allows the matmul kernels (kernels/matmul.ts's {@link MatmulOptions}). */
+export function matmulOptions(device: Device): MatmulOptions {
+  return {
+    software: device.isSoftware,
+    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+    maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+    shaderF16: device.nativeF16,
+    maxTextureDimension: device.limits.maxTextureDimension2D,
+  };
+}
+
+/**
+ * Records a matmul plan over its buffers (A, B, [bias], C, [D or U]); when the
+ * plan reads B through a texture, first fills the device's scratch texture of
+ * that size from B and binds it in B's place.
+ */
+export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
+  const tex = plan.textureB;
+  if (!tex) {
+    device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
+    return;
+  }
+  // A plain copy where WebGPU allows one (rows of a multiple of 256 bytes), else the pack kernel.
+  let view = device.copyToScratchTexture(bufs[1], tex.width, tex.height);
+  if (!view) {
+    view = device.scratchTexture(tex.width, tex.height);
+    device.dispatch(tex.pack.kernel, [bufs[1], { view }], tex.pack.params, tex.pack.workgroups);
+  }
+  const withTexture = [bufs[0], { view }, ...bufs.slice(2)];
+  device.dispatch(plan.kernel, withTexture, plan.params, plan.workgroups);
 }
 
 /**
