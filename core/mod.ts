@@ -3,7 +3,13 @@
  * @module
  */
 
-export { type AdapterSummary, Device, type DeviceOptions, REQUESTED_LIMITS } from "./device.ts";
+export {
+  type AdapterSummary,
+  Device,
+  type DeviceOptions,
+  REQUESTED_LIMITS,
+  type TextureBinding,
+} from "./device.ts";
 export {
   type BackendName,
   BACKENDS,
@@ -46,6 +52,22 @@ export { backward, type BackwardOptions, record, recordMulti, zeroGrad } from ".
 export * as ops from "./ops/mod.ts";
 export type { GeluKind } from "./ops/basic.ts";
 export type { DropoutSpec, ResidualNorm, TokenPart } from "./ops/residual.ts";
+export type { PreAndActivation } from "./ops/mlp.ts";
+export {
+  adapterKey,
+  MatmulTuner,
+  MIN_TUNED_FLOPS,
+  type TunedShape,
+  type TuningStore,
+  type TuningTable,
+} from "./matmul_tuner.ts";
+export type {
+  DispatchPlan,
+  MatmulOptions,
+  MatmulShape,
+  MatmulTiling,
+  TilingSource,
+} from "../kernels/matmul.ts";
 export type { MaskKind } from "../kernels/softmax.ts";
 export {
   Dropout,
