@@ -62,17 +62,19 @@ export type Family = typeof FAMILIES[number];
 
 /**
  * The family of a kernel key. Attention is its batched matmuls (both operands
- * batched: q·kᵀ, p·v and their gradients) and the masked softmax.
+ * batched: q·kᵀ, p·v and their gradients) and the masked softmax, or the fused
+ * attention kernels. The fused residual + layer norm (`resnorm`) counts as layer
+ * norm, the fused token + position embedding (`embedpos`) as embedding.
  */
 export function familyOf(key: string): Family {
   if (key.startsWith("matmul")) return /\/a1.*\/b1/.test(key) ? "attention" : "matmul";
-  if (key.startsWith("softmax")) return "attention";
-  if (key.startsWith("layernorm")) return "layernorm";
+  if (key.startsWith("softmax") || key.startsWith("attention:")) return "attention";
+  if (key.startsWith("layernorm") || key.startsWith("resnorm")) return "layernorm";
   if (key.startsWith("xent")) return "softmax/xent";
-  if (key.startsWith("embedding")) return "embedding";
+  if (key.startsWith("embedding") || key.startsWith("embedpos")) return "embedding";
   if (/^(adamw|clipcoef|reduce:sum:sq|reduce:[a-z]+:sq)/.test(key)) return "optimizer";
   if (
-    /^(map:|axpy|fill|copy|dropout|random|colsum|reduce|pack_half|unpack_half|round_half|sum_packed)/
+    /^(map:|axpy|fill|copy|dropout|residual|random|colsum|reduce|pack_half|unpack_half|round_half|sum_packed)/
       .test(key)
   ) {
     return "elementwise";

@@ -229,12 +229,16 @@ export function embedPositions(
 
 /**
  * The position table's gradient: the batch column sum of `g` (`[B, cols]`, cols
- * = T·h) into rows `0 … T−1` (zeros beyond); from position `start` > 0 (not
- * a binding-aligned offset in general), the embedding scatter-add.
+ * = T·h) into rows `0 … T−1` (zeros beyond). From position `start` > 0 (not a
+ * binding-aligned offset in general), or when 64 rows of T·h do not fit one
+ * storage binding (the column sum's blocks), the embedding scatter-add instead,
+ * which windows the table.
  */
 function positionGrad(g: Tensor, pos: Tensor, B: number, cols: number, start: number): Tensor {
   const device = g.device;
-  if (start !== 0) {
+  if (
+    start !== 0 || 64 * cols * 4 > device.maxBindingBytes || g.byteLength > device.maxBindingBytes
+  ) {
     const h = pos.shape[1];
     const T = cols / h;
     const ids = new Int32Array(B * T);
