@@ -80,7 +80,7 @@ export class MatmulTuner implements TilingSource {
     readonly device: Device,
     readonly store: TuningStore | null = null,
     readonly minFlops = MIN_TUNED_FLOPS,
-    readonly targetMs = 30,
+    readonly targetMs = 20,
   ) {
     this.#adapter = adapterKey(device);
     for (const [shape, tiling] of Object.entries(store?.load(this.#adapter) ?? {})) {
