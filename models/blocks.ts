@@ -53,9 +53,10 @@ export class SelfAttention extends Module {
 
   /**
    * Builds the block; `dropoutRng` should be the per-TP-rank stream. `fused`:
-   * the fused attention kernels (`ops.attention`) where they support the head
-   * size, else the unfused ops (`ops.attentionUnfused`); same results and
-   * dropout draws either way.
+   * the fused attention kernels (`ops.attention`) where they can run
+   * (`ops.canFuseAttention`: head size, one binding, loop cap), else the
+   * unfused ops (`ops.attentionUnfused`); same results and dropout draws
+   * either way.
    */
   constructor(
     layers: ParallelLayers,
@@ -88,7 +89,7 @@ export class SelfAttention extends Module {
       keep,
       dropout: drop.training && drop.p > 0 ? { p: drop.p, draw: drop.rng.next() } : undefined,
     };
-    const ctx = this.fused && ops.fusedAttentionSupports(hd)
+    const ctx = this.fused && ops.canFuseAttention(qkv, hd)
       ? ops.attention(qkv, opts)
       : ops.attentionUnfused(qkv, opts); // [B, T, hl]
     return await this.proj.forward(ctx);

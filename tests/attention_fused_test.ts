@@ -20,6 +20,7 @@ import { parseFlags, UsageError } from "../cli/flags.ts";
 import { gptConfigOf, trainArgsFromFlags } from "../cli/train_args.ts";
 import { TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
 import { backward } from "../core/autograd.ts";
+import { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";
 import type { RngDraw } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
@@ -27,7 +28,15 @@ import { TokenIds } from "../core/token_ids.ts";
 import { Bert } from "../models/bert.ts";
 import { Gpt } from "../models/gpt.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
-import { assertClose, gpuTest, prng, randomArray, testDevice, withTimeLimit } from "./helpers.ts";
+import {
+  assertClose,
+  gpuTest,
+  prng,
+  randomArray,
+  testBackend,
+  testDevice,
+  withTimeLimit,
+} from "./helpers.ts";
 
 const dev = await testDevice();
 
@@ -203,9 +212,30 @@ Deno.test("fused attention: clear errors for bad inputs", gpuTest, () => {
       }),
     /dropout probability/,
   );
+  assertEquals(ops.canFuseAttention(qkv, 4), true);
+  assertEquals(ops.canFuseAttention(qkv, 6), false);
   qkv.dispose();
   keep.dispose();
 });
+
+Deno.test(
+  "fused attention: qkv past one storage binding is refused (callers fall back)",
+  gpuTest,
+  async () => {
+    const capped = await Device.create({ backend: testBackend(), maxBindingBytes: 64 * 1024 });
+    try {
+      const qkv = Tensor.fromArray(capped, new Float32Array(2 * 64 * 192), [2, 64, 192]);
+      assertEquals(ops.canFuseAttention(qkv, 16), false);
+      assertThrows(
+        () => ops.attention(qkv, { numHeads: 4, headDim: 16, mask: "causal" }),
+        /exceeds one storage binding/,
+      );
+      qkv.dispose();
+    } finally {
+      await capped.close();
+    }
+  },
+);
 
 /** Hidden states and every parameter gradient of Σ hidden·R. */
 async function modelGrads(

@@ -11,10 +11,12 @@ import {
   attentionBackwardQueryKernel,
   attentionDispatch,
   attentionForwardKernel,
+  attentionLoopIterations,
   type AttentionMask,
   type AttentionSpec,
   checkAttentionShape,
 } from "../../kernels/attention.ts";
+import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
@@ -42,6 +44,19 @@ export interface AttentionOpts {
 /** Whether {@link attention} supports heads of `headDim` (a multiple of 4, at most 256). */
 export function fusedAttentionSupports(headDim: number): boolean {
   return Number.isInteger(headDim) && headDim >= 4 && headDim % 4 === 0 && headDim <= 256;
+}
+
+/**
+ * Whether {@link attention} can run on `qkv` (`[B, T, 3·heads·hd]`) with heads
+ * of `headDim`: a supported head size, `qkv` within one storage binding (the
+ * fused kernels do not bind in windows), and on a software adapter a sequence
+ * within Mesa's loop cap. Where it cannot, use {@link attentionUnfused}.
+ */
+export function canFuseAttention(qkv: Tensor, headDim: number): boolean {
+  if (!fusedAttentionSupports(headDim) || qkv.rank !== 3) return false;
+  const software = qkv.device.isSoftware;
+  return qkv.byteLength <= qkv.device.maxBindingBytes &&
+    !(software && attentionLoopIterations(qkv.shape[1]) > SOFTWARE_LOOP_LIMIT);
 }
 
 /**
@@ -98,6 +113,13 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   }
   const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop };
   checkAttentionShape(spec, T, device.isSoftware);
+  if (qkv.byteLength > device.maxBindingBytes) {
+    throw new Error(
+      `attention: qkv ${fmtShape(qkv.shape)} (${qkv.byteLength} bytes) exceeds one storage ` +
+        `binding (${device.maxBindingBytes} bytes); the fused kernels do not bind in windows: ` +
+        `use attentionUnfused or a smaller batch`,
+    );
+  }
   const d = attentionDispatch(
     B,
     T,
