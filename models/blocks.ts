@@ -81,13 +81,12 @@ export class SelfAttention extends Module {
     const nh = this.localHeads;
     const hd = this.headDim;
     const qkv = await this.qkv.forward(x); // [B, T, 3·hl] laid out q|k|v
-    const drop = this.#drop;
     const opts: ops.AttentionOpts = {
       numHeads: nh,
       headDim: hd,
       mask: keep ? "padding" : "causal",
       keep,
-      dropout: drop.training && drop.p > 0 ? { p: drop.p, draw: drop.rng.next() } : undefined,
+      dropout: this.#drop.spec() ?? undefined, // the draw Dropout.forward would take
     };
     const ctx = this.fused && ops.canFuseAttention(qkv, hd)
       ? ops.attention(qkv, opts)
