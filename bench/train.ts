@@ -25,6 +25,7 @@
  * @module
  */
 
+import { MatmulTuner } from "../core/matmul_tuner.ts";
 import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
 import type { FlagValues } from "../cli/flags.ts";
 import { Device } from "../core/device.ts";
@@ -144,7 +145,11 @@ const adapterNames = new Map<BackendName, string>();
 export function deviceFor(b: BackendName): Promise<Device> {
   let d = devices.get(b);
   if (!d) {
-    d = Device.create({ backend: b });
+    d = Device.create({ backend: b }).then((dev) => {
+      // Tuned matmul tilings, as `deno task train` uses by default (timed in warm-up).
+      dev.matmulTuner = new MatmulTuner(dev);
+      return dev;
+    });
     d.then((dev) => adapterNames.set(b, dev.summary().name), () => {});
     devices.set(b, d);
   }
@@ -185,6 +190,12 @@ async function projectRunner(row: BenchRow): Promise<Runner> {
   return runner;
 }
 
+/** Times the matmul shapes the device's tuner has seen but not tuned yet. */
+async function tuneMatmuls(device: Device): Promise<void> {
+  const tuner = device.matmulTuner;
+  if (tuner instanceof MatmulTuner && tuner.pending) await tuner.tune();
+}
+
 const samples = new Map<string, Samples>();
 const runners = new Map<string, Promise<Runner>>();
 const keyOf = (r: BenchRow) => `${r.impl}|${r.backend}|${r.config.name}`;
@@ -199,7 +210,10 @@ function runnerFor(row: BenchRow): Promise<Runner> {
         throw new Error("TF.js rows need bench/tfjs/train.ts");
       }
       const runner = await (row.impl === "project" ? projectRunner(row) : tfjsRunner!(row));
-      for (let i = 0; i < WARMUP; i++) await runner.step();
+      for (let i = 0; i < WARMUP; i++) {
+        await runner.step();
+        if (row.impl === "project") await tuneMatmuls(await deviceFor(row.backend));
+      }
       runner.peakBytes = undefined;
       return runner;
     })();
