@@ -22,7 +22,8 @@ import { dispatchRows } from "../core/ops/rows.ts";
 import { layerNormDispatch, layerNormForwardKernel } from "../kernels/layernorm.ts";
 import { type MaskKind, softmaxDispatch, softmaxForwardKernel } from "../kernels/softmax.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
-import { type MatmulOptions, matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
+import { matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
+import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { median } from "./stats.ts";
 
 /** Records operations of one row for one implementation. */
@@ -76,11 +77,6 @@ export function benchDevice(): Promise<Device> {
     return d;
   });
 }
-const mmOpts = (device: Device): MatmulOptions => ({
-  software: device.isSoftware,
-  maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
-  maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
-});
 
 function random(n: number): Float32Array {
   const a = new Float32Array(n);
@@ -116,16 +112,14 @@ export function matmulRow(name: string, shape: MatmulShape): Row {
     impls: {
       project: async () => {
         const device = await benchDevice();
-        const plan = matmulPlan(shape, mmOpts(device));
+        const plan = matmulPlan(shape, matmulOptions(device));
         const { a, b, bias } = inputs();
         const bindings = [gpuArray(device, a), gpuArray(device, b)];
         if (shape.bias) bindings.push(gpuArray(device, bias));
         bindings.push(gpuArray(device, new Float32Array(batch * M * N)));
         return {
           record(count) {
-            for (let i = 0; i < count; i++) {
-              device.dispatch(plan.kernel, bindings, plan.params, plan.workgroups);
-            }
+            for (let i = 0; i < count; i++) recordPlan(device, plan, bindings);
           },
           sync: () => device.sync(),
         };

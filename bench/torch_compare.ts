@@ -24,6 +24,7 @@
 import { parseArgs } from "node:util";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
 import { matmulPlan } from "../kernels/matmul.ts";
+import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
@@ -78,11 +79,7 @@ const best = (r: Record<string, number>) => {
 async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
   const device = await deviceFor(backend);
   const shape = squareMatmul(n);
-  const plan = matmulPlan(shape, {
-    software: device.isSoftware,
-    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
-    maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
-  });
+  const plan = matmulPlan(shape, matmulOptions(device));
   const buf = (init: boolean) => {
     const buffer = device.pool.acquire(4 * n * n);
     if (init) device.upload(buffer, Float32Array.from({ length: n * n }, () => Math.random() - .5));
@@ -91,9 +88,7 @@ async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
   const bindings = [buf(true), buf(true), buf(false)];
   const run = async (count: number) => {
     const t0 = performance.now();
-    for (let i = 0; i < count; i++) {
-      device.dispatch(plan.kernel, bindings, plan.params, plan.workgroups);
-    }
+    for (let i = 0; i < count; i++) recordPlan(device, plan, bindings);
     await device.sync();
     return performance.now() - t0;
   };
