@@ -110,8 +110,7 @@ async function runOnce(
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...perms, new URL(script, root).pathname, ...args],
     cwd: cwd ?? root.pathname,
-    // XDG_CACHE_HOME: tuned matmul tilings (cli/autotune.ts) stay out of the user's cache.
-    env: { XDG_RUNTIME_DIR: xdg, XDG_CACHE_HOME: xdg, NO_COLOR: "1" },
+    env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
     // A run past its time limit is killed (SIGKILL): exit code 137.
@@ -152,7 +151,7 @@ export function startCli(script: string, args: string[]): RunningCli {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...permissionArgs(script), new URL(script, root).pathname, ...args],
     cwd: root.pathname,
-    env: { XDG_RUNTIME_DIR: xdg, XDG_CACHE_HOME: xdg, NO_COLOR: "1" },
+    env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
