@@ -202,7 +202,7 @@ if (import.meta.main) {
     }; load average at the end ${la}`,
     `- reference: median of ${STEPS} steps after 2 warm-up steps; GPT-2 small: median of ${
       values["gpt2-steps"]
-    } steps (the project's first, compiling step included in its median)`,
+    } steps after one untimed step (compiling; the matmul tilings are tuned after it)`,
     "",
     "| workload | PyTorch CPU | this project | ratio |",
     "| --- | ---: | --- | ---: |",
