@@ -141,6 +141,17 @@ export class MatmulTuner implements TilingSource {
     return found;
   }
 
+  async #emptySyncMs(): Promise<number> {
+    await this.device.sync();
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      await this.device.sync();
+      times.push(performance.now() - t0);
+    }
+    return times.sort((a, b) => a - b)[2];
+  }
+
   async #tuneOne(key: string, shape: MatmulShape, opts: MatmulOptions) {
     const device = this.device;
     const { batch, M, N, K } = shape;
@@ -161,16 +172,21 @@ export class MatmulTuner implements TilingSource {
       const candidates = tilingCandidates(shape, opts);
       let best = { tiling: candidates[0], ms: Infinity };
       let heuristicMs = Infinity;
+      // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
+      // taken off every timing so that it does not drown short kernels.
+      const syncMs = await this.#emptySyncMs();
       for (const tiling of candidates) {
         const plan = matmulPlanWith(shape, opts, tiling);
         const run = async (n: number) => {
           const t0 = performance.now();
           for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
           await device.sync();
-          return (performance.now() - t0) / n;
+          return Math.max(performance.now() - t0 - syncMs, 0) / n;
         };
-        const once = await run(1); // compiles
-        const reps = Math.max(1, Math.min(64, Math.ceil(this.targetMs / Math.max(once, 0.05))));
+        await run(1); // compiles
+        const once = await run(1);
+        const target = Math.max(this.targetMs, 4 * syncMs); // a sync's jitter stays small
+        const reps = Math.max(1, Math.min(256, Math.ceil(target / Math.max(once, 0.02))));
         const ms = Math.min(await run(reps), await run(reps));
         if (ms < best.ms) best = { tiling, ms };
         if (tiling === candidates[0]) heuristicMs = ms;
