@@ -1,0 +1,96 @@
+/**
+ * What reading B through a texture buys the software matmul (kernels/matmul.ts's
+ * `MatmulTiling.texB`): the heuristic tiling with B from its storage buffer and
+ * from a texture, interleaved, on the matmul shapes of the reference GPT step
+ * (vocab 256, hidden 128, seq 64, batch 8) and at 1024³. Both give the same
+ * bits; only the load path differs.
+ *
+ *     deno task bench:matmul-texture [--backend dawn|deno] [--rounds 5]
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
+import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
+import { chooseTiling, matmulPlanWith, type MatmulShape } from "../kernels/matmul.ts";
+import { median } from "./stats.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    backend: { type: "string", default: "dawn" },
+    rounds: { type: "string", default: "5" },
+  },
+});
+const device = await Device.create({ backend: parseBackend(values.backend) });
+const opts = matmulOptions(device);
+if (!device.isSoftware) {
+  console.log("not a software adapter: the texture path is for CPU adapters only");
+  Deno.exit(0);
+}
+
+const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
+  `${tt} ${M}×${N}×${K}`,
+  {
+    batch: 1,
+    M,
+    N,
+    K,
+    transA: tt[0] === "T",
+    transB: tt[1] === "T",
+    batchA: true,
+    batchB: true,
+    bias: false,
+  },
+];
+const SHAPES = [
+  mm(512, 384, 128, "NT"), // q|k|v projection
+  mm(512, 512, 128, "NT"), // MLP in
+  mm(512, 128, 512, "NT"), // MLP out
+  mm(512, 128, 512, "NN"), // its input gradient
+  mm(512, 512, 128, "NN"),
+  mm(128, 512, 512, "TN"), // weight gradients
+  mm(512, 128, 512, "TN"),
+  mm(1024, 1024, 1024, "NN"),
+];
+
+async function gflops(shape: MatmulShape, texB: boolean): Promise<number> {
+  const t = { ...chooseTiling(shape, opts), texB };
+  const plan = matmulPlanWith(shape, opts, t);
+  const sizes = [shape.M * shape.K, shape.K * shape.N, shape.M * shape.N].map((n) => 4 * n);
+  const bufs = sizes.map((size) => {
+    const buffer = device.pool.acquire(size);
+    device.upload(buffer, Float32Array.from({ length: size / 4 }, () => Math.random() - 0.5));
+    return { buffer, size };
+  });
+  const run = async (n: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
+    await device.sync();
+    return performance.now() - t0;
+  };
+  await run(1);
+  const once = await run(1);
+  const reps = Math.max(4, Math.ceil(100 / once));
+  const ms = (await run(reps)) / reps;
+  for (const b of bufs) device.pool.release(b.buffer);
+  return (2 * shape.M * shape.N * shape.K) / ms / 1e6;
+}
+
+const rounds = Number(values.rounds);
+const la = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+console.log(`${device.summary().backend}: ${device.summary().name}; load average ${la()}`);
+console.log("\n| matmul | B from buffer, GFLOP/s | B from texture, GFLOP/s | texture / buffer |");
+console.log("| --- | ---: | ---: | ---: |");
+for (const [name, shape] of SHAPES) {
+  const buf: number[] = [], tex: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    buf.push(await gflops(shape, false));
+    tex.push(await gflops(shape, true));
+  }
+  const b = median(buf), t = median(tex);
+  console.log(`| ${name} | ${b.toFixed(1)} | ${t.toFixed(1)} | ${(t / b).toFixed(2)}× |`);
+}
+console.log(`\n(medians of ${rounds} interleaved rounds; load average at the end ${la()})`);
+await device.close();
