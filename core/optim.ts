@@ -146,8 +146,9 @@ export class AdamW {
     for (const group of this.#groups(device, entries, c.binding.buffer)) {
       if (group.length === 1) {
         const [e] = group;
-        const d = adamwDispatch(e.n, step(e.decay));
-        device.dispatch(adamwKernel(), [...e.state, c.binding], d.params, d.workgroups);
+        const width = e.n % 4 === 0 ? 4 : 1;
+        const d = adamwDispatch(e.n, step(e.decay), width);
+        device.dispatch(adamwKernel(width), [...e.state, c.binding], d.params, d.workgroups);
         continue;
       }
       const d = adamwMultiDispatch(group.map((e) => e.n), group.map((e) => e.decay), step(0));
