@@ -35,9 +35,12 @@ export function mapRaw(op: MapOp, x: Tensor, y?: Tensor, alpha = 1, beta = 0): T
   const out = Tensor.empty(x.device, x.shape);
   const arity = mapArity(op);
   const broadcast = arity === 2 && y!.size !== x.size;
-  const kernel = mapKernel(op, broadcast);
-  for (const [s, c] of elementWindows(x.device, x.size, broadcast ? y!.size : 1)) {
-    const d = mapDispatch(c, y?.size ?? 1, alpha, beta);
+  const ny = y?.size ?? 1;
+  for (const [s, c] of elementWindows(x.device, x.size, broadcast ? ny : 1)) {
+    // four elements per invocation where the window (and a broadcast y) divides by 4
+    const width = c % 4 === 0 && (!broadcast || ny % 4 === 0) ? 4 : 1;
+    const kernel = mapKernel(op, broadcast, width);
+    const d = mapDispatch(c, ny, alpha, beta, width);
     const yb = broadcast ? y!.binding : y && subBinding(y.binding, s, c);
     const xo = [subBinding(x.binding, s, c), subBinding(out.binding, s, c)];
     const bufs = arity === 2 ? [xo[0], yb!, xo[1]] : xo;
