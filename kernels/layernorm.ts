@@ -8,6 +8,51 @@ import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
 
 /**
+ * WGSL finishing one row of a layer-norm forward once `s` holds this
+ * invocation's part of the row sum of `src` (row start `base`): the mean, the
+ * rstd from a second pass over `src`, `y = (src − mean)·rstd·gamma + beta`,
+ * and the row's mean and rstd into `meanOut`/`rstdOut`. Shared by the plain
+ * and the fused residual layer norm (kernels/residual_norm.ts).
+ */
+export function normalizeRowWgsl(src: string): string {
+  return `  let mean = wg_sum(s, lid) / f32(p.cols);
+  var q = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) { let d = ${src}[base + c] - mean; q += d * d; }
+  let rstd = inverseSqrt(wg_sum(q, lid) / f32(p.cols) + p.eps);
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    y[base + c] = (${src}[base + c] - mean) * rstd * gamma[c] + beta[c];
+  }
+  if (lid == 0u) { meanOut[row] = mean; rstdOut[row] = rstd; }`;
+}
+
+/**
+ * WGSL of one row of the layer-norm input gradient from the saved statistics
+ * (`meanIn`, `rstdIn`), the forward input `src`, `gamma` and `dy`: for each
+ * element `i` of the row, `v = rstd·(dy·gamma − mean(g) − x̂·mean(g·x̂))`, then
+ * `store` (WGSL using `i`, `c` and `v`). Shared by the plain and the fused
+ * residual layer norm (kernels/residual_norm.ts).
+ */
+export function normGradRowWgsl(src: string, store: string): string {
+  return `  let mean = meanIn[row];
+  let rstd = rstdIn[row];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let g = dy[base + c] * gamma[c];
+    sg += g;
+    sgx += g * (${src}[base + c] - mean) * rstd;
+  }
+  let mg = wg_sum(sg, lid) / f32(p.cols);
+  let mgx = wg_sum(sgx, lid) / f32(p.cols);
+  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
+    let i = base + c;
+    let xh = (${src}[i] - mean) * rstd;
+    let v = rstd * (dy[i] * gamma[c] - mg - xh * mgx);
+    ${store}
+  }`;
+}
+
+/**
  * `y = (x − mean)·rstd·gamma + beta` per row; also writes mean and rstd per row
  * for the backward pass. Bindings: x, gamma, beta, y, mean, rstd.
  */
@@ -31,14 +76,7 @@ fn main(${GRID_BUILTINS}) {
   let base = row * p.cols;
   var s = 0.0;
   for (var c = lid; c < p.cols; c += ${ROW_WG}u) { s += x[base + c]; }
-  let mean = wg_sum(s, lid) / f32(p.cols);
-  var v = 0.0;
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) { let d = x[base + c] - mean; v += d * d; }
-  let rstd = inverseSqrt(wg_sum(v, lid) / f32(p.cols) + p.eps);
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
-    y[base + c] = (x[base + c] - mean) * rstd * gamma[c] + beta[c];
-  }
-  if (lid == 0u) { meanOut[row] = mean; rstdOut[row] = rstd; }
+${normalizeRowWgsl("x")}
 }`,
   };
 }
@@ -73,21 +111,7 @@ fn main(${GRID_BUILTINS}) {
   let row = ${GROUP_INDEX};
   if (row >= p.rows) { return; }
   let base = row * p.cols;
-  let mean = meanIn[row];
-  let rstd = rstdIn[row];
-  var sg = 0.0;
-  var sgx = 0.0;
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
-    let g = dy[base + c] * gamma[c];
-    sg += g;
-    sgx += g * (x[base + c] - mean) * rstd;
-  }
-  let mg = wg_sum(sg, lid) / f32(p.cols);
-  let mgx = wg_sum(sgx, lid) / f32(p.cols);
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
-    let xh = (x[base + c] - mean) * rstd;
-    dx[base + c] = rstd * (dy[base + c] * gamma[c] - mg - xh * mgx);
-  }
+${normGradRowWgsl("x", "dx[i] = v;")}
 }`,
   };
 }

@@ -11,6 +11,7 @@
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
+import { normalizeRowWgsl, normGradRowWgsl } from "./layernorm.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
 
 const WG = 256;
@@ -64,14 +65,7 @@ fn main(${GRID_BUILTINS}) {
     sum[i] = v;
     s += v;
   }
-  let mean = wg_sum(s, lid) / f32(p.cols);
-  var q = 0.0;
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) { let d = sum[base + c] - mean; q += d * d; }
-  let rstd = inverseSqrt(wg_sum(q, lid) / f32(p.cols) + p.eps);
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
-    y[base + c] = (sum[base + c] - mean) * rstd * gamma[c] + beta[c];
-  }
-  if (lid == 0u) { meanOut[row] = mean; rstdOut[row] = rstd; }
+${normalizeRowWgsl("sum")}
 }`,
   };
 }
@@ -110,24 +104,14 @@ fn main(${GRID_BUILTINS}) {
   let row = ${GROUP_INDEX};
   if (row >= p.rows) { return; }
   let base = row * p.cols;
-  let mean = meanIn[row];
-  let rstd = rstdIn[row];
-  var sg = 0.0;
-  var sgx = 0.0;
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
-    let g = dy[base + c] * gamma[c];
-    sg += g;
-    sgx += g * (sumIn[base + c] - mean) * rstd;
-  }
-  let mg = wg_sum(sg, lid) / f32(p.cols);
-  let mgx = wg_sum(sgx, lid) / f32(p.cols);
-  for (var c = lid; c < p.cols; c += ${ROW_WG}u) {
-    let i = base + c;
-    let xh = (sumIn[i] - mean) * rstd;
-    let v = ${residual ? "dres[i] + " : ""}rstd * (dy[i] * gamma[c] - mg - xh * mgx);
-    dx[i] = v;
-    ${drop ? "da[i] = select(0.0, v * p.scale, keep(i));" : ""}
-  }
+${
+      normGradRowWgsl(
+        "sumIn",
+        // the gradient reaching `sum` along the residual path joins the norm's
+        (residual ? "let t = dres[i] + v;" : "let t = v;") + " dx[i] = t;" +
+          (drop ? " da[i] = select(0.0, t * p.scale, keep(i));" : ""),
+      )
+    }
 }`,
   };
 }

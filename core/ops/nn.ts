@@ -39,17 +39,30 @@ import { dispatchRows } from "./rows.ts";
 import { COLUMN_BLOCK_ROWS } from "../../kernels/reduce.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 
-/** Layer norm over the last dimension with affine `gamma`, `beta`. */
-export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+/**
+ * Checks that `gamma` and `beta` each hold one value per feature of `x` (its
+ * last dimension) and returns `x` as `rows × cols`; `op` names the caller.
+ */
+export function normRows(
+  op: string,
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+): { rows: number; cols: number } {
   const cols = x.shape[x.rank - 1];
   if (gamma.size !== cols || beta.size !== cols) {
     throw new Error(
-      `layerNorm: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${
-        fmtShape(gamma.shape)
-      }, beta ${fmtShape(beta.shape)}`,
+      `${op}: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${fmtShape(gamma.shape)}, beta ${
+        fmtShape(beta.shape)
+      }`,
     );
   }
-  const rows = x.size / cols;
+  return { rows: x.size / cols, cols };
+}
+
+/** Layer norm over the last dimension with affine `gamma`, `beta`. */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+  const { rows, cols } = normRows("layerNorm", x, gamma, beta);
   const device = x.device;
   const y = Tensor.empty(device, x.shape);
   const mean = Tensor.empty(device, [rows]);

@@ -25,7 +25,7 @@ import { assertSameShape, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 import { add } from "./basic.ts";
-import { checkLookup, embeddingGrad, layerNormParamGrads } from "./nn.ts";
+import { checkLookup, embeddingGrad, layerNormParamGrads, normRows } from "./nn.ts";
 import { columnSum, zeros } from "./raw.ts";
 import { dispatchRows } from "./rows.ts";
 
@@ -79,15 +79,7 @@ export function residualLayerNorm(
 ): ResidualNorm {
   assertSameShape("residualLayerNorm", x, a);
   const d0 = activeDrop("residualLayerNorm", drop);
-  const cols = x.shape[x.rank - 1];
-  if (gamma.size !== cols || beta.size !== cols) {
-    throw new Error(
-      `residualLayerNorm: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${
-        fmtShape(gamma.shape)
-      }, beta ${fmtShape(beta.shape)}`,
-    );
-  }
-  const rows = x.size / cols;
+  const { rows, cols } = normRows("residualLayerNorm", x, gamma, beta);
   const device = x.device;
   const sum = Tensor.empty(device, x.shape);
   const normed = Tensor.empty(device, x.shape);
