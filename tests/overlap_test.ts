@@ -8,23 +8,13 @@
 
 import assert from "node:assert/strict";
 import { withTimeLimit } from "./helpers.ts";
-import { joinShards, type RankResult, runSpec } from "./tp_harness.ts";
+import { joinShards, type RankResult, runSpec, TP_TEST_MODEL } from "./tp_harness.ts";
 import type { TpRunSpec } from "./tp_worker.ts";
 import { bucketLayout } from "../models/parallel/overlap.ts";
 
 const base: TpRunSpec = {
   tp: 1,
-  config: {
-    vocabSize: 113,
-    vocabMultiple: 32,
-    numLayers: 2,
-    hiddenSize: 20,
-    numHeads: 4,
-    ffnHiddenSize: 52,
-    maxPositions: 7,
-    hiddenDropout: 0.1,
-    attentionDropout: 0,
-  },
+  config: TP_TEST_MODEL,
   batch: 8,
   seq: 7,
   steps: 3,

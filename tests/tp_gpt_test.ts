@@ -9,22 +9,12 @@
  */
 
 import { assertClose, gpuTest } from "./helpers.ts";
-import { joinShards, runSpec } from "./tp_harness.ts";
+import { joinShards, runSpec, TP_TEST_MODEL } from "./tp_harness.ts";
 import type { TpRunSpec } from "./tp_worker.ts";
 
 const base: TpRunSpec = {
   tp: 1,
-  config: {
-    vocabSize: 113,
-    vocabMultiple: 32,
-    numLayers: 2,
-    hiddenSize: 20,
-    numHeads: 4,
-    ffnHiddenSize: 52,
-    maxPositions: 7,
-    hiddenDropout: 0.1,
-    attentionDropout: 0,
-  },
+  config: TP_TEST_MODEL,
   batch: 6,
   seq: 7,
   steps: 5,

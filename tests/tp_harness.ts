@@ -8,6 +8,23 @@ import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { ShardOut, TpRunSpec } from "./tp_worker.ts";
 
+/**
+ * The tiny model of the tensor-parallel tests (GPT and BERT): 2 layers, hidden
+ * 20, 4 heads, a 113-token vocabulary padded to a multiple of 32·tp, 7
+ * positions, hidden dropout on (so the per-rank RNG streams are exercised).
+ */
+export const TP_TEST_MODEL: TpRunSpec["config"] = {
+  vocabSize: 113,
+  vocabMultiple: 32,
+  numLayers: 2,
+  hiddenSize: 20,
+  numHeads: 4,
+  ffnHiddenSize: 52,
+  maxPositions: 7,
+  hiddenDropout: 0.1,
+  attentionDropout: 0,
+};
+
 /** What one rank returned. */
 export interface RankResult {
   /** Global rank. */
