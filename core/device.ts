@@ -133,7 +133,7 @@ export class Device {
   #batched = 0;
   #afterSubmit: (() => void)[] = [];
   #pipelines = new Map<string, GPUComputePipeline>();
-  #scratchTextures = new Map<string, GPUTexture>();
+  #scratchTextures = new Map<string, { texture: GPUTexture; view: GPUTextureView }>();
   #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
   #lost = false;
@@ -395,18 +395,23 @@ export class Device {
    * are read before the next writer's). Freed with the device.
    */
   scratchTexture(width: number, height: number): GPUTextureView {
+    return this.#scratch(width, height).view;
+  }
+
+  #scratch(width: number, height: number): { texture: GPUTexture; view: GPUTextureView } {
     const key = `${width}x${height}`;
     let t = this.#scratchTextures.get(key);
     if (!t) {
-      t = this.gpu.createTexture({
+      const texture = this.gpu.createTexture({
         size: [width, height],
         format: "rgba32float",
         usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING |
           GPUTextureUsage.COPY_DST,
       });
+      t = { texture, view: texture.createView() };
       this.#scratchTextures.set(key, t);
     }
-    return t.createView();
+    return t;
   }
 
   /**
@@ -419,11 +424,11 @@ export class Device {
     this.assertAlive();
     const bytesPerRow = 16 * width;
     if (bytesPerRow % 256 !== 0 || src.size < bytesPerRow * height) return null;
-    const view = this.scratchTexture(width, height);
+    const { texture, view } = this.#scratch(width, height);
     this.#endPass();
     this.#getEncoder().copyBufferToTexture(
       { buffer: src.buffer, offset: src.offset ?? 0, bytesPerRow, rowsPerImage: height },
-      { texture: this.#scratchTextures.get(`${width}x${height}`)! },
+      { texture },
       [width, height],
     );
     return view;
@@ -575,7 +580,7 @@ export class Device {
     this.#uniforms.clear();
     for (const list of this.#readStaging.values()) for (const b of list) b.destroy();
     this.#readStaging.clear();
-    for (const t of this.#scratchTextures.values()) t.destroy();
+    for (const t of this.#scratchTextures.values()) t.texture.destroy();
     this.#scratchTextures.clear();
     this.#lost = true;
     this.gpu.destroy();
