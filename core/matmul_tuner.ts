@@ -123,8 +123,11 @@ export class MatmulTuner implements TilingSource {
   async tune(): Promise<TunedShape[]> {
     const found: TunedShape[] = [];
     const table: TuningTable = {};
+    // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
+    // taken off every timing so that it does not drown short kernels.
+    const syncMs = this.#pending.size ? await this.#emptySyncMs() : 0;
     for (const [key, { shape, opts }] of this.#pending) {
-      const r = await this.#tuneOne(key, shape, opts);
+      const r = await this.#tuneOne(key, shape, opts, syncMs);
       this.#chosen.set(key, r.tiling);
       table[key] = tilingKey(r.tiling);
       found.push(r.report);
@@ -152,7 +155,7 @@ export class MatmulTuner implements TilingSource {
     return times.sort((a, b) => a - b)[2];
   }
 
-  async #tuneOne(key: string, shape: MatmulShape, opts: MatmulOptions) {
+  async #tuneOne(key: string, shape: MatmulShape, opts: MatmulOptions, syncMs: number) {
     const device = this.device;
     const { batch, M, N, K } = shape;
     const f32 = 4;
@@ -172,9 +175,6 @@ export class MatmulTuner implements TilingSource {
       const candidates = tilingCandidates(shape, opts);
       let best = { tiling: candidates[0], ms: Infinity };
       let heuristicMs = Infinity;
-      // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
-      // taken off every timing so that it does not drown short kernels.
-      const syncMs = await this.#emptySyncMs();
       for (const tiling of candidates) {
         const plan = matmulPlanWith(shape, opts, tiling);
         const run = async (n: number) => {
