@@ -56,32 +56,68 @@ function alive(pid: number): boolean {
 }
 
 /**
- * No socket listens on `port` (Linux: /proc/net/tcp{,6}, state 0A). A probe
- * `listen` would also fail when an unrelated process's outgoing connection
- * happens to use the port as its ephemeral local port, which other tests
- * running at the same time make likely; a listener is what a surviving rank
- * or store would hold.
+ * Live processes of one run: those whose environment carries `marker` (the
+ * run's own `XDG_RUNTIME_DIR=…`, which the launcher passes on to its ranks).
+ * Null where /proc cannot be read.
  */
-function portFree(port: number): boolean {
+function runProcesses(marker: string): number[] | null {
+  const pids: number[] = [];
+  try {
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        const env = Deno.readTextFileSync(`/proc/${e.name}/environ`).split("\0");
+        if (env.includes(marker)) pids.push(Number(e.name));
+      } catch { /* gone, or not ours to read */ }
+    }
+  } catch {
+    return null;
+  }
+  return pids;
+}
+
+/**
+ * Whether a process of the run (see {@link runProcesses}) listens on `port`
+ * (Linux: /proc/net/tcp{,6}, state 0A, matched to the process's socket inodes).
+ * Only the run's own listeners count: once the run's processes are gone, the
+ * freed port may be taken at once by another test running at the same time (an
+ * ephemeral port of its own). Without /proc: a probe `listen` on the port.
+ */
+function portHeldByRun(port: number, marker: string): boolean {
   const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const pids = runProcesses(marker);
   let tables: string[];
   try {
     tables = ["/proc/net/tcp", "/proc/net/tcp6"].map((f) => Deno.readTextFileSync(f));
   } catch {
+    tables = [];
+  }
+  if (pids === null || tables.length === 0) {
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return true;
-    } catch {
       return false;
+    } catch {
+      return true;
     }
   }
+  const inodes = new Set<string>();
   for (const table of tables) {
     for (const line of table.split("\n").slice(1)) {
-      const [, local, , state] = line.trim().split(/\s+/);
-      if (state === "0A" && local?.endsWith(hex)) return false;
+      const f = line.trim().split(/\s+/);
+      if (f[3] === "0A" && f[1]?.endsWith(hex)) inodes.add(f[9]);
     }
   }
-  return true;
+  if (inodes.size === 0) return false;
+  for (const pid of pids) {
+    try {
+      for (const fd of Deno.readDirSync(`/proc/${pid}/fd`)) {
+        const target = Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`);
+        const m = /^socket:\[(\d+)\]$/.exec(target);
+        if (m && inodes.has(m[1])) return true;
+      }
+    } catch { /* gone */ }
+  }
+  return false;
 }
 
 interface Run {
@@ -177,7 +213,10 @@ async function signalMidRun(dir: string, signals: Deno.Signal[], extra: string[]
   const goneMs = performance.now() - t0;
   const left = [child.pid, ...ranks].filter(alive);
   assert.deepEqual(left, [], `processes still alive: ${left}\n${stderr}`);
-  assert.ok(portFree(port), `port ${port} still held`);
+  const marker = `XDG_RUNTIME_DIR=${dir}/xdg`;
+  const stray = runProcesses(marker) ?? [];
+  assert.deepEqual(stray, [], `processes of the run still alive: ${stray}`);
+  assert.ok(!portHeldByRun(port, marker), `port ${port} still held by the run`);
   return { code: status.code, stderr, goneMs, ranks };
 }
 
