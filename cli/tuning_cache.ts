@@ -46,7 +46,8 @@ export class FileTuningStore implements TuningStore {
     f.adapters[adapter] = { ...f.adapters[adapter], ...table };
     const dir = this.path.slice(0, this.path.lastIndexOf("/"));
     if (dir) Deno.mkdirSync(dir, { recursive: true });
-    const tmp = `${this.path}.${Deno.pid}.tmp`;
+    // Workers of one process (ranks of a TP run) share the pid: the suffix keeps their files apart.
+    const tmp = `${this.path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
     Deno.writeTextFileSync(tmp, JSON.stringify(f, null, 1) + "\n");
     Deno.renameSync(tmp, this.path);
   }
