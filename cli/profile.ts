@@ -7,12 +7,26 @@
  * @module
  */
 
+import { localDistConfig } from "../collectives/env.ts";
+import { runWorkers } from "../collectives/launch.ts";
+import type { ProcessGroup } from "../collectives/group.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
 import { DeviceProfiler, type KernelStat, type ProfileMode } from "../core/profiler.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt } from "../models/gpt.ts";
+import {
+  type CommBytes,
+  type CommTimer,
+  countedGroup,
+  countsInNorm,
+  hybridHooks,
+  timedGroup,
+} from "../models/parallel/hooks.ts";
+import { RngTracker } from "../models/parallel/random.ts";
+import type { TpGroup } from "../models/parallel/mappings.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
 import { handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
@@ -41,9 +55,12 @@ const PROFILE_FLAGS: Record<string, FlagSpec> = {
 const USAGE = `Usage: deno task profile [train flags] [profile flags]
 
 Runs --warmup untimed and --steps profiled training steps of the GPT that the
-train flags describe, on random tokens, one rank (TP=1), and reports per step:
-dispatches, submits, host syncs, bytes read back, the plain step time, and GPU
-time per kernel and per kernel family.`;
+train flags describe, on random tokens, and reports per step: dispatches,
+submits, host syncs, bytes read back, the plain step time, and GPU time per
+kernel and per kernel family. With --tensor-model-parallel-size N each rank is a
+Worker with its own device (as in training); rank 0's tables are printed, then
+each rank's step time, GPU time and time in collectives (timed after a device
+sync each, in the profiled steps only).`;
 
 /** Kernel families, in report order. */
 export const FAMILIES = [
@@ -108,6 +125,12 @@ export interface Profile {
   model: Record<string, number>;
   /** Steps profiled. */
   steps: number;
+  /** Tensor-parallel size. */
+  tp: number;
+  /** This rank's position in its TP group. */
+  rank: number;
+  /** Its collectives per profiled step (TP > 1 only). */
+  comm?: CommProfile;
   /** Per-step counts (from unprofiled steps). */
   perStep: {
     dispatches: number;
@@ -144,15 +167,58 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** Runs the profile the flags describe on `device`. */
+/** A rank's groups when the profile runs tensor-parallel (one Worker per rank). */
+export interface ProfileRanks {
+  /** This rank's tensor-parallel group. */
+  tp: TpGroup;
+  /** Its data-parallel group (of one: the profile runs TP only). */
+  dp: ProcessGroup;
+  /** This rank's position in the TP group. */
+  tpRank: number;
+}
+
+/** The collectives of a profiled step, on one rank, per step. */
+export interface CommProfile {
+  /** Collectives per step (TP f/g all-reduces, the vocab-parallel loss's, the norm's). */
+  calls: number;
+  /** Bytes this rank sends per step, as a ring moves them (`countedGroup`). */
+  bytes: number;
+  /**
+   * Host milliseconds per step inside the collectives, each after a device sync
+   * (untimed): moving the data and waiting for the slower peer, not queued compute.
+   */
+  ms: number;
+}
+
+/**
+ * The TP group with its collectives timed (after a device sync) and counted
+ * while `metering.on`; plain otherwise, so unprofiled steps run as in training.
+ */
+function meteredGroup(group: TpGroup, device: Device) {
+  const timer: CommTimer = { ms: 0 };
+  const bytes: CommBytes = { allReduce: 0, allGather: 0, calls: 0 };
+  const metered = timedGroup(countedGroup(group, bytes), timer, device);
+  const metering = { on: false, timer, bytes };
+  const tp: TpGroup & { untimed: TpGroup } = {
+    size: group.size,
+    rank: group.rank,
+    // overlapped collectives (--overlap-tp-comm) bypass the timing: the trainer times their exposed wait
+    untimed: group,
+    allReduce: (x, op) => metering.on ? metered.allReduce(x, op) : group.allReduce(x, op),
+    allGather:
+      ((x: Parameters<TpGroup["allGather"]>[0]) =>
+        metering.on ? metered.allGather(x) : group.allGather(x)) as TpGroup["allGather"],
+  };
+  return { tp, metering };
+}
+
+/** Runs the profile the flags describe on `device` (one rank of a TP group with `ranks`). */
 export async function profileRun(
   device: Device,
   f: Record<string, unknown>,
+  ranks?: ProfileRanks,
 ): Promise<Profile> {
   if (f.model !== "gpt") throw new UsageError("profile: only --model gpt for now");
-  if ((f["tensor-model-parallel-size"] as number) !== 1) {
-    throw new UsageError("profile: one rank only (--tensor-model-parallel-size 1)");
-  }
   const vocab = f["vocab-size"] as number;
   const cfg = gptConfigFromFlags(f as never, vocab);
   const B = f["micro-batch-size"] as number, T = f["seq-length"] as number;
@@ -163,11 +229,22 @@ export async function profileRun(
   if (timing === "timestamp" && !hasTs) {
     throw new UsageError("profile: this adapter has no timestamp-query (use --timing sync)");
   }
-  const gpt = Gpt.serial(device, cfg, f.seed as number);
+  const seed = f.seed as number;
+  const metered = ranks && ranks.tp.size > 1 ? meteredGroup(ranks.tp, device) : null;
+  const gpt = metered
+    ? new Gpt(
+      new TensorParallelLayers(device, metered.tp, { overlapComm: !!f["overlap-tp-comm"] }),
+      cfg,
+      { seed, rng: new RngTracker(seed, ranks!.tpRank, 0) },
+    )
+    : Gpt.serial(device, cfg, seed);
   const trainer = new Trainer(device, gpt, {
     schedule: { lr: f.lr as number, decayIters: 1000, style: "constant" },
     clipGrad: f["clip-grad"] as number,
     adam: { multiTensor: !!f["multi-tensor-adam"] },
+    hooks: metered ? hybridHooks(device, { tp: metered.tp, dp: ranks!.dp }) : undefined,
+    countsInNorm: metered ? countsInNorm(ranks!.tpRank) : undefined,
+    backwardWaits: metered?.metering.timer,
   });
   const rng = new DataRng(7);
   const tokens = () => Int32Array.from({ length: B * T }, () => rng.nextInt(vocab));
@@ -195,6 +272,7 @@ export async function profileRun(
   const counts = { dispatches: 0, submits: 0, hostSyncs: 0, bytesRead: 0 };
   const prof = new DeviceProfiler(timing as ProfileMode);
   const profWall: number[] = [];
+  const comm: CommProfile = { calls: 0, bytes: 0, ms: 0 };
   let overhead: number | undefined;
   const total = new Map<string, KernelStat>();
   for (let i = 0; i < steps; i++) {
@@ -221,11 +299,20 @@ export async function profileRun(
 
     prof.reset();
     device.profiler = prof;
+    if (metered) metered.metering.on = true;
+    const comm0 = metered && { ...metered.metering.bytes, ms: metered.metering.timer.ms };
     t0 = performance.now();
     try {
       await step();
     } finally {
       device.profiler = null;
+      if (metered) metered.metering.on = false;
+    }
+    if (metered && comm0) {
+      const m = metered.metering;
+      comm.calls += m.bytes.calls - comm0.calls;
+      comm.bytes += m.bytes.allReduce + m.bytes.allGather - comm0.allReduce - comm0.allGather;
+      comm.ms += m.timer.ms - comm0.ms;
     }
     profWall.push(performance.now() - t0);
     if (prof.mode === "timestamp") await prof.collect();
@@ -276,6 +363,11 @@ export async function profileRun(
       params: gpt.numParams(),
     },
     steps,
+    tp: ranks?.tp.size ?? 1,
+    rank: ranks?.tpRank ?? 0,
+    comm: metered
+      ? { calls: comm.calls / steps, bytes: comm.bytes / steps, ms: comm.ms / steps }
+      : undefined,
     perStep: {
       dispatches: counts.dispatches / steps,
       submits: counts.submits / steps,
@@ -350,6 +442,14 @@ export function formatProfile(p: Profile, top = 15): string {
       f1(s.hostUntilSubmitMs)
     } ms from the step's start to its last submit (host work: building the graph, recording; ` +
     `with several submits the earlier batches run meanwhile)`,
+    ...(p.comm
+      ? [
+        `- collectives (rank ${p.rank} of TP=${p.tp}, each timed after a device sync): ${p.comm.calls} per step, ` +
+        `${Math.round(p.comm.bytes)} bytes sent, ${f1(p.comm.ms)} ms in them (${
+          f1((100 * p.comm.ms) / p.perStep.profiledWallMs)
+        }% of the profiled step's wall)`,
+      ]
+      : []),
     `- a one-workgroup no-op dispatch takes ${f1(p.noopDispatchMs * 1000)} µs of GPU time: ` +
     `× ${s.dispatches} dispatches = ${f1(p.noopDispatchMs * s.dispatches)} ms per step (${
       f1((100 * p.noopDispatchMs * s.dispatches) / s.wallMs)
@@ -370,10 +470,44 @@ export function formatProfile(p: Profile, top = 15): string {
   return lines.join("\n");
 }
 
+/** One line per rank: step time, GPU time and collectives (a TP run). */
+export function formatRanks(ps: Profile[]): string {
+  const f1 = (x: number) => x.toFixed(1);
+  return [
+    "| rank | step wall ms | kernels' GPU ms | in collectives ms | collectives | bytes sent |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...ps.map((p) =>
+      `| ${p.rank} | ${f1(p.perStep.wallMs)} | ${f1(p.perStep.kernelMs)} | ${
+        f1(p.comm?.ms ?? 0)
+      } | ${p.comm?.calls ?? 0} | ${Math.round(p.comm?.bytes ?? 0)} |`
+    ),
+  ].join("\n");
+}
+
 async function run(args: string[]): Promise<number> {
   const specs = { ...TRAIN_FLAGS, ...PROFILE_FLAGS };
   const f = parseCommandLine(args, specs, USAGE);
   if (typeof f === "number") return f;
+  const tp = f["tensor-model-parallel-size"] as number;
+  if (tp > 1) {
+    // One Worker per rank, each with its own device, connected by shared memory (as `deno task train --tensor-model-parallel-size N`).
+    const res = await runWorkers(
+      localDistConfig(tp, 30 * 60_000),
+      new URL("./profile_worker.ts", import.meta.url),
+      [JSON.stringify(f)],
+    );
+    if (!res.ok) {
+      for (const r of res.ranks) if (!r.ok) console.error(`rank ${r.rank}: ${r.error}`);
+      return 1;
+    }
+    const ps = res.ranks.map((r) => r.result as Profile);
+    if (f.json) console.log(JSON.stringify(ps));
+    else {
+      console.log(`## rank 0 of TP=${tp}\n\n${formatProfile(ps[0], f.top as number)}`);
+      console.log(`\n## every rank, per step\n\n${formatRanks(ps)}`);
+    }
+    return 0;
+  }
   const device = await Device.create(
     f.backend ? { backend: parseBackend(f.backend as string) } : {},
   );
