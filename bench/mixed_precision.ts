@@ -9,9 +9,18 @@
  * At `--tp 2` each rank is a Worker with its own device (the shard's memory,
  * the larger of the ranks) and the table adds the bytes each rank sends through
  * its tensor-parallel group per step (`countedGroup`, as a ring moves them).
+ * At `--dp N` (ranks = tp · dp Workers; each replica its own tokens) the bf16/fp16
+ * gradients are averaged over the data-parallel group with 16-bit values on the
+ * wire (`--dp-wire half`, the trainer's default), as fp32
+ * (`fp32`: `--accumulate-allreduce-grads-in-fp32`) or both, one run each; the
+ * table adds the bytes each rank sends through its DP group per step, and a
+ * second table compares the runs: the largest relative difference of the loss
+ * over the steps (the untimed first one included) and the relative 2-norm
+ * difference of the weights after the last, 16-bit wire against fp32 wire and
+ * each against the fp32 run.
  * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N]
  * [--shape reference|deep|wide|medium] [--layers N] [--seq N] [--batch N] [--tp N]
- * [--modes fp32,bf16,fp16] [--recompute] [--read-only]`.
+ * [--dp N] [--dp-wire half|fp32|both] [--modes fp32,bf16,fp16] [--recompute] [--read-only]`.
  * @module
  */
 
@@ -32,6 +41,8 @@ const args = parseArgs({
     "read-only": { type: "boolean", default: false },
     recompute: { type: "boolean", default: false },
     tp: { type: "string", default: "1" },
+    dp: { type: "string", default: "1" },
+    "dp-wire": { type: "string", default: "both" },
     layers: { type: "string" },
     seq: { type: "string" },
     batch: { type: "string" },
@@ -103,6 +114,13 @@ const L = args.values.layers ? Number(args.values.layers) : base.numLayers;
 const seq = args.values.seq ? Number(args.values.seq) : shapeSeq;
 const batch = args.values.batch ? Number(args.values.batch) : shapeBatch;
 const tp = Number(args.values.tp);
+const dp = Number(args.values.dp);
+const world = tp * dp;
+const dpWires = (args.values["dp-wire"] === "both" ? "half,fp32" : args.values["dp-wire"]!)
+  .split(",") as NonNullable<MixedRun["dpWire"]>[];
+if (dpWires.some((w) => w !== "half" && w !== "fp32")) {
+  throw new Error(`--dp-wire: half, fp32 or both, got ${args.values["dp-wire"]}`);
+}
 const config = {
   ...base,
   numLayers: L,
@@ -112,50 +130,139 @@ const config = {
 const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
 console.log(
   `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
-    `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}, TP=${tp}, ` +
+    `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}` +
+    `${dp > 1 ? " per replica" : ""}, TP=${tp}, DP=${dp}, ` +
     `${steps} steps${config.recomputeActivations ? ", recompute" : ""}${
-      tp > 1 ? " (per rank: the larger of the ranks)" : ""
+      world > 1 ? " (per rank: the larger of the ranks)" : ""
     }`,
 );
 console.log(
-  "| mode | ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |" +
-    (tp > 1 ? " TP all-reduce bytes/step | TP all-gather bytes/step | TP bytes/step |" : ""),
+  "| mode |" + (dp > 1 ? " DP wire |" : "") +
+    " ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |" +
+    (tp > 1 ? " TP all-reduce bytes/step | TP all-gather bytes/step | TP bytes/step |" : "") +
+    (dp > 1 ? " DP gradient bytes/step | DP other bytes/step | DP calls/step |" : ""),
 );
 console.log(
-  "| ---- | ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |" +
-    (tp > 1 ? " ----------------------: | ----------------------: | ------------: |" : ""),
+  "| ---- |" + (dp > 1 ? " ------- |" : "") +
+    " ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |" +
+    (tp > 1 ? " ----------------------: | ----------------------: | ------------: |" : "") +
+    (dp > 1 ? " ---------------------: | ------------------: | ------------: |" : ""),
 );
 const modes = (args.values.modes ?? "fp32,bf16,fp16").split(",") as MixedRun["mode"][];
+/** Every rank's result of each run, by `mode/wire`. */
+const done = new Map<string, MixedResult[]>();
+const label = (mode: string, wire: string) => mode === "fp32" ? "fp32" : `${mode}/${wire}`;
 for (const mode of args.values["read-only"] ? [] : modes) {
-  const run: MixedRun = { config, batch, seq, steps, mode, tp, backend };
-  let rs: MixedResult[];
-  if (tp === 1) {
-    const device = await Device.create({ backend });
-    rs = [await measure(device, run)];
-    await device.close();
-  } else {
-    const res = await runWorkers(
-      localDistConfig(tp, 60 * 60_000),
-      new URL("./mixed_precision_worker.ts", import.meta.url),
-      [JSON.stringify(run)],
-      { log: false, gpus: [] },
-    );
-    if (!res.ok) {
-      const why = res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`);
-      console.log(`| ${mode} | failed: ${why.join("; ")} |`);
-      continue;
+  for (const dpWire of dp > 1 && mode !== "fp32" ? dpWires : ["fp32" as const]) {
+    const run: MixedRun = {
+      config,
+      batch,
+      seq,
+      steps,
+      mode,
+      tp,
+      dp,
+      dpWire,
+      keepWeights: dp > 1,
+      backend,
+    };
+    const wire = dp > 1 ? ` ${mode === "fp32" ? "fp32" : dpWire === "half" ? mode : "fp32"} |` : "";
+    let rs: MixedResult[];
+    if (world === 1) {
+      const device = await Device.create({ backend });
+      rs = [await measure(device, run)];
+      await device.close();
+    } else {
+      const res = await runWorkers(
+        localDistConfig(world, 60 * 60_000),
+        new URL("./mixed_precision_worker.ts", import.meta.url),
+        [JSON.stringify(run)],
+        { log: false, gpus: [] },
+      );
+      if (!res.ok) {
+        const why = res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`);
+        console.log(`| ${mode} |${wire} failed: ${why.join("; ")} |`);
+        continue;
+      }
+      rs = res.ranks.map((r) => r.result as MixedResult);
     }
-    rs = res.ranks.map((r) => r.result as MixedResult);
+    done.set(label(mode, dpWire), rs);
+    const max = (f: (r: MixedResult) => number) => Math.max(...rs.map(f));
+    const b = rs[0].tpBytes, d = rs[0].dpBytes, g = rs[0].dpGradBytes;
+    const same = rs.every((r) =>
+      r.dpGradBytes === g && r.dpBytes.allReduce + r.dpBytes.allGather === d.allReduce + d.allGather
+    );
+    console.log(
+      `| ${mode} |${wire} ${max((r) => r.msPerStep).toFixed(1)} | ${MiB(max((r) => r.peak))} | ${
+        MiB(max((r) => r.persistent))
+      } | ${MiB(max((r) => r.grads))} | ${MiB(max((r) => r.saved))} | ${
+        MiB(max((r) => r.forwardPeak))
+      } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather} | ${b.allReduce + b.allGather} |` : "") +
+        (dp > 1
+          ? ` ${g}${same ? "" : " (ranks differ)"} | ${
+            d.allReduce + d.allGather - g
+          } | ${d.calls} |`
+          : ""),
+    );
   }
-  const max = (f: (r: MixedResult) => number) => Math.max(...rs.map(f));
-  const b = rs[0].tpBytes;
-  console.log(
-    `| ${mode} | ${max((r) => r.msPerStep).toFixed(1)} | ${MiB(max((r) => r.peak))} | ${
-      MiB(max((r) => r.persistent))
-    } | ${MiB(max((r) => r.grads))} | ${MiB(max((r) => r.saved))} | ${
-      MiB(max((r) => r.forwardPeak))
-    } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather} | ${b.allReduce + b.allGather} |` : ""),
-  );
+}
+
+// At DP > 1: how far apart the runs end (losses are DP averages, the same on every rank;
+// weights compared rank by rank, i.e. shard by shard at TP > 1).
+if (dp > 1 && done.size > 1) {
+  const relLoss = (a: number[], b: number[]) =>
+    Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
+  const relNorm = (a: MixedResult[], b: MixedResult[]) => {
+    let d2 = 0, n2 = 0;
+    a.forEach((r, k) => {
+      const wa = r.weights!, wb = b[k].weights!;
+      for (let i = 0; i < wa.length; i++) {
+        d2 += (wa[i] - wb[i]) ** 2;
+        n2 += wb[i] ** 2;
+      }
+    });
+    return Math.sqrt(d2 / n2);
+  };
+  const identical = (a: MixedResult[], b: MixedResult[]) =>
+    a.every((r, k) =>
+      r.losses.every((l, i) => Object.is(l, b[k].losses[i])) &&
+      r.weights!.every((w, i) => Object.is(w, b[k].weights![i]))
+    );
+  // every data-parallel replica must hold the same weights
+  for (const [name, rs] of done) {
+    for (const r of rs) {
+      const ref = rs[rs.indexOf(r) % tp];
+      if (!r.weights!.every((w, i) => Object.is(w, ref.weights![i]))) {
+        console.log(`${name}: DP replicas hold different weights`);
+      }
+    }
+  }
+  const fmt = (x: number) => x === 0 ? "0" : x.toExponential(2);
+  console.log(`\n${steps + 1} steps (the untimed first one included), DP=${dp}:`);
+  console.log("| run | against | max rel. loss diff | rel. 2-norm weight diff | bit-identical |");
+  console.log("| --- | ------- | -----------------: | ----------------------: | ------------- |");
+  for (const mode of modes.filter((m) => m !== "fp32")) {
+    const pairs: [string, string][] = [
+      [label(mode, "half"), label(mode, "fp32")],
+      [label(mode, "half"), "fp32"],
+      [label(mode, "fp32"), "fp32"],
+    ];
+    for (const [a, b] of pairs) {
+      const ra = done.get(a), rb = done.get(b);
+      if (!ra || !rb) continue;
+      console.log(
+        `| ${a} | ${b} | ${fmt(relLoss(ra[0].losses, rb[0].losses))} | ${fmt(relNorm(ra, rb))} | ${
+          identical(ra, rb) ? "yes" : "no"
+        } |`,
+      );
+    }
+  }
+  console.log("\nlosses per step (rank 0; skipped: steps the fp16 scaler skipped):");
+  for (const [name, rs] of done) {
+    console.log(
+      `${name}: ${rs[0].losses.map((l) => l.toFixed(6)).join(" ")} (skipped ${rs[0].skipped})`,
+    );
+  }
 }
 
 // The fp16 weight read two ways where the adapter offers shader-f16: integer unpacking

@@ -2,11 +2,14 @@
  * One measurement of `bench/mixed_precision.ts`: a GPT's training step in fp32,
  * bf16 or fp16, with the buffer pool's peak and its split into what persists
  * (weights, 16-bit copies, AdamW moments), the gradients and the saved
- * activations, and, at TP > 1 (one Worker per rank, `default` below), the bytes
- * this rank sends through its tensor-parallel group per step.
+ * activations, and, at TP or DP > 1 (one Worker per rank, `default` below), the
+ * bytes this rank sends through its tensor-parallel and data-parallel groups per
+ * step, the loss of every step and (on request) the final weights, to compare the
+ * 16-bit data-parallel gradient wire with the fp32 one.
  * @module
  */
 
+import type { ProcessGroup } from "../collectives/group.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -37,8 +40,18 @@ export interface MixedRun {
   steps: number;
   /** Precision. */
   mode: "fp32" | "bf16" | "fp16";
-  /** Tensor-parallel size (= ranks; 1 runs in-process). */
+  /** Tensor-parallel size (ranks = tp · dp; 1 rank runs in-process). */
   tp: number;
+  /** Data-parallel size (default 1); each DP replica trains on different tokens. */
+  dp?: number;
+  /**
+   * How bf16/fp16 gradients are averaged over the DP group: `half` (the default, as
+   * `deno task train`) sends their 16-bit values, `fp32` the fp32 all-reduce of
+   * `--accumulate-allreduce-grads-in-fp32`. fp32 runs always use fp32.
+   */
+  dpWire?: "half" | "fp32";
+  /** Return this rank's parameters after the last step ({@link MixedResult.weights}). */
+  keepWeights?: boolean;
   /** WebGPU backend. */
   backend?: string;
 }
@@ -59,9 +72,19 @@ export interface MixedResult {
   forwardPeak: number;
   /** Bytes sent through the TP group per timed step (zero at TP=1). */
   tpBytes: CommBytes;
+  /** Bytes sent through the DP group per timed step (zero at DP=1). */
+  dpBytes: CommBytes;
+  /** Of {@link dpBytes}, those of the gradient average (the rest: the logged loss's average). */
+  dpGradBytes: number;
+  /** The loss of every step, the untimed first one included (averaged over DP). */
+  losses: number[];
+  /** Steps the fp16 loss scaler skipped, of all steps. */
+  skipped: number;
+  /** This rank's parameters after the last step, concatenated in `namedParams` order. */
+  weights?: Float32Array;
 }
 
-/** Measures `run` on `device` with `tp` the rank's TP group (absent: one rank). */
+/** Measures `run` on `device` with `groups` the rank's TP and DP groups (absent: one rank). */
 export async function measure(
   device: Device,
   run: MixedRun,
@@ -70,28 +93,51 @@ export async function measure(
   const { config, batch, seq, steps, mode } = run;
   const half = mode === "fp32" ? undefined : mode;
   const count: CommBytes = { allReduce: 0, allGather: 0, calls: 0 };
+  const dpCount: CommBytes = { allReduce: 0, allGather: 0, calls: 0 };
   const tp = groups ? countedGroup(groups.tp as Parameters<typeof countedGroup>[0], count) : null;
+  const dp = groups ? countedGroup(groups.dp as ProcessGroup, dpCount) : null;
   const m = tp
     ? new Gpt(new TensorParallelLayers(device, tp, { wire: half }), config, {
       seed: 1,
       rng: new RngTracker(1, groups!.tpRank, groups!.dpRank),
     })
     : Gpt.serial(device, config, 1);
+  const dpWire = run.dpWire === "fp32" ? undefined : half;
+  const hooks = tp ? hybridHooks(device, { tp, dp: dp! }, undefined, dpWire) : undefined;
+  // the gradient average's bytes: what the DP group sends while it runs
+  let dpGradBytes = 0;
+  const allReduceGradients = hooks?.allReduceGradients;
+  if (hooks && allReduceGradients) {
+    hooks.allReduceGradients = async (params) => {
+      const before = dpCount.allReduce + dpCount.allGather;
+      await allReduceGradients.call(hooks, params);
+      dpGradBytes += dpCount.allReduce + dpCount.allGather - before;
+    };
+  }
   const trainer = new Trainer(device, m, {
     schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
     clipGrad: 1,
-    hooks: tp ? hybridHooks(device, { tp, dp: groups!.dp }, undefined, half) : undefined,
+    hooks,
     countsInNorm: tp ? countsInNorm(groups!.tpRank) : undefined,
     precision: half
       ? { half, scaler: half === "fp16" ? new LossScaler({ initial: 2 ** 12 }) : undefined }
       : undefined,
   });
   const V = config.vocabSize;
-  const ids = Int32Array.from({ length: batch * seq }, (_, i) => (i * 7919) % V);
-  const tg = Int32Array.from({ length: batch * seq }, (_, i) => (i * 104729 + 1) % V);
+  // each data-parallel replica its own tokens (the TP ranks of a replica the same)
+  const at = (groups?.dpRank ?? 0) * batch * seq;
+  const ids = Int32Array.from({ length: batch * seq }, (_, i) => ((at + i) * 7919) % V);
+  const tg = Int32Array.from({ length: batch * seq }, (_, i) => ((at + i) * 104729 + 1) % V);
   const x = TokenIds.fromHost(device, ids, [batch, seq]).keep();
   const y = TokenIds.fromHost(device, tg, [batch, seq]).keep();
-  await trainer.step(1, () => m.loss(x, y)); // compiles pipelines, creates moments and copies
+  const losses: number[] = [];
+  let skipped = 0;
+  const record = (r: { loss: number; skipped: boolean }) => {
+    losses.push(r.loss);
+    if (r.skipped) skipped++;
+  };
+  // compiles pipelines, creates moments and copies
+  record(await trainer.step(1, () => m.loss(x, y)));
   await tidy(device, () => Promise.resolve());
   const persistent = device.pool.liveBytes;
   const grads = m.namedParams().reduce((n, [, p]) => n + p.tensor.size * 4, 0);
@@ -107,13 +153,29 @@ export async function measure(
     forwardPeak = Math.max(forwardPeak, device.pool.peakBytes - persistent);
     return l;
   };
-  Object.assign(count, { allReduce: 0, allGather: 0, calls: 0 });
+  for (const c of [count, dpCount]) Object.assign(c, { allReduce: 0, allGather: 0, calls: 0 });
+  dpGradBytes = 0;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await trainer.step(1, lossOf);
+  for (let i = 0; i < steps; i++) record(await trainer.step(1, lossOf));
   const ms = (performance.now() - t0) / steps;
   peak = Math.max(peak, device.pool.peakBytes);
+  let weights: Float32Array | undefined;
+  if (run.keepWeights) {
+    const ps = m.namedParams().map(([, p]) => p.tensor);
+    weights = new Float32Array(ps.reduce((n, p) => n + p.size, 0));
+    let o = 0;
+    for (const p of ps) {
+      weights.set(await p.read(), o);
+      o += p.size;
+    }
+  }
   m.dispose();
   const perStep = (v: number) => v / steps;
+  const per = (c: CommBytes): CommBytes => ({
+    allReduce: perStep(c.allReduce),
+    allGather: perStep(c.allGather),
+    calls: perStep(c.calls),
+  });
   return {
     msPerStep: ms,
     peak,
@@ -121,15 +183,16 @@ export async function measure(
     grads,
     saved,
     forwardPeak,
-    tpBytes: {
-      allReduce: perStep(count.allReduce),
-      allGather: perStep(count.allGather),
-      calls: perStep(count.calls),
-    },
+    tpBytes: per(count),
+    dpBytes: per(dpCount),
+    dpGradBytes: perStep(dpGradBytes),
+    losses,
+    skipped,
+    weights,
   };
 }
 
-/** One rank of a TP run: `ctx.args[0]` is the {@link MixedRun} as JSON. */
+/** One rank of a TP × DP run: `ctx.args[0]` is the {@link MixedRun} as JSON. */
 export default async function main(ctx: WorkerContext): Promise<MixedResult> {
   const run = JSON.parse(ctx.args[0]) as MixedRun;
   const g = parallelGroups(ctx.group, run.tp);

@@ -3,7 +3,9 @@
  * (models/parallel/mappings.ts `halfWireGroup`): every rank ends with the same
  * bits, the fp32 sum of the ranks' rounded values, having sent half the bytes
  * of an fp32 all-reduce; reductions other than a sum of a GPU tensor pass through;
- * data-parallel gradients averaged the same way on the host.
+ * data-parallel gradients averaged the same way on the host, and in a DP=2 training
+ * step with half the bytes of the fp32 wire (`--accumulate-allreduce-grads-in-fp32`)
+ * and the same bits.
  */
 
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
@@ -153,4 +155,62 @@ Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixe
   strictEqual(fg32 % (b * s * h * 4), 0, "whole [b, s, h] activations");
   strictEqual(fg32 / (b * s * h * 4) >= 4 * 2, true, "≥ 4 f/g all-reduces a layer");
   strictEqual(bf.allReduce > 0 && bf.allReduce < fg32 / 10, true, "the fp32 rest is small");
+});
+
+Deno.test("DP=2 step: the 16-bit gradient wire sends half the fp32 wire's bytes, same bits (bench/mixed_precision_worker.ts)", async () => {
+  const { runWorkers } = await import("../collectives/launch.ts");
+  const { localDistConfig } = await import("../collectives/env.ts");
+  const out: Record<string, MixedResult[]> = {};
+  for (const dpWire of ["half", "fp32"] as const) {
+    const run: MixedRun = {
+      config: {
+        vocabSize: 64,
+        numLayers: 2,
+        hiddenSize: 32,
+        numHeads: 2,
+        maxPositions: 8,
+        hiddenDropout: 0.1,
+        attentionDropout: 0,
+      },
+      batch: 2,
+      seq: 8,
+      steps: 2,
+      mode: "bf16",
+      tp: 1,
+      dp: 2,
+      dpWire,
+      keepWeights: true,
+    };
+    const res = await runWorkers(
+      localDistConfig(2),
+      new URL("../bench/mixed_precision_worker.ts", import.meta.url),
+      [JSON.stringify(run)],
+      { log: false, gpus: [] },
+    );
+    strictEqual(res.ok, true, JSON.stringify(res.ranks.map((r) => r.error)));
+    out[dpWire] = res.ranks.map((r) => r.result as MixedResult);
+    for (const r of out[dpWire]) {
+      deepStrictEqual(r.dpBytes, out[dpWire][0].dpBytes, "both ranks send the same");
+      deepStrictEqual(r.weights, out[dpWire][0].weights, "replicas hold the same weights");
+      strictEqual(r.tpBytes.calls, 0);
+    }
+  }
+  const [half, f32] = [out.half[0], out.fp32[0]];
+  const n = f32.weights!.length; // gradient elements (even here: no 16-bit padding)
+  strictEqual(n % 2, 0);
+  // fp32 wire: one all-reduce of n fp32 values (a ring sends 2(p−1)/p·4n = 4n at p = 2);
+  // 16-bit wire: one all-gather of n 16-bit values ((p−1)·2n); the rest is the logged
+  // loss's fp32 average (4 bytes) in both
+  strictEqual(f32.dpGradBytes, 4 * n);
+  strictEqual(half.dpGradBytes, 2 * n, "half the gradient bytes");
+  strictEqual(f32.dpBytes.allGather, 0);
+  strictEqual(half.dpBytes.allGather, 2 * n);
+  strictEqual(f32.dpBytes.allReduce - f32.dpGradBytes, 4);
+  strictEqual(half.dpBytes.allReduce, 4);
+  // The gradients are bf16 values before either wire (rounded after backward), so the
+  // 16-bit wire loses nothing; both average in fp32 without rounding the result, and at
+  // DP=2 the fp32 sum does not depend on the order and ½ is exact: the same bits.
+  deepStrictEqual(half.losses, f32.losses);
+  deepStrictEqual(half.weights, f32.weights);
+  strictEqual(half.losses.length, 3);
 });

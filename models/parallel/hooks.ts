@@ -173,7 +173,8 @@ export function timedGroup<
 /**
  * Bytes one rank sends through a group's collectives, as a ring would move
  * them: an all-reduce of B bytes sends 2(p−1)/p·B, an all-gather of a B-byte
- * part (p−1)·B (at p = 2 both are B). For measurements (`bench/mixed_precision.ts --tp 2`).
+ * part (p−1)·B (at p = 2 both are B). For measurements (`bench/mixed_precision.ts --tp 2`,
+ * `--dp 2`).
  */
 export interface CommBytes {
   /** Bytes sent by all-reduces. */
@@ -184,7 +185,10 @@ export interface CommBytes {
   calls: number;
 }
 
-/** Wraps a group so the bytes each collective sends from this rank are added to `counter`. */
+/**
+ * Wraps a group so the bytes each collective sends from this rank are added to
+ * `counter` (a data-parallel group's `alloc`, a method, is passed through).
+ */
 export function countedGroup<
   G extends Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">,
 >(group: G, counter: CommBytes): G {
@@ -192,8 +196,10 @@ export function countedGroup<
   // a host array's bytes, or a GPU tensor's (read as f32)
   const bytesOf = (x: unknown) =>
     ArrayBuffer.isView(x) ? x.byteLength : 4 * (x as { size: number }).size;
+  const alloc = (group as Partial<Pick<ProcessGroup, "alloc">>).alloc;
   return {
     ...group,
+    ...(alloc ? { alloc: (n: number) => alloc.call(group, n) } : {}),
     size: group.size,
     rank: group.rank,
     allReduce: (x: Parameters<G["allReduce"]>[0], op?: Parameters<G["allReduce"]>[1]) => {
