@@ -62,6 +62,12 @@ export interface DeviceOptions {
    * of 128 MiB): lets tests put small tensors past "one binding".
    */
   maxBindingBytes?: number;
+  /**
+   * Treat 2-D textures as at most this many texels on a side, below the
+   * adapter's `maxTextureDimension2D`: lets tests put small tables past the
+   * texture a software matmul reads B through (see core/ops/lm_head.ts).
+   */
+  maxTextureDimension?: number;
 }
 
 /** A short, printable description of an adapter. */
@@ -140,6 +146,8 @@ export class Device {
   readonly #maxBatched: number;
   /** Bytes one storage binding may hold: the adapter's limit, or a lower cap asked for. */
   readonly maxBindingBytes: number;
+  /** Texels on a side of a 2-D texture: the adapter's maxTextureDimension2D, or a lower cap. */
+  readonly maxTextureDimension: number;
 
   private constructor(
     /** The provider this device came from (kept alive with it). */
@@ -150,10 +158,13 @@ export class Device {
     readonly gpu: GPUDevice,
     maxBatched: number,
     maxBindingBytes: number | undefined,
+    maxTextureDimension: number | undefined,
   ) {
     this.#maxBatched = maxBatched;
     const own = gpu.limits.maxStorageBufferBindingSize;
     this.maxBindingBytes = Math.min(own, maxBindingBytes ?? own);
+    const tex = gpu.limits.maxTextureDimension2D;
+    this.maxTextureDimension = Math.min(tex, maxTextureDimension ?? tex);
     this.pool = new BufferPool(gpu);
     this.nativeF16 = gpu.features.has("shader-f16");
     gpu.lost.then((info) => {
@@ -185,6 +196,7 @@ export class Device {
       gpu,
       opts.maxBatchedDispatches ?? 256,
       opts.maxBindingBytes,
+      opts.maxTextureDimension,
     );
   }
 

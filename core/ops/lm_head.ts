@@ -2,7 +2,9 @@
  * The tied LM head fused with its cross-entropy, for vocabulary tables of any
  * size. `logits = hidden·tableᵀ (+ bias)` is computed in vocabulary chunks, each
  * small enough that its rows of the table and its logits fit one storage
- * binding (GPT-2's f32 table alone is 154 MB, over the common 128 MiB binding),
+ * binding (GPT-2's f32 table alone is 154 MB, over the common 128 MiB binding)
+ * and, on software adapters, within the texture their matmuls read the table
+ * through (16,384 rows on lavapipe: GPT-2's 50,304 rows go in four chunks),
  * and the loss combines the chunks the way the vocabulary-parallel loss
  * combines ranks: the per-row max, then Σexp and the target logit. Under tensor
  * parallelism the same statistics are then all-reduced across ranks.
@@ -10,14 +12,14 @@
  */
 
 import { crossEntropyBackwardKernel, crossEntropyDispatch } from "../../kernels/crossentropy.ts";
-import type { MatmulShape } from "../../kernels/matmul.ts";
+import { type MatmulShape, textureBSize } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
-import { dispatchMatmul, linear } from "./matmul.ts";
+import { dispatchMatmul, linear, matmulOptions } from "./matmul.ts";
 import { countTargets } from "./nn.ts";
 import { shardedRowStatistics, type TensorAllReduce } from "./parallel_xent.ts";
 import { reduceInto } from "./reduce.ts";
@@ -42,8 +44,19 @@ export interface LmHeadLoss {
  * The vocabulary chunks `[firstRow, rows]` of a `[vocab, hidden]` table for `m`
  * rows of hidden states: each chunk's table rows and `[m, rows]` logits fit
  * one binding, and every chunk starts at a multiple of 64 rows (aligned).
+ * With `texture` set, on an adapter whose matmul reads B through a texture
+ * (software adapters, kernels/matmul.ts's `textureBSize`), each chunk also has
+ * at most `maxTextureDimension` rows, so that both products whose B is the
+ * table's chunk (the logits `x·W_kᵀ` and the input gradient `dl·W_k`) may read
+ * it through the texture instead of the storage buffer.
  */
-export function vocabChunks(device: Device, vocab: number, hidden: number, m: number): Window[] {
+export function vocabChunks(
+  device: Device,
+  vocab: number,
+  hidden: number,
+  m: number,
+  texture = false,
+): Window[] {
   const maxFloats = device.maxBindingBytes / 4;
   const fit = Math.floor(Math.min(maxFloats / hidden, maxFloats / Math.max(m, 1)) / 64) * 64;
   if (fit < 64) {
@@ -53,7 +66,24 @@ export function vocabChunks(device: Device, vocab: number, hidden: number, m: nu
         "lower --micro-batch-size or --seq-length",
     );
   }
-  return windows(vocab, fit);
+  return windows(vocab, texture ? Math.min(fit, textureRows(device, hidden, m)) : fit);
+}
+
+/**
+ * The most table rows (a multiple of 64) that let the LM head's products with
+ * the table as B read it through a texture, or Infinity when they cannot on
+ * this adapter (a GPU, a hidden size not a multiple of 4, or rows of `hidden`
+ * wider than a texture): the texture then does not limit the chunks.
+ */
+function textureRows(device: Device, hidden: number, m: number): number {
+  const opts = matmulOptions(device);
+  const rows = Math.floor((opts.maxTextureDimension ?? 0) / 64) * 64;
+  if (rows < 64) return Infinity;
+  // B = W_k, `[rows, hidden]`: n rows of hidden/4 texels (transposed, the logits)
+  // or k rows of hidden/4 texels (the input gradient).
+  const logits = mm(m, rows, hidden, false, true, false);
+  const dx = mm(m, hidden, rows, false, false, true);
+  return textureBSize(logits, opts) || textureBSize(dx, opts) ? rows : Infinity;
 }
 
 function chunkProduct(
@@ -129,7 +159,7 @@ export async function lmHeadCrossEntropy(
   const start = opts.start ?? 0;
   const count = countTargets(targetIds, opts.validVocab);
   const x = hidden.view([m, h]);
-  const chunks = vocabChunks(device, table.shape[0], h, m);
+  const chunks = vocabChunks(device, table.shape[0], h, m, true);
   const logits = chunks.map((c) => chunkProduct(device, x, table, opts.bias, c));
   const params = chunks.map(([r0, n]) => {
     const valid = Math.max(0, Math.min(n, opts.validVocab - start - r0));
@@ -167,7 +197,8 @@ export async function lmHeadCrossEntropy(
       );
       const rows = subBinding(table.binding, r0 * h, n * h);
       if (dx) {
-        // dx (+)= dl · W_k
+        // dx (+)= dl · W_k, summed chunk by chunk: the chunks group the sum over
+        // the vocabulary (as the softmax's Σexp), which changes only f32 rounding
         const shape = mm(m, h, n, false, false, k > 0);
         dispatchMatmul(device, shape, dl.binding, rows, undefined, dx.binding, null);
       }
@@ -221,7 +252,9 @@ function mm(
  * The full logits `hidden·tableᵀ (+ bias)` of this table, `[..., rows]`, for
  * generation and evaluation. A table within one binding goes through
  * `linear` (with autograd); a larger one is multiplied chunk by chunk and the
- * chunks concatenated, without autograd.
+ * chunks concatenated, without autograd. The chunks are binding-sized only,
+ * not texture-sized: generation multiplies a few rows, for which copying the
+ * table into a texture first would cost more than reading it from the buffer.
  */
 export function lmHeadLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Tensor {
   const device = hidden.device;

@@ -182,7 +182,7 @@ export function matmulOptions(device: Device): MatmulOptions {
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
     shaderF16: device.nativeF16,
-    maxTextureDimension: device.limits.maxTextureDimension2D,
+    maxTextureDimension: device.maxTextureDimension,
   };
 }
 
