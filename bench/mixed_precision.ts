@@ -13,7 +13,8 @@
  * gradients are averaged over the data-parallel group with 16-bit values on the
  * wire (`--dp-wire half`, the trainer's default), as fp32
  * (`fp32`: `--accumulate-allreduce-grads-in-fp32`) or both, one run each; the
- * table adds the bytes each rank sends through its DP group per step, and a
+ * table adds the bytes each rank sends through its DP group per step and the
+ * time of the gradient average (the larger rank's), and a
  * second table compares the runs: the largest relative difference of the loss
  * over the steps (the untimed first one included) and the relative 2-norm
  * difference of the weights after the last, 16-bit wire against fp32 wire and
@@ -140,13 +141,17 @@ console.log(
   "| mode |" + (dp > 1 ? " DP wire |" : "") +
     " ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |" +
     (tp > 1 ? " TP all-reduce bytes/step | TP all-gather bytes/step | TP bytes/step |" : "") +
-    (dp > 1 ? " DP gradient bytes/step | DP other bytes/step | DP calls/step |" : ""),
+    (dp > 1
+      ? " DP gradient bytes/step | DP other bytes/step | DP calls/step | DP gradient ms/step |"
+      : ""),
 );
 console.log(
   "| ---- |" + (dp > 1 ? " ------- |" : "") +
     " ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |" +
     (tp > 1 ? " ----------------------: | ----------------------: | ------------: |" : "") +
-    (dp > 1 ? " ---------------------: | ------------------: | ------------: |" : ""),
+    (dp > 1
+      ? " ---------------------: | ------------------: | ------------: | ------------------: |"
+      : ""),
 );
 const modes = (args.values.modes ?? "fp32,bf16,fp16").split(",") as MixedRun["mode"][];
 /** Every rank's result of each run, by `mode/wire`. */
@@ -199,9 +204,9 @@ for (const mode of args.values["read-only"] ? [] : modes) {
         MiB(max((r) => r.forwardPeak))
       } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather} | ${b.allReduce + b.allGather} |` : "") +
         (dp > 1
-          ? ` ${g}${same ? "" : " (ranks differ)"} | ${
-            d.allReduce + d.allGather - g
-          } | ${d.calls} |`
+          ? ` ${g}${same ? "" : " (ranks differ)"} | ${+(d.allReduce + d.allGather - g).toFixed(
+            2,
+          )} | ${d.calls} | ${max((r) => r.dpGradMs).toFixed(1)} |`
           : ""),
     );
   }

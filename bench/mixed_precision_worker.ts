@@ -76,6 +76,12 @@ export interface MixedResult {
   dpBytes: CommBytes;
   /** Of {@link dpBytes}, those of the gradient average (the rest: the logged loss's average). */
   dpGradBytes: number;
+  /**
+   * Mean ms per timed step of the gradient average, from after the backward's GPU
+   * work (a sync first) to the averaged gradients written back: readback, 16-bit
+   * packing, the exchange (waiting for the other ranks included), fp32 sum, upload.
+   */
+  dpGradMs: number;
   /** The loss of every step, the untimed first one included (averaged over DP). */
   losses: number[];
   /** Steps the fp16 loss scaler skipped, of all steps. */
@@ -105,12 +111,16 @@ export async function measure(
   const dpWire = run.dpWire === "fp32" ? undefined : half;
   const hooks = tp ? hybridHooks(device, { tp, dp: dp! }, undefined, dpWire) : undefined;
   // the gradient average's bytes: what the DP group sends while it runs
-  let dpGradBytes = 0;
+  let dpGradBytes = 0, dpGradMs = 0;
   const allReduceGradients = hooks?.allReduceGradients;
-  if (hooks && allReduceGradients) {
+  if (hooks && allReduceGradients && groups!.dp.size > 1) {
     hooks.allReduceGradients = async (params) => {
       const before = dpCount.allReduce + dpCount.allGather;
+      await device.sync();
+      const t0 = performance.now();
       await allReduceGradients.call(hooks, params);
+      await device.sync();
+      dpGradMs += performance.now() - t0;
       dpGradBytes += dpCount.allReduce + dpCount.allGather - before;
     };
   }
@@ -154,7 +164,7 @@ export async function measure(
     return l;
   };
   for (const c of [count, dpCount]) Object.assign(c, { allReduce: 0, allGather: 0, calls: 0 });
-  dpGradBytes = 0;
+  dpGradBytes = dpGradMs = 0;
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) record(await trainer.step(1, lossOf));
   const ms = (performance.now() - t0) / steps;
@@ -186,6 +196,7 @@ export async function measure(
     tpBytes: per(count),
     dpBytes: per(dpCount),
     dpGradBytes: perStep(dpGradBytes),
+    dpGradMs: perStep(dpGradMs),
     losses,
     skipped,
     weights,
