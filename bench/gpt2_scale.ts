@@ -8,7 +8,15 @@
  * at TP=1 for every size, so this is the end-to-end check that such tensors
  * work in every op (embedding, tied head, cross-entropy, AdamW, clipping,
  * import). Flags: `--sizes small,medium,large --tp 1,2 --seq 128 --batch 1
- * --steps 2 --eval-only large --dir DIR --backend deno|dawn`.
+ * --steps 2 --eval-only large --dir DIR --backend deno|dawn
+ * --placement workers|procs`.
+ *
+ * Placement `workers` (the default) runs the ranks as Workers of this process
+ * over shared memory (Deno's WebGPU: Dawn serialises the devices of one
+ * process); `procs` runs one OS process per rank through cli/launch.ts, each
+ * pinned to its own core with `taskset` (TP=1 too: one simulated GPU, one
+ * core), talking over TCP (bench/pinned_procs.ts). The "what ran" cell says
+ * which, in parentheses.
  * @module
  */
 
@@ -20,7 +28,12 @@ import { parseBackend } from "../core/gpu.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { Gpt } from "../models/gpt.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
-import type { Gpt2ScaleResult, Gpt2ScaleRun } from "./gpt2_scale_worker.ts";
+import {
+  GPT2_SCALE_RESULT_TAG,
+  type Gpt2ScaleResult,
+  type Gpt2ScaleRun,
+} from "./gpt2_scale_worker.ts";
+import { describePinnedProcs, runPinnedProcs } from "./pinned_procs.ts";
 
 /** GPT-2's published shapes. */
 export const GPT2_SIZES: Record<string, { layers: number; hidden: number; heads: number }> = {
@@ -66,6 +79,56 @@ async function writeRandomGpt2(dir: string, size: string, backend: string): Prom
   }
 }
 
+const WORKER = new URL("./gpt2_scale_worker.ts", import.meta.url);
+
+/** How the ranks of one run are placed. */
+export type Gpt2Placement = "workers" | "procs";
+
+/** How `tp` ranks ran under `placement`, for the table: "2 pinned processes, TCP". */
+export function describeGpt2Placement(placement: Gpt2Placement, tp: number): string {
+  return placement === "procs"
+    ? describePinnedProcs(tp)
+    : tp === 1
+    ? "1 Worker"
+    : `${tp} Workers in one process, shared memory`;
+}
+
+/**
+ * Runs `run` on its ranks as `placement` says; each rank's result, or the
+ * failure as one line per failing rank.
+ */
+export async function runGpt2(
+  run: Gpt2ScaleRun,
+  placement: Gpt2Placement,
+): Promise<Gpt2ScaleResult[] | string> {
+  // Loading and tuning GPT-2 shapes takes minutes on a CPU adapter, and ranks
+  // wait for each other at the first collective after it.
+  const timeoutMs = 30 * 60_000;
+  if (placement === "procs") {
+    try {
+      const rs = await runPinnedProcs<Gpt2ScaleResult>({
+        ranks: run.tp,
+        worker: WORKER,
+        args: [JSON.stringify(run), "--print"],
+        tag: GPT2_SCALE_RESULT_TAG,
+        distTimeout: `${timeoutMs}ms`,
+      });
+      // JSON has no NaN: a run without steps reports null.
+      return rs.map((r) => ({ ...r, msPerStep: r.msPerStep ?? NaN }));
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+  const res = await runWorkers(localDistConfig(run.tp, timeoutMs), WORKER, [JSON.stringify(run)], {
+    log: false,
+    gpus: [],
+  });
+  if (!res.ok) {
+    return res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`).join("; ");
+  }
+  return res.ranks.map((r) => r.result as Gpt2ScaleResult);
+}
+
 const MiB = 2 ** 20;
 const fmt = (v: number, d = 0) => Number.isFinite(v) ? v.toFixed(d) : "–";
 
@@ -81,8 +144,13 @@ if (import.meta.main) {
       "eval-only": { type: "string", default: "large" },
       dir: { type: "string", default: `${Deno.env.get("TMPDIR") ?? "/tmp"}/gpt2-random` },
       backend: { type: "string", default: "deno" },
+      placement: { type: "string", default: "workers" },
     },
   });
+  const placement = values.placement as Gpt2Placement;
+  if (placement !== "workers" && placement !== "procs") {
+    throw new Error(`unknown placement "${placement}": expected workers or procs`);
+  }
   const sizes = values.sizes!.split(",");
   const tps = values.tp!.split(",").map(Number);
   const evalOnly = new Set(values["eval-only"]!.split(","));
@@ -103,21 +171,17 @@ if (import.meta.main) {
         steps: evalOnly.has(size) ? 0 : Number(values.steps),
         backend: values.backend!,
       };
-      const res = await runWorkers(
-        localDistConfig(tp, 30 * 60_000),
-        new URL("./gpt2_scale_worker.ts", import.meta.url),
-        [JSON.stringify(run)],
-        { log: false, gpus: [] },
-      );
-      if (!res.ok) {
-        const why = res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`);
-        console.log(`| ${size} | | ${tp} | failed: ${why.join("; ")} | | | | | | | |`);
+      const rs = await runGpt2(run, placement);
+      if (typeof rs === "string") {
+        // One line: the table row holds the reason's first line, stderr the whole of it.
+        console.error(rs);
+        console.log(`| ${size} | | ${tp} | failed: ${rs.split("\n")[0]} | | | | | | | |`);
         continue;
       }
-      const rs = res.ranks.map((r) => r.result as Gpt2ScaleResult);
       const r0 = rs[0];
       const max = (f: (r: Gpt2ScaleResult) => number) => Math.max(...rs.map(f)) / MiB;
-      const what = run.steps > 0 ? `load, eval, ${run.steps} steps` : "load, eval";
+      const what = (run.steps > 0 ? `load, eval, ${run.steps} steps` : "load, eval") +
+        ` (${describeGpt2Placement(placement, tp)})`;
       console.log(
         `| ${size} | ${(r0.params / 1e6).toFixed(1)}M | ${tp} | ${what} | ${
           fmt(r0.loadMs / 1000, 1)

@@ -2,10 +2,15 @@
  * One rank of the GPT-2-size check (`bench/gpt2_scale.ts`): loads a GPT-2 in
  * Hugging Face layout as this rank's tensor-parallel shard, evaluates one
  * batch, optionally takes training steps, and reports times and pool memory.
+ * Runs as a Worker of the host (`runWorkers`) or, with `--print` after the
+ * run's JSON, under cli/launch.ts as one pinned process per rank
+ * (bench/pinned_procs.ts), printing its result as a tagged line.
  * @module
  */
 
 import { MatmulTuner } from "../core/matmul_tuner.ts";
+import { describeTuning } from "../cli/autotune.ts";
+import { defaultTuningCachePath, FileTuningStore } from "../cli/tuning_cache.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -19,6 +24,7 @@ import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
+import { printTaggedResult } from "./pinned_procs.ts";
 
 /** What the host asks one run to do. */
 export interface Gpt2ScaleRun {
@@ -35,6 +41,9 @@ export interface Gpt2ScaleRun {
   /** WebGPU backend. */
   backend: string;
 }
+
+/** The tag of the result line a rank prints with `--print` (bench/pinned_procs.ts). */
+export const GPT2_SCALE_RESULT_TAG = "GPT2_SCALE_RESULT";
 
 /** What one rank reports. */
 export interface Gpt2ScaleResult {
@@ -112,14 +121,23 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
         countsInNorm: countsInNorm(tpRank),
       });
       // Tuned matmul tilings, as `deno task train` uses by default: one untimed step
-      // shows the tuner every shape, then it times their tilings.
-      const tuner = new MatmulTuner(device);
+      // shows the tuner every shape, then it times the tilings of those not in the
+      // cache file (~/.cache/webgpu-megatron/matmul-tuning.json, per adapter and
+      // shape). Ranks tuning at once (Workers or processes) each merge their choices
+      // into the file and replace it atomically (cli/tuning_cache.ts).
+      const path = defaultTuningCachePath();
+      const tuner = new MatmulTuner(device, path ? new FileTuningStore(path) : null);
       device.matmulTuner = tuner;
       await trainer.step(1, () => {
         const [ids, tg] = batch();
         return model.loss(ids, tg);
       });
-      await tuner.tune();
+      const u0 = performance.now();
+      const found = await tuner.tune();
+      if (found.length) {
+        const what = describeTuning(found, (performance.now() - u0) / 1000, tuner.saveError);
+        console.error(`rank ${ctx.rank}: ${what}`);
+      }
       for (let s = 0; s < run.steps; s++) {
         const s0 = performance.now();
         const r = await trainer.step(1, () => {
@@ -132,7 +150,7 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
     }
     await device.sync();
     const sorted = [...times].sort((a, b) => a - b);
-    return {
+    const result: Gpt2ScaleResult = {
       params,
       loadMs,
       evalLoss,
@@ -143,6 +161,8 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
       stateBytes: device.pool.liveBytes,
       peakBytes: device.pool.peakBytes,
     };
+    if (ctx.args.includes("--print")) printTaggedResult(GPT2_SCALE_RESULT_TAG, result);
+    return result;
   } finally {
     await device.close();
   }

@@ -32,14 +32,12 @@
 import { parseArgs } from "node:util";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
-import { listHostGpus } from "../collectives/devices.ts";
 import { DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
-import type { ScalingResult, ScalingRun } from "./scaling_worker.ts";
+import { SCALING_RESULT_TAG, type ScalingResult, type ScalingRun } from "./scaling_worker.ts";
+import { hasTaskset, runPinnedProcs } from "./pinned_procs.ts";
 import { median } from "./stats.ts";
-import { freeLocalPort } from "../collectives/tcp.ts";
-import { grantedPermissionFlags } from "../collectives/procs.ts";
 
 /** One configuration of the ladder. */
 export interface ScalingConfig {
@@ -125,73 +123,18 @@ const WORKER = new URL("./scaling_worker.ts", import.meta.url);
 /** How the ranks of one measurement run. */
 export type Placement = "workers" | "procs";
 
-let tasksetFound: boolean | undefined;
-
-/** Whether `taskset` can pin processes here (looked up once). */
-function hasTaskset(): boolean {
-  if (tasksetFound === undefined) {
-    try {
-      tasksetFound = new Deno.Command("taskset", {
-        args: ["-p", "1"],
-        stdout: "null",
-        stderr: "null",
-      }).outputSync().success;
-    } catch {
-      tasksetFound = false;
-    }
-  }
-  return tasksetFound;
-}
-
 /**
  * One OS process per rank, each pinned to its own core with `taskset` (the
  * 1-rank baseline too): a simulated GPU and its host thread share one core.
- * Ranks talk over TCP on loopback.
+ * Ranks talk over TCP on loopback (see bench/pinned_procs.ts).
  */
-async function runProcs(
-  ranks: number,
-  run: ScalingRun,
-  firstCore: number,
-): Promise<ScalingResult[]> {
-  const port = freeLocalPort();
-  const cores = navigator.hardwareConcurrency;
-  const pin = hasTaskset();
-  const launcher = new URL("../cli/launch.ts", import.meta.url).pathname;
-  // On a host with several GPUs, process i drives GPU i.
-  const gpus = listHostGpus().length;
-  const outs = await Promise.all(Array.from({ length: ranks }, (_, i) => {
-    const deno = [
-      Deno.execPath(),
-      "run",
-      ...grantedPermissionFlags(),
-      launcher,
-      ...(ranks > 1
-        ? ["--nnodes", String(ranks), "--node-rank", String(i), "--nproc-per-node", "1"]
-        : []),
-      "--master-addr",
-      "127.0.0.1",
-      "--master-port",
-      String(port),
-      "--dist-timeout",
-      "120s",
-      ...(gpus >= ranks ? ["--devices", String(i)] : []),
-      WORKER.pathname,
-      JSON.stringify(run),
-      "--print",
-    ];
-    const argv = pin ? ["taskset", "-c", String((firstCore + i) % cores), ...deno] : deno;
-    return new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      cwd: new URL("../", import.meta.url).pathname,
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-  }));
-  return outs.map((o, i) => {
-    const text = new TextDecoder().decode(o.stdout);
-    const line = text.split("\n").find((l) => l.startsWith("SCALING_RESULT "));
-    if (!o.success || !line) throw new Error(`rank ${i} failed:\n${text}`);
-    return JSON.parse(line.slice("SCALING_RESULT ".length)) as ScalingResult;
+function runProcs(ranks: number, run: ScalingRun, firstCore: number): Promise<ScalingResult[]> {
+  return runPinnedProcs<ScalingResult>({
+    ranks,
+    worker: WORKER,
+    args: [JSON.stringify(run), "--print"],
+    tag: SCALING_RESULT_TAG,
+    firstCore,
   });
 }
 

@@ -18,6 +18,7 @@ import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
+import { printTaggedResult } from "./pinned_procs.ts";
 
 /** What one measurement runs. */
 export interface ScalingRun {
@@ -45,6 +46,9 @@ export interface ScalingRun {
    */
   overlap?: boolean;
 }
+
+/** The tag of the result line a rank prints with `--print` (bench/pinned_procs.ts). */
+export const SCALING_RESULT_TAG = "SCALING_RESULT";
 
 /** What a rank reports. */
 export interface ScalingResult {
@@ -104,7 +108,7 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
     const ms = (performance.now() - t0) / run.steps;
     const result = { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
     // Run as one OS process per rank (bench/scaling.ts --procs): report on stdout.
-    if (ctx.args.includes("--print")) console.log(`SCALING_RESULT ${JSON.stringify(result)}`);
+    if (ctx.args.includes("--print")) printTaggedResult(SCALING_RESULT_TAG, result);
     return result;
   } finally {
     await device.close();

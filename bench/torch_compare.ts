@@ -8,8 +8,13 @@
  *   the same model, optimizer and clip) at 1 and 2 threads, the better counted;
  * - GPT-2 small shape (12 layers, hidden 768, 12 heads, vocab 50,257 padded to
  *   50,304, seq 256, batch 1), tokens/s: the project at the TP sizes of `--gpt2-tp`
- *   (bench/gpt2_scale.ts: one Worker and device per rank in one process, Deno's
- *   WebGPU), PyTorch as above;
+ *   (bench/gpt2_scale.ts, Deno's WebGPU), PyTorch as above. With
+ *   `--gpt2-placement procs` (the default) each rank is one OS process pinned to
+ *   its own core with `taskset`, the ranks talking over TCP (bench/pinned_procs.ts):
+ *   TP=1 is then one simulated GPU on one core, and TP=2 two of them on two cores,
+ *   as the issue asks. `--gpt2-placement workers` runs the ranks as Workers of one
+ *   process over shared memory (threads that cannot be pinned: TP=1's lavapipe then
+ *   uses both cores);
  * - matmul 1024³ GFLOP/s: the project's kernel on each backend against
  *   torch.mm (OpenBLAS sgemm) at 1 and 2 threads.
  *
@@ -17,7 +22,7 @@
  * when it cannot import torch the table says so and shows the project's rows alone.
  *
  *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--gpt2-tp 1,2|none]
- *       [--gpt2-steps 3] [--python /usr/bin/python3]
+ *       [--gpt2-steps 3] [--gpt2-placement procs|workers] [--python /usr/bin/python3]
  * @module
  */
 
@@ -36,12 +41,18 @@ const { values } = parseArgs({
     steps: { type: "string", default: "10" },
     "gpt2-tp": { type: "string", default: "1,2" },
     "gpt2-steps": { type: "string", default: "3" },
+    "gpt2-placement": { type: "string", default: "procs" },
     python: { type: "string", default: "/usr/bin/python3" },
   },
 });
 const backends = values.backends!.split(",").filter((s) => s).map((s) => parseBackend(s));
 const STEPS = Number(values.steps);
 const gpt2Tp = values["gpt2-tp"] === "none" ? [] : values["gpt2-tp"]!.split(",").map(Number);
+const gpt2Placement = values["gpt2-placement"]!;
+if (gpt2Placement !== "procs" && gpt2Placement !== "workers") {
+  console.error(`unknown --gpt2-placement "${gpt2Placement}": expected procs or workers`);
+  Deno.exit(2);
+}
 const GPT2 = { vocab: 50304, layers: 12, hidden: 768, heads: 12, seq: 256, batch: 1 };
 
 interface TorchOut {
@@ -99,8 +110,13 @@ async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
   return (4 * 2 * n ** 3) / (median(ms) / 1000) / 1e9;
 }
 
-/** GPT-2 small at TP=`tp` through bench/gpt2_scale.ts: ms per step (median of the steps). */
-async function projectGpt2(tp: number): Promise<number | string> {
+/**
+ * GPT-2 small at TP=`tp` through bench/gpt2_scale.ts: ms per step (median of
+ * the steps) and how the ranks ran, or why it failed. Its stderr (the ranks'
+ * tuning and errors) comes through as it runs: a step takes tens of seconds
+ * here, and tuning the shapes not in the cache minutes.
+ */
+async function projectGpt2(tp: number): Promise<{ ms: number; placed: string } | string> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -118,9 +134,11 @@ async function projectGpt2(tp: number): Promise<number | string> {
       values["gpt2-steps"]!,
       "--eval-only",
       "none",
+      "--placement",
+      gpt2Placement,
     ],
     stdout: "piped",
-    stderr: "piped",
+    stderr: "inherit",
   }).output();
   const text = new TextDecoder().decode(out.stdout);
   const row = text.split("\n").find((l) => l.startsWith(`| small |`));
@@ -128,10 +146,12 @@ async function projectGpt2(tp: number): Promise<number | string> {
   const ms = Number(cells?.[8]);
   if (!out.success || !Number.isFinite(ms)) {
     return `failed: ${
-      (row ?? new TextDecoder().decode(out.stderr)).trim().split("\n").pop()?.slice(0, 200)
+      row?.trim().slice(0, 200) ?? `bench/gpt2_scale.ts exited ${out.code} (its stderr is above)`
     }`;
   }
-  return ms;
+  // The "what ran" cell ends with the placement in parentheses.
+  const placed = /\(([^()]*)\)\s*$/.exec(cells![4])?.[1] ?? gpt2Placement;
+  return { ms, placed };
 }
 
 const f0 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 0 });
@@ -171,10 +191,15 @@ if (import.meta.main) {
   }
   for (const b of backends) (await deviceFor(b)).destroy();
   // GPT-2 small: the project at each TP, then PyTorch.
-  const gpt2 = new Map<number, number | string>();
+  const gpt2 = new Map<number, { ms: number; placed: string } | string>();
   for (const tp of gpt2Tp) {
-    gpt2.set(tp, await projectGpt2(tp));
-    log(`project GPT-2 small TP=${tp}: ${gpt2.get(tp)} ms/step`);
+    const r = await projectGpt2(tp);
+    gpt2.set(tp, r);
+    log(
+      `project GPT-2 small TP=${tp}: ${
+        typeof r === "string" ? r : `${r.ms} ms/step (${r.placed})`
+      }`,
+    );
   }
   const t2 = gpt2Tp.length
     ? await torch({
@@ -202,7 +227,11 @@ if (import.meta.main) {
     }; load average at the end ${la}`,
     `- reference: median of ${STEPS} steps after 2 warm-up steps; GPT-2 small: median of ${
       values["gpt2-steps"]
-    } steps after one untimed step (compiling; the matmul tilings are tuned after it)`,
+    } steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it); GPT-2 ranks: ${
+      gpt2Placement === "procs"
+        ? "one process each, pinned to its own core with taskset, TCP between them"
+        : "Workers of one process, shared memory"
+    }`,
     "",
     "| workload | PyTorch CPU | this project | ratio |",
     "| --- | ---: | --- | ---: |",
@@ -217,14 +246,12 @@ if (import.meta.main) {
   }
   for (const tp of gpt2Tp) {
     const r = gpt2.get(tp)!;
-    const tps = typeof r === "number" ? (GPT2.seq * GPT2.batch * 1000) / r : NaN;
+    const tps = typeof r === "string" ? NaN : (GPT2.seq * GPT2.batch * 1000) / r.ms;
     lines.push(
       `| GPT-2 small shape, tokens/s | ${
         torchG ? `${f1(torchG.v)} (${torchG.threads} thr)` : "–"
       } | ${
-        typeof r === "number"
-          ? `${f1(tps)} at TP=${tp} (deno, ${tp} Worker${tp > 1 ? "s" : ""} in one process)`
-          : `TP=${tp} ${r}`
+        typeof r === "string" ? `TP=${tp} ${r}` : `${f1(tps)} at TP=${tp} (deno, ${r.placed})`
       } | ${torchG && Number.isFinite(tps) ? ratio(tps, torchG.v) : "–"} |`,
     );
   }

@@ -1,0 +1,199 @@
+/**
+ * The benchmarks' pinned-process placement (bench/scaling.ts, bench/gpt2_scale.ts):
+ * one OS process per rank, each started through cli/launch.ts
+ * (`--nnodes N --node-rank i --nproc-per-node 1`, rendezvous on a free loopback
+ * port, collectives over TCP) and pinned to its own core with `taskset -c`
+ * when `taskset` works here. On a CPU-only machine a simulated GPU (lavapipe or
+ * llvmpipe, given one thread: `LP_NUM_THREADS=1` unless set) and its host
+ * thread then share one core, as a GPU and its host thread would be one rank's
+ * alone, and each process may use any backend (Dawn serialises the devices of
+ * one process).
+ *
+ * The worker module prints its result on stdout as one tagged line,
+ * `TAG {json}` ({@link printTaggedResult}); the host reads that line from each
+ * rank ({@link runPinnedProcs}). Each rank's stderr is passed through as it
+ * comes and its tail kept for the error when the rank fails.
+ * @module
+ */
+
+import { listHostGpus } from "../collectives/devices.ts";
+import { parseDuration } from "../collectives/env.ts";
+import { grantedPermissionFlags, randomRunId } from "../collectives/procs.ts";
+import { freeLocalPort } from "../collectives/tcp.ts";
+import { waitForAllOrGrace } from "../collectives/wait.ts";
+
+let tasksetFound: boolean | undefined;
+
+/** Whether `taskset` can pin processes here (looked up once). */
+export function hasTaskset(): boolean {
+  if (tasksetFound === undefined) {
+    try {
+      tasksetFound = new Deno.Command("taskset", {
+        args: ["-p", "1"],
+        stdout: "null",
+        stderr: "null",
+      }).outputSync().success;
+    } catch {
+      tasksetFound = false;
+    }
+  }
+  return tasksetFound;
+}
+
+/** How `ranks` pinned processes run, for a table: "2 pinned processes, TCP". */
+export function describePinnedProcs(ranks: number): string {
+  const what = ranks === 1 ? "1 process" : `${ranks} processes`;
+  if (!hasTaskset()) return `${what}${ranks > 1 ? ", TCP" : ""}, not pinned (no taskset)`;
+  return ranks === 1 ? "1 pinned process" : `${ranks} pinned processes, TCP`;
+}
+
+/** Prints `value` on stdout as the tagged line {@link runPinnedProcs} reads. */
+export function printTaggedResult(tag: string, value: unknown): void {
+  console.log(`${tag} ${JSON.stringify(value)}`);
+}
+
+/** What {@link runPinnedProcs} runs. */
+export interface PinnedProcsOptions {
+  /** Ranks (processes). */
+  ranks: number;
+  /** The worker module (exports `default(ctx: WorkerContext)`), run by cli/launch.ts. */
+  worker: URL;
+  /** The worker's arguments (it should print its result line when asked to). */
+  args: string[];
+  /** The result line's tag: the worker prints `TAG {json}` on stdout. */
+  tag: string;
+  /** Rank i runs on core `(firstCore + i) % cores` (default 0). */
+  firstCore?: number;
+  /** `--dist-timeout` of the ranks (default "120s"). */
+  distTimeout?: string;
+}
+
+/** Last `n` lines of `text`. */
+function tail(text: string, n: number): string {
+  const lines = text.trimEnd().split("\n");
+  return (lines.length > n ? ["…", ...lines.slice(-n)] : lines).join("\n");
+}
+
+/** Copies `stream` to this process's stderr as it comes and resolves to the text. */
+async function teeToStderr(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const dec = new TextDecoder();
+  let text = "";
+  for await (const chunk of stream) {
+    await Deno.stderr.write(chunk);
+    text += dec.decode(chunk, { stream: true });
+    // Keep only the tail: the error needs the last lines.
+    if (text.length > 1 << 20) text = text.slice(-(1 << 19));
+  }
+  return text + dec.decode();
+}
+
+/**
+ * Runs the ranks of `opts.worker` as one pinned process each (see the module
+ * doc) and returns each rank's parsed result line, in rank order. When a rank
+ * fails, the others get the dist timeout plus 5 s to fail on their own (they
+ * notice the missing peer), then are killed; the error names the rank that
+ * failed first, its exit code and its output.
+ */
+export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> {
+  const { ranks, tag } = opts;
+  const port = freeLocalPort();
+  const cores = navigator.hardwareConcurrency;
+  const firstCore = opts.firstCore ?? 0;
+  const pin = hasTaskset();
+  const distTimeout = opts.distTimeout ?? "120s";
+  const launcher = new URL("../cli/launch.ts", import.meta.url).pathname;
+  // On a host with several GPUs, process i drives GPU i.
+  const gpus = listHostGpus().length;
+  // Other runs may have taken the port between freeLocalPort and rendezvous: a run id keeps them apart.
+  const runId = randomRunId();
+  const coreOf = (i: number) => (firstCore + i) % cores;
+  const children = Array.from({ length: ranks }, (_, i) => {
+    const deno = [
+      Deno.execPath(),
+      "run",
+      ...grantedPermissionFlags(),
+      launcher,
+      ...(ranks > 1
+        ? ["--nnodes", String(ranks), "--node-rank", String(i), "--nproc-per-node", "1"]
+        : []),
+      "--master-addr",
+      "127.0.0.1",
+      "--master-port",
+      String(port),
+      "--rdzv-id",
+      runId,
+      "--dist-timeout",
+      distTimeout,
+      ...(gpus >= ranks ? ["--devices", String(i)] : []),
+      opts.worker.pathname,
+      ...opts.args,
+    ];
+    const argv = pin ? ["taskset", "-c", String(coreOf(i)), ...deno] : deno;
+    // One core per simulated GPU on lavapipe/llvmpipe (ignored by real GPUs).
+    const env: Record<string, string> = pin && !Deno.env.get("LP_NUM_THREADS")
+      ? { LP_NUM_THREADS: "1" }
+      : {};
+    return new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      cwd: new URL("../", import.meta.url).pathname,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  });
+  const codes: (number | null)[] = children.map(() => null);
+  const failures: number[] = [];
+  let failedAt = 0;
+  const outputs = children.map((c) =>
+    Promise.all([new Response(c.stdout).text(), teeToStderr(c.stderr)])
+  );
+  const exited = children.map((c, i) =>
+    c.status.then((s) => {
+      codes[i] = s.code;
+      if (s.code !== 0) {
+        failures.push(i);
+        failedAt ||= performance.now();
+      }
+    })
+  );
+  const grace = parseDuration(distTimeout) + 5000;
+  await waitForAllOrGrace(
+    () => codes.every((c) => c !== null),
+    () => Promise.race(exited.filter((_, i) => codes[i] === null)),
+    () => failedAt,
+    grace,
+  );
+  const killed = codes.flatMap((c, i) => c === null ? [i] : []);
+  const failed = [...failures];
+  for (const i of killed) {
+    try {
+      children[i].kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+  await Promise.all(exited);
+  const texts = await Promise.all(outputs);
+  const results = texts.map(([stdout]) => {
+    const line = stdout.split("\n").find((l) => l.startsWith(`${tag} `));
+    return line === undefined ? undefined : JSON.parse(line.slice(tag.length + 1)) as T;
+  });
+  // The rank that failed first, else one that exited 0 without its result line.
+  const bad = failed[0] ?? results.findIndex((r) => r === undefined);
+  if (bad >= 0) {
+    const [stdout, stderr] = texts[bad];
+    const how = codes[bad] !== 0
+      ? `exited with code ${codes[bad]}`
+      : `exited 0 without a "${tag}" line`;
+    const others = [
+      ...failed.slice(1).map((i) => `rank ${i} failed too (code ${codes[i]})`),
+      ...killed.map((i) => `rank ${i} killed ${grace} ms after the failure`),
+    ];
+    throw new Error(
+      `rank ${bad} of ${ranks} (${pin ? `core ${coreOf(bad)}` : "not pinned"}) ${how}` +
+        (others.length ? `; ${others.join("; ")}` : "") +
+        `\n--- rank ${bad} stdout ---\n${tail(stdout, 40) || "(empty)"}` +
+        `\n--- rank ${bad} stderr ---\n${tail(stderr, 40) || "(empty)"}`,
+    );
+  }
+  return results as T[];
+}
