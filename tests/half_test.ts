@@ -16,6 +16,7 @@ import {
   f32FromBits,
   f32ToBf16Bits,
   f32ToF16Bits,
+  fromHalfBits,
   roundToHalf,
 } from "../core/half.ts";
 import { tidy } from "../core/tensor.ts";
@@ -238,4 +239,16 @@ Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuT
     for (const n of f.tensors.keys()) strictEqual(f.info(n).dtype, dtype, n);
   }
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("fromHalfBits: every fp16 and bf16 bit pattern as the scalar conversions give it", () => {
+  const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  for (const [dtype, scalar] of [["fp16", f16BitsToF32], ["bf16", bf16BitsToF32]] as const) {
+    const got = fromHalfBits(all, dtype);
+    // NaN's payload is not compared: a JavaScript number carries none
+    const same = all.every((b) =>
+      Number.isNaN(scalar(b)) ? Number.isNaN(got[b]) : f32Bits(got[b]) === f32Bits(scalar(b))
+    );
+    ok(same, dtype);
+  }
 });
