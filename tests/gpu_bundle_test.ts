@@ -37,7 +37,7 @@ async function canCutNetwork(): Promise<boolean> {
 
 Deno.test(
   "gpu_check.sh --smoke runs offline from the bundle alone",
-  withTimeLimit(420),
+  withTimeLimit(720),
   async () => {
     const tmp = await Deno.makeTempDir({ prefix: "gpu_bundle_test_" });
     try {

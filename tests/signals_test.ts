@@ -29,6 +29,8 @@ const tiny = [
  * hold the thread), so the save is the window.
  */
 const slow = [
+  // the signals are the subject: no matmul autotuning after the first step (minutes on a slow CPU)
+  "--no-matmul-autotune",
   "--num-layers",
   "8",
   "--hidden-size",
@@ -140,10 +142,10 @@ for (const [mode, extra] of Object.entries(modes)) {
       "--save",
       `${dir}/ck`,
     ]);
-    await run.waitFor(/iteration\s+2\/\s*100000/);
+    await run.waitFor(/iteration\s+2\/\s*100000/, "stdout", 180_000);
     run.kill("SIGTERM");
     // The first is acknowledged (by the rank-0 process), then the second follows.
-    await run.waitFor(/SIGTERM: finishing this step/, "stderr");
+    await run.waitFor(/SIGTERM: finishing this step/, "stderr", 180_000);
     const t0 = performance.now();
     run.kill("SIGTERM");
     const r = await run.done();
