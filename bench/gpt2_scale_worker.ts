@@ -8,9 +8,7 @@
  * @module
  */
 
-import { MatmulTuner } from "../core/matmul_tuner.ts";
-import { describeTuning } from "../cli/autotune.ts";
-import { defaultTuningCachePath, FileTuningStore } from "../cli/tuning_cache.ts";
+import { attachTuner, describeTuning } from "../cli/autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -125,9 +123,7 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
       // cache file (~/.cache/webgpu-megatron/matmul-tuning.json, per adapter and
       // shape). Ranks tuning at once (Workers or processes) each merge their choices
       // into the file and replace it atomically (cli/tuning_cache.ts).
-      const path = defaultTuningCachePath();
-      const tuner = new MatmulTuner(device, path ? new FileTuningStore(path) : null);
-      device.matmulTuner = tuner;
+      const tuner = attachTuner(device, { enabled: true })!;
       await trainer.step(1, () => {
         const [ids, tg] = batch();
         return model.loss(ids, tg);

@@ -137,21 +137,23 @@ console.log(
       world > 1 ? " (per rank: the larger of the ranks)" : ""
     }`,
 );
+// The table's columns: the text ones left-aligned, the numbers right-aligned.
+const textColumns = ["mode", ...(dp > 1 ? ["DP wire"] : [])];
+const numberColumns = [
+  "ms/step",
+  "peak MiB",
+  "weights+copies+moments MiB",
+  "grads MiB",
+  "saved activations MiB",
+  "forward peak MiB",
+  ...(tp > 1 ? ["TP all-reduce bytes/step", "TP all-gather bytes/step", "TP bytes/step"] : []),
+  ...(dp > 1
+    ? ["DP gradient bytes/step", "DP other bytes/step", "DP calls/step", "DP gradient ms/step"]
+    : []),
+];
+console.log(`| ${[...textColumns, ...numberColumns].join(" | ")} |`);
 console.log(
-  "| mode |" + (dp > 1 ? " DP wire |" : "") +
-    " ms/step | peak MiB | weights+copies+moments MiB | grads MiB | saved activations MiB | forward peak MiB |" +
-    (tp > 1 ? " TP all-reduce bytes/step | TP all-gather bytes/step | TP bytes/step |" : "") +
-    (dp > 1
-      ? " DP gradient bytes/step | DP other bytes/step | DP calls/step | DP gradient ms/step |"
-      : ""),
-);
-console.log(
-  "| ---- |" + (dp > 1 ? " ------- |" : "") +
-    " ------: | -------: | -------------------------: | --------: | --------------------: | ---------------: |" +
-    (tp > 1 ? " ----------------------: | ----------------------: | ------------: |" : "") +
-    (dp > 1
-      ? " ---------------------: | ------------------: | ------------: | ------------------: |"
-      : ""),
+  `| ${[...textColumns.map(() => "---"), ...numberColumns.map(() => "---:")].join(" | ")} |`,
 );
 const modes = (args.values.modes ?? "fp32,bf16,fp16").split(",") as MixedRun["mode"][];
 /** Every rank's result of each run, by `mode/wire`. */

@@ -5,8 +5,7 @@
  * @module
  */
 
-import { MatmulTuner } from "../core/matmul_tuner.ts";
-import { defaultTuningCachePath, FileTuningStore } from "../cli/tuning_cache.ts";
+import { attachTuner } from "../cli/autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -94,9 +93,7 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
       });
     // Tuned matmul tilings, as `deno task train` uses by default (cached on disk,
     // so later rounds and ranks reuse them): timed after the first warm-up step.
-    const path = defaultTuningCachePath();
-    const tuner = new MatmulTuner(device, path ? new FileTuningStore(path) : null);
-    device.matmulTuner = tuner;
+    const tuner = attachTuner(device, { enabled: true })!;
     for (let i = 0; i < run.warmup; i++) {
       await step();
       if (tuner.pending) await tuner.tune();

@@ -114,36 +114,37 @@ Deno.test("data-parallel gradients averaged with 16-bit values on the wire (host
   }
 });
 
-Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixed_precision_worker.ts)", async () => {
+/** A 2-layer GPT small enough for a step in seconds. */
+const TINY: MixedRun["config"] = {
+  vocabSize: 64,
+  numLayers: 2,
+  hiddenSize: 32,
+  numHeads: 2,
+  maxPositions: 8,
+  hiddenDropout: 0,
+  attentionDropout: 0,
+};
+
+/** Every rank's result of `run` over two Workers (bench/mixed_precision_worker.ts). */
+async function runTwoRanks(run: MixedRun): Promise<MixedResult[]> {
   const { runWorkers } = await import("../collectives/launch.ts");
   const { localDistConfig } = await import("../collectives/env.ts");
-  const [b, s, h] = [2, 8, 32];
+  const res = await runWorkers(
+    localDistConfig(2),
+    new URL("../bench/mixed_precision_worker.ts", import.meta.url),
+    [JSON.stringify(run)],
+    { log: false, gpus: [] },
+  );
+  strictEqual(res.ok, true, JSON.stringify(res.ranks.map((r) => r.error)));
+  return res.ranks.map((r) => r.result as MixedResult);
+}
+
+Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixed_precision_worker.ts)", async () => {
+  const [b, s, h] = [2, TINY.maxPositions, TINY.hiddenSize];
   const bytes: Record<string, CommBytes[]> = {};
   for (const mode of ["fp32", "bf16"] as const) {
-    const run: MixedRun = {
-      config: {
-        vocabSize: 64,
-        numLayers: 2,
-        hiddenSize: h,
-        numHeads: 2,
-        maxPositions: s,
-        hiddenDropout: 0,
-        attentionDropout: 0,
-      },
-      batch: b,
-      seq: s,
-      steps: 1,
-      mode,
-      tp: 2,
-    };
-    const res = await runWorkers(
-      localDistConfig(2),
-      new URL("../bench/mixed_precision_worker.ts", import.meta.url),
-      [JSON.stringify(run)],
-      { log: false, gpus: [] },
-    );
-    strictEqual(res.ok, true, JSON.stringify(res.ranks.map((r) => r.error)));
-    bytes[mode] = res.ranks.map((r) => (r.result as MixedResult).tpBytes);
+    const rs = await runTwoRanks({ config: TINY, batch: b, seq: s, steps: 1, mode, tp: 2 });
+    bytes[mode] = rs.map((r) => r.tpBytes);
     deepStrictEqual(bytes[mode][1], bytes[mode][0], "both ranks send the same");
   }
   const [f32, bf] = [bytes.fp32[0], bytes.bf16[0]];
@@ -158,20 +159,10 @@ Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixe
 });
 
 Deno.test("DP=2 step: the 16-bit gradient wire sends half the fp32 wire's bytes, same bits (bench/mixed_precision_worker.ts)", async () => {
-  const { runWorkers } = await import("../collectives/launch.ts");
-  const { localDistConfig } = await import("../collectives/env.ts");
   const out: Record<string, MixedResult[]> = {};
   for (const dpWire of ["half", "fp32"] as const) {
-    const run: MixedRun = {
-      config: {
-        vocabSize: 64,
-        numLayers: 2,
-        hiddenSize: 32,
-        numHeads: 2,
-        maxPositions: 8,
-        hiddenDropout: 0.1,
-        attentionDropout: 0,
-      },
+    out[dpWire] = await runTwoRanks({
+      config: { ...TINY, hiddenDropout: 0.1 },
       batch: 2,
       seq: 8,
       steps: 2,
@@ -180,15 +171,7 @@ Deno.test("DP=2 step: the 16-bit gradient wire sends half the fp32 wire's bytes,
       dp: 2,
       dpWire,
       keepWeights: true,
-    };
-    const res = await runWorkers(
-      localDistConfig(2),
-      new URL("../bench/mixed_precision_worker.ts", import.meta.url),
-      [JSON.stringify(run)],
-      { log: false, gpus: [] },
-    );
-    strictEqual(res.ok, true, JSON.stringify(res.ranks.map((r) => r.error)));
-    out[dpWire] = res.ranks.map((r) => r.result as MixedResult);
+    });
     for (const r of out[dpWire]) {
       deepStrictEqual(r.dpBytes, out[dpWire][0].dpBytes, "both ranks send the same");
       deepStrictEqual(r.weights, out[dpWire][0].weights, "replicas hold the same weights");

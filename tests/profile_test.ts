@@ -125,7 +125,8 @@ Deno.test("profile: at TP=2 both ranks dispatch the same kernels and send the f/
   const [k0, k1] = ps.map(dispatchesByKernel);
   assertEquals(k0["reduce:sumsq:sq"], PARAM_TENSORS);
   assert(k1["reduce:sumsq:sq"] < PARAM_TENSORS);
-  delete k0["reduce:sumsq:sq"], delete k1["reduce:sumsq:sq"];
+  delete k0["reduce:sumsq:sq"];
+  delete k1["reduce:sumsq:sq"];
   assertEquals(k1, k0);
   assertEquals(ps[1].loss, ps[0].loss);
   // per step: f/g all-reduces of a [batch, seq, hidden] f32 activation or gradient, 4 per
