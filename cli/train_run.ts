@@ -290,190 +290,202 @@ async function runTask<B>(
   dist: WorkerContext | null,
   stop: StopRequest | null,
 ): Promise<TrainSummary> {
+  const device = await openDevice(a, dist);
+  try {
+    return await trainOn(device, a, data, dist, stop);
+  } finally {
+    // After trainOn has returned, so that its tensors are garbage (Device.close).
+    await device.close();
+  }
+}
+
+/** The training loop of {@link runTask} on its device. */
+async function trainOn<B>(
+  device: Device,
+  a: TrainArgs,
+  data: TaskData<B>,
+  dist: WorkerContext | null,
+  stop: StopRequest | null,
+): Promise<TrainSummary> {
   const L = layoutOf(a, dist);
   const { dp, dpRank, world, log } = L;
   const say = log.say;
   const T = a.seqLength, mb = a.microBatch, iters = a.trainIters;
   const gb = a.globalBatch ?? mb * dp;
   const accum = gb / (mb * dp);
-  const device = await openDevice(a, dist);
   const tuner = attachTuner(device, a.autotune);
-  try {
-    checkAttentionFits(device, {
-      microBatch: mb,
-      headsPerRank: data.numHeads / a.tp,
-      seqLength: T,
-    });
-    const { task, trainer, timer } = await setUp(a, L, device, data);
-    const model = task.model;
-    const flopsPerIter = trainingFlops(
-      { ...task.shape, vocab: model.paddedVocab, seqLength: T },
-      gb * T,
-      a.model.recomputeActivations,
-      task.headShare,
+  checkAttentionFits(device, {
+    microBatch: mb,
+    headsPerRank: data.numHeads / a.tp,
+    seqLength: T,
+  });
+  const { task, trainer, timer } = await setUp(a, L, device, data);
+  const model = task.model;
+  const flopsPerIter = trainingFlops(
+    { ...task.shape, vocab: model.paddedVocab, seqLength: T },
+    gb * T,
+    a.model.recomputeActivations,
+    task.headShare,
+  );
+  // Validation: each data-parallel rank evaluates its share of the batches;
+  // the average over replicas of (sum × DP / all batches) is the mean over all.
+  const valShare = task.validation.filter((_, i) => i % dp === dpRank);
+  const evaluate = () =>
+    trainer.evaluate(
+      valShare.length,
+      (i) => task.loss(valShare[i], 0, task.rowsOf(valShare[i]), 1),
+      dp / task.validation.length,
     );
-    // Validation: each data-parallel rank evaluates its share of the batches;
-    // the average over replicas of (sum × DP / all batches) is the mean over all.
-    const valShare = task.validation.filter((_, i) => i % dp === dpRank);
-    const evaluate = () =>
-      trainer.evaluate(
-        valShare.length,
-        (i) => task.loss(valShare[i], 0, task.rowsOf(valShare[i]), 1),
-        dp / task.validation.length,
-      );
 
-    const s = device.summary();
-    say(
-      `device: ${s.backend} | ${s.name}${s.isFallback ? " (software)" : ""}${
-        world > 1 ? ` | ${world} ranks` : ""
+  const s = device.summary();
+  say(
+    `device: ${s.backend} | ${s.name}${s.isFallback ? " (software)" : ""}${
+      world > 1 ? ` | ${world} ranks` : ""
+    }`,
+  );
+  for (const line of task.describe()) say(line);
+  const nVal = task.validation.length;
+  say(
+    `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
+      `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
+      `${nVal} batch${nVal === 1 ? "" : "es"}${
+        dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
       }`,
-    );
-    for (const line of task.describe()) say(line);
-    const nVal = task.validation.length;
-    say(
-      `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
-        `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
-        `${nVal} batch${nVal === 1 ? "" : "es"}${
-          dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
-        }`,
-    );
+  );
 
-    let skippedTotal = 0;
-    const startIter = a.load ? await load(a, L, task, trainer, (n) => skippedTotal = n) + 1 : 1;
-    // A resumed run appends to its log, dropping what the interrupted run wrote
-    // past its checkpoint (those iterations run again).
-    const json = log.isLogger && a.logJson
-      ? await JsonLog.open(a.logJson, a.load ? startIter - 1 : undefined, {
-        config: a.flags,
-        // A rank does not know the node count of a multi-node launch (null in JSON).
-        world: { size: world, tp: a.tp, dp, nodes: dist ? NaN : 1 },
-        first_iteration: startIter,
-      })
-      : null;
-    const progress = new Progress(iters, log.isLogger ? undefined : false);
-    const stopFlag = a.save && dist && stop ? dist.group.alloc(1) : null;
-    const from = a.load
-      ? `loaded from ${a.load}`
-      : a.initFromHf
-      ? `loaded from ${a.initFromHf}`
-      : `initialized from --seed ${a.seed}`;
+  let skippedTotal = 0;
+  const startIter = a.load ? await load(a, L, task, trainer, (n) => skippedTotal = n) + 1 : 1;
+  // A resumed run appends to its log, dropping what the interrupted run wrote
+  // past its checkpoint (those iterations run again).
+  const json = log.isLogger && a.logJson
+    ? await JsonLog.open(a.logJson, a.load ? startIter - 1 : undefined, {
+      config: a.flags,
+      // A rank does not know the node count of a multi-node launch (null in JSON).
+      world: { size: world, tp: a.tp, dp, nodes: dist ? NaN : 1 },
+      first_iteration: startIter,
+    })
+    : null;
+  const progress = new Progress(iters, log.isLogger ? undefined : false);
+  const stopFlag = a.save && dist && stop ? dist.group.alloc(1) : null;
+  const from = a.load
+    ? `loaded from ${a.load}`
+    : a.initFromHf
+    ? `loaded from ${a.initFromHf}`
+    : `initialized from --seed ${a.seed}`;
 
-    const window = new LogWindow();
-    let stoppedBy: Deno.Signal | null = null;
-    let prev: { lr: number; gradNorm: number } | null = null;
-    let lastVal = NaN, lastTrain = NaN, lastIter = startIter - 1;
-    let steadyMs = 0, steadyComm = 0;
-    const runStart = performance.now();
-    for (let it = startIter; it <= iters; it++) {
-      // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
-      const t0 = performance.now(), c0 = timer.ms;
-      let r;
-      try {
-        r = await trainer.step(accum, () => task.loss(task.nextTrainBatch(), dpRank * mb, mb, dp));
-      } catch (e) {
-        throw limitError(e, { microBatch: mb, seqLength: T }) ?? e;
-      }
-      const ms = performance.now() - t0;
-      lastIter = it;
-      if (tuner?.pending) {
-        // The first step has used every shape: time their tilings now, once.
-        const t1 = performance.now();
-        const found = await tuner.tune();
-        say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError));
-      }
-      if (it > startIter) {
-        steadyMs += ms;
-        steadyComm += timer.ms - c0;
-      }
-      if (!Number.isFinite(r.loss)) {
-        throw new RunError(
-          nonFiniteLossMessage(r.loss, it, it === startIter, from, prev, a.clipGrad),
+  const window = new LogWindow();
+  let stoppedBy: Deno.Signal | null = null;
+  let prev: { lr: number; gradNorm: number } | null = null;
+  let lastVal = NaN, lastTrain = NaN, lastIter = startIter - 1;
+  let steadyMs = 0, steadyComm = 0;
+  const runStart = performance.now();
+  for (let it = startIter; it <= iters; it++) {
+    // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
+    const t0 = performance.now(), c0 = timer.ms;
+    let r;
+    try {
+      r = await trainer.step(accum, () => task.loss(task.nextTrainBatch(), dpRank * mb, mb, dp));
+    } catch (e) {
+      throw limitError(e, { microBatch: mb, seqLength: T }) ?? e;
+    }
+    const ms = performance.now() - t0;
+    lastIter = it;
+    if (tuner?.pending) {
+      // The first step has used every shape: time their tilings now, once.
+      const t1 = performance.now();
+      const found = await tuner.tune();
+      say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError));
+    }
+    if (it > startIter) {
+      steadyMs += ms;
+      steadyComm += timer.ms - c0;
+    }
+    if (!Number.isFinite(r.loss)) {
+      throw new RunError(
+        nonFiniteLossMessage(r.loss, it, it === startIter, from, prev, a.clipGrad),
+      );
+    }
+    if (!r.skipped) prev = { lr: r.lr, gradNorm: r.gradNorm };
+    if (r.skipped) skippedTotal++;
+    window.add(r.loss, r.gradNorm, timer.ms - c0, r.skipped);
+    // Signals (with --save: stop after this step, saved).
+    if (stop && a.save) stoppedBy = await agreedStop(stop, stopFlag, dist);
+    else if (stop) await new Promise((res) => setTimeout(res, 0));
+    // Evaluate.
+    let valLoss: number | undefined;
+    if (!stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
+      valLoss = lastVal = await evaluate();
+    }
+    json?.write({
+      iteration: it,
+      loss: r.loss,
+      lr: r.lr,
+      grad_norm: r.gradNorm,
+      loss_scale: r.lossScale,
+      skipped: r.skipped,
+      tokens_per_s: (gb * T) / (ms / 1000),
+      ms_per_iter: ms,
+      consumed_tokens: it * gb * T,
+      ...(valLoss !== undefined ? { val_loss: valLoss, val_ppl: Math.exp(valLoss) } : {}),
+    });
+    // Log.
+    if (it % a.logInterval === 0 || it === iters || stoppedBy) {
+      const w = window.close();
+      lastTrain = w.loss;
+      if (log.isLogger) {
+        progress.line(
+          formatLogLine({
+            iteration: it,
+            total: iters,
+            consumedTokens: it * gb * T,
+            consumedSamples: it * gb,
+            globalBatchSize: gb,
+            worldSize: world,
+            msPerIter: w.msPerIter,
+            tokensPerS: (gb * T) / (w.msPerIter / 1000),
+            gflops: flopsPerIter / (w.msPerIter / 1000) / 1e9,
+            lr: r.lr,
+            loss: w.loss,
+            lossScale: r.lossScale,
+            gradNorm: w.gradNorm,
+            skipped: w.skipped,
+          }) + (a.measureComm ? ` comm: ${(100 * w.commShare).toFixed(1)}% |` : ""),
         );
       }
-      if (!r.skipped) prev = { lr: r.lr, gradNorm: r.gradNorm };
-      if (r.skipped) skippedTotal++;
-      window.add(r.loss, r.gradNorm, timer.ms - c0, r.skipped);
-      // Signals (with --save: stop after this step, saved).
-      if (stop && a.save) stoppedBy = await agreedStop(stop, stopFlag, dist);
-      else if (stop) await new Promise((res) => setTimeout(res, 0));
-      // Evaluate.
-      let valLoss: number | undefined;
-      if (!stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
-        valLoss = lastVal = await evaluate();
-      }
-      json?.write({
-        iteration: it,
-        loss: r.loss,
-        lr: r.lr,
-        grad_norm: r.gradNorm,
-        loss_scale: r.lossScale,
-        skipped: r.skipped,
-        tokens_per_s: (gb * T) / (ms / 1000),
-        ms_per_iter: ms,
-        consumed_tokens: it * gb * T,
-        ...(valLoss !== undefined ? { val_loss: valLoss, val_ppl: Math.exp(valLoss) } : {}),
-      });
-      // Log.
-      if (it % a.logInterval === 0 || it === iters || stoppedBy) {
-        const w = window.close();
-        lastTrain = w.loss;
-        if (log.isLogger) {
-          progress.line(
-            formatLogLine({
-              iteration: it,
-              total: iters,
-              consumedTokens: it * gb * T,
-              consumedSamples: it * gb,
-              globalBatchSize: gb,
-              worldSize: world,
-              msPerIter: w.msPerIter,
-              tokensPerS: (gb * T) / (w.msPerIter / 1000),
-              gflops: flopsPerIter / (w.msPerIter / 1000) / 1e9,
-              lr: r.lr,
-              loss: w.loss,
-              lossScale: r.lossScale,
-              gradNorm: w.gradNorm,
-              skipped: w.skipped,
-            }) + (a.measureComm ? ` comm: ${(100 * w.commShare).toFixed(1)}% |` : ""),
-          );
-        }
-      }
-      if (valLoss !== undefined && log.isLogger) {
-        for (const line of formatValidationLines(it, valLoss)) progress.line(line);
-      }
-      // Save.
-      if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
-        await save(a, L, dist, task, trainer, it, it * gb * T, skippedTotal);
-        if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
-      }
-      if (log.isLogger) progress.update(it);
-      if (stoppedBy) break;
     }
-    stop?.finished();
-    progress.done();
-    await json?.close();
-    const done = stoppedBy ? lastIter : iters;
-    const summary: TrainSummary = {
-      valLoss: lastVal,
-      trainLoss: lastTrain,
-      msPerStep: steadyMs / Math.max(1, done - startIter),
-      commShare: steadyMs > 0 ? steadyComm / steadyMs : 0,
-      params: fullParamCount(model, a.tp),
-    };
-    if (stoppedBy) {
-      say(`\nstopped by ${stoppedBy} after iteration ${lastIter}; resume with --load ${a.save}`);
-      return summary;
+    if (valLoss !== undefined && log.isLogger) {
+      for (const line of formatValidationLines(it, valLoss)) progress.line(line);
     }
-    say(
-      `\ntrained ${iters - startIter + 1} steps in ${
-        ((performance.now() - runStart) / 1000).toFixed(1)
-      } s`,
-    );
-    await task.report(lastVal, a, log);
-    return summary;
-  } finally {
-    await device.close();
+    // Save.
+    if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
+      await save(a, L, dist, task, trainer, it, it * gb * T, skippedTotal);
+      if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
+    }
+    if (log.isLogger) progress.update(it);
+    if (stoppedBy) break;
   }
+  stop?.finished();
+  progress.done();
+  await json?.close();
+  const done = stoppedBy ? lastIter : iters;
+  const summary: TrainSummary = {
+    valLoss: lastVal,
+    trainLoss: lastTrain,
+    msPerStep: steadyMs / Math.max(1, done - startIter),
+    commShare: steadyMs > 0 ? steadyComm / steadyMs : 0,
+    params: fullParamCount(model, a.tp),
+  };
+  if (stoppedBy) {
+    say(`\nstopped by ${stoppedBy} after iteration ${lastIter}; resume with --load ${a.save}`);
+    return summary;
+  }
+  say(
+    `\ntrained ${iters - startIter + 1} steps in ${
+      ((performance.now() - runStart) / 1000).toFixed(1)
+    } s`,
+  );
+  await task.report(lastVal, a, log);
+  return summary;
 }
 
 /**

@@ -149,17 +149,32 @@ export class Device {
   /** Texels on a side of a 2-D texture: the adapter's maxTextureDimension2D, or a lower cap. */
   readonly maxTextureDimension: number;
 
+  #adapter: GPUAdapter | null;
+  #gpu: GPUDevice | null;
+
+  /** The adapter; throws after {@link Device.close}. */
+  get adapter(): GPUAdapter {
+    if (!this.#adapter) throw new Error("the GPU device was closed");
+    return this.#adapter;
+  }
+
+  /** The raw WebGPU device; throws after {@link Device.close}. */
+  get gpu(): GPUDevice {
+    if (!this.#gpu) throw new Error("the GPU device was closed");
+    return this.#gpu;
+  }
+
   private constructor(
     /** The provider this device came from (kept alive with it). */
     readonly provider: GPUProvider,
-    /** The adapter. */
-    readonly adapter: GPUAdapter,
-    /** The raw WebGPU device. */
-    readonly gpu: GPUDevice,
+    adapter: GPUAdapter,
+    gpu: GPUDevice,
     maxBatched: number,
     maxBindingBytes: number | undefined,
     maxTextureDimension: number | undefined,
   ) {
+    this.#adapter = adapter;
+    this.#gpu = gpu;
     this.#maxBatched = maxBatched;
     const own = gpu.limits.maxStorageBufferBindingSize;
     this.maxBindingBytes = Math.min(own, maxBindingBytes ?? own);
@@ -190,6 +205,7 @@ export class Device {
       if (adapter.features.has(f)) requiredFeatures.push(f);
     }
     const gpu = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+    provider.threadHooks?.opened();
     return new Device(
       provider,
       adapter,
@@ -601,9 +617,14 @@ export class Device {
   /**
    * Destroys the device and waits until the implementation reports it lost
    * (bounded by `timeoutMs`): call this before a Worker holding the device
-   * ends, since tearing a Worker down mid-release can corrupt the heap.
+   * ends, since tearing a Worker down mid-release can corrupt the heap. The
+   * Device then drops its WebGPU objects (`gpu` and `adapter` throw); on Dawn
+   * over GL, closing the thread's last device also releases the thread's EGL
+   * state (see `GPUProvider.threadHooks`).
    */
   async close(timeoutMs = 2000): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
     this.destroy();
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -611,7 +632,18 @@ export class Device {
       new Promise((r) => (timer = setTimeout(r, timeoutMs))),
     ]);
     clearTimeout(timer);
+    // Drop every WebGPU object this Device holds, so that nothing here keeps the
+    // native device alive (see GPUProvider.threadHooks).
+    this.pool.close();
+    this.#pipelines.clear();
+    this.#encoder = null;
+    this.#pass = null;
+    this.#adapter = null;
+    this.#gpu = null;
+    await this.provider.threadHooks?.closed();
   }
+
+  #closed = false;
 
   #getEncoder(): GPUCommandEncoder {
     if (!this.#encoder) this.#encoder = this.gpu.createCommandEncoder();

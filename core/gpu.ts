@@ -47,6 +47,13 @@ export interface GPUProvider {
    * while a device lives; holding it here keeps it reachable.
    */
   readonly keepAlive?: unknown;
+  /**
+   * Per-thread bookkeeping for devices of this provider: `opened` after a device is
+   * made, `closed` once it is lost after {@link Device.close}. Dawn on GL uses it
+   * to release the thread's EGL state when the thread's last device closes (see
+   * `eglThreadHooks`).
+   */
+  readonly threadHooks?: { opened(): void; closed(): Promise<void> };
 }
 
 /** Thrown when a backend cannot give an adapter; the message says how to get one. */
@@ -198,6 +205,74 @@ export function denoGPU(): GPUProvider {
 
 let eglPinned = false;
 
+/** Dawn GL devices open on this thread: module state is per isolate, so per thread. */
+let eglDevicesOpen = 0;
+
+/**
+ * Releases this thread's EGL state once its last Dawn GL device is closed.
+ *
+ * Why: glvnd's libEGL frees a thread's EGL state in two places, that thread's
+ * exit destructor and, at process exit, its own library destructor, which frees
+ * every thread's state. A thread that ends while the main thread is exiting
+ * runs both at once, and the process aborts with "double free or corruption"
+ * after all its work is done. `deno test` runs each test file on a pool thread
+ * that ends just as the process exits: 2 of 450 runs of one GPU test file
+ * aborted so here, and a CI run failed on it (core dump: that thread in
+ * libEGL's key destructor, the main thread in `exit`).
+ *
+ * A thread with no EGL state runs neither. But Dawn destroys its GL context
+ * (an EGL call, which makes the state again) only when the last JS object of
+ * the device is finalized, else at the isolate's teardown, too late to undo.
+ * So, once the Device has dropped its objects ({@link Device.close}), this runs
+ * a full garbage collection (Dawn's finalizers then destroy the context now)
+ * and then `eglReleaseThread`. Objects the caller still holds (a tensor of the
+ * closed device) keep the context until teardown, and with it the hazard.
+ * Best effort: needs --allow-ffi (Dawn does too) and libEGL.so.1.
+ */
+const eglThreadHooks = {
+  opened(): void {
+    eglDevicesOpen++;
+  },
+  async closed(): Promise<void> {
+    if (eglDevicesOpen === 0 || --eglDevicesOpen > 0) return;
+    await collectGarbage();
+    releaseEglThread();
+  },
+};
+
+let fullGc: (() => void) | null | undefined;
+
+/** A full V8 collection, and a turn of the event loop for finalizers (best effort). */
+async function collectGarbage(): Promise<void> {
+  if (fullGc === undefined) {
+    try {
+      const v8 = await import("node:v8");
+      const vm = await import("node:vm");
+      // Exposed only to the one context made here; later contexts get no `gc`.
+      v8.setFlagsFromString("--expose-gc");
+      fullGc = vm.runInNewContext("gc") as () => void;
+      v8.setFlagsFromString("--no-expose-gc");
+    } catch {
+      fullGc = null;
+    }
+  }
+  if (!fullGc) return;
+  for (let i = 0; i < 3; i++) {
+    fullGc();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+}
+
+function releaseEglThread(): void {
+  try {
+    const egl = Deno.dlopen("libEGL.so.1", {
+      eglReleaseThread: { parameters: [], result: "u32" },
+    });
+    egl.symbols.eglReleaseThread();
+    egl.close();
+  } catch { /* no ffi permission or no libEGL: nothing to release */ }
+}
+
 /**
  * Keeps glvnd's libEGL loaded for the life of the process. Dawn (and wgpu's GL
  * backend) load it for a GL device and unload it when their instance goes away,
@@ -253,6 +328,7 @@ export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
     backend: "dawn",
     gpu,
     keepAlive: gpu,
+    ...(compat && Deno.build.os === "linux" ? { threadHooks: eglThreadHooks } : {}),
     adapterOptions: compat
       ? { featureLevel: "compatibility" } as GPURequestAdapterOptions
       : { powerPreference: "high-performance" },

@@ -29,8 +29,18 @@ export class BufferPool {
   /** Buffers created (pool misses). */
   created = 0;
 
+  #device: GPUDevice | null;
+
   /** Creates a pool allocating from `device`. */
-  constructor(readonly device: GPUDevice) {}
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /** The device buffers come from; throws once the pool is closed. */
+  get device(): GPUDevice {
+    if (!this.#device) throw new Error("the buffer pool's device was closed");
+    return this.#device;
+  }
 
   /** A buffer of at least `bytes` bytes (its `size` is the size class). */
   acquire(bytes: number): GPUBuffer {
@@ -58,6 +68,10 @@ export class BufferPool {
   release(buf: GPUBuffer): void {
     const size = buf.size;
     this.liveBytes -= size;
+    if (!this.#device) {
+      buf.destroy(); // closed: keep nothing that holds the device
+      return;
+    }
     this.freeBytes += size;
     let list = this.#free.get(size);
     if (!list) this.#free.set(size, list = []);
@@ -74,5 +88,14 @@ export class BufferPool {
     for (const list of this.#free.values()) for (const b of list) b.destroy();
     this.#free.clear();
     this.freeBytes = 0;
+  }
+
+  /**
+   * Destroys the free buffers and drops the device: buffers released later are
+   * destroyed, not kept, and {@link BufferPool.acquire} throws.
+   */
+  close(): void {
+    this.clear();
+    this.#device = null;
   }
 }

@@ -286,7 +286,7 @@ Deno.test({
         assert.throws(() => matmulPlan(shape(1.5, 2, 3, 3, false, false), opts), /batch must/);
       });
     } finally {
-      device.destroy();
+      await device.close();
     }
   },
 });
