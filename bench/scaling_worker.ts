@@ -92,8 +92,9 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
         );
       });
     // Tuned matmul tilings, as `deno task train` uses by default (cached on disk,
-    // so later rounds and ranks reuse them): timed after the first warm-up step.
-    const tuner = attachTuner(device, { enabled: true })!;
+    // so later rounds and ranks reuse them): timed after the first warm-up step,
+    // every shape (no time budget), so that each round measures tuned kernels.
+    const tuner = attachTuner(device, { enabled: true, budgetMs: Infinity })!;
     for (let i = 0; i < run.warmup; i++) {
       await step();
       if (tuner.pending) await tuner.tune();

@@ -146,8 +146,9 @@ export function deviceFor(b: BackendName): Promise<Device> {
   let d = devices.get(b);
   if (!d) {
     d = Device.create({ backend: b }).then((dev) => {
-      // Tuned matmul tilings, as `deno task train` uses by default (timed in warm-up).
-      dev.matmulTuner = new MatmulTuner(dev);
+      // Tuned matmul tilings, as `deno task train` uses by default (timed in
+      // warm-up, every shape: no time budget, so that the bench measures tuned kernels).
+      dev.matmulTuner = new MatmulTuner(dev, null, { budgetMs: Infinity });
       return dev;
     });
     d.then((dev) => adapterNames.set(b, dev.summary().name), () => {});

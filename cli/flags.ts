@@ -23,6 +23,8 @@ export interface FlagSpec {
   aliases?: string[];
   /** Section heading in the help text. */
   group?: string;
+  /** What the help text calls the value (default: the type, e.g. `FLOAT`). */
+  valueName?: string;
 }
 
 /**
@@ -175,7 +177,7 @@ export function helpText(usage: string, table: Record<string, FlagSpec>): string
       ? ""
       : s.choices
       ? ` ${s.choices.join("|")}`
-      : ` ${s.type.toUpperCase()}`;
+      : ` ${s.valueName ?? s.type.toUpperCase()}`;
     const def = s.default !== undefined && s.type !== "boolean" ? ` (default ${s.default})` : "";
     lines.push(`  --${name}${alias}${arg}`.padEnd(44) + ` ${s.help}${def}`);
   }

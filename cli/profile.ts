@@ -263,7 +263,12 @@ export async function profileRun(
     if (tuner?.pending) {
       const t0 = performance.now();
       const found = await tuner.tune();
-      console.error(describeTuning(found, (performance.now() - t0) / 1000, tuner.saveError));
+      console.error(describeTuning(
+        found,
+        (performance.now() - t0) / 1000,
+        tuner.saveError,
+        tuner.deferred,
+      ));
     }
   }
   // Unprofiled and profiled steps alternate, so that both see the same load on a

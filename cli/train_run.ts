@@ -394,7 +394,7 @@ async function trainOn<B>(
       // The first step has used every shape: time their tilings now, once.
       const t1 = performance.now();
       const found = await tuner.tune();
-      say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError));
+      say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError, tuner.deferred));
     }
     if (it > startIter) {
       steadyMs += ms;

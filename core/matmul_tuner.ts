@@ -49,8 +49,10 @@ export interface TunedShape {
   gflops: number;
   /** GFLOP/s of the heuristic's tiling. */
   heuristicGflops: number;
-  /** Candidates timed. */
+  /** Candidates timed (fewer than the shape has when the budget ran out during it). */
   candidates: number;
+  /** False when the budget ran out during this shape: its choice is not cached. */
+  complete: boolean;
 }
 
 /**
@@ -58,6 +60,36 @@ export interface TunedShape {
  * CPU adapter) are not worth timing; they keep the heuristic tiling.
  */
 export const MIN_TUNED_FLOPS = 4e6;
+
+/**
+ * Tuning time a tuner may spend in all, by default: 60 s. On a slow 2-core
+ * machine timing every candidate of every shape took 265 s for the reference
+ * config with Mesa's shader cache cold (mostly compiling the candidates) and
+ * about 40 minutes per rank for GPT-2 small at TP=2 (README, "Tuning has a
+ * time budget"); within the budget the largest shapes go first, and the rest
+ * are tuned by later runs (choices are cached).
+ */
+export const DEFAULT_TUNING_BUDGET_MS = 60_000;
+
+/** Options of a {@link MatmulTuner}. */
+export interface MatmulTunerOptions {
+  /** Shapes of fewer FLOPs keep the heuristic (default {@link MIN_TUNED_FLOPS}). */
+  minFlops?: number;
+  /** How long each candidate runs per timing, in ms (default 20). */
+  targetMs?: number;
+  /**
+   * Tuning time this tuner may spend over all its {@link MatmulTuner.tune}
+   * calls, in ms (default {@link DEFAULT_TUNING_BUDGET_MS}; Infinity: no limit).
+   * A shape it could not finish keeps the fastest tiling timed so far for this
+   * run, uncached; shapes it did not reach keep the heuristic; later runs tune
+   * both.
+   */
+  budgetMs?: number;
+}
+
+function flopsOf(s: MatmulShape): number {
+  return 2 * s.batch * s.M * s.N * s.K;
+}
 
 /** The adapter identity tuned choices are stored under: backend and adapter name. */
 export function adapterKey(device: Device): string {
@@ -69,19 +101,26 @@ export function adapterKey(device: Device): string {
 export class MatmulTuner implements TilingSource {
   readonly #chosen = new Map<string, MatmulTiling>();
   readonly #pending = new Map<string, { shape: MatmulShape; opts: MatmulOptions }>();
+  /** Shapes the budget left untuned: not noted again in this tuner's life. */
+  readonly #deferred = new Set<string>();
   readonly #adapter: string;
+  #spentMs = 0;
+  /** Shapes of fewer FLOPs keep the heuristic. */
+  readonly minFlops: number;
+  /** How long each candidate runs per timing, in ms. */
+  readonly targetMs: number;
+  /** Tuning time allowed over all {@link MatmulTuner.tune} calls, in ms. */
+  readonly budgetMs: number;
 
-  /**
-   * A tuner for `device`, starting from what `store` saved for this adapter.
-   * Shapes of fewer than `minFlops` (default {@link MIN_TUNED_FLOPS}) keep the
-   * heuristic; `targetMs` is how long each candidate runs per timing.
-   */
+  /** A tuner for `device`, starting from what `store` saved for this adapter. */
   constructor(
     readonly device: Device,
     readonly store: TuningStore | null = null,
-    readonly minFlops = MIN_TUNED_FLOPS,
-    readonly targetMs = 20,
+    opts: MatmulTunerOptions = {},
   ) {
+    this.minFlops = opts.minFlops ?? MIN_TUNED_FLOPS;
+    this.targetMs = opts.targetMs ?? 20;
+    this.budgetMs = opts.budgetMs ?? DEFAULT_TUNING_BUDGET_MS;
     this.#adapter = adapterKey(device);
     for (const [shape, tiling] of Object.entries(store?.load(this.#adapter) ?? {})) {
       const t = parseTilingKey(tiling);
@@ -102,38 +141,61 @@ export class MatmulTuner implements TilingSource {
     return this.#chosen.size;
   }
 
+  /** Shapes the budget left untuned in this tuner's life (a later run tunes them). */
+  get deferred(): number {
+    return this.#deferred.size;
+  }
+
+  /** Tuning time spent so far, in ms. */
+  get spentMs(): number {
+    return this.#spentMs;
+  }
+
   /**
    * The tuned tiling of `shape`, or undefined (then the caller uses the
    * heuristic, and the shape waits for {@link tune}).
    */
   tiling(shape: MatmulShape, opts: MatmulOptions): MatmulTiling | undefined {
-    if (2 * shape.batch * shape.M * shape.N * shape.K < this.minFlops) return undefined;
+    if (flopsOf(shape) < this.minFlops) return undefined;
     const key = matmulShapeKey(shape);
     const t = this.#chosen.get(key);
     if (t && t.software === opts.software) return t;
-    if (!this.#pending.has(key)) this.#pending.set(key, { shape: { ...shape }, opts });
+    if (!this.#pending.has(key) && !this.#deferred.has(key)) {
+      this.#pending.set(key, { shape: { ...shape }, opts });
+    }
     return undefined;
   }
 
   /**
-   * Times every candidate tiling of each pending shape on fresh buffers (zeros),
-   * keeps the fastest, saves the new choices to the store, and says what it found.
-   * Waits for the device (it syncs), so call it between steps.
+   * Times the candidate tilings of each pending shape, largest shape first, on
+   * fresh buffers (zeros), keeps the fastest, saves the finished choices to the
+   * store, and says what it found. Stops when the budget
+   * ({@link MatmulTunerOptions.budgetMs}) is spent; the shapes left wait for a
+   * later run. Waits for the device (it syncs), so call it between steps.
    */
   async tune(): Promise<TunedShape[]> {
     const found: TunedShape[] = [];
     const table: TuningTable = {};
+    const deadline = performance.now() + this.budgetMs - this.#spentMs;
+    const start = performance.now();
     // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
     // taken off every timing so that it does not drown short kernels.
     const syncMs = this.#pending.size ? await this.#emptySyncMs() : 0;
-    for (const [key, { shape, opts }] of this.#pending) {
-      const r = await this.#tuneOne(key, shape, opts, syncMs);
+    const largestFirst = [...this.#pending].sort(([, a], [, b]) =>
+      flopsOf(b.shape) - flopsOf(a.shape)
+    );
+    for (const [key, { shape, opts }] of largestFirst) {
+      if (performance.now() >= deadline) break;
+      const r = await this.#tuneOne(key, shape, opts, syncMs, deadline);
+      this.#pending.delete(key);
       this.#chosen.set(key, r.tiling);
-      table[key] = tilingKey(r.tiling);
+      if (r.report.complete) table[key] = tilingKey(r.tiling);
       found.push(r.report);
     }
+    for (const key of this.#pending.keys()) this.#deferred.add(key);
     this.#pending.clear();
-    if (found.length && this.store) {
+    this.#spentMs += performance.now() - start;
+    if (Object.keys(table).length && this.store) {
       try {
         this.store.save(this.#adapter, table);
         this.saveError = null;
@@ -155,7 +217,13 @@ export class MatmulTuner implements TilingSource {
     return times.sort((a, b) => a - b)[2];
   }
 
-  async #tuneOne(key: string, shape: MatmulShape, opts: MatmulOptions, syncMs: number) {
+  async #tuneOne(
+    key: string,
+    shape: MatmulShape,
+    opts: MatmulOptions,
+    syncMs: number,
+    deadline: number,
+  ) {
     const device = this.device;
     const { batch, M, N, K } = shape;
     const f32 = 4;
@@ -171,11 +239,15 @@ export class MatmulTuner implements TilingSource {
       return { buffer, size };
     });
     try {
-      const flops = 2 * batch * M * N * K;
+      const flops = flopsOf(shape);
       const candidates = tilingCandidates(shape, opts);
+      const target = Math.max(this.targetMs, 4 * syncMs); // a sync's jitter stays small
       let best = { tiling: candidates[0], ms: Infinity };
       let heuristicMs = Infinity;
+      let timed = 0;
       for (const tiling of candidates) {
+        // The heuristic (first) is always timed; the others while the budget lasts.
+        if (timed > 0 && performance.now() >= deadline) break;
         const plan = matmulPlanWith(shape, opts, tiling);
         const run = async (n: number) => {
           const t0 = performance.now();
@@ -183,11 +255,18 @@ export class MatmulTuner implements TilingSource {
           await device.sync();
           return Math.max(performance.now() - t0 - syncMs, 0) / n;
         };
-        await run(1); // compiles
+        // Compiles: one workgroup, not the whole product (seconds for a large one).
+        recordPlan(device, { ...plan, workgroups: [1, 1, 1] }, bufs);
+        await device.sync();
         const once = await run(1);
-        const target = Math.max(this.targetMs, 4 * syncMs); // a sync's jitter stays small
         const reps = Math.max(1, Math.min(256, Math.ceil(target / Math.max(once, 0.02))));
-        const ms = Math.min(await run(reps), await run(reps));
+        // A long kernel clearly slower than the best is not timed again.
+        const ms = once >= target && once > 1.5 * best.ms
+          ? once
+          : reps === 1
+          ? Math.min(once, await run(1))
+          : Math.min(await run(reps), await run(reps));
+        timed++;
         if (ms < best.ms) best = { tiling, ms };
         if (tiling === candidates[0]) heuristicMs = ms;
       }
@@ -200,7 +279,8 @@ export class MatmulTuner implements TilingSource {
           heuristic: tilingKey(candidates[0]),
           gflops: gf(best.ms),
           heuristicGflops: gf(heuristicMs),
-          candidates: candidates.length,
+          candidates: timed,
+          complete: timed === candidates.length,
         },
       };
     } finally {

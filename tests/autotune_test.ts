@@ -2,12 +2,19 @@
  * Matmul autotuning (core/matmul_tuner.ts, cli/autotune.ts): every candidate
  * tiling gives bit-identical results (so tuning never changes a model's
  * numbers), the tuner times the shapes a run used and keeps the choice across
- * runs through its store, the file store merges and survives bad files, and a
- * training run tunes after its first step and caches the choice on disk.
+ * runs through its store, the file store merges and survives bad files, a time
+ * budget takes the largest shapes first and leaves the rest for later runs, and
+ * a training run tunes after its first step and caches the choice on disk.
  */
 
 import assert from "node:assert/strict";
-import { MatmulTuner, type TuningStore, type TuningTable } from "../core/matmul_tuner.ts";
+import { autotuneArgs, describeTuning } from "../cli/autotune.ts";
+import {
+  adapterKey,
+  MatmulTuner,
+  type TuningStore,
+  type TuningTable,
+} from "../core/matmul_tuner.ts";
 import * as ops from "../core/ops/mod.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -120,7 +127,7 @@ Deno.test(
   async () => {
     const device = await testDevice();
     const store = new MemoryStore();
-    const tuner = new MatmulTuner(device, store, 1e5, 2);
+    const tuner = new MatmulTuner(device, store, { minFlops: 1e5, targetMs: 2 });
     const x = Tensor.fromArray(device, randomArray(64 * 48, 5), [64, 48]);
     const w = Tensor.fromArray(device, randomArray(40 * 48, 6), [40, 48]);
     const tiny = Tensor.fromArray(device, randomArray(4 * 4, 7), [4, 4]);
@@ -142,7 +149,7 @@ Deno.test(
       assert.ok(after.every((v, i) => Object.is(v, before[i])), "tuned tiling changed the result");
       assert.equal(tuner.pending, 0, "a tuned shape is not noted again");
 
-      const again = new MatmulTuner(device, store, 1e5, 2);
+      const again = new MatmulTuner(device, store, { minFlops: 1e5, targetMs: 2 });
       assert.equal(again.size, 1);
       device.matmulTuner = again;
       device.noGrad(() => ops.matmul(x, w, { transB: true }));
@@ -153,6 +160,79 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "autotune: the budget takes the largest shape first; what it leaves waits for a later run",
+  withTimeLimit(240),
+  async () => {
+    const device = await testDevice();
+    const small = [Tensor.fromArray(device, randomArray(64 * 48, 8), [64, 48])];
+    small.push(Tensor.fromArray(device, randomArray(40 * 48, 9), [40, 48]));
+    const large = [Tensor.fromArray(device, randomArray(96 * 64, 10), [96, 64])];
+    large.push(Tensor.fromArray(device, randomArray(80 * 64, 11), [80, 64]));
+    const useBoth = (t: MatmulTuner) => {
+      device.matmulTuner = t;
+      device.noGrad(() => {
+        ops.matmul(small[0], small[1], { transB: true }); // 2·64·40·48 = 246k FLOP
+        ops.matmul(large[0], large[1], { transB: true }); // 2·96·80·64 = 983k FLOP
+      });
+    };
+    const opts = { minFlops: 1e5, targetMs: 2 };
+    try {
+      // No budget: nothing is timed, both shapes wait for a later run, nothing is cached.
+      const store = new MemoryStore();
+      const none = new MatmulTuner(device, store, { ...opts, budgetMs: 0 });
+      useBoth(none);
+      assert.equal(none.pending, 2);
+      assert.deepEqual(await none.tune(), []);
+      assert.equal(none.deferred, 2);
+      assert.equal(store.saves, 0);
+      useBoth(none);
+      assert.equal(none.pending, 0, "a deferred shape is not noted again in this run");
+
+      // A budget of 1 ms runs out in the first shape (or before it): whatever was
+      // timed serves this run only, and both shapes are still untuned in the store.
+      const brief = new MatmulTuner(device, store, { ...opts, budgetMs: 1 });
+      useBoth(brief);
+      const partial = await brief.tune();
+      assert.ok(partial.length <= 1, JSON.stringify(partial));
+      for (const r of partial) assert.equal(r.complete, false, JSON.stringify(r));
+      assert.equal(brief.deferred + partial.length, 2);
+      assert.equal(store.saves, 0);
+      assert.match(
+        describeTuning(partial, 0.001, null, brief.deferred),
+        /left for later runs \(--matmul-autotune-budget\)/,
+      );
+
+      // Unlimited: both, the larger first, every candidate, cached.
+      const all = new MatmulTuner(device, store, { ...opts, budgetMs: Infinity });
+      useBoth(all);
+      const found = await all.tune();
+      assert.equal(found.length, 2);
+      assert.ok(found.every((r) => r.complete), JSON.stringify(found));
+      assert.match(found[0].shape, /^1x96x80x64\//, "the larger shape goes first");
+      assert.equal(Object.keys(store.load(adapterKey(device))).length, 2);
+      assert.doesNotMatch(describeTuning(found, 1, null, all.deferred), /later runs/);
+    } finally {
+      device.matmulTuner = null;
+      for (const t of [...small, ...large]) t.dispose();
+    }
+  },
+);
+
+Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
+  assert.equal(autotuneArgs({ "matmul-autotune-budget": "30" }).budgetMs, 30_000);
+  assert.equal(autotuneArgs({ "matmul-autotune-budget": "0" }).budgetMs, 0);
+  assert.equal(autotuneArgs({ "matmul-autotune-budget": "inf" }).budgetMs, Infinity);
+  assert.equal(autotuneArgs({}).budgetMs, undefined);
+  for (const bad of ["", "-1", "soon", "NaN"]) {
+    assert.throws(
+      () => autotuneArgs({ "matmul-autotune-budget": bad }),
+      /--matmul-autotune-budget .*expected seconds/,
+      bad,
+    );
+  }
+});
 
 Deno.test("autotune: the file store merges entries and ignores a bad file", async () => {
   const dir = await Deno.makeTempDir();
@@ -192,9 +272,18 @@ Deno.test(
         "--matmul-tuning-cache",
         cache,
       ];
+      // A budget of 0 s tunes nothing and says what is left.
+      const r0 = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "0"]);
+      assert.equal(r0.code, 0, r0.stderr);
+      assert.match(
+        r0.stdout,
+        /matmul autotune: 0 shapes in [\d.]+ s, 0 retiled; budget spent, [1-9]\d* shapes? left for later runs/,
+      );
+      await assert.rejects(Deno.stat(cache), Deno.errors.NotFound);
       const r = await runCli("cli/train.ts", flags);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes in [\d.]+ s/);
+      assert.doesNotMatch(r.stdout, /later runs/);
       const saved = JSON.parse(await Deno.readTextFile(cache));
       const tables = Object.values(saved.adapters) as Record<string, string>[];
       assert.equal(tables.length, 1);
