@@ -2,8 +2,10 @@
  * The on-disk {@link TuningStore} of the CLI: one JSON file of tuned matmul
  * tilings per user, keyed by adapter (default
  * `$XDG_CACHE_HOME/webgpu-megatron/matmul-tuning.json`, else under
- * `~/.cache`). Writes merge with what is there and replace the file atomically,
- * so ranks and runs that tune at once lose nothing but a duplicate.
+ * `~/.cache`). A write takes an exclusive lock on `FILE.lock`, merges with what
+ * the file holds and replaces it atomically, so ranks and runs that tune at once
+ * lose nothing (without the lock, two read-merge-writes at once dropped one's
+ * entries).
  * @module
  */
 
@@ -40,15 +42,23 @@ export class FileTuningStore implements TuningStore {
     return out;
   }
 
-  /** Merges `table` into the file's entry for `adapter`. */
+  /** Merges `table` into the file's entry for `adapter`, under the file's lock. */
   save(adapter: string, table: TuningTable): void {
-    const f = this.#read();
-    f.adapters[adapter] = { ...f.adapters[adapter], ...table };
     const dir = this.path.slice(0, this.path.lastIndexOf("/"));
     if (dir) Deno.mkdirSync(dir, { recursive: true });
-    // Workers of one process (ranks of a TP run) share the pid: the suffix keeps their files apart.
-    const tmp = `${this.path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-    Deno.writeTextFileSync(tmp, JSON.stringify(f, null, 1) + "\n");
-    Deno.renameSync(tmp, this.path);
+    // flock(2): exclusive between processes, and between Workers of one process
+    // (each opens the lock file itself). Closing the file releases it.
+    const lock = Deno.openSync(`${this.path}.lock`, { create: true, write: true });
+    try {
+      lock.lockSync(true);
+      const f = this.#read();
+      f.adapters[adapter] = { ...f.adapters[adapter], ...table };
+      // Readers never take the lock: they see the old file or the new one, whole.
+      const tmp = `${this.path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+      Deno.writeTextFileSync(tmp, JSON.stringify(f, null, 1) + "\n");
+      Deno.renameSync(tmp, this.path);
+    } finally {
+      lock.close();
+    }
   }
 }

@@ -254,6 +254,61 @@ Deno.test("autotune: the file store merges entries and ignores a bad file", asyn
 });
 
 Deno.test(
+  "autotune: the file store loses no entry when processes and Workers save at once",
+  withTimeLimit(120),
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = `${dir}/tuning.json`;
+      const store = new URL("../cli/tuning_cache.ts", import.meta.url).href;
+      const SAVES = 40;
+      // Each writer saves SAVES distinct entries, one per save, as fast as it can:
+      // without the lock, interleaved read-merge-writes dropped entries.
+      const writer = (id: string) =>
+        `import { FileTuningStore } from "${store}";
+const s = new FileTuningStore(${JSON.stringify(path)});
+for (let i = 0; i < ${SAVES}; i++) s.save("adapter", { ["${id}-" + i]: "cpu16x4x8" });`;
+      const procs = ["p0", "p1", "p2"].map((id) =>
+        new Deno.Command(Deno.execPath(), {
+          args: ["eval", "--no-config", writer(id)],
+          stdout: "piped",
+          stderr: "piped",
+        }).output()
+      );
+      // Two Workers of this process too (a TP run's ranks share one process).
+      const workers = ["w0", "w1"].map((id) =>
+        new Promise<void>((resolve, reject) => {
+          const url = `data:application/typescript,${
+            encodeURIComponent(writer(id) + "\nself.postMessage('done');")
+          }`;
+          const w = new Worker(url, { type: "module" });
+          w.onmessage = () => {
+            w.terminate();
+            resolve();
+          };
+          w.onerror = (e) => {
+            w.terminate();
+            reject(new Error(`worker ${id}: ${e.message}`));
+          };
+        })
+      );
+      for (const out of await Promise.all(procs)) {
+        assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      }
+      await Promise.all(workers);
+      const table = new FileTuningStore(path).load("adapter");
+      const missing: string[] = [];
+      for (const id of ["p0", "p1", "p2", "w0", "w1"]) {
+        for (let i = 0; i < SAVES; i++) if (!(`${id}-${i}` in table)) missing.push(`${id}-${i}`);
+      }
+      assert.deepEqual(missing, [], `${missing.length} entries lost`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
   "autotune: a training run tunes after its first step and caches the choice",
   withTimeLimit(300),
   async () => {
