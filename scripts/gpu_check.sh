@@ -235,8 +235,11 @@ step tests-dawn 120 run_tests dawn
 step tp2 60 bench tp2 --backend deno "${S[@]}" --steps "$([ "$smoke" = 1 ] && echo 1 || echo 4)" \
   --out "$W/res/tp2.json"
 # The command line end to end on the vendored corpus (Moby Dick, byte-level, the default config).
+# --smoke: no matmul autotuning (on a slow CPU with Mesa's shader cache cold, compiling the
+# candidates alone outlasts the step's limit; the GPU run tunes, as users' runs do).
 step train-cli 90 "$deno" task train --train-iters "$([ "$smoke" = 1 ] && echo 3 || echo 300)" \
-  --eval-iters 2 --sample-tokens 0 --log-json "$W/res/train-cli.jsonl"
+  --eval-iters 2 --sample-tokens 0 --log-json "$W/res/train-cli.jsonl" \
+  $([ "$smoke" = 1 ] && echo --no-matmul-autotune)
 # The ladder: one lavapipe thread per rank where the machine has lavapipe, else the GPU.
 lvp="$(ls /usr/share/vulkan/icd.d/lvp_icd*.json 2>/dev/null | head -n1)"
 ranks=8
