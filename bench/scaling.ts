@@ -225,6 +225,8 @@ export async function runScaling(opts: {
    * variants taking turns in every round).
    */
   overlap?: "off" | "on" | "both";
+  /** Tune the matmul tilings in the warm-up (default true). */
+  autotune?: boolean;
 }): Promise<ScalingRow[]> {
   const placement = opts.placement ?? "procs";
   if (placement !== "procs" && placement !== "workers") {
@@ -259,6 +261,7 @@ export async function runScaling(opts: {
     measureComm,
     backend,
     overlap: c.overlap,
+    autotune: opts.autotune ?? true,
   });
   // The configurations take turns, `repeats` rounds, and each reports its
   // median: a shared machine drifts between runs, and interleaving spreads the

@@ -44,6 +44,8 @@ export interface ScalingRun {
    * time backward waited on in-flight gradients.
    */
   overlap?: boolean;
+  /** Tune the matmul tilings after the first warm-up step (default true). */
+  autotune?: boolean;
 }
 
 /** The tag of the result line a rank prints with `--print` (bench/pinned_procs.ts). */
@@ -94,10 +96,10 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
     // Tuned matmul tilings, as `deno task train` uses by default (cached on disk,
     // so later rounds and ranks reuse them): timed after the first warm-up step,
     // every shape (no time budget), so that each round measures tuned kernels.
-    const tuner = attachTuner(device, { enabled: true, budgetMs: Infinity })!;
+    const tuner = attachTuner(device, { enabled: run.autotune ?? true, budgetMs: Infinity });
     for (let i = 0; i < run.warmup; i++) {
       await step();
-      if (tuner.pending) await tuner.tune();
+      if (tuner?.pending) await tuner.tune();
     }
     timer.ms = 0;
     const t0 = performance.now();

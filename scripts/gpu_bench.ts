@@ -281,6 +281,8 @@ async function scaling(opts: {
     ladder: opts.ladder as "base" | "small",
     repeats: opts.repeats,
     placement: opts.placement,
+    // --smoke proves the steps run: timing every tiling with the caches cold took minutes.
+    autotune: !opts.smoke,
   });
   return { ...opts, rows, table: formatScaling(rows) };
 }
