@@ -261,7 +261,7 @@ export async function runScaling(opts: {
     measureComm,
     backend,
     overlap: c.overlap,
-    autotune: opts.autotune ?? true,
+    autotune: opts.autotune,
   });
   // The configurations take turns, `repeats` rounds, and each reports its
   // median: a shared machine drifts between runs, and interleaving spreads the

@@ -146,11 +146,6 @@ export class MatmulTuner implements TilingSource {
     return this.#deferred.size;
   }
 
-  /** Tuning time spent so far, in ms. */
-  get spentMs(): number {
-    return this.#spentMs;
-  }
-
   /**
    * The tuned tiling of `shape`, or undefined (then the caller uses the
    * heuristic, and the shape waits for {@link tune}).
@@ -176,8 +171,8 @@ export class MatmulTuner implements TilingSource {
   async tune(): Promise<TunedShape[]> {
     const found: TunedShape[] = [];
     const table: TuningTable = {};
-    const deadline = performance.now() + this.budgetMs - this.#spentMs;
     const start = performance.now();
+    const deadline = start + this.budgetMs - this.#spentMs;
     // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
     // taken off every timing so that it does not drown short kernels.
     const syncMs = this.#pending.size ? await this.#emptySyncMs() : 0;
