@@ -9,6 +9,7 @@
  */
 
 import { importDawn } from "../deps.ts";
+import { pinLibrary, pinLoadedBy } from "./native_libraries.ts";
 
 /** The WebGPU implementations this project can run on. */
 export type BackendName = "deno" | "dawn" | "browser";
@@ -182,14 +183,12 @@ export function denoGPU(): GPUProvider {
     );
   }
   const adapterOptions: GPURequestAdapterOptions = { powerPreference: "high-performance" };
-  if (!restrictDenoBackends()) {
-    pinLibEGL(); // wgpu may take its OpenGL backend
-    return { backend: "deno", gpu, adapterOptions };
-  }
-  const explained = {
+  const restricted = restrictDenoBackends();
+  if (!restricted) pinLibEGL(); // wgpu may take its OpenGL backend
+  const wrapped = {
     async requestAdapter(options?: GPURequestAdapterOptions): Promise<GPUAdapter | null> {
-      const adapter = await gpu.requestAdapter(options);
-      if (adapter) return adapter;
+      const adapter = await requestAdapterPinningDrivers(gpu, options);
+      if (adapter || !restricted) return adapter;
       const gl = await glFallbackAdapter();
       if (gl) throw new UnsupportedAdapterError(gl);
       throw new NoAdapterError(
@@ -200,7 +199,33 @@ export function denoGPU(): GPUProvider {
     },
     getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
   };
-  return { backend: "deno", gpu: explained as unknown as GPU, adapterOptions };
+  return { backend: "deno", gpu: wrapped as unknown as GPU, adapterOptions };
+}
+
+/** Whether this thread's wgpu instance exists yet (module state is per isolate). */
+let denoInstanceMade = false;
+
+/**
+ * `gpu.requestAdapter`; the first call on a thread, which makes that thread's
+ * wgpu instance and so loads the Vulkan loader, its drivers and layers, keeps
+ * all of them loaded for the life of the process.
+ *
+ * Why: when a thread ends, wgpu drops its instance, and the Vulkan loader then
+ * unloads every driver (`dlclose` in `vkDestroyInstance`), running their
+ * destructors on that thread. A Worker that ends while the main thread is in
+ * `exit()` (a multi-rank run finishing, `deno test` finishing a file) runs them
+ * alongside exit's own: 4 of 150 runs of four Workers with a Deno WebGPU device
+ * each, terminated just before `Deno.exit`, died so (SIGSEGV in `__cxa_finalize`
+ * under `vkDestroyInstance`; glibc heap aborts) and 0 of 450 with the drivers
+ * pinned (README, Platform notes; `tests/driver_pin_test.ts`).
+ */
+async function requestAdapterPinningDrivers(
+  gpu: GPU,
+  options?: GPURequestAdapterOptions,
+): Promise<GPUAdapter | null> {
+  if (denoInstanceMade) return gpu.requestAdapter(options);
+  denoInstanceMade = true;
+  return await pinLoadedBy(() => gpu.requestAdapter(options));
 }
 
 let eglPinned = false;
@@ -283,20 +308,9 @@ function releaseEglThread(): void {
  * best effort (needs --allow-ffi, else nothing is done).
  */
 function pinLibEGL(): void {
-  if (eglPinned || Deno.build.os !== "linux") return;
+  if (eglPinned) return;
   eglPinned = true;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return;
-    const libc = Deno.dlopen("libc.so.6", {
-      dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
-    });
-    const RTLD_NOW = 2, RTLD_NODELETE = 0x1000;
-    for (const name of ["libEGL.so.1", "libEGL.so"]) {
-      const path = new TextEncoder().encode(`${name}\0`);
-      if (libc.symbols.dlopen(path, RTLD_NOW | RTLD_NODELETE) !== null) break;
-    }
-    libc.close();
-  } catch { /* no glibc or no libEGL: nothing to keep */ }
+  pinLibrary(["libEGL.so.1", "libEGL.so"]);
 }
 
 /**

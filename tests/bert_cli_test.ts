@@ -301,9 +301,7 @@ Deno.test(
     await writeWordPieceTokenizer(ck, tok);
     model.dispose();
     deepStrictEqual(lastJson(await runCli("cli/eval.ts", ["--load", ck, ...common])), ja);
-    const tp2Run = await runCli("cli/eval.ts", ["--load", ck, "--tp", "2", ...common], undefined, {
-      retryOnCrash: true,
-    });
+    const tp2Run = await runCli("cli/eval.ts", ["--load", ck, "--tp", "2", ...common]);
     const tp2 = lastJson(tp2Run);
     match(tp2Run.stdout, /\| tensor parallel 2\n/);
     assertClose([tp2.mlm_loss, tp2.sop_loss], [ja.mlm_loss, ja.sop_loss], {

@@ -63,9 +63,10 @@ export function permissionArgs(script: string): string[] {
 
 /**
  * What a crash of the runtime itself looks like (glibc heap checks, SIGSEGV or
- * SIGABRT): a known hazard of processes whose Workers hold GPU devices
- * (../shared/PLATFORM.md, "Hazards seen"), seen about once in 40 multi-rank runs
- * under load, never as a wrong result.
+ * SIGABRT). Multi-rank runs used to die so about once in 40 under load, after
+ * their work was done: a Worker's Vulkan drivers unloading while the process
+ * exited (fixed, core/gpu.ts `requestAdapterPinningDrivers`). No run is retried:
+ * a crash fails its test, named as one.
  */
 const RUNTIME_CRASH =
   /corrupted|double free|free\(\): invalid|malloc\(\):|munmap_chunk|Segmentation fault/;
@@ -77,25 +78,20 @@ export function isRuntimeCrash(r: CliResult): boolean {
 
 /**
  * Runs `deno run <permissions> <script> ...args` from the repository root (the permission set of
- * the CLI's task: {@link permissionArgs}; `-A` with `allowAll`). With
- * `retryOnCrash` (only for runs that are safe to repeat), a run the runtime
- * crashed is retried once, with a warning.
+ * the CLI's task: {@link permissionArgs}; `-A` with `allowAll`). A run the
+ * runtime crashed gets a first stderr line that says so, so the test's failure
+ * names it.
  */
 export async function runCli(
   script: string,
   args: string[],
   cwd?: string,
-  opts: { retryOnCrash?: boolean; timeoutMs?: number; allowAll?: boolean } = {},
+  opts: { timeoutMs?: number; allowAll?: boolean } = {},
 ): Promise<CliResult> {
   const perms = opts.allowAll ? ["-A"] : permissionArgs(script);
   const r = await runOnce(script, perms, args, cwd, opts.timeoutMs);
-  if (!opts.retryOnCrash || !isRuntimeCrash(r)) return r;
-  console.warn(
-    `warning: ${script} crashed in the runtime (exit ${r.code}: ${
-      r.stderr.trim().split("\n").pop()
-    }); retrying once`,
-  );
-  return await runOnce(script, perms, args, cwd, opts.timeoutMs);
+  if (!isRuntimeCrash(r)) return r;
+  return { ...r, stderr: `RUNTIME CRASH of ${script} (exit ${r.code}):\n${r.stderr}` };
 }
 
 async function runOnce(

@@ -40,8 +40,6 @@ Deno.test("TP=2 checkpoint: eval at TP=1, 2 and 4 gives the same loss", async ()
       "--nproc-per-node",
       "2",
     ],
-    undefined,
-    { retryOnCrash: true },
   );
   strictEqual(train.code, 0, train.stderr);
   const losses: number[] = [];
@@ -65,8 +63,6 @@ Deno.test("TP=2 checkpoint: eval at TP=1, 2 and 4 gives the same loss", async ()
           ? ["--tensor-model-parallel-size", "2"]
           : ["--nproc-per-node", "4"]),
       ],
-      undefined,
-      { retryOnCrash: true },
     );
     strictEqual(r.code, 0, r.stderr);
     if (tp > 1) match(r.stdout, new RegExp(`tensor parallel ${tp}`));

@@ -113,8 +113,6 @@ Deno.test("train --bf16 at TP=2 (bf16 on the wire) follows TP=1 --bf16 within bf
   const two = await runCli(
     "cli/train.ts",
     [...args, "--tp", "2", "--nproc-per-node", "2", "--log-json", `${dir}/2.jsonl`],
-    undefined,
-    { retryOnCrash: true },
   );
   strictEqual(two.code, 0, two.stderr);
   const l1 = records(await Deno.readTextFile(`${dir}/1.jsonl`)).map((r) => r.loss);
@@ -145,8 +143,6 @@ Deno.test("train --bf16 at DP=2: 16-bit and fp32 (--accumulate-allreduce-grads-i
     const r = await runCli(
       "cli/train.ts",
       [...args, ...extra, "--log-json", `${dir}/${runs.length}.jsonl`],
-      undefined,
-      { retryOnCrash: true },
     );
     strictEqual(r.code, 0, r.stderr);
     runs.push(records(await Deno.readTextFile(`${dir}/${runs.length}.jsonl`)).map((x) => x.loss));
@@ -176,8 +172,6 @@ Deno.test("train --fp16 at TP=2 and at DP=2 skips the same iterations as TP=1 (r
     const r = await runCli(
       "cli/train.ts",
       [...args, ...extra, "--log-json", `${dir}/${name}.jsonl`],
-      undefined,
-      { retryOnCrash: true },
     );
     strictEqual(r.code, 0, r.stderr);
     return records(await Deno.readTextFile(`${dir}/${name}.jsonl`))

@@ -37,8 +37,6 @@ async function profile(backend: string, timing: string): Promise<Profile> {
       "0",
       "--json",
     ],
-    undefined,
-    { retryOnCrash: true },
   );
   assertEquals(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as Profile;

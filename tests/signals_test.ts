@@ -120,7 +120,7 @@ for (const [mode, extra] of Object.entries(modes)) {
         log,
       ],
       undefined,
-      { retryOnCrash: extra.length > 0, timeoutMs: 60000 },
+      { timeoutMs: 60000 },
     );
     strictEqual(resumed.code, 0, resumed.stderr);
     match(resumed.stdout, new RegExp(`loaded .*\\(iteration ${n}\\)`));

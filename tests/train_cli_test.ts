@@ -122,19 +122,14 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
     "--backend",
     "deno",
   ];
-  const opts = { retryOnCrash: true };
   const workers = await runCli(
     "cli/train.ts",
     [...args, "--log-json", `${dir}/w.jsonl`],
-    undefined,
-    opts,
   );
   strictEqual(workers.code, 0, workers.stderr);
   const procs = await runCli(
     "cli/train.ts",
     [...args, "--launcher", "procs", "--log-json", `${dir}/p.jsonl`],
-    undefined,
-    opts,
   );
   strictEqual(procs.code, 0, procs.stderr);
   const w = losses(await Deno.readTextFile(`${dir}/w.jsonl`));

@@ -185,8 +185,6 @@ Deno.test("train: data-parallel ranks split the validation batches; the loss is 
       "--log-json",
       `${dir}/two.jsonl`,
     ],
-    undefined,
-    { retryOnCrash: true },
   );
   strictEqual(two.code, 0, two.stderr);
   match(
@@ -240,8 +238,6 @@ Deno.test("train --model bert: a train and a valid text file; DP ranks split val
       "--log-json",
       `${dir}/two.jsonl`,
     ],
-    undefined,
-    { retryOnCrash: true },
   );
   strictEqual(two.code, 0, two.stderr);
   const a = records(await Deno.readTextFile(`${dir}/one.jsonl`)).at(-1)!.val_loss;
