@@ -32,6 +32,7 @@ import { tidy } from "../core/tensor.ts";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { GptConfig } from "../models/gpt.ts";
+import type { CommBytes } from "../models/parallel/hooks.ts";
 import { measure, type MixedResult, type MixedRun } from "./mixed_precision_worker.ts";
 
 const args = parseArgs({
@@ -129,6 +130,8 @@ const config = {
   recomputeActivations: args.values.recompute,
 };
 const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
+/** Bytes a rank sent through a group, all collectives together. */
+const sent = (c: CommBytes) => c.allReduce + c.allGather + c.half;
 console.log(
   `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
     `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}` +
@@ -146,7 +149,7 @@ const numberColumns = [
   "grads MiB",
   "saved activations MiB",
   "forward peak MiB",
-  ...(tp > 1 ? ["TP all-reduce bytes/step", "TP all-gather bytes/step", "TP bytes/step"] : []),
+  ...(tp > 1 ? ["TP fp32 all-reduce bytes/step", "TP 16-bit f/g bytes/step", "TP bytes/step"] : []),
   ...(dp > 1
     ? ["DP gradient bytes/step", "DP other bytes/step", "DP calls/step", "DP gradient ms/step"]
     : []),
@@ -196,17 +199,15 @@ for (const mode of args.values["read-only"] ? [] : modes) {
     done.set(label(mode, dpWire), rs);
     const max = (f: (r: MixedResult) => number) => Math.max(...rs.map(f));
     const b = rs[0].tpBytes, d = rs[0].dpBytes, g = rs[0].dpGradBytes;
-    const same = rs.every((r) =>
-      r.dpGradBytes === g && r.dpBytes.allReduce + r.dpBytes.allGather === d.allReduce + d.allGather
-    );
+    const same = rs.every((r) => r.dpGradBytes === g && sent(r.dpBytes) === sent(d));
     console.log(
       `| ${mode} |${wire} ${max((r) => r.msPerStep).toFixed(1)} | ${MiB(max((r) => r.peak))} | ${
         MiB(max((r) => r.persistent))
       } | ${MiB(max((r) => r.grads))} | ${MiB(max((r) => r.saved))} | ${
         MiB(max((r) => r.forwardPeak))
-      } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather} | ${b.allReduce + b.allGather} |` : "") +
+      } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather + b.half} | ${sent(b)} |` : "") +
         (dp > 1
-          ? ` ${g}${same ? "" : " (ranks differ)"} | ${+(d.allReduce + d.allGather - g).toFixed(
+          ? ` ${g}${same ? "" : " (ranks differ)"} | ${+(sent(d) - g).toFixed(
             2,
           )} | ${d.calls} | ${max((r) => r.dpGradMs).toFixed(1)} |`
           : ""),

@@ -98,8 +98,8 @@ export async function measure(
 ): Promise<MixedResult> {
   const { config, batch, seq, steps, mode } = run;
   const half = mode === "fp32" ? undefined : mode;
-  const count: CommBytes = { allReduce: 0, allGather: 0, calls: 0 };
-  const dpCount: CommBytes = { allReduce: 0, allGather: 0, calls: 0 };
+  const count: CommBytes = { allReduce: 0, allGather: 0, half: 0, calls: 0 };
+  const dpCount: CommBytes = { allReduce: 0, allGather: 0, half: 0, calls: 0 };
   const tp = groups ? countedGroup(groups.tp as Parameters<typeof countedGroup>[0], count) : null;
   const dp = groups ? countedGroup(groups.dp as ProcessGroup, dpCount) : null;
   const m = tp
@@ -115,13 +115,13 @@ export async function measure(
   const allReduceGradients = hooks?.allReduceGradients;
   if (hooks && allReduceGradients && groups!.dp.size > 1) {
     hooks.allReduceGradients = async (params) => {
-      const before = dpCount.allReduce + dpCount.allGather;
+      const before = dpCount.allReduce + dpCount.allGather + dpCount.half;
       await device.sync();
       const t0 = performance.now();
       await allReduceGradients.call(hooks, params);
       await device.sync();
       dpGradMs += performance.now() - t0;
-      dpGradBytes += dpCount.allReduce + dpCount.allGather - before;
+      dpGradBytes += dpCount.allReduce + dpCount.allGather + dpCount.half - before;
     };
   }
   const trainer = new Trainer(device, m, {
@@ -163,7 +163,9 @@ export async function measure(
     forwardPeak = Math.max(forwardPeak, device.pool.peakBytes - persistent);
     return l;
   };
-  for (const c of [count, dpCount]) Object.assign(c, { allReduce: 0, allGather: 0, calls: 0 });
+  for (const c of [count, dpCount]) {
+    Object.assign(c, { allReduce: 0, allGather: 0, half: 0, calls: 0 });
+  }
   dpGradBytes = dpGradMs = 0;
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) record(await trainer.step(1, lossOf));
@@ -184,6 +186,7 @@ export async function measure(
   const per = (c: CommBytes): CommBytes => ({
     allReduce: perStep(c.allReduce),
     allGather: perStep(c.allGather),
+    half: perStep(c.half),
     calls: perStep(c.calls),
   });
   return {

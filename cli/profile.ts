@@ -196,7 +196,7 @@ export interface CommProfile {
  */
 function meteredGroup(group: TpGroup, device: Device) {
   const timer: CommTimer = { ms: 0 };
-  const bytes: CommBytes = { allReduce: 0, allGather: 0, calls: 0 };
+  const bytes: CommBytes = { allReduce: 0, allGather: 0, half: 0, calls: 0 };
   const metered = timedGroup(countedGroup(group, bytes), timer, device);
   const metering = { on: false, timer, bytes };
   const tp: TpGroup & { untimed: TpGroup } = {
@@ -208,6 +208,12 @@ function meteredGroup(group: TpGroup, device: Device) {
     allGather:
       ((x: Parameters<TpGroup["allGather"]>[0]) =>
         metering.on ? metered.allGather(x) : group.allGather(x)) as TpGroup["allGather"],
+    ...(group.allReduceHalf
+      ? {
+        allReduceHalf: (x, codec, op) =>
+          metering.on ? metered.allReduceHalf!(x, codec, op) : group.allReduceHalf!(x, codec, op),
+      } satisfies Pick<TpGroup, "allReduceHalf">
+      : {}),
   };
   return { tp, metering };
 }
@@ -316,7 +322,8 @@ export async function profileRun(
     if (metered && comm0) {
       const m = metered.metering;
       comm.calls += m.bytes.calls - comm0.calls;
-      comm.bytes += m.bytes.allReduce + m.bytes.allGather - comm0.allReduce - comm0.allGather;
+      comm.bytes += m.bytes.allReduce + m.bytes.allGather + m.bytes.half - comm0.allReduce -
+        comm0.allGather - comm0.half;
       comm.ms += m.timer.ms - comm0.ms;
     }
     profWall.push(performance.now() - t0);

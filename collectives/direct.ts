@@ -20,6 +20,7 @@
 import type { Arena } from "./arena.ts";
 import { type CallDesc, CollectiveError, describeCall, OPS } from "./frame.ts";
 import { type LinkContext, waitChange, waitChangeSync } from "./link.ts";
+import type { HalfSummer } from "./half_sum.ts";
 import { chunkRange } from "./ring.ts";
 import type { ReduceOp } from "./wasm_reduce.ts";
 
@@ -65,6 +66,27 @@ export class DirectGroup {
   async allReduce(desc: CallDesc, off: number, count: number, op: ReduceOp): Promise<void> {
     await this.#arrive(desc, off);
     this.#reduceOwnChunk(count, op, true);
+    await this.#finish(desc);
+  }
+
+  /**
+   * In-place all-reduce of `count` 16-bit values at `off` (sum, scaled by
+   * `scale`): this rank adds its chunk of every member's buffer in f32, in
+   * member order, rounds once, and writes the result into all of them.
+   */
+  async allReduceHalf(
+    desc: CallDesc,
+    off: number,
+    count: number,
+    half: HalfSummer,
+    scale: number,
+  ): Promise<void> {
+    await this.#arrive(desc, off);
+    const [start, len] = chunkRange(count, this.n, this.pos);
+    for (let done = 0; done < len; done += BLOCK) {
+      const at = this.#offs.map((o) => o + (start + done) * 2);
+      half.sumInto(at, at, Math.min(BLOCK, len - done), scale);
+    }
     await this.#finish(desc);
   }
 

@@ -23,6 +23,8 @@ export const OPS = [
   "reduceScatter(max)",
   "allGather",
   "broadcast",
+  "allReduceHalf(sum)",
+  "allReduceHalf(avg)",
 ] as const;
 
 /** One of {@link OPS}. */

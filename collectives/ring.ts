@@ -15,6 +15,7 @@ import type { Arena } from "./arena.ts";
 import type { CallDesc, Frame } from "./frame.ts";
 import { KIND_DATA } from "./frame.ts";
 import type { Link } from "./link.ts";
+import type { HalfSummer } from "./half_sum.ts";
 import type { ReduceOp } from "./wasm_reduce.ts";
 
 /** A rank's place in a ring. */
@@ -69,7 +70,10 @@ function subElems(r: Ring, elemBytes: number): number {
 /**
  * In-place ring all-reduce (`mode` "allReduce") or reduce-scatter (`"reduceScatter"`:
  * afterwards this rank's chunk {@link chunkRange}(count, n, pos) holds the result;
- * other chunks are scratch) of `count` f32 values at arena offset `off`.
+ * other chunks are scratch) of `count` f32 values at arena offset `off`. With
+ * `half` (sum or avg only) the values are 16-bit and so is every message: each
+ * hop adds in f32 what the neighbour sent to this rank's values and rounds the
+ * partial sum back to 16 bits before passing it on, as NCCL does for bf16.
  */
 export async function ringReduce(
   r: Ring,
@@ -78,11 +82,14 @@ export async function ringReduce(
   count: number,
   op: ReduceOp,
   mode: "allReduce" | "reduceScatter",
+  half?: HalfSummer,
 ): Promise<void> {
   const { n, pos: p, prev, next } = r;
   const red = r.arena.reducer;
+  if (half && op === "max") throw new Error("ringReduce: a 16-bit ring sums only");
+  const eb = half ? 2 : 4;
   const T = mode === "allReduce" ? 2 * (n - 1) : n - 1;
-  const S = subElems(r, 4);
+  const S = subElems(r, eb);
   const maxChunk = Math.ceil(count / n);
   const K = Math.max(1, Math.ceil(maxChunk / S));
   const scale = op === "avg" ? 1 / n : 1;
@@ -90,14 +97,14 @@ export async function ringReduce(
   const sub = (c: number, k: number): [number, number] => {
     const [start, len] = chunkRange(count, n, c);
     const a = Math.min(len, k * S);
-    return [off + (start + a) * 4, Math.min(S, len - a)];
+    return [off + (start + a) * eb, Math.min(S, len - a)];
   };
   const frame = (stage: number, k: number, len: number): Frame => ({
     ...desc,
     kind: KIND_DATA,
     stage,
     sub: k,
-    bytes: len * 4,
+    bytes: len * eb,
   });
   await schedule(T, K, r.lookahead, async (t, k) => {
     if (t === 0) {
@@ -114,6 +121,15 @@ export async function ringReduce(
       const final = s === n - 2;
       const sc = final ? scale : 1;
       const slot = forward ? next.reserve() : -1;
+      if (half) {
+        // Into the next rank's slot when one is free (the final sum also here).
+        if (slot >= 0) half.add(final ? at : slot, final ? slot : -1, at, got, len, sc);
+        else half.add(at, -1, at, got, len, sc);
+        prev.release();
+        if (slot >= 0) next.commit(frame(t, k, len));
+        else if (forward) next.send(frame(t, k, len), at);
+        return;
+      }
       if (slot >= 0) {
         if (op === "max") {
           if (final) red.max2(at, slot, at, got, len);
@@ -128,7 +144,7 @@ export async function ringReduce(
       else red.add(at, at, got, len, sc);
     } else if (len > 0) {
       const buf = r.arena.buffer;
-      new Uint8Array(buf, at, len * 4).set(new Uint8Array(buf, got, len * 4));
+      new Uint8Array(buf, at, len * eb).set(new Uint8Array(buf, got, len * eb));
     }
     prev.release();
     if (forward) next.send(frame(t, k, len), at);

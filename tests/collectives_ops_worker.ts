@@ -6,7 +6,10 @@
  */
 
 import type { WorkerContext } from "../collectives/launch.ts";
+import type { ProcessGroup } from "../collectives/group.ts";
 import { chunkRange } from "../collectives/ring.ts";
+import { fromHalfBits, type Half, toHalfBits } from "../core/half.ts";
+import { halfCodec } from "../models/parallel/half_codec.ts";
 
 /** Rank r's value at index i: small integers and quarters, so f32 sums are exact. */
 export function value(r: number, i: number): number {
@@ -88,6 +91,8 @@ export default async function main(ctx: WorkerContext): Promise<string[]> {
         }
       }
     }
+    // 16-bit all-reduce (mixed precision's wire beyond two ranks)
+    if (size <= 300001) await checkHalf(g, size, errs, ctx.rank);
     // broadcast from the last rank
     {
       const root = n - 1;
@@ -101,4 +106,72 @@ export default async function main(ctx: WorkerContext): Promise<string[]> {
   if (errs.length && ctx.args.includes("--throw")) throw new Error(errs.join("\n"));
   if (ctx.args.includes("--print") && ctx.rank === 0) console.log(`OPS_OK world=${n}`);
   return errs;
+}
+
+/** Rank r's value at index i for the rounding checks: not representable in 16 bits. */
+function inexact(r: number, i: number): number {
+  return Math.sin(i * 0.37 + r * 1.91) * (1 + (i % 5));
+}
+
+/**
+ * `allReduceHalf` in both formats: sums of values 16 bits hold exactly (every
+ * partial sum too) must be exact; sums of inexact values must be the same bits
+ * on every rank and within the ring's n−1 roundings (u = 2^-8 bf16, 2^-11
+ * fp16, per rounding, relative to the sum of magnitudes) of the exact sum.
+ */
+async function checkHalf(g: ProcessGroup, size: number, errs: string[], rank: number) {
+  const n = g.size, r = g.rank;
+  for (const format of ["bf16", "fp16"] as Half[]) {
+    const codec = halfCodec(format);
+    const u = format === "bf16" ? 2 ** -8 : 2 ** -11;
+    for (const op of ["sum", "avg"] as const) {
+      const bits = toHalfBits(Array.from({ length: size }, (_, i) => value(r, i)), format);
+      await g.allReduceHalf(bits, codec, op);
+      const got = fromHalfBits(bits, format);
+      for (let i = 0; i < size; i++) {
+        let want = 0;
+        for (let q = 0; q < n; q++) want += value(q, i);
+        if (op === "avg") want /= n;
+        const tol = op === "avg" ? u * Math.abs(want) : 0;
+        if (!(Math.abs(got[i] - want) <= tol)) {
+          errs.push(
+            `rank ${rank} allReduceHalf(${op}) ${format} size ${size}: [${i}] = ${
+              got[i]
+            }, want ${want}`,
+          );
+          break;
+        }
+      }
+    }
+    const bits = toHalfBits(Array.from({ length: size }, (_, i) => inexact(r, i)), format);
+    await g.allReduceHalf(bits, codec);
+    const got = fromHalfBits(bits, format);
+    for (let i = 0; i < size; i++) {
+      let want = 0, mag = 0;
+      for (let q = 0; q < n; q++) {
+        const v = fromHalfBits(toHalfBits([inexact(q, i)], format), format)[0];
+        want += v;
+        mag += Math.abs(v);
+      }
+      if (!(Math.abs(got[i] - want) <= (n - 1) * u * mag + 1e-30)) {
+        errs.push(
+          `rank ${rank} allReduceHalf ${format} size ${size}: [${i}] = ${got[i]}, want ${want} ± ${
+            (n - 1) * u * mag
+          }`,
+        );
+        break;
+      }
+    }
+    // the same bits on every rank
+    const padded = new Uint16Array(size + (size % 2));
+    padded.set(bits);
+    const all = new Uint16Array((await g.allGather(new Int32Array(padded.buffer))).buffer);
+    for (let q = 0; q < n && size > 0; q++) {
+      const theirs = all.subarray(q * padded.length, q * padded.length + size);
+      if (theirs.some((b, i) => b !== bits[i])) {
+        errs.push(`rank ${rank} allReduceHalf ${format} size ${size}: rank ${q} holds other bits`);
+        break;
+      }
+    }
+  }
 }

@@ -5,7 +5,8 @@
  * of an fp32 all-reduce; reductions other than a sum of a GPU tensor pass through;
  * data-parallel gradients averaged the same way on the host, and in a DP=2 training
  * step with half the bytes of the fp32 wire (`--accumulate-allreduce-grads-in-fp32`)
- * and the same bits.
+ * and the same bits; at four ranks (TP or DP) a 16-bit ring all-reduce, again
+ * half the fp32 bytes.
  */
 
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
@@ -126,11 +127,16 @@ const TINY: MixedRun["config"] = {
 };
 
 /** Every rank's result of `run` over two Workers (bench/mixed_precision_worker.ts). */
-async function runTwoRanks(run: MixedRun): Promise<MixedResult[]> {
+function runTwoRanks(run: MixedRun): Promise<MixedResult[]> {
+  return runRanks(2, run);
+}
+
+/** Every rank's result of `run` over `ranks` Workers (bench/mixed_precision_worker.ts). */
+async function runRanks(ranks: number, run: MixedRun): Promise<MixedResult[]> {
   const { runWorkers } = await import("../collectives/launch.ts");
   const { localDistConfig } = await import("../collectives/env.ts");
   const res = await runWorkers(
-    localDistConfig(2),
+    localDistConfig(ranks),
     new URL("../bench/mixed_precision_worker.ts", import.meta.url),
     [JSON.stringify(run)],
     { log: false, gpus: [] },
@@ -196,4 +202,61 @@ Deno.test("DP=2 step: the 16-bit gradient wire sends half the fp32 wire's bytes,
   deepStrictEqual(half.losses, f32.losses);
   deepStrictEqual(half.weights, f32.weights);
   strictEqual(half.losses.length, 3);
+});
+
+/** The largest relative difference between two loss curves. */
+function maxRelDiff(a: number[], b: number[]): number {
+  return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
+}
+
+Deno.test("TP=4 step: the f/g bytes halve under bf16 too (a 16-bit ring all-reduce, not an all-gather)", async () => {
+  const config = { ...TINY, numHeads: 4 };
+  const [b, s, h] = [2, config.maxPositions, config.hiddenSize];
+  const out: Record<string, MixedResult[]> = {};
+  for (const mode of ["fp32", "bf16"] as const) {
+    out[mode] = await runRanks(4, { config, batch: b, seq: s, steps: 2, mode, tp: 4 });
+    for (const r of out[mode]) deepStrictEqual(r.tpBytes, out[mode][0].tpBytes);
+  }
+  const [f32, bf] = [out.fp32[0].tpBytes, out.bf16[0].tpBytes];
+  // An all-gather of the packed vectors would send (p−1)·2n = 1.5× the fp32 ring's
+  // 2(p−1)/p·4n at p = 4; the 16-bit ring sends 2(p−1)/p·2n, half of it.
+  strictEqual(bf.allGather, 0, "no all-gather beyond two ranks");
+  const fg32 = f32.allReduce - bf.allReduce;
+  strictEqual(bf.half * 2, fg32, "f/g bytes exactly half");
+  strictEqual(fg32 % (1.5 * b * s * h * 4), 0, "whole [b, s, h] activations, as a ring of 4");
+  // Each f/g sum is rounded to bf16 (the ring rounds every partial sum: ≤ 3 roundings of
+  // 2^-8 relative each), so the losses move by about that much against fp32, not more.
+  const rel = maxRelDiff(out.bf16[0].losses, out.fp32[0].losses);
+  strictEqual(rel < 0.02, true, `bf16 TP=4 losses within 2% of fp32: ${rel}`);
+});
+
+Deno.test("DP=4 step: the 16-bit gradient wire sends half the fp32 wire's bytes (a 16-bit ring)", async () => {
+  const out: Record<string, MixedResult[]> = {};
+  for (const dpWire of ["half", "fp32"] as const) {
+    out[dpWire] = await runRanks(4, {
+      config: TINY,
+      batch: 2,
+      seq: 8,
+      steps: 2,
+      mode: "bf16",
+      tp: 1,
+      dp: 4,
+      dpWire,
+      keepWeights: true,
+    });
+    for (const r of out[dpWire]) {
+      deepStrictEqual(r.dpBytes, out[dpWire][0].dpBytes, "every rank sends the same");
+      deepStrictEqual(r.weights, out[dpWire][0].weights, "replicas hold the same weights");
+    }
+  }
+  const [half, f32] = [out.half[0], out.fp32[0]];
+  const n = f32.weights!.length;
+  // fp32 wire: 2(p−1)/p·4n = 6n at p = 4; 16-bit ring: 2(p−1)/p·2n = 3n (an all-gather
+  // of the 16-bit values would have sent (p−1)·2n = 6n, no saving)
+  strictEqual(f32.dpGradBytes, 6 * n);
+  strictEqual(half.dpGradBytes, 3 * n, "half the gradient bytes");
+  strictEqual(half.dpBytes.allGather, 0);
+  // The average is rounded to bf16 (and each ring hop's partial sum): close, not equal.
+  const rel = maxRelDiff(half.losses, f32.losses);
+  strictEqual(rel < 0.01, true, `16-bit wire losses within 1% of the fp32 wire's: ${rel}`);
 });

@@ -14,6 +14,7 @@ import { clone } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { fromHalfBits, type Half, toHalfBits } from "../../core/half.ts";
 import type { ParallelHooks } from "../trainer.ts";
+import { halfCodec } from "./half_codec.ts";
 import { averageOver, type DpGroup, GradBuckets } from "./overlap.ts";
 
 /** The groups of one rank. */
@@ -26,15 +27,24 @@ export interface HybridGroups {
 
 /**
  * The average over the group of every rank's `flat`, sent as 16-bit `format`
- * values (half the bytes per rank) and added in fp32 in rank order on the host,
- * so every rank gets the same bits; in place.
+ * values; in place. At two ranks (or where the group has no `allReduceHalf`)
+ * the 16-bit vectors are all-gathered and added in fp32 in rank order on the
+ * host, and the average stays fp32; beyond two a 16-bit all-reduce
+ * (`allReduceHalf`, 2(p−1)/p of the 16-bit bytes per rank where an all-gather
+ * sends p−1 times them) returns the average rounded to `format`. Every rank
+ * gets the same bits.
  */
 export async function allReduceHalfAvg(
-  group: Pick<ProcessGroup, "size" | "allGather">,
+  group: Pick<ProcessGroup, "size" | "allGather"> & Partial<Pick<ProcessGroup, "allReduceHalf">>,
   flat: Float32Array,
   format: Half,
 ): Promise<void> {
   const bits = toHalfBits(flat, format);
+  if (group.size > 2 && group.allReduceHalf) {
+    await group.allReduceHalf(bits, halfCodec(format), "avg");
+    flat.set(fromHalfBits(bits, format));
+    return;
+  }
   const padded = new Uint16Array(bits.length + (bits.length % 2));
   padded.set(bits);
   const all = await group.allGather(new Int32Array(padded.buffer));
@@ -167,7 +177,22 @@ export function timedGroup<
     allReduce: (x: Parameters<G["allReduce"]>[0], op?: Parameters<G["allReduce"]>[1]) =>
       time(() => group.allReduce(x, op)),
     allGather: (x: Parameters<G["allGather"]>[0]) => time(() => group.allGather(x)),
+    ...forwardHalf(group, (run) => (x, codec, op) => time(() => run(x, codec, op))),
   } as G;
+}
+
+type AllReduceHalf = ProcessGroup["allReduceHalf"];
+
+/**
+ * `{ allReduceHalf: wrap(group's) }` where `group` has one (a class method,
+ * which spreading the group does not copy), else nothing.
+ */
+function forwardHalf(
+  group: object,
+  wrap: (run: AllReduceHalf) => AllReduceHalf,
+): { allReduceHalf?: AllReduceHalf } {
+  const own = (group as Partial<Pick<ProcessGroup, "allReduceHalf">>).allReduceHalf;
+  return own ? { allReduceHalf: wrap(own.bind(group)) } : {};
 }
 
 /**
@@ -179,8 +204,13 @@ export function timedGroup<
 export interface CommBytes {
   /** Bytes sent by all-reduces. */
   allReduce: number;
-  /** Bytes sent by all-gathers (mixed precision's 16-bit f/g all-reduces). */
+  /** Bytes sent by all-gathers (mixed precision's 16-bit f/g all-reduces at two ranks). */
   allGather: number;
+  /**
+   * Bytes sent by 16-bit all-reduces (`allReduceHalf`, as a ring moves them:
+   * mixed precision's f/g and data-parallel wire beyond two ranks).
+   */
+  half: number;
   /** Collectives counted. */
   calls: number;
 }
@@ -212,5 +242,10 @@ export function countedGroup<
       counter.allGather += (p - 1) * bytesOf(x);
       return group.allGather(x);
     },
+    ...forwardHalf(group, (run) => (x, codec, op) => {
+      counter.calls++;
+      counter.half += (2 * (p - 1) / p) * x.byteLength;
+      return run(x, codec, op);
+    }),
   } as G;
 }

@@ -20,9 +20,15 @@ import {
 } from "../../core/ops/mod.ts";
 import { Tensor } from "../../core/tensor.ts";
 import { commQueue } from "./comm_queue.ts";
+import { halfCodec } from "./half_codec.ts";
 
-/** The collectives a tensor-parallel group must offer (a `ProcessGroup` does). */
-export type TpGroup = Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">;
+/**
+ * The collectives a tensor-parallel group must offer (a `ProcessGroup` does);
+ * `allReduceHalf`, where offered, serves mixed precision's f/g beyond two ranks.
+ */
+export type TpGroup =
+  & Pick<ProcessGroup, "size" | "rank" | "allReduce" | "allGather">
+  & Partial<Pick<ProcessGroup, "allReduceHalf">>;
 
 /** Bytes a {@link halfWireGroup} sent, per all-reduce and in total (for measurements). */
 export interface WireCounter {
@@ -35,12 +41,19 @@ export interface WireCounter {
 /**
  * `group` with sum all-reduces of GPU tensors done with 16-bit values on the
  * wire (mixed precision's tensor-parallel f/g): each rank packs its tensor to
- * `format` (half the bytes), the packed vectors are all-gathered, and every rank
- * adds them in fp32, in rank order, so all hold the same bits. With two ranks an
- * all-gather moves exactly what a ring all-reduce does, so the bytes halve; other
- * reductions (max, host arrays) pass through in fp32.
+ * `format` (half the bytes) and
+ * - at two ranks (or where the group has no `allReduceHalf`) the packed vectors
+ *   are all-gathered and every rank adds them in fp32, in rank order: the sum
+ *   stays fp32, and an all-gather of two moves what a ring all-reduce does;
+ * - beyond two ranks they are all-reduced as 16-bit values (`allReduceHalf`:
+ *   fp32 additions, 16-bit messages, `2(p−1)/p` of the packed bytes per rank,
+ *   half an fp32 ring's at any p, where an all-gather would send `p−1` times
+ *   them), and the sum, rounded to `format`, is unpacked.
+ * Either way every rank holds the same bits. Other reductions (max, host
+ * arrays) pass through in fp32.
  */
 export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: WireCounter): TpGroup {
+  const codec = halfCodec(format);
   return {
     size: group.size,
     rank: group.rank,
@@ -57,9 +70,11 @@ export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: Wire
         counter.calls++;
         counter.bytes += mine.byteLength;
       }
-      const all = await group.allGather(mine);
+      const ring = group.size > 2 && group.allReduceHalf;
+      if (ring) await ring.call(group, new Uint16Array(mine.buffer), codec, "sum");
+      const all = ring ? mine : await group.allGather(mine);
       const parts = Tensor.fromArray(device, all, [all.length], "i32");
-      sumPackedInto(x, parts, group.size, format);
+      sumPackedInto(x, parts, ring ? 1 : group.size, format);
       parts.dispose();
     },
   };

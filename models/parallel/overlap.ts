@@ -153,6 +153,7 @@ export function startAllReduce(x: Tensor, timedOrPlain: TpGroup): Promise<Tensor
 /** The data-parallel group as the bucketed all-reduce uses it. */
 export type DpGroup = Pick<ProcessGroup, "size" | "rank" | "allReduce" | "alloc"> & {
   allGather?: ProcessGroup["allGather"];
+  allReduceHalf?: ProcessGroup["allReduceHalf"];
 };
 
 /** How a bucket's host vector is averaged over the group (fp32 or a 16-bit wire). */

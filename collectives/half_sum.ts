@@ -1,0 +1,79 @@
+/**
+ * Sums of 16-bit floating-point values on the host, for all-reduces that send
+ * 16 bits per value (mixed precision). The collectives know no number formats:
+ * the caller passes a {@link HalfCodec} (models build one from core/half.ts).
+ * Every sum runs in f32; only what crosses a link or is returned is 16-bit.
+ * @module
+ */
+
+/** A 16-bit number format: decoding to f32 and rounding back. */
+export interface HalfCodec {
+  /**
+   * A number naming the format, the same on every rank (checked between ranks
+   * with the call, so a bf16 rank never adds an fp16 rank's bits).
+   */
+  readonly id: number;
+  /** `dst[i]` = the value of bits `src[i]` (same lengths). */
+  decode(src: Uint16Array, dst: Float32Array): void;
+  /** `dst[i]` = the bits of `src[i]` rounded to the format (same lengths). */
+  encode(src: Float32Array, dst: Uint16Array): void;
+}
+
+/**
+ * Adds 16-bit vectors that live in `memory` (byte offsets; an arena), in f32,
+ * and rounds the result back: the reduction step of a 16-bit ring or direct
+ * all-reduce.
+ */
+export class HalfSummer {
+  #acc = new Float32Array(0);
+  #tmp = new Float32Array(0);
+
+  /** Uses `codec` on vectors in `memory` (its buffer is read at each use: it may grow). */
+  constructor(readonly memory: { readonly buffer: ArrayBufferLike }, readonly codec: HalfCodec) {}
+
+  #scratch(len: number): [Float32Array, Float32Array] {
+    if (this.#acc.length < len) {
+      this.#acc = new Float32Array(len);
+      this.#tmp = new Float32Array(len);
+    }
+    return [this.#acc.subarray(0, len), this.#tmp.subarray(0, len)];
+  }
+
+  #u16(off: number, len: number): Uint16Array {
+    return new Uint16Array(this.memory.buffer, off, len);
+  }
+
+  /**
+   * `dst` (and `dst2` when ≥ 0) = round((a + b) · scale) for `len` values:
+   * a ring hop, adding what a neighbour sent to this rank's own values.
+   */
+  add(dst: number, dst2: number, a: number, b: number, len: number, scale: number): void {
+    if (len <= 0) return;
+    const [acc, tmp] = this.#scratch(len);
+    this.codec.decode(this.#u16(a, len), acc);
+    this.codec.decode(this.#u16(b, len), tmp);
+    for (let i = 0; i < len; i++) acc[i] += tmp[i];
+    if (scale !== 1) { for (let i = 0; i < len; i++) acc[i] *= scale; }
+    this.codec.encode(acc, this.#u16(dst, len));
+    if (dst2 >= 0) this.#u16(dst2, len).set(this.#u16(dst, len));
+  }
+
+  /**
+   * Sums `len` values at each of `srcs` in the order given (starting from the
+   * first, so one source is returned unchanged), scales, rounds once, and
+   * writes the result to every offset of `dsts`.
+   */
+  sumInto(dsts: readonly number[], srcs: readonly number[], len: number, scale: number): void {
+    if (len <= 0) return;
+    const [acc, tmp] = this.#scratch(len);
+    this.codec.decode(this.#u16(srcs[0], len), acc);
+    for (let q = 1; q < srcs.length; q++) {
+      this.codec.decode(this.#u16(srcs[q], len), tmp);
+      for (let i = 0; i < len; i++) acc[i] += tmp[i];
+    }
+    if (scale !== 1) { for (let i = 0; i < len; i++) acc[i] *= scale; }
+    const out = this.#u16(dsts[0], len);
+    this.codec.encode(acc, out);
+    for (let q = 1; q < dsts.length; q++) this.#u16(dsts[q], len).set(out);
+  }
+}

@@ -1,0 +1,20 @@
+/**
+ * The 16-bit formats of mixed precision (core/half.ts) as the collectives'
+ * {@link HalfCodec}, for all-reduces that send 16-bit values.
+ * @module
+ */
+
+import type { HalfCodec } from "../../collectives/half_sum.ts";
+import { fromHalfBits, type Half, toHalfBits } from "../../core/half.ts";
+
+/** Format ids checked between ranks (any distinct numbers would do). */
+const IDS: Record<Half, number> = { fp16: 1, bf16: 2 };
+
+/** `format` as a codec: host decoding and round-to-nearest-even encoding. */
+export function halfCodec(format: Half): HalfCodec {
+  return {
+    id: IDS[format],
+    decode: (src, dst) => dst.set(fromHalfBits(src, format)),
+    encode: (src, dst) => dst.set(toHalfBits(src, format)),
+  };
+}
