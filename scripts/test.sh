@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs test files each in its own Deno process, TEST_JOBS (default 2) at a time,
 # under the per-test watchdog (tests/watchdog.ts), then prints every file's
-# output in order and the failing files. One process per file because a Deno
-# process that runs many GPU test files in Workers one after another segfaults
-# now and then in a runtime thread after a file's Worker is gone (see README,
-# Platform notes); a process that ends after its one file does not.
+# output in order and the failing files. One process per file, so a file's time
+# limit and output are its own. (It began as a way around a crash of processes
+# that ran many GPU test files in Workers, since fixed: see README, Platform
+# notes.)
 # Usage: bash scripts/test.sh [FILE ...]   (default: tests/*_test.ts)
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
