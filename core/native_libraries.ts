@@ -89,21 +89,17 @@ export function loadedLibraries(): Set<string> | undefined {
  * Runs `load` (something that loads drivers, such as a first `requestAdapter()`)
  * and keeps every shared object it loaded loaded for good. Libraries loaded
  * before are left as they are: only what `load` brought in is pinned. Returns
- * `load`'s result; how many objects were pinned goes to `pinned` when given.
+ * `load`'s result.
  */
-export async function pinLoadedBy<T>(
-  load: () => Promise<T>,
-  pinned?: (count: number) => void,
-): Promise<T> {
+export async function pinLoadedBy<T>(load: () => Promise<T>): Promise<T> {
   const before = loadedLibraries();
   const result = await load();
   const after = before && loadedLibraries();
   if (after) {
     const added = [...after].filter((path) => !before.has(path));
-    const count = withDlopen((dlopen) =>
-      added.filter((path) => dlopen(path, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE)).length
-    );
-    pinned?.(count ?? 0);
+    withDlopen((dlopen) => {
+      for (const path of added) dlopen(path, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+    });
   }
   return result;
 }

@@ -145,6 +145,38 @@ async function runRanks(ranks: number, run: MixedRun): Promise<MixedResult[]> {
   return res.ranks.map((r) => r.result as MixedResult);
 }
 
+/**
+ * Two steps of a bf16 run at data-parallel size `dp` with the 16-bit gradient
+ * wire ("half") and the fp32 one; checks that every rank sent the same bytes,
+ * holds the same weights and did no tensor-parallel collective.
+ */
+async function bf16DpWires(
+  dp: number,
+  config: MixedRun["config"],
+): Promise<Record<"half" | "fp32", MixedResult[]>> {
+  const out = {} as Record<"half" | "fp32", MixedResult[]>;
+  for (const dpWire of ["half", "fp32"] as const) {
+    const run: MixedRun = {
+      config,
+      batch: 2,
+      seq: 8,
+      steps: 2,
+      mode: "bf16",
+      tp: 1,
+      dp,
+      dpWire,
+      keepWeights: true,
+    };
+    out[dpWire] = await runRanks(dp, run);
+    for (const r of out[dpWire]) {
+      deepStrictEqual(r.dpBytes, out[dpWire][0].dpBytes, "every rank sends the same");
+      deepStrictEqual(r.weights, out[dpWire][0].weights, "replicas hold the same weights");
+      strictEqual(r.tpBytes.calls, 0);
+    }
+  }
+  return out;
+}
+
 Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixed_precision_worker.ts)", async () => {
   const [b, s, h] = [2, TINY.maxPositions, TINY.hiddenSize];
   const bytes: Record<string, CommBytes[]> = {};
@@ -165,25 +197,7 @@ Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixe
 });
 
 Deno.test("DP=2 step: the 16-bit gradient wire sends half the fp32 wire's bytes, same bits (bench/mixed_precision_worker.ts)", async () => {
-  const out: Record<string, MixedResult[]> = {};
-  for (const dpWire of ["half", "fp32"] as const) {
-    out[dpWire] = await runTwoRanks({
-      config: { ...TINY, hiddenDropout: 0.1 },
-      batch: 2,
-      seq: 8,
-      steps: 2,
-      mode: "bf16",
-      tp: 1,
-      dp: 2,
-      dpWire,
-      keepWeights: true,
-    });
-    for (const r of out[dpWire]) {
-      deepStrictEqual(r.dpBytes, out[dpWire][0].dpBytes, "both ranks send the same");
-      deepStrictEqual(r.weights, out[dpWire][0].weights, "replicas hold the same weights");
-      strictEqual(r.tpBytes.calls, 0);
-    }
-  }
+  const out = await bf16DpWires(2, { ...TINY, hiddenDropout: 0.1 });
   const [half, f32] = [out.half[0], out.fp32[0]];
   const n = f32.weights!.length; // gradient elements (even here: no 16-bit padding)
   strictEqual(n % 2, 0);
@@ -231,24 +245,7 @@ Deno.test("TP=4 step: the f/g bytes halve under bf16 too (a 16-bit ring all-redu
 });
 
 Deno.test("DP=4 step: the 16-bit gradient wire sends half the fp32 wire's bytes (a 16-bit ring)", async () => {
-  const out: Record<string, MixedResult[]> = {};
-  for (const dpWire of ["half", "fp32"] as const) {
-    out[dpWire] = await runRanks(4, {
-      config: TINY,
-      batch: 2,
-      seq: 8,
-      steps: 2,
-      mode: "bf16",
-      tp: 1,
-      dp: 4,
-      dpWire,
-      keepWeights: true,
-    });
-    for (const r of out[dpWire]) {
-      deepStrictEqual(r.dpBytes, out[dpWire][0].dpBytes, "every rank sends the same");
-      deepStrictEqual(r.weights, out[dpWire][0].weights, "replicas hold the same weights");
-    }
-  }
+  const out = await bf16DpWires(4, TINY);
   const [half, f32] = [out.half[0], out.fp32[0]];
   const n = f32.weights!.length;
   // fp32 wire: 2(p−1)/p·4n = 6n at p = 4; 16-bit ring: 2(p−1)/p·2n = 3n (an all-gather
