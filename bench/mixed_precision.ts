@@ -32,7 +32,7 @@ import { tidy } from "../core/tensor.ts";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { GptConfig } from "../models/gpt.ts";
-import type { CommBytes } from "../models/parallel/hooks.ts";
+import { bytesSent as sent } from "../models/parallel/hooks.ts";
 import { measure, type MixedResult, type MixedRun } from "./mixed_precision_worker.ts";
 
 const args = parseArgs({
@@ -130,8 +130,6 @@ const config = {
   recomputeActivations: args.values.recompute,
 };
 const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
-/** Bytes a rank sent through a group, all collectives together. */
-const sent = (c: CommBytes) => c.allReduce + c.allGather + c.half;
 console.log(
   `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
     `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}` +

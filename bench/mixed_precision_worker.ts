@@ -19,10 +19,12 @@ import { TokenIds } from "../core/token_ids.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { LossScaler } from "../models/loss_scale.ts";
 import {
+  bytesSent,
   type CommBytes,
   countedGroup,
   countsInNorm,
   hybridHooks,
+  noCommBytes,
 } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -98,8 +100,7 @@ export async function measure(
 ): Promise<MixedResult> {
   const { config, batch, seq, steps, mode } = run;
   const half = mode === "fp32" ? undefined : mode;
-  const count: CommBytes = { allReduce: 0, allGather: 0, half: 0, calls: 0 };
-  const dpCount: CommBytes = { allReduce: 0, allGather: 0, half: 0, calls: 0 };
+  const count = noCommBytes(), dpCount = noCommBytes();
   const tp = groups ? countedGroup(groups.tp as Parameters<typeof countedGroup>[0], count) : null;
   const dp = groups ? countedGroup(groups.dp as ProcessGroup, dpCount) : null;
   const m = tp
@@ -115,13 +116,13 @@ export async function measure(
   const allReduceGradients = hooks?.allReduceGradients;
   if (hooks && allReduceGradients && groups!.dp.size > 1) {
     hooks.allReduceGradients = async (params) => {
-      const before = dpCount.allReduce + dpCount.allGather + dpCount.half;
+      const before = bytesSent(dpCount);
       await device.sync();
       const t0 = performance.now();
       await allReduceGradients.call(hooks, params);
       await device.sync();
       dpGradMs += performance.now() - t0;
-      dpGradBytes += dpCount.allReduce + dpCount.allGather + dpCount.half - before;
+      dpGradBytes += bytesSent(dpCount) - before;
     };
   }
   const trainer = new Trainer(device, m, {
@@ -163,9 +164,7 @@ export async function measure(
     forwardPeak = Math.max(forwardPeak, device.pool.peakBytes - persistent);
     return l;
   };
-  for (const c of [count, dpCount]) {
-    Object.assign(c, { allReduce: 0, allGather: 0, half: 0, calls: 0 });
-  }
+  for (const c of [count, dpCount]) Object.assign(c, noCommBytes());
   dpGradBytes = dpGradMs = 0;
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) record(await trainer.step(1, lossOf));

@@ -17,11 +17,12 @@ import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt } from "../models/gpt.ts";
 import {
-  type CommBytes,
+  bytesSent,
   type CommTimer,
   countedGroup,
   countsInNorm,
   hybridHooks,
+  noCommBytes,
   timedGroup,
 } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
@@ -196,7 +197,7 @@ export interface CommProfile {
  */
 function meteredGroup(group: TpGroup, device: Device) {
   const timer: CommTimer = { ms: 0 };
-  const bytes: CommBytes = { allReduce: 0, allGather: 0, half: 0, calls: 0 };
+  const bytes = noCommBytes();
   const metered = timedGroup(countedGroup(group, bytes), timer, device);
   const metering = { on: false, timer, bytes };
   const tp: TpGroup & { untimed: TpGroup } = {
@@ -322,8 +323,7 @@ export async function profileRun(
     if (metered && comm0) {
       const m = metered.metering;
       comm.calls += m.bytes.calls - comm0.calls;
-      comm.bytes += m.bytes.allReduce + m.bytes.allGather + m.bytes.half - comm0.allReduce -
-        comm0.allGather - comm0.half;
+      comm.bytes += bytesSent(m.bytes) - bytesSent(comm0);
       comm.ms += m.timer.ms - comm0.ms;
     }
     profWall.push(performance.now() - t0);

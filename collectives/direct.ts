@@ -70,18 +70,19 @@ export class DirectGroup {
   }
 
   /**
-   * In-place all-reduce of `count` 16-bit values at `off` (sum, scaled by
-   * `scale`): this rank adds its chunk of every member's buffer in f32, in
-   * member order, rounds once, and writes the result into all of them.
+   * In-place all-reduce of `count` 16-bit values at `off` (sum or avg): this
+   * rank adds its chunk of every member's buffer in f32, in member order,
+   * rounds once, and writes the result into all of them.
    */
   async allReduceHalf(
     desc: CallDesc,
     off: number,
     count: number,
+    op: "sum" | "avg",
     half: HalfSummer,
-    scale: number,
   ): Promise<void> {
     await this.#arrive(desc, off);
+    const scale = op === "avg" ? 1 / this.n : 1;
     const [start, len] = chunkRange(count, this.n, this.pos);
     for (let done = 0; done < len; done += BLOCK) {
       const at = this.#offs.map((o) => o + (start + done) * 2);

@@ -401,15 +401,8 @@ export class ProcessGroup {
       if (this.size === 1) return;
       const pl = this.#place(x);
       const half = new HalfSummer(this.comm.arena, codec);
-      if (algo.direct) {
-        await algo.direct.allReduceHalf(
-          d,
-          pl.off,
-          x.length,
-          half,
-          op === "avg" ? 1 / this.size : 1,
-        );
-      } else await ringReduce(algo.ring, d, pl.off, x.length, op, "allReduce", half);
+      if (algo.direct) await algo.direct.allReduceHalf(d, pl.off, x.length, op, half);
+      else await ringReduce(algo.ring, d, pl.off, x.length, op, "allReduce", half);
       pl.done();
     });
   }

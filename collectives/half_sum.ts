@@ -44,24 +44,10 @@ export class HalfSummer {
   }
 
   /**
-   * `dst` (and `dst2` when ≥ 0) = round((a + b) · scale) for `len` values:
-   * a ring hop, adding what a neighbour sent to this rank's own values.
-   */
-  add(dst: number, dst2: number, a: number, b: number, len: number, scale: number): void {
-    if (len <= 0) return;
-    const [acc, tmp] = this.#scratch(len);
-    this.codec.decode(this.#u16(a, len), acc);
-    this.codec.decode(this.#u16(b, len), tmp);
-    for (let i = 0; i < len; i++) acc[i] += tmp[i];
-    if (scale !== 1) { for (let i = 0; i < len; i++) acc[i] *= scale; }
-    this.codec.encode(acc, this.#u16(dst, len));
-    if (dst2 >= 0) this.#u16(dst2, len).set(this.#u16(dst, len));
-  }
-
-  /**
    * Sums `len` values at each of `srcs` in the order given (starting from the
    * first, so one source is returned unchanged), scales, rounds once, and
-   * writes the result to every offset of `dsts`.
+   * writes the result to every offset of `dsts`: a ring hop (this rank's values
+   * and what the neighbour sent) or a direct all-reduce (every member's chunk).
    */
   sumInto(dsts: readonly number[], srcs: readonly number[], len: number, scale: number): void {
     if (len <= 0) return;

@@ -123,8 +123,8 @@ export async function ringReduce(
       const slot = forward ? next.reserve() : -1;
       if (half) {
         // Into the next rank's slot when one is free (the final sum also here).
-        if (slot >= 0) half.add(final ? at : slot, final ? slot : -1, at, got, len, sc);
-        else half.add(at, -1, at, got, len, sc);
+        const dsts = slot < 0 ? [at] : final ? [at, slot] : [slot];
+        half.sumInto(dsts, [at, got], len, sc);
         prev.release();
         if (slot >= 0) next.commit(frame(t, k, len));
         else if (forward) next.send(frame(t, k, len), at);

@@ -8,7 +8,7 @@
 import type { WorkerContext } from "../collectives/launch.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { chunkRange } from "../collectives/ring.ts";
-import { fromHalfBits, type Half, toHalfBits } from "../core/half.ts";
+import { fromHalfBits, type Half, roundToHalf, toHalfBits } from "../core/half.ts";
 import { halfCodec } from "../models/parallel/half_codec.ts";
 
 /** Rank r's value at index i: small integers and quarters, so f32 sums are exact. */
@@ -143,15 +143,19 @@ async function checkHalf(g: ProcessGroup, size: number, errs: string[], rank: nu
         }
       }
     }
-    const bits = toHalfBits(Array.from({ length: size }, (_, i) => inexact(r, i)), format);
+    // every rank's values as the format holds them
+    const held = Array.from(
+      { length: n },
+      (_, q) => roundToHalf(Array.from({ length: size }, (_, i) => inexact(q, i)), format),
+    );
+    const bits = toHalfBits(held[r], format);
     await g.allReduceHalf(bits, codec);
     const got = fromHalfBits(bits, format);
     for (let i = 0; i < size; i++) {
       let want = 0, mag = 0;
       for (let q = 0; q < n; q++) {
-        const v = fromHalfBits(toHalfBits([inexact(q, i)], format), format)[0];
-        want += v;
-        mag += Math.abs(v);
+        want += held[q][i];
+        mag += Math.abs(held[q][i]);
       }
       if (!(Math.abs(got[i] - want) <= (n - 1) * u * mag + 1e-30)) {
         errs.push(
@@ -163,11 +167,9 @@ async function checkHalf(g: ProcessGroup, size: number, errs: string[], rank: nu
       }
     }
     // the same bits on every rank
-    const padded = new Uint16Array(size + (size % 2));
-    padded.set(bits);
-    const all = new Uint16Array((await g.allGather(new Int32Array(padded.buffer))).buffer);
+    const all = await g.allGather(bits);
     for (let q = 0; q < n && size > 0; q++) {
-      const theirs = all.subarray(q * padded.length, q * padded.length + size);
+      const theirs = all.subarray(q * size, (q + 1) * size);
       if (theirs.some((b, i) => b !== bits[i])) {
         errs.push(`rank ${rank} allReduceHalf ${format} size ${size}: rank ${q} holds other bits`);
         break;

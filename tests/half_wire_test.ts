@@ -126,11 +126,6 @@ const TINY: MixedRun["config"] = {
   attentionDropout: 0,
 };
 
-/** Every rank's result of `run` over two Workers (bench/mixed_precision_worker.ts). */
-function runTwoRanks(run: MixedRun): Promise<MixedResult[]> {
-  return runRanks(2, run);
-}
-
 /** Every rank's result of `run` over `ranks` Workers (bench/mixed_precision_worker.ts). */
 async function runRanks(ranks: number, run: MixedRun): Promise<MixedResult[]> {
   const { runWorkers } = await import("../collectives/launch.ts");
@@ -181,7 +176,7 @@ Deno.test("TP=2 step: the f/g bytes each rank sends halve under bf16 (bench/mixe
   const [b, s, h] = [2, TINY.maxPositions, TINY.hiddenSize];
   const bytes: Record<string, CommBytes[]> = {};
   for (const mode of ["fp32", "bf16"] as const) {
-    const rs = await runTwoRanks({ config: TINY, batch: b, seq: s, steps: 1, mode, tp: 2 });
+    const rs = await runRanks(2, { config: TINY, batch: b, seq: s, steps: 1, mode, tp: 2 });
     bytes[mode] = rs.map((r) => r.tpBytes);
     deepStrictEqual(bytes[mode][1], bytes[mode][0], "both ranks send the same");
   }

@@ -215,6 +215,16 @@ export interface CommBytes {
   calls: number;
 }
 
+/** A {@link CommBytes} with nothing counted yet. */
+export function noCommBytes(): CommBytes {
+  return { allReduce: 0, allGather: 0, half: 0, calls: 0 };
+}
+
+/** The bytes `c` counts, all collectives together. */
+export function bytesSent(c: CommBytes): number {
+  return c.allReduce + c.allGather + c.half;
+}
+
 /**
  * Wraps a group so the bytes each collective sends from this rank are added to
  * `counter` (a data-parallel group's `alloc`, a method, is passed through).

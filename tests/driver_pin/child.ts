@@ -25,7 +25,7 @@ async function runWorker(raw: boolean): Promise<string[]> {
 }
 
 /** Polls until none of `paths` is loaded or `limitMs` passes; returns what is left. */
-async function stillMapped(paths: string[], limitMs: number): Promise<[string[], number]> {
+async function stillLoaded(paths: string[], limitMs: number): Promise<[string[], number]> {
   const start = performance.now();
   for (;;) {
     const now = loadedLibraries() ?? new Set();
@@ -38,7 +38,7 @@ async function stillMapped(paths: string[], limitMs: number): Promise<[string[],
 
 const controlLoaded = await runWorker(true);
 const drivers = controlLoaded.filter((p) => /vulkan/i.test(p));
-const [controlLeft, controlMs] = await stillMapped(drivers, 10_000);
+const [controlLeft, controlMs] = await stillLoaded(drivers, 10_000);
 const pinnedLoaded = await runWorker(false);
 // Wait well past the time the control's drivers took to go.
 await new Promise((r) => setTimeout(r, Math.max(1000, 3 * controlMs)));
