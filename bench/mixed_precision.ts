@@ -5,7 +5,8 @@
  * backward at the end of the forward pass (16-bit under --bf16/--fp16) and the
  * forward's peak (saved activations plus a layer's working set).
  * Then, where the adapter offers `shader-f16`, one fp16-weight linear read by
- * integer unpacking and by native f16 loads (`--read-only`: only that).
+ * integer unpacking, by native f16 loads and computed in native f16 arithmetic
+ * (`--read-only`: only that).
  * At `--tp 2` each rank is a Worker with its own device (the shard's memory,
  * the larger of the ranks) and the table adds the bytes each rank sends through
  * its tensor-parallel group per step (`countedGroup`, as a ring moves them).
@@ -271,8 +272,9 @@ if (dp > 1 && done.size > 1) {
   }
 }
 
-// The fp16 weight read two ways where the adapter offers shader-f16: integer unpacking
-// (every adapter) against native f16 loads, on one [512×1024]·[1024×1024]ᵀ linear.
+// The fp16 weight read three ways where the adapter offers shader-f16: integer unpacking
+// (every adapter), native f16 loads, native f16 arithmetic, on one [512×1024]·[1024×1024]ᵀ
+// linear.
 {
   const device = await Device.create({ backend });
   if (!device.gpu.features.has("shader-f16")) {
@@ -288,9 +290,11 @@ if (dp > 1 && done.size > 1) {
     console.log("| path | ms | GFLOP/s |");
     console.log("| ---- | -: | ------: |");
     const copy = w.halfCopy;
-    for (const path of ["f32 weight", "packed (u32 unpack)", "native f16"].flatMap((p) => [p, p])) {
+    const paths = ["f32 weight", "packed (u32 unpack)", "native f16", "native f16 arithmetic"];
+    for (const path of paths.flatMap((p) => [p, p])) {
       w.halfCopy = path === "f32 weight" ? null : copy;
-      device.nativeF16 = path === "native f16";
+      device.nativeF16 = path.startsWith("native f16");
+      device.f16Arithmetic = path === "native f16 arithmetic";
       await tidy(device, async () => await linear(x, w).read()); // compile
       const reps = 10;
       const t0 = performance.now();

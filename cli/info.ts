@@ -40,7 +40,8 @@ export async function probe(backend: BackendName): Promise<AdapterSummary | { er
 export function mixedPrecisionPath(s: Pick<AdapterSummary, "features">): string {
   return "packed 16-bit storage (two values per u32, f32 arithmetic)" +
     (s.features.includes("shader-f16")
-      ? "; shader-f16: matmuls read --fp16 weights as native f16"
+      ? "; shader-f16: matmuls read --fp16 weights as native f16 " +
+        "(and compute in f16 with --f16-arithmetic)"
       : "; no shader-f16: --fp16 weights unpacked with integer operations");
 }
 

@@ -99,6 +99,8 @@ export interface PrecisionArgs {
   hysteresis: number;
   /** Data-parallel gradient all-reduce in fp32 (else 16-bit on the wire). */
   accumulateFp32: boolean;
+  /** fp16 matmuls in native f16 arithmetic (`Device.f16Arithmetic`). */
+  f16Arithmetic: boolean;
 }
 
 /** Everything one rank of `deno task train` needs, typed. */
@@ -240,6 +242,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       lossScaleWindow: num(f, "loss-scale-window"),
       hysteresis: num(f, "hysteresis"),
       accumulateFp32: !!f["accumulate-allreduce-grads-in-fp32"],
+      f16Arithmetic: !!f["f16-arithmetic"],
     },
     data: {
       path: str(f, "data-path"),

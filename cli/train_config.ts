@@ -144,6 +144,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help:
       "with --fp16/--bf16: data-parallel gradient all-reduce in fp32 (default: 16-bit on the wire)",
   },
+  "f16-arithmetic": {
+    type: "boolean",
+    help:
+      "with --fp16, where the adapter has shader-f16: the matmuls reading fp16 weights compute in native f16 (f32 accumulation per 4 products)",
+  },
   "hysteresis": {
     type: "int",
     default: 2,
@@ -319,6 +324,9 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
   }
   if (f.fp16 && f.bf16) throw new UsageError("give either --fp16 or --bf16, not both");
+  if (f["f16-arithmetic"] && !f.fp16) {
+    throw new UsageError("--f16-arithmetic needs --fp16 (bf16 has no native WGSL type)");
+  }
   if (f["use-flash-attn"] && f["no-flash-attn"]) {
     throw new UsageError("give either --use-flash-attn or --no-flash-attn, not both");
   }

@@ -10,6 +10,7 @@ import { attachTuner, describeTuning } from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
+import { enableF16Arithmetic } from "../core/ops/f16_arithmetic.ts";
 import { dawnGPU, parseBackend } from "../core/gpu.ts";
 import {
   loadCheckpoint,
@@ -95,6 +96,11 @@ async function openDevice(a: TrainArgs, dist: WorkerContext | null): Promise<Dev
     : undefined;
   const device = await Device.create({ backend, provider });
   dist?.deviceAcquired();
+  if (a.precision.f16Arithmetic) {
+    await enableF16Arithmetic(device).catch((e) => {
+      throw new RunError(`--f16-arithmetic: ${e.message}; run without it`);
+    });
+  }
   return device;
 }
 

@@ -128,6 +128,13 @@ export class Device {
    */
   nativeF16: boolean;
   /**
+   * With {@link Device.nativeF16}: the matmuls that read packed fp16 weights also
+   * compute in native `f16` (products and 4-term partial sums in f16, accumulated
+   * in f32; kernels/matmul.ts's `MatmulOptions.f16Arithmetic`). False (the
+   * default): f32 arithmetic everywhere.
+   */
+  f16Arithmetic = false;
+  /**
    * Mixed precision: the format activations saved for backward are kept in
    * (null: f32). Used by activation recomputation (core/recompute.ts), whose saved
    * block inputs are then packed 16-bit; the trainer sets it during a step.

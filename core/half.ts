@@ -26,7 +26,11 @@ export function f32FromBits(b: number): number {
 
 /** `x` (first rounded to f32) as fp16 bits, rounding to nearest even. */
 export function f32ToF16Bits(x: number): number {
-  const b = f32Bits(x);
+  return f16BitsOfF32Bits(f32Bits(x));
+}
+
+/** The f32 with bits `b`, as fp16 bits, rounding to nearest even. */
+function f16BitsOfF32Bits(b: number): number {
   const sign = (b >>> 16) & 0x8000;
   const exp = (b >>> 23) & 0xff;
   let mant = b & 0x7fffff;
@@ -61,7 +65,11 @@ export function f16BitsToF32(h: number): number {
 
 /** `x` (first rounded to f32) as bf16 bits, rounding to nearest even; NaN stays a (quiet) NaN. */
 export function f32ToBf16Bits(x: number): number {
-  const b = f32Bits(x);
+  return bf16BitsOfF32Bits(f32Bits(x));
+}
+
+/** The f32 with bits `b`, as bf16 bits (see {@link f32ToBf16Bits}). */
+function bf16BitsOfF32Bits(b: number): number {
   if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff)) return (b >>> 16) | 0x40;
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
@@ -74,6 +82,10 @@ export function bf16BitsToF32(h: number): number {
 /** Each value of `x` in `dtype`'s bits. */
 export function toHalfBits(x: ArrayLike<number>, dtype: Half): Uint16Array {
   const out = new Uint16Array(x.length);
+  if (x instanceof Float32Array) {
+    encodeHalfInto(x, out, dtype);
+    return out;
+  }
   const conv = dtype === "fp16" ? f32ToF16Bits : f32ToBf16Bits;
   for (let i = 0; i < x.length; i++) out[i] = conv(x[i]);
   return out;
@@ -82,18 +94,37 @@ export function toHalfBits(x: ArrayLike<number>, dtype: Half): Uint16Array {
 /** Every fp16 bit pattern's f32 value (built on first use: 256 KiB). */
 let f16Table: Float32Array | null = null;
 
+/**
+ * `dst[i]` = the bits of `src[i]` in `dtype` (same lengths), reading `src`'s
+ * bits directly: no allocation, ~5× faster per value than {@link f32ToF16Bits}
+ * (the data-parallel 16-bit wire encodes every gradient each step).
+ */
+export function encodeHalfInto(src: Float32Array, dst: Uint16Array, dtype: Half): void {
+  const n = src.length;
+  if (dst.length !== n) throw new Error(`encodeHalfInto: ${n} values into ${dst.length}`);
+  const b = new Uint32Array(src.buffer, src.byteOffset, n);
+  if (dtype === "bf16") { for (let i = 0; i < n; i++) dst[i] = bf16BitsOfF32Bits(b[i]); }
+  else for (let i = 0; i < n; i++) dst[i] = f16BitsOfF32Bits(b[i]);
+}
+
+/** `dst[i]` = the value of `dtype` bits `src[i]` (same lengths), without allocating. */
+export function decodeHalfInto(src: Uint16Array, dst: Float32Array, dtype: Half): void {
+  const n = src.length;
+  if (dst.length !== n) throw new Error(`decodeHalfInto: ${n} values into ${dst.length}`);
+  if (dtype === "bf16") {
+    const u = new Uint32Array(dst.buffer, dst.byteOffset, n);
+    for (let i = 0; i < n; i++) u[i] = src[i] << 16;
+    return;
+  }
+  // a table lookup: f16BitsToF32 per element costs ~0.5 µs
+  const t = f16Table ??= Float32Array.from({ length: 65536 }, (_, b) => f16BitsToF32(b));
+  for (let i = 0; i < n; i++) dst[i] = t[src[i]];
+}
+
 /** The f32 values of `dtype` bits `h`. */
 export function fromHalfBits(h: Uint16Array, dtype: Half): Float32Array {
-  if (dtype === "bf16") {
-    const u = new Uint32Array(h.length);
-    for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
-    return new Float32Array(u.buffer);
-  }
-  // a table lookup: f16BitsToF32 per element costs ~0.5 µs (the data-parallel 16-bit
-  // wire unpacks every rank's gradients each step)
-  const t = f16Table ??= Float32Array.from({ length: 65536 }, (_, b) => f16BitsToF32(b));
   const out = new Float32Array(h.length);
-  for (let i = 0; i < h.length; i++) out[i] = t[h[i]];
+  decodeHalfInto(h, out, dtype);
   return out;
 }
 

@@ -90,6 +90,8 @@ export {
 export { deriveSeed, type RngDraw, RngStream } from "./rng.ts";
 export {
   bf16BitsToF32,
+  decodeHalfInto,
+  encodeHalfInto,
   f16BitsToF32,
   f32ToBf16Bits,
   f32ToF16Bits,

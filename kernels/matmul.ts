@@ -75,6 +75,14 @@ export interface MatmulOptions {
    */
   shaderF16?: boolean;
   /**
+   * With {@link MatmulOptions.shaderF16} and a packed fp16 B: native `f16`
+   * arithmetic. A is rounded to f16 as it is read; each group of 4 products
+   * along k is multiplied and summed in f16 (the first product rounded, then 3
+   * fused multiply-adds) and the group's sum is added to an f32 accumulator.
+   * False (the default): every product and sum in f32.
+   */
+  f16Arithmetic?: boolean;
+  /**
    * The adapter's maxTextureDimension2D: software variants may then read B
    * through a texture ({@link MatmulTiling.texB}); undefined: never.
    */
@@ -211,6 +219,7 @@ export function matmulPlanWith(
   tiling: MatmulTiling,
 ): DispatchPlan {
   const nativeF16 = shape.packedB === "fp16" && opts.shaderF16 === true;
+  const f16Math = nativeF16 && opts.f16Arithmetic === true;
   checkShape(shape);
   checkTiling(tiling);
   if (tiling.software && ceilDiv(shape.K, 4) + 3 > SOFTWARE_LOOP_LIMIT) {
@@ -241,12 +250,12 @@ export function matmulPlanWith(
     `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
     `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}` +
     epilogueKey(shape) +
-    (nativeF16 ? "n" : "");
+    (nativeF16 ? (f16Math ? "h" : "n") : "");
   const key = `matmul/${tilingKey(tiling)}/${flags}`;
   // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
   // for an already-cached key costs microseconds.
   let code: string | undefined;
-  const s = { ...shape, nativeF16 }, t = { ...tiling }; // callers may reuse their objects
+  const s: Spec = { ...shape, nativeF16, f16Math }, t = { ...tiling }; // callers may reuse their objects
   const kernel: KernelSource = {
     key,
     get code(): string {
@@ -292,6 +301,14 @@ fn main(${GRID_BUILTINS}) {
 
 type Mode = "k4" | "l4" | "s";
 
+/** A shape with the 16-bit choices {@link matmulPlanWith} made for the adapter. */
+type Spec = MatmulShape & {
+  /** Packed fp16 B read as native `f16`. */
+  nativeF16?: boolean;
+  /** Products and 4-term partial sums in native `f16` ({@link MatmulOptions.f16Arithmetic}). */
+  f16Math?: boolean;
+};
+
 interface Layout {
   a: Mode;
   b: Mode;
@@ -334,8 +351,18 @@ function readPackedB(code: string): string {
 }
 
 /** The binding of B and its reader `loadB` when B is packed 16-bit. */
-function packedBDecl(s: MatmulShape & { nativeF16?: boolean }, lay: Layout): string {
+function packedBDecl(s: Spec, lay: Layout): string {
   const fmt = s.packedB!;
+  if (s.f16Math) {
+    // Native f16 values, kept f16 for the f16 arithmetic.
+    return lay.b !== "s"
+      ? `@group(0) @binding(1) var<storage, read> Bh: array<vec4<f16>>;
+fn loadB(i: u32) -> vec4<f16> { return Bh[i]; }
+`
+      : `@group(0) @binding(1) var<storage, read> Bh: array<f16>;
+fn loadB(i: u32) -> f16 { return Bh[i]; }
+`;
+  }
   if (s.nativeF16) {
     // The same bytes as native f16 (shader-f16): the hardware converts.
     return lay.b !== "s"
@@ -361,7 +388,7 @@ fn loadB(i: u32) -> f32 { return from_half(Bp[i / 2u] >> (16u * (i % 2u))); }
 `;
 }
 
-function header(s: MatmulShape & { nativeF16?: boolean }, lay: Layout): string {
+function header(s: Spec, lay: Layout): string {
   const ty = (v: boolean) => (v ? "vec4<f32>" : "f32");
   const bias = s.bias
     ? `@group(0) @binding(2) var<storage, read> bias: array<${ty(lay.vecC)}>;\n`
@@ -416,7 +443,7 @@ function tileIndex(s: MatmulShape): string {
 
 const LANES = 8;
 
-function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
+function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
   const { tm: TM, tv: TV } = t;
   const LX = t.lx ?? LANES;
   const W = 4 * LX; // columns between an invocation's vec4 groups
@@ -473,19 +500,21 @@ function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
   const step = (kk: number): string[] => {
     const body: string[] = [];
     const kAt = (u: number) => (u === 0 ? "k" : `(k + ${u}u)`);
-    // A
+    // A (rounded to f16 as it is read for f16 arithmetic)
+    const h4 = (x: string) => (s.f16Math ? `vec4<f16>(${x})` : x);
     if (lay.a === "k4") {
-      for (let i = 0; i < TM; i++) body.push(`let a${i} = A[ab${i} + k / 4u];`);
+      for (let i = 0; i < TM; i++) body.push(`let a${i} = ${h4(`A[ab${i} + k / 4u]`)};`);
     } else if (lay.a === "l4") {
       for (let u = 0; u < kk; u++) {
         for (let i = 0; i < TM / 4; i++) {
-          body.push(`let a${u}_${i} = A[ab${i} + ${kAt(u)} * (p.M / 4u)];`);
+          body.push(`let a${u}_${i} = ${h4(`A[ab${i} + ${kAt(u)} * (p.M / 4u)]`)};`);
         }
       }
     } else {
       for (let u = 0; u < kk; u++) {
         for (let i = 0; i < TM; i++) {
-          body.push(`let a${u}_${i} = A[ab${i} + ${kAt(u)} * ${strideA}];`);
+          const x = `A[ab${i} + ${kAt(u)} * ${strideA}]`;
+          body.push(`let a${u}_${i} = ${s.f16Math ? `f16(${x})` : x};`);
         }
       }
     }
@@ -519,12 +548,13 @@ function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
         }
       }
     }
+    const vec = s.f16Math ? "vec4<f16>" : "vec4<f32>";
     const aVal = (u: number, i: number) =>
       lay.a === "k4" ? `a${i}[${u}]` : lay.a === "l4" ? `a${u}_${i >> 2}[${i & 3}]` : `a${u}_${i}`;
     const bVal = (u: number, j: number) => {
       if (lay.b === "l4") return `b${u}_${j}`;
       const comp = (c: number) => (lay.b === "k4" ? `b${j}_${c}[${u}]` : `b${u}_${j}_${c}`);
-      return `vec4<f32>(${comp(0)}, ${comp(1)}, ${comp(2)}, ${comp(3)})`;
+      return `${vec}(${comp(0)}, ${comp(1)}, ${comp(2)}, ${comp(3)})`;
     };
     for (let u = 0; u < kk; u++) {
       for (let j = 0; j < TV; j++) {
@@ -535,11 +565,16 @@ function cpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
     // loaded and stored once per step instead of once per k (~1.2× measured).
     for (let i = 0; i < TM; i++) {
       for (let j = 0; j < TV; j++) {
-        let e = `c${i}_${j}`;
-        for (let u = 0; u < kk; u++) {
-          const bv = lay.b === "l4" ? bVal(u, j) : `bv${u}_${j}`;
-          e = `fma(vec4<f32>(${aVal(u, i)}), ${bv}, ${e})`;
+        const bv = (u: number) => (lay.b === "l4" ? bVal(u, j) : `bv${u}_${j}`);
+        if (s.f16Math) {
+          // the k-group's products and their sum in f16, then one f32 addition
+          let e = `${vec}(${aVal(0, i)}) * ${bv(0)}`;
+          for (let u = 1; u < kk; u++) e = `fma(${vec}(${aVal(u, i)}), ${bv(u)}, ${e})`;
+          body.push(`c${i}_${j} += vec4<f32>(${e});`);
+          continue;
         }
+        let e = `c${i}_${j}`;
+        for (let u = 0; u < kk; u++) e = `fma(${vec}(${aVal(u, i)}), ${bv(u)}, ${e})`;
         body.push(`c${i}_${j} = ${e};`);
       }
     }
@@ -658,7 +693,7 @@ function storeC(
 
 const BK = 16;
 
-function gpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
+function gpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
   const TM = t.tm, TN = t.tv;
   const WX = TN / 4, WY = TM / 4, NT = WX * WY;
   const aLoads = (TM * BK) / NT, bLoads = (TN * BK) / NT;
@@ -674,9 +709,35 @@ function gpuCode(s: MatmulShape, lay: Layout, t: MatmulTiling): string {
   const bSplit = s.transB
     ? `let kk = e % ${BK}u; let nn = e / ${BK}u;`
     : `let nn = e % ${TN}u; let kk = e / ${TN}u;`;
+  // f16 arithmetic: tiles in f16, each k-group of 4 multiplied and summed in f16
+  const T = s.f16Math ? "f16" : "f32";
+  // one k: the 4×4 block's operands from the tiles, multiplied into `acc`
+  const fmaK = (acc: string) =>
+    `var a: array<${T}, 4>;
+      var bv: array<${T}, 4>;
+      for (var i = 0u; i < 4u; i++) { a[i] = As[kk][ty + i * ${WY}u]; }
+      for (var j = 0u; j < 4u; j++) { bv[j] = Bs[kk][tx + j * ${WX}u]; }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) { ${acc}[i][j] = fma(a[i], bv[j], ${acc}[i][j]); }
+      }`;
+  const inner = s.f16Math
+    ? `for (var kg = 0u; kg < ${BK}u; kg += 4u) {
+      // zeroed explicitly: on Deno's WebGPU (naga, lavapipe) a var declared
+      // without an initializer in a loop kept the previous iteration's value
+      var h = array<array<f16, 4>, 4>();
+      for (var kk = kg; kk < kg + 4u; kk++) {
+        ${fmaK("h")}
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) { c[i][j] += f32(h[i][j]); }
+      }
+    }`
+    : `for (var kk = 0u; kk < ${BK}u; kk++) {
+      ${fmaK("c")}
+    }`;
   return `${header(s, lay)}
-var<workgroup> As: array<array<f32, ${TM}>, ${BK}>;
-var<workgroup> Bs: array<array<f32, ${TN}>, ${BK}>;
+var<workgroup> As: array<array<${T}, ${TM}>, ${BK}>;
+var<workgroup> Bs: array<array<${T}, ${TN}>, ${BK}>;
 
 @compute @workgroup_size(${WX}, ${WY})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -694,27 +755,19 @@ ${tileIndex(s)}  let tx = lid.x;
       let kg = k0 + kk;
       var v = 0.0;
       if (mg < p.M && kg < p.K) { v = ${aRead}; }
-      As[kk][mm] = v;
+      As[kk][mm] = ${T}(v);
     }
     for (var r = 0u; r < ${bLoads}u; r++) {
       let e = li + r * ${NT}u;
       ${bSplit}
       let ng = n0 + nn;
       let kg = k0 + kk;
-      var v = 0.0;
+      var v = ${T}();
       if (ng < p.N && kg < p.K) { v = ${bRead}; }
       Bs[kk][nn] = v;
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < ${BK}u; kk++) {
-      var a: array<f32, 4>;
-      var bv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) { a[i] = As[kk][ty + i * ${WY}u]; }
-      for (var j = 0u; j < 4u; j++) { bv[j] = Bs[kk][tx + j * ${WX}u]; }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { c[i][j] = fma(a[i], bv[j], c[i][j]); }
-      }
-    }
+    ${inner}
     workgroupBarrier();
   }
 ${gpuStore(s, lay, WX, WY)}

@@ -17,6 +17,7 @@
 import { parseArgs } from "node:util";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
+import { toHalfBits } from "../core/half.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { importDawn } from "../deps.ts";
@@ -137,7 +138,15 @@ async function matmul(sizes: number[], backend: string): Promise<Record<string, 
     software: device.isSoftware,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+    shaderF16: device.nativeF16,
   };
+  // With shader-f16, the gpu variant also reads a packed fp16 B (native f16 loads, f32
+  // arithmetic) and computes in f16 (--f16-arithmetic): what --fp16's linears run.
+  const variants = [
+    "gpu",
+    "software",
+    ...(device.nativeF16 ? ["gpu fp16-B", "gpu f16-arith"] : []),
+  ];
   const rows: Record<string, unknown>[] = [];
   for (const n of sizes) {
     const shape: MatmulShape = {
@@ -152,18 +161,27 @@ async function matmul(sizes: number[], backend: string): Promise<Record<string, 
       bias: false,
     } as MatmulShape;
     const bytes = n * n * 4;
-    const bufs = [0, 1, 2].map(() => device.pool.acquire(bytes));
+    const bufs = [0, 1, 2, 3].map(() => device.pool.acquire(bytes));
     try {
       device.upload(bufs[0], random(n * n));
       device.upload(bufs[1], random(n * n));
+      device.upload(bufs[3], toHalfBits(random(n * n), "fp16"));
       await device.sync();
-      for (const variant of ["gpu", "software"] as const) {
+      for (const variant of variants) {
         const row: Record<string, unknown> = { n, variant };
         try {
-          const tiling = chooseTiling(shape, { ...opts, software: variant === "software" });
+          const packed = variant.startsWith("gpu f");
+          const s: MatmulShape = packed ? { ...shape, packedB: "fp16" } : shape;
+          const tiling = chooseTiling(s, { ...opts, software: variant === "software" });
           row.tiling = tiling;
-          const plan = matmulPlanWith(shape, opts, tiling);
-          const bind = bufs.map((buffer) => ({ buffer, size: bytes }));
+          const plan = matmulPlanWith(s, {
+            ...opts,
+            f16Arithmetic: variant === "gpu f16-arith",
+          }, tiling);
+          const bind = [bufs[0], packed ? bufs[3] : bufs[1], bufs[2]].map((buffer) => ({
+            buffer,
+            size: buffer === bufs[3] ? bytes / 2 : bytes,
+          }));
           const run = async (count: number) => {
             const t0 = performance.now();
             for (let i = 0; i < count; i++) {

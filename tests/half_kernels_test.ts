@@ -7,11 +7,20 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { f32FromBits, type Half, roundToHalf, toHalfBits } from "../core/half.ts";
-import { linear, matmul, packHalf, roundHalfInPlace, sum, unpackHalf } from "../core/ops/mod.ts";
+import {
+  f16GroupSumProbe,
+  linear,
+  matmul,
+  packHalf,
+  roundHalfInPlace,
+  sum,
+  unpackHalf,
+} from "../core/ops/mod.ts";
 import { backward, zeroGrad } from "../core/autograd.ts";
 import { Tensor } from "../core/tensor.ts";
 import { type MatmulOptions, matmulPlan } from "../kernels/matmul.ts";
 import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+import { matmulRef } from "./reference.ts";
 
 const dev = await testDevice();
 
@@ -101,29 +110,6 @@ Deno.test("packed 16-bit tensors take half the bytes", gpuTest, () => {
   w.dispose();
 });
 
-/** A matmul on the host in f64: `op(A)·op(B)` for row-major A [M,K] (or [K,M]) and B [K,N] (or [N,K]). */
-function matmulRef(
-  a: Float32Array,
-  b: Float32Array,
-  M: number,
-  N: number,
-  K: number,
-  transA: boolean,
-  transB: boolean,
-): Float64Array {
-  const out = new Float64Array(M * N);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) {
-        s += (transA ? a[k * M + m] : a[m * K + k]) * (transB ? b[n * K + k] : b[k * N + n]);
-      }
-      out[m * N + n] = s;
-    }
-  }
-  return out;
-}
-
 for (const format of ["fp16", "bf16"] as Half[]) {
   Deno.test(
     `${format}: matmul reading a packed 16-bit B equals f32 matmul on the rounded B`,
@@ -197,20 +183,35 @@ Deno.test(
   },
 );
 
-async function packedMatmulCases(shaderF16: boolean): Promise<void> {
+/**
+ * How a packed-B matmul reads and computes: integer unpacking with f32
+ * arithmetic, native f16 reads with f32 arithmetic, or native f16 arithmetic.
+ */
+type PackedPath = "unpack" | "f16 read" | "f16 arithmetic";
+
+/** Largest |C − C_ref| / Σ|a·b| (f64 reference on the rounded operands) a path may give. */
+function packedTolerance(path: PackedPath): number {
+  // f16 arithmetic: A rounded to f16 (u), a product rounded (u), the k-group's
+  // three additions (3u), the f32 accumulation (negligible): 5u, u = 2^-11.
+  return path === "f16 arithmetic" ? 5 * 2 ** -11 : 1e-5;
+}
+
+async function packedMatmulCases(path: PackedPath): Promise<void> {
+  const shaderF16 = path !== "unpack";
   for (const software of [true, false]) {
     const opts: MatmulOptions = {
       software,
       maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
       maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
       shaderF16,
+      f16Arithmetic: path === "f16 arithmetic",
     };
     let seed = software ? 10 : 20;
     for (const format of (shaderF16 ? ["fp16"] : ["fp16", "bf16"]) as Half[]) {
       for (
         const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]
       ) {
-        for (const [M, N, K] of [[5, 7, 3], [8, 16, 12], [33, 20, 17]]) {
+        for (const [M, N, K] of [[5, 7, 3], [8, 16, 12], [33, 20, 17], [9, 40, 70]]) {
           const a = randomArray(M * K, seed++), b = randomArray(K * N, seed++);
           const bits = toHalfBits(b, format);
           const padded = new Uint16Array(bits.length + (bits.length % 2));
@@ -237,13 +238,16 @@ async function packedMatmulCases(shaderF16: boolean): Promise<void> {
             plan.workgroups,
           );
           const got = await C.read();
-          const want = matmulRef(a, roundToHalf(b, format), M, N, K, transA, transB);
+          const bRounded = roundToHalf(b, format);
+          const want = matmulRef(a, bRounded, M, N, K, transA, transB);
+          // Σ|a·b| per output, the scale of the rounding errors
+          const mag = matmulRef(a.map(Math.abs), bRounded.map(Math.abs), M, N, K, transA, transB);
+          const tol = packedTolerance(path);
           for (let i = 0; i < got.length; i++) {
             ok(
-              Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])),
-              `${
-                software ? "software" : "gpu"
-              } ${format} ${transA}/${transB} ${M}×${N}×${K} [${i}]: ${got[i]} vs ${want[i]}`,
+              Math.abs(got[i] - want[i]) <= tol * (1 + mag[i]),
+              `${software ? "software" : "gpu"} ${path} ${format} ${transA}/${transB} ` +
+                `${M}×${N}×${K} [${i}]: ${got[i]} vs ${want[i]}`,
             );
           }
           for (const t of [A, W, C]) t.dispose();
@@ -257,7 +261,7 @@ Deno.test(
   "packed-B matmul kernels, software and GPU tilings, every transpose",
   gpuTest,
   async () => {
-    await packedMatmulCases(false);
+    await packedMatmulCases("unpack");
   },
 );
 
@@ -279,6 +283,77 @@ Deno.test({
       packedB: "fp16",
     }, { software: true, maxInvocations: 256, maxWorkgroupStorage: 16384, shaderF16: true });
     ok(p.kernel.code.startsWith("enable f16;") && p.kernel.code.includes("array<vec4<f16>>"));
-    await packedMatmulCases(true);
+    await packedMatmulCases("f16 read");
+  },
+});
+
+Deno.test({
+  name:
+    "native f16 arithmetic (shader-f16): f16 products and k-group sums, software and GPU tilings",
+  ignore: !dev.nativeF16,
+  ...gpuTest,
+  async fn() {
+    for (const software of [true, false]) {
+      // the arithmetic really is f16 (and does not return zeros), the f32 path really f32
+      const opts = (f16Arithmetic: boolean): MatmulOptions => ({
+        software,
+        maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
+        maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
+        shaderF16: true,
+        f16Arithmetic,
+      });
+      strictEqual(await f16GroupSumProbe(dev, opts(true)), 2048, `software ${software}`);
+      strictEqual(await f16GroupSumProbe(dev, opts(false)), 2049, `software ${software}`);
+    }
+    await packedMatmulCases("f16 arithmetic");
+  },
+});
+
+Deno.test({
+  name: "Device.f16Arithmetic: linear layers compute their fp16-weight products in f16",
+  ignore: !dev.nativeF16,
+  ...gpuTest,
+  async fn() {
+    const [M, N, K] = [6, 10, 36];
+    const x = Tensor.fromArray(dev, randomArray(M * K, 31), [M, K]);
+    const w = Tensor.fromArray(dev, randomArray(N * K, 32), [N, K]);
+    x.requiresGrad = w.requiresGrad = true;
+    x.persistent = w.persistent = true;
+    w.halfCopy = { words: packHalf(w, "fp16").keep(), format: "fp16" };
+    const run = async (f16Arithmetic: boolean) => {
+      dev.f16Arithmetic = f16Arithmetic;
+      try {
+        const y = linear(x, w);
+        await backward(sum(y));
+        const out = [await y.read(), await x.grad!.read(), await w.grad!.read()];
+        zeroGrad([x, w]);
+        return out;
+      } finally {
+        dev.f16Arithmetic = false;
+      }
+    };
+    const [y32, gx32, gw32] = await run(false);
+    const [y16, gx16, gw16] = await run(true);
+    const xs = await x.read(), wr = roundToHalf(await w.read(), "fp16");
+    const abs = (a: Float32Array) => a.map(Math.abs);
+    // y = x·Wᵀ against the f64 reference on the fp16 weights, within 5u·Σ|x·w|
+    const yRef = matmulRef(xs, wr, M, N, K, false, true);
+    const yMag = matmulRef(abs(xs), abs(wr), M, N, K, false, true);
+    const tol = 5 * 2 ** -11;
+    for (let i = 0; i < y16.length; i++) {
+      ok(Math.abs(y16[i] - yRef[i]) <= tol * yMag[i], `y [${i}]: ${y16[i]} vs ${yRef[i]}`);
+    }
+    // dx = 1·W: column sums of the fp16 W, each a 10-term product sum
+    const ones = new Float32Array(M * N).fill(1);
+    const gxRef = matmulRef(ones, wr, M, K, N);
+    const gxMag = matmulRef(ones, abs(wr), M, K, N);
+    for (let i = 0; i < gx16.length; i++) {
+      ok(Math.abs(gx16[i] - gxRef[i]) <= tol * gxMag[i], `dx [${i}]: ${gx16[i]} vs ${gxRef[i]}`);
+    }
+    ok(y16.some((v, i) => v !== y32[i]), "forward computes in f16");
+    ok(gx16.some((v, i) => v !== gx32[i]), "the input gradient computes in f16");
+    deepStrictEqual(gw16, gw32, "the weight gradient reads no weights: f32 either way");
+    w.dispose();
+    x.dispose();
   },
 });

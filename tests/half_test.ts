@@ -11,6 +11,8 @@ import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import {
   bf16BitsToF32,
+  decodeHalfInto,
+  encodeHalfInto,
   f16BitsToF32,
   f32Bits,
   f32FromBits,
@@ -250,5 +252,32 @@ Deno.test("fromHalfBits: every fp16 and bf16 bit pattern as the scalar conversio
       Number.isNaN(scalar(b)) ? Number.isNaN(got[b]) : f32Bits(got[b]) === f32Bits(scalar(b))
     );
     ok(same, dtype);
+  }
+});
+
+Deno.test("encodeHalfInto/decodeHalfInto (bulk, in place) equal the scalar conversions", () => {
+  // random bit patterns (NaN, inf, subnormals included), in a view at an offset
+  const n = 20000;
+  const buf = new Float32Array(n + 3);
+  const bits = new Uint32Array(buf.buffer);
+  let x = 987654321;
+  for (let i = 0; i < bits.length; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    bits[i] = x;
+  }
+  buf.set([0, -0, Infinity, -Infinity, 65520, 2 ** -25, 1 + 2 ** -8], 3);
+  const src = buf.subarray(3);
+  for (const format of ["fp16", "bf16"] as const) {
+    const scalar = format === "fp16" ? f32ToF16Bits : f32ToBf16Bits;
+    const h = new Uint16Array(n);
+    encodeHalfInto(src, h, format);
+    for (let i = 0; i < n; i++) strictEqual(h[i], scalar(src[i]), `${format} [${i}] of ${src[i]}`);
+    const back = new Float32Array(n);
+    decodeHalfInto(h, back, format);
+    const one = format === "fp16" ? f16BitsToF32 : bf16BitsToF32;
+    for (let i = 0; i < n; i++) {
+      const want = one(h[i]);
+      ok(Object.is(back[i], Math.fround(want)), `${format} decode [${i}]: ${back[i]} vs ${want}`);
+    }
   }
 });

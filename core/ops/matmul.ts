@@ -182,6 +182,7 @@ export function matmulOptions(device: Device): MatmulOptions {
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
     shaderF16: device.nativeF16,
+    f16Arithmetic: device.f16Arithmetic,
     maxTextureDimension: device.maxTextureDimension,
   };
 }

@@ -15,4 +15,5 @@ export * from "./shape.ts";
 export * from "./parallel_xent.ts";
 export * from "./lm_head.ts";
 export * from "./half.ts";
+export * from "./f16_arithmetic.ts";
 export * from "./attention.ts";

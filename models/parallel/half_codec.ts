@@ -5,7 +5,7 @@
  */
 
 import type { HalfCodec } from "../../collectives/half_sum.ts";
-import { fromHalfBits, type Half, toHalfBits } from "../../core/half.ts";
+import { decodeHalfInto, encodeHalfInto, type Half } from "../../core/half.ts";
 
 /** Format ids checked between ranks (any distinct numbers would do). */
 const IDS: Record<Half, number> = { fp16: 1, bf16: 2 };
@@ -14,7 +14,7 @@ const IDS: Record<Half, number> = { fp16: 1, bf16: 2 };
 export function halfCodec(format: Half): HalfCodec {
   return {
     id: IDS[format],
-    decode: (src, dst) => dst.set(fromHalfBits(src, format)),
-    encode: (src, dst) => dst.set(toHalfBits(src, format)),
+    decode: (src, dst) => decodeHalfInto(src, dst, format),
+    encode: (src, dst) => encodeHalfInto(src, dst, format),
   };
 }

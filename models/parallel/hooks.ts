@@ -12,7 +12,7 @@ import type { Device } from "../../core/device.ts";
 import type { ParamInfo } from "../../core/nn.ts";
 import { clone } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { fromHalfBits, type Half, toHalfBits } from "../../core/half.ts";
+import { decodeHalfInto, type Half, toHalfBits } from "../../core/half.ts";
 import type { ParallelHooks } from "../trainer.ts";
 import { halfCodec } from "./half_codec.ts";
 import { averageOver, type DpGroup, GradBuckets } from "./overlap.ts";
@@ -42,19 +42,16 @@ export async function allReduceHalfAvg(
   const bits = toHalfBits(flat, format);
   if (group.size > 2 && group.allReduceHalf) {
     await group.allReduceHalf(bits, halfCodec(format), "avg");
-    flat.set(fromHalfBits(bits, format));
+    decodeHalfInto(bits, flat, format);
     return;
   }
   const padded = new Uint16Array(bits.length + (bits.length % 2));
   padded.set(bits);
   const all = await group.allGather(new Int32Array(padded.buffer));
   const halves = new Uint16Array(all.buffer, all.byteOffset, all.length * 2);
-  const sum = new Float32Array(flat.length);
+  const sum = new Float32Array(flat.length), v = new Float32Array(flat.length);
   for (let r = 0; r < group.size; r++) {
-    const v = fromHalfBits(
-      halves.subarray(r * padded.length, r * padded.length + flat.length),
-      format,
-    );
+    decodeHalfInto(halves.subarray(r * padded.length, r * padded.length + flat.length), v, format);
     for (let i = 0; i < flat.length; i++) sum[i] += v[i];
   }
   for (let i = 0; i < flat.length; i++) flat[i] = sum[i] / group.size;
