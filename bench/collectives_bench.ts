@@ -11,6 +11,7 @@
  *
  *   deno bench -A bench/collectives_bench.ts
  *   deno bench -A bench/collectives_bench.ts --filter "16 MiB"   # the host kernels only
+ *   deno bench -A bench/collectives_bench.ts --filter "16-bit"   # bf16 against f32 all-reduce
  *
  * Set COLLECTIVES_BENCH_QUICK=1 to skip the 4-rank and small-size rows.
  * @module
@@ -23,11 +24,13 @@ import { Arena } from "../collectives/arena.ts";
 import type { ShmAlgorithm } from "../collectives/group.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { grantedPermissionFlags } from "../collectives/procs.ts";
+import { halfBenchCounts, type HalfBenchRow } from "./half_allreduce_worker.ts";
 
 const MiB = 1 << 20;
 const deno = Deno.execPath();
 const root = new URL("../", import.meta.url);
 const workerUrl = new URL("collectives/bench_worker.ts", root);
+const halfWorkerUrl = new URL("bench/half_allreduce_worker.ts", root);
 const quick = Deno.env.get("COLLECTIVES_BENCH_QUICK") === "1";
 
 function median(xs: number[]): number {
@@ -89,18 +92,23 @@ async function tcpGBs(): Promise<number> {
   return median(rates);
 }
 
-async function shmSweep(
+async function shmSweep<Row = BenchRow>(
   n: number,
   sizes: number[],
   shmAlgorithm: ShmAlgorithm = "direct",
-): Promise<BenchRow[]> {
+  worker: URL = workerUrl,
+): Promise<Row[]> {
   const cfg = resolveDistConfig({ "nproc-per-node": String(n), "dist-timeout": "60s" }, {});
-  const res = await runWorkers(cfg, workerUrl, [sizes.join(",")], { gpus: [], shmAlgorithm });
+  const res = await runWorkers(cfg, worker, [sizes.join(",")], { gpus: [], shmAlgorithm });
   if (!res.ok) throw new Error(`shm sweep failed: ${JSON.stringify(res.ranks)}`);
-  return res.ranks[0].result as BenchRow[];
+  return res.ranks[0].result as Row[];
 }
 
-async function tcpSweep(n: number, sizes: number[]): Promise<BenchRow[]> {
+async function tcpSweep<Row = BenchRow>(
+  n: number,
+  sizes: number[],
+  worker: URL = workerUrl,
+): Promise<Row[]> {
   const port = freeLocalPort();
   const procs = Array.from({ length: n }, (_, i) =>
     new Deno.Command(deno, {
@@ -120,7 +128,7 @@ async function tcpSweep(n: number, sizes: number[]): Promise<BenchRow[]> {
         String(port),
         "--dist-timeout",
         "60s",
-        workerUrl.pathname,
+        worker.pathname,
         sizes.join(","),
         "--print",
       ],
@@ -187,6 +195,39 @@ Deno.bench({
   n: 1,
   warmup: 0,
   fn: sweep,
+});
+
+/**
+ * The mixed-precision wire: f32 `allReduce` against bf16 `allReduceHalf` of the
+ * same value counts, on shared memory (direct and ring) and TCP (separate
+ * processes on loopback), 2 and 4 ranks (`COLLECTIVES_BENCH_QUICK=1`: 2 only).
+ */
+async function halfSweep(): Promise<void> {
+  const counts = quick ? [1 << 20, 1 << 24] : halfBenchCounts();
+  console.log(`\n# 16-bit all-reduce (bf16, sum) against f32 of the same values; median time`);
+  console.log(`# transport   ranks    values    f32(ms)   bf16(ms)  bf16/f32`);
+  const print = (name: string, n: number, rows: HalfBenchRow[]) => {
+    for (const r of rows) {
+      console.log(
+        `${name.padEnd(8)} ${String(n).padStart(8)} ${String(r.values).padStart(9)} ` +
+          `${(r.f32Seconds * 1e3).toFixed(2).padStart(10)} ${
+            (r.bf16Seconds * 1e3).toFixed(2).padStart(10)
+          } ${(r.bf16Seconds / r.f32Seconds).toFixed(2).padStart(9)}`,
+      );
+    }
+  };
+  for (const n of quick ? [2] : [2, 4]) {
+    print("shm", n, await shmSweep<HalfBenchRow>(n, counts, "direct", halfWorkerUrl));
+    print("shm-ring", n, await shmSweep<HalfBenchRow>(n, counts, "ring", halfWorkerUrl));
+    print("tcp", n, await tcpSweep<HalfBenchRow>(n, counts, halfWorkerUrl));
+  }
+}
+
+Deno.bench({
+  name: "16-bit all-reduce sweep (bf16 against f32; shm and tcp; prints the table)",
+  n: 1,
+  warmup: 0,
+  fn: halfSweep,
 });
 
 /** Two 16 MiB f32 arena buffers (1s and 2s), made on first use. */

@@ -22,7 +22,8 @@
  * each against the fp32 run.
  * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N]
  * [--shape reference|deep|wide|medium] [--layers N] [--seq N] [--batch N] [--tp N]
- * [--dp N] [--dp-wire half|fp32|both] [--modes fp32,bf16,fp16] [--recompute] [--read-only]`.
+ * [--dp N] [--dp-wire half|fp32|both] [--modes fp32,bf16,fp16,fp16-f16] [--recompute]
+ * [--read-only]`; mode `fp16-f16` is `--fp16 --f16-arithmetic` (needs shader-f16).
  * @module
  */
 

@@ -13,6 +13,7 @@ import type { ProcessGroup } from "../collectives/group.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
+import { enableF16Arithmetic } from "../core/ops/f16_arithmetic.ts";
 import { parseBackend } from "../core/gpu.ts";
 import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -40,8 +41,8 @@ export interface MixedRun {
   seq: number;
   /** Timed steps (after one untimed step that compiles and allocates). */
   steps: number;
-  /** Precision. */
-  mode: "fp32" | "bf16" | "fp16";
+  /** Precision (`fp16-f16`: fp16 with native f16 arithmetic, `--f16-arithmetic`). */
+  mode: "fp32" | "bf16" | "fp16" | "fp16-f16";
   /** Tensor-parallel size (ranks = tp · dp; 1 rank runs in-process). */
   tp: number;
   /** Data-parallel size (default 1); each DP replica trains on different tokens. */
@@ -99,7 +100,8 @@ export async function measure(
   groups?: Parameters<typeof hybridHooks>[1] & { tpRank: number; dpRank: number },
 ): Promise<MixedResult> {
   const { config, batch, seq, steps, mode } = run;
-  const half = mode === "fp32" ? undefined : mode;
+  const half = mode === "fp32" ? undefined : mode === "bf16" ? "bf16" : "fp16";
+  if (mode === "fp16-f16") await enableF16Arithmetic(device);
   const count = noCommBytes(), dpCount = noCommBytes();
   const tp = groups ? countedGroup(groups.tp as Parameters<typeof countedGroup>[0], count) : null;
   const dp = groups ? countedGroup(groups.dp as ProcessGroup, dpCount) : null;

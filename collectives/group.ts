@@ -250,6 +250,7 @@ export class ProcessGroup {
   #ring: Promise<Ring> | null = null;
   #failed: Error | null = null;
   #staging = { off: 0, bytes: 0 };
+  #halfSummers = new Map<number, HalfSummer>();
 
   /** Use {@link Communicator.worldGroup} and {@link ProcessGroup.newGroup}. */
   constructor(readonly comm: Communicator, ranks: number[]) {
@@ -400,11 +401,18 @@ export class ProcessGroup {
     await this.#run(`allReduceHalf(${op})`, x.length, 2, codec.id, async (d, algo) => {
       if (this.size === 1) return;
       const pl = this.#place(x);
-      const half = new HalfSummer(this.comm.arena, codec);
+      const half = this.#halfSummer(codec);
       if (algo.direct) await algo.direct.allReduceHalf(d, pl.off, x.length, op, half);
       else await ringReduce(algo.ring, d, pl.off, x.length, op, "allReduce", half);
       pl.done();
     });
+  }
+
+  /** The group's summer for `codec`'s format (kept: it holds arena scratch). */
+  #halfSummer(codec: HalfCodec): HalfSummer {
+    let h = this.#halfSummers.get(codec.id);
+    if (!h) this.#halfSummers.set(codec.id, h = new HalfSummer(this.comm.arena, codec));
+    return h;
   }
 
   /**

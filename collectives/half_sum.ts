@@ -3,8 +3,12 @@
  * 16 bits per value (mixed precision). The collectives know no number formats:
  * the caller passes a {@link HalfCodec} (models build one from core/half.ts).
  * Every sum runs in f32; only what crosses a link or is returned is 16-bit.
+ * A codec that declares bf16 ({@link HalfCodec.bf16}) is summed by the
+ * arena's WebAssembly SIMD kernels, others in JavaScript.
  * @module
  */
+
+import type { Reducer } from "./wasm_reduce.ts";
 
 /** A 16-bit number format: decoding to f32 and rounding back. */
 export interface HalfCodec {
@@ -17,7 +21,20 @@ export interface HalfCodec {
   decode(src: Uint16Array, dst: Float32Array): void;
   /** `dst[i]` = the bits of `src[i]` rounded to the format (same lengths). */
   encode(src: Float32Array, dst: Uint16Array): void;
+  /**
+   * True when the format is bfloat16 (an f32's top 16 bits, rounded to nearest
+   * even, NaN kept quiet): sums may then run in the arena's WebAssembly SIMD
+   * kernels ({@link Reducer.bf16Add}), which give the same bits as `encode`.
+   */
+  readonly bf16?: boolean;
 }
+
+/** What a {@link HalfSummer} needs of the collectives' arena. */
+export type HalfMemory =
+  & { readonly buffer: ArrayBufferLike }
+  & Partial<
+    { readonly reducer: Reducer; alloc(bytes: number): number }
+  >;
 
 /**
  * Adds 16-bit vectors that live in `memory` (byte offsets; an arena), in f32,
@@ -27,9 +44,14 @@ export interface HalfCodec {
 export class HalfSummer {
   #acc = new Float32Array(0);
   #tmp = new Float32Array(0);
+  /** The SIMD path's f32 accumulator in `memory` (bf16 sums of more than two vectors). */
+  #simdAcc = { off: 0, values: 0 };
 
-  /** Uses `codec` on vectors in `memory` (its buffer is read at each use: it may grow). */
-  constructor(readonly memory: { readonly buffer: ArrayBufferLike }, readonly codec: HalfCodec) {}
+  /**
+   * Uses `codec` on vectors in `memory` (its buffer is read at each use: it may
+   * grow); with a bf16 codec and an arena's `reducer` and `alloc`, in SIMD.
+   */
+  constructor(readonly memory: HalfMemory, readonly codec: HalfCodec) {}
 
   #scratch(len: number): [Float32Array, Float32Array] {
     if (this.#acc.length < len) {
@@ -51,6 +73,36 @@ export class HalfSummer {
    */
   sumInto(dsts: readonly number[], srcs: readonly number[], len: number, scale: number): void {
     if (len <= 0) return;
+    const r = this.memory.reducer;
+    if (this.codec.bf16 && r && this.memory.alloc) {
+      // 8 values per SIMD iteration; the last len & 7 below, in JavaScript
+      const v = len & ~7;
+      if (srcs.length === 2) r.bf16Add(dsts[0], dsts[1] ?? dsts[0], srcs[0], srcs[1], v, scale);
+      else {
+        const acc = this.#accumulator(v);
+        r.bf16Widen(acc, srcs[0], v);
+        for (let q = 1; q < srcs.length; q++) r.bf16WidenAdd(acc, srcs[q], v);
+        r.bf16Narrow(dsts[0], acc, v, scale);
+        if (dsts.length > 1) this.#u16(dsts[1], v).set(this.#u16(dsts[0], v));
+      }
+      for (let q = 2; q < dsts.length; q++) this.#u16(dsts[q], v).set(this.#u16(dsts[0], v));
+      if (v === len) return;
+      const at = (o: number) => o + 2 * v;
+      return this.#sumJs(dsts.map(at), srcs.map(at), len - v, scale);
+    }
+    this.#sumJs(dsts, srcs, len, scale);
+  }
+
+  /** Arena offset of an f32 accumulator for `values` values (grown, never freed). */
+  #accumulator(values: number): number {
+    if (this.#simdAcc.values < values) {
+      const n = Math.max(values, 2 * this.#simdAcc.values);
+      this.#simdAcc = { off: this.memory.alloc!(4 * n), values: n };
+    }
+    return this.#simdAcc.off;
+  }
+
+  #sumJs(dsts: readonly number[], srcs: readonly number[], len: number, scale: number): void {
     const [acc, tmp] = this.#scratch(len);
     this.codec.decode(this.#u16(srcs[0], len), acc);
     for (let q = 1; q < srcs.length; q++) {

@@ -17,7 +17,7 @@ export {
   type ShmAlgorithm,
 } from "./group.ts";
 export { DirectGroup } from "./direct.ts";
-export { type HalfCodec, HalfSummer } from "./half_sum.ts";
+export { type HalfCodec, type HalfMemory, HalfSummer } from "./half_sum.ts";
 export {
   parallelGroups,
   type ParallelLayout,

@@ -22,6 +22,19 @@ export interface Reducer {
   max(dst: number, a: number, b: number, n: number): void;
   /** `dst[i] = dst2[i] = max(a[i], b[i])`. */
   max2(dst: number, dst2: number, a: number, b: number, n: number): void;
+  /**
+   * bf16 (16-bit words; a bf16 is the top half of an f32), for the first
+   * `n & ~7` values: `dst[i] = dst2[i] = bf16((f32(a[i]) + f32(b[i])) · scale)`,
+   * the f32 result rounded to nearest even (NaN stays a quiet NaN). Pass `dst`
+   * twice for one destination.
+   */
+  bf16Add(dst: number, dst2: number, a: number, b: number, n: number, scale: number): void;
+  /** bf16 to f32, for the first `n & ~7` values: `acc[i] = f32(src[i])`. */
+  bf16Widen(acc: number, src: number, n: number): void;
+  /** `acc[i] += f32(src[i])` for the first `n & ~7` bf16 values. */
+  bf16WidenAdd(acc: number, src: number, n: number): void;
+  /** f32 to bf16, for the first `n & ~7` values: `dst[i] = bf16(acc[i] · scale)`. */
+  bf16Narrow(dst: number, acc: number, n: number, scale: number): void;
 }
 
 // --- a tiny assembler -------------------------------------------------------
@@ -71,6 +84,10 @@ const BLOCK = 0x02, LOOP = 0x03, VOID = 0x40, BR = 0x0c, BR_IF = 0x0d, END = 0x0
 const simd = (op: number) => [0xfd, ...uleb(op)];
 const V_LOAD = simd(0x00), V_STORE = simd(0x0b), F32X4_SPLAT = simd(0x13);
 const F32X4_ADD = simd(0xe4), F32X4_MUL = simd(0xe6), F32X4_MAX = simd(0xe9);
+const I32X4_SPLAT = simd(0x11), F32X4_NE = simd(0x42), V128_AND = simd(0x4e), V128_OR = simd(0x50);
+const V128_BITSELECT = simd(0x52), I16X8_NARROW_I32X4_U = simd(0x86);
+const I32X4_EXTEND_LOW_I16X8_U = simd(0xa9), I32X4_EXTEND_HIGH_I16X8_U = simd(0xaa);
+const I32X4_SHL = simd(0xab), I32X4_SHR_U = simd(0xad), I32X4_ADD = simd(0xae);
 
 /**
  * One kernel: params (dst, [dst2], a, b, n, [scale]); computes
@@ -134,6 +151,95 @@ function kernelBody(op: "add" | "max", two: boolean): { params: number[]; code: 
   return { params, code: [...uleb(body.length), ...body] };
 }
 
+/**
+ * The bf16 kernels ({@link Reducer.bf16Add} and its siblings): 8 values per
+ * iteration, widened to two f32x4 halves (bf16 bits shifted into the top of
+ * an f32) and narrowed back with integer round-to-nearest-even, exactly as
+ * core/half.ts's `f32ToBf16Bits`: `(b + 0x7fff + ((b >> 16) & 1)) >> 16`,
+ * NaN as `(b >> 16) | 0x40`. The caller converts the last `n & 7` values.
+ */
+function bf16Body(kind: "add" | "widen" | "widenAdd" | "narrow"): {
+  params: number[];
+  code: number[];
+} {
+  const params = kind === "add"
+    ? [I32, I32, I32, I32, I32, F32] // dst, dst2, a, b, n, scale
+    : kind === "narrow"
+    ? [I32, I32, I32, F32] // dst, acc, n, scale
+    : [I32, I32, I32]; // acc, src, n
+  const np = params.length;
+  // locals: end (i32), then v128 scratch: scale splat, lo, hi, t
+  const end = np, vs = np + 1, lo = np + 2, hi = np + 3, t = np + 4;
+  const c: number[] = [];
+  const u32x4 = (v: number) => [I32_CONST, ...sleb(v | 0), ...I32X4_SPLAT];
+  const add = (p: number, bytes: number) =>
+    c.push(GET, p, I32_CONST, ...sleb(bytes), I32_ADD, SET, p);
+  /** The f32x4 on the stack as an i32x4 of bf16 bits (through local `t`). */
+  const narrowed = () => {
+    c.push(SET, t);
+    c.push(GET, t, I32_CONST, 16, ...I32X4_SHR_U, ...u32x4(0x40), ...V128_OR); // NaN's bits
+    c.push(GET, t, ...u32x4(0x7fff), ...I32X4_ADD);
+    c.push(GET, t, I32_CONST, 16, ...I32X4_SHR_U, ...u32x4(1), ...V128_AND, ...I32X4_ADD);
+    c.push(I32_CONST, 16, ...I32X4_SHR_U); // rounded
+    c.push(GET, t, GET, t, ...F32X4_NE); // all ones where NaN
+    c.push(...V128_BITSELECT);
+  };
+  const widenLow = (p: number) =>
+    c.push(GET, p, ...V_LOAD, 0, 0, ...I32X4_EXTEND_LOW_I16X8_U, I32_CONST, 16, ...I32X4_SHL);
+  const widenHigh = (p: number) =>
+    c.push(GET, p, ...V_LOAD, 0, 0, ...I32X4_EXTEND_HIGH_I16X8_U, I32_CONST, 16, ...I32X4_SHL);
+  // end = (the pointer that walks 16-bit words) + (n & ~7) * 2
+  const walker = kind === "add" || kind === "narrow" ? 0 : 1;
+  const n = kind === "add" ? 4 : 2;
+  if (kind === "add" || kind === "narrow") c.push(GET, np - 1, ...F32X4_SPLAT, SET, vs);
+  c.push(GET, walker, GET, n, I32_CONST, ...sleb(-8), I32_AND, I32_CONST, 1, I32_SHL, I32_ADD);
+  c.push(SET, end);
+  c.push(BLOCK, VOID, LOOP, VOID, GET, walker, GET, end, I32_GE_U, BR_IF, 1);
+  if (kind === "add") {
+    const [dst, dst2, a, b] = [0, 1, 2, 3];
+    widenLow(a);
+    widenLow(b);
+    c.push(...F32X4_ADD, GET, vs, ...F32X4_MUL);
+    narrowed();
+    c.push(SET, lo);
+    widenHigh(a);
+    widenHigh(b);
+    c.push(...F32X4_ADD, GET, vs, ...F32X4_MUL);
+    narrowed();
+    c.push(SET, hi);
+    c.push(GET, dst, GET, lo, GET, hi, ...I16X8_NARROW_I32X4_U, ...V_STORE, 0, 0);
+    c.push(GET, dst2, GET, dst, ...V_LOAD, 0, 0, ...V_STORE, 0, 0);
+    for (const p of [dst, dst2, a, b]) add(p, 16);
+  } else if (kind === "narrow") {
+    const [dst, acc] = [0, 1];
+    c.push(GET, acc, ...V_LOAD, 0, 0, GET, vs, ...F32X4_MUL);
+    narrowed();
+    c.push(SET, lo);
+    c.push(GET, acc, ...V_LOAD, 0, 16, GET, vs, ...F32X4_MUL);
+    narrowed();
+    c.push(SET, hi);
+    c.push(GET, dst, GET, lo, GET, hi, ...I16X8_NARROW_I32X4_U, ...V_STORE, 0, 0);
+    add(dst, 16);
+    add(acc, 32);
+  } else {
+    const [acc, src] = [0, 1];
+    c.push(GET, acc);
+    widenLow(src);
+    if (kind === "widenAdd") c.push(GET, acc, ...V_LOAD, 0, 0, ...F32X4_ADD);
+    c.push(...V_STORE, 0, 0);
+    c.push(GET, acc);
+    widenHigh(src);
+    if (kind === "widenAdd") c.push(GET, acc, ...V_LOAD, 0, 16, ...F32X4_ADD);
+    c.push(...V_STORE, 0, 16);
+    add(src, 16);
+    add(acc, 32);
+  }
+  c.push(BR, 0, END, END, END);
+  const locals = vec([[1, I32], [4, V128]]);
+  const body = [...locals, ...c];
+  return { params, code: [...uleb(body.length), ...body] };
+}
+
 /** The module bytes; `shared` must match the imported memory. */
 export function reduceModuleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
   const kernels = [
@@ -141,6 +247,10 @@ export function reduceModuleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
     { name: "add2", ...kernelBody("add", true) },
     { name: "max", ...kernelBody("max", false) },
     { name: "max2", ...kernelBody("max", true) },
+    { name: "bf16Add", ...bf16Body("add") },
+    { name: "bf16Widen", ...bf16Body("widen") },
+    { name: "bf16WidenAdd", ...bf16Body("widenAdd") },
+    { name: "bf16Narrow", ...bf16Body("narrow") },
   ];
   const types = section(1, vec(kernels.map((k) => [0x60, ...vec(k.params.map((p) => [p])), 0])));
   const limits = shared ? [0x03, ...uleb(1), ...uleb(65536)] : [0x00, ...uleb(1)];

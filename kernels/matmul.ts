@@ -2,7 +2,8 @@
  * Batched f32 matrix multiplication `C = alpha·op(A)·op(B) (+ bias) (+ C)` as WGSL.
  *
  * One generator covers every transpose combination, batch broadcast, a bias
- * epilogue and accumulation. Shapes travel in a uniform block, so a pipeline is
+ * epilogue, accumulation, and a packed 16-bit B (mixed precision's weights; fp16
+ * optionally in native `f16` arithmetic). Shapes travel in a uniform block, so a pipeline is
  * compiled once per flag combination, not per shape.
  * @module
  */

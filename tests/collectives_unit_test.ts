@@ -12,6 +12,8 @@ import {
 import { decodeHeader, encodeHeader, type Frame } from "../collectives/frame.ts";
 import { parallelLayout } from "../collectives/layout.ts";
 import { chunkRange } from "../collectives/ring.ts";
+import { HalfSummer } from "../collectives/half_sum.ts";
+import { halfCodec } from "../models/parallel/half_codec.ts";
 
 Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", () => {
   const arena = Arena.create();
@@ -36,6 +38,46 @@ Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", (
     for (let i = 0; i < n; i++) assert.equal(fc[i], Math.max(fa[i], fb[i]));
     arena.reducer.add(a, a, b, n, 1);
     for (let i = 0; i < n; i++) assert.equal(fa[i], Math.fround((i % 9) - 4.5 + fb[i]));
+  }
+});
+
+/** A bf16 NaN's bits. */
+const isNaN16 = (b: number) => (b & 0x7f80) === 0x7f80 && (b & 0x7f) !== 0;
+
+Deno.test("bf16 sums in wasm SIMD give the JavaScript codec's bits (NaN, inf, ties, tails, unaligned)", () => {
+  const arena = Arena.create();
+  const simd = halfCodec("bf16");
+  const js = { ...simd, bf16: false }; // the same format summed in JavaScript
+  let x = 2463534242;
+  const bits = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 16;
+  for (const n of [1, 7, 8, 9, 1000, 16387]) {
+    // three source vectors at 2-byte (not 16-byte) aligned offsets, random bit patterns
+    // (every class of value: NaN, ±inf, subnormals, ties) and a few chosen ones
+    const srcs = [0, 1, 2].map(() => arena.alloc(2 * n + 2) + 2);
+    for (const o of srcs) {
+      const v = new Uint16Array(arena.buffer, o, n);
+      for (let i = 0; i < n; i++) v[i] = bits();
+      v.set([0x7f80, 0xff80, 0x7fc1, 0x3f81].slice(0, n));
+    }
+    for (const k of [2, 3]) {
+      for (const scale of [1, 1 / 3]) {
+        const got = arena.alloc(2 * n), want = arena.alloc(2 * n), got2 = arena.alloc(2 * n);
+        new HalfSummer(arena, simd).sumInto([got, got2], srcs.slice(0, k), n, scale);
+        new HalfSummer(arena, js).sumInto([want], srcs.slice(0, k), n, scale);
+        const w = new Uint16Array(arena.buffer, want, n);
+        for (const [o, what] of [[got, "first"], [got2, "second"]] as const) {
+          const g = new Uint16Array(arena.buffer, o, n);
+          for (let i = 0; i < n; i++) {
+            // a NaN's payload is the hardware's choice (WebAssembly leaves it open)
+            if (g[i] !== w[i] && !(isNaN16(g[i]) && isNaN16(w[i]))) {
+              assert.fail(
+                `${what}: ${k} sources, n ${n}, scale ${scale}, [${i}]: ${g[i]} vs ${w[i]}`,
+              );
+            }
+          }
+        }
+      }
+    }
   }
 });
 
