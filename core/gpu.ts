@@ -331,7 +331,12 @@ export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
   const envBackend = Deno.env.get("WEBGPU_DAWN_BACKEND");
-  const opts = options ?? (envBackend ? [`backend=${envBackend}`] : defaultDawnOptions());
+  const chosen = options ?? (envBackend ? [`backend=${envBackend}`] : defaultDawnOptions());
+  // Dawn's Vulkan backend hides shader-f16 on NVIDIA unless asked (harmless elsewhere:
+  // the toggle applies only there, and an adapter that ignores it is unchanged).
+  const opts = chosen.some((o) => o.startsWith("enable-dawn-features="))
+    ? chosen
+    : [...chosen, `enable-dawn-features=${DAWN_F16_ON_NVIDIA}`];
   if (opts.some((o) => o === "backend=opengl") && !Deno.env.get("EGL_PLATFORM")) {
     Deno.env.set("EGL_PLATFORM", "surfaceless");
   }
@@ -348,6 +353,9 @@ export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
       : { powerPreference: "high-performance" },
   };
 }
+
+/** The Dawn toggle that lets its Vulkan backend offer `shader-f16` on NVIDIA GPUs. */
+const DAWN_F16_ON_NVIDIA = "vulkan_enable_f16_on_nvidia";
 
 function defaultDawnOptions(): string[] {
   // On Linux without a hardware Vulkan driver, Dawn's Vulkan backend rejects
