@@ -198,21 +198,25 @@ Deno.bench({
 });
 
 /**
- * The mixed-precision wire: f32 `allReduce` against bf16 `allReduceHalf` of the
+ * The mixed-precision wire: f32 `allReduce` against bf16 and fp16 `allReduceHalf` of the
  * same value counts, on shared memory (direct and ring) and TCP (separate
  * processes on loopback), 2 and 4 ranks (`COLLECTIVES_BENCH_QUICK=1`: 2 only).
  */
 async function halfSweep(): Promise<void> {
   const counts = quick ? [1 << 20, 1 << 24] : halfBenchCounts();
-  console.log(`\n# 16-bit all-reduce (bf16, sum) against f32 of the same values; median time`);
-  console.log(`# transport   ranks    values    f32(ms)   bf16(ms)  bf16/f32`);
+  console.log(
+    `\n# 16-bit all-reduce (bf16, fp16; sum) against f32 of the same values; median time`,
+  );
+  console.log(`# transport   ranks    values    f32(ms)   bf16(ms)   fp16(ms)  bf16/f32  fp16/f32`);
   const print = (name: string, n: number, rows: HalfBenchRow[]) => {
     for (const r of rows) {
       console.log(
         `${name.padEnd(8)} ${String(n).padStart(8)} ${String(r.values).padStart(9)} ` +
           `${(r.f32Seconds * 1e3).toFixed(2).padStart(10)} ${
             (r.bf16Seconds * 1e3).toFixed(2).padStart(10)
-          } ${(r.bf16Seconds / r.f32Seconds).toFixed(2).padStart(9)}`,
+          } ${(r.fp16Seconds * 1e3).toFixed(2).padStart(10)} ${
+            (r.bf16Seconds / r.f32Seconds).toFixed(2).padStart(9)
+          } ${(r.fp16Seconds / r.f32Seconds).toFixed(2).padStart(9)}`,
       );
     }
   };
@@ -224,7 +228,7 @@ async function halfSweep(): Promise<void> {
 }
 
 Deno.bench({
-  name: "16-bit all-reduce sweep (bf16 against f32; shm and tcp; prints the table)",
+  name: "16-bit all-reduce sweep (bf16 and fp16 against f32; shm and tcp; prints the table)",
   n: 1,
   warmup: 0,
   fn: halfSweep,

@@ -1,8 +1,8 @@
 /**
  * Worker module of the 16-bit all-reduce sweep (bench/collectives_bench.ts):
- * for each value count, an f32 `allReduce` and a bf16 `allReduceHalf` (the
- * mixed-precision wire: half the bytes, f32 additions on the host, rounded
- * back) of the same number of values, timed on every rank between barriers;
+ * for each value count, an f32 `allReduce` and a bf16 and an fp16
+ * `allReduceHalf` (the mixed-precision wire: half the bytes, f32 additions on
+ * the host, rounded back) of the same number of values, timed on every rank between barriers;
  * rank 0 returns (with `--print`, prints as JSON) the median times.
  * @module
  */
@@ -19,6 +19,8 @@ export interface HalfBenchRow {
   f32Seconds: number;
   /** bf16 all-reduce (2 bytes per value). */
   bf16Seconds: number;
+  /** fp16 all-reduce (2 bytes per value). */
+  fp16Seconds: number;
 }
 
 /** Value counts measured (`args[0]`: a comma list), default 256 Ki, 1 Mi, 4 Mi, 16 Mi. */
@@ -55,29 +57,37 @@ export default async function main(ctx: WorkerContext): Promise<HalfBenchRow[]> 
   const hw = g.alloc(Math.ceil(max / 2)); // the 16-bit values, in the arena as well
   const h = new Uint16Array(hw.buffer, hw.byteOffset, max);
   const start = Float32Array.from({ length: max }, (_, i) => ((i % 13) - 6) * 0.25);
-  const startBits = new Uint16Array(max);
-  encodeHalfInto(start, startBits, "bf16");
-  const codec = halfCodec("bf16");
+  const startBits = { bf16: new Uint16Array(max), fp16: new Uint16Array(max) };
+  encodeHalfInto(start, startBits.bf16, "bf16");
+  encodeHalfInto(start, startBits.fp16, "fp16");
   const rows: HalfBenchRow[] = [];
   for (const values of counts) {
     const x = f.subarray(0, values), y = h.subarray(0, values);
     const iters = Math.max(5, Math.min(30, Math.round((1 << 24) / values)));
     const barrier = () => g.barrier();
     x.set(start.subarray(0, values));
-    y.set(startBits.subarray(0, values));
     const f32Seconds = await median(
       () => g.allReduce(x, "sum"),
       () => x.set(start.subarray(0, values)),
       iters,
       barrier,
     );
-    const bf16Seconds = await median(
-      () => g.allReduceHalf(y, codec, "sum"),
-      () => y.set(startBits.subarray(0, values)),
-      iters,
-      barrier,
-    );
-    rows.push({ values, f32Seconds, bf16Seconds });
+    const half = async (format: "bf16" | "fp16") => {
+      const codec = halfCodec(format), init = startBits[format].subarray(0, values);
+      y.set(init);
+      return await median(
+        () => g.allReduceHalf(y, codec, "sum"),
+        () => y.set(init),
+        iters,
+        barrier,
+      );
+    };
+    rows.push({
+      values,
+      f32Seconds,
+      bf16Seconds: await half("bf16"),
+      fp16Seconds: await half("fp16"),
+    });
   }
   if (ctx.rank === 0 && ctx.args.includes("--print")) {
     console.log(`BENCH_ROWS ${JSON.stringify(rows)}`);

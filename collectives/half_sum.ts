@@ -3,12 +3,12 @@
  * 16 bits per value (mixed precision). The collectives know no number formats:
  * the caller passes a {@link HalfCodec} (models build one from core/half.ts).
  * Every sum runs in f32; only what crosses a link or is returned is 16-bit.
- * A codec that declares bf16 ({@link HalfCodec.bf16}) is summed by the
- * arena's WebAssembly SIMD kernels, others in JavaScript.
+ * A codec that names its format for SIMD ({@link HalfCodec.simd}) is summed by
+ * the arena's WebAssembly SIMD kernels, others in JavaScript.
  * @module
  */
 
-import type { Reducer } from "./wasm_reduce.ts";
+import type { HalfSimd, Reducer } from "./wasm_reduce.ts";
 
 /** A 16-bit number format: decoding to f32 and rounding back. */
 export interface HalfCodec {
@@ -22,11 +22,13 @@ export interface HalfCodec {
   /** `dst[i]` = the bits of `src[i]` rounded to the format (same lengths). */
   encode(src: Float32Array, dst: Uint16Array): void;
   /**
-   * True when the format is bfloat16 (an f32's top 16 bits, rounded to nearest
-   * even, NaN kept quiet): sums may then run in the arena's WebAssembly SIMD
-   * kernels ({@link Reducer.bf16Add}), which give the same bits as `encode`.
+   * Set when the format is exactly one the arena's WebAssembly SIMD kernels
+   * know (`bf16`: an f32's top 16 bits; `fp16`: IEEE binary16; both rounded to
+   * nearest even, NaN kept NaN): sums then run in those kernels
+   * ({@link Reducer.bf16Add} and its siblings), which give `encode`'s bits (a
+   * NaN's payload aside).
    */
-  readonly bf16?: boolean;
+  readonly simd?: HalfSimd;
 }
 
 /** What a {@link HalfSummer} needs of the collectives' arena. */
@@ -44,12 +46,12 @@ export type HalfMemory =
 export class HalfSummer {
   #acc = new Float32Array(0);
   #tmp = new Float32Array(0);
-  /** The SIMD path's f32 accumulator in `memory` (bf16 sums of more than two vectors). */
+  /** The SIMD path's f32 accumulator in `memory` (sums of more than two vectors). */
   #simdAcc = { off: 0, values: 0 };
 
   /**
    * Uses `codec` on vectors in `memory` (its buffer is read at each use: it may
-   * grow); with a bf16 codec and an arena's `reducer` and `alloc`, in SIMD.
+   * grow); in SIMD when the codec allows and `memory` has `reducer` and `alloc`.
    */
   constructor(readonly memory: HalfMemory, readonly codec: HalfCodec) {}
 
@@ -73,16 +75,16 @@ export class HalfSummer {
    */
   sumInto(dsts: readonly number[], srcs: readonly number[], len: number, scale: number): void {
     if (len <= 0) return;
-    const r = this.memory.reducer;
-    if (this.codec.bf16 && r && this.memory.alloc) {
+    const r = this.memory.reducer, f = this.codec.simd;
+    if (f && r && this.memory.alloc) {
       // 8 values per SIMD iteration; the last len & 7 below, in JavaScript
       const v = len & ~7;
-      if (srcs.length === 2) r.bf16Add(dsts[0], dsts[1] ?? dsts[0], srcs[0], srcs[1], v, scale);
+      if (srcs.length === 2) r[`${f}Add`](dsts[0], dsts[1] ?? dsts[0], srcs[0], srcs[1], v, scale);
       else {
         const acc = this.#accumulator(v);
-        r.bf16Widen(acc, srcs[0], v);
-        for (let q = 1; q < srcs.length; q++) r.bf16WidenAdd(acc, srcs[q], v);
-        r.bf16Narrow(dsts[0], acc, v, scale);
+        r[`${f}Widen`](acc, srcs[0], v);
+        for (let q = 1; q < srcs.length; q++) r[`${f}WidenAdd`](acc, srcs[q], v);
+        r[`${f}Narrow`](dsts[0], acc, v, scale);
         if (dsts.length > 1) this.#u16(dsts[1], v).set(this.#u16(dsts[0], v));
       }
       for (let q = 2; q < dsts.length; q++) this.#u16(dsts[q], v).set(this.#u16(dsts[0], v));

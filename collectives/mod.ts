@@ -26,7 +26,7 @@ export {
   rankPosition,
 } from "./layout.ts";
 export { chunkRange } from "./ring.ts";
-export { reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";
+export { type HalfSimd, reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";
 export {
   checkRunId,
   DIST_FLAGS,

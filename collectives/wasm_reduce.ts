@@ -35,7 +35,18 @@ export interface Reducer {
   bf16WidenAdd(acc: number, src: number, n: number): void;
   /** f32 to bf16, for the first `n & ~7` values: `dst[i] = bf16(acc[i] · scale)`. */
   bf16Narrow(dst: number, acc: number, n: number, scale: number): void;
+  /** {@link Reducer.bf16Add} for IEEE fp16 (round to nearest even; NaN → a quiet NaN). */
+  fp16Add(dst: number, dst2: number, a: number, b: number, n: number, scale: number): void;
+  /** {@link Reducer.bf16Widen} for fp16 (exact, subnormals included). */
+  fp16Widen(acc: number, src: number, n: number): void;
+  /** {@link Reducer.bf16WidenAdd} for fp16. */
+  fp16WidenAdd(acc: number, src: number, n: number): void;
+  /** {@link Reducer.bf16Narrow} for fp16. */
+  fp16Narrow(dst: number, acc: number, n: number, scale: number): void;
 }
+
+/** The 16-bit formats the SIMD kernels know. */
+export type HalfSimd = "bf16" | "fp16";
 
 // --- a tiny assembler -------------------------------------------------------
 
@@ -88,6 +99,9 @@ const I32X4_SPLAT = simd(0x11), F32X4_NE = simd(0x42), V128_AND = simd(0x4e), V1
 const V128_BITSELECT = simd(0x52), I16X8_NARROW_I32X4_U = simd(0x86);
 const I32X4_EXTEND_LOW_I16X8_U = simd(0xa9), I32X4_EXTEND_HIGH_I16X8_U = simd(0xaa);
 const I32X4_SHL = simd(0xab), I32X4_SHR_U = simd(0xad), I32X4_ADD = simd(0xae);
+const I32X4_SUB = simd(0xb1), F32X4_SUB = simd(0xe5), V128_XOR = simd(0x51);
+const I32X4_EQ = simd(0x37), I32X4_LT_S = simd(0x39), I32X4_GT_S = simd(0x3b);
+const I32X4_GE_S = simd(0x3f);
 
 /**
  * One kernel: params (dst, [dst2], a, b, n, [scale]); computes
@@ -158,7 +172,7 @@ function kernelBody(op: "add" | "max", two: boolean): { params: number[]; code: 
  * core/half.ts's `f32ToBf16Bits`: `(b + 0x7fff + ((b >> 16) & 1)) >> 16`,
  * NaN as `(b >> 16) | 0x40`. The caller converts the last `n & 7` values.
  */
-function bf16Body(kind: "add" | "widen" | "widenAdd" | "narrow"): {
+function halfBody(format: HalfSimd, kind: "add" | "widen" | "widenAdd" | "narrow"): {
   params: number[];
   code: number[];
 } {
@@ -168,14 +182,15 @@ function bf16Body(kind: "add" | "widen" | "widenAdd" | "narrow"): {
     ? [I32, I32, I32, F32] // dst, acc, n, scale
     : [I32, I32, I32]; // acc, src, n
   const np = params.length;
-  // locals: end (i32), then v128 scratch: scale splat, lo, hi, t
+  // locals: end (i32), then v128 scratch: scale splat, lo, hi, t, and w0..w3 for fp16
   const end = np, vs = np + 1, lo = np + 2, hi = np + 3, t = np + 4;
+  const [w0, w1, w2, w3] = [np + 5, np + 6, np + 7, np + 8];
   const c: number[] = [];
   const u32x4 = (v: number) => [I32_CONST, ...sleb(v | 0), ...I32X4_SPLAT];
   const add = (p: number, bytes: number) =>
     c.push(GET, p, I32_CONST, ...sleb(bytes), I32_ADD, SET, p);
   /** The f32x4 on the stack as an i32x4 of bf16 bits (through local `t`). */
-  const narrowed = () => {
+  const narrowedBf16 = () => {
     c.push(SET, t);
     c.push(GET, t, I32_CONST, 16, ...I32X4_SHR_U, ...u32x4(0x40), ...V128_OR); // NaN's bits
     c.push(GET, t, ...u32x4(0x7fff), ...I32X4_ADD);
@@ -184,10 +199,54 @@ function bf16Body(kind: "add" | "widen" | "widenAdd" | "narrow"): {
     c.push(GET, t, GET, t, ...F32X4_NE); // all ones where NaN
     c.push(...V128_BITSELECT);
   };
-  const widenLow = (p: number) =>
-    c.push(GET, p, ...V_LOAD, 0, 0, ...I32X4_EXTEND_LOW_I16X8_U, I32_CONST, 16, ...I32X4_SHL);
-  const widenHigh = (p: number) =>
-    c.push(GET, p, ...V_LOAD, 0, 0, ...I32X4_EXTEND_HIGH_I16X8_U, I32_CONST, 16, ...I32X4_SHL);
+  /**
+   * The f32x4 on the stack as an i32x4 of fp16 bits, rounded to nearest even
+   * (the branch-free form of core/half.ts's `f32ToF16Bits`; NaN → sign|0x7e00).
+   */
+  const narrowedFp16 = () => {
+    const [sign, f, normal] = [w0, w1, w2];
+    c.push(SET, t);
+    c.push(GET, t, ...u32x4(0x80000000), ...V128_AND, SET, sign);
+    c.push(GET, t, GET, sign, ...V128_XOR, SET, f); // |x|'s bits
+    // normal: (f − (112 << 23) + 0xfff + ((f >> 13) & 1)) >> 13
+    c.push(GET, f, ...u32x4(-(112 << 23) + 0xfff), ...I32X4_ADD);
+    c.push(GET, f, I32_CONST, 13, ...I32X4_SHR_U, ...u32x4(1), ...V128_AND, ...I32X4_ADD);
+    c.push(I32_CONST, 13, ...I32X4_SHR_U, SET, normal);
+    // below 2^-14 (subnormal or zero): bits(|x| + 0.5) − bits(0.5), the f32 addition rounding
+    c.push(GET, f, ...u32x4(0x3f000000), ...F32X4_ADD, ...u32x4(0x3f000000), ...I32X4_SUB);
+    c.push(GET, normal, GET, f, ...u32x4(113 << 23), ...I32X4_LT_S, ...V128_BITSELECT);
+    c.push(SET, normal);
+    // 2^16 and above: infinity, or a quiet NaN
+    c.push(...u32x4(0x7e00), ...u32x4(0x7c00), GET, f, ...u32x4(0x7f800000), ...I32X4_GT_S);
+    c.push(...V128_BITSELECT, GET, normal, GET, f, ...u32x4(143 << 23), ...I32X4_GE_S);
+    c.push(...V128_BITSELECT);
+    c.push(GET, sign, I32_CONST, 16, ...I32X4_SHR_U, ...V128_OR);
+  };
+  /**
+   * The i32x4 of fp16 bits on the stack as f32x4 (exact; subnormals through
+   * `f32(2^-14 + m·2^-24) − 2^-14`, inf and NaN re-biased once more).
+   */
+  const widenedFp16 = () => {
+    const [h, sign, o, e] = [w0, w1, w2, w3];
+    c.push(SET, h);
+    c.push(GET, h, ...u32x4(0x8000), ...V128_AND, I32_CONST, 16, ...I32X4_SHL, SET, sign);
+    c.push(GET, h, ...u32x4(0x7fff), ...V128_AND, I32_CONST, 13, ...I32X4_SHL, SET, o);
+    c.push(GET, o, ...u32x4(0x0f800000), ...V128_AND, SET, e);
+    c.push(GET, o, ...u32x4(112 << 23), ...I32X4_ADD, SET, o);
+    c.push(GET, o, GET, e, ...u32x4(0x0f800000), ...I32X4_EQ, ...u32x4(112 << 23), ...V128_AND);
+    c.push(...I32X4_ADD, SET, o);
+    c.push(GET, o, ...u32x4(1 << 23), ...I32X4_ADD, ...u32x4(113 << 23), ...F32X4_SUB);
+    c.push(GET, o, GET, e, ...u32x4(0), ...I32X4_EQ, ...V128_BITSELECT);
+    c.push(GET, sign, ...V128_OR);
+  };
+  const narrowed = format === "bf16" ? narrowedBf16 : narrowedFp16;
+  const widen = (p: number, half: number[]) => {
+    c.push(GET, p, ...V_LOAD, 0, 0, ...half);
+    if (format === "bf16") c.push(I32_CONST, 16, ...I32X4_SHL);
+    else widenedFp16();
+  };
+  const widenLow = (p: number) => widen(p, I32X4_EXTEND_LOW_I16X8_U);
+  const widenHigh = (p: number) => widen(p, I32X4_EXTEND_HIGH_I16X8_U);
   // end = (the pointer that walks 16-bit words) + (n & ~7) * 2
   const walker = kind === "add" || kind === "narrow" ? 0 : 1;
   const n = kind === "add" ? 4 : 2;
@@ -235,7 +294,7 @@ function bf16Body(kind: "add" | "widen" | "widenAdd" | "narrow"): {
     add(acc, 32);
   }
   c.push(BR, 0, END, END, END);
-  const locals = vec([[1, I32], [4, V128]]);
+  const locals = vec([[1, I32], [8, V128]]);
   const body = [...locals, ...c];
   return { params, code: [...uleb(body.length), ...body] };
 }
@@ -247,10 +306,12 @@ export function reduceModuleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
     { name: "add2", ...kernelBody("add", true) },
     { name: "max", ...kernelBody("max", false) },
     { name: "max2", ...kernelBody("max", true) },
-    { name: "bf16Add", ...bf16Body("add") },
-    { name: "bf16Widen", ...bf16Body("widen") },
-    { name: "bf16WidenAdd", ...bf16Body("widenAdd") },
-    { name: "bf16Narrow", ...bf16Body("narrow") },
+    ...(["bf16", "fp16"] as const).flatMap((f) => [
+      { name: `${f}Add`, ...halfBody(f, "add") },
+      { name: `${f}Widen`, ...halfBody(f, "widen") },
+      { name: `${f}WidenAdd`, ...halfBody(f, "widenAdd") },
+      { name: `${f}Narrow`, ...halfBody(f, "narrow") },
+    ]),
   ];
   const types = section(1, vec(kernels.map((k) => [0x60, ...vec(k.params.map((p) => [p])), 0])));
   const limits = shared ? [0x03, ...uleb(1), ...uleb(65536)] : [0x00, ...uleb(1)];

@@ -14,6 +14,7 @@ import { parallelLayout } from "../collectives/layout.ts";
 import { chunkRange } from "../collectives/ring.ts";
 import { HalfSummer } from "../collectives/half_sum.ts";
 import { halfCodec } from "../models/parallel/half_codec.ts";
+import type { Half } from "../core/half.ts";
 
 Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", () => {
   const arena = Arena.create();
@@ -41,45 +42,53 @@ Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", (
   }
 });
 
-/** A bf16 NaN's bits. */
-const isNaN16 = (b: number) => (b & 0x7f80) === 0x7f80 && (b & 0x7f) !== 0;
+/** Whether 16-bit `b` is a NaN in `format`. */
+const isNaN16 = (b: number, format: Half) =>
+  format === "bf16"
+    ? (b & 0x7f80) === 0x7f80 && (b & 0x7f) !== 0
+    : (b & 0x7c00) === 0x7c00 && (b & 0x3ff) !== 0;
 
-Deno.test("bf16 sums in wasm SIMD give the JavaScript codec's bits (NaN, inf, ties, tails, unaligned)", () => {
-  const arena = Arena.create();
-  const simd = halfCodec("bf16");
-  const js = { ...simd, bf16: false }; // the same format summed in JavaScript
-  let x = 2463534242;
-  const bits = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 16;
-  for (const n of [1, 7, 8, 9, 1000, 16387]) {
-    // three source vectors at 2-byte (not 16-byte) aligned offsets, random bit patterns
-    // (every class of value: NaN, ±inf, subnormals, ties) and a few chosen ones
-    const srcs = [0, 1, 2].map(() => arena.alloc(2 * n + 2) + 2);
-    for (const o of srcs) {
-      const v = new Uint16Array(arena.buffer, o, n);
-      for (let i = 0; i < n; i++) v[i] = bits();
-      v.set([0x7f80, 0xff80, 0x7fc1, 0x3f81].slice(0, n));
-    }
-    for (const k of [2, 3]) {
-      for (const scale of [1, 1 / 3]) {
-        const got = arena.alloc(2 * n), want = arena.alloc(2 * n), got2 = arena.alloc(2 * n);
-        new HalfSummer(arena, simd).sumInto([got, got2], srcs.slice(0, k), n, scale);
-        new HalfSummer(arena, js).sumInto([want], srcs.slice(0, k), n, scale);
-        const w = new Uint16Array(arena.buffer, want, n);
-        for (const [o, what] of [[got, "first"], [got2, "second"]] as const) {
-          const g = new Uint16Array(arena.buffer, o, n);
-          for (let i = 0; i < n; i++) {
-            // a NaN's payload is the hardware's choice (WebAssembly leaves it open)
-            if (g[i] !== w[i] && !(isNaN16(g[i]) && isNaN16(w[i]))) {
-              assert.fail(
-                `${what}: ${k} sources, n ${n}, scale ${scale}, [${i}]: ${g[i]} vs ${w[i]}`,
-              );
+for (const format of ["bf16", "fp16"] as Half[]) {
+  Deno.test(`${format} sums in wasm SIMD give the JavaScript codec's bits (NaN, inf, subnormals, ties, tails, unaligned)`, () => {
+    const arena = Arena.create();
+    const simd = halfCodec(format);
+    const js = { ...simd, simd: undefined }; // the same format summed in JavaScript
+    const chosen = format === "bf16"
+      ? [0x7f80, 0xff80, 0x7fc1, 0x3f81, 0x0001]
+      : [0x7c00, 0xfc00, 0x7e01, 0x0001, 0x3c01, 0x7bff, 0x8400];
+    let x = 2463534242;
+    const bits = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 16;
+    for (const n of [1, 7, 8, 9, 1000, 16387]) {
+      // three source vectors at 2-byte (not 16-byte) aligned offsets: random bit patterns
+      // (every class of value: NaN, ±inf, subnormals, ties, overflow) and a few chosen ones
+      const srcs = [0, 1, 2].map(() => arena.alloc(2 * n + 2) + 2);
+      for (const o of srcs) {
+        const v = new Uint16Array(arena.buffer, o, n);
+        for (let i = 0; i < n; i++) v[i] = bits();
+        v.set(chosen.slice(0, n));
+      }
+      for (const k of [1, 2, 3]) {
+        for (const scale of [1, 1 / 3]) {
+          const got = arena.alloc(2 * n), want = arena.alloc(2 * n), got2 = arena.alloc(2 * n);
+          new HalfSummer(arena, simd).sumInto([got, got2], srcs.slice(0, k), n, scale);
+          new HalfSummer(arena, js).sumInto([want], srcs.slice(0, k), n, scale);
+          const w = new Uint16Array(arena.buffer, want, n);
+          for (const [o, what] of [[got, "first"], [got2, "second"]] as const) {
+            const g = new Uint16Array(arena.buffer, o, n);
+            for (let i = 0; i < n; i++) {
+              // a NaN's payload is the hardware's choice (WebAssembly leaves it open)
+              if (g[i] !== w[i] && !(isNaN16(g[i], format) && isNaN16(w[i], format))) {
+                assert.fail(
+                  `${what}: ${k} sources, n ${n}, scale ${scale}, [${i}]: ${g[i]} vs ${w[i]}`,
+                );
+              }
             }
           }
         }
       }
     }
-  }
-});
+  });
+}
 
 Deno.test("arena regions are found again by key; abort records the first failure", () => {
   const arena = Arena.create();

@@ -16,6 +16,6 @@ export function halfCodec(format: Half): HalfCodec {
     id: IDS[format],
     decode: (src, dst) => decodeHalfInto(src, dst, format),
     encode: (src, dst) => encodeHalfInto(src, dst, format),
-    bf16: format === "bf16",
+    simd: format,
   };
 }
