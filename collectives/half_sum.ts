@@ -1,10 +1,10 @@
 /**
  * Sums of 16-bit floating-point values on the host, for all-reduces that send
- * 16 bits per value (mixed precision). The collectives know no number formats:
- * the caller passes a {@link HalfCodec} (models build one from core/half.ts).
+ * 16 bits per value (mixed precision). The caller passes a {@link HalfCodec}
+ * (models build one from core/half.ts); beyond it the collectives know only the
+ * bit layouts their WebAssembly SIMD kernels implement, used when the codec
+ * names one ({@link HalfCodec.simd}; other codecs are summed in JavaScript).
  * Every sum runs in f32; only what crosses a link or is returned is 16-bit.
- * A codec that names its format for SIMD ({@link HalfCodec.simd}) is summed by
- * the arena's WebAssembly SIMD kernels, others in JavaScript.
  * @module
  */
 
