@@ -7,6 +7,7 @@
  * @module
  */
 
+import { benchSizes, medianSeconds } from "../collectives/bench_worker.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { encodeHalfInto } from "../core/half.ts";
 import { halfCodec } from "../models/parallel/half_codec.ts";
@@ -25,27 +26,7 @@ export interface HalfBenchRow {
 
 /** Value counts measured (`args[0]`: a comma list), default 256 Ki, 1 Mi, 4 Mi, 16 Mi. */
 export function halfBenchCounts(arg?: string): number[] {
-  if (arg && /^\d/.test(arg)) return arg.split(",").map(Number);
-  return [1 << 18, 1 << 20, 1 << 22, 1 << 24];
-}
-
-async function median(
-  fn: () => Promise<void>,
-  reset: () => void,
-  iters: number,
-  barrier: () => Promise<void>,
-) {
-  const times: number[] = [];
-  for (let it = 0; it < iters + 2; it++) {
-    await barrier();
-    const t0 = performance.now();
-    await fn();
-    const t = performance.now() - t0;
-    if (it >= 2) times.push(t);
-    reset(); // keep the values finite and the work the same
-  }
-  times.sort((a, b) => a - b);
-  return times[times.length >> 1] / 1000;
+  return arg && /^\d/.test(arg) ? benchSizes(arg) : [1 << 18, 1 << 20, 1 << 22, 1 << 24];
 }
 
 /** Runs the sweep; rank 0 returns the rows. */
@@ -64,22 +45,21 @@ export default async function main(ctx: WorkerContext): Promise<HalfBenchRow[]> 
   for (const values of counts) {
     const x = f.subarray(0, values), y = h.subarray(0, values);
     const iters = Math.max(5, Math.min(30, Math.round((1 << 24) / values)));
-    const barrier = () => g.barrier();
     x.set(start.subarray(0, values));
-    const f32Seconds = await median(
+    const f32Seconds = await medianSeconds(
+      g,
       () => g.allReduce(x, "sum"),
       () => x.set(start.subarray(0, values)),
       iters,
-      barrier,
     );
     const half = async (format: "bf16" | "fp16") => {
       const codec = halfCodec(format), init = startBits[format].subarray(0, values);
       y.set(init);
-      return await median(
+      return await medianSeconds(
+        g,
         () => g.allReduceHalf(y, codec, "sum"),
         () => y.set(init),
         iters,
-        barrier,
       );
     };
     rows.push({

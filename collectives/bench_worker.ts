@@ -28,6 +28,30 @@ export function benchSizes(arg?: string): number[] {
   return out;
 }
 
+/**
+ * Median seconds of `call` over `iters` timed calls (after 2 untimed ones),
+ * each started after a barrier of `group`; `reset` runs after every call (to
+ * keep the values finite and the work the same).
+ */
+export async function medianSeconds(
+  group: { barrier(): Promise<void> },
+  call: () => Promise<void>,
+  reset: () => void,
+  iters: number,
+): Promise<number> {
+  const times: number[] = [];
+  for (let it = 0; it < iters + 2; it++) {
+    await group.barrier();
+    const t0 = performance.now();
+    await call();
+    const t = performance.now() - t0;
+    if (it >= 2) times.push(t);
+    reset();
+  }
+  times.sort((a, b) => a - b);
+  return times[times.length >> 1] / 1000;
+}
+
 /** Runs the sweep; rank 0 returns the rows. */
 export default async function main(ctx: WorkerContext): Promise<BenchRow[]> {
   const g = ctx.group;
@@ -38,17 +62,8 @@ export default async function main(ctx: WorkerContext): Promise<BenchRow[]> {
   for (const bytes of sizes) {
     const x = buf.subarray(0, bytes / 4);
     const iters = Math.max(5, Math.min(50, Math.round((64 << 20) / bytes)));
-    const times: number[] = [];
-    for (let it = 0; it < iters + 2; it++) {
-      await g.barrier();
-      const t0 = performance.now();
-      await g.allReduce(x, "sum");
-      const t = performance.now() - t0;
-      if (it >= 2) times.push(t);
-      x.fill(0.5); // keep values finite
-    }
-    times.sort((a, b) => a - b);
-    rows.push({ bytes, seconds: times[times.length >> 1] / 1000, iters });
+    const seconds = await medianSeconds(g, () => g.allReduce(x, "sum"), () => x.fill(0.5), iters);
+    rows.push({ bytes, seconds, iters });
   }
   if (ctx.rank === 0 && ctx.args.includes("--print")) {
     console.log(`BENCH_ROWS ${JSON.stringify(rows)}`);

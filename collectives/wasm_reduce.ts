@@ -166,11 +166,13 @@ function kernelBody(op: "add" | "max", two: boolean): { params: number[]; code: 
 }
 
 /**
- * The bf16 kernels ({@link Reducer.bf16Add} and its siblings): 8 values per
- * iteration, widened to two f32x4 halves (bf16 bits shifted into the top of
- * an f32) and narrowed back with integer round-to-nearest-even, exactly as
- * core/half.ts's `f32ToBf16Bits`: `(b + 0x7fff + ((b >> 16) & 1)) >> 16`,
- * NaN as `(b >> 16) | 0x40`. The caller converts the last `n & 7` values.
+ * One 16-bit kernel of `format` ({@link Reducer.bf16Add}, {@link Reducer.fp16Add}
+ * and their siblings): 8 values per iteration, widened exactly to two f32x4
+ * halves and narrowed back with round-to-nearest-even as core/half.ts does it.
+ * bf16: the bits shifted into the top of an f32; back with
+ * `(b + 0x7fff + ((b >> 16) & 1)) >> 16`, NaN as `(b >> 16) | 0x40`. fp16: the
+ * branch-free conversions of `widenedFp16`/`narrowedFp16` below. The caller
+ * converts the last `n & 7` values.
  */
 function halfBody(format: HalfSimd, kind: "add" | "widen" | "widenAdd" | "narrow"): {
   params: number[];

@@ -354,24 +354,16 @@ function readPackedB(code: string): string {
 /** The binding of B and its reader `loadB` when B is packed 16-bit. */
 function packedBDecl(s: Spec, lay: Layout): string {
   const fmt = s.packedB!;
-  if (s.f16Math) {
-    // Native f16 values, kept f16 for the f16 arithmetic.
-    return lay.b !== "s"
-      ? `@group(0) @binding(1) var<storage, read> Bh: array<vec4<f16>>;
-fn loadB(i: u32) -> vec4<f16> { return Bh[i]; }
-`
-      : `@group(0) @binding(1) var<storage, read> Bh: array<f16>;
-fn loadB(i: u32) -> f16 { return Bh[i]; }
-`;
-  }
   if (s.nativeF16) {
-    // The same bytes as native f16 (shader-f16): the hardware converts.
+    // The same bytes as native f16 (shader-f16): the hardware converts, to f32
+    // unless the arithmetic is f16 too.
+    const t = s.f16Math ? "f16" : "f32";
     return lay.b !== "s"
       ? `@group(0) @binding(1) var<storage, read> Bh: array<vec4<f16>>;
-fn loadB(i: u32) -> vec4<f32> { return vec4<f32>(Bh[i]); }
+fn loadB(i: u32) -> vec4<${t}> { return vec4<${t}>(Bh[i]); }
 `
       : `@group(0) @binding(1) var<storage, read> Bh: array<f16>;
-fn loadB(i: u32) -> f32 { return f32(Bh[i]); }
+fn loadB(i: u32) -> ${t} { return ${t}(Bh[i]); }
 `;
   }
   if (lay.b !== "s") {
