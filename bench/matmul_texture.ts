@@ -55,8 +55,10 @@ const SHAPES = [
   mm(1024, 1024, 1024, "NN"),
 ];
 
-async function gflops(shape: MatmulShape, texB: boolean): Promise<number> {
-  const t = { ...chooseTiling(shape, opts), texB };
+type Reads = "buffer" | "texB" | "texAB";
+
+async function gflops(shape: MatmulShape, reads: Reads): Promise<number> {
+  const t = { ...chooseTiling(shape, opts), texB: reads !== "buffer", texA: reads === "texAB" };
   const plan = matmulPlanWith(shape, opts, t);
   const sizes = [shape.M * shape.K, shape.K * shape.N, shape.M * shape.N].map((n) => 4 * n);
   const bufs = sizes.map((size) => {
@@ -81,16 +83,23 @@ async function gflops(shape: MatmulShape, texB: boolean): Promise<number> {
 const rounds = Number(values.rounds);
 const la = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
 console.log(`${device.summary().backend}: ${device.summary().name}; load average ${la()}`);
-console.log("\n| matmul | B from buffer, GFLOP/s | B from texture, GFLOP/s | texture / buffer |");
-console.log("| --- | ---: | ---: | ---: |");
+console.log(
+  "\n| matmul | buffers, GFLOP/s | B from texture | A and B from textures | B tex / buffers | A,B tex / B tex |",
+);
+console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
 for (const [name, shape] of SHAPES) {
-  const buf: number[] = [], tex: number[] = [];
+  const buf: number[] = [], tex: number[] = [], both: number[] = [];
   for (let r = 0; r < rounds; r++) {
-    buf.push(await gflops(shape, false));
-    tex.push(await gflops(shape, true));
+    buf.push(await gflops(shape, "buffer"));
+    tex.push(await gflops(shape, "texB"));
+    both.push(await gflops(shape, "texAB"));
   }
-  const b = median(buf), t = median(tex);
-  console.log(`| ${name} | ${b.toFixed(1)} | ${t.toFixed(1)} | ${(t / b).toFixed(2)}× |`);
+  const b = median(buf), t = median(tex), ab = median(both);
+  console.log(
+    `| ${name} | ${b.toFixed(1)} | ${t.toFixed(1)} | ${ab.toFixed(1)} | ${(t / b).toFixed(2)}× | ${
+      (ab / t).toFixed(2)
+    }× |`,
+  );
 }
 console.log(`\n(medians of ${rounds} interleaved rounds; load average at the end ${la()})`);
 await device.close();

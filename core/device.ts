@@ -429,12 +429,16 @@ export class Device {
    * by every op that asks (dispatches run in order, so each writer's contents
    * are read before the next writer's). Freed with the device.
    */
-  scratchTexture(width: number, height: number): GPUTextureView {
-    return this.#scratch(width, height).view;
+  scratchTexture(width: number, height: number, slot = 0): GPUTextureView {
+    return this.#scratch(width, height, slot).view;
   }
 
-  #scratch(width: number, height: number): { texture: GPUTexture; view: GPUTextureView } {
-    const key = `${width}x${height}`;
+  #scratch(
+    width: number,
+    height: number,
+    slot: number,
+  ): { texture: GPUTexture; view: GPUTextureView } {
+    const key = `${width}x${height}/${slot}`;
     let t = this.#scratchTextures.get(key);
     if (!t) {
       const texture = this.gpu.createTexture({
@@ -455,11 +459,16 @@ export class Device {
    * returns its view; null when WebGPU cannot copy rows of that width (their
    * bytes must be a multiple of 256: a kernel must fill the texture instead).
    */
-  copyToScratchTexture(src: BufferBinding, width: number, height: number): GPUTextureView | null {
+  copyToScratchTexture(
+    src: BufferBinding,
+    width: number,
+    height: number,
+    slot = 0,
+  ): GPUTextureView | null {
     this.assertAlive();
     const bytesPerRow = 16 * width;
     if (bytesPerRow % 256 !== 0 || src.size < bytesPerRow * height) return null;
-    const { texture, view } = this.#scratch(width, height);
+    const { texture, view } = this.#scratch(width, height, slot);
     this.#endPass();
     this.#getEncoder().copyBufferToTexture(
       { buffer: src.buffer, offset: src.offset ?? 0, bytesPerRow, rowsPerImage: height },

@@ -103,6 +103,8 @@ export class MatmulTuner implements TilingSource {
   readonly #pending = new Map<string, { shape: MatmulShape; opts: MatmulOptions }>();
   /** Shapes the budget left untuned: not noted again in this tuner's life. */
   readonly #deferred = new Set<string>();
+  /** Shapes whose chosen tiling was checked against the current candidates. */
+  readonly #offered = new Set<string>();
   readonly #adapter: string;
   #spentMs = 0;
   /** Shapes of fewer FLOPs keep the heuristic. */
@@ -154,7 +156,7 @@ export class MatmulTuner implements TilingSource {
     if (flopsOf(shape) < this.minFlops) return undefined;
     const key = matmulShapeKey(shape);
     const t = this.#chosen.get(key);
-    if (t && t.software === opts.software) return t;
+    if (t && this.#stillOffered(key, t, shape, opts)) return t;
     if (!this.#pending.has(key) && !this.#deferred.has(key)) {
       this.#pending.set(key, { shape: { ...shape }, opts });
     }
@@ -199,6 +201,25 @@ export class MatmulTuner implements TilingSource {
       }
     }
     return found;
+  }
+
+  /**
+   * Whether a loaded or timed choice is still among the candidates for `shape`
+   * (a cache written before the candidates changed, e.g. before A could be read
+   * through a texture, would otherwise pin a slower tiling): checked once per
+   * shape; a choice no longer offered is forgotten and the shape tuned again.
+   */
+  #stillOffered(key: string, t: MatmulTiling, shape: MatmulShape, opts: MatmulOptions): boolean {
+    if (this.#offered.has(key)) return true;
+    const k = tilingKey(t);
+    if (
+      t.software === opts.software && tilingCandidates(shape, opts).some((c) => tilingKey(c) === k)
+    ) {
+      this.#offered.add(key);
+      return true;
+    }
+    this.#chosen.delete(key);
+    return false;
   }
 
   async #emptySyncMs(): Promise<number> {

@@ -103,8 +103,13 @@ export interface DispatchPlan {
    * fills it from B's buffer first (bindings: B, the texture as storage). The
    * matmul then binds the texture in B's place.
    */
-  textureB?: { width: number; height: number; pack: Omit<DispatchPlan, "textureB"> };
+  textureB?: { width: number; height: number; pack: PackPlan };
+  /** The same for A ({@link MatmulTiling.texA}): filled from A's buffer, bound in A's place. */
+  textureA?: { width: number; height: number; pack: PackPlan };
 }
+
+/** A dispatch filling an operand's texture from its buffer (bindings: the buffer, the texture). */
+export type PackPlan = Omit<DispatchPlan, "textureB" | "textureA">;
 
 /** Texels of B's texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
 export function textureBSize(
@@ -119,6 +124,24 @@ export function textureBSize(
     ? { width: s.N / 4, height: copies * s.K }
     : lay.b === "k4"
     ? { width: s.K / 4, height: copies * s.N }
+    : null;
+  const max = opts.maxTextureDimension;
+  return size && size.width <= max && size.height <= max ? size : null;
+}
+
+/** Texels of A's texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
+export function textureASize(
+  s: MatmulShape,
+  opts: MatmulOptions,
+): { width: number; height: number } | null {
+  if (!opts.software || !opts.maxTextureDimension) return null;
+  const lay = layout(s);
+  const copies = s.batchA ? s.batch : 1;
+  // A's buffer read as rows of vec4 texels: k4 rows are m (K/4 texels), l4 rows are k (M/4).
+  const size = lay.a === "k4"
+    ? { width: s.K / 4, height: copies * s.M }
+    : lay.a === "l4"
+    ? { width: s.M / 4, height: copies * s.K }
     : null;
   const max = opts.maxTextureDimension;
   return size && size.width <= max && size.height <= max ? size : null;
@@ -149,7 +172,7 @@ function checkTiling(t: MatmulTiling): void {
     ? t.tm % 4 === 0 && t.tm >= 4 && t.tm <= 64 && Number.isInteger(t.tv) && t.tv >= 1 &&
       t.tv <= 8 && [1, 2, 4, 8].includes(t.lx ?? LANES)
     : [16, 32, 64].includes(t.tm) && [16, 32, 64].includes(t.tv);
-  if (!ok || (t.texB && !t.software)) {
+  if (!ok || ((t.texB || t.texA) && !t.software)) {
     throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
   }
 }
@@ -184,6 +207,8 @@ export interface MatmulTiling {
    * 1.4–1.7× faster at the reference shapes. Same values.
    */
   texB?: boolean;
+  /** Software: read A through an `rgba32float` texture too (same reasoning as texB). */
+  texA?: boolean;
 }
 
 /**
@@ -197,6 +222,22 @@ export function matmulPlan(shape: MatmulShape, opts: MatmulOptions): DispatchPla
 /** The tiling {@link matmulPlan} picks for `shape` on an adapter described by `opts`. */
 export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling {
   if (opts.software) {
+    if (textureASize(s, opts)) {
+      // Both operands through textures (measured on llvmpipe, Zen 1): a 16×32
+      // block per invocation, 4 invocations along N, was near the best (32×32
+      // ran up to 10% faster but takes LLVM 3× as long to compile: ~10 s).
+      const lx = s.N > 64 ? 4 : 2;
+      const tv = Math.min(8, ceilDiv(s.N, 4 * lx));
+      const tm = Math.min(16, 4 * ceilDiv(ceilDiv(s.M, LANES / lx), 4));
+      return {
+        software: true,
+        tm,
+        tv,
+        lx,
+        texA: true,
+        ...(textureBSize(s, opts) ? { texB: true } : {}),
+      };
+    }
     // Measured on lavapipe: a 16×16 block per invocation (tm 16, tv 4) is near
     // the best everywhere; narrow outputs put fewer invocations along N rather
     // than giving each a thinner block, and tall ones use 32 rows.
@@ -238,6 +279,12 @@ export function matmulPlanWith(
       `matmul: B of ${matmulShapeKey(shape)} cannot be read through a texture on this adapter`,
     );
   }
+  const texA = tiling.texA ? textureASize(shape, opts) : null;
+  if (tiling.texA && !texA) {
+    throw new Error(
+      `matmul: A of ${matmulShapeKey(shape)} cannot be read through a texture on this adapter`,
+    );
+  }
   const lx = tiling.lx ?? LANES;
   const rowsPerGroup = tiling.software ? tiling.tm * (LANES / lx) : tiling.tm;
   const colsPerGroup = tiling.software ? 4 * tiling.tv * lx : tiling.tv;
@@ -265,14 +312,16 @@ export function matmulPlanWith(
       return code;
     },
   };
-  if (!tex) return { kernel, params: params.buffer, workgroups };
-  return { kernel, params: params.buffer, workgroups, textureB: { ...tex, pack: packPlan(tex) } };
+  const plan: DispatchPlan = { kernel, params: params.buffer, workgroups };
+  if (tex) plan.textureB = { ...tex, pack: packPlan(tex) };
+  if (texA) plan.textureA = { ...texA, pack: packPlan(texA) };
+  return plan;
 }
 
 const PACK_WG = 64;
 
 /** The dispatch copying B's buffer (vec4 per texel, row-major) into its texture. */
-function packPlan(t: { width: number; height: number }): Omit<DispatchPlan, "textureB"> {
+function packPlan(t: { width: number; height: number }): PackPlan {
   const n = t.width * t.height;
   return {
     kernel: {
@@ -445,7 +494,16 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
   const strideA = s.transA ? "p.M" : "1u";
   const strideB = s.transB ? "1u" : "p.N";
   // per-line bases, computed once
-  if (lay.a === "k4") {
+  if (t.texA) {
+    // texel rows: k4 → m of batch b (K/4 texels each), l4 → k of batch b (M/4 texels)
+    const rows = s.batchA ? (lay.a === "k4" ? "b * p.M" : "b * p.K") : "0u";
+    if (lay.a === "k4") {
+      for (let i = 0; i < TM; i++) emit(`let ay${i} = ${rows} + min(m0 + ${i}u, p.M - 1u);`);
+    } else {
+      emit(`let ay = ${rows};`);
+      for (let i = 0; i < TM / 4; i++) emit(`let ax${i} = min(m0 + ${4 * i}u, p.M - 4u) / 4u;`);
+    }
+  } else if (lay.a === "k4") {
     for (let i = 0; i < TM; i++) {
       emit(`let ab${i} = (aOff + min(m0 + ${i}u, p.M - 1u) * p.K) / 4u;`);
     }
@@ -496,11 +554,17 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     // A (rounded to f16 as it is read for f16 arithmetic)
     const h4 = (x: string) => (s.f16Math ? `vec4<f16>(${x})` : x);
     if (lay.a === "k4") {
-      for (let i = 0; i < TM; i++) body.push(`let a${i} = ${h4(`A[ab${i} + k / 4u]`)};`);
+      for (let i = 0; i < TM; i++) {
+        const x = t.texA ? `textureLoad(At, vec2<u32>(k / 4u, ay${i}), 0)` : `A[ab${i} + k / 4u]`;
+        body.push(`let a${i} = ${h4(x)};`);
+      }
     } else if (lay.a === "l4") {
       for (let u = 0; u < kk; u++) {
         for (let i = 0; i < TM / 4; i++) {
-          body.push(`let a${u}_${i} = ${h4(`A[ab${i} + ${kAt(u)} * (p.M / 4u)]`)};`);
+          const x = t.texA
+            ? `textureLoad(At, vec2<u32>(ax${i}, ay + ${kAt(u)}), 0)`
+            : `A[ab${i} + ${kAt(u)} * (p.M / 4u)]`;
+          body.push(`let a${u}_${i} = ${h4(x)};`);
         }
       }
     } else {
@@ -587,12 +651,19 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     storeC(s, lay, TM, TV, (i, j) => `c${i}_${j}`, (i) => `m0 + ${i}u`, (j) => `nb + ${W * j}u`),
   );
 
-  const head = t.texB
-    ? header(s, lay).replace(
+  let head = header(s, lay);
+  if (t.texB) {
+    head = head.replace(
       /@group\(0\) @binding\(1\) var<storage, read> B: [^;]*;/,
       "@group(0) @binding(1) var Bt: texture_2d<f32>;",
-    )
-    : header(s, lay);
+    );
+  }
+  if (t.texA) {
+    head = head.replace(
+      /@group\(0\) @binding\(0\) var<storage, read> A: [^;]*;/,
+      "@group(0) @binding(0) var At: texture_2d<f32>;",
+    );
+  }
   return `${head}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -803,17 +874,24 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
   const out = new Map<string, MatmulTiling>([[tilingKey(first), first]]);
   const add = (t: MatmulTiling) => out.set(tilingKey(t), t);
   if (opts.software) {
-    // 16 columns per invocation (tv 4) won nearly every shape measured here; the
-    // rows and the split of the 8 invocations between M and N vary.
-    const tv = 4;
+    // With A in a texture (3× faster than from its buffer on llvmpipe) blocks
+    // of 16×16, 32×16 or 16×32 (32×32 compiles 3× slower); without, 16 columns
+    // won nearly every shape measured. The split of the 8 invocations between
+    // M and N varies.
+    const texA = textureASize(s, opts) !== null;
+    const texB = textureBSize(s, opts) !== null;
+    const blocks = texA ? [[16, 4], [32, 4], [16, 8]] : [[16, 4], [32, 4]];
     for (const lx of [2, 4, 8]) {
-      for (const tm of [16, 32]) {
+      for (const [tm, tv] of blocks) {
         // skip blocks that would mostly compute padding
         if (tm * (LANES / lx) > 2 * Math.max(s.M, 8) || 4 * tv * lx > 2 * Math.max(s.N, 8)) {
           continue;
         }
-        add({ software: true, tm, tv, lx });
-        if (textureBSize(s, opts)) add({ software: true, tm, tv, lx, texB: true });
+        if (texA) add({ software: true, tm, tv, lx, texA, ...(texB ? { texB } : {}) });
+        else {
+          add({ software: true, tm, tv, lx });
+          if (texB) add({ software: true, tm, tv, lx, texB });
+        }
       }
     }
   } else {
@@ -833,16 +911,23 @@ export interface TilingSource {
 /** A short, stable name of a tiling (e.g. `cpu16x4x8`, `gpu32x64`). */
 export function tilingKey(t: MatmulTiling): string {
   return t.software
-    ? `cpu${t.tm}x${t.tv}x${t.lx ?? LANES}${t.texB ? "t" : ""}`
+    ? `cpu${t.tm}x${t.tv}x${t.lx ?? LANES}${t.texB ? "t" : ""}${t.texA ? "a" : ""}`
     : `gpu${t.tm}x${t.tv}`;
 }
 
 /** Parses {@link tilingKey}'s output; null for anything else. */
 export function parseTilingKey(key: string): MatmulTiling | null {
-  const cpu = /^cpu(\d+)x(\d+)x(\d+)(t?)$/.exec(key);
+  const cpu = /^cpu(\d+)x(\d+)x(\d+)(t?)(a?)$/.exec(key);
   const gpu = /^gpu(\d+)x(\d+)$/.exec(key);
   const t: MatmulTiling | null = cpu
-    ? { software: true, tm: +cpu[1], tv: +cpu[2], lx: +cpu[3], ...(cpu[4] ? { texB: true } : {}) }
+    ? {
+      software: true,
+      tm: +cpu[1],
+      tv: +cpu[2],
+      lx: +cpu[3],
+      ...(cpu[4] ? { texB: true } : {}),
+      ...(cpu[5] ? { texA: true } : {}),
+    }
     : gpu
     ? { software: false, tm: +gpu[1], tv: +gpu[2] }
     : null;

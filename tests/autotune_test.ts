@@ -24,6 +24,7 @@ import {
   type MatmulShape,
   matmulShapeKey,
   parseTilingKey,
+  textureASize,
   tilingCandidates,
   tilingKey,
 } from "../kernels/matmul.ts";
@@ -67,6 +68,9 @@ Deno.test(
         assert.ok(candidates.length > 1, `${matmulShapeKey(s)}: one candidate only`);
         if (software) {
           assert.ok(candidates.some((t) => t.texB), `${matmulShapeKey(s)}: no texture candidate`);
+          if (textureASize(s, opts)) {
+            assert.ok(candidates.every((t) => t.texA), `${matmulShapeKey(s)}: A from its buffer`);
+          }
         }
         for (const t of candidates) {
           const C = up(c0);
@@ -99,6 +103,8 @@ Deno.test("autotune: tiling keys round-trip, bad ones are refused", () => {
     const t of [
       { software: true, tm: 16, tv: 4, lx: 8 },
       { software: true, tm: 32, tv: 2, lx: 4, texB: true },
+      { software: true, tm: 16, tv: 8, lx: 4, texB: true, texA: true },
+      { software: true, tm: 16, tv: 8, lx: 2, texA: true },
       { software: false, tm: 32, tv: 64 },
     ]
   ) {

@@ -14,12 +14,15 @@
 import assert from "node:assert/strict";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
+import { recordPlan } from "../core/ops/matmul.ts";
 import {
   type MatmulOptions,
   matmulPlan,
   matmulPlanWith,
   type MatmulShape,
   type MatmulTiling,
+  textureASize,
+  textureBSize,
 } from "../kernels/matmul.ts";
 
 function rng(seed: number): () => number {
@@ -124,7 +127,7 @@ async function runCases(
     if (c.bias) bindings.push(upload(c.bias));
     const out = upload(c.c0);
     bindings.push(out);
-    device.dispatch(plan.kernel, bindings, plan.params, plan.workgroups);
+    recordPlan(device, plan, bindings); // fills A's and B's textures first when the plan reads them
     outs.push(out);
   }
   const results = await device.readMany(outs);
@@ -252,6 +255,42 @@ Deno.test({
           await runCases(device, opts, cases);
         });
       }
+      await t.step("software: A and B read through textures", async () => {
+        // What a CPU adapter gets by default: both operands copied (or packed)
+        // into rgba32float textures and read with textureLoad (texA, texB).
+        const opts: MatmulOptions = {
+          software: true,
+          maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+          maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+          maxTextureDimension: device.maxTextureDimension,
+        };
+        let seed = 7000;
+        const cases: Case[] = [];
+        for (const [ta, tb] of TRANS) {
+          for (const [M, N, K] of [[36, 20, 12], [64, 64, 64], [33, 128, 64], [128, 96, 260]]) {
+            cases.push(makeCase(shape(1, M, N, K, ta, tb), seed++));
+          }
+          for (const [batchA, batchB] of [[true, false], [false, true], [true, true]]) {
+            cases.push(
+              makeCase(shape(3, 16, 68, 36, ta, tb, { batchA, batchB, bias: true }), seed++),
+            );
+          }
+          cases.push(makeCase(shape(2, 24, 48, 64, ta, tb, { accumulate: true }), seed++));
+        }
+        const textured = cases.filter((c) => textureASize(c.shape, opts)).length;
+        assert.ok(textured >= 20, `only ${textured} cases read A through a texture`);
+        assert.ok(cases.some((c) => textureASize(c.shape, opts) && textureBSize(c.shape, opts)));
+        await runCases(device, opts, cases);
+        for (const tm of [4, 16]) {
+          await runCases(device, opts, cases.slice(0, 8), {
+            software: true,
+            tm,
+            tv: 2,
+            lx: 4,
+            texA: true,
+          });
+        }
+      });
       await t.step("explicit tilings", async () => {
         const opts: MatmulOptions = {
           software: true,

@@ -12,7 +12,7 @@ import {
   type MatmulShape,
 } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
-import type { Device } from "../device.ts";
+import type { Device, TextureBinding } from "../device.ts";
 import { assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
 import type { BufferBinding } from "../windows.ts";
 import { sumToSize } from "./raw.ts";
@@ -193,19 +193,25 @@ export function matmulOptions(device: Device): MatmulOptions {
  * that size from B and binds it in B's place.
  */
 export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
-  const tex = plan.textureB;
-  if (!tex) {
-    device.dispatch(plan.kernel, bufs, plan.params, plan.workgroups);
-    return;
-  }
+  const bound: (BufferBinding | TextureBinding)[] = [...bufs];
+  if (plan.textureA) bound[0] = { view: toTexture(device, bufs[0], plan.textureA, 1) };
+  if (plan.textureB) bound[1] = { view: toTexture(device, bufs[1], plan.textureB, 0) };
+  device.dispatch(plan.kernel, bound, plan.params, plan.workgroups);
+}
+
+/** Fills the scratch texture `slot` of `tex`'s size from `src` and returns its view. */
+function toTexture(
+  device: Device,
+  src: BufferBinding,
+  tex: NonNullable<DispatchPlan["textureB"]>,
+  slot: number,
+): GPUTextureView {
   // A plain copy where WebGPU allows one (rows of a multiple of 256 bytes), else the pack kernel.
-  let view = device.copyToScratchTexture(bufs[1], tex.width, tex.height);
-  if (!view) {
-    view = device.scratchTexture(tex.width, tex.height);
-    device.dispatch(tex.pack.kernel, [bufs[1], { view }], tex.pack.params, tex.pack.workgroups);
-  }
-  const withTexture = [bufs[0], { view }, ...bufs.slice(2)];
-  device.dispatch(plan.kernel, withTexture, plan.params, plan.workgroups);
+  const copied = device.copyToScratchTexture(src, tex.width, tex.height, slot);
+  if (copied) return copied;
+  const view = device.scratchTexture(tex.width, tex.height, slot);
+  device.dispatch(tex.pack.kernel, [src, { view }], tex.pack.params, tex.pack.workgroups);
+  return view;
 }
 
 /**
