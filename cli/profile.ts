@@ -92,7 +92,7 @@ export function familyOf(key: string): Family {
   if (key.startsWith("embedding") || key.startsWith("embedpos")) return "embedding";
   if (/^(adamw|clipcoef|reduce:sum:sq|reduce:[a-z]+:sq)/.test(key)) return "optimizer";
   if (
-    /^(map:|axpy|fill|copy|dropout|residual|random|colsum|reduce|pack_half|unpack_half|round_half|sum_packed)/
+    /^(map:|axpy|fill|copy|dropout|residual|random|colsum|reduce|pack_half|unpack_half|round_half|sum_packed|texture\/)/
       .test(key)
   ) {
     return "elementwise";

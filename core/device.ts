@@ -6,6 +6,7 @@
  */
 
 import type { KernelSource } from "../kernels/kernel.ts";
+import { texturePackPlan } from "../kernels/texture.ts";
 import {
   type BackendName,
   DEFAULT_BACKEND,
@@ -475,6 +476,22 @@ export class Device {
       { texture },
       [width, height],
     );
+    return view;
+  }
+
+  /**
+   * The scratch texture `slot` of `width × height` texels filled from `src`
+   * (vec4s, row-major), in order with the dispatches around it: a plain copy
+   * where WebGPU allows one, else a pack kernel. Kernels that read an operand
+   * through a texture on CPU adapters bind the returned view (kernels/texture.ts).
+   * Within one dispatch, give each operand its own slot.
+   */
+  bufferAsTexture(src: BufferBinding, width: number, height: number, slot = 0): GPUTextureView {
+    const copied = this.copyToScratchTexture(src, width, height, slot);
+    if (copied) return copied;
+    const view = this.scratchTexture(width, height, slot);
+    const pack = texturePackPlan(width, height);
+    this.dispatch(pack.kernel, [src, { view }], pack.params, pack.workgroups);
     return view;
   }
 

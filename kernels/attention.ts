@@ -58,6 +58,12 @@ export interface AttentionSpec {
   headDim: number;
   /** Whether attention dropout is applied. */
   dropout: boolean;
+  /**
+   * Read qkv (and, in the key-side backward, dout) through `rgba32float`
+   * textures (`qkvT`, `doutT`: one texel per vec4, one row per token) instead of
+   * storage buffers: faster on CPU adapters (kernels/texture.ts).
+   */
+  textures?: boolean;
 }
 
 /** Loop iterations one invocation of the fused kernels runs for a sequence of `T`. */
@@ -90,7 +96,22 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function key(kind: string, s: AttentionSpec): string {
   return `attention:${kind}:${s.mask}:hd${s.headDim}:${s.dropout ? "drop" : "nodrop"}:` +
-    `l${LANES}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}`;
+    `l${LANES}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}${s.textures ? ":tex" : ""}`;
+}
+
+/**
+ * WGSL reading the vec4 at token row `row`, vec4 column `col` of qkv; `index`
+ * is the same element's index in the qkv buffer (used when not a texture).
+ */
+function qkvAt(s: AttentionSpec, index: string, col: string, row: string): string {
+  return s.textures ? `textureLoad(qkvT, vec2<u32>(${col}, ${row}), 0)` : `qkv[${index}]`;
+}
+
+/** The qkv binding (0): a storage buffer, or a texture ({@link AttentionSpec.textures}). */
+function qkvDecl(s: AttentionSpec): string {
+  return s.textures
+    ? "@group(0) @binding(0) var qkvT: texture_2d<f32>;"
+    : "@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;";
 }
 
 /** `dot(a·0, b·0) + dot(a·1, b·1) + …` over the `n4` vec4s of a head row. */
@@ -158,6 +179,30 @@ function keyMasked(s: AttentionSpec, u: number): string {
 }
 
 /**
+ * WGSL loading keys `j + u` (u < KEYS_PER_STEP) of this head: `kk{u}_{c}` and
+ * `vv{u}_{c}`, and whether each is masked, `kx{u}`.
+ */
+function keyLoads(s: AttentionSpec): string {
+  const cs = range(s.headDim / 4);
+  return range(KEYS_PER_STEP).map((u) => /* wgsl */ `
+    let j${u} = j + ${u}u;
+    let kx${u} = ${keyMasked(s, u)};
+    let kr${u} = b * p.T + min(j${u}, p.T - 1u);
+    let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
+${
+    cs.map((c) => `    let kk${u}_${c} = ${qkvAt(s, `k${u} + ${c}u`, `kcol + ${c}u`, `kr${u}`)};`)
+      .join("\n")
+  }
+${
+    cs.map((c) =>
+      `    let vv${u}_${c} = ${
+        qkvAt(s, `k${u} + p.hl4 + ${c}u`, `kcol + p.hl4 + ${c}u`, `kr${u}`)
+      };`
+    ).join("\n")
+  }`).join("");
+}
+
+/**
  * Forward: `out = dropout(softmax(scale·q·kᵀ, mask))·v` per head, and
  * `lse = max + log(Σ exp)` of each query's scaled, masked scores (`3e38` for a
  * query with no visible key, whose output is 0). Bindings: qkv, [keep], out, lse.
@@ -171,12 +216,7 @@ export function attentionForwardKernel(s: AttentionSpec): KernelSource {
   const rs = range(ROWS_PER_LANE);
   const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
   const causal = s.mask === "causal";
-  const loads = us.map((u) => /* wgsl */ `
-    let j${u} = j + ${u}u;
-    let kx${u} = ${keyMasked(s, u)};
-    let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
-${cs.map((c) => `    let kk${u}_${c} = qkv[k${u} + ${c}u];`).join("\n")}
-${cs.map((c) => `    let vv${u}_${c} = qkv[k${u} + p.hl4 + ${c}u];`).join("\n")}`).join("");
+  const loads = keyLoads(s);
   const perRow = rs.map((r) => /* wgsl */ `
 ${
     us.map((u) =>
@@ -213,7 +253,7 @@ ${
     key: key("fwd", s),
     code: /* wgsl */ `
 ${helpers(s)}
-@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+${qkvDecl(s)}
 ${keepDecl(s)}
 @group(0) @binding(${o}) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(${o + 1}) var<storage, read_write> lse: array<f32>;
@@ -224,13 +264,20 @@ ${headOfGroup()}
 ${
       rs.map((r) =>
         `  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
-${cs.map((c) => `  let q${r}_${c} = qkv[qb${r} + ${c}u] * p.scale;`).join("\n")}
+${
+          cs.map((c) =>
+            `  let q${r}_${c} = ${
+              qkvAt(s, `qb${r} + ${c}u`, `h * ${n4}u + ${c}u`, `b * p.T + row${r}`)
+            } * p.scale;`
+          ).join("\n")
+        }
 ${cs.map((c) => `  var a${r}_${c} = vec4<f32>(0.0);`).join("\n")}
   var m${r} = -3.0e38;
   var l${r} = 0.0;`
       ).join("\n")
     }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
+  let kcol = p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
   for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
@@ -262,12 +309,7 @@ export function attentionBackwardQueryKernel(s: AttentionSpec): KernelSource {
   const rs = range(ROWS_PER_LANE);
   const causal = s.mask === "causal";
   const kEnd = causal ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
-  const loads = us.map((u) => /* wgsl */ `
-    let j${u} = j + ${u}u;
-    let kx${u} = ${keyMasked(s, u)};
-    let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
-${cs.map((c) => `    let kk${u}_${c} = qkv[k${u} + ${c}u];`).join("\n")}
-${cs.map((c) => `    let vv${u}_${c} = qkv[k${u} + p.hl4 + ${c}u];`).join("\n")}`).join("");
+  const loads = keyLoads(s);
   const perRow = rs.map((r) =>
     us.map((u) => /* wgsl */ `
     let x${r}_${u} = kx${u}${causal ? ` || j${u} > row${r}` : ""};
@@ -285,7 +327,7 @@ ${cs.map((c) => `    let vv${u}_${c} = qkv[k${u} + p.hl4 + ${c}u];`).join("\n")}
     key: key("bwdq", s),
     code: /* wgsl */ `
 ${helpers(s)}
-@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+${qkvDecl(s)}
 ${keepDecl(s)}
 @group(0) @binding(${o}) var<storage, read> out: array<vec4<f32>>;
 @group(0) @binding(${o + 1}) var<storage, read> dout: array<vec4<f32>>;
@@ -302,12 +344,19 @@ ${
 ${cs.map((c) => `  let g${r}_${c} = dout[ob${r} + ${c}u];`).join("\n")}
   let D${r} = ${dotRow(n4, (c) => `g${r}_${c}`, (c) => `out[ob${r} + ${c}u]`)};
   let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
-${cs.map((c) => `  let q${r}_${c} = qkv[qb${r} + ${c}u] * p.scale;`).join("\n")}
+${
+          cs.map((c) =>
+            `  let q${r}_${c} = ${
+              qkvAt(s, `qb${r} + ${c}u`, `h * ${n4}u + ${c}u`, `b * p.T + row${r}`)
+            } * p.scale;`
+          ).join("\n")
+        }
   let L${r} = lse[bh * p.T + row${r}];
 ${cs.map((c) => `  var dq${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
       ).join("\n")
     }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
+  let kcol = p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
   for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
@@ -343,8 +392,20 @@ export function attentionBackwardKeyKernel(s: AttentionSpec): KernelSource {
     let ic${u} = min(i${u}, p.T - 1u);
     let qr${u} = qbase + ic${u} * p.row4;
     let gr${u} = gbase + ic${u} * p.hl4;
-${cs.map((c) => `    let qq${u}_${c} = qkv[qr${u} + ${c}u];`).join("\n")}
-${cs.map((c) => `    let gg${u}_${c} = dout[gr${u} + ${c}u];`).join("\n")}
+${
+    cs.map((c) =>
+      `    let qq${u}_${c} = ${
+        qkvAt(s, `qr${u} + ${c}u`, `h * ${n4}u + ${c}u`, `b * p.T + ic${u}`)
+      };`
+    ).join("\n")
+  }
+${
+    cs.map((c) =>
+      s.textures
+        ? `    let gg${u}_${c} = textureLoad(doutT, vec2<u32>(h * ${n4}u + ${c}u, b * p.T + ic${u}), 0);`
+        : `    let gg${u}_${c} = dout[gr${u} + ${c}u];`
+    ).join("\n")
+  }
     let L${u} = lse[bh * p.T + ic${u}];
     let D${u} = dsum[bh * p.T + ic${u}];`).join("");
   const perRow = rs.map((r) =>
@@ -368,9 +429,13 @@ ${cs.map((c) => `    let gg${u}_${c} = dout[gr${u} + ${c}u];`).join("\n")}
     key: key("bwdkv", s),
     code: /* wgsl */ `
 ${helpers(s)}
-@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+${qkvDecl(s)}
 ${keepDecl(s)}
-@group(0) @binding(${o}) var<storage, read> dout: array<vec4<f32>>;
+${
+      s.textures
+        ? `@group(0) @binding(${o}) var doutT: texture_2d<f32>;`
+        : `@group(0) @binding(${o}) var<storage, read> dout: array<vec4<f32>>;`
+    }
 @group(0) @binding(${o + 1}) var<storage, read> lse: array<f32>;
 @group(0) @binding(${o + 2}) var<storage, read> dsum: array<f32>;
 @group(0) @binding(${o + 3}) var<storage, read_write> dqkv: array<vec4<f32>>;
@@ -382,8 +447,25 @@ ${
       rs.map((r) =>
         `  let kx${r} = ${s.mask === "padding" ? `keep[b * p.T + row${r}] == 0.0` : "false"};
   let kb${r} = (b * p.T + row${r}) * p.row4 + p.hl4 + h * ${n4}u;
-${cs.map((c) => `  let k${r}_${c} = qkv[kb${r} + ${c}u] * p.scale;`).join("\n")}
-${cs.map((c) => `  let v${r}_${c} = qkv[kb${r} + p.hl4 + ${c}u];`).join("\n")}
+${
+          cs.map((c) =>
+            `  let k${r}_${c} = ${
+              qkvAt(s, `kb${r} + ${c}u`, `p.hl4 + h * ${n4}u + ${c}u`, `b * p.T + row${r}`)
+            } * p.scale;`
+          ).join("\n")
+        }
+${
+          cs.map((c) =>
+            `  let v${r}_${c} = ${
+              qkvAt(
+                s,
+                `kb${r} + p.hl4 + ${c}u`,
+                `2u * p.hl4 + h * ${n4}u + ${c}u`,
+                `b * p.T + row${r}`,
+              )
+            };`
+          ).join("\n")
+        }
 ${cs.map((c) => `  var dk${r}_${c} = vec4<f32>(0.0);`).join("\n")}
 ${cs.map((c) => `  var dv${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
       ).join("\n")

@@ -9,7 +9,7 @@
  */
 
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
-import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { textureSizeFor } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
 import { ACTIVATIONS_WGSL, type GeluKind } from "./elementwise.ts";
@@ -99,17 +99,13 @@ export interface DispatchPlan {
   /** Workgroup counts (each at most 65535). */
   workgroups: [number, number, number];
   /**
-   * When B is read through a texture: its size in texels, and the dispatch that
-   * fills it from B's buffer first (bindings: B, the texture as storage). The
-   * matmul then binds the texture in B's place.
+   * When B is read through a texture: its size in texels. The caller fills it
+   * from B's buffer first (`Device.bufferAsTexture`) and binds it in B's place.
    */
-  textureB?: { width: number; height: number; pack: PackPlan };
+  textureB?: { width: number; height: number };
   /** The same for A ({@link MatmulTiling.texA}): filled from A's buffer, bound in A's place. */
-  textureA?: { width: number; height: number; pack: PackPlan };
+  textureA?: { width: number; height: number };
 }
-
-/** A dispatch filling an operand's texture from its buffer (bindings: the buffer, the texture). */
-export type PackPlan = Omit<DispatchPlan, "textureB" | "textureA">;
 
 /** Texels of B's texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
 export function textureBSize(
@@ -120,13 +116,11 @@ export function textureBSize(
   const lay = layout(s);
   const copies = s.batchB ? s.batch : 1;
   // B's buffer read as rows of vec4 texels: l4 rows are k (N/4 texels), k4 rows are n (K/4).
-  const size = lay.b === "l4"
-    ? { width: s.N / 4, height: copies * s.K }
+  return lay.b === "l4"
+    ? textureSizeFor(s.N / 4, copies * s.K, opts.maxTextureDimension)
     : lay.b === "k4"
-    ? { width: s.K / 4, height: copies * s.N }
+    ? textureSizeFor(s.K / 4, copies * s.N, opts.maxTextureDimension)
     : null;
-  const max = opts.maxTextureDimension;
-  return size && size.width <= max && size.height <= max ? size : null;
 }
 
 /** Texels of A's texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
@@ -138,13 +132,11 @@ export function textureASize(
   const lay = layout(s);
   const copies = s.batchA ? s.batch : 1;
   // A's buffer read as rows of vec4 texels: k4 rows are m (K/4 texels), l4 rows are k (M/4).
-  const size = lay.a === "k4"
-    ? { width: s.K / 4, height: copies * s.M }
+  return lay.a === "k4"
+    ? textureSizeFor(s.K / 4, copies * s.M, opts.maxTextureDimension)
     : lay.a === "l4"
-    ? { width: s.M / 4, height: copies * s.K }
+    ? textureSizeFor(s.M / 4, copies * s.K, opts.maxTextureDimension)
     : null;
-  const max = opts.maxTextureDimension;
-  return size && size.width <= max && size.height <= max ? size : null;
 }
 
 /** Largest workgroup count per dimension that every WebGPU adapter accepts. */
@@ -313,33 +305,9 @@ export function matmulPlanWith(
     },
   };
   const plan: DispatchPlan = { kernel, params: params.buffer, workgroups };
-  if (tex) plan.textureB = { ...tex, pack: packPlan(tex) };
-  if (texA) plan.textureA = { ...texA, pack: packPlan(texA) };
+  if (tex) plan.textureB = tex;
+  if (texA) plan.textureA = texA;
   return plan;
-}
-
-const PACK_WG = 64;
-
-/** The dispatch copying B's buffer (vec4 per texel, row-major) into its texture. */
-function packPlan(t: { width: number; height: number }): PackPlan {
-  const n = t.width * t.height;
-  return {
-    kernel: {
-      key: "matmul/packB",
-      code: `struct P { width: u32, n: u32 }
-@group(0) @binding(0) var<storage, read> B: array<vec4<f32>>;
-@group(0) @binding(1) var T: texture_storage_2d<rgba32float, write>;
-@group(0) @binding(2) var<uniform> p: P;
-@compute @workgroup_size(${PACK_WG})
-fn main(${GRID_BUILTINS}) {
-  let i = ${GROUP_INDEX} * ${PACK_WG}u + lid;
-  if (i >= p.n) { return; }
-  textureStore(T, vec2<u32>(i % p.width, i / p.width), B[i]);
-}`,
-    },
-    params: new Params(2).u32(t.width).u32(n).buffer,
-    workgroups: gridFor(n, PACK_WG),
-  };
 }
 
 // ---------------------------------------------------------------------------

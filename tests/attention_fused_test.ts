@@ -25,6 +25,12 @@ import * as ops from "../core/ops/mod.ts";
 import type { RngDraw } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
+import {
+  attentionBackwardKeyKernel,
+  attentionBackwardQueryKernel,
+  attentionDispatch,
+  attentionForwardKernel,
+} from "../kernels/attention.ts";
 import { Bert } from "../models/bert.ts";
 import { Gpt } from "../models/gpt.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -325,3 +331,61 @@ Deno.test("CLI: --use-flash-attn is the default, --no-flash-attn turns it off", 
     (e: unknown) => e instanceof UsageError && /not both/.test((e as Error).message),
   );
 });
+
+Deno.test(
+  "fused attention: reading qkv and dout through textures gives the same bits as buffers",
+  withTimeLimit(300),
+  async () => {
+    // CPU adapters read through textures (kernels/texture.ts), GPUs from the
+    // buffers; both kernel forms run here on one adapter and must agree exactly.
+    const B = 2, T = 37, nh = 2, hd = 16, hl = nh * hd;
+    const bufOf = (data: Float32Array) => Tensor.fromArray(dev, data, [data.length]);
+    for (const mask of ["causal", "padding"] as const) {
+      const qkv = bufOf(randomArray(B * T * 3 * hl, 31));
+      const dout = bufOf(randomArray(B * T * hl, 32));
+      const keep = bufOf(keepMask(B, T));
+      const results: Float32Array[][] = [];
+      for (const textures of [false, true]) {
+        const spec = { mask, headDim: hd, dropout: true, textures };
+        const d = attentionDispatch(B, T, nh, hd, { p: 0.2, seed: 99, offset: 3 });
+        const out = Tensor.empty(dev, [B * T * hl]);
+        const lse = Tensor.empty(dev, [B * nh * T]);
+        const dsum = Tensor.empty(dev, [B * nh * T]);
+        const dqkv = Tensor.empty(dev, [B * T * 3 * hl]);
+        const m = mask === "padding" ? [keep.binding] : [];
+        const qkvIn = textures
+          ? { view: dev.bufferAsTexture(qkv.binding, 3 * hl / 4, B * T) }
+          : qkv.binding;
+        dev.dispatch(
+          attentionForwardKernel(spec),
+          [qkvIn, ...m, out.binding, lse.binding],
+          d.params,
+          d.workgroups,
+        );
+        dev.dispatch(
+          attentionBackwardQueryKernel(spec),
+          [qkvIn, ...m, out.binding, dout.binding, lse.binding, dsum.binding, dqkv.binding],
+          d.params,
+          d.workgroups,
+        );
+        const doutIn = textures
+          ? { view: dev.bufferAsTexture(dout.binding, hl / 4, B * T, 1) }
+          : dout.binding;
+        dev.dispatch(
+          attentionBackwardKeyKernel(spec),
+          [qkvIn, ...m, doutIn, lse.binding, dsum.binding, dqkv.binding],
+          d.params,
+          d.workgroups,
+        );
+        results.push(await Promise.all([out.read(), lse.read(), dqkv.read()]));
+        for (const t of [out, lse, dsum, dqkv]) t.dispose();
+      }
+      ["out", "lse", "dqkv"].forEach((name, i) => {
+        const [a, b] = [results[0][i], results[1][i]];
+        const same = a.every((v, j) => Object.is(v, b[j]));
+        assertEquals(same, true, `${mask}: ${name} differs between buffers and textures`);
+      });
+      for (const t of [qkv, dout, keep]) t.dispose();
+    }
+  },
+);

@@ -17,6 +17,7 @@ import {
   checkAttentionShape,
 } from "../../kernels/attention.ts";
 import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
+import { textureSizeFor } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
@@ -111,7 +112,17 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
         `over 2^32 (as the unfused dropout's)`,
     );
   }
-  const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop };
+  // On CPU adapters qkv and dout are read through textures (kernels/texture.ts).
+  const hl4 = (nh * hd) / 4;
+  const qkvTex = device.isSoftware
+    ? textureSizeFor(3 * hl4, B * T, device.maxTextureDimension)
+    : null;
+  const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop, textures: qkvTex !== null };
+  /** qkv bound as the kernels of `spec` read it. */
+  const qkvIn = () =>
+    qkvTex
+      ? { view: device.bufferAsTexture(qkv.binding, qkvTex.width, qkvTex.height, 0) }
+      : qkv.binding;
   checkAttentionShape(spec, T, device.isSoftware);
   if (qkv.byteLength > device.maxBindingBytes) {
     throw new Error(
@@ -132,7 +143,7 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   const lse = Tensor.empty(device, [B, nh, T]);
   device.dispatch(
     attentionForwardKernel(spec),
-    [qkv.binding, ...masks, out.binding, lse.binding],
+    [qkvIn(), ...masks, out.binding, lse.binding],
     d.params,
     d.workgroups,
   );
@@ -140,15 +151,23 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
     const dsum = Tensor.empty(device, [B, nh, T]);
     const dqkv = Tensor.empty(device, qkv.shape);
     const m = keep ? [keep.binding] : [];
+    const qkvB = qkvIn(); // both backward kernels read it, nothing runs between them
     device.dispatch(
       attentionBackwardQueryKernel(spec),
-      [qkv.binding, ...m, out.binding, g.binding, lse.binding, dsum.binding, dqkv.binding],
+      [qkvB, ...m, out.binding, g.binding, lse.binding, dsum.binding, dqkv.binding],
       d.params,
       d.workgroups,
     );
     device.dispatch(
       attentionBackwardKeyKernel(spec),
-      [qkv.binding, ...m, g.binding, lse.binding, dsum.binding, dqkv.binding],
+      [
+        qkvB,
+        ...m,
+        qkvTex ? { view: device.bufferAsTexture(g.binding, hl4, B * T, 1) } : g.binding,
+        lse.binding,
+        dsum.binding,
+        dqkv.binding,
+      ],
       d.params,
       d.workgroups,
     );

@@ -189,29 +189,15 @@ export function matmulOptions(device: Device): MatmulOptions {
 
 /**
  * Records a matmul plan over its buffers (A, B, [bias], C, [D or U]); when the
- * plan reads B through a texture, first fills the device's scratch texture of
- * that size from B and binds it in B's place.
+ * plan reads A or B through a texture, first fills a scratch texture from that
+ * operand's buffer and binds it in the operand's place.
  */
 export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
   const bound: (BufferBinding | TextureBinding)[] = [...bufs];
-  if (plan.textureA) bound[0] = { view: toTexture(device, bufs[0], plan.textureA, 1) };
-  if (plan.textureB) bound[1] = { view: toTexture(device, bufs[1], plan.textureB, 0) };
+  const a = plan.textureA, b = plan.textureB;
+  if (a) bound[0] = { view: device.bufferAsTexture(bufs[0], a.width, a.height, 1) };
+  if (b) bound[1] = { view: device.bufferAsTexture(bufs[1], b.width, b.height, 0) };
   device.dispatch(plan.kernel, bound, plan.params, plan.workgroups);
-}
-
-/** Fills the scratch texture `slot` of `tex`'s size from `src` and returns its view. */
-function toTexture(
-  device: Device,
-  src: BufferBinding,
-  tex: NonNullable<DispatchPlan["textureB"]>,
-  slot: number,
-): GPUTextureView {
-  // A plain copy where WebGPU allows one (rows of a multiple of 256 bytes), else the pack kernel.
-  const copied = device.copyToScratchTexture(src, tex.width, tex.height, slot);
-  if (copied) return copied;
-  const view = device.scratchTexture(tex.width, tex.height, slot);
-  device.dispatch(tex.pack.kernel, [src, { view }], tex.pack.params, tex.pack.workgroups);
-  return view;
 }
 
 /**
