@@ -13,6 +13,7 @@ import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
 import { normalizeRowWgsl, normGradRowWgsl } from "./layernorm.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
+import { hsum, texel } from "./texture.ts";
 
 const WG = 256;
 
@@ -223,5 +224,118 @@ export function embedPositionsDispatch(
       .u32(Math.floor(seed / 2 ** 32)).f32(prob).f32(1 / (1 - prob)).u32(start).u32(0).u32(0)
       .u32(0).buffer,
     workgroups: gridFor(rows * cols, WG),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// CPU adapters: one invocation per row, inputs read through `rgba32float`
+// textures and outputs written as vec4, as kernels/layernorm.ts's texture forms
+// (same values; the row statistics are summed per vec4 component first).
+
+/** WGSL: dropout of vec4 `v` whose first element has flat index `i` (the scalar kernels' mask). */
+const dropVec4 = (v: string, i: string) =>
+  `vec4<f32>(${
+    ["x", "y", "z", "w"].map((c, k) =>
+      `select(0.0, ${v}.${c} * p.scale, keep(${i}${k ? ` + ${k}u` : ""}))`
+    ).join(", ")
+  })`;
+
+/**
+ * {@link residualNormForwardKernel} for CPU adapters. Bindings: x, a, gamma,
+ * beta as textures; sum, y (vec4), mean, rstd. Dispatch over
+ * `gridFor(rows, ROW_WG)` with {@link residualNormDispatch}'s params.
+ */
+export function residualNormForwardTextureKernel(drop: boolean): KernelSource {
+  return {
+    key: `resnorm:fwd${drop ? ":drop" : ""}:tex`,
+    code: /* wgsl */ `
+${drop ? PHILOX_WGSL : ""}
+${PARAMS_WGSL}
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var aT: texture_2d<f32>;
+@group(0) @binding(2) var gammaT: texture_2d<f32>;
+@group(0) @binding(3) var betaT: texture_2d<f32>;
+@group(0) @binding(4) var<storage, read_write> sum: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> meanOut: array<f32>;
+@group(0) @binding(7) var<storage, read_write> rstdOut: array<f32>;
+@group(0) @binding(8) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX} * ${ROW_WG}u + lid;
+  if (row >= p.rows) { return; }
+  let c4 = p.cols / 4u;
+  var s = vec4<f32>();
+  for (var c = 0u; c < c4; c++) {
+    let av = ${texel("aT", "c", "row")};
+    let v = ${texel("xT", "c", "row")} + ${drop ? dropVec4("av", "row * p.cols + 4u * c") : "av"};
+    sum[row * c4 + c] = v;
+    s += v;
+  }
+  let mean = ${hsum("s")} / f32(p.cols);
+  var q = vec4<f32>();
+  for (var c = 0u; c < c4; c++) { let d = sum[row * c4 + c] - mean; q += d * d; }
+  let rstd = inverseSqrt(${hsum("q")} / f32(p.cols) + p.eps);
+  for (var c = 0u; c < c4; c++) {
+    y[row * c4 + c] = (sum[row * c4 + c] - mean) * rstd * ${texel("gammaT", "c", "0u")} +
+      ${texel("betaT", "c", "0u")};
+  }
+  meanOut[row] = mean;
+  rstdOut[row] = rstd;
+}`,
+  };
+}
+
+/**
+ * {@link residualNormBackwardKernel} for CPU adapters. Bindings: sum, gamma,
+ * dy, [dres] as textures; mean, rstd; dx, [da] (vec4).
+ */
+export function residualNormBackwardTextureKernel(residual: boolean, drop: boolean): KernelSource {
+  let b = 0;
+  const tex = (name: string) => `@group(0) @binding(${b++}) var ${name}: texture_2d<f32>;`;
+  const bind = (decl: string) => `@group(0) @binding(${b++}) var<storage, ${decl};`;
+  const decls = [
+    tex("sumT"),
+    tex("gammaT"),
+    tex("dyT"),
+    residual ? tex("dresT") : "",
+    bind("read> meanIn: array<f32>"),
+    bind("read> rstdIn: array<f32>"),
+    bind("read_write> dx: array<vec4<f32>>"),
+    drop ? bind("read_write> da: array<vec4<f32>>") : "",
+  ].join("\n");
+  return {
+    key: `resnorm:bwd${residual ? ":res" : ""}${drop ? ":drop" : ""}:tex`,
+    code: /* wgsl */ `
+${drop ? PHILOX_WGSL : ""}
+${PARAMS_WGSL}
+${decls}
+@group(0) @binding(${b}) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX} * ${ROW_WG}u + lid;
+  if (row >= p.rows) { return; }
+  let c4 = p.cols / 4u;
+  let mean = meanIn[row];
+  let rstd = rstdIn[row];
+  var sg = vec4<f32>();
+  var sgx = vec4<f32>();
+  for (var c = 0u; c < c4; c++) {
+    let g = ${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")};
+    sg += g;
+    sgx += g * (${texel("sumT", "c", "row")} - mean) * rstd;
+  }
+  let mg = ${hsum("sg")} / f32(p.cols);
+  let mgx = ${hsum("sgx")} / f32(p.cols);
+  for (var c = 0u; c < c4; c++) {
+    let xh = (${texel("sumT", "c", "row")} - mean) * rstd;
+    let v = rstd * (${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")} - mg - xh * mgx);
+    let t = ${residual ? `${texel("dresT", "c", "row")} + v` : "v"};
+    dx[row * c4 + c] = t;
+    ${drop ? `da[row * c4 + c] = ${dropVec4("t", "row * p.cols + 4u * c")};` : ""}
+  }
+}`,
   };
 }

@@ -14,6 +14,13 @@ import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 
 const PACK_WG = 64;
 
+/** WGSL: the vec4 at column `c` (in texels) of row `r` of texture `t`. */
+export const texel = (t: string, c: string, r: string): string =>
+  `textureLoad(${t}, vec2<u32>(${c}, ${r}), 0)`;
+
+/** WGSL: the sum of the components of the vec4 expression `v`. */
+export const hsum = (v: string): string => `(${v}.x + ${v}.y + ${v}.z + ${v}.w)`;
+
 /** Texels of a texture holding `rows` rows of `rowVec4s` vec4s, or null past `maxDimension`. */
 export function textureSizeFor(
   rowVec4s: number,

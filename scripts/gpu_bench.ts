@@ -22,6 +22,7 @@ import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { importDawn } from "../deps.ts";
 import { chooseTiling, matmulPlanWith, type MatmulShape } from "../kernels/matmul.ts";
+import { recordPlan } from "../core/ops/matmul.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
@@ -185,7 +186,7 @@ async function matmul(sizes: number[], backend: string): Promise<Record<string, 
           const run = async (count: number) => {
             const t0 = performance.now();
             for (let i = 0; i < count; i++) {
-              device.dispatch(plan.kernel, bind, plan.params, plan.workgroups);
+              recordPlan(device, plan, bind); // fills A's/B's textures first where the plan reads them
             }
             await device.sync();
             return performance.now() - t0;

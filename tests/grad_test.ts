@@ -130,6 +130,13 @@ Deno.test("grad: layer norm", gpuTest, async () => {
   const g = { data: rnd(13, 12, 0.5, 1.5), shape: [13] };
   const b = { data: rnd(13, 13), shape: [13] };
   await gradCheck("layernorm", [x, g, b], ([p, q, r]) => ops.layerNorm(p, q, r), { samples: 10 });
+  // Rows of whole vec4s: on a CPU adapter the texture kernels (kernels/layernorm.ts) run.
+  const x4 = { data: rnd(6 * 16, 14, -2, 2), shape: [6, 16] };
+  const g4 = { data: rnd(16, 15, 0.5, 1.5), shape: [16] };
+  const b4 = { data: rnd(16, 16), shape: [16] };
+  await gradCheck("layernorm vec4 rows", [x4, g4, b4], ([p, q, r]) => ops.layerNorm(p, q, r), {
+    samples: 10,
+  });
 });
 
 Deno.test("grad: softmax plain, causal, padding", gpuTest, async () => {

@@ -17,6 +17,7 @@ import {
   unpackHalf,
 } from "../core/ops/mod.ts";
 import { backward, zeroGrad } from "../core/autograd.ts";
+import { recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
 import { type MatmulOptions, matmulPlan } from "../kernels/matmul.ts";
 import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
@@ -231,12 +232,7 @@ async function packedMatmulCases(path: PackedPath): Promise<void> {
             bias: false,
             packedB: format,
           }, opts);
-          dev.dispatch(
-            plan.kernel,
-            [A.binding, W.binding, C.binding],
-            plan.params,
-            plan.workgroups,
-          );
+          recordPlan(dev, plan, [A.binding, W.binding, C.binding]);
           const got = await C.read();
           const bRounded = roundToHalf(b, format);
           const want = matmulRef(a, bRounded, M, N, K, transA, transB);

@@ -11,6 +11,7 @@
  * compiler contracting a multiply-add differently in another shader).
  */
 
+import { recordPlan } from "../core/ops/matmul.ts";
 import assert from "node:assert/strict";
 import { backward } from "../core/autograd.ts";
 import * as ops from "../core/ops/mod.ts";
@@ -117,12 +118,7 @@ Deno.test(
           const C = up(new Float32Array(M * N)), D = up(new Float32Array(M * N));
           const plan = matmulPlanWith(shape, opts, t);
           const extra = epilogue === "geluOut" ? D : U;
-          dev.dispatch(
-            plan.kernel,
-            [A.binding, B.binding, Bias.binding, C.binding, extra.binding],
-            plan.params,
-            plan.workgroups,
-          );
+          recordPlan(dev, plan, [A.binding, B.binding, Bias.binding, C.binding, extra.binding]);
           const what = `${epilogue} ${plan.kernel.key}`;
           if (epilogue === "geluOut") assertClose(await D.read(), refAct, { ...FWD, what });
           else assertClose(await C.read(), gradRef, { ...FWD, what });

@@ -10,7 +10,7 @@ import { type MatmulOptions, matmulPlan } from "../../kernels/matmul.ts";
 import type { Device } from "../device.ts";
 import { toHalfBits } from "../half.ts";
 import { Tensor } from "../tensor.ts";
-import { matmulOptions } from "./matmul.ts";
+import { matmulOptions, recordPlan } from "./matmul.ts";
 
 /**
  * What a packed-fp16 matmul with `opts` returns for A = [1, 1, 1, 1] and
@@ -36,7 +36,7 @@ export async function f16GroupSumProbe(device: Device, opts: MatmulOptions): Pro
       bias: false,
       packedB: "fp16",
     }, opts);
-    device.dispatch(plan.kernel, [a.binding, b.binding, c.binding], plan.params, plan.workgroups);
+    recordPlan(device, plan, [a.binding, b.binding, c.binding]); // A may be read through a texture
     return (await c.read())[0];
   } finally {
     for (const t of [a, b, c]) t.dispose();
