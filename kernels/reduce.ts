@@ -6,6 +6,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { texel } from "./texture.ts";
 
 /** Threads per reduction workgroup. */
 export const REDUCE_WG = 256;
@@ -83,6 +84,32 @@ fn main(${GRID_BUILTINS}) {
   var s = 0.0;
   for (var r = 0u; r < p.rows; r++) { s += x[r * p.cols + c]; }
   out[p.outRow * p.cols + c] = s;
+}`,
+  };
+}
+
+/**
+ * {@link columnSumKernel} for CPU adapters: one invocation per 4 columns, x
+ * read through an `rgba32float` texture (`cols / 4` texels by `rows`; see
+ * kernels/texture.ts), out written as vec4. The same sums in the same order.
+ * Dispatch over `gridFor(cols / 4, 64)` with {@link columnSumDispatch}'s params.
+ */
+export function columnSumTextureKernel(): KernelSource {
+  return {
+    key: "colsum:tex",
+    code: /* wgsl */ `
+struct P { rows: u32, cols: u32, outRow: u32, _b: u32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64)
+fn main(${GRID_BUILTINS}) {
+  let c = ${GROUP_INDEX} * 64u + lid;
+  let c4 = p.cols / 4u;
+  if (c >= c4) { return; }
+  var s = vec4<f32>();
+  for (var r = 0u; r < p.rows; r++) { s += ${texel("xT", "c", "r")}; }
+  out[p.outRow * c4 + c] = s;
 }`,
   };
 }

@@ -7,6 +7,7 @@
 
 import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
 import * as ops from "../core/ops/mod.ts";
+import { columnSum } from "../core/ops/raw.ts";
 import { Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { assertClose, gpuTest, randomArray, testDevice } from "./helpers.ts";
@@ -223,4 +224,19 @@ Deno.test("permute, transpose, slice, concat, split", gpuTest, async () => {
   const back = await ops.concat(parts, 3).read();
   assertClose(back, x, { rtol: 0, atol: 0 });
   assertThrows(() => ops.split(t, 2, 3), /does not divide into 2 parts/);
+});
+
+Deno.test("column sums (bias gradients), vec4 rows and odd rows", gpuTest, async () => {
+  // cols a multiple of 4: on a CPU adapter the texture kernel (kernels/reduce.ts)
+  for (const [rows, cols] of [[37, 24], [512, 128], [5, 7]]) {
+    const x = randomArray(rows * cols, 40 + cols, -1, 1);
+    const got = await columnSum(T(x, [rows, cols]), rows, cols, [cols]).read();
+    const want = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) want[c] += x[r * cols + c];
+    assertClose(got, Array.from(want), {
+      rtol: 1e-5,
+      atol: rows * 2 ** -22,
+      what: `${rows}x${cols}`,
+    });
+  }
 });

@@ -16,7 +16,13 @@ import {
 } from "../../kernels/elementwise.ts";
 import { gridFor } from "../../kernels/grid.ts";
 import { Params } from "../../kernels/kernel.ts";
-import { COLUMN_BLOCK_ROWS, columnSumDispatch, columnSumKernel } from "../../kernels/reduce.ts";
+import {
+  COLUMN_BLOCK_ROWS,
+  columnSumDispatch,
+  columnSumKernel,
+  columnSumTextureKernel,
+} from "../../kernels/reduce.ts";
+import { textureSizeFor } from "../../kernels/texture.ts";
 import type { Device } from "../device.ts";
 import { assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
 import { rowBlocks, subBinding, type Window, windowElements, windows } from "../windows.ts";
@@ -122,7 +128,21 @@ export function columnSum(g: Tensor, rows: number, cols: number, shape: readonly
   blocks.forEach(([r0, n], b) => {
     const d = columnSumDispatch(n, cols, b);
     const src = subBinding(g.binding, r0 * cols, n * cols);
-    g.device.dispatch(columnSumKernel(), [src, out.binding], d.params, d.workgroups);
+    const device = g.device;
+    if (
+      device.isSoftware && cols % 4 === 0 && textureSizeFor(cols / 4, n, device.maxTextureDimension)
+    ) {
+      // CPU adapters: vec4 columns read through a texture (kernels/texture.ts)
+      const view = device.bufferAsTexture(src, cols / 4, n);
+      device.dispatch(
+        columnSumTextureKernel(),
+        [{ view }, out.binding],
+        d.params,
+        gridFor(cols / 4, 64),
+      );
+    } else {
+      device.dispatch(columnSumKernel(), [src, out.binding], d.params, d.workgroups);
+    }
   });
   if (blocks.length === 1) return out;
   const total = columnSum(out, blocks.length, cols, shape);
