@@ -147,6 +147,8 @@ export class Device {
   #batched = 0;
   #afterSubmit: (() => void)[] = [];
   #pipelines = new Map<string, GPUComputePipeline>();
+  /** Per pipeline key: the binding numbers its WGSL declares as textures. */
+  #textureSlots = new Map<string, Set<number>>();
   #scratchTextures = new Map<string, { texture: GPUTexture; view: GPUTextureView }>();
   #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
@@ -291,6 +293,11 @@ export class Device {
         label: kernel.key,
       });
       this.#pipelines.set(kernel.key, p);
+      const slots = new Set<number>();
+      for (const m of kernel.code.matchAll(/@binding\((\d+)\)\s*var\s+\w+\s*:\s*texture_/g)) {
+        slots.add(Number(m[1]));
+      }
+      this.#textureSlots.set(kernel.key, slots);
     }
     return p;
   }
@@ -383,6 +390,20 @@ export class Device {
       entries.push({ binding: buffers.length, resource: { buffer: this.uniform(params) } });
     }
     const pipeline = this.pipeline(kernel);
+    // WebGPU reports a buffer bound where the shader reads a texture (or the
+    // reverse) only as an uncaptured validation error, and the dispatch then
+    // does nothing: refuse it here, by name.
+    const textures = this.#textureSlots.get(kernel.key)!;
+    buffers.forEach((b, i) => {
+      if (textures.has(i) !== "view" in b) {
+        throw new Error(
+          `kernel ${kernel.key}: binding ${i} must be a ${
+            textures.has(i) ? "texture view" : "buffer"
+          }, got a ${"view" in b ? "texture view" : "buffer"} (a matmul plan that reads an ` +
+            `operand through a texture is recorded with recordPlan)`,
+        );
+      }
+    });
     const bindGroup = this.gpu.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
       entries,

@@ -277,6 +277,14 @@ Deno.test({
           }
           cases.push(makeCase(shape(2, 24, 48, 64, ta, tb, { accumulate: true }), seed++));
         }
+        // Bound without recordPlan (buffers where the kernel reads textures): refused by name.
+        const plan = matmulPlan(cases[0].shape, opts);
+        const buf = { buffer: device.pool.acquire(4096), size: 4096 };
+        assert.throws(
+          () => device.dispatch(plan.kernel, [buf, buf, buf], plan.params, plan.workgroups),
+          /binding 0 must be a texture view, got a buffer/,
+        );
+        device.pool.release(buf.buffer);
         const textured = cases.filter((c) => textureASize(c.shape, opts)).length;
         assert.ok(textured >= 20, `only ${textured} cases read A through a texture`);
         assert.ok(cases.some((c) => textureASize(c.shape, opts) && textureBSize(c.shape, opts)));
