@@ -168,6 +168,50 @@ export function layerNormParamGradDispatch(rows: number, cols: number, outRow = 
 // and beta: one row).
 
 /**
+ * WGSL of the texture forms (below) finishing one row of a layer-norm forward
+ * once `s` holds the row's vec4 sum of `src`: the mean, the rstd from a second
+ * pass over `src` (`src(c)`: WGSL of the vec4 at column group `c`), `y` and
+ * the row's statistics. Shared with kernels/residual_norm.ts.
+ */
+export function normalizeRowTextureWgsl(src: (c: string) => string): string {
+  return `  let mean = ${hsum("s")} / f32(p.cols);
+  var q = vec4<f32>();
+  for (var c = 0u; c < c4; c++) { let d = ${src("c")} - mean; q += d * d; }
+  let rstd = inverseSqrt(${hsum("q")} / f32(p.cols) + p.eps);
+  for (var c = 0u; c < c4; c++) {
+    y[row * c4 + c] = (${src("c")} - mean) * rstd * ${texel("gammaT", "c", "0u")} +
+      ${texel("betaT", "c", "0u")};
+  }
+  meanOut[row] = mean;
+  rstdOut[row] = rstd;`;
+}
+
+/**
+ * WGSL of the texture forms computing one row of the layer-norm input gradient
+ * as {@link normGradRowWgsl} does, vec4 by vec4: the forward input from texture
+ * `srcT`, dy from `dyT`, gamma from `gammaT`; then `store` (WGSL using `c` and
+ * the vec4 `v`). Shared with kernels/residual_norm.ts.
+ */
+export function normGradRowTextureWgsl(srcT: string, store: string): string {
+  return `  let mean = meanIn[row];
+  let rstd = rstdIn[row];
+  var sg = vec4<f32>();
+  var sgx = vec4<f32>();
+  for (var c = 0u; c < c4; c++) {
+    let g = ${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")};
+    sg += g;
+    sgx += g * (${texel(srcT, "c", "row")} - mean) * rstd;
+  }
+  let mg = ${hsum("sg")} / f32(p.cols);
+  let mgx = ${hsum("sgx")} / f32(p.cols);
+  for (var c = 0u; c < c4; c++) {
+    let xh = (${texel(srcT, "c", "row")} - mean) * rstd;
+    let v = rstd * (${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")} - mg - xh * mgx);
+    ${store}
+  }`;
+}
+
+/**
  * {@link layerNormForwardKernel} for CPU adapters (see above). Bindings: x,
  * gamma, beta as textures; y (vec4), mean, rstd. Dispatch over
  * `gridFor(rows, ROW_WG)` workgroups with {@link layerNormDispatch}'s params.
@@ -191,16 +235,7 @@ fn main(${GRID_BUILTINS}) {
   let c4 = p.cols / 4u;
   var s = vec4<f32>();
   for (var c = 0u; c < c4; c++) { s += ${texel("xT", "c", "row")}; }
-  let mean = ${hsum("s")} / f32(p.cols);
-  var q = vec4<f32>();
-  for (var c = 0u; c < c4; c++) { let d = ${texel("xT", "c", "row")} - mean; q += d * d; }
-  let rstd = inverseSqrt(${hsum("q")} / f32(p.cols) + p.eps);
-  for (var c = 0u; c < c4; c++) {
-    y[row * c4 + c] = (${texel("xT", "c", "row")} - mean) * rstd * ${texel("gammaT", "c", "0u")} +
-      ${texel("betaT", "c", "0u")};
-  }
-  meanOut[row] = mean;
-  rstdOut[row] = rstd;
+${normalizeRowTextureWgsl((c) => texel("xT", c, "row"))}
 }`,
   };
 }
@@ -226,23 +261,7 @@ fn main(${GRID_BUILTINS}) {
   let row = ${GROUP_INDEX} * ${ROW_WG}u + lid;
   if (row >= p.rows) { return; }
   let c4 = p.cols / 4u;
-  let mean = meanIn[row];
-  let rstd = rstdIn[row];
-  var sg = vec4<f32>();
-  var sgx = vec4<f32>();
-  for (var c = 0u; c < c4; c++) {
-    let g = ${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")};
-    sg += g;
-    sgx += g * (${texel("xT", "c", "row")} - mean) * rstd;
-  }
-  let mg = ${hsum("sg")} / f32(p.cols);
-  let mgx = ${hsum("sgx")} / f32(p.cols);
-  for (var c = 0u; c < c4; c++) {
-    let xh = (${texel("xT", "c", "row")} - mean) * rstd;
-    dx[row * c4 + c] = rstd * (${texel("dyT", "c", "row")} * ${
-      texel("gammaT", "c", "0u")
-    } - mg - xh * mgx);
-  }
+${normGradRowTextureWgsl("xT", "dx[row * c4 + c] = v;")}
 }`,
   };
 }

@@ -11,9 +11,14 @@
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
-import { normalizeRowWgsl, normGradRowWgsl } from "./layernorm.ts";
+import {
+  normalizeRowTextureWgsl,
+  normalizeRowWgsl,
+  normGradRowTextureWgsl,
+  normGradRowWgsl,
+} from "./layernorm.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { hsum, texel } from "./texture.ts";
+import { texel } from "./texture.ts";
 
 const WG = 256;
 
@@ -273,16 +278,7 @@ fn main(${GRID_BUILTINS}) {
     sum[row * c4 + c] = v;
     s += v;
   }
-  let mean = ${hsum("s")} / f32(p.cols);
-  var q = vec4<f32>();
-  for (var c = 0u; c < c4; c++) { let d = sum[row * c4 + c] - mean; q += d * d; }
-  let rstd = inverseSqrt(${hsum("q")} / f32(p.cols) + p.eps);
-  for (var c = 0u; c < c4; c++) {
-    y[row * c4 + c] = (sum[row * c4 + c] - mean) * rstd * ${texel("gammaT", "c", "0u")} +
-      ${texel("betaT", "c", "0u")};
-  }
-  meanOut[row] = mean;
-  rstdOut[row] = rstd;
+${normalizeRowTextureWgsl((c) => `sum[row * c4 + ${c}]`)}
 }`,
   };
 }
@@ -318,24 +314,14 @@ fn main(${GRID_BUILTINS}) {
   let row = ${GROUP_INDEX} * ${ROW_WG}u + lid;
   if (row >= p.rows) { return; }
   let c4 = p.cols / 4u;
-  let mean = meanIn[row];
-  let rstd = rstdIn[row];
-  var sg = vec4<f32>();
-  var sgx = vec4<f32>();
-  for (var c = 0u; c < c4; c++) {
-    let g = ${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")};
-    sg += g;
-    sgx += g * (${texel("sumT", "c", "row")} - mean) * rstd;
-  }
-  let mg = ${hsum("sg")} / f32(p.cols);
-  let mgx = ${hsum("sgx")} / f32(p.cols);
-  for (var c = 0u; c < c4; c++) {
-    let xh = (${texel("sumT", "c", "row")} - mean) * rstd;
-    let v = rstd * (${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")} - mg - xh * mgx);
-    let t = ${residual ? `${texel("dresT", "c", "row")} + v` : "v"};
+${
+      normGradRowTextureWgsl(
+        "sumT",
+        `let t = ${residual ? `${texel("dresT", "c", "row")} + v` : "v"};
     dx[row * c4 + c] = t;
-    ${drop ? `da[row * c4 + c] = ${dropVec4("t", "row * p.cols + 4u * c")};` : ""}
-  }
+    ${drop ? `da[row * c4 + c] = ${dropVec4("t", "row * p.cols + 4u * c")};` : ""}`,
+      )
+    }
 }`,
   };
 }
