@@ -112,15 +112,8 @@ export function textureBSize(
   s: MatmulShape,
   opts: MatmulOptions,
 ): { width: number; height: number } | null {
-  if (!opts.software || !opts.maxTextureDimension || s.packedB) return null;
-  const lay = layout(s);
-  const copies = s.batchB ? s.batch : 1;
-  // B's buffer read as rows of vec4 texels: l4 rows are k (N/4 texels), k4 rows are n (K/4).
-  return lay.b === "l4"
-    ? textureSizeFor(s.N / 4, copies * s.K, opts.maxTextureDimension)
-    : lay.b === "k4"
-    ? textureSizeFor(s.K / 4, copies * s.N, opts.maxTextureDimension)
-    : null;
+  if (!opts.software || s.packedB) return null;
+  return operandTexture(layout(s).b, s.N, s.K, s.batchB ? s.batch : 1, opts.maxTextureDimension);
 }
 
 /** Texels of A's texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
@@ -128,14 +121,26 @@ export function textureASize(
   s: MatmulShape,
   opts: MatmulOptions,
 ): { width: number; height: number } | null {
-  if (!opts.software || !opts.maxTextureDimension) return null;
-  const lay = layout(s);
-  const copies = s.batchA ? s.batch : 1;
-  // A's buffer read as rows of vec4 texels: k4 rows are m (K/4 texels), l4 rows are k (M/4).
-  return lay.a === "k4"
-    ? textureSizeFor(s.K / 4, copies * s.M, opts.maxTextureDimension)
-    : lay.a === "l4"
-    ? textureSizeFor(s.M / 4, copies * s.K, opts.maxTextureDimension)
+  if (!opts.software) return null;
+  return operandTexture(layout(s).a, s.M, s.K, s.batchA ? s.batch : 1, opts.maxTextureDimension);
+}
+
+/**
+ * An operand's buffer read as rows of vec4 texels: in mode "k4" one row per
+ * line (`lines` of them per copy, K/4 texels each), in "l4" one row per k
+ * (`lines / 4` texels); scalar operands have no texture.
+ */
+function operandTexture(
+  mode: Mode,
+  lines: number,
+  K: number,
+  copies: number,
+  maxDimension: number | undefined,
+): { width: number; height: number } | null {
+  return mode === "k4"
+    ? textureSizeFor(K / 4, copies * lines, maxDimension)
+    : mode === "l4"
+    ? textureSizeFor(lines / 4, copies * K, maxDimension)
     : null;
 }
 

@@ -38,13 +38,10 @@ import { fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { reduceInto } from "./reduce.ts";
-import { dispatchRows } from "./rows.ts";
+import { dispatchRows, dispatchRowsFrom, rowTextures } from "./rows.ts";
 import { COLUMN_BLOCK_ROWS } from "../../kernels/reduce.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
-import type { Device } from "../device.ts";
 import { gridFor } from "../../kernels/grid.ts";
-import { ROW_WG, SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
-import { textureSizeFor } from "../../kernels/texture.ts";
 
 /**
  * Checks that `gamma` and `beta` each hold one value per feature of `x` (its
@@ -67,16 +64,6 @@ export function normRows(
   return { rows: x.size / cols, cols };
 }
 
-/**
- * Whether layer norm over `rows × cols` runs its CPU-adapter texture kernels
- * (kernels/layernorm.ts): a software adapter, rows of whole vec4s, and
- * textures that fit the adapter.
- */
-export function normTextures(device: Device, rows: number, cols: number): boolean {
-  return device.isSoftware && cols % 4 === 0 && 3 * (cols / 4) <= SOFTWARE_LOOP_LIMIT &&
-    textureSizeFor(cols / 4, rows, device.maxTextureDimension) !== null;
-}
-
 /** Layer norm over the last dimension with affine `gamma`, `beta`. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
   const { rows, cols } = normRows("layerNorm", x, gamma, beta);
@@ -85,49 +72,28 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const mean = Tensor.empty(device, [rows]);
   const rstd = Tensor.empty(device, [rows]);
   const d = layerNormDispatch(rows, cols, eps);
-  const tex = normTextures(device, rows, cols);
-  /** `t` (rows of `cols`) as a texture in `slot`. */
-  const asTex = (t: Tensor, slot: number) => ({
-    view: device.bufferAsTexture(t.binding, cols / 4, t.size / cols, slot),
-  });
-  if (tex) {
-    device.dispatch(
-      layerNormForwardTextureKernel(),
-      [asTex(x, 0), asTex(gamma, 1), asTex(beta, 2), y.binding, mean.binding, rstd.binding],
-      d.params,
-      gridFor(rows, ROW_WG),
-    );
-  } else {
-    dispatchRows(
-      device,
-      layerNormForwardKernel(),
-      [x.binding, gamma.binding, beta.binding, y.binding, mean.binding, rstd.binding],
-      d.params,
-      rows,
-      cols,
-    );
-  }
+  dispatchRowsFrom(
+    device,
+    { plain: layerNormForwardKernel(), texture: layerNormForwardTextureKernel() },
+    [x, gamma, beta],
+    [y.binding, mean.binding, rstd.binding],
+    d.params,
+    rows,
+    cols,
+  );
   const out = record(y, "layerNorm", [x, gamma, beta], (g) => {
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(device, x.shape);
-      if (tex) {
-        device.dispatch(
-          layerNormBackwardTextureKernel(),
-          [asTex(x, 0), asTex(gamma, 1), asTex(g, 2), mean.binding, rstd.binding, dx.binding],
-          d.params,
-          gridFor(rows, ROW_WG),
-        );
-      } else {
-        dispatchRows(
-          device,
-          layerNormBackwardKernel(),
-          [x.binding, gamma.binding, g.binding, mean.binding, rstd.binding, dx.binding],
-          d.params,
-          rows,
-          cols,
-        );
-      }
+      dispatchRowsFrom(
+        device,
+        { plain: layerNormBackwardKernel(), texture: layerNormBackwardTextureKernel() },
+        [x, gamma, g],
+        [mean.binding, rstd.binding, dx.binding],
+        d.params,
+        rows,
+        cols,
+      );
     }
     const [dg, db] = gamma.requiresGrad || beta.requiresGrad
       ? layerNormParamGrads(x, g, mean, rstd, gamma.shape)
@@ -165,7 +131,7 @@ export function layerNormParamGrads(
     const pd = layerNormParamGradDispatch(n, cols, b);
     const rowsOf = (t: Tensor) => subBinding(t.binding, r0 * cols, n * cols);
     const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
-    if (normTextures(device, n, cols)) {
+    if (rowTextures(device, n, cols)) {
       const asTex = (t: Tensor, slot: number) => ({
         view: device.bufferAsTexture(rowsOf(t), cols / 4, n, slot),
       });

@@ -22,7 +22,7 @@ import {
   columnSumKernel,
   columnSumTextureKernel,
 } from "../../kernels/reduce.ts";
-import { textureSizeFor } from "../../kernels/texture.ts";
+import { rowTextures } from "./rows.ts";
 import type { Device } from "../device.ts";
 import { assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
 import { rowBlocks, subBinding, type Window, windowElements, windows } from "../windows.ts";
@@ -129,9 +129,7 @@ export function columnSum(g: Tensor, rows: number, cols: number, shape: readonly
     const d = columnSumDispatch(n, cols, b);
     const src = subBinding(g.binding, r0 * cols, n * cols);
     const device = g.device;
-    if (
-      device.isSoftware && cols % 4 === 0 && textureSizeFor(cols / 4, n, device.maxTextureDimension)
-    ) {
+    if (rowTextures(device, n, cols)) {
       // CPU adapters: vec4 columns read through a texture (kernels/texture.ts)
       const view = device.bufferAsTexture(src, cols / 4, n);
       device.dispatch(

@@ -21,17 +21,15 @@ import {
   residualNormForwardKernel,
   residualNormForwardTextureKernel,
 } from "../../kernels/residual_norm.ts";
-import { gridFor } from "../../kernels/grid.ts";
-import { ROW_WG } from "../../kernels/rowreduce.ts";
 import { record, recordMulti } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertSameShape, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 import { add } from "./basic.ts";
-import { checkLookup, embeddingGrad, layerNormParamGrads, normRows, normTextures } from "./nn.ts";
+import { checkLookup, embeddingGrad, layerNormParamGrads, normRows } from "./nn.ts";
 import { columnSum, zeros } from "./raw.ts";
-import { dispatchRows } from "./rows.ts";
+import { dispatchRowsFrom } from "./rows.ts";
 
 /** A dropout to apply: probability `p` in [0, 1) and the random draw of its mask. */
 export interface DropoutSpec {
@@ -91,46 +89,15 @@ export function residualLayerNorm(
   const rstd = Tensor.empty(device, [rows]);
   const params = residualNormDispatch(rows, cols, eps, d0?.p, d0?.draw.seed, d0?.draw.offset)
     .params;
-  // CPU adapters: the texture forms (kernels/residual_norm.ts, see normTextures).
-  const tex = normTextures(device, rows, cols);
-  const asTex = (t: Tensor, slot: number) => ({
-    view: device.bufferAsTexture(t.binding, cols / 4, t.size / cols, slot),
-  });
-  if (tex) {
-    device.dispatch(
-      residualNormForwardTextureKernel(!!d0),
-      [
-        asTex(x, 0),
-        asTex(a, 1),
-        asTex(gamma, 2),
-        asTex(beta, 3),
-        sum.binding,
-        normed.binding,
-        mean.binding,
-        rstd.binding,
-      ],
-      params,
-      gridFor(rows, ROW_WG),
-    );
-  } else {
-    dispatchRows(
-      device,
-      residualNormForwardKernel(!!d0),
-      [
-        x.binding,
-        a.binding,
-        gamma.binding,
-        beta.binding,
-        sum.binding,
-        normed.binding,
-        mean.binding,
-        rstd.binding,
-      ],
-      params,
-      rows,
-      cols,
-    );
-  }
+  dispatchRowsFrom(
+    device,
+    { plain: residualNormForwardKernel(!!d0), texture: residualNormForwardTextureKernel(!!d0) },
+    [x, a, gamma, beta],
+    [sum.binding, normed.binding, mean.binding, rstd.binding],
+    params,
+    rows,
+    cols,
+  );
   recordMulti([sum, normed], "residualLayerNorm", [x, a, gamma, beta], ([gSum, gNormed]) => {
     if (!gNormed) {
       // Only the residual stream was used: d x = g, d a = dropout(g).
@@ -138,22 +105,20 @@ export function residualLayerNorm(
     }
     const dx = Tensor.empty(device, x.shape);
     const da = d0 ? Tensor.empty(device, x.shape) : null;
-    if (tex) {
-      const bound = [asTex(sum, 0), asTex(gamma, 1), asTex(gNormed, 2)];
-      if (gSum) bound.push(asTex(gSum, 3));
-      device.dispatch(
-        residualNormBackwardTextureKernel(!!gSum, !!d0),
-        [...bound, mean.binding, rstd.binding, dx.binding, ...(da ? [da.binding] : [])],
-        params,
-        gridFor(rows, ROW_WG),
-      );
-    } else {
-      const bufs = [sum.binding, gamma.binding, gNormed.binding];
-      if (gSum) bufs.push(gSum.binding);
-      bufs.push(mean.binding, rstd.binding, dx.binding);
-      if (da) bufs.push(da.binding);
-      dispatchRows(device, residualNormBackwardKernel(!!gSum, !!d0), bufs, params, rows, cols);
-    }
+    dispatchRowsFrom(
+      device,
+      {
+        plain: residualNormBackwardKernel(!!gSum, !!d0),
+        texture: residualNormBackwardTextureKernel(!!gSum, !!d0),
+      },
+      gSum ? [sum, gamma, gNormed, gSum] : [sum, gamma, gNormed],
+      da
+        ? [mean.binding, rstd.binding, dx.binding, da.binding]
+        : [mean.binding, rstd.binding, dx.binding],
+      params,
+      rows,
+      cols,
+    );
     const [dg, db] = gamma.requiresGrad || beta.requiresGrad
       ? layerNormParamGrads(sum, gNormed, mean, rstd, gamma.shape)
       : [null, null];

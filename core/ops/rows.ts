@@ -12,6 +12,8 @@ import type { KernelSource } from "../../kernels/kernel.ts";
 import { perRowVariant, ROW_PASSES, ROW_WG, SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import type { Device } from "../device.ts";
 import type { BufferBinding } from "../windows.ts";
+import { textureSizeFor } from "../../kernels/texture.ts";
+import type { Tensor } from "../tensor.ts";
 
 /** Longest row the one-invocation-per-row form walks within the software loop cap. */
 export const PER_ROW_MAX_COLS = Math.floor(SOFTWARE_LOOP_LIMIT / ROW_PASSES);
@@ -43,4 +45,47 @@ export function dispatchRows(
         `(${SOFTWARE_MAX_COLS}; Mesa stops a shader after ${SOFTWARE_LOOP_LIMIT} loop iterations)`,
     );
   }
+}
+
+/**
+ * Whether row (or column) kernels over `rows × cols` run their CPU-adapter
+ * texture forms (kernels/layernorm.ts, residual_norm.ts, reduce.ts): a software
+ * adapter, rows of whole vec4s within the loop cap, and textures that fit.
+ */
+export function rowTextures(device: Device, rows: number, cols: number): boolean {
+  return device.isSoftware && cols % 4 === 0 && 3 * (cols / 4) <= SOFTWARE_LOOP_LIMIT &&
+    textureSizeFor(cols / 4, rows, device.maxTextureDimension) !== null;
+}
+
+/**
+ * Dispatches a row kernel whose first bindings, `inputs`, are read-only rows of
+ * `cols` (or one row: gamma, beta): where {@link rowTextures} allows, its
+ * `texture` form, one invocation per row, with each input copied into its own
+ * scratch texture (`cols / 4` texels wide); else its `plain` form through
+ * {@link dispatchRows} with the inputs' buffers. `rest` follows the inputs.
+ */
+export function dispatchRowsFrom(
+  device: Device,
+  kernels: { plain: KernelSource; texture: KernelSource },
+  inputs: Tensor[],
+  rest: BufferBinding[],
+  params: ArrayBuffer,
+  rows: number,
+  cols: number,
+): void {
+  if (!rowTextures(device, rows, cols)) {
+    dispatchRows(
+      device,
+      kernels.plain,
+      [...inputs.map((t) => t.binding), ...rest],
+      params,
+      rows,
+      cols,
+    );
+    return;
+  }
+  const views = inputs.map((t, slot) => ({
+    view: device.bufferAsTexture(t.binding, cols / 4, t.size / cols, slot),
+  }));
+  device.dispatch(kernels.texture, [...views, ...rest], params, gridFor(rows, ROW_WG));
 }
