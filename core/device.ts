@@ -447,9 +447,10 @@ export class Device {
 
   /**
    * A device-owned `rgba32float` texture of `width × height` texels that kernels
-   * write as a storage texture and read with `textureLoad`: one per size, reused
-   * by every op that asks (dispatches run in order, so each writer's contents
-   * are read before the next writer's). Freed with the device.
+   * write as a storage texture and read with `textureLoad`: one per size and
+   * `slot`, reused by every op that asks (dispatches run in order, so each
+   * writer's contents are read before the next writer's; operands of one
+   * dispatch take different slots). Freed with the device.
    */
   scratchTexture(width: number, height: number, slot = 0): GPUTextureView {
     return this.#scratch(width, height, slot).view;
