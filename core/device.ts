@@ -6,7 +6,7 @@
  */
 
 import type { KernelSource } from "../kernels/kernel.ts";
-import { texturePackPlan } from "../kernels/texture.ts";
+import { STREAM_ROW_TEXELS, streamTextureRows, texturePackPlan } from "../kernels/texture.ts";
 import {
   type BackendName,
   DEFAULT_BACKEND,
@@ -514,6 +514,41 @@ export class Device {
     const view = this.scratchTexture(width, height, slot);
     const pack = texturePackPlan(width, height);
     this.dispatch(pack.kernel, [src, { view }], pack.params, pack.workgroups);
+    return view;
+  }
+
+  /**
+   * The scratch stream texture `slot` holding the `vec4s` vec4s of `src`, 1024
+   * to a row (kernels/texture.ts's `streamTexel`), filled in order with the
+   * dispatches around it by two copies (the whole rows, the last partial row). Null when
+   * the vec4s need more rows than a texture has (`streamTextureRows`): callers
+   * then bind the buffer to their kernel's buffer form.
+   */
+  streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView | null {
+    this.assertAlive();
+    const rows = streamTextureRows(vec4s, this.maxTextureDimension);
+    if (rows === null) return null;
+    const { texture, view } = this.#scratch(STREAM_ROW_TEXELS, rows, slot);
+    const offset = src.offset ?? 0; // a binding's: a multiple of 256, as copies need 16
+    this.#endPass();
+    const enc = this.#getEncoder();
+    const bytesPerRow = 16 * STREAM_ROW_TEXELS;
+    const full = Math.floor(vec4s / STREAM_ROW_TEXELS);
+    const tail = vec4s - full * STREAM_ROW_TEXELS;
+    if (full > 0) {
+      enc.copyBufferToTexture(
+        { buffer: src.buffer, offset, bytesPerRow, rowsPerImage: full },
+        { texture },
+        [STREAM_ROW_TEXELS, full],
+      );
+    }
+    if (tail > 0) {
+      enc.copyBufferToTexture(
+        { buffer: src.buffer, offset: offset + full * bytesPerRow },
+        { texture, origin: [0, full] },
+        [tail, 1],
+      );
+    }
     return view;
   }
 

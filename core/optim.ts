@@ -9,12 +9,14 @@ import {
   adamwKernel,
   adamwMultiDispatch,
   adamwMultiKernel,
+  adamwTextureKernel,
   clipCoefKernel,
   clipCoefParams,
 } from "../kernels/adamw.ts";
 import type { BufferBinding, Device } from "./device.ts";
 import type { ParamInfo } from "./nn.ts";
 import { elementWindows, full, reduceInto } from "./ops/mod.ts";
+import { streamTextures } from "./ops/streams.ts";
 import { Tensor } from "./tensor.ts";
 import { subBinding } from "./windows.ts";
 
@@ -148,7 +150,16 @@ export class AdamW {
         const [e] = group;
         const width = e.n % 4 === 0 ? 4 : 1;
         const d = adamwDispatch(e.n, step(e.decay), width);
-        device.dispatch(adamwKernel(width), [...e.state, c.binding], d.params, d.workgroups);
+        const views = width === 4
+          ? streamTextures(device, e.state.map((binding) => ({ binding, vec4s: e.n / 4 })))
+          : null;
+        if (views) {
+          const [param, , m, v] = e.state;
+          const bufs = [...views, param, m, v, c.binding];
+          device.dispatch(adamwTextureKernel(), bufs, d.params, d.workgroups);
+        } else {
+          device.dispatch(adamwKernel(width), [...e.state, c.binding], d.params, d.workgroups);
+        }
         continue;
       }
       const d = adamwMultiDispatch(group.map((e) => e.n), group.map((e) => e.decay), step(0));

@@ -6,8 +6,43 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { streamTexel } from "./texture.ts";
 
 const WG = 256;
+
+/** Where {@link adamwUpdate} reads element `i`'s gradient, moments and weight. */
+interface AdamWLoads {
+  grad: string;
+  m: string;
+  v: string;
+  param: string;
+}
+
+/** Loads from the buffers `grad<s>`, `m<s>`, `v<s>`, `param<s>`. */
+const bufferLoads = (s: string): AdamWLoads => ({
+  grad: `grad${s}[i]`,
+  m: `m${s}[i]`,
+  v: `v${s}[i]`,
+  param: `param${s}[i]`,
+});
+const BUFFER_LOADS = bufferLoads("");
+
+/**
+ * WGSL: the AdamW update of element `i`, one definition for every form (the
+ * same expressions in the same order, so that the forms give the same bits):
+ * reads through `from`, writes the buffers `m<suffix>[i]`, `v<suffix>[i]`,
+ * `param<suffix>[i]`, with weight decay `wd`, the clipping coefficient `coef[0]`
+ * and the uniforms `p`.
+ */
+function adamwUpdate(from: AdamWLoads, wd: string, suffix: string): string {
+  return `  let gr = ${from.grad} * coef[0];
+  let mi = p.beta1 * ${from.m} + (1.0 - p.beta1) * gr;
+  let vi = p.beta2 * ${from.v} + (1.0 - p.beta2) * gr * gr;
+  m${suffix}[i] = mi;
+  v${suffix}[i] = vi;
+  let w = ${from.param};
+  param${suffix}[i] = w - p.lr * ${wd} * w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);`;
+}
 
 /** Elements per invocation of {@link adamwKernel}: 1, or 4 (vec4) for sizes that divide by 4. */
 export type AdamWWidth = 1 | 4;
@@ -39,13 +74,50 @@ struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32,
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
   if (i >= p.n || coef[2] != 0.0) { return; }
-  let g = grad[i] * coef[0];
-  let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
-  let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
-  m[i] = mi;
-  v[i] = vi;
-  let w = param[i];
-  param[i] = w - p.lr * p.wd * w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+${adamwUpdate(BUFFER_LOADS, "p.wd", "")}
+}`,
+  };
+}
+
+/**
+ * {@link adamwKernel}'s vec4 form for CPU adapters: the weight, gradient and
+ * moments are read through stream textures (kernels/texture.ts; llvmpipe loads
+ * storage buffers one invocation at a time), the new values written to their
+ * buffers. The same bits as the buffer form. Bindings: the stream textures of
+ * param, grad, m, v; the buffers param, m, v; coef; uniforms of
+ * {@link adamwDispatch} at width 4.
+ */
+export function adamwTextureKernel(): KernelSource {
+  const t = "vec4<f32>";
+  return {
+    key: "adamw:vec4:tex",
+    code: /* wgsl */ `
+struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }
+@group(0) @binding(0) var paramT: texture_2d<f32>;
+@group(0) @binding(1) var gradT: texture_2d<f32>;
+@group(0) @binding(2) var mT: texture_2d<f32>;
+@group(0) @binding(3) var vT: texture_2d<f32>;
+@group(0) @binding(4) var<storage, read_write> param: array<${t}>;
+@group(0) @binding(5) var<storage, read_write> m: array<${t}>;
+@group(0) @binding(6) var<storage, read_write> v: array<${t}>;
+@group(0) @binding(7) var<storage, read> coef: array<f32>;
+@group(0) @binding(8) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n || coef[2] != 0.0) { return; }
+${
+      adamwUpdate(
+        {
+          grad: streamTexel("gradT", "i"),
+          m: streamTexel("mT", "i"),
+          v: streamTexel("vT", "i"),
+          param: streamTexel("paramT", "i"),
+        },
+        "p.wd",
+        "",
+      )
+    }
 }`,
   };
 }
@@ -75,13 +147,7 @@ export function adamwMultiKernel(count: number): KernelSource {
     let i = (g - p.e[${j}].x) * ${WG}u + lid;
     if (i >= p.e[${j}].y) { return; }
     let wd = bitcast<f32>(p.e[${j}].z);
-    let gr = grad${j}[i] * coef[0];
-    let mi = p.beta1 * m${j}[i] + (1.0 - p.beta1) * gr;
-    let vi = p.beta2 * v${j}[i] + (1.0 - p.beta2) * gr * gr;
-    m${j}[i] = mi;
-    v${j}[i] = vi;
-    let w = param${j}[i];
-    param${j}[i] = w - p.lr * wd * w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+${adamwUpdate(bufferLoads(String(j)), "wd", String(j))}
     return;
   }`);
   }

@@ -7,6 +7,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -79,14 +80,28 @@ export function mapArity(op: MapOp): 1 | 2 {
  * handles four elements per invocation as vec4 loads and stores (n and ny then
  * count vec4s, so both must divide by 4), the expression applied to each
  * component: the same values, and ~1.5× faster on the software adapters, whose
- * per-invocation loads cost the same whatever their width.
+ * per-invocation loads cost the same whatever their width. `textures` (vec4
+ * only, CPU adapters) reads x and y from stream textures (kernels/texture.ts)
+ * bound in their places: the same bits.
  */
-export function mapKernel(op: MapOp, broadcast: boolean, width: 1 | 4 = 1): KernelSource {
+export function mapKernel(
+  op: MapOp,
+  broadcast: boolean,
+  width: 1 | 4 = 1,
+  textures = false,
+): KernelSource {
+  if (textures && width !== 4) throw new Error(`map ${op}: the texture form is vec4 only`);
   const arity = mapArity(op);
   const t = width === 4 ? "vec4<f32>" : "f32";
-  const yDecl = arity === 2 ? `@group(0) @binding(1) var<storage, read> yb: array<${t}>;` : "";
+  const inputDecl = (name: string, b: number) =>
+    textures
+      ? `@group(0) @binding(${b}) var ${name}T: texture_2d<f32>;`
+      : `@group(0) @binding(${b}) var<storage, read> ${name}b: array<${t}>;`;
+  const load = (name: string, i: string) =>
+    textures ? streamTexel(`${name}T`, i) : `${name}b[${i}]`;
+  const yDecl = arity === 2 ? inputDecl("y", 1) : "";
   const outBinding = arity === 2 ? 2 : 1;
-  const yLoad = arity === 2 ? (broadcast ? "let y = yb[i % p.ny];" : "let y = yb[i];") : "";
+  const yLoad = arity === 2 ? `let y = ${load("y", broadcast ? "i % p.ny" : "i")};` : "";
   const expr = MAP_EXPRESSIONS[op];
   const y = (c: string) => (arity === 2 ? `y.${c}` : "0.0");
   const body = width === 4
@@ -96,12 +111,12 @@ export function mapKernel(op: MapOp, broadcast: boolean, width: 1 | 4 = 1): Kern
     ? `fn f(x: f32, y: f32, alpha: f32, beta: f32) -> f32 { return ${expr}; }`
     : "";
   return {
-    key: `map:${op}:${broadcast ? "b" : "s"}${width === 4 ? ":v4" : ""}`,
+    key: `map:${op}:${broadcast ? "b" : "s"}${width === 4 ? ":v4" : ""}${textures ? ":tex" : ""}`,
     code: /* wgsl */ `
 ${ACTIVATIONS_WGSL}
 ${helper}
 struct P { n: u32, ny: u32, alpha: f32, beta: f32 }
-@group(0) @binding(0) var<storage, read> xb: array<${t}>;
+${inputDecl("x", 0)}
 ${yDecl}
 @group(0) @binding(${outBinding}) var<storage, read_write> out: array<${t}>;
 @group(0) @binding(${outBinding + 1}) var<uniform> p: P;
@@ -109,7 +124,7 @@ ${yDecl}
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
   if (i >= p.n) { return; }
-  let x = xb[i];
+  let x = ${load("x", "i")};
   ${yLoad}
   let alpha = p.alpha;
   let beta = p.beta;
@@ -142,6 +157,38 @@ fn main(${GRID_BUILTINS}) {
   if (i >= p.n) { return; }
   yb[i] = p.beta * yb[i] + p.alpha * xb[i % p.nx];
 }`,
+  };
+}
+
+/**
+ * {@link axpyKernel} for CPU adapters, four elements per invocation: x and the
+ * old y read from stream textures (kernels/texture.ts), the new y written as
+ * vec4; the same arithmetic per element, so the same bits. n and nx count vec4s
+ * ({@link axpyParams} at width 4). Bindings: x's texture, y's texture, y.
+ */
+export function axpyTextureKernel(): KernelSource {
+  return {
+    key: "axpy:v4:tex",
+    code: /* wgsl */ `
+struct P { n: u32, nx: u32, alpha: f32, beta: f32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var yT: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> yb: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  yb[i] = p.beta * ${streamTexel("yT", "i")} + p.alpha * ${streamTexel("xT", "i % p.nx")};
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link axpyKernel} (width 1) or {@link axpyTextureKernel} (4) over n elements of y. */
+export function axpyParams(n: number, nx: number, alpha: number, beta: number, width: 1 | 4 = 1) {
+  return {
+    params: new Params(4).u32(n / width).u32(nx / width).f32(alpha).f32(beta).buffer,
+    workgroups: gridFor(n / width, WG),
   };
 }
 

@@ -6,12 +6,12 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { texel } from "./texture.ts";
+import { STREAM_ROW_TEXELS, streamTexel, texel } from "./texture.ts";
 
 /** Threads per reduction workgroup. */
 export const REDUCE_WG = 256;
-/** Elements each reduction workgroup folds in the first pass. */
-export const REDUCE_CHUNK = 4096;
+/** Elements each reduction workgroup folds in the first pass (one stream-texture row). */
+export const REDUCE_CHUNK = 4 * STREAM_ROW_TEXELS;
 
 /** What {@link reduceKernel} folds. */
 export type ReduceOp = "sum" | "sumsq" | "max";
@@ -44,6 +44,50 @@ fn main(${GRID_BUILTINS}) {
   var acc = ${INIT[op]};
   for (var i = start + lid; i < end; i += ${REDUCE_WG}u) { ${load} }
   red[lid] = acc;
+  workgroupBarrier();
+  for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { out[p.outOffset + w] = red[0]; }
+}`,
+  };
+}
+
+/**
+ * {@link reduceKernel}'s first pass for CPU adapters: x (`n` elements, a
+ * multiple of 4) read through a stream texture (kernels/texture.ts), whose rows
+ * of 1024 texels are the workgroups' chunks. Each invocation folds its vec4s
+ * (texels `lid`, `lid + 256`, … of row `w`) component by component, then the
+ * four components, then the workgroup's tree as in the buffer form: a fixed
+ * order, not the buffer form's. Same bindings and dispatch as
+ * {@link reduceKernel}, with x's stream texture for x.
+ */
+export function reduceTextureKernel(op: ReduceOp, square: boolean): KernelSource {
+  const perInvocation = STREAM_ROW_TEXELS / REDUCE_WG;
+  return {
+    key: `reduce:${op}:${square ? "sq" : "id"}:tex`,
+    code: /* wgsl */ `
+struct P { n: u32, chunk: u32, outOffset: u32, _p: u32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> red: array<f32, ${REDUCE_WG}>;
+fn combine(a: f32, b: f32) -> f32 { return ${COMBINE[op]}; }
+@compute @workgroup_size(${REDUCE_WG})
+fn main(${GRID_BUILTINS}) {
+  let w = ${GROUP_INDEX};
+  let n4 = p.n / 4u;
+  var acc = vec4<f32>(${INIT[op]});
+  for (var k = 0u; k < ${perInvocation}u; k++) {
+    let i = w * ${STREAM_ROW_TEXELS}u + k * ${REDUCE_WG}u + lid;
+    if (i < n4) {
+      let x = ${streamTexel("xT", "i")};
+      let v = ${square ? "x * x" : "x"};
+      acc = vec4<f32>(combine(acc.x, v.x), combine(acc.y, v.y), combine(acc.z, v.z), combine(acc.w, v.w));
+    }
+  }
+  red[lid] = combine(combine(acc.x, acc.y), combine(acc.z, acc.w));
   workgroupBarrier();
   for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
     if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }

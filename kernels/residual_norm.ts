@@ -18,7 +18,7 @@ import {
   normGradRowWgsl,
 } from "./layernorm.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { texel } from "./texture.ts";
+import { streamTexel, texel } from "./texture.ts";
 
 const WG = 256;
 
@@ -167,11 +167,52 @@ fn main(${GRID_BUILTINS}) {
   };
 }
 
-/** Uniforms and grid for {@link residualDropoutKernel} over `n` elements. */
-export function residualDropoutDispatch(n: number, prob = 0, seed = 0, offset = 0) {
+/**
+ * {@link residualDropoutKernel} with dropout for CPU adapters, four elements per
+ * invocation: x and a read from stream textures (kernels/texture.ts), out
+ * written as vec4, each element kept or dropped by `keep` of its own flat
+ * index: the same bits. n must divide by 4. Bindings: x's texture, a's
+ * texture, out. Dispatch: {@link residualDropoutDispatch} at width 4.
+ */
+export function residualDropoutTextureKernel(): KernelSource {
+  const comps = ["x", "y", "z", "w"].map((c, k) =>
+    `x.${c} + select(0.0, a.${c} * p.scale, keep(4u * i + ${k}u))`
+  );
+  return {
+    key: "residual:drop:v4:tex",
+    code: /* wgsl */ `
+${PHILOX_WGSL}
+${PARAMS_WGSL}
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var aT: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> p: P;
+${KEEP_WGSL}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.rows / 4u) { return; }
+  let x = ${streamTexel("xT", "i")};
+  let a = ${streamTexel("aT", "i")};
+  out[i] = vec4<f32>(${comps.join(", ")});
+}`,
+  };
+}
+
+/**
+ * Uniforms and grid for {@link residualDropoutKernel} (width 1) or
+ * {@link residualDropoutTextureKernel} (4) over `n` elements.
+ */
+export function residualDropoutDispatch(
+  n: number,
+  prob = 0,
+  seed = 0,
+  offset = 0,
+  width: 1 | 4 = 1,
+) {
   return {
     params: residualNormDispatch(n, 1, 0, prob, seed, offset).params,
-    workgroups: gridFor(n, WG),
+    workgroups: gridFor(n / width, WG),
   };
 }
 

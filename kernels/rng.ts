@@ -8,6 +8,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -107,11 +108,46 @@ fn main(${GRID_BUILTINS}) {
   };
 }
 
-/** Uniforms and grid for {@link dropoutKernel}. */
-export function dropoutDispatch(n: number, prob: number, seed: number, offset: number) {
+/**
+ * {@link dropoutKernel} for CPU adapters, four elements per invocation: x read
+ * from a stream texture (kernels/texture.ts), out written as vec4, each
+ * element's keep decision drawn from its own flat index as in the scalar form
+ * (the same mask, the same bits). n must divide by 4. Bindings: x's texture,
+ * out. Dispatch: {@link dropoutDispatch} at width 4.
+ */
+export function dropoutTextureKernel(): KernelSource {
+  const drop = (c: string, k: number) =>
+    `select(0.0, x.${c} * p.scale, u01(philox(vec4<u32>(4u * i + ${k}u, p.offset, 0u, 0u), ` +
+    `vec2<u32>(p.seedLo, p.seedHi)).x) >= p.prob)`;
+  return {
+    key: "dropout:v4:tex",
+    code: /* wgsl */ `
+${PHILOX_WGSL}
+struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32, _a: u32, _b: u32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${WG}u + lid;
+  if (i >= p.n / 4u) { return; }
+  let x = ${streamTexel("xT", "i")};
+  out[i] = vec4<f32>(${["x", "y", "z", "w"].map(drop).join(", ")});
+}`,
+  };
+}
+
+/** Uniforms and grid for {@link dropoutKernel} (width 1) or {@link dropoutTextureKernel} (4). */
+export function dropoutDispatch(
+  n: number,
+  prob: number,
+  seed: number,
+  offset: number,
+  width: 1 | 4 = 1,
+) {
   return {
     params: new Params(8).u32(n).u32(seed >>> 0).u32(Math.floor(seed / 2 ** 32)).u32(offset)
       .f32(prob).f32(1 / (1 - prob)).u32(0).u32(0).buffer,
-    workgroups: gridFor(n, WG),
+    workgroups: gridFor(n / width, WG),
   };
 }

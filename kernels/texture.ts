@@ -34,6 +34,29 @@ export function textureSizeFor(
 }
 
 /**
+ * Texels per row of a stream texture: a flat buffer of vec4s read through a
+ * texture (element-wise kernels, the optimizer, whole-tensor reductions) is laid
+ * out 1024 texels (4096 floats) to a row, so that kernels find vec4 `i` at
+ * column `i & 1023`, row `i >> 10` ({@link streamTexel}).
+ */
+export const STREAM_ROW_TEXELS = 1024;
+
+/**
+ * Rows of the stream texture holding `vec4s` vec4s: the next power of two, so
+ * that tensors of many sizes share a few scratch textures; null when that is
+ * more than `maxDimension` rows (the kernel's buffer form is used instead).
+ */
+export function streamTextureRows(vec4s: number, maxDimension: number | undefined): number | null {
+  if (!maxDimension || !Number.isInteger(vec4s) || vec4s < 1) return null;
+  const rows = 2 ** Math.ceil(Math.log2(Math.ceil(vec4s / STREAM_ROW_TEXELS)));
+  return rows <= maxDimension ? rows : null;
+}
+
+/** WGSL: vec4 `i` (a u32 expression) of the stream texture `t`. */
+export const streamTexel = (t: string, i: string): string =>
+  texel(t, `(${i}) & ${STREAM_ROW_TEXELS - 1}u`, `(${i}) >> ${Math.log2(STREAM_ROW_TEXELS)}u`);
+
+/**
  * The dispatch copying a buffer of vec4s (row-major, `width` per row) into a
  * `width × height` `rgba32float` texture, for widths WebGPU's buffer-to-texture
  * copy refuses (rows not a multiple of 256 bytes). Bindings: the buffer, the

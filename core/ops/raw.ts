@@ -8,6 +8,8 @@
 
 import {
   axpyKernel,
+  axpyParams,
+  axpyTextureKernel,
   fillKernel,
   mapArity,
   mapDispatch,
@@ -23,6 +25,7 @@ import {
   columnSumTextureKernel,
 } from "../../kernels/reduce.ts";
 import { rowTextures } from "./rows.ts";
+import { streamTextures } from "./streams.ts";
 import type { Device } from "../device.ts";
 import { assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
 import { rowBlocks, subBinding, type Window, windowElements, windows } from "../windows.ts";
@@ -45,12 +48,18 @@ export function mapRaw(op: MapOp, x: Tensor, y?: Tensor, alpha = 1, beta = 0): T
   for (const [s, c] of elementWindows(x.device, x.size, broadcast ? ny : 1)) {
     // four elements per invocation where the window (and a broadcast y) divides by 4
     const width = c % 4 === 0 && (!broadcast || ny % 4 === 0) ? 4 : 1;
-    const kernel = mapKernel(op, broadcast, width);
     const d = mapDispatch(c, ny, alpha, beta, width);
     const yb = broadcast ? y!.binding : y && subBinding(y.binding, s, c);
-    const xo = [subBinding(x.binding, s, c), subBinding(out.binding, s, c)];
-    const bufs = arity === 2 ? [xo[0], yb!, xo[1]] : xo;
-    x.device.dispatch(kernel, bufs, d.params, d.workgroups);
+    const inputs = [{ binding: subBinding(x.binding, s, c), vec4s: c / 4 }];
+    if (arity === 2) inputs.push({ binding: yb!, vec4s: (broadcast ? ny : c) / 4 });
+    const views = width === 4 ? streamTextures(x.device, inputs) : null;
+    const bufs = [...(views ?? inputs.map((o) => o.binding)), subBinding(out.binding, s, c)];
+    x.device.dispatch(
+      mapKernel(op, broadcast, width, views !== null),
+      bufs,
+      d.params,
+      d.workgroups,
+    );
   }
   return out;
 }
@@ -104,9 +113,17 @@ export function axpyInPlace(y: Tensor, x: Tensor, alpha: number, beta = 1): Tens
   const nx = Math.max(x.size, 1);
   const tiled = nx !== y.size;
   for (const [s, c] of elementWindows(y.device, y.size, tiled ? nx : 1)) {
-    const params = new Params(4).u32(c).u32(nx).f32(alpha).f32(beta).buffer;
     const xb = tiled ? x.binding : subBinding(x.binding, s, c);
-    y.device.dispatch(axpyKernel(), [xb, subBinding(y.binding, s, c)], params, gridFor(c, 256));
+    const yb = subBinding(y.binding, s, c);
+    const views = c % 4 === 0 && nx % 4 === 0
+      ? streamTextures(y.device, [{ binding: xb, vec4s: (tiled ? nx : c) / 4 }, {
+        binding: yb,
+        vec4s: c / 4,
+      }])
+      : null;
+    const d = axpyParams(c, tiled ? nx : c, alpha, beta, views ? 4 : 1);
+    if (views) y.device.dispatch(axpyTextureKernel(), [...views, yb], d.params, d.workgroups);
+    else y.device.dispatch(axpyKernel(), [xb, yb], d.params, d.workgroups);
   }
   return y;
 }

@@ -4,9 +4,16 @@
  * @module
  */
 
-import { reduceDispatch, reduceKernel, type ReduceOp } from "../../kernels/reduce.ts";
+import {
+  reduceDispatch,
+  reduceKernel,
+  type ReduceOp,
+  reduceTextureKernel,
+} from "../../kernels/reduce.ts";
+import type { BufferBinding, Device } from "../device.ts";
 import { record } from "../autograd.ts";
 import { Tensor } from "../tensor.ts";
+import { streamTextures } from "./streams.ts";
 import { subBinding } from "../windows.ts";
 import { axpyInPlace, elementWindows, mapRaw, zeros } from "./raw.ts";
 
@@ -22,9 +29,7 @@ export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): vo
     const partials = Tensor.empty(x.device, [groups.reduce((a, b) => a + b, 0)]);
     let at = 0;
     wins.forEach(([s, c], w) => {
-      const d = reduceDispatch(c, at);
-      const bufs = [subBinding(x.binding, s, c), partials.binding];
-      x.device.dispatch(reduceKernel(op, op === "sumsq"), bufs, d.params, d.workgroups);
+      firstPass(x.device, op, subBinding(x.binding, s, c), c, partials.binding, at);
       at += groups[w];
     });
     reduceInto(partials, op === "sumsq" ? "sum" : op, out, offset);
@@ -32,23 +37,46 @@ export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): vo
     return;
   }
   let src = x;
-  let square = op === "sumsq";
   for (;;) {
-    const d = reduceDispatch(src.size);
-    const last = d.groups === 1;
-    const dst = last ? out : Tensor.empty(x.device, [d.groups]);
-    const dd = last ? reduceDispatch(src.size, offset) : d;
-    x.device.dispatch(
-      reduceKernel(op, square),
-      [src.binding, dst.binding],
-      dd.params,
-      dd.workgroups,
-    );
+    const groups = reduceDispatch(src.size).groups;
+    const last = groups === 1;
+    const dst = last ? out : Tensor.empty(x.device, [groups]);
+    const at = last ? offset : 0;
+    if (src === x) firstPass(x.device, op, x.binding, x.size, dst.binding, at);
+    else {
+      const d = reduceDispatch(src.size, at);
+      x.device.dispatch(
+        reduceKernel(op, false),
+        [src.binding, dst.binding],
+        d.params,
+        d.workgroups,
+      );
+    }
     if (src !== x) src.dispose();
     if (last) return;
     src = dst;
-    square = false;
   }
+}
+
+/**
+ * The first pass of {@link reduceInto} over the `n` elements of `x` into
+ * `out[at..]` (squaring for sumsq): on a CPU adapter with x of whole vec4s,
+ * x read through a stream texture.
+ */
+function firstPass(
+  device: Device,
+  op: ReduceOp,
+  x: BufferBinding,
+  n: number,
+  out: BufferBinding,
+  at: number,
+): void {
+  const d = reduceDispatch(n, at);
+  const square = op === "sumsq";
+  const views = n % 4 === 0 ? streamTextures(device, [{ binding: x, vec4s: n / 4 }]) : null;
+  if (views) {
+    device.dispatch(reduceTextureKernel(op, square), [...views, out], d.params, d.workgroups);
+  } else device.dispatch(reduceKernel(op, square), [x, out], d.params, d.workgroups);
 }
 
 /** Sum of all elements, as a one-element tensor. */

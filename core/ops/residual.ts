@@ -8,13 +8,13 @@
  * @module
  */
 
-import { dropoutDispatch, dropoutKernel } from "../../kernels/rng.ts";
 import { COLUMN_BLOCK_ROWS, columnSumDispatch, columnSumKernel } from "../../kernels/reduce.ts";
 import {
   embedPositionsDispatch,
   embedPositionsKernel,
   residualDropoutDispatch,
   residualDropoutKernel,
+  residualDropoutTextureKernel,
   residualNormBackwardKernel,
   residualNormBackwardTextureKernel,
   residualNormDispatch,
@@ -27,7 +27,8 @@ import { assertSameShape, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 import { add } from "./basic.ts";
-import { checkLookup, embeddingGrad, layerNormParamGrads, normRows } from "./nn.ts";
+import { checkLookup, dropoutRaw, embeddingGrad, layerNormParamGrads, normRows } from "./nn.ts";
+import { streamTextures } from "./streams.ts";
 import { columnSum, zeros } from "./raw.ts";
 import { dispatchRowsFrom } from "./rows.ts";
 
@@ -57,10 +58,7 @@ function activeDrop(op: string, drop: DropoutSpec | null | undefined): DropoutSp
 
 /** `dropout(g)` with the mask of `drop` (no autograd). */
 function dropRaw(g: Tensor, drop: DropoutSpec): Tensor {
-  const out = Tensor.empty(g.device, g.shape);
-  const d = dropoutDispatch(g.size, drop.p, drop.draw.seed, drop.draw.offset);
-  g.device.dispatch(dropoutKernel(), [g.binding, out.binding], d.params, d.workgroups);
-  return out;
+  return dropoutRaw(g, drop.p, drop.draw);
 }
 
 /**
@@ -144,10 +142,12 @@ export function residualDropout(
   const d0 = activeDrop("residualDropout", drop);
   if (!d0) return add(x, a);
   const out = Tensor.empty(x.device, x.shape);
-  const d = residualDropoutDispatch(x.size, d0.p, d0.draw.seed, d0.draw.offset);
+  const inputs = [x, a].map((t) => ({ binding: t.binding, vec4s: t.size / 4 }));
+  const views = x.size % 4 === 0 ? streamTextures(x.device, inputs) : null;
+  const d = residualDropoutDispatch(x.size, d0.p, d0.draw.seed, d0.draw.offset, views ? 4 : 1);
   x.device.dispatch(
-    residualDropoutKernel(true),
-    [x.binding, a.binding, out.binding],
+    views ? residualDropoutTextureKernel() : residualDropoutKernel(true),
+    [...(views ?? inputs.map((o) => o.binding)), out.binding],
     d.params,
     d.workgroups,
   );
