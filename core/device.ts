@@ -6,7 +6,7 @@
  */
 
 import type { KernelSource } from "../kernels/kernel.ts";
-import { STREAM_ROW_TEXELS, streamTextureRows, texturePackPlan } from "../kernels/texture.ts";
+import { STREAM_ROW_TEXELS, streamTextureRows } from "../kernels/texture.ts";
 import {
   type BackendName,
   DEFAULT_BACKEND,
@@ -28,7 +28,7 @@ export interface BufferBinding {
   offset?: number;
 }
 
-/** A texture binding: a view of a scratch texture (see {@link Device.scratchTexture}). */
+/** A texture binding: a view of a scratch stream texture (see {@link Device.streamAsTexture}). */
 export interface TextureBinding {
   /** The view bound (sampled or as a storage texture, as the kernel declares it). */
   view: GPUTextureView;
@@ -445,17 +445,6 @@ export class Device {
     if (++this.#batched >= this.#maxBatched) this.flush();
   }
 
-  /**
-   * A device-owned `rgba32float` texture of `width × height` texels that kernels
-   * write as a storage texture and read with `textureLoad`: one per size and
-   * `slot`, reused by every op that asks (dispatches run in order, so each
-   * writer's contents are read before the next writer's; operands of one
-   * dispatch take different slots). Freed with the device.
-   */
-  scratchTexture(width: number, height: number, slot = 0): GPUTextureView {
-    return this.#scratch(width, height, slot).view;
-  }
-
   #scratch(
     width: number,
     height: number,
@@ -477,57 +466,24 @@ export class Device {
   }
 
   /**
-   * Copies `src` (rows of `width` 16-byte texels, `height` rows) into the
-   * scratch texture of that size in order with the dispatches around it, and
-   * returns its view; null when WebGPU cannot copy rows of that width (their
-   * bytes must be a multiple of 256: a kernel must fill the texture instead).
+   * The vec4s of `src` in a stream texture (kernels/texture.ts: 1024 texels to
+   * a row, vec4 `i` at `(i & 1023, i >> 10)`), filled in order with the
+   * dispatches around it by two copies (the whole rows, the last partial row).
+   * The texture is the device's scratch texture of that height and `slot`,
+   * reused by every op that asks (dispatches run in order, so each writer's
+   * contents are read before the next writer's); operands of one dispatch take
+   * different slots. Throws when the vec4s need more rows than a texture has
+   * (check with `streamFits` first).
    */
-  copyToScratchTexture(
-    src: BufferBinding,
-    width: number,
-    height: number,
-    slot = 0,
-  ): GPUTextureView | null {
-    this.assertAlive();
-    const bytesPerRow = 16 * width;
-    if (bytesPerRow % 256 !== 0 || src.size < bytesPerRow * height) return null;
-    const { texture, view } = this.#scratch(width, height, slot);
-    this.#endPass();
-    this.#getEncoder().copyBufferToTexture(
-      { buffer: src.buffer, offset: src.offset ?? 0, bytesPerRow, rowsPerImage: height },
-      { texture },
-      [width, height],
-    );
-    return view;
-  }
-
-  /**
-   * The scratch texture `slot` of `width × height` texels filled from `src`
-   * (vec4s, row-major), in order with the dispatches around it: a plain copy
-   * where WebGPU allows one, else a pack kernel. Kernels that read an operand
-   * through a texture on CPU adapters bind the returned view (kernels/texture.ts).
-   * Within one dispatch, give each operand its own slot.
-   */
-  bufferAsTexture(src: BufferBinding, width: number, height: number, slot = 0): GPUTextureView {
-    const copied = this.copyToScratchTexture(src, width, height, slot);
-    if (copied) return copied;
-    const view = this.scratchTexture(width, height, slot);
-    const pack = texturePackPlan(width, height);
-    this.dispatch(pack.kernel, [src, { view }], pack.params, pack.workgroups);
-    return view;
-  }
-
-  /**
-   * The scratch stream texture `slot` holding the `vec4s` vec4s of `src`, 1024
-   * to a row (kernels/texture.ts's `streamTexel`), filled in order with the
-   * dispatches around it by two copies (the whole rows, the last partial row). Null when
-   * the vec4s need more rows than a texture has (`streamTextureRows`): callers
-   * then bind the buffer to their kernel's buffer form.
-   */
-  streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView | null {
+  streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView {
     this.assertAlive();
     const rows = streamTextureRows(vec4s, this.maxTextureDimension);
-    if (rows === null) return null;
+    if (rows === null) {
+      throw new Error(
+        `stream texture: ${vec4s} vec4s need more than ${this.maxTextureDimension} rows of ` +
+          `${STREAM_ROW_TEXELS} texels`,
+      );
+    }
     const { texture, view } = this.#scratch(STREAM_ROW_TEXELS, rows, slot);
     const offset = src.offset ?? 0; // a binding's: a multiple of 256, as copies need 16
     this.#endPass();

@@ -28,6 +28,7 @@ import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
+import { streamTexel } from "./texture.ts";
 
 /** Which keys a query may not see: later ones (causal) or padding tokens. */
 export type AttentionMask = "causal" | "padding";
@@ -59,9 +60,9 @@ export interface AttentionSpec {
   /** Whether attention dropout is applied. */
   dropout: boolean;
   /**
-   * Read qkv (and, in the key-side backward, dout) through `rgba32float`
-   * textures (`qkvT`, `doutT`: one texel per vec4, one row per token) instead of
-   * storage buffers: faster on CPU adapters (kernels/texture.ts).
+   * Read qkv (and, in the key-side backward, dout) through stream textures
+   * (`qkvT`, `doutT`, indexed as their buffers) instead of storage buffers:
+   * faster on CPU adapters (kernels/texture.ts).
    */
   textures?: boolean;
 }
@@ -99,12 +100,9 @@ function key(kind: string, s: AttentionSpec): string {
     `l${LANES}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}${s.textures ? ":tex" : ""}`;
 }
 
-/**
- * WGSL reading the vec4 at token row `row`, vec4 column `col` of qkv; `index`
- * is the same element's index in the qkv buffer (used when not a texture).
- */
-function qkvAt(s: AttentionSpec, index: string, col: string, row: string): string {
-  return s.textures ? `textureLoad(qkvT, vec2<u32>(${col}, ${row}), 0)` : `qkv[${index}]`;
+/** WGSL reading vec4 `index` of qkv, from its buffer or its stream texture. */
+function qkvAt(s: AttentionSpec, index: string): string {
+  return s.textures ? streamTexel("qkvT", index) : `qkv[${index}]`;
 }
 
 /** The qkv binding (0): a storage buffer, or a texture ({@link AttentionSpec.textures}). */
@@ -187,19 +185,14 @@ function keyLoads(s: AttentionSpec): string {
   return range(KEYS_PER_STEP).map((u) => /* wgsl */ `
     let j${u} = j + ${u}u;
     let kx${u} = ${keyMasked(s, u)};
-    let kr${u} = b * p.T + min(j${u}, p.T - 1u);
     let k${u} = kbase + min(j${u}, p.T - 1u) * p.row4;
 ${
-    cs.map((c) => `    let kk${u}_${c} = ${qkvAt(s, `k${u} + ${c}u`, `kcol + ${c}u`, `kr${u}`)};`)
+    cs.map((c) => `    let kk${u}_${c} = ${qkvAt(s, `k${u} + ${c}u`)};`)
       .join("\n")
   }
-${
-    cs.map((c) =>
-      `    let vv${u}_${c} = ${
-        qkvAt(s, `k${u} + p.hl4 + ${c}u`, `kcol + p.hl4 + ${c}u`, `kr${u}`)
-      };`
-    ).join("\n")
-  }`).join("");
+${cs.map((c) => `    let vv${u}_${c} = ${qkvAt(s, `k${u} + p.hl4 + ${c}u`)};`).join("\n")}`).join(
+    "",
+  );
 }
 
 /**
@@ -264,20 +257,13 @@ ${headOfGroup()}
 ${
       rs.map((r) =>
         `  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
-${
-          cs.map((c) =>
-            `  let q${r}_${c} = ${
-              qkvAt(s, `qb${r} + ${c}u`, `h * ${n4}u + ${c}u`, `b * p.T + row${r}`)
-            } * p.scale;`
-          ).join("\n")
-        }
+${cs.map((c) => `  let q${r}_${c} = ${qkvAt(s, `qb${r} + ${c}u`)} * p.scale;`).join("\n")}
 ${cs.map((c) => `  var a${r}_${c} = vec4<f32>(0.0);`).join("\n")}
   var m${r} = -3.0e38;
   var l${r} = 0.0;`
       ).join("\n")
     }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
-  let kcol = p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
   for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
@@ -344,19 +330,12 @@ ${
 ${cs.map((c) => `  let g${r}_${c} = dout[ob${r} + ${c}u];`).join("\n")}
   let D${r} = ${dotRow(n4, (c) => `g${r}_${c}`, (c) => `out[ob${r} + ${c}u]`)};
   let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
-${
-          cs.map((c) =>
-            `  let q${r}_${c} = ${
-              qkvAt(s, `qb${r} + ${c}u`, `h * ${n4}u + ${c}u`, `b * p.T + row${r}`)
-            } * p.scale;`
-          ).join("\n")
-        }
+${cs.map((c) => `  let q${r}_${c} = ${qkvAt(s, `qb${r} + ${c}u`)} * p.scale;`).join("\n")}
   let L${r} = lse[bh * p.T + row${r}];
 ${cs.map((c) => `  var dq${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
       ).join("\n")
     }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
-  let kcol = p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
   for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
@@ -392,17 +371,11 @@ export function attentionBackwardKeyKernel(s: AttentionSpec): KernelSource {
     let ic${u} = min(i${u}, p.T - 1u);
     let qr${u} = qbase + ic${u} * p.row4;
     let gr${u} = gbase + ic${u} * p.hl4;
-${
-    cs.map((c) =>
-      `    let qq${u}_${c} = ${
-        qkvAt(s, `qr${u} + ${c}u`, `h * ${n4}u + ${c}u`, `b * p.T + ic${u}`)
-      };`
-    ).join("\n")
-  }
+${cs.map((c) => `    let qq${u}_${c} = ${qkvAt(s, `qr${u} + ${c}u`)};`).join("\n")}
 ${
     cs.map((c) =>
       s.textures
-        ? `    let gg${u}_${c} = textureLoad(doutT, vec2<u32>(h * ${n4}u + ${c}u, b * p.T + ic${u}), 0);`
+        ? `    let gg${u}_${c} = ${streamTexel("doutT", `gr${u} + ${c}u`)};`
         : `    let gg${u}_${c} = dout[gr${u} + ${c}u];`
     ).join("\n")
   }
@@ -447,25 +420,8 @@ ${
       rs.map((r) =>
         `  let kx${r} = ${s.mask === "padding" ? `keep[b * p.T + row${r}] == 0.0` : "false"};
   let kb${r} = (b * p.T + row${r}) * p.row4 + p.hl4 + h * ${n4}u;
-${
-          cs.map((c) =>
-            `  let k${r}_${c} = ${
-              qkvAt(s, `kb${r} + ${c}u`, `p.hl4 + h * ${n4}u + ${c}u`, `b * p.T + row${r}`)
-            } * p.scale;`
-          ).join("\n")
-        }
-${
-          cs.map((c) =>
-            `  let v${r}_${c} = ${
-              qkvAt(
-                s,
-                `kb${r} + p.hl4 + ${c}u`,
-                `2u * p.hl4 + h * ${n4}u + ${c}u`,
-                `b * p.T + row${r}`,
-              )
-            };`
-          ).join("\n")
-        }
+${cs.map((c) => `  let k${r}_${c} = ${qkvAt(s, `kb${r} + ${c}u`)} * p.scale;`).join("\n")}
+${cs.map((c) => `  let v${r}_${c} = ${qkvAt(s, `kb${r} + p.hl4 + ${c}u`)};`).join("\n")}
 ${cs.map((c) => `  var dk${r}_${c} = vec4<f32>(0.0);`).join("\n")}
 ${cs.map((c) => `  var dv${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
       ).join("\n")

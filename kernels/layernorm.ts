@@ -6,7 +6,7 @@
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { hsum, texel } from "./texture.ts";
+import { hsum, streamTexel } from "./texture.ts";
 
 /**
  * WGSL finishing one row of a layer-norm forward once `s` holds this
@@ -160,12 +160,12 @@ export function layerNormParamGradDispatch(rows: number, cols: number, outRow = 
 
 // ---------------------------------------------------------------------------
 // CPU adapters: one invocation per row (no barriers), rows of vec4 read through
-// `rgba32float` textures (kernels/texture.ts) and written as vec4. On llvmpipe
+// stream textures (kernels/texture.ts) and written as vec4. On llvmpipe
 // a scalar storage load or store costs a loop over the 8 lanes; these forms do
 // a quarter of the stores and no storage loads of x, dy, gamma or beta
 // (measured 5× faster than the one-invocation-per-row scalar form at 512×128).
-// Each needs cols a multiple of 4; the textures are cols/4 texels wide (gamma
-// and beta: one row).
+// Each needs cols a multiple of 4; x[row, 4c..4c+3] is vec4 `row * c4 + c` of
+// its stream texture.
 
 /**
  * WGSL of the texture forms (below) finishing one row of a layer-norm forward
@@ -179,8 +179,8 @@ export function normalizeRowTextureWgsl(src: (c: string) => string): string {
   for (var c = 0u; c < c4; c++) { let d = ${src("c")} - mean; q += d * d; }
   let rstd = inverseSqrt(${hsum("q")} / f32(p.cols) + p.eps);
   for (var c = 0u; c < c4; c++) {
-    y[row * c4 + c] = (${src("c")} - mean) * rstd * ${texel("gammaT", "c", "0u")} +
-      ${texel("betaT", "c", "0u")};
+    y[row * c4 + c] = (${src("c")} - mean) * rstd * ${streamTexel("gammaT", "c")} +
+      ${streamTexel("betaT", "c")};
   }
   meanOut[row] = mean;
   rstdOut[row] = rstd;`;
@@ -198,15 +198,17 @@ export function normGradRowTextureWgsl(srcT: string, store: string): string {
   var sg = vec4<f32>();
   var sgx = vec4<f32>();
   for (var c = 0u; c < c4; c++) {
-    let g = ${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")};
+    let g = ${streamTexel("dyT", "row * c4 + c")} * ${streamTexel("gammaT", "c")};
     sg += g;
-    sgx += g * (${texel(srcT, "c", "row")} - mean) * rstd;
+    sgx += g * (${streamTexel(srcT, "row * c4 + c")} - mean) * rstd;
   }
   let mg = ${hsum("sg")} / f32(p.cols);
   let mgx = ${hsum("sgx")} / f32(p.cols);
   for (var c = 0u; c < c4; c++) {
-    let xh = (${texel(srcT, "c", "row")} - mean) * rstd;
-    let v = rstd * (${texel("dyT", "c", "row")} * ${texel("gammaT", "c", "0u")} - mg - xh * mgx);
+    let xh = (${streamTexel(srcT, "row * c4 + c")} - mean) * rstd;
+    let v = rstd * (${streamTexel("dyT", "row * c4 + c")} * ${
+    streamTexel("gammaT", "c")
+  } - mg - xh * mgx);
     ${store}
   }`;
 }
@@ -234,8 +236,8 @@ fn main(${GRID_BUILTINS}) {
   if (row >= p.rows) { return; }
   let c4 = p.cols / 4u;
   var s = vec4<f32>();
-  for (var c = 0u; c < c4; c++) { s += ${texel("xT", "c", "row")}; }
-${normalizeRowTextureWgsl((c) => texel("xT", c, "row"))}
+  for (var c = 0u; c < c4; c++) { s += ${streamTexel("xT", "row * c4 + c")}; }
+${normalizeRowTextureWgsl((c) => streamTexel("xT", `row * c4 + ${c}`))}
 }`,
   };
 }
@@ -292,8 +294,8 @@ fn main(${GRID_BUILTINS}) {
   var sg = vec4<f32>();
   var sb = vec4<f32>();
   for (var r = 0u; r < p.rows; r++) {
-    let g = ${texel("dyT", "c", "r")};
-    sg += g * (${texel("xT", "c", "r")} - meanIn[r]) * rstdIn[r];
+    let g = ${streamTexel("dyT", "r * c4 + c")};
+    sg += g * (${streamTexel("xT", "r * c4 + c")} - meanIn[r]) * rstdIn[r];
     sb += g;
   }
   dgamma[p.outRow * c4 + c] = sg;

@@ -9,7 +9,7 @@
  */
 
 import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
-import { textureSizeFor } from "./texture.ts";
+import { streamFits, streamTexel } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
 import { ACTIVATIONS_WGSL, type GeluKind } from "./elementwise.ts";
@@ -99,36 +99,31 @@ export interface DispatchPlan {
   /** Workgroup counts (each at most 65535). */
   workgroups: [number, number, number];
   /**
-   * When B is read through a texture: its size in texels. The caller fills it
-   * from B's buffer first (`Device.bufferAsTexture`) and binds it in B's place.
+   * When B is read through a stream texture: the vec4s of B the kernel reads.
+   * The caller fills the texture from B's buffer first (`Device.streamAsTexture`)
+   * and binds it in B's place.
    */
-  textureB?: { width: number; height: number };
+  textureB?: number;
   /** The same for A ({@link MatmulTiling.texA}): filled from A's buffer, bound in A's place. */
-  textureA?: { width: number; height: number };
+  textureA?: number;
 }
 
-/** Texels of B's texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
-export function textureBSize(
-  s: MatmulShape,
-  opts: MatmulOptions,
-): { width: number; height: number } | null {
+/** Vec4s of B's stream texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
+export function textureBSize(s: MatmulShape, opts: MatmulOptions): number | null {
   if (!opts.software || s.packedB) return null;
   return operandTexture(layout(s).b, s.N, s.K, s.batchB ? s.batch : 1, opts.maxTextureDimension);
 }
 
-/** Texels of A's texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
-export function textureASize(
-  s: MatmulShape,
-  opts: MatmulOptions,
-): { width: number; height: number } | null {
+/** Vec4s of A's stream texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
+export function textureASize(s: MatmulShape, opts: MatmulOptions): number | null {
   if (!opts.software) return null;
   return operandTexture(layout(s).a, s.M, s.K, s.batchA ? s.batch : 1, opts.maxTextureDimension);
 }
 
 /**
- * An operand's buffer read as rows of vec4 texels: in mode "k4" one row per
- * line (`lines` of them per copy, K/4 texels each), in "l4" one row per k
- * (`lines / 4` texels); scalar operands have no texture.
+ * The vec4s of an operand read as vec4s (modes "k4" and "l4": `copies` of
+ * `lines × K` values) when they fit a stream texture; scalar operands have
+ * no texture.
  */
 function operandTexture(
   mode: Mode,
@@ -136,12 +131,10 @@ function operandTexture(
   K: number,
   copies: number,
   maxDimension: number | undefined,
-): { width: number; height: number } | null {
-  return mode === "k4"
-    ? textureSizeFor(K / 4, copies * lines, maxDimension)
-    : mode === "l4"
-    ? textureSizeFor(lines / 4, copies * K, maxDimension)
-    : null;
+): number | null {
+  if (mode !== "k4" && mode !== "l4") return null;
+  const vec4s = (copies * lines * K) / 4;
+  return streamFits(vec4s, maxDimension) ? vec4s : null;
 }
 
 /** Largest workgroup count per dimension that every WebGPU adapter accepts. */
@@ -197,14 +190,14 @@ export interface MatmulTiling {
   /** Software: invocations along N (2, 4 or 8; the other 8/lx go along M). Default 8. */
   lx?: number;
   /**
-   * Software: read B through an `rgba32float` texture (filled by a pack kernel
-   * first) instead of its storage buffer. Mesa's llvmpipe loads a storage
-   * element that differs between invocations one invocation at a time in a
-   * branching loop, while texel fetches are straight-line gathers: measured
-   * 1.4–1.7× faster at the reference shapes. Same values.
+   * Software: read B through a stream texture (kernels/texture.ts; filled from
+   * B's buffer by copies first) instead of its storage buffer. Mesa's llvmpipe
+   * loads a storage element that differs between invocations one invocation at
+   * a time in a branching loop, while texel fetches are straight-line gathers:
+   * measured 1.4–1.7× faster at the reference shapes. Same values.
    */
   texB?: boolean;
-  /** Software: read A through an `rgba32float` texture too (same reasoning as texB). */
+  /** Software: read A through a stream texture too (same reasoning as texB). */
   texA?: boolean;
 }
 
@@ -466,17 +459,11 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
   const emit = (x: string) => L.push(x);
   const strideA = s.transA ? "p.M" : "1u";
   const strideB = s.transB ? "1u" : "p.N";
-  // per-line bases, computed once
-  if (t.texA) {
-    // texel rows: k4 → m of batch b (K/4 texels each), l4 → k of batch b (M/4 texels)
-    const rows = s.batchA ? (lay.a === "k4" ? "b * p.M" : "b * p.K") : "0u";
-    if (lay.a === "k4") {
-      for (let i = 0; i < TM; i++) emit(`let ay${i} = ${rows} + min(m0 + ${i}u, p.M - 1u);`);
-    } else {
-      emit(`let ay = ${rows};`);
-      for (let i = 0; i < TM / 4; i++) emit(`let ax${i} = min(m0 + ${4 * i}u, p.M - 4u) / 4u;`);
-    }
-  } else if (lay.a === "k4") {
+  // vec4 `i` of A or B, from its buffer or its stream texture
+  const loadA = (i: string) => (t.texA ? streamTexel("At", i) : `A[${i}]`);
+  const loadB = (i: string) => (t.texB ? streamTexel("Bt", i) : `B[${i}]`);
+  // per-line bases, computed once (a texture operand is indexed as its buffer)
+  if (lay.a === "k4") {
     for (let i = 0; i < TM; i++) {
       emit(`let ab${i} = (aOff + min(m0 + ${i}u, p.M - 1u) * p.K) / 4u;`);
     }
@@ -488,20 +475,7 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     const rowStride = s.transA ? "" : " * p.K";
     for (let i = 0; i < TM; i++) emit(`let ab${i} = aOff + min(m0 + ${i}u, p.M - 1u)${rowStride};`);
   }
-  if (t.texB) {
-    // texel rows: l4 → k of batch b (N/4 texels each), k4 → n of batch b (K/4 texels)
-    const rows = s.batchB ? (lay.b === "l4" ? "b * p.K" : "b * p.N") : "0u";
-    if (lay.b === "l4") {
-      emit(`let by = ${rows};`);
-      for (let j = 0; j < TV; j++) emit(`let bx${j} = min(nb + ${W * j}u, p.N - 4u) / 4u;`);
-    } else {
-      for (let j = 0; j < TV; j++) {
-        for (let c = 0; c < 4; c++) {
-          emit(`let by${j}_${c} = ${rows} + min(nb + ${W * j + c}u, p.N - 1u);`);
-        }
-      }
-    }
-  } else if (lay.b === "l4") {
+  if (lay.b === "l4") {
     for (let j = 0; j < TV; j++) {
       emit(`let bb${j} = (bOff + min(nb + ${W * j}u, p.N - 4u)) / 4u;`);
     }
@@ -528,15 +502,13 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     const h4 = (x: string) => (s.f16Math ? `vec4<f16>(${x})` : x);
     if (lay.a === "k4") {
       for (let i = 0; i < TM; i++) {
-        const x = t.texA ? `textureLoad(At, vec2<u32>(k / 4u, ay${i}), 0)` : `A[ab${i} + k / 4u]`;
+        const x = loadA(`ab${i} + k / 4u`);
         body.push(`let a${i} = ${h4(x)};`);
       }
     } else if (lay.a === "l4") {
       for (let u = 0; u < kk; u++) {
         for (let i = 0; i < TM / 4; i++) {
-          const x = t.texA
-            ? `textureLoad(At, vec2<u32>(ax${i}, ay + ${kAt(u)}), 0)`
-            : `A[ab${i} + ${kAt(u)} * (p.M / 4u)]`;
+          const x = loadA(`ab${i} + ${kAt(u)} * (p.M / 4u)`);
           body.push(`let a${u}_${i} = ${h4(x)};`);
         }
       }
@@ -552,21 +524,13 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     if (lay.b === "l4") {
       for (let u = 0; u < kk; u++) {
         for (let j = 0; j < TV; j++) {
-          body.push(
-            t.texB
-              ? `let b${u}_${j} = textureLoad(Bt, vec2<u32>(bx${j}, by + ${kAt(u)}), 0);`
-              : `let b${u}_${j} = B[bb${j} + ${kAt(u)} * (p.N / 4u)];`,
-          );
+          body.push(`let b${u}_${j} = ${loadB(`bb${j} + ${kAt(u)} * (p.N / 4u)`)};`);
         }
       }
     } else if (lay.b === "k4") {
       for (let j = 0; j < TV; j++) {
         for (let c = 0; c < 4; c++) {
-          body.push(
-            t.texB
-              ? `let b${j}_${c} = textureLoad(Bt, vec2<u32>(k / 4u, by${j}_${c}), 0);`
-              : `let b${j}_${c} = B[bb${j}_${c} + k / 4u];`,
-          );
+          body.push(`let b${j}_${c} = ${loadB(`bb${j}_${c} + k / 4u`)};`);
         }
       }
     } else {

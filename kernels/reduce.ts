@@ -6,7 +6,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { STREAM_ROW_TEXELS, streamTexel, texel } from "./texture.ts";
+import { STREAM_ROW_TEXELS, streamTexel } from "./texture.ts";
 
 /** Threads per reduction workgroup. */
 export const REDUCE_WG = 256;
@@ -134,8 +134,7 @@ fn main(${GRID_BUILTINS}) {
 
 /**
  * {@link columnSumKernel} for CPU adapters: one invocation per 4 columns, x
- * read through an `rgba32float` texture (`cols / 4` texels by `rows`; see
- * kernels/texture.ts), out written as vec4. The same sums in the same order.
+ * read through a stream texture (kernels/texture.ts), out written as vec4. The same sums in the same order.
  * Dispatch over `gridFor(cols / 4, 64)` with {@link columnSumDispatch}'s params.
  */
 export function columnSumTextureKernel(): KernelSource {
@@ -152,7 +151,7 @@ fn main(${GRID_BUILTINS}) {
   let c4 = p.cols / 4u;
   if (c >= c4) { return; }
   var s = vec4<f32>();
-  for (var r = 0u; r < p.rows; r++) { s += ${texel("xT", "c", "r")}; }
+  for (var r = 0u; r < p.rows; r++) { s += ${streamTexel("xT", "r * c4 + c")}; }
   out[p.outRow * c4 + c] = s;
 }`,
   };

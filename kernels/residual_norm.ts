@@ -18,7 +18,7 @@ import {
   normGradRowWgsl,
 } from "./layernorm.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { streamTexel, texel } from "./texture.ts";
+import { streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -314,8 +314,10 @@ fn main(${GRID_BUILTINS}) {
   let c4 = p.cols / 4u;
   var s = vec4<f32>();
   for (var c = 0u; c < c4; c++) {
-    let av = ${texel("aT", "c", "row")};
-    let v = ${texel("xT", "c", "row")} + ${drop ? dropVec4("av", "row * p.cols + 4u * c") : "av"};
+    let av = ${streamTexel("aT", "row * c4 + c")};
+    let v = ${streamTexel("xT", "row * c4 + c")} + ${
+      drop ? dropVec4("av", "row * p.cols + 4u * c") : "av"
+    };
     sum[row * c4 + c] = v;
     s += v;
   }
@@ -358,7 +360,7 @@ fn main(${GRID_BUILTINS}) {
 ${
       normGradRowTextureWgsl(
         "sumT",
-        `let t = ${residual ? `${texel("dresT", "c", "row")} + v` : "v"};
+        `let t = ${residual ? `${streamTexel("dresT", "row * c4 + c")} + v` : "v"};
     dx[row * c4 + c] = t;
     ${drop ? `da[row * c4 + c] = ${dropVec4("t", "row * p.cols + 4u * c")};` : ""}`,
       )

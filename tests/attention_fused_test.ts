@@ -354,7 +354,7 @@ Deno.test(
         const dqkv = Tensor.empty(dev, [B * T * 3 * hl]);
         const m = mask === "padding" ? [keep.binding] : [];
         const qkvIn = textures
-          ? { view: dev.bufferAsTexture(qkv.binding, 3 * hl / 4, B * T) }
+          ? { view: dev.streamAsTexture(qkv.binding, qkv.size / 4) }
           : qkv.binding;
         dev.dispatch(
           attentionForwardKernel(spec),
@@ -369,7 +369,7 @@ Deno.test(
           d.workgroups,
         );
         const doutIn = textures
-          ? { view: dev.bufferAsTexture(dout.binding, hl / 4, B * T, 1) }
+          ? { view: dev.streamAsTexture(dout.binding, dout.size / 4, 1) }
           : dout.binding;
         dev.dispatch(
           attentionBackwardKeyKernel(spec),

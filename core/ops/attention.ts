@@ -17,7 +17,7 @@ import {
   checkAttentionShape,
 } from "../../kernels/attention.ts";
 import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
-import { textureSizeFor } from "../../kernels/texture.ts";
+import { streamFits } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
@@ -114,15 +114,11 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   }
   // On CPU adapters qkv and dout are read through textures (kernels/texture.ts).
   const hl4 = (nh * hd) / 4;
-  const qkvTex = device.isSoftware
-    ? textureSizeFor(3 * hl4, B * T, device.maxTextureDimension)
-    : null;
-  const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop, textures: qkvTex !== null };
+  const qkvTex = device.isSoftware && streamFits(3 * hl4 * B * T, device.maxTextureDimension);
+  const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop, textures: qkvTex };
   /** qkv bound as the kernels of `spec` read it. */
   const qkvIn = () =>
-    qkvTex
-      ? { view: device.bufferAsTexture(qkv.binding, qkvTex.width, qkvTex.height, 0) }
-      : qkv.binding;
+    qkvTex ? { view: device.streamAsTexture(qkv.binding, qkv.size / 4, 0) } : qkv.binding;
   checkAttentionShape(spec, T, device.isSoftware);
   if (qkv.byteLength > device.maxBindingBytes) {
     throw new Error(
@@ -163,7 +159,7 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
       [
         qkvB,
         ...m,
-        qkvTex ? { view: device.bufferAsTexture(g.binding, hl4, B * T, 1) } : g.binding,
+        qkvTex ? { view: device.streamAsTexture(g.binding, g.size / 4, 1) } : g.binding,
         lse.binding,
         dsum.binding,
         dqkv.binding,

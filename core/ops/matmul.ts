@@ -195,8 +195,8 @@ export function matmulOptions(device: Device): MatmulOptions {
 export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
   const bound: (BufferBinding | TextureBinding)[] = [...bufs];
   const a = plan.textureA, b = plan.textureB;
-  if (a) bound[0] = { view: device.bufferAsTexture(bufs[0], a.width, a.height, 1) };
-  if (b) bound[1] = { view: device.bufferAsTexture(bufs[1], b.width, b.height, 0) };
+  if (a) bound[0] = { view: device.streamAsTexture(bufs[0], a, 1) };
+  if (b) bound[1] = { view: device.streamAsTexture(bufs[1], b, 0) };
   device.dispatch(plan.kernel, bound, plan.params, plan.workgroups);
 }
 

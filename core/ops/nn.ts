@@ -134,7 +134,7 @@ export function layerNormParamGrads(
     const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
     if (rowTextures(device, n, cols)) {
       const asTex = (t: Tensor, slot: number) => ({
-        view: device.bufferAsTexture(rowsOf(t), cols / 4, n, slot),
+        view: device.streamAsTexture(rowsOf(t), (n * cols) / 4, slot),
       });
       device.dispatch(
         layerNormParamGradTextureKernel(),

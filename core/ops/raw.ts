@@ -148,7 +148,7 @@ export function columnSum(g: Tensor, rows: number, cols: number, shape: readonly
     const device = g.device;
     if (rowTextures(device, n, cols)) {
       // CPU adapters: vec4 columns read through a texture (kernels/texture.ts)
-      const view = device.bufferAsTexture(src, cols / 4, n);
+      const view = device.streamAsTexture(src, (n * cols) / 4);
       device.dispatch(
         columnSumTextureKernel(),
         [{ view }, out.binding],

@@ -12,7 +12,7 @@ import type { KernelSource } from "../../kernels/kernel.ts";
 import { perRowVariant, ROW_PASSES, ROW_WG, SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import type { Device } from "../device.ts";
 import type { BufferBinding } from "../windows.ts";
-import { textureSizeFor } from "../../kernels/texture.ts";
+import { streamFits } from "../../kernels/texture.ts";
 import type { Tensor } from "../tensor.ts";
 
 /** Longest row the one-invocation-per-row form walks within the software loop cap. */
@@ -54,14 +54,14 @@ export function dispatchRows(
  */
 export function rowTextures(device: Device, rows: number, cols: number): boolean {
   return device.isSoftware && cols % 4 === 0 && 3 * (cols / 4) <= SOFTWARE_LOOP_LIMIT &&
-    textureSizeFor(cols / 4, rows, device.maxTextureDimension) !== null;
+    streamFits((rows * cols) / 4, device.maxTextureDimension);
 }
 
 /**
  * Dispatches a row kernel whose first bindings, `inputs`, are read-only rows of
  * `cols` (or one row: gamma, beta): where {@link rowTextures} allows, its
  * `texture` form, one invocation per row, with each input copied into its own
- * scratch texture (`cols / 4` texels wide); else its `plain` form through
+ * stream texture; else its `plain` form through
  * {@link dispatchRows} with the inputs' buffers. `rest` follows the inputs.
  */
 export function dispatchRowsFrom(
@@ -85,7 +85,7 @@ export function dispatchRowsFrom(
     return;
   }
   const views = inputs.map((t, slot) => ({
-    view: device.bufferAsTexture(t.binding, cols / 4, t.size / cols, slot),
+    view: device.streamAsTexture(t.binding, t.size / 4, slot),
   }));
   device.dispatch(kernels.texture, [...views, ...rest], params, gridFor(rows, ROW_WG));
 }

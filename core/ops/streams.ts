@@ -7,6 +7,7 @@
  * @module
  */
 
+import { streamFits } from "../../kernels/texture.ts";
 import type { BufferBinding, Device } from "../device.ts";
 
 /** One operand: its binding and how many vec4s of it the kernel reads. */
@@ -28,11 +29,6 @@ export function streamTextures(
   operands: readonly StreamOperand[],
 ): { view: GPUTextureView }[] | null {
   if (!device.isSoftware) return null;
-  const views: { view: GPUTextureView }[] = [];
-  for (const [slot, o] of operands.entries()) {
-    const view = device.streamAsTexture(o.binding, o.vec4s, slot);
-    if (!view) return null;
-    views.push({ view });
-  }
-  return views;
+  if (!operands.every((o) => streamFits(o.vec4s, device.maxTextureDimension))) return null;
+  return operands.map((o, slot) => ({ view: device.streamAsTexture(o.binding, o.vec4s, slot) }));
 }
