@@ -1,13 +1,14 @@
 /**
  * The LM head's vocabulary chunks on adapters whose matmul reads B through a
  * texture (software adapters: `MatmulTiling.texB`). A table taller than the
- * adapter's largest texture is multiplied in chunks of at most
- * `maxTextureDimension` rows, so that both products whose B is the table (the
+ * stream texture holds (`maxTextureDimension` rows of 1024 texels) is multiplied
+ * in chunks that fit one, so that both products whose B is the table (the
  * logits `x·W_kᵀ` and the input gradient `dl·W_k`) read it through the texture.
  *
- * A second device caps 2-D textures at 256 texels (`maxTextureDimension`), so
- * a `[1024, 64]` table goes in four 256-row chunks there and in one on the
- * uncapped device (1024 rows fit its texture). Loss and the gradients of the
+ * A second device caps 2-D textures at 4 texels (`maxTextureDimension`): a
+ * stream texture then holds 16,384 floats, 256 rows of hidden size 64, so a
+ * `[1024, 64]` table goes in four 256-row chunks there and in one on the
+ * uncapped device. Loss and the gradients of the
  * hidden states, the table and the bias (with padding columns and ignored
  * targets) must match the uncapped device to rtol 1e-5 (only the grouping of
  * two f32 sums over the vocabulary differs: the softmax's Σexp and the input
@@ -26,7 +27,7 @@ import { chooseTiling, type MatmulShape } from "../kernels/matmul.ts";
 import { assertClose, gpuTest, prng, randomArray, testBackend, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
-const CAP = 256;
+const CAP = 4;
 const capped = await Device.create({ backend: testBackend(), maxTextureDimension: CAP });
 
 const VOCAB = 1024, VALID = 1000, H = 64, M = 24;

@@ -13,6 +13,7 @@
 
 import { crossEntropyBackwardKernel, crossEntropyDispatch } from "../../kernels/crossentropy.ts";
 import { type MatmulShape, textureBSize } from "../../kernels/matmul.ts";
+import { STREAM_ROW_TEXELS } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
@@ -45,10 +46,10 @@ export interface LmHeadLoss {
  * rows of hidden states: each chunk's table rows and `[m, rows]` logits fit
  * one binding, and every chunk starts at a multiple of 64 rows (aligned).
  * With `texture` set, on an adapter whose matmul reads B through a texture
- * (software adapters, kernels/matmul.ts's `textureBSize`), each chunk also has
- * at most `maxTextureDimension` rows, so that both products whose B is the
- * table's chunk (the logits `x·W_kᵀ` and the input gradient `dl·W_k`) may read
- * it through the texture instead of the storage buffer.
+ * (software adapters, kernels/matmul.ts's `textureBSize`), each chunk's table
+ * rows also fit one stream texture (kernels/texture.ts), so that both products
+ * whose B is the table's chunk (the logits `x·W_kᵀ` and the input gradient
+ * `dl·W_k`) may read it through the texture instead of the storage buffer.
  */
 export function vocabChunks(
   device: Device,
@@ -72,12 +73,13 @@ export function vocabChunks(
 /**
  * The most table rows (a multiple of 64) that let the LM head's products with
  * the table as B read it through a texture, or Infinity when they cannot on
- * this adapter (a GPU, a hidden size not a multiple of 4, or rows of `hidden`
- * wider than a texture): the texture then does not limit the chunks.
+ * this adapter (a GPU, a hidden size not a multiple of 4, or not even 64 rows
+ * of `hidden` in a stream texture): the texture then does not limit the chunks.
  */
 function textureRows(device: Device, hidden: number, m: number): number {
   const opts = matmulOptions(device);
-  const rows = Math.floor((opts.maxTextureDimension ?? 0) / 64) * 64;
+  const floats = 4 * STREAM_ROW_TEXELS * (opts.maxTextureDimension ?? 0); // one stream texture
+  const rows = Math.floor(floats / hidden / 64) * 64;
   if (rows < 64) return Infinity;
   // B = W_k, `[rows, hidden]`: n rows of hidden/4 texels (transposed, the logits)
   // or k rows of hidden/4 texels (the input gradient).

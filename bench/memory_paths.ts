@@ -1,0 +1,143 @@
+/**
+ * What a float costs on each of a WebGPU adapter's memory paths, the facts the
+ * CPU-adapter kernel forms rest on (kernels/texture.ts): one kernel per path
+ * over 4 Mi floats (vec4 per invocation, 64 per workgroup), timed over repeated
+ * dispatches after a warm-up, in ns per float moved:
+ *
+ * - `buffer store`: `out[i] = vec4(f32(i))`;
+ * - `buffer load + store`: `out[i] = x[i]`, and `x[i]·2 + y[i]` (two loads);
+ * - `texture load + store`: the same with x and y read by `textureLoad` from
+ *   stream textures;
+ * - `texture → storage texture`: `textureStore` instead of the buffer store;
+ * - `AdamW-like`: 3 loads, 1 load-and-store, buffers against textures.
+ *
+ *     deno task bench:memory-paths [--backend dawn|deno] [--log2-floats 22]
+ *
+ * On Mesa's llvmpipe (lavapipe or GL) a buffer load costs about ten times a
+ * texel load: it is done one lane at a time in a branching loop.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { gpuProvider, parseBackend } from "../core/gpu.ts";
+import { STREAM_ROW_TEXELS, streamTexel } from "../kernels/texture.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    backend: { type: "string", default: "dawn" },
+    "log2-floats": { type: "string", default: "22" },
+  },
+});
+const provider = await gpuProvider(parseBackend(values.backend));
+const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
+if (!adapter) throw new Error("no WebGPU adapter");
+const device = await adapter.requestDevice({
+  requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
+});
+const N = 2 ** Number(values["log2-floats"]);
+const V = N / 4, GX = 32768, ROWS = V / STREAM_ROW_TEXELS;
+const init = Float32Array.from({ length: N }, (_, i) => i % 7);
+const buffers = [0, 1, 2, 3].map(() => {
+  const b = device.createBuffer({
+    size: 4 * N,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+  });
+  device.queue.writeBuffer(b, 0, init);
+  return b;
+});
+const textures = [0, 1, 2, 3].map((i) => {
+  const t = device.createTexture({
+    size: [STREAM_ROW_TEXELS, ROWS],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
+      (i === 3 ? GPUTextureUsage.STORAGE_BINDING : 0),
+  });
+  device.queue.writeTexture({ texture: t }, init, { bytesPerRow: 16 * STREAM_ROW_TEXELS }, [
+    STREAM_ROW_TEXELS,
+    ROWS,
+  ]);
+  return t;
+});
+
+const buf = (n: number, rw = false) =>
+  `@group(0) @binding(${n}) var<storage, ${rw ? "read_write" : "read"}> b${n}: array<vec4<f32>>;\n`;
+const tex = (n: number) => `@group(0) @binding(${n}) var t${n}: texture_2d<f32>;\n`;
+const t = (n: number) => streamTexel(`t${n}`, "i");
+const kernel = (decls: string, body: string) =>
+  `${decls}@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) { let i = g.x + g.y * ${GX * 64}u; ${body} }`;
+
+const ADAM = (g: string, m: string, v: string) =>
+  `let gg = ${g}; let m = ${m} * 0.9 + gg * 0.1; let v = ${v} * 0.999 + gg * gg * 0.001; ` +
+  "b3[i] = b3[i] - 0.001 * (m / (sqrt(v) + 1e-8));";
+const CASES: [string, string][] = [
+  ["buffer store", kernel(buf(3, true), "b3[i] = vec4<f32>(f32(i));")],
+  ["buffer load + store", kernel(buf(0) + buf(3, true), "b3[i] = b0[i];")],
+  ["texture load + store", kernel(tex(0) + buf(3, true), `b3[i] = ${t(0)};`)],
+  [
+    "2 buffer loads + store",
+    kernel(buf(0) + buf(1) + buf(3, true), "b3[i] = b0[i] * 2.0 + b1[i];"),
+  ],
+  [
+    "2 texture loads + store",
+    kernel(tex(0) + tex(1) + buf(3, true), `b3[i] = ${t(0)} * 2.0 + ${t(1)};`),
+  ],
+  [
+    "texture → storage texture",
+    kernel(
+      tex(0) + "@group(0) @binding(3) var s3: texture_storage_2d<rgba32float, write>;\n",
+      `textureStore(s3, vec2<u32>(i & ${STREAM_ROW_TEXELS - 1}u, i >> ${
+        Math.log2(STREAM_ROW_TEXELS)
+      }u), ${t(0)} * 2.0);`,
+    ),
+  ],
+  [
+    "AdamW-like, buffers",
+    kernel(buf(0) + buf(1) + buf(2) + buf(3, true), ADAM("b0[i]", "b1[i]", "b2[i]")),
+  ],
+  ["AdamW-like, textures", kernel(tex(0) + tex(1) + tex(2) + buf(3, true), ADAM(t(0), t(1), t(2)))],
+];
+
+const info = adapter.info;
+console.log(
+  `${provider.backend}: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`,
+);
+console.log(`${N} floats; load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}\n`);
+console.log("| path | ms per dispatch | ns per float |");
+console.log("| --- | ---: | ---: |");
+for (const [name, code] of CASES) {
+  device.pushErrorScope("validation");
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+  });
+  const entries: GPUBindGroupEntry[] = [];
+  for (const m of code.matchAll(/@binding\((\d)\) var(<storage[^>]*>)? (\w)(\d): (\w+)/g)) {
+    const n = Number(m[1]);
+    const resource = m[2] ? { buffer: buffers[n] } : textures[n].createView();
+    entries.push({ binding: n, resource });
+  }
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  const groups = V / 64;
+  const run = async (reps: number) => {
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(Math.min(groups, GX), Math.ceil(groups / GX));
+      pass.end();
+      device.queue.submit([enc.finish()]);
+    }
+    await device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / reps;
+  };
+  await run(1);
+  const ms = await run(Math.max(3, 2 ** 23 / N));
+  const error = await device.popErrorScope();
+  if (error) throw new Error(`${name}: ${error.message}`);
+  console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
+}
+device.destroy();
