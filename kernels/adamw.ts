@@ -10,6 +10,10 @@ import { streamTexel } from "./texture.ts";
 
 const WG = 256;
 
+/** The uniforms of the single-tensor kernels ({@link adamwDispatch}). */
+const SINGLE_PARAMS_WGSL =
+  "struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }";
+
 /** Where {@link adamwUpdate} reads element `i`'s gradient, moments and weight. */
 interface AdamWLoads {
   grad: string;
@@ -63,7 +67,7 @@ export function adamwKernel(width: AdamWWidth = 1): KernelSource {
   return {
     key: width === 4 ? "adamw:vec4" : "adamw",
     code: /* wgsl */ `
-struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }
+${SINGLE_PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read_write> param: array<${t}>;
 @group(0) @binding(1) var<storage, read> grad: array<${t}>;
 @group(0) @binding(2) var<storage, read_write> m: array<${t}>;
@@ -92,7 +96,7 @@ export function adamwTextureKernel(): KernelSource {
   return {
     key: "adamw:vec4:tex",
     code: /* wgsl */ `
-struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }
+${SINGLE_PARAMS_WGSL}
 @group(0) @binding(0) var paramT: texture_2d<f32>;
 @group(0) @binding(1) var gradT: texture_2d<f32>;
 @group(0) @binding(2) var mT: texture_2d<f32>;

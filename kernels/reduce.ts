@@ -20,6 +20,34 @@ const INIT = { sum: "0.0", sumsq: "0.0", max: "-3.0e38" };
 const COMBINE = { sum: "a + b", sumsq: "a + b", max: "max(a, b)" };
 
 /**
+ * WGSL opening a reduction pass: uniforms, the input (binding 0, declared by
+ * `x`), out, the workgroup's scratch, `combine`, and `main` up to `w`, the
+ * workgroup's index.
+ */
+function passHead(op: ReduceOp, x: string): string {
+  return `struct P { n: u32, chunk: u32, outOffset: u32, _p: u32 }
+@group(0) @binding(0) ${x};
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> red: array<f32, ${REDUCE_WG}>;
+fn combine(a: f32, b: f32) -> f32 { return ${COMBINE[op]}; }
+@compute @workgroup_size(${REDUCE_WG})
+fn main(${GRID_BUILTINS}) {
+  let w = ${GROUP_INDEX};`;
+}
+
+/** WGSL closing a pass: each invocation's `value` folded in a fixed tree, written at `out[outOffset + w]`. */
+function passTail(value: string): string {
+  return `  red[lid] = ${value};
+  workgroupBarrier();
+  for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { out[p.outOffset + w] = red[0]; }`;
+}
+
+/**
  * One pass: workgroup `w` folds `x[w·chunk .. (w+1)·chunk)` into `out[w]`
  * (squaring first for `sumsq` when `square` is set). Run once over the data
  * (`square` = op is sumsq) and again over the partials until one value is left;
@@ -30,26 +58,12 @@ export function reduceKernel(op: ReduceOp, square: boolean): KernelSource {
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}`,
     code: /* wgsl */ `
-struct P { n: u32, chunk: u32, outOffset: u32, _p: u32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
-var<workgroup> red: array<f32, ${REDUCE_WG}>;
-fn combine(a: f32, b: f32) -> f32 { return ${COMBINE[op]}; }
-@compute @workgroup_size(${REDUCE_WG})
-fn main(${GRID_BUILTINS}) {
-  let w = ${GROUP_INDEX};
+${passHead(op, "var<storage, read> x: array<f32>")}
   let start = w * p.chunk;
   let end = min(start + p.chunk, p.n);
   var acc = ${INIT[op]};
   for (var i = start + lid; i < end; i += ${REDUCE_WG}u) { ${load} }
-  red[lid] = acc;
-  workgroupBarrier();
-  for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { out[p.outOffset + w] = red[0]; }
+${passTail("acc")}
 }`,
   };
 }
@@ -68,15 +82,7 @@ export function reduceTextureKernel(op: ReduceOp, square: boolean): KernelSource
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}:tex`,
     code: /* wgsl */ `
-struct P { n: u32, chunk: u32, outOffset: u32, _p: u32 }
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
-var<workgroup> red: array<f32, ${REDUCE_WG}>;
-fn combine(a: f32, b: f32) -> f32 { return ${COMBINE[op]}; }
-@compute @workgroup_size(${REDUCE_WG})
-fn main(${GRID_BUILTINS}) {
-  let w = ${GROUP_INDEX};
+${passHead(op, "var xT: texture_2d<f32>")}
   let n4 = p.n / 4u;
   var acc = vec4<f32>(${INIT[op]});
   for (var k = 0u; k < ${perInvocation}u; k++) {
@@ -87,13 +93,7 @@ fn main(${GRID_BUILTINS}) {
       acc = vec4<f32>(combine(acc.x, v.x), combine(acc.y, v.y), combine(acc.z, v.z), combine(acc.w, v.w));
     }
   }
-  red[lid] = combine(combine(acc.x, acc.y), combine(acc.z, acc.w));
-  workgroupBarrier();
-  for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { out[p.outOffset + w] = red[0]; }
+${passTail("combine(combine(acc.x, acc.y), combine(acc.z, acc.w))")}
 }`,
   };
 }

@@ -1,8 +1,9 @@
 /**
  * The GeLU fused into the MLP's products (core/ops/mlp.ts, the `geluOut` and
  * `geluGrad` epilogues of kernels/matmul.ts) against the unfused composition
- * `linear → gelu → linear`: forward outputs and the gradients of the input,
- * both weights and the bias, for both GeLU kinds, widths that are and are not a
+ * `linear → gelu → linear → + bias`: forward outputs and the gradients of the
+ * input, both weights and both biases (the second in `geluLinear`'s epilogue,
+ * as the MLP's row-parallel layer does at TP=1), for both GeLU kinds, widths that are and are not a
  * multiple of 4 (vec4 and scalar stores), leading batch dims, and both matmul
  * variant families (the software and the shared-memory GPU tiling).
  * Loss = Σ out·R for a fixed random R.
@@ -39,18 +40,19 @@ async function run(
       shapes.out,
       shapes.hidden,
     ]).requireGrad();
+    const b2 = Tensor.fromArray(dev, randomArray(shapes.out, 5), [shapes.out]).requireGrad();
     let y: Tensor;
     if (fused) {
       const { pre, act } = ops.linearGelu(x, w1, b1, kind);
-      y = ops.geluLinear(pre, act, w2, kind);
+      y = ops.geluLinear(pre, act, w2, kind, b2);
     } else {
-      y = ops.linear(ops.gelu(ops.linear(x, w1, b1), kind), w2);
+      y = ops.add(ops.linear(ops.gelu(ops.linear(x, w1, b1), kind), w2), b2);
     }
     const R = Tensor.fromArray(dev, randomArray(y.size, 9), y.shape);
     await backward(ops.sum(ops.mul(y, R)));
     return {
       y: await y.read(),
-      grads: await Promise.all([x, w1, b1, w2].map((t) => t.grad!.read())),
+      grads: await Promise.all([x, w1, b1, w2, b2].map((t) => t.grad!.read())),
     };
   });
 }
@@ -66,7 +68,7 @@ for (const kind of ["tanh", "erf"] as const) {
       const b = await run(c, kind, false);
       const what = `${JSON.stringify(c)} ${kind}`;
       assertClose(a.y, b.y, { ...FWD, what: `${what}: output` });
-      ["x", "w1", "b1", "w2"].forEach((name, i) =>
+      ["x", "w1", "b1", "w2", "b2"].forEach((name, i) =>
         assertClose(a.grads[i], b.grads[i], { ...GRAD, what: `${what}: grad ${name}` })
       );
     }

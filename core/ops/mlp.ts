@@ -13,6 +13,7 @@ import type { GeluKind } from "../../kernels/elementwise.ts";
 import { record } from "../autograd.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { linear, matmul } from "./matmul.ts";
+import { sumToSize } from "./raw.ts";
 
 /** The pre-activation and its GeLU, from {@link linearGelu}. */
 export interface PreAndActivation {
@@ -36,19 +37,26 @@ export function linearGelu(
 }
 
 /**
- * `gelu(pre)·Wᵀ` (no bias), given `act = gelu(pre)` from {@link linearGelu}: the
+ * `gelu(pre)·Wᵀ (+ bias)`, given `act = gelu(pre)` from {@link linearGelu}: the
  * gradient reaching `pre` is `(g·W) ⊙ gelu'(pre)`, one matmul with the GeLU's
- * derivative in its epilogue; the weight's is `gᵀ·act`.
+ * derivative in its epilogue; the weight's is `gᵀ·act`, the bias's the column
+ * sums of g.
  */
-export function geluLinear(pre: Tensor, act: Tensor, weight: Tensor, kind: GeluKind): Tensor {
+export function geluLinear(
+  pre: Tensor,
+  act: Tensor,
+  weight: Tensor,
+  kind: GeluKind,
+  bias?: Tensor,
+): Tensor {
   if (act.size !== pre.size || act.shape[act.rank - 1] !== weight.shape[1]) {
     throw new Error(
       `geluLinear: activation ${fmtShape(act.shape)}, pre-activation ${fmtShape(pre.shape)} ` +
         `and weight ${fmtShape(weight.shape)} do not fit`,
     );
   }
-  const out = pre.device.noGrad(() => linear(act, weight));
-  return record(out, "gelu+linear", [pre, weight], (grad) => {
+  const out = pre.device.noGrad(() => linear(act, weight, bias));
+  return record(out, "gelu+linear", bias ? [pre, weight, bias] : [pre, weight], (grad) => {
     const inF = weight.shape[1];
     const rows = pre.size / inF;
     const g = grad.view([rows, weight.shape[0]]);
@@ -61,7 +69,8 @@ export function geluLinear(pre: Tensor, act: Tensor, weight: Tensor, kind: GeluK
       raw.dispose();
     }
     const gW = weight.requiresGrad ? matmul(g, a, { transA: true }) : null;
+    const gB = bias?.requiresGrad ? sumToSize(grad, bias.shape) : null;
     for (const t of [g, a, p]) t.dispose();
-    return [gPre, gW];
+    return bias ? [gPre, gW, gB] : [gPre, gW];
   });
 }

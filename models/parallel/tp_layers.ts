@@ -166,14 +166,21 @@ export class RowParallelLinear extends Module implements LinearLike {
 
   /** Applies the layer to a split input; the output is complete on every rank. */
   async forward(x: Tensor): Promise<Tensor> {
+    if (this.group.size === 1) return ops.linear(x, this.weight, this.bias);
     return await this.#finish(ops.linear(x, this.weight));
   }
 
   /** {@link forward} of `act = gelu(pre)`, the GeLU's gradient fused into backward's product. */
   async forwardFromGelu(pre: Tensor, act: Tensor, kind: ops.GeluKind): Promise<Tensor> {
+    if (this.group.size === 1) return ops.geluLinear(pre, act, this.weight, kind, this.bias);
     return await this.#finish(ops.geluLinear(pre, act, this.weight, kind));
   }
 
+  /**
+   * Sums the ranks' partial products (`g`), then adds the bias once. With one
+   * rank the sum is the identity and the callers put the bias in the matmul's
+   * epilogue instead (the same bits, one dispatch fewer).
+   */
   async #finish(partial: Tensor): Promise<Tensor> {
     const y = await reduceFromRegion(partial, this.group);
     return this.bias ? ops.add(y, this.bias) : y;
