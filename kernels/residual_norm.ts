@@ -10,7 +10,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { PHILOX_WGSL } from "./rng.ts";
+import { dropVec4, KEEP_WGSL, PHILOX_WGSL } from "./rng.ts";
 import {
   normalizeRowTextureWgsl,
   normalizeRowWgsl,
@@ -24,13 +24,6 @@ const WG = 256;
 
 const PARAMS_WGSL = /* wgsl */ `
 struct P { rows: u32, cols: u32, eps: f32, offset: u32, seedLo: u32, seedHi: u32, prob: f32, scale: f32 }`;
-
-/** WGSL `keep(i)`: the dropout decision of flat element `i` (needs P as `p`). */
-const KEEP_WGSL = /* wgsl */ `
-fn keep(i: u32) -> bool {
-  let r = philox(vec4<u32>(i, p.offset, 0u, 0u), vec2<u32>(p.seedLo, p.seedHi));
-  return u01(r.x) >= p.prob;
-}`;
 
 /**
  * `sum = x + dropout(a)`, then `y = (sum − mean)·rstd·gamma + beta` per row,
@@ -175,9 +168,6 @@ fn main(${GRID_BUILTINS}) {
  * texture, out. Dispatch: {@link residualDropoutDispatch} at width 4.
  */
 export function residualDropoutTextureKernel(): KernelSource {
-  const comps = ["x", "y", "z", "w"].map((c, k) =>
-    `x.${c} + select(0.0, a.${c} * p.scale, keep(4u * i + ${k}u))`
-  );
   return {
     key: "residual:drop:v4:tex",
     code: /* wgsl */ `
@@ -194,7 +184,7 @@ fn main(${GRID_BUILTINS}) {
   if (i >= p.rows / 4u) { return; }
   let x = ${streamTexel("xT", "i")};
   let a = ${streamTexel("aT", "i")};
-  out[i] = vec4<f32>(${comps.join(", ")});
+  out[i] = x + ${dropVec4("a", "4u * i")};
 }`,
   };
 }
@@ -274,17 +264,9 @@ export function embedPositionsDispatch(
 }
 
 // ---------------------------------------------------------------------------
-// CPU adapters: one invocation per row, inputs read through `rgba32float`
+// CPU adapters: one invocation per row, inputs read through stream
 // textures and outputs written as vec4, as kernels/layernorm.ts's texture forms
 // (same values; the row statistics are summed per vec4 component first).
-
-/** WGSL: dropout of vec4 `v` whose first element has flat index `i` (the scalar kernels' mask). */
-const dropVec4 = (v: string, i: string) =>
-  `vec4<f32>(${
-    ["x", "y", "z", "w"].map((c, k) =>
-      `select(0.0, ${v}.${c} * p.scale, keep(${i}${k ? ` + ${k}u` : ""}))`
-    ).join(", ")
-  })`;
 
 /**
  * {@link residualNormForwardKernel} for CPU adapters. Bindings: x, a, gamma,

@@ -85,6 +85,30 @@ export function randomDispatch(
 }
 
 /**
+ * WGSL `keep(i)`: the dropout decision of flat element `i`,
+ * `u01(philox((i, offset, 0, 0), seed).x) ≥ prob`: every dropout's mask, the
+ * fused kernels' too. Needs Philox ({@link PHILOX_WGSL}) and uniforms `p` with
+ * `offset`, `seedLo`, `seedHi` and `prob`.
+ */
+export const KEEP_WGSL = /* wgsl */ `
+fn keep(i: u32) -> bool {
+  let r = philox(vec4<u32>(i, p.offset, 0u, 0u), vec2<u32>(p.seedLo, p.seedHi));
+  return u01(r.x) >= p.prob;
+}`;
+
+/**
+ * WGSL: dropout of the vec4 expression `v` whose first element has flat index
+ * `i` (a u32 expression), element by element with {@link KEEP_WGSL}'s mask and
+ * the scale `p.scale`: what the scalar kernels compute for those four elements.
+ */
+export const dropVec4 = (v: string, i: string): string =>
+  `vec4<f32>(${
+    ["x", "y", "z", "w"].map((c, k) =>
+      `select(0.0, ${v}.${c} * p.scale, keep(${i}${k ? ` + ${k}u` : ""}))`
+    ).join(", ")
+  })`;
+
+/**
  * Dropout: `out[i] = x[i] · keep(i) / (1 − p)`, where keep(i) is
  * `u01(philox((i, offset, 0, 0), seed).x) ≥ p`. The same kernel applies the same
  * mask to the upstream gradient in the backward pass. Bindings: x, out.
@@ -98,12 +122,12 @@ struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32,
 @group(0) @binding(0) var<storage, read> xb: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
+${KEEP_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
   if (i >= p.n) { return; }
-  let r = philox(vec4<u32>(i, p.offset, 0u, 0u), vec2<u32>(p.seedLo, p.seedHi));
-  out[i] = select(0.0, xb[i] * p.scale, u01(r.x) >= p.prob);
+  out[i] = select(0.0, xb[i] * p.scale, keep(i));
 }`,
   };
 }
@@ -116,9 +140,6 @@ fn main(${GRID_BUILTINS}) {
  * out. Dispatch: {@link dropoutDispatch} at width 4.
  */
 export function dropoutTextureKernel(): KernelSource {
-  const drop = (c: string, k: number) =>
-    `select(0.0, x.${c} * p.scale, u01(philox(vec4<u32>(4u * i + ${k}u, p.offset, 0u, 0u), ` +
-    `vec2<u32>(p.seedLo, p.seedHi)).x) >= p.prob)`;
   return {
     key: "dropout:v4:tex",
     code: /* wgsl */ `
@@ -127,12 +148,13 @@ struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32,
 @group(0) @binding(0) var xT: texture_2d<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: P;
+${KEEP_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
   if (i >= p.n / 4u) { return; }
   let x = ${streamTexel("xT", "i")};
-  out[i] = vec4<f32>(${["x", "y", "z", "w"].map(drop).join(", ")});
+  out[i] = ${dropVec4("x", "4u * i")};
 }`,
   };
 }

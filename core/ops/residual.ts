@@ -56,11 +56,6 @@ function activeDrop(op: string, drop: DropoutSpec | null | undefined): DropoutSp
   return drop;
 }
 
-/** `dropout(g)` with the mask of `drop` (no autograd). */
-function dropRaw(g: Tensor, drop: DropoutSpec): Tensor {
-  return dropoutRaw(g, drop.p, drop.draw);
-}
-
 /**
  * `sum = x + dropout(a)` and `normed = layerNorm(sum, gamma, beta, eps)` in one
  * row kernel: what `layerNorm(add(x, dropout(a, p, draw)), gamma, beta, eps)`
@@ -99,7 +94,7 @@ export function residualLayerNorm(
   recordMulti([sum, normed], "residualLayerNorm", [x, a, gamma, beta], ([gSum, gNormed]) => {
     if (!gNormed) {
       // Only the residual stream was used: d x = g, d a = dropout(g).
-      return [gSum!.view(), d0 ? dropRaw(gSum!, d0) : gSum!.view(), null, null];
+      return [gSum!.view(), d0 ? dropoutRaw(gSum!, d0.p, d0.draw) : gSum!.view(), null, null];
     }
     const dx = Tensor.empty(device, x.shape);
     const da = d0 ? Tensor.empty(device, x.shape) : null;
@@ -153,7 +148,7 @@ export function residualDropout(
   );
   return record(out, "residualDropout", [x, a], (g) => [
     x.requiresGrad ? g.view() : null,
-    a.requiresGrad ? dropRaw(g, d0) : null,
+    a.requiresGrad ? dropoutRaw(g, d0.p, d0.draw) : null,
   ]);
 }
 
@@ -211,7 +206,7 @@ export function embedPositions(
   );
   const first = lookup ? lookup.table : tokens as Tensor;
   return record(out, "embedPositions", [first, pos], (g) => {
-    const gTok = d0 ? dropRaw(g, d0) : g.view();
+    const gTok = d0 ? dropoutRaw(g, d0.p, d0.draw) : g.view();
     const dPos = pos.requiresGrad ? positionGrad(gTok, pos, B, T * h, start) : null;
     let dFirst: Tensor | null = null;
     if (first.requiresGrad) {
