@@ -49,6 +49,9 @@ export const REQUESTED_LIMITS = [
   "maxTextureDimension2D",
 ] as const;
 
+/** Bind groups a {@link Device} keeps for reuse (least recently used dropped first). */
+export const BIND_GROUP_CACHE = 4096;
+
 /** Options for {@link Device.create}. */
 export interface DeviceOptions {
   /** Which WebGPU implementation to use (default: {@link DEFAULT_BACKEND}). */
@@ -106,6 +109,8 @@ export class Device {
   hostSyncs = 0;
   /** Bytes read back to the host so far. */
   bytesRead = 0;
+  /** Bind groups made so far (a dispatch that binds what an earlier one bound reuses its group). */
+  bindGroupsMade = 0;
   /**
    * Per-kernel counting and GPU timing (core/profiler.ts), or null (the default:
    * nothing is recorded beyond the counters above).
@@ -152,6 +157,9 @@ export class Device {
   #scratchTextures = new Map<string, { texture: GPUTexture; view: GPUTextureView }>();
   #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
+  #bindGroups = new Map<string, GPUBindGroup>();
+  #objectIds = new WeakMap<object, number>();
+  #lastId = 0;
   #lost = false;
   readonly #maxBatched: number;
   /** Bytes one storage binding may hold: the adapter's limit, or a lower cap asked for. */
@@ -404,10 +412,7 @@ export class Device {
         );
       }
     });
-    const bindGroup = this.gpu.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
+    const bindGroup = this.#bindGroup(kernel.key, pipeline, entries);
     const prof = this.profiler;
     if (prof) return this.#profiledDispatch(prof, kernel.key, pipeline, bindGroup, [x, y, z]);
     const pass = this.#computePass();
@@ -416,6 +421,47 @@ export class Device {
     pass.dispatchWorkgroups(x, y, z);
     this.dispatches++;
     if (++this.#batched >= this.#maxBatched) this.flush();
+  }
+
+  /**
+   * The bind group of `entries` for the pipeline of `key`: made once and reused
+   * while it stays among the {@link BIND_GROUP_CACHE} most recently used (a
+   * training step binds the same pooled buffers, uniforms and scratch textures
+   * in every step, and making a bind group is a large share of the host's
+   * recording time). Keyed by the identity of each buffer or view, so a buffer
+   * destroyed and replaced is never matched.
+   */
+  #bindGroup(
+    key: string,
+    pipeline: GPUComputePipeline,
+    entries: GPUBindGroupEntry[],
+  ): GPUBindGroup {
+    let k = key;
+    for (const e of entries) {
+      const r = e.resource as GPUBufferBinding | GPUTextureView;
+      k += "buffer" in r
+        ? `|${this.#objectId(r.buffer)}:${r.offset ?? 0}:${r.size ?? ""}`
+        : `|t${this.#objectId(r)}`;
+    }
+    const hit = this.#bindGroups.get(k);
+    if (hit) {
+      this.#bindGroups.delete(k);
+      this.#bindGroups.set(k, hit);
+      return hit;
+    }
+    const group = this.gpu.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    this.bindGroupsMade++;
+    this.#bindGroups.set(k, group);
+    if (this.#bindGroups.size > BIND_GROUP_CACHE) {
+      this.#bindGroups.delete(this.#bindGroups.keys().next().value!);
+    }
+    return group;
+  }
+
+  #objectId(o: object): number {
+    let id = this.#objectIds.get(o);
+    if (id === undefined) this.#objectIds.set(o, id = ++this.#lastId);
+    return id;
   }
 
   #profiledDispatch(
@@ -656,6 +702,7 @@ export class Device {
     this.#readStaging.clear();
     for (const t of this.#scratchTextures.values()) t.texture.destroy();
     this.#scratchTextures.clear();
+    this.#bindGroups.clear();
     this.#lost = true;
     this.gpu.destroy();
   }

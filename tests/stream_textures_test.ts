@@ -4,7 +4,8 @@
  * buffer forms dispatched directly on the same device: the same bits for maps
  * (plain and broadcast), axpy (plain and tiled), dropout, residual dropout and
  * AdamW; sums within float rounding of the buffer form's order. Sizes cover a
- * partial stream row, a whole row, and whole rows plus a partial one.
+ * partial stream row, a whole row, and whole rows plus a partial one; smaller
+ * tensors keep the buffer forms.
  * @module
  */
 
@@ -12,6 +13,7 @@ import { deepStrictEqual, ok } from "node:assert/strict";
 import { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";
 import { DeviceProfiler } from "../core/profiler.ts";
+import { STREAM_MIN_VEC4S } from "../core/ops/streams.ts";
 import { Tensor } from "../core/tensor.ts";
 import { axpyKernel, mapDispatch, mapKernel } from "../kernels/elementwise.ts";
 import { Params } from "../kernels/kernel.ts";
@@ -21,7 +23,9 @@ import { residualDropoutDispatch, residualDropoutKernel } from "../kernels/resid
 import { reduceDispatch, reduceKernel } from "../kernels/reduce.ts";
 import { assertClose, randomArray, testBackend, withTimeLimit } from "./helpers.ts";
 
-const SIZES = [8, 4096, 4096 * 3 + 24]; // multiples of the bias's 8
+// Multiples of the bias's 8, at least STREAM_MIN_VEC4S vec4s: a partial stream
+// row, a whole row, whole rows and a partial one.
+const SIZES = [1032, 4096, 4096 * 3 + 24];
 
 /** Runs `f` with a profiler attached and returns the kernel keys it dispatched. */
 async function keysOf(device: Device, f: () => Promise<unknown>): Promise<string[]> {
@@ -118,6 +122,26 @@ Deno.test(
         const parts = await part.read();
         assertClose([sq], [parts.reduce((a, b) => a + b, 0)], { rtol: 1e-5, what: `sumsq ${n}` });
       }
+    } finally {
+      await device.close();
+    }
+  },
+);
+
+Deno.test(
+  "tensors under STREAM_MIN_VEC4S keep the buffer forms (no copy per operand)",
+  withTimeLimit(60),
+  async () => {
+    const device = await Device.create({ backend: testBackend() });
+    try {
+      const n = 4 * STREAM_MIN_VEC4S - 8;
+      const x = Tensor.fromArray(device, randomArray(n, 1), [n]);
+      const y = Tensor.fromArray(device, randomArray(n, 2), [n]);
+      const keys = await keysOf(device, async () => {
+        await ops.mapRaw("mul", x, y).read();
+        await ops.sumSquares(x).item();
+      });
+      ok(keys.length > 0 && keys.every((k) => !k.endsWith(":tex")), keys.join());
     } finally {
       await device.close();
     }

@@ -19,16 +19,26 @@ export interface StreamOperand {
 }
 
 /**
+ * Below this many vec4s in its largest operand, a kernel reads its buffers:
+ * each stream texture costs one or two copy commands with a fixed cost (~5–9
+ * µs each on llvmpipe, more than the ~10 ns per float a texel saves over a
+ * buffer load on 1024 floats), and the optimizer's 128-element biases and norm
+ * parameters would each take four.
+ */
+export const STREAM_MIN_VEC4S = 256;
+
+/**
  * The operands as stream textures in slots 0, 1, … (in order with the
- * dispatches around them), for a kernel's texture form; null on a GPU, or when
- * an operand needs more rows than a texture has: the caller then dispatches the
- * buffer form.
+ * dispatches around them), for a kernel's texture form; null on a GPU, when
+ * every operand is under {@link STREAM_MIN_VEC4S}, or when an operand needs
+ * more rows than a texture has: the caller then dispatches the buffer form.
  */
 export function streamTextures(
   device: Device,
   operands: readonly StreamOperand[],
 ): { view: GPUTextureView }[] | null {
   if (!device.isSoftware) return null;
+  if (operands.every((o) => o.vec4s < STREAM_MIN_VEC4S)) return null;
   if (!operands.every((o) => streamFits(o.vec4s, device.maxTextureDimension))) return null;
   return operands.map((o, slot) => ({ view: device.streamAsTexture(o.binding, o.vec4s, slot) }));
 }
