@@ -138,6 +138,10 @@ export interface Profile {
     submits: number;
     hostSyncs: number;
     bytesRead: number;
+    /** Bind groups made (the rest reuse an earlier step's: `Device.dispatch`'s cache). */
+    bindGroups: number;
+    /** Buffer-to-texture copies filling stream textures (CPU adapters). */
+    textureCopies: number;
     /** Wall milliseconds of an unprofiled step (median). */
     wallMs: number;
     /** Tokens per second of an unprofiled step. */
@@ -281,7 +285,14 @@ export async function profileRun(
   // Unprofiled and profiled steps alternate, so that both see the same load on a
   // shared machine: the unprofiled ones give the counts and the plain step time.
   const wall: number[] = [], record: number[] = [];
-  const counts = { dispatches: 0, submits: 0, hostSyncs: 0, bytesRead: 0 };
+  const counts = {
+    dispatches: 0,
+    submits: 0,
+    hostSyncs: 0,
+    bytesRead: 0,
+    bindGroups: 0,
+    textureCopies: 0,
+  };
   const prof = new DeviceProfiler(timing as ProfileMode);
   const profWall: number[] = [];
   const comm: CommProfile = { calls: 0, bytes: 0, ms: 0 };
@@ -289,6 +300,7 @@ export async function profileRun(
   const total = new Map<string, KernelStat>();
   for (let i = 0; i < steps; i++) {
     const d0 = device.dispatches, s0 = device.submits, h0 = device.hostSyncs, b0 = device.bytesRead;
+    const g0 = device.bindGroupsMade, c0 = device.textureCopies;
     let lastSubmit = NaN;
     const flush = device.flush;
     device.flush = () => {
@@ -308,6 +320,8 @@ export async function profileRun(
     counts.submits += device.submits - s0;
     counts.hostSyncs += device.hostSyncs - h0;
     counts.bytesRead += device.bytesRead - b0;
+    counts.bindGroups += device.bindGroupsMade - g0;
+    counts.textureCopies += device.textureCopies - c0;
 
     prof.reset();
     device.profiler = prof;
@@ -385,6 +399,8 @@ export async function profileRun(
       submits: counts.submits / steps,
       hostSyncs: counts.hostSyncs / steps,
       bytesRead: counts.bytesRead / steps,
+      bindGroups: counts.bindGroups / steps,
+      textureCopies: counts.textureCopies / steps,
       wallMs,
       tokensPerSec: (B * T * 1000) / wallMs,
       hostUntilSubmitMs: median(record),
@@ -445,7 +461,8 @@ export function formatProfile(p: Profile, top = 15): string {
     `seq ${m.seq}, batch ${m.batch} (${m.params} params); ${p.steps} profiled steps, loss ${
       f2(p.loss)
     }`,
-    `- per step: ${s.dispatches} dispatches, ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
+    `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
+    `${s.textureCopies} texture copies, ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s); ` +
     `kernels' GPU time ${f1(s.kernelMs)} ms = ${

@@ -111,6 +111,8 @@ export class Device {
   bytesRead = 0;
   /** Bind groups made so far (a dispatch that binds what an earlier one bound reuses its group). */
   bindGroupsMade = 0;
+  /** Buffer-to-texture copy commands recorded so far (filling stream textures). */
+  textureCopies = 0;
   /**
    * Per-kernel counting and GPU timing (core/profiler.ts), or null (the default:
    * nothing is recorded beyond the counters above).
@@ -538,6 +540,7 @@ export class Device {
     const full = Math.floor(vec4s / STREAM_ROW_TEXELS);
     const tail = vec4s - full * STREAM_ROW_TEXELS;
     if (full > 0) {
+      this.textureCopies++;
       enc.copyBufferToTexture(
         { buffer: src.buffer, offset, bytesPerRow, rowsPerImage: full },
         { texture },
@@ -545,6 +548,7 @@ export class Device {
       );
     }
     if (tail > 0) {
+      this.textureCopies++;
       enc.copyBufferToTexture(
         { buffer: src.buffer, offset: offset + full * bytesPerRow },
         { texture, origin: [0, full] },
