@@ -30,7 +30,7 @@ export interface BufferBinding {
 
 /** A texture binding: a view of a scratch stream texture (see {@link Device.streamAsTexture}). */
 export interface TextureBinding {
-  /** The view bound (sampled or as a storage texture, as the kernel declares it). */
+  /** The view bound, read by the kernel with `textureLoad`. */
   view: GPUTextureView;
 }
 
@@ -493,19 +493,15 @@ export class Device {
     if (++this.#batched >= this.#maxBatched) this.flush();
   }
 
-  #scratch(
-    width: number,
-    height: number,
-    slot: number,
-  ): { texture: GPUTexture; view: GPUTextureView } {
-    const key = `${width}x${height}/${slot}`;
+  /** The scratch stream texture of `rows` rows in `slot` (made on first use, freed with the device). */
+  #scratch(rows: number, slot: number): { texture: GPUTexture; view: GPUTextureView } {
+    const key = `${rows}/${slot}`;
     let t = this.#scratchTextures.get(key);
     if (!t) {
       const texture = this.gpu.createTexture({
-        size: [width, height],
+        size: [STREAM_ROW_TEXELS, rows],
         format: "rgba32float",
-        usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING |
-          GPUTextureUsage.COPY_DST,
+        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
       });
       t = { texture, view: texture.createView() };
       this.#scratchTextures.set(key, t);
@@ -532,7 +528,7 @@ export class Device {
           `${STREAM_ROW_TEXELS} texels`,
       );
     }
-    const { texture, view } = this.#scratch(STREAM_ROW_TEXELS, rows, slot);
+    const { texture, view } = this.#scratch(rows, slot);
     const offset = src.offset ?? 0; // a binding's: a multiple of 256, as copies need 16
     this.#endPass();
     const enc = this.#getEncoder();

@@ -108,6 +108,10 @@ export const dropVec4 = (v: string, i: string): string =>
     ).join(", ")
   })`;
 
+/** The uniforms of both dropout kernels, as {@link dropoutDispatch} writes them. */
+const DROPOUT_PARAMS_WGSL =
+  "struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32, _a: u32, _b: u32 }";
+
 /**
  * Dropout: `out[i] = x[i] · keep(i) / (1 − p)`, where keep(i) is
  * `u01(philox((i, offset, 0, 0), seed).x) ≥ p`. The same kernel applies the same
@@ -118,7 +122,7 @@ export function dropoutKernel(): KernelSource {
     key: "dropout",
     code: /* wgsl */ `
 ${PHILOX_WGSL}
-struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32, _a: u32, _b: u32 }
+${DROPOUT_PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> xb: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -144,7 +148,7 @@ export function dropoutTextureKernel(): KernelSource {
     key: "dropout:v4:tex",
     code: /* wgsl */ `
 ${PHILOX_WGSL}
-struct P { n: u32, seedLo: u32, seedHi: u32, offset: u32, prob: f32, scale: f32, _a: u32, _b: u32 }
+${DROPOUT_PARAMS_WGSL}
 @group(0) @binding(0) var xT: texture_2d<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: P;
