@@ -7,6 +7,7 @@
  * @module
  */
 
+import process from "node:process";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
@@ -146,6 +147,12 @@ export interface Profile {
     wallMs: number;
     /** Tokens per second of an unprofiled step. */
     tokensPerSec: number;
+    /**
+     * CPU milliseconds the process spent in an unprofiled step (median; all its
+     * threads: on a CPU adapter the kernels run on the process's own threads).
+     * Less moved than wall time by other load on a shared machine.
+     */
+    cpuMs: number;
     /** Milliseconds from the step's start to its last submit (host recording; median). */
     hostUntilSubmitMs: number;
     /** Sum of kernel GPU time per step (profiled steps), ms. */
@@ -284,7 +291,7 @@ export async function profileRun(
   }
   // Unprofiled and profiled steps alternate, so that both see the same load on a
   // shared machine: the unprofiled ones give the counts and the plain step time.
-  const wall: number[] = [], record: number[] = [];
+  const wall: number[] = [], record: number[] = [], cpu: number[] = [];
   const counts = {
     dispatches: 0,
     submits: 0,
@@ -307,6 +314,7 @@ export async function profileRun(
       lastSubmit = performance.now();
       flush.call(device);
     };
+    const cpu0 = process.cpuUsage();
     let t0 = performance.now();
     try {
       await step();
@@ -314,6 +322,8 @@ export async function profileRun(
       device.flush = flush;
     }
     const t1 = performance.now();
+    const used = process.cpuUsage(cpu0);
+    cpu.push((used.user + used.system) / 1000);
     wall.push(t1 - t0);
     record.push(lastSubmit - t0);
     counts.dispatches += device.dispatches - d0;
@@ -403,6 +413,7 @@ export async function profileRun(
       textureCopies: counts.textureCopies / steps,
       wallMs,
       tokensPerSec: (B * T * 1000) / wallMs,
+      cpuMs: median(cpu),
       hostUntilSubmitMs: median(record),
       kernelMs: allNs / 1e6 / steps,
       profiledWallMs: median(profWall),
@@ -464,7 +475,8 @@ export function formatProfile(p: Profile, top = 15): string {
     `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
     `${s.textureCopies} texture copies, ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
-    `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s); ` +
+    `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
+    `${f1(s.cpuMs)} ms of CPU time, all threads); ` +
     `kernels' GPU time ${f1(s.kernelMs)} ms = ${
       f1((100 * s.kernelMs) / s.wallMs)
     }% of the step wall; ${

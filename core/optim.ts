@@ -9,6 +9,7 @@ import {
   adamwKernel,
   adamwMultiDispatch,
   adamwMultiKernel,
+  type AdamWStep,
   adamwTextureKernel,
   clipCoefKernel,
   clipCoefParams,
@@ -17,6 +18,15 @@ import type { BufferBinding, Device } from "./device.ts";
 import type { ParamInfo } from "./nn.ts";
 import { elementWindows, full, reduceInto } from "./ops/mod.ts";
 import { streamTextures } from "./ops/streams.ts";
+import {
+  allHaveGrads,
+  BUCKET_ELEMENTS,
+  gatherGrads,
+  gatherWeights,
+  type ParamBucket,
+  planBuckets,
+  scatterWeights,
+} from "./param_buckets.ts";
 import { Tensor } from "./tensor.ts";
 import { subBinding } from "./windows.ts";
 
@@ -36,14 +46,29 @@ export interface AdamWConfig {
    * coefficient): 7 on lavapipe, 3 on Dawn's GL. Default false (one dispatch per
    * tensor): on both software adapters the multi-tensor kernel measured about 2×
    * slower per element than the per-tensor one, more than the dispatches it saves.
+   * Turns flat buckets off unless {@link AdamWConfig.bucketElements} is given.
    */
   multiTensor?: boolean;
+  /**
+   * Parameters whose sizes divide by 4 are updated in flat buckets of up to this
+   * many elements (core/param_buckets.ts): weights and gradients copied end to
+   * end, one dispatch per bucket, the moments kept flat; the same bits as one
+   * dispatch per tensor. Default `BUCKET_ELEMENTS` (2²²); 0: one dispatch per
+   * tensor.
+   */
+  bucketElements?: number;
 }
 
 interface Entry {
   state: BufferBinding[];
   n: number;
   decay: number;
+}
+
+/** A bucket's flat moments. */
+interface BucketState {
+  m: Tensor;
+  v: Tensor;
 }
 
 /**
@@ -96,8 +121,16 @@ export class AdamW {
   readonly eps: number;
   /** Decoupled weight decay. */
   readonly weightDecay: number;
-  /** First and second moments per parameter (created on first step). */
-  readonly moments: Map<Tensor, { m: Tensor; v: Tensor }> = new Map();
+  /** Most elements per flat bucket; 0 when off (see {@link AdamWConfig.bucketElements}). */
+  readonly bucketElements: number;
+  /** Moments of the parameters updated one tensor at a time (created on first step). */
+  readonly #moments: Map<Tensor, { m: Tensor; v: Tensor }> = new Map();
+  /** The buckets, planned on first use. */
+  #plan: { buckets: ParamBucket[]; single: ParamInfo[] } | null = null;
+  /** Each bucket's flat moments (created on first step). */
+  readonly #bucketState: Map<ParamBucket, BucketState> = new Map();
+  /** The bucket and offset of each bucketed parameter. */
+  readonly #placeOf: Map<Tensor, { bucket: ParamBucket; offset: number }> = new Map();
 
   /** An optimizer for `params` (from `Module.namedParams`). */
   constructor(readonly params: readonly ParamInfo[], config: AdamWConfig = {}) {
@@ -106,10 +139,135 @@ export class AdamW {
     this.eps = config.eps ?? 1e-8;
     this.weightDecay = config.weightDecay ?? 0.01;
     this.multiTensor = config.multiTensor ?? false;
+    this.bucketElements = config.bucketElements ?? (this.multiTensor ? 0 : BUCKET_ELEMENTS);
   }
 
   /** Whether several tensors are updated per dispatch (see {@link AdamWConfig.multiTensor}). */
   readonly multiTensor: boolean;
+
+  /** The bucket plan (made on first use, from the device of the first parameter). */
+  #buckets(): { buckets: ParamBucket[]; single: ParamInfo[] } {
+    if (this.#plan) return this.#plan;
+    if (this.bucketElements <= 0 || this.params.length === 0) {
+      this.#plan = { buckets: [], single: [...this.params] };
+    } else {
+      this.#plan = planBuckets(this.params[0].tensor.device, this.params, this.bucketElements);
+    }
+    for (const bucket of this.#plan.buckets) {
+      for (const m of bucket.members) this.#placeOf.set(m.tensor, { bucket, offset: m.offset });
+    }
+    return this.#plan;
+  }
+
+  /** The flat moments of `b`, zero when first asked for. */
+  #stateOf(b: ParamBucket): BucketState {
+    let st = this.#bucketState.get(b);
+    if (!st) {
+      const device = b.members[0].tensor.device;
+      st = { m: full(device, [b.size], 0).keep(), v: full(device, [b.size], 0).keep() };
+      this.#bucketState.set(b, st);
+    }
+    return st;
+  }
+
+  /** Bindings of `t`'s moments, creating them (zero) when absent. */
+  #momentBindings(t: Tensor): { m: BufferBinding; v: BufferBinding } {
+    this.#buckets();
+    const place = this.#placeOf.get(t);
+    if (place) {
+      const st = this.#stateOf(place.bucket);
+      return {
+        m: subBinding(st.m.binding, place.offset, t.size),
+        v: subBinding(st.v.binding, place.offset, t.size),
+      };
+    }
+    let st = this.#moments.get(t);
+    if (!st) {
+      st = { m: full(t.device, t.shape, 0).keep(), v: full(t.device, t.shape, 0).keep() };
+      this.#moments.set(t, st);
+    }
+    return { m: st.m.binding, v: st.v.binding };
+  }
+
+  /** Whether `t` has moments (it was updated, or they were loaded). */
+  hasMoments(t: Tensor): boolean {
+    this.#buckets();
+    const place = this.#placeOf.get(t);
+    return place ? this.#bucketState.has(place.bucket) : this.#moments.has(t);
+  }
+
+  /** The first and second moments of each of `ts` (all must have them), read back in one sync. */
+  async readMoments(ts: readonly Tensor[]): Promise<{ m: Float32Array; v: Float32Array }[]> {
+    if (ts.length === 0) return [];
+    for (const t of ts) {
+      if (!this.hasMoments(t)) throw new Error(`readMoments: "${t.name ?? "a tensor"}" has none`);
+    }
+    const bindings = ts.flatMap((t) => {
+      const b = this.#momentBindings(t);
+      return [b.m, b.v];
+    });
+    const bufs = await ts[0].device.readMany(bindings);
+    return ts.map((_, i) => ({
+      m: new Float32Array(bufs[2 * i]),
+      v: new Float32Array(bufs[2 * i + 1]),
+    }));
+  }
+
+  /** Sets `t`'s moments from host values (e.g. from a checkpoint). */
+  setMoments(t: Tensor, m: Float32Array, v: Float32Array): void {
+    for (const x of [m, v]) {
+      if (x.length !== t.size) {
+        throw new Error(`setMoments: ${x.length} values for a tensor of ${t.size} elements`);
+      }
+    }
+    const b = this.#momentBindings(t);
+    t.device.upload(b.m.buffer, m, b.m.offset ?? 0);
+    t.device.upload(b.v.buffer, v, b.v.offset ?? 0);
+  }
+
+  /** Frees every moment and sets the step count (before loading a checkpoint's). */
+  resetState(step = 0): void {
+    for (const st of [...this.#moments.values(), ...this.#bucketState.values()]) {
+      st.m.dispose();
+      st.v.dispose();
+    }
+    this.#moments.clear();
+    this.#bucketState.clear();
+    this.step = step;
+  }
+
+  /**
+   * The squared L2 norm of the gradients of `params` (default: all of this
+   * optimizer's that have one), as a one-element tensor: like the free
+   * {@link gradSumSquares}, with one reduction per flat bucket whose members
+   * all have gradients and all count (the others one per tensor).
+   */
+  gradSumSquares(params?: readonly Tensor[]): Tensor {
+    const counted = new Set(params ?? this.params.map((p) => p.tensor));
+    const device = this.params[0]?.tensor.device;
+    if (!device) throw new Error("gradSumSquares: the optimizer has no parameters");
+    const flat: ParamBucket[] = [];
+    const inFlat = new Set<Tensor>();
+    for (const b of this.#buckets().buckets) {
+      if (!allHaveGrads(b) || !b.members.every((m) => counted.has(m.tensor))) continue;
+      flat.push(b);
+      for (const m of b.members) inFlat.add(m.tensor);
+    }
+    const rest = [...counted].filter((t) => t.grad && !inFlat.has(t));
+    const count = flat.length + rest.length;
+    if (count === 0) return full(device, [1], 0);
+    const parts = Tensor.empty(device, [count]);
+    flat.forEach((b, i) => {
+      const g = gatherGrads(device, b);
+      reduceInto(g, "sumsq", parts, i);
+      g.dispose();
+    });
+    rest.forEach((t, i) => reduceInto(t.grad!, "sumsq", parts, flat.length + i));
+    const total = Tensor.empty(device, [1]);
+    reduceInto(parts, "sum", total);
+    parts.dispose();
+    return total;
+  }
 
   /**
    * One update with learning rate `lr`; gradients are multiplied by `coef[0]`
@@ -124,19 +282,8 @@ export class AdamW {
     const one = coef ? null : Tensor.fromArray(device, [1, 0, 0]);
     const c = coef ?? one!;
     const entries: Entry[] = [];
-    for (const p of this.params) {
-      const t = p.tensor;
-      if (!t.grad) continue;
-      let st = this.moments.get(t);
-      if (!st) {
-        st = { m: full(device, t.shape, 0).keep(), v: full(device, t.shape, 0).keep() };
-        this.moments.set(t, st);
-      }
-      for (const [s, n] of elementWindows(device, t.size)) {
-        const state = [t, t.grad, st.m, st.v].map((x) => subBinding(x.binding, s, n));
-        entries.push({ state, n, decay: p.decay ? this.weightDecay : 0 });
-      }
-    }
+    const plan = this.#buckets();
+    const perTensor = [...plan.single];
     const step = (weightDecay: number) => ({
       lr,
       beta1: this.beta1,
@@ -145,32 +292,84 @@ export class AdamW {
       weightDecay,
       step: this.step,
     });
-    for (const group of this.#groups(device, entries, c.binding.buffer)) {
+    for (const b of plan.buckets) {
+      if (!allHaveGrads(b)) {
+        // A member without a gradient is left alone, as PyTorch's AdamW does:
+        // this step updates the bucket's members one by one.
+        for (const m of b.members) perTensor.push(this.params.find((p) => p.tensor === m.tensor)!);
+        continue;
+      }
+      const st = this.#stateOf(b);
+      const weights = gatherWeights(device, b);
+      const grads = gatherGrads(device, b);
+      this.#dispatch(
+        device,
+        {
+          state: [weights.binding, grads.binding, st.m.binding, st.v.binding],
+          n: b.size,
+          decay: this.weightDecay,
+        },
+        step(this.weightDecay),
+        c.binding,
+        b.decayEnd,
+      );
+      scatterWeights(device, b, weights);
+      weights.dispose();
+      grads.dispose();
+    }
+    for (const p of perTensor) {
+      const t = p.tensor;
+      if (!t.grad) continue;
+      const mv = this.#momentBindings(t);
+      for (const [s, n] of elementWindows(device, t.size)) {
+        const state = [t.binding, t.grad.binding, mv.m, mv.v].map((x) => subBinding(x, s, n));
+        entries.push({ state, n, decay: p.decay ? this.weightDecay : 0 });
+      }
+    }
+    this.#updateEntries(device, entries, c.binding, step);
+    one?.dispose();
+  }
+
+  /** The per-tensor (or multi-tensor) dispatches over `entries`. */
+  #updateEntries(
+    device: Device,
+    entries: Entry[],
+    c: BufferBinding,
+    step: (weightDecay: number) => AdamWStep,
+  ): void {
+    for (const group of this.#groups(device, entries, c.buffer)) {
       if (group.length === 1) {
         const [e] = group;
-        const width = e.n % 4 === 0 ? 4 : 1;
-        const d = adamwDispatch(e.n, step(e.decay), width);
-        const views = width === 4
-          ? streamTextures(device, e.state.map((binding) => ({ binding, vec4s: e.n / 4 })))
-          : null;
-        if (views) {
-          const [param, , m, v] = e.state;
-          const bufs = [...views, param, m, v, c.binding];
-          device.dispatch(adamwTextureKernel(), bufs, d.params, d.workgroups);
-        } else {
-          device.dispatch(adamwKernel(width), [...e.state, c.binding], d.params, d.workgroups);
-        }
+        this.#dispatch(device, e, step(e.decay), c);
         continue;
       }
       const d = adamwMultiDispatch(group.map((e) => e.n), group.map((e) => e.decay), step(0));
       device.dispatch(
         adamwMultiKernel(group.length),
-        [...group.flatMap((e) => e.state), c.binding],
+        [...group.flatMap((e) => e.state), c],
         d.params,
         d.workgroups,
       );
     }
-    one?.dispose();
+  }
+
+  /**
+   * One single-tensor dispatch over `e` (param, grad, m, v), weight decay on
+   * its first `decayEnd` elements (default all): as vec4 when its size allows,
+   * on CPU adapters reading through stream textures.
+   */
+  #dispatch(device: Device, e: Entry, s: AdamWStep, c: BufferBinding, decayEnd = e.n): void {
+    const width = e.n % 4 === 0 && decayEnd % 4 === 0 ? 4 : 1;
+    const d = adamwDispatch(e.n, s, width, decayEnd);
+    const views = width === 4
+      ? streamTextures(device, e.state.map((binding) => ({ binding, vec4s: e.n / 4 })))
+      : null;
+    if (views) {
+      const [param, , m, v] = e.state;
+      device.dispatch(adamwTextureKernel(), [...views, param, m, v, c], d.params, d.workgroups);
+    } else {
+      device.dispatch(adamwKernel(width), [...e.state, c], d.params, d.workgroups);
+    }
   }
 
   /**

@@ -10,9 +10,15 @@ import { streamTexel } from "./texture.ts";
 
 const WG = 256;
 
-/** The uniforms of the single-tensor kernels ({@link adamwDispatch}). */
-const SINGLE_PARAMS_WGSL =
-  "struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }";
+/**
+ * The uniforms of the single-tensor kernels ({@link adamwDispatch}): weight
+ * decay `wd` applies to elements (or vec4s) below `decayEnd`.
+ */
+const SINGLE_PARAMS_WGSL = "struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, " +
+  "wd: f32, bc1: f32, bc2: f32, decayEnd: u32, _a: u32, _b: u32, _c: u32 }";
+
+/** The weight decay of element `i` in the single-tensor kernels. */
+const SINGLE_DECAY = "select(0.0, p.wd, i < p.decayEnd)";
 
 /** Where {@link adamwUpdate} reads element `i`'s gradient, moments and weight. */
 interface AdamWLoads {
@@ -78,7 +84,7 @@ ${SINGLE_PARAMS_WGSL}
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
   if (i >= p.n || coef[2] != 0.0) { return; }
-${adamwUpdate(BUFFER_LOADS, "p.wd", "")}
+${adamwUpdate(BUFFER_LOADS, SINGLE_DECAY, "")}
 }`,
   };
 }
@@ -118,7 +124,7 @@ ${
           v: streamTexel("vT", "i"),
           param: streamTexel("paramT", "i"),
         },
-        "p.wd",
+        SINGLE_DECAY,
         "",
       )
     }
@@ -210,13 +216,21 @@ export interface AdamWStep {
   step: number;
 }
 
-/** Uniforms and grid for {@link adamwKernel}. */
-export function adamwDispatch(n: number, s: AdamWStep, width: AdamWWidth = 1) {
-  if (n % width !== 0) throw new Error(`adamw: ${n} elements are not a multiple of ${width}`);
+/**
+ * Uniforms and grid for {@link adamwKernel} over `n` elements, the first
+ * `decayEnd` (default all) taking `s.weightDecay` and the rest none: a flat
+ * bucket of parameters puts those with decay first. Both counts must divide by
+ * `width`.
+ */
+export function adamwDispatch(n: number, s: AdamWStep, width: AdamWWidth = 1, decayEnd = n) {
+  for (const c of [n, decayEnd]) {
+    if (c % width !== 0) throw new Error(`adamw: ${c} elements are not a multiple of ${width}`);
+  }
   n /= width;
   return {
-    params: new Params(8).u32(n).f32(s.lr).f32(s.beta1).f32(s.beta2).f32(s.eps)
-      .f32(s.weightDecay).f32(1 - s.beta1 ** s.step).f32(1 - s.beta2 ** s.step).buffer,
+    params: new Params(12).u32(n).f32(s.lr).f32(s.beta1).f32(s.beta2).f32(s.eps)
+      .f32(s.weightDecay).f32(1 - s.beta1 ** s.step).f32(1 - s.beta2 ** s.step)
+      .u32(decayEnd / width).u32(0).u32(0).u32(0).buffer,
     workgroups: gridFor(n, WG),
   };
 }

@@ -1,13 +1,16 @@
 /**
  * Cross-entropy fused with log-softmax over the (padded) vocabulary: the logits
  * are never normalised in memory. Forward writes the per-row loss and
- * log-sum-exp; backward writes `(softmax − onehot)·g` from them.
+ * log-sum-exp; backward writes `(softmax − onehot)·g` from them. The
+ * vocabulary-parallel kernels and the backward have texture forms for CPU
+ * adapters (one invocation per row, the logits read through a stream texture).
  * @module
  */
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
+import { hsum, streamTexel } from "./texture.ts";
 
 /**
  * Per row `r`: `lse = log Σ_{j<valid} exp(x_j)`, `loss = lse − x[target]`, or 0
@@ -171,6 +174,117 @@ fn main(${GRID_BUILTINS}) {
   let l = gmax[row] + log(stats[row]);
   lse[row] = l;
   loss[row] = select(0.0, l - stats[p.rows + row], targets[row] >= 0);
+}`,
+  };
+}
+
+// Texture forms for CPU adapters (core/ops/xent_rows.ts): one invocation per row
+// (dispatch over `gridFor(rows, ROW_WG)`), the logits read vec4 by vec4 through
+// a stream texture (kernels/texture.ts), `cols` a multiple of 4. A vec4 whose
+// columns straddle `valid` keeps only the valid ones (`lanes < valid`).
+
+/** WGSL: the columns of vec4 `c` (a u32 expression) as a vec4<u32>. */
+const lanes = (c: string): string => `(vec4<u32>(${c} * 4u) + vec4<u32>(0u, 1u, 2u, 3u))`;
+
+/** WGSL heading the texture forms: the row of this invocation and its first texel. */
+const TEXTURE_ROW_WGSL = /* wgsl */ `
+  let row = ${GROUP_INDEX} * ${ROW_WG}u + lid;
+  if (row >= p.rows) { return; }
+  let c4 = p.cols / 4u;
+  let base = row * c4;`;
+
+/** WGSL: the vec4s whose columns are all valid, and whether one more holds some. */
+const VALID_VEC4S_WGSL = /* wgsl */ `
+  let full = p.valid / 4u;
+  let partial = full * 4u < p.valid;`;
+
+/**
+ * {@link shardMaxKernel} for CPU adapters (see above). Bindings: logits as a
+ * stream texture, rowMax.
+ */
+export function shardMaxTextureKernel(): KernelSource {
+  return {
+    key: "xent:shardmax:tex",
+    code: /* wgsl */ `
+struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read_write> rowMax: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {${TEXTURE_ROW_WGSL}${VALID_VEC4S_WGSL}
+  var m = vec4<f32>(-3.0e38);
+  for (var c = 0u; c < full; c++) { m = max(m, ${streamTexel("xT", "base + c")}); }
+  if (partial) {
+    let v = ${streamTexel("xT", "base + full")};
+    m = max(m, select(vec4<f32>(-3.0e38), v, ${lanes("full")} < vec4<u32>(p.valid)));
+  }
+  rowMax[row] = max(max(m.x, m.y), max(m.z, m.w));
+}`,
+  };
+}
+
+/**
+ * {@link shardSumExpKernel} for CPU adapters (see above): Σexp summed in four
+ * lanes (columns ≡ k mod 4), then across them. Bindings: logits as a stream
+ * texture, targets, gmax, stats.
+ */
+export function shardSumExpTextureKernel(): KernelSource {
+  return {
+    key: "xent:shardsum:tex",
+    code: /* wgsl */ `
+struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> gmax: array<f32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {${TEXTURE_ROW_WGSL}${VALID_VEC4S_WGSL}
+  let m = gmax[row];
+  var s = vec4<f32>();
+  for (var c = 0u; c < full; c++) { s += exp(${streamTexel("xT", "base + c")} - m); }
+  if (partial) {
+    let e = exp(${streamTexel("xT", "base + full")} - m);
+    s += select(vec4<f32>(), e, ${lanes("full")} < vec4<u32>(p.valid));
+  }
+  stats[row] = ${hsum("s")};
+  let t = targets[row] - p.start;
+  var xt = 0.0;
+  if (t >= 0 && u32(t) < p.valid) { xt = ${streamTexel("xT", "base + u32(t) / 4u")}[u32(t) & 3u]; }
+  stats[p.rows + row] = xt;
+}`,
+  };
+}
+
+/**
+ * {@link crossEntropyBackwardKernel} for CPU adapters (see above), the same
+ * arithmetic per element. Bindings: logits as a stream texture, targets, lse,
+ * g (per row), dx (vec4).
+ */
+export function crossEntropyBackwardTextureKernel(): KernelSource {
+  return {
+    key: "xent:bwd:tex",
+    code: /* wgsl */ `
+struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<vec4<f32>>;
+@group(0) @binding(5) var<uniform> p: P;
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {${TEXTURE_ROW_WGSL}
+  let t = targets[row];
+  let gr = select(0.0, g[row], t >= 0);
+  let l = lse[row];
+  // the target's column in this block, or past every column (never matches)
+  let tc = select(0xffffffffu, u32(t - p.start), t - p.start >= 0);
+  for (var c = 0u; c < c4; c++) {
+    let j = ${lanes("c")};
+    var v = select(vec4<f32>(), exp(${streamTexel("xT", "base + c")} - l), j < vec4<u32>(p.valid));
+    v -= select(vec4<f32>(), vec4<f32>(1.0), j == vec4<u32>(tc));
+    dx[base + c] = gr * v;
+  }
 }`,
   };
 }

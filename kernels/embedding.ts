@@ -5,6 +5,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -91,5 +92,73 @@ export function embeddingBackwardDispatch(unique: number, dim: number) {
   return {
     params: new Params(4).u32(unique).u32(dim).u32(0).u32(0).buffer,
     workgroups: gridFor(unique * dim, WG),
+  };
+}
+
+/** Invocations per workgroup of {@link embeddingBackwardTextureKernel}. */
+const TEX_WG = 64;
+
+/**
+ * {@link embeddingBackwardKernel} for CPU adapters, `width` vec4s of a row per
+ * invocation (1, 2 or 4, dividing `dim / 4`): the output gradient and the
+ * scatter index read from stream textures (kernels/texture.ts), the table
+ * gradient written as vec4. The index is one `f32` tensor (every value an
+ * integer below 2^24, so exact; see `packScatterIndex` in core/ops/nn.ts): vec4
+ * `u < unique` is (rowId, first, end, 0) of distinct row `u`, and position `k`
+ * of the CSR list is component `k & 3` of vec4 `unique + (k >> 2)`. Each
+ * invocation reads its row's entry once and each position once for its
+ * `width` vec4s, and sums the positions' rows in the CSR order of the buffer
+ * form, so the same bits. With `accumulate` (uniform `acc`) the sum is added
+ * to `dweight`; without, it is stored (`dweight` is zero there, and reading it
+ * back is a slow storage load on these adapters). Each invocation loops at
+ * most once per position, within `SOFTWARE_LOOP_LIMIT` for token blocks of
+ * `COLUMN_BLOCK_ROWS`. Bindings: dout's texture, the index's texture, dweight.
+ */
+export function embeddingBackwardTextureKernel(width: 1 | 2 | 4): KernelSource {
+  const parts = Array.from({ length: width }, (_, j) => j);
+  return {
+    key: `embedding:bwd:w${width}:tex`,
+    code: /* wgsl */ `
+struct P { unique: u32, dim: u32, acc: u32, _b: u32 }
+@group(0) @binding(0) var doutT: texture_2d<f32>;
+@group(0) @binding(1) var indexT: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> dweight: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${TEX_WG})
+fn main(${GRID_BUILTINS}) {
+  let i = ${GROUP_INDEX} * ${TEX_WG}u + lid;
+  let c4 = p.dim / 4u;
+  let per = c4 / ${width}u;
+  if (i >= p.unique * per) { return; }
+  let u = i / per;
+  let c = (i % per) * ${width}u;
+  let e = ${streamTexel("indexT", "u")};
+  ${parts.map((j) => `var s${j} = vec4<f32>();`).join(" ")}
+  for (var k = u32(e.y); k < u32(e.z); k++) {
+    let q = u32(${streamTexel("indexT", "p.unique + (k >> 2u)")}[k & 3u]) * c4 + c;
+    ${parts.map((j) => `s${j} += ${streamTexel("doutT", `q + ${j}u`)};`).join("\n    ")}
+  }
+  let dst = u32(e.x) * c4 + c;
+  if (p.acc != 0u) {
+    ${parts.map((j) => `s${j} = dweight[dst + ${j}u] + s${j};`).join("\n    ")}
+  }
+  ${parts.map((j) => `dweight[dst + ${j}u] = s${j};`).join("\n  ")}
+}`,
+  };
+}
+
+/**
+ * Uniforms and grid for {@link embeddingBackwardTextureKernel} at `width`;
+ * `accumulate` adds into `dweight` rather than storing.
+ */
+export function embeddingBackwardTextureDispatch(
+  unique: number,
+  dim: number,
+  width: 1 | 2 | 4,
+  accumulate: boolean,
+) {
+  return {
+    params: new Params(4).u32(unique).u32(dim).u32(+accumulate).u32(0).buffer,
+    workgroups: gridFor((unique * dim) / (4 * width), TEX_WG),
   };
 }

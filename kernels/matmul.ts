@@ -106,6 +106,11 @@ export interface DispatchPlan {
   textureB?: number;
   /** The same for A ({@link MatmulTiling.texA}): filled from A's buffer, bound in A's place. */
   textureA?: number;
+  /**
+   * The same for a GeLU-gradient epilogue's U ({@link MatmulShape.geluGrad}) on
+   * CPU adapters: filled from U's buffer, bound in U's place (the last binding).
+   */
+  textureU?: number;
 }
 
 /** Vec4s of B's stream texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
@@ -118,6 +123,18 @@ export function textureBSize(s: MatmulShape, opts: MatmulOptions): number | null
 export function textureASize(s: MatmulShape, opts: MatmulOptions): number | null {
   if (!opts.software) return null;
   return operandTexture(layout(s).a, s.M, s.K, s.batchA ? s.batch : 1, opts.maxTextureDimension);
+}
+
+/**
+ * Vec4s of the stream texture a software kernel reads a GeLU-gradient
+ * epilogue's U through (`[batch, M, N]` with N a multiple of 4: vec4 loads that
+ * a storage buffer would serve one invocation at a time), or null when it reads
+ * U's buffer.
+ */
+function textureUSize(s: MatmulShape, opts: MatmulOptions): number | null {
+  if (!opts.software || !s.geluGrad || s.N % 4 !== 0) return null;
+  const vec4s = (s.batch * s.M * s.N) / 4;
+  return streamFits(vec4s, opts.maxTextureDimension) ? vec4s : null;
 }
 
 /**
@@ -263,6 +280,7 @@ export function matmulPlanWith(
     );
   }
   const lay = layout(shape);
+  const texU = tiling.software ? textureUSize(shape, opts) : null;
   const tex = tiling.texB ? textureBSize(shape, opts) : null;
   if (tiling.texB && !tex) {
     throw new Error(
@@ -287,7 +305,7 @@ export function matmulPlanWith(
   const flags = `${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}` +
     `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
     `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}` +
-    epilogueKey(shape) +
+    epilogueKey(shape) + (texU ? "/tU" : "") +
     (nativeF16 ? (f16Math ? "h" : "n") : "");
   const key = `matmul/${tilingKey(tiling)}/${flags}`;
   // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
@@ -297,7 +315,7 @@ export function matmulPlanWith(
   const kernel: KernelSource = {
     key,
     get code(): string {
-      code ??= tiling.software ? cpuCode(s, lay, t) : gpuCode(s, lay, t);
+      code ??= tiling.software ? cpuCode(s, lay, t, texU !== null) : gpuCode(s, lay, t);
       if (s.packedB) code = readPackedB(code);
       return code;
     },
@@ -305,6 +323,7 @@ export function matmulPlanWith(
   const plan: DispatchPlan = { kernel, params: params.buffer, workgroups };
   if (tex) plan.textureB = tex;
   if (texA) plan.textureA = texA;
+  if (texU) plan.textureU = texU;
   return plan;
 }
 
@@ -451,7 +470,7 @@ function tileIndex(s: MatmulShape): string {
 
 const LANES = 8;
 
-function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
+function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
   const { tm: TM, tv: TV } = t;
   const LX = t.lx ?? LANES;
   const W = 4 * LX; // columns between an invocation's vec4 groups
@@ -584,8 +603,18 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     for (const x of step(1)) emit("  " + x);
     emit("}");
   }
+  const loadU = texU ? (o: string) => streamTexel("Ut", o) : undefined;
   emit(
-    storeC(s, lay, TM, TV, (i, j) => `c${i}_${j}`, (i) => `m0 + ${i}u`, (j) => `nb + ${W * j}u`),
+    storeC(
+      s,
+      lay,
+      TM,
+      TV,
+      (i, j) => `c${i}_${j}`,
+      (i) => `m0 + ${i}u`,
+      (j) => `nb + ${W * j}u`,
+      loadU,
+    ),
   );
 
   let head = header(s, lay);
@@ -599,6 +628,12 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling): string {
     head = head.replace(
       /@group\(0\) @binding\(0\) var<storage, read> A: [^;]*;/,
       "@group(0) @binding(0) var At: texture_2d<f32>;",
+    );
+  }
+  if (texU) {
+    head = head.replace(
+      /(@group\(0\) @binding\(\d+\)) var<storage, read> U: [^;]*;/,
+      "$1 var Ut: texture_2d<f32>;",
     );
   }
   return `${head}
@@ -630,7 +665,8 @@ function geluGradOf(kind: GeluKind, u: string): string {
 
 /**
  * WGSL storing `tm × tv` vec4 accumulators (`acc(i, j)` holds row `row(i)`,
- * columns `col(j) + [0,4)`) with alpha, bias and accumulate, masked at the edges.
+ * columns `col(j) + [0,4)`) with alpha, bias and accumulate, masked at the edges;
+ * a GeLU-gradient epilogue reads vec4 `o` of U through `loadU`.
  */
 function storeC(
   s: MatmulShape,
@@ -640,6 +676,7 @@ function storeC(
   acc: (i: number, j: number) => string,
   row: (i: number) => string,
   col: (j: number) => string,
+  loadU: (o: string) => string = (o) => `U[${o}]`,
 ): string {
   const L: string[] = [];
   const op = lay.acc ? "+=" : "=";
@@ -661,7 +698,7 @@ function storeC(
       L.push(`        ${mod} v = p.alpha * ${acc(i, j)}${s.bias ? " + bz" : ""};`);
       if (lay.vecC) {
         L.push(`        let o = (cOff + m * p.N + n) / 4u;`);
-        if (s.geluGrad) L.push(`        v = v * ${geluGradOf(s.geluGrad, "U[o]")};`);
+        if (s.geluGrad) L.push(`        v = v * ${geluGradOf(s.geluGrad, loadU("o"))};`);
         L.push(`        C[o] ${op} v;`);
         if (s.geluOut) L.push(`        D[o] = ${geluOf(s.geluOut, "v")};`);
       } else {
@@ -801,6 +838,14 @@ function gpuStore(s: MatmulShape, lay: Layout, WX: number, WY: number): string {
 // Autotuning support: what to time, and the identity of a shape class.
 
 /**
+ * Products of at least this many multiply-adds (the reference config's
+ * smallest, 512×128×128) also try the large software blocks (32×32 and 64×16
+ * per invocation) when tuned: their kernels take LLVM ~8 s each to compile
+ * cold, which smaller products would not win back.
+ */
+export const LARGE_BLOCK_MACS = 2 ** 23;
+
+/**
  * The tilings worth timing for `shape` on an adapter described by `opts`, the
  * {@link chooseTiling} heuristic first. Every candidate of one family adds the
  * products over k in the same order, so they give bit-identical results: a
@@ -812,12 +857,16 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
   const add = (t: MatmulTiling) => out.set(tilingKey(t), t);
   if (opts.software) {
     // With A in a texture (3× faster than from its buffer on llvmpipe) blocks
-    // of 16×16, 32×16 or 16×32 (32×32 compiles 3× slower); without, 16 columns
-    // won nearly every shape measured. The split of the 8 invocations between
-    // M and N varies.
+    // of 16×16, 32×16 or 16×32, and for large products 32×32 and 64×16 (fewer
+    // texel fetches per FMA: 15–19% faster on the reference shapes, but ~8 s
+    // each to compile cold); without, 16 columns won nearly every shape
+    // measured. The split of the 8 invocations between M and N varies.
     const texA = textureASize(s, opts) !== null;
     const texB = textureBSize(s, opts) !== null;
-    const blocks = texA ? [[16, 4], [32, 4], [16, 8]] : [[16, 4], [32, 4]];
+    const large = s.batch * s.M * s.N * s.K >= LARGE_BLOCK_MACS;
+    const blocks = texA
+      ? [[16, 4], [32, 4], [16, 8], ...(large ? [[32, 8], [64, 4]] : [])]
+      : [[16, 4], [32, 4]];
     for (const lx of [2, 4, 8]) {
       for (const [tm, tv] of blocks) {
         // skip blocks that would mostly compute padding

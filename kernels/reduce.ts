@@ -8,10 +8,16 @@ import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { STREAM_ROW_TEXELS, streamTexel } from "./texture.ts";
 
-/** Threads per reduction workgroup. */
-export const REDUCE_WG = 256;
-/** Elements each reduction workgroup folds in the first pass (one stream-texture row). */
-export const REDUCE_CHUNK = 4 * STREAM_ROW_TEXELS;
+/**
+ * Threads per reduction workgroup. Few threads folding long runs each: llvmpipe
+ * runs a workgroup's invocations as coroutines switched at every barrier, so
+ * the tree's cost grows with the workgroup (measured over 437,760 floats on
+ * this project's machine: 256 threads folding 4,096 floats per workgroup took
+ * 3.6 ms, 64 threads folding 16,384 took 0.8).
+ */
+export const REDUCE_WG = 64;
+/** Elements each reduction workgroup folds in the first pass (four stream-texture rows). */
+export const REDUCE_CHUNK = 16 * STREAM_ROW_TEXELS;
 
 /** What {@link reduceKernel} folds. */
 export type ReduceOp = "sum" | "sumsq" | "max";
@@ -78,7 +84,7 @@ ${passTail("acc")}
  * {@link reduceKernel}, with x's stream texture for x.
  */
 export function reduceTextureKernel(op: ReduceOp, square: boolean): KernelSource {
-  const perInvocation = STREAM_ROW_TEXELS / REDUCE_WG;
+  const perInvocation = REDUCE_CHUNK / 4 / REDUCE_WG;
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}:tex`,
     code: /* wgsl */ `
@@ -86,7 +92,7 @@ ${passHead(op, "var xT: texture_2d<f32>")}
   let n4 = p.n / 4u;
   var acc = vec4<f32>(${INIT[op]});
   for (var k = 0u; k < ${perInvocation}u; k++) {
-    let i = w * ${STREAM_ROW_TEXELS}u + k * ${REDUCE_WG}u + lid;
+    let i = w * ${REDUCE_CHUNK / 4}u + k * ${REDUCE_WG}u + lid;
     if (i < n4) {
       let x = ${streamTexel("xT", "i")};
       let v = ${square ? "x * x" : "x"};

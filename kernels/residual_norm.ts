@@ -206,6 +206,10 @@ export function residualDropoutDispatch(
   };
 }
 
+/** The uniforms of both position-embedding kernels, as {@link embedPositionsDispatch} writes them. */
+const EMBED_PARAMS_WGSL =
+  "struct P { rows: u32, cols: u32, seq: u32, offset: u32, seedLo: u32, seedHi: u32, prob: f32, scale: f32, start: u32, _a: u32, _b: u32, _c: u32 }";
+
 /**
  * Token plus position embedding with dropout, in one pass:
  * `out[n, :] = dropout(tok[n, :] + pos[start + n mod T, :])` over `rows = B·T`
@@ -225,7 +229,7 @@ export function embedPositionsKernel(lookup: boolean, drop: boolean): KernelSour
     key: `embedpos${lookup ? ":lookup" : ""}${drop ? ":drop" : ""}`,
     code: /* wgsl */ `
 ${drop ? PHILOX_WGSL : ""}
-struct P { rows: u32, cols: u32, seq: u32, offset: u32, seedLo: u32, seedHi: u32, prob: f32, scale: f32, start: u32, _a: u32, _b: u32, _c: u32 }
+${EMBED_PARAMS_WGSL}
 ${tokBind}
 @group(0) @binding(${b++}) var<storage, read> pos: array<f32>;
 @group(0) @binding(${b++}) var<storage, read_write> out: array<f32>;
@@ -243,8 +247,68 @@ fn main(${GRID_BUILTINS}) {
 }
 
 /**
+ * {@link embedPositionsKernel} for CPU adapters: one invocation per token,
+ * walking its row a vec4 at a time (`cols / 4` iterations, within
+ * `SOFTWARE_LOOP_LIMIT` for the caller to check), the token's row and the
+ * position's read from stream textures (kernels/texture.ts) and the output
+ * written as vec4: the same sums, and with `drop` each element kept by `keep`
+ * of its own flat index, so the same bits. The token id is loaded once per
+ * token rather than once per float. With `lookup` and `tableTexture` false the
+ * table is read as vec4s from its buffer (a table much larger than the
+ * lookup's output is not worth copying into a texture). cols must divide by 4.
+ * Bindings: tok's texture (or the table's texture or buffer, and ids), pos's
+ * texture, out. Dispatch: {@link embedPositionsDispatch} with `perToken`.
+ */
+export function embedPositionsTextureKernel(
+  lookup: boolean,
+  drop: boolean,
+  tableTexture = true,
+): KernelSource {
+  const tokBind = !lookup
+    ? "@group(0) @binding(0) var tokT: texture_2d<f32>;"
+    : (tableTexture
+      ? "@group(0) @binding(0) var tableT: texture_2d<f32>;"
+      : "@group(0) @binding(0) var<storage, read> table: array<vec4<f32>>;") +
+      "\n@group(0) @binding(1) var<storage, read> ids: array<i32>;";
+  let b = lookup ? 2 : 1;
+  const tokValue = !lookup
+    ? streamTexel("tokT", "src + c")
+    : tableTexture
+    ? streamTexel("tableT", "src + c")
+    : "table[src + c]";
+  return {
+    key: `embedpos${lookup ? ":lookup" : ""}${drop ? ":drop" : ""}${
+      lookup && !tableTexture ? ":tablebuf" : ""
+    }:tex`,
+    code: /* wgsl */ `
+${drop ? PHILOX_WGSL : ""}
+${EMBED_PARAMS_WGSL}
+${tokBind}
+@group(0) @binding(${b++}) var posT: texture_2d<f32>;
+@group(0) @binding(${b++}) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(${b}) var<uniform> p: P;
+${drop ? KEEP_WGSL : ""}
+@compute @workgroup_size(${ROW_WG})
+fn main(${GRID_BUILTINS}) {
+  let n = ${GROUP_INDEX} * ${ROW_WG}u + lid;
+  if (n >= p.rows) { return; }
+  let c4 = p.cols / 4u;
+  let src = ${lookup ? "u32(ids[n])" : "n"} * c4;
+  let q = (p.start + n % p.seq) * c4;
+  let o = n * c4;
+  for (var c = 0u; c < c4; c++) {
+    let v = ${tokValue} + ${streamTexel("posT", "q + c")};
+    out[o + c] = ${drop ? dropVec4("v", "4u * (o + c)") : "v"};
+  }
+}`,
+  };
+}
+
+/**
  * Uniforms and grid for {@link embedPositionsKernel}: `rows` tokens of `cols`
- * features, sequences of `seq` positions starting at position `start`.
+ * features, sequences of `seq` positions starting at position `start`; with
+ * `perToken`, the grid of {@link embedPositionsTextureKernel} (an invocation
+ * per token).
  */
 export function embedPositionsDispatch(
   rows: number,
@@ -254,12 +318,13 @@ export function embedPositionsDispatch(
   prob = 0,
   seed = 0,
   offset = 0,
+  perToken = false,
 ) {
   return {
     params: new Params(12).u32(rows).u32(cols).u32(seq).u32(offset).u32(seed >>> 0)
       .u32(Math.floor(seed / 2 ** 32)).f32(prob).f32(1 / (1 - prob)).u32(start).u32(0).u32(0)
       .u32(0).buffer,
-    workgroups: gridFor(rows * cols, WG),
+    workgroups: perToken ? gridFor(rows, ROW_WG) : gridFor(rows * cols, WG),
   };
 }
 

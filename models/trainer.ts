@@ -21,7 +21,6 @@ import {
   AdamW,
   type AdamWConfig,
   clipCoefficient,
-  gradSumSquares,
   learningRate,
   type LrSchedule,
 } from "../core/optim.ts";
@@ -204,7 +203,7 @@ export class Trainer {
       // An inf/NaN gradient on any rank makes the global squared norm inf/NaN on every
       // rank (the data-parallel all-reduce sums gradients, the model-parallel one sums
       // the squares): all ranks see the same found-inf flag and skip together.
-      let sq = gradSumSquares(device, this.#normParams);
+      let sq = this.optimizer.gradSumSquares(this.#normParams);
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
       const coef = clipCoefficient(sq, this.opts.clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);

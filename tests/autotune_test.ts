@@ -19,12 +19,15 @@ import * as ops from "../core/ops/mod.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
 import {
+  chooseTiling,
+  LARGE_BLOCK_MACS,
   type MatmulOptions,
   matmulPlanWith,
   type MatmulShape,
   matmulShapeKey,
   parseTilingKey,
   textureASize,
+  textureBSize,
   tilingCandidates,
   tilingKey,
 } from "../kernels/matmul.ts";
@@ -95,6 +98,49 @@ Deno.test(
         for (const t of [A, B, Bias]) t.dispose();
       }
     }
+  },
+);
+
+Deno.test(
+  "autotune: the large software blocks are candidates for large products only, and give the same bits",
+  withTimeLimit(240),
+  async () => {
+    const device = await testDevice();
+    const opts: MatmulOptions = { ...matmulOptions(device), software: true };
+    const isLarge = (t: { tm: number; tv: number }) => t.tm * t.tv >= 256;
+    const big: MatmulShape = { ...base, M: 512, N: 128, K: 128, transB: true };
+    assert.ok(big.M * big.N * big.K >= LARGE_BLOCK_MACS);
+    if (textureASize(big, opts)) assert.ok(tilingCandidates(big, opts).some(isLarge));
+    const small: MatmulShape = { ...base, M: 64, N: 96, K: 48, transB: true, bias: true };
+    assert.ok(!tilingCandidates(small, opts).some(isLarge));
+    // A product of the small shape through the large blocks (two kernels, ~8 s each
+    // to compile cold): the same bits as the heuristic's.
+    if (!textureASize(small, opts)) return;
+    const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
+    const [A, B, Bias] = [
+      up(randomArray(small.M * small.K, 5)),
+      up(randomArray(small.K * small.N, 6)),
+      up(randomArray(small.N, 7)),
+    ];
+    const product = async (t: ReturnType<typeof chooseTiling>) => {
+      const C = Tensor.empty(device, [small.M * small.N]);
+      recordPlan(device, matmulPlanWith(small, opts, t), [
+        A.binding,
+        B.binding,
+        Bias.binding,
+        C.binding,
+      ]);
+      const got = await C.read();
+      C.dispose();
+      return got;
+    };
+    const want = await product(chooseTiling(small, opts));
+    const texB = textureBSize(small, opts) ? { texB: true } : {};
+    for (const t of [{ tm: 32, tv: 8, lx: 4 }, { tm: 64, tv: 4, lx: 8 }]) {
+      const got = await product({ software: true, texA: true, ...texB, ...t });
+      assert.ok(got.every((v, i) => Object.is(v, want[i])), `${JSON.stringify(t)} differs`);
+    }
+    for (const t of [A, B, Bias]) t.dispose();
   },
 );
 

@@ -54,11 +54,11 @@ async function momentValues(
   params: readonly [string, ParamInfo][],
 ): Promise<Map<string, Uint32Array>> {
   const out = new Map<string, Uint32Array>();
-  for (const [n, p] of params) {
-    const st = opt.moments.get(p.tensor)!;
-    out.set(n + ".m", new Uint32Array(await st.m.read()).slice());
-    out.set(n + ".v", new Uint32Array(await st.v.read()).slice());
-  }
+  const moments = await opt.readMoments(params.map(([, p]) => p.tensor));
+  params.forEach(([n], i) => {
+    out.set(n + ".m", new Uint32Array(moments[i].m.buffer).slice());
+    out.set(n + ".v", new Uint32Array(moments[i].v.buffer).slice());
+  });
   return out;
 }
 

@@ -102,6 +102,8 @@ Deno.test(
         software,
         maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
         maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
+        // software kernels read U (24 columns: whole vec4s) through a stream texture
+        maxTextureDimension: software ? dev.maxTextureDimension : undefined,
       };
       const base: MatmulShape = {
         batch: 1,
@@ -122,6 +124,7 @@ Deno.test(
           const extra = epilogue === "geluOut" ? D : U;
           recordPlan(dev, plan, [A.binding, B.binding, Bias.binding, C.binding, extra.binding]);
           const what = `${epilogue} ${plan.kernel.key}`;
+          if (epilogue === "geluGrad") assert.equal(!!plan.textureU, software, what);
           if (epilogue === "geluOut") assertClose(await D.read(), refAct, { ...FWD, what });
           else assertClose(await C.read(), gradRef, { ...FWD, what });
           C.dispose();

@@ -236,7 +236,7 @@ Deno.test("permute, transpose, slice, concat, split", gpuTest, async () => {
 
 Deno.test("column sums (bias gradients), vec4 rows and odd rows", gpuTest, async () => {
   // cols a multiple of 4: on a CPU adapter the texture kernel (kernels/reduce.ts)
-  for (const [rows, cols] of [[37, 24], [512, 128], [5, 7]]) {
+  for (const [rows, cols] of [[37, 24], [512, 128], [5, 7], [1000, 40], [300, 384], [70, 256]]) {
     const x = randomArray(rows * cols, 40 + cols, -1, 1);
     const got = await columnSum(T(x, [rows, cols]), rows, cols, [cols]).read();
     const want = new Float64Array(cols);

@@ -61,11 +61,13 @@ function checkCounts(p: Profile): void {
   assertAlmostEquals(p.kernels.reduce((a, k) => a + k.share, 0), 100, 1e-6);
   assert(s.kernelMs > 0 && s.wallMs > 0 && p.noopDispatchMs >= 0);
   const per = (key: string) => p.kernels.find((k) => k.key === key)?.dispatches;
-  // AdamW updates each tensor once: alone (`adamw`) or k per dispatch (`adamw:multi:k`).
+  // AdamW updates the small tensors in flat buckets (core/param_buckets.ts), one
+  // dispatch each, and the others one by one; the gradient norm's first pass
+  // runs once per bucket and per other tensor too.
   const updated = p.kernels.filter((k) => k.key.startsWith("adamw"))
-    .reduce((a, k) => a + k.dispatches * Number(/^adamw:multi:(\d+)$/.exec(k.key)?.[1] ?? 1), 0);
-  assertEquals(updated, PARAM_TENSORS);
-  assertEquals((per(SUMSQ) ?? 0) + (per(SUMSQ_TEX) ?? 0), PARAM_TENSORS);
+    .reduce((a, k) => a + k.dispatches, 0);
+  assert(updated >= 1 && updated < PARAM_TENSORS, `${updated} AdamW dispatches`);
+  assertEquals((per(SUMSQ) ?? 0) + (per(SUMSQ_TEX) ?? 0), updated);
   assertEquals(per("clipcoef"), 1);
   for (const f of ["matmul", "attention", "layernorm", "softmax/xent", "optimizer"]) {
     assert(p.families.some((x) => x.family === f && x.dispatches > 0), f);
@@ -125,12 +127,13 @@ Deno.test("profile: at TP=2 both ranks dispatch the same kernels and send the f/
   assertEquals(r.code, 0, r.stderr);
   const ps = JSON.parse(r.stdout) as Profile[];
   assertEquals(ps.map((p) => [p.tp, p.rank]), [[2, 0], [2, 1]]);
-  // The squared norms: rank 0 counts every tensor, rank 1 only the sharded ones (the
-  // replicated ones are the same on both and counted once).
+  // The squared norms: rank 0 counts every tensor (one pass per flat bucket), rank 1
+  // only the sharded ones (the replicated ones are the same on both and counted
+  // once), one pass per tensor where a bucket also holds replicated ones.
   const [k0, k1] = ps.map(dispatchesByKernel);
   const norms = (k: Record<string, number>) => (k[SUMSQ] ?? 0) + (k[SUMSQ_TEX] ?? 0);
-  assertEquals(norms(k0), PARAM_TENSORS);
-  assert(norms(k1) < PARAM_TENSORS);
+  assert(norms(k0) >= 1 && norms(k0) < PARAM_TENSORS, `${norms(k0)} on rank 0`);
+  assert(norms(k1) >= 1 && norms(k1) < PARAM_TENSORS, `${norms(k1)} on rank 1`);
   for (const k of [k0, k1]) {
     delete k[SUMSQ];
     delete k[SUMSQ_TEX];
@@ -138,6 +141,9 @@ Deno.test("profile: at TP=2 both ranks dispatch the same kernels and send the f/
     // stream texture where their count is a multiple of 4: it differs by rank.
     k["reduce:sum:id"] = (k["reduce:sum:id"] ?? 0) + (k["reduce:sum:id:tex"] ?? 0);
     delete k["reduce:sum:id:tex"];
+    // A padded bucket's flat gradients are zeroed before they are gathered for
+    // a norm: on rank 0 only.
+    delete k["fill"];
   }
   assertEquals(k1, k0);
   assertEquals(ps[1].loss, ps[0].loss);

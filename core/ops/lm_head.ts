@@ -11,7 +11,11 @@
  * @module
  */
 
-import { crossEntropyBackwardKernel, crossEntropyDispatch } from "../../kernels/crossentropy.ts";
+import {
+  crossEntropyBackwardKernel,
+  crossEntropyBackwardTextureKernel,
+  crossEntropyDispatch,
+} from "../../kernels/crossentropy.ts";
 import { type MatmulShape, textureBSize } from "../../kernels/matmul.ts";
 import { STREAM_ROW_TEXELS } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
@@ -24,7 +28,7 @@ import { dispatchMatmul, linear, matmulOptions } from "./matmul.ts";
 import { countTargets } from "./nn.ts";
 import { shardedRowStatistics, type TensorAllReduce } from "./parallel_xent.ts";
 import { reduceInto } from "./reduce.ts";
-import { dispatchRows } from "./rows.ts";
+import { dispatchRowsFrom } from "./rows.ts";
 import { concat } from "./shape.ts";
 
 /** Where the table sits in the vocabulary, and how the loss is normalised. */
@@ -189,10 +193,11 @@ export async function lmHeadCrossEntropy(
     const db = bias?.requiresGrad ? Tensor.empty(device, bias.shape) : null;
     chunks.forEach(([r0, n], k) => {
       const dl = Tensor.empty(device, [m, n]);
-      dispatchRows(
+      dispatchRowsFrom(
         device,
-        crossEntropyBackwardKernel(),
-        [logits[k].binding, targets.binding, lse.binding, gRows.binding, dl.binding],
+        { plain: crossEntropyBackwardKernel(), texture: crossEntropyBackwardTextureKernel() },
+        [logits[k]],
+        [targets.binding, lse.binding, gRows.binding, dl.binding],
         params[k],
         m,
         n,

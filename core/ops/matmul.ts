@@ -189,14 +189,15 @@ export function matmulOptions(device: Device): MatmulOptions {
 
 /**
  * Records a matmul plan over its buffers (A, B, [bias], C, [D or U]); when the
- * plan reads A or B through a texture, first fills a scratch texture from that
- * operand's buffer and binds it in the operand's place.
+ * plan reads A, B or U through a texture, first fills a scratch texture from
+ * that operand's buffer and binds it in the operand's place.
  */
 export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
   const bound: (BufferBinding | TextureBinding)[] = [...bufs];
-  const a = plan.textureA, b = plan.textureB;
+  const a = plan.textureA, b = plan.textureB, u = plan.textureU;
   if (a) bound[0] = { view: device.streamAsTexture(bufs[0], a, 1) };
   if (b) bound[1] = { view: device.streamAsTexture(bufs[1], b, 0) };
+  if (u) bound[bufs.length - 1] = { view: device.streamAsTexture(bufs[bufs.length - 1], u, 2) };
   device.dispatch(plan.kernel, bound, plan.params, plan.workgroups);
 }
 

@@ -12,6 +12,8 @@ import {
 import {
   embeddingBackwardDispatch,
   embeddingBackwardKernel,
+  embeddingBackwardTextureDispatch,
+  embeddingBackwardTextureKernel,
   embeddingForwardDispatch,
   embeddingForwardKernel,
 } from "../../kernels/embedding.ts";
@@ -41,8 +43,8 @@ import { reduceInto } from "./reduce.ts";
 import { dispatchRows, dispatchRowsFrom, rowTextures } from "./rows.ts";
 import { streamTextures } from "./streams.ts";
 import { COLUMN_BLOCK_ROWS } from "../../kernels/reduce.ts";
-import { rowBlocks, subBinding } from "../windows.ts";
 import { gridFor } from "../../kernels/grid.ts";
+import { rowBlocks, subBinding } from "../windows.ts";
 
 /**
  * Checks that `gamma` and `beta` each hold one value per feature of `x` (its
@@ -312,12 +314,40 @@ export function embeddingGrad(
   const device = weight.device;
   const tableWindows = rowBlocks(device, rows, dim, Infinity);
   const dw = zeros(device, weight.shape);
+  // CPU adapters: the vec4 texture form, as wide as dim allows.
+  const width = !device.isSoftware || dim % 4 !== 0
+    ? 0
+    : (dim / 4) % 4 === 0
+    ? 4
+    : (dim / 4) % 2 === 0
+    ? 2
+    : 1;
   // Token blocks of at most COLUMN_BLOCK_ROWS keep every row's loop over its
   // positions within the software loop cap; each block adds into dw in order.
   for (const [t0, tn] of rowBlocks(device, ids.size, dim, COLUMN_BLOCK_ROWS)) {
     for (const [w0, wn] of tableWindows) {
       const index = buildScatterIndex(host.subarray(t0, t0 + tn), start + w0, wn);
       if (index.unique === 0) continue;
+      if (width && wn <= F32_EXACT_INTS) {
+        const packed = Tensor.fromArray(device, packScatterIndex(index));
+        const gBlock = subBinding(g.binding, t0 * dim, tn * dim);
+        const views = streamTextures(device, [
+          { binding: gBlock, vec4s: (tn * dim) / 4 },
+          { binding: packed.binding, vec4s: packed.size / 4 },
+        ]);
+        if (views) {
+          const td = embeddingBackwardTextureDispatch(index.unique, dim, width, t0 > 0);
+          device.dispatch(
+            embeddingBackwardTextureKernel(width),
+            [...views, subBinding(dw.binding, w0 * dim, wn * dim)],
+            td.params,
+            td.workgroups,
+          );
+          packed.dispose();
+          continue;
+        }
+        packed.dispose();
+      }
       const rowIds = Tensor.fromArray(device, index.rowIds);
       const offsets = Tensor.fromArray(device, index.offsets);
       const positions = Tensor.fromArray(device, index.positions);
@@ -340,6 +370,31 @@ export function embeddingGrad(
     }
   }
   return dw;
+}
+
+/** Integers below this are exact in an f32 (2^24). */
+const F32_EXACT_INTS = 2 ** 24;
+
+/**
+ * A {@link buildScatterIndex} index as one `f32` array for the embedding
+ * backward's texture form (`embeddingBackwardTextureKernel`): vec4 `u` is
+ * (rowIds[u], offsets[u], offsets[u + 1], 0) for each distinct row, then the
+ * positions, four to a vec4 (zero-padded). Every value is an integer below
+ * 2^24 (the caller checks the rows; positions are within a token block), so
+ * exact.
+ */
+export function packScatterIndex(
+  index: { unique: number; rowIds: Int32Array; offsets: Int32Array; positions: Int32Array },
+): Float32Array {
+  const { unique, rowIds, offsets, positions } = index;
+  const packed = new Float32Array(4 * unique + 4 * Math.ceil(positions.length / 4));
+  for (let u = 0; u < unique; u++) {
+    packed[4 * u] = rowIds[u];
+    packed[4 * u + 1] = offsets[u];
+    packed[4 * u + 2] = offsets[u + 1];
+  }
+  packed.set(positions, 4 * unique);
+  return packed;
 }
 
 /** CSR index of token positions per distinct local row, for the embedding backward. */

@@ -10,14 +10,16 @@ import {
   crossEntropyDispatch,
   shardFinishKernel,
   shardMaxKernel,
+  shardMaxTextureKernel,
   shardSumExpKernel,
+  shardSumExpTextureKernel,
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { axpyInPlace, mapRaw } from "./raw.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
-import { dispatchRows } from "./rows.ts";
+import { dispatchRowsFrom } from "./rows.ts";
 
 /** In-place all-reduce of a GPU tensor over the vocabulary-parallel group. */
 export type TensorAllReduce = (t: Tensor, op: "sum" | "max") => Promise<void>;
@@ -97,10 +99,11 @@ export async function shardedRowStatistics(
   let gmax: Tensor | null = null;
   for (const { logits, params } of shards) {
     const part = Tensor.empty(device, [rows]);
-    dispatchRows(
+    dispatchRowsFrom(
       device,
-      shardMaxKernel(),
-      [logits.binding, part.binding],
+      { plain: shardMaxKernel(), texture: shardMaxTextureKernel() },
+      [logits],
+      [part.binding],
       params,
       rows,
       colsOf(logits),
@@ -117,10 +120,11 @@ export async function shardedRowStatistics(
   let stats: Tensor | null = null;
   for (const { logits, params } of shards) {
     const part = Tensor.empty(device, [2 * rows]);
-    dispatchRows(
+    dispatchRowsFrom(
       device,
-      shardSumExpKernel(),
-      [logits.binding, targets.binding, rowMax.binding, part.binding],
+      { plain: shardSumExpKernel(), texture: shardSumExpTextureKernel() },
+      [logits],
+      [targets.binding, rowMax.binding, part.binding],
       params,
       rows,
       colsOf(logits),

@@ -12,6 +12,7 @@ import { COLUMN_BLOCK_ROWS, columnSumDispatch, columnSumKernel } from "../../ker
 import {
   embedPositionsDispatch,
   embedPositionsKernel,
+  embedPositionsTextureKernel,
   residualDropoutDispatch,
   residualDropoutKernel,
   residualDropoutTextureKernel,
@@ -21,7 +22,9 @@ import {
   residualNormForwardKernel,
   residualNormForwardTextureKernel,
 } from "../../kernels/residual_norm.ts";
+import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { record, recordMulti } from "../autograd.ts";
+import type { BufferBinding, TextureBinding } from "../device.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertSameShape, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
@@ -194,13 +197,25 @@ export function embedPositions(
   }
   const device = pos.device;
   const out = Tensor.empty(device, shape);
-  const d = embedPositionsDispatch(B * T, h, T, start, d0?.p, d0?.draw.seed, d0?.draw.offset);
+  const views = embedTextures(tokens, pos, B * T, h, start + T);
+  const d = embedPositionsDispatch(
+    B * T,
+    h,
+    T,
+    start,
+    d0?.p,
+    d0?.draw.seed,
+    d0?.draw.offset,
+    !!views,
+  );
   const src = lookup ? [lookup.table.binding, lookup.ids.tensor.binding] : [
     (tokens as Tensor).binding,
   ];
   device.dispatch(
-    embedPositionsKernel(!!lookup, !!d0),
-    [...src, pos.binding, out.binding],
+    views
+      ? embedPositionsTextureKernel(!!lookup, !!d0, views.tableTexture)
+      : embedPositionsKernel(!!lookup, !!d0),
+    [...(views ? views.bindings : [...src, pos.binding]), out.binding],
     d.params,
     d.workgroups,
   );
@@ -215,6 +230,45 @@ export function embedPositions(
     gTok.dispose();
     return [dFirst, dPos];
   });
+}
+
+/**
+ * A lookup's table is copied into a stream texture while it holds at most this
+ * many times the floats the lookup writes; a larger one (a vocabulary of tens of
+ * thousands of rows for a batch of a few hundred tokens) is read from its
+ * buffer as vec4s, where the copy would cost more than the texels save.
+ */
+const TABLE_TEXTURE_RATIO = 4;
+
+/**
+ * The bindings of {@link embedPositionsTextureKernel} on a CPU adapter (tokens or
+ * table through stream textures, the positions `0 … posRows − 1` through
+ * another), or null where the buffer form runs: a GPU, features not whole
+ * vec4s, rows past the software loop cap, too little output, or a texture too
+ * small.
+ */
+function embedTextures(
+  tokens: TokenPart,
+  pos: Tensor,
+  rows: number,
+  h: number,
+  posRows: number,
+): { bindings: (BufferBinding | TextureBinding)[]; tableTexture: boolean } | null {
+  const device = pos.device;
+  if (!device.isSoftware || h % 4 !== 0 || h / 4 > SOFTWARE_LOOP_LIMIT) return null;
+  const work = (rows * h) / 4;
+  const lookup = tokens instanceof Tensor ? null : tokens;
+  const tableTexture = !lookup || lookup.table.size <= TABLE_TEXTURE_RATIO * rows * h;
+  const first = lookup ? lookup.table : tokens as Tensor;
+  const operands = [{ binding: pos.binding, vec4s: (posRows * h) / 4 }];
+  if (tableTexture) operands.unshift({ binding: first.binding, vec4s: first.size / 4 });
+  const views = streamTextures(device, operands, work);
+  if (!views) return null;
+  const posView = views[views.length - 1];
+  const src = lookup
+    ? [tableTexture ? views[0] : lookup.table.binding, lookup.ids.tensor.binding]
+    : [views[0]];
+  return { bindings: [...src, posView], tableTexture };
 }
 
 /**

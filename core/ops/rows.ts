@@ -49,8 +49,9 @@ export function dispatchRows(
 
 /**
  * Whether row (or column) kernels over `rows × cols` run their CPU-adapter
- * texture forms (kernels/layernorm.ts, residual_norm.ts, reduce.ts): a software
- * adapter, rows of whole vec4s within the loop cap, and textures that fit.
+ * texture forms (kernels/layernorm.ts, residual_norm.ts, reduce.ts,
+ * crossentropy.ts): a software adapter, rows of whole vec4s within the loop
+ * cap, and textures that fit.
  */
 export function rowTextures(device: Device, rows: number, cols: number): boolean {
   return device.isSoftware && cols % 4 === 0 && 3 * (cols / 4) <= SOFTWARE_LOOP_LIMIT &&

@@ -32,13 +32,19 @@ export const STREAM_MIN_VEC4S = 256;
  * dispatches around them), for a kernel's texture form; null on a GPU, when
  * every operand is under {@link STREAM_MIN_VEC4S}, or when an operand needs
  * more rows than a texture has: the caller then dispatches the buffer form.
+ * `work`, when given, replaces the largest operand in the size test: the vec4s
+ * a kernel reads or writes where that is not its operands' size (a lookup
+ * reads a few rows of a large table, or many rows of a small one).
  */
 export function streamTextures(
   device: Device,
   operands: readonly StreamOperand[],
+  work?: number,
 ): { view: GPUTextureView }[] | null {
   if (!device.isSoftware) return null;
-  if (operands.every((o) => o.vec4s < STREAM_MIN_VEC4S)) return null;
+  if (
+    work === undefined ? operands.every((o) => o.vec4s < STREAM_MIN_VEC4S) : work < STREAM_MIN_VEC4S
+  ) return null;
   if (!operands.every((o) => streamFits(o.vec4s, device.maxTextureDimension))) return null;
   return operands.map((o, slot) => ({ view: device.streamAsTexture(o.binding, o.vec4s, slot) }));
 }

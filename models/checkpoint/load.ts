@@ -7,7 +7,6 @@
 
 import type { ParamInfo } from "../../core/nn.ts";
 import type { AdamW } from "../../core/optim.ts";
-import { Tensor } from "../../core/tensor.ts";
 import { planShards, type TpPlace, writeShards } from "./assign.ts";
 import type { CheckpointMeta } from "./layout.ts";
 import { readCheckpointFull, warnOnStderr } from "./read.ts";
@@ -145,19 +144,8 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
   writeShards(opts.params, shards);
   if (opts.optimizer) {
     const opt = opts.optimizer;
-    for (const st of opt.moments.values()) {
-      st.m.dispose();
-      st.v.dispose();
-    }
-    opt.moments.clear();
-    opt.step = optimizerLoaded ? ck.meta.optimizer!.step : 0;
-    for (const { info, m, v } of moments) {
-      const t = info.tensor;
-      opt.moments.set(t, {
-        m: Tensor.fromArray(t.device, m, t.shape).keep(),
-        v: Tensor.fromArray(t.device, v, t.shape).keep(),
-      });
-    }
+    opt.resetState(optimizerLoaded ? ck.meta.optimizer!.step : 0);
+    for (const { info, m, v } of moments) opt.setMoments(info.tensor, m, v);
   }
   opts.progress?.(3, 3);
   return {

@@ -131,7 +131,7 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
 
   const opt = opts.optimizer;
   const withMoments = opt
-    ? opts.params.filter(([, p]) => opt.moments.has(p.tensor)).map(([n]) => n)
+    ? opts.params.filter(([, p]) => opt.hasMoments(p.tensor)).map(([n]) => n)
     : [];
   if (writer) {
     const fileMeta = {
@@ -157,21 +157,12 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
     await hook("model-written");
     if (opt) {
       const byName = new Map(opts.params);
-      const ts: Tensor[] = [];
-      for (const n of withMoments) {
-        const st = opt.moments.get(byName.get(n)!.tensor)!;
-        ts.push(st.m, st.v);
-      }
-      const vals = await readAll(ts);
+      const vals = await opt.readMoments(withMoments.map((n) => byName.get(n)!.tensor));
       const out: SafeTensorOut[] = [];
       withMoments.forEach((n, i) => {
         const shape = byName.get(n)!.tensor.shape;
         const mn = momentNames(n);
-        out.push({ name: mn.m, shape, data: vals[2 * i] }, {
-          name: mn.v,
-          shape,
-          data: vals[2 * i + 1],
-        });
+        out.push({ name: mn.m, shape, data: vals[i].m }, { name: mn.v, shape, data: vals[i].v });
       });
       digests[optimizerFileName(tpRank)] = await writeSafetensors(
         join(tmpPath, optimizerFileName(tpRank)),

@@ -1,0 +1,133 @@
+/**
+ * Flat buckets of parameters for the optimizer: many small tensors laid end to
+ * end so that one dispatch updates them all (as PyTorch's `_foreach` and
+ * Megatron's contiguous grad buffers do). A bucket's weights and gradients are
+ * copied into flat scratch tensors, updated there, and the weights copied back;
+ * its AdamW moments live flat for good.
+ * @module
+ */
+
+import type { Device } from "./device.ts";
+import type { ParamInfo } from "./nn.ts";
+import { zeros } from "./ops/mod.ts";
+import { Tensor } from "./tensor.ts";
+import { windowElements } from "./windows.ts";
+
+/**
+ * Default most elements in one bucket (16 MiB of f32): the scratch copies a
+ * step makes are at most two of these at a time, and one bucket stays within
+ * one storage binding and one stream texture on every adapter.
+ */
+export const BUCKET_ELEMENTS = 1 << 22;
+
+/** One parameter's place in a bucket. */
+export interface BucketMember {
+  /** The parameter. */
+  tensor: Tensor;
+  /** First element in the bucket: a multiple of 64 (a 256-byte binding offset). */
+  offset: number;
+}
+
+/** Parameters updated as one flat vector. */
+export interface ParamBucket {
+  /** In bucket order: those with weight decay first. */
+  members: BucketMember[];
+  /** Elements, padding between members included (a multiple of 4). */
+  size: number;
+  /** Members below this element take weight decay, the rest none. */
+  decayEnd: number;
+  /** Whether gaps lie between members (their gradients are then zeroed first). */
+  padded: boolean;
+}
+
+/** Buckets, and the parameters left to per-tensor updates. */
+export interface BucketPlan {
+  /** The buckets, each of more than one parameter. */
+  buckets: ParamBucket[];
+  /** Parameters updated one tensor at a time. */
+  single: ParamInfo[];
+}
+
+/** Member offsets are multiples of this many elements (256 bytes). */
+const ALIGN = 64;
+
+/**
+ * Packs `params` into buckets of at most `capacity` elements (capped to one
+ * binding of `device`): tensors whose sizes divide by 4 and that fit, those
+ * with decay first, each group in the given order. The rest, and buckets that
+ * would hold a single tensor, are left to per-tensor updates.
+ */
+export function planBuckets(
+  device: Device,
+  params: readonly ParamInfo[],
+  capacity = BUCKET_ELEMENTS,
+): BucketPlan {
+  const cap = Math.min(capacity, windowElements(device, ALIGN));
+  const fits = (p: ParamInfo) => p.tensor.size % 4 === 0 && p.tensor.size <= cap;
+  const ordered = [
+    ...params.filter((p) => fits(p) && p.decay),
+    ...params.filter((p) => fits(p) && !p.decay),
+  ];
+  const single = params.filter((p) => !fits(p));
+  const buckets: ParamBucket[] = [];
+  let cur: { members: BucketMember[]; decay: boolean[]; end: number } | null = null;
+  const close = () => {
+    if (!cur) return;
+    if (cur.members.length === 1) {
+      single.push(params.find((p) => p.tensor === cur!.members[0].tensor)!);
+    } else {
+      const firstPlain = cur.decay.indexOf(false);
+      const decayEnd = firstPlain < 0 ? cur.end : cur.members[firstPlain].offset;
+      const padded = cur.members.some((m, i) =>
+        m.offset + m.tensor.size !== (cur!.members[i + 1]?.offset ?? cur!.end)
+      );
+      buckets.push({ members: cur.members, size: cur.end, decayEnd, padded });
+    }
+    cur = null;
+  };
+  for (const p of ordered) {
+    const n = p.tensor.size;
+    const at = cur ? Math.ceil(cur.end / ALIGN) * ALIGN : 0;
+    if (cur && at + n > cap) close();
+    const offset = cur ? Math.ceil(cur.end / ALIGN) * ALIGN : 0;
+    cur ??= { members: [], decay: [], end: 0 };
+    cur.members.push({ tensor: p.tensor, offset });
+    cur.decay.push(p.decay);
+    cur.end = offset + n;
+  }
+  close();
+  return { buckets, single };
+}
+
+/** Whether every member of `b` has a gradient now. */
+export function allHaveGrads(b: ParamBucket): boolean {
+  return b.members.every((m) => m.tensor.grad !== null);
+}
+
+/**
+ * The members' gradients end to end in a new flat tensor (gaps zero), copied in
+ * order with the dispatches around it. Every member must have a gradient.
+ */
+export function gatherGrads(device: Device, b: ParamBucket): Tensor {
+  const flat = b.padded ? zeros(device, [b.size]) : Tensor.empty(device, [b.size]);
+  for (const m of b.members) {
+    device.copy(m.tensor.grad!.buffer, 0, flat.buffer, 4 * m.offset, 4 * m.tensor.size);
+  }
+  return flat;
+}
+
+/** The members' weights end to end in a new flat tensor (gaps undefined). */
+export function gatherWeights(device: Device, b: ParamBucket): Tensor {
+  const flat = Tensor.empty(device, [b.size]);
+  for (const m of b.members) {
+    device.copy(m.tensor.buffer, 0, flat.buffer, 4 * m.offset, 4 * m.tensor.size);
+  }
+  return flat;
+}
+
+/** Copies each member's weights back from `flat` (from {@link gatherWeights}). */
+export function scatterWeights(device: Device, b: ParamBucket, flat: Tensor): void {
+  for (const m of b.members) {
+    device.copy(flat.buffer, 4 * m.offset, m.tensor.buffer, 0, 4 * m.tensor.size);
+  }
+}
