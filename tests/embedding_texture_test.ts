@@ -17,25 +17,19 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";
-import { DeviceProfiler } from "../core/profiler.ts";
 import { STREAM_MIN_VEC4S } from "../core/ops/streams.ts";
 import { Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { embedPositionsDispatch, embedPositionsKernel } from "../kernels/residual_norm.ts";
-import { assertClose, prng, randomArray, testBackend, withTimeLimit } from "./helpers.ts";
+import {
+  assertClose,
+  prng,
+  randomArray,
+  testBackend,
+  withKernelKeys,
+  withTimeLimit,
+} from "./helpers.ts";
 import { philox, u01 } from "./reference.ts";
-
-/** Runs `f` with a profiler attached; returns its result and the kernel keys dispatched. */
-async function withKeys<T>(device: Device, f: () => Promise<T>): Promise<[T, string[]]> {
-  const prof = new DeviceProfiler("sync");
-  device.profiler = prof;
-  try {
-    const r = await f();
-    return [r, [...prof.kernels.keys()]];
-  } finally {
-    device.profiler = null;
-  }
-}
 
 /** Skewed ids in [0, vocab): a third of the tokens are id 1, so one row sums many. */
 function skewedIds(n: number, vocab: number, seed: number): Int32Array {
@@ -96,7 +90,7 @@ async function checkEmbedPositions(device: Device): Promise<void> {
       for (const start of [0, 5]) {
         for (const lookup of [true, false]) {
           const what = `embedPositions h=${h} V=${V} p=${p} start=${start} lookup=${lookup}`;
-          const [got, keys] = await withKeys(device, async () => {
+          const [got, keys] = await withKernelKeys(device, async () => {
             const out = ops.embedPositions(lookup ? { table, ids } : tok, pos, spec, start);
             const r = await out.read();
             out.dispose();
@@ -162,7 +156,7 @@ async function checkEmbeddingGrad(device: Device, tag: string): Promise<void> {
     const g = Tensor.fromArray(device, gHost, [N, dim]);
     const ids = TokenIds.fromHost(device, idsHost, [N]);
     const what = `embeddingGrad ${tag} dim=${dim} V=${V}`;
-    const [got, keys] = await withKeys(device, async () => {
+    const [got, keys] = await withKernelKeys(device, async () => {
       const dw = ops.embeddingGrad(weight, ids, g);
       const r = await dw.read();
       dw.dispose();

@@ -6,6 +6,7 @@
 
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { DeviceProfiler } from "../core/profiler.ts";
 import "./watchdog.ts";
 
 /** The backend under test: env WEBGPU_BACKEND (deno | dawn), default the library's default. */
@@ -100,5 +101,20 @@ export function assertClose(
         expected[worst]
       } (rtol ${rtol}, atol ${atol})`,
     );
+  }
+}
+
+/** Runs `f` with a profiler attached; returns its result and the kernel keys it dispatched. */
+export async function withKernelKeys<T>(
+  device: Device,
+  f: () => Promise<T>,
+): Promise<[T, string[]]> {
+  const prof = new DeviceProfiler("sync");
+  device.profiler = prof;
+  try {
+    const r = await f();
+    return [r, [...prof.kernels.keys()]];
+  } finally {
+    device.profiler = null;
   }
 }

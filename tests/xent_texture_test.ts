@@ -21,11 +21,9 @@
  */
 
 import { backward } from "../core/autograd.ts";
-import type { Device } from "../core/device.ts";
 import { lmHeadCrossEntropy } from "../core/ops/lm_head.ts";
 import type { TensorAllReduce } from "../core/ops/parallel_xent.ts";
 import { dispatchRows, dispatchRowsFrom } from "../core/ops/rows.ts";
-import { DeviceProfiler } from "../core/profiler.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import {
@@ -37,21 +35,9 @@ import {
   shardSumExpKernel,
   shardSumExpTextureKernel,
 } from "../kernels/crossentropy.ts";
-import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+import { assertClose, gpuTest, prng, randomArray, testDevice, withKernelKeys } from "./helpers.ts";
 
 const dev = await testDevice();
-
-/** Runs `f` with a profiler attached and returns the kernel keys it dispatched. */
-async function keysOf<T>(device: Device, f: () => Promise<T>): Promise<[T, string[]]> {
-  const prof = new DeviceProfiler("sync");
-  device.profiler = prof;
-  try {
-    const r = await f();
-    return [r, [...prof.kernels.keys()]];
-  } finally {
-    device.profiler = null;
-  }
-}
 
 function assertTextureForms(keys: string[], want: string[]): void {
   if (!dev.isSoftware) return;
@@ -84,7 +70,7 @@ Deno.test("xent texture forms against the buffer forms", gpuTest, async () => {
   const lse = randomArray(rows, 4, 5, 6);
   const g = randomArray(rows, 5, 0.5, 1.5);
   const params = crossEntropyDispatch(rows, cols, valid, start).params;
-  const [got, keys] = await keysOf(dev, () =>
+  const [got, keys] = await withKernelKeys(dev, () =>
     tidy(dev, async () => {
       const logits = Tensor.fromArray(dev, x, [rows, cols]);
       const targets = Tensor.fromArray(dev, t, [rows]);
@@ -190,7 +176,7 @@ Deno.test("vocab-parallel LM head loss on stream textures against float64", gpuT
     (_, i) => i % 7 === 3 ? -1 : i < special.length ? special[i] : Math.floor(r() * valid),
   );
   const count = t.filter((v) => v >= 0).length;
-  const [got, keys] = await keysOf(dev, () =>
+  const [got, keys] = await withKernelKeys(dev, () =>
     tidy(dev, async () => {
       const group = simulatedGroup(ranks);
       const hs = Array.from(
