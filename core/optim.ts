@@ -77,10 +77,20 @@ interface BucketState {
  * replicated ones once).
  */
 export function gradSumSquares(device: Device, params: readonly Tensor[]): Tensor {
-  const withGrad = params.filter((p) => p.grad);
-  const parts = Tensor.empty(device, [Math.max(withGrad.length, 1)]);
-  if (withGrad.length === 0) return full(device, [1], 0);
-  withGrad.forEach((p, i) => reduceInto(p.grad!, "sumsq", parts, i));
+  const grads = params.flatMap((p) => p.grad ? [p.grad] : []);
+  return sumOfParts(device, grads.length, (parts) => {
+    grads.forEach((g, i) => reduceInto(g, "sumsq", parts, i));
+  });
+}
+
+/**
+ * The sum of `count` partial values that `fill` writes into a `[count]`
+ * tensor (in fixed order), as a one-element tensor: 0 when `count` is 0.
+ */
+function sumOfParts(device: Device, count: number, fill: (parts: Tensor) => void): Tensor {
+  if (count === 0) return full(device, [1], 0);
+  const parts = Tensor.empty(device, [count]);
+  fill(parts);
   const total = Tensor.empty(device, [1]);
   reduceInto(parts, "sum", total);
   parts.dispose();
@@ -254,19 +264,14 @@ export class AdamW {
       for (const m of b.members) inFlat.add(m.tensor);
     }
     const rest = [...counted].filter((t) => t.grad && !inFlat.has(t));
-    const count = flat.length + rest.length;
-    if (count === 0) return full(device, [1], 0);
-    const parts = Tensor.empty(device, [count]);
-    flat.forEach((b, i) => {
-      const g = gatherGrads(device, b);
-      reduceInto(g, "sumsq", parts, i);
-      g.dispose();
+    return sumOfParts(device, flat.length + rest.length, (parts) => {
+      flat.forEach((b, i) => {
+        const g = gatherGrads(device, b);
+        reduceInto(g, "sumsq", parts, i);
+        g.dispose();
+      });
+      rest.forEach((t, i) => reduceInto(t.grad!, "sumsq", parts, flat.length + i));
     });
-    rest.forEach((t, i) => reduceInto(t.grad!, "sumsq", parts, flat.length + i));
-    const total = Tensor.empty(device, [1]);
-    reduceInto(parts, "sum", total);
-    parts.dispose();
-    return total;
   }
 
   /**

@@ -70,29 +70,28 @@ export function planBuckets(
   ];
   const single = params.filter((p) => !fits(p));
   const buckets: ParamBucket[] = [];
-  let cur: { members: BucketMember[]; decay: boolean[]; end: number } | null = null;
+  let cur: { infos: ParamInfo[]; members: BucketMember[]; end: number } | null = null;
   const close = () => {
     if (!cur) return;
-    if (cur.members.length === 1) {
-      single.push(params.find((p) => p.tensor === cur!.members[0].tensor)!);
-    } else {
-      const firstPlain = cur.decay.indexOf(false);
-      const decayEnd = firstPlain < 0 ? cur.end : cur.members[firstPlain].offset;
-      const padded = cur.members.some((m, i) =>
-        m.offset + m.tensor.size !== (cur!.members[i + 1]?.offset ?? cur!.end)
+    const { infos, members, end } = cur;
+    if (members.length === 1) single.push(infos[0]);
+    else {
+      const firstPlain = infos.findIndex((p) => !p.decay);
+      const decayEnd = firstPlain < 0 ? end : members[firstPlain].offset;
+      const padded = members.some((m, i) =>
+        m.offset + m.tensor.size !== (members[i + 1]?.offset ?? end)
       );
-      buckets.push({ members: cur.members, size: cur.end, decayEnd, padded });
+      buckets.push({ members, size: end, decayEnd, padded });
     }
     cur = null;
   };
   for (const p of ordered) {
     const n = p.tensor.size;
-    const at = cur ? Math.ceil(cur.end / ALIGN) * ALIGN : 0;
-    if (cur && at + n > cap) close();
+    if (cur && Math.ceil(cur.end / ALIGN) * ALIGN + n > cap) close();
     const offset = cur ? Math.ceil(cur.end / ALIGN) * ALIGN : 0;
-    cur ??= { members: [], decay: [], end: 0 };
+    cur ??= { infos: [], members: [], end: 0 };
+    cur.infos.push(p);
     cur.members.push({ tensor: p.tensor, offset });
-    cur.decay.push(p.decay);
     cur.end = offset + n;
   }
   close();

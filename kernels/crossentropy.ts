@@ -13,6 +13,12 @@ import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
 import { hsum, streamTexel } from "./texture.ts";
 
 /**
+ * The uniforms of the vocabulary-parallel kernels and the backward, buffer and
+ * texture forms alike, as {@link crossEntropyDispatch} writes them.
+ */
+const XENT_PARAMS_WGSL = "struct P { rows: u32, cols: u32, valid: u32, start: i32 }";
+
+/**
  * Per row `r`: `lse = log Σ_{j<valid} exp(x_j)`, `loss = lse − x[target]`, or 0
  * where `target < 0` (ignored). Columns ≥ `valid` (vocabulary padding) never
  * count. Bindings: logits, targets (i32), loss, lse.
@@ -66,7 +72,7 @@ export function crossEntropyBackwardKernel(): KernelSource {
   return {
     key: "xent:bwd",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
@@ -100,7 +106,7 @@ export function shardMaxKernel(): KernelSource {
     key: "xent:shardmax",
     code: /* wgsl */ `
 ${ROW_REDUCE_WGSL}
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> rowMax: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -127,7 +133,7 @@ export function shardSumExpKernel(): KernelSource {
     key: "xent:shardsum",
     code: /* wgsl */ `
 ${ROW_REDUCE_WGSL}
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> gmax: array<f32>;
@@ -160,7 +166,7 @@ export function shardFinishKernel(): KernelSource {
   return {
     key: "xent:shardfinish",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> targets: array<i32>;
 @group(0) @binding(1) var<storage, read> gmax: array<f32>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
@@ -178,7 +184,7 @@ fn main(${GRID_BUILTINS}) {
   };
 }
 
-// Texture forms for CPU adapters (core/ops/xent_rows.ts): one invocation per row
+// Texture forms for CPU adapters (dispatched by `dispatchRowsFrom`, core/ops/rows.ts): one invocation per row
 // (dispatch over `gridFor(rows, ROW_WG)`), the logits read vec4 by vec4 through
 // a stream texture (kernels/texture.ts), `cols` a multiple of 4. A vec4 whose
 // columns straddle `valid` keeps only the valid ones (`lanes < valid`).
@@ -206,7 +212,7 @@ export function shardMaxTextureKernel(): KernelSource {
   return {
     key: "xent:shardmax:tex",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var xT: texture_2d<f32>;
 @group(0) @binding(1) var<storage, read_write> rowMax: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -232,7 +238,7 @@ export function shardSumExpTextureKernel(): KernelSource {
   return {
     key: "xent:shardsum:tex",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var xT: texture_2d<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> gmax: array<f32>;
@@ -265,7 +271,7 @@ export function crossEntropyBackwardTextureKernel(): KernelSource {
   return {
     key: "xent:bwd:tex",
     code: /* wgsl */ `
-struct P { rows: u32, cols: u32, valid: u32, start: i32 }
+${XENT_PARAMS_WGSL}
 @group(0) @binding(0) var xT: texture_2d<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
