@@ -8,7 +8,7 @@
  *   the same model, optimizer and clip) at 1 and 2 threads, the better counted;
  * - GPT-2 small shape (12 layers, hidden 768, 12 heads, vocab 50,257 padded to
  *   50,304, seq 256, batch 1), tokens/s: the project at the TP sizes of `--gpt2-tp`
- *   (bench/gpt2_scale.ts, Deno's WebGPU), PyTorch as above. With
+ *   (bench/gpt2_scale.ts, on `--gpt2-backend`, default Dawn), PyTorch as above. With
  *   `--gpt2-placement procs` (the default) each rank is one OS process pinned to
  *   its own core with `taskset`, the ranks talking over TCP (bench/pinned_procs.ts):
  *   TP=1 is then one simulated GPU on one core, and TP=2 two of them on two cores,
@@ -22,7 +22,8 @@
  * when it cannot import torch the table says so and shows the project's rows alone.
  *
  *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--gpt2-tp 1,2|none]
- *       [--gpt2-steps 3] [--gpt2-placement procs|workers] [--python /usr/bin/python3]
+ *       [--gpt2-steps 3] [--gpt2-placement procs|workers] [--gpt2-backend dawn|deno]
+ *       [--python /usr/bin/python3]
  * @module
  */
 
@@ -42,6 +43,7 @@ const { values } = parseArgs({
     "gpt2-tp": { type: "string", default: "1,2" },
     "gpt2-steps": { type: "string", default: "3" },
     "gpt2-placement": { type: "string", default: "procs" },
+    "gpt2-backend": { type: "string", default: "dawn" },
     python: { type: "string", default: "/usr/bin/python3" },
   },
 });
@@ -53,6 +55,7 @@ if (gpt2Placement !== "procs" && gpt2Placement !== "workers") {
   console.error(`unknown --gpt2-placement "${gpt2Placement}": expected procs or workers`);
   Deno.exit(2);
 }
+const gpt2Backend = parseBackend(values["gpt2-backend"]!);
 const GPT2 = { vocab: 50304, layers: 12, hidden: 768, heads: 12, seq: 256, batch: 1 };
 
 interface TorchOut {
@@ -136,6 +139,8 @@ async function projectGpt2(tp: number): Promise<{ ms: number; placed: string } |
       "none",
       "--placement",
       gpt2Placement,
+      "--backend",
+      gpt2Backend,
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -251,7 +256,9 @@ if (import.meta.main) {
       `| GPT-2 small shape, tokens/s | ${
         torchG ? `${f1(torchG.v)} (${torchG.threads} thr)` : "–"
       } | ${
-        typeof r === "string" ? `TP=${tp} ${r}` : `${f1(tps)} at TP=${tp} (deno, ${r.placed})`
+        typeof r === "string"
+          ? `TP=${tp} ${r}`
+          : `${f1(tps)} at TP=${tp} (${gpt2Backend}, ${r.placed})`
       } | ${torchG && Number.isFinite(tps) ? ratio(tps, torchG.v) : "–"} |`,
     );
   }

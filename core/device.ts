@@ -554,6 +554,21 @@ export class Device {
     return view;
   }
 
+  /**
+   * Records zeroing `bytes` of `buffer` from `offset` (both multiples of 4) in
+   * order with the dispatches around it: a `clearBuffer`, a memset on CPU
+   * adapters, where a fill kernel writes lane by lane (77 MB: 43 ms).
+   */
+  clear(buffer: GPUBuffer, offset: number, bytes: number): void {
+    this.assertAlive();
+    if (bytes === 0) return;
+    if (offset % 4 !== 0 || bytes % 4 !== 0) {
+      throw new Error(`clear: offset ${offset} and size ${bytes} must be multiples of 4 bytes`);
+    }
+    this.#endPass();
+    this.#getEncoder().clearBuffer(buffer, offset, bytes);
+  }
+
   /** Records a buffer-to-buffer copy in order with the dispatches around it. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.assertAlive();

@@ -846,6 +846,13 @@ function gpuStore(s: MatmulShape, lay: Layout, WX: number, WY: number): string {
 export const LARGE_BLOCK_MACS = 2 ** 23;
 
 /**
+ * Products of at least this many multiply-adds (GPT-2 small's at TP=2 but its
+ * attention output, 256×768×384) also try a 64×32 block per invocation: 13–17%
+ * faster than 32×32 on those shapes on one core, but ~40 s to compile cold.
+ */
+export const HUGE_BLOCK_MACS = 2 ** 27;
+
+/**
  * The tilings worth timing for `shape` on an adapter described by `opts`, the
  * {@link chooseTiling} heuristic first. Every candidate of one family adds the
  * products over k in the same order, so they give bit-identical results: a
@@ -857,16 +864,17 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
   const add = (t: MatmulTiling) => out.set(tilingKey(t), t);
   if (opts.software) {
     // With A in a texture (3× faster than from its buffer on llvmpipe) blocks
-    // of 16×16, 32×16 or 16×32, and for large products 32×32 and 64×16 (fewer
+    // of 16×16, 32×16 or 16×32, for large products 32×32 and 64×16 (fewer
     // texel fetches per FMA: 15–19% faster on the reference shapes, but ~8 s
-    // each to compile cold); without, 16 columns won nearly every shape
+    // each to compile cold) and for the largest 64×32 (HUGE_BLOCK_MACS);
+    // without, 16 columns won nearly every shape
     // measured. The split of the 8 invocations between M and N varies.
     const texA = textureASize(s, opts) !== null;
     const texB = textureBSize(s, opts) !== null;
-    const large = s.batch * s.M * s.N * s.K >= LARGE_BLOCK_MACS;
-    const blocks = texA
-      ? [[16, 4], [32, 4], [16, 8], ...(large ? [[32, 8], [64, 4]] : [])]
-      : [[16, 4], [32, 4]];
+    const macs = s.batch * s.M * s.N * s.K;
+    const large = macs >= LARGE_BLOCK_MACS ? [[32, 8], [64, 4]] : [];
+    const huge = macs >= HUGE_BLOCK_MACS ? [[64, 8]] : [];
+    const blocks = texA ? [[16, 4], [32, 4], [16, 8], ...large, ...huge] : [[16, 4], [32, 4]];
     for (const lx of [2, 4, 8]) {
       for (const [tm, tv] of blocks) {
         // skip blocks that would mostly compute padding

@@ -12,7 +12,7 @@ import { deepStrictEqual, ok } from "node:assert/strict";
 import { Device } from "../core/device.ts";
 import type { ParamInfo } from "../core/nn.ts";
 import { AdamW, type AdamWConfig, gradSumSquares } from "../core/optim.ts";
-import { planBuckets } from "../core/param_buckets.ts";
+import { BUCKET_MEMBER_ELEMENTS, planBuckets } from "../core/param_buckets.ts";
 import { DeviceProfiler } from "../core/profiler.ts";
 import { Tensor } from "../core/tensor.ts";
 import { gpuTest, randomArray, testBackend } from "./helpers.ts";
@@ -109,6 +109,29 @@ Deno.test("multi-tensor AdamW matches per-tensor AdamW bit for bit", gpuTest, as
     deepStrictEqual(single.dispatches, windows.length);
     deepStrictEqual(multi.dispatches, expected);
     ok(expected < windows.length);
+  } finally {
+    await device.close();
+  }
+});
+
+Deno.test("flat buckets leave large tensors to per-tensor updates", gpuTest, async () => {
+  const device = await Device.create({ backend: testBackend() });
+  try {
+    const sizes = [64, 128, BUCKET_MEMBER_ELEMENTS, BUCKET_MEMBER_ELEMENTS + 4, 256];
+    const params: ParamInfo[] = sizes.map((n) => ({
+      tensor: Tensor.empty(device, [n]),
+      decay: true,
+      partitionDim: null,
+      partitionBlocks: 1,
+    }));
+    const plan = planBuckets(device, params);
+    deepStrictEqual(plan.buckets.length, 1);
+    deepStrictEqual(
+      plan.buckets[0].members.map((m) => m.tensor.size),
+      [64, 128, BUCKET_MEMBER_ELEMENTS, 256],
+    );
+    deepStrictEqual(plan.single.map((p) => p.tensor.size), [BUCKET_MEMBER_ELEMENTS + 4]);
+    for (const p of params) p.tensor.dispose();
   } finally {
     await device.close();
   }

@@ -20,6 +20,7 @@ import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
 import {
   chooseTiling,
+  HUGE_BLOCK_MACS,
   LARGE_BLOCK_MACS,
   type MatmulOptions,
   matmulPlanWith,
@@ -108,13 +109,19 @@ Deno.test(
     const device = await testDevice();
     const opts: MatmulOptions = { ...matmulOptions(device), software: true };
     const isLarge = (t: { tm: number; tv: number }) => t.tm * t.tv >= 256;
+    const isHuge = (t: { tm: number; tv: number }) => t.tm * t.tv >= 512;
     const big: MatmulShape = { ...base, M: 512, N: 128, K: 128, transB: true };
     assert.ok(big.M * big.N * big.K >= LARGE_BLOCK_MACS);
+    assert.ok(big.M * big.N * big.K < HUGE_BLOCK_MACS);
     if (textureASize(big, opts)) assert.ok(tilingCandidates(big, opts).some(isLarge));
+    assert.ok(!tilingCandidates(big, opts).some(isHuge));
+    const huge: MatmulShape = { ...base, M: 256, N: 1536, K: 768, transB: true };
+    assert.ok(huge.M * huge.N * huge.K >= HUGE_BLOCK_MACS);
+    if (textureASize(huge, opts)) assert.ok(tilingCandidates(huge, opts).some(isHuge));
     const small: MatmulShape = { ...base, M: 64, N: 96, K: 48, transB: true, bias: true };
     assert.ok(!tilingCandidates(small, opts).some(isLarge));
-    // A product of the small shape through the large blocks (two kernels, ~8 s each
-    // to compile cold): the same bits as the heuristic's.
+    // A product of the small shape through the large blocks (three kernels, ~8, 8
+    // and 40 s to compile cold): the same bits as the heuristic's.
     if (!textureASize(small, opts)) return;
     const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
     const [A, B, Bias] = [
@@ -136,7 +143,9 @@ Deno.test(
     };
     const want = await product(chooseTiling(small, opts));
     const texB = textureBSize(small, opts) ? { texB: true } : {};
-    for (const t of [{ tm: 32, tv: 8, lx: 4 }, { tm: 64, tv: 4, lx: 8 }]) {
+    for (
+      const t of [{ tm: 32, tv: 8, lx: 4 }, { tm: 64, tv: 4, lx: 8 }, { tm: 64, tv: 8, lx: 2 }]
+    ) {
       const got = await product({ software: true, texA: true, ...texB, ...t });
       assert.ok(got.every((v, i) => Object.is(v, want[i])), `${JSON.stringify(t)} differs`);
     }
