@@ -557,7 +557,8 @@ export class Device {
   /**
    * Records zeroing `bytes` of `buffer` from `offset` (both multiples of 4) in
    * order with the dispatches around it: a `clearBuffer`, a memset on CPU
-   * adapters, where a fill kernel writes lane by lane (77 MB: 43 ms).
+   * adapters, where a fill kernel writes lane by lane (77 MB on one core: 50
+   * against 119 ms on Dawn, 22 against 145 ms on Deno's WebGPU).
    */
   clear(buffer: GPUBuffer, offset: number, bytes: number): void {
     this.assertAlive();

@@ -69,12 +69,13 @@ export function fillInPlace(t: Tensor, value: number): Tensor {
   const bits = new DataView(new ArrayBuffer(4));
   if (t.dtype === "i32") bits.setInt32(0, value, true);
   else bits.setFloat32(0, value, true);
-  if (bits.getUint32(0, true) === 0) {
+  const word = bits.getUint32(0, true);
+  if (word === 0) {
     t.device.clear(t.buffer, 0, t.byteLength);
     return t;
   }
   for (const [s, c] of elementWindows(t.device, t.size)) {
-    const params = new Params(4).u32(c).u32(bits.getUint32(0, true)).u32(0).u32(0).buffer;
+    const params = new Params(4).u32(c).u32(word).u32(0).u32(0).buffer;
     t.device.dispatch(fillKernel(), [subBinding(t.binding, s, c)], params, gridFor(c, 256));
   }
   return t;
