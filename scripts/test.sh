@@ -15,6 +15,14 @@ files=("$@")
 [ ${#files[@]} -eq 0 ] && files=(tests/*_test.ts)
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+# The CLIs the tests run tune their matmuls and save the choices in the default
+# tuning cache ($XDG_CACHE_HOME/webgpu-megatron): the run gets a cache home of
+# its own, removed with $out, so testing leaves the user's tuning cache as it
+# was. Deno's and Mesa's caches (packages, compiled shaders) stay where they were.
+cache_home="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}"
+export DENO_DIR="${DENO_DIR:-$cache_home/deno}"
+export MESA_SHADER_CACHE_DIR="${MESA_SHADER_CACHE_DIR:-$cache_home}" # Mesa adds /mesa_shader_cache
+export XDG_CACHE_HOME="$out/cache"
 printf '%s\n' "${files[@]}" | xargs -P "${TEST_JOBS:-2}" -I{} bash -c '
   f="$1"; log="$2/$(basename "$f").log"
   "$3" test -A --preload tests/watchdog.ts "$f" >"$log" 2>&1
