@@ -21,7 +21,9 @@ import { streamTextures } from "./ops/streams.ts";
 import {
   allHaveGrads,
   BUCKET_ELEMENTS,
+  type BucketMember,
   gatherGrads,
+  gatherSomeGrads,
   gatherWeights,
   type ParamBucket,
   planBuckets,
@@ -249,24 +251,29 @@ export class AdamW {
   /**
    * The squared L2 norm of the gradients of `params` (default: all of this
    * optimizer's that have one), as a one-element tensor: like the free
-   * {@link gradSumSquares}, with one reduction per flat bucket whose members
-   * all have gradients and all count (the others one per tensor).
+   * {@link gradSumSquares}, with one reduction per flat bucket whose members all
+   * have gradients (over the counted ones, packed, when only some count: a
+   * tensor-parallel rank other than 0 counts only its sharded parameters, and
+   * so runs as many reductions as rank 0), the other tensors one each.
    */
   gradSumSquares(params?: readonly Tensor[]): Tensor {
     const counted = new Set(params ?? this.params.map((p) => p.tensor));
     const device = this.params[0]?.tensor.device;
     if (!device) throw new Error("gradSumSquares: the optimizer has no parameters");
-    const flat: ParamBucket[] = [];
+    const flat: { bucket: ParamBucket; members: BucketMember[] }[] = [];
     const inFlat = new Set<Tensor>();
     for (const b of this.#buckets().buckets) {
-      if (!allHaveGrads(b) || !b.members.every((m) => counted.has(m.tensor))) continue;
-      flat.push(b);
+      if (!allHaveGrads(b)) continue;
       for (const m of b.members) inFlat.add(m.tensor);
+      const members = b.members.filter((m) => counted.has(m.tensor));
+      if (members.length > 0) flat.push({ bucket: b, members });
     }
     const rest = [...counted].filter((t) => t.grad && !inFlat.has(t));
     return sumOfParts(device, flat.length + rest.length, (parts) => {
-      flat.forEach((b, i) => {
-        const g = gatherGrads(device, b);
+      flat.forEach(({ bucket, members }, i) => {
+        const g = members.length === bucket.members.length
+          ? gatherGrads(device, bucket)
+          : gatherSomeGrads(device, members);
         reduceInto(g, "sumsq", parts, i);
         g.dispose();
       });

@@ -125,6 +125,21 @@ export function gatherGrads(device: Device, b: ParamBucket): Tensor {
   return flat;
 }
 
+/**
+ * The gradients of `members` (some of one bucket's, every one with a gradient)
+ * packed end to end in a new flat tensor, without the bucket's gaps: what a
+ * norm over part of a bucket reduces in one pass.
+ */
+export function gatherSomeGrads(device: Device, members: readonly BucketMember[]): Tensor {
+  const flat = Tensor.empty(device, [members.reduce((n, m) => n + m.tensor.size, 0)]);
+  let at = 0;
+  for (const m of members) {
+    device.copy(m.tensor.grad!.buffer, 0, flat.buffer, 4 * at, 4 * m.tensor.size);
+    at += m.tensor.size;
+  }
+  return flat;
+}
+
 /** The members' weights end to end in a new flat tensor (gaps undefined). */
 export function gatherWeights(device: Device, b: ParamBucket): Tensor {
   const flat = Tensor.empty(device, [b.size]);

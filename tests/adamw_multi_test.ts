@@ -182,7 +182,7 @@ Deno.test("the bucketed gradient norm matches the per-tensor one", gpuTest, asyn
       const want = await gradSumSquares(device, ts).item();
       const got = await opt.gradSumSquares().item();
       ok(Math.abs(got - want) <= 1e-5 * want, `${got} vs ${want}`);
-      // a subset that leaves a bucket member out: that bucket goes per tensor
+      // a subset that leaves a bucket member out: that bucket's counted members are packed
       const subset = ts.filter((_, i) => i !== 6);
       const wantSub = await gradSumSquares(device, subset).item();
       const gotSub = await opt.gradSumSquares(subset).item();
