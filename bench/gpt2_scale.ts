@@ -15,7 +15,7 @@
  * over shared memory (Deno's WebGPU: Dawn serialises the devices of one
  * process); `procs` runs one OS process per rank through cli/launch.ts, each
  * pinned to its own core with `taskset` (TP=1 too: one simulated GPU, one
- * core), talking over TCP (bench/pinned_procs.ts). The "what ran" cell says
+ * core), talking over TCP (cli/pinned_procs.ts). The "what ran" cell says
  * which, in parentheses.
  * @module
  */
@@ -33,7 +33,7 @@ import {
   type Gpt2ScaleResult,
   type Gpt2ScaleRun,
 } from "./gpt2_scale_worker.ts";
-import { describePinnedProcs, runPinnedProcs } from "./pinned_procs.ts";
+import { describePinnedProcs, runPinnedProcs } from "../cli/pinned_procs.ts";
 
 /** GPT-2's published shapes. */
 export const GPT2_SIZES: Record<string, { layers: number; hidden: number; heads: number }> = {

@@ -4,7 +4,7 @@
  * batch, optionally takes training steps, and reports times and pool memory.
  * Runs as a Worker of the host (`runWorkers`) or, with `--print` after the
  * run's JSON, under cli/launch.ts as one pinned process per rank
- * (bench/pinned_procs.ts), printing its result as a tagged line.
+ * (cli/pinned_procs.ts), printing its result as a tagged line.
  * @module
  */
 
@@ -22,7 +22,7 @@ import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
-import { printTaggedResult } from "./pinned_procs.ts";
+import { printTaggedResult } from "../cli/pinned_procs.ts";
 
 /** What the host asks one run to do. */
 export interface Gpt2ScaleRun {
@@ -40,7 +40,7 @@ export interface Gpt2ScaleRun {
   backend: string;
 }
 
-/** The tag of the result line a rank prints with `--print` (bench/pinned_procs.ts). */
+/** The tag of the result line a rank prints with `--print` (cli/pinned_procs.ts). */
 export const GPT2_SCALE_RESULT_TAG = "GPT2_SCALE_RESULT";
 
 /** What one rank reports. */

@@ -36,7 +36,7 @@ import { DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { SCALING_RESULT_TAG, type ScalingResult, type ScalingRun } from "./scaling_worker.ts";
-import { hasTaskset, runPinnedProcs } from "./pinned_procs.ts";
+import { hasTaskset, runPinnedProcs } from "../cli/pinned_procs.ts";
 import { median } from "./stats.ts";
 
 /** One configuration of the ladder. */
@@ -126,7 +126,7 @@ export type Placement = "workers" | "procs";
 /**
  * One OS process per rank, each pinned to its own core with `taskset` (the
  * 1-rank baseline too): a simulated GPU and its host thread share one core.
- * Ranks talk over TCP on loopback (see bench/pinned_procs.ts).
+ * Ranks talk over TCP on loopback (see cli/pinned_procs.ts).
  */
 function runProcs(ranks: number, run: ScalingRun, firstCore: number): Promise<ScalingResult[]> {
   return runPinnedProcs<ScalingResult>({

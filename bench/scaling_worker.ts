@@ -17,7 +17,7 @@ import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
-import { printTaggedResult } from "./pinned_procs.ts";
+import { printTaggedResult } from "../cli/pinned_procs.ts";
 
 /** What one measurement runs. */
 export interface ScalingRun {
@@ -48,7 +48,7 @@ export interface ScalingRun {
   autotune?: boolean;
 }
 
-/** The tag of the result line a rank prints with `--print` (bench/pinned_procs.ts). */
+/** The tag of the result line a rank prints with `--print` (cli/pinned_procs.ts). */
 export const SCALING_RESULT_TAG = "SCALING_RESULT";
 
 /** What a rank reports. */

@@ -10,7 +10,7 @@
  *   50,304, seq 256, batch 1), tokens/s: the project at the TP sizes of `--gpt2-tp`
  *   (bench/gpt2_scale.ts, on `--gpt2-backend`, default Dawn), PyTorch as above. With
  *   `--gpt2-placement procs` (the default) each rank is one OS process pinned to
- *   its own core with `taskset`, the ranks talking over TCP (bench/pinned_procs.ts):
+ *   its own core with `taskset`, the ranks talking over TCP (cli/pinned_procs.ts):
  *   TP=1 is then one simulated GPU on one core, and TP=2 two of them on two cores,
  *   as the issue asks. `--gpt2-placement workers` runs the ranks as Workers of one
  *   process over shared memory (threads that cannot be pinned: TP=1's lavapipe then

@@ -12,7 +12,7 @@ import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { DeviceProfiler, type KernelStat, type ProfileMode } from "../core/profiler.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
@@ -33,6 +33,7 @@ import { Trainer } from "../models/trainer.ts";
 import { handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
+import { runPinnedProcs } from "./pinned_procs.ts";
 import { gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
@@ -59,10 +60,13 @@ const USAGE = `Usage: deno task profile [train flags] [profile flags]
 Runs --warmup untimed and --steps profiled training steps of the GPT that the
 train flags describe, on random tokens, and reports per step: dispatches,
 submits, host syncs, bytes read back, the plain step time, and GPU time per
-kernel and per kernel family. With --tensor-model-parallel-size N each rank is a
-Worker with its own device (as in training); rank 0's tables are printed, then
-each rank's step time, GPU time and time in collectives (timed after a device
-sync each, in the profiled steps only).`;
+kernel and per kernel family. With --tensor-model-parallel-size N each rank has
+its own device, as in training: a Worker of this process (on Deno's WebGPU unless
+--backend says otherwise: Dawn serialises the devices of one process), or with
+--launcher procs a process of its own, pinned to its own core where taskset
+works (any backend; Dawn by default). Rank 0's tables are printed, then each
+rank's step time, GPU time and time in collectives (timed after a device sync
+each, in the profiled steps only).`;
 
 /** Kernel families, in report order. */
 export const FAMILIES = [
@@ -531,17 +535,8 @@ async function run(args: string[]): Promise<number> {
   if (typeof f === "number") return f;
   const tp = f["tensor-model-parallel-size"] as number;
   if (tp > 1) {
-    // One Worker per rank, each with its own device, connected by shared memory (as `deno task train --tensor-model-parallel-size N`).
-    const res = await runWorkers(
-      localDistConfig(tp, 30 * 60_000),
-      new URL("./profile_worker.ts", import.meta.url),
-      [JSON.stringify(f)],
-    );
-    if (!res.ok) {
-      for (const r of res.ranks) if (!r.ok) console.error(`rank ${r.rank}: ${r.error}`);
-      return 1;
-    }
-    const ps = res.ranks.map((r) => r.result as Profile);
+    const ps = await profileRanks(tp, f);
+    if (!ps) return 1;
     if (f.json) console.log(JSON.stringify(ps));
     else {
       console.log(`## rank 0 of TP=${tp}\n\n${formatProfile(ps[0], f.top as number)}`);
@@ -560,6 +555,43 @@ async function run(args: string[]): Promise<number> {
   }
   return 0;
 }
+
+/** The tag of the result line a rank process prints (`--launcher procs`). */
+export const PROFILE_RESULT_TAG = "PROFILE_RESULT";
+
+/**
+ * Profiles the `tp` ranks, one device each: Workers of this process, or with
+ * `--launcher procs` one pinned process per rank (cli/pinned_procs.ts). Null
+ * when a Worker failed (its error printed).
+ */
+async function profileRanks(tp: number, f: FlagValues): Promise<Profile[] | null> {
+  const launcher = (f.launcher as string | undefined) ?? "workers";
+  if (launcher === "procs") {
+    return await runPinnedProcs<Profile>({
+      ranks: tp,
+      worker: PROFILE_WORKER,
+      args: [JSON.stringify(f), "--print"],
+      tag: PROFILE_RESULT_TAG,
+      // Ranks tune their matmuls in the warm-up, each at its own pace (minutes at GPT-2's sizes).
+      distTimeout: (f["dist-timeout"] as string | undefined) ?? "30m",
+    });
+  }
+  if (launcher !== "workers") {
+    throw new UsageError(`profile: --launcher ${launcher}: expected workers or procs`);
+  }
+  // Several devices in one process: Deno's WebGPU unless named (as `deno task train` does).
+  const flags = { ...f, backend: f.backend ?? defaultBackendFor(tp) };
+  const res = await runWorkers(localDistConfig(tp, 30 * 60_000), PROFILE_WORKER, [
+    JSON.stringify(flags),
+  ]);
+  if (!res.ok) {
+    for (const r of res.ranks) if (!r.ok) console.error(`rank ${r.rank}: ${r.error}`);
+    return null;
+  }
+  return res.ranks.map((r) => r.result as Profile);
+}
+
+const PROFILE_WORKER = new URL("./profile_worker.ts", import.meta.url);
 
 /** Entry point: returns the exit code. */
 export function main(args: string[]): Promise<number> {

@@ -1,5 +1,6 @@
 /**
- * One rank of a tensor-parallel `deno task profile`: opens this rank's device,
+ * One rank of a tensor-parallel `deno task profile` (a Worker, or with
+ * `--launcher procs` a process): opens this rank's device,
  * makes its TP group and profiles the same steps as every other rank
  * (cli/profile.ts's {@link profileRun}); returns its {@link Profile}.
  * @module
@@ -9,7 +10,8 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
-import { type Profile, profileRun } from "./profile.ts";
+import { printTaggedResult } from "./pinned_procs.ts";
+import { type Profile, PROFILE_RESULT_TAG, profileRun } from "./profile.ts";
 
 /** Profiles this rank: `ctx.args[0]` is the parsed flags as JSON. */
 export default async function main(ctx: WorkerContext): Promise<Profile> {
@@ -20,7 +22,10 @@ export default async function main(ctx: WorkerContext): Promise<Profile> {
   );
   ctx.deviceAcquired();
   try {
-    return await profileRun(device, f, { tp: g.tp, dp: g.dp, tpRank: g.position.tpRank });
+    const p = await profileRun(device, f, { tp: g.tp, dp: g.dp, tpRank: g.position.tpRank });
+    // A process of its own (`--launcher procs`): the result goes out on stdout.
+    if (ctx.args.includes("--print")) printTaggedResult(PROFILE_RESULT_TAG, p);
+    return p;
   } finally {
     await device.close();
   }

@@ -5,7 +5,8 @@
  * the clipping coefficient with the gradient norm: 16 bytes), every parameter
  * tensor updated once by AdamW and one squared-norm dispatch per tensor, and the same kernels are
  * dispatched the same number of times under both timing methods and both
- * backends; at TP=2 (one Worker per rank) both ranks run the same kernels and each sends
+ * backends; at TP=2 (one Worker per rank, or one process each) both ranks run the same kernels
+ * (the gradient norm included) and each sends
  * the tensor-parallel bytes the model implies.
  * @module
  */
@@ -107,46 +108,50 @@ Deno.test("profile: counts agree across timing methods and backends", async () =
   assertEquals(dispatchesByKernel(dawn), dispatchesByKernel(deno));
 });
 
-Deno.test("profile: at TP=2 both ranks dispatch the same kernels and send the f/g bytes", async () => {
-  const r = await runCli(
-    "cli/profile.ts",
-    [
-      ...TINY_MODEL_FLAGS,
-      "--tensor-model-parallel-size",
-      "2",
-      "--backend",
-      "dawn",
-      "--steps",
-      "1",
-      "--warmup",
-      "1",
-      "--no-matmul-autotune",
-      "--json",
-    ],
-  );
-  assertEquals(r.code, 0, r.stderr);
-  const ps = JSON.parse(r.stdout) as Profile[];
-  assertEquals(ps.map((p) => [p.tp, p.rank]), [[2, 0], [2, 1]]);
-  // The squared norms: rank 0 counts every tensor, rank 1 only the sharded ones
-  // (the replicated ones are the same on both and counted once), packed from each
-  // bucket: both ranks run the same passes.
-  const [k0, k1] = ps.map(dispatchesByKernel);
-  const norms = (k: Record<string, number>) => (k[SUMSQ] ?? 0) + (k[SUMSQ_TEX] ?? 0);
-  assert(norms(k0) >= 1 && norms(k0) < PARAM_TENSORS, `${norms(k0)} on rank 0`);
-  assertEquals(norms(k1), norms(k0));
-  // A padded bucket's flat gradients are zeroed before they are gathered whole for
-  // a norm: on rank 0 only (rank 1 packs the sharded members without gaps).
-  for (const k of [k0, k1]) delete k["fill"];
-  assertEquals(k1, k0);
-  assertEquals(ps[1].loss, ps[0].loss);
-  // per step: f/g all-reduces of a [batch, seq, hidden] f32 activation or gradient, 4 per
-  // layer + the embedding's and the LM head's; the vocab-parallel cross-entropy's three
-  // values per token; the 4-byte squared gradient norm. At TP=2 a ring sends B bytes of B.
-  const [B, T, H, L] = [2, 16, 32, 1];
-  const bytes = (4 * L + 2) * B * T * H * 4 + 3 * B * T * 4 + 4;
-  for (const p of ps) {
-    assertEquals(p.comm?.bytes, bytes);
-    assert(p.comm!.calls >= 4 * L + 4 && p.comm!.ms >= 0);
-    assertEquals(p.perStep.submits, p.perStep.hostSyncs, "one submit per collective's readback");
-  }
-});
+for (const launcher of ["workers", "procs"]) {
+  Deno.test(`profile: at TP=2 (${launcher}) both ranks dispatch the same kernels and send the f/g bytes`, async () => {
+    const r = await runCli(
+      "cli/profile.ts",
+      [
+        ...TINY_MODEL_FLAGS,
+        "--tensor-model-parallel-size",
+        "2",
+        "--launcher",
+        launcher,
+        "--backend",
+        "dawn",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--no-matmul-autotune",
+        "--json",
+      ],
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const ps = JSON.parse(r.stdout) as Profile[];
+    assertEquals(ps.map((p) => [p.tp, p.rank]), [[2, 0], [2, 1]]);
+    // The squared norms: rank 0 counts every tensor, rank 1 only the sharded ones
+    // (the replicated ones are the same on both and counted once), packed from each
+    // bucket: both ranks run the same passes.
+    const [k0, k1] = ps.map(dispatchesByKernel);
+    const norms = (k: Record<string, number>) => (k[SUMSQ] ?? 0) + (k[SUMSQ_TEX] ?? 0);
+    assert(norms(k0) >= 1 && norms(k0) < PARAM_TENSORS, `${norms(k0)} on rank 0`);
+    assertEquals(norms(k1), norms(k0));
+    // A padded bucket's flat gradients are zeroed before they are gathered whole for
+    // a norm: on rank 0 only (rank 1 packs the sharded members without gaps).
+    for (const k of [k0, k1]) delete k["fill"];
+    assertEquals(k1, k0);
+    assertEquals(ps[1].loss, ps[0].loss);
+    // per step: f/g all-reduces of a [batch, seq, hidden] f32 activation or gradient, 4 per
+    // layer + the embedding's and the LM head's; the vocab-parallel cross-entropy's three
+    // values per token; the 4-byte squared gradient norm. At TP=2 a ring sends B bytes of B.
+    const [B, T, H, L] = [2, 16, 32, 1];
+    const bytes = (4 * L + 2) * B * T * H * 4 + 3 * B * T * 4 + 4;
+    for (const p of ps) {
+      assertEquals(p.comm?.bytes, bytes);
+      assert(p.comm!.calls >= 4 * L + 4 && p.comm!.ms >= 0);
+      assertEquals(p.perStep.submits, p.perStep.hostSyncs, "one submit per collective's readback");
+    }
+  });
+}

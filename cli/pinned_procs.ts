@@ -1,5 +1,5 @@
 /**
- * The benchmarks' pinned-process placement (bench/scaling.ts, bench/gpt2_scale.ts):
+ * Pinned-process placement (bench/scaling.ts, bench/gpt2_scale.ts, `deno task profile --launcher procs`):
  * one OS process per rank, each started through cli/launch.ts
  * (`--nnodes N --node-rank i --nproc-per-node 1`, rendezvous on a free loopback
  * port, collectives over TCP) and pinned to its own core with `taskset -c`
@@ -101,7 +101,7 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
   const firstCore = opts.firstCore ?? 0;
   const pin = hasTaskset();
   const distTimeout = opts.distTimeout ?? "120s";
-  const launcher = new URL("../cli/launch.ts", import.meta.url).pathname;
+  const launcher = new URL("./launch.ts", import.meta.url).pathname;
   // On a host with several GPUs, process i drives GPU i.
   const gpus = listHostGpus().length;
   // Other runs may have taken the port between freeLocalPort and rendezvous: a run id keeps them apart.
