@@ -26,6 +26,8 @@ export interface HostCopyable {
   readonly size: number;
   /** Downloads the contents. */
   read(): Promise<Float32Array>;
+  /** Downloads the contents into `dst` (`size` elements), where offered. */
+  readInto?(dst: Float32Array): Promise<void>;
   /** Uploads new contents of `size` elements. */
   write(data: Float32Array): void;
 }
@@ -250,6 +252,8 @@ export class ProcessGroup {
   #ring: Promise<Ring> | null = null;
   #failed: Error | null = null;
   #staging = { off: 0, bytes: 0 };
+  /** Free arena regions by size (see #takeRegion). */
+  #regions = new Map<number, number[]>();
   #halfSummers = new Map<number, HalfSummer>();
 
   /** Use {@link Communicator.worldGroup} and {@link ProcessGroup.newGroup}. */
@@ -353,6 +357,23 @@ export class ProcessGroup {
     return this.#staging.off;
   }
 
+  /**
+   * Arena offset of a free region of at least `bytes` (a power of two from 4 KiB),
+   * reused after {@link ProcessGroup.#giveRegion}: calls may overlap, so each
+   * holds its own until it is done.
+   */
+  #takeRegion(bytes: number): number {
+    const size = 2 ** Math.ceil(Math.log2(Math.max(bytes, 4096)));
+    return this.#regions.get(size)?.pop() ?? this.comm.arena.alloc(size);
+  }
+
+  #giveRegion(off: number, bytes: number): void {
+    const size = 2 ** Math.ceil(Math.log2(Math.max(bytes, 4096)));
+    let free = this.#regions.get(size);
+    if (!free) this.#regions.set(size, free = []);
+    free.push(off);
+  }
+
   /** Arena offset holding `data` (staged when `data` is not in the arena) and a copy-back. */
   #place(data: AnyTypedArray): { off: number; done: () => void } {
     const arena = this.comm.arena;
@@ -368,6 +389,21 @@ export class ProcessGroup {
    * over the group. Accepts a Float32Array or a GPU tensor ({@link HostCopyable}).
    */
   async allReduce(x: Float32Array | HostCopyable, op: ReduceOp = "sum"): Promise<void> {
+    if (isHostCopyable(x) && x.readInto) {
+      // Straight into a staging region of the arena, reused: no fresh host array
+      // per call (its first touch costs more than the copy) and no copy in and out.
+      const bytes = x.size * 4;
+      const off = this.#takeRegion(bytes);
+      try {
+        const view = this.comm.arena.f32(off, x.size);
+        await x.readInto(view);
+        await this.allReduce(view, op);
+        x.write(view);
+      } finally {
+        this.#giveRegion(off, bytes);
+      }
+      return;
+    }
     if (isHostCopyable(x)) {
       const data = await x.read();
       await this.allReduce(data, op);

@@ -303,6 +303,21 @@ export class Tensor {
     return new Float32Array(bytes);
   }
 
+  /**
+   * Reads the values of an f32 tensor into `dst` (`size` elements; a sync
+   * point): for callers that reuse one host array (collectives' staging).
+   */
+  async readInto(dst: Float32Array): Promise<void> {
+    if (this.dtype !== "f32" || dst.length !== this.size) {
+      throw new Error(
+        `readInto: ${dst.length} floats from a ${this.dtype} tensor of shape ${
+          fmtShape(this.shape)
+        } (${this.size})`,
+      );
+    }
+    await this.device.readInto(this.buffer, dst);
+  }
+
   /** Reads an `i32` tensor back as integers. */
   async readInt(): Promise<Int32Array> {
     if (this.dtype !== "i32") throw new Error(`readInt on a ${this.dtype} tensor`);
