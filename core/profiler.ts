@@ -33,6 +33,16 @@ interface Captured {
   workgroups: [number, number, number];
 }
 
+/**
+ * How many times sync mode replays a dispatch per submit, given the median
+ * cost of an empty submit and wait (ms): once where that wait is fine-grained
+ * (Dawn: ~0.05 ms), about one per 0.5 ms of it where it is coarse (Deno's
+ * WebGPU: ~11 ms, ~23 repeats), at most 32.
+ */
+export function replayRepeats(overheadMs: number): number {
+  return Math.min(32, Math.max(1, Math.ceil(overheadMs / 0.5)));
+}
+
 /** Collects per-kernel dispatch counts and GPU time; see the module doc. */
 export class DeviceProfiler {
   /** Per-kernel statistics, by key. */
@@ -144,9 +154,12 @@ export class DeviceProfiler {
 
   /**
    * Sync mode: replays each captured dispatch alone (one submit, one wait) and
-   * adds its wall time minus the median cost of an empty submit and wait. The
-   * replay rewrites the buffers the dispatches wrote: call it after a step whose
-   * results are no longer needed. Returns that median overhead in nanoseconds.
+   * adds its wall time minus the median cost of an empty submit and wait. Where
+   * that wait is coarse (Deno's WebGPU polls every ~10 ms) a submit holds the
+   * dispatch {@link replayRepeats} times and the time is divided among them: a
+   * small kernel timed once would mostly round to zero. The replay rewrites the
+   * buffers the dispatches wrote: call it after a step whose results are no
+   * longer needed. Returns that median overhead in nanoseconds.
    */
   async replay(gpu: GPUDevice): Promise<number> {
     const captured = this.#captured;
@@ -161,18 +174,19 @@ export class DeviceProfiler {
     }
     empty.sort((a, b) => a - b);
     const overhead = empty[10];
+    const reps = replayRepeats(overhead);
     for (const c of captured) {
       const enc = gpu.createCommandEncoder();
       const pass = enc.beginComputePass();
       pass.setPipeline(c.pipeline);
       pass.setBindGroup(0, c.bindGroup);
-      pass.dispatchWorkgroups(...c.workgroups);
+      for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(...c.workgroups);
       pass.end();
       const cmd = enc.finish();
       const t0 = performance.now();
       gpu.queue.submit([cmd]);
       await gpu.queue.onSubmittedWorkDone();
-      const ms = performance.now() - t0 - overhead;
+      const ms = (performance.now() - t0 - overhead) / reps;
       const s = this.#stat(c.key);
       s.ns += Math.max(0, ms) * 1e6;
       s.timed++;

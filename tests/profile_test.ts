@@ -15,6 +15,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { familyOf } from "../cli/profile.ts";
 import type { Profile } from "../cli/profile.ts";
 import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { replayRepeats } from "../core/profiler.ts";
 
 /** 1 layer: 2 embeddings + 12 tensors per layer + the final layer norm's 2. */
 const PARAM_TENSORS = 16;
@@ -85,6 +86,13 @@ const dispatchesByKernel = (p: Profile) =>
   Object.fromEntries(
     p.kernels.filter((k) => !k.key.startsWith("adamw")).map((k) => [k.key, k.dispatches]).sort(),
   );
+
+Deno.test("sync timing repeats each dispatch where the wait is coarse", () => {
+  assertEquals(replayRepeats(0), 1);
+  assertEquals(replayRepeats(0.07), 1); // Dawn's empty submit and wait
+  assertEquals(replayRepeats(11.5), 23); // Deno's WebGPU polls every ~10 ms
+  assertEquals(replayRepeats(100), 32);
+});
 
 Deno.test("familyOf: attention is the batched matmuls and the masked softmax", () => {
   assertEquals(familyOf("matmul/cpu16x4x2/TN/a1l4/b1l4/c1k1/bias0/acc0"), "attention");
