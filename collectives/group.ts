@@ -230,6 +230,11 @@ function opCode(kind: "allReduce" | "reduceScatter", op: ReduceOp): OpName {
   return `${kind}(${op})` as OpName;
 }
 
+/** Bytes of an arena staging region for `bytes`: a power of two, at least 4 KiB. */
+function regionSize(bytes: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(bytes, 4096)));
+}
+
 function isHostCopyable(x: unknown): x is HostCopyable {
   return typeof (x as HostCopyable)?.read === "function" && !ArrayBuffer.isView(x);
 }
@@ -351,7 +356,7 @@ export class ProcessGroup {
 
   #stage(bytes: number): number {
     if (bytes > this.#staging.bytes) {
-      const size = 2 ** Math.ceil(Math.log2(Math.max(bytes, 4096)));
+      const size = regionSize(bytes);
       this.#staging = { off: this.comm.arena.alloc(size), bytes: size };
     }
     return this.#staging.off;
@@ -359,16 +364,16 @@ export class ProcessGroup {
 
   /**
    * Arena offset of a free region of at least `bytes` (a power of two from 4 KiB),
-   * reused after {@link ProcessGroup.#giveRegion}: calls may overlap, so each
+   * reused after `#giveRegion`: calls may overlap, so each
    * holds its own until it is done.
    */
   #takeRegion(bytes: number): number {
-    const size = 2 ** Math.ceil(Math.log2(Math.max(bytes, 4096)));
+    const size = regionSize(bytes);
     return this.#regions.get(size)?.pop() ?? this.comm.arena.alloc(size);
   }
 
   #giveRegion(off: number, bytes: number): void {
-    const size = 2 ** Math.ceil(Math.log2(Math.max(bytes, 4096)));
+    const size = regionSize(bytes);
     let free = this.#regions.get(size);
     if (!free) this.#regions.set(size, free = []);
     free.push(off);
