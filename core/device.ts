@@ -582,8 +582,9 @@ export class Device {
 
   /**
    * Writes host `data` into `dst` at `offset`, ordered after everything recorded
-   * before it (a mapped staging buffer and a recorded copy, never a write that
-   * could overtake pending work on a pooled buffer).
+   * before it: the queue's own write when nothing recorded waits for a submit,
+   * else a mapped staging buffer and a recorded copy (never a write that could
+   * overtake pending work on a pooled buffer).
    */
   upload(dst: GPUBuffer, data: ArrayBufferView, offset = 0): void {
     this.assertAlive();
