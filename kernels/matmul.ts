@@ -888,12 +888,50 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
         }
       }
     }
+    if (texA) {
+      const most = macs >= LARGE_BLOCK_MACS ? (macs >= HUGE_BLOCK_MACS ? 512 : 384) : 128;
+      for (const t of exactBlocks(s, [...out.values()], most)) {
+        add({ ...t, texA, ...(texB ? { texB } : {}) });
+      }
+    }
   } else {
     const big = opts.maxInvocations >= 256 && opts.maxWorkgroupStorage >= 2 * BK * 64 * 4;
     const sides = big ? [16, 32, 64] : [16, 32];
     for (const tm of sides) for (const tv of sides) add({ software: false, tm, tv });
   }
   return [...out.values()];
+}
+
+/** Most extra candidates {@link exactBlocks} adds for one shape. */
+export const EXACT_BLOCK_CANDIDATES = 3;
+
+/**
+ * Software blocks whose workgroup tile divides M and N exactly, for shapes the
+ * usual blocks only cover with padding (a tensor-parallel rank's share of an
+ * odd width: rows of 176, 352, 528 or 704 floats in the weak-scaling ladder's
+ * 2-rank model). Up to {@link EXACT_BLOCK_CANDIDATES} of the largest blocks of
+ * at least 128 and at most `most` multiply-adds per k step, none when one of
+ * `listed` (of at least 128) already fits exactly. Interleaved timings on one
+ * core (2026-12-02): 512×528×352 NT 64×24 against 64×16 23.2 against 19.9
+ * GFLOP/s, 528×352×512 TN 44×16 against 16×16 20.5 against 19.2, 512×704×352
+ * NT 64×32 against 32×32 24.4 against 22.8.
+ */
+function exactBlocks(s: MatmulShape, listed: MatmulTiling[], most: number): MatmulTiling[] {
+  const fits = (t: MatmulTiling) => {
+    const lx = t.lx ?? LANES;
+    return s.M % (t.tm * (LANES / lx)) === 0 && s.N % (4 * t.tv * lx) === 0;
+  };
+  if (listed.some((t) => t.software && t.tm * t.tv >= 128 && fits(t))) return [];
+  const found: MatmulTiling[] = [];
+  for (const lx of [2, 4, 8]) {
+    for (let tm = 16; tm <= 64; tm += 4) {
+      for (let tv = 2; tv <= 8; tv++) {
+        const t: MatmulTiling = { software: true, tm, tv, lx };
+        if (tm * tv >= 128 && tm * tv <= most && fits(t)) found.push(t);
+      }
+    }
+  }
+  return found.sort((a, b) => b.tm * b.tv - a.tm * a.tv).slice(0, EXACT_BLOCK_CANDIDATES);
 }
 
 /** Gives a tuned tiling for a shape, or undefined to use {@link chooseTiling}'s. */

@@ -20,6 +20,7 @@ import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
 import {
   chooseTiling,
+  EXACT_BLOCK_CANDIDATES,
   HUGE_BLOCK_MACS,
   LARGE_BLOCK_MACS,
   type MatmulOptions,
@@ -150,6 +151,50 @@ Deno.test(
       assert.ok(got.every((v, i) => Object.is(v, want[i])), `${JSON.stringify(t)} differs`);
     }
     for (const t of [A, B, Bias]) t.dispose();
+  },
+);
+
+Deno.test(
+  "autotune: blocks that tile an odd shape exactly are candidates where the usual ones pad, with the same bits",
+  withTimeLimit(240),
+  async () => {
+    const device = await testDevice();
+    const opts: MatmulOptions = { ...matmulOptions(device), software: true };
+    // M = 176 (rows of a 2-rank share of hidden 352): no usual block divides it.
+    const odd: MatmulShape = { ...base, M: 176, N: 96, K: 512, transB: true, batchB: false };
+    assert.ok(odd.M * odd.N * odd.K >= LARGE_BLOCK_MACS);
+    if (!textureASize(odd, opts)) return;
+    const usual = new Set(
+      tilingCandidates({ ...odd, M: 256 }, opts).map((t) => tilingKey({ ...t, texA: true })),
+    );
+    const extra = tilingCandidates(odd, opts).filter((t) => !usual.has(tilingKey(t)));
+    assert.ok(extra.length >= 1 && extra.length <= EXACT_BLOCK_CANDIDATES, `${extra.length} extra`);
+    for (const t of extra) {
+      const lx = t.lx ?? 8;
+      assert.equal(odd.M % (t.tm * (8 / lx)), 0, `${tilingKey(t)} pads M`);
+      assert.equal(odd.N % (4 * t.tv * lx), 0, `${tilingKey(t)} pads N`);
+    }
+    // Powers of two: the usual blocks fit, nothing is added.
+    const even: MatmulShape = { ...odd, M: 256 };
+    assert.deepEqual(
+      tilingCandidates(even, opts).map(tilingKey),
+      tilingCandidates({ ...even, M: 512 }, opts).map(tilingKey),
+    );
+    const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
+    const [A, B] = [up(randomArray(odd.M * odd.K, 8)), up(randomArray(odd.K * odd.N, 9))];
+    const product = async (t: ReturnType<typeof chooseTiling>) => {
+      const C = Tensor.empty(device, [odd.M * odd.N]);
+      recordPlan(device, matmulPlanWith(odd, opts, t), [A.binding, B.binding, C.binding]);
+      const got = await C.read();
+      C.dispose();
+      return got;
+    };
+    const want = await product(chooseTiling(odd, opts));
+    for (const t of extra) {
+      const got = await product(t);
+      assert.ok(got.every((v, i) => Object.is(v, want[i])), `${tilingKey(t)} differs`);
+    }
+    for (const t of [A, B]) t.dispose();
   },
 );
 
