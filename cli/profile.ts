@@ -8,7 +8,12 @@
  */
 
 import process from "node:process";
-import { localDistConfig } from "../collectives/env.ts";
+import {
+  DistConfigError,
+  type Launcher,
+  localDistConfig,
+  parseLauncher,
+} from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { Device } from "../core/device.ts";
@@ -565,7 +570,13 @@ export const PROFILE_RESULT_TAG = "PROFILE_RESULT";
  * when a Worker failed (its error printed).
  */
 async function profileRanks(tp: number, f: FlagValues): Promise<Profile[] | null> {
-  const launcher = (f.launcher as string | undefined) ?? "workers";
+  let launcher: Launcher;
+  try {
+    launcher = parseLauncher(f.launcher as string | undefined);
+  } catch (e) {
+    if (e instanceof DistConfigError) throw new UsageError(`profile: ${e.message}`);
+    throw e;
+  }
   if (launcher === "procs") {
     return await runPinnedProcs<Profile>({
       ranks: tp,
@@ -575,9 +586,6 @@ async function profileRanks(tp: number, f: FlagValues): Promise<Profile[] | null
       // Ranks tune their matmuls in the warm-up, each at its own pace (minutes at GPT-2's sizes).
       distTimeout: (f["dist-timeout"] as string | undefined) ?? "30m",
     });
-  }
-  if (launcher !== "workers") {
-    throw new UsageError(`profile: --launcher ${launcher}: expected workers or procs`);
   }
   // Several devices in one process: Deno's WebGPU unless named (as `deno task train` does).
   const flags = { ...f, backend: f.backend ?? defaultBackendFor(tp) };

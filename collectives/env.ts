@@ -73,6 +73,15 @@ export interface DistConfig {
 /** How a node runs its local ranks. */
 export type Launcher = "workers" | "procs";
 
+/** `--launcher`'s value (default workers); throws a {@link DistConfigError} for any other. */
+export function parseLauncher(value: string | undefined): Launcher {
+  const launcher = value ?? "workers";
+  if (launcher !== "workers" && launcher !== "procs") {
+    throw new DistConfigError(`--launcher must be workers or procs, got "${launcher}"`);
+  }
+  return launcher;
+}
+
 /** Flags this module understands (anything else is left for the program). */
 export const DIST_FLAGS = [
   "nproc-per-node",
@@ -159,10 +168,7 @@ export function resolveDistConfig(
   let port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
   if (port > 65535) throw new DistConfigError(`--master-port must be at most 65535, got ${port}`);
   const addr = flags["master-addr"] ?? env.MASTER_ADDR;
-  const launcher = flags["launcher"] ?? "workers";
-  if (launcher !== "workers" && launcher !== "procs") {
-    throw new DistConfigError(`--launcher must be workers or procs, got "${launcher}"`);
-  }
+  const launcher = parseLauncher(flags["launcher"]);
   const flagId = flags["rdzv-id"] !== undefined
     ? checkRunId(flags["rdzv-id"], "--rdzv-id")
     : undefined;
@@ -172,7 +178,7 @@ export function resolveDistConfig(
       : runId
       ? { runId: checkRunId(runId, runIdSource), runIdSource }
       : {};
-  const common = { distTimeoutMs, devices, launcher: launcher as Launcher };
+  const common = { distTimeoutMs, devices, launcher };
   const nproc = int("--nproc-per-node", flags["nproc-per-node"], 1);
   const nnodes = int("--nnodes", flags["nnodes"], 1);
   const nodeRank = int("--node-rank", flags["node-rank"], 0);
