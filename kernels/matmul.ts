@@ -293,11 +293,9 @@ export function matmulPlanWith(
       `matmul: A of ${matmulShapeKey(shape)} cannot be read through a texture on this adapter`,
     );
   }
-  const lx = tiling.lx ?? LANES;
-  const rowsPerGroup = tiling.software ? tiling.tm * (LANES / lx) : tiling.tm;
-  const colsPerGroup = tiling.software ? 4 * tiling.tv * lx : tiling.tv;
-  const tilesN = ceilDiv(shape.N, colsPerGroup);
-  const tilesM = ceilDiv(shape.M, rowsPerGroup);
+  const tile = workgroupTile(tiling);
+  const tilesN = ceilDiv(shape.N, tile.cols);
+  const tilesM = ceilDiv(shape.M, tile.rows);
   const workgroups = grid(tilesN * tilesM * shape.batch);
   const params = new Params(8)
     .u32(shape.M).u32(shape.N).u32(shape.K).f32(shape.alpha ?? 1)
@@ -878,9 +876,8 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
     for (const lx of [2, 4, 8]) {
       for (const [tm, tv] of blocks) {
         // skip blocks that would mostly compute padding
-        if (tm * (LANES / lx) > 2 * Math.max(s.M, 8) || 4 * tv * lx > 2 * Math.max(s.N, 8)) {
-          continue;
-        }
+        const tile = workgroupTile({ software: true, tm, tv, lx });
+        if (tile.rows > 2 * Math.max(s.M, 8) || tile.cols > 2 * Math.max(s.N, 8)) continue;
         if (texA) add({ software: true, tm, tv, lx, texA, ...(texB ? { texB } : {}) });
         else {
           add({ software: true, tm, tv, lx });
@@ -902,6 +899,13 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
   return [...out.values()];
 }
 
+/** Rows and columns of C one workgroup of `t` computes. */
+function workgroupTile(t: MatmulTiling): { rows: number; cols: number } {
+  if (!t.software) return { rows: t.tm, cols: t.tv };
+  const lx = t.lx ?? LANES;
+  return { rows: t.tm * (LANES / lx), cols: 4 * t.tv * lx };
+}
+
 /** Most extra candidates {@link exactBlocks} adds for one shape. */
 export const EXACT_BLOCK_CANDIDATES = 3;
 
@@ -909,17 +913,16 @@ export const EXACT_BLOCK_CANDIDATES = 3;
  * Software blocks whose workgroup tile divides M and N exactly, for shapes the
  * usual blocks only cover with padding (a tensor-parallel rank's share of an
  * odd width: rows of 176, 352, 528 or 704 floats in the weak-scaling ladder's
- * 2-rank model). Up to {@link EXACT_BLOCK_CANDIDATES} of the largest blocks of
- * at least 128 and at most `most` multiply-adds per k step, none when one of
- * `listed` (of at least 128) already fits exactly. Interleaved timings on one
- * core (2026-12-02): 512×528×352 NT 64×24 against 64×16 23.2 against 19.9
- * GFLOP/s, 528×352×512 TN 44×16 against 16×16 20.5 against 19.2, 512×704×352
- * NT 64×32 against 32×32 24.4 against 22.8.
+ * 2-rank model). Up to {@link EXACT_BLOCK_CANDIDATES} of the largest blocks
+ * (per invocation `tm` rows by `tv` vec4 columns, `tm·tv` from 128 to `most`),
+ * none when one of `listed` of at least 128 already fits exactly. Interleaved
+ * timings on one core (2026-12-02): 512×528×352 NT 64×24 against 64×16 23.2
+ * against 19.9 GFLOP/s, 528×352×512 TN 44×16 against 16×16 20.5 against 19.2.
  */
 function exactBlocks(s: MatmulShape, listed: MatmulTiling[], most: number): MatmulTiling[] {
   const fits = (t: MatmulTiling) => {
-    const lx = t.lx ?? LANES;
-    return s.M % (t.tm * (LANES / lx)) === 0 && s.N % (4 * t.tv * lx) === 0;
+    const tile = workgroupTile(t);
+    return s.M % tile.rows === 0 && s.N % tile.cols === 0;
   };
   if (listed.some((t) => t.software && t.tm * t.tv >= 128 && fits(t))) return [];
   const found: MatmulTiling[] = [];
