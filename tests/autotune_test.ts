@@ -27,6 +27,7 @@ import {
   matmulPlanWith,
   type MatmulShape,
   matmulShapeKey,
+  type MatmulTiling,
   parseTilingKey,
   textureASize,
   textureBSize,
@@ -103,6 +104,42 @@ Deno.test(
   },
 );
 
+/**
+ * Asserts that `shape`'s product through each of `tilings` has the bits of the
+ * heuristic tiling's, on random operands (seeded from `seed`; a bias where the
+ * shape has one).
+ */
+async function assertSameBits(
+  shape: MatmulShape,
+  opts: MatmulOptions,
+  tilings: MatmulTiling[],
+  seed: number,
+): Promise<void> {
+  const device = await testDevice();
+  const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
+  const inputs = [
+    up(randomArray(shape.M * shape.K, seed)),
+    up(randomArray(shape.K * shape.N, seed + 1)),
+    ...(shape.bias ? [up(randomArray(shape.N, seed + 2))] : []),
+  ];
+  const product = async (t: MatmulTiling) => {
+    const C = Tensor.empty(device, [shape.M * shape.N]);
+    recordPlan(device, matmulPlanWith(shape, opts, t), [
+      ...inputs.map((x) => x.binding),
+      C.binding,
+    ]);
+    const got = await C.read();
+    C.dispose();
+    return got;
+  };
+  const want = await product(chooseTiling(shape, opts));
+  for (const t of tilings) {
+    const got = await product(t);
+    assert.ok(got.every((v, i) => Object.is(v, want[i])), `${tilingKey(t)} differs`);
+  }
+  for (const t of inputs) t.dispose();
+}
+
 Deno.test(
   "autotune: the large software blocks are candidates for large products only, and give the same bits",
   withTimeLimit(240),
@@ -124,33 +161,14 @@ Deno.test(
     // A product of the small shape through the large blocks (three kernels, ~8, 8
     // and 40 s to compile cold): the same bits as the heuristic's.
     if (!textureASize(small, opts)) return;
-    const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
-    const [A, B, Bias] = [
-      up(randomArray(small.M * small.K, 5)),
-      up(randomArray(small.K * small.N, 6)),
-      up(randomArray(small.N, 7)),
-    ];
-    const product = async (t: ReturnType<typeof chooseTiling>) => {
-      const C = Tensor.empty(device, [small.M * small.N]);
-      recordPlan(device, matmulPlanWith(small, opts, t), [
-        A.binding,
-        B.binding,
-        Bias.binding,
-        C.binding,
-      ]);
-      const got = await C.read();
-      C.dispose();
-      return got;
-    };
-    const want = await product(chooseTiling(small, opts));
     const texB = textureBSize(small, opts) ? { texB: true } : {};
-    for (
-      const t of [{ tm: 32, tv: 8, lx: 4 }, { tm: 64, tv: 4, lx: 8 }, { tm: 64, tv: 8, lx: 2 }]
-    ) {
-      const got = await product({ software: true, texA: true, ...texB, ...t });
-      assert.ok(got.every((v, i) => Object.is(v, want[i])), `${JSON.stringify(t)} differs`);
-    }
-    for (const t of [A, B, Bias]) t.dispose();
+    const large = [{ tm: 32, tv: 8, lx: 4 }, { tm: 64, tv: 4, lx: 8 }, { tm: 64, tv: 8, lx: 2 }];
+    await assertSameBits(
+      small,
+      opts,
+      large.map((t) => ({ software: true, texA: true, ...texB, ...t })),
+      5,
+    );
   },
 );
 
@@ -180,21 +198,7 @@ Deno.test(
       tilingCandidates(even, opts).map(tilingKey),
       tilingCandidates({ ...even, M: 512 }, opts).map(tilingKey),
     );
-    const up = (x: Float32Array) => Tensor.fromArray(device, x, [x.length]);
-    const [A, B] = [up(randomArray(odd.M * odd.K, 8)), up(randomArray(odd.K * odd.N, 9))];
-    const product = async (t: ReturnType<typeof chooseTiling>) => {
-      const C = Tensor.empty(device, [odd.M * odd.N]);
-      recordPlan(device, matmulPlanWith(odd, opts, t), [A.binding, B.binding, C.binding]);
-      const got = await C.read();
-      C.dispose();
-      return got;
-    };
-    const want = await product(chooseTiling(odd, opts));
-    for (const t of extra) {
-      const got = await product(t);
-      assert.ok(got.every((v, i) => Object.is(v, want[i])), `${tilingKey(t)} differs`);
-    }
-    for (const t of [A, B]) t.dispose();
+    await assertSameBits(odd, opts, extra, 8);
   },
 );
 
