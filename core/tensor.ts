@@ -304,18 +304,20 @@ export class Tensor {
   }
 
   /**
-   * Reads the values of an f32 tensor into `dst` (`size` elements; a sync
-   * point): for callers that reuse one host array (collectives' staging).
+   * Reads the values into `dst` (`size` elements, as {@link Tensor.read} gives
+   * them; a sync point): for callers that reuse one host array (collectives'
+   * staging). An f32 tensor is copied straight in.
    */
   async readInto(dst: Float32Array): Promise<void> {
-    if (this.dtype !== "f32" || dst.length !== this.size) {
+    if (dst.length !== this.size) {
       throw new Error(
-        `readInto: ${dst.length} floats from a ${this.dtype} tensor of shape ${
+        `readInto: ${dst.length} floats from a tensor of shape ${
           fmtShape(this.shape)
         } (${this.size})`,
       );
     }
-    await this.device.readInto(this.buffer, dst);
+    if (this.dtype === "i32") dst.set(await this.read());
+    else await this.device.readInto(this.buffer, dst);
   }
 
   /** Reads an `i32` tensor back as integers. */

@@ -21,6 +21,12 @@ Deno.test("readInto and uploads from shared memory keep values and order", gpuTe
   await t.readInto(shared);
   deepStrictEqual(Array.from(shared), Array.from(values));
   await rejects(t.readInto(new Float32Array(n - 1)), /readInto: 999 floats/);
+  // An i32 tensor reads as read() gives it (the values as floats), as collectives did before.
+  const ids = Tensor.fromArray(device, Int32Array.from([3, -7, 1 << 20]), [3], "i32");
+  const idsOut = new Float32Array(memory.buffer, 64 + 4 * n, 3);
+  await ids.readInto(idsOut);
+  deepStrictEqual(Array.from(idsOut), [3, -7, 1 << 20]);
+  ids.dispose();
 
   // Nothing recorded: the queue writes, from shared memory through a host copy.
   shared.set(values.map((v) => 2 * v));
