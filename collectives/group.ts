@@ -256,7 +256,6 @@ export class ProcessGroup {
   #queue: Promise<unknown> = Promise.resolve();
   #ring: Promise<Ring> | null = null;
   #failed: Error | null = null;
-  #staging = { off: 0, bytes: 0 };
   /** Free arena regions by size (see #takeRegion). */
   #regions = new Map<number, number[]>();
   #halfSummers = new Map<number, HalfSummer>();
@@ -354,14 +353,6 @@ export class ProcessGroup {
     return run;
   }
 
-  #stage(bytes: number): number {
-    if (bytes > this.#staging.bytes) {
-      const size = regionSize(bytes);
-      this.#staging = { off: this.comm.arena.alloc(size), bytes: size };
-    }
-    return this.#staging.off;
-  }
-
   /**
    * Arena offset of a free region of at least `bytes` (a power of two from 4 KiB),
    * reused after `#giveRegion`: calls may overlap, so each
@@ -379,14 +370,28 @@ export class ProcessGroup {
     free.push(off);
   }
 
-  /** Arena offset holding `data` (staged when `data` is not in the arena) and a copy-back. */
-  #place(data: AnyTypedArray): { off: number; done: () => void } {
+  /**
+   * Runs `fn` on the arena offset of `data`: its own when `data` lives in the
+   * arena, else a pooled region that holds a copy for the call (copied back
+   * after `fn` unless `copyBack` is false) and is freed afterwards.
+   */
+  async #placed<T>(
+    data: AnyTypedArray,
+    fn: (off: number) => Promise<T>,
+    copyBack = true,
+  ): Promise<T> {
     const arena = this.comm.arena;
-    if (arena.owns(data)) return { off: data.byteOffset, done: () => {} };
-    const off = this.#stage(data.byteLength);
+    if (arena.owns(data)) return await fn(data.byteOffset);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    arena.u8(off, data.byteLength).set(bytes);
-    return { off, done: () => bytes.set(arena.u8(off, data.byteLength)) };
+    const off = this.#takeRegion(bytes.length);
+    try {
+      arena.u8(off, bytes.length).set(bytes);
+      const result = await fn(off);
+      if (copyBack) bytes.set(arena.u8(off, bytes.length));
+      return result;
+    } finally {
+      this.#giveRegion(off, bytes.length);
+    }
   }
 
   /**
@@ -418,10 +423,13 @@ export class ProcessGroup {
     if (!(x instanceof Float32Array)) throw new TypeError("allReduce expects a Float32Array");
     await this.#run(opCode("allReduce", op), x.length, 4, 0, async (d, algo) => {
       if (this.size === 1) return;
-      const pl = this.#place(x);
-      if (algo.direct) await algo.direct.allReduce(d, pl.off, x.length, op);
-      else await ringReduce(algo.ring, d, pl.off, x.length, op, "allReduce");
-      pl.done();
+      await this.#placed(
+        x,
+        (off) =>
+          algo.direct
+            ? algo.direct.allReduce(d, off, x.length, op)
+            : ringReduce(algo.ring, d, off, x.length, op, "allReduce"),
+      );
     });
   }
 
@@ -441,11 +449,14 @@ export class ProcessGroup {
     }
     await this.#run(`allReduceHalf(${op})`, x.length, 2, codec.id, async (d, algo) => {
       if (this.size === 1) return;
-      const pl = this.#place(x);
       const half = this.#halfSummer(codec);
-      if (algo.direct) await algo.direct.allReduceHalf(d, pl.off, x.length, op, half);
-      else await ringReduce(algo.ring, d, pl.off, x.length, op, "allReduce", half);
-      pl.done();
+      await this.#placed(
+        x,
+        (off) =>
+          algo.direct
+            ? algo.direct.allReduceHalf(d, off, x.length, op, half)
+            : ringReduce(algo.ring, d, off, x.length, op, "allReduce", half),
+      );
     });
   }
 
@@ -475,10 +486,11 @@ export class ProcessGroup {
     return await this.#run(opCode("reduceScatter", op), x.length, 4, 0, async (d, algo) => {
       const [start, len] = chunkRange(x.length, this.size, this.rank);
       if (this.size === 1) return x.slice();
-      const pl = this.#place(x);
-      if (algo.direct) await algo.direct.reduceScatter(d, pl.off, x.length, op);
-      else await ringReduce(algo.ring, d, pl.off, x.length, op, "reduceScatter");
-      return this.comm.arena.f32(pl.off + start * 4, len).slice();
+      return await this.#placed(x, async (off) => {
+        if (algo.direct) await algo.direct.reduceScatter(d, off, x.length, op);
+        else await ringReduce(algo.ring, d, off, x.length, op, "reduceScatter");
+        return this.comm.arena.f32(off + start * 4, len).slice();
+      }, false);
     });
   }
 
@@ -501,10 +513,13 @@ export class ProcessGroup {
       const result = new ctor(p.length * n);
       result.set(p, this.rank * p.length);
       if (n === 1) return result;
-      const pl = this.#place(result);
-      if (algo.direct) await algo.direct.allGather(d, pl.off, p.byteLength);
-      else await ringAllGather(algo.ring, d, pl.off, p.length, eb);
-      pl.done();
+      await this.#placed(
+        result,
+        (off) =>
+          algo.direct
+            ? algo.direct.allGather(d, off, p.byteLength)
+            : ringAllGather(algo.ring, d, off, p.length, eb),
+      );
       return result;
     });
   }
@@ -522,10 +537,13 @@ export class ProcessGroup {
     }
     await this.#run("broadcast", x.length, x.BYTES_PER_ELEMENT, root, async (d, algo) => {
       if (this.size === 1) return;
-      const pl = this.#place(x);
-      if (algo.direct) await algo.direct.broadcast(d, pl.off, x.byteLength, root);
-      else await ringBroadcast(algo.ring, d, pl.off, x.byteLength, root);
-      pl.done();
+      await this.#placed(
+        x,
+        (off) =>
+          algo.direct
+            ? algo.direct.broadcast(d, off, x.byteLength, root)
+            : ringBroadcast(algo.ring, d, off, x.byteLength, root),
+      );
     });
   }
 
