@@ -29,6 +29,7 @@ import {
   countsInNorm,
   hybridHooks,
   noCommBytes,
+  splitCommWaits,
   timedGroup,
 } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
@@ -71,7 +72,9 @@ its own device, as in training: a Worker of this process (on Deno's WebGPU unles
 --launcher procs a process of its own, pinned to its own core where taskset
 works (any backend; Dawn by default). Rank 0's tables are printed, then each
 rank's step time, GPU time and time in collectives (timed after a device sync
-each, in the profiled steps only).`;
+each, in the profiled steps only), split into waiting for a slower rank to
+arrive and the exchanges themselves (per call, the least time any rank took:
+the last to arrive waits for nobody).`;
 
 /** Kernel families, in report order. */
 export const FAMILIES = [
@@ -209,6 +212,15 @@ export interface CommProfile {
    * (untimed): moving the data and waiting for the slower peer, not queued compute.
    */
   ms: number;
+  /** Each profiled collective's milliseconds, every profiled step, in call order. */
+  callMs?: number[];
+  /**
+   * Of `ms`, the part spent waiting for a slower rank to arrive (per step; set
+   * once every rank's `callMs` is known, see `splitCommWaits`).
+   */
+  waitMs?: number;
+  /** Of `ms`, the exchanges themselves: per call, the least time any rank took (per step). */
+  exchangeMs?: number;
 }
 
 /**
@@ -216,7 +228,7 @@ export interface CommProfile {
  * while `metering.on`; plain otherwise, so unprofiled steps run as in training.
  */
 function meteredGroup(group: TpGroup, device: Device) {
-  const timer: CommTimer = { ms: 0 };
+  const timer: CommTimer = { ms: 0, calls: [] };
   const bytes = noCommBytes();
   const metered = timedGroup(countedGroup(group, bytes), timer, device);
   const metering = { on: false, timer, bytes };
@@ -312,6 +324,7 @@ export async function profileRun(
   const prof = new DeviceProfiler(timing as ProfileMode);
   const profWall: number[] = [];
   const comm: CommProfile = { calls: 0, bytes: 0, ms: 0 };
+  const callMs: number[] = [];
   let overhead: number | undefined;
   const total = new Map<string, KernelStat>();
   for (let i = 0; i < steps; i++) {
@@ -345,7 +358,11 @@ export async function profileRun(
     prof.reset();
     device.profiler = prof;
     if (metered) metered.metering.on = true;
-    const comm0 = metered && { ...metered.metering.bytes, ms: metered.metering.timer.ms };
+    const comm0 = metered && {
+      ...metered.metering.bytes,
+      ms: metered.metering.timer.ms,
+      timed: metered.metering.timer.calls!.length,
+    };
     t0 = performance.now();
     try {
       await step();
@@ -358,6 +375,7 @@ export async function profileRun(
       comm.calls += m.bytes.calls - comm0.calls;
       comm.bytes += bytesSent(m.bytes) - bytesSent(comm0);
       comm.ms += m.timer.ms - comm0.ms;
+      callMs.push(...m.timer.calls!.slice(comm0.timed));
     }
     profWall.push(performance.now() - t0);
     if (prof.mode === "timestamp") await prof.collect();
@@ -411,7 +429,7 @@ export async function profileRun(
     tp: ranks?.tp.size ?? 1,
     rank: ranks?.tpRank ?? 0,
     comm: metered
-      ? { calls: comm.calls / steps, bytes: comm.bytes / steps, ms: comm.ms / steps }
+      ? { calls: comm.calls / steps, bytes: comm.bytes / steps, ms: comm.ms / steps, callMs }
       : undefined,
     perStep: {
       dispatches: counts.dispatches / steps,
@@ -497,7 +515,11 @@ export function formatProfile(p: Profile, top = 15): string {
         `- collectives (rank ${p.rank} of TP=${p.tp}, each timed after a device sync): ${p.comm.calls} per step, ` +
         `${Math.round(p.comm.bytes)} bytes sent, ${f1(p.comm.ms)} ms in them (${
           f1((100 * p.comm.ms) / p.perStep.profiledWallMs)
-        }% of the profiled step's wall)`,
+        }% of the profiled step's wall)` + (p.comm.waitMs === undefined
+          ? ""
+          : `: ${f1(p.comm.waitMs)} ms waiting for a slower rank to arrive, ${
+            f1(p.comm.exchangeMs!)
+          } ms the exchanges themselves (per call, the least time any rank took)`),
       ]
       : []),
     `- a one-workgroup no-op dispatch takes ${f1(p.noopDispatchMs * 1000)} µs of GPU time: ` +
@@ -520,16 +542,34 @@ export function formatProfile(p: Profile, top = 15): string {
   return lines.join("\n");
 }
 
+/**
+ * Sets each rank's `comm.waitMs` and `comm.exchangeMs` from every rank's
+ * profiled call times (`splitCommWaits`); leaves them unset unless every rank
+ * timed the same number of calls.
+ */
+export function addCommSplit(ps: Profile[]): void {
+  const calls = ps.map((p) => p.comm?.callMs ?? []);
+  if (calls[0].length === 0 || calls.some((c) => c.length !== calls[0].length)) return;
+  splitCommWaits(calls).forEach((split, r) => {
+    const comm = ps[r].comm!;
+    comm.waitMs = split.waitMs / ps[r].steps;
+    comm.exchangeMs = split.exchangeMs / ps[r].steps;
+  });
+}
+
 /** One line per rank: step time, GPU time and collectives (a TP run). */
 export function formatRanks(ps: Profile[]): string {
   const f1 = (x: number) => x.toFixed(1);
+  const opt = (x: number | undefined) => (x === undefined ? "–" : f1(x));
   return [
-    "| rank | step wall ms | kernels' GPU ms | in collectives ms | collectives | bytes sent |",
-    "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| rank | step wall ms | kernels' GPU ms | in collectives ms | of it waiting | of it exchanging | collectives | bytes sent |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...ps.map((p) =>
       `| ${p.rank} | ${f1(p.perStep.wallMs)} | ${f1(p.perStep.kernelMs)} | ${
         f1(p.comm?.ms ?? 0)
-      } | ${p.comm?.calls ?? 0} | ${Math.round(p.comm?.bytes ?? 0)} |`
+      } | ${opt(p.comm?.waitMs)} | ${opt(p.comm?.exchangeMs)} | ${p.comm?.calls ?? 0} | ${
+        Math.round(p.comm?.bytes ?? 0)
+      } |`
     ),
   ].join("\n");
 }
@@ -542,6 +582,7 @@ async function run(args: string[]): Promise<number> {
   if (tp > 1) {
     const ps = await profileRanks(tp, f);
     if (!ps) return 1;
+    addCommSplit(ps);
     if (f.json) console.log(JSON.stringify(ps));
     else {
       console.log(`## rank 0 of TP=${tp}\n\n${formatProfile(ps[0], f.top as number)}`);

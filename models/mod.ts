@@ -46,12 +46,14 @@ export {
 } from "./parallel/mappings.ts";
 export { RngTracker } from "./parallel/random.ts";
 export {
+  type CommSplit,
   type CommTimer,
   countsInNorm,
   DEFAULT_DDP_BUCKET_SIZE,
   type GradReduceOptions,
   type HybridGroups,
   hybridHooks,
+  splitCommWaits,
   timedGroup,
 } from "./parallel/hooks.ts";
 export {

@@ -7,7 +7,8 @@
  * dispatched the same number of times under both timing methods and both
  * backends; at TP=2 (one Worker per rank, or one process each) both ranks run the same kernels
  * (the gradient norm included) and each sends
- * the tensor-parallel bytes the model implies.
+ * the tensor-parallel bytes the model implies, its time in collectives split
+ * into waiting for the other rank and exchanging.
  * @module
  */
 
@@ -16,6 +17,7 @@ import { familyOf } from "../cli/profile.ts";
 import type { Profile } from "../cli/profile.ts";
 import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 import { replayRepeats } from "../core/profiler.ts";
+import { splitCommWaits } from "../models/parallel/hooks.ts";
 
 /** 1 layer: 2 embeddings + 12 tensors per layer + the final layer norm's 2. */
 const PARAM_TENSORS = 16;
@@ -160,6 +162,24 @@ for (const launcher of ["workers", "procs"]) {
       assertEquals(p.comm?.bytes, bytes);
       assert(p.comm!.calls >= 4 * L + 4 && p.comm!.ms >= 0);
       assertEquals(p.perStep.submits, p.perStep.hostSyncs, "one submit per collective's readback");
+      // The time in collectives splits into waiting for the other rank and the exchanges
+      // themselves (per call, the least time either rank took).
+      const c = p.comm!;
+      assertEquals(c.callMs!.length, c.calls * p.steps);
+      assert(c.waitMs! >= 0 && c.exchangeMs! > 0, JSON.stringify(c));
+      assert(Math.abs(c.waitMs! + c.exchangeMs! - c.ms) <= 1e-9 * Math.max(1, c.ms));
     }
+    assertEquals(ps[1].comm!.exchangeMs, ps[0].comm!.exchangeMs);
   });
 }
+
+Deno.test("splitCommWaits: the last rank to arrive waits for nobody", () => {
+  // rank 0 arrived 3 ms early at the first call, rank 1 2 ms early at the second
+  const split = splitCommWaits([[4, 1], [1, 3]]);
+  assertEquals(split, [{ waitMs: 3, exchangeMs: 2 }, { waitMs: 2, exchangeMs: 2 }]);
+  // calls past the shortest list are left out
+  assertEquals(splitCommWaits([[1, 5], [2]]), [{ waitMs: 0, exchangeMs: 1 }, {
+    waitMs: 1,
+    exchangeMs: 1,
+  }]);
+});

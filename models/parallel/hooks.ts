@@ -61,6 +61,41 @@ export async function allReduceHalfAvg(
 export interface CommTimer {
   /** Milliseconds spent in communication so far. */
   ms: number;
+  /**
+   * When present, each timed collective's milliseconds, in call order: every
+   * rank of a group issues the same collectives in the same order, so entry `i`
+   * is the same call on each (see {@link splitCommWaits}).
+   */
+  calls?: number[];
+}
+
+/** A rank's time in collectives split by {@link splitCommWaits}. */
+export interface CommSplit {
+  /** Milliseconds this rank waited for a slower member to arrive. */
+  waitMs: number;
+  /** Milliseconds of the exchanges themselves: per call, the least any member took. */
+  exchangeMs: number;
+}
+
+/**
+ * Splits each member's time in the same collectives (`calls[r][i]`: member
+ * `r`'s milliseconds in its `i`-th call, timed from after a device sync) into
+ * waiting and exchange, without comparing clocks: the member that arrives last
+ * at a call waits for nobody, so the least time any member took is the
+ * exchange itself, and the rest of each member's time is spent waiting for the
+ * slowest one to arrive. Calls past the shortest list are left out.
+ */
+export function splitCommWaits(calls: readonly (readonly number[])[]): CommSplit[] {
+  const n = Math.min(...calls.map((c) => c.length));
+  const out = calls.map(() => ({ waitMs: 0, exchangeMs: 0 }));
+  for (let i = 0; i < n; i++) {
+    const least = Math.min(...calls.map((c) => c[i]));
+    calls.forEach((c, r) => {
+      out[r].exchangeMs += least;
+      out[r].waitMs += c[i] - least;
+    });
+  }
+  return out;
 }
 
 /** How data-parallel gradients are averaged (see models/parallel/overlap.ts). */
@@ -161,7 +196,9 @@ export function timedGroup<
     try {
       return await f();
     } finally {
-      timer.ms += performance.now() - t0;
+      const ms = performance.now() - t0;
+      timer.ms += ms;
+      timer.calls?.push(ms);
     }
   };
   return {
