@@ -16,7 +16,9 @@
  *
  * The configurations take turns for R rounds (default 3) and each reports the
  * median step time; a last run per multi-rank configuration measures the
- * communication share.
+ * communication share, and how much of it the ranks spent waiting for a slower
+ * rank to arrive at a collective rather than exchanging (per call, the least
+ * time any rank took is the exchange itself).
  *
  * Placement `procs` (the default) runs one OS process per rank, each pinned to
  * its own core with `taskset` (the 1-rank baseline too), talking over TCP: on a
@@ -35,6 +37,7 @@ import { runWorkers } from "../collectives/launch.ts";
 import { DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
+import { splitCommWaits } from "../models/parallel/hooks.ts";
 import { SCALING_RESULT_TAG, type ScalingResult, type ScalingRun } from "./scaling_worker.ts";
 import { hasTaskset, runPinnedProcs } from "../cli/pinned_procs.ts";
 import { median } from "./stats.ts";
@@ -84,6 +87,12 @@ export interface ScalingRow {
   gflopsPerRank: number;
   /** Share of step time inside collectives. */
   commShare: number;
+  /**
+   * Of `commShare`, the share of step time spent waiting for a slower rank to
+   * arrive at a collective (`splitCommWaits`: per call, the least time any rank
+   * took is the exchange itself); the rest is the exchanges.
+   */
+  commWaitShare: number;
   /** GFLOP/s per rank relative to the 1-rank run. */
   efficiency: number;
   /** Efficiency from the fastest round of each configuration (noise only adds time). */
@@ -195,15 +204,29 @@ async function runOn(
   run: ScalingRun,
   placement: Placement,
   firstCore = 0,
-): Promise<ScalingResult> {
+): Promise<ScalingResult & { commWaitMsPerStep: number }> {
   const rs = placement === "procs"
     ? await runProcs(ranks, run, firstCore)
     : await runWorkersOf(ranks, run);
   return {
     msPerStep: Math.max(...rs.map((r) => r.msPerStep)),
     commMsPerStep: rs.reduce((s, r) => s + r.commMsPerStep, 0) / rs.length,
+    commWaitMsPerStep: meanWaitMs(rs, run.steps),
     loss: rs[0].loss,
   };
+}
+
+/**
+ * Mean milliseconds per step the ranks waited for a slower one at collectives
+ * (0 without per-call times from every rank, or when their counts differ).
+ */
+function meanWaitMs(rs: ScalingResult[], steps: number): number {
+  const calls = rs.map((r) => r.commCallMs ?? []);
+  if (calls.length < 2 || calls.some((c) => c.length === 0 || c.length !== calls[0].length)) {
+    return 0;
+  }
+  const split = splitCommWaits(calls);
+  return split.reduce((s, x) => s + x.waitMs, 0) / split.length / steps;
 }
 
 /** Runs the ladder up to `maxRanks` and returns the table rows. */
@@ -310,6 +333,7 @@ export async function runScaling(opts: {
       tokensPerS: (batch * seq) / (msPerStep / 1000),
       gflopsPerRank: work[i] / (msPerStep / 1000) / 1e9,
       commShare: timed ? timed.commMsPerStep / timed.msPerStep : 0,
+      commWaitShare: timed ? timed.commWaitMsPerStep / timed.msPerStep : 0,
       efficiency: relative(i, msPerStep, median(times[0])),
       efficiencyBestRounds: relative(i, Math.min(...times[i]), Math.min(...times[0])),
       efficiencyVsSlowestCore: i > 0 && slowestBaseline.length
@@ -342,9 +366,9 @@ export function formatScaling(rows: ScalingRow[]): string {
         `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} (${
           r.runs.map((t) => t.toFixed(0)).join(", ")
         }) | ${r.tokensPerS.toFixed(0)} | ` +
-        `${r.gflopsPerRank.toFixed(2)} | ${(100 * r.commShare).toFixed(1)}% | ${
-          (100 * r.efficiency).toFixed(1)
-        }% | ${(100 * r.efficiencyBestRounds).toFixed(1)}% | ${
+        `${r.gflopsPerRank.toFixed(2)} | ${(100 * r.commShare).toFixed(1)}%${
+          r.commWaitShare > 0 ? ` (${(100 * r.commWaitShare).toFixed(1)}% waiting)` : ""
+        } | ${(100 * r.efficiency).toFixed(1)}% | ${(100 * r.efficiencyBestRounds).toFixed(1)}% | ${
           r.efficiencyVsSlowestCore === undefined
             ? "–"
             : `${(100 * r.efficiencyVsSlowestCore).toFixed(1)}%`

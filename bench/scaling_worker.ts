@@ -57,6 +57,8 @@ export interface ScalingResult {
   msPerStep: number;
   /** Mean milliseconds per step inside collectives (0 unless measured). */
   commMsPerStep: number;
+  /** Each timed collective's milliseconds over the timed steps, in call order (when measured). */
+  commCallMs?: number[];
   /** Final loss (sanity). */
   loss: number;
 }
@@ -68,7 +70,7 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
   const device = await Device.create({ backend: parseBackend(run.backend) });
   ctx.deviceAcquired();
   try {
-    const timer: CommTimer = { ms: 0 };
+    const timer: CommTimer = { ms: 0, calls: [] };
     const tp = run.measureComm ? timedGroup(groups.tp, timer, device) : groups.tp;
     const layers = new TensorParallelLayers(device, tp, { overlapComm: run.overlap });
     const model = new Gpt(layers, run.config, {
@@ -102,11 +104,13 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
       if (tuner?.pending) await tuner.tune();
     }
     timer.ms = 0;
+    timer.calls!.length = 0;
     const t0 = performance.now();
     let loss = 0;
     for (let i = 0; i < run.steps; i++) loss = (await step()).loss;
     const ms = (performance.now() - t0) / run.steps;
-    const result = { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
+    const result: ScalingResult = { msPerStep: ms, commMsPerStep: timer.ms / run.steps, loss };
+    if (run.measureComm) result.commCallMs = timer.calls;
     // Run as one OS process per rank (bench/scaling.ts --procs): report on stdout.
     if (ctx.args.includes("--print")) printTaggedResult(SCALING_RESULT_TAG, result);
     return result;

@@ -29,6 +29,7 @@ for (const placement of ["procs", "workers"] as const) {
     for (const r of rows) {
       assert.ok(r.msPerStep > 0 && Number.isFinite(r.gflopsPerRank), JSON.stringify(r));
       assert.ok(r.commShare >= 0 && r.commShare < 1, JSON.stringify(r));
+      assert.ok(r.commWaitShare >= 0 && r.commWaitShare <= r.commShare, JSON.stringify(r));
     }
     assert.equal(rows[0].efficiency, 1);
     assert.match(formatScaling(rows), /\| 2 \| 48 \| 1 \| 2 \|/);
