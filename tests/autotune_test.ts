@@ -11,6 +11,8 @@ import assert from "node:assert/strict";
 import { autotuneArgs, describeTuning } from "../cli/autotune.ts";
 import {
   adapterKey,
+  FINALISTS,
+  finalistsOf,
   MatmulTuner,
   type TuningStore,
   type TuningTable,
@@ -202,6 +204,13 @@ Deno.test(
   },
 );
 
+Deno.test("autotune: finalists are the few close to the fastest, fastest first", () => {
+  const ms = (xs: number[]) => finalistsOf(xs.map((x) => ({ ms: x }))).map((t) => t.ms);
+  assert.deepEqual(ms([12, 10, 30, 12.9, 13.1]), [10, 12, 12.9]);
+  assert.deepEqual(ms([10, 10, 10, 10, 10, 10]).length, FINALISTS);
+  assert.deepEqual(ms([5]), [5]);
+});
+
 Deno.test("autotune: tiling keys round-trip, bad ones are refused", () => {
   for (
     const t of [
@@ -255,6 +264,8 @@ Deno.test(
       assert.equal(tuner.pending, 0);
       assert.equal(store.saves, 1);
       assert.ok(found[0].gflops > 0 && found[0].candidates > 1, JSON.stringify(found[0]));
+      const { finalists, candidates } = found[0];
+      assert.ok(finalists === 0 || (finalists > 1 && finalists <= Math.min(FINALISTS, candidates)));
       const after = await device.noGrad(() => ops.matmul(x, w, { transB: true })).read();
       assert.ok(after.every((v, i) => Object.is(v, before[i])), "tuned tiling changed the result");
       assert.equal(tuner.pending, 0, "a tuned shape is not noted again");
