@@ -218,14 +218,11 @@ async function runOn(
 
 /**
  * Mean milliseconds per step the ranks waited for a slower one at collectives
- * (0 without per-call times from every rank, or when their counts differ).
+ * (0 where `splitCommWaits` cannot tell: no per-call times, or counts that differ).
  */
 function meanWaitMs(rs: ScalingResult[], steps: number): number {
-  const calls = rs.map((r) => r.commCallMs ?? []);
-  if (calls.length < 2 || calls.some((c) => c.length === 0 || c.length !== calls[0].length)) {
-    return 0;
-  }
-  const split = splitCommWaits(calls);
+  const split = splitCommWaits(rs.map((r) => r.commCallMs ?? []));
+  if (!split) return 0;
   return split.reduce((s, x) => s + x.waitMs, 0) / split.length / steps;
 }
 

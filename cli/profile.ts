@@ -544,13 +544,10 @@ export function formatProfile(p: Profile, top = 15): string {
 
 /**
  * Sets each rank's `comm.waitMs` and `comm.exchangeMs` from every rank's
- * profiled call times (`splitCommWaits`); leaves them unset unless every rank
- * timed the same number of calls.
+ * profiled call times; leaves them unset where `splitCommWaits` cannot tell.
  */
 export function addCommSplit(ps: Profile[]): void {
-  const calls = ps.map((p) => p.comm?.callMs ?? []);
-  if (calls[0].length === 0 || calls.some((c) => c.length !== calls[0].length)) return;
-  splitCommWaits(calls).forEach((split, r) => {
+  splitCommWaits(ps.map((p) => p.comm?.callMs ?? []))?.forEach((split, r) => {
     const comm = ps[r].comm!;
     comm.waitMs = split.waitMs / ps[r].steps;
     comm.exchangeMs = split.exchangeMs / ps[r].steps;

@@ -83,10 +83,13 @@ export interface CommSplit {
  * waiting and exchange, without comparing clocks: the member that arrives last
  * at a call waits for nobody, so the least time any member took is the
  * exchange itself, and the rest of each member's time is spent waiting for the
- * slowest one to arrive. Calls past the shortest list are left out.
+ * slowest one to arrive. Null unless there are two members or more and each
+ * timed the same number of calls, at least one (else index `i` would not name
+ * the same call on each).
  */
-export function splitCommWaits(calls: readonly (readonly number[])[]): CommSplit[] {
-  const n = Math.min(...calls.map((c) => c.length));
+export function splitCommWaits(calls: readonly (readonly number[])[]): CommSplit[] | null {
+  const n = calls[0]?.length ?? 0;
+  if (calls.length < 2 || n === 0 || calls.some((c) => c.length !== n)) return null;
   const out = calls.map(() => ({ waitMs: 0, exchangeMs: 0 }));
   for (let i = 0; i < n; i++) {
     const least = Math.min(...calls.map((c) => c[i]));
