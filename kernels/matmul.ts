@@ -845,8 +845,12 @@ export const LARGE_BLOCK_MACS = 2 ** 23;
 
 /**
  * Products of at least this many multiply-adds (GPT-2 small's at TP=2 but its
- * attention output, 256×768×384) also try a 64×32 block per invocation: 13–17%
- * faster than 32×32 on those shapes on one core, but ~40 s to compile cold.
+ * attention output, 256×768×384) try the 64×32 block per invocation with every
+ * split of the invocations; smaller large products only with 1 or 2 along N,
+ * the splits that won there. The block runs 13–17% faster than 32×32 on GPT-2's
+ * shapes on one core, and 5–20% on the weak-scaling ladder's and the reference
+ * config's (interleaved timings on one core, 2026-12-02), but takes ~11 s to
+ * compile cold on a Zen 5 core (~40 s on Zen 1).
  */
 export const HUGE_BLOCK_MACS = 2 ** 27;
 
@@ -862,19 +866,22 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
   const add = (t: MatmulTiling) => out.set(tilingKey(t), t);
   if (opts.software) {
     // With A in a texture (3× faster than from its buffer on llvmpipe) blocks
-    // of 16×16, 32×16 or 16×32, for large products 32×32 and 64×16 (fewer
-    // texel fetches per FMA: 15–19% faster on the reference shapes, but ~8 s
-    // each to compile cold) and for the largest 64×32 (HUGE_BLOCK_MACS);
-    // without, 16 columns won nearly every shape
-    // measured. The split of the 8 invocations between M and N varies.
+    // of 16×16, 32×16 or 16×32, for large products 32×32, 64×16 and 64×32
+    // (fewer texel fetches per FMA: 15–19% faster on the reference shapes, but
+    // ~3–11 s each to compile cold; HUGE_BLOCK_MACS); without, 16 columns won
+    // nearly every shape measured. The split of the 8 invocations between M and
+    // N varies; all 8 along M (lx 1, every invocation reading the same columns
+    // of B) only pays with the large blocks: 64×32 that way ran 512×352×704 at
+    // 35 GFLOP/s against 29–32 for every other split and block (one core).
     const texA = textureASize(s, opts) !== null;
     const texB = textureBSize(s, opts) !== null;
     const macs = s.batch * s.M * s.N * s.K;
-    const large = macs >= LARGE_BLOCK_MACS ? [[32, 8], [64, 4]] : [];
-    const huge = macs >= HUGE_BLOCK_MACS ? [[64, 8]] : [];
-    const blocks = texA ? [[16, 4], [32, 4], [16, 8], ...large, ...huge] : [[16, 4], [32, 4]];
-    for (const lx of [2, 4, 8]) {
+    const large = macs >= LARGE_BLOCK_MACS ? [[32, 8], [64, 4], [64, 8]] : [];
+    const blocks = texA ? [[16, 4], [32, 4], [16, 8], ...large] : [[16, 4], [32, 4]];
+    for (const lx of [1, 2, 4, 8]) {
       for (const [tm, tv] of blocks) {
+        if (lx === 1 && tm * tv < 256) continue;
+        if (tm * tv >= 512 && lx > 2 && macs < HUGE_BLOCK_MACS) continue;
         // skip blocks that would mostly compute padding
         const tile = workgroupTile({ software: true, tm, tv, lx });
         if (tile.rows > 2 * Math.max(s.M, 8) || tile.cols > 2 * Math.max(s.N, 8)) continue;
@@ -926,7 +933,7 @@ function exactBlocks(s: MatmulShape, listed: MatmulTiling[], most: number): Matm
   };
   if (listed.some((t) => t.software && t.tm * t.tv >= 128 && fits(t))) return [];
   const found: MatmulTiling[] = [];
-  for (const lx of [2, 4, 8]) {
+  for (const lx of [1, 2, 4, 8]) {
     for (let tm = 16; tm <= 64; tm += 4) {
       for (let tv = 2; tv <= 8; tv++) {
         const t: MatmulTiling = { software: true, tm, tv, lx };

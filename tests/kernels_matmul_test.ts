@@ -289,12 +289,12 @@ Deno.test({
         assert.ok(textured >= 20, `only ${textured} cases read A through a texture`);
         assert.ok(cases.some((c) => textureASize(c.shape, opts) && textureBSize(c.shape, opts)));
         await runCases(device, opts, cases);
-        for (const tm of [4, 16]) {
+        for (const [tm, lx] of [[4, 4], [16, 4], [8, 1]]) {
           await runCases(device, opts, cases.slice(0, 8), {
             software: true,
             tm,
             tv: 2,
-            lx: 4,
+            lx,
             texA: true,
           });
         }
