@@ -10,7 +10,15 @@ import { Arena } from "./arena.ts";
 import { type CallDesc, CollectiveError, type OpName } from "./frame.ts";
 import { type HalfCodec, HalfSummer } from "./half_sum.ts";
 import type { Link, LinkContext } from "./link.ts";
-import { chunkRange, type Ring, ringAllGather, ringBroadcast, ringReduce } from "./ring.ts";
+import {
+  chunkRange,
+  pairReduce,
+  pairReduceFits,
+  type Ring,
+  ringAllGather,
+  ringBroadcast,
+  ringReduce,
+} from "./ring.ts";
 import { DirectGroup } from "./direct.ts";
 import { ShmLink } from "./shm.ts";
 import { StoreClient } from "./store.ts";
@@ -313,6 +321,7 @@ export class ProcessGroup {
           next,
           arena: this.comm.arena,
           lookahead: allLocal ? 0 : this.comm.tcpLookahead,
+          crossProcess: !allLocal,
         };
       })();
     }
@@ -428,6 +437,8 @@ export class ProcessGroup {
         (off) =>
           algo.direct
             ? algo.direct.allReduce(d, off, x.length, op)
+            : pairReduceFits(algo.ring, x.length)
+            ? pairReduce(algo.ring, d, off, x.length, op)
             : ringReduce(algo.ring, d, off, x.length, op, "allReduce"),
       );
     });

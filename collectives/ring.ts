@@ -34,6 +34,11 @@ export interface Ring {
   lookahead: number;
   /** Cap on sub-chunk bytes (defaults to the links' message size). */
   subBytes?: number;
+  /**
+   * The links cross processes (TCP): a send reads its data from the arena until
+   * `flush()`, and the peer's messages are read ahead into slots meanwhile.
+   */
+  crossProcess?: boolean;
 }
 
 /** Start and length of chunk `i` when `count` elements are split as evenly as possible in `n`. */
@@ -150,6 +155,45 @@ export async function ringReduce(
     if (forward) next.send(frame(t, k, len), at);
   });
   await next.flush();
+}
+
+/**
+ * Whether {@link pairReduce} can all-reduce `count` f32 values on `r`: a group
+ * of two whose links cross processes, and the values fit one message. (Larger
+ * tensors take the ring: a rank sending many messages before it reads any
+ * would wait on a peer whose read-ahead slots are full, and vice versa.)
+ */
+export function pairReduceFits(r: Ring, count: number): boolean {
+  return r.n === 2 && r.crossProcess === true &&
+    count * 4 <= Math.min(r.prev.maxMessage, r.next.maxMessage, r.subBytes ?? Infinity);
+}
+
+/**
+ * In-place all-reduce of a group of two across processes ({@link pairReduceFits}):
+ * each rank sends its `count` f32 values at arena offset `off` as one message
+ * and adds the peer's into them. One exchange, where the ring takes two stages
+ * and a copy for the same bytes each way. Two values add (or max) to the same
+ * bits in either order, so both ranks end with the same values, and with the
+ * ring's.
+ */
+export async function pairReduce(
+  r: Ring,
+  desc: CallDesc,
+  off: number,
+  count: number,
+  op: ReduceOp,
+): Promise<void> {
+  if (!pairReduceFits(r, count)) {
+    throw new Error(`pairReduce: ${count} values in a group of ${r.n} do not fit one exchange`);
+  }
+  const frame: Frame = { ...desc, kind: KIND_DATA, stage: 0, sub: 0, bytes: count * 4 };
+  r.next.send(frame, off);
+  // The send reads these values until it is written out: add after that.
+  await r.next.flush();
+  const got = await r.prev.recv(frame);
+  if (op === "max") r.arena.reducer.max(off, off, got, count);
+  else r.arena.reducer.add(off, off, got, count, op === "avg" ? 0.5 : 1);
+  r.prev.release();
 }
 
 /**
