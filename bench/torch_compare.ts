@@ -21,7 +21,12 @@
  * PyTorch runs with `--python` (default /usr/bin/python3, Debian's python3-torch);
  * when it cannot import torch the table says so and shows the project's rows alone.
  *
- *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--gpt2-tp 1,2|none]
+ * The reference config runs in `--rounds` interleaved rounds (default 3): in
+ * each, the project's steps on each backend and then PyTorch's, so that both
+ * sample the same moment of a shared, noisy host; the table gives each side's
+ * median over the rounds and the median of the rounds' ratios.
+ *
+ *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
  *       [--gpt2-steps 3] [--gpt2-placement procs|workers] [--gpt2-backend dawn|deno]
  *       [--python /usr/bin/python3]
  * @module
@@ -40,6 +45,7 @@ const { values } = parseArgs({
   options: {
     backends: { type: "string", default: "deno,dawn" },
     steps: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
     "gpt2-tp": { type: "string", default: "1,2" },
     "gpt2-steps": { type: "string", default: "3" },
     "gpt2-placement": { type: "string", default: "procs" },
@@ -49,6 +55,13 @@ const { values } = parseArgs({
 });
 const backends = values.backends!.split(",").filter((s) => s).map((s) => parseBackend(s));
 const STEPS = Number(values.steps);
+const ROUNDS = Number(values.rounds);
+for (const [flag, v] of [["steps", STEPS], ["rounds", ROUNDS]] as const) {
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`--${flag} must be a positive integer, got "${values[flag]}"`);
+    Deno.exit(2);
+  }
+}
 const gpt2Tp = values["gpt2-tp"] === "none" ? [] : values["gpt2-tp"]!.split(",").map(Number);
 const gpt2Placement = values["gpt2-placement"]!;
 if (gpt2Placement !== "procs" && gpt2Placement !== "workers") {
@@ -88,6 +101,12 @@ const best = (r: Record<string, number>) => {
   const [t, v] = Object.entries(r).sort((a, b) => b[1] - a[1])[0];
   return { threads: t, v };
 };
+
+/** PyTorch's reference tokens/s in one run: the better thread count. */
+const bestRef = (t: TorchOut) =>
+  best(Object.fromEntries(
+    Object.entries(t.workloads.reference).map(([n, r]) => [n, r.tokensPerSec]),
+  ));
 
 /** Project matmul 1024³ GFLOP/s on `backend`: median of 5 timed batches of 4 dispatches. */
 async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
@@ -166,15 +185,7 @@ const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 if (import.meta.main) {
   const lines: string[] = [];
   const log = (s: string) => console.error(s);
-  // Reference config: the project on each backend, then PyTorch right after.
-  const refTps = new Map<BackendName, number>();
-  for (const b of backends) {
-    const row = { impl: "project" as const, backend: b, config: REFERENCE };
-    const ms: number[] = [];
-    for (let i = 0; i < STEPS; i++) ms.push(await timedStep(row));
-    refTps.set(b, (REFERENCE.batch * REFERENCE.seq * 1000) / median(ms));
-    log(`project reference ${b}: ${f0(refTps.get(b)!)} tokens/s`);
-  }
+  // Reference config: in each round the project on each backend, then PyTorch.
   const w = REFERENCE.model;
   const refSpec = {
     name: "reference",
@@ -187,7 +198,26 @@ if (import.meta.main) {
     warmup: 2,
     steps: STEPS,
   };
-  const t1 = await torch({ workloads: [refSpec], threads: [1, 2], sgemm: 1024 });
+  const refRounds: { project: Map<BackendName, number>; torch: TorchOut | string }[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const project = new Map<BackendName, number>();
+    for (const b of backends) {
+      const row = { impl: "project" as const, backend: b, config: REFERENCE };
+      const ms: number[] = [];
+      for (let i = 0; i < STEPS; i++) ms.push(await timedStep(row));
+      project.set(b, (REFERENCE.batch * REFERENCE.seq * 1000) / median(ms));
+    }
+    // The sgemm once, in the first round.
+    const t = await torch({ workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
+    refRounds.push({ project, torch: t });
+    const tr = typeof t === "string" ? null : bestRef(t);
+    log(
+      `round ${round + 1}/${ROUNDS}: project ${
+        backends.map((b) => `${f0(project.get(b)!)} (${b})`).join(", ")
+      } tokens/s; PyTorch ${tr ? `${f0(tr.v)} (${tr.threads} thr)` : "–"}`,
+    );
+  }
+  const t1 = refRounds[0].torch;
   // Matmul 1024³.
   const mm = new Map<BackendName, number>();
   for (const b of backends) {
@@ -214,9 +244,6 @@ if (import.meta.main) {
     : null;
 
   const noTorch = typeof t1 === "string" ? t1 : null;
-  const torchRef = typeof t1 === "string" ? null : best(Object.fromEntries(
-    Object.entries(t1.workloads.reference).map(([t, r]) => [t, r.tokensPerSec]),
-  ));
   const torchMm = typeof t1 === "string" ? null : best(t1.sgemm);
   const torchG = t2 && typeof t2 !== "string"
     ? best(Object.fromEntries(
@@ -230,7 +257,7 @@ if (import.meta.main) {
         ? `**no PyTorch row**: ${noTorch}`
         : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads`
     }; load average at the end ${la}`,
-    `- reference: median of ${STEPS} steps after 2 warm-up steps; GPT-2 small: median of ${
+    `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: median of ${
       values["gpt2-steps"]
     } steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it); GPT-2 ranks: ${
       gpt2Placement === "procs"
@@ -241,12 +268,19 @@ if (import.meta.main) {
     "| workload | PyTorch CPU | this project | ratio |",
     "| --- | ---: | --- | ---: |",
   );
+  // Each side's median over the rounds, and the median of the rounds' ratios.
+  const torchRounds = refRounds.map((r) => typeof r.torch === "string" ? null : bestRef(r.torch));
+  const torchOk = torchRounds.every((t) => t !== null);
+  const threadsUsed = [...new Set(torchRounds.map((t) => t?.threads))].join("/");
+  const torchMed = torchOk ? median(torchRounds.map((t) => t!.v)) : NaN;
   for (const b of backends) {
-    const v = refTps.get(b)!;
+    const v = median(refRounds.map((r) => r.project.get(b)!));
+    const ratios = torchOk ? refRounds.map((r, i) => r.project.get(b)! / torchRounds[i]!.v) : [];
+    const each = ratios.length > 1 ? ` (rounds ${ratios.map((x) => x.toFixed(2)).join(", ")})` : "";
     lines.push(
-      `| reference config, tokens/s | ${
-        torchRef ? `${f0(torchRef.v)} (${torchRef.threads} thr)` : "–"
-      } | ${f0(v)} (${b}) | ${torchRef ? ratio(v, torchRef.v) : "–"} |`,
+      `| reference config, tokens/s | ${torchOk ? `${f0(torchMed)} (${threadsUsed} thr)` : "–"} | ${
+        f0(v)
+      } (${b}) | ${torchOk ? `${median(ratios).toFixed(2)}×${each}` : "–"} |`,
     );
   }
   for (const tp of gpt2Tp) {
