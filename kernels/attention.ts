@@ -24,7 +24,7 @@
  * @module
  */
 
-import { type KernelSource, Params } from "./kernel.ts";
+import { type KernelSource, lazyKernel, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
@@ -201,6 +201,11 @@ ${cs.map((c) => `    let vv${u}_${c} = ${qkvAt(s, `k${u} + p.hl4 + ${c}u`)};`).j
  * query with no visible key, whose output is 0). Bindings: qkv, [keep], out, lse.
  */
 export function attentionForwardKernel(s: AttentionSpec): KernelSource {
+  return lazyKernel(key("fwd", s), () => forwardWgsl(s));
+}
+
+/** The WGSL of {@link attentionForwardKernel}. */
+function forwardWgsl(s: AttentionSpec): string {
   const n4 = s.headDim / 4;
   const K = KEYS_PER_STEP;
   const o = firstBinding(s);
@@ -242,9 +247,7 @@ ${
     ).join("\n")
   }
     m${r} = mn${r};`).join("");
-  return {
-    key: key("fwd", s),
-    code: /* wgsl */ `
+  return /* wgsl */ `
 ${helpers(s)}
 ${qkvDecl(s)}
 ${keepDecl(s)}
@@ -255,30 +258,29 @@ ${keepDecl(s)}
 fn main(${GRID_BUILTINS}) {
 ${headOfGroup()}
 ${
-      rs.map((r) =>
-        `  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
+    rs.map((r) =>
+      `  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
 ${cs.map((c) => `  let q${r}_${c} = ${qkvAt(s, `qb${r} + ${c}u`)} * p.scale;`).join("\n")}
 ${cs.map((c) => `  var a${r}_${c} = vec4<f32>(0.0);`).join("\n")}
   var m${r} = -3.0e38;
   var l${r} = 0.0;`
-      ).join("\n")
-    }
+    ).join("\n")
+  }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
   for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
 ${
-      rs.map((r) =>
-        `  if (valid${r}) {
+    rs.map((r) =>
+      `  if (valid${r}) {
     let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
     let ob = (b * p.T + row${r}) * p.hl4 + h * ${n4}u;
 ${cs.map((c) => `    out[ob + ${c}u] = a${r}_${c} * inv;`).join("\n")}
     lse[bh * p.T + row${r}] = select(3.0e38, m${r} + log(l${r}), l${r} > 0.0);
   }`
-      ).join("\n")
-    }
-}`,
-  };
+    ).join("\n")
+  }
+}`;
 }
 
 /**
@@ -287,6 +289,11 @@ ${cs.map((c) => `    out[ob + ${c}u] = a${r}_${c} * inv;`).join("\n")}
  * `dqkv`. Bindings: qkv, [keep], out, dout, lse, dsum, dqkv.
  */
 export function attentionBackwardQueryKernel(s: AttentionSpec): KernelSource {
+  return lazyKernel(key("bwdq", s), () => backwardQueryWgsl(s));
+}
+
+/** The WGSL of {@link attentionBackwardQueryKernel}. */
+function backwardQueryWgsl(s: AttentionSpec): string {
   const n4 = s.headDim / 4;
   const K = KEYS_PER_STEP;
   const o = firstBinding(s);
@@ -309,9 +316,7 @@ export function attentionBackwardQueryKernel(s: AttentionSpec): KernelSource {
     cs.map((c) => `    dq${r}_${c} += ${us.map((u) => `ds${r}_${u} * kk${u}_${c}`).join(" + ")};`)
       .join("\n")
   ).join("");
-  return {
-    key: key("bwdq", s),
-    code: /* wgsl */ `
+  return /* wgsl */ `
 ${helpers(s)}
 ${qkvDecl(s)}
 ${keepDecl(s)}
@@ -325,30 +330,29 @@ ${keepDecl(s)}
 fn main(${GRID_BUILTINS}) {
 ${headOfGroup()}
 ${
-      rs.map((r) =>
-        `  let ob${r} = (b * p.T + row${r}) * p.hl4 + h * ${n4}u;
+    rs.map((r) =>
+      `  let ob${r} = (b * p.T + row${r}) * p.hl4 + h * ${n4}u;
 ${cs.map((c) => `  let g${r}_${c} = dout[ob${r} + ${c}u];`).join("\n")}
   let D${r} = ${dotRow(n4, (c) => `g${r}_${c}`, (c) => `out[ob${r} + ${c}u]`)};
   let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
 ${cs.map((c) => `  let q${r}_${c} = ${qkvAt(s, `qb${r} + ${c}u`)} * p.scale;`).join("\n")}
   let L${r} = lse[bh * p.T + row${r}];
 ${cs.map((c) => `  var dq${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
-      ).join("\n")
-    }
+    ).join("\n")
+  }
   let kbase = b * p.T * p.row4 + p.hl4 + h * ${n4}u;
   let kEnd = ${kEnd};
   for (var j = 0u; j < kEnd; j += ${K}u) {${loads}${perRow}
   }
 ${
-      rs.map((r) =>
-        `  if (valid${r}) {
+    rs.map((r) =>
+      `  if (valid${r}) {
     dsum[bh * p.T + row${r}] = D${r};
 ${cs.map((c) => `    dqkv[qb${r} + ${c}u] = dq${r}_${c} * p.scale;`).join("\n")}
   }`
-      ).join("\n")
-    }
-}`,
-  };
+    ).join("\n")
+  }
+}`;
 }
 
 /**
@@ -358,6 +362,11 @@ ${cs.map((c) => `    dqkv[qb${r} + ${c}u] = dq${r}_${c} * p.scale;`).join("\n")}
  * Bindings: qkv, [keep], dout, lse, dsum, dqkv.
  */
 export function attentionBackwardKeyKernel(s: AttentionSpec): KernelSource {
+  return lazyKernel(key("bwdkv", s), () => backwardKeyWgsl(s));
+}
+
+/** The WGSL of {@link attentionBackwardKeyKernel}. */
+function backwardKeyWgsl(s: AttentionSpec): string {
   const n4 = s.headDim / 4;
   const Q = QUERIES_PER_STEP;
   const o = firstBinding(s);
@@ -398,17 +407,15 @@ ${
     cs.map((c) => `    dk${r}_${c} += ${us.map((u) => `ds${r}_${u} * qq${u}_${c}`).join(" + ")};`)
       .join("\n")
   ).join("");
-  return {
-    key: key("bwdkv", s),
-    code: /* wgsl */ `
+  return /* wgsl */ `
 ${helpers(s)}
 ${qkvDecl(s)}
 ${keepDecl(s)}
 ${
-      s.textures
-        ? `@group(0) @binding(${o}) var doutT: texture_2d<f32>;`
-        : `@group(0) @binding(${o}) var<storage, read> dout: array<vec4<f32>>;`
-    }
+    s.textures
+      ? `@group(0) @binding(${o}) var doutT: texture_2d<f32>;`
+      : `@group(0) @binding(${o}) var<storage, read> dout: array<vec4<f32>>;`
+  }
 @group(0) @binding(${o + 1}) var<storage, read> lse: array<f32>;
 @group(0) @binding(${o + 2}) var<storage, read> dsum: array<f32>;
 @group(0) @binding(${o + 3}) var<storage, read_write> dqkv: array<vec4<f32>>;
@@ -417,29 +424,28 @@ ${
 fn main(${GRID_BUILTINS}) {
 ${headOfGroup()}
 ${
-      rs.map((r) =>
-        `  let kx${r} = ${s.mask === "padding" ? `keep[b * p.T + row${r}] == 0.0` : "false"};
+    rs.map((r) =>
+      `  let kx${r} = ${s.mask === "padding" ? `keep[b * p.T + row${r}] == 0.0` : "false"};
   let kb${r} = (b * p.T + row${r}) * p.row4 + p.hl4 + h * ${n4}u;
 ${cs.map((c) => `  let k${r}_${c} = ${qkvAt(s, `kb${r} + ${c}u`)} * p.scale;`).join("\n")}
 ${cs.map((c) => `  let v${r}_${c} = ${qkvAt(s, `kb${r} + p.hl4 + ${c}u`)};`).join("\n")}
 ${cs.map((c) => `  var dk${r}_${c} = vec4<f32>(0.0);`).join("\n")}
 ${cs.map((c) => `  var dv${r}_${c} = vec4<f32>(0.0);`).join("\n")}`
-      ).join("\n")
-    }
+    ).join("\n")
+  }
   let qbase = b * p.T * p.row4 + h * ${n4}u;
   let gbase = b * p.T * p.hl4 + h * ${n4}u;
   for (var i = ${iStart}; i < p.T; i += ${Q}u) {${loads}${perRow}
   }
 ${
-      rs.map((r) =>
-        `  if (valid${r}) {
+    rs.map((r) =>
+      `  if (valid${r}) {
 ${cs.map((c) => `    dqkv[kb${r} + ${c}u] = dk${r}_${c} * p.scale;`).join("\n")}
 ${cs.map((c) => `    dqkv[kb${r} + p.hl4 + ${c}u] = dv${r}_${c};`).join("\n")}
   }`
-      ).join("\n")
-    }
-}`,
-  };
+    ).join("\n")
+  }
+}`;
 }
 
 /** Uniforms and grid shared by the three fused attention kernels. */

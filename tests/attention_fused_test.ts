@@ -31,6 +31,7 @@ import {
   attentionDispatch,
   attentionForwardKernel,
 } from "../kernels/attention.ts";
+import { lazyKernel } from "../kernels/kernel.ts";
 import { Bert } from "../models/bert.ts";
 import { Gpt } from "../models/gpt.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -186,6 +187,15 @@ Deno.test("fused attention: gradient against finite differences", withTimeLimit(
       }
     });
   }
+});
+
+Deno.test("lazyKernel (the fused attention kernels): WGSL generated once, when first read", () => {
+  let calls = 0;
+  const k = lazyKernel("lazy", () => `// ${++calls}`);
+  assertEquals([k.key, calls], ["lazy", 0]);
+  assertEquals([k.code, k.code, calls], ["// 1", "// 1", 1]);
+  const spec = { mask: "causal", headDim: 32, dropout: false, textures: true } as const;
+  assertEquals(attentionForwardKernel(spec).code.includes("@compute"), true);
 });
 
 Deno.test("fused attention: clear errors for bad inputs", gpuTest, () => {
