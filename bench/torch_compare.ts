@@ -102,10 +102,10 @@ const best = (r: Record<string, number>) => {
   return { threads: t, v };
 };
 
-/** PyTorch's reference tokens/s in one run: the better thread count. */
-const bestRef = (t: TorchOut) =>
+/** PyTorch's tokens/s on `workload` in one run: the better thread count. */
+const bestTokens = (t: TorchOut, workload: string) =>
   best(Object.fromEntries(
-    Object.entries(t.workloads.reference).map(([n, r]) => [n, r.tokensPerSec]),
+    Object.entries(t.workloads[workload]).map(([n, r]) => [n, r.tokensPerSec]),
   ));
 
 /** Project matmul 1024³ GFLOP/s on `backend`: median of 5 timed batches of 4 dispatches. */
@@ -198,7 +198,12 @@ if (import.meta.main) {
     warmup: 2,
     steps: STEPS,
   };
-  const refRounds: { project: Map<BackendName, number>; torch: TorchOut | string }[] = [];
+  const refRounds: {
+    project: Map<BackendName, number>;
+    torch: TorchOut | string;
+    /** PyTorch's better thread count in the round; null without PyTorch. */
+    torchBest: { threads: string; v: number } | null;
+  }[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const project = new Map<BackendName, number>();
     for (const b of backends) {
@@ -209,8 +214,8 @@ if (import.meta.main) {
     }
     // The sgemm once, in the first round.
     const t = await torch({ workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
-    refRounds.push({ project, torch: t });
-    const tr = typeof t === "string" ? null : bestRef(t);
+    const tr = typeof t === "string" ? null : bestTokens(t, "reference");
+    refRounds.push({ project, torch: t, torchBest: tr });
     log(
       `round ${round + 1}/${ROUNDS}: project ${
         backends.map((b) => `${f0(project.get(b)!)} (${b})`).join(", ")
@@ -245,11 +250,7 @@ if (import.meta.main) {
 
   const noTorch = typeof t1 === "string" ? t1 : null;
   const torchMm = typeof t1 === "string" ? null : best(t1.sgemm);
-  const torchG = t2 && typeof t2 !== "string"
-    ? best(Object.fromEntries(
-      Object.entries(t2.workloads.gpt2).map(([t, r]) => [t, r.tokensPerSec]),
-    ))
-    : null;
+  const torchG = t2 && typeof t2 !== "string" ? bestTokens(t2, "gpt2") : null;
   const la = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
   lines.push(
     `- ${new Date().toISOString().slice(0, 16)}Z; ${
@@ -269,7 +270,7 @@ if (import.meta.main) {
     "| --- | ---: | --- | ---: |",
   );
   // Each side's median over the rounds, and the median of the rounds' ratios.
-  const torchRounds = refRounds.map((r) => typeof r.torch === "string" ? null : bestRef(r.torch));
+  const torchRounds = refRounds.map((r) => r.torchBest);
   const torchOk = torchRounds.every((t) => t !== null);
   const threadsUsed = [...new Set(torchRounds.map((t) => t?.threads))].join("/");
   const torchMed = torchOk ? median(torchRounds.map((t) => t!.v)) : NaN;

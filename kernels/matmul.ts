@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ceilDiv, type KernelSource, Params } from "./kernel.ts";
+import { ceilDiv, type KernelSource, lazyKernel, Params } from "./kernel.ts";
 import { streamFits, streamTexel } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
@@ -308,16 +308,11 @@ export function matmulPlanWith(
   const key = `matmul/${tilingKey(tiling)}/${flags}`;
   // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
   // for an already-cached key costs microseconds.
-  let code: string | undefined;
   const s: Spec = { ...shape, nativeF16, f16Math }, t = { ...tiling }; // callers may reuse their objects
-  const kernel: KernelSource = {
-    key,
-    get code(): string {
-      code ??= tiling.software ? cpuCode(s, lay, t, texU !== null) : gpuCode(s, lay, t);
-      if (s.packedB) code = readPackedB(code);
-      return code;
-    },
-  };
+  const kernel = lazyKernel(key, () => {
+    const code = t.software ? cpuCode(s, lay, t, texU !== null) : gpuCode(s, lay, t);
+    return s.packedB ? readPackedB(code) : code;
+  });
   const plan: DispatchPlan = { kernel, params: params.buffer, workgroups };
   if (tex) plan.textureB = tex;
   if (texA) plan.textureA = texA;
