@@ -17,6 +17,7 @@ import {
 import { BufferPool, sizeClass } from "./pool.ts";
 import type { DeviceProfiler } from "./profiler.ts";
 import type { TilingSource } from "../kernels/matmul.ts";
+import { softwareLanesOf } from "./simd.ts";
 
 /** A storage binding: a buffer range (offset and size in bytes). */
 export interface BufferBinding {
@@ -254,6 +255,16 @@ export class Device {
   }
 
   #software?: boolean;
+
+  /**
+   * Invocations the software kernels put in one workgroup: the f32 lanes of a
+   * CPU adapter's SIMD step (16 on llvmpipe with 512-bit vectors, core/simd.ts),
+   * 8 on every other adapter.
+   */
+  get softwareLanes(): number {
+    const info = this.adapter.info;
+    return this.isSoftware ? softwareLanesOf(`${info.description} ${info.device}`) : 8;
+  }
 
   #detectSoftware(): boolean {
     // Env KERNEL_VARIANTS_ENV=software|gpu overrides the detection (both variant families can then

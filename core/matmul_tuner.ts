@@ -122,10 +122,14 @@ function flopsOf(s: MatmulShape): number {
   return 2 * s.batch * s.M * s.N * s.K;
 }
 
-/** The adapter identity tuned choices are stored under: backend and adapter name. */
+/**
+ * The adapter identity tuned choices are stored under: backend and adapter name,
+ * and on a CPU adapter its SIMD lanes (Dawn's OpenGL name for llvmpipe does not
+ * say its vector width).
+ */
 export function adapterKey(device: Device): string {
   const s = device.summary();
-  return `${s.backend}: ${s.name}`;
+  return `${s.backend}: ${s.name}` + (device.isSoftware ? `, ${device.softwareLanes} lanes` : "");
 }
 
 /** Times matmul tilings per shape and remembers the fastest; see the module doc. */

@@ -33,17 +33,27 @@ import { streamTexel } from "./texture.ts";
 /** Which keys a query may not see: later ones (causal) or padding tokens. */
 export type AttentionMask = "causal" | "padding";
 
-/** Invocations per workgroup: one SIMD step on lavapipe. */
-const LANES = 8;
+/**
+ * Invocations per workgroup unless {@link AttentionSpec.lanes} says otherwise:
+ * one SIMD step on lavapipe at 256 bits.
+ */
+export const ATTENTION_LANES = 8;
 
 /**
  * Rows (queries or keys) each invocation owns: every k/v (or q/dO) row loaded
- * feeds this many rows' FMAs. Invocation `l` owns rows `r0 + l + LANES·r`.
+ * feeds this many rows' FMAs. Invocation `l` owns rows `r0 + l + lanes·r`.
  */
 const ROWS_PER_LANE = 4;
 
-/** Rows (queries or keys) per workgroup. */
-export const ATTENTION_TILE = LANES * ROWS_PER_LANE;
+/** Invocations per workgroup of the kernels of `s`. */
+function lanesOf(s: AttentionSpec): number {
+  return s.lanes ?? ATTENTION_LANES;
+}
+
+/** Rows (queries or keys) per workgroup of the kernels of `s`. */
+export function attentionTile(s: AttentionSpec): number {
+  return lanesOf(s) * ROWS_PER_LANE;
+}
 
 /** Keys the forward and `dQ` kernels take per loop iteration. */
 const KEYS_PER_STEP = 2;
@@ -65,6 +75,11 @@ export interface AttentionSpec {
    * faster on CPU adapters (kernels/texture.ts).
    */
   textures?: boolean;
+  /**
+   * Invocations per workgroup (8 or 16): the adapter's SIMD width on a CPU
+   * adapter (16 on llvmpipe with 512-bit vectors). Default {@link ATTENTION_LANES}.
+   */
+  lanes?: number;
 }
 
 /** Loop iterations one invocation of the fused kernels runs for a sequence of `T`. */
@@ -78,6 +93,9 @@ export function attentionLoopIterations(T: number): number {
  */
 export function checkAttentionShape(spec: AttentionSpec, T: number, software: boolean): void {
   const hd = spec.headDim;
+  if (![8, 16].includes(lanesOf(spec))) {
+    throw new Error(`fused attention: ${spec.lanes} lanes per workgroup (8 or 16)`);
+  }
   if (!Number.isInteger(hd) || hd < 4 || hd % 4 !== 0 || hd > 256) {
     throw new Error(
       `fused attention: head size ${hd} is not supported (a multiple of 4, at most 256)`,
@@ -97,7 +115,9 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function key(kind: string, s: AttentionSpec): string {
   return `attention:${kind}:${s.mask}:hd${s.headDim}:${s.dropout ? "drop" : "nodrop"}:` +
-    `l${LANES}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}${s.textures ? ":tex" : ""}`;
+    `l${lanesOf(s)}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}${
+      s.textures ? ":tex" : ""
+    }`;
 }
 
 /** WGSL reading vec4 `index` of qkv, from its buffer or its stream texture. */
@@ -153,18 +173,19 @@ function firstBinding(s: AttentionSpec): number {
  * WGSL prologue: this workgroup's head `bh` (= b·nh + h), first row `r0`, and
  * the rows `row{r}` this invocation owns (clamped; `valid{r}` when in range).
  */
-function headOfGroup(): string {
+function headOfGroup(s: AttentionSpec): string {
+  const lanes = lanesOf(s);
   return /* wgsl */ `
   let g = ${GROUP_INDEX};
   let bh = g / p.tiles;
   if (bh >= p.B * p.nh) { return; }
   let b = bh / p.nh;
   let h = bh % p.nh;
-  let r0 = (g % p.tiles) * ${ATTENTION_TILE}u;
+  let r0 = (g % p.tiles) * ${attentionTile(s)}u;
 ${
     range(ROWS_PER_LANE).map((r) =>
-      `  let valid${r} = r0 + lid + ${LANES * r}u < p.T;
-  let row${r} = min(r0 + lid + ${LANES * r}u, p.T - 1u);`
+      `  let valid${r} = r0 + lid + ${lanes * r}u < p.T;
+  let row${r} = min(r0 + lid + ${lanes * r}u, p.T - 1u);`
     ).join("\n")
   }`;
 }
@@ -212,7 +233,7 @@ function forwardWgsl(s: AttentionSpec): string {
   const us = range(K);
   const cs = range(n4);
   const rs = range(ROWS_PER_LANE);
-  const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
+  const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${attentionTile(s)}u)` : "p.T";
   const causal = s.mask === "causal";
   const loads = keyLoads(s);
   const perRow = rs.map((r) => /* wgsl */ `
@@ -254,9 +275,9 @@ ${keepDecl(s)}
 @group(0) @binding(${o}) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(${o + 1}) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(${o + 2}) var<uniform> p: P;
-@compute @workgroup_size(${LANES})
+@compute @workgroup_size(${lanesOf(s)})
 fn main(${GRID_BUILTINS}) {
-${headOfGroup()}
+${headOfGroup(s)}
 ${
     rs.map((r) =>
       `  let qb${r} = (b * p.T + row${r}) * p.row4 + h * ${n4}u;
@@ -301,7 +322,7 @@ function backwardQueryWgsl(s: AttentionSpec): string {
   const cs = range(n4);
   const rs = range(ROWS_PER_LANE);
   const causal = s.mask === "causal";
-  const kEnd = causal ? `min(p.T, r0 + ${ATTENTION_TILE}u)` : "p.T";
+  const kEnd = causal ? `min(p.T, r0 + ${attentionTile(s)}u)` : "p.T";
   const loads = keyLoads(s);
   const perRow = rs.map((r) =>
     us.map((u) => /* wgsl */ `
@@ -326,9 +347,9 @@ ${keepDecl(s)}
 @group(0) @binding(${o + 3}) var<storage, read_write> dsum: array<f32>;
 @group(0) @binding(${o + 4}) var<storage, read_write> dqkv: array<vec4<f32>>;
 @group(0) @binding(${o + 5}) var<uniform> p: P;
-@compute @workgroup_size(${LANES})
+@compute @workgroup_size(${lanesOf(s)})
 fn main(${GRID_BUILTINS}) {
-${headOfGroup()}
+${headOfGroup(s)}
 ${
     rs.map((r) =>
       `  let ob${r} = (b * p.T + row${r}) * p.hl4 + h * ${n4}u;
@@ -420,9 +441,9 @@ ${
 @group(0) @binding(${o + 2}) var<storage, read> dsum: array<f32>;
 @group(0) @binding(${o + 3}) var<storage, read_write> dqkv: array<vec4<f32>>;
 @group(0) @binding(${o + 4}) var<uniform> p: P;
-@compute @workgroup_size(${LANES})
+@compute @workgroup_size(${lanesOf(s)})
 fn main(${GRID_BUILTINS}) {
-${headOfGroup()}
+${headOfGroup(s)}
 ${
     rs.map((r) =>
       `  let kx${r} = ${s.mask === "padding" ? `keep[b * p.T + row${r}] == 0.0` : "false"};
@@ -450,13 +471,14 @@ ${cs.map((c) => `    dqkv[kb${r} + p.hl4 + ${c}u] = dv${r}_${c};`).join("\n")}
 
 /** Uniforms and grid shared by the three fused attention kernels. */
 export function attentionDispatch(
+  spec: AttentionSpec,
   B: number,
   T: number,
   heads: number,
-  headDim: number,
   dropout?: { p: number; seed: number; offset: number },
 ): { params: ArrayBuffer; workgroups: [number, number, number] } {
-  const tiles = Math.ceil(T / ATTENTION_TILE);
+  const headDim = spec.headDim;
+  const tiles = Math.ceil(T / attentionTile(spec));
   const hl4 = (heads * headDim) / 4;
   const prob = dropout?.p ?? 0;
   const seed = dropout?.seed ?? 0;

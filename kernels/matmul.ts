@@ -88,6 +88,30 @@ export interface MatmulOptions {
    * through a texture ({@link MatmulTiling.texB}); undefined: never.
    */
   maxTextureDimension?: number;
+  /**
+   * Software adapters: f32 lanes one SIMD instruction covers (llvmpipe: its
+   * vector width / 32, so 8 at 256 bits and 16 at 512), which the software
+   * tilings make the workgroup size. Default {@link SOFTWARE_LANES}.
+   */
+  lanes?: number;
+}
+
+/** Invocations per software workgroup when the adapter's SIMD width is not known. */
+export const SOFTWARE_LANES = 8;
+
+/** The workgroup size of software tilings on an adapter described by `opts`. */
+function lanesOf(opts: MatmulOptions): number {
+  return opts.lanes ?? SOFTWARE_LANES;
+}
+
+/** A software tiling's invocations per workgroup. */
+function tilingLanes(t: MatmulTiling): number {
+  return t.lanes ?? SOFTWARE_LANES;
+}
+
+/** Invocations along N a software tiling may put (divisors of its lanes, at most 8). */
+function lxChoices(lanes: number): number[] {
+  return [1, 2, 4, 8].filter((lx) => lx <= lanes);
 }
 
 /** A kernel, its uniform block and its workgroup counts, ready for `Device.dispatch`. */
@@ -177,7 +201,8 @@ function checkShape(s: MatmulShape): void {
 function checkTiling(t: MatmulTiling): void {
   const ok = t.software
     ? t.tm % 4 === 0 && t.tm >= 4 && t.tm <= 64 && Number.isInteger(t.tv) && t.tv >= 1 &&
-      t.tv <= 8 && [1, 2, 4, 8].includes(t.lx ?? LANES)
+      t.tv <= 8 && [8, 16].includes(tilingLanes(t)) &&
+      lxChoices(tilingLanes(t)).concat(tilingLanes(t)).includes(t.lx ?? tilingLanes(t))
     : [16, 32, 64].includes(t.tm) && [16, 32, 64].includes(t.tv);
   if (!ok || ((t.texB || t.texA) && !t.software)) {
     throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
@@ -194,8 +219,8 @@ function grid(groups: number): [number, number, number] {
 
 /**
  * Tiling of one specialization. `software` variants give each invocation a
- * `tm × 4·tv` block of C (8 invocations per workgroup, vec4 loads, no shared
- * memory); GPU variants stage `tm × tn` tiles of A and B in workgroup memory.
+ * `tm × 4·tv` block of C (one workgroup of {@link MatmulTiling.lanes}
+ * invocations, vec4 loads, no shared memory); GPU variants stage `tm × tn` tiles of A and B in workgroup memory.
  */
 export interface MatmulTiling {
   /** Variant family. */
@@ -204,8 +229,16 @@ export interface MatmulTiling {
   tm: number;
   /** Software: vec4 column groups per invocation. GPU: tile columns per workgroup. */
   tv: number;
-  /** Software: invocations along N (2, 4 or 8; the other 8/lx go along M). Default 8. */
+  /**
+   * Software: invocations along N (1, 2, 4 or 8, at most `lanes`; the other
+   * `lanes / lx` go along M). Default: `lanes`.
+   */
   lx?: number;
+  /**
+   * Software: invocations per workgroup, the adapter's SIMD width in f32 lanes
+   * ({@link MatmulOptions.lanes}): 8 or 16. Default {@link SOFTWARE_LANES}.
+   */
+  lanes?: number;
   /**
    * Software: read B through a stream texture (kernels/texture.ts; filled from
    * B's buffer by copies first) instead of its storage buffer. Mesa's llvmpipe
@@ -229,18 +262,21 @@ export function matmulPlan(shape: MatmulShape, opts: MatmulOptions): DispatchPla
 /** The tiling {@link matmulPlan} picks for `shape` on an adapter described by `opts`. */
 export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling {
   if (opts.software) {
+    const lanes = lanesOf(opts);
+    const laneField = lanes === SOFTWARE_LANES ? {} : { lanes };
     if (textureASize(s, opts)) {
       // Both operands through textures (measured on llvmpipe, Zen 1): a 16×32
       // block per invocation, 4 invocations along N, was near the best (32×32
       // ran up to 10% faster but takes LLVM 3× as long to compile: ~10 s).
       const lx = s.N > 64 ? 4 : 2;
       const tv = Math.min(8, ceilDiv(s.N, 4 * lx));
-      const tm = Math.min(16, 4 * ceilDiv(ceilDiv(s.M, LANES / lx), 4));
+      const tm = Math.min(16, 4 * ceilDiv(ceilDiv(s.M, lanes / lx), 4));
       return {
         software: true,
         tm,
         tv,
         lx,
+        ...laneField,
         texA: true,
         ...(textureBSize(s, opts) ? { texB: true } : {}),
       };
@@ -250,11 +286,11 @@ export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling 
     // than giving each a thinner block, and tall ones use 32 rows.
     const lx = s.N > 64 ? 8 : s.N > 32 ? 4 : 2;
     const tv = Math.min(4, ceilDiv(s.N, 4 * lx));
-    const rows = ceilDiv(s.M, LANES / lx);
+    const rows = ceilDiv(s.M, lanes / lx);
     const tm = lx === 8 && s.M >= 512 ? 32 : Math.min(16, 4 * ceilDiv(rows, 4));
     return textureBSize(s, opts)
-      ? { software: true, tm, tv, lx, texB: true }
-      : { software: true, tm, tv, lx };
+      ? { software: true, tm, tv, lx, ...laneField, texB: true }
+      : { software: true, tm, tv, lx, ...laneField };
   }
   const big = opts.maxInvocations >= 256 && opts.maxWorkgroupStorage >= 2 * BK * 64 * 4;
   const side = (n: number) => (n <= 16 ? 16 : n <= 32 || !big ? 32 : 64);
@@ -453,18 +489,18 @@ function tileIndex(s: MatmulShape): string {
 }
 
 // ---------------------------------------------------------------------------
-// Software (CPU Vulkan) variant. lavapipe runs 8 invocations per SIMD step and
-// every storage load is costly whatever its width, so the kernel maximizes
-// FMAs per load: each invocation keeps a tm × (4·tv) block of C in registers
-// and per 4 steps of k issues tm + 4·tv vec4 loads for 16·tm·tv FMAs. The 8
-// invocations of a workgroup stand lx along N and 8/lx along M; invocation x
+// Software (CPU Vulkan) variant. lavapipe runs 8 invocations per SIMD step (16
+// with 512-bit vectors) and every storage load is costly whatever its width, so
+// the kernel maximizes FMAs per load: each invocation keeps a tm × (4·tv) block
+// of C in registers and per 4 steps of k issues tm + 4·tv vec4 loads for
+// 16·tm·tv FMAs. The `lanes` invocations of a workgroup (one SIMD step) stand
+// lx along N and lanes/lx along M; invocation x
 // owns rows m0 + [0,tm) and columns nb + 4·lx·j + [0,4) for j < tv
 // (neighbouring invocations read neighbouring vec4s).
 
-const LANES = 8;
-
 function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
   const { tm: TM, tv: TV } = t;
+  const LANES = tilingLanes(t);
   const LX = t.lx ?? LANES;
   const W = 4 * LX; // columns between an invocation's vec4 groups
   const L: string[] = [];
@@ -864,32 +900,35 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
     // of 16×16, 32×16 or 16×32, for large products 32×32, 64×16 and 64×32
     // (fewer texel fetches per FMA: 15–19% faster on the reference shapes, but
     // ~3–11 s each to compile cold; HUGE_BLOCK_MACS); without, 16 columns won
-    // nearly every shape measured. The split of the 8 invocations between M and
-    // N varies; all 8 along M (lx 1, every invocation reading the same columns
-    // of B) only pays with the large blocks: 64×32 that way ran 512×352×704 at
+    // nearly every shape measured. The split of the workgroup's invocations
+    // between M and N varies; all along M (lx 1, every invocation reading the
+    // same columns of B) only pays with the large blocks: 64×32 that way ran 512×352×704 at
     // 35 GFLOP/s against 29–32 for every other split and block (one core).
     const texA = textureASize(s, opts) !== null;
     const texB = textureBSize(s, opts) !== null;
+    const lanes = lanesOf(opts);
+    const laneField = lanes === SOFTWARE_LANES ? {} : { lanes };
     const macs = s.batch * s.M * s.N * s.K;
     const large = macs >= LARGE_BLOCK_MACS ? [[32, 8], [64, 4], [64, 8]] : [];
     const blocks = texA ? [[16, 4], [32, 4], [16, 8], ...large] : [[16, 4], [32, 4]];
-    for (const lx of [1, 2, 4, 8]) {
+    for (const lx of lxChoices(lanes)) {
       for (const [tm, tv] of blocks) {
         if (lx === 1 && tm * tv < 256) continue;
         if (tm * tv >= 512 && lx > 2 && macs < HUGE_BLOCK_MACS) continue;
         // skip blocks that would mostly compute padding
-        const tile = workgroupTile({ software: true, tm, tv, lx });
+        const base: MatmulTiling = { software: true, tm, tv, lx, ...laneField };
+        const tile = workgroupTile(base);
         if (tile.rows > 2 * Math.max(s.M, 8) || tile.cols > 2 * Math.max(s.N, 8)) continue;
-        if (texA) add({ software: true, tm, tv, lx, texA, ...(texB ? { texB } : {}) });
+        if (texA) add({ ...base, texA, ...(texB ? { texB } : {}) });
         else {
-          add({ software: true, tm, tv, lx });
-          if (texB) add({ software: true, tm, tv, lx, texB });
+          add(base);
+          if (texB) add({ ...base, texB });
         }
       }
     }
     if (texA) {
       const most = macs >= LARGE_BLOCK_MACS ? (macs >= HUGE_BLOCK_MACS ? 512 : 384) : 128;
-      for (const t of exactBlocks(s, [...out.values()], most)) {
+      for (const t of exactBlocks(s, [...out.values()], most, lanes)) {
         add({ ...t, texA, ...(texB ? { texB } : {}) });
       }
     }
@@ -904,8 +943,9 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
 /** Rows and columns of C one workgroup of `t` computes. */
 function workgroupTile(t: MatmulTiling): { rows: number; cols: number } {
   if (!t.software) return { rows: t.tm, cols: t.tv };
-  const lx = t.lx ?? LANES;
-  return { rows: t.tm * (LANES / lx), cols: 4 * t.tv * lx };
+  const lanes = tilingLanes(t);
+  const lx = t.lx ?? lanes;
+  return { rows: t.tm * (lanes / lx), cols: 4 * t.tv * lx };
 }
 
 /** Most extra candidates {@link exactBlocks} adds for one shape. */
@@ -921,17 +961,23 @@ export const EXACT_BLOCK_CANDIDATES = 3;
  * timings on one core (2026-12-02): 512×528×352 NT 64×24 against 64×16 23.2
  * against 19.9 GFLOP/s, 528×352×512 TN 44×16 against 16×16 20.5 against 19.2.
  */
-function exactBlocks(s: MatmulShape, listed: MatmulTiling[], most: number): MatmulTiling[] {
+function exactBlocks(
+  s: MatmulShape,
+  listed: MatmulTiling[],
+  most: number,
+  lanes: number,
+): MatmulTiling[] {
   const fits = (t: MatmulTiling) => {
     const tile = workgroupTile(t);
     return s.M % tile.rows === 0 && s.N % tile.cols === 0;
   };
   if (listed.some((t) => t.software && t.tm * t.tv >= 128 && fits(t))) return [];
   const found: MatmulTiling[] = [];
-  for (const lx of [1, 2, 4, 8]) {
+  const laneField = lanes === SOFTWARE_LANES ? {} : { lanes };
+  for (const lx of lxChoices(lanes)) {
     for (let tm = 16; tm <= 64; tm += 4) {
       for (let tv = 2; tv <= 8; tv++) {
-        const t: MatmulTiling = { software: true, tm, tv, lx };
+        const t: MatmulTiling = { software: true, tm, tv, lx, ...laneField };
         if (tm * tv >= 128 && tm * tv <= most && fits(t)) found.push(t);
       }
     }
@@ -948,13 +994,15 @@ export interface TilingSource {
 /** A short, stable name of a tiling (e.g. `cpu16x4x8`, `gpu32x64`). */
 export function tilingKey(t: MatmulTiling): string {
   return t.software
-    ? `cpu${t.tm}x${t.tv}x${t.lx ?? LANES}${t.texB ? "t" : ""}${t.texA ? "a" : ""}`
+    ? `cpu${t.tm}x${t.tv}x${t.lx ?? tilingLanes(t)}` +
+      (tilingLanes(t) === SOFTWARE_LANES ? "" : `w${tilingLanes(t)}`) +
+      `${t.texB ? "t" : ""}${t.texA ? "a" : ""}`
     : `gpu${t.tm}x${t.tv}`;
 }
 
 /** Parses {@link tilingKey}'s output; null for anything else. */
 export function parseTilingKey(key: string): MatmulTiling | null {
-  const cpu = /^cpu(\d+)x(\d+)x(\d+)(t?)(a?)$/.exec(key);
+  const cpu = /^cpu(\d+)x(\d+)x(\d+)(?:w(\d+))?(t?)(a?)$/.exec(key);
   const gpu = /^gpu(\d+)x(\d+)$/.exec(key);
   const t: MatmulTiling | null = cpu
     ? {
@@ -962,8 +1010,9 @@ export function parseTilingKey(key: string): MatmulTiling | null {
       tm: +cpu[1],
       tv: +cpu[2],
       lx: +cpu[3],
-      ...(cpu[4] ? { texB: true } : {}),
-      ...(cpu[5] ? { texA: true } : {}),
+      ...(cpu[4] ? { lanes: +cpu[4] } : {}),
+      ...(cpu[5] ? { texB: true } : {}),
+      ...(cpu[6] ? { texA: true } : {}),
     }
     : gpu
     ? { software: false, tm: +gpu[1], tv: +gpu[2] }

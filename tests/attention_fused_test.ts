@@ -343,11 +343,13 @@ Deno.test("CLI: --use-flash-attn is the default, --no-flash-attn turns it off", 
 });
 
 Deno.test(
-  "fused attention: reading qkv and dout through textures gives the same bits as buffers",
+  "fused attention: textures or buffers, 8 or 16 lanes per workgroup: the same bits",
   withTimeLimit(300),
   async () => {
     // CPU adapters read through textures (kernels/texture.ts), GPUs from the
     // buffers; both kernel forms run here on one adapter and must agree exactly.
+    // The workgroup size (16 on llvmpipe at 512 bits) only moves rows between
+    // invocations, so it must not change a bit either.
     const B = 2, T = 37, nh = 2, hd = 16, hl = nh * hd;
     const bufOf = (data: Float32Array) => Tensor.fromArray(dev, data, [data.length]);
     for (const mask of ["causal", "padding"] as const) {
@@ -355,9 +357,10 @@ Deno.test(
       const dout = bufOf(randomArray(B * T * hl, 32));
       const keep = bufOf(keepMask(B, T));
       const results: Float32Array[][] = [];
-      for (const textures of [false, true]) {
-        const spec = { mask, headDim: hd, dropout: true, textures };
-        const d = attentionDispatch(B, T, nh, hd, { p: 0.2, seed: 99, offset: 3 });
+      const forms = [[false, 8], [true, 8], [true, 16], [false, 16]] as const;
+      for (const [textures, lanes] of forms) {
+        const spec = { mask, headDim: hd, dropout: true, textures, lanes };
+        const d = attentionDispatch(spec, B, T, nh, { p: 0.2, seed: 99, offset: 3 });
         const out = Tensor.empty(dev, [B * T * hl]);
         const lse = Tensor.empty(dev, [B * nh * T]);
         const dsum = Tensor.empty(dev, [B * nh * T]);
@@ -391,9 +394,16 @@ Deno.test(
         for (const t of [out, lse, dsum, dqkv]) t.dispose();
       }
       ["out", "lse", "dqkv"].forEach((name, i) => {
-        const [a, b] = [results[0][i], results[1][i]];
-        const same = a.every((v, j) => Object.is(v, b[j]));
-        assertEquals(same, true, `${mask}: ${name} differs between buffers and textures`);
+        results.slice(1).forEach((r, f) => {
+          const [a, b] = [results[0][i], r[i]];
+          const same = a.every((v, j) => Object.is(v, b[j]));
+          const form = `textures ${forms[f + 1][0]}, ${forms[f + 1][1]} lanes`;
+          assertEquals(
+            same,
+            true,
+            `${mask}: ${name} differs between buffers (8 lanes) and ${form}`,
+          );
+        });
       });
       for (const t of [qkv, dout, keep]) t.dispose();
     }

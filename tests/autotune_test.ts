@@ -192,28 +192,38 @@ Deno.test(
   withTimeLimit(240),
   async () => {
     const device = await testDevice();
-    const opts: MatmulOptions = { ...matmulOptions(device), software: true };
     // M = 176 (rows of a 2-rank share of hidden 352): no usual block divides it.
     const odd: MatmulShape = { ...base, M: 176, N: 96, K: 512, transB: true, batchB: false };
     assert.ok(odd.M * odd.N * odd.K >= LARGE_BLOCK_MACS);
-    if (!textureASize(odd, opts)) return;
-    const usual = new Set(
-      tilingCandidates({ ...odd, M: 256 }, opts).map((t) => tilingKey({ ...t, texA: true })),
-    );
-    const extra = tilingCandidates(odd, opts).filter((t) => !usual.has(tilingKey(t)));
-    assert.ok(extra.length >= 1 && extra.length <= EXACT_BLOCK_CANDIDATES, `${extra.length} extra`);
-    for (const t of extra) {
-      const lx = t.lx ?? 8;
-      assert.equal(odd.M % (t.tm * (8 / lx)), 0, `${tilingKey(t)} pads M`);
-      assert.equal(odd.N % (4 * t.tv * lx), 0, `${tilingKey(t)} pads N`);
+    const extraOf = (opts: MatmulOptions) => {
+      const usual = new Set(
+        tilingCandidates({ ...odd, M: 256 }, opts).map((t) => tilingKey({ ...t, texA: true })),
+      );
+      return tilingCandidates(odd, opts).filter((t) => !usual.has(tilingKey(t)));
+    };
+    const deviceOpts: MatmulOptions = { ...matmulOptions(device), software: true };
+    if (!textureASize(odd, deviceOpts)) return;
+    // Both workgroup sizes (8 lanes, 16 on llvmpipe at 512 bits), whatever this adapter's.
+    for (const lanes of [8, 16]) {
+      const opts = { ...deviceOpts, lanes };
+      const extra = extraOf(opts);
+      const n = extra.length;
+      assert.ok(n >= 1 && n <= EXACT_BLOCK_CANDIDATES, `${n} extra at ${lanes} lanes`);
+      for (const t of extra) {
+        const lx = t.lx ?? lanes;
+        assert.equal(t.lanes ?? 8, lanes, tilingKey(t));
+        assert.equal(odd.M % (t.tm * (lanes / lx)), 0, `${tilingKey(t)} pads M`);
+        assert.equal(odd.N % (4 * t.tv * lx), 0, `${tilingKey(t)} pads N`);
+      }
+      // Powers of two: the usual blocks fit, nothing is added.
+      const even: MatmulShape = { ...odd, M: 512 };
+      assert.deepEqual(
+        tilingCandidates(even, opts).map(tilingKey),
+        tilingCandidates({ ...even, M: 1024 }, opts).map(tilingKey),
+        `${lanes} lanes`,
+      );
     }
-    // Powers of two: the usual blocks fit, nothing is added.
-    const even: MatmulShape = { ...odd, M: 256 };
-    assert.deepEqual(
-      tilingCandidates(even, opts).map(tilingKey),
-      tilingCandidates({ ...even, M: 512 }, opts).map(tilingKey),
-    );
-    await assertSameBits(odd, opts, extra, 8);
+    await assertSameBits(odd, deviceOpts, extraOf(deviceOpts), 8);
   },
 );
 
@@ -232,12 +242,13 @@ Deno.test("autotune: tiling keys round-trip, bad ones are refused", () => {
       { software: true, tm: 16, tv: 8, lx: 4, texB: true, texA: true },
       { software: true, tm: 16, tv: 8, lx: 2, texA: true },
       { software: true, tm: 64, tv: 8, lx: 1, texA: true },
+      { software: true, tm: 32, tv: 8, lx: 4, lanes: 16, texB: true, texA: true },
       { software: false, tm: 32, tv: 64 },
     ]
   ) {
     assert.deepEqual(parseTilingKey(tilingKey(t)), t);
   }
-  for (const k of ["cpu3x4x8", "gpu48x16", "cpu16x4", "", "gpu16x16x1"]) {
+  for (const k of ["cpu3x4x8", "gpu48x16", "cpu16x4", "", "gpu16x16x1", "cpu16x4x8w12"]) {
     assert.equal(parseTilingKey(k), null, k);
   }
 });

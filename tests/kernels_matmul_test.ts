@@ -289,12 +289,13 @@ Deno.test({
         assert.ok(textured >= 20, `only ${textured} cases read A through a texture`);
         assert.ok(cases.some((c) => textureASize(c.shape, opts) && textureBSize(c.shape, opts)));
         await runCases(device, opts, cases);
-        for (const [tm, lx] of [[4, 4], [16, 4], [8, 1]]) {
+        for (const [tm, lx, lanes] of [[4, 4, 8], [16, 4, 8], [8, 1, 8], [8, 2, 16]]) {
           await runCases(device, opts, cases.slice(0, 8), {
             software: true,
             tm,
             tv: 2,
             lx,
+            lanes,
             texA: true,
           });
         }
@@ -310,6 +311,10 @@ Deno.test({
           { software: true, tm: 12, tv: 3, lx: 2 },
           { software: true, tm: 8, tv: 2, lx: 4 },
           { software: true, tm: 20, tv: 1, lx: 8 },
+          // 16-invocation workgroups (llvmpipe at 512 bits), whatever this adapter's width
+          { software: true, tm: 4, tv: 1, lx: 1, lanes: 16 },
+          { software: true, tm: 8, tv: 2, lx: 4, lanes: 16 },
+          { software: true, tm: 12, tv: 3, lx: 8, lanes: 16 },
           { software: false, tm: 16, tv: 64 },
           { software: false, tm: 64, tv: 32 },
         ];
@@ -321,11 +326,14 @@ Deno.test({
           ];
           await runCases(device, opts, cases, tiling);
         }
-        assert.throws(
-          () =>
-            matmulPlanWith(shape(1, 3, 3, 3, false, false), opts, { software: true, tm: 6, tv: 1 }),
-          /unsupported tiling/,
-        );
+        for (
+          const bad of [{ tm: 6, tv: 1 }, { tm: 8, tv: 1, lanes: 12 }, { tm: 8, tv: 1, lx: 16 }]
+        ) {
+          assert.throws(
+            () => matmulPlanWith(shape(1, 3, 3, 3, false, false), opts, { software: true, ...bad }),
+            /unsupported tiling/,
+          );
+        }
       });
       await t.step("bad shapes are rejected with a message", () => {
         const opts = { software: true, maxInvocations: 256, maxWorkgroupStorage: 16384 };

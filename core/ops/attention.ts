@@ -115,7 +115,13 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   // On CPU adapters qkv and dout are read through textures (kernels/texture.ts).
   const hl4 = (nh * hd) / 4;
   const qkvTex = device.isSoftware && streamFits(3 * hl4 * B * T, device.maxTextureDimension);
-  const spec: AttentionSpec = { mask, headDim: hd, dropout: !!drop, textures: qkvTex };
+  const spec: AttentionSpec = {
+    mask,
+    headDim: hd,
+    dropout: !!drop,
+    textures: qkvTex,
+    lanes: device.softwareLanes,
+  };
   /** qkv bound as the kernels of `spec` read it. */
   const qkvIn = () =>
     qkvTex ? { view: device.streamAsTexture(qkv.binding, qkv.size / 4, 0) } : qkv.binding;
@@ -128,10 +134,10 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
     );
   }
   const d = attentionDispatch(
+    spec,
     B,
     T,
     nh,
-    hd,
     drop && { p: drop.p, seed: drop.draw.seed, offset: drop.draw.offset },
   );
   const masks = keep ? [keep.binding] : [];

@@ -184,6 +184,7 @@ export function matmulOptions(device: Device): MatmulOptions {
     shaderF16: device.nativeF16,
     f16Arithmetic: device.f16Arithmetic,
     maxTextureDimension: device.maxTextureDimension,
+    lanes: device.softwareLanes,
   };
 }
 
