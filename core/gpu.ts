@@ -10,7 +10,6 @@
 
 import { importDawn } from "../deps.ts";
 import { pinLibrary, pinLoadedBy } from "./native_libraries.ts";
-import { preferWideSoftwareVectors } from "./simd.ts";
 
 /** The WebGPU implementations this project can run on. */
 export type BackendName = "deno" | "dawn" | "browser";
@@ -183,7 +182,6 @@ export function denoGPU(): GPUProvider {
       'navigator.gpu is undefined: run with --unstable-webgpu or add "unstable": ["webgpu"] to deno.json',
     );
   }
-  preferWideSoftwareVectors(); // before lavapipe loads
   const adapterOptions: GPURequestAdapterOptions = { powerPreference: "high-performance" };
   const restricted = restrictDenoBackends();
   if (!restricted) pinLibEGL(); // wgpu may take its OpenGL backend
@@ -321,7 +319,6 @@ function pinLibEGL(): void {
  * such as `backend=vulkan` or `adapter=NAME` (a substring of the adapter name).
  */
 export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
-  preferWideSoftwareVectors(); // before Mesa loads
   let mod: { create: (opts: string[]) => GPU; globals: Record<string, unknown> };
   try {
     mod = await importDawn() as unknown as typeof mod;

@@ -915,6 +915,7 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
       for (const [tm, tv] of blocks) {
         if (lx === 1 && tm * tv < 256) continue;
         if (tm * tv >= 512 && lx > 2 && macs < HUGE_BLOCK_MACS) continue;
+        if (tm * tv > WIDE_LANES_MOST_BLOCK && lanes > SOFTWARE_LANES) continue;
         // skip blocks that would mostly compute padding
         const base: MatmulTiling = { software: true, tm, tv, lx, ...laneField };
         const tile = workgroupTile(base);
@@ -927,7 +928,10 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
       }
     }
     if (texA) {
-      const most = macs >= LARGE_BLOCK_MACS ? (macs >= HUGE_BLOCK_MACS ? 512 : 384) : 128;
+      const most = Math.min(
+        macs >= LARGE_BLOCK_MACS ? (macs >= HUGE_BLOCK_MACS ? 512 : 384) : 128,
+        lanes > SOFTWARE_LANES ? WIDE_LANES_MOST_BLOCK : Infinity,
+      );
       for (const t of exactBlocks(s, [...out.values()], most, lanes)) {
         add({ ...t, texA, ...(texB ? { texB } : {}) });
       }
@@ -947,6 +951,15 @@ function workgroupTile(t: MatmulTiling): { rows: number; cols: number } {
   const lx = t.lx ?? lanes;
   return { rows: t.tm * (lanes / lx), cols: 4 * t.tv * lx };
 }
+
+/**
+ * Largest software block (`tm·tv`, vec4 columns) offered with more than
+ * {@link SOFTWARE_LANES} lanes: at 16 lanes LLVM 15 compiled the 64×32 block
+ * (`tm·tv` 512) for over 5 minutes without finishing (in its coroutine split
+ * pass, llvmpipe's compute shaders being coroutines), while 32×32 compiles in
+ * seconds and ran fastest at 1024³.
+ */
+export const WIDE_LANES_MOST_BLOCK = 256;
 
 /** Most extra candidates {@link exactBlocks} adds for one shape. */
 export const EXACT_BLOCK_CANDIDATES = 3;

@@ -35,6 +35,7 @@ import {
   textureBSize,
   tilingCandidates,
   tilingKey,
+  WIDE_LANES_MOST_BLOCK,
 } from "../kernels/matmul.ts";
 import { FileTuningStore } from "../cli/tuning_cache.ts";
 import { randomArray, testDevice, withTimeLimit } from "./helpers.ts";
@@ -147,7 +148,8 @@ Deno.test(
   withTimeLimit(240),
   async () => {
     const device = await testDevice();
-    const opts: MatmulOptions = { ...matmulOptions(device), software: true };
+    // 8 lanes (llvmpipe at 256 bits), whatever this adapter's width
+    const opts: MatmulOptions = { ...matmulOptions(device), software: true, lanes: 8 };
     const isLarge = (t: { tm: number; tv: number }) => t.tm * t.tv >= 256;
     const isHuge = (t: { tm: number; tv: number }) => t.tm * t.tv >= 512;
     const big: MatmulShape = { ...base, M: 512, N: 128, K: 128, transB: true };
@@ -164,6 +166,10 @@ Deno.test(
     assert.ok(huge.M * huge.N * huge.K >= HUGE_BLOCK_MACS);
     if (textureASize(huge, opts)) {
       assert.ok(tilingCandidates(huge, opts).some((t) => isHuge(t) && lxOf(t) === 8));
+      // At 16 lanes no block past WIDE_LANES_MOST_BLOCK (LLVM did not finish compiling 64×32).
+      const wide = tilingCandidates(huge, { ...opts, lanes: 16 });
+      assert.ok(wide.some(isLarge));
+      assert.ok(wide.every((t) => t.tm * t.tv <= WIDE_LANES_MOST_BLOCK && t.lanes === 16));
     }
     const small: MatmulShape = { ...base, M: 64, N: 96, K: 48, transB: true, bias: true };
     assert.ok(!tilingCandidates(small, opts).some(isLarge));
