@@ -19,6 +19,7 @@ import {
   matmulShapeKey,
   type MatmulTiling,
   parseTilingKey,
+  SOFTWARE_LANES,
   tilingCandidates,
   tilingKey,
   type TilingSource,
@@ -124,12 +125,14 @@ function flopsOf(s: MatmulShape): number {
 
 /**
  * The adapter identity tuned choices are stored under: backend and adapter name,
- * and on a CPU adapter its SIMD lanes (Dawn's OpenGL name for llvmpipe does not
- * say its vector width).
+ * and on a CPU adapter with other than {@link SOFTWARE_LANES} SIMD lanes their
+ * number (Dawn's OpenGL name for llvmpipe does not say its vector width; caches
+ * saved before lanes were known stay valid).
  */
 export function adapterKey(device: Device): string {
   const s = device.summary();
-  return `${s.backend}: ${s.name}` + (device.isSoftware ? `, ${device.softwareLanes} lanes` : "");
+  const lanes = device.isSoftware ? device.softwareLanes : SOFTWARE_LANES;
+  return `${s.backend}: ${s.name}` + (lanes === SOFTWARE_LANES ? "" : `, ${lanes} lanes`);
 }
 
 /** Times matmul tilings per shape and remembers the fastest; see the module doc. */
