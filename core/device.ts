@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { KernelSource } from "../kernels/kernel.ts";
+import { type KernelSource, SOFTWARE_LANES } from "../kernels/kernel.ts";
 import { STREAM_ROW_TEXELS, streamTextureRows } from "../kernels/texture.ts";
 import {
   type BackendName,
@@ -263,7 +263,7 @@ export class Device {
    */
   get softwareLanes(): number {
     const info = this.adapter.info;
-    return this.isSoftware ? softwareLanesOf(`${info.description} ${info.device}`) : 8;
+    return this.isSoftware ? softwareLanesOf(`${info.description} ${info.device}`) : SOFTWARE_LANES;
   }
 
   #detectSoftware(): boolean {

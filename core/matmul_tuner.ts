@@ -19,11 +19,11 @@ import {
   matmulShapeKey,
   type MatmulTiling,
   parseTilingKey,
-  SOFTWARE_LANES,
   tilingCandidates,
   tilingKey,
   type TilingSource,
 } from "../kernels/matmul.ts";
+import { SOFTWARE_LANES } from "../kernels/kernel.ts";
 import type { Device } from "./device.ts";
 import { recordPlan } from "./ops/matmul.ts";
 

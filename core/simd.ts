@@ -11,6 +11,8 @@
  * @module
  */
 
+import { SOFTWARE_LANES } from "../kernels/kernel.ts";
+
 /**
  * Mesa's variable for llvmpipe's vector width in bits, read once when the
  * driver loads: `512` on a CPU with AVX-512 opts in to the wider vectors.
@@ -25,5 +27,5 @@ export const LLVMPIPE_WIDTH_ENV = "LP_NATIVE_VECTOR_WIDTH";
  */
 export function softwareLanesOf(name: string): number {
   const bits = /llvmpipe.*?(\d+)[ -]bits/i.exec(name)?.[1];
-  return bits === "512" ? 16 : 8;
+  return bits === "512" ? 16 : SOFTWARE_LANES;
 }

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { type KernelSource, lazyKernel, Params } from "./kernel.ts";
+import { type KernelSource, lazyKernel, Params, SOFTWARE_LANES } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
@@ -34,12 +34,6 @@ import { streamTexel } from "./texture.ts";
 export type AttentionMask = "causal" | "padding";
 
 /**
- * Invocations per workgroup unless {@link AttentionSpec.lanes} says otherwise:
- * one SIMD step on lavapipe at 256 bits.
- */
-export const ATTENTION_LANES = 8;
-
-/**
  * Rows (queries or keys) each invocation owns: every k/v (or q/dO) row loaded
  * feeds this many rows' FMAs. Invocation `l` owns rows `r0 + l + lanes·r`.
  */
@@ -47,7 +41,7 @@ const ROWS_PER_LANE = 4;
 
 /** Invocations per workgroup of the kernels of `s`. */
 function lanesOf(s: AttentionSpec): number {
-  return s.lanes ?? ATTENTION_LANES;
+  return s.lanes ?? SOFTWARE_LANES;
 }
 
 /** Rows (queries or keys) per workgroup of the kernels of `s`. */
@@ -77,7 +71,7 @@ export interface AttentionSpec {
   textures?: boolean;
   /**
    * Invocations per workgroup (8 or 16): the adapter's SIMD width on a CPU
-   * adapter (16 on llvmpipe with 512-bit vectors). Default {@link ATTENTION_LANES}.
+   * adapter (16 on llvmpipe with 512-bit vectors). Default {@link SOFTWARE_LANES}.
    */
   lanes?: number;
 }

@@ -64,6 +64,13 @@ export class Params {
   }
 }
 
+/**
+ * Invocations per workgroup of the software (CPU adapter) kernels where the
+ * adapter's SIMD width is not known to be wider: one SIMD step of llvmpipe at
+ * its default 256 bits (8 f32 lanes).
+ */
+export const SOFTWARE_LANES = 8;
+
 /** Ceiling division, for workgroup counts. */
 export function ceilDiv(a: number, b: number): number {
   return Math.floor((a + b - 1) / b);

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ceilDiv, type KernelSource, lazyKernel, Params } from "./kernel.ts";
+import { ceilDiv, type KernelSource, lazyKernel, Params, SOFTWARE_LANES } from "./kernel.ts";
 import { streamFits, streamTexel } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
@@ -96,9 +96,6 @@ export interface MatmulOptions {
   lanes?: number;
 }
 
-/** Invocations per software workgroup when the adapter's SIMD width is not known. */
-export const SOFTWARE_LANES = 8;
-
 /** The workgroup size of software tilings on an adapter described by `opts`. */
 function lanesOf(opts: MatmulOptions): number {
   return opts.lanes ?? SOFTWARE_LANES;
@@ -109,9 +106,14 @@ function tilingLanes(t: MatmulTiling): number {
   return t.lanes ?? SOFTWARE_LANES;
 }
 
-/** Invocations along N a software tiling may put (divisors of its lanes, at most 8). */
+/** Invocations along N the tuner tries (divisors of the lanes, at most 8). */
 function lxChoices(lanes: number): number[] {
   return [1, 2, 4, 8].filter((lx) => lx <= lanes);
+}
+
+/** The `lanes` field of a software tiling: left out at the default width. */
+function laneField(lanes: number): { lanes?: number } {
+  return lanes === SOFTWARE_LANES ? {} : { lanes };
 }
 
 /** A kernel, its uniform block and its workgroup counts, ready for `Device.dispatch`. */
@@ -220,7 +222,8 @@ function grid(groups: number): [number, number, number] {
 /**
  * Tiling of one specialization. `software` variants give each invocation a
  * `tm × 4·tv` block of C (one workgroup of {@link MatmulTiling.lanes}
- * invocations, vec4 loads, no shared memory); GPU variants stage `tm × tn` tiles of A and B in workgroup memory.
+ * invocations, vec4 loads, no shared memory); GPU variants stage `tm × tn`
+ * tiles of A and B in workgroup memory.
  */
 export interface MatmulTiling {
   /** Variant family. */
@@ -230,8 +233,8 @@ export interface MatmulTiling {
   /** Software: vec4 column groups per invocation. GPU: tile columns per workgroup. */
   tv: number;
   /**
-   * Software: invocations along N (1, 2, 4 or 8, at most `lanes`; the other
-   * `lanes / lx` go along M). Default: `lanes`.
+   * Software: invocations along N (1, 2, 4, 8 or `lanes`, at most `lanes`; the
+   * other `lanes / lx` go along M). Default: `lanes`.
    */
   lx?: number;
   /**
@@ -263,7 +266,6 @@ export function matmulPlan(shape: MatmulShape, opts: MatmulOptions): DispatchPla
 export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling {
   if (opts.software) {
     const lanes = lanesOf(opts);
-    const laneField = lanes === SOFTWARE_LANES ? {} : { lanes };
     if (textureASize(s, opts)) {
       // Both operands through textures (measured on llvmpipe, Zen 1): a 16×32
       // block per invocation, 4 invocations along N, was near the best (32×32
@@ -276,7 +278,7 @@ export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling 
         tm,
         tv,
         lx,
-        ...laneField,
+        ...laneField(lanes),
         texA: true,
         ...(textureBSize(s, opts) ? { texB: true } : {}),
       };
@@ -289,8 +291,8 @@ export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling 
     const rows = ceilDiv(s.M, lanes / lx);
     const tm = lx === 8 && s.M >= 512 ? 32 : Math.min(16, 4 * ceilDiv(rows, 4));
     return textureBSize(s, opts)
-      ? { software: true, tm, tv, lx, ...laneField, texB: true }
-      : { software: true, tm, tv, lx, ...laneField };
+      ? { software: true, tm, tv, lx, ...laneField(lanes), texB: true }
+      : { software: true, tm, tv, lx, ...laneField(lanes) };
   }
   const big = opts.maxInvocations >= 256 && opts.maxWorkgroupStorage >= 2 * BK * 64 * 4;
   const side = (n: number) => (n <= 16 ? 16 : n <= 32 || !big ? 32 : 64);
@@ -907,7 +909,6 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
     const texA = textureASize(s, opts) !== null;
     const texB = textureBSize(s, opts) !== null;
     const lanes = lanesOf(opts);
-    const laneField = lanes === SOFTWARE_LANES ? {} : { lanes };
     const macs = s.batch * s.M * s.N * s.K;
     const large = macs >= LARGE_BLOCK_MACS ? [[32, 8], [64, 4], [64, 8]] : [];
     const blocks = texA ? [[16, 4], [32, 4], [16, 8], ...large] : [[16, 4], [32, 4]];
@@ -917,7 +918,7 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
         if (tm * tv >= 512 && lx > 2 && macs < HUGE_BLOCK_MACS) continue;
         if (tm * tv > WIDE_LANES_MOST_BLOCK && lanes > SOFTWARE_LANES) continue;
         // skip blocks that would mostly compute padding
-        const base: MatmulTiling = { software: true, tm, tv, lx, ...laneField };
+        const base: MatmulTiling = { software: true, tm, tv, lx, ...laneField(lanes) };
         const tile = workgroupTile(base);
         if (tile.rows > 2 * Math.max(s.M, 8) || tile.cols > 2 * Math.max(s.N, 8)) continue;
         if (texA) add({ ...base, texA, ...(texB ? { texB } : {}) });
@@ -986,11 +987,10 @@ function exactBlocks(
   };
   if (listed.some((t) => t.software && t.tm * t.tv >= 128 && fits(t))) return [];
   const found: MatmulTiling[] = [];
-  const laneField = lanes === SOFTWARE_LANES ? {} : { lanes };
   for (const lx of lxChoices(lanes)) {
     for (let tm = 16; tm <= 64; tm += 4) {
       for (let tv = 2; tv <= 8; tv++) {
-        const t: MatmulTiling = { software: true, tm, tv, lx, ...laneField };
+        const t: MatmulTiling = { software: true, tm, tv, lx, ...laneField(lanes) };
         if (tm * tv >= 128 && tm * tv <= most && fits(t)) found.push(t);
       }
     }
