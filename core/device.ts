@@ -262,6 +262,12 @@ export class Device {
    * 8 on every other adapter.
    */
   get softwareLanes(): number {
+    return this.#lanes ??= this.#detectLanes();
+  }
+
+  #lanes?: number;
+
+  #detectLanes(): number {
     const info = this.adapter.info;
     return this.isSoftware ? softwareLanesOf(`${info.description} ${info.device}`) : SOFTWARE_LANES;
   }

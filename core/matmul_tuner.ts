@@ -131,7 +131,7 @@ function flopsOf(s: MatmulShape): number {
  */
 export function adapterKey(device: Device): string {
   const s = device.summary();
-  const lanes = device.isSoftware ? device.softwareLanes : SOFTWARE_LANES;
+  const lanes = device.softwareLanes; // SOFTWARE_LANES on every adapter but wide llvmpipe
   return `${s.backend}: ${s.name}` + (lanes === SOFTWARE_LANES ? "" : `, ${lanes} lanes`);
 }
 

@@ -24,7 +24,13 @@
  * @module
  */
 
-import { type KernelSource, lazyKernel, Params, SOFTWARE_LANES } from "./kernel.ts";
+import {
+  type KernelSource,
+  lazyKernel,
+  Params,
+  SOFTWARE_LANE_WIDTHS,
+  SOFTWARE_LANES,
+} from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
@@ -87,8 +93,10 @@ export function attentionLoopIterations(T: number): number {
  */
 export function checkAttentionShape(spec: AttentionSpec, T: number, software: boolean): void {
   const hd = spec.headDim;
-  if (![8, 16].includes(lanesOf(spec))) {
-    throw new Error(`fused attention: ${spec.lanes} lanes per workgroup (8 or 16)`);
+  if (!SOFTWARE_LANE_WIDTHS.includes(lanesOf(spec))) {
+    throw new Error(
+      `fused attention: ${spec.lanes} lanes per workgroup (${SOFTWARE_LANE_WIDTHS.join(" or ")})`,
+    );
   }
   if (!Number.isInteger(hd) || hd < 4 || hd % 4 !== 0 || hd > 256) {
     throw new Error(

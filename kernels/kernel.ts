@@ -71,6 +71,9 @@ export class Params {
  */
 export const SOFTWARE_LANES = 8;
 
+/** Workgroup widths the software kernels take: 8, or 16 for llvmpipe at 512 bits. */
+export const SOFTWARE_LANE_WIDTHS: readonly number[] = [SOFTWARE_LANES, 16];
+
 /** Ceiling division, for workgroup counts. */
 export function ceilDiv(a: number, b: number): number {
   return Math.floor((a + b - 1) / b);

@@ -8,7 +8,14 @@
  * @module
  */
 
-import { ceilDiv, type KernelSource, lazyKernel, Params, SOFTWARE_LANES } from "./kernel.ts";
+import {
+  ceilDiv,
+  type KernelSource,
+  lazyKernel,
+  Params,
+  SOFTWARE_LANE_WIDTHS,
+  SOFTWARE_LANES,
+} from "./kernel.ts";
 import { streamFits, streamTexel } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
@@ -203,8 +210,8 @@ function checkShape(s: MatmulShape): void {
 function checkTiling(t: MatmulTiling): void {
   const ok = t.software
     ? t.tm % 4 === 0 && t.tm >= 4 && t.tm <= 64 && Number.isInteger(t.tv) && t.tv >= 1 &&
-      t.tv <= 8 && [8, 16].includes(tilingLanes(t)) &&
-      lxChoices(tilingLanes(t)).concat(tilingLanes(t)).includes(t.lx ?? tilingLanes(t))
+      t.tv <= 8 && SOFTWARE_LANE_WIDTHS.includes(tilingLanes(t)) &&
+      [1, 2, 4, 8, 16].includes(t.lx ?? tilingLanes(t)) && (t.lx ?? 0) <= tilingLanes(t)
     : [16, 32, 64].includes(t.tm) && [16, 32, 64].includes(t.tv);
   if (!ok || ((t.texB || t.texA) && !t.software)) {
     throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
@@ -904,11 +911,13 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
     // ~3–11 s each to compile cold; HUGE_BLOCK_MACS); without, 16 columns won
     // nearly every shape measured. The split of the workgroup's invocations
     // between M and N varies; all along M (lx 1, every invocation reading the
-    // same columns of B) only pays with the large blocks: 64×32 that way ran 512×352×704 at
-    // 35 GFLOP/s against 29–32 for every other split and block (one core).
+    // same columns of B) only pays with the large blocks: 64×32 that way ran
+    // 512×352×704 at 35 GFLOP/s against 29–32 for every other split and block
+    // (one core). Wider workgroups stop at WIDE_LANES_MOST_BLOCK.
     const texA = textureASize(s, opts) !== null;
     const texB = textureBSize(s, opts) !== null;
     const lanes = lanesOf(opts);
+    const largest = lanes > SOFTWARE_LANES ? WIDE_LANES_MOST_BLOCK : Infinity;
     const macs = s.batch * s.M * s.N * s.K;
     const large = macs >= LARGE_BLOCK_MACS ? [[32, 8], [64, 4], [64, 8]] : [];
     const blocks = texA ? [[16, 4], [32, 4], [16, 8], ...large] : [[16, 4], [32, 4]];
@@ -916,7 +925,7 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
       for (const [tm, tv] of blocks) {
         if (lx === 1 && tm * tv < 256) continue;
         if (tm * tv >= 512 && lx > 2 && macs < HUGE_BLOCK_MACS) continue;
-        if (tm * tv > WIDE_LANES_MOST_BLOCK && lanes > SOFTWARE_LANES) continue;
+        if (tm * tv > largest) continue;
         // skip blocks that would mostly compute padding
         const base: MatmulTiling = { software: true, tm, tv, lx, ...laneField(lanes) };
         const tile = workgroupTile(base);
@@ -931,7 +940,7 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
     if (texA) {
       const most = Math.min(
         macs >= LARGE_BLOCK_MACS ? (macs >= HUGE_BLOCK_MACS ? 512 : 384) : 128,
-        lanes > SOFTWARE_LANES ? WIDE_LANES_MOST_BLOCK : Infinity,
+        largest,
       );
       for (const t of exactBlocks(s, [...out.values()], most, lanes)) {
         add({ ...t, texA, ...(texB ? { texB } : {}) });
