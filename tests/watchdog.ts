@@ -72,8 +72,26 @@ function descendants(root) {
   while (todo.length) for (const c of children.get(todo.pop()) ?? []) { out.push(c); todo.push(c); }
   return out;
 }
+// Deno's test runner passes console output through a pipe that another thread
+// reads, so a line logged just before SIGKILL can be lost. The line goes
+// straight to the process's own stderr instead; where that cannot be opened,
+// to the console, with a pause for the runner to pass it on.
+function say(line) {
+  try {
+    const bytes = new TextEncoder().encode("\\n" + line + "\\n");
+    const f = Deno.openSync("/dev/stderr", { write: true });
+    try {
+      for (let at = 0; at < bytes.length;) at += f.writeSync(bytes.subarray(at));
+    } finally {
+      f.close();
+    }
+  } catch {
+    console.error("\\n" + line);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+  }
+}
 function fail(line) {
-  console.error("\\n" + line);
+  say(line);
   for (const pid of descendants(Deno.pid).reverse()) {
     try { Deno.kill(pid, "SIGKILL"); } catch {}
   }
