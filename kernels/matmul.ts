@@ -964,10 +964,12 @@ function workgroupTile(t: MatmulTiling): { rows: number; cols: number } {
 
 /**
  * Largest software block (`tm·tv`, vec4 columns) offered with more than
- * {@link SOFTWARE_LANES} lanes: at 16 lanes LLVM 15 compiled the 64×32 block
- * (`tm·tv` 512) for over 5 minutes without finishing (in its coroutine split
- * pass, llvmpipe's compute shaders being coroutines), while 32×32 compiles in
- * seconds and ran fastest at 1024³.
+ * {@link SOFTWARE_LANES} lanes. At 16 lanes the larger blocks are slower and
+ * slow to compile: 64×32 (`tm·tv` 512) ran 512×704×352 NT at 18–24 GFLOP/s
+ * on one core against 33–39 for 32×32, took 12–48 s to compile, and once
+ * (a GPT-2 shape with the GeLU epilogue) did not finish in 5 minutes in LLVM
+ * 15's coroutine split pass (llvmpipe's compute shaders are coroutines).
+ * 32×32 compiles in seconds and ran fastest at 1024³.
  */
 export const WIDE_LANES_MOST_BLOCK = 256;
 
