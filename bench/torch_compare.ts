@@ -24,11 +24,13 @@
  * The reference config runs in `--rounds` interleaved rounds (default 3): in
  * each, the project's steps on each backend and then PyTorch's, so that both
  * sample the same moment of a shared, noisy host; the table gives each side's
- * median over the rounds and the median of the rounds' ratios.
+ * median over the rounds and the median of the rounds' ratios. The GPT-2 rows
+ * do the same over `--gpt2-rounds` rounds (default 1: a GPT-2 round takes
+ * minutes here), each the project at every TP size and then PyTorch.
  *
  *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
- *       [--gpt2-steps 3] [--gpt2-placement procs|workers] [--gpt2-backend dawn|deno]
- *       [--python /usr/bin/python3]
+ *       [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers]
+ *       [--gpt2-backend dawn|deno] [--python /usr/bin/python3]
  * @module
  */
 
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     "gpt2-tp": { type: "string", default: "1,2" },
     "gpt2-steps": { type: "string", default: "3" },
+    "gpt2-rounds": { type: "string", default: "1" },
     "gpt2-placement": { type: "string", default: "procs" },
     "gpt2-backend": { type: "string", default: "dawn" },
     python: { type: "string", default: "/usr/bin/python3" },
@@ -56,7 +59,16 @@ const { values } = parseArgs({
 const backends = values.backends!.split(",").filter((s) => s).map((s) => parseBackend(s));
 const STEPS = Number(values.steps);
 const ROUNDS = Number(values.rounds);
-for (const [flag, v] of [["steps", STEPS], ["rounds", ROUNDS]] as const) {
+const GPT2_STEPS = Number(values["gpt2-steps"]);
+const GPT2_ROUNDS = Number(values["gpt2-rounds"]);
+for (
+  const [flag, v] of [
+    ["steps", STEPS],
+    ["rounds", ROUNDS],
+    ["gpt2-steps", GPT2_STEPS],
+    ["gpt2-rounds", GPT2_ROUNDS],
+  ] as const
+) {
   if (!Number.isInteger(v) || v < 1) {
     console.error(`--${flag} must be a positive integer, got "${values[flag]}"`);
     Deno.exit(2);
@@ -153,7 +165,7 @@ async function projectGpt2(tp: number): Promise<{ ms: number; placed: string } |
       "--batch",
       String(GPT2.batch),
       "--steps",
-      values["gpt2-steps"]!,
+      String(GPT2_STEPS),
       "--eval-only",
       "none",
       "--placement",
@@ -230,27 +242,36 @@ if (import.meta.main) {
     log(`project matmul 1024³ ${b}: ${f1(mm.get(b)!)} GFLOP/s`);
   }
   for (const b of backends) (await deviceFor(b)).destroy();
-  // GPT-2 small: the project at each TP, then PyTorch.
-  const gpt2 = new Map<number, { ms: number; placed: string } | string>();
-  for (const tp of gpt2Tp) {
-    const r = await projectGpt2(tp);
-    gpt2.set(tp, r);
+  // GPT-2 small: in each round the project at each TP, then PyTorch.
+  const gpt2Spec = { name: "gpt2", ...GPT2, warmup: 1, steps: GPT2_STEPS };
+  const gpt2Rounds: {
+    project: Map<number, { ms: number; placed: string } | string>;
+    torch: TorchOut | string;
+    torchBest: { threads: string; v: number } | null;
+  }[] = [];
+  for (let round = 0; gpt2Tp.length && round < GPT2_ROUNDS; round++) {
+    const project = new Map<number, { ms: number; placed: string } | string>();
+    for (const tp of gpt2Tp) {
+      const r = await projectGpt2(tp);
+      project.set(tp, r);
+      log(
+        `GPT-2 round ${round + 1}/${GPT2_ROUNDS}: project TP=${tp}: ${
+          typeof r === "string" ? r : `${r.ms} ms/step (${r.placed})`
+        }`,
+      );
+    }
+    const t = await torch({ workloads: [gpt2Spec], threads: [1, 2] });
+    const tb = typeof t === "string" ? null : bestTokens(t, "gpt2");
+    gpt2Rounds.push({ project, torch: t, torchBest: tb });
     log(
-      `project GPT-2 small TP=${tp}: ${
-        typeof r === "string" ? r : `${r.ms} ms/step (${r.placed})`
-      }`,
+      `GPT-2 round ${round + 1}/${GPT2_ROUNDS}: PyTorch ${
+        tb ? `${f1(tb.v)} (${tb.threads} thr)` : "–"
+      } tokens/s`,
     );
   }
-  const t2 = gpt2Tp.length
-    ? await torch({
-      workloads: [{ name: "gpt2", ...GPT2, warmup: 1, steps: Number(values["gpt2-steps"]) }],
-      threads: [1, 2],
-    })
-    : null;
 
   const noTorch = typeof t1 === "string" ? t1 : null;
   const torchMm = typeof t1 === "string" ? null : best(t1.sgemm);
-  const torchG = t2 && typeof t2 !== "string" ? bestTokens(t2, "gpt2") : null;
   const la = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
   lines.push(
     `- ${new Date().toISOString().slice(0, 16)}Z; ${
@@ -258,9 +279,7 @@ if (import.meta.main) {
         ? `**no PyTorch row**: ${noTorch}`
         : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads`
     }; load average at the end ${la}`,
-    `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: median of ${
-      values["gpt2-steps"]
-    } steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it); GPT-2 ranks: ${
+    `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: ${GPT2_ROUNDS} interleaved round(s) (the project at each TP size, then PyTorch), each the median of ${GPT2_STEPS} steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it), and medians as for the reference; GPT-2 ranks: ${
       gpt2Placement === "procs"
         ? "one process each, pinned to its own core with taskset, TCP between them"
         : "Workers of one process, shared memory"
@@ -284,17 +303,24 @@ if (import.meta.main) {
       } (${b}) | ${torchOk ? `${median(ratios).toFixed(2)}×${each}` : "–"} |`,
     );
   }
+  const gpt2TorchOk = gpt2Rounds.length > 0 && gpt2Rounds.every((r) => r.torchBest !== null);
+  const gpt2Threads = [...new Set(gpt2Rounds.map((r) => r.torchBest?.threads))].join("/");
+  const gpt2TorchMed = gpt2TorchOk ? median(gpt2Rounds.map((r) => r.torchBest!.v)) : NaN;
   for (const tp of gpt2Tp) {
-    const r = gpt2.get(tp)!;
-    const tps = typeof r === "string" ? NaN : (GPT2.seq * GPT2.batch * 1000) / r.ms;
+    const runs = gpt2Rounds.map((r) => r.project.get(tp)!);
+    const failed = runs.find((r) => typeof r === "string");
+    const placed = runs.find((r) => typeof r !== "string")?.placed;
+    const tps = runs.map((r) =>
+      typeof r === "string" ? NaN : (GPT2.seq * GPT2.batch * 1000) / r.ms
+    );
+    const ratios = gpt2TorchOk && !failed ? tps.map((v, i) => v / gpt2Rounds[i].torchBest!.v) : [];
+    const each = ratios.length > 1 ? ` (rounds ${ratios.map((x) => x.toFixed(2)).join(", ")})` : "";
     lines.push(
       `| GPT-2 small shape, tokens/s | ${
-        torchG ? `${f1(torchG.v)} (${torchG.threads} thr)` : "–"
+        gpt2TorchOk ? `${f1(gpt2TorchMed)} (${gpt2Threads} thr)` : "–"
       } | ${
-        typeof r === "string"
-          ? `TP=${tp} ${r}`
-          : `${f1(tps)} at TP=${tp} (${gpt2Backend}, ${r.placed})`
-      } | ${torchG && Number.isFinite(tps) ? ratio(tps, torchG.v) : "–"} |`,
+        failed ? `TP=${tp} ${failed}` : `${f1(median(tps))} at TP=${tp} (${gpt2Backend}, ${placed})`
+      } | ${ratios.length ? `${median(ratios).toFixed(2)}×${each}` : "–"} |`,
     );
   }
   for (const b of backends) {
@@ -305,7 +331,8 @@ if (import.meta.main) {
       } (${b}) | ${torchMm ? ratio(v, torchMm.v) : "–"} |`,
     );
   }
-  if (t2 && typeof t2 === "string") lines.push("", `PyTorch GPT-2 row: ${t2}`);
+  const gpt2TorchError = gpt2Rounds.find((r) => typeof r.torch === "string")?.torch;
+  if (gpt2TorchError) lines.push("", `PyTorch GPT-2 row: ${gpt2TorchError}`);
   console.log(lines.join("\n"));
   Deno.exit(0);
 }
