@@ -113,6 +113,11 @@ function tilingLanes(t: MatmulTiling): number {
   return t.lanes ?? SOFTWARE_LANES;
 }
 
+/** A software tiling's invocations along N (default: all of its lanes). */
+function tilingLx(t: MatmulTiling): number {
+  return t.lx ?? tilingLanes(t);
+}
+
 /** Invocations along N the tuner tries (divisors of the lanes, at most 8). */
 function lxChoices(lanes: number): number[] {
   return [1, 2, 4, 8].filter((lx) => lx <= lanes);
@@ -211,7 +216,7 @@ function checkTiling(t: MatmulTiling): void {
   const ok = t.software
     ? t.tm % 4 === 0 && t.tm >= 4 && t.tm <= 64 && Number.isInteger(t.tv) && t.tv >= 1 &&
       t.tv <= 8 && SOFTWARE_LANE_WIDTHS.includes(tilingLanes(t)) &&
-      [1, 2, 4, 8, 16].includes(t.lx ?? tilingLanes(t)) && (t.lx ?? 0) <= tilingLanes(t)
+      [1, 2, 4, 8, 16].includes(tilingLx(t)) && tilingLx(t) <= tilingLanes(t)
     : [16, 32, 64].includes(t.tm) && [16, 32, 64].includes(t.tv);
   if (!ok || ((t.texB || t.texA) && !t.software)) {
     throw new Error(`matmul: unsupported tiling ${JSON.stringify(t)}`);
@@ -510,7 +515,7 @@ function tileIndex(s: MatmulShape): string {
 function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
   const { tm: TM, tv: TV } = t;
   const LANES = tilingLanes(t);
-  const LX = t.lx ?? LANES;
+  const LX = tilingLx(t);
   const W = 4 * LX; // columns between an invocation's vec4 groups
   const L: string[] = [];
   const emit = (x: string) => L.push(x);
@@ -958,7 +963,7 @@ export function tilingCandidates(s: MatmulShape, opts: MatmulOptions): MatmulTil
 function workgroupTile(t: MatmulTiling): { rows: number; cols: number } {
   if (!t.software) return { rows: t.tm, cols: t.tv };
   const lanes = tilingLanes(t);
-  const lx = t.lx ?? lanes;
+  const lx = tilingLx(t);
   return { rows: t.tm * (lanes / lx), cols: 4 * t.tv * lx };
 }
 
@@ -1017,11 +1022,10 @@ export interface TilingSource {
 
 /** A short, stable name of a tiling (e.g. `cpu16x4x8`, `gpu32x64`). */
 export function tilingKey(t: MatmulTiling): string {
-  return t.software
-    ? `cpu${t.tm}x${t.tv}x${t.lx ?? tilingLanes(t)}` +
-      (tilingLanes(t) === SOFTWARE_LANES ? "" : `w${tilingLanes(t)}`) +
-      `${t.texB ? "t" : ""}${t.texA ? "a" : ""}`
-    : `gpu${t.tm}x${t.tv}`;
+  if (!t.software) return `gpu${t.tm}x${t.tv}`;
+  const lanes = tilingLanes(t);
+  const width = lanes === SOFTWARE_LANES ? "" : `w${lanes}`;
+  return `cpu${t.tm}x${t.tv}x${tilingLx(t)}${width}${t.texB ? "t" : ""}${t.texA ? "a" : ""}`;
 }
 
 /** Parses {@link tilingKey}'s output; null for anything else. */
