@@ -109,10 +109,38 @@ async function torch(spec: unknown): Promise<TorchOut | string> {
   }
 }
 
-const best = (r: Record<string, number>) => {
+/** PyTorch's better thread count in one run, and its value. */
+interface Best {
+  threads: string;
+  v: number;
+}
+
+const best = (r: Record<string, number>): Best => {
   const [t, v] = Object.entries(r).sort((a, b) => b[1] - a[1])[0];
   return { threads: t, v };
 };
+
+/**
+ * PyTorch's median over interleaved rounds, with the thread counts that won
+ * them; null unless every round has a PyTorch value.
+ */
+function torchOverRounds(rounds: (Best | null)[]): Best | null {
+  if (!rounds.length || rounds.some((t) => t === null)) return null;
+  const threads = [...new Set(rounds.map((t) => t!.threads))].join("/");
+  return { threads, v: median(rounds.map((t) => t!.v)) };
+}
+
+/**
+ * The ratio cell of a workload run in interleaved rounds: the median of the
+ * rounds' project/PyTorch ratios, and each round's when there are several;
+ * "–" unless every round has a PyTorch value.
+ */
+function ratioOverRounds(project: number[], torch: (Best | null)[]): string {
+  if (!torch.length || torch.some((t) => t === null)) return "–";
+  const ratios = project.map((v, i) => v / torch[i]!.v);
+  const each = ratios.length > 1 ? ` (rounds ${ratios.map((x) => x.toFixed(2)).join(", ")})` : "";
+  return `${median(ratios).toFixed(2)}×${each}`;
+}
 
 /** PyTorch's tokens/s on `workload` in one run: the better thread count. */
 const bestTokens = (t: TorchOut, workload: string) =>
@@ -214,7 +242,7 @@ if (import.meta.main) {
     project: Map<BackendName, number>;
     torch: TorchOut | string;
     /** PyTorch's better thread count in the round; null without PyTorch. */
-    torchBest: { threads: string; v: number } | null;
+    torchBest: Best | null;
   }[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const project = new Map<BackendName, number>();
@@ -247,7 +275,7 @@ if (import.meta.main) {
   const gpt2Rounds: {
     project: Map<number, { ms: number; placed: string } | string>;
     torch: TorchOut | string;
-    torchBest: { threads: string; v: number } | null;
+    torchBest: Best | null;
   }[] = [];
   for (let round = 0; gpt2Tp.length && round < GPT2_ROUNDS; round++) {
     const project = new Map<number, { ms: number; placed: string } | string>();
@@ -290,22 +318,17 @@ if (import.meta.main) {
   );
   // Each side's median over the rounds, and the median of the rounds' ratios.
   const torchRounds = refRounds.map((r) => r.torchBest);
-  const torchOk = torchRounds.every((t) => t !== null);
-  const threadsUsed = [...new Set(torchRounds.map((t) => t?.threads))].join("/");
-  const torchMed = torchOk ? median(torchRounds.map((t) => t!.v)) : NaN;
+  const torchRef = torchOverRounds(torchRounds);
   for (const b of backends) {
-    const v = median(refRounds.map((r) => r.project.get(b)!));
-    const ratios = torchOk ? refRounds.map((r, i) => r.project.get(b)! / torchRounds[i]!.v) : [];
-    const each = ratios.length > 1 ? ` (rounds ${ratios.map((x) => x.toFixed(2)).join(", ")})` : "";
+    const project = refRounds.map((r) => r.project.get(b)!);
     lines.push(
-      `| reference config, tokens/s | ${torchOk ? `${f0(torchMed)} (${threadsUsed} thr)` : "–"} | ${
-        f0(v)
-      } (${b}) | ${torchOk ? `${median(ratios).toFixed(2)}×${each}` : "–"} |`,
+      `| reference config, tokens/s | ${
+        torchRef ? `${f0(torchRef.v)} (${torchRef.threads} thr)` : "–"
+      } | ${f0(median(project))} (${b}) | ${ratioOverRounds(project, torchRounds)} |`,
     );
   }
-  const gpt2TorchOk = gpt2Rounds.length > 0 && gpt2Rounds.every((r) => r.torchBest !== null);
-  const gpt2Threads = [...new Set(gpt2Rounds.map((r) => r.torchBest?.threads))].join("/");
-  const gpt2TorchMed = gpt2TorchOk ? median(gpt2Rounds.map((r) => r.torchBest!.v)) : NaN;
+  const gpt2TorchRounds = gpt2Rounds.map((r) => r.torchBest);
+  const torchG = torchOverRounds(gpt2TorchRounds);
   for (const tp of gpt2Tp) {
     const runs = gpt2Rounds.map((r) => r.project.get(tp)!);
     const failed = runs.find((r) => typeof r === "string");
@@ -313,14 +336,12 @@ if (import.meta.main) {
     const tps = runs.map((r) =>
       typeof r === "string" ? NaN : (GPT2.seq * GPT2.batch * 1000) / r.ms
     );
-    const ratios = gpt2TorchOk && !failed ? tps.map((v, i) => v / gpt2Rounds[i].torchBest!.v) : [];
-    const each = ratios.length > 1 ? ` (rounds ${ratios.map((x) => x.toFixed(2)).join(", ")})` : "";
     lines.push(
       `| GPT-2 small shape, tokens/s | ${
-        gpt2TorchOk ? `${f1(gpt2TorchMed)} (${gpt2Threads} thr)` : "–"
+        torchG ? `${f1(torchG.v)} (${torchG.threads} thr)` : "–"
       } | ${
         failed ? `TP=${tp} ${failed}` : `${f1(median(tps))} at TP=${tp} (${gpt2Backend}, ${placed})`
-      } | ${ratios.length ? `${median(ratios).toFixed(2)}×${each}` : "–"} |`,
+      } | ${failed ? "–" : ratioOverRounds(tps, gpt2TorchRounds)} |`,
     );
   }
   for (const b of backends) {
