@@ -7,9 +7,10 @@
  * - `buffer store`: `out[i] = vec4(f32(i))`;
  * - `buffer load + store`: `out[i] = x[i]`, and `x[i]·2 + y[i]` (two loads);
  * - `texture load + store`: the same with x and y read by `textureLoad` from
- *   stream textures;
+ *   stream textures (read-only storage textures, as the kernels bind them), and
+ *   from sampled textures (`texture_2d`, as they bound them before);
  * - `texture → storage texture`: `textureStore` instead of the buffer store;
- * - `AdamW-like`: 3 loads, 1 load-and-store, buffers against textures.
+ * - `AdamW-like`: 3 loads, 1 load-and-store, buffers against both textures.
  *
  *     deno task bench:memory-paths [--backend dawn|deno] [--log2-floats 22]
  *
@@ -20,7 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { gpuProvider, parseBackend } from "../core/gpu.ts";
-import { STREAM_ROW_TEXELS, streamTexel } from "../kernels/texture.ts";
+import { STREAM_ROW_TEXELS, STREAM_TEXTURE, streamTexel } from "../kernels/texture.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -46,12 +47,12 @@ const buffers = [0, 1, 2, 3].map(() => {
   device.queue.writeBuffer(b, 0, init);
   return b;
 });
-const textures = [0, 1, 2, 3].map((i) => {
+const textures = [0, 1, 2, 3].map(() => {
   const t = device.createTexture({
     size: [STREAM_ROW_TEXELS, ROWS],
     format: "rgba32float",
     usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
-      (i === 3 ? GPUTextureUsage.STORAGE_BINDING : 0),
+      GPUTextureUsage.STORAGE_BINDING,
   });
   device.queue.writeTexture({ texture: t }, init, { bytesPerRow: 16 * STREAM_ROW_TEXELS }, [
     STREAM_ROW_TEXELS,
@@ -62,8 +63,11 @@ const textures = [0, 1, 2, 3].map((i) => {
 
 const buf = (n: number, rw = false) =>
   `@group(0) @binding(${n}) var<storage, ${rw ? "read_write" : "read"}> b${n}: array<vec4<f32>>;\n`;
-const tex = (n: number) => `@group(0) @binding(${n}) var t${n}: texture_2d<f32>;\n`;
+const tex = (n: number) => `@group(0) @binding(${n}) var t${n}: ${STREAM_TEXTURE};\n`;
 const t = (n: number) => streamTexel(`t${n}`, "i");
+const sampled = (n: number) => `@group(0) @binding(${n}) var t${n}: texture_2d<f32>;\n`;
+/** A sampled texture's texel: the stream texel with an explicit mip level. */
+const ts = (n: number) => t(n).replace(/\)$/, ", 0)");
 const kernel = (decls: string, body: string) =>
   `${decls}@compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) { let i = g.x + g.y * ${GX * 64}u; ${body} }`;
@@ -75,6 +79,7 @@ const CASES: [string, string][] = [
   ["buffer store", kernel(buf(3, true), "b3[i] = vec4<f32>(f32(i));")],
   ["buffer load + store", kernel(buf(0) + buf(3, true), "b3[i] = b0[i];")],
   ["texture load + store", kernel(tex(0) + buf(3, true), `b3[i] = ${t(0)};`)],
+  ["sampled texture load + store", kernel(sampled(0) + buf(3, true), `b3[i] = ${ts(0)};`)],
   [
     "2 buffer loads + store",
     kernel(buf(0) + buf(1) + buf(3, true), "b3[i] = b0[i] * 2.0 + b1[i];"),
@@ -97,6 +102,10 @@ const CASES: [string, string][] = [
     kernel(buf(0) + buf(1) + buf(2) + buf(3, true), ADAM("b0[i]", "b1[i]", "b2[i]")),
   ],
   ["AdamW-like, textures", kernel(tex(0) + tex(1) + tex(2) + buf(3, true), ADAM(t(0), t(1), t(2)))],
+  [
+    "AdamW-like, sampled textures",
+    kernel(sampled(0) + sampled(1) + sampled(2) + buf(3, true), ADAM(ts(0), ts(1), ts(2))),
+  ],
 ];
 
 const info = adapter.info;

@@ -48,7 +48,15 @@ export const REQUESTED_LIMITS = [
   "maxComputeWorkgroupsPerDimension",
   "maxUniformBufferBindingSize",
   "maxTextureDimension2D",
+  "maxStorageTexturesPerShaderStage",
 ] as const;
+
+/** Whether the provider's WGSL reads storage textures (stream textures are bound as such). */
+function readsStorageTextures(provider: GPUProvider): boolean {
+  // Deno's GPU type does not declare the (standard) set yet.
+  const gpu = provider.gpu as { wgslLanguageFeatures?: ReadonlySet<string> };
+  return gpu.wgslLanguageFeatures?.has("readonly_and_readwrite_storage_textures") ?? false;
+}
 
 /** Bind groups a {@link Device} keeps for reuse (least recently used dropped first). */
 export const BIND_GROUP_CACHE = 4096;
@@ -169,7 +177,12 @@ export class Device {
   readonly #maxBatched: number;
   /** Bytes one storage binding may hold: the adapter's limit, or a lower cap asked for. */
   readonly maxBindingBytes: number;
-  /** Texels on a side of a 2-D texture: the adapter's maxTextureDimension2D, or a lower cap. */
+  /**
+   * Texels on a side of a stream texture (kernels/texture.ts): the adapter's
+   * maxTextureDimension2D, or a lower cap; 0 where WGSL cannot read a storage
+   * texture (no `readonly_and_readwrite_storage_textures`), so that every
+   * kernel reads its operands from buffers.
+   */
   readonly maxTextureDimension: number;
 
   #adapter: GPUAdapter | null;
@@ -201,7 +214,7 @@ export class Device {
     this.#maxBatched = maxBatched;
     const own = gpu.limits.maxStorageBufferBindingSize;
     this.maxBindingBytes = Math.min(own, maxBindingBytes ?? own);
-    const tex = gpu.limits.maxTextureDimension2D;
+    const tex = readsStorageTextures(provider) ? gpu.limits.maxTextureDimension2D : 0;
     this.maxTextureDimension = Math.min(tex, maxTextureDimension ?? tex);
     this.pool = new BufferPool(gpu);
     this.nativeF16 = gpu.features.has("shader-f16");
@@ -520,7 +533,7 @@ export class Device {
       const texture = this.gpu.createTexture({
         size: [STREAM_ROW_TEXELS, rows],
         format: "rgba32float",
-        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+        usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
       });
       t = { texture, view: texture.createView() };
       this.#scratchTextures.set(key, t);

@@ -198,6 +198,9 @@ export function denoGPU(): GPUProvider {
       );
     },
     getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
+    // the standard set (Deno's GPU type does not declare it yet)
+    wgslLanguageFeatures: (gpu as { wgslLanguageFeatures?: ReadonlySet<string> })
+      .wgslLanguageFeatures,
   };
   return { backend: "deno", gpu: wrapped as unknown as GPU, adapterOptions };
 }

@@ -6,7 +6,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -103,10 +103,10 @@ export function adamwTextureKernel(): KernelSource {
     key: "adamw:vec4:tex",
     code: /* wgsl */ `
 ${SINGLE_PARAMS_WGSL}
-@group(0) @binding(0) var paramT: texture_2d<f32>;
-@group(0) @binding(1) var gradT: texture_2d<f32>;
-@group(0) @binding(2) var mT: texture_2d<f32>;
-@group(0) @binding(3) var vT: texture_2d<f32>;
+@group(0) @binding(0) var paramT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var gradT: ${STREAM_TEXTURE};
+@group(0) @binding(2) var mT: ${STREAM_TEXTURE};
+@group(0) @binding(3) var vT: ${STREAM_TEXTURE};
 @group(0) @binding(4) var<storage, read_write> param: array<${t}>;
 @group(0) @binding(5) var<storage, read_write> m: array<${t}>;
 @group(0) @binding(6) var<storage, read_write> v: array<${t}>;

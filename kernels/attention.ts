@@ -34,7 +34,7 @@ import {
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { PHILOX_WGSL } from "./rng.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
-import { streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 /** Which keys a query may not see: later ones (causal) or padding tokens. */
 export type AttentionMask = "causal" | "padding";
@@ -130,7 +130,7 @@ function qkvAt(s: AttentionSpec, index: string): string {
 /** The qkv binding (0): a storage buffer, or a texture ({@link AttentionSpec.textures}). */
 function qkvDecl(s: AttentionSpec): string {
   return s.textures
-    ? "@group(0) @binding(0) var qkvT: texture_2d<f32>;"
+    ? `@group(0) @binding(0) var qkvT: ${STREAM_TEXTURE};`
     : "@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;";
 }
 
@@ -436,7 +436,7 @@ ${qkvDecl(s)}
 ${keepDecl(s)}
 ${
     s.textures
-      ? `@group(0) @binding(${o}) var doutT: texture_2d<f32>;`
+      ? `@group(0) @binding(${o}) var doutT: ${STREAM_TEXTURE};`
       : `@group(0) @binding(${o}) var<storage, read> dout: array<vec4<f32>>;`
   }
 @group(0) @binding(${o + 1}) var<storage, read> lse: array<f32>;

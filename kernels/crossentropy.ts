@@ -10,7 +10,7 @@
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { hsum, streamTexel } from "./texture.ts";
+import { hsum, STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 /**
  * The uniforms of the vocabulary-parallel kernels and the backward, buffer and
@@ -213,7 +213,7 @@ export function shardMaxTextureKernel(): KernelSource {
     key: "xent:shardmax:tex",
     code: /* wgsl */ `
 ${XENT_PARAMS_WGSL}
-@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
 @group(0) @binding(1) var<storage, read_write> rowMax: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(${ROW_WG})
@@ -239,7 +239,7 @@ export function shardSumExpTextureKernel(): KernelSource {
     key: "xent:shardsum:tex",
     code: /* wgsl */ `
 ${XENT_PARAMS_WGSL}
-@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> gmax: array<f32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;
@@ -272,7 +272,7 @@ export function crossEntropyBackwardTextureKernel(): KernelSource {
     key: "xent:bwd:tex",
     code: /* wgsl */ `
 ${XENT_PARAMS_WGSL}
-@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;

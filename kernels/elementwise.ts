@@ -7,7 +7,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -95,7 +95,7 @@ export function mapKernel(
   const t = width === 4 ? "vec4<f32>" : "f32";
   const inputDecl = (name: string, b: number) =>
     textures
-      ? `@group(0) @binding(${b}) var ${name}T: texture_2d<f32>;`
+      ? `@group(0) @binding(${b}) var ${name}T: ${STREAM_TEXTURE};`
       : `@group(0) @binding(${b}) var<storage, read> ${name}b: array<${t}>;`;
   const load = (name: string, i: string) =>
     textures ? streamTexel(`${name}T`, i) : `${name}b[${i}]`;
@@ -171,8 +171,8 @@ export function axpyTextureKernel(): KernelSource {
     key: "axpy:v4:tex",
     code: /* wgsl */ `
 struct P { n: u32, nx: u32, alpha: f32, beta: f32 }
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var yT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var yT: ${STREAM_TEXTURE};
 @group(0) @binding(2) var<storage, read_write> yb: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${WG})

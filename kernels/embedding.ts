@@ -5,7 +5,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -120,8 +120,8 @@ export function embeddingBackwardTextureKernel(width: 1 | 2 | 4): KernelSource {
     key: `embedding:bwd:w${width}:tex`,
     code: /* wgsl */ `
 struct P { unique: u32, dim: u32, acc: u32, _b: u32 }
-@group(0) @binding(0) var doutT: texture_2d<f32>;
-@group(0) @binding(1) var indexT: texture_2d<f32>;
+@group(0) @binding(0) var doutT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var indexT: ${STREAM_TEXTURE};
 @group(0) @binding(2) var<storage, read_write> dweight: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${TEX_WG})

@@ -6,7 +6,7 @@
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { hsum, streamTexel } from "./texture.ts";
+import { hsum, STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 /**
  * WGSL finishing one row of a layer-norm forward once `s` holds this
@@ -223,9 +223,9 @@ export function layerNormForwardTextureKernel(): KernelSource {
     key: "layernorm:fwd:tex",
     code: /* wgsl */ `
 struct P { rows: u32, cols: u32, eps: f32, _p: u32 }
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var gammaT: texture_2d<f32>;
-@group(0) @binding(2) var betaT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var gammaT: ${STREAM_TEXTURE};
+@group(0) @binding(2) var betaT: ${STREAM_TEXTURE};
 @group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> meanOut: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rstdOut: array<f32>;
@@ -251,9 +251,9 @@ export function layerNormBackwardTextureKernel(): KernelSource {
     key: "layernorm:bwd:tex",
     code: /* wgsl */ `
 struct P { rows: u32, cols: u32, eps: f32, _p: u32 }
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var gammaT: texture_2d<f32>;
-@group(0) @binding(2) var dyT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var gammaT: ${STREAM_TEXTURE};
+@group(0) @binding(2) var dyT: ${STREAM_TEXTURE};
 @group(0) @binding(3) var<storage, read> meanIn: array<f32>;
 @group(0) @binding(4) var<storage, read> rstdIn: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<vec4<f32>>;
@@ -279,8 +279,8 @@ export function layerNormParamGradTextureKernel(): KernelSource {
     key: "layernorm:dparams:tex",
     code: /* wgsl */ `
 struct P { rows: u32, cols: u32, eps: f32, outRow: u32 }
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var dyT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var dyT: ${STREAM_TEXTURE};
 @group(0) @binding(2) var<storage, read> meanIn: array<f32>;
 @group(0) @binding(3) var<storage, read> rstdIn: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dgamma: array<vec4<f32>>;

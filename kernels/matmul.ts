@@ -16,7 +16,7 @@ import {
   SOFTWARE_LANE_WIDTHS,
   SOFTWARE_LANES,
 } from "./kernel.ts";
-import { streamFits, streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamFits, streamTexel } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
 import { type HalfFormat, halfFunctions } from "./half.ts";
 import { ACTIVATIONS_WGSL, type GeluKind } from "./elementwise.ts";
@@ -664,19 +664,19 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
   if (t.texB) {
     head = head.replace(
       /@group\(0\) @binding\(1\) var<storage, read> B: [^;]*;/,
-      "@group(0) @binding(1) var Bt: texture_2d<f32>;",
+      `@group(0) @binding(1) var Bt: ${STREAM_TEXTURE};`,
     );
   }
   if (t.texA) {
     head = head.replace(
       /@group\(0\) @binding\(0\) var<storage, read> A: [^;]*;/,
-      "@group(0) @binding(0) var At: texture_2d<f32>;",
+      `@group(0) @binding(0) var At: ${STREAM_TEXTURE};`,
     );
   }
   if (texU) {
     head = head.replace(
       /(@group\(0\) @binding\(\d+\)) var<storage, read> U: [^;]*;/,
-      "$1 var Ut: texture_2d<f32>;",
+      `$1 var Ut: ${STREAM_TEXTURE};`,
     );
   }
   return `${head}

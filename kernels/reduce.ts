@@ -6,7 +6,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { grid2d, GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { STREAM_ROW_TEXELS, streamTexel } from "./texture.ts";
+import { STREAM_ROW_TEXELS, STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 /**
  * Threads per reduction workgroup. Few threads folding long runs each: llvmpipe
@@ -88,7 +88,7 @@ export function reduceTextureKernel(op: ReduceOp, square: boolean): KernelSource
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}:tex`,
     code: /* wgsl */ `
-${passHead(op, "var xT: texture_2d<f32>")}
+${passHead(op, `var xT: ${STREAM_TEXTURE}`)}
   let n4 = p.n / 4u;
   var acc = vec4<f32>(${INIT[op]});
   for (var k = 0u; k < ${perInvocation}u; k++) {
@@ -148,7 +148,7 @@ export function columnSumTextureKernel(): KernelSource {
     key: "colsum:tex",
     code: /* wgsl */ `
 struct P { rows: u32, cols: u32, outRow: u32, _b: u32 }
-@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(64)

@@ -18,7 +18,7 @@ import {
   normGradRowWgsl,
 } from "./layernorm.ts";
 import { ROW_REDUCE_WGSL, ROW_WG } from "./rowreduce.ts";
-import { streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -173,8 +173,8 @@ export function residualDropoutTextureKernel(): KernelSource {
     code: /* wgsl */ `
 ${PHILOX_WGSL}
 ${PARAMS_WGSL}
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var aT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var aT: ${STREAM_TEXTURE};
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> p: P;
 ${KEEP_WGSL}
@@ -265,9 +265,9 @@ export function embedPositionsTextureKernel(
   tableTexture = true,
 ): KernelSource {
   const tokBind = !lookup
-    ? "@group(0) @binding(0) var tokT: texture_2d<f32>;"
+    ? `@group(0) @binding(0) var tokT: ${STREAM_TEXTURE};`
     : (tableTexture
-      ? "@group(0) @binding(0) var tableT: texture_2d<f32>;"
+      ? `@group(0) @binding(0) var tableT: ${STREAM_TEXTURE};`
       : "@group(0) @binding(0) var<storage, read> table: array<vec4<f32>>;") +
       "\n@group(0) @binding(1) var<storage, read> ids: array<i32>;";
   let b = lookup ? 2 : 1;
@@ -284,7 +284,7 @@ export function embedPositionsTextureKernel(
 ${drop ? PHILOX_WGSL : ""}
 ${EMBED_PARAMS_WGSL}
 ${tokBind}
-@group(0) @binding(${b++}) var posT: texture_2d<f32>;
+@group(0) @binding(${b++}) var posT: ${STREAM_TEXTURE};
 @group(0) @binding(${b++}) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(${b}) var<uniform> p: P;
 ${drop ? KEEP_WGSL : ""}
@@ -344,10 +344,10 @@ export function residualNormForwardTextureKernel(drop: boolean): KernelSource {
     code: /* wgsl */ `
 ${drop ? PHILOX_WGSL : ""}
 ${PARAMS_WGSL}
-@group(0) @binding(0) var xT: texture_2d<f32>;
-@group(0) @binding(1) var aT: texture_2d<f32>;
-@group(0) @binding(2) var gammaT: texture_2d<f32>;
-@group(0) @binding(3) var betaT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
+@group(0) @binding(1) var aT: ${STREAM_TEXTURE};
+@group(0) @binding(2) var gammaT: ${STREAM_TEXTURE};
+@group(0) @binding(3) var betaT: ${STREAM_TEXTURE};
 @group(0) @binding(4) var<storage, read_write> sum: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> meanOut: array<f32>;
@@ -379,7 +379,7 @@ ${normalizeRowTextureWgsl((c) => `sum[row * c4 + ${c}]`)}
  */
 export function residualNormBackwardTextureKernel(residual: boolean, drop: boolean): KernelSource {
   let b = 0;
-  const tex = (name: string) => `@group(0) @binding(${b++}) var ${name}: texture_2d<f32>;`;
+  const tex = (name: string) => `@group(0) @binding(${b++}) var ${name}: ${STREAM_TEXTURE};`;
   const bind = (decl: string) => `@group(0) @binding(${b++}) var<storage, ${decl};`;
   const decls = [
     tex("sumT"),

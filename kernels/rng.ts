@@ -8,7 +8,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
-import { streamTexel } from "./texture.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 const WG = 256;
 
@@ -149,7 +149,7 @@ export function dropoutTextureKernel(): KernelSource {
     code: /* wgsl */ `
 ${PHILOX_WGSL}
 ${DROPOUT_PARAMS_WGSL}
-@group(0) @binding(0) var xT: texture_2d<f32>;
+@group(0) @binding(0) var xT: ${STREAM_TEXTURE};
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: P;
 ${KEEP_WGSL}
