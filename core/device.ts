@@ -13,6 +13,7 @@ import {
   type GPUProvider,
   gpuProvider,
   NoAdapterError,
+  wgslLanguageFeatures,
 } from "./gpu.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
 import type { DeviceProfiler } from "./profiler.ts";
@@ -53,9 +54,8 @@ export const REQUESTED_LIMITS = [
 
 /** Whether the provider's WGSL reads storage textures (stream textures are bound as such). */
 function readsStorageTextures(provider: GPUProvider): boolean {
-  // Deno's GPU type does not declare the (standard) set yet.
-  const gpu = provider.gpu as { wgslLanguageFeatures?: ReadonlySet<string> };
-  return gpu.wgslLanguageFeatures?.has("readonly_and_readwrite_storage_textures") ?? false;
+  const features = wgslLanguageFeatures(provider.gpu);
+  return features?.has("readonly_and_readwrite_storage_textures") ?? false;
 }
 
 /** Bind groups a {@link Device} keeps for reuse (least recently used dropped first). */

@@ -198,11 +198,14 @@ export function denoGPU(): GPUProvider {
       );
     },
     getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
-    // the standard set (Deno's GPU type does not declare it yet)
-    wgslLanguageFeatures: (gpu as { wgslLanguageFeatures?: ReadonlySet<string> })
-      .wgslLanguageFeatures,
+    wgslLanguageFeatures: wgslLanguageFeatures(gpu),
   };
   return { backend: "deno", gpu: wrapped as unknown as GPU, adapterOptions };
+}
+
+/** The WGSL language features `gpu` lists (standard; Deno's `GPU` type does not declare the set yet). */
+export function wgslLanguageFeatures(gpu: GPU): ReadonlySet<string> | undefined {
+  return (gpu as { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
 }
 
 /** Whether this thread's wgpu instance exists yet (module state is per isolate). */
