@@ -3,7 +3,9 @@
  * iteration: raw single-thread memcpy bandwidth, raw one-stream TCP loopback throughput,
  * then all-reduce (sum, f32) from 1 KiB to 64 MiB over shared memory (Workers
  * of this process; the default direct algorithm, and the ring beside it) and
- * over TCP (a ring of separate OS processes on 127.0.0.1),
+ * over TCP (a ring of separate OS processes on 127.0.0.1; `tcp` keeps payloads
+ * in the sockets, `tcp+shm` sends them through shared mappings as processes
+ * on one host do by default),
  * for 2 and 4 ranks, and prints a table with algbw = bytes/time and
  * busbw = algbw·2(n−1)/n, plus the two target ratios. The "reduce16MiB" group times
  * the host reduction kernels (WebAssembly SIMD against a plain JS loop). Nothing runs at
@@ -104,10 +106,16 @@ async function shmSweep<Row = BenchRow>(
   return res.ranks[0].result as Row[];
 }
 
+/**
+ * The sweep over `n` processes on loopback; `hostShm` "on" lets their links
+ * carry payloads through shared memory (collectives/mapping.ts), "off" (the
+ * plain TCP rows) keeps everything in the sockets.
+ */
 async function tcpSweep<Row = BenchRow>(
   n: number,
   sizes: number[],
   worker: URL = workerUrl,
+  hostShm: "on" | "off" = "off",
 ): Promise<Row[]> {
   const port = freeLocalPort();
   const procs = Array.from({ length: n }, (_, i) =>
@@ -128,6 +136,8 @@ async function tcpSweep<Row = BenchRow>(
         String(port),
         "--dist-timeout",
         "60s",
+        "--host-shm",
+        hostShm,
         worker.pathname,
         sizes.join(","),
         "--print",
@@ -177,6 +187,8 @@ async function sweep(): Promise<void> {
   if (!quick) table("shm-ring", 4, await shmSweep(4, sizes, "ring"));
   const tcp2 = table("tcp", 2, await tcpSweep(2, sizes));
   if (!quick) table("tcp", 4, await tcpSweep(4, sizes));
+  table("tcp+shm", 2, await tcpSweep(2, sizes, workerUrl, "on"));
+  if (!quick) table("tcp+shm", 4, await tcpSweep(4, sizes, workerUrl, "on"));
   const r1 = shm2 / memcpy, r2 = tcp2 / tcp;
   console.log(
     `# target shm 2 ranks 64 MiB busbw / memcpy = ${(r1 * 100).toFixed(0)}% (>= 50%: ${
@@ -224,6 +236,7 @@ async function halfSweep(): Promise<void> {
     print("shm", n, await shmSweep<HalfBenchRow>(n, counts, "direct", halfWorkerUrl));
     print("shm-ring", n, await shmSweep<HalfBenchRow>(n, counts, "ring", halfWorkerUrl));
     print("tcp", n, await tcpSweep<HalfBenchRow>(n, counts, halfWorkerUrl));
+    print("tcp+shm", n, await tcpSweep<HalfBenchRow>(n, counts, halfWorkerUrl, "on"));
   }
 }
 

@@ -7,12 +7,17 @@
  *
  * `deno task bench:scaling [--max-ranks N] [--placement procs|workers]
  *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T] [--repeats R]
- *   [--overlap off|on|both]`
+ *   [--overlap off|on|both] [--host-shm on|off|both]`
  *
  * `--overlap on` trains the multi-rank rows with `--overlap-tp-comm` (f's backward
  * all-reduce overlapped with the weight gradients); `both` runs each multi-rank
  * configuration with and without it, taking turns in every round. The comm share
  * of an overlapped row is the exposed communication (see `ScalingRun.overlap`).
+ *
+ * `--host-shm off` keeps the procs placement's payloads in the TCP sockets
+ * (`deno task launch --host-shm off`) instead of the shared mappings that
+ * processes on one host use by default (collectives/mapping.ts); `both` runs
+ * each multi-rank configuration both ways, taking turns.
  *
  * The configurations take turns for R rounds (default 3) and each reports the
  * median step time; a last run per multi-rank configuration measures the
@@ -106,6 +111,8 @@ export interface ScalingRow {
   msPerStep: number;
   /** Whether f's backward all-reduce was overlapped (`--overlap-tp-comm`). */
   overlap: boolean;
+  /** Whether links between the rank processes carried payloads through shared memory (`--host-shm`). */
+  hostShm: boolean;
   /** Mean step time of each round, ms. */
   runs: number[];
 }
@@ -137,13 +144,19 @@ export type Placement = "workers" | "procs";
  * 1-rank baseline too): a simulated GPU and its host thread share one core.
  * Ranks talk over TCP on loopback (see cli/pinned_procs.ts).
  */
-function runProcs(ranks: number, run: ScalingRun, firstCore: number): Promise<ScalingResult[]> {
+function runProcs(
+  ranks: number,
+  run: ScalingRun,
+  firstCore: number,
+  hostShm: boolean,
+): Promise<ScalingResult[]> {
   return runPinnedProcs<ScalingResult>({
     ranks,
     worker: WORKER,
     args: [JSON.stringify(run), "--print"],
     tag: SCALING_RESULT_TAG,
     firstCore,
+    launchFlags: ["--host-shm", hostShm ? "on" : "off"],
   });
 }
 
@@ -204,9 +217,10 @@ async function runOn(
   run: ScalingRun,
   placement: Placement,
   firstCore = 0,
+  hostShm = true,
 ): Promise<ScalingResult & { commWaitMsPerStep: number }> {
   const rs = placement === "procs"
-    ? await runProcs(ranks, run, firstCore)
+    ? await runProcs(ranks, run, firstCore, hostShm)
     : await runWorkersOf(ranks, run);
   return {
     msPerStep: Math.max(...rs.map((r) => r.msPerStep)),
@@ -245,6 +259,11 @@ export async function runScaling(opts: {
    * variants taking turns in every round).
    */
   overlap?: "off" | "on" | "both";
+  /**
+   * Payloads between the procs placement's rank processes through shared
+   * memory: on (default, as `deno task launch`), off (sockets only), or both.
+   */
+  hostShm?: "off" | "on" | "both";
   /** Tune the matmul tilings in the warm-up (default true). */
   autotune?: boolean;
 }): Promise<ScalingRow[]> {
@@ -266,12 +285,20 @@ export async function runScaling(opts: {
     throw new Error(`unknown overlap "${overlapMode}": expected off, on or both`);
   }
   const modes = overlapMode === "both" ? [false, true] : [overlapMode === "on"];
-  const configs: (ScalingConfig & { overlap: boolean })[] = ladder
+  const shmMode = opts.hostShm ?? "on";
+  if (!["off", "on", "both"].includes(shmMode)) {
+    throw new Error(`unknown host-shm "${shmMode}": expected on, off or both`);
+  }
+  const shms = shmMode === "both" ? [true, false] : [shmMode === "on"];
+  type Variant = ScalingConfig & { overlap: boolean; hostShm: boolean };
+  const configs: Variant[] = ladder
     .filter((l) => l.ranks <= opts.maxRanks)
     .flatMap((l) =>
-      l.ranks === 1 ? [{ ...l, overlap: false }] : modes.map((o) => ({ ...l, overlap: o }))
+      l.ranks === 1
+        ? [{ ...l, overlap: false, hostShm: shms[0] }]
+        : modes.flatMap((o) => shms.map((h) => ({ ...l, overlap: o, hostShm: h })))
     );
-  const runOf = (c: ScalingConfig & { overlap: boolean }, measureComm: boolean): ScalingRun => ({
+  const runOf = (c: Variant, measureComm: boolean): ScalingRun => ({
     config: gptConfig(c),
     tp: c.ranks,
     batch,
@@ -294,7 +321,7 @@ export async function runScaling(opts: {
   const slowestBaseline: number[] = [];
   for (let round = 0; round < (opts.repeats ?? 3); round++) {
     for (const [i, c] of configs.entries()) {
-      times[i].push((await runOn(c.ranks, runOf(c, false), placement)).msPerStep);
+      times[i].push((await runOn(c.ranks, runOf(c, false), placement, 0, c.hostShm)).msPerStep);
       if (c.ranks === 1 && placement === "procs" && used > 1) {
         let slowest = times[i][times[i].length - 1];
         for (let core = 1; core < used; core++) {
@@ -322,10 +349,13 @@ export async function runScaling(opts: {
   const relative = (i: number, t: number, t0: number) => (work[i] / t) / (work[0] / t0);
   for (const [i, c] of configs.entries()) {
     const msPerStep = median(times[i]);
-    const timed = c.ranks > 1 ? await runOn(c.ranks, runOf(c, true), placement) : null;
+    const timed = c.ranks > 1
+      ? await runOn(c.ranks, runOf(c, true), placement, 0, c.hostShm)
+      : null;
     rows.push({
       config: { ranks: c.ranks, hidden: c.hidden, heads: c.heads, layers: c.layers },
       overlap: c.overlap,
+      hostShm: c.hostShm,
       params: paramCount(c),
       tokensPerS: (batch * seq) / (msPerStep / 1000),
       gflopsPerRank: work[i] / (msPerStep / 1000) / 1e9,
@@ -349,16 +379,21 @@ export function formatScaling(rows: ScalingRow[]): string {
     "| ranks (TP) | hidden | layers | heads | params | ms/step (rounds) | tokens/s | GFLOP/s per rank | comm share | weak-scaling efficiency | best rounds | vs slowest core |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
-  // An overlap column only when some row overlapped (`--overlap on|both`).
+  // An overlap column only when some row overlapped (`--overlap on|both`), a
+  // host-shm column only when some multi-rank row ran without (`--host-shm off|both`).
   const withOverlap = rows.some((r) => r.overlap);
-  if (withOverlap) {
-    lines[0] = lines[0].replace("| ranks (TP) |", "| ranks (TP) | overlap |");
+  const withShm = rows.some((r) => r.config.ranks > 1 && !r.hostShm);
+  for (const [on, name] of [[withShm, "host shm"], [withOverlap, "overlap"]] as const) {
+    if (!on) continue;
+    lines[0] = lines[0].replace("| ranks (TP) |", `| ranks (TP) | ${name} |`);
     lines[1] += "---|";
   }
+  const onOff = (r: ScalingRow, v: boolean) =>
+    `${r.config.ranks > 1 ? (v ? "on" : "off") : "–"} | `;
   for (const r of rows) {
     lines.push(
-      `| ${r.config.ranks} | ${
-        withOverlap ? `${r.config.ranks > 1 ? (r.overlap ? "on" : "off") : "–"} | ` : ""
+      `| ${r.config.ranks} | ${withOverlap ? onOff(r, r.overlap) : ""}${
+        withShm ? onOff(r, r.hostShm) : ""
       }${r.config.hidden} | ${r.config.layers} | ${r.config.heads} | ` +
         `${(r.params / 1e6).toFixed(2)}M | ${r.msPerStep.toFixed(0)} (${
           r.runs.map((t) => t.toFixed(0)).join(", ")
@@ -389,6 +424,7 @@ if (import.meta.main) {
       ladder: { type: "string", default: "base" },
       repeats: { type: "string", default: "3" },
       overlap: { type: "string", default: "off" },
+      "host-shm": { type: "string", default: "on" },
     },
   });
   const coreCount = Math.min(Number(values["max-ranks"]), navigator.hardwareConcurrency);
@@ -404,6 +440,7 @@ if (import.meta.main) {
     repeats: Number(values.repeats),
     placement: values.placement as Placement,
     overlap: values.overlap as "off" | "on" | "both",
+    hostShm: values["host-shm"] as "off" | "on" | "both",
   });
   console.log(formatScaling(rows));
   // Bracket the measurement with a check of the cores the host gives.

@@ -53,6 +53,12 @@ export const LAUNCH_HELP_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "the job's id at rendezvous: ranks of another job are refused",
   },
+  "host-shm": {
+    type: "string",
+    choices: ["on", "off"],
+    help:
+      "links between rank processes on one host carry large payloads through shared memory (/dev/shm; default on) or only through their sockets",
+  },
 };
 
 /** Runs `deno task launch` with `args`; returns the exit code (or exits with the ranks'). */

@@ -66,6 +66,8 @@ export interface PinnedProcsOptions {
   firstCore?: number;
   /** `--dist-timeout` of the ranks (default "120s"). */
   distTimeout?: string;
+  /** More `deno task launch` flags for every rank (e.g. `["--host-shm", "off"]`). */
+  launchFlags?: string[];
 }
 
 /** Last `n` lines of `text`. */
@@ -125,6 +127,7 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
       "--dist-timeout",
       distTimeout,
       ...(gpus >= ranks ? ["--devices", String(i)] : []),
+      ...(opts.launchFlags ?? []),
       opts.worker.pathname,
       ...opts.args,
     ];

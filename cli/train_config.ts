@@ -282,6 +282,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "the job's id at rendezvous: ranks of another job are refused",
   },
+  "host-shm": {
+    type: "string",
+    choices: ["on", "off"],
+    help:
+      "links between rank processes on one host carry large payloads through shared memory (/dev/shm; default on) or only through their sockets",
+  },
   ...AUTOTUNE_FLAGS,
   ...DEBUG_FLAG,
 };

@@ -2,7 +2,7 @@
  * Where this process sits in the job: world size, its ranks, the rendezvous
  * address and the timeout, from command-line flags (`--nproc-per-node`,
  * `--nnodes`, `--node-rank`, `--master-addr`, `--master-port`, `--devices`,
- * `--dist-timeout`, `--launcher`, `--rdzv-id`; torchrun's `_` spellings such
+ * `--dist-timeout`, `--launcher`, `--rdzv-id`, `--host-shm`; torchrun's `_` spellings such
  * as `--nproc_per_node` too) or from the environment that torchrun, Slurm or
  * Open MPI set.
  *
@@ -68,6 +68,24 @@ export interface DistConfig {
    * one OS process each (`--launcher procs`, see collectives/procs.ts).
    */
   launcher?: Launcher;
+  /**
+   * Whether TCP links between processes on one host carry large payloads
+   * through shared memory (`--host-shm on|off`, or the
+   * {@link HOST_SHM_VARIABLE} variable; default on; see collectives/mapping.ts).
+   */
+  hostShm?: boolean;
+}
+
+/** The variable that carries `--host-shm` to rank processes (`on` or `off`). */
+export const HOST_SHM_VARIABLE = "WEBGPU_MEGATRON_HOST_SHM";
+
+/** Reads `--host-shm`'s value (`on` or `off`; undefined when not given). */
+export function parseHostShm(value: string | undefined, from = "--host-shm"): boolean | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value !== "on" && value !== "off") {
+    throw new DistConfigError(`${from} must be on or off, got "${value}"`);
+  }
+  return value === "on";
 }
 
 /** How a node runs its local ranks. */
@@ -93,6 +111,7 @@ export const DIST_FLAGS = [
   "dist-timeout",
   "launcher",
   "rdzv-id",
+  "host-shm",
 ] as const;
 
 /** Splits `args` into the distributed flags (by name, values as strings) and the rest. */
@@ -178,7 +197,15 @@ export function resolveDistConfig(
       : runId
       ? { runId: checkRunId(runId, runIdSource), runIdSource }
       : {};
-  const common = { distTimeoutMs, devices, launcher };
+  const hostShm = flags["host-shm"] !== undefined
+    ? parseHostShm(flags["host-shm"])
+    : parseHostShm(env[HOST_SHM_VARIABLE], HOST_SHM_VARIABLE);
+  const common = {
+    distTimeoutMs,
+    devices,
+    launcher,
+    ...(hostShm === undefined ? {} : { hostShm }),
+  };
   const nproc = int("--nproc-per-node", flags["nproc-per-node"], 1);
   const nnodes = int("--nnodes", flags["nnodes"], 1);
   const nodeRank = int("--node-rank", flags["node-rank"], 0);

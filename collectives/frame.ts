@@ -9,8 +9,11 @@
 /** Bytes of a frame header. */
 export const HEADER_BYTES = 32;
 
-/** Frame kinds. */
-export const KIND_DATA = 1, KIND_ABORT = 2;
+/**
+ * Frame kinds: data (the payload follows the header), abort, and data whose
+ * payload is in the link's shared mapping (collectives/mapping.ts).
+ */
+export const KIND_DATA = 1, KIND_ABORT = 2, KIND_MAPPED = 3;
 
 /** Operation codes carried in frame headers. */
 export const OPS = [

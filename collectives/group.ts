@@ -22,7 +22,7 @@ import {
 import { DirectGroup } from "./direct.ts";
 import { ShmLink } from "./shm.ts";
 import { StoreClient } from "./store.ts";
-import { TcpLink, TcpMesh } from "./tcp.ts";
+import { negotiateMapping, TCP_SLOT_BYTES, TcpLink, TcpMesh } from "./tcp.ts";
 import type { ReduceOp } from "./wasm_reduce.ts";
 
 /**
@@ -84,6 +84,12 @@ export interface CommunicatorOptions {
    * collectives/direct.ts) or `"ring"` (the same ring as across processes).
    */
   shmAlgorithm?: ShmAlgorithm;
+  /**
+   * Let a TCP link to a process on this host carry its large payloads through
+   * shared memory (collectives/mapping.ts; needs Linux and FFI permission, else
+   * plain TCP). Default true; both ends must allow it.
+   */
+  mappedPayloads?: boolean;
 }
 
 /** How all-shared-memory groups run their collectives. */
@@ -107,6 +113,8 @@ export class Communicator implements LinkContext {
   readonly blockingWaits: boolean;
   /** Algorithm of all-shared-memory groups. */
   readonly shmAlgorithm: ShmAlgorithm;
+  /** Whether TCP links to processes on this host may carry payloads through shared memory. */
+  readonly mappedPayloads: boolean;
   #store: StoreClient | null;
   #mesh: TcpMesh | null;
   #links = new Map<string, Promise<Link>>();
@@ -122,6 +130,7 @@ export class Communicator implements LinkContext {
     this.tcpLookahead = o.tcpLookahead ?? 4;
     this.blockingWaits = o.blockingWaits ?? true;
     this.shmAlgorithm = o.shmAlgorithm ?? "direct";
+    this.mappedPayloads = o.mappedPayloads ?? true;
     if (this.shmAlgorithm !== "direct" && this.shmAlgorithm !== "ring") {
       throw new CollectiveError(`unknown shared-memory algorithm "${this.shmAlgorithm}"`);
     }
@@ -200,7 +209,27 @@ export class Communicator implements LinkContext {
     }
     if (!this.#mesh) throw new CollectiveError(`rank ${peer} is not reachable from ${this.rank}`);
     const conn = await this.#mesh.connect(key, peer, () => Promise.resolve(this.#addrs.get(peer)!));
-    return new TcpLink(this, peer, conn);
+    let settled;
+    try {
+      settled = await negotiateMapping(conn, this.rank < peer, {
+        enabled: this.mappedPayloads,
+        slotBytes: TCP_SLOT_BYTES,
+        timeoutMs: this.timeoutMs,
+      });
+    } catch (e) {
+      conn.close();
+      throw new CollectiveError(
+        `rank ${this.rank}: opening the link to rank ${peer} failed: ${(e as Error).message}`,
+        peer,
+      );
+    }
+    if (settled.failed) {
+      console.warn(
+        `rank ${this.rank}: the link to rank ${peer} (same host) sends payloads through its ` +
+          `socket, not shared memory: ${settled.failed}`,
+      );
+    }
+    return new TcpLink(this, peer, conn, TCP_SLOT_BYTES, undefined, settled.mapping);
   }
 
   /**

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { type DistConfig, splitDistArgs } from "./env.ts";
+import { type DistConfig, HOST_SHM_VARIABLE, splitDistArgs } from "./env.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
 /** What {@link runRankProcesses} needs beyond the layout. */
@@ -99,6 +99,7 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
           MASTER_ADDR: cfg.masterAddr,
           MASTER_PORT: String(cfg.masterPort),
           DIST_TIMEOUT: `${cfg.distTimeoutMs}ms`,
+          ...(cfg.hostShm === undefined ? {} : { [HOST_SHM_VARIABLE]: cfg.hostShm ? "on" : "off" }),
           TORCHELASTIC_RUN_ID: runId ?? "none",
           TORCHELASTIC_USE_AGENT_STORE: "False",
           [LAUNCHER_PID_ENV]: String(Deno.pid),

@@ -3,13 +3,23 @@
  * (group, pair of ranks), framed messages (a 32-byte header, then the payload),
  * a background reader that fills receive slots in the arena ahead of use, and
  * sends written straight from the arena. `conn.write` may write partially, so
- * every write loops.
+ * every write loops. Between two processes on one host, large payloads travel
+ * through a shared mapping instead (collectives/mapping.ts) and only their
+ * headers through the socket.
  * @module
  */
 
-import { CollectiveError, type Frame, HEADER_BYTES, KIND_ABORT, KIND_DATA } from "./frame.ts";
+import {
+  CollectiveError,
+  type Frame,
+  HEADER_BYTES,
+  KIND_ABORT,
+  KIND_DATA,
+  KIND_MAPPED,
+} from "./frame.ts";
 import { checkFrame, decodeHeader, encodeHeader } from "./frame.ts";
 import { abortedError, type Link, type LinkContext, timeoutError } from "./link.ts";
+import { MAPPED_MIN_BYTES, MAPPING_DEPTH, PairMapping, TOKEN_BYTES } from "./mapping.ts";
 
 /** Default payload bytes per TCP message. */
 export const TCP_SLOT_BYTES = 1024 * 1024;
@@ -89,16 +99,31 @@ export class TcpLink implements Link {
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
   #current: Filled | null = null;
+  #mapping: PairMapping | null;
+  /** Payloads sent and received through the mapping (each side uses its slots in turn). */
+  #mappedOut = 0;
+  #mappedIn = 0;
 
-  /** Wraps a connected socket; starts reading ahead into `depth` arena slots. */
+  /**
+   * Wraps a connected socket; starts reading ahead into `depth` arena slots.
+   * With `mapping` (from {@link negotiateMapping}; the link owns it from then
+   * on), payloads over {@link MAPPED_MIN_BYTES} go through it.
+   */
   constructor(
     readonly ctx: LinkContext,
     readonly peer: number,
     readonly conn: Deno.TcpConn,
     slotBytes = TCP_SLOT_BYTES,
     depth = TCP_DEPTH,
+    mapping: PairMapping | null = null,
   ) {
+    if (mapping && mapping.slotBytes < slotBytes) {
+      throw new Error(
+        `a mapping of ${mapping.slotBytes}-byte slots cannot carry ${slotBytes}-byte messages`,
+      );
+    }
     this.maxMessage = slotBytes;
+    this.#mapping = mapping;
     for (let i = 0; i < depth; i++) {
       const at = ctx.arena.alloc(slotBytes);
       this.#slots.push(at);
@@ -137,7 +162,10 @@ export class TcpLink implements Link {
         this.#fail(err);
         return;
       }
-      if (frame.kind !== KIND_DATA || frame.bytes > this.maxMessage) {
+      const mapped = frame.kind === KIND_MAPPED;
+      if (
+        (frame.kind !== KIND_DATA && !(mapped && this.#mapping)) || frame.bytes > this.maxMessage
+      ) {
         throw new CollectiveError(
           `protocol error: bad frame from rank ${this.peer} (kind ${frame.kind}, ${frame.bytes} bytes)`,
           this.peer,
@@ -148,8 +176,16 @@ export class TcpLink implements Link {
         this.#readerWake = null;
         if (this.#error) return;
       }
+      // closed while waiting: the mapping may be gone
+      if (this.#closed) return;
       const at = this.#free.shift()!;
-      if (frame.bytes > 0) await readExact(this.conn, this.ctx.arena.u8(at, frame.bytes));
+      if (mapped) {
+        this.#mapping!.drain(
+          this.#mappedIn++ % this.#mapping!.depth,
+          this.ctx.arena.u8(at, frame.bytes),
+        );
+        frame.kind = KIND_DATA;
+      } else if (frame.bytes > 0) await readExact(this.conn, this.ctx.arena.u8(at, frame.bytes));
       this.#filled.push({ frame, at });
       this.#wake?.();
     }
@@ -173,13 +209,32 @@ export class TcpLink implements Link {
     throw new Error("TcpLink sends from the source; reserve() returned -1");
   }
 
+  /** Whether payloads go through a shared mapping (a peer process on this host). */
+  get mapped(): boolean {
+    return this.#mapping !== null;
+  }
+
+  /** Payloads sent through the mapping so far (the others went through the socket). */
+  get mappedSends(): number {
+    return this.#mappedOut;
+  }
+
   send(frame: Frame, off: number): void {
     if (this.#error) throw this.#error;
-    const head = new Uint8Array(HEADER_BYTES + (frame.bytes <= 16384 ? frame.bytes : 0));
+    const m = this.#mapping;
+    const large = frame.bytes > MAPPED_MIN_BYTES;
+    // A slot the peer has not emptied yet: this payload goes through the socket.
+    if (m && large && m.sendSlotFree(this.#mappedOut % m.depth)) {
+      m.fill(this.#mappedOut++ % m.depth, this.ctx.arena.u8(off, frame.bytes));
+      frame = { ...frame, kind: KIND_MAPPED };
+    }
+    const inSocket = frame.kind !== KIND_MAPPED;
+    const head = new Uint8Array(HEADER_BYTES + (inSocket && !large ? frame.bytes : 0));
     encodeHeader(new Int32Array(head.buffer, 0, HEADER_BYTES / 4), frame);
-    const inline = head.length > HEADER_BYTES || frame.bytes === 0;
-    if (inline && frame.bytes > 0) head.set(this.ctx.arena.u8(off, frame.bytes), HEADER_BYTES);
-    const body = inline ? null : this.ctx.arena.u8(off, frame.bytes);
+    if (inSocket && !large && frame.bytes > 0) {
+      head.set(this.ctx.arena.u8(off, frame.bytes), HEADER_BYTES);
+    }
+    const body = inSocket && large ? this.ctx.arena.u8(off, frame.bytes) : null;
     this.#writing = this.#writing.then(async () => {
       if (this.#error) throw this.#error;
       try {
@@ -256,6 +311,7 @@ export class TcpLink implements Link {
     try {
       this.conn.close();
     } catch { /* already closed */ }
+    this.#mapping?.unmap();
   }
 }
 
@@ -393,5 +449,122 @@ export class TcpMesh {
         c.close();
       } catch { /* closed */ }
     }
+  }
+}
+
+/** What the dialing side offers on a new connection. */
+interface Offer {
+  /** The file it created, or null: no mapping. */
+  path: string | null;
+  /** Hex of the token written into it. */
+  token?: string;
+}
+
+/** What the other side answers. */
+interface Answer {
+  /** Whether it mapped the file. */
+  mapped: boolean;
+}
+
+/** Options of {@link negotiateMapping}. */
+export interface MappingOptions {
+  /** Whether this side wants a mapping at all (both must, for one to be used). */
+  enabled: boolean;
+  /** Payload bytes per slot (the link's largest message). */
+  slotBytes: number;
+  /** Slots per direction (default {@link MAPPING_DEPTH}). */
+  depth?: number;
+  /** Longest wait for the peer's half of the exchange, in milliseconds. */
+  timeoutMs: number;
+}
+
+/** What {@link negotiateMapping} settled. */
+export interface Negotiated {
+  /** The mapping both sides use, or null: payloads go through the socket. */
+  mapping: PairMapping | null;
+  /**
+   * Why this side could not make or map the file when both wanted one and the
+   * peer is on this host (undefined otherwise): worth telling the user, since
+   * the link is then slower than it could be.
+   */
+  failed?: string;
+}
+
+/**
+ * Settles, on a connection just opened and before any frame, whether its link
+ * carries payloads through a {@link PairMapping}. The dialing side (`dialer`)
+ * creates the file when the two ends share an address (the same host) and
+ * offers it; the other side maps it and answers; the dialer then removes the
+ * file's name. Both sides run this exactly once per connection and get the same
+ * answer: a mapping, or null for plain TCP.
+ */
+export async function negotiateMapping(
+  conn: Deno.TcpConn,
+  dialer: boolean,
+  o: MappingOptions,
+): Promise<Negotiated> {
+  const depth = o.depth ?? MAPPING_DEPTH;
+  const within = <T>(p: Promise<T>) => withTimeout(p, o.timeoutMs);
+  if (dialer) {
+    const local = conn.localAddr as Deno.NetAddr, remote = conn.remoteAddr as Deno.NetAddr;
+    const token = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
+    const path = `/dev/shm/webgpu-megatron-${Deno.pid}-${hex(token.subarray(0, 6))}`;
+    let mine: PairMapping | null = null, failed: string | undefined;
+    if (o.enabled && local.hostname === remote.hostname) {
+      try {
+        mine = PairMapping.create(path, token, o.slotBytes, depth);
+      } catch (e) {
+        failed = (e as Error).message;
+      }
+    }
+    try {
+      const offer: Offer = mine ? { path, token: hex(token) } : { path: null };
+      await writeJson(conn, offer);
+      const answer = await within(readJson(conn)) as Answer | null;
+      if (mine && answer?.mapped === true) return { mapping: mine };
+      mine?.unmap();
+      return { mapping: null, failed };
+    } catch (e) {
+      mine?.unmap();
+      throw e;
+    } finally {
+      if (mine) PairMapping.unlink(path);
+    }
+  }
+  const offer = await within(readJson(conn)) as Offer | null;
+  let theirs: PairMapping | null = null, failed: string | undefined;
+  if (o.enabled && offer?.path && offer.token) {
+    try {
+      theirs = PairMapping.open(offer.path, unhex(offer.token), o.slotBytes, depth);
+    } catch (e) {
+      failed = (e as Error).message;
+    }
+  }
+  await writeJson(conn, { mapped: theirs !== null } satisfies Answer);
+  return { mapping: theirs, failed };
+}
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function unhex(s: string): Uint8Array {
+  return Uint8Array.from(s.match(/../g) ?? [], (x) => parseInt(x, 16));
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`the peer did not answer within ${ms} ms`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }

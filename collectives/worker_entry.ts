@@ -45,6 +45,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       timeoutMs: init.timeoutMs,
       runId: init.runId,
       shmAlgorithm: init.shmAlgorithm,
+      mappedPayloads: init.mappedPayloads,
     });
     const ctx: WorkerContext = {
       rank: init.rank,

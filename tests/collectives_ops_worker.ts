@@ -104,7 +104,11 @@ export default async function main(ctx: WorkerContext): Promise<string[]> {
     await g.barrier();
   }
   if (errs.length && ctx.args.includes("--throw")) throw new Error(errs.join("\n"));
-  if (ctx.args.includes("--print") && ctx.rank === 0) console.log(`OPS_OK world=${n}`);
+  if (ctx.args.includes("--print") && ctx.rank === 0) {
+    // how the link to the next rank carries payloads (a shared-memory link has no `mapped`)
+    const link = await ctx.comm.link(g.key, g.ranks[(r + 1) % n]);
+    console.log(`OPS_OK world=${n} mapped=${"mapped" in link ? link.mapped : "local"}`);
+  }
   return errs;
 }
 

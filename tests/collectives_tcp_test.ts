@@ -1,6 +1,7 @@
 /**
  * Collectives over TCP on 127.0.0.1: Workers forced onto loopback TCP (2, 3,
- * 4 ranks), two real OS processes forming one group, a mixed ring (2 processes
+ * 4 ranks), two real OS processes forming one group (payloads through a shared
+ * mapping, and with `--host-shm off` through the socket), a mixed ring (2 processes
  * × 2 Workers), a rank killed mid-collective, and rendezvous errors.
  */
 
@@ -16,9 +17,9 @@ const MODES = new URL("./collectives_modes_worker.ts", import.meta.url);
 const LAUNCH = new URL("../cli/launch.ts", import.meta.url).pathname;
 const SIZES = "0,1,7,13,300001,4194304";
 
-function spawnNode(args: string[]) {
+function spawnNode(args: string[], permissions = ["-A"]) {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", LAUNCH, ...args],
+    args: ["run", ...permissions, LAUNCH, ...args],
     stdout: "piped",
     stderr: "piped",
     env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
@@ -49,20 +50,48 @@ for (const n of [2, 3, 4]) {
   });
 }
 
-async function runNodes(nnodes: number, nproc: number, extra: string[]) {
+async function runNodes(
+  nnodes: number,
+  nproc: number,
+  extra: string[],
+  flags: string[] = [],
+  permissions?: string[],
+) {
   const port = freeLocalPort();
   const procs = Array.from(
     { length: nnodes },
-    (_, i) => spawnNode([...nodeArgs(nnodes, i, nproc, port, "30s"), OPS.pathname, ...extra]),
+    (_, i) =>
+      spawnNode(
+        [...nodeArgs(nnodes, i, nproc, port, "30s"), ...flags, OPS.pathname, ...extra],
+        permissions,
+      ),
   );
   return await Promise.all(procs.map((p) => p.output()));
 }
 
-Deno.test("tcp: two OS processes on 127.0.0.1 form one group", async () => {
-  const outs = await runNodes(2, 1, ["0,1,7,13,300001", "--throw", "--print"]);
-  const text = new TextDecoder().decode(outs[0].stdout);
+for (const shm of ["on", "off"]) {
+  Deno.test(`tcp: two OS processes on 127.0.0.1 form one group, --host-shm ${shm}`, async () => {
+    const outs = await runNodes(2, 1, ["0,1,7,13,300001", "--throw", "--print"], [
+      `--host-shm=${shm}`,
+    ]);
+    const text = new TextDecoder().decode(outs[0].stdout);
+    for (const o of outs) assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+    // on: the payloads went through a mapping both processes share
+    assert.match(text, new RegExp(`OPS_OK world=2 mapped=${shm === "on"}`));
+  });
+}
+
+Deno.test("tcp: processes without FFI permission use the socket and say why", async () => {
+  const noFfi = ["--allow-read", "--allow-write", "--allow-net", "--allow-env", "--allow-run"];
+  const outs = await runNodes(2, 1, ["0,1,300001", "--throw", "--print"], [], noFfi);
   for (const o of outs) assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
-  assert.match(text, /OPS_OK world=2/);
+  assert.match(new TextDecoder().decode(outs[0].stdout), /OPS_OK world=2 mapped=false/);
+  // the dialing rank could not create the file, and says so once
+  const err = new TextDecoder().decode(outs[0].stderr);
+  assert.match(
+    err,
+    /rank 0: the link to rank 1 \(same host\) sends payloads through its socket, not shared memory: no FFI permission/,
+  );
 });
 
 Deno.test("tcp: 2 processes x 2 Workers form one ring of 4 (shm + tcp links)", async () => {

@@ -5,6 +5,7 @@ import { Arena } from "../collectives/arena.ts";
 import { assignDevices, driPrimeFor, type HostGpu } from "../collectives/devices.ts";
 import {
   firstSlurmHost,
+  HOST_SHM_VARIABLE,
   parseDuration,
   resolveDistConfig,
   splitDistArgs,
@@ -207,6 +208,15 @@ Deno.test("rank and world come from flags, torchrun, Slurm or Open MPI", () => {
   assert.equal(firstSlurmHost("node7"), "node7");
   assert.equal(parseDuration("2m"), 120000);
   assert.equal(parseDuration("30"), 30000);
+  // --host-shm: a flag, or the variable the procs launcher sets for its ranks
+  assert.equal(resolveDistConfig({}, {}).hostShm, undefined);
+  assert.equal(resolveDistConfig(splitDistArgs(["--host-shm", "off"]).flags, {}).hostShm, false);
+  assert.equal(resolveDistConfig({}, { [HOST_SHM_VARIABLE]: "on" }).hostShm, true);
+  assert.equal(
+    resolveDistConfig({ "host-shm": "on" }, { [HOST_SHM_VARIABLE]: "off" }).hostShm,
+    true,
+  );
+  assert.throws(() => resolveDistConfig({ "host-shm": "yes" }, {}), /--host-shm must be on or off/);
 });
 
 Deno.test("device mapping: one GPU per local rank, --devices overrides, single GPU shares", () => {

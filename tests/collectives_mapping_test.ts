@@ -1,0 +1,142 @@
+/**
+ * TCP links between processes on one host with their payloads in a shared
+ * mapping (collectives/mapping.ts): every op against the reference, payloads
+ * that go through the socket when the peer has not emptied a slot yet, either
+ * side refusing, a foreign file refused, and no file left in /dev/shm.
+ */
+
+import assert from "node:assert/strict";
+import { resolveDistConfig } from "../collectives/env.ts";
+import { type Frame, KIND_DATA } from "../collectives/frame.ts";
+import { Communicator } from "../collectives/group.ts";
+import { runWorkers } from "../collectives/launch.ts";
+import { MAPPING_DEPTH, PairMapping, TOKEN_BYTES } from "../collectives/mapping.ts";
+import { StoreServer } from "../collectives/store.ts";
+import { freeLocalPort, type TcpLink } from "../collectives/tcp.ts";
+
+const OPS = new URL("./collectives_ops_worker.ts", import.meta.url);
+const SIZES = "0,1,7,4097,300001,4194304";
+
+/** This process's mapping files still named in /dev/shm. */
+function leftovers(): string[] {
+  try {
+    return [...Deno.readDirSync("/dev/shm")].map((e) => e.name)
+      .filter((n) => n.startsWith(`webgpu-megatron-${Deno.pid}-`));
+  } catch {
+    return [];
+  }
+}
+
+/** Two ranks of one world in this process, each as if in its own process (TCP between them). */
+async function pair(mapped: [boolean, boolean]): Promise<[Communicator, Communicator, () => void]> {
+  const server = StoreServer.listen("127.0.0.1", 0);
+  const store = { hostname: "127.0.0.1", port: server.port };
+  const comms = await Promise.all(
+    [0, 1].map((rank) =>
+      Communicator.create({ rank, world: 2, store, timeoutMs: 10000, mappedPayloads: mapped[rank] })
+    ),
+  );
+  return [comms[0], comms[1], () => {
+    for (const c of comms) c.close();
+    server.close();
+  }];
+}
+
+for (const n of [2, 3]) {
+  Deno.test(`mapping: every op matches the reference over mapped links, ${n} ranks`, async () => {
+    const c = resolveDistConfig({
+      "nproc-per-node": String(n),
+      "dist-timeout": "30s",
+      "master-port": String(freeLocalPort()),
+    }, {});
+    const res = await runWorkers(c, OPS, [SIZES], {
+      gpus: [],
+      forceTcp: true,
+      mappedPayloads: true,
+    });
+    assert.ok(res.ok, JSON.stringify(res.ranks));
+    for (const r of res.ranks) assert.deepEqual(r.result, []);
+  });
+}
+
+Deno.test("mapping: a full slot sends through the socket; messages stay in order", async () => {
+  const [a, b, close] = await pair([true, true]);
+  try {
+    const [la, lb] = await Promise.all([a.link("0,1", 1), b.link("0,1", 0)]) as TcpLink[];
+    assert.ok(la.mapped && lb.mapped, "a link between two ranks on this host is mapped");
+    assert.deepEqual(leftovers(), [], "the file's name is removed once both sides mapped it");
+    // More messages than slots, sent before the peer reads any: the first
+    // MAPPING_DEPTH go through the mapping, the rest through the socket.
+    const count = MAPPING_DEPTH + 3, floats = 100_000;
+    const frame = (i: number): Frame => ({
+      kind: KIND_DATA,
+      op: "allGather",
+      seq: i,
+      count: floats,
+      elemBytes: 4,
+      extra: 0,
+      stage: 0,
+      sub: 0,
+      bytes: floats * 4,
+    });
+    const src = Array.from({ length: count }, (_, i) => {
+      const off = a.arena.alloc(floats * 4);
+      a.arena.f32(off, floats).forEach((_, j, arr) => arr[j] = i * 1000 + (j % 997));
+      return off;
+    });
+    for (let i = 0; i < count; i++) la.send(frame(i), src[i]);
+    assert.equal(la.mappedSends, MAPPING_DEPTH);
+    await la.flush();
+    for (let i = 0; i < count; i++) {
+      const at = await lb.recv(frame(i));
+      const got = b.arena.f32(at, floats);
+      const bad = got.findIndex((x, j) => x !== i * 1000 + (j % 997));
+      assert.equal(bad, -1, `message ${i}: value ${bad} differs`);
+      lb.release();
+    }
+  } finally {
+    close();
+  }
+  assert.deepEqual(leftovers(), []);
+});
+
+for (const refuse of [0, 1]) {
+  Deno.test(`mapping: rank ${refuse} refusing gives plain TCP on both sides`, async () => {
+    const [a, b, close] = await pair(refuse === 0 ? [false, true] : [true, false]);
+    try {
+      const [la, lb] = await Promise.all([a.link("0,1", 1), b.link("0,1", 0)]) as TcpLink[];
+      assert.ok(!la.mapped && !lb.mapped);
+      const xs = [a, b].map((c) => {
+        const g = c.worldGroup();
+        const x = g.alloc(300_001);
+        x.forEach((_, i, arr) => arr[i] = c.rank + i % 5);
+        return { g, x };
+      });
+      await Promise.all(xs.map(({ g, x }) => g.allReduce(x)));
+      for (const { x } of xs) assert.equal(x.findIndex((v, i) => v !== 1 + 2 * (i % 5)), -1);
+    } finally {
+      close();
+    }
+    assert.deepEqual(leftovers(), []);
+  });
+}
+
+Deno.test("mapping: a taken name, a missing file, another token or size are refused", () => {
+  const path = `/dev/shm/webgpu-megatron-${Deno.pid}-test`;
+  const token = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
+  const made = PairMapping.create(path, token, 65536, 2);
+  try {
+    assert.throws(() => PairMapping.create(path, token, 65536, 2), /cannot create/);
+    const other = token.map((x) => x ^ 1);
+    assert.throws(() => PairMapping.open(path, other, 65536, 2), /token differs/);
+    assert.throws(() => PairMapping.open(path, token, 65536, 4), /has \d+ bytes, not \d+/);
+    assert.throws(() => PairMapping.open(`${path}-none`, token, 65536, 2), /cannot open/);
+    const ok = PairMapping.open(path, token, 65536, 2);
+    ok.unmap();
+    ok.unmap(); // idempotent
+  } finally {
+    PairMapping.unlink(path);
+    made.unmap();
+  }
+  assert.deepEqual(leftovers(), []);
+});
