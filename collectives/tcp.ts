@@ -540,7 +540,12 @@ export async function negotiateMapping(
       failed = (e as Error).message;
     }
   }
-  await writeJson(conn, { mapped: theirs !== null } satisfies Answer);
+  try {
+    await writeJson(conn, { mapped: theirs !== null } satisfies Answer);
+  } catch (e) {
+    theirs?.unmap();
+    throw e;
+  }
   return { mapping: theirs, failed };
 }
 
