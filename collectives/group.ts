@@ -89,7 +89,7 @@ export interface CommunicatorOptions {
    * shared memory (collectives/mapping.ts; needs Linux and FFI permission, else
    * plain TCP). Default true; both ends must allow it.
    */
-  mappedPayloads?: boolean;
+  hostShm?: boolean;
 }
 
 /** How all-shared-memory groups run their collectives. */
@@ -114,7 +114,7 @@ export class Communicator implements LinkContext {
   /** Algorithm of all-shared-memory groups. */
   readonly shmAlgorithm: ShmAlgorithm;
   /** Whether TCP links to processes on this host may carry payloads through shared memory. */
-  readonly mappedPayloads: boolean;
+  readonly hostShm: boolean;
   #store: StoreClient | null;
   #mesh: TcpMesh | null;
   #links = new Map<string, Promise<Link>>();
@@ -130,7 +130,7 @@ export class Communicator implements LinkContext {
     this.tcpLookahead = o.tcpLookahead ?? 4;
     this.blockingWaits = o.blockingWaits ?? true;
     this.shmAlgorithm = o.shmAlgorithm ?? "direct";
-    this.mappedPayloads = o.mappedPayloads ?? true;
+    this.hostShm = o.hostShm ?? true;
     if (this.shmAlgorithm !== "direct" && this.shmAlgorithm !== "ring") {
       throw new CollectiveError(`unknown shared-memory algorithm "${this.shmAlgorithm}"`);
     }
@@ -212,7 +212,7 @@ export class Communicator implements LinkContext {
     let settled;
     try {
       settled = await negotiateMapping(conn, this.rank < peer, {
-        enabled: this.mappedPayloads,
+        enabled: this.hostShm,
         slotBytes: TCP_SLOT_BYTES,
         timeoutMs: this.timeoutMs,
       });

@@ -64,8 +64,8 @@ export interface WorkerInit {
   runId?: string;
   /** Algorithm of all-shared-memory groups (default direct). */
   shmAlgorithm?: ShmAlgorithm;
-  /** See `CommunicatorOptions.mappedPayloads` (collectives/group.ts). */
-  mappedPayloads?: boolean;
+  /** See `CommunicatorOptions.hostShm` (collectives/group.ts). */
+  hostShm?: boolean;
   /** Device assignment. */
   device: DeviceAssignment;
   /** Worker module URL. */
@@ -115,11 +115,11 @@ export interface RunOptions {
   shmAlgorithm?: ShmAlgorithm;
   /**
    * Whether TCP links between ranks on this host carry large payloads through
-   * shared memory (`CommunicatorOptions.mappedPayloads` in collectives/group.ts).
+   * shared memory (`CommunicatorOptions.hostShm` in collectives/group.ts).
    * Default: the config's `hostShm` (on unless `--host-shm off`), except with
    * `forceTcp`, which tests the socket path unless this is set.
    */
-  mappedPayloads?: boolean;
+  hostShm?: boolean;
 }
 
 type Msg =
@@ -216,7 +216,7 @@ export async function runWorkers(
         timeoutMs: cfg.distTimeoutMs,
         runId: cfg.runId,
         shmAlgorithm: opts.shmAlgorithm,
-        mappedPayloads: opts.mappedPayloads ?? (opts.forceTcp ? false : cfg.hostShm ?? true),
+        hostShm: opts.hostShm ?? (opts.forceTcp ? false : cfg.hostShm ?? true),
         device,
         moduleUrl: String(moduleUrl),
         args,

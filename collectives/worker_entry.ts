@@ -45,7 +45,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       timeoutMs: init.timeoutMs,
       runId: init.runId,
       shmAlgorithm: init.shmAlgorithm,
-      mappedPayloads: init.mappedPayloads,
+      hostShm: init.hostShm,
     });
     const ctx: WorkerContext = {
       rank: init.rank,

@@ -33,7 +33,7 @@ async function pair(mapped: [boolean, boolean]): Promise<[Communicator, Communic
   const store = { hostname: "127.0.0.1", port: server.port };
   const comms = await Promise.all(
     [0, 1].map((rank) =>
-      Communicator.create({ rank, world: 2, store, timeoutMs: 10000, mappedPayloads: mapped[rank] })
+      Communicator.create({ rank, world: 2, store, timeoutMs: 10000, hostShm: mapped[rank] })
     ),
   );
   return [comms[0], comms[1], () => {
@@ -52,7 +52,7 @@ for (const n of [2, 3]) {
     const res = await runWorkers(c, OPS, [SIZES], {
       gpus: [],
       forceTcp: true,
-      mappedPayloads: true,
+      hostShm: true,
     });
     assert.ok(res.ok, JSON.stringify(res.ranks));
     for (const r of res.ranks) assert.deepEqual(r.result, []);
