@@ -219,7 +219,8 @@ export class Communicator implements LinkContext {
     } catch (e) {
       conn.close();
       throw new CollectiveError(
-        `rank ${this.rank}: opening the link to rank ${peer} failed: ${(e as Error).message}`,
+        `rank ${this.rank}: opening the link to rank ${peer} failed: ${(e as Error).message} ` +
+          `(rank ${peer} died, hung, or never called the collective; see --dist-timeout)`,
         peer,
       );
     }

@@ -564,7 +564,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
       p,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new Error(`the peer did not answer within ${ms} ms`)),
+          () => reject(new Error(`no answer within ${ms} ms`)),
           ms,
         );
       }),

@@ -15,6 +15,7 @@ import { StoreServer } from "../collectives/store.ts";
 import { freeLocalPort, type TcpLink } from "../collectives/tcp.ts";
 
 const OPS = new URL("./collectives_ops_worker.ts", import.meta.url);
+const MODES = new URL("./collectives_modes_worker.ts", import.meta.url);
 const SIZES = "0,1,7,4097,300001,4194304";
 
 /** This process's mapping files still named in /dev/shm. */
@@ -58,6 +59,30 @@ for (const n of [2, 3]) {
     for (const r of res.ranks) assert.deepEqual(r.result, []);
   });
 }
+
+Deno.test("mapping: a rank that never opens the link makes the others fail in time, naming it", async () => {
+  const c = resolveDistConfig({
+    "nproc-per-node": "3",
+    "dist-timeout": "1s",
+    "master-port": String(freeLocalPort()),
+  }, {});
+  const t0 = performance.now();
+  const res = await runWorkers(c, MODES, ["hang", "2", "2500"], {
+    gpus: [],
+    log: false,
+    forceTcp: true,
+    hostShm: true,
+  });
+  const took = performance.now() - t0;
+  assert.equal(res.ok, false);
+  for (const r of res.ranks.slice(0, 2)) {
+    assert.equal(r.ok, false);
+    assert.match(r.error!, /rank 2/);
+    assert.match(r.error!, /died, hung, or never called the collective/);
+  }
+  assert.ok(took < 6000, `took ${took} ms`);
+  assert.deepEqual(leftovers(), []);
+});
 
 Deno.test("mapping: a full slot sends through the socket; messages stay in order", async () => {
   const [a, b, close] = await pair([true, true]);
