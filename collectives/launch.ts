@@ -216,7 +216,7 @@ export async function runWorkers(
         timeoutMs: cfg.distTimeoutMs,
         runId: cfg.runId,
         shmAlgorithm: opts.shmAlgorithm,
-        hostShm: opts.hostShm ?? (opts.forceTcp ? false : cfg.hostShm ?? true),
+        hostShm: opts.hostShm ?? (opts.forceTcp ? false : cfg.hostShm),
         device,
         moduleUrl: String(moduleUrl),
         args,

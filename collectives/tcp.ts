@@ -20,6 +20,7 @@ import {
 import { checkFrame, decodeHeader, encodeHeader } from "./frame.ts";
 import { abortedError, type Link, type LinkContext, timeoutError } from "./link.ts";
 import { MAPPED_MIN_BYTES, MAPPING_DEPTH, PairMapping, TOKEN_BYTES } from "./mapping.ts";
+import { randomRunId } from "./procs.ts";
 
 /** Default payload bytes per TCP message. */
 export const TCP_SLOT_BYTES = 1024 * 1024;
@@ -456,8 +457,8 @@ export class TcpMesh {
 interface Offer {
   /** The file it created, or null: no mapping. */
   path: string | null;
-  /** Hex of the token written into it. */
-  token?: string;
+  /** The token written into it, as bytes. */
+  token?: number[];
 }
 
 /** What the other side answers. */
@@ -472,8 +473,6 @@ export interface MappingOptions {
   enabled: boolean;
   /** Payload bytes per slot (the link's largest message). */
   slotBytes: number;
-  /** Slots per direction (default {@link MAPPING_DEPTH}). */
-  depth?: number;
   /** Longest wait for the peer's half of the exchange, in milliseconds. */
   timeoutMs: number;
 }
@@ -503,22 +502,21 @@ export async function negotiateMapping(
   dialer: boolean,
   o: MappingOptions,
 ): Promise<Negotiated> {
-  const depth = o.depth ?? MAPPING_DEPTH;
   const within = <T>(p: Promise<T>) => withTimeout(p, o.timeoutMs);
   if (dialer) {
     const local = conn.localAddr as Deno.NetAddr, remote = conn.remoteAddr as Deno.NetAddr;
     const token = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
-    const path = `/dev/shm/webgpu-megatron-${Deno.pid}-${hex(token.subarray(0, 6))}`;
+    const path = `/dev/shm/webgpu-megatron-${Deno.pid}-${randomRunId()}`;
     let mine: PairMapping | null = null, failed: string | undefined;
     if (o.enabled && local.hostname === remote.hostname) {
       try {
-        mine = PairMapping.create(path, token, o.slotBytes, depth);
+        mine = PairMapping.create(path, token, o.slotBytes, MAPPING_DEPTH);
       } catch (e) {
         failed = (e as Error).message;
       }
     }
     try {
-      const offer: Offer = mine ? { path, token: hex(token) } : { path: null };
+      const offer: Offer = mine ? { path, token: [...token] } : { path: null };
       await writeJson(conn, offer);
       const answer = await within(readJson(conn)) as Answer | null;
       if (mine && answer?.mapped === true) return { mapping: mine };
@@ -533,9 +531,14 @@ export async function negotiateMapping(
   }
   const offer = await within(readJson(conn)) as Offer | null;
   let theirs: PairMapping | null = null, failed: string | undefined;
-  if (o.enabled && offer?.path && offer.token) {
+  if (o.enabled && offer?.path && Array.isArray(offer.token)) {
     try {
-      theirs = PairMapping.open(offer.path, unhex(offer.token), o.slotBytes, depth);
+      theirs = PairMapping.open(
+        offer.path,
+        Uint8Array.from(offer.token),
+        o.slotBytes,
+        MAPPING_DEPTH,
+      );
     } catch (e) {
       failed = (e as Error).message;
     }
@@ -547,14 +550,6 @@ export async function negotiateMapping(
     throw e;
   }
   return { mapping: theirs, failed };
-}
-
-function hex(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
-function unhex(s: string): Uint8Array {
-  return Uint8Array.from(s.match(/../g) ?? [], (x) => parseInt(x, 16));
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
