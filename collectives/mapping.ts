@@ -79,6 +79,8 @@ export class PairMapping {
   #memory: ArrayBuffer;
   #flags: Int32Array;
   #unmapped = false;
+  /** The file's name while it still has one and this side created it. */
+  #name: string | null = null;
 
   private constructor(
     libc: Libc,
@@ -122,6 +124,7 @@ export class PairMapping {
     }
     const m = new PairMapping(libc, ptr, bytes, slotBytes, depth, 0);
     new Uint8Array(m.#memory, 0, TOKEN_BYTES).set(token);
+    m.#name = path;
     return m;
   }
 
@@ -151,11 +154,15 @@ export class PairMapping {
     return m;
   }
 
-  /** Removes the file's name (the mappings stay); for the creator once both have mapped it. */
-  static unlink(path: string): void {
-    const libc = openLibc();
-    libc.symbols.unlink(cString(path));
-    libc.close();
+  /**
+   * Removes the name of the file this side created (the mappings stay), once
+   * both sides have mapped it or gave up. Idempotent; a no-op for the side
+   * that opened the peer's file.
+   */
+  removeName(): void {
+    if (this.#name === null || this.#unmapped) return;
+    this.#libc.symbols.unlink(cString(this.#name));
+    this.#name = null;
   }
 
   /** Slot `j` of direction `dir`. */
@@ -181,8 +188,9 @@ export class PairMapping {
     Atomics.store(this.#flags, dir * this.depth + j, 0);
   }
 
-  /** Unmaps the memory; no slot may be touched afterwards. Idempotent. */
+  /** Removes the name if still there, then unmaps; no slot may be touched afterwards. Idempotent. */
   unmap(): void {
+    this.removeName();
     if (this.#unmapped) return;
     this.#unmapped = true;
     this.#libc.symbols.munmap(this.#ptr, BigInt(this.#bytes));

@@ -526,7 +526,7 @@ export async function negotiateMapping(
       mine?.unmap();
       throw e;
     } finally {
-      if (mine) PairMapping.unlink(path);
+      mine?.removeName();
     }
   }
   const offer = await within(readJson(conn)) as Offer | null;

@@ -160,8 +160,7 @@ Deno.test("mapping: a taken name, a missing file, another token or size are refu
     ok.unmap();
     ok.unmap(); // idempotent
   } finally {
-    PairMapping.unlink(path);
-    made.unmap();
+    made.unmap(); // removes the name too
   }
   assert.deepEqual(leftovers(), []);
 });
