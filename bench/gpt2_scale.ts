@@ -89,8 +89,14 @@ export function describeGpt2Placement(placement: Gpt2Placement, tp: number): str
   return placement === "procs"
     ? describePinnedProcs(tp)
     : tp === 1
-    ? "1 Worker"
+    ? `1 Worker, unpinned${unpinnedThreads()}`
     : `${tp} Workers in one process, shared memory`;
+}
+
+/** How many threads an unpinned llvmpipe or lavapipe device runs: ", LP_NUM_THREADS=n" when set. */
+function unpinnedThreads(): string {
+  const n = Deno.env.get("LP_NUM_THREADS");
+  return n ? `, LP_NUM_THREADS=${n}` : "";
 }
 
 /**

@@ -12,9 +12,12 @@
  *   `--gpt2-placement procs` (the default) each rank is one OS process pinned to
  *   its own core with `taskset`, the ranks talking over TCP (cli/pinned_procs.ts):
  *   TP=1 is then one simulated GPU on one core, and TP=2 two of them on two cores,
- *   as the issue asks. `--gpt2-placement workers` runs the ranks as Workers of one
- *   process over shared memory (threads that cannot be pinned: TP=1's lavapipe then
- *   uses both cores);
+ *   as the issue asks. Under that placement `--gpt2-tp1` (default `both`) runs
+ *   TP=1 as one pinned process (`core`), as one Worker whose device's threads
+ *   use every core (`cpu`: what `deno task train` does on this machine, and what
+ *   PyTorch's 2-thread run gets), or both, each its own row. `--gpt2-placement
+ *   workers` runs the ranks as Workers of one process over shared memory
+ *   (threads that cannot be pinned: TP=1's lavapipe then uses every core);
  * - matmul 1024³ GFLOP/s: the project's kernel on each backend against
  *   torch.mm (OpenBLAS sgemm) at 1 and 2 threads.
  *
@@ -29,7 +32,7 @@
  * minutes here), each the project at every TP size and then PyTorch.
  *
  *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
- *       [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers]
+ *       [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers] [--gpt2-tp1 core|cpu|both]
  *       [--gpt2-backend dawn|deno] [--python /usr/bin/python3]
  * @module
  */
@@ -41,6 +44,7 @@ import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
+import type { Gpt2Placement } from "./gpt2_scale.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -52,6 +56,7 @@ const { values } = parseArgs({
     "gpt2-steps": { type: "string", default: "3" },
     "gpt2-rounds": { type: "string", default: "1" },
     "gpt2-placement": { type: "string", default: "procs" },
+    "gpt2-tp1": { type: "string", default: "both" },
     "gpt2-backend": { type: "string", default: "dawn" },
     python: { type: "string", default: "/usr/bin/python3" },
   },
@@ -75,11 +80,27 @@ for (
   }
 }
 const gpt2Tp = values["gpt2-tp"] === "none" ? [] : values["gpt2-tp"]!.split(",").map(Number);
-const gpt2Placement = values["gpt2-placement"]!;
+const gpt2Placement = values["gpt2-placement"] as Gpt2Placement;
 if (gpt2Placement !== "procs" && gpt2Placement !== "workers") {
   console.error(`unknown --gpt2-placement "${gpt2Placement}": expected procs or workers`);
   Deno.exit(2);
 }
+const gpt2Tp1 = values["gpt2-tp1"]!;
+if (gpt2Tp1 !== "core" && gpt2Tp1 !== "cpu" && gpt2Tp1 !== "both") {
+  console.error(`unknown --gpt2-tp1 "${gpt2Tp1}": expected core, cpu or both`);
+  Deno.exit(2);
+}
+/**
+ * The GPT-2 runs of a round: each TP size under the placement asked, and TP=1
+ * under pinned processes as `--gpt2-tp1` says (a Worker is the unpinned "cpu" run).
+ */
+const gpt2Runs: { tp: number; placement: Gpt2Placement }[] = gpt2Tp.flatMap((tp) => {
+  if (tp !== 1 || gpt2Placement === "workers") return [{ tp, placement: gpt2Placement }];
+  const core = { tp, placement: "procs" as const };
+  const cpu = { tp, placement: "workers" as const };
+  return gpt2Tp1 === "core" ? [core] : gpt2Tp1 === "cpu" ? [cpu] : [core, cpu];
+});
+const runKey = (r: { tp: number; placement: Gpt2Placement }) => `${r.tp}/${r.placement}`;
 const gpt2Backend = parseBackend(values["gpt2-backend"]!);
 const GPT2 = { vocab: 50304, layers: 12, hidden: 768, heads: 12, seq: 256, batch: 1 };
 
@@ -178,7 +199,10 @@ async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
  * tuning and errors) comes through as it runs: a step takes tens of seconds
  * here, and tuning the shapes not in the cache minutes.
  */
-async function projectGpt2(tp: number): Promise<{ ms: number; placed: string } | string> {
+async function projectGpt2(
+  tp: number,
+  placement: Gpt2Placement,
+): Promise<{ ms: number; placed: string } | string> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -197,7 +221,7 @@ async function projectGpt2(tp: number): Promise<{ ms: number; placed: string } |
       "--eval-only",
       "none",
       "--placement",
-      gpt2Placement,
+      placement,
       "--backend",
       gpt2Backend,
     ],
@@ -214,7 +238,7 @@ async function projectGpt2(tp: number): Promise<{ ms: number; placed: string } |
     }`;
   }
   // The "what ran" cell ends with the placement in parentheses.
-  const placed = /\(([^()]*)\)\s*$/.exec(cells![4])?.[1] ?? gpt2Placement;
+  const placed = /\(([^()]*)\)\s*$/.exec(cells![4])?.[1] ?? placement;
   return { ms, placed };
 }
 
@@ -273,15 +297,16 @@ if (import.meta.main) {
   // GPT-2 small: in each round the project at each TP, then PyTorch.
   const gpt2Spec = { name: "gpt2", ...GPT2, warmup: 1, steps: GPT2_STEPS };
   const gpt2Rounds: {
-    project: Map<number, { ms: number; placed: string } | string>;
+    project: Map<string, { ms: number; placed: string } | string>;
     torch: TorchOut | string;
     torchBest: Best | null;
   }[] = [];
-  for (let round = 0; gpt2Tp.length && round < GPT2_ROUNDS; round++) {
-    const project = new Map<number, { ms: number; placed: string } | string>();
-    for (const tp of gpt2Tp) {
-      const r = await projectGpt2(tp);
-      project.set(tp, r);
+  for (let round = 0; gpt2Runs.length && round < GPT2_ROUNDS; round++) {
+    const project = new Map<string, { ms: number; placed: string } | string>();
+    for (const run of gpt2Runs) {
+      const { tp } = run;
+      const r = await projectGpt2(tp, run.placement);
+      project.set(runKey(run), r);
       log(
         `GPT-2 round ${round + 1}/${GPT2_ROUNDS}: project TP=${tp}: ${
           typeof r === "string" ? r : `${r.ms} ms/step (${r.placed})`
@@ -309,7 +334,10 @@ if (import.meta.main) {
     }; load average at the end ${la}`,
     `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: ${GPT2_ROUNDS} interleaved round(s) (the project at each TP size, then PyTorch), each the median of ${GPT2_STEPS} steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it), and medians as for the reference; GPT-2 ranks: ${
       gpt2Placement === "procs"
-        ? "one process each, pinned to its own core with taskset, TCP between them"
+        ? "one process each, pinned to its own core with taskset, TCP between them" +
+          (gpt2Runs.some((r) => r.placement === "workers")
+            ? "; TP=1 also as one Worker, unpinned, its device on every core"
+            : "")
         : "Workers of one process, shared memory"
     }`,
     "",
@@ -329,8 +357,9 @@ if (import.meta.main) {
   }
   const gpt2TorchRounds = gpt2Rounds.map((r) => r.torchBest);
   const torchG = torchOverRounds(gpt2TorchRounds);
-  for (const tp of gpt2Tp) {
-    const runs = gpt2Rounds.map((r) => r.project.get(tp)!);
+  for (const run of gpt2Runs) {
+    const { tp } = run;
+    const runs = gpt2Rounds.map((r) => r.project.get(runKey(run))!);
     const failed = runs.find((r) => typeof r === "string");
     const placed = runs.find((r) => typeof r !== "string")?.placed;
     const tps = runs.map((r) =>
