@@ -84,6 +84,34 @@ const WORKER = new URL("./gpt2_scale_worker.ts", import.meta.url);
 /** How the ranks of one run are placed. */
 export type Gpt2Placement = "workers" | "procs";
 
+/**
+ * How TP=1 runs when the ranks are pinned processes: as one pinned process
+ * (`core`: one simulated GPU on one core), as one unpinned Worker whose
+ * device's threads use every core (`cpu`), or both.
+ */
+export type Tp1Placement = "core" | "cpu" | "both";
+
+/** One GPT-2 run of a benchmark round: a TP size and how its ranks are placed. */
+export interface Gpt2Run {
+  /** Tensor-parallel size. */
+  tp: number;
+  /** Where its ranks run. */
+  placement: Gpt2Placement;
+}
+
+/**
+ * The runs of a round for the TP sizes `tps` under `placement`; TP=1 under
+ * pinned processes as `tp1` says (the unpinned run is a Worker).
+ */
+export function gpt2Runs(tps: number[], placement: Gpt2Placement, tp1: Tp1Placement): Gpt2Run[] {
+  return tps.flatMap((tp): Gpt2Run[] => {
+    if (tp !== 1 || placement === "workers") return [{ tp, placement }];
+    const core: Gpt2Run = { tp, placement: "procs" };
+    const cpu: Gpt2Run = { tp, placement: "workers" };
+    return tp1 === "core" ? [core] : tp1 === "cpu" ? [cpu] : [core, cpu];
+  });
+}
+
 /** How `tp` ranks ran under `placement`, for the table: "2 pinned processes, TCP". */
 export function describeGpt2Placement(placement: Gpt2Placement, tp: number): string {
   return placement === "procs"

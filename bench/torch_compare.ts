@@ -44,7 +44,7 @@ import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
-import type { Gpt2Placement } from "./gpt2_scale.ts";
+import { type Gpt2Placement, type Gpt2Run, gpt2Runs } from "./gpt2_scale.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -90,17 +90,8 @@ if (gpt2Tp1 !== "core" && gpt2Tp1 !== "cpu" && gpt2Tp1 !== "both") {
   console.error(`unknown --gpt2-tp1 "${gpt2Tp1}": expected core, cpu or both`);
   Deno.exit(2);
 }
-/**
- * The GPT-2 runs of a round: each TP size under the placement asked, and TP=1
- * under pinned processes as `--gpt2-tp1` says (a Worker is the unpinned "cpu" run).
- */
-const gpt2Runs: { tp: number; placement: Gpt2Placement }[] = gpt2Tp.flatMap((tp) => {
-  if (tp !== 1 || gpt2Placement === "workers") return [{ tp, placement: gpt2Placement }];
-  const core = { tp, placement: "procs" as const };
-  const cpu = { tp, placement: "workers" as const };
-  return gpt2Tp1 === "core" ? [core] : gpt2Tp1 === "cpu" ? [cpu] : [core, cpu];
-});
-const runKey = (r: { tp: number; placement: Gpt2Placement }) => `${r.tp}/${r.placement}`;
+const gpt2RunList = gpt2Runs(gpt2Tp, gpt2Placement, gpt2Tp1);
+const runKey = (r: Gpt2Run) => `${r.tp}/${r.placement}`;
 const gpt2Backend = parseBackend(values["gpt2-backend"]!);
 const GPT2 = { vocab: 50304, layers: 12, hidden: 768, heads: 12, seq: 256, batch: 1 };
 
@@ -301,9 +292,9 @@ if (import.meta.main) {
     torch: TorchOut | string;
     torchBest: Best | null;
   }[] = [];
-  for (let round = 0; gpt2Runs.length && round < GPT2_ROUNDS; round++) {
+  for (let round = 0; gpt2RunList.length && round < GPT2_ROUNDS; round++) {
     const project = new Map<string, { ms: number; placed: string } | string>();
-    for (const run of gpt2Runs) {
+    for (const run of gpt2RunList) {
       const { tp } = run;
       const r = await projectGpt2(tp, run.placement);
       project.set(runKey(run), r);
@@ -335,7 +326,7 @@ if (import.meta.main) {
     `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: ${GPT2_ROUNDS} interleaved round(s) (the project at each TP size, then PyTorch), each the median of ${GPT2_STEPS} steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it), and medians as for the reference; GPT-2 ranks: ${
       gpt2Placement === "procs"
         ? "one process each, pinned to its own core with taskset, TCP between them" +
-          (gpt2Runs.some((r) => r.placement === "workers")
+          (gpt2RunList.some((r) => r.placement === "workers")
             ? "; TP=1 also as one Worker, unpinned, its device on every core"
             : "")
         : "Workers of one process, shared memory"
@@ -357,7 +348,7 @@ if (import.meta.main) {
   }
   const gpt2TorchRounds = gpt2Rounds.map((r) => r.torchBest);
   const torchG = torchOverRounds(gpt2TorchRounds);
-  for (const run of gpt2Runs) {
+  for (const run of gpt2RunList) {
     const { tp } = run;
     const runs = gpt2Rounds.map((r) => r.project.get(runKey(run))!);
     const failed = runs.find((r) => typeof r === "string");
