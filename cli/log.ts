@@ -72,6 +72,15 @@ function pyInt(n: number, width: number): string {
 }
 
 /**
+ * Megatron's `{:.1f}` for the TFLOP/s field, with two significant digits
+ * under 0.1 (a CPU adapter's tens of GFLOP/s would read 0.0): still one
+ * number a Megatron log parser reads.
+ */
+function tflopsField(tflops: number): string {
+  return tflops > 0 && tflops < 0.1 ? tflops.toPrecision(2) : tflops.toFixed(1);
+}
+
+/**
  * One training line in Megatron's fields and formats (its `training_log`):
  * ` [2024-05-01 12:00:00] iteration        5/     100 | consumed samples:           40 |
  * elapsed time per iteration (ms): 123.4 | throughput per GPU (TFLOP/s/GPU): 0.1 |
@@ -87,7 +96,7 @@ export function formatLogLine(f: LogFields): string {
     ` iteration ${pyInt(f.iteration, 8)}/${pyInt(f.total, 8)} |` +
     ` consumed samples: ${pyInt(samples, 12)} |` +
     ` elapsed time per iteration (ms): ${f.msPerIter.toFixed(1)} |` +
-    ` throughput per GPU (TFLOP/s/GPU): ${tflops.toFixed(1)} |` +
+    ` throughput per GPU (TFLOP/s/GPU): ${tflopsField(tflops)} |` +
     ` learning rate: ${pyExp(f.lr)} |` +
     ` global batch size: ${pyInt(gb, 5)} |` +
     ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |` +

@@ -40,6 +40,27 @@ Deno.test("training line: Megatron's fields and formats", () => {
   );
 });
 
+Deno.test("training line: a CPU adapter's throughput keeps two significant digits", () => {
+  const line = (gflops: number) =>
+    formatLogLine({
+      iteration: 2,
+      total: 12,
+      consumedTokens: 512,
+      globalBatchSize: 1,
+      msPerIter: 4047.7,
+      tokensPerS: 63,
+      gflops,
+      lr: 1e-3,
+      loss: 8.0,
+      gradNorm: 2.8,
+      time: new Date(2024, 4, 1, 12, 3, 9),
+    });
+  ok(line(47.3).includes("| throughput per GPU (TFLOP/s/GPU): 0.047 |"), line(47.3));
+  ok(line(4.2).includes("| throughput per GPU (TFLOP/s/GPU): 0.0042 |"), line(4.2));
+  ok(line(0).includes("| throughput per GPU (TFLOP/s/GPU): 0.0 |"), line(0));
+  ok(line(250).includes("| throughput per GPU (TFLOP/s/GPU): 0.3 |"), line(250));
+});
+
 Deno.test("a window of skipped iterations only: no grad norm field, as Megatron", () => {
   const line = formatLogLine({
     iteration: 10,
