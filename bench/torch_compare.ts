@@ -25,11 +25,13 @@
  * when it cannot import torch the table says so and shows the project's rows alone.
  *
  * The reference config runs in `--rounds` interleaved rounds (default 3): in
- * each, the project's steps on each backend and then PyTorch's, so that both
+ * each, the project's steps on each backend and PyTorch's (PyTorch first in
+ * every other round, see {@link torchFirst}), so that both
  * sample the same moment of a shared, noisy host; the table gives each side's
  * median over the rounds and the median of the rounds' ratios. The GPT-2 rows
  * do the same over `--gpt2-rounds` rounds (default 1: a GPT-2 round takes
- * minutes here), each the project at every TP size and then PyTorch.
+ * minutes here), each the project at every TP size and PyTorch, in the same
+ * alternating order.
  *
  *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
  *       [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers] [--gpt2-tp1 core|cpu|both]
@@ -233,6 +235,14 @@ async function projectGpt2(
   return { ms, placed };
 }
 
+/**
+ * Whether PyTorch runs before the project in interleaved round `round`: in
+ * every other round, so that an effect of running second (on this host the
+ * second of two back-to-back GPT-2 runs was 3–15% faster, whichever it was)
+ * falls on both sides alike.
+ */
+const torchFirst = (round: number) => round % 2 === 1;
+
 const f0 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 0 });
 const f1 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 1 });
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
@@ -240,7 +250,7 @@ const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 if (import.meta.main) {
   const lines: string[] = [];
   const log = (s: string) => console.error(s);
-  // Reference config: in each round the project on each backend, then PyTorch.
+  // Reference config: in each round the project on each backend and PyTorch.
   const w = REFERENCE.model;
   const refSpec = {
     name: "reference",
@@ -261,14 +271,25 @@ if (import.meta.main) {
   }[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const project = new Map<BackendName, number>();
-    for (const b of backends) {
-      const row = { impl: "project" as const, backend: b, config: REFERENCE };
-      const ms: number[] = [];
-      for (let i = 0; i < STEPS; i++) ms.push(await timedStep(row));
-      project.set(b, (REFERENCE.batch * REFERENCE.seq * 1000) / median(ms));
+    const runProject = async () => {
+      for (const b of backends) {
+        const row = { impl: "project" as const, backend: b, config: REFERENCE };
+        const ms: number[] = [];
+        for (let i = 0; i < STEPS; i++) ms.push(await timedStep(row));
+        project.set(b, (REFERENCE.batch * REFERENCE.seq * 1000) / median(ms));
+      }
+    };
+    // The sgemm once, in the first round; PyTorch first in every other round.
+    const runTorch = () =>
+      torch({ workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
+    let t: TorchOut | string;
+    if (torchFirst(round)) {
+      t = await runTorch();
+      await runProject();
+    } else {
+      await runProject();
+      t = await runTorch();
     }
-    // The sgemm once, in the first round.
-    const t = await torch({ workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
     const tr = typeof t === "string" ? null : bestTokens(t, "reference");
     refRounds.push({ project, torch: t, torchBest: tr });
     log(
@@ -285,7 +306,7 @@ if (import.meta.main) {
     log(`project matmul 1024³ ${b}: ${f1(mm.get(b)!)} GFLOP/s`);
   }
   for (const b of backends) (await deviceFor(b)).destroy();
-  // GPT-2 small: in each round the project at each TP, then PyTorch.
+  // GPT-2 small: in each round the project at each TP and PyTorch.
   const gpt2Spec = { name: "gpt2", ...GPT2, warmup: 1, steps: GPT2_STEPS };
   const gpt2Rounds: {
     project: Map<string, { ms: number; placed: string } | string>;
@@ -294,17 +315,27 @@ if (import.meta.main) {
   }[] = [];
   for (let round = 0; gpt2RunList.length && round < GPT2_ROUNDS; round++) {
     const project = new Map<string, { ms: number; placed: string } | string>();
-    for (const run of gpt2RunList) {
-      const { tp } = run;
-      const r = await projectGpt2(tp, run.placement);
-      project.set(runKey(run), r);
-      log(
-        `GPT-2 round ${round + 1}/${GPT2_ROUNDS}: project TP=${tp}: ${
-          typeof r === "string" ? r : `${r.ms} ms/step (${r.placed})`
-        }`,
-      );
+    const runProject = async () => {
+      for (const run of gpt2RunList) {
+        const { tp } = run;
+        const r = await projectGpt2(tp, run.placement);
+        project.set(runKey(run), r);
+        log(
+          `GPT-2 round ${round + 1}/${GPT2_ROUNDS}: project TP=${tp}: ${
+            typeof r === "string" ? r : `${r.ms} ms/step (${r.placed})`
+          }`,
+        );
+      }
+    };
+    const runTorch = () => torch({ workloads: [gpt2Spec], threads: [1, 2] });
+    let t: TorchOut | string;
+    if (torchFirst(round)) {
+      t = await runTorch();
+      await runProject();
+    } else {
+      await runProject();
+      t = await runTorch();
     }
-    const t = await torch({ workloads: [gpt2Spec], threads: [1, 2] });
     const tb = typeof t === "string" ? null : bestTokens(t, "gpt2");
     gpt2Rounds.push({ project, torch: t, torchBest: tb });
     log(
@@ -323,7 +354,7 @@ if (import.meta.main) {
         ? `**no PyTorch row**: ${noTorch}`
         : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads`
     }; load average at the end ${la}`,
-    `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: ${GPT2_ROUNDS} interleaved round(s) (the project at each TP size, then PyTorch), each the median of ${GPT2_STEPS} steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it), and medians as for the reference; GPT-2 ranks: ${
+    `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch; PyTorch first in rounds 2, 4, …), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: ${GPT2_ROUNDS} interleaved round(s) (the project at each TP size, then PyTorch, in the same alternating order), each the median of ${GPT2_STEPS} steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it), and medians as for the reference; GPT-2 ranks: ${
       gpt2Placement === "procs"
         ? "one process each, pinned to its own core with taskset, TCP between them" +
           (gpt2RunList.some((r) => r.placement === "workers")
