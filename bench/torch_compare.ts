@@ -26,7 +26,7 @@
  *
  * The reference config runs in `--rounds` interleaved rounds (default 3): in
  * each, the project's steps on each backend and PyTorch's (PyTorch first in
- * every other round, see {@link torchFirst}), so that both
+ * every other round, see {@link inRoundOrder}), so that both
  * sample the same moment of a shared, noisy host; the table gives each side's
  * median over the rounds and the median of the rounds' ratios. The GPT-2 rows
  * do the same over `--gpt2-rounds` rounds (default 1: a GPT-2 round takes
@@ -236,12 +236,24 @@ async function projectGpt2(
 }
 
 /**
- * Whether PyTorch runs before the project in interleaved round `round`: in
- * every other round, so that an effect of running second (on this host the
- * second of two back-to-back GPT-2 runs was 3–15% faster, whichever it was)
- * falls on both sides alike.
+ * Runs one interleaved round's two sides and returns PyTorch's result: the
+ * project first in rounds 1, 3, …, PyTorch first in rounds 2, 4, …, so that an
+ * effect of running second (on this host the second of two back-to-back GPT-2
+ * runs was 3–15% faster, whichever it was) falls on both sides alike.
  */
-const torchFirst = (round: number) => round % 2 === 1;
+async function inRoundOrder(
+  round: number,
+  runProject: () => Promise<void>,
+  runTorch: () => Promise<TorchOut | string>,
+): Promise<TorchOut | string> {
+  if (round % 2 === 0) {
+    await runProject();
+    return await runTorch();
+  }
+  const t = await runTorch();
+  await runProject();
+  return t;
+}
 
 const f0 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 0 });
 const f1 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 1 });
@@ -282,14 +294,7 @@ if (import.meta.main) {
     // The sgemm once, in the first round; PyTorch first in every other round.
     const runTorch = () =>
       torch({ workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
-    let t: TorchOut | string;
-    if (torchFirst(round)) {
-      t = await runTorch();
-      await runProject();
-    } else {
-      await runProject();
-      t = await runTorch();
-    }
+    const t = await inRoundOrder(round, runProject, runTorch);
     const tr = typeof t === "string" ? null : bestTokens(t, "reference");
     refRounds.push({ project, torch: t, torchBest: tr });
     log(
@@ -328,14 +333,7 @@ if (import.meta.main) {
       }
     };
     const runTorch = () => torch({ workloads: [gpt2Spec], threads: [1, 2] });
-    let t: TorchOut | string;
-    if (torchFirst(round)) {
-      t = await runTorch();
-      await runProject();
-    } else {
-      await runProject();
-      t = await runTorch();
-    }
+    const t = await inRoundOrder(round, runProject, runTorch);
     const tb = typeof t === "string" ? null : bestTokens(t, "gpt2");
     gpt2Rounds.push({ project, torch: t, torchBest: tb });
     log(
