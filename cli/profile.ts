@@ -155,6 +155,10 @@ export interface Profile {
     bindGroups: number;
     /** Buffer-to-texture copies filling stream textures (CPU adapters). */
     textureCopies: number;
+    /** Bytes those copies moved. */
+    textureCopyBytes: number;
+    /** Stream-texture reads answered from a texture the step kept (no copy). */
+    keptTextureHits: number;
     /** Wall milliseconds of an unprofiled step (median). */
     wallMs: number;
     /** Tokens per second of an unprofiled step. */
@@ -320,6 +324,8 @@ export async function profileRun(
     bytesRead: 0,
     bindGroups: 0,
     textureCopies: 0,
+    textureCopyBytes: 0,
+    keptTextureHits: 0,
   };
   const prof = new DeviceProfiler(timing as ProfileMode);
   const profWall: number[] = [];
@@ -330,6 +336,7 @@ export async function profileRun(
   for (let i = 0; i < steps; i++) {
     const d0 = device.dispatches, s0 = device.submits, h0 = device.hostSyncs, b0 = device.bytesRead;
     const g0 = device.bindGroupsMade, c0 = device.textureCopies;
+    const cb0 = device.textureCopyBytes, k0 = device.keptTextureHits;
     let lastSubmit = NaN;
     const flush = device.flush;
     device.flush = () => {
@@ -354,6 +361,8 @@ export async function profileRun(
     counts.bytesRead += device.bytesRead - b0;
     counts.bindGroups += device.bindGroupsMade - g0;
     counts.textureCopies += device.textureCopies - c0;
+    counts.textureCopyBytes += device.textureCopyBytes - cb0;
+    counts.keptTextureHits += device.keptTextureHits - k0;
 
     prof.reset();
     device.profiler = prof;
@@ -438,6 +447,8 @@ export async function profileRun(
       bytesRead: counts.bytesRead / steps,
       bindGroups: counts.bindGroups / steps,
       textureCopies: counts.textureCopies / steps,
+      textureCopyBytes: counts.textureCopyBytes / steps,
+      keptTextureHits: counts.keptTextureHits / steps,
       wallMs,
       tokensPerSec: (B * T * 1000) / wallMs,
       cpuMs: median(cpu),
@@ -487,6 +498,7 @@ fn main() { o[0] = 1u; }`,
 export function formatProfile(p: Profile, top = 15): string {
   const m = p.model, s = p.perStep;
   const f1 = (x: number) => x.toFixed(1), f2 = (x: number) => x.toFixed(2);
+  const mib = (bytes: number) => `${f1(bytes / 2 ** 20)} MiB`;
   const lines = [
     `- ${p.backend}: ${p.adapter}; kernels timed by ${
       p.timing === "timestamp"
@@ -500,7 +512,8 @@ export function formatProfile(p: Profile, top = 15): string {
       f2(p.loss)
     }`,
     `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
-    `${s.textureCopies} texture copies, ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
+    `${s.textureCopies} texture copies (${mib(s.textureCopyBytes)}; ${s.keptTextureHits} reads ` +
+    `from kept textures), ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
     `${f1(s.cpuMs)} ms of CPU time, all threads); ` +

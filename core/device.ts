@@ -15,6 +15,7 @@ import {
   NoAdapterError,
   wgslLanguageFeatures,
 } from "./gpu.ts";
+import { KeptTextures } from "./kept_textures.ts";
 import { BufferPool, sizeClass } from "./pool.ts";
 import type { DeviceProfiler } from "./profiler.ts";
 import type { TilingSource } from "../kernels/matmul.ts";
@@ -122,6 +123,8 @@ export class Device {
   bindGroupsMade = 0;
   /** Buffer-to-texture copy commands recorded so far (filling stream textures). */
   textureCopies = 0;
+  /** Bytes those copies moved. */
+  textureCopyBytes = 0;
   /**
    * Per-kernel counting and GPU timing (core/profiler.ts), or null (the default:
    * nothing is recorded beyond the counters above).
@@ -168,6 +171,7 @@ export class Device {
   /** Per pipeline key: the binding numbers its WGSL declares as textures. */
   #textureSlots = new Map<string, Set<number>>();
   #scratchTextures = new Map<string, { texture: GPUTexture; view: GPUTextureView }>();
+  #kept = new KeptTextures();
   #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
   #bindGroups = new Map<string, GPUBindGroup>();
@@ -530,11 +534,7 @@ export class Device {
     const key = `${rows}/${slot}`;
     let t = this.#scratchTextures.get(key);
     if (!t) {
-      const texture = this.gpu.createTexture({
-        size: [STREAM_ROW_TEXELS, rows],
-        format: "rgba32float",
-        usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
-      });
+      const texture = this.#streamTexture(rows);
       t = { texture, view: texture.createView() };
       this.#scratchTextures.set(key, t);
     }
@@ -548,7 +548,9 @@ export class Device {
    * The texture is the device's scratch texture of that height and `slot`,
    * reused by every op that asks (dispatches run in order, so each writer's
    * contents are read before the next writer's); operands of one dispatch take
-   * different slots. Throws when the vec4s need more rows than a texture has
+   * different slots. A range of a buffer held by
+   * {@link Device.keepStreamTextures} has a texture of its own instead, filled
+   * once per hold. Throws when the vec4s need more rows than a texture has
    * (check with `streamFits` first).
    */
   streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView {
@@ -560,17 +562,64 @@ export class Device {
           `${STREAM_ROW_TEXELS} texels`,
       );
     }
-    const { texture, view } = this.#scratch(rows, slot);
     const offset = src.offset ?? 0; // a binding's: a multiple of 256, as copies need 16
+    if (this.#kept.holds(src.buffer)) {
+      const key = `${this.#objectId(src.buffer)}/${offset}/${vec4s}`;
+      const e = this.#kept.entry(key, rows, () => this.#streamTexture(rows));
+      if (!e.filled) {
+        this.#fillStream(e.texture, src.buffer, offset, vec4s);
+        e.filled = true;
+      }
+      return e.view;
+    }
+    const { texture, view } = this.#scratch(rows, slot);
+    this.#fillStream(texture, src.buffer, offset, vec4s);
+    return view;
+  }
+
+  /**
+   * Holds `buffers` until {@link Device.releaseStreamTextures}: while held,
+   * {@link Device.streamAsTexture} fills one texture per range of theirs on first
+   * use and answers later asks for that range from it, without copying. The
+   * caller promises that nothing writes them meanwhile (a training step holds
+   * its weights from the forward pass to the optimizer's read of them: one copy
+   * instead of three). Costs a texture the size of each range kept.
+   */
+  keepStreamTextures(buffers: Iterable<GPUBuffer>): void {
+    this.#kept.hold(buffers);
+  }
+
+  /** Ends {@link Device.keepStreamTextures}' hold (the textures stay, for the next hold). */
+  releaseStreamTextures(): void {
+    this.#kept.release();
+  }
+
+  /** Asks for a stream texture answered from a kept one, without a copy, so far. */
+  get keptTextureHits(): number {
+    return this.#kept.hits;
+  }
+
+  /** A new stream texture of `rows` rows. */
+  #streamTexture(rows: number): GPUTexture {
+    return this.gpu.createTexture({
+      size: [STREAM_ROW_TEXELS, rows],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+  }
+
+  /** Records copying `vec4s` vec4s of `buffer` from `offset` into `texture` (whole rows, then the rest). */
+  #fillStream(texture: GPUTexture, buffer: GPUBuffer, offset: number, vec4s: number): void {
     this.#endPass();
     const enc = this.#getEncoder();
     const bytesPerRow = 16 * STREAM_ROW_TEXELS;
     const full = Math.floor(vec4s / STREAM_ROW_TEXELS);
     const tail = vec4s - full * STREAM_ROW_TEXELS;
+    this.textureCopyBytes += 16 * vec4s;
     if (full > 0) {
       this.textureCopies++;
       enc.copyBufferToTexture(
-        { buffer: src.buffer, offset, bytesPerRow, rowsPerImage: full },
+        { buffer, offset, bytesPerRow, rowsPerImage: full },
         { texture },
         [STREAM_ROW_TEXELS, full],
       );
@@ -578,12 +627,11 @@ export class Device {
     if (tail > 0) {
       this.textureCopies++;
       enc.copyBufferToTexture(
-        { buffer: src.buffer, offset: offset + full * bytesPerRow },
+        { buffer, offset: offset + full * bytesPerRow },
         { texture, origin: [0, full] },
         [tail, 1],
       );
     }
-    return view;
   }
 
   /**
@@ -782,6 +830,7 @@ export class Device {
     this.#readStaging.clear();
     for (const t of this.#scratchTextures.values()) t.texture.destroy();
     this.#scratchTextures.clear();
+    this.#kept.destroy();
     this.#bindGroups.clear();
     this.#lost = true;
     this.gpu.destroy();

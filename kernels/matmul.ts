@@ -895,7 +895,9 @@ export const LARGE_BLOCK_MACS = 2 ** 23;
  * the splits that won there. The block runs 13–17% faster than 32×32 on GPT-2's
  * shapes on one core, and 5–20% on the weak-scaling ladder's and the reference
  * config's (interleaved timings on one core, 2026-12-02), but takes ~11 s to
- * compile cold on a Zen 5 core (~40 s on Zen 1).
+ * compile cold on a Zen 5 core (~40 s on Zen 1), and 25–75 s for GPT-2 small's
+ * 768-wide shapes (2026-12-03, two compiles at once on two Zen 5 cores; the
+ * GeLU epilogues the slowest).
  */
 export const HUGE_BLOCK_MACS = 2 ** 27;
 

@@ -155,10 +155,15 @@ export class Trainer {
     this.refreshHalfCopies();
     const savedAs = device.saveActivationsAs;
     device.saveActivationsAs = half ?? null;
+    // The weights hold still from here to the optimizer's read of them: on a CPU
+    // adapter each is copied into a stream texture once for its forward,
+    // backward and update reads, not once per read (Device.keepStreamTextures).
+    if (device.isSoftware) device.keepStreamTextures(this.#params.map((p) => p.tensor.buffer));
     try {
       return await this.#step(microBatches, lossOf, lr, scale);
     } finally {
       device.saveActivationsAs = savedAs;
+      device.releaseStreamTextures();
     }
   }
 
@@ -200,6 +205,11 @@ export class Trainer {
         if (half) { for (const p of params) if (p.grad) roundHalfInPlace(p.grad, half); }
         if (hooks?.allReduceGradients) await hooks.allReduceGradients(params);
       }
+      // The gradients hold still from here to the update: the norm's and the
+      // update's reads of each share one stream-texture copy.
+      if (device.isSoftware) {
+        device.keepStreamTextures(params.flatMap((p) => p.grad ? [p.grad.buffer] : []));
+      }
       // An inf/NaN gradient on any rank makes the global squared norm inf/NaN on every
       // rank (the data-parallel all-reduce sums gradients, the model-parallel one sums
       // the squares): all ranks see the same found-inf flag and skip together.
@@ -207,6 +217,7 @@ export class Trainer {
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
       const coef = clipCoefficient(sq, this.opts.clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);
+      device.releaseStreamTextures(); // the update wrote the weights
       this.refreshHalfCopies();
       zeroGrad(params);
       const reported = this.opts.hooks?.averageLoss

@@ -1,0 +1,123 @@
+/**
+ * Kept stream textures (`Device.keepStreamTextures`, core/kept_textures.ts):
+ * a held buffer is copied into its texture once per hold and read from it
+ * after; a release makes the next read copy again, so a write between holds
+ * is seen. The trainer holds its weights for a step: its losses and weights
+ * are bit for bit those of the same steps with every read copied afresh, and
+ * the forward, backward and optimizer reads share one copy per weight, the
+ * gradient norm and the update one per gradient.
+ * @module
+ */
+
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { Device } from "../core/device.ts";
+import * as ops from "../core/ops/mod.ts";
+import { Tensor } from "../core/tensor.ts";
+import { TokenIds } from "../core/token_ids.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { Trainer } from "../models/trainer.ts";
+import { prng, randomArray, testBackend, withTimeLimit } from "./helpers.ts";
+
+// Whole stream rows of 1024 texels and a partial one: two copy commands a fill.
+const N = 4096 * 3 + 24;
+
+Deno.test(
+  "a held buffer is copied into its stream texture once per hold",
+  withTimeLimit(60),
+  async () => {
+    const device = await Device.create({ backend: testBackend() });
+    try {
+      if (!device.isSoftware) return; // GPUs read buffers: no stream textures
+      const x = Tensor.fromArray(device, randomArray(N, 1), [N]).keep();
+      const gelu = async () => await ops.mapRaw("geluTanh", x).read();
+      const loose = await gelu();
+      device.keepStreamTextures([x.buffer]);
+      const c0 = device.textureCopies, h0 = device.keptTextureHits;
+      const first = await gelu();
+      const second = await gelu();
+      deepStrictEqual(
+        device.textureCopies - c0,
+        2,
+        "one fill: whole rows and the last partial row",
+      );
+      deepStrictEqual(device.keptTextureHits - h0, 1);
+      deepStrictEqual(first, loose);
+      deepStrictEqual(second, loose);
+      device.releaseStreamTextures();
+      // A write after the release is read: the next hold fills the texture again.
+      const other = randomArray(N, 2);
+      device.upload(x.buffer, other);
+      const want = await ops.mapRaw("geluTanh", Tensor.fromArray(device, other, [N])).read();
+      device.keepStreamTextures([x.buffer]);
+      const c1 = device.textureCopies;
+      deepStrictEqual(await gelu(), want);
+      deepStrictEqual(device.textureCopies - c1, 2);
+      device.releaseStreamTextures();
+      // Not held: every read copies into the scratch texture.
+      const c2 = device.textureCopies;
+      deepStrictEqual(await gelu(), want);
+      deepStrictEqual(device.textureCopies - c2, 2);
+    } finally {
+      device.destroy();
+    }
+  },
+);
+
+// Wide enough that the weights are read through stream textures (over 256 vec4s).
+const cfg: GptConfig = {
+  vocabSize: 300,
+  numLayers: 2,
+  hiddenSize: 64,
+  numHeads: 4,
+  maxPositions: 16,
+  hiddenDropout: 0,
+  attentionDropout: 0,
+};
+
+/** Losses and final weights of 3 trainer steps; `keep` false: every read copies afresh. */
+async function train(
+  keep: boolean,
+): Promise<{ losses: number[]; w: Float32Array[]; hits: number; software: boolean }> {
+  const device = await Device.create({ backend: testBackend() });
+  try {
+    if (!keep) device.keepStreamTextures = () => {};
+    const m = Gpt.serial(device, cfg, 3);
+    const trainer = new Trainer(device, m, {
+      schedule: { lr: 3e-3, warmupIters: 1, decayIters: 3 },
+      clipGrad: 1,
+    });
+    const r = prng(5);
+    const ids = () => Int32Array.from({ length: 2 * 16 }, () => Math.floor(r() * cfg.vocabSize));
+    const losses: number[] = [];
+    for (let s = 0; s < 3; s++) {
+      const x = ids(), y = ids();
+      const res = await trainer.step(
+        1,
+        () => m.loss(TokenIds.fromHost(device, x, [2, 16]), TokenIds.fromHost(device, y, [2, 16])),
+      );
+      losses.push(res.loss);
+    }
+    const named = m.namedParams();
+    const w = (await device.readMany(named.map(([, p]) => p.tensor.binding))).map((b) =>
+      new Float32Array(b)
+    );
+    m.dispose();
+    return { losses, w, hits: device.keptTextureHits, software: device.isSoftware };
+  } finally {
+    device.destroy();
+  }
+}
+
+Deno.test(
+  "a trainer step reads each held weight's texture instead of copying it again, with the same bits",
+  withTimeLimit(120),
+  async () => {
+    const kept = await train(true);
+    const fresh = await train(false);
+    if (!kept.software) return; // GPUs read buffers: no stream textures
+    ok(kept.hits > 0, "the held weights' textures were read again");
+    deepStrictEqual(fresh.hits, 0);
+    deepStrictEqual(kept.losses, fresh.losses);
+    kept.w.forEach((w, i) => deepStrictEqual(w, fresh.w[i], `weight ${i}`));
+  },
+);
