@@ -21,7 +21,9 @@
  * - matmul 1024³ GFLOP/s: the project's kernel on each backend against
  *   torch.mm (OpenBLAS sgemm) at 1 and 2 threads.
  *
- * PyTorch runs with `--python` (default /usr/bin/python3, Debian's python3-torch);
+ * PyTorch runs with `--python` (default /usr/bin/python3, Debian's python3-torch),
+ * by default with glibc's malloc told to keep the memory PyTorch frees
+ * ({@link TORCH_KEEP_MALLOC}; `--torch-malloc default` leaves malloc as it is);
  * when it cannot import torch the table says so and shows the project's rows alone.
  *
  * The reference config runs in `--rounds` interleaved rounds (default 3): in
@@ -35,7 +37,7 @@
  *
  *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
  *       [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers] [--gpt2-tp1 core|cpu|both]
- *       [--gpt2-backend dawn|deno] [--python /usr/bin/python3]
+ *       [--gpt2-backend dawn|deno] [--python /usr/bin/python3] [--torch-malloc keep|default]
  * @module
  */
 
@@ -61,6 +63,7 @@ const { values } = parseArgs({
     "gpt2-tp1": { type: "string", default: "both" },
     "gpt2-backend": { type: "string", default: "dawn" },
     python: { type: "string", default: "/usr/bin/python3" },
+    "torch-malloc": { type: "string", default: "keep" },
   },
 });
 const backends = values.backends!.split(",").filter((s) => s).map((s) => parseBackend(s));
@@ -87,6 +90,11 @@ if (gpt2Placement !== "procs" && gpt2Placement !== "workers") {
   console.error(`unknown --gpt2-placement "${gpt2Placement}": expected procs or workers`);
   Deno.exit(2);
 }
+const torchMalloc = values["torch-malloc"]!;
+if (torchMalloc !== "keep" && torchMalloc !== "default") {
+  console.error(`unknown --torch-malloc "${torchMalloc}": expected keep or default`);
+  Deno.exit(2);
+}
 const gpt2Tp1 = values["gpt2-tp1"]!;
 if (gpt2Tp1 !== "core" && gpt2Tp1 !== "cpu" && gpt2Tp1 !== "both") {
   console.error(`unknown --gpt2-tp1 "${gpt2Tp1}": expected core, cpu or both`);
@@ -103,10 +111,23 @@ interface TorchOut {
   sgemm: Record<string, number>;
 }
 
+/**
+ * glibc malloc settings under which PyTorch keeps the memory it frees (`--torch-malloc keep`, the
+ * default): no mmap for large blocks, no trimming of the heap. Without them PyTorch maps fresh pages
+ * for its large tensors every step and unmaps them after, and each fresh 4 KiB page costs a fault
+ * (~10 µs on this project's build VM): GPT-2 small's step spent seconds in the kernel and ran 2.5–3.4×
+ * slower than with them. Deno's own allocations are left alone (its device buffers are pooled).
+ */
+const TORCH_KEEP_MALLOC = {
+  MALLOC_MMAP_MAX_: "0",
+  MALLOC_TRIM_THRESHOLD_: String(2 ** 36),
+};
+
 /** Runs bench/torch_peer.py with `spec`; null (and the reason) when PyTorch is not there. */
 async function torch(spec: unknown): Promise<TorchOut | string> {
   try {
     const out = await new Deno.Command(values.python!, {
+      env: torchMalloc === "keep" ? TORCH_KEEP_MALLOC : {},
       args: [new URL("./torch_peer.py", import.meta.url).pathname, JSON.stringify(spec)],
       stdout: "piped",
       stderr: "piped",
@@ -350,7 +371,11 @@ if (import.meta.main) {
     `- ${new Date().toISOString().slice(0, 16)}Z; ${
       noTorch
         ? `**no PyTorch row**: ${noTorch}`
-        : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads`
+        : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads, ${
+          torchMalloc === "keep"
+            ? "glibc malloc keeping freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^36)"
+            : "glibc malloc's defaults"
+        }`
     }; load average at the end ${la}`,
     `- reference: ${ROUNDS} interleaved round(s) (the project, then PyTorch; PyTorch first in rounds 2, 4, …), each side's median of ${STEPS} steps per round (PyTorch after 2 warm-up steps); the medians over the rounds, and the median of the rounds' ratios; GPT-2 small: ${GPT2_ROUNDS} interleaved round(s) (the project at each TP size, then PyTorch, in the same alternating order), each the median of ${GPT2_STEPS} steps after one untimed step (compiling; the matmul tilings not in the tuning cache are tuned after it), and medians as for the reference; GPT-2 ranks: ${
       gpt2Placement === "procs"

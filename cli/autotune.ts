@@ -75,6 +75,17 @@ export function attachTuner(device: Device, a: AutotuneArgs): MatmulTuner | null
 }
 
 /**
+ * One line, said before tuning starts, on what it is about to do: a first run
+ * on a CPU adapter may sit for minutes compiling candidate kernels.
+ */
+export function describeTuningStart(pending: number, budgetMs: number): string {
+  const budget = Number.isFinite(budgetMs) ? `${(budgetMs / 1000).toFixed(0)} s` : "none";
+  return `matmul autotune: timing the tilings of ${pending} new shape${pending > 1 ? "s" : ""} ` +
+    `(budget ${budget}; compiling each candidate kernel takes seconds to a minute on a CPU ` +
+    `adapter, once per machine; --no-matmul-autotune skips)`;
+}
+
+/**
  * One line on what tuning found: shapes, retiled ones, shapes the budget left
  * for later runs (`deferred`), and a failed save.
  */

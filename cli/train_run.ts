@@ -6,7 +6,7 @@
  * @module
  */
 
-import { attachTuner, describeTuning } from "./autotune.ts";
+import { attachTuner, describeTuning, describeTuningStart } from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -398,6 +398,7 @@ async function trainOn<B>(
     lastIter = it;
     if (tuner?.pending) {
       // The first step has used every shape: time their tilings now, once.
+      say(describeTuningStart(tuner.pending, tuner.budgetMs));
       const t1 = performance.now();
       const found = await tuner.tune();
       say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError, tuner.deferred));

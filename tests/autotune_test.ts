@@ -492,6 +492,10 @@ Deno.test(
       // default budget ran out after one shape): the next run must find them all.
       const r = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "inf"]);
       assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        /matmul autotune: timing the tilings of [1-9]\d* new shapes? \(budget none;/,
+      );
       assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes in [\d.]+ s/);
       assert.doesNotMatch(r.stdout, /later runs/);
       const saved = JSON.parse(await Deno.readTextFile(cache));
