@@ -373,7 +373,9 @@ if (import.meta.main) {
         ? `**no PyTorch row**: ${noTorch}`
         : `PyTorch ${(t1 as TorchOut).torch} on the CPU, the better of 1 and 2 threads, ${
           torchMalloc === "keep"
-            ? "glibc malloc keeping freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^36)"
+            ? `glibc malloc keeping freed memory (${
+              Object.entries(TORCH_KEEP_MALLOC).map(([k, v]) => `${k}=${v}`).join(", ")
+            })`
             : "glibc malloc's defaults"
         }`
     }; load average at the end ${la}`,

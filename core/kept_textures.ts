@@ -1,9 +1,9 @@
 /**
  * Stream textures kept for buffers whose contents hold still for a while (a
  * training step's weights, from the forward pass to the optimizer's read; its
- * gradients, from the gradient norm to the update): the
- * first op that reads such a buffer through a texture fills one, and later ops
- * that read the same range reuse it instead of copying again (see
+ * gradients, from the gradient norm to the update): the first op that reads
+ * such a buffer through a texture fills one, and later ops that read the same
+ * range reuse it instead of copying again (see
  * `Device.keepStreamTextures`). Textures outlive a release, so that the next
  * step reuses them (and the bind groups that name them) instead of allocating.
  * @module
@@ -68,8 +68,11 @@ export class KeptTextures {
   /**
    * Ends the hold: no buffer is held and every entry is stale. Entries that no
    * range asked for since the previous release become free for other ranges.
+   * Nothing to do when nothing is held (no entry was asked for since the last
+   * release), so a second release in a row keeps the entries where they are.
    */
   release(): void {
+    if (this.#held.size === 0) return;
     this.#held.clear();
     for (const [key, e] of this.#byRange) {
       e.filled = false;
