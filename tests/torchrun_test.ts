@@ -65,6 +65,28 @@ const tiny = (dir: string, iters: number) => [
   "20s",
 ];
 
+/**
+ * A port `p` with `p` and `p + 1` both free, below Linux's ephemeral range
+ * (32768–60999 by default): torchrun's agent hosts its store on MASTER_PORT and
+ * ours goes on the next port. An OS-picked port lies inside that range, where
+ * any outgoing connection (the agent's own clients among them) may take `p + 1`
+ * before our store binds it: "port … is already in use" (seen once in CI).
+ */
+function freePortPair(): number {
+  const bindable = (port: number) => {
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (;;) {
+    const p = 20000 + Math.floor(Math.random() * 12000);
+    if (bindable(p) && bindable(p + 1)) return p;
+  }
+}
+
 function torchrun(masterPort: number, program: string[]): string[] {
   return [
     "-m",
@@ -133,8 +155,7 @@ Deno.test({
     }).output();
     assert.equal(procs.code, 0, dec.decode(procs.stderr));
     // The agent binds MASTER_PORT itself; ours goes on the next port: keep both free.
-    let port = freeLocalPort();
-    while (port >= 65535) port = freeLocalPort();
+    const port = freePortPair();
     const t0 = performance.now();
     const tr = await new Deno.Command(PYTHON, {
       args: torchrun(port, [...tiny(dir, 3), "--log-json", `${dir}/t.jsonl`]),
@@ -192,7 +213,7 @@ Deno.test({
   fn: async () => {
     const dir = await setup();
     const agent = new Deno.Command(PYTHON, {
-      args: torchrun(freeLocalPort(), tiny(dir, 3000)),
+      args: torchrun(freePortPair(), tiny(dir, 3000)),
       cwd: ROOT,
       env: { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1" },
       stdout: "piped",
