@@ -45,10 +45,18 @@ export function mixedPrecisionPath(s: Pick<AdapterSummary, "features">): string 
       : "; no shader-f16: --fp16 weights unpacked with integer operations");
 }
 
+/** What a software adapter's lane count means for the user, and how to change it. */
+export function describeLanes(lanes: number): string {
+  return lanes === 16
+    ? "16 lanes (llvmpipe at 512 bits: the CPU has AVX-512; LP_NATIVE_VECTOR_WIDTH=256 keeps Mesa's default)"
+    : `${lanes} lanes`;
+}
+
 function printSummary(s: AdapterSummary): void {
   console.log(`${s.backend}: ${s.name}${s.isFallback ? "  [software adapter]" : ""}`);
   console.log(`  features: ${s.features.join(", ") || "(none)"}`);
   console.log(`  mixed precision (--fp16/--bf16): ${mixedPrecisionPath(s)}`);
+  if (s.softwareLanes) console.log(`  software kernels: ${describeLanes(s.softwareLanes)}`);
   for (const [k, v] of Object.entries(s.limits)) console.log(`  ${k.padEnd(36)} ${v}`);
 }
 

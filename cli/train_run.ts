@@ -345,9 +345,9 @@ async function trainOn<B>(
 
   const s = device.summary();
   say(
-    `device: ${s.backend} | ${s.name}${s.isFallback ? " (software)" : ""}${
-      world > 1 ? ` | ${world} ranks` : ""
-    }`,
+    `device: ${s.backend} | ${s.name}${
+      s.isFallback ? ` (software${s.softwareLanes === 16 ? ", 512-bit vectors" : ""})` : ""
+    }${world > 1 ? ` | ${world} ranks` : ""}`,
   );
   for (const line of task.describe()) say(line);
   const nVal = task.validation.length;

@@ -96,6 +96,12 @@ export interface AdapterSummary {
   features: string[];
   /** The limits that matter for compute, as granted. */
   limits: Record<string, number>;
+  /**
+   * On a software adapter, the f32 lanes of its SIMD step that the software
+   * kernels' workgroups fill ({@link Device.softwareLanes}: 16 on llvmpipe at
+   * 512 bits, else 8); absent on GPUs.
+   */
+  softwareLanes?: number;
 }
 
 interface Uniform {
@@ -320,6 +326,7 @@ export class Device {
       isFallback: this.isSoftware,
       features: [...this.gpu.features].sort(),
       limits,
+      ...(this.isSoftware ? { softwareLanes: this.softwareLanes } : {}),
     };
   }
 

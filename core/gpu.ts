@@ -10,6 +10,7 @@
 
 import { importDawn } from "../deps.ts";
 import { pinLibrary, pinLoadedBy } from "./native_libraries.ts";
+import { preferWideVectors } from "./simd.ts";
 
 /** The WebGPU implementations this project can run on. */
 export type BackendName = "deno" | "dawn" | "browser";
@@ -325,6 +326,7 @@ function pinLibEGL(): void {
  * such as `backend=vulkan` or `adapter=NAME` (a substring of the adapter name).
  */
 export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
+  await preferWideVectors(); // before Dawn loads Mesa
   let mod: { create: (opts: string[]) => GPU; globals: Record<string, unknown> };
   try {
     mod = await importDawn() as unknown as typeof mod;
@@ -400,19 +402,19 @@ export function browserGPU(): GPUProvider {
 
 /**
  * Returns the provider for `backend`. In a browser every name gives the
- * browser's own WebGPU ({@link browserGPU}): it is the only one there.
+ * browser's own WebGPU ({@link browserGPU}): it is the only one there. Outside
+ * one it first lets Mesa's CPU adapters use 512-bit vectors where the CPU has
+ * AVX-512 ({@link preferWideVectors}; `LP_NATIVE_VECTOR_WIDTH=256` keeps Mesa's
+ * default).
  */
-export function gpuProvider(backend: BackendName): Promise<GPUProvider> {
-  if (backend === "browser" || inBrowser()) {
-    try {
-      return Promise.resolve(browserGPU());
-    } catch (e) {
-      return Promise.reject(e);
-    }
+export async function gpuProvider(backend: BackendName): Promise<GPUProvider> {
+  if (backend === "browser" || inBrowser()) return browserGPU();
+  if (backend !== "deno" && backend !== "dawn") {
+    throw new Error(`unknown backend "${backend}": expected one of ${BACKENDS.join(", ")}`);
   }
-  if (backend === "deno") return Promise.resolve(denoGPU());
-  if (backend === "dawn") return dawnGPU();
-  throw new Error(`unknown backend "${backend}": expected one of ${BACKENDS.join(", ")}`);
+  if (backend === "dawn") return await dawnGPU();
+  await preferWideVectors();
+  return denoGPU();
 }
 
 /** Parses a backend name from a flag or environment value, with a clear error. */

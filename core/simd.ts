@@ -1,13 +1,13 @@
 /**
  * The SIMD width of Mesa's CPU adapters (llvmpipe under OpenGL, lavapipe under
  * Vulkan). llvmpipe runs one workgroup's invocations as the lanes of its
- * vectors: 256 bits (8 f32 lanes) by default, even on CPUs with AVX-512, whose
- * 512-bit vectors it uses when the user sets `LP_NATIVE_VECTOR_WIDTH=512`. On
- * a Zen 5 core (full-width AVX-512) that ran the software matmul up to 1.5×
- * faster at 1024³ with 16-invocation workgroups to fill the lanes (README,
- * Platform notes). The project does not set it itself: Deno lets a program read
- * `/proc/cpuinfo` (to find AVX-512) only with every permission, and Mesa keeps
- * 256 as its default. The kernels learn the width from the adapter's name.
+ * vectors: Mesa's default is 256 bits (8 f32 lanes) even on CPUs with AVX-512,
+ * whose 512-bit vectors it uses when `LP_NATIVE_VECTOR_WIDTH=512` is set before
+ * the driver loads. On a Zen 5 core (full-width AVX-512) that ran the software
+ * matmul up to 1.5× faster at 1024³ with 16-invocation workgroups to fill the
+ * lanes, and GPT-2 small's training step 1.15–1.45× faster (README, Platform
+ * notes), so {@link preferWideVectors} sets it where the CPU has AVX-512 and
+ * the user has not set it. The kernels learn the width from the adapter's name.
  * @module
  */
 
@@ -28,4 +28,63 @@ export const LLVMPIPE_WIDTH_ENV = "LP_NATIVE_VECTOR_WIDTH";
 export function softwareLanesOf(name: string): number {
   const bits = /llvmpipe.*?(\d+)[ -]bits/i.exec(name)?.[1];
   return bits === "512" ? 16 : SOFTWARE_LANES;
+}
+
+/** Where this process's llvmpipe vector width comes from (see {@link preferWideVectors}). */
+export type VectorWidthSource =
+  | "user" // LP_NATIVE_VECTOR_WIDTH was set before the project looked
+  | "avx512" // the project set it to 512: the CPU has AVX-512
+  | "mesa"; // left to Mesa: no AVX-512, or the CPU's features could not be read
+
+/** True when a `/proc/cpuinfo` text lists the `avx512f` flag (AVX-512 Foundation). */
+export function cpuinfoHasAvx512(cpuinfo: string): boolean {
+  return /^flags\s*:.*\bavx512f\b/m.test(cpuinfo);
+}
+
+/**
+ * Whether this CPU has AVX-512, or `undefined` when the process may not find
+ * out. Deno lets a program read `/proc/cpuinfo` only with every permission
+ * (`NotCapable: Requires all access`), so under narrower permission sets
+ * (`deno task train`'s) the file is read by `grep`, where running it is
+ * allowed; neither is tried without its permission, so nothing prompts.
+ */
+export async function cpuHasAvx512(): Promise<boolean | undefined> {
+  if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") return false;
+  const file = "/proc/cpuinfo";
+  if (Deno.permissions.querySync({ name: "read", path: file }).state === "granted") {
+    try {
+      return cpuinfoHasAvx512(await Deno.readTextFile(file));
+    } catch { /* NotCapable short of every permission: try grep */ }
+  }
+  if (Deno.permissions.querySync({ name: "run", command: "grep" }).state !== "granted") {
+    return undefined;
+  }
+  try {
+    const out = await new Deno.Command("grep", {
+      args: ["-m", "1", "-E", "^flags\\s*:.*\\bavx512f\\b", file],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.code === 0 ? true : out.code === 1 ? false : undefined;
+  } catch {
+    return undefined; // no grep on this machine
+  }
+}
+
+/**
+ * Opts this process in to llvmpipe's 512-bit vectors where the CPU has AVX-512
+ * and {@link LLVMPIPE_WIDTH_ENV} is unset (a value the user set, such as
+ * `256` to keep Mesa's default, is left alone), and says where the width comes
+ * from. Mesa reads the variable once, when the driver loads, so this must run
+ * before the process's first adapter: the backends call it before they make
+ * one. Run later it changes nothing the adapter does, and the kernels still
+ * read the true width from the adapter's name. Child processes inherit it.
+ */
+export async function preferWideVectors(): Promise<VectorWidthSource> {
+  const env = Deno.permissions.querySync({ name: "env", variable: LLVMPIPE_WIDTH_ENV });
+  if (env.state !== "granted") return "mesa";
+  if (Deno.env.get(LLVMPIPE_WIDTH_ENV)) return "user";
+  if (!(await cpuHasAvx512())) return "mesa";
+  Deno.env.set(LLVMPIPE_WIDTH_ENV, "512");
+  return "avx512";
 }

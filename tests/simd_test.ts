@@ -1,9 +1,16 @@
 /**
- * core/simd.ts: the SIMD width read from adapter names, and the device's
- * lanes agreeing with the width Mesa was asked for.
+ * core/simd.ts: the SIMD width read from adapter names, the device's lanes
+ * agreeing with the width Mesa was asked for, and the 512-bit default on CPUs
+ * with AVX-512 (found under the train task's permissions, a user's setting
+ * left alone).
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { LLVMPIPE_WIDTH_ENV, softwareLanesOf } from "../core/simd.ts";
+import {
+  cpuHasAvx512,
+  cpuinfoHasAvx512,
+  LLVMPIPE_WIDTH_ENV,
+  softwareLanesOf,
+} from "../core/simd.ts";
 import { testDevice, withTimeLimit } from "./helpers.ts";
 
 Deno.test("simd: lanes from the names lavapipe and Dawn's OpenGL backend give", () => {
@@ -28,3 +35,57 @@ Deno.test("simd: the device's lanes follow the width Mesa runs at", withTimeLimi
   const expected = width === "512" ? 16 : 8;
   assertEquals(dev.softwareLanes, expected, `${name}; ${LLVMPIPE_WIDTH_ENV}=${width}`);
 });
+
+Deno.test("simd: AVX-512 from /proc/cpuinfo's flags line", () => {
+  const zen5 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f " +
+    "avx512dq avx512_bf16\nbugs\t\t: sysret_ss_attrs\n";
+  const zen2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nbugs\t\t: avx512f_only_here\n";
+  assertEquals(cpuinfoHasAvx512(zen5), true);
+  assertEquals(cpuinfoHasAvx512(zen2), false); // the word elsewhere than the flags line
+  assertEquals(cpuinfoHasAvx512("flags : avx512fp16\n"), false); // another extension's name
+  assertEquals(cpuinfoHasAvx512(""), false);
+});
+
+/** Runs core/simd.ts's `preferWideVectors` in a fresh process under the train task's permissions. */
+async function widthInFreshProcess(env: Record<string, string>) {
+  const here = new URL(".", import.meta.url);
+  const script = `import { preferWideVectors } from ${
+    JSON.stringify(new URL("../core/simd.ts", here).href)
+  };
+    console.log(JSON.stringify([await preferWideVectors(), Deno.env.get(${
+    JSON.stringify(LLVMPIPE_WIDTH_ENV)
+  }) ?? null]));`;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, script);
+    const config = new URL("../deno.json", here).pathname;
+    const childEnv = { ...Deno.env.toObject(), ...env };
+    if (!(LLVMPIPE_WIDTH_ENV in env)) delete childEnv[LLVMPIPE_WIDTH_ENV];
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-q", "-P=train", "--config", config, file],
+      env: childEnv,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    return JSON.parse(text) as [string, string | null];
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+Deno.test(
+  "simd: 512-bit vectors by default where the CPU has AVX-512, a user's width kept",
+  withTimeLimit(60),
+  async () => {
+    const avx512 = await cpuHasAvx512(); // this test runs with every permission: reads the file
+    // under the train task's narrower permissions the file is read by grep, to the same answer
+    assertEquals(
+      await widthInFreshProcess({}),
+      avx512 ? ["avx512", "512"] : ["mesa", null],
+    );
+    assertEquals(await widthInFreshProcess({ [LLVMPIPE_WIDTH_ENV]: "256" }), ["user", "256"]);
+  },
+);
