@@ -48,7 +48,7 @@ export function mixedPrecisionPath(s: Pick<AdapterSummary, "features">): string 
 /** What a software adapter's lane count means for the user, and how to change it. */
 export function describeLanes(lanes: number): string {
   return lanes === 16
-    ? "16 lanes (llvmpipe at 512 bits: the CPU has AVX-512; LP_NATIVE_VECTOR_WIDTH=256 keeps Mesa's default)"
+    ? "16 lanes (llvmpipe at 512 bits, the project's default on CPUs with AVX-512; LP_NATIVE_VECTOR_WIDTH=256 keeps Mesa's default)"
     : `${lanes} lanes`;
 }
 

@@ -45,10 +45,18 @@ export function cpuinfoHasAvx512(cpuinfo: string): boolean {
  * Whether this CPU has AVX-512, or `undefined` when the process may not find
  * out. Deno lets a program read `/proc/cpuinfo` only with every permission
  * (`NotCapable: Requires all access`), so under narrower permission sets
- * (`deno task train`'s) the file is read by `grep`, where running it is
- * allowed; neither is tried without its permission, so nothing prompts.
+ * (`deno task train`'s) `grep` prints its flags line, where running it is
+ * allowed; neither is tried without its permission, so nothing prompts. Asked
+ * once per process (each backend asks before its adapter): the answer cannot
+ * change.
  */
-export async function cpuHasAvx512(): Promise<boolean | undefined> {
+export function cpuHasAvx512(): Promise<boolean | undefined> {
+  return avx512Answer ??= readAvx512();
+}
+
+let avx512Answer: Promise<boolean | undefined> | undefined;
+
+async function readAvx512(): Promise<boolean | undefined> {
   if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") return false;
   const file = "/proc/cpuinfo";
   if (Deno.permissions.querySync({ name: "read", path: file }).state === "granted") {
@@ -61,11 +69,11 @@ export async function cpuHasAvx512(): Promise<boolean | undefined> {
   }
   try {
     const out = await new Deno.Command("grep", {
-      args: ["-m", "1", "-E", "^flags\\s*:.*\\bavx512f\\b", file],
-      stdout: "null",
+      args: ["-m", "1", "^flags", file],
+      stdout: "piped",
       stderr: "null",
     }).output();
-    return out.code === 0 ? true : out.code === 1 ? false : undefined;
+    return out.code === 0 ? cpuinfoHasAvx512(new TextDecoder().decode(out.stdout)) : undefined;
   } catch {
     return undefined; // no grep on this machine
   }
