@@ -10,7 +10,9 @@
  *   stream textures (read-only storage textures, as the kernels bind them), and
  *   from sampled textures (`texture_2d`, as they bound them before);
  * - `texture → storage texture`: `textureStore` instead of the buffer store;
- * - `AdamW-like`: 3 loads, 1 load-and-store, buffers against both textures.
+ * - `AdamW-like`: 3 loads, 1 load-and-store, buffers against both textures;
+ * - `buffer → stream texture copy`: `copyBufferToTexture`, what a kernel that
+ *   reads a buffer through a stream texture pays first.
  *
  *     deno task bench:memory-paths [--backend dawn|deno] [--log2-floats 22]
  *
@@ -34,7 +36,11 @@ const provider = await gpuProvider(parseBackend(values.backend));
 const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
 if (!adapter) throw new Error("no WebGPU adapter");
 const device = await adapter.requestDevice({
-  requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
+  requiredLimits: {
+    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+    maxBufferSize: adapter.limits.maxBufferSize,
+    maxTextureDimension2D: adapter.limits.maxTextureDimension2D,
+  },
 });
 const N = 2 ** Number(values["log2-floats"]);
 const V = N / 4, GX = 32768, ROWS = V / STREAM_ROW_TEXELS;
@@ -42,7 +48,7 @@ const init = Float32Array.from({ length: N }, (_, i) => i % 7);
 const buffers = [0, 1, 2, 3].map(() => {
   const b = device.createBuffer({
     size: 4 * N,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
   });
   device.queue.writeBuffer(b, 0, init);
   return b;
@@ -148,5 +154,26 @@ for (const [name, code] of CASES) {
   const error = await device.popErrorScope();
   if (error) throw new Error(`${name}: ${error.message}`);
   console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
+}
+{
+  // What the stream-texture kernels pay before they run: the copy of a
+  // buffer into its stream texture (the copies `deno task profile` counts).
+  const copy = async (reps: number) => {
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) {
+      const enc = device.createCommandEncoder();
+      enc.copyBufferToTexture(
+        { buffer: buffers[0], bytesPerRow: 16 * STREAM_ROW_TEXELS },
+        { texture: textures[1] },
+        [STREAM_ROW_TEXELS, ROWS],
+      );
+      device.queue.submit([enc.finish()]);
+    }
+    await device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / reps;
+  };
+  await copy(1);
+  const ms = await copy(Math.max(3, 2 ** 23 / N));
+  console.log(`| buffer → stream texture copy | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
 }
 device.destroy();

@@ -85,6 +85,7 @@ export const FAMILIES = [
   "elementwise",
   "embedding",
   "optimizer",
+  "transfers",
   "other",
 ] as const;
 
@@ -95,9 +96,12 @@ export type Family = typeof FAMILIES[number];
  * The family of a kernel key. Attention is its batched matmuls (both operands
  * batched: q·kᵀ, p·v and their gradients) and the masked softmax, or the fused
  * attention kernels. The fused residual + layer norm (`resnorm`) counts as layer
- * norm, the fused token + position embedding (`embedpos`) as embedding.
+ * norm, the fused token + position embedding (`embedpos`) as embedding. The
+ * device's copies and clears (`transfer:…`: buffers into stream textures,
+ * buffer to buffer, zeroing) are transfers, timed in sync mode only.
  */
 export function familyOf(key: string): Family {
+  if (key.startsWith("transfer:")) return "transfers";
   if (key.startsWith("matmul")) return /\/a1.*\/b1/.test(key) ? "attention" : "matmul";
   if (key.startsWith("softmax") || key.startsWith("attention:")) return "attention";
   if (key.startsWith("layernorm") || key.startsWith("resnorm")) return "layernorm";
@@ -119,7 +123,7 @@ export interface KernelRow {
   key: string;
   /** Its family. */
   family: Family;
-  /** Dispatches per step. */
+  /** Dispatches per step (for a transfer: copies or clears). */
   dispatches: number;
   /** GPU milliseconds per step. */
   ms: number;
@@ -169,6 +173,12 @@ export interface Profile {
      * Less moved than wall time by other load on a shared machine.
      */
     cpuMs: number;
+    /**
+     * Milliseconds inside submit calls (median): on a backend whose submit runs
+     * the work before it returns (Dawn's GL backend), the GPU's time, which the
+     * host's own work then cannot overlap.
+     */
+    inSubmitMs: number;
     /** Milliseconds from the step's start to its last submit (host recording; median). */
     hostUntilSubmitMs: number;
     /** Sum of kernel GPU time per step (profiled steps), ms. */
@@ -316,7 +326,7 @@ export async function profileRun(
   }
   // Unprofiled and profiled steps alternate, so that both see the same load on a
   // shared machine: the unprofiled ones give the counts and the plain step time.
-  const wall: number[] = [], record: number[] = [], cpu: number[] = [];
+  const wall: number[] = [], record: number[] = [], cpu: number[] = [], inSubmit: number[] = [];
   const counts = {
     dispatches: 0,
     submits: 0,
@@ -337,11 +347,12 @@ export async function profileRun(
     const d0 = device.dispatches, s0 = device.submits, h0 = device.hostSyncs, b0 = device.bytesRead;
     const g0 = device.bindGroupsMade, c0 = device.textureCopies;
     const cb0 = device.textureCopyBytes, k0 = device.keptTextureHits;
-    let lastSubmit = NaN;
+    let lastSubmit = NaN, submitting = 0;
     const flush = device.flush;
     device.flush = () => {
       lastSubmit = performance.now();
       flush.call(device);
+      submitting += performance.now() - lastSubmit;
     };
     const cpu0 = process.cpuUsage();
     let t0 = performance.now();
@@ -355,6 +366,7 @@ export async function profileRun(
     cpu.push((used.user + used.system) / 1000);
     wall.push(t1 - t0);
     record.push(lastSubmit - t0);
+    inSubmit.push(submitting);
     counts.dispatches += device.dispatches - d0;
     counts.submits += device.submits - s0;
     counts.hostSyncs += device.hostSyncs - h0;
@@ -389,7 +401,7 @@ export async function profileRun(
     profWall.push(performance.now() - t0);
     if (prof.mode === "timestamp") await prof.collect();
     else overhead = (await prof.replay(device.gpu)) / 1e6;
-    for (const s of prof.kernels.values()) {
+    for (const s of [...prof.kernels.values(), ...prof.transfers.values()]) {
       const t = total.get(s.key) ?? { key: s.key, dispatches: 0, workgroups: 0, ns: 0, timed: 0 };
       t.dispatches += s.dispatches;
       t.workgroups += s.workgroups;
@@ -453,6 +465,7 @@ export async function profileRun(
       tokensPerSec: (B * T * 1000) / wallMs,
       cpuMs: median(cpu),
       hostUntilSubmitMs: median(record),
+      inSubmitMs: median(inSubmit),
       kernelMs: allNs / 1e6 / steps,
       profiledWallMs: median(profWall),
     },
@@ -517,12 +530,17 @@ export function formatProfile(p: Profile, top = 15): string {
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
     `${f1(s.cpuMs)} ms of CPU time, all threads); ` +
-    `kernels' GPU time ${f1(s.kernelMs)} ms = ${
+    `kernels' and transfers' GPU time ${f1(s.kernelMs)} ms = ${
       f1((100 * s.kernelMs) / s.wallMs)
     }% of the step wall; ${
       f1(s.hostUntilSubmitMs)
     } ms from the step's start to its last submit (host work: building the graph, recording; ` +
-    `with several submits the earlier batches run meanwhile)`,
+    `with several submits the earlier batches run meanwhile); ${
+      f1(s.inSubmitMs)
+    } ms inside submit calls (where submit runs the work before it returns, as on Dawn's GL ` +
+    `backend, the rest of the wall, ${
+      f1(s.wallMs - s.inSubmitMs)
+    } ms, is host work the GPU does not overlap)`,
     ...(p.comm
       ? [
         `- collectives (rank ${p.rank} of TP=${p.tp}, each timed after a device sync): ${p.comm.calls} per step, ` +

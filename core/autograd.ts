@@ -7,6 +7,8 @@
 
 import { axpyInPlace, clone } from "./ops/raw.ts";
 import {
+  type AddableGrad,
+  denseGrad,
   dropUnpacked,
   fmtShape,
   type GradNode,
@@ -135,7 +137,7 @@ export async function backward(
     );
   }
   await device.noGrad(async () => {
-    const grads = new Map<Tensor, Tensor>();
+    const grads = new Map<Tensor, Tensor | AddableGrad>();
     const pending = new Map<Tensor, { node: GradNode; grad: PendingGrad }>();
     const seed = grad ? grad.view() : Tensor.fromArray(device, new Float32Array([1]), root.shape);
     grads.set(root, seed);
@@ -146,25 +148,32 @@ export async function backward(
     for (const t of order) if (t.node?.outputs) lastOutput.set(t.node, t);
     const held = new Map<GradNode, Map<Tensor, Tensor>>();
 
-    const accumulate = (node: GradNode, input: Tensor, ig: Tensor) => {
+    const accumulate = (node: GradNode, input: Tensor, ig: Tensor | AddableGrad) => {
       if (ig.size !== input.size) {
         throw new Error(
-          `backward of ${node.name}: gradient ${fmtShape(ig.shape)} for input ${
-            fmtShape(input.shape)
-          }`,
+          `backward of ${node.name}: gradient ${
+            ig instanceof Tensor ? fmtShape(ig.shape) : `of ${ig.size} elements`
+          } for input ${fmtShape(input.shape)}`,
         );
       }
-      let prev = grads.get(input);
-      if (prev) {
-        if (prev.shared) {
-          const own = clone(prev);
-          prev.dispose();
-          grads.set(input, prev = own);
-        }
-        axpyInPlace(prev, ig, 1);
-        ig.dispose();
-      } else {
+      const prev = grads.get(input);
+      if (!prev) {
         grads.set(input, ig);
+        return;
+      }
+      // The sum goes into whichever side is a tensor (two terms add the same
+      // either way round); an addable one adds itself in place.
+      const [into, from] = prev instanceof Tensor || !(ig instanceof Tensor)
+        ? [denseGrad(prev), ig]
+        : [ig, prev];
+      const own = into.shared ? clone(into) : into;
+      if (own !== into) into.dispose();
+      grads.set(input, own);
+      if (from instanceof Tensor) {
+        axpyInPlace(own, from, 1);
+        from.dispose();
+      } else {
+        from.addInto(own);
       }
     };
     // Awaits `input`'s pending gradient (if any) and adds it where it belongs.
@@ -182,9 +191,15 @@ export async function backward(
     try {
       for (const t of order) {
         await settle(t);
-        const g = grads.get(t);
+        const entry = grads.get(t);
         grads.delete(t);
         const node = t.node;
+        if (entry && !node) {
+          accumulateLeaf(t, entry);
+          opts.onLeafGrad?.(t);
+          continue;
+        }
+        const g = entry && denseGrad(entry);
         let inputGrads: GradResult[];
         if (node?.outputs) {
           let got = held.get(node);
@@ -199,12 +214,7 @@ export async function backward(
           inputGrads = await node.backwardAll!(outGrads);
           for (const og of outGrads) og?.dispose();
         } else {
-          if (!g) continue;
-          if (!node) {
-            accumulateLeaf(t, g);
-            opts.onLeafGrad?.(t);
-            continue;
-          }
+          if (!g || !node) continue;
           inputGrads = await node.backward(g);
           g.dispose();
         }
@@ -243,11 +253,16 @@ export async function backward(
   });
 }
 
-function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+function accumulateLeaf(leaf: Tensor, got: Tensor | AddableGrad): void {
   if (leaf.grad) {
-    axpyInPlace(leaf.grad, g, 1);
-    g.dispose();
+    if (got instanceof Tensor) {
+      axpyInPlace(leaf.grad, got, 1);
+      got.dispose();
+    } else {
+      got.addInto(leaf.grad);
+    }
   } else {
+    const g = denseGrad(got);
     const own = g.shared ? clone(g, leaf.shape) : g.view(leaf.shape);
     g.dispose();
     own.persistent = true;

@@ -272,6 +272,20 @@ export class Device {
     return this.gpu.limits;
   }
 
+  /**
+   * Whether zeroing a tensor should run a fill kernel rather than
+   * {@link Device.clear}: true on Dawn's OpenGL backend, whose `clearBuffer`
+   * uploads zeros from fresh host memory (154 MB on llvmpipe: 430–480 ms, against
+   * 12 ms for the vec4 fill kernel); false elsewhere (Deno's WebGPU on lavapipe:
+   * 16 ms against 24 ms).
+   */
+  get clearsWithKernel(): boolean {
+    return this.#clearsWithKernel ??= this.backend === "dawn" &&
+      /\bOpenGL\b/i.test(`${this.adapter.info.description} ${this.adapter.info.device}`);
+  }
+
+  #clearsWithKernel?: boolean;
+
   /** True for CPU adapters (lavapipe, llvmpipe, SwiftShader): kernels pick CPU-friendly variants. */
   get isSoftware(): boolean {
     return this.#software ??= this.#detectSoftware();
@@ -625,27 +639,29 @@ export class Device {
     this.textureCopyBytes += 16 * vec4s;
     if (full > 0) {
       this.textureCopies++;
-      enc.copyBufferToTexture(
-        { buffer, offset, bytesPerRow, rowsPerImage: full },
-        { texture },
-        [STREAM_ROW_TEXELS, full],
-      );
+      this.#transfer(enc, "transfer:texture", (e) =>
+        e.copyBufferToTexture(
+          { buffer, offset, bytesPerRow, rowsPerImage: full },
+          { texture },
+          [STREAM_ROW_TEXELS, full],
+        ));
     }
     if (tail > 0) {
       this.textureCopies++;
-      enc.copyBufferToTexture(
-        { buffer, offset: offset + full * bytesPerRow },
-        { texture, origin: [0, full] },
-        [tail, 1],
-      );
+      this.#transfer(enc, "transfer:texture", (e) =>
+        e.copyBufferToTexture(
+          { buffer, offset: offset + full * bytesPerRow },
+          { texture, origin: [0, full] },
+          [tail, 1],
+        ));
     }
   }
 
   /**
    * Records zeroing `bytes` of `buffer` from `offset` (both multiples of 4) in
-   * order with the dispatches around it: a `clearBuffer`, a memset on CPU
-   * adapters, where a fill kernel writes lane by lane (77 MB on one core: 50
-   * against 119 ms on Dawn, 22 against 145 ms on Deno's WebGPU).
+   * order with the dispatches around it: a `clearBuffer` (slow on Dawn's OpenGL
+   * backend, where tensors are zeroed by a kernel instead: see
+   * {@link Device.clearsWithKernel}).
    */
   clear(buffer: GPUBuffer, offset: number, bytes: number): void {
     this.assertAlive();
@@ -654,7 +670,24 @@ export class Device {
       throw new Error(`clear: offset ${offset} and size ${bytes} must be multiples of 4 bytes`);
     }
     this.#endPass();
-    this.#getEncoder().clearBuffer(buffer, offset, bytes);
+    this.#transfer(
+      this.#getEncoder(),
+      "transfer:clear",
+      (e) => e.clearBuffer(buffer, offset, bytes),
+    );
+  }
+
+  /**
+   * Records `record` (a copy or a clear, outside any compute pass) into `encoder`,
+   * and hands it to the profiler when one is attached, under `key`.
+   */
+  #transfer(
+    encoder: GPUCommandEncoder,
+    key: string,
+    record: (encoder: GPUCommandEncoder) => void,
+  ): void {
+    record(encoder);
+    this.profiler?.command(key, record);
   }
 
   /** Records a buffer-to-buffer copy in order with the dispatches around it. */
@@ -662,7 +695,11 @@ export class Device {
     this.assertAlive();
     if (bytes === 0) return;
     this.#endPass();
-    this.#getEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+    this.#transfer(
+      this.#getEncoder(),
+      "transfer:buffer",
+      (e) => e.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes),
+    );
   }
 
   /**

@@ -33,8 +33,10 @@ export {
   windows,
 } from "./windows.ts";
 export {
+  type AddableGrad,
   assertSameDevice,
   assertSameShape,
+  denseGrad,
   dropUnpacked,
   type DType,
   fmtShape,

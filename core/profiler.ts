@@ -26,12 +26,15 @@ export interface KernelStat {
   timed: number;
 }
 
-interface Captured {
-  key: string;
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  workgroups: [number, number, number];
-}
+/** A captured dispatch, or a command recorded outside a compute pass (a copy, a clear). */
+type Captured =
+  | {
+    key: string;
+    pipeline: GPUComputePipeline;
+    bindGroup: GPUBindGroup;
+    workgroups: [number, number, number];
+  }
+  | { key: string; record: (encoder: GPUCommandEncoder) => void };
 
 /**
  * How many times sync mode replays a dispatch per submit, given the median
@@ -45,8 +48,14 @@ export function replayRepeats(overheadMs: number): number {
 
 /** Collects per-kernel dispatch counts and GPU time; see the module doc. */
 export class DeviceProfiler {
-  /** Per-kernel statistics, by key. */
+  /** Per-kernel statistics, by key (dispatches only). */
   readonly kernels: Map<string, KernelStat> = new Map();
+  /**
+   * The same for the commands recorded outside compute passes (copies into
+   * stream textures, buffer copies, clears), by `transfer:…` key; `dispatches`
+   * counts the commands.
+   */
+  readonly transfers: Map<string, KernelStat> = new Map();
   #querySet: GPUQuerySet | null = null;
   #capacity = 0;
   #slots: string[] = [];
@@ -57,9 +66,9 @@ export class DeviceProfiler {
   /** A profiler timing with `mode` ("timestamp" needs the device's `timestamp-query`). */
   constructor(readonly mode: ProfileMode) {}
 
-  #stat(key: string): KernelStat {
-    let s = this.kernels.get(key);
-    if (!s) this.kernels.set(key, s = { key, dispatches: 0, workgroups: 0, ns: 0, timed: 0 });
+  #stat(key: string, map = this.kernels): KernelStat {
+    let s = map.get(key);
+    if (!s) map.set(key, s = { key, dispatches: 0, workgroups: 0, ns: 0, timed: 0 });
     return s;
   }
 
@@ -145,6 +154,19 @@ export class DeviceProfiler {
     this.#captured.push({ key, pipeline, bindGroup, workgroups });
   }
 
+  /**
+   * Called by the device for each command it records outside a compute pass (a
+   * buffer-to-texture copy, a buffer copy, a clear), under a key of its own
+   * (`transfer:…`, in {@link DeviceProfiler.transfers}): counted in both modes,
+   * timed in sync mode only, where
+   * {@link DeviceProfiler.replay} records it again with `record`
+   * (timestamp-query times passes, and these are not in one).
+   */
+  command(key: string, record: (encoder: GPUCommandEncoder) => void): void {
+    this.#stat(key, this.transfers).dispatches++;
+    if (this.mode === "sync") this.#captured.push({ key, record });
+  }
+
   /** Timestamp mode: waits until every submitted batch's timestamps are read. */
   async collect(): Promise<void> {
     const p = this.#pending;
@@ -153,7 +175,7 @@ export class DeviceProfiler {
   }
 
   /**
-   * Sync mode: replays each captured dispatch alone (one submit, one wait) and
+   * Sync mode: replays each captured dispatch (and copy or clear) alone (one submit, one wait) and
    * adds its wall time minus the median cost of an empty submit and wait. Where
    * that wait is coarse (Deno's WebGPU polls every ~10 ms) a submit holds the
    * dispatch {@link replayRepeats} times and the time is divided among them: a
@@ -177,17 +199,25 @@ export class DeviceProfiler {
     const reps = replayRepeats(overhead);
     for (const c of captured) {
       const enc = gpu.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      pass.setPipeline(c.pipeline);
-      pass.setBindGroup(0, c.bindGroup);
-      for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(...c.workgroups);
-      pass.end();
+      if ("record" in c) {
+        for (let i = 0; i < reps; i++) c.record(enc);
+      } else {
+        const pass = enc.beginComputePass();
+        pass.setPipeline(c.pipeline);
+        pass.setBindGroup(0, c.bindGroup);
+        for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(...c.workgroups);
+        pass.end();
+      }
+      // A copy may name a staging buffer the step has destroyed since: its
+      // replay is invalid, does nothing, and stays untimed.
+      if ("record" in c) gpu.pushErrorScope("validation");
       const cmd = enc.finish();
       const t0 = performance.now();
       gpu.queue.submit([cmd]);
       await gpu.queue.onSubmittedWorkDone();
       const ms = (performance.now() - t0 - overhead) / reps;
-      const s = this.#stat(c.key);
+      if ("record" in c && await gpu.popErrorScope()) continue;
+      const s = this.#stat(c.key, "record" in c ? this.transfers : this.kernels);
       s.ns += Math.max(0, ms) * 1e6;
       s.timed++;
     }
@@ -197,6 +227,7 @@ export class DeviceProfiler {
   /** Clears the statistics (between steps). */
   reset(): void {
     this.kernels.clear();
+    this.transfers.clear();
     this.#captured = [];
   }
 

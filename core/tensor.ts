@@ -42,8 +42,32 @@ export interface GradNode {
 /** A gradient whose computation is still in flight (awaited when consumed). */
 export type PendingGrad = Promise<Tensor | null>;
 
+/**
+ * A gradient that can add itself into another gradient of its input in place,
+ * and becomes a tensor of its own only where it is the first: an embedding
+ * table's, zero outside the batch's rows, is a scatter-add into the tied LM
+ * head's gradient rather than a zeroed table-sized tensor and a sum. Used once:
+ * {@link AddableGrad.addInto}, {@link AddableGrad.dense} or
+ * {@link AddableGrad.dispose}.
+ */
+export interface AddableGrad {
+  /** Elements, as many as the input's. */
+  readonly size: number;
+  /** Adds this gradient into `dst` (a gradient of the same input), in place. */
+  addInto(dst: Tensor): void;
+  /** This gradient as a new tensor (of its input's shape). */
+  dense(): Tensor;
+  /** Frees what it holds (a gradient never used). */
+  dispose(): void;
+}
+
 /** One input's gradient as a backward function returns it. */
-export type GradResult = Tensor | PendingGrad | null;
+export type GradResult = Tensor | AddableGrad | PendingGrad | null;
+
+/** `g` as a tensor: itself, or an {@link AddableGrad} made dense. */
+export function denseGrad(g: Tensor | AddableGrad): Tensor {
+  return g instanceof Tensor ? g : g.dense();
+}
 
 /** The GPU storage behind one or more tensor views. */
 class Storage {

@@ -192,19 +192,23 @@ export function axpyParams(n: number, nx: number, alpha: number, beta: number, w
   };
 }
 
-/** `out[i] = value` (value passed as raw bits, so it also fills i32 tensors). Bindings: out. */
-export function fillKernel(): KernelSource {
+/**
+ * `out[i] = value` (value passed as raw bits, so it also fills i32 tensors);
+ * width 4 writes a vec4 per invocation (`n` counts vec4s). Bindings: out.
+ */
+export function fillKernel(width: 1 | 4 = 1): KernelSource {
+  const t = width === 4 ? "vec4<u32>" : "u32";
   return {
-    key: "fill",
+    key: width === 4 ? "fill:v4" : "fill",
     code: /* wgsl */ `
 struct P { n: u32, bits: u32, _a: u32, _b: u32 }
-@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@group(0) @binding(0) var<storage, read_write> out: array<${t}>;
 @group(0) @binding(1) var<uniform> p: P;
 @compute @workgroup_size(${WG})
 fn main(${GRID_BUILTINS}) {
   let i = ${GROUP_INDEX} * ${WG}u + lid;
   if (i >= p.n) { return; }
-  out[i] = p.bits;
+  out[i] = ${t}(p.bits);
 }`,
   };
 }

@@ -36,7 +36,7 @@ import {
 } from "../../kernels/softmax.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
-import { fmtShape, Tensor } from "../tensor.ts";
+import { type AddableGrad, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { reduceInto } from "./reduce.ts";
@@ -278,7 +278,12 @@ export function embedding(
       );
     });
   }
-  return record(out, "embedding", [weight], (g) => [embeddingGrad(weight, tokenIds, g, start)]);
+  return record(
+    out,
+    "embedding",
+    [weight],
+    (g) => [embeddingAddableGrad(weight, tokenIds, g, start)],
+  );
 }
 
 /**
@@ -308,12 +313,77 @@ export function embeddingGrad(
   g: Tensor,
   start = 0,
 ): Tensor {
+  const dw = zeros(weight.device, weight.shape);
+  scatterAddRows(dw, weight.shape, tokenIds, g, start, false);
+  return dw;
+}
+
+/**
+ * {@link embeddingGrad} as an {@link AddableGrad}: added into another gradient
+ * of the table (the tied LM head's, or one accumulated over micro-batches) it
+ * is a scatter-add of `g`'s rows into it, in place; alone, the zeroed table
+ * and the scatter. Holds a view of `g` until it is used.
+ */
+export function embeddingAddableGrad(
+  weight: Tensor,
+  tokenIds: TokenIds,
+  g: Tensor,
+  start = 0,
+): AddableGrad {
+  let held: Tensor | null = g.view();
+  const take = (): Tensor => {
+    if (!held) throw new Error("embedding gradient: used twice");
+    const t = held;
+    held = null;
+    return t;
+  };
+  return {
+    size: weight.size,
+    addInto(dst: Tensor): void {
+      if (dst.size !== weight.size || dst.dtype !== "f32") {
+        throw new Error(
+          `embedding gradient: added into ${dst.dtype} ${fmtShape(dst.shape)}, the table is f32 ${
+            fmtShape(weight.shape)
+          }`,
+        );
+      }
+      const gv = take();
+      scatterAddRows(dst, weight.shape, tokenIds, gv, start, true);
+      gv.dispose();
+    },
+    dense(): Tensor {
+      const gv = take();
+      const dw = embeddingGrad(weight, tokenIds, gv, start);
+      gv.dispose();
+      return dw;
+    },
+    dispose(): void {
+      held?.dispose();
+      held = null;
+    },
+  };
+}
+
+/**
+ * Adds the rows of `g` (`[ids, dim]`) into rows `tokenIds − start` of `dw`
+ * (a table of shape `table`, `[rows, dim]`), each row's positions summed in order first, then added to
+ * what `dw` holds. Unless `accumulate`, the first token block stores its sums
+ * instead (`dw` must be zero in its rows): reading `dw` back is a slow storage
+ * load on CPU adapters.
+ */
+function scatterAddRows(
+  dw: Tensor,
+  table: readonly number[],
+  tokenIds: TokenIds,
+  g: Tensor,
+  start: number,
+  accumulate: boolean,
+): void {
   const host = tokenIds.host;
   const ids = tokenIds.tensor;
-  const [rows, dim] = weight.shape;
-  const device = weight.device;
+  const [rows, dim] = table;
+  const device = dw.device;
   const tableWindows = rowBlocks(device, rows, dim, Infinity);
-  const dw = zeros(device, weight.shape);
   // CPU adapters: the vec4 texture form, as wide as dim allows.
   const width = !device.isSoftware || dim % 4 !== 0
     ? 0
@@ -336,7 +406,12 @@ export function embeddingGrad(
           { binding: packed.binding, vec4s: packed.size / 4 },
         ]);
         if (views) {
-          const td = embeddingBackwardTextureDispatch(index.unique, dim, width, t0 > 0);
+          const td = embeddingBackwardTextureDispatch(
+            index.unique,
+            dim,
+            width,
+            accumulate || t0 > 0,
+          );
           device.dispatch(
             embeddingBackwardTextureKernel(width),
             [...views, subBinding(dw.binding, w0 * dim, wn * dim)],
@@ -369,7 +444,6 @@ export function embeddingGrad(
       positions.dispose();
     }
   }
-  return dw;
 }
 
 /** Integers below this are exact in an f32 (2^24). */

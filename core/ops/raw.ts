@@ -70,13 +70,19 @@ export function fillInPlace(t: Tensor, value: number): Tensor {
   if (t.dtype === "i32") bits.setInt32(0, value, true);
   else bits.setFloat32(0, value, true);
   const word = bits.getUint32(0, true);
-  if (word === 0) {
+  if (word === 0 && !t.device.clearsWithKernel) {
     t.device.clear(t.buffer, 0, t.byteLength);
     return t;
   }
   for (const [s, c] of elementWindows(t.device, t.size)) {
-    const params = new Params(4).u32(c).u32(word).u32(0).u32(0).buffer;
-    t.device.dispatch(fillKernel(), [subBinding(t.binding, s, c)], params, gridFor(c, 256));
+    const width = c % 4 === 0 ? 4 : 1;
+    const params = new Params(4).u32(c / width).u32(word).u32(0).u32(0).buffer;
+    t.device.dispatch(
+      fillKernel(width),
+      [subBinding(t.binding, s, c)],
+      params,
+      gridFor(c / width, 256),
+    );
   }
   return t;
 }

@@ -26,11 +26,18 @@ import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { record, recordMulti } from "../autograd.ts";
 import type { BufferBinding, TextureBinding } from "../device.ts";
 import type { RngDraw } from "../rng.ts";
-import { assertSameShape, fmtShape, Tensor } from "../tensor.ts";
+import { type AddableGrad, assertSameShape, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 import { add } from "./basic.ts";
-import { checkLookup, dropoutRaw, embeddingGrad, layerNormParamGrads, normRows } from "./nn.ts";
+import {
+  checkLookup,
+  dropoutRaw,
+  embeddingAddableGrad,
+  embeddingGrad,
+  layerNormParamGrads,
+  normRows,
+} from "./nn.ts";
 import { streamTextures } from "./streams.ts";
 import { columnSum, zeros } from "./raw.ts";
 import { dispatchRowsFrom } from "./rows.ts";
@@ -223,9 +230,9 @@ export function embedPositions(
   return record(out, "embedPositions", [first, pos], (g) => {
     const gTok = d0 ? dropoutRaw(g, d0.p, d0.draw) : g.view();
     const dPos = pos.requiresGrad ? positionGrad(gTok, pos, B, T * h, start) : null;
-    let dFirst: Tensor | null = null;
+    let dFirst: Tensor | AddableGrad | null = null;
     if (first.requiresGrad) {
-      dFirst = lookup ? embeddingGrad(lookup.table, lookup.ids, gTok) : gTok.view();
+      dFirst = lookup ? embeddingAddableGrad(lookup.table, lookup.ids, gTok) : gTok.view();
     }
     gTok.dispose();
     return [dFirst, dPos];

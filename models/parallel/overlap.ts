@@ -35,7 +35,7 @@ import type { ProcessGroup } from "../../collectives/group.ts";
 import { record } from "../../core/autograd.ts";
 import type { Device } from "../../core/device.ts";
 import * as ops from "../../core/ops/mod.ts";
-import type { PendingGrad, Tensor } from "../../core/tensor.ts";
+import { denseGrad, type PendingGrad, type Tensor } from "../../core/tensor.ts";
 import type { Half } from "../../core/half.ts";
 import { copyToRegion, type TpGroup } from "./mappings.ts";
 import { commQueue } from "./comm_queue.ts";
@@ -116,8 +116,9 @@ export function overlappedColumnParallel<T>(
       if (gx instanceof Promise) {
         throw new Error("the linear's backward returned a pending gradient");
       }
-      dx = gx ? startAllReduce(gx, group) : null;
-      gx?.dispose();
+      const dense = gx && denseGrad(gx);
+      dx = dense ? startAllReduce(dense, group) : null;
+      dense?.dispose();
     }
     xd.requiresGrad = false;
     wd.requiresGrad = weight.requiresGrad;
