@@ -12,7 +12,9 @@
  * - `texture → storage texture`: `textureStore` instead of the buffer store;
  * - `AdamW-like`: 3 loads, 1 load-and-store, buffers against both textures;
  * - `buffer → stream texture copy`: `copyBufferToTexture`, what a kernel that
- *   reads a buffer through a stream texture pays first.
+ *   reads a buffer through a stream texture pays first;
+ * - `clearBuffer`: zeroing the buffer with the command, against `buffer store`
+ *   (what a fill kernel costs; `Device.clearsWithKernel`).
  *
  *     deno task bench:memory-paths [--backend dawn|deno] [--log2-floats 22]
  *
@@ -175,5 +177,20 @@ for (const [name, code] of CASES) {
   await copy(1);
   const ms = await copy(Math.max(3, 2 ** 23 / N));
   console.log(`| buffer → stream texture copy | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
+  // Zeroing a buffer with the command made for it, against `buffer store` (a
+  // fill kernel) above: on Dawn's GL backend the command is the slow one.
+  const clear = async (reps: number) => {
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) {
+      const enc = device.createCommandEncoder();
+      enc.clearBuffer(buffers[3]);
+      device.queue.submit([enc.finish()]);
+    }
+    await device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / reps;
+  };
+  await clear(1);
+  const clearMs = await clear(Math.max(3, 2 ** 23 / N));
+  console.log(`| clearBuffer | ${clearMs.toFixed(2)} | ${(clearMs * 1e6 / N).toFixed(2)} |`);
 }
 device.destroy();
