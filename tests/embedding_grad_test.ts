@@ -12,7 +12,7 @@ import { backward, record } from "../core/autograd.ts";
 import * as ops from "../core/ops/mod.ts";
 import { type AddableGrad, Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { assertClose, gpuTest, randomArray, testDevice } from "./helpers.ts";
+import { assertClose, gpuTest, randomArray, testDevice, withKernelKeys } from "./helpers.ts";
 
 const dev = await testDevice();
 const [V, D, M] = [13, 8, 5];
@@ -183,6 +183,31 @@ Deno.test(
         );
       }
     }
+  },
+);
+
+Deno.test(
+  "zeroing runs a fill kernel exactly where clearBuffer is slow (Dawn on OpenGL)",
+  gpuTest,
+  async () => {
+    const t = Tensor.fromArray(dev, randomArray(4096, 11));
+    const [, keys] = await withKernelKeys(dev, async () => {
+      ops.fillInPlace(t, 0);
+      await dev.sync();
+    });
+    const desc = `${dev.adapter.info.description} ${dev.adapter.info.device}`;
+    const glDawn = dev.backend === "dawn" && /OpenGL/i.test(desc);
+    if (dev.clearsWithKernel !== glDawn) {
+      throw new Error(
+        `clearsWithKernel on ${dev.backend} (${desc})`,
+      );
+    }
+    const expected = glDawn ? ["fill:v4"] : [];
+    if (keys.join() !== expected.join()) {
+      throw new Error(`zeroing on ${dev.backend} dispatched [${keys}], expected [${expected}]`);
+    }
+    assertClose(await t.read(), new Float32Array(4096), { what: "zeroed" });
+    t.dispose();
   },
 );
 
