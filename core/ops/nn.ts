@@ -365,11 +365,11 @@ export function embeddingAddableGrad(
 }
 
 /**
- * Adds the rows of `g` (`[ids, dim]`) into rows `tokenIds − start` of `dw`
- * (a table of shape `table`, `[rows, dim]`), each row's positions summed in order first, then added to
- * what `dw` holds. Unless `accumulate`, the first token block stores its sums
- * instead (`dw` must be zero in its rows): reading `dw` back is a slow storage
- * load on CPU adapters.
+ * Adds the rows of `g` (`[ids, dim]`) into rows `tokenIds − start` of `dw`, a
+ * table of shape `table` (`[rows, dim]`): each row's positions are summed in
+ * order first, then added to what `dw` holds. Unless `accumulate`, the first
+ * token block stores its sums instead (`dw` must be zero in its rows): reading
+ * `dw` back is a slow storage load on CPU adapters.
  */
 function scatterAddRows(
   dw: Tensor,
