@@ -116,6 +116,21 @@ const CASES: [string, string][] = [
   ],
 ];
 
+/** Milliseconds per command encoder holding `record`'s commands, each submitted alone. */
+async function timeCommands(record: (enc: GPUCommandEncoder) => void): Promise<number> {
+  const run = async (reps: number) => {
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) {
+      const enc = device.createCommandEncoder();
+      record(enc);
+      device.queue.submit([enc.finish()]);
+    }
+    await device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / reps;
+  };
+  await run(1);
+  return await run(Math.max(3, 2 ** 23 / N));
+}
 const info = adapter.info;
 console.log(
   `${provider.backend}: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`,
@@ -137,60 +152,33 @@ for (const [name, code] of CASES) {
   }
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
   const groups = V / 64;
-  const run = async (reps: number) => {
-    const t0 = performance.now();
-    for (let r = 0; r < reps; r++) {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(Math.min(groups, GX), Math.ceil(groups / GX));
-      pass.end();
-      device.queue.submit([enc.finish()]);
-    }
-    await device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) / reps;
-  };
-  await run(1);
-  const ms = await run(Math.max(3, 2 ** 23 / N));
+  const ms = await timeCommands((enc) => {
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(Math.min(groups, GX), Math.ceil(groups / GX));
+    pass.end();
+  });
   const error = await device.popErrorScope();
   if (error) throw new Error(`${name}: ${error.message}`);
   console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
 }
-{
-  // What the stream-texture kernels pay before they run: the copy of a
-  // buffer into its stream texture (the copies `deno task profile` counts).
-  const copy = async (reps: number) => {
-    const t0 = performance.now();
-    for (let r = 0; r < reps; r++) {
-      const enc = device.createCommandEncoder();
+// What the stream-texture kernels pay before they run: the copy of a buffer
+// into its stream texture (the copies `deno task profile` counts); and zeroing
+// a buffer with the command made for it, against `buffer store` (a fill kernel)
+// above: on Dawn's GL backend the command is the slow one.
+for (
+  const [name, record] of [
+    ["buffer → stream texture copy", (enc: GPUCommandEncoder) =>
       enc.copyBufferToTexture(
         { buffer: buffers[0], bytesPerRow: 16 * STREAM_ROW_TEXELS },
         { texture: textures[1] },
         [STREAM_ROW_TEXELS, ROWS],
-      );
-      device.queue.submit([enc.finish()]);
-    }
-    await device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) / reps;
-  };
-  await copy(1);
-  const ms = await copy(Math.max(3, 2 ** 23 / N));
-  console.log(`| buffer → stream texture copy | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
-  // Zeroing a buffer with the command made for it, against `buffer store` (a
-  // fill kernel) above: on Dawn's GL backend the command is the slow one.
-  const clear = async (reps: number) => {
-    const t0 = performance.now();
-    for (let r = 0; r < reps; r++) {
-      const enc = device.createCommandEncoder();
-      enc.clearBuffer(buffers[3]);
-      device.queue.submit([enc.finish()]);
-    }
-    await device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) / reps;
-  };
-  await clear(1);
-  const clearMs = await clear(Math.max(3, 2 ** 23 / N));
-  console.log(`| clearBuffer | ${clearMs.toFixed(2)} | ${(clearMs * 1e6 / N).toFixed(2)} |`);
+      )],
+    ["clearBuffer", (enc: GPUCommandEncoder) => enc.clearBuffer(buffers[3])],
+  ] as const
+) {
+  const ms = await timeCommands(record);
+  console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
 }
 device.destroy();

@@ -181,7 +181,7 @@ export interface Profile {
     inSubmitMs: number;
     /** Milliseconds from the step's start to its last submit (host recording; median). */
     hostUntilSubmitMs: number;
-    /** Sum of kernel GPU time per step (profiled steps), ms. */
+    /** Sum of the kernels' and transfers' GPU time per step (profiled steps), ms. */
     kernelMs: number;
     /** Wall milliseconds of a profiled step (median; timing adds its own cost). */
     profiledWallMs: number;

@@ -175,8 +175,8 @@ export class DeviceProfiler {
   }
 
   /**
-   * Sync mode: replays each captured dispatch (and copy or clear) alone (one submit, one wait) and
-   * adds its wall time minus the median cost of an empty submit and wait. Where
+   * Sync mode: replays each captured dispatch, copy or clear alone (one submit,
+   * one wait) and adds its wall time minus the median cost of an empty submit and wait. Where
    * that wait is coarse (Deno's WebGPU polls every ~10 ms) a submit holds the
    * dispatch {@link replayRepeats} times and the time is divided among them: a
    * small kernel timed once would mostly round to zero. The replay rewrites the
@@ -198,8 +198,9 @@ export class DeviceProfiler {
     const overhead = empty[10];
     const reps = replayRepeats(overhead);
     for (const c of captured) {
+      const transfer = "record" in c;
       const enc = gpu.createCommandEncoder();
-      if ("record" in c) {
+      if (transfer) {
         for (let i = 0; i < reps; i++) c.record(enc);
       } else {
         const pass = enc.beginComputePass();
@@ -210,14 +211,14 @@ export class DeviceProfiler {
       }
       // A copy may name a staging buffer the step has destroyed since: its
       // replay is invalid, does nothing, and stays untimed.
-      if ("record" in c) gpu.pushErrorScope("validation");
+      if (transfer) gpu.pushErrorScope("validation");
       const cmd = enc.finish();
       const t0 = performance.now();
       gpu.queue.submit([cmd]);
       await gpu.queue.onSubmittedWorkDone();
       const ms = (performance.now() - t0 - overhead) / reps;
-      if ("record" in c && await gpu.popErrorScope()) continue;
-      const s = this.#stat(c.key, "record" in c ? this.transfers : this.kernels);
+      if (transfer && await gpu.popErrorScope()) continue;
+      const s = this.#stat(c.key, transfer ? this.transfers : this.kernels);
       s.ns += Math.max(0, ms) * 1e6;
       s.timed++;
     }

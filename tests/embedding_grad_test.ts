@@ -12,6 +12,7 @@ import { backward, record } from "../core/autograd.ts";
 import * as ops from "../core/ops/mod.ts";
 import { type AddableGrad, Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
+import { matmulRef } from "./reference.ts";
 import { assertClose, gpuTest, randomArray, testDevice, withKernelKeys } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -32,17 +33,7 @@ function scatterRef(ids: number[], r: Float32Array): Float64Array {
 }
 
 /** The LM head's part of dW for logits = H·Wᵀ weighted by R2: R2ᵀ·H (float64). */
-function headRef(): Float64Array {
-  const out = new Float64Array(V * D);
-  for (let v = 0; v < V; v++) {
-    for (let d = 0; d < D; d++) {
-      let s = 0;
-      for (let m = 0; m < M; m++) s += R2[m * V + v] * H[m * D + d];
-      out[v * D + d] = s;
-    }
-  }
-  return out;
-}
+const headRef = () => matmulRef(R2, H, V, D, M, true);
 
 const sum = (...xs: Float64Array[]) => xs.reduce((a, x) => a.map((v, i) => v + x[i]));
 
