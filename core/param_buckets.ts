@@ -114,11 +114,16 @@ export function allHaveGrads(b: ParamBucket): boolean {
 }
 
 /**
- * The members' gradients end to end in a new flat tensor (gaps zero), copied in
- * order with the dispatches around it. Every member must have a gradient.
+ * The members' gradients end to end in a flat tensor (gaps zero), copied in
+ * order with the dispatches around it: a new one, or `into` (of `b.size`
+ * elements, its gaps already zero: copies never write them, so a buffer kept
+ * from step to step is zeroed once). Every member must have a gradient.
  */
-export function gatherGrads(device: Device, b: ParamBucket): Tensor {
-  const flat = b.padded ? zeros(device, [b.size]) : Tensor.empty(device, [b.size]);
+export function gatherGrads(device: Device, b: ParamBucket, into?: Tensor): Tensor {
+  if (into && into.size !== b.size) {
+    throw new Error(`gatherGrads: a bucket of ${b.size} elements into a tensor of ${into.size}`);
+  }
+  const flat = into ?? (b.padded ? zeros(device, [b.size]) : Tensor.empty(device, [b.size]));
   for (const m of b.members) {
     device.copy(m.tensor.grad!.buffer, 0, flat.buffer, 4 * m.offset, 4 * m.tensor.size);
   }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { record } from "../../core/autograd.ts";
 import type { Device } from "../../core/device.ts";
 import { type InitSpec, Module } from "../../core/nn.ts";
 import * as ops from "../../core/ops/mod.ts";
@@ -141,14 +142,25 @@ export class RowParallelLinear extends Module implements LinearLike {
   /** Bias `[out]`, replicated on every rank. */
   readonly bias?: Tensor;
 
-  /** Builds this rank's shard. */
+  /**
+   * Whether rank 0 adds the bias in its partial product's epilogue, before the
+   * sum over ranks (see {@link RowParallelLinear.forward}); otherwise it is
+   * added to the sum, in a dispatch of its own.
+   */
+  readonly biasInPartial: boolean;
+
+  /**
+   * Builds this rank's shard. `opts.biasInPartial` (default true) puts the
+   * bias into rank 0's partial product; turn it off when the sum is rounded
+   * (a 16-bit wire), which would round the bias with it.
+   */
   constructor(
     device: Device,
     readonly group: TpGroup,
     readonly inFeatures: number,
     readonly outFeatures: number,
     init: InitSpec,
-    opts: { bias?: boolean } = {},
+    opts: { bias?: boolean; biasInPartial?: boolean } = {},
   ) {
     super();
     const per = checkDivisible("input size", inFeatures, group.size);
@@ -162,29 +174,46 @@ export class RowParallelLinear extends Module implements LinearLike {
     if (opts.bias ?? true) {
       this.bias = this.param("bias", ops.full(device, [outFeatures], 0), { decay: false });
     }
+    this.biasInPartial = opts.biasInPartial ?? true;
   }
 
-  /** Applies the layer to a split input; the output is complete on every rank. */
+  /**
+   * Applies the layer to a split input; the output is complete on every rank.
+   * The bias is added once: by rank 0's matmul epilogue, into its partial
+   * product before the sum over ranks (no dispatch of its own), as with one
+   * rank; every other rank takes the bias's gradient from the output's.
+   */
   async forward(x: Tensor): Promise<Tensor> {
-    if (this.group.size === 1) return ops.linear(x, this.weight, this.bias);
-    return await this.#finish(ops.linear(x, this.weight));
+    return await this.#finish((b) => ops.linear(x, this.weight, b));
   }
 
   /** {@link forward} of `act = gelu(pre)`, the GeLU's gradient fused into backward's product. */
   async forwardFromGelu(pre: Tensor, act: Tensor, kind: ops.GeluKind): Promise<Tensor> {
-    if (this.group.size === 1) return ops.geluLinear(pre, act, this.weight, kind, this.bias);
-    return await this.#finish(ops.geluLinear(pre, act, this.weight, kind));
+    return await this.#finish((b) => ops.geluLinear(pre, act, this.weight, kind, b));
   }
 
-  /**
-   * Sums the ranks' partial products (`g`), then adds the bias once. With one
-   * rank the sum is the identity and the callers put the bias in the matmul's
-   * epilogue instead (the same bits, one dispatch fewer).
-   */
-  async #finish(partial: Tensor): Promise<Tensor> {
-    const y = await reduceFromRegion(partial, this.group);
-    return this.bias ? ops.add(y, this.bias) : y;
+  /** Sums the ranks' partial products (`g`), the bias in one of them or added after. */
+  async #finish(product: (bias?: Tensor) => Tensor): Promise<Tensor> {
+    const bias = this.bias;
+    if (this.group.size === 1) return product(bias);
+    if (!bias) return await reduceFromRegion(product(), this.group);
+    if (!this.biasInPartial) return ops.add(await reduceFromRegion(product(), this.group), bias);
+    const partial = this.group.rank === 0 ? product(bias) : withBiasGradient(product(), bias);
+    return await reduceFromRegion(partial, this.group);
   }
+}
+
+/**
+ * `x` unchanged, with `bias` taking the column sums of `x`'s gradient as its
+ * own: what a rank whose partial product leaves out the bias (added by rank 0)
+ * owes the replicated bias, the same sum rank 0's matmul computes from the
+ * same gradient (`g` passes it unchanged to every rank).
+ */
+function withBiasGradient(x: Tensor, bias: Tensor): Tensor {
+  return record(x.view(), "biasGradient", [x, bias], (g) => [
+    g.view(),
+    bias.requiresGrad ? ops.sumToSize(g, bias.shape) : null,
+  ]);
 }
 
 /**
@@ -308,7 +337,9 @@ export class TensorParallelLayers implements ParallelLayers {
 
   /** A {@link RowParallelLinear}. */
   rowLinear(inF: number, outF: number, init: InitSpec): LinearLike {
-    return new RowParallelLinear(this.device, this.fgGroup, inF, outF, init);
+    return new RowParallelLinear(this.device, this.fgGroup, inF, outF, init, {
+      biasInPartial: this.fgGroup === this.group,
+    });
   }
 
   /** A {@link VocabParallelEmbedding}. */
