@@ -12,7 +12,12 @@
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { type Half, roundToHalf } from "../core/half.ts";
 import { Tensor } from "../core/tensor.ts";
-import { halfWireGroup, type TpGroup, type WireCounter } from "../models/parallel/mappings.ts";
+import {
+  allReduced,
+  halfWireGroup,
+  type TpGroup,
+  type WireCounter,
+} from "../models/parallel/mappings.ts";
 import { allReduceHalfAvg, type CommBytes } from "../models/parallel/hooks.ts";
 import type { MixedResult, MixedRun } from "../bench/mixed_precision_worker.ts";
 import { gpuTest, randomArray, testDevice } from "./helpers.ts";
@@ -76,6 +81,44 @@ for (const format of ["fp16", "bf16"] as Half[]) {
     },
   );
 }
+
+Deno.test(
+  "allReduced reads its input and writes a new tensor, on the 16-bit wire and on an fp32 group",
+  gpuTest,
+  async () => {
+    const n = 77;
+    const a = randomArray(n, 3, -3, 3), b = randomArray(n, 4, -3, 3);
+    const ra = roundToHalf(a, "bf16"), rb = roundToHalf(b, "bf16");
+    const counter: WireCounter = { calls: 0, bytes: 0 };
+    const half = halfWireGroup(fakeGroup(0, () => packHost(b, "bf16"), []), "bf16", counter);
+    // An fp32 group of two that adds the peer's values, as a ProcessGroup does with a
+    // GPU tensor: it reads the values, sums on the host and writes the result back.
+    const fp32: TpGroup = {
+      size: 2,
+      rank: 0,
+      allGather: (() => Promise.reject(new Error("unused"))) as TpGroup["allGather"],
+      allReduce: (async (x: { read(): Promise<Float32Array>; write(d: Float32Array): void }) => {
+        const v = await x.read();
+        for (let i = 0; i < n; i++) v[i] += b[i];
+        x.write(v);
+      }) as unknown as TpGroup["allReduce"],
+    };
+    for (
+      const [group, want] of [[half, ra.map((v, i) => v + rb[i])], [
+        fp32,
+        a.map((v, i) => v + b[i]),
+      ]] as const
+    ) {
+      const x = Tensor.fromArray(dev, a);
+      const y = await allReduced(x, group);
+      deepStrictEqual(await y.read(), Float32Array.from(want));
+      deepStrictEqual(await x.read(), a, "the input is left as it was");
+      x.dispose();
+      y.dispose();
+    }
+    deepStrictEqual(counter, { calls: 1, bytes: Math.ceil(n / 2) * 4 }, "bf16 on the wire");
+  },
+);
 
 Deno.test("other reductions pass through in fp32", gpuTest, async () => {
   const log: string[] = [];

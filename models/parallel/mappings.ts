@@ -58,7 +58,9 @@ export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: Wire
     size: group.size,
     rank: group.rank,
     allGather: group.allGather.bind(group) as TpGroup["allGather"],
-    allReduce: async (x, op = "sum") => {
+    allReduce: async (input, op = "sum") => {
+      // A sum into another tensor (see allReduced) is summed here in place of its target.
+      const x = input instanceof ReduceInto && op === "sum" ? input.copied() : input;
       if (!(x instanceof Tensor) || op !== "sum" || group.size === 1) {
         return await group.allReduce(x, op);
       }
@@ -81,21 +83,67 @@ export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: Wire
 }
 
 /**
- * All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched.
- * While overlapped collectives of this device are in flight it waits its turn
- * in the device's queue (models/parallel/comm_queue.ts), so every rank runs
- * its exchanges in the same order.
+ * An all-reduce's input and output as two tensors of one shape, for a
+ * collective that reads the GPU tensor back and writes the result again (a
+ * `ProcessGroup` does): it reads `from` and writes the result into `to`, so
+ * `from` is left as it was without a copy made first. A group that must
+ * reduce a tensor in place (the 16-bit wire) copies `from` into `to` and
+ * reduces that ({@link ReduceInto.copied}).
+ */
+export class ReduceInto {
+  /** Reads `from`, writes `to` (both f32, the same size). */
+  constructor(readonly from: Tensor, readonly to: Tensor) {
+    if (from.size !== to.size || from.dtype !== "f32" || to.dtype !== "f32") {
+      throw new Error(`ReduceInto: ${from.size} ${from.dtype} into ${to.size} ${to.dtype}`);
+    }
+  }
+
+  /** Elements. */
+  get size(): number {
+    return this.from.size;
+  }
+
+  /** `from`'s values. */
+  read(): Promise<Float32Array> {
+    return this.from.read();
+  }
+
+  /** `from`'s values into `dst`. */
+  readInto(dst: Float32Array): Promise<void> {
+    return this.from.readInto(dst);
+  }
+
+  /** Writes `data` into `to`. */
+  write(data: Float32Array): void {
+    this.to.write(data);
+  }
+
+  /** `to`, holding a copy of `from` (recorded on the device), to reduce in place. */
+  copied(): Tensor {
+    this.from.device.copy(this.from.buffer, 0, this.to.buffer, 0, this.from.byteLength);
+    return this.to;
+  }
+}
+
+/**
+ * All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched
+ * ({@link ReduceInto}: read from `x`, written to the new tensor). While
+ * overlapped collectives of this device are in flight it waits its turn in the
+ * device's queue (models/parallel/comm_queue.ts), so every rank runs its
+ * exchanges in the same order.
  */
 export async function allReduced(
   x: Tensor,
   group: TpGroup,
   op: "sum" | "max" = "sum",
 ): Promise<Tensor> {
-  const out = clone(x);
-  if (group.size === 1) return out;
+  if (group.size === 1) return clone(x);
+  const inPlace = x.dtype !== "f32";
+  const out = inPlace ? clone(x) : Tensor.empty(x.device, x.shape);
+  const arg = inPlace ? out : new ReduceInto(x, out);
   const q = commQueue(x.device);
-  if (q.inFlight > 0) await q.run(() => group.allReduce(out, op));
-  else await group.allReduce(out, op);
+  if (q.inFlight > 0) await q.run(() => group.allReduce(arg, op));
+  else await group.allReduce(arg, op);
   return out;
 }
 
