@@ -181,7 +181,7 @@ export class AdamW {
    * 2-rank step, three 12 MB buckets).
    */
   #gatherGrads(device: Device, b: ParamBucket): Tensor {
-    if (!b.padded) return gatherGrads(device, b);
+    if (!b.padded) return gatherGrads(device, b, Tensor.empty(device, [b.size]));
     let kept = this.#gradScratch.get(b);
     if (!kept) this.#gradScratch.set(b, kept = full(device, [b.size], 0).keep());
     return gatherGrads(device, b, kept).view();

@@ -9,7 +9,6 @@
 
 import type { Device } from "./device.ts";
 import type { ParamInfo } from "./nn.ts";
-import { zeros } from "./ops/mod.ts";
 import { Tensor } from "./tensor.ts";
 import { windowElements } from "./windows.ts";
 
@@ -114,20 +113,20 @@ export function allHaveGrads(b: ParamBucket): boolean {
 }
 
 /**
- * The members' gradients end to end in a flat tensor (gaps zero), copied in
- * order with the dispatches around it: a new one, or `into` (of `b.size`
- * elements, its gaps already zero: copies never write them, so a buffer kept
- * from step to step is zeroed once). Every member must have a gradient.
+ * Copies the members' gradients end to end into `into` (`b.size` elements), in
+ * order with the dispatches around it, and returns it. The copies never write
+ * the gaps between members: for a bucket with gaps (`b.padded`) they must be
+ * zero in `into` already (a buffer kept from step to step is zeroed once).
+ * Every member must have a gradient.
  */
-export function gatherGrads(device: Device, b: ParamBucket, into?: Tensor): Tensor {
-  if (into && into.size !== b.size) {
+export function gatherGrads(device: Device, b: ParamBucket, into: Tensor): Tensor {
+  if (into.size !== b.size) {
     throw new Error(`gatherGrads: a bucket of ${b.size} elements into a tensor of ${into.size}`);
   }
-  const flat = into ?? (b.padded ? zeros(device, [b.size]) : Tensor.empty(device, [b.size]));
   for (const m of b.members) {
-    device.copy(m.tensor.grad!.buffer, 0, flat.buffer, 4 * m.offset, 4 * m.tensor.size);
+    device.copy(m.tensor.grad!.buffer, 0, into.buffer, 4 * m.offset, 4 * m.tensor.size);
   }
-  return flat;
+  return into;
 }
 
 /**

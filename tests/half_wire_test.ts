@@ -103,12 +103,11 @@ Deno.test(
         x.write(v);
       }) as unknown as TpGroup["allReduce"],
     };
-    for (
-      const [group, want] of [[half, ra.map((v, i) => v + rb[i])], [
-        fp32,
-        a.map((v, i) => v + b[i]),
-      ]] as const
-    ) {
+    const cases: [TpGroup, Float32Array][] = [
+      [half, ra.map((v, i) => v + rb[i])],
+      [fp32, a.map((v, i) => v + b[i])],
+    ];
+    for (const [group, want] of cases) {
       const x = Tensor.fromArray(dev, a);
       const y = await allReduced(x, group);
       deepStrictEqual(await y.read(), Float32Array.from(want));
