@@ -184,6 +184,47 @@ fn main(${GRID_BUILTINS}) {
   };
 }
 
+/**
+ * Vocabulary-parallel step 3 from statistics gathered over `ranks` ranks:
+ * `slots` holds, per rank in order, its row maxima `m_r`, its `Σexp(x − m_r)`
+ * and its target logits (`[ranks, 3, rows]`). Per row: `M = max_r m_r`,
+ * `lse = M + log Σ_r Σexp_r · exp(m_r − M)`, `loss = lse − Σ_r target_r` (0
+ * for ignored rows). Bindings: targets, slots, loss, lse.
+ */
+export function shardGatheredFinishKernel(ranks: number): KernelSource {
+  if (!Number.isInteger(ranks) || ranks < 1) {
+    throw new Error(`shardGatheredFinishKernel: ranks ${ranks}`);
+  }
+  return {
+    key: `xent:shardfinish:gathered${ranks}`,
+    code: /* wgsl */ `
+${XENT_PARAMS_WGSL}
+@group(0) @binding(0) var<storage, read> targets: array<i32>;
+@group(0) @binding(1) var<storage, read> slots: array<f32>;
+@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(4) var<uniform> p: P;
+const RANKS = ${ranks}u;
+@compute @workgroup_size(64)
+fn main(${GRID_BUILTINS}) {
+  let row = ${GROUP_INDEX} * 64u + lid;
+  if (row >= p.rows) { return; }
+  var m = -3.0e38;
+  for (var r = 0u; r < RANKS; r++) { m = max(m, slots[3u * r * p.rows + row]); }
+  var s = 0.0;
+  var t = 0.0;
+  for (var r = 0u; r < RANKS; r++) {
+    let at = 3u * r * p.rows + row;
+    s += slots[at + p.rows] * exp(slots[at] - m);
+    t += slots[at + 2u * p.rows];
+  }
+  let l = m + log(s);
+  lse[row] = l;
+  loss[row] = select(0.0, l - t, targets[row] >= 0);
+}`,
+  };
+}
+
 // Texture forms for CPU adapters (dispatched by `dispatchRowsFrom`, core/ops/rows.ts): one invocation per row
 // (dispatch over `gridFor(rows, ROW_WG)`), the logits read vec4 by vec4 through
 // a stream texture (kernels/texture.ts), `cols` a multiple of 4. A vec4 whose

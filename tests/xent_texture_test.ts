@@ -22,7 +22,7 @@
 
 import { backward } from "../core/autograd.ts";
 import { lmHeadCrossEntropy } from "../core/ops/lm_head.ts";
-import type { TensorAllReduce } from "../core/ops/parallel_xent.ts";
+import type { VocabGroup } from "../core/ops/parallel_xent.ts";
 import { dispatchRows, dispatchRowsFrom } from "../core/ops/rows.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -135,30 +135,32 @@ Deno.test("xent texture forms against the buffer forms", gpuTest, async () => {
 });
 
 /**
- * An in-place all-reduce over `ranks` callers on one device: each reads its
- * tensor, the last to arrive combines them and writes the result into all.
+ * The groups of `ranks` callers on one device, one per rank: an in-place sum
+ * where each reads its tensor and the last to arrive adds them (in rank order)
+ * and writes the result into all.
  */
-function simulatedGroup(ranks: number): TensorAllReduce {
-  let waiting: { t: Tensor; data: Float32Array; done: () => void }[] = [];
-  return async (t, op) => {
+function simulatedGroups(ranks: number): VocabGroup[] {
+  let waiting: { rank: number; t: Tensor; data: Float32Array; done: () => void }[] = [];
+  const allReduce = (rank: number) => async (t: Tensor) => {
     const data = await t.read();
     await new Promise<void>((done) => {
-      waiting.push({ t, data, done });
+      waiting.push({ rank, t, data, done });
       if (waiting.length < ranks) return;
-      const all = waiting;
+      const all = waiting.sort((a, b) => a.rank - b.rank);
       waiting = [];
       const out = Float32Array.from(all[0].data);
-      for (const w of all.slice(1)) {
-        for (let i = 0; i < out.length; i++) {
-          out[i] = op === "max" ? Math.max(out[i], w.data[i]) : out[i] + w.data[i];
-        }
-      }
+      for (const w of all.slice(1)) for (let i = 0; i < out.length; i++) out[i] += w.data[i];
       for (const w of all) {
         w.t.write(out);
         w.done();
       }
     });
   };
+  return Array.from({ length: ranks }, (_, rank) => ({
+    rank,
+    size: ranks,
+    allReduce: allReduce(rank),
+  }));
 }
 
 Deno.test("vocab-parallel LM head loss on stream textures against float64", gpuTest, async () => {
@@ -178,7 +180,7 @@ Deno.test("vocab-parallel LM head loss on stream textures against float64", gpuT
   const count = t.filter((v) => v >= 0).length;
   const [got, keys] = await withKernelKeys(dev, () =>
     tidy(dev, async () => {
-      const group = simulatedGroup(ranks);
+      const groups = simulatedGroups(ranks);
       const hs = Array.from(
         { length: ranks },
         () => Tensor.fromArray(dev, hidden, [2, rows / 2, h]).requireGrad(),
@@ -198,7 +200,7 @@ Deno.test("vocab-parallel LM head loss on stream textures against float64", gpuT
           start: k * shard,
           validVocab: valid,
           bias: bs[k],
-          allReduce: group,
+          group: groups[k],
         })
       ));
       const values = await Promise.all(losses.map(async (l) =>
@@ -209,6 +211,9 @@ Deno.test("vocab-parallel LM head loss on stream textures against float64", gpuT
       return { values, dh: await read(hs), dw: await read(ws), db: await read(bs) };
     }));
   assertTextureForms(keys, ["xent:shardmax:tex", "xent:shardsum:tex", "xent:bwd:tex"]);
+  if (!keys.includes("xent:shardfinish:gathered2")) {
+    throw new Error("the gathered finish did not run");
+  }
 
   // float64 reference: dl = (softmax − onehot)/count over the valid columns
   let loss = 0;

@@ -26,7 +26,7 @@ import { subBinding, type Window, windows } from "../windows.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { dispatchMatmul, linear, matmulOptions } from "./matmul.ts";
 import { countTargets } from "./nn.ts";
-import { shardedRowStatistics, type TensorAllReduce } from "./parallel_xent.ts";
+import { shardedRowStatistics, type VocabGroup } from "./parallel_xent.ts";
 import { reduceInto } from "./reduce.ts";
 import { dispatchRowsFrom } from "./rows.ts";
 import { concat } from "./shape.ts";
@@ -41,8 +41,8 @@ export interface LmHeadLoss {
   normalizer?: number;
   /** Output bias over the vocabulary (BERT's decoder bias), `[rows]`. */
   bias?: Tensor;
-  /** All-reduce over the vocabulary-parallel group; absent for a whole table. */
-  allReduce?: TensorAllReduce;
+  /** The vocabulary-parallel group; absent for a whole table. */
+  group?: VocabGroup;
 }
 
 /**
@@ -142,8 +142,8 @@ function checkOperands(hidden: Tensor, table: Tensor, bias?: Tensor): number {
  * Mean cross-entropy of `hidden·tableᵀ (+ bias)` against global `targets`
  * (`TokenIds`, one per row of `hidden`, negative = ignored), with autograd into
  * `hidden`, `table` and `bias`. The full logits are never formed in one
- * tensor; under tensor parallelism (`allReduce` given) only `3·rows` floats
- * per row cross ranks, as in {@link vocabParallelCrossEntropy}.
+ * tensor; under tensor parallelism (`group` given) only three floats per row
+ * and rank cross ranks, in one all-reduce, as in {@link vocabParallelCrossEntropy}.
  */
 export async function lmHeadCrossEntropy(
   hidden: Tensor,
@@ -171,11 +171,11 @@ export async function lmHeadCrossEntropy(
     const valid = Math.max(0, Math.min(n, opts.validVocab - start - r0));
     return crossEntropyDispatch(m, n, valid, start + r0).params;
   });
-  // The row max over every chunk (and rank), then Σexp and the target logit.
+  // The row max over every chunk, Σexp and the target logit, combined over the ranks.
   const { rowLoss, lse } = await shardedRowStatistics(
     logits.map((l, k) => ({ logits: l, params: params[k] })),
     targets,
-    opts.allReduce,
+    opts.group,
   );
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);

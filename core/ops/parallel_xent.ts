@@ -1,14 +1,17 @@
 /**
  * Cross-entropy over logits split by vocabulary across ranks. Each rank holds
  * `[rows, cols]` logits for global columns `[start, start + cols)`; only per-row
- * statistics cross ranks (the max, then Σexp and the target logit), never the
- * logits. The communication is passed in, so core stays free of collectives.
+ * statistics cross ranks, never the logits: each rank's row max, its Σexp
+ * relative to that max and its target logit, gathered in one all-reduce and
+ * combined as an online softmax combines blocks. The communication is passed
+ * in, so core stays free of collectives.
  * @module
  */
 
 import {
   crossEntropyDispatch,
   shardFinishKernel,
+  shardGatheredFinishKernel,
   shardMaxKernel,
   shardMaxTextureKernel,
   shardSumExpKernel,
@@ -17,12 +20,22 @@ import {
 import { gridFor } from "../../kernels/grid.ts";
 import { fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
-import { axpyInPlace, mapRaw } from "./raw.ts";
+import { axpyInPlace, mapRaw, zeros } from "./raw.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
 import { dispatchRowsFrom } from "./rows.ts";
 
-/** In-place all-reduce of a GPU tensor over the vocabulary-parallel group. */
-export type TensorAllReduce = (t: Tensor, op: "sum" | "max") => Promise<void>;
+/**
+ * The vocabulary-parallel group as the cross-entropy needs it: this rank's
+ * position, the group's size, and an in-place sum of a GPU tensor over it.
+ */
+export interface VocabGroup {
+  /** This rank's position in the group. */
+  readonly rank: number;
+  /** Ranks in the group. */
+  readonly size: number;
+  /** In-place all-reduce (sum) of `t` over the group. */
+  allReduce(t: Tensor, op: "sum"): Promise<void>;
+}
 
 /** Where this rank's shard sits in the vocabulary. */
 export interface VocabShard {
@@ -36,14 +49,14 @@ export interface VocabShard {
 
 /**
  * Mean cross-entropy of sharded `logits` against global `targets` (`TokenIds`, negative
- * = ignored), identical on every rank. Two all-reduces of `rows` and `2·rows`
- * floats; the backward pass needs none.
+ * = ignored), identical on every rank. One all-reduce of `3·rows·ranks` floats
+ * (see {@link shardedRowStatistics}); the backward pass needs none.
  */
 export async function vocabParallelCrossEntropy(
   logits: Tensor,
   targetIds: TokenIds,
   shard: VocabShard,
-  allReduce: TensorAllReduce,
+  group: VocabGroup,
 ): Promise<Tensor> {
   const targets = TokenIds.check("vocabParallelCrossEntropy", targetIds, "targets").tensor;
   const cols = logits.shape[logits.rank - 1];
@@ -61,7 +74,7 @@ export async function vocabParallelCrossEntropy(
   const { rowLoss, lse } = await shardedRowStatistics(
     [{ logits, params: d.params }],
     targets,
-    allReduce,
+    group,
   );
   return finishCrossEntropy(
     "vocabParallelCrossEntropy",
@@ -84,14 +97,19 @@ export interface LogitShard {
 
 /**
  * Per-row log-sum-exp and loss over logits split into column blocks (vocabulary
- * chunks on this device and, with `allReduce`, shards on other ranks): the
- * row max over all blocks, then Σexp and the target logit, then
- * `lse = max + log Σexp` and `loss = lse − target logit` (0 for ignored rows).
+ * chunks on this device and, with `group`, shards on other ranks): the row max
+ * `m` over this rank's blocks, then its `Σexp(x − m)` and target logit. With a
+ * group, every rank writes its three values per row into its own slot of a
+ * zeroed `[ranks, 3, rows]` tensor and one all-reduce sums the slots (adding
+ * zeros is exact, so that sum is a gather); each rank then finds the global
+ * max `M` and `Σ_r Σexp_r · exp(m_r − M)`, in rank order, so every rank gets
+ * the same bits. Then `lse = M + log Σexp` and `loss = lse − target logit` (0
+ * for ignored rows). One collective, where a global max first would take two.
  */
 export async function shardedRowStatistics(
   shards: readonly LogitShard[],
   targets: Tensor,
-  allReduce?: TensorAllReduce,
+  group?: VocabGroup,
 ): Promise<{ rowLoss: Tensor; lse: Tensor }> {
   const device = targets.device;
   const rows = targets.size;
@@ -116,7 +134,6 @@ export async function shardedRowStatistics(
     } else gmax = part;
   }
   const rowMax = gmax!;
-  await allReduce?.(rowMax, "max");
   let stats: Tensor | null = null;
   for (const { logits, params } of shards) {
     const part = Tensor.empty(device, [2 * rows]);
@@ -134,15 +151,29 @@ export async function shardedRowStatistics(
       part.dispose();
     } else stats = part;
   }
-  await allReduce?.(stats!, "sum");
   const rowLoss = Tensor.empty(device, [rows]);
   const lse = Tensor.empty(device, [rows]);
-  device.dispatch(
-    shardFinishKernel(),
-    [targets.binding, rowMax.binding, stats!.binding, rowLoss.binding, lse.binding],
-    shards[0].params,
-    gridFor(rows, 64),
-  );
+  if (group && group.size > 1) {
+    const slots = zeros(device, [group.size, 3, rows]);
+    const slot = group.rank * 3 * rows * 4;
+    device.copy(rowMax.buffer, 0, slots.buffer, slot, rows * 4);
+    device.copy(stats!.buffer, 0, slots.buffer, slot + rows * 4, 2 * rows * 4);
+    await group.allReduce(slots, "sum");
+    device.dispatch(
+      shardGatheredFinishKernel(group.size),
+      [targets.binding, slots.binding, rowLoss.binding, lse.binding],
+      shards[0].params,
+      gridFor(rows, 64),
+    );
+    slots.dispose();
+  } else {
+    device.dispatch(
+      shardFinishKernel(),
+      [targets.binding, rowMax.binding, stats!.binding, rowLoss.binding, lse.binding],
+      shards[0].params,
+      gridFor(rows, 64),
+    );
+  }
   rowMax.dispose();
   stats!.dispose();
   return { rowLoss, lse };

@@ -364,7 +364,7 @@ export class TensorParallelLayers implements ParallelLayers {
       validVocab,
       normalizer,
       bias,
-      allReduce: this.group.size > 1 ? (t, op) => this.group.allReduce(t, op) : undefined,
+      group: this.group.size > 1 ? this.group : undefined,
     });
   }
 
