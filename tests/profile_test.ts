@@ -182,9 +182,10 @@ for (const launcher of ["workers", "procs"]) {
     assertEquals(ps[1].loss, ps[0].loss);
     // per step: f/g all-reduces of a [batch, seq, hidden] f32 activation or gradient, 4 per
     // layer + the embedding's and the LM head's; the vocab-parallel cross-entropy's three
-    // values per token; the 4-byte squared gradient norm. At TP=2 a ring sends B bytes of B.
-    const [B, T, H, L] = [2, 16, 32, 1];
-    const bytes = (4 * L + 2) * B * T * H * 4 + 3 * B * T * 4 + 4;
+    // values per token and rank (one all-reduce of a slot per rank); the 4-byte squared
+    // gradient norm. At TP=2 a ring sends B bytes of B.
+    const [B, T, H, L, TP] = [2, 16, 32, 1, 2];
+    const bytes = (4 * L + 2) * B * T * H * 4 + 3 * B * T * TP * 4 + 4;
     for (const p of ps) {
       assertEquals(p.comm?.bytes, bytes);
       assert(p.comm!.calls >= 4 * L + 4 && p.comm!.ms >= 0);
