@@ -155,9 +155,10 @@ export async function shardedRowStatistics(
   const lse = Tensor.empty(device, [rows]);
   if (group && group.size > 1) {
     const slots = zeros(device, [group.size, 3, rows]);
-    const slot = group.rank * 3 * rows * 4;
-    device.copy(rowMax.buffer, 0, slots.buffer, slot, rows * 4);
-    device.copy(stats!.buffer, 0, slots.buffer, slot + rows * 4, 2 * rows * 4);
+    const at = (t: Tensor) => t.binding.offset ?? 0;
+    const slot = at(slots) + group.rank * 3 * rows * 4;
+    device.copy(rowMax.buffer, at(rowMax), slots.buffer, slot, rows * 4);
+    device.copy(stats!.buffer, at(stats!), slots.buffer, slot + rows * 4, 2 * rows * 4);
     await group.allReduce(slots, "sum");
     device.dispatch(
       shardGatheredFinishKernel(group.size),
