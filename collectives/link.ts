@@ -36,8 +36,14 @@ export interface Link {
    * Failures surface from {@link Link.flush} and later calls.
    */
   send(frame: Frame, off: number): void;
-  /** Receives the next message, checks it against `want`, and returns its payload offset. */
-  recv(want: Frame): Promise<number>;
+  /**
+   * Receives the next message, checks it against `want`, and returns its
+   * payload offset. With `eager`, a transport may hand out a message it can
+   * see has landed before the usual notice of it arrives (a mapped TCP link:
+   * its slot before its header): for a call that has nothing else in flight
+   * on the link.
+   */
+  recv(want: Frame, eager?: boolean): Promise<number>;
   /** Frees the last received message's slot. */
   release(): void;
   /** Resolves when every queued send has been handed to the transport; rejects on failure. */

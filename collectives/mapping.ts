@@ -12,7 +12,11 @@
  * Each side's half has {@link MAPPING_DEPTH} slots used in turn, each with a
  * flag: the sender sets it after filling the slot, the receiver clears it after
  * copying out. A sender that finds its next slot still full sends that payload
- * through the socket, so a slow reader never blocks a send.
+ * through the socket, so a slow reader never blocks a send. Beside its flag a
+ * slot holds its message's header and its number on the link, written before
+ * the flag: a receiver waiting for exactly that message may take it from the
+ * slot as soon as the flag is set, without waiting for the header to come
+ * through the socket (`TcpLink.recv`).
  *
  * Where the mapping cannot be made (not Linux/glibc, no FFI permission, no
  * `/dev/shm`, the peer on another host, or turned off) the link carries its
@@ -31,6 +35,9 @@ export const TOKEN_BYTES = 16;
 /** Bytes before the first slot: the token, then the slots' flags. */
 const HEADER = 4096;
 const FLAGS_AT = 64;
+/** Where the slots' headers start: 16 Int32 words a slot (the frame's 8, then its message number). */
+const SLOT_HEADERS_AT = 1024;
+const SLOT_HEADER_WORDS = 16;
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;
 const PROT_READ_WRITE = 3, MAP_SHARED = 1, SEEK_END = 2;
@@ -78,6 +85,7 @@ export class PairMapping {
   #bytes: number;
   #memory: ArrayBuffer;
   #flags: Int32Array;
+  #headers: Int32Array;
   #unmapped = false;
   /** The file's name while it still has one and this side created it. */
   #name: string | null = null;
@@ -96,6 +104,7 @@ export class PairMapping {
     this.#bytes = bytes;
     this.#memory = Deno.UnsafePointerView.getArrayBuffer(ptr, bytes);
     this.#flags = new Int32Array(this.#memory, FLAGS_AT, 2 * depth);
+    this.#headers = new Int32Array(this.#memory, SLOT_HEADERS_AT, 2 * depth * SLOT_HEADER_WORDS);
   }
 
   /** Total bytes of a mapping with these slots. */
@@ -175,10 +184,29 @@ export class PairMapping {
     return Atomics.load(this.#flags, this.sendsOn * this.depth + j) === 0;
   }
 
-  /** Copies `payload` into send slot `j` and marks it full. */
-  fill(j: number, payload: Uint8Array): void {
+  /**
+   * Copies `payload` into send slot `j` with its frame `header` (8 Int32 words)
+   * and its number on the link `message`, then marks the slot full.
+   */
+  fill(j: number, payload: Uint8Array, header: Int32Array, message: number): void {
     this.#slot(this.sendsOn, j, payload.length).set(payload);
+    const at = (this.sendsOn * this.depth + j) * SLOT_HEADER_WORDS;
+    for (let i = 0; i < 8; i++) Atomics.store(this.#headers, at + i, header[i]);
+    Atomics.store(this.#headers, at + 8, message);
     Atomics.store(this.#flags, this.sendsOn * this.depth + j, 1);
+  }
+
+  /**
+   * Whether receive slot `j` is full with message number `message` of the
+   * link; if so, its frame header is copied into `header` (8 Int32 words).
+   */
+  holds(j: number, message: number, header: Int32Array): boolean {
+    const dir = 1 - this.sendsOn;
+    if (Atomics.load(this.#flags, dir * this.depth + j) === 0) return false;
+    const at = (dir * this.depth + j) * SLOT_HEADER_WORDS;
+    if (Atomics.load(this.#headers, at + 8) !== message) return false;
+    for (let i = 0; i < 8; i++) header[i] = Atomics.load(this.#headers, at + i);
+    return true;
   }
 
   /** Copies receive slot `j`'s first `into.length` bytes into `into` and marks the slot free. */

@@ -190,7 +190,8 @@ export async function pairReduce(
   r.next.send(frame, off);
   // The send reads these values until it is written out: add after that.
   await r.next.flush();
-  const got = await r.prev.recv(frame);
+  // Nothing else is in flight on the link: the peer's message may be taken the moment it lands.
+  const got = await r.prev.recv(frame, true);
   if (op === "max") r.arena.reducer.max(off, off, got, count);
   else r.arena.reducer.add(off, off, got, count, op === "avg" ? 0.5 : 1);
   r.prev.release();

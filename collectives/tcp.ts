@@ -104,6 +104,15 @@ export class TcpLink implements Link {
   /** Payloads sent and received through the mapping (each side uses its slots in turn). */
   #mappedOut = 0;
   #mappedIn = 0;
+  /** Messages sent, and messages handed out by `recv`, on this link (abort notices aside). */
+  #sent = 0;
+  #received = 0;
+  /** Mapped messages `recv` took from their slot before the reader met their header. */
+  #takenEarly = 0;
+  #fromSlots = 0;
+  /** Whether the reader holds a header it has not filled a slot for yet (it waits for a free one). */
+  #holding = false;
+  readonly #slotHeader = new Int32Array(HEADER_BYTES / 4);
 
   /**
    * Wraps a connected socket; starts reading ahead into `depth` arena slots.
@@ -164,6 +173,11 @@ export class TcpLink implements Link {
         return;
       }
       const mapped = frame.kind === KIND_MAPPED;
+      if (mapped && this.#takenEarly > 0) {
+        // `recv` already took this message from its slot (headers come in order)
+        this.#takenEarly--;
+        continue;
+      }
       if (
         (frame.kind !== KIND_DATA && !(mapped && this.#mapping)) || frame.bytes > this.maxMessage
       ) {
@@ -172,11 +186,13 @@ export class TcpLink implements Link {
           this.peer,
         );
       }
+      this.#holding = true;
       while (this.#free.length === 0) {
         await new Promise<void>((r) => this.#readerWake = r);
         this.#readerWake = null;
         if (this.#error) return;
       }
+      this.#holding = false;
       // closed while waiting: the mapping may be gone
       if (this.#closed) return;
       const at = this.#free.shift()!;
@@ -220,14 +236,26 @@ export class TcpLink implements Link {
     return this.#mappedOut;
   }
 
+  /** Messages an eager `recv` took straight from their mapped slot so far. */
+  get slotReceives(): number {
+    return this.#fromSlots;
+  }
+
   send(frame: Frame, off: number): void {
     if (this.#error) throw this.#error;
     const m = this.#mapping;
     const large = frame.bytes > MAPPED_MIN_BYTES;
+    const message = this.#sent++;
     // A slot the peer has not emptied yet: this payload goes through the socket.
     if (m && large && m.sendSlotFree(this.#mappedOut % m.depth)) {
-      m.fill(this.#mappedOut++ % m.depth, this.ctx.arena.u8(off, frame.bytes));
       frame = { ...frame, kind: KIND_MAPPED };
+      encodeHeader(this.#slotHeader, frame);
+      m.fill(
+        this.#mappedOut++ % m.depth,
+        this.ctx.arena.u8(off, frame.bytes),
+        this.#slotHeader,
+        message,
+      );
     }
     const inSocket = frame.kind !== KIND_MAPPED;
     const head = new Uint8Array(HEADER_BYTES + (inSocket && !large ? frame.bytes : 0));
@@ -249,7 +277,9 @@ export class TcpLink implements Link {
     this.#writing.catch(() => {}); // observed by flush() and by later calls
   }
 
-  async recv(want: Frame): Promise<number> {
+  async recv(want: Frame, eager = false): Promise<number> {
+    const early = eager ? this.#takeFromSlot(want) : -1;
+    if (early >= 0) return early;
     const deadline = performance.now() + this.ctx.timeoutMs;
     while (this.#filled.length === 0) {
       if (this.#error) throw this.#error;
@@ -271,8 +301,38 @@ export class TcpLink implements Link {
     }
     const f = this.#filled.shift()!;
     this.#current = f;
+    this.#received++;
     checkFrame(f.frame, want, this.peer, this.ctx.rank);
     return f.at;
+  }
+
+  /**
+   * The next message straight from its mapped slot, where it is there now: the
+   * flag is set before the header leaves through the socket, and taking it at
+   * once saves waiting for the reader's turn of the event loop (~70 µs of a
+   * 704 KiB pair exchange). Returns its arena offset, or -1 (then the reader
+   * delivers it as before): not mapped, not there yet, already read by the
+   * reader, sent through the socket, or no free arena slot.
+   */
+  #takeFromSlot(want: Frame): number {
+    const m = this.#mapping;
+    if (
+      !m || want.bytes <= MAPPED_MIN_BYTES || this.#filled.length > 0 || this.#holding ||
+      this.#free.length === 0 || this.#error
+    ) return -1;
+    const j = this.#mappedIn % m.depth;
+    if (!m.holds(j, this.#received, this.#slotHeader)) return -1;
+    const frame = decodeHeader(this.#slotHeader);
+    frame.kind = KIND_DATA;
+    const at = this.#free.shift()!;
+    m.drain(j, this.ctx.arena.u8(at, frame.bytes));
+    this.#mappedIn++;
+    this.#takenEarly++;
+    this.#fromSlots++;
+    this.#received++;
+    this.#current = { frame, at };
+    checkFrame(frame, want, this.peer, this.ctx.rank);
+    return at;
   }
 
   release(): void {

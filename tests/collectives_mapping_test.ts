@@ -1,8 +1,10 @@
 /**
  * TCP links between processes on one host with their payloads in a shared
  * mapping (collectives/mapping.ts): every op against the reference, payloads
- * that go through the socket when the peer has not emptied a slot yet, either
- * side refusing, a foreign file refused, and no file left in /dev/shm.
+ * that go through the socket when the peer has not emptied a slot yet, eager
+ * receives that take payloads from their slots before their headers arrive
+ * (in order with those that come through the socket), either side refusing, a
+ * foreign file refused, and no file left in /dev/shm.
  */
 
 import assert from "node:assert/strict";
@@ -34,7 +36,13 @@ async function pair(mapped: [boolean, boolean]): Promise<[Communicator, Communic
   const store = { hostname: "127.0.0.1", port: server.port };
   const comms = await Promise.all(
     [0, 1].map((rank) =>
-      Communicator.create({ rank, world: 2, store, timeoutMs: 10000, hostShm: mapped[rank] })
+      Communicator.create({
+        rank,
+        world: 2,
+        store,
+        timeoutMs: 10000,
+        hostShm: mapped[rank],
+      })
     ),
   );
   return [comms[0], comms[1], () => {
@@ -119,6 +127,77 @@ Deno.test("mapping: a full slot sends through the socket; messages stay in order
       assert.equal(bad, -1, `message ${i}: value ${bad} differs`);
       lb.release();
     }
+  } finally {
+    close();
+  }
+  assert.deepEqual(leftovers(), []);
+});
+
+Deno.test("mapping: an eager receive takes messages from their slots, in order with the socket's", async () => {
+  const [a, b, close] = await pair([true, true]);
+  try {
+    const [la, lb] = await Promise.all([a.link("0,1", 1), b.link("0,1", 0)]) as TcpLink[];
+    const floats = 100_000;
+    const frame = (i: number): Frame => ({
+      kind: KIND_DATA,
+      op: "allGather",
+      seq: i,
+      count: floats,
+      elemBytes: 4,
+      extra: 0,
+      stage: 0,
+      sub: 0,
+      bytes: floats * 4,
+    });
+    const src = (i: number) => {
+      const off = a.arena.alloc(floats * 4);
+      a.arena.f32(off, floats).forEach((_, j, arr) => arr[j] = i * 1000 + (j % 997));
+      return off;
+    };
+    const check = (i: number, at: number) => {
+      const got = b.arena.f32(at, floats);
+      const bad = got.findIndex((x, j) => x !== i * 1000 + (j % 997));
+      assert.equal(bad, -1, `message ${i}: value ${bad} differs`);
+      lb.release();
+    };
+    // Slots first, then the socket (the slots are full): no event-loop turn
+    // between the sends and the eager receives, so the first MAPPING_DEPTH come
+    // from their slots before the reader sees their headers, and the rest from
+    // the socket once the reader has passed over those headers.
+    const count = MAPPING_DEPTH + 3;
+    for (let i = 0; i < count; i++) la.send(frame(i), src(i));
+    for (let i = 0; i < count; i++) check(i, await lb.recv(frame(i), true));
+    assert.equal(lb.slotReceives, MAPPING_DEPTH);
+    await la.flush();
+    // Then one the reader saw first (taken from its queue, not its slot), and one
+    // not sent yet when the receiver looks: it waits on the socket as before.
+    la.send(frame(count), src(count));
+    await la.flush();
+    await new Promise((r) => setTimeout(r, 20));
+    check(count, await lb.recv(frame(count), true));
+    assert.equal(lb.slotReceives, MAPPING_DEPTH);
+    const later = lb.recv(frame(count + 1), true);
+    la.send(frame(count + 1), src(count + 1));
+    check(count + 1, await later);
+    // A message taken from its slot at once (no event-loop turn since its send).
+    la.send(frame(count + 2), src(count + 2));
+    check(count + 2, await lb.recv(frame(count + 2), true));
+    assert.equal(lb.slotReceives, MAPPING_DEPTH + 1);
+    // A later message in the slot the wanted one would use: the wanted one went
+    // through the socket (every slot was full when it was sent), so the receive
+    // leaves the slot alone and takes it from the socket.
+    let next = count + 3;
+    const first = next;
+    for (let i = 0; i < MAPPING_DEPTH + 1; i++) la.send(frame(next), src(next++));
+    check(first, await lb.recv(frame(first), true)); // frees the first slot
+    la.send(frame(next), src(next++)); // into that slot, ahead of its turn
+    for (let i = first + 1; i < next; i++) check(i, await lb.recv(frame(i), true));
+    // (the last one came from its slot or the reader's queue, whichever got there first)
+    assert.ok(lb.slotReceives >= MAPPING_DEPTH + 1 + MAPPING_DEPTH, `${lb.slotReceives}`);
+    // A mismatch taken from a slot is still an error.
+    await la.flush();
+    la.send({ ...frame(next), seq: 999 }, src(next));
+    await assert.rejects(lb.recv(frame(next), true), /collective mismatch/);
   } finally {
     close();
   }
