@@ -30,6 +30,21 @@ function leftovers(): string[] {
   }
 }
 
+/** Message `i` of a test stream: `floats` f32 values of an all-gather, call `i`. */
+function dataFrame(i: number, floats: number): Frame {
+  return {
+    kind: KIND_DATA,
+    op: "allGather",
+    seq: i,
+    count: floats,
+    elemBytes: 4,
+    extra: 0,
+    stage: 0,
+    sub: 0,
+    bytes: floats * 4,
+  };
+}
+
 /** Two ranks of one world in this process, each as if in its own process (TCP between them). */
 async function pair(mapped: [boolean, boolean]): Promise<[Communicator, Communicator, () => void]> {
   const server = StoreServer.listen("127.0.0.1", 0);
@@ -101,17 +116,7 @@ Deno.test("mapping: a full slot sends through the socket; messages stay in order
     // More messages than slots, sent before the peer reads any: the first
     // MAPPING_DEPTH go through the mapping, the rest through the socket.
     const count = MAPPING_DEPTH + 3, floats = 100_000;
-    const frame = (i: number): Frame => ({
-      kind: KIND_DATA,
-      op: "allGather",
-      seq: i,
-      count: floats,
-      elemBytes: 4,
-      extra: 0,
-      stage: 0,
-      sub: 0,
-      bytes: floats * 4,
-    });
+    const frame = (i: number) => dataFrame(i, floats);
     const src = Array.from({ length: count }, (_, i) => {
       const off = a.arena.alloc(floats * 4);
       a.arena.f32(off, floats).forEach((_, j, arr) => arr[j] = i * 1000 + (j % 997));
@@ -138,17 +143,7 @@ Deno.test("mapping: an eager receive takes messages from their slots, in order w
   try {
     const [la, lb] = await Promise.all([a.link("0,1", 1), b.link("0,1", 0)]) as TcpLink[];
     const floats = 100_000;
-    const frame = (i: number): Frame => ({
-      kind: KIND_DATA,
-      op: "allGather",
-      seq: i,
-      count: floats,
-      elemBytes: 4,
-      extra: 0,
-      stage: 0,
-      sub: 0,
-      bytes: floats * 4,
-    });
+    const frame = (i: number) => dataFrame(i, floats);
     const src = (i: number) => {
       const off = a.arena.alloc(floats * 4);
       a.arena.f32(off, floats).forEach((_, j, arr) => arr[j] = i * 1000 + (j % 997));
