@@ -38,6 +38,8 @@ const FLAGS_AT = 64;
 /** Where the slots' headers start: 16 Int32 words a slot (the frame's 8, then its message number). */
 const SLOT_HEADERS_AT = 1024;
 const SLOT_HEADER_WORDS = 16;
+/** Int32 words of a frame header (collectives/frame.ts), then the message number's word. */
+const FRAME_WORDS = 8;
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;
 const PROT_READ_WRITE = 3, MAP_SHARED = 1, SEEK_END = 2;
@@ -191,8 +193,8 @@ export class PairMapping {
   fill(j: number, payload: Uint8Array, header: Int32Array, message: number): void {
     this.#slot(this.sendsOn, j, payload.length).set(payload);
     const at = (this.sendsOn * this.depth + j) * SLOT_HEADER_WORDS;
-    for (let i = 0; i < 8; i++) Atomics.store(this.#headers, at + i, header[i]);
-    Atomics.store(this.#headers, at + 8, message);
+    for (let i = 0; i < FRAME_WORDS; i++) Atomics.store(this.#headers, at + i, header[i]);
+    Atomics.store(this.#headers, at + FRAME_WORDS, message);
     Atomics.store(this.#flags, this.sendsOn * this.depth + j, 1);
   }
 
@@ -204,8 +206,8 @@ export class PairMapping {
     const dir = 1 - this.sendsOn;
     if (Atomics.load(this.#flags, dir * this.depth + j) === 0) return false;
     const at = (dir * this.depth + j) * SLOT_HEADER_WORDS;
-    if (Atomics.load(this.#headers, at + 8) !== message) return false;
-    for (let i = 0; i < 8; i++) header[i] = Atomics.load(this.#headers, at + i);
+    if (Atomics.load(this.#headers, at + FRAME_WORDS) !== message) return false;
+    for (let i = 0; i < FRAME_WORDS; i++) header[i] = Atomics.load(this.#headers, at + i);
     return true;
   }
 

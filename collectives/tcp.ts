@@ -299,7 +299,11 @@ export class TcpLink implements Link {
       clearTimeout(timer);
       this.#wake = null;
     }
-    const f = this.#filled.shift()!;
+    return this.#handOut(this.#filled.shift()!, want);
+  }
+
+  /** Hands out message `f` (the next on the link) as `recv`'s answer, checked against `want`. */
+  #handOut(f: Filled, want: Frame): number {
     this.#current = f;
     this.#received++;
     checkFrame(f.frame, want, this.peer, this.ctx.rank);
@@ -329,10 +333,7 @@ export class TcpLink implements Link {
     this.#mappedIn++;
     this.#takenEarly++;
     this.#fromSlots++;
-    this.#received++;
-    this.#current = { frame, at };
-    checkFrame(frame, want, this.peer, this.ctx.rank);
-    return at;
+    return this.#handOut({ frame, at }, want);
   }
 
   release(): void {
