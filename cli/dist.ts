@@ -11,7 +11,7 @@ import {
   parseDuration,
   resolveDistConfig,
 } from "../collectives/env.ts";
-import { oneLine } from "./errors.ts";
+import { oneLine } from "../core/files.ts";
 import { UsageError } from "./flags.ts";
 
 /** The job layout from the distributed flags and the environment; bad values are usage errors. */

@@ -17,6 +17,7 @@
  */
 
 import { CollectiveError } from "../collectives/frame.ts";
+import { oneLine } from "../core/files.ts";
 import { NoAdapterError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
@@ -44,11 +45,6 @@ export const DEBUG_FLAG: Record<string, FlagSpec> = {
 /** Whether `--debug` is among `args`. */
 export function wantsDebug(args: readonly string[]): boolean {
   return args.includes("--debug");
-}
-
-/** `msg` on one line. */
-export function oneLine(msg: string): string {
-  return msg.replace(/\s*\n\s*/g, " ").trim();
 }
 
 const OS_ERRORS = [

@@ -14,7 +14,8 @@
 
 import { splitDistArgs } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
-import { handled, oneLine } from "./errors.ts";
+import { oneLine } from "../core/files.ts";
+import { handled } from "./errors.ts";
 import { type FlagSpec, helpText, UsageError } from "./flags.ts";
 import { distConfig } from "./dist.ts";
 

@@ -9,7 +9,7 @@
  */
 
 import { dirname } from "node:path";
-import { oneLine } from "./errors.ts";
+import { oneLine } from "../core/files.ts";
 import { UsageError } from "./flags.ts";
 
 async function statOrNull(path: string): Promise<Deno.FileInfo | null> {

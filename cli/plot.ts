@@ -5,7 +5,8 @@
  */
 
 import { DataError } from "../data/errors.ts";
-import { DEBUG_FLAG, handled, oneLine } from "./errors.ts";
+import { oneLine } from "../core/files.ts";
+import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkWritableFile } from "./paths.ts";
 

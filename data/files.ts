@@ -6,20 +6,12 @@
  * @module
  */
 
-import { dirname, isAbsolute, join, relative } from "node:path";
+import { join } from "node:path";
+import { allowedRoots, isInside, oneLine, readCappedFile } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 
 /** Largest vocabulary or tokenizer file read (tokenizer.json of big vocabularies is ~10 MB). */
 export const MAX_TOKENIZER_FILE_BYTES = 100 * 1024 * 1024;
-
-function oneLine(msg: string): string {
-  return msg.replace(/\s*\n\s*/g, " ");
-}
-
-function inside(root: string, path: string): boolean {
-  const r = relative(root, path);
-  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
-}
 
 /**
  * The bytes of `dir/name` (a plain file name, no folders), or null when it does not
@@ -41,38 +33,9 @@ export async function readDirFile(
     if (e instanceof Deno.errors.NotFound) return null;
     throw new DataError(`${shown}: ${oneLine((e as Error).message)}`);
   }
-  const roots = [realDir];
-  if (dirname(realDir).endsWith("snapshots")) {
-    try {
-      roots.push(await Deno.realPath(join(dirname(dirname(realDir)), "blobs")));
-    } catch {
-      // not the hub cache
-    }
-  }
-  if (!roots.some((r) => inside(r, real))) {
+  const roots = await allowedRoots(realDir);
+  if (!roots.some((r) => isInside(r, real))) {
     throw new DataError(`${shown}: resolves to ${real}, outside ${realDir}; refused`);
   }
-  let f: Deno.FsFile;
-  try {
-    f = await Deno.open(real, { read: true });
-  } catch (e) {
-    throw new DataError(`${shown}: cannot open (${oneLine((e as Error).message)})`);
-  }
-  try {
-    const st = await f.stat();
-    if (!st.isFile) throw new DataError(`${shown}: not a regular file`);
-    if (st.size > cap) {
-      throw new DataError(`${shown}: ${st.size} bytes, more than the ${cap} accepted`);
-    }
-    const bytes = new Uint8Array(st.size);
-    let off = 0;
-    while (off < bytes.length) {
-      const n = await f.read(bytes.subarray(off));
-      if (n === null) break;
-      off += n;
-    }
-    return bytes.subarray(0, off);
-  } finally {
-    f.close();
-  }
+  return await readCappedFile(real, shown, cap, (m) => new DataError(m));
 }

@@ -7,36 +7,12 @@
  * @module
  */
 
-import { dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { CheckpointError, oneLine } from "./safetensors.ts";
+import { isAbsolute, join, resolve } from "node:path";
+import { allowedRoots, isInside, oneLine, readCappedFile } from "../../core/files.ts";
+import { CheckpointError } from "./safetensors.ts";
 
 /** Largest JSON or text file read from a model directory (config, index, checkpoint.json). */
 export const MAX_SMALL_FILE_BYTES = 100 * 1024 * 1024;
-
-function inside(root: string, path: string): boolean {
-  const r = relative(root, path);
-  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
-}
-
-/**
- * Where a file of a model directory may really live: the directory itself (after
- * symlinks), plus, for a snapshot of the Hugging Face hub cache
- * (`…/models--org--name/snapshots/REV`, whose files are symlinks to
- * `…/models--org--name/blobs/HASH`), that repository's `blobs` folder.
- */
-async function allowedRoots(realDir: string): Promise<string[]> {
-  const roots = [realDir];
-  const snap = dirname(realDir);
-  if (snap.endsWith("/snapshots") || snap.endsWith("\\snapshots")) {
-    const blobs = join(dirname(snap), "blobs");
-    try {
-      if ((await Deno.stat(blobs)).isDirectory) roots.push(await Deno.realPath(blobs));
-    } catch {
-      // no blobs folder: not the hub cache
-    }
-  }
-  return roots;
-}
 
 /**
  * Resolves `name` (as written in a file such as an index's `weight_map`) inside
@@ -85,7 +61,7 @@ export async function resolveInDir(
     throw new CheckpointError(`${shown}: ${oneLine((e as Error).message)}${from}`);
   }
   const roots = await allowedRoots(realDir);
-  if (!roots.some((r) => inside(r, real))) {
+  if (!roots.some((r) => isInside(r, real))) {
     throw new CheckpointError(
       `${shown}: resolves to ${real}, outside ${realDir}${from}; refused`,
     );
@@ -104,30 +80,7 @@ export async function readSmallFile(
   shown = path,
   cap = MAX_SMALL_FILE_BYTES,
 ): Promise<Uint8Array> {
-  let f: Deno.FsFile;
-  try {
-    f = await Deno.open(path, { read: true });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${shown}: no such file`);
-    throw new CheckpointError(`${shown}: cannot open (${oneLine((e as Error).message)})`);
-  }
-  try {
-    const st = await f.stat();
-    if (!st.isFile) throw new CheckpointError(`${shown}: not a regular file`);
-    if (st.size > cap) {
-      throw new CheckpointError(`${shown}: ${st.size} bytes, more than the ${cap} accepted`);
-    }
-    const bytes = new Uint8Array(st.size);
-    let off = 0;
-    while (off < bytes.length) {
-      const n = await f.read(bytes.subarray(off));
-      if (n === null) break;
-      off += n;
-    }
-    return bytes.subarray(0, off);
-  } finally {
-    f.close();
-  }
+  return await readCappedFile(path, shown, cap, (m) => new CheckpointError(m));
 }
 
 /**

@@ -9,6 +9,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { oneLine } from "../../core/files.ts";
 import { f16BitsToF32, toHalfBits } from "../../core/half.ts";
 import { writeFileDurable } from "./fs.ts";
 
@@ -63,11 +64,6 @@ function assertLittleEndian(): void {
 
 function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
-}
-
-/** `msg` on one line (messages of JSON.parse and the OS may hold newlines). */
-export function oneLine(msg: string): string {
-  return msg.replace(/\s*\n\s*/g, " ");
 }
 
 function checkHeaderLen(
