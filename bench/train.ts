@@ -35,6 +35,7 @@ import { DataRng } from "../data/rng.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
 import { median } from "./stats.ts";
+import { DEFAULT_DROPOUT } from "../models/shape.ts";
 
 /** A model config with the batch shape it is trained on. */
 export interface BenchConfig {
@@ -284,7 +285,7 @@ export function table(rows: BenchRow[] = benchRows()): string {
     ];
     lines.push(
       `| ${rowLabel(r)} | ${r.backend} | ${s?.params || "–"} | ${c.batch}×${c.seq} | ` +
-        `${c.model.hiddenDropout ?? 0.1} | ${cells.join(" | ")} |`,
+        `${c.model.hiddenDropout ?? DEFAULT_DROPOUT} | ${cells.join(" | ")} |`,
     );
   }
   return lines.join("\n");

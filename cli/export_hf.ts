@@ -9,9 +9,9 @@
 import { readWordPieceTokenizer, writeWordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { readCheckpointFull } from "../models/checkpoint/read.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import type { BertConfig } from "../models/bert.ts";
+import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE, type BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
-import { resolveShape } from "../models/shape.ts";
+import { DEFAULT_DROPOUT, resolveShape } from "../models/shape.ts";
 import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
 import { type HfDType, writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
@@ -52,10 +52,10 @@ function bertConfigOf(c: BertConfig, where: string): BertHfConfig {
   }
   return {
     ...shape,
-    typeVocabSize: c.typeVocabSize ?? 2,
-    layerNormEps: c.layerNormEps ?? 1e-12,
-    hiddenDropout: c.hiddenDropout ?? 0.1,
-    attentionDropout: c.attentionDropout ?? 0.1,
+    typeVocabSize: c.typeVocabSize ?? BERT_TYPE_VOCAB_SIZE,
+    layerNormEps: c.layerNormEps ?? BERT_LAYER_NORM_EPS,
+    hiddenDropout: c.hiddenDropout ?? DEFAULT_DROPOUT,
+    attentionDropout: c.attentionDropout ?? DEFAULT_DROPOUT,
     postLayerNorm: true,
   };
 }

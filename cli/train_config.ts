@@ -11,7 +11,11 @@ import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
-import { defaultFfnHiddenSize, validateTransformerConfig } from "../models/shape.ts";
+import {
+  DEFAULT_DROPOUT,
+  defaultFfnHiddenSize,
+  validateTransformerConfig,
+} from "../models/shape.ts";
 import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
@@ -46,13 +50,13 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   },
   "hidden-dropout": {
     type: "float",
-    default: 0.1,
+    default: DEFAULT_DROPOUT,
     min: 0,
     help: "dropout on embeddings and residual branches",
   },
   "attention-dropout": {
     type: "float",
-    default: 0.1,
+    default: DEFAULT_DROPOUT,
     min: 0,
     help: "dropout on attention probabilities",
   },

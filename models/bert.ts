@@ -18,40 +18,28 @@ import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention } from "./blocks.ts
 import { paddedVocabSize } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
-import { type TransformerShape, validateTransformerConfig } from "./shape.ts";
+import {
+  DEFAULT_DROPOUT,
+  DEFAULT_VOCAB_MULTIPLE,
+  type TransformerConfig,
+  type TransformerShape,
+  validateTransformerConfig,
+} from "./shape.ts";
 
-/** BERT shape and options. */
-export interface BertConfig {
-  /** WordPiece vocabulary (before padding). */
-  vocabSize: number;
-  /** Transformer layers. */
-  numLayers: number;
-  /** Hidden size. */
-  hiddenSize: number;
-  /** Attention heads. */
-  numHeads: number;
-  /** Position table size. */
-  maxPositions: number;
-  /** MLP inner size (default 4h). */
-  ffnHiddenSize?: number;
-  /** Token types (segments), default 2. */
+/** Layer-norm epsilon of a BERT config that does not set one (BERT's). */
+export const BERT_LAYER_NORM_EPS = 1e-12;
+
+/** Token types (segments) of a BERT config that does not set them (BERT's). */
+export const BERT_TYPE_VOCAB_SIZE = 2;
+
+/** BERT shape and options (the vocabulary is WordPiece's). */
+export interface BertConfig extends TransformerConfig {
+  /** Token types (segments), default {@link BERT_TYPE_VOCAB_SIZE}. */
   typeVocabSize?: number;
-  /** Dropout on embeddings and residual branches (default 0.1). */
-  hiddenDropout?: number;
-  /** Dropout on attention probabilities (default 0.1). */
-  attentionDropout?: number;
-  /** Layer-norm epsilon (default 1e-12, as BERT). */
+  /** Layer-norm epsilon (default {@link BERT_LAYER_NORM_EPS}). */
   layerNormEps?: number;
   /** Original BERT ordering: layer norm after the residual add. Default false (pre-LN). */
   postLayerNorm?: boolean;
-  /** Vocabulary padding multiple (times tp), default 128. */
-  vocabMultiple?: number;
-  /**
-   * Fused (FlashAttention-style) attention kernels, O(T·d) memory per head;
-   * false: the unfused ops with the `[B, heads, T, T]` probabilities. Default
-   * {@link FUSED_ATTENTION_DEFAULT}; the results agree to float rounding.
-   */
-  fusedAttention?: boolean;
 }
 
 /** One batch of BERT inputs: ids made from host data ({@link TokenIds}), and the padding mask. */
@@ -106,10 +94,10 @@ export class BertLayer extends Module {
     rng: RngTracker,
   ) {
     super();
-    const eps = c.layerNormEps ?? 1e-12;
+    const eps = c.layerNormEps ?? BERT_LAYER_NORM_EPS;
     this.attention = this.child(
       "attention",
-      new SelfAttention(parallel, s, init, c.attentionDropout ?? 0.1, rng.rank, {
+      new SelfAttention(parallel, s, init, c.attentionDropout ?? DEFAULT_DROPOUT, rng.rank, {
         input: "self.qkv",
         output: "output.dense",
       }, c.fusedAttention ?? FUSED_ATTENTION_DEFAULT),
@@ -132,7 +120,7 @@ export class BertLayer extends Module {
       "output.LayerNorm",
       new LayerNorm(parallel.device, c.hiddenSize, eps),
     );
-    this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
+    this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? DEFAULT_DROPOUT, rng.group));
   }
 
   /** Renames the MLP's parameters to HF's flat layout (intermediate.* / output.dense.*). */
@@ -209,12 +197,16 @@ export class Bert extends Module {
     this.shape = validateTransformerConfig(config, parallel.tpSize);
     this.config = config;
     const tp = parallel.tpSize;
-    this.paddedVocab = paddedVocabSize(config.vocabSize, tp, config.vocabMultiple ?? 128);
+    this.paddedVocab = paddedVocabSize(
+      config.vocabSize,
+      tp,
+      config.vocabMultiple ?? DEFAULT_VOCAB_MULTIPLE,
+    );
     const init = new RngStream(deriveSeed(opts.seed, 0));
     this.rng = opts.rng ?? new RngTracker(opts.seed, parallel.tpRank);
     const dev = parallel.device;
     const h = config.hiddenSize;
-    const eps = config.layerNormEps ?? 1e-12;
+    const eps = config.layerNormEps ?? BERT_LAYER_NORM_EPS;
     const s = this.shape;
     this.wordEmbeddings = this.child(
       "bert.embeddings.word_embeddings",
@@ -226,10 +218,13 @@ export class Bert extends Module {
     );
     this.tokenTypeEmbeddings = this.child(
       "bert.embeddings.token_type_embeddings",
-      new Embedding(dev, config.typeVocabSize ?? 2, h, { rng: init }),
+      new Embedding(dev, config.typeVocabSize ?? BERT_TYPE_VOCAB_SIZE, h, { rng: init }),
     );
     this.embeddingsLn = this.child("bert.embeddings.LayerNorm", new LayerNorm(dev, h, eps));
-    this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
+    this.drop = this.child(
+      "drop",
+      new Dropout(config.hiddenDropout ?? DEFAULT_DROPOUT, this.rng.group),
+    );
     this.blocks = [];
     for (let i = 0; i < config.numLayers; i++) {
       this.blocks.push(

@@ -16,44 +16,33 @@ import type { TokenIds } from "../core/token_ids.ts";
 import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
-import { type TransformerShape, validateTransformerConfig } from "./shape.ts";
+import {
+  DEFAULT_DROPOUT,
+  DEFAULT_VOCAB_MULTIPLE,
+  type TransformerConfig,
+  type TransformerShape,
+  validateTransformerConfig,
+} from "./shape.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { TensorParallelLayers } from "./parallel/tp_layers.ts";
 
-/** Model shape and regularisation. */
-export interface GptConfig {
-  /** Tokenizer vocabulary (before padding). */
-  vocabSize: number;
-  /** Transformer layers. */
-  numLayers: number;
-  /** Hidden size h. */
-  hiddenSize: number;
-  /** Attention heads (h must divide by it; heads by tp). */
-  numHeads: number;
-  /** Maximum sequence length (position table size). */
-  maxPositions: number;
-  /** MLP inner size (default 4h; see {@link resolveShape}). */
-  ffnHiddenSize?: number;
-  /** Dropout on embeddings and residual branches (default 0.1). */
-  hiddenDropout?: number;
-  /** Dropout on attention probabilities (default 0.1). */
-  attentionDropout?: number;
-  /** Layer-norm epsilon (default 1e-5). */
+/** Layer-norm epsilon of a GPT config that does not set one (GPT-2's). */
+export const GPT_LAYER_NORM_EPS = 1e-5;
+
+/** GPT shape and regularisation. */
+export interface GptConfig extends TransformerConfig {
+  /** Layer-norm epsilon (default {@link GPT_LAYER_NORM_EPS}). */
   layerNormEps?: number;
   /** Recompute each layer's activations in the backward pass. */
   recomputeActivations?: boolean;
-  /** Round the vocabulary up to a multiple of this times tp (default 128). */
-  vocabMultiple?: number;
-  /**
-   * Fused (FlashAttention-style) attention kernels, O(T·d) memory per head;
-   * false: the unfused ops with the `[B, heads, T, T]` probabilities. Default
-   * {@link FUSED_ATTENTION_DEFAULT}; the results agree to float rounding.
-   */
-  fusedAttention?: boolean;
 }
 
 /** The padded vocabulary size: a multiple of `multiple·tp`. */
-export function paddedVocabSize(vocab: number, tp = 1, multiple = 128): number {
+export function paddedVocabSize(
+  vocab: number,
+  tp = 1,
+  multiple = DEFAULT_VOCAB_MULTIPLE,
+): number {
   const m = multiple * tp;
   return Math.ceil(vocab / m) * m;
 }
@@ -83,11 +72,11 @@ export class GptLayer extends Module {
     readonly rng: RngTracker,
   ) {
     super();
-    const eps = c.layerNormEps ?? 1e-5;
+    const eps = c.layerNormEps ?? GPT_LAYER_NORM_EPS;
     this.ln1 = this.child("ln_1", new LayerNorm(parallel.device, c.hiddenSize, eps));
     this.attn = this.child(
       "attn",
-      new SelfAttention(parallel, shape, init, c.attentionDropout ?? 0.1, rng.rank, {
+      new SelfAttention(parallel, shape, init, c.attentionDropout ?? DEFAULT_DROPOUT, rng.rank, {
         input: "c_attn",
         output: "c_proj",
       }, c.fusedAttention ?? FUSED_ATTENTION_DEFAULT),
@@ -97,7 +86,7 @@ export class GptLayer extends Module {
       "mlp",
       new ParallelMlp(parallel, shape, init, { input: "c_fc", output: "c_proj" }, "tanh"),
     );
-    this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? 0.1, rng.group));
+    this.drop = this.child("drop", new Dropout(c.hiddenDropout ?? DEFAULT_DROPOUT, rng.group));
   }
 
   /**
@@ -166,7 +155,7 @@ export class Gpt extends Module {
     this.paddedVocab = paddedVocabSize(
       config.vocabSize,
       parallel.tpSize,
-      config.vocabMultiple ?? 128,
+      config.vocabMultiple ?? DEFAULT_VOCAB_MULTIPLE,
     );
     const init = new RngStream(deriveSeed(opts.seed, 0));
     this.rng = opts.rng ?? new RngTracker(opts.seed, parallel.tpRank);
@@ -179,7 +168,10 @@ export class Gpt extends Module {
       "wpe",
       new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }),
     );
-    this.drop = this.child("drop", new Dropout(config.hiddenDropout ?? 0.1, this.rng.group));
+    this.drop = this.child(
+      "drop",
+      new Dropout(config.hiddenDropout ?? DEFAULT_DROPOUT, this.rng.group),
+    );
     this.blocks = [];
     for (let i = 0; i < config.numLayers; i++) {
       this.blocks.push(
@@ -188,7 +180,7 @@ export class Gpt extends Module {
     }
     this.lnF = this.child(
       "ln_f",
-      new LayerNorm(dev, config.hiddenSize, config.layerNormEps ?? 1e-5),
+      new LayerNorm(dev, config.hiddenSize, config.layerNormEps ?? GPT_LAYER_NORM_EPS),
     );
   }
 

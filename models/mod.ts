@@ -7,21 +7,32 @@
 export {
   type CachedForwardOptions,
   Gpt,
+  GPT_LAYER_NORM_EPS,
   type GptConfig,
   GptLayer,
   paddedVocabSize,
 } from "./gpt.ts";
 export {
+  DEFAULT_DROPOUT,
+  DEFAULT_VOCAB_MULTIPLE,
   defaultFfnHiddenSize,
   type DropoutConfig,
   resolveShape,
   type ShapeConfig,
   ShapeError,
+  type TransformerConfig,
   type TransformerShape,
   validateTransformerConfig,
 } from "./shape.ts";
 export { KvCache, type KvCacheShape, type LayerCache } from "./kv_cache.ts";
-export { Bert, type BertConfig, type BertInputs, type BertLosses } from "./bert.ts";
+export {
+  Bert,
+  BERT_LAYER_NORM_EPS,
+  BERT_TYPE_VOCAB_SIZE,
+  type BertConfig,
+  type BertInputs,
+  type BertLosses,
+} from "./bert.ts";
 export {
   type BlockShape,
   outputInit,

@@ -99,12 +99,30 @@ export function resolveShape(c: ShapeConfig, tp = 1): TransformerShape {
   };
 }
 
+/** Dropout probability of a config that does not set one (GPT-2's and BERT's). */
+export const DEFAULT_DROPOUT = 0.1;
+
+/** Vocabulary padding multiple (times tp) of a config that does not set one (Megatron's). */
+export const DEFAULT_VOCAB_MULTIPLE = 128;
+
 /** Dropout probabilities a config may set. */
 export interface DropoutConfig {
-  /** Dropout on embeddings and residual branches. */
+  /** Dropout on embeddings and residual branches (default {@link DEFAULT_DROPOUT}). */
   hiddenDropout?: number;
-  /** Dropout on attention probabilities. */
+  /** Dropout on attention probabilities (default {@link DEFAULT_DROPOUT}). */
   attentionDropout?: number;
+}
+
+/** What GPT's and BERT's configs share: the shape, dropout and vocabulary padding. */
+export interface TransformerConfig extends ShapeConfig, DropoutConfig {
+  /** Round the vocabulary up to a multiple of this times tp (default {@link DEFAULT_VOCAB_MULTIPLE}). */
+  vocabMultiple?: number;
+  /**
+   * Fused (FlashAttention-style) attention kernels, O(T·d) memory per head;
+   * false: the unfused ops with the `[B, heads, T, T]` probabilities. Default
+   * `FUSED_ATTENTION_DEFAULT` (models/blocks.ts); the results agree to float rounding.
+   */
+  fusedAttention?: boolean;
 }
 
 /**

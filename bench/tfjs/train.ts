@@ -9,6 +9,7 @@
  */
 
 import type { BackendName } from "../../core/gpu.ts";
+import { DEFAULT_DROPOUT } from "../../models/shape.ts";
 import {
   type BenchRow,
   deviceFor,
@@ -44,7 +45,7 @@ async function tfjsRunner(row: BenchRow): Promise<Runner> {
     numHeads: m.numHeads,
     maxPositions: m.maxPositions,
     ffnHiddenSize: m.ffnHiddenSize,
-    dropout: m.hiddenDropout ?? 0.1,
+    dropout: m.hiddenDropout ?? DEFAULT_DROPOUT,
   }, 1);
   const trainer = new TfjsTrainer(tfjs, gpt, 1e-3, 1);
   const tokens = tokenSource(row.config);

@@ -13,7 +13,8 @@ import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
 import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
-import { defaultFfnHiddenSize } from "../shape.ts";
+import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
+import { BERT_LAYER_NORM_EPS } from "../bert.ts";
 
 const L = "bert.encoder.layer.{N}";
 
@@ -114,9 +115,9 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     ffnHiddenSize: int("intermediate_size", defaultFfnHiddenSize(h)),
     maxPositions: int("max_position_embeddings"),
     typeVocabSize: int("type_vocab_size", 2),
-    layerNormEps: (cfg.layer_norm_eps ?? 1e-12) as number,
-    hiddenDropout: (cfg.hidden_dropout_prob ?? 0.1) as number,
-    attentionDropout: (cfg.attention_probs_dropout_prob ?? 0.1) as number,
+    layerNormEps: (cfg.layer_norm_eps ?? BERT_LAYER_NORM_EPS) as number,
+    hiddenDropout: (cfg.hidden_dropout_prob ?? DEFAULT_DROPOUT) as number,
+    attentionDropout: (cfg.attention_probs_dropout_prob ?? DEFAULT_DROPOUT) as number,
     postLayerNorm: true,
   };
 }

@@ -9,10 +9,10 @@ import type { ParamInfo } from "../../core/nn.ts";
 import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
-import type { GptConfig } from "../gpt.ts";
+import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, readHfDir, writeHfDir } from "./io.ts";
 import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
-import { defaultFfnHiddenSize } from "../shape.ts";
+import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 
 /** Our GPT names ⇄ HF GPT-2 names (without the `transformer.` prefix). */
 export const GPT2_TABLE: readonly MapEntry[] = [
@@ -66,7 +66,7 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     throw new CheckpointError(`${file}: non-standard attention scaling is not supported`);
   }
   const h = int(cfg, "n_embd", file);
-  const eps = cfg.layer_norm_epsilon ?? 1e-5;
+  const eps = cfg.layer_norm_epsilon ?? GPT_LAYER_NORM_EPS;
   return {
     vocabSize: int(cfg, "vocab_size", file),
     numLayers: int(cfg, "n_layer", file),
@@ -75,8 +75,8 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     maxPositions: int(cfg, "n_positions", file),
     ffnHiddenSize: cfg.n_inner == null ? defaultFfnHiddenSize(h) : int(cfg, "n_inner", file),
     layerNormEps: eps as number,
-    hiddenDropout: (cfg.resid_pdrop ?? 0.1) as number,
-    attentionDropout: (cfg.attn_pdrop ?? 0.1) as number,
+    hiddenDropout: (cfg.resid_pdrop ?? DEFAULT_DROPOUT) as number,
+    attentionDropout: (cfg.attn_pdrop ?? DEFAULT_DROPOUT) as number,
   };
 }
 
@@ -96,10 +96,10 @@ export function gpt2ConfigToHf(c: GptConfig): Record<string, unknown> {
     n_inner: c.ffnHiddenSize === undefined || c.ffnHiddenSize === defaultFfnHiddenSize(c.hiddenSize)
       ? null
       : c.ffnHiddenSize,
-    layer_norm_epsilon: c.layerNormEps ?? 1e-5,
-    resid_pdrop: c.hiddenDropout ?? 0.1,
-    embd_pdrop: c.hiddenDropout ?? 0.1,
-    attn_pdrop: c.attentionDropout ?? 0.1,
+    layer_norm_epsilon: c.layerNormEps ?? GPT_LAYER_NORM_EPS,
+    resid_pdrop: c.hiddenDropout ?? DEFAULT_DROPOUT,
+    embd_pdrop: c.hiddenDropout ?? DEFAULT_DROPOUT,
+    attn_pdrop: c.attentionDropout ?? DEFAULT_DROPOUT,
     initializer_range: 0.02,
     scale_attn_weights: true,
     tie_word_embeddings: true,
