@@ -12,7 +12,43 @@ import {
   resolveDistConfig,
 } from "../collectives/env.ts";
 import { oneLine } from "../core/files.ts";
-import { UsageError } from "./flags.ts";
+import { type FlagSpec, UsageError } from "./flags.ts";
+
+/**
+ * The distributed flags of a command that launches ranks (`train`, `launch`),
+ * as `--help` shows them; `collectives/env.ts` reads their values.
+ */
+export const DIST_FLAG_SPECS: Record<string, FlagSpec> = {
+  "nproc-per-node": { type: "int", min: 1, help: "ranks (Workers, one GPU each) on this node" },
+  "nnodes": { type: "int", min: 1, help: "number of nodes (processes) in the job" },
+  "node-rank": { type: "int", min: 0, help: "this node's index" },
+  "master-addr": { type: "string", help: "host of node 0's rendezvous store (or MASTER_ADDR)" },
+  "master-port": { type: "int", min: 1, help: "rendezvous port (or MASTER_PORT; default 29500)" },
+  "devices": {
+    type: "string",
+    help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated",
+  },
+  "dist-timeout": {
+    type: "string",
+    help: "wait for a peer this long before failing (e.g. 60s; default 300s); " +
+      "Megatron's --distributed-timeout-minutes N is Nm",
+  },
+  "launcher": {
+    type: "string",
+    choices: ["workers", "procs"],
+    help: "this node's ranks as Workers of one process (default) or one process each",
+  },
+  "rdzv-id": {
+    type: "string",
+    help: "the job's id at rendezvous: ranks of another job are refused",
+  },
+  "host-shm": {
+    type: "string",
+    choices: ["on", "off"],
+    help:
+      "links between rank processes on one host carry large payloads through shared memory (/dev/shm; default on) or only through their sockets",
+  },
+};
 
 /** The job layout from the distributed flags and the environment; bad values are usage errors. */
 export function distConfig(flags: Record<string, string>): DistConfig {

@@ -9,9 +9,7 @@
  * @module
  */
 
-import { defaultBackendFor } from "../core/gpu.ts";
-import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import type { Device } from "../core/device.ts";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { loadTokens } from "../data/corpus.ts";
@@ -27,11 +25,10 @@ import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
-import { localDistConfig } from "../collectives/env.ts";
-import { launch } from "../collectives/launch.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
+  backendFlag,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
@@ -40,6 +37,7 @@ import {
   UsageError,
   wasGiven,
 } from "./flags.ts";
+import { runTensorParallel } from "./tp_command.ts";
 import { formatValidationLines, stderrProgress } from "./log.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
@@ -98,13 +96,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
       "end with one JSON line (GPT: loss, ppl, tokens, windows; BERT: mlm_loss, mlm_accuracy, …)",
     group: "Output",
   },
-  "backend": {
-    type: "string",
-
-    choices: ["deno", "dawn"],
-    help: "WebGPU implementation",
-    group: "Device",
-  },
+  ...backendFlag("Device"),
   ...DEBUG_FLAG,
 };
 
@@ -405,24 +397,7 @@ export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
     const f = parseCommandLine(args, EVAL_FLAGS, USAGE, validateEvalFlags);
     if (typeof f === "number") return f;
-    const tp = f["tensor-model-parallel-size"] as number;
-    if (tp > 1) {
-      // One Worker (and device) per tensor-parallel rank; rank 0 prints (errors too).
-      const cfg = localDistConfig(tp, 300000);
-      const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(tp)];
-      return await launch(cfg, new URL("./eval_worker.ts", import.meta.url), [
-        ...args,
-        ...backendArgs,
-      ], { log: false });
-    }
-    let device: Device | undefined;
-    try {
-      device = await Device.create({ backend: parseBackend(f.backend as string) });
-      await evalRank(device, f, true);
-      return 0;
-    } finally {
-      await device?.close();
-    }
+    return await runTensorParallel(f, args, new URL("./eval_worker.ts", import.meta.url), evalRank);
   });
 }
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { DEFAULT_BACKEND, parseBackend } from "../core/gpu.ts";
+import { parseBackend } from "../core/gpu.ts";
 import { Device } from "../core/device.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -17,7 +17,13 @@ import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
 import { bertSourceFromFlags, loadBert } from "./bert_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
+import {
+  backendFlag,
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  UsageError,
+} from "./flags.ts";
 
 /** Every flag of `deno task fill-mask`. */
 export const FILL_MASK_FLAGS: Record<string, FlagSpec> = {
@@ -38,13 +44,7 @@ export const FILL_MASK_FLAGS: Record<string, FlagSpec> = {
     help: "end with one JSON line: the text and, per [MASK], its fillers and probabilities",
     group: "Output",
   },
-  "backend": {
-    type: "string",
-    default: DEFAULT_BACKEND,
-    choices: ["deno", "dawn"],
-    help: "WebGPU implementation",
-    group: "Device",
-  },
+  ...backendFlag("Device"),
   ...DEBUG_FLAG,
 };
 

@@ -6,6 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { BACKENDS, DEFAULT_BACKEND } from "../core/gpu.ts";
 
 /** One flag: its type, default and help line. */
 export interface FlagSpec {
@@ -204,6 +205,23 @@ export function parseCommandLine(
   }
   validate(f);
   return f;
+}
+
+/**
+ * `--backend`, as every command that opens a device takes it, under help
+ * section `group`. Not given, it is {@link DEFAULT_BACKEND}, or Deno's WebGPU
+ * where several ranks share a process.
+ */
+export function backendFlag(group: string): Record<string, FlagSpec> {
+  return {
+    "backend": {
+      type: "string",
+      choices: BACKENDS,
+      help: `WebGPU implementation (default ${DEFAULT_BACKEND}; deno when several ranks share a ` +
+        "process)",
+      group,
+    },
+  };
 }
 
 /**

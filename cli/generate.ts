@@ -8,9 +8,7 @@
  * @module
  */
 
-import { DEFAULT_BACKEND } from "../core/gpu.ts";
-import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import type { Device } from "../core/device.ts";
 import { DataRng } from "../data/rng.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { generate } from "../models/generate.ts";
@@ -20,17 +18,15 @@ import { TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
+  backendFlag,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
   resolveTensorOnlyParallel,
   tensorOnlyParallelFlags,
   UsageError,
-  wasGiven,
 } from "./flags.ts";
-import { defaultBackendFor } from "../core/gpu.ts";
-import { localDistConfig } from "../collectives/env.ts";
-import { launch } from "../collectives/launch.ts";
+import { runTensorParallel } from "./tp_command.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 
 /** Every flag of `deno task generate`. */
@@ -60,13 +56,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
     choices: ["gpt2", "byte"],
     help: "tokenizer (default: byte for a 256-token vocabulary, else gpt2)",
   },
-  "backend": {
-    type: "string",
-    default: DEFAULT_BACKEND,
-    choices: ["deno", "dawn"],
-    help: "WebGPU implementation",
-    group: "Device",
-  },
+  ...backendFlag("Device"),
   ...tensorOnlyParallelFlags("generate"),
   ...DEBUG_FLAG,
 };
@@ -99,25 +89,14 @@ export function main(args: string[]): Promise<number> {
 async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, GENERATE_FLAGS, USAGE, validateGenerateFlags);
   if (typeof f === "number") return f;
-  const tp = f["tensor-model-parallel-size"] as number;
-  if (tp > 1) {
-    // One Worker (and device) per tensor-parallel rank; every rank samples the
-    // same tokens from the same gathered logits and seed; rank 0 prints.
-    const cfg = localDistConfig(tp, 300000);
-    const backendArgs = wasGiven(f, "backend") ? [] : ["--backend", defaultBackendFor(tp)];
-    return await launch(cfg, new URL("./generate_worker.ts", import.meta.url), [
-      ...args,
-      ...backendArgs,
-    ], { log: false });
-  }
-  let device: Device | undefined;
-  try {
-    device = await Device.create({ backend: parseBackend(f.backend as string) });
-    await generateRank(device, f, true);
-    return 0;
-  } finally {
-    await device?.close();
-  }
+  // At TP > 1 every rank samples the same tokens from the same gathered logits
+  // and seed; rank 0 prints.
+  return await runTensorParallel(
+    f,
+    args,
+    new URL("./generate_worker.ts", import.meta.url),
+    generateRank,
+  );
 }
 
 /**

@@ -17,7 +17,7 @@ import { launch } from "../collectives/launch.ts";
 import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
 import { type FlagSpec, helpText, UsageError } from "./flags.ts";
-import { distConfig } from "./dist.ts";
+import { DIST_FLAG_SPECS, distConfig } from "./dist.ts";
 
 const USAGE = "usage: deno task launch [distributed flags] WORKER_MODULE [ARGS...]\n\n" +
   "Runs WORKER_MODULE (a file path or URL exporting default(ctx: WorkerContext)) on this\n" +
@@ -27,39 +27,8 @@ const USAGE = "usage: deno task launch [distributed flags] WORKER_MODULE [ARGS..
 
 /** The distributed flags `launch` takes (as `train` does), for `--help`. */
 export const LAUNCH_HELP_FLAGS: Record<string, FlagSpec> = {
-  "nproc-per-node": {
-    type: "int",
-    help: "ranks (Workers, one GPU each) on this node",
-    group: "Job",
-  },
-  "nnodes": { type: "int", help: "number of nodes (processes) in the job" },
-  "node-rank": { type: "int", help: "this node's index" },
-  "master-addr": { type: "string", help: "host of node 0's rendezvous store (or MASTER_ADDR)" },
-  "master-port": { type: "int", help: "rendezvous port (or MASTER_PORT; default 29500)" },
-  "devices": {
-    type: "string",
-    help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated",
-  },
-  "dist-timeout": {
-    type: "string",
-    help: "wait for a peer this long before failing (e.g. 60s; default 300s); " +
-      "Megatron's --distributed-timeout-minutes N is Nm",
-  },
-  "launcher": {
-    type: "string",
-    choices: ["workers", "procs"],
-    help: "this node's ranks as Workers of one process (default) or one process each",
-  },
-  "rdzv-id": {
-    type: "string",
-    help: "the job's id at rendezvous: ranks of another job are refused",
-  },
-  "host-shm": {
-    type: "string",
-    choices: ["on", "off"],
-    help:
-      "links between rank processes on one host carry large payloads through shared memory (/dev/shm; default on) or only through their sockets",
-  },
+  ...DIST_FLAG_SPECS,
+  "nproc-per-node": { ...DIST_FLAG_SPECS["nproc-per-node"], group: "Job" },
 };
 
 /** Runs `deno task launch` with `args`; returns the exit code (or exits with the ranks'). */

@@ -5,7 +5,7 @@
  */
 
 import { AUTOTUNE_FLAGS } from "./autotune.ts";
-import { DEFAULT_BACKEND } from "../core/gpu.ts";
+import { DIST_FLAG_SPECS } from "./dist.ts";
 import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { BertConfig } from "../models/bert.ts";
@@ -20,7 +20,7 @@ import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
 import { DEBUG_FLAG } from "./errors.ts";
-import { type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
+import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 import {
   bertConfigOf,
   gptConfigOf,
@@ -235,13 +235,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "sample from the k most likely tokens (0 = all)",
   },
   "top-p": { type: "float", default: 0.95, min: 0, help: "nucleus sampling mass" },
-  "backend": {
-    type: "string",
-    choices: ["deno", "dawn"],
-    help:
-      `WebGPU implementation (default ${DEFAULT_BACKEND}; deno when several ranks share a process)`,
-    group: "Devices and parallelism",
-  },
+  ...backendFlag("Devices and parallelism"),
   "tensor-model-parallel-size": {
     type: "int",
     default: 1,
@@ -265,33 +259,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help:
       "tensor parallelism: start f's backward all-reduce of the input gradient before the weight gradient is computed (same values)",
   },
-  "nproc-per-node": { type: "int", min: 1, help: "ranks (Workers, one GPU each) on this node" },
-  "nnodes": { type: "int", min: 1, help: "number of nodes (processes) in the job" },
-  "node-rank": { type: "int", min: 0, help: "this node's index" },
-  "master-addr": { type: "string", help: "host of node 0's rendezvous store (or MASTER_ADDR)" },
-  "master-port": { type: "int", min: 1, help: "rendezvous port (or MASTER_PORT; default 29500)" },
-  "devices": {
-    type: "string",
-    help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated",
-  },
-  "dist-timeout": {
-    type: "string",
-    help: "how long to wait for a peer before failing (e.g. 60s; default 300s)",
-  },
-  "launcher": {
-    type: "string",
-    help: "run this node's ranks as workers (one process; default) or procs (one process each)",
-  },
-  "rdzv-id": {
-    type: "string",
-    help: "the job's id at rendezvous: ranks of another job are refused",
-  },
-  "host-shm": {
-    type: "string",
-    choices: ["on", "off"],
-    help:
-      "links between rank processes on one host carry large payloads through shared memory (/dev/shm; default on) or only through their sockets",
-  },
+  ...DIST_FLAG_SPECS,
   ...AUTOTUNE_FLAGS,
   ...DEBUG_FLAG,
 };

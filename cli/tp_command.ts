@@ -1,0 +1,80 @@
+/**
+ * Commands that split one model over tensor-parallel ranks without data
+ * parallelism (`eval`, `generate`): at TP > 1 one Worker (and device) per
+ * rank, where every rank runs the command's per-rank function and rank 0
+ * prints (errors too); at TP = 1 the same function on one device here.
+ * @module
+ */
+
+import { localDistConfig } from "../collectives/env.ts";
+import { launch, type WorkerContext } from "../collectives/launch.ts";
+import { Device } from "../core/device.ts";
+import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
+import type { ParallelLayers } from "../models/parallel/layers.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { reportRankError } from "./errors.ts";
+import { type FlagSpec, type FlagValues, parseFlags, wasGiven } from "./flags.ts";
+
+/** A command's work on one rank: `print` on rank 0 only; `layers` split the model (TP > 1). */
+export type RankFn<T> = (
+  device: Device,
+  f: FlagValues,
+  print: boolean,
+  layers?: ParallelLayers,
+) => Promise<T>;
+
+/** How long a rank of these commands waits for a peer before failing. */
+const RANK_TIMEOUT_MS = 300_000;
+
+/**
+ * Runs `rank` as the command line `args` (parsed as `f`) asks: over
+ * `--tensor-model-parallel-size` Workers of `worker` (a module whose default
+ * export calls {@link runTensorParallelRank}), or on one device here. Returns
+ * the exit code.
+ */
+export async function runTensorParallel<T>(
+  f: FlagValues,
+  args: string[],
+  worker: URL,
+  rank: RankFn<T>,
+): Promise<number> {
+  const tp = f["tensor-model-parallel-size"] as number;
+  if (tp > 1) {
+    const cfg = localDistConfig(tp, RANK_TIMEOUT_MS);
+    const backendArgs = wasGiven(f, "backend") ? [] : ["--backend", defaultBackendFor(tp)];
+    return await launch(cfg, worker, [...args, ...backendArgs], { log: false });
+  }
+  let device: Device | undefined;
+  try {
+    device = await Device.create({ backend: parseBackend(f.backend as string) });
+    await rank(device, f, true);
+    return 0;
+  } finally {
+    await device?.close();
+  }
+}
+
+/**
+ * One Worker's share of {@link runTensorParallel}: parses the command's
+ * `flags` from the rank's arguments, opens its device and runs `rank` with
+ * the model split over the job's group. Rank 0 prints the one error line.
+ */
+export async function runTensorParallelRank<T>(
+  ctx: WorkerContext,
+  flags: Record<string, FlagSpec>,
+  rank: RankFn<T>,
+): Promise<T> {
+  let device: Device | undefined;
+  try {
+    const f = parseFlags(ctx.args, flags);
+    device = await Device.create({ backend: parseBackend(f.backend as string) });
+    ctx.deviceAcquired();
+    return await rank(device, f, ctx.rank === 0, new TensorParallelLayers(device, ctx.group));
+  } catch (e) {
+    // Rank 0 prints the one error line; the launcher (log off) exits 1.
+    reportRankError(e, ctx.rank, ctx.args, ctx.localRank);
+    throw e;
+  } finally {
+    await device?.close();
+  }
+}
