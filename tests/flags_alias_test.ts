@@ -2,7 +2,8 @@
 import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
 import { type FlagSpec, helpText, parseFlags, UsageError, wasGiven } from "../cli/flags.ts";
 import { TRAIN_FLAGS } from "../cli/train_config.ts";
-import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
+import { DIST_FLAG_SPECS } from "../cli/dist.ts";
+import { DIST_FLAGS, resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 
 const SPECS: Record<string, FlagSpec> = {
   "tokenizer": { type: "string", default: "byte", choices: ["byte", "gpt2"], help: "tokenizer" },
@@ -84,4 +85,11 @@ Deno.test("eval and generate take train's parallel flags", async () => {
       ),
     (e) => e instanceof UsageError && /--nproc-per-node 2 must equal/.test(e.message),
   );
+});
+
+Deno.test("the distributed flags' help table names exactly the flags the launcher takes", () => {
+  deepStrictEqual(Object.keys(DIST_FLAG_SPECS).sort(), [...DIST_FLAGS].sort());
+  for (const name of DIST_FLAGS) {
+    deepStrictEqual(TRAIN_FLAGS[name], DIST_FLAG_SPECS[name], `train's --${name}`);
+  }
 });
