@@ -112,6 +112,7 @@ export class TcpLink implements Link {
   #fromSlots = 0;
   /** Whether the reader holds a header it has not filled a slot for yet (it waits for a free one). */
   #holding = false;
+  /** Where an eager `recv` reads a slot's header. */
   readonly #slotHeader = new Int32Array(HEADER_BYTES / 4);
 
   /**
@@ -247,19 +248,21 @@ export class TcpLink implements Link {
     const large = frame.bytes > MAPPED_MIN_BYTES;
     const message = this.#sent++;
     // A slot the peer has not emptied yet: this payload goes through the socket.
-    if (m && large && m.sendSlotFree(this.#mappedOut % m.depth)) {
-      frame = { ...frame, kind: KIND_MAPPED };
-      encodeHeader(this.#slotHeader, frame);
-      m.fill(
-        this.#mappedOut++ % m.depth,
+    const slots = m && large && m.sendSlotFree(this.#mappedOut % m.depth) ? m : null;
+    const inSocket = slots === null;
+    if (slots) frame = { ...frame, kind: KIND_MAPPED };
+    const head = new Uint8Array(HEADER_BYTES + (inSocket && !large ? frame.bytes : 0));
+    const header = new Int32Array(head.buffer, 0, HEADER_BYTES / 4);
+    encodeHeader(header, frame);
+    // The slot holds the header the socket carries too (read by an eager `recv`).
+    if (slots) {
+      slots.fill(
+        this.#mappedOut++ % slots.depth,
         this.ctx.arena.u8(off, frame.bytes),
-        this.#slotHeader,
+        header,
         message,
       );
     }
-    const inSocket = frame.kind !== KIND_MAPPED;
-    const head = new Uint8Array(HEADER_BYTES + (inSocket && !large ? frame.bytes : 0));
-    encodeHeader(new Int32Array(head.buffer, 0, HEADER_BYTES / 4), frame);
     if (inSocket && !large && frame.bytes > 0) {
       head.set(this.ctx.arena.u8(off, frame.bytes), HEADER_BYTES);
     }
