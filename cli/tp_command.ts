@@ -6,7 +6,7 @@
  * @module
  */
 
-import { localDistConfig } from "../collectives/env.ts";
+import { DEFAULT_DIST_TIMEOUT_MS, localDistConfig } from "../collectives/env.ts";
 import { launch, type WorkerContext } from "../collectives/launch.ts";
 import { Device } from "../core/device.ts";
 import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
@@ -23,9 +23,6 @@ export type RankFn<T> = (
   layers?: ParallelLayers,
 ) => Promise<T>;
 
-/** How long a rank of these commands waits for a peer before failing. */
-const RANK_TIMEOUT_MS = 300_000;
-
 /**
  * Runs `rank` as the command line `args` (parsed as `f`) asks: over
  * `--tensor-model-parallel-size` Workers of `worker` (a module whose default
@@ -40,7 +37,7 @@ export async function runTensorParallel<T>(
 ): Promise<number> {
   const tp = f["tensor-model-parallel-size"] as number;
   if (tp > 1) {
-    const cfg = localDistConfig(tp, RANK_TIMEOUT_MS);
+    const cfg = localDistConfig(tp, DEFAULT_DIST_TIMEOUT_MS);
     const backendArgs = wasGiven(f, "backend") ? [] : ["--backend", defaultBackendFor(tp)];
     return await launch(cfg, worker, [...args, ...backendArgs], { log: false });
   }

@@ -76,6 +76,9 @@ export interface DistConfig {
   hostShm?: boolean;
 }
 
+/** How long a rank waits for a peer before failing when nothing says (`--dist-timeout`, 300 s). */
+export const DEFAULT_DIST_TIMEOUT_MS = 300_000;
+
 /** The variable that carries `--host-shm` to rank processes (`on` or `off`). */
 export const HOST_SHM_VARIABLE = "WEBGPU_MEGATRON_HOST_SHM";
 
@@ -182,7 +185,7 @@ export function resolveDistConfig(
   env: Record<string, string | undefined>,
 ): DistConfig {
   const timeout = flags["dist-timeout"] ?? env.DIST_TIMEOUT;
-  const distTimeoutMs = timeout ? parseDuration(timeout) : 300000;
+  const distTimeoutMs = timeout ? parseDuration(timeout) : DEFAULT_DIST_TIMEOUT_MS;
   const devices = flags["devices"];
   let port = int("--master-port", flags["master-port"] ?? env.MASTER_PORT, 1) ?? 29500;
   if (port > 65535) throw new DistConfigError(`--master-port must be at most 65535, got ${port}`);

@@ -7,6 +7,7 @@
  */
 
 import { Arena } from "./arena.ts";
+import { DEFAULT_DIST_TIMEOUT_MS } from "./env.ts";
 import { type CallDesc, CollectiveError, type OpName } from "./frame.ts";
 import { type HalfCodec, HalfSummer } from "./half_sum.ts";
 import type { Link, LinkContext } from "./link.ts";
@@ -63,7 +64,7 @@ export interface CommunicatorOptions {
   arena?: Arena;
   /** Rendezvous store address, needed when some rank is in another process. */
   store?: { hostname: string; port: number };
-  /** Longest wait on any peer, in milliseconds (default 300000). */
+  /** Longest wait on any peer, in milliseconds (default {@link DEFAULT_DIST_TIMEOUT_MS}). */
   timeoutMs?: number;
   /**
    * The job's run id (see collectives/env.ts): the store and the peers refuse
@@ -125,7 +126,7 @@ export class Communicator implements LinkContext {
     this.rank = o.rank;
     this.world = o.world;
     this.arena = o.arena ?? Arena.create();
-    this.timeoutMs = o.timeoutMs ?? 300000;
+    this.timeoutMs = o.timeoutMs ?? DEFAULT_DIST_TIMEOUT_MS;
     this.localRanks = new Set(o.localRanks ?? [o.rank]);
     this.tcpLookahead = o.tcpLookahead ?? 4;
     this.blockingWaits = o.blockingWaits ?? true;
@@ -156,7 +157,7 @@ export class Communicator implements LinkContext {
           `rendezvous address was given (--master-addr/--master-port or MASTER_ADDR/MASTER_PORT)`,
       );
     }
-    const timeoutMs = o.timeoutMs ?? 300000;
+    const timeoutMs = o.timeoutMs ?? DEFAULT_DIST_TIMEOUT_MS;
     const store = await StoreClient.connect(o.store.hostname, o.store.port, timeoutMs, {
       rank: o.rank,
       runId: o.runId,

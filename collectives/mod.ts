@@ -29,6 +29,7 @@ export { chunkRange } from "./ring.ts";
 export { type HalfSimd, reduceJs, type ReduceOp, type Reducer } from "./wasm_reduce.ts";
 export {
   checkRunId,
+  DEFAULT_DIST_TIMEOUT_MS,
   DIST_FLAGS,
   type DistConfig,
   type Launcher,
