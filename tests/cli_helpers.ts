@@ -31,6 +31,26 @@ export const TINY_RUN_FLAGS: readonly string[] = [
   "1",
 ];
 
+/**
+ * A fresh temporary folder for a multi-process run: `xdg/` (mode 0700, for the
+ * ranks' `XDG_RUNTIME_DIR`) and `data.txt`, 3,520 bytes of byte-level text.
+ */
+export async function makeRunDir(): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(`${dir}/xdg`, { mode: 0o700 });
+  await Deno.writeTextFile(
+    `${dir}/data.txt`,
+    "It was the best of times, it was the worst. ".repeat(80),
+  );
+  return dir;
+}
+
+/** The training losses of a `--log-json` file, in order (its header line skipped). */
+export function jsonlLosses(jsonl: string): number[] {
+  return jsonl.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l))
+    .filter((r) => r.type !== "header").map((r) => r.loss as number);
+}
+
 /** Exit code and output of a CLI run. */
 export interface CliResult {
   /** Exit code. */

@@ -18,7 +18,7 @@
 
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
-import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { makeRunDir, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -220,21 +220,11 @@ async function signalMidRun(dir: string, signals: Deno.Signal[], extra: string[]
   return { code: status.code, stderr, goneMs, ranks };
 }
 
-async function setup(): Promise<string> {
-  const dir = await Deno.makeTempDir();
-  await Deno.mkdir(`${dir}/xdg`, { mode: 0o700 });
-  await Deno.writeTextFile(
-    `${dir}/data.txt`,
-    "It was the best of times, it was the worst. ".repeat(80),
-  );
-  return dir;
-}
-
 Deno.test({
   name: "launcher SIGKILL: its ranks notice and exit, nothing survives",
   timeout: 80_000,
   fn: async () => {
-    const dir = await setup();
+    const dir = await makeRunDir();
     const r = await signalMidRun(dir, ["SIGKILL"], []);
     assert.equal(r.code, 137);
     assert.match(
@@ -251,7 +241,7 @@ Deno.test({
   name: "launcher SIGTERM (with --save): passed on, the ranks save and exit 0, nothing survives",
   timeout: 80_000,
   fn: async () => {
-    const dir = await setup();
+    const dir = await makeRunDir();
     const r = await signalMidRun(dir, ["SIGTERM"], [
       "--save",
       `${dir}/ck`,
@@ -271,7 +261,7 @@ Deno.test({
   name: "launcher SIGINT twice: the second kills the ranks, nothing survives",
   timeout: 80_000,
   fn: async () => {
-    const dir = await setup();
+    const dir = await makeRunDir();
     const r = await signalMidRun(dir, ["SIGINT", "SIGINT"], [
       "--save",
       `${dir}/ck`,
@@ -481,7 +471,7 @@ for (const mode of MODES) {
     fn: async () => {
       const seed = Number(Deno.env.get("CHAOS_SEED") ?? Date.now() % 1e9);
       const random = rng(seed);
-      const dir = await setup();
+      const dir = await makeRunDir();
       // The uninterrupted run's losses (Workers in one process; every launcher gives the same).
       const ref = deno([
         ...chaosArgs(dir),

@@ -17,7 +17,7 @@
  */
 
 import assert from "node:assert/strict";
-import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { jsonlLosses, makeRunDir, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -127,11 +127,6 @@ const tiny = (dir: string, iters: number) => [
   `${DIST_TIMEOUT_S}s`,
 ];
 
-function losses(jsonl: string): number[] {
-  return jsonl.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l))
-    .filter((r) => r.type !== "header").map((r) => r.loss as number);
-}
-
 interface Node {
   proc: Deno.ChildProcess;
   out: () => string;
@@ -198,17 +193,13 @@ async function withHosts(fn: (dir: string) => Promise<void>): Promise<void> {
     console.warn(`multinode_netns_test: SKIPPED: ${why}`);
     return;
   }
-  const dir = await Deno.makeTempDir();
+  let dir: string | undefined;
   try {
-    await Deno.mkdir(`${dir}/xdg`, { mode: 0o700 });
-    await Deno.writeTextFile(
-      `${dir}/data.txt`,
-      "It was the best of times, it was the worst. ".repeat(80),
-    );
+    dir = await makeRunDir();
     await fn(dir);
   } finally {
     teardown();
-    await Deno.remove(dir, { recursive: true });
+    if (dir) await Deno.remove(dir, { recursive: true });
   }
   const left = NS.filter((ns) => ip(["netns", "pids", ns]).ok);
   assert.deepEqual(left, [], `namespaces left behind: ${left}`);
@@ -231,9 +222,9 @@ Deno.test({
       const ends = await Promise.all(nodes.map((n) => n.done));
       const ms = performance.now() - t0;
       ends.forEach((e, i) => assert.equal(e.code, 0, `node ${i}: ${nodes[i].err()}`));
-      const ref = losses(await Deno.readTextFile(`${dir}/one.jsonl`));
+      const ref = jsonlLosses(await Deno.readTextFile(`${dir}/one.jsonl`));
       assert.equal(ref.length, 4);
-      assert.deepEqual(losses(await Deno.readTextFile(`${dir}/two.jsonl`)), ref);
+      assert.deepEqual(jsonlLosses(await Deno.readTextFile(`${dir}/two.jsonl`)), ref);
       assert.match(nodes[0].out(), /tensor 2 × data 2/);
       console.log(
         `two hosts: losses ${ref.map((x) => x.toFixed(6)).join(", ")} (= one host) in ${

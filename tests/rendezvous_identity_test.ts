@@ -17,7 +17,7 @@ import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { StoreClient, StoreServer } from "../collectives/store.ts";
 import { freeLocalPort, TcpMesh } from "../collectives/tcp.ts";
-import { TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { makeRunDir, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 /** Worker side of the two-node race: every rank's job tag, gathered over the world. */
 export default async function main(ctx: WorkerContext): Promise<void> {
@@ -230,12 +230,7 @@ Deno.test({
   name: "race: two --launcher procs jobs started within 50 ms on one port never pair their ranks",
   timeout: 85_000,
   fn: async () => {
-    const dir = await Deno.makeTempDir();
-    await Deno.mkdir(`${dir}/xdg`, { mode: 0o700 });
-    await Deno.writeTextFile(
-      `${dir}/data.txt`,
-      "It was the best of times, it was the worst. ".repeat(80),
-    );
+    const dir = await makeRunDir();
     // Each seed's own losses, from a job alone on its port.
     const ref = [
       await trainJob(dir, "ref1", 1, freeLocalPort()),

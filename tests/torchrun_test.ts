@@ -14,7 +14,7 @@
 
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
-import { TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { jsonlLosses, makeRunDir, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const PYTHON = "/usr/bin/python3";
@@ -108,21 +108,6 @@ function torchrun(masterPort: number, program: string[]): string[] {
   ];
 }
 
-function losses(jsonl: string): number[] {
-  return jsonl.trim().split("\n").map((l) => JSON.parse(l))
-    .filter((r) => r.type !== "header").map((r) => r.loss as number);
-}
-
-async function setup(): Promise<string> {
-  const dir = await Deno.makeTempDir();
-  await Deno.mkdir(`${dir}/xdg`, { mode: 0o700 });
-  await Deno.writeTextFile(
-    `${dir}/data.txt`,
-    "It was the best of times, it was the worst. ".repeat(80),
-  );
-  return dir;
-}
-
 Deno.test({
   name:
     `torchrun --nproc_per_node 2 (its agent's store on MASTER_PORT): the procs launcher's losses${
@@ -131,7 +116,7 @@ Deno.test({
   ignore: missing !== null,
   timeout: 80_000,
   fn: async () => {
-    const dir = await setup();
+    const dir = await makeRunDir();
     const env = { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1" };
     const procs = await new Deno.Command(Deno.execPath(), {
       args: [
@@ -167,9 +152,9 @@ Deno.test({
     const ms = performance.now() - t0;
     const out = dec.decode(tr.stdout) + dec.decode(tr.stderr);
     assert.equal(tr.code, 0, out);
-    const p = losses(await Deno.readTextFile(`${dir}/p.jsonl`));
+    const p = jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`));
     assert.equal(p.length, 3);
-    assert.deepEqual(losses(await Deno.readTextFile(`${dir}/t.jsonl`)), p);
+    assert.deepEqual(jsonlLosses(await Deno.readTextFile(`${dir}/t.jsonl`)), p);
     console.log(
       `torchrun: 3 steps, losses ${p.map((x) => x.toFixed(6)).join(", ")} in ${Math.round(ms)} ms`,
     );
@@ -211,7 +196,7 @@ Deno.test({
   ignore: missing !== null,
   timeout: 80_000,
   fn: async () => {
-    const dir = await setup();
+    const dir = await makeRunDir();
     const agent = new Deno.Command(PYTHON, {
       args: torchrun(freePortPair(), tiny(dir, 3000)),
       cwd: ROOT,

@@ -5,7 +5,7 @@
  */
 
 import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
-import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
   ...TINY_RUN_FLAGS,
@@ -67,11 +67,6 @@ Deno.test("train: --help lists the Megatron flags", async () => {
   }
 });
 
-function losses(jsonl: string): number[] {
-  return jsonl.trim().split("\n").map((l) => JSON.parse(l))
-    .filter((r) => r.type !== "header").map((r) => r.loss as number);
-}
-
 Deno.test("train: stop at a checkpoint and resume gives the same losses", async () => {
   const dir = await Deno.makeTempDir();
   const args = [...tiny, "--train-iters", "4", "--eval-interval", "100", "--lr-warmup-iters", "1"];
@@ -97,8 +92,8 @@ Deno.test("train: stop at a checkpoint and resume gives the same losses", async 
   ]);
   strictEqual(resumed.code, 0, resumed.stderr);
   match(resumed.stdout, /loaded .*iteration 2/);
-  const a = losses(await Deno.readTextFile(`${dir}/a.jsonl`));
-  const b = losses(await Deno.readTextFile(`${dir}/b.jsonl`));
+  const a = jsonlLosses(await Deno.readTextFile(`${dir}/a.jsonl`));
+  const b = jsonlLosses(await Deno.readTextFile(`${dir}/b.jsonl`));
   deepStrictEqual(b, a.slice(2));
   await Deno.remove(dir, { recursive: true });
 });
@@ -132,8 +127,8 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
     [...args, "--launcher", "procs", "--log-json", `${dir}/p.jsonl`],
   );
   strictEqual(procs.code, 0, procs.stderr);
-  const w = losses(await Deno.readTextFile(`${dir}/w.jsonl`));
-  deepStrictEqual(losses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
+  const w = jsonlLosses(await Deno.readTextFile(`${dir}/w.jsonl`));
+  deepStrictEqual(jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
   strictEqual(w.length, 3);
   await Deno.remove(dir, { recursive: true });
 });
