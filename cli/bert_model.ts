@@ -22,9 +22,9 @@ import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
 import type { HostTensor } from "../models/checkpoint/shard.ts";
 import { readHfDir } from "../models/hf/io.ts";
-import { validateTransformerConfig } from "../models/shape.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import { checkedConfig } from "./errors.ts";
 import type { FlagValues } from "./flags.ts";
 
 /** The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. */
@@ -164,16 +164,6 @@ export async function loadBert(
     source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
     tokenizerSource: tok.source,
   };
-}
-
-/** `config`, after checking that it builds at `tp` ranks (a one-line error naming `where`). */
-export function checkedConfig<C extends BertConfig>(config: C, tp: number, where: string): C {
-  try {
-    validateTransformerConfig(config, tp);
-  } catch (e) {
-    throw new CheckpointError(`${where}: ${(e as Error).message}`);
-  }
-  return config;
 }
 
 /** What `deno task eval --model bert` reports. */

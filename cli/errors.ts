@@ -21,6 +21,11 @@ import { oneLine } from "../core/files.ts";
 import { NoAdapterError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import {
+  type DropoutConfig,
+  type ShapeConfig,
+  validateTransformerConfig,
+} from "../models/shape.ts";
 import { type FlagSpec, UsageError } from "./flags.ts";
 
 export { UsageError };
@@ -131,4 +136,22 @@ export function reportRankError(
     console.error(`rank ${rank}:`);
     reportError(e, debug);
   }
+}
+
+/**
+ * `config`, after checking that it builds at `tp` tensor-parallel ranks: a
+ * {@link CheckpointError} naming `where` (the checkpoint or Hugging Face folder
+ * the config came from) if not, rather than a model constructor's stack trace.
+ */
+export function checkedConfig<C extends ShapeConfig & DropoutConfig>(
+  config: C,
+  tp: number,
+  where: string,
+): C {
+  try {
+    validateTransformerConfig(config, tp);
+  } catch (e) {
+    throw new CheckpointError(`${where}: ${(e as Error).message}`);
+  }
+  return config;
 }

@@ -26,7 +26,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
-import { DEBUG_FLAG, handled } from "./errors.ts";
+import { checkedConfig, DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
   type FlagSpec,
@@ -173,7 +173,7 @@ export async function loadGpt(
   if (f["init-from-hf"]) {
     const dir = f["init-from-hf"] as string;
     const { config, tensors, source } = await readHfGpt2(dir, progress);
-    const model = new Gpt(layers, config, { seed: 0 });
+    const model = new Gpt(layers, checkedConfig(config, layers.tpSize, dir), { seed: 0 });
     assignGpt2(model.namedParams(), tensors, config, place, source);
     return { model, source: `${dir} (Hugging Face GPT-2)`, where: dir };
   }
@@ -192,7 +192,7 @@ export async function loadGpt(
     }
   }
   const config = meta.model.config as unknown as GptConfig;
-  const model = new Gpt(layers, config, { seed: 0 });
+  const model = new Gpt(layers, checkedConfig(config, layers.tpSize, path), { seed: 0 });
   await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place, progress });
   return {
     model,

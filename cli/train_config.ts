@@ -14,6 +14,9 @@ import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpo
 import {
   DEFAULT_DROPOUT,
   defaultFfnHiddenSize,
+  resolveShape,
+  type ShapeConfig,
+  ShapeError,
   validateTransformerConfig,
 } from "../models/shape.ts";
 import { bertConfigFromHf } from "../models/hf/bert.ts";
@@ -456,6 +459,15 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       }
     }
     fitSequence(f, c.maxPositions, file, adopt);
+    const tp = f["tensor-model-parallel-size"] as number;
+    try {
+      resolveShape(c as unknown as ShapeConfig, tp);
+    } catch (e) {
+      if (!(e instanceof ShapeError)) {
+        throw e;
+      }
+      throw new UsageError(`${file} does not fit --tensor-model-parallel-size ${tp}: ${e.message}`);
+    }
     return extra;
   }
   const loadDir = f.load as string | undefined;

@@ -273,6 +273,12 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       2,
       /--seq-length 32 is longer than the position table of .*config\.json \(16\)/,
     ),
+    T(
+      "HF heads not divisible by tp",
+      ["--init-from-hf", hf, "--tp", "4", "--nproc-per-node", "4"],
+      2,
+      /config\.json does not fit --tensor-model-parallel-size 4: --num-attention-heads 2 is not divisible by the tensor-parallel size 4/,
+    ),
     T("config.json not JSON", ["--init-from-hf", hfBad], 1, /config\.json: not valid JSON/),
     T("missing HF directory", ["--init-from-hf", `${dir}/none`], 1, /config\.json: no such file/),
     T(
@@ -384,6 +390,20 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
       ["--init-from-hf", hfBad, "--data-path", "README.md"],
       1,
       /not valid JSON/,
+    ),
+    C(
+      "cli/eval.ts",
+      "checkpoint heads not divisible by --tp",
+      ["--load", ck, "--tp", "4", "--data-path", "README.md"],
+      1,
+      /iter_0000002: --num-attention-heads 2 is not divisible by the tensor-parallel size 4$/,
+    ),
+    C(
+      "cli/generate.ts",
+      "HF heads not divisible by --tp",
+      ["--init-from-hf", hf, "--tp", "4", "--prompt", "hi", "--tokenizer", "byte"],
+      1,
+      /hf: --num-attention-heads 2 is not divisible by the tensor-parallel size 4$/,
     ),
     C(
       "cli/eval.ts",

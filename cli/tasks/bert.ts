@@ -26,7 +26,8 @@ import {
 } from "../../data/wordpiece_tokenizer.ts";
 import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
-import { checkedConfig, type HfBert, readHfBert } from "../bert_model.ts";
+import { type HfBert, readHfBert } from "../bert_model.ts";
+import { checkedConfig } from "../errors.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,

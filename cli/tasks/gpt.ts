@@ -24,6 +24,7 @@ import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
+import { checkedConfig } from "../errors.ts";
 import { TextStream } from "../text_stream.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
 import {
@@ -118,13 +119,17 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
         `--seq-length ${a.seqLength} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
       );
     }
-    config = {
-      ...hf.config,
-      hiddenDropout: config.hiddenDropout,
-      attentionDropout: config.attentionDropout,
-      fusedAttention: config.fusedAttention,
-      recomputeActivations: config.recomputeActivations,
-    };
+    config = checkedConfig(
+      {
+        ...hf.config,
+        hiddenDropout: config.hiddenDropout,
+        attentionDropout: config.attentionDropout,
+        fusedAttention: config.fusedAttention,
+        recomputeActivations: config.recomputeActivations,
+      },
+      a.tp,
+      hfDir!,
+    );
   }
   return {
     numHeads: config.numHeads,
