@@ -6,7 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { BACKENDS, DEFAULT_BACKEND } from "../core/gpu.ts";
+import { type BackendName, BACKENDS, DEFAULT_BACKEND } from "../core/gpu.ts";
 
 /** One flag: its type, default and help line. */
 export interface FlagSpec {
@@ -209,16 +209,19 @@ export function parseCommandLine(
 
 /**
  * `--backend`, as every command that opens a device takes it, under help
- * section `group`. Not given, it is {@link DEFAULT_BACKEND}, or Deno's WebGPU
- * where several ranks share a process.
+ * section `group`. Not given, it is {@link DEFAULT_BACKEND}, or `workersDefault`
+ * where the command runs several ranks as Workers of one process and names one
+ * for them (`train`: Deno's WebGPU, see `defaultBackendFor`).
  */
-export function backendFlag(group: string): Record<string, FlagSpec> {
+export function backendFlag(group: string, workersDefault?: BackendName): Record<string, FlagSpec> {
+  const workers = workersDefault && workersDefault !== DEFAULT_BACKEND
+    ? `; ${workersDefault} when several ranks share a process`
+    : "";
   return {
     "backend": {
       type: "string",
       choices: BACKENDS,
-      help: `WebGPU implementation (default ${DEFAULT_BACKEND}; deno when several ranks share a ` +
-        "process)",
+      help: `WebGPU implementation (default ${DEFAULT_BACKEND}${workers})`,
       group,
     },
   };

@@ -8,6 +8,7 @@ import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DIST_FLAG_SPECS } from "./dist.ts";
 import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
+import { defaultBackendFor } from "../core/gpu.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -238,7 +239,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "sample from the k most likely tokens (0 = all)",
   },
   "top-p": { type: "float", default: 0.95, min: 0, help: "nucleus sampling mass" },
-  ...backendFlag("Devices and parallelism"),
+  ...backendFlag("Devices and parallelism", defaultBackendFor(2)),
   "tensor-model-parallel-size": {
     type: "int",
     default: 1,
