@@ -26,11 +26,12 @@ export const BACKENDS: readonly BackendName[] = ["deno", "dawn"];
 export const DEFAULT_BACKEND: BackendName = "dawn";
 
 /**
- * The backend for `ranksInProcess` devices in one process when the user names
- * none. Several devices in one process: Deno's WebGPU, whose devices run
- * independently (measured 90% weak-scaling efficiency for 2 ranks on 2 cores),
- * while Dawn's GL path serialises devices that share a process (47%). One
- * device: {@link DEFAULT_BACKEND}.
+ * The backend for `ranksInProcess` training devices in one process when the
+ * user names none. Several devices in one process: Deno's WebGPU, whose devices
+ * run independently (measured 90% weak-scaling efficiency for 2 ranks on 2
+ * cores), while Dawn's GL path serialises devices that share a process (47%).
+ * One device: {@link DEFAULT_BACKEND}. (`eval` and `generate`, which sync at
+ * every collective, keep {@link DEFAULT_BACKEND} for their Workers too.)
  */
 export function defaultBackendFor(ranksInProcess: number): BackendName {
   return ranksInProcess > 1 ? "deno" : DEFAULT_BACKEND;
