@@ -27,7 +27,6 @@ import {
 import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
 import { type HfBert, readHfBert } from "../bert_model.ts";
-import { checkedConfig } from "../errors.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
@@ -109,16 +108,13 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
         `--seq-length ${a.seqLength} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
       );
     }
-    config = checkedConfig(
-      {
-        ...hf.config,
-        hiddenDropout: config.hiddenDropout,
-        attentionDropout: config.attentionDropout,
-        fusedAttention: config.fusedAttention,
-      },
-      a.tp,
-      hfDir!,
-    );
+    // Its shape was checked against --tp before any rank started (agreeWithModelSource).
+    config = {
+      ...hf.config,
+      hiddenDropout: config.hiddenDropout,
+      attentionDropout: config.attentionDropout,
+      fusedAttention: config.fusedAttention,
+    };
   }
   return {
     numHeads: config.numHeads,

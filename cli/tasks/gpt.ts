@@ -24,7 +24,6 @@ import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
-import { checkedConfig } from "../errors.ts";
 import { TextStream } from "../text_stream.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
 import {
@@ -119,17 +118,14 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
         `--seq-length ${a.seqLength} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
       );
     }
-    config = checkedConfig(
-      {
-        ...hf.config,
-        hiddenDropout: config.hiddenDropout,
-        attentionDropout: config.attentionDropout,
-        fusedAttention: config.fusedAttention,
-        recomputeActivations: config.recomputeActivations,
-      },
-      a.tp,
-      hfDir!,
-    );
+    // Its shape was checked against --tp before any rank started (agreeWithModelSource).
+    config = {
+      ...hf.config,
+      hiddenDropout: config.hiddenDropout,
+      attentionDropout: config.attentionDropout,
+      fusedAttention: config.fusedAttention,
+      recomputeActivations: config.recomputeActivations,
+    };
   }
   return {
     numHeads: config.numHeads,
