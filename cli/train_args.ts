@@ -293,12 +293,13 @@ function commonConfig(m: ModelArgs) {
     hiddenDropout: m.hiddenDropout,
     attentionDropout: m.attentionDropout,
     fusedAttention: m.fusedAttention,
+    recomputeActivations: m.recomputeActivations,
   };
 }
 
 /** The GPT config of `m` for a tokenizer of `vocabSize` ids. */
 export function gptConfigOf(m: ModelArgs, vocabSize: number): GptConfig {
-  return { ...commonConfig(m), vocabSize, recomputeActivations: m.recomputeActivations };
+  return { ...commonConfig(m), vocabSize };
 }
 
 /** The BERT config of `m` for a vocabulary of `vocabSize` ids. */

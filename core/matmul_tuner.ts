@@ -145,6 +145,8 @@ export class MatmulTuner implements TilingSource {
   readonly #offered = new Set<string>();
   readonly #adapter: string;
   #spentMs = 0;
+  /** The budget ran out in a {@link MatmulTuner.tune} call: shapes met later wait for a later run. */
+  #exhausted = false;
   /** Shapes of fewer FLOPs keep the heuristic. */
   readonly minFlops: number;
   /** How long each candidate runs per timing, in ms. */
@@ -188,14 +190,16 @@ export class MatmulTuner implements TilingSource {
 
   /**
    * The tuned tiling of `shape`, or undefined (then the caller uses the
-   * heuristic, and the shape waits for {@link tune}).
+   * heuristic, and the shape waits for {@link tune}; once a tune call has run
+   * out of budget, for a later run, so that {@link pending} stays 0).
    */
   tiling(shape: MatmulShape, opts: MatmulOptions): MatmulTiling | undefined {
     if (flopsOf(shape) < this.minFlops) return undefined;
     const key = matmulShapeKey(shape);
     const t = this.#chosen.get(key);
     if (t && this.#stillOffered(key, t, shape, opts)) return t;
-    if (!this.#pending.has(key) && !this.#deferred.has(key)) {
+    if (this.#exhausted) this.#deferred.add(key);
+    else if (!this.#pending.has(key) && !this.#deferred.has(key)) {
       this.#pending.set(key, { shape: { ...shape }, opts });
     }
     return undefined;
@@ -230,6 +234,7 @@ export class MatmulTuner implements TilingSource {
     for (const key of this.#pending.keys()) this.#deferred.add(key);
     this.#pending.clear();
     this.#spentMs += performance.now() - start;
+    if (this.#deferred.size || found.some((r) => !r.complete)) this.#exhausted = true;
     if (Object.keys(table).length && this.store) {
       try {
         this.store.save(this.#adapter, table);

@@ -5,16 +5,16 @@
  * sentence-order-prediction head on the [CLS] token. Layer norm goes after the
  * residual add (original BERT, `postLayerNorm: true`) or before each sub-layer
  * with a final layer norm (pre-LN, the placement the paper found trains larger
- * BERTs stably; the default).
+ * BERTs stably; the default). Optional activation recomputation per layer, as GPT's.
  * @module
  */
 
 import { Dropout, Embedding, LayerNorm, Linear, Module, type ParamInfo } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import { packSaved, type Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention } from "./blocks.ts";
+import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention, throughLayers } from "./blocks.ts";
 import { paddedVocabSize } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
@@ -28,6 +28,12 @@ import {
 
 /** Layer-norm epsilon of a BERT config that does not set one (BERT's). */
 export const BERT_LAYER_NORM_EPS = 1e-12;
+
+/**
+ * The MLM head's gathered rows are padded with ignored rows to a multiple of
+ * this, so that a run meets a few matmul shapes rather than one per masked count.
+ */
+const MLM_ROW_MULTIPLE = 16;
 
 /** Token types (segments) of a BERT config that does not set them (BERT's). */
 export const BERT_TYPE_VOCAB_SIZE = 2;
@@ -268,10 +274,10 @@ export class Bert extends Module {
     ).normed;
     x = this.drop.forward(x);
     const post = !!this.config.postLayerNorm;
-    for (const l of this.blocks) {
-      x = await l.forward(x, keep, post);
-      packSaved(x.device, [x]);
-    }
+    const recomputeWith = this.config.recomputeActivations && this.training
+      ? [this.rng.group, this.rng.rank]
+      : null;
+    x = await throughLayers(x, this.blocks, (l, y) => l.forward(y, keep, post), recomputeWith);
     return this.finalLn ? this.finalLn.forward(x) : x;
   }
 
@@ -290,6 +296,12 @@ export class Bert extends Module {
         picked.push(t);
       }
     });
+    // Ignored rows (target −1, any position) up to a multiple: a few shapes per run, not one per
+    // masked count, for the matmul tuner and the kernel caches; they add exactly 0 to the loss.
+    while (positions.length % MLM_ROW_MULTIPLE !== 0) {
+      positions.push(0);
+      picked.push(-1);
+    }
     const device = this.parallel.device;
     let mlm: Tensor;
     if (positions.length === 0) {

@@ -9,7 +9,8 @@
 import { Dropout, type InitSpec, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import type { RngStream } from "../core/rng.ts";
-import { Tensor } from "../core/tensor.ts";
+import { recompute } from "../core/recompute.ts";
+import { packSaved, Tensor } from "../core/tensor.ts";
 import type { LayerCache } from "./kv_cache.ts";
 import type { LinearLike, ParallelLayers } from "./parallel/layers.ts";
 import type { TransformerShape } from "./shape.ts";
@@ -34,6 +35,29 @@ export interface ProjectionNames {
 /** Init of the residual output projections: std 0.02/sqrt(2·layers). */
 export function outputInit(init: RngStream, layers: number): InitSpec {
   return { rng: init, std: 0.02 / Math.sqrt(2 * layers) };
+}
+
+/**
+ * Runs `x` through `layers` in order, as GPT's and BERT's encoders do. With
+ * `recomputeWith` (training with `recomputeActivations`) each layer keeps only
+ * its input and runs again in the backward pass ({@link recompute}), those
+ * dropout streams rewound so it draws the same masks. After each layer the
+ * activations saved so far are packed when the device stores them in 16 bits
+ * ({@link packSaved}).
+ */
+export async function throughLayers<L extends Module>(
+  x: Tensor,
+  layers: readonly L[],
+  forward: (layer: L, x: Tensor) => Promise<Tensor>,
+  recomputeWith: readonly RngStream[] | null,
+): Promise<Tensor> {
+  for (const layer of layers) {
+    x = recomputeWith
+      ? await recompute((y) => forward(layer, y), x, layer.parameters(), recomputeWith)
+      : await forward(layer, x);
+    packSaved(x.device, [x]);
+  }
+  return x;
 }
 
 /** Whether attention uses the fused kernels unless a config says otherwise. */

@@ -9,11 +9,10 @@
 import type { Device } from "../core/device.ts";
 import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
-import { recompute } from "../core/recompute.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import { packSaved, type Tensor, tidy } from "../core/tensor.ts";
+import { type Tensor, tidy } from "../core/tensor.ts";
 import type { TokenIds } from "../core/token_ids.ts";
-import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention } from "./blocks.ts";
+import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention, throughLayers } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
 import {
@@ -33,8 +32,6 @@ export const GPT_LAYER_NORM_EPS = 1e-5;
 export interface GptConfig extends TransformerConfig {
   /** Layer-norm epsilon (default {@link GPT_LAYER_NORM_EPS}). */
   layerNormEps?: number;
-  /** Recompute each layer's activations in the backward pass. */
-  recomputeActivations?: boolean;
 }
 
 /** The padded vocabulary size: a multiple of `multiple·tp`. */
@@ -200,17 +197,10 @@ export class Gpt extends Module {
     }
     // token lookup, position add and embedding dropout fused
     let x = await this.wte.forwardWithPositions(ids, this.wpe.weight, this.drop.spec());
-    for (const layer of this.blocks) {
-      if (this.config.recomputeActivations && this.training) {
-        x = await recompute((y) => layer.forward(y), x, layer.parameters(), [
-          this.rng.group,
-          this.rng.rank,
-        ]);
-      } else {
-        x = await layer.forward(x);
-      }
-      packSaved(x.device, [x]);
-    }
+    const recomputeWith = this.config.recomputeActivations && this.training
+      ? [this.rng.group, this.rng.rank]
+      : null;
+    x = await throughLayers(x, this.blocks, (layer, y) => layer.forward(y), recomputeWith);
     return this.lnF.forward(x);
   }
 

@@ -123,6 +123,8 @@ export interface TransformerConfig extends ShapeConfig, DropoutConfig {
    * `FUSED_ATTENTION_DEFAULT` (models/blocks.ts); the results agree to float rounding.
    */
   fusedAttention?: boolean;
+  /** Recompute each layer's activations in the backward pass (less memory, one more forward). */
+  recomputeActivations?: boolean;
 }
 
 /**

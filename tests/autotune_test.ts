@@ -341,6 +341,12 @@ Deno.test(
       assert.equal(store.saves, 0);
       useBoth(none);
       assert.equal(none.pending, 0, "a deferred shape is not noted again in this run");
+      // A shape first met after the budget ran out waits too: nothing more to tune or say.
+      const third = Tensor.fromArray(device, randomArray(72 * 48, 12), [72, 48]);
+      device.noGrad(() => ops.matmul(small[0], third, { transB: true }));
+      third.dispose();
+      assert.equal(none.pending, 0, "after the budget ran out, new shapes are not pending");
+      assert.equal(none.deferred, 3);
 
       // A budget of 1 ms runs out in the first shape (or before it): whatever was
       // timed serves this run only, and both shapes are still untuned in the store.

@@ -30,7 +30,10 @@
  * rows past the sequence, must have a gradient of exactly zero. Cases: GPT
  * with vocabulary 37 (padded to 128) and 48 (unpadded, multiple 16); BERT
  * pre-LN and post-LN (vocabulary 37 padded to 128, padding in the batch, two
- * segments, 5 MLM targets, an explicit MLM normaliser under post-LN).
+ * segments, 5 MLM targets, an explicit MLM normaliser under post-LN). Each BERT
+ * case runs again with activation recomputation: the same loss (1e-6 relative)
+ * and gradients (1e-5 relative + 1e-7), and fewer bytes held after the forward
+ * pass.
  */
 
 import { Tensor } from "../core/tensor.ts";
@@ -142,15 +145,22 @@ for (const post of [false, true]) {
       const w32 = randomizeWeights(m, post ? 32 : 33);
       const i32 = (a: ArrayLike<number>, shape: number[]) =>
         TokenIds.fromHost(dev, Array.from(a), shape);
-      const { loss, grads } = await gpuGrads(dev, m, () =>
-        m.loss({
+      /** The model's loss on the batch, noting the bytes its forward pass left allocated. */
+      const lossOn = (model: Bert, held: number[]) => async () => {
+        const before = dev.pool.liveBytes;
+        const loss = await model.loss({
           ids: i32(batch.ids, [B, T]),
           tokenTypes: i32(batch.tokenTypes, [B, T]),
           keep: Tensor.fromArray(dev, Float32Array.from(batch.keep), [B, T]),
           mlmTargets: i32(batch.mlmTargets, [B, T]),
           sopLabels: i32(batch.sopLabels, [B]),
           mlmNormalizer: batch.mlmNormalizer,
-        }));
+        });
+        held.push(dev.pool.liveBytes - before);
+        return loss;
+      };
+      const plainHeld: number[] = [];
+      const { loss, grads } = await gpuGrads(dev, m, lossOn(m, plainHeld));
       // float64 copies of the float32 weights: the steps below are exact.
       const w = new Map([...w32].map(([n, a]) => [n, Float64Array.from(a)]));
       const refCfg = { ...cfg, paddedVocab: m.paddedVocab };
@@ -172,6 +182,29 @@ for (const post of [false, true]) {
         h,
         T,
       );
+      // With each layer recomputed in backward: the same gradients, fewer bytes
+      // held between the passes (only each layer's input).
+      const rec = new Bert(TensorParallelLayers.single(dev), {
+        ...cfg,
+        recomputeActivations: true,
+      }, { seed: 12 });
+      randomizeWeights(rec, post ? 32 : 33);
+      const recHeld: number[] = [];
+      const recomputed = await gpuGrads(dev, rec, lossOn(rec, recHeld));
+      assertClose([recomputed.loss], [loss], { rtol: 1e-6, what: "BERT loss, recomputed" });
+      for (const [n, g] of grads) {
+        assertClose(recomputed.grads.get(n)!, g, {
+          rtol: 1e-5,
+          atol: 1e-7,
+          what: `${n}, recomputed`,
+        });
+      }
+      if (!(recHeld[0] < plainHeld[0])) {
+        throw new Error(
+          `recomputation held ${recHeld[0]} bytes after the forward pass, without ${plainHeld[0]}`,
+        );
+      }
+      rec.dispose();
       m.dispose();
     },
   );

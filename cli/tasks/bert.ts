@@ -17,7 +17,6 @@ import {
   prepareBertCorpus,
 } from "../../data/bert_batches.ts";
 import { loadText } from "../../data/corpus.ts";
-import { DataError } from "../../data/errors.ts";
 import {
   createBertTokenizer,
   readWordPieceTokenizer,
@@ -36,6 +35,7 @@ import {
   type TaskCheckpointInfo,
   type TaskData,
   type TaskEnv,
+  withRunSettings,
 } from "./task.ts";
 
 /** Rows `lo .. lo + rows` of `b` as model inputs; the batch is shared by `parts` DP ranks. */
@@ -102,19 +102,8 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
     await createBertTokenizer();
   const splits = await loadBertSplits(a, tokenizer);
   let config = bertConfigOf(a.model, tokenizer.vocabSize);
-  if (hf) {
-    if (a.seqLength > hf.config.maxPositions) {
-      throw new DataError(
-        `--seq-length ${a.seqLength} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
-      );
-    }
-    // Its shape was checked against --tp before any rank started (agreeWithModelSource).
-    config = {
-      ...hf.config,
-      hiddenDropout: config.hiddenDropout,
-      attentionDropout: config.attentionDropout,
-      fusedAttention: config.fusedAttention,
-    };
+  if (hf && hfDir) {
+    config = withRunSettings(hf.config, config, a.seqLength, hfDir);
   }
   return {
     numHeads: config.numHeads,

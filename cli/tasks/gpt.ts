@@ -34,6 +34,7 @@ import {
   type TaskCheckpointInfo,
   type TaskData,
   type TaskEnv,
+  withRunSettings,
 } from "./task.ts";
 
 /** Training and validation token streams, and where they came from. */
@@ -106,26 +107,14 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   const hfDir = a.initFromHf;
   const hf = hfDir ? await readHfGpt2(hfDir) : null;
   let config = gptConfigOf(a.model, tokenizer.vocabSize);
-  if (hf) {
+  if (hf && hfDir) {
     if (hf.config.vocabSize !== tokenizer.vocabSize) {
       throw new DataError(
         `${hfDir} has a vocabulary of ${hf.config.vocabSize}, the ${tokenizer.name} tokenizer ` +
           `${tokenizer.vocabSize}; use --tokenizer gpt2 for GPT-2 checkpoints`,
       );
     }
-    if (a.seqLength > hf.config.maxPositions) {
-      throw new DataError(
-        `--seq-length ${a.seqLength} exceeds the checkpoint's position table (${hf.config.maxPositions})`,
-      );
-    }
-    // Its shape was checked against --tp before any rank started (agreeWithModelSource).
-    config = {
-      ...hf.config,
-      hiddenDropout: config.hiddenDropout,
-      attentionDropout: config.attentionDropout,
-      fusedAttention: config.fusedAttention,
-      recomputeActivations: config.recomputeActivations,
-    };
+    config = withRunSettings(hf.config, config, a.seqLength, hfDir);
   }
   return {
     numHeads: config.numHeads,
