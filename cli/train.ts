@@ -25,7 +25,12 @@ import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkWritableFile, ensureWritableDir } from "./paths.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
-import { agreeWithModelSource, TRAIN_FLAGS, validateTrainFlags } from "./train_config.ts";
+import {
+  agreeWithModelSource,
+  refuseFlagsOfOtherModel,
+  TRAIN_FLAGS,
+  validateTrainFlags,
+} from "./train_config.ts";
 import { trainArgsFromFlags } from "./train_args.ts";
 import { trainRank } from "./train_run.ts";
 
@@ -59,7 +64,9 @@ async function preflight(f: FlagValues): Promise<string[]> {
       throw e;
     }
   }
-  return await agreeWithModelSource(f);
+  const extra = await agreeWithModelSource(f);
+  refuseFlagsOfOtherModel(f);
+  return extra;
 }
 
 /** Runs `deno task train` with `args`; returns the exit code. */

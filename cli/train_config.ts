@@ -526,6 +526,35 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   return extra;
 }
 
+/** Flags that only a GPT run reads: its tokenizer and the text sampled at the end. */
+export const GPT_ONLY_FLAGS: readonly string[] = [
+  "tokenizer",
+  "sample-tokens",
+  "prompt",
+  "temperature",
+  "top-k",
+  "top-p",
+];
+
+/**
+ * Refuses a GPT-only flag ({@link GPT_ONLY_FLAGS}) given to a BERT run, once the
+ * model family is settled ({@link agreeWithModelSource}): BERT reads WordPiece
+ * and samples no text, so the flag would be ignored without a word.
+ */
+export function refuseFlagsOfOtherModel(f: FlagValues): void {
+  if (f.model !== "bert") return;
+  // `--sample-tokens 0` asks for what BERT does anyway (scripts pass it to both families).
+  const given = GPT_ONLY_FLAGS.filter((n) =>
+    wasGiven(f, n) && !(n === "sample-tokens" && f[n] === 0)
+  );
+  if (given.length) {
+    throw new UsageError(
+      `${given.map((n) => `--${n}`).join(", ")}: for --model gpt only (BERT uses WordPiece ` +
+        "and samples no text); drop " + (given.length > 1 ? "them" : "it"),
+    );
+  }
+}
+
 /**
  * The {@link CHECKPOINT_ARG_FLAGS} values saved in a checkpoint's state (by
  * flag name); for checkpoints saved without them, the tokenizer the vocabulary

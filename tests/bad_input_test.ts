@@ -167,6 +167,11 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       /BERT needs --seq-length/,
     ),
     T("--top-p above 1", ["--top-p", "2"], /--top-p must be at most 1/),
+    T(
+      "GPT-only flags to BERT",
+      ["--model", "bert", "--tokenizer", "gpt2", "--prompt", "Hi"],
+      /--tokenizer, --prompt: for --model gpt only \(BERT uses WordPiece and samples no text\); drop them/,
+    ),
   ]);
 });
 
