@@ -272,13 +272,25 @@ Deno.test(
 );
 
 Deno.test(
-  "mismatched or corrupt checkpoints are refused and nothing is written",
+  "mismatched or corrupt checkpoints are refused and nothing is written; run settings may differ",
   gpuTest,
   async () => {
     const dir = await Deno.makeTempDir();
     const a = Gpt.serial(dev, tiny, 31);
-    const info = gptCheckpointInfo(tiny);
+    // Saved as `train` saves: every run setting spelled out.
+    const info = gptCheckpointInfo({ ...tiny, fusedAttention: true, recomputeActivations: false });
     await saveCheckpoint(dir, { iteration: 1, params: a.namedParams(), ...info });
+    // How it runs may change (the attention kernels, dropout, recomputation); not its shape.
+    const unfused = {
+      ...tiny,
+      fusedAttention: false,
+      hiddenDropout: 0,
+      recomputeActivations: true,
+    };
+    const u = Gpt.serial(dev, unfused, 30);
+    await loadCheckpoint(dir, { params: u.namedParams(), model: gptCheckpointInfo(unfused).model });
+    deepStrictEqual(await values(u.namedParams()), await values(a.namedParams()));
+    u.dispose();
     const bigger = { ...tiny, hiddenSize: 20 };
     const b = Gpt.serial(dev, bigger, 32);
     const before = await values(b.namedParams());

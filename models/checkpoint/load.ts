@@ -17,6 +17,7 @@ export const RUNTIME_CONFIG_KEYS: readonly string[] = [
   "hiddenDropout",
   "attentionDropout",
   "recomputeActivations",
+  "fusedAttention",
 ];
 
 /** What {@link loadCheckpoint} needs. */
