@@ -29,6 +29,7 @@ import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { checkedConfig, DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
+  checkModelSource,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
@@ -223,9 +224,7 @@ async function readIds(
 
 /** Validates the flag combination; throws UsageError. */
 export function validateEvalFlags(f: FlagValues): void {
-  if (!f.load === !f["init-from-hf"]) {
-    throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
-  }
+  checkModelSource(f);
   if (!f["data-path"]) throw new UsageError("--data-path is required");
   if (f["use-checkpoint-args"] && !f.load) {
     throw new UsageError("--use-checkpoint-args takes the arguments from --load DIR; pass it");

@@ -19,6 +19,7 @@ import { bertSourceFromFlags, loadBert } from "./bert_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
+  checkModelSource,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
@@ -56,9 +57,7 @@ probabilities under the model's masked-language-model head.`;
 
 /** Validates the flag combination; throws UsageError. */
 export function validateFillMaskFlags(f: FlagValues): void {
-  if (!f.load === !f["init-from-hf"]) {
-    throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
-  }
+  checkModelSource(f);
   if (f.text === undefined) throw new UsageError('--text "… [MASK] …" is required');
   if (!(f.text as string).includes("[MASK]")) {
     throw new UsageError("--text has no [MASK] token to fill");

@@ -94,6 +94,22 @@ export function wasGiven(f: FlagValues, name: string): boolean {
   return given.get(f)?.has(name) ?? false;
 }
 
+/**
+ * The model source of `eval`, `generate` and `fill-mask`: exactly one of
+ * `--load DIR` and `--init-from-hf DIR`; `--iteration` picks a checkpoint of
+ * `--load`'s only. Throws {@link UsageError}.
+ */
+export function checkModelSource(f: FlagValues): void {
+  if (!f.load === !f["init-from-hf"]) {
+    throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
+  }
+  if (f.iteration !== undefined && !f.load) {
+    throw new UsageError(
+      "--iteration picks a checkpoint of --load DIR; a Hugging Face directory has one model",
+    );
+  }
+}
+
 /** Parses `args` against `specs`. */
 export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
   const specs = withMegatronSpellings(table);

@@ -19,6 +19,7 @@ export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
+  checkModelSource,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
@@ -68,9 +69,7 @@ Continues TEXT with the model, streaming the text to stdout as it is generated
 
 /** Validates the flag combination; throws UsageError. */
 export function validateGenerateFlags(f: FlagValues): void {
-  if (!f.load === !f["init-from-hf"]) {
-    throw new UsageError("pass exactly one of --load DIR and --init-from-hf DIR");
-  }
+  checkModelSource(f);
   if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const p = f["top-p"] as number;
   if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);

@@ -12,6 +12,7 @@ import {
   DistConfigError,
   type Launcher,
   localDistConfig,
+  parseDuration,
   parseLauncher,
 } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
@@ -61,6 +62,47 @@ const PROFILE_FLAGS: Record<string, FlagSpec> = {
   "json": { type: "boolean", help: "one JSON object instead of tables" },
 };
 
+/**
+ * The train flags a profile applies: the GPT's shape and settings, the batch,
+ * the optimizer step's learning rate and clipping, the devices and tensor
+ * parallelism, and matmul tuning. It runs fp32 on random tokens, one
+ * micro-batch, no data parallelism, so the other train flags would change
+ * nothing; they are not accepted.
+ */
+export const PROFILED_TRAIN_FLAGS: readonly string[] = [
+  "model",
+  "num-layers",
+  "hidden-size",
+  "num-attention-heads",
+  "ffn-hidden-size",
+  "seq-length",
+  "max-position-embeddings",
+  "hidden-dropout",
+  "attention-dropout",
+  "recompute-activations",
+  "use-flash-attn",
+  "no-flash-attn",
+  "micro-batch-size",
+  "lr",
+  "clip-grad",
+  "seed",
+  "backend",
+  "tensor-model-parallel-size",
+  "overlap-tp-comm",
+  "launcher",
+  "dist-timeout",
+  "no-matmul-autotune",
+  "matmul-autotune-budget",
+  "matmul-tuning-cache",
+  "debug",
+];
+
+/** The profile's flags: the train flags it applies, then its own. */
+const SPECS: Record<string, FlagSpec> = {
+  ...Object.fromEntries(PROFILED_TRAIN_FLAGS.map((n) => [n, TRAIN_FLAGS[n]])),
+  ...PROFILE_FLAGS,
+};
+
 const USAGE = `Usage: deno task profile [train flags] [profile flags]
 
 Runs --warmup untimed and --steps profiled training steps of the GPT that the
@@ -74,7 +116,8 @@ works (any backend; Dawn by default). Rank 0's tables are printed, then each
 rank's step time, GPU time and time in collectives (timed after a device sync
 each, in the profiled steps only), split into waiting for a slower rank to
 arrive and the exchanges themselves (per call, the least time any rank took:
-the last to arrive waits for nobody).`;
+the last to arrive waits for nobody). It runs fp32, one micro-batch, no data
+parallelism, so it takes only the train flags listed below.`;
 
 /** Kernel families, in report order. */
 export const FAMILIES = [
@@ -603,8 +646,7 @@ export function formatRanks(ps: Profile[]): string {
 }
 
 async function run(args: string[]): Promise<number> {
-  const specs = { ...TRAIN_FLAGS, ...PROFILE_FLAGS };
-  const f = parseCommandLine(args, specs, USAGE);
+  const f = parseCommandLine(args, SPECS, USAGE);
   if (typeof f === "number") return f;
   const tp = f["tensor-model-parallel-size"] as number;
   if (tp > 1) {
@@ -640,8 +682,11 @@ export const PROFILE_RESULT_TAG = "PROFILE_RESULT";
  */
 async function profileRanks(tp: number, f: FlagValues): Promise<Profile[] | null> {
   let launcher: Launcher;
+  let timeoutMs: number;
   try {
     launcher = parseLauncher(f.launcher as string | undefined);
+    // Ranks tune their matmuls in the warm-up, each at its own pace (minutes at GPT-2's sizes).
+    timeoutMs = parseDuration((f["dist-timeout"] as string | undefined) ?? "30m");
   } catch (e) {
     if (e instanceof DistConfigError) throw new UsageError(`profile: ${e.message}`);
     throw e;
@@ -652,13 +697,12 @@ async function profileRanks(tp: number, f: FlagValues): Promise<Profile[] | null
       worker: PROFILE_WORKER,
       args: [JSON.stringify(f), "--print"],
       tag: PROFILE_RESULT_TAG,
-      // Ranks tune their matmuls in the warm-up, each at its own pace (minutes at GPT-2's sizes).
-      distTimeout: (f["dist-timeout"] as string | undefined) ?? "30m",
+      distTimeout: `${timeoutMs}ms`,
     });
   }
   // Several devices in one process: Deno's WebGPU unless named (as `deno task train` does).
   const flags = { ...f, backend: f.backend ?? defaultBackendFor(tp) };
-  const res = await runWorkers(localDistConfig(tp, 30 * 60_000), PROFILE_WORKER, [
+  const res = await runWorkers(localDistConfig(tp, timeoutMs), PROFILE_WORKER, [
     JSON.stringify(flags),
   ]);
   if (!res.ok) {

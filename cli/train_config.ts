@@ -203,7 +203,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "use-checkpoint-args": {
     type: "boolean",
     help:
-      "with --load: take the model flags, --seq-length and the tokenizer from the checkpoint (given ones must agree)",
+      "with --load: take the model flags, --seq-length, the tokenizer, dropout and --recompute-activations from the checkpoint (given shape flags and tokenizer must agree; the others override)",
   },
   "init-from-hf": {
     type: "string",
@@ -375,6 +375,18 @@ function checkDataFlags(f: FlagValues): void {
   if (train !== undefined && f["data-path"] !== undefined) {
     throw new UsageError("give either --data-path or --train-data-path, not both");
   }
+  if (train !== undefined && valid !== undefined) {
+    const splitting = ["split", "val-fraction"].filter((n) => wasGiven(f, n));
+    if (splitting.length) {
+      throw new UsageError(
+        `--${splitting[0]} splits one corpus; --train-data-path with --valid-data-path ` +
+          "are already split: drop it",
+      );
+    }
+  }
+  if (f["save-interval"] !== undefined && !f.save) {
+    throw new UsageError("--save-interval needs --save DIR (where the checkpoints go)");
+  }
   if (f["use-checkpoint-args"] && !f.load) {
     throw new UsageError("--use-checkpoint-args needs --load DIR");
   }
@@ -536,12 +548,25 @@ export const GPT_ONLY_FLAGS: readonly string[] = [
   "top-p",
 ];
 
+/** Flags that only a BERT run reads: the original post-LN placement (GPT here is GPT-2's pre-LN). */
+export const BERT_ONLY_FLAGS: readonly string[] = ["apply-residual-connection-post-layernorm"];
+
 /**
- * Refuses a GPT-only flag ({@link GPT_ONLY_FLAGS}) given to a BERT run, once the
- * model family is settled ({@link agreeWithModelSource}): BERT reads WordPiece
- * and samples no text, so the flag would be ignored without a word.
+ * Refuses a flag of the other model family given to a run, once the family is
+ * settled ({@link agreeWithModelSource}), since it would be ignored without a
+ * word: a GPT-only flag ({@link GPT_ONLY_FLAGS}) to BERT, which reads WordPiece
+ * and samples no text, or a BERT-only one ({@link BERT_ONLY_FLAGS}) to GPT.
  */
 export function refuseFlagsOfOtherModel(f: FlagValues): void {
+  if (f.model === "gpt") {
+    const given = BERT_ONLY_FLAGS.filter((n) => wasGiven(f, n));
+    if (given.length) {
+      throw new UsageError(
+        `--${given[0]}: for --model bert only (the GPT here is GPT-2's pre-LN); drop it`,
+      );
+    }
+    return;
+  }
   if (f.model !== "bert") return;
   // `--sample-tokens 0` asks for what BERT does anyway (scripts pass it to both families).
   const given = GPT_ONLY_FLAGS.filter((n) =>

@@ -168,6 +168,17 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     ),
     T("--top-p above 1", ["--top-p", "2"], /--top-p must be at most 1/),
     T(
+      "BERT-only flag to GPT",
+      ["--apply-residual-connection-post-layernorm"],
+      /--apply-residual-connection-post-layernorm: for --model bert only/,
+    ),
+    T("--save-interval without --save", ["--save-interval", "5"], /--save-interval needs --save/),
+    T(
+      "--split with train and validation files",
+      ["--train-data-path", "README.md", "--valid-data-path", "README.md", "--split", "9,1,0"],
+      /--split splits one corpus; --train-data-path with --valid-data-path are already split/,
+    ),
+    T(
       "GPT-only flags to BERT",
       ["--model", "bert", "--tokenizer", "gpt2", "--prompt", "Hi"],
       /--tokenizer, --prompt: for --model gpt only \(BERT uses WordPiece and samples no text\); drop them/,
@@ -377,6 +388,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
     C("cli/eval.ts", "no data", ["--load", ck], 2, /--data-path is required/),
     C(
       "cli/eval.ts",
+      "--iteration of a Hugging Face directory",
+      ["--init-from-hf", hfBad, "--iteration", "3", "--data-path", "README.md"],
+      2,
+      /--iteration picks a checkpoint of --load DIR/,
+    ),
+    C(
+      "cli/eval.ts",
       "missing checkpoint",
       ["--load", `${dir}/none`, "--data-path", "README.md"],
       1,
@@ -484,6 +502,7 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       /--output OUT\.bin is required/,
     ),
     C("cli/preprocess.ts", "unknown flag", ["--bogus"], 2, /Unknown option '--bogus'/),
+    C("cli/profile.ts", "a train flag it does not apply", ["--fp16"], 2, /Unknown option '--fp16'/),
     C(
       "cli/preprocess.ts",
       "unknown tokenizer",
