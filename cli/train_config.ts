@@ -510,9 +510,8 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       if (f[flag] !== saved) {
         refuse(flag, f[flag], where, `${key} ${saved}`, "drop the flag to resume its model");
       }
-    } else if (typeof raw === "number" && f[flag] !== raw) {
-      // An unset position table defaults to --seq-length: adopt it only when they differ.
-      if (flag !== "max-position-embeddings" || raw !== f["seq-length"]) adopt(flag, raw);
+    } else if (typeof raw === "number" && f[flag] !== raw && flag !== "max-position-embeddings") {
+      adopt(flag, raw);
     }
   }
   if (typeof c.maxPositions === "number") fitSequence(f, c.maxPositions, where, adopt);
@@ -535,6 +534,13 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       // Other given flags (dropout, --seq-length within the position table) override.
     }
   }
+  // An unset position table defaults to --seq-length, settled only now (--use-checkpoint-args
+  // may have taken the saved one): adopt the saved table where the two differ.
+  const table = c.maxPositions;
+  if (
+    typeof table === "number" && !wasGiven(f, "max-position-embeddings") &&
+    table !== f["seq-length"]
+  ) adopt("max-position-embeddings", table);
   return extra;
 }
 

@@ -103,6 +103,36 @@ Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("train: --use-checkpoint-args resumes a model whose position table is longer than its sequence", async () => {
+  const dir = await Deno.makeTempDir();
+  // 64 is also --seq-length's default: the saved table must still be taken.
+  const first = await runCli("cli/train.ts", [
+    ...tiny,
+    "--max-position-embeddings",
+    "64",
+    "--train-iters",
+    "2",
+    "--save",
+    dir,
+  ]);
+  strictEqual(first.code, 0, first.stderr);
+  const resumed = await runCli("cli/train.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--train-iters",
+    "3",
+    "--eval-iters",
+    "1",
+    "--sample-tokens",
+    "0",
+  ]);
+  strictEqual(resumed.code, 0, resumed.stderr);
+  match(resumed.stdout, /loaded .*iteration 2/);
+  match(resumed.stdout, /seq 16/);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: --split and --train-data-path/--valid-data-path", async () => {
   const dir = await Deno.makeTempDir();
   const split = await runCli("cli/train.ts", [
