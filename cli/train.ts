@@ -97,7 +97,17 @@ async function run(args: string[]): Promise<number> {
         `use fewer --nproc-per-node, or map ranks explicitly with --devices`,
     );
   }
-  if (dist.world > 1 || dist.source !== "single") {
+  // The backend a rank opens: under --launcher procs each rank is a process of its own.
+  const ranksPerProcess = dist.launcher === "procs" ? 1 : dist.localWorld;
+  const backend = (f.backend as string | undefined) ?? defaultBackendFor(ranksPerProcess);
+  if (split.flags.devices?.includes("name:") && backend !== "dawn") {
+    throw new UsageError(
+      `--devices name:… picks an adapter through Dawn's adapter= option; add --backend dawn ` +
+        `(this run's backend is ${backend})`,
+    );
+  }
+  // A rank given --devices runs as a Worker too: that is where a device is chosen.
+  if (dist.world > 1 || dist.source !== "single" || split.flags.devices !== undefined) {
     const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(dist.localWorld)];
     // Under --launcher procs the launcher passes signals on to the rank processes,
     // whose main threads handle them; otherwise this main thread tells its Workers.

@@ -239,7 +239,15 @@ export class Device {
   /** Acquires an adapter and a device with the adapter's own limits. */
   static async create(opts: DeviceOptions = {}): Promise<Device> {
     const provider = opts.provider ?? await gpuProvider(opts.backend ?? DEFAULT_BACKEND);
-    const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
+    let adapter: GPUAdapter | null;
+    try {
+      adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
+    } catch (e) {
+      // Dawn throws when its adapter=NAME option (--devices name:…) matches nothing,
+      // listing the adapters it has: one line.
+      const detail = String((e as Error)?.message ?? e).replace(/\s*\n\s*\*?\s*/g, " ").trim();
+      throw new NoAdapterError(provider.backend, detail, false);
+    }
     if (!adapter) throw new NoAdapterError(provider.backend, "requestAdapter() returned null");
     const requiredLimits: Record<string, number> = {};
     for (const k of REQUESTED_LIMITS) {

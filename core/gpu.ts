@@ -61,11 +61,16 @@ export interface GPUProvider {
 
 /** Thrown when a backend cannot give an adapter; the message says how to get one. */
 export class NoAdapterError extends Error {
-  /** Creates the error for `backend`, with `detail` saying what happened. */
-  constructor(readonly backend: BackendName, detail: string) {
+  /**
+   * Creates the error for `backend`, with `detail` saying what happened; with
+   * `installHint` false (the adapters exist, none matched what was asked) the
+   * message is that one line, without how to install a driver.
+   */
+  constructor(readonly backend: BackendName, detail: string, installHint = true) {
     super(
-      `No WebGPU adapter from the ${backend} backend (${detail}).\n` +
-        (backend === "browser"
+      `No WebGPU adapter from the ${backend} backend (${detail}).` +
+        (!installHint ? "" : "\n") +
+        (!installHint || backend === "browser"
           ? ""
           : backend === "deno"
           ? "  Deno's WebGPU needs a Vulkan (Linux), Metal (macOS) or DX12 (Windows) driver.\n" +
@@ -340,7 +345,13 @@ export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
   const envBackend = Deno.env.get("WEBGPU_DAWN_BACKEND");
-  const chosen = options ?? (envBackend ? [`backend=${envBackend}`] : defaultDawnOptions());
+  const base = envBackend ? [`backend=${envBackend}`] : defaultDawnOptions();
+  // Options that name no backend (e.g. `adapter=NAME`, from --devices) keep the default one.
+  const chosen = !options
+    ? base
+    : options.some((o) => o.startsWith("backend="))
+    ? options
+    : [...base, ...options];
   // Dawn's Vulkan backend hides shader-f16 on NVIDIA unless asked (harmless elsewhere:
   // the toggle applies only there, and an adapter that ignores it is unchanged).
   const opts = chosen.some((o) => o.startsWith("enable-dawn-features="))

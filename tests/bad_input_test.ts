@@ -174,6 +174,11 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     ),
     T("--save-interval without --save", ["--save-interval", "5"], /--save-interval needs --save/),
     T(
+      "--devices name: without Dawn",
+      ["--devices", "name:llvmpipe", "--backend", "deno"],
+      /--devices name:… picks an adapter through Dawn's adapter= option; add --backend dawn/,
+    ),
+    T(
       "--split with train and validation files",
       ["--train-data-path", "README.md", "--valid-data-path", "README.md", "--split", "9,1,0"],
       /--split splits one corpus; --train-data-path with --valid-data-path are already split/,
@@ -329,6 +334,13 @@ Deno.test("bad input, train: failures found on the device or during training", a
       code: 1,
       says:
         /--seq-length 8192 is too long for this adapter: .*maxStorageBufferBindingSize.*--seq-length ≤ \d+/,
+    }),
+    noTraining({
+      name: "--devices name: that matches no adapter (one rank: still chosen, not ignored)",
+      script: "cli/train.ts",
+      args: [...tiny, "--train-iters", "1", "--devices", "name:NoSuchGPU", "--backend", "dawn"],
+      code: 1,
+      says: /No WebGPU adapter from the dawn backend \(no adapter .*name 'NoSuchGPU'/,
     }),
     {
       name: "loss becomes NaN (the checkpoint and log before it stay)",
