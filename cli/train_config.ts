@@ -306,6 +306,27 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
   }
   if (f.fp16 && f.bf16) throw new UsageError("give either --fp16 or --bf16, not both");
+  if (!f.fp16) {
+    // Loss scaling exists for fp16's narrow range only: bf16 and fp32 run without it.
+    const scaling = [
+      "loss-scale",
+      "initial-loss-scale",
+      "min-loss-scale",
+      "loss-scale-window",
+      "hysteresis",
+    ]
+      .filter((n) => wasGiven(f, n));
+    if (scaling.length) {
+      throw new UsageError(
+        `--${scaling[0]} sets fp16's loss scaling; give --fp16 (bf16 and fp32 use no loss scale)`,
+      );
+    }
+  }
+  if (f["accumulate-allreduce-grads-in-fp32"] && !f.fp16 && !f.bf16) {
+    throw new UsageError(
+      "--accumulate-allreduce-grads-in-fp32 is for --fp16 or --bf16 (fp32 gradients are all-reduced in fp32)",
+    );
+  }
   if (f["f16-arithmetic"] && !f.fp16) {
     throw new UsageError("--f16-arithmetic needs --fp16 (bf16 has no native WGSL type)");
   }

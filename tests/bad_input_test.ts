@@ -174,6 +174,16 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     ),
     T("--save-interval without --save", ["--save-interval", "5"], /--save-interval needs --save/),
     T(
+      "loss scaling without --fp16",
+      ["--bf16", "--loss-scale-window", "100"],
+      /--loss-scale-window sets fp16's loss scaling; give --fp16/,
+    ),
+    T(
+      "fp32 all-reduce of fp32 gradients",
+      ["--accumulate-allreduce-grads-in-fp32"],
+      /--accumulate-allreduce-grads-in-fp32 is for --fp16 or --bf16/,
+    ),
+    T(
       "--devices name: without Dawn",
       ["--devices", "name:llvmpipe", "--backend", "deno"],
       /--devices name:… picks an adapter through Dawn's adapter= option; add --backend dawn/,
