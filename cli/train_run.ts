@@ -366,8 +366,8 @@ async function trainOn<B>(
   const json = log.isLogger && a.logJson
     ? await JsonLog.open(a.logJson, a.load ? startIter - 1 : undefined, {
       config: a.flags,
-      // A rank does not know the node count of a multi-node launch (null in JSON).
-      world: { size: world, tp: a.tp, dp, nodes: dist ? NaN : 1 },
+      // null in JSON where the launch does not say (e.g. torchrun without LOCAL_WORLD_SIZE).
+      world: { size: world, tp: a.tp, dp, nodes: dist ? dist.nodes ?? NaN : 1 },
       first_iteration: startIter,
     })
     : null;

@@ -64,6 +64,13 @@ export interface DistConfig {
   /** Where the values came from. */
   source: "flags" | "torchrun" | "slurm" | "openmpi" | "single";
   /**
+   * Nodes (hosts) in the job where the launch says: `--nnodes`, Slurm's node
+   * count, or the world over the launcher's local world size (torchrun's
+   * `LOCAL_WORLD_SIZE`, Open MPI's `OMPI_COMM_WORLD_LOCAL_SIZE`); undefined
+   * where it does not.
+   */
+  nodes?: number;
+  /**
    * How this node runs its ranks: as Workers of this process (default), or as
    * one OS process each (`--launcher procs`, see collectives/procs.ts).
    */
@@ -232,6 +239,7 @@ export function resolveDistConfig(
       masterPort: port,
       storeHost: nn === 1 ? "127.0.0.1" : masterAddr,
       source: "flags",
+      nodes: nn,
     };
   }
   const one = (
@@ -242,6 +250,7 @@ export function resolveDistConfig(
     singleHost: boolean,
     runId: string | undefined,
     runIdSource: string,
+    nodes: number | undefined,
   ): DistConfig | null => {
     if (rank === undefined || world === undefined) return null;
     if (rank >= world) {
@@ -259,7 +268,15 @@ export function resolveDistConfig(
       masterPort: port,
       storeHost: singleHost ? "127.0.0.1" : masterAddr,
       source,
+      ...(nodes === undefined ? {} : { nodes }),
     };
+  };
+  /** `world / localSize` when the local size divides the world, else undefined. */
+  const nodesOf = (world: number | undefined, localSize: string | undefined) => {
+    const local = Number(localSize);
+    return world !== undefined && Number.isInteger(local) && local > 0 && world % local === 0
+      ? world / local
+      : undefined;
   };
   const torchWorld = int("WORLD_SIZE", env.WORLD_SIZE, 1);
   // torchrun's static rendezvous (TORCHELASTIC_USE_AGENT_STORE=True): its agent
@@ -285,6 +302,7 @@ export function resolveDistConfig(
     env.LOCAL_WORLD_SIZE !== undefined && Number(env.LOCAL_WORLD_SIZE) === torchWorld,
     torchRunId || undefined,
     "TORCHELASTIC_RUN_ID",
+    nodesOf(torchWorld, env.LOCAL_WORLD_SIZE),
   );
   if (torch) return torch;
   const slurmNodes = env.SLURM_STEP_NUM_NODES ?? env.SLURM_NNODES ?? env.SLURM_JOB_NUM_NODES;
@@ -298,6 +316,7 @@ export function resolveDistConfig(
       ? env.SLURM_JOB_ID + (env.SLURM_STEP_ID ? `.${env.SLURM_STEP_ID}` : "")
       : undefined,
     "SLURM_JOB_ID",
+    slurmNodes !== undefined && /^\d+$/.test(slurmNodes) ? Number(slurmNodes) : undefined,
   );
   if (slurm) {
     if (!addr) {
@@ -323,6 +342,7 @@ export function resolveDistConfig(
     ompiOneHost,
     env.OMPI_MCA_ess_base_jobid,
     "OMPI_MCA_ess_base_jobid",
+    nodesOf(ompiWorld, env.OMPI_COMM_WORLD_LOCAL_SIZE),
   );
   if (ompi) {
     if (!addr && ompi.world > 1 && !ompiOneHost) {
@@ -343,6 +363,7 @@ export function resolveDistConfig(
     masterPort: port,
     storeHost: "127.0.0.1",
     source: "single",
+    nodes: 1,
   };
 }
 
@@ -362,5 +383,6 @@ export function localDistConfig(world: number, distTimeoutMs = 60000): DistConfi
     storeHost: "127.0.0.1",
     distTimeoutMs,
     source: "single",
+    nodes: 1,
   };
 }

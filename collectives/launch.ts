@@ -28,6 +28,8 @@ export interface WorkerContext {
   localRank: number;
   /** Total ranks. */
   world: number;
+  /** Nodes in the job, where the launch says (`DistConfig.nodes`). */
+  nodes?: number;
   /** The group of all ranks. */
   group: ProcessGroup;
   /** The transport context (for {@link ProcessGroup.newGroup} and friends). */
@@ -52,6 +54,8 @@ export interface WorkerInit {
   localRank: number;
   /** World size. */
   world: number;
+  /** Nodes in the job, where known. */
+  nodes?: number;
   /** Global ranks in this process. */
   localRanks: number[];
   /** Shared arena memory. */
@@ -210,6 +214,7 @@ export async function runWorkers(
         rank,
         localRank: cfg.localRankBase + i,
         world: cfg.world,
+        nodes: cfg.nodes,
         localRanks: opts.forceTcp ? [rank] : localRanks,
         memory: arena.memory,
         store: remote ? { hostname: cfg.storeHost, port: cfg.masterPort } : undefined,

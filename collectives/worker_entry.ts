@@ -51,6 +51,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       rank: init.rank,
       localRank: init.localRank,
       world: init.world,
+      nodes: init.nodes,
       group: comm.worldGroup(),
       comm,
       device: init.device,

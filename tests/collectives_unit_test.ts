@@ -144,7 +144,7 @@ Deno.test("TP groups are consecutive ranks, DP groups the same position across t
   assert.throws(() => parallelLayout(6, 4), /must divide/);
 });
 
-Deno.test("rank and world come from flags, torchrun, Slurm or Open MPI", () => {
+Deno.test("rank, world and nodes come from flags, torchrun, Slurm or Open MPI", () => {
   const { flags, rest } = splitDistArgs([
     "--nproc-per-node=2",
     "--nnodes",
@@ -170,6 +170,7 @@ Deno.test("rank and world come from flags, torchrun, Slurm or Open MPI", () => {
     29500,
   ]);
   assert.equal(c.distTimeoutMs, 500);
+  assert.equal(c.nodes, 3);
   const t = resolveDistConfig({}, {
     RANK: "3",
     WORLD_SIZE: "4",
@@ -185,12 +186,17 @@ Deno.test("rank and world come from flags, torchrun, Slurm or Open MPI", () => {
     1,
     1234,
   ]);
+  assert.equal(t.nodes, undefined, "torchrun without LOCAL_WORLD_SIZE does not say");
+  const t2 = resolveDistConfig({}, { RANK: "3", WORLD_SIZE: "4", LOCAL_WORLD_SIZE: "2" });
+  assert.equal(t2.nodes, 2);
   const s = resolveDistConfig({}, {
     SLURM_PROCID: "2",
     SLURM_NTASKS: "8",
     SLURM_LOCALID: "2",
     SLURM_JOB_NODELIST: "gpu[03-06,09],cpu1",
+    SLURM_NNODES: "4",
   });
+  assert.equal(s.nodes, 4);
   assert.deepEqual([s.source, s.rankBase, s.world, s.masterAddr], ["slurm", 2, 8, "gpu03"]);
   const o = resolveDistConfig({}, {
     OMPI_COMM_WORLD_RANK: "1",
@@ -199,12 +205,14 @@ Deno.test("rank and world come from flags, torchrun, Slurm or Open MPI", () => {
     MASTER_ADDR: "m",
   });
   assert.deepEqual([o.source, o.rankBase, o.world, o.localRankBase], ["openmpi", 1, 2, 1]);
+  assert.equal(o.nodes, undefined);
   assert.throws(
     () => resolveDistConfig({}, { OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "2" }),
     /MASTER_ADDR/,
   );
   assert.throws(() => resolveDistConfig({ "node-rank": "2", nnodes: "2" }, {}), /below/);
   assert.equal(resolveDistConfig({}, {}).source, "single");
+  assert.equal(resolveDistConfig({}, {}).nodes, 1);
   assert.equal(firstSlurmHost("node7"), "node7");
   assert.equal(parseDuration("2m"), 120000);
   assert.equal(parseDuration("30"), 30000);
