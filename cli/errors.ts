@@ -61,7 +61,14 @@ const OS_ERRORS = [
   Deno.errors.InvalidData,
   Deno.errors.UnexpectedEof,
   Deno.errors.NotCapable,
+  Deno.errors.FilesystemLoop,
 ] as const;
+
+/**
+ * OS errors Deno reports as a plain Error, by errno: the disk or the quota is
+ * full (ENOSPC 28, EDQUOT 122), the file system is read-only (EROFS 30).
+ */
+const FULL_OR_READ_ONLY = /\(os error (28|30|122)\)/;
 
 /**
  * The exit code and message of a user error, or null for a bug. Usage errors
@@ -76,7 +83,8 @@ export function classify(e: unknown): { code: 1 | 2; message: string } | null {
   }
   if (
     e instanceof DataError || e instanceof CheckpointError || e instanceof RunError ||
-    e instanceof CollectiveError || OS_ERRORS.some((c) => e instanceof c)
+    e instanceof CollectiveError || OS_ERRORS.some((c) => e instanceof c) ||
+    FULL_OR_READ_ONLY.test(e.message)
   ) {
     return { code: 1, message: oneLine(e.message) };
   }
@@ -113,9 +121,15 @@ export async function handled(
   try {
     return await body();
   } catch (e) {
+    // The reader of our output went away (`deno task generate … | head`): stop
+    // quietly with the status a process killed by SIGPIPE has.
+    if (e instanceof Deno.errors.BrokenPipe) return SIGPIPE_STATUS;
     return reportError(e, wantsDebug(args));
   }
 }
+
+/** Exit status after a write to a closed pipe: 128 + SIGPIPE (13), as the shell reports it. */
+export const SIGPIPE_STATUS = 141;
 
 /**
  * In a rank of a multi-rank run (launched with `log: false`): the first rank of

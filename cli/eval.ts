@@ -212,7 +212,14 @@ async function readIds(
   if (bin && !meta) return { ids: await readTokenBin(path, vocabSize), source: path };
   const name = (f.tokenizer as string | undefined) ?? meta?.tokenizer ??
     (vocabSize === 256 ? "byte" : "gpt2");
-  const tok = await createTokenizer(name);
+  let tok;
+  try {
+    tok = await createTokenizer(name);
+  } catch (e) {
+    // Only a sidecar can name an unknown one (the flag takes its choices only).
+    if (e instanceof RangeError) throw new DataError(`${path}.json: ${e.message}`);
+    throw e;
+  }
   if (tok.vocabSize > vocabSize) {
     throw new UsageError(
       `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${vocabSize}`,

@@ -170,8 +170,11 @@ export async function fillMask(
     for (let v = 0; v < V; v++) m = Math.max(m, row[v]);
     let z = 0;
     for (let v = 0; v < V; v++) z += Math.exp(row[v] - m);
-    const order = Array.from({ length: V }, (_, v) => v).sort((a, b) => row[b] - row[a] || a - b);
-    const predictions = order.slice(0, Math.min(k, V)).map((id) => {
+    // A vocabulary padded past the tokenizer (Megatron's 30592 for 30522) has ids no word spells.
+    const spelled = Math.min(V, tok.vocabSize);
+    const order = Array.from({ length: spelled }, (_, v) => v)
+      .sort((a, b) => row[b] - row[a] || a - b);
+    const predictions = order.slice(0, Math.min(k, spelled)).map((id) => {
       const token = tok.idToToken(id);
       return { id, token, prob: Math.exp(row[id] - m) / z, sequence: fillNth(text, index, token) };
     });

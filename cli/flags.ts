@@ -171,6 +171,11 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
         `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
       );
     }
+    if (s.type === "int" && !Number.isSafeInteger(num)) {
+      throw new UsageError(
+        `--${name} ${str} is too large: integers go up to ${Number.MAX_SAFE_INTEGER}`,
+      );
+    }
     if (s.min !== undefined && num < s.min) {
       throw new UsageError(`--${name} must be ≥ ${s.min}, got ${num}`);
     }

@@ -119,9 +119,11 @@ export async function generateRank(
   const c = model.config;
   const name = (f.tokenizer as string | undefined) ?? (c.vocabSize === 256 ? "byte" : "gpt2");
   const tok = await createTokenizer(name);
-  if (tok.vocabSize > c.vocabSize) {
+  if (tok.vocabSize !== c.vocabSize) {
+    // A smaller one could not spell every id the model samples.
     throw new UsageError(
-      `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${c.vocabSize}`,
+      `the ${name} tokenizer has ${tok.vocabSize} ids but the model ${c.vocabSize}; ` +
+        (c.vocabSize === 256 ? "use --tokenizer byte" : "use --tokenizer gpt2 or drop --tokenizer"),
     );
   }
   const text = f.prompt as string;

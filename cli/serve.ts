@@ -11,7 +11,7 @@
 
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { handled } from "./errors.ts";
-import { type FlagSpec, parseCommandLine } from "./flags.ts";
+import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task serve`. */
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
@@ -124,18 +124,30 @@ export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
     const f = parseCommandLine(args, SERVE_FLAGS, USAGE);
     if (typeof f === "number") return f;
+    if ((f.port as number) > 65535) throw new UsageError(`--port must be ≤ 65535, got ${f.port}`);
     const ms = await bundleWeb();
     console.log(`bundled web/app.ts and web/worker.ts in ${(ms / 1000).toFixed(1)} s`);
     const ac = new AbortController();
-    const server = Deno.serve({
-      port: f.port as number,
-      hostname: f.host as string,
-      signal: ac.signal,
-      onListen: ({ hostname, port }) => {
-        const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
-        console.log(`serving the browser trainer at http://${shown}:${port}/ (Ctrl-C stops)`);
-      },
-    }, handle);
+    let server: Deno.HttpServer;
+    try {
+      server = Deno.serve({
+        port: f.port as number,
+        hostname: f.host as string,
+        signal: ac.signal,
+        onListen: ({ hostname, port }) => {
+          const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+          console.log(`serving the browser trainer at http://${shown}:${port}/ (Ctrl-C stops)`);
+        },
+      }, handle);
+    } catch (e) {
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new UsageError(`--port ${f.port} is in use (another server?); choose another --port`);
+      }
+      if (e instanceof Deno.errors.AddrNotAvailable) {
+        throw new UsageError(`--host ${f.host} is not an address of this machine`);
+      }
+      throw e;
+    }
     const stop = () => ac.abort();
     for (const sig of ["SIGINT", "SIGTERM"] as const) {
       try {

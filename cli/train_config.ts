@@ -351,6 +351,11 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     // β = 1 never forgets (the moment is the first gradient forever) and β > 1 diverges.
     if (!(v >= 0 && v < 1)) throw new UsageError(`--${n} must be in [0, 1), got ${v}`);
   }
+  if (f.prompt === "" && (f["sample-tokens"] as number) > 0) {
+    throw new UsageError(
+      "--prompt is empty: give the text the final sample continues, or --sample-tokens 0",
+    );
+  }
   if ((f["top-p"] as number) > 1) {
     throw new UsageError(`--top-p must be at most 1, got ${f["top-p"]}`);
   }
@@ -536,6 +541,14 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     }
   }
   if (typeof c.maxPositions === "number") fitSequence(f, c.maxPositions, where, adopt);
+  // The data order and the dropout streams continue from the saved seed.
+  const seed = meta.state?.seed;
+  if (typeof seed === "number" && seed !== f.seed) {
+    if (wasGiven(f, "seed")) {
+      refuse("seed", f.seed, where, `seed ${seed}`, "drop --seed to resume its data order");
+    }
+    adopt("seed", seed);
+  }
   const post = "apply-residual-connection-post-layernorm";
   if (arch === "bert" && typeof c.postLayerNorm === "boolean" && c.postLayerNorm !== !!f[post]) {
     if (wasGiven(f, post)) {

@@ -8,11 +8,11 @@
  */
 
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
-import { classify, reportError, RunError } from "../cli/errors.ts";
+import { classify, reportError, RunError, SIGPIPE_STATUS } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import { type CliResult, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { type CliResult, permissionArgs, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
   ...TINY_RUN_FLAGS,
@@ -103,6 +103,11 @@ const fixtures = (async () => {
   await Deno.writeTextFile(`${dir}/empty.txt`, "");
   await Deno.writeTextFile(`${dir}/short.txt`, "far too short");
   await Deno.writeTextFile(`${dir}/log.txt`, "not a log\n");
+  await Deno.writeFile(`${dir}/odd.bin`, new Uint8Array(400));
+  await Deno.writeTextFile(
+    `${dir}/odd.bin.json`,
+    JSON.stringify({ tokenizer: "GPT2BPETokenizer" }),
+  );
 })();
 fixtures.catch(() => {}); // reported by the tests that await it
 
@@ -173,6 +178,12 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       /--apply-residual-connection-post-layernorm: for --model bert only/,
     ),
     T("--save-interval without --save", ["--save-interval", "5"], /--save-interval needs --save/),
+    T(
+      "empty --prompt for the final sample",
+      ["--sample-tokens", "5", "--prompt", ""],
+      /--prompt is empty: give the text the final sample continues, or --sample-tokens 0/,
+    ),
+    T("a --seed past 2^53", ["--seed", "9007199254740993"], /--seed 9007199254740993 is too large/),
     T(
       "loss scaling without --fp16",
       ["--bf16", "--loss-scale-window", "100"],
@@ -279,6 +290,12 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
         strictEqual((await Deno.stat(`${corrupt}/iter_0000002/model_tp00.safetensors`)).size, size);
         strictEqual((await Deno.readTextFile(`${corrupt}/latest`)).trim(), "2");
       },
+    ),
+    T(
+      "--seed disagrees with the checkpoint",
+      ["--load", ck, "--seed", "99"],
+      2,
+      /--seed 99 disagrees with the checkpoint .*\(seed 1234\); drop --seed/,
     ),
     T(
       "model flags disagree with the checkpoint",
@@ -410,6 +427,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
     C("cli/eval.ts", "no data", ["--load", ck], 2, /--data-path is required/),
     C(
       "cli/eval.ts",
+      "a .bin whose sidecar names an unknown tokenizer",
+      ["--load", ck, "--data-path", `${dir}/odd.bin`],
+      1,
+      /odd\.bin\.json: unknown tokenizer "GPT2BPETokenizer"/,
+    ),
+    C(
+      "cli/eval.ts",
       "--iteration of a Hugging Face directory",
       ["--init-from-hf", hfBad, "--iteration", "3", "--data-path", "README.md"],
       2,
@@ -524,6 +548,14 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       /--output OUT\.bin is required/,
     ),
     C("cli/preprocess.ts", "unknown flag", ["--bogus"], 2, /Unknown option '--bogus'/),
+    C(
+      "cli/profile.ts",
+      "heads that do not divide the hidden size",
+      ["--hidden-size", "100", "--num-attention-heads", "3"],
+      2,
+      /--hidden-size 100 is not divisible by --num-attention-heads 3/,
+    ),
+    C("cli/serve.ts", "a port past 65535", ["--port", "70000"], 2, /--port must be ≤ 65535/),
     C("cli/profile.ts", "a train flag it does not apply", ["--fp16"], 2, /Unknown option '--fp16'/),
     C(
       "cli/preprocess.ts",
@@ -568,6 +600,34 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
   ]);
 });
 
+Deno.test("generate into a pipe its reader closed stops quietly, as SIGPIPE would (141)", async () => {
+  await fixtures;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...permissionArgs("cli/generate.ts"),
+      "cli/generate.ts",
+      "--load",
+      ck,
+      "--prompt",
+      "Call me",
+      "--max-new-tokens",
+      "5000",
+    ],
+    cwd: new URL("../", import.meta.url).pathname,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await reader.read(); // the prompt, then the reader goes away (`| head -c 5`)
+  await reader.cancel();
+  const [status, err] = await Promise.all([child.status, new Response(child.stderr).text()]);
+  strictEqual(status.code, SIGPIPE_STATUS, err);
+  ok(!/a bug|error:/.test(err), err);
+});
+
 Deno.test("--debug adds the stack trace; a bug always shows it", async () => {
   const r = await runCli("cli/train.ts", ["--adam-beta2", "2", "--debug"], undefined, {
     timeoutMs: 60000,
@@ -581,6 +641,11 @@ Deno.test("--debug adds the stack trace; a bug always shows it", async () => {
   deepStrictEqual(classify(new CheckpointError("c")), { code: 1, message: "c" });
   deepStrictEqual(classify(new RunError("r")), { code: 1, message: "r" });
   deepStrictEqual(classify(new Deno.errors.NotFound("n")), { code: 1, message: "n" });
+  // A full disk or a read-only file system come from Deno as a plain Error, by errno.
+  const full = "No space left on device (os error 28)";
+  deepStrictEqual(classify(new Error(full)), { code: 1, message: full });
+  strictEqual(classify(new Error("Read-only file system (os error 30)"))?.code, 1);
+  strictEqual(classify(new Deno.errors.FilesystemLoop("loop"))?.code, 1);
   strictEqual(classify(new TypeError("t")), null);
   const printed: string[] = [];
   const orig = console.error;
