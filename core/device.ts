@@ -243,6 +243,8 @@ export class Device {
     try {
       adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
     } catch (e) {
+      // Ours (e.g. wgpu's OpenGL fallback refused) say what to do already.
+      if (e instanceof NoAdapterError) throw e;
       // Dawn throws when its adapter=NAME option (--devices name:…) matches nothing,
       // listing the adapters it has: one line.
       const detail = String((e as Error)?.message ?? e).replace(/\s*\n\s*\*?\s*/g, " ").trim();
