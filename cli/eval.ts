@@ -42,6 +42,7 @@ import { runTensorParallel } from "./tp_command.ts";
 import { formatValidationLines, stderrProgress } from "./log.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
+import { limitError } from "./limits.ts";
 
 /** Every flag of `deno task eval`. */
 export const EVAL_FLAGS: Record<string, FlagSpec> = {
@@ -306,13 +307,14 @@ export async function evalBertRank(
     );
   }
   const t0 = performance.now();
-  const r = await evaluateBert(
-    model,
-    bertEvalBatches(corpus, tokenizer, {
-      batchSize: f["micro-batch-size"] as number,
-      seqLength: T,
-      seed,
-    }),
+  const mb = f["micro-batch-size"] as number;
+  const r = await withinLimits(
+    () =>
+      evaluateBert(
+        model,
+        bertEvalBatches(corpus, tokenizer, { batchSize: mb, seqLength: T, seed }),
+      ),
+    { microBatch: mb, seqLength: T },
   );
   const s = (performance.now() - t0) / 1000;
   if (print) {
@@ -343,6 +345,18 @@ export async function evalBertRank(
   }
   model.dispose();
   return r;
+}
+
+/** `run()`, with an adapter limit hit inside a kernel reported as the size flags to lower. */
+async function withinLimits<T>(
+  run: () => Promise<T>,
+  sizes: { microBatch: number; seqLength: number },
+): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    throw limitError(e, sizes) ?? e;
+  }
 }
 
 /**
@@ -379,12 +393,11 @@ export async function evalRank(
     console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
   }
   const t0 = performance.now();
-  const r = await evaluateStream(
-    model,
-    data.ids,
-    T,
-    f["micro-batch-size"] as number,
-    print ? stderrProgress("eval", !!f.json) : undefined,
+  const mb = f["micro-batch-size"] as number;
+  const r = await withinLimits(
+    () =>
+      evaluateStream(model, data.ids, T, mb, print ? stderrProgress("eval", !!f.json) : undefined),
+    { microBatch: mb, seqLength: T },
   );
   const s = (performance.now() - t0) / 1000;
   if (print) {

@@ -427,6 +427,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
     C("cli/eval.ts", "no data", ["--load", ck], 2, /--data-path is required/),
     C(
       "cli/eval.ts",
+      "a batch past the adapter's binding limit",
+      ["--load", ck, "--micro-batch-size", "60000", "--data-path", "data/assets/moby_dick.txt"],
+      1,
+      /past an adapter limit at --seq-length 16 and --micro-batch-size 60000; lower them/,
+    ),
+    C(
+      "cli/eval.ts",
       "a .bin whose sidecar names an unknown tokenizer",
       ["--load", ck, "--data-path", `${dir}/odd.bin`],
       1,
