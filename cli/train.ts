@@ -15,6 +15,7 @@
  */
 
 import { DistConfigError, splitDistArgs } from "../collectives/env.ts";
+import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
 import { listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
@@ -23,6 +24,7 @@ import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkWritableFile, ensureWritableDir } from "./paths.ts";
+import { takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
 import {
@@ -106,6 +108,25 @@ async function run(args: string[]): Promise<number> {
         `(this run's backend is ${backend})`,
     );
   }
+  // One run at a time per --save directory: the process that hosts global rank 0 holds its lock
+  // (a rank process of our procs launcher leaves it to the launcher).
+  const release = f.save && dist.rankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV)
+    ? await takeSaveLock(f.save as string)
+    : null;
+  try {
+    return await runRanks(f, split, dist, extra);
+  } finally {
+    release?.();
+  }
+}
+
+/** Runs this process's ranks: Workers (or rank processes) through the launcher, or one rank here. */
+async function runRanks(
+  f: FlagValues,
+  split: ReturnType<typeof splitDistArgs>,
+  dist: ReturnType<typeof distConfig>,
+  extra: string[],
+): Promise<number> {
   // A rank given --devices runs as a Worker too: that is where a device is chosen.
   if (dist.world > 1 || dist.source !== "single" || split.flags.devices !== undefined) {
     const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(dist.localWorld)];

@@ -1,10 +1,12 @@
 /**
  * `deno task train` as a user meets it: bad input gets a clear error before any
  * training starts, and a run stopped at a checkpoint and resumed gives the same
- * losses as the uninterrupted run (bitwise: the kernels are deterministic).
+ * losses as the uninterrupted run (bitwise: the kernels are deterministic); two
+ * runs never save to one directory at once.
  */
 
 import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
+import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
 import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
@@ -130,5 +132,35 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
   const w = jsonlLosses(await Deno.readTextFile(`${dir}/w.jsonl`));
   deepStrictEqual(jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
   strictEqual(w.length, 3);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: one run at a time per --save directory; a dead run's lock is taken over", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  const lock = `${dir}/${SAVE_LOCK_FILE}`;
+  // A live holder on this host: another process (a sleep stands in for a training run).
+  const holder = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  const held = { pid: holder.pid, host: Deno.hostname(), started: "2026-12-04T00:00:00Z" };
+  await Deno.writeTextFile(lock, JSON.stringify(held));
+  const args = [...tiny, "--train-iters", "2", "--save", dir];
+  const refused = await runCli("cli/train.ts", args);
+  strictEqual(refused.code, 2, refused.stderr);
+  match(refused.stderr, new RegExp(`--save .* is in use by another run \\(pid ${holder.pid} on `));
+  if (/iteration\s+1\//.test(refused.stdout)) throw new Error("training started despite the lock");
+  // Its holder dies (as a run killed with SIGKILL leaves its file behind): the next run takes it.
+  holder.kill("SIGKILL");
+  await holder.status;
+  const taken = await runCli("cli/train.ts", args);
+  strictEqual(taken.code, 0, taken.stderr);
+  match(taken.stdout, /saved checkpoint at iteration 2/);
+  // Released at the end, a multi-rank run's too (its launcher ends with Deno.exit).
+  await Deno.stat(lock).then(() => {
+    throw new Error(`${lock} left behind`);
+  }, () => {});
+  const workers = await runCli("cli/train.ts", [...args, "--nproc-per-node", "2", "--tp", "2"]);
+  strictEqual(workers.code, 0, workers.stderr);
+  await Deno.stat(lock).then(() => {
+    throw new Error(`${lock} left behind by a multi-rank run`);
+  }, () => {});
   await Deno.remove(dir, { recursive: true });
 });

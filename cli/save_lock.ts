@@ -1,0 +1,120 @@
+/**
+ * One run at a time per checkpoint directory. Two runs saving to the same
+ * `--save DIR` would overwrite each other's iterations and `latest` without a
+ * word, so the process that hosts global rank 0 takes `DIR/.save.lock` (its
+ * pid, host and start time; created exclusively) for the run's life. Another
+ * run that finds the file refuses to start, naming the holder, unless the
+ * holder is gone: a pid on this host that no longer exists (a run killed with
+ * SIGKILL leaves its file behind), whose file it takes over.
+ * @module
+ */
+
+import { UsageError } from "./flags.ts";
+
+/** The lock file's name inside the checkpoint directory. */
+export const SAVE_LOCK_FILE = ".save.lock";
+
+/** What a lock file holds. */
+interface Holder {
+  pid: number;
+  host: string;
+  started: string;
+}
+
+/**
+ * Takes `dir`'s save lock and returns its release (which removes the file if
+ * it is still this process's; it also runs when the process exits). Throws
+ * {@link UsageError} while another live run holds it.
+ */
+export async function takeSaveLock(dir: string): Promise<() => void> {
+  const path = `${dir}/${SAVE_LOCK_FILE}`;
+  const me: Holder = {
+    pid: Deno.pid,
+    host: hostName() ?? "an unnamed host",
+    started: new Date().toISOString(),
+  };
+  const text = JSON.stringify(me) + "\n";
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await Deno.writeTextFile(path, text, { createNew: true });
+      const done = () => release(path, text);
+      // The launcher ends the process with Deno.exit, past any finally: unload still runs.
+      globalThis.addEventListener("unload", done);
+      return done;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    // A file just created may not be written yet: read it again a moment later.
+    const holder = await readHolder(path) ??
+      await new Promise((r) => setTimeout(r, 200)).then(() => readHolder(path));
+    if (holder && !isGone(holder)) {
+      throw new UsageError(
+        `--save ${dir} is in use by another run (pid ${holder.pid} on ${holder.host}, since ` +
+          `${holder.started}); wait for it or give another --save (if no such run exists, ` +
+          `remove ${path})`,
+      );
+    }
+    // Its holder is gone (or the file is unreadable): take it over, once.
+    await Deno.remove(path).catch(() => {});
+  }
+  throw new UsageError(`--save ${dir}: another run took ${path} at the same moment`);
+}
+
+async function readHolder(path: string): Promise<Holder | null> {
+  try {
+    const h = JSON.parse(await Deno.readTextFile(path));
+    return typeof h?.pid === "number" && typeof h?.host === "string" ? h as Holder : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A holder on this host whose process no longer exists. Another host's, or one
+ * whose liveness cannot be checked (no host name, no FFI), counts as alive.
+ */
+function isGone(h: Holder): boolean {
+  const here = hostName();
+  if (here === null || h.host !== here) return false;
+  return processExists(h.pid) === false;
+}
+
+/**
+ * Whether process `pid` exists on this host: glibc's `kill(pid, 0)` through FFI
+ * (0: it does; EPERM: it does, another user's; ESRCH: it does not). Null where
+ * glibc cannot be loaded. (Deno reads `/proc` only with every permission.)
+ */
+function processExists(pid: number): boolean | null {
+  let libc;
+  try {
+    libc = Deno.dlopen("libc.so.6", {
+      kill: { parameters: ["i32", "i32"], result: "i32" },
+      __errno_location: { parameters: [], result: "pointer" },
+    });
+  } catch {
+    return null;
+  }
+  try {
+    if (libc.symbols.kill(pid, 0) === 0) return true;
+    const at = libc.symbols.__errno_location();
+    return at !== null && new Deno.UnsafePointerView(at).getInt32() === EPERM;
+  } finally {
+    libc.close();
+  }
+}
+
+/** errno: the process exists but may not be signalled. */
+const EPERM = 1;
+
+/** This host's name, or null where the sys permission does not allow asking (no prompt). */
+function hostName(): string | null {
+  return Deno.permissions.querySync({ name: "sys", kind: "hostname" }).state === "granted"
+    ? Deno.hostname()
+    : null;
+}
+
+function release(path: string, text: string): void {
+  try {
+    if (Deno.readTextFileSync(path) === text) Deno.removeSync(path);
+  } catch { /* already gone */ }
+}
