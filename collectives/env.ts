@@ -46,6 +46,12 @@ export interface DistConfig {
   /** Rendezvous port. */
   masterPort: number;
   /**
+   * Whether {@link masterPort} was asked for (`--master-port`, `MASTER_PORT`)
+   * rather than the default: a one-node `--launcher procs` job picks a free
+   * port otherwise, so that two such jobs can run at once.
+   */
+  portAsked?: boolean;
+  /**
    * Where the rendezvous store listens and where ranks reach it: 127.0.0.1
    * when every rank of the job is on this host, else {@link masterAddr}.
    */
@@ -214,6 +220,7 @@ export function resolveDistConfig(
     distTimeoutMs,
     devices,
     launcher,
+    portAsked: (flags["master-port"] ?? env.MASTER_PORT) !== undefined,
     ...(hostShm === undefined ? {} : { hostShm }),
   };
   const nproc = int("--nproc-per-node", flags["nproc-per-node"], 1);

@@ -55,6 +55,18 @@ export function grantedPermissionFlags(): string[] {
   ).map((name) => `--allow-${name}`);
 }
 
+/** A port free on 127.0.0.1 now (the OS's choice), or `fallback` where none can be had. */
+function freeLocalPort(fallback: number): number {
+  try {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    return port;
+  } catch {
+    return fallback;
+  }
+}
+
 /**
  * Starts one process per local rank of `cfg` and waits for them. When one
  * fails, the others get the dist timeout plus 5 s to fail on their own (they
@@ -71,13 +83,17 @@ export function grantedPermissionFlags(): string[] {
  *
  * Identity: a one-node job without a run id gets a random one, passed to the
  * ranks as `TORCHELASTIC_RUN_ID`, so ranks of another job started on the same
- * port are refused at rendezvous.
+ * port are refused at rendezvous; without a port asked for it also gets a free
+ * one, so two such jobs run at once.
  */
 export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {}): Promise<number> {
   const program = opts.program ?? Deno.mainModule;
   const { rest } = splitDistArgs(opts.args ?? Deno.args);
   const devices = cfg.devices ? ["--devices", cfg.devices] : [];
-  const runId = cfg.runId ?? (cfg.world === cfg.localWorld ? randomRunId() : undefined);
+  const oneNode = cfg.world === cfg.localWorld;
+  const runId = cfg.runId ?? (oneNode ? randomRunId() : undefined);
+  // One node and no port asked for: a free one, as torchrun --standalone picks (two jobs at once).
+  const port = oneNode && !cfg.portAsked ? freeLocalPort(cfg.masterPort) : cfg.masterPort;
   const children = Array.from(
     { length: cfg.localWorld },
     (_, i) =>
@@ -97,7 +113,7 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
           LOCAL_RANK: String(cfg.localRankBase + i),
           LOCAL_WORLD_SIZE: String(cfg.localWorld),
           MASTER_ADDR: cfg.masterAddr,
-          MASTER_PORT: String(cfg.masterPort),
+          MASTER_PORT: String(port),
           DIST_TIMEOUT: `${cfg.distTimeoutMs}ms`,
           ...(cfg.hostShm === undefined ? {} : { [HOST_SHM_VARIABLE]: cfg.hostShm ? "on" : "off" }),
           TORCHELASTIC_RUN_ID: runId ?? "none",

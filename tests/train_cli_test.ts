@@ -164,3 +164,25 @@ Deno.test("train: one run at a time per --save directory; a dead run's lock is t
   }, () => {});
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("train: two one-node --launcher procs jobs at once both train (each picks a free port)", async () => {
+  const job = (seed: string) =>
+    runCli("cli/train.ts", [
+      ...tiny,
+      "--train-iters",
+      "3",
+      "--seed",
+      seed,
+      "--nproc-per-node",
+      "2",
+      "--tp",
+      "2",
+      "--launcher",
+      "procs",
+    ]);
+  const [a, b] = await Promise.all([job("1"), job("2")]);
+  strictEqual(a.code, 0, a.stderr);
+  strictEqual(b.code, 0, b.stderr);
+  match(a.stdout, /iteration\s+3\/\s+3/);
+  match(b.stdout, /iteration\s+3\/\s+3/);
+});
