@@ -69,8 +69,11 @@ export interface HfBert {
 }
 
 /** Reads a Hugging Face BERT directory (config, weights, tokenizer); no device needed. */
-export async function readHfBert(dir: string): Promise<HfBert> {
-  const hf = await readHfDir(dir);
+export async function readHfBert(
+  dir: string,
+  progress?: (done: number, total: number) => void,
+): Promise<HfBert> {
+  const hf = await readHfDir(dir, progress);
   const { config, tensors } = bertFromHfDir(hf);
   const tok = await bertTokenizerFor(dir, config.vocabSize);
   return {
@@ -124,11 +127,12 @@ export async function loadBert(
   device: Device,
   from: BertSource,
   layers: ParallelLayers = TensorParallelLayers.single(device),
+  progress?: (done: number, total: number) => void,
 ): Promise<LoadedBert> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (from.hfDir) {
     const dir = from.hfDir;
-    const hf = await readHfBert(dir);
+    const hf = await readHfBert(dir, progress);
     const model = new Bert(layers, checkedConfig(hf.config, layers.tpSize, dir), { seed: 0 });
     assignBert(model.namedParams(), hf.tensors, hf.config.vocabSize, place, hf.source);
     return {
@@ -157,6 +161,7 @@ export async function loadBert(
     iteration,
     paddedRows: bertPaddedRows(config.vocabSize),
     ...place,
+    progress,
   });
   return {
     model,

@@ -283,6 +283,7 @@ export async function evalBertRank(
     device,
     bertSourceFromFlags(f),
     layers,
+    print ? stderrProgress("loading", !!f.json) : undefined,
   );
   const c = model.config;
   const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;

@@ -17,6 +17,7 @@ import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
 import { bertSourceFromFlags, loadBert } from "./bert_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
+import { stderrProgress } from "./log.ts";
 import {
   backendFlag,
   checkModelSource,
@@ -196,6 +197,8 @@ async function run(args: string[]): Promise<number> {
     const { model, tokenizer, source, tokenizerSource } = await loadBert(
       device,
       bertSourceFromFlags(f),
+      undefined,
+      stderrProgress("loading"),
     );
     const c = model.config;
     console.error(

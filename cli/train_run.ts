@@ -27,7 +27,7 @@ import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { Trainer } from "../models/trainer.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, limitError } from "./limits.ts";
-import { formatLogLine, formatValidationLines, JsonLog, Progress } from "./log.ts";
+import { formatLogLine, formatValidationLines, JsonLog, Progress, stderrProgress } from "./log.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
@@ -176,6 +176,7 @@ async function load<B>(
     tp: a.tp,
     tpRank: L.tpRank,
     ...task.checkpointInfo,
+    progress: L.log.isLogger ? stderrProgress("loading checkpoint") : undefined,
   });
   const st = r.state as SavedState;
   if (st.sampler) task.restoreSampler(st.sampler);
