@@ -42,7 +42,7 @@ import { runTensorParallel } from "./tp_command.ts";
 import { formatValidationLines, stderrProgress } from "./log.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
-import { limitError } from "./limits.ts";
+import { withinLimits } from "./limits.ts";
 
 /** Every flag of `deno task eval`. */
 export const EVAL_FLAGS: Record<string, FlagSpec> = {
@@ -346,18 +346,6 @@ export async function evalBertRank(
   }
   model.dispose();
   return r;
-}
-
-/** `run()`, with an adapter limit hit inside a kernel reported as the size flags to lower. */
-async function withinLimits<T>(
-  run: () => Promise<T>,
-  sizes: { microBatch: number; seqLength: number },
-): Promise<T> {
-  try {
-    return await run();
-  } catch (e) {
-    throw limitError(e, sizes) ?? e;
-  }
 }
 
 /**

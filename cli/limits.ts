@@ -62,3 +62,15 @@ export function limitError(
       `--tensor-model-parallel-size). The kernel said: ${e.message.replace(/\s*\n\s*/g, " ")}`,
   );
 }
+
+/** `run()`, with an adapter limit hit inside a kernel reported as the size flags to lower ({@link limitError}). */
+export async function withinLimits<T>(
+  run: () => Promise<T>,
+  sizes: { microBatch: number; seqLength: number },
+): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    throw limitError(e, sizes) ?? e;
+  }
+}

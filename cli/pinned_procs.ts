@@ -17,8 +17,8 @@
  */
 
 import { listHostGpus } from "../collectives/devices.ts";
-import { parseDuration } from "../collectives/env.ts";
-import { grantedPermissionFlags, randomRunId } from "../collectives/procs.ts";
+import { parseDuration, randomRunId } from "../collectives/env.ts";
+import { grantedPermissionFlags } from "../collectives/procs.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { waitForAllOrGrace } from "../collectives/wait.ts";
 

@@ -34,7 +34,6 @@ import {
   timedGroup,
 } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
-import { validateTransformerConfig } from "../models/shape.ts";
 import type { TpGroup } from "../models/parallel/mappings.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer } from "../models/trainer.ts";
@@ -42,7 +41,7 @@ import { handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
 import { runPinnedProcs } from "./pinned_procs.ts";
-import { gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
+import { checkModelFlags, gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
   "steps": { type: "int", default: 3, min: 1, help: "profiled steps", group: "Profile" },
@@ -650,7 +649,7 @@ async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, SPECS, USAGE);
   if (typeof f === "number") return f;
   const tp = f["tensor-model-parallel-size"] as number;
-  checkProfiledModel(f, tp);
+  checkModelFlags(f, tp);
   if (tp > 1) {
     const ps = await profileRanks(tp, f);
     if (!ps) return 1;
@@ -672,22 +671,6 @@ async function run(args: string[]): Promise<number> {
     await device.close();
   }
   return 0;
-}
-
-/** Refuses a model the flags describe that cannot be built at `tp` ranks (exit 2, before any device). */
-function checkProfiledModel(f: FlagValues, tp: number): void {
-  const cfg = gptConfigFromFlags(f, f["vocab-size"] as number);
-  if ((f["seq-length"] as number) > cfg.maxPositions) {
-    throw new UsageError(
-      `--seq-length ${f["seq-length"]} is longer than the position table ` +
-        `(--max-position-embeddings ${cfg.maxPositions})`,
-    );
-  }
-  try {
-    validateTransformerConfig(cfg, tp);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
 }
 
 /** The tag of the result line a rank process prints (`--launcher procs`). */

@@ -114,7 +114,9 @@ async function run(args: string[]): Promise<number> {
     ? await takeSaveLock(f.save as string)
     : null;
   try {
-    return await runRanks(f, split, dist, extra);
+    // Ranks that parse the flags again get what preflight settled and the backend chosen above.
+    const rankArgs = [...extra, ...(f.backend ? [] : ["--backend", backend])];
+    return await runRanks(f, split, dist, rankArgs);
   } finally {
     release?.();
   }
@@ -125,11 +127,10 @@ async function runRanks(
   f: FlagValues,
   split: ReturnType<typeof splitDistArgs>,
   dist: ReturnType<typeof distConfig>,
-  extra: string[],
+  rankArgs: string[],
 ): Promise<number> {
   // A rank given --devices runs as a Worker too: that is where a device is chosen.
   if (dist.world > 1 || dist.source !== "single" || split.flags.devices !== undefined) {
-    const backendArgs = f.backend ? [] : ["--backend", defaultBackendFor(dist.localWorld)];
     // Under --launcher procs the launcher passes signals on to the rank processes,
     // whose main threads handle them; otherwise this main thread tells its Workers.
     if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
@@ -139,8 +140,7 @@ async function runRanks(
     // Rank 0 prints the error of a failed run itself (cli/train_worker.ts).
     return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
       ...split.rest,
-      ...extra,
-      ...backendArgs,
+      ...rankArgs,
     ], { log: false });
   }
   const signals = new SignalHandler({ canSave: !!f.save, print: true, workers: false }).install();

@@ -370,6 +370,16 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   if (f["init-from-hf"] && f.load) {
     throw new UsageError("give either --load or --init-from-hf, not both");
   }
+  // With --init-from-hf the shape comes from config.json, checked when the model is built.
+  checkModelFlags(f, tp, !f["init-from-hf"]);
+}
+
+/**
+ * The model flags' own checks ({@link UsageError}): the sequence within the
+ * position table and, with `shape` (not when the shape comes from a file), the
+ * shape at `tp` tensor-parallel ranks and the dropouts. `train` and `profile`.
+ */
+export function checkModelFlags(f: FlagValues, tp: number, shape = true): void {
   const seq = f["seq-length"] as number;
   const maxPos = (f["max-position-embeddings"] as number | undefined) ?? seq;
   if (seq > maxPos) {
@@ -377,8 +387,7 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       `--seq-length ${seq} is longer than the position table (--max-position-embeddings ${maxPos})`,
     );
   }
-  // With --init-from-hf the shape comes from config.json, checked when the model is built.
-  if (f["init-from-hf"]) return;
+  if (!shape) return;
   try {
     validateTransformerConfig(gptConfigFromFlags(f, 256), tp);
   } catch (e) {

@@ -26,7 +26,7 @@ import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { Trainer } from "../models/trainer.ts";
 import { RunError } from "./errors.ts";
-import { checkAttentionFits, limitError } from "./limits.ts";
+import { checkAttentionFits, withinLimits } from "./limits.ts";
 import { formatLogLine, formatValidationLines, JsonLog, Progress, stderrProgress } from "./log.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
@@ -389,12 +389,10 @@ async function trainOn<B>(
   for (let it = startIter; it <= iters; it++) {
     // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
     const t0 = performance.now(), c0 = timer.ms;
-    let r;
-    try {
-      r = await trainer.step(accum, () => task.loss(task.nextTrainBatch(), dpRank * mb, mb, dp));
-    } catch (e) {
-      throw limitError(e, { microBatch: mb, seqLength: T }) ?? e;
-    }
+    const r = await withinLimits(
+      () => trainer.step(accum, () => task.loss(task.nextTrainBatch(), dpRank * mb, mb, dp)),
+      { microBatch: mb, seqLength: T },
+    );
     const ms = performance.now() - t0;
     lastIter = it;
     if (tuner?.pending) {

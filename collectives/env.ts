@@ -153,6 +153,12 @@ export function splitDistArgs(args: string[]): { flags: Record<string, string>; 
   return { flags, rest };
 }
 
+/** A fresh random run id (16 hex digits) for a job that has none. */
+export function randomRunId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
 /** Parses a duration: "30" (seconds), "30s", "500ms", "2m". */
 export function parseDuration(s: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());

@@ -34,6 +34,7 @@ export {
   type DistConfig,
   type Launcher,
   parseDuration,
+  randomRunId,
   resolveDistConfig,
   splitDistArgs,
 } from "./env.ts";
@@ -59,7 +60,6 @@ export {
   FORWARDED_SIGNALS,
   LAUNCHER_PID_ENV,
   type ProcsOptions,
-  randomRunId,
   runRankProcesses,
   watchLauncher,
 } from "./procs.ts";

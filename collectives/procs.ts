@@ -13,7 +13,8 @@
  * @module
  */
 
-import { type DistConfig, HOST_SHM_VARIABLE, splitDistArgs } from "./env.ts";
+import { type DistConfig, HOST_SHM_VARIABLE, randomRunId, splitDistArgs } from "./env.ts";
+import { freeLocalPort } from "./tcp.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
 /** What {@link runRankProcesses} needs beyond the layout. */
@@ -35,12 +36,6 @@ export const LAUNCHER_PID_ENV = "WEBGPU_MEGATRON_LAUNCHER_PID";
 /** Signals the launcher passes on to its ranks (a second one kills them). */
 export const FORWARDED_SIGNALS: readonly Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
 
-/** A fresh random run id (16 hex digits) for a job that has none. */
-export function randomRunId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
 const PERMISSION_NAMES = ["read", "write", "net", "env", "run", "ffi", "sys", "import"] as const;
 
 /**
@@ -53,18 +48,6 @@ export function grantedPermissionFlags(): string[] {
   return PERMISSION_NAMES.filter((name) =>
     Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted"
   ).map((name) => `--allow-${name}`);
-}
-
-/** A port free on 127.0.0.1 now (the OS's choice), or `fallback` where none can be had. */
-function freeLocalPort(fallback: number): number {
-  try {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
-    return port;
-  } catch {
-    return fallback;
-  }
 }
 
 /**
@@ -93,7 +76,7 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
   const oneNode = cfg.world === cfg.localWorld;
   const runId = cfg.runId ?? (oneNode ? randomRunId() : undefined);
   // One node and no port asked for: a free one, as torchrun --standalone picks (two jobs at once).
-  const port = oneNode && !cfg.portAsked ? freeLocalPort(cfg.masterPort) : cfg.masterPort;
+  const port = oneNode && !cfg.portAsked ? freeLocalPort() : cfg.masterPort;
   const children = Array.from(
     { length: cfg.localWorld },
     (_, i) =>

@@ -20,7 +20,7 @@ import {
 import { checkFrame, decodeHeader, encodeHeader } from "./frame.ts";
 import { abortedError, type Link, type LinkContext, timeoutError } from "./link.ts";
 import { MAPPED_MIN_BYTES, MAPPING_DEPTH, PairMapping, TOKEN_BYTES } from "./mapping.ts";
-import { randomRunId } from "./procs.ts";
+import { randomRunId } from "./env.ts";
 
 /** Default payload bytes per TCP message. */
 export const TCP_SLOT_BYTES = 1024 * 1024;

@@ -274,9 +274,7 @@ export class Bert extends Module {
     ).normed;
     x = this.drop.forward(x);
     const post = !!this.config.postLayerNorm;
-    const recomputeWith = this.config.recomputeActivations && this.training
-      ? [this.rng.group, this.rng.rank]
-      : null;
+    const recomputeWith = this.config.recomputeActivations && this.training ? this.rng : null;
     x = await throughLayers(x, this.blocks, (l, y) => l.forward(y, keep, post), recomputeWith);
     return this.finalLn ? this.finalLn.forward(x) : x;
   }

@@ -13,6 +13,7 @@ import { recompute } from "../core/recompute.ts";
 import { packSaved, Tensor } from "../core/tensor.ts";
 import type { LayerCache } from "./kv_cache.ts";
 import type { LinearLike, ParallelLayers } from "./parallel/layers.ts";
+import type { RngTracker } from "./parallel/random.ts";
 import type { TransformerShape } from "./shape.ts";
 
 /**
@@ -40,20 +41,21 @@ export function outputInit(init: RngStream, layers: number): InitSpec {
 /**
  * Runs `x` through `layers` in order, as GPT's and BERT's encoders do. With
  * `recomputeWith` (training with `recomputeActivations`) each layer keeps only
- * its input and runs again in the backward pass ({@link recompute}), those
- * dropout streams rewound so it draws the same masks. After each layer the
- * activations saved so far are packed when the device stores them in 16 bits
- * ({@link packSaved}).
+ * its input and runs again in the backward pass ({@link recompute}), its
+ * dropout streams (the tracker's group and rank streams) rewound so it draws
+ * the same masks. After each layer the activations saved so far are packed
+ * when the device stores them in 16 bits ({@link packSaved}).
  */
 export async function throughLayers<L extends Module>(
   x: Tensor,
   layers: readonly L[],
   forward: (layer: L, x: Tensor) => Promise<Tensor>,
-  recomputeWith: readonly RngStream[] | null,
+  recomputeWith: RngTracker | null,
 ): Promise<Tensor> {
+  const streams = recomputeWith ? [recomputeWith.group, recomputeWith.rank] : [];
   for (const layer of layers) {
     x = recomputeWith
-      ? await recompute((y) => forward(layer, y), x, layer.parameters(), recomputeWith)
+      ? await recompute((y) => forward(layer, y), x, layer.parameters(), streams)
       : await forward(layer, x);
     packSaved(x.device, [x]);
   }

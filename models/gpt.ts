@@ -197,9 +197,7 @@ export class Gpt extends Module {
     }
     // token lookup, position add and embedding dropout fused
     let x = await this.wte.forwardWithPositions(ids, this.wpe.weight, this.drop.spec());
-    const recomputeWith = this.config.recomputeActivations && this.training
-      ? [this.rng.group, this.rng.rank]
-      : null;
+    const recomputeWith = this.config.recomputeActivations && this.training ? this.rng : null;
     x = await throughLayers(x, this.blocks, (layer, y) => layer.forward(y), recomputeWith);
     return this.lnF.forward(x);
   }

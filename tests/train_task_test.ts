@@ -17,6 +17,22 @@ function records(jsonl: string): Record<string, number>[] {
   return jsonl.trim().split("\n").map((l) => JSON.parse(l)).filter((r) => r.type !== "header");
 }
 
+/** `train --load DIR --use-checkpoint-args` to iteration 3, no model flag repeated. */
+function resumeWithCheckpointArgs(dir: string, ...extra: string[]) {
+  return runCli("cli/train.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--train-iters",
+    "3",
+    "--eval-iters",
+    "1",
+    "--sample-tokens",
+    "0",
+    ...extra,
+  ]);
+}
+
 Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker file is written and read", async () => {
   const dir = await Deno.makeTempDir();
   const first = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--save", dir]);
@@ -29,19 +45,7 @@ Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker
 
   // A Megatron-style directory: only the tracker file names the iteration.
   await Deno.remove(`${dir}/latest`);
-  const resumed = await runCli("cli/train.ts", [
-    "--load",
-    dir,
-    "--use-checkpoint-args",
-    "--train-iters",
-    "3",
-    "--eval-iters",
-    "1",
-    "--sample-tokens",
-    "0",
-    "--micro-batch-size",
-    "2",
-  ]);
+  const resumed = await resumeWithCheckpointArgs(dir, "--micro-batch-size", "2");
   strictEqual(resumed.code, 0, resumed.stderr);
   match(resumed.stdout, /loaded .*iteration 2/);
   match(resumed.stdout, /1 layers, hidden 32, 2 heads, seq 16/);
@@ -116,17 +120,7 @@ Deno.test("train: --use-checkpoint-args resumes a model whose position table is 
     dir,
   ]);
   strictEqual(first.code, 0, first.stderr);
-  const resumed = await runCli("cli/train.ts", [
-    "--load",
-    dir,
-    "--use-checkpoint-args",
-    "--train-iters",
-    "3",
-    "--eval-iters",
-    "1",
-    "--sample-tokens",
-    "0",
-  ]);
+  const resumed = await resumeWithCheckpointArgs(dir);
   strictEqual(resumed.code, 0, resumed.stderr);
   match(resumed.stdout, /loaded .*iteration 2/);
   match(resumed.stdout, /seq 16/);

@@ -102,8 +102,8 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
     await createBertTokenizer();
   const splits = await loadBertSplits(a, tokenizer);
   let config = bertConfigOf(a.model, tokenizer.vocabSize);
-  if (hf && hfDir) {
-    config = withRunSettings(hf.config, config, a.seqLength, hfDir);
+  if (hf) {
+    config = withRunSettings(hf.config, config);
   }
   return {
     numHeads: config.numHeads,

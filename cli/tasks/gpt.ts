@@ -107,14 +107,14 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   const hfDir = a.initFromHf;
   const hf = hfDir ? await readHfGpt2(hfDir) : null;
   let config = gptConfigOf(a.model, tokenizer.vocabSize);
-  if (hf && hfDir) {
+  if (hf) {
     if (hf.config.vocabSize !== tokenizer.vocabSize) {
       throw new DataError(
         `${hfDir} has a vocabulary of ${hf.config.vocabSize}, the ${tokenizer.name} tokenizer ` +
           `${tokenizer.vocabSize}; use --tokenizer gpt2 for GPT-2 checkpoints`,
       );
     }
-    config = withRunSettings(hf.config, config, a.seqLength, hfDir);
+    config = withRunSettings(hf.config, config);
   }
   return {
     numHeads: config.numHeads,

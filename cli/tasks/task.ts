@@ -13,29 +13,17 @@ import type { Tensor } from "../../core/tensor.ts";
 import type { HasRngStreams } from "../../models/checkpoint/gpt.ts";
 import type { ParallelLayers } from "../../models/parallel/layers.ts";
 import type { RngTracker } from "../../models/parallel/random.ts";
-import { DataError } from "../../data/errors.ts";
 import type { TransformerConfig, TransformerShape } from "../../models/shape.ts";
 import type { TrainArgs } from "../train_args.ts";
 
 /**
- * The config of a Hugging Face checkpoint in `dir` with this run's settings laid
- * over it: the shape comes from the checkpoint; dropout, the attention kernels
- * and activation recomputation from the flags (`run`). `train` checked the
- * shape against --tp and the sequence length against the position table before
- * any rank started (agreeWithModelSource); a {@link DataError} here says the same
- * to a task built another way.
+ * The config of a Hugging Face checkpoint with this run's settings laid over it:
+ * the shape comes from the checkpoint; dropout, the attention kernels and
+ * activation recomputation from the flags (`run`). `train` checked the shape
+ * against --tp and the sequence length against the position table before any
+ * rank started (agreeWithModelSource).
  */
-export function withRunSettings<C extends TransformerConfig>(
-  hf: C,
-  run: TransformerConfig,
-  seqLength: number,
-  dir: string,
-): C {
-  if (seqLength > hf.maxPositions) {
-    throw new DataError(
-      `--seq-length ${seqLength} exceeds the position table of ${dir} (${hf.maxPositions})`,
-    );
-  }
+export function withRunSettings<C extends TransformerConfig>(hf: C, run: TransformerConfig): C {
   return {
     ...hf,
     hiddenDropout: run.hiddenDropout,
