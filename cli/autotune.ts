@@ -20,9 +20,9 @@ export const AUTOTUNE_FLAGS: Record<string, FlagSpec> = {
   "matmul-autotune-budget": {
     type: "string",
     valueName: "SECONDS|inf",
-    help: `seconds of matmul autotuning per run, largest shapes first (default ${
-      DEFAULT_TUNING_BUDGET_MS / 1000
-    }; 'inf': every shape now); shapes left over are tuned by later runs`,
+    help: `seconds of matmul autotuning per run, largest shapes first (default: a tenth of ` +
+      `the run's estimated length, at most ${DEFAULT_TUNING_BUDGET_MS / 1000}, timed after its ` +
+      `second step; 'inf': every shape now); shapes left over are tuned by later runs`,
     group: "Performance",
   },
   "matmul-tuning-cache": {
@@ -38,7 +38,11 @@ export interface AutotuneArgs {
   enabled: boolean;
   /** The cache file, "none", or undefined for the default file. */
   cache?: string;
-  /** Tuning time per run in ms (default: the tuner's {@link DEFAULT_TUNING_BUDGET_MS}). */
+  /**
+   * Tuning time per run in ms, as asked. Undefined: the default, at most
+   * {@link DEFAULT_TUNING_BUDGET_MS}, and in a training run at most
+   * {@link TUNING_SHARE_OF_RUN} of its estimated length ({@link runTuningLimit}).
+   */
   budgetMs?: number;
 }
 
@@ -75,14 +79,90 @@ export function attachTuner(device: Device, a: AutotuneArgs): MatmulTuner | null
 }
 
 /**
- * One line, said before tuning starts, on what it is about to do: a first run
- * on a CPU adapter may sit for minutes compiling candidate kernels.
+ * Share of a training run's estimated length that autotuning may take when no
+ * budget is asked (and at most {@link DEFAULT_TUNING_BUDGET_MS}). On a fresh
+ * machine (Mesa's shader cache cold, a Zen 5 core) the candidates of one shape
+ * of `deno task train`'s model took 75 s to compile and time: longer than the
+ * whole 1000-step run takes tuned (55 s), and the choice was not even cached
+ * (the shape did not finish). A short run now keeps the heuristic tilings; a
+ * long one tunes as before, and its choices serve later runs.
  */
-export function describeTuningStart(pending: number, budgetMs: number): string {
-  const budget = Number.isFinite(budgetMs) ? `${(budgetMs / 1000).toFixed(0)} s` : "none";
-  return `matmul autotune: timing the tilings of ${pending} new shape${pending > 1 ? "s" : ""} ` +
-    `(budget ${budget}; compiling each candidate kernel takes seconds to a minute on a CPU ` +
+export const TUNING_SHARE_OF_RUN = 0.1;
+
+/** When a training run tunes, and for how long at most. */
+export interface RunTuningLimit {
+  /** Tuning time this call may take, in ms (Infinity: the tuner's budget alone). */
+  limitMs: number;
+  /** The run's estimated time left, in ms, when the default budget is scaled to it; else null. */
+  runLeftMs: number | null;
+}
+
+/**
+ * The steps of a run after which it may tune: with a budget asked, from its
+ * first step on (which met every shape); by default from its second, whose
+ * time (the first one's compiles excluded) sizes the budget to the run.
+ */
+export function firstTuningStep(a: AutotuneArgs, startIter: number): number {
+  return a.budgetMs === undefined ? startIter + 1 : startIter;
+}
+
+/**
+ * How long a training run tunes after a step of `stepMs` with `stepsLeft`
+ * steps to go: as asked, or by default {@link TUNING_SHARE_OF_RUN} of the
+ * estimated time left (the tuner caps it at its own budget).
+ */
+export function runTuningLimit(a: AutotuneArgs, stepMs: number, stepsLeft: number): RunTuningLimit {
+  if (a.budgetMs !== undefined) return { limitMs: Infinity, runLeftMs: null };
+  const runLeftMs = stepMs * Math.max(stepsLeft, 0);
+  return { limitMs: TUNING_SHARE_OF_RUN * runLeftMs, runLeftMs };
+}
+
+/**
+ * A run whose share ({@link TUNING_SHARE_OF_RUN}) is under this keeps the
+ * heuristic tilings: with Mesa's shader cache cold one candidate can take this
+ * long to compile (3–11 s for the large blocks on a Zen 5 core), so less rarely
+ * finishes a shape and caches nothing. `deno task train`'s budget of 6–9 s
+ * overran to 15–18 s in one shape's candidates and cached none, run after run.
+ */
+export const LEAST_USEFUL_TUNING_MS = 10_000;
+
+/**
+ * One line, said before tuning starts, on what it is about to do: a first run
+ * on a CPU adapter may sit for minutes compiling candidate kernels. `limit`
+ * says when the default budget was scaled down to a short run.
+ */
+export function describeTuningStart(
+  pending: number,
+  budgetMs: number,
+  limit: RunTuningLimit = { limitMs: Infinity, runLeftMs: null },
+): string {
+  const ms = Math.min(budgetMs, limit.limitMs);
+  const budget = Number.isFinite(ms) ? aboutSeconds(ms) : "none";
+  const why = limit.runLeftMs !== null && limit.limitMs < budgetMs
+    ? `: a tenth of the ~${aboutSeconds(limit.runLeftMs)} this run has left`
+    : "";
+  return `matmul autotune: timing the tilings of ${shapes(pending)} ` +
+    `(budget ${budget}${why}; compiling each candidate kernel takes seconds to a minute on a CPU ` +
     `adapter, once per machine; --no-matmul-autotune skips)`;
+}
+
+/**
+ * One line for a run too short to tune (its share of the run under
+ * {@link LEAST_USEFUL_TUNING_MS}): the shapes keep the heuristic tilings.
+ */
+export function describeTuningSkipped(pending: number, runLeftMs: number): string {
+  return `matmul autotune: not tuning ${shapes(pending)}: this run is too short ` +
+    `(~${aboutSeconds(runLeftMs)} left, and tuning takes at most a tenth of a run); they keep ` +
+    `the heuristic tilings, and --matmul-autotune-budget SECONDS|inf tunes them for this run ` +
+    `and later ones`;
+}
+
+function shapes(n: number): string {
+  return `${n} new shape${n === 1 ? "" : "s"}`;
+}
+
+function aboutSeconds(ms: number): string {
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 }
 
 /**
@@ -102,7 +182,9 @@ export function describeTuning(
   );
   const unfinished = found.filter((r) => !r.complete).length;
   const later = deferred + unfinished;
-  return `matmul autotune: ${found.length} shapes in ${seconds.toFixed(1)} s, ` +
+  return `matmul autotune: ${found.length} shape${found.length === 1 ? "" : "s"} in ${
+    seconds.toFixed(1)
+  } s, ` +
     `${faster.length} retiled${gain.length ? `: ${gain.join("; ")}` : ""}` +
     (later
       ? `; budget spent, ${later} shape${later > 1 ? "s" : ""} left for later runs ` +

@@ -6,7 +6,15 @@
  * @module
  */
 
-import { attachTuner, describeTuning, describeTuningStart } from "./autotune.ts";
+import {
+  attachTuner,
+  describeTuning,
+  describeTuningSkipped,
+  describeTuningStart,
+  firstTuningStep,
+  LEAST_USEFUL_TUNING_MS,
+  runTuningLimit,
+} from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -386,6 +394,7 @@ async function trainOn<B>(
   let lastVal = NaN, lastTrain = NaN, lastIter = startIter - 1;
   let steadyMs = 0, steadyComm = 0;
   const runStart = performance.now();
+  const tuneFrom = firstTuningStep(a.autotune, startIter);
   for (let it = startIter; it <= iters; it++) {
     // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
     const t0 = performance.now(), c0 = timer.ms;
@@ -395,12 +404,21 @@ async function trainOn<B>(
     );
     const ms = performance.now() - t0;
     lastIter = it;
-    if (tuner?.pending) {
-      // The first step has used every shape: time their tilings now, once.
-      say(describeTuningStart(tuner.pending, tuner.budgetMs));
-      const t1 = performance.now();
-      const found = await tuner.tune();
-      say(describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError, tuner.deferred));
+    if (tuner?.pending && (it >= tuneFrom || it === iters)) {
+      // The first step has used every shape: time their tilings now, once,
+      // for as long as the run can afford (the step just taken sizes it).
+      const limit = runTuningLimit(a.autotune, ms, iters - it);
+      if (limit.runLeftMs !== null && limit.limitMs < LEAST_USEFUL_TUNING_MS) {
+        say(describeTuningSkipped(tuner.pending, limit.runLeftMs));
+        await tuner.tune(0); // the shapes wait for a later run
+      } else {
+        say(describeTuningStart(tuner.pending, tuner.budgetMs, limit));
+        const t1 = performance.now();
+        const found = await tuner.tune(limit.limitMs);
+        say(
+          describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError, tuner.deferred),
+        );
+      }
     }
     if (it > startIter) {
       steadyMs += ms;

@@ -209,14 +209,15 @@ export class MatmulTuner implements TilingSource {
    * Times the candidate tilings of each pending shape, largest shape first, on
    * fresh buffers (zeros), keeps the fastest, saves the finished choices to the
    * store, and says what it found. Stops when the budget
-   * ({@link MatmulTunerOptions.budgetMs}) is spent; the shapes left wait for a
+   * ({@link MatmulTunerOptions.budgetMs}) is spent, or `limitMs` in this call
+   * (a run's share of it, e.g. for a short run); the shapes left wait for a
    * later run. Waits for the device (it syncs), so call it between steps.
    */
-  async tune(): Promise<TunedShape[]> {
+  async tune(limitMs = Infinity): Promise<TunedShape[]> {
     const found: TunedShape[] = [];
     const table: TuningTable = {};
     const start = performance.now();
-    const deadline = start + this.budgetMs - this.#spentMs;
+    const deadline = start + Math.min(this.budgetMs - this.#spentMs, limitMs);
     // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
     // taken off every timing so that it does not drown short kernels.
     const syncMs = this.#pending.size ? await this.#emptySyncMs() : 0;

@@ -8,7 +8,16 @@
  */
 
 import assert from "node:assert/strict";
-import { autotuneArgs, describeTuning } from "../cli/autotune.ts";
+import {
+  autotuneArgs,
+  describeTuning,
+  describeTuningSkipped,
+  describeTuningStart,
+  firstTuningStep,
+  LEAST_USEFUL_TUNING_MS,
+  runTuningLimit,
+  TUNING_SHARE_OF_RUN,
+} from "../cli/autotune.ts";
 import {
   adapterKey,
   FINALISTS,
@@ -378,6 +387,32 @@ Deno.test(
   },
 );
 
+Deno.test("autotune: by default a training run tunes for a tenth of its time left, after its second step", () => {
+  const byDefault = autotuneArgs({});
+  assert.equal(firstTuningStep(byDefault, 1), 2, "the second step sizes the budget");
+  assert.equal(firstTuningStep(byDefault, 51), 52, "a resumed run counts from where it starts");
+  // 60 ms a step, 998 steps to go: ~60 s left, 6 s of tuning (the tuner caps it at its budget).
+  const limit = runTuningLimit(byDefault, 60, 998);
+  assert.equal(limit.runLeftMs, 59_880);
+  assert.ok(Math.abs(limit.limitMs - TUNING_SHARE_OF_RUN * 59_880) < 1e-9);
+  assert.ok(limit.limitMs < LEAST_USEFUL_TUNING_MS, "deno task train's run is too short to tune");
+  assert.equal(runTuningLimit(byDefault, 3000, 1000).limitMs, 300_000);
+  assert.equal(runTuningLimit(byDefault, 60, 0).limitMs, 0, "the last step leaves nothing");
+  // A budget asked for is the budget: tuning starts after the first step, unscaled.
+  const asked = autotuneArgs({ "matmul-autotune-budget": "30" });
+  assert.equal(firstTuningStep(asked, 1), 1);
+  assert.deepEqual(runTuningLimit(asked, 60, 998), { limitMs: Infinity, runLeftMs: null });
+  assert.match(
+    describeTuningStart(15, 60_000, runTuningLimit(byDefault, 150, 1000)),
+    /15 new shapes \(budget 15 s: a tenth of the ~150 s this run has left;/,
+  );
+  assert.match(describeTuningStart(3, 30_000), /3 new shapes \(budget 30 s;/);
+  assert.match(
+    describeTuningSkipped(1, 59_880),
+    /not tuning 1 new shape: .*~60 s left, and tuning takes at most a tenth of a run\); they keep/,
+  );
+});
+
 Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
   assert.equal(autotuneArgs({ "matmul-autotune-budget": "30" }).budgetMs, 30_000);
   assert.equal(autotuneArgs({ "matmul-autotune-budget": "0" }).budgetMs, 0);
@@ -467,7 +502,7 @@ for (let i = 0; i < ${SAVES}; i++) s.save("adapter", { ["${id}-" + i]: "cpu16x4x
 );
 
 Deno.test(
-  "autotune: a training run tunes after its first step and caches the choice",
+  "autotune: a training run tunes after its first step and caches the choice; a short one keeps the heuristic",
   // Seconds with Mesa's shader cache warm; minutes cold on a slow CPU (compiling candidates).
   withTimeLimit(900),
   async () => {
@@ -486,6 +521,14 @@ Deno.test(
         "--matmul-tuning-cache",
         cache,
       ];
+      // By default a run this short (its second step is its last) tunes nothing and says so.
+      const short = await runCli("cli/train.ts", flags);
+      assert.equal(short.code, 0, short.stderr);
+      assert.match(
+        short.stdout,
+        /matmul autotune: not tuning [1-9]\d* new shapes?: this run is too short/,
+      );
+      await assert.rejects(Deno.stat(cache), Deno.errors.NotFound);
       // A budget of 0 s tunes nothing and says what is left.
       const r0 = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "0"]);
       assert.equal(r0.code, 0, r0.stderr);
@@ -502,7 +545,7 @@ Deno.test(
         r.stdout,
         /matmul autotune: timing the tilings of [1-9]\d* new shapes? \(budget none;/,
       );
-      assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes in [\d.]+ s/);
+      assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes? in [\d.]+ s/);
       assert.doesNotMatch(r.stdout, /later runs/);
       const saved = JSON.parse(await Deno.readTextFile(cache));
       const tables = Object.values(saved.adapters) as Record<string, string>[];
