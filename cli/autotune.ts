@@ -166,8 +166,9 @@ function aboutSeconds(ms: number): string {
 }
 
 /**
- * One line on what tuning found: shapes, retiled ones, shapes the budget left
- * for later runs (`deferred`), and a failed save.
+ * One line on what tuning found: shapes (those the budget cut short serve this
+ * run only, uncached), retiled ones, shapes the budget left for later runs
+ * (`deferred`, and the cut-short ones), and a failed save.
  */
 export function describeTuning(
   found: TunedShape[],
@@ -182,7 +183,8 @@ export function describeTuning(
   );
   const unfinished = found.filter((r) => !r.complete).length;
   const later = deferred + unfinished;
-  return `matmul autotune: ${found.length} shape${found.length === 1 ? "" : "s"} in ${
+  const part = unfinished ? ` (${unfinished} in part: for this run only)` : "";
+  return `matmul autotune: ${found.length} shape${found.length === 1 ? "" : "s"}${part} in ${
     seconds.toFixed(1)
   } s, ` +
     `${faster.length} retiled${gain.length ? `: ${gain.join("; ")}` : ""}` +

@@ -119,6 +119,15 @@ export interface MatmulTunerOptions {
   budgetMs?: number;
 }
 
+/**
+ * A tiling's kernel size, for guessing its compile time: the block of C one
+ * invocation computes (software; unrolled, so code grows with it) or one
+ * workgroup tile (GPU), in vec4s.
+ */
+export function compileSize(t: MatmulTiling): number {
+  return t.software ? t.tm * t.tv : (t.tm * t.tv) / 4;
+}
+
 function flopsOf(s: MatmulShape): number {
   return 2 * s.batch * s.M * s.N * s.K;
 }
@@ -266,6 +275,22 @@ export class MatmulTuner implements TilingSource {
     return false;
   }
 
+  /**
+   * Slowest compile seen per unit of {@link compileSize}, ms: a cold compile of
+   * a large software block takes 3–11 s on a Zen 5 core, roughly in proportion
+   * to its size; a cached one (Mesa's shader cache) milliseconds.
+   */
+  #compileMsPerUnit = 0;
+
+  #noteCompile(t: MatmulTiling, ms: number): void {
+    this.#compileMsPerUnit = Math.max(this.#compileMsPerUnit, ms / compileSize(t));
+  }
+
+  /** What compiling `t` is expected to take at most, from the compiles seen so far (0 before any). */
+  #expectedCompileMs(t: MatmulTiling): number {
+    return this.#compileMsPerUnit * compileSize(t);
+  }
+
   async #emptySyncMs(): Promise<number> {
     await this.device.sync();
     const times: number[] = [];
@@ -307,8 +332,11 @@ export class MatmulTuner implements TilingSource {
       let timed = 0;
       const times: { tiling: MatmulTiling; ms: number; again: () => Promise<number> }[] = [];
       for (const tiling of candidates) {
-        // The heuristic (first) is always timed; the others while the budget lasts.
+        // The heuristic (first) is always timed; the others while the budget lasts,
+        // and not one whose compile would likely run past it (a budget is checked
+        // between compiles: one cannot be cut short).
         if (timed > 0 && performance.now() >= deadline) break;
+        if (timed > 0 && performance.now() + this.#expectedCompileMs(tiling) > deadline) continue;
         const plan = matmulPlanWith(shape, opts, tiling);
         const run = async (n: number) => {
           const t0 = performance.now();
@@ -317,8 +345,10 @@ export class MatmulTuner implements TilingSource {
           return Math.max(performance.now() - t0 - syncMs, 0) / n;
         };
         // Compiles: one workgroup, not the whole product (seconds for a large one).
+        const c0 = performance.now();
         recordPlan(device, { ...plan, workgroups: [1, 1, 1] }, bufs);
         await device.sync();
+        this.#noteCompile(tiling, performance.now() - c0);
         const once = await run(1);
         const reps = Math.max(1, Math.min(256, Math.ceil(target / Math.max(once, 0.02))));
         // A long kernel clearly slower than the best is not timed again.

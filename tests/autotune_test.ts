@@ -20,6 +20,7 @@ import {
 } from "../cli/autotune.ts";
 import {
   adapterKey,
+  compileSize,
   FINALISTS,
   finalistsOf,
   MatmulTuner,
@@ -370,6 +371,12 @@ Deno.test(
         describeTuning(partial, 0.001, null, brief.deferred),
         /left for later runs \(--matmul-autotune-budget\)/,
       );
+      if (partial.length) {
+        assert.match(
+          describeTuning(partial, 0.001, null, brief.deferred),
+          /^matmul autotune: 1 shape \(1 in part: for this run only\) in /,
+        );
+      }
 
       // Unlimited: both, the larger first, every candidate, cached.
       const all = new MatmulTuner(device, store, { ...opts, budgetMs: Infinity });
@@ -411,6 +418,16 @@ Deno.test("autotune: by default a training run tunes for a tenth of its time lef
     describeTuningSkipped(1, 59_880),
     /not tuning 1 new shape: .*~60 s left, and tuning takes at most a tenth of a run\); they keep/,
   );
+});
+
+Deno.test("autotune: a candidate's expected compile time grows with its block", () => {
+  // The tuner skips a candidate whose compile would likely run past its budget,
+  // guessing from the slowest compile per unit of compileSize seen so far.
+  const block = (tm: number, tv: number): MatmulTiling => ({ software: true, tm, tv, lx: 2 });
+  assert.equal(compileSize(block(16, 4)), 64);
+  assert.ok(compileSize(block(32, 8)) > compileSize(block(16, 8)));
+  assert.ok(compileSize(block(64, 8)) > compileSize(block(32, 8)));
+  assert.equal(compileSize({ software: false, tm: 64, tv: 64 }), 1024);
 });
 
 Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
