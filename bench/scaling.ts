@@ -50,7 +50,7 @@ import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { splitCommWaits } from "../models/parallel/hooks.ts";
 import { SCALING_RESULT_TAG, type ScalingResult, type ScalingRun } from "./scaling_worker.ts";
-import { hasTaskset, runPinnedProcs } from "../cli/pinned_procs.ts";
+import { allowedCores, hasTaskset, runPinnedProcs } from "../cli/pinned_procs.ts";
 import { median } from "./stats.ts";
 
 /** One configuration of the ladder. */
@@ -176,9 +176,11 @@ function runProcs(
 
 /** What the host gives: each core's speed alone, and while all are busy. */
 export interface CoreCheck {
+  /** The cores checked: the first n this process may use ({@link allowedCores}). */
+  cores: number[];
   /** Milliseconds for a fixed integer loop on each core alone. */
   aloneMs: number[];
-  /** Milliseconds for the same loop on cores 0..n-1 all at once. */
+  /** Milliseconds for the same loop on those cores all at once. */
   concurrentMs: number[];
 }
 
@@ -200,10 +202,10 @@ export async function checkCores(n: number): Promise<CoreCheck | null> {
       }).output();
       return Number(new TextDecoder().decode(o.stdout).split(" ")[0]);
     }));
-  const cores = Array.from({ length: n }, (_, i) => i);
+  const cores = allowedCores().slice(0, n);
   const aloneMs: number[] = [];
   for (const c of cores) aloneMs.push(...await spin([c]));
-  return { aloneMs, concurrentMs: await spin(cores) };
+  return { cores, aloneMs, concurrentMs: await spin(cores) };
 }
 
 /** One line describing a {@link CoreCheck}. */
@@ -211,7 +213,7 @@ export function formatCoreCheck(c: CoreCheck): string {
   const fastest = Math.min(...c.aloneMs);
   const slow = Math.max(...c.aloneMs, ...c.concurrentMs) / fastest;
   const list = (xs: number[]) => xs.map((t) => t.toFixed(0)).join(" / ");
-  return `cores check (fixed loop, ms): cores ${c.aloneMs.map((_, i) => i).join("/")} alone ` +
+  return `cores check (fixed loop, ms): cores ${c.cores.join("/")} alone ` +
     `${list(c.aloneMs)}, all at once ${list(c.concurrentMs)}` +
     (slow > 1.15
       ? ` — a core runs at ${(100 / slow).toFixed(0)}% of the fastest: the host is not ` +

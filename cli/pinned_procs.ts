@@ -40,6 +40,58 @@ export function hasTaskset(): boolean {
   return tasksetFound;
 }
 
+/**
+ * Parses a CPU list as taskset and /proc status files write it ("0-3,8,10-11")
+ * into its cores, ascending; null when it is not one.
+ */
+export function parseCpuList(text: string): number[] | null {
+  const cores = new Set<number>();
+  for (const part of text.trim().split(",")) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) return null;
+    const lo = Number(m[1]), hi = m[2] === undefined ? lo : Number(m[2]);
+    if (hi < lo) return null;
+    for (let c = lo; c <= hi; c++) cores.add(c);
+  }
+  return cores.size ? [...cores].sort((a, b) => a - b) : null;
+}
+
+let allowed: number[] | null | undefined;
+
+/**
+ * The cores this process may run on (its affinity list, `taskset -cp`), so
+ * that ranks are pinned inside it: under `taskset -c 4-7`, a Slurm or cgroup
+ * cpuset, rank i takes the i-th allowed core, not core i. Falls back to
+ * cores 0..n−1 (n = `navigator.hardwareConcurrency`) where taskset cannot say.
+ */
+export function allowedCores(): number[] {
+  if (allowed === undefined) {
+    allowed = null;
+    if (hasTaskset()) {
+      try {
+        const o = new Deno.Command("taskset", { args: ["-cp", String(Deno.pid)], stderr: "null" })
+          .outputSync();
+        const list = new TextDecoder().decode(o.stdout).split(":").pop() ?? "";
+        if (o.success) allowed = parseCpuList(list);
+      } catch { /* taskset vanished: fall back */ }
+    }
+  }
+  return allowed ?? Array.from({ length: navigator.hardwareConcurrency }, (_, i) => i);
+}
+
+/**
+ * A warning when `ranks` pinned processes (from the `first`-th allowed core)
+ * would share cores, else null: each simulated GPU would get less than a core
+ * and the timings would not mean what they say.
+ */
+export function sharedCoresWarning(ranks: number, cores: number[], first = 0): string | null {
+  if (first + ranks <= cores.length) return null;
+  return `warning: ${ranks} rank${ranks > 1 ? "s" : ""}${
+    first ? ` from the ${first + 1}th allowed core` : ""
+  } but this process may use ${cores.length} core${cores.length > 1 ? "s" : ""} ` +
+    `(${cores.join(",")}): ranks share cores, so each simulated GPU gets less than one`;
+}
+
 /** How `ranks` pinned processes run, for a table: "2 pinned processes, TCP". */
 export function describePinnedProcs(ranks: number): string {
   const what = ranks === 1 ? "1 process" : `${ranks} processes`;
@@ -62,7 +114,10 @@ export interface PinnedProcsOptions {
   args: string[];
   /** The result line's tag: the worker prints `TAG {json}` on stdout. */
   tag: string;
-  /** Rank i runs on core `(firstCore + i) % cores` (default 0). */
+  /**
+   * Rank i runs on allowed core `(firstCore + i) % cores` ({@link allowedCores};
+   * default 0).
+   */
   firstCore?: number;
   /** `--dist-timeout` of the ranks (default "120s"). */
   distTimeout?: string;
@@ -99,16 +154,20 @@ async function teeToStderr(stream: ReadableStream<Uint8Array>): Promise<string> 
 export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> {
   const { ranks, tag } = opts;
   const port = freeLocalPort();
-  const cores = navigator.hardwareConcurrency;
   const firstCore = opts.firstCore ?? 0;
   const pin = hasTaskset();
+  const cores = allowedCores();
+  if (pin) {
+    const warning = sharedCoresWarning(ranks, cores, firstCore);
+    if (warning) console.error(warning);
+  }
   const distTimeout = opts.distTimeout ?? "120s";
   const launcher = new URL("./launch.ts", import.meta.url).pathname;
   // On a host with several GPUs, process i drives GPU i.
   const gpus = listHostGpus().length;
   // Other runs may have taken the port between freeLocalPort and rendezvous: a run id keeps them apart.
   const runId = randomRunId();
-  const coreOf = (i: number) => (firstCore + i) % cores;
+  const coreOf = (i: number) => cores[(firstCore + i) % cores.length];
   const children = Array.from({ length: ranks }, (_, i) => {
     const deno = [
       Deno.execPath(),
