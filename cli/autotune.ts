@@ -9,20 +9,43 @@ import { DEFAULT_TUNING_BUDGET_MS, MatmulTuner, type TunedShape } from "../core/
 import { type FlagSpec, type FlagValues, UsageError } from "./flags.ts";
 import { defaultTuningCachePath, FileTuningStore } from "./tuning_cache.ts";
 
+/**
+ * Share of a training run's estimated length that autotuning may take when no
+ * budget is asked (and at most {@link DEFAULT_TUNING_BUDGET_MS}). On a fresh
+ * machine (Mesa's shader cache cold, a Zen 5 core) the candidates of one shape
+ * of `deno task train`'s model took 75 s to compile and time: longer than the
+ * whole 1000-step run takes tuned (55 s), and the choice was not even cached
+ * (the shape did not finish). A short run now keeps the heuristic tilings; a
+ * long one tunes as before, and its choices serve later runs.
+ */
+export const TUNING_SHARE_OF_RUN = 0.1;
+
+/**
+ * A run whose share ({@link TUNING_SHARE_OF_RUN}) is under this keeps the
+ * heuristic tilings: with Mesa's shader cache cold one candidate can take this
+ * long to compile (3–11 s for the large blocks on a Zen 5 core), so less rarely
+ * finishes a shape and caches nothing. `deno task train`'s budget of 6–9 s
+ * overran to 15–18 s in one shape's candidates and cached none, run after run.
+ */
+export const LEAST_USEFUL_TUNING_MS = 10_000;
+
 /** Flags of matmul autotuning, shared by `train` and `profile`. */
 export const AUTOTUNE_FLAGS: Record<string, FlagSpec> = {
   "no-matmul-autotune": {
     type: "boolean",
     help: "use the heuristic matmul tiling for every shape instead of timing the candidates " +
-      "after the first step (choices are cached per adapter)",
+      "after the first steps (choices are cached per adapter)",
     group: "Performance",
   },
   "matmul-autotune-budget": {
     type: "string",
     valueName: "SECONDS|inf",
-    help: `seconds of matmul autotuning per run, largest shapes first (default: a tenth of ` +
-      `the run's estimated length, at most ${DEFAULT_TUNING_BUDGET_MS / 1000}, timed after its ` +
-      `second step; 'inf': every shape now); shapes left over are tuned by later runs`,
+    help: `seconds of matmul autotuning per run, largest shapes first (default ` +
+      `${DEFAULT_TUNING_BUDGET_MS / 1000}; in train at most a tenth of the run's estimated ` +
+      `length, none when that is under ${
+        LEAST_USEFUL_TUNING_MS / 1000
+      }; 'inf': every shape now); ` +
+      `shapes left over are tuned by later runs`,
     group: "Performance",
   },
   "matmul-tuning-cache": {
@@ -78,17 +101,6 @@ export function attachTuner(device: Device, a: AutotuneArgs): MatmulTuner | null
   return tuner;
 }
 
-/**
- * Share of a training run's estimated length that autotuning may take when no
- * budget is asked (and at most {@link DEFAULT_TUNING_BUDGET_MS}). On a fresh
- * machine (Mesa's shader cache cold, a Zen 5 core) the candidates of one shape
- * of `deno task train`'s model took 75 s to compile and time: longer than the
- * whole 1000-step run takes tuned (55 s), and the choice was not even cached
- * (the shape did not finish). A short run now keeps the heuristic tilings; a
- * long one tunes as before, and its choices serve later runs.
- */
-export const TUNING_SHARE_OF_RUN = 0.1;
-
 /** When a training run tunes, and for how long at most. */
 export interface RunTuningLimit {
   /** Tuning time this call may take, in ms (Infinity: the tuner's budget alone). */
@@ -116,15 +128,6 @@ export function runTuningLimit(a: AutotuneArgs, stepMs: number, stepsLeft: numbe
   const runLeftMs = stepMs * Math.max(stepsLeft, 0);
   return { limitMs: TUNING_SHARE_OF_RUN * runLeftMs, runLeftMs };
 }
-
-/**
- * A run whose share ({@link TUNING_SHARE_OF_RUN}) is under this keeps the
- * heuristic tilings: with Mesa's shader cache cold one candidate can take this
- * long to compile (3–11 s for the large blocks on a Zen 5 core), so less rarely
- * finishes a shape and caches nothing. `deno task train`'s budget of 6–9 s
- * overran to 15–18 s in one shape's candidates and cached none, run after run.
- */
-export const LEAST_USEFUL_TUNING_MS = 10_000;
 
 /**
  * One line, said before tuning starts, on what it is about to do: a first run
