@@ -107,6 +107,8 @@ export interface RunTuningLimit {
   limitMs: number;
   /** The run's estimated time left, in ms, when the default budget is scaled to it; else null. */
   runLeftMs: number | null;
+  /** The scaled budget is under {@link LEAST_USEFUL_TUNING_MS}: this run does not tune. */
+  tooShort: boolean;
 }
 
 /**
@@ -121,12 +123,14 @@ export function firstTuningStep(a: AutotuneArgs, startIter: number): number {
 /**
  * How long a training run tunes after a step of `stepMs` with `stepsLeft`
  * steps to go: as asked, or by default {@link TUNING_SHARE_OF_RUN} of the
- * estimated time left (the tuner caps it at its own budget).
+ * estimated time left (the tuner caps it at its own budget), none when that
+ * is under {@link LEAST_USEFUL_TUNING_MS}.
  */
 export function runTuningLimit(a: AutotuneArgs, stepMs: number, stepsLeft: number): RunTuningLimit {
-  if (a.budgetMs !== undefined) return { limitMs: Infinity, runLeftMs: null };
+  if (a.budgetMs !== undefined) return { limitMs: Infinity, runLeftMs: null, tooShort: false };
   const runLeftMs = stepMs * Math.max(stepsLeft, 0);
-  return { limitMs: TUNING_SHARE_OF_RUN * runLeftMs, runLeftMs };
+  const limitMs = TUNING_SHARE_OF_RUN * runLeftMs;
+  return { limitMs, runLeftMs, tooShort: limitMs < LEAST_USEFUL_TUNING_MS };
 }
 
 /**
@@ -137,7 +141,7 @@ export function runTuningLimit(a: AutotuneArgs, stepMs: number, stepsLeft: numbe
 export function describeTuningStart(
   pending: number,
   budgetMs: number,
-  limit: RunTuningLimit = { limitMs: Infinity, runLeftMs: null },
+  limit: RunTuningLimit = { limitMs: Infinity, runLeftMs: null, tooShort: false },
 ): string {
   const ms = Math.min(budgetMs, limit.limitMs);
   const budget = Number.isFinite(ms) ? aboutSeconds(ms) : "none";

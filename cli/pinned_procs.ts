@@ -22,22 +22,9 @@ import { grantedPermissionFlags } from "../collectives/procs.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { waitForAllOrGrace } from "../collectives/wait.ts";
 
-let tasksetFound: boolean | undefined;
-
-/** Whether `taskset` can pin processes here (looked up once). */
+/** Whether `taskset` can pin processes here (looked up once, with {@link allowedCores}' list). */
 export function hasTaskset(): boolean {
-  if (tasksetFound === undefined) {
-    try {
-      tasksetFound = new Deno.Command("taskset", {
-        args: ["-p", "1"],
-        stdout: "null",
-        stderr: "null",
-      }).outputSync().success;
-    } catch {
-      tasksetFound = false;
-    }
-  }
-  return tasksetFound;
+  return tasksetAffinity() !== null;
 }
 
 /**
@@ -56,7 +43,21 @@ export function parseCpuList(text: string): number[] | null {
   return cores.size ? [...cores].sort((a, b) => a - b) : null;
 }
 
-let allowed: number[] | null | undefined;
+let affinity: number[] | null | undefined;
+
+/** This process's affinity list from `taskset -cp` (looked up once), or null where taskset does not work. */
+function tasksetAffinity(): number[] | null {
+  if (affinity === undefined) {
+    affinity = null;
+    try {
+      const o = new Deno.Command("taskset", { args: ["-cp", String(Deno.pid)], stderr: "null" })
+        .outputSync();
+      const list = new TextDecoder().decode(o.stdout).split(":").pop() ?? "";
+      if (o.success) affinity = parseCpuList(list);
+    } catch { /* no taskset here */ }
+  }
+  return affinity;
+}
 
 /**
  * The cores this process may run on (its affinity list, `taskset -cp`), so
@@ -65,18 +66,7 @@ let allowed: number[] | null | undefined;
  * cores 0..n−1 (n = `navigator.hardwareConcurrency`) where taskset cannot say.
  */
 export function allowedCores(): number[] {
-  if (allowed === undefined) {
-    allowed = null;
-    if (hasTaskset()) {
-      try {
-        const o = new Deno.Command("taskset", { args: ["-cp", String(Deno.pid)], stderr: "null" })
-          .outputSync();
-        const list = new TextDecoder().decode(o.stdout).split(":").pop() ?? "";
-        if (o.success) allowed = parseCpuList(list);
-      } catch { /* taskset vanished: fall back */ }
-    }
-  }
-  return allowed ?? Array.from({ length: navigator.hardwareConcurrency }, (_, i) => i);
+  return tasksetAffinity() ?? Array.from({ length: navigator.hardwareConcurrency }, (_, i) => i);
 }
 
 /**
@@ -87,7 +77,7 @@ export function allowedCores(): number[] {
 export function sharedCoresWarning(ranks: number, cores: number[], first = 0): string | null {
   if (first + ranks <= cores.length) return null;
   return `warning: ${ranks} rank${ranks > 1 ? "s" : ""}${
-    first ? ` from the ${first + 1}th allowed core` : ""
+    first ? ` from allowed core #${first + 1}` : ""
   } but this process may use ${cores.length} core${cores.length > 1 ? "s" : ""} ` +
     `(${cores.join(",")}): ranks share cores, so each simulated GPU gets less than one`;
 }

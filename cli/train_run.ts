@@ -12,7 +12,6 @@ import {
   describeTuningSkipped,
   describeTuningStart,
   firstTuningStep,
-  LEAST_USEFUL_TUNING_MS,
   runTuningLimit,
 } from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
@@ -408,8 +407,8 @@ async function trainOn<B>(
       // The first step has used every shape: time their tilings now, once,
       // for as long as the run can afford (the step just taken sizes it).
       const limit = runTuningLimit(a.autotune, ms, iters - it);
-      if (limit.runLeftMs !== null && limit.limitMs < LEAST_USEFUL_TUNING_MS) {
-        say(describeTuningSkipped(tuner.pending, limit.runLeftMs));
+      if (limit.tooShort) {
+        say(describeTuningSkipped(tuner.pending, limit.runLeftMs ?? 0));
         await tuner.tune(0); // the shapes wait for a later run
       } else {
         say(describeTuningStart(tuner.pending, tuner.budgetMs, limit));

@@ -403,12 +403,18 @@ Deno.test("autotune: by default a training run tunes for a tenth of its time lef
   assert.equal(limit.runLeftMs, 59_880);
   assert.ok(Math.abs(limit.limitMs - TUNING_SHARE_OF_RUN * 59_880) < 1e-9);
   assert.ok(limit.limitMs < LEAST_USEFUL_TUNING_MS, "deno task train's run is too short to tune");
+  assert.equal(limit.tooShort, true);
+  assert.equal(runTuningLimit(byDefault, 3000, 1000).tooShort, false);
   assert.equal(runTuningLimit(byDefault, 3000, 1000).limitMs, 300_000);
   assert.equal(runTuningLimit(byDefault, 60, 0).limitMs, 0, "the last step leaves nothing");
   // A budget asked for is the budget: tuning starts after the first step, unscaled.
   const asked = autotuneArgs({ "matmul-autotune-budget": "30" });
   assert.equal(firstTuningStep(asked, 1), 1);
-  assert.deepEqual(runTuningLimit(asked, 60, 998), { limitMs: Infinity, runLeftMs: null });
+  assert.deepEqual(runTuningLimit(asked, 60, 998), {
+    limitMs: Infinity,
+    runLeftMs: null,
+    tooShort: false,
+  });
   assert.match(
     describeTuningStart(15, 60_000, runTuningLimit(byDefault, 150, 1000)),
     /15 new shapes \(budget 15 s: a tenth of the ~150 s this run has left;/,
