@@ -3,7 +3,9 @@
  * `--exit-signal-handler` does. With `--save`, the first SIGTERM, SIGINT or
  * SIGHUP lets every rank finish the step it is in; the ranks agree to stop at
  * the same iteration (a flag all-reduced after each step), save a checkpoint
- * there and exit 0. A second signal exits at once (128 + the signal's number).
+ * there and exit 0. A second signal exits at once (128 + the signal's number);
+ * one within `SIGNAL_COPY_MS` (collectives/signal_copies.ts) of the first is the same Ctrl-C, passed on
+ * by `deno task`, and is ignored.
  * Without `--save` there is nothing to keep, and the first signal exits at once.
  *
  * Signals reach the main thread of a process (a Worker's own listeners do not
@@ -13,6 +15,8 @@
  * launcher passes signals on to each rank process, whose main thread does the same.
  * @module
  */
+
+import { SignalCopies } from "../collectives/signal_copies.ts";
 
 /** The signals that stop a run. */
 export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
@@ -61,6 +65,7 @@ export interface SignalHandlerOptions {
 export class SignalHandler implements StopRequest {
   #signal: Deno.Signal | null = null;
   #finished = false;
+  readonly #copies = new SignalCopies();
   #channel: BroadcastChannel | null = null;
   readonly #listeners: [Deno.Signal, () => void][] = [];
   readonly #exit: (code: number) => void;
@@ -107,9 +112,10 @@ export class SignalHandler implements StopRequest {
     this.#finished = true;
   }
 
-  /** Handles `sig` (called by the listeners; public for tests). */
-  receive(sig: Deno.Signal): void {
+  /** Handles `sig`, received at `now` (called by the listeners; public for tests). */
+  receive(sig: Deno.Signal, now: number = performance.now()): void {
     const code = 128 + SIGNAL_NUMBERS[sig];
+    if (this.#copies.isCopy(now)) return;
     if (this.#signal) {
       console.error(`${sig} again: exiting at once (exit ${code}); the last checkpoint stands`);
       return this.#exit(code);

@@ -14,6 +14,7 @@
  */
 
 import { type DistConfig, HOST_SHM_VARIABLE, randomRunId, splitDistArgs } from "./env.ts";
+import { SignalCopies } from "./signal_copies.ts";
 import { freeLocalPort } from "./tcp.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
@@ -59,7 +60,9 @@ export function grantedPermissionFlags(): string[] {
  * Lifetime: each rank runs in its own process group (its own session), so a
  * terminal's Ctrl-C reaches it once, through the launcher. SIGTERM, SIGINT and
  * SIGHUP sent to the launcher are passed on to every rank's group (a rank may
- * then finish its step and save); a second such signal kills them (SIGKILL).
+ * then finish its step and save); a second such signal kills them (SIGKILL),
+ * but not a copy of the first (`deno task` passes a terminal's Ctrl-C on: see
+ * collectives/signal_copies.ts).
  * If the launcher itself dies (even by SIGKILL), each rank notices (its stdin,
  * a pipe from the launcher, reaches end of file; its parent pid changes) and
  * exits: see {@link watchLauncher}.
@@ -124,8 +127,10 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
     });
   };
   let signals = 0;
+  const copies = new SignalCopies();
   const listeners = FORWARDED_SIGNALS.map((sig) => {
     const fn = () => {
+      if (copies.isCopy()) return;
       signals++;
       const ranks = codes.flatMap((c, i) => c === null ? [cfg.rankBase + i] : []).join(", ");
       if (signals === 1) {

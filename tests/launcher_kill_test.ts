@@ -18,6 +18,7 @@
 
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { SIGNAL_COPY_MS } from "../collectives/signal_copies.ts";
 import { makeRunDir, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -200,7 +201,8 @@ async function signalMidRun(dir: string, signals: Deno.Signal[], extra: string[]
   assert.equal(ranks.length, 2, `expected 2 rank processes under the launcher, found ${ranks}`);
   let t0 = 0;
   for (const s of signals) {
-    if (t0) await new Promise((r) => setTimeout(r, 150));
+    // Later than a copy of the first (collectives/signal_copies.ts) would come.
+    if (t0) await new Promise((r) => setTimeout(r, SIGNAL_COPY_MS + 150));
     child.kill(s);
     t0 = performance.now();
   }

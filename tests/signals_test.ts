@@ -2,12 +2,15 @@
  * A training run stopped by a signal loses nothing: with `--save`, the first
  * SIGTERM finishes the step, writes a checkpoint at that iteration and exits 0;
  * the checkpoint loads and the run continues from it, and the `--log-json` file
- * then holds every iteration once. A second signal exits at once. Each in every
+ * then holds every iteration once. A second signal exits at once, but not a
+ * copy of the first (a Ctrl-C that `deno task` passes on). Each in every
  * launcher mode: one process, `--nproc-per-node 2 --tp 2` as Workers, and
  * `--launcher procs` (one process per rank, signalled through the launcher).
  */
 
 import { deepStrictEqual, match, notStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { SIGNAL_COPY_MS } from "../collectives/signal_copies.ts";
+import { SignalHandler } from "../cli/signals.ts";
 import { runCli, startCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 
 const tiny = [
@@ -132,6 +135,31 @@ for (const [mode, extra] of Object.entries(modes)) {
     await Deno.remove(dir, { recursive: true });
   });
 
+  Deno.test(`a Ctrl-C delivered twice at once, as under deno task, stops cleanly (${mode})`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "signals-copy-" });
+    const ck = `${dir}/ck`;
+    const run = startCli("cli/train.ts", [
+      ...tiny,
+      ...extra,
+      "--train-iters",
+      "2000",
+      "--save",
+      ck,
+    ]);
+    await run.waitFor(/iteration\s+3\/\s*2000/);
+    // The terminal's SIGINT and `deno task`'s copy of it, a moment apart (sent together, the
+    // two would merge into one delivery).
+    run.kill("SIGINT");
+    await new Promise((r) => setTimeout(r, 20));
+    run.kill("SIGINT");
+    const r = await run.done();
+    strictEqual(r.code, 0, r.stderr);
+    const m = /stopped by SIGINT after iteration (\d+)/.exec(r.stdout);
+    ok(m, r.stdout);
+    strictEqual((await Deno.readTextFile(`${ck}/latest`)).trim(), m[1]);
+    await Deno.remove(dir, { recursive: true });
+  });
+
   Deno.test(`a second SIGTERM exits at once (${mode})`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "signals2-" });
     const run = startCli("cli/train.ts", [
@@ -146,6 +174,8 @@ for (const [mode, extra] of Object.entries(modes)) {
     run.kill("SIGTERM");
     // The first is acknowledged (by the rank-0 process), then the second follows.
     await run.waitFor(/SIGTERM: finishing this step/, "stderr", 180_000);
+    // Later than a copy of the first would come (see the test above).
+    await new Promise((r) => setTimeout(r, SIGNAL_COPY_MS + 100));
     const t0 = performance.now();
     run.kill("SIGTERM");
     const r = await run.done();
@@ -157,3 +187,20 @@ for (const [mode, extra] of Object.entries(modes)) {
     await Deno.remove(dir, { recursive: true });
   });
 }
+
+Deno.test("the main thread's handler: a copy of the first signal is ignored, a later one exits", () => {
+  const exits: number[] = [];
+  const h = new SignalHandler({
+    canSave: true,
+    print: false,
+    workers: false,
+    exit: (c) => void exits.push(c),
+  });
+  h.receive("SIGINT", 1000);
+  strictEqual(h.signal, "SIGINT");
+  h.receive("SIGINT", 1001);
+  h.receive("SIGTERM", 1000 + SIGNAL_COPY_MS - 1);
+  deepStrictEqual(exits, []);
+  h.receive("SIGINT", 1000 + SIGNAL_COPY_MS);
+  deepStrictEqual(exits, [130]);
+});
