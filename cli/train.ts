@@ -137,7 +137,8 @@ async function runRanks(
       new SignalHandler({ canSave: !!f.save, print: dist.rankBase === 0, workers: true })
         .install();
     }
-    // Rank 0 prints the error of a failed run itself (cli/train_worker.ts).
+    // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
+    // those before the ranks run (a rendezvous that times out, a store out of reach).
     return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
       ...split.rest,
       ...rankArgs,

@@ -88,6 +88,11 @@ export interface RankOutcome {
   result?: unknown;
   /** The error message, when not ok. */
   error?: string;
+  /**
+   * The rank failed before its worker function ran (loading the module,
+   * rendezvous, connecting to its peers), so the function could not report it.
+   */
+  beforeRun?: boolean;
 }
 
 /** Result of {@link runWorkers}. */
@@ -106,7 +111,12 @@ const CLOSE_WAIT_MS = 15000;
 
 /** Options beyond the {@link DistConfig}. */
 export interface RunOptions {
-  /** Log failures to stderr as they happen (default true). */
+  /**
+   * Log failures to stderr as they happen (default true). With false the
+   * worker function reports its own; a failure before any ran (a rendezvous
+   * that times out, a store out of reach), which none could report, is printed
+   * as one `error: …` line, as the CLI's own errors are.
+   */
   log?: boolean;
   /**
    * Connect even the Workers of this process over TCP (loopback) instead of
@@ -130,7 +140,7 @@ type Msg =
   | { type: "closing" }
   | { type: "acquired" }
   | { type: "done"; result: unknown }
-  | { type: "error"; message: string };
+  | { type: "error"; message: string; beforeRun: boolean };
 
 /** What an uncaught Worker error says: its message, else its error, else where it came from. */
 function describeWorkerError(e: ErrorEvent): string {
@@ -179,6 +189,8 @@ export async function runWorkers(
     outcomes[i] = o;
     if (!o.ok) {
       if (log) console.error(`rank ${o.rank} failed: ${o.error}`);
+      // The first failure of the run only: later ones follow from it (not started, aborted).
+      else if (o.beforeRun && !failedAt) console.error(`error: ${o.error}`);
       arena.abort(o.rank, `rank ${o.rank} failed: ${o.error}`);
       if (!failedAt) failedAt = performance.now();
     }
@@ -201,7 +213,7 @@ export async function runWorkers(
         if (m.type === "closing") return closed();
         if (m.type === "acquired") acquired();
         else if (m.type === "done") finish(i, { rank, ok: true, result: m.result });
-        else finish(i, { rank, ok: false, error: m.message });
+        else finish(i, { rank, ok: false, error: m.message, beforeRun: m.beforeRun });
         if (m.type !== "acquired") acquired();
       };
       w.onerror = (e: ErrorEvent) => {

@@ -27,6 +27,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
     scope.postMessage({ type: "acquired" });
   };
   let comm: Communicator | null = null;
+  let running = false;
   try {
     const mod = await import(init.moduleUrl) as { default?: WorkerMain; main?: WorkerMain };
     const fn = mod.default ?? mod.main;
@@ -58,6 +59,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       args: init.args,
       deviceAcquired,
     };
+    running = true;
     const result = await fn(ctx);
     deviceAcquired();
     scope.postMessage({ type: "done", result });
@@ -66,7 +68,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
     // An error without a message still says what it was (its name and stack).
     const message = (err as Error)?.message || (err as Error)?.stack || String(err) ||
       "an error without a message";
-    scope.postMessage({ type: "error", message });
+    scope.postMessage({ type: "error", message, beforeRun: !running });
   } finally {
     comm?.close();
   }
