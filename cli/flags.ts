@@ -18,6 +18,11 @@ export interface FlagSpec {
   help: string;
   /** Allowed values for strings. */
   choices?: readonly string[];
+  /**
+   * A string flag may be given empty (default false: `--save ""`, what an
+   * unset `--save "$CKPT"` passes, is refused rather than read as "not given").
+   */
+  allowEmpty?: boolean;
   /** Lower bound for numbers (inclusive). */
   min?: number;
   /** Alternative spellings (long names, without dashes). */
@@ -156,6 +161,9 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
     const spelling = MEGATRON_SPELLINGS[rawName];
     const str = spelling?.value ? spelling.value(raw as string) : raw as string;
     if (s.type === "string") {
+      if (str === "" && !s.allowEmpty) {
+        throw new UsageError(`--${rawName} is empty: give it a value, or leave the flag out`);
+      }
       if (s.choices && !s.choices.includes(str) && !spelling?.accepts?.includes(str)) {
         const what = spelling ? `--${rawName} ${raw} (--${name} ${str})` : `--${name}`;
         throw new UsageError(`${what} must be one of ${s.choices.join(", ")}, got "${str}"`);

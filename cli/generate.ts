@@ -38,7 +38,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "Hugging Face GPT-2 directory (config.json + model.safetensors)",
   },
-  "prompt": { type: "string", help: "text to continue", group: "Generation" },
+  "prompt": { type: "string", allowEmpty: true, help: "text to continue", group: "Generation" },
   "max-new-tokens": { type: "int", default: 100, min: 0, help: "tokens to generate" },
   "temperature": { type: "float", default: 1, min: 0, help: "softmax temperature; 0 = greedy" },
   "top-k": { type: "int", default: 0, min: 0, help: "keep the k most likely tokens (0 = off)" },

@@ -23,6 +23,7 @@ import {
 import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
+import type { TokenizerName } from "../data/tokenizer.ts";
 import { DEBUG_FLAG } from "./errors.ts";
 import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 import {
@@ -32,6 +33,9 @@ import {
   type TrainArgs,
   trainArgsFromFlags,
 } from "./train_args.ts";
+
+/** The tokenizers a GPT run takes (`--tokenizer`; BERT reads WordPiece). */
+export const GPT_TOKENIZERS: readonly TokenizerName[] = ["byte", "gpt2"];
 
 /** Every flag of `deno task train`. */
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {
@@ -171,7 +175,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "tokenizer": {
     type: "string",
     default: "byte",
-    choices: ["byte", "gpt2"],
+    choices: [...GPT_TOKENIZERS],
     help: "GPT tokenizer (BERT uses WordPiece)",
   },
   "val-fraction": {
@@ -230,7 +234,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     min: 0,
     help: "GPT: tokens of text generated at the end",
   },
-  "prompt": { type: "string", default: "Call me", help: "GPT: prompt for the final sample" },
+  "prompt": {
+    type: "string",
+    default: "Call me",
+    allowEmpty: true, // refused with its own reason: see validateTrainFlags
+    help: "GPT: prompt for the final sample",
+  },
   "temperature": { type: "float", default: 0.8, min: 0, help: "sampling temperature (0 = greedy)" },
   "top-k": {
     type: "int",
@@ -617,9 +626,11 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
     return;
   }
   if (f.model !== "bert") return;
-  // `--sample-tokens 0` asks for what BERT does anyway (scripts pass it to both families).
+  // `--sample-tokens 0` and WordPiece (`--tokenizer-type BertWordPieceLowerCase`) ask for what
+  // BERT does anyway: Megatron's BERT scripts pass them.
   const given = GPT_ONLY_FLAGS.filter((n) =>
-    wasGiven(f, n) && !(n === "sample-tokens" && f[n] === 0)
+    wasGiven(f, n) && !(n === "sample-tokens" && f[n] === 0) &&
+    !(n === "tokenizer" && f[n] === "bert")
   );
   if (given.length) {
     throw new UsageError(

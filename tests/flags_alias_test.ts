@@ -1,7 +1,7 @@
 /** Megatron's flag spellings (cli/flags.ts, collectives/env.ts): same flags, shown in help. */
 import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
 import { type FlagSpec, helpText, parseFlags, UsageError, wasGiven } from "../cli/flags.ts";
-import { TRAIN_FLAGS } from "../cli/train_config.ts";
+import { refuseFlagsOfOtherModel, TRAIN_FLAGS } from "../cli/train_config.ts";
 import { DIST_FLAG_SPECS } from "../cli/dist.ts";
 import { DIST_FLAGS, resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 
@@ -31,6 +31,16 @@ Deno.test("--tokenizer-type takes Megatron's names and this project's", () => {
   );
   // The project's own spelling keeps its choices.
   throws(() => parseFlags(["--tokenizer", "bert"], SPECS), UsageError);
+});
+
+Deno.test("--tokenizer-type BertWordPieceLowerCase is what a BERT run reads: accepted there", () => {
+  const bert = (...args: string[]) =>
+    refuseFlagsOfOtherModel(parseFlags(["--model", "bert", ...args], TRAIN_FLAGS));
+  bert("--tokenizer-type", "BertWordPieceLowerCase");
+  throws(
+    () => bert("--tokenizer-type", "GPT2BPETokenizer"),
+    (e) => e instanceof UsageError && /--tokenizer: for --model gpt only/.test(e.message),
+  );
 });
 
 Deno.test("Megatron spellings are listed in the help", () => {

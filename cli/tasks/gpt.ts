@@ -26,6 +26,7 @@ import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
 import { TextStream } from "../text_stream.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
+import { GPT_TOKENIZERS } from "../train_config.ts";
 import {
   fullParamCount,
   modelLine,
@@ -100,6 +101,17 @@ function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
   };
 }
 
+/** Why a checkpoint's vocabulary of `size` ids does not fit, and which GPT tokenizer would. */
+async function vocabAdvice(size: number): Promise<string> {
+  const sizes: string[] = [];
+  for (const name of GPT_TOKENIZERS) {
+    const vocab = (await createTokenizer(name)).vocabSize;
+    if (vocab === size) return `use --tokenizer ${name} for this checkpoint`;
+    sizes.push(`${name} ${vocab}`);
+  }
+  return `no tokenizer here has that vocabulary (${sizes.join(", ")})`;
+}
+
 /** Reads the GPT task's tokenizer, data and (with `--init-from-hf`) weights. */
 export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   const tokenizer = await createTokenizer(a.data.tokenizer);
@@ -111,7 +123,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
     if (hf.config.vocabSize !== tokenizer.vocabSize) {
       throw new DataError(
         `${hfDir} has a vocabulary of ${hf.config.vocabSize}, the ${tokenizer.name} tokenizer ` +
-          `${tokenizer.vocabSize}; use --tokenizer gpt2 for GPT-2 checkpoints`,
+          `${tokenizer.vocabSize}; ${await vocabAdvice(hf.config.vocabSize)}`,
       );
     }
     config = withRunSettings(hf.config, config);
