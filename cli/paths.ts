@@ -8,7 +8,7 @@
  * @module
  */
 
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { oneLine } from "../core/files.ts";
 import { UsageError } from "./flags.ts";
 
@@ -97,4 +97,32 @@ export async function checkWritableFile(flag: string, path: string): Promise<voi
     throw new UsageError(`${flag} ${path} is not writable (${reason(e)})`);
   }
   if (!info) await Deno.remove(path).catch(() => {});
+}
+
+/** The real path of an existing `path` (symlinks resolved), or null. */
+export async function realOrNull(path: string): Promise<string | null> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Where writing `path` lands: its real path when it exists, else its folder's
+ * real path and its name (null when the folder does not resolve either).
+ */
+export async function writeTarget(path: string): Promise<string | null> {
+  const real = await realOrNull(path);
+  if (real !== null) return real;
+  const dir = await realOrNull(dirname(path));
+  return dir === null ? null : join(dir, basename(path));
+}
+
+/** Whether the paths `a` and `b` are one existing file (hard links included). */
+export async function sameFile(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([a, b].map((p) => Deno.stat(p).catch(() => null)));
+  if (!x || !y) return false;
+  if (a === b) return true;
+  return x.ino !== null && x.dev === y.dev && x.ino === y.ino;
 }

@@ -4,11 +4,12 @@
  * @module
  */
 
+import { parseArgs } from "node:util";
 import { DataError } from "../data/errors.ts";
 import { oneLine } from "../core/files.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
-import { checkWritableFile } from "./paths.ts";
+import { type FlagSpec, helpText, parseFlags, UsageError, withMegatronSpellings } from "./flags.ts";
+import { checkWritableFile, sameFile, writeTarget } from "./paths.ts";
 
 /** Flags of `deno task plot`. */
 export const PLOT_FLAGS: Record<string, FlagSpec> = {
@@ -225,14 +226,52 @@ export function runsSvg(runs: Run[], title: string): string {
   return out.join("\n");
 }
 
+/**
+ * Splits plot's command line into the logs (positional arguments) and the
+ * flags, tokenized as {@link parseFlags} does, so that a flag's value (`--output
+ * a.jsonl`, `--title a.jsonl`) is never taken for a log, whatever it is. An
+ * unknown flag stays among the flags, for parseFlags to refuse; `--` ends the
+ * flags (what follows is logs).
+ */
+export function splitPlotArgs(args: string[]): { logs: string[]; flags: string[] } {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [name, s] of Object.entries(withMegatronSpellings(PLOT_FLAGS))) {
+    for (const n of [name, ...(s.aliases ?? [])]) {
+      options[n] = { type: s.type === "boolean" ? "boolean" : "string" };
+    }
+  }
+  const { tokens } = parseArgs({
+    args,
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const logs: string[] = [];
+  const taken = new Set<number>();
+  for (const t of tokens) {
+    if (t.kind === "positional") logs.push(t.value);
+    if (t.kind !== "option") taken.add(t.index);
+  }
+  return { logs, flags: args.filter((_, i) => !taken.has(i)) };
+}
+
+/**
+ * Whether writing `out` would overwrite the existing file `log`: the same real
+ * path (a missing `out` resolved through its folder), or the same inode.
+ */
+async function overwrites(out: string, log: string): Promise<boolean> {
+  const target = await writeTarget(out);
+  return target !== null && await sameFile(target, log);
+}
+
 /** Entry point; returns the exit code. */
 export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
-    const valued = ["--output", "--title", "--labels", "--smooth"];
-    const positional = args.filter((a, i) =>
-      !a.startsWith("-") && !(i > 0 && valued.includes(args[i - 1]))
-    );
-    const f = parseFlags(args.filter((a) => !positional.includes(a)), PLOT_FLAGS);
+    const { logs: positional, flags } = splitPlotArgs(args);
+    const f = parseFlags(flags, PLOT_FLAGS);
     const usage =
       "Usage: deno task plot LOG.jsonl [LOG2.jsonl ...] [--output OUT.svg] [--smooth 0.9] [--labels A,B] [--title TEXT]";
     if (f.help) {
@@ -250,6 +289,19 @@ export function main(args: string[]): Promise<number> {
         `--labels names ${labels.length} runs, but ${positional.length} logs are given`,
       );
     }
+    const given = f.output as string | undefined;
+    const out = given ?? positional[0].replace(/\.jsonl?$/, "") + ".svg";
+    for (const log of positional) {
+      if (!await overwrites(out, log)) continue;
+      throw new UsageError(
+        given === undefined
+          ? `the default output ${out} (the first log's name with .svg) is the log ${log}: ` +
+            "pass --output OUT.svg"
+          : `--output ${out} is the log ${log}, which the SVG would replace: name another file, ` +
+            `such as ${log.replace(/\.jsonl?$/, "")}.svg`,
+      );
+    }
+    await checkWritableFile("--output", out);
     const runs: Run[] = [];
     for (const [k, file] of positional.entries()) {
       let text: string;
@@ -268,9 +320,6 @@ export function main(args: string[]): Promise<number> {
         throw e instanceof DataError ? new DataError(`${file}: ${e.message}`) : e;
       }
     }
-    const out = (f.output as string | undefined) ??
-      positional[0].replace(/\.jsonl?$/, "") + ".svg";
-    await checkWritableFile("--output", out);
     const svg = runsSvg(runs, (f.title as string | undefined) ?? positional.join(" vs "));
     await Deno.writeTextFile(out, svg);
     const counts = runs.map((r) =>

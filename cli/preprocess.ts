@@ -4,6 +4,9 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
+import { isInside } from "../core/files.ts";
+import { assetUrl } from "../data/assets.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
 import { MAX_BIN_VOCAB, tokenBinMetaPath, writeTokenBin } from "../data/token_bin.ts";
@@ -11,7 +14,7 @@ import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
 import { stderrProgress } from "./log.ts";
-import { checkWritableFile } from "./paths.ts";
+import { checkWritableFile, realOrNull, sameFile, writeTarget } from "./paths.ts";
 
 const USAGE =
   `Usage: deno task preprocess --output OUT.bin [--data-path IN] [--tokenizer byte|gpt2|bert]
@@ -84,6 +87,44 @@ export async function preprocess(
   };
 }
 
+/**
+ * Refuses ({@link UsageError}) an `output` that would overwrite what preprocess
+ * reads: the output or its sidecar (`OUT.bin.json`) is the input file (by real
+ * path or inode, so symlinks, hard links and other spellings count), or lies inside the input folder.
+ * `dataPath` undefined is the bundled corpus; an input that does not exist is
+ * left to the reader's error.
+ */
+export async function checkOutputApartFromInput(
+  output: string,
+  dataPath: string | undefined,
+): Promise<void> {
+  const book = assetUrl("moby_dick.txt");
+  const input = dataPath ?? (book.protocol === "file:" ? fileURLToPath(book) : undefined);
+  if (input === undefined) return;
+  const realInput = await realOrNull(input);
+  if (realInput === null) return;
+  const folder = (await Deno.stat(realInput).catch(() => null))?.isDirectory ?? false;
+  const named = dataPath === undefined ? `the default corpus ${input}` : `--data-path ${dataPath}`;
+  const side = tokenBinMetaPath(output);
+  for (const path of [output, side]) {
+    const target = await writeTarget(path);
+    if (target === null) continue;
+    const what = path === output ? `--output ${output}` : `--output ${output}: its sidecar ${side}`;
+    if (folder && isInside(realInput, target)) {
+      throw new UsageError(
+        `${what} lies inside the input folder (${named}): write it outside the folder`,
+      );
+    }
+    if (!folder && await sameFile(target, realInput)) {
+      throw new UsageError(
+        `${what} is the input (${named}), which would be replaced by ` +
+          `${path === output ? "token ids" : "the sidecar's JSON"}: ` +
+          `name another file, such as ${input.replace(/\.[^./]*$/, "")}.bin`,
+      );
+    }
+  }
+}
+
 /** Command-line entry point; returns the exit code. */
 export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
@@ -98,6 +139,7 @@ export function main(args: string[]): Promise<number> {
       "data-path": f["data-path"] as string | undefined,
     };
     if (values.output === undefined) throw new UsageError("--output OUT.bin is required");
+    await checkOutputApartFromInput(values.output, values["data-path"]);
     await checkWritableFile("--output", values.output);
     const t0 = performance.now();
     let r;

@@ -146,12 +146,19 @@ export function jsonLinesDocuments(text: string, source: string, key = "text"): 
  * The documents of a corpus, as {@link loadText} reads them: the default book, a file (one
  * document), a `.jsonl` file (one document per line, its `text` field, as Megatron's
  * preprocessing reads), or a folder's non-empty .txt/.md files (recursive, sorted by path).
+ * A `.bin` token file is refused: it holds ids, not text.
  */
 export async function loadDocuments(
   dataPath?: string,
   opts: CorpusOptions = {},
 ): Promise<string[]> {
   if (dataPath === undefined) return [await loadMobyDick()];
+  if (/\.bin$/i.test(dataPath)) {
+    throw new DataError(
+      `${dataPath} holds token ids, not text, and BERT reads text (it splits sentences and ` +
+        "masks words itself): pass the text file, .jsonl or folder of .txt/.md it was made from",
+    );
+  }
   const warn = opts.warn ?? warnOnStderr;
   if (isJsonLines(dataPath) && (await statOrThrow(dataPath)).isFile) {
     const d = decodeUtf8Counted(await readBytes(dataPath));

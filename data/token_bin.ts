@@ -137,8 +137,18 @@ export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | und
 }
 
 /**
+ * The flag that selects the tokenizer `name` on a GPT command line: `--tokenizer
+ * NAME`, except for WordPiece (`bert`), which `--tokenizer` does not list and
+ * Megatron's spelling `--tokenizer-type BertWordPieceLowerCase` selects.
+ */
+function tokenizerFlagFor(name: string): string {
+  return name === "bert" ? "--tokenizer-type BertWordPieceLowerCase" : `--tokenizer ${name}`;
+}
+
+/**
  * Refuses a `.bin` whose sidecar names another tokenizer than `tokenizer`
- * (by name and vocabulary size), naming both.
+ * (by name and vocabulary size), naming both and the flag that reads it
+ * ({@link tokenizerFlagFor}).
  */
 export function checkTokenBinTokenizer(
   path: string,
@@ -152,6 +162,6 @@ export function checkTokenBinTokenizer(
   throw new DataError(
     `${path} was tokenized with the ${meta.tokenizer} tokenizer (vocabulary ${meta.vocab_size}, ` +
       `per ${tokenBinMetaPath(path)}), but this run uses the ${tokenizer.name} tokenizer ` +
-      `(vocabulary ${tokenizer.vocabSize}): pass --tokenizer ${meta.tokenizer}`,
+      `(vocabulary ${tokenizer.vocabSize}): pass ${tokenizerFlagFor(meta.tokenizer)}`,
   );
 }

@@ -10,6 +10,7 @@
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { classify, reportError, RunError, SIGPIPE_STATUS } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
+import { freeLocalPort } from "../collectives/tcp.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { type CliResult, permissionArgs, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
@@ -133,6 +134,8 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     noTraining({ name, script: "cli/train.ts", args: [...tiny, ...args], code: 2, says });
   await runCases([
     T("unknown flag", ["--no-such-flag"], /Unknown option '--no-such-flag'/),
+    T("--save empty (an unset $CKPT)", ["--save", ""], /--save is empty: give it a value/),
+    T("--data-path empty", ["--data-path="], /--data-path is empty: give it a value/),
     T("not an integer", ["--num-layers", "two"], /--num-layers expects an integer, got "two"/),
     T(
       "heads do not divide hidden",
@@ -327,6 +330,12 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       2,
       /config\.json does not fit --tensor-model-parallel-size 4: --num-attention-heads 2 is not divisible by the tensor-parallel size 4/,
     ),
+    T(
+      "HF vocabulary of another tokenizer",
+      ["--init-from-hf", hf, "--tokenizer", "gpt2"],
+      1,
+      /has a vocabulary of 256, the gpt2 tokenizer 50257; use --tokenizer byte for this checkpoint/,
+    ),
     T("config.json not JSON", ["--init-from-hf", hfBad], 1, /config\.json: not valid JSON/),
     T("missing HF directory", ["--init-from-hf", `${dir}/none`], 1, /config\.json: no such file/),
     T(
@@ -361,6 +370,29 @@ Deno.test("bad input, train: failures found on the device or during training", a
       code: 1,
       says:
         /--seq-length 8192 is too long for this adapter: .*maxStorageBufferBindingSize.*--seq-length ≤ \d+/,
+    }),
+    noTraining({
+      name: "a node that cannot reach the rendezvous store (fails before any rank runs)",
+      script: "cli/train.ts",
+      args: [
+        ...tiny,
+        "--train-iters",
+        "1",
+        "--nnodes",
+        "2",
+        "--node-rank",
+        "1",
+        "--nproc-per-node",
+        "1",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        String(freeLocalPort()),
+        "--dist-timeout",
+        "2s",
+      ],
+      code: 1,
+      says: /could not reach the rendezvous store at 127\.0\.0\.1:\d+ within 2000 ms/,
     }),
     noTraining({
       name: "--devices name: that matches no adapter (one rank: still chosen, not ignored)",
@@ -588,6 +620,27 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
     C("cli/plot.ts", "no log", [], 2, /give one LOG\.jsonl/),
     C("cli/plot.ts", "missing log", [`${dir}/none.jsonl`], 1, /cannot read .*none\.jsonl/),
     C("cli/plot.ts", "not JSON lines", [`${dir}/log.txt`], 1, /log\.txt: line 1 is not JSON/),
+    C(
+      "cli/preprocess.ts",
+      "--output the input",
+      ["--data-path", `${dir}/short.txt`, "--output", `${dir}/short.txt`],
+      2,
+      /--output .*short\.txt is the input \(--data-path .*short\.txt\), which would be replaced/,
+    ),
+    C(
+      "cli/plot.ts",
+      "--output the log",
+      [`${dir}/log.txt`, "--output", `${dir}/log.txt`],
+      2,
+      /--output .*log\.txt is the log .*: name another file/,
+    ),
+    C(
+      "cli/train.ts",
+      "BERT given a .bin of token ids",
+      ["--model", "bert", ...tiny, "--data-path", `${dir}/odd.bin`],
+      1,
+      /odd\.bin holds token ids, not text, and BERT reads text/,
+    ),
     C(
       "cli/info.ts",
       "unknown backend",

@@ -4,6 +4,8 @@ import { listTextFiles, loadText, loadTokens, splitTrainVal } from "../data/corp
 import { decodeTokenBin, encodeTokenBin, readTokenBin } from "../data/token_bin.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
+import { parseFlags } from "../cli/flags.ts";
+import { TRAIN_FLAGS } from "../cli/train_config.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "data_corpus_test_" });
@@ -199,5 +201,69 @@ Deno.test("a .jsonl file holds one document per line (its text field), as Megatr
     assert.equal(byte.decode((await loadTokens(byte, path)).ids), "First document.\n\nSecond one.");
     await Deno.writeTextFile(path, '{"text": "ok"}\n{"body": "no text"}\n');
     await assert.rejects(() => loadTokens(gpt2, path), /docs\.jsonl: line 2 has no string "text"/);
+  });
+});
+
+Deno.test("preprocess refuses an --output that would overwrite its input (exit 2), and writes beside it", async () => {
+  await withTempDir(async (dir) => {
+    const text = "hello world\n".repeat(20);
+    await Deno.writeTextFile(`${dir}/in.txt`, text);
+    await Deno.symlink(`${dir}/in.txt`, `${dir}/link.txt`);
+    await Deno.mkdir(`${dir}/corpus/sub`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/corpus/sub/a.txt`, text);
+    await Deno.writeTextFile(`${dir}/side.json`, text);
+    const run = (input: string, output: string) =>
+      preprocessMain(["--data-path", input, "--output", output]);
+    assert.equal(await run(`${dir}/in.txt`, `${dir}/in.txt`), 2); // QA's case
+    assert.equal(await run(`${dir}/in.txt`, `${dir}/./link.txt`), 2); // another spelling
+    assert.equal(await run(`${dir}/link.txt`, `${dir}/in.txt`), 2);
+    assert.equal(await run(`${dir}/side.json`, `${dir}/side`), 2); // the sidecar side.json
+    assert.equal(await run(`${dir}/corpus`, `${dir}/corpus/sub/new.bin`), 2); // not there yet
+    assert.equal(await run(`${dir}/corpus/`, `${dir}/corpus/sub/a.txt`), 2);
+    assert.equal(await Deno.readTextFile(`${dir}/in.txt`), text);
+    assert.equal(await Deno.readTextFile(`${dir}/side.json`), text);
+    assert.equal(await Deno.readTextFile(`${dir}/corpus/sub/a.txt`), text);
+    await assert.rejects(() => Deno.stat(`${dir}/corpus/sub/new.bin`), Deno.errors.NotFound);
+    // Beside the input, or outside the folder, is fine.
+    assert.equal(await run(`${dir}/in.txt`, `${dir}/in.bin`), 0);
+    assert.equal(await run(`${dir}/corpus`, `${dir}/corpus.bin`), 0);
+    assert.equal((await readTokenBin(`${dir}/corpus.bin`)).length, text.length);
+  });
+});
+
+Deno.test("a WordPiece .bin: the advice names a flag GPT training accepts; BERT refuses the .bin", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/in.txt`, "The whale swam. The ship sailed on.");
+    const bin = `${dir}/wp.bin`;
+    assert.equal(
+      await preprocessMain([
+        "--tokenizer",
+        "bert",
+        "--data-path",
+        `${dir}/in.txt`,
+        "--output",
+        bin,
+      ]),
+      0,
+    );
+    let advice = "";
+    const byte = await createTokenizer("byte");
+    await assert.rejects(
+      () => loadTokens(byte, bin),
+      (e) => {
+        advice = /: pass (--[\w-]+ \S+)$/.exec((e as Error).message)?.[1] ?? "";
+        return e instanceof DataError && advice === "--tokenizer-type BertWordPieceLowerCase";
+      },
+    );
+    // What it names is what train's parser takes (`--tokenizer bert` is refused), and reads the file.
+    const flags = parseFlags(advice.split(" "), TRAIN_FLAGS);
+    assert.equal(flags.tokenizer, "bert");
+    const wp = await createTokenizer(flags.tokenizer as string);
+    assert.equal((await loadTokens(wp, bin)).ids.length, (await Deno.stat(bin)).size / 2);
+    // BERT reads text (loadText): a .bin is refused in one line, not decoded as UTF-8.
+    await assert.rejects(
+      () => loadText(bin),
+      (e) => e instanceof DataError && /wp\.bin holds token ids, not text/.test(e.message),
+    );
   });
 });

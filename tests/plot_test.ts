@@ -56,3 +56,31 @@ Deno.test("plot: several 100k-line runs, one series each with a legend, smoothed
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("plot: flag values are never logs, and --output may not be a log", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const a = `${dir}/r2.jsonl`, svg = `${dir}/r2.svg`;
+    const text = log(3, 1, false);
+    await Deno.writeTextFile(a, text);
+    // --output, --title and --labels equal to a log's name are refused or taken as values,
+    // in both spellings, never read as a second log.
+    equal(await main([a, "--output=" + a]), 2);
+    equal(await main([a, "--output", a]), 2);
+    await Deno.symlink(a, `${dir}/link`);
+    equal(await main([a, "--output", `${dir}/link`]), 2);
+    // The default output (the first log's name with .svg) may not be a log either.
+    await Deno.writeTextFile(`${dir}/x`, text);
+    await Deno.writeTextFile(`${dir}/x.svg`, text);
+    equal(await main([`${dir}/x`, `${dir}/x.svg`]), 2);
+    equal(await Deno.readTextFile(`${dir}/x.svg`), text);
+    equal(await Deno.readTextFile(a), text);
+    equal(await main([a, "--title", a, "--labels", a, "--output", svg]), 0);
+    match(await Deno.readTextFile(svg), new RegExp(`font-size="15">${a}<`));
+    equal(await main([a, `--title=${a}`, "--output", `${dir}/b.svg`]), 0);
+    // An unknown flag is still refused, and its would-be value is not a log.
+    equal(await main([a, "--bogus", a]), 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
