@@ -28,19 +28,30 @@ export interface AttentionShape {
 /**
  * Throws a {@link RunError} naming `--seq-length`, `--micro-batch-size` and the
  * adapter's binding limit when the attention scores of one micro-batch do not
- * fit one storage binding of `device`.
+ * fit one storage binding of `device`. It leads with the sequence length when
+ * even one sequence is too long, else with the micro-batch size.
  */
 export function checkAttentionFits(device: Device, s: AttentionShape): void {
   const limit = device.maxBindingBytes;
-  const bytes = 4 * s.microBatch * s.headsPerRank * s.seqLength ** 2;
+  const perSequence = 4 * s.headsPerRank * s.seqLength ** 2;
+  const bytes = s.microBatch * perSequence;
   if (bytes <= limit) return;
+  const scores = `the attention scores of a micro-batch (--micro-batch-size ${s.microBatch} × ` +
+    `${s.headsPerRank} heads per rank × ${s.seqLength}² floats) take ${size(bytes)}, over its ` +
+    `${size(limit)} per binding (maxStorageBufferBindingSize)`;
+  const largestBatch = Math.floor(limit / perSequence);
+  if (largestBatch >= 1) {
+    throw new RunError(
+      `--micro-batch-size ${s.microBatch} is too large for this adapter at --seq-length ` +
+        `${s.seqLength}: ${scores}; use --micro-batch-size ≤ ${largestBatch} (reach a larger ` +
+        "batch with --global-batch-size, which accumulates micro-batches)",
+    );
+  }
   const longest = Math.floor(Math.sqrt(limit / (4 * s.microBatch * s.headsPerRank)));
   throw new RunError(
-    `--seq-length ${s.seqLength} is too long for this adapter: the attention scores of a ` +
-      `micro-batch (--micro-batch-size ${s.microBatch} × ${s.headsPerRank} heads per rank × ` +
-      `${s.seqLength}² floats) take ${size(bytes)}, over its ${size(limit)} per binding ` +
-      `(maxStorageBufferBindingSize); use --seq-length ≤ ${longest} at this batch, a smaller ` +
-      `--micro-batch-size, or more --tensor-model-parallel-size`,
+    `--seq-length ${s.seqLength} is too long for this adapter: ${scores}; use ` +
+      `--seq-length ≤ ${longest} at this batch, a smaller --micro-batch-size, or more ` +
+      "--tensor-model-parallel-size",
   );
 }
 
@@ -72,5 +83,22 @@ export async function withinLimits<T>(
     return await run();
   } catch (e) {
     throw limitError(e, sizes) ?? e;
+  }
+}
+
+/**
+ * `build()` (making the model and its optimizer state), with an adapter limit
+ * hit by a parameter reported as the shape flags to lower, instead of as a bug.
+ */
+export async function modelWithinLimits<T>(build: () => Promise<T>): Promise<T> {
+  try {
+    return await build();
+  } catch (e) {
+    if (!(e instanceof Error) || !LIMIT_MESSAGES.test(e.message)) throw e;
+    throw new RunError(
+      "a parameter of this model is past an adapter limit; lower --hidden-size, " +
+        "--ffn-hidden-size or the vocabulary, or raise --tensor-model-parallel-size. " +
+        `The device said: ${e.message.replace(/\s*\n\s*/g, " ")}`,
+    );
   }
 }

@@ -23,7 +23,8 @@ import { DataError } from "../data/errors.ts";
 import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
-import { checkWritableFile, ensureWritableDir } from "./paths.ts";
+import { checkWritableFile, ensureWritableDir, sameFile } from "./paths.ts";
+import { readLatest } from "../models/checkpoint/layout.ts";
 import { takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
@@ -52,7 +53,10 @@ data, checkpoint or runtime error, 2 bad command line, 128+N killed by signal N.
  * carry values taken from the checkpoint to ranks that parse the flags again.
  */
 async function preflight(f: FlagValues): Promise<string[]> {
-  if (f.save) await ensureWritableDir("--save", f.save as string);
+  if (f.save) {
+    await ensureWritableDir("--save", f.save as string);
+    await refuseSavingOverAnotherRun(f.save as string, f.load as string | undefined);
+  }
   if (f["log-json"]) await checkWritableFile("--log-json", f["log-json"] as string);
   for (const flag of ["data-path", "train-data-path", "valid-data-path"]) {
     const data = f[flag] as string | undefined;
@@ -69,6 +73,21 @@ async function preflight(f: FlagValues): Promise<string[]> {
   const extra = await agreeWithModelSource(f);
   refuseFlagsOfOtherModel(f);
   return extra;
+}
+
+/**
+ * Refuses a `--save` directory that holds checkpoints the run does not resume
+ * from (`--load` the same directory): it would move their `latest` pointer to
+ * its own iterations and overwrite theirs.
+ */
+async function refuseSavingOverAnotherRun(save: string, load: string | undefined): Promise<void> {
+  const latest = await readLatest(save);
+  if (latest === null) return;
+  if (load !== undefined && await sameFile(save, load)) return;
+  throw new UsageError(
+    `--save ${save} already holds checkpoints (latest: iteration ${latest}), which this run ` +
+      `would overwrite: pass --load ${save} to resume from them, or choose another --save`,
+  );
 }
 
 /** Runs `deno task train` with `args`; returns the exit code. */

@@ -33,7 +33,7 @@ import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { Trainer } from "../models/trainer.ts";
 import { RunError } from "./errors.ts";
-import { checkAttentionFits, withinLimits } from "./limits.ts";
+import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
 import { formatLogLine, formatValidationLines, JsonLog, Progress, stderrProgress } from "./log.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
@@ -333,7 +333,7 @@ async function trainOn<B>(
     headsPerRank: data.numHeads / a.tp,
     seqLength: T,
   });
-  const { task, trainer, timer } = await setUp(a, L, device, data);
+  const { task, trainer, timer } = await modelWithinLimits(() => setUp(a, L, device, data));
   const model = task.model;
   const flopsPerIter = trainingFlops(
     { ...task.shape, vocab: model.paddedVocab, seqLength: T },
@@ -394,6 +394,17 @@ async function trainOn<B>(
   let steadyMs = 0, steadyComm = 0;
   const runStart = performance.now();
   const tuneFrom = firstTuningStep(a.autotune, startIter);
+  if (startIter > iters) {
+    // Re-running a finished command: nothing to train, but the model it left is evaluated.
+    say(
+      `the checkpoint is at iteration ${startIter - 1}, --train-iters ${iters}: nothing to ` +
+        "train (raise --train-iters to go on); evaluating it",
+    );
+    lastVal = await evaluate();
+    if (log.isLogger) {
+      for (const line of formatValidationLines(startIter - 1, lastVal)) progress.line(line);
+    }
+  }
   for (let it = startIter; it <= iters; it++) {
     // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
     const t0 = performance.now(), c0 = timer.ms;
@@ -503,7 +514,7 @@ async function trainOn<B>(
     return summary;
   }
   say(
-    `\ntrained ${iters - startIter + 1} steps in ${
+    `\ntrained ${Math.max(0, iters - startIter + 1)} steps in ${
       ((performance.now() - runStart) / 1000).toFixed(1)
     } s`,
   );

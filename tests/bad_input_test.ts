@@ -236,6 +236,12 @@ Deno.test("bad input, train: paths it will write are checked before the first st
       /--save .*a_file is a file, not a directory/,
       unchanged(aFile, text),
     ),
+    T(
+      "--save onto another run's checkpoints, not resumed",
+      ["--save", ck],
+      /--save .*ck already holds checkpoints \(latest: iteration 2\), which this run would overwrite: pass --load/,
+      async () => strictEqual((await Deno.readTextFile(`${ck}/latest`)).trim(), "2"),
+    ),
     T("--save in a read-only directory", ["--save", ro], /--save .* is not writable/),
     T(
       "--save that cannot be created",
@@ -370,6 +376,22 @@ Deno.test("bad input, train: failures found on the device or during training", a
       code: 1,
       says:
         /--seq-length 8192 is too long for this adapter: .*maxStorageBufferBindingSize.*--seq-length ≤ \d+/,
+    }),
+    noTraining({
+      name: "a parameter past the adapter's maxBufferSize",
+      script: "cli/train.ts",
+      args: [...tiny, "--train-iters", "1", "--hidden-size", "100000"],
+      code: 1,
+      says:
+        /a parameter of this model is past an adapter limit; lower --hidden-size.*maxBufferSize/,
+    }),
+    noTraining({
+      name: "a micro-batch whose attention scores pass one binding",
+      script: "cli/train.ts",
+      args: [...tiny, "--train-iters", "1", "--seq-length", "32", "--micro-batch-size", "100000"],
+      code: 1,
+      says:
+        /--micro-batch-size 100000 is too large for this adapter at --seq-length 32: .*use --micro-batch-size ≤ \d+/,
     }),
     noTraining({
       name: "a node that cannot reach the rendezvous store (fails before any rank runs)",

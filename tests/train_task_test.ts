@@ -49,6 +49,22 @@ Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker
   strictEqual(resumed.code, 0, resumed.stderr);
   match(resumed.stdout, /loaded .*iteration 2/);
   match(resumed.stdout, /1 layers, hidden 32, 2 heads, seq 16/);
+  // The same command again, the checkpoint already at --train-iters: it is evaluated, not NaN.
+  const again = await runCli("cli/train.ts", [
+    "--load",
+    dir,
+    "--use-checkpoint-args",
+    "--train-iters",
+    "2",
+    "--eval-iters",
+    "1",
+    "--sample-tokens",
+    "0",
+  ]);
+  strictEqual(again.code, 0, again.stderr);
+  match(again.stdout, /the checkpoint is at iteration 2, --train-iters 2: nothing to train/);
+  match(again.stdout, /trained 0 steps/);
+  match(again.stdout, /final validation loss \d+\.\d+ nats\/token/);
 
   const disagree = await runCli("cli/train.ts", [
     "--load",
