@@ -157,9 +157,20 @@ Deno.test("train: one run at a time per --save directory; a dead run's lock is t
   await Deno.stat(lock).then(() => {
     throw new Error(`${lock} left behind`);
   }, () => {});
-  const workers = await runCli("cli/train.ts", [...args, "--nproc-per-node", "2", "--tp", "2"]);
+  // (Into a directory of its own: this one now holds the run's checkpoints.)
+  const workers = await runCli("cli/train.ts", [
+    ...tiny,
+    "--train-iters",
+    "2",
+    "--save",
+    `${dir}/workers`,
+    "--nproc-per-node",
+    "2",
+    "--tp",
+    "2",
+  ]);
   strictEqual(workers.code, 0, workers.stderr);
-  await Deno.stat(lock).then(() => {
+  await Deno.stat(`${dir}/workers/${SAVE_LOCK_FILE}`).then(() => {
     throw new Error(`${lock} left behind by a multi-rank run`);
   }, () => {});
   await Deno.remove(dir, { recursive: true });
