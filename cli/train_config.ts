@@ -298,7 +298,8 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   const tp = f["tensor-model-parallel-size"] as number;
   if (world % tp !== 0) {
     throw new UsageError(
-      `the world size ${world} (--nproc-per-node × --nnodes) is not divisible by --tensor-model-parallel-size ${tp}`,
+      `the world size ${world} (--nproc-per-node × --nnodes) is not divisible by --tensor-model-parallel-size ${tp}` +
+        (world === 1 ? `; to run its ${tp} ranks on this machine, add --nproc-per-node ${tp}` : ""),
     );
   }
   const dp = world / tp;

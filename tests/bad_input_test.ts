@@ -134,6 +134,11 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     noTraining({ name, script: "cli/train.ts", args: [...tiny, ...args], code: 2, says });
   await runCases([
     T("unknown flag", ["--no-such-flag"], /Unknown option '--no-such-flag'/),
+    T(
+      "--tp without the ranks to run it",
+      ["--tp", "2"],
+      /not divisible by --tensor-model-parallel-size 2; to run its 2 ranks on this machine, add --nproc-per-node 2/,
+    ),
     T("--save empty (an unset $CKPT)", ["--save", ""], /--save is empty: give it a value/),
     T("--data-path empty", ["--data-path="], /--data-path is empty: give it a value/),
     T("not an integer", ["--num-layers", "two"], /--num-layers expects an integer, got "two"/),
@@ -344,6 +349,13 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
     ),
     T("config.json not JSON", ["--init-from-hf", hfBad], 1, /config\.json: not valid JSON/),
     T("missing HF directory", ["--init-from-hf", `${dir}/none`], 1, /config\.json: no such file/),
+    T("--load a file", ["--load", aFile], 1, /a_file is a file, not a checkpoint directory/),
+    T(
+      "--load one iteration's folder",
+      ["--load", `${ck}/iter_0000002`],
+      1,
+      /iter_0000002 is one iteration of a checkpoint: pass its directory, .*ck, with --iteration 2/,
+    ),
     T(
       "flag the HF config overrides",
       ["--init-from-hf", hf, "--hidden-size", "64"],

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { readJsonObject, readSmallFile } from "./files.ts";
 import { exists } from "./fs.ts";
 import { CheckpointError, type FileDigest } from "./safetensors.ts";
@@ -108,6 +108,16 @@ export interface CheckpointMeta {
  * `latest_checkpointed_iteration.txt`; null when there is neither (no checkpoint yet).
  */
 export async function readLatest(dir: string): Promise<number | null> {
+  const info = await Deno.stat(dir).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  if (info === null) return null;
+  if (!info.isDirectory) {
+    throw new CheckpointError(
+      `${dir} is a file, not a checkpoint directory (one written by --save)`,
+    );
+  }
   for (const name of [LATEST_FILE, TRACKER_FILE]) {
     const file = join(dir, name);
     if (!await exists(file)) continue;
@@ -134,9 +144,13 @@ export async function resolveIterDir(
 ): Promise<{ iteration: number; path: string }> {
   const it = iteration ?? await readLatest(dir);
   if (it === null) {
+    const one = /^iter_(\d{7})$/.exec(basename(dir.replace(/\/+$/, "")));
     throw new CheckpointError(
-      `${dir}: no checkpoint (no "${LATEST_FILE}" or "${TRACKER_FILE}" file); ` +
-        `pass a directory written by --save`,
+      one && await exists(join(dir, META_FILE))
+        ? `${dir} is one iteration of a checkpoint: pass its directory, ` +
+          `${dirname(dir.replace(/\/+$/, ""))}, with --iteration ${Number(one[1])}`
+        : `${dir}: no checkpoint (no "${LATEST_FILE}" or "${TRACKER_FILE}" file); ` +
+          `pass a directory written by --save`,
     );
   }
   const path = join(dir, iterDirName(it));
