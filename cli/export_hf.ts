@@ -86,7 +86,8 @@ export async function exportHf(
   } else if (model?.arch === "bert") {
     if (!model.config.postLayerNorm) {
       throw new CheckpointError(
-        `${ck.path}: this BERT is pre-LN; Hugging Face BERT is post-LN, so it has no HF equivalent`,
+        `${ck.path}: this BERT is pre-LN; Hugging Face BERT is post-LN, so it has no HF ` +
+          "equivalent (train BERT with --apply-residual-connection-post-layernorm to export it)",
       );
     }
     const cfg = bertConfigOf(model.config as unknown as BertConfig, ck.path);

@@ -115,6 +115,36 @@ export function checkModelSource(f: FlagValues): void {
   }
 }
 
+/**
+ * The flag among `names` closest to the unknown `name`, if one is close: the
+ * only one that `name` (four letters or more) begins (`--train-iter` for
+ * `--train-iters`), else one at most two edits away (one for names of four
+ * letters or fewer).
+ */
+export function nearestFlag(name: string, names: readonly string[]): string | null {
+  const extending = names.filter((n) => n.startsWith(name));
+  if (name.length >= 4 && extending.length === 1) return extending[0];
+  let best: string | null = null, bestD = Infinity;
+  for (const n of names) {
+    const d = editDistance(name, n);
+    if (d < bestD) [best, bestD] = [n, d];
+  }
+  return bestD <= (name.length <= 4 ? 1 : 2) ? best : null;
+}
+
+/** Levenshtein distance between `a` and `b`. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
 /** Parses `args` against `specs`. */
 export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
   const specs = withMegatronSpellings(table);
@@ -140,8 +170,10 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
       throw new UsageError(`${flag} takes a value; write one starting with "-" as ${flag}=-…`);
     }
     const msg = raw.replace(/\. To specify.*$/s, "");
+    const unknown = /^Unknown option '--([^'=]+)'/.exec(msg);
+    const near = unknown ? nearestFlag(unknown[1], Object.keys(options)) : null;
     throw new UsageError(
-      /^Unknown option/.test(msg) ? `${msg} (--help lists the flags)` : msg,
+      unknown ? `${msg} (${near ? `did you mean --${near}? ` : ""}--help lists the flags)` : msg,
     );
   }
   const out: FlagValues = {};

@@ -17,7 +17,7 @@
 import { DistConfigError, splitDistArgs } from "../collectives/env.ts";
 import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
-import { listHostGpus } from "../collectives/devices.ts";
+import { assignDevices, listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { oneLine } from "../core/files.ts";
@@ -117,6 +117,14 @@ async function run(args: string[]): Promise<number> {
       `${dist.localWorld} ranks on this node but only ${gpus.length} GPU(s); ` +
         `use fewer --nproc-per-node, or map ranks explicitly with --devices`,
     );
+  }
+  if (split.flags.devices !== undefined) {
+    try {
+      assignDevices(dist.localWorld, dist.localRankBase, split.flags.devices, gpus);
+    } catch (e) {
+      if (e instanceof DistConfigError) throw new UsageError(oneLine(e.message));
+      throw e;
+    }
   }
   // The backend a rank opens: under --launcher procs each rank is a process of its own.
   const ranksPerProcess = dist.launcher === "procs" ? 1 : dist.localWorld;

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { DistConfigError } from "./env.ts";
+
 /** A GPU found on this host. */
 export interface HostGpu {
   /** PCI address, `DDDD:BB:DD.F`. */
@@ -86,7 +88,7 @@ export function assignDevices(
 ): DeviceAssignment[] {
   const entries = spec?.trim() ? spec.split(",").map((s) => s.trim()) : [];
   if (entries.length > 1 && entries.length < localRankBase + count) {
-    throw new Error(
+    throw new DistConfigError(
       `--devices lists ${entries.length} devices but local ranks go up to ${
         localRankBase + count - 1
       }`,
@@ -147,7 +149,7 @@ function assignOne(localRank: number, entry: string | undefined, gpus: HostGpu[]
   if (/^\d+$/.test(entry)) {
     const index = Number(entry);
     if (index >= gpus.length) {
-      throw new Error(
+      throw new DistConfigError(
         `--devices: GPU ${index} does not exist (this host has ${gpus.length}: ${
           gpus.map((g, i) => `${i}=${g.pci}`).join(", ") || "none found in /sys/class/drm"
         })`,
@@ -155,7 +157,7 @@ function assignOne(localRank: number, entry: string | undefined, gpus: HostGpu[]
     }
     return byPci(localRank, gpus[index].pci, index);
   }
-  throw new Error(
+  throw new DistConfigError(
     `--devices: cannot parse "${entry}" (use an index, a PCI address, name:SUBSTRING or default)`,
   );
 }

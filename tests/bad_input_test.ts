@@ -82,15 +82,27 @@ function noTraining(c: Case): Case {
 }
 
 // Fixtures, made once: a tiny GPT checkpoint (iteration 2), its Hugging Face export, a
-// corrupt copy, an HF directory with a config.json that is not JSON, small files.
+// corrupt copy, an HF directory with a config.json that is not JSON, a pre-LN BERT checkpoint,
+// small files.
 const dir = await Deno.makeTempDir({ prefix: "bad_input-" });
 const ck = `${dir}/ck`, hf = `${dir}/hf`, corrupt = `${dir}/corrupt`, hfBad = `${dir}/hf_bad`;
+const bertCk = `${dir}/bert_ck`;
 const aFile = `${dir}/a_file`;
 const fixtures = (async () => {
   const train = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--save", ck]);
   strictEqual(train.code, 0, train.stderr);
   const exp = await runCli("cli/export_hf.ts", ["--load", ck, "--output", hf]);
   strictEqual(exp.code, 0, exp.stderr);
+  const bert = await runCli("cli/train.ts", [
+    ...tiny,
+    "--model",
+    "bert",
+    "--train-iters",
+    "1",
+    "--save",
+    bertCk,
+  ]);
+  strictEqual(bert.code, 0, bert.stderr);
   await Deno.mkdir(`${corrupt}/iter_0000002`, { recursive: true });
   for (const e of Deno.readDirSync(`${ck}/iter_0000002`)) {
     await Deno.copyFile(`${ck}/iter_0000002/${e.name}`, `${corrupt}/iter_0000002/${e.name}`);
@@ -134,6 +146,12 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     noTraining({ name, script: "cli/train.ts", args: [...tiny, ...args], code: 2, says });
   await runCases([
     T("unknown flag", ["--no-such-flag"], /Unknown option '--no-such-flag'/),
+    T(
+      "misspelled flag",
+      ["--train-iter", "3"],
+      /Unknown option '--train-iter' \(did you mean --train-iters\?/,
+    ),
+    T("--devices that does not parse", ["--devices", "abc"], /--devices: cannot parse "abc"/),
     T(
       "--tp without the ranks to run it",
       ["--tp", "2"],
@@ -578,6 +596,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
       /holds a gpt, not a BERT/,
     ),
     C("cli/export_hf.ts", "no --output", ["--load", ck], 2, /--load and --output are required/),
+    C(
+      "cli/export_hf.ts",
+      "a pre-LN BERT (HF's BERT is post-LN)",
+      ["--load", bertCk, "--output", `${dir}/bert_hf`],
+      1,
+      /this BERT is pre-LN; .*train BERT with --apply-residual-connection-post-layernorm/,
+    ),
     {
       ...C(
         "cli/export_hf.ts",

@@ -1,6 +1,13 @@
 /** Megatron's flag spellings (cli/flags.ts, collectives/env.ts): same flags, shown in help. */
 import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
-import { type FlagSpec, helpText, parseFlags, UsageError, wasGiven } from "../cli/flags.ts";
+import {
+  type FlagSpec,
+  helpText,
+  nearestFlag,
+  parseFlags,
+  UsageError,
+  wasGiven,
+} from "../cli/flags.ts";
 import { refuseFlagsOfOtherModel, TRAIN_FLAGS } from "../cli/train_config.ts";
 import { DIST_FLAG_SPECS } from "../cli/dist.ts";
 import { DIST_FLAGS, resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
@@ -102,4 +109,24 @@ Deno.test("the distributed flags' help table names exactly the flags the launche
   for (const name of DIST_FLAGS) {
     deepStrictEqual(TRAIN_FLAGS[name], DIST_FLAG_SPECS[name], `train's --${name}`);
   }
+});
+
+Deno.test("an unknown flag close to a known one is named: did you mean …?", () => {
+  const refused = (args: string[]) => {
+    try {
+      parseFlags(args, TRAIN_FLAGS);
+    } catch (e) {
+      if (e instanceof UsageError) return e.message;
+      throw e;
+    }
+    throw new Error(`${args.join(" ")} was accepted`);
+  };
+  match(refused(["--train-iter", "5"]), /did you mean --train-iters\? --help lists the flags/);
+  match(refused(["--hiden-size", "5"]), /did you mean --hidden-size\?/);
+  match(refused(["--seq-len", "5"]), /did you mean --seq-length\?/);
+  // Nothing close: no guess.
+  match(refused(["--no-such-flag"]), /Unknown option '--no-such-flag' \(--help lists the flags\)/);
+  equal(nearestFlag("steps", Object.keys(TRAIN_FLAGS)), null);
+  // A prefix of several flags is no guess either.
+  equal(nearestFlag("lr-", ["lr-warmup-iters", "lr-decay-iters"]), null);
 });
