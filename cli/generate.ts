@@ -14,7 +14,7 @@ import { createTokenizer } from "../data/tokenizer.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
 import { stderrProgress } from "./log.ts";
-import { TextStream } from "./text_stream.ts";
+import { forStdout, TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
@@ -77,7 +77,7 @@ export function validateGenerateFlags(f: FlagValues): void {
 }
 
 async function writeOut(text: string): Promise<void> {
-  if (text) await Deno.stdout.write(new TextEncoder().encode(text));
+  if (text) await Deno.stdout.write(new TextEncoder().encode(forStdout(text)));
 }
 
 /** Runs generation with `args`; returns the process exit code. */

@@ -32,3 +32,26 @@ export class TextStream {
     return text;
   }
 }
+
+/**
+ * `text` with its control characters made visible: C0 controls other than
+ * newline and tab (and a carriage return not before a newline) as their Unicode
+ * control pictures (␀, ␇, ␈, ␍, ␛, …), DEL as ␡ and C1 controls as U+FFFD. A
+ * byte-level model can emit any byte; on a terminal these would ring the bell,
+ * move the cursor or start an escape sequence.
+ */
+export function showControls(text: string): string {
+  // deno-lint-ignore no-control-regex -- matching control characters is the point
+  return text.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x20 ? String.fromCharCode(0x2400 + n) : n === 0x7f ? "\u2421" : "\uFFFD";
+  });
+}
+
+/**
+ * What to write to stdout for generated `text`: {@link showControls} where
+ * stdout is a terminal; a pipe or a file gets the text exactly as decoded.
+ */
+export function forStdout(text: string): string {
+  return Deno.stdout.isTerminal() ? showControls(text) : text;
+}

@@ -17,6 +17,7 @@ import { generate, type GenerateOptions } from "../models/generate.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { TextStream } from "../cli/generate.ts";
+import { showControls } from "../cli/text_stream.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 import { permissionArgs } from "./cli_helpers.ts";
 
@@ -165,6 +166,13 @@ Deno.test("sampling with the cache is reproducible and matches no-cache", gpuTes
   const stop = await collect(m, prompt, { ...opts, uniform: prng(5), stopToken: a[3] });
   deepStrictEqual(stop, a.slice(0, a.indexOf(a[3]) + 1));
   m.dispose();
+});
+
+Deno.test("a byte-level sample's control characters are shown, not obeyed, on a terminal", () => {
+  deepStrictEqual(
+    showControls("a\x00b\x07c\x08d\x1b[2Je\rf\r\ng\th\ni\x7fj\x9bk é"),
+    "a\u2400b\u2407c\u2408d\u241b[2Je\u240df\r\ng\th\ni\u2421j\ufffdk é",
+  );
 });
 
 Deno.test("TextStream holds back incomplete UTF-8 sequences", () => {

@@ -81,21 +81,26 @@ function iterations(jsonl: string): number[] {
     .map((r) => r.iteration as number);
 }
 
+/** A long tiny run saving to `ck` (launcher flags `extra`), once it is at iteration 3. */
+async function startSaving(extra: string[], ck: string, ...more: string[]) {
+  const run = startCli("cli/train.ts", [
+    ...tiny,
+    ...extra,
+    "--train-iters",
+    "2000",
+    "--save",
+    ck,
+    ...more,
+  ]);
+  await run.waitFor(/iteration\s+3\/\s*2000/);
+  return run;
+}
+
 for (const [mode, extra] of Object.entries(modes)) {
   Deno.test(`SIGTERM with --save: checkpoint at that step, resume continues (${mode})`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "signals-" });
     const ck = `${dir}/ck`, log = `${dir}/log.jsonl`;
-    const run = startCli("cli/train.ts", [
-      ...tiny,
-      ...extra,
-      "--train-iters",
-      "2000",
-      "--save",
-      ck,
-      "--log-json",
-      log,
-    ]);
-    await run.waitFor(/iteration\s+3\/\s*2000/);
+    const run = await startSaving(extra, ck, "--log-json", log);
     run.kill("SIGTERM");
     const r = await run.done();
     strictEqual(r.code, 0, r.stderr);
@@ -138,15 +143,7 @@ for (const [mode, extra] of Object.entries(modes)) {
   Deno.test(`a Ctrl-C delivered twice at once, as under deno task, stops cleanly (${mode})`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "signals-copy-" });
     const ck = `${dir}/ck`;
-    const run = startCli("cli/train.ts", [
-      ...tiny,
-      ...extra,
-      "--train-iters",
-      "2000",
-      "--save",
-      ck,
-    ]);
-    await run.waitFor(/iteration\s+3\/\s*2000/);
+    const run = await startSaving(extra, ck);
     // The terminal's SIGINT and `deno task`'s copy of it, a moment apart (sent together, the
     // two would merge into one delivery).
     run.kill("SIGINT");

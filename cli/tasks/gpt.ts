@@ -24,7 +24,7 @@ import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
-import { TextStream } from "../text_stream.ts";
+import { forStdout, TextStream } from "../text_stream.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
 import { GPT_TOKENIZERS } from "../train_config.ts";
 import {
@@ -268,7 +268,7 @@ export class GptTask implements Task<LmBatch> {
     const rng = new DataRng(seed);
     const enc = new TextEncoder();
     const stream = new TextStream(this.tokenizer);
-    if (print) await Deno.stdout.write(enc.encode(s.prompt));
+    if (print) await Deno.stdout.write(enc.encode(forStdout(s.prompt)));
     for await (
       const t of generate(this.model, prompt, {
         maxNewTokens: s.tokens,
@@ -278,8 +278,8 @@ export class GptTask implements Task<LmBatch> {
         uniform: () => rng.nextFloat(),
       })
     ) {
-      if (print) await Deno.stdout.write(enc.encode(stream.push(t)));
+      if (print) await Deno.stdout.write(enc.encode(forStdout(stream.push(t))));
     }
-    if (print) console.log(stream.flush() + "\n");
+    if (print) console.log(forStdout(stream.flush()) + "\n");
   }
 }
