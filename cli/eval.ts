@@ -18,7 +18,7 @@ import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
 import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
-import { readTokenBin, readTokenBinMeta } from "../data/token_bin.ts";
+import { isTokenBinPath, readTokenBin, readTokenBinMeta } from "../data/token_bin.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -208,7 +208,7 @@ async function readIds(
   vocabSize: number,
 ): Promise<{ ids: ArrayLike<number>; source: string }> {
   const path = f["data-path"] as string;
-  const bin = path.toLowerCase().endsWith(".bin");
+  const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
   if (bin && !meta) return { ids: await readTokenBin(path, vocabSize), source: path };
   const name = (f.tokenizer as string | undefined) ?? meta?.tokenizer ??
@@ -271,7 +271,7 @@ export async function evalBertRank(
   layers?: ParallelLayers,
 ): Promise<BertEvalResult> {
   const path = f["data-path"] as string;
-  if (path.toLowerCase().endsWith(".bin")) {
+  if (isTokenBinPath(path)) {
     throw new UsageError(
       "BERT evaluation reads text (documents of sentences), not a .bin of token ids",
     );

@@ -145,9 +145,11 @@ function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
-/** Parses `args` against `specs`. */
-export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
-  const specs = withMegatronSpellings(table);
+/** `node:util` parseArgs options for a flag table (with `-h`/`--help`), and each alias's flag. */
+export function parseArgsOptions(specs: Record<string, FlagSpec>): {
+  options: Record<string, { type: "string" | "boolean"; short?: string }>;
+  aliasOf: Map<string, string>;
+} {
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
     help: { type: "boolean", short: "h" },
   };
@@ -159,6 +161,13 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
       aliasOf.set(a, name);
     }
   }
+  return { options, aliasOf };
+}
+
+/** Parses `args` against `specs`. */
+export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
+  const specs = withMegatronSpellings(table);
+  const { options, aliasOf } = parseArgsOptions(specs);
   let parsed;
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: false });

@@ -8,7 +8,14 @@ import { parseArgs } from "node:util";
 import { DataError } from "../data/errors.ts";
 import { oneLine } from "../core/files.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError, withMegatronSpellings } from "./flags.ts";
+import {
+  type FlagSpec,
+  helpText,
+  parseArgsOptions,
+  parseFlags,
+  UsageError,
+  withMegatronSpellings,
+} from "./flags.ts";
 import { checkWritableFile, sameFile, writeTarget } from "./paths.ts";
 
 /** Flags of `deno task plot`. */
@@ -234,14 +241,7 @@ export function runsSvg(runs: Run[], title: string): string {
  * flags (what follows is logs).
  */
 export function splitPlotArgs(args: string[]): { logs: string[]; flags: string[] } {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [name, s] of Object.entries(withMegatronSpellings(PLOT_FLAGS))) {
-    for (const n of [name, ...(s.aliases ?? [])]) {
-      options[n] = { type: s.type === "boolean" ? "boolean" : "string" };
-    }
-  }
+  const { options } = parseArgsOptions(withMegatronSpellings(PLOT_FLAGS));
   const { tokens } = parseArgs({
     args,
     options,

@@ -9,7 +9,12 @@ import { isInside } from "../core/files.ts";
 import { assetUrl } from "../data/assets.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
-import { MAX_BIN_VOCAB, tokenBinMetaPath, writeTokenBin } from "../data/token_bin.ts";
+import {
+  isTokenBinPath,
+  MAX_BIN_VOCAB,
+  tokenBinMetaPath,
+  writeTokenBin,
+} from "../data/token_bin.ts";
 import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
@@ -63,7 +68,7 @@ export async function preprocess(
   output: string,
   progress?: (done: number, total: number) => void,
 ): Promise<PreprocessResult> {
-  if (dataPath !== undefined && dataPath.toLowerCase().endsWith(".bin")) {
+  if (dataPath !== undefined && isTokenBinPath(dataPath)) {
     throw new DataError(`${dataPath} is already a token file; preprocess reads text`);
   }
   const tokenizer = await createTokenizer(tokenizerName);

@@ -4,8 +4,8 @@
  * SIGHUP lets every rank finish the step it is in; the ranks agree to stop at
  * the same iteration (a flag all-reduced after each step), save a checkpoint
  * there and exit 0. A second signal exits at once (128 + the signal's number);
- * one within `SIGNAL_COPY_MS` (collectives/signal_copies.ts) of the first is the same Ctrl-C, passed on
- * by `deno task`, and is ignored.
+ * one within `SIGNAL_COPY_MS` (collectives/signal_copies.ts) of the first is
+ * the same Ctrl-C, passed on by `deno task`, and is ignored.
  * Without `--save` there is nothing to keep, and the first signal exits at once.
  *
  * Signals reach the main thread of a process (a Worker's own listeners do not

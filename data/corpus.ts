@@ -9,6 +9,7 @@ import { loadMobyDick } from "./moby_dick.ts";
 import {
   checkIdsInVocab,
   checkTokenBinTokenizer,
+  isTokenBinPath,
   readTokenBin,
   readTokenBinMeta,
 } from "./token_bin.ts";
@@ -153,7 +154,7 @@ export async function loadDocuments(
   opts: CorpusOptions = {},
 ): Promise<string[]> {
   if (dataPath === undefined) return [await loadMobyDick()];
-  if (/\.bin$/i.test(dataPath)) {
+  if (isTokenBinPath(dataPath)) {
     throw new DataError(
       `${dataPath} holds token ids, not text, and BERT reads text (it splits sentences and ` +
         "masks words itself): pass the text file, .jsonl or folder of .txt/.md it was made from",
@@ -237,7 +238,7 @@ export async function loadTokens(
   dataPath?: string,
   opts: CorpusOptions = {},
 ): Promise<CorpusTokens> {
-  if (dataPath !== undefined && dataPath.toLowerCase().endsWith(".bin")) {
+  if (dataPath !== undefined && isTokenBinPath(dataPath)) {
     const info = await statOrThrow(dataPath);
     if (!info.isFile) throw new DataError(`data path ${JSON.stringify(dataPath)} is not a file`);
     checkTokenBinTokenizer(dataPath, await readTokenBinMeta(dataPath), tokenizer);

@@ -136,6 +136,11 @@ export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | und
   return m as TokenBinMeta;
 }
 
+/** Whether `path` names a token file (`.bin`, any case), which data paths read as ids, not text. */
+export function isTokenBinPath(path: string): boolean {
+  return path.toLowerCase().endsWith(".bin");
+}
+
 /**
  * The flag that selects the tokenizer `name` on a GPT command line: `--tokenizer
  * NAME`, except for WordPiece (`bert`), which `--tokenizer` does not list and

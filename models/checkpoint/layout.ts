@@ -34,6 +34,12 @@ export function iterDirName(iteration: number): string {
   return `iter_${String(iteration).padStart(7, "0")}`;
 }
 
+/** The iteration an {@link iterDirName} names (100 for `iter_0000100`), or null for other names. */
+export function iterationOfDirName(name: string): number | null {
+  const m = /^iter_(\d{7,})$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
 /** The model shard of TP rank `r`. */
 export function modelFileName(r: number): string {
   return `model_tp${String(r).padStart(2, "0")}.safetensors`;
@@ -144,11 +150,12 @@ export async function resolveIterDir(
 ): Promise<{ iteration: number; path: string }> {
   const it = iteration ?? await readLatest(dir);
   if (it === null) {
-    const one = /^iter_(\d{7})$/.exec(basename(dir.replace(/\/+$/, "")));
+    const trimmed = dir.replace(/\/+$/, "");
+    const one = iterationOfDirName(basename(trimmed));
     throw new CheckpointError(
-      one && await exists(join(dir, META_FILE))
+      one !== null && await exists(join(dir, META_FILE))
         ? `${dir} is one iteration of a checkpoint: pass its directory, ` +
-          `${dirname(dir.replace(/\/+$/, ""))}, with --iteration ${Number(one[1])}`
+          `${dirname(trimmed)}, with --iteration ${one}`
         : `${dir}: no checkpoint (no "${LATEST_FILE}" or "${TRACKER_FILE}" file); ` +
           `pass a directory written by --save`,
     );
