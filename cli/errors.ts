@@ -22,6 +22,7 @@ import { NoAdapterError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import {
+  defaultFfnHiddenSize,
   type DropoutConfig,
   type ShapeConfig,
   validateTransformerConfig,
@@ -162,10 +163,37 @@ export function checkedConfig<C extends ShapeConfig & DropoutConfig>(
   tp: number,
   where: string,
 ): C {
+  const misfit = splitMisfit(config, tp);
+  if (misfit) throw new CheckpointError(`${where}: ${misfit}`);
   try {
     validateTransformerConfig(config, tp);
   } catch (e) {
     throw new CheckpointError(`${where}: ${(e as Error).message}`);
   }
   return config;
+}
+
+/**
+ * Why a model whose shape a file gives (a checkpoint, a config.json) does not
+ * split over `tp` ranks, in terms of what the file holds rather than of flags
+ * the user did not pass, with the sizes that would split it; undefined when it
+ * splits (or when its shape is wrong in itself, which the shape check names).
+ */
+export function splitMisfit(c: ShapeConfig, tp: number): string | undefined {
+  const ffn = c.ffnHiddenSize ?? defaultFfnHiddenSize(c.hiddenSize);
+  if (![c.numHeads, ffn, tp].every((n) => Number.isInteger(n) && n > 0)) return undefined;
+  const why = c.numHeads % tp !== 0
+    ? `its ${c.numHeads} attention heads`
+    : ffn % tp !== 0
+    ? `its MLP size ${ffn}`
+    : undefined;
+  if (!why) return undefined;
+  const fits: number[] = [];
+  for (let t = 1; t <= c.numHeads && fits.length < 8; t++) {
+    if (c.numHeads % t === 0 && ffn % t === 0) fits.push(t);
+  }
+  const choices = fits.length > 1
+    ? `${fits.slice(0, -1).join(", ")} or ${fits[fits.length - 1]}`
+    : `${fits[0]}`;
+  return `${why} do not split over --tensor-model-parallel-size ${tp}: use ${choices}`;
 }

@@ -24,7 +24,7 @@ import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
-import { DEBUG_FLAG } from "./errors.ts";
+import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
 import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 import {
   bertConfigOf,
@@ -518,6 +518,10 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     }
     fitSequence(f, c.maxPositions, file, adopt);
     const tp = f["tensor-model-parallel-size"] as number;
+    const misfit = splitMisfit(c as unknown as ShapeConfig, tp);
+    if (misfit) {
+      throw new UsageError(`${file}: ${misfit}`);
+    }
     try {
       resolveShape(c as unknown as ShapeConfig, tp);
     } catch (e) {
@@ -559,6 +563,9 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       adopt(flag, raw);
     }
   }
+  const loadedShape = { ...c, ffnHiddenSize: f["ffn-hidden-size"] } as unknown as ShapeConfig;
+  const misfit = splitMisfit(loadedShape, f["tensor-model-parallel-size"] as number);
+  if (misfit) throw new UsageError(`${where}: ${misfit}`);
   if (typeof c.maxPositions === "number") fitSequence(f, c.maxPositions, where, adopt);
   // The data order and the dropout streams continue from the saved seed.
   const seed = meta.state?.seed;

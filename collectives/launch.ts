@@ -14,7 +14,7 @@
 
 import { Arena } from "./arena.ts";
 import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts";
-import type { DistConfig } from "./env.ts";
+import { type DistConfig, DistConfigError } from "./env.ts";
 import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
 import { runRankProcesses, watchLauncher } from "./procs.ts";
@@ -286,7 +286,8 @@ export async function runWorkers(
 /**
  * Runs this process's ranks (see {@link runWorkers}), then exits deliberately:
  * Workers are terminated, the process waits `settleMs` (default 200) so devices
- * are released, and exits 0 when every rank succeeded, else 1. With
+ * are released, and exits 0 when every rank succeeded, 2 when the job's
+ * layout is refused (a {@link DistConfigError}: `--devices`, say), else 1. With
  * `cfg.launcher` "procs", the ranks are instead child processes re-running this
  * program (see {@link runRankProcesses}), and the exit code is theirs.
  *
@@ -316,7 +317,11 @@ export async function launch(
       code = res.ok ? 0 : 1;
     }
   } catch (e) {
-    console.error(`launch failed: ${(e as Error).message}`);
+    // A bad flag or launcher variable (--devices, say) is the user's to fix: exit 2, as usage errors do.
+    if (e instanceof DistConfigError) {
+      console.error(`error: ${e.message}`);
+      code = 2;
+    } else console.error(`launch failed: ${(e as Error).message}`);
   }
   stopWatching();
   await new Promise((r) => setTimeout(r, opts.settleMs ?? 200));
