@@ -231,3 +231,24 @@ export function startCli(script: string, args: string[]): RunningCli {
     },
   };
 }
+
+/** Debian's Python, which runs the PyTorch peers (`apt-get install -y python3-torch libopenblas0-pthread`). */
+export const PYTHON = "/usr/bin/python3";
+
+/**
+ * Why {@link PYTHON} cannot import torch (the last line of its error), or null when it can: the
+ * tests that run PyTorch skip, saying so, without it.
+ */
+export function torchMissing(): string | null {
+  try {
+    const r = new Deno.Command(PYTHON, {
+      args: ["-c", "import torch"],
+      stdout: "null",
+      stderr: "piped",
+    }).outputSync();
+    if (r.success) return null;
+    return new TextDecoder().decode(r.stderr).trim().split("\n").pop() ?? "import failed";
+  } catch (e) {
+    return `${PYTHON}: ${(e as Error).message}`;
+  }
+}

@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { SIGNAL_COPY_MS } from "../collectives/signal_copies.ts";
-import { makeRunDir, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { makeRunDir, PYTHON, TINY_MODEL_FLAGS, torchMissing } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -286,7 +286,6 @@ Deno.test({
 
 const CHAOS_ITERS = 8;
 const CHAOS_TIMEOUT_S = 4;
-const PYTHON = "/usr/bin/python3";
 
 function chaosArgs(dir: string, iters = CHAOS_ITERS): string[] {
   return [
@@ -430,19 +429,6 @@ const MODES: Mode[] = [
   },
 ];
 
-function hasTorch(): boolean {
-  try {
-    return new Deno.Command(PYTHON, {
-      args: ["-c", "import torch"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
 /** Runs `tops` to the end, collecting their output; resolves with it. */
 function collect(tops: Deno.ChildProcess[]) {
   let text = "";
@@ -456,8 +442,8 @@ function collect(tops: Deno.ChildProcess[]) {
 }
 
 for (const mode of MODES) {
-  const torchMissing = mode.name === "torchrun" && !hasTorch();
-  if (torchMissing) {
+  const noTorch = mode.name === "torchrun" && torchMissing() !== null;
+  if (noTorch) {
     console.warn(
       `launcher_kill_test: chaos under torchrun SKIPPED: no PyTorch for ${PYTHON} ` +
         `(apt-get install -y python3-torch libopenblas0-pthread)`,
@@ -467,8 +453,8 @@ for (const mode of MODES) {
     name:
       `chaos (${mode.name}): a random rank or launcher killed at a random step; nothing survives, ` +
       `all gone within --dist-timeout, the last checkpoint resumes with the same losses` +
-      (torchMissing ? " [SKIPPED: no PyTorch]" : ""),
-    ignore: torchMissing,
+      (noTorch ? " [SKIPPED: no PyTorch]" : ""),
+    ignore: noTorch,
     timeout: 88_000,
     fn: async () => {
       const seed = Number(Deno.env.get("CHAOS_SEED") ?? Date.now() % 1e9);

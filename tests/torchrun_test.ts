@@ -14,26 +14,10 @@
 
 import assert from "node:assert/strict";
 import { freeLocalPort } from "../collectives/tcp.ts";
-import { jsonlLosses, makeRunDir, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { jsonlLosses, makeRunDir, PYTHON, TINY_MODEL_FLAGS, torchMissing } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const PYTHON = "/usr/bin/python3";
 const dec = new TextDecoder();
-
-function torchMissing(): string | null {
-  try {
-    const r = new Deno.Command(PYTHON, {
-      args: ["-c", "import torch"],
-      stdout: "null",
-      stderr: "piped",
-    })
-      .outputSync();
-    if (r.success) return null;
-    return dec.decode(r.stderr).trim().split("\n").pop() ?? "import failed";
-  } catch (e) {
-    return `${PYTHON}: ${(e as Error).message}`;
-  }
-}
 
 const missing = torchMissing();
 if (missing) {
