@@ -5,7 +5,8 @@
  * pid, host and start time; created exclusively) for the run's life. Another
  * run that finds the file refuses to start, naming the holder, unless the
  * holder is gone: a pid on this host that no longer exists (a run killed with
- * SIGKILL leaves its file behind), whose file it takes over.
+ * SIGKILL leaves its file behind), or stops existing within
+ * {@link EXITING_HOLDER_WAIT_MS}, whose file it takes over.
  * @module
  */
 
@@ -47,7 +48,7 @@ export async function takeSaveLock(dir: string): Promise<() => void> {
     // A file just created may not be written yet: read it again a moment later.
     const holder = await readHolder(path) ??
       await new Promise((r) => setTimeout(r, 200)).then(() => readHolder(path));
-    if (holder && !isGone(holder)) {
+    if (holder && !await holderGone(holder)) {
       throw new UsageError(
         `--save ${dir} is in use by another run (pid ${holder.pid} on ${holder.host}, since ` +
           `${holder.started}); wait for it or give another --save (if no such run exists, ` +
@@ -70,13 +71,28 @@ async function readHolder(path: string): Promise<Holder | null> {
 }
 
 /**
- * A holder on this host whose process no longer exists. Another host's, or one
- * whose liveness cannot be checked (no host name, no FFI), counts as alive.
+ * How long a run waits for a live holder on this host to exit before refusing: a
+ * launcher killed with SIGKILL leaves rank 0's process holding the lock until it
+ * notices, within about a second (collectives/procs.ts `watchLauncher`), and a
+ * restart at once should not be refused for it.
  */
-function isGone(h: Holder): boolean {
-  const here = hostName();
-  if (here === null || h.host !== here) return false;
-  return processExists(h.pid) === false;
+export const EXITING_HOLDER_WAIT_MS = 2000;
+
+/**
+ * Whether holder `h` is gone: a process on this host that no longer exists, or
+ * stops existing within {@link EXITING_HOLDER_WAIT_MS}. Another host's holder,
+ * or one whose liveness cannot be checked (no host name, no FFI), counts as alive.
+ */
+async function holderGone(h: Holder): Promise<boolean> {
+  const until = performance.now() + EXITING_HOLDER_WAIT_MS;
+  for (;;) {
+    const here = hostName();
+    if (here === null || h.host !== here) return false;
+    const exists = processExists(h.pid);
+    if (exists === false) return true;
+    if (exists === null || performance.now() >= until) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /**

@@ -1,0 +1,46 @@
+/**
+ * The save lock's holder check (cli/save_lock.ts): a holder that exits within
+ * EXITING_HOLDER_WAIT_MS (rank 0's process, after its launcher was killed with
+ * SIGKILL) gives the lock up to a run restarted at once; a live one keeps it.
+ * The command-line side (the refusal's message, a dead holder taken over,
+ * release at exit) is in tests/train_cli_test.ts.
+ */
+
+import { match, ok, rejects, strictEqual } from "node:assert/strict";
+import { EXITING_HOLDER_WAIT_MS, SAVE_LOCK_FILE, takeSaveLock } from "../cli/save_lock.ts";
+import { UsageError } from "../cli/flags.ts";
+
+async function lockedBy(seconds: string): Promise<{ dir: string; holder: Deno.ChildProcess }> {
+  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  const holder = new Deno.Command("sleep", { args: [seconds] }).spawn();
+  const held = { pid: holder.pid, host: Deno.hostname(), started: new Date().toISOString() };
+  await Deno.writeTextFile(`${dir}/${SAVE_LOCK_FILE}`, JSON.stringify(held));
+  return { dir, holder };
+}
+
+Deno.test("save lock: a holder that exits within the wait gives it up to a run started at once", async () => {
+  const { dir, holder } = await lockedBy("0.8");
+  const t0 = performance.now();
+  const release = await takeSaveLock(dir);
+  const waited = performance.now() - t0;
+  const now = JSON.parse(await Deno.readTextFile(`${dir}/${SAVE_LOCK_FILE}`));
+  strictEqual(now.pid, Deno.pid);
+  ok(waited < EXITING_HOLDER_WAIT_MS + 1000, `waited ${waited} ms`);
+  release();
+  await holder.status;
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("save lock: a holder still alive after the wait keeps it", async () => {
+  const { dir, holder } = await lockedBy("60");
+  const t0 = performance.now();
+  await rejects(takeSaveLock(dir), (e) => {
+    ok(e instanceof UsageError);
+    match(e.message, new RegExp(`is in use by another run \\(pid ${holder.pid} on `));
+    return true;
+  });
+  ok(performance.now() - t0 >= EXITING_HOLDER_WAIT_MS - 50, "refused before the wait was over");
+  holder.kill("SIGKILL");
+  await holder.status;
+  await Deno.remove(dir, { recursive: true });
+});
