@@ -6,15 +6,22 @@
  * (`tests/torch_gpt2_eval.py`: its own safetensors reader, float64, nothing
  * shared with this project). `eval` at TP=1 and TP=2 must give PyTorch's loss
  * over the same windows, and `generate --temperature 0` (KV cache, TP=2) its
- * greedy continuation.
+ * greedy continuation. And the backward pass: every parameter's gradient of a
+ * GPT at the same vocabulary (TP=1; tp_gpt_test.ts ties TP=2 to TP=1) against
+ * PyTorch autograd's in float64 (`tests/torch_gpt2_grads.py`).
  *
  * Needs Debian's PyTorch (`apt-get install -y python3-torch
  * libopenblas0-pthread`, which `.ci/run` installs); skipped, saying so, without it.
  */
 
 import assert from "node:assert/strict";
+import { TokenIds } from "../core/token_ids.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
+import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { writeHfGpt2 } from "../models/hf/gpt2.ts";
 import { makeRunDir, PYTHON, runCli, torchMissing } from "./cli_helpers.ts";
+import { gpuTest, testDevice } from "./helpers.ts";
+import { gpuGrads, randomizeWeights, tokens } from "./model_grad_helpers.ts";
 
 const missing = torchMissing();
 if (missing) {
@@ -125,6 +132,99 @@ Deno.test({
         text.startsWith(expected),
         `generate gave ${JSON.stringify(text)}; PyTorch's greedy text ${JSON.stringify(expected)}`,
       );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/**
+ * Gradient tolerance, as tests/vocab_scale_test.ts's at this vocabulary: |g − ref| ≤ 1e-5·G +
+ * 1e-3·|ref|, G the largest |ref| of the set (the float32 head sums over 50,257 columns).
+ */
+const GRAD_ATOL_OF_MAX = 1e-5;
+const GRAD_RTOL = 1e-3;
+
+function runPython(script: string, args: string[]): Record<string, unknown> {
+  const r = new Deno.Command(PYTHON, {
+    args: [new URL(script, import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).outputSync();
+  const dec = new TextDecoder();
+  assert.ok(r.success, `${script} failed:\n${dec.decode(r.stderr)}`);
+  return JSON.parse(dec.decode(r.stdout));
+}
+
+Deno.test({
+  name: `GPT-2 vocabulary: every parameter's gradient against PyTorch autograd (float64)${
+    missing ? " [SKIPPED: no PyTorch]" : ""
+  }`,
+  ...gpuTest,
+  ignore: missing !== null,
+  timeout: 240_000,
+  fn: async () => {
+    const dev = await testDevice();
+    const cfg: GptConfig = {
+      vocabSize: 50257,
+      numLayers: 2,
+      hiddenSize: 32,
+      numHeads: 4,
+      maxPositions: 16,
+      hiddenDropout: 0,
+      attentionDropout: 0,
+    };
+    const B = 2, T = 16, V = cfg.vocabSize;
+    const m = Gpt.serial(dev, cfg, 5);
+    // O(1) weights, so that the softmax over the vocabulary is far from uniform and every path
+    // carries a gradient; the last real row, and rows past 2^15, are looked up and targeted.
+    const weights = randomizeWeights(m, 7);
+    const ids = tokens(B * T, 8, V), targets = tokens(B * T, 9, V);
+    ids[3] = V - 1;
+    targets[5] = V - 1;
+    ids[7] = 40000;
+    targets[11] = 32768;
+    const { loss, grads } = await gpuGrads(
+      dev,
+      m,
+      () => m.loss(TokenIds.fromHost(dev, ids, [B, T]), TokenIds.fromHost(dev, targets, [B, T])),
+    );
+    const shapes = new Map(m.namedParams().map(([n, p]) => [n, p.tensor.shape]));
+    const host = (values: Map<string, Float32Array>) => (name: string) => {
+      const data = values.get(name), shape = shapes.get(name);
+      return data && shape ? { shape: [...shape], data } : undefined;
+    };
+    m.dispose();
+
+    const dir = await Deno.makeTempDir({ prefix: "torch_grads-" });
+    try {
+      await writeHfGpt2(`${dir}/weights`, cfg, host(weights));
+      await writeHfGpt2(`${dir}/grads`, cfg, host(grads));
+      await Deno.writeTextFile(
+        `${dir}/batch.json`,
+        JSON.stringify({ B, T, ids: [...ids], targets: [...targets] }),
+      );
+      const ref = runPython("./torch_gpt2_grads.py", [
+        ...[`${dir}/weights`, `${dir}/grads`, `${dir}/batch.json`],
+        ...[String(GRAD_ATOL_OF_MAX), String(GRAD_RTOL)],
+      ]) as { loss: number; sets: Record<string, { ratio: number; err: number; G: number }> };
+      const rel = Math.abs(loss - ref.loss) / ref.loss;
+      assert.ok(rel <= LOSS_RTOL, `loss ${loss} against PyTorch's ${ref.loss} (relative ${rel})`);
+      const sets = Object.entries(ref.sets);
+      assert.equal(
+        sets.length,
+        2 + 12 * cfg.numLayers + 2 + 1,
+        "every HF tensor and the unused rows",
+      );
+      const failed = sets.filter(([, s]) => !(s.ratio <= 1));
+      assert.deepEqual(
+        failed,
+        [],
+        `gradients past |g − ref| ≤ ${GRAD_ATOL_OF_MAX}·G + ${GRAD_RTOL}·|ref| ` +
+          `(ratio > 1 fails): ${JSON.stringify(failed)}`,
+      );
+      if (Deno.env.get("TORCH_REFERENCE_VERBOSE")) console.log(ref.sets);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
