@@ -183,9 +183,9 @@ export function splitMisfit(c: ShapeConfig, tp: number): string | undefined {
   const ffn = c.ffnHiddenSize ?? defaultFfnHiddenSize(c.hiddenSize);
   if (![c.numHeads, ffn, tp].every((n) => Number.isInteger(n) && n > 0)) return undefined;
   const why = c.numHeads % tp !== 0
-    ? `its ${c.numHeads} attention heads`
+    ? `its ${c.numHeads} attention heads do not`
     : ffn % tp !== 0
-    ? `its MLP size ${ffn}`
+    ? `its MLP size ${ffn} does not`
     : undefined;
   if (!why) return undefined;
   const fits: number[] = [];
@@ -195,5 +195,5 @@ export function splitMisfit(c: ShapeConfig, tp: number): string | undefined {
   const choices = fits.length > 1
     ? `${fits.slice(0, -1).join(", ")} or ${fits[fits.length - 1]}`
     : `${fits[0]}`;
-  return `${why} do not split over --tensor-model-parallel-size ${tp}: use ${choices}`;
+  return `${why} split over --tensor-model-parallel-size ${tp}: use ${choices}`;
 }

@@ -8,7 +8,7 @@
  */
 
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
-import { classify, reportError, RunError, SIGPIPE_STATUS } from "../cli/errors.ts";
+import { classify, reportError, RunError, SIGPIPE_STATUS, splitMisfit } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { DataError } from "../data/errors.ts";
@@ -796,4 +796,18 @@ globalThis.addEventListener("unload", () => {
   try {
     Deno.removeSync(dir, { recursive: true });
   } catch { /* gone */ }
+});
+
+Deno.test("a model from a file that does not split over --tp: what it holds, and the sizes that fit", () => {
+  const shape = { vocabSize: 256, numLayers: 1, hiddenSize: 64, numHeads: 2, maxPositions: 16 };
+  strictEqual(
+    splitMisfit(shape, 4),
+    "its 2 attention heads do not split over --tensor-model-parallel-size 4: use 1 or 2",
+  );
+  strictEqual(
+    splitMisfit({ ...shape, numHeads: 8, ffnHiddenSize: 100 }, 8),
+    "its MLP size 100 does not split over --tensor-model-parallel-size 8: use 1, 2 or 4",
+  );
+  strictEqual(splitMisfit({ ...shape, hiddenSize: 48, numHeads: 3 }, 3), undefined);
+  strictEqual(splitMisfit(shape, 2), undefined);
 });
