@@ -84,10 +84,10 @@ export const EXITING_HOLDER_WAIT_MS = 2000;
  * or one whose liveness cannot be checked (no host name, no FFI), counts as alive.
  */
 async function holderGone(h: Holder): Promise<boolean> {
+  const here = hostName();
+  if (here === null || h.host !== here) return false;
   const until = performance.now() + EXITING_HOLDER_WAIT_MS;
   for (;;) {
-    const here = hostName();
-    if (here === null || h.host !== here) return false;
     const exists = processExists(h.pid);
     if (exists === false) return true;
     if (exists === null || performance.now() >= until) return false;

@@ -563,8 +563,11 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       adopt(flag, raw);
     }
   }
-  const loadedShape = { ...c, ffnHiddenSize: f["ffn-hidden-size"] } as unknown as ShapeConfig;
-  const misfit = splitMisfit(loadedShape, f["tensor-model-parallel-size"] as number);
+  // The saved shape (a flag given beside it was refused above unless equal to it).
+  const misfit = splitMisfit(
+    c as unknown as ShapeConfig,
+    f["tensor-model-parallel-size"] as number,
+  );
   if (misfit) throw new UsageError(`${where}: ${misfit}`);
   if (typeof c.maxPositions === "number") fitSequence(f, c.maxPositions, where, adopt);
   // The data order and the dropout streams continue from the saved seed.

@@ -52,8 +52,21 @@ async function ok(script: string, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-function lastJson(stdout: string): Record<string, number> {
+function lastJson(stdout: string): Record<string, unknown> {
   return JSON.parse(stdout.trim().split("\n").pop()!);
+}
+
+/** Runs one of the PyTorch scripts beside this file; its last stdout line is JSON. */
+async function runPython(script: string, args: string[]): Promise<Record<string, unknown>> {
+  const r = await new Deno.Command(PYTHON, {
+    args: [new URL(script, import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  const dec = new TextDecoder();
+  assert.ok(r.success, `${script} failed (exit ${r.code}):\n${dec.decode(r.stderr)}`);
+  return lastJson(dec.decode(r.stdout));
 }
 
 Deno.test({
@@ -81,19 +94,10 @@ Deno.test({
         ]);
       }
       await ok("cli/export_hf.ts", ["--load", `${dir}/ck`, "--output", `${dir}/hf`]);
-      const torch = new Deno.Command(PYTHON, {
-        args: [
-          new URL("./torch_gpt2_eval.py", import.meta.url).pathname,
-          ...[`${dir}/hf`, `${dir}/eval.bin`, String(SEQ), `${dir}/prompt.bin`],
-          String(NEW_TOKENS),
-        ],
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(120_000),
-      }).outputSync();
-      const dec = new TextDecoder();
-      assert.ok(torch.success, `torch_gpt2_eval.py failed:\n${dec.decode(torch.stderr)}`);
-      const ref = JSON.parse(dec.decode(torch.stdout)) as {
+      const ref = await runPython("./torch_gpt2_eval.py", [
+        ...[`${dir}/hf`, `${dir}/eval.bin`, String(SEQ), `${dir}/prompt.bin`],
+        String(NEW_TOKENS),
+      ]) as {
         loss: number;
         tokens: number;
         windows: number;
@@ -110,7 +114,7 @@ Deno.test({
             ...["--load", `${dir}/ck`, "--data-path", `${dir}/eval.bin`],
             ...["--seq-length", String(SEQ), "--tp", tp, "--json"],
           ]),
-        );
+        ) as { loss: number; tokens: number };
         assert.equal(ours.tokens, ref.tokens);
         const rel = Math.abs(ours.loss - ref.loss) / ref.loss;
         assert.ok(
@@ -144,18 +148,6 @@ Deno.test({
  */
 const GRAD_ATOL_OF_MAX = 1e-5;
 const GRAD_RTOL = 1e-3;
-
-function runPython(script: string, args: string[]): Record<string, unknown> {
-  const r = new Deno.Command(PYTHON, {
-    args: [new URL(script, import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).outputSync();
-  const dec = new TextDecoder();
-  assert.ok(r.success, `${script} failed:\n${dec.decode(r.stderr)}`);
-  return JSON.parse(dec.decode(r.stdout));
-}
 
 Deno.test({
   name: `GPT-2 vocabulary: every parameter's gradient against PyTorch autograd (float64)${
@@ -205,7 +197,7 @@ Deno.test({
         `${dir}/batch.json`,
         JSON.stringify({ B, T, ids: [...ids], targets: [...targets] }),
       );
-      const ref = runPython("./torch_gpt2_grads.py", [
+      const ref = await runPython("./torch_gpt2_grads.py", [
         ...[`${dir}/weights`, `${dir}/grads`, `${dir}/batch.json`],
         ...[String(GRAD_ATOL_OF_MAX), String(GRAD_RTOL)],
       ]) as { loss: number; sets: Record<string, { ratio: number; err: number; G: number }> };
