@@ -218,6 +218,7 @@ async function save<B>(
     dpRank: L.dpRank,
     barrier: dist ? () => dist.group.barrier() : undefined,
     ...task.checkpointInfo,
+    progress: L.log.isLogger ? stderrProgress("saving checkpoint") : undefined,
     state: {
       consumedTokens,
       sampler: task.samplerState(),

@@ -33,6 +33,7 @@ export {
   DIST_FLAGS,
   type DistConfig,
   type Launcher,
+  localDistConfig,
   parseDuration,
   randomRunId,
   resolveDistConfig,

@@ -854,6 +854,30 @@ export class Device {
     await this.gpu.queue.onSubmittedWorkDone();
   }
 
+  #runningPass: string | null = null;
+
+  /**
+   * Runs `fn`, a pass over this device's models (a training step, an
+   * evaluation, one generated token), refusing to start while another runs:
+   * autograd's switch ({@link Device.gradEnabled}) and the tensor scopes are the
+   * device's, so two passes interleaved at their `await`s would record into each
+   * other. `what` names the pass in the error.
+   */
+  async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#runningPass) {
+      throw new Error(
+        `${what}: this device is still running ${this.#runningPass}; await it first ` +
+          `(a device runs one training step, evaluation or generated token at a time)`,
+      );
+    }
+    this.#runningPass = what;
+    try {
+      return await fn();
+    } finally {
+      this.#runningPass = null;
+    }
+  }
+
   /** Runs `fn` with autograd recording turned off on this device. */
   noGrad<T>(fn: () => T): T {
     const prev = this.gradEnabled;

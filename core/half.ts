@@ -6,8 +6,8 @@
  * @module
  */
 
-/** The 16-bit formats of mixed precision. */
-export type Half = "fp16" | "bf16";
+import type { HalfFormat } from "../kernels/half.ts";
+export type { HalfFormat };
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -80,7 +80,7 @@ export function bf16BitsToF32(h: number): number {
 }
 
 /** Each value of `x` in `dtype`'s bits. */
-export function toHalfBits(x: ArrayLike<number>, dtype: Half): Uint16Array {
+export function toHalfBits(x: ArrayLike<number>, dtype: HalfFormat): Uint16Array {
   const out = new Uint16Array(x.length);
   if (x instanceof Float32Array) {
     encodeHalfInto(x, out, dtype);
@@ -100,7 +100,7 @@ let f16Table: Float32Array | null = null;
  * {@link f32ToF16Bits} (measured; the data-parallel 16-bit wire encodes every
  * gradient each step).
  */
-export function encodeHalfInto(src: Float32Array, dst: Uint16Array, dtype: Half): void {
+export function encodeHalfInto(src: Float32Array, dst: Uint16Array, dtype: HalfFormat): void {
   const n = src.length;
   if (dst.length !== n) throw new Error(`encodeHalfInto: ${n} values into ${dst.length}`);
   const b = new Uint32Array(src.buffer, src.byteOffset, n);
@@ -109,7 +109,7 @@ export function encodeHalfInto(src: Float32Array, dst: Uint16Array, dtype: Half)
 }
 
 /** `dst[i]` = the value of `dtype` bits `src[i]` (same lengths), without allocating. */
-export function decodeHalfInto(src: Uint16Array, dst: Float32Array, dtype: Half): void {
+export function decodeHalfInto(src: Uint16Array, dst: Float32Array, dtype: HalfFormat): void {
   const n = src.length;
   if (dst.length !== n) throw new Error(`decodeHalfInto: ${n} values into ${dst.length}`);
   if (dtype === "bf16") {
@@ -123,13 +123,13 @@ export function decodeHalfInto(src: Uint16Array, dst: Float32Array, dtype: Half)
 }
 
 /** The f32 values of `dtype` bits `h`. */
-export function fromHalfBits(h: Uint16Array, dtype: Half): Float32Array {
+export function fromHalfBits(h: Uint16Array, dtype: HalfFormat): Float32Array {
   const out = new Float32Array(h.length);
   decodeHalfInto(h, out, dtype);
   return out;
 }
 
 /** `x` rounded to `dtype` and back to f32 (what 16-bit storage keeps of it). */
-export function roundToHalf(x: ArrayLike<number>, dtype: Half): Float32Array {
+export function roundToHalf(x: ArrayLike<number>, dtype: HalfFormat): Float32Array {
   return fromHalfBits(toHalfBits(x, dtype), dtype);
 }

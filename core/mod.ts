@@ -98,7 +98,6 @@ export {
   f32ToBf16Bits,
   f32ToF16Bits,
   fromHalfBits,
-  type Half,
   roundToHalf,
   toHalfBits,
 } from "./half.ts";

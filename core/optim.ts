@@ -439,10 +439,41 @@ export interface LrSchedule {
   minLr?: number;
   /** Linear warm-up iterations from 0 to `lr`. */
   warmupIters?: number;
-  /** Iterations over which to decay (default: the training length). */
+  /**
+   * Iteration at which the decay reaches `minLr`, warm-up included (Megatron's
+   * `--lr-decay-iters`; the training CLI passes the training length).
+   */
   decayIters: number;
   /** Shape of the decay after warm-up. */
   style?: "cosine" | "linear" | "constant";
+}
+
+/**
+ * Throws a clear error for a schedule {@link learningRate} cannot follow: a
+ * negative or non-finite rate, a warm-up or decay length that is not an
+ * integer ≥ 0, an unknown style.
+ */
+export function checkLrSchedule(s: LrSchedule): void {
+  if (typeof s !== "object" || s === null) {
+    throw new Error(`LrSchedule: expected an object, got ${s}`);
+  }
+  const rate = (name: string, v: unknown) => {
+    if (typeof v !== "number" || !(Number.isFinite(v) && v >= 0)) {
+      throw new Error(`LrSchedule: ${name} must be a finite number ≥ 0, got ${v}`);
+    }
+  };
+  const count = (name: string, v: unknown) => {
+    if (typeof v !== "number" || !(Number.isInteger(v) && v >= 0)) {
+      throw new Error(`LrSchedule: ${name} must be an integer ≥ 0, got ${v}`);
+    }
+  };
+  rate("lr", s.lr);
+  rate("minLr", s.minLr ?? 0);
+  count("warmupIters", s.warmupIters ?? 0);
+  if ((s.style ?? "cosine") !== "constant") count("decayIters", s.decayIters);
+  if (!["cosine", "linear", "constant"].includes(s.style ?? "cosine")) {
+    throw new Error(`LrSchedule: style must be "cosine", "linear" or "constant", got ${s.style}`);
+  }
 }
 
 /** The learning rate at iteration `iter` (0-based). */

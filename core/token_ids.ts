@@ -43,11 +43,20 @@ export class TokenIds {
 
   /**
    * Throws a clear error unless `ids` is a {@link TokenIds} (for callers from
-   * untyped code, or a tensor cast past the type checker): `op` names the caller
-   * and `what` the argument.
+   * untyped code, or a tensor cast past the type checker), or, with `device`,
+   * unless they live on that device: `op` names the caller and `what` the
+   * argument.
    */
-  static check(op: string, ids: unknown, what = "ids"): TokenIds {
-    if (ids instanceof TokenIds) return ids;
+  static check(op: string, ids: unknown, what = "ids", device?: Device): TokenIds {
+    if (ids instanceof TokenIds) {
+      if (device && ids.device !== device) {
+        throw new Error(
+          `${op}: the ${what} are on another device than the model's ` +
+            "(make them with TokenIds.fromHost on the model's device)",
+        );
+      }
+      return ids;
+    }
     const got = ids instanceof Tensor ? `a ${ids.dtype} Tensor ${fmtShape(ids.shape)}` : typeof ids;
     throw new Error(
       `${op}: ${what} must be TokenIds (made with TokenIds.fromHost), got ${got}; ` +
@@ -79,6 +88,19 @@ export class TokenIds {
   /** The same ids viewed as `shape` (shares the GPU storage and the host copy). */
   view(shape: readonly number[]): TokenIds {
     return new TokenIds(this.tensor.view(shape), this.host);
+  }
+
+  /**
+   * Throws a clear error if an id is negative or not below `vocab` (a padded
+   * vocabulary's extra rows exist in the table but stand for no token): `op`
+   * names the caller.
+   */
+  checkInVocab(op: string, vocab: number): void {
+    for (const id of this.host) {
+      if (id < 0 || id >= vocab) {
+        throw new Error(`${op}: token id ${id} is outside the vocabulary of ${vocab}`);
+      }
+    }
   }
 
   /** Marks the tensor as surviving scopes (returns itself). */

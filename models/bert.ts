@@ -9,15 +9,17 @@
  * @module
  */
 
+import type { Device } from "../core/device.ts";
 import { Dropout, Embedding, LayerNorm, Linear, Module, type ParamInfo } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { fmtShape, type Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention, throughLayers } from "./blocks.ts";
 import { paddedVocabSize } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
+import { TensorParallelLayers } from "./parallel/tp_layers.ts";
 import {
   DEFAULT_DROPOUT,
   DEFAULT_VOCAB_MULTIPLE,
@@ -255,7 +257,9 @@ export class Bert extends Module {
 
   /** Encoder output `[B, T, h]`. */
   async encode(ids: TokenIds, tokenTypes: TokenIds, keep: Tensor): Promise<Tensor> {
+    TokenIds.check("BERT", ids, "ids", this.parallel.device);
     if (ids.rank !== 2) throw new Error(`BERT input must be [batch, seq], got [${ids.shape}]`);
+    ids.checkInVocab("BERT", this.config.vocabSize);
     const T = ids.shape[1];
     if (T > this.config.maxPositions) {
       throw new Error(
@@ -279,13 +283,25 @@ export class Bert extends Module {
     return this.finalLn ? this.finalLn.forward(x) : x;
   }
 
+  /** A BERT on one device. */
+  static serial(device: Device, config: BertConfig, seed: number): Bert {
+    return new Bert(TensorParallelLayers.single(device), config, { seed });
+  }
+
   /** MLM, SOP and total loss for a batch. */
   async losses(b: BertInputs): Promise<BertLosses> {
+    const mlmTargets = TokenIds.check("BERT", b.mlmTargets, "mlmTargets", this.parallel.device);
+    if (mlmTargets.size !== b.ids.size) {
+      throw new Error(
+        `BERT: mlmTargets ${fmtShape(mlmTargets.shape)} must hold one target per token of the ` +
+          `ids ${fmtShape(b.ids.shape)} (-1 where a token is not predicted)`,
+      );
+    }
     const hidden = await this.encode(b.ids, b.tokenTypes, b.keep);
     // The MLM head runs only on the masked positions (~15%): gather those rows
     // first (a lookup into the [B·T, h] hidden states, whose gradient scatters
     // back), so the vocabulary-sized matmul is 1/0.15 times smaller.
-    const targets = TokenIds.check("BERT", b.mlmTargets, "mlmTargets").host;
+    const targets = mlmTargets.host;
     const positions: number[] = [];
     const picked: number[] = [];
     targets.forEach((t, i) => {

@@ -18,7 +18,7 @@ import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import type { Gpt } from "./gpt.ts";
 import type { KvCache } from "./kv_cache.ts";
-import { sampleToken, type SamplingOptions } from "./sampling.ts";
+import { checkSamplingOptions, sampleToken, type SamplingOptions } from "./sampling.ts";
 
 /** Options of {@link generate}. */
 export interface GenerateOptions extends SamplingOptions {
@@ -47,12 +47,13 @@ function ids(device: Device, tokens: readonly number[]): TokenIds {
 /** Next-token logits of the last position of `window`, recomputing all of it. */
 async function fullLogits(model: Gpt, window: readonly number[]): Promise<Float32Array> {
   const device = model.parallel.device;
-  return await tidy(device, () =>
-    device.noGrad(async () => {
-      const h = await model.hidden(ids(device, window));
-      const last = ops.slice(h, 1, window.length - 1, window.length);
-      return await (await model.parallel.lmLogits(last, model.wte.weight)).read();
-    }));
+  return await device.exclusive("generate", () =>
+    tidy(device, () =>
+      device.noGrad(async () => {
+        const h = await model.hidden(ids(device, window));
+        const last = ops.slice(h, 1, window.length - 1, window.length);
+        return await (await model.parallel.lmLogits(last, model.wte.weight)).read();
+      })));
 }
 
 /** Logits of the last of `tokens`, run at positions `[start, start + n)` through the cache. */
@@ -63,12 +64,13 @@ async function cachedLogits(
   start: number,
 ): Promise<Float32Array> {
   const device = model.parallel.device;
-  return await tidy(device, async () => {
-    const logits = await model.forwardCached(ids(device, tokens), cache, start, {
-      lastOnly: true,
-    });
-    return await logits.read();
-  });
+  return await device.exclusive("generate", () =>
+    tidy(device, async () => {
+      const logits = await model.forwardCached(ids(device, tokens), cache, start, {
+        lastOnly: true,
+      });
+      return await logits.read();
+    }));
 }
 
 /** Yields new token ids one by one, continuing `prompt`. */
@@ -78,7 +80,11 @@ export async function* generate(
   opts: GenerateOptions,
 ): AsyncGenerator<number> {
   if (prompt.length === 0) throw new Error("generate: the prompt must have at least one token");
-  if (opts.maxNewTokens <= 0) return;
+  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 0)) {
+    throw new Error(`generate: maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
+  }
+  checkSamplingOptions("generate", opts);
+  if (opts.maxNewTokens === 0) return;
   const Tmax = model.config.maxPositions;
   const useCache = opts.cache ?? true;
   const ctx = [...prompt];

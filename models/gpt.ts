@@ -11,7 +11,7 @@ import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { deriveSeed, RngStream } from "../core/rng.ts";
 import { type Tensor, tidy } from "../core/tensor.ts";
-import type { TokenIds } from "../core/token_ids.ts";
+import { TokenIds } from "../core/token_ids.ts";
 import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention, throughLayers } from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
@@ -186,9 +186,16 @@ export class Gpt extends Module {
     return new Gpt(TensorParallelLayers.single(device), config, { seed });
   }
 
+  /** Throws a clear error unless `ids` are `[batch, seq]` token ids of this model's vocabulary on its device. */
+  #checkIds(ids: TokenIds): void {
+    TokenIds.check("GPT", ids, "ids", this.parallel.device);
+    if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
+    ids.checkInVocab("GPT", this.config.vocabSize);
+  }
+
   /** Final hidden states `[B, T, h]` for token ids `[B, T]`. */
   async hidden(ids: TokenIds): Promise<Tensor> {
-    if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
+    this.#checkIds(ids);
     const T = ids.shape[1];
     if (T > this.config.maxPositions) {
       throw new Error(
@@ -250,7 +257,7 @@ export class Gpt extends Module {
     start: number,
     opts: CachedForwardOptions = {},
   ): Promise<Tensor> {
-    if (ids.rank !== 2) throw new Error(`GPT input must be [batch, seq], got [${ids.shape}]`);
+    this.#checkIds(ids);
     const [B, n] = ids.shape;
     if (B !== cache.shape.batch) {
       throw new Error(`forwardCached: batch ${B} but the cache holds ${cache.shape.batch}`);

@@ -35,6 +35,7 @@ export {
 } from "./bert.ts";
 export {
   type BlockShape,
+  FUSED_ATTENTION_DEFAULT,
   outputInit,
   ParallelMlp,
   type ProjectionNames,

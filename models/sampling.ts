@@ -15,6 +15,22 @@ export interface SamplingOptions {
 }
 
 /**
+ * Throws a clear error for settings {@link sampleToken} cannot honour: a
+ * negative or non-finite temperature, a top-k that is not an integer ≥ 0, a
+ * top-p outside (0, 1]. `op` names the caller.
+ */
+export function checkSamplingOptions(op: string, opts: SamplingOptions): void {
+  const { temperature = 1, topK = 0, topP = 1 } = opts;
+  if (!(Number.isFinite(temperature) && temperature >= 0)) {
+    throw new Error(`${op}: temperature must be a finite number ≥ 0, got ${temperature}`);
+  }
+  if (!(Number.isInteger(topK) && topK >= 0)) {
+    throw new Error(`${op}: topK must be an integer ≥ 0 (0 = off), got ${topK}`);
+  }
+  if (!(topP > 0 && topP <= 1)) throw new Error(`${op}: topP must be in (0, 1], got ${topP}`);
+}
+
+/**
  * Picks a token id from `logits` (only the first `valid` entries are candidates)
  * using `uniform()` in [0, 1) as the random source.
  */

@@ -128,14 +128,19 @@ export interface TransformerConfig extends ShapeConfig, DropoutConfig {
 }
 
 /**
- * Checks a GPT or BERT config at `tp` ranks: its shape ({@link resolveShape})
- * and its dropout probabilities (in [0, 1)). Returns the resolved shape.
+ * Checks a GPT or BERT config at `tp` ranks: its shape ({@link resolveShape}),
+ * its dropout probabilities (in [0, 1)) and its vocabulary multiple (a
+ * positive integer). Returns the resolved shape.
  */
 export function validateTransformerConfig(
-  c: ShapeConfig & DropoutConfig,
+  c: ShapeConfig & DropoutConfig & Pick<TransformerConfig, "vocabMultiple">,
   tp = 1,
 ): TransformerShape {
   const shape = resolveShape(c, tp);
+  const m = c.vocabMultiple;
+  if (m !== undefined && !(Number.isInteger(m) && m > 0)) {
+    throw new ShapeError(`vocabMultiple must be a positive integer, got ${m}`);
+  }
   for (
     const [n, p] of [
       ["--hidden-dropout", c.hiddenDropout],

@@ -20,6 +20,7 @@ import {
 import {
   AdamW,
   type AdamWConfig,
+  checkLrSchedule,
   clipCoefficient,
   learningRate,
   type LrSchedule,
@@ -33,6 +34,8 @@ export interface Trainable {
   namedParams(): [string, ParamInfo][];
   /** Sets training mode. */
   train(on?: boolean): unknown;
+  /** How the model is split (absent: not split); the trainer checks its hooks against it. */
+  readonly parallel?: { readonly tpSize: number };
 }
 
 /** Hooks a parallel layout plugs in (all optional; serial training needs none). */
@@ -111,8 +114,22 @@ export class Trainer {
   readonly #params: ParamInfo[];
   readonly #normParams: Tensor[];
 
-  /** A trainer for `model` on `device`. */
+  /**
+   * A trainer for `model` on `device`. A model split over more than one
+   * tensor-parallel rank needs `hooks.reduceNormSquared` and `countsInNorm`
+   * (models/parallel/hooks.ts's `hybridHooks` and `countsInNorm`): without them
+   * each rank would clip by its own part of the gradient norm.
+   */
   constructor(readonly device: Device, readonly model: Trainable, readonly opts: TrainerOptions) {
+    checkLrSchedule(opts.schedule);
+    const tp = model.parallel?.tpSize ?? 1;
+    if (tp > 1 && (!opts.hooks?.reduceNormSquared || !opts.countsInNorm)) {
+      throw new Error(
+        `Trainer: the model is split over ${tp} tensor-parallel ranks; pass ` +
+          `hooks: hybridHooks(device, { tp, dp }) and countsInNorm: countsInNorm(tpRank), ` +
+          `or each rank clips by its own part of the gradient norm`,
+      );
+    }
     this.#params = model.namedParams().map(([, p]) => p);
     this.optimizer = new AdamW(this.#params, opts.adam);
     const counts = opts.countsInNorm ?? (() => true);
@@ -134,6 +151,19 @@ export class Trainer {
     }
   }
 
+  /**
+   * Frees what the trainer holds on the GPU (the AdamW moments and the 16-bit
+   * weight copies of mixed precision); the model's own tensors stay (dispose
+   * the model for those). A later {@link Trainer.step} starts the moments anew.
+   */
+  dispose(): void {
+    this.optimizer.resetState(this.optimizer.step);
+    for (const p of this.#params) {
+      p.tensor.halfCopy?.words.dispose();
+      p.tensor.halfCopy = null;
+    }
+  }
+
   /** Updates done so far. */
   get iteration(): number {
     return this.optimizer.step;
@@ -144,6 +174,19 @@ export class Trainer {
    * micro-batch i's loss (inside a scope that is freed right after its backward).
    */
   async step(
+    microBatches: number,
+    lossOf: (i: number) => Tensor | Promise<Tensor>,
+  ): Promise<StepResult> {
+    if (!Number.isInteger(microBatches) || microBatches < 1) {
+      throw new Error(`Trainer.step: micro-batches must be an integer ≥ 1, got ${microBatches}`);
+    }
+    return await this.device.exclusive(
+      "Trainer.step",
+      () => this.#stepExclusive(microBatches, lossOf),
+    );
+  }
+
+  async #stepExclusive(
     microBatches: number,
     lossOf: (i: number) => Tensor | Promise<Tensor>,
   ): Promise<StepResult> {
@@ -200,6 +243,12 @@ export class Trainer {
           });
         });
       }
+      if (!params.some((p) => p.grad)) {
+        throw new Error(
+          "Trainer.step: the loss reached none of this trainer's parameters " +
+            "(is lossOf building another model's loss?)",
+        );
+      }
       if (reduction) await reduction.finish();
       else {
         if (half) { for (const p of params) if (p.grad) roundHalfInPlace(p.grad, half); }
@@ -249,6 +298,21 @@ export class Trainer {
     n: number,
     lossOf: (i: number) => Tensor | Promise<Tensor>,
     weight: number = 1 / n,
+  ): Promise<number> {
+    // 0 is allowed: a data-parallel replica may hold no validation batch (its sum is 0).
+    if (!Number.isInteger(n) || n < 0) {
+      throw new Error(`Trainer.evaluate: batches must be an integer ≥ 0, got ${n}`);
+    }
+    return await this.device.exclusive(
+      "Trainer.evaluate",
+      () => this.#evaluateExclusive(n, lossOf, weight),
+    );
+  }
+
+  async #evaluateExclusive(
+    n: number,
+    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    weight: number,
   ): Promise<number> {
     const device = this.device;
     this.model.train(false);

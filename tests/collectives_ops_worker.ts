@@ -8,7 +8,7 @@
 import type { WorkerContext } from "../collectives/launch.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { chunkRange } from "../collectives/ring.ts";
-import { fromHalfBits, type Half, roundToHalf, toHalfBits } from "../core/half.ts";
+import { fromHalfBits, type HalfFormat, roundToHalf, toHalfBits } from "../core/half.ts";
 import { halfCodec } from "../models/parallel/half_codec.ts";
 
 /** Rank r's value at index i: small integers and quarters, so f32 sums are exact. */
@@ -125,7 +125,7 @@ function inexact(r: number, i: number): number {
  */
 async function checkHalf(g: ProcessGroup, size: number, errs: string[], rank: number) {
   const n = g.size, r = g.rank;
-  for (const format of ["bf16", "fp16"] as Half[]) {
+  for (const format of ["bf16", "fp16"] as HalfFormat[]) {
     const codec = halfCodec(format);
     const u = format === "bf16" ? 2 ** -8 : 2 ** -11;
     for (const op of ["sum", "avg"] as const) {

@@ -15,7 +15,7 @@ import { parallelLayout } from "../collectives/layout.ts";
 import { chunkRange } from "../collectives/ring.ts";
 import { HalfSummer } from "../collectives/half_sum.ts";
 import { halfCodec } from "../models/parallel/half_codec.ts";
-import type { Half } from "../core/half.ts";
+import type { HalfFormat } from "../core/half.ts";
 
 Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", () => {
   const arena = Arena.create();
@@ -44,12 +44,12 @@ Deno.test("wasm SIMD kernels match a plain JS reference on odd sizes (exact)", (
 });
 
 /** Whether 16-bit `b` is a NaN in `format`. */
-const isNaN16 = (b: number, format: Half) =>
+const isNaN16 = (b: number, format: HalfFormat) =>
   format === "bf16"
     ? (b & 0x7f80) === 0x7f80 && (b & 0x7f) !== 0
     : (b & 0x7c00) === 0x7c00 && (b & 0x3ff) !== 0;
 
-for (const format of ["bf16", "fp16"] as Half[]) {
+for (const format of ["bf16", "fp16"] as HalfFormat[]) {
   Deno.test(`${format} sums in wasm SIMD give the JavaScript codec's bits (NaN, inf, subnormals, ties, tails, unaligned)`, () => {
     const arena = Arena.create();
     const simd = halfCodec(format);

@@ -6,7 +6,7 @@
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { f32FromBits, type Half, roundToHalf, toHalfBits } from "../core/half.ts";
+import { f32FromBits, type HalfFormat, roundToHalf, toHalfBits } from "../core/half.ts";
 import {
   f16GroupSumProbe,
   linear,
@@ -71,7 +71,7 @@ function sameValues(got: Float32Array, want: Float32Array, what: string): void {
   }
 }
 
-for (const format of ["fp16", "bf16"] as Half[]) {
+for (const format of ["fp16", "bf16"] as HalfFormat[]) {
   Deno.test(
     `${format}: pack, unpack and round in place match the host rounding`,
     gpuTest,
@@ -111,7 +111,7 @@ Deno.test("packed 16-bit tensors take half the bytes", gpuTest, () => {
   w.dispose();
 });
 
-for (const format of ["fp16", "bf16"] as Half[]) {
+for (const format of ["fp16", "bf16"] as HalfFormat[]) {
   Deno.test(
     `${format}: matmul reading a packed 16-bit B equals f32 matmul on the rounded B`,
     gpuTest,
@@ -208,7 +208,7 @@ async function packedMatmulCases(path: PackedPath): Promise<void> {
       f16Arithmetic: path === "f16 arithmetic",
     };
     let seed = software ? 10 : 20;
-    for (const format of (shaderF16 ? ["fp16"] : ["fp16", "bf16"]) as Half[]) {
+    for (const format of (shaderF16 ? ["fp16"] : ["fp16", "bf16"]) as HalfFormat[]) {
       for (
         const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]
       ) {

@@ -10,7 +10,7 @@
  */
 
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
-import { type Half, roundToHalf } from "../core/half.ts";
+import { type HalfFormat, roundToHalf } from "../core/half.ts";
 import { Tensor } from "../core/tensor.ts";
 import {
   allReduced,
@@ -43,7 +43,7 @@ function fakeGroup(rank: number, peer: () => Int32Array, log: string[]): TpGroup
   };
 }
 
-function packHost(x: Float32Array, format: Half): Int32Array {
+function packHost(x: Float32Array, format: HalfFormat): Int32Array {
   const r = roundToHalf(x, format);
   const bits = new Uint16Array(Math.ceil(x.length / 2) * 2);
   const u = new Uint32Array(r.buffer);
@@ -55,7 +55,7 @@ function packHost(x: Float32Array, format: Half): Int32Array {
   return new Int32Array(bits.buffer);
 }
 
-for (const format of ["fp16", "bf16"] as Half[]) {
+for (const format of ["fp16", "bf16"] as HalfFormat[]) {
   Deno.test(
     `${format} on the wire: same bits on both ranks, fp32 sum of rounded values`,
     gpuTest,
@@ -134,7 +134,7 @@ Deno.test("other reductions pass through in fp32", gpuTest, async () => {
 Deno.test("data-parallel gradients averaged with 16-bit values on the wire (host)", async () => {
   const n = 9;
   const a = randomArray(n, 3, -2, 2), b = randomArray(n, 4, -2, 2);
-  for (const format of ["fp16", "bf16"] as Half[]) {
+  for (const format of ["fp16", "bf16"] as HalfFormat[]) {
     const res: Float32Array[] = [];
     for (const rank of [0, 1]) {
       const mine = Float32Array.from(rank === 0 ? a : b);

@@ -151,7 +151,7 @@ export async function lmHeadCrossEntropy(
   targetIds: TokenIds,
   opts: LmHeadLoss,
 ): Promise<Tensor> {
-  const targets = TokenIds.check("LM head", targetIds, "targets").tensor;
+  const targets = TokenIds.check("LM head", targetIds, "targets", hidden.device).tensor;
   const device = hidden.device;
   const h = checkOperands(hidden, table, opts.bias);
   const m = hidden.size / h;

@@ -291,7 +291,7 @@ export function embedding(
  * data, see {@link TokenIds}) is in `[0, total)`; `op` names the caller in errors.
  */
 export function checkLookup(op: string, weight: Tensor, tokenIds: TokenIds, total: number): void {
-  const host = TokenIds.check(op, tokenIds).host;
+  const host = TokenIds.check(op, tokenIds, "ids", weight.device).host;
   if (weight.rank !== 2) {
     throw new Error(`${op}: weight must be 2-D, got ${fmtShape(weight.shape)}`);
   }
@@ -514,7 +514,7 @@ export function crossEntropy(
   valid?: number,
   normalizer?: number,
 ): Tensor {
-  const targets = TokenIds.check("crossEntropy", targetIds, "targets").tensor;
+  const targets = TokenIds.check("crossEntropy", targetIds, "targets", logits.device).tensor;
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   const v = valid ?? cols;

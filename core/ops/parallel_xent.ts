@@ -58,7 +58,8 @@ export async function vocabParallelCrossEntropy(
   shard: VocabShard,
   group: VocabGroup,
 ): Promise<Tensor> {
-  const targets = TokenIds.check("vocabParallelCrossEntropy", targetIds, "targets").tensor;
+  const targets = TokenIds.check("vocabParallelCrossEntropy", targetIds, "targets", logits.device)
+    .tensor;
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   if (targets.dtype !== "i32" || targets.size !== rows) {

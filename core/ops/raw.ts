@@ -39,6 +39,9 @@ export function elementWindows(device: Device, n: number, unit = 1): Window[] {
   return windows(n, windowElements(device, unit));
 }
 
+/** The elementwise operations {@link mapRaw} runs (kernels/elementwise.ts). */
+export type { MapOp };
+
 /** Dispatches `op` elementwise and returns a fresh tensor of `x`'s shape (no autograd). */
 export function mapRaw(op: MapOp, x: Tensor, y?: Tensor, alpha = 1, beta = 0): Tensor {
   const out = Tensor.empty(x.device, x.shape);

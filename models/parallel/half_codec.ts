@@ -5,13 +5,13 @@
  */
 
 import type { HalfCodec } from "../../collectives/half_sum.ts";
-import { decodeHalfInto, encodeHalfInto, type Half } from "../../core/half.ts";
+import { decodeHalfInto, encodeHalfInto, type HalfFormat } from "../../core/half.ts";
 
 /** Format ids checked between ranks (any distinct numbers would do). */
-const IDS: Record<Half, number> = { fp16: 1, bf16: 2 };
+const IDS: Record<HalfFormat, number> = { fp16: 1, bf16: 2 };
 
 /** `format` as a codec: host decoding and round-to-nearest-even encoding. */
-export function halfCodec(format: Half): HalfCodec {
+export function halfCodec(format: HalfFormat): HalfCodec {
   return {
     id: IDS[format],
     decode: (src, dst) => decodeHalfInto(src, dst, format),

@@ -12,7 +12,7 @@ import type { Device } from "../../core/device.ts";
 import type { ParamInfo } from "../../core/nn.ts";
 import { clone } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { decodeHalfInto, type Half, toHalfBits } from "../../core/half.ts";
+import { decodeHalfInto, type HalfFormat, toHalfBits } from "../../core/half.ts";
 import type { ParallelHooks } from "../trainer.ts";
 import { halfCodec } from "./half_codec.ts";
 import { averageOver, type DpGroup, GradBuckets } from "./overlap.ts";
@@ -37,7 +37,7 @@ export interface HybridGroups {
 export async function allReduceHalfAvg(
   group: Pick<ProcessGroup, "size" | "allGather"> & Partial<Pick<ProcessGroup, "allReduceHalf">>,
   flat: Float32Array,
-  format: Half,
+  format: HalfFormat,
 ): Promise<void> {
   const bits = toHalfBits(flat, format);
   if (group.size > 2 && group.allReduceHalf) {
@@ -125,7 +125,7 @@ export function hybridHooks(
   groups: HybridGroups,
   timer?: CommTimer,
   /** Mixed precision: average the DP gradients with 16-bit values on the wire. */
-  dpWire?: Half,
+  dpWire?: HalfFormat,
   reduce: GradReduceOptions = {},
 ): ParallelHooks {
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {

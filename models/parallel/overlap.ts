@@ -36,7 +36,7 @@ import { record } from "../../core/autograd.ts";
 import type { Device } from "../../core/device.ts";
 import * as ops from "../../core/ops/mod.ts";
 import { denseGrad, type PendingGrad, type Tensor } from "../../core/tensor.ts";
-import type { Half } from "../../core/half.ts";
+import type { HalfFormat } from "../../core/half.ts";
 import { copyToRegion, type TpGroup } from "./mappings.ts";
 import { commQueue } from "./comm_queue.ts";
 
@@ -304,7 +304,7 @@ export interface GradReduction {
 /** An {@link AverageFn} for `group`: its "avg" all-reduce, or 16-bit values on the wire. */
 export function averageOver(
   group: DpGroup,
-  halfAvg?: { format: Half; run: (flat: Float32Array, format: Half) => Promise<void> },
+  halfAvg?: { format: HalfFormat; run: (flat: Float32Array, format: HalfFormat) => Promise<void> },
 ): AverageFn {
   if (halfAvg && group.allGather) return (flat) => halfAvg.run(flat, halfAvg.format);
   return (flat) => group.allReduce(flat, "avg");
