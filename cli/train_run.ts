@@ -167,6 +167,16 @@ interface SavedState {
   lossScaler?: LossScalerState;
   /** Iterations skipped so far (overflowing gradients). */
   skipped?: number;
+  /** Tokens trained on up to the checkpoint, over every batch size the run had. */
+  consumedTokens?: number;
+  /** Sequences trained on up to the checkpoint (absent before 2026-12-05: tokens / sequence length). */
+  consumedSamples?: number;
+}
+
+/** What a run has trained on so far: it goes on from a loaded checkpoint's count. */
+interface Consumed {
+  tokens: number;
+  samples: number;
 }
 
 /** Loads `a.load` into the task's model, the optimizer and the sampler; returns the iteration. */
@@ -176,6 +186,7 @@ async function load<B>(
   task: Task<B>,
   trainer: Trainer,
   setSkipped: (n: number) => void,
+  setConsumed: (c: Consumed) => void,
 ): Promise<number> {
   const r = await loadCheckpoint(a.load!, {
     params: task.model.namedParams(),
@@ -190,6 +201,14 @@ async function load<B>(
   if (st.rng) restoreRngOffsets(task.model, st.rng);
   if (typeof st.skipped === "number") setSkipped(st.skipped);
   if (st.lossScaler) trainer.opts.precision?.scaler?.restore(st.lossScaler);
+  if (typeof st.consumedTokens === "number") {
+    setConsumed({
+      tokens: st.consumedTokens,
+      samples: typeof st.consumedSamples === "number"
+        ? st.consumedSamples
+        : Math.round(st.consumedTokens / a.seqLength),
+    });
+  }
   L.log.say(
     `loaded ${r.path} (iteration ${r.iteration})${r.notes.length ? `: ${r.notes.join("; ")}` : ""}`,
   );
@@ -204,7 +223,7 @@ async function save<B>(
   task: Task<B>,
   trainer: Trainer,
   it: number,
-  consumedTokens: number,
+  consumed: Consumed,
   skipped: number,
 ): Promise<void> {
   if (L.log.isLogger) await task.saveExtras(a.save!);
@@ -220,7 +239,8 @@ async function save<B>(
     ...task.checkpointInfo,
     progress: L.log.isLogger ? stderrProgress("saving checkpoint") : undefined,
     state: {
-      consumedTokens,
+      consumedTokens: consumed.tokens,
+      consumedSamples: consumed.samples,
       sampler: task.samplerState(),
       rng: rngOffsets(task.model),
       ...(trainer.opts.precision?.scaler
@@ -369,7 +389,15 @@ async function trainOn<B>(
   );
 
   let skippedTotal = 0;
-  const startIter = a.load ? await load(a, L, task, trainer, (n) => skippedTotal = n) + 1 : 1;
+  // Counted from the checkpoint's own count: a resumed run may have another global batch.
+  let base: Consumed = { tokens: 0, samples: 0 };
+  const startIter = a.load
+    ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c) + 1
+    : 1;
+  const consumedAt = (it: number): Consumed => ({
+    tokens: base.tokens + (it - startIter + 1) * gb * T,
+    samples: base.samples + (it - startIter + 1) * gb,
+  });
   // A resumed run appends to its log, dropping what the interrupted run wrote
   // past its checkpoint (those iterations run again).
   const json = log.isLogger && a.logJson
@@ -460,7 +488,7 @@ async function trainOn<B>(
       skipped: r.skipped,
       tokens_per_s: (gb * T) / (ms / 1000),
       ms_per_iter: ms,
-      consumed_tokens: it * gb * T,
+      consumed_tokens: consumedAt(it).tokens,
       ...(valLoss !== undefined ? { val_loss: valLoss, val_ppl: Math.exp(valLoss) } : {}),
     });
     // Log.
@@ -472,8 +500,8 @@ async function trainOn<B>(
           formatLogLine({
             iteration: it,
             total: iters,
-            consumedTokens: it * gb * T,
-            consumedSamples: it * gb,
+            consumedTokens: consumedAt(it).tokens,
+            consumedSamples: consumedAt(it).samples,
             globalBatchSize: gb,
             worldSize: world,
             msPerIter: w.msPerIter,
@@ -493,7 +521,7 @@ async function trainOn<B>(
     }
     // Save.
     if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
-      await save(a, L, dist, task, trainer, it, it * gb * T, skippedTotal);
+      await save(a, L, dist, task, trainer, it, consumedAt(it), skippedTotal);
       if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
     }
     if (log.isLogger) progress.update(it);

@@ -5,11 +5,14 @@
  * `~/.cache`). A write takes an exclusive lock on `FILE.lock`, merges with what
  * the file holds and replaces it atomically, so ranks and runs that tune at once
  * lose nothing (without the lock, two read-merge-writes at once dropped one's
- * entries).
+ * entries). A file there that is not such a cache (another file named by
+ * mistake, or one edited by hand into something else) is refused, never
+ * replaced.
  * @module
  */
 
 import type { TuningStore, TuningTable } from "../core/matmul_tuner.ts";
+import { UsageError } from "./flags.ts";
 
 /** The default cache file, or null when neither XDG_CACHE_HOME nor HOME is set. */
 export function defaultTuningCachePath(): string | null {
@@ -21,17 +24,33 @@ export function defaultTuningCachePath(): string | null {
 
 type CacheFile = { version: 1; adapters: Record<string, TuningTable> };
 
-/** A tuning store in the JSON file at `path`; unreadable or foreign files count as empty. */
+/**
+ * A tuning store in the JSON file at `path`: a missing file counts as empty; a
+ * file that is not a tuning cache is refused ({@link UsageError}) on load and
+ * on save, so it is never overwritten.
+ */
 export class FileTuningStore implements TuningStore {
   /** A store backed by `path` (created with its directory on first save). */
   constructor(readonly path: string) {}
 
   #read(): CacheFile {
+    let text: string;
     try {
-      const f = JSON.parse(Deno.readTextFileSync(this.path));
-      if (f?.version === 1 && typeof f.adapters === "object" && f.adapters) return f;
-    } catch { /* missing or unreadable: start afresh */ }
-    return { version: 1, adapters: {} };
+      text = Deno.readTextFileSync(this.path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return { version: 1, adapters: {} };
+      throw new UsageError(`matmul tuning cache ${this.path}: ${(e as Error).message}`);
+    }
+    let f: Partial<CacheFile> | null = null;
+    try {
+      f = JSON.parse(text);
+    } catch { /* not JSON: refused below */ }
+    if (f?.version === 1 && typeof f.adapters === "object" && f.adapters) return f as CacheFile;
+    throw new UsageError(
+      `${this.path} is not a matmul tuning cache (this project writes JSON with "version": 1 ` +
+        `and "adapters"), so it is left as it is: name another file with ` +
+        `--matmul-tuning-cache, or none for no cache, or remove it`,
+    );
   }
 
   /** What the file holds for `adapter`. */

@@ -450,7 +450,7 @@ Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
   }
 });
 
-Deno.test("autotune: the file store merges entries and ignores a bad file", async () => {
+Deno.test("autotune: the file store merges entries and refuses, untouched, a file that is not a cache", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/sub/tuning.json`;
@@ -460,10 +460,12 @@ Deno.test("autotune: the file store merges entries and ignores a bad file", asyn
     store.save("gpu", { b: "cpu32x4x2" });
     store.save("other", { a: "gpu32x32" });
     assert.deepEqual(new FileTuningStore(path).load("gpu"), { a: "cpu16x4x8", b: "cpu32x4x2" });
-    await Deno.writeTextFile(path, "{ not json");
-    assert.deepEqual(store.load("gpu"), {});
-    store.save("gpu", { c: "cpu8x2x2" });
-    assert.deepEqual(store.load("gpu"), { c: "cpu8x2x2" });
+    for (const foreign of ["my notes", "{ not json", '{"version": 2}', "[]"]) {
+      await Deno.writeTextFile(path, foreign);
+      assert.throws(() => store.load("gpu"), /is not a matmul tuning cache/);
+      assert.throws(() => store.save("gpu", { c: "cpu8x2x2" }), /is not a matmul tuning cache/);
+      assert.equal(await Deno.readTextFile(path), foreign);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -100,6 +100,45 @@ Deno.test("train: stop at a checkpoint and resume gives the same losses", async 
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("train: a run resumed with another batch size counts on from the checkpoint's consumed samples", async () => {
+  const dir = await Deno.makeTempDir();
+  const noBatch = tiny.filter((f, i) =>
+    f !== "--micro-batch-size" && tiny[i - 1] !== "--micro-batch-size"
+  );
+  const args = [...noBatch, "--eval-interval", "100", "--save", `${dir}/c`];
+  const first = await runCli("cli/train.ts", [
+    ...args,
+    "--train-iters",
+    "3",
+    "--micro-batch-size",
+    "4",
+  ]);
+  strictEqual(first.code, 0, first.stderr);
+  const resumed = await runCli("cli/train.ts", [
+    ...args,
+    "--train-iters",
+    "5",
+    "--micro-batch-size",
+    "2",
+    "--load",
+    `${dir}/c`,
+    "--log-json",
+    `${dir}/c.jsonl`,
+  ]);
+  strictEqual(resumed.code, 0, resumed.stderr);
+  // 3 steps of 4 sequences, then 2 of 2: 16 sequences, not 5 × 2.
+  match(resumed.stdout, /iteration\s+5\/\s+5 \| consumed samples:\s+16 \|/);
+  const saved = JSON.parse(await Deno.readTextFile(`${dir}/c/iter_0000005/checkpoint.json`));
+  strictEqual(saved.state.consumedSamples, 16);
+  const T = Number(tiny[tiny.indexOf("--seq-length") + 1]);
+  strictEqual(saved.state.consumedTokens, 16 * T);
+  const last = (await Deno.readTextFile(`${dir}/c.jsonl`)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  strictEqual(last[last.length - 1].consumed_tokens, 16 * T);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: --launcher procs (one process per rank) gives the Workers run's losses", async () => {
   const dir = await Deno.makeTempDir();
   const text = "It was the best of times, it was the worst of times. ".repeat(80);
