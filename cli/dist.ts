@@ -58,9 +58,11 @@ export function distConfig(flags: Record<string, string>): DistConfig {
     const from = flags["dist-timeout"] !== undefined ? "--dist-timeout" : "DIST_TIMEOUT";
     try {
       parseDuration(timeout);
-    } catch {
+    } catch (e) {
       throw new UsageError(
-        `${from} "${timeout}" is not a duration: use e.g. 30, 30s, 500ms or 2m`,
+        /at least/.test((e as Error).message)
+          ? `${from} "${timeout}" must be at least 1 ms`
+          : `${from} "${timeout}" is not a duration: use e.g. 30, 30s, 500ms or 2m`,
       );
     }
   }

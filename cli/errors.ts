@@ -154,9 +154,11 @@ export function reportRankError(
 }
 
 /**
- * `config`, after checking that it builds at `tp` tensor-parallel ranks: a
- * {@link CheckpointError} naming `where` (the checkpoint or Hugging Face folder
- * the config came from) if not, rather than a model constructor's stack trace.
+ * `config`, after checking that it builds at `tp` tensor-parallel ranks,
+ * naming `where` (the checkpoint or Hugging Face folder the config came from)
+ * rather than giving a model constructor's stack trace: a {@link UsageError}
+ * when its heads or MLP do not split over the `--tp` asked (exit 2, as
+ * training's), a {@link CheckpointError} when the shape is wrong in itself.
  */
 export function checkedConfig<C extends ShapeConfig & DropoutConfig>(
   config: C,
@@ -164,7 +166,7 @@ export function checkedConfig<C extends ShapeConfig & DropoutConfig>(
   where: string,
 ): C {
   const misfit = splitMisfit(config, tp);
-  if (misfit) throw new CheckpointError(`${where}: ${misfit}`);
+  if (misfit) throw new UsageError(`${where}: ${misfit}`);
   try {
     validateTransformerConfig(config, tp);
   } catch (e) {

@@ -39,7 +39,7 @@ import {
   wasGiven,
 } from "./flags.ts";
 import { runTensorParallel } from "./tp_command.ts";
-import { formatValidationLines, stderrProgress } from "./log.ts";
+import { counted, formatValidationLines, stderrProgress } from "./log.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
 import { withinLimits } from "./limits.ts";
@@ -298,12 +298,12 @@ export async function evalBertRank(
   const tp = layers?.tpSize ?? 1;
   if (print) {
     console.log(
-      `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ${c.numLayers} ` +
-        `layers, hidden ${c.hiddenSize}, ${c.numHeads} heads` +
+      `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ` +
+        `${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ${counted(c.numHeads, "head")}` +
         (tp > 1 ? ` | tensor parallel ${tp}` : ""),
     );
     console.log(
-      `data: ${path} | ${tokenizerSource} | ${corpus.documents.length} documents, ` +
+      `data: ${path} | ${tokenizerSource} | ${counted(corpus.documents.length, "document")}, ` +
         `seq length ${T}, mask seed ${seed}`,
     );
   }
@@ -376,7 +376,8 @@ export async function evalRank(
   const tp = layers?.tpSize ?? 1;
   if (print) {
     console.log(
-      `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads` +
+      `model: ${source} | GPT ${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ` +
+        counted(c.numHeads, "head") +
         (tp > 1 ? ` | tensor parallel ${tp}` : ""),
     );
     console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);

@@ -13,7 +13,7 @@ import { DataRng } from "../data/rng.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
-import { stderrProgress } from "./log.ts";
+import { counted, stderrProgress } from "./log.ts";
 import { forStdout, TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
@@ -136,8 +136,9 @@ export async function generateRank(
   }
   const cache = !f["no-kv-cache"];
   say(
-    `model: ${source} | GPT ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} ` +
-      `heads, ${c.maxPositions} positions | tokenizer ${name} | prompt ${prompt.length} tokens` +
+    `model: ${source} | GPT ${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ` +
+      `${counted(c.numHeads, "head")}, ${c.maxPositions} positions | tokenizer ${name} | ` +
+      `prompt ${counted(prompt.length, "token")}` +
       (prompt.length > c.maxPositions ? ` (only the last ${c.maxPositions} are seen)` : ""),
   );
   const rng = new DataRng(f.seed as number);
@@ -164,7 +165,7 @@ export async function generateRank(
   const total = performance.now() - t0;
   const per = n > 1 ? (total - first) / (n - 1) : 0;
   say(
-    `generated ${n} tokens in ${(total / 1000).toFixed(2)} s | first token ` +
+    `generated ${counted(n, "token")} in ${(total / 1000).toFixed(2)} s | first token ` +
       `${first.toFixed(1)} ms | then ${per.toFixed(2)} ms/token | kv cache ${
         cache ? "on" : "off"
       }` + (layers && layers.tpSize > 1 ? ` | tensor parallel ${layers.tpSize}` : ""),

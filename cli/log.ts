@@ -162,6 +162,11 @@ export function headerRecord(h: LogHeader): Record<string, unknown> {
   };
 }
 
+/** `n` and `noun`, plural unless `n` is 1: `counted(1, "layer")` is "1 layer". */
+export function counted(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 /**
  * A one-line progress bar on a terminal; silent when its stream is not a TTY.
  * Training's bar is on stdout; the other commands' ({@link stderrProgress}) on

@@ -44,6 +44,8 @@ import { runPinnedProcs } from "./pinned_procs.ts";
 import { checkModelFlags, gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
+  // Training's --model, narrowed to what the profile runs.
+  "model": { ...TRAIN_FLAGS["model"], choices: ["gpt"], help: "model family (GPT only)" },
   "steps": { type: "int", default: 3, min: 1, help: "profiled steps", group: "Profile" },
   "warmup": { type: "int", default: 2, min: 0, help: "untimed steps first (compilation)" },
   "vocab-size": { type: "int", default: 256, min: 2, help: "vocabulary (tokens are random)" },
@@ -314,7 +316,6 @@ export async function profileRun(
   f: Record<string, unknown>,
   ranks?: ProfileRanks,
 ): Promise<Profile> {
-  if (f.model !== "gpt") throw new UsageError("profile: only --model gpt for now");
   const vocab = f["vocab-size"] as number;
   const cfg = gptConfigFromFlags(f as never, vocab);
   const B = f["micro-batch-size"] as number, T = f["seq-length"] as number;

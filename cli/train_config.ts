@@ -366,8 +366,9 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       "--prompt is empty: give the text the final sample continues, or --sample-tokens 0",
     );
   }
-  if ((f["top-p"] as number) > 1) {
-    throw new UsageError(`--top-p must be at most 1, got ${f["top-p"]}`);
+  const topP = f["top-p"] as number;
+  if (!(topP > 0 && topP <= 1)) {
+    throw new UsageError(`--top-p must be in (0, 1], got ${topP}`);
   }
   if ((f["min-lr"] as number) > (f["lr"] as number)) {
     throw new UsageError(`--min-lr ${f["min-lr"]} is above --lr ${f["lr"]}`);
@@ -577,6 +578,14 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       refuse("seed", f.seed, where, `seed ${seed}`, "drop --seed to resume its data order");
     }
     adopt("seed", seed);
+  }
+  // The vocabulary is part of the model: its tokenizer comes along, as the shape does.
+  const tokenizer = savedCheckpointArgs(meta).tokenizer;
+  if (typeof tokenizer === "string" && tokenizer !== f.tokenizer) {
+    if (wasGiven(f, "tokenizer")) {
+      refuse("tokenizer", f.tokenizer, where, `tokenizer ${tokenizer}`, "drop --tokenizer");
+    }
+    adopt("tokenizer", tokenizer);
   }
   const post = "apply-residual-connection-post-layernorm";
   if (arch === "bert" && typeof c.postLayerNorm === "boolean" && c.postLayerNorm !== !!f[post]) {

@@ -431,7 +431,9 @@ async function trainOn<B>(
     );
     lastVal = await evaluate();
     if (log.isLogger) {
-      for (const line of formatValidationLines(startIter - 1, lastVal)) progress.line(line);
+      for (const line of formatValidationLines(startIter - 1, { [task.lossName]: lastVal })) {
+        progress.line(line);
+      }
     }
   }
   for (let it = startIter; it <= iters; it++) {
@@ -489,7 +491,10 @@ async function trainOn<B>(
       tokens_per_s: (gb * T) / (ms / 1000),
       ms_per_iter: ms,
       consumed_tokens: consumedAt(it).tokens,
-      ...(valLoss !== undefined ? { val_loss: valLoss, val_ppl: Math.exp(valLoss) } : {}),
+      ...(valLoss !== undefined ? { val_loss: valLoss } : {}),
+      ...(valLoss !== undefined && task.lossName === "lm loss"
+        ? { val_ppl: Math.exp(valLoss) }
+        : {}),
     });
     // Log.
     if (it % a.logInterval === 0 || it === iters || stoppedBy) {
@@ -512,12 +517,15 @@ async function trainOn<B>(
             lossScale: r.lossScale,
             gradNorm: w.gradNorm,
             skipped: w.skipped,
+            lossName: task.lossName,
           }) + (a.measureComm ? ` comm: ${(100 * w.commShare).toFixed(1)}% |` : ""),
         );
       }
     }
     if (valLoss !== undefined && log.isLogger) {
-      for (const line of formatValidationLines(it, valLoss)) progress.line(line);
+      for (const line of formatValidationLines(it, { [task.lossName]: valLoss })) {
+        progress.line(line);
+      }
     }
     // Save.
     if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {

@@ -159,12 +159,15 @@ export function randomRunId(): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-/** Parses a duration: "30" (seconds), "30s", "500ms", "2m". */
+/** Parses a duration of at least 1 ms: "30" (seconds), "30s", "500ms", "2m". */
 export function parseDuration(s: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
   if (!m) throw new DistConfigError(`bad duration "${s}": use e.g. 30, 30s, 500ms or 2m`);
   const v = Number(m[1]);
-  return m[2] === "ms" ? v : m[2] === "m" ? v * 60000 : v * 1000;
+  const ms = m[2] === "ms" ? v : m[2] === "m" ? v * 60000 : v * 1000;
+  // A timeout of 0 would fail every multi-rank run at its first wait.
+  if (!(ms >= 1)) throw new DistConfigError(`bad duration "${s}": it must be at least 1 ms`);
+  return ms;
 }
 
 function int(name: string, v: string | undefined, min: number): number | undefined {

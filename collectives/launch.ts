@@ -88,6 +88,8 @@ export interface RankOutcome {
   result?: unknown;
   /** The error message, when not ok. */
   error?: string;
+  /** The error's class name (`Error.name`, e.g. "UsageError"), when not ok. */
+  errorName?: string;
   /**
    * The rank failed before its worker function ran (loading the module,
    * rendezvous, connecting to its peers), so the function could not report it.
@@ -140,7 +142,7 @@ type Msg =
   | { type: "closing" }
   | { type: "acquired" }
   | { type: "done"; result: unknown }
-  | { type: "error"; message: string; beforeRun: boolean };
+  | { type: "error"; message: string; name?: string; beforeRun: boolean };
 
 /** What an uncaught Worker error says: its message, else its error, else where it came from. */
 function describeWorkerError(e: ErrorEvent): string {
@@ -213,7 +215,15 @@ export async function runWorkers(
         if (m.type === "closing") return closed();
         if (m.type === "acquired") acquired();
         else if (m.type === "done") finish(i, { rank, ok: true, result: m.result });
-        else finish(i, { rank, ok: false, error: m.message, beforeRun: m.beforeRun });
+        else {
+          finish(i, {
+            rank,
+            ok: false,
+            error: m.message,
+            errorName: m.name,
+            beforeRun: m.beforeRun,
+          });
+        }
         if (m.type !== "acquired") acquired();
       };
       w.onerror = (e: ErrorEvent) => {
@@ -287,7 +297,8 @@ export async function runWorkers(
  * Runs this process's ranks (see {@link runWorkers}), then exits deliberately:
  * Workers are terminated, the process waits `settleMs` (default 200) so devices
  * are released, and exits 0 when every rank succeeded, 2 when the job's
- * layout is refused (a {@link DistConfigError}: `--devices`, say), else 1. With
+ * layout is refused (a {@link DistConfigError}: `--devices`, say) or the
+ * lowest failed rank's error is a `UsageError`, else 1. With
  * `cfg.launcher` "procs", the ranks are instead child processes re-running this
  * program (see {@link runRankProcesses}), and the exit code is theirs.
  *
@@ -314,7 +325,9 @@ export async function launch(
       code = await runRankProcesses(cfg);
     } else {
       const res = await runWorkers(cfg, moduleUrl, args, opts);
-      code = res.ok ? 0 : 1;
+      // Exit 2 when the lowest failed rank failed on the user's input (a UsageError), as
+      // the command's own usage errors do; 1 for every other failure.
+      code = res.ok ? 0 : res.ranks.find((r) => !r.ok)?.errorName === "UsageError" ? 2 : 1;
     }
   } catch (e) {
     // A bad flag or launcher variable (--devices, say) is the user's to fix: exit 2, as usage errors do.

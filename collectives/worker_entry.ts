@@ -68,7 +68,8 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
     // An error without a message still says what it was (its name and stack).
     const message = (err as Error)?.message || (err as Error)?.stack || String(err) ||
       "an error without a message";
-    scope.postMessage({ type: "error", message, beforeRun: !running });
+    const name = (err as Error)?.name;
+    scope.postMessage({ type: "error", message, name, beforeRun: !running });
   } finally {
     comm?.close();
   }

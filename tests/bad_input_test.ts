@@ -185,6 +185,11 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       ["--dist-timeout", "abc", "--nproc-per-node", "2"],
       /--dist-timeout "abc" is not a duration/,
     ),
+    T(
+      "--dist-timeout 0",
+      ["--dist-timeout", "0s", "--nproc-per-node", "2"],
+      /--dist-timeout "0s" must be at least 1 ms/,
+    ),
     T("--launcher unknown", ["--launcher", "foo", "--nproc-per-node", "2"], /--launcher must be/),
     T("--nproc-per-node without value", ["--nproc-per-node"], /--nproc-per-node needs a value/),
     T("--adam-beta1 1", ["--adam-beta1", "1"], /--adam-beta1 must be in \[0, 1\), got 1/),
@@ -197,7 +202,8 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       ["--model", "bert", "--seq-length", "4"],
       /BERT needs --seq-length/,
     ),
-    T("--top-p above 1", ["--top-p", "2"], /--top-p must be at most 1/),
+    T("--top-p above 1", ["--top-p", "2"], /--top-p must be in \(0, 1\], got 2/),
+    T("--top-p 0", ["--top-p", "0"], /--top-p must be in \(0, 1\], got 0/),
     T(
       "BERT-only flag to GPT",
       ["--apply-residual-connection-post-layernorm"],
@@ -555,7 +561,7 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
       "cli/eval.ts",
       "checkpoint heads not divisible by --tp",
       ["--load", ck, "--tp", "4", "--data-path", "README.md"],
-      1,
+      2,
       /iter_0000002: its 2 attention heads do not split over --tensor-model-parallel-size 4: use 1 or 2$/,
     ),
     C(
@@ -566,10 +572,17 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
       /iter_0000002 \(iteration 2\): its 2 attention heads do not split over --tensor-model-parallel-size 4: use 1 or 2$/,
     ),
     C(
+      "cli/train.ts",
+      "resumed with another tokenizer than the checkpoint's (whose vocabulary is the model's)",
+      ["--load", ck, "--tokenizer", "gpt2", "--data-path", "README.md"],
+      2,
+      /--tokenizer gpt2 disagrees with the checkpoint .*iter_0000002 \(iteration 2\) \(tokenizer byte\); drop --tokenizer$/,
+    ),
+    C(
       "cli/generate.ts",
       "HF heads not divisible by --tp",
       ["--init-from-hf", hf, "--tp", "4", "--prompt", "hi", "--tokenizer", "byte"],
-      1,
+      2,
       /hf: its 2 attention heads do not split over --tensor-model-parallel-size 4: use 1 or 2$/,
     ),
     C(

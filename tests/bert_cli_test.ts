@@ -435,8 +435,8 @@ Deno.test(
     strictEqual(r.code, 0, r.stderr);
     match(r.stdout, /model: BERT \(post-LN\) 2 layers, hidden 16, 4 heads/);
     match(r.stdout, /initialized from .*\(Hugging Face BERT, WordPiece from /);
-    const losses = [...r.stdout.matchAll(/ iteration +\d+\/ *3 \|.* lm loss: (\S+) \|/g)].map((m) =>
-      Number(m[1])
+    const losses = [...r.stdout.matchAll(/ iteration +\d+\/ *3 \|.* mlm\+sop loss: (\S+) \|/g)].map(
+      (m) => Number(m[1]),
     );
     strictEqual(losses.length, 3, r.stdout);
     ok(losses.every(Number.isFinite), `losses ${losses}`);

@@ -216,6 +216,9 @@ Deno.test("rank, world and nodes come from flags, torchrun, Slurm or Open MPI", 
   assert.equal(firstSlurmHost("node7"), "node7");
   assert.equal(parseDuration("2m"), 120000);
   assert.equal(parseDuration("30"), 30000);
+  for (const zero of ["0", "0s", "0.0001s", "0ms"]) {
+    assert.throws(() => parseDuration(zero), /must be at least 1 ms/, zero);
+  }
   // --host-shm: a flag, or the variable the procs launcher sets for its ranks
   assert.equal(resolveDistConfig({}, {}).hostShm, undefined);
   assert.equal(resolveDistConfig(splitDistArgs(["--host-shm", "off"]).flags, {}).hostShm, false);

@@ -3,10 +3,11 @@
  * (Conv1D [in, out] weights, `transformer.` prefix, attention-mask buffers, tied
  * lm_head) imports into our GPT with the same logits as a plain computation on the
  * HF tensors; it imports at TP=2 as the right shards; export then import is the
- * identity (bit-exact files and weights).
+ * identity (bit-exact files and weights); the exported config names GPT-2's
+ * end-of-text id only at GPT-2's vocabulary.
  */
 
-import { deepStrictEqual, rejects } from "node:assert/strict";
+import { deepStrictEqual, rejects, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import type { ParamInfo } from "../core/nn.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
@@ -19,7 +20,7 @@ import {
   writeSafetensors,
 } from "../models/checkpoint/mod.ts";
 import { Gpt, paddedVocabSize } from "../models/gpt.ts";
-import { assignGpt2, readHfGpt2, writeHfGpt2 } from "../models/hf/mod.ts";
+import { assignGpt2, gpt2ConfigToHf, readHfGpt2, writeHfGpt2 } from "../models/hf/mod.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 import { geluTanh, layerNormRef } from "./reference.ts";
 
@@ -325,4 +326,15 @@ Deno.test("HF import refuses missing, unexpected and mismatched tensors", gpuTes
   await rejects(readHfGpt2(dir), /activation_function "relu" is not supported/);
   other.dispose();
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the exported config names an end-of-text id only at GPT-2's vocabulary", () => {
+  const shape = { numLayers: 1, hiddenSize: 8, numHeads: 2, maxPositions: 4 };
+  const gpt2 = gpt2ConfigToHf({ ...shape, vocabSize: 50257 });
+  strictEqual(gpt2.eos_token_id, 50256);
+  strictEqual(gpt2.bos_token_id, 50256);
+  // Byte-level: no end-of-text token (its last id, byte 0xFF, would stop generation there).
+  const bytes = gpt2ConfigToHf({ ...shape, vocabSize: 256 });
+  strictEqual(bytes.eos_token_id, null);
+  strictEqual(bytes.bos_token_id, null);
 });

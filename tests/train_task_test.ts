@@ -48,7 +48,7 @@ Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker
   const resumed = await resumeWithCheckpointArgs(dir, "--micro-batch-size", "2");
   strictEqual(resumed.code, 0, resumed.stderr);
   match(resumed.stdout, /loaded .*iteration 2/);
-  match(resumed.stdout, /1 layers, hidden 32, 2 heads, seq 16/);
+  match(resumed.stdout, /1 layer, hidden 32, 2 heads, seq 16/);
   // The same command again, the checkpoint already at --train-iters: it is evaluated, not NaN.
   const again = await runCli("cli/train.ts", [
     "--load",

@@ -121,6 +121,8 @@ export class BertTask implements Task<BertBatch> {
   readonly shape;
   /** The MLM head runs on the masked ~15% of tokens. */
   readonly headShare = 0.15;
+  /** The sum of the MLM and sentence-order losses (`eval` gives each alone). */
+  readonly lossName = "mlm+sop loss";
   /** The validation batches. */
   readonly validation: BertBatch[];
   /** Checkpoint facts. */

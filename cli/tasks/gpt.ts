@@ -144,6 +144,8 @@ export class GptTask implements Task<LmBatch> {
   readonly shape;
   /** The LM head runs on every token. */
   readonly headShare = 1;
+  /** Next-token cross-entropy: Megatron's `lm loss`. */
+  readonly lossName = "lm loss";
   /** The validation batches. */
   readonly validation: LmBatch[];
   /** Checkpoint facts. */

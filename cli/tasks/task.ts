@@ -15,6 +15,7 @@ import type { ParallelLayers } from "../../models/parallel/layers.ts";
 import type { RngTracker } from "../../models/parallel/random.ts";
 import type { TransformerConfig, TransformerShape } from "../../models/shape.ts";
 import type { TrainArgs } from "../train_args.ts";
+import { counted } from "../log.ts";
 
 /**
  * The config of a Hugging Face checkpoint with this run's settings laid over it:
@@ -77,6 +78,11 @@ export interface Task<B> {
   readonly shape: TransformerShape;
   /** Share of tokens the vocabulary head runs on (FLOP count; BERT's MLM ~0.15). */
   readonly headShare: number;
+  /**
+   * The loss's name in the log lines: `lm loss` (GPT, whose perplexity the
+   * validation lines give), `mlm+sop loss` (BERT's sum of both heads' losses).
+   */
+  readonly lossName: string;
   /** The next global micro-batch of the training sampler (every rank draws the same). */
   nextTrainBatch(): B;
   /** The validation batches of one evaluation (all of them; the loop splits them over DP). */
@@ -119,8 +125,10 @@ export function modelLine(
   params: number,
   recompute: boolean,
 ): string {
-  return `model: ${family} (${ln}) ${s.numLayers} layers, hidden ${s.hiddenSize}, ` +
-    `${s.numHeads} heads, seq ${seqLength} | ${params.toLocaleString("en-US")} parameters` +
+  return `model: ${family} (${ln}) ${counted(s.numLayers, "layer")}, hidden ${s.hiddenSize}, ` +
+    `${counted(s.numHeads, "head")}, seq ${seqLength} | ${
+      params.toLocaleString("en-US")
+    } parameters` +
     (recompute ? " | activation recomputation" : "");
 }
 

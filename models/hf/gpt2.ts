@@ -80,9 +80,13 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
   };
 }
 
-/** An HF GPT-2 `config.json` for `c`. */
+/**
+ * An HF GPT-2 `config.json` for `c`. Its end-of-text id is GPT-2's 50256 at
+ * GPT-2's vocabulary and null otherwise: the byte-level tokenizer has no such
+ * token, and naming one (its last byte, 0xFF) would stop generation there.
+ */
 export function gpt2ConfigToHf(c: GptConfig): Record<string, unknown> {
-  const eos = c.vocabSize === 50257 ? 50256 : c.vocabSize - 1;
+  const eos = c.vocabSize === 50257 ? 50256 : null;
   return {
     architectures: ["GPT2LMHeadModel"],
     model_type: "gpt2",
