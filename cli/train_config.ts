@@ -222,7 +222,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     group: "Logging",
   },
   "eval-interval": { type: "int", default: 200, min: 1, help: "steps between validation runs" },
-  "eval-iters": { type: "int", default: 10, min: 1, help: "validation batches per run" },
+  "eval-iters": {
+    type: "int",
+    default: 10,
+    min: 0,
+    help: "validation batches per evaluation (0: no validation; every token can train)",
+  },
   "log-json": { type: "string", help: "write one JSON object per iteration to this file" },
   "measure-comm": {
     type: "boolean",

@@ -380,12 +380,16 @@ async function trainOn<B>(
   );
   for (const line of task.describe()) say(line);
   const nVal = task.validation.length;
+  // --eval-iters 0: no validation at all (every token of the data can train).
+  const validating = nVal > 0;
   say(
     `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
       `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
-      `${nVal} batch${nVal === 1 ? "" : "es"}${
-        dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
-      }`,
+      (validating
+        ? `${nVal} batch${nVal === 1 ? "" : "es"}${
+          dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
+        }`
+        : "off (--eval-iters 0)"),
   );
 
   let skippedTotal = 0;
@@ -427,10 +431,10 @@ async function trainOn<B>(
     // Re-running a finished command: nothing to train, but the model it left is evaluated.
     say(
       `the checkpoint is at iteration ${startIter - 1}, --train-iters ${iters}: nothing to ` +
-        "train (raise --train-iters to go on); evaluating it",
+        `train (raise --train-iters to go on)${validating ? "; evaluating it" : ""}`,
     );
-    lastVal = await evaluate();
-    if (log.isLogger) {
+    if (validating) lastVal = await evaluate();
+    if (validating && log.isLogger) {
       for (const line of formatValidationLines(startIter - 1, { [task.lossName]: lastVal })) {
         progress.line(line);
       }
@@ -478,7 +482,7 @@ async function trainOn<B>(
     else if (stop) await new Promise((res) => setTimeout(res, 0));
     // Evaluate.
     let valLoss: number | undefined;
-    if (!stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
+    if (validating && !stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
       valLoss = lastVal = await evaluate();
     }
     json?.write({

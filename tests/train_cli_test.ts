@@ -139,6 +139,35 @@ Deno.test("train: a run resumed with another batch size counts on from the check
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("train: --eval-iters 0 trains on all the data with no validation", async () => {
+  const dir = await Deno.makeTempDir();
+  const noEval = tiny.filter((f, i) => f !== "--eval-iters" && tiny[i - 1] !== "--eval-iters");
+  const r = await runCli("cli/train.ts", [
+    ...noEval,
+    "--eval-iters",
+    "0",
+    "--val-fraction",
+    "0",
+    "--train-iters",
+    "3",
+    "--eval-interval",
+    "1",
+    "--log-json",
+    `${dir}/log.jsonl`,
+  ]);
+  strictEqual(r.code, 0, r.stderr);
+  match(r.stdout, /train \/ 0 validation tokens\n/);
+  match(r.stdout, /\| validation: off \(--eval-iters 0\)/);
+  match(r.stdout, /iteration\s+3\/\s+3 \|/);
+  match(r.stdout, /no validation \(--eval-iters 0\)/);
+  strictEqual(/validation loss/.test(r.stdout), false, r.stdout);
+  const records = (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  strictEqual(records.some((x) => "val_loss" in x), false);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: --launcher procs (one process per rank) gives the Workers run's losses", async () => {
   const dir = await Deno.makeTempDir();
   const text = "It was the best of times, it was the worst of times. ".repeat(80);

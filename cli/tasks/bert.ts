@@ -63,7 +63,8 @@ function bertTensors(
 /** Documents for training and validation. */
 interface BertSplits {
   train: BertCorpus;
-  val: BertCorpus;
+  /** Null with `--eval-iters 0` (no validation). */
+  val: BertCorpus | null;
   source: string;
 }
 
@@ -74,10 +75,11 @@ interface BertSplits {
  */
 async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<BertSplits> {
   const d = a.data;
+  const validating = a.evalIters > 0;
   if (d.trainPath !== undefined && d.validPath !== undefined) {
     return {
       train: prepareBertCorpus(await loadText(d.trainPath), wp),
-      val: prepareBertCorpus(await loadText(d.validPath), wp),
+      val: validating ? prepareBertCorpus(await loadText(d.validPath), wp) : null,
       source: `${d.trainPath} + ${d.validPath}`,
     };
   }
@@ -87,7 +89,7 @@ async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<Ber
   const end = Math.round(text.length * (d.split.train + d.split.valid));
   return {
     train: prepareBertCorpus(text.slice(0, cut), wp),
-    val: prepareBertCorpus(text.slice(cut, end), wp),
+    val: validating ? prepareBertCorpus(text.slice(cut, end), wp) : null,
     source: path ?? "Moby Dick",
   };
 }
@@ -162,12 +164,15 @@ export class BertTask implements Task<BertBatch> {
       seqLength: a.seqLength,
       seed: a.seed,
     });
-    const v = new BertBatchSampler(splits.val, tokenizer, {
-      batchSize: a.microBatch,
-      seqLength: a.seqLength,
-      seed: a.seed + 1,
-    });
-    this.validation = Array.from({ length: a.evalIters }, () => v.next());
+    const val = splits.val;
+    if (val) {
+      const v = new BertBatchSampler(val, tokenizer, {
+        batchSize: a.microBatch,
+        seqLength: a.seqLength,
+        seed: a.seed + 1,
+      });
+      this.validation = Array.from({ length: a.evalIters }, () => v.next());
+    } else this.validation = [];
     this.#params = fullParamCount(this.model, tp);
   }
 
@@ -204,7 +209,11 @@ export class BertTask implements Task<BertBatch> {
     const c = this.model.config;
     const lines = [
       `data: ${this.splits.source} | WordPiece (vocab ${this.tokenizer.vocabSize}, padded ${this.model.paddedVocab}) | ` +
-      `${this.splits.train.documents.length} train / ${this.splits.val.documents.length} validation documents`,
+      `${this.splits.train.documents.length} train / ${
+        this.splits.val
+          ? `${this.splits.val.documents.length} validation documents`
+          : "no validation"
+      }`,
       modelLine(
         "BERT",
         c.postLayerNorm ? "post-LN" : "pre-LN",
@@ -229,9 +238,9 @@ export class BertTask implements Task<BertBatch> {
     this.#vocabSaved = true;
   }
 
-  /** The final validation loss. */
+  /** The final validation loss (none with `--eval-iters 0`). */
   report(lastVal: number, _a: TrainArgs, log: RankLog): Promise<void> {
-    log.say(`\nfinal validation loss (MLM + SOP) ${lastVal.toFixed(4)}`);
+    if (this.splits.val) log.say(`\nfinal validation loss (MLM + SOP) ${lastVal.toFixed(4)}`);
     return Promise.resolve();
   }
 }

@@ -81,11 +81,13 @@ export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise
       source: corpus.source,
     };
   }
+  const checked = a.evalIters > 0 ? ["training", "validation"] : ["training"];
   for (const [name, part] of [["training", splits.train], ["validation", splits.val]] as const) {
-    if (part.length < T + 1) {
+    if (checked.includes(name) && part.length < T + 1) {
       throw new DataError(
         `the ${name} split has ${part.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
-          `use more data, another --split (or --val-fraction), or a shorter --seq-length`,
+          `use more data, another --split (or --val-fraction), or a shorter --seq-length` +
+          (name === "validation" ? " (--eval-iters 0 trains without validation)" : ""),
       );
     }
   }
@@ -182,9 +184,9 @@ export class GptTask implements Task<LmBatch> {
       seqLength: a.seqLength,
       seed: a.seed,
     });
-    this.validation = [
-      ...evalBatches(splits.val, a.microBatch, a.seqLength, { maxBatches: a.evalIters }),
-    ];
+    this.validation = a.evalIters > 0
+      ? [...evalBatches(splits.val, a.microBatch, a.seqLength, { maxBatches: a.evalIters })]
+      : [];
     this.#params = fullParamCount(this.model, tp);
   }
 
@@ -220,6 +222,7 @@ export class GptTask implements Task<LmBatch> {
     const lines = [
       `data: ${s.source} | tokenizer ${t.name} (vocab ${t.vocabSize}, padded ${this.model.paddedVocab}) | ` +
       `${s.train.length} train / ${s.val.length} validation tokens` +
+      (this.validation.length === 0 && s.val.length > 0 ? " (unused: --eval-iters 0)" : "") +
       (s.test.length > 0 ? ` (${s.test.length} test tokens held out, unused)` : ""),
       modelLine(
         "GPT",
@@ -245,9 +248,11 @@ export class GptTask implements Task<LmBatch> {
   async report(lastVal: number, a: TrainArgs, log: RankLog): Promise<void> {
     const say = (s: string) => log.say(s);
     say(
-      `\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${
-        Math.exp(lastVal).toFixed(2)
-      })`,
+      a.evalIters > 0
+        ? `\nfinal validation loss ${lastVal.toFixed(4)} nats/token (perplexity ${
+          Math.exp(lastVal).toFixed(2)
+        })`
+        : "\nno validation (--eval-iters 0)",
     );
     say(
       `  baseline, uniform over the vocabulary (ln V):  ${
