@@ -135,9 +135,12 @@ export const SIGPIPE_STATUS = 141;
 /**
  * In a rank of a multi-rank run (launched with `log: false`): the first rank of
  * each host prints its error as {@link reportError} does, so every node of a
- * multi-node run says why it stopped; the other ranks print only under
- * `--debug` (their errors are that rank's, or reach it as the reason it was
- * aborted).
+ * multi-node run says why it stopped. The other ranks print, prefixed with
+ * their rank, an error only they can have had (no adapter, a lost device, a
+ * bug), which the first rank sees only as a peer gone; errors every rank has
+ * alike (the user's input, the data, a checkpoint) or that reach them from a
+ * failed peer (collectives) they print only under `--debug`. A closed stdout
+ * (`… | head`) is not an error: nothing is printed.
  */
 export function reportRankError(
   e: unknown,
@@ -145,12 +148,21 @@ export function reportRankError(
   args: readonly string[],
   localRank = rank,
 ): void {
+  if (e instanceof Deno.errors.BrokenPipe) return;
   const debug = wantsDebug(args);
   if (localRank === 0) reportError(e, debug);
-  else if (debug) {
+  else if (debug || ownToRank(e)) {
     console.error(`rank ${rank}:`);
     reportError(e, debug);
   }
+}
+
+/**
+ * Whether `e` is a rank's own failure (no adapter; anything unclassified: a
+ * lost device, a bug) rather than one every rank shares or a peer's.
+ */
+function ownToRank(e: unknown): boolean {
+  return e instanceof NoAdapterError || !classify(e);
 }
 
 /**

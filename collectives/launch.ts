@@ -294,11 +294,20 @@ export async function runWorkers(
 }
 
 /**
+ * The exit code of a job whose lowest failed rank failed with an error named
+ * `name`: 2 for the user's input (`UsageError`), 141 for a closed stdout
+ * (`BrokenPipe`, as a process killed by SIGPIPE), else 1.
+ */
+function exitCodeOf(name: string | undefined): number {
+  return name === "UsageError" ? 2 : name === "BrokenPipe" ? 141 : 1;
+}
+
+/**
  * Runs this process's ranks (see {@link runWorkers}), then exits deliberately:
  * Workers are terminated, the process waits `settleMs` (default 200) so devices
  * are released, and exits 0 when every rank succeeded, 2 when the job's
- * layout is refused (a {@link DistConfigError}: `--devices`, say) or the
- * lowest failed rank's error is a `UsageError`, else 1. With
+ * layout is refused (a {@link DistConfigError}: `--devices`, say), else as
+ * {@link exitCodeOf} the lowest failed rank's error. With
  * `cfg.launcher` "procs", the ranks are instead child processes re-running this
  * program (see {@link runRankProcesses}), and the exit code is theirs.
  *
@@ -325,9 +334,8 @@ export async function launch(
       code = await runRankProcesses(cfg);
     } else {
       const res = await runWorkers(cfg, moduleUrl, args, opts);
-      // Exit 2 when the lowest failed rank failed on the user's input (a UsageError), as
-      // the command's own usage errors do; 1 for every other failure.
-      code = res.ok ? 0 : res.ranks.find((r) => !r.ok)?.errorName === "UsageError" ? 2 : 1;
+      // As the command's own errors exit: 2 for the user's input, 141 for a closed stdout.
+      code = res.ok ? 0 : exitCodeOf(res.ranks.find((r) => !r.ok)?.errorName);
     }
   } catch (e) {
     // A bad flag or launcher variable (--devices, say) is the user's to fix: exit 2, as usage errors do.

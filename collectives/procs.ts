@@ -34,6 +34,13 @@ export interface ProcsOptions {
  */
 export const LAUNCHER_PID_ENV = "WEBGPU_MEGATRON_LAUNCHER_PID";
 
+/**
+ * How long the other ranks get, after one failed on its own, to fail with their
+ * own messages before they are killed. Not after a signal the launcher passed
+ * on: then they may be saving a checkpoint, and get the dist timeout.
+ */
+export const AFTER_FAILURE_GRACE_MS = 5000;
+
 /** Signals the launcher passes on to its ranks (a second one kills them). */
 export const FORWARDED_SIGNALS: readonly Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
 
@@ -53,9 +60,11 @@ export function grantedPermissionFlags(): string[] {
 
 /**
  * Starts one process per local rank of `cfg` and waits for them. When one
- * fails, the others get the dist timeout plus 5 s to fail on their own (they
- * notice the missing peer), then are killed. Returns the first non-zero exit
- * code, or 0.
+ * fails, the others get {@link AFTER_FAILURE_GRACE_MS} to fail on their own
+ * (they notice the missing peer), or the dist timeout plus 5 s after a signal
+ * passed on to them, then are killed. A rank killed by a signal this launcher
+ * did not send is named (`rank 3 (pid 4242) was killed by SIGKILL`) and counts
+ * as exit code 1. Returns the first non-zero exit code, or 0.
  *
  * Lifetime: each rank runs in its own process group (its own session), so a
  * terminal's Ctrl-C reaches it once, through the launcher. SIGTERM, SIGINT and
@@ -151,17 +160,25 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
   });
   let firstFailure = 0;
   let failedAt = 0;
+  let killing = false;
   const exited = children.map((c, i) =>
     c.status.then((s) => {
       codes[i] = s.code;
-      if (s.code !== 0 && !firstFailure) {
-        firstFailure = s.code;
+      let code = s.code;
+      if (s.signal && signals === 0 && !killing) {
+        // Killed from outside (the OOM killer, kill -9): the rank itself could not say so.
+        console.error(`rank ${cfg.rankBase + i} (pid ${c.pid}) was killed by ${s.signal}`);
+        code = 1;
+      }
+      if (code !== 0 && !firstFailure) {
+        firstFailure = code;
         failedAt = performance.now();
       }
     })
   );
   try {
-    const grace = cfg.distTimeoutMs + 5000;
+    const timeoutGrace = cfg.distTimeoutMs + 5000;
+    const grace = () => signals > 0 ? timeoutGrace : Math.min(AFTER_FAILURE_GRACE_MS, timeoutGrace);
     await waitForAllOrGrace(
       () => codes.every((c) => c !== null),
       () => Promise.race(exited.filter((_, i) => codes[i] === null)),
@@ -170,8 +187,11 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
     );
     codes.forEach((c, i) => {
       if (c !== null) return;
-      console.error(`rank ${cfg.rankBase + i}: still running ${grace} ms after a failure; killed`);
+      console.error(
+        `rank ${cfg.rankBase + i}: still running ${grace()} ms after a failure; killed`,
+      );
     });
+    killing = true;
     signalRanks("SIGKILL");
     await Promise.all(exited);
   } finally {

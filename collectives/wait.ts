@@ -9,13 +9,13 @@
  * Waits until `allDone()`, re-checking whenever `progress()` resolves (call it
  * anew each time: it must resolve on the next change). Once `failedAt()`
  * returns a time (`performance.now()`, 0 while nothing failed), waits at most
- * `graceMs` past it.
+ * `graceMs` past it (a function: asked anew at each wait).
  */
 export async function waitForAllOrGrace(
   allDone: () => boolean,
   progress: () => Promise<unknown>,
   failedAt: () => number,
-  graceMs: number,
+  graceMs: number | (() => number),
 ): Promise<void> {
   while (!allDone()) {
     const wait = progress();
@@ -24,7 +24,7 @@ export async function waitForAllOrGrace(
       await wait;
       continue;
     }
-    const left = failed + graceMs - performance.now();
+    const left = failed + (typeof graceMs === "number" ? graceMs : graceMs()) - performance.now();
     if (left <= 0) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([wait, new Promise((r) => (timer = setTimeout(r, left)))]);

@@ -746,33 +746,37 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
   ]);
 });
 
-Deno.test("generate into a pipe its reader closed stops quietly, as SIGPIPE would (141)", async () => {
-  await fixtures;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...permissionArgs("cli/generate.ts"),
-      "cli/generate.ts",
-      "--load",
-      ck,
-      "--prompt",
-      "Call me",
-      "--max-new-tokens",
-      "5000",
-    ],
-    cwd: new URL("../", import.meta.url).pathname,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).spawn();
-  const reader = child.stdout.getReader();
-  await reader.read(); // the prompt, then the reader goes away (`| head -c 5`)
-  await reader.cancel();
-  const [status, err] = await Promise.all([child.status, new Response(child.stderr).text()]);
-  strictEqual(status.code, SIGPIPE_STATUS, err);
-  ok(!/a bug|error:/.test(err), err);
-});
+for (const tp of ["1", "2"]) {
+  Deno.test(`generate at --tp ${tp} into a pipe its reader closed stops quietly, as SIGPIPE would (141)`, async () => {
+    await fixtures;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...permissionArgs("cli/generate.ts"),
+        "cli/generate.ts",
+        "--load",
+        ck,
+        "--prompt",
+        "Call me",
+        "--max-new-tokens",
+        "5000",
+        "--tp",
+        tp,
+      ],
+      cwd: new URL("../", import.meta.url).pathname,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).spawn();
+    const reader = child.stdout.getReader();
+    await reader.read(); // the prompt, then the reader goes away (`| head -c 5`)
+    await reader.cancel();
+    const [status, err] = await Promise.all([child.status, new Response(child.stderr).text()]);
+    strictEqual(status.code, SIGPIPE_STATUS, err);
+    ok(!/a bug|error:/.test(err), err);
+  });
+}
 
 Deno.test("--debug adds the stack trace; a bug always shows it", async () => {
   const r = await runCli("cli/train.ts", ["--adam-beta2", "2", "--debug"], undefined, {

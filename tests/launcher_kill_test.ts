@@ -500,6 +500,7 @@ for (const mode of MODES) {
           throw new Error(`trial ${t}: the run did not reach iteration ${step}:\n${out.text()}`);
         }
         Deno.kill(victim.pid, "SIGKILL");
+        const killedRank = mode.name === "procs" && victim.label.startsWith("rank process");
         const t0 = performance.now();
         const bound = (CHAOS_TIMEOUT_S + 5) * 1000;
         while (all.some(alive) && performance.now() - t0 < bound + 10000) {
@@ -518,6 +519,11 @@ for (const mode of MODES) {
           [],
           `trial ${t} (seed ${seed}): still alive after killing ${victim.label}`,
         );
+        if (killedRank) {
+          // The launcher names the rank killed from outside, which could not say so itself.
+          assert.match(out.text(), new RegExp(`\\(pid ${victim.pid}\\) was killed by SIGKILL`));
+          assert.equal((await tops[0].status).code, 1, out.text());
+        }
         assert.ok(
           goneMs < bound,
           `trial ${t} (seed ${seed}): ${goneMs} ms to be gone after killing ${victim.label}`,
@@ -554,3 +560,36 @@ for (const mode of MODES) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "procs: a rank that fails at start-up says why, and its siblings are stopped within seconds",
+  timeout: 60_000,
+  fn: async () => {
+    const dir = await makeRunDir();
+    const t0 = performance.now();
+    const p = deno([
+      ...TINY_MODEL_FLAGS,
+      "--train-iters",
+      "3",
+      "--data-path",
+      `${dir}/data.txt`,
+      "--nproc-per-node",
+      "3",
+      "--launcher",
+      "procs",
+      "--devices",
+      "name:llvmpipe,name:no-such-gpu,name:llvmpipe",
+      // Before, the siblings waited this out (plus 5 s) for the missing peer.
+      "--dist-timeout",
+      "120s",
+    ], dir);
+    const out = collect([p]);
+    await out.done;
+    const ms = performance.now() - t0;
+    assert.equal((await p.status).code, 1, out.text());
+    assert.match(out.text(), /rank 1:\nerror: No WebGPU adapter .*no-such-gpu/);
+    assert.ok(ms < 40_000, `${Math.round(ms)} ms to stop:\n${out.text()}`);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
