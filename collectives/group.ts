@@ -161,6 +161,7 @@ export class Communicator implements LinkContext {
     const store = await StoreClient.connect(o.store.hostname, o.store.port, timeoutMs, {
       rank: o.rank,
       runId: o.runId,
+      world: o.world,
     });
     const mesh = TcpMesh.listen(o.rank, store.localHostname, timeoutMs, o.runId ?? "");
     const comm = new Communicator(o, store, mesh);
@@ -176,7 +177,12 @@ export class Communicator implements LinkContext {
       const left = Math.max(1, deadline - performance.now());
       try {
         this.#addrs.set(r, await this.#store!.get(`addr/${r}`, missing.length ? 1 : left));
-      } catch {
+      } catch (e) {
+        // The store gave up on the job (a node started for another world size): say why.
+        if (/^rendezvous failed/.test((e as Error).message)) {
+          this.close();
+          throw new CollectiveError(`rank ${this.rank}: ${(e as Error).message}`);
+        }
         missing.push(r);
       }
     }

@@ -176,7 +176,7 @@ export async function runWorkers(
   if (remote && cfg.rankBase === 0) {
     server = StoreServer.listen(cfg.storeHost, cfg.masterPort, cfg.runId, (why) => {
       if (log) console.error(`rendezvous store: ${why}`);
-    });
+    }, cfg.world);
   }
   const arena = Arena.create();
   const localRanks = Array.from({ length: cfg.localWorld }, (_, i) => cfg.rankBase + i);

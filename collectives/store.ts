@@ -23,6 +23,8 @@ interface Request {
   run?: string;
   /** hello: the client's rank. */
   rank?: number;
+  /** hello: the number of ranks the client's job has (the node started with). */
+  world?: number;
   value?: string;
   delta?: number;
   timeoutMs?: number;
@@ -37,7 +39,10 @@ interface Reply {
 /** The store server. */
 export class StoreServer {
   #data = new Map<string, string>();
-  #waiters = new Map<string, Set<(v: string) => void>>();
+  /** Waiters per key: called with the value, or null when the rendezvous failed. */
+  #waiters = new Map<string, Set<(v: string | null) => void>>();
+  /** Why the rendezvous cannot complete (a node started for another world size), or null. */
+  #failed: string | null = null;
   #conns = new Set<Deno.Conn>();
   /** Ranks joined so far and the address each came from. */
   #joined = new Map<number, string>();
@@ -48,6 +53,7 @@ export class StoreServer {
     readonly listener: Deno.TcpListener,
     readonly runId: string,
     readonly onRefuse?: (why: string) => void,
+    readonly world?: number,
   ) {
     this.#acceptLoop();
   }
@@ -55,16 +61,19 @@ export class StoreServer {
   /**
    * Hosts the store of run `runId` ("" or undefined: a job without id) on
    * `hostname:port`; a clear error if the port is taken or the address is not
-   * local. `onRefuse` hears of every client refused (another run, a rank twice).
+   * local. `onRefuse` hears of every client refused (another run, a rank twice,
+   * a rank of another `world` size: that one also fails every rank's wait, at
+   * once, since the rendezvous cannot complete).
    */
   static listen(
     hostname: string,
     port: number,
     runId?: string,
     onRefuse?: (why: string) => void,
+    world?: number,
   ): StoreServer {
     try {
-      return new StoreServer(Deno.listen({ hostname, port }), runId ?? "", onRefuse);
+      return new StoreServer(Deno.listen({ hostname, port }), runId ?? "", onRefuse, world);
     } catch (e) {
       const err = e as Error;
       const why = err instanceof Deno.errors.AddrInUse
@@ -133,6 +142,13 @@ export class StoreServer {
       why = `the store at ${this.#address()} belongs to ${describeRun(this.runId)}; ` +
         `rank ${hello.rank} of ${describeRun(hello.run)} (from ${where}) refused: two jobs on ` +
         `one --master-port? Give each job its own port, or the same --rdzv-id on all its nodes`;
+    } else if (
+      this.world !== undefined && hello.world !== undefined && hello.world !== this.world
+    ) {
+      why = `rank ${hello.rank} (from ${where}) was started for a job of ${hello.world} ranks, ` +
+        `node 0 for ${this.world}: start every node with the same --nnodes and ` +
+        `--nproc-per-node`;
+      this.#fail(why);
     } else if (hello.rank! >= 0 && this.#joined.has(hello.rank!)) {
       why = `rank ${hello.rank} of ${describeRun(this.runId)} joined twice (first from ` +
         `${this.#joined.get(hello.rank!)}, again from ${where}): two jobs on one --master-port ` +
@@ -148,6 +164,13 @@ export class StoreServer {
   #address(): string {
     const a = this.listener.addr as Deno.NetAddr;
     return `${a.hostname}:${a.port}`;
+  }
+
+  /** Fails every wait, now and later, with `why`. */
+  #fail(why: string): void {
+    this.#failed ??= why;
+    for (const ws of this.#waiters.values()) for (const w of ws) w(null);
+    this.#waiters.clear();
   }
 
   #set(key: string, value: string): void {
@@ -173,12 +196,13 @@ export class StoreServer {
     if (req.op !== "get") return { ok: false, error: `unknown request "${req.op}"` };
     const have = this.#data.get(key);
     if (have !== undefined) return { ok: true, value: have };
+    if (this.#failed) return { ok: false, error: this.#failed };
     return new Promise<Reply>((resolve) => {
       let set = this.#waiters.get(key);
       if (!set) this.#waiters.set(key, set = new Set());
-      const w = (v: string) => {
+      const w = (v: string | null) => {
         clearTimeout(timer);
-        resolve({ ok: true, value: v });
+        resolve(v === null ? { ok: false, error: this.#failed! } : { ok: true, value: v });
       };
       const timer = setTimeout(() => {
         set!.delete(w);
@@ -218,7 +242,7 @@ export class StoreClient {
     hostname: string,
     port: number,
     timeoutMs: number,
-    who: { rank: number; runId?: string } = { rank: -1 },
+    who: { rank: number; runId?: string; world?: number } = { rank: -1 },
   ): Promise<StoreClient> {
     const deadline = performance.now() + timeoutMs;
     let last = "";
@@ -237,7 +261,7 @@ export class StoreClient {
       }
       if (conn) {
         const client = new StoreClient(conn, `${hostname}:${port}`);
-        const r = await client.#hello(who.rank, who.runId ?? "", deadline);
+        const r = await client.#hello(who, deadline);
         if (r === "ok") return client;
         client.close();
         if (r !== "retry") {
@@ -259,12 +283,20 @@ export class StoreClient {
    * Introduces this client; "ok", "retry" (the connection closed before an
    * answer: a store going down or not yet serving), or the refusal.
    */
-  async #hello(rank: number, run: string, deadline: number): Promise<string> {
+  async #hello(
+    who: { rank: number; runId?: string; world?: number },
+    deadline: number,
+  ): Promise<string> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const reply = await Promise.race([
         (async () => {
-          await writeJson(this.conn, { op: "hello", rank, run });
+          await writeJson(this.conn, {
+            op: "hello",
+            rank: who.rank,
+            run: who.runId ?? "",
+            ...(who.world === undefined ? {} : { world: who.world }),
+          });
           return await readJson(this.conn) as Reply | null;
         })(),
         new Promise<"late">((r) => {
@@ -318,6 +350,7 @@ export class StoreClient {
   /** Waits until `key` exists and returns its value; throws after `timeoutMs`. */
   async get(key: string, timeoutMs: number): Promise<string> {
     const r = await this.#request({ op: "get", key, timeoutMs });
+    if (!r.ok && r.error !== "timeout") throw new CollectiveError(`rendezvous failed: ${r.error}`);
     if (!r.ok) throw new CollectiveError(`timed out after ${timeoutMs} ms waiting for "${key}"`);
     return r.value!;
   }

@@ -99,6 +99,33 @@ Deno.test("dist flags: torchrun's _ spellings, run ids, torchrun's agent store, 
   assert.throws(() => resolveDistConfig({ "rdzv-id": "a b" }, {}), /printable/);
 });
 
+Deno.test("rendezvous: a node started for another world size is refused, and every rank's wait fails at once", async () => {
+  const server = StoreServer.listen("127.0.0.1", 0, "job", undefined, 4);
+  try {
+    const zero = await StoreClient.connect("127.0.0.1", server.port, 2000, {
+      rank: 0,
+      runId: "job",
+      world: 4,
+    });
+    // Node 0's rank waits for a peer's address (it would wait out its whole timeout before).
+    const t0 = performance.now();
+    const waiting = zero.get("addr/5", 60_000);
+    await assert.rejects(
+      StoreClient.connect("127.0.0.1", server.port, 2000, { rank: 5, runId: "job", world: 6 }),
+      /rank 5 .* was started for a job of 6 ranks, node 0 for 4: start every node with the same --nnodes and --nproc-per-node/,
+    );
+    await assert.rejects(waiting, /rendezvous failed: rank 5 .* started for a job of 6 ranks/);
+    assert.ok(performance.now() - t0 < 10_000);
+    // Later waits fail the same way; what was set stays readable.
+    await zero.set("k", "v");
+    assert.equal(await zero.get("k", 1000), "v");
+    await assert.rejects(zero.get("addr/1", 60_000), /rendezvous failed/);
+    zero.close();
+  } finally {
+    server.close();
+  }
+});
+
 Deno.test("rendezvous: the store refuses a rank of another run and a rank that joins twice, naming both", async () => {
   const server = StoreServer.listen("127.0.0.1", 0, "job-A");
   try {
