@@ -15,7 +15,7 @@
 
 import { type DistConfig, HOST_SHM_VARIABLE, randomRunId, splitDistArgs } from "./env.ts";
 import { SignalCopies } from "./signal_copies.ts";
-import { freeLocalPort } from "./tcp.ts";
+import { freeLocalPort, removeMappingFilesOf } from "./tcp.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
 /** What {@link runRankProcesses} needs beyond the layout. */
@@ -201,6 +201,8 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
         await c.stdin.close();
       } catch { /* closed */ }
     }
+    // A rank killed while a peer had not yet mapped its link's file left the file's name.
+    if (codes.every((c) => c !== null)) await removeMappingFilesOf(children.map((c) => c.pid));
   }
   return firstFailure;
 }

@@ -554,6 +554,37 @@ export interface Negotiated {
 }
 
 /**
+ * Where a link's mapping file is made: this prefix, the creating process's pid,
+ * a dash and a random id. A file is named only until its peer has mapped it,
+ * but a process killed in between leaves it (see {@link removeMappingFilesOf}).
+ */
+export const MAPPING_FILE_PREFIX = "/dev/shm/webgpu-megatron-";
+
+/**
+ * Removes the mapping files that the processes `pids` made and left behind (a
+ * rank killed while its peer had not yet mapped the file). Deno lets a program
+ * list `/dev/shm` only with every permission, so `sh` does it (`rm -f` of each
+ * pid's names); without the permission to run it, or without `sh`, nothing is
+ * removed. The procs launcher calls it once its ranks are gone. Returns the
+ * paths removed.
+ */
+export async function removeMappingFilesOf(pids: readonly number[]): Promise<string[]> {
+  if (pids.length === 0) return [];
+  const script =
+    'for p in "$@"; do for f in "$0$p"-*; do [ -f "$f" ] && rm -f "$f" && echo "$f"; done; done';
+  try {
+    const out = await new Deno.Command("sh", {
+      args: ["-c", script, MAPPING_FILE_PREFIX, ...pids.map(String)],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
+  } catch {
+    return []; // no permission to run sh, or no sh: the files stay, as before
+  }
+}
+
+/**
  * Settles, on a connection just opened and before any frame, whether its link
  * carries payloads through a {@link PairMapping}. The dialing side (`dialer`)
  * creates the file when the two ends share an address (the same host) and
@@ -570,7 +601,7 @@ export async function negotiateMapping(
   if (dialer) {
     const local = conn.localAddr as Deno.NetAddr, remote = conn.remoteAddr as Deno.NetAddr;
     const token = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
-    const path = `/dev/shm/webgpu-megatron-${Deno.pid}-${randomRunId()}`;
+    const path = `${MAPPING_FILE_PREFIX}${Deno.pid}-${randomRunId()}`;
     let mine: PairMapping | null = null, failed: string | undefined;
     if (o.enabled && local.hostname === remote.hostname) {
       try {

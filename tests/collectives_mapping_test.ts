@@ -14,7 +14,12 @@ import { Communicator } from "../collectives/group.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { MAPPING_DEPTH, PairMapping, TOKEN_BYTES } from "../collectives/mapping.ts";
 import { StoreServer } from "../collectives/store.ts";
-import { freeLocalPort, type TcpLink } from "../collectives/tcp.ts";
+import {
+  freeLocalPort,
+  MAPPING_FILE_PREFIX,
+  removeMappingFilesOf,
+  type TcpLink,
+} from "../collectives/tcp.ts";
 
 const OPS = new URL("./collectives_ops_worker.ts", import.meta.url);
 const MODES = new URL("./collectives_modes_worker.ts", import.meta.url);
@@ -237,4 +242,23 @@ Deno.test("mapping: a taken name, a missing file, another token or size are refu
     made.unmap(); // removes the name too
   }
   assert.deepEqual(leftovers(), []);
+});
+
+Deno.test("mapping: the files a killed rank left are removed by its pid, and no one else's", async () => {
+  // Pids no process here has (above Linux's default pid_max of 4,194,304).
+  const dead = 4_999_991, other = 4_999_992;
+  const left = [`${MAPPING_FILE_PREFIX}${dead}-a1`, `${MAPPING_FILE_PREFIX}${dead}-b2`];
+  const kept = [`${MAPPING_FILE_PREFIX}${other}-c3`, `${MAPPING_FILE_PREFIX}${dead}0-d4`];
+  for (const p of [...left, ...kept]) Deno.writeFileSync(p, new Uint8Array(8));
+  try {
+    assert.deepEqual((await removeMappingFilesOf([dead])).sort(), left.sort());
+    for (const p of left) assert.throws(() => Deno.statSync(p), Deno.errors.NotFound);
+    for (const p of kept) assert.ok(Deno.statSync(p).isFile, p);
+  } finally {
+    for (const p of [...left, ...kept]) {
+      try {
+        Deno.removeSync(p);
+      } catch { /* removed */ }
+    }
+  }
 });
