@@ -365,6 +365,10 @@ export async function evalRank(
     layers,
     print ? stderrProgress("loading", !!f.json) : undefined,
   );
+  if (wasGiven(f, "mask-seed")) {
+    model.dispose();
+    throw new UsageError("--mask-seed is BERT's (its masking); this model is a GPT: drop it");
+  }
   const c = model.config;
   const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
   if (T > c.maxPositions) {

@@ -517,6 +517,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
     C("cli/eval.ts", "no data", ["--load", ck], 2, /--data-path is required/),
     C(
       "cli/eval.ts",
+      "--mask-seed for a GPT",
+      ["--load", ck, "--data-path", "README.md", "--mask-seed", "5"],
+      2,
+      /--mask-seed is BERT's \(its masking\); this model is a GPT: drop it$/,
+    ),
+    C(
+      "cli/eval.ts",
       "a batch past the adapter's binding limit",
       ["--load", ck, "--micro-batch-size", "60000", "--data-path", "data/assets/moby_dick.txt"],
       1,
