@@ -8,7 +8,8 @@
 import {
   type DistConfig,
   DistConfigError,
-  parseDuration,
+  durationMs,
+  MIN_DURATION_MS,
   resolveDistConfig,
 } from "../collectives/env.ts";
 import { oneLine } from "../core/files.ts";
@@ -56,14 +57,12 @@ export function distConfig(flags: Record<string, string>): DistConfig {
   const timeout = flags["dist-timeout"] ?? env.DIST_TIMEOUT;
   if (timeout !== undefined) {
     const from = flags["dist-timeout"] !== undefined ? "--dist-timeout" : "DIST_TIMEOUT";
-    try {
-      parseDuration(timeout);
-    } catch (e) {
-      throw new UsageError(
-        /at least/.test((e as Error).message)
-          ? `${from} "${timeout}" must be at least 1 ms`
-          : `${from} "${timeout}" is not a duration: use e.g. 30, 30s, 500ms or 2m`,
-      );
+    const ms = durationMs(timeout);
+    if (ms === null) {
+      throw new UsageError(`${from} "${timeout}" is not a duration: use e.g. 30, 30s, 500ms or 2m`);
+    }
+    if (ms < MIN_DURATION_MS) {
+      throw new UsageError(`${from} "${timeout}" must be at least ${MIN_DURATION_MS} ms`);
     }
   }
   try {

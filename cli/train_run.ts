@@ -433,10 +433,12 @@ async function trainOn<B>(
       `the checkpoint is at iteration ${startIter - 1}, --train-iters ${iters}: nothing to ` +
         `train (raise --train-iters to go on)${validating ? "; evaluating it" : ""}`,
     );
-    if (validating) lastVal = await evaluate();
-    if (validating && log.isLogger) {
-      for (const line of formatValidationLines(startIter - 1, { [task.lossName]: lastVal })) {
-        progress.line(line);
+    if (validating) {
+      lastVal = await evaluate();
+      if (log.isLogger) {
+        for (const line of formatValidationLines(startIter - 1, { [task.lossName]: lastVal })) {
+          progress.line(line);
+        }
       }
     }
   }

@@ -159,14 +159,24 @@ export function randomRunId(): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-/** Parses a duration of at least 1 ms: "30" (seconds), "30s", "500ms", "2m". */
-export function parseDuration(s: string): number {
+/** The shortest duration {@link parseDuration} takes: a timeout of 0 would fail every wait. */
+export const MIN_DURATION_MS = 1;
+
+/** The milliseconds of a duration written "30" (seconds), "30s", "500ms" or "2m"; null if not one. */
+export function durationMs(s: string): number | null {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
-  if (!m) throw new DistConfigError(`bad duration "${s}": use e.g. 30, 30s, 500ms or 2m`);
+  if (!m) return null;
   const v = Number(m[1]);
-  const ms = m[2] === "ms" ? v : m[2] === "m" ? v * 60000 : v * 1000;
-  // A timeout of 0 would fail every multi-rank run at its first wait.
-  if (!(ms >= 1)) throw new DistConfigError(`bad duration "${s}": it must be at least 1 ms`);
+  return m[2] === "ms" ? v : m[2] === "m" ? v * 60000 : v * 1000;
+}
+
+/** Parses a duration ({@link durationMs}) of at least {@link MIN_DURATION_MS}. */
+export function parseDuration(s: string): number {
+  const ms = durationMs(s);
+  if (ms === null) throw new DistConfigError(`bad duration "${s}": use e.g. 30, 30s, 500ms or 2m`);
+  if (ms < MIN_DURATION_MS) {
+    throw new DistConfigError(`bad duration "${s}": it must be at least ${MIN_DURATION_MS} ms`);
+  }
   return ms;
 }
 

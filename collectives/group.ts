@@ -22,7 +22,7 @@ import {
 } from "./ring.ts";
 import { DirectGroup } from "./direct.ts";
 import { ShmLink } from "./shm.ts";
-import { StoreClient } from "./store.ts";
+import { RendezvousFailed, StoreClient } from "./store.ts";
 import { negotiateMapping, TCP_SLOT_BYTES, TcpLink, TcpMesh } from "./tcp.ts";
 import type { ReduceOp } from "./wasm_reduce.ts";
 
@@ -179,7 +179,7 @@ export class Communicator implements LinkContext {
         this.#addrs.set(r, await this.#store!.get(`addr/${r}`, missing.length ? 1 : left));
       } catch (e) {
         // The store gave up on the job (a node started for another world size): say why.
-        if (/^rendezvous failed/.test((e as Error).message)) {
+        if (e instanceof RendezvousFailed) {
           this.close();
           throw new CollectiveError(`rank ${this.rank}: ${(e as Error).message}`);
         }

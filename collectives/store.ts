@@ -36,6 +36,18 @@ interface Reply {
   error?: string;
 }
 
+/**
+ * The store gave up on the job (a node started for another world size): every
+ * rank's wait fails with it, naming why, instead of timing out.
+ */
+export class RendezvousFailed extends CollectiveError {
+  /** The failure, `why` being the store's reason. */
+  constructor(why: string) {
+    super(`rendezvous failed: ${why}`);
+    this.name = "RendezvousFailed";
+  }
+}
+
 /** The store server. */
 export class StoreServer {
   #data = new Map<string, string>();
@@ -291,12 +303,16 @@ export class StoreClient {
     try {
       const reply = await Promise.race([
         (async () => {
-          await writeJson(this.conn, {
-            op: "hello",
-            rank: who.rank,
-            run: who.runId ?? "",
-            ...(who.world === undefined ? {} : { world: who.world }),
-          });
+          // An undefined world (a client outside a job) is left out of the JSON.
+          await writeJson(
+            this.conn,
+            {
+              op: "hello",
+              rank: who.rank,
+              run: who.runId ?? "",
+              world: who.world,
+            } satisfies Request,
+          );
           return await readJson(this.conn) as Reply | null;
         })(),
         new Promise<"late">((r) => {
@@ -350,7 +366,7 @@ export class StoreClient {
   /** Waits until `key` exists and returns its value; throws after `timeoutMs`. */
   async get(key: string, timeoutMs: number): Promise<string> {
     const r = await this.#request({ op: "get", key, timeoutMs });
-    if (!r.ok && r.error !== "timeout") throw new CollectiveError(`rendezvous failed: ${r.error}`);
+    if (!r.ok && r.error !== "timeout") throw new RendezvousFailed(r.error ?? "no reason given");
     if (!r.ok) throw new CollectiveError(`timed out after ${timeoutMs} ms waiting for "${key}"`);
     return r.value!;
   }
