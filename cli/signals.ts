@@ -49,7 +49,7 @@ export interface StopRequest {
 export interface SignalHandlerOptions {
   /** Whether a checkpoint can be written (`--save`): else the first signal exits at once. */
   canSave: boolean;
-  /** Print what happens (this process hosts rank 0). */
+  /** Print what happens (this process hosts rank 0, or is its node's first). */
   print: boolean;
   /** Tell this process's Workers through {@link STOP_CHANNEL}. */
   workers: boolean;
@@ -116,12 +116,13 @@ export class SignalHandler implements StopRequest {
   receive(sig: Deno.Signal, now: number = performance.now()): void {
     const code = 128 + SIGNAL_NUMBERS[sig];
     if (this.#copies.isCopy(now)) return;
+    const say = (line: string) => this.opts.print && console.error(line);
     if (this.#signal) {
-      console.error(`${sig} again: exiting at once (exit ${code}); the last checkpoint stands`);
+      say(`${sig} again: exiting at once (exit ${code}); the last checkpoint stands`);
       return this.#exit(code);
     }
     if (!this.opts.canSave || this.#finished) {
-      console.error(
+      say(
         this.#finished
           ? `${sig}: exiting (exit ${code}); training was over and its checkpoint written`
           : `${sig}: exiting (exit ${code}); no --save, so nothing is saved`,
@@ -129,12 +130,10 @@ export class SignalHandler implements StopRequest {
       return this.#exit(code);
     }
     this.#signal = sig;
-    if (this.opts.print) {
-      console.error(
-        `${sig}: finishing this step, then saving a checkpoint and exiting ` +
-          `(send it again to exit at once)`,
-      );
-    }
+    say(
+      `${sig}: finishing this step, then saving a checkpoint and exiting ` +
+        `(send it again to exit at once)`,
+    );
     this.#channel?.postMessage({ type: "stop", signal: sig });
   }
 }

@@ -161,8 +161,11 @@ async function runRanks(
     // Under --launcher procs the launcher passes signals on to the rank processes,
     // whose main threads handle them; otherwise this main thread tells its Workers.
     if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
-      new SignalHandler({ canSave: !!f.save, print: dist.rankBase === 0, workers: true })
-        .install();
+      // What happens is printed once per node: by the process of global rank 0 and by each
+      // node's first process (a rank process of our procs launcher leaves that to the launcher).
+      const print = dist.rankBase === 0 ||
+        (dist.localRankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV));
+      new SignalHandler({ canSave: !!f.save, print, workers: true }).install();
     }
     // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
     // those before the ranks run (a rendezvous that times out, a store out of reach).

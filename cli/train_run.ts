@@ -35,6 +35,7 @@ import { Trainer } from "../models/trainer.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
 import { formatLogLine, formatValidationLines, JsonLog, Progress, stderrProgress } from "./log.ts";
+import { checkSameFlags } from "./same_flags.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
@@ -66,6 +67,8 @@ export async function trainRank(
   dist: WorkerContext | null,
   stop: StopRequest | null = null,
 ): Promise<TrainSummary> {
+  // Nodes started with other flags stop here, before any data or device.
+  if (dist) await checkSameFlags(dist.group, a.flags);
   // Data first: errors here should not cost a device.
   return a.model.family === "bert"
     ? await runTask(a, await bertTaskData(a), dist, stop)

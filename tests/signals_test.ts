@@ -157,6 +157,16 @@ for (const [mode, extra] of Object.entries(modes)) {
     await Deno.remove(dir, { recursive: true });
   });
 
+  Deno.test(`without --save a SIGINT exits 130 and says so once (${mode})`, async () => {
+    const run = startCli("cli/train.ts", [...tiny, ...extra, "--train-iters", "2000"]);
+    await run.waitFor(/iteration\s+3\/\s*2000/);
+    run.kill("SIGINT");
+    const r = await run.done();
+    strictEqual(r.code, 130, r.stderr);
+    const said = r.stderr.match(/SIGINT: exiting \(exit 130\); no --save, so nothing is saved/g);
+    strictEqual(said?.length, 1, r.stderr);
+  });
+
   Deno.test(`a second SIGTERM exits at once (${mode})`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "signals2-" });
     const run = startCli("cli/train.ts", [

@@ -1,0 +1,86 @@
+/**
+ * Every node of a training job must run the same command: nodes started with
+ * another `--tensor-model-parallel-size`, batch or learning rate would pair
+ * mismatched collectives and wait out the dist timeout, or train apart. The
+ * ranks compare their flags once, before any data or device, and stop with
+ * the difference named.
+ * @module
+ */
+
+import { disagreements } from "../collectives/agree.ts";
+import { DIST_FLAGS } from "../collectives/env.ts";
+import type { ProcessGroup } from "../collectives/group.ts";
+import { UsageError } from "./flags.ts";
+
+/** Flags that name a node's own files: they must be given on all nodes or none, with any value. */
+export const NODE_PATH_FLAGS: readonly string[] = [
+  "data-path",
+  "train-data-path",
+  "valid-data-path",
+  "save",
+  "load",
+  "init-from-hf",
+];
+
+/**
+ * Flags a node may set for itself: its WebGPU implementation, rank 0's log
+ * file, matmul tuning (each rank tunes its own kernels), error traces and the
+ * launcher's own flags.
+ */
+export const NODE_OWN_FLAGS: readonly string[] = [
+  "backend",
+  "log-json",
+  "matmul-tuning-cache",
+  "matmul-autotune-budget",
+  "no-matmul-autotune",
+  "debug",
+  ...DIST_FLAGS,
+];
+
+/** How many differing flags the error names. */
+const SHOWN = 4;
+
+/**
+ * Refuses, on every rank at once, a job whose ranks parsed different `flags`
+ * (kebab-case names, as {@link TrainArgs.flags}), but for
+ * {@link NODE_OWN_FLAGS} and the values of {@link NODE_PATH_FLAGS}.
+ */
+export async function checkSameFlags(
+  group: ProcessGroup,
+  flags: Readonly<Record<string, unknown>>,
+): Promise<void> {
+  const compared = Object.fromEntries(
+    Object.entries(flags)
+      .filter(([k, v]) => v !== undefined && !NODE_OWN_FLAGS.includes(k))
+      .map(([k, v]) => [k, NODE_PATH_FLAGS.includes(k) ? "(a path)" : v]),
+  );
+  const found = await disagreements(group, compared);
+  if (!found.length) return;
+  const byKey = new Map<string, typeof found>();
+  for (const d of found) byKey.set(d.key, [...(byKey.get(d.key) ?? []), d]);
+  const lines = [...byKey].slice(0, SHOWN).map(([key, ds]) => {
+    const values = new Map<string, number[]>();
+    for (const d of ds) {
+      const v = shown(d.value);
+      values.set(v, [...(values.get(v) ?? []), d.rank]);
+    }
+    const others = [...values].map(([v, ranks]) =>
+      `${v} on rank${ranks.length > 1 ? "s" : ""} ${ranks.join(", ")}`
+    );
+    return `--${key} ${shown(ds[0].firstValue)} on rank ${group.ranks[0]}, ${others.join("; ")}`;
+  });
+  const more = byKey.size > SHOWN ? ` (and ${byKey.size - SHOWN} more)` : "";
+  throw new UsageError(
+    `the ranks were started with different flags: ${lines.join("; ")}${more}. ` +
+      `Start every node with the same flags (only the paths' values, --backend, --log-json ` +
+      `and the matmul tuning flags may differ)`,
+  );
+}
+
+function shown(v: unknown): string {
+  if (v === undefined) return "not given";
+  if (v === true) return "given";
+  if (v === false) return "not given";
+  if (v === "(a path)") return "given";
+  return v === "" ? '""' : String(v);
+}

@@ -1,0 +1,95 @@
+/**
+ * Nodes of one training job started with different flags: refused at once on
+ * every node, naming the flag, instead of pairing mismatched collectives until
+ * the dist timeout. Paths and node-own flags may differ. Two `cli/train.ts`
+ * nodes on loopback, one rank each.
+ */
+
+import assert from "node:assert/strict";
+import { freeLocalPort } from "../collectives/tcp.ts";
+import { makeRunDir, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+
+/** Both nodes of a 2-node job on loopback, node `i` with `extra[i]` after the common flags. */
+async function twoNodes(dir: string, extra: [string[], string[]]) {
+  const port = freeLocalPort();
+  const node = (i: number) =>
+    runCli(
+      "cli/train.ts",
+      [
+        ...TINY_RUN_FLAGS,
+        "--train-iters",
+        "2",
+        "--nnodes",
+        "2",
+        "--node-rank",
+        String(i),
+        "--nproc-per-node",
+        "1",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        String(port),
+        "--dist-timeout",
+        "60s",
+        ...extra[i],
+      ],
+      dir,
+      { timeoutMs: 90_000 },
+    );
+  const t0 = performance.now();
+  const results = await Promise.all([node(0), node(1)]);
+  return { results, ms: performance.now() - t0 };
+}
+
+Deno.test({
+  name:
+    "same flags: nodes started with another --tensor-model-parallel-size stop at once, naming it",
+  timeout: 120_000,
+  fn: async () => {
+    const dir = await makeRunDir();
+    try {
+      const data = ["--data-path", `${dir}/data.txt`];
+      const { results: [n0, n1], ms } = await twoNodes(dir, [
+        [...data, "--tp", "2", "--lr", "0.001"],
+        [...data, "--tp", "1", "--lr", "0.002"],
+      ]);
+      assert.equal(n0.code, 2, n0.stderr);
+      assert.equal(n1.code, 2, n1.stderr);
+      assert.match(
+        n0.stderr,
+        /the ranks were started with different flags: --lr 0\.001 on rank 0, 0\.002 on rank 1; --tensor-model-parallel-size 2 on rank 0, 1 on rank 1\. Start every node with the same flags/,
+      );
+      // Well inside the 60 s dist timeout.
+      assert.ok(ms < 30_000, `took ${Math.round(ms)} ms`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "same flags: a path given on one node only is refused; paths and --log-json may differ",
+  timeout: 180_000,
+  fn: async () => {
+    const dir = await makeRunDir();
+    try {
+      await Deno.copyFile(`${dir}/data.txt`, `${dir}/copy.txt`);
+      const data = (f: string) => ["--data-path", `${dir}/${f}`];
+      const half = await twoNodes(dir, [
+        [...data("data.txt"), "--save", `${dir}/ck`],
+        data("copy.txt"),
+      ]);
+      assert.equal(half.results[0].code, 2, half.results[0].stderr);
+      assert.match(half.results[0].stderr, /--save given on rank 0, not given on rank 1/);
+
+      const ok = await twoNodes(dir, [
+        [...data("data.txt"), "--log-json", `${dir}/log.jsonl`],
+        data("copy.txt"),
+      ]);
+      for (const r of ok.results) assert.equal(r.code, 0, r.stderr);
+      assert.match(ok.results[0].stdout, /iteration\s+2\/\s*2/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
