@@ -23,3 +23,13 @@ export function importGpt2Encoding(): Promise<
 > {
   return import("npm:gpt-tokenizer@4.0.0/encoding/r50k_base");
 }
+
+/**
+ * GPT-2's tokens in id order, each as its text or, where it is not valid UTF-8
+ * alone, its bytes (the table {@link importGpt2Encoding} is built from).
+ */
+export function importGpt2Ranks(): Promise<
+  typeof import("npm:gpt-tokenizer@4.0.0/bpeRanks/r50k_base")
+> {
+  return import("npm:gpt-tokenizer@4.0.0/bpeRanks/r50k_base");
+}

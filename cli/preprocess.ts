@@ -53,8 +53,10 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
 export interface PreprocessResult {
   /** Tokens written. */
   tokens: number;
-  /** Characters of text read. */
+  /** Characters of text read, or bytes (see `unit`). */
   chars: number;
+  /** What `chars` counts: the byte tokenizer reads a file's bytes. */
+  unit: "characters" | "bytes";
   /** Bytes written. */
   bytes: number;
   /** Documents joined. */
@@ -87,6 +89,7 @@ export async function preprocess(
   return {
     tokens: corpus.ids.length,
     chars: corpus.chars ?? 0,
+    unit: corpus.unit ?? "characters",
     bytes: corpus.ids.length * 2,
     documents: corpus.documents ?? 1,
   };
@@ -145,6 +148,14 @@ export function main(args: string[]): Promise<number> {
     };
     if (values.output === undefined) throw new UsageError("--output OUT.bin is required");
     await checkOutputApartFromInput(values.output, values["data-path"]);
+    if (!isTokenBinPath(values.output)) {
+      // A data path is read as token ids only when its name ends in .bin: any other name
+      // would later be trained on as text, its uint16 ids read as characters.
+      throw new UsageError(
+        `--output ${values.output}: name the token file FILE.bin (train and eval read a ` +
+          `--data-path as token ids only when it ends in .bin, as text otherwise)`,
+      );
+    }
     await checkWritableFile("--output", values.output);
     const t0 = performance.now();
     let r;
@@ -161,7 +172,7 @@ export function main(args: string[]): Promise<number> {
     }
     const ms = performance.now() - t0;
     console.log(
-      `wrote ${r.tokens} ${values.tokenizer} tokens (${r.bytes} bytes) from ${r.chars} characters ` +
+      `wrote ${r.tokens} ${values.tokenizer} tokens (${r.bytes} bytes) from ${r.chars} ${r.unit} ` +
         `(${r.documents} document${r.documents === 1 ? "" : "s"}) to ${values.output} ` +
         `and ${tokenBinMetaPath(values.output)} in ${ms.toFixed(0)} ms`,
     );

@@ -8,10 +8,14 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 /**
  * Turns a growing list of token ids into text pieces that never split a
  * character: ids whose decoding ends in an incomplete UTF-8 sequence wait for
- * the next ones (up to a few), the rest is flushed.
+ * the next ones (up to a few), the rest is flushed. Each piece is decoded after
+ * the ids flushed before it, so a tokenizer that puts a space between words
+ * (WordPiece) gets its spaces.
  */
 export class TextStream {
   #pending: number[] = [];
+  /** The ids flushed last, decoded again before the pending ones. */
+  #before: number[] = [];
 
   /** A stream decoding with `tokenizer`. */
   constructor(readonly tokenizer: Pick<Tokenizer, "decode">, readonly maxPending = 8) {}
@@ -19,17 +23,28 @@ export class TextStream {
   /** Adds one id; returns the text that is now complete ("" if it waits). */
   push(id: number): string {
     this.#pending.push(id);
-    const text = this.tokenizer.decode(this.#pending);
+    const text = this.#pendingText();
     if (text.endsWith("\uFFFD") && this.#pending.length < this.maxPending) return "";
+    this.#before = this.#pending;
     this.#pending = [];
     return text;
   }
 
   /** The text of ids still waiting (possibly with replacement characters). */
   flush(): string {
-    const text = this.#pending.length ? this.tokenizer.decode(this.#pending) : "";
+    const text = this.#pending.length ? this.#pendingText() : "";
+    if (this.#pending.length) this.#before = this.#pending;
     this.#pending = [];
     return text;
+  }
+
+  /** The pending ids' text as it follows the ids flushed before them. */
+  #pendingText(): string {
+    const alone = this.tokenizer.decode(this.#pending);
+    if (!this.#before.length) return alone;
+    const before = this.tokenizer.decode(this.#before);
+    const both = this.tokenizer.decode([...this.#before, ...this.#pending]);
+    return both.startsWith(before) ? both.slice(before.length) : alone;
   }
 }
 

@@ -4,8 +4,12 @@
  * @module
  */
 
-const CONTROL = /[\p{Cc}\p{Cf}]/u;
-const WHITESPACE = /\s/u;
+// As Hugging Face's BertTokenizer: tab, newline, carriage return and space separators split
+// words (line and paragraph separators too, as Python's str.split); every other character of
+// the Unicode "Other" categories (controls such as \v and \f, format characters such as
+// U+FEFF, private use, unassigned) is dropped.
+const CONTROL = /\p{C}/u;
+const WHITESPACE = /[\t\n\r\p{Zs}\p{Zl}\p{Zp}]/u;
 const PUNCT = /\p{P}/u;
 const MARK = /\p{Mn}/gu;
 

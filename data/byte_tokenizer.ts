@@ -11,7 +11,7 @@ export class ByteTokenizer implements Tokenizer {
   /** 256 byte values. */
   readonly vocabSize = 256;
   #encoder = new TextEncoder();
-  #decoder = new TextDecoder("utf-8", { fatal: false });
+  #decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
   /** UTF-8 bytes of `text`, as ids. */
   encode(text: string): Uint32Array {

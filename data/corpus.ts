@@ -105,14 +105,18 @@ function emptyError(dataPath: string, folder: boolean, count: number): DataError
 }
 
 /**
- * Loads corpus text: the default book when `dataPath` is undefined, else a text file, or a
- * folder whose .txt/.md files (recursive, sorted by path) are joined with blank lines. Files
- * are decoded as UTF-8; bytes that are not valid UTF-8 become U+FFFD, and each file that had
- * any gets one warning with their count.
+ * Loads corpus text: the default book when `dataPath` is undefined, else a text file, a
+ * `.jsonl` file of documents, or a folder whose .txt/.md files (recursive, sorted by path) are
+ * documents. Documents are joined with two blank lines, where `splitDocuments`
+ * (data/sentences.ts) breaks them apart again. Files are decoded as UTF-8; bytes that are not valid UTF-8 become U+FFFD,
+ * and each file that had any gets one warning with their count.
  */
 export async function loadText(dataPath?: string, opts: CorpusOptions = {}): Promise<string> {
-  return (await loadDocuments(dataPath, opts)).join("\n\n");
+  return (await loadDocuments(dataPath, opts)).join(DOCUMENT_BREAK);
 }
+
+/** What separates documents in {@link loadText}'s text: two blank lines. */
+const DOCUMENT_BREAK = "\n\n\n";
 
 /** Whether `path` is a JSON-lines file of documents (Megatron's preprocessing input). */
 export function isJsonLines(path: string): boolean {
@@ -190,10 +194,24 @@ function blank(bytes: Uint8Array): boolean {
  * only ASCII white space are skipped. The default book is its UTF-8 encoding.
  */
 export async function loadBytes(dataPath?: string, _opts: CorpusOptions = {}): Promise<Uint8Array> {
-  if (dataPath === undefined) return new TextEncoder().encode(await loadMobyDick());
+  return (await loadByteDocuments(dataPath)).bytes;
+}
+
+/** {@link loadBytes}, and how many files (documents) were joined. */
+async function loadByteDocuments(
+  dataPath?: string,
+): Promise<{ bytes: Uint8Array; documents: number }> {
+  if (dataPath === undefined) {
+    return { bytes: new TextEncoder().encode(await loadMobyDick()), documents: 1 };
+  }
   const { folder, files } = await readCorpusFiles(dataPath);
   const nonEmpty = files.map((f) => f.bytes).filter((b) => !blank(b));
   if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
+  return { bytes: joinBytes(nonEmpty), documents: nonEmpty.length };
+}
+
+/** `nonEmpty` joined with a blank line ("\n\n"). */
+function joinBytes(nonEmpty: Uint8Array[]): Uint8Array {
   if (nonEmpty.length === 1) return nonEmpty[0];
   const total = nonEmpty.reduce((s, b) => s + b.length, 0) + 2 * (nonEmpty.length - 1);
   const out = new Uint8Array(total);
@@ -217,9 +235,11 @@ export interface CorpusTokens {
   source: string;
   /**
    * Characters of text tokenized (UTF-16 code units), or bytes for a tokenizer that takes
-   * raw bytes (the byte tokenizer on a file or folder); undefined for a `.bin`.
+   * raw bytes (the byte tokenizer on a file or folder; see `unit`); undefined for a `.bin`.
    */
   chars?: number;
+  /** What `chars` counts. */
+  unit?: "characters" | "bytes";
   /** Documents joined (files of a folder); undefined for a `.bin`. */
   documents?: number;
 }
@@ -246,10 +266,13 @@ export async function loadTokens(
     return { ids, source: dataPath };
   }
   let ids: Uint32Array, chars: number, documents = 1;
+  let unit: "characters" | "bytes" = "characters";
   if (tokenizer.encodeBytes && dataPath !== undefined && !isJsonLines(dataPath)) {
-    const bytes = await loadBytes(dataPath, opts);
-    ids = Uint32Array.from(tokenizer.encodeBytes(bytes));
-    chars = bytes.length;
+    const read = await loadByteDocuments(dataPath);
+    ids = Uint32Array.from(tokenizer.encodeBytes(read.bytes));
+    chars = read.bytes.length;
+    documents = read.documents;
+    unit = "bytes";
   } else {
     const docs = await loadDocuments(dataPath, opts);
     documents = docs.length;
@@ -276,7 +299,7 @@ export async function loadTokens(
   }
   checkIdsInVocab(ids, tokenizer.vocabSize, dataPath ?? DEFAULT_CORPUS_NAME);
   if (ids.length === 0) throw new DataError(`${dataPath}: tokenized to zero tokens`);
-  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars, documents };
+  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars, unit, documents };
 }
 
 /** Train and validation token streams. */

@@ -33,14 +33,22 @@ const ABBREVIATIONS = new Set([
   "ft",
 ]);
 
+const CLOSER = `["'”’)\\]」』）]`;
+const CLOSERS = `${CLOSER}*`;
+const CJK_END = `[。！？]+${CLOSERS}(?!${CLOSER})(?=.)`;
+const CASED_END = new RegExp(`[.!?]+${CLOSERS}(?= +["'“‘(\\[]*[\\p{Lu}\\d])|${CJK_END}`, "gu");
+const UNCASED_END = new RegExp(`[.!?]+${CLOSERS}(?= +["'“‘(\\[]*[\\p{L}\\d])|${CJK_END}`, "gu");
+
 /** Splits one block of text (whitespace collapsed) into sentences. */
 export function splitParagraphSentences(paragraph: string): string[] {
   const text = paragraph.replace(/\s+/g, " ").trim();
   if (text.length === 0) return [];
   const out: string[] = [];
   // A candidate end: terminal punctuation, optional closing quotes/brackets, a space, then a
-  // character that can start a sentence.
-  const end = /[.!?]+["'”’)\]]*(?= +["'“‘(\[]*[\p{Lu}\d])/gu;
+  // character that can start a sentence: a capital or a digit where the text has capitals, any
+  // letter or digit in text without any (lowercased corpora). Chinese and Japanese full stops,
+  // exclamation and question marks end a sentence wherever more text follows.
+  const end = /\p{Lu}/u.test(text) ? CASED_END : UNCASED_END;
   let from = 0;
   for (const m of text.matchAll(end)) {
     const stop = m.index! + m[0].length;

@@ -62,8 +62,20 @@ export function checkIdsInVocab(ids: ArrayLike<number>, vocabSize: number, sourc
   }
 }
 
-/** Reads a `.bin` token file. */
+/**
+ * Reads a `.bin` token file. Refused: a file whose sidecar names another
+ * element type or another number of ids (cut short, or replaced), and a
+ * Megatron indexed dataset (`FILE.idx` beside it) of other than uint16 ids.
+ */
 export async function readTokenBin(path: string, vocabSize?: number): Promise<Uint32Array> {
+  const meta = await readTokenBinMeta(path);
+  if (meta?.dtype !== undefined && meta.dtype !== "uint16") {
+    throw new DataError(
+      `${tokenBinMetaPath(path)} says the ids are ${meta.dtype}; a .bin token file holds ` +
+        `little-endian uint16 ids (run deno task preprocess on the text again)`,
+    );
+  }
+  await checkMegatronIndex(path);
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -71,7 +83,52 @@ export async function readTokenBin(path: string, vocabSize?: number): Promise<Ui
     if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: no such file`);
     throw e;
   }
-  return decodeTokenBin(bytes, path, vocabSize);
+  const ids = decodeTokenBin(bytes, path, vocabSize);
+  if (typeof meta?.tokens === "number" && meta.tokens !== ids.length) {
+    throw new DataError(
+      `${path} holds ${ids.length} ids but its sidecar ${tokenBinMetaPath(path)} says ` +
+        `${meta.tokens}: the file was cut short or replaced (run deno task preprocess again)`,
+    );
+  }
+  return ids;
+}
+
+/** Megatron's indexed-dataset element types, by their code in an `.idx` header. */
+const MEGATRON_DTYPES: Record<number, string> = {
+  1: "uint8",
+  2: "int8",
+  3: "int16",
+  4: "int32",
+  5: "int64",
+  6: "float64",
+  7: "float32",
+  8: "uint16",
+};
+
+/**
+ * Refuses `path` when a Megatron index (`FILE.idx`, header "MMIDIDX") beside
+ * it says its ids are not uint16 (Megatron writes int32 ids for vocabularies
+ * of 65,500 or more): read as uint16, they would interleave zeros silently.
+ */
+async function checkMegatronIndex(path: string): Promise<void> {
+  const idx = path.replace(/\.bin$/i, ".idx");
+  if (idx === path) return;
+  let head: Uint8Array;
+  try {
+    using file = await Deno.open(idx);
+    head = new Uint8Array(18);
+    const n = await file.read(head);
+    if (n === null || n < 18) return;
+  } catch {
+    return;
+  }
+  if (new TextDecoder().decode(head.subarray(0, 7)) !== "MMIDIDX") return;
+  const dtype = MEGATRON_DTYPES[head[17]] ?? `type code ${head[17]}`;
+  if (dtype === "uint16") return;
+  throw new DataError(
+    `${path}: its Megatron index ${idx} says the ids are ${dtype}; this project reads ` +
+      `.bin files of little-endian uint16 ids (run deno task preprocess on the text)`,
+  );
 }
 
 /** What the sidecar `FILE.bin.json` of a `.bin` token file records. */

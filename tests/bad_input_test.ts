@@ -318,6 +318,12 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
     ),
     T("empty data", ["--data-path", `${dir}/empty.txt`], 1, /empty/i),
     T("data too short", ["--data-path", `${dir}/short.txt`], 1, /fewer than --seq-length \+ 1/),
+    T(
+      "a validation file too short (the advice leaves --split out: files are read whole)",
+      ["--train-data-path", "README.md", "--valid-data-path", `${dir}/short.txt`],
+      1,
+      /the validation file .*short\.txt has 13 tokens, fewer than --seq-length \+ 1 = 17; use more data, or a shorter --seq-length/,
+    ),
     T("missing checkpoint", ["--load", `${dir}/none`], 1, /none: no checkpoint/),
     T(
       "corrupt safetensors",
@@ -428,6 +434,14 @@ Deno.test("bad input, train: failures found on the device or during training", a
       code: 1,
       says:
         /--micro-batch-size 100000 is too large for this adapter at --seq-length 32: .*use --micro-batch-size ≤ \d+/,
+    }),
+    noTraining({
+      name: "BERT with an empty validation part names the split, not the corpus",
+      script: "cli/train.ts",
+      args: [...tiny, "--model", "bert", "--train-iters", "1", "--split", "100,0"],
+      code: 1,
+      says:
+        /the validation part of the split has no document with two or more sentences for sentence pairs: .*--eval-iters 0/,
     }),
     noTraining({
       name: "a node that cannot reach the rendezvous store (fails before any rank runs)",

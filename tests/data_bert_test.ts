@@ -54,6 +54,49 @@ Deno.test("sentence splitting", () => {
   ]);
 });
 
+Deno.test("sentence splitting: lowercase text, and Chinese and Japanese sentence ends", () => {
+  // Text without capitals splits before any letter; text with capitals only before capitals.
+  assert.deepEqual(splitParagraphSentences("the cat sat. the dog ran. e.g. this one."), [
+    "the cat sat.",
+    "the dog ran.",
+    "e.g. this one.",
+  ]);
+  assert.deepEqual(splitParagraphSentences('"Is it?" said he. Version 2.0 is out.'), [
+    '"Is it?" said he.',
+    "Version 2.0 is out.",
+  ]);
+  assert.deepEqual(splitParagraphSentences("我们去海边。它们非常大！你见过吗？"), [
+    "我们去海边。",
+    "它们非常大！",
+    "你见过吗？",
+  ]);
+  assert.deepEqual(splitParagraphSentences("「行こう」と彼は言った。「はい。」"), [
+    "「行こう」と彼は言った。",
+    "「はい。」",
+  ]);
+});
+
+Deno.test("a folder's files and a .jsonl file's lines stay separate documents", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bert_docs_" });
+  try {
+    const lines: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      // No trailing newline: the files' ends are the only document breaks.
+      const text = `Doc ${i} starts here. Doc ${i} goes on. Doc ${i} ends.`;
+      await Deno.writeTextFile(`${dir}/f${i}.txt`, text);
+      lines.push(JSON.stringify({ text }));
+    }
+    await Deno.writeTextFile(`${dir}/docs.jsonl`, lines.join("\n"));
+    for (const path of [dir, `${dir}/docs.jsonl`]) {
+      const docs = splitDocuments(await loadText(path));
+      assert.equal(docs.length, 5, path);
+      assert.deepEqual(docs[3], ["Doc 3 starts here.", "Doc 3 goes on.", "Doc 3 ends."]);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SOP pairs: layout, token types, padding mask, labels match corpus order", () => {
   const S = 48, B = 8;
   const sampler = new BertBatchSampler(countingCorpus(), VOCAB, {

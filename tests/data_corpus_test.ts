@@ -39,7 +39,8 @@ Deno.test("text file and folder loading (recursive, sorted, .txt/.md only)", asy
       (await listTextFiles(dir)).map((p) => p.slice(dir.length + 1)),
       ["a.txt", "b/a.txt", "b/sub/z.md", "empty.txt"],
     );
-    assert.equal(await loadText(dir), "first\n\nsecond\n\nthird");
+    // Documents are joined with two blank lines, the break splitDocuments (BERT) keeps.
+    assert.equal(await loadText(dir), "first\n\n\nsecond\n\n\nthird");
     assert.equal(await loadText(`${dir}/b/a.txt`), "second");
     const tokens = await loadTokens(await createTokenizer("byte"), `${dir}/a.txt`);
     assert.deepEqual(Array.from(tokens.ids), [102, 105, 114, 115, 116]);
@@ -217,17 +218,70 @@ Deno.test("preprocess refuses an --output that would overwrite its input (exit 2
     assert.equal(await run(`${dir}/in.txt`, `${dir}/in.txt`), 2); // QA's case
     assert.equal(await run(`${dir}/in.txt`, `${dir}/./link.txt`), 2); // another spelling
     assert.equal(await run(`${dir}/link.txt`, `${dir}/in.txt`), 2);
-    assert.equal(await run(`${dir}/side.json`, `${dir}/side`), 2); // the sidecar side.json
+    await Deno.writeTextFile(`${dir}/side.bin.json`, text);
+    assert.equal(await run(`${dir}/side.bin.json`, `${dir}/side.bin`), 2); // the sidecar
     assert.equal(await run(`${dir}/corpus`, `${dir}/corpus/sub/new.bin`), 2); // not there yet
     assert.equal(await run(`${dir}/corpus/`, `${dir}/corpus/sub/a.txt`), 2);
     assert.equal(await Deno.readTextFile(`${dir}/in.txt`), text);
-    assert.equal(await Deno.readTextFile(`${dir}/side.json`), text);
+    assert.equal(await Deno.readTextFile(`${dir}/side.bin.json`), text);
+    // A name without .bin would be read back as text: refused.
+    assert.equal(await run(`${dir}/in.txt`, `${dir}/out.txt`), 2);
+    await assert.rejects(() => Deno.stat(`${dir}/out.txt`), Deno.errors.NotFound);
     assert.equal(await Deno.readTextFile(`${dir}/corpus/sub/a.txt`), text);
     await assert.rejects(() => Deno.stat(`${dir}/corpus/sub/new.bin`), Deno.errors.NotFound);
     // Beside the input, or outside the folder, is fine.
     assert.equal(await run(`${dir}/in.txt`, `${dir}/in.bin`), 0);
     assert.equal(await run(`${dir}/corpus`, `${dir}/corpus.bin`), 0);
     assert.equal((await readTokenBin(`${dir}/corpus.bin`)).length, text.length);
+  });
+});
+
+Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is refused; documents and bytes counted", async () => {
+  await withTempDir(async (dir) => {
+    const text = "hello world. ".repeat(100);
+    await Deno.writeTextFile(`${dir}/in.txt`, text);
+    const byte = await createTokenizer("byte");
+    await preprocess(`${dir}/in.txt`, "byte", `${dir}/full.bin`);
+    // Cut in half, the sidecar still says the whole count.
+    const bytes = await Deno.readFile(`${dir}/full.bin`);
+    await Deno.writeFile(`${dir}/cut.bin`, bytes.subarray(0, 600));
+    await Deno.copyFile(`${dir}/full.bin.json`, `${dir}/cut.bin.json`);
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/cut.bin`),
+      /cut\.bin holds 300 ids but its sidecar .*cut\.bin\.json says 1300: the file was cut short/,
+    );
+    const meta = JSON.parse(await Deno.readTextFile(`${dir}/full.bin.json`));
+    await Deno.writeFile(`${dir}/wide.bin`, bytes);
+    await Deno.writeTextFile(`${dir}/wide.bin.json`, JSON.stringify({ ...meta, dtype: "int32" }));
+    await assert.rejects(() => loadTokens(byte, `${dir}/wide.bin`), /says the ids are int32/);
+    // A Megatron dataset: MMIDIDX\0\0, version 1 (u64), dtype code 4 (int32).
+    const idx = new Uint8Array(18 + 16);
+    idx.set(new TextEncoder().encode("MMIDIDX\0\0"));
+    idx[9] = 1;
+    idx[17] = 4;
+    await Deno.writeFile(
+      `${dir}/meg.bin`,
+      new Uint8Array(new Int32Array([72, 105, 33, 10]).buffer),
+    );
+    await Deno.writeFile(`${dir}/meg.idx`, idx);
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/meg.bin`),
+      /meg\.bin: its Megatron index .*meg\.idx says the ids are int32/,
+    );
+    idx[17] = 8; // uint16: read as is
+    await Deno.writeFile(`${dir}/meg.idx`, idx);
+    await Deno.writeFile(
+      `${dir}/meg.bin`,
+      new Uint8Array(new Uint16Array([72, 105, 33, 10]).buffer),
+    );
+    assert.deepEqual(Array.from((await loadTokens(byte, `${dir}/meg.bin`)).ids), [72, 105, 33, 10]);
+    // A folder of three files is three documents; the byte tokenizer counts bytes.
+    await Deno.mkdir(`${dir}/three`);
+    for (const n of ["a", "b", "c"]) await Deno.writeTextFile(`${dir}/three/${n}.txt`, "é\n");
+    const r = await preprocess(`${dir}/three`, "byte", `${dir}/three.bin`);
+    assert.equal(r.documents, 3);
+    assert.equal(r.unit, "bytes");
+    assert.equal(r.chars, 3 * 3 + 2 * 2);
   });
 });
 

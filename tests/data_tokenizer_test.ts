@@ -41,6 +41,24 @@ Deno.test("gpt2 tokenizer: known ids, eos, round trip", async () => {
   assert.equal(tok.decode(ids), "a<|endoftext|>b");
 });
 
+Deno.test("gpt2 decode: each call on its own, bytes kept in order, an unfinished character is U+FFFD", async () => {
+  const tok = await createTokenizer("gpt2");
+  // 8582 and 25081 are the two halves of "🙂" (F0 9F | 99 82); 15496 "Hello", 995 " world".
+  assert.deepEqual(Array.from(tok.encode("🙂")), [8582, 25081]);
+  assert.equal(tok.decode([8582]), "\uFFFD");
+  assert.equal(tok.decode([8582]), "\uFFFD", "the same ids decode the same way twice");
+  assert.equal(tok.decode([25081]), "\uFFFD\uFFFD", "nothing left over from the call before");
+  assert.equal(tok.decode([8582, 15496, 25081, 995]), "\uFFFDHello\uFFFD\uFFFD world");
+  assert.equal(tok.decode([15496, 8582, 25081]), "Hello🙂");
+  assert.equal(tok.decode(tok.encode("\uFEFFBOM")), "\uFEFFBOM");
+  assert.throws(() => tok.decode([50257]), /GPT-2 has no token 50257/);
+});
+
+Deno.test("byte decode keeps a leading byte-order mark", async () => {
+  const tok = await createTokenizer("byte");
+  assert.equal(tok.decode(tok.encode("\uFEFFBOM")), "\uFEFFBOM");
+});
+
 Deno.test("createTokenizer rejects unknown names clearly", async () => {
   await assert.rejects(() => createTokenizer("gpt3"), /unknown tokenizer "gpt3".*gpt2, byte, bert/);
 });
@@ -61,6 +79,19 @@ Deno.test("BERT basic tokenization lowercases, strips accents, splits punctuatio
   ]);
 });
 
+Deno.test("BERT basic tokenization drops controls, format and private-use characters as Hugging Face's does", () => {
+  // Expected values from transformers' BasicTokenizer rules (_clean_text, _is_control, _is_whitespace).
+  assert.deepEqual(bertBasicTokenize("a\x0bb a\x0cb a\uFEFFb a\uE000b a\u00ADb a\x85b"), [
+    "ab",
+    "ab",
+    "ab",
+    "ab",
+    "ab",
+    "ab",
+  ]);
+  assert.deepEqual(bertBasicTokenize("x\u2028y\u2029z\u3000w\tv"), ["x", "y", "z", "w", "v"]);
+});
+
 Deno.test("WordPiece (bert-base-uncased ids) on known words", async () => {
   const tok = await createBertTokenizer();
   assert.equal(tok.vocabSize, 30522);
@@ -71,7 +102,9 @@ Deno.test("WordPiece (bert-base-uncased ids) on known words", async () => {
   assert.deepEqual(tok.tokenize("Ishmael whaling"), ["is", "##hma", "##el", "whaling"]);
   assert.equal(tok.idToToken(103), "[MASK]");
   assert.equal(tok.decode(tok.encode("The unaffable whale.")), "the unaffable whale .");
-  assert.deepEqual(tok.encode("\u{10FFFD}"), [tok.special.unk]);
+  assert.deepEqual(tok.encode("\u{1F40B}"), [tok.special.unk]);
+  // Private use is dropped before WordPiece, as Hugging Face's tokenizer does.
+  assert.deepEqual(tok.encode("\u{10FFFD}"), []);
   assert.equal(tok.isSpecial(101), true);
   assert.equal(tok.isSpecial(1996), false);
   const viaFactory = await createTokenizer("bert");

@@ -12,6 +12,8 @@ import { join } from "node:path";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { ByteTokenizer } from "../data/byte_tokenizer.ts";
+import { createTokenizer } from "../data/tokenizer.ts";
+import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/checkpoint/mod.ts";
 import { generate, type GenerateOptions } from "../models/generate.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -180,6 +182,18 @@ Deno.test("TextStream holds back incomplete UTF-8 sequences", () => {
   const bytes = [...new TextEncoder().encode("aé€b")];
   deepStrictEqual(bytes.map((b) => s.push(b)).join("|"), "a||é|||€|b");
   deepStrictEqual(s.push(0xe2) + s.flush(), "\uFFFD");
+});
+
+Deno.test("TextStream: WordPiece pieces keep the spaces between words, GPT-2 pieces their order", async () => {
+  const wp = await createBertTokenizer();
+  const ids = Array.from(wp.encode("the whales swam past"));
+  const s = new TextStream(wp);
+  deepStrictEqual(ids.map((id) => s.push(id)).join("") + s.flush(), wp.decode(ids));
+  deepStrictEqual(wp.decode(ids), "the whales swam past");
+  const gpt2 = await createTokenizer("gpt2");
+  const g = new TextStream(gpt2);
+  const text = "Hello 🙂 world, naïve café";
+  deepStrictEqual(Array.from(gpt2.encode(text)).map((id) => g.push(id)).join("") + g.flush(), text);
 });
 
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -94,7 +94,7 @@ Deno.test("the default warning is one `warning:` line on stderr; folders warn pe
     } finally {
       console.error = orig;
     }
-    equal(text, "a\uFFFDb\n\nfine\n\n\uFFFD!");
+    equal(text, "a\uFFFDb\n\n\nfine\n\n\n\uFFFD!");
     deepStrictEqual(lines, [
       `warning: ${join(dir, "docs", "a.txt")}: 1 byte is not valid UTF-8 and was replaced by ` +
       `U+FFFD (1 replacement character)`,

@@ -17,6 +17,7 @@ import {
   prepareBertCorpus,
 } from "../../data/bert_batches.ts";
 import { loadText } from "../../data/corpus.ts";
+import { DataError } from "../../data/errors.ts";
 import {
   createBertTokenizer,
   readWordPieceTokenizer,
@@ -79,7 +80,9 @@ async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<Ber
   if (d.trainPath !== undefined && d.validPath !== undefined) {
     return {
       train: prepareBertCorpus(await loadText(d.trainPath), wp),
-      val: validating ? prepareBertCorpus(await loadText(d.validPath), wp) : null,
+      val: validating
+        ? validationCorpus(await loadText(d.validPath), wp, `the validation file ${d.validPath}`)
+        : null,
       source: `${d.trainPath} + ${d.validPath}`,
     };
   }
@@ -89,9 +92,24 @@ async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<Ber
   const end = Math.round(text.length * (d.split.train + d.split.valid));
   return {
     train: prepareBertCorpus(text.slice(0, cut), wp),
-    val: validating ? prepareBertCorpus(text.slice(cut, end), wp) : null,
+    val: validating
+      ? validationCorpus(text.slice(cut, end), wp, "the validation part of the split")
+      : null,
     source: path ?? "Moby Dick",
   };
+}
+
+/** The validation corpus, or an error that names the validation data, not the whole corpus. */
+function validationCorpus(text: string, wp: WordPieceTokenizer, what: string): BertCorpus {
+  try {
+    return prepareBertCorpus(text, wp);
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+    throw new DataError(
+      `${what} has no document with two or more sentences for sentence pairs: give it more ` +
+        `text (--split, --valid-data-path), or pass --eval-iters 0 to train without validation`,
+    );
+  }
 }
 
 /** Reads the BERT task's tokenizer, text and (with `--init-from-hf`) weights. */

@@ -81,12 +81,18 @@ export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise
       source: corpus.source,
     };
   }
+  const files = d.trainPath !== undefined && d.validPath !== undefined;
   for (const [name, part] of [["training", splits.train], ["validation", splits.val]] as const) {
     if (name === "validation" && a.evalIters === 0) continue; // no validation: nothing read from it
     if (part.length < T + 1) {
+      // Two files are read whole: --split does not apply to them.
+      const what = files
+        ? `the ${name} file ${name === "training" ? d.trainPath : d.validPath}`
+        : `the ${name} split`;
       throw new DataError(
-        `the ${name} split has ${part.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
-          `use more data, another --split (or --val-fraction), or a shorter --seq-length` +
+        `${what} has ${part.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
+          `use more data, ${files ? "" : "another --split (or --val-fraction), "}` +
+          `or a shorter --seq-length` +
           (name === "validation" ? " (--eval-iters 0 trains without validation)" : ""),
       );
     }
