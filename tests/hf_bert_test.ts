@@ -111,6 +111,32 @@ Deno.test("HF BERT import fuses q|k|v, ignores buffers; export then import is th
   deepStrictEqual(bertConfigFromHf(bertConfigToHf(cfg)), cfg);
 });
 
+Deno.test("HF BERT import refuses an untied MLM decoder (weight or bias)", () => {
+  const cfg = bertConfigFromHf(hfConfig);
+  const hf = hfBert();
+  const words = hf.get("bert.embeddings.word_embeddings.weight")!;
+  const cases: [string, HostTensor, RegExp][] = [
+    [
+      "cls.predictions.decoder.weight",
+      { shape: words.shape, data: words.data.map((v) => v + 1) },
+      /decoder\.weight is not a copy of bert\.embeddings\.word_embeddings\.weight/,
+    ],
+    [
+      "cls.predictions.decoder.bias",
+      { shape: [30], data: new Float32Array(30).fill(7) },
+      /decoder\.bias is not a copy of cls\.predictions\.bias/,
+    ],
+  ];
+  for (const [name, t, pattern] of cases) {
+    const files = new Map(hf);
+    files.set(name, t);
+    throws(
+      () => bertTensorsFromHf([...files.keys()], (n) => files.get(n), cfg, "t.safetensors"),
+      pattern,
+    );
+  }
+});
+
 Deno.test("HF BERT names: gamma/beta and bare BertModel prefixes are normalised", () => {
   const cfg = bertConfigFromHf(hfConfig);
   const hf = hfBert();

@@ -74,7 +74,11 @@ const hfConfig = {
   attn_pdrop: 0,
 };
 
-async function writeHfModel(dir: string, w: Map<string, HostTensor>): Promise<void> {
+async function writeHfModel(
+  dir: string,
+  w: Map<string, HostTensor>,
+  head: Float32Array = w.get("wte.weight")!.data,
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(hfConfig));
   const out = [...w].map(([n, t]) => ({ name: `transformer.${n}`, shape: t.shape, data: t.data }));
@@ -82,7 +86,7 @@ async function writeHfModel(dir: string, w: Map<string, HostTensor>): Promise<vo
     const tri = new Float32Array(P * P).map((_, k) => (k % P) <= Math.floor(k / P) ? 1 : 0);
     out.push({ name: `transformer.h.${i}.attn.bias`, shape: [1, 1, P, P], data: tri });
   }
-  out.push({ name: "lm_head.weight", shape: [V, H], data: w.get("wte.weight")!.data });
+  out.push({ name: "lm_head.weight", shape: [V, H], data: head });
   await writeSafetensors(join(dir, "model.safetensors"), out, { format: "pt" });
 }
 
@@ -303,6 +307,12 @@ Deno.test("HF import refuses missing, unexpected and mismatched tensors", gpuTes
   w2.set("h.0.attn.rotary.weight", { shape: [2], data: new Float32Array(2) });
   await writeHfModel(dir, w2);
   await rejects(readHfGpt2(dir), /unexpected tensor h\.0\.attn\.rotary\.weight/);
+  const w3 = hfTensors(13);
+  await writeHfModel(dir, w3, w3.get("wte.weight")!.data.map((v) => -v));
+  await rejects(
+    readHfGpt2(dir),
+    /lm_head\.weight is not a copy of wte\.weight \(an untied output layer\); this model ties/,
+  );
   await writeHfModel(dir, hfTensors(13));
   const { config, tensors, source } = await readHfGpt2(dir);
   const other = Gpt.serial(dev, { ...config, hiddenSize: 12, numHeads: 2 }, 1);

@@ -12,7 +12,13 @@ import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
-import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
+import {
+  checkTiedCopy,
+  expandTable,
+  exportTensors,
+  importTensors,
+  type MapEntry,
+} from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 import { BERT_LAYER_NORM_EPS } from "../bert.ts";
 
@@ -169,13 +175,22 @@ export function bertTensorsFromHf(
   source: string,
 ): Map<string, HostTensor> {
   const byName = new Map(names.map((n) => [normaliseBertName(n), n]));
-  return importTensors(
+  const hfTensor = (n: string) => byName.has(n) ? get(byName.get(n)!) : undefined;
+  const out = importTensors(
     expandTable(BERT_TABLE, config.numLayers),
-    (n) => byName.has(n) ? get(byName.get(n)!) : undefined,
+    hfTensor,
     byName.keys(),
     ignoredBert,
     source,
   );
+  // The MLM decoder is tied to the word embeddings, its bias to cls.predictions.bias.
+  for (
+    const [copy, tied] of [
+      ["cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"],
+      ["cls.predictions.decoder.bias", "cls.predictions.bias"],
+    ]
+  ) checkTiedCopy(hfTensor(copy), copy, out.get(tied)!, tied, source);
+  return out;
 }
 
 /** A BERT read from an HF directory. */

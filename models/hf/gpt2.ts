@@ -11,7 +11,13 @@ import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, readHfDir, writeHfDir } from "./io.ts";
-import { expandTable, exportTensors, importTensors, type MapEntry } from "./mapping.ts";
+import {
+  checkTiedCopy,
+  expandTable,
+  exportTensors,
+  importTensors,
+  type MapEntry,
+} from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 
 /** Our GPT names ⇄ HF GPT-2 names (without the `transformer.` prefix). */
@@ -125,6 +131,8 @@ export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): Map<string, Hos
     source,
   );
   const wte = out.get("wte.weight")!;
+  const head = byName.get("lm_head.weight");
+  checkTiedCopy(head ? hf.get(head) : undefined, "lm_head.weight", wte, "wte.weight", source);
   if (wte.shape[0] !== config.vocabSize) {
     throw new CheckpointError(
       `${source}: wte.weight has ${

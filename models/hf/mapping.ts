@@ -137,6 +137,33 @@ export function importTensors(
 }
 
 /**
+ * Refuses an HF checkpoint whose `copy` tensor (an output layer HF writes beside
+ * the tensor it is tied to) holds other values than `tiedTo`: this project ties
+ * the two, so loading only one would compute other outputs. `copy` undefined
+ * (the usual, deduplicated save) or equal to `tiedTo` passes.
+ */
+export function checkTiedCopy(
+  copy: HostTensor | undefined,
+  copyName: string,
+  tiedTo: HostTensor,
+  tiedName: string,
+  source: string,
+): void {
+  if (!copy) return;
+  const same = copy.shape.length === tiedTo.shape.length &&
+    copy.shape.every((d, i) => d === tiedTo.shape[i]) &&
+    copy.data.every((v, i) =>
+      v === tiedTo.data[i] || (Number.isNaN(v) && Number.isNaN(tiedTo.data[i]))
+    );
+  if (!same) {
+    throw new CheckpointError(
+      `${source}: ${copyName} is not a copy of ${tiedName} (an untied output layer); this ` +
+        `model ties its output layer to ${tiedName}, so it would compute other outputs`,
+    );
+  }
+}
+
+/**
  * HF tensors from our full tensors, in table order. Tensors named in `validRows`
  * (padded vocabulary) are cut to that many rows first.
  */
