@@ -17,7 +17,6 @@ import { DataError } from "../data/errors.ts";
 import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
 import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
-import { createTokenizer } from "../data/tokenizer.ts";
 import { isTokenBinPath, readTokenBin, readTokenBinMeta } from "../data/token_bin.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
@@ -40,6 +39,7 @@ import {
 } from "./flags.ts";
 import { runTensorParallel } from "./tp_command.ts";
 import { counted, formatValidationLines, stderrProgress } from "./log.ts";
+import { modelTokenizer } from "./model_tokenizer.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
 import { withinLimits } from "./limits.ts";
@@ -170,7 +170,7 @@ export async function loadGpt(
   f: FlagValues,
   layers: ParallelLayers = TensorParallelLayers.single(device),
   progress?: (done: number, total: number) => void,
-): Promise<{ model: Gpt; source: string; where: string }> {
+): Promise<{ model: Gpt; source: string; where: string; tokenizer?: string }> {
   const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (f["init-from-hf"]) {
     const dir = f["init-from-hf"] as string;
@@ -196,38 +196,43 @@ export async function loadGpt(
   const config = meta.model.config as unknown as GptConfig;
   const model = new Gpt(layers, checkedConfig(config, layers.tpSize, path), { seed: 0 });
   await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place, progress });
+  const tokenizer = savedCheckpointArgs(meta).tokenizer;
   return {
     model,
     source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
     where: `iteration ${iteration}`,
+    tokenizer: typeof tokenizer === "string" ? tokenizer : undefined,
   };
 }
 
+/**
+ * The evaluation tokens: a `.bin` without sidecar as it is; else tokenized by
+ * `--tokenizer`, the sidecar's, the checkpoint's (`saved`) or the one the
+ * model's vocabulary implies.
+ */
 async function readIds(
   f: FlagValues,
   vocabSize: number,
+  saved?: string,
 ): Promise<{ ids: ArrayLike<number>; source: string }> {
   const path = f["data-path"] as string;
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
   if (bin && !meta) return { ids: await readTokenBin(path, vocabSize), source: path };
-  const name = (f.tokenizer as string | undefined) ?? meta?.tokenizer ??
-    (vocabSize === 256 ? "byte" : "gpt2");
   let tok;
   try {
-    tok = await createTokenizer(name);
+    tok = await modelTokenizer(
+      vocabSize,
+      f.tokenizer as string | undefined ?? meta?.tokenizer,
+      saved,
+    );
   } catch (e) {
     // Only a sidecar can name an unknown one (the flag takes its choices only).
     if (e instanceof RangeError) throw new DataError(`${path}.json: ${e.message}`);
     throw e;
   }
-  if (tok.vocabSize > vocabSize) {
-    throw new UsageError(
-      `the ${name} tokenizer has ${tok.vocabSize} ids but the model only ${vocabSize}`,
-    );
-  }
   const c = await loadTokens(tok, path);
-  return { ids: c.ids, source: `${c.source} (tokenizer ${name})` };
+  return { ids: c.ids, source: `${c.source} (tokenizer ${tok.name})` };
 }
 
 /** Validates the flag combination; throws UsageError. */
@@ -359,7 +364,7 @@ export async function evalRank(
   layers?: ParallelLayers,
 ): Promise<EvalResult | BertEvalResult> {
   if (await modelFamily(f) === "bert") return await evalBertRank(device, f, print, layers);
-  const { model, source, where } = await loadGpt(
+  const { model, source, where, tokenizer } = await loadGpt(
     device,
     f,
     layers,
@@ -376,7 +381,7 @@ export async function evalRank(
       `--seq-length ${T} is longer than the model's position table (${c.maxPositions})`,
     );
   }
-  const data = await readIds(f, c.vocabSize);
+  const data = await readIds(f, c.vocabSize, tokenizer);
   const tp = layers?.tpSize ?? 1;
   if (print) {
     console.log(

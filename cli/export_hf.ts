@@ -6,6 +6,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { readWordPieceTokenizer, writeWordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { readCheckpointFull } from "../models/checkpoint/read.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
@@ -78,11 +79,57 @@ export async function exportHf(
   progress?: (done: number, total: number) => void,
   dtype: HfDType = "F32",
 ): Promise<string> {
+  // Written into a hidden folder of `out` first, then moved into place: a failure (a full
+  // disk) leaves `out` as it was, and a directory it had to create is removed again.
+  const created = !(await Deno.stat(out).then(() => true, () => false));
+  await Deno.mkdir(out, { recursive: true });
+  const staging = await Deno.makeTempDir({ dir: out, prefix: ".export-" });
+  let done = false;
+  try {
+    const summary = await writeExport(dir, staging, out, iteration, progress, dtype);
+    await install(staging, out);
+    done = true;
+    return summary;
+  } finally {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+    if (!done && created) await Deno.remove(out).catch(() => {});
+  }
+}
+
+/**
+ * Files of a Hugging Face model directory that describe its weights or its
+ * tokenizer: an export removes those it did not write (an earlier export's
+ * shards, another model's vocabulary), and leaves every other file alone.
+ */
+const MODEL_FILES =
+  /^(model\.safetensors(\.index\.json)?|model-\d+-of-\d+\.safetensors|pytorch_model(\.bin(\.index\.json)?|-\d+-of-\d+\.bin)|vocab\.(txt|json)|merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json|config\.json)$/;
+
+/** Moves the files of `staging` into `out`, removing `out`'s model files it does not replace. */
+async function install(staging: string, out: string): Promise<void> {
+  const written = new Set<string>();
+  for await (const e of Deno.readDir(staging)) written.add(e.name);
+  for await (const e of Deno.readDir(out)) {
+    if (e.isFile && MODEL_FILES.test(e.name) && !written.has(e.name)) {
+      await Deno.remove(join(out, e.name));
+    }
+  }
+  for (const name of written) await Deno.rename(join(staging, name), join(out, name));
+}
+
+/** Writes the export of checkpoint `dir` into `target`; the summary names `out`. */
+async function writeExport(
+  dir: string,
+  target: string,
+  out: string,
+  iteration: number | undefined,
+  progress: ((done: number, total: number) => void) | undefined,
+  dtype: HfDType,
+): Promise<string> {
   const ck = await readCheckpointFull(dir, { iteration });
   const model = ck.meta.model;
   const get = (n: string) => ck.tensors.get(n);
   if (model?.arch === "gpt") {
-    await writeHfGpt2(out, model.config as unknown as GptConfig, get, progress, dtype);
+    await writeHfGpt2(target, model.config as unknown as GptConfig, get, progress, dtype);
   } else if (model?.arch === "bert") {
     if (!model.config.postLayerNorm) {
       throw new CheckpointError(
@@ -91,10 +138,10 @@ export async function exportHf(
       );
     }
     const cfg = bertConfigOf(model.config as unknown as BertConfig, ck.path);
-    await writeHfDir(out, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress, dtype);
+    await writeHfDir(target, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress, dtype);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.
     const tok = await readWordPieceTokenizer(dir);
-    if (tok) await writeWordPieceTokenizer(out, tok);
+    if (tok) await writeWordPieceTokenizer(target, tok);
   } else {
     throw new CheckpointError(
       `${ck.path}: cannot export a model of arch ${JSON.stringify(model?.arch)}`,

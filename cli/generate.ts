@@ -10,10 +10,10 @@
 
 import type { Device } from "../core/device.ts";
 import { DataRng } from "../data/rng.ts";
-import { createTokenizer } from "../data/tokenizer.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
 import { counted, stderrProgress } from "./log.ts";
+import { modelTokenizer } from "./model_tokenizer.ts";
 import { forStdout, TextStream } from "./text_stream.ts";
 export { TextStream };
 import { DEBUG_FLAG, handled } from "./errors.ts";
@@ -110,22 +110,16 @@ export async function generateRank(
 ): Promise<void> {
   const write = print ? writeOut : () => Promise.resolve();
   const say = print ? (s: string) => console.error(s) : () => {};
-  const { model, source } = await loadGpt(
+  const { model, source, tokenizer } = await loadGpt(
     device,
     f,
     layers,
     print ? stderrProgress("loading") : undefined,
   );
   const c = model.config;
-  const name = (f.tokenizer as string | undefined) ?? (c.vocabSize === 256 ? "byte" : "gpt2");
-  const tok = await createTokenizer(name);
-  if (tok.vocabSize !== c.vocabSize) {
-    // A smaller one could not spell every id the model samples.
-    throw new UsageError(
-      `the ${name} tokenizer has ${tok.vocabSize} ids but the model ${c.vocabSize}; ` +
-        (c.vocabSize === 256 ? "use --tokenizer byte" : "use --tokenizer gpt2 or drop --tokenizer"),
-    );
-  }
+  // Ids past the tokenizer's (a padded vocabulary) are never sampled.
+  const tok = await modelTokenizer(c.vocabSize, f.tokenizer as string | undefined, tokenizer);
+  const name = tok.name;
   const text = f.prompt as string;
   let prompt = Array.from(tok.encode(text));
   if (prompt.length === 0) {
@@ -155,6 +149,7 @@ export async function generateRank(
       topP: f["top-p"] as number,
       uniform: () => rng.nextFloat(),
       stopToken: f["ignore-eos"] ? undefined : tok.eosId,
+      vocabLimit: tok.vocabSize,
       cache,
     })
   ) {

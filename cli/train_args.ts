@@ -139,6 +139,8 @@ export interface TrainArgs {
   saveInterval: number;
   /** Checkpoint directory to resume from. */
   load?: string;
+  /** The iteration of {@link TrainArgs.load} to resume from (default: its latest). */
+  loadIteration?: number;
   /** Hugging Face directory to start from. */
   initFromHf?: string;
   /** Steps between log lines. */
@@ -256,6 +258,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     save: str(f, "save"),
     saveInterval: opt(f, "save-interval") ?? Infinity,
     load: str(f, "load"),
+    loadIteration: f.iteration as number | undefined,
     initFromHf: str(f, "init-from-hf"),
     logInterval: num(f, "log-interval"),
     evalInterval: num(f, "eval-interval"),

@@ -109,6 +109,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     choices: ["cosine", "linear", "constant"],
     help: "decay after warm-up",
   },
+  "override-opt-param-scheduler": {
+    type: "boolean",
+    aliases: ["override-opt_param-scheduler"],
+    help:
+      "with --load, the schedule flags (--lr, --min-lr, --lr-warmup-iters, --lr-decay-iters, --lr-decay-style) replace the checkpoint's instead of continuing it",
+  },
   "clip-grad": { type: "float", default: 1.0, min: 0, help: "global gradient-norm clip (0 = off)" },
   "weight-decay": { type: "float", default: 0.01, min: 0, help: "AdamW decoupled weight decay" },
   "adam-beta1": { type: "float", default: 0.9, min: 0, help: "AdamW β1" },
@@ -204,6 +210,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "steps between checkpoints (default: only at the end)",
   },
   "load": { type: "string", help: "resume from this checkpoint directory (any TP size)" },
+  "iteration": {
+    type: "int",
+    min: 0,
+    help: "with --load, resume from this saved iteration (default: latest)",
+  },
   "use-checkpoint-args": {
     type: "boolean",
     help:
@@ -441,6 +452,9 @@ function checkDataFlags(f: FlagValues): void {
   if (f["use-checkpoint-args"] && !f.load) {
     throw new UsageError("--use-checkpoint-args needs --load DIR");
   }
+  if (f.iteration !== undefined && !f.load) {
+    throw new UsageError("--iteration needs --load DIR (the checkpoint to resume from)");
+  }
 }
 
 /**
@@ -455,7 +469,22 @@ export const CHECKPOINT_ARG_FLAGS: readonly string[] = [
   "recompute-activations",
 ];
 
-/** The values of {@link CHECKPOINT_ARG_FLAGS} of a run, to save in its checkpoints. */
+/**
+ * The learning-rate schedule's flags, saved in checkpoints: a run resumed with
+ * `--load` continues the saved schedule (see {@link agreeWithModelSource}).
+ */
+export const SCHEDULE_FLAGS: readonly string[] = [
+  "lr",
+  "min-lr",
+  "lr-warmup-iters",
+  "lr-decay-iters",
+  "lr-decay-style",
+];
+
+/**
+ * The values of {@link CHECKPOINT_ARG_FLAGS} and {@link SCHEDULE_FLAGS} of a
+ * run (the decay length resolved), to save in its checkpoints.
+ */
 export function checkpointArgs(a: TrainArgs): Record<string, unknown> {
   return {
     "seq-length": a.seqLength,
@@ -463,6 +492,11 @@ export function checkpointArgs(a: TrainArgs): Record<string, unknown> {
     "hidden-dropout": a.model.hiddenDropout,
     "attention-dropout": a.model.attentionDropout,
     "recompute-activations": a.model.recomputeActivations,
+    "lr": a.lr.peak,
+    "min-lr": a.lr.min,
+    "lr-warmup-iters": a.lr.warmupIters,
+    "lr-decay-iters": a.lr.decayIters ?? a.trainIters,
+    "lr-decay-style": a.lr.style,
   };
 }
 
@@ -540,7 +574,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   }
   const loadDir = f.load as string | undefined;
   if (!loadDir) return extra;
-  const { path, iteration } = await resolveIterDir(loadDir);
+  const { path, iteration } = await resolveIterDir(loadDir, f.iteration as number | undefined);
   const meta = await readMeta(path);
   const where = `the checkpoint ${path} (iteration ${iteration})`;
   const arch = meta.model?.arch;
@@ -591,6 +625,27 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       refuse("tokenizer", f.tokenizer, where, `tokenizer ${tokenizer}`, "drop --tokenizer");
     }
     adopt("tokenizer", tokenizer);
+  }
+  // The learning-rate schedule goes on from the saved one, as Megatron's does: a flag not given
+  // takes the saved value (so a longer --train-iters keeps the decay length), one that
+  // disagrees is refused, unless --override-opt-param-scheduler puts the command line's in.
+  if (!f["override-opt-param-scheduler"]) {
+    const saved = savedCheckpointArgs(meta);
+    for (const flag of SCHEDULE_FLAGS) {
+      const v = saved[flag];
+      if (v === undefined || v === f[flag]) continue;
+      if (wasGiven(f, flag)) {
+        refuse(
+          flag,
+          f[flag],
+          where,
+          `${flag} ${v}`,
+          "drop the flag to continue its learning-rate schedule, or add " +
+            "--override-opt-param-scheduler to replace the schedule",
+        );
+      }
+      adopt(flag, v);
+    }
   }
   const post = "apply-residual-connection-post-layernorm";
   if (arch === "bert" && typeof c.postLayerNorm === "boolean" && c.postLayerNorm !== !!f[post]) {
@@ -666,7 +721,7 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
 }
 
 /**
- * The {@link CHECKPOINT_ARG_FLAGS} values saved in a checkpoint's state (by
+ * The {@link CHECKPOINT_ARG_FLAGS} and {@link SCHEDULE_FLAGS} values saved in a checkpoint's state (by
  * flag name); for checkpoints saved without them, the tokenizer the vocabulary
  * size implies. What `--use-checkpoint-args` takes (`eval` can take them too).
  */
@@ -678,7 +733,7 @@ export function savedCheckpointArgs(
   if (args !== null && typeof args === "object") {
     for (const [k, v] of Object.entries(args)) {
       if (
-        CHECKPOINT_ARG_FLAGS.includes(k) &&
+        (CHECKPOINT_ARG_FLAGS.includes(k) || SCHEDULE_FLAGS.includes(k)) &&
         (typeof v === "number" || typeof v === "string" || typeof v === "boolean")
       ) out[k] = v;
     }

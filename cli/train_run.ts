@@ -192,6 +192,7 @@ async function load<B>(
   setConsumed: (c: Consumed) => void,
 ): Promise<number> {
   const r = await loadCheckpoint(a.load!, {
+    iteration: a.loadIteration,
     params: task.model.namedParams(),
     optimizer: trainer.optimizer,
     tp: a.tp,

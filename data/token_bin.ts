@@ -203,7 +203,7 @@ export function isTokenBinPath(path: string): boolean {
  * NAME`, except for WordPiece (`bert`), which `--tokenizer` does not list and
  * Megatron's spelling `--tokenizer-type BertWordPieceLowerCase` selects.
  */
-function tokenizerFlagFor(name: string): string {
+export function tokenizerFlagFor(name: string): string {
   return name === "bert" ? "--tokenizer-type BertWordPieceLowerCase" : `--tokenizer ${name}`;
 }
 

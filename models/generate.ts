@@ -29,6 +29,11 @@ export interface GenerateOptions extends SamplingOptions {
   /** Stops early when this token is produced. */
   stopToken?: number;
   /**
+   * Samples only ids below this (default: the model's vocabulary): a tokenizer
+   * smaller than a padded vocabulary cannot spell the ids past its own.
+   */
+  vocabLimit?: number;
+  /**
    * Use the key-value cache (default true). `false` recomputes the whole context
    * window for every token: slower, same tokens.
    */
@@ -84,6 +89,11 @@ export async function* generate(
     throw new Error(`generate: maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
   }
   checkSamplingOptions("generate", opts);
+  const vocab = model.config.vocabSize;
+  const limit = opts.vocabLimit ?? vocab;
+  if (!(Number.isInteger(limit) && limit >= 1 && limit <= vocab)) {
+    throw new Error(`generate: vocabLimit must be an integer in [1, ${vocab}], got ${limit}`);
+  }
   if (opts.maxNewTokens === 0) return;
   const Tmax = model.config.maxPositions;
   const useCache = opts.cache ?? true;
@@ -100,7 +110,7 @@ export async function* generate(
   try {
     let row = await restart();
     for (let i = 0;; i++) {
-      const next = sampleToken(row, model.config.vocabSize, opts, opts.uniform);
+      const next = sampleToken(row, limit, opts, opts.uniform);
       ctx.push(next);
       yield next;
       if (next === opts.stopToken || i + 1 >= opts.maxNewTokens) return;

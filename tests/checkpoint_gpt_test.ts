@@ -122,6 +122,36 @@ Deno.test("save → load round trip is bit-exact for weights and AdamW state", g
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test(
+  "a save that fails (a full disk) leaves no partial directory and names the checkpoint that stands",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const a = Gpt.serial(dev, tiny, 1);
+    const info = gptCheckpointInfo(tiny);
+    await saveCheckpoint(dir, { iteration: 1, params: a.namedParams(), ...info });
+    await rejects(
+      saveCheckpoint(dir, {
+        iteration: 2,
+        params: a.namedParams(),
+        ...info,
+        faultHook: (stage) => {
+          if (stage === "model-written") throw new Error("No space left on device (os error 28)");
+        },
+      }),
+      /saving the checkpoint of iteration 2 in .* failed: No space left on device \(os error 28\); the last complete one, iteration 1, still stands/,
+    );
+    deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "iter_0000001",
+      "latest",
+      "latest_checkpointed_iteration.txt",
+    ]);
+    deepStrictEqual(await readLatest(dir), 1);
+    a.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
 Deno.test("resume from a checkpoint equals the uninterrupted run bitwise", gpuTest, async () => {
   const dir = await Deno.makeTempDir();
   const k = 3, n = 6;

@@ -7,7 +7,7 @@
  * within the format's tolerance.
  */
 
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import {
   bf16BitsToF32,
@@ -242,6 +242,41 @@ Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuT
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test(
+  "export-hf replaces an earlier export's model files, keeps other files, and a failure leaves the directory as it was",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const m = Gpt.serial(dev, cfg, 6);
+    await saveCheckpoint(join(dir, "ck"), {
+      iteration: 3,
+      params: m.namedParams(),
+      ...gptCheckpointInfo(m.config),
+    });
+    m.dispose();
+    const out = join(dir, "out");
+    await Deno.mkdir(out);
+    // Another model's files (a sharded BERT export) and the user's own.
+    for (
+      const f of ["vocab.txt", "model.safetensors.index.json", "model-00001-of-00002.safetensors"]
+    ) {
+      await Deno.writeTextFile(join(out, f), "stale");
+    }
+    await Deno.writeTextFile(join(out, "README.md"), "mine");
+    await exportHf(join(dir, "ck"), out);
+    const names = () => [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    deepStrictEqual(names(), ["README.md", "config.json", "model.safetensors"]);
+    const before = await Deno.readFile(join(out, "model.safetensors"));
+    // A failed export (here: no such iteration) changes nothing and leaves no staging folder.
+    await rejects(exportHf(join(dir, "ck"), out, 7));
+    deepStrictEqual(names(), ["README.md", "config.json", "model.safetensors"]);
+    deepStrictEqual(await Deno.readFile(join(out, "model.safetensors")), before);
+    await rejects(exportHf(join(dir, "ck"), join(dir, "new"), 7));
+    await rejects(Deno.stat(join(dir, "new")), Deno.errors.NotFound);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
 
 Deno.test("fromHalfBits: every fp16 and bf16 bit pattern as the scalar conversions give it", () => {
   const all = Uint16Array.from({ length: 65536 }, (_, i) => i);

@@ -33,6 +33,61 @@ function resumeWithCheckpointArgs(dir: string, ...extra: string[]) {
   ]);
 }
 
+Deno.test("train: --load continues the saved learning-rate schedule; a disagreeing flag is refused unless overridden", async () => {
+  const dir = await Deno.makeTempDir();
+  const schedule = ["--lr", "0.001", "--min-lr", "0.0001", "--lr-warmup-iters", "1"];
+  const first = await runCli("cli/train.ts", [
+    ...tiny,
+    ...schedule,
+    "--train-iters",
+    "4",
+    "--save",
+    `${dir}/ck`,
+    "--save-interval",
+    "2",
+  ]);
+  strictEqual(first.code, 0, first.stderr);
+  const meta = JSON.parse(await Deno.readTextFile(`${dir}/ck/iter_0000004/checkpoint.json`));
+  equal(meta.state.args["lr"], 0.001);
+  equal(meta.state.args["lr-decay-iters"], 4);
+  // Resumed to 6 without the schedule's flags: decayed at 4, the rest at --min-lr (the
+  // defaults, lr 3e-3 warmed up over 30 steps, would give 5e-4 at iteration 5).
+  const resume = (...extra: string[]) =>
+    runCli("cli/train.ts", [
+      ...tiny,
+      "--load",
+      `${dir}/ck`,
+      "--train-iters",
+      "6",
+      "--log-json",
+      `${dir}/log.jsonl`,
+      ...extra,
+    ]);
+  const resumed = await resume();
+  strictEqual(resumed.code, 0, resumed.stderr);
+  const lrs = records(await Deno.readTextFile(`${dir}/log.jsonl`)).map((r) => r.lr);
+  equal(lrs.length, 2);
+  for (const lr of lrs) ok(Math.abs(lr - 1e-4) < 1e-12, `lr ${lr}`);
+  const disagree = await resume("--lr", "0.1");
+  strictEqual(disagree.code, 2, disagree.stderr);
+  match(
+    disagree.stderr,
+    /--lr 0\.1 disagrees with the checkpoint .*\(lr 0\.001\); drop the flag to continue its learning-rate schedule, or add --override-opt-param-scheduler/,
+  );
+  await Deno.remove(`${dir}/log.jsonl`);
+  const overridden = await resume("--lr", "0.1", "--override-opt-param-scheduler");
+  strictEqual(overridden.code, 0, overridden.stderr);
+  // The command line's schedule: lr 0.1, min 3e-4 by default, 30 warm-up steps.
+  const first5 = records(await Deno.readTextFile(`${dir}/log.jsonl`))[0].lr;
+  ok(Math.abs(first5 - 0.1 * 5 / 30) < 1e-9, `lr ${first5}`);
+  // An earlier saved iteration, as eval and export-hf take it.
+  const earlier = await resume("--iteration", "2");
+  strictEqual(earlier.code, 0, earlier.stderr);
+  match(earlier.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
+  match(earlier.stdout, /iteration\s+3\/\s*6/);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker file is written and read", async () => {
   const dir = await Deno.makeTempDir();
   const first = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--save", dir]);

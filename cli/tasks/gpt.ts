@@ -19,11 +19,13 @@ import {
 } from "../../data/gpt_batches.ts";
 import { DataRng } from "../../data/rng.ts";
 import { uniformEntropy, unigramEntropy } from "../../data/stats.ts";
+import { tokenizerFlagFor } from "../../data/token_bin.ts";
 import { createTokenizer, type Tokenizer } from "../../data/tokenizer.ts";
 import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
+import { tokenizerNameFor, vocabularyMisfit } from "../model_tokenizer.ts";
 import { forStdout, TextStream } from "../text_stream.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
 import { GPT_TOKENIZERS } from "../train_config.ts";
@@ -109,13 +111,13 @@ function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
   };
 }
 
-/** Why a checkpoint's vocabulary of `size` ids does not fit, and which GPT tokenizer would. */
+/** Which GPT tokenizer fits a checkpoint's vocabulary of `size` ids (padded or not). */
 async function vocabAdvice(size: number): Promise<string> {
+  const fits = await tokenizerNameFor(size);
+  if (fits !== undefined) return `use ${tokenizerFlagFor(fits)} for this checkpoint`;
   const sizes: string[] = [];
   for (const name of GPT_TOKENIZERS) {
-    const vocab = (await createTokenizer(name)).vocabSize;
-    if (vocab === size) return `use --tokenizer ${name} for this checkpoint`;
-    sizes.push(`${name} ${vocab}`);
+    sizes.push(`${name} ${(await createTokenizer(name)).vocabSize}`);
   }
   return `no tokenizer here has that vocabulary (${sizes.join(", ")})`;
 }
@@ -128,7 +130,8 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   const hf = hfDir ? await readHfGpt2(hfDir) : null;
   let config = gptConfigOf(a.model, tokenizer.vocabSize);
   if (hf) {
-    if (hf.config.vocabSize !== tokenizer.vocabSize) {
+    // nanoGPT's GPT-2 pads 50,257 ids to 50,304 rows: the padding is never sampled.
+    if (vocabularyMisfit(tokenizer.name, tokenizer.vocabSize, hf.config.vocabSize) !== null) {
       throw new DataError(
         `${hfDir} has a vocabulary of ${hf.config.vocabSize}, the ${tokenizer.name} tokenizer ` +
           `${tokenizer.vocabSize}; ${await vocabAdvice(hf.config.vocabSize)}`,
@@ -289,6 +292,7 @@ export class GptTask implements Task<LmBatch> {
         topK: s.topK,
         topP: s.topP,
         uniform: () => rng.nextFloat(),
+        vocabLimit: this.tokenizer.vocabSize,
       })
     ) {
       if (print) await Deno.stdout.write(enc.encode(forStdout(stream.push(t))));

@@ -24,6 +24,7 @@ import {
   modelFileName,
   momentNames,
   optimizerFileName,
+  readLatest,
   TRACKER_FILE,
 } from "./layout.ts";
 import {
@@ -102,14 +103,37 @@ async function removeStaleTemps(dir: string): Promise<void> {
  * complete and `latest` names it. Returns the iteration directory.
  */
 export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<string> {
-  const tp = opts.tp ?? 1, tpRank = opts.tpRank ?? 0;
-  const dp = opts.dp ?? 1, dpRank = opts.dpRank ?? 0;
+  const tp = opts.tp ?? 1, dp = opts.dp ?? 1;
   if (!Number.isInteger(opts.iteration) || opts.iteration < 0) {
     throw new CheckpointError(`checkpoint iteration must be an integer ≥ 0, got ${opts.iteration}`);
   }
   if (tp * dp > 1 && !opts.barrier) {
     throw new CheckpointError(`saving with tp ${tp} × dp ${dp} ranks needs a barrier callback`);
   }
+  try {
+    return await writeCheckpoint(dir, opts);
+  } catch (e) {
+    // A failed save (a full disk, a file system gone read-only) leaves no partial
+    // directory behind, and says which checkpoint still stands.
+    if ((opts.tpRank ?? 0) === 0 && (opts.dpRank ?? 0) === 0) {
+      const tmp = `${join(dir, iterDirName(opts.iteration))}.tmp`;
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    }
+    const last = await readLatest(dir).catch(() => null);
+    throw new CheckpointError(
+      `saving the checkpoint of iteration ${opts.iteration} in ${dir} failed: ` +
+        `${(e as Error).message}; ` +
+        (last === null
+          ? "no complete checkpoint is there"
+          : `the last complete one, iteration ${last}, still stands`),
+    );
+  }
+}
+
+/** {@link saveCheckpoint}'s work, its arguments checked. */
+async function writeCheckpoint(dir: string, opts: SaveOptions): Promise<string> {
+  const tp = opts.tp ?? 1, tpRank = opts.tpRank ?? 0;
+  const dp = opts.dp ?? 1, dpRank = opts.dpRank ?? 0;
   const barrier = opts.barrier ?? (() => Promise.resolve());
   const hook = opts.faultHook ?? (() => {});
   const stages = opts.optimizer ? 4 : 3;

@@ -1,0 +1,66 @@
+/**
+ * Which tokenizer drives a GPT, and whether it can. A model's vocabulary is its
+ * tokenizer's, or that padded with a few unused rows: nanoGPT's GPT-2 has
+ * 50,304 (50,257 rounded up to a multiple of 64), Megatron rounds up to a
+ * multiple of 128 × TP. Ids past the tokenizer's are never sampled.
+ * @module
+ */
+
+import { tokenizerFlagFor } from "../data/token_bin.ts";
+import { createTokenizer, type Tokenizer } from "../data/tokenizer.ts";
+import { UsageError } from "./flags.ts";
+
+/** Rows past its tokenizer's a model's vocabulary may have and still be padding. */
+export const MAX_PADDING_ROWS = 1024;
+
+/** The tokenizers a GPT can name, in the order advice tries them. */
+const NAMES = ["byte", "gpt2", "bert"] as const;
+
+/** Why a tokenizer of `tokenizerVocab` ids cannot drive a model of `modelVocab` rows, or null. */
+export function vocabularyMisfit(
+  name: string,
+  tokenizerVocab: number,
+  modelVocab: number,
+): string | null {
+  if (tokenizerVocab > modelVocab) {
+    return `the ${name} tokenizer has ${tokenizerVocab} ids but the model only ${modelVocab}`;
+  }
+  if (modelVocab - tokenizerVocab >= MAX_PADDING_ROWS) {
+    return `the model has ${modelVocab} ids, the ${name} tokenizer only ${tokenizerVocab}`;
+  }
+  return null;
+}
+
+/** The tokenizer whose vocabulary (padded or not) a model of `modelVocab` rows has, or undefined. */
+export async function tokenizerNameFor(modelVocab: number): Promise<string | undefined> {
+  for (const name of NAMES) {
+    const v = (await createTokenizer(name)).vocabSize;
+    if (vocabularyMisfit(name, v, modelVocab) === null) return name;
+  }
+  return undefined;
+}
+
+/**
+ * The tokenizer of a GPT of `modelVocab` rows: `given` (the `--tokenizer` flag),
+ * else `saved` (its checkpoint's), else the one whose vocabulary it has. A
+ * misfit is refused ({@link UsageError}) with the tokenizer that would fit.
+ */
+export async function modelTokenizer(
+  modelVocab: number,
+  given: string | undefined,
+  saved?: string,
+): Promise<Tokenizer> {
+  const name = given ?? saved ?? await tokenizerNameFor(modelVocab) ?? "gpt2";
+  const tok = await createTokenizer(name);
+  const misfit = vocabularyMisfit(name, tok.vocabSize, modelVocab);
+  if (misfit === null) return tok;
+  const fits = await tokenizerNameFor(modelVocab);
+  throw new UsageError(
+    `${misfit}; ` +
+      (fits === undefined
+        ? "no tokenizer here has that vocabulary"
+        : given !== undefined && saved === fits
+        ? "drop --tokenizer"
+        : `use ${tokenizerFlagFor(fits)}`),
+  );
+}

@@ -1,0 +1,179 @@
+/**
+ * A GPT's tokenizer: a Hugging Face GPT-2 padded to nanoGPT's 50,304 rows
+ * trains, evaluates and generates with the GPT-2 tokenizer, and the padding
+ * rows are never sampled (here they would win every greedy step); a GPT
+ * trained on WordPiece evaluates and generates with its checkpoint's
+ * tokenizer, without flags.
+ */
+
+import { equal, match, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { type HostTensor, writeSafetensors } from "../models/checkpoint/mod.ts";
+import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+
+const V = 50304, H = 8, NH = 2, P = 16, F = 4 * H;
+
+/** An HF GPT-2 directory of one layer whose 47 padding rows outscore every real id. */
+async function writePaddedGpt2(dir: string): Promise<void> {
+  let seed = 1;
+  const rand = (n: number, scale: number, offset = 0) =>
+    Float32Array.from({ length: n }, () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return offset + scale * (seed / 2147483648 - 0.5);
+    });
+  const t = (name: string, shape: number[], data: Float32Array): HostTensor & { name: string } => ({
+    name,
+    shape,
+    data,
+  });
+  const wte = rand(V * H, 0.2);
+  // ln_f's bias sums to 8 over the hidden size, so a constant row of 5 scores 40.
+  wte.fill(5, 50257 * H);
+  const p = "transformer.h.0.";
+  const tensors = [
+    t("transformer.wte.weight", [V, H], wte),
+    t("transformer.wpe.weight", [P, H], rand(P * H, 0.2)),
+    t(p + "ln_1.weight", [H], rand(H, 0.1, 1)),
+    t(p + "ln_1.bias", [H], rand(H, 0.1)),
+    t(p + "attn.c_attn.weight", [H, 3 * H], rand(H * 3 * H, 0.4)),
+    t(p + "attn.c_attn.bias", [3 * H], rand(3 * H, 0.1)),
+    t(p + "attn.c_proj.weight", [H, H], rand(H * H, 0.4)),
+    t(p + "attn.c_proj.bias", [H], rand(H, 0.1)),
+    t(p + "ln_2.weight", [H], rand(H, 0.1, 1)),
+    t(p + "ln_2.bias", [H], rand(H, 0.1)),
+    t(p + "mlp.c_fc.weight", [H, F], rand(H * F, 0.4)),
+    t(p + "mlp.c_fc.bias", [F], rand(F, 0.1)),
+    t(p + "mlp.c_proj.weight", [F, H], rand(F * H, 0.4)),
+    t(p + "mlp.c_proj.bias", [H], rand(H, 0.1)),
+    t("transformer.ln_f.weight", [H], rand(H, 0.1, 1)),
+    t("transformer.ln_f.bias", [H], new Float32Array(H).fill(1)),
+  ];
+  await Deno.mkdir(dir, { recursive: true });
+  await writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify({
+      model_type: "gpt2",
+      vocab_size: V,
+      n_embd: H,
+      n_head: NH,
+      n_layer: 1,
+      n_positions: P,
+      resid_pdrop: 0,
+      embd_pdrop: 0,
+      attn_pdrop: 0,
+    }),
+  );
+}
+
+Deno.test({
+  name:
+    "tokenizer fit: a GPT-2 padded to 50,304 rows generates, evaluates and trains with the GPT-2 tokenizer",
+  timeout: 300_000,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "tokenizer_fit_" });
+    try {
+      const hf = join(dir, "hf");
+      await writePaddedGpt2(hf);
+      const text = join(dir, "text.txt");
+      await Deno.writeTextFile(
+        text,
+        "It was the best of times, it was the worst of times. ".repeat(20),
+      );
+      // Greedy: without the limit every step would pick a padding row, which GPT-2 cannot spell.
+      for (const tok of [[], ["--tokenizer", "gpt2"]]) {
+        const gen = await runCli("cli/generate.ts", [
+          "--init-from-hf",
+          hf,
+          "--prompt",
+          "Hello",
+          "--max-new-tokens",
+          "4",
+          "--temperature",
+          "0",
+          ...tok,
+        ]);
+        equal(gen.code, 0, gen.stderr);
+        match(gen.stderr, /tokenizer gpt2/);
+      }
+      const ev = await runCli("cli/eval.ts", ["--init-from-hf", hf, "--data-path", text, "--json"]);
+      equal(ev.code, 0, ev.stderr);
+      const train = await runCli("cli/train.ts", [
+        "--init-from-hf",
+        hf,
+        "--tokenizer",
+        "gpt2",
+        "--data-path",
+        text,
+        "--train-iters",
+        "1",
+        "--micro-batch-size",
+        "1",
+        "--eval-iters",
+        "0",
+        "--sample-tokens",
+        "3",
+        "--temperature",
+        "0.01",
+      ]);
+      equal(train.code, 0, train.stderr);
+      // The byte tokenizer cannot drive it; the advice names the one that can.
+      const byte = await runCli("cli/train.ts", [
+        "--init-from-hf",
+        hf,
+        "--data-path",
+        text,
+        "--train-iters",
+        "1",
+      ]);
+      equal(byte.code, 1, byte.stderr);
+      match(byte.stderr, /has a vocabulary of 50304, the byte tokenizer 256; use --tokenizer gpt2/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "tokenizer fit: a GPT trained on WordPiece evaluates and generates with its checkpoint's tokenizer",
+  timeout: 300_000,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "tokenizer_fit_wp_" });
+    try {
+      const text = join(dir, "text.txt");
+      await Deno.writeTextFile(
+        text,
+        "Call me Ishmael. Some years ago, never mind how long. ".repeat(30),
+      );
+      const ck = join(dir, "ck");
+      const train = await runCli("cli/train.ts", [
+        ...TINY_RUN_FLAGS,
+        "--tokenizer-type",
+        "BertWordPieceLowerCase",
+        "--data-path",
+        text,
+        "--train-iters",
+        "2",
+        "--save",
+        ck,
+      ]);
+      equal(train.code, 0, train.stderr);
+      const ev = await runCli("cli/eval.ts", ["--load", ck, "--data-path", text]);
+      equal(ev.code, 0, ev.stderr);
+      match(ev.stdout, /tokenizer bert/);
+      const gen = await runCli("cli/generate.ts", [
+        "--load",
+        ck,
+        "--prompt",
+        "call me",
+        "--max-new-tokens",
+        "3",
+      ]);
+      equal(gen.code, 0, gen.stderr);
+      ok(gen.stdout.startsWith("call me"), gen.stdout);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
