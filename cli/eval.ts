@@ -17,7 +17,12 @@ import { DataError } from "../data/errors.ts";
 import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
 import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
-import { isTokenBinPath, readTokenBin, readTokenBinMeta } from "../data/token_bin.ts";
+import {
+  isTokenBinPath,
+  readTokenBin,
+  readTokenBinMeta,
+  tokenizerFlagFor,
+} from "../data/token_bin.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -39,6 +44,7 @@ import {
 } from "./flags.ts";
 import { runTensorParallel } from "./tp_command.ts";
 import { counted, formatValidationLines, stderrProgress } from "./log.ts";
+import { createTokenizer } from "../data/tokenizer.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
@@ -206,9 +212,9 @@ export async function loadGpt(
 }
 
 /**
- * The evaluation tokens: a `.bin` without sidecar as it is; else tokenized by
- * `--tokenizer`, the sidecar's, the checkpoint's (`saved`) or the one the
- * model's vocabulary implies.
+ * The evaluation tokens: a `.bin` without sidecar as it is; else text tokenized
+ * by the model's tokenizer (`--tokenizer`, the checkpoint's `saved` one, or the
+ * one its vocabulary implies), or a `.bin` its sidecar says that tokenizer made.
  */
 async function readIds(
   f: FlagValues,
@@ -219,17 +225,20 @@ async function readIds(
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
   if (bin && !meta) return { ids: await readTokenBin(path, vocabSize), source: path };
-  let tok;
-  try {
-    tok = await modelTokenizer(
-      vocabSize,
-      f.tokenizer as string | undefined ?? meta?.tokenizer,
-      saved,
-    );
-  } catch (e) {
+  if (meta) {
     // Only a sidecar can name an unknown one (the flag takes its choices only).
-    if (e instanceof RangeError) throw new DataError(`${path}.json: ${e.message}`);
-    throw e;
+    await createTokenizer(meta.tokenizer).catch((e) => {
+      throw e instanceof RangeError ? new DataError(`${path}.json: ${e.message}`) : e;
+    });
+  }
+  const tok = await modelTokenizer(vocabSize, f.tokenizer as string | undefined, saved);
+  if (meta && meta.tokenizer !== tok.name) {
+    // Ids of another tokenizer mean other tokens to this model: its loss would mean nothing.
+    throw new DataError(
+      `${path} holds ids of the ${meta.tokenizer} tokenizer (per ${path}.json), but the model ` +
+        `reads the ${tok.name} tokenizer's: tokenize the text with it (deno task preprocess ` +
+        `${tokenizerFlagFor(tok.name)}), or pass the text itself`,
+    );
   }
   const c = await loadTokens(tok, path);
   return { ids: c.ids, source: `${c.source} (tokenizer ${tok.name})` };

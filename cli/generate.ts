@@ -137,6 +137,12 @@ export async function generateRank(
   );
   const rng = new DataRng(f.seed as number);
   const stream = new TextStream(tok);
+  // A byte-level model's ids are bytes: a pipe or a file gets them as they are (text would
+  // turn each byte that is not UTF-8 into U+FFFD); a terminal gets text.
+  const rawBytes = print && tok.name === "byte" && !Deno.stdout.isTerminal();
+  const emit = rawBytes
+    ? (id: number) => Deno.stdout.write(Uint8Array.of(id)).then(() => {})
+    : (id: number) => write(stream.push(id));
   await write(text);
   const t0 = performance.now();
   let first = 0;
@@ -154,9 +160,9 @@ export async function generateRank(
     })
   ) {
     if (n++ === 0) first = performance.now() - t0;
-    await write(stream.push(id));
+    await emit(id);
   }
-  await write(stream.flush() + "\n");
+  await write((rawBytes ? "" : stream.flush()) + "\n");
   const total = performance.now() - t0;
   const per = n > 1 ? (total - first) / (n - 1) : 0;
   say(

@@ -50,6 +50,12 @@ export async function modelTokenizer(
   given: string | undefined,
   saved?: string,
 ): Promise<Tokenizer> {
+  if (given !== undefined && saved !== undefined && given !== saved) {
+    throw new UsageError(
+      `--tokenizer ${given}: the model was trained with the ${saved} tokenizer, whose ids ` +
+        `mean its tokens; drop --tokenizer`,
+    );
+  }
   const name = given ?? saved ?? await tokenizerNameFor(modelVocab) ?? "gpt2";
   const tok = await createTokenizer(name);
   const misfit = vocabularyMisfit(name, tok.vocabSize, modelVocab);
@@ -59,8 +65,6 @@ export async function modelTokenizer(
     `${misfit}; ` +
       (fits === undefined
         ? "no tokenizer here has that vocabulary"
-        : given !== undefined && saved === fits
-        ? "drop --tokenizer"
         : `use ${tokenizerFlagFor(fits)}`),
   );
 }

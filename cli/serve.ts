@@ -98,7 +98,10 @@ export async function handle(req: Request): Promise<Response> {
   const path = new URL(req.url).pathname;
   const route = ROUTES[path];
   if (req.method !== "GET" && req.method !== "HEAD") {
-    return new Response("method not allowed\n", { status: 405, headers: ISOLATION_HEADERS });
+    return new Response("method not allowed\n", {
+      status: 405,
+      headers: { ...ISOLATION_HEADERS, "allow": "GET, HEAD" },
+    });
   }
   if (!route) {
     return new Response(`not found: ${path}\n`, {
@@ -108,8 +111,13 @@ export async function handle(req: Request): Promise<Response> {
   }
   try {
     const body = await Deno.readFile(route[0]);
-    return new Response(req.method === "HEAD" ? null : body, {
-      headers: { ...ISOLATION_HEADERS, "content-type": route[1] },
+    // A HEAD answer carries GET's headers, its length included; Deno.serve sends no body.
+    return new Response(body, {
+      headers: {
+        ...ISOLATION_HEADERS,
+        "content-type": route[1],
+        "content-length": String(body.length),
+      },
     });
   } catch (e) {
     return new Response(`cannot read ${path}: ${(e as Error).message}\n`, {
@@ -145,6 +153,9 @@ export function main(args: string[]): Promise<number> {
       }
       if (e instanceof Deno.errors.AddrNotAvailable) {
         throw new UsageError(`--host ${f.host} is not an address of this machine`);
+      }
+      if (/lookup address|Name or service not known|nodename nor servname/i.test(String(e))) {
+        throw new UsageError(`--host ${f.host}: no such host name (${(e as Error).message})`);
       }
       throw e;
     }

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { ByteTokenizer } from "../data/byte_tokenizer.ts";
+import { DataRng } from "../data/rng.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { gptCheckpointInfo, paramsToHost, saveCheckpoint } from "../models/checkpoint/mod.ts";
@@ -248,6 +249,38 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
   deepStrictEqual(t.out, expected);
   match(t.err, /generated 30 tokens .*\| tensor parallel 2/);
   console.log(a.err.trim());
+  // A pipe gets a byte-level model's bytes as sampled, not text with U+FFFD for bytes that
+  // are not UTF-8 (a near-uniform sample draws many).
+  const rng = new DataRng(3);
+  const sampled = await collect(m, Array.from(tok.encode(promptText)), {
+    maxNewTokens: 200,
+    temperature: 1e9,
+    uniform: () => rng.nextFloat(),
+  });
+  const raw = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...permissionArgs("cli/generate.ts"),
+      new URL("../cli/generate.ts", import.meta.url).pathname,
+      "--load",
+      ck,
+      "--prompt",
+      promptText,
+      "--max-new-tokens",
+      "200",
+      "--temperature",
+      "1e9",
+      "--seed",
+      "3",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  deepStrictEqual(raw.code, 0, new TextDecoder().decode(raw.stderr));
+  deepStrictEqual(
+    Array.from(raw.stdout),
+    [...new TextEncoder().encode(promptText), ...sampled, 10],
+  );
 
   const u = await cli(["--prompt", "x"]);
   deepStrictEqual(u.code, 2);

@@ -38,6 +38,14 @@ Deno.test("serve: isolation headers, the page, the bundles and the corpus; 404 o
     const post = await fetch(server.url, { method: "POST" });
     await post.body?.cancel();
     assert.equal(post.status, 405);
+    assert.equal(post.headers.get("allow"), "GET, HEAD");
+    // HEAD: GET's headers, the length included, and no body.
+    const get = await fetch(server.url + "app.js");
+    const length = (await get.arrayBuffer()).byteLength;
+    const head = await fetch(server.url + "app.js", { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-length"), String(length));
+    assert.equal((await head.arrayBuffer()).byteLength, 0);
   } finally {
     await server.close();
   }
@@ -60,4 +68,10 @@ Deno.test("serve --help says what it does; a stray argument is a usage error", a
   assert.match(text, /enable-unsafe-webgpu/);
   const bad = await run(["extra"]);
   assert.equal(bad.code, 2, new TextDecoder().decode(bad.stderr));
+  // A host name that does not resolve is the user's input, not a bug.
+  const host = await run(["--host", "not-a-host.invalid", "--port", "0"]);
+  const err = new TextDecoder().decode(host.stderr);
+  assert.equal(host.code, 2, err);
+  assert.match(err, /--host not-a-host\.invalid: no such host name/);
+  assert.doesNotMatch(err, /a bug/);
 });

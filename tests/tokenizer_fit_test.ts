@@ -172,6 +172,25 @@ Deno.test({
       ]);
       equal(gen.code, 0, gen.stderr);
       ok(gen.stdout.startsWith("call me"), gen.stdout);
+      // Ids of another tokenizer are refused, from a .bin or by --tokenizer.
+      const bin = join(dir, "byte.bin");
+      equal((await runCli("cli/preprocess.ts", ["--data-path", text, "--output", bin])).code, 0);
+      const wrongBin = await runCli("cli/eval.ts", ["--load", ck, "--data-path", bin]);
+      equal(wrongBin.code, 1, wrongBin.stderr);
+      match(
+        wrongBin.stderr,
+        /byte\.bin holds ids of the byte tokenizer .*, but the model reads the bert tokenizer's: .*preprocess --tokenizer-type BertWordPieceLowerCase/,
+      );
+      const wrongFlag = await runCli("cli/eval.ts", [
+        "--load",
+        ck,
+        "--data-path",
+        text,
+        "--tokenizer",
+        "byte",
+      ]);
+      equal(wrongFlag.code, 2, wrongFlag.stderr);
+      match(wrongFlag.stderr, /--tokenizer byte: the model was trained with the bert tokenizer/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
