@@ -7,7 +7,11 @@
  */
 
 import { join } from "node:path";
-import { readWordPieceTokenizer, writeWordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
+import {
+  createBertTokenizer,
+  readWordPieceTokenizer,
+  writeWordPieceTokenizer,
+} from "../data/wordpiece_tokenizer.ts";
 import { readCheckpointFull } from "../models/checkpoint/read.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE, type BertConfig } from "../models/bert.ts";
@@ -130,6 +134,11 @@ async function writeExport(
   const get = (n: string) => ck.tensors.get(n);
   if (model?.arch === "gpt") {
     await writeHfGpt2(target, model.config as unknown as GptConfig, get, progress, dtype);
+    // A GPT trained on WordPiece (the bundled vocabulary): its vocab.txt goes along.
+    const args = ck.meta.state?.args as Record<string, unknown> | undefined;
+    if (args?.tokenizer === "bert") {
+      await writeWordPieceTokenizer(target, await createBertTokenizer());
+    }
   } else if (model?.arch === "bert") {
     if (!model.config.postLayerNorm) {
       throw new CheckpointError(

@@ -191,6 +191,21 @@ Deno.test({
       ]);
       equal(wrongFlag.code, 2, wrongFlag.stderr);
       match(wrongFlag.stderr, /--tokenizer byte: the model was trained with the bert tokenizer/);
+      // Its Hugging Face export carries the vocabulary, and generates the same text.
+      const hf = join(dir, "hf");
+      const exp = await runCli("cli/export_hf.ts", ["--load", ck, "--output", hf]);
+      equal(exp.code, 0, exp.stderr);
+      match(await Deno.readTextFile(join(hf, "tokenizer_config.json")), /BertTokenizer/);
+      const fromHf = await runCli("cli/generate.ts", [
+        "--init-from-hf",
+        hf,
+        "--prompt",
+        "call me",
+        "--max-new-tokens",
+        "3",
+      ]);
+      equal(fromHf.code, 0, fromHf.stderr);
+      equal(fromHf.stdout, gen.stdout);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
