@@ -161,6 +161,8 @@ export async function writeTokenBin(
   ids: ArrayLike<number>,
   meta?: Omit<TokenBinMeta, "dtype" | "tokens">,
 ): Promise<void> {
+  // An empty file would be refused when read back.
+  if (ids.length === 0) throw new DataError(`${path}: no token ids to write`);
   await Deno.writeFile(path, encodeTokenBin(ids));
   if (meta) {
     const full: TokenBinMeta = { ...meta, dtype: "uint16", tokens: ids.length };

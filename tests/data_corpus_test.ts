@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DataError } from "../data/errors.ts";
 import { listTextFiles, loadText, loadTokens, splitTrainVal } from "../data/corpus.ts";
-import { decodeTokenBin, encodeTokenBin, readTokenBin } from "../data/token_bin.ts";
+import { decodeTokenBin, encodeTokenBin, readTokenBin, writeTokenBin } from "../data/token_bin.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
 import { parseFlags } from "../cli/flags.ts";
@@ -69,6 +69,13 @@ Deno.test("clear errors for bad data paths", async () => {
       () => loadTokens(byte, `${dir}/big.bin`),
       /token id 300 at position 1 is not below the vocabulary size 256/,
     );
+  });
+});
+
+Deno.test("writeTokenBin refuses no ids (the reader refuses an empty file)", async () => {
+  await withTempDir(async (dir) => {
+    await assert.rejects(() => writeTokenBin(`${dir}/e.bin`, []), /e\.bin: no token ids to write/);
+    await assert.rejects(() => Deno.stat(`${dir}/e.bin`), Deno.errors.NotFound);
   });
 });
 
