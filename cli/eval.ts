@@ -63,7 +63,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   "use-checkpoint-args": {
     type: "boolean",
     help:
-      "GPT: take --seq-length and --tokenizer from the --load checkpoint when not given (the shape always comes from it)",
+      "GPT: take --seq-length from the --load checkpoint when not given (the shape and the tokenizer always come from it)",
   },
   "init-from-hf": {
     type: "string",
@@ -79,7 +79,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     choices: ["gpt2", "byte"],
     help:
-      "GPT: tokenizer for text data (default: a .bin's recorded one, else by vocabulary; BERT uses its WordPiece vocab)",
+      "GPT: tokenizer for text data (default: the checkpoint's, else the one the model's vocabulary is; --tokenizer-type BertWordPieceLowerCase for WordPiece; BERT uses its own vocab)",
   },
   "seq-length": {
     type: "int",

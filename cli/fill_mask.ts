@@ -17,7 +17,7 @@ import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
 import { bertSourceFromFlags, loadBert } from "./bert_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { stderrProgress } from "./log.ts";
+import { counted, stderrProgress } from "./log.ts";
 import {
   backendFlag,
   checkModelSource,
@@ -202,8 +202,9 @@ async function run(args: string[]): Promise<number> {
     );
     const c = model.config;
     console.error(
-      `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ${c.numLayers} ` +
-        `layers, hidden ${c.hiddenSize}, ${c.numHeads} heads | ${tokenizerSource}`,
+      `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ` +
+        `${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ` +
+        `${counted(c.numHeads, "head")} | ${tokenizerSource}`,
     );
     const text = f.text as string;
     const masks = await fillMask(model, tokenizer, text, f["top-k"] as number);

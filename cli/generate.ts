@@ -55,7 +55,8 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   "tokenizer": {
     type: "string",
     choices: ["gpt2", "byte"],
-    help: "tokenizer (default: byte for a 256-token vocabulary, else gpt2)",
+    help:
+      "tokenizer (default: the checkpoint's, else the one the model's vocabulary is; --tokenizer-type BertWordPieceLowerCase for WordPiece)",
   },
   ...backendFlag("Device"),
   ...tensorOnlyParallelFlags("generate"),
@@ -136,7 +137,7 @@ export async function generateRank(
       (prompt.length > c.maxPositions ? ` (only the last ${c.maxPositions} are seen)` : ""),
   );
   const rng = new DataRng(f.seed as number);
-  const stream = new TextStream(tok);
+  const stream = new TextStream(tok, prompt);
   // A byte-level model's ids are bytes: a pipe or a file gets them as they are (text would
   // turn each byte that is not UTF-8 into U+FFFD); a terminal gets text.
   const rawBytes = print && tok.name === "byte" && !Deno.stdout.isTerminal();

@@ -120,7 +120,9 @@ export function formatValidationLines(
   const named = typeof losses === "number" ? { "lm loss": losses } : losses;
   let line = ` validation loss at ${typeof where === "number" ? `iteration ${where}` : where} | `;
   for (const [name, v] of Object.entries(named)) {
-    line += `${name} value: ${pyExp(v)} | ${name} PPL: ${pyExp(Math.exp(Math.min(20, v)))} | `;
+    // A sum of two losses (BERT's mlm+sop) has no perplexity.
+    const ppl = name.includes("+") ? "" : ` ${name} PPL: ${pyExp(Math.exp(Math.min(20, v)))} |`;
+    line += `${name} value: ${pyExp(v)} |${ppl} `;
   }
   const dashes = "-".repeat(line.length + 1);
   return [dashes, line, dashes];

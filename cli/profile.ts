@@ -40,6 +40,7 @@ import { Trainer } from "../models/trainer.ts";
 import { handled } from "./errors.ts";
 import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
+import { counted } from "./log.ts";
 import { runPinnedProcs } from "./pinned_procs.ts";
 import { checkModelFlags, gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
 
@@ -564,13 +565,14 @@ export function formatProfile(p: Profile, top = 15): string {
           f2(p.syncOverheadMs ?? 0)
         } ms of empty submit+wait)`
     }`,
-    `- GPT vocab ${m.vocab}, ${m.layers} layers, hidden ${m.hidden}, ${m.heads} heads, ` +
+    `- GPT vocab ${m.vocab}, ${counted(m.layers, "layer")}, hidden ${m.hidden}, ` +
+    `${counted(m.heads, "head")}, ` +
     `seq ${m.seq}, batch ${m.batch} (${m.params} params); ${p.steps} profiled steps, loss ${
       f2(p.loss)
     }`,
     `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
     `${s.textureCopies} texture copies (${mib(s.textureCopyBytes)}; ${s.keptTextureHits} reads ` +
-    `from kept textures), ${s.submits} submits, ${s.hostSyncs} host syncs, ` +
+    `from kept textures), ${counted(s.submits, "submit")}, ${counted(s.hostSyncs, "host sync")}, ` +
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
     `${f1(s.cpuMs)} ms of CPU time, all threads); ` +

@@ -17,8 +17,17 @@ export class TextStream {
   /** The ids flushed last, decoded again before the pending ones. */
   #before: number[] = [];
 
-  /** A stream decoding with `tokenizer`. */
-  constructor(readonly tokenizer: Pick<Tokenizer, "decode">, readonly maxPending = 8) {}
+  /**
+   * A stream decoding with `tokenizer`; `after` are ids already shown (a prompt),
+   * which the first piece follows (a WordPiece word after them gets its space).
+   */
+  constructor(
+    readonly tokenizer: Pick<Tokenizer, "decode">,
+    after: ArrayLike<number> = [],
+    readonly maxPending = 8,
+  ) {
+    this.#before = Array.from(after);
+  }
 
   /** Adds one id; returns the text that is now complete ("" if it waits). */
   push(id: number): string {

@@ -191,6 +191,12 @@ Deno.test("TextStream: WordPiece pieces keep the spaces between words, GPT-2 pie
   const s = new TextStream(wp);
   deepStrictEqual(ids.map((id) => s.push(id)).join("") + s.flush(), wp.decode(ids));
   deepStrictEqual(wp.decode(ids), "the whales swam past");
+  // After a prompt the first word gets its space.
+  const after = new TextStream(wp, wp.encode("call me"));
+  deepStrictEqual(
+    Array.from(wp.encode("ishmael")).map((id) => after.push(id)).join(""),
+    " ishmael",
+  );
   const gpt2 = await createTokenizer("gpt2");
   const g = new TextStream(gpt2);
   const text = "Hello 🙂 world, naïve café";

@@ -90,6 +90,11 @@ Deno.test("validation lines: Megatron's, between dashed lines", () => {
   equal(b, a);
   // Perplexity is capped at exp(20), as Megatron's.
   match(formatValidationLines(1, 50)[1], /lm loss PPL: 4\.851652E\+08 \| $/);
+  // BERT's training loss, MLM plus sentence order, is a sum: no perplexity.
+  equal(
+    formatValidationLines(3, { "mlm+sop loss": 7.5 })[1],
+    " validation loss at iteration 3 | mlm+sop loss value: 7.500000E+00 | ",
+  );
 });
 
 Deno.test("a Megatron log parser reads training and validation losses apart", () => {

@@ -283,7 +283,7 @@ export class GptTask implements Task<LmBatch> {
     const prompt = Array.from(this.tokenizer.encode(s.prompt));
     const rng = new DataRng(seed);
     const enc = new TextEncoder();
-    const stream = new TextStream(this.tokenizer);
+    const stream = new TextStream(this.tokenizer, prompt);
     if (print) await Deno.stdout.write(enc.encode(forStdout(s.prompt)));
     for await (
       const t of generate(this.model, prompt, {
