@@ -34,6 +34,33 @@ import {
   trainArgsFromFlags,
 } from "./train_args.ts";
 
+/** fp16's loss-scaling flags (refused without `--fp16`). */
+export const LOSS_SCALE_FLAGS: readonly string[] = [
+  "loss-scale",
+  "initial-loss-scale",
+  "min-loss-scale",
+  "loss-scale-window",
+  "hysteresis",
+];
+
+/**
+ * The flags a run's `--log-json` header records: every training flag given or
+ * defaulted, but for those that do not apply to it (a BERT run's GPT-only
+ * flags, whose tokenizer is WordPiece; the loss scaler's without `--fp16`).
+ */
+export function loggedConfig(a: TrainArgs): Record<string, unknown> {
+  const out = { ...a.flags };
+  if (a.model.family === "bert") {
+    for (const n of GPT_ONLY_FLAGS) delete out[n];
+    out.tokenizer = "bert";
+  }
+  if (a.precision.half !== "fp16") { for (const n of LOSS_SCALE_FLAGS) delete out[n]; }
+  return out;
+}
+
+/** The smallest normal and the largest finite f32: the range a loss scale must lie in. */
+const F32_MIN_NORMAL = 2 ** -126, F32_MAX = (2 - 2 ** -23) * 2 ** 127;
+
 /** The tokenizers a GPT run takes (`--tokenizer`; BERT reads WordPiece). */
 export const GPT_TOKENIZERS: readonly TokenizerName[] = ["byte", "gpt2"];
 
@@ -334,14 +361,7 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   if (f.fp16 && f.bf16) throw new UsageError("give either --fp16 or --bf16, not both");
   if (!f.fp16) {
     // Loss scaling exists for fp16's narrow range only: bf16 and fp32 run without it.
-    const scaling = [
-      "loss-scale",
-      "initial-loss-scale",
-      "min-loss-scale",
-      "loss-scale-window",
-      "hysteresis",
-    ]
-      .filter((n) => wasGiven(f, n));
+    const scaling = LOSS_SCALE_FLAGS.filter((n) => wasGiven(f, n));
     if (scaling.length) {
       throw new UsageError(
         `--${scaling[0]} sets fp16's loss scaling; give --fp16 (bf16 and fp32 use no loss scale)`,
@@ -363,6 +383,24 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     const v = f[n] as number | undefined;
     if (v !== undefined && !(v > 0 && Number.isFinite(v))) {
       throw new UsageError(`--${n} must be a positive number, got ${v}`);
+    }
+    // The scale multiplies the loss in f32 on the GPU: past f32's normal range it is 0 or
+    // infinite, and every step trains nothing or is skipped.
+    if (v !== undefined && !(v >= F32_MIN_NORMAL && v <= F32_MAX)) {
+      throw new UsageError(
+        `--${n} ${v} is outside f32's range (${F32_MIN_NORMAL.toExponential(3)} to ` +
+          `${F32_MAX.toExponential(3)}), where the loss is scaled`,
+      );
+    }
+  }
+  if (wasGiven(f, "loss-scale")) {
+    // A fixed scale has no dynamics to set.
+    const dynamic = ["initial-loss-scale", "min-loss-scale", "loss-scale-window", "hysteresis"]
+      .filter((n) => wasGiven(f, n));
+    if (dynamic.length) {
+      throw new UsageError(
+        `--${dynamic[0]} sets the dynamic loss scale, and --loss-scale fixes it: give one`,
+      );
     }
   }
   if ((f["min-loss-scale"] as number) > (f["initial-loss-scale"] as number)) {

@@ -41,7 +41,7 @@ import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
 import type { TrainArgs } from "./train_args.ts";
-import { checkpointArgs } from "./train_config.ts";
+import { checkpointArgs, loggedConfig } from "./train_config.ts";
 
 /** What a run reports back (rank 0's view). */
 export interface TrainSummary {
@@ -402,6 +402,7 @@ async function trainOn<B>(
   const startIter = a.load
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c) + 1
     : 1;
+  const skippedBefore = skippedTotal;
   const consumedAt = (it: number): Consumed => ({
     tokens: base.tokens + (it - startIter + 1) * gb * T,
     samples: base.samples + (it - startIter + 1) * gb,
@@ -410,7 +411,7 @@ async function trainOn<B>(
   // past its checkpoint (those iterations run again).
   const json = log.isLogger && a.logJson
     ? await JsonLog.open(a.logJson, a.load ? startIter - 1 : undefined, {
-      config: a.flags,
+      config: loggedConfig(a),
       // null in JSON where the launch does not say (e.g. torchrun without LOCAL_WORLD_SIZE).
       world: { size: world, tp: a.tp, dp, nodes: dist ? dist.nodes ?? NaN : 1 },
       first_iteration: startIter,
@@ -560,10 +561,15 @@ async function trainOn<B>(
     say(`\nstopped by ${stoppedBy} after iteration ${lastIter}; resume with --load ${a.save}`);
     return summary;
   }
+  const trained = Math.max(0, iters - startIter + 1);
+  const skippedNow = skippedTotal - skippedBefore;
   say(
-    `\ntrained ${Math.max(0, iters - startIter + 1)} steps in ${
-      ((performance.now() - runStart) / 1000).toFixed(1)
-    } s`,
+    `\ntrained ${trained} steps in ${((performance.now() - runStart) / 1000).toFixed(1)} s` +
+      // fp16's scaler skips a step whose gradients overflowed: say how many made no update.
+      (skippedNow > 0
+        ? ` (${skippedNow} of them skipped, their gradients past fp16's range at the loss scale` +
+          (skippedNow === trained ? ": the weights did not change" : "") + ")"
+        : ""),
   );
   await task.report(lastVal, a, log);
   return summary;

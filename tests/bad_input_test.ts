@@ -227,6 +227,16 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       /--accumulate-allreduce-grads-in-fp32 is for --fp16 or --bf16/,
     ),
     T(
+      "a loss scale past f32's range",
+      ["--fp16", "--loss-scale", "1e-45"],
+      /--loss-scale 1e-45 is outside f32's range/,
+    ),
+    T(
+      "dynamic loss-scale flags beside a fixed --loss-scale",
+      ["--fp16", "--loss-scale", "128", "--initial-loss-scale", "64"],
+      /--initial-loss-scale sets the dynamic loss scale, and --loss-scale fixes it: give one/,
+    ),
+    T(
       "--devices name: without Dawn",
       ["--devices", "name:llvmpipe", "--backend", "deno"],
       /--devices name:… picks an adapter through Dawn's adapter= option; add --backend dawn/,

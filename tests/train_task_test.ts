@@ -33,6 +33,42 @@ function resumeWithCheckpointArgs(dir: string, ...extra: string[]) {
   ]);
 }
 
+Deno.test("train: an fp16 run whose every step overflows says so; a BERT log header names WordPiece, not GPT's flags", async () => {
+  const dir = await Deno.makeTempDir();
+  // 1e38 × the loss overflows fp16 in every gradient: every step is skipped.
+  const skipped = await runCli("cli/train.ts", [
+    ...tiny,
+    "--train-iters",
+    "3",
+    "--fp16",
+    "--loss-scale",
+    "1e38",
+  ]);
+  strictEqual(skipped.code, 0, skipped.stderr);
+  match(
+    skipped.stdout,
+    /trained 3 steps in [\d.]+ s \(3 of them skipped, their gradients past fp16's range at the loss scale: the weights did not change\)/,
+  );
+  const bert = await runCli("cli/train.ts", [
+    ...TINY_MODEL_FLAGS,
+    "--model",
+    "bert",
+    "--train-iters",
+    "1",
+    "--eval-iters",
+    "1",
+    "--log-json",
+    `${dir}/bert.jsonl`,
+  ]);
+  strictEqual(bert.code, 0, bert.stderr);
+  const header = JSON.parse((await Deno.readTextFile(`${dir}/bert.jsonl`)).split("\n")[0]);
+  equal(header.config.tokenizer, "bert");
+  for (const n of ["prompt", "sample-tokens", "temperature", "loss-scale-window"]) {
+    ok(!(n in header.config), n);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: --load continues the saved learning-rate schedule; a disagreeing flag is refused unless overridden", async () => {
   const dir = await Deno.makeTempDir();
   const schedule = ["--lr", "0.001", "--min-lr", "0.0001", "--lr-warmup-iters", "1"];
