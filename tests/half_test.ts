@@ -223,15 +223,20 @@ Deno.test(
   },
 );
 
-Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+/** A checkpoint of the tiny GPT at iteration 3, for the export tests. */
+async function saveTinyCheckpoint(ck: string): Promise<void> {
   const m = Gpt.serial(dev, cfg, 6);
-  await saveCheckpoint(join(dir, "ck"), {
+  await saveCheckpoint(ck, {
     iteration: 3,
     params: m.namedParams(),
     ...gptCheckpointInfo(m.config),
   });
   m.dispose();
+}
+
+Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuTest, async () => {
+  const dir = await Deno.makeTempDir();
+  await saveTinyCheckpoint(join(dir, "ck"));
   for (const dtype of ["F16", "BF16"] as const) {
     const out = join(dir, dtype);
     await Deno.mkdir(out);
@@ -248,13 +253,7 @@ Deno.test(
   gpuTest,
   async () => {
     const dir = await Deno.makeTempDir();
-    const m = Gpt.serial(dev, cfg, 6);
-    await saveCheckpoint(join(dir, "ck"), {
-      iteration: 3,
-      params: m.namedParams(),
-      ...gptCheckpointInfo(m.config),
-    });
-    m.dispose();
+    await saveTinyCheckpoint(join(dir, "ck"));
     const out = join(dir, "out");
     await Deno.mkdir(out);
     // Another model's files (a sharded BERT export) and the user's own.
