@@ -253,14 +253,19 @@ export class AdamW {
     t.device.upload(b.v.buffer, v, b.v.offset ?? 0);
   }
 
-  /** Frees every moment and sets the step count (before loading a checkpoint's). */
+  /**
+   * Frees every moment and the flat gradient scratch of each bucket, and sets
+   * the step count (before loading a checkpoint's; `Trainer.dispose`).
+   */
   resetState(step = 0): void {
     for (const st of [...this.#moments.values(), ...this.#bucketState.values()]) {
       st.m.dispose();
       st.v.dispose();
     }
+    for (const t of this.#gradScratch.values()) t.dispose();
     this.#moments.clear();
     this.#bucketState.clear();
+    this.#gradScratch.clear();
     this.step = step;
   }
 

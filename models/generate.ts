@@ -52,13 +52,32 @@ function ids(device: Device, tokens: readonly number[]): TokenIds {
 /** Next-token logits of the last position of `window`, recomputing all of it. */
 async function fullLogits(model: Gpt, window: readonly number[]): Promise<Float32Array> {
   const device = model.parallel.device;
-  return await device.exclusive("generate", () =>
-    tidy(device, () =>
-      device.noGrad(async () => {
-        const h = await model.hidden(ids(device, window));
-        const last = ops.slice(h, 1, window.length - 1, window.length);
-        return await (await model.parallel.lmLogits(last, model.wte.weight)).read();
-      })));
+  return await device.exclusive(
+    "generate",
+    () =>
+      inEvalMode(model, () =>
+        tidy(device, () =>
+          device.noGrad(async () => {
+            const h = await model.hidden(ids(device, window));
+            const last = ops.slice(h, 1, window.length - 1, window.length);
+            return await (await model.parallel.lmLogits(last, model.wte.weight)).read();
+          }))),
+  );
+}
+
+/**
+ * Runs `fn` with `model` in evaluation mode (no dropout) and restores its mode
+ * after: between tokens the model is as the caller left it, so a training step
+ * taken while a generation is suspended keeps its dropout.
+ */
+async function inEvalMode<T>(model: Gpt, fn: () => Promise<T>): Promise<T> {
+  const was = model.training;
+  model.train(false);
+  try {
+    return await fn();
+  } finally {
+    model.train(was);
+  }
 }
 
 /** Logits of the last of `tokens`, run at positions `[start, start + n)` through the cache. */
@@ -70,12 +89,13 @@ async function cachedLogits(
 ): Promise<Float32Array> {
   const device = model.parallel.device;
   return await device.exclusive("generate", () =>
-    tidy(device, async () => {
-      const logits = await model.forwardCached(ids(device, tokens), cache, start, {
-        lastOnly: true,
-      });
-      return await logits.read();
-    }));
+    inEvalMode(model, () =>
+      tidy(device, async () => {
+        const logits = await model.forwardCached(ids(device, tokens), cache, start, {
+          lastOnly: true,
+        });
+        return await logits.read();
+      })));
 }
 
 /** Yields new token ids one by one, continuing `prompt`. */
@@ -85,6 +105,11 @@ export async function* generate(
   opts: GenerateOptions,
 ): AsyncGenerator<number> {
   if (prompt.length === 0) throw new Error("generate: the prompt must have at least one token");
+  const odd = prompt.find((t) => !Number.isInteger(t));
+  if (odd !== undefined) throw new Error(`generate: prompt ids must be integers, got ${odd}`);
+  if (typeof opts.uniform !== "function") {
+    throw new Error("generate: uniform must be a function giving numbers in [0, 1) (a seeded one)");
+  }
   if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 0)) {
     throw new Error(`generate: maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
   }
@@ -99,8 +124,6 @@ export async function* generate(
   const useCache = opts.cache ?? true;
   const ctx = [...prompt];
   let start = Math.max(0, ctx.length - Tmax); // first token of the window
-  const wasTraining = model.training;
-  model.train(false);
   const cache = useCache ? model.createCache(1) : null;
   // The logits after a (re)started window: a prefill, or a full recompute.
   const restart = (): Promise<Float32Array> => {
@@ -125,6 +148,5 @@ export async function* generate(
     }
   } finally {
     cache?.dispose();
-    model.train(wasTraining);
   }
 }

@@ -123,6 +123,30 @@ Deno.test("save → load round trip is bit-exact for weights and AdamW state", g
 });
 
 Deno.test(
+  "a vocabulary padded otherwise, saved without the checkpoint info: the error says what to pass",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const a = Gpt.serial(dev, tiny, 1); // 37 ids padded to 128 rows
+    await saveCheckpoint(dir, { iteration: 1, params: a.namedParams() });
+    const b = Gpt.serial(dev, { ...tiny, vocabMultiple: 64 }, 2); // padded to 64
+    await rejects(
+      loadCheckpoint(dir, { params: b.namedParams() }),
+      /has full shape \[128, 16\] but the model expects \[64, 16\]; if the rows are a vocabulary padded for another TP size, save and load with the model's checkpoint info \(gptCheckpointInfo\(config\), or paddedRows\)/,
+    );
+    // With the padded rows named, it loads.
+    const r = await loadCheckpoint(dir, {
+      params: b.namedParams(),
+      paddedRows: gptCheckpointInfo(tiny).paddedRows,
+    });
+    deepStrictEqual(r.iteration, 1);
+    a.dispose();
+    b.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
   "a save that fails (a full disk) leaves no partial directory and names the checkpoint that stands",
   gpuTest,
   async () => {

@@ -172,6 +172,15 @@ Deno.test(
       /temperature must be a finite number ≥ 0/,
     );
     await rejects(() => run({ maxNewTokens: 2, topK: 1.5 }), /topK must be an integer ≥ 0/);
+    await rejects(() => run({ maxNewTokens: 2, uniform: undefined }), /uniform must be a function/);
+    await rejects(
+      async () => {
+        for await (const _ of generate(m, [1, 2.5], { maxNewTokens: 2, uniform: Math.random })) {
+          /* drain */
+        }
+      },
+      /prompt ids must be integers, got 2\.5/,
+    );
     m.dispose();
   },
 );
@@ -210,5 +219,42 @@ Deno.test(
     equal(Number.isFinite(r.loss), true);
     m.dispose();
     t.dispose();
+  },
+);
+
+Deno.test(
+  "a model and its trainer, disposed, give back every buffer (the flat gradient scratch too)",
+  gpuTest,
+  async () => {
+    const before = dev.pool.liveBytes;
+    for (let c = 0; c < 3; c++) {
+      const m = Gpt.serial(dev, cfg, 1);
+      const t = new Trainer(dev, m, opts);
+      await t.step(1, () => m.loss(ids(dev, 1), ids(dev, 2)));
+      t.dispose();
+      m.dispose();
+      equal(dev.pool.liveBytes, before, `cycle ${c}`);
+    }
+  },
+);
+
+Deno.test(
+  "generate leaves the model's training mode as it was, between its tokens and after interleaved runs",
+  gpuTest,
+  async () => {
+    const m = Gpt.serial(dev, cfg, 1);
+    equal(m.training, true);
+    const o = { maxNewTokens: 3, temperature: 0, uniform: () => 0.5 };
+    const g1 = generate(m, [0, 5], o);
+    const g2 = generate(m, [1, 6], o);
+    for (let i = 0; i < 3; i++) {
+      await g1.next();
+      equal(m.training, true, "between tokens");
+      await g2.next();
+    }
+    await g1.next();
+    await g2.next();
+    equal(m.training, true);
+    m.dispose();
   },
 );

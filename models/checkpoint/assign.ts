@@ -48,9 +48,16 @@ export function shardFromFull(
     if (valid !== undefined && rowsOnly && t.shape[0] >= valid && want[0] >= valid) {
       t = resizeRows(t, want[0]);
     } else {
+      // Rows alone differing, with no padded-row count known: likely a vocabulary padded for
+      // another TP size, in a checkpoint saved without its model's checkpoint info.
+      const hint = rowsOnly && valid === undefined
+        ? "; if the rows are a vocabulary padded for another TP size, save and load with the " +
+          "model's checkpoint info (gptCheckpointInfo(config), or paddedRows)"
+        : "";
       throw new CheckpointError(
         `${source}: tensor "${name}" has full shape ${fmt(full.shape)} but the model expects ` +
-          `${fmt(want)}${tp > 1 ? ` (${fmt(info.tensor.shape)} on each of ${tp} ranks)` : ""}`,
+          `${fmt(want)}${tp > 1 ? ` (${fmt(info.tensor.shape)} on each of ${tp} ranks)` : ""}` +
+          hint,
       );
     }
   }
