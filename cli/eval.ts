@@ -19,8 +19,8 @@ import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
 import {
   isTokenBinPath,
-  readTokenBin,
   readTokenBinMeta,
+  readTokenBinWith,
   tokenizerFlagFor,
 } from "../data/token_bin.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
@@ -224,7 +224,7 @@ async function readIds(
   const path = f["data-path"] as string;
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
-  if (bin && !meta) return { ids: await readTokenBin(path, vocabSize), source: path };
+  if (bin && !meta) return { ids: await readTokenBinWith(path, meta, vocabSize), source: path };
   if (meta) {
     // Only a sidecar can name an unknown one (the flag takes its choices only).
     await createTokenizer(meta.tokenizer).catch((e) => {

@@ -41,6 +41,18 @@ export async function tokenizerNameFor(modelVocab: number): Promise<string | und
 }
 
 /**
+ * What to pass for a model of `modelVocab` rows: `use FLAG` (then `suffix`) for
+ * the tokenizer that fits it, else that none here does, with their sizes.
+ */
+export async function tokenizerAdvice(modelVocab: number, suffix = ""): Promise<string> {
+  const fits = await tokenizerNameFor(modelVocab);
+  if (fits !== undefined) return `use ${tokenizerFlagFor(fits)}${suffix}`;
+  const sizes: string[] = [];
+  for (const name of NAMES) sizes.push(`${name} ${(await createTokenizer(name)).vocabSize}`);
+  return `no tokenizer here has that vocabulary (${sizes.join(", ")})`;
+}
+
+/**
  * The tokenizer of a GPT of `modelVocab` rows: `given` (the `--tokenizer` flag),
  * else `saved` (its checkpoint's), else the one whose vocabulary it has. A
  * misfit is refused ({@link UsageError}) with the tokenizer that would fit.
@@ -60,11 +72,5 @@ export async function modelTokenizer(
   const tok = await createTokenizer(name);
   const misfit = vocabularyMisfit(name, tok.vocabSize, modelVocab);
   if (misfit === null) return tok;
-  const fits = await tokenizerNameFor(modelVocab);
-  throw new UsageError(
-    `${misfit}; ` +
-      (fits === undefined
-        ? "no tokenizer here has that vocabulary"
-        : `use ${tokenizerFlagFor(fits)}`),
-  );
+  throw new UsageError(`${misfit}; ${await tokenizerAdvice(modelVocab)}`);
 }

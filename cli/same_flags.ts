@@ -52,7 +52,7 @@ export async function checkSameFlags(
   const compared = Object.fromEntries(
     Object.entries(flags)
       .filter(([k, v]) => v !== undefined && !NODE_OWN_FLAGS.includes(k))
-      .map(([k, v]) => [k, NODE_PATH_FLAGS.includes(k) ? "(a path)" : v]),
+      .map(([k, v]) => [k, NODE_PATH_FLAGS.includes(k) ? true : v]),
   );
   const found = await disagreements(group, compared);
   if (!found.length) return;
@@ -81,6 +81,5 @@ function shown(v: unknown): string {
   if (v === undefined) return "not given";
   if (v === true) return "given";
   if (v === false) return "not given";
-  if (v === "(a path)") return "given";
   return v === "" ? '""' : String(v);
 }

@@ -49,11 +49,12 @@ export class TextStream {
 
   /** The pending ids' text as it follows the ids flushed before them. */
   #pendingText(): string {
-    const alone = this.tokenizer.decode(this.#pending);
-    if (!this.#before.length) return alone;
-    const before = this.tokenizer.decode(this.#before);
-    const both = this.tokenizer.decode([...this.#before, ...this.#pending]);
-    return both.startsWith(before) ? both.slice(before.length) : alone;
+    if (this.#before.length) {
+      const before = this.tokenizer.decode(this.#before);
+      const both = this.tokenizer.decode([...this.#before, ...this.#pending]);
+      if (both.startsWith(before)) return both.slice(before.length);
+    }
+    return this.tokenizer.decode(this.#pending);
   }
 }
 

@@ -395,8 +395,7 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   }
   if (wasGiven(f, "loss-scale")) {
     // A fixed scale has no dynamics to set.
-    const dynamic = ["initial-loss-scale", "min-loss-scale", "loss-scale-window", "hysteresis"]
-      .filter((n) => wasGiven(f, n));
+    const dynamic = LOSS_SCALE_FLAGS.filter((n) => n !== "loss-scale" && wasGiven(f, n));
     if (dynamic.length) {
       throw new UsageError(
         `--${dynamic[0]} sets the dynamic loss scale, and --loss-scale fixes it: give one`,

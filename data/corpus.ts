@@ -10,8 +10,8 @@ import {
   checkIdsInVocab,
   checkTokenBinTokenizer,
   isTokenBinPath,
-  readTokenBin,
   readTokenBinMeta,
+  readTokenBinWith,
 } from "./token_bin.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
@@ -261,8 +261,9 @@ export async function loadTokens(
   if (dataPath !== undefined && isTokenBinPath(dataPath)) {
     const info = await statOrThrow(dataPath);
     if (!info.isFile) throw new DataError(`data path ${JSON.stringify(dataPath)} is not a file`);
-    checkTokenBinTokenizer(dataPath, await readTokenBinMeta(dataPath), tokenizer);
-    const ids = await readTokenBin(dataPath, tokenizer.vocabSize);
+    const meta = await readTokenBinMeta(dataPath);
+    checkTokenBinTokenizer(dataPath, meta, tokenizer);
+    const ids = await readTokenBinWith(dataPath, meta, tokenizer.vocabSize);
     return { ids, source: dataPath };
   }
   let ids: Uint32Array, chars: number, documents = 1;

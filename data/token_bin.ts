@@ -68,7 +68,15 @@ export function checkIdsInVocab(ids: ArrayLike<number>, vocabSize: number, sourc
  * Megatron indexed dataset (`FILE.idx` beside it) of other than uint16 ids.
  */
 export async function readTokenBin(path: string, vocabSize?: number): Promise<Uint32Array> {
-  const meta = await readTokenBinMeta(path);
+  return await readTokenBinWith(path, await readTokenBinMeta(path), vocabSize);
+}
+
+/** {@link readTokenBin} with the sidecar already read (`meta` undefined: there is none). */
+export async function readTokenBinWith(
+  path: string,
+  meta: TokenBinMeta | undefined,
+  vocabSize?: number,
+): Promise<Uint32Array> {
   if (meta?.dtype !== undefined && meta.dtype !== "uint16") {
     throw new DataError(
       `${tokenBinMetaPath(path)} says the ids are ${meta.dtype}; a .bin token file holds ` +

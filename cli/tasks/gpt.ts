@@ -19,16 +19,14 @@ import {
 } from "../../data/gpt_batches.ts";
 import { DataRng } from "../../data/rng.ts";
 import { uniformEntropy, unigramEntropy } from "../../data/stats.ts";
-import { tokenizerFlagFor } from "../../data/token_bin.ts";
 import { createTokenizer, type Tokenizer } from "../../data/tokenizer.ts";
 import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
-import { tokenizerNameFor, vocabularyMisfit } from "../model_tokenizer.ts";
+import { tokenizerAdvice, vocabularyMisfit } from "../model_tokenizer.ts";
 import { forStdout, TextStream } from "../text_stream.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
-import { GPT_TOKENIZERS } from "../train_config.ts";
 import {
   fullParamCount,
   modelLine,
@@ -111,17 +109,6 @@ function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
   };
 }
 
-/** Which GPT tokenizer fits a checkpoint's vocabulary of `size` ids (padded or not). */
-async function vocabAdvice(size: number): Promise<string> {
-  const fits = await tokenizerNameFor(size);
-  if (fits !== undefined) return `use ${tokenizerFlagFor(fits)} for this checkpoint`;
-  const sizes: string[] = [];
-  for (const name of GPT_TOKENIZERS) {
-    sizes.push(`${name} ${(await createTokenizer(name)).vocabSize}`);
-  }
-  return `no tokenizer here has that vocabulary (${sizes.join(", ")})`;
-}
-
 /** Reads the GPT task's tokenizer, data and (with `--init-from-hf`) weights. */
 export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   const tokenizer = await createTokenizer(a.data.tokenizer);
@@ -134,7 +121,10 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
     if (vocabularyMisfit(tokenizer.name, tokenizer.vocabSize, hf.config.vocabSize) !== null) {
       throw new DataError(
         `${hfDir} has a vocabulary of ${hf.config.vocabSize}, the ${tokenizer.name} tokenizer ` +
-          `${tokenizer.vocabSize}; ${await vocabAdvice(hf.config.vocabSize)}`,
+          `${tokenizer.vocabSize}; ${await tokenizerAdvice(
+            hf.config.vocabSize,
+            " for this checkpoint",
+          )}`,
       );
     }
     config = withRunSettings(hf.config, config);
