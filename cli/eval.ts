@@ -4,8 +4,8 @@
  * its next token fit); for a BERT (`--model bert`), masked-LM loss and accuracy and
  * sentence-order loss and accuracy over a fixed pass of sentence pairs, masked from
  * `--mask-seed`. The model comes from a checkpoint (`--load`) or a Hugging Face
- * GPT-2 or BERT directory (`--init-from-hf`). With `--json` the last output line is
- * one JSON object with the numbers.
+ * GPT-2 or BERT directory (`--init-from-hf`). With `--json` stdout holds one JSON
+ * object with the numbers and nothing else (the report goes to stderr).
  * @module
  */
 
@@ -101,7 +101,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   "json": {
     type: "boolean",
     help:
-      "end with one JSON line (GPT: loss, ppl, tokens, windows; BERT: mlm_loss, mlm_accuracy, …)",
+      "print only one JSON object on stdout, the report on stderr (GPT: loss, ppl, tokens, windows; BERT: mlm_loss, mlm_accuracy, …)",
     group: "Output",
   },
   ...backendFlag("Device"),
@@ -310,13 +310,14 @@ export async function evalBertRank(
   const corpus = prepareBertCorpus(await loadText(path), tokenizer);
   const seed = f["mask-seed"] as number;
   const tp = layers?.tpSize ?? 1;
+  const say = reportLine(f);
   if (print) {
-    console.log(
+    say(
       `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ` +
         `${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ${counted(c.numHeads, "head")}` +
         (tp > 1 ? ` | tensor parallel ${tp}` : ""),
     );
-    console.log(
+    say(
       `data: ${path} | ${tokenizerSource} | ${counted(corpus.documents.length, "document")}, ` +
         `seq length ${T}, mask seed ${seed}`,
     );
@@ -333,7 +334,7 @@ export async function evalBertRank(
   );
   const s = (performance.now() - t0) / 1000;
   if (print) {
-    console.log(
+    say(
       `eval: ${r.sequences} sequences, ${r.maskedTokens} masked tokens | ` +
         `mlm loss ${r.mlmLoss.toFixed(4)} | mlm accuracy ${r.mlmAccuracy.toFixed(4)} | ` +
         `sop loss ${r.sopLoss.toFixed(4)} | sop accuracy ${r.sopAccuracy.toFixed(4)} | ` +
@@ -343,7 +344,7 @@ export async function evalBertRank(
       "lm loss": r.mlmLoss,
       "sop loss": r.sopLoss,
     });
-    for (const l of lines) console.log(l);
+    for (const l of lines) say(l);
     if (f.json) {
       console.log(JSON.stringify({
         mlm_loss: r.mlmLoss,
@@ -360,6 +361,14 @@ export async function evalBertRank(
   }
   model.dispose();
   return r;
+}
+
+/**
+ * Where the human-readable report goes: stdout, or stderr under `--json`, so
+ * that stdout then holds the JSON object alone (`… --json | jq .loss`).
+ */
+function reportLine(f: FlagValues): (line: string) => void {
+  return f.json ? (l) => console.error(l) : (l) => console.log(l);
 }
 
 /**
@@ -392,13 +401,14 @@ export async function evalRank(
   }
   const data = await readIds(f, c.vocabSize, tokenizer);
   const tp = layers?.tpSize ?? 1;
+  const say = reportLine(f);
   if (print) {
-    console.log(
+    say(
       `model: ${source} | GPT ${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ` +
         counted(c.numHeads, "head") +
         (tp > 1 ? ` | tensor parallel ${tp}` : ""),
     );
-    console.log(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
+    say(`data: ${data.source} | ${data.ids.length} tokens, seq length ${T}`);
   }
   const t0 = performance.now();
   const mb = f["micro-batch-size"] as number;
@@ -409,10 +419,10 @@ export async function evalRank(
   );
   const s = (performance.now() - t0) / 1000;
   if (print) {
-    console.log(
+    say(
       `eval: ${r.windows} windows, ${r.tokens} tokens | ${(r.tokens / s).toFixed(0)} tokens/s`,
     );
-    for (const l of formatValidationLines(`${where} on ${data.source}`, r.loss)) console.log(l);
+    for (const l of formatValidationLines(`${where} on ${data.source}`, r.loss)) say(l);
     if (f.json) console.log(JSON.stringify({ ...r, seq_length: T }));
   }
   model.dispose();

@@ -4,7 +4,7 @@
  * a BERT checkpoint (`--load`) or a Hugging Face BERT directory (`--init-from-hf`).
  * Bracketed special tokens in the text (`[MASK]`, `[SEP]` …) are taken as tokens, as
  * Hugging Face's tokenizer does; the rest goes through WordPiece. Model facts go to
- * stderr; with `--json` the last stdout line is one JSON object.
+ * stderr; with `--json` stdout holds one JSON object alone (the table goes to stderr).
  * @module
  */
 
@@ -43,7 +43,8 @@ export const FILL_MASK_FLAGS: Record<string, FlagSpec> = {
   "top-k": { type: "int", default: 5, min: 1, help: "fillers to show per [MASK]" },
   "json": {
     type: "boolean",
-    help: "end with one JSON line: the text and, per [MASK], its fillers and probabilities",
+    help:
+      "print only one JSON object on stdout (the table on stderr): the text and, per [MASK], its fillers and probabilities",
     group: "Output",
   },
   ...backendFlag("Device"),
@@ -208,13 +209,14 @@ async function run(args: string[]): Promise<number> {
     );
     const text = f.text as string;
     const masks = await fillMask(model, tokenizer, text, f["top-k"] as number);
+    const say = f.json ? (l: string) => console.error(l) : (l: string) => console.log(l);
     const width = Math.max(...masks.flatMap((m) => m.predictions.map((p) => p.token.length)));
     for (const m of masks) {
-      console.log(
+      say(
         masks.length > 1 ? `[MASK] ${m.index + 1} of ${masks.length}:` : "[MASK]:",
       );
       for (const p of m.predictions) {
-        console.log(`  ${p.prob.toFixed(4)}  ${p.token.padEnd(width)}  ${p.sequence}`);
+        say(`  ${p.prob.toFixed(4)}  ${p.token.padEnd(width)}  ${p.sequence}`);
       }
     }
     if (f.json) console.log(JSON.stringify({ text, masks }));

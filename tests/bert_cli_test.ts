@@ -69,9 +69,12 @@ const w = new Map([...ours].map(([n, t]) => [n, t.data]));
 const refCfg: BertRefConfig = { ...hfConfig, paddedVocab: V };
 const T = 16, MB = 4, SEED = 7;
 
+/** Under `--json`, stdout is the JSON object alone (the report goes to stderr). */
 function lastJson(r: CliResult) {
   strictEqual(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout.trim().split("\n").pop()!);
+  const lines = r.stdout.trim().split("\n");
+  strictEqual(lines.length, 1, `--json printed more than the object on stdout:\n${r.stdout}`);
+  return JSON.parse(lines[0]);
 }
 
 /** The reference's MLM logits `[M, V]` at the masked positions and SOP logits `[B, 2]`. */
@@ -225,7 +228,7 @@ Deno.test(
     ];
     const a = await runCli("cli/eval.ts", ["--model", "bert", "--init-from-hf", hfDir, ...common]);
     const ja = lastJson(a);
-    match(a.stdout, /eval: \d+ sequences, \d+ masked tokens \| mlm loss/);
+    match(a.stderr, /eval: \d+ sequences, \d+ masked tokens \| mlm loss/);
 
     // The float64 reference, and the library's training loss, on the same batches.
     const model = new Bert(TensorParallelLayers.single(dev), hfConfig, { seed: 0 });
@@ -303,7 +306,7 @@ Deno.test(
     deepStrictEqual(lastJson(await runCli("cli/eval.ts", ["--load", ck, ...common])), ja);
     const tp2Run = await runCli("cli/eval.ts", ["--load", ck, "--tp", "2", ...common]);
     const tp2 = lastJson(tp2Run);
-    match(tp2Run.stdout, /\| tensor parallel 2\n/);
+    match(tp2Run.stderr, /\| tensor parallel 2\n/);
     assertClose([tp2.mlm_loss, tp2.sop_loss], [ja.mlm_loss, ja.sop_loss], {
       rtol: 1e-5,
       what: "eval at TP=2",
@@ -341,7 +344,7 @@ Deno.test("fill-mask: top-k fillers and probabilities equal the reference", gpuT
     "--json",
   ]);
   const j = lastJson(r);
-  match(r.stdout, /\[MASK\] 1 of 2:\n {2}0\.\d{4} {2}\S+/);
+  match(r.stderr, /\[MASK\] 1 of 2:\n {2}0\.\d{4} {2}\S+/);
   const ids = [tok.special.cls, ...tok.encode("the"), tok.special.mask];
   ids.push(...tok.encode("sat on the"), tok.special.mask, ...tok.encode("."), tok.special.sep);
   const n = ids.length;
@@ -379,7 +382,7 @@ Deno.test("fill-mask: top-k fillers and probabilities equal the reference", gpuT
   if (!first.token.startsWith("##") && !first.token.startsWith("[")) {
     strictEqual(first.sequence, `The ${first.token} sat on the [MASK].`);
   }
-  console.log(r.stdout.trim().split("\n").slice(0, -1).join("\n"));
+  console.log(r.stderr.trim());
 
   // One-line errors: no [MASK], an unknown bracketed token, a word outside the vocabulary,
   // a missing directory.

@@ -42,9 +42,11 @@ async function run(
   return { code: o.code, out: d.decode(o.stdout), err: d.decode(o.stderr) };
 }
 
+/** Under `--json`, stdout is the JSON object alone (the report goes to stderr). */
 function lastJson(out: string): Record<string, number> {
   const lines = out.trim().split("\n");
-  return JSON.parse(lines[lines.length - 1]);
+  deepStrictEqual(lines.length, 1, `--json printed more than the object on stdout:\n${out}`);
+  return JSON.parse(lines[0]);
 }
 
 Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gpuTest, async () => {
@@ -101,7 +103,8 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   console.log(
     `eval loss ${ja.loss} (window-by-window ${expected}), ppl ${ja.ppl}, tokens ${ja.tokens}`,
   );
-  console.log(a.out.trim().split("\n").slice(0, -1).join("\n"));
+  match(a.err, /validation loss/);
+  console.log(a.err.trim());
 
   // usage and data errors are clear
   const u = await run("eval.ts", ["--data-path", bin]);
