@@ -14,7 +14,7 @@
  * @module
  */
 
-import { DistConfigError, splitDistArgs } from "../collectives/env.ts";
+import { DistConfigError, nodeRankCount, splitDistArgs } from "../collectives/env.ts";
 import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignDevices, listHostGpus } from "../collectives/devices.ts";
@@ -120,7 +120,13 @@ async function run(args: string[]): Promise<number> {
   }
   if (split.flags.devices !== undefined) {
     try {
-      assignDevices(dist.localWorld, dist.localRankBase, split.flags.devices, gpus);
+      assignDevices(
+        dist.localWorld,
+        dist.localRankBase,
+        split.flags.devices,
+        gpus,
+        nodeRankCount(dist),
+      );
     } catch (e) {
       if (e instanceof DistConfigError) throw new UsageError(oneLine(e.message));
       throw e;

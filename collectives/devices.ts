@@ -79,12 +79,15 @@ export function driPrimeFor(pci: string): string {
  * address (`pci:0000:01:00.0` or bare), `name:SUBSTRING` for Dawn's adapter
  * option, or `default`. Without a spec: with two or more GPUs, local rank `i`
  * gets GPU `i mod count`; otherwise every rank uses the default adapter.
+ * `nodeRanks`, where the launch says how many ranks this node runs, refuses a
+ * list with more entries than that (a device no rank would use is a typo).
  */
 export function assignDevices(
   count: number,
   localRankBase: number,
   spec: string | undefined,
   gpus: HostGpu[],
+  nodeRanks?: number,
 ): DeviceAssignment[] {
   const entries = spec?.trim() ? spec.split(",").map((s) => s.trim()) : [];
   if (entries.length > 1 && entries.length < localRankBase + count) {
@@ -92,6 +95,13 @@ export function assignDevices(
       `--devices lists ${entries.length} devices but local ranks go up to ${
         localRankBase + count - 1
       }`,
+    );
+  }
+  if (nodeRanks !== undefined && entries.length > 1 && entries.length > nodeRanks) {
+    throw new DistConfigError(
+      `--devices lists ${entries.length} devices but this node runs ${nodeRanks} rank${
+        nodeRanks === 1 ? "" : "s"
+      } (one entry per local rank, or one for all)`,
     );
   }
   const out: DeviceAssignment[] = [];

@@ -209,6 +209,15 @@ export function checkRunId(id: string, from: string): string {
 }
 
 /**
+ * How many ranks this node runs, where the launch says: the launcher's own
+ * flags (or a single rank) give all of this node's ranks to this process;
+ * torchrun, Slurm and Open MPI start one process per rank and may not say.
+ */
+export function nodeRankCount(cfg: DistConfig): number | undefined {
+  return cfg.source === "flags" || cfg.source === "single" ? cfg.localWorld : undefined;
+}
+
+/**
  * Resolves the job layout: explicit flags win; otherwise torchrun's, Slurm's or
  * Open MPI's variables (one rank per process); otherwise a single rank.
  */

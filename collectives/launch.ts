@@ -14,7 +14,7 @@
 
 import { Arena } from "./arena.ts";
 import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts";
-import { type DistConfig, DistConfigError } from "./env.ts";
+import { type DistConfig, DistConfigError, nodeRankCount } from "./env.ts";
 import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
 import { runRankProcesses, watchLauncher } from "./procs.ts";
@@ -170,6 +170,7 @@ export async function runWorkers(
     cfg.localRankBase,
     cfg.devices,
     opts.gpus ?? listHostGpus(),
+    nodeRankCount(cfg),
   );
   const remote = cfg.world > cfg.localWorld || (opts.forceTcp === true && cfg.world > 1);
   let server: StoreServer | null = null;

@@ -252,5 +252,13 @@ Deno.test("device mapping: one GPU per local rank, --devices overrides, single G
   assert.ok(single.every((a) => a.index === null && a.driPrime === undefined));
   assert.throws(() => assignDevices(2, 0, "0,5", gpus), /GPU 5 does not exist/);
   assert.throws(() => assignDevices(3, 0, "0,1", gpus), /lists 2 devices/);
+  // More entries than the node's ranks, where the launch says how many: refused.
+  assert.throws(
+    () => assignDevices(2, 0, "0,1,0", gpus, 2),
+    /lists 3 devices but this node runs 2 ranks/,
+  );
+  // A torchrun process (one rank, the node's count unknown) reads its own entry.
+  assert.equal(assignDevices(1, 0, "1,0,1", gpus)[0].pci, "0000:41:00.0");
+  assert.equal(assignDevices(2, 0, "0", gpus, 2).length, 2);
   assert.equal(driPrimeFor("0000:0a:00.1"), "pci-0000_0a_00_1!");
 });
