@@ -20,6 +20,7 @@ import { launch } from "../collectives/launch.ts";
 import { assignDevices, listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
+import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, looksNumeric } from "./data_source.ts";
 import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
@@ -58,16 +59,20 @@ async function preflight(f: FlagValues): Promise<string[]> {
     await refuseSavingOverAnotherRun(f.save as string, f.load as string | undefined);
   }
   if (f["log-json"]) await checkWritableFile("--log-json", f["log-json"] as string);
-  for (const flag of ["data-path", "train-data-path", "valid-data-path"]) {
-    const data = f[flag] as string | undefined;
-    if (data === undefined) continue;
-    try {
-      await Deno.stat(data);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        throw new DataError(`data path ${JSON.stringify(data)} does not exist (--${flag})`);
+  for (const flag of DATA_PATH_FLAGS) {
+    const source = dataSourceOf(f, flag);
+    for (const data of source?.paths ?? []) {
+      try {
+        await Deno.stat(data);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        const weight = looksNumeric(data)
+          ? `; a weight needs a path after it: --${flag} ${DATA_PATH_FORM}`
+          : "";
+        throw new DataError(
+          `data path ${JSON.stringify(data)} does not exist (--${flag}${weight})`,
+        );
       }
-      throw e;
     }
   }
   const extra = await agreeWithModelSource(f);
@@ -166,19 +171,20 @@ async function runRanks(
   if (dist.world > 1 || dist.source !== "single" || split.flags.devices !== undefined) {
     // Under --launcher procs the launcher passes signals on to the rank processes,
     // whose main threads handle them; otherwise this main thread tells its Workers.
+    let signals: SignalHandler | undefined;
     if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
       // What happens is printed once per node: by the process of global rank 0 and by each
       // node's first process (a rank process of our procs launcher leaves that to the launcher).
       const print = dist.rankBase === 0 ||
         (dist.localRankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV));
-      new SignalHandler({ canSave: !!f.save, print, workers: true }).install();
+      signals = new SignalHandler({ canSave: !!f.save, print, workers: true }).install();
     }
     // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
     // those before the ranks run (a rendezvous that times out, a store out of reach).
     return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
       ...split.rest,
       ...rankArgs,
-    ], { log: false });
+    ], { log: false, stopping: () => signals?.signal != null });
   }
   const signals = new SignalHandler({ canSave: !!f.save, print: true, workers: false }).install();
   try {

@@ -136,7 +136,25 @@ export interface RunOptions {
    * `forceTcp`, which tests the socket path unless this is set.
    */
   hostShm?: boolean;
+  /**
+   * Whether this process was asked to stop (a signal its main thread passed on
+   * to the ranks, which may now be saving a checkpoint). After a rank fails the
+   * others get {@link WORKER_AFTER_FAILURE_GRACE_MS} (at most the dist timeout
+   * plus 5 s) to fail on their own before they are terminated; once stopping,
+   * the dist timeout plus 5 s, as under the procs launcher.
+   */
+  stopping?: () => boolean;
 }
+
+/**
+ * How long the other Workers get, after one failed on its own, to notice and
+ * fail with their own messages before they are terminated. Longer than the
+ * procs launcher's (`AFTER_FAILURE_GRACE_MS` in collectives/procs.ts): a rank notices a failure
+ * at its next collective, which on a CPU adapter can be a whole step or a
+ * kernel compile away (tens of seconds), and terminating a Worker inside a GPU
+ * call can crash the process at exit, where a rank process is simply killed.
+ */
+export const WORKER_AFTER_FAILURE_GRACE_MS = 60_000;
 
 type Msg =
   | { type: "closing" }
@@ -262,28 +280,32 @@ export async function runWorkers(
     if (savedPrime === undefined) Deno.env.delete("DRI_PRIME");
     else Deno.env.set("DRI_PRIME", savedPrime);
   }
-  const grace = cfg.distTimeoutMs + 5000;
+  const timeoutGrace = cfg.distTimeoutMs + 5000;
+  const grace = () =>
+    opts.stopping?.() ? timeoutGrace : Math.min(WORKER_AFTER_FAILURE_GRACE_MS, timeoutGrace);
   await waitForAllOrGrace(
     () => outcomes.filter((o) => o).length >= cfg.localWorld,
     mainWait,
     () => failedAt,
     grace,
   );
+  const reported = outcomes.map((o) => o !== undefined);
   for (let i = 0; i < cfg.localWorld; i++) {
     if (!outcomes[i]) {
       outcomes[i] = {
         rank: cfg.rankBase + i,
         ok: false,
-        error: `still running ${grace} ms after another rank failed; terminated`,
+        error: `still running ${grace()} ms after another rank failed; terminated`,
       };
     }
   }
   // Workers close themselves after reporting (and after releasing their GPU
   // device): wait for that, bounded, before terminating. Terminating a Worker
   // while its device is being torn down can corrupt the heap (PLATFORM.md).
+  // A Worker that never reported (hung, or busy past the grace) will not close.
   let closeTimer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
-    Promise.all(closing),
+    Promise.all(closing.filter((_, i) => reported[i])),
     new Promise((r) => (closeTimer = setTimeout(r, CLOSE_WAIT_MS))),
   ]);
   clearTimeout(closeTimer);

@@ -1,6 +1,7 @@
 /**
  * `deno task launch` (through its task and permission set): `--help` before the module prints
- * the flags, and a missing module is a usage error (exit 2), not a module path.
+ * the flags, a missing module is a usage error (exit 2), not a module path, and a hung rank
+ * does not hold the job past the dist timeout and a short grace.
  * @module
  */
 import assert from "node:assert/strict";
@@ -39,4 +40,24 @@ Deno.test("deno task launch without a module is a usage error", async () => {
   const r = await task("--nproc-per-node", "2");
   assert.equal(r.code, 2);
   assert.match(r.err, /no WORKER_MODULE: usage: deno task launch/);
+});
+
+Deno.test("deno task launch: a hung Worker is terminated soon after its peer times out", async () => {
+  const timeoutS = 3;
+  const t0 = performance.now();
+  const r = await task(
+    "--nproc-per-node",
+    "2",
+    "--dist-timeout",
+    `${timeoutS}s`,
+    "tests/launch_hang_worker.ts",
+  );
+  const s = (performance.now() - t0) / 1000;
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.err, /rank 0 failed: .*rank 1/);
+  // Rank 0 fails at the timeout; rank 1 then gets the timeout plus 5 s (WORKER_AFTER_FAILURE_GRACE_MS
+  // caps that at a minute), and nobody waits for a hung Worker to close: before, the launcher
+  // then waited 15 s more for it to release its device.
+  assert.ok(s < 2 * timeoutS + 5 + 6, `the job took ${s.toFixed(1)} s`);
+  console.log(`hung Worker: job ended in ${s.toFixed(1)} s (dist timeout ${timeoutS} s)`);
 });
