@@ -442,7 +442,10 @@ export interface LrSchedule {
   lr: number;
   /** Final learning rate (default 0). */
   minLr?: number;
-  /** Linear warm-up iterations from 0 to `lr`. */
+  /**
+   * Linear warm-up iterations from 0 to `lr`, as Megatron's: the first update
+   * (iteration 0) runs at 0 and iteration `warmupIters` at `lr`.
+   */
   warmupIters?: number;
   /**
    * Iteration at which the decay reaches `minLr`, warm-up included (Megatron's
@@ -481,11 +484,17 @@ export function checkLrSchedule(s: LrSchedule): void {
   }
 }
 
-/** The learning rate at iteration `iter` (0-based). */
+/**
+ * The learning rate of update `iter` (0-based: the updates applied before it),
+ * as Megatron's `OptimizerParamScheduler.get_lr` at `num_steps = iter` (counted
+ * in iterations here, in samples there): `lr·iter/warmupIters` up to and
+ * including `warmupIters`, then the decay from `lr` at `warmupIters` to `minLr`
+ * at `decayIters`, and `minLr` after.
+ */
 export function learningRate(iter: number, s: LrSchedule): number {
   const warm = s.warmupIters ?? 0;
   const minLr = s.minLr ?? 0;
-  if (warm > 0 && iter < warm) return (s.lr * (iter + 1)) / warm;
+  if (warm > 0 && iter <= warm) return (s.lr * iter) / warm;
   const style = s.style ?? "cosine";
   if (style === "constant") return s.lr;
   const span = Math.max(1, s.decayIters - warm);

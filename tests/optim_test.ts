@@ -83,11 +83,14 @@ Deno.test("clipping is off for maxNorm 0 and leaves small gradients alone", gpuT
 });
 
 Deno.test("learning-rate schedules: warm-up, cosine, linear, constant", () => {
+  // Megatron's get_lr at num_steps = iter: the first update at 0, the peak at iter = warm-up.
   const s = { lr: 1e-3, minLr: 1e-4, warmupIters: 10, decayIters: 110 };
-  assertClose([learningRate(0, s)], [1e-4]);
-  assertClose([learningRate(4, s)], [5e-4]);
-  assertClose([learningRate(9, s)], [1e-3]);
+  assertClose([learningRate(0, s)], [0]);
+  assertClose([learningRate(1, s)], [1e-4]);
+  assertClose([learningRate(4, s)], [4e-4]);
+  assertClose([learningRate(9, s)], [9e-4]);
   assertClose([learningRate(10, s)], [1e-3]);
+  assertClose([learningRate(11, s)], [1e-4 + 0.9e-3 * 0.5 * (1 + Math.cos(Math.PI / 100))]);
   assertClose([learningRate(60, s)], [1e-4 + 0.9e-3 * 0.5]);
   assertClose([learningRate(110, s)], [1e-4]);
   assertClose([learningRate(500, s)], [1e-4]);
