@@ -31,6 +31,13 @@ export interface FlagSpec {
   group?: string;
   /** What the help text calls the value (default: the type, e.g. `FLOAT`). */
   valueName?: string;
+  /**
+   * A string flag that takes every value up to the next `--flag`, as
+   * argparse's `nargs='*'` (Megatron's `--data-path W1 P1 W2 P2 …`): one
+   * value parses to a string, several to a string array. Given twice, it is
+   * refused naming both, rather than one silently replacing the other.
+   */
+  list?: boolean;
 }
 
 /**
@@ -85,8 +92,8 @@ export class UsageError extends Error {
   }
 }
 
-/** Parsed values keyed by flag name (kebab-case). */
-export type FlagValues = Record<string, number | string | boolean | undefined>;
+/** Parsed values keyed by flag name (kebab-case); a {@link FlagSpec.list} flag's several values are an array. */
+export type FlagValues = Record<string, number | string | boolean | string[] | undefined>;
 
 /** The flags each parse result was given explicitly (not by default). */
 const given = new WeakMap<FlagValues, Set<string>>();
@@ -164,13 +171,69 @@ export function parseArgsOptions(specs: Record<string, FlagSpec>): {
   return { options, aliasOf };
 }
 
+/** Whether `token` ends a {@link FlagSpec.list} flag's values: a flag (`--x`, `-h`), not `-0.5`. */
+function isFlagToken(token: string): boolean {
+  return token.startsWith("--") || /^-[^\d.]/.test(token);
+}
+
+/**
+ * The values of `specs`' {@link FlagSpec.list} flags in `args` (by flag name),
+ * and the other arguments, for parseArgs. Throws {@link UsageError} for a list
+ * flag without a value or given twice.
+ */
+function takeListFlags(
+  args: string[],
+  specs: Record<string, FlagSpec>,
+  aliasOf: Map<string, string>,
+): { rest: string[]; lists: Map<string, { spelled: string; values: string[] }> } {
+  const rest: string[] = [];
+  const lists = new Map<string, { spelled: string; values: string[] }>();
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") { // the end of the flags: parseArgs refuses what follows
+      rest.push(...args.slice(i));
+      break;
+    }
+    const m = /^--([^=]+)(?:=(.*))?$/s.exec(args[i]);
+    const name = m ? aliasOf.get(m[1]) ?? m[1] : undefined;
+    const s = name === undefined ? undefined : specs[name];
+    if (!m || !s?.list) {
+      rest.push(args[i]);
+      // Another flag's value stays with it, whatever it looks like.
+      if (m && s && s.type !== "boolean" && m[2] === undefined && i + 1 < args.length) {
+        rest.push(args[++i]);
+      }
+      continue;
+    }
+    const values = m[2] === undefined ? [] : [m[2]];
+    while (i + 1 < args.length && !isFlagToken(args[i + 1])) values.push(args[++i]);
+    const form = `--${name} ${s.valueName ?? "VALUE …"}`;
+    if (values.length === 0) throw new UsageError(`--${m[1]} needs a value: ${form}`);
+    const before = lists.get(name!);
+    if (before) {
+      throw new UsageError(
+        `--${before.spelled} is given twice (${shownList(before.values)}, then ` +
+          `${shownList(values)}): one would replace the other; give all its values after one ` +
+          `flag: ${form}`,
+      );
+    }
+    lists.set(name!, { spelled: m[1], values });
+  }
+  return { rest, lists };
+}
+
+/** A list flag's values as a command line shows them. */
+function shownList(values: string[]): string {
+  return values.map((v) => /^[\w./+-]+$/.test(v) ? v : JSON.stringify(v)).join(" ");
+}
+
 /** Parses `args` against `specs`. */
 export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
   const specs = withMegatronSpellings(table);
   const { options, aliasOf } = parseArgsOptions(specs);
+  const { rest, lists } = takeListFlags(args, specs, aliasOf);
   let parsed;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+    parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
   } catch (e) {
     const raw = (e as Error).message;
     const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(raw);
@@ -190,6 +253,13 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
   given.set(out, names);
   for (const [name, s] of Object.entries(specs)) out[name] = s.default;
   if (parsed.values.help) out.help = true;
+  for (const [name, { spelled, values }] of lists) {
+    names.add(name);
+    if (values.includes("") && !specs[name].allowEmpty) {
+      throw new UsageError(`--${spelled} is empty: give it a value, or leave the flag out`);
+    }
+    out[name] = values.length === 1 ? values[0] : values;
+  }
   for (const [rawName, raw] of Object.entries(parsed.values)) {
     if (rawName === "help") continue;
     const name = aliasOf.get(rawName) ?? rawName;

@@ -10,9 +10,13 @@
 import { disagreements } from "../collectives/agree.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
+import { blendShape, DATA_PATH_FLAGS } from "./data_source.ts";
 import { UsageError } from "./flags.ts";
 
-/** Flags that name a node's own files: they must be given on all nodes or none, with any value. */
+/**
+ * Flags that name a node's own files: they must be given on all nodes or none,
+ * with any value; a blend (data-path flags) with the same weights on each.
+ */
 export const NODE_PATH_FLAGS: readonly string[] = [
   "data-path",
   "train-data-path",
@@ -43,7 +47,8 @@ const SHOWN = 4;
 /**
  * Refuses, on every rank at once, a job whose ranks parsed different `flags`
  * (kebab-case names, as {@link TrainArgs.flags}), but for
- * {@link NODE_OWN_FLAGS} and the values of {@link NODE_PATH_FLAGS}.
+ * {@link NODE_OWN_FLAGS} and the values of {@link NODE_PATH_FLAGS} (but for a
+ * blend's weights).
  */
 export async function checkSameFlags(
   group: ProcessGroup,
@@ -52,7 +57,10 @@ export async function checkSameFlags(
   const compared = Object.fromEntries(
     Object.entries(flags)
       .filter(([k, v]) => v !== undefined && !NODE_OWN_FLAGS.includes(k))
-      .map(([k, v]) => [k, NODE_PATH_FLAGS.includes(k) ? true : v]),
+      .map(([k, v]) => [
+        k,
+        DATA_PATH_FLAGS.includes(k) ? blendShape(k, v) : NODE_PATH_FLAGS.includes(k) ? true : v,
+      ]),
   );
   const found = await disagreements(group, compared);
   if (!found.length) return;

@@ -7,6 +7,7 @@
 import { type AutotuneArgs, autotuneArgs } from "./autotune.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
+import { type DataSource, dataSourceOf } from "./data_source.ts";
 import { type FlagValues, UsageError } from "./flags.ts";
 
 /** Train / validation / test weights (`--split 949,50,1`), normalized to sum 1. */
@@ -19,14 +20,20 @@ export interface DataSplit {
   test: number;
 }
 
-/** Where the training and validation data come from. */
+/**
+ * Where the training and validation data come from. Each source is one corpus
+ * or a blend of several (GPT only), as Megatron's data-path flags take them.
+ */
 export interface DataArgs {
-  /** One corpus split by {@link DataArgs.split} (`--data-path`; default Moby Dick). */
-  path?: string;
-  /** A separate training corpus (`--train-data-path`, e.g. nanoGPT's train.bin). */
-  trainPath?: string;
-  /** A separate validation corpus (`--valid-data-path`, e.g. val.bin). */
-  validPath?: string;
+  /**
+   * The corpus (or blend) split by {@link DataArgs.split} (`--data-path`;
+   * default Moby Dick): each corpus is split on its own, then each part blended.
+   */
+  source?: DataSource;
+  /** Separate training data (`--train-data-path`, e.g. nanoGPT's train.bin). */
+  train?: DataSource;
+  /** Separate validation data (`--valid-data-path`, e.g. val.bin). */
+  valid?: DataSource;
   /** GPT tokenizer name (`--tokenizer`). */
   tokenizer: string;
   /** How one corpus is split (from `--split`, else `--val-fraction`). */
@@ -247,9 +254,9 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       f16Arithmetic: !!f["f16-arithmetic"],
     },
     data: {
-      path: str(f, "data-path"),
-      trainPath: str(f, "train-data-path"),
-      validPath: str(f, "valid-data-path"),
+      source: dataSourceOf(f, "data-path"),
+      train: dataSourceOf(f, "train-data-path"),
+      valid: dataSourceOf(f, "valid-data-path"),
       tokenizer: str(f, "tokenizer") ?? "byte",
       split: splitFlag !== undefined
         ? parseSplit(splitFlag)

@@ -24,6 +24,7 @@ import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
+import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
 import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 import {
@@ -202,7 +203,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   },
   "data-path": {
     type: "string",
-    help: "text file, folder of .txt/.md, or .bin of uint16 ids (default: Moby Dick)",
+    list: true,
+    valueName: DATA_PATH_FORM,
+    help:
+      "text file, folder of .txt/.md, or .bin of uint16 ids (default: Moby Dick); GPT: a blend, " +
+      "as Megatron's: weight-path pairs (weights normalized) or several paths (weighted by " +
+      "size), each corpus split by --split, each part blended",
     group: "Data",
   },
   "tokenizer": {
@@ -224,11 +230,17 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   },
   "train-data-path": {
     type: "string",
-    help: "training data on its own (e.g. nanoGPT's train.bin), with --valid-data-path",
+    list: true,
+    valueName: DATA_PATH_FORM,
+    help:
+      "training data on its own (e.g. nanoGPT's train.bin), with --valid-data-path; GPT: a blend as --data-path's",
   },
   "valid-data-path": {
     type: "string",
-    help: "validation data on its own (e.g. val.bin), with --train-data-path",
+    list: true,
+    valueName: DATA_PATH_FORM,
+    help:
+      "validation data on its own (e.g. val.bin), with --train-data-path; GPT: a blend as --data-path's",
   },
   "save": { type: "string", help: "checkpoint directory to write", group: "Checkpoints" },
   "save-interval": {
@@ -461,6 +473,7 @@ export function checkModelFlags(f: FlagValues, tp: number, shape = true): void {
 
 /** The data flags: one corpus (`--data-path`, `--split`) or a train and a validation file. */
 function checkDataFlags(f: FlagValues): void {
+  for (const flag of DATA_PATH_FLAGS) dataSourceOf(f, flag); // their forms and weights
   if (f["split"] !== undefined) {
     parseSplit(f["split"] as string);
     if (wasGiven(f, "val-fraction")) {
@@ -730,7 +743,8 @@ export const BERT_ONLY_FLAGS: readonly string[] = ["apply-residual-connection-po
  * Refuses a flag of the other model family given to a run, once the family is
  * settled ({@link agreeWithModelSource}), since it would be ignored without a
  * word: a GPT-only flag ({@link GPT_ONLY_FLAGS}) to BERT, which reads WordPiece
- * and samples no text, or a BERT-only one ({@link BERT_ONLY_FLAGS}) to GPT.
+ * and samples no text, or a BERT-only one ({@link BERT_ONLY_FLAGS}) to GPT; and
+ * a blend of several corpora given to BERT (GPT-only for now).
  */
 export function refuseFlagsOfOtherModel(f: FlagValues): void {
   if (f.model === "gpt") {
@@ -743,6 +757,13 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
     return;
   }
   if (f.model !== "bert") return;
+  const blended = DATA_PATH_FLAGS.find((n) => isBlend(dataSourceOf(f, n)));
+  if (blended) {
+    throw new UsageError(
+      `--${blended} blends several corpora, which only GPT runs do for now; give a BERT run ` +
+        "one text file, .jsonl or folder (a folder's files are all read)",
+    );
+  }
   // `--sample-tokens 0` and WordPiece (`--tokenizer-type BertWordPieceLowerCase`) ask for what
   // BERT does anyway: Megatron's BERT scripts pass them.
   const given = GPT_ONLY_FLAGS.filter((n) =>

@@ -19,6 +19,8 @@ export interface LmBatch {
   seqLength: number;
   /** Start offset s_r of each row in the token stream. */
   starts: number[];
+  /** In a blend of corpora: the corpus (its index) each row's window comes from. */
+  sources?: number[];
 }
 
 /** Serializable state of a {@link GptBatchSampler} for checkpoint resume. */
@@ -47,8 +49,14 @@ function checkPositive(name: string, v: number): void {
   }
 }
 
-/** Fills `inputs`/`targets` row `row` from the window starting at `start`. */
-function fillRow(ids: ArrayLike<number>, start: number, T: number, row: number, b: LmBatch): void {
+/** Fills `inputs`/`targets` row `row` of `b` from the window of `ids` starting at `start`. */
+export function fillRow(
+  ids: ArrayLike<number>,
+  start: number,
+  T: number,
+  row: number,
+  b: LmBatch,
+): void {
   const o = row * T;
   for (let j = 0; j < T; j++) {
     b.inputs[o + j] = ids[start + j];
@@ -121,6 +129,13 @@ export class GptBatchSampler {
 
   /** Continues from a saved state (the seed must match the one this sampler was made with). */
   restore(state: GptSamplerState): void {
+    const blend = (state as { blend?: { counts?: unknown[] } })?.blend;
+    if (blend !== undefined) {
+      throw new DataError(
+        `the sampler state was saved by a blend of ${blend.counts?.length ?? "several"} ` +
+          "corpora; this run reads one corpus: give the same --data-path blend to resume it",
+      );
+    }
     if (state.seed !== this.#seed) {
       throw new Error(
         `sampler state was saved with seed ${state.seed}, this sampler uses ${this.#seed}`,
@@ -196,5 +211,6 @@ export function sliceBatch(batch: LmBatch, rank: number, parts: number): LmBatch
     batchSize: rows,
     seqLength: T,
     starts: batch.starts.slice(rank * rows, (rank + 1) * rows),
+    ...(batch.sources ? { sources: batch.sources.slice(rank * rows, (rank + 1) * rows) } : {}),
   };
 }

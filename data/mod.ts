@@ -1,7 +1,8 @@
 /**
  * The data layer: tokenizers (GPT-2 BPE, byte-level, BERT WordPiece), corpora (the default book,
- * text files and folders, `.bin` token files), GPT batch sampling and evaluation windows, BERT
- * sentence-pair batches with MLM masking, and entropy baselines. Host-only; no GPU.
+ * text files and folders, `.bin` token files), GPT batch sampling and evaluation windows (of one
+ * corpus or a blend, as Megatron's), BERT sentence-pair batches with MLM masking, and entropy
+ * baselines. Host-only; no GPU.
  * @module
  */
 
@@ -62,6 +63,18 @@ export {
   type LmBatch,
   sliceBatch,
 } from "./gpt_batches.ts";
+export {
+  blendCounts,
+  blendOrder,
+  BlendSchedule,
+  type BlendScheduleState,
+  normalizeWeights,
+} from "./blend.ts";
+export {
+  blendedEvalBatches,
+  BlendedGptBatchSampler,
+  type BlendedSamplerState,
+} from "./blended_gpt_batches.ts";
 export { uniformEntropy, unigramEntropy } from "./stats.ts";
 export { splitDocuments, splitParagraphSentences } from "./sentences.ts";
 export {

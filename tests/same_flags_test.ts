@@ -93,3 +93,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "same flags: a blend's weights must agree across nodes; its paths may differ",
+  timeout: 120_000,
+  fn: async () => {
+    const dir = await makeRunDir();
+    try {
+      await Deno.copyFile(`${dir}/data.txt`, `${dir}/copy.txt`);
+      const blend = (w: string, f: string) => ["--data-path", w, `${dir}/${f}`, "1", `${dir}/${f}`];
+      const { results: [n0, n1] } = await twoNodes(dir, [
+        blend("1", "data.txt"),
+        blend("3", "copy.txt"),
+      ]);
+      assert.equal(n0.code, 2, n0.stderr);
+      assert.equal(n1.code, 2, n1.stderr);
+      assert.match(
+        n0.stderr,
+        /--data-path 0\.5 PATH 0\.5 PATH on rank 0, 0\.75 PATH 0\.25 PATH on rank 1/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

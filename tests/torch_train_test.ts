@@ -15,7 +15,8 @@
  * windows with the library's sampler and tokenizer, and hands the script the token ids and the
  * window starts; a change of how train draws them shows as a first-step loss that disagrees.
  *
- * Each run (TP=1 with cosine decay, TP=2 as Workers with linear decay) exercises warm-up, decay,
+ * Each run (TP=1 with cosine decay, TP=2 as Workers with linear decay, DP=2 as Workers with
+ * cosine decay) exercises warm-up, decay,
  * the clamp to `--min-lr` past `--lr-decay-iters`, weight decay, non-default Adam betas,
  * clipping that triggers on some steps and not others, and two micro-batches per step. The
  * checks, per run:
@@ -225,7 +226,7 @@ interface RunResult {
 const runs: RunResult[] = [];
 
 /** Trains with the CLI at `tp`, exports, and runs the PyTorch loop on the same windows. */
-async function trainBoth(tp: number, style: "cosine" | "linear"): Promise<void> {
+async function trainBoth(tp: number, style: "cosine" | "linear", dp = 1): Promise<void> {
   const dir = await makeRunDir();
   try {
     await Deno.writeTextFile(`${dir}/data.txt`, TEXT);
@@ -244,8 +245,9 @@ async function trainBoth(tp: number, style: "cosine" | "linear"): Promise<void> 
       ...["--seed", String(SEED), "--sample-tokens", "0", "--log-interval", "1"],
       ...["--no-matmul-autotune", "--matmul-tuning-cache", "none"],
       ...["--log-json", `${dir}/log.jsonl`, "--save", `${dir}/ck`],
-      // TP=2: two ranks as Workers of this process (train's default launcher).
-      ...(tp > 1 ? ["--tp", String(tp), "--nproc-per-node", String(tp)] : []),
+      // TP=2 or DP=2: two ranks as Workers of this process (train's default launcher).
+      ...(tp > 1 ? ["--tp", String(tp)] : []),
+      ...(tp * dp > 1 ? ["--nproc-per-node", String(tp * dp)] : []),
     ]);
     const t1 = performance.now();
     await ok("cli/export_hf.ts", ["--load", `${dir}/ck`, "--output", `${dir}/final`]);
@@ -253,7 +255,7 @@ async function trainBoth(tp: number, style: "cosine" | "linear"): Promise<void> 
       .map((l) => JSON.parse(l)).filter((r) => r.type !== "header") as Logged[];
     assert.equal(logged.length, ITERS, "one --log-json record per iteration");
     assert.ok(logged.every((r) => !r.skipped), "fp32 skips no step");
-    const { ids, starts } = await trainWindows(`${dir}/data.txt`, 1);
+    const { ids, starts } = await trainWindows(`${dir}/data.txt`, dp);
     await Deno.writeTextFile(
       `${dir}/job.json`,
       JSON.stringify({
@@ -270,7 +272,7 @@ async function trainBoth(tp: number, style: "cosine" | "linear"): Promise<void> 
     const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
     if (VERBOSE) {
       console.log(
-        `TP=${tp} ${style}: train ${((t1 - t0) / 1000).toFixed(1)} s, export ${
+        `TP=${tp} DP=${dp} ${style}: train ${((t1 - t0) / 1000).toFixed(1)} s, export ${
           ((t2 - t1) / 1000).toFixed(1)
         } s, torch ${((t3 - t2) / 1000).toFixed(1)} s`,
       );
@@ -312,7 +314,7 @@ async function trainBoth(tp: number, style: "cosine" | "linear"): Promise<void> 
     assert.deepEqual(
       bad,
       [],
-      `TP=${tp}: past relative ${LOSS_RTOL} (loss) or ${NORM_RTOL} (grad norm)`,
+      `TP=${tp} DP=${dp}: past relative ${LOSS_RTOL} (loss) or ${NORM_RTOL} (grad norm)`,
     );
     // The final weights.
     const reach = ref.lr_applied.reduce(
@@ -333,7 +335,7 @@ async function trainBoth(tp: number, style: "cosine" | "linear"): Promise<void> 
     assert.deepEqual(
       worse,
       [],
-      `TP=${tp}: final weights past |ours − PyTorch's| ≤ ${WEIGHT_TOL_OF_MOVED} × moved ` +
+      `TP=${tp} DP=${dp}: final weights past |ours − PyTorch's| ≤ ${WEIGHT_TOL_OF_MOVED} × moved ` +
         `(key biases: ≤ ${reach.toFixed(4)}, AdamW's reach)`,
     );
   } finally {
@@ -358,6 +360,17 @@ Deno.test(
   withTimeLimit(150, { ...gpuTest, ignore: missing !== null }),
   async () => {
     await trainBoth(2, "linear");
+  },
+);
+
+Deno.test(
+  `train against PyTorch: DP=2 (Workers), cosine decay: losses, gradient norms, final weights${
+    missing ? " [SKIPPED: no PyTorch]" : ""
+  }`,
+  withTimeLimit(150, { ...gpuTest, ignore: missing !== null }),
+  async () => {
+    // Each rank one micro-batch of 2 rows: the all-reduced mean gradient is the 4 rows' mean.
+    await trainBoth(1, "cosine", 2);
   },
 );
 

@@ -27,6 +27,7 @@ import {
 import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
 import { type HfBert, readHfBert } from "../bert_model.ts";
+import type { DataSource } from "../data_source.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
@@ -77,16 +78,17 @@ interface BertSplits {
 async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<BertSplits> {
   const d = a.data;
   const validating = a.evalIters > 0;
-  if (d.trainPath !== undefined && d.validPath !== undefined) {
+  const trainPath = onePath(d.train), validPath = onePath(d.valid);
+  if (trainPath !== undefined && validPath !== undefined) {
     return {
-      train: prepareBertCorpus(await loadText(d.trainPath), wp),
+      train: prepareBertCorpus(await loadText(trainPath), wp),
       val: validating
-        ? validationCorpus(await loadText(d.validPath), wp, `the validation file ${d.validPath}`)
+        ? validationCorpus(await loadText(validPath), wp, `the validation file ${validPath}`)
         : null,
-      source: `${d.trainPath} + ${d.validPath}`,
+      source: `${trainPath} + ${validPath}`,
     };
   }
-  const path = d.trainPath ?? d.path;
+  const path = trainPath ?? onePath(d.source);
   const text = await loadText(path);
   const cut = Math.round(text.length * d.split.train);
   const end = Math.round(text.length * (d.split.train + d.split.valid));
@@ -97,6 +99,18 @@ async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<Ber
       : null,
     source: path ?? "Moby Dick",
   };
+}
+
+/** The one path of `s`: BERT does not blend corpora (GPT-only for now). */
+function onePath(s: DataSource | undefined): string | undefined {
+  if (s === undefined) return undefined;
+  if (s.paths.length > 1) {
+    throw new DataError(
+      `a blend of ${s.paths.length} corpora (${s.paths.join(", ")}): only GPT runs blend ` +
+        "corpora for now; give a BERT run one text file, .jsonl or folder",
+    );
+  }
+  return s.paths[0];
 }
 
 /** The validation corpus, or an error that names the validation data, not the whole corpus. */

@@ -1,15 +1,19 @@
 /**
- * The GPT task of `deno task train`: next-token prediction on a token stream
- * (one corpus split by `--split`/`--val-fraction`, or `--train-data-path` plus
- * `--valid-data-path`), a GPT from flags or a Hugging Face GPT-2, the final
- * baselines and a sample.
+ * The GPT task of `deno task train`: next-token prediction on token streams
+ * (one corpus or a blend split by `--split`/`--val-fraction`, or
+ * `--train-data-path` plus `--valid-data-path`: cli/tasks/gpt_data.ts), a GPT
+ * from flags or a Hugging Face GPT-2, the final baselines and a sample.
  * @module
  */
 
 import type { Device } from "../../core/device.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { TokenIds } from "../../core/token_ids.ts";
-import { loadTokens } from "../../data/corpus.ts";
+import {
+  blendedEvalBatches,
+  BlendedGptBatchSampler,
+  type BlendedSamplerState,
+} from "../../data/blended_gpt_batches.ts";
 import { DataError } from "../../data/errors.ts";
 import {
   evalBatches,
@@ -26,6 +30,14 @@ import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
 import { tokenizerAdvice, vocabularyMisfit } from "../model_tokenizer.ts";
 import { forStdout, TextStream } from "../text_stream.ts";
+import {
+  blendUnigramEntropy,
+  describeBlend,
+  type GptSplits,
+  isBlendPart,
+  loadGptSplits,
+  partTokens,
+} from "./gpt_data.ts";
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
@@ -37,68 +49,6 @@ import {
   type TaskEnv,
   withRunSettings,
 } from "./task.ts";
-
-/** Training and validation token streams, and where they came from. */
-export interface GptSplits {
-  /** Training tokens. */
-  train: Uint32Array;
-  /** Validation tokens. */
-  val: Uint32Array;
-  /** Held-out test tokens (`--split`'s third part; not used by training). */
-  test: Uint32Array;
-  /** The data, for the log. */
-  source: string;
-}
-
-/**
- * The token streams of a run: `--train-data-path` and `--valid-data-path`
- * each read whole, or one corpus cut in order into train, validation and test
- * parts by the split weights (the test part last, then validation before it).
- */
-export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise<GptSplits> {
-  const d = a.data;
-  const T = a.seqLength;
-  let splits: GptSplits;
-  if (d.trainPath !== undefined && d.validPath !== undefined) {
-    const train = await loadTokens(tokenizer, d.trainPath);
-    const val = await loadTokens(tokenizer, d.validPath);
-    splits = {
-      train: train.ids,
-      val: val.ids,
-      test: new Uint32Array(0),
-      source: `${train.source} + ${val.source}`,
-    };
-  } else {
-    const corpus = await loadTokens(tokenizer, d.trainPath ?? d.path);
-    const n = corpus.ids.length;
-    const nTest = Math.round(n * d.split.test);
-    const nVal = Math.round(n * d.split.valid);
-    const cut = Math.max(0, n - nVal - nTest);
-    splits = {
-      train: corpus.ids.subarray(0, cut),
-      val: corpus.ids.subarray(cut, n - nTest),
-      test: corpus.ids.subarray(n - nTest),
-      source: corpus.source,
-    };
-  }
-  const files = d.trainPath !== undefined && d.validPath !== undefined;
-  for (const [name, part] of [["training", splits.train], ["validation", splits.val]] as const) {
-    if (name === "validation" && a.evalIters === 0) continue; // no validation: nothing read from it
-    if (part.length < T + 1) {
-      // Two files are read whole: --split does not apply to them.
-      const what = files
-        ? `the ${name} file ${name === "training" ? d.trainPath : d.validPath}`
-        : `the ${name} split`;
-      throw new DataError(
-        `${what} has ${part.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
-          `use more data, ${files ? "" : "another --split (or --val-fraction), "}` +
-          `or a shorter --seq-length` +
-          (name === "validation" ? " (--eval-iters 0 trains without validation)" : ""),
-      );
-    }
-  }
-  return splits;
-}
 
 /** Rows `lo .. lo + rows` of `b` as input and target tensors. */
 function gptTensors(device: Device, b: LmBatch, lo: number, rows: number) {
@@ -135,6 +85,17 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   };
 }
 
+/**
+ * The data of the `data:` line: the corpus, or each corpus of a blend with its
+ * weight and tokens; separate training and validation data joined by `+`.
+ */
+function dataSource(s: GptSplits): string {
+  const tokens = new Map(s.corpora.map((c) => [c.source, c.tokens]));
+  const one = (p: GptSplits["train"]) =>
+    isBlendPart(p) ? describeBlend(p, (n) => tokens.get(n)) : p.names[0];
+  return s.separate ? `${one(s.train)} + ${one(s.val)}` : one(s.train);
+}
+
 /** GPT pre-training: next-token cross-entropy. */
 export class GptTask implements Task<LmBatch> {
   /** `"gpt"`. */
@@ -151,7 +112,7 @@ export class GptTask implements Task<LmBatch> {
   readonly validation: LmBatch[];
   /** Checkpoint facts. */
   readonly checkpointInfo: TaskCheckpointInfo;
-  readonly #sampler: GptBatchSampler;
+  readonly #sampler: GptBatchSampler | BlendedGptBatchSampler;
   readonly #params: number;
 
   /** Builds the model (and loads Hugging Face weights when `hf` is given). */
@@ -178,14 +139,21 @@ export class GptTask implements Task<LmBatch> {
     }
     const info = gptCheckpointInfo(this.model.config);
     this.checkpointInfo = { ...info, model: { ...info.model, shape: { ...this.shape } } };
-    this.#sampler = new GptBatchSampler(splits.train, {
-      batchSize: a.microBatch * env.dp,
-      seqLength: a.seqLength,
-      seed: a.seed,
-    });
-    this.validation = a.evalIters > 0
-      ? [...evalBatches(splits.val, a.microBatch, a.seqLength, { maxBatches: a.evalIters })]
-      : [];
+    const options = { batchSize: a.microBatch * env.dp, seqLength: a.seqLength, seed: a.seed };
+    const train = splits.train, val = splits.val;
+    // One corpus keeps the sampler (and checkpoint state) it had before blends.
+    this.#sampler = isBlendPart(train)
+      ? new BlendedGptBatchSampler(train.streams, train.weights, options, train.names)
+      : new GptBatchSampler(train.streams[0], options);
+    const maxBatches = a.evalIters;
+    this.validation = a.evalIters === 0
+      ? []
+      : isBlendPart(val)
+      ? blendedEvalBatches(val.streams, val.weights, a.microBatch, a.seqLength, {
+        maxBatches,
+        names: val.names,
+      })
+      : [...evalBatches(val.streams[0], a.microBatch, a.seqLength, { maxBatches })];
     this.#params = fullParamCount(this.model, tp);
   }
 
@@ -206,23 +174,28 @@ export class GptTask implements Task<LmBatch> {
   }
 
   /** The sampler's state. */
-  samplerState(): GptSamplerState {
+  samplerState(): GptSamplerState | BlendedSamplerState {
     return this.#sampler.state();
   }
 
-  /** Restores the sampler (its own checks reject a foreign state). */
+  /** Restores the sampler (its own checks reject a foreign state: another seed, a blend or not). */
   restoreSampler(state: unknown): void {
-    this.#sampler.restore(state as GptSamplerState);
+    if (this.#sampler instanceof BlendedGptBatchSampler) {
+      this.#sampler.restore(state as BlendedSamplerState);
+    } else this.#sampler.restore(state as GptSamplerState);
   }
 
   /** Data, model and initialization lines. */
   describe(): string[] {
     const t = this.tokenizer, s = this.splits;
+    const nTrain = partTokens(s.train), nVal = partTokens(s.val);
     const lines = [
-      `data: ${s.source} | tokenizer ${t.name} (vocab ${t.vocabSize}, padded ${this.model.paddedVocab}) | ` +
-      `${s.train.length} train / ${s.val.length} validation tokens` +
-      (this.validation.length === 0 && s.val.length > 0 ? " (unused: --eval-iters 0)" : "") +
-      (s.test.length > 0 ? ` (${s.test.length} test tokens held out, unused)` : ""),
+      `data: ${
+        dataSource(s)
+      } | tokenizer ${t.name} (vocab ${t.vocabSize}, padded ${this.model.paddedVocab}) | ` +
+      `${nTrain} train / ${nVal} validation tokens` +
+      (this.validation.length === 0 && nVal > 0 ? " (unused: --eval-iters 0)" : "") +
+      (s.testTokens > 0 ? ` (${s.testTokens} test tokens held out, unused)` : ""),
       modelLine(
         "GPT",
         "pre-LN",
@@ -260,7 +233,9 @@ export class GptTask implements Task<LmBatch> {
     );
     say(
       `  baseline, unigram entropy of the corpus:       ${
-        unigramEntropy(this.splits.train).toFixed(4)
+        (isBlendPart(this.splits.train)
+          ? blendUnigramEntropy(this.splits.train)
+          : unigramEntropy(this.splits.train.streams[0])).toFixed(4)
       }`,
     );
     if (a.sample.tokens > 0) await this.#sample(a.sample, a.seed, log);

@@ -1,0 +1,114 @@
+/**
+ * Megatron's dataset blending: which of several corpora each next sample comes
+ * from. Sample `i` goes to the corpus whose count lags its share furthest:
+ * the largest `w_k · max(i, 1) − count_k` (the first such corpus on a tie), as
+ * Megatron-LM's `build_blending_indices` (megatron/core/datasets/helpers.cpp)
+ * orders a blended dataset. The order depends only on the weights, so any prefix
+ * holds each corpus within one sample of its share, and a run resumed at sample
+ * `i` continues it exactly.
+ * @module
+ */
+
+import { DataError } from "./errors.ts";
+
+/** `weights` scaled to sum 1; each must be a positive finite number. */
+export function normalizeWeights(weights: readonly number[]): number[] {
+  if (weights.length === 0) throw new RangeError("a blend needs at least one weight");
+  for (const w of weights) {
+    if (!(w > 0 && Number.isFinite(w))) {
+      throw new RangeError(`blend weights must be positive finite numbers, got ${w}`);
+    }
+  }
+  const sum = weights.reduce((s, w) => s + w, 0);
+  return weights.map((w) => w / sum);
+}
+
+/** Serializable state of a {@link BlendSchedule}. */
+export interface BlendScheduleState {
+  /** The normalized weights the counts were made with. */
+  weights: number[];
+  /** Samples taken from each corpus so far. */
+  counts: number[];
+}
+
+/** The corpus sample `i` goes to, given the counts of samples `0 .. i−1` (updated). */
+function pick(weights: readonly number[], counts: number[], i: number): number {
+  const x = Math.max(i, 1);
+  let best = 0, bestErr = weights[0] * x - counts[0];
+  for (let k = 1; k < weights.length; k++) {
+    const err = weights[k] * x - counts[k];
+    if (err > bestErr) [best, bestErr] = [k, err];
+  }
+  counts[best]++;
+  return best;
+}
+
+/**
+ * The blend order, one sample at a time: {@link BlendSchedule.next} says which
+ * corpus the next sample comes from. Weights are normalized here.
+ */
+export class BlendSchedule {
+  /** The normalized weights. */
+  readonly weights: readonly number[];
+  #counts: number[];
+  #samples = 0;
+
+  /** A schedule over corpora of `weights` (positive; scaled to sum 1). */
+  constructor(weights: readonly number[]) {
+    this.weights = normalizeWeights(weights);
+    this.#counts = this.weights.map(() => 0);
+  }
+
+  /** Samples scheduled so far. */
+  get samples(): number {
+    return this.#samples;
+  }
+
+  /** Samples given to each corpus so far (a copy). */
+  get counts(): number[] {
+    return [...this.#counts];
+  }
+
+  /** The corpus of the next sample. */
+  next(): number {
+    return pick(this.weights, this.#counts, this.#samples++);
+  }
+
+  /** The current state, JSON-serializable. */
+  state(): BlendScheduleState {
+    return { weights: [...this.weights], counts: [...this.#counts] };
+  }
+
+  /**
+   * Continues from a saved state. Saved with other weights (or another number
+   * of corpora), the schedule goes on at the same sample position of this
+   * blend's order, as Megatron's blend rebuilt with new weights does.
+   */
+  restore(state: BlendScheduleState): void {
+    const c = state?.counts;
+    if (!Array.isArray(c) || c.some((n) => !Number.isSafeInteger(n) || n < 0)) {
+      throw new DataError("the saved blend state has no valid per-corpus counts");
+    }
+    const samples = c.reduce((s, n) => s + n, 0);
+    const same = Array.isArray(state.weights) && state.weights.length === this.weights.length &&
+      state.weights.every((w, k) => w === this.weights[k]);
+    this.#counts = same ? [...c] : blendCounts(this.weights, samples);
+    this.#samples = samples;
+  }
+}
+
+/** The corpus of each of the first `n` samples of the blend of `weights`. */
+export function blendOrder(weights: readonly number[], n: number): Uint32Array {
+  const s = new BlendSchedule(weights);
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) out[i] = s.next();
+  return out;
+}
+
+/** Samples each corpus holds among the first `n` of the blend of `weights`. */
+export function blendCounts(weights: readonly number[], n: number): number[] {
+  const w = normalizeWeights(weights);
+  const counts = w.map(() => 0);
+  for (let i = 0; i < n; i++) pick(w, counts, i);
+  return counts;
+}

@@ -1,0 +1,225 @@
+/**
+ * GPT batches from a blend of corpora: each row's corpus follows the blend
+ * order of data/blend.ts (Megatron's), its window start is drawn at random in
+ * that corpus, reproducibly from the seed; validation takes each corpus's
+ * non-overlapping windows in order, in the same blend order.
+ * @module
+ */
+
+import { BlendSchedule, type BlendScheduleState } from "./blend.ts";
+import { DataError } from "./errors.ts";
+import { evalWindowStarts, fillRow, type GptSamplerOptions, type LmBatch } from "./gpt_batches.ts";
+import { DataRng, type DataRngState } from "./rng.ts";
+
+/** Serializable state of a {@link BlendedGptBatchSampler} for checkpoint resume. */
+export interface BlendedSamplerState {
+  /** Seed the sampler was created with. */
+  seed: number;
+  /** Generator words. */
+  rng: DataRngState;
+  /** Batches drawn so far. */
+  batches: number;
+  /** Where the blend order stands: the weights and the samples taken from each corpus. */
+  blend: BlendScheduleState;
+}
+
+/** `names[k]`, or "corpus k" (for messages). */
+function nameOf(names: readonly string[] | undefined, k: number): string {
+  return names?.[k] ?? `corpus ${k}`;
+}
+
+function checkCorpora(
+  corpora: readonly ArrayLike<number>[],
+  weights: readonly number[],
+  names: readonly string[] | undefined,
+): void {
+  if (corpora.length === 0) throw new RangeError("a blend needs at least one corpus");
+  if (corpora.length !== weights.length) {
+    throw new RangeError(`${corpora.length} corpora but ${weights.length} weights`);
+  }
+  if (names && names.length !== corpora.length) {
+    throw new RangeError(`${corpora.length} corpora but ${names.length} names`);
+  }
+}
+
+/**
+ * Draws training batches from a blend: row by row, the corpus comes from the
+ * blend order of `weights` ({@link BlendSchedule}), the window start uniformly
+ * from that corpus's [0, n − T − 1]. One corpus draws exactly the windows a
+ * `GptBatchSampler` of the same seed draws. `state()`/`restore()` let a resumed
+ * run continue the same sequence.
+ */
+export class BlendedGptBatchSampler {
+  readonly #corpora: readonly ArrayLike<number>[];
+  readonly #B: number;
+  readonly #T: number;
+  readonly #seed: number;
+  #rng: DataRng;
+  #schedule: BlendSchedule;
+  #batches = 0;
+
+  /**
+   * A sampler over `corpora` blended by `weights` (positive, normalized here);
+   * `names` name the corpora in errors. Throws a {@link DataError} naming a
+   * corpus shorter than one window (T+1 tokens).
+   */
+  constructor(
+    corpora: readonly ArrayLike<number>[],
+    weights: readonly number[],
+    options: GptSamplerOptions,
+    names?: readonly string[],
+  ) {
+    checkCorpora(corpora, weights, names);
+    for (
+      const [name, v] of [["batch size", options.batchSize], [
+        "sequence length",
+        options.seqLength,
+      ]] as const
+    ) {
+      if (!Number.isInteger(v) || v < 1) {
+        throw new RangeError(`${name} must be a positive integer, got ${v}`);
+      }
+    }
+    corpora.forEach((ids, k) => {
+      if (ids.length < options.seqLength + 1) {
+        throw new DataError(
+          `${nameOf(names, k)} has ${ids.length} tokens, fewer than one window of ` +
+            `seq length + 1 = ${options.seqLength + 1}; use more data or a shorter --seq-length`,
+        );
+      }
+    });
+    this.#corpora = corpora;
+    this.#B = options.batchSize;
+    this.#T = options.seqLength;
+    this.#seed = options.seed;
+    this.#rng = new DataRng(options.seed);
+    this.#schedule = new BlendSchedule(weights);
+  }
+
+  /** The normalized weights. */
+  get weights(): readonly number[] {
+    return this.#schedule.weights;
+  }
+
+  /** Batches drawn so far. */
+  get batchesDrawn(): number {
+    return this.#batches;
+  }
+
+  /** Rows drawn so far from each corpus. */
+  get counts(): number[] {
+    return this.#schedule.counts;
+  }
+
+  /** Draws the next batch; its `sources` say which corpus each row came from. */
+  next(): LmBatch {
+    const B = this.#B, T = this.#T;
+    const batch: LmBatch = {
+      inputs: new Int32Array(B * T),
+      targets: new Int32Array(B * T),
+      batchSize: B,
+      seqLength: T,
+      starts: [],
+      sources: [],
+    };
+    for (let r = 0; r < B; r++) {
+      const k = this.#schedule.next();
+      const ids = this.#corpora[k];
+      const start = this.#rng.nextInt(ids.length - T);
+      batch.starts.push(start);
+      batch.sources!.push(k);
+      fillRow(ids, start, T, r, batch);
+    }
+    this.#batches++;
+    return batch;
+  }
+
+  /** The current state, JSON-serializable. */
+  state(): BlendedSamplerState {
+    return {
+      seed: this.#seed,
+      rng: this.#rng.state(),
+      batches: this.#batches,
+      blend: this.#schedule.state(),
+    };
+  }
+
+  /**
+   * Continues from a saved state. The seed must match; a state saved by a
+   * sampler of one corpus (no blend) is refused. Saved with other weights, the
+   * blend goes on at the same sample position of this sampler's blend order
+   * ({@link BlendSchedule.restore}).
+   */
+  restore(state: BlendedSamplerState): void {
+    if (state?.blend === undefined) {
+      throw new DataError(
+        `the sampler state was saved by a run of one corpus; this run blends ` +
+          `${this.#corpora.length}: give that run's --data-path to resume it`,
+      );
+    }
+    if (state.seed !== this.#seed) {
+      throw new Error(
+        `sampler state was saved with seed ${state.seed}, this sampler uses ${this.#seed}`,
+      );
+    }
+    this.#schedule.restore(state.blend);
+    this.#rng.restore(state.rng);
+    this.#batches = state.batches;
+  }
+}
+
+/**
+ * Validation batches of a blend: up to `maxBatches` batches of `batchSize`
+ * rows (the last may be smaller), as many rows as the corpora have
+ * non-overlapping windows of `seqLength` (0, T, 2T, …) in all. Each row's
+ * corpus follows the blend order of `weights`; each corpus gives its windows
+ * in order, from its first again when a corpus with a large weight runs out
+ * before the others (as Megatron repeats a dataset for its share). Every
+ * corpus needs one window (T+1 tokens); `names` name them in errors.
+ */
+export function blendedEvalBatches(
+  corpora: readonly ArrayLike<number>[],
+  weights: readonly number[],
+  batchSize: number,
+  seqLength: number,
+  options: { maxBatches?: number; names?: readonly string[] } = {},
+): LmBatch[] {
+  checkCorpora(corpora, weights, options.names);
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batch size must be a positive integer, got ${batchSize}`);
+  }
+  const starts = corpora.map((ids) => evalWindowStarts(ids.length, seqLength));
+  starts.forEach((s, k) => {
+    if (s.length === 0) {
+      throw new DataError(
+        `${nameOf(options.names, k)} has ${corpora[k].length} tokens, fewer than one window ` +
+          `of seq length + 1 = ${seqLength + 1}`,
+      );
+    }
+  });
+  const available = starts.reduce((n, s) => n + s.length, 0);
+  const rows = Math.min(available, (options.maxBatches ?? Infinity) * batchSize);
+  const schedule = new BlendSchedule(weights);
+  const taken = corpora.map(() => 0);
+  const out: LmBatch[] = [];
+  for (let lo = 0; lo < rows; lo += batchSize) {
+    const B = Math.min(batchSize, rows - lo);
+    const batch: LmBatch = {
+      inputs: new Int32Array(B * seqLength),
+      targets: new Int32Array(B * seqLength),
+      batchSize: B,
+      seqLength,
+      starts: [],
+      sources: [],
+    };
+    for (let r = 0; r < B; r++) {
+      const k = schedule.next();
+      const start = starts[k][taken[k]++ % starts[k].length];
+      batch.starts.push(start);
+      batch.sources!.push(k);
+      fillRow(corpora[k], start, seqLength, r, batch);
+    }
+    out.push(batch);
+  }
+  return out;
+}
