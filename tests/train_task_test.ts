@@ -87,7 +87,7 @@ Deno.test("train: --load continues the saved learning-rate schedule; a disagreei
   equal(meta.state.args["lr"], 0.001);
   equal(meta.state.args["lr-decay-iters"], 4);
   // Resumed to 6 without the schedule's flags: decayed at 4, the rest at --min-lr (the
-  // defaults, lr 3e-3 warmed up over 30 steps, would give 5e-4 at iteration 5).
+  // defaults, lr 3e-3 warmed up over 30 steps, would give 4e-4 at iteration 5).
   const resume = (...extra: string[]) =>
     runCli("cli/train.ts", [
       ...tiny,
@@ -113,9 +113,10 @@ Deno.test("train: --load continues the saved learning-rate schedule; a disagreei
   await Deno.remove(`${dir}/log.jsonl`);
   const overridden = await resume("--lr", "0.1", "--override-opt-param-scheduler");
   strictEqual(overridden.code, 0, overridden.stderr);
-  // The command line's schedule: lr 0.1, min 3e-4 by default, 30 warm-up steps.
+  // The command line's schedule: lr 0.1, min 3e-4 by default, 30 warm-up steps; iteration 5
+  // applies the fifth update, Megatron's lr·4/30.
   const first5 = records(await Deno.readTextFile(`${dir}/log.jsonl`))[0].lr;
-  ok(Math.abs(first5 - 0.1 * 5 / 30) < 1e-9, `lr ${first5}`);
+  ok(Math.abs(first5 - 0.1 * 4 / 30) < 1e-9, `lr ${first5}`);
   // An earlier saved iteration, as eval and export-hf take it.
   const earlier = await resume("--iteration", "2");
   strictEqual(earlier.code, 0, earlier.stderr);
