@@ -6,6 +6,7 @@
  * @module
  */
 
+import { normalizeWeights } from "../data/blend.ts";
 import { UsageError } from "./flags.ts";
 
 /** One corpus, or a blend of corpora, as a data-path flag gives it. */
@@ -71,18 +72,44 @@ export function parseDataSource(flag: string, value: string | readonly string[])
     weights.push(w);
     paths.push(values[i + 1]);
   }
-  const sum = weights.reduce((s, w) => s + w, 0);
-  return { paths, weights: weights.map((w) => w / sum) };
+  try {
+    return { paths, weights: normalizeWeights(weights) };
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new UsageError(`--${flag} ${values.join(" ")}: ${e.message}`);
+  }
 }
 
-/** The {@link DataSource} of `flag` in parsed flags, or undefined when it was not given. */
+/**
+ * `path`, or `path.bin` where `path` does not exist and `path.bin` does:
+ * Megatron names an indexed dataset by its prefix (`corpus` for `corpus.bin`
+ * and `corpus.idx`), and its uint16 `.bin` is a stream of ids this project reads.
+ */
+export function megatronPrefix(path: string): string {
+  const exists = (p: string) => {
+    try {
+      Deno.statSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return !exists(path) && exists(`${path}.bin`) ? `${path}.bin` : path;
+}
+
+/**
+ * The {@link DataSource} of `flag` in parsed flags (a Megatron dataset prefix
+ * read as its `.bin`, see {@link megatronPrefix}), or undefined when it was
+ * not given.
+ */
 export function dataSourceOf(
   f: Readonly<Record<string, unknown>>,
   flag: string,
 ): DataSource | undefined {
   const v = f[flag];
   if (v === undefined) return undefined;
-  return parseDataSource(flag, v as string | string[]);
+  const s = parseDataSource(flag, v as string | string[]);
+  return { ...s, paths: s.paths.map(megatronPrefix) };
 }
 
 /** Whether `s` blends several corpora. */
@@ -93,10 +120,10 @@ export function isBlend(s: DataSource | undefined): boolean {
 /**
  * `flag`'s value with the paths replaced by `PATH`, to compare across nodes:
  * each node names its own files, but they must blend the same number of
- * corpora with the same weights. One path compares as `true` (given).
+ * corpora with the same weights. One path compares as `PATH`.
  */
 export function blendShape(flag: string, value: unknown): unknown {
-  if (typeof value === "string") return true;
+  if (typeof value === "string") return "PATH";
   if (!Array.isArray(value)) return value;
   try {
     const s = parseDataSource(flag, value as string[]);

@@ -13,6 +13,7 @@ import type { Device } from "../core/device.ts";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { loadTokens } from "../data/corpus.ts";
+import { megatronPrefix } from "./data_source.ts";
 import { DataError } from "../data/errors.ts";
 import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
 import { loadText } from "../data/corpus.ts";
@@ -221,7 +222,7 @@ async function readIds(
   vocabSize: number,
   saved?: string,
 ): Promise<{ ids: ArrayLike<number>; source: string }> {
-  const path = f["data-path"] as string;
+  const path = megatronPrefix(f["data-path"] as string);
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
   if (bin && !meta) return { ids: await readTokenBinWith(path, meta, vocabSize), source: path };

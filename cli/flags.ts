@@ -38,6 +38,14 @@ export interface FlagSpec {
    * refused naming both, rather than one silently replacing the other.
    */
   list?: boolean;
+  /**
+   * A Megatron flag this project does not implement (cli/megatron_flags.ts):
+   * given with a value in `accepts` (a switch whose `accepts` is true: given at
+   * all) it asks for what the project does anyway and is accepted, changing
+   * nothing; otherwise {@link parseFlags} refuses it with `reason`. The help
+   * lists such flags together, after the others.
+   */
+  unimplemented?: { reason: string; accepts?: readonly string[] | true };
 }
 
 /**
@@ -173,7 +181,39 @@ export function parseArgsOptions(specs: Record<string, FlagSpec>): {
 
 /** Whether `token` ends a {@link FlagSpec.list} flag's values: a flag (`--x`, `-h`), not `-0.5`. */
 function isFlagToken(token: string): boolean {
-  return token.startsWith("--") || /^-[^\d.]/.test(token);
+  return token.startsWith("--") ||
+    (/^-[^\d.]/.test(token) && !/^-(inf|infinity|nan)$/i.test(token));
+}
+
+/**
+ * Why `arg` was left over (parseArgs' "Unexpected argument"), from the
+ * arguments before it: the flag before it took one value, or none; and a list
+ * flag's values end at the next flag.
+ */
+function strayHint(
+  arg: string,
+  rest: string[],
+  specs: Record<string, FlagSpec>,
+  aliasOf: Map<string, string>,
+  lists: Map<string, { spelled: string }>,
+): string {
+  const i = rest.indexOf(arg);
+  const flagAt = (j: number) => {
+    const m = j >= 0 ? /^--([^=]+)(=.*)?$/s.exec(rest[j]) : null;
+    const name = m ? aliasOf.get(m[1]) ?? m[1] : undefined;
+    return m && name && specs[name] ? { spelled: m[1], inline: !!m[2], spec: specs[name] } : null;
+  };
+  const hints: string[] = [];
+  const prev = flagAt(i - 1), before = flagAt(i - 2);
+  if (prev?.spec.type === "boolean") hints.push(`--${prev.spelled} takes no value`);
+  else if (prev?.inline) hints.push(`--${prev.spelled} takes one value`);
+  else if (before && before.spec.type !== "boolean" && !before.inline) {
+    hints.push(`--${before.spelled} takes one value, here ${rest[i - 1]}`);
+  }
+  for (const { spelled } of lists.values()) {
+    hints.push(`--${spelled}'s values go together, before the next flag`);
+  }
+  return hints.length ? ` (${hints.join("; ")})` : "";
 }
 
 /**
@@ -244,8 +284,13 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
     const msg = raw.replace(/\. To specify.*$/s, "");
     const unknown = /^Unknown option '--([^'=]+)'/.exec(msg);
     const near = unknown ? nearestFlag(unknown[1], Object.keys(options)) : null;
+    const stray = /^Unexpected argument '(.*)'/s.exec(msg);
     throw new UsageError(
-      unknown ? `${msg} (${near ? `did you mean --${near}? ` : ""}--help lists the flags)` : msg,
+      unknown
+        ? `${msg} (${near ? `did you mean --${near}? ` : ""}--help lists the flags)`
+        : stray
+        ? msg + strayHint(stray[1], rest, specs, aliasOf, lists)
+        : msg,
     );
   }
   const out: FlagValues = {};
@@ -300,15 +345,45 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
     }
     out[name] = num;
   }
+  for (const name of names) {
+    const u = specs[name].unimplemented;
+    if (u) refuseUnimplemented(name, out[name], u);
+  }
   return out;
 }
 
-/** The help text for `specs`, grouped by section. */
+/**
+ * Refuses a {@link FlagSpec.unimplemented} flag given as `value`, unless the
+ * value is one it accepts: `--NAME VALUE: reason; A or B is accepted`.
+ */
+function refuseUnimplemented(
+  name: string,
+  value: FlagValues[string],
+  u: NonNullable<FlagSpec["unimplemented"]>,
+): void {
+  if (u.accepts === true) return;
+  const v = typeof value === "boolean" || value === undefined
+    ? null
+    : Array.isArray(value)
+    ? value.join(" ")
+    : String(value);
+  if (v !== null && u.accepts?.includes(v)) return;
+  const ok = u.accepts?.length
+    ? `; ${u.accepts.join(" or ")} ${u.accepts.length > 1 ? "are" : "is"} accepted`
+    : "";
+  throw new UsageError(`--${name}${v === null ? "" : ` ${v}`}: ${u.reason}${ok}`);
+}
+
+/**
+ * The help text for `specs`, grouped by section; the
+ * {@link FlagSpec.unimplemented} flags in a paragraph at the end.
+ */
 export function helpText(usage: string, table: Record<string, FlagSpec>): string {
   const specs = withMegatronSpellings(table);
   const lines = [usage, ""];
   let group = "";
   for (const [name, s] of Object.entries(specs)) {
+    if (s.unimplemented) continue;
     if (s.group && s.group !== group) {
       group = s.group;
       lines.push(`${group}:`);
@@ -323,7 +398,40 @@ export function helpText(usage: string, table: Record<string, FlagSpec>): string
     lines.push(`  --${name}${alias}${arg}`.padEnd(44) + ` ${s.help}${def}`);
   }
   lines.push("  -h, --help".padEnd(44) + " this text");
+  const unimplemented = Object.entries(specs).filter(([, s]) => s.unimplemented);
+  if (unimplemented.length) {
+    const accepted = unimplemented.flatMap(([n, s]) => {
+      const a = s.unimplemented!.accepts;
+      return a === true ? [`--${n}`] : a?.length ? [`--${n} ${a.join("|")}`] : [];
+    });
+    const refused = unimplemented.filter(([, s]) => !s.unimplemented!.accepts).map(([n]) =>
+      `--${n}`
+    );
+    lines.push(
+      "",
+      ...wrap(
+        "Megatron flags of what is not implemented here, accepted where they ask for what " +
+          `this project does anyway (they change nothing: ${accepted.join(", ")}) and refused ` +
+          `otherwise with the reason; always refused: ${refused.join(", ")}`,
+        90,
+      ),
+    );
+  }
   return lines.join("\n");
+}
+
+/** `text` broken into lines of at most `width` characters at spaces. */
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) out.push(line);
+  return out;
 }
 
 /**

@@ -12,6 +12,7 @@ import { DIST_FLAGS } from "../collectives/env.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { blendShape, DATA_PATH_FLAGS } from "./data_source.ts";
 import { UsageError } from "./flags.ts";
+import { MEGATRON_UNIMPLEMENTED } from "./megatron_flags.ts";
 
 /**
  * Flags that name a node's own files: they must be given on all nodes or none,
@@ -24,6 +25,8 @@ export const NODE_PATH_FLAGS: readonly string[] = [
   "save",
   "load",
   "init-from-hf",
+  "vocab-file",
+  "merge-file",
 ];
 
 /**
@@ -47,8 +50,9 @@ const SHOWN = 4;
 /**
  * Refuses, on every rank at once, a job whose ranks parsed different `flags`
  * (kebab-case names, as {@link TrainArgs.flags}), but for
- * {@link NODE_OWN_FLAGS} and the values of {@link NODE_PATH_FLAGS} (but for a
- * blend's weights).
+ * {@link NODE_OWN_FLAGS}, the values of {@link NODE_PATH_FLAGS} (but for a
+ * blend's weights) and Megatron's unimplemented flags that were accepted
+ * (`MEGATRON_UNIMPLEMENTED`: they change nothing).
  */
 export async function checkSameFlags(
   group: ProcessGroup,
@@ -56,7 +60,9 @@ export async function checkSameFlags(
 ): Promise<void> {
   const compared = Object.fromEntries(
     Object.entries(flags)
-      .filter(([k, v]) => v !== undefined && !NODE_OWN_FLAGS.includes(k))
+      .filter(([k, v]) =>
+        v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED)
+      )
       .map(([k, v]) => [
         k,
         DATA_PATH_FLAGS.includes(k) ? blendShape(k, v) : NODE_PATH_FLAGS.includes(k) ? true : v,
@@ -80,8 +86,8 @@ export async function checkSameFlags(
   const more = byKey.size > SHOWN ? ` (and ${byKey.size - SHOWN} more)` : "";
   throw new UsageError(
     `the ranks were started with different flags: ${lines.join("; ")}${more}. ` +
-      `Start every node with the same flags (only the paths' values, --backend, --log-json ` +
-      `and the matmul tuning flags may differ)`,
+      `Start every node with the same flags (only the paths' values, --backend, --log-json, ` +
+      `the matmul tuning flags and Megatron's flags that change nothing here may differ)`,
   );
 }
 

@@ -24,6 +24,7 @@ import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, looksNumeric } from "./d
 import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+import { checkVocabFiles } from "./megatron_flags.ts";
 import { checkWritableFile, ensureWritableDir, sameFile } from "./paths.ts";
 import { readLatest } from "../models/checkpoint/layout.ts";
 import { takeSaveLock } from "./save_lock.ts";
@@ -77,7 +78,7 @@ async function preflight(f: FlagValues): Promise<string[]> {
   }
   const extra = await agreeWithModelSource(f);
   refuseFlagsOfOtherModel(f);
-  return extra;
+  return [...extra, ...await checkVocabFiles(f)];
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 
 import { type AutotuneArgs, autotuneArgs } from "./autotune.ts";
+import type { LrSchedule } from "../core/optim.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type DataSource, dataSourceOf } from "./data_source.ts";
@@ -64,6 +65,8 @@ export interface ModelArgs {
   recomputeActivations: boolean;
   /** Fused attention kernels (`--use-flash-attn`, the default; off with `--no-flash-attn`). */
   fusedAttention: boolean;
+  /** Std of a fresh model's normal init (`--init-method-std`; models/blocks.ts `ModelOptions`). */
+  initStd: number;
 }
 
 /** Communication overlapped with backward (models/parallel/overlap.ts). */
@@ -122,18 +125,27 @@ export interface TrainArgs {
   globalBatch?: number;
   /** Optimizer steps. */
   trainIters: number;
-  /** Learning-rate schedule. */
+  /** Learning-rate schedule (Megatron's flags; {@link lrScheduleOf} resolves it). */
   lr: {
+    /** `--lr`. */
     peak: number;
+    /** `--min-lr`. */
     min: number;
+    /** `--lr-warmup-iters` (unused when `warmupFraction` is given). */
     warmupIters: number;
+    /** `--lr-warmup-fraction`: the warm-up as a share of the decay length. */
+    warmupFraction?: number;
+    /** `--lr-warmup-init`: where the warm-up starts. */
+    warmupInit: number;
+    /** `--lr-decay-iters` (default: the training length). */
     decayIters?: number;
+    /** `--lr-decay-style`. */
     style: "cosine" | "linear" | "constant";
   };
   /** Gradient-norm clip (0 = off). */
   clipGrad: number;
   /** AdamW. */
-  adam: { beta1: number; beta2: number; weightDecay: number };
+  adam: { beta1: number; beta2: number; eps: number; weightDecay: number };
   /** Seed for init, dropout and data order. */
   seed: number;
   /** Mixed precision (`--fp16`/`--bf16` and the loss-scale flags). */
@@ -224,6 +236,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       postLayerNorm: !!f["apply-residual-connection-post-layernorm"],
       recomputeActivations: !!f["recompute-activations"],
       fusedAttention: !f["no-flash-attn"],
+      initStd: num(f, "init-method-std"),
     },
     seqLength,
     microBatch: num(f, "micro-batch-size"),
@@ -233,6 +246,8 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       peak: num(f, "lr"),
       min: num(f, "min-lr"),
       warmupIters: num(f, "lr-warmup-iters"),
+      warmupFraction: opt(f, "lr-warmup-fraction"),
+      warmupInit: num(f, "lr-warmup-init"),
       decayIters: opt(f, "lr-decay-iters"),
       style: lrStyle(str(f, "lr-decay-style")),
     },
@@ -240,6 +255,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     adam: {
       beta1: num(f, "adam-beta1"),
       beta2: num(f, "adam-beta2"),
+      eps: num(f, "adam-eps"),
       weightDecay: num(f, "weight-decay"),
     },
     seed: num(f, "seed"),
@@ -290,6 +306,26 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     flags: Object.fromEntries(
       Object.entries(f).filter(([k, v]) => v !== undefined && k !== "help"),
     ),
+  };
+}
+
+/**
+ * The learning-rate schedule of a run, as Megatron builds its scheduler: the
+ * decay over `--lr-decay-iters` (default the training length), the warm-up
+ * over `--lr-warmup-fraction` × that length when given (fractional lengths
+ * included), else `--lr-warmup-iters`, from `--lr-warmup-init`.
+ */
+export function lrScheduleOf(a: TrainArgs): LrSchedule {
+  const decayIters = a.lr.decayIters ?? a.trainIters;
+  return {
+    lr: a.lr.peak,
+    minLr: a.lr.min,
+    initLr: a.lr.warmupInit,
+    warmupIters: a.lr.warmupFraction !== undefined
+      ? a.lr.warmupFraction * decayIters
+      : a.lr.warmupIters,
+    decayIters,
+    style: a.lr.style,
   };
 }
 

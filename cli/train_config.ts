@@ -6,6 +6,7 @@
 
 import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DIST_FLAG_SPECS } from "./dist.ts";
+import { DEFAULT_INIT_STD } from "../core/nn.ts";
 import { AdamW } from "../core/optim.ts";
 import { DIST_FLAGS } from "../collectives/env.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
@@ -27,6 +28,16 @@ import type { TokenizerName } from "../data/tokenizer.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
 import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
+import { MEGATRON_UNIMPLEMENTED, VOCAB_FILE_FLAGS } from "./megatron_flags.ts";
+import {
+  agreeInitStd,
+  agreeWarmup,
+  checkWarmup,
+  INIT_STD_FLAG,
+  type Refuse,
+  SCHEDULE_FLAGS,
+  WARMUP_FLAGS,
+} from "./resume_flags.ts";
 import {
   bertConfigOf,
   gptConfigOf,
@@ -47,7 +58,9 @@ export const LOSS_SCALE_FLAGS: readonly string[] = [
 /**
  * The flags a run's `--log-json` header records: every training flag given or
  * defaulted, but for those that do not apply to it (a BERT run's GPT-only
- * flags, whose tokenizer is WordPiece; the loss scaler's without `--fp16`).
+ * flags, whose tokenizer is WordPiece; the loss scaler's without `--fp16`; the
+ * init std of weights from Hugging Face; `--lr-warmup-iters` beside a warm-up
+ * fraction).
  */
 export function loggedConfig(a: TrainArgs): Record<string, unknown> {
   const out = { ...a.flags };
@@ -56,6 +69,10 @@ export function loggedConfig(a: TrainArgs): Record<string, unknown> {
     out.tokenizer = "bert";
   }
   if (a.precision.half !== "fp16") { for (const n of LOSS_SCALE_FLAGS) delete out[n]; }
+  // Weights from Hugging Face were not drawn here.
+  if (a.initFromHf) delete out[INIT_STD_FLAG];
+  // --lr-warmup-fraction replaces --lr-warmup-iters.
+  if (a.lr.warmupFraction !== undefined) delete out["lr-warmup-iters"];
   return out;
 }
 
@@ -113,6 +130,13 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "boolean",
     help: "unfused attention ops instead (they hold the [batch, heads, seq, seq] probabilities)",
   },
+  "init-method-std": {
+    type: "float",
+    default: DEFAULT_INIT_STD,
+    help: "std of the normal init of weight matrices and embeddings; the residual output " +
+      "projections take it / sqrt(2·layers) (a fresh model's: with --load it must be the " +
+      "checkpoint's, with --init-from-hf it is refused)",
+  },
   "micro-batch-size": {
     type: "int",
     default: 8,
@@ -129,7 +153,24 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "train-iters": { type: "int", default: 1000, min: 1, help: "optimizer steps" },
   "lr": { type: "float", default: 3e-3, min: 0, help: "peak learning rate" },
   "min-lr": { type: "float", default: 3e-4, min: 0, help: "final learning rate" },
-  "lr-warmup-iters": { type: "int", default: 30, min: 0, help: "linear warm-up steps" },
+  "lr-warmup-iters": {
+    type: "int",
+    default: 30,
+    min: 0,
+    help: "linear warm-up steps (or --lr-warmup-fraction)",
+  },
+  "lr-warmup-fraction": {
+    type: "float",
+    min: 0,
+    help: "warm-up as a fraction of --lr-decay-iters (Megatron's; instead of --lr-warmup-iters, " +
+      "which it replaces; the warm-up may end between steps)",
+  },
+  "lr-warmup-init": {
+    type: "float",
+    default: 0,
+    min: 0,
+    help: "learning rate the warm-up starts from, at the first step (Megatron's)",
+  },
   "lr-decay-iters": { type: "int", min: 1, help: "decay length (default train-iters)" },
   "lr-decay-style": {
     type: "string",
@@ -140,8 +181,9 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "override-opt-param-scheduler": {
     type: "boolean",
     aliases: ["override-opt_param-scheduler"],
-    help:
-      "with --load, the schedule flags (--lr, --min-lr, --lr-warmup-iters, --lr-decay-iters, --lr-decay-style) replace the checkpoint's instead of continuing it",
+    help: `with --load, the schedule flags (${
+      SCHEDULE_FLAGS.map((n) => `--${n}`).join(", ")
+    }) replace the checkpoint's instead of continuing it`,
   },
   "clip-grad": { type: "float", default: 1.0, min: 0, help: "global gradient-norm clip (0 = off)" },
   "weight-decay": { type: "float", default: 0.01, min: 0, help: "AdamW decoupled weight decay" },
@@ -152,6 +194,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     default: new AdamW([]).beta2,
     min: 0,
     help: "AdamW β2 (Megatron's and PyTorch's default; Megatron's GPT recipes use 0.95)",
+  },
+  "adam-eps": {
+    type: "float",
+    // AdamW's own default (core/optim.ts): 1e-8, as Megatron and PyTorch.
+    default: new AdamW([]).eps,
+    help: "AdamW's denominator epsilon: the update is m̂/(√v̂ + eps)",
   },
   "seed": { type: "int", default: 1234, min: 0, help: "seed for init, dropout and data order" },
   "fp16": {
@@ -217,6 +265,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     choices: [...GPT_TOKENIZERS],
     help: "GPT tokenizer (BERT uses WordPiece)",
   },
+  ...VOCAB_FILE_FLAGS,
   "val-fraction": {
     type: "float",
     default: 0.1,
@@ -330,6 +379,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   ...DIST_FLAG_SPECS,
   ...AUTOTUNE_FLAGS,
   ...DEBUG_FLAG,
+  ...MEGATRON_UNIMPLEMENTED,
 };
 
 /** Flags handled by the launcher (kept out of the per-rank flags). */
@@ -391,6 +441,12 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   if (f["use-flash-attn"] && f["no-flash-attn"]) {
     throw new UsageError("give either --use-flash-attn or --no-flash-attn, not both");
   }
+  if (f["attention-backend"] === "flash" && f["no-flash-attn"]) {
+    throw new UsageError(
+      "give either --attention-backend flash or --no-flash-attn, not both (the fused kernels " +
+        "are FlashAttention-style)",
+    );
+  }
   for (const n of ["loss-scale", "initial-loss-scale", "min-loss-scale"]) {
     const v = f[n] as number | undefined;
     if (v !== undefined && !(v > 0 && Number.isFinite(v))) {
@@ -426,6 +482,20 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     // β = 1 never forgets (the moment is the first gradient forever) and β > 1 diverges.
     if (!(v >= 0 && v < 1)) throw new UsageError(`--${n} must be in [0, 1), got ${v}`);
   }
+  const eps = f["adam-eps"] as number;
+  // Where a gradient is 0 (the vocabulary's padding rows), √v̂ is 0 and eps alone divides: the
+  // kernel's f32 eps must not be 0 (or infinite).
+  if (!(eps >= F32_MIN_NORMAL && eps <= F32_MAX)) {
+    throw new UsageError(
+      `--adam-eps must be a positive number in f32's range (${F32_MIN_NORMAL.toExponential(3)} ` +
+        `to ${F32_MAX.toExponential(3)}), got ${eps}`,
+    );
+  }
+  const std = f["init-method-std"] as number;
+  if (!(std > 0 && Number.isFinite(std))) {
+    throw new UsageError(`--init-method-std must be a positive number, got ${std}`);
+  }
+  checkWarmup(f);
   if (f.prompt === "" && (f["sample-tokens"] as number) > 0) {
     throw new UsageError(
       "--prompt is empty: give the text the final sample continues, or --sample-tokens 0",
@@ -520,22 +590,13 @@ export const CHECKPOINT_ARG_FLAGS: readonly string[] = [
 ];
 
 /**
- * The learning-rate schedule's flags, saved in checkpoints: a run resumed with
- * `--load` continues the saved schedule (see {@link agreeWithModelSource}).
- */
-export const SCHEDULE_FLAGS: readonly string[] = [
-  "lr",
-  "min-lr",
-  "lr-warmup-iters",
-  "lr-decay-iters",
-  "lr-decay-style",
-];
-
-/**
  * The values of {@link CHECKPOINT_ARG_FLAGS} and {@link SCHEDULE_FLAGS} of a
- * run (the decay length resolved), to save in its checkpoints.
+ * run (the decay length resolved; the warm-up as the run gave it, iterations or
+ * a fraction), to save in its checkpoints; and `--init-method-std`, the std the
+ * weights were drawn with, where known (`initStd`: not for weights from Hugging
+ * Face, nor from a checkpoint that does not record it).
  */
-export function checkpointArgs(a: TrainArgs): Record<string, unknown> {
+export function checkpointArgs(a: TrainArgs, initStd?: number): Record<string, unknown> {
   return {
     "seq-length": a.seqLength,
     ...(a.model.family === "gpt" ? { "tokenizer": a.data.tokenizer } : {}),
@@ -544,9 +605,13 @@ export function checkpointArgs(a: TrainArgs): Record<string, unknown> {
     "recompute-activations": a.model.recomputeActivations,
     "lr": a.lr.peak,
     "min-lr": a.lr.min,
-    "lr-warmup-iters": a.lr.warmupIters,
+    ...(a.lr.warmupFraction !== undefined
+      ? { "lr-warmup-fraction": a.lr.warmupFraction }
+      : { "lr-warmup-iters": a.lr.warmupIters }),
+    "lr-warmup-init": a.lr.warmupInit,
     "lr-decay-iters": a.lr.decayIters ?? a.trainIters,
     "lr-decay-style": a.lr.style,
+    ...(initStd !== undefined ? { [INIT_STD_FLAG]: initStd } : {}),
   };
 }
 
@@ -576,13 +641,19 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       if (value) extra.push(`--${flag}`);
     } else extra.push(`--${flag}`, String(value));
   };
-  const refuse = (flag: string, given: unknown, where: string, saved: unknown, how: string) => {
+  const refuse: Refuse = (flag, given, where, saved, how) => {
     throw new UsageError(
       `--${flag} ${given} disagrees with ${where} (${saved}); ${how}`,
     );
   };
   const hfDir = f["init-from-hf"] as string | undefined;
   if (hfDir) {
+    if (wasGiven(f, INIT_STD_FLAG)) {
+      throw new UsageError(
+        `--${INIT_STD_FLAG} sets the init of a fresh model; with --init-from-hf the weights come ` +
+          `from ${hfDir}: drop it`,
+      );
+    }
     const cfg = await readHfConfig(hfDir);
     const file = `${hfDir}/config.json`;
     const family = cfg.model_type === "bert" ? "bert" : "gpt";
@@ -676,14 +747,18 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     }
     adopt("tokenizer", tokenizer);
   }
+  agreeInitStd(f, savedCheckpointArgs(meta)[INIT_STD_FLAG], where, refuse, adopt);
   // The learning-rate schedule goes on from the saved one, as Megatron's does: a flag not given
   // takes the saved value (so a longer --train-iters keeps the decay length), one that
   // disagrees is refused, unless --override-opt-param-scheduler puts the command line's in.
   if (!f["override-opt-param-scheduler"]) {
     const saved = savedCheckpointArgs(meta);
+    // Saved before --lr-warmup-init existed: the warm-up started at 0.
+    if (saved.lr !== undefined) saved["lr-warmup-init"] ??= 0;
+    agreeWarmup(f, saved, where, refuse, adopt);
     for (const flag of SCHEDULE_FLAGS) {
       const v = saved[flag];
-      if (v === undefined || v === f[flag]) continue;
+      if (WARMUP_FLAGS.includes(flag) || v === undefined || v === f[flag]) continue;
       if (wasGiven(f, flag)) {
         refuse(
           flag,
@@ -779,9 +854,10 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
 }
 
 /**
- * The {@link CHECKPOINT_ARG_FLAGS} and {@link SCHEDULE_FLAGS} values saved in a checkpoint's state (by
- * flag name); for checkpoints saved without them, the tokenizer the vocabulary
- * size implies. What `--use-checkpoint-args` takes (`eval` can take them too).
+ * The {@link CHECKPOINT_ARG_FLAGS}, {@link SCHEDULE_FLAGS} and
+ * {@link INIT_STD_FLAG} values saved in a checkpoint's state (by flag name);
+ * for checkpoints saved without them, the tokenizer the vocabulary size
+ * implies. What `--use-checkpoint-args` takes (`eval` can take them too).
  */
 export function savedCheckpointArgs(
   meta: CheckpointMeta,
@@ -791,7 +867,7 @@ export function savedCheckpointArgs(
   if (args !== null && typeof args === "object") {
     for (const [k, v] of Object.entries(args)) {
       if (
-        (CHECKPOINT_ARG_FLAGS.includes(k) || SCHEDULE_FLAGS.includes(k)) &&
+        (CHECKPOINT_ARG_FLAGS.includes(k) || SCHEDULE_FLAGS.includes(k) || k === INIT_STD_FLAG) &&
         (typeof v === "number" || typeof v === "string" || typeof v === "boolean")
       ) out[k] = v;
     }

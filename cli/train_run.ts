@@ -40,7 +40,8 @@ import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
-import type { TrainArgs } from "./train_args.ts";
+import { lrScheduleOf, type TrainArgs } from "./train_args.ts";
+import { INIT_STD_FLAG } from "./resume_flags.ts";
 import { checkpointArgs, loggedConfig } from "./train_config.ts";
 
 /** What a run reports back (rank 0's view). */
@@ -138,13 +139,7 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     })
     : undefined;
   const trainer = new Trainer(device, task.model, {
-    schedule: {
-      lr: a.lr.peak,
-      minLr: a.lr.min,
-      warmupIters: a.lr.warmupIters,
-      decayIters: a.lr.decayIters ?? a.trainIters,
-      style: a.lr.style,
-    },
+    schedule: lrScheduleOf(a),
     clipGrad: a.clipGrad,
     adam: a.adam,
     hooks: g
@@ -174,6 +169,8 @@ interface SavedState {
   consumedTokens?: number;
   /** Sequences trained on up to the checkpoint (absent before 2026-12-05: tokens / sequence length). */
   consumedSamples?: number;
+  /** The flags saved with it (`checkpointArgs`). */
+  args?: Record<string, unknown>;
 }
 
 /** What a run has trained on so far: it goes on from a loaded checkpoint's count. */
@@ -182,7 +179,10 @@ interface Consumed {
   samples: number;
 }
 
-/** Loads `a.load` into the task's model, the optimizer and the sampler; returns the iteration. */
+/**
+ * Loads `a.load` into the task's model, the optimizer and the sampler; returns
+ * the iteration, and the init std its weights were drawn with where it records one.
+ */
 async function load<B>(
   a: TrainArgs,
   L: Layout,
@@ -190,7 +190,7 @@ async function load<B>(
   trainer: Trainer,
   setSkipped: (n: number) => void,
   setConsumed: (c: Consumed) => void,
-): Promise<number> {
+): Promise<{ iteration: number; initStd?: number }> {
   const r = await loadCheckpoint(a.load!, {
     iteration: a.loadIteration,
     params: task.model.namedParams(),
@@ -216,10 +216,14 @@ async function load<B>(
   L.log.say(
     `loaded ${r.path} (iteration ${r.iteration})${r.notes.length ? `: ${r.notes.join("; ")}` : ""}`,
   );
-  return r.iteration;
+  const initStd = st.args?.[INIT_STD_FLAG];
+  return { iteration: r.iteration, initStd: typeof initStd === "number" ? initStd : undefined };
 }
 
-/** Saves iteration `it` to `a.save` (every rank its shards, rank 0 the rest). */
+/**
+ * Saves iteration `it` to `a.save` (every rank its shards, rank 0 the rest),
+ * with the init std the weights were drawn with where known (`initStd`).
+ */
 async function save<B>(
   a: TrainArgs,
   L: Layout,
@@ -229,6 +233,7 @@ async function save<B>(
   it: number,
   consumed: Consumed,
   skipped: number,
+  initStd: number | undefined,
 ): Promise<void> {
   if (L.log.isLogger) await task.saveExtras(a.save!);
   await saveCheckpoint(a.save!, {
@@ -252,7 +257,7 @@ async function save<B>(
         : {}),
       skipped,
       seed: a.seed,
-      args: checkpointArgs(a),
+      args: checkpointArgs(a, initStd),
     },
   });
 }
@@ -366,14 +371,17 @@ async function trainOn<B>(
     a.model.recomputeActivations,
     task.headShare,
   );
-  // Validation: each data-parallel rank evaluates its share of the batches;
-  // the average over replicas of (sum × DP / all batches) is the mean over all.
+  // Validation: each data-parallel rank evaluates its share of the batches,
+  // each batch's mean loss weighted by its rows (a short last batch counts for
+  // its rows only); the average over replicas of (Σ loss·rows × DP / all rows)
+  // is the mean over every validation row.
   const valShare = task.validation.filter((_, i) => i % dp === dpRank);
+  const valRows = task.validation.reduce((n, b) => n + task.rowsOf(b), 0);
   const evaluate = () =>
     trainer.evaluate(
       valShare.length,
       (i) => task.loss(valShare[i], 0, task.rowsOf(valShare[i]), 1),
-      dp / task.validation.length,
+      (i) => task.rowsOf(valShare[i]) * dp / valRows,
     );
 
   const s = device.summary();
@@ -399,9 +407,13 @@ async function trainOn<B>(
   let skippedTotal = 0;
   // Counted from the checkpoint's own count: a resumed run may have another global batch.
   let base: Consumed = { tokens: 0, samples: 0 };
-  const startIter = a.load
-    ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c) + 1
-    : 1;
+  const loaded = a.load
+    ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
+    : null;
+  const startIter = loaded ? loaded.iteration + 1 : 1;
+  // The std the weights were drawn with, saved with them: this run's draw, or what the loaded
+  // checkpoint says (nothing for weights from Hugging Face).
+  const initStd = loaded ? loaded.initStd : a.initFromHf ? undefined : a.model.initStd;
   const skippedBefore = skippedTotal;
   const consumedAt = (it: number): Consumed => ({
     tokens: base.tokens + (it - startIter + 1) * gb * T,
@@ -540,7 +552,7 @@ async function trainOn<B>(
     }
     // Save.
     if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
-      await save(a, L, dist, task, trainer, it, consumedAt(it), skippedTotal);
+      await save(a, L, dist, task, trainer, it, consumedAt(it), skippedTotal, initStd);
       if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
     }
     if (log.isLogger) progress.update(it);

@@ -72,6 +72,7 @@ export type {
 } from "../kernels/matmul.ts";
 export type { MaskKind } from "../kernels/softmax.ts";
 export {
+  DEFAULT_INIT_STD,
   Dropout,
   Embedding,
   type InitSpec,

@@ -93,11 +93,17 @@ export abstract class Module {
   }
 }
 
+/**
+ * The standard deviation of a weight's normal init when none is given: 0.02,
+ * GPT-2's and Megatron's (`--init-method-std`).
+ */
+export const DEFAULT_INIT_STD = 0.02;
+
 /** How to initialise a weight: normal(0, std) from a stream. */
 export interface InitSpec {
   /** The random stream to draw from. */
   rng: RngStream;
-  /** Standard deviation (default 0.02, as GPT-2 and Megatron). */
+  /** Standard deviation (default {@link DEFAULT_INIT_STD}). */
   std?: number;
 }
 
@@ -119,7 +125,7 @@ export class Linear extends Module {
     super();
     this.weight = this.param(
       "weight",
-      randn(device, [outFeatures, inFeatures], init.rng.next(), init.std ?? 0.02),
+      randn(device, [outFeatures, inFeatures], init.rng.next(), init.std ?? DEFAULT_INIT_STD),
     );
     if (opts.bias ?? true) {
       this.bias = this.param("bias", full(device, [outFeatures], 0), { decay: false });
@@ -162,7 +168,7 @@ export class Embedding extends Module {
     super();
     this.weight = this.param(
       "weight",
-      randn(device, [num, dim], init.rng.next(), init.std ?? 0.02),
+      randn(device, [num, dim], init.rng.next(), init.std ?? DEFAULT_INIT_STD),
     );
   }
 

@@ -443,10 +443,14 @@ export interface LrSchedule {
   /** Final learning rate (default 0). */
   minLr?: number;
   /**
-   * Linear warm-up iterations from 0 to `lr`, as Megatron's: the first update
-   * (iteration 0) runs at 0 and iteration `warmupIters` at `lr`.
+   * Linear warm-up iterations from `initLr` to `lr`, as Megatron's: the first
+   * update (iteration 0) runs at `initLr` and iteration `warmupIters` at `lr`.
+   * Any finite number ≥ 0: Megatron's `--lr-warmup-fraction F` makes it
+   * F × the decay length, rarely a whole number.
    */
   warmupIters?: number;
+  /** Where the warm-up starts (Megatron's `--lr-warmup-init`; default 0, at most `lr`). */
+  initLr?: number;
   /**
    * Iteration at which the decay reaches `minLr`, warm-up included (Megatron's
    * `--lr-decay-iters`; the training CLI passes the training length).
@@ -458,8 +462,9 @@ export interface LrSchedule {
 
 /**
  * Throws a clear error for a schedule {@link learningRate} cannot follow: a
- * negative or non-finite rate, a warm-up or decay length that is not an
- * integer ≥ 0, an unknown style.
+ * negative or non-finite rate, a warm-up start above `lr`, a warm-up length
+ * that is not a finite number ≥ 0, a decay length that is not an integer ≥ 0,
+ * an unknown style.
  */
 export function checkLrSchedule(s: LrSchedule): void {
   if (typeof s !== "object" || s === null) {
@@ -477,7 +482,11 @@ export function checkLrSchedule(s: LrSchedule): void {
   };
   rate("lr", s.lr);
   rate("minLr", s.minLr ?? 0);
-  count("warmupIters", s.warmupIters ?? 0);
+  rate("initLr", s.initLr ?? 0);
+  if ((s.initLr ?? 0) > s.lr) {
+    throw new Error(`LrSchedule: initLr ${s.initLr} is above lr ${s.lr} (the warm-up rises to lr)`);
+  }
+  rate("warmupIters", s.warmupIters ?? 0);
   if ((s.style ?? "cosine") !== "constant") count("decayIters", s.decayIters);
   if (!["cosine", "linear", "constant"].includes(s.style ?? "cosine")) {
     throw new Error(`LrSchedule: style must be "cosine", "linear" or "constant", got ${s.style}`);
@@ -487,18 +496,22 @@ export function checkLrSchedule(s: LrSchedule): void {
 /**
  * The learning rate of update `iter` (0-based: the updates applied before it),
  * as Megatron's `OptimizerParamScheduler.get_lr` at `num_steps = iter` (counted
- * in iterations here, in samples there): `lr·iter/warmupIters` up to and
- * including `warmupIters`, then the decay from `lr` at `warmupIters` to `minLr`
- * at `decayIters`, and `minLr` after.
+ * in iterations here, in samples there): `initLr + (lr − initLr)·iter/warmupIters`
+ * up to and including `warmupIters`, then the decay from `lr` at `warmupIters`
+ * to `minLr` at `decayIters`, and `minLr` after (`lr` throughout for "constant").
  */
 export function learningRate(iter: number, s: LrSchedule): number {
   const warm = s.warmupIters ?? 0;
   const minLr = s.minLr ?? 0;
-  if (warm > 0 && iter <= warm) return (s.lr * iter) / warm;
+  const init = s.initLr ?? 0;
+  if (warm > 0 && iter <= warm) return init + ((s.lr - init) * iter) / warm;
   const style = s.style ?? "cosine";
   if (style === "constant") return s.lr;
-  const span = Math.max(1, s.decayIters - warm);
-  const t = Math.min(1, Math.max(0, (iter - warm) / span));
+  if (iter > s.decayIters) return minLr;
+  // Past the warm-up and within the decay: decayIters > warm, but for iteration 0 of a schedule
+  // without warm-up or decay length, which starts at lr.
+  const span = s.decayIters - warm;
+  const t = span > 0 ? Math.max(0, (iter - warm) / span) : 0;
   const f = style === "linear" ? 1 - t : 0.5 * (1 + Math.cos(Math.PI * t));
   return minLr + (s.lr - minLr) * f;
 }

@@ -11,7 +11,12 @@
 
 import { DataError } from "./errors.ts";
 
-/** `weights` scaled to sum 1; each must be a positive finite number. */
+/**
+ * `weights` scaled to sum 1; each must be a positive finite number. Scaled by
+ * the largest first, so that weights near f64's limits (1e308 twice) do not
+ * overflow the sum; a weight so small beside the largest that it scales to 0
+ * (5e-324 beside 1e300) is refused.
+ */
 export function normalizeWeights(weights: readonly number[]): number[] {
   if (weights.length === 0) throw new RangeError("a blend needs at least one weight");
   for (const w of weights) {
@@ -19,8 +24,17 @@ export function normalizeWeights(weights: readonly number[]): number[] {
       throw new RangeError(`blend weights must be positive finite numbers, got ${w}`);
     }
   }
-  const sum = weights.reduce((s, w) => s + w, 0);
-  return weights.map((w) => w / sum);
+  const max = Math.max(...weights);
+  const scaled = weights.map((w) => w / max);
+  const sum = scaled.reduce((s, w) => s + w, 0);
+  const out = scaled.map((w) => w / sum);
+  const lost = out.findIndex((w) => !(w > 0));
+  if (lost >= 0) {
+    throw new RangeError(
+      `blend weight ${weights[lost]} is too small beside ${max} to be a share (it rounds to 0)`,
+    );
+  }
+  return out;
 }
 
 /** Serializable state of a {@link BlendSchedule}. */

@@ -66,3 +66,88 @@ export function createGpt2Tokenizer(): Tokenizer {
     decode: decodeGpt2,
   };
 }
+
+/**
+ * GPT-2's map from the characters of its `vocab.json` and `merges.txt` to
+ * bytes (the inverse of its `bytes_to_unicode`): the printable bytes 33–126,
+ * 161–172 and 174–255 stand for themselves, the other 68 for U+0100 onwards,
+ * in byte order.
+ */
+function gpt2FileBytes(): Map<string, number> {
+  const printable = (b: number) =>
+    (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const out = new Map<string, number>();
+  let next = 256;
+  for (let b = 0; b < 256; b++) out.set(String.fromCodePoint(printable(b) ? b : next++), b);
+  return out;
+}
+
+/** Whether `a` and `b` hold the same bytes. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Where a GPT-2 `vocab.json` and `merges.txt` (Megatron's `--vocab-file` and
+ * `--merge-file`) differ from the GPT-2 vocabulary built in here: null when the
+ * vocabulary maps the same 50,257 tokens to the same ids and the merges, in
+ * order, make tokens 256, 257, … (the check tiktoken makes of GPT-2's own
+ * files: its BPE ranks a merge by the token it makes); otherwise the first
+ * difference, in words.
+ */
+export function gpt2FilesDiffer(vocabJson: string, mergesText: string): string | null {
+  const table = bytesOf();
+  const byteOf = gpt2FileBytes();
+  const bytesOfText = (text: string): Uint8Array | null => {
+    const out: number[] = [];
+    for (const ch of text) {
+      const b = byteOf.get(ch);
+      if (b === undefined) return null;
+      out.push(b);
+    }
+    return Uint8Array.from(out);
+  };
+  const shown = (id: number) => JSON.stringify(decodeGpt2([id]));
+  let vocab: unknown;
+  try {
+    vocab = JSON.parse(vocabJson);
+  } catch (e) {
+    return `the vocabulary is not JSON (${(e as Error).message.replace(/\s*\n\s*/g, " ")})`;
+  }
+  if (vocab === null || typeof vocab !== "object" || Array.isArray(vocab)) {
+    return "the vocabulary is not a JSON object of tokens and their ids";
+  }
+  const entries = Object.entries(vocab);
+  if (entries.length !== GPT2_VOCAB_SIZE) {
+    return `the vocabulary has ${entries.length} token${
+      entries.length === 1 ? "" : "s"
+    }, GPT-2's ${GPT2_VOCAB_SIZE}`;
+  }
+  for (const [token, id] of entries) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= GPT2_VOCAB_SIZE) {
+      return `token ${JSON.stringify(token)} has id ${JSON.stringify(id)}`;
+    }
+    const same = id === GPT2_EOS_ID
+      ? token === "<|endoftext|>"
+      : (bytesOfText(token) ?? new Uint8Array()).length > 0 &&
+        sameBytes(bytesOfText(token)!, table[id]);
+    if (!same) return `token ${JSON.stringify(token)} has id ${id}, GPT-2's ${shown(id)}`;
+  }
+  const lines = mergesText.split(/\r?\n/);
+  const first = lines[0]?.startsWith("#version") ? 1 : 0;
+  while (lines.length > first && lines[lines.length - 1] === "") lines.pop();
+  const merges = lines.slice(first);
+  const want = GPT2_VOCAB_SIZE - 257;
+  if (merges.length !== want) return `the merges file has ${merges.length} merges, GPT-2's ${want}`;
+  for (let i = 0; i < merges.length; i++) {
+    const pair = merges[i].split(" ");
+    const a = pair.length === 2 ? bytesOfText(pair[0]) : null;
+    const b = pair.length === 2 ? bytesOfText(pair[1]) : null;
+    const id = 256 + i;
+    if (!a || !b || !sameBytes(Uint8Array.from([...a, ...b]), table[id])) {
+      return `merge ${i + 1} (line ${i + 1 + first}: ${JSON.stringify(merges[i])}) does not ` +
+        `make GPT-2's token ${id} (${shown(id)})`;
+    }
+  }
+  return null;
+}

@@ -10,12 +10,26 @@
  */
 
 import type { Device } from "../core/device.ts";
-import { Dropout, Embedding, LayerNorm, Linear, Module, type ParamInfo } from "../core/nn.ts";
+import {
+  Dropout,
+  Embedding,
+  type InitSpec,
+  LayerNorm,
+  Linear,
+  Module,
+  type ParamInfo,
+} from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
-import { deriveSeed, RngStream } from "../core/rng.ts";
 import { fmtShape, type Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention, throughLayers } from "./blocks.ts";
+import {
+  FUSED_ATTENTION_DEFAULT,
+  modelInit,
+  type ModelOptions,
+  ParallelMlp,
+  SelfAttention,
+  throughLayers,
+} from "./blocks.ts";
 import { paddedVocabSize } from "./gpt.ts";
 import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { RngTracker } from "./parallel/random.ts";
@@ -93,12 +107,12 @@ export class BertLayer extends Module {
   /** Residual-branch dropout. */
   readonly drop: Dropout;
 
-  /** Builds the layer. */
+  /** Builds the layer, drawing its weights as `init` says. */
   constructor(
     parallel: ParallelLayers,
     c: BertConfig,
     s: TransformerShape,
-    init: RngStream,
+    init: InitSpec,
     rng: RngTracker,
   ) {
     super();
@@ -199,7 +213,7 @@ export class Bert extends Module {
   constructor(
     readonly parallel: ParallelLayers,
     config: BertConfig,
-    opts: { seed: number; rng?: RngTracker },
+    opts: ModelOptions,
   ) {
     super();
     this.shape = validateTransformerConfig(config, parallel.tpSize);
@@ -210,7 +224,7 @@ export class Bert extends Module {
       tp,
       config.vocabMultiple ?? DEFAULT_VOCAB_MULTIPLE,
     );
-    const init = new RngStream(deriveSeed(opts.seed, 0));
+    const init = modelInit(opts.seed, opts.initStd);
     this.rng = opts.rng ?? new RngTracker(opts.seed, parallel.tpRank);
     const dev = parallel.device;
     const h = config.hiddenSize;
@@ -218,15 +232,15 @@ export class Bert extends Module {
     const s = this.shape;
     this.wordEmbeddings = this.child(
       "bert.embeddings.word_embeddings",
-      parallel.vocabEmbedding(this.paddedVocab, h, { rng: init }),
+      parallel.vocabEmbedding(this.paddedVocab, h, init),
     );
     this.positionEmbeddings = this.child(
       "bert.embeddings.position_embeddings",
-      new Embedding(dev, config.maxPositions, h, { rng: init }),
+      new Embedding(dev, config.maxPositions, h, init),
     );
     this.tokenTypeEmbeddings = this.child(
       "bert.embeddings.token_type_embeddings",
-      new Embedding(dev, config.typeVocabSize ?? BERT_TYPE_VOCAB_SIZE, h, { rng: init }),
+      new Embedding(dev, config.typeVocabSize ?? BERT_TYPE_VOCAB_SIZE, h, init),
     );
     this.embeddingsLn = this.child("bert.embeddings.LayerNorm", new LayerNorm(dev, h, eps));
     this.drop = this.child(
@@ -242,17 +256,17 @@ export class Bert extends Module {
     if (!config.postLayerNorm) {
       this.finalLn = this.child("bert.encoder.final_layernorm", new LayerNorm(dev, h, eps));
     }
-    this.poolerDense = this.child("bert.pooler.dense", new Linear(dev, h, h, { rng: init }));
+    this.poolerDense = this.child("bert.pooler.dense", new Linear(dev, h, h, init));
     this.transformDense = this.child(
       "cls.predictions.transform.dense",
-      new Linear(dev, h, h, { rng: init }),
+      new Linear(dev, h, h, init),
     );
     this.transformLn = this.child(
       "cls.predictions.transform.LayerNorm",
       new LayerNorm(dev, h, eps),
     );
     this.mlmBias = this.child("cls.predictions", new MlmBias(parallel, this.paddedVocab)).bias;
-    this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, { rng: init }));
+    this.sopHead = this.child("cls.seq_relationship", new Linear(dev, h, 2, init));
   }
 
   /** Encoder output `[B, T, h]`. */

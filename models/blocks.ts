@@ -6,9 +6,9 @@
  * @module
  */
 
-import { Dropout, type InitSpec, Module } from "../core/nn.ts";
+import { DEFAULT_INIT_STD, Dropout, type InitSpec, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
-import type { RngStream } from "../core/rng.ts";
+import { deriveSeed, RngStream } from "../core/rng.ts";
 import { recompute } from "../core/recompute.ts";
 import { packSaved, Tensor } from "../core/tensor.ts";
 import type { LayerCache } from "./kv_cache.ts";
@@ -33,9 +33,43 @@ export interface ProjectionNames {
   output: string;
 }
 
-/** Init of the residual output projections: std 0.02/sqrt(2·layers). */
-export function outputInit(init: RngStream, layers: number): InitSpec {
-  return { rng: init, std: 0.02 / Math.sqrt(2 * layers) };
+/** How a GPT or BERT draws what is random: its weights and its dropout masks. */
+export interface ModelOptions {
+  /**
+   * Seed of the weights' init (and of the dropout streams without `rng`); every
+   * rank of a tensor-parallel group passes the same.
+   */
+  seed: number;
+  /** Dropout streams (default: a tracker of `seed` at this rank). */
+  rng?: RngTracker;
+  /**
+   * Standard deviation of the normal init of the weight matrices and embeddings
+   * (Megatron's `--init-method-std`; default {@link DEFAULT_INIT_STD}); the
+   * residual output projections take it divided by sqrt(2·layers)
+   * ({@link outputInit}); biases are 0, layer-norm gains 1.
+   */
+  initStd?: number;
+}
+
+/**
+ * The init of a model's weights: normal(0, `std`) drawn from `seed`'s init
+ * stream (default std {@link DEFAULT_INIT_STD}). Throws for a std that is not
+ * a positive finite number.
+ */
+export function modelInit(seed: number, std: number = DEFAULT_INIT_STD): InitSpec {
+  if (typeof std !== "number" || !(std > 0 && Number.isFinite(std))) {
+    throw new Error(`the init std must be a positive finite number, got ${std}`);
+  }
+  return { rng: new RngStream(deriveSeed(seed, 0)), std };
+}
+
+/**
+ * Init of the residual output projections, Megatron's scaled init: `init`'s
+ * std (default {@link DEFAULT_INIT_STD}) divided by sqrt(2·layers), from the
+ * same stream.
+ */
+export function outputInit(init: InitSpec, layers: number): InitSpec {
+  return { rng: init.rng, std: (init.std ?? DEFAULT_INIT_STD) / Math.sqrt(2 * layers) };
 }
 
 /**
@@ -78,7 +112,9 @@ export class SelfAttention extends Module {
   readonly #drop: Dropout;
 
   /**
-   * Builds the block; `dropoutRng` should be the per-TP-rank stream. `fused`:
+   * Builds the block, drawing its weights as `init` says (the output
+   * projection scaled by {@link outputInit}); `dropoutRng` should be the
+   * per-TP-rank stream. `fused`:
    * the fused attention kernels (`ops.attention`) where they can run
    * (`ops.canFuseAttention`: head size, one binding, loop cap), else the
    * unfused ops (`ops.attentionUnfused`); same results and dropout draws
@@ -87,7 +123,7 @@ export class SelfAttention extends Module {
   constructor(
     layers: ParallelLayers,
     s: BlockShape,
-    init: RngStream,
+    init: InitSpec,
     dropout: number,
     dropoutRng: RngStream,
     names: ProjectionNames,
@@ -97,7 +133,7 @@ export class SelfAttention extends Module {
     const h = s.hiddenSize;
     this.headDim = h / s.numHeads;
     this.localHeads = s.numHeads / layers.tpSize;
-    this.qkv = this.child(names.input, layers.columnLinear(h, 3 * h, { rng: init }, 3));
+    this.qkv = this.child(names.input, layers.columnLinear(h, 3 * h, init, 3));
     this.proj = this.child(names.output, layers.rowLinear(h, h, outputInit(init, s.numLayers)));
     this.#drop = this.child("drop", new Dropout(dropout, dropoutRng));
   }
@@ -181,18 +217,18 @@ export class ParallelMlp extends Module {
   /** ffn → h. */
   readonly proj: LinearLike;
 
-  /** Builds the block. */
+  /** Builds the block, drawing its weights as `init` says (`proj` scaled by {@link outputInit}). */
   constructor(
     layers: ParallelLayers,
     s: BlockShape,
-    init: RngStream,
+    init: InitSpec,
     names: ProjectionNames,
     readonly gelu: ops.GeluKind = "tanh",
   ) {
     super();
     this.fc = this.child(
       names.input,
-      layers.columnLinear(s.hiddenSize, s.ffnHiddenSize, { rng: init }),
+      layers.columnLinear(s.hiddenSize, s.ffnHiddenSize, init),
     );
     this.proj = this.child(
       names.output,

@@ -1,18 +1,24 @@
 /**
  * A pre-LN GPT (GPT-2 layout): learned positions, tied input/output embeddings,
- * vocabulary padded to a multiple of 128·tp, init N(0, 0.02) with the residual
- * output projections scaled by 1/sqrt(2·layers), dropout, optional activation
- * recomputation per layer. Parallelism enters only through {@link ParallelLayers}.
+ * vocabulary padded to a multiple of 128·tp, init N(0, 0.02) (or `initStd`) with
+ * the residual output projections scaled by 1/sqrt(2·layers), dropout, optional
+ * activation recomputation per layer. Parallelism enters only through {@link ParallelLayers}.
  * @module
  */
 
 import type { Device } from "../core/device.ts";
-import { Dropout, Embedding, LayerNorm, Module } from "../core/nn.ts";
+import { Dropout, Embedding, type InitSpec, LayerNorm, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
-import { deriveSeed, RngStream } from "../core/rng.ts";
 import { type Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
-import { FUSED_ATTENTION_DEFAULT, ParallelMlp, SelfAttention, throughLayers } from "./blocks.ts";
+import {
+  FUSED_ATTENTION_DEFAULT,
+  modelInit,
+  type ModelOptions,
+  ParallelMlp,
+  SelfAttention,
+  throughLayers,
+} from "./blocks.ts";
 import { KvCache, type LayerCache } from "./kv_cache.ts";
 import { RngTracker } from "./parallel/random.ts";
 import {
@@ -58,14 +64,14 @@ export class GptLayer extends Module {
   readonly drop: Dropout;
 
   /**
-   * A layer of `shape` built by `parallel`, drawing init from `init` and dropout
-   * from `rng`.
+   * A layer of `shape` built by `parallel`, drawing its weights as `init` says
+   * and dropout from `rng`.
    */
   constructor(
     readonly parallel: ParallelLayers,
     c: GptConfig,
     shape: TransformerShape,
-    init: RngStream,
+    init: InitSpec,
     readonly rng: RngTracker,
   ) {
     super();
@@ -137,14 +143,14 @@ export class Gpt extends Module {
   readonly rng: RngTracker;
 
   /**
-   * Builds the model. All ranks of a TP group pass the same `seed`; weights are
-   * drawn as slices of the full, unsharded weights, so any TP size gives the same
-   * model.
+   * Builds the model. All ranks of a TP group pass the same `seed` (and
+   * `initStd`); weights are drawn as slices of the full, unsharded weights, so
+   * any TP size gives the same model.
    */
   constructor(
     readonly parallel: ParallelLayers,
     config: GptConfig,
-    opts: { seed: number; rng?: RngTracker },
+    opts: ModelOptions,
   ) {
     super();
     this.shape = validateTransformerConfig(config, parallel.tpSize);
@@ -154,16 +160,16 @@ export class Gpt extends Module {
       parallel.tpSize,
       config.vocabMultiple ?? DEFAULT_VOCAB_MULTIPLE,
     );
-    const init = new RngStream(deriveSeed(opts.seed, 0));
+    const init = modelInit(opts.seed, opts.initStd);
     this.rng = opts.rng ?? new RngTracker(opts.seed, parallel.tpRank);
     const dev = parallel.device;
     this.wte = this.child(
       "wte",
-      parallel.vocabEmbedding(this.paddedVocab, config.hiddenSize, { rng: init }),
+      parallel.vocabEmbedding(this.paddedVocab, config.hiddenSize, init),
     );
     this.wpe = this.child(
       "wpe",
-      new Embedding(dev, config.maxPositions, config.hiddenSize, { rng: init }),
+      new Embedding(dev, config.maxPositions, config.hiddenSize, init),
     );
     this.drop = this.child(
       "drop",

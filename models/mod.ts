@@ -36,6 +36,8 @@ export {
 export {
   type BlockShape,
   FUSED_ATTENTION_DEFAULT,
+  modelInit,
+  type ModelOptions,
   outputInit,
   ParallelMlp,
   type ProjectionNames,

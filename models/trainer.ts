@@ -289,15 +289,16 @@ export class Trainer {
 
   /**
    * Mean of `lossOf(i)` over `n` batches without gradients (one host read): the
-   * sum of the losses times `weight` (default 1/n), then the hooks' average over
-   * data-parallel replicas. Replicas that split the validation batches among
-   * them pass `weight` = DP size / (batches over all replicas), so the average
-   * of their sums is the mean over all batches.
+   * sum of the losses times `weight` (default 1/n; a function gives each batch
+   * its own, e.g. its share of the rows when the last batch is short), then the
+   * hooks' average over data-parallel replicas. Replicas that split the
+   * validation batches among them pass `weight` = DP size / (batches over all
+   * replicas), so the average of their sums is the mean over all batches.
    */
   async evaluate(
     n: number,
     lossOf: (i: number) => Tensor | Promise<Tensor>,
-    weight: number = 1 / n,
+    weight: number | ((i: number) => number) = 1 / n,
   ): Promise<number> {
     // 0 is allowed: a data-parallel replica may hold no validation batch (its sum is 0).
     if (!Number.isInteger(n) || n < 0) {
@@ -312,8 +313,9 @@ export class Trainer {
   async #evaluateExclusive(
     n: number,
     lossOf: (i: number) => Tensor | Promise<Tensor>,
-    weight: number,
+    weight: number | ((i: number) => number),
   ): Promise<number> {
+    const weightOf = typeof weight === "number" ? () => weight : weight;
     const device = this.device;
     this.model.train(false);
     this.refreshHalfCopies();
@@ -322,7 +324,7 @@ export class Trainer {
         const total = full(device, [1], 0);
         await device.noGrad(async () => {
           for (let i = 0; i < n; i++) {
-            await tidy(device, async () => axpyInPlace(total, await lossOf(i), weight));
+            await tidy(device, async () => axpyInPlace(total, await lossOf(i), weightOf(i)));
           }
         });
         const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(total) : total;

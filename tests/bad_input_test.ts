@@ -113,6 +113,8 @@ const fixtures = (async () => {
   await Deno.writeTextFile(`${hfBad}/config.json`, "{not json");
   await Deno.copyFile(`${hf}/model.safetensors`, `${hfBad}/model.safetensors`);
   await Deno.writeTextFile(aFile, "a file, not a directory\n");
+  await Deno.writeTextFile(`${dir}/vocab.json`, '{"a": 0}');
+  await Deno.writeTextFile(`${dir}/merges.txt`, "#version: 0.2\na b\n");
   await Deno.writeTextFile(`${dir}/empty.txt`, "");
   await Deno.writeTextFile(`${dir}/short.txt`, "far too short");
   await Deno.writeTextFile(`${dir}/log.txt`, "not a log\n");
@@ -251,6 +253,22 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       ["--model", "bert", "--tokenizer", "gpt2", "--prompt", "Hi"],
       /--tokenizer, --prompt: for --model gpt only \(BERT uses WordPiece and samples no text\); drop them/,
     ),
+    T(
+      "a Megatron flag not implemented here, at a value other than what is done",
+      ["--pipeline-model-parallel-size", "4"],
+      /^--pipeline-model-parallel-size 4: pipeline parallelism is not implemented here \(tensor and data parallelism are\); 1 is accepted$/,
+    ),
+    T(
+      "Megatron's --tensorboard-dir",
+      ["--tensorboard-dir", "tb"],
+      /--tensorboard-dir tb: TensorBoard logs are not written here; --log-json FILE writes one JSON object per iteration/,
+    ),
+    T(
+      "a warm-up fraction beside a warm-up length",
+      ["--lr-warmup-fraction", ".001", "--lr-warmup-iters", "5"],
+      /give either --lr-warmup-fraction 0\.001 or --lr-warmup-iters 5, not both/,
+    ),
+    T("--adam-eps 0", ["--adam-eps", "0"], /--adam-eps must be a positive number in f32's range/),
   ]);
 });
 
@@ -335,6 +353,30 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       /the validation file .*short\.txt has 13 tokens, fewer than --seq-length \+ 1 = 17; use more data, or a shorter --seq-length/,
     ),
     T("missing checkpoint", ["--load", `${dir}/none`], 1, /none: no checkpoint/),
+    T(
+      "Megatron's vocabulary files, not GPT-2's",
+      ["--vocab-file", `${dir}/vocab.json`, "--merge-file", `${dir}/merges.txt`],
+      2,
+      /--vocab-file .*vocab\.json and --merge-file .*merges\.txt are not GPT-2's vocabulary \(the vocabulary has 1 token, GPT-2's 50257\): no BPE files are read here; GPT-2's tokenizer is built in \(--tokenizer gpt2\)/,
+    ),
+    T(
+      "a BERT --vocab-file that is not the vocabulary it reads",
+      ["--model", "bert", "--vocab-file", aFile],
+      2,
+      /--vocab-file .*a_file is not the vocabulary this BERT run reads, bert-base-uncased's vocabulary \(line 1 is "a file, not a directory", there "\[PAD\]"\)/,
+    ),
+    T(
+      "--init-method-std with --init-from-hf",
+      ["--init-from-hf", hf, "--init-method-std", "0.006"],
+      2,
+      /--init-method-std sets the init of a fresh model; with --init-from-hf the weights come from .*hf: drop it/,
+    ),
+    T(
+      "--init-method-std other than the checkpoint's",
+      ["--load", ck, "--init-method-std", "0.006"],
+      2,
+      /--init-method-std 0\.006 disagrees with the checkpoint .*\(weights drawn with std 0\.02\); it sets the init of a fresh model only/,
+    ),
     T(
       "corrupt safetensors",
       ["--load", corrupt],

@@ -252,3 +252,44 @@ export function torchMissing(): string | null {
     return `${PYTHON}: ${(e as Error).message}`;
   }
 }
+
+/**
+ * GPT-2's `vocab.json` and `merges.txt` (Megatron's `--vocab-file` and `--merge-file`), written
+ * from the GPT-2 token table the tokenizer is built from (npm gpt-tokenizer's r50k_base), with
+ * GPT-2's byte-to-character map written here from its `bytes_to_unicode` (printable bytes as
+ * themselves, the rest from U+0100 on): each token under its id, `<|endoftext|>` last, and for
+ * token 256 + i the i-th merge, split where both halves are earlier tokens. Their order and ids
+ * are what GPT-2's files hold (tiktoken checks its r50k_base ranks against them); a merge's split
+ * point may differ from GPT-2's own where several exist.
+ */
+export async function gpt2VocabFiles(): Promise<{ vocab: string; merges: string }> {
+  const { importGpt2Ranks } = await import("../deps.ts");
+  const { default: ranks } = await importGpt2Ranks();
+  const printable = [
+    ...Array.from({ length: 126 - 33 + 1 }, (_, i) => 33 + i),
+    ...Array.from({ length: 172 - 161 + 1 }, (_, i) => 161 + i),
+    ...Array.from({ length: 255 - 174 + 1 }, (_, i) => 174 + i),
+  ];
+  const charOf: string[] = [];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    charOf[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + n++);
+  }
+  const utf8 = new TextEncoder();
+  const texts = ranks.map((t) =>
+    [...(typeof t === "string" ? utf8.encode(t) : new Uint8Array(t))].map((b) => charOf[b]).join("")
+  );
+  const vocab: Record<string, number> = {};
+  texts.forEach((t, id) => vocab[t] = id);
+  vocab["<|endoftext|>"] = texts.length;
+  const merges = ["#version: 0.2"];
+  for (let id = 256; id < texts.length; id++) {
+    const t = [...texts[id]];
+    const k = t.findIndex((_, k) =>
+      k > 0 && (vocab[t.slice(0, k).join("")] ?? id) < id && (vocab[t.slice(k).join("")] ?? id) < id
+    );
+    if (k < 0) throw new Error(`no split of GPT-2's token ${id}`);
+    merges.push(`${t.slice(0, k).join("")} ${t.slice(k).join("")}`);
+  }
+  return { vocab: JSON.stringify(vocab), merges: merges.join("\n") + "\n" };
+}

@@ -10,7 +10,7 @@ import { blendCounts, blendOrder, BlendSchedule, normalizeWeights } from "../dat
 import { blendedEvalBatches, BlendedGptBatchSampler } from "../data/blended_gpt_batches.ts";
 import { evalBatches, GptBatchSampler, sliceBatch } from "../data/gpt_batches.ts";
 import { writeTokenBin } from "../data/token_bin.ts";
-import { blendShape, parseDataSource } from "../cli/data_source.ts";
+import { blendShape, dataSourceOf, megatronPrefix, parseDataSource } from "../cli/data_source.ts";
 import { parseFlags } from "../cli/flags.ts";
 import { trainArgsFromFlags } from "../cli/train_args.ts";
 import { TRAIN_FLAGS } from "../cli/train_config.ts";
@@ -45,6 +45,13 @@ Deno.test("blend order: each sample goes to the corpus furthest behind its weigh
   }
   assert.throws(() => normalizeWeights([1, 0]), /positive finite/);
   assert.throws(() => normalizeWeights([1, Infinity]), /positive finite/);
+  // At f64's limits: the sum of two 1e308 overflowed to Infinity (weights of 0, a crash later).
+  assert.deepEqual(normalizeWeights([1e308, 1e308]), [0.5, 0.5]);
+  assert.throws(() => normalizeWeights([5e-324, 1e300]), /too small beside 1e\+300/);
+  assert.throws(
+    () => parseDataSource("data-path", ["5e-324", "a", "1e300", "b"]),
+    (e: Error) => e.name === "UsageError" && /too small/.test(e.message),
+  );
 });
 
 Deno.test("blend schedule: a restored state continues the order; other weights go on at the same sample", () => {
@@ -233,7 +240,7 @@ Deno.test("the flag parser takes --data-path's values up to the next flag; twice
 });
 
 Deno.test("nodes compare a blend's weights, not its paths", () => {
-  assert.equal(blendShape("data-path", "a.bin"), true);
+  assert.equal(blendShape("data-path", "a.bin"), "PATH");
   assert.equal(blendShape("data-path", ["1", "a", "3", "b"]), "0.25 PATH 0.75 PATH");
   assert.equal(
     blendShape("data-path", ["1", "x", "3", "y"]),
@@ -449,3 +456,21 @@ Deno.test(
     }
   },
 );
+
+Deno.test("a Megatron dataset prefix reads its .bin; an existing path stays itself", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/corpus.bin`, new Uint8Array(8));
+    await Deno.writeTextFile(`${dir}/text`, "x");
+    await Deno.writeFile(`${dir}/text.bin`, new Uint8Array(8));
+    assert.equal(megatronPrefix(`${dir}/corpus`), `${dir}/corpus.bin`);
+    assert.equal(megatronPrefix(`${dir}/text`), `${dir}/text`);
+    assert.equal(megatronPrefix(`${dir}/none`), `${dir}/none`);
+    assert.deepEqual(
+      dataSourceOf({ "data-path": ["1", `${dir}/corpus`, "3", `${dir}/text`] }, "data-path")!.paths,
+      [`${dir}/corpus.bin`, `${dir}/text`],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -110,3 +110,26 @@ Deno.test("WordPiece (bert-base-uncased ids) on known words", async () => {
   const viaFactory = await createTokenizer("bert");
   assert.equal(viaFactory.vocabSize, 30522);
 });
+
+Deno.test("gpt2FilesDiffer: GPT-2's vocab.json and merges.txt are the built-in vocabulary; the first difference is named", async () => {
+  const { gpt2FilesDiffer } = await import("../data/gpt2_tokenizer.ts");
+  const { gpt2VocabFiles } = await import("./cli_helpers.ts");
+  const { vocab, merges } = await gpt2VocabFiles();
+  assert.equal(gpt2FilesDiffer(vocab, merges), null);
+  // Windows line endings and no trailing newline are the same files.
+  assert.equal(gpt2FilesDiffer(vocab, merges.trimEnd().replaceAll("\n", "\r\n")), null);
+  const v = JSON.parse(vocab) as Record<string, number>;
+  // Two tokens' ids swapped: " t" (Ġt, 256) and " a" (Ġa, 257).
+  const swapped = JSON.stringify({ ...v, "Ġt": 257, "Ġa": 256 });
+  assert.match(gpt2FilesDiffer(swapped, merges)!, /token "Ġt" has id 257, GPT-2's " a"/);
+  const lines = merges.split("\n");
+  [lines[1], lines[2]] = [lines[2], lines[1]];
+  assert.match(
+    gpt2FilesDiffer(vocab, lines.join("\n"))!,
+    /merge 1 \(line 2: "Ġ a"\) does not make GPT-2's token 256 \(" t"\)/,
+  );
+  assert.match(gpt2FilesDiffer(vocab, "#version: 0.2\n")!, /has 0 merges, GPT-2's 50000/);
+  assert.match(gpt2FilesDiffer('{"a": 0}', merges)!, /has 1 token, GPT-2's 50257/);
+  assert.match(gpt2FilesDiffer("[1, 2]", merges)!, /not a JSON object/);
+  assert.match(gpt2FilesDiffer("{", merges)!, /not JSON/);
+});

@@ -1,4 +1,8 @@
-/** Megatron's flag spellings (cli/flags.ts, collectives/env.ts): same flags, shown in help. */
+/**
+ * Megatron's flag spellings (cli/flags.ts, collectives/env.ts): same flags, shown in help; the
+ * Megatron flags not implemented here (cli/megatron_flags.ts), accepted or refused; a pasted
+ * Megatron script's training flags.
+ */
 import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
 import {
   type FlagSpec,
@@ -8,7 +12,10 @@ import {
   UsageError,
   wasGiven,
 } from "../cli/flags.ts";
-import { refuseFlagsOfOtherModel, TRAIN_FLAGS } from "../cli/train_config.ts";
+import { refuseFlagsOfOtherModel, TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
+import { lrScheduleOf, trainArgsFromFlags } from "../cli/train_args.ts";
+import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
+import { NODE_OWN_FLAGS } from "../cli/same_flags.ts";
 import { DIST_FLAG_SPECS } from "../cli/dist.ts";
 import { DIST_FLAGS, resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 
@@ -129,4 +136,127 @@ Deno.test("an unknown flag close to a known one is named: did you mean …?", ()
   equal(nearestFlag("steps", Object.keys(TRAIN_FLAGS)), null);
   // A prefix of several flags is no guess either.
   equal(nearestFlag("lr-", ["lr-warmup-iters", "lr-decay-iters"]), null);
+});
+
+Deno.test("Megatron flags not implemented here: accepted where they ask for what is done, else refused with the reason", () => {
+  const refusal = (args: string[]) => {
+    try {
+      parseFlags(args, TRAIN_FLAGS);
+    } catch (e) {
+      if (e instanceof UsageError) return e.message;
+      throw e;
+    }
+    return null;
+  };
+  equal(
+    refusal(["--pipeline-model-parallel-size", "4"]),
+    "--pipeline-model-parallel-size 4: pipeline parallelism is not implemented here (tensor " +
+      "and data parallelism are); 1 is accepted",
+  );
+  for (const [name, s] of Object.entries(MEGATRON_UNIMPLEMENTED)) {
+    const u = s.unimplemented!;
+    const reason = u.reason.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    if (u.accepts === true) {
+      equal(refusal([`--${name}`]), null, name);
+    } else if (u.accepts) {
+      for (const v of u.accepts) equal(refusal([`--${name}`, v]), null, `--${name} ${v}`);
+      const other = s.type === "int" ? "7" : "other";
+      match(refusal([`--${name}`, other])!, new RegExp(`^--${name} ${other}: ${reason}; `));
+    } else if (s.type === "boolean") {
+      match(refusal([`--${name}`])!, new RegExp(`^--${name}: ${reason}$`));
+    } else {
+      match(refusal([`--${name}`, "x"])!, new RegExp(`^--${name} x: ${reason}$`));
+    }
+  }
+  // Megatron's --rampup-batch-size takes three values (start, increment, samples).
+  match(
+    refusal(["--rampup-batch-size", "16", "16", "5859375"])!,
+    /^--rampup-batch-size 16 16 5859375: the global batch size is constant/,
+  );
+  match(
+    refusal(["--tensorboard-dir", "tb"])!,
+    /--log-json FILE writes one JSON object per iteration/,
+  );
+  match(
+    refusal(["--attention-backend", "unfused"])!,
+    /unfused with --no-flash-attn; auto or flash are accepted/,
+  );
+  // The help lists them in one paragraph at the end, not a line each.
+  const help = helpText("Usage: train", TRAIN_FLAGS);
+  match(help, /Megatron flags of what is not implemented here/);
+  match(help, /--pipeline-model-parallel-size 1/);
+  match(help, /always refused:\s+--sequence-parallel/);
+  equal(/^ {2}--sequence-parallel/m.test(help), false);
+});
+
+Deno.test("a pasted Megatron GPT-3 script's training flags: the warm-up fraction, init std and eps reach the run", () => {
+  // examples/gpt3/train_gpt3_175b_distributed.sh, less what is refused (pipeline 16, the batch
+  // schedule, TensorBoard, its vocabulary files), at TP 8 on 8 ranks.
+  const f = parseFlags(
+    [
+      ...["--num-layers", "96", "--hidden-size", "12288", "--num-attention-heads", "96"],
+      ...["--seq-length", "2048", "--max-position-embeddings", "2048"],
+      ...["--attention-backend", "auto", "--micro-batch-size", "1", "--global-batch-size", "1536"],
+      ...["--train-iters", "500000", "--weight-decay", "0.1", "--adam-beta1", "0.9"],
+      ...["--adam-beta2", "0.95", "--init-method-std", "0.006", "--clip-grad", "1.0", "--fp16"],
+      ...["--lr", "6.0e-5", "--lr-decay-style", "cosine", "--min-lr", "6.0e-6"],
+      ...["--lr-warmup-fraction", ".001", "--lr-decay-iters", "430000"],
+      ...["--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "1"],
+      ...["--split", "949,50,1", "--log-interval", "100", "--eval-interval", "1000"],
+      ...["--eval-iters", "10", "--use-mcore-models", "--distributed-backend", "nccl"],
+    ],
+    TRAIN_FLAGS,
+  );
+  validateTrainFlags(f, 8);
+  const a = trainArgsFromFlags(f);
+  const s = lrScheduleOf(a);
+  equal(s.warmupIters, 0.001 * 430000);
+  equal(s.initLr, 0);
+  equal(s.decayIters, 430000);
+  equal(a.model.initStd, 0.006);
+  equal(a.adam.eps, 1e-8);
+  // The implemented flags are compared across nodes like every other (cli/same_flags.ts).
+  for (const n of ["adam-eps", "lr-warmup-fraction", "lr-warmup-init", "init-method-std"]) {
+    equal(n in a.flags, true, n);
+    equal(NODE_OWN_FLAGS.includes(n), false, n);
+  }
+  const g = parseFlags(["--lr-warmup-init", "1e-6", "--adam-eps", "1e-6"], TRAIN_FLAGS);
+  validateTrainFlags(g, 1);
+  equal(lrScheduleOf(trainArgsFromFlags(g)).initLr, 1e-6);
+  equal(trainArgsFromFlags(g).adam.eps, 1e-6);
+  const refused = (args: string[]) =>
+    throws(() => validateTrainFlags(parseFlags(args, TRAIN_FLAGS), 1), UsageError);
+  refused(["--lr-warmup-fraction", "0.1", "--lr-warmup-iters", "5"]);
+  refused(["--lr-warmup-fraction", "1"]);
+  refused(["--lr-warmup-init", "0.1", "--lr", "0.01"]);
+  refused(["--adam-eps", "0"]);
+  refused(["--init-method-std", "0"]);
+  refused(["--attention-backend", "flash", "--no-flash-attn"]);
+  // Megatron's own rule: --lr-warmup-iters 0 may stand beside a fraction.
+  validateTrainFlags(
+    parseFlags(["--lr-warmup-fraction", "0.1", "--lr-warmup-iters", "0"], TRAIN_FLAGS),
+    1,
+  );
+});
+
+Deno.test("a stray argument names the flag before it; a list's values go together; -inf is a value", () => {
+  const stray = (args: string[], re: RegExp) =>
+    throws(
+      () => parseFlags(args, TRAIN_FLAGS),
+      (e: Error) => e instanceof UsageError && re.test(e.message),
+    );
+  stray(["--seed", "3", "4"], /Unexpected argument '4'.*\(--seed takes one value, here 3\)/);
+  stray(["--seed=3", "4"], /\(--seed takes one value\)/);
+  stray(["--fp16", "yes"], /\(--fp16 takes no value\)/);
+  stray(
+    ["--data-path", "a.bin", "--seed", "3", "b.bin"],
+    /--seed takes one value, here 3; --data-path's values go together, before the next flag/,
+  );
+  // -inf is a (refused) weight, not a short flag: the list keeps it.
+  deepStrictEqual(parseFlags(["--data-path", "0.5", "a", "-inf", "b"], TRAIN_FLAGS)["data-path"], [
+    "0.5",
+    "a",
+    "-inf",
+    "b",
+  ]);
 });

@@ -1,11 +1,17 @@
 /**
  * The single-device GPT: its loss equals a plain TypeScript reference on the same
  * weights, a tiny model overfits one batch, gradient accumulation over k
- * micro-batches equals one batch of k·b, and activation recomputation changes
- * neither losses nor weights.
+ * micro-batches equals one batch of k·b, activation recomputation changes
+ * neither losses nor weights, and the init std (`--init-method-std`) sets every
+ * drawn weight's, GPT's and BERT's.
  */
 
+import { throws } from "node:assert/strict";
+import { Bert } from "../models/bert.ts";
+import { modelInit } from "../models/blocks.ts";
 import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
+import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import type { Module } from "../core/nn.ts";
 import { Trainer } from "../models/trainer.ts";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -29,7 +35,7 @@ function tokens(n: number, seed: number, vocab: number): Int32Array {
   return Int32Array.from({ length: n }, () => Math.floor(r() * vocab));
 }
 
-async function weightsOf(m: Gpt): Promise<Map<string, Float32Array>> {
+async function weightsOf(m: Module): Promise<Map<string, Float32Array>> {
   const named = m.namedParams();
   const vals = await dev.readMany(named.map(([, p]) => p.tensor.binding));
   return new Map(named.map(([n], i) => [n, new Float32Array(vals[i])]));
@@ -139,5 +145,68 @@ Deno.test(
         what: n,
       });
     }
+  },
+);
+
+/** The standard deviation of `x` about 0 (the init's mean). */
+function rms(x: Float32Array): number {
+  return Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length);
+}
+
+Deno.test(
+  "init: weight matrices and embeddings N(0, std), residual output projections std/√(2·layers); --init-method-std scales the same draws (GPT and BERT)",
+  gpuTest,
+  async () => {
+    const layers = 3;
+    const cfg: GptConfig = {
+      vocabSize: 256,
+      numLayers: layers,
+      hiddenSize: 64,
+      numHeads: 4,
+      maxPositions: 64,
+    };
+    const single = TensorParallelLayers.single(dev);
+    const plain = Gpt.serial(dev, cfg, 3);
+    const w = await weightsOf(plain);
+    plain.dispose();
+    // Megatron's init_method_normal(0.02) and scaled_init_method_normal(0.02, layers); 4096 and
+    // more draws a tensor: the sample std is within ~2% of the std.
+    const scaled = 0.02 / Math.sqrt(2 * layers);
+    let checked = 0;
+    for (const [name, x] of w) {
+      const want = /\.c_proj\.weight$/.test(name)
+        ? scaled
+        : /(wte|wpe|c_attn|c_fc)\.weight$/.test(name)
+        ? 0.02
+        : null;
+      if (want === null) continue; // biases 0, layer-norm gains 1
+      const got = rms(x);
+      if (Math.abs(got - want) > 0.05 * want) {
+        throw new Error(`${name}: sample std ${got}, expected ${want}`);
+      }
+      checked++;
+    }
+    if (checked !== 2 + 4 * layers) throw new Error(`checked ${checked} tensors`);
+    const drawn = (a: Map<string, Float32Array>, b: Map<string, Float32Array>, k: number) => {
+      for (const [name, x] of a) {
+        const y = b.get(name)!;
+        const constant = x.every((v) => v === x[0]); // biases and layer-norm parameters
+        assertClose(y, constant ? x : x.map((v) => v * k), { rtol: 1e-5, atol: 1e-9, what: name });
+      }
+    };
+    // --init-method-std 0.006 (GPT-3 175B's): the same normal draws, times 0.3, every drawn
+    // tensor (the scaled projections included); biases and layer norms as before.
+    const g = new Gpt(single, cfg, { seed: 3, initStd: 0.006 });
+    drawn(w, await weightsOf(g), 0.3);
+    g.dispose();
+    const bertCfg = { ...cfg, vocabSize: 300 };
+    const b0 = new Bert(single, bertCfg, { seed: 4 });
+    const wb = await weightsOf(b0);
+    b0.dispose();
+    const b1 = new Bert(single, bertCfg, { seed: 4, initStd: 0.05 });
+    drawn(wb, await weightsOf(b1), 2.5);
+    b1.dispose();
+    throws(() => modelInit(1, 0), /init std must be a positive finite number, got 0/);
+    throws(() => new Gpt(single, cfg, { seed: 1, initStd: NaN }), /init std/);
   },
 );

@@ -1,13 +1,20 @@
 /**
- * AdamW, gradient clipping and learning-rate schedules against hand-computed
- * values, and a two-layer MLP that learns a small task.
+ * AdamW (its eps too), gradient clipping and learning-rate schedules (Megatron's
+ * warm-up fraction and start among them) against hand-computed values and
+ * Megatron's formula, and a two-layer MLP that learns a small task.
  */
 
-import { strictEqual } from "node:assert/strict";
+import { strictEqual, throws } from "node:assert/strict";
 import { backward, zeroGrad } from "../core/autograd.ts";
 import { Linear, Module } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
-import { AdamW, clipCoefficient, gradSumSquares, learningRate } from "../core/optim.ts";
+import {
+  AdamW,
+  checkLrSchedule,
+  clipCoefficient,
+  gradSumSquares,
+  learningRate,
+} from "../core/optim.ts";
 import { RngStream } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -25,53 +32,71 @@ class Two extends Module {
   }
 }
 
+/**
+ * Three AdamW steps with clipping against a hand computation in float64, AdamW's
+ * eps `eps` (torch.optim.AdamW's: the update is m̂/(√v̂ + eps)).
+ */
+async function adamwAgainstHand(eps: number): Promise<void> {
+  const w0 = randomArray(5, 1);
+  const b0 = randomArray(3, 2);
+  const m = new Two(w0, b0);
+  const opt = new AdamW(m.namedParams().map(([, p]) => p), {
+    beta1: 0.9,
+    beta2: 0.95,
+    eps,
+    weightDecay: 0.1,
+  });
+  strictEqual(opt.eps, eps);
+  const grads = [randomArray(5, 3, -2, 2), randomArray(3, 4, -2, 2)];
+  const ref = [Float64Array.from(w0), Float64Array.from(b0)];
+  const mo = [new Float64Array(5), new Float64Array(3)];
+  const vo = [new Float64Array(5), new Float64Array(3)];
+  const maxNorm = 1.0;
+  for (let step = 1; step <= 3; step++) {
+    const lr = 0.01 * step;
+    m.w.grad = Tensor.fromArray(dev, grads[0]).keep();
+    m.b.grad = Tensor.fromArray(dev, grads[1]).keep();
+    const sq = gradSumSquares(dev, m.parameters());
+    const coef = clipCoefficient(sq, maxNorm);
+    opt.update(lr, coef);
+    const norm = Math.sqrt(grads.flatMap((g) => [...g]).reduce((s, x) => s + x * x, 0));
+    const c = Math.min(1, maxNorm / (norm + 1e-6));
+    const [gotCoef, gotNorm] = await coef.read();
+    assertClose([gotCoef, gotNorm], [c, norm], { rtol: 1e-5, what: "clip" });
+    for (let p = 0; p < 2; p++) {
+      const wd = p === 0 ? 0.1 : 0;
+      for (let i = 0; i < ref[p].length; i++) {
+        const g = grads[p][i] * c;
+        mo[p][i] = 0.9 * mo[p][i] + 0.1 * g;
+        vo[p][i] = 0.95 * vo[p][i] + 0.05 * g * g;
+        const mh = mo[p][i] / (1 - 0.9 ** step);
+        const vh = vo[p][i] / (1 - 0.95 ** step);
+        ref[p][i] = ref[p][i] - lr * wd * ref[p][i] - lr * mh / (Math.sqrt(vh) + eps);
+      }
+    }
+    zeroGrad(m.parameters());
+    sq.dispose();
+    coef.dispose();
+  }
+  assertClose(await m.w.read(), ref[0], { rtol: 1e-5, atol: 1e-6, what: "w" });
+  assertClose(await m.b.read(), ref[1], { rtol: 1e-5, atol: 1e-6, what: "b" });
+  strictEqual(opt.step, 3);
+}
+
 Deno.test(
   "AdamW matches a hand computation, with clipping and decay exemptions",
   gpuTest,
+  () => adamwAgainstHand(1e-8),
+);
+
+Deno.test(
+  "AdamW's eps (--adam-eps) divides as PyTorch's: a large one changes the steps as computed by hand",
+  gpuTest,
   async () => {
-    const w0 = randomArray(5, 1);
-    const b0 = randomArray(3, 2);
-    const m = new Two(w0, b0);
-    const opt = new AdamW(m.namedParams().map(([, p]) => p), {
-      beta1: 0.9,
-      beta2: 0.95,
-      eps: 1e-8,
-      weightDecay: 0.1,
-    });
-    const grads = [randomArray(5, 3, -2, 2), randomArray(3, 4, -2, 2)];
-    const ref = [Float64Array.from(w0), Float64Array.from(b0)];
-    const mo = [new Float64Array(5), new Float64Array(3)];
-    const vo = [new Float64Array(5), new Float64Array(3)];
-    const maxNorm = 1.0;
-    for (let step = 1; step <= 3; step++) {
-      const lr = 0.01 * step;
-      m.w.grad = Tensor.fromArray(dev, grads[0]).keep();
-      m.b.grad = Tensor.fromArray(dev, grads[1]).keep();
-      const sq = gradSumSquares(dev, m.parameters());
-      const coef = clipCoefficient(sq, maxNorm);
-      opt.update(lr, coef);
-      const norm = Math.sqrt(grads.flatMap((g) => [...g]).reduce((s, x) => s + x * x, 0));
-      const c = Math.min(1, maxNorm / (norm + 1e-6));
-      const [gotCoef, gotNorm] = await coef.read();
-      assertClose([gotCoef, gotNorm], [c, norm], { rtol: 1e-5, what: "clip" });
-      for (let p = 0; p < 2; p++) {
-        const wd = p === 0 ? 0.1 : 0;
-        for (let i = 0; i < ref[p].length; i++) {
-          const g = grads[p][i] * c;
-          mo[p][i] = 0.9 * mo[p][i] + 0.1 * g;
-          vo[p][i] = 0.95 * vo[p][i] + 0.05 * g * g;
-          const mh = mo[p][i] / (1 - 0.9 ** step);
-          const vh = vo[p][i] / (1 - 0.95 ** step);
-          ref[p][i] = ref[p][i] - lr * wd * ref[p][i] - lr * mh / (Math.sqrt(vh) + 1e-8);
-        }
-      }
-      zeroGrad(m.parameters());
-      sq.dispose();
-      coef.dispose();
-    }
-    assertClose(await m.w.read(), ref[0], { rtol: 1e-5, atol: 1e-6, what: "w" });
-    assertClose(await m.b.read(), ref[1], { rtol: 1e-5, atol: 1e-6, what: "b" });
-    strictEqual(opt.step, 3);
+    // The clipped gradients here are ~0.1–0.5 an element: eps 0.3 shrinks every step by about
+    // half (eps 1e-8 would leave the weights ~1e-2 from this reference, far past its tolerance).
+    await adamwAgainstHand(0.3);
+    strictEqual(new AdamW([]).eps, 1e-8, "the default, Megatron's and PyTorch's");
   },
 );
 
@@ -96,6 +121,79 @@ Deno.test("learning-rate schedules: warm-up, cosine, linear, constant", () => {
   assertClose([learningRate(500, s)], [1e-4]);
   assertClose([learningRate(35, { ...s, style: "linear" })], [1e-4 + 0.9e-3 * 0.75]);
   assertClose([learningRate(35, { ...s, style: "constant" })], [1e-3]);
+});
+
+/**
+ * Megatron's `OptimizerParamScheduler.get_lr`, written from its source in its own units:
+ * `numSteps` samples consumed, the warm-up and decay lengths in samples.
+ */
+function megatronGetLr(
+  numSteps: number,
+  o: {
+    maxLr: number;
+    minLr: number;
+    initLr: number;
+    warmupSteps: number;
+    decaySteps: number;
+    style: "cosine" | "linear" | "constant";
+  },
+): number {
+  if (o.warmupSteps > 0 && numSteps <= o.warmupSteps) {
+    return o.initLr + (o.maxLr - o.initLr) * numSteps / o.warmupSteps;
+  }
+  if (o.style === "constant") return o.maxLr;
+  if (numSteps > o.decaySteps) return o.minLr;
+  const ratio = (numSteps - o.warmupSteps) / (o.decaySteps - o.warmupSteps);
+  const coeff = o.style === "linear" ? 1 - ratio : 0.5 * (Math.cos(Math.PI * ratio) + 1);
+  return o.minLr + coeff * (o.maxLr - o.minLr);
+}
+
+Deno.test("learning rate: Megatron's --lr-warmup-fraction and --lr-warmup-init, counted in samples there", () => {
+  // get_optimizer_param_scheduler: decay = lr_decay_iters·G samples, warm-up = fraction × decay
+  // (here 0.05 × 110 = 5.5 iterations: it ends between steps), init_lr = --lr-warmup-init.
+  const G = 24, decayIters = 110, fraction = 0.05;
+  for (const style of ["cosine", "linear", "constant"] as const) {
+    const s = {
+      lr: 1e-3,
+      minLr: 1e-4,
+      initLr: 2e-4,
+      warmupIters: fraction * decayIters,
+      decayIters,
+      style,
+    };
+    const m = {
+      maxLr: 1e-3,
+      minLr: 1e-4,
+      initLr: 2e-4,
+      warmupSteps: fraction * decayIters * G,
+      decaySteps: decayIters * G,
+      style,
+    };
+    for (let iter = 0; iter <= 130; iter++) {
+      assertClose([learningRate(iter, s)], [megatronGetLr(iter * G, m)], {
+        rtol: 1e-12,
+        what: `${style}, update ${iter}`,
+      });
+    }
+  }
+  // By hand: the first update at the warm-up's start, 5 and 5.5 within it, 6 decaying.
+  const s = { lr: 1e-3, minLr: 1e-4, initLr: 2e-4, warmupIters: 5.5, decayIters: 110 };
+  assertClose([learningRate(0, s)], [2e-4]);
+  assertClose([learningRate(5, s)], [2e-4 + 8e-4 * 5 / 5.5]);
+  assertClose([learningRate(6, s)], [1e-4 + 0.9e-3 * 0.5 * (1 + Math.cos(Math.PI * 0.5 / 104.5))]);
+  // Without --lr-warmup-init the warm-up starts at 0, as before.
+  assertClose([learningRate(0, { ...s, initLr: undefined })], [0]);
+});
+
+Deno.test("checkLrSchedule: fractional warm-ups pass; a warm-up start above lr or below 0 is refused", () => {
+  checkLrSchedule({ lr: 1e-3, warmupIters: 2.4, initLr: 1e-3, decayIters: 6 });
+  throws(
+    () => checkLrSchedule({ lr: 1e-3, initLr: 2e-3, decayIters: 6 }),
+    /initLr 0\.002 is above lr 0\.001/,
+  );
+  throws(() => checkLrSchedule({ lr: 1e-3, initLr: -1, decayIters: 6 }), /initLr must be/);
+  throws(() => checkLrSchedule({ lr: 1e-3, warmupIters: NaN, decayIters: 6 }), /warmupIters/);
+  throws(() => checkLrSchedule({ lr: 1e-3, decayIters: 6.5 }), /decayIters must be an integer/);
 });
 
 class Mlp extends Module {

@@ -17,11 +17,14 @@ float64):
 - optimizer: torch.optim.AdamW with Megatron's two parameter groups: no weight
   decay for biases and 1-D parameters (layer-norm gains and biases), the rest
   (matrices and both embeddings) decayed;
-- learning rate: Megatron's OptimizerParamScheduler.get_lr (init lr 0): at
-  iteration k (1-based) the scheduler has counted num_steps = (k − 1)·G samples
-  (it steps by the global batch G after each successful update), the warm-up
-  and decay lengths are iterations·G, and
-      num_steps <= warmup:        lr = max_lr · num_steps / warmup
+- learning rate: Megatron's OptimizerParamScheduler.get_lr, with the lengths
+  get_optimizer_param_scheduler gives it: at iteration k (1-based) the
+  scheduler has counted num_steps = (k − 1)·G samples (it steps by the global
+  batch G after each successful update), the decay length is
+  decay = decay_iters·G, the warm-up warmup_fraction·decay when the job gives
+  a fraction (--lr-warmup-fraction) and warmup_iters·G otherwise, init_lr is
+  warmup_init (--lr-warmup-init, default 0), and
+      num_steps <= warmup:        lr = init_lr + (max_lr − init_lr) · num_steps / warmup
       num_steps >  decay:         lr = min_lr
       otherwise, r = (num_steps − warmup) / (decay − warmup),
                  lr = min_lr + (max_lr − min_lr) · c,
@@ -34,8 +37,9 @@ Usage: python3 torch_gpt_train.py INIT_HF_DIR FINAL_HF_DIR JOB.json
 
 JOB.json: {"ids": training token ids, "starts": [iteration][micro-batch][row]
 window starts (row r of a micro-batch reads ids[s : s + T + 1]), "seq_length",
-"hp": {"lr", "min_lr", "warmup_iters", "decay_iters", "decay_style", "weight_decay",
-"beta1", "beta2", "eps", "clip_grad"}, optional "lr_applied"}.
+"hp": {"lr", "min_lr", "warmup_iters" or "warmup_fraction", optional "warmup_init",
+"decay_iters", "decay_style", "weight_decay", "beta1", "beta2", "eps" (AdamW's, as
+--adam-eps), "clip_grad"}, optional "lr_applied"}.
 
 Prints one JSON line: per iteration the reference's loss, gradient norm (before
 clipping), clipping coefficient and learning rates (Megatron's schedule, and the
@@ -125,9 +129,12 @@ def logits_of(w, cfg, ids):
 def megatron_lr(k, hp, global_batch):
     """Megatron's get_lr at iteration k (1-based), counted in samples as Megatron does."""
     num_steps = (k - 1) * global_batch
-    warmup = hp["warmup_iters"] * global_batch
     decay = hp["decay_iters"] * global_batch
-    max_lr, min_lr, init_lr = hp["lr"], hp["min_lr"], 0.0
+    if hp.get("warmup_fraction") is not None:
+        warmup = hp["warmup_fraction"] * decay
+    else:
+        warmup = hp["warmup_iters"] * global_batch
+    max_lr, min_lr, init_lr = hp["lr"], hp["min_lr"], hp.get("warmup_init", 0.0)
     if warmup > 0 and num_steps <= warmup:
         return init_lr + (max_lr - init_lr) * float(num_steps) / float(warmup)
     if hp["decay_style"] == "constant":

@@ -1,11 +1,18 @@
 /**
  * The training program's Megatron habits: `--use-checkpoint-args`, the tracker
  * file `latest_checkpointed_iteration.txt`, `--split`, `--train-data-path` with
- * `--valid-data-path`, and validation batches split over data-parallel ranks.
+ * `--valid-data-path`, validation batches split over data-parallel ranks, and
+ * the flags a pasted Megatron script carries (cli/megatron_flags.ts).
  */
 
 import { equal, match, ok, strictEqual } from "node:assert/strict";
-import { runCli, TINY_MODEL_FLAGS, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import {
+  gpt2VocabFiles,
+  makeRunDir,
+  runCli,
+  TINY_MODEL_FLAGS,
+  TINY_RUN_FLAGS,
+} from "./cli_helpers.ts";
 
 const tiny = [
   ...TINY_RUN_FLAGS,
@@ -376,4 +383,103 @@ Deno.test("train --model bert: a train and a valid text file; DP ranks split val
   const b = records(await Deno.readTextFile(`${dir}/two.jsonl`)).at(-1)!.val_loss;
   ok(Number.isFinite(a) && Math.abs(a - b) < 1e-5 * Math.abs(a), `single rank ${a}, DP 2 ${b}`);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's vocabulary files as --tokenizer gpt2; the warm-up fraction and start, init std and eps saved and continued on --load", async () => {
+  const dir = await makeRunDir();
+  try {
+    const { vocab, merges } = await gpt2VocabFiles();
+    await Deno.writeTextFile(`${dir}/gpt2-vocab.json`, vocab);
+    await Deno.writeTextFile(`${dir}/gpt2-merges.txt`, merges);
+    // What Megatron's example scripts pass that changes nothing here.
+    const megatron = [
+      ...["--vocab-file", `${dir}/gpt2-vocab.json`, "--merge-file", `${dir}/gpt2-merges.txt`],
+      ...["--pipeline-model-parallel-size", "1", "--use-mcore-models"],
+      ...["--attention-backend", "auto", "--position-embedding-type", "learned_absolute"],
+      ...["--normalization", "LayerNorm", "--distributed-backend", "nccl"],
+      ...["--no-masked-softmax-fusion", "--attention-softmax-in-fp32"],
+      ...["--make-vocab-size-divisible-by", "128"],
+    ];
+    // A warm-up of 0.25 × 4 = 1 iteration from 2e-4, then cosine to 1e-4 at iteration 4.
+    const schedule = [
+      ...["--lr", "0.001", "--min-lr", "0.0001", "--lr-warmup-fraction", "0.25"],
+      ...["--lr-warmup-init", "0.0002", "--init-method-std", "0.01", "--adam-eps", "1e-6"],
+    ];
+    const run = (...extra: string[]) =>
+      runCli("cli/train.ts", [
+        ...tiny,
+        ...["--data-path", `${dir}/data.txt`, "--log-json", `${dir}/log.jsonl`],
+        ...megatron,
+        ...extra,
+      ]);
+    const lrs = async () => {
+      const lines = (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n");
+      await Deno.remove(`${dir}/log.jsonl`);
+      return {
+        header: JSON.parse(lines[0]),
+        lrs: records(lines.join("\n")).map((r) => r.lr),
+      };
+    };
+    const first = await run(...schedule, "--train-iters", "4", "--save", `${dir}/ck`);
+    strictEqual(first.code, 0, first.stderr);
+    match(first.stdout, /tokenizer gpt2 \(vocab 50257, padded 50304\)/);
+    const one = await lrs();
+    equal(one.header.config.tokenizer, "gpt2");
+    const want = [2e-4, 1e-3, 1e-4 + 9e-4 * 0.75, 1e-4 + 9e-4 * 0.25];
+    one.lrs.forEach((lr, i) => ok(Math.abs(lr - want[i]) < 1e-12, `iteration ${i + 1}: lr ${lr}`));
+    const meta = JSON.parse(await Deno.readTextFile(`${dir}/ck/iter_0000004/checkpoint.json`));
+    equal(meta.state.args["lr-warmup-fraction"], 0.25);
+    equal(meta.state.args["lr-warmup-init"], 0.0002);
+    equal(meta.state.args["init-method-std"], 0.01);
+    ok(!("lr-warmup-iters" in meta.state.args), "the warm-up is the fraction");
+
+    // The same script again, longer: it resumes (decayed at 4: --min-lr after), and the next
+    // checkpoint still says how its weights were drawn.
+    const again = await run(
+      ...schedule,
+      ...["--train-iters", "6", "--load", `${dir}/ck`, "--save", `${dir}/ck`],
+    );
+    strictEqual(again.code, 0, again.stderr);
+    for (const lr of (await lrs()).lrs) ok(Math.abs(lr - 1e-4) < 1e-12, `lr ${lr}`);
+    const meta6 = JSON.parse(await Deno.readTextFile(`${dir}/ck/iter_0000006/checkpoint.json`));
+    equal(meta6.state.args["init-method-std"], 0.01);
+
+    // Without the schedule's flags: the checkpoint's (its warm-up fraction, not the default 30
+    // iterations, which would still be warming up at 5 and 6).
+    const resume = (...extra: string[]) =>
+      run("--load", `${dir}/ck`, "--iteration", "4", "--train-iters", "6", ...extra);
+    const adopted = await resume();
+    strictEqual(adopted.code, 0, adopted.stderr);
+    const two = await lrs();
+    for (const lr of two.lrs) ok(Math.abs(lr - 1e-4) < 1e-12, `lr ${lr}`);
+    equal(two.header.config["lr-warmup-fraction"], 0.25);
+    ok(!("lr-warmup-iters" in two.header.config), "the fraction replaces it");
+    equal(two.header.config["init-method-std"], 0.01);
+    for (
+      const [args, says] of [
+        [
+          ["--lr-warmup-iters", "2"],
+          /--lr-warmup-iters 2 disagrees with the checkpoint .*\(lr-warmup-fraction 0\.25\); drop the flag to continue its learning-rate schedule, or add --override-opt-param-scheduler/,
+        ],
+        [
+          ["--lr-warmup-init", "0.0005"],
+          /--lr-warmup-init 0\.0005 disagrees with the checkpoint .*\(lr-warmup-init 0\.0002\)/,
+        ],
+        [
+          ["--init-method-std", "0.02"],
+          /--init-method-std 0\.02 disagrees with the checkpoint .*\(weights drawn with std 0\.01\); it sets the init of a fresh model only: drop it to resume/,
+        ],
+        [
+          ["--tokenizer", "byte"],
+          /--tokenizer byte disagrees with the checkpoint/,
+        ],
+      ] as const
+    ) {
+      const r = await resume(...args);
+      strictEqual(r.code, 2, r.stderr);
+      match(r.stderr, says);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -175,7 +175,11 @@ export class BertTask implements Task<BertBatch> {
     readonly hf: HfBert | null,
   ) {
     const a = args;
-    this.model = new Bert(env.parallel, config, { seed: a.seed, rng: env.rng });
+    this.model = new Bert(env.parallel, config, {
+      seed: a.seed,
+      rng: env.rng,
+      initStd: a.model.initStd,
+    });
     this.shape = this.model.shape;
     const tp = env.parallel.tpSize;
     if (hf) {

@@ -125,7 +125,11 @@ export class GptTask implements Task<LmBatch> {
     readonly hf: Awaited<ReturnType<typeof readHfGpt2>> | null,
   ) {
     const a = args;
-    this.model = new Gpt(env.parallel, config, { seed: a.seed, rng: env.rng });
+    this.model = new Gpt(env.parallel, config, {
+      seed: a.seed,
+      rng: env.rng,
+      initStd: a.model.initStd,
+    });
     this.shape = this.model.shape;
     const tp = env.parallel.tpSize;
     if (hf) {

@@ -159,7 +159,9 @@ function checkWindows(a: TrainArgs, splits: GptSplits): void {
         `${what} has ${s.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
           `use more data, ${splits.separate ? "" : "another --split (or --val-fraction), "}` +
           `or a shorter --seq-length` +
-          (blend ? ", or leave it out of the blend" : "") +
+          (blend && p.streams.some((o) => o.length >= T + 1)
+            ? ", or leave it out of the blend"
+            : "") +
           (name === "validation" ? " (--eval-iters 0 trains without validation)" : ""),
       );
     });
@@ -193,7 +195,8 @@ export function describeBlend(
   const how = p.weighted ? "" : " (weighted by size)";
   return `blend of ${p.streams.length}${how}: ` + p.names.map((n, k) => {
     const tokens = tokensOf(n);
-    return `${n} (weight ${+p.weights[k].toFixed(4)}${
+    // Four significant digits: a weight of 1e-5 stays visible (toFixed(4) showed 0).
+    return `${n} (weight ${+p.weights[k].toPrecision(4)}${
       tokens === undefined ? "" : `, ${tokens} tokens`
     })`;
   }).join(", ");

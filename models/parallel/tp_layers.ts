@@ -9,7 +9,7 @@
 
 import { record } from "../../core/autograd.ts";
 import type { Device } from "../../core/device.ts";
-import { type InitSpec, Module } from "../../core/nn.ts";
+import { DEFAULT_INIT_STD, type InitSpec, Module } from "../../core/nn.ts";
 import * as ops from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import type { TokenIds } from "../../core/token_ids.ts";
@@ -60,7 +60,7 @@ export class ColumnParallelLinear extends Module implements LinearLike {
     const blockRows = checkDivisible("fused block size", outFeatures, blocks);
     const per = checkDivisible("output size", blockRows, t);
     const draw = init.rng.next();
-    const std = init.std ?? 0.02;
+    const std = init.std ?? DEFAULT_INIT_STD;
     const pieces: Tensor[] = [];
     for (let b = 0; b < blocks; b++) {
       const row0 = b * blockRows + group.rank * per;
@@ -165,7 +165,7 @@ export class RowParallelLinear extends Module implements LinearLike {
     super();
     const per = checkDivisible("input size", inFeatures, group.size);
     const draw = init.rng.next();
-    const full = ops.randn(device, [outFeatures, inFeatures], draw, init.std ?? 0.02);
+    const full = ops.randn(device, [outFeatures, inFeatures], draw, init.std ?? DEFAULT_INIT_STD);
     const w = group.size === 1
       ? full
       : device.noGrad(() => ops.slice(full, 1, group.rank * per, (group.rank + 1) * per));
@@ -241,7 +241,7 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
     const draw = init.rng.next();
     this.weight = this.param(
       "weight",
-      ops.randn(device, [per, dim], draw, init.std ?? 0.02, 0, this.start * dim),
+      ops.randn(device, [per, dim], draw, init.std ?? DEFAULT_INIT_STD, 0, this.start * dim),
       { partitionDim: 0 },
     );
   }
