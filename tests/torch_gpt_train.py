@@ -1,8 +1,8 @@
 """An independent GPT-2 training loop in PyTorch, for tests/torch_train_test.ts.
 
 Written from PyTorch's and Megatron-LM's documented semantics; nothing here is
-shared with the project (its own safetensors reader, its own GPT-2 forward in
-float64):
+shared with the project (the safetensors reader of tests/torch_gpt2_eval.py, its
+own batched GPT-2 forward in float64):
 
 - model: GPT-2 (pre-LN blocks, tanh GeLU, causal attention scaled by
   1/sqrt(head size), tied LM head), dropout off;
@@ -51,31 +51,15 @@ query, key and value biases are reported apart.
 
 import json
 import math
-import struct
+import os
 import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_gpt2_eval import read_safetensors  # noqa: E402  (float64)
+
 DTYPE = torch.float64
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    body = raw[8 + n :]
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] != "F32":
-            raise SystemExit(f"{name}: dtype {t['dtype']}, expected F32")
-        a, b = t["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(body[a:b]), dtype=torch.float32).reshape(
-            t["shape"]
-        ).to(DTYPE)
-    return out
 
 
 def strip(name):

@@ -1,8 +1,8 @@
 /**
  * The training loop against an independent implementation: a few steps of the real
- * `deno task train` against the same steps in PyTorch (`tests/torch_gpt_train.py`: its own
- * safetensors reader and GPT-2 forward in float64, torch.optim.AdamW with Megatron's weight-decay
- * groups, torch.nn.utils.clip_grad_norm_, gradient accumulation as Megatron averages it, and
+ * `deno task train` against the same steps in PyTorch (`tests/torch_gpt_train.py`: the
+ * safetensors reader of torch_gpt2_eval.py, a batched GPT-2 forward of its own in float64,
+ * torch.optim.AdamW with Megatron's weight-decay groups, torch.nn.utils.clip_grad_norm_, gradient accumulation as Megatron averages it, and
  * Megatron's learning-rate schedule written from its OptimizerParamScheduler; nothing shared with
  * this project).
  *
