@@ -2,9 +2,9 @@
  * The training loop against an independent implementation: a few steps of the real
  * `deno task train` against the same steps in PyTorch (`tests/torch_gpt_train.py`: the
  * safetensors reader of torch_gpt2_eval.py, a batched GPT-2 forward of its own in float64,
- * torch.optim.AdamW with Megatron's weight-decay groups, torch.nn.utils.clip_grad_norm_, gradient accumulation as Megatron averages it, and
- * Megatron's learning-rate schedule written from its OptimizerParamScheduler; nothing shared with
- * this project).
+ * torch.optim.AdamW with Megatron's weight-decay groups, torch.nn.utils.clip_grad_norm_,
+ * gradient accumulation as Megatron averages it, and Megatron's learning-rate schedule written
+ * from its OptimizerParamScheduler; nothing shared with this project).
  *
  * Both sides start from the same weights: a small GPT-2 written here in Hugging Face's layout
  * (random weights, byte-level vocabulary of 256) that `train --init-from-hf` loads and the
