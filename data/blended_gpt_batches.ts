@@ -8,7 +8,13 @@
 
 import { BlendSchedule, type BlendScheduleState } from "./blend.ts";
 import { DataError } from "./errors.ts";
-import { evalWindowStarts, fillRow, type GptSamplerOptions, type LmBatch } from "./gpt_batches.ts";
+import {
+  evalWindowStarts,
+  fillRow,
+  type GptSamplerOptions,
+  type GptSamplerState,
+  type LmBatch,
+} from "./gpt_batches.ts";
 import { DataRng, type DataRngState } from "./rng.ts";
 
 /** Serializable state of a {@link BlendedGptBatchSampler} for checkpoint resume. */
@@ -145,24 +151,23 @@ export class BlendedGptBatchSampler {
   }
 
   /**
-   * Continues from a saved state. The seed must match; a state saved by a
-   * sampler of one corpus (no blend) is refused. Saved with other weights, the
+   * Continues from a saved state. The seed must match. Saved with other
+   * weights, or by a sampler of one corpus (`GptSamplerState`, no blend), the
    * blend goes on at the same sample position of this sampler's blend order
    * ({@link BlendSchedule.restore}).
    */
-  restore(state: BlendedSamplerState): void {
-    if (state?.blend === undefined) {
-      throw new DataError(
-        `the sampler state was saved by a run of one corpus; this run blends ` +
-          `${this.#corpora.length}: give that run's --data-path to resume it`,
-      );
-    }
+  restore(state: BlendedSamplerState | GptSamplerState): void {
     if (state.seed !== this.#seed) {
       throw new Error(
         `sampler state was saved with seed ${state.seed}, this sampler uses ${this.#seed}`,
       );
     }
-    this.#schedule.restore(state.blend);
+    // A one-corpus run's state (Megatron lets a run change its data): the blend
+    // starts at the sample that run had reached, as with other weights.
+    const blend = "blend" in state && state.blend !== undefined
+      ? state.blend
+      : { weights: [], counts: [state.batches * this.#B] };
+    this.#schedule.restore(blend);
     this.#rng.restore(state.rng);
     this.#batches = state.batches;
   }

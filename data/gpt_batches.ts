@@ -127,15 +127,13 @@ export class GptBatchSampler {
     return { seed: this.#seed, rng: this.#rng.state(), batches: this.#batches };
   }
 
-  /** Continues from a saved state (the seed must match the one this sampler was made with). */
+  /**
+   * Continues from a saved state (the seed must match the one this sampler was
+   * made with). A blend's state (`BlendedSamplerState`) is taken too, as
+   * Megatron lets a run change its data: the random stream and the count of
+   * batches go on, and the windows now come from this corpus.
+   */
   restore(state: GptSamplerState): void {
-    const blend = (state as { blend?: { counts?: unknown[] } })?.blend;
-    if (blend !== undefined) {
-      throw new DataError(
-        `the sampler state was saved by a blend of ${blend.counts?.length ?? "several"} ` +
-          "corpora; this run reads one corpus: give the same --data-path blend to resume it",
-      );
-    }
     if (state.seed !== this.#seed) {
       throw new Error(
         `sampler state was saved with seed ${state.seed}, this sampler uses ${this.#seed}`,

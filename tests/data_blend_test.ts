@@ -108,10 +108,22 @@ Deno.test("blended sampler: rows from the scheduled corpus, reproducible, resuma
 
   const other = new BlendedGptBatchSampler([A, B], [0.25, 0.75], { ...opts, seed: 12 });
   assert.throws(() => other.restore(saved), /seed 11/);
-  // A state of one corpus and one of a blend are not each other's.
+  // A run may change its data, as Megatron's may: one corpus goes on from a blend's state (the
+  // random stream and the batch count), and a blend from one corpus's state at the sample that
+  // run had reached (5 batches of 4 rows: 20 samples, 5 and 15 of them by the blend's order).
   const single = new GptBatchSampler(A, opts);
-  assert.throws(() => single.restore(saved), /blend of 2 corpora; this run reads one corpus/);
-  assert.throws(() => resumed.restore(single.state() as never), /one corpus; this run blends 2/);
+  single.restore(saved);
+  assert.equal(single.batchesDrawn, 5);
+  const ref = new GptBatchSampler(A, opts);
+  ref.restore({ seed: saved.seed, rng: saved.rng, batches: saved.batches });
+  assert.deepEqual(single.next(), ref.next());
+  const fromSingle = new BlendedGptBatchSampler([A, B], [0.25, 0.75], opts);
+  fromSingle.restore(new GptBatchSampler(A, opts).state());
+  const oneRun = new GptBatchSampler(A, opts);
+  for (let k = 0; k < 5; k++) oneRun.next();
+  fromSingle.restore(oneRun.state());
+  assert.equal(fromSingle.batchesDrawn, 5);
+  assert.deepEqual(fromSingle.counts, [5, 15]);
 });
 
 Deno.test("blended sampler: one corpus draws GptBatchSampler's windows; a short corpus is named", () => {
