@@ -172,7 +172,7 @@ export async function checkVocabFiles(f: FlagValues): Promise<string[]> {
     if (tokens[tokens.length - 1] === "") tokens.pop();
     const at = tokens.findIndex((t, i) => t !== expected[i]);
     const differs = at >= 0
-      ? `line ${at + 1} is ${JSON.stringify(tokens[at])}, there ${JSON.stringify(expected[at])}`
+      ? `line ${at + 1} is ${clipped(tokens[at])}, there ${clipped(expected[at] ?? "")}`
       : tokens.length !== expected.length
       ? `${tokens.length} tokens against ${expected.length}`
       : null;
@@ -214,4 +214,9 @@ export async function checkVocabFiles(f: FlagValues): Promise<string[]> {
   }
   f.tokenizer = "gpt2";
   return ["--tokenizer", "gpt2"];
+}
+
+/** `s` quoted, cut to 40 characters (a JSON file's one line can be megabytes). */
+function clipped(s: string): string {
+  return JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}…` : s);
 }

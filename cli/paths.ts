@@ -126,3 +126,31 @@ export async function sameFile(a: string, b: string): Promise<boolean> {
   if (a === b) return true;
   return x.ino !== null && x.dev === y.dev && x.ino === y.ino;
 }
+
+/**
+ * The outermost directory that creating `dir` (with its parents) would make,
+ * or null when `dir` exists: what {@link removeEmptyDirs} takes away again.
+ */
+export async function firstMissingDir(dir: string): Promise<string | null> {
+  let missing: string | null = null;
+  for (let d = dir; !(await statOrNull(d)); d = dirname(d)) {
+    missing = d;
+    if (dirname(d) === d) break;
+  }
+  return missing;
+}
+
+/** Removes `dir` if it holds nothing but empty directories (a run's files are never removed). */
+export async function removeEmptyDirs(dir: string): Promise<void> {
+  const empty = async (d: string): Promise<boolean> => {
+    for await (const e of Deno.readDir(d)) {
+      if (!e.isDirectory || !(await empty(join(d, e.name)))) return false;
+    }
+    return true;
+  };
+  try {
+    if (await empty(dir)) await Deno.remove(dir, { recursive: true });
+  } catch {
+    // Gone already, or not ours to read: leave it.
+  }
+}

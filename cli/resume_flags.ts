@@ -6,6 +6,8 @@
  * @module
  */
 
+import { resolve } from "node:path";
+import { readLatest } from "../models/checkpoint/layout.ts";
 import { type FlagValues, UsageError, wasGiven } from "./flags.ts";
 
 /**
@@ -143,4 +145,22 @@ export function agreeInitStd(
         "sets the init of a fresh model only: drop it to resume",
     );
   }
+}
+
+/**
+ * Whether a run given `--load DIR --save DIR` (the same directory, no
+ * `--iteration`) finds no checkpoint there yet: the first run of a restartable
+ * job, which trains from scratch, as Megatron's does (its scripts pass the
+ * same directory to both so that one command starts and resumes the job). A
+ * `--load` elsewhere without a checkpoint stays an error: a mistyped path
+ * must not start a new run.
+ */
+export async function firstRunOfRestartableJob(
+  load: string | undefined,
+  save: string | undefined,
+  iteration: number | undefined,
+): Promise<boolean> {
+  if (load === undefined || save === undefined || iteration !== undefined) return false;
+  if (resolve(load) !== resolve(save)) return false;
+  return await readLatest(load) === null;
 }

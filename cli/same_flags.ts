@@ -61,7 +61,9 @@ export async function checkSameFlags(
   const compared = Object.fromEntries(
     Object.entries(flags)
       .filter(([k, v]) =>
-        v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED)
+        v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED) &&
+        // A warm-up fraction replaces --lr-warmup-iters (its default, or the 0 beside it).
+        !(k === "lr-warmup-iters" && flags["lr-warmup-fraction"] !== undefined)
       )
       .map(([k, v]) => [
         k,

@@ -25,7 +25,13 @@ import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkVocabFiles } from "./megatron_flags.ts";
-import { checkWritableFile, ensureWritableDir, sameFile } from "./paths.ts";
+import {
+  checkWritableFile,
+  ensureWritableDir,
+  firstMissingDir,
+  removeEmptyDirs,
+  sameFile,
+} from "./paths.ts";
 import { readLatest } from "../models/checkpoint/layout.ts";
 import { takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
@@ -115,7 +121,23 @@ async function run(args: string[]): Promise<number> {
     return 0;
   }
   const dist = distConfig(split.flags);
-  const extra = await preflight(f);
+  // What preflight creates for --save is removed again if a check after it refuses the run.
+  const made = f.save ? await firstMissingDir(f.save as string) : null;
+  try {
+    return await checkedRun(f, split, dist, await preflight(f));
+  } catch (e) {
+    if (made && e instanceof UsageError) await removeEmptyDirs(made);
+    throw e;
+  }
+}
+
+/** The checks after preflight, then the ranks (see {@link run}). */
+async function checkedRun(
+  f: FlagValues,
+  split: ReturnType<typeof splitDistArgs>,
+  dist: ReturnType<typeof distConfig>,
+  extra: string[],
+): Promise<number> {
   validateTrainFlags(f, dist.world);
   const gpus = listHostGpus();
   if (gpus.length > 0 && dist.localWorld > gpus.length && !split.flags.devices) {

@@ -33,6 +33,7 @@ import {
   agreeInitStd,
   agreeWarmup,
   checkWarmup,
+  firstRunOfRestartableJob,
   INIT_STD_FLAG,
   type Refuse,
   SCHEDULE_FLAGS,
@@ -615,6 +616,15 @@ export function checkpointArgs(a: TrainArgs, initStd?: number): Record<string, u
   };
 }
 
+/** AdamW's flags and the checkpoint's `optimizer` keys that record them. */
+const OPTIMIZER_FLAGS: readonly { flag: string; key: "beta1" | "beta2" | "eps" | "weightDecay" }[] =
+  [
+    { flag: "adam-beta1", key: "beta1" },
+    { flag: "adam-beta2", key: "beta2" },
+    { flag: "adam-eps", key: "eps" },
+    { flag: "weight-decay", key: "weightDecay" },
+  ];
+
 /** The shape flags and the config keys they set. */
 const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
   ["num-layers", "numLayers"],
@@ -695,6 +705,20 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   }
   const loadDir = f.load as string | undefined;
   if (!loadDir) return extra;
+  if (
+    !f["use-checkpoint-args"] &&
+    await firstRunOfRestartableJob(
+      loadDir,
+      f.save as string | undefined,
+      f.iteration as number | undefined,
+    )
+  ) {
+    console.error(
+      `warning: no checkpoint in ${loadDir} yet: training from scratch, saving there ` +
+        `(--load and --save name the same directory, as a restartable job's do)`,
+    );
+    return extra;
+  }
   const { path, iteration } = await resolveIterDir(loadDir, f.iteration as number | undefined);
   const meta = await readMeta(path);
   const where = `the checkpoint ${path} (iteration ${iteration})`;
@@ -767,6 +791,26 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
           `${flag} ${v}`,
           "drop the flag to continue its learning-rate schedule, or add " +
             "--override-opt-param-scheduler to replace the schedule",
+        );
+      }
+      adopt(flag, v);
+    }
+  }
+  // AdamW's settings go on from the checkpoint's optimizer, as Megatron's do (its optimizer
+  // state brings its parameter groups back): a flag not given takes the saved value, one that
+  // disagrees is refused unless --override-opt-param-scheduler.
+  const o = meta.optimizer;
+  if (o && !f["override-opt-param-scheduler"]) {
+    for (const [flag, v] of OPTIMIZER_FLAGS.map((k) => [k.flag, o[k.key]] as const)) {
+      if (typeof v !== "number" || v === f[flag]) continue;
+      if (wasGiven(f, flag)) {
+        refuse(
+          flag,
+          f[flag],
+          where,
+          `${flag} ${v}`,
+          "drop the flag to continue its optimizer, or add --override-opt-param-scheduler to " +
+            "replace its settings",
         );
       }
       adopt(flag, v);

@@ -41,7 +41,7 @@ import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
 import { lrScheduleOf, type TrainArgs } from "./train_args.ts";
-import { INIT_STD_FLAG } from "./resume_flags.ts";
+import { firstRunOfRestartableJob, INIT_STD_FLAG } from "./resume_flags.ts";
 import { checkpointArgs, loggedConfig } from "./train_config.ts";
 
 /** What a run reports back (rank 0's view). */
@@ -407,7 +407,9 @@ async function trainOn<B>(
   let skippedTotal = 0;
   // Counted from the checkpoint's own count: a resumed run may have another global batch.
   let base: Consumed = { tokens: 0, samples: 0 };
-  const loaded = a.load
+  // --load and --save the same directory with no checkpoint in it yet: the job's first run.
+  const fresh = await firstRunOfRestartableJob(a.load, a.save, a.loadIteration);
+  const loaded = a.load && !fresh
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
     : null;
   const startIter = loaded ? loaded.iteration + 1 : 1;
@@ -422,7 +424,7 @@ async function trainOn<B>(
   // A resumed run appends to its log, dropping what the interrupted run wrote
   // past its checkpoint (those iterations run again).
   const json = log.isLogger && a.logJson
-    ? await JsonLog.open(a.logJson, a.load ? startIter - 1 : undefined, {
+    ? await JsonLog.open(a.logJson, loaded ? startIter - 1 : undefined, {
       config: loggedConfig(a),
       // null in JSON where the launch does not say (e.g. torchrun without LOCAL_WORLD_SIZE).
       world: { size: world, tp: a.tp, dp, nodes: dist ? dist.nodes ?? NaN : 1 },
@@ -431,7 +433,7 @@ async function trainOn<B>(
     : null;
   const progress = new Progress(iters, log.isLogger ? undefined : false);
   const stopFlag = a.save && dist && stop ? dist.group.alloc(1) : null;
-  const from = a.load
+  const from = loaded
     ? `loaded from ${a.load}`
     : a.initFromHf
     ? `loaded from ${a.initFromHf}`

@@ -83,10 +83,17 @@ Deno.test({
       assert.equal(half.results[0].code, 2, half.results[0].stderr);
       assert.match(half.results[0].stderr, /--save given on rank 0, not given on rank 1/);
 
-      // Megatron's flags that change nothing here may differ too (cli/megatron_flags.ts).
+      // Megatron's flags that change nothing here may differ too (cli/megatron_flags.ts), and so
+      // may --lr-warmup-iters beside a warm-up fraction, which replaces it.
+      const warmup = ["--lr-warmup-fraction", "0.25"];
       const ok = await twoNodes(dir, [
-        [...data("data.txt"), "--log-json", `${dir}/log.jsonl`, "--use-mcore-models"],
-        [...data("copy.txt"), "--distributed-backend", "gloo"],
+        [
+          ...data("data.txt"),
+          ...["--log-json", `${dir}/log.jsonl`, "--use-mcore-models"],
+          ...warmup,
+          ...["--lr-warmup-iters", "0"],
+        ],
+        [...data("copy.txt"), "--distributed-backend", "gloo", ...warmup],
       ]);
       for (const r of ok.results) assert.equal(r.code, 0, r.stderr);
       assert.match(ok.results[0].stdout, /iteration\s+2\/\s*2/);

@@ -483,3 +483,73 @@ Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's voc
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("train: --load continues AdamW's settings (eps, betas, weight decay); a refused command line makes no --save directory", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const optimizer = ["--adam-eps", "1e-3", "--adam-beta2", "0.95", "--weight-decay", "0.05"];
+    const common = [...tiny, "--hidden-dropout", "0", "--attention-dropout", "0"];
+    const whole = await runCli("cli/train.ts", [
+      ...common,
+      ...optimizer,
+      ...["--train-iters", "4", "--save", `${dir}/ck`, "--save-interval", "2"],
+      ...["--log-json", `${dir}/whole.jsonl`],
+    ]);
+    strictEqual(whole.code, 0, whole.stderr);
+    const resume = (...extra: string[]) =>
+      runCli("cli/train.ts", [
+        ...common,
+        ...["--load", `${dir}/ck`, "--iteration", "2", "--train-iters", "4"],
+        ...["--log-json", `${dir}/resumed.jsonl`],
+        ...extra,
+      ]);
+    // Without the flags: the checkpoint's settings, so the same steps (eps 1e-8 changed them).
+    const resumed = await resume();
+    strictEqual(resumed.code, 0, resumed.stderr);
+    const losses = (f: string) => records(Deno.readTextFileSync(`${dir}/${f}`)).map((r) => r.loss);
+    equal(JSON.stringify(losses("resumed.jsonl")), JSON.stringify(losses("whole.jsonl").slice(2)));
+    const other = await resume("--adam-eps", "1e-6");
+    strictEqual(other.code, 2, other.stderr);
+    match(
+      other.stderr,
+      /--adam-eps 0\.000001 disagrees with the checkpoint .*\(adam-eps 0\.001\); drop the flag to continue its optimizer, or add --override-opt-param-scheduler/,
+    );
+    strictEqual((await resume("--adam-eps", "1e-6", "--override-opt-param-scheduler")).code, 0);
+
+    // Refused after the paths were checked: the --save directory is not left behind.
+    const refused = await runCli("cli/train.ts", [
+      ...tiny,
+      ...["--adam-eps", "0", "--save", `${dir}/new`],
+    ]);
+    strictEqual(refused.code, 2, refused.stderr);
+    equal(await Deno.stat(`${dir}/new`).then(() => true, () => false), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("train: --load and --save the same empty directory start a restartable job; --load elsewhere must hold a checkpoint", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const job = (iters: string) =>
+      runCli("cli/train.ts", [
+        ...tiny,
+        ...["--train-iters", iters, "--load", `${dir}/ck`, "--save", `${dir}/ck`],
+      ]);
+    const first = await job("2");
+    strictEqual(first.code, 0, first.stderr);
+    match(first.stderr, /warning: no checkpoint in .*\/ck yet: training from scratch/);
+    equal(/loaded .*iter_/.test(first.stdout), false);
+    const again = await job("3");
+    strictEqual(again.code, 0, again.stderr);
+    match(again.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
+    const elsewhere = await runCli("cli/train.ts", [
+      ...tiny,
+      ...["--train-iters", "2", "--load", `${dir}/typo`, "--save", `${dir}/ck2`],
+    ]);
+    strictEqual(elsewhere.code, 1, elsewhere.stderr);
+    match(elsewhere.stderr, /typo: no checkpoint/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
