@@ -722,6 +722,22 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   const { path, iteration } = await resolveIterDir(loadDir, f.iteration as number | undefined);
   const meta = await readMeta(path);
   const where = `the checkpoint ${path} (iteration ${iteration})`;
+  // A training setting the run continues from the checkpoint (the schedule's, AdamW's): not given,
+  // it takes the saved value; given otherwise, it is refused unless overridden.
+  const goOn = (flag: string, v: unknown, what: string, replaced: string) => {
+    if (v === undefined || v === f[flag] || typeof v === "object") return;
+    if (wasGiven(f, flag)) {
+      refuse(
+        flag,
+        f[flag],
+        where,
+        `${flag} ${v}`,
+        `drop the flag to continue ${what}, or add --override-opt-param-scheduler to replace ` +
+          replaced,
+      );
+    }
+    adopt(flag, v as number | string | boolean);
+  };
   const arch = meta.model?.arch;
   if (arch === "gpt" || arch === "bert") {
     if (arch !== f.model) {
@@ -781,19 +797,8 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     if (saved.lr !== undefined) saved["lr-warmup-init"] ??= 0;
     agreeWarmup(f, saved, where, refuse, adopt);
     for (const flag of SCHEDULE_FLAGS) {
-      const v = saved[flag];
-      if (WARMUP_FLAGS.includes(flag) || v === undefined || v === f[flag]) continue;
-      if (wasGiven(f, flag)) {
-        refuse(
-          flag,
-          f[flag],
-          where,
-          `${flag} ${v}`,
-          "drop the flag to continue its learning-rate schedule, or add " +
-            "--override-opt-param-scheduler to replace the schedule",
-        );
-      }
-      adopt(flag, v);
+      if (WARMUP_FLAGS.includes(flag)) continue;
+      goOn(flag, saved[flag], "its learning-rate schedule", "the schedule");
     }
   }
   // AdamW's settings go on from the checkpoint's optimizer, as Megatron's do (its optimizer
@@ -801,19 +806,8 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   // disagrees is refused unless --override-opt-param-scheduler.
   const o = meta.optimizer;
   if (o && !f["override-opt-param-scheduler"]) {
-    for (const [flag, v] of OPTIMIZER_FLAGS.map((k) => [k.flag, o[k.key]] as const)) {
-      if (typeof v !== "number" || v === f[flag]) continue;
-      if (wasGiven(f, flag)) {
-        refuse(
-          flag,
-          f[flag],
-          where,
-          `${flag} ${v}`,
-          "drop the flag to continue its optimizer, or add --override-opt-param-scheduler to " +
-            "replace its settings",
-        );
-      }
-      adopt(flag, v);
+    for (const { flag, key } of OPTIMIZER_FLAGS) {
+      goOn(flag, o[key], "its optimizer", "its settings");
     }
   }
   const post = "apply-residual-connection-post-layernorm";

@@ -7,8 +7,11 @@
  */
 
 import { BlendSchedule, type BlendScheduleState } from "./blend.ts";
-import { DataError } from "./errors.ts";
 import {
+  checkOneWindow,
+  checkPositive,
+  checkSamplerOptions,
+  emptyBatch,
   evalWindowStarts,
   fillRow,
   type GptSamplerOptions,
@@ -66,7 +69,7 @@ export class BlendedGptBatchSampler {
 
   /**
    * A sampler over `corpora` blended by `weights` (positive, normalized here);
-   * `names` name the corpora in errors. Throws a {@link DataError} naming a
+   * `names` name the corpora in errors. Throws a `DataError` naming a
    * corpus shorter than one window (T+1 tokens).
    */
   constructor(
@@ -76,24 +79,8 @@ export class BlendedGptBatchSampler {
     names?: readonly string[],
   ) {
     checkCorpora(corpora, weights, names);
-    for (
-      const [name, v] of [["batch size", options.batchSize], [
-        "sequence length",
-        options.seqLength,
-      ]] as const
-    ) {
-      if (!Number.isInteger(v) || v < 1) {
-        throw new RangeError(`${name} must be a positive integer, got ${v}`);
-      }
-    }
-    corpora.forEach((ids, k) => {
-      if (ids.length < options.seqLength + 1) {
-        throw new DataError(
-          `${nameOf(names, k)} has ${ids.length} tokens, fewer than one window of ` +
-            `seq length + 1 = ${options.seqLength + 1}; use more data or a shorter --seq-length`,
-        );
-      }
-    });
+    checkSamplerOptions(options);
+    corpora.forEach((ids, k) => checkOneWindow(nameOf(names, k), ids, options.seqLength));
     this.#corpora = corpora;
     this.#B = options.batchSize;
     this.#T = options.seqLength;
@@ -120,14 +107,7 @@ export class BlendedGptBatchSampler {
   /** Draws the next batch; its `sources` say which corpus each row came from. */
   next(): LmBatch {
     const B = this.#B, T = this.#T;
-    const batch: LmBatch = {
-      inputs: new Int32Array(B * T),
-      targets: new Int32Array(B * T),
-      batchSize: B,
-      seqLength: T,
-      starts: [],
-      sources: [],
-    };
+    const batch = emptyBatch(B, T, [], []);
     for (let r = 0; r < B; r++) {
       const k = this.#schedule.next();
       const ids = this.#corpora[k];
@@ -190,18 +170,9 @@ export function blendedEvalBatches(
   options: { maxBatches?: number; names?: readonly string[] } = {},
 ): LmBatch[] {
   checkCorpora(corpora, weights, options.names);
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new RangeError(`batch size must be a positive integer, got ${batchSize}`);
-  }
+  checkPositive("batch size", batchSize);
+  corpora.forEach((ids, k) => checkOneWindow(nameOf(options.names, k), ids, seqLength));
   const starts = corpora.map((ids) => evalWindowStarts(ids.length, seqLength));
-  starts.forEach((s, k) => {
-    if (s.length === 0) {
-      throw new DataError(
-        `${nameOf(options.names, k)} has ${corpora[k].length} tokens, fewer than one window ` +
-          `of seq length + 1 = ${seqLength + 1}`,
-      );
-    }
-  });
   const available = starts.reduce((n, s) => n + s.length, 0);
   const rows = Math.min(available, (options.maxBatches ?? Infinity) * batchSize);
   const schedule = new BlendSchedule(weights);
@@ -209,14 +180,7 @@ export function blendedEvalBatches(
   const out: LmBatch[] = [];
   for (let lo = 0; lo < rows; lo += batchSize) {
     const B = Math.min(batchSize, rows - lo);
-    const batch: LmBatch = {
-      inputs: new Int32Array(B * seqLength),
-      targets: new Int32Array(B * seqLength),
-      batchSize: B,
-      seqLength,
-      starts: [],
-      sources: [],
-    };
+    const batch = emptyBatch(B, seqLength, [], []);
     for (let r = 0; r < B; r++) {
       const k = schedule.next();
       const start = starts[k][taken[k]++ % starts[k].length];

@@ -43,10 +43,44 @@ export interface GptSamplerOptions {
   seed: number;
 }
 
-function checkPositive(name: string, v: number): void {
+/** Throws a RangeError naming `name` when `v` is not a positive integer. */
+export function checkPositive(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) {
     throw new RangeError(`${name} must be a positive integer, got ${v}`);
   }
+}
+
+/** Throws a RangeError for a batch size or sequence length that is not a positive integer. */
+export function checkSamplerOptions(options: GptSamplerOptions): void {
+  checkPositive("batch size", options.batchSize);
+  checkPositive("sequence length", options.seqLength);
+}
+
+/** Throws a {@link DataError} naming `what` when `ids` hold less than one window (T+1 tokens). */
+export function checkOneWindow(what: string, ids: ArrayLike<number>, seqLength: number): void {
+  if (ids.length < seqLength + 1) {
+    throw new DataError(
+      `${what} has ${ids.length} tokens, fewer than one window of ` +
+        `seq length + 1 = ${seqLength + 1}; use more data or a shorter --seq-length`,
+    );
+  }
+}
+
+/** A batch of `batchSize` rows of `seqLength` zeros, to fill with {@link fillRow}. */
+export function emptyBatch(
+  batchSize: number,
+  seqLength: number,
+  starts: number[] = [],
+  sources?: number[],
+): LmBatch {
+  return {
+    inputs: new Int32Array(batchSize * seqLength),
+    targets: new Int32Array(batchSize * seqLength),
+    batchSize,
+    seqLength,
+    starts,
+    ...(sources ? { sources } : {}),
+  };
 }
 
 /** Fills `inputs`/`targets` row `row` of `b` from the window of `ids` starting at `start`. */
@@ -78,14 +112,8 @@ export class GptBatchSampler {
 
   /** Creates a sampler over `ids`; throws if the stream is shorter than one window (T+1). */
   constructor(ids: ArrayLike<number>, options: GptSamplerOptions) {
-    checkPositive("batch size", options.batchSize);
-    checkPositive("sequence length", options.seqLength);
-    if (ids.length < options.seqLength + 1) {
-      throw new DataError(
-        `the token stream has ${ids.length} tokens, fewer than one window of ` +
-          `seq length + 1 = ${options.seqLength + 1}; use more data or a shorter --seq-length`,
-      );
-    }
+    checkSamplerOptions(options);
+    checkOneWindow("the token stream", ids, options.seqLength);
     this.#ids = ids;
     this.#B = options.batchSize;
     this.#T = options.seqLength;
@@ -106,13 +134,7 @@ export class GptBatchSampler {
   /** Draws the next batch. */
   next(): LmBatch {
     const B = this.#B, T = this.#T;
-    const batch: LmBatch = {
-      inputs: new Int32Array(B * T),
-      targets: new Int32Array(B * T),
-      batchSize: B,
-      seqLength: T,
-      starts: [],
-    };
+    const batch = emptyBatch(B, T);
     for (let r = 0; r < B; r++) {
       const start = this.#rng.nextInt(this.windowCount);
       batch.starts.push(start);
@@ -175,13 +197,7 @@ export function* evalBatches(
   for (let i = 0; i < starts.length && yielded < limit; i += batchSize) {
     const B = Math.min(batchSize, starts.length - i);
     if (B < batchSize && options.dropLast) return;
-    const batch: LmBatch = {
-      inputs: new Int32Array(B * seqLength),
-      targets: new Int32Array(B * seqLength),
-      batchSize: B,
-      seqLength,
-      starts: starts.slice(i, i + B),
-    };
+    const batch = emptyBatch(B, seqLength, starts.slice(i, i + B));
     batch.starts.forEach((s, r) => fillRow(ids, s, seqLength, r, batch));
     yielded++;
     yield batch;
