@@ -27,7 +27,7 @@ import {
   type ShapeConfig,
   validateTransformerConfig,
 } from "../models/shape.ts";
-import { type FlagSpec, UsageError } from "./flags.ts";
+import { type FlagSpec, FlagsRefusedError, UsageError } from "./flags.ts";
 
 export { UsageError };
 
@@ -77,6 +77,8 @@ const FULL_OR_READ_ONLY = /\(os error (28|30|122)\)/;
  */
 export function classify(e: unknown): { code: 1 | 2; message: string } | null {
   if (!(e instanceof Error)) return null;
+  // Several refused flags at once: a header line, then a line per flag.
+  if (e instanceof FlagsRefusedError) return { code: 2, message: e.message.trimEnd() };
   if (e instanceof UsageError) return { code: 2, message: oneLine(e.message) };
   if (e instanceof NoAdapterError) {
     // Its advice spans lines; the first says what happened, the rest how to fix it.

@@ -100,6 +100,24 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * Several flags refused at once by {@link parseFlags} (unknown ones, and
+ * Megatron flags for what is not implemented here): its message names how
+ * many, then one line per flag (`refusals`), in command-line order.
+ */
+export class FlagsRefusedError extends UsageError {
+  /** The refusal of each flag, in command-line order. */
+  readonly refusals: readonly string[];
+  /** The error for `refusals` (two or more). */
+  constructor(refusals: readonly string[]) {
+    super(
+      `${refusals.length} flags are refused (--help lists the flags):\n` +
+        refusals.map((l) => `  • ${l}`).join("\n"),
+    );
+    this.refusals = refusals;
+  }
+}
+
 /** Parsed values keyed by flag name (kebab-case); a {@link FlagSpec.list} flag's several values are an array. */
 export type FlagValues = Record<string, number | string | boolean | string[] | undefined>;
 
@@ -216,34 +234,46 @@ function strayHint(
   return hints.length ? ` (${hints.join("; ")})` : "";
 }
 
+/** A {@link FlagSpec.list} flag as given: its spelling, values and index in the arguments. */
+interface ListFlag {
+  spelled: string;
+  values: string[];
+  at: number;
+}
+
 /**
  * The values of `specs`' {@link FlagSpec.list} flags in `args` (by flag name),
- * and the other arguments, for parseArgs. Throws {@link UsageError} for a list
- * flag without a value or given twice.
+ * and the other arguments, for parseArgs, with the index in `args` of each
+ * (`restAt`). Throws {@link UsageError} for a list flag without a value or
+ * given twice.
  */
 function takeListFlags(
   args: string[],
   specs: Record<string, FlagSpec>,
   aliasOf: Map<string, string>,
-): { rest: string[]; lists: Map<string, { spelled: string; values: string[] }> } {
+): { rest: string[]; restAt: number[]; lists: Map<string, ListFlag> } {
   const rest: string[] = [];
-  const lists = new Map<string, { spelled: string; values: string[] }>();
+  const restAt: number[] = [];
+  const keep = (i: number) => {
+    rest.push(args[i]);
+    restAt.push(i);
+  };
+  const lists = new Map<string, ListFlag>();
   for (let i = 0; i < args.length; i++) {
     if (args[i] === "--") { // the end of the flags: parseArgs refuses what follows
-      rest.push(...args.slice(i));
+      for (let j = i; j < args.length; j++) keep(j);
       break;
     }
     const m = /^--([^=]+)(?:=(.*))?$/s.exec(args[i]);
     const name = m ? aliasOf.get(m[1]) ?? m[1] : undefined;
     const s = name === undefined ? undefined : specs[name];
     if (!m || !s?.list) {
-      rest.push(args[i]);
+      keep(i);
       // Another flag's value stays with it, whatever it looks like.
-      if (m && s && s.type !== "boolean" && m[2] === undefined && i + 1 < args.length) {
-        rest.push(args[++i]);
-      }
+      if (m && s && s.type !== "boolean" && m[2] === undefined && i + 1 < args.length) keep(++i);
       continue;
     }
+    const at = i;
     const values = m[2] === undefined ? [] : [m[2]];
     while (i + 1 < args.length && !isFlagToken(args[i + 1])) values.push(args[++i]);
     const form = `--${name} ${s.valueName ?? "VALUE …"}`;
@@ -256,9 +286,9 @@ function takeListFlags(
           `flag: ${form}`,
       );
     }
-    lists.set(name!, { spelled: m[1], values });
+    lists.set(name!, { spelled: m[1], values, at });
   }
-  return { rest, lists };
+  return { rest, restAt, lists };
 }
 
 /** A list flag's values as a command line shows them. */
@@ -266,11 +296,16 @@ function shownList(values: string[]): string {
   return values.map((v) => /^[\w./+-]+$/.test(v) ? v : JSON.stringify(v)).join(" ");
 }
 
-/** Parses `args` against `specs`. */
+/**
+ * Parses `args` against `specs`. Throws {@link UsageError} at the first
+ * problem, but for unknown flags and refused {@link FlagSpec.unimplemented}
+ * ones: two or more of those are refused together, one line each.
+ */
 export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
   const specs = withMegatronSpellings(table);
   const { options, aliasOf } = parseArgsOptions(specs);
-  const { rest, lists } = takeListFlags(args, specs, aliasOf);
+  const { rest, restAt, lists } = takeListFlags(args, specs, aliasOf);
+  refuseSeveral(rest, restAt, lists, specs, options, aliasOf);
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
@@ -361,17 +396,103 @@ function refuseUnimplemented(
   value: FlagValues[string],
   u: NonNullable<FlagSpec["unimplemented"]>,
 ): void {
-  if (u.accepts === true) return;
+  const refusal = unimplementedRefusal(name, value, u);
+  if (refusal) throw new UsageError(refusal);
+}
+
+/** Why {@link refuseUnimplemented} refuses `--name value`, or null where it is accepted. */
+function unimplementedRefusal(
+  name: string,
+  value: FlagValues[string],
+  u: NonNullable<FlagSpec["unimplemented"]>,
+): string | null {
+  if (u.accepts === true) return null;
   const v = typeof value === "boolean" || value === undefined
     ? null
     : Array.isArray(value)
     ? value.join(" ")
     : String(value);
-  if (v !== null && u.accepts?.includes(v)) return;
+  if (v !== null && u.accepts?.includes(v)) return null;
   const ok = u.accepts?.length
     ? `; ${u.accepts.join(" or ")} ${u.accepts.length > 1 ? "are" : "is"} accepted`
     : "";
-  throw new UsageError(`--${name}${v === null ? "" : ` ${v}`}: ${u.reason}${ok}`);
+  return `--${name}${v === null ? "" : ` ${v}`}: ${u.reason}${ok}`;
+}
+
+/**
+ * Refuses at once, one line each in command-line order, the flags of `rest`
+ * (and the list flags taken out of it) that {@link parseFlags} would refuse one
+ * per run, when there are two or more: unknown long options, and
+ * {@link FlagSpec.unimplemented} flags at values they do not accept (a pasted
+ * Megatron script can carry several). With one or none it does nothing, and
+ * the parse goes on to refuse that one as it always has; other errors (a bad
+ * number, a missing value) are left to it too. `restAt` gives each argument's
+ * index in the command line.
+ */
+function refuseSeveral(
+  rest: string[],
+  restAt: number[],
+  lists: Map<string, ListFlag>,
+  specs: Record<string, FlagSpec>,
+  options: ReturnType<typeof parseArgsOptions>["options"],
+  aliasOf: Map<string, string>,
+): void {
+  const problems = new Map<string, { at: number; line: string | null }>();
+  // A flag given twice counts once: an unknown one where it first stands, an
+  // unimplemented one at its last value (the one the parse keeps).
+  const unknown = (raw: string, at: number) => {
+    if (problems.has(raw)) return;
+    const near = nearestFlag(raw.slice(2), Object.keys(options));
+    problems.set(raw, {
+      at,
+      line: `${raw}: unknown option${near ? ` (did you mean --${near}?)` : ""}`,
+    });
+  };
+  const unimplemented = (name: string, value: FlagValues[string], at: number) => {
+    problems.delete(`--${name}`);
+    const u = specs[name].unimplemented!;
+    problems.set(`--${name}`, { at, line: unimplementedRefusal(name, value, u) });
+  };
+  const { tokens } = parseArgs({
+    args: rest,
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  for (const t of tokens) {
+    if (t.kind !== "option" || !t.rawName.startsWith("--")) continue;
+    if (!(t.name in options)) {
+      unknown(t.rawName, restAt[t.index]);
+      continue;
+    }
+    const name = aliasOf.get(t.name) ?? t.name;
+    const s = specs[name];
+    if (!s?.unimplemented) continue;
+    if (s.type === "boolean") {
+      unimplemented(name, true, restAt[t.index]);
+      continue;
+    }
+    if (t.value === undefined) continue; // a missing value: the parse says so
+    const spelling = MEGATRON_SPELLINGS[t.name];
+    let value: string | number = spelling?.value ? spelling.value(t.value) : t.value;
+    if (s.type === "int" || s.type === "float") {
+      const n = Number(value);
+      // A value that is not a number: the parse says so.
+      if (value.trim() === "" || !Number.isFinite(n)) continue;
+      if (s.type === "int" && !Number.isSafeInteger(n)) continue;
+      value = n;
+    }
+    unimplemented(name, value, restAt[t.index]);
+  }
+  for (const [name, { values, at }] of lists) {
+    if (specs[name].unimplemented) {
+      unimplemented(name, values.length === 1 ? values[0] : values, at);
+    }
+  }
+  const lines = [...problems.values()].filter((p) => p.line !== null)
+    .sort((a, b) => a.at - b.at).map((p) => p.line!);
+  if (lines.length >= 2) throw new FlagsRefusedError(lines);
 }
 
 /**
@@ -402,7 +523,13 @@ export function helpText(usage: string, table: Record<string, FlagSpec>): string
   if (unimplemented.length) {
     const accepted = unimplemented.flatMap(([n, s]) => {
       const a = s.unimplemented!.accepts;
-      return a === true ? [`--${n}`] : a?.length ? [`--${n} ${a.join("|")}`] : [];
+      // A flag stays on one line with its value (NBSP, a space once wrapped).
+      if (a === true) {
+        return [
+          s.type === "boolean" ? `--${n}` : `--${n}${NBSP}${s.valueName ?? s.type.toUpperCase()}`,
+        ];
+      }
+      return a?.length ? [`--${n}${NBSP}${a.join("|")}`] : [];
     });
     const refused = unimplemented.filter(([, s]) => !s.unimplemented!.accepts).map(([n]) =>
       `--${n}`
@@ -414,11 +541,14 @@ export function helpText(usage: string, table: Record<string, FlagSpec>): string
           `this project does anyway (they change nothing: ${accepted.join(", ")}) and refused ` +
           `otherwise with the reason; always refused: ${refused.join(", ")}`,
         90,
-      ),
+      ).map((l) => l.replaceAll(NBSP, " ")),
     );
   }
   return lines.join("\n");
 }
+
+/** A space {@link wrap} does not break at. */
+const NBSP = "\u00a0";
 
 /** `text` broken into lines of at most `width` characters at spaces. */
 function wrap(text: string, width: number): string[] {

@@ -23,6 +23,37 @@ function unimplemented(
   return { type, help: reason, unimplemented: { reason, accepts }, ...(list ? { list } : {}) };
 }
 
+/** Why TensorBoard's flags are refused. */
+const TENSORBOARD = "TensorBoard logs are not written here; --log-json FILE writes one JSON " +
+  "object per iteration (deno task plot draws the curves)";
+
+/** Why Weights & Biases' flags are refused. */
+const WANDB = "Weights & Biases is not written to here; --log-json FILE writes one JSON object " +
+  "per iteration (deno task plot draws the curves)";
+
+/** Why pipeline parallelism's flags are refused. */
+const PIPELINE = "pipeline parallelism is not implemented here (tensor and data parallelism are)";
+
+/** Why mixture-of-experts flags are refused. */
+const MOE = "mixture of experts is not implemented here: each layer has one dense GeLU MLP";
+
+/** Why grouped-query attention's flags are refused. */
+const MHA = "attention is multi-head here: each head has its own keys and values (GPT-2's and " +
+  "BERT's)";
+
+/** Why rotary embeddings' flags are refused. */
+const NO_ROTARY = "there are no rotary embeddings here: positions are a learned absolute table " +
+  "(GPT-2's and BERT's)";
+
+/** Why Megatron's recompute flags are refused. */
+const RECOMPUTE = "recomputation here is of whole layers: --recompute-activations keeps each " +
+  "layer's input and runs the layer again in backward (Megatron's full granularity, uniform " +
+  "method, 1 layer)";
+
+/** Why switches that turn off a CUDA fusion of Megatron's are accepted. */
+const CUDA_FUSION = "a CUDA fusion of Megatron's, a matter of speed; the kernels here are this " +
+  "project's own WebGPU ones";
+
 /**
  * Megatron's flags for what this project does not do. Given with a value they
  * accept (a switch that accepts `true`: given at all), they ask for what it
@@ -32,11 +63,7 @@ function unimplemented(
  * (cli/same_flags.ts): they change nothing.
  */
 export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
-  "pipeline-model-parallel-size": unimplemented(
-    "int",
-    "pipeline parallelism is not implemented here (tensor and data parallelism are)",
-    ["1"],
-  ),
+  "pipeline-model-parallel-size": unimplemented("int", PIPELINE, ["1"]),
   "sequence-parallel": unimplemented(
     "boolean",
     "sequence parallelism is not implemented here: layer norms and dropout outside the " +
@@ -109,11 +136,215 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
       "/dev/shm between processes); Megatron takes nccl or gloo",
     ["nccl", "gloo"],
   ),
-  "tensorboard-dir": unimplemented(
-    "string",
-    "TensorBoard logs are not written here; --log-json FILE writes one JSON object per " +
-      "iteration (deno task plot draws the curves)",
+  "tensorboard-dir": unimplemented("string", TENSORBOARD),
+  // Parallelism.
+  "context-parallel-size": unimplemented(
+    "int",
+    "context parallelism (the sequence split over ranks) is not implemented here (tensor and " +
+      "data parallelism are)",
+    ["1"],
   ),
+  "expert-model-parallel-size": unimplemented(
+    "int",
+    "expert parallelism is not implemented here: there is no mixture of experts",
+    ["1"],
+  ),
+  "num-layers-per-virtual-pipeline-stage": unimplemented("int", PIPELINE),
+  "decoder-first-pipeline-num-layers": unimplemented("int", PIPELINE),
+  "decoder-last-pipeline-num-layers": unimplemented("int", PIPELINE),
+  "overlap-param-gather": unimplemented(
+    "boolean",
+    "it overlaps the distributed optimizer's parameter all-gather, and the optimizer state is " +
+      "not sharded here (no --use-distributed-optimizer); --overlap-grad-reduce is implemented",
+  ),
+  // The model.
+  "transformer-impl": unimplemented(
+    "string",
+    "there is no Transformer Engine (NVIDIA's CUDA library) here: the layers run this " +
+      "project's own WebGPU kernels",
+    ["local"],
+  ),
+  "use-legacy-models": unimplemented(
+    "boolean",
+    "it picks Megatron's legacy model classes and their torch checkpoints; the models and " +
+      "checkpoints here are this project's own",
+  ),
+  "num-experts": unimplemented("int", MOE),
+  "moe-router-topk": unimplemented("int", MOE),
+  "moe-router-load-balancing-type": unimplemented("string", MOE),
+  "moe-router-score-function": unimplemented("string", MOE),
+  "moe-router-dtype": unimplemented("string", MOE),
+  "moe-aux-loss-coeff": unimplemented("float", MOE),
+  "moe-z-loss-coeff": unimplemented("float", MOE),
+  "moe-grouped-gemm": unimplemented("boolean", MOE),
+  "moe-token-dispatcher-type": unimplemented("string", MOE),
+  "moe-permute-fusion": unimplemented("boolean", MOE),
+  "moe-ffn-hidden-size": unimplemented("int", MOE),
+  "moe-shared-expert-intermediate-size": unimplemented("int", MOE),
+  "moe-layer-freq": unimplemented("string", MOE),
+  "moe-expert-capacity-factor": unimplemented("float", MOE),
+  "moe-per-layer-logging": unimplemented("boolean", MOE),
+  "group-query-attention": unimplemented("boolean", MHA),
+  "num-query-groups": unimplemented("int", MHA),
+  "kv-channels": unimplemented(
+    "int",
+    "a head is --hidden-size / --num-attention-heads wide here (Megatron's default)",
+  ),
+  "use-rotary-position-embeddings": unimplemented("boolean", NO_ROTARY),
+  "rotary-percent": unimplemented("float", NO_ROTARY),
+  "rotary-base": unimplemented("int", NO_ROTARY),
+  "no-position-embedding": unimplemented(
+    "boolean",
+    "positions are a learned absolute table here, always added (GPT-2's and BERT's)",
+  ),
+  "squared-relu": unimplemented("boolean", "the MLP is GPT-2's GeLU MLP here"),
+  "apply-layernorm-1p": unimplemented(
+    "boolean",
+    "layer norms scale by their weight as stored here (GPT-2's and BERT's), not by 1 + weight",
+  ),
+  "qk-layernorm": unimplemented(
+    "boolean",
+    "queries and keys are not normalized here (GPT-2's and BERT's attention)",
+  ),
+  "recompute-granularity": unimplemented("string", RECOMPUTE),
+  "recompute-method": unimplemented("string", RECOMPUTE),
+  "recompute-num-layers": unimplemented("int", RECOMPUTE),
+  // CUDA kernels of Megatron's.
+  "no-bias-gelu-fusion": unimplemented(
+    "boolean",
+    "in Megatron it also trades the fused tanh-approximated GeLU for the exact (erf) one; here " +
+      "GPT's MLP takes the tanh GeLU (GPT-2's) and BERT's the exact one (Hugging Face BERT's), " +
+      "whatever the flag",
+  ),
+  "no-bias-dropout-fusion": unimplemented("boolean", CUDA_FUSION, true),
+  "no-gradient-accumulation-fusion": unimplemented("boolean", CUDA_FUSION, true),
+  "no-persist-layer-norm": unimplemented("boolean", CUDA_FUSION, true),
+  "no-async-tensor-model-parallel-allreduce": unimplemented(
+    "boolean",
+    "deprecated in Megatron, which ignores it; ignored here too",
+    true,
+  ),
+  "manual-gc": unimplemented(
+    "boolean",
+    "it drives Python's garbage collector; this project runs on JavaScript, whose collector " +
+      "(V8's) runs on its own",
+  ),
+  // Training length and checkpoints.
+  "train-samples": unimplemented(
+    "int",
+    "training is counted in iterations here: --train-iters (samples / --global-batch-size)",
+  ),
+  "lr-decay-samples": unimplemented(
+    "int",
+    "the schedule is counted in iterations here: --lr-decay-iters (samples / " +
+      "--global-batch-size)",
+  ),
+  "lr-warmup-samples": unimplemented(
+    "int",
+    "the schedule is counted in iterations here: --lr-warmup-iters (samples / " +
+      "--global-batch-size) or --lr-warmup-fraction",
+    ["0"],
+  ),
+  "exit-signal-handler": unimplemented(
+    "boolean",
+    "with --save, a first SIGTERM, SIGINT or SIGHUP always saves a checkpoint and exits here",
+    true,
+  ),
+  "ckpt-format": unimplemented(
+    "string",
+    "checkpoints are this project's own here (checkpoint.json and a safetensors file per " +
+      "tensor-parallel rank, resharded to any --tp at load); none of Megatron's formats is " +
+      "read or written",
+  ),
+  "finetune": unimplemented(
+    "boolean",
+    "--load resumes a run where it stopped here (iteration, AdamW state, data order, RNG); to " +
+      "start a new run from its weights, export them (deno task export-hf) and pass " +
+      "--init-from-hf DIR",
+  ),
+  "no-load-optim": unimplemented(
+    "boolean",
+    "--load always resumes the AdamW moments and step with the weights here; to start from " +
+      "the weights alone, export them (deno task export-hf) and pass --init-from-hf DIR",
+  ),
+  "no-load-rng": unimplemented(
+    "boolean",
+    "--load always resumes the dropout and data-order random state here (an exact resume)",
+  ),
+  // Data.
+  "num-workers": {
+    ...unimplemented(
+      "int",
+      "there are no data-loader worker processes here: batches are drawn from the corpus in " +
+        "memory",
+      true,
+    ),
+    valueName: "N",
+  },
+  "dataloader-type": unimplemented(
+    "string",
+    "training batches are drawn here at random offsets by a seeded sampler with no epochs " +
+      "(resumed from the checkpoint), not in one pass over a sample index (single) or in " +
+      "reshuffled passes (cyclic)",
+  ),
+  "data-cache-path": {
+    ...unimplemented(
+      "string",
+      "no index files are built here (windows are drawn at random offsets), so nothing is cached",
+      true,
+    ),
+    valueName: "DIR",
+  },
+  "no-mmap-bin-files": unimplemented(
+    "boolean",
+    ".bin files are read whole into memory here, never mapped",
+    true,
+  ),
+  "mock-data": unimplemented(
+    "boolean",
+    "there is no synthetic data here; without --data-path a run trains on Moby Dick " +
+      "(data/assets/moby_dick.txt)",
+  ),
+  "tokenizer-model": unimplemented(
+    "string",
+    "no tokenizer model files are read here: the tokenizers are built in (--tokenizer " +
+      "byte|gpt2; BERT reads bert-base-uncased's vocabulary, or that of --init-from-hf or --load)",
+  ),
+  "test-data-path": unimplemented(
+    "string",
+    "no test set is evaluated here (the third part of --split is held out, unused); validation " +
+      "data goes in --valid-data-path",
+    undefined,
+    true,
+  ),
+  // Logging.
+  "log-throughput": unimplemented(
+    "boolean",
+    "the log line always has Megatron's throughput per GPU (TFLOP/s/GPU), and tokens/s",
+    true,
+  ),
+  "log-params-norm": unimplemented(
+    "boolean",
+    "the parameters' norm is not computed here; the log line has the gradients' (grad norm)",
+  ),
+  "timing-log-level": unimplemented(
+    "int",
+    "the log line times whole iterations here (Megatron's level 0); --measure-comm times the " +
+      "collectives apart",
+    ["0"],
+  ),
+  "timing-log-option": unimplemented(
+    "string",
+    "no timers are gathered from the ranks here: the log line times whole iterations on the " +
+      "logging rank (--measure-comm times the collectives apart)",
+  ),
+  "tensorboard-log-interval": unimplemented("int", TENSORBOARD),
+  "log-timers-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "log-validation-ppl-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "log-memory-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "wandb-project": unimplemented("string", WANDB),
+  "wandb-exp-name": unimplemented("string", WANDB),
+  "wandb-save-dir": unimplemented("string", WANDB),
 };
 
 /** Megatron's vocabulary-file flags: checked against the vocabulary a run reads ({@link checkVocabFiles}). */

@@ -156,16 +156,17 @@ Deno.test("Megatron flags not implemented here: accepted where they ask for what
   for (const [name, s] of Object.entries(MEGATRON_UNIMPLEMENTED)) {
     const u = s.unimplemented!;
     const reason = u.reason.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    // A value of the flag's type that it does not accept.
+    const other = s.type === "int" ? "7" : s.type === "float" ? "0.5" : "other";
     if (u.accepts === true) {
-      equal(refusal([`--${name}`]), null, name);
+      equal(refusal(s.type === "boolean" ? [`--${name}`] : [`--${name}`, other]), null, name);
     } else if (u.accepts) {
       for (const v of u.accepts) equal(refusal([`--${name}`, v]), null, `--${name} ${v}`);
-      const other = s.type === "int" ? "7" : "other";
       match(refusal([`--${name}`, other])!, new RegExp(`^--${name} ${other}: ${reason}; `));
     } else if (s.type === "boolean") {
       match(refusal([`--${name}`])!, new RegExp(`^--${name}: ${reason}$`));
     } else {
-      match(refusal([`--${name}`, "x"])!, new RegExp(`^--${name} x: ${reason}$`));
+      match(refusal([`--${name}`, other])!, new RegExp(`^--${name} ${other}: ${reason}$`));
     }
   }
   // Megatron's --rampup-batch-size takes three values (start, increment, samples).
