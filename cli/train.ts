@@ -53,8 +53,10 @@ one device. Distributed: --nproc-per-node N [--nnodes M --node-rank I
 --master-addr HOST] runs N ranks here, split as --tp T × data parallel.
 
 With --save, a first SIGTERM, SIGINT or SIGHUP finishes the current step, saves
-a checkpoint and exits 0; a second one exits at once. Exit codes: 0 done, 1
-data, checkpoint or runtime error, 2 bad command line, 128+N killed by signal N.`;
+a checkpoint and exits 0; a second one exits at once. --exit-interval N and
+--exit-duration-in-mins M stop the same way (saved with --save). Exit codes: 0
+done, 1 data, checkpoint or runtime error, 2 bad command line, 128+N killed by
+signal N.`;
 
 /**
  * The checks of paths and inputs made before any work; returns arguments that

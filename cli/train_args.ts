@@ -156,6 +156,16 @@ export interface TrainArgs {
   save?: string;
   /** Steps between checkpoints (Infinity: only at the end). */
   saveInterval: number;
+  /**
+   * `--exit-interval`: stop (saved, with `--save`) after an iteration that is a
+   * multiple of it, counted from iteration 0 as a resumed run's iterations are.
+   */
+  exitInterval?: number;
+  /**
+   * `--exit-duration-in-mins`: stop (saved, with `--save`) after the first step
+   * that ends this many minutes after the earliest rank started.
+   */
+  exitDurationMins?: number;
   /** Checkpoint directory to resume from. */
   load?: string;
   /** The iteration of {@link TrainArgs.load} to resume from (default: its latest). */
@@ -280,6 +290,8 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     },
     save: str(f, "save"),
     saveInterval: opt(f, "save-interval") ?? Infinity,
+    exitInterval: opt(f, "exit-interval"),
+    exitDurationMins: opt(f, "exit-duration-in-mins"),
     load: str(f, "load"),
     loadIteration: f.iteration as number | undefined,
     initFromHf: str(f, "init-from-hf"),

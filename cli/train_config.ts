@@ -298,6 +298,23 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     min: 1,
     help: "steps between checkpoints (default: only at the end)",
   },
+  "exit-interval": {
+    type: "int",
+    min: 1,
+    valueName: "N",
+    help: "stop after the first iteration that is a multiple of N, saving a checkpoint there " +
+      "with --save (nothing without), and exit 0, as Megatron's; a resumed run counts on from " +
+      "its checkpoint (40, resumed at 40, stops at 80); at or past --train-iters the run ends " +
+      "as usual",
+  },
+  "exit-duration-in-mins": {
+    type: "float",
+    valueName: "MINUTES",
+    help: "stop after the first step that ends MINUTES after the program started (each " +
+      "rank's process, or Worker, start: the earliest rank's clock decides, agreed by all " +
+      "ranks; a resumed run counts from its own start), saving a checkpoint there with " +
+      "--save (nothing without), and exit 0, as Megatron's",
+  },
   "load": { type: "string", help: "resume from this checkpoint directory (any TP size)" },
   "iteration": {
     type: "int",
@@ -495,6 +512,12 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   const std = f["init-method-std"] as number;
   if (!(std > 0 && Number.isFinite(std))) {
     throw new UsageError(`--init-method-std must be a positive number, got ${std}`);
+  }
+  const exitMins = f["exit-duration-in-mins"] as number | undefined;
+  if (exitMins !== undefined && !(exitMins > 0)) {
+    throw new UsageError(
+      `--exit-duration-in-mins must be a positive number of minutes, got ${exitMins}`,
+    );
   }
   checkWarmup(f);
   if (f.prompt === "" && (f["sample-tokens"] as number) > 0) {

@@ -62,6 +62,8 @@ export interface TrainSummary {
  * Trains on this rank. `dist` is null for a single-process, single-device run.
  * `stop` says when a signal asks the run to stop (cli/signals.ts): with
  * `--save`, every rank stops after the same step, saves there and returns.
+ * `--exit-interval` and `--exit-duration-in-mins` stop it the same way
+ * (saved with `--save`, else not), after that step's validation.
  */
 export async function trainRank(
   a: TrainArgs,
@@ -263,23 +265,70 @@ async function save<B>(
 }
 
 /**
- * The signal that stops the run after this step, the same on every rank (with
- * `--save`, the ranks agree after every step: the maximum of their signals).
+ * The signal that stops the run after this step and the minutes since the
+ * earliest rank started, the same on every rank: with `--save` (signals) or
+ * `--exit-duration-in-mins`, the ranks agree after every step in one
+ * all-reduce of `flag` (two numbers), the maximum of their signals and of
+ * their `minutes`.
  */
 async function agreedStop(
-  stop: StopRequest,
+  stop: StopRequest | null,
   flag: Float32Array | null,
   dist: WorkerContext | null,
-): Promise<Deno.Signal | null> {
+  minutes: number,
+): Promise<{ signal: Deno.Signal | null; minutes: number }> {
   // Let the event loop run the signal listeners (GPU waits may not reach it).
   await new Promise((res) => setTimeout(res, 0));
-  let n = stop.signal ? SIGNAL_NUMBERS[stop.signal] : 0;
+  let n = stop?.signal ? SIGNAL_NUMBERS[stop.signal] : 0;
   if (flag && dist) {
     flag[0] = n;
+    flag[1] = minutes;
     await dist.group.allReduce(flag, "max");
     n = flag[0];
+    minutes = flag[1];
   }
-  return signalOfNumber(n);
+  return { signal: signalOfNumber(n), minutes };
+}
+
+/**
+ * Why Megatron's exit flags stop a run after iteration `it` of `iters`, as the
+ * end of the line that says so (` (--exit-interval 40)`), or null: `minutes`
+ * (agreed by the ranks: since the earliest started) past
+ * `--exit-duration-in-mins`, or `it` a multiple of `--exit-interval`. The last
+ * iteration ends the run as usual.
+ */
+export function exitReason(
+  a: Pick<TrainArgs, "exitInterval" | "exitDurationMins">,
+  it: number,
+  iters: number,
+  minutes: number,
+): string | null {
+  if (it >= iters) return null;
+  const m = a.exitDurationMins;
+  if (m !== undefined && minutes > m) {
+    const shown = Number(minutes < 10 ? minutes.toPrecision(3) : minutes.toFixed(1));
+    return `, ${shown} minutes after the start (--exit-duration-in-mins ${m})`;
+  }
+  const n = a.exitInterval;
+  return n !== undefined && it % n === 0 ? ` (--exit-interval ${n})` : null;
+}
+
+/**
+ * The steps a run will take after iteration `it` (each about `stepMs`): to
+ * `iters`, or fewer where `--exit-interval` or `--exit-duration-in-mins` (this
+ * rank's clock) stops it first. What the matmul tuning may take a share of.
+ */
+function stepsLeft(
+  a: Pick<TrainArgs, "exitInterval" | "exitDurationMins">,
+  it: number,
+  iters: number,
+  stepMs: number,
+): number {
+  const n = a.exitInterval;
+  const left = Math.min(iters, n !== undefined ? Math.ceil(it / n) * n : iters) - it;
+  if (a.exitDurationMins === undefined) return left;
+  const msLeft = a.exitDurationMins * 60_000 - performance.now();
+  return Math.min(left, Math.max(0, Math.floor(msLeft / stepMs)));
 }
 
 /** Sums over the steps of one logging window. */
@@ -432,7 +481,11 @@ async function trainOn<B>(
     })
     : null;
   const progress = new Progress(iters, log.isLogger ? undefined : false);
-  const stopFlag = a.save && dist && stop ? dist.group.alloc(1) : null;
+  // The ranks agree after each step whether a signal (with --save) or --exit-duration-in-mins
+  // stops the run: one all-reduce of two numbers, none when neither can.
+  const timed = a.exitDurationMins !== undefined;
+  const agreeing = !!(stop && a.save) || timed;
+  const stopFlag = agreeing && dist ? dist.group.alloc(2) : null;
   const from = loaded
     ? `loaded from ${a.load}`
     : a.initFromHf
@@ -441,6 +494,8 @@ async function trainOn<B>(
 
   const window = new LogWindow();
   let stoppedBy: Deno.Signal | null = null;
+  // Why --exit-interval or --exit-duration-in-mins stops the run after this step (exitReason).
+  let exitAfter: string | null = null;
   let prev: { lr: number; gradNorm: number } | null = null;
   let lastVal = NaN, lastTrain = NaN, lastIter = startIter - 1;
   let steadyMs = 0, steadyComm = 0;
@@ -473,7 +528,7 @@ async function trainOn<B>(
     if (tuner?.pending && (it >= tuneFrom || it === iters)) {
       // The first step has used every shape: time their tilings now, once,
       // for as long as the run can afford (the step just taken sizes it).
-      const limit = runTuningLimit(a.autotune, ms, iters - it);
+      const limit = runTuningLimit(a.autotune, ms, stepsLeft(a, it, iters, ms));
       if (limit.tooShort) {
         say(describeTuningSkipped(tuner.pending, limit.runLeftMs ?? 0));
         await tuner.tune(0); // the shapes wait for a later run
@@ -498,9 +553,20 @@ async function trainOn<B>(
     if (!r.skipped) prev = { lr: r.lr, gradNorm: r.gradNorm };
     if (r.skipped) skippedTotal++;
     window.add(r.loss, r.gradNorm, timer.ms - c0, r.skipped);
-    // Signals (with --save: stop after this step, saved).
-    if (stop && a.save) stoppedBy = await agreedStop(stop, stopFlag, dist);
-    else if (stop) await new Promise((res) => setTimeout(res, 0));
+    // Signals (with --save: stop after this step, saved) and the time since the start.
+    let minutes = 0;
+    if (agreeing) {
+      const agreed = await agreedStop(
+        a.save ? stop : null,
+        stopFlag,
+        dist,
+        timed ? performance.now() / 60_000 : 0,
+      );
+      stoppedBy = agreed.signal;
+      minutes = agreed.minutes;
+    } else if (stop) await new Promise((res) => setTimeout(res, 0));
+    // Megatron's exit flags: stop after this step as a signal does, but evaluated as usual.
+    if (!stoppedBy) exitAfter = exitReason(a, it, iters, minutes);
     // Evaluate.
     let valLoss: number | undefined;
     if (validating && !stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
@@ -522,7 +588,7 @@ async function trainOn<B>(
         : {}),
     });
     // Log.
-    if (it % a.logInterval === 0 || it === iters || stoppedBy) {
+    if (it % a.logInterval === 0 || it === iters || stoppedBy || exitAfter) {
       const w = window.close();
       lastTrain = w.loss;
       if (log.isLogger) {
@@ -552,18 +618,18 @@ async function trainOn<B>(
         progress.line(line);
       }
     }
-    // Save.
-    if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy)) {
+    // Save (once, where an interval and a stop fall on one iteration).
+    if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy || exitAfter)) {
       await save(a, L, dist, task, trainer, it, consumedAt(it), skippedTotal, initStd);
       if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
     }
     if (log.isLogger) progress.update(it);
-    if (stoppedBy) break;
+    if (stoppedBy || exitAfter) break;
   }
   stop?.finished();
   progress.done();
   await json?.close();
-  const done = stoppedBy ? lastIter : iters;
+  const done = stoppedBy || exitAfter ? lastIter : iters;
   const summary: TrainSummary = {
     valLoss: lastVal,
     trainLoss: lastTrain,
@@ -571,8 +637,14 @@ async function trainOn<B>(
     commShare: steadyMs > 0 ? steadyComm / steadyMs : 0,
     params: fullParamCount(model, a.tp),
   };
-  if (stoppedBy) {
-    say(`\nstopped by ${stoppedBy} after iteration ${lastIter}; resume with --load ${a.save}`);
+  if (stoppedBy || exitAfter) {
+    // A signal stops a run only with --save; the exit flags stop it without (Megatron's do).
+    const resume = a.save ? `resume with --load ${a.save}` : "no --save, so nothing is saved";
+    say(
+      stoppedBy
+        ? `\nstopped by ${stoppedBy} after iteration ${lastIter}; ${resume}`
+        : `\nexiting after iteration ${lastIter}${exitAfter}; ${resume}`,
+    );
     return summary;
   }
   const trained = Math.max(0, iters - startIter + 1);
