@@ -25,6 +25,7 @@ import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
 import { stderrProgress } from "./log.ts";
 import { ensureWritableDir } from "./paths.ts";
+import { INIT_STD_FLAG } from "./resume_flags.ts";
 
 /** Every flag of `deno task export-hf`. */
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
@@ -132,10 +133,14 @@ async function writeExport(
   const ck = await readCheckpointFull(dir, { iteration });
   const model = ck.meta.model;
   const get = (n: string) => ck.tensors.get(n);
+  const args = ck.meta.state?.args as Record<string, unknown> | undefined;
+  // The std the weights were drawn with (--init-method-std), where the checkpoint says.
+  const saved = args?.[INIT_STD_FLAG];
+  const initStd = typeof saved === "number" ? saved : undefined;
   if (model?.arch === "gpt") {
-    await writeHfGpt2(target, model.config as unknown as GptConfig, get, progress, dtype);
+    const config = model.config as unknown as GptConfig;
+    await writeHfGpt2(target, config, get, progress, dtype, initStd);
     // A GPT trained on WordPiece (the bundled vocabulary): its vocab.txt goes along.
-    const args = ck.meta.state?.args as Record<string, unknown> | undefined;
     if (args?.tokenizer === "bert") {
       await writeWordPieceTokenizer(target, await createBertTokenizer());
     }
@@ -147,7 +152,8 @@ async function writeExport(
       );
     }
     const cfg = bertConfigOf(model.config as unknown as BertConfig, ck.path);
-    await writeHfDir(target, bertConfigToHf(cfg), bertTensorsToHf(get, cfg), progress, dtype);
+    const hf = bertConfigToHf(cfg, initStd);
+    await writeHfDir(target, hf, bertTensorsToHf(get, cfg), progress, dtype);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.
     const tok = await readWordPieceTokenizer(dir);
     if (tok) await writeWordPieceTokenizer(target, tok);

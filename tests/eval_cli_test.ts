@@ -100,6 +100,21 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   const c = await run("eval.ts", ["--init-from-hf", exported, ...common]);
   deepStrictEqual(c.code, 0, c.err);
   deepStrictEqual(lastJson(c.out).loss, ja.loss);
+  // HF's initializer_range: the std the weights were drawn with where the checkpoint says
+  // (--init-method-std, saved by train), else 0.02.
+  const range = async (d: string) =>
+    JSON.parse(await Deno.readTextFile(join(d, "config.json"))).initializer_range;
+  deepStrictEqual(await range(exported), 0.02);
+  const ck6 = join(dir, "ck6"), exported6 = join(dir, "exported6");
+  await saveCheckpoint(ck6, {
+    iteration: 4,
+    params: m.namedParams(),
+    ...gptCheckpointInfo(cfg),
+    state: { args: { "init-method-std": 0.006 } },
+  });
+  const e6 = await run("export_hf.ts", ["--load", ck6, "--output", exported6]);
+  deepStrictEqual(e6.code, 0, e6.err);
+  deepStrictEqual(await range(exported6), 0.006);
   console.log(
     `eval loss ${ja.loss} (window-by-window ${expected}), ppl ${ja.ppl}, tokens ${ja.tokens}`,
   );

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { ParamInfo } from "../../core/nn.ts";
+import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
 import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
@@ -128,8 +128,14 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
   };
 }
 
-/** An HF BERT `config.json` for `c`. */
-export function bertConfigToHf(c: BertHfConfig): Record<string, unknown> {
+/**
+ * An HF BERT `config.json` for `c`; `initializerRange` is the std the weights
+ * were drawn with (HF uses it for weights it adds).
+ */
+export function bertConfigToHf(
+  c: BertHfConfig,
+  initializerRange = DEFAULT_INIT_STD,
+): Record<string, unknown> {
   return {
     architectures: ["BertForPreTraining"],
     model_type: "bert",
@@ -144,7 +150,7 @@ export function bertConfigToHf(c: BertHfConfig): Record<string, unknown> {
     max_position_embeddings: c.maxPositions,
     type_vocab_size: c.typeVocabSize,
     layer_norm_eps: c.layerNormEps,
-    initializer_range: 0.02,
+    initializer_range: initializerRange,
     position_embedding_type: "absolute",
     tie_word_embeddings: true,
   };

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ParamInfo } from "../../core/nn.ts";
+import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
 import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
@@ -90,8 +90,13 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
  * An HF GPT-2 `config.json` for `c`. Its end-of-text id is GPT-2's 50256 at
  * GPT-2's vocabulary and null otherwise: the byte-level tokenizer has no such
  * token, and naming one (its last byte, 0xFF) would stop generation there.
+ * `initializerRange` is the std the weights were drawn with (HF uses it for
+ * weights it adds, e.g. a new head).
  */
-export function gpt2ConfigToHf(c: GptConfig): Record<string, unknown> {
+export function gpt2ConfigToHf(
+  c: GptConfig,
+  initializerRange = DEFAULT_INIT_STD,
+): Record<string, unknown> {
   const eos = c.vocabSize === 50257 ? 50256 : null;
   return {
     architectures: ["GPT2LMHeadModel"],
@@ -110,7 +115,7 @@ export function gpt2ConfigToHf(c: GptConfig): Record<string, unknown> {
     resid_pdrop: c.hiddenDropout ?? DEFAULT_DROPOUT,
     embd_pdrop: c.hiddenDropout ?? DEFAULT_DROPOUT,
     attn_pdrop: c.attentionDropout ?? DEFAULT_DROPOUT,
-    initializer_range: 0.02,
+    initializer_range: initializerRange,
     scale_attn_weights: true,
     tie_word_embeddings: true,
     bos_token_id: eos,
@@ -186,13 +191,18 @@ export function gpt2TensorsToHf(
     .map(([n, t]) => [`transformer.${n}`, t]);
 }
 
-/** Writes an HF GPT-2 directory (config.json + model.safetensors) from our full tensors. */
+/**
+ * Writes an HF GPT-2 directory (config.json + model.safetensors) from our full
+ * tensors; `initializerRange` as {@link gpt2ConfigToHf} takes it.
+ */
 export async function writeHfGpt2(
   dir: string,
   config: GptConfig,
   full: (name: string) => HostTensor | undefined,
   progress?: (done: number, total: number) => void,
   dtype: HfDType = "F32",
+  initializerRange = DEFAULT_INIT_STD,
 ): Promise<void> {
-  await writeHfDir(dir, gpt2ConfigToHf(config), gpt2TensorsToHf(full, config), progress, dtype);
+  const hf = gpt2ConfigToHf(config, initializerRange);
+  await writeHfDir(dir, hf, gpt2TensorsToHf(full, config), progress, dtype);
 }
