@@ -132,8 +132,8 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
   ),
   "distributed-backend": unimplemented(
     "string",
-    "ignored: the collectives are this project's own (shared memory among Workers, TCP and " +
-      "/dev/shm between processes); Megatron takes nccl or gloo",
+    "the collectives are this project's own (shared memory among Workers, TCP and /dev/shm " +
+      "between processes), so Megatron's choices change nothing here",
     ["nccl", "gloo"],
   ),
   "tensorboard-dir": unimplemented("string", TENSORBOARD),
@@ -229,22 +229,7 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
     "it drives Python's garbage collector; this project runs on JavaScript, whose collector " +
       "(V8's) runs on its own",
   ),
-  // Training length and checkpoints.
-  "train-samples": unimplemented(
-    "int",
-    "training is counted in iterations here: --train-iters (samples / --global-batch-size)",
-  ),
-  "lr-decay-samples": unimplemented(
-    "int",
-    "the schedule is counted in iterations here: --lr-decay-iters (samples / " +
-      "--global-batch-size)",
-  ),
-  "lr-warmup-samples": unimplemented(
-    "int",
-    "the schedule is counted in iterations here: --lr-warmup-iters (samples / " +
-      "--global-batch-size) or --lr-warmup-fraction",
-    ["0"],
-  ),
+  // Checkpoints.
   "exit-signal-handler": unimplemented(
     "boolean",
     "with --save, a first SIGTERM, SIGINT or SIGHUP always saves a checkpoint and exits here",

@@ -13,17 +13,29 @@ import { type FlagValues, UsageError, wasGiven } from "./flags.ts";
 /**
  * The learning-rate schedule's flags, saved in checkpoints: a run resumed with
  * `--load` continues the saved schedule (cli/train_config.ts `agreeWithModelSource`).
- * The warm-up is `--lr-warmup-iters` or `--lr-warmup-fraction`, compared as one.
+ * The warm-up is `--lr-warmup-iters`, `--lr-warmup-samples` or
+ * `--lr-warmup-fraction`, compared as one; the decay `--lr-decay-iters` or, in
+ * a run counted in samples, `--lr-decay-samples`.
  */
 export const SCHEDULE_FLAGS: readonly string[] = [
   "lr",
   "min-lr",
   "lr-warmup-iters",
+  "lr-warmup-samples",
   "lr-warmup-fraction",
   "lr-warmup-init",
   "lr-decay-iters",
+  "lr-decay-samples",
   "lr-decay-style",
 ];
+
+/**
+ * What a run counted in samples (`--train-samples`) saves besides its
+ * schedule: its length, which a resumed run given no length (`--train-samples`
+ * or `--train-iters`) takes, and its global batch, which a resumed run keeps
+ * (the schedule is followed in updates of that many samples).
+ */
+export const SAMPLE_RUN_FLAGS: readonly string[] = ["train-samples", "global-batch-size"];
 
 /** The flag of the init std, saved in checkpoints where known (`checkpointArgs`). */
 export const INIT_STD_FLAG = "init-method-std";
@@ -31,13 +43,15 @@ export const INIT_STD_FLAG = "init-method-std";
 /**
  * The warm-up flags, as Megatron checks them: `--lr-warmup-fraction` below 1
  * (the warm-up ends before the decay does) and not beside a nonzero
- * `--lr-warmup-iters`; `--lr-warmup-init` not above `--lr`.
+ * `--lr-warmup-iters` (or `--lr-warmup-samples`: {@link checkSampleSchedule});
+ * `--lr-warmup-init` not above `--lr`.
  */
 export function checkWarmup(f: FlagValues): void {
   const fraction = f["lr-warmup-fraction"] as number | undefined;
   if (fraction !== undefined && !(fraction < 1)) {
+    const decay = f["train-samples"] !== undefined ? "--lr-decay-samples" : "--lr-decay-iters";
     throw new UsageError(
-      `--lr-warmup-fraction must be below 1 (a share of --lr-decay-iters), got ${fraction}`,
+      `--lr-warmup-fraction must be below 1 (a share of ${decay}), got ${fraction}`,
     );
   }
   const iters = f["lr-warmup-iters"];
@@ -55,8 +69,75 @@ export function checkWarmup(f: FlagValues): void {
   }
 }
 
-/** The two ways to give the warm-up's length (compared with a checkpoint's as one). */
-export const WARMUP_FLAGS: readonly string[] = ["lr-warmup-iters", "lr-warmup-fraction"];
+/**
+ * Megatron's training length and schedule counted in samples against those
+ * counted in iterations, as its `validate_args` asserts them: `--train-samples`
+ * not beside a given `--train-iters`; a run counted in samples given no
+ * `--lr-decay-iters` and no nonzero `--lr-warmup-iters`, and not a nonzero
+ * `--lr-warmup-samples` beside `--lr-warmup-fraction`; a run counted in
+ * iterations given no `--lr-decay-samples` and no nonzero
+ * `--lr-warmup-samples`. And `--train-samples` at least one global batch
+ * (`globalBatch` sequences), or the run would train 0 steps.
+ */
+export function checkSampleSchedule(f: FlagValues, globalBatch: number): void {
+  const samples = f["train-samples"] as number | undefined;
+  const warmupSamples = f["lr-warmup-samples"] as number | undefined;
+  const mixed = (flag: string, use: string) =>
+    new UsageError(
+      `--${flag} ${f[flag]} counts ${samples !== undefined ? "iterations" : "samples"}, and ` +
+        (samples !== undefined
+          ? `this run counts samples (--train-samples ${samples})`
+          : `this run counts iterations (--train-iters ${f["train-iters"]})`) +
+        `: give ${use} (Megatron's schedule is counted one way)`,
+    );
+  if (samples === undefined) {
+    if (f["lr-decay-samples"] !== undefined) {
+      throw mixed("lr-decay-samples", "--lr-decay-iters, or the length as --train-samples");
+    }
+    if (warmupSamples !== undefined && warmupSamples !== 0) {
+      throw mixed(
+        "lr-warmup-samples",
+        "--lr-warmup-iters or --lr-warmup-fraction, or the length as --train-samples",
+      );
+    }
+    return;
+  }
+  if (wasGiven(f, "train-iters")) {
+    throw new UsageError(
+      `give either --train-iters ${f["train-iters"]} or --train-samples ${samples}, not both ` +
+        "(as Megatron: a run is counted in iterations or in samples)",
+    );
+  }
+  if (f["lr-decay-iters"] !== undefined) {
+    throw mixed("lr-decay-iters", "--lr-decay-samples");
+  }
+  if (wasGiven(f, "lr-warmup-iters") && f["lr-warmup-iters"] !== 0) {
+    throw mixed("lr-warmup-iters", "--lr-warmup-samples or --lr-warmup-fraction");
+  }
+  const fraction = f["lr-warmup-fraction"] as number | undefined;
+  if (fraction !== undefined && warmupSamples !== undefined && warmupSamples !== 0) {
+    throw new UsageError(
+      `give either --lr-warmup-fraction ${fraction} or --lr-warmup-samples ${warmupSamples}, ` +
+        "not both (as Megatron: only --lr-warmup-samples 0 goes with a fraction)",
+    );
+  }
+  if (samples < globalBatch) {
+    const batch = f["global-batch-size"] !== undefined
+      ? `--global-batch-size ${globalBatch}`
+      : `${globalBatch}, --micro-batch-size × the data-parallel size`;
+    throw new UsageError(
+      `--train-samples ${samples} is less than one global batch (${batch}): it would train ` +
+        `0 steps (⌊samples / global batch⌋); give at least ${globalBatch}`,
+    );
+  }
+}
+
+/** The three ways to give the warm-up's length (compared with a checkpoint's as one). */
+export const WARMUP_FLAGS: readonly string[] = [
+  "lr-warmup-iters",
+  "lr-warmup-samples",
+  "lr-warmup-fraction",
+];
 
 /**
  * How `agreeWithModelSource` refuses a flag that disagrees with the checkpoint
@@ -75,8 +156,11 @@ export type Adopt = (flag: string, value: number) => void;
 
 /**
  * The warm-up's length against the checkpoint's `saved` schedule: given as
- * either flag, it must be the saved one (a fraction or a number of
- * iterations); not given, it is the saved one.
+ * any of its flags, it must be the saved one (a fraction, or a number of
+ * iterations or samples); not given, it is the saved one. A zero
+ * `--lr-warmup-iters` or `--lr-warmup-samples` that is not the saved flag
+ * says nothing (Megatron's default, which stands beside a fraction or a
+ * warm-up of the other count).
  */
 export function agreeWarmup(
   f: FlagValues,
@@ -85,19 +169,15 @@ export function agreeWarmup(
   refuse: Refuse,
   adopt: Adopt,
 ): void {
-  const [iters, fraction] = [saved["lr-warmup-iters"], saved["lr-warmup-fraction"]];
-  const savedFlag = typeof fraction === "number"
-    ? "lr-warmup-fraction"
-    : typeof iters === "number"
-    ? "lr-warmup-iters"
-    : null;
+  const savedFlag = ["lr-warmup-fraction", "lr-warmup-samples", "lr-warmup-iters"].find((n) =>
+    typeof saved[n] === "number"
+  );
   if (!savedFlag) return;
   const v = saved[savedFlag] as number;
-  const given = wasGiven(f, "lr-warmup-fraction")
-    ? "lr-warmup-fraction"
-    : wasGiven(f, "lr-warmup-iters")
-    ? "lr-warmup-iters"
-    : null;
+  const given =
+    ["lr-warmup-fraction", "lr-warmup-samples", "lr-warmup-iters"].find((n) =>
+      wasGiven(f, n) && !(n !== savedFlag && n !== "lr-warmup-fraction" && f[n] === 0)
+    ) ?? null;
   if (given === null) {
     if (f[savedFlag] !== v) adopt(savedFlag, v);
     return;
@@ -112,6 +192,92 @@ export function agreeWarmup(
         "--override-opt-param-scheduler to replace the schedule",
     );
   }
+}
+
+/** The flags that say a run is counted in iterations, and those that say it is in samples. */
+const COUNTED_BY: Readonly<Record<"iterations" | "samples", readonly string[]>> = {
+  iterations: ["train-iters", "lr-decay-iters", "lr-warmup-iters"],
+  samples: ["train-samples", "lr-decay-samples", "lr-warmup-samples"],
+};
+
+/**
+ * A resumed run counted in samples or in iterations against its checkpoint's
+ * schedule (`saved`: its saved flags, `savedCheckpointArgs`), before the
+ * schedule's flags are compared one by one:
+ * - a checkpoint counted in samples (it saved `--lr-decay-samples`), resumed
+ *   with no length given (`--train-samples` or `--train-iters`), takes its
+ *   `--train-samples`;
+ * - unless `override` (`--override-opt-param-scheduler`), a flag of the other
+ *   count given (`--train-iters`, `--lr-decay-iters` or a nonzero
+ *   `--lr-warmup-iters` to a checkpoint counted in samples; the samples' to
+ *   one counted in iterations) is refused, naming the checkpoint's count;
+ * - a run counted in samples keeps the global batch its checkpoint's updates
+ *   were counted at (`savedBatch`: saved, or the checkpoint's samples per
+ *   iteration; null where its iterations had different batches, refused;
+ *   undefined where unknown): not given, it is adopted; given otherwise,
+ *   refused, `override` or not. Megatron counts
+ *   the samples each update consumed; here the schedule is counted in updates
+ *   of one global batch (cli/train_args.ts `lrScheduleOf`), which another batch
+ *   would make another schedule.
+ */
+export function agreeSampleCount(
+  f: FlagValues,
+  saved: Record<string, number | string | boolean>,
+  savedBatch: { batch?: number | null; iteration: number; samples?: number },
+  override: boolean,
+  where: string,
+  refuse: Refuse,
+  adopt: Adopt,
+): void {
+  const count = typeof saved["lr-decay-samples"] === "number"
+    ? "samples"
+    : typeof saved["lr-decay-iters"] === "number"
+    ? "iterations"
+    : null;
+  if (
+    count === "samples" && typeof saved["train-samples"] === "number" &&
+    !wasGiven(f, "train-samples") && !wasGiven(f, "train-iters")
+  ) adopt("train-samples", saved["train-samples"]);
+  if (count !== null && !override) {
+    const other = count === "samples" ? "iterations" : "samples";
+    const flag = COUNTED_BY[other].find((n) =>
+      wasGiven(f, n) && !(n.startsWith("lr-warmup-") && f[n] === 0)
+    );
+    if (flag !== undefined) {
+      const decay = count === "samples" ? "lr-decay-samples" : "lr-decay-iters";
+      refuse(
+        flag,
+        f[flag],
+        where,
+        `a schedule counted in ${count}: ${decay} ${saved[decay]}`,
+        `resume it counted in ${count} (${
+          count === "samples" ? "--train-samples" : "--train-iters"
+        }; the schedule's flags not given continue it), or add --override-opt-param-scheduler ` +
+          `to replace the schedule with one counted in ${other}`,
+      );
+    }
+  }
+  if (f["train-samples"] === undefined) return;
+  const { batch, iteration, samples } = savedBatch;
+  if (batch === undefined) return;
+  if (batch === null) {
+    throw new UsageError(
+      `--train-samples: ${where} trained ${iteration} iterations on ${samples} samples, not ` +
+        "one global batch each, and a schedule counted in samples is followed here in updates " +
+        "of one global batch: resume it counted in iterations (--train-iters)",
+    );
+  }
+  if (f["global-batch-size"] === batch) return;
+  if (!wasGiven(f, "global-batch-size")) return adopt("global-batch-size", batch);
+  refuse(
+    "global-batch-size",
+    f["global-batch-size"],
+    where,
+    `global batch ${batch}`,
+    `a schedule counted in samples is followed here in updates of ${batch} samples, the ` +
+      "checkpoint's: drop the flag to resume at that batch (Megatron would count the samples " +
+      "of each batch; not implemented)",
+  );
 }
 
 /**

@@ -62,8 +62,11 @@ export async function checkSameFlags(
     Object.entries(flags)
       .filter(([k, v]) =>
         v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED) &&
-        // A warm-up fraction replaces --lr-warmup-iters (its default, or the 0 beside it).
-        !(k === "lr-warmup-iters" && flags["lr-warmup-fraction"] !== undefined)
+        // A warm-up fraction replaces --lr-warmup-iters (its default, or the 0 beside it), and so
+        // does a run counted in samples (--train-samples), which also replaces --train-iters.
+        !(k === "lr-warmup-iters" &&
+          (flags["lr-warmup-fraction"] !== undefined || flags["train-samples"] !== undefined)) &&
+        !(k === "train-iters" && flags["train-samples"] !== undefined)
       )
       .map(([k, v]) => [
         k,

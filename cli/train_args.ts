@@ -123,22 +123,32 @@ export interface TrainArgs {
   microBatch: number;
   /** Sequences per step over all ranks (default micro-batch × DP). */
   globalBatch?: number;
-  /** Optimizer steps. */
+  /** Optimizer steps (unused when {@link TrainArgs.trainSamples} is given). */
   trainIters: number;
+  /**
+   * `--train-samples`: the training length in samples, Megatron's sample-based
+   * training; {@link trainItersOf} makes it ⌊samples / global batch⌋ steps, and
+   * the schedule is counted in samples too ({@link lrScheduleOf}).
+   */
+  trainSamples?: number;
   /** Learning-rate schedule (Megatron's flags; {@link lrScheduleOf} resolves it). */
   lr: {
     /** `--lr`. */
     peak: number;
     /** `--min-lr`. */
     min: number;
-    /** `--lr-warmup-iters` (unused when `warmupFraction` is given). */
+    /** `--lr-warmup-iters` (unused when `warmupFraction` or `trainSamples` is given). */
     warmupIters: number;
     /** `--lr-warmup-fraction`: the warm-up as a share of the decay length. */
     warmupFraction?: number;
+    /** `--lr-warmup-samples` (with `trainSamples`; default 0, Megatron's). */
+    warmupSamples?: number;
     /** `--lr-warmup-init`: where the warm-up starts. */
     warmupInit: number;
     /** `--lr-decay-iters` (default: the training length). */
     decayIters?: number;
+    /** `--lr-decay-samples` (with `trainSamples`; default: `trainSamples`). */
+    decaySamples?: number;
     /** `--lr-decay-style`. */
     style: "cosine" | "linear" | "constant";
   };
@@ -252,13 +262,16 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     microBatch: num(f, "micro-batch-size"),
     globalBatch: opt(f, "global-batch-size"),
     trainIters: num(f, "train-iters"),
+    trainSamples: opt(f, "train-samples"),
     lr: {
       peak: num(f, "lr"),
       min: num(f, "min-lr"),
       warmupIters: num(f, "lr-warmup-iters"),
       warmupFraction: opt(f, "lr-warmup-fraction"),
+      warmupSamples: opt(f, "lr-warmup-samples"),
       warmupInit: num(f, "lr-warmup-init"),
       decayIters: opt(f, "lr-decay-iters"),
+      decaySamples: opt(f, "lr-decay-samples"),
       style: lrStyle(str(f, "lr-decay-style")),
     },
     clipGrad: num(f, "clip-grad"),
@@ -322,22 +335,56 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
 }
 
 /**
- * The learning-rate schedule of a run, as Megatron builds its scheduler: the
- * decay over `--lr-decay-iters` (default the training length), the warm-up
- * over `--lr-warmup-fraction` × that length when given (fractional lengths
- * included), else `--lr-warmup-iters`, from `--lr-warmup-init`.
+ * The optimizer steps of a run at a global batch of `globalBatch` sequences:
+ * `--train-iters`, or with `--train-samples S` ⌊S / global batch⌋, as
+ * Megatron's `update_train_iters` counts them without a batch ramp-up.
  */
-export function lrScheduleOf(a: TrainArgs): LrSchedule {
+export function trainItersOf(a: TrainArgs, globalBatch: number): number {
+  return a.trainSamples !== undefined ? Math.floor(a.trainSamples / globalBatch) : a.trainIters;
+}
+
+/**
+ * The learning-rate schedule of a run, as Megatron builds its scheduler
+ * (`get_optimizer_param_scheduler`): the decay over `--lr-decay-iters`
+ * (default the training length), the warm-up over `--lr-warmup-fraction` ×
+ * that length when given (fractional lengths included), else
+ * `--lr-warmup-iters`, from `--lr-warmup-init`. A run counted in samples
+ * (`--train-samples`) decays over `--lr-decay-samples` (default
+ * `--train-samples`) and warms up over `--lr-warmup-fraction` × that or
+ * `--lr-warmup-samples` (default 0): Megatron's scheduler counts those in
+ * samples, `globalBatch` per update, so here they are those lengths divided by
+ * `globalBatch`, in updates (core/optim.ts `learningRate` says how exactly that
+ * follows Megatron's). `globalBatch` (default `--global-batch-size`) is needed
+ * only then.
+ */
+export function lrScheduleOf(
+  a: TrainArgs,
+  globalBatch: number | undefined = a.globalBatch,
+): LrSchedule {
+  const common = { lr: a.lr.peak, minLr: a.lr.min, initLr: a.lr.warmupInit, style: a.lr.style };
+  const fraction = a.lr.warmupFraction;
+  if (a.trainSamples !== undefined) {
+    if (globalBatch === undefined) {
+      throw new Error(
+        "lrScheduleOf: a run counted in samples (--train-samples) needs its global batch",
+      );
+    }
+    const decaySamples = a.lr.decaySamples ?? a.trainSamples;
+    // Megatron's order: the warm-up in samples (a fraction of the decay's samples), then per update.
+    const warmupSamples = fraction !== undefined
+      ? fraction * decaySamples
+      : a.lr.warmupSamples ?? 0;
+    return {
+      ...common,
+      warmupIters: warmupSamples / globalBatch,
+      decayIters: decaySamples / globalBatch,
+    };
+  }
   const decayIters = a.lr.decayIters ?? a.trainIters;
   return {
-    lr: a.lr.peak,
-    minLr: a.lr.min,
-    initLr: a.lr.warmupInit,
-    warmupIters: a.lr.warmupFraction !== undefined
-      ? a.lr.warmupFraction * decayIters
-      : a.lr.warmupIters,
+    ...common,
+    warmupIters: fraction !== undefined ? fraction * decayIters : a.lr.warmupIters,
     decayIters,
-    style: a.lr.style,
   };
 }
 

@@ -31,11 +31,14 @@ import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } fro
 import { MEGATRON_UNIMPLEMENTED, VOCAB_FILE_FLAGS } from "./megatron_flags.ts";
 import {
   agreeInitStd,
+  agreeSampleCount,
   agreeWarmup,
+  checkSampleSchedule,
   checkWarmup,
   firstRunOfRestartableJob,
   INIT_STD_FLAG,
   type Refuse,
+  SAMPLE_RUN_FLAGS,
   SCHEDULE_FLAGS,
   WARMUP_FLAGS,
 } from "./resume_flags.ts";
@@ -61,7 +64,8 @@ export const LOSS_SCALE_FLAGS: readonly string[] = [
  * defaulted, but for those that do not apply to it (a BERT run's GPT-only
  * flags, whose tokenizer is WordPiece; the loss scaler's without `--fp16`; the
  * init std of weights from Hugging Face; `--lr-warmup-iters` beside a warm-up
- * fraction).
+ * fraction; `--train-iters` and `--lr-warmup-iters` in a run counted in
+ * samples).
  */
 export function loggedConfig(a: TrainArgs): Record<string, unknown> {
   const out = { ...a.flags };
@@ -74,6 +78,11 @@ export function loggedConfig(a: TrainArgs): Record<string, unknown> {
   if (a.initFromHf) delete out[INIT_STD_FLAG];
   // --lr-warmup-fraction replaces --lr-warmup-iters.
   if (a.lr.warmupFraction !== undefined) delete out["lr-warmup-iters"];
+  // --train-samples replaces --train-iters and the schedule's iteration flags (their defaults).
+  if (a.trainSamples !== undefined) {
+    delete out["train-iters"];
+    delete out["lr-warmup-iters"];
+  }
   return out;
 }
 
@@ -151,7 +160,19 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help:
       "sequences per step over all ranks; more than micro-batch × DP accumulates (default micro-batch × DP)",
   },
-  "train-iters": { type: "int", default: 1000, min: 1, help: "optimizer steps" },
+  "train-iters": {
+    type: "int",
+    default: 1000,
+    min: 1,
+    help: "optimizer steps (or --train-samples)",
+  },
+  "train-samples": {
+    type: "int",
+    min: 1,
+    help: "the training length in samples (sequences), Megatron's: ⌊samples / global batch⌋ " +
+      "steps; the schedule is then counted in samples too (--lr-decay-samples, " +
+      "--lr-warmup-samples or --lr-warmup-fraction; not --train-iters or the --lr-*-iters)",
+  },
   "lr": { type: "float", default: 3e-3, min: 0, help: "peak learning rate" },
   "min-lr": { type: "float", default: 3e-4, min: 0, help: "final learning rate" },
   "lr-warmup-iters": {
@@ -163,8 +184,15 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "lr-warmup-fraction": {
     type: "float",
     min: 0,
-    help: "warm-up as a fraction of --lr-decay-iters (Megatron's; instead of --lr-warmup-iters, " +
-      "which it replaces; the warm-up may end between steps)",
+    help: "warm-up as a fraction of --lr-decay-iters, or of --lr-decay-samples with " +
+      "--train-samples (Megatron's; instead of --lr-warmup-iters or --lr-warmup-samples, which " +
+      "it replaces; the warm-up may end between steps)",
+  },
+  "lr-warmup-samples": {
+    type: "int",
+    min: 0,
+    help: "with --train-samples: linear warm-up over this many samples (Megatron's; default 0; " +
+      "or --lr-warmup-fraction)",
   },
   "lr-warmup-init": {
     type: "float",
@@ -173,6 +201,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "learning rate the warm-up starts from, at the first step (Megatron's)",
   },
   "lr-decay-iters": { type: "int", min: 1, help: "decay length (default train-iters)" },
+  "lr-decay-samples": {
+    type: "int",
+    min: 1,
+    help: "with --train-samples: the decay length in samples, warm-up included (Megatron's; " +
+      "default --train-samples)",
+  },
   "lr-decay-style": {
     type: "string",
     default: "cosine",
@@ -429,10 +463,15 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   const mb = f["micro-batch-size"] as number;
   const gb = (f["global-batch-size"] as number | undefined) ?? mb * dp;
   if (gb % (mb * dp) !== 0) {
+    // Not given but set: the global batch of a checkpoint counted in samples (agreeSampleCount).
+    const whose = f["global-batch-size"] !== undefined && !wasGiven(f, "global-batch-size")
+      ? " (the checkpoint's, which a run counted in samples keeps)"
+      : "";
     throw new UsageError(
-      `--global-batch-size ${gb} is not a multiple of --micro-batch-size ${mb} × data-parallel size ${dp}`,
+      `--global-batch-size ${gb}${whose} is not a multiple of --micro-batch-size ${mb} × data-parallel size ${dp}`,
     );
   }
+  checkSampleSchedule(f, gb);
   checkDataFlags(f);
   for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
     const v = f[n] as number;
@@ -618,9 +657,20 @@ export const CHECKPOINT_ARG_FLAGS: readonly string[] = [
  * run (the decay length resolved; the warm-up as the run gave it, iterations or
  * a fraction), to save in its checkpoints; and `--init-method-std`, the std the
  * weights were drawn with, where known (`initStd`: not for weights from Hugging
- * Face, nor from a checkpoint that does not record it).
+ * Face, nor from a checkpoint that does not record it). A run counted in
+ * samples (`--train-samples`) saves its schedule in samples
+ * (`--lr-decay-samples`, `--lr-warmup-samples` or the fraction) and
+ * {@link SAMPLE_RUN_FLAGS}: its length and its global batch, `globalBatch`.
  */
-export function checkpointArgs(a: TrainArgs, initStd?: number): Record<string, unknown> {
+export function checkpointArgs(
+  a: TrainArgs,
+  initStd?: number,
+  globalBatch: number | undefined = a.globalBatch,
+): Record<string, unknown> {
+  const samples = a.trainSamples !== undefined;
+  if (samples && globalBatch === undefined) {
+    throw new Error("checkpointArgs: a run counted in samples (--train-samples) saves its batch");
+  }
   return {
     "seq-length": a.seqLength,
     ...(a.model.family === "gpt" ? { "tokenizer": a.data.tokenizer } : {}),
@@ -631,10 +681,15 @@ export function checkpointArgs(a: TrainArgs, initStd?: number): Record<string, u
     "min-lr": a.lr.min,
     ...(a.lr.warmupFraction !== undefined
       ? { "lr-warmup-fraction": a.lr.warmupFraction }
+      : samples
+      ? { "lr-warmup-samples": a.lr.warmupSamples ?? 0 }
       : { "lr-warmup-iters": a.lr.warmupIters }),
     "lr-warmup-init": a.lr.warmupInit,
-    "lr-decay-iters": a.lr.decayIters ?? a.trainIters,
+    ...(samples
+      ? { "lr-decay-samples": a.lr.decaySamples ?? a.trainSamples }
+      : { "lr-decay-iters": a.lr.decayIters ?? a.trainIters }),
     "lr-decay-style": a.lr.style,
+    ...(samples ? { "train-samples": a.trainSamples, "global-batch-size": globalBatch } : {}),
     ...(initStd !== undefined ? { [INIT_STD_FLAG]: initStd } : {}),
   };
 }
@@ -811,6 +866,29 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     adopt("tokenizer", tokenizer);
   }
   agreeInitStd(f, savedCheckpointArgs(meta)[INIT_STD_FLAG], where, refuse, adopt);
+  // Counted in samples or in iterations as the checkpoint is (unless overridden); a run counted
+  // in samples keeps the global batch its updates were counted at.
+  const consumed = meta.state?.consumedSamples;
+  const savedBatch = savedCheckpointArgs(meta)["global-batch-size"];
+  agreeSampleCount(
+    f,
+    savedCheckpointArgs(meta),
+    {
+      batch: typeof savedBatch === "number"
+        ? savedBatch
+        : typeof consumed !== "number" || !(iteration > 0)
+        ? undefined
+        : consumed % iteration === 0
+        ? consumed / iteration
+        : null,
+      iteration,
+      samples: typeof consumed === "number" ? consumed : undefined,
+    },
+    !!f["override-opt-param-scheduler"],
+    where,
+    refuse,
+    adopt,
+  );
   // The learning-rate schedule goes on from the saved one, as Megatron's does: a flag not given
   // takes the saved value (so a longer --train-iters keeps the decay length), one that
   // disagrees is refused, unless --override-opt-param-scheduler puts the command line's in.
@@ -915,8 +993,8 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
 }
 
 /**
- * The {@link CHECKPOINT_ARG_FLAGS}, {@link SCHEDULE_FLAGS} and
- * {@link INIT_STD_FLAG} values saved in a checkpoint's state (by flag name);
+ * The {@link CHECKPOINT_ARG_FLAGS}, {@link SCHEDULE_FLAGS}, {@link SAMPLE_RUN_FLAGS}
+ * and {@link INIT_STD_FLAG} values saved in a checkpoint's state (by flag name);
  * for checkpoints saved without them, the tokenizer the vocabulary size
  * implies. What `--use-checkpoint-args` takes (`eval` can take them too).
  */
@@ -928,7 +1006,8 @@ export function savedCheckpointArgs(
   if (args !== null && typeof args === "object") {
     for (const [k, v] of Object.entries(args)) {
       if (
-        (CHECKPOINT_ARG_FLAGS.includes(k) || SCHEDULE_FLAGS.includes(k) || k === INIT_STD_FLAG) &&
+        (CHECKPOINT_ARG_FLAGS.includes(k) || SCHEDULE_FLAGS.includes(k) ||
+          SAMPLE_RUN_FLAGS.includes(k) || k === INIT_STD_FLAG) &&
         (typeof v === "number" || typeof v === "string" || typeof v === "boolean")
       ) out[k] = v;
     }

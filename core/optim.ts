@@ -453,7 +453,10 @@ export interface LrSchedule {
   initLr?: number;
   /**
    * Iteration at which the decay reaches `minLr`, warm-up included (Megatron's
-   * `--lr-decay-iters`; the training CLI passes the training length).
+   * `--lr-decay-iters`; the training CLI passes the training length). Any
+   * finite number ≥ 0: a schedule Megatron counts in samples
+   * (`--lr-decay-samples D` at a global batch of G) ends at D / G, rarely a
+   * whole number.
    */
   decayIters: number;
   /** Shape of the decay after warm-up. */
@@ -462,8 +465,8 @@ export interface LrSchedule {
 
 /**
  * Throws a clear error for a schedule {@link learningRate} cannot follow: a
- * negative or non-finite rate, a warm-up start above `lr`, a warm-up length
- * that is not a finite number ≥ 0, a decay length that is not an integer ≥ 0,
+ * negative or non-finite rate, a warm-up start above `lr`, a warm-up or decay
+ * length that is not a finite number ≥ 0 (both may end between two updates),
  * an unknown style.
  */
 export function checkLrSchedule(s: LrSchedule): void {
@@ -475,11 +478,6 @@ export function checkLrSchedule(s: LrSchedule): void {
       throw new Error(`LrSchedule: ${name} must be a finite number ≥ 0, got ${v}`);
     }
   };
-  const count = (name: string, v: unknown) => {
-    if (typeof v !== "number" || !(Number.isInteger(v) && v >= 0)) {
-      throw new Error(`LrSchedule: ${name} must be an integer ≥ 0, got ${v}`);
-    }
-  };
   rate("lr", s.lr);
   rate("minLr", s.minLr ?? 0);
   rate("initLr", s.initLr ?? 0);
@@ -487,7 +485,7 @@ export function checkLrSchedule(s: LrSchedule): void {
     throw new Error(`LrSchedule: initLr ${s.initLr} is above lr ${s.lr} (the warm-up rises to lr)`);
   }
   rate("warmupIters", s.warmupIters ?? 0);
-  if ((s.style ?? "cosine") !== "constant") count("decayIters", s.decayIters);
+  if ((s.style ?? "cosine") !== "constant") rate("decayIters", s.decayIters);
   if (!["cosine", "linear", "constant"].includes(s.style ?? "cosine")) {
     throw new Error(`LrSchedule: style must be "cosine", "linear" or "constant", got ${s.style}`);
   }
@@ -499,6 +497,15 @@ export function checkLrSchedule(s: LrSchedule): void {
  * in iterations here, in samples there): `initLr + (lr − initLr)·iter/warmupIters`
  * up to and including `warmupIters`, then the decay from `lr` at `warmupIters`
  * to `minLr` at `decayIters`, and `minLr` after (`lr` throughout for "constant").
+ *
+ * A schedule Megatron counts in samples (`--train-samples`, warm-up W and decay
+ * D samples, global batch G: its `num_steps` is `iter`·G) is this one with
+ * `warmupIters` W / G and `decayIters` D / G. For whole W and D the
+ * comparisons are then Megatron's exactly: `iter` ≤ W / G exactly when
+ * `iter`·G ≤ W, and `iter` > D / G exactly when `iter`·G > D (an integer
+ * against a quotient that is either a whole number, exact in floating point, or
+ * at least 1 / G away from one, far beyond its rounding); the rate equals
+ * Megatron's `get_lr` to float rounding.
  */
 export function learningRate(iter: number, s: LrSchedule): number {
   const warm = s.warmupIters ?? 0;

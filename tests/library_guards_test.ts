@@ -154,7 +154,7 @@ Deno.test(
     const m = Gpt.serial(dev, cfg, 1);
     throws(
       () => new Trainer(dev, m, { schedule: { lr: 1e-2 } as never, clipGrad: 1 }),
-      /LrSchedule: decayIters must be an integer ≥ 0, got undefined/,
+      /LrSchedule: decayIters must be a finite number ≥ 0, got undefined/,
     );
     throws(
       () => Gpt.serial(dev, { ...cfg, vocabMultiple: 0 }, 1),

@@ -291,9 +291,6 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     [["--no-load-optim"], /AdamW moments .*--init-from-hf/],
     [["--no-load-rng"], /random state/],
     [["--finetune"], /export-hf.*--init-from-hf DIR/],
-    [["--train-samples", "1000"], /--train-iters/],
-    [["--lr-decay-samples", "1000"], /--lr-decay-iters/],
-    [["--lr-warmup-samples", "1000"], /--lr-warmup-iters .*; 0 is accepted$/],
     [["--tokenizer-model", "tok.model"], /built in/],
     [["--test-data-path", "t_text_document"], /--valid-data-path/],
     [["--use-legacy-models"], /this project's own/],
@@ -303,6 +300,12 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     ok(m !== null, `${args.join(" ")} was accepted`);
     ok(m.startsWith(`${args.join(" ").replace("1e-2", "0.01")}: `), m);
     match(m, re, args.join(" "));
+  }
+  // Megatron's sample-counted length and schedule are implemented (tests/train_samples_test.ts):
+  // they parse, and their combinations are checked with the other training flags.
+  for (const n of ["train-samples", "lr-decay-samples", "lr-warmup-samples"]) {
+    equal(n in MEGATRON_UNIMPLEMENTED, false, n);
+    equal(refusal([`--${n}`, "1000"]), null, n);
   }
   // Megatron's value types: an integer flag takes integers only, a float a number.
   for (const n of ["num-experts", "context-parallel-size", "num-workers", "kv-channels"]) {
@@ -321,7 +324,15 @@ Deno.test("no flag of the table is one train implements (spread last into TRAIN_
   for (const n of Object.keys(MEGATRON_UNIMPLEMENTED)) {
     equal(source.includes(`"${n}": {`), false, `--${n} is defined in cli/train_config.ts`);
   }
-  for (const n of ["exit-interval", "exit-duration-in-mins"]) {
+  for (
+    const n of [
+      "exit-interval",
+      "exit-duration-in-mins",
+      "train-samples",
+      "lr-decay-samples",
+      "lr-warmup-samples",
+    ]
+  ) {
     equal(n in MEGATRON_UNIMPLEMENTED, false, n);
   }
 });

@@ -185,15 +185,54 @@ Deno.test("learning rate: Megatron's --lr-warmup-fraction and --lr-warmup-init, 
   assertClose([learningRate(0, { ...s, initLr: undefined })], [0]);
 });
 
-Deno.test("checkLrSchedule: fractional warm-ups pass; a warm-up start above lr or below 0 is refused", () => {
+Deno.test("learning rate: Megatron's schedule counted in samples, as W / G and D / G updates", () => {
+  // --train-samples with --lr-warmup-samples W and --lr-decay-samples D at a global batch of G:
+  // Megatron's num_steps is iter·G; the lengths are fractional here where G does not divide them.
+  for (const G of [1, 3, 7, 8, 24]) {
+    for (const W of [0, 5, 12, 16, 24]) {
+      for (const D of [30, 36, 37, 100]) {
+        for (const style of ["cosine", "linear", "constant"] as const) {
+          const s = {
+            lr: 1e-3,
+            minLr: 1e-4,
+            initLr: 2e-4,
+            warmupIters: W / G,
+            decayIters: D / G,
+            style,
+          };
+          const m = {
+            maxLr: 1e-3,
+            minLr: 1e-4,
+            initLr: 2e-4,
+            warmupSteps: W,
+            decaySteps: D,
+            style,
+          };
+          for (let iter = 0; iter * G <= D + 2 * G; iter++) {
+            assertClose([learningRate(iter, s)], [megatronGetLr(iter * G, m)], {
+              rtol: 1e-12,
+              atol: 0,
+              what: `G ${G}, W ${W}, D ${D}, ${style}, update ${iter}`,
+            });
+          }
+        }
+      }
+    }
+  }
+});
+
+Deno.test("checkLrSchedule: fractional warm-ups and decays pass; a warm-up start above lr or below 0 is refused", () => {
   checkLrSchedule({ lr: 1e-3, warmupIters: 2.4, initLr: 1e-3, decayIters: 6 });
+  // Megatron's --lr-decay-samples 36 at a global batch of 8: the decay ends at update 4.5.
+  checkLrSchedule({ lr: 1e-3, warmupIters: 1.5, decayIters: 4.5 });
   throws(
     () => checkLrSchedule({ lr: 1e-3, initLr: 2e-3, decayIters: 6 }),
     /initLr 0\.002 is above lr 0\.001/,
   );
   throws(() => checkLrSchedule({ lr: 1e-3, initLr: -1, decayIters: 6 }), /initLr must be/);
   throws(() => checkLrSchedule({ lr: 1e-3, warmupIters: NaN, decayIters: 6 }), /warmupIters/);
-  throws(() => checkLrSchedule({ lr: 1e-3, decayIters: 6.5 }), /decayIters must be an integer/);
+  throws(() => checkLrSchedule({ lr: 1e-3, decayIters: Infinity }), /decayIters must be a finite/);
+  throws(() => checkLrSchedule({ lr: 1e-3, decayIters: -1 }), /decayIters must be a finite/);
 });
 
 class Mlp extends Module {
