@@ -127,7 +127,29 @@ export async function handled(
     // The reader of our output went away (`deno task generate … | head`): stop
     // quietly with the status a process killed by SIGPIPE has.
     if (e instanceof Deno.errors.BrokenPipe) return SIGPIPE_STATUS;
+    if (e instanceof LaunchedRankError) {
+      if (e.error instanceof Deno.errors.BrokenPipe) return SIGPIPE_STATUS;
+      reportRankError(e.error, e.rank, args, e.localRank);
+      return classify(e.error)?.code ?? 1;
+    }
     return reportError(e, wantsDebug(args));
+  }
+}
+
+/**
+ * An error of a rank process that an outside launcher (torchrun, SLURM,
+ * OpenMPI) started, caught in the command itself (before or outside its
+ * collectives): {@link handled} reports it as {@link reportRankError} does, so
+ * a mistake every rank makes alike (the command line, the data) is printed
+ * once per node, by its first rank, and not by each of its ranks.
+ */
+export class LaunchedRankError extends Error {
+  /**
+   * `error` as this process's rank met it; `rank` its global rank, `localRank`
+   * its rank on this host.
+   */
+  constructor(readonly error: unknown, readonly rank: number, readonly localRank: number) {
+    super(error instanceof Error ? error.message : String(error));
   }
 }
 

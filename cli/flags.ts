@@ -306,6 +306,7 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
   const { options, aliasOf } = parseArgsOptions(specs);
   const { rest, restAt, lists } = takeListFlags(args, specs, aliasOf);
   refuseSeveral(rest, restAt, lists, specs, options, aliasOf);
+  refuseReplacedBadValues(rest, specs, options, aliasOf);
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
@@ -493,6 +494,48 @@ function refuseSeveral(
   const lines = [...problems.values()].filter((p) => p.line !== null)
     .sort((a, b) => a.at - b.at).map((p) => p.line!);
   if (lines.length >= 2) throw new FlagsRefusedError(lines);
+}
+
+/**
+ * Refuses a bad value of a flag given again later: the parse keeps the last
+ * value only (as argparse does), but argparse converts every one, so
+ * `--lr abc --lr 0.1` is an error there and here, not a run at 0.1.
+ */
+function refuseReplacedBadValues(
+  rest: string[],
+  specs: Record<string, FlagSpec>,
+  options: ReturnType<typeof parseArgsOptions>["options"],
+  aliasOf: Map<string, string>,
+): void {
+  const { tokens } = parseArgs({
+    args: rest,
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const seen: { name: string; raw: string; value: string }[] = [];
+  for (const t of tokens) {
+    if (t.kind !== "option" || !(t.name in options) || t.value === undefined) continue;
+    seen.push({ name: aliasOf.get(t.name) ?? t.name, raw: t.name, value: t.value });
+  }
+  seen.forEach(({ name, raw, value }, i) => {
+    if (!seen.slice(i + 1).some((later) => later.name === name)) return; // the parse checks it
+    const s = specs[name];
+    const spelling = MEGATRON_SPELLINGS[raw];
+    const str = spelling?.value ? spelling.value(value) : value;
+    if (s.type === "int" || s.type === "float") {
+      const n = Number(str);
+      if (str.trim() === "" || !Number.isFinite(n) || (s.type === "int" && !Number.isInteger(n))) {
+        throw new UsageError(
+          `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
+        );
+      }
+    } else if (s.type === "string" && s.choices && !s.choices.includes(str)) {
+      if (spelling?.accepts?.includes(str)) return;
+      throw new UsageError(`--${name} must be one of ${s.choices.join(", ")}, got "${str}"`);
+    }
+  });
 }
 
 /**

@@ -22,7 +22,7 @@ import { defaultBackendFor } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, looksNumeric } from "./data_source.ts";
 import { oneLine } from "../core/files.ts";
-import { handled } from "./errors.ts";
+import { handled, LaunchedRankError } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkVocabFiles } from "./megatron_flags.ts";
 import {
@@ -117,18 +117,27 @@ async function run(args: string[]): Promise<number> {
     if (e instanceof DistConfigError) throw new UsageError(oneLine(e.message));
     throw e;
   }
-  const f = parseFlags(split.rest, TRAIN_FLAGS);
-  if (f.help) {
-    console.log(helpText(USAGE, TRAIN_FLAGS));
-    return 0;
-  }
   const dist = distConfig(split.flags);
-  // What preflight creates for --save is removed again if a check after it refuses the run.
-  const made = f.save ? await firstMissingDir(f.save as string) : null;
   try {
-    return await checkedRun(f, split, dist, await preflight(f));
+    const f = parseFlags(split.rest, TRAIN_FLAGS);
+    if (f.help) {
+      console.log(helpText(USAGE, TRAIN_FLAGS));
+      return 0;
+    }
+    // What preflight creates for --save is removed again if a check after it refuses the run.
+    const made = f.save ? await firstMissingDir(f.save as string) : null;
+    try {
+      return await checkedRun(f, split, dist, await preflight(f));
+    } catch (e) {
+      if (made && (e instanceof UsageError || e instanceof DataError)) await removeEmptyDirs(made);
+      throw e;
+    }
   } catch (e) {
-    if (made && e instanceof UsageError) await removeEmptyDirs(made);
+    // A rank process torchrun, SLURM or OpenMPI started: what every rank finds alike (the
+    // command line, the data) is printed once per node, by its first rank.
+    if (dist.world > 1 && dist.source !== "flags" && dist.source !== "single") {
+      throw new LaunchedRankError(e, dist.rankBase, dist.localRankBase);
+    }
     throw e;
   }
 }

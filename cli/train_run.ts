@@ -40,7 +40,7 @@ import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
-import { lrScheduleOf, type TrainArgs } from "./train_args.ts";
+import { lrScheduleOf, type TrainArgs, trainItersOf } from "./train_args.ts";
 import { firstRunOfRestartableJob, INIT_STD_FLAG } from "./resume_flags.ts";
 import { checkpointArgs, loggedConfig } from "./train_config.ts";
 
@@ -86,6 +86,11 @@ interface Layout {
   dpRank: number;
   groups: ReturnType<typeof parallelGroups> | null;
   log: RankLog;
+}
+
+/** Sequences per step over all ranks: `--global-batch-size`, default micro-batch × DP. */
+function globalBatchOf(a: TrainArgs, L: Layout): number {
+  return a.globalBatch ?? a.microBatch * L.dp;
 }
 
 function layoutOf(a: TrainArgs, dist: WorkerContext | null): Layout {
@@ -141,7 +146,8 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     })
     : undefined;
   const trainer = new Trainer(device, task.model, {
-    schedule: lrScheduleOf(a),
+    // A schedule counted in samples is followed in updates of one global batch.
+    schedule: lrScheduleOf(a, globalBatchOf(a, L)),
     clipGrad: a.clipGrad,
     adam: a.adam,
     hooks: g
@@ -259,7 +265,7 @@ async function save<B>(
         : {}),
       skipped,
       seed: a.seed,
-      args: checkpointArgs(a, initStd),
+      args: checkpointArgs(a, initStd, globalBatchOf(a, L)),
     },
   });
 }
@@ -306,7 +312,10 @@ export function exitReason(
   if (it >= iters) return null;
   const m = a.exitDurationMins;
   if (m !== undefined && minutes > m) {
-    const shown = Number(minutes < 10 ? minutes.toPrecision(3) : minutes.toFixed(1));
+    // Enough digits that the time shown is past the limit, not rounded onto it.
+    let digits = 3;
+    while (digits < 12 && !(Number(minutes.toPrecision(digits)) > m)) digits++;
+    const shown = Number(minutes.toPrecision(digits));
     return `, ${shown} minutes after the start (--exit-duration-in-mins ${m})`;
   }
   const n = a.exitInterval;
@@ -403,8 +412,10 @@ async function trainOn<B>(
   const L = layoutOf(a, dist);
   const { dp, dpRank, world, log } = L;
   const say = log.say;
-  const T = a.seqLength, mb = a.microBatch, iters = a.trainIters;
-  const gb = a.globalBatch ?? mb * dp;
+  const T = a.seqLength, mb = a.microBatch;
+  const gb = globalBatchOf(a, L);
+  // --train-samples S: ⌊S / global batch⌋ steps, as Megatron's.
+  const iters = trainItersOf(a, gb);
   const accum = gb / (mb * dp);
   const tuner = attachTuner(device, a.autotune);
   checkAttentionFits(device, {
@@ -445,6 +456,7 @@ async function trainOn<B>(
   const validating = nVal > 0;
   say(
     `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
+      (a.trainSamples !== undefined ? `(--train-samples ${a.trainSamples}) ` : "") +
       `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
       (validating
         ? `${nVal} batch${nVal === 1 ? "" : "es"}${
@@ -503,9 +515,12 @@ async function trainOn<B>(
   const tuneFrom = firstTuningStep(a.autotune, startIter);
   if (startIter > iters) {
     // Re-running a finished command: nothing to train, but the model it left is evaluated.
+    const length = a.trainSamples !== undefined
+      ? { flag: "--train-samples", now: `${a.trainSamples} (${iters} iterations of ${gb})` }
+      : { flag: "--train-iters", now: `${iters}` };
     say(
-      `the checkpoint is at iteration ${startIter - 1}, --train-iters ${iters}: nothing to ` +
-        `train (raise --train-iters to go on)${validating ? "; evaluating it" : ""}`,
+      `the checkpoint is at iteration ${startIter - 1}, ${length.flag} ${length.now}: nothing ` +
+        `to train (raise ${length.flag} to go on)${validating ? "; evaluating it" : ""}`,
     );
     if (validating) {
       lastVal = await evaluate();
@@ -650,7 +665,9 @@ async function trainOn<B>(
   const trained = Math.max(0, iters - startIter + 1);
   const skippedNow = skippedTotal - skippedBefore;
   say(
-    `\ntrained ${trained} steps in ${((performance.now() - runStart) / 1000).toFixed(1)} s` +
+    `\ntrained ${trained} step${trained === 1 ? "" : "s"} in ${
+      ((performance.now() - runStart) / 1000).toFixed(1)
+    } s` +
       // fp16's scaler skips a step whose gradients overflowed: say how many made no update.
       (skippedNow > 0
         ? ` (${skippedNow} of them skipped, their gradients past fp16's range at the loss scale` +

@@ -105,7 +105,7 @@ Deno.test({
       // Iteration 10 is the last: a multiple of --exit-interval there ends the run as usual.
       const last = await run("--exit-interval", "10", "--load", ck, "--save", ck);
       strictEqual(last.code, 0, last.stderr);
-      match(last.stdout, /trained 1 steps in/);
+      match(last.stdout, /trained 1 step in/);
       ok(!/exiting after/.test(last.stdout), last.stdout);
       deepStrictEqual(await savedIterations(ck), [3, 6, 9, 10]);
       const pieces = await records(log);
@@ -407,7 +407,16 @@ Deno.test({
     strictEqual(exitReason(both, 81, 1000, 12), null);
     strictEqual(
       exitReason(both, 81, 1000, 230.04),
-      ", 230 minutes after the start (--exit-duration-in-mins 230)",
+      ", 230.04 minutes after the start (--exit-duration-in-mins 230)",
+    );
+    // Shown with the digits that put it past the limit, not rounded onto it.
+    strictEqual(
+      exitReason({ exitDurationMins: 0.05 }, 3, 10, 0.050412),
+      ", 0.0504 minutes after the start (--exit-duration-in-mins 0.05)",
+    );
+    strictEqual(
+      exitReason({ exitDurationMins: 0.05 }, 3, 10, 0.0500004),
+      ", 0.0500004 minutes after the start (--exit-duration-in-mins 0.05)",
     );
     strictEqual(
       exitReason({ exitDurationMins: 0.5 }, 3, 10, 0.50123),

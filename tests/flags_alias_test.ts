@@ -261,3 +261,24 @@ Deno.test("a stray argument names the flag before it; a list's values go togethe
     "b",
   ]);
 });
+
+Deno.test("a flag given twice: the last value counts, but every value must be valid", () => {
+  // argparse keeps the last value and converts every one: --lr abc is an error wherever it stands.
+  equal(parseFlags(["--lr", "0.5", "--lr", "0.1"], TRAIN_FLAGS).lr, 0.1);
+  throws(() => parseFlags(["--lr", "abc", "--lr", "0.1"], TRAIN_FLAGS), {
+    message: '--lr expects a number, got "abc"',
+  });
+  throws(() => parseFlags(["--train-iters", "2.5", "--train-iters", "3"], TRAIN_FLAGS), {
+    message: '--train-iters expects an integer, got "2.5"',
+  });
+  throws(
+    () => parseFlags(["--lr-decay-style", "foo", "--lr-decay-style", "linear"], TRAIN_FLAGS),
+    { message: '--lr-decay-style must be one of cosine, linear, constant, got "foo"' },
+  );
+  equal(
+    parseFlags(["--lr-decay-style", "cosine", "--lr-decay-style", "linear"], TRAIN_FLAGS)[
+      "lr-decay-style"
+    ],
+    "linear",
+  );
+});
