@@ -523,6 +523,15 @@ Deno.test("train: --load continues AdamW's settings (eps, betas, weight decay); 
     ]);
     strictEqual(refused.code, 2, refused.stderr);
     equal(await Deno.stat(`${dir}/new`).then(() => true, () => false), false);
+    // The same for a file the command line names that does not exist (a data error, exit 1).
+    const missing = await runCli("cli/train.ts", [
+      ...tiny,
+      ...["--vocab-file", `${dir}/none.json`, "--merge-file", `${dir}/none.txt`],
+      ...["--save", `${dir}/job`, "--load", `${dir}/job`],
+    ]);
+    strictEqual(missing.code, 1, missing.stderr);
+    match(missing.stderr, /--vocab-file .*none\.json does not exist/);
+    equal(await Deno.stat(`${dir}/job`).then(() => true, () => false), false);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
