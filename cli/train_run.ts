@@ -41,6 +41,7 @@ import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
 import { lrScheduleOf, type TrainArgs, trainItersOf } from "./train_args.ts";
+import { hfInitializerRange, readHfConfig } from "../models/hf/io.ts";
 import { firstRunOfRestartableJob, INIT_STD_FLAG } from "./resume_flags.ts";
 import { checkpointArgs, loggedConfig } from "./train_config.ts";
 
@@ -474,9 +475,13 @@ async function trainOn<B>(
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
     : null;
   const startIter = loaded ? loaded.iteration + 1 : 1;
-  // The std the weights were drawn with, saved with them: this run's draw, or what the loaded
-  // checkpoint says (nothing for weights from Hugging Face).
-  const initStd = loaded ? loaded.initStd : a.initFromHf ? undefined : a.model.initStd;
+  // The std the weights were drawn with, saved with them: this run's draw, what the loaded
+  // checkpoint says, or a Hugging Face config's initializer_range (so an export writes it again).
+  const initStd = loaded
+    ? loaded.initStd
+    : a.initFromHf
+    ? hfInitializerRange(await readHfConfig(a.initFromHf))
+    : a.model.initStd;
   const skippedBefore = skippedTotal;
   const consumedAt = (it: number): Consumed => ({
     tokens: base.tokens + (it - startIter + 1) * gb * T,

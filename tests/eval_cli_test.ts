@@ -115,6 +115,32 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   const e6 = await run("export_hf.ts", ["--load", ck6, "--output", exported6]);
   deepStrictEqual(e6.code, 0, e6.err);
   deepStrictEqual(await range(exported6), 0.006);
+  // Trained from a Hugging Face directory: its initializer_range goes on into the checkpoint
+  // and the next export (and a resumed --init-method-std must agree with it).
+  const byteCfg: GptConfig = { ...cfg, vocabSize: 256 };
+  const mb = Gpt.serial(dev, byteCfg, 8);
+  const wb = await paramsToHost(mb.namedParams());
+  mb.dispose();
+  const hf6 = join(dir, "hf6"), ck7 = join(dir, "ck7"), exported7 = join(dir, "exported7");
+  await writeHfGpt2(hf6, byteCfg, (n) => wb.get(n), undefined, "F32", 0.006);
+  await Deno.writeTextFile(join(dir, "text.txt"), "It was the best of times. ".repeat(8));
+  const trainFlags = [
+    ...["--data-path", join(dir, "text.txt"), "--seq-length", "8", "--micro-batch-size", "2"],
+    ...["--eval-iters", "0", "--sample-tokens", "0", "--no-matmul-autotune"],
+  ];
+  const t7 = await run("train.ts", [
+    ...["--init-from-hf", hf6, "--train-iters", "1", "--save", ck7],
+    ...trainFlags,
+  ]);
+  deepStrictEqual(t7.code, 0, t7.err);
+  deepStrictEqual((await run("export_hf.ts", ["--load", ck7, "--output", exported7])).code, 0);
+  deepStrictEqual(await range(exported7), 0.006);
+  const r7 = await run("train.ts", [
+    ...["--load", ck7, "--train-iters", "2", "--init-method-std", "0.02"],
+    ...trainFlags,
+  ]);
+  deepStrictEqual(r7.code, 2, r7.err);
+  match(r7.err, /--init-method-std 0\.02 disagrees with .* \(weights drawn with std 0\.006\)/);
   console.log(
     `eval loss ${ja.loss} (window-by-window ${expected}), ppl ${ja.ppl}, tokens ${ja.tokens}`,
   );

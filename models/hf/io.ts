@@ -38,6 +38,15 @@ export async function readHfConfig(dir: string): Promise<Record<string, unknown>
 }
 
 /**
+ * A Hugging Face config's `initializer_range` (the std its model's weights are
+ * initialized with), where it is a positive number; undefined otherwise.
+ */
+export function hfInitializerRange(config: Record<string, unknown>): number | undefined {
+  const r = config.initializer_range;
+  return typeof r === "number" && r > 0 && Number.isFinite(r) ? r : undefined;
+}
+
+/**
  * Reads `dir/config.json` and its safetensors weights (`model.safetensors`, or the
  * shards that `model.safetensors.index.json` lists). Every file must resolve inside
  * `dir` (no absolute or `..` names, no symlink leading out, except into the hub
