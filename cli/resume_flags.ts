@@ -87,7 +87,9 @@ export function checkSampleSchedule(f: FlagValues, globalBatch: number): void {
       `--${flag} ${f[flag]} counts ${samples !== undefined ? "iterations" : "samples"}, and ` +
         (samples !== undefined
           ? `this run counts samples (--train-samples ${samples})`
-          : `this run counts iterations (--train-iters ${f["train-iters"]})`) +
+          : `this run counts iterations (${
+            wasGiven(f, "train-iters") ? "" : "the default "
+          }--train-iters ${f["train-iters"]})`) +
         `: give ${use} (Megatron's schedule is counted one way)`,
     );
   if (samples === undefined) {
@@ -253,7 +255,9 @@ export function agreeSampleCount(
         `resume it counted in ${count} (${
           count === "samples" ? "--train-samples" : "--train-iters"
         }; the schedule's flags not given continue it), or add --override-opt-param-scheduler ` +
-          `to replace the schedule with one counted in ${other}`,
+          `and the run's length as ${
+            other === "samples" ? "--train-samples S" : "--train-iters N"
+          } to replace the schedule with one counted in ${other}`,
       );
     }
   }

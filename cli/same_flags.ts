@@ -59,7 +59,7 @@ export async function checkSameFlags(
   flags: Readonly<Record<string, unknown>>,
 ): Promise<void> {
   const compared = Object.fromEntries(
-    Object.entries(flags)
+    Object.entries(resolvedSchedule(flags))
       .filter(([k, v]) =>
         v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED) &&
         // A warm-up fraction replaces --lr-warmup-iters (its default, or the 0 beside it), and so
@@ -94,6 +94,22 @@ export async function checkSameFlags(
       `Start every node with the same flags (only the paths' values, --backend, --log-json, ` +
       `the matmul tuning flags and Megatron's flags that change nothing here may differ)`,
   );
+}
+
+/**
+ * `flags` with the schedule's lengths a run leaves out as the run resolves
+ * them, so that nodes giving the same schedule, one in full and one by
+ * default, agree: the decay over the training length (`--lr-decay-iters`
+ * `--train-iters`, `--lr-decay-samples` `--train-samples`), a run counted in
+ * samples warming up over 0 samples unless a fraction is given.
+ */
+function resolvedSchedule(flags: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out = { ...flags };
+  if (out["train-samples"] !== undefined) {
+    out["lr-decay-samples"] ??= out["train-samples"];
+    if (out["lr-warmup-fraction"] === undefined) out["lr-warmup-samples"] ??= 0;
+  } else if (out["train-iters"] !== undefined) out["lr-decay-iters"] ??= out["train-iters"];
+  return out;
 }
 
 function shown(v: unknown): string {

@@ -456,7 +456,8 @@ async function trainOn<B>(
   // --eval-iters 0: no validation at all (every token of the data can train).
   const validating = nVal > 0;
   say(
-    `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} steps × ${gb} sequences ` +
+    `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} step${iters === 1 ? "" : "s"} ` +
+      `× ${gb} sequences ` +
       (a.trainSamples !== undefined ? `(--train-samples ${a.trainSamples}) ` : "") +
       `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
       (validating

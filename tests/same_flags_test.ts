@@ -84,14 +84,15 @@ Deno.test({
       assert.match(half.results[0].stderr, /--save given on rank 0, not given on rank 1/);
 
       // Megatron's flags that change nothing here may differ too (cli/megatron_flags.ts), and so
-      // may --lr-warmup-iters beside a warm-up fraction, which replaces it.
+      // may --lr-warmup-iters beside a warm-up fraction, which replaces it, and a decay length
+      // given on one node as the length the other resolves (--train-iters).
       const warmup = ["--lr-warmup-fraction", "0.25"];
       const ok = await twoNodes(dir, [
         [
           ...data("data.txt"),
           ...["--log-json", `${dir}/log.jsonl`, "--use-mcore-models"],
           ...warmup,
-          ...["--lr-warmup-iters", "0"],
+          ...["--lr-warmup-iters", "0", "--lr-decay-iters", "2"],
         ],
         [...data("copy.txt"), "--distributed-backend", "gloo", ...warmup],
       ]);

@@ -213,7 +213,7 @@ Deno.test({
       ],
       [
         ["--lr-decay-samples", "36"],
-        /error: --lr-decay-samples 36 counts samples, and this run counts iterations \(--train-iters 1000\): give --lr-decay-iters/,
+        /error: --lr-decay-samples 36 counts samples, and this run counts iterations \(the default --train-iters 1000\): give --lr-decay-iters/,
       ],
       [
         ["--train-samples", "40", "--lr-decay-iters", "4"],
@@ -324,7 +324,7 @@ Deno.test({
       );
       refused(
         await resume("x.jsonl", "--train-iters", "5"),
-        /--train-iters 5 disagrees with the checkpoint .* \(a schedule counted in samples: lr-decay-samples 36\); resume it counted in samples \(--train-samples; .*\), or add --override-opt-param-scheduler to replace the schedule with one counted in iterations/,
+        /--train-iters 5 disagrees with the checkpoint .* \(a schedule counted in samples: lr-decay-samples 36\); resume it counted in samples \(--train-samples; .*\), or add --override-opt-param-scheduler and the run.s length as --train-iters N to replace the schedule with one counted in iterations/,
       );
 
       // A checkpoint counted in iterations, resumed with a schedule in samples.
@@ -340,7 +340,7 @@ Deno.test({
         train(["--load", ck2, "--log-json", `${dir}/over.jsonl`, ...samples, ...extra]);
       refused(
         await inSamples(),
-        /--train-samples 40 disagrees with the checkpoint .*iter_0000003 \(iteration 3\) \(a schedule counted in iterations: lr-decay-iters 3\); resume it counted in iterations .*, or add --override-opt-param-scheduler to replace the schedule with one counted in samples/,
+        /--train-samples 40 disagrees with the checkpoint .*iter_0000003 \(iteration 3\) \(a schedule counted in iterations: lr-decay-iters 3\); resume it counted in iterations .*, or add --override-opt-param-scheduler and the run.s length as --train-samples S to replace the schedule with one counted in samples/,
       );
       const over = await inSamples("--override-opt-param-scheduler");
       succeeded(over);
