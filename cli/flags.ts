@@ -454,13 +454,7 @@ function refuseSeveral(
     const u = specs[name].unimplemented!;
     problems.set(`--${name}`, { at, line: unimplementedRefusal(name, value, u) });
   };
-  const { tokens } = parseArgs({
-    args: rest,
-    options,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
+  const tokens = optionTokens(rest, options);
   for (const t of tokens) {
     if (t.kind !== "option" || !t.rawName.startsWith("--")) continue;
     if (!(t.name in options)) {
@@ -496,6 +490,12 @@ function refuseSeveral(
   if (lines.length >= 2) throw new FlagsRefusedError(lines);
 }
 
+/** The tokens of `rest` parsed leniently (unknown options and bad values kept, nothing thrown). */
+function optionTokens(rest: string[], options: ReturnType<typeof parseArgsOptions>["options"]) {
+  return parseArgs({ args: rest, options, strict: false, allowPositionals: true, tokens: true })
+    .tokens;
+}
+
 /**
  * Refuses a bad value of a flag given again later: the parse keeps the last
  * value only (as argparse does), but argparse converts every one, so
@@ -507,13 +507,7 @@ function refuseReplacedBadValues(
   options: ReturnType<typeof parseArgsOptions>["options"],
   aliasOf: Map<string, string>,
 ): void {
-  const { tokens } = parseArgs({
-    args: rest,
-    options,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
+  const tokens = optionTokens(rest, options);
   const seen: { name: string; raw: string; value: string }[] = [];
   for (const t of tokens) {
     if (t.kind !== "option" || !(t.name in options) || t.value === undefined) continue;

@@ -1,3 +1,4 @@
+import { freeLocalPort } from "../collectives/tcp.ts";
 /**
  * Runs the project's CLIs as subprocesses, as a user would.
  * @module
@@ -230,6 +231,43 @@ export function startCli(script: string, args: string[]): RunningCli {
       return { code: s.code, stdout: text.stdout, stderr: text.stderr };
     },
   };
+}
+
+/**
+ * Both ranks of a 2-rank `cli/train.ts` job started as torchrun starts them:
+ * two processes with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
+ * `MASTER_ADDR` and `MASTER_PORT` (a free port), no launcher; rank 1 started
+ * `rank1LateMs` after rank 0. `dir` is a {@link makeRunDir} directory.
+ */
+export function torchrunStyleRanks(
+  dir: string,
+  args: string[],
+  opts: { rank1LateMs?: number; timeoutMs?: number } = {},
+): Promise<CliResult[]> {
+  const port = String(freeLocalPort());
+  const script = new URL("../cli/train.ts", import.meta.url).pathname;
+  return Promise.all([0, 1].map(async (rank) => {
+    if (rank === 1 && opts.rank1LateMs) await new Promise((r) => setTimeout(r, opts.rank1LateMs));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...permissionArgs("cli/train.ts"), script, ...args],
+      cwd: new URL("../", import.meta.url).pathname,
+      env: {
+        XDG_RUNTIME_DIR: `${dir}/xdg`,
+        NO_COLOR: "1",
+        RANK: String(rank),
+        WORLD_SIZE: "2",
+        LOCAL_RANK: String(rank),
+        LOCAL_WORLD_SIZE: "2",
+        MASTER_ADDR: "127.0.0.1",
+        MASTER_PORT: port,
+      },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(opts.timeoutMs ?? 120_000),
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  }));
 }
 
 /** Debian's Python, which runs the PyTorch peers (`apt-get install -y python3-torch libopenblas0-pthread`). */

@@ -16,9 +16,9 @@ import { exitReason } from "../cli/train_run.ts";
 import {
   type CliResult,
   makeRunDir,
-  permissionArgs,
   runCli,
   TINY_RUN_FLAGS,
+  torchrunStyleRanks,
 } from "./cli_helpers.ts";
 
 /** Validation every 3 iterations, so that the exits at 3, 6 and 9 fall on one. */
@@ -183,38 +183,6 @@ Deno.test({
 });
 
 /**
- * Both ranks of a 2-rank job started as torchrun starts them: two processes with
- * `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR` and
- * `MASTER_PORT`, no launcher; rank 1 {@link RANK1_LATE_MS} after rank 0.
- */
-async function envLaunch(dir: string, args: string[]): Promise<CliResult[]> {
-  const port = String(freeLocalPort());
-  const script = new URL("../cli/train.ts", import.meta.url).pathname;
-  return await Promise.all([0, 1].map(async (rank) => {
-    if (rank === 1) await new Promise((r) => setTimeout(r, RANK1_LATE_MS));
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", ...permissionArgs("cli/train.ts"), script, ...args],
-      cwd: new URL("../", import.meta.url).pathname,
-      env: {
-        XDG_RUNTIME_DIR: `${dir}/xdg`,
-        NO_COLOR: "1",
-        RANK: String(rank),
-        WORLD_SIZE: "2",
-        LOCAL_RANK: String(rank),
-        LOCAL_WORLD_SIZE: "2",
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: port,
-      },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(120_000),
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  }));
-}
-
-/**
  * How much later than rank 0 the torchrun-style launch starts rank 1: its clock, which
  * `--exit-duration-in-mins` reads, is that much behind, many steps of the tiny model.
  */
@@ -269,7 +237,7 @@ for (const mode of modes) {
           log,
         ];
         const rs = mode.env
-          ? await envLaunch(dir, args)
+          ? await torchrunStyleRanks(dir, args, { rank1LateMs: RANK1_LATE_MS })
           : [await runCli("cli/train.ts", args, dir, { timeoutMs: 120_000 })];
         for (const r of rs) strictEqual(r.code, 0, r.stderr);
         const r = rs[0];

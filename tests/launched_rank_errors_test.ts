@@ -9,35 +9,10 @@
  */
 
 import { strictEqual } from "node:assert/strict";
-import { freeLocalPort } from "../collectives/tcp.ts";
-import { type CliResult, makeRunDir, permissionArgs, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { makeRunDir, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
 
 /** Both ranks of a 2-rank job with torchrun's variables, run with `args`. */
-function ranks(dir: string, args: string[]): Promise<CliResult[]> {
-  const port = String(freeLocalPort());
-  const script = new URL("../cli/train.ts", import.meta.url).pathname;
-  return Promise.all([0, 1].map(async (rank) => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", ...permissionArgs("cli/train.ts"), script, ...args],
-      cwd: new URL("../", import.meta.url).pathname,
-      env: {
-        XDG_RUNTIME_DIR: `${dir}/xdg`,
-        NO_COLOR: "1",
-        RANK: String(rank),
-        WORLD_SIZE: "2",
-        LOCAL_RANK: String(rank),
-        LOCAL_WORLD_SIZE: "2",
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: port,
-      },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  }));
-}
+const ranks = (dir: string, args: string[]) => torchrunStyleRanks(dir, args, { timeoutMs: 60_000 });
 
 Deno.test({
   name: "torchrun's ranks: a bad command line or missing data is printed by the first rank only",

@@ -19,6 +19,7 @@ import { RngStream } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { assertClose, gpuTest, randomArray, testDevice } from "./helpers.ts";
+import { megatronGetLr } from "./megatron_lr.ts";
 
 const dev = await testDevice();
 
@@ -122,31 +123,6 @@ Deno.test("learning-rate schedules: warm-up, cosine, linear, constant", () => {
   assertClose([learningRate(35, { ...s, style: "linear" })], [1e-4 + 0.9e-3 * 0.75]);
   assertClose([learningRate(35, { ...s, style: "constant" })], [1e-3]);
 });
-
-/**
- * Megatron's `OptimizerParamScheduler.get_lr`, written from its source in its own units:
- * `numSteps` samples consumed, the warm-up and decay lengths in samples.
- */
-function megatronGetLr(
-  numSteps: number,
-  o: {
-    maxLr: number;
-    minLr: number;
-    initLr: number;
-    warmupSteps: number;
-    decaySteps: number;
-    style: "cosine" | "linear" | "constant";
-  },
-): number {
-  if (o.warmupSteps > 0 && numSteps <= o.warmupSteps) {
-    return o.initLr + (o.maxLr - o.initLr) * numSteps / o.warmupSteps;
-  }
-  if (o.style === "constant") return o.maxLr;
-  if (numSteps > o.decaySteps) return o.minLr;
-  const ratio = (numSteps - o.warmupSteps) / (o.decaySteps - o.warmupSteps);
-  const coeff = o.style === "linear" ? 1 - ratio : 0.5 * (Math.cos(Math.PI * ratio) + 1);
-  return o.minLr + coeff * (o.maxLr - o.minLr);
-}
 
 Deno.test("learning rate: Megatron's --lr-warmup-fraction and --lr-warmup-init, counted in samples there", () => {
   // get_optimizer_param_scheduler: decay = lr_decay_iters·G samples, warm-up = fraction × decay

@@ -16,6 +16,7 @@ import { freeLocalPort } from "../collectives/tcp.ts";
 import { parseFlags, UsageError } from "../cli/flags.ts";
 import { TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
 import { type CliResult, makeRunDir, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { megatronGetLr } from "./megatron_lr.ts";
 
 /** A tiny run (micro-batch 2), deterministic kernels, no validation until the end. */
 const tiny = [
@@ -48,36 +49,6 @@ function succeeded(r: CliResult): void {
 function refused(r: CliResult, re: RegExp): void {
   strictEqual(r.code, 2, `exit ${r.code}\n${r.stdout}\n${r.stderr}`);
   match(r.stderr, re);
-}
-
-/**
- * Megatron's `OptimizerParamScheduler.get_lr` (megatron/core/optimizer_param_scheduler.py),
- * in its own units: `numSteps` samples consumed by the updates so far, the warm-up and decay
- * lengths in samples (get_optimizer_param_scheduler: `lr_decay_steps = lr_decay_samples`,
- * `lr_warmup_steps = lr_warmup_samples` or `lr_warmup_fraction * lr_decay_steps`).
- */
-function megatronGetLr(
-  numSteps: number,
-  o: {
-    maxLr: number;
-    minLr: number;
-    initLr: number;
-    warmupSteps: number;
-    decaySteps: number;
-    style: "cosine" | "linear" | "constant";
-  },
-): number {
-  // Linear warm-up for the initial part.
-  if (o.warmupSteps > 0 && numSteps <= o.warmupSteps) {
-    return o.initLr + (o.maxLr - o.initLr) * numSteps / o.warmupSteps;
-  }
-  if (o.style === "constant") return o.maxLr;
-  // Past lr_decay_steps: min_lr.
-  if (numSteps > o.decaySteps) return o.minLr;
-  const decayRatio = (numSteps - o.warmupSteps) / (o.decaySteps - o.warmupSteps);
-  ok(decayRatio >= 0 && decayRatio <= 1, `decay ratio ${decayRatio}`);
-  const coeff = o.style === "linear" ? 1 - decayRatio : 0.5 * (Math.cos(Math.PI * decayRatio) + 1);
-  return o.minLr + coeff * (o.maxLr - o.minLr);
 }
 
 /** Every logged lr is Megatron's at num_steps = (iteration − 1) × `g`, to 1e-12 relative. */
