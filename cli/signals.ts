@@ -16,6 +16,7 @@
  * @module
  */
 
+import { exitAtOnce } from "../collectives/exit.ts";
 import { SignalCopies } from "../collectives/signal_copies.ts";
 
 /** The signals that stop a run. */
@@ -55,26 +56,6 @@ export interface SignalHandlerOptions {
   workers: boolean;
   /** Exits the process (tests pass their own). */
   exit?: (code: number) => void;
-}
-
-/**
- * Exits with `code` from the middle of a run, as a signal asks: the `unload`
- * listeners run (the save lock's release), then glibc's `_exit`, which skips
- * the native libraries' exit handlers. `Deno.exit` runs them while the GPU
- * device is still at work on other threads, and Dawn's over Mesa's llvmpipe
- * then corrupted the heap (`malloc_consolidate(): unaligned fastbin chunk
- * detected`, exit 134 instead of 143) in 3 of 10 SIGTERMs to a
- * `--launcher procs` run. Falls back on `Deno.exit` without FFI.
- */
-export function exitAtOnce(code: number): never {
-  globalThis.dispatchEvent(new Event("unload"));
-  try {
-    const libc = Deno.dlopen("libc.so.6", { _exit: { parameters: ["i32"], result: "void" } });
-    libc.symbols._exit(code);
-  } catch {
-    // no FFI permission, or no glibc
-  }
-  Deno.exit(code);
 }
 
 /**

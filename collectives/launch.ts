@@ -17,6 +17,7 @@ import { assignDevices, type DeviceAssignment, listHostGpus } from "./devices.ts
 import { type DistConfig, DistConfigError, nodeRankCount } from "./env.ts";
 import type { Communicator, ProcessGroup, ShmAlgorithm } from "./group.ts";
 import { StoreServer } from "./store.ts";
+import { exitAtOnce } from "./exit.ts";
 import { runRankProcesses, watchLauncher } from "./procs.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
@@ -349,7 +350,7 @@ export async function launch(
     const last = cfg.rankBase + cfg.localWorld - 1;
     const ranks = cfg.localWorld > 1 ? `ranks ${cfg.rankBase}-${last}` : `rank ${cfg.rankBase}`;
     console.error(`${ranks}: ${why}; exiting`);
-    Deno.exit(1);
+    exitAtOnce(1);
   });
   try {
     if (cfg.launcher === "procs" && cfg.localWorld > 1) {
