@@ -305,8 +305,17 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
   const specs = withMegatronSpellings(table);
   const { options, aliasOf } = parseArgsOptions(specs);
   const { rest, restAt, lists } = takeListFlags(args, specs, aliasOf);
-  refuseSeveral(rest, restAt, lists, specs, options, aliasOf);
-  refuseReplacedBadValues(rest, specs, options, aliasOf);
+  // The command line read leniently (unknown flags and bad values kept): what the strict parse
+  // below would refuse one at a time, refused together or where it cannot see it.
+  const tokens = parseArgs({
+    args: rest,
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  }).tokens;
+  refuseSeveral(tokens, restAt, lists, specs, options, aliasOf);
+  refuseReplacedBadValues(tokens, specs, options, aliasOf);
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
@@ -350,26 +359,14 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
       out[name] = raw as boolean;
       continue;
     }
-    const spelling = MEGATRON_SPELLINGS[rawName];
-    const str = spelling?.value ? spelling.value(raw as string) : raw as string;
-    if (s.type === "string") {
-      if (str === "" && !s.allowEmpty) {
-        throw new UsageError(`--${rawName} is empty: give it a value, or leave the flag out`);
-      }
-      if (s.choices && !s.choices.includes(str) && !spelling?.accepts?.includes(str)) {
-        const what = spelling ? `--${rawName} ${raw} (--${name} ${str})` : `--${name}`;
-        throw new UsageError(`${what} must be one of ${s.choices.join(", ")}, got "${str}"`);
-      }
-      out[name] = str;
-      continue;
+    const str = spelledValue(rawName, raw as string);
+    if (s.type === "string" && str === "" && !s.allowEmpty) {
+      throw new UsageError(`--${rawName} is empty: give it a value, or leave the flag out`);
     }
-    const num = Number(str);
-    if (
-      str.trim() === "" || !Number.isFinite(num) || (s.type === "int" && !Number.isInteger(num))
-    ) {
-      throw new UsageError(
-        `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
-      );
+    const num = convertedValue(name, rawName, raw as string, s);
+    if (typeof num === "string") {
+      out[name] = num;
+      continue;
     }
     if (s.type === "int" && !Number.isSafeInteger(num)) {
       throw new UsageError(
@@ -386,6 +383,38 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
     if (u) refuseUnimplemented(name, out[name], u);
   }
   return out;
+}
+
+/** `raw`, given as `--rawName`: a Megatron spelling's value translated ({@link MEGATRON_SPELLINGS}). */
+function spelledValue(rawName: string, raw: string): string {
+  const spelling = MEGATRON_SPELLINGS[rawName];
+  return spelling?.value ? spelling.value(raw) : raw;
+}
+
+/**
+ * `raw`, given as `--rawName`, converted as flag `name` (spec `s`, not a
+ * switch) takes it, as argparse converts a value: a string among its choices,
+ * or a finite number (an integer for "int"); a {@link UsageError} otherwise.
+ * The final value's own checks (not empty, a safe integer, `min`) are
+ * {@link parseFlags}'.
+ */
+function convertedValue(name: string, rawName: string, raw: string, s: FlagSpec): string | number {
+  const str = spelledValue(rawName, raw);
+  if (s.type === "string") {
+    const spelling = MEGATRON_SPELLINGS[rawName];
+    if (s.choices && !s.choices.includes(str) && !spelling?.accepts?.includes(str)) {
+      const what = spelling ? `--${rawName} ${raw} (--${name} ${str})` : `--${name}`;
+      throw new UsageError(`${what} must be one of ${s.choices.join(", ")}, got "${str}"`);
+    }
+    return str;
+  }
+  const num = Number(str);
+  if (str.trim() === "" || !Number.isFinite(num) || (s.type === "int" && !Number.isInteger(num))) {
+    throw new UsageError(
+      `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
+    );
+  }
+  return num;
 }
 
 /**
@@ -421,7 +450,7 @@ function unimplementedRefusal(
 }
 
 /**
- * Refuses at once, one line each in command-line order, the flags of `rest`
+ * Refuses at once, one line each in command-line order, the flags among `tokens`
  * (and the list flags taken out of it) that {@link parseFlags} would refuse one
  * per run, when there are two or more: unknown long options, and
  * {@link FlagSpec.unimplemented} flags at values they do not accept (a pasted
@@ -431,7 +460,7 @@ function unimplementedRefusal(
  * index in the command line.
  */
 function refuseSeveral(
-  rest: string[],
+  tokens: Tokens,
   restAt: number[],
   lists: Map<string, ListFlag>,
   specs: Record<string, FlagSpec>,
@@ -454,7 +483,6 @@ function refuseSeveral(
     const u = specs[name].unimplemented!;
     problems.set(`--${name}`, { at, line: unimplementedRefusal(name, value, u) });
   };
-  const tokens = optionTokens(rest, options);
   for (const t of tokens) {
     if (t.kind !== "option" || !t.rawName.startsWith("--")) continue;
     if (!(t.name in options)) {
@@ -469,15 +497,13 @@ function refuseSeveral(
       continue;
     }
     if (t.value === undefined) continue; // a missing value: the parse says so
-    const spelling = MEGATRON_SPELLINGS[t.name];
-    let value: string | number = spelling?.value ? spelling.value(t.value) : t.value;
-    if (s.type === "int" || s.type === "float") {
-      const n = Number(value);
-      // A value that is not a number: the parse says so.
-      if (value.trim() === "" || !Number.isFinite(n)) continue;
-      if (s.type === "int" && !Number.isSafeInteger(n)) continue;
-      value = n;
+    let value: string | number;
+    try {
+      value = convertedValue(name, t.name, t.value, s);
+    } catch {
+      continue; // a value its flag cannot take: the parse says so
     }
+    if (s.type === "int" && !Number.isSafeInteger(value)) continue; // too large: likewise
     unimplemented(name, value, restAt[t.index]);
   }
   for (const [name, { values, at }] of lists) {
@@ -490,11 +516,8 @@ function refuseSeveral(
   if (lines.length >= 2) throw new FlagsRefusedError(lines);
 }
 
-/** The tokens of `rest` parsed leniently (unknown options and bad values kept, nothing thrown). */
-function optionTokens(rest: string[], options: ReturnType<typeof parseArgsOptions>["options"]) {
-  return parseArgs({ args: rest, options, strict: false, allowPositionals: true, tokens: true })
-    .tokens;
-}
+/** The command line's tokens, as a lenient `parseArgs` reads them. */
+type Tokens = NonNullable<ReturnType<typeof parseArgs>["tokens"]>;
 
 /**
  * Refuses a bad value of a flag given again later: the parse keeps the last
@@ -502,32 +525,22 @@ function optionTokens(rest: string[], options: ReturnType<typeof parseArgsOption
  * `--lr abc --lr 0.1` is an error there and here, not a run at 0.1.
  */
 function refuseReplacedBadValues(
-  rest: string[],
+  tokens: Tokens,
   specs: Record<string, FlagSpec>,
   options: ReturnType<typeof parseArgsOptions>["options"],
   aliasOf: Map<string, string>,
 ): void {
-  const tokens = optionTokens(rest, options);
   const seen: { name: string; raw: string; value: string }[] = [];
   for (const t of tokens) {
     if (t.kind !== "option" || !(t.name in options) || t.value === undefined) continue;
     seen.push({ name: aliasOf.get(t.name) ?? t.name, raw: t.name, value: t.value });
   }
   seen.forEach(({ name, raw, value }, i) => {
-    if (!seen.slice(i + 1).some((later) => later.name === name)) return; // the parse checks it
-    const s = specs[name];
-    const spelling = MEGATRON_SPELLINGS[raw];
-    const str = spelling?.value ? spelling.value(value) : value;
-    if (s.type === "int" || s.type === "float") {
-      const n = Number(str);
-      if (str.trim() === "" || !Number.isFinite(n) || (s.type === "int" && !Number.isInteger(n))) {
-        throw new UsageError(
-          `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
-        );
-      }
-    } else if (s.type === "string" && s.choices && !s.choices.includes(str)) {
-      if (spelling?.accepts?.includes(str)) return;
-      throw new UsageError(`--${name} must be one of ${s.choices.join(", ")}, got "${str}"`);
+    // The last value the parse converts (and checks) itself; a switch takes no value.
+    if (
+      specs[name].type !== "boolean" && seen.slice(i + 1).some((later) => later.name === name)
+    ) {
+      convertedValue(name, raw, value, specs[name]);
     }
   });
 }
