@@ -21,7 +21,7 @@ import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
 import type { HostTensor } from "../models/checkpoint/shard.ts";
-import { readHfDir } from "../models/hf/io.ts";
+import { hfInitializerRange, readHfDir } from "../models/hf/io.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { checkedConfig } from "./errors.ts";
@@ -66,6 +66,8 @@ export interface HfBert {
   tokenizer: WordPieceTokenizer;
   /** Where the tokenizer came from, for messages. */
   tokenizerSource: string;
+  /** The std its weights were initialized with, where `config.json` says (`initializer_range`). */
+  initializerRange?: number;
 }
 
 /** Reads a Hugging Face BERT directory (config, weights, tokenizer); no device needed. */
@@ -82,6 +84,7 @@ export async function readHfBert(
     source: hf.fileOf(hf.names[0] ?? ""),
     tokenizer: tok.tokenizer,
     tokenizerSource: tok.source,
+    initializerRange: hfInitializerRange(hf.config),
   };
 }
 

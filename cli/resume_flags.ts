@@ -214,10 +214,10 @@ const COUNTED_BY: Readonly<Record<"iterations" | "samples", readonly string[]>> 
  *   `--lr-warmup-iters` to a checkpoint counted in samples; the samples' to
  *   one counted in iterations) is refused, naming the checkpoint's count;
  * - a run counted in samples keeps the global batch its checkpoint's updates
- *   were counted at (`savedBatch`: saved, or the checkpoint's samples per
- *   iteration; null where its iterations had different batches, refused;
- *   undefined where unknown): not given, it is adopted; given otherwise,
- *   refused, `override` or not. Megatron counts
+ *   were counted at (saved, or else the checkpoint's `samples` consumed per
+ *   `iteration`; refused where those were not one batch each, left alone
+ *   where unknown): not given, it is adopted; given otherwise, refused,
+ *   `override` or not. Megatron counts
  *   the samples each update consumed; here the schedule is counted in updates
  *   of one global batch (cli/train_args.ts `lrScheduleOf`), which another batch
  *   would make another schedule.
@@ -225,7 +225,7 @@ const COUNTED_BY: Readonly<Record<"iterations" | "samples", readonly string[]>> 
 export function agreeSampleCount(
   f: FlagValues,
   saved: Record<string, number | string | boolean>,
-  savedBatch: { batch?: number | null; iteration: number; samples?: number },
+  consumed: { iteration: number; samples?: number },
   override: boolean,
   where: string,
   refuse: Refuse,
@@ -262,7 +262,15 @@ export function agreeSampleCount(
     }
   }
   if (f["train-samples"] === undefined) return;
-  const { batch, iteration, samples } = savedBatch;
+  const { iteration, samples } = consumed;
+  const savedBatch = saved["global-batch-size"];
+  const batch = typeof savedBatch === "number"
+    ? savedBatch
+    : samples === undefined || !(iteration > 0)
+    ? undefined
+    : samples % iteration === 0
+    ? samples / iteration
+    : null;
   if (batch === undefined) return;
   if (batch === null) {
     throw new UsageError(

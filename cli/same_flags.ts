@@ -61,12 +61,7 @@ export async function checkSameFlags(
   const compared = Object.fromEntries(
     Object.entries(resolvedSchedule(flags))
       .filter(([k, v]) =>
-        v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED) &&
-        // A warm-up fraction replaces --lr-warmup-iters (its default, or the 0 beside it), and so
-        // does a run counted in samples (--train-samples), which also replaces --train-iters.
-        !(k === "lr-warmup-iters" &&
-          (flags["lr-warmup-fraction"] !== undefined || flags["train-samples"] !== undefined)) &&
-        !(k === "train-iters" && flags["train-samples"] !== undefined)
+        v !== undefined && !NODE_OWN_FLAGS.includes(k) && !(k in MEGATRON_UNIMPLEMENTED)
       )
       .map(([k, v]) => [
         k,
@@ -97,15 +92,22 @@ export async function checkSameFlags(
 }
 
 /**
- * `flags` with the schedule's lengths a run leaves out as the run resolves
- * them, so that nodes giving the same schedule, one in full and one by
- * default, agree: the decay over the training length (`--lr-decay-iters`
- * `--train-iters`, `--lr-decay-samples` `--train-samples`), a run counted in
- * samples warming up over 0 samples unless a fraction is given.
+ * `flags` with the schedule as the run resolves it, so that nodes giving the
+ * same schedule, one in full and one by default, agree: without the flags a
+ * warm-up fraction or a run counted in samples replaces (`--lr-warmup-iters`,
+ * its default or the 0 beside them; `--train-iters`, the default beside
+ * `--train-samples`), and with the lengths left out: the decay over the
+ * training length (`--lr-decay-iters` `--train-iters`, `--lr-decay-samples`
+ * `--train-samples`), a run counted in samples warming up over 0 samples
+ * unless a fraction is given.
  */
 function resolvedSchedule(flags: Readonly<Record<string, unknown>>): Record<string, unknown> {
   const out = { ...flags };
+  if (out["lr-warmup-fraction"] !== undefined || out["train-samples"] !== undefined) {
+    delete out["lr-warmup-iters"];
+  }
   if (out["train-samples"] !== undefined) {
+    delete out["train-iters"];
     out["lr-decay-samples"] ??= out["train-samples"];
     if (out["lr-warmup-fraction"] === undefined) out["lr-warmup-samples"] ??= 0;
   } else if (out["train-iters"] !== undefined) out["lr-decay-iters"] ??= out["train-iters"];

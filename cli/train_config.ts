@@ -800,6 +800,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   const { path, iteration } = await resolveIterDir(loadDir, f.iteration as number | undefined);
   const meta = await readMeta(path);
   const where = `the checkpoint ${path} (iteration ${iteration})`;
+  const savedArgs = savedCheckpointArgs(meta);
   // A training setting the run continues from the checkpoint (the schedule's, AdamW's): not given,
   // it takes the saved value; given otherwise, it is refused unless overridden.
   const goOn = (flag: string, v: unknown, what: string, replaced: string) => {
@@ -858,32 +859,21 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     adopt("seed", seed);
   }
   // The vocabulary is part of the model: its tokenizer comes along, as the shape does.
-  const tokenizer = savedCheckpointArgs(meta).tokenizer;
+  const tokenizer = savedArgs.tokenizer;
   if (typeof tokenizer === "string" && tokenizer !== f.tokenizer) {
     if (wasGiven(f, "tokenizer")) {
       refuse("tokenizer", f.tokenizer, where, `tokenizer ${tokenizer}`, "drop --tokenizer");
     }
     adopt("tokenizer", tokenizer);
   }
-  agreeInitStd(f, savedCheckpointArgs(meta)[INIT_STD_FLAG], where, refuse, adopt);
+  agreeInitStd(f, savedArgs[INIT_STD_FLAG], where, refuse, adopt);
   // Counted in samples or in iterations as the checkpoint is (unless overridden); a run counted
   // in samples keeps the global batch its updates were counted at.
   const consumed = meta.state?.consumedSamples;
-  const savedBatch = savedCheckpointArgs(meta)["global-batch-size"];
   agreeSampleCount(
     f,
-    savedCheckpointArgs(meta),
-    {
-      batch: typeof savedBatch === "number"
-        ? savedBatch
-        : typeof consumed !== "number" || !(iteration > 0)
-        ? undefined
-        : consumed % iteration === 0
-        ? consumed / iteration
-        : null,
-      iteration,
-      samples: typeof consumed === "number" ? consumed : undefined,
-    },
+    savedArgs,
+    { iteration, samples: typeof consumed === "number" ? consumed : undefined },
     !!f["override-opt-param-scheduler"],
     where,
     refuse,
@@ -893,7 +883,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   // takes the saved value (so a longer --train-iters keeps the decay length), one that
   // disagrees is refused, unless --override-opt-param-scheduler puts the command line's in.
   if (!f["override-opt-param-scheduler"]) {
-    const saved = savedCheckpointArgs(meta);
+    const saved = { ...savedArgs };
     // Saved before --lr-warmup-init existed: the warm-up started at 0.
     if (saved.lr !== undefined) saved["lr-warmup-init"] ??= 0;
     agreeWarmup(f, saved, where, refuse, adopt);
@@ -919,9 +909,8 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     adopt(post, c.postLayerNorm);
   }
   if (f["use-checkpoint-args"]) {
-    const saved = savedCheckpointArgs(meta);
     for (const flag of CHECKPOINT_ARG_FLAGS) {
-      const v = saved[flag];
+      const v = savedArgs[flag];
       if (v === undefined || v === f[flag]) continue;
       if (!wasGiven(f, flag)) adopt(flag, v);
       else if (flag === "tokenizer") {

@@ -41,7 +41,6 @@ import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
 import { lrScheduleOf, type TrainArgs, trainItersOf } from "./train_args.ts";
-import { hfInitializerRange, readHfConfig } from "../models/hf/io.ts";
 import { firstRunOfRestartableJob, INIT_STD_FLAG } from "./resume_flags.ts";
 import { checkpointArgs, loggedConfig } from "./train_config.ts";
 
@@ -478,11 +477,7 @@ async function trainOn<B>(
   const startIter = loaded ? loaded.iteration + 1 : 1;
   // The std the weights were drawn with, saved with them: this run's draw, what the loaded
   // checkpoint says, or a Hugging Face config's initializer_range (so an export writes it again).
-  const initStd = loaded
-    ? loaded.initStd
-    : a.initFromHf
-    ? hfInitializerRange(await readHfConfig(a.initFromHf))
-    : a.model.initStd;
+  const initStd = loaded ? loaded.initStd : a.initFromHf ? data.hfInitStd : a.model.initStd;
   const skippedBefore = skippedTotal;
   const consumedAt = (it: number): Consumed => ({
     tokens: base.tokens + (it - startIter + 1) * gb * T,

@@ -141,6 +141,7 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
   }
   return {
     numHeads: config.numHeads,
+    hfInitStd: hf?.initializerRange,
     build: (env) => Promise.resolve(new BertTask(a, env, tokenizer, splits, config, hf)),
   };
 }

@@ -81,6 +81,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   }
   return {
     numHeads: config.numHeads,
+    hfInitStd: hf?.initializerRange,
     build: (env) => Promise.resolve(new GptTask(a, env, tokenizer, splits, config, hf)),
   };
 }

@@ -61,6 +61,11 @@ export interface TaskEnv {
 export interface TaskData<B> {
   /** Attention heads of the model to build (for the adapter-limit check before building). */
   readonly numHeads: number;
+  /**
+   * With `--init-from-hf`: the std its weights were initialized with, where its
+   * `config.json` says (`initializer_range`), which the run's checkpoints record.
+   */
+  readonly hfInitStd?: number;
   /** Builds the model and samplers on `env`. */
   build(env: TaskEnv): Promise<Task<B>>;
 }

@@ -10,7 +10,7 @@ import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
-import { type HfDir, type HfDType, readHfDir, writeHfDir } from "./io.ts";
+import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
 import {
   checkTiedCopy,
   expandTable,
@@ -148,14 +148,30 @@ export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): Map<string, Hos
   return out;
 }
 
-/** A GPT-2 read from an HF directory: its config and our full tensors. */
+/**
+ * A GPT-2 read from an HF directory: its config, our full tensors, and the
+ * std its weights were initialized with where the config says
+ * (`initializer_range`).
+ */
 export async function readHfGpt2(
   dir: string,
   progress?: (done: number, total: number) => void,
-): Promise<{ config: GptConfig; tensors: Map<string, HostTensor>; source: string }> {
+): Promise<
+  {
+    config: GptConfig;
+    tensors: Map<string, HostTensor>;
+    source: string;
+    initializerRange?: number;
+  }
+> {
   const hf = await readHfDir(dir, progress);
   const config = gpt2ConfigFromHf(hf.config, `${dir}/config.json`);
-  return { config, tensors: gpt2TensorsFromHf(hf, config), source: hf.fileOf(hf.names[0] ?? "") };
+  return {
+    config,
+    tensors: gpt2TensorsFromHf(hf, config),
+    source: hf.fileOf(hf.names[0] ?? ""),
+    initializerRange: hfInitializerRange(hf.config),
+  };
 }
 
 /**
