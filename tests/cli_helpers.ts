@@ -1,4 +1,5 @@
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../cli/flags.ts";
 /**
  * Runs the project's CLIs as subprocesses, as a user would.
  * @module
@@ -46,10 +47,31 @@ export async function makeRunDir(): Promise<string> {
   return dir;
 }
 
+/** The message `parseFlags` refuses `args` with against `table`, or null where they parse. */
+export function flagRefusal(args: string[], table: Record<string, FlagSpec>): string | null {
+  try {
+    parseFlags(args, table);
+  } catch (e) {
+    if (e instanceof UsageError) return e.message;
+    throw e;
+  }
+  return null;
+}
+
+/** The iteration records of a `--log-json` text, in order (its header lines skipped). */
+export function jsonlRecords<R = Record<string, unknown>>(jsonl: string): R[] {
+  return jsonl.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l))
+    .filter((r) => r.type !== "header");
+}
+
+/** {@link jsonlRecords} of the `--log-json` file `path`. */
+export async function logRecords<R = Record<string, unknown>>(path: string): Promise<R[]> {
+  return jsonlRecords<R>(await Deno.readTextFile(path));
+}
+
 /** The training losses of a `--log-json` file, in order (its header line skipped). */
 export function jsonlLosses(jsonl: string): number[] {
-  return jsonl.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l))
-    .filter((r) => r.type !== "header").map((r) => r.loss as number);
+  return jsonlRecords<{ loss: number }>(jsonl).map((r) => r.loss);
 }
 
 /** Exit code and output of a CLI run. */
@@ -231,6 +253,33 @@ export function startCli(script: string, args: string[]): RunningCli {
       return { code: s.code, stdout: text.stdout, stderr: text.stderr };
     },
   };
+}
+
+/**
+ * The two nodes of a 2-node `cli/train.ts` job on loopback (one rank each, a
+ * free port, a 60 s dist timeout), run in `dir`: node `i` with `args[i]`. Also
+ * how long the two took.
+ */
+export async function twoLocalNodes(
+  dir: string,
+  args: [string[], string[]],
+  timeoutMs = 90_000,
+): Promise<{ results: CliResult[]; ms: number }> {
+  const port = String(freeLocalPort());
+  const node = (i: number) =>
+    runCli(
+      "cli/train.ts",
+      [
+        ...args[i],
+        ...["--nnodes", "2", "--node-rank", String(i), "--nproc-per-node", "1"],
+        ...["--master-addr", "127.0.0.1", "--master-port", port, "--dist-timeout", "60s"],
+      ],
+      dir,
+      { timeoutMs },
+    );
+  const t0 = performance.now();
+  const results = await Promise.all([node(0), node(1)]);
+  return { results, ms: performance.now() - t0 };
 }
 
 /**

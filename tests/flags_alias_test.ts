@@ -15,6 +15,7 @@ import {
 import { refuseFlagsOfOtherModel, TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
 import { lrScheduleOf, trainArgsFromFlags } from "../cli/train_args.ts";
 import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
+import { flagRefusal } from "./cli_helpers.ts";
 import { NODE_OWN_FLAGS } from "../cli/same_flags.ts";
 import { DIST_FLAG_SPECS } from "../cli/dist.ts";
 import { DIST_FLAGS, resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
@@ -139,15 +140,7 @@ Deno.test("an unknown flag close to a known one is named: did you mean …?", ()
 });
 
 Deno.test("Megatron flags not implemented here: accepted where they ask for what is done, else refused with the reason", () => {
-  const refusal = (args: string[]) => {
-    try {
-      parseFlags(args, TRAIN_FLAGS);
-    } catch (e) {
-      if (e instanceof UsageError) return e.message;
-      throw e;
-    }
-    return null;
-  };
+  const refusal = (args: string[]) => flagRefusal(args, TRAIN_FLAGS);
   equal(
     refusal(["--pipeline-model-parallel-size", "4"]),
     "--pipeline-model-parallel-size 4: pipeline parallelism is not implemented here (tensor " +

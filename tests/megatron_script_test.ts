@@ -10,18 +10,10 @@ import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { FlagsRefusedError, helpText, parseFlags, UsageError } from "../cli/flags.ts";
 import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
 import { TRAIN_FLAGS } from "../cli/train_config.ts";
-import { runCli } from "./cli_helpers.ts";
+import { flagRefusal, runCli } from "./cli_helpers.ts";
 
 /** The message `args` are refused with, or null where they parse. */
-function refusal(args: string[]): string | null {
-  try {
-    parseFlags(args, TRAIN_FLAGS);
-  } catch (e) {
-    if (e instanceof UsageError) return e.message;
-    throw e;
-  }
-  return null;
-}
+const refusal = (args: string[]) => flagRefusal(args, TRAIN_FLAGS);
 
 /** The refusal of several flags, as {@link parseFlags} words it. */
 function several(lines: string[]): string {

@@ -6,39 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { freeLocalPort } from "../collectives/tcp.ts";
-import { makeRunDir, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { makeRunDir, TINY_RUN_FLAGS, twoLocalNodes } from "./cli_helpers.ts";
 
 /** Both nodes of a 2-node job on loopback, node `i` with `extra[i]` after the common flags. */
-async function twoNodes(dir: string, extra: [string[], string[]]) {
-  const port = freeLocalPort();
-  const node = (i: number) =>
-    runCli(
-      "cli/train.ts",
-      [
-        ...TINY_RUN_FLAGS,
-        "--train-iters",
-        "2",
-        "--nnodes",
-        "2",
-        "--node-rank",
-        String(i),
-        "--nproc-per-node",
-        "1",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        String(port),
-        "--dist-timeout",
-        "60s",
-        ...extra[i],
-      ],
-      dir,
-      { timeoutMs: 90_000 },
-    );
-  const t0 = performance.now();
-  const results = await Promise.all([node(0), node(1)]);
-  return { results, ms: performance.now() - t0 };
+function twoNodes(dir: string, extra: [string[], string[]]) {
+  const common = [...TINY_RUN_FLAGS, "--train-iters", "2"];
+  return twoLocalNodes(dir, [[...common, ...extra[0]], [...common, ...extra[1]]]);
 }
 
 Deno.test({

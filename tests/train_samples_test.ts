@@ -12,10 +12,16 @@
  */
 
 import { deepStrictEqual, equal, match, ok, strictEqual } from "node:assert/strict";
-import { freeLocalPort } from "../collectives/tcp.ts";
 import { parseFlags, UsageError } from "../cli/flags.ts";
 import { TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
-import { type CliResult, makeRunDir, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import {
+  type CliResult,
+  logRecords,
+  makeRunDir,
+  runCli,
+  TINY_RUN_FLAGS,
+  twoLocalNodes,
+} from "./cli_helpers.ts";
 import { megatronGetLr } from "./megatron_lr.ts";
 
 /** A tiny run (micro-batch 2), deterministic kernels, no validation until the end. */
@@ -31,10 +37,7 @@ interface LogRecord {
   lr: number;
 }
 
-async function records(file: string): Promise<LogRecord[]> {
-  return (await Deno.readTextFile(file)).trim().split("\n").map((l) => JSON.parse(l))
-    .filter((r) => r.type !== "header");
-}
+const records = (file: string) => logRecords<LogRecord>(file);
 
 /** `deno task train` with the tiny flags and `args`. */
 function train(args: string[], cwd?: string): Promise<CliResult> {
@@ -339,21 +342,11 @@ Deno.test({
   fn: async () => {
     const dir = await makeRunDir();
     try {
-      const port = freeLocalPort();
-      const node = (i: number, decay: string) =>
-        runCli(
-          "cli/train.ts",
-          [
-            ...tiny,
-            ...["--data-path", `${dir}/data.txt`, "--train-samples", "8"],
-            ...["--lr-decay-samples", decay, "--nnodes", "2", "--node-rank", String(i)],
-            ...["--nproc-per-node", "1", "--master-addr", "127.0.0.1"],
-            ...["--master-port", String(port), "--dist-timeout", "60s"],
-          ],
-          dir,
-          { timeoutMs: 90_000 },
-        );
-      const [n0, n1] = await Promise.all([node(0, "8"), node(1, "4")]);
+      const common = [...tiny, "--data-path", `${dir}/data.txt`, "--train-samples", "8"];
+      const { results: [n0, n1] } = await twoLocalNodes(dir, [
+        [...common, "--lr-decay-samples", "8"],
+        [...common, "--lr-decay-samples", "4"],
+      ]);
       for (const r of [n0, n1]) strictEqual(r.code, 2, r.stderr);
       match(
         n0.stderr,
