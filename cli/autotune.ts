@@ -6,7 +6,7 @@
 
 import type { Device } from "../core/device.ts";
 import { DEFAULT_TUNING_BUDGET_MS, MatmulTuner, type TunedShape } from "../core/matmul_tuner.ts";
-import { type FlagSpec, type FlagValues, UsageError } from "./flags.ts";
+import { decimalNumber, type FlagSpec, type FlagValues, UsageError } from "./flags.ts";
 import { defaultTuningCachePath, FileTuningStore } from "./tuning_cache.ts";
 
 /**
@@ -80,9 +80,9 @@ export function autotuneArgs(f: FlagValues): AutotuneArgs {
 }
 
 function parseBudget(text: string): number {
-  if (/^inf(inity)?$/i.test(text.trim())) return Infinity;
-  const s = Number(text);
-  if (text.trim() === "" || !Number.isFinite(s) || s < 0) {
+  const s = decimalNumber(text, false);
+  if (s === Infinity) return Infinity;
+  if (!Number.isFinite(s) || s < 0) {
     throw new UsageError(
       `--matmul-autotune-budget ${text}: expected seconds (a number ≥ 0) or 'inf'`,
     );

@@ -7,7 +7,7 @@
  */
 
 import { normalizeWeights } from "../data/blend.ts";
-import { UsageError } from "./flags.ts";
+import { decimalNumber, UsageError } from "./flags.ts";
 
 /** One corpus, or a blend of corpora, as a data-path flag gives it. */
 export interface DataSource {
@@ -32,8 +32,7 @@ export const DATA_PATH_FORM = "PATH | W1 P1 W2 P2 …";
 
 /** Whether `s` is written as a number (a weight), finite or not ("inf", "nan", "-1"). */
 export function looksNumeric(s: string): boolean {
-  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(s.trim()) ||
-    /^[+-]?(inf|infinity|nan)$/i.test(s.trim());
+  return !Number.isNaN(decimalNumber(s, false)) || /^[+-]?nan$/i.test(s.trim());
 }
 
 /**
@@ -62,7 +61,7 @@ export function parseDataSource(flag: string, value: string | readonly string[])
   }
   const weights: number[] = [], paths: string[] = [];
   for (let i = 0; i < values.length; i += 2) {
-    const w = Number(values[i].trim().replace(/^([+-]?)inf(inity)?$/i, "$1Infinity"));
+    const w = decimalNumber(values[i], false);
     if (!(w > 0 && Number.isFinite(w))) {
       throw new UsageError(
         `--${flag}: the weight of ${values[i + 1]} is ${values[i]}; a weight must be a ` +

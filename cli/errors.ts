@@ -17,6 +17,7 @@
  */
 
 import { CollectiveError } from "../collectives/frame.ts";
+import { markReported } from "../collectives/launch.ts";
 import { oneLine } from "../core/files.ts";
 import { NoAdapterError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
@@ -178,7 +179,8 @@ export function reportRankError(
   else if (debug || ownToRank(e)) {
     console.error(`rank ${rank}:`);
     reportError(e, debug);
-  }
+  } else return;
+  markReported(e); // under `deno task launch`, whose log would print it again
 }
 
 /**

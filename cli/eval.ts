@@ -75,6 +75,8 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "text file or folder, or .bin of uint16 ids",
     group: "Data",
+    once: "eval reads one corpus",
+    required: true,
   },
   "tokenizer": {
     type: "string",
@@ -336,7 +338,7 @@ export async function evalBertRank(
   const s = (performance.now() - t0) / 1000;
   if (print) {
     say(
-      `eval: ${r.sequences} sequences, ${r.maskedTokens} masked tokens | ` +
+      `eval: ${counted(r.sequences, "sequence")}, ${counted(r.maskedTokens, "masked token")} | ` +
         `mlm loss ${r.mlmLoss.toFixed(4)} | mlm accuracy ${r.mlmAccuracy.toFixed(4)} | ` +
         `sop loss ${r.sopLoss.toFixed(4)} | sop accuracy ${r.sopAccuracy.toFixed(4)} | ` +
         `${(r.sequences / s).toFixed(1)} sequences/s`,

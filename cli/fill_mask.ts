@@ -39,6 +39,7 @@ export const FILL_MASK_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: 'text with one or more [MASK] tokens, e.g. "the [MASK] sat on the mat"',
     group: "Prediction",
+    required: true,
   },
   "top-k": { type: "int", default: 5, min: 1, help: "fillers to show per [MASK]" },
   "json": {

@@ -39,6 +39,21 @@ export interface FlagSpec {
    */
   list?: boolean;
   /**
+   * Refuse the flag given twice, saying why one value only (`eval reads one
+   * corpus`), where a later value silently replacing an earlier one would
+   * hide a mistake (a path, say); other flags take their last value, as
+   * argparse's do.
+   */
+  once?: string;
+  /** The command cannot run without it (its check is the command's): said when it is given empty. */
+  required?: boolean;
+  /**
+   * Another command's flag this one does not take, refused with this reason
+   * (`--train-iters: a train flag profile does not apply …`) rather than as
+   * an unknown option; left out of the help.
+   */
+  refused?: string;
+  /**
    * A Megatron flag this project does not implement (cli/megatron_flags.ts):
    * given with a value in `accepts` (a switch whose `accepts` is true: given at
    * all) it asks for what the project does anyway and is accepted, changing
@@ -299,9 +314,29 @@ function shownList(values: string[]): string {
 /**
  * Parses `args` against `specs`. Throws {@link UsageError} at the first
  * problem, but for unknown flags and refused {@link FlagSpec.unimplemented}
- * ones: two or more of those are refused together, one line each.
+ * ones: two or more of those are refused together, one line each. A line
+ * holding `--help` (or `-h`) is `{ help: true }` even where it would be
+ * refused, as argparse prints the help whatever follows.
  */
 export function parseFlags(args: string[], table: Record<string, FlagSpec>): FlagValues {
+  try {
+    return parseFlagsOrRefuse(args, table);
+  } catch (e) {
+    // As argparse's help action: `--help` prints the help whatever else the line holds.
+    if (!(e instanceof UsageError) || !asksHelp(args)) throw e;
+    const out: FlagValues = { help: true };
+    given.set(out, new Set());
+    return out;
+  }
+}
+
+/** Whether `args` hold `--help` or `-h` (before a `--`). */
+function asksHelp(args: readonly string[]): boolean {
+  const end = args.indexOf("--");
+  return (end < 0 ? args : args.slice(0, end)).some((a) => a === "--help" || a === "-h");
+}
+
+function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): FlagValues {
   const specs = withMegatronSpellings(table);
   const { options, aliasOf } = parseArgsOptions(specs);
   const { rest, restAt, lists } = takeListFlags(args, specs, aliasOf);
@@ -346,7 +381,7 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
   for (const [name, { spelled, values }] of lists) {
     names.add(name);
     if (values.includes("") && !specs[name].allowEmpty) {
-      throw new UsageError(`--${spelled} is empty: give it a value, or leave the flag out`);
+      throw new UsageError(`--${spelled} is empty: ${emptyAdvice(specs[name])}`);
     }
     out[name] = values.length === 1 ? values[0] : values;
   }
@@ -361,7 +396,7 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
     }
     const str = spelledValue(rawName, raw as string);
     if (s.type === "string" && str === "" && !s.allowEmpty) {
-      throw new UsageError(`--${rawName} is empty: give it a value, or leave the flag out`);
+      throw new UsageError(`--${rawName} is empty: ${emptyAdvice(s)}`);
     }
     const num = convertedValue(name, rawName, raw as string, s);
     if (typeof num === "string") {
@@ -379,10 +414,16 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
     out[name] = num;
   }
   for (const name of names) {
-    const u = specs[name].unimplemented;
-    if (u) refuseUnimplemented(name, out[name], u);
+    const { refused, unimplemented } = specs[name];
+    if (refused) throw new UsageError(`--${name}: ${refused}`);
+    if (unimplemented) refuseUnimplemented(name, out[name], unimplemented);
   }
   return out;
+}
+
+/** What to do about a flag given an empty value. */
+function emptyAdvice(s: FlagSpec): string {
+  return s.required ? "give it a value" : "give it a value, or leave the flag out";
 }
 
 /** `raw`, given as `--rawName`: a Megatron spelling's value translated ({@link MEGATRON_SPELLINGS}). */
@@ -408,13 +449,33 @@ function convertedValue(name: string, rawName: string, raw: string, s: FlagSpec)
     }
     return str;
   }
-  const num = Number(str);
-  if (str.trim() === "" || !Number.isFinite(num) || (s.type === "int" && !Number.isInteger(num))) {
+  const num = decimalNumber(str, s.type === "int");
+  if (!Number.isFinite(num)) {
     throw new UsageError(
       `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
     );
   }
   return num;
+}
+
+/**
+ * `text` read as argparse's `int()` (`integer`) or `float()` reads a number:
+ * decimal digits (underscores between them allowed) with an optional sign and
+ * surrounding spaces, and for a float a point and an exponent, or
+ * `inf`/`infinity`/`nan`. NaN for what they refuse and JavaScript's `Number`
+ * takes: `""`, `0x10`, `0b1`, and `1e3` or `8.0` as an integer.
+ */
+export function decimalNumber(text: string, integer: boolean): number {
+  const t = text.trim();
+  const digits = "\\d+(_\\d+)*"; // Python's: underscores between digits
+  const decimal = integer
+    ? `[+-]?${digits}`
+    : `[+-]?(${digits}(\\.(${digits})?)?|\\.${digits})(e[+-]?${digits})?`;
+  if (new RegExp(`^${decimal}$`, "i").test(t)) return Number(t.replaceAll("_", ""));
+  if (integer) return NaN;
+  const special = /^([+-]?)(inf(inity)?|nan)$/i.exec(t);
+  if (!special) return NaN;
+  return special[2].toLowerCase() === "nan" ? NaN : special[1] === "-" ? -Infinity : Infinity;
 }
 
 /**
@@ -491,6 +552,10 @@ function refuseSeveral(
     }
     const name = aliasOf.get(t.name) ?? t.name;
     const s = specs[name];
+    if (s?.refused) {
+      problems.set(`--${name}`, { at: restAt[t.index], line: `--${name}: ${s.refused}` });
+      continue;
+    }
     if (!s?.unimplemented) continue;
     if (s.type === "boolean") {
       unimplemented(name, true, restAt[t.index]);
@@ -507,7 +572,9 @@ function refuseSeveral(
     unimplemented(name, value, restAt[t.index]);
   }
   for (const [name, { values, at }] of lists) {
-    if (specs[name].unimplemented) {
+    const why = specs[name].refused;
+    if (why) problems.set(`--${name}`, { at, line: `--${name}: ${why}` });
+    else if (specs[name].unimplemented) {
       unimplemented(name, values.length === 1 ? values[0] : values, at);
     }
   }
@@ -533,7 +600,16 @@ function refuseReplacedBadValues(
   const seen: { name: string; raw: string; value: string }[] = [];
   for (const t of tokens) {
     if (t.kind !== "option" || !(t.name in options) || t.value === undefined) continue;
-    seen.push({ name: aliasOf.get(t.name) ?? t.name, raw: t.name, value: t.value });
+    const name = aliasOf.get(t.name) ?? t.name;
+    const before = seen.find((b) => b.name === name);
+    const once = specs[name].once;
+    if (before && once) {
+      throw new UsageError(
+        `--${before.raw} is given twice (${shownList([before.value])}, then ` +
+          `${shownList([t.value])}): ${once}`,
+      );
+    }
+    seen.push({ name, raw: t.name, value: t.value });
   }
   seen.forEach(({ name, raw, value }, i) => {
     // The last value the parse converts (and checks) itself; a switch takes no value.
@@ -554,7 +630,7 @@ export function helpText(usage: string, table: Record<string, FlagSpec>): string
   const lines = [usage, ""];
   let group = "";
   for (const [name, s] of Object.entries(specs)) {
-    if (s.unimplemented) continue;
+    if (s.unimplemented || s.refused) continue;
     if (s.group && s.group !== group) {
       group = s.group;
       lines.push(`${group}:`);
@@ -569,7 +645,7 @@ export function helpText(usage: string, table: Record<string, FlagSpec>): string
     lines.push(`  --${name}${alias}${arg}`.padEnd(44) + ` ${s.help}${def}`);
   }
   lines.push("  -h, --help".padEnd(44) + " this text");
-  const unimplemented = Object.entries(specs).filter(([, s]) => s.unimplemented);
+  const unimplemented = Object.entries(specs).filter(([, s]) => s.unimplemented && !s.refused);
   if (unimplemented.length) {
     const accepted = unimplemented.flatMap(([n, s]) => {
       const a = s.unimplemented!.accepts;

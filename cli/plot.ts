@@ -4,6 +4,7 @@
  * @module
  */
 
+import { counted } from "./log.ts";
 import { parseArgs } from "node:util";
 import { DataError } from "../data/errors.ts";
 import { oneLine } from "../core/files.ts";
@@ -54,15 +55,19 @@ export interface Run {
   train: Point[];
   /** Validation loss where it was measured. */
   val: Point[];
+  /** The model family its log's header names (`--model`), where it names one. */
+  model?: string;
 }
 
 /**
  * Reads the training and validation curves from JSON-lines records; records
- * without an iteration (the runs' header records) are skipped.
+ * without an iteration (the runs' header records) are skipped, but for the
+ * model family a header names (`--model`).
  */
-export function curves(jsonl: string): { train: Point[]; val: Point[] } {
+export function curves(jsonl: string): { train: Point[]; val: Point[]; model?: string } {
   const train: Point[] = [];
   const val: Point[] = [];
+  let model: string | undefined;
   let start = 0, i = 0;
   while (start < jsonl.length) {
     let end = jsonl.indexOf("\n", start);
@@ -77,11 +82,23 @@ export function curves(jsonl: string): { train: Point[]; val: Point[] } {
     } catch {
       throw new DataError(`line ${i} is not JSON: ${line.slice(0, 60)}`);
     }
-    if (r === null || typeof r !== "object" || typeof r.iteration !== "number") continue;
+    if (r === null || typeof r !== "object") continue;
+    const header = r as unknown as { type?: string; config?: { model?: unknown } };
+    if (header.type === "header" && typeof header.config?.model === "string") {
+      model = header.config.model;
+    }
+    if (typeof r.iteration !== "number") continue;
     if (Number.isFinite(r.loss)) train.push({ x: r.iteration, y: r.loss });
     if (Number.isFinite(r.val_loss)) val.push({ x: r.iteration, y: r.val_loss });
   }
-  return { train, val };
+  return { train, val, ...(model === undefined ? {} : { model }) };
+}
+
+/** The y axis's label: what the runs' loss is (BERT's is the masked-LM and sentence-order sum). */
+function lossLabel(runs: readonly Run[]): string {
+  const bert = runs.filter((r) => r.model === "bert").length;
+  if (bert === 0) return "loss (nats/token)";
+  return bert === runs.length ? "loss (masked-LM + sentence-order, nats)" : "loss (nats)";
 }
 
 /**
@@ -141,8 +158,8 @@ function esc(s: string): string {
   );
 }
 
-function ticks(lo: number, hi: number, n: number): number[] {
-  const step = 10 ** Math.floor(Math.log10((hi - lo) / n || 1));
+function ticks(lo: number, hi: number, n: number, least = 0): number[] {
+  const step = Math.max(least, 10 ** Math.floor(Math.log10((hi - lo) / n || 1)));
   const unit = [1, 2, 5, 10].map((m) => m * step).find((u) => (hi - lo) / u <= n) ?? step * 10;
   const out: number[] = [];
   for (let v = Math.ceil(lo / unit) * unit; v <= hi + 1e-9; v += unit) out.push(+v.toFixed(10));
@@ -183,7 +200,7 @@ export function runsSvg(runs: Run[], title: string): string {
     out.push(`<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/>`);
     out.push(`<text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end">${y}</text>`);
   }
-  for (const x of ticks(x0, x1, 8)) {
+  for (const x of ticks(x0, x1, 8, 1)) { // iterations: whole numbers
     out.push(`<line x1="${sx(x)}" x2="${sx(x)}" y1="${T}" y2="${H - B}" stroke="#eee"/>`);
     out.push(`<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${x}</text>`);
   }
@@ -194,9 +211,9 @@ export function runsSvg(runs: Run[], title: string): string {
   );
   out.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">iteration</text>`);
   out.push(
-    `<text transform="translate(16 ${
-      (T + H - B) / 2
-    }) rotate(-90)" text-anchor="middle">loss (nats/token)</text>`,
+    `<text transform="translate(16 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${
+      lossLabel(runs)
+    }</text>`,
   );
   const one = runs.length === 1;
   const legend: { label: string; color: string; width: number }[] = [];
@@ -286,10 +303,16 @@ export function main(args: string[]): Promise<number> {
     const labels = f.labels === undefined ? positional : (f.labels as string).split(",");
     if (labels.length !== positional.length) {
       throw new UsageError(
-        `--labels names ${labels.length} runs, but ${positional.length} logs are given`,
+        `--labels names ${counted(labels.length, "run")}, but ${
+          positional.length === 1 ? "1 log is" : `${positional.length} logs are`
+        } given`,
       );
     }
     const given = f.output as string | undefined;
+    if (given !== undefined && !/\.svg$/i.test(given)) {
+      // The file is SVG whatever its name: a .png or .pdf name would mislead every viewer.
+      throw new UsageError(`--output ${given}: the plot is an SVG; name it FILE.svg`);
+    }
     const out = given ?? positional[0].replace(/\.jsonl?$/, "") + ".svg";
     for (const log of positional) {
       if (!await overwrites(out, log)) continue;
@@ -298,7 +321,7 @@ export function main(args: string[]): Promise<number> {
           ? `the default output ${out} (the first log's name with .svg) is the log ${log}: ` +
             "pass --output OUT.svg"
           : `--output ${out} is the log ${log}, which the SVG would replace: name another file, ` +
-            `such as ${log.replace(/\.jsonl?$/, "")}.svg`,
+            `such as ${log.replace(/\.(jsonl?|svg)$/i, "")}.loss.svg`,
       );
     }
     await checkWritableFile("--output", out);
@@ -311,11 +334,11 @@ export function main(args: string[]): Promise<number> {
         throw new DataError(`cannot read ${file}: ${oneLine((e as Error).message)}`);
       }
       try {
-        const { train, val } = curves(text);
+        const { train, val, model } = curves(text);
         if (train.length + val.length === 0) {
           throw new DataError("no iterations with a loss in the log");
         }
-        runs.push({ name: labels[k], train: smooth(train, w), val });
+        runs.push({ name: labels[k], train: smooth(train, w), val, model });
       } catch (e) {
         throw e instanceof DataError ? new DataError(`${file}: ${e.message}`) : e;
       }

@@ -38,6 +38,7 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
     help: 'a text file, a .jsonl of {"text": …} documents (Megatron\'s input), ' +
       "or a folder of .txt/.md files (recursive, sorted by path); " +
       "default: the bundled novel Moby Dick",
+    once: "preprocess reads one input (a folder for several files)",
   },
   "tokenizer": {
     type: "string",
@@ -45,7 +46,7 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
     choices: TOKENIZER_NAMES,
     help: "tokenizer, as train's default; its vocabulary must fit in uint16",
   },
-  "output": { type: "string", help: "the .bin file to write (required)" },
+  "output": { type: "string", help: "the .bin file to write (required)", required: true },
   ...DEBUG_FLAG,
 };
 
@@ -63,6 +64,13 @@ export interface PreprocessResult {
   documents: number;
 }
 
+/** Refuses a `.bin` input: it is token ids already, and preprocess reads text. */
+function refuseTokenInput(dataPath: string | undefined): void {
+  if (dataPath !== undefined && isTokenBinPath(dataPath)) {
+    throw new DataError(`${dataPath} is already a token file; preprocess reads text`);
+  }
+}
+
 /** Tokenizes `dataPath` (or the default corpus) with `tokenizerName` and writes `output`. */
 export async function preprocess(
   dataPath: string | undefined,
@@ -70,9 +78,7 @@ export async function preprocess(
   output: string,
   progress?: (done: number, total: number) => void,
 ): Promise<PreprocessResult> {
-  if (dataPath !== undefined && isTokenBinPath(dataPath)) {
-    throw new DataError(`${dataPath} is already a token file; preprocess reads text`);
-  }
+  refuseTokenInput(dataPath);
   const tokenizer = await createTokenizer(tokenizerName);
   if (tokenizer.vocabSize > MAX_BIN_VOCAB) {
     throw new DataError(
@@ -147,6 +153,7 @@ export function main(args: string[]): Promise<number> {
       "data-path": f["data-path"] as string | undefined,
     };
     if (values.output === undefined) throw new UsageError("--output OUT.bin is required");
+    refuseTokenInput(values["data-path"]); // before the output's checks, which would name it
     await checkOutputApartFromInput(values.output, values["data-path"]);
     if (!isTokenBinPath(values.output)) {
       // A data path is read as token ids only when its name ends in .bin: any other name

@@ -62,7 +62,10 @@ const PROFILE_FLAGS: Record<string, FlagSpec> = {
     help: "AdamW over several tensors per dispatch (AdamWConfig.multiTensor)",
   },
   "top": { type: "int", default: 15, min: 0, help: "kernels listed (by time)" },
-  "json": { type: "boolean", help: "one JSON object instead of tables" },
+  "json": {
+    type: "boolean",
+    help: "one JSON object instead of tables (with --tp N > 1, an array of one per rank)",
+  },
 };
 
 /**
@@ -100,8 +103,18 @@ export const PROFILED_TRAIN_FLAGS: readonly string[] = [
   "debug",
 ];
 
-/** The profile's flags: the train flags it applies, then its own. */
+/** Why the profile refuses the other train flags. */
+const NOT_PROFILED = "a train flag profile does not apply (it runs fp32 steps of one " +
+  "micro-batch of random tokens: no data parallelism, checkpoints or logs)";
+
+/**
+ * The profile's flags: the train flags it applies, then its own; the other
+ * train flags are refused, saying so ({@link NOT_PROFILED}).
+ */
 const SPECS: Record<string, FlagSpec> = {
+  ...Object.fromEntries(
+    Object.entries(TRAIN_FLAGS).map(([n, s]) => [n, { ...s, refused: NOT_PROFILED }]),
+  ),
   ...Object.fromEntries(PROFILED_TRAIN_FLAGS.map((n) => [n, TRAIN_FLAGS[n]])),
   ...PROFILE_FLAGS,
 };
@@ -567,9 +580,9 @@ export function formatProfile(p: Profile, top = 15): string {
     }`,
     `- GPT vocab ${m.vocab}, ${counted(m.layers, "layer")}, hidden ${m.hidden}, ` +
     `${counted(m.heads, "head")}, ` +
-    `seq ${m.seq}, batch ${m.batch} (${m.params} params); ${p.steps} profiled steps, loss ${
-      f2(p.loss)
-    }`,
+    `seq ${m.seq}, batch ${m.batch} (${m.params} params); ${
+      counted(p.steps, "profiled step")
+    }, loss ${f2(p.loss)}`,
     `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
     `${s.textureCopies} texture copies (${mib(s.textureCopyBytes)}; ${s.keptTextureHits} reads ` +
     `from kept textures), ${counted(s.submits, "submit")}, ${counted(s.hostSyncs, "host sync")}, ` +

@@ -317,7 +317,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     list: true,
     valueName: DATA_PATH_FORM,
     help:
-      "training data on its own (e.g. nanoGPT's train.bin), with --valid-data-path; GPT: a blend as --data-path's",
+      "training data on its own (e.g. nanoGPT's train.bin), with --valid-data-path (alone, it is " +
+      "split as --data-path is: --val-fraction of it validates); GPT: a blend as --data-path's",
   },
   "valid-data-path": {
     type: "string",
@@ -377,7 +378,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "int",
     default: 10,
     min: 0,
-    help: "validation batches per evaluation (0: no validation; every token can train)",
+    help: "validation batches per evaluation (0: no validation; the held-out part stays unused, " +
+      "--split 100,0,0 trains on every token)",
   },
   "log-json": { type: "string", help: "write one JSON object per iteration to this file" },
   "measure-comm": {

@@ -96,6 +96,8 @@ export interface RankOutcome {
    * rendezvous, connecting to its peers), so the function could not report it.
    */
   beforeRun?: boolean;
+  /** The worker function printed the error itself ({@link markReported}). */
+  reported?: boolean;
 }
 
 /** Result of {@link runWorkers}. */
@@ -104,6 +106,8 @@ export interface RunResult {
   ok: boolean;
   /** Per local rank outcome, in rank order. */
   ranks: RankOutcome[];
+  /** The rank that failed first, whose failure the others' follow from; none when ok. */
+  firstFailed?: RankOutcome;
 }
 
 /**
@@ -161,7 +165,22 @@ type Msg =
   | { type: "closing" }
   | { type: "acquired" }
   | { type: "done"; result: unknown }
-  | { type: "error"; message: string; name?: string; beforeRun: boolean };
+  | { type: "error"; message: string; name?: string; beforeRun: boolean; reported: boolean };
+
+const REPORTED = Symbol.for("webgpu-megatron.rank-error-reported");
+
+/**
+ * Marks `e`, an error a worker function printed itself before throwing it, so
+ * that the launcher's log (see {@link RunOptions.log}) does not print it again.
+ */
+export function markReported(e: unknown): void {
+  if (e !== null && typeof e === "object") (e as Record<symbol, boolean>)[REPORTED] = true;
+}
+
+/** Whether {@link markReported} marked `e`. */
+export function wasReported(e: unknown): boolean {
+  return e !== null && typeof e === "object" && (e as Record<symbol, boolean>)[REPORTED] === true;
+}
 
 /** What an uncaught Worker error says: its message, else its error, else where it came from. */
 function describeWorkerError(e: ErrorEvent): string {
@@ -204,15 +223,26 @@ export async function runWorkers(
   const workers: Worker[] = [];
   const closing: Promise<void>[] = [];
   let failedAt = 0;
+  let firstError = "";
+  let firstFailed: RankOutcome | undefined;
   let wakeMain: () => void = () => {};
   const mainWait = () => new Promise<void>((r) => (wakeMain = r));
   const finish = (i: number, o: RankOutcome) => {
     if (outcomes[i]) return;
     outcomes[i] = o;
     if (!o.ok) {
-      if (log) console.error(`rank ${o.rank} failed: ${o.error}`);
-      // The first failure of the run only: later ones follow from it (not started, aborted).
-      else if (o.beforeRun && !failedAt) console.error(`error: ${o.error}`);
+      const error = o.error ?? "";
+      // A later failure that repeats the first (the same bad flag, "not started: rank 0
+      // failed: …") follows from it and is not printed again; nor is what the rank printed.
+      const repeats = failedAt > 0 && firstError !== "" && error.includes(firstError);
+      if (log) {
+        if (!o.reported && !repeats) console.error(`rank ${o.rank} failed: ${error}`);
+      } // The first failure of the run only: later ones follow from it (not started, aborted).
+      else if (o.beforeRun && !failedAt) console.error(`error: ${error}`);
+      if (!failedAt) {
+        firstError = error;
+        firstFailed = o;
+      }
       arena.abort(o.rank, `rank ${o.rank} failed: ${o.error}`);
       if (!failedAt) failedAt = performance.now();
     }
@@ -242,6 +272,7 @@ export async function runWorkers(
             error: m.message,
             errorName: m.name,
             beforeRun: m.beforeRun,
+            reported: m.reported,
           });
         }
         if (m.type !== "acquired") acquired();
@@ -314,11 +345,11 @@ export async function runWorkers(
   for (const w of workers) w.terminate();
   server?.close();
   const ranks = outcomes as RankOutcome[];
-  return { ok: ranks.every((o) => o.ok), ranks };
+  return { ok: ranks.every((o) => o.ok), ranks, firstFailed };
 }
 
 /**
- * The exit code of a job whose lowest failed rank failed with an error named
+ * The exit code of a job whose first failed rank failed with an error named
  * `name`: 2 for the user's input (`UsageError`), 141 for a closed stdout
  * (`BrokenPipe`, as a process killed by SIGPIPE), else 1.
  */
@@ -331,7 +362,7 @@ function exitCodeOf(name: string | undefined): number {
  * Workers are terminated, the process waits `settleMs` (default 200) so devices
  * are released, and exits 0 when every rank succeeded, 2 when the job's
  * layout is refused (a {@link DistConfigError}: `--devices`, say), else as
- * {@link exitCodeOf} the lowest failed rank's error. With
+ * {@link exitCodeOf} the first failed rank's error. With
  * `cfg.launcher` "procs", the ranks are instead child processes re-running this
  * program (see {@link runRankProcesses}), and the exit code is theirs.
  *
@@ -359,7 +390,7 @@ export async function launch(
     } else {
       const res = await runWorkers(cfg, moduleUrl, args, opts);
       // As the command's own errors exit: 2 for the user's input, 141 for a closed stdout.
-      code = res.ok ? 0 : exitCodeOf(res.ranks.find((r) => !r.ok)?.errorName);
+      code = res.ok ? 0 : exitCodeOf((res.firstFailed ?? res.ranks.find((r) => !r.ok))?.errorName);
     }
   } catch (e) {
     // A bad flag or launcher variable (--devices, say) is the user's to fix: exit 2, as usage errors do.

@@ -32,6 +32,7 @@ export {
   DEFAULT_DIST_TIMEOUT_MS,
   DIST_FLAGS,
   type DistConfig,
+  DistConfigError,
   type Launcher,
   localDistConfig,
   parseDuration,

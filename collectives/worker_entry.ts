@@ -7,7 +7,7 @@
 
 import { Arena } from "./arena.ts";
 import { Communicator } from "./group.ts";
-import type { WorkerContext, WorkerInit } from "./launch.ts";
+import { wasReported, type WorkerContext, type WorkerInit } from "./launch.ts";
 
 type WorkerMain = (ctx: WorkerContext) => unknown;
 
@@ -69,7 +69,13 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
     const message = (err as Error)?.message || (err as Error)?.stack || String(err) ||
       "an error without a message";
     const name = (err as Error)?.name;
-    scope.postMessage({ type: "error", message, name, beforeRun: !running });
+    scope.postMessage({
+      type: "error",
+      message,
+      name,
+      beforeRun: !running,
+      reported: wasReported(err),
+    });
   } finally {
     comm?.close();
   }

@@ -416,7 +416,7 @@ export function browserGPU(): GPUProvider {
  * Returns the provider for `backend`. In a browser every name gives the
  * browser's own WebGPU ({@link browserGPU}): it is the only one there. Outside
  * one it first lets Mesa's CPU adapters use 512-bit vectors where the CPU has
- * AVX-512 ({@link preferWideVectors}; `LP_NATIVE_VECTOR_WIDTH=256` keeps Mesa's
+ * AVX-512 (core/simd.ts's `preferWideVectors`; `LP_NATIVE_VECTOR_WIDTH=256` keeps Mesa's
  * default).
  */
 export async function gpuProvider(backend: BackendName): Promise<GPUProvider> {

@@ -13,7 +13,9 @@ export {
 export {
   type BackendName,
   BACKENDS,
+  browserGPU,
   dawnGPU,
+  DEFAULT_BACKEND,
   DENO_ALLOW_GL_ENV,
   denoGPU,
   type GPUProvider,
@@ -34,6 +36,7 @@ export {
 } from "./windows.ts";
 export {
   type AddableGrad,
+  assertF32,
   assertSameDevice,
   assertSameShape,
   denseGrad,
@@ -57,7 +60,9 @@ export type { DropoutSpec, ResidualNorm, TokenPart } from "./ops/residual.ts";
 export type { PreAndActivation } from "./ops/mlp.ts";
 export {
   adapterKey,
+  DEFAULT_TUNING_BUDGET_MS,
   MatmulTuner,
+  type MatmulTunerOptions,
   MIN_TUNED_FLOPS,
   type TunedShape,
   type TuningStore,
@@ -104,4 +109,5 @@ export {
 } from "./half.ts";
 export type { HalfFormat } from "../kernels/half.ts";
 export { recompute } from "./recompute.ts";
-export type { KernelSource } from "../kernels/kernel.ts";
+export { type KernelSource, SOFTWARE_LANES } from "../kernels/kernel.ts";
+export { BUCKET_ELEMENTS } from "./param_buckets.ts";

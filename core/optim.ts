@@ -34,13 +34,13 @@ import { subBinding } from "./windows.ts";
 
 /** AdamW hyper-parameters. */
 export interface AdamWConfig {
-  /** First-moment decay (default 0.9). */
+  /** First-moment decay, in [0, 1) (default 0.9). */
   beta1?: number;
-  /** Second-moment decay (default 0.999; Megatron's GPT uses 0.95). */
+  /** Second-moment decay, in [0, 1) (default 0.999; Megatron's GPT uses 0.95). */
   beta2?: number;
-  /** Denominator epsilon (default 1e-8). */
+  /** Denominator epsilon, a positive normal f32 (default 1e-8). */
   eps?: number;
-  /** Decoupled weight decay for parameters that take it (default 0.01, as the paper). */
+  /** Decoupled weight decay ≥ 0 for parameters that take it (default 0.01, as the paper). */
   weightDecay?: number;
   /**
    * Update several tensors per dispatch: as many as the adapter's
@@ -55,7 +55,7 @@ export interface AdamWConfig {
    * Parameters whose sizes divide by 4 are updated in flat buckets of up to this
    * many elements (core/param_buckets.ts): weights and gradients copied end to
    * end, one dispatch per bucket, the moments kept flat; the same bits as one
-   * dispatch per tensor. Default `BUCKET_ELEMENTS` (2²²); 0: one dispatch per
+   * dispatch per tensor. Default {@link BUCKET_ELEMENTS} (2²²); 0: one dispatch per
    * tensor.
    */
   bucketElements?: number;
@@ -121,6 +121,31 @@ export function clipCoefficient(sumsq: Tensor, maxNorm: number, scaling: ClipSca
   return out;
 }
 
+const F32_MIN_NORMAL = 2 ** -126, F32_MAX = (2 - 2 ** -23) * 2 ** 127;
+
+/**
+ * Throws a RangeError naming the first bad AdamW hyper-parameter (PyTorch's
+ * `torch.optim.AdamW` checks, plus finiteness): betas in [0, 1), weight decay
+ * finite and ≥ 0, bucketElements a non-negative integer, and eps a positive
+ * normal f32 (stricter than PyTorch's eps ≥ 0: where a gradient is 0, the
+ * vocabulary's padding rows, √v̂ is 0 and eps alone divides, so 0 gives NaN).
+ */
+function checkAdamW(c: Required<Omit<AdamWConfig, "multiTensor">>): void {
+  const bad = (what: string, v: number, want: string) =>
+    new RangeError(`AdamW: ${what} must be ${want}, got ${v}`);
+  if (!(c.beta1 >= 0 && c.beta1 < 1)) throw bad("beta1", c.beta1, "in [0, 1)");
+  if (!(c.beta2 >= 0 && c.beta2 < 1)) throw bad("beta2", c.beta2, "in [0, 1)");
+  if (!(c.eps >= F32_MIN_NORMAL && c.eps <= F32_MAX)) {
+    throw bad("eps", c.eps, "a positive number in f32's range (1.175e-38 to 3.403e+38)");
+  }
+  if (!(Number.isFinite(c.weightDecay) && c.weightDecay >= 0)) {
+    throw bad("weightDecay", c.weightDecay, "a finite number ≥ 0");
+  }
+  if (!(Number.isInteger(c.bucketElements) && c.bucketElements >= 0)) {
+    throw bad("bucketElements", c.bucketElements, "an integer ≥ 0 (0: no buckets)");
+  }
+}
+
 /** AdamW over a fixed list of parameters; state lives on the GPU. */
 export class AdamW {
   /** Steps taken. */
@@ -145,6 +170,8 @@ export class AdamW {
   readonly #placeOf: Map<Tensor, { bucket: ParamBucket; offset: number }> = new Map();
   /** Per bucket with gaps, the flat gradient buffer kept across steps. */
   readonly #gradScratch: Map<ParamBucket, Tensor> = new Map();
+  /** The tensors of {@link AdamW.params} (made on first use). */
+  #owned: Set<Tensor> | null = null;
 
   /** An optimizer for `params` (from `Module.namedParams`). */
   constructor(readonly params: readonly ParamInfo[], config: AdamWConfig = {}) {
@@ -154,6 +181,7 @@ export class AdamW {
     this.weightDecay = config.weightDecay ?? 0.01;
     this.multiTensor = config.multiTensor ?? false;
     this.bucketElements = config.bucketElements ?? (this.multiTensor ? 0 : BUCKET_ELEMENTS);
+    checkAdamW(this);
   }
 
   /** Whether several tensors are updated per dispatch (see {@link AdamWConfig.multiTensor}). */
@@ -241,8 +269,22 @@ export class AdamW {
     }));
   }
 
-  /** Sets `t`'s moments from host values (e.g. from a checkpoint). */
+  /** Whether `t` is the tensor of one of this optimizer's {@link AdamW.params}. */
+  owns(t: Tensor): boolean {
+    this.#owned ??= new Set(this.params.map((p) => p.tensor));
+    return this.#owned.has(t);
+  }
+
+  /**
+   * Sets `t`'s moments from host values (e.g. from a checkpoint); `t` must be one
+   * of this optimizer's parameters.
+   */
   setMoments(t: Tensor, m: Float32Array, v: Float32Array): void {
+    if (!this.owns(t)) {
+      throw new TypeError(
+        `setMoments: "${t.name ?? String(t)}" is not a parameter of this optimizer`,
+      );
+    }
     for (const x of [m, v]) {
       if (x.length !== t.size) {
         throw new Error(`setMoments: ${x.length} values for a tensor of ${t.size} elements`);
@@ -465,7 +507,7 @@ export interface LrSchedule {
 
 /**
  * Throws a clear error for a schedule {@link learningRate} cannot follow: a
- * negative or non-finite rate, a warm-up start above `lr`, a warm-up or decay
+ * negative or non-finite rate, a warm-up start or final rate above `lr`, a warm-up or decay
  * length that is not a finite number ≥ 0 (both may end between two updates),
  * an unknown style.
  */
@@ -481,6 +523,12 @@ export function checkLrSchedule(s: LrSchedule): void {
   rate("lr", s.lr);
   rate("minLr", s.minLr ?? 0);
   rate("initLr", s.initLr ?? 0);
+  if ((s.minLr ?? 0) > s.lr) {
+    // Megatron's OptimizerParamScheduler asserts max_lr >= min_lr.
+    throw new RangeError(
+      `LrSchedule: minLr ${s.minLr} is above lr ${s.lr} (the decay falls from lr to minLr)`,
+    );
+  }
   if ((s.initLr ?? 0) > s.lr) {
     throw new Error(`LrSchedule: initLr ${s.initLr} is above lr ${s.lr} (the warm-up rises to lr)`);
   }

@@ -250,6 +250,32 @@ export class Tensor {
     dtype?: DType,
   ): Tensor {
     const dt: DType = dtype ?? (data instanceof Int32Array ? "i32" : "f32");
+    if (dt !== "f32" && dt !== "i32") {
+      throw new TypeError(`fromArray: dtype must be "f32" or "i32", got ${JSON.stringify(dt)}`);
+    }
+    // A typed array is uploaded as its bytes: one of the other element type
+    // would have its bits reinterpreted, so it is refused, not converted.
+    if (data instanceof Float32Array && dt === "i32") {
+      throw new TypeError(
+        "fromArray: a Float32Array cannot fill an i32 tensor (its bits would be read as " +
+          "integers); pass an Int32Array or a number[] of integers",
+      );
+    }
+    if (data instanceof Int32Array && dt === "f32") {
+      throw new TypeError(
+        "fromArray: an Int32Array cannot fill an f32 tensor (its bits would be read as " +
+          "floats); pass a Float32Array or a number[]",
+      );
+    }
+    if (Array.isArray(data) && dt === "i32") {
+      const bad = data.findIndex((v) => !Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31);
+      if (bad >= 0) {
+        throw new RangeError(
+          `fromArray: value ${data[bad]} at index ${bad} is not an int32 (an i32 tensor holds ` +
+            `integers in [-2^31, 2^31))`,
+        );
+      }
+    }
     const arr = data instanceof Float32Array || data instanceof Int32Array
       ? data
       : dt === "i32"
@@ -527,6 +553,21 @@ export function dropUnpacked(device: Device): void {
 export function assertSameShape(op: string, a: Tensor, b: Tensor): void {
   if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
     throw new Error(`${op}: shape mismatch ${fmtShape(a.shape)} vs ${fmtShape(b.shape)}`);
+  }
+}
+
+/**
+ * Throws a TypeError when an op that reads f32 values is handed a tensor of
+ * another dtype (an `i32` tensor's bits would be read as floats); `op` names the
+ * caller. Absent operands (`undefined`, `null`) are skipped.
+ */
+export function assertF32(op: string, ...ts: (Tensor | null | undefined)[]): void {
+  for (const t of ts) {
+    if (t && t.dtype !== "f32") {
+      throw new TypeError(
+        `${op}: expected f32 tensors, got ${t.dtype}${t.name ? ` ("${t.name}")` : ""}`,
+      );
+    }
   }
 }
 

@@ -37,6 +37,17 @@ export class TokenIds {
         } elements)`,
       );
     }
+    if (!(ids instanceof Int32Array)) {
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i];
+        if (!Number.isInteger(id) || id < -(2 ** 31) || id >= 2 ** 31) {
+          throw new RangeError(
+            `TokenIds.fromHost: id ${id} at index ${i} is not an int32 ` +
+              "(ids must be integers in [-2^31, 2^31))",
+          );
+        }
+      }
+    }
     const host = Int32Array.from(ids);
     return new TokenIds(Tensor.fromArray(device, host, shape, "i32"), host);
   }

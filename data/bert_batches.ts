@@ -294,8 +294,8 @@ export interface BertEvalOptions {
  * A fixed evaluation pass over `corpus`: each document is cut, in order, into consecutive
  * spans of sentences that fill a row (two sentences at least; a last lone sentence is left
  * out), and each span becomes one sentence-order pair, masked as in training. Split points,
- * swaps and masks come from `seed` alone, so the same corpus and seed always give the same
- * batches.
+ * swaps and masks come from `seed` alone, drawn row by row, so the same corpus and seed always
+ * give the same rows, whatever the batch size.
  */
 export function* bertEvalBatches(
   corpus: BertCorpus,
@@ -311,19 +311,35 @@ export function* bertEvalBatches(
   }
   const p = options.maskProb ?? 0.15;
   const rng = new DataRng(options.seed);
-  const pairs: SopPair[] = [];
-  const flush = (n: number) => {
-    const batch = emptyBatch(n, S, vocab.special.pad);
-    pairs.splice(0, n).forEach((pair, r) => writeRow(batch, r, pair, vocab, p, rng));
-    return batch;
-  };
+  // Each row is masked as soon as its pair is drawn, so the draws, and the numbers an
+  // evaluation gives, do not depend on how the rows are grouped into batches.
+  let batch = emptyBatch(B, S, vocab.special.pad);
+  let rows = 0;
   for (const doc of corpus.documents) {
     for (let k = 0; k + 1 < doc.length;) {
       const { pair, end } = spanPair(doc, k, S - 3, rng);
-      pairs.push(pair);
+      writeRow(batch, rows++, pair, vocab, p, rng);
       k = end;
-      if (pairs.length === B) yield flush(B);
+      if (rows === B) {
+        yield batch;
+        batch = emptyBatch(B, S, vocab.special.pad);
+        rows = 0;
+      }
     }
   }
-  if (pairs.length > 0) yield flush(pairs.length);
+  if (rows > 0) yield firstRows(batch, rows);
+}
+
+/** The first `n` rows of `batch`, as a batch of its own. */
+function firstRows(batch: BertBatch, n: number): BertBatch {
+  const S = batch.seqLength;
+  return {
+    inputIds: batch.inputIds.slice(0, n * S),
+    tokenTypes: batch.tokenTypes.slice(0, n * S),
+    paddingMask: batch.paddingMask.slice(0, n * S),
+    mlmTargets: batch.mlmTargets.slice(0, n * S),
+    sopLabels: batch.sopLabels.slice(0, n),
+    batchSize: n,
+    seqLength: S,
+  };
 }

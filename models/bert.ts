@@ -305,6 +305,10 @@ export class Bert extends Module {
   /** MLM, SOP and total loss for a batch. */
   async losses(b: BertInputs): Promise<BertLosses> {
     const mlmTargets = TokenIds.check("BERT", b.mlmTargets, "mlmTargets", this.parallel.device);
+    const norm = b.mlmNormalizer;
+    if (norm !== undefined && !(typeof norm === "number" && Number.isFinite(norm) && norm > 0)) {
+      throw new RangeError(`BERT: mlmNormalizer must be a positive finite number, got ${norm}`);
+    }
     if (mlmTargets.size !== b.ids.size) {
       throw new Error(
         `BERT: mlmTargets ${fmtShape(mlmTargets.shape)} must hold one target per token of the ` +

@@ -54,9 +54,12 @@ export {
   allReduced,
   copyToRegion,
   gatherLastDim,
+  halfWireGroup,
   reduceFromRegion,
+  ReduceInto,
   scatterLastDim,
   type TpGroup,
+  type WireCounter,
 } from "./parallel/mappings.ts";
 export { RngTracker } from "./parallel/random.ts";
 export {

@@ -122,6 +122,14 @@ export class Trainer {
    */
   constructor(readonly device: Device, readonly model: Trainable, readonly opts: TrainerOptions) {
     checkLrSchedule(opts.schedule);
+    const half: unknown = opts.precision?.half;
+    if (half !== undefined && half !== "fp16" && half !== "bf16") {
+      throw new TypeError(
+        `Trainer: precision.half must be "fp16" or "bf16", got ${
+          typeof half === "string" ? JSON.stringify(half) : String(half)
+        }`,
+      );
+    }
     const tp = model.parallel?.tpSize ?? 1;
     if (tp > 1 && (!opts.hooks?.reduceNormSquared || !opts.countsInNorm)) {
       throw new Error(
@@ -170,7 +178,7 @@ export class Trainer {
   }
 
   /**
-   * One optimizer step over `micro.length` micro-batches: `lossOf(i)` builds
+   * One optimizer step over `microBatches` micro-batches: `lossOf(i)` builds
    * micro-batch i's loss (inside a scope that is freed right after its backward).
    */
   async step(

@@ -747,7 +747,20 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       /--hidden-size 100 is not divisible by --num-attention-heads 3/,
     ),
     C("cli/serve.ts", "a port past 65535", ["--port", "70000"], 2, /--port must be ≤ 65535/),
-    C("cli/profile.ts", "a train flag it does not apply", ["--fp16"], 2, /Unknown option '--fp16'/),
+    C(
+      "cli/profile.ts",
+      "a train flag it does not apply",
+      ["--fp16"],
+      2,
+      /^--fp16: a train flag profile does not apply \(it runs fp32 steps/,
+    ),
+    C(
+      "cli/profile.ts",
+      "a train flag with a value it does not apply",
+      ["--train-iters", "10"],
+      2,
+      /^--train-iters: a train flag profile does not apply/,
+    ),
     C(
       "cli/preprocess.ts",
       "unknown tokenizer",
@@ -780,11 +793,18 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       /--output .*short\.txt is the input \(--data-path .*short\.txt\), which would be replaced/,
     ),
     C(
+      "cli/preprocess.ts",
+      "--output the input, a token file already",
+      ["--data-path", `${dir}/odd.bin`, "--output", `${dir}/odd.bin`],
+      1,
+      /odd\.bin is already a token file; preprocess reads text$/,
+    ),
+    C(
       "cli/plot.ts",
-      "--output the log",
+      "--output not an SVG (here the log itself)",
       [`${dir}/log.txt`, "--output", `${dir}/log.txt`],
       2,
-      /--output .*log\.txt is the log .*: name another file/,
+      /--output .*log\.txt: the plot is an SVG; name it FILE\.svg$/,
     ),
     C(
       "cli/train.ts",

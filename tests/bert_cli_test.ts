@@ -187,6 +187,20 @@ Deno.test("BERT eval batches: a fixed pass over every document, set by the seed"
       ok(masked.length >= 1 && masked.every((t) => t >= tok.firstNormalId));
     }
   }
+  // The same rows at every batch size (before, a batch's masks were drawn after all its pairs,
+  // so the micro-batch size changed what eval measured).
+  const rows = (B: number) => {
+    const fields = { ids: [] as number[], types: [] as number[], targets: [] as number[], sop: [] };
+    for (const b of bertEvalBatches(corpus, tok, { batchSize: B, seqLength: T, seed: SEED })) {
+      fields.ids.push(...b.inputIds);
+      fields.types.push(...b.tokenTypes);
+      fields.targets.push(...b.mlmTargets);
+      (fields.sop as number[]).push(...b.sopLabels);
+    }
+    return fields;
+  };
+  const one = rows(1);
+  for (const B of [2, 3, MB, pairs + 1]) deepStrictEqual(rows(B), one, `batch size ${B}`);
 });
 
 Deno.test("WordPiece from a model directory: vocab.txt, tokenizer.json, casing", async () => {

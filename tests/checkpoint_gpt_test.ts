@@ -117,6 +117,11 @@ Deno.test("save → load round trip is bit-exact for weights and AdamW state", g
     await momentValues(tb.optimizer, b.namedParams()),
     await momentValues(ta.optimizer, a.namedParams()),
   );
+  // An iteration that is not there: the message names the ones that are.
+  await rejects(
+    loadCheckpoint(dir, { params: b.namedParams(), iteration: 5 }),
+    /iteration 5 is missing or incomplete \(no checkpoint\.json\); .* holds iteration 2$/,
+  );
   a.dispose();
   b.dispose();
   await Deno.remove(dir, { recursive: true });

@@ -275,3 +275,58 @@ Deno.test("a flag given twice: the last value counts, but every value must be va
     "linear",
   );
 });
+
+Deno.test("numbers are read as argparse's int() and float() read them", () => {
+  // JavaScript's Number() takes hexadecimal, binary and exponents; argparse's int() does not.
+  for (const text of ["1e3", "8.0", "0x10", "0b11", ""]) {
+    throws(() => parseFlags(["--train-iters", text], TRAIN_FLAGS), {
+      message: `--train-iters expects an integer, got "${text}"`,
+    });
+  }
+  for (const text of ["0x10", "1e", "1.2.3"]) {
+    throws(() => parseFlags(["--lr", text], TRAIN_FLAGS), {
+      message: `--lr expects a number, got "${text}"`,
+    });
+  }
+  equal(parseFlags(["--train-iters", "+12"], TRAIN_FLAGS)["train-iters"], 12);
+  equal(parseFlags(["--train-iters", "1_000"], TRAIN_FLAGS)["train-iters"], 1000); // as int("1_000")
+  equal(parseFlags(["--lr", "1e-3"], TRAIN_FLAGS).lr, 1e-3);
+  equal(parseFlags(["--lr", ".5"], TRAIN_FLAGS).lr, 0.5);
+  equal(parseFlags(["--lr", "5."], TRAIN_FLAGS).lr, 5);
+  // A hexadecimal blend weight is a path, as argparse would never read it as a number.
+  deepStrictEqual(parseFlags(["--data-path", "0x1", "a"], TRAIN_FLAGS)["data-path"], ["0x1", "a"]);
+});
+
+Deno.test("eval's and preprocess's one data path: given twice, refused rather than replaced", async () => {
+  const { EVAL_FLAGS } = await import("../cli/eval.ts");
+  const { PREPROCESS_FLAGS } = await import("../cli/preprocess.ts");
+  throws(() => parseFlags(["--data-path", "a.txt", "--data-path", "b.txt"], EVAL_FLAGS), {
+    message: "--data-path is given twice (a.txt, then b.txt): eval reads one corpus",
+  });
+  throws(() => parseFlags(["--input", "a.txt", "--data-path", "b.txt"], PREPROCESS_FLAGS), {
+    message:
+      "--input is given twice (a.txt, then b.txt): preprocess reads one input (a folder for several files)",
+  });
+  // Other flags keep argparse's last value.
+  equal(
+    parseFlags(
+      ["--data-path", "a", "--mask-seed", "1", "--mask-seed", "2"],
+      EVAL_FLAGS,
+    )["mask-seed"],
+    2,
+  );
+});
+
+Deno.test("--help prints the help whatever else the line holds, as argparse's does", () => {
+  for (
+    const args of [["--help", "--bogus"], ["--train-iters", "abc", "-h"], [
+      "--num-layerz",
+      "2",
+      "--help",
+    ]]
+  ) {
+    equal(parseFlags(args, TRAIN_FLAGS).help, true, args.join(" "));
+  }
+  // After `--`, it is not a flag.
+  throws(() => parseFlags(["--bogus", "--", "--help"], TRAIN_FLAGS));
+});

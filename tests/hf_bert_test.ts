@@ -111,6 +111,21 @@ Deno.test("HF BERT import fuses q|k|v, ignores buffers; export then import is th
   deepStrictEqual(bertConfigFromHf(bertConfigToHf(cfg)), cfg);
 });
 
+Deno.test("HF BERT configs of another architecture are refused naming the key", () => {
+  deepStrictEqual(
+    bertConfigFromHf({ ...hfConfig, position_embedding_type: "absolute" }).vocabSize,
+    hfConfig.vocab_size,
+  );
+  throws(() => bertConfigFromHf({ ...hfConfig, position_embedding_type: "relative_key" }), {
+    message: 'config.json: position_embedding_type "relative_key" is not supported ' +
+      "(this BERT has absolute, learned position embeddings)",
+  });
+  throws(
+    () => bertConfigFromHf({ ...hfConfig, is_decoder: true }),
+    /is_decoder is true; this BERT is an encoder/,
+  );
+});
+
 Deno.test("HF BERT import refuses an untied MLM decoder (weight or bias)", () => {
   const cfg = bertConfigFromHf(hfConfig);
   const hf = hfBert();

@@ -324,11 +324,38 @@ Deno.test("HF import refuses missing, unexpected and mismatched tensors", gpuTes
     err = (e as Error).message;
   }
   deepStrictEqual(
-    /tensor "wte\.weight" has full shape \[41, 8\] but the model expects \[128, 12\]/.test(err),
+    /: wte\.weight is \[41, 8\] in the file, but the model has \[41, 12\] \(sized by config\.json's n_embd, n_inner, n_positions, vocab_size\): the weights and the config disagree$/
+      .test(err),
     true,
     err,
   );
   deepStrictEqual(await paramsToHost(other.namedParams()), before);
+  // A config.json whose sizes the weights do not have is named in the file's own layout
+  // (Conv1D [in, out]), not in this project's names.
+  for (
+    const [key, value, says] of [
+      [
+        "n_inner",
+        16,
+        /h\.0\.mlp\.c_fc\.weight is \[8, 32\] in the file, but the model has \[8, 16\]/,
+      ],
+      ["n_positions", 12, /wpe\.weight is \[6, 8\] in the file, but the model has \[12, 8\]/],
+    ] as const
+  ) {
+    await Deno.writeTextFile(
+      join(dir, "config.json"),
+      JSON.stringify({ ...hfConfig, [key]: value }),
+    );
+    const hf = await readHfGpt2(dir);
+    const m = Gpt.serial(dev, hf.config, 1);
+    try {
+      assignGpt2(m.namedParams(), hf.tensors, hf.config, {}, hf.source);
+      throw new Error(`${key} ${value}: loaded`);
+    } catch (e) {
+      deepStrictEqual(says.test((e as Error).message), true, (e as Error).message);
+    }
+    m.dispose();
+  }
   await Deno.writeTextFile(
     join(dir, "config.json"),
     JSON.stringify({ ...hfConfig, activation_function: "relu" }),

@@ -61,3 +61,17 @@ Deno.test("deno task launch: a hung Worker is terminated soon after its peer tim
   assert.ok(s < 2 * timeoutS + 5 + 6, `the job took ${s.toFixed(1)} s`);
   console.log(`hung Worker: job ended in ${s.toFixed(1)} s (dist timeout ${timeoutS} s)`);
 });
+
+Deno.test("deno task launch of the train worker: a bad flag is said once (twice in a race), not per rank; exit 2", async () => {
+  const r = await task("--nproc-per-node", "2", "cli/train_worker.ts", "--train-iters", "abc");
+  assert.equal(r.code, 2, r.err);
+  const said = r.err.split("\n").filter((l) =>
+    l.includes('--train-iters expects an integer, got "abc"')
+  );
+  // Rank 0 prints it as `error: …`, and the launcher skips what a rank printed itself and a
+  // failure that repeats the first. When rank 1's failure reaches the launcher before rank 0 has
+  // printed, both say it (a race between two threads' prints): at most twice, never per rank
+  // plus a "not started" (three lines before the thirtieth session).
+  assert.ok(said.length >= 1 && said.length <= 2, r.err);
+  assert.doesNotMatch(r.err, /not started/);
+});

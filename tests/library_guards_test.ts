@@ -6,14 +6,20 @@
  * tensor-parallel trainer without the norm hooks, BERT targets that do not
  * match the ids, a schedule without `decayIters`, a bad vocabulary multiple
  * and out-of-range generation settings. `Trainer.dispose` frees the moments.
+ * Float ops handed `i32` tensors, typed arrays of the other dtype, ids that are
+ * no int32, bad AdamW hyper-parameters, `minLr` above `lr`, a bad BERT
+ * `mlmNormalizer`, an unknown 16-bit format and a checkpoint load whose
+ * optimizer does not own the parameters are refused, each naming the value.
  */
 
-import { equal, rejects, throws } from "node:assert/strict";
+import { deepEqual, equal, rejects, throws } from "node:assert/strict";
 import { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";
-import { tidy } from "../core/tensor.ts";
+import { AdamW, checkLrSchedule } from "../core/optim.ts";
+import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Bert, type BertConfig } from "../models/bert.ts";
+import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { generate } from "../models/generate.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -256,5 +262,167 @@ Deno.test(
     await g2.next();
     equal(m.training, true);
     m.dispose();
+  },
+);
+
+Deno.test("ops that read f32 refuse i32 tensors; ops on ids still take them", gpuTest, async () => {
+  const i = Tensor.fromArray(dev, new Int32Array([1, 2, 3, 4]), [2, 2], "i32");
+  const f = Tensor.fromArray(dev, [1, 0, 0, 1], [2, 2]);
+  const f2 = Tensor.fromArray(dev, [1, 2]);
+  throws(() => ops.add(i, f), { name: "TypeError", message: "add: expected f32 tensors, got i32" });
+  throws(() => ops.add(f, i), /^TypeError: add: expected f32 tensors, got i32$/);
+  throws(() => ops.mul(f, i), /^TypeError: mul: expected f32 tensors, got i32$/);
+  throws(() => ops.scale(i, 2, 0), /^TypeError: scale: expected f32 tensors, got i32$/);
+  throws(() => ops.matmul(i, f), /^TypeError: matmul: expected f32 tensors, got i32$/);
+  throws(() => ops.matmul(f, i), /^TypeError: matmul: expected f32 tensors, got i32$/);
+  throws(() => ops.linear(f, f, i.view([4])), /matmul: expected f32 tensors, got i32/);
+  throws(() => ops.sum(i), /^TypeError: sum: expected f32 tensors, got i32$/);
+  throws(() => ops.softmax(i), /^TypeError: softmax: expected f32 tensors, got i32$/);
+  throws(() => ops.layerNorm(i, f2, f2), /^TypeError: layerNorm: expected f32 tensors, got i32$/);
+  throws(
+    () => ops.embedding(i, TokenIds.fromHost(dev, [0, 1])),
+    /^TypeError: embedding: expected f32 tensors, got i32$/,
+  );
+  // The legitimate i32 uses: ids, targets and packed 16-bit words.
+  const e = ops.embedding(f, TokenIds.fromHost(dev, [1, 0]));
+  deepEqual(Array.from(await e.read()), [0, 1, 1, 0]);
+  const words = ops.packHalf(f, "bf16");
+  equal(words.dtype, "i32");
+  deepEqual(Array.from(await ops.unpackHalf(words, [2, 2], "bf16").read()), [1, 0, 0, 1]);
+  const loss = ops.crossEntropy(f, TokenIds.fromHost(dev, [0, 1]));
+  equal(Number.isFinite(await loss.item()), true);
+  for (const t of [i, f, f2, e, words, loss]) t.dispose();
+});
+
+Deno.test(
+  "Tensor.fromArray refuses a typed array of the other dtype and non-int32 numbers for i32",
+  gpuTest,
+  async () => {
+    throws(
+      () => Tensor.fromArray(dev, new Float32Array([3.5, 4]), [2], "i32"),
+      /^TypeError: fromArray: a Float32Array cannot fill an i32 tensor \(its bits would be read as integers\)/,
+    );
+    throws(
+      () => Tensor.fromArray(dev, new Int32Array([3, 4]), [2], "f32"),
+      /^TypeError: fromArray: an Int32Array cannot fill an f32 tensor \(its bits would be read as floats\)/,
+    );
+    throws(
+      () => Tensor.fromArray(dev, [1, 3.5], [2], "i32"),
+      /^RangeError: fromArray: value 3\.5 at index 1 is not an int32/,
+    );
+    throws(
+      () => Tensor.fromArray(dev, [2 ** 31], [1], "i32"),
+      /^RangeError: fromArray: value 2147483648 at index 0 is not an int32/,
+    );
+    const ok = Tensor.fromArray(dev, [3, -4], [2], "i32");
+    deepEqual(Array.from(await ok.readInt()), [3, -4]);
+    ok.dispose();
+  },
+);
+
+Deno.test("TokenIds.fromHost refuses ids that are no int32, naming the first", gpuTest, () => {
+  throws(
+    () => TokenIds.fromHost(dev, [1, 2.5, NaN]),
+    /^RangeError: TokenIds\.fromHost: id 2\.5 at index 1 is not an int32 \(ids must be integers in \[-2\^31, 2\^31\)\)$/,
+  );
+  throws(() => TokenIds.fromHost(dev, [0, NaN]), /TokenIds\.fromHost: id NaN at index 1 is not/);
+  throws(() => TokenIds.fromHost(dev, [2 ** 31]), /id 2147483648 at index 0 is not an int32/);
+  throws(() => TokenIds.fromHost(dev, [-(2 ** 31) - 1]), /id -2147483649 at index 0 is not/);
+  TokenIds.fromHost(dev, [-1, 0, 2 ** 31 - 1]).dispose(); // ignored targets are −1
+});
+
+Deno.test("AdamW refuses bad hyper-parameters when it is made", () => {
+  const cases: [Record<string, number>, RegExp][] = [
+    [{ beta1: 2 }, /^RangeError: AdamW: beta1 must be in \[0, 1\), got 2$/],
+    [{ beta1: -1 }, /^RangeError: AdamW: beta1 must be in \[0, 1\), got -1$/],
+    [{ beta2: 1 }, /^RangeError: AdamW: beta2 must be in \[0, 1\), got 1$/],
+    [{ beta2: NaN }, /AdamW: beta2 must be in \[0, 1\), got NaN$/],
+    [{ eps: -1 }, /^RangeError: AdamW: eps must be a positive number in f32's range .*, got -1$/],
+    [{ eps: 0 }, /AdamW: eps must be a positive number in f32's range .*, got 0$/],
+    [{ eps: Infinity }, /AdamW: eps must be .*, got Infinity$/],
+    [{ weightDecay: NaN }, /^RangeError: AdamW: weightDecay must be a finite number ≥ 0, got NaN$/],
+    [{ weightDecay: -0.1 }, /AdamW: weightDecay must be a finite number ≥ 0, got -0\.1$/],
+    [{ bucketElements: -4 }, /^RangeError: AdamW: bucketElements must be an integer ≥ 0/],
+    [{ bucketElements: 2.5 }, /AdamW: bucketElements must be an integer ≥ 0 .*, got 2\.5$/],
+  ];
+  for (const [config, message] of cases) throws(() => new AdamW([], config), message);
+  equal(new AdamW([], { beta1: 0, beta2: 0.95, weightDecay: 0, bucketElements: 0 }).beta2, 0.95);
+});
+
+Deno.test("an LR schedule whose minLr is above lr is refused, by the trainer too", gpuTest, () => {
+  throws(
+    () => checkLrSchedule({ lr: 1e-4, minLr: 3e-4, decayIters: 10 }),
+    /^RangeError: LrSchedule: minLr 0\.0003 is above lr 0\.0001 \(the decay falls from lr to minLr\)$/,
+  );
+  checkLrSchedule({ lr: 1e-4, minLr: 1e-4, decayIters: 10 });
+  const m = Gpt.serial(dev, cfg, 1);
+  throws(
+    () => new Trainer(dev, m, { ...opts, schedule: { lr: 1e-3, minLr: 1, decayIters: 10 } }),
+    /LrSchedule: minLr 1 is above lr 0\.001/,
+  );
+  m.dispose();
+});
+
+Deno.test(
+  "BERT refuses an mlmNormalizer that is not a positive finite number",
+  gpuTest,
+  async () => {
+    const bert = Bert.serial(dev, { ...cfg, vocabSize: 40 }, 1);
+    for (const bad of [0, -2, NaN, Infinity]) {
+      const inputs = {
+        ids: ids(dev, 1),
+        tokenTypes: TokenIds.fromHost(dev, new Int32Array(B * T), [B, T]),
+        keep: ops.full(dev, [B, T], 1),
+        mlmTargets: ids(dev, 2),
+        sopLabels: TokenIds.fromHost(dev, [0, 1]),
+        mlmNormalizer: bad,
+      };
+      await rejects(
+        () => tidy(dev, () => bert.losses(inputs)),
+        new RegExp(
+          `^RangeError: BERT: mlmNormalizer must be a positive finite number, got ${bad}$`,
+        ),
+      );
+    }
+    bert.dispose();
+  },
+);
+
+Deno.test("a trainer refuses a 16-bit format other than fp16 and bf16", gpuTest, () => {
+  const m = Gpt.serial(dev, cfg, 1);
+  throws(
+    // @ts-expect-error: the type allows only "fp16" | "bf16"; untyped callers pass anything
+    () => new Trainer(dev, m, { ...opts, precision: { half: "fp8" } }),
+    /^TypeError: Trainer: precision\.half must be "fp16" or "bf16", got "fp8"$/,
+  );
+  new Trainer(dev, m, { ...opts, precision: { half: "bf16" } }).dispose();
+  m.dispose();
+});
+
+Deno.test(
+  "loading a checkpoint with an optimizer that does not own the parameters is refused",
+  gpuTest,
+  async () => {
+    const trained = Gpt.serial(dev, cfg, 1);
+    const stale = Gpt.serial(dev, cfg, 2);
+    const t = new Trainer(dev, trained, opts);
+    const [name, first] = stale.namedParams()[0];
+    // Refused before any file is read: the directory need not exist.
+    await rejects(
+      () => loadCheckpoint("/nonexistent", { params: stale.namedParams(), optimizer: t.optimizer }),
+      {
+        name: "TypeError",
+        message: `loadCheckpoint: the optimizer does not own parameter "${name}" of params ` +
+          "(pass the optimizer made for these parameters, e.g. the Trainer's of the same model)",
+      },
+    );
+    const zero = new Float32Array(first.tensor.size);
+    throws(
+      () => t.optimizer.setMoments(first.tensor, zero, zero),
+      /^TypeError: setMoments: ".*" is not a parameter of this optimizer$/,
+    );
+    t.dispose();
+    trained.dispose();
+    stale.dispose();
   },
 );

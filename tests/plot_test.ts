@@ -78,8 +78,38 @@ Deno.test("plot: flag values are never logs, and --output may not be a log", asy
     equal(await main([a, "--title", a, "--labels", a, "--output", svg]), 0);
     match(await Deno.readTextFile(svg), new RegExp(`font-size="15">${a}<`));
     equal(await main([a, `--title=${a}`, "--output", `${dir}/b.svg`]), 0);
+    // A log whose name ends in .svg is not replaced by --output naming it either.
+    equal(await main([`${dir}/x.svg`, "--output", `${dir}/x.svg`]), 2);
+    equal(await Deno.readTextFile(`${dir}/x.svg`), text);
+    // The plot is SVG: another extension is refused rather than written with SVG inside.
+    equal(await main([a, "--output", `${dir}/plot.png`]), 2);
+    equal(await Deno.stat(`${dir}/plot.png`).catch(() => null), null);
     // An unknown flag is still refused, and its would-be value is not a log.
     equal(await main([a, "--bogus", a]), 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("plot: the loss axis says what the loss is; iterations are whole numbers", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const header = (model: string) =>
+      JSON.stringify({ type: "header", config: { model }, world: { size: 1 } });
+    const body = log(3, 1, false);
+    await Deno.writeTextFile(`${dir}/bert.jsonl`, header("bert") + "\n" + body);
+    await Deno.writeTextFile(`${dir}/gpt.jsonl`, header("gpt") + "\n" + body);
+    equal(curves(await Deno.readTextFile(`${dir}/bert.jsonl`)).model, "bert");
+    equal(await main([`${dir}/bert.jsonl`]), 0);
+    const bert = await Deno.readTextFile(`${dir}/bert.svg`);
+    match(bert, />loss \(masked-LM \+ sentence-order, nats\)</);
+    // Three iterations: ticks at 1, 2, 3, not at 1.5 or 2.5.
+    const xs = [...bert.matchAll(/text-anchor="middle">([\d.]+)<\/text>/g)].map((m) => m[1]);
+    deepStrictEqual(xs, ["1", "2", "3"]);
+    equal(await main([`${dir}/gpt.jsonl`]), 0);
+    match(await Deno.readTextFile(`${dir}/gpt.svg`), />loss \(nats\/token\)</);
+    equal(await main([`${dir}/gpt.jsonl`, `${dir}/bert.jsonl`, "--output", `${dir}/both.svg`]), 0);
+    match(await Deno.readTextFile(`${dir}/both.svg`), />loss \(nats\)</);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

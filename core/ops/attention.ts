@@ -20,7 +20,7 @@ import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { streamFits } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
-import { assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+import { assertF32, assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
 import { matmul } from "./matmul.ts";
 import { dropout, softmax } from "./nn.ts";
 import { asStrided, reshape } from "./shape.ts";
@@ -91,6 +91,7 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   if (mask === "padding") {
     if (!keep) throw new Error("attention: the padding mask needs a `keep` tensor [B, T]");
     assertSameDevice("attention", qkv, keep);
+    assertF32("attention", keep);
     if (keep.rank !== 2 || keep.shape[0] !== B || keep.shape[1] !== T) {
       throw new Error(
         `attention: keep ${fmtShape(keep.shape)} does not fit qkv ${fmtShape(qkv.shape)} ` +

@@ -20,7 +20,7 @@ import { type MatmulShape, textureBSize } from "../../kernels/matmul.ts";
 import { STREAM_ROW_TEXELS } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
-import { fmtShape, Tensor } from "../tensor.ts";
+import { assertF32, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
@@ -124,6 +124,7 @@ function chunkProduct(
 }
 
 function checkOperands(hidden: Tensor, table: Tensor, bias?: Tensor): number {
+  assertF32("LM head", hidden, table, bias);
   const h = hidden.shape[hidden.rank - 1];
   if (table.rank !== 2 || table.shape[1] !== h) {
     throw new Error(

@@ -13,7 +13,7 @@ import {
 } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device, TextureBinding } from "../device.ts";
-import { assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
+import { assertF32, assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
 import type { BufferBinding } from "../windows.ts";
 import { sumToSize } from "./raw.ts";
 
@@ -100,6 +100,7 @@ export function matmulInto(
 ): Tensor {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
+  assertF32("matmul", a, b, out, opts.bias, opts.geluOut?.into, opts.geluGrad?.pre);
   const g = geometry(a, b, transA, transB);
   if (out.size !== g.batch * g.M * g.N) {
     throw new Error(`matmul: output ${fmtShape(out.shape)} does not hold ${fmtShape(g.outShape)}`);

@@ -36,7 +36,7 @@ import {
 } from "../../kernels/softmax.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
-import { type AddableGrad, fmtShape, Tensor } from "../tensor.ts";
+import { type AddableGrad, assertF32, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { reduceInto } from "./reduce.ts";
@@ -56,6 +56,7 @@ export function normRows(
   gamma: Tensor,
   beta: Tensor,
 ): { rows: number; cols: number } {
+  assertF32(op, x, gamma, beta);
   const cols = x.shape[x.rank - 1];
   if (gamma.size !== cols || beta.size !== cols) {
     throw new Error(
@@ -175,6 +176,7 @@ export interface SoftmaxOpts {
 
 /** Softmax over the last dimension, fused with scale and mask. */
 export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
+  assertF32("softmax", x, opts.keep);
   const scale = opts.scale ?? 1;
   const mask = opts.mask ?? "none";
   const cols = x.shape[x.rank - 1];
@@ -218,6 +220,7 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
  * elements per invocation with x read from a stream texture, the same mask.
  */
 export function dropoutRaw(x: Tensor, p: number, draw: RngDraw): Tensor {
+  assertF32("dropout", x);
   const out = Tensor.empty(x.device, x.shape);
   const views = x.size % 4 === 0
     ? streamTextures(x.device, [{ binding: x.binding, vec4s: x.size / 4 }])
@@ -292,6 +295,7 @@ export function embedding(
  */
 export function checkLookup(op: string, weight: Tensor, tokenIds: TokenIds, total: number): void {
   const host = TokenIds.check(op, tokenIds, "ids", weight.device).host;
+  assertF32(op, weight);
   if (weight.rank !== 2) {
     throw new Error(`${op}: weight must be 2-D, got ${fmtShape(weight.shape)}`);
   }
@@ -515,6 +519,7 @@ export function crossEntropy(
   normalizer?: number,
 ): Tensor {
   const targets = TokenIds.check("crossEntropy", targetIds, "targets", logits.device).tensor;
+  assertF32("crossEntropy", logits);
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   const v = valid ?? cols;

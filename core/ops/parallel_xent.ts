@@ -18,7 +18,7 @@ import {
   shardSumExpTextureKernel,
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
-import { fmtShape, Tensor } from "../tensor.ts";
+import { assertF32, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { axpyInPlace, mapRaw, zeros } from "./raw.ts";
 import { countTargets, finishCrossEntropy } from "./nn.ts";
@@ -60,6 +60,7 @@ export async function vocabParallelCrossEntropy(
 ): Promise<Tensor> {
   const targets = TokenIds.check("vocabParallelCrossEntropy", targetIds, "targets", logits.device)
     .tensor;
+  assertF32("vocabParallelCrossEntropy", logits);
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;
   if (targets.dtype !== "i32" || targets.size !== rows) {

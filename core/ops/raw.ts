@@ -27,7 +27,7 @@ import {
 import { rowTextures } from "./rows.ts";
 import { streamTextures } from "./streams.ts";
 import type { Device } from "../device.ts";
-import { assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
+import { assertF32, assertSameDevice, type DType, fmtShape, Tensor } from "../tensor.ts";
 import { rowBlocks, subBinding, type Window, windowElements, windows } from "../windows.ts";
 
 /**
@@ -44,6 +44,7 @@ export type { MapOp };
 
 /** Dispatches `op` elementwise and returns a fresh tensor of `x`'s shape (no autograd). */
 export function mapRaw(op: MapOp, x: Tensor, y?: Tensor, alpha = 1, beta = 0): Tensor {
+  assertF32(op, x, y);
   const out = Tensor.empty(x.device, x.shape);
   const arity = mapArity(op);
   const broadcast = arity === 2 && y!.size !== x.size;
@@ -121,6 +122,7 @@ export function clone(t: Tensor, shape: readonly number[] = t.shape): Tensor {
 /** In place `y = beta·y + alpha·x` (x may repeat over y's leading dims). No autograd. */
 export function axpyInPlace(y: Tensor, x: Tensor, alpha: number, beta = 1): Tensor {
   assertSameDevice("axpy", x, y);
+  assertF32("axpy", x, y);
   if (y.size % Math.max(x.size, 1) !== 0) {
     throw new Error(`axpy: ${fmtShape(x.shape)} does not tile ${fmtShape(y.shape)}`);
   }

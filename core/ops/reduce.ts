@@ -12,7 +12,7 @@ import {
 } from "../../kernels/reduce.ts";
 import type { BufferBinding, Device } from "../device.ts";
 import { record } from "../autograd.ts";
-import { Tensor } from "../tensor.ts";
+import { assertF32, Tensor } from "../tensor.ts";
 import { streamTextures } from "./streams.ts";
 import { subBinding } from "../windows.ts";
 import { axpyInPlace, elementWindows, mapRaw, zeros } from "./raw.ts";
@@ -23,6 +23,7 @@ import { axpyInPlace, elementWindows, mapRaw, zeros } from "./raw.ts";
  * than one storage binding is folded window by window into those partials.
  */
 export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): void {
+  assertF32(op, x, out);
   const wins = elementWindows(x.device, x.size);
   if (wins.length > 1) {
     const groups = wins.map(([, c]) => reduceDispatch(c).groups);

@@ -26,7 +26,7 @@ import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { record, recordMulti } from "../autograd.ts";
 import type { BufferBinding, TextureBinding } from "../device.ts";
 import type { RngDraw } from "../rng.ts";
-import { type AddableGrad, assertSameShape, fmtShape, Tensor } from "../tensor.ts";
+import { type AddableGrad, assertF32, assertSameShape, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 import { add } from "./basic.ts";
@@ -83,6 +83,7 @@ export function residualLayerNorm(
   eps = 1e-5,
 ): ResidualNorm {
   assertSameShape("residualLayerNorm", x, a);
+  assertF32("residualLayerNorm", x, a);
   const d0 = activeDrop("residualLayerNorm", drop);
   const { rows, cols } = normRows("residualLayerNorm", x, gamma, beta);
   const device = x.device;
@@ -144,6 +145,7 @@ export function residualDropout(
   drop: DropoutSpec | null | undefined,
 ): Tensor {
   assertSameShape("residualDropout", x, a);
+  assertF32("residualDropout", x, a);
   const d0 = activeDrop("residualDropout", drop);
   if (!d0) return add(x, a);
   const out = Tensor.empty(x.device, x.shape);
@@ -186,6 +188,7 @@ export function embedPositions(
   start = 0,
 ): Tensor {
   const d0 = activeDrop("embedPositions", drop);
+  assertF32("embedPositions", pos, tokens instanceof Tensor ? tokens : null);
   const lookup = tokens instanceof Tensor ? null : tokens;
   const shape = lookup ? [...lookup.ids.shape, lookup.table.shape[1]] : (tokens as Tensor).shape;
   if (lookup) checkLookup("embedPositions", lookup.table, lookup.ids, lookup.table.shape[0]);

@@ -163,9 +163,27 @@ export async function resolveIterDir(
   const path = join(dir, iterDirName(it));
   if (await exists(join(path, META_FILE))) return { iteration: it, path };
   if (await exists(join(`${path}.old`, META_FILE))) return { iteration: it, path: `${path}.old` };
+  const saved = await savedIterations(dir);
   throw new CheckpointError(
-    `${path}: checkpoint of iteration ${it} is missing or incomplete (no ${META_FILE})`,
+    `${path}: checkpoint of iteration ${it} is missing or incomplete (no ${META_FILE})` +
+      (iteration !== undefined && saved.length > 0
+        ? `; ${dir} holds iteration${saved.length > 1 ? "s" : ""} ${saved.join(", ")}`
+        : ""),
   );
+}
+
+/** The iterations of `dir` whose directories are complete (hold their `checkpoint.json`), ascending. */
+async function savedIterations(dir: string): Promise<number[]> {
+  const out: number[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      const it = e.isDirectory ? iterationOfDirName(e.name) : null;
+      if (it !== null && await exists(join(dir, e.name, META_FILE))) out.push(it);
+    }
+  } catch {
+    return []; // unreadable: the message names the iteration asked for only
+  }
+  return out.sort((a, b) => a - b);
 }
 
 /** Reads and checks `checkpoint.json` of an iteration directory. */

@@ -91,6 +91,13 @@ function compareConfigs(
  * saved TP size to `opts.tp`. Nothing is written unless every tensor is valid.
  */
 export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<LoadResult> {
+  const foreign = opts.optimizer && opts.params.find(([, p]) => !opts.optimizer!.owns(p.tensor));
+  if (foreign) {
+    throw new TypeError(
+      `loadCheckpoint: the optimizer does not own parameter "${foreign[0]}" of params ` +
+        "(pass the optimizer made for these parameters, e.g. the Trainer's of the same model)",
+    );
+  }
   const place = { tp: opts.tp ?? 1, tpRank: opts.tpRank ?? 0 };
   opts.progress?.(0, 3);
   const ck = await readCheckpointFull(dir, {

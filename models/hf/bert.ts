@@ -13,6 +13,7 @@ import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
 import {
+  checkHfShapes,
   checkTiedCopy,
   expandTable,
   exportTensors,
@@ -110,6 +111,19 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
   if (act !== "gelu") {
     throw new CheckpointError(
       `${file}: hidden_act "${act}" is not supported (BERT uses the erf GeLU)`,
+    );
+  }
+  const positions = cfg.position_embedding_type ?? "absolute";
+  if (positions !== "absolute") {
+    throw new CheckpointError(
+      `${file}: position_embedding_type ${JSON.stringify(positions)} is not supported ` +
+        `(this BERT has absolute, learned position embeddings)`,
+    );
+  }
+  if (cfg.is_decoder === true || cfg.add_cross_attention === true) {
+    const key = cfg.is_decoder === true ? "is_decoder" : "add_cross_attention";
+    throw new CheckpointError(
+      `${file}: ${key} is true; this BERT is an encoder (bidirectional attention, no cross-attention)`,
     );
   }
   const h = int("hidden_size");
@@ -252,12 +266,16 @@ export function assignBert(
           : ""),
     );
   }
+  const paddedRows = bertPaddedRows(vocabSize);
+  const sizes =
+    "hidden_size, intermediate_size, max_position_embeddings, type_vocab_size, vocab_size";
+  checkHfShapes(BERT_TABLE, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
   const shards = planShards(
     params,
     (n) => tensors.get(n),
     place,
     (n) => `${source} ("${n}")`,
-    bertPaddedRows(vocabSize),
+    paddedRows,
   );
   writeShards(params, shards);
 }

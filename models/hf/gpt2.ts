@@ -12,6 +12,7 @@ import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
 import {
+  checkHfShapes,
   checkTiedCopy,
   expandTable,
   exportTensors,
@@ -185,9 +186,16 @@ export function assignGpt2(
   place: TpPlace,
   source: string,
 ): void {
-  const shards = planShards(params, (n) => tensors.get(n), place, (n) => `${source} ("${n}")`, {
-    "wte.weight": config.vocabSize,
-  });
+  const paddedRows = { "wte.weight": config.vocabSize };
+  const sizes = "n_embd, n_inner, n_positions, vocab_size";
+  checkHfShapes(GPT2_TABLE, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
+  const shards = planShards(
+    params,
+    (n) => tensors.get(n),
+    place,
+    (n) => `${source} ("${n}")`,
+    paddedRows,
+  );
   const have = new Set(params.map(([n]) => n));
   const extra = [...tensors.keys()].filter((n) => !have.has(n));
   if (extra.length > 0) {

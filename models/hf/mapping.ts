@@ -8,8 +8,10 @@
  * @module
  */
 
+import type { ParamInfo } from "../../core/nn.ts";
+import { fullShapeOf } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
-import { type HostTensor, resizeRows } from "../checkpoint/shard.ts";
+import { type HostTensor, resizeRows, sameShape } from "../checkpoint/shard.ts";
 
 /** One row of a mapping table. */
 export interface MapEntry {
@@ -41,6 +43,63 @@ export function expandTable(table: readonly MapEntry[], numLayers: number): Conc
     }
   }
   return out;
+}
+
+/** The entry of `table` that maps our tensor `ours` (its `{N}` filled in), or undefined. */
+function entryOf(table: readonly MapEntry[], ours: string): MapEntry | undefined {
+  for (const e of table) {
+    if (!e.ours.includes("{N}")) {
+      if (e.ours === ours) return e;
+      continue;
+    }
+    const [head, tail] = e.ours.split("{N}");
+    const n = ours.startsWith(head) && ours.endsWith(tail)
+      ? ours.slice(head.length, ours.length - tail.length)
+      : "";
+    if (/^\d+$/.test(n)) {
+      const s = (x: string) => x.replaceAll("{N}", n);
+      return { ours, hf: e.hf.map(s), transpose: e.transpose };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Refuses, in the Hugging Face file's own names and layout, the first tensor
+ * whose shape is not the model's (built from the directory's `config.json`;
+ * `sizes` names the keys that size it, for the message): a file and a config
+ * that disagree, rather than the loader's message in this project's names. Rows of `paddedRows` tensors are left to
+ * the loader (a vocabulary is padded to the TP size).
+ */
+export function checkHfShapes(
+  table: readonly MapEntry[],
+  params: readonly [string, ParamInfo][],
+  tensors: ReadonlyMap<string, HostTensor>,
+  tp: number,
+  source: string,
+  sizes: string,
+  paddedRows: Record<string, number> = {},
+): void {
+  const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
+  for (const [name, info] of params) {
+    const t = tensors.get(name);
+    const e = entryOf(table, name);
+    if (!t || !e) continue;
+    const want = fullShapeOf(info, tp);
+    const rowsOnly = t.shape.length === want.length && sameShape(t.shape.slice(1), want.slice(1));
+    if (sameShape(t.shape, want) || (name in paddedRows && rowsOnly)) continue;
+    // A padded vocabulary is shown with the rows the file should have.
+    if (name in paddedRows) want[0] = paddedRows[name];
+    const layout = (s: readonly number[]) => e.transpose ? [...s].reverse() : [...s];
+    const parts = e.hf.length;
+    const per = (s: number[]) => fmt(parts > 1 ? [s[0] / parts, ...s.slice(1)] : s);
+    const are = parts > 1 ? "are each" : "is";
+    throw new CheckpointError(
+      `${source}: ${e.hf.join(", ")} ${are} ${per(layout(t.shape))} in the file, but the model ` +
+        `has ${per(layout(want))} (sized by config.json's ${sizes}): the weights and the ` +
+        `config disagree`,
+    );
+  }
 }
 
 /** Transposes a 2-D host tensor. */
