@@ -44,6 +44,7 @@ export const INIT_STD_FLAG = "init-method-std";
  * The warm-up flags, as Megatron checks them: `--lr-warmup-fraction` below 1
  * (the warm-up ends before the decay does) and not beside a nonzero
  * `--lr-warmup-iters` (or `--lr-warmup-samples`: {@link checkSampleSchedule});
+ * a given `--lr-warmup-iters` (`--lr-warmup-samples`) shorter than the decay;
  * `--lr-warmup-init` not above `--lr`.
  */
 export function checkWarmup(f: FlagValues): void {
@@ -59,6 +60,20 @@ export function checkWarmup(f: FlagValues): void {
     throw new UsageError(
       `give either --lr-warmup-fraction ${fraction} or --lr-warmup-iters ${iters}, not both ` +
         "(as Megatron: only --lr-warmup-iters 0 goes with a fraction)",
+    );
+  }
+  // Megatron's OptimizerParamScheduler asserts a warm-up shorter than the decay; given one
+  // that is not, the rate would rise for the whole run and never decay.
+  const counted = f["train-samples"] !== undefined
+    ? { warmup: "lr-warmup-samples", decay: "lr-decay-samples", length: "train-samples" }
+    : { warmup: "lr-warmup-iters", decay: "lr-decay-iters", length: "train-iters" };
+  const warmup = f[counted.warmup] as number | undefined;
+  const decay = (f[counted.decay] ?? f[counted.length]) as number;
+  if (wasGiven(f, counted.warmup) && warmup! > 0 && warmup! >= decay) {
+    throw new UsageError(
+      `--${counted.warmup} ${warmup} is not below the decay's length, ${decay} ` +
+        `(--${f[counted.decay] !== undefined ? counted.decay : counted.length}): the rate would ` +
+        "never decay (Megatron asserts a warm-up shorter than the decay)",
     );
   }
   const init = f["lr-warmup-init"] as number;

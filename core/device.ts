@@ -238,6 +238,12 @@ export class Device {
 
   /** Acquires an adapter and a device with the adapter's own limits. */
   static async create(opts: DeviceOptions = {}): Promise<Device> {
+    for (const k of ["maxBindingBytes", "maxTextureDimension", "maxBatchedDispatches"] as const) {
+      const v = opts[k];
+      if (v !== undefined && !(Number.isSafeInteger(v) && v > 0)) {
+        throw new RangeError(`Device.create: ${k} must be a positive integer, got ${v}`);
+      }
+    }
     const provider = opts.provider ?? await gpuProvider(opts.backend ?? DEFAULT_BACKEND);
     let adapter: GPUAdapter | null;
     try {
@@ -449,9 +455,14 @@ export class Device {
         return;
       }
       if (b.size > maxBind) {
+        const own = this.gpu.limits.maxStorageBufferBindingSize;
         throw new Error(
-          `kernel ${kernel.key}: a tensor of ${b.size} bytes exceeds the adapter's ` +
-            `maxStorageBufferBindingSize (${maxBind} bytes); split it into smaller tensors`,
+          `kernel ${kernel.key}: a tensor of ${b.size} bytes exceeds ` +
+            (maxBind < own
+              ? `this device's binding cap (maxBindingBytes, ${maxBind} bytes)`
+              : `the adapter's maxStorageBufferBindingSize (${maxBind} bytes)`) +
+            `, and this kernel binds it whole; in a model, a smaller micro-batch or sequence ` +
+            `keeps its activations within one binding (with gradient accumulation for the batch)`,
         );
       }
       const offset = b.offset ?? 0;

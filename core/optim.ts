@@ -556,6 +556,7 @@ export function checkLrSchedule(s: LrSchedule): void {
  * Megatron's `get_lr` to float rounding.
  */
 export function learningRate(iter: number, s: LrSchedule): number {
+  checkLrSchedule(s); // a few comparisons: a bad schedule is refused wherever it is used
   const warm = s.warmupIters ?? 0;
   const minLr = s.minLr ?? 0;
   const init = s.initLr ?? 0;

@@ -384,6 +384,14 @@ export class Tensor {
 
   /** Overwrites the contents from the host (recorded in order with pending work). */
   write(data: Float32Array | Int32Array): void {
+    const want = this.dtype === "i32" ? Int32Array : Float32Array;
+    if (!(data instanceof want)) {
+      // Uploaded as its bytes, an array of the other type would have its bits reinterpreted.
+      throw new TypeError(
+        `write: a ${data?.constructor?.name ?? typeof data} cannot fill an ${this.dtype} tensor; ` +
+          `pass an ${want.name}`,
+      );
+    }
     if (data.length !== this.size) {
       throw new Error(
         `write: ${data.length} values into a tensor of shape ${

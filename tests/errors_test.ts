@@ -5,7 +5,7 @@
  */
 
 import { fillKernel } from "../kernels/elementwise.ts";
-import { match, throws } from "node:assert/strict";
+import { match, rejects, throws } from "node:assert/strict";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
 import * as ops from "../core/ops/mod.ts";
@@ -70,7 +70,8 @@ Deno.test(
       () => dev.dispatch(fillKernel(), [big.binding], new ArrayBuffer(16), [1]),
       new RegExp(
         `kernel fill: a tensor of ${limit + 4} bytes exceeds the adapter's ` +
-          `maxStorageBufferBindingSize \\(${limit} bytes\\)`,
+          `maxStorageBufferBindingSize \\(${limit} bytes\\), and this kernel binds it whole; ` +
+          `in a model, a smaller micro-batch or sequence keeps its activations within one binding`,
       ),
     );
     big.dispose();
@@ -81,6 +82,17 @@ Deno.test(
     );
   },
 );
+
+Deno.test("Device.create refuses caps that are not positive integers", async () => {
+  for (const k of ["maxBindingBytes", "maxTextureDimension", "maxBatchedDispatches"]) {
+    for (const v of [NaN, 0, -4, 2.5]) {
+      await rejects(
+        Device.create({ [k]: v }),
+        { message: `Device.create: ${k} must be a positive integer, got ${v}` },
+      );
+    }
+  }
+});
 
 Deno.test("use of a disposed tensor is an error", gpuTest, () => {
   const t = T([3]);

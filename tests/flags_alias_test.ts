@@ -226,6 +226,38 @@ Deno.test("a pasted Megatron GPT-3 script's training flags: the warm-up fraction
   refused(["--adam-eps", "0"]);
   refused(["--init-method-std", "0"]);
   refused(["--attention-backend", "flash", "--no-flash-attn"]);
+  // A given warm-up as long as the decay would never decay (Megatron asserts warm-up < decay).
+  throws(
+    () =>
+      validateTrainFlags(
+        parseFlags(["--train-iters", "20", "--lr-warmup-iters", "20"], TRAIN_FLAGS),
+        1,
+      ),
+    {
+      message: "--lr-warmup-iters 20 is not below the decay's length, 20 (--train-iters): the " +
+        "rate would never decay (Megatron asserts a warm-up shorter than the decay)",
+    },
+  );
+  throws(
+    () =>
+      validateTrainFlags(
+        parseFlags(["--lr-decay-iters", "10", "--lr-warmup-iters", "12"], TRAIN_FLAGS),
+        1,
+      ),
+    /--lr-warmup-iters 12 is not below the decay's length, 10 \(--lr-decay-iters\)/,
+  );
+  throws(
+    () =>
+      validateTrainFlags(
+        parseFlags(["--train-samples", "64", "--lr-warmup-samples", "64"], TRAIN_FLAGS),
+        1,
+      ),
+    /--lr-warmup-samples 64 is not below the decay's length, 64 \(--train-samples\)/,
+  );
+  validateTrainFlags(
+    parseFlags(["--train-iters", "20", "--lr-warmup-iters", "19"], TRAIN_FLAGS),
+    1,
+  );
   // Megatron's own rule: --lr-warmup-iters 0 may stand beside a fraction.
   validateTrainFlags(
     parseFlags(["--lr-warmup-fraction", "0.1", "--lr-warmup-iters", "0"], TRAIN_FLAGS),
