@@ -8,17 +8,17 @@
  */
 
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
-import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
+import { type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
 import {
-  checkHfShapes,
   checkTiedCopy,
   expandTable,
   exportTensors,
   importTensors,
   type MapEntry,
+  planHfShards,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 import { BERT_LAYER_NORM_EPS } from "../bert.ts";
@@ -266,16 +266,16 @@ export function assignBert(
           : ""),
     );
   }
-  const paddedRows = bertPaddedRows(vocabSize);
   const sizes =
     "hidden_size, intermediate_size, max_position_embeddings, type_vocab_size, vocab_size";
-  checkHfShapes(BERT_TABLE, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
-  const shards = planShards(
+  const shards = planHfShards(
+    BERT_TABLE,
     params,
-    (n) => tensors.get(n),
+    tensors,
     place,
-    (n) => `${source} ("${n}")`,
-    paddedRows,
+    source,
+    sizes,
+    bertPaddedRows(vocabSize),
   );
   writeShards(params, shards);
 }

@@ -6,18 +6,18 @@
  */
 
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
-import { planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
+import { type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
 import {
-  checkHfShapes,
   checkTiedCopy,
   expandTable,
   exportTensors,
   importTensors,
   type MapEntry,
+  planHfShards,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 
@@ -186,16 +186,10 @@ export function assignGpt2(
   place: TpPlace,
   source: string,
 ): void {
-  const paddedRows = { "wte.weight": config.vocabSize };
   const sizes = "n_embd, n_inner, n_positions, vocab_size";
-  checkHfShapes(GPT2_TABLE, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
-  const shards = planShards(
-    params,
-    (n) => tensors.get(n),
-    place,
-    (n) => `${source} ("${n}")`,
-    paddedRows,
-  );
+  const shards = planHfShards(GPT2_TABLE, params, tensors, place, source, sizes, {
+    "wte.weight": config.vocabSize,
+  });
   const have = new Set(params.map(([n]) => n));
   const extra = [...tensors.keys()].filter((n) => !have.has(n));
   if (extra.length > 0) {

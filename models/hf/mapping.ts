@@ -9,7 +9,7 @@
  */
 
 import type { ParamInfo } from "../../core/nn.ts";
-import { fullShapeOf } from "../checkpoint/assign.ts";
+import { fullShapeOf, planShards, type TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import { type HostTensor, resizeRows, sameShape } from "../checkpoint/shard.ts";
 
@@ -71,7 +71,7 @@ function entryOf(table: readonly MapEntry[], ours: string): MapEntry | undefined
  * that disagree, rather than the loader's message in this project's names. Rows of `paddedRows` tensors are left to
  * the loader (a vocabulary is padded to the TP size).
  */
-export function checkHfShapes(
+function checkHfShapes(
   table: readonly MapEntry[],
   params: readonly [string, ParamInfo][],
   tensors: ReadonlyMap<string, HostTensor>,
@@ -100,6 +100,25 @@ export function checkHfShapes(
         `config disagree`,
     );
   }
+}
+
+/**
+ * This rank's shards (at `place`) of our full tensors read from a Hugging Face
+ * file, every shape checked first: against the model in the file's own names
+ * and layout (`table`; `sizes` names the config.json keys that size the
+ * model), then by the loader (`planShards`). Writes nothing.
+ */
+export function planHfShards(
+  table: readonly MapEntry[],
+  params: readonly [string, ParamInfo][],
+  tensors: ReadonlyMap<string, HostTensor>,
+  place: TpPlace,
+  source: string,
+  sizes: string,
+  paddedRows: Record<string, number>,
+): Float32Array[] {
+  checkHfShapes(table, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
+  return planShards(params, (n) => tensors.get(n), place, (n) => `${source} ("${n}")`, paddedRows);
 }
 
 /** Transposes a 2-D host tensor. */
