@@ -585,6 +585,26 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   checkModelFlags(f, tp, !f["init-from-hf"]);
 }
 
+/** The flag of each config field a shape error may name (models/shape.ts). */
+const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
+  vocabSize: "the vocabulary size",
+  numLayers: "--num-layers",
+  hiddenSize: "--hidden-size",
+  numHeads: "--num-attention-heads",
+  maxPositions: "--max-position-embeddings",
+  ffnHiddenSize: "--ffn-hidden-size",
+  hiddenDropout: "--hidden-dropout",
+  attentionDropout: "--attention-dropout",
+};
+
+/** A shape error's message (in the config's field names) in this command line's flags. */
+export function inFlagTerms(message: string): string {
+  return message.replace(
+    new RegExp(`\\b(${Object.keys(FLAG_OF_FIELD).join("|")})\\b`, "g"),
+    (field) => FLAG_OF_FIELD[field],
+  );
+}
+
 /**
  * The model flags' own checks ({@link UsageError}): the sequence within the
  * position table and, with `shape` (not when the shape comes from a file), the
@@ -602,7 +622,7 @@ export function checkModelFlags(f: FlagValues, tp: number, shape = true): void {
   try {
     validateTransformerConfig(gptConfigFromFlags(f, 256), tp);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw new UsageError(inFlagTerms((e as Error).message));
   }
 }
 

@@ -40,7 +40,11 @@ export interface TransformerShape {
   kvChannels: number;
 }
 
-/** A shape that cannot be built; the message names the flag or field. */
+/**
+ * A shape that cannot be built; the message names the config field
+ * (`hiddenSize 30 is not divisible by numHeads 4`), which the command line
+ * words as its flags.
+ */
 export class ShapeError extends Error {
   /** A shape error with `message`. */
   constructor(message: string) {
@@ -65,27 +69,28 @@ export function resolveShape(c: ShapeConfig, tp = 1): TransformerShape {
       throw new ShapeError(`${name} must be a positive integer, got ${v}`);
     }
   };
-  pos("vocab size", c.vocabSize);
-  pos("--num-layers", c.numLayers);
-  pos("--hidden-size", c.hiddenSize);
-  pos("--num-attention-heads", c.numHeads);
-  pos("--max-position-embeddings", c.maxPositions);
+  pos("vocabSize", c.vocabSize);
+  pos("numLayers", c.numLayers);
+  pos("hiddenSize", c.hiddenSize);
+  pos("numHeads", c.numHeads);
+  pos("maxPositions", c.maxPositions);
   pos("the tensor-parallel size", tp);
   const ffnHiddenSize = c.ffnHiddenSize ?? defaultFfnHiddenSize(c.hiddenSize);
-  pos("--ffn-hidden-size", ffnHiddenSize);
+  pos("ffnHiddenSize", ffnHiddenSize);
   if (c.hiddenSize % c.numHeads !== 0) {
     throw new ShapeError(
-      `--hidden-size ${c.hiddenSize} is not divisible by --num-attention-heads ${c.numHeads}`,
+      `hiddenSize ${c.hiddenSize} is not divisible by numHeads ${c.numHeads}`,
     );
   }
   if (c.numHeads % tp !== 0) {
     throw new ShapeError(
-      `--num-attention-heads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`,
+      `numHeads ${c.numHeads} is not divisible by the tensor-parallel size ${tp}`,
     );
   }
   if (ffnHiddenSize % tp !== 0) {
     throw new ShapeError(
-      `the MLP size ${ffnHiddenSize} is not divisible by the tensor-parallel size ${tp}`,
+      `ffnHiddenSize ${ffnHiddenSize} (the MLP size) is not divisible by the tensor-parallel ` +
+        `size ${tp}`,
     );
   }
   return {
@@ -143,8 +148,8 @@ export function validateTransformerConfig(
   }
   for (
     const [n, p] of [
-      ["--hidden-dropout", c.hiddenDropout],
-      ["--attention-dropout", c.attentionDropout],
+      ["hiddenDropout", c.hiddenDropout],
+      ["attentionDropout", c.attentionDropout],
     ] as const
   ) {
     if (p !== undefined && !(p >= 0 && p < 1)) {

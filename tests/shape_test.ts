@@ -18,16 +18,20 @@ Deno.test("resolveShape fills the defaults", () => {
 
 Deno.test("resolveShape refuses each bad shape with a message naming it", () => {
   const cases: [Record<string, number>, number, RegExp][] = [
-    [{ vocabSize: 0 }, 1, /vocab size must be a positive integer, got 0/],
-    [{ numLayers: 0 }, 1, /--num-layers must be a positive integer/],
-    [{ hiddenSize: 1.5 }, 1, /--hidden-size must be a positive integer/],
-    [{ numHeads: -1 }, 1, /--num-attention-heads must be a positive integer/],
-    [{ maxPositions: 0 }, 1, /--max-position-embeddings must be a positive integer/],
-    [{ ffnHiddenSize: 0 }, 1, /--ffn-hidden-size must be a positive integer/],
+    [{ vocabSize: 0 }, 1, /vocabSize must be a positive integer, got 0/],
+    [{ numLayers: 0 }, 1, /numLayers must be a positive integer/],
+    [{ hiddenSize: 1.5 }, 1, /hiddenSize must be a positive integer/],
+    [{ numHeads: -1 }, 1, /numHeads must be a positive integer/],
+    [{ maxPositions: 0 }, 1, /maxPositions must be a positive integer/],
+    [{ ffnHiddenSize: 0 }, 1, /ffnHiddenSize must be a positive integer/],
     [{}, 0, /tensor-parallel size must be a positive integer/],
-    [{ hiddenSize: 30 }, 1, /--hidden-size 30 is not divisible by --num-attention-heads 4/],
-    [{}, 3, /--num-attention-heads 4 is not divisible by the tensor-parallel size 3/],
-    [{ ffnHiddenSize: 99 }, 2, /the MLP size 99 is not divisible by the tensor-parallel size 2/],
+    [{ hiddenSize: 30 }, 1, /hiddenSize 30 is not divisible by numHeads 4/],
+    [{}, 3, /numHeads 4 is not divisible by the tensor-parallel size 3/],
+    [
+      { ffnHiddenSize: 99 },
+      2,
+      /ffnHiddenSize 99 \(the MLP size\) is not divisible by the tensor-parallel size 2/,
+    ],
   ];
   for (const [change, tp, pattern] of cases) {
     throws(
@@ -42,7 +46,7 @@ Deno.test("validateTransformerConfig also checks dropout", () => {
   equal(validateTransformerConfig({ ...base, hiddenDropout: 0.1 }).kvChannels, 16);
   throws(
     () => validateTransformerConfig({ ...base, attentionDropout: 1 }),
-    /--attention-dropout must be in \[0, 1\), got 1/,
+    /attentionDropout must be in \[0, 1\), got 1/,
   );
 });
 
@@ -56,4 +60,20 @@ Deno.test("--split takes Megatron's weights", () => {
   for (const bad of ["", "a,b", "1,2,3,4", "-1,2", "0,1"]) {
     throws(() => parseSplit(bad), UsageError, bad);
   }
+});
+
+Deno.test("the command line words a shape error in its flags", async () => {
+  const { inFlagTerms } = await import("../cli/train_config.ts");
+  equal(
+    inFlagTerms("hiddenSize 30 is not divisible by numHeads 4"),
+    "--hidden-size 30 is not divisible by --num-attention-heads 4",
+  );
+  equal(
+    inFlagTerms("ffnHiddenSize 99 (the MLP size) is not divisible by the tensor-parallel size 2"),
+    "--ffn-hidden-size 99 (the MLP size) is not divisible by the tensor-parallel size 2",
+  );
+  equal(
+    inFlagTerms("attentionDropout must be in [0, 1), got 1"),
+    "--attention-dropout must be in [0, 1), got 1",
+  );
 });
