@@ -34,6 +34,11 @@ import type { ParallelLayers } from "../models/parallel/layers.ts";
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   "load": { type: "string", help: "checkpoint directory written by --save", group: "Model" },
   "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
+  "use-checkpoint-args": {
+    type: "boolean",
+    help:
+      "Megatron's switch, accepted: generate always takes the model's shape and tokenizer from --load",
+  },
   "init-from-hf": {
     type: "string",
     help: "Hugging Face GPT-2 directory (config.json + model.safetensors)",
@@ -71,6 +76,9 @@ Continues TEXT with the model, streaming the text to stdout as it is generated
 /** Validates the flag combination; throws UsageError. */
 export function validateGenerateFlags(f: FlagValues): void {
   checkModelSource(f);
+  if (f["use-checkpoint-args"] && !f.load) {
+    throw new UsageError("--use-checkpoint-args takes the arguments from --load DIR; pass it");
+  }
   if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
   const p = f["top-p"] as number;
   if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);

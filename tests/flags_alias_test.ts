@@ -110,6 +110,21 @@ Deno.test("eval and generate take train's parallel flags", async () => {
       ),
     (e) => e instanceof UsageError && /--nproc-per-node 2 must equal/.test(e.message),
   );
+  // Megatron's generation scripts pass --use-checkpoint-args: accepted, as the shape comes from
+  // --load anyway; without --load it has nothing to take the arguments from.
+  validateGenerateFlags(parseFlags([...g, "--use-checkpoint-args"], GENERATE_FLAGS));
+  throws(
+    () =>
+      validateGenerateFlags(
+        parseFlags(
+          ["--init-from-hf", "d", "--prompt", "hi", "--use-checkpoint-args"],
+          GENERATE_FLAGS,
+        ),
+      ),
+    (e) =>
+      e instanceof UsageError &&
+      /--use-checkpoint-args takes the arguments from --load/.test(e.message),
+  );
 });
 
 Deno.test("the distributed flags' help table names exactly the flags the launcher takes", () => {
