@@ -215,7 +215,12 @@ export class Gpt extends Module {
     return this.lnF.forward(x);
   }
 
-  /** Mean next-token cross-entropy for inputs and targets `[B, T]`. */
+  /**
+   * Mean next-token cross-entropy for inputs and targets `[B, T]`, over the
+   * positions whose target is not negative: a target of −1 (as BERT's
+   * `MLM_IGNORE_INDEX`, or PyTorch's `ignore_index=-100`) leaves its position
+   * out of the loss and of the mean.
+   */
   async loss(ids: TokenIds, targets: TokenIds): Promise<Tensor> {
     const h = await this.hidden(ids);
     return await this.parallel.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);

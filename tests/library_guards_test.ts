@@ -426,3 +426,16 @@ Deno.test(
     stale.dispose();
   },
 );
+
+Deno.test(
+  "reductions and softmax of a tensor with no elements are refused by name",
+  gpuTest,
+  () => {
+    const empty = Tensor.empty(dev, [2, 0]);
+    // Before: softmax failed inside dispatchWorkgroups, max gave -3.4e38 and mean 0.
+    throws(() => ops.softmax(empty), { message: "softmax: [2, 0] has no elements" });
+    throws(() => ops.max(empty), { message: "max: the tensor has no elements" });
+    throws(() => ops.mean(empty), { message: "mean: the tensor has no elements" });
+    empty.dispose();
+  },
+);

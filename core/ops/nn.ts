@@ -177,6 +177,7 @@ export interface SoftmaxOpts {
 /** Softmax over the last dimension, fused with scale and mask. */
 export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
   assertF32("softmax", x, opts.keep);
+  if (x.size === 0) throw new Error(`softmax: ${fmtShape(x.shape)} has no elements`);
   const scale = opts.scale ?? 1;
   const mask = opts.mask ?? "none";
   const cols = x.shape[x.rank - 1];

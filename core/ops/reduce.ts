@@ -87,11 +87,12 @@ export function sum(x: Tensor): Tensor {
   return record(out, "sum", [x], (g) => [axpyInPlace(zeros(x.device, x.shape), g, 1)]);
 }
 
-/** Mean of all elements. */
+/** Mean of all elements (of at least one: the mean of none is refused). */
 export function mean(x: Tensor): Tensor {
+  if (x.size === 0) throw new Error("mean: the tensor has no elements");
   const total = Tensor.empty(x.device, [1]);
   reduceInto(x, "sum", total);
-  const inv = 1 / Math.max(x.size, 1);
+  const inv = 1 / x.size;
   const out = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
   return record(out, "mean", [x], (g) => [axpyInPlace(zeros(x.device, x.shape), g, inv)]);
@@ -104,8 +105,9 @@ export function sumSquares(x: Tensor): Tensor {
   return out;
 }
 
-/** Largest element (no autograd). */
+/** Largest element (no autograd) of a tensor of at least one. */
 export function max(x: Tensor): Tensor {
+  if (x.size === 0) throw new Error("max: the tensor has no elements");
   const out = Tensor.empty(x.device, [1]);
   reduceInto(x, "max", out);
   return out;
