@@ -465,6 +465,16 @@ async function trainOn<B>(
         }`
         : "off (--eval-iters 0)"),
   );
+  const sched = trainer.opts.schedule;
+  const warm = sched.warmupIters ?? 0;
+  if ((sched.style ?? "cosine") !== "constant" && warm > 0 && warm >= sched.decayIters) {
+    // A warm-up given on the command line is refused at this length; the default is not.
+    say(
+      `learning rate: the default warm-up of ${warm} steps is not shorter than the decay ` +
+        `(${sched.decayIters} steps): the rate rises toward --lr ${sched.lr} for the whole run ` +
+        "and never decays; give --lr-warmup-iters N (or --lr-warmup-fraction) for a shorter one",
+    );
+  }
 
   let skippedTotal = 0;
   // Counted from the checkpoint's own count: a resumed run may have another global batch.

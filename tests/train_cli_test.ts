@@ -5,7 +5,7 @@
  * runs never save to one directory at once.
  */
 
-import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
 import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
 import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
@@ -82,6 +82,7 @@ Deno.test("train: stop at a checkpoint and resume gives the same losses", async 
     `${dir}/a.jsonl`,
   ]);
   strictEqual(full.code, 0, full.stderr);
+  doesNotMatch(full.stdout, /learning rate: the default warm-up/); // --lr-warmup-iters 1 < 4
   // Keep only the iteration-2 checkpoint, as if the run had been killed after it.
   await Deno.remove(`${dir}/a/iter_0000004`, { recursive: true });
   await Deno.writeTextFile(`${dir}/a/latest`, "2\n");
@@ -114,6 +115,11 @@ Deno.test("train: a run resumed with another batch size counts on from the check
     "4",
   ]);
   strictEqual(first.code, 0, first.stderr);
+  // 3 steps under the default warm-up of 30: said once, at the start.
+  match(
+    first.stdout,
+    /learning rate: the default warm-up of 30 steps is not shorter than the decay \(3 steps\): the rate rises toward --lr 0\.003 for the whole run and never decays/,
+  );
   const resumed = await runCli("cli/train.ts", [
     ...args,
     "--train-iters",
