@@ -7,6 +7,7 @@
 import type { Device } from "../core/device.ts";
 import { DEFAULT_TUNING_BUDGET_MS, MatmulTuner, type TunedShape } from "../core/matmul_tuner.ts";
 import { decimalNumber, type FlagSpec, type FlagValues, UsageError } from "./flags.ts";
+import { counted } from "./log.ts";
 import { defaultTuningCachePath, FileTuningStore } from "./tuning_cache.ts";
 
 /**
@@ -165,7 +166,7 @@ export function describeTuningSkipped(pending: number, runLeftMs: number): strin
 }
 
 function shapes(n: number): string {
-  return `${n} new shape${n === 1 ? "" : "s"}`;
+  return counted(n, "new shape");
 }
 
 function aboutSeconds(ms: number): string {
@@ -191,9 +192,7 @@ export function describeTuning(
   const unfinished = found.filter((r) => !r.complete).length;
   const later = deferred + unfinished;
   const part = unfinished ? ` (${unfinished} in part: for this run only)` : "";
-  return `matmul autotune: ${found.length} shape${found.length === 1 ? "" : "s"}${part} in ${
-    seconds.toFixed(1)
-  } s, ` +
+  return `matmul autotune: ${counted(found.length, "shape")}${part} in ${seconds.toFixed(1)} s, ` +
     `${faster.length} retiled${gain.length ? `: ${gain.join("; ")}` : ""}` +
     (later
       ? `; budget spent, ${later} shape${later > 1 ? "s" : ""} left for later runs ` +

@@ -350,7 +350,7 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
     tokens: true,
   }).tokens;
   refuseSeveral(tokens, restAt, lists, specs, options, aliasOf);
-  refuseReplacedBadValues(tokens, specs, options, aliasOf);
+  refuseReplacedValues(tokens, specs, options, aliasOf);
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
@@ -587,11 +587,13 @@ function refuseSeveral(
 type Tokens = NonNullable<ReturnType<typeof parseArgs>["tokens"]>;
 
 /**
- * Refuses a bad value of a flag given again later: the parse keeps the last
- * value only (as argparse does), but argparse converts every one, so
- * `--lr abc --lr 0.1` is an error there and here, not a run at 0.1.
+ * Refuses a value that a later one of the same flag would hide: the parse
+ * keeps the last value only (as argparse does), but argparse converts every
+ * one, so a bad value is refused (`--lr abc --lr 0.1` is an error there and
+ * here, not a run at 0.1); and a {@link FlagSpec.once} flag given twice is
+ * refused whatever its values.
  */
-function refuseReplacedBadValues(
+function refuseReplacedValues(
   tokens: Tokens,
   specs: Record<string, FlagSpec>,
   options: ReturnType<typeof parseArgsOptions>["options"],

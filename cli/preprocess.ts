@@ -18,7 +18,7 @@ import {
 import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
-import { stderrProgress } from "./log.ts";
+import { counted, stderrProgress } from "./log.ts";
 import { checkWritableFile, realOrNull, sameFile, writeTarget } from "./paths.ts";
 
 const USAGE =
@@ -180,7 +180,7 @@ export function main(args: string[]): Promise<number> {
     const ms = performance.now() - t0;
     console.log(
       `wrote ${r.tokens} ${values.tokenizer} tokens (${r.bytes} bytes) from ${r.chars} ${r.unit} ` +
-        `(${r.documents} document${r.documents === 1 ? "" : "s"}) to ${values.output} ` +
+        `(${counted(r.documents, "document")}) to ${values.output} ` +
         `and ${tokenBinMetaPath(values.output)} in ${ms.toFixed(0)} ms`,
     );
     return 0;

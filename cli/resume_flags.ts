@@ -64,15 +64,14 @@ export function checkWarmup(f: FlagValues): void {
   }
   // Megatron's OptimizerParamScheduler asserts a warm-up shorter than the decay; given one
   // that is not, the rate would rise for the whole run and never decay.
-  const counted = f["train-samples"] !== undefined
-    ? { warmup: "lr-warmup-samples", decay: "lr-decay-samples", length: "train-samples" }
-    : { warmup: "lr-warmup-iters", decay: "lr-decay-iters", length: "train-iters" };
-  const warmup = f[counted.warmup] as number | undefined;
-  const decay = (f[counted.decay] ?? f[counted.length]) as number;
-  if (wasGiven(f, counted.warmup) && warmup! > 0 && warmup! >= decay) {
+  const [lengthFlag, decayFlag, warmupFlag] =
+    COUNTED_BY[f["train-samples"] !== undefined ? "samples" : "iterations"];
+  const warmup = f[warmupFlag] as number | undefined;
+  const decay = (f[decayFlag] ?? f[lengthFlag]) as number;
+  if (wasGiven(f, warmupFlag) && warmup! > 0 && warmup! >= decay) {
     throw new UsageError(
-      `--${counted.warmup} ${warmup} is not below the decay's length, ${decay} ` +
-        `(--${f[counted.decay] !== undefined ? counted.decay : counted.length}): the rate would ` +
+      `--${warmupFlag} ${warmup} is not below the decay's length, ${decay} ` +
+        `(--${f[decayFlag] !== undefined ? decayFlag : lengthFlag}): the rate would ` +
         "never decay (Megatron asserts a warm-up shorter than the decay)",
     );
   }
@@ -211,7 +210,10 @@ export function agreeWarmup(
   }
 }
 
-/** The flags that say a run is counted in iterations, and those that say it is in samples. */
+/**
+ * The flags that say a run is counted in iterations, and those that say it is
+ * in samples: each count's length, decay and warm-up, in that order.
+ */
 const COUNTED_BY: Readonly<Record<"iterations" | "samples", readonly string[]>> = {
   iterations: ["train-iters", "lr-decay-iters", "lr-warmup-iters"],
   samples: ["train-samples", "lr-decay-samples", "lr-warmup-samples"],

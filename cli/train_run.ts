@@ -34,7 +34,14 @@ import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { Trainer } from "../models/trainer.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
-import { formatLogLine, formatValidationLines, JsonLog, Progress, stderrProgress } from "./log.ts";
+import {
+  counted,
+  formatLogLine,
+  formatValidationLines,
+  JsonLog,
+  Progress,
+  stderrProgress,
+} from "./log.ts";
 import { checkSameFlags } from "./same_flags.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
@@ -455,7 +462,7 @@ async function trainOn<B>(
   // --eval-iters 0: no validation at all (every token of the data can train).
   const validating = nVal > 0;
   say(
-    `parallel: tensor ${a.tp} × data ${dp} | training: ${iters} step${iters === 1 ? "" : "s"} ` +
+    `parallel: tensor ${a.tp} × data ${dp} | training: ${counted(iters, "step")} ` +
       `× ${gb} sequences ` +
       (a.trainSamples !== undefined ? `(--train-samples ${a.trainSamples}) ` : "") +
       `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
@@ -676,7 +683,7 @@ async function trainOn<B>(
   const trained = Math.max(0, iters - startIter + 1);
   const skippedNow = skippedTotal - skippedBefore;
   say(
-    `\ntrained ${trained} step${trained === 1 ? "" : "s"} in ${
+    `\ntrained ${counted(trained, "step")} in ${
       ((performance.now() - runStart) / 1000).toFixed(1)
     } s` +
       // fp16's scaler skips a step whose gradients overflowed: say how many made no update.
