@@ -26,6 +26,7 @@ import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { checkedConfig } from "./errors.ts";
 import type { FlagValues } from "./flags.ts";
+import { savedCheckpointArgs } from "./train_config.ts";
 
 /** The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. */
 export async function bertTokenizerFor(
@@ -98,6 +99,11 @@ export interface LoadedBert {
   source: string;
   /** Where the tokenizer came from, for messages. */
   tokenizerSource: string;
+  /**
+   * A checkpoint's saved run arguments (`--seq-length` …, for
+   * `--use-checkpoint-args`); absent for a Hugging Face directory.
+   */
+  savedArgs?: Record<string, number | string | boolean>;
 }
 
 /** Where a BERT comes from: a Hugging Face directory, or a checkpoint (and its iteration). */
@@ -171,6 +177,7 @@ export async function loadBert(
     tokenizer: tok.tokenizer,
     source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
     tokenizerSource: tok.source,
+    savedArgs: savedCheckpointArgs(meta),
   };
 }
 

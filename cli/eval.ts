@@ -64,7 +64,7 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   "use-checkpoint-args": {
     type: "boolean",
     help:
-      "GPT: take --seq-length from the --load checkpoint when not given (the shape and the tokenizer always come from it)",
+      "take --seq-length from the --load checkpoint when not given (the shape and the tokenizer always come from it; a BERT otherwise evaluates at its position table's length)",
   },
   "init-from-hf": {
     type: "string",
@@ -87,7 +87,8 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   "seq-length": {
     type: "int",
     min: 1,
-    help: "window length T (default: the model's position table)",
+    help:
+      "window length T (default: the model's position table; with --use-checkpoint-args the --load checkpoint's)",
   },
   "micro-batch-size": {
     type: "int",
@@ -296,14 +297,16 @@ export async function evalBertRank(
   if (f.tokenizer && f.tokenizer !== "bert") {
     throw new UsageError("--tokenizer is for GPT; a BERT uses its own WordPiece vocabulary");
   }
-  const { model, tokenizer, source, tokenizerSource } = await loadBert(
+  const { model, tokenizer, source, tokenizerSource, savedArgs } = await loadBert(
     device,
     bertSourceFromFlags(f),
     layers,
     print ? stderrProgress("loading", !!f.json) : undefined,
   );
   const c = model.config;
-  const T = (f["seq-length"] as number | undefined) ?? c.maxPositions;
+  const savedT = f["use-checkpoint-args"] ? savedArgs?.["seq-length"] : undefined;
+  const T = (f["seq-length"] as number | undefined) ??
+    (typeof savedT === "number" ? savedT : c.maxPositions);
   if (T > c.maxPositions) {
     throw new UsageError(
       `--seq-length ${T} is longer than the model's position table (${c.maxPositions})`,

@@ -470,6 +470,18 @@ Deno.test(
       ]),
     );
     ok(Number.isFinite(e.mlm_loss) && Number.isFinite(e.sop_loss), JSON.stringify(e));
+    // --use-checkpoint-args: the training run's --seq-length, not the position table's 24
+    const evalAt = async (extra: string[]) =>
+      lastJson(
+        await runCli("cli/eval.ts", ["--load", ck, "--data-path", dataPath, "--json", ...extra]),
+      );
+    const saved = await evalAt(["--use-checkpoint-args"]);
+    deepStrictEqual([saved.seq_length, saved.mlm_loss, saved.sop_loss], [
+      T,
+      e.mlm_loss,
+      e.sop_loss,
+    ]);
+    strictEqual((await evalAt([])).seq_length, 24);
     const f = lastJson(
       await runCli("cli/fill_mask.ts", ["--load", ck, "--text", "a [MASK] ran", "--json"]),
     );
