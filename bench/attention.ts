@@ -6,21 +6,61 @@
  * reference shape and at long sequences; then a whole reference GPT step
  * (forward + backward, vocab 256, hidden 128, 4 heads, 2 layers, seq 64,
  * micro-batch 8) with each. Variants run interleaved, medians reported.
- *
- * `deno task bench:attention [--reps 5] [--seqs 1024,2048] [--heads 4] [--head-dim 32]
- * [--backend dawn|deno] [--skip-model]`
+ * `deno task bench:attention --help` gives the usage and flags.
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { BACKENDS, parseBackend } from "../core/gpu.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Gpt } from "../models/gpt.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { decimalNumber, type FlagSpec, parseCommandLine, UsageError } from "../cli/flags.ts";
 import { median } from "./stats.ts";
+
+/** Every flag of `deno task bench:attention`. */
+export const ATTENTION_FLAGS: Record<string, FlagSpec> = {
+  "reps": {
+    type: "int",
+    min: 1,
+    default: 5,
+    help: "timed repetitions per variant (at most 3 from seq 1024 on)",
+  },
+  "seqs": {
+    type: "string",
+    default: "1024,2048",
+    allowEmpty: true,
+    valueName: "T,T…",
+    help: 'long sequence lengths, batch 1, comma-separated ("": none)',
+  },
+  "heads": { type: "int", min: 1, default: 4, help: "attention heads at the long lengths" },
+  "head-dim": { type: "int", min: 1, default: 32, help: "head size at the long lengths" },
+  "backend": {
+    type: "string",
+    choices: BACKENDS,
+    help: "WebGPU implementation (default $WEBGPU_BACKEND, else dawn)",
+  },
+  "skip-model": { type: "boolean", help: "leave out the whole reference GPT step" },
+  ...DEBUG_FLAG,
+};
+
+const USAGE =
+  `Usage: deno task bench:attention [--reps 5] [--seqs 1024,2048] [--heads 4] [--head-dim 32]
+  [--backend dawn|deno] [--skip-model]`;
+
+/** The lengths of `--seqs`: comma-separated integers ≥ 1, empty items skipped. */
+function seqLengths(text: string): number[] {
+  const lengths = text.split(",").filter((t) => t).map((t) => decimalNumber(t, true));
+  if (lengths.some((t) => !(t >= 1))) {
+    throw new UsageError(
+      `--seqs takes comma-separated sequence lengths ≥ 1 (e.g. 1024,2048), got "${text}"`,
+    );
+  }
+  return lengths;
+}
 
 /** One attention shape to measure. */
 interface Shape {
@@ -148,29 +188,24 @@ async function benchModel(dev: Device, p: number, reps: number): Promise<Record<
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(2);
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      reps: { type: "string", default: "5" },
-      seqs: { type: "string", default: "1024,2048" },
-      heads: { type: "string", default: "4" },
-      "head-dim": { type: "string", default: "32" },
-      backend: { type: "string" },
-      "skip-model": { type: "boolean", default: false },
-    },
-  });
-  const reps = Number(values.reps);
-  const nh = Number(values.heads), hd = Number(values["head-dim"]);
+/** Runs `deno task bench:attention` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, ATTENTION_FLAGS, USAGE);
+  if (typeof f === "number") return f;
+  const seqs = seqLengths(f.seqs as string);
+  const reps = f.reps as number;
+  const nh = f.heads as number, hd = f["head-dim"] as number;
   const dev = await Device.create({
-    backend: parseBackend(values.backend ?? Deno.env.get("WEBGPU_BACKEND")),
+    backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get("WEBGPU_BACKEND")),
   });
   const shapes: Shape[] = [
     { B: 8, T: 64, nh: 4, hd: 32, mask: "causal", p: 0 },
     { B: 8, T: 64, nh: 4, hd: 32, mask: "causal", p: 0.1 },
-    ...values.seqs!.split(",").filter((x) => x).flatMap((t) =>
-      [0, 0.1].map((p) => ({ B: 1, T: Number(t), nh, hd, mask: "causal" as const, p }))
-    ),
+    ...seqs.flatMap((T) => [0, 0.1].map((p) => ({ B: 1, T, nh, hd, mask: "causal" as const, p }))),
   ];
   console.log(
     `backend ${dev.summary().backend ?? ""}, ${reps} reps, load: ${Deno.loadavg().join(" ")}`,
@@ -190,7 +225,7 @@ if (import.meta.main) {
       } |`,
     );
   }
-  if (!values["skip-model"]) {
+  if (!f["skip-model"]) {
     console.log(
       "\nReference GPT forward + backward (vocab 256, h 128, 4 heads, 2 layers, seq 64, mb 8):",
     );
@@ -207,4 +242,7 @@ if (import.meta.main) {
   }
   console.log(`load after: ${Deno.loadavg().join(" ")}`);
   await dev.close();
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

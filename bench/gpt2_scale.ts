@@ -7,9 +7,7 @@
  * padded to 50,304): the f32 table is larger than one 128 MiB storage binding
  * at TP=1 for every size, so this is the end-to-end check that such tensors
  * work in every op (embedding, tied head, cross-entropy, AdamW, clipping,
- * import). Flags: `--sizes small,medium,large --tp 1,2 --seq 128 --batch 1
- * --steps 2 --eval-only large --dir DIR --backend deno|dawn
- * --placement workers|procs`.
+ * import). `deno task bench:gpt2 --help` gives the usage and flags.
  *
  * Placement `workers` (the default) runs the ranks as Workers of this process
  * over shared memory (Deno's WebGPU: Dawn serialises the devices of one
@@ -20,11 +18,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { Gpt } from "../models/gpt.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
@@ -34,6 +31,14 @@ import {
   type Gpt2ScaleRun,
 } from "./gpt2_scale_worker.ts";
 import { describePinnedProcs, runPinnedProcs } from "../cli/pinned_procs.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import {
+  decimalNumber,
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  UsageError,
+} from "../cli/flags.ts";
 
 /** GPT-2's published shapes. */
 export const GPT2_SIZES: Record<string, { layers: number; hidden: number; heads: number }> = {
@@ -163,47 +168,150 @@ export async function runGpt2(
   return res.ranks.map((r) => r.result as Gpt2ScaleResult);
 }
 
+/**
+ * Every flag of `deno task bench:gpt2` (bench/torch_compare.ts runs this script
+ * with `--sizes small --tp N --seq --batch --steps --eval-only none --placement
+ * --backend`).
+ */
+export const GPT2_SCALE_FLAGS: Record<string, FlagSpec> = {
+  "sizes": {
+    type: "string",
+    default: "small,medium,large",
+    valueName: "SIZE,…",
+    help: "GPT-2 sizes, comma-separated: small, medium, large",
+  },
+  "tp": {
+    type: "string",
+    default: "1,2",
+    valueName: "N,N…",
+    help: "tensor-parallel sizes, comma-separated, each run at every size",
+  },
+  "seq": { type: "int", min: 1, default: 128, help: "tokens per sequence" },
+  "batch": { type: "int", min: 1, default: 1, help: "sequences per step" },
+  "steps": { type: "int", min: 0, default: 2, help: "training steps after the eval (0: none)" },
+  "eval-only": {
+    type: "string",
+    default: "large",
+    valueName: "SIZE,…",
+    help: "sizes that only load and evaluate, comma-separated (none: no size)",
+  },
+  "dir": {
+    type: "string",
+    valueName: "DIR",
+    help: "where the random models are written, DIR/SIZE, and found by later runs " +
+      "(default $TMPDIR/gpt2-random, else /tmp/gpt2-random)",
+  },
+  "backend": { type: "string", choices: BACKENDS, default: "deno", help: "WebGPU implementation" },
+  "placement": {
+    type: "string",
+    choices: ["workers", "procs"],
+    default: "workers",
+    help: "ranks as Workers of this process, or as pinned processes over TCP",
+  },
+  ...DEBUG_FLAG,
+};
+
+const USAGE =
+  `Usage: deno task bench:gpt2 [--sizes small,medium,large] [--tp 1,2] [--seq 128] [--batch 1] [--steps 2]
+  [--eval-only large] [--dir DIR] [--backend deno|dawn] [--placement workers|procs]`;
+
+/** What a `bench:gpt2` command line asks for. */
+export interface Gpt2ScaleOptions {
+  /** GPT-2 sizes, in order. */
+  sizes: string[];
+  /** Tensor-parallel sizes, in order. */
+  tps: number[];
+  /** Tokens per sequence. */
+  seq: number;
+  /** Sequences per step. */
+  batch: number;
+  /** Training steps at the sizes not in `evalOnly`. */
+  steps: number;
+  /** Sizes that only load and evaluate. */
+  evalOnly: Set<string>;
+  /** Where the random models are written. */
+  dir: string;
+  /** WebGPU implementation of every rank. */
+  backend: BackendName;
+  /** How the ranks are placed. */
+  placement: Gpt2Placement;
+}
+
+/** `--flag`'s comma-separated items, each one `accepts`; a UsageError naming `forms` otherwise. */
+function commaList(
+  flag: string,
+  text: string,
+  accepts: (item: string) => boolean,
+  forms: string,
+): string[] {
+  const items = text.split(",");
+  if (!items.every(accepts)) throw new UsageError(`--${flag} takes ${forms}, got "${text}"`);
+  return items;
+}
+
+/** The options of flags parsed with {@link GPT2_SCALE_FLAGS}; throws UsageError. */
+export function gpt2ScaleOptions(f: FlagValues): Gpt2ScaleOptions {
+  const isSize = (s: string) => Object.hasOwn(GPT2_SIZES, s);
+  const sizeNames = Object.keys(GPT2_SIZES).join(", ");
+  const sizes = commaList(
+    "sizes",
+    f.sizes as string,
+    isSize,
+    `comma-separated sizes among ${sizeNames}`,
+  );
+  const tps = commaList(
+    "tp",
+    f.tp as string,
+    (s) => decimalNumber(s, true) >= 1,
+    "comma-separated tensor-parallel sizes ≥ 1 (e.g. 1,2)",
+  ).map((s) => decimalNumber(s, true));
+  const evalOnly = f["eval-only"] === "none" ? [] : commaList(
+    "eval-only",
+    f["eval-only"] as string,
+    isSize,
+    `comma-separated sizes among ${sizeNames}, or none`,
+  );
+  return {
+    sizes,
+    tps,
+    seq: f.seq as number,
+    batch: f.batch as number,
+    steps: f.steps as number,
+    evalOnly: new Set(evalOnly),
+    dir: (f.dir as string | undefined) ?? `${Deno.env.get("TMPDIR") ?? "/tmp"}/gpt2-random`,
+    backend: parseBackend(f.backend as string),
+    placement: f.placement as Gpt2Placement,
+  };
+}
+
 const MiB = 2 ** 20;
 const fmt = (v: number, d = 0) => Number.isFinite(v) ? v.toFixed(d) : "–";
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      sizes: { type: "string", default: "small,medium,large" },
-      tp: { type: "string", default: "1,2" },
-      seq: { type: "string", default: "128" },
-      batch: { type: "string", default: "1" },
-      steps: { type: "string", default: "2" },
-      "eval-only": { type: "string", default: "large" },
-      dir: { type: "string", default: `${Deno.env.get("TMPDIR") ?? "/tmp"}/gpt2-random` },
-      backend: { type: "string", default: "deno" },
-      placement: { type: "string", default: "workers" },
-    },
-  });
-  const placement = values.placement as Gpt2Placement;
-  if (placement !== "workers" && placement !== "procs") {
-    throw new Error(`unknown placement "${placement}": expected workers or procs`);
-  }
-  const sizes = values.sizes!.split(",");
-  const tps = values.tp!.split(",").map(Number);
-  const evalOnly = new Set(values["eval-only"]!.split(","));
+/** Runs `deno task bench:gpt2` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, GPT2_SCALE_FLAGS, USAGE, (f) => void gpt2ScaleOptions(f));
+  if (typeof f === "number") return f;
+  const { sizes, tps, evalOnly, placement, backend, ...o } = gpt2ScaleOptions(f);
   console.log(
     "| size | params | TP | what ran | load s | eval loss | eval s | ms/step | " +
       "weights MiB/rank | weights+Adam MiB/rank | peak MiB/rank |",
   );
   console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const size of sizes) {
-    const dir = `${values.dir}/${size}`;
-    await writeRandomGpt2(dir, size, values.backend!);
+    const dir = `${o.dir}/${size}`;
+    await writeRandomGpt2(dir, size, backend);
     for (const tp of tps) {
       const run: Gpt2ScaleRun = {
         dir,
         tp,
-        seq: Number(values.seq),
-        batch: Number(values.batch),
-        steps: evalOnly.has(size) ? 0 : Number(values.steps),
-        backend: values.backend!,
+        seq: o.seq,
+        batch: o.batch,
+        steps: evalOnly.has(size) ? 0 : o.steps,
+        backend,
       };
       const rs = await runGpt2(run, placement);
       if (typeof rs === "string") {
@@ -228,4 +336,7 @@ if (import.meta.main) {
       if (r0.losses.length) console.log(`<!-- ${size} TP=${tp} losses ${r0.losses.join(", ")} -->`);
     }
   }
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

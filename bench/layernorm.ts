@@ -2,13 +2,61 @@
  * The paper's layer-norm finding at small scale: the same BERT trained with the
  * original post-LN ordering and with pre-LN, at two depths, with everything
  * else equal. Prints a table of validation loss along training.
- *
- * `deno task bench:layernorm [--steps 300] [--depths 2,12] [--hidden 64] [--lr 1e-3]`
+ * `deno task bench:layernorm --help` gives the usage and flags.
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { grantedPermissionFlags } from "../collectives/procs.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import {
+  decimalNumber,
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  UsageError,
+} from "../cli/flags.ts";
+
+/** Heads of every model trained (`--num-attention-heads`). */
+const HEADS = 4;
+
+/** Every flag of `deno task bench:layernorm`. */
+export const LAYERNORM_FLAGS: Record<string, FlagSpec> = {
+  "steps": { type: "int", min: 1, default: 300, help: "training iterations of each run" },
+  "depths": {
+    type: "string",
+    default: "2,12",
+    valueName: "L,L…",
+    help: "layer counts, comma-separated: each trained post-LN and pre-LN",
+  },
+  "hidden": { type: "int", min: HEADS, default: 64, help: `hidden size (a multiple of ${HEADS})` },
+  "lr": { type: "float", min: 0, default: 1e-3, help: "peak learning rate (min-lr a tenth)" },
+  "warmup": { type: "int", min: 0, default: 10, help: "learning-rate warm-up iterations" },
+  ...DEBUG_FLAG,
+};
+
+const USAGE =
+  "Usage: deno task bench:layernorm [--steps 300] [--depths 2,12] [--hidden 64] [--lr 1e-3] [--warmup 10]";
+
+/** The layer counts of `--depths`: comma-separated integers ≥ 1. */
+function depthsOf(text: string): number[] {
+  const depths = text.split(",").map((t) => decimalNumber(t, true));
+  if (depths.some((d) => !(d >= 1))) {
+    throw new UsageError(
+      `--depths takes comma-separated layer counts ≥ 1 (e.g. 2,12), got "${text}"`,
+    );
+  }
+  return depths;
+}
+
+/** Checks the flags together; throws UsageError. */
+function validateLayernormFlags(f: FlagValues): void {
+  depthsOf(f.depths as string);
+  if ((f.hidden as number) % HEADS !== 0) {
+    throw new UsageError(
+      `--hidden ${f.hidden} must be a multiple of ${HEADS} (the attention heads)`,
+    );
+  }
+}
 
 interface Row {
   ln: string;
@@ -35,7 +83,7 @@ async function runOne(
     "--hidden-size",
     String(o.hidden),
     "--num-attention-heads",
-    "4",
+    String(HEADS),
     "--seq-length",
     "64",
     "--micro-batch-size",
@@ -75,27 +123,24 @@ async function runOne(
   };
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      steps: { type: "string", default: "300" },
-      depths: { type: "string", default: "2,12" },
-      hidden: { type: "string", default: "64" },
-      lr: { type: "string", default: "1e-3" },
-      warmup: { type: "string", default: "10" },
-    },
-  });
-  const steps = Number(values.steps);
+/** Runs `deno task bench:layernorm` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, LAYERNORM_FLAGS, USAGE, validateLayernormFlags);
+  if (typeof f === "number") return f;
+  const steps = f.steps as number;
   const o = {
     steps,
-    hidden: Number(values.hidden),
-    lr: Number(values.lr),
-    warmup: Number(values.warmup),
+    hidden: f.hidden as number,
+    lr: f.lr as number,
+    warmup: f.warmup as number,
     evalInterval: Math.max(1, Math.round(steps / 6)),
   };
   const rows: Row[] = [];
-  for (const depth of values.depths!.split(",").map(Number)) {
+  for (const depth of depthsOf(f.depths as string)) {
     for (const post of [true, false]) {
       const r = await runOne(post, depth, o);
       rows.push(r);
@@ -116,4 +161,7 @@ if (import.meta.main) {
       } |`,
     );
   }
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -3,32 +3,32 @@
  * `MatmulTiling.texB`): the heuristic tiling with B from its storage buffer and
  * from a texture, interleaved, on the matmul shapes of the reference GPT step
  * (vocab 256, hidden 128, seq 64, batch 8) and at 1024³. Both give the same
- * bits; only the load path differs.
- *
- *     deno task bench:matmul-texture [--backend dawn|deno] [--rounds 5]
+ * bits; only the load path differs. `deno task bench:matmul-texture --help`
+ * gives the usage and flags.
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { BACKENDS, parseBackend } from "../core/gpu.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { chooseTiling, matmulPlanWith, type MatmulShape } from "../kernels/matmul.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
 import { median } from "./stats.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    backend: { type: "string", default: "dawn" },
-    rounds: { type: "string", default: "5" },
+/** Every flag of `deno task bench:matmul-texture`. */
+export const MATMUL_TEXTURE_FLAGS: Record<string, FlagSpec> = {
+  "backend": { type: "string", choices: BACKENDS, default: "dawn", help: "WebGPU implementation" },
+  "rounds": {
+    type: "int",
+    min: 1,
+    default: 5,
+    help: "interleaved rounds per shape (the table gives medians)",
   },
-});
-const device = await Device.create({ backend: parseBackend(values.backend) });
-const opts = matmulOptions(device);
-if (!device.isSoftware) {
-  console.log("not a software adapter: the texture path is for CPU adapters only");
-  Deno.exit(0);
-}
+  ...DEBUG_FLAG,
+};
+
+const USAGE = "Usage: deno task bench:matmul-texture [--backend dawn|deno] [--rounds 5]";
 
 const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
   `${tt} ${M}×${N}×${K}`,
@@ -57,7 +57,8 @@ const SHAPES = [
 
 type Reads = "buffer" | "texB" | "texAB";
 
-async function gflops(shape: MatmulShape, reads: Reads): Promise<number> {
+async function gflops(device: Device, shape: MatmulShape, reads: Reads): Promise<number> {
+  const opts = matmulOptions(device);
   const t = { ...chooseTiling(shape, opts), texB: reads !== "buffer", texA: reads === "texAB" };
   const plan = matmulPlanWith(shape, opts, t);
   const sizes = [shape.M * shape.K, shape.K * shape.N, shape.M * shape.N].map((n) => 4 * n);
@@ -80,26 +81,44 @@ async function gflops(shape: MatmulShape, reads: Reads): Promise<number> {
   return (2 * shape.M * shape.N * shape.K) / ms / 1e6;
 }
 
-const rounds = Number(values.rounds);
-const la = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
-console.log(`${device.summary().backend}: ${device.summary().name}; load average ${la()}`);
-console.log(
-  "\n| matmul | buffers, GFLOP/s | B from texture | A and B from textures | B tex / buffers | A,B tex / B tex |",
-);
-console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
-for (const [name, shape] of SHAPES) {
-  const buf: number[] = [], tex: number[] = [], both: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    buf.push(await gflops(shape, "buffer"));
-    tex.push(await gflops(shape, "texB"));
-    both.push(await gflops(shape, "texAB"));
-  }
-  const b = median(buf), t = median(tex), ab = median(both);
-  console.log(
-    `| ${name} | ${b.toFixed(1)} | ${t.toFixed(1)} | ${ab.toFixed(1)} | ${(t / b).toFixed(2)}× | ${
-      (ab / t).toFixed(2)
-    }× |`,
-  );
+/** Runs `deno task bench:matmul-texture` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
 }
-console.log(`\n(medians of ${rounds} interleaved rounds; load average at the end ${la()})`);
-await device.close();
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, MATMUL_TEXTURE_FLAGS, USAGE);
+  if (typeof f === "number") return f;
+  const rounds = f.rounds as number;
+  const device = await Device.create({ backend: parseBackend(f.backend as string) });
+  if (!device.isSoftware) {
+    console.log("not a software adapter: the texture path is for CPU adapters only");
+    await device.close();
+    return 0;
+  }
+  const la = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  console.log(`${device.summary().backend}: ${device.summary().name}; load average ${la()}`);
+  console.log(
+    "\n| matmul | buffers, GFLOP/s | B from texture | A and B from textures | B tex / buffers | A,B tex / B tex |",
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const [name, shape] of SHAPES) {
+    const buf: number[] = [], tex: number[] = [], both: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      buf.push(await gflops(device, shape, "buffer"));
+      tex.push(await gflops(device, shape, "texB"));
+      both.push(await gflops(device, shape, "texAB"));
+    }
+    const b = median(buf), t = median(tex), ab = median(both);
+    console.log(
+      `| ${name} | ${b.toFixed(1)} | ${t.toFixed(1)} | ${ab.toFixed(1)} | ${
+        (t / b).toFixed(2)
+      }× | ${(ab / t).toFixed(2)}× |`,
+    );
+  }
+  console.log(`\n(medians of ${rounds} interleaved rounds; load average at the end ${la()})`);
+  await device.close();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,8 +1,8 @@
 /**
  * What a float costs on each of a WebGPU adapter's memory paths, the facts the
  * CPU-adapter kernel forms rest on (kernels/texture.ts): one kernel per path
- * over 4 Mi floats (vec4 per invocation, 64 per workgroup), timed over repeated
- * dispatches after a warm-up, in ns per float moved:
+ * over 4 Mi floats by default (vec4 per invocation, 64 per workgroup), timed
+ * over repeated dispatches after a warm-up, in ns per float moved:
  *
  * - `buffer store`: `out[i] = vec4(f32(i))`;
  * - `buffer load + store`: `out[i] = x[i]`, and `x[i]·2 + y[i]` (two loads);
@@ -16,58 +16,37 @@
  * - `clearBuffer`: zeroing the buffer with the command, against `buffer store`
  *   (what a fill kernel costs; `Device.clearsWithKernel`).
  *
- *     deno task bench:memory-paths [--backend dawn|deno] [--log2-floats 22]
+ * `deno task bench:memory-paths --help` gives the usage and flags.
  *
  * On Mesa's llvmpipe (lavapipe or GL) a buffer load costs about ten times a
  * texel load: it is done one lane at a time in a branching loop.
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { gpuProvider, parseBackend } from "../core/gpu.ts";
+import { BACKENDS, gpuProvider, parseBackend } from "../core/gpu.ts";
 import { STREAM_ROW_TEXELS, STREAM_TEXTURE, streamTexel } from "../kernels/texture.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    backend: { type: "string", default: "dawn" },
-    "log2-floats": { type: "string", default: "22" },
+/** The fewest floats a run moves: one row of a stream texture (a vec4 per texel). */
+const MIN_LOG2_FLOATS = Math.log2(4 * STREAM_ROW_TEXELS);
+
+/** Every flag of `deno task bench:memory-paths`. */
+export const MEMORY_PATHS_FLAGS: Record<string, FlagSpec> = {
+  "backend": { type: "string", choices: BACKENDS, default: "dawn", help: "WebGPU implementation" },
+  "log2-floats": {
+    type: "int",
+    min: MIN_LOG2_FLOATS,
+    default: 22,
+    help: "floats each kernel moves, as a power of two",
   },
-});
-const provider = await gpuProvider(parseBackend(values.backend));
-const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
-if (!adapter) throw new Error("no WebGPU adapter");
-const device = await adapter.requestDevice({
-  requiredLimits: {
-    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-    maxBufferSize: adapter.limits.maxBufferSize,
-    maxTextureDimension2D: adapter.limits.maxTextureDimension2D,
-  },
-});
-const N = 2 ** Number(values["log2-floats"]);
-const V = N / 4, GX = 32768, ROWS = V / STREAM_ROW_TEXELS;
-const init = Float32Array.from({ length: N }, (_, i) => i % 7);
-const buffers = [0, 1, 2, 3].map(() => {
-  const b = device.createBuffer({
-    size: 4 * N,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
-  });
-  device.queue.writeBuffer(b, 0, init);
-  return b;
-});
-const textures = [0, 1, 2, 3].map(() => {
-  const t = device.createTexture({
-    size: [STREAM_ROW_TEXELS, ROWS],
-    format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
-      GPUTextureUsage.STORAGE_BINDING,
-  });
-  device.queue.writeTexture({ texture: t }, init, { bytesPerRow: 16 * STREAM_ROW_TEXELS }, [
-    STREAM_ROW_TEXELS,
-    ROWS,
-  ]);
-  return t;
-});
+  ...DEBUG_FLAG,
+};
+
+const USAGE = "Usage: deno task bench:memory-paths [--backend dawn|deno] [--log2-floats 22]";
+
+/** Workgroups along x of a dispatch (the rest along y). */
+const GX = 32768;
 
 const buf = (n: number, rw = false) =>
   `@group(0) @binding(${n}) var<storage, ${rw ? "read_write" : "read"}> b${n}: array<vec4<f32>>;\n`;
@@ -116,69 +95,116 @@ const CASES: [string, string][] = [
   ],
 ];
 
-/** Milliseconds per command encoder holding `record`'s commands, each submitted alone. */
-async function timeCommands(record: (enc: GPUCommandEncoder) => void): Promise<number> {
-  const run = async (reps: number) => {
-    const t0 = performance.now();
-    for (let r = 0; r < reps; r++) {
-      const enc = device.createCommandEncoder();
-      record(enc);
-      device.queue.submit([enc.finish()]);
-    }
-    await device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) / reps;
-  };
-  await run(1);
-  return await run(Math.max(3, 2 ** 23 / N));
+/** Runs `deno task bench:memory-paths` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
 }
-const info = adapter.info;
-console.log(
-  `${provider.backend}: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`,
-);
-console.log(`${N} floats; load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}\n`);
-console.log("| path | ms per dispatch | ns per float |");
-console.log("| --- | ---: | ---: |");
-for (const [name, code] of CASES) {
-  device.pushErrorScope("validation");
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, MEMORY_PATHS_FLAGS, USAGE);
+  if (typeof f === "number") return f;
+  const provider = await gpuProvider(parseBackend(f.backend as string));
+  const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
+  if (!adapter) throw new Error("no WebGPU adapter");
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      maxBufferSize: adapter.limits.maxBufferSize,
+      maxTextureDimension2D: adapter.limits.maxTextureDimension2D,
+    },
   });
-  const entries: GPUBindGroupEntry[] = [];
-  for (const m of code.matchAll(/@binding\((\d)\) var(<storage[^>]*>)? (\w)(\d): (\w+)/g)) {
-    const n = Number(m[1]);
-    const resource = m[2] ? { buffer: buffers[n] } : textures[n].createView();
-    entries.push({ binding: n, resource });
+  const N = 2 ** (f["log2-floats"] as number);
+  const V = N / 4, ROWS = V / STREAM_ROW_TEXELS;
+  const init = Float32Array.from({ length: N }, (_, i) => i % 7);
+  const buffers = [0, 1, 2, 3].map(() => {
+    const b = device.createBuffer({
+      size: 4 * N,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    });
+    device.queue.writeBuffer(b, 0, init);
+    return b;
+  });
+  const textures = [0, 1, 2, 3].map(() => {
+    const t = device.createTexture({
+      size: [STREAM_ROW_TEXELS, ROWS],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
+        GPUTextureUsage.STORAGE_BINDING,
+    });
+    device.queue.writeTexture({ texture: t }, init, { bytesPerRow: 16 * STREAM_ROW_TEXELS }, [
+      STREAM_ROW_TEXELS,
+      ROWS,
+    ]);
+    return t;
+  });
+
+  /** Milliseconds per command encoder holding `record`'s commands, each submitted alone. */
+  async function timeCommands(record: (enc: GPUCommandEncoder) => void): Promise<number> {
+    const timed = async (reps: number) => {
+      const t0 = performance.now();
+      for (let r = 0; r < reps; r++) {
+        const enc = device.createCommandEncoder();
+        record(enc);
+        device.queue.submit([enc.finish()]);
+      }
+      await device.queue.onSubmittedWorkDone();
+      return (performance.now() - t0) / reps;
+    };
+    await timed(1);
+    return await timed(Math.max(3, 2 ** 23 / N));
   }
-  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-  const groups = V / 64;
-  const ms = await timeCommands((enc) => {
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(Math.min(groups, GX), Math.ceil(groups / GX));
-    pass.end();
-  });
-  const error = await device.popErrorScope();
-  if (error) throw new Error(`${name}: ${error.message}`);
-  console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
+  const info = adapter.info;
+  console.log(
+    `${provider.backend}: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`,
+  );
+  console.log(`${N} floats; load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}\n`);
+  console.log("| path | ms per dispatch | ns per float |");
+  console.log("| --- | ---: | ---: |");
+  for (const [name, code] of CASES) {
+    device.pushErrorScope("validation");
+    const pipeline = device.createComputePipeline({
+      layout: "auto",
+      compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+    });
+    const entries: GPUBindGroupEntry[] = [];
+    for (const m of code.matchAll(/@binding\((\d)\) var(<storage[^>]*>)? (\w)(\d): (\w+)/g)) {
+      const n = Number(m[1]);
+      const resource = m[2] ? { buffer: buffers[n] } : textures[n].createView();
+      entries.push({ binding: n, resource });
+    }
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    const groups = V / 64;
+    const ms = await timeCommands((enc) => {
+      const pass = enc.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(Math.min(groups, GX), Math.ceil(groups / GX));
+      pass.end();
+    });
+    const error = await device.popErrorScope();
+    if (error) throw new Error(`${name}: ${error.message}`);
+    console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
+  }
+  // What the stream-texture kernels pay before they run: the copy of a buffer
+  // into its stream texture (the copies `deno task profile` counts); and zeroing
+  // a buffer with the command made for it, against `buffer store` (a fill kernel)
+  // above: on Dawn's GL backend the command is the slow one.
+  for (
+    const [name, record] of [
+      ["buffer → stream texture copy", (enc: GPUCommandEncoder) =>
+        enc.copyBufferToTexture(
+          { buffer: buffers[0], bytesPerRow: 16 * STREAM_ROW_TEXELS },
+          { texture: textures[1] },
+          [STREAM_ROW_TEXELS, ROWS],
+        )],
+      ["clearBuffer", (enc: GPUCommandEncoder) => enc.clearBuffer(buffers[3])],
+    ] as const
+  ) {
+    const ms = await timeCommands(record);
+    console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
+  }
+  device.destroy();
+  return 0;
 }
-// What the stream-texture kernels pay before they run: the copy of a buffer
-// into its stream texture (the copies `deno task profile` counts); and zeroing
-// a buffer with the command made for it, against `buffer store` (a fill kernel)
-// above: on Dawn's GL backend the command is the slow one.
-for (
-  const [name, record] of [
-    ["buffer → stream texture copy", (enc: GPUCommandEncoder) =>
-      enc.copyBufferToTexture(
-        { buffer: buffers[0], bytesPerRow: 16 * STREAM_ROW_TEXELS },
-        { texture: textures[1] },
-        [STREAM_ROW_TEXELS, ROWS],
-      )],
-    ["clearBuffer", (enc: GPUCommandEncoder) => enc.clearBuffer(buffers[3])],
-  ] as const
-) {
-  const ms = await timeCommands(record);
-  console.log(`| ${name} | ${ms.toFixed(2)} | ${(ms * 1e6 / N).toFixed(2)} |`);
-}
-device.destroy();
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -19,15 +19,12 @@
  * second table compares the runs: the largest relative difference of the loss
  * over the steps (the untimed first one included) and the relative 2-norm
  * difference of the weights after the last, 16-bit wire against fp32 wire and
- * each against the fp32 run.
- * `WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N]
- * [--shape reference|deep|wide|medium] [--layers N] [--seq N] [--batch N] [--tp N]
- * [--dp N] [--dp-wire half|fp32|both] [--modes fp32,bf16,fp16,fp16-f16] [--recompute]
- * [--read-only]`; mode `fp16-f16` is `--fp16 --f16-arithmetic` (needs shader-f16).
+ * each against the fp32 run. Mode `fp16-f16` is `--fp16 --f16-arithmetic`
+ * (needs shader-f16). `deno run -P=bench bench/mixed_precision.ts --help` gives
+ * the usage and flags.
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
 import { tidy } from "../core/tensor.ts";
@@ -35,26 +32,10 @@ import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { bytesSent as sent } from "../models/parallel/hooks.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "../cli/flags.ts";
 import { measure, type MixedResult, type MixedRun } from "./mixed_precision_worker.ts";
 
-const args = parseArgs({
-  args: Deno.args,
-  options: {
-    steps: { type: "string", default: "10" },
-    shape: { type: "string", default: "reference" },
-    "read-only": { type: "boolean", default: false },
-    recompute: { type: "boolean", default: false },
-    tp: { type: "string", default: "1" },
-    dp: { type: "string", default: "1" },
-    "dp-wire": { type: "string", default: "both" },
-    layers: { type: "string" },
-    seq: { type: "string" },
-    batch: { type: "string" },
-    modes: { type: "string" },
-  },
-});
-const steps = Number(args.values.steps);
-const backend = parseBackend(Deno.env.get("WEBGPU_BACKEND"));
 const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> = {
   // the default `deno task train` run
   reference: {
@@ -113,197 +94,280 @@ const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> 
     seq: 256,
   },
 };
-const { config: base, batch: shapeBatch, seq: shapeSeq } = SHAPES[args.values.shape!];
-const L = args.values.layers ? Number(args.values.layers) : base.numLayers;
-const seq = args.values.seq ? Number(args.values.seq) : shapeSeq;
-const batch = args.values.batch ? Number(args.values.batch) : shapeBatch;
-const tp = Number(args.values.tp);
-const dp = Number(args.values.dp);
-const world = tp * dp;
-const dpWires = (args.values["dp-wire"] === "both" ? "half,fp32" : args.values["dp-wire"]!)
-  .split(",") as NonNullable<MixedRun["dpWire"]>[];
-if (dpWires.some((w) => w !== "half" && w !== "fp32")) {
-  throw new Error(`--dp-wire: half, fp32 or both, got ${args.values["dp-wire"]}`);
-}
-const config = {
-  ...base,
-  numLayers: L,
-  maxPositions: Math.max(base.maxPositions, seq),
-  recomputeActivations: args.values.recompute,
+/** The modes of `--modes`. */
+const MODES: readonly MixedRun["mode"][] = ["fp32", "bf16", "fp16", "fp16-f16"];
+
+/** Every flag of `bench/mixed_precision.ts`. */
+export const MIXED_PRECISION_FLAGS: Record<string, FlagSpec> = {
+  "steps": { type: "int", min: 1, default: 10, help: "timed training steps per run" },
+  "shape": {
+    type: "string",
+    choices: Object.keys(SHAPES),
+    default: "reference",
+    help: "model and batch: reference, 12 layers deep, one wide layer, GPT-2 medium",
+  },
+  "layers": { type: "int", min: 1, help: "layers (default: the shape's)" },
+  "seq": { type: "int", min: 1, help: "tokens per sequence (default: the shape's)" },
+  "batch": { type: "int", min: 1, help: "sequences per step (default: the shape's)" },
+  "tp": { type: "int", min: 1, default: 1, help: "tensor-parallel ranks (Workers)" },
+  "dp": { type: "int", min: 1, default: 1, help: "data-parallel replicas (ranks: tp · dp)" },
+  "dp-wire": {
+    type: "string",
+    default: "both",
+    valueName: "half|fp32|both",
+    help: "at --dp 2 or more, the 16-bit gradients' all-reduce: 16-bit, fp32, or both",
+  },
+  "modes": {
+    type: "string",
+    default: "fp32,bf16,fp16",
+    valueName: "M,M…",
+    help: `runs, comma-separated: ${MODES.join(", ")}`,
+  },
+  "recompute": { type: "boolean", help: "recompute activations in backward" },
+  "read-only": { type: "boolean", help: "only the fp16 weight read (no training runs)" },
+  ...DEBUG_FLAG,
 };
-const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
-console.log(
-  `shape ${args.values.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
-    `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}` +
-    `${dp > 1 ? " per replica" : ""}, TP=${tp}, DP=${dp}, ` +
-    `${steps} steps${config.recomputeActivations ? ", recompute" : ""}${
-      world > 1 ? " (per rank: the larger of the ranks)" : ""
-    }`,
-);
-// The table's columns: the text ones left-aligned, the numbers right-aligned.
-const textColumns = ["mode", ...(dp > 1 ? ["DP wire"] : [])];
-const numberColumns = [
-  "ms/step",
-  "peak MiB",
-  "weights+copies+moments MiB",
-  "grads MiB",
-  "saved activations MiB",
-  "forward peak MiB",
-  ...(tp > 1 ? ["TP fp32 all-reduce bytes/step", "TP 16-bit f/g bytes/step", "TP bytes/step"] : []),
-  ...(dp > 1
-    ? ["DP gradient bytes/step", "DP other bytes/step", "DP calls/step", "DP gradient ms/step"]
-    : []),
-];
-console.log(`| ${[...textColumns, ...numberColumns].join(" | ")} |`);
-console.log(
-  `| ${[...textColumns.map(() => "---"), ...numberColumns.map(() => "---:")].join(" | ")} |`,
-);
-const modes = (args.values.modes ?? "fp32,bf16,fp16").split(",") as MixedRun["mode"][];
-/** Every rank's result of each run, by `mode/wire`. */
-const done = new Map<string, MixedResult[]>();
-const label = (mode: string, wire: string) => mode === "fp32" ? "fp32" : `${mode}/${wire}`;
-for (const mode of args.values["read-only"] ? [] : modes) {
-  for (const dpWire of dp > 1 && mode !== "fp32" ? dpWires : ["fp32" as const]) {
-    const run: MixedRun = {
-      config,
-      batch,
-      seq,
-      steps,
-      mode,
-      tp,
-      dp,
-      dpWire,
-      keepWeights: dp > 1,
-      backend,
-    };
-    const wire = dp > 1 ? ` ${mode === "fp32" ? "fp32" : dpWire === "half" ? mode : "fp32"} |` : "";
-    let rs: MixedResult[];
-    if (world === 1) {
-      const device = await Device.create({ backend });
-      rs = [await measure(device, run)];
-      await device.close();
-    } else {
-      const res = await runWorkers(
-        localDistConfig(world, 60 * 60_000),
-        new URL("./mixed_precision_worker.ts", import.meta.url),
-        [JSON.stringify(run)],
-        { log: false, gpus: [] },
-      );
-      if (!res.ok) {
-        const why = res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`);
-        console.log(`| ${mode} |${wire} failed: ${why.join("; ")} |`);
-        continue;
-      }
-      rs = res.ranks.map((r) => r.result as MixedResult);
-    }
-    done.set(label(mode, dpWire), rs);
-    const max = (f: (r: MixedResult) => number) => Math.max(...rs.map(f));
-    const b = rs[0].tpBytes, d = rs[0].dpBytes, g = rs[0].dpGradBytes;
-    const same = rs.every((r) => r.dpGradBytes === g && sent(r.dpBytes) === sent(d));
-    console.log(
-      `| ${mode} |${wire} ${max((r) => r.msPerStep).toFixed(1)} | ${MiB(max((r) => r.peak))} | ${
-        MiB(max((r) => r.persistent))
-      } | ${MiB(max((r) => r.grads))} | ${MiB(max((r) => r.saved))} | ${
-        MiB(max((r) => r.forwardPeak))
-      } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather + b.half} | ${sent(b)} |` : "") +
-        (dp > 1
-          ? ` ${g}${same ? "" : " (ranks differ)"} | ${+(sent(d) - g).toFixed(
-            2,
-          )} | ${d.calls} | ${max((r) => r.dpGradMs).toFixed(1)} |`
-          : ""),
-    );
+
+const USAGE =
+  `Usage: WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N]
+  [--shape reference|deep|wide|medium] [--layers N] [--seq N] [--batch N] [--tp N]
+  [--dp N] [--dp-wire half|fp32|both] [--modes fp32,bf16,fp16,fp16-f16] [--recompute]
+  [--read-only]`;
+
+/** The gradient wires of `--dp-wire`: both, or half and fp32 comma-separated. */
+function dpWiresOf(text: string): NonNullable<MixedRun["dpWire"]>[] {
+  const wires = (text === "both" ? "half,fp32" : text).split(",");
+  if (wires.some((w) => w !== "half" && w !== "fp32")) {
+    throw new UsageError(`--dp-wire takes half, fp32 or both, got "${text}"`);
   }
+  return wires as NonNullable<MixedRun["dpWire"]>[];
 }
 
-// At DP > 1: how far apart the runs end (losses are DP averages, the same on every rank;
-// weights compared rank by rank, i.e. shard by shard at TP > 1).
-if (dp > 1 && done.size > 1) {
-  const relLoss = (a: number[], b: number[]) =>
-    Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
-  const relNorm = (a: MixedResult[], b: MixedResult[]) => {
-    let d2 = 0, n2 = 0;
-    a.forEach((r, k) => {
-      const wa = r.weights!, wb = b[k].weights!;
-      for (let i = 0; i < wa.length; i++) {
-        d2 += (wa[i] - wb[i]) ** 2;
-        n2 += wb[i] ** 2;
-      }
-    });
-    return Math.sqrt(d2 / n2);
+/** The runs of `--modes`: comma-separated {@link MODES}. */
+function modesOf(text: string): MixedRun["mode"][] {
+  const modes = text.split(",");
+  if (modes.some((m) => !(MODES as readonly string[]).includes(m))) {
+    throw new UsageError(
+      `--modes takes comma-separated modes among ${MODES.join(", ")}, got "${text}"`,
+    );
+  }
+  return modes as MixedRun["mode"][];
+}
+
+/** Checks the flags' lists; throws UsageError. */
+function validateMixedFlags(f: FlagValues): void {
+  dpWiresOf(f["dp-wire"] as string);
+  modesOf(f.modes as string);
+}
+
+/** Runs `bench/mixed_precision.ts` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, MIXED_PRECISION_FLAGS, USAGE, validateMixedFlags);
+  if (typeof f === "number") return f;
+  const steps = f.steps as number;
+  const backend = parseBackend(Deno.env.get("WEBGPU_BACKEND"));
+  const { config: base, batch: shapeBatch, seq: shapeSeq } = SHAPES[f.shape as string];
+  const L = (f.layers as number | undefined) ?? base.numLayers;
+  const seq = (f.seq as number | undefined) ?? shapeSeq;
+  const batch = (f.batch as number | undefined) ?? shapeBatch;
+  const tp = f.tp as number;
+  const dp = f.dp as number;
+  const world = tp * dp;
+  const dpWires = dpWiresOf(f["dp-wire"] as string);
+  const config = {
+    ...base,
+    numLayers: L,
+    maxPositions: Math.max(base.maxPositions, seq),
+    recomputeActivations: f.recompute === true,
   };
-  const identical = (a: MixedResult[], b: MixedResult[]) =>
-    a.every((r, k) =>
-      r.losses.every((l, i) => Object.is(l, b[k].losses[i])) &&
-      r.weights!.every((w, i) => Object.is(w, b[k].weights![i]))
-    );
-  // every data-parallel replica must hold the same weights
-  for (const [name, rs] of done) {
-    for (const r of rs) {
-      const ref = rs[rs.indexOf(r) % tp];
-      if (!r.weights!.every((w, i) => Object.is(w, ref.weights![i]))) {
-        console.log(`${name}: DP replicas hold different weights`);
+  const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
+  console.log(
+    `shape ${f.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
+      `${config.numHeads} heads, vocab ${config.vocabSize}, batch ${batch} × seq ${seq}` +
+      `${dp > 1 ? " per replica" : ""}, TP=${tp}, DP=${dp}, ` +
+      `${steps} steps${config.recomputeActivations ? ", recompute" : ""}${
+        world > 1 ? " (per rank: the larger of the ranks)" : ""
+      }`,
+  );
+  // The table's columns: the text ones left-aligned, the numbers right-aligned.
+  const textColumns = ["mode", ...(dp > 1 ? ["DP wire"] : [])];
+  const numberColumns = [
+    "ms/step",
+    "peak MiB",
+    "weights+copies+moments MiB",
+    "grads MiB",
+    "saved activations MiB",
+    "forward peak MiB",
+    ...(tp > 1
+      ? ["TP fp32 all-reduce bytes/step", "TP 16-bit f/g bytes/step", "TP bytes/step"]
+      : []),
+    ...(dp > 1
+      ? ["DP gradient bytes/step", "DP other bytes/step", "DP calls/step", "DP gradient ms/step"]
+      : []),
+  ];
+  console.log(`| ${[...textColumns, ...numberColumns].join(" | ")} |`);
+  console.log(
+    `| ${[...textColumns.map(() => "---"), ...numberColumns.map(() => "---:")].join(" | ")} |`,
+  );
+  const modes = modesOf(f.modes as string);
+  /** Every rank's result of each run, by `mode/wire`. */
+  const done = new Map<string, MixedResult[]>();
+  const label = (mode: string, wire: string) => mode === "fp32" ? "fp32" : `${mode}/${wire}`;
+  for (const mode of f["read-only"] ? [] : modes) {
+    for (const dpWire of dp > 1 && mode !== "fp32" ? dpWires : ["fp32" as const]) {
+      const run: MixedRun = {
+        config,
+        batch,
+        seq,
+        steps,
+        mode,
+        tp,
+        dp,
+        dpWire,
+        keepWeights: dp > 1,
+        backend,
+      };
+      const wire = dp > 1
+        ? ` ${mode === "fp32" ? "fp32" : dpWire === "half" ? mode : "fp32"} |`
+        : "";
+      let rs: MixedResult[];
+      if (world === 1) {
+        const device = await Device.create({ backend });
+        rs = [await measure(device, run)];
+        await device.close();
+      } else {
+        const res = await runWorkers(
+          localDistConfig(world, 60 * 60_000),
+          new URL("./mixed_precision_worker.ts", import.meta.url),
+          [JSON.stringify(run)],
+          { log: false, gpus: [] },
+        );
+        if (!res.ok) {
+          const why = res.ranks.filter((r) => !r.ok).map((r) => `rank ${r.rank}: ${r.error}`);
+          console.log(`| ${mode} |${wire} failed: ${why.join("; ")} |`);
+          continue;
+        }
+        rs = res.ranks.map((r) => r.result as MixedResult);
       }
-    }
-  }
-  const fmt = (x: number) => x === 0 ? "0" : x.toExponential(2);
-  console.log(`\n${steps + 1} steps (the untimed first one included), DP=${dp}:`);
-  console.log("| run | against | max rel. loss diff | rel. 2-norm weight diff | bit-identical |");
-  console.log("| --- | ------- | -----------------: | ----------------------: | ------------- |");
-  for (const mode of modes.filter((m) => m !== "fp32")) {
-    const pairs: [string, string][] = [
-      [label(mode, "half"), label(mode, "fp32")],
-      [label(mode, "half"), "fp32"],
-      [label(mode, "fp32"), "fp32"],
-    ];
-    for (const [a, b] of pairs) {
-      const ra = done.get(a), rb = done.get(b);
-      if (!ra || !rb) continue;
+      done.set(label(mode, dpWire), rs);
+      const max = (f: (r: MixedResult) => number) => Math.max(...rs.map(f));
+      const b = rs[0].tpBytes, d = rs[0].dpBytes, g = rs[0].dpGradBytes;
+      const same = rs.every((r) => r.dpGradBytes === g && sent(r.dpBytes) === sent(d));
       console.log(
-        `| ${a} | ${b} | ${fmt(relLoss(ra[0].losses, rb[0].losses))} | ${fmt(relNorm(ra, rb))} | ${
-          identical(ra, rb) ? "yes" : "no"
-        } |`,
+        `| ${mode} |${wire} ${max((r) => r.msPerStep).toFixed(1)} | ${MiB(max((r) => r.peak))} | ${
+          MiB(max((r) => r.persistent))
+        } | ${MiB(max((r) => r.grads))} | ${MiB(max((r) => r.saved))} | ${
+          MiB(max((r) => r.forwardPeak))
+        } |` + (tp > 1 ? ` ${b.allReduce} | ${b.allGather + b.half} | ${sent(b)} |` : "") +
+          (dp > 1
+            ? ` ${g}${same ? "" : " (ranks differ)"} | ${+(sent(d) - g).toFixed(
+              2,
+            )} | ${d.calls} | ${max((r) => r.dpGradMs).toFixed(1)} |`
+            : ""),
       );
     }
   }
-  console.log("\nlosses per step (rank 0; skipped: steps the fp16 scaler skipped):");
-  for (const [name, rs] of done) {
-    console.log(
-      `${name}: ${rs[0].losses.map((l) => l.toFixed(6)).join(" ")} (skipped ${rs[0].skipped})`,
-    );
-  }
-}
 
-// The fp16 weight read three ways where the adapter offers shader-f16: integer unpacking
-// (every adapter), native f16 loads, native f16 arithmetic, on one [512×1024]·[1024×1024]ᵀ
-// linear.
-{
-  const device = await Device.create({ backend });
-  if (!device.gpu.features.has("shader-f16")) {
-    console.log(`\n${device.summary().backend}: no shader-f16, packed path only`);
-  } else {
-    const { linear, packHalf } = await import("../core/ops/mod.ts");
-    const { Tensor } = await import("../core/tensor.ts");
-    const x = Tensor.fromArray(device, new Float32Array(512 * 1024).fill(0.01), [512, 1024]).keep();
-    const w = Tensor.fromArray(device, new Float32Array(1024 * 1024).fill(0.02), [1024, 1024])
-      .keep();
-    w.halfCopy = { words: packHalf(w, "fp16").keep(), format: "fp16" };
-    console.log(`\n${device.summary().backend}: fp16 weight read, linear [512×1024]·[1024×1024]ᵀ`);
-    console.log("| path | ms | GFLOP/s |");
-    console.log("| ---- | -: | ------: |");
-    const copy = w.halfCopy;
-    const paths = ["f32 weight", "packed (u32 unpack)", "native f16", "native f16 arithmetic"];
-    for (const path of paths.flatMap((p) => [p, p])) {
-      w.halfCopy = path === "f32 weight" ? null : copy;
-      device.nativeF16 = path.startsWith("native f16");
-      device.f16Arithmetic = path === "native f16 arithmetic";
-      await tidy(device, async () => await linear(x, w).read()); // compile
-      const reps = 10;
-      const t0 = performance.now();
-      for (let i = 0; i < reps; i++) await tidy(device, async () => await linear(x, w).read());
-      const ms = (performance.now() - t0) / reps;
-      const gf = (2 * 512 * 1024 * 1024) / (ms / 1000) / 1e9;
-      console.log(`| ${path} | ${ms.toFixed(1)} | ${gf.toFixed(2)} |`);
+  // At DP > 1: how far apart the runs end (losses are DP averages, the same on every rank;
+  // weights compared rank by rank, i.e. shard by shard at TP > 1).
+  if (dp > 1 && done.size > 1) {
+    const relLoss = (a: number[], b: number[]) =>
+      Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
+    const relNorm = (a: MixedResult[], b: MixedResult[]) => {
+      let d2 = 0, n2 = 0;
+      a.forEach((r, k) => {
+        const wa = r.weights!, wb = b[k].weights!;
+        for (let i = 0; i < wa.length; i++) {
+          d2 += (wa[i] - wb[i]) ** 2;
+          n2 += wb[i] ** 2;
+        }
+      });
+      return Math.sqrt(d2 / n2);
+    };
+    const identical = (a: MixedResult[], b: MixedResult[]) =>
+      a.every((r, k) =>
+        r.losses.every((l, i) => Object.is(l, b[k].losses[i])) &&
+        r.weights!.every((w, i) => Object.is(w, b[k].weights![i]))
+      );
+    // every data-parallel replica must hold the same weights
+    for (const [name, rs] of done) {
+      for (const r of rs) {
+        const ref = rs[rs.indexOf(r) % tp];
+        if (!r.weights!.every((w, i) => Object.is(w, ref.weights![i]))) {
+          console.log(`${name}: DP replicas hold different weights`);
+        }
+      }
+    }
+    const fmt = (x: number) => x === 0 ? "0" : x.toExponential(2);
+    console.log(`\n${steps + 1} steps (the untimed first one included), DP=${dp}:`);
+    console.log("| run | against | max rel. loss diff | rel. 2-norm weight diff | bit-identical |");
+    console.log("| --- | ------- | -----------------: | ----------------------: | ------------- |");
+    for (const mode of modes.filter((m) => m !== "fp32")) {
+      const pairs: [string, string][] = [
+        [label(mode, "half"), label(mode, "fp32")],
+        [label(mode, "half"), "fp32"],
+        [label(mode, "fp32"), "fp32"],
+      ];
+      for (const [a, b] of pairs) {
+        const ra = done.get(a), rb = done.get(b);
+        if (!ra || !rb) continue;
+        console.log(
+          `| ${a} | ${b} | ${fmt(relLoss(ra[0].losses, rb[0].losses))} | ${
+            fmt(relNorm(ra, rb))
+          } | ${identical(ra, rb) ? "yes" : "no"} |`,
+        );
+      }
+    }
+    console.log("\nlosses per step (rank 0; skipped: steps the fp16 scaler skipped):");
+    for (const [name, rs] of done) {
+      console.log(
+        `${name}: ${rs[0].losses.map((l) => l.toFixed(6)).join(" ")} (skipped ${rs[0].skipped})`,
+      );
     }
   }
-  await device.close();
+
+  // The fp16 weight read three ways where the adapter offers shader-f16: integer unpacking
+  // (every adapter), native f16 loads, native f16 arithmetic, on one [512×1024]·[1024×1024]ᵀ
+  // linear.
+  {
+    const device = await Device.create({ backend });
+    if (!device.gpu.features.has("shader-f16")) {
+      console.log(`\n${device.summary().backend}: no shader-f16, packed path only`);
+    } else {
+      const { linear, packHalf } = await import("../core/ops/mod.ts");
+      const { Tensor } = await import("../core/tensor.ts");
+      const x = Tensor.fromArray(device, new Float32Array(512 * 1024).fill(0.01), [512, 1024])
+        .keep();
+      const w = Tensor.fromArray(device, new Float32Array(1024 * 1024).fill(0.02), [1024, 1024])
+        .keep();
+      w.halfCopy = { words: packHalf(w, "fp16").keep(), format: "fp16" };
+      console.log(
+        `\n${device.summary().backend}: fp16 weight read, linear [512×1024]·[1024×1024]ᵀ`,
+      );
+      console.log("| path | ms | GFLOP/s |");
+      console.log("| ---- | -: | ------: |");
+      const copy = w.halfCopy;
+      const paths = ["f32 weight", "packed (u32 unpack)", "native f16", "native f16 arithmetic"];
+      for (const path of paths.flatMap((p) => [p, p])) {
+        w.halfCopy = path === "f32 weight" ? null : copy;
+        device.nativeF16 = path.startsWith("native f16");
+        device.f16Arithmetic = path === "native f16 arithmetic";
+        await tidy(device, async () => await linear(x, w).read()); // compile
+        const reps = 10;
+        const t0 = performance.now();
+        for (let i = 0; i < reps; i++) await tidy(device, async () => await linear(x, w).read());
+        const ms = (performance.now() - t0) / reps;
+        const gf = (2 * 512 * 1024 * 1024) / (ms / 1000) / 1e9;
+        console.log(`| ${path} | ${ms.toFixed(1)} | ${gf.toFixed(2)} |`);
+      }
+    }
+    await device.close();
+  }
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

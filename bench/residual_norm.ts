@@ -7,19 +7,47 @@
  * embedding, `drop(wte[ids] + wpe[t])` (`ops.embedPositions` with the lookup
  * fused against two `embedding`s, `add` and `dropout`). Variants run
  * interleaved; medians reported, with the load average.
- *
- * `deno task bench:residual [--reps 30] [--tokens 512] [--hidden 128] [--seq 64] [--vocab 256] [--backend dawn|deno]`
+ * `deno task bench:residual --help` gives the usage and flags.
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { BACKENDS, parseBackend } from "../core/gpu.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "../cli/flags.ts";
 import { median } from "./stats.ts";
+
+/** Every flag of `deno task bench:residual`. */
+export const RESIDUAL_FLAGS: Record<string, FlagSpec> = {
+  "reps": { type: "int", min: 1, default: 30, help: "timed repetitions per variant" },
+  "tokens": { type: "int", min: 1, default: 512, help: "tokens (rows), a multiple of --seq" },
+  "hidden": { type: "int", min: 1, default: 128, help: "hidden size" },
+  "seq": { type: "int", min: 1, default: 64, help: "sequence length (position table rows)" },
+  "vocab": { type: "int", min: 1, default: 256, help: "vocabulary size" },
+  "backend": {
+    type: "string",
+    choices: BACKENDS,
+    help: "WebGPU implementation (default $WEBGPU_BACKEND, else dawn)",
+  },
+  ...DEBUG_FLAG,
+};
+
+const USAGE =
+  "Usage: deno task bench:residual [--reps 30] [--tokens 512] [--hidden 128] [--seq 64] [--vocab 256]\n" +
+  "  [--backend dawn|deno]";
+
+/** The tokens are whole sequences; throws UsageError. */
+function validateResidualFlags(f: FlagValues): void {
+  if ((f.tokens as number) % (f.seq as number) !== 0) {
+    throw new UsageError(
+      `--tokens ${f.tokens} must be a multiple of --seq ${f.seq} (the tokens are whole sequences)`,
+    );
+  }
+}
 
 type Variant = "fused" | "unfused";
 
@@ -96,22 +124,18 @@ async function timeVariants(
   return { fused: median(ms.fused), unfused: median(ms.unfused) };
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      reps: { type: "string", default: "30" },
-      tokens: { type: "string", default: "512" },
-      hidden: { type: "string", default: "128" },
-      seq: { type: "string", default: "64" },
-      vocab: { type: "string", default: "256" },
-      backend: { type: "string" },
-    },
-  });
-  const reps = Number(values.reps), n = Number(values.tokens), h = Number(values.hidden);
-  const T = Number(values.seq), V = Number(values.vocab);
+/** Runs `deno task bench:residual` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, RESIDUAL_FLAGS, USAGE, validateResidualFlags);
+  if (typeof f === "number") return f;
+  const reps = f.reps as number, n = f.tokens as number, h = f.hidden as number;
+  const T = f.seq as number, V = f.vocab as number;
   const dev = await Device.create({
-    backend: parseBackend(values.backend ?? Deno.env.get("WEBGPU_BACKEND")),
+    backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get("WEBGPU_BACKEND")),
   });
   console.log(
     `backend ${dev.summary().backend ?? ""}, ${n} tokens × ${h}, ${reps} reps, load: ${
@@ -155,4 +179,7 @@ if (import.meta.main) {
   }
   console.log(`load after: ${Deno.loadavg().join(" ")}`);
   await dev.close();
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -5,9 +5,7 @@
  * constant. Reports params, ranks, tokens/s, achieved GFLOP/s per rank, the
  * share of step time in communication, and the efficiency against 1 rank.
  *
- * `deno task bench:scaling [--max-ranks N] [--placement procs|workers]
- *   [--backend dawn|deno] [--ladder base|small] [--steps S] [--batch B] [--seq T] [--repeats R]
- *   [--overlap off|on|both] [--host-shm on|off|both]`
+ * `deno task bench:scaling --help` gives the usage and flags.
  *
  * `--overlap on` trains the multi-rank rows with `--overlap-tp-comm` (f's backward
  * all-reduce overlapped with the weight gradients); `both` runs each multi-rank
@@ -42,15 +40,16 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
-import { DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
+import { BACKENDS, DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { splitCommWaits } from "../models/parallel/hooks.ts";
 import { SCALING_RESULT_TAG, type ScalingResult, type ScalingRun } from "./scaling_worker.ts";
 import { allowedCores, hasTaskset, runPinnedProcs } from "../cli/pinned_procs.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
 import { median } from "./stats.ts";
 
 /** One configuration of the ladder. */
@@ -131,21 +130,22 @@ export interface ScalingRow {
   runs: number[];
 }
 
-function gptConfig(c: ScalingConfig): GptConfig {
+/** The model of configuration `c` at sequence length `seq` (its position table). */
+function gptConfig(c: ScalingConfig, seq: number): GptConfig {
   return {
     vocabSize: 256,
     numLayers: c.layers,
     hiddenSize: c.hidden,
     numHeads: c.heads,
-    maxPositions: 64,
+    maxPositions: seq,
     hiddenDropout: 0.1,
     attentionDropout: 0.1,
   };
 }
 
-function paramCount(c: ScalingConfig): number {
+function paramCount(c: ScalingConfig, seq: number): number {
   const h = c.hidden, L = c.layers;
-  return L * (12 * h * h + 13 * h) + paddedVocabSize(256, c.ranks) * h + 64 * h + 2 * h;
+  return L * (12 * h * h + 13 * h) + paddedVocabSize(256, c.ranks) * h + seq * h + 2 * h;
 }
 
 const WORKER = new URL("./scaling_worker.ts", import.meta.url);
@@ -315,7 +315,7 @@ export async function runScaling(opts: {
         : modes.flatMap((o) => shms.map((h) => ({ ...l, overlap: o, hostShm: h })))
     );
   const runOf = (c: Variant, measureComm: boolean): ScalingRun => ({
-    config: gptConfig(c),
+    config: gptConfig(c, seq),
     tp: c.ranks,
     batch,
     seq,
@@ -379,7 +379,7 @@ export async function runScaling(opts: {
       config: { ranks: c.ranks, hidden: c.hidden, heads: c.heads, layers: c.layers },
       overlap: c.overlap,
       hostShm: c.hostShm,
-      params: paramCount(c),
+      params: paramCount(c, seq),
       tokensPerS: (batch * seq) / (msPerStep / 1000),
       gflopsPerRank: work[i] / (msPerStep / 1000) / 1e9,
       commShare: timed ? timed.commMsPerStep / timed.msPerStep : 0,
@@ -435,37 +435,85 @@ export function formatScaling(rows: ScalingRow[]): string {
   return lines.join("\n");
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      "max-ranks": { type: "string", default: "2" },
-      backend: { type: "string" },
-      placement: { type: "string", default: "procs" },
-      steps: { type: "string", default: "8" },
-      warmup: { type: "string", default: "3" },
-      batch: { type: "string", default: "16" },
-      seq: { type: "string", default: "64" },
-      ladder: { type: "string", default: "base" },
-      repeats: { type: "string", default: "3" },
-      overlap: { type: "string", default: "off" },
-      "host-shm": { type: "string", default: "on" },
-    },
-  });
-  const coreCount = Math.min(Number(values["max-ranks"]), navigator.hardwareConcurrency);
+/** Every flag of `deno task bench:scaling`. */
+export const SCALING_FLAGS: Record<string, FlagSpec> = {
+  "max-ranks": {
+    type: "int",
+    min: 1,
+    default: 2,
+    help: "the ladder's configurations up to this many ranks (TP size)",
+  },
+  "placement": {
+    type: "string",
+    choices: ["procs", "workers"],
+    default: "procs",
+    help: "one pinned process per rank over TCP, or Workers of one process",
+  },
+  "backend": {
+    type: "string",
+    choices: BACKENDS,
+    help: `WebGPU implementation (default ${DEFAULT_BACKEND}; ${
+      defaultBackendFor(2)
+    } for --placement workers at --max-ranks 2 or more)`,
+  },
+  "ladder": {
+    type: "string",
+    choices: Object.keys(LADDERS),
+    default: "base",
+    help: "model sizes: base starts at hidden 256, small at 128",
+  },
+  "steps": { type: "int", min: 1, default: 8, help: "timed steps per run" },
+  "warmup": { type: "int", min: 0, default: 3, help: "untimed steps before them" },
+  "batch": { type: "int", min: 1, default: 16, help: "sequences per step" },
+  "seq": { type: "int", min: 1, default: 64, help: "tokens per sequence" },
+  "repeats": {
+    type: "int",
+    min: 1,
+    default: 3,
+    help: "rounds the configurations take turns in (rows give medians)",
+  },
+  "overlap": {
+    type: "string",
+    choices: ["off", "on", "both"],
+    default: "off",
+    help: "multi-rank rows with --overlap-tp-comm, without, or both in turn",
+  },
+  "host-shm": {
+    type: "string",
+    choices: ["on", "off", "both"],
+    default: "on",
+    help: "procs placement: payloads through shared memory, the sockets, or both in turn",
+  },
+  ...DEBUG_FLAG,
+};
+
+const USAGE = `Usage: deno task bench:scaling [--max-ranks N] [--placement procs|workers]
+  [--backend dawn|deno] [--ladder base|small] [--steps S] [--warmup W] [--batch B] [--seq T]
+  [--repeats R] [--overlap off|on|both] [--host-shm on|off|both]`;
+
+/** Runs `deno task bench:scaling` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, SCALING_FLAGS, USAGE);
+  if (typeof f === "number") return f;
+  const maxRanks = f["max-ranks"] as number;
+  const coreCount = Math.min(maxRanks, navigator.hardwareConcurrency);
   const before = await checkCores(coreCount);
   const rows = await runScaling({
-    maxRanks: Number(values["max-ranks"]),
-    backend: values.backend,
-    steps: Number(values.steps),
-    warmup: Number(values.warmup),
-    batch: Number(values.batch),
-    seq: Number(values.seq),
-    ladder: values.ladder as keyof typeof LADDERS,
-    repeats: Number(values.repeats),
-    placement: values.placement as Placement,
-    overlap: values.overlap as "off" | "on" | "both",
-    hostShm: values["host-shm"] as "off" | "on" | "both",
+    maxRanks,
+    backend: f.backend as string | undefined,
+    steps: f.steps as number,
+    warmup: f.warmup as number,
+    batch: f.batch as number,
+    seq: f.seq as number,
+    ladder: f.ladder as keyof typeof LADDERS,
+    repeats: f.repeats as number,
+    placement: f.placement as Placement,
+    overlap: f.overlap as "off" | "on" | "both",
+    hostShm: f["host-shm"] as "off" | "on" | "both",
   });
   console.log(formatScaling(rows));
   // Bracket the measurement with a check of the cores the host gives.
@@ -476,5 +524,7 @@ if (import.meta.main) {
     "paper (Megatron-LM, V100 GPUs): 77% weak-scaling efficiency at 8-way TP; 74% at 512 GPUs (8-way TP × 64-way DP); 95% at 2 GPUs",
   );
   await new Promise((r) => setTimeout(r, 200));
-  Deno.exit(0);
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -19,7 +19,8 @@
  *   workers` runs the ranks as Workers of one process over shared memory
  *   (threads that cannot be pinned: TP=1's lavapipe then uses every core);
  * - matmul 1024³ GFLOP/s: the project's kernel on each backend against
- *   torch.mm (OpenBLAS sgemm) at 1 and 2 threads.
+ *   torch.mm (OpenBLAS sgemm) at 1 and 2 threads; on a CPU adapter also as a
+ *   share of the adapter's arithmetic ceiling (bench/fma_ceiling.ts).
  *
  * PyTorch runs with `--python` (default /usr/bin/python3, Debian's python3-torch),
  * by default with glibc's malloc told to keep the memory PyTorch frees
@@ -33,76 +34,143 @@
  * median over the rounds and the median of the rounds' ratios. The GPT-2 rows
  * do the same over `--gpt2-rounds` rounds (default 1: a GPT-2 round takes
  * minutes here), each the project at every TP size and PyTorch, in the same
- * alternating order.
- *
- *     deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
- *       [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers] [--gpt2-tp1 core|cpu|both]
- *       [--gpt2-backend dawn|deno] [--python /usr/bin/python3] [--torch-malloc keep|default]
+ * alternating order. `deno task bench:torch --help` gives the usage and flags.
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
 import { matmulPlan } from "../kernels/matmul.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
+import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import {
+  decimalNumber,
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  UsageError,
+} from "../cli/flags.ts";
 import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
-import { type Gpt2Placement, type Gpt2Run, gpt2Runs } from "./gpt2_scale.ts";
+import { fmaCeiling } from "./fma_ceiling.ts";
+import { type Gpt2Placement, type Gpt2Run, gpt2Runs, type Tp1Placement } from "./gpt2_scale.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    backends: { type: "string", default: "deno,dawn" },
-    steps: { type: "string", default: "10" },
-    rounds: { type: "string", default: "3" },
-    "gpt2-tp": { type: "string", default: "1,2" },
-    "gpt2-steps": { type: "string", default: "3" },
-    "gpt2-rounds": { type: "string", default: "1" },
-    "gpt2-placement": { type: "string", default: "procs" },
-    "gpt2-tp1": { type: "string", default: "both" },
-    "gpt2-backend": { type: "string", default: "dawn" },
-    python: { type: "string", default: "/usr/bin/python3" },
-    "torch-malloc": { type: "string", default: "keep" },
+/** Every flag of `deno task bench:torch`. */
+export const TORCH_COMPARE_FLAGS: Record<string, FlagSpec> = {
+  "backends": {
+    type: "string",
+    default: "deno,dawn",
+    valueName: "B,B…",
+    help: "the project's WebGPU implementations, comma-separated: deno, dawn",
   },
-});
-const backends = values.backends!.split(",").filter((s) => s).map((s) => parseBackend(s));
-const STEPS = Number(values.steps);
-const ROUNDS = Number(values.rounds);
-const GPT2_STEPS = Number(values["gpt2-steps"]);
-const GPT2_ROUNDS = Number(values["gpt2-rounds"]);
-for (
-  const [flag, v] of [
-    ["steps", STEPS],
-    ["rounds", ROUNDS],
-    ["gpt2-steps", GPT2_STEPS],
-    ["gpt2-rounds", GPT2_ROUNDS],
-  ] as const
-) {
-  if (!Number.isInteger(v) || v < 1) {
-    console.error(`--${flag} must be a positive integer, got "${values[flag]}"`);
-    Deno.exit(2);
+  "steps": { type: "int", min: 1, default: 10, help: "reference config: steps per round" },
+  "rounds": { type: "int", min: 1, default: 3, help: "reference config: interleaved rounds" },
+  "gpt2-tp": {
+    type: "string",
+    default: "1,2",
+    valueName: "N,N…|none",
+    help: "GPT-2 small: the project's TP sizes, comma-separated (none: no GPT-2 rows)",
+  },
+  "gpt2-steps": { type: "int", min: 1, default: 3, help: "GPT-2 small: timed steps per run" },
+  "gpt2-rounds": { type: "int", min: 1, default: 1, help: "GPT-2 small: interleaved rounds" },
+  "gpt2-placement": {
+    type: "string",
+    choices: ["procs", "workers"],
+    default: "procs",
+    help: "GPT-2 ranks: processes pinned to a core each, or Workers of one process",
+  },
+  "gpt2-tp1": {
+    type: "string",
+    choices: ["core", "cpu", "both"],
+    default: "both",
+    help: "under procs, TP=1 as one pinned process, one unpinned Worker, or both",
+  },
+  "gpt2-backend": {
+    type: "string",
+    choices: BACKENDS,
+    default: "dawn",
+    help: "GPT-2 small: the project's WebGPU implementation",
+  },
+  "python": {
+    type: "string",
+    default: "/usr/bin/python3",
+    valueName: "PATH",
+    help: "the Python that runs PyTorch",
+  },
+  "torch-malloc": {
+    type: "string",
+    choices: ["keep", "default"],
+    default: "keep",
+    help: "glibc malloc for PyTorch: keep freed memory, or its defaults",
+  },
+  ...DEBUG_FLAG,
+};
+
+const USAGE =
+  `Usage: deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
+  [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers] [--gpt2-tp1 core|cpu|both]
+  [--gpt2-backend dawn|deno] [--python /usr/bin/python3] [--torch-malloc keep|default]`;
+
+/** What a `bench:torch` command line asks for. */
+export interface TorchCompareOptions {
+  /** The project's backends on the reference config and the matmul. */
+  backends: BackendName[];
+  /** Reference config: steps per round. */
+  steps: number;
+  /** Reference config: interleaved rounds. */
+  rounds: number;
+  /** GPT-2 small: the project's TP sizes (none: no GPT-2 rows). */
+  gpt2Tp: number[];
+  /** GPT-2 small: timed steps per run. */
+  gpt2Steps: number;
+  /** GPT-2 small: interleaved rounds. */
+  gpt2Rounds: number;
+  /** GPT-2 small: where the ranks run. */
+  gpt2Placement: Gpt2Placement;
+  /** GPT-2 small: how TP=1 runs under pinned processes. */
+  gpt2Tp1: Tp1Placement;
+  /** GPT-2 small: the project's backend. */
+  gpt2Backend: BackendName;
+  /** The Python that runs PyTorch. */
+  python: string;
+  /** glibc malloc for PyTorch. */
+  torchMalloc: "keep" | "default";
+}
+
+/** The options of flags parsed with {@link TORCH_COMPARE_FLAGS}; throws UsageError. */
+export function torchCompareOptions(f: FlagValues): TorchCompareOptions {
+  const backendList = f.backends as string;
+  const names = backendList.split(",").filter((s) => s);
+  if (!names.length || names.some((b) => !(BACKENDS as readonly string[]).includes(b))) {
+    throw new UsageError(
+      `--backends takes comma-separated backends among ${
+        BACKENDS.join(", ")
+      }, got "${backendList}"`,
+    );
   }
+  const tpList = f["gpt2-tp"] as string;
+  const gpt2Tp = tpList === "none" ? [] : tpList.split(",").map((s) => decimalNumber(s, true));
+  if (gpt2Tp.some((tp) => !(tp >= 1))) {
+    throw new UsageError(
+      `--gpt2-tp takes comma-separated TP sizes ≥ 1 (e.g. 1,2), or none, got "${tpList}"`,
+    );
+  }
+  return {
+    backends: names.map((b) => parseBackend(b)),
+    steps: f.steps as number,
+    rounds: f.rounds as number,
+    gpt2Tp,
+    gpt2Steps: f["gpt2-steps"] as number,
+    gpt2Rounds: f["gpt2-rounds"] as number,
+    gpt2Placement: f["gpt2-placement"] as Gpt2Placement,
+    gpt2Tp1: f["gpt2-tp1"] as Tp1Placement,
+    gpt2Backend: parseBackend(f["gpt2-backend"] as string),
+    python: f.python as string,
+    torchMalloc: f["torch-malloc"] as "keep" | "default",
+  };
 }
-const gpt2Tp = values["gpt2-tp"] === "none" ? [] : values["gpt2-tp"]!.split(",").map(Number);
-const gpt2Placement = values["gpt2-placement"] as Gpt2Placement;
-if (gpt2Placement !== "procs" && gpt2Placement !== "workers") {
-  console.error(`unknown --gpt2-placement "${gpt2Placement}": expected procs or workers`);
-  Deno.exit(2);
-}
-const torchMalloc = values["torch-malloc"]!;
-if (torchMalloc !== "keep" && torchMalloc !== "default") {
-  console.error(`unknown --torch-malloc "${torchMalloc}": expected keep or default`);
-  Deno.exit(2);
-}
-const gpt2Tp1 = values["gpt2-tp1"]!;
-if (gpt2Tp1 !== "core" && gpt2Tp1 !== "cpu" && gpt2Tp1 !== "both") {
-  console.error(`unknown --gpt2-tp1 "${gpt2Tp1}": expected core, cpu or both`);
-  Deno.exit(2);
-}
-const gpt2RunList = gpt2Runs(gpt2Tp, gpt2Placement, gpt2Tp1);
+
 const runKey = (r: Gpt2Run) => `${r.tp}/${r.placement}`;
-const gpt2Backend = parseBackend(values["gpt2-backend"]!);
 const GPT2 = { vocab: 50304, layers: 12, hidden: 768, heads: 12, seq: 256, batch: 1 };
 
 interface TorchOut {
@@ -123,11 +191,14 @@ const TORCH_KEEP_MALLOC = {
   MALLOC_TRIM_THRESHOLD_: String(2 ** 36),
 };
 
-/** Runs bench/torch_peer.py with `spec`; null (and the reason) when PyTorch is not there. */
-async function torch(spec: unknown): Promise<TorchOut | string> {
+/**
+ * Runs bench/torch_peer.py with `spec` under `o.python` and `o.torchMalloc`;
+ * null (and the reason) when PyTorch is not there.
+ */
+async function torch(o: TorchCompareOptions, spec: unknown): Promise<TorchOut | string> {
   try {
-    const out = await new Deno.Command(values.python!, {
-      env: torchMalloc === "keep" ? TORCH_KEEP_MALLOC : {},
+    const out = await new Deno.Command(o.python, {
+      env: o.torchMalloc === "keep" ? TORCH_KEEP_MALLOC : {},
       args: [new URL("./torch_peer.py", import.meta.url).pathname, JSON.stringify(spec)],
       stdout: "piped",
       stderr: "piped",
@@ -135,12 +206,12 @@ async function torch(spec: unknown): Promise<TorchOut | string> {
     const err = new TextDecoder().decode(out.stderr);
     if (!out.success) {
       return /No module named 'torch'/.test(err)
-        ? `${values.python} has no torch (apt-get install python3-torch libopenblas0-pthread)`
+        ? `${o.python} has no torch (apt-get install python3-torch libopenblas0-pthread)`
         : `PyTorch peer failed: ${err.trim().split("\n").pop()}`;
     }
     return JSON.parse(new TextDecoder().decode(out.stdout)) as TorchOut;
   } catch (e) {
-    return `no ${values.python} (${(e as Error).message.split("\n")[0]})`;
+    return `no ${o.python} (${(e as Error).message.split("\n")[0]})`;
   }
 }
 
@@ -208,12 +279,43 @@ async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
 }
 
 /**
+ * The flags bench/gpt2_scale.ts runs GPT-2 small with at TP=`tp` under
+ * `placement`: {@link GPT2}'s sequence and batch, `steps` timed steps, on `backend`.
+ */
+export function gpt2ScaleArgs(
+  tp: number,
+  placement: Gpt2Placement,
+  steps: number,
+  backend: BackendName,
+): string[] {
+  return [
+    "--sizes",
+    "small",
+    "--tp",
+    String(tp),
+    "--seq",
+    String(GPT2.seq),
+    "--batch",
+    String(GPT2.batch),
+    "--steps",
+    String(steps),
+    "--eval-only",
+    "none",
+    "--placement",
+    placement,
+    "--backend",
+    backend,
+  ];
+}
+
+/**
  * GPT-2 small at TP=`tp` through bench/gpt2_scale.ts: ms per step (median of
  * the steps) and how the ranks ran, or why it failed. Its stderr (the ranks'
  * tuning and errors) comes through as it runs: a step takes tens of seconds
  * here, and tuning the shapes not in the cache minutes.
  */
 async function projectGpt2(
+  o: TorchCompareOptions,
   tp: number,
   placement: Gpt2Placement,
 ): Promise<{ ms: number; placed: string } | string> {
@@ -222,22 +324,7 @@ async function projectGpt2(
       "run",
       "-A",
       new URL("./gpt2_scale.ts", import.meta.url).pathname,
-      "--sizes",
-      "small",
-      "--tp",
-      String(tp),
-      "--seq",
-      String(GPT2.seq),
-      "--batch",
-      String(GPT2.batch),
-      "--steps",
-      String(GPT2_STEPS),
-      "--eval-only",
-      "none",
-      "--placement",
-      placement,
-      "--backend",
-      gpt2Backend,
+      ...gpt2ScaleArgs(tp, placement, o.gpt2Steps, o.gpt2Backend),
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -280,7 +367,18 @@ const f0 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 0 }
 const f1 = (v: number) => v.toLocaleString("en-US", { maximumFractionDigits: 1 });
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 
-if (import.meta.main) {
+/** Runs `deno task bench:torch` with `args`; returns the process exit code. */
+export function main(args: string[]): Promise<number> {
+  return handled(args, () => run(args));
+}
+
+async function run(args: string[]): Promise<number> {
+  const f = parseCommandLine(args, TORCH_COMPARE_FLAGS, USAGE, (f) => void torchCompareOptions(f));
+  if (typeof f === "number") return f;
+  const o = torchCompareOptions(f);
+  const { backends, gpt2Placement, gpt2Backend, torchMalloc } = o;
+  const [STEPS, ROUNDS, GPT2_STEPS, GPT2_ROUNDS] = [o.steps, o.rounds, o.gpt2Steps, o.gpt2Rounds];
+  const gpt2RunList = gpt2Runs(o.gpt2Tp, gpt2Placement, o.gpt2Tp1);
   const lines: string[] = [];
   const log = (s: string) => console.error(s);
   // Reference config: in each round the project on each backend and PyTorch.
@@ -314,7 +412,7 @@ if (import.meta.main) {
     };
     // The sgemm once, in the first round; PyTorch first in every other round.
     const runTorch = () =>
-      torch({ workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
+      torch(o, { workloads: [refSpec], threads: [1, 2], sgemm: round ? 0 : 1024 });
     const t = await inRoundOrder(round, runProject, runTorch);
     const tr = typeof t === "string" ? null : bestTokens(t, "reference");
     refRounds.push({ project, torch: t, torchBest: tr });
@@ -327,9 +425,16 @@ if (import.meta.main) {
   const t1 = refRounds[0].torch;
   // Matmul 1024³.
   const mm = new Map<BackendName, number>();
+  // On a CPU adapter, what its shader compiler reaches with arithmetic alone.
+  const ceiling = new Map<BackendName, number>();
   for (const b of backends) {
     mm.set(b, await projectMatmul(b));
     log(`project matmul 1024³ ${b}: ${f1(mm.get(b)!)} GFLOP/s`);
+    const device = await deviceFor(b);
+    if (device.isSoftware) {
+      ceiling.set(b, await fmaCeiling(device));
+      log(`fma ceiling (no loads) ${b}: ${f1(ceiling.get(b)!)} GFLOP/s`);
+    }
   }
   for (const b of backends) (await deviceFor(b)).destroy();
   // GPT-2 small: in each round the project at each TP and PyTorch.
@@ -344,7 +449,7 @@ if (import.meta.main) {
     const runProject = async () => {
       for (const run of gpt2RunList) {
         const { tp } = run;
-        const r = await projectGpt2(tp, run.placement);
+        const r = await projectGpt2(o, tp, run.placement);
         project.set(runKey(run), r);
         log(
           `GPT-2 round ${round + 1}/${GPT2_ROUNDS}: project TP=${tp}: ${
@@ -353,7 +458,7 @@ if (import.meta.main) {
         );
       }
     };
-    const runTorch = () => torch({ workloads: [gpt2Spec], threads: [1, 2] });
+    const runTorch = () => torch(o, { workloads: [gpt2Spec], threads: [1, 2] });
     const t = await inRoundOrder(round, runProject, runTorch);
     const tb = typeof t === "string" ? null : bestTokens(t, "gpt2");
     gpt2Rounds.push({ project, torch: t, torchBest: tb });
@@ -428,8 +533,20 @@ if (import.meta.main) {
       } (${b}) | ${torchMm ? ratio(v, torchMm.v) : "–"} |`,
     );
   }
+  for (const [b, c] of ceiling) {
+    lines.push(
+      "",
+      `The matmul on ${b} runs at ${Math.round((100 * mm.get(b)!) / c)}% of what this adapter's ` +
+        `shader compiler reaches with arithmetic alone (${
+          f1(c)
+        } GFLOP/s: independent fma chains, ` +
+        `no loads; \`deno task bench:fma-ceiling\`).`,
+    );
+  }
   const gpt2TorchError = gpt2Rounds.find((r) => typeof r.torch === "string")?.torch;
   if (gpt2TorchError) lines.push("", `PyTorch GPT-2 row: ${gpt2TorchError}`);
   console.log(lines.join("\n"));
-  Deno.exit(0);
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
