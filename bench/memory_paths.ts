@@ -23,7 +23,7 @@
  * @module
  */
 
-import { BACKENDS, gpuProvider, parseBackend } from "../core/gpu.ts";
+import { BACKENDS, gpuProvider, NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { STREAM_ROW_TEXELS, STREAM_TEXTURE, streamTexel } from "../kernels/texture.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
@@ -105,7 +105,7 @@ async function run(args: string[]): Promise<number> {
   if (typeof f === "number") return f;
   const provider = await gpuProvider(parseBackend(f.backend as string));
   const adapter = await provider.gpu.requestAdapter(provider.adapterOptions);
-  if (!adapter) throw new Error("no WebGPU adapter");
+  if (!adapter) throw new NoAdapterError(provider.backend, "requestAdapter gave none");
   const device = await adapter.requestDevice({
     requiredLimits: {
       maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
