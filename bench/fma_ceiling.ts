@@ -1,10 +1,10 @@
 /**
  * What the adapter's shader compiler reaches with arithmetic alone
  * (kernels/fma_ceiling.ts: independent vec4 `fma` chains, no loads): the
- * ceiling of every kernel on that device. On llvmpipe it is well under the
- * CPU's own FMA peak (Mesa 22.3 splits each `fma` into a multiply and an add),
- * and the matmul's GFLOP/s as a share of it is what its loads, spills and
- * execution masks cost. `bench:torch` prints it beside the 1024³ matmul.
+ * ceiling of every kernel on that device (at least: a loop whose bound is a
+ * constant runs ~7% faster still on llvmpipe). The matmul's GFLOP/s as a share
+ * of it is what its loads, spills and execution masks cost. `bench:torch`
+ * prints it beside the 1024³ matmul.
  * `deno task bench:fma-ceiling --help` gives the usage and flags.
  *
  * Run it under `LP_NUM_THREADS=1 taskset -c 0` for one core's ceiling, the

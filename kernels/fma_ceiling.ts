@@ -1,14 +1,23 @@
 /**
  * A compute-bound probe: what an adapter's shader compiler reaches with no
  * memory traffic at all. Each invocation runs `chains` independent vec4
- * multiply-add chains (`fma`) for `iterations` steps and stores one vec4, so
- * the time is arithmetic only. On CPU adapters (llvmpipe) it bounds what any
+ * multiply-add chains (`fma`), {@link FMA_CEILING_UNROLL} steps of each per loop
+ * iteration, and stores one vec4, so the time is arithmetic only. On CPU adapters (llvmpipe) it bounds what any
  * kernel of this project can do on the same device: the matmul's share of it
  * says how much its loads, spills and masks cost (bench/fma_ceiling.ts).
  * @module
  */
 
 import { type KernelSource, lazyKernel, Params } from "./kernel.ts";
+
+/**
+ * Steps of every chain per loop iteration: llvmpipe merges each variable a loop
+ * writes with the execution mask once per iteration, which at one step per
+ * iteration costs as much as the arithmetic (one pinned Zen 5 core, 16 lanes:
+ * 72–75 GFLOP/s at one step per iteration, 137 at four).
+ */
+export const FMA_CEILING_UNROLL = 4;
+const UNROLL = FMA_CEILING_UNROLL;
 
 /** The probe's shape: invocations per workgroup, vec4 chains per invocation, steps per chain. */
 export interface FmaCeilingShape {
@@ -39,13 +48,19 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let x = vec4<f32>(f32(g.x) * p.scale, 0.5, 0.25, 0.125);
 ${ids.map((i) => `  var c${i} = vec4<f32>(f32(${i}) * p.scale);`).join("\n")}
   for (var i = 0u; i < p.iterations; i++) {
-${ids.map((i) => `    c${i} = fma(c${i}, x, x);`).join("\n")}
+${
+    Array.from({ length: UNROLL }, () => ids.map((i) => `    c${i} = fma(c${i}, x, x);`).join("\n"))
+      .join("\n")
+  }
   }
   out[g.x] = ${ids.map((i) => `c${i}`).join(" + ")};
 }`);
 }
 
-/** The uniform block: steps per chain (the values stay small, so no infinities). */
+/**
+ * The uniform block: loop iterations, each {@link FMA_CEILING_UNROLL} steps of
+ * every chain (the values stay small, so no infinities).
+ */
 export function fmaCeilingParams(iterations: number): ArrayBuffer {
   return new Params(2).u32(iterations).f32(1e-7).buffer;
 }
@@ -56,5 +71,5 @@ export function fmaCeilingFlops(
   workgroups: number,
   iterations: number,
 ): number {
-  return workgroups * s.lanes * s.chains * 4 * 2 * iterations;
+  return workgroups * s.lanes * s.chains * 4 * 2 * UNROLL * iterations;
 }
