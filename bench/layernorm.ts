@@ -7,7 +7,7 @@
  */
 
 import { grantedPermissionFlags } from "../collectives/procs.ts";
-import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { DEBUG_FLAG, handled, RunError } from "../cli/errors.ts";
 import {
   decimalNumber,
   type FlagSpec,
@@ -56,13 +56,28 @@ function validateLayernormFlags(f: FlagValues): void {
       `--hidden ${f.hidden} must be a multiple of ${HEADS} (the attention heads)`,
     );
   }
+  if ((f.warmup as number) >= (f.steps as number)) {
+    throw new UsageError(
+      `--warmup ${f.warmup} must be less than --steps ${f.steps} (the learning rate has to decay)`,
+    );
+  }
 }
 
+/** Training losses averaged for the table's last column. */
+const LAST_STEPS = 20;
+
+/** A message of train's for a loss that is not finite (cli/train_run.ts's `nonFiniteLossMessage`). */
+const NOT_FINITE = /the loss (is|became) (NaN|-?Infinity)/;
+
+/** One training run's results. */
 interface Row {
   ln: string;
   depth: number;
+  /** Validation losses at every evaluation (fewer when the run diverged). */
   val: number[];
+  /** The training loss of every step. */
   train: number[];
+  /** The loss stopped being finite (train exits naming the iteration). */
   diverged: boolean;
 }
 
@@ -101,7 +116,7 @@ async function runOne(
     "--eval-iters",
     "4",
     "--log-interval",
-    String(o.evalInterval),
+    "1",
     "--log-json",
     log,
     "--seed",
@@ -113,12 +128,19 @@ async function runOne(
   const text = await Deno.readTextFile(log);
   await Deno.remove(log);
   const recs = text.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l));
-  const diverged = out.code !== 0;
+  const stderr = new TextDecoder().decode(out.stderr);
+  const diverged = out.code !== 0 && NOT_FINITE.test(stderr);
+  if (out.code !== 0 && !diverged) {
+    const why = stderr.split("\n").find((l) => l.startsWith("error:")) ?? stderr.trim();
+    throw new RunError(
+      `${post ? "post" : "pre"}-LN at depth ${depth}: train exited with ${out.code}: ${why}`,
+    );
+  }
   return {
     ln: post ? "post-LN" : "pre-LN",
     depth,
     val: recs.filter((r) => r.val_loss !== undefined).map((r) => r.val_loss),
-    train: recs.map((r) => r.loss),
+    train: recs.filter((r) => r.loss !== undefined).map((r) => r.loss),
     diverged,
   };
 }
@@ -149,14 +171,19 @@ async function run(args: string[]): Promise<number> {
       );
     }
   }
-  const head = rows[0].val.map((_, i) => `val @${Math.round((i + 1) * o.evalInterval)}`);
-  console.log(`| layer norm | layers | ${head.join(" | ")} | mean train loss, last 20 steps |`);
-  console.log(`|---|---|${head.map(() => "---").join("|")}|---|`);
+  const evals = Math.max(...rows.map((r) => r.val.length));
+  const head = Array.from({ length: evals }, (_, i) => `val @${(i + 1) * o.evalInterval}`);
+  const lastN = Math.min(LAST_STEPS, steps);
+  console.log(
+    `| layer norm | layers | ${head.join(" | ")} | mean train loss, last ${lastN} steps |`,
+  );
+  console.log(`|---|---|${head.map(() => "---|").join("")}---|`);
   for (const r of rows) {
-    const last = r.train.slice(-20);
+    const last = r.train.slice(-lastN);
     const mean = last.reduce((a, b) => a + b, 0) / Math.max(1, last.length);
+    const vals = head.map((_, i) => (i < r.val.length ? r.val[i].toFixed(3) : "–"));
     console.log(
-      `| ${r.ln} | ${r.depth} | ${r.val.map((v) => v.toFixed(3)).join(" | ")} | ${
+      `| ${r.ln} | ${r.depth} | ${vals.join(" | ")} | ${
         r.diverged ? "diverged" : mean.toFixed(3)
       } |`,
     );
