@@ -18,7 +18,7 @@ import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Gpt } from "../models/gpt.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
-import { decimalNumber, type FlagSpec, parseCommandLine, UsageError } from "../cli/flags.ts";
+import { commaCounts, type FlagSpec, parseCommandLine } from "../cli/flags.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:attention`. */
@@ -53,13 +53,12 @@ const USAGE =
 
 /** The lengths of `--seqs`: comma-separated integers ≥ 1, empty items skipped. */
 function seqLengths(text: string): number[] {
-  const lengths = text.split(",").filter((t) => t).map((t) => decimalNumber(t, true));
-  if (lengths.some((t) => !(t >= 1))) {
-    throw new UsageError(
-      `--seqs takes comma-separated sequence lengths ≥ 1 (e.g. 1024,2048), got "${text}"`,
-    );
-  }
-  return lengths;
+  return commaCounts(
+    "seqs",
+    text,
+    "comma-separated sequence lengths ≥ 1 (e.g. 1024,2048)",
+    true,
+  );
 }
 
 /** One attention shape to measure. */

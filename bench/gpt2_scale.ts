@@ -33,11 +33,11 @@ import {
 import { describePinnedProcs, runPinnedProcs } from "../cli/pinned_procs.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import {
-  decimalNumber,
+  commaCounts,
+  commaList,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
-  UsageError,
 } from "../cli/flags.ts";
 
 /** GPT-2's published shapes. */
@@ -237,18 +237,6 @@ export interface Gpt2ScaleOptions {
   placement: Gpt2Placement;
 }
 
-/** `--flag`'s comma-separated items, each one `accepts`; a UsageError naming `forms` otherwise. */
-function commaList(
-  flag: string,
-  text: string,
-  accepts: (item: string) => boolean,
-  forms: string,
-): string[] {
-  const items = text.split(",");
-  if (!items.every(accepts)) throw new UsageError(`--${flag} takes ${forms}, got "${text}"`);
-  return items;
-}
-
 /** The options of flags parsed with {@link GPT2_SCALE_FLAGS}; throws UsageError. */
 export function gpt2ScaleOptions(f: FlagValues): Gpt2ScaleOptions {
   const isSize = (s: string) => Object.hasOwn(GPT2_SIZES, s);
@@ -259,12 +247,11 @@ export function gpt2ScaleOptions(f: FlagValues): Gpt2ScaleOptions {
     isSize,
     `comma-separated sizes among ${sizeNames}`,
   );
-  const tps = commaList(
+  const tps = commaCounts(
     "tp",
     f.tp as string,
-    (s) => decimalNumber(s, true) >= 1,
     "comma-separated tensor-parallel sizes ≥ 1 (e.g. 1,2)",
-  ).map((s) => decimalNumber(s, true));
+  );
   const evalOnly = f["eval-only"] === "none" ? [] : commaList(
     "eval-only",
     f["eval-only"] as string,

@@ -9,7 +9,7 @@
 import { grantedPermissionFlags } from "../collectives/procs.ts";
 import { DEBUG_FLAG, handled, RunError } from "../cli/errors.ts";
 import {
-  decimalNumber,
+  commaCounts,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
@@ -39,13 +39,7 @@ const USAGE =
 
 /** The layer counts of `--depths`: comma-separated integers ≥ 1. */
 function depthsOf(text: string): number[] {
-  const depths = text.split(",").map((t) => decimalNumber(t, true));
-  if (depths.some((d) => !(d >= 1))) {
-    throw new UsageError(
-      `--depths takes comma-separated layer counts ≥ 1 (e.g. 2,12), got "${text}"`,
-    );
-  }
-  return depths;
+  return commaCounts("depths", text, "comma-separated layer counts ≥ 1 (e.g. 2,12)");
 }
 
 /** Checks the flags together; throws UsageError. */

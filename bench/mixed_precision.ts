@@ -33,7 +33,7 @@ import { runWorkers } from "../collectives/launch.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { bytesSent as sent } from "../models/parallel/hooks.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
-import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "../cli/flags.ts";
+import { commaList, type FlagSpec, type FlagValues, parseCommandLine } from "../cli/flags.ts";
 import { measure, type MixedResult, type MixedRun } from "./mixed_precision_worker.ts";
 
 const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> = {
@@ -136,21 +136,23 @@ const USAGE =
 
 /** The gradient wires of `--dp-wire`: both, or half and fp32 comma-separated. */
 function dpWiresOf(text: string): NonNullable<MixedRun["dpWire"]>[] {
-  const wires = (text === "both" ? "half,fp32" : text).split(",");
-  if (wires.some((w) => w !== "half" && w !== "fp32")) {
-    throw new UsageError(`--dp-wire takes half, fp32 or both, got "${text}"`);
-  }
+  const wires = commaList(
+    "dp-wire",
+    text === "both" ? "half,fp32" : text,
+    (w) => w === "half" || w === "fp32",
+    "half, fp32 or both",
+  );
   return wires as NonNullable<MixedRun["dpWire"]>[];
 }
 
 /** The runs of `--modes`: comma-separated {@link MODES}. */
 function modesOf(text: string): MixedRun["mode"][] {
-  const modes = text.split(",");
-  if (modes.some((m) => !(MODES as readonly string[]).includes(m))) {
-    throw new UsageError(
-      `--modes takes comma-separated modes among ${MODES.join(", ")}, got "${text}"`,
-    );
-  }
+  const modes = commaList(
+    "modes",
+    text,
+    (m) => (MODES as readonly string[]).includes(m),
+    `comma-separated modes among ${MODES.join(", ")}`,
+  );
   return modes as MixedRun["mode"][];
 }
 

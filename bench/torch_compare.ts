@@ -43,7 +43,8 @@ import { matmulPlan } from "../kernels/matmul.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import {
-  decimalNumber,
+  commaCounts,
+  commaList,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
@@ -139,22 +140,25 @@ export interface TorchCompareOptions {
 
 /** The options of flags parsed with {@link TORCH_COMPARE_FLAGS}; throws UsageError. */
 export function torchCompareOptions(f: FlagValues): TorchCompareOptions {
-  const backendList = f.backends as string;
-  const names = backendList.split(",").filter((s) => s);
-  if (!names.length || names.some((b) => !(BACKENDS as readonly string[]).includes(b))) {
+  // Empty items are dropped, but one backend at least is needed ("" is refused).
+  const names = commaList(
+    "backends",
+    f.backends as string,
+    (b) => (BACKENDS as readonly string[]).includes(b),
+    `comma-separated backends among ${BACKENDS.join(", ")}`,
+    true,
+  );
+  if (!names.length) {
     throw new UsageError(
-      `--backends takes comma-separated backends among ${
-        BACKENDS.join(", ")
-      }, got "${backendList}"`,
+      `--backends takes comma-separated backends among ${BACKENDS.join(", ")}, got ""`,
     );
   }
   const tpList = f["gpt2-tp"] as string;
-  const gpt2Tp = tpList === "none" ? [] : tpList.split(",").map((s) => decimalNumber(s, true));
-  if (gpt2Tp.some((tp) => !(tp >= 1))) {
-    throw new UsageError(
-      `--gpt2-tp takes comma-separated TP sizes ≥ 1 (e.g. 1,2), or none, got "${tpList}"`,
-    );
-  }
+  const gpt2Tp = tpList === "none" ? [] : commaCounts(
+    "gpt2-tp",
+    tpList,
+    "comma-separated TP sizes ≥ 1 (e.g. 1,2), or none",
+  );
   return {
     backends: names.map((b) => parseBackend(b)),
     steps: f.steps as number,

@@ -479,6 +479,34 @@ export function decimalNumber(text: string, integer: boolean): number {
 }
 
 /**
+ * `--flag`'s comma-separated items (empty ones dropped with `skipEmpty`), each
+ * one that `accepts`; a {@link UsageError} saying the flag takes `forms`
+ * otherwise (the benches' `--seqs 1024,2048`, `--modes fp32,bf16` …).
+ */
+export function commaList(
+  flag: string,
+  text: string,
+  accepts: (item: string) => boolean,
+  forms: string,
+  skipEmpty = false,
+): string[] {
+  const items = skipEmpty ? text.split(",").filter((t) => t) : text.split(",");
+  if (!items.every(accepts)) throw new UsageError(`--${flag} takes ${forms}, got "${text}"`);
+  return items;
+}
+
+/** `--flag`'s comma-separated integers ≥ 1 ({@link commaList}, read by {@link decimalNumber}). */
+export function commaCounts(
+  flag: string,
+  text: string,
+  forms: string,
+  skipEmpty = false,
+): number[] {
+  return commaList(flag, text, (t) => decimalNumber(t, true) >= 1, forms, skipEmpty)
+    .map((t) => decimalNumber(t, true));
+}
+
+/**
  * Refuses a {@link FlagSpec.unimplemented} flag given as `value`, unless the
  * value is one it accepts: `--NAME VALUE: reason; A or B is accepted`.
  */

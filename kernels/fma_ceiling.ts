@@ -17,9 +17,8 @@ import { type KernelSource, lazyKernel, Params } from "./kernel.ts";
  * 72–75 GFLOP/s at one step per iteration, 137 at four).
  */
 export const FMA_CEILING_UNROLL = 4;
-const UNROLL = FMA_CEILING_UNROLL;
 
-/** The probe's shape: invocations per workgroup, vec4 chains per invocation, steps per chain. */
+/** The probe's shape: invocations per workgroup and vec4 chains per invocation. */
 export interface FmaCeilingShape {
   /** Invocations per workgroup (a software adapter's SIMD lanes). */
   lanes: number;
@@ -49,7 +48,8 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 ${ids.map((i) => `  var c${i} = vec4<f32>(f32(${i}) * p.scale);`).join("\n")}
   for (var i = 0u; i < p.iterations; i++) {
 ${
-    Array.from({ length: UNROLL }, () => ids.map((i) => `    c${i} = fma(c${i}, x, x);`).join("\n"))
+    Array.from({ length: FMA_CEILING_UNROLL }, () =>
+      ids.map((i) => `    c${i} = fma(c${i}, x, x);`).join("\n"))
       .join("\n")
   }
   }
@@ -71,5 +71,5 @@ export function fmaCeilingFlops(
   workgroups: number,
   iterations: number,
 ): number {
-  return workgroups * s.lanes * s.chains * 4 * 2 * UNROLL * iterations;
+  return workgroups * s.lanes * s.chains * 4 * 2 * FMA_CEILING_UNROLL * iterations;
 }
