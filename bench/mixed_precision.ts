@@ -128,8 +128,7 @@ export const MIXED_PRECISION_FLAGS: Record<string, FlagSpec> = {
   ...DEBUG_FLAG,
 };
 
-const USAGE =
-  `Usage: WEBGPU_BACKEND=deno|dawn deno run -P=bench bench/mixed_precision.ts [--steps N]
+const USAGE = `Usage: WEBGPU_BACKEND=deno|dawn deno task bench:mixed-precision [--steps N]
   [--shape reference|deep|wide|medium] [--layers N] [--seq N] [--batch N] [--tp N]
   [--dp N] [--dp-wire half|fp32|both] [--modes fp32,bf16,fp16,fp16-f16] [--recompute]
   [--read-only]`;

@@ -19,7 +19,7 @@
 import { CollectiveError } from "../collectives/frame.ts";
 import { markReported } from "../collectives/launch.ts";
 import { oneLine } from "../core/files.ts";
-import { NoAdapterError } from "../core/gpu.ts";
+import { NoAdapterError, UnknownBackendError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import {
@@ -80,7 +80,10 @@ export function classify(e: unknown): { code: 1 | 2; message: string } | null {
   if (!(e instanceof Error)) return null;
   // Several refused flags at once: a header line, then a line per flag.
   if (e instanceof FlagsRefusedError) return { code: 2, message: e.message.trimEnd() };
-  if (e instanceof UsageError) return { code: 2, message: oneLine(e.message) };
+  if (e instanceof UsageError || e instanceof UnknownBackendError) {
+    // A backend name comes from a flag or WEBGPU_BACKEND: the command line's fault.
+    return { code: 2, message: oneLine(e.message) };
+  }
   if (e instanceof NoAdapterError) {
     // Its advice spans lines; the first says what happened, the rest how to fix it.
     return { code: 1, message: e.message.trimEnd() };

@@ -59,6 +59,18 @@ export interface GPUProvider {
   readonly threadHooks?: { opened(): void; closed(): Promise<void> };
 }
 
+/**
+ * Thrown for a backend name that is not one of {@link BACKENDS} (a flag's or
+ * `WEBGPU_BACKEND`'s value): the command line reports it as a usage error.
+ */
+export class UnknownBackendError extends Error {
+  /** The error for `name`. */
+  constructor(readonly backendName: string) {
+    super(`unknown backend "${backendName}": expected one of ${BACKENDS.join(", ")}`);
+    this.name = "UnknownBackendError";
+  }
+}
+
 /** Thrown when a backend cannot give an adapter; the message says how to get one. */
 export class NoAdapterError extends Error {
   /**
@@ -421,9 +433,7 @@ export function browserGPU(): GPUProvider {
  */
 export async function gpuProvider(backend: BackendName): Promise<GPUProvider> {
   if (backend === "browser" || inBrowser()) return browserGPU();
-  if (backend !== "deno" && backend !== "dawn") {
-    throw new Error(`unknown backend "${backend}": expected one of ${BACKENDS.join(", ")}`);
-  }
+  if (backend !== "deno" && backend !== "dawn") throw new UnknownBackendError(backend);
   if (backend === "dawn") return await dawnGPU();
   await preferWideVectors();
   return denoGPU();
@@ -436,5 +446,5 @@ export function parseBackend(
 ): BackendName {
   if (name === undefined || name === "") return fallback;
   if ((BACKENDS as readonly string[]).includes(name)) return name as BackendName;
-  throw new Error(`unknown backend "${name}": expected one of ${BACKENDS.join(", ")}`);
+  throw new UnknownBackendError(name);
 }

@@ -22,6 +22,7 @@ export {
   gpuProvider,
   NoAdapterError,
   parseBackend,
+  UnknownBackendError,
   UnsupportedAdapterError,
 } from "./gpu.ts";
 export { BufferPool, sizeClass } from "./pool.ts";

@@ -5,6 +5,7 @@
  */
 
 import {
+  ADAMW_COEF_BYTES,
   adamwDispatch,
   adamwKernel,
   adamwMultiDispatch,
@@ -170,6 +171,8 @@ export class AdamW {
   readonly #placeOf: Map<Tensor, { bucket: ParamBucket; offset: number }> = new Map();
   /** Per bucket with gaps, the flat gradient buffer kept across steps. */
   readonly #gradScratch: Map<ParamBucket, Tensor> = new Map();
+  /** The uniform copy of the clipping coefficient the kernels bind (one per device). */
+  #coefBlock: { device: Device; buffer: GPUBuffer } | null = null;
   /** The tensors of {@link AdamW.params} (made on first use). */
   #owned: Set<Tensor> | null = null;
 
@@ -346,7 +349,7 @@ export class AdamW {
 
   /**
    * One update with learning rate `lr`; gradients are multiplied by `coef[0]`
-   * (the clipping coefficient from {@link clipCoefficient}), or by 1 if absent.
+   * (`coef`: the 3 values of {@link clipCoefficient}), or by 1 if absent.
    * When `coef[2] ≠ 0` the kernels change nothing (a skipped step); the caller,
    * who learns it when it reads `coef` back, then calls {@link unstep}.
    */
@@ -355,7 +358,7 @@ export class AdamW {
     const device = this.params[0].tensor.device;
     this.step++;
     const one = coef ? null : Tensor.fromArray(device, [1, 0, 0]);
-    const c = coef ?? one!;
+    const c = this.#coefUniform(device, coef ?? one!);
     const entries: Entry[] = [];
     const plan = this.#buckets();
     const perTensor = [...plan.single];
@@ -385,7 +388,7 @@ export class AdamW {
           decay: this.weightDecay,
         },
         step(this.weightDecay),
-        c.binding,
+        c,
         b.decayEnd,
       );
       scatterWeights(device, b, weights);
@@ -401,8 +404,29 @@ export class AdamW {
         entries.push({ state, n, decay: p.decay ? this.weightDecay : 0 });
       }
     }
-    this.#updateEntries(device, entries, c.binding, step);
+    this.#updateEntries(device, entries, c, step);
     one?.dispose();
+  }
+
+  /**
+   * `coef`'s three values copied (on the device, after whatever wrote them) into
+   * the uniform buffer the kernels read them from ({@link ADAMW_COEF_BYTES}).
+   */
+  #coefUniform(device: Device, coef: Tensor): BufferBinding {
+    if (coef.size !== 3 || coef.dtype !== "f32") {
+      throw new Error(`AdamW.update: coef must be 3 f32 values, got ${coef.size} ${coef.dtype}`);
+    }
+    if (this.#coefBlock?.device !== device) {
+      // 16 bytes, kept for the optimizer's life (recorded work may still bind it).
+      const buffer = device.gpu.createBuffer({
+        size: ADAMW_COEF_BYTES,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      this.#coefBlock = { device, buffer };
+    }
+    const { buffer } = this.#coefBlock;
+    device.copy(coef.buffer, coef.binding.offset ?? 0, buffer, 0, 12);
+    return { buffer, size: ADAMW_COEF_BYTES };
   }
 
   /** The per-tensor (or multi-tensor) dispatches over `entries`. */

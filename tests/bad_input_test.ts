@@ -11,6 +11,7 @@ import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { classify, reportError, RunError, SIGPIPE_STATUS, splitMisfit } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
+import { UnknownBackendError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { type CliResult, permissionArgs, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
@@ -880,6 +881,10 @@ Deno.test("--debug adds the stack trace; a bug always shows it", async () => {
   match(r.stderr, /^\s+at /m);
   // Typed errors are the user's; anything else is a bug.
   deepStrictEqual(classify(new UsageError("u")), { code: 2, message: "u" });
+  deepStrictEqual(classify(new UnknownBackendError("metal")), {
+    code: 2,
+    message: 'unknown backend "metal": expected one of deno, dawn',
+  });
   deepStrictEqual(classify(new DataError("d\nmore")), { code: 1, message: "d more" });
   deepStrictEqual(classify(new CheckpointError("c")), { code: 1, message: "c" });
   deepStrictEqual(classify(new RunError("r")), { code: 1, message: "r" });

@@ -35,11 +35,14 @@ class Two extends Module {
 
 /**
  * Three AdamW steps with clipping against a hand computation in float64, AdamW's
- * eps `eps` (torch.optim.AdamW's: the update is m̂/(√v̂ + eps)).
+ * eps `eps` (torch.optim.AdamW's: the update is m̂/(√v̂ + eps)), on a weight of
+ * `wSize` and a bias of `bSize` elements. With `skipAt`, that step's gradients
+ * hold an inf and the norm flags it (`skipNonFinite`): the kernels must change
+ * nothing, and the optimizer's `unstep` undoes the count.
  */
-async function adamwAgainstHand(eps: number): Promise<void> {
-  const w0 = randomArray(5, 1);
-  const b0 = randomArray(3, 2);
+async function adamwAgainstHand(eps: number, wSize = 5, bSize = 3, skipAt = 0): Promise<void> {
+  const w0 = randomArray(wSize, 1);
+  const b0 = randomArray(bSize, 2);
   const m = new Two(w0, b0);
   const opt = new AdamW(m.namedParams().map(([, p]) => p), {
     beta1: 0.9,
@@ -48,22 +51,32 @@ async function adamwAgainstHand(eps: number): Promise<void> {
     weightDecay: 0.1,
   });
   strictEqual(opt.eps, eps);
-  const grads = [randomArray(5, 3, -2, 2), randomArray(3, 4, -2, 2)];
+  const grads = [randomArray(wSize, 3, -2, 2), randomArray(bSize, 4, -2, 2)];
   const ref = [Float64Array.from(w0), Float64Array.from(b0)];
-  const mo = [new Float64Array(5), new Float64Array(3)];
-  const vo = [new Float64Array(5), new Float64Array(3)];
+  const mo = [new Float64Array(wSize), new Float64Array(bSize)];
+  const vo = [new Float64Array(wSize), new Float64Array(bSize)];
   const maxNorm = 1.0;
-  for (let step = 1; step <= 3; step++) {
+  for (let call = 1, step = 1; call <= 3 + (skipAt ? 1 : 0); call++) {
+    const skip = call === skipAt;
     const lr = 0.01 * step;
-    m.w.grad = Tensor.fromArray(dev, grads[0]).keep();
+    const wGrad = skip ? grads[0].map((g, i) => (i === 1 ? Infinity : g)) : grads[0];
+    m.w.grad = Tensor.fromArray(dev, wGrad).keep();
     m.b.grad = Tensor.fromArray(dev, grads[1]).keep();
     const sq = gradSumSquares(dev, m.parameters());
-    const coef = clipCoefficient(sq, maxNorm);
+    const coef = clipCoefficient(sq, maxNorm, { skipNonFinite: skipAt > 0 });
     opt.update(lr, coef);
+    const [gotCoef, gotNorm, found] = await coef.read();
+    zeroGrad(m.parameters());
+    sq.dispose();
+    coef.dispose();
+    if (skip) {
+      strictEqual(found, 1, "the inf gradient is flagged");
+      opt.unstep();
+      continue;
+    }
     const norm = Math.sqrt(grads.flatMap((g) => [...g]).reduce((s, x) => s + x * x, 0));
     const c = Math.min(1, maxNorm / (norm + 1e-6));
-    const [gotCoef, gotNorm] = await coef.read();
-    assertClose([gotCoef, gotNorm], [c, norm], { rtol: 1e-5, what: "clip" });
+    assertClose([gotCoef, gotNorm, found], [c, norm, 0], { rtol: 1e-5, what: "clip" });
     for (let p = 0; p < 2; p++) {
       const wd = p === 0 ? 0.1 : 0;
       for (let i = 0; i < ref[p].length; i++) {
@@ -75,9 +88,7 @@ async function adamwAgainstHand(eps: number): Promise<void> {
         ref[p][i] = ref[p][i] - lr * wd * ref[p][i] - lr * mh / (Math.sqrt(vh) + eps);
       }
     }
-    zeroGrad(m.parameters());
-    sq.dispose();
-    coef.dispose();
+    step++;
   }
   assertClose(await m.w.read(), ref[0], { rtol: 1e-5, atol: 1e-6, what: "w" });
   assertClose(await m.b.read(), ref[1], { rtol: 1e-5, atol: 1e-6, what: "b" });
@@ -88,6 +99,13 @@ Deno.test(
   "AdamW matches a hand computation, with clipping and decay exemptions",
   gpuTest,
   () => adamwAgainstHand(1e-8),
+);
+
+Deno.test(
+  "AdamW's vec4 form (stream textures on CPU adapters) matches the hand computation; a flagged step changes nothing",
+  gpuTest,
+  // 4096 weights: 1024 vec4s, past STREAM_MIN_VEC4S; 8 biases: the vec4 buffer form.
+  () => adamwAgainstHand(1e-8, 4096, 8, 2),
 );
 
 Deno.test(
