@@ -111,7 +111,7 @@ const BENCHES: Bench[] = [
   },
   {
     script: "bench/mixed_precision.ts",
-    task: null,
+    task: "bench:mixed-precision",
     table: MIXED_PRECISION_FLAGS,
     was: {
       steps: 10,
