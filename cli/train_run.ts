@@ -42,6 +42,7 @@ import {
   Progress,
   stderrProgress,
 } from "./log.ts";
+import { checkSameData } from "./same_data.ts";
 import { checkSameFlags } from "./same_flags.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
@@ -81,8 +82,17 @@ export async function trainRank(
   if (dist) await checkSameFlags(dist.group, a.flags);
   // Data first: errors here should not cost a device.
   return a.model.family === "bert"
-    ? await runTask(a, await bertTaskData(a), dist, stop)
-    : await runTask(a, await gptTaskData(a), dist, stop);
+    ? await runTask(a, await readOnEveryRank(await bertTaskData(a), dist), dist, stop)
+    : await runTask(a, await readOnEveryRank(await gptTaskData(a), dist), dist, stop);
+}
+
+/** `data`, once every rank has found that it read the same tokens as the others. */
+async function readOnEveryRank<B>(
+  data: TaskData<B>,
+  dist: WorkerContext | null,
+): Promise<TaskData<B>> {
+  if (dist) await checkSameData(dist.group, data.streams);
+  return data;
 }
 
 /** Where this rank sits: world = TP × DP. */

@@ -28,6 +28,7 @@ import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
 import { type HfBert, readHfBert } from "../bert_model.ts";
 import type { DataSource } from "../data_source.ts";
+import { fingerprintAt, type StreamFingerprint } from "../same_data.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
@@ -142,9 +143,42 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
   return {
     numHeads: config.numHeads,
     hfInitStd: hf?.initializerRange,
+    streams: bertStreams(splits),
     build: (env) => Promise.resolve(new BertTask(a, env, tokenizer, splits, config, hf)),
   };
 }
+
+/**
+ * The fingerprint of the training and validation documents: their sentences'
+ * tokens in order, each sentence followed by -1 and each document by -2 (so
+ * that the same tokens cut into other sentences or documents differ), read in
+ * place.
+ */
+function bertStreams(s: BertSplits): Record<string, StreamFingerprint> {
+  const fingerprint = (c: BertCorpus) => {
+    const pieces: ArrayLike<number>[] = [];
+    for (const doc of c.documents) {
+      for (const sentence of doc) pieces.push(sentence, SENTENCE_END);
+      pieces.push(DOCUMENT_END);
+    }
+    const starts = new Float64Array(pieces.length + 1);
+    pieces.forEach((p, i) => starts[i + 1] = starts[i] + p.length);
+    return fingerprintAt(starts[pieces.length], (i) => {
+      let lo = 0, hi = pieces.length - 1; // the last piece starting at or before i
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid] <= i) lo = mid;
+        else hi = mid - 1;
+      }
+      return pieces[lo][i - starts[lo]];
+    });
+  };
+  const out: Record<string, StreamFingerprint> = { "training data": fingerprint(s.train) };
+  if (s.val) out["validation data"] = fingerprint(s.val);
+  return out;
+}
+
+const SENTENCE_END = [-1], DOCUMENT_END = [-2];
 
 /** BERT pre-training: masked-language-model plus sentence-order loss. */
 export class BertTask implements Task<BertBatch> {

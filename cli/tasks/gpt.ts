@@ -29,6 +29,7 @@ import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
 import { tokenizerAdvice, vocabularyMisfit } from "../model_tokenizer.ts";
+import { type StreamFingerprint, streamFingerprint } from "../same_data.ts";
 import { forStdout, TextStream } from "../text_stream.ts";
 import {
   blendUnigramEntropy,
@@ -82,8 +83,21 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   return {
     numHeads: config.numHeads,
     hfInitStd: hf?.initializerRange,
+    streams: gptStreams(splits),
     build: (env) => Promise.resolve(new GptTask(a, env, tokenizer, splits, config, hf)),
   };
+}
+
+/** The fingerprint of each training and validation stream (corpus `i` of a blend named by its place). */
+function gptStreams(s: GptSplits): Record<string, StreamFingerprint> {
+  const out: Record<string, StreamFingerprint> = {};
+  for (const [what, p] of [["training data", s.train], ["validation data", s.val]] as const) {
+    p.streams.forEach((tokens, i) => {
+      const name = p.streams.length > 1 ? `${what}, corpus ${i + 1} of ${p.streams.length}` : what;
+      out[name] = streamFingerprint(tokens);
+    });
+  }
+  return out;
 }
 
 /**

@@ -14,6 +14,7 @@ import type { HasRngStreams } from "../../models/checkpoint/gpt.ts";
 import type { ParallelLayers } from "../../models/parallel/layers.ts";
 import type { RngTracker } from "../../models/parallel/random.ts";
 import type { TransformerConfig, TransformerShape } from "../../models/shape.ts";
+import type { StreamFingerprint } from "../same_data.ts";
 import type { TrainArgs } from "../train_args.ts";
 import { counted } from "../log.ts";
 
@@ -66,6 +67,11 @@ export interface TaskData<B> {
    * `config.json` says (`initializer_range`), which the run's checkpoints record.
    */
   readonly hfInitStd?: number;
+  /**
+   * Each token stream read, by a name that is the same on every node (not its
+   * path), with its fingerprint: the ranks compare them (cli/same_data.ts).
+   */
+  readonly streams: Readonly<Record<string, StreamFingerprint>>;
   /** Builds the model and samplers on `env`. */
   build(env: TaskEnv): Promise<Task<B>>;
 }
