@@ -425,7 +425,7 @@ export class AdamW {
       this.#coefBlock = { device, buffer };
     }
     const { buffer } = this.#coefBlock;
-    device.copy(coef.buffer, coef.binding.offset ?? 0, buffer, 0, 12);
+    device.copy(coef.buffer, coef.binding.offset ?? 0, buffer, 0, coef.byteLength);
     return { buffer, size: ADAMW_COEF_BYTES };
   }
 
