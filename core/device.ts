@@ -841,6 +841,14 @@ export class Device {
     return out;
   }
 
+  /**
+   * Destroys `buffer` (one the caller created on {@link Device.gpu}) once the
+   * work recorded so far has been submitted, which may still bind it.
+   */
+  retire(buffer: GPUBuffer): void {
+    this.#afterSubmit.push(() => buffer.destroy());
+  }
+
   /** Submits everything recorded so far. Does not wait. */
   flush(): void {
     this.#endPass();

@@ -45,8 +45,8 @@ export interface AdamWConfig {
   weightDecay?: number;
   /**
    * Update several tensors per dispatch: as many as the adapter's
-   * `maxStorageBuffersPerShaderStage` binds (4 buffers each, plus the clipping
-   * coefficient): 7 on lavapipe, 3 on Dawn's GL. Default false (one dispatch per
+   * `maxStorageBuffersPerShaderStage` binds (4 buffers each; the clipping
+   * coefficient is a uniform): 8 on lavapipe, 4 on Dawn's GL. Default false (one dispatch per
    * tensor): on both software adapters the multi-tensor kernel measured about 2×
    * slower per element than the per-tensor one, more than the dispatches it saves.
    * Turns flat buckets off unless {@link AdamWConfig.bucketElements} is given.
@@ -299,8 +299,9 @@ export class AdamW {
   }
 
   /**
-   * Frees every moment and the flat gradient scratch of each bucket, and sets
-   * the step count (before loading a checkpoint's; `Trainer.dispose`).
+   * Frees every moment, the flat gradient scratch of each bucket and the
+   * coefficient's uniform buffer, and sets the step count (before loading a
+   * checkpoint's; `Trainer.dispose`).
    */
   resetState(step = 0): void {
     for (const st of [...this.#moments.values(), ...this.#bucketState.values()]) {
@@ -308,6 +309,7 @@ export class AdamW {
       st.v.dispose();
     }
     for (const t of this.#gradScratch.values()) t.dispose();
+    this.#retireCoefBlock();
     this.#moments.clear();
     this.#bucketState.clear();
     this.#gradScratch.clear();
@@ -356,9 +358,9 @@ export class AdamW {
   update(lr: number, coef?: Tensor): void {
     if (this.params.length === 0) return;
     const device = this.params[0].tensor.device;
-    this.step++;
     const one = coef ? null : Tensor.fromArray(device, [1, 0, 0]);
     const c = this.#coefUniform(device, coef ?? one!);
+    this.step++;
     const entries: Entry[] = [];
     const plan = this.#buckets();
     const perTensor = [...plan.single];
@@ -417,7 +419,7 @@ export class AdamW {
       throw new Error(`AdamW.update: coef must be 3 f32 values, got ${coef.size} ${coef.dtype}`);
     }
     if (this.#coefBlock?.device !== device) {
-      // 16 bytes, kept for the optimizer's life (recorded work may still bind it).
+      this.#retireCoefBlock();
       const buffer = device.gpu.createBuffer({
         size: ADAMW_COEF_BYTES,
         usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -427,6 +429,12 @@ export class AdamW {
     const { buffer } = this.#coefBlock;
     device.copy(coef.buffer, coef.binding.offset ?? 0, buffer, 0, coef.byteLength);
     return { buffer, size: ADAMW_COEF_BYTES };
+  }
+
+  /** Frees the coefficient's uniform buffer once the work that binds it is submitted. */
+  #retireCoefBlock(): void {
+    this.#coefBlock?.device.retire(this.#coefBlock.buffer);
+    this.#coefBlock = null;
   }
 
   /** The per-tensor (or multi-tensor) dispatches over `entries`. */
@@ -477,7 +485,7 @@ export class AdamW {
    */
   #groups(device: Device, entries: Entry[], coef: GPUBuffer): Entry[][] {
     const perDispatch = this.multiTensor
-      ? Math.floor((device.limits.maxStorageBuffersPerShaderStage - 1) / 4)
+      ? Math.floor(device.limits.maxStorageBuffersPerShaderStage / 4)
       : 1;
     const groups: Entry[][] = [];
     let cur: Entry[] = [];

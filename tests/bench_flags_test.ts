@@ -215,13 +215,14 @@ function commandOf(b: Bench): string[] {
 async function runBench(
   b: Bench,
   args: string[],
+  env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const xdg = await Deno.makeTempDir({ prefix: "xdg-" });
   try {
     const out = await new Deno.Command(Deno.execPath(), {
       args: [...commandOf(b), ...args],
       cwd: root.pathname,
-      env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
+      env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1", ...env },
       stdout: "piped",
       stderr: "piped",
       signal: AbortSignal.timeout(60_000),
@@ -296,6 +297,12 @@ for (const b of BENCHES) {
     b.bad.forEach(([args, flag], i) => assertRefused(bad[i], `--${flag}`, args.join(" ")));
   });
 }
+
+Deno.test("bench flags: an unknown WEBGPU_BACKEND is the user's error (exit 2, one line)", async () => {
+  const attention = BENCHES.find((b) => b.script === "bench/attention.ts")!;
+  const r = await runBench(attention, ["--reps", "1"], { WEBGPU_BACKEND: "metal" });
+  assertRefused(r, 'unknown backend "metal": expected one of deno, dawn', "WEBGPU_BACKEND=metal");
+});
 
 Deno.test("bench flags: bench:torch runs bench/gpt2_scale.ts with flags it takes", () => {
   for (const placement of ["procs", "workers"] as const) {

@@ -38,9 +38,18 @@ class Two extends Module {
  * eps `eps` (torch.optim.AdamW's: the update is m̂/(√v̂ + eps)), on a weight of
  * `wSize` and a bias of `bSize` elements. With `skipAt`, that step's gradients
  * hold an inf and the norm flags it (`skipNonFinite`): the kernels must change
- * nothing, and the optimizer's `unstep` undoes the count.
+ * nothing, and the optimizer's `unstep` undoes the count. `bucketElements` as
+ * {@link AdamW}'s (0: every tensor updated by a dispatch of its own).
  */
-async function adamwAgainstHand(eps: number, wSize = 5, bSize = 3, skipAt = 0): Promise<void> {
+async function adamwAgainstHand(
+  eps: number,
+  { wSize = 5, bSize = 3, skipAt = 0, bucketElements }: {
+    wSize?: number;
+    bSize?: number;
+    skipAt?: number;
+    bucketElements?: number;
+  } = {},
+): Promise<void> {
   const w0 = randomArray(wSize, 1);
   const b0 = randomArray(bSize, 2);
   const m = new Two(w0, b0);
@@ -49,9 +58,15 @@ async function adamwAgainstHand(eps: number, wSize = 5, bSize = 3, skipAt = 0): 
     beta2: 0.95,
     eps,
     weightDecay: 0.1,
+    ...(bucketElements === undefined ? {} : { bucketElements }),
   });
   strictEqual(opt.eps, eps);
-  const grads = [randomArray(wSize, 3, -2, 2), randomArray(bSize, 4, -2, 2)];
+  // Other gradients at every call: with the same ones each step, m̂/√v̂ would be ±1 whatever
+  // their values (for a small eps), and a kernel that misread them could pass.
+  const gradsAt = (call: number) => [
+    randomArray(wSize, 10 * call + 3, -2, 2),
+    randomArray(bSize, 10 * call + 4, -2, 2),
+  ];
   const ref = [Float64Array.from(w0), Float64Array.from(b0)];
   const mo = [new Float64Array(wSize), new Float64Array(bSize)];
   const vo = [new Float64Array(wSize), new Float64Array(bSize)];
@@ -59,6 +74,7 @@ async function adamwAgainstHand(eps: number, wSize = 5, bSize = 3, skipAt = 0): 
   for (let call = 1, step = 1; call <= 3 + (skipAt ? 1 : 0); call++) {
     const skip = call === skipAt;
     const lr = 0.01 * step;
+    const grads = gradsAt(call);
     const wGrad = skip ? grads[0].map((g, i) => (i === 1 ? Infinity : g)) : grads[0];
     m.w.grad = Tensor.fromArray(dev, wGrad).keep();
     m.b.grad = Tensor.fromArray(dev, grads[1]).keep();
@@ -102,10 +118,15 @@ Deno.test(
 );
 
 Deno.test(
-  "AdamW's vec4 form (stream textures on CPU adapters) matches the hand computation; a flagged step changes nothing",
+  "AdamW's vec4 forms (stream textures on CPU adapters) match the hand computation; a flagged step changes nothing",
   gpuTest,
-  // 4096 weights: 1024 vec4s, past STREAM_MIN_VEC4S; 8 biases: the vec4 buffer form.
-  () => adamwAgainstHand(1e-8, 4096, 8, 2),
+  async () => {
+    // 4096 weights and 8 biases: one flat bucket of 1026 vec4s (past STREAM_MIN_VEC4S) by
+    // default; with buckets off, the weight's own dispatch reads textures and the bias's 2 vec4s
+    // their buffers.
+    await adamwAgainstHand(1e-8, { wSize: 4096, bSize: 8, skipAt: 2 });
+    await adamwAgainstHand(1e-8, { wSize: 4096, bSize: 8, skipAt: 2, bucketElements: 0 });
+  },
 );
 
 Deno.test(

@@ -88,7 +88,10 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   };
 }
 
-/** The fingerprint of each training and validation stream (corpus `i` of a blend named by its place). */
+/**
+ * The fingerprint of each training and validation stream (the corpora of a
+ * blend named by their place in it).
+ */
 function gptStreams(s: GptSplits): Record<string, StreamFingerprint> {
   const out: Record<string, StreamFingerprint> = {};
   for (const [what, p] of [["training data", s.train], ["validation data", s.val]] as const) {
