@@ -444,7 +444,7 @@ export class AdamW {
     c: BufferBinding,
     step: (weightDecay: number) => AdamWStep,
   ): void {
-    for (const group of this.#groups(device, entries, c.buffer)) {
+    for (const group of this.#groups(device, entries)) {
       if (group.length === 1) {
         const [e] = group;
         this.#dispatch(device, e, step(e.decay), c);
@@ -483,19 +483,19 @@ export class AdamW {
    * Consecutive runs of `entries` that one dispatch can update: at most what the
    * adapter binds, and no buffer twice (a writable binding may not alias another).
    */
-  #groups(device: Device, entries: Entry[], coef: GPUBuffer): Entry[][] {
+  #groups(device: Device, entries: Entry[]): Entry[][] {
     const perDispatch = this.multiTensor
       ? Math.floor(device.limits.maxStorageBuffersPerShaderStage / 4)
       : 1;
     const groups: Entry[][] = [];
     let cur: Entry[] = [];
-    let used = new Set<GPUBuffer>([coef]);
+    let used = new Set<GPUBuffer>();
     for (const e of entries) {
       const bufs = e.state.map((b) => b.buffer);
       if (cur.length >= perDispatch || bufs.some((b) => used.has(b))) {
         if (cur.length) groups.push(cur);
         cur = [];
-        used = new Set([coef]);
+        used = new Set();
       }
       cur.push(e);
       for (const b of bufs) used.add(b);
