@@ -8,6 +8,7 @@
 
 import { grantedPermissionFlags } from "../collectives/procs.ts";
 import { DEBUG_FLAG, handled, RunError } from "../cli/errors.ts";
+import { NON_FINITE_LOSS } from "../cli/train_run.ts";
 import {
   commaCounts,
   type FlagSpec,
@@ -59,9 +60,6 @@ function validateLayernormFlags(f: FlagValues): void {
 
 /** Training losses averaged for the table's last column. */
 const LAST_STEPS = 20;
-
-/** A message of train's for a loss that is not finite (cli/train_run.ts's `nonFiniteLossMessage`). */
-const NOT_FINITE = /the loss (is|became) (NaN|-?Infinity)/;
 
 /** One training run's results. */
 interface Row {
@@ -123,7 +121,7 @@ async function runOne(
   await Deno.remove(log);
   const recs = text.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l));
   const stderr = new TextDecoder().decode(out.stderr);
-  const diverged = out.code !== 0 && NOT_FINITE.test(stderr);
+  const diverged = out.code !== 0 && NON_FINITE_LOSS.test(stderr);
   if (out.code !== 0 && !diverged) {
     const why = stderr.split("\n").find((l) => l.startsWith("error:")) ?? stderr.trim();
     throw new RunError(

@@ -706,6 +706,9 @@ async function trainOn<B>(
   return summary;
 }
 
+/** Matches every {@link nonFiniteLossMessage} (what a caller of `train` looks for in its error). */
+export const NON_FINITE_LOSS = /the loss (is|became) (NaN|-?Infinity)/;
+
 /**
  * Why the loss is not finite, with what points at the cause: the iteration; at
  * the first step (before any update) the starting weights; after that the

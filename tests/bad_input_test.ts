@@ -10,6 +10,7 @@
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { classify, reportError, RunError, SIGPIPE_STATUS, splitMisfit } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
+import { NON_FINITE_LOSS, nonFiniteLossMessage } from "../cli/train_run.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { UnknownBackendError } from "../core/gpu.ts";
 import { DataError } from "../data/errors.ts";
@@ -871,6 +872,14 @@ for (const tp of ["1", "2"]) {
     ok(!/a bug|error:/.test(err), err);
   });
 }
+
+Deno.test("NON_FINITE_LOSS matches every message of a loss that is not finite (bench:layernorm reads it)", () => {
+  const prev = { lr: 1e-3, gradNorm: 5 };
+  for (const loss of [NaN, Infinity, -Infinity]) {
+    match(nonFiniteLossMessage(loss, 1, true, "random init", null, 1), NON_FINITE_LOSS);
+    match(nonFiniteLossMessage(loss, 7, false, "random init", prev, 0), NON_FINITE_LOSS);
+  }
+});
 
 Deno.test("--debug adds the stack trace; a bug always shows it", async () => {
   const r = await runCli("cli/train.ts", ["--adam-beta2", "2", "--debug"], undefined, {
