@@ -140,19 +140,17 @@ export interface TorchCompareOptions {
 
 /** The options of flags parsed with {@link TORCH_COMPARE_FLAGS}; throws UsageError. */
 export function torchCompareOptions(f: FlagValues): TorchCompareOptions {
-  // Empty items are dropped, but one backend at least is needed ("" is refused).
+  // Empty items are dropped, but one backend at least is needed ("" and "," are refused).
+  const backendList = f.backends as string;
+  const backendForms = `comma-separated backends among ${BACKENDS.join(", ")}`;
   const names = commaList(
     "backends",
-    f.backends as string,
+    backendList,
     (b) => (BACKENDS as readonly string[]).includes(b),
-    `comma-separated backends among ${BACKENDS.join(", ")}`,
+    backendForms,
     true,
   );
-  if (!names.length) {
-    throw new UsageError(
-      `--backends takes comma-separated backends among ${BACKENDS.join(", ")}, got ""`,
-    );
-  }
+  if (!names.length) throw new UsageError(`--backends takes ${backendForms}, got "${backendList}"`);
   const tpList = f["gpt2-tp"] as string;
   const gpt2Tp = tpList === "none" ? [] : commaCounts(
     "gpt2-tp",
