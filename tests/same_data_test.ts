@@ -2,38 +2,56 @@
  * Nodes of one training job that read different data (each node reads its own
  * copy of the files): refused at once on every node, naming the stream, before
  * any device or step. The fingerprint the ranks compare: a stream's length and
- * a hash of (a sample of) its tokens. Two `cli/train.ts` nodes on loopback, one
+ * a hash of every token. Two `cli/train.ts` nodes on loopback, one
  * rank each, as in tests/same_flags_test.ts.
  */
 
 import assert from "node:assert/strict";
-import { streamFingerprint } from "../cli/same_data.ts";
+import { streamFingerprint, TokenStreamHash } from "../cli/same_data.ts";
 import { makeRunDir, TINY_RUN_FLAGS, twoLocalNodes } from "./cli_helpers.ts";
 
-Deno.test("streamFingerprint: the length and a hash that sees every token of a short stream and samples a long one", () => {
-  const a = Uint32Array.from({ length: 5000 }, (_, i) => (i * 7919) % 50257);
+Deno.test("streamFingerprint: the length and a hash that sees every token, in order", () => {
+  const a = Uint32Array.from({ length: 1_000_000 }, (_, i) => (i * 104729) % 50257);
   const same = streamFingerprint(Uint32Array.from(a));
   assert.deepEqual(streamFingerprint(a), same);
-  assert.equal(same.tokens, 5000);
+  assert.equal(same.tokens, 1_000_000);
   assert.match(same.hash, /^[0-9a-f]{8}$/);
-  // One token changed anywhere in a short stream, or one token fewer: another fingerprint.
-  for (const i of [0, 2500, 4999]) {
+  // The same values in another array type hash alike (a uint32 and its int32 bits too).
+  assert.deepEqual(streamFingerprint(Uint16Array.from(a)), same);
+  assert.deepEqual(
+    streamFingerprint([0xffffffff, 7]),
+    streamFingerprint(Int32Array.from([-1, 7])),
+  );
+  // One token changed anywhere (the ends, and between where a sampled hash would look), one token
+  // fewer, or two neighbours swapped: another fingerprint.
+  for (const i of [0, 255, 256, 300, 500_123, 999_744, 999_999]) {
     const b = Uint32Array.from(a);
     b[i] ^= 1;
     assert.notEqual(streamFingerprint(b).hash, same.hash, `token ${i}`);
   }
   assert.notDeepEqual(streamFingerprint(a.subarray(1)), same);
-  // A long stream: its first and last tokens and evenly spaced ones are hashed.
-  const long = Uint32Array.from({ length: 1_000_000 }, (_, i) => (i * 104729) % 50257);
-  const f = streamFingerprint(long);
-  assert.equal(f.tokens, 1_000_000);
-  for (const i of [0, 255, 999_744, 999_999, 256]) {
-    const b = Uint32Array.from(long);
-    b[i] ^= 1;
-    assert.notEqual(streamFingerprint(b).hash, f.hash, `token ${i}`);
+  const swapped = Uint32Array.from(a);
+  [swapped[700_001], swapped[700_002]] = [swapped[700_002], swapped[700_001]];
+  assert.notEqual(streamFingerprint(swapped).hash, same.hash);
+});
+
+Deno.test("TokenStreamHash: a stream fed in pieces hashes as the whole; where the pieces end is not hashed", () => {
+  const a = Int32Array.from({ length: 10_000 }, (_, i) => (i * 7919) % 30522);
+  const hash = new TokenStreamHash();
+  for (const [from, to] of [[0, 1], [1, 4097], [4097, 4097], [4097, 10_000]]) {
+    hash.add(a.subarray(from, to));
   }
-  // Another file of the same length differs at sampled positions.
-  assert.notEqual(streamFingerprint(long.map((t) => (t + 1) % 50257)).hash, f.hash);
+  assert.deepEqual(hash.fingerprint(), streamFingerprint(a));
+  assert.equal(new TokenStreamHash().fingerprint().tokens, 0);
+  // BERT's streams mark sentence and document ends with -1 and -2 (cli/tasks/bert.ts) for that.
+  const cut = (at: number) => {
+    const h = new TokenStreamHash();
+    h.add(a.subarray(0, at));
+    h.add([-1]);
+    h.add(a.subarray(at));
+    return h.fingerprint().hash;
+  };
+  assert.notEqual(cut(10), cut(11));
 });
 
 /** Both nodes of a 2-node job on loopback, node `i` reading `files[i]`, with `extra` flags. */

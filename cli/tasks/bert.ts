@@ -28,7 +28,7 @@ import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
 import { type HfBert, readHfBert } from "../bert_model.ts";
 import type { DataSource } from "../data_source.ts";
-import { fingerprintAt, type StreamFingerprint } from "../same_data.ts";
+import { type StreamFingerprint, TokenStreamHash } from "../same_data.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
@@ -151,28 +151,20 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
 /**
  * The fingerprint of the training and validation documents: their sentences'
  * tokens in order, each sentence followed by -1 and each document by -2 (so
- * that the same tokens cut into other sentences or documents differ). The
- * tokens are not copied; the sampled positions are found through an index of
- * the sentences (two entries and 16 bytes of offsets per sentence).
+ * that the same tokens cut into other sentences or documents differ), hashed
+ * piece by piece without a copy.
  */
 function bertStreams(s: BertSplits): Record<string, StreamFingerprint> {
   const fingerprint = (c: BertCorpus) => {
-    const pieces: ArrayLike<number>[] = [];
+    const hash = new TokenStreamHash();
     for (const doc of c.documents) {
-      for (const sentence of doc) pieces.push(sentence, SENTENCE_END);
-      pieces.push(DOCUMENT_END);
-    }
-    const starts = new Float64Array(pieces.length + 1);
-    pieces.forEach((p, i) => starts[i + 1] = starts[i] + p.length);
-    return fingerprintAt(starts[pieces.length], (i) => {
-      let lo = 0, hi = pieces.length - 1; // the last piece starting at or before i
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >> 1;
-        if (starts[mid] <= i) lo = mid;
-        else hi = mid - 1;
+      for (const sentence of doc) {
+        hash.add(sentence);
+        hash.add(SENTENCE_END);
       }
-      return pieces[lo][i - starts[lo]];
-    });
+      hash.add(DOCUMENT_END);
+    }
+    return hash.fingerprint();
   };
   const out: Record<string, StreamFingerprint> = { "training data": fingerprint(s.train) };
   if (s.val) out["validation data"] = fingerprint(s.val);
