@@ -27,7 +27,7 @@
 
 import { MatmulTuner } from "../core/matmul_tuner.ts";
 import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
-import type { FlagValues } from "../cli/flags.ts";
+import { type FlagValues, UsageError } from "../cli/flags.ts";
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -114,26 +114,57 @@ interface Samples {
   error?: string;
 }
 
-const env = (k: string) => Deno.env.get(k);
-const STEPS = Number(env("TRAIN_BENCH_STEPS") ?? 5);
-const WARMUP = Number(env("TRAIN_BENCH_WARMUP") ?? 2);
-const BACKENDS = (env("TRAIN_BENCH_BACKENDS") ?? "deno,dawn").split(",").filter((s) => s)
-  .map((s) => parseBackend(s.trim()));
+/** What the environment asks of this run (`TRAIN_BENCH_*`). */
+interface TrainBenchSettings {
+  /** Timed steps per row. */
+  steps: number;
+  /** Untimed steps before them. */
+  warmup: number;
+  /** Backends with a row each. */
+  backends: BackendName[];
+  /** TF.js rows, where `bench/tfjs/train.ts` adds them. */
+  tfjs: boolean;
+}
+
+/** A whole number of at least `min` from `name`, else `fallback`; throws UsageError naming a bad value. */
+function countFromEnv(name: string, fallback: number, min: number): number {
+  const raw = Deno.env.get(name);
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`${name}=${raw}: expected a whole number of at least ${min}`);
+  }
+  return n;
+}
+
+/** Reads {@link TrainBenchSettings} when a run needs them (not on import: other benches import rows). */
+function settings(): TrainBenchSettings {
+  const backends = (Deno.env.get("TRAIN_BENCH_BACKENDS") ?? "deno,dawn").split(",")
+    .map((s) => s.trim()).filter((s) => s).map((s) => parseBackend(s));
+  return {
+    steps: countFromEnv("TRAIN_BENCH_STEPS", 5, 1),
+    warmup: countFromEnv("TRAIN_BENCH_WARMUP", 2, 0),
+    backends,
+    tfjs: Deno.env.get("TRAIN_BENCH_TFJS") !== "0",
+  };
+}
+
 let tfjsRunner: ((row: BenchRow) => Promise<Runner>) | null = null;
 /** Adds the TF.js rows, stepped by `make`'s runners (`bench/tfjs/train.ts`). */
 export function useTfjs(make: (row: BenchRow) => Promise<Runner>): void {
   tfjsRunner = make;
 }
-const withTfjs = () => tfjsRunner !== null && env("TRAIN_BENCH_TFJS") !== "0";
+const withTfjs = () => tfjsRunner !== null && settings().tfjs;
 
 /** The rows in run order (TF.js rows of a backend together: one TF.js backend is live at a time). */
 export function benchRows(): BenchRow[] {
   const rows: BenchRow[] = [];
-  for (const backend of BACKENDS) {
+  const { backends } = settings();
+  for (const backend of backends) {
     rows.push({ impl: "project", backend, config: REFERENCE });
     if (withTfjs()) rows.push({ impl: "tfjs", backend, config: REFERENCE });
   }
-  const first = BACKENDS[0] ?? "deno";
+  const first = backends[0] ?? "deno";
   rows.push({ impl: "project", backend: first, config: defaultTrainConfig(false) });
   rows.push({ impl: "project", backend: first, config: defaultTrainConfig(true) });
   if (withTfjs()) rows.push({ impl: "tfjs", backend: first, config: defaultTrainConfig(false) });
@@ -212,7 +243,8 @@ function runnerFor(row: BenchRow): Promise<Runner> {
         throw new Error("TF.js rows need bench/tfjs/train.ts");
       }
       const runner = await (row.impl === "project" ? projectRunner(row) : tfjsRunner!(row));
-      for (let i = 0; i < WARMUP; i++) {
+      const { warmup } = settings();
+      for (let i = 0; i < warmup; i++) {
         await runner.step();
         if (row.impl === "project") await tuneMatmuls(await deviceFor(row.backend));
       }
@@ -250,10 +282,11 @@ const rowLabel = (r: BenchRow) => `${r.impl === "tfjs" ? "TF.js" : "project"} ${
 /** The Markdown table of medians so far. */
 export function table(rows: BenchRow[] = benchRows()): string {
   const lines: string[] = [];
-  for (const b of BACKENDS) lines.push(`- backend ${b}: ${adapterNames.get(b) ?? "(not started)"}`);
+  const { steps, warmup, backends } = settings();
+  for (const b of backends) lines.push(`- backend ${b}: ${adapterNames.get(b) ?? "(not started)"}`);
   const la = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
   lines.push(
-    `- ${STEPS} timed steps per row after ${WARMUP} warm-up steps; medians; load average now ${la}`,
+    `- ${steps} timed steps per row after ${warmup} warm-up steps; medians; load average now ${la}`,
     "",
     "| run | backend | params | B×T | dropout | ms/step | tokens/s | peak pool MiB (over steady) | vs TF.js |",
     "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -293,12 +326,13 @@ export function table(rows: BenchRow[] = benchRows()): string {
 
 /** Registers the `deno bench` entries (one training step per measured iteration). */
 export function registerBenches(rows: BenchRow[] = benchRows()): void {
+  const { steps } = settings();
   for (const row of rows) {
     Deno.bench({
       name: `${rowLabel(row)} (${row.backend})`,
       group: `${row.config.name} ${row.backend}`,
       baseline: row.impl === "tfjs",
-      n: STEPS,
+      n: steps,
       warmup: 0,
       async fn(b) {
         const s = record(row);
@@ -321,11 +355,12 @@ export function registerBenches(rows: BenchRow[] = benchRows()): void {
 /** `deno run`: every row in turn, then the table; then frees the devices. */
 export async function main(): Promise<void> {
   const rows = benchRows();
+  const { steps } = settings();
   for (const row of rows) {
     const s = record(row);
     try {
       await runnerFor(row);
-      for (let i = 0; i < STEPS; i++) await timedStep(row);
+      for (let i = 0; i < steps; i++) await timedStep(row);
     } catch (e) {
       s.error = (e as Error).message.split("\n")[0];
     }

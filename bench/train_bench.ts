@@ -7,7 +7,9 @@
  * @module
  */
 
+import { handled } from "../cli/errors.ts";
 import { main, registerBenchesWithTable } from "./train.ts";
 
-if (import.meta.main) await main();
+// It takes no flags, only the TRAIN_BENCH_* environment (bench/train.ts): a bad value is a usage error.
+if (import.meta.main) Deno.exitCode = await handled([], async () => (await main(), 0));
 else registerBenchesWithTable();

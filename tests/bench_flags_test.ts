@@ -304,6 +304,18 @@ Deno.test("bench flags: an unknown WEBGPU_BACKEND is the user's error (exit 2, o
   assertRefused(r, 'unknown backend "metal": expected one of deno, dawn', "WEBGPU_BACKEND=metal");
 });
 
+Deno.test("bench flags: the training-step bench refuses a bad TRAIN_BENCH_* value (exit 2, one line)", async () => {
+  const train: Bench = { script: "bench/train_bench.ts", task: null, table: {}, was: {}, bad: [] };
+  const cases: [Record<string, string>, string][] = [
+    [{ TRAIN_BENCH_STEPS: "abc" }, "TRAIN_BENCH_STEPS=abc: expected a whole number of at least 1"],
+    [{ TRAIN_BENCH_STEPS: "0" }, "TRAIN_BENCH_STEPS=0"],
+    [{ TRAIN_BENCH_WARMUP: "-1" }, "TRAIN_BENCH_WARMUP=-1: expected a whole number of at least 0"],
+    [{ TRAIN_BENCH_BACKENDS: "dawn,metal" }, 'unknown backend "metal"'],
+  ];
+  const results = await Promise.all(cases.map(([env]) => runBench(train, [], env)));
+  cases.forEach(([env, needle], i) => assertRefused(results[i], needle, JSON.stringify(env)));
+});
+
 Deno.test("bench flags: bench:torch runs bench/gpt2_scale.ts with flags it takes", () => {
   for (const placement of ["procs", "workers"] as const) {
     for (const backend of BACKENDS) {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { handled } from "../../cli/errors.ts";
 import type { BackendName } from "../../core/gpu.ts";
 import { DEFAULT_DROPOUT } from "../../models/shape.ts";
 import {
@@ -58,5 +59,7 @@ async function tfjsRunner(row: BenchRow): Promise<Runner> {
 }
 
 useTfjs(tfjsRunner);
-if (import.meta.main) await main();
-else registerBenchesWithTable();
+// TRAIN_BENCH_* as bench/train_bench.ts reads them: a bad value is a usage error.
+if (import.meta.main) {
+  Deno.exitCode = await handled([], async () => (await main(), 0));
+} else registerBenchesWithTable();
