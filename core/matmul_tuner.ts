@@ -27,8 +27,47 @@ import { SOFTWARE_LANES } from "../kernels/kernel.ts";
 import type { Device } from "./device.ts";
 import { recordPlan } from "./ops/matmul.ts";
 
-/** Saved choices of one adapter: shape key → tiling key (see `kernels/matmul.ts`). */
+/** Saved choices of one adapter: shape key → {@link tuningEntry} (see `kernels/matmul.ts` for the keys). */
 export type TuningTable = Record<string, string>;
+
+/**
+ * A digest of a kernel's WGSL (32-bit FNV-1a over its UTF-16 code units, hex):
+ * what a stored choice was timed with.
+ */
+export function codeDigest(wgsl: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < wgsl.length; i++) {
+    h ^= wgsl.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
+
+/**
+ * What a store keeps for one shape: the chosen tiling's key and the
+ * {@link codeDigest} of the kernel it generated, `cpu32x8x4w16ta@1a2b3c4d`.
+ * A later version of the project that generates other code for that tiling
+ * tunes the shape again: the candidates' speeds, and so the choice, may have
+ * changed with their code (an entry saved without a digest counts as changed).
+ */
+export function tuningEntry(tiling: MatmulTiling, digest: string): string {
+  return `${tilingKey(tiling)}@${digest}`;
+}
+
+/** The tiling and digest of a {@link tuningEntry} (digest "" for an entry saved without one), or null. */
+export function parseTuningEntry(entry: string): { tiling: MatmulTiling; digest: string } | null {
+  const at = entry.indexOf("@");
+  const tiling = parseTilingKey(at < 0 ? entry : entry.slice(0, at));
+  if (!tiling) return null;
+  if (at < 0) return { tiling, digest: "" };
+  const digest = entry.slice(at + 1);
+  return /^[0-9a-f]{8}$/.test(digest) ? { tiling, digest } : null;
+}
+
+/** {@link codeDigest} of the kernel `tiling` generates for `shape` on an adapter described by `opts`. */
+function planDigest(shape: MatmulShape, opts: MatmulOptions, tiling: MatmulTiling): string {
+  return codeDigest(matmulPlanWith(shape, opts, tiling).kernel.code);
+}
 
 /** Where tuned choices persist between runs (a file in the CLI; nothing in a browser). */
 export interface TuningStore {
@@ -147,6 +186,8 @@ export function adapterKey(device: Device): string {
 /** Times matmul tilings per shape and remembers the fastest; see the module doc. */
 export class MatmulTuner implements TilingSource {
   readonly #chosen = new Map<string, MatmulTiling>();
+  /** The code digest each choice loaded from the store was timed with (checked at first use). */
+  readonly #loadedDigests = new Map<string, string>();
   readonly #pending = new Map<string, { shape: MatmulShape; opts: MatmulOptions }>();
   /** Shapes the budget left untuned: not noted again in this tuner's life. */
   readonly #deferred = new Set<string>();
@@ -173,9 +214,11 @@ export class MatmulTuner implements TilingSource {
     this.targetMs = opts.targetMs ?? 20;
     this.budgetMs = opts.budgetMs ?? DEFAULT_TUNING_BUDGET_MS;
     this.#adapter = adapterKey(device);
-    for (const [shape, tiling] of Object.entries(store?.load(this.#adapter) ?? {})) {
-      const t = parseTilingKey(tiling);
-      if (t) this.#chosen.set(shape, t);
+    for (const [shape, entry] of Object.entries(store?.load(this.#adapter) ?? {})) {
+      const e = parseTuningEntry(entry);
+      if (!e) continue;
+      this.#chosen.set(shape, e.tiling);
+      this.#loadedDigests.set(shape, e.digest);
     }
   }
 
@@ -238,7 +281,7 @@ export class MatmulTuner implements TilingSource {
       const r = await this.#tuneOne(key, shape, opts, syncMs, deadline);
       this.#pending.delete(key);
       this.#chosen.set(key, r.tiling);
-      if (r.report.complete) table[key] = tilingKey(r.tiling);
+      if (r.report.complete) table[key] = tuningEntry(r.tiling, planDigest(shape, opts, r.tiling));
       found.push(r.report);
     }
     for (const key of this.#pending.keys()) this.#deferred.add(key);
@@ -259,19 +302,23 @@ export class MatmulTuner implements TilingSource {
   /**
    * Whether a loaded or timed choice is still among the candidates for `shape`
    * (a cache written before the candidates changed, e.g. before A could be read
-   * through a texture, would otherwise pin a slower tiling): checked once per
-   * shape; a choice no longer offered is forgotten and the shape tuned again.
+   * through a texture, would otherwise pin a slower tiling), and, for a choice
+   * loaded from the store, whether its kernel's code is the one it was timed
+   * with ({@link tuningEntry}): checked once per shape; a choice no longer
+   * offered, or whose code has changed, is forgotten and the shape tuned again.
    */
   #stillOffered(key: string, t: MatmulTiling, shape: MatmulShape, opts: MatmulOptions): boolean {
     if (this.#offered.has(key)) return true;
     const k = tilingKey(t);
-    if (
-      t.software === opts.software && tilingCandidates(shape, opts).some((c) => tilingKey(c) === k)
-    ) {
+    const offered = t.software === opts.software &&
+      tilingCandidates(shape, opts).some((c) => tilingKey(c) === k);
+    const loaded = this.#loadedDigests.get(key);
+    if (offered && (loaded === undefined || loaded === planDigest(shape, opts, t))) {
       this.#offered.add(key);
       return true;
     }
     this.#chosen.delete(key);
+    this.#loadedDigests.delete(key);
     return false;
   }
 

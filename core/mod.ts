@@ -61,11 +61,14 @@ export type { DropoutSpec, ResidualNorm, TokenPart } from "./ops/residual.ts";
 export type { PreAndActivation } from "./ops/mlp.ts";
 export {
   adapterKey,
+  codeDigest,
   DEFAULT_TUNING_BUDGET_MS,
   MatmulTuner,
   type MatmulTunerOptions,
   MIN_TUNED_FLOPS,
+  parseTuningEntry,
   type TunedShape,
+  tuningEntry,
   type TuningStore,
   type TuningTable,
 } from "./matmul_tuner.ts";

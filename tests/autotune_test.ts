@@ -20,10 +20,13 @@ import {
 } from "../cli/autotune.ts";
 import {
   adapterKey,
+  codeDigest,
   compileSize,
   FINALISTS,
   finalistsOf,
   MatmulTuner,
+  parseTuningEntry,
+  tuningEntry,
   type TuningStore,
   type TuningTable,
 } from "../core/matmul_tuner.ts";
@@ -323,6 +326,66 @@ Deno.test(
   },
 );
 
+Deno.test("autotune: a stored entry is the tiling and its kernel's code digest; bad ones are refused", () => {
+  const t = parseTilingKey("cpu32x8x4w16ta")!;
+  const entry = tuningEntry(t, codeDigest("fn main() {}"));
+  assert.match(entry, /^cpu32x8x4w16ta@[0-9a-f]{8}$/);
+  assert.deepEqual(parseTuningEntry(entry), { tiling: t, digest: codeDigest("fn main() {}") });
+  assert.notEqual(codeDigest("fn main() {}"), codeDigest("fn main() { }"));
+  // Saved before entries had a digest: read, with none (so its code counts as changed).
+  assert.deepEqual(parseTuningEntry("cpu32x8x4w16ta"), { tiling: t, digest: "" });
+  for (const bad of ["cpu3x4x8@12345678", "cpu32x8x4w16ta@xyz", "cpu32x8x4w16ta@", "@12345678"]) {
+    assert.equal(parseTuningEntry(bad), null, bad);
+  }
+});
+
+Deno.test(
+  "autotune: a stored choice whose kernel code has changed since (or was saved without a digest) is tuned again",
+  withTimeLimit(240),
+  async () => {
+    const device = await testDevice();
+    const store = new MemoryStore();
+    const x = Tensor.fromArray(device, randomArray(64 * 48, 5), [64, 48]);
+    const w = Tensor.fromArray(device, randomArray(40 * 48, 6), [40, 48]);
+    const opts = { minFlops: 1e5, targetMs: 2 };
+    const use = (tuner: MatmulTuner) => {
+      device.matmulTuner = tuner;
+      device.noGrad(() => ops.matmul(x, w, { transB: true }));
+      return tuner.pending;
+    };
+    try {
+      const first = new MatmulTuner(device, store, opts);
+      assert.equal(use(first), 1);
+      await first.tune();
+      const adapter = adapterKey(device);
+      const [[shape, entry]] = Object.entries(store.load(adapter));
+      const { tiling, digest } = parseTuningEntry(entry)!;
+      // The entry's digest is that of the code the chosen tiling generates now: used as it is.
+      assert.equal(use(new MatmulTuner(device, store, opts)), 0);
+      // Another digest (the kernel generator changed since it was timed), or none: tuned again,
+      // and the new choice saved with the current digest.
+      for (
+        const stale of [
+          tuningEntry(tiling, digest === "00000000" ? "00000001" : "00000000"),
+          tilingKey(tiling),
+        ]
+      ) {
+        store.tables.set(adapter, { [shape]: stale });
+        const again = new MatmulTuner(device, store, opts);
+        assert.equal(again.size, 1);
+        assert.equal(use(again), 1, stale);
+        await again.tune();
+        const saved = store.load(adapter)[shape];
+        assert.notEqual(saved, stale);
+        assert.equal(use(new MatmulTuner(device, store, opts)), 0, `${saved} is not used as saved`);
+      }
+    } finally {
+      device.matmulTuner = null;
+      for (const t of [x, w]) t.dispose();
+    }
+  },
+);
+
 Deno.test(
   "autotune: the budget takes the largest shape first; what it leaves waits for a later run",
   withTimeLimit(240),
@@ -575,7 +638,8 @@ Deno.test(
       const saved = JSON.parse(await Deno.readTextFile(cache));
       const tables = Object.values(saved.adapters) as Record<string, string>[];
       assert.equal(tables.length, 1);
-      for (const t of Object.values(tables[0])) assert.ok(parseTilingKey(t), t);
+      for (const t of Object.values(tables[0])) assert.match(t, /^[a-z0-9]+@[0-9a-f]{8}$/);
+      for (const t of Object.values(tables[0])) assert.ok(parseTuningEntry(t)?.digest, t);
       // A second run finds every shape in the cache and does not tune again.
       const r2 = await runCli("cli/train.ts", flags);
       assert.equal(r2.code, 0, r2.stderr);
