@@ -13,6 +13,7 @@
  */
 
 import {
+  f16Variant,
   type MatmulOptions,
   matmulPlanWith,
   type MatmulShape,
@@ -31,8 +32,8 @@ import { recordPlan } from "./ops/matmul.ts";
 export type TuningTable = Record<string, string>;
 
 /**
- * A digest of a kernel's WGSL (32-bit FNV-1a over its UTF-16 code units, hex):
- * what a stored choice was timed with.
+ * A digest of a kernel's WGSL (32-bit FNV-1a over its UTF-16 code units, hex),
+ * or of any text.
  */
 export function codeDigest(wgsl: string): string {
   let h = 0x811c9dc5;
@@ -44,11 +45,14 @@ export function codeDigest(wgsl: string): string {
 }
 
 /**
- * What a store keeps for one shape: the chosen tiling's key and the
- * {@link codeDigest} of the kernel it generated, `cpu32x8x4w16ta@1a2b3c4d`.
- * A later version of the project that generates other code for that tiling
- * tunes the shape again: the candidates' speeds, and so the choice, may have
- * changed with their code (an entry saved without a digest counts as changed).
+ * What a store keeps for one shape: the chosen tiling's key and a digest of
+ * what the choice was made among (`cpu32x8x4w16ta@1a2b3c4d`): the code the
+ * chosen tiling generates for the shape, and the keys of the candidates it was
+ * timed against. A later version of the project that generates other code for
+ * that tiling, or offers other candidates, tunes the shape again (an entry
+ * saved without a digest counts as changed). A change to the code of a
+ * candidate that was not chosen, alone, goes unseen: the candidates share one
+ * generator, so a change to it changes the chosen kernel's code too.
  */
 export function tuningEntry(tiling: MatmulTiling, digest: string): string {
   return `${tilingKey(tiling)}@${digest}`;
@@ -64,9 +68,21 @@ export function parseTuningEntry(entry: string): { tiling: MatmulTiling; digest:
   return /^[0-9a-f]{8}$/.test(digest) ? { tiling, digest } : null;
 }
 
-/** {@link codeDigest} of the kernel `tiling` generates for `shape` on an adapter described by `opts`. */
-function planDigest(shape: MatmulShape, opts: MatmulOptions, tiling: MatmulTiling): string {
-  return codeDigest(matmulPlanWith(shape, opts, tiling).kernel.code);
+/** The digest a {@link tuningEntry} of `tiling` for `shape` holds on an adapter described by `opts`. */
+function choiceDigest(shape: MatmulShape, opts: MatmulOptions, tiling: MatmulTiling): string {
+  const candidates = tilingCandidates(shape, opts).map(tilingKey).join(",");
+  return codeDigest(`${candidates}\n${matmulPlanWith(shape, opts, tiling).kernel.code}`);
+}
+
+/**
+ * The key `shape`'s choice is stored under: its shape key, and where the
+ * adapter's options change its kernels' code ({@link f16Variant}: fp16 weights
+ * read natively, with or without f16 arithmetic), that too, so that runs with
+ * and without `--f16-arithmetic` keep a choice each.
+ */
+function storeKey(shape: MatmulShape, opts: MatmulOptions): string {
+  const variant = f16Variant(shape, opts);
+  return matmulShapeKey(shape) + (variant ? `/f16${variant}` : "");
 }
 
 /** Where tuned choices persist between runs (a file in the CLI; nothing in a browser). */
@@ -183,6 +199,17 @@ export function adapterKey(device: Device): string {
   return `${s.backend}: ${s.name}` + (lanes === SOFTWARE_LANES ? "" : `, ${lanes} lanes`);
 }
 
+/**
+ * The store's table for `device`'s choices: its {@link adapterKey}, marked as
+ * holding {@link tuningEntry} values. Versions of the project from before the
+ * digests read and write the unmarked table of the same file, so two versions
+ * sharing one cache (a checkout of an older commit beside a newer one) keep a
+ * table each instead of overwriting each other's choices run after run.
+ */
+export function tuningTableKey(device: Device): string {
+  return `${adapterKey(device)} (with code digests)`;
+}
+
 /** Times matmul tilings per shape and remembers the fastest; see the module doc. */
 export class MatmulTuner implements TilingSource {
   readonly #chosen = new Map<string, MatmulTiling>();
@@ -193,7 +220,8 @@ export class MatmulTuner implements TilingSource {
   readonly #deferred = new Set<string>();
   /** Shapes whose chosen tiling was checked against the current candidates. */
   readonly #offered = new Set<string>();
-  readonly #adapter: string;
+  /** The store's table this tuner reads and adds to ({@link tuningTableKey}). */
+  readonly #table: string;
   #spentMs = 0;
   /** The budget ran out in a {@link MatmulTuner.tune} call: shapes met later wait for a later run. */
   #exhausted = false;
@@ -213,8 +241,8 @@ export class MatmulTuner implements TilingSource {
     this.minFlops = opts.minFlops ?? MIN_TUNED_FLOPS;
     this.targetMs = opts.targetMs ?? 20;
     this.budgetMs = opts.budgetMs ?? DEFAULT_TUNING_BUDGET_MS;
-    this.#adapter = adapterKey(device);
-    for (const [shape, entry] of Object.entries(store?.load(this.#adapter) ?? {})) {
+    this.#table = tuningTableKey(device);
+    for (const [shape, entry] of Object.entries(store?.load(this.#table) ?? {})) {
       const e = parseTuningEntry(entry);
       if (!e) continue;
       this.#chosen.set(shape, e.tiling);
@@ -247,7 +275,7 @@ export class MatmulTuner implements TilingSource {
    */
   tiling(shape: MatmulShape, opts: MatmulOptions): MatmulTiling | undefined {
     if (flopsOf(shape) < this.minFlops) return undefined;
-    const key = matmulShapeKey(shape);
+    const key = storeKey(shape, opts);
     const t = this.#chosen.get(key);
     if (t && this.#stillOffered(key, t, shape, opts)) return t;
     if (this.#exhausted) this.#deferred.add(key);
@@ -281,7 +309,9 @@ export class MatmulTuner implements TilingSource {
       const r = await this.#tuneOne(key, shape, opts, syncMs, deadline);
       this.#pending.delete(key);
       this.#chosen.set(key, r.tiling);
-      if (r.report.complete) table[key] = tuningEntry(r.tiling, planDigest(shape, opts, r.tiling));
+      if (r.report.complete) {
+        table[key] = tuningEntry(r.tiling, choiceDigest(shape, opts, r.tiling));
+      }
       found.push(r.report);
     }
     for (const key of this.#pending.keys()) this.#deferred.add(key);
@@ -290,7 +320,7 @@ export class MatmulTuner implements TilingSource {
     if (this.#deferred.size || found.some((r) => !r.complete)) this.#exhausted = true;
     if (Object.keys(table).length && this.store) {
       try {
-        this.store.save(this.#adapter, table);
+        this.store.save(this.#table, table);
         this.saveError = null;
       } catch (e) {
         this.saveError = e instanceof Error ? e.message : String(e);
@@ -313,7 +343,7 @@ export class MatmulTuner implements TilingSource {
     const offered = t.software === opts.software &&
       tilingCandidates(shape, opts).some((c) => tilingKey(c) === k);
     const loaded = this.#loadedDigests.get(key);
-    if (offered && (loaded === undefined || loaded === planDigest(shape, opts, t))) {
+    if (offered && (loaded === undefined || loaded === choiceDigest(shape, opts, t))) {
       this.#offered.add(key);
       return true;
     }

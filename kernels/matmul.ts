@@ -311,14 +311,25 @@ export function chooseTiling(s: MatmulShape, opts: MatmulOptions): MatmulTiling 
   return { software: false, tm: side(s.M), tv: side(s.N) };
 }
 
+/**
+ * How `opts` changes the code of `shape`'s kernels beyond its key: "n" where
+ * its fp16 weights are read natively (`shader-f16`), "h" where the products
+ * are also computed in f16 (`--f16-arithmetic`), else "".
+ */
+export function f16Variant(shape: MatmulShape, opts: MatmulOptions): "" | "n" | "h" {
+  if (shape.packedB !== "fp16" || opts.shaderF16 !== true) return "";
+  return opts.f16Arithmetic === true ? "h" : "n";
+}
+
 /** Like {@link matmulPlan} with an explicit tiling (for tuning and benchmarks). */
 export function matmulPlanWith(
   shape: MatmulShape,
   opts: MatmulOptions,
   tiling: MatmulTiling,
 ): DispatchPlan {
-  const nativeF16 = shape.packedB === "fp16" && opts.shaderF16 === true;
-  const f16Math = nativeF16 && opts.f16Arithmetic === true;
+  const variant = f16Variant(shape, opts);
+  const nativeF16 = variant !== "";
+  const f16Math = variant === "h";
   checkShape(shape);
   checkTiling(tiling);
   if (tiling.software && ceilDiv(shape.K, 4) + 3 > SOFTWARE_LOOP_LIMIT) {
@@ -353,8 +364,7 @@ export function matmulPlanWith(
   const flags = `${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}` +
     `/a${+shape.batchA}${lay.a}/b${+shape.batchB}${lay.b}/c${+lay.vecC}k${+lay.k4}` +
     `/bias${+shape.bias}/acc${+lay.acc}${shape.packedB ? `/pB${shape.packedB}` : ""}` +
-    epilogueKey(shape) + (texU ? "/tU" : "") +
-    (nativeF16 ? (f16Math ? "h" : "n") : "");
+    epilogueKey(shape) + (texU ? "/tU" : "") + variant;
   const key = `matmul/${tilingKey(tiling)}/${flags}`;
   // The WGSL (tens of kB) is generated only when a pipeline is compiled: a plan
   // for an already-cached key costs microseconds.

@@ -29,6 +29,7 @@ import {
   tuningEntry,
   type TuningStore,
   type TuningTable,
+  tuningTableKey,
 } from "../core/matmul_tuner.ts";
 import * as ops from "../core/ops/mod.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
@@ -36,6 +37,7 @@ import { Tensor } from "../core/tensor.ts";
 import {
   chooseTiling,
   EXACT_BLOCK_CANDIDATES,
+  f16Variant,
   HUGE_BLOCK_MACS,
   LARGE_BLOCK_MACS,
   type MatmulOptions,
@@ -339,6 +341,27 @@ Deno.test("autotune: a stored entry is the tiling and its kernel's code digest; 
   }
 });
 
+Deno.test("autotune: runs with and without f16 arithmetic keep a choice each, in a table older versions do not write", async () => {
+  const device = await testDevice();
+  const opts = matmulOptions(device);
+  const shape: MatmulShape = { ...base, M: 64, N: 64, K: 64, transB: true, packedB: "fp16" };
+  const variants = [
+    { ...opts, shaderF16: false },
+    { ...opts, shaderF16: true, f16Arithmetic: false },
+    { ...opts, shaderF16: true, f16Arithmetic: true },
+  ];
+  assert.deepEqual(variants.map((o) => f16Variant(shape, o)), ["", "n", "h"]);
+  assert.equal(f16Variant({ ...shape, packedB: "bf16" }, variants[2]), "");
+  const tuner = new MatmulTuner(device, null, { minFlops: 1 });
+  for (const o of variants) tuner.tiling(shape, o);
+  assert.equal(tuner.pending, 3, "one choice per kernel code");
+  // The unmarked table of the same adapter (written before digests) is not read.
+  assert.ok(tuningTableKey(device).startsWith(adapterKey(device)));
+  const store = new MemoryStore();
+  store.tables.set(adapterKey(device), { [matmulShapeKey(shape)]: "cpu16x4x4w16ta" });
+  assert.equal(new MatmulTuner(device, store).size, 0);
+});
+
 Deno.test(
   "autotune: a stored choice whose kernel code has changed since (or was saved without a digest) is tuned again",
   withTimeLimit(240),
@@ -357,7 +380,7 @@ Deno.test(
       const first = new MatmulTuner(device, store, opts);
       assert.equal(use(first), 1);
       await first.tune();
-      const adapter = adapterKey(device);
+      const adapter = tuningTableKey(device);
       const [[shape, entry]] = Object.entries(store.load(adapter));
       const { tiling, digest } = parseTuningEntry(entry)!;
       // The entry's digest is that of the code the chosen tiling generates now: used as it is.
@@ -448,7 +471,7 @@ Deno.test(
       assert.equal(found.length, 2);
       assert.ok(found.every((r) => r.complete), JSON.stringify(found));
       assert.match(found[0].shape, /^1x96x80x64\//, "the larger shape goes first");
-      assert.equal(Object.keys(store.load(adapterKey(device))).length, 2);
+      assert.equal(Object.keys(store.load(tuningTableKey(device))).length, 2);
       assert.doesNotMatch(describeTuning(found, 1, null, all.deferred), /later runs/);
     } finally {
       device.matmulTuner = null;
