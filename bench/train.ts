@@ -28,6 +28,7 @@
 import { MatmulTuner } from "../core/matmul_tuner.ts";
 import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
 import { type FlagValues, UsageError } from "../cli/flags.ts";
+import { handled, reportError } from "../cli/errors.ts";
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -130,22 +131,29 @@ interface TrainBenchSettings {
 function countFromEnv(name: string, fallback: number, min: number): number {
   const raw = Deno.env.get(name);
   if (raw === undefined || raw.trim() === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) {
+  const n = Number(raw.trim());
+  if (!/^\d+$/.test(raw.trim()) || n < min) {
     throw new UsageError(`${name}=${raw}: expected a whole number of at least ${min}`);
   }
   return n;
 }
 
+/** `TRAIN_BENCH_WARMUP`: untimed steps before a row's timed ones (all a row's runner reads). */
+const warmupSteps = () => countFromEnv("TRAIN_BENCH_WARMUP", 2, 0);
+
 /** Reads {@link TrainBenchSettings} when a run needs them (not on import: other benches import rows). */
 function settings(): TrainBenchSettings {
   const backends = (Deno.env.get("TRAIN_BENCH_BACKENDS") ?? "deno,dawn").split(",")
     .map((s) => s.trim()).filter((s) => s).map((s) => parseBackend(s));
+  const tfjs = Deno.env.get("TRAIN_BENCH_TFJS")?.trim() ?? "";
+  if (!["", "0", "1"].includes(tfjs)) {
+    throw new UsageError(`TRAIN_BENCH_TFJS=${tfjs}: expected 0 (leave TF.js out) or 1`);
+  }
   return {
     steps: countFromEnv("TRAIN_BENCH_STEPS", 5, 1),
-    warmup: countFromEnv("TRAIN_BENCH_WARMUP", 2, 0),
+    warmup: warmupSteps(),
     backends,
-    tfjs: Deno.env.get("TRAIN_BENCH_TFJS") !== "0",
+    tfjs: tfjs !== "0",
   };
 }
 
@@ -243,7 +251,7 @@ function runnerFor(row: BenchRow): Promise<Runner> {
         throw new Error("TF.js rows need bench/tfjs/train.ts");
       }
       const runner = await (row.impl === "project" ? projectRunner(row) : tfjsRunner!(row));
-      const { warmup } = settings();
+      const warmup = warmupSteps();
       for (let i = 0; i < warmup; i++) {
         await runner.step();
         if (row.impl === "project") await tuneMatmuls(await deviceFor(row.backend));
@@ -372,8 +380,26 @@ export async function main(): Promise<void> {
   for (const d of devices.values()) (await d.catch(() => null))?.destroy();
 }
 
+/**
+ * The entry point of `bench/train_bench.ts` and `bench/tfjs/train.ts`: under
+ * `deno run` (`isMain`) every row and the table, under `deno bench` the bench
+ * entries; a bad `TRAIN_BENCH_*` value is reported as a usage error (one line,
+ * exit 2) either way.
+ */
+export async function trainBenchEntry(isMain: boolean): Promise<void> {
+  if (isMain) {
+    Deno.exitCode = await handled([], async () => (await main(), 0));
+    return;
+  }
+  try {
+    registerBenchesWithTable();
+  } catch (e) {
+    Deno.exit(reportError(e, false));
+  }
+}
+
 /** `deno bench`: the bench entries, and the table printed when the run ends. */
-export function registerBenchesWithTable(): void {
+function registerBenchesWithTable(): void {
   registerBenches();
   globalThis.addEventListener("unload", () => {
     if (samples.size) console.log("\n" + table());

@@ -7,9 +7,6 @@
  * @module
  */
 
-import { handled } from "../cli/errors.ts";
-import { main, registerBenchesWithTable } from "./train.ts";
+import { trainBenchEntry } from "./train.ts";
 
-// It takes no flags, only the TRAIN_BENCH_* environment (bench/train.ts): a bad value is a usage error.
-if (import.meta.main) Deno.exitCode = await handled([], async () => (await main(), 0));
-else registerBenchesWithTable();
+await trainBenchEntry(import.meta.main);

@@ -309,11 +309,28 @@ Deno.test("bench flags: the training-step bench refuses a bad TRAIN_BENCH_* valu
   const cases: [Record<string, string>, string][] = [
     [{ TRAIN_BENCH_STEPS: "abc" }, "TRAIN_BENCH_STEPS=abc: expected a whole number of at least 1"],
     [{ TRAIN_BENCH_STEPS: "0" }, "TRAIN_BENCH_STEPS=0"],
+    [{ TRAIN_BENCH_STEPS: "1e3" }, "TRAIN_BENCH_STEPS=1e3"],
+    [{ TRAIN_BENCH_TFJS: "false" }, "TRAIN_BENCH_TFJS=false: expected 0 (leave TF.js out) or 1"],
     [{ TRAIN_BENCH_WARMUP: "-1" }, "TRAIN_BENCH_WARMUP=-1: expected a whole number of at least 0"],
     [{ TRAIN_BENCH_BACKENDS: "dawn,metal" }, 'unknown backend "metal"'],
   ];
   const results = await Promise.all(cases.map(([env]) => runBench(train, [], env)));
   cases.forEach(([env, needle], i) => assertRefused(results[i], needle, JSON.stringify(env)));
+  // Under `deno bench` too, where the rows are registered as the module loads.
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["bench", "-q", "-P=bench", "bench/train_bench.ts"],
+    cwd: root.pathname,
+    env: { NO_COLOR: "1", TRAIN_BENCH_STEPS: "abc" },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const dec = new TextDecoder();
+  assertRefused(
+    { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) },
+    "TRAIN_BENCH_STEPS=abc",
+    "deno bench with TRAIN_BENCH_STEPS=abc",
+  );
 });
 
 Deno.test("bench flags: bench:torch runs bench/gpt2_scale.ts with flags it takes", () => {

@@ -8,16 +8,14 @@
  * @module
  */
 
-import { handled } from "../../cli/errors.ts";
 import type { BackendName } from "../../core/gpu.ts";
 import { DEFAULT_DROPOUT } from "../../models/shape.ts";
 import {
   type BenchRow,
   deviceFor,
-  main,
-  registerBenchesWithTable,
   type Runner,
   tokenSource,
+  trainBenchEntry,
   useTfjs,
 } from "../train.ts";
 import { createTfjs, type Tfjs } from "./backend.ts";
@@ -59,7 +57,4 @@ async function tfjsRunner(row: BenchRow): Promise<Runner> {
 }
 
 useTfjs(tfjsRunner);
-// TRAIN_BENCH_* as bench/train_bench.ts reads them: a bad value is a usage error.
-if (import.meta.main) {
-  Deno.exitCode = await handled([], async () => (await main(), 0));
-} else registerBenchesWithTable();
+await trainBenchEntry(import.meta.main);
