@@ -171,7 +171,7 @@ function bertStreams(s: BertSplits): Record<string, StreamFingerprint> {
   return out;
 }
 
-const SENTENCE_END = [-1], DOCUMENT_END = [-2];
+const SENTENCE_END = Int32Array.of(-1), DOCUMENT_END = Int32Array.of(-2);
 
 /** BERT pre-training: masked-language-model plus sentence-order loss. */
 export class BertTask implements Task<BertBatch> {
