@@ -106,3 +106,27 @@ Deno.test(
     }
   },
 );
+
+/**
+ * Test files that open a Device of their own and are not in this list must
+ * close it (`await device.close()`), not only destroy it: a Dawn GL device
+ * left to the process's exit is the race above (tests/kept_textures_test.ts
+ * aborted a CI run that way after its three tests passed, exit 134).
+ */
+const NO_CLOSE_NEEDED: Record<string, string> = {
+  "tests/checkpoint_crash_test.ts": "its child process is killed mid-write on purpose",
+  "tests/errors_test.ts": "its devices fail to open",
+  "tests/collectives_gpu_worker.ts": "Deno's WebGPU (wgpu on Vulkan): no EGL state",
+};
+
+Deno.test("every test file that opens a Device of its own closes it", async () => {
+  const missing: string[] = [];
+  for await (const e of Deno.readDir(new URL("./", import.meta.url))) {
+    if (!e.isFile || !e.name.endsWith(".ts")) continue;
+    const path = `tests/${e.name}`;
+    const text = await Deno.readTextFile(new URL(e.name, import.meta.url));
+    if (!text.includes("Device.create(") || path in NO_CLOSE_NEEDED) continue;
+    if (!/\.close\(\)/.test(text)) missing.push(path);
+  }
+  deepStrictEqual(missing, [], "these open a Device and never close one");
+});

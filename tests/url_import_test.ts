@@ -21,7 +21,7 @@ for (let i = 0; i < 2; i++) {
   const r = await trainer.step(1, () => gpt.loss(ids, tg));
   console.log("step", i, r.loss.toFixed(4));
 }
-device.destroy();
+await device.close();
 `,
   );
   const xdg = await Deno.makeTempDir();
