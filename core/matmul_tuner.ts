@@ -68,10 +68,18 @@ export function parseTuningEntry(entry: string): { tiling: MatmulTiling; digest:
   return /^[0-9a-f]{8}$/.test(digest) ? { tiling, digest } : null;
 }
 
-/** The digest a {@link tuningEntry} of `tiling` for `shape` holds on an adapter described by `opts`. */
-function choiceDigest(shape: MatmulShape, opts: MatmulOptions, tiling: MatmulTiling): string {
-  const candidates = tilingCandidates(shape, opts).map(tilingKey).join(",");
-  return codeDigest(`${candidates}\n${matmulPlanWith(shape, opts, tiling).kernel.code}`);
+/**
+ * The digest a {@link tuningEntry} of `tiling` for `shape` holds on an adapter
+ * described by `opts`; `candidates`: the keys of `shape`'s candidate tilings
+ * there, when the caller has them already.
+ */
+function choiceDigest(
+  shape: MatmulShape,
+  opts: MatmulOptions,
+  tiling: MatmulTiling,
+  candidates = tilingCandidates(shape, opts).map(tilingKey),
+): string {
+  return codeDigest(`${candidates.join(",")}\n${matmulPlanWith(shape, opts, tiling).kernel.code}`);
 }
 
 /**
@@ -339,11 +347,10 @@ export class MatmulTuner implements TilingSource {
    */
   #stillOffered(key: string, t: MatmulTiling, shape: MatmulShape, opts: MatmulOptions): boolean {
     if (this.#offered.has(key)) return true;
-    const k = tilingKey(t);
-    const offered = t.software === opts.software &&
-      tilingCandidates(shape, opts).some((c) => tilingKey(c) === k);
+    const candidates = tilingCandidates(shape, opts).map(tilingKey);
+    const offered = t.software === opts.software && candidates.includes(tilingKey(t));
     const loaded = this.#loadedDigests.get(key);
-    if (offered && (loaded === undefined || loaded === choiceDigest(shape, opts, t))) {
+    if (offered && (loaded === undefined || loaded === choiceDigest(shape, opts, t, candidates))) {
       this.#offered.add(key);
       return true;
     }

@@ -71,6 +71,7 @@ export {
   tuningEntry,
   type TuningStore,
   type TuningTable,
+  tuningTableKey,
 } from "./matmul_tuner.ts";
 export type {
   DispatchPlan,
