@@ -129,13 +129,12 @@ interface TrainBenchSettings {
 
 /** A whole number of at least `min` from `name`, else `fallback`; throws UsageError naming a bad value. */
 function countFromEnv(name: string, fallback: number, min: number): number {
-  const raw = Deno.env.get(name);
-  if (raw === undefined || raw.trim() === "") return fallback;
-  const n = Number(raw.trim());
-  if (!/^\d+$/.test(raw.trim()) || n < min) {
+  const raw = Deno.env.get(name)?.trim() ?? "";
+  if (raw === "") return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < min) {
     throw new UsageError(`${name}=${raw}: expected a whole number of at least ${min}`);
   }
-  return n;
+  return Number(raw);
 }
 
 /** `TRAIN_BENCH_WARMUP`: untimed steps before a row's timed ones (all a row's runner reads). */
@@ -162,20 +161,20 @@ let tfjsRunner: ((row: BenchRow) => Promise<Runner>) | null = null;
 export function useTfjs(make: (row: BenchRow) => Promise<Runner>): void {
   tfjsRunner = make;
 }
-const withTfjs = () => tfjsRunner !== null && settings().tfjs;
 
 /** The rows in run order (TF.js rows of a backend together: one TF.js backend is live at a time). */
 export function benchRows(): BenchRow[] {
   const rows: BenchRow[] = [];
-  const { backends } = settings();
+  const { backends, tfjs } = settings();
+  const withTfjs = tfjsRunner !== null && tfjs;
   for (const backend of backends) {
     rows.push({ impl: "project", backend, config: REFERENCE });
-    if (withTfjs()) rows.push({ impl: "tfjs", backend, config: REFERENCE });
+    if (withTfjs) rows.push({ impl: "tfjs", backend, config: REFERENCE });
   }
   const first = backends[0] ?? "deno";
   rows.push({ impl: "project", backend: first, config: defaultTrainConfig(false) });
   rows.push({ impl: "project", backend: first, config: defaultTrainConfig(true) });
-  if (withTfjs()) rows.push({ impl: "tfjs", backend: first, config: defaultTrainConfig(false) });
+  if (withTfjs) rows.push({ impl: "tfjs", backend: first, config: defaultTrainConfig(false) });
   return rows;
 }
 

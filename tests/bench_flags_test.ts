@@ -212,15 +212,23 @@ function commandOf(b: Bench): string[] {
 }
 
 /** Exit code, stdout and stderr of `b` run with `args`. */
-async function runBench(
+function runBench(
   b: Bench,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runDeno([...commandOf(b), ...args], env);
+}
+
+/** Exit code, stdout and stderr of `deno` run with `args` in the repository, `env` added. */
+async function runDeno(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const xdg = await Deno.makeTempDir({ prefix: "xdg-" });
   try {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: [...commandOf(b), ...args],
+      args,
       cwd: root.pathname,
       env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1", ...env },
       stdout: "piped",
@@ -317,20 +325,10 @@ Deno.test("bench flags: the training-step bench refuses a bad TRAIN_BENCH_* valu
   const results = await Promise.all(cases.map(([env]) => runBench(train, [], env)));
   cases.forEach(([env, needle], i) => assertRefused(results[i], needle, JSON.stringify(env)));
   // Under `deno bench` too, where the rows are registered as the module loads.
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["bench", "-q", "-P=bench", "bench/train_bench.ts"],
-    cwd: root.pathname,
-    env: { NO_COLOR: "1", TRAIN_BENCH_STEPS: "abc" },
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const dec = new TextDecoder();
-  assertRefused(
-    { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) },
-    "TRAIN_BENCH_STEPS=abc",
-    "deno bench with TRAIN_BENCH_STEPS=abc",
-  );
+  const bench = await runDeno(["bench", "-q", "-P=bench", "bench/train_bench.ts"], {
+    TRAIN_BENCH_STEPS: "abc",
+  });
+  assertRefused(bench, "TRAIN_BENCH_STEPS=abc", "deno bench with TRAIN_BENCH_STEPS=abc");
 });
 
 Deno.test("bench flags: bench:torch runs bench/gpt2_scale.ts with flags it takes", () => {
