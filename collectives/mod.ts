@@ -56,7 +56,7 @@ export {
   runWorkers,
   type WorkerContext,
 } from "./launch.ts";
-export { StoreClient, StoreServer } from "./store.ts";
+export { StoreClient, StoreServer, WIRE_PROTOCOL } from "./store.ts";
 export { describeRun } from "./tcp.ts";
 export {
   FORWARDED_SIGNALS,

@@ -10,11 +10,32 @@
  * of a rank already joined, so two jobs started on one port cannot pair their
  * ranks. There is no authentication: the run id names a job, it is not a
  * secret, so a store reachable from other hosts belongs on a trusted network.
+ *
+ * The hello and its answer also carry {@link WIRE_PROTOCOL}: nodes running
+ * versions of this program that would misread each other stop at rendezvous,
+ * naming both versions, instead of failing later in a way that blames the
+ * data or the flags.
  * @module
  */
 
 import { CollectiveError } from "./frame.ts";
 import { describeRun, readJson, writeJson } from "./tcp.ts";
+
+/**
+ * The version of what the nodes of a job exchange and compare: the rendezvous,
+ * the links' frames, the collectives' algorithms, and the checks the command
+ * line runs over them (flags, data fingerprints). Bump it with any change that
+ * a node of the previous version would misread. Nodes that send none predate
+ * it. 2: the data check hashes every token (cli/same_data.ts; before, nodes
+ * compared a sample of each stream, so an older node would report different
+ * data).
+ */
+export const WIRE_PROTOCOL = 2;
+
+/** How a version is named in a refusal: its number, or that it predates them. */
+function describeProtocol(p: unknown): string {
+  return typeof p === "number" ? `wire protocol ${p}` : "no wire protocol: an older version";
+}
 
 interface Request {
   op: "hello" | "set" | "get" | "add";
@@ -25,6 +46,8 @@ interface Request {
   rank?: number;
   /** hello: the number of ranks the client's job has (the node started with). */
   world?: number;
+  /** hello: the client's {@link WIRE_PROTOCOL} (absent from versions before it). */
+  protocol?: number;
   value?: string;
   delta?: number;
   timeoutMs?: number;
@@ -34,6 +57,8 @@ interface Reply {
   ok: boolean;
   value?: string;
   error?: string;
+  /** The answer to a hello: the store's {@link WIRE_PROTOCOL} (absent from versions before it). */
+  protocol?: number;
 }
 
 /**
@@ -126,7 +151,9 @@ export class StoreServer {
     const refusal = this.#admit(hello, conn);
     await writeJson(
       conn,
-      refusal ? { ok: false, error: refusal } : { ok: true, value: this.runId },
+      refusal
+        ? { ok: false, error: refusal, protocol: WIRE_PROTOCOL }
+        : { ok: true, value: this.runId, protocol: WIRE_PROTOCOL },
     );
     if (refusal) return;
     const rank = hello.rank!;
@@ -154,6 +181,11 @@ export class StoreServer {
       why = `the store at ${this.#address()} belongs to ${describeRun(this.runId)}; ` +
         `rank ${hello.rank} of ${describeRun(hello.run)} (from ${where}) refused: two jobs on ` +
         `one --master-port? Give each job its own port, or the same --rdzv-id on all its nodes`;
+    } else if (hello.protocol !== WIRE_PROTOCOL) {
+      why = `rank ${hello.rank} (from ${where}) runs another version of this program ` +
+        `(${describeProtocol(hello.protocol)}), node 0 runs ${describeProtocol(WIRE_PROTOCOL)}: ` +
+        `run the same version on every node`;
+      this.#fail(why);
     } else if (
       this.world !== undefined && hello.world !== undefined && hello.world !== this.world
     ) {
@@ -311,6 +343,7 @@ export class StoreClient {
               rank: who.rank,
               run: who.runId ?? "",
               world: who.world,
+              protocol: WIRE_PROTOCOL,
             } satisfies Request,
           );
           return await readJson(this.conn) as Reply | null;
@@ -324,6 +357,11 @@ export class StoreClient {
           `(is something else listening on --master-port?)`;
       }
       if (!reply) return "retry";
+      if (reply.ok && reply.protocol !== WIRE_PROTOCOL) {
+        return `the rendezvous store at ${this.address} (node 0) runs another version of this ` +
+          `program (${describeProtocol(reply.protocol)}), this node runs ` +
+          `${describeProtocol(WIRE_PROTOCOL)}: run the same version on every node`;
+      }
       if (reply.ok) return "ok";
       return reply.error ?? "refused by the rendezvous store";
     } catch (e) {

@@ -15,8 +15,8 @@
 import assert from "node:assert/strict";
 import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
-import { StoreClient, StoreServer } from "../collectives/store.ts";
-import { freeLocalPort, TcpMesh } from "../collectives/tcp.ts";
+import { StoreClient, StoreServer, WIRE_PROTOCOL } from "../collectives/store.ts";
+import { freeLocalPort, readJson, TcpMesh, writeJson } from "../collectives/tcp.ts";
 import { makeRunDir, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 /** Worker side of the two-node race: every rank's job tag, gathered over the world. */
@@ -124,6 +124,62 @@ Deno.test("rendezvous: a node started for another world size is refused, and eve
   } finally {
     server.close();
   }
+});
+
+Deno.test("rendezvous: nodes of another version of this program stop at rendezvous, naming both versions", async () => {
+  const server = StoreServer.listen("127.0.0.1", 0, "job", undefined, 2);
+  try {
+    // A rank of another job on the same port, whatever its version, does not stop this job.
+    const foreignJob = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeJson(foreignJob, { op: "hello", rank: 1, run: "other", world: 2 });
+    const r0 = await readJson(foreignJob) as { ok: boolean; error: string; protocol: number };
+    assert.equal(r0.ok, false);
+    assert.match(r0.error, /belongs to run "job"; rank 1 of run "other"/);
+    assert.equal(r0.protocol, WIRE_PROTOCOL);
+    foreignJob.close();
+    const zero = await StoreClient.connect("127.0.0.1", server.port, 2000, {
+      rank: 0,
+      runId: "job",
+      world: 2,
+    });
+    const waiting = zero.get("addr/1", 60_000);
+    // A node from before the protocol number (its hello has none) is told why, and so is node 0.
+    const old = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeJson(old, { op: "hello", rank: 1, run: "job", world: 2 });
+    const r1 = await readJson(old) as { ok: boolean; error: string };
+    old.close();
+    assert.equal(r1.ok, false);
+    const why = new RegExp(
+      `rank 1 .* runs another version of this program \\(no wire protocol: an older version\\), ` +
+        `node 0 runs wire protocol ${WIRE_PROTOCOL}: run the same version on every node`,
+    );
+    assert.match(r1.error, why);
+    await assert.rejects(waiting, why);
+    zero.close();
+  } finally {
+    server.close();
+  }
+  // A store of an older version (its answer names no protocol) is refused by this node.
+  const oldStore = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serve = (async () => {
+    const c = await oldStore.accept();
+    await readJson(c);
+    await writeJson(c, { ok: true, value: "job" });
+    await new Promise((r) => setTimeout(r, 200));
+    c.close();
+  })();
+  await assert.rejects(
+    StoreClient.connect("127.0.0.1", (oldStore.addr as Deno.NetAddr).port, 2000, {
+      rank: 1,
+      runId: "job",
+    }),
+    new RegExp(
+      `rendezvous refused: the rendezvous store at .* \\(node 0\\) runs another version of this ` +
+        `program \\(no wire protocol: an older version\\), this node runs wire protocol ${WIRE_PROTOCOL}`,
+    ),
+  );
+  await serve;
+  oldStore.close();
 });
 
 Deno.test("rendezvous: the store refuses a rank of another run and a rank that joins twice, naming both", async () => {
