@@ -185,7 +185,8 @@ export class StoreServer {
       why = `rank ${hello.rank} (from ${where}) runs another version of this program ` +
         `(${describeProtocol(hello.protocol)}), node 0 runs ${describeProtocol(WIRE_PROTOCOL)}: ` +
         `run the same version on every node`;
-      this.#fail(why);
+      // A job's rank of another version stops the job; a client outside any job is only refused.
+      if (hello.rank! >= 0) this.#fail(why);
     } else if (
       this.world !== undefined && hello.world !== undefined && hello.world !== this.world
     ) {

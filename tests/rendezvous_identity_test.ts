@@ -142,6 +142,18 @@ Deno.test("rendezvous: nodes of another version of this program stop at rendezvo
       runId: "job",
       world: 2,
     });
+    // A client outside any job (rank -1) of another version is refused without stopping the job.
+    const outsider = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeJson(outsider, { op: "hello", rank: -1, run: "job" });
+    assert.match(
+      ((await readJson(outsider)) as { error: string }).error,
+      /rank -1 .* runs another version/,
+    );
+    outsider.close();
+    await assert.rejects(
+      zero.get("addr/1", 200),
+      (e: Error) => !/rendezvous failed/.test(e.message),
+    );
     const waiting = zero.get("addr/1", 60_000);
     // A node from before the protocol number (its hello has none) is told why, and so is node 0.
     const old = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
