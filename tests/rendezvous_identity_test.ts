@@ -126,40 +126,45 @@ Deno.test("rendezvous: a node started for another world size is refused, and eve
   }
 });
 
+/** The store's answer to `hello` sent as is (what a client of another version sends). */
+async function answerTo(
+  port: number,
+  hello: Record<string, unknown>,
+): Promise<{ ok: boolean; error: string; protocol?: number }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeJson(conn, { op: "hello", ...hello });
+    return await readJson(conn) as { ok: boolean; error: string; protocol?: number };
+  } finally {
+    conn.close();
+  }
+}
+
 Deno.test("rendezvous: nodes of another version of this program stop at rendezvous, naming both versions", async () => {
   const server = StoreServer.listen("127.0.0.1", 0, "job", undefined, 2);
   try {
     // A rank of another job on the same port, whatever its version, does not stop this job.
-    const foreignJob = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    await writeJson(foreignJob, { op: "hello", rank: 1, run: "other", world: 2 });
-    const r0 = await readJson(foreignJob) as { ok: boolean; error: string; protocol: number };
+    const r0 = await answerTo(server.port, { rank: 1, run: "other", world: 2 });
     assert.equal(r0.ok, false);
     assert.match(r0.error, /belongs to run "job"; rank 1 of run "other"/);
     assert.equal(r0.protocol, WIRE_PROTOCOL);
-    foreignJob.close();
     const zero = await StoreClient.connect("127.0.0.1", server.port, 2000, {
       rank: 0,
       runId: "job",
       world: 2,
     });
     // A client outside any job (rank -1) of another version is refused without stopping the job.
-    const outsider = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    await writeJson(outsider, { op: "hello", rank: -1, run: "job" });
     assert.match(
-      ((await readJson(outsider)) as { error: string }).error,
+      (await answerTo(server.port, { rank: -1, run: "job" })).error,
       /rank -1 .* runs another version/,
     );
-    outsider.close();
     await assert.rejects(
       zero.get("addr/1", 200),
       (e: Error) => !/rendezvous failed/.test(e.message),
     );
     const waiting = zero.get("addr/1", 60_000);
     // A node from before the protocol number (its hello has none) is told why, and so is node 0.
-    const old = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    await writeJson(old, { op: "hello", rank: 1, run: "job", world: 2 });
-    const r1 = await readJson(old) as { ok: boolean; error: string };
-    old.close();
+    const r1 = await answerTo(server.port, { rank: 1, run: "job", world: 2 });
     assert.equal(r1.ok, false);
     const why = new RegExp(
       `rank 1 .* runs another version of this program \\(no wire protocol: an older version\\), ` +
