@@ -125,6 +125,9 @@ export async function backward(
   grad?: Tensor,
   opts: BackwardOptions = {},
 ): Promise<void> {
+  if (root.disposed) {
+    throw new Error(`backward(): use of a disposed tensor of shape ${fmtShape(root.shape)}`);
+  }
   if (!root.requiresGrad) {
     throw new Error("backward(): the tensor does not require grad (no parameter fed into it)");
   }

@@ -29,6 +29,12 @@ export interface BufferBinding {
   size: number;
   /** Byte offset of the range (default 0); a multiple of the adapter's storage offset alignment. */
   offset?: number;
+  /**
+   * The device whose buffer this is, when known (a tensor's binding says):
+   * {@link Device.dispatch} refuses a binding of another device by name, where
+   * WebGPU would only report a validation error and skip the dispatch.
+   */
+  device?: Device;
 }
 
 /** A texture binding: a view of a scratch stream texture (see {@link Device.streamAsTexture}). */
@@ -454,6 +460,7 @@ export class Device {
         entries.push({ binding: i, resource: b.view });
         return;
       }
+      this.#assertOwn(b, `kernel ${kernel.key}: binding ${i}`);
       if (b.size > maxBind) {
         const own = this.gpu.limits.maxStorageBufferBindingSize;
         throw new Error(
@@ -501,6 +508,16 @@ export class Device {
     pass.dispatchWorkgroups(x, y, z);
     this.dispatches++;
     if (++this.#batched >= this.#maxBatched) this.flush();
+  }
+
+  /** Refuses a binding that says it belongs to another device; `what` names it. */
+  #assertOwn(b: BufferBinding, what: string): void {
+    if (b.device && b.device !== this) {
+      throw new Error(
+        `${what} is a tensor on another device than the one running the kernel (build ` +
+          "every operand on one device, or move a tensor with read() and Tensor.fromArray)",
+      );
+    }
   }
 
   /**
@@ -597,6 +614,7 @@ export class Device {
    */
   streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView {
     this.assertAlive();
+    this.#assertOwn(src, "stream texture");
     const rows = streamTextureRows(vec4s, this.maxTextureDimension);
     if (rows === null) {
       throw new Error(

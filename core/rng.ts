@@ -48,6 +48,9 @@ export function deriveSeed(...parts: number[]): number {
   let h1 = 0x9e3779b9 >>> 0;
   let h2 = 0x7f4a7c15 >>> 0;
   for (const p of parts) {
+    if (!Number.isSafeInteger(p)) {
+      throw new RangeError(`a seed must be an integer, got ${p}`);
+    }
     const lo = p >>> 0;
     const hi = Math.floor(p / 2 ** 32) >>> 0;
     h1 = Math.imul(h1 ^ lo, 0x85ebca6b) >>> 0;

@@ -322,7 +322,7 @@ export class Tensor {
 
   /** The binding descriptor kernels take. */
   get binding(): BufferBinding {
-    return { buffer: this.buffer, size: Math.max(this.byteLength, 4) };
+    return { buffer: this.buffer, size: Math.max(this.byteLength, 4), device: this.device };
   }
 
   /** Number of dimensions. */
@@ -579,11 +579,29 @@ export function assertF32(op: string, ...ts: (Tensor | null | undefined)[]): voi
   }
 }
 
-/** Throws a clear error when tensors live on different devices. */
-export function assertSameDevice(op: string, ...ts: Tensor[]): Device {
-  const d = ts[0].device;
+/**
+ * The length of `x`'s last dimension, over which row ops (softmax, layer norm,
+ * cross-entropy) work; a 0-D tensor, which has none, is refused naming `op`.
+ */
+export function lastDim(op: string, x: Tensor): number {
+  if (x.rank === 0) {
+    throw new Error(`${op}: works along the last dimension and needs at least 1, got a 0-D tensor`);
+  }
+  return x.shape[x.rank - 1];
+}
+
+/**
+ * Throws a clear error when tensors live on different devices; returns the
+ * first one's device. Absent operands (`undefined`, `null`) are skipped.
+ */
+export function assertSameDevice(
+  op: string,
+  first: Tensor,
+  ...ts: (Tensor | null | undefined)[]
+): Device {
+  const d = first.device;
   for (const t of ts) {
-    if (t.device !== d) throw new Error(`${op}: tensors are on different devices`);
+    if (t && t.device !== d) throw new Error(`${op}: tensors are on different devices`);
   }
   return d;
 }

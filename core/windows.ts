@@ -62,7 +62,7 @@ export function rowBlocks(device: Device, rows: number, cols: number, maxRows: n
 
 /** The binding of elements `[start, start + count)` of a 4-byte-element binding. */
 export function subBinding(b: BufferBinding, start: number, count: number): BufferBinding {
-  return { buffer: b.buffer, offset: (b.offset ?? 0) + start * 4, size: Math.max(count, 1) * 4 };
+  return { ...b, offset: (b.offset ?? 0) + start * 4, size: Math.max(count, 1) * 4 };
 }
 
 function gcd(a: number, b: number): number {

@@ -1,7 +1,9 @@
 /**
  * Strided copy: the one kernel behind permute/transpose, slice, concat and split.
  * Element `i` of a logical `shape` (rank ≤ 8) is read at
- * `srcOffset + Σ idx_d·srcStride_d` and written at `dstOffset + Σ idx_d·dstStride_d`.
+ * `srcOffset + Σ idx_d·srcStride_d` and written at `dstOffset + Σ idx_d·dstStride_d`,
+ * as 32-bit words: f32 and i32 elements move bit for bit (a float copy could
+ * flush an integer's denormal bit pattern to zero on a GPU).
  * @module
  */
 
@@ -21,8 +23,8 @@ struct P {
   n: u32, rank: u32, srcOffset: u32, dstOffset: u32,
   shape: array<vec4<u32>, 2>, ss: array<vec4<u32>, 2>, ds: array<vec4<u32>, 2>,
 }
-@group(0) @binding(0) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(${WG})
 fn main(${GRID_BUILTINS}) {

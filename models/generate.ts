@@ -119,6 +119,10 @@ export async function* generate(
   if (!(Number.isInteger(limit) && limit >= 1 && limit <= vocab)) {
     throw new Error(`generate: vocabLimit must be an integer in [1, ${vocab}], got ${limit}`);
   }
+  const stop = opts.stopToken;
+  if (stop !== undefined && !(Number.isInteger(stop) && stop >= 0 && stop < vocab)) {
+    throw new Error(`generate: stopToken must be a token id in [0, ${vocab}), got ${stop}`);
+  }
   if (opts.maxNewTokens === 0) return;
   const Tmax = model.config.maxPositions;
   const useCache = opts.cache ?? true;

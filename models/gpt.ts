@@ -222,6 +222,14 @@ export class Gpt extends Module {
    * out of the loss and of the mean.
    */
   async loss(ids: TokenIds, targets: TokenIds): Promise<Tensor> {
+    TokenIds.check("GPT", targets, "targets", this.parallel.device);
+    if (
+      targets.shape.length !== ids.shape.length || targets.shape.some((d, i) => d !== ids.shape[i])
+    ) {
+      throw new Error(
+        `GPT: targets [${targets.shape}] must have the inputs' shape [${ids.shape}] (one per token)`,
+      );
+    }
     const h = await this.hidden(ids);
     return await this.parallel.lmLoss(h, this.wte.weight, targets, this.config.vocabSize);
   }

@@ -62,7 +62,11 @@ export function sampleToken(
     probs = probs.slice(0, Math.max(1, keep));
     total = probs.reduce((a, b) => a + b, 0);
   }
-  let r = uniform() * total;
+  const u = uniform();
+  if (!(u >= 0 && u < 1)) {
+    throw new RangeError(`sampling: uniform() must give numbers in [0, 1), gave ${u}`);
+  }
+  let r = u * total;
   for (let i = 0; i < order.length; i++) {
     r -= probs[i];
     if (r < 0) return order[i];

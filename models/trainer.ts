@@ -138,7 +138,18 @@ export class Trainer {
           `or each rank clips by its own part of the gradient norm`,
       );
     }
-    this.#params = model.namedParams().map(([, p]) => p);
+    if (!(opts.clipGrad <= 0 || opts.clipGrad > 0)) {
+      throw new RangeError(`Trainer: clipGrad must be a number (≤ 0: off), got ${opts.clipGrad}`);
+    }
+    const named = model.namedParams();
+    const elsewhere = named.find(([, p]) => p.tensor.device !== device);
+    if (elsewhere) {
+      throw new Error(
+        `Trainer: the model's parameter ${elsewhere[0]} is on another device than the ` +
+          "trainer's; create the trainer on the model's device",
+      );
+    }
+    this.#params = named.map(([, p]) => p);
     this.optimizer = new AdamW(this.#params, opts.adam);
     const counts = opts.countsInNorm ?? (() => true);
     this.#normParams = this.#params.filter(counts).map((p) => p.tensor);

@@ -110,7 +110,7 @@ Deno.test("an index tensor computed on the GPU is refused at the call", gpuTest,
     () => {
       throw new Error("expected a rejection");
     },
-    (e: Error) => equal(/LM head: targets must be TokenIds/.test(e.message), true, e.message),
+    (e: Error) => equal(/GPT: targets must be TokenIds/.test(e.message), true, e.message),
   );
   // With host ids it works, backward included.
   const loss = await gpt.loss(ids, TokenIds.fromHost(dev, [2, 3, 4], [1, 3]));

@@ -25,7 +25,7 @@ import { TokenIds } from "../token_ids.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { dispatchMatmul, linear, matmulOptions } from "./matmul.ts";
-import { countTargets } from "./nn.ts";
+import { countTargets, lossDivisor } from "./nn.ts";
 import { shardedRowStatistics, type VocabGroup } from "./parallel_xent.ts";
 import { reduceInto } from "./reduce.ts";
 import { dispatchRowsFrom } from "./rows.ts";
@@ -181,7 +181,7 @@ export async function lmHeadCrossEntropy(
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);
   rowLoss.dispose();
-  const inv = 1 / Math.max(opts.normalizer ?? count, 1e-30);
+  const inv = 1 / lossDivisor("LM head", opts.normalizer, count);
   const loss = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
   const bias = opts.bias;

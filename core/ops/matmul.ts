@@ -110,7 +110,15 @@ export function matmulInto(
       `matmul: bias ${fmtShape(opts.bias.shape)} does not match ${g.N} output columns`,
     );
   }
-  const device = assertSameDevice("matmul", a, b, out);
+  const device = assertSameDevice(
+    "matmul",
+    a,
+    b,
+    out,
+    opts.bias,
+    opts.geluOut?.into,
+    opts.geluGrad?.pre,
+  );
   const shape: MatmulShape = {
     batch: g.batch,
     M: g.M,

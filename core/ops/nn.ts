@@ -36,7 +36,14 @@ import {
 } from "../../kernels/softmax.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
-import { type AddableGrad, assertF32, fmtShape, Tensor } from "../tensor.ts";
+import {
+  type AddableGrad,
+  assertF32,
+  assertSameDevice,
+  fmtShape,
+  lastDim,
+  Tensor,
+} from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
 import { reduceInto } from "./reduce.ts";
@@ -48,16 +55,22 @@ import { rowBlocks, subBinding } from "../windows.ts";
 
 /**
  * Checks that `gamma` and `beta` each hold one value per feature of `x` (its
- * last dimension) and returns `x` as `rows × cols`; `op` names the caller.
+ * last dimension), on its device, and that `eps` is a finite number ≥ 0, and
+ * returns `x` as `rows × cols`; `op` names the caller.
  */
 export function normRows(
   op: string,
   x: Tensor,
   gamma: Tensor,
   beta: Tensor,
+  eps: number,
 ): { rows: number; cols: number } {
+  if (!(eps >= 0 && Number.isFinite(eps))) {
+    throw new RangeError(`${op}: eps must be a finite number ≥ 0, got ${eps}`);
+  }
   assertF32(op, x, gamma, beta);
-  const cols = x.shape[x.rank - 1];
+  assertSameDevice(op, x, gamma, beta);
+  const cols = lastDim(op, x);
   if (gamma.size !== cols || beta.size !== cols) {
     throw new Error(
       `${op}: shape mismatch, input ${fmtShape(x.shape)} vs gamma ${fmtShape(gamma.shape)}, beta ${
@@ -70,7 +83,7 @@ export function normRows(
 
 /** Layer norm over the last dimension with affine `gamma`, `beta`. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
-  const { rows, cols } = normRows("layerNorm", x, gamma, beta);
+  const { rows, cols } = normRows("layerNorm", x, gamma, beta, eps);
   const device = x.device;
   const y = Tensor.empty(device, x.shape);
   const mean = Tensor.empty(device, [rows]);
@@ -177,10 +190,11 @@ export interface SoftmaxOpts {
 /** Softmax over the last dimension, fused with scale and mask. */
 export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
   assertF32("softmax", x, opts.keep);
+  assertSameDevice("softmax", x, opts.keep);
+  const cols = lastDim("softmax", x);
   if (x.size === 0) throw new Error(`softmax: ${fmtShape(x.shape)} has no elements`);
   const scale = opts.scale ?? 1;
   const mask = opts.mask ?? "none";
-  const cols = x.shape[x.rank - 1];
   const rows = x.size / cols;
   const qLen = x.rank >= 2 ? x.shape[x.rank - 2] : 1;
   let rowsPerBatch = 1;
@@ -521,7 +535,7 @@ export function crossEntropy(
 ): Tensor {
   const targets = TokenIds.check("crossEntropy", targetIds, "targets", logits.device).tensor;
   assertF32("crossEntropy", logits);
-  const cols = logits.shape[logits.rank - 1];
+  const cols = lastDim("crossEntropy", logits);
   const rows = logits.size / cols;
   const v = valid ?? cols;
   if (targets.size !== rows) {
@@ -531,7 +545,9 @@ export function crossEntropy(
       } vs ${targets.size} targets ${fmtShape(targets.shape)}`,
     );
   }
-  if (v < 1 || v > cols) throw new Error(`crossEntropy: valid columns ${v} not in [1, ${cols}]`);
+  if (!Number.isInteger(v) || v < 1 || v > cols) {
+    throw new Error(`crossEntropy: valid columns ${v} not an integer in [1, ${cols}]`);
+  }
   const count = countTargets(targetIds, v);
   const device = logits.device;
   const rowLoss = Tensor.empty(device, [rows]);
@@ -545,7 +561,21 @@ export function crossEntropy(
     rows,
     cols,
   );
-  return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, normalizer ?? count, d);
+  const divisor = lossDivisor("crossEntropy", normalizer, count);
+  return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, divisor, d);
+}
+
+/**
+ * What a summed loss is divided by: `normalizer` when given (a positive finite
+ * number, else the call is refused naming `op`), or `count`, the targets that
+ * take part (an all-ignored batch divides its zero sum by a tiny number: loss 0).
+ */
+export function lossDivisor(op: string, normalizer: number | undefined, count: number): number {
+  if (normalizer === undefined) return Math.max(count, 1e-30);
+  if (!(normalizer > 0 && Number.isFinite(normalizer))) {
+    throw new RangeError(`${op}: normalizer must be a positive number, got ${normalizer}`);
+  }
+  return normalizer;
 }
 
 /** Counts the targets that take part (≥ 0), checking each is below `valid`. */
@@ -578,7 +608,7 @@ export function finishCrossEntropy(
   const total = Tensor.empty(device, [1]);
   reduceInto(rowLoss, "sum", total);
   rowLoss.dispose();
-  const inv = 1 / Math.max(divisor, 1e-30);
+  const inv = 1 / divisor;
   const out = mapRaw("scale", total, undefined, inv, 0);
   total.dispose();
   logits.keepF32(); // cross-entropy's backward reads the logits beside f32 statistics

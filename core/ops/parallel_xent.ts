@@ -18,10 +18,10 @@ import {
   shardSumExpTextureKernel,
 } from "../../kernels/crossentropy.ts";
 import { gridFor } from "../../kernels/grid.ts";
-import { assertF32, fmtShape, Tensor } from "../tensor.ts";
+import { assertF32, fmtShape, lastDim, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { axpyInPlace, mapRaw, zeros } from "./raw.ts";
-import { countTargets, finishCrossEntropy } from "./nn.ts";
+import { countTargets, finishCrossEntropy, lossDivisor } from "./nn.ts";
 import { dispatchRowsFrom } from "./rows.ts";
 
 /**
@@ -61,7 +61,7 @@ export async function vocabParallelCrossEntropy(
   const targets = TokenIds.check("vocabParallelCrossEntropy", targetIds, "targets", logits.device)
     .tensor;
   assertF32("vocabParallelCrossEntropy", logits);
-  const cols = logits.shape[logits.rank - 1];
+  const cols = lastDim("vocabParallelCrossEntropy", logits);
   const rows = logits.size / cols;
   if (targets.dtype !== "i32" || targets.size !== rows) {
     throw new Error(
@@ -84,7 +84,7 @@ export async function vocabParallelCrossEntropy(
     targets,
     rowLoss,
     lse,
-    shard.normalizer ?? count,
+    lossDivisor("vocabParallelCrossEntropy", shard.normalizer, count),
     d,
   );
 }

@@ -85,7 +85,7 @@ export function residualLayerNorm(
   assertSameShape("residualLayerNorm", x, a);
   assertF32("residualLayerNorm", x, a);
   const d0 = activeDrop("residualLayerNorm", drop);
-  const { rows, cols } = normRows("residualLayerNorm", x, gamma, beta);
+  const { rows, cols } = normRows("residualLayerNorm", x, gamma, beta, eps);
   const device = x.device;
   const sum = Tensor.empty(device, x.shape);
   const normed = Tensor.empty(device, x.shape);

@@ -6,7 +6,7 @@
 
 import { stridedCopyDispatch, stridedCopyKernel } from "../../kernels/copy.ts";
 import { record } from "../autograd.ts";
-import { fmtShape, numel, Tensor } from "../tensor.ts";
+import { assertSameDevice, fmtShape, numel, Tensor } from "../tensor.ts";
 import { zeros } from "./raw.ts";
 
 /** Row-major strides of `shape`. */
@@ -59,7 +59,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   }
   const outShape = perm.map((p) => x.shape[p]);
   const xs = contiguousStrides(x.shape);
-  const out = Tensor.empty(x.device, outShape);
+  const out = Tensor.empty(x.device, outShape, x.dtype);
   stridedCopy(x, out, outShape, perm.map((p) => xs[p]), 0, contiguousStrides(outShape), 0);
   const inv = new Array(perm.length);
   perm.forEach((p, i) => (inv[p] = i));
@@ -69,7 +69,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
 function permuteRaw(x: Tensor, perm: readonly number[]): Tensor {
   const outShape = perm.map((p) => x.shape[p]);
   const xs = contiguousStrides(x.shape);
-  const out = Tensor.empty(x.device, outShape);
+  const out = Tensor.empty(x.device, outShape, x.dtype);
   stridedCopy(x, out, outShape, perm.map((p) => xs[p]), 0, contiguousStrides(outShape), 0);
   return out;
 }
@@ -87,7 +87,7 @@ function sliceRaw(x: Tensor, axis: number, start: number, end: number): Tensor {
   const outShape = [...x.shape];
   outShape[axis] = end - start;
   const xs = contiguousStrides(x.shape);
-  const out = Tensor.empty(x.device, outShape);
+  const out = Tensor.empty(x.device, outShape, x.dtype);
   stridedCopy(x, out, outShape, xs, start * xs[axis], contiguousStrides(outShape), 0);
   return out;
 }
@@ -116,7 +116,11 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
 export function concat(ts: readonly Tensor[], axis: number): Tensor {
   if (ts.length === 0) throw new Error("concat: no tensors");
   const ax = normAxis(axis, ts[0].rank, "concat");
+  assertSameDevice("concat", ts[0], ...ts);
   for (const t of ts) {
+    if (t.dtype !== ts[0].dtype) {
+      throw new Error(`concat: mixed element types, ${ts[0].dtype} and ${t.dtype}`);
+    }
     if (t.rank !== ts[0].rank || t.shape.some((d, i) => i !== ax && d !== ts[0].shape[i])) {
       throw new Error(
         `concat: shape mismatch ${fmtShape(ts[0].shape)} vs ${fmtShape(t.shape)} along axis ${ax}`,
@@ -125,7 +129,7 @@ export function concat(ts: readonly Tensor[], axis: number): Tensor {
   }
   const outShape = [...ts[0].shape];
   outShape[ax] = ts.reduce((s, t) => s + t.shape[ax], 0);
-  const out = Tensor.empty(ts[0].device, outShape);
+  const out = Tensor.empty(ts[0].device, outShape, ts[0].dtype);
   const os = contiguousStrides(outShape);
   const starts: number[] = [];
   let at = 0;
@@ -193,7 +197,7 @@ export function asStrided(
       `asStrided: view ${fmtShape(shape)} at offset ${offset} reaches past ${x.size} elements`,
     );
   }
-  const out = Tensor.empty(x.device, shape);
+  const out = Tensor.empty(x.device, shape, x.dtype);
   stridedCopy(x, out, shape, strides, offset, contiguousStrides(shape), 0);
   return record(out, "asStrided", [x], (g) => {
     const gx = zeros(x.device, x.shape);
