@@ -25,6 +25,8 @@ import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
 import { stderrProgress } from "./log.ts";
 import { ensureWritableDir } from "./paths.ts";
+import { processExists } from "./save_lock.ts";
+import { SIGNAL_NUMBERS, STOP_SIGNALS } from "./signals.ts";
 import { INIT_STD_FLAG } from "./resume_flags.ts";
 
 /** Every flag of `deno task export-hf`. */
@@ -85,16 +87,19 @@ export async function exportHf(
   dtype: HfDType = "F32",
 ): Promise<string> {
   // Written into a hidden folder of `out` first, then moved into place: a failure (a full
-  // disk) leaves `out` as it was, and a directory it had to create is removed again.
+  // disk, a stop signal) leaves `out` as it was, and a directory it had to create is removed
+  // again. The folder is named after this process, so an export killed outright (SIGKILL)
+  // leaves one that the next export into `out` removes.
   const created = !(await Deno.stat(out).then(() => true, () => false));
   await Deno.mkdir(out, { recursive: true });
-  const staging = await Deno.makeTempDir({ dir: out, prefix: ".export-" });
+  await removeDeadStaging(out);
+  const staging = await Deno.makeTempDir({ dir: out, prefix: `${STAGING_PREFIX}${Deno.pid}-` });
   let done = false;
   try {
-    const summary = await writeExport(dir, staging, out, iteration, progress, dtype);
-    await install(staging, out);
+    const { summary, keep } = await writeExport(dir, staging, out, iteration, progress, dtype);
+    const removed = await install(staging, out, keep);
     done = true;
-    return summary;
+    return removed.length === 0 ? summary : `${summary} (replacing ${removed.join(", ")})`;
   } finally {
     await Deno.remove(staging, { recursive: true }).catch(() => {});
     if (!done && created) await Deno.remove(out).catch(() => {});
@@ -109,19 +114,81 @@ export async function exportHf(
 const MODEL_FILES =
   /^(model\.safetensors(\.index\.json)?|model-\d+-of-\d+\.safetensors|pytorch_model(\.bin(\.index\.json)?|-\d+-of-\d+\.bin)|vocab\.(txt|json)|merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json|config\.json)$/;
 
-/** Moves the files of `staging` into `out`, removing `out`'s model files it does not replace. */
-async function install(staging: string, out: string): Promise<void> {
+/**
+ * Moves the files of `staging` into `out`, removing `out`'s model files it does
+ * not replace (but those `keep` matches); returns the names of those removed.
+ */
+async function install(staging: string, out: string, keep: RegExp | null): Promise<string[]> {
   const written = new Set<string>();
   for await (const e of Deno.readDir(staging)) written.add(e.name);
+  const removed: string[] = [];
   for await (const e of Deno.readDir(out)) {
-    if (e.isFile && MODEL_FILES.test(e.name) && !written.has(e.name)) {
+    const stale = MODEL_FILES.test(e.name) && !written.has(e.name) && !keep?.test(e.name);
+    if (e.isFile && stale) {
       await Deno.remove(join(out, e.name));
+      removed.push(e.name);
     }
   }
   for (const name of written) await Deno.rename(join(staging, name), join(out, name));
+  return removed.sort();
 }
 
-/** Writes the export of checkpoint `dir` into `target`; the summary names `out`. */
+/** The start of the name of an export's staging folder; the exporting process's pid follows. */
+export const STAGING_PREFIX = ".export-";
+
+/**
+ * Removes staging folders of `out` left by exports that no longer run (killed
+ * outright): those whose pid no longer exists on this host. Folders of a live
+ * process, or where liveness cannot be checked, are left.
+ */
+async function removeDeadStaging(out: string): Promise<void> {
+  for await (const e of Deno.readDir(out)) {
+    const pid = e.isDirectory && e.name.startsWith(STAGING_PREFIX)
+      ? /^(\d+)-/.exec(e.name.slice(STAGING_PREFIX.length))?.[1]
+      : undefined;
+    if (pid !== undefined && +pid <= 0x7fffffff && processExists(+pid) === false) {
+      await Deno.remove(join(out, e.name), { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Refuses an `--output` that holds a training checkpoint (a `latest` file or
+ * `iter_*` folders): the export would replace the tokenizer files the
+ * checkpoint is read with.
+ */
+async function refuseCheckpointDir(out: string): Promise<void> {
+  const hasLatest = await Deno.stat(join(out, "latest")).then(() => true, () => false);
+  let iterDir = false;
+  try {
+    for await (const e of Deno.readDir(out)) {
+      if (e.isDirectory && /^iter_\d+$/.test(e.name)) iterDir = true;
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (hasLatest || iterDir) {
+    throw new UsageError(
+      `--output ${out} holds a training checkpoint (${
+        hasLatest ? "its latest file" : "iter_* folders"
+      }); ` +
+        "an export there would replace the tokenizer files it is read with: export into another directory",
+    );
+  }
+}
+
+/**
+ * GPT-2's own tokenizer files, which an export of a model trained with GPT-2's
+ * tokenizer does not write (the vocabulary comes from npm's gpt-tokenizer) and
+ * so leaves in place: they are that model's vocabulary.
+ */
+const GPT2_TOKENIZER_FILES =
+  /^(vocab\.json|merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json)$/;
+
+/**
+ * Writes the export of checkpoint `dir` into `target`; returns its summary
+ * (naming `out`) and which of `out`'s tokenizer files belong with it unwritten.
+ */
 async function writeExport(
   dir: string,
   target: string,
@@ -129,7 +196,7 @@ async function writeExport(
   iteration: number | undefined,
   progress: ((done: number, total: number) => void) | undefined,
   dtype: HfDType,
-): Promise<string> {
+): Promise<{ summary: string; keep: RegExp | null }> {
   const ck = await readCheckpointFull(dir, { iteration });
   const model = ck.meta.model;
   const get = (n: string) => ck.tensors.get(n);
@@ -162,8 +229,17 @@ async function writeExport(
       `${ck.path}: cannot export a model of arch ${JSON.stringify(model?.arch)}`,
     );
   }
-  return `exported ${model.arch} iteration ${ck.iteration} (saved at tp ${ck.meta.parallel.tp}) ` +
-    `to ${out}${dtype === "F32" ? "" : ` as ${dtype}`}`;
+  const summary = `exported ${model.arch} iteration ${ck.iteration} (saved at tp ` +
+    `${ck.meta.parallel.tp}) to ${out}${dtype === "F32" ? "" : ` as ${dtype}`}`;
+  const gpt2 = model.arch === "gpt" && args?.tokenizer === "gpt2";
+  return { summary, keep: gpt2 ? GPT2_TOKENIZER_FILES : null };
+}
+
+/** Ends an export at its next file after a stop signal. */
+class ExportStopped extends Error {
+  constructor(readonly signal: Deno.Signal) {
+    super(`stopped by ${signal}`);
+  }
 }
 
 /** Runs the export with `args`; returns the process exit code. */
@@ -177,10 +253,34 @@ export function main(args: string[]): Promise<number> {
     // The checkpoint first (cheap), then the output, so a bad --load leaves nothing behind.
     await resolveIterDir(dir, f.iteration as number | undefined);
     await ensureWritableDir("--output", out, { create: false });
-    const progress = stderrProgress("exporting");
+    await refuseCheckpointDir(out);
+    const bar = stderrProgress("exporting");
     const dtype = EXPORT_DTYPES[f.dtype as string];
-    console.log(await exportHf(dir, out, f.iteration as number | undefined, progress, dtype));
-    return 0;
+    // A first stop signal ends the export at its next file, leaving `out` as it was; a
+    // second one exits at once (the next export removes what that leaves).
+    let stopped: Deno.Signal | null = null;
+    const listeners = STOP_SIGNALS.map((signal) => {
+      const on = () => {
+        if (stopped) Deno.exit(128 + SIGNAL_NUMBERS[signal]);
+        stopped = signal;
+      };
+      Deno.addSignalListener(signal, on);
+      return () => Deno.removeSignalListener(signal, on);
+    });
+    const progress = (done: number, total: number) => {
+      if (stopped) throw new ExportStopped(stopped);
+      bar(done, total);
+    };
+    try {
+      console.log(await exportHf(dir, out, f.iteration as number | undefined, progress, dtype));
+      return 0;
+    } catch (e) {
+      if (!(e instanceof ExportStopped)) throw e;
+      console.error(`export-hf: stopped by ${e.signal}; ${out} is as it was`);
+      return 128 + SIGNAL_NUMBERS[e.signal];
+    } finally {
+      for (const remove of listeners) remove();
+    }
   });
 }
 

@@ -314,6 +314,42 @@ export class JsonLog {
 }
 
 /**
+ * What `path` holds, as a `--log-json` target: `"none"` (missing or empty),
+ * `"log"` (its first line is a header {@link JsonLog.open} wrote), or
+ * `"other"` (anything else: the run would truncate or rewrite a file that is
+ * not a log, such as its own training text). Reads at most the first 64 KiB.
+ */
+export async function logFileKind(path: string): Promise<"none" | "log" | "other"> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "none";
+    throw e;
+  }
+  const head = new Uint8Array(64 * 1024);
+  let n = 0;
+  try {
+    while (n < head.length) {
+      const got = await file.read(head.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
+  } finally {
+    file.close();
+  }
+  const text = new TextDecoder().decode(head.subarray(0, n));
+  const first = text.split("\n").find((l) => l.trim() !== "");
+  if (first === undefined) return "none";
+  try {
+    const r = JSON.parse(first);
+    return r?.type === "header" && typeof r.log_format === "number" ? "log" : "other";
+  } catch {
+    return "other";
+  }
+}
+
+/**
  * The lines of a JSON-lines log whose `iteration` is at most `last` (and those
  * without one), each ending in a newline; lines that are not JSON objects (a
  * record torn by a kill) are dropped.

@@ -100,7 +100,7 @@ async function holderGone(h: Holder): Promise<boolean> {
  * (0: it does; EPERM: it does, another user's; ESRCH: it does not). Null where
  * glibc cannot be loaded. (Deno reads `/proc` only with every permission.)
  */
-function processExists(pid: number): boolean | null {
+export function processExists(pid: number): boolean | null {
   let libc;
   try {
     libc = Deno.dlopen("libc.so.6", {

@@ -25,6 +25,7 @@ import { oneLine } from "../core/files.ts";
 import { handled, LaunchedRankError } from "./errors.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkVocabFiles } from "./megatron_flags.ts";
+import { logFileKind } from "./log.ts";
 import {
   checkWritableFile,
   ensureWritableDir,
@@ -67,7 +68,17 @@ async function preflight(f: FlagValues): Promise<string[]> {
     await ensureWritableDir("--save", f.save as string);
     await refuseSavingOverAnotherRun(f.save as string, f.load as string | undefined);
   }
-  if (f["log-json"]) await checkWritableFile("--log-json", f["log-json"] as string);
+  if (f["log-json"]) {
+    const path = f["log-json"] as string;
+    await checkWritableFile("--log-json", path);
+    if (await logFileKind(path) === "other") {
+      throw new UsageError(
+        `--log-json ${path} already holds something that is not a JSON log of this program ` +
+          "(its first line is no log header), and the run would overwrite it: give a new file, " +
+          "or remove that one first",
+      );
+    }
+  }
   for (const flag of DATA_PATH_FLAGS) {
     const source = dataSourceOf(f, flag);
     for (const data of source?.paths ?? []) {

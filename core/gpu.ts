@@ -61,7 +61,7 @@ export interface GPUProvider {
 
 /**
  * Thrown for a backend name that is not one of {@link BACKENDS} (a flag's or
- * `WEBGPU_BACKEND`'s value): the command line reports it as a usage error.
+ * the tests' and benches' `WEBGPU_BACKEND`): the command line reports it as a usage error.
  */
 export class UnknownBackendError extends Error {
   /** The error for `name`. */

@@ -7,6 +7,7 @@
  */
 
 import { DataError } from "./errors.ts";
+import { TOKENIZER_NAMES } from "./tokenizer.ts";
 
 /** Largest vocabulary a uint16 `.bin` file can hold. */
 export const MAX_BIN_VOCAB = 65536;
@@ -231,9 +232,17 @@ export function checkTokenBinTokenizer(
   const same = meta.tokenizer === tokenizer.name &&
     (meta.vocab_size === undefined || meta.vocab_size === tokenizer.vocabSize);
   if (same) return;
+  const side = tokenBinMetaPath(path);
+  if (!(TOKENIZER_NAMES as readonly string[]).includes(meta.tokenizer)) {
+    throw new DataError(
+      `${path}: its sidecar ${side} names an unknown tokenizer ${JSON.stringify(meta.tokenizer)} ` +
+        `(this program has ${TOKENIZER_NAMES.join(", ")}); re-run preprocess on the text`,
+    );
+  }
+  const vocab = meta.vocab_size === undefined ? "" : `vocabulary ${meta.vocab_size}, `;
   throw new DataError(
-    `${path} was tokenized with the ${meta.tokenizer} tokenizer (vocabulary ${meta.vocab_size}, ` +
-      `per ${tokenBinMetaPath(path)}), but this run uses the ${tokenizer.name} tokenizer ` +
-      `(vocabulary ${tokenizer.vocabSize}): pass ${tokenizerFlagFor(meta.tokenizer)}`,
+    `${path} was tokenized with the ${meta.tokenizer} tokenizer (${vocab}per ${side}), but ` +
+      `this run uses the ${tokenizer.name} tokenizer (vocabulary ${tokenizer.vocabSize}): ` +
+      `pass ${tokenizerFlagFor(meta.tokenizer)}`,
   );
 }

@@ -318,6 +318,12 @@ Deno.test("bad input, train: paths it will write are checked before the first st
       /--log-json .*: the directory .*no\/such\/dir does not exist/,
     ),
     T("--log-json onto a directory", ["--log-json", dir], /--log-json .* is a directory/),
+    T(
+      "--log-json onto a file that is no log (the run's own text)",
+      ["--log-json", aFile],
+      /--log-json .*a_file already holds something that is not a JSON log of this program/,
+      unchanged(aFile, text),
+    ),
   ]);
 });
 
@@ -334,6 +340,12 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       after,
     });
   await runCases([
+    T(
+      "a .bin whose sidecar names an unknown tokenizer",
+      ["--data-path", `${dir}/odd.bin`],
+      1,
+      /odd\.bin: its sidecar .*odd\.bin\.json names an unknown tokenizer "GPT2BPETokenizer" \(this program has gpt2, byte, bert\)/,
+    ),
     T(
       "missing data",
       ["--data-path", `${dir}/none.txt`],
@@ -698,6 +710,18 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
       1,
       /this BERT is pre-LN; .*train BERT with --apply-residual-connection-post-layernorm/,
     ),
+    {
+      ...C(
+        "cli/export_hf.ts",
+        "--output holding a training checkpoint",
+        ["--load", ck, "--output", ck],
+        2,
+        /--output .*ck holds a training checkpoint \(its latest file\); .*export into another directory/,
+      ),
+      after: async () => {
+        ok(!await Deno.stat(`${ck}/config.json`).then(() => true, () => false), "exported");
+      },
+    },
     {
       ...C(
         "cli/export_hf.ts",

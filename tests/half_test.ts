@@ -32,7 +32,7 @@ import {
 } from "../models/checkpoint/mod.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { assignGpt2, readHfGpt2, writeHfGpt2 } from "../models/hf/mod.ts";
-import { exportHf } from "../cli/export_hf.ts";
+import { exportHf, STAGING_PREFIX } from "../cli/export_hf.ts";
 import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 
 /** Edge values: zeros, fp16 subnormals and their ties, the largest fp16 and just past it, inf, NaN. */
@@ -273,6 +273,48 @@ Deno.test(
     deepStrictEqual(await Deno.readFile(join(out, "model.safetensors")), before);
     await rejects(exportHf(join(dir, "ck"), join(dir, "new"), 7));
     await rejects(Deno.stat(join(dir, "new")), Deno.errors.NotFound);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
+  "export-hf keeps GPT-2's tokenizer files for a GPT-2-tokenizer model, names what it replaces, and removes dead exports' staging folders",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const ck = join(dir, "ck");
+    const m = Gpt.serial(dev, cfg, 6);
+    await saveCheckpoint(ck, {
+      iteration: 3,
+      params: m.namedParams(),
+      ...gptCheckpointInfo(m.config),
+      state: { args: { tokenizer: "gpt2" } },
+    });
+    m.dispose();
+    const out = join(dir, "out");
+    await Deno.mkdir(out);
+    for (
+      const f of ["vocab.json", "merges.txt", "tokenizer.json", "vocab.txt", "pytorch_model.bin"]
+    ) {
+      await Deno.writeTextFile(join(out, f), "earlier");
+    }
+    // A staging folder of a process that no longer exists (past any pid_max) and one of a
+    // live process (this one): only the first is removed.
+    const dead = join(out, `${STAGING_PREFIX}2147483000-x`);
+    const live = join(out, `${STAGING_PREFIX}${Deno.pid}-y`);
+    await Deno.mkdir(dead);
+    await Deno.mkdir(live);
+    const line = await exportHf(ck, out);
+    ok(line.endsWith("(replacing pytorch_model.bin, vocab.txt)"), line);
+    const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    deepStrictEqual(names, [
+      `${STAGING_PREFIX}${Deno.pid}-y`,
+      "config.json",
+      "merges.txt",
+      "model.safetensors",
+      "tokenizer.json",
+      "vocab.json",
+    ]);
     await Deno.remove(dir, { recursive: true });
   },
 );

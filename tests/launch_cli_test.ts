@@ -1,6 +1,7 @@
 /**
  * `deno task launch` (through its task and permission set): `--help` before the module prints
- * the flags, a missing module is a usage error (exit 2), not a module path, and a hung rank
+ * the flags, a missing module is a usage error (exit 2), not a module path, a module given by
+ * URL runs (the task's permission set allows imports, which its ranks inherit), and a hung rank
  * does not hold the job past the dist timeout and a short grace.
  * @module
  */
@@ -40,6 +41,24 @@ Deno.test("deno task launch without a module is a usage error", async () => {
   const r = await task("--nproc-per-node", "2");
   assert.equal(r.code, 2);
   assert.match(r.err, /no WORKER_MODULE: usage: deno task launch/);
+});
+
+Deno.test("deno task launch runs a module given by URL, as its help says", async () => {
+  const code = "export default (ctx) => console.log(`rank ${ctx.rank} ran`);\n";
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(code, { headers: { "content-type": "application/javascript" } }),
+  );
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/rank.js`;
+    for (const launcher of ["workers", "procs"]) {
+      const r = await task("--nproc-per-node", "2", "--launcher", launcher, url);
+      assert.equal(r.code, 0, r.err);
+      assert.deepEqual(r.out.trim().split("\n").sort(), ["rank 0 ran", "rank 1 ran"]);
+    }
+  } finally {
+    await server.shutdown();
+  }
 });
 
 Deno.test("deno task launch: a hung Worker is terminated soon after its peer times out", async () => {

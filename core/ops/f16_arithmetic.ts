@@ -54,7 +54,10 @@ export async function enableF16Arithmetic(device: Device): Promise<void> {
     throw new Error(
       `native f16 arithmetic needs the shader-f16 feature, which this adapter does not offer ` +
         `(${backend}: ${name})` +
-        (backend === "dawn" ? "; Deno's WebGPU (WEBGPU_BACKEND=deno) has it on lavapipe" : ""),
+        (backend === "dawn"
+          ? `; Deno's WebGPU has it on lavapipe (--backend deno on the command line, ` +
+            `backend: "deno" in Device.create)`
+          : ""),
     );
   }
   const got = await f16GroupSumProbe(device, { ...matmulOptions(device), f16Arithmetic: true });
