@@ -6,7 +6,9 @@
  * run that finds the file refuses to start, naming the holder, unless the
  * holder is gone: a pid on this host that no longer exists (a run killed with
  * SIGKILL leaves its file behind), or stops existing within
- * {@link EXITING_HOLDER_WAIT_MS}, whose file it takes over.
+ * {@link EXITING_HOLDER_WAIT_MS}, or is this process's own pid or that of a
+ * process started after the lock was written (a restarted container reuses
+ * pids), whose file it takes over.
  * @module
  */
 
@@ -86,6 +88,12 @@ export const EXITING_HOLDER_WAIT_MS = 2000;
 async function holderGone(h: Holder): Promise<boolean> {
   const here = hostName();
   if (here === null || h.host !== here) return false;
+  // This very process did not write it (it takes the lock once): a run restarted in a
+  // container gets its killed predecessor's pid (often 1) again.
+  if (h.pid === Deno.pid) return true;
+  // A process that started after the lock was written is another that reuses the pid.
+  const since = await processStartMs(h.pid);
+  if (since !== null && since > Date.parse(h.started) + PROCESS_START_SLACK_MS) return true;
   const until = performance.now() + EXITING_HOLDER_WAIT_MS;
   for (;;) {
     const exists = processExists(h.pid);
@@ -116,6 +124,28 @@ export function processExists(pid: number): boolean | null {
     return at !== null && new Deno.UnsafePointerView(at).getInt32() === EPERM;
   } finally {
     libc.close();
+  }
+}
+
+/** How much later than a lock's time its holder may seem to start (`ps` counts whole seconds). */
+const PROCESS_START_SLACK_MS = 2000;
+
+/**
+ * When process `pid` started (ms since the epoch), from `ps -o etimes=`; null
+ * where `ps` may not run, is missing, or knows no such process.
+ */
+async function processStartMs(pid: number): Promise<number | null> {
+  if (Deno.permissions.querySync({ name: "run", command: "ps" }).state !== "granted") return null;
+  try {
+    const o = await new Deno.Command("ps", {
+      args: ["-o", "etimes=", "-p", String(pid)],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const seconds = Number(new TextDecoder().decode(o.stdout).trim());
+    return o.success && Number.isFinite(seconds) ? Date.now() - seconds * 1000 : null;
+  } catch {
+    return null;
   }
 }
 

@@ -6,7 +6,9 @@
  * there and exit 0. A second signal exits at once (128 + the signal's number);
  * one within `SIGNAL_COPY_MS` (collectives/signal_copies.ts) of the first is
  * the same Ctrl-C, passed on by `deno task`, and is ignored.
- * Without `--save` there is nothing to keep, and the first signal exits at once.
+ * Without `--save` there is nothing to keep, and the first signal exits at once;
+ * nor is there before the training loop's first step (at the rendezvous, while
+ * the data or a checkpoint loads), where it exits at once too.
  *
  * Signals reach the main thread of a process (a Worker's own listeners do not
  * keep the process alive), so the main thread owns them: it runs the training
@@ -36,12 +38,18 @@ export const STOP_CHANNEL = "webgpu-megatron:stop";
 type ChannelMsg =
   | { type: "stop"; signal: Deno.Signal }
   | { type: "hello" }
+  | { type: "started" }
   | { type: "finished" };
 
 /** What a training loop reads to learn that it should stop. */
 export interface StopRequest {
   /** The stop signal received, or null. */
   readonly signal: Deno.Signal | null;
+  /**
+   * The loop's first step begins: a signal from now on stops the run after a
+   * step, saved (before, nothing has trained since the run began: it exits at once).
+   */
+  started(): void;
   /** The loop is over (its last checkpoint written): any further signal exits at once. */
   finished(): void;
 }
@@ -65,6 +73,7 @@ export interface SignalHandlerOptions {
  */
 export class SignalHandler implements StopRequest {
   #signal: Deno.Signal | null = null;
+  #started = false;
   #finished = false;
   readonly #copies = new SignalCopies();
   #channel: BroadcastChannel | null = null;
@@ -90,6 +99,7 @@ export class SignalHandler implements StopRequest {
         if (e.data.type === "hello" && this.#signal) {
           this.#channel!.postMessage({ type: "stop", signal: this.#signal });
         }
+        if (e.data.type === "started") this.#started = true;
         if (e.data.type === "finished") this.#finished = true;
       };
     }
@@ -108,6 +118,11 @@ export class SignalHandler implements StopRequest {
     this.#channel = null;
   }
 
+  /** The training loop's first step begins: a first signal now stops after a step, saved. */
+  started(): void {
+    this.#started = true;
+  }
+
   /** The training loop is over: a signal now exits at once. */
   finished(): void {
     this.#finished = true;
@@ -122,11 +137,14 @@ export class SignalHandler implements StopRequest {
       say(`${sig} again: exiting at once (exit ${code}); the last checkpoint stands`);
       return this.#exit(code);
     }
-    if (!this.opts.canSave || this.#finished) {
+    if (!this.opts.canSave || this.#finished || !this.#started) {
       say(
         this.#finished
           ? `${sig}: exiting (exit ${code}); training was over and its checkpoint written`
-          : `${sig}: exiting (exit ${code}); no --save, so nothing is saved`,
+          : !this.opts.canSave
+          ? `${sig}: exiting (exit ${code}); no --save, so nothing is saved`
+          : `${sig}: exiting (exit ${code}); training had not started, so there is nothing ` +
+            "new to save",
       );
       return this.#exit(code);
     }
@@ -158,6 +176,11 @@ export class WorkerStopRequest implements StopRequest {
   /** The stop signal received, or null. */
   get signal(): Deno.Signal | null {
     return this.#signal;
+  }
+
+  /** Tells the main thread that the loop's first step begins. */
+  started(): void {
+    this.#channel.postMessage({ type: "started" });
   }
 
   /** Tells the main thread that the loop is over. */

@@ -961,6 +961,9 @@ export const GPT_ONLY_FLAGS: readonly string[] = [
   "top-p",
 ];
 
+/** The final sample's settings (GPT), which `--sample-tokens 0` leaves unused. */
+const SAMPLE_SETTING_FLAGS: readonly string[] = ["prompt", "temperature", "top-k", "top-p"];
+
 /** Flags that only a BERT run reads: the original post-LN placement (GPT here is GPT-2's pre-LN). */
 export const BERT_ONLY_FLAGS: readonly string[] = ["apply-residual-connection-post-layernorm"];
 
@@ -977,6 +980,17 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
     if (given.length) {
       throw new UsageError(
         `--${given[0]}: for --model bert only (the GPT here is GPT-2's pre-LN); drop it`,
+      );
+    }
+    // The final sample's settings when no sample is written.
+    const sampling = f["sample-tokens"] === 0
+      ? SAMPLE_SETTING_FLAGS.filter((n) => wasGiven(f, n))
+      : [];
+    if (sampling.length) {
+      throw new UsageError(
+        `${sampling.map((n) => `--${n}`).join(", ")}: --sample-tokens 0 writes no sample, ` +
+          "so " +
+          (sampling.length > 1 ? "they change nothing; drop them" : "it changes nothing; drop it"),
       );
     }
     return;

@@ -21,6 +21,7 @@ import { enableF16Arithmetic } from "../core/ops/f16_arithmetic.ts";
 import { dawnGPU, parseBackend } from "../core/gpu.ts";
 import {
   loadCheckpoint,
+  readLatest,
   restoreRngOffsets,
   rngOffsets,
   saveCheckpoint,
@@ -32,6 +33,7 @@ import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { Trainer } from "../models/trainer.ts";
+import { DEFAULT_CORPUS_PATH } from "../data/corpus.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
 import {
@@ -44,6 +46,7 @@ import {
 } from "./log.ts";
 import { checkSameData } from "./same_data.ts";
 import { checkSameFlags } from "./same_flags.ts";
+import { checkSameLoad, checkSharedSave } from "./same_checkpoint.ts";
 import { SIGNAL_NUMBERS, signalOfNumber, type StopRequest } from "./signals.ts";
 import { bertTaskData } from "./tasks/bert.ts";
 import { gptTaskData } from "./tasks/gpt.ts";
@@ -80,6 +83,8 @@ export async function trainRank(
 ): Promise<TrainSummary> {
   // Nodes started with other flags stop here, before any data or device.
   if (dist) await checkSameFlags(dist.group, a.flags);
+  // ... and with a --save that is not one directory for all, before an hour of training.
+  if (dist && a.save) await checkSharedSave(dist.group, a.save);
   // Data first: errors here should not cost a device.
   return a.model.family === "bert"
     ? await runTask(a, await readOnEveryRank(await bertTaskData(a), dist), dist, stop)
@@ -498,6 +503,10 @@ async function trainOn<B>(
   let base: Consumed = { tokens: 0, samples: 0 };
   // --load and --save the same directory with no checkpoint in it yet: the job's first run.
   const fresh = await firstRunOfRestartableJob(a.load, a.save, a.loadIteration);
+  if (dist && a.load) {
+    const it = fresh ? null : a.loadIteration ?? await readLatest(a.load).catch(() => null);
+    await checkSameLoad(dist.group, a.load, it);
+  }
   const loaded = a.load && !fresh
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
     : null;
@@ -514,7 +523,16 @@ async function trainOn<B>(
   // past its checkpoint (those iterations run again).
   const json = log.isLogger && a.logJson
     ? await JsonLog.open(a.logJson, loaded ? startIter - 1 : undefined, {
-      config: loggedConfig(a),
+      // Flags left out whose defaults follow from others, as this run resolved them.
+      config: {
+        "ffn-hidden-size": task.shape.ffnHiddenSize,
+        "max-position-embeddings": task.shape.maxPositions,
+        "global-batch-size": gb,
+        ...(a.trainSamples === undefined ? { "lr-decay-iters": sched.decayIters } : {}),
+        ...(a.data.source || a.data.train ? {} : { "data-path": DEFAULT_CORPUS_PATH }),
+        "backend": s.backend,
+        ...loggedConfig(a),
+      },
       // null in JSON where the launch does not say (e.g. torchrun without LOCAL_WORLD_SIZE).
       world: { size: world, tp: a.tp, dp, nodes: dist ? dist.nodes ?? NaN : 1 },
       first_iteration: startIter,
@@ -559,6 +577,7 @@ async function trainOn<B>(
       }
     }
   }
+  stop?.started();
   for (let it = startIter; it <= iters; it++) {
     // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
     const t0 = performance.now(), c0 = timer.ms;

@@ -19,8 +19,11 @@ import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 /** File extensions read from a folder given as `--data-path`. */
 export const TEXT_EXTENSIONS = [".txt", ".md"] as const;
 
+/** Where the default corpus lies, relative to the project's root. */
+export const DEFAULT_CORPUS_PATH = "data/assets/moby_dick.txt";
+
 /** Name of the default corpus in messages. */
-export const DEFAULT_CORPUS_NAME = "Moby Dick (data/assets/moby_dick.txt)";
+export const DEFAULT_CORPUS_NAME = `Moby Dick (${DEFAULT_CORPUS_PATH})`;
 
 async function statOrThrow(path: string): Promise<Deno.FileInfo> {
   try {

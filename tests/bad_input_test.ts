@@ -206,8 +206,17 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       ["--model", "bert", "--seq-length", "4"],
       /BERT needs --seq-length/,
     ),
-    T("--top-p above 1", ["--top-p", "2"], /--top-p must be in \(0, 1\], got 2/),
-    T("--top-p 0", ["--top-p", "0"], /--top-p must be in \(0, 1\], got 0/),
+    T(
+      "--top-p above 1",
+      ["--sample-tokens", "5", "--top-p", "2"],
+      /--top-p must be in \(0, 1\], got 2/,
+    ),
+    T("--top-p 0", ["--sample-tokens", "5", "--top-p", "0"], /--top-p must be in \(0, 1\], got 0/),
+    T(
+      "the final sample's settings with --sample-tokens 0",
+      ["--prompt", "Hi", "--top-k", "5"],
+      /--prompt, --top-k: --sample-tokens 0 writes no sample, so they change nothing; drop them/,
+    ),
     T(
       "BERT-only flag to GPT",
       ["--apply-residual-connection-post-layernorm"],

@@ -1,7 +1,8 @@
 /**
  * The save lock's holder check (cli/save_lock.ts): a holder that exits within
  * EXITING_HOLDER_WAIT_MS (rank 0's process, after its launcher was killed with
- * SIGKILL) gives the lock up to a run restarted at once; a live one keeps it.
+ * SIGKILL) gives the lock up to a run restarted at once; a live one keeps it;
+ * this process's own pid, or one a later process reuses, is a stale lock.
  * The command-line side (the refusal's message, a dead holder taken over,
  * release at exit) is in tests/train_cli_test.ts.
  */
@@ -42,5 +43,36 @@ Deno.test("save lock: a holder still alive after the wait keeps it", async () =>
   ok(performance.now() - t0 >= EXITING_HOLDER_WAIT_MS - 50, "refused before the wait was over");
   holder.kill("SIGKILL");
   await holder.status;
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("save lock: its own pid, or a pid reused by a later process, is a stale lock", async () => {
+  // A run restarted in a container (the same host name) gets the killed run's pid again.
+  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  const path = `${dir}/${SAVE_LOCK_FILE}`;
+  const hour = new Date(Date.now() - 3600_000).toISOString();
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({ pid: Deno.pid, host: Deno.hostname(), started: hour }),
+  );
+  let release = await takeSaveLock(dir);
+  strictEqual(JSON.parse(await Deno.readTextFile(path)).started > hour, true);
+  release();
+  // A live process that started an hour after the lock's time is not its holder.
+  const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({ pid: other.pid, host: Deno.hostname(), started: hour }),
+  );
+  const t0 = performance.now();
+  release = await takeSaveLock(dir);
+  ok(
+    performance.now() - t0 < EXITING_HOLDER_WAIT_MS,
+    "waited for a process that is not the holder",
+  );
+  strictEqual(JSON.parse(await Deno.readTextFile(path)).pid, Deno.pid);
+  release();
+  other.kill("SIGKILL");
+  await other.status;
   await Deno.remove(dir, { recursive: true });
 });

@@ -223,6 +223,48 @@ Deno.test({
   },
 });
 
+Deno.test("with --save, a SIGINT while a node waits at the rendezvous exits at once, saving nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "signals-rdzv-" });
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  // Node 0 of two; node 1 never comes.
+  const run = startCli("cli/train.ts", [
+    ...tiny,
+    ...["--train-iters", "50", "--tp", "2", "--nproc-per-node", "1", "--nnodes", "2"],
+    ...["--node-rank", "0", "--master-addr", "127.0.0.1", "--master-port", `${port}`],
+    ...["--dist-timeout", "120s", "--save", `${dir}/ck`],
+  ]);
+  // Time to reach the rendezvous (the handler is installed before it).
+  await new Promise((r) => setTimeout(r, 6000));
+  const t0 = performance.now();
+  run.kill("SIGINT");
+  const r = await run.done();
+  const ms = performance.now() - t0;
+  strictEqual(r.code, 130, r.stderr);
+  ok(ms < 10_000, `took ${ms.toFixed(0)} ms to exit`);
+  match(
+    r.stderr,
+    /SIGINT: exiting \(exit 130\); training had not started, so there is nothing new to save/,
+  );
+  const saved = await Array.fromAsync(Deno.readDir(`${dir}/ck`)).catch(() => []);
+  deepStrictEqual(saved.map((e) => e.name).filter((n) => n.startsWith("iter_")), []);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the main thread's handler: before the loop's first step a signal exits at once, with --save too", () => {
+  const exits: number[] = [];
+  const h = new SignalHandler({
+    canSave: true,
+    print: false,
+    workers: false,
+    exit: (c) => void exits.push(c),
+  });
+  h.receive("SIGTERM", 1000);
+  deepStrictEqual(exits, [143]);
+  strictEqual(h.signal, null);
+});
+
 Deno.test("the main thread's handler: a copy of the first signal is ignored, a later one exits", () => {
   const exits: number[] = [];
   const h = new SignalHandler({
@@ -231,6 +273,7 @@ Deno.test("the main thread's handler: a copy of the first signal is ignored, a l
     workers: false,
     exit: (c) => void exits.push(c),
   });
+  h.started();
   h.receive("SIGINT", 1000);
   strictEqual(h.signal, "SIGINT");
   h.receive("SIGINT", 1001);

@@ -5,7 +5,7 @@
  * the flags a pasted Megatron script carries (cli/megatron_flags.ts).
  */
 
-import { equal, match, ok, strictEqual } from "node:assert/strict";
+import { deepEqual, equal, match, ok, strictEqual } from "node:assert/strict";
 import {
   gpt2VocabFiles,
   makeRunDir,
@@ -425,6 +425,19 @@ Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's voc
     match(first.stdout, /tokenizer gpt2 \(vocab 50257, padded 50304\)/);
     const one = await lrs();
     equal(one.header.config.tokenizer, "gpt2");
+    // Flags left out whose defaults follow from others, as the run resolved them.
+    const c = one.header.config;
+    deepEqual(
+      [
+        c["ffn-hidden-size"],
+        c["max-position-embeddings"],
+        c["global-batch-size"],
+        c["lr-decay-iters"],
+      ],
+      [128, 16, 2, 4],
+    );
+    equal(c["data-path"], `${dir}/data.txt`);
+    ok(c.backend === "dawn" || c.backend === "deno", c.backend);
     const want = [2e-4, 1e-3, 1e-4 + 9e-4 * 0.75, 1e-4 + 9e-4 * 0.25];
     one.lrs.forEach((lr, i) => ok(Math.abs(lr - want[i]) < 1e-12, `iteration ${i + 1}: lr ${lr}`));
     const meta = JSON.parse(await Deno.readTextFile(`${dir}/ck/iter_0000004/checkpoint.json`));
