@@ -328,10 +328,35 @@ export function resolveDistConfig(
     }
     port += 1;
   }
+  // torchrun sets both, and its LOCAL_* within them; one without the other is a half-set
+  // environment (a run that would silently train alone, or wait for ranks that never come).
+  const torchRank = int("RANK", env.RANK, 0);
+  if ((torchRank === undefined) !== (torchWorld === undefined)) {
+    const [set, unset] = torchRank === undefined ? ["WORLD_SIZE", "RANK"] : ["RANK", "WORLD_SIZE"];
+    throw new DistConfigError(
+      `${set} is set but ${unset} is not: a rank started as torchrun starts it needs both ` +
+        `(unset ${set} for a single-process run)`,
+    );
+  }
+  if (torchWorld !== undefined) {
+    const localWorld = int("LOCAL_WORLD_SIZE", env.LOCAL_WORLD_SIZE, 1);
+    const localRank = int("LOCAL_RANK", env.LOCAL_RANK, 0);
+    if (localWorld !== undefined && localWorld > torchWorld) {
+      throw new DistConfigError(
+        `LOCAL_WORLD_SIZE ${localWorld} is above WORLD_SIZE ${torchWorld}: a node cannot hold ` +
+          "more ranks than the job",
+      );
+    }
+    if (localRank !== undefined && localWorld !== undefined && localRank >= localWorld) {
+      throw new DistConfigError(
+        `LOCAL_RANK ${localRank} is not below LOCAL_WORLD_SIZE ${localWorld}`,
+      );
+    }
+  }
   const torchRunId = env.TORCHELASTIC_RUN_ID === "none" ? undefined : env.TORCHELASTIC_RUN_ID;
   const torch = one(
     "torchrun",
-    int("RANK", env.RANK, 0),
+    torchRank,
     torchWorld,
     int("LOCAL_RANK", env.LOCAL_RANK, 0),
     env.LOCAL_WORLD_SIZE !== undefined && Number(env.LOCAL_WORLD_SIZE) === torchWorld,

@@ -397,7 +397,7 @@ export async function launch(
     if (e instanceof DistConfigError) {
       console.error(`error: ${e.message}`);
       code = 2;
-    } else console.error(`launch failed: ${(e as Error).message}`);
+    } else console.error(`error: ${(e as Error).message}`);
   }
   stopWatching();
   await new Promise((r) => setTimeout(r, opts.settleMs ?? 200));

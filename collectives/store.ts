@@ -32,6 +32,14 @@ import { describeRun, readJson, writeJson } from "./tcp.ts";
  */
 export const WIRE_PROTOCOL = 2;
 
+/**
+ * How long a client waits for the answer to its hello. The store answers at
+ * once (it does no other work); a service that reads the hello and says
+ * nothing (an HTTP server waiting for a line) is not the store, and the
+ * client stops instead of waiting out the dist timeout.
+ */
+export const HELLO_ANSWER_MS = 10_000;
+
 /** How a version is named in a refusal: its number, or that it predates them. */
 function describeProtocol(p: unknown): string {
   return typeof p === "number" ? `wire protocol ${p}` : "no wire protocol: an older version";
@@ -350,12 +358,13 @@ export class StoreClient {
           return await readJson(this.conn) as Reply | null;
         })(),
         new Promise<"late">((r) => {
-          timer = setTimeout(() => r("late"), Math.max(1000, deadline - performance.now()));
+          const left = Math.max(1000, deadline - performance.now());
+          timer = setTimeout(() => r("late"), Math.min(HELLO_ANSWER_MS, left));
         }),
       ]);
       if (reply === "late") {
-        return `the service at ${this.address} did not answer the rendezvous hello ` +
-          `(is something else listening on --master-port?)`;
+        return `the service at ${this.address} did not answer the rendezvous hello within ` +
+          `${HELLO_ANSWER_MS / 1000} s (is something else listening on --master-port?)`;
       }
       if (!reply) return "retry";
       if (reply.ok && reply.protocol !== WIRE_PROTOCOL) {

@@ -211,6 +211,21 @@ Deno.test("rank, world and nodes come from flags, torchrun, Slurm or Open MPI", 
     /MASTER_ADDR/,
   );
   assert.throws(() => resolveDistConfig({ "node-rank": "2", nnodes: "2" }, {}), /below/);
+  // Half-set torchrun variables: refused, not a silent single-process run or a wait.
+  assert.throws(() => resolveDistConfig({}, { RANK: "1" }), /RANK is set but WORLD_SIZE is not/);
+  assert.throws(
+    () => resolveDistConfig({}, { WORLD_SIZE: "2" }),
+    /WORLD_SIZE is set but RANK is not/,
+  );
+  assert.throws(
+    () => resolveDistConfig({}, { RANK: "0", WORLD_SIZE: "2", LOCAL_WORLD_SIZE: "4" }),
+    /LOCAL_WORLD_SIZE 4 is above WORLD_SIZE 2/,
+  );
+  assert.throws(
+    () =>
+      resolveDistConfig({}, { RANK: "1", WORLD_SIZE: "4", LOCAL_RANK: "3", LOCAL_WORLD_SIZE: "2" }),
+    /LOCAL_RANK 3 is not below LOCAL_WORLD_SIZE 2/,
+  );
   assert.equal(resolveDistConfig({}, {}).source, "single");
   assert.equal(resolveDistConfig({}, {}).nodes, 1);
   assert.equal(firstSlurmHost("node7"), "node7");

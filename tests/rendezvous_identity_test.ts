@@ -15,7 +15,7 @@
 import assert from "node:assert/strict";
 import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
-import { StoreClient, StoreServer, WIRE_PROTOCOL } from "../collectives/store.ts";
+import { HELLO_ANSWER_MS, StoreClient, StoreServer, WIRE_PROTOCOL } from "../collectives/store.ts";
 import { freeLocalPort, readJson, TcpMesh, writeJson } from "../collectives/tcp.ts";
 import { makeRunDir, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
@@ -197,6 +197,28 @@ Deno.test("rendezvous: nodes of another version of this program stop at rendezvo
   );
   await serve;
   oldStore.close();
+});
+
+Deno.test("rendezvous: a service on the port that reads the hello and never answers is named, not waited out", async () => {
+  // An HTTP server waiting for a request line that never comes.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of listener) held.push(c);
+  })().catch(() => {});
+  const t0 = performance.now();
+  await assert.rejects(
+    StoreClient.connect("127.0.0.1", port, 120_000, { rank: 1, world: 2 }),
+    new RegExp(
+      `did not answer the rendezvous hello within ${HELLO_ANSWER_MS / 1000} s ` +
+        "\\(is something else listening on --master-port\\?\\)",
+    ),
+  );
+  const ms = performance.now() - t0;
+  assert.ok(ms < HELLO_ANSWER_MS + 5000, `waited ${Math.round(ms)} ms`);
+  listener.close();
+  for (const c of held) c.close();
 });
 
 Deno.test("rendezvous: the store refuses a rank of another run and a rank that joins twice, naming both", async () => {
