@@ -24,7 +24,12 @@ export const DIST_FLAG_SPECS: Record<string, FlagSpec> = {
   "nnodes": { type: "int", min: 1, help: "number of nodes (processes) in the job" },
   "node-rank": { type: "int", min: 0, help: "this node's index" },
   "master-addr": { type: "string", help: "host of node 0's rendezvous store (or MASTER_ADDR)" },
-  "master-port": { type: "int", min: 1, help: "rendezvous port (or MASTER_PORT; default 29500)" },
+  "master-port": {
+    type: "int",
+    min: 1,
+    help:
+      "rendezvous port (or MASTER_PORT; default 29500, but a one-node --launcher procs job takes a free one)",
+  },
   "devices": {
     type: "string",
     help: "GPU per local rank: indices, PCI addresses or name:SUBSTR, comma-separated",

@@ -129,6 +129,11 @@ export async function generateRank(
   // Ids past the tokenizer's (a padded vocabulary) are never sampled.
   const tok = await modelTokenizer(c.vocabSize, f.tokenizer as string | undefined, tokenizer);
   const name = tok.name;
+  if (f["ignore-eos"] && tok.eosId === undefined) {
+    throw new UsageError(
+      `--ignore-eos: the ${name} tokenizer has no end-of-text id to ignore; drop it`,
+    );
+  }
   const text = f.prompt as string;
   let prompt = Array.from(tok.encode(text));
   if (prompt.length === 0) {

@@ -45,8 +45,12 @@ export function main(args: string[]): Promise<number> {
       console.log(helpText(USAGE, LAUNCH_HELP_FLAGS));
       return 0;
     }
-    if (rest.length === 0 || rest[0].startsWith("-")) {
-      const what = rest.length === 0 ? "no WORKER_MODULE" : `unknown flag ${rest[0]}`;
+    if (rest.length === 0 || rest[0] === "" || rest[0].startsWith("-")) {
+      const what = rest.length === 0
+        ? "no WORKER_MODULE"
+        : rest[0] === ""
+        ? "an empty WORKER_MODULE"
+        : `unknown flag ${rest[0]}`;
       throw new UsageError(
         `${what}: usage: deno task launch [distributed flags] WORKER_MODULE [ARGS...] ` +
           "(--help lists the flags)",

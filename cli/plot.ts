@@ -298,9 +298,13 @@ export function main(args: string[]): Promise<number> {
     if (positional.length === 0) {
       throw new UsageError(`give one LOG.jsonl or more to plot (${usage.slice(7)})`);
     }
+    if (positional.includes("")) throw new UsageError("a LOG.jsonl path is empty");
     const w = f.smooth as number;
     if (w >= 1) throw new UsageError(`--smooth must be below 1 (0.9 is smooth), got ${w}`);
     const labels = f.labels === undefined ? positional : (f.labels as string).split(",");
+    if (labels.some((l) => l.trim() === "")) {
+      throw new UsageError(`--labels ${f.labels} has an empty label: name every run`);
+    }
     if (labels.length !== positional.length) {
       throw new UsageError(
         `--labels names ${counted(labels.length, "run")}, but ${

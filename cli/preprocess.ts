@@ -27,8 +27,8 @@ const USAGE =
 Tokenizes text and writes little-endian uint16 token ids (nanoGPT's .bin format), which
 'deno task train --data-path OUT.bin' reads back without re-tokenizing, and OUT.bin.json,
 which names the tokenizer (train and eval refuse the file with another one). The files of a
-folder, or the lines of a .jsonl file (their "text" field), are documents, separated by the tokenizer's end-of-text id (<|endoftext|> for gpt2)
-or, for a tokenizer without one (byte), by a blank line.`;
+folder, or the lines of a .jsonl file (their "text" field), are documents, separated by the
+tokenizer's end-of-text id (<|endoftext|> for gpt2), [SEP] for bert, or a blank line for byte.`;
 
 /** Flags of `deno task preprocess`. */
 export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {

@@ -39,17 +39,32 @@ async function statOrThrow(path: string): Promise<Deno.FileInfo> {
 /** Lists the .txt/.md files under `dir`, recursively, sorted by path. */
 export async function listTextFiles(dir: string): Promise<string[]> {
   const found: string[] = [];
+  // Real paths of the folders being walked: a link back to one of them is a loop.
+  const walking: string[] = [];
   const walk = async (d: string): Promise<void> => {
+    const real = await Deno.realPath(d);
+    if (walking.includes(real)) {
+      throw new DataError(
+        `${d} leads back to ${real}, a folder above it (a loop of symbolic links): remove the ` +
+          "link, or give a --data-path without it",
+      );
+    }
+    walking.push(real);
     for await (const entry of Deno.readDir(d)) {
       const path = `${d}/${entry.name}`;
-      const info = entry.isSymlink ? await Deno.stat(path) : entry;
+      const text = TEXT_EXTENSIONS.some((ext) => entry.name.toLowerCase().endsWith(ext));
+      const info = entry.isSymlink ? await Deno.stat(path).catch((e) => e as Error) : entry;
+      if (info instanceof Error) {
+        // A broken link is skipped, like any other file that is not text, unless it names one.
+        if (!text) continue;
+        throw new DataError(`${path}: a link to nothing readable (${info.message})`);
+      }
       if (info.isDirectory) await walk(path);
-      else if (
-        info.isFile && TEXT_EXTENSIONS.some((ext) => entry.name.toLowerCase().endsWith(ext))
-      ) {
+      else if (info.isFile && text) {
         found.push(path);
       }
     }
+    walking.pop();
   };
   await walk(dir.replace(/\/+$/, "") || "/");
   return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
@@ -213,6 +228,9 @@ async function loadByteDocuments(
   return { bytes: joinBytes(nonEmpty), documents: nonEmpty.length };
 }
 
+/** Bytes of the blank line ("\n\n") set between documents read as bytes. */
+const BLANK_LINE_BYTES = 2;
+
 /** `nonEmpty` joined with a blank line ("\n\n"). */
 function joinBytes(nonEmpty: Uint8Array[]): Uint8Array {
   if (nonEmpty.length === 1) return nonEmpty[0];
@@ -254,7 +272,8 @@ export interface CorpusTokens {
  * files' raw bytes ({@link loadBytes}): one token per byte, whatever the encoding. Others get
  * text ({@link loadDocuments}, which warns about bytes that are not UTF-8): each document is
  * encoded on its own, and documents are separated by the tokenizer's end-of-text id
- * (`<|endoftext|>`, 50256, for GPT-2), or by a blank line when it has none.
+ * (`<|endoftext|>`, 50256, for GPT-2) or its document separator (WordPiece's `[SEP]`), or by a
+ * blank line when it has neither. `chars` counts the documents' own text, not what is set between.
  */
 export async function loadTokens(
   tokenizer: Tokenizer,
@@ -274,18 +293,17 @@ export async function loadTokens(
   if (tokenizer.encodeBytes && dataPath !== undefined && !isJsonLines(dataPath)) {
     const read = await loadByteDocuments(dataPath);
     ids = Uint32Array.from(tokenizer.encodeBytes(read.bytes));
-    chars = read.bytes.length;
+    // The files' own bytes, without the blank lines set between them.
+    chars = read.bytes.length - BLANK_LINE_BYTES * (read.documents - 1);
     documents = read.documents;
     unit = "bytes";
   } else {
     const docs = await loadDocuments(dataPath, opts);
     documents = docs.length;
     chars = docs.reduce((n, d) => n + d.length, 0);
-    const eos = tokenizer.eosId;
+    const eos = tokenizer.eosId ?? tokenizer.documentSeparatorId;
     if (eos === undefined) {
-      const text = docs.join("\n\n");
-      ids = Uint32Array.from(tokenizer.encode(text));
-      chars = text.length;
+      ids = Uint32Array.from(tokenizer.encode(docs.join("\n\n")));
     } else {
       const parts = docs.map((d, i) => {
         opts.progress?.(i, docs.length);

@@ -11,6 +11,11 @@ export interface Tokenizer {
   readonly vocabSize: number;
   /** End-of-text id, when the tokenizer has one. */
   readonly eosId?: number;
+  /**
+   * The id set between documents when there is no {@link Tokenizer.eosId}
+   * (WordPiece: `[SEP]`); without either, documents are joined by a blank line.
+   */
+  readonly documentSeparatorId?: number;
   /** Encodes text into ids. */
   encode(text: string): number[] | Uint32Array;
   /**

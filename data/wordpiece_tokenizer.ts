@@ -34,6 +34,8 @@ export class WordPieceTokenizer implements Tokenizer {
   readonly vocabSize: number;
   /** Special token ids ([PAD], [UNK], [CLS], [SEP], [MASK]). */
   readonly special: BertSpecialIds;
+  /** `[SEP]`, set between documents (WordPiece would drop a blank line). */
+  readonly documentSeparatorId: number;
   /** First id that is an ordinary piece (ids below it are special or unused). */
   readonly firstNormalId: number;
   #tokens: string[];
@@ -73,6 +75,7 @@ export class WordPieceTokenizer implements Tokenizer {
       if (/^\[.*\]$/.test(t)) first = i + 1;
     });
     this.firstNormalId = first;
+    this.documentSeparatorId = this.special.sep;
   }
 
   /** True for [PAD], [UNK], [CLS], [SEP], [MASK] and the unused slots. */

@@ -676,6 +676,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
     ),
     C(
       "cli/generate.ts",
+      "--ignore-eos with the byte tokenizer (it has none)",
+      ["--load", ck, "--ignore-eos", "--prompt", "hi"],
+      2,
+      /--ignore-eos: the byte tokenizer has no end-of-text id to ignore; drop it/,
+    ),
+    C(
+      "cli/generate.ts",
       "HF heads not divisible by --tp",
       ["--init-from-hf", hf, "--tp", "4", "--prompt", "hi", "--tokenizer", "byte"],
       2,
@@ -818,6 +825,14 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       /does not exist/,
     ),
     C("cli/plot.ts", "no log", [], 2, /give one LOG\.jsonl/),
+    C("cli/plot.ts", "an empty log path", [""], 2, /a LOG\.jsonl path is empty/),
+    C(
+      "cli/plot.ts",
+      "an empty label",
+      [`${dir}/log.txt`, "--labels", ","],
+      2,
+      /--labels , has an empty label/,
+    ),
     C("cli/plot.ts", "missing log", [`${dir}/none.jsonl`], 1, /cannot read .*none\.jsonl/),
     C("cli/plot.ts", "not JSON lines", [`${dir}/log.txt`], 1, /log\.txt: line 1 is not JSON/),
     C(
@@ -870,6 +885,7 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       /--devices: cannot parse "abc"/,
     ),
     C("cli/launch.ts", "no module", [], 2, /no WORKER_MODULE: usage: deno task launch/),
+    C("cli/launch.ts", "an empty module", [""], 2, /an empty WORKER_MODULE: usage/),
     C("cli/launch.ts", "missing module", [`${dir}/none.ts`], 2, /worker module .* does not exist/),
   ]);
 });

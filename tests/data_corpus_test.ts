@@ -44,6 +44,24 @@ Deno.test("text file and folder loading (recursive, sorted, .txt/.md only)", asy
     assert.equal(await loadText(`${dir}/b/a.txt`), "second");
     const tokens = await loadTokens(await createTokenizer("byte"), `${dir}/a.txt`);
     assert.deepEqual(Array.from(tokens.ids), [102, 105, 114, 115, 116]);
+    // Links: one to a folder elsewhere is walked, a broken one that is no text file is
+    // skipped, a broken one named as text and a loop back up are refused by name.
+    await Deno.mkdir(`${dir}/elsewhere`);
+    await Deno.writeTextFile(`${dir}/elsewhere/x.txt`, "fourth");
+    await Deno.symlink(`${dir}/elsewhere`, `${dir}/b/linked`);
+    await Deno.symlink(`${dir}/none`, `${dir}/b/dead.bin`);
+    assert.deepEqual(
+      (await listTextFiles(`${dir}/b`)).map((p) => p.slice(dir.length + 1)),
+      ["b/a.txt", "b/linked/x.txt", "b/sub/z.md"],
+    );
+    await Deno.symlink(`${dir}/none`, `${dir}/b/dead.txt`);
+    await assert.rejects(listTextFiles(`${dir}/b`), /b\/dead\.txt: a link to nothing readable/);
+    await Deno.remove(`${dir}/b/dead.txt`);
+    await Deno.symlink("..", `${dir}/b/sub/up`);
+    await assert.rejects(
+      listTextFiles(`${dir}/b`),
+      /b\/sub\/up leads back to .*\/b, a folder above it \(a loop of symbolic links\)/,
+    );
   });
 });
 
@@ -288,7 +306,16 @@ Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is re
     const r = await preprocess(`${dir}/three`, "byte", `${dir}/three.bin`);
     assert.equal(r.documents, 3);
     assert.equal(r.unit, "bytes");
-    assert.equal(r.chars, 3 * 3 + 2 * 2);
+    // The files' own bytes; the blank lines set between them are tokens, not input.
+    assert.equal(r.chars, 3 * 3);
+    assert.equal(r.tokens, 3 * 3 + 2 * 2);
+    // WordPiece sets [SEP] between documents (a blank line would vanish in its splitting).
+    const wp = await preprocess(`${dir}/three`, "bert", `${dir}/three_wp.bin`);
+    const ids = Array.from(
+      (await loadTokens(await createTokenizer("bert"), `${dir}/three_wp.bin`)).ids,
+    );
+    assert.equal(ids.filter((id) => id === 102).length, 2, `${ids}`);
+    assert.equal(wp.chars, 3 * 2);
   });
 });
 
