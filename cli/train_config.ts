@@ -475,6 +475,12 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   }
   checkSampleSchedule(f, gb);
   checkDataFlags(f);
+  if (f["overlap-tp-comm"] && tp === 1) {
+    throw new UsageError(
+      "--overlap-tp-comm overlaps the tensor-parallel all-reduce, and at " +
+        "--tensor-model-parallel-size 1 there is none: drop it",
+    );
+  }
   for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
     const v = f[n] as number;
     if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);

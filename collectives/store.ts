@@ -28,9 +28,11 @@ import { describeRun, readJson, writeJson } from "./tcp.ts";
  * a node of the previous version would misread. Nodes that send none predate
  * it. 2: the data check hashes every token (cli/same_data.ts; before, nodes
  * compared a sample of each stream, so an older node would report different
- * data).
+ * data). 3: the ranks check that `--save` is one directory and that `--load`
+ * gives one iteration (cli/same_checkpoint.ts), collectives a node of 2 does not
+ * make.
  */
-export const WIRE_PROTOCOL = 2;
+export const WIRE_PROTOCOL = 3;
 
 /**
  * How long a client waits for the answer to its hello. The store answers at

@@ -213,6 +213,11 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     ),
     T("--top-p 0", ["--sample-tokens", "5", "--top-p", "0"], /--top-p must be in \(0, 1\], got 0/),
     T(
+      "--overlap-tp-comm at --tp 1",
+      ["--overlap-tp-comm"],
+      /--overlap-tp-comm overlaps the tensor-parallel all-reduce, and at --tensor-model-parallel-size 1 there is none: drop it/,
+    ),
+    T(
       "the final sample's settings with --sample-tokens 0",
       ["--prompt", "Hi", "--top-k", "5"],
       /--prompt, --top-k: --sample-tokens 0 writes no sample, so they change nothing; drop them/,

@@ -252,7 +252,8 @@ Deno.test("with --save, a SIGINT while a node waits at the rendezvous exits at o
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("the main thread's handler: before the loop's first step a signal exits at once, with --save too", () => {
+/** A main-thread handler of a run with `--save` that records its exit codes instead of exiting. */
+function recordingHandler(): { h: SignalHandler; exits: number[] } {
   const exits: number[] = [];
   const h = new SignalHandler({
     canSave: true,
@@ -260,19 +261,18 @@ Deno.test("the main thread's handler: before the loop's first step a signal exit
     workers: false,
     exit: (c) => void exits.push(c),
   });
+  return { h, exits };
+}
+
+Deno.test("the main thread's handler: before the loop's first step a signal exits at once, with --save too", () => {
+  const { h, exits } = recordingHandler();
   h.receive("SIGTERM", 1000);
   deepStrictEqual(exits, [143]);
   strictEqual(h.signal, null);
 });
 
 Deno.test("the main thread's handler: a copy of the first signal is ignored, a later one exits", () => {
-  const exits: number[] = [];
-  const h = new SignalHandler({
-    canSave: true,
-    print: false,
-    workers: false,
-    exit: (c) => void exits.push(c),
-  });
+  const { h, exits } = recordingHandler();
   h.started();
   h.receive("SIGINT", 1000);
   strictEqual(h.signal, "SIGINT");

@@ -212,9 +212,10 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
 Deno.test("train: one run at a time per --save directory; a dead run's lock is taken over", async () => {
   const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
   const lock = `${dir}/${SAVE_LOCK_FILE}`;
-  // A live holder on this host: another process (a sleep stands in for a training run).
+  // A live holder on this host: another process (a sleep stands in for a training run), whose
+  // lock is written after it started, as a run writes its own.
   const holder = new Deno.Command("sleep", { args: ["60"] }).spawn();
-  const held = { pid: holder.pid, host: Deno.hostname(), started: "2026-12-04T00:00:00Z" };
+  const held = { pid: holder.pid, host: Deno.hostname(), started: new Date().toISOString() };
   await Deno.writeTextFile(lock, JSON.stringify(held));
   const args = [...tiny, "--train-iters", "2", "--save", dir];
   const refused = await runCli("cli/train.ts", args);
