@@ -92,8 +92,12 @@ export async function exportHf(
   // leaves one that the next export into `out` removes.
   const created = !(await Deno.stat(out).then(() => true, () => false));
   await Deno.mkdir(out, { recursive: true });
-  await removeDeadStaging(out);
-  const staging = await Deno.makeTempDir({ dir: out, prefix: `${STAGING_PREFIX}${Deno.pid}-` });
+  const host = hostNameOrNull();
+  if (host !== null) await removeDeadStaging(out, host);
+  const staging = await Deno.makeTempDir({
+    dir: out,
+    prefix: `${STAGING_PREFIX}${Deno.pid}-${host ?? "unnamed"}-`,
+  });
   let done = false;
   try {
     const { summary, keep } = await writeExport(dir, staging, out, iteration, progress, dtype);
@@ -133,20 +137,32 @@ async function install(staging: string, out: string, keep: RegExp | null): Promi
   return removed.sort();
 }
 
-/** The start of the name of an export's staging folder; the exporting process's pid follows. */
+/**
+ * The start of the name of an export's staging folder; the exporting process's
+ * pid and host name follow (`.export-4242-node7-…`).
+ */
 export const STAGING_PREFIX = ".export-";
 
+/** This host's name, or null where the sys permission does not allow asking (no prompt). */
+function hostNameOrNull(): string | null {
+  return Deno.permissions.querySync({ name: "sys", kind: "hostname" }).state === "granted"
+    ? Deno.hostname()
+    : null;
+}
+
 /**
- * Removes staging folders of `out` left by exports that no longer run (killed
- * outright): those whose pid no longer exists on this host. Folders of a live
- * process, or where liveness cannot be checked, are left.
+ * Removes staging folders of `out` left by exports on this host (`host`) that
+ * no longer run (killed outright): those whose pid no longer exists. Another
+ * host's folders (an `--output` on shared storage), a live process's, and
+ * those whose liveness cannot be checked are left.
  */
-async function removeDeadStaging(out: string): Promise<void> {
+async function removeDeadStaging(out: string, host: string): Promise<void> {
   for await (const e of Deno.readDir(out)) {
-    const pid = e.isDirectory && e.name.startsWith(STAGING_PREFIX)
-      ? /^(\d+)-/.exec(e.name.slice(STAGING_PREFIX.length))?.[1]
-      : undefined;
-    if (pid !== undefined && +pid <= 0x7fffffff && processExists(+pid) === false) {
+    if (!e.isDirectory || !e.name.startsWith(STAGING_PREFIX)) continue;
+    const rest = e.name.slice(STAGING_PREFIX.length);
+    const pid = /^(\d+)-/.exec(rest)?.[1];
+    if (pid === undefined || !rest.startsWith(`${pid}-${host}-`)) continue;
+    if (+pid <= 0x7fffffff && processExists(+pid) === false) {
       await Deno.remove(join(out, e.name), { recursive: true }).catch(() => {});
     }
   }

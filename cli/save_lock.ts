@@ -8,7 +8,8 @@
  * SIGKILL leaves its file behind), or stops existing within
  * {@link EXITING_HOLDER_WAIT_MS}, or is this process's own pid or that of a
  * process started after the lock was written (a restarted container reuses
- * pids), whose file it takes over.
+ * pids) and the file's heartbeat has stopped ({@link LOCK_STALE_MS}), whose
+ * file it takes over.
  * @module
  */
 
@@ -22,7 +23,19 @@ interface Holder {
   pid: number;
   host: string;
   started: string;
+  /** The holder touches the file this often (ms); absent in locks of older versions. */
+  heartbeatMs?: number;
 }
+
+/** How often a holder touches its lock file, so that a live one can be told from a dead one. */
+export const LOCK_HEARTBEAT_MS = 5000;
+
+/**
+ * How long a lock file may go untouched before a holder that cannot be checked
+ * by its pid counts as gone (its main thread can stall for a shader compile
+ * of a minute on a slow CPU; see {@link holderGone}).
+ */
+export const LOCK_STALE_MS = 90_000;
 
 /**
  * Takes `dir`'s save lock and returns its release (which removes the file if
@@ -35,12 +48,23 @@ export async function takeSaveLock(dir: string): Promise<() => void> {
     pid: Deno.pid,
     host: hostName() ?? "an unnamed host",
     started: new Date().toISOString(),
+    heartbeatMs: LOCK_HEARTBEAT_MS,
   };
   const text = JSON.stringify(me) + "\n";
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       await Deno.writeTextFile(path, text, { createNew: true });
-      const done = () => release(path, text);
+      const beat = setInterval(() => {
+        const now = new Date();
+        try {
+          Deno.utimeSync(path, now, now);
+        } catch { /* gone or taken: release says which */ }
+      }, LOCK_HEARTBEAT_MS);
+      Deno.unrefTimer(beat);
+      const done = () => {
+        clearInterval(beat);
+        release(path, text);
+      };
       // The launcher ends the process with Deno.exit, past any finally: unload still runs.
       globalThis.addEventListener("unload", done);
       return done;
@@ -50,7 +74,7 @@ export async function takeSaveLock(dir: string): Promise<() => void> {
     // A file just created may not be written yet: read it again a moment later.
     const holder = await readHolder(path) ??
       await new Promise((r) => setTimeout(r, 200)).then(() => readHolder(path));
-    if (holder && !await holderGone(holder)) {
+    if (holder && !await holderGone(holder, path)) {
       throw new UsageError(
         `--save ${dir} is in use by another run (pid ${holder.pid} on ${holder.host}, since ` +
           `${holder.started}); wait for it or give another --save (if no such run exists, ` +
@@ -81,19 +105,26 @@ async function readHolder(path: string): Promise<Holder | null> {
 export const EXITING_HOLDER_WAIT_MS = 2000;
 
 /**
- * Whether holder `h` is gone: a process on this host that no longer exists, or
- * stops existing within {@link EXITING_HOLDER_WAIT_MS}. Another host's holder,
- * or one whose liveness cannot be checked (no host name, no FFI), counts as alive.
+ * Whether holder `h` (of the lock at `path`) is gone: a process on this host
+ * that no longer exists, or stops existing within {@link EXITING_HOLDER_WAIT_MS}.
+ * Another host's holder, or one whose liveness cannot be checked (no host
+ * name, no FFI), counts as alive. A pid that cannot be the holder's (this
+ * process's own, or one whose process started after the lock was written) is
+ * what a run restarted in a container sees: the same host name, its killed
+ * predecessor's pid (often 1) again. It may also be a live run in another
+ * container of that host name with the same pid, so then the lock's heartbeat
+ * decides: gone once the file has gone {@link LOCK_STALE_MS} untouched, alive
+ * as soon as it is touched again.
  */
-async function holderGone(h: Holder): Promise<boolean> {
+async function holderGone(h: Holder, path: string): Promise<boolean> {
   const here = hostName();
   if (here === null || h.host !== here) return false;
-  // This very process did not write it (it takes the lock once): a run restarted in a
-  // container gets its killed predecessor's pid (often 1) again.
-  if (h.pid === Deno.pid) return true;
-  // A process that started after the lock was written is another that reuses the pid.
-  const since = await processStartMs(h.pid);
-  if (since !== null && since > Date.parse(h.started) + PROCESS_START_SLACK_MS) return true;
+  let notTheHolder = h.pid === Deno.pid;
+  if (!notTheHolder) {
+    const since = await processStartMs(h.pid);
+    notTheHolder = since !== null && since > Date.parse(h.started) + PROCESS_START_SLACK_MS;
+  }
+  if (notTheHolder) return h.heartbeatMs === undefined || await heartbeatStopped(path);
   const until = performance.now() + EXITING_HOLDER_WAIT_MS;
   for (;;) {
     const exists = processExists(h.pid);
@@ -124,6 +155,43 @@ export function processExists(pid: number): boolean | null {
     return at !== null && new Deno.UnsafePointerView(at).getInt32() === EPERM;
   } finally {
     libc.close();
+  }
+}
+
+/**
+ * Waits until the lock file at `path` has gone {@link LOCK_STALE_MS} untouched
+ * (true: its holder is gone) or is touched (false: a live holder beats), saying
+ * once on stderr why it waits.
+ */
+async function heartbeatStopped(path: string): Promise<boolean> {
+  const mtime = () => Deno.statSync(path).mtime?.getTime() ?? 0;
+  let last: number;
+  try {
+    last = mtime();
+  } catch {
+    return true; // removed meanwhile
+  }
+  let said = false;
+  for (;;) {
+    if (Date.now() - last > LOCK_STALE_MS) return true;
+    if (!said) {
+      console.error(
+        `${path}: its pid is not a live run's here; waiting up to ` +
+          `${
+            Math.ceil((LOCK_STALE_MS - (Date.now() - last)) / 1000)
+          } s for its heartbeat to show ` +
+          "whether another container of this host name still holds it",
+      );
+      said = true;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    let now: number;
+    try {
+      now = mtime();
+    } catch {
+      return true;
+    }
+    if (now !== last) return false;
   }
 }
 

@@ -577,6 +577,9 @@ async function trainOn<B>(
       }
     }
   }
+  // Every rank reaches the loop before any counts as started: a signal a moment earlier
+  // ends all of them at once (nothing to save), never some in the loop and some not.
+  if (dist) await dist.group.barrier();
   stop?.started();
   for (let it = startIter; it <= iters; it++) {
     // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.

@@ -331,7 +331,9 @@ export function resolveDistConfig(
   // torchrun sets both, and its LOCAL_* within them; one without the other is a half-set
   // environment (a run that would silently train alone, or wait for ranks that never come).
   const torchRank = int("RANK", env.RANK, 0);
-  if ((torchRank === undefined) !== (torchWorld === undefined)) {
+  // (Under Slurm or Open MPI a script may export RANK alone for its own use: theirs decide.)
+  const otherLauncher = env.SLURM_PROCID !== undefined || env.OMPI_COMM_WORLD_RANK !== undefined;
+  if ((torchRank === undefined) !== (torchWorld === undefined) && !otherLauncher) {
     const [set, unset] = torchRank === undefined ? ["WORLD_SIZE", "RANK"] : ["RANK", "WORLD_SIZE"];
     throw new DistConfigError(
       `${set} is set but ${unset} is not: a rank started as torchrun starts it needs both ` +

@@ -213,6 +213,14 @@ Deno.test("rank, world and nodes come from flags, torchrun, Slurm or Open MPI", 
   assert.throws(() => resolveDistConfig({ "node-rank": "2", nnodes: "2" }, {}), /below/);
   // Half-set torchrun variables: refused, not a silent single-process run or a wait.
   assert.throws(() => resolveDistConfig({}, { RANK: "1" }), /RANK is set but WORLD_SIZE is not/);
+  // ... but a Slurm script's own RANK beside Slurm's variables is Slurm's job.
+  const slurmRank = resolveDistConfig({}, {
+    RANK: "1",
+    SLURM_PROCID: "1",
+    SLURM_NTASKS: "2",
+    MASTER_ADDR: "h0",
+  });
+  assert.deepEqual([slurmRank.source, slurmRank.rankBase], ["slurm", 1]);
   assert.throws(
     () => resolveDistConfig({}, { WORLD_SIZE: "2" }),
     /WORLD_SIZE is set but RANK is not/,

@@ -298,17 +298,20 @@ Deno.test(
     ) {
       await Deno.writeTextFile(join(out, f), "earlier");
     }
-    // A staging folder of a process that no longer exists (past any pid_max) and one of a
-    // live process (this one): only the first is removed.
-    const dead = join(out, `${STAGING_PREFIX}2147483000-x`);
-    const live = join(out, `${STAGING_PREFIX}${Deno.pid}-y`);
-    await Deno.mkdir(dead);
-    await Deno.mkdir(live);
+    // Staging folders of a process of this host that no longer exists (past any pid_max), of a
+    // live one (this process), and of another host (shared storage): only the first goes.
+    const host = Deno.hostname();
+    for (
+      const name of [`2147483000-${host}-x`, `${Deno.pid}-${host}-y`, `2147483000-elsewhere-z`]
+    ) {
+      await Deno.mkdir(join(out, `${STAGING_PREFIX}${name}`));
+    }
     const line = await exportHf(ck, out);
     ok(line.endsWith("(replacing pytorch_model.bin, vocab.txt)"), line);
     const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
     deepStrictEqual(names, [
-      `${STAGING_PREFIX}${Deno.pid}-y`,
+      `${STAGING_PREFIX}2147483000-elsewhere-z`,
+      `${STAGING_PREFIX}${Deno.pid}-${host}-y`,
       "config.json",
       "merges.txt",
       "model.safetensors",

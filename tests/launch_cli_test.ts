@@ -45,6 +45,8 @@ Deno.test("deno task launch without a module is a usage error", async () => {
 
 Deno.test("deno task launch runs a module given by URL, as its help says", async () => {
   const code = "export default (ctx) => console.log(`rank ${ctx.rank} ran`);\n";
+  const lockFile = `${root}deno.lock`;
+  const lockBefore = await Deno.readTextFile(lockFile);
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     () => new Response(code, { headers: { "content-type": "application/javascript" } }),
@@ -58,6 +60,9 @@ Deno.test("deno task launch runs a module given by URL, as its help says", async
     }
   } finally {
     await server.shutdown();
+    // Deno records a remote module in the project's lock file (the rank processes too, which
+    // find deno.json from their module): this test's module on a random port does not belong.
+    await Deno.writeTextFile(lockFile, lockBefore);
   }
 });
 

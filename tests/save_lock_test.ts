@@ -2,13 +2,20 @@
  * The save lock's holder check (cli/save_lock.ts): a holder that exits within
  * EXITING_HOLDER_WAIT_MS (rank 0's process, after its launcher was killed with
  * SIGKILL) gives the lock up to a run restarted at once; a live one keeps it;
- * this process's own pid, or one a later process reuses, is a stale lock.
+ * this process's own pid, or one a later process reuses, is a stale lock once
+ * its heartbeat has stopped (a live lock in another container keeps beating).
  * The command-line side (the refusal's message, a dead holder taken over,
  * release at exit) is in tests/train_cli_test.ts.
  */
 
 import { match, ok, rejects, strictEqual } from "node:assert/strict";
-import { EXITING_HOLDER_WAIT_MS, SAVE_LOCK_FILE, takeSaveLock } from "../cli/save_lock.ts";
+import {
+  EXITING_HOLDER_WAIT_MS,
+  LOCK_HEARTBEAT_MS,
+  LOCK_STALE_MS,
+  SAVE_LOCK_FILE,
+  takeSaveLock,
+} from "../cli/save_lock.ts";
 import { UsageError } from "../cli/flags.ts";
 
 async function lockedBy(seconds: string): Promise<{ dir: string; holder: Deno.ChildProcess }> {
@@ -74,5 +81,33 @@ Deno.test("save lock: its own pid, or a pid reused by a later process, is a stal
   release();
   other.kill("SIGKILL");
   await other.status;
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("save lock: a pid that cannot be the holder's is gone only once the lock's heartbeat has stopped", async () => {
+  // Another container of this host name may run with the same pid: its lock stays touched.
+  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  const path = `${dir}/${SAVE_LOCK_FILE}`;
+  const lock = {
+    pid: Deno.pid,
+    host: Deno.hostname(),
+    started: new Date(Date.now() - 3600_000).toISOString(),
+    heartbeatMs: LOCK_HEARTBEAT_MS,
+  };
+  await Deno.writeTextFile(path, JSON.stringify(lock));
+  const beat = setInterval(() => Deno.utimeSync(path, new Date(), new Date()), 200);
+  try {
+    await rejects(takeSaveLock(dir), /is in use by another run/);
+  } finally {
+    clearInterval(beat);
+  }
+  // Untouched for longer than LOCK_STALE_MS: a dead predecessor's, taken over at once.
+  const old = new Date(Date.now() - LOCK_STALE_MS - 1000);
+  Deno.utimeSync(path, old, old);
+  const t0 = performance.now();
+  const release = await takeSaveLock(dir);
+  ok(performance.now() - t0 < 2000, "waited for a stale heartbeat");
+  strictEqual(JSON.parse(await Deno.readTextFile(path)).heartbeatMs, LOCK_HEARTBEAT_MS);
+  release();
   await Deno.remove(dir, { recursive: true });
 });
