@@ -20,12 +20,12 @@ import { DEFAULT_DROPOUT, resolveShape } from "../models/shape.ts";
 import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
 import { type HfDType, writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
-import { resolveIterDir } from "../models/checkpoint/layout.ts";
+import { readLatest, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
 import { stderrProgress } from "./log.ts";
 import { ensureWritableDir } from "./paths.ts";
-import { processExists } from "./save_lock.ts";
+import { hostName, processExists } from "./processes.ts";
 import { SIGNAL_NUMBERS, STOP_SIGNALS } from "./signals.ts";
 import { INIT_STD_FLAG } from "./resume_flags.ts";
 
@@ -92,7 +92,7 @@ export async function exportHf(
   // leaves one that the next export into `out` removes.
   const created = !(await Deno.stat(out).then(() => true, () => false));
   await Deno.mkdir(out, { recursive: true });
-  const host = hostNameOrNull();
+  const host = hostName();
   if (host !== null) await removeDeadStaging(out, host);
   const staging = await Deno.makeTempDir({
     dir: out,
@@ -143,13 +143,6 @@ async function install(staging: string, out: string, keep: RegExp | null): Promi
  */
 export const STAGING_PREFIX = ".export-";
 
-/** This host's name, or null where the sys permission does not allow asking (no prompt). */
-function hostNameOrNull(): string | null {
-  return Deno.permissions.querySync({ name: "sys", kind: "hostname" }).state === "granted"
-    ? Deno.hostname()
-    : null;
-}
-
 /**
  * Removes staging folders of `out` left by exports on this host (`host`) that
  * no longer run (killed outright): those whose pid no longer exists. Another
@@ -169,26 +162,28 @@ async function removeDeadStaging(out: string, host: string): Promise<void> {
 }
 
 /**
- * Refuses an `--output` that holds a training checkpoint (a `latest` file or
- * `iter_*` folders): the export would replace the tokenizer files the
- * checkpoint is read with.
+ * Refuses an `--output` that holds a training checkpoint (its `latest` or
+ * Megatron's tracker file, or `iter_*` folders): the export would replace the
+ * tokenizer files the checkpoint is read with.
  */
 async function refuseCheckpointDir(out: string): Promise<void> {
-  const hasLatest = await Deno.stat(join(out, "latest")).then(() => true, () => false);
+  const latest = await readLatest(out);
   let iterDir = false;
-  try {
-    for await (const e of Deno.readDir(out)) {
-      if (e.isDirectory && /^iter_\d+$/.test(e.name)) iterDir = true;
+  if (latest === null) {
+    try {
+      for await (const e of Deno.readDir(out)) {
+        if (e.isDirectory && /^iter_\d+$/.test(e.name)) iterDir = true;
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  if (hasLatest || iterDir) {
+  if (latest !== null || iterDir) {
     throw new UsageError(
       `--output ${out} holds a training checkpoint (${
-        hasLatest ? "its latest file" : "iter_* folders"
-      }); ` +
-        "an export there would replace the tokenizer files it is read with: export into another directory",
+        latest !== null ? "its latest file" : "iter_* folders"
+      }); an export there would replace the tokenizer files it is read with: export into ` +
+        "another directory",
     );
   }
 }

@@ -10,6 +10,7 @@
  */
 
 import { disagreements } from "../collectives/agree.ts";
+import { randomRunId } from "../collectives/env.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { UsageError } from "./flags.ts";
@@ -25,18 +26,16 @@ export const SAVE_PROBE_PREFIX = ".save-probe-";
 export async function checkSharedSave(group: ProcessGroup, dir: string): Promise<void> {
   if (group.size === 1) return;
   const first = group.rank === 0;
-  const token = new Uint8Array(16);
-  let path = "";
-  if (first) {
-    crypto.getRandomValues(token);
-    path = probePath(dir, token);
-    await Deno.writeTextFile(path, hex(token));
-  }
+  // A fresh token (16 hex digits), sent as its characters.
+  const mine = first ? randomRunId() : "";
+  const bytes = new Uint8Array(16);
+  new TextEncoder().encodeInto(mine, bytes);
+  if (first) await Deno.writeTextFile(`${dir}/${SAVE_PROBE_PREFIX}${mine}`, mine);
   // The first member's token reaches the others after its file is written.
-  const all = await group.allGather(token);
-  const shared = all.subarray(0, token.length);
-  path = probePath(dir, shared);
-  const seen = await Deno.readTextFile(path).then((t) => t === hex(shared), () => false);
+  await group.broadcast(bytes);
+  const token = new TextDecoder().decode(bytes);
+  const path = `${dir}/${SAVE_PROBE_PREFIX}${token}`;
+  const seen = await Deno.readTextFile(path).then((t) => t === token, () => false);
   const found = await disagreements(group, { sees: seen });
   if (first) await Deno.remove(path).catch(() => {});
   if (found.length) {
@@ -69,12 +68,4 @@ export async function checkSameLoad(
       `rank ${group.ranks[0]}, ${others} (each node reads its own copy's latest): give every ` +
       "node the same checkpoint directory, or --iteration N",
   );
-}
-
-function probePath(dir: string, token: Uint8Array): string {
-  return `${dir}/${SAVE_PROBE_PREFIX}${hex(token)}`;
-}
-
-function hex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }

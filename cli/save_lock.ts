@@ -14,6 +14,7 @@
  */
 
 import { UsageError } from "./flags.ts";
+import { hostName, processExists, processStartMs } from "./processes.ts";
 
 /** The lock file's name inside the checkpoint directory. */
 export const SAVE_LOCK_FILE = ".save.lock";
@@ -135,97 +136,37 @@ async function holderGone(h: Holder, path: string): Promise<boolean> {
 }
 
 /**
- * Whether process `pid` exists on this host: glibc's `kill(pid, 0)` through FFI
- * (0: it does; EPERM: it does, another user's; ESRCH: it does not). Null where
- * glibc cannot be loaded. (Deno reads `/proc` only with every permission.)
- */
-export function processExists(pid: number): boolean | null {
-  let libc;
-  try {
-    libc = Deno.dlopen("libc.so.6", {
-      kill: { parameters: ["i32", "i32"], result: "i32" },
-      __errno_location: { parameters: [], result: "pointer" },
-    });
-  } catch {
-    return null;
-  }
-  try {
-    if (libc.symbols.kill(pid, 0) === 0) return true;
-    const at = libc.symbols.__errno_location();
-    return at !== null && new Deno.UnsafePointerView(at).getInt32() === EPERM;
-  } finally {
-    libc.close();
-  }
-}
-
-/**
  * Waits until the lock file at `path` has gone {@link LOCK_STALE_MS} untouched
  * (true: its holder is gone) or is touched (false: a live holder beats), saying
  * once on stderr why it waits.
  */
 async function heartbeatStopped(path: string): Promise<boolean> {
-  const mtime = () => Deno.statSync(path).mtime?.getTime() ?? 0;
-  let last: number;
-  try {
-    last = mtime();
-  } catch {
-    return true; // removed meanwhile
-  }
-  let said = false;
-  for (;;) {
-    if (Date.now() - last > LOCK_STALE_MS) return true;
-    if (!said) {
-      console.error(
-        `${path}: its pid is not a live run's here; waiting up to ` +
-          `${
-            Math.ceil((LOCK_STALE_MS - (Date.now() - last)) / 1000)
-          } s for its heartbeat to show ` +
-          "whether another container of this host name still holds it",
-      );
-      said = true;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-    let now: number;
+  const mtime = () => {
     try {
-      now = mtime();
+      return Deno.statSync(path).mtime?.getTime() ?? 0;
     } catch {
-      return true;
+      return null; // removed meanwhile
     }
+  };
+  const last = mtime();
+  if (last === null) return true;
+  const left = () => LOCK_STALE_MS - (Date.now() - last);
+  if (left() < 0) return true;
+  console.error(
+    `${path}: its pid is not a live run's here; waiting up to ${Math.ceil(left() / 1000)} s ` +
+      "for its heartbeat to show whether another container of this host name still holds it",
+  );
+  while (left() >= 0) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = mtime();
+    if (now === null) return true;
     if (now !== last) return false;
   }
+  return true;
 }
 
 /** How much later than a lock's time its holder may seem to start (`ps` counts whole seconds). */
 const PROCESS_START_SLACK_MS = 2000;
-
-/**
- * When process `pid` started (ms since the epoch), from `ps -o etimes=`; null
- * where `ps` may not run, is missing, or knows no such process.
- */
-async function processStartMs(pid: number): Promise<number | null> {
-  if (Deno.permissions.querySync({ name: "run", command: "ps" }).state !== "granted") return null;
-  try {
-    const o = await new Deno.Command("ps", {
-      args: ["-o", "etimes=", "-p", String(pid)],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const seconds = Number(new TextDecoder().decode(o.stdout).trim());
-    return o.success && Number.isFinite(seconds) ? Date.now() - seconds * 1000 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** errno: the process exists but may not be signalled. */
-const EPERM = 1;
-
-/** This host's name, or null where the sys permission does not allow asking (no prompt). */
-function hostName(): string | null {
-  return Deno.permissions.querySync({ name: "sys", kind: "hostname" }).state === "granted"
-    ? Deno.hostname()
-    : null;
-}
 
 function release(path: string, text: string): void {
   try {

@@ -340,9 +340,12 @@ export function resolveDistConfig(
         `(unset ${set} for a single-process run)`,
     );
   }
+  const localRank = int("LOCAL_RANK", env.LOCAL_RANK, 0);
+  // (Read only for a torchrun rank: another launcher's job may carry a stray one.)
+  const localWorld = torchWorld === undefined
+    ? undefined
+    : int("LOCAL_WORLD_SIZE", env.LOCAL_WORLD_SIZE, 1);
   if (torchWorld !== undefined) {
-    const localWorld = int("LOCAL_WORLD_SIZE", env.LOCAL_WORLD_SIZE, 1);
-    const localRank = int("LOCAL_RANK", env.LOCAL_RANK, 0);
     if (localWorld !== undefined && localWorld > torchWorld) {
       throw new DistConfigError(
         `LOCAL_WORLD_SIZE ${localWorld} is above WORLD_SIZE ${torchWorld}: a node cannot hold ` +
@@ -360,8 +363,8 @@ export function resolveDistConfig(
     "torchrun",
     torchRank,
     torchWorld,
-    int("LOCAL_RANK", env.LOCAL_RANK, 0),
-    env.LOCAL_WORLD_SIZE !== undefined && Number(env.LOCAL_WORLD_SIZE) === torchWorld,
+    localRank,
+    localWorld !== undefined && localWorld === torchWorld,
     torchRunId || undefined,
     "TORCHELASTIC_RUN_ID",
     nodesOf(torchWorld, env.LOCAL_WORLD_SIZE),

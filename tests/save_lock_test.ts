@@ -18,11 +18,26 @@ import {
 } from "../cli/save_lock.ts";
 import { UsageError } from "../cli/flags.ts";
 
+/**
+ * Writes `dir`'s lock as a holder of this host with `fields` (pid, start time
+ * and, for this version's locks, heartbeatMs); returns the lock's path.
+ */
+async function writeLock(
+  dir: string,
+  fields: { pid: number; started: string; heartbeatMs?: number },
+): Promise<string> {
+  const path = `${dir}/${SAVE_LOCK_FILE}`;
+  await Deno.writeTextFile(path, JSON.stringify({ host: Deno.hostname(), ...fields }));
+  return path;
+}
+
+/** An hour before now, as a lock records its start. */
+const anHourAgo = () => new Date(Date.now() - 3600_000).toISOString();
+
 async function lockedBy(seconds: string): Promise<{ dir: string; holder: Deno.ChildProcess }> {
   const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
   const holder = new Deno.Command("sleep", { args: [seconds] }).spawn();
-  const held = { pid: holder.pid, host: Deno.hostname(), started: new Date().toISOString() };
-  await Deno.writeTextFile(`${dir}/${SAVE_LOCK_FILE}`, JSON.stringify(held));
+  await writeLock(dir, { pid: holder.pid, started: new Date().toISOString() });
   return { dir, holder };
 }
 
@@ -56,21 +71,14 @@ Deno.test("save lock: a holder still alive after the wait keeps it", async () =>
 Deno.test("save lock: its own pid, or a pid reused by a later process, is a stale lock", async () => {
   // A run restarted in a container (the same host name) gets the killed run's pid again.
   const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
-  const path = `${dir}/${SAVE_LOCK_FILE}`;
-  const hour = new Date(Date.now() - 3600_000).toISOString();
-  await Deno.writeTextFile(
-    path,
-    JSON.stringify({ pid: Deno.pid, host: Deno.hostname(), started: hour }),
-  );
+  const hour = anHourAgo();
+  const path = await writeLock(dir, { pid: Deno.pid, started: hour });
   let release = await takeSaveLock(dir);
   strictEqual(JSON.parse(await Deno.readTextFile(path)).started > hour, true);
   release();
   // A live process that started an hour after the lock's time is not its holder.
   const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
-  await Deno.writeTextFile(
-    path,
-    JSON.stringify({ pid: other.pid, host: Deno.hostname(), started: hour }),
-  );
+  await writeLock(dir, { pid: other.pid, started: hour });
   const t0 = performance.now();
   release = await takeSaveLock(dir);
   ok(
@@ -87,14 +95,11 @@ Deno.test("save lock: its own pid, or a pid reused by a later process, is a stal
 Deno.test("save lock: a pid that cannot be the holder's is gone only once the lock's heartbeat has stopped", async () => {
   // Another container of this host name may run with the same pid: its lock stays touched.
   const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
-  const path = `${dir}/${SAVE_LOCK_FILE}`;
-  const lock = {
+  const path = await writeLock(dir, {
     pid: Deno.pid,
-    host: Deno.hostname(),
-    started: new Date(Date.now() - 3600_000).toISOString(),
+    started: anHourAgo(),
     heartbeatMs: LOCK_HEARTBEAT_MS,
-  };
-  await Deno.writeTextFile(path, JSON.stringify(lock));
+  });
   const beat = setInterval(() => Deno.utimeSync(path, new Date(), new Date()), 200);
   try {
     await rejects(takeSaveLock(dir), /is in use by another run/);

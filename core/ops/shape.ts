@@ -57,10 +57,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
     throw new Error(`permute: ${JSON.stringify(perm)} is not a permutation of ${x.rank} dims`);
   }
-  const outShape = perm.map((p) => x.shape[p]);
-  const xs = contiguousStrides(x.shape);
-  const out = Tensor.empty(x.device, outShape, x.dtype);
-  stridedCopy(x, out, outShape, perm.map((p) => xs[p]), 0, contiguousStrides(outShape), 0);
+  const out = permuteRaw(x, perm);
   const inv = new Array(perm.length);
   perm.forEach((p, i) => (inv[p] = i));
   return record(out, "permute", [x], (g) => [permuteRaw(g, inv)]);
