@@ -174,6 +174,31 @@ function aboutSeconds(ms: number): string {
 }
 
 /**
+ * A training run's one tuning pass, after the step that met every shape: times
+ * the pending shapes' tilings for as long as {@link runTuningLimit} allows (none
+ * for a run too short to afford it: the shapes wait for a later run), saying
+ * what it is about to do and what it found.
+ */
+export async function tuneDuringRun(
+  tuner: MatmulTuner,
+  a: AutotuneArgs,
+  stepMs: number,
+  stepsLeft: number,
+  say: (line: string) => void,
+): Promise<void> {
+  const limit = runTuningLimit(a, stepMs, stepsLeft);
+  if (limit.tooShort) {
+    say(describeTuningSkipped(tuner.pending, limit.runLeftMs ?? 0));
+    await tuner.tune(0);
+    return;
+  }
+  say(describeTuningStart(tuner.pending, tuner.budgetMs, limit));
+  const t0 = performance.now();
+  const found = await tuner.tune(limit.limitMs);
+  say(describeTuning(found, (performance.now() - t0) / 1000, tuner.saveError, tuner.deferred));
+}
+
+/**
  * One line on what tuning found: shapes (those the budget cut short serve this
  * run only, uncached), retiled ones, shapes the budget left for later runs
  * (`deferred`, and the cut-short ones), and a failed save.

@@ -6,14 +6,7 @@
  * @module
  */
 
-import {
-  attachTuner,
-  describeTuning,
-  describeTuningSkipped,
-  describeTuningStart,
-  firstTuningStep,
-  runTuningLimit,
-} from "./autotune.ts";
+import { attachTuner, firstTuningStep, tuneDuringRun } from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
@@ -362,6 +355,51 @@ function stepsLeft(
   return Math.min(left, Math.max(0, Math.floor(msLeft / stepMs)));
 }
 
+/**
+ * The lines a run says before its first step: the device, the task's own
+ * lines (`described`: model and data), the parallel layout, the length and the
+ * validation, and a warning where the default warm-up outlasts the decay.
+ */
+function runHeader(r: {
+  a: TrainArgs;
+  device: ReturnType<Device["summary"]>;
+  described: string[];
+  world: number;
+  dp: number;
+  iters: number;
+  gb: number;
+  accum: number;
+  nVal: number;
+  sched: Trainer["opts"]["schedule"];
+}): string[] {
+  const { a, device: s, described, world, dp, iters, gb, accum, nVal, sched } = r;
+  const lines = [
+    `device: ${s.backend} | ${s.name}${
+      s.isFallback ? ` (software${s.softwareLanes === 16 ? ", 512-bit vectors" : ""})` : ""
+    }${world > 1 ? ` | ${world} ranks` : ""}`,
+    ...described,
+    `parallel: tensor ${a.tp} × data ${dp} | training: ${counted(iters, "step")} ` +
+    `× ${gb} sequences ` +
+    (a.trainSamples !== undefined ? `(--train-samples ${a.trainSamples}) ` : "") +
+    `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${a.microBatch} per rank) | validation: ` +
+    (nVal > 0
+      ? `${nVal} batch${nVal === 1 ? "" : "es"}${
+        dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
+      }`
+      : "off (--eval-iters 0)"),
+  ];
+  const warm = sched.warmupIters ?? 0;
+  if ((sched.style ?? "cosine") !== "constant" && warm > 0 && warm >= sched.decayIters) {
+    // A warm-up given on the command line is refused at this length; the default is not.
+    lines.push(
+      `learning rate: the default warm-up of ${warm} steps is not shorter than the decay ` +
+        `(${sched.decayIters} steps): the rate rises toward --lr ${sched.lr} for the whole run ` +
+        "and never decays; give --lr-warmup-iters N (or --lr-warmup-fraction) for a shorter one",
+    );
+  }
+  return lines;
+}
+
 /** Sums over the steps of one logging window. */
 class LogWindow {
   start = performance.now();
@@ -467,36 +505,12 @@ async function trainOn<B>(
     );
 
   const s = device.summary();
-  say(
-    `device: ${s.backend} | ${s.name}${
-      s.isFallback ? ` (software${s.softwareLanes === 16 ? ", 512-bit vectors" : ""})` : ""
-    }${world > 1 ? ` | ${world} ranks` : ""}`,
-  );
-  for (const line of task.describe()) say(line);
+  const sched = trainer.opts.schedule;
   const nVal = task.validation.length;
   // --eval-iters 0: no validation at all (every token of the data can train).
   const validating = nVal > 0;
-  say(
-    `parallel: tensor ${a.tp} × data ${dp} | training: ${counted(iters, "step")} ` +
-      `× ${gb} sequences ` +
-      (a.trainSamples !== undefined ? `(--train-samples ${a.trainSamples}) ` : "") +
-      `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${mb} per rank) | validation: ` +
-      (validating
-        ? `${nVal} batch${nVal === 1 ? "" : "es"}${
-          dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
-        }`
-        : "off (--eval-iters 0)"),
-  );
-  const sched = trainer.opts.schedule;
-  const warm = sched.warmupIters ?? 0;
-  if ((sched.style ?? "cosine") !== "constant" && warm > 0 && warm >= sched.decayIters) {
-    // A warm-up given on the command line is refused at this length; the default is not.
-    say(
-      `learning rate: the default warm-up of ${warm} steps is not shorter than the decay ` +
-        `(${sched.decayIters} steps): the rate rises toward --lr ${sched.lr} for the whole run ` +
-        "and never decays; give --lr-warmup-iters N (or --lr-warmup-fraction) for a shorter one",
-    );
-  }
+  const described = task.describe();
+  runHeader({ a, device: s, described, world, dp, iters, gb, accum, nVal, sched }).forEach(say);
 
   let skippedTotal = 0;
   // Counted from the checkpoint's own count: a resumed run may have another global batch.
@@ -591,20 +605,9 @@ async function trainOn<B>(
     const ms = performance.now() - t0;
     lastIter = it;
     if (tuner?.pending && (it >= tuneFrom || it === iters)) {
-      // The first step has used every shape: time their tilings now, once,
+      // The steps so far have used every shape: time their tilings now, once,
       // for as long as the run can afford (the step just taken sizes it).
-      const limit = runTuningLimit(a.autotune, ms, stepsLeft(a, it, iters, ms));
-      if (limit.tooShort) {
-        say(describeTuningSkipped(tuner.pending, limit.runLeftMs ?? 0));
-        await tuner.tune(0); // the shapes wait for a later run
-      } else {
-        say(describeTuningStart(tuner.pending, tuner.budgetMs, limit));
-        const t1 = performance.now();
-        const found = await tuner.tune(limit.limitMs);
-        say(
-          describeTuning(found, (performance.now() - t1) / 1000, tuner.saveError, tuner.deferred),
-        );
-      }
+      await tuneDuringRun(tuner, a.autotune, ms, stepsLeft(a, it, iters, ms), say);
     }
     if (it > startIter) {
       steadyMs += ms;
