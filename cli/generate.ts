@@ -147,7 +147,12 @@ export async function generateRank(
     `model: ${source} | GPT ${counted(c.numLayers, "layer")}, hidden ${c.hiddenSize}, ` +
       `${counted(c.numHeads, "head")}, ${c.maxPositions} positions | tokenizer ${name} | ` +
       `prompt ${counted(prompt.length, "token")}` +
-      (prompt.length > c.maxPositions ? ` (only the last ${c.maxPositions} are seen)` : ""),
+      (prompt.length > c.maxPositions
+        ? ` (past the ${c.maxPositions} positions: the first token sees the last ` +
+          `${c.maxPositions}; a full window restarts from its last ${
+            Math.ceil(c.maxPositions / 2)
+          })`
+        : ""),
   );
   const rng = new DataRng(f.seed as number);
   const stream = new TextStream(tok, prompt);
@@ -176,7 +181,9 @@ export async function generateRank(
     if (n++ === 0) first = performance.now() - t0;
     await emit(id);
   }
-  await write((rawBytes ? "" : stream.flush()) + "\n");
+  // A terminal gets a line break after the text, so that its prompt starts on a line of its
+  // own; a pipe or a file gets exactly the prompt and what was sampled.
+  await write((rawBytes ? "" : stream.flush()) + (Deno.stdout.isTerminal() ? "\n" : ""));
   const total = performance.now() - t0;
   const per = n > 1 ? (total - first) / (n - 1) : 0;
   say(

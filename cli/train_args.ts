@@ -9,7 +9,7 @@ import type { LrSchedule } from "../core/optim.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type DataSource, dataSourceOf } from "./data_source.ts";
-import { type FlagValues, UsageError } from "./flags.ts";
+import { type FlagValues, UsageError, wasGiven } from "./flags.ts";
 
 /** Train / validation / test weights (`--split 949,50,1`), normalized to sum 1. */
 export interface DataSplit {
@@ -101,6 +101,8 @@ export interface PrecisionArgs {
   lossScale?: number;
   /** The dynamic scale's start (fp16). */
   initialLossScale: number;
+  /** Whether `--initial-loss-scale` was given (a resumed run says it continues the saved scale). */
+  initialLossScaleGiven: boolean;
   /** The dynamic scale's floor (fp16). */
   minLossScale: number;
   /** Clean steps before the scale doubles (fp16). */
@@ -286,6 +288,7 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
       half: f.fp16 ? "fp16" : f.bf16 ? "bf16" : undefined,
       lossScale: opt(f, "loss-scale"),
       initialLossScale: num(f, "initial-loss-scale"),
+      initialLossScaleGiven: wasGiven(f, "initial-loss-scale"),
       minLossScale: num(f, "min-loss-scale"),
       lossScaleWindow: num(f, "loss-scale-window"),
       hysteresis: num(f, "hysteresis"),

@@ -227,7 +227,16 @@ async function load<B>(
   if (st.sampler) task.restoreSampler(st.sampler);
   if (st.rng) restoreRngOffsets(task.model, st.rng);
   if (typeof st.skipped === "number") setSkipped(st.skipped);
-  if (st.lossScaler) trainer.opts.precision?.scaler?.restore(st.lossScaler);
+  const scaler = trainer.opts.precision?.scaler;
+  if (st.lossScaler && scaler?.dynamic) {
+    scaler.restore(st.lossScaler);
+    if (a.precision.initialLossScaleGiven) {
+      L.log.say(
+        `--initial-loss-scale ${a.precision.initialLossScale} starts a fresh run's scale: this ` +
+          `one continues the checkpoint's, ${scaler.scale} (--loss-scale S fixes one instead)`,
+      );
+    }
+  }
   if (typeof st.consumedTokens === "number") {
     setConsumed({
       tokens: st.consumedTokens,

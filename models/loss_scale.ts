@@ -79,7 +79,8 @@ export class LossScaler {
       if (this.#hyst <= 0) this.#scale = Math.max(this.#scale / 2, this.min);
     } else {
       this.#growth++;
-      if (this.#growth === this.window) {
+      // At or past: a state restored under a longer window grows at the next clean step.
+      if (this.#growth >= this.window) {
         this.#growth = 0;
         this.#hyst = this.hysteresis;
         this.#scale *= 2;
@@ -92,7 +93,12 @@ export class LossScaler {
     return { scale: this.#scale, growthTracker: this.#growth, hysteresisTracker: this.#hyst };
   }
 
-  /** Restores a saved state (a fixed scale keeps its own value). */
+  /**
+   * Restores a saved state (a fixed scale keeps its own value). This scaler's
+   * settings apply from the next step: a scale under its minimum is raised to
+   * it, a hysteresis count over its hysteresis is cut to it, and a growth count
+   * at or past its window doubles the scale at the next clean step.
+   */
   restore(s: LossScalerState): void {
     if (!this.dynamic) return;
     if (
@@ -101,8 +107,8 @@ export class LossScaler {
     ) {
       throw new RangeError(`not a loss-scaler state: ${JSON.stringify(s)}`);
     }
-    this.#scale = s.scale;
+    this.#scale = Math.max(s.scale, this.min);
     this.#growth = s.growthTracker;
-    this.#hyst = s.hysteresisTracker;
+    this.#hyst = Math.min(s.hysteresisTracker, this.hysteresis);
   }
 }

@@ -63,6 +63,21 @@ Deno.test("Megatron's defaults; fixed scale; state round trip", () => {
   }
   deepStrictEqual(b.state(), a.state());
   throws(() => new LossScaler({ initial: 0 }), /positive/);
+  // A resume with other settings follows them from its next step: a saved growth count past
+  // the new window doubles at the next clean step (an equality test never fired again), a
+  // saved hysteresis count over the new hysteresis is cut to it, a scale under the new
+  // minimum is raised to it.
+  const saved = { scale: 1024, growthTracker: 5, hysteresisTracker: 2 };
+  const shorter = new LossScaler({ window: 2, hysteresis: 1, min: 2048 });
+  shorter.restore(saved);
+  deepStrictEqual(shorter.state(), { scale: 2048, growthTracker: 5, hysteresisTracker: 1 });
+  shorter.update(false);
+  deepStrictEqual(shorter.state(), { scale: 4096, growthTracker: 0, hysteresisTracker: 1 });
+  shorter.update(false);
+  shorter.update(false);
+  strictEqual(shorter.scale, 8192, "then every 2 clean steps");
+  shorter.update(true);
+  strictEqual(shorter.scale, 4096, "hysteresis 1: the first overflow halves");
   throws(
     () => b.restore({ scale: -1, growthTracker: 0, hysteresisTracker: 0 }),
     /not a loss-scaler/,

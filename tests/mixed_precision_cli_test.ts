@@ -85,6 +85,11 @@ Deno.test("train --fp16 from 2^32 logs skipped iterations, then trains; resume i
     `${dir}/b.jsonl`,
   ]);
   strictEqual(resumed.code, 0, resumed.stderr);
+  // The flag given again does not restart the search, and the run says so.
+  match(
+    resumed.stdout,
+    /--initial-loss-scale 4294967296 starts a fresh run's scale: this one continues the checkpoint's, \d+ /,
+  );
   deepStrictEqual(
     records(await Deno.readTextFile(`${dir}/b.jsonl`)).map((
       r,
