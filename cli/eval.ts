@@ -31,6 +31,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { hfModelFamily, readHfConfig } from "../models/hf/io.ts";
 import { checkedConfig, DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
@@ -48,7 +49,13 @@ import { counted, formatValidationLines, stderrProgress } from "./log.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
-import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
+import {
+  type BertEvalResult,
+  bertSourceFromFlags,
+  evaluateBert,
+  loadBert,
+  requireSentencePairs,
+} from "./bert_model.ts";
 import { withinLimits } from "./limits.ts";
 
 /** Every flag of `deno task eval`. */
@@ -262,17 +269,7 @@ export function validateEvalFlags(f: FlagValues): void {
 export async function modelFamily(f: FlagValues): Promise<"gpt" | "bert"> {
   if (f.model) return f.model as "gpt" | "bert";
   if (f["init-from-hf"]) {
-    const file = `${f["init-from-hf"]}/config.json`;
-    let cfg: { model_type?: unknown };
-    try {
-      cfg = JSON.parse(await Deno.readTextFile(file));
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        throw new CheckpointError(`${file}: no such file (not a Hugging Face model directory?)`);
-      }
-      throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
-    }
-    return cfg?.model_type === "bert" ? "bert" : "gpt";
+    return hfModelFamily(await readHfConfig(f["init-from-hf"] as string));
   }
   const { path } = await resolveIterDir(f.load as string, f.iteration as number | undefined);
   return (await readMeta(path)).model?.arch === "bert" ? "bert" : "gpt";
@@ -304,6 +301,7 @@ export async function evalBertRank(
     print ? stderrProgress("loading", !!f.json) : undefined,
   );
   const c = model.config;
+  requireSentencePairs(c, source);
   const savedT = f["use-checkpoint-args"] ? savedArgs?.["seq-length"] : undefined;
   const T = (f["seq-length"] as number | undefined) ??
     (typeof savedT === "number" ? savedT : c.maxPositions);

@@ -23,7 +23,7 @@ import {
 } from "../models/shape.ts";
 import { bertConfigFromHf } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
-import { readHfConfig } from "../models/hf/io.ts";
+import { hfModelFamily, readHfConfig } from "../models/hf/io.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
@@ -740,6 +740,24 @@ const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
   ["max-position-embeddings", "maxPositions"],
 ];
 
+/** The Hugging Face `config.json` field of each shape key, per family (named in refusals). */
+const HF_SHAPE_FIELDS: Record<"gpt" | "bert", Record<string, string>> = {
+  gpt: {
+    numLayers: "n_layer",
+    hiddenSize: "n_embd",
+    numHeads: "n_head",
+    ffnHiddenSize: "n_inner",
+    maxPositions: "n_positions",
+  },
+  bert: {
+    numLayers: "num_hidden_layers",
+    hiddenSize: "hidden_size",
+    numHeads: "num_attention_heads",
+    ffnHiddenSize: "intermediate_size",
+    maxPositions: "max_position_embeddings",
+  },
+};
+
 /**
  * Reconciles the model flags with the model a run starts from, before any
  * work: with `--init-from-hf DIR` the shape comes from `DIR/config.json`, and
@@ -759,7 +777,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   };
   const refuse: Refuse = (flag, given, where, saved, how) => {
     throw new UsageError(
-      `--${flag} ${given} disagrees with ${where} (${saved}); ${how}`,
+      `--${flag}${given === "" ? "" : ` ${given}`} disagrees with ${where} (${saved}); ${how}`,
     );
   };
   const hfDir = f["init-from-hf"] as string | undefined;
@@ -772,10 +790,13 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     }
     const cfg = await readHfConfig(hfDir);
     const file = `${hfDir}/config.json`;
-    const family = cfg.model_type === "bert" ? "bert" : "gpt";
+    const family = hfModelFamily(cfg);
     if (family !== f.model) {
       if (wasGiven(f, "model")) {
-        refuse("model", f.model, file, `model_type "${cfg.model_type}"`, "drop --model");
+        const saying = cfg.model_type !== undefined
+          ? `model_type "${cfg.model_type}"`
+          : `${family === "bert" ? "BERT's" : "GPT-2's"} fields (no model_type)`;
+        refuse("model", f.model, file, saying, "drop --model");
       }
       adopt("model", family);
     }
@@ -788,7 +809,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
           flag,
           f[flag],
           file,
-          `${key} ${c[key]}`,
+          `${HF_SHAPE_FIELDS[family][key]} ${c[key]}`,
           "with --init-from-hf the shape comes from config.json: drop the flag",
         );
       }

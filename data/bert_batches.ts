@@ -19,8 +19,10 @@ export interface BertVocab {
   vocabSize: number;
   /** Special ids. */
   special: BertSpecialIds;
-  /** Ids below this are special or unused: never masked, never drawn as random replacements. */
-  firstNormalId: number;
+  /** Whether an id is special or unused: never masked, never drawn as a random replacement. */
+  isSpecial(id: number): boolean;
+  /** The ids that are not special, ascending (random replacements are drawn from them). */
+  ordinaryIds: ArrayLike<number>;
   /** Encodes text without special tokens. */
   encode(text: string): ArrayLike<number>;
 }
@@ -150,19 +152,19 @@ function spanPair(
 
 /**
  * Masks `ids[0..length)` in place for MLM: picks max(1, round(p·m)) of the m positions holding
- * ordinary tokens (id ≥ firstNormalId), and replaces each with [MASK] (80%), a random ordinary id
+ * ordinary tokens (not `isSpecial`), and replaces each with [MASK] (80%), a random ordinary id
  * (10%) or leaves it (10%). Writes the original ids of the picked positions into `targets`.
  */
 export function maskTokens(
   ids: Int32Array,
   targets: Int32Array,
-  vocab: Pick<BertVocab, "vocabSize" | "special" | "firstNormalId">,
+  vocab: Pick<BertVocab, "special" | "isSpecial" | "ordinaryIds">,
   maskProb: number,
   rng: DataRng,
 ): void {
   targets.fill(MLM_IGNORE_INDEX);
   const candidates: number[] = [];
-  for (let i = 0; i < ids.length; i++) if (ids[i] >= vocab.firstNormalId) candidates.push(i);
+  for (let i = 0; i < ids.length; i++) if (!vocab.isSpecial(ids[i])) candidates.push(i);
   if (candidates.length === 0) return;
   const count = Math.min(candidates.length, Math.max(1, Math.round(maskProb * candidates.length)));
   for (let j = 0; j < count; j++) {
@@ -173,7 +175,7 @@ export function maskTokens(
     const r = rng.nextFloat();
     if (r < 0.8) ids[pos] = vocab.special.mask;
     else if (r < 0.9) {
-      ids[pos] = vocab.firstNormalId + rng.nextInt(vocab.vocabSize - vocab.firstNormalId);
+      ids[pos] = vocab.ordinaryIds[rng.nextInt(vocab.ordinaryIds.length)];
     }
   }
 }

@@ -36,9 +36,13 @@ export class WordPieceTokenizer implements Tokenizer {
   readonly special: BertSpecialIds;
   /** `[SEP]`, set between documents (WordPiece would drop a blank line). */
   readonly documentSeparatorId: number;
-  /** First id that is an ordinary piece (ids below it are special or unused). */
-  readonly firstNormalId: number;
+  /**
+   * The ordinary pieces' ids, ascending: every id but the bracketed ones
+   * (`[PAD]`, `[CLS]`, `[unused0]`, …), wherever the vocabulary puts them.
+   */
+  readonly ordinaryIds: Int32Array;
   #tokens: string[];
+  #special: Uint8Array;
   #ids = new Map<string, number>();
   #maxPieceChars = 1;
 
@@ -55,7 +59,7 @@ export class WordPieceTokenizer implements Tokenizer {
     this.#tokens = [...tokens];
     this.vocabSize = tokens.length;
     tokens.forEach((t, i) => {
-      if (!this.#ids.has(t)) this.#ids.set(t, i);
+      this.#ids.set(t, i); // a repeated token takes its last id, as Hugging Face's load_vocab does
       this.#maxPieceChars = Math.max(this.#maxPieceChars, [...t].length);
     });
     const need = (t: string) => {
@@ -70,17 +74,21 @@ export class WordPieceTokenizer implements Tokenizer {
       sep: need("[SEP]"),
       mask: need("[MASK]"),
     };
-    let first = 0;
-    tokens.forEach((t, i) => {
-      if (/^\[.*\]$/.test(t)) first = i + 1;
-    });
-    this.firstNormalId = first;
+    // Bracketed tokens are special by their form, as Hugging Face's tokenizer finds its
+    // special tokens by name: bert-base puts them first, other vocabularies anywhere.
+    this.#special = Uint8Array.from(tokens, (t) => /^\[.*\]$/.test(t) ? 1 : 0);
+    this.ordinaryIds = Int32Array.from(
+      tokens.flatMap((_, i) => this.#special[i] ? [] : [i]),
+    );
+    if (this.ordinaryIds.length === 0) {
+      throw new Error("WordPiece vocabulary has no ordinary pieces, only bracketed tokens");
+    }
     this.documentSeparatorId = this.special.sep;
   }
 
-  /** True for [PAD], [UNK], [CLS], [SEP], [MASK] and the unused slots. */
+  /** True for [PAD], [UNK], [CLS], [SEP], [MASK], the unused slots and other bracketed tokens. */
   isSpecial(id: number): boolean {
-    return id < this.firstNormalId;
+    return this.#special[id] === 1;
   }
 
   /** The vocabulary string of an id. */
@@ -139,7 +147,7 @@ export class WordPieceTokenizer implements Tokenizer {
       while (end > start) {
         const sub = (start > 0 ? "##" : "") + chars.slice(start, end).join("");
         const id = this.#ids.get(sub);
-        if (id !== undefined && id >= this.firstNormalId) {
+        if (id !== undefined && !this.#special[id]) {
           found = id;
           break;
         }

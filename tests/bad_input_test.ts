@@ -470,7 +470,7 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       "flag the HF config overrides",
       ["--init-from-hf", hf, "--hidden-size", "64"],
       2,
-      /--hidden-size 64 disagrees with .*config\.json \(hiddenSize 32\).*drop the flag/,
+      /--hidden-size 64 disagrees with .*config\.json \(n_embd 32\).*drop the flag/,
     ),
   ]);
 });

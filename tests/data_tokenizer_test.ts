@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { bertBasicTokenize } from "../data/bert_basic.ts";
-import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
+import { createBertTokenizer, WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
+import { maskTokens, MLM_IGNORE_INDEX } from "../data/bert_batches.ts";
+import { DataRng } from "../data/rng.ts";
 
 const SAMPLES = [
   "Call me Ishmael. Some years ago—never mind how long precisely.",
@@ -92,11 +94,31 @@ Deno.test("BERT basic tokenization drops controls, format and private-use charac
   assert.deepEqual(bertBasicTokenize("x\u2028y\u2029z\u3000w\tv"), ["x", "y", "z", "w", "v"]);
 });
 
+Deno.test("WordPiece finds bracketed tokens wherever the vocabulary puts them", () => {
+  // [MASK] and an unused slot after the ordinary words (they came first in bert-base, and a
+  // vocabulary like this one made every word [UNK] and masked nothing).
+  const tok = new WordPieceTokenizer([
+    ...["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "##s", "[MASK]", "sat", "[unused0]"],
+  ]);
+  assert.equal(tok.special.mask, 7);
+  assert.deepEqual(tok.encode("the cats sat"), [4, 5, 6, 8]);
+  assert.deepEqual(Array.from(tok.ordinaryIds), [4, 5, 6, 8]);
+  assert.deepEqual([7, 9, 8].map((id) => tok.isSpecial(id)), [true, true, false]);
+  const ids = Int32Array.from({ length: 4000 }, (_, i) => [4, 5, 6, 8, 2, 3][i % 6]);
+  const targets = new Int32Array(ids.length);
+  maskTokens(ids, targets, tok, 0.15, new DataRng(5));
+  const picked = targets.filter((t) => t !== MLM_IGNORE_INDEX); // round(15% of 2,667 words)
+  assert.ok(picked.length === 400 && picked.every((t) => !tok.isSpecial(t)), "only words masked");
+  assert.ok(ids.every((id) => !tok.isSpecial(id) || [2, 3, 7].includes(id)), "replacements");
+});
+
 Deno.test("WordPiece (bert-base-uncased ids) on known words", async () => {
   const tok = await createBertTokenizer();
   assert.equal(tok.vocabSize, 30522);
   assert.deepEqual(tok.special, { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 });
-  assert.equal(tok.firstNormalId, 999);
+  // [unused0..98], [UNK], [CLS], [SEP], [MASK], [unused99..993]: ids 0..998.
+  assert.equal(tok.ordinaryIds[0], 999);
+  assert.equal(tok.ordinaryIds.length, 30522 - 999);
   assert.deepEqual(tok.encode("Hello world, the"), [7592, 2088, 1010, 1996]);
   assert.deepEqual(tok.tokenize("unaffable"), ["una", "##ffa", "##ble"]);
   assert.deepEqual(tok.tokenize("Ishmael whaling"), ["is", "##hma", "##el", "whaling"]);

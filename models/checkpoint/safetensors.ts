@@ -411,6 +411,35 @@ export class SafetensorsFile {
   }
 }
 
+/**
+ * Refuses finite values that rounded to ±inf in 16 bits (fp16 holds up to
+ * 65,504): a file holding them is corrupt to every reader, this project's own
+ * loader included. Names the tensor, the count and the first such value.
+ */
+function checkNoOverflow(
+  name: string,
+  dtype: "F16" | "BF16",
+  from: Float32Array,
+  bits: Uint16Array,
+) {
+  const expAllOnes = dtype === "F16" ? 0x7c00 : 0x7f80;
+  let count = 0, first = -1;
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i] & expAllOnes) === expAllOnes && Number.isFinite(from[i])) {
+      if (count++ === 0) first = i;
+    }
+  }
+  if (count > 0) {
+    throw new CheckpointError(
+      `tensor "${name}": ${count} finite value${count > 1 ? "s" : ""} past ${dtype}'s range ` +
+        `(${from[first]} at index ${first}${dtype === "F16" ? "; F16 holds up to 65504" : ""}) ` +
+        `would be stored as infinity: write it as ${
+          dtype === "F16" ? "BF16 (F32's range) or " : ""
+        }F32`,
+    );
+  }
+}
+
 /** The bytes of `t` as stored, and their dtype. */
 function storedBytes(t: SafeTensorOut): { dtype: string; bytes: Uint8Array } {
   if (t.data instanceof Int32Array) {
@@ -426,6 +455,7 @@ function storedBytes(t: SafeTensorOut): { dtype: string; bytes: Uint8Array } {
   }
   if (t.dtype === "F16" || t.dtype === "BF16") {
     const h = toHalfBits(t.data, t.dtype === "F16" ? "fp16" : "bf16");
+    checkNoOverflow(t.name, t.dtype, t.data, h);
     return { dtype: t.dtype, bytes: new Uint8Array(h.buffer) };
   }
   return {

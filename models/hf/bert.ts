@@ -12,6 +12,7 @@ import { type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
+import { numberField, positiveIntField, refuseSetting } from "./config_fields.ts";
 import {
   checkTiedCopy,
   expandTable,
@@ -98,15 +99,8 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
   if (cfg.model_type !== undefined && cfg.model_type !== "bert") {
     throw new CheckpointError(`${file}: model_type is "${cfg.model_type}", expected "bert"`);
   }
-  const int = (k: string, d?: number) => {
-    const v = cfg[k] ?? d;
-    if (!Number.isInteger(v) || (v as number) <= 0) {
-      throw new CheckpointError(
-        `${file}: "${k}" must be a positive integer, got ${JSON.stringify(cfg[k])}`,
-      );
-    }
-    return v as number;
-  };
+  const s = { cfg, file };
+  const int = (key: string, fallback?: number) => positiveIntField(s, key, fallback);
   const act = (cfg.hidden_act ?? "gelu") as string;
   if (act !== "gelu") {
     throw new CheckpointError(
@@ -126,6 +120,7 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
       `${file}: ${key} is true; this BERT is an encoder (bidirectional attention, no cross-attention)`,
     );
   }
+  refuseSetting(s, "tie_word_embeddings", false, "this BERT's MLM decoder is its word embedding");
   const h = int("hidden_size");
   return {
     vocabSize: int("vocab_size"),
@@ -135,9 +130,9 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     ffnHiddenSize: int("intermediate_size", defaultFfnHiddenSize(h)),
     maxPositions: int("max_position_embeddings"),
     typeVocabSize: int("type_vocab_size", 2),
-    layerNormEps: (cfg.layer_norm_eps ?? BERT_LAYER_NORM_EPS) as number,
-    hiddenDropout: (cfg.hidden_dropout_prob ?? DEFAULT_DROPOUT) as number,
-    attentionDropout: (cfg.attention_probs_dropout_prob ?? DEFAULT_DROPOUT) as number,
+    layerNormEps: numberField(s, "layer_norm_eps", BERT_LAYER_NORM_EPS, 0),
+    hiddenDropout: numberField(s, "hidden_dropout_prob", DEFAULT_DROPOUT, 0, 1),
+    attentionDropout: numberField(s, "attention_probs_dropout_prob", DEFAULT_DROPOUT, 0, 1),
     postLayerNorm: true,
   };
 }

@@ -11,6 +11,7 @@ import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
+import { numberField, positiveIntField, refuseSetting } from "./config_fields.ts";
 import {
   checkTiedCopy,
   expandTable,
@@ -48,16 +49,6 @@ function ignoredGpt2(name: string): boolean {
 
 const TANH_GELUS = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"];
 
-function int(cfg: Record<string, unknown>, key: string, file: string): number {
-  const v = cfg[key];
-  if (!Number.isInteger(v) || (v as number) <= 0) {
-    throw new CheckpointError(
-      `${file}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`,
-    );
-  }
-  return v as number;
-}
-
 /** A {@link GptConfig} from an HF GPT-2 `config.json` (dropouts taken from it). */
 export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.json"): GptConfig {
   if (cfg.model_type !== undefined && cfg.model_type !== "gpt2") {
@@ -72,18 +63,20 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
   if (cfg.scale_attn_by_inverse_layer_idx === true || cfg.scale_attn_weights === false) {
     throw new CheckpointError(`${file}: non-standard attention scaling is not supported`);
   }
-  const h = int(cfg, "n_embd", file);
-  const eps = cfg.layer_norm_epsilon ?? GPT_LAYER_NORM_EPS;
+  const s = { cfg, file };
+  refuseSetting(s, "tie_word_embeddings", false, "this GPT's output layer is its token embedding");
+  refuseSetting(s, "add_cross_attention", true, "this GPT is a decoder without cross-attention");
+  const h = positiveIntField(s, "n_embd");
   return {
-    vocabSize: int(cfg, "vocab_size", file),
-    numLayers: int(cfg, "n_layer", file),
+    vocabSize: positiveIntField(s, "vocab_size"),
+    numLayers: positiveIntField(s, "n_layer"),
     hiddenSize: h,
-    numHeads: int(cfg, "n_head", file),
-    maxPositions: int(cfg, "n_positions", file),
-    ffnHiddenSize: cfg.n_inner == null ? defaultFfnHiddenSize(h) : int(cfg, "n_inner", file),
-    layerNormEps: eps as number,
-    hiddenDropout: (cfg.resid_pdrop ?? DEFAULT_DROPOUT) as number,
-    attentionDropout: (cfg.attn_pdrop ?? DEFAULT_DROPOUT) as number,
+    numHeads: positiveIntField(s, "n_head"),
+    maxPositions: positiveIntField(s, "n_positions"),
+    ffnHiddenSize: cfg.n_inner == null ? defaultFfnHiddenSize(h) : positiveIntField(s, "n_inner"),
+    layerNormEps: numberField(s, "layer_norm_epsilon", GPT_LAYER_NORM_EPS, 0),
+    hiddenDropout: numberField(s, "resid_pdrop", DEFAULT_DROPOUT, 0, 1),
+    attentionDropout: numberField(s, "attn_pdrop", DEFAULT_DROPOUT, 0, 1),
   };
 }
 
