@@ -155,7 +155,9 @@ export async function evaluateStream(
   const windows = evalWindowCount(ids.length, seqLength);
   if (windows === 0) {
     throw new DataError(
-      `the data has ${ids.length} tokens, fewer than --seq-length + 1 = ${seqLength + 1}`,
+      `the data has ${counted(ids.length, "token")}, fewer than --seq-length + 1 = ${
+        seqLength + 1
+      }`,
     );
   }
   model.train(false);
@@ -235,7 +237,14 @@ async function readIds(
   const path = megatronPrefix(f["data-path"] as string);
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
-  if (bin && !meta) return { ids: await readTokenBinWith(path, meta, vocabSize), source: path };
+  if (bin && !meta) {
+    // No sidecar (a Megatron .bin): the ids are taken to be the model's; a --tokenizer given
+    // is still checked against the model, as for text.
+    const ids = await readTokenBinWith(path, meta, vocabSize);
+    const given = f.tokenizer as string | undefined;
+    const name = given !== undefined ? (await modelTokenizer(vocabSize, given, saved)).name : saved;
+    return { ids, source: `${path} (${name ? `tokenizer ${name}, ` : ""}no sidecar)` };
+  }
   if (meta) {
     // Only a sidecar can name an unknown one (the flag takes its choices only).
     await createTokenizer(meta.tokenizer).catch((e) => {

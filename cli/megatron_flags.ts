@@ -280,6 +280,27 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
     ),
     valueName: "DIR",
   },
+  "data-impl": unimplemented(
+    "string",
+    "the indexed dataset read here is Megatron's mmap format (a uint16 .bin beside its .idx, read " +
+      "whole into memory); the older lazy and cached formats are not read",
+    ["mmap", "infer"],
+  ),
+  "eod-mask-loss": unimplemented(
+    "boolean",
+    "the loss here counts every token, end-of-document ones included (Megatron's default " +
+      "without this flag)",
+  ),
+  "reset-attention-mask": unimplemented(
+    "boolean",
+    "attention here is causal over the whole window, across document boundaries (Megatron's " +
+      "default without this flag)",
+  ),
+  "reset-position-ids": unimplemented(
+    "boolean",
+    "positions here count from each window's start, across document boundaries (Megatron's " +
+      "default without this flag)",
+  ),
   "no-mmap-bin-files": unimplemented(
     "boolean",
     ".bin files are read whole into memory here, never mapped",

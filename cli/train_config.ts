@@ -288,8 +288,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     list: true,
     valueName: DATA_PATH_FORM,
-    help:
-      "text file, folder of .txt/.md, or .bin of uint16 ids (default: Moby Dick); GPT: a blend, " +
+    help: 'text file, .jsonl (its "text" fields), folder of .txt/.md, .bin of uint16 ids, or ' +
+      "Megatron dataset prefix (read as PREFIX.bin; default: Moby Dick); GPT: a blend, " +
       "as Megatron's: weight-path pairs (weights normalized) or several paths (weighted by " +
       "size), each corpus split by --split, each part blended",
     group: "Data",

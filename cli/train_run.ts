@@ -393,8 +393,8 @@ function runHeader(r: {
     `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${a.microBatch} per rank) | validation: ` +
     (nVal > 0
       ? `${nVal} batch${nVal === 1 ? "" : "es"}${
-        dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""
-      }`
+        nVal < a.evalIters ? ` (all the validation data holds; --eval-iters ${a.evalIters})` : ""
+      }${dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""}`
       : "off (--eval-iters 0)"),
   ];
   const warm = sched.warmupIters ?? 0;

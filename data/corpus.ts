@@ -113,7 +113,27 @@ async function readCorpusFiles(
   if (!info.isFile) {
     throw new DataError(`data path ${JSON.stringify(dataPath)} is not a regular file or folder`);
   }
-  return { folder: false, files: [{ path: dataPath, bytes: await readBytes(dataPath) }] };
+  const bytes = await readBytes(dataPath);
+  refuseMegatronIndex(dataPath, bytes);
+  return { folder: false, files: [{ path: dataPath, bytes }] };
+}
+
+/** The first bytes of a Megatron `.idx` (MMapIndexedDataset's header). */
+const MEGATRON_INDEX_MAGIC = "MMIDIDX\x00\x00";
+
+/**
+ * Refuses a Megatron index given as a data path: read as text, its binary
+ * header and sizes trained as if they were words (an easy slip beside the
+ * prefix that names the dataset).
+ */
+function refuseMegatronIndex(path: string, bytes: Uint8Array): void {
+  const head = String.fromCharCode(...bytes.subarray(0, MEGATRON_INDEX_MAGIC.length));
+  if (head !== MEGATRON_INDEX_MAGIC) return;
+  const prefix = path.replace(/\.idx$/, "");
+  throw new DataError(
+    `${path} is the index of a Megatron indexed dataset, not text: pass the dataset's prefix ` +
+      `(${prefix}, read as ${prefix}.bin) or its .bin`,
+  );
 }
 
 function emptyError(dataPath: string, folder: boolean, count: number): DataError {

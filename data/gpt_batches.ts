@@ -60,7 +60,7 @@ export function checkSamplerOptions(options: GptSamplerOptions): void {
 export function checkOneWindow(what: string, ids: ArrayLike<number>, seqLength: number): void {
   if (ids.length < seqLength + 1) {
     throw new DataError(
-      `${what} has ${ids.length} tokens, fewer than one window of ` +
+      `${what} has ${ids.length} token${ids.length === 1 ? "" : "s"}, fewer than one window of ` +
         `seq length + 1 = ${seqLength + 1}; use more data or a shorter --seq-length`,
     );
   }

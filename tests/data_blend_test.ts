@@ -43,6 +43,26 @@ Deno.test("blend order: each sample goes to the corpus furthest behind its weigh
       }
     });
   }
+  // Megatron's own loop (helpers.cpp build_blending_indices over utils.py's w / sum(w)), written
+  // out here: ties fall the same way (weights scaled by their largest first, 0.33 became
+  // 0.32999999999999996 and 62 of these 5,000 samples went to another corpus).
+  const megatron = (w: number[], n: number) => {
+    const sum = w.reduce((a, b) => a + b, 0);
+    const share = w.map((x) => x / sum), taken = w.map(() => 0);
+    return Array.from({ length: n }, (_, i) => {
+      let best = 0;
+      for (let k = 1; k < w.length; k++) {
+        if (share[k] * Math.max(i, 1) - taken[k] > share[best] * Math.max(i, 1) - taken[best]) {
+          best = k;
+        }
+      }
+      taken[best]++;
+      return best;
+    });
+  };
+  for (const w of [[0.33, 0.33, 0.34], [0.1, 0.2, 0.3, 0.4], [3, 1, 1], [0.3, 0.7]]) {
+    assert.deepEqual([...blendOrder(w, 5000)], megatron(w, 5000), `weights ${w}`);
+  }
   assert.throws(() => normalizeWeights([1, 0]), /positive finite/);
   assert.throws(() => normalizeWeights([1, Infinity]), /positive finite/);
   // At f64's limits: the sum of two 1e308 overflowed to Infinity (weights of 0, a crash later).

@@ -300,6 +300,13 @@ Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is re
       new Uint8Array(new Uint16Array([72, 105, 33, 10]).buffer),
     );
     assert.deepEqual(Array.from((await loadTokens(byte, `${dir}/meg.bin`)).ids), [72, 105, 33, 10]);
+    // The index itself given as the data path trained on its header as text.
+    for (const tok of [byte, await createTokenizer("gpt2")]) {
+      await assert.rejects(
+        () => loadTokens(tok, `${dir}/meg.idx`),
+        /meg\.idx is the index of a Megatron indexed dataset, not text: pass the dataset's prefix \(.*meg, read as .*meg\.bin\) or its \.bin/,
+      );
+    }
     // A folder of three files is three documents; the byte tokenizer counts bytes.
     await Deno.mkdir(`${dir}/three`);
     for (const n of ["a", "b", "c"]) await Deno.writeTextFile(`${dir}/three/${n}.txt`, "é\n");

@@ -141,6 +141,17 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   ]);
   deepStrictEqual(r7.code, 2, r7.err);
   match(r7.err, /--init-method-std 0\.02 disagrees with .* \(weights drawn with std 0\.006\)/);
+  // A .bin without a sidecar (Megatron's): its ids are the model's, and a --tokenizer that
+  // disagrees with the checkpoint is refused as for text (it was ignored).
+  const bare = join(dir, "bare.bin");
+  await writeTokenBin(bare, Array.from(new TextEncoder().encode("It was the best of times.")));
+  const onBare = ["--load", ck7, "--data-path", bare, "--seq-length", "8"];
+  const b7 = await run("eval.ts", onBare);
+  deepStrictEqual(b7.code, 0, b7.err);
+  match(b7.out, /on .*bare\.bin \(tokenizer byte, no sidecar\)/);
+  const g7 = await run("eval.ts", [...onBare, "--tokenizer", "gpt2"]);
+  deepStrictEqual(g7.code, 2, g7.err);
+  match(g7.err, /--tokenizer gpt2: the model was trained with the byte tokenizer/);
   console.log(
     `eval loss ${ja.loss} (window-by-window ${expected}), ppl ${ja.ppl}, tokens ${ja.tokens}`,
   );

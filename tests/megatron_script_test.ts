@@ -234,6 +234,7 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     ["--lr-warmup-samples", "0"],
     ["--data-cache-path", "/tmp/cache"],
     ["--no-mmap-bin-files"],
+    ["--data-impl", "mmap"],
   ];
   for (const args of accepted) equal(refusal(args), null, args.join(" "));
   const refused: [string[], RegExp][] = [
@@ -245,6 +246,13 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     [["--ckpt-format", "torch"], /this project's own .*safetensors/],
     [["--ckpt-format", "torch_dist"], /none of Megatron's formats/],
     [["--dataloader-type", "single"], /random offsets/],
+    [
+      ["--data-impl", "lazy"],
+      /the older lazy and cached formats are not read; mmap or infer are accepted$/,
+    ],
+    [["--eod-mask-loss"], /the loss here counts every token, end-of-document ones included/],
+    [["--reset-attention-mask"], /causal over the whole window, across document boundaries/],
+    [["--reset-position-ids"], /from each window's start, across document boundaries/],
     [["--dataloader-type", "cyclic"], /random offsets/],
     [["--timing-log-level", "2"], /--measure-comm times the collectives apart; 0 is accepted$/],
     [["--timing-log-option", "minmax"], /no timers are gathered/],

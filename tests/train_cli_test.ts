@@ -174,6 +174,23 @@ Deno.test("train: --eval-iters 0 trains on all the data with no validation", asy
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("train: validation data shorter than --eval-iters says so", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/data.txt`, "It was the best of times. ".repeat(40));
+  const noEval = tiny.filter((f, i) => f !== "--eval-iters" && tiny[i - 1] !== "--eval-iters");
+  const r = await runCli("cli/train.ts", [
+    ...noEval,
+    ...["--data-path", `${dir}/data.txt`, "--eval-iters", "500", "--train-iters", "1"],
+  ]);
+  strictEqual(r.code, 0, r.stderr);
+  // It ran fewer batches than asked without a word.
+  match(
+    r.stdout,
+    /\| validation: \d+ batch(es)? \(all the validation data holds; --eval-iters 500\)/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: --launcher procs (one process per rank) gives the Workers run's losses", async () => {
   const dir = await Deno.makeTempDir();
   const text = "It was the best of times, it was the worst of times. ".repeat(80);

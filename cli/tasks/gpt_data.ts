@@ -13,6 +13,7 @@ import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../../data/t
 import type { Tokenizer } from "../../data/tokenizer.ts";
 import type { DataSource } from "../data_source.ts";
 import type { TrainArgs } from "../train_args.ts";
+import { counted } from "../log.ts";
 
 /** One part (training or validation) of a run's data: streams and their blend weights. */
 export interface GptPart {
@@ -156,7 +157,7 @@ function checkWindows(a: TrainArgs, splits: GptSplits): void {
         ? `the ${name} file ${p.names[k]}`
         : `the ${name} split${corpus}`;
       throw new DataError(
-        `${what} has ${s.length} tokens, fewer than --seq-length + 1 = ${T + 1}; ` +
+        `${what} has ${counted(s.length, "token")}, fewer than --seq-length + 1 = ${T + 1}; ` +
           `use more data, ${splits.separate ? "" : "another --split (or --val-fraction), "}` +
           `or a shorter --seq-length` +
           (blend && p.streams.some((o) => o.length >= T + 1)
