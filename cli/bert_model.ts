@@ -15,7 +15,7 @@ import {
   readWordPieceTokenizer,
   type WordPieceTokenizer,
 } from "../data/wordpiece_tokenizer.ts";
-import { Bert, BERT_TYPE_VOCAB_SIZE, type BertConfig } from "../models/bert.ts";
+import { Bert, type BertConfig } from "../models/bert.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
@@ -123,21 +123,6 @@ export function bertSourceFromFlags(f: FlagValues): BertSource {
     load: f.load as string | undefined,
     iteration: f.iteration as number | undefined,
   };
-}
-
-/**
- * Refuses a BERT with fewer than two token types for work on sentence pairs
- * (training and eval feed segments A and B as token types 0 and 1; fill-mask
- * needs type 0 only). `source` names the model.
- */
-export function requireSentencePairs(c: Pick<BertConfig, "typeVocabSize">, source: string): void {
-  const types = c.typeVocabSize ?? BERT_TYPE_VOCAB_SIZE;
-  if (types < 2) {
-    throw new CheckpointError(
-      `${source}: type_vocab_size ${types}: training and eval feed sentence pairs, token types ` +
-        "0 and 1, so they need 2 (fill-mask runs this model)",
-    );
-  }
 }
 
 /**

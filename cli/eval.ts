@@ -31,7 +31,9 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
-import { hfModelFamily, readHfConfig } from "../models/hf/io.ts";
+import { readHfConfig } from "../models/hf/io.ts";
+import { bertConfigFromHf, requireSentencePairs } from "../models/hf/bert.ts";
+import { hfModelFamily } from "../models/hf/config_fields.ts";
 import { checkedConfig, DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
@@ -49,13 +51,7 @@ import { counted, formatValidationLines, stderrProgress } from "./log.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
-import {
-  type BertEvalResult,
-  bertSourceFromFlags,
-  evaluateBert,
-  loadBert,
-  requireSentencePairs,
-} from "./bert_model.ts";
+import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
 import { withinLimits } from "./limits.ts";
 
 /** Every flag of `deno task eval`. */
@@ -225,9 +221,11 @@ export async function loadGpt(
 }
 
 /**
- * The evaluation tokens: a `.bin` without sidecar as it is; else text tokenized
- * by the model's tokenizer (`--tokenizer`, the checkpoint's `saved` one, or the
- * one its vocabulary implies), or a `.bin` its sidecar says that tokenizer made.
+ * The evaluation tokens: text tokenized by the model's tokenizer (`--tokenizer`,
+ * the checkpoint's `saved` one, or the one its vocabulary implies), a `.bin`
+ * its sidecar says that tokenizer made, or a `.bin` without sidecar (a
+ * Megatron one) taken as the model's ids, where a `--tokenizer` given is still
+ * checked against the model.
  */
 async function readIds(
   f: FlagValues,
@@ -238,11 +236,9 @@ async function readIds(
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
   if (bin && !meta) {
-    // No sidecar (a Megatron .bin): the ids are taken to be the model's; a --tokenizer given
-    // is still checked against the model, as for text.
-    const ids = await readTokenBinWith(path, meta, vocabSize);
     const given = f.tokenizer as string | undefined;
     const name = given !== undefined ? (await modelTokenizer(vocabSize, given, saved)).name : saved;
+    const ids = await readTokenBinWith(path, meta, vocabSize);
     return { ids, source: `${path} (${name ? `tokenizer ${name}, ` : ""}no sidecar)` };
   }
   if (meta) {
@@ -302,6 +298,12 @@ export async function evalBertRank(
   }
   if (f.tokenizer && f.tokenizer !== "bert") {
     throw new UsageError("--tokenizer is for GPT; a BERT uses its own WordPiece vocabulary");
+  }
+  const hfDir = f["init-from-hf"] as string | undefined;
+  if (hfDir) {
+    // Before the weights are read: a config that cannot feed sentence pairs.
+    const file = `${hfDir}/config.json`;
+    requireSentencePairs(bertConfigFromHf(await readHfConfig(hfDir), file), file);
   }
   const { model, tokenizer, source, tokenizerSource, savedArgs } = await loadBert(
     device,

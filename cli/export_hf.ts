@@ -13,7 +13,7 @@ import {
   writeWordPieceTokenizer,
 } from "../data/wordpiece_tokenizer.ts";
 import { readCheckpointFull } from "../models/checkpoint/read.ts";
-import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { CheckpointError, HalfOverflowError } from "../models/checkpoint/safetensors.ts";
 import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE, type BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { DEFAULT_DROPOUT, resolveShape } from "../models/shape.ts";
@@ -100,7 +100,12 @@ export async function exportHf(
   });
   let done = false;
   try {
-    const { summary, keep } = await writeExport(dir, staging, out, iteration, progress, dtype);
+    const { summary, keep } = await writeExport(dir, staging, out, iteration, progress, dtype)
+      .catch((e) => {
+        if (!(e instanceof HalfOverflowError)) throw e;
+        const flags = e.dtype === "F16" ? "--dtype bf16 or --dtype fp32" : "--dtype fp32";
+        throw new CheckpointError(`${e.message} (${flags}); ${out} is unchanged`);
+      });
     const removed = await install(staging, out, keep);
     done = true;
     return removed.length === 0 ? summary : `${summary} (replacing ${removed.join(", ")})`;

@@ -21,9 +21,14 @@ import {
   ShapeError,
   validateTransformerConfig,
 } from "../models/shape.ts";
-import { bertConfigFromHf } from "../models/hf/bert.ts";
+import { bertConfigFromHf, requireSentencePairs } from "../models/hf/bert.ts";
 import { gpt2ConfigFromHf } from "../models/hf/gpt2.ts";
-import { hfModelFamily, readHfConfig } from "../models/hf/io.ts";
+import { readHfConfig } from "../models/hf/io.ts";
+import {
+  describeUntypedConfig,
+  HF_SHAPE_FIELDS,
+  hfModelFamily,
+} from "../models/hf/config_fields.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
@@ -740,23 +745,20 @@ const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
   ["max-position-embeddings", "maxPositions"],
 ];
 
-/** The Hugging Face `config.json` field of each shape key, per family (named in refusals). */
-const HF_SHAPE_FIELDS: Record<"gpt" | "bert", Record<string, string>> = {
-  gpt: {
-    numLayers: "n_layer",
-    hiddenSize: "n_embd",
-    numHeads: "n_head",
-    ffnHiddenSize: "n_inner",
-    maxPositions: "n_positions",
-  },
-  bert: {
-    numLayers: "num_hidden_layers",
-    hiddenSize: "hidden_size",
-    numHeads: "num_attention_heads",
-    ffnHiddenSize: "intermediate_size",
-    maxPositions: "max_position_embeddings",
-  },
-};
+/**
+ * A shape value as `config.json` gives it, named by its field there: "n_embd
+ * 32", or for a field left out or null, "n_inner null (4·n_embd = 128)".
+ */
+function hfShapeValue(family: "gpt" | "bert", key: string, cfg: Record<string, unknown>): string {
+  const fields: Record<string, string> = HF_SHAPE_FIELDS[family];
+  const field = fields[key], hidden = fields.hiddenSize;
+  const v = cfg[field];
+  if (typeof v === "number") return `${field} ${v}`;
+  const h = cfg[hidden] as number;
+  return `${field} ${v === undefined ? "left out" : "null"} (4·${hidden} = ${
+    defaultFfnHiddenSize(h)
+  })`;
+}
 
 /**
  * Reconciles the model flags with the model a run starts from, before any
@@ -795,13 +797,13 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       if (wasGiven(f, "model")) {
         const saying = cfg.model_type !== undefined
           ? `model_type "${cfg.model_type}"`
-          : `${family === "bert" ? "BERT's" : "GPT-2's"} fields (no model_type)`;
+          : describeUntypedConfig(cfg);
         refuse("model", f.model, file, saying, "drop --model");
       }
       adopt("model", family);
     }
     const c = (family === "bert"
-      ? bertConfigFromHf(cfg, file)
+      ? requireSentencePairs(bertConfigFromHf(cfg, file), file)
       : gpt2ConfigFromHf(cfg, file)) as unknown as Record<string, unknown>;
     for (const [flag, key] of SHAPE_FLAGS) {
       if (wasGiven(f, flag) && c[key] !== undefined && f[flag] !== c[key]) {
@@ -809,7 +811,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
           flag,
           f[flag],
           file,
-          `${HF_SHAPE_FIELDS[family][key]} ${c[key]}`,
+          hfShapeValue(family, key, cfg),
           "with --init-from-hf the shape comes from config.json: drop the flag",
         );
       }

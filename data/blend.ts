@@ -13,12 +13,12 @@ import { DataError } from "./errors.ts";
 
 /**
  * `weights` scaled to sum 1; each must be a positive finite number. Each is
- * divided by their sum, as Megatron's `normalize` does (so a tie in the blend
- * order falls as it does there: dividing by the largest first changed 0.33 to
- * 0.32999999999999996 and swapped corpora at 62 of 5,000 samples); weights
- * whose sum overflows (1e308 twice) are scaled by the largest first. A weight
- * so small beside the largest that it scales to 0 (5e-324 beside 1e300) is
- * refused.
+ * divided by their sum as `numpy.sum` takes it ({@link numpySum}), as
+ * Megatron's `normalize` does, so a tie in the blend order falls as it does
+ * there (dividing by the largest first changed 0.33 to 0.32999999999999996 and
+ * swapped corpora at 62 of 5,000 samples); weights whose sum overflows (1e308
+ * twice) are scaled by the largest first. A weight so small beside the largest
+ * that it scales to 0 (5e-324 beside 1e300) is refused.
  */
 export function normalizeWeights(weights: readonly number[]): number[] {
   if (weights.length === 0) throw new RangeError("a blend needs at least one weight");
@@ -28,9 +28,9 @@ export function normalizeWeights(weights: readonly number[]): number[] {
     }
   }
   const max = Math.max(...weights);
-  const total = weights.reduce((s, w) => s + w, 0);
+  const total = numpySum(weights);
   const scaled = Number.isFinite(total) ? weights : weights.map((w) => w / max);
-  const sum = Number.isFinite(total) ? total : scaled.reduce((s, w) => s + w, 0);
+  const sum = Number.isFinite(total) ? total : numpySum(scaled);
   const out = scaled.map((w) => w / sum);
   const lost = out.findIndex((w) => !(w > 0));
   if (lost >= 0) {
@@ -39,6 +39,33 @@ export function normalizeWeights(weights: readonly number[]): number[] {
     );
   }
   return out;
+}
+
+/**
+ * The sum of `a` in `numpy.sum`'s order for float64, bit for bit: in order
+ * under 8 values; up to 128, eight running sums combined pairwise, then the
+ * rest in order; past that, each half (cut at a multiple of 8) summed so.
+ * (numpy's pairwise summation; in order, a blend of 8 or more weights can
+ * differ from Megatron's in the last bit.)
+ */
+export function numpySum(a: readonly number[]): number {
+  const n = a.length;
+  if (n < 8) {
+    let r = 0;
+    for (const x of a) r += x;
+    return r;
+  }
+  if (n <= 128) {
+    const r = a.slice(0, 8);
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[i + j];
+    let res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) res += a[i];
+    return res;
+  }
+  let half = Math.floor(n / 2);
+  half -= half % 8;
+  return numpySum(a.slice(0, half)) + numpySum(a.slice(half));
 }
 
 /** Serializable state of a {@link BlendSchedule}. */

@@ -42,7 +42,7 @@ export class WordPieceTokenizer implements Tokenizer {
    */
   readonly ordinaryIds: Int32Array;
   #tokens: string[];
-  #special: Uint8Array;
+  #bracketed: Uint8Array;
   #ids = new Map<string, number>();
   #maxPieceChars = 1;
 
@@ -74,11 +74,14 @@ export class WordPieceTokenizer implements Tokenizer {
       sep: need("[SEP]"),
       mask: need("[MASK]"),
     };
-    // Bracketed tokens are special by their form, as Hugging Face's tokenizer finds its
-    // special tokens by name: bert-base puts them first, other vocabularies anywhere.
-    this.#special = Uint8Array.from(tokens, (t) => /^\[.*\]$/.test(t) ? 1 : 0);
+    // Bracketed tokens are special here by their form, wherever the vocabulary puts them
+    // (bert-base puts its five and the [unusedN] slots first): never masked, never drawn as a
+    // random replacement. This project's rule: Hugging Face's collator treats only the five
+    // configured specials so and may mask or draw an [unusedN]. Text never yields a bracketed
+    // piece either way: basic tokenization splits brackets off as punctuation.
+    this.#bracketed = Uint8Array.from(tokens, (t) => /^\[.*\]$/.test(t) ? 1 : 0);
     this.ordinaryIds = Int32Array.from(
-      tokens.flatMap((_, i) => this.#special[i] ? [] : [i]),
+      tokens.flatMap((_, i) => this.#bracketed[i] ? [] : [i]),
     );
     if (this.ordinaryIds.length === 0) {
       throw new Error("WordPiece vocabulary has no ordinary pieces, only bracketed tokens");
@@ -88,7 +91,7 @@ export class WordPieceTokenizer implements Tokenizer {
 
   /** True for [PAD], [UNK], [CLS], [SEP], [MASK], the unused slots and other bracketed tokens. */
   isSpecial(id: number): boolean {
-    return this.#special[id] === 1;
+    return this.#bracketed[id] === 1;
   }
 
   /** The vocabulary string of an id. */
@@ -147,7 +150,7 @@ export class WordPieceTokenizer implements Tokenizer {
       while (end > start) {
         const sub = (start > 0 ? "##" : "") + chars.slice(start, end).join("");
         const id = this.#ids.get(sub);
-        if (id !== undefined && !this.#special[id]) {
+        if (id !== undefined) {
           found = id;
           break;
         }

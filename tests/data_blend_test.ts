@@ -6,7 +6,13 @@
  */
 
 import assert from "node:assert/strict";
-import { blendCounts, blendOrder, BlendSchedule, normalizeWeights } from "../data/blend.ts";
+import {
+  blendCounts,
+  blendOrder,
+  BlendSchedule,
+  normalizeWeights,
+  numpySum,
+} from "../data/blend.ts";
 import { blendedEvalBatches, BlendedGptBatchSampler } from "../data/blended_gpt_batches.ts";
 import { evalBatches, GptBatchSampler, sliceBatch } from "../data/gpt_batches.ts";
 import { writeTokenBin } from "../data/token_bin.ts";
@@ -43,11 +49,11 @@ Deno.test("blend order: each sample goes to the corpus furthest behind its weigh
       }
     });
   }
-  // Megatron's own loop (helpers.cpp build_blending_indices over utils.py's w / sum(w)), written
-  // out here: ties fall the same way (weights scaled by their largest first, 0.33 became
+  // Megatron's own loop (helpers.cpp build_blending_indices over utils.py's w / numpy.sum(w)),
+  // written out here: ties fall the same way (weights scaled by their largest first, 0.33 became
   // 0.32999999999999996 and 62 of these 5,000 samples went to another corpus).
   const megatron = (w: number[], n: number) => {
-    const sum = w.reduce((a, b) => a + b, 0);
+    const sum = numpySum(w);
     const share = w.map((x) => x / sum), taken = w.map(() => 0);
     return Array.from({ length: n }, (_, i) => {
       let best = 0;
@@ -62,6 +68,25 @@ Deno.test("blend order: each sample goes to the corpus furthest behind its weigh
   };
   for (const w of [[0.33, 0.33, 0.34], [0.1, 0.2, 0.3, 0.4], [3, 1, 1], [0.3, 0.7]]) {
     assert.deepEqual([...blendOrder(w, 5000)], megatron(w, 5000), `weights ${w}`);
+  }
+  // numpy.sum's own results (numpy 1.24, float64) for a[i] = ((7919·i mod 1000) + 1) / 997: from
+  // 8 values on it sums pairwise, and every one of these differs from the sum in order.
+  const numpys: [number, number][] = [
+    [3, 1.765295887662989],
+    [7, 4.318956870611835],
+    [8, 4.754262788365096],
+    [9, 5.108324974924774],
+    [15, 7.53259779338014],
+    [16, 8.320962888666],
+    [17, 9.028084252758276],
+    [100, 49.29789368104313],
+    [129, 64.58676028084253],
+    [300, 150.90270812437313],
+  ];
+  for (const [n, expected] of numpys) {
+    const a = Array.from({ length: n }, (_, i) => ((i * 7919) % 1000 + 1) / 997);
+    assert.equal(numpySum(a), expected, `numpy.sum of ${n}`);
+    if (n >= 8) assert.notEqual(a.reduce((x, y) => x + y, 0), expected, `in order, ${n}`);
   }
   assert.throws(() => normalizeWeights([1, 0]), /positive finite/);
   assert.throws(() => normalizeWeights([1, Infinity]), /positive finite/);

@@ -7,7 +7,7 @@
  * within the format's tolerance.
  */
 
-import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { join } from "node:path";
 import {
   bf16BitsToF32,
@@ -23,6 +23,7 @@ import {
 } from "../core/half.ts";
 import { tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
+import { HalfOverflowError } from "../models/checkpoint/safetensors.ts";
 import {
   encodeSafetensors,
   gptCheckpointInfo,
@@ -132,11 +133,14 @@ Deno.test("bf16 conversion rounds to nearest even (against a neighbour search)",
 
 Deno.test("safetensors writes F16 and BF16 rounded to nearest even and reads them back", async () => {
   const data = Float32Array.from([...EDGES.filter(Number.isFinite), ...randomArray(500, 3, -4, 4)]);
+  // A finite value that rounds to infinity is refused (below); the rest are written.
+  const fp16 = data.filter((x) => Number.isFinite(Math.f16round(x)));
+  const bf16 = data.filter((x) => Number.isFinite(bf16Ref(x)));
   const dir = await Deno.makeTempDir();
   const path = join(dir, "h.safetensors");
   const bytes = encodeSafetensors([
-    { name: "a", shape: [data.length], data, dtype: "F16" },
-    { name: "b", shape: [data.length], data, dtype: "BF16" },
+    { name: "a", shape: [fp16.length], data: fp16, dtype: "F16" },
+    { name: "b", shape: [bf16.length], data: bf16, dtype: "BF16" },
     { name: "c", shape: [data.length], data },
     { name: "d", shape: [3], data: Int32Array.from([1, -2, 3]) },
   ]);
@@ -148,11 +152,23 @@ Deno.test("safetensors writes F16 and BF16 rounded to nearest even and reads the
     "F32",
   ]);
   const a = f.floats("a", { allowNonFinite: true }), b = f.floats("b", { allowNonFinite: true });
-  const ra = roundToHalf(data, "fp16"), rb = roundToHalf(data, "bf16");
-  for (let i = 0; i < data.length; i++) {
-    ok(same(a[i], ra[i]) && same(a[i], Math.f16round(data[i])), `F16 [${i}] ${a[i]}`);
-    ok(same(b[i], rb[i]) && same(b[i], bf16Ref(data[i])), `BF16 [${i}] ${b[i]}`);
+  const ra = roundToHalf(fp16, "fp16"), rb = roundToHalf(bf16, "bf16");
+  for (let i = 0; i < fp16.length; i++) {
+    ok(same(a[i], ra[i]) && same(a[i], Math.f16round(fp16[i])), `F16 [${i}] ${a[i]}`);
   }
+  for (let i = 0; i < bf16.length; i++) {
+    ok(same(b[i], rb[i]) && same(b[i], bf16Ref(bf16[i])), `BF16 [${i}] ${b[i]}`);
+  }
+  // 65520, ±1e6 and 3.4e38 round to infinity in fp16; 3.4e38 in bf16 too.
+  throws(
+    () => encodeSafetensors([{ name: "a", shape: [data.length], data, dtype: "F16" }]),
+    (e) =>
+      e instanceof HalfOverflowError && /^tensor "a": 4 finite values past F16's/.test(e.message),
+  );
+  throws(
+    () => encodeSafetensors([{ name: "b", shape: [data.length], data, dtype: "BF16" }]),
+    /tensor "b": 1 finite value past BF16's range \(3\.39+\d*e\+38 at index 15\) would be stored as infinity: write it as F32$/,
+  );
   deepStrictEqual(f.floats("c"), data);
   deepStrictEqual(f.ints("d"), Int32Array.from([1, -2, 3]));
   await Deno.remove(dir, { recursive: true });
@@ -237,6 +253,24 @@ async function saveTinyCheckpoint(ck: string): Promise<void> {
 Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuTest, async () => {
   const dir = await Deno.makeTempDir();
   await saveTinyCheckpoint(join(dir, "ck"));
+  // A weight past fp16's range: refused naming the tensor and the flags, --output unchanged
+  // (it was written as infinity, and the project's own loader then refused the export).
+  const big = Gpt.serial(dev, cfg, 6);
+  const [, bias] = big.namedParams().find(([n]) => n === "ln_f.bias")!;
+  bias.tensor.write(new Float32Array(bias.tensor.size).fill(1e5));
+  await saveCheckpoint(join(dir, "big"), {
+    iteration: 1,
+    params: big.namedParams(),
+    ...gptCheckpointInfo(big.config),
+  });
+  big.dispose();
+  await Deno.mkdir(join(dir, "big-out"));
+  await rejects(
+    exportHf(join(dir, "big"), join(dir, "big-out"), undefined, undefined, "F16"),
+    /tensor "transformer\.ln_f\.bias": 16 finite values past F16's range .* \(--dtype bf16 or --dtype fp32\); .*big-out is unchanged$/,
+  );
+  deepStrictEqual([...Deno.readDirSync(join(dir, "big-out"))], []);
+  ok(await exportHf(join(dir, "big"), join(dir, "big-out"), undefined, undefined, "BF16"));
   for (const dtype of ["F16", "BF16"] as const) {
     const out = join(dir, dtype);
     await Deno.mkdir(out);

@@ -122,7 +122,7 @@ Deno.test("HF BERT configs of another architecture are refused naming the key", 
   });
   throws(
     () => bertConfigFromHf({ ...hfConfig, is_decoder: true }),
-    /is_decoder is true; this BERT is an encoder/,
+    /"is_decoder" is true, which is not supported: this BERT is an encoder/,
   );
 });
 

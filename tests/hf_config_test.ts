@@ -1,17 +1,19 @@
 /**
  * Hugging Face `config.json` fields as the readers check them: a field of the
- * wrong type or range, a setting this project does not build (untied output
- * layers, cross-attention) and a BERT config with one token type are refused by
- * name where the config is read (they failed inside a kernel as "a bug", or ran
- * as another model); the family is found without `model_type`; and a 16-bit
- * safetensors write refuses finite values that would round to infinity.
+ * wrong type or range and a setting this project does not build (untied output
+ * layers, cross-attention) are refused by name where the config is read (they
+ * failed inside a kernel as "a bug", or ran as another model); a BERT config
+ * with one token type is refused for sentence-pair work; the family is found
+ * without `model_type`, and a reader given the other family's config says so;
+ * and a 16-bit safetensors write refuses finite values that would round to
+ * infinity.
  */
 
 import { deepStrictEqual, throws } from "node:assert/strict";
-import { requireSentencePairs } from "../cli/bert_model.ts";
 import { encodeSafetensors } from "../models/checkpoint/safetensors.ts";
 import { bertConfigFromHf, gpt2ConfigFromHf } from "../models/hf/mod.ts";
-import { hfModelFamily } from "../models/hf/io.ts";
+import { requireSentencePairs } from "../models/hf/bert.ts";
+import { hfModelFamily } from "../models/hf/config_fields.ts";
 
 const hfConfig = {
   model_type: "bert",
@@ -70,6 +72,16 @@ Deno.test("HF configs: fields of the wrong type, untied heads and a missing mode
     [hfConfig, bertNoType, gpt2Config, gptNoType, { model_type: "roberta" }].map(hfModelFamily),
     ["bert", "bert", "gpt", "gpt", "gpt"],
   );
+  // A reader given the other family's config without model_type says so (generate on a BERT
+  // folder asked for "n_embd"); a config of neither family's fields names the field it misses.
+  throws(() => gpt2ConfigFromHf(bertNoType), {
+    message: "config.json: BERT's fields and no model_type: a BERT, where a GPT-2 is read",
+  });
+  throws(() => bertConfigFromHf(gptNoType), {
+    message: "config.json: GPT-2's fields and no model_type: a GPT-2, where a BERT is read",
+  });
+  throws(() => bertConfigFromHf({}), /"hidden_size" must be a positive integer, got undefined/);
+  throws(() => gpt2ConfigFromHf({ model_type: "roberta" }), /model_type is "roberta", expected/);
   // Sentence pairs need two token types; fill-mask does not.
   requireSentencePairs({ typeVocabSize: 2 }, "x");
   throws(

@@ -26,7 +26,7 @@ import {
 } from "../../data/wordpiece_tokenizer.ts";
 import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
-import { type HfBert, readHfBert, requireSentencePairs } from "../bert_model.ts";
+import { type HfBert, readHfBert } from "../bert_model.ts";
 import type { DataSource } from "../data_source.ts";
 import { type StreamFingerprint, TokenStreamHash } from "../same_data.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
@@ -138,7 +138,6 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
   const splits = await loadBertSplits(a, tokenizer);
   let config = bertConfigOf(a.model, tokenizer.vocabSize);
   if (hf) {
-    requireSentencePairs(hf.config, `${hfDir}/config.json`);
     config = withRunSettings(hf.config, config);
   }
   return {

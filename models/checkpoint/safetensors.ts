@@ -412,9 +412,22 @@ export class SafetensorsFile {
 }
 
 /**
- * Refuses finite values that rounded to ±inf in 16 bits (fp16 holds up to
- * 65,504): a file holding them is corrupt to every reader, this project's own
- * loader included. Names the tensor, the count and the first such value.
+ * A tensor written as F16 or BF16 holds finite values that round to infinity
+ * there (|x| ≥ 65,520 in fp16); `dtype` is the type asked for.
+ */
+export class HalfOverflowError extends CheckpointError {
+  /** An error for `message`, about a tensor asked to be stored as `dtype`. */
+  constructor(message: string, readonly dtype: "F16" | "BF16") {
+    super(message);
+    this.name = "HalfOverflowError";
+  }
+}
+
+/**
+ * Refuses finite values that round to ±inf in 16 bits (fp16: |x| ≥ 65,520;
+ * values up to there round to its largest, 65,504): a file holding them is
+ * corrupt to every reader, this project's own loader included. Names the
+ * tensor, the count and the first such value.
  */
 function checkNoOverflow(
   name: string,
@@ -430,12 +443,13 @@ function checkNoOverflow(
     }
   }
   if (count > 0) {
-    throw new CheckpointError(
+    throw new HalfOverflowError(
       `tensor "${name}": ${count} finite value${count > 1 ? "s" : ""} past ${dtype}'s range ` +
         `(${from[first]} at index ${first}${dtype === "F16" ? "; F16 holds up to 65504" : ""}) ` +
         `would be stored as infinity: write it as ${
           dtype === "F16" ? "BF16 (F32's range) or " : ""
         }F32`,
+      dtype,
     );
   }
 }

@@ -12,7 +12,13 @@ import { type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
-import { numberField, positiveIntField, refuseSetting } from "./config_fields.ts";
+import {
+  HF_SHAPE_FIELDS,
+  numberField,
+  positiveIntField,
+  refuseSetting,
+  requireFamily,
+} from "./config_fields.ts";
 import {
   checkTiedCopy,
   expandTable,
@@ -22,7 +28,7 @@ import {
   planHfShards,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
-import { BERT_LAYER_NORM_EPS } from "../bert.ts";
+import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE } from "../bert.ts";
 
 const L = "bert.encoder.layer.{N}";
 
@@ -96,11 +102,8 @@ export interface BertHfConfig {
 
 /** Reads the BERT fields of an HF `config.json`. */
 export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.json"): BertHfConfig {
-  if (cfg.model_type !== undefined && cfg.model_type !== "bert") {
-    throw new CheckpointError(`${file}: model_type is "${cfg.model_type}", expected "bert"`);
-  }
   const s = { cfg, file };
-  const int = (key: string, fallback?: number) => positiveIntField(s, key, fallback);
+  requireFamily(s, "bert");
   const act = (cfg.hidden_act ?? "gelu") as string;
   if (act !== "gelu") {
     throw new CheckpointError(
@@ -114,27 +117,44 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
         `(this BERT has absolute, learned position embeddings)`,
     );
   }
-  if (cfg.is_decoder === true || cfg.add_cross_attention === true) {
-    const key = cfg.is_decoder === true ? "is_decoder" : "add_cross_attention";
-    throw new CheckpointError(
-      `${file}: ${key} is true; this BERT is an encoder (bidirectional attention, no cross-attention)`,
-    );
-  }
+  const encoder = "this BERT is an encoder (bidirectional attention, no cross-attention)";
+  refuseSetting(s, "is_decoder", true, encoder);
+  refuseSetting(s, "add_cross_attention", true, encoder);
   refuseSetting(s, "tie_word_embeddings", false, "this BERT's MLM decoder is its word embedding");
-  const h = int("hidden_size");
+  const f = HF_SHAPE_FIELDS.bert;
+  const h = positiveIntField(s, f.hiddenSize);
   return {
-    vocabSize: int("vocab_size"),
-    numLayers: int("num_hidden_layers"),
+    vocabSize: positiveIntField(s, "vocab_size"),
+    numLayers: positiveIntField(s, f.numLayers),
     hiddenSize: h,
-    numHeads: int("num_attention_heads"),
-    ffnHiddenSize: int("intermediate_size", defaultFfnHiddenSize(h)),
-    maxPositions: int("max_position_embeddings"),
-    typeVocabSize: int("type_vocab_size", 2),
+    numHeads: positiveIntField(s, f.numHeads),
+    ffnHiddenSize: positiveIntField(s, f.ffnHiddenSize, defaultFfnHiddenSize(h)),
+    maxPositions: positiveIntField(s, f.maxPositions),
+    typeVocabSize: positiveIntField(s, "type_vocab_size", 2),
     layerNormEps: numberField(s, "layer_norm_eps", BERT_LAYER_NORM_EPS, 0),
     hiddenDropout: numberField(s, "hidden_dropout_prob", DEFAULT_DROPOUT, 0, 1),
     attentionDropout: numberField(s, "attention_probs_dropout_prob", DEFAULT_DROPOUT, 0, 1),
     postLayerNorm: true,
   };
+}
+
+/**
+ * Refuses a BERT with fewer than two token types for work on sentence pairs
+ * (training and eval feed segments A and B as token types 0 and 1; fill-mask
+ * needs type 0 only). `source` names the model. Returns `c`.
+ */
+export function requireSentencePairs<C extends { typeVocabSize?: number }>(
+  c: C,
+  source: string,
+): C {
+  const types = c.typeVocabSize ?? BERT_TYPE_VOCAB_SIZE;
+  if (types < 2) {
+    throw new CheckpointError(
+      `${source}: type_vocab_size ${types}: training and eval feed sentence pairs, token types ` +
+        "0 and 1, so they need 2 (fill-mask runs this model)",
+    );
+  }
+  return c;
 }
 
 /**

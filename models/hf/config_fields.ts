@@ -52,10 +52,91 @@ export function numberField(
  * Refuses a config that sets `key` to `unsupported` (e.g. `tie_word_embeddings:
  * false`), saying what this project's model does instead (`why`).
  */
-export function refuseSetting(s: ConfigSource, key: string, unsupported: unknown, why: string) {
+export function refuseSetting(
+  s: ConfigSource,
+  key: string,
+  unsupported: unknown,
+  why: string,
+): void {
   if (s.cfg[key] === unsupported) {
     throw new CheckpointError(
       `${s.file}: "${key}" is ${JSON.stringify(unsupported)}, which is not supported: ${why}`,
+    );
+  }
+}
+
+/**
+ * Each family's `config.json` field of each shape setting (GPT-2's and BERT's
+ * names); a config holding one family's names is that family.
+ */
+export const HF_SHAPE_FIELDS = {
+  gpt: {
+    numLayers: "n_layer",
+    hiddenSize: "n_embd",
+    numHeads: "n_head",
+    ffnHiddenSize: "n_inner",
+    maxPositions: "n_positions",
+  },
+  bert: {
+    numLayers: "num_hidden_layers",
+    hiddenSize: "hidden_size",
+    numHeads: "num_attention_heads",
+    ffnHiddenSize: "intermediate_size",
+    maxPositions: "max_position_embeddings",
+  },
+} as const;
+
+/** Whether `config` holds any of the layer, head or width fields of `family`. */
+function hasFieldsOf(config: Record<string, unknown>, family: "gpt" | "bert"): boolean {
+  const f = HF_SHAPE_FIELDS[family];
+  return [f.numLayers, f.numHeads, f.hiddenSize].some((k) => k in config);
+}
+
+/**
+ * The model family a Hugging Face config describes: its `model_type` ("bert",
+ * else GPT-2's reader takes it and names any other type), or where that is
+ * left out (configs converted from Google's original BERT lack it) BERT when
+ * the config has BERT's field names and none of GPT-2's.
+ */
+export function hfModelFamily(config: Record<string, unknown>): "gpt" | "bert" {
+  if (config.model_type !== undefined) return config.model_type === "bert" ? "bert" : "gpt";
+  return hasFieldsOf(config, "bert") && !hasFieldsOf(config, "gpt") ? "bert" : "gpt";
+}
+
+/**
+ * What a config without `model_type` looks like, for messages: "BERT's fields",
+ * "GPT-2's fields" or neither family's.
+ */
+export function describeUntypedConfig(config: Record<string, unknown>): string {
+  return hasFieldsOf(config, "bert") && !hasFieldsOf(config, "gpt")
+    ? "BERT's fields (no model_type)"
+    : hasFieldsOf(config, "gpt")
+    ? "GPT-2's fields (no model_type)"
+    : "no model_type and neither BERT's nor GPT-2's fields";
+}
+
+/**
+ * Refuses a config of the other family than `family`'s reader: by
+ * `model_type`, else by its fields (a BERT config without `model_type` given
+ * where a GPT-2 is read failed on a missing GPT-2 field, `"n_embd" must be a
+ * positive integer`). A config of neither family's fields is left to the
+ * reader, which names the first field it misses.
+ */
+export function requireFamily(s: ConfigSource, family: "gpt" | "bert"): void {
+  const expected = family === "bert" ? "bert" : "gpt2";
+  if (s.cfg.model_type !== undefined) {
+    if (s.cfg.model_type !== expected) {
+      throw new CheckpointError(
+        `${s.file}: model_type is ${JSON.stringify(s.cfg.model_type)}, expected "${expected}"`,
+      );
+    }
+    return;
+  }
+  const other = family === "bert" ? "gpt" : "bert";
+  if (hasFieldsOf(s.cfg, other) && !hasFieldsOf(s.cfg, family)) {
+    const [what, read] = other === "bert" ? ["BERT", "GPT-2"] : ["GPT-2", "BERT"];
+    throw new CheckpointError(
+      `${s.file}: ${what}'s fields and no model_type: a ${what}, where a ${read} is read`,
     );
   }
 }

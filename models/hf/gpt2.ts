@@ -11,7 +11,13 @@ import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
-import { numberField, positiveIntField, refuseSetting } from "./config_fields.ts";
+import {
+  HF_SHAPE_FIELDS,
+  numberField,
+  positiveIntField,
+  refuseSetting,
+  requireFamily,
+} from "./config_fields.ts";
 import {
   checkTiedCopy,
   expandTable,
@@ -51,29 +57,30 @@ const TANH_GELUS = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"];
 
 /** A {@link GptConfig} from an HF GPT-2 `config.json` (dropouts taken from it). */
 export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.json"): GptConfig {
-  if (cfg.model_type !== undefined && cfg.model_type !== "gpt2") {
-    throw new CheckpointError(`${file}: model_type is "${cfg.model_type}", expected "gpt2"`);
-  }
+  const s = { cfg, file };
+  requireFamily(s, "gpt");
   const act = (cfg.activation_function ?? "gelu_new") as string;
   if (!TANH_GELUS.includes(act)) {
     throw new CheckpointError(
       `${file}: activation_function "${act}" is not supported (this GPT uses the tanh GeLU)`,
     );
   }
-  if (cfg.scale_attn_by_inverse_layer_idx === true || cfg.scale_attn_weights === false) {
-    throw new CheckpointError(`${file}: non-standard attention scaling is not supported`);
-  }
-  const s = { cfg, file };
+  const scaling = "attention scores here are scaled by 1/√(head size) alone, as GPT-2's";
+  refuseSetting(s, "scale_attn_by_inverse_layer_idx", true, scaling);
+  refuseSetting(s, "scale_attn_weights", false, scaling);
   refuseSetting(s, "tie_word_embeddings", false, "this GPT's output layer is its token embedding");
   refuseSetting(s, "add_cross_attention", true, "this GPT is a decoder without cross-attention");
-  const h = positiveIntField(s, "n_embd");
+  const f = HF_SHAPE_FIELDS.gpt;
+  const h = positiveIntField(s, f.hiddenSize);
   return {
     vocabSize: positiveIntField(s, "vocab_size"),
-    numLayers: positiveIntField(s, "n_layer"),
+    numLayers: positiveIntField(s, f.numLayers),
     hiddenSize: h,
-    numHeads: positiveIntField(s, "n_head"),
-    maxPositions: positiveIntField(s, "n_positions"),
-    ffnHiddenSize: cfg.n_inner == null ? defaultFfnHiddenSize(h) : positiveIntField(s, "n_inner"),
+    numHeads: positiveIntField(s, f.numHeads),
+    maxPositions: positiveIntField(s, f.maxPositions),
+    ffnHiddenSize: cfg[f.ffnHiddenSize] == null
+      ? defaultFfnHiddenSize(h)
+      : positiveIntField(s, f.ffnHiddenSize),
     layerNormEps: numberField(s, "layer_norm_epsilon", GPT_LAYER_NORM_EPS, 0),
     hiddenDropout: numberField(s, "resid_pdrop", DEFAULT_DROPOUT, 0, 1),
     attentionDropout: numberField(s, "attn_pdrop", DEFAULT_DROPOUT, 0, 1),

@@ -38,21 +38,6 @@ export async function readHfConfig(dir: string): Promise<Record<string, unknown>
 }
 
 /**
- * The model family a Hugging Face config describes: its `model_type` ("bert",
- * else GPT-2's reader takes it and names any other type), or where that is
- * left out (configs converted from Google's original BERT lack it) BERT when
- * the config has BERT's field names and none of GPT-2's.
- */
-export function hfModelFamily(config: Record<string, unknown>): "gpt" | "bert" {
-  if (config.model_type !== undefined) return config.model_type === "bert" ? "bert" : "gpt";
-  const bertFields = ["num_hidden_layers", "num_attention_heads", "hidden_size"];
-  const gptFields = ["n_layer", "n_head", "n_embd"];
-  return bertFields.some((k) => k in config) && !gptFields.some((k) => k in config)
-    ? "bert"
-    : "gpt";
-}
-
-/**
  * A Hugging Face config's `initializer_range` (the std its model's weights are
  * initialized with), where it is a positive number; undefined otherwise.
  */
