@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Finds a Chromium for the browser test (tests/browser_test.ts) and prints its
+# Finds a Chromium for the browser test (tests/browser/browser_test.ts) and prints its
 # path; on first use, where none is installed and apt-get is available as root
 # (or with sudo), installs Debian's `chromium` package, saying so, the way
 # scripts/deno.sh installs Mesa's drivers. Exits 1, with what to install, when

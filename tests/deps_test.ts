@@ -3,7 +3,9 @@
  * `mod.ts` works imported by URL), mirrored in deno.json's `imports` for `deno outdated`; the
  * TF.js comparison's in `bench/tfjs/`, mirrored in `bench/tfjs/deno.json` (its own config and
  * lockfile, so that nothing else installs TF.js). Fails when a pin and its mirror disagree, when
- * a mirrored pin is unused, or when any other module names an npm package itself. No GPU.
+ * a mirrored pin is unused, or when any other module names an npm package itself; and the root
+ * lockfile holds the library's packages only (the browser tests' driver is locked in
+ * tests/browser/). No GPU.
  * @module
  */
 import assert from "node:assert/strict";
@@ -68,4 +70,18 @@ Deno.test("npm pins: deps.ts and bench/tfjs/ agree with their configs' imports; 
     }
   }
   assert.deepEqual(problems, []);
+});
+
+Deno.test("the root lockfile holds the library's npm packages only", async () => {
+  // Deno installs every npm package of a lockfile for any command: a test-only package here
+  // (the browser tests' puppeteer-core, 24 packages, 32 MB) was fetched by a user's first
+  // `deno task train`. tests/browser/ has a config and lockfile of its own for it.
+  const lock = JSON.parse(await Deno.readTextFile(new URL("deno.lock", root)));
+  const pins = await mirrored("deno.json");
+  const npm = Object.keys(lock.specifiers ?? {}).filter((s) => s.startsWith("npm:"));
+  assert.deepEqual(
+    npm.map((s) => s.replace(/^npm:/, "").replace(/@[^@]*$/, "")).sort(),
+    [...pins.keys()].sort(),
+    `deno.lock's npm specifiers: ${npm.join(", ")}`,
+  );
 });

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { rootPath, serve } from "./browser_harness.ts";
+import { rootPath, serve } from "./serve_helpers.ts";
 
 Deno.test("serve: isolation headers, the page, the bundles and the corpus; 404 otherwise", async () => {
   const server = await serve();

@@ -102,7 +102,7 @@ export function gptConfigOf(c: RunConfig): GptConfig {
 
 /**
  * What the page exposes about the current run, as `globalThis.megatron`
- * (read by the browser test, tests/browser_harness.ts).
+ * (read by the browser test, tests/browser/harness.ts).
  */
 export interface RunState {
   config: RunConfig | null;

@@ -6,13 +6,13 @@
  * training step when Train is pressed as soon as the page has loaded.
  * Not a test file (no `_test`): run it by hand,
  *
- *     deno run -A tests/browser_bench.ts [STEPS]   (default 40)
+ *     deno run -A --config tests/browser/deno.json tests/browser/bench.ts [STEPS]   (default 40)
  *
  * and compare with `deno task train --train-iters STEPS` on the same machine.
  * @module
  */
 
-import { findChromium, launch, serve, steadyMs, trainOnPage } from "./browser_harness.ts";
+import { findChromium, launch, serve, steadyMs, trainOnPage } from "./harness.ts";
 
 const steps = Number(Deno.args[0] ?? 40);
 const chromium = await findChromium();

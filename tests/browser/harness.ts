@@ -1,20 +1,21 @@
 /// <reference lib="dom" />
 /**
- * Driving the browser trainer (web/) in headless Chromium, for tests/browser_test.ts
- * and tests/browser_bench.ts: find (or install, scripts/chromium.sh) Chromium,
+ * Driving the browser trainer (web/) in headless Chromium, for tests/browser/browser_test.ts
+ * and tests/browser/bench.ts: find (or install, scripts/chromium.sh) Chromium,
  * start `deno task serve` with its own permission set, launch Chromium with a
  * software WebGPU adapter, and run the page's form.
  * @module
  */
 
-// A test-only dependency, pinned here: tests/deps_test.ts keeps npm pins of library code in deps.ts.
+// A test-only dependency, pinned here and locked in tests/browser/deno.lock, apart from the
+// root lockfile: Deno installs every npm package of a lockfile for any command, and a user's
+// first `deno task train` would fetch a browser driver (tests/deps_test.ts keeps npm pins of
+// library code in deps.ts).
 import puppeteer from "npm:puppeteer-core@25.16.0";
-import type { RunState } from "../web/protocol.ts";
+import type { RunState } from "../../web/protocol.ts";
+import { rootPath } from "../serve_helpers.ts";
 
-/** The repository root. */
-export const root: URL = new URL("../", import.meta.url);
-/** The repository root as a path. */
-export const rootPath: string = decodeURIComponent(root.pathname);
+export { root, rootPath, serve, type Served } from "../serve_helpers.ts";
 
 /** The Chromium to drive, or null (with the reason printed, loudly) when there is none. */
 export async function findChromium(): Promise<string | null> {
@@ -45,53 +46,6 @@ export const CHROMIUM_WEBGPU_FLAGS: readonly string[] = [
   "--use-webgpu-adapter=swiftshader",
   "--disable-dev-shm-usage",
 ];
-
-/** A running `deno task serve`. */
-export interface Served {
-  /** The page's URL. */
-  url: string;
-  /** Stops the server. */
-  close(): Promise<void>;
-}
-
-/** Starts `deno task serve --port 0` (its permission set) and waits for its URL. */
-export async function serve(): Promise<Served> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-q", "-P=serve", "cli/serve.ts", "--port", "0"],
-    cwd: rootPath,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-      const m = /serving the browser trainer at (http:\/\/\S+\/)/.exec(text);
-      if (!m) continue;
-      // Keep draining stdout so the server never blocks on a full pipe.
-      (async () => {
-        try {
-          while (!(await reader.read()).done) { /* drain */ }
-        } catch { /* closed */ }
-      })();
-      return {
-        url: m[1],
-        close: async () => {
-          child.kill("SIGTERM");
-          await child.status;
-        },
-      };
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  await child.status;
-  throw new Error(`deno task serve did not print its URL; it printed:\n${text}`);
-}
 
 /** Launches headless Chromium with a software WebGPU adapter. */
 export function launch(executablePath: string) {

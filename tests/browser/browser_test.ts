@@ -16,6 +16,8 @@
  * install it, the test is reported as ignored, with a line on stderr saying
  * why. Its WebGPU here is a software adapter (SwiftShader, Vulkan on the CPU).
  * Own time limit: 600 s (the run takes about a minute on the 2-core build box).
+ * Run with this folder's config and lockfile (`deno task test` does):
+ * `deno test -A --config tests/browser/deno.json tests/browser/`.
  * @module
  */
 
@@ -29,8 +31,8 @@ import {
   serve,
   steadyMs,
   trainOnPage,
-} from "./browser_harness.ts";
-import { assertClose, withTimeLimit } from "./helpers.ts";
+} from "./harness.ts";
+import { assertClose, withTimeLimit } from "../helpers.ts";
 
 const chromium = await findChromium();
 
