@@ -76,7 +76,8 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
   ...tensorOnlyParallelFlags("eval"),
   "data-path": {
     type: "string",
-    help: "text file or folder, or .bin of uint16 ids",
+    help: 'text file, .jsonl (its "text" fields), folder of .txt/.md, .bin of uint16 ids, or ' +
+      "Megatron dataset prefix (read as PREFIX.bin)",
     group: "Data",
     once: "eval reads one corpus",
     required: true,

@@ -8,6 +8,7 @@
  */
 
 import type { WorkerContext } from "../collectives/launch.ts";
+import { defaultBackendFor } from "../core/gpu.ts";
 import { reportRankError } from "./errors.ts";
 import { parseFlags } from "./flags.ts";
 import { WorkerStopRequest } from "./signals.ts";
@@ -19,7 +20,11 @@ import { trainRank, type TrainSummary } from "./train_run.ts";
 export default async function main(ctx: WorkerContext): Promise<TrainSummary> {
   const stop = new WorkerStopRequest();
   try {
-    return await trainRank(trainArgsFromFlags(parseFlags(ctx.args, TRAIN_FLAGS)), ctx, stop);
+    const f = parseFlags(ctx.args, TRAIN_FLAGS);
+    // Started by `deno task launch` with no --backend (train passes its choice on): the
+    // default train takes for this many devices in one process.
+    f.backend ??= defaultBackendFor(ctx.ranksInProcess);
+    return await trainRank(trainArgsFromFlags(f), ctx, stop);
   } catch (e) {
     reportRankError(e, ctx.rank, ctx.args, ctx.localRank);
     throw e;

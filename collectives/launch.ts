@@ -27,6 +27,8 @@ export interface WorkerContext {
   rank: number;
   /** Rank on this host (the GPU index it selects). */
   localRank: number;
+  /** Ranks that run as Workers of this process, this one included. */
+  ranksInProcess: number;
   /** Total ranks. */
   world: number;
   /** Nodes in the job, where the launch says (`DistConfig.nodes`). */

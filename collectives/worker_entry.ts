@@ -51,6 +51,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
     const ctx: WorkerContext = {
       rank: init.rank,
       localRank: init.localRank,
+      ranksInProcess: init.localRanks.length,
       world: init.world,
       nodes: init.nodes,
       group: comm.worldGroup(),

@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -98,4 +99,14 @@ Deno.test("deno task launch of the train worker: a bad flag is said once (twice 
   // plus a "not started" (three lines before the thirtieth session).
   assert.ok(said.length >= 1 && said.length <= 2, r.err);
   assert.doesNotMatch(r.err, /not started/);
+});
+
+Deno.test("deno task launch of the train worker: two ranks in one process open Deno's WebGPU, as train's own launch does", async () => {
+  // Without --backend the ranks opened Dawn, whose devices in one process run one at a time.
+  const r = await task(
+    ...["--nproc-per-node", "2", "cli/train_worker.ts", ...TINY_RUN_FLAGS],
+    ...["--tensor-model-parallel-size", "2", "--train-iters", "1"],
+  );
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^device: deno \| .* \| 2 ranks$/m);
 });
