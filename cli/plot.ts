@@ -62,12 +62,17 @@ export interface Run {
 /**
  * Reads the training and validation curves from JSON-lines records; records
  * without an iteration (the runs' header records) are skipped, but for the
- * model family a header names (`--model`).
+ * model family a header names (`--model`). A last line cut short (no line end,
+ * not JSON: a run killed mid-write, or still writing) is left out and said in
+ * `tornLast`; any other line that is not JSON is refused.
  */
-export function curves(jsonl: string): { train: Point[]; val: Point[]; model?: string } {
+export function curves(
+  jsonl: string,
+): { train: Point[]; val: Point[]; model?: string; tornLast?: number } {
   const train: Point[] = [];
   const val: Point[] = [];
   let model: string | undefined;
+  let tornLast: number | undefined;
   let start = 0, i = 0;
   while (start < jsonl.length) {
     let end = jsonl.indexOf("\n", start);
@@ -80,6 +85,10 @@ export function curves(jsonl: string): { train: Point[]; val: Point[]; model?: s
     try {
       r = JSON.parse(line);
     } catch {
+      if (end === jsonl.length) {
+        tornLast = i;
+        break;
+      }
       throw new DataError(`line ${i} is not JSON: ${line.slice(0, 60)}`);
     }
     if (r === null || typeof r !== "object") continue;
@@ -91,7 +100,12 @@ export function curves(jsonl: string): { train: Point[]; val: Point[]; model?: s
     if (Number.isFinite(r.loss)) train.push({ x: r.iteration, y: r.loss });
     if (Number.isFinite(r.val_loss)) val.push({ x: r.iteration, y: r.val_loss });
   }
-  return { train, val, ...(model === undefined ? {} : { model }) };
+  return {
+    train,
+    val,
+    ...(model === undefined ? {} : { model }),
+    ...(tornLast === undefined ? {} : { tornLast }),
+  };
 }
 
 /** The y axis's label: what the runs' loss is (BERT's is the masked-LM and sentence-order sum). */
@@ -338,7 +352,13 @@ export function main(args: string[]): Promise<number> {
         throw new DataError(`cannot read ${file}: ${oneLine((e as Error).message)}`);
       }
       try {
-        const { train, val, model } = curves(text);
+        const { train, val, model, tornLast } = curves(text);
+        if (tornLast !== undefined) {
+          console.error(
+            `warning: ${file}: line ${tornLast}, the last, is cut short (a run killed while ` +
+              "writing it, or still writing): left out",
+          );
+        }
         if (train.length + val.length === 0) {
           throw new DataError("no iterations with a loss in the log");
         }

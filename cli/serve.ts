@@ -10,8 +10,9 @@
  */
 
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { oneLine } from "../core/files.ts";
 import { handled } from "./errors.ts";
-import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
+import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./flags.ts";
 
 /** Every flag of `deno task serve`. */
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
@@ -127,13 +128,46 @@ export async function handle(req: Request): Promise<Response> {
   }
 }
 
+/** A listen failure as the user's error: the port in use, or the host; else `e` itself. */
+function listenError(e: unknown, f: FlagValues): unknown {
+  if (e instanceof Deno.errors.AddrInUse) {
+    return new UsageError(`--port ${f.port} is in use (another server?); choose another --port`);
+  }
+  if (e instanceof Deno.errors.AddrNotAvailable) {
+    return new UsageError(`--host ${f.host} is not an address of this machine`);
+  }
+  if (/lookup address|Name or service not known|nodename nor servname/i.test(String(e))) {
+    return new UsageError(`--host ${f.host}: no such host name (${(e as Error).message})`);
+  }
+  return e;
+}
+
 /** Runs the command line; resolves when the server stops (on SIGINT/SIGTERM). */
 export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
     const f = parseCommandLine(args, SERVE_FLAGS, USAGE);
     if (typeof f === "number") return f;
     if ((f.port as number) > 65535) throw new UsageError(`--port must be ≤ 65535, got ${f.port}`);
-    const ms = await bundleWeb();
+    if (f.port !== 0) {
+      // A port in use or a bad host is refused before bundling, which would replace the files a
+      // running server is serving.
+      try {
+        Deno.listen({ port: f.port as number, hostname: f.host as string }).close();
+      } catch (e) {
+        throw listenError(e, f);
+      }
+    }
+    const ms = await bundleWeb().catch((e) => {
+      if (
+        !(e instanceof Deno.errors.PermissionDenied || /read-only file system/i.test(String(e)))
+      ) {
+        throw e;
+      }
+      throw new UsageError(
+        `cannot write the page's bundle into ${fromFileUrl(OUT)} (${oneLine(e.message)}): ` +
+          "serve writes it there at start-up, so run it from a writable checkout",
+      );
+    });
     console.log(`bundled web/app.ts and web/worker.ts in ${(ms / 1000).toFixed(1)} s`);
     const ac = new AbortController();
     let server: Deno.HttpServer;
@@ -148,16 +182,7 @@ export function main(args: string[]): Promise<number> {
         },
       }, handle);
     } catch (e) {
-      if (e instanceof Deno.errors.AddrInUse) {
-        throw new UsageError(`--port ${f.port} is in use (another server?); choose another --port`);
-      }
-      if (e instanceof Deno.errors.AddrNotAvailable) {
-        throw new UsageError(`--host ${f.host} is not an address of this machine`);
-      }
-      if (/lookup address|Name or service not known|nodename nor servname/i.test(String(e))) {
-        throw new UsageError(`--host ${f.host}: no such host name (${(e as Error).message})`);
-      }
-      throw e;
+      throw listenError(e, f);
     }
     const stop = () => ac.abort();
     for (const sig of ["SIGINT", "SIGTERM"] as const) {

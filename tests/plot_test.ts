@@ -114,3 +114,28 @@ Deno.test("plot: the loss axis says what the loss is; iterations are whole numbe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("plot: a last line cut short (a killed or running run) is left out; one within is refused", async () => {
+  const whole = log(10, 1);
+  const torn = whole.slice(0, -25); // the last record cut mid-write, no line end
+  const c = curves(torn);
+  equal(c.train.length, 9);
+  equal(c.tornLast, 12 - 1);
+  equal(curves(whole).tornLast, undefined);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/torn.jsonl`, torn);
+    equal(await main([`${dir}/torn.jsonl`]), 0); // it refused the whole log
+    const lines = whole.split("\n");
+    lines[5] = lines[5].slice(0, 20);
+    let refused = "";
+    try {
+      curves(lines.join("\n"));
+    } catch (e) {
+      refused = (e as Error).message;
+    }
+    match(refused, /^line 6 is not JSON/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

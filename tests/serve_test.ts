@@ -74,4 +74,17 @@ Deno.test("serve --help says what it does; a stray argument is a usage error", a
   assert.equal(host.code, 2, err);
   assert.match(err, /--host not-a-host\.invalid: no such host name/);
   assert.doesNotMatch(err, /a bug/);
+  // A port in use is refused before the bundle is rebuilt (it replaced the files a running
+  // server serves, then said the port was taken).
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (taken.addr as Deno.NetAddr).port;
+    const busy = await run(["--port", String(port)]);
+    const said = new TextDecoder().decode(busy.stderr);
+    assert.equal(busy.code, 2, said);
+    assert.match(said, new RegExp(`--port ${port} is in use`));
+    assert.doesNotMatch(new TextDecoder().decode(busy.stdout), /bundled/);
+  } finally {
+    taken.close();
+  }
 });

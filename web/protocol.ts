@@ -27,7 +27,7 @@ export interface RunConfig {
   evalInterval: number;
   /** Validation batches. */
   evalIters: number;
-  /** Sample every this many steps (0: only at the end). */
+  /** Sample every this many steps and after the last (0: after the last only; none after a Stop). */
   sampleInterval: number;
   /** Tokens per sample. */
   sampleTokens: number;

@@ -40,7 +40,12 @@ async function run(init: InitMessage): Promise<void> {
   const c = init.config;
   const rank = init.rank;
   const say = rank === 0;
-  const bytes = new Uint8Array(await (await fetch(init.corpusUrl)).arrayBuffer());
+  const res = await fetch(init.corpusUrl);
+  // A failed request's body is the server's error text: it trained as if it were the book.
+  if (!res.ok) {
+    throw new Error(`could not fetch the corpus ${init.corpusUrl}: HTTP ${res.status}`);
+  }
+  const bytes = new Uint8Array(await res.arrayBuffer());
   const tokenizer = new ByteTokenizer();
   const ids = tokenizer.encodeBytes(bytes);
   const cut = Math.floor(ids.length * 0.9);
@@ -77,6 +82,13 @@ async function run(init: InitMessage): Promise<void> {
       seed: c.seed,
     });
     const validation = [...evalBatches(val, c.batch, c.seqLength, { maxBatches: c.evalIters })];
+    if (validation.length === 0) {
+      // No window to evaluate: a mean over none read as a validation loss of 0.
+      throw new Error(
+        `the corpus's validation tenth (${val.length} bytes) is shorter than one window ` +
+          `(${c.seqLength + 1} bytes)`,
+      );
+    }
     const lossOf = (b: LmBatch) => {
       const shape = [b.batchSize, b.seqLength];
       return model.loss(
@@ -135,7 +147,9 @@ async function run(init: InitMessage): Promise<void> {
           tokens: c.batch * c.seqLength,
         });
       }
-      if (!Number.isFinite(r.loss)) throw new Error(`the loss is ${r.loss} at step ${it}`);
+      if (!Number.isFinite(r.loss)) {
+        throw new Error(`the loss is ${r.loss} at step ${it}: lower the learning rate (${c.lr})`);
+      }
       // Every rank stops after the same step: the maximum of the flags they saw.
       stopFlag[0] = Atomics.load(init.stop, 0);
       if (c.tp > 1) await group.allReduce(stopFlag, "max");
@@ -148,9 +162,10 @@ async function run(init: InitMessage): Promise<void> {
         );
         if (say) post({ type: "val", step: it, loss: v });
       }
-      if (c.sampleTokens > 0 && c.sampleInterval > 0 && it % c.sampleInterval === 0) {
-        await sample(it);
-      }
+      // Every sampleInterval steps, and after the last (RunConfig.sampleInterval: 0 samples there
+      // only); not after a Stop, which should end the run promptly.
+      const due = c.sampleInterval > 0 && it % c.sampleInterval === 0;
+      if (c.sampleTokens > 0 && (due || it === c.steps)) await sample(it);
       if (stopped) break;
     }
     const host = await paramsToHost(model.namedParams());
@@ -172,7 +187,9 @@ async function run(init: InitMessage): Promise<void> {
 scope.onmessage = (e: MessageEvent<InitMessage>) => {
   scope.onmessage = null;
   run(e.data).catch((err) => {
-    const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    // The page shows the message; the stack goes to this Worker's console.
+    console.error(err);
+    const message = err instanceof Error ? err.message : String(err);
     post({ type: "error", rank: e.data.rank, message });
   });
 };

@@ -25,6 +25,7 @@ import assert from "node:assert/strict";
 import {
   findChromium,
   launch,
+  pageChecked,
   pageState,
   root,
   type RunState,
@@ -58,6 +59,7 @@ Deno.test({
         if (r.status() >= 400) errors.push(`HTTP ${r.status()}: ${r.url()}`);
       });
       await page.goto(server.url, { waitUntil: "load" });
+      await pageChecked(page);
       assert.equal(
         await page.evaluate(() => crossOriginIsolated),
         true,
@@ -181,6 +183,32 @@ Deno.test({
         2,
         "no checkpoint after Stop",
       );
+      // A new run shows none of the last one's numbers; a learning rate of 0 is kept (it read
+      // as "missing" and ran 3e-3); with sampling every 0 steps the run samples after its last.
+      const frozen = await trainOnPage(
+        page,
+        {
+          size: "tiny",
+          tp: 1,
+          steps: 2,
+          lr: 0,
+          sampleEvery: 0,
+        },
+        undefined,
+        async () => {
+          assert.deepEqual(
+            await page.$$eval(
+              ["#s-step", "#s-val"].join(","),
+              (es) => es.map((e) => e.textContent),
+            ),
+            ["–", "–"],
+            "the last run's numbers on show",
+          );
+        },
+      );
+      assert.equal(frozen.error, null);
+      assert.equal(frozen.config?.lr, 0);
+      assert.equal(frozen.samples.length, 1, "no sample after the last step");
       assert.deepEqual(errors, [], "the page logged errors");
 
       // Without WebGPU the page says so, and how to enable it.
@@ -189,6 +217,7 @@ Deno.test({
         Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
       });
       await bare.goto(server.url, { waitUntil: "load" });
+      await pageChecked(bare);
       const said = await bare.$eval("#nogpu", (e) => (e as HTMLElement).innerText);
       assert.match(said, /no WebGPU/);
       assert.match(said, /--enable-unsafe-webgpu/);

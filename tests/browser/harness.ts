@@ -81,12 +81,14 @@ export async function pageState(page: Page): Promise<RunState> {
 
 /**
  * Fills the form, presses Train and waits until the run ends; with `screenshot`,
- * saves one (a .png path) once `shotAt` steps are done and a sample has streamed.
+ * saves one (a .png path) once `shotAt` steps are done and a sample has streamed;
+ * `afterPress` looks at the page right after Train is pressed.
  */
 export async function trainOnPage(
   page: Page,
   run: FormRun,
   screenshot?: { path: string; shotAt: number },
+  afterPress?: () => Promise<void>,
 ): Promise<RunState> {
   await page.select("#size", run.size);
   await page.select("#tp", String(run.tp));
@@ -98,7 +100,9 @@ export async function trainOnPage(
   for (const [id, v] of values) {
     await page.$eval(`#${id}`, (e, v) => ((e as HTMLInputElement).value = v as string), v);
   }
+  await pageChecked(page);
   await page.click("#train");
+  await afterPress?.();
   if (screenshot) {
     await page.waitForFunction(
       (n: number) => {
@@ -118,6 +122,17 @@ export async function trainOnPage(
     { timeout: 900_000, polling: 200 },
   );
   return await pageState(page);
+}
+
+/**
+ * Waits until the page has checked for a WebGPU adapter (web/app.ts marks the
+ * form): Train is enabled, or the no-WebGPU message shown.
+ */
+export async function pageChecked(page: Page): Promise<void> {
+  await page.waitForFunction(
+    () => (document.querySelector("#form") as HTMLElement | null)?.dataset.checked === "yes",
+    { timeout: 60_000, polling: 50 },
+  );
 }
 
 /** Mean ms per step, the first (pipeline compilation) left out. */
