@@ -8,6 +8,7 @@
  */
 
 import { Arena } from "../collectives/arena.ts";
+import { showControls } from "../cli/text_stream.ts";
 import { checkpointFiles } from "./checkpoint.ts";
 import {
   gptConfigOf,
@@ -181,7 +182,10 @@ function offerDownloads(config: RunConfig, ranks: ShardMessage[][]): void {
     const a = document.createElement("a");
     a.className = "dl";
     a.download = name;
-    a.textContent = `${name} (${(bytes.length / 1024).toFixed(0)} KiB)`;
+    const size = bytes.length < 1024
+      ? `${bytes.length} bytes`
+      : `${(bytes.length / 1024).toFixed(0)} KiB`;
+    a.textContent = `${name} (${size})`;
     a.href = URL.createObjectURL(
       new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }),
     );
@@ -308,11 +312,12 @@ function onEvent(m: WorkerEvent): void {
       break;
     case "sample-start":
       $("sample-at").textContent = `(after step ${m.step}, temperature 0.8, top-p 0.95)`;
-      $("sample").textContent = m.prompt;
+      // A byte-level model can emit any byte: controls show as their pictures (␀, ␈, …).
+      $("sample").textContent = showControls(m.prompt);
       state.samples.push(m.prompt);
       break;
     case "sample-token":
-      $("sample").textContent += m.text;
+      $("sample").textContent += showControls(m.text);
       state.samples[state.samples.length - 1] += m.text;
       break;
     case "sample-end":
