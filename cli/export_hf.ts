@@ -51,7 +51,7 @@ Writes a checkpoint as a Hugging Face model directory (GPT-2 or BERT layout).`;
  * The Hugging Face config of a saved BERT: the saved config with its shape
  * resolved ({@link resolveShape}) and BERT's defaults for the rest.
  */
-function bertConfigOf(c: BertConfig, where: string): BertHfConfig {
+function hfBertConfigOf(c: BertConfig, where: string): BertHfConfig {
   let shape;
   try {
     shape = resolveShape(c);
@@ -234,7 +234,7 @@ async function writeExport(
           "equivalent (train BERT with --apply-residual-connection-post-layernorm to export it)",
       );
     }
-    const cfg = bertConfigOf(model.config as unknown as BertConfig, ck.path);
+    const cfg = hfBertConfigOf(model.config as unknown as BertConfig, ck.path);
     const hf = bertConfigToHf(cfg, initStd);
     await writeHfDir(target, hf, bertTensorsToHf(get, cfg), progress, dtype);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.

@@ -181,14 +181,6 @@ function ticks(lo: number, hi: number, n: number, least = 0): number[] {
 }
 
 /**
- * The SVG of one run's two curves (training thin and light, validation bold
- * with markers), as {@link runsSvg} of one run.
- */
-export function lossSvg(train: Point[], val: Point[], title: string): string {
-  return runsSvg([{ name: "", train, val }], title);
-}
-
-/**
  * The SVG of several runs' curves, one color each: training thin, validation
  * bold with markers (thinned to 2000 points a curve), and a legend.
  */

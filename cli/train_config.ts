@@ -8,9 +8,7 @@ import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DIST_FLAG_SPECS } from "./dist.ts";
 import { DEFAULT_INIT_STD } from "../core/nn.ts";
 import { AdamW } from "../core/optim.ts";
-import { DIST_FLAGS } from "../collectives/env.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
-import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import {
@@ -47,13 +45,7 @@ import {
   SCHEDULE_FLAGS,
   WARMUP_FLAGS,
 } from "./resume_flags.ts";
-import {
-  bertConfigOf,
-  gptConfigOf,
-  parseSplit,
-  type TrainArgs,
-  trainArgsFromFlags,
-} from "./train_args.ts";
+import { gptConfigOf, parseSplit, type TrainArgs, trainArgsFromFlags } from "./train_args.ts";
 
 /** fp16's loss-scaling flags (refused without `--fp16`). */
 export const LOSS_SCALE_FLAGS: readonly string[] = [
@@ -441,17 +433,9 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   ...MEGATRON_UNIMPLEMENTED,
 };
 
-/** Flags handled by the launcher (kept out of the per-rank flags). */
-export const LAUNCH_FLAGS: readonly string[] = DIST_FLAGS;
-
 /** The GPT config from flags. */
 export function gptConfigFromFlags(f: FlagValues, vocabSize: number): GptConfig {
   return gptConfigOf(trainArgsFromFlags(f).model, vocabSize);
-}
-
-/** The BERT config from flags. */
-export function bertConfigFromFlags(f: FlagValues, vocabSize: number): BertConfig {
-  return bertConfigOf(trainArgsFromFlags(f).model, vocabSize);
 }
 
 /**

@@ -172,7 +172,7 @@ function assignOne(localRank: number, entry: string | undefined, gpus: HostGpu[]
   );
 }
 
-/** One line per local rank saying which device it will get (for `deno task info`). */
+/** One line per local rank saying which device it will get (library use: no CLI prints it). */
 export function describeDevices(
   count: number,
   localRankBase = 0,

@@ -435,7 +435,10 @@ export function resolveDistConfig(
 /**
  * The layout of `world` ranks that all run as Workers of this process (no
  * rendezvous store, shared-memory links): for tools and tests that start their
- * own ranks rather than reading flags or a launcher's environment.
+ * own ranks rather than reading flags or a launcher's environment. Its
+ * collectives give up after `distTimeoutMs`, 60 s by default: shorter than a
+ * launched job's {@link DEFAULT_DIST_TIMEOUT_MS}, as every rank here starts at
+ * once in one process, with no peer to wait for on another node.
  */
 export function localDistConfig(world: number, distTimeoutMs = 60000): DistConfig {
   return {

@@ -9,6 +9,7 @@ import { loadMobyDick } from "./moby_dick.ts";
 import {
   checkIdsInVocab,
   checkTokenBinTokenizer,
+  isMegatronIndexHeader,
   isTokenBinPath,
   readTokenBinMeta,
   readTokenBinWith,
@@ -70,14 +71,21 @@ export async function listTextFiles(dir: string): Promise<string[]> {
   return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/** Options of {@link loadText}, {@link loadBytes} and {@link loadTokens}. */
+/**
+ * Options of {@link loadText} and {@link loadTokens} ({@link loadBytes} takes
+ * them for symmetry and reads neither: raw bytes are never decoded).
+ */
 export interface CorpusOptions {
   /**
    * Receives warnings such as "FILE: N bytes are not valid UTF-8 and were replaced by
    * U+FFFD" (default: `warning: …` on stderr).
    */
   warn?: (msg: string) => void;
-  /** Called as documents are tokenized: `(done, total)` (for a progress bar). */
+  /**
+   * Called as documents are tokenized, `(done, total)`, for a progress bar:
+   * where {@link loadTokens} tokenizes documents one by one (a tokenizer with
+   * an end-of-text or separator id); a byte-level corpus is not tokenized.
+   */
   progress?: (done: number, total: number) => void;
 }
 
@@ -118,17 +126,13 @@ async function readCorpusFiles(
   return { folder: false, files: [{ path: dataPath, bytes }] };
 }
 
-/** The first bytes of a Megatron `.idx` (MMapIndexedDataset's header). */
-const MEGATRON_INDEX_MAGIC = "MMIDIDX\x00\x00";
-
 /**
  * Refuses a Megatron index given as a data path: read as text, its binary
  * header and sizes trained as if they were words (an easy slip beside the
  * prefix that names the dataset).
  */
 function refuseMegatronIndex(path: string, bytes: Uint8Array): void {
-  const head = String.fromCharCode(...bytes.subarray(0, MEGATRON_INDEX_MAGIC.length));
-  if (head !== MEGATRON_INDEX_MAGIC) return;
+  if (!isMegatronIndexHeader(bytes)) return;
   const prefix = path.replace(/\.idx$/, "");
   throw new DataError(
     `${path} is the index of a Megatron indexed dataset, not text: pass the dataset's prefix ` +

@@ -114,6 +114,16 @@ const MEGATRON_DTYPES: Record<number, string> = {
   8: "uint16",
 };
 
+/** The first bytes of a Megatron index (`.idx`, MMapIndexedDataset's header). */
+const MEGATRON_INDEX_MAGIC = "MMIDIDX\x00\x00";
+
+/** Whether `bytes` begin as a Megatron index (`.idx`) does. */
+export function isMegatronIndexHeader(bytes: Uint8Array): boolean {
+  const n = MEGATRON_INDEX_MAGIC.length;
+  return bytes.length >= n &&
+    String.fromCharCode(...bytes.subarray(0, n)) === MEGATRON_INDEX_MAGIC;
+}
+
 /**
  * Refuses `path` when a Megatron index (`FILE.idx`, header "MMIDIDX") beside
  * it says its ids are not uint16 (Megatron writes int32 ids for vocabularies
@@ -131,7 +141,7 @@ async function checkMegatronIndex(path: string): Promise<void> {
   } catch {
     return;
   }
-  if (new TextDecoder().decode(head.subarray(0, 7)) !== "MMIDIDX") return;
+  if (!isMegatronIndexHeader(head)) return;
   const dtype = MEGATRON_DTYPES[head[17]] ?? `type code ${head[17]}`;
   if (dtype === "uint16") return;
   throw new DataError(

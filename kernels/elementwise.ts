@@ -212,6 +212,3 @@ fn main(${GRID_BUILTINS}) {
 }`,
   };
 }
-
-/** Workgroup size of the elementwise kernels. */
-export const ELEMENTWISE_WG = WG;
