@@ -18,7 +18,7 @@ import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Gpt } from "../models/gpt.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
-import { commaCounts, type FlagSpec, parseCommandLine } from "../cli/flags.ts";
+import { commaCounts, type FlagSpec, parseCommandLine, UsageError } from "../cli/flags.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:attention`. */
@@ -37,7 +37,12 @@ export const ATTENTION_FLAGS: Record<string, FlagSpec> = {
     help: 'long sequence lengths, batch 1, comma-separated ("": none)',
   },
   "heads": { type: "int", min: 1, default: 4, help: "attention heads at the long lengths" },
-  "head-dim": { type: "int", min: 1, default: 32, help: "head size at the long lengths" },
+  "head-dim": {
+    type: "int",
+    min: 1,
+    default: 32,
+    help: "head size at the long lengths (a multiple of 4, at most 256)",
+  },
   "backend": {
     type: "string",
     choices: BACKENDS,
@@ -198,6 +203,9 @@ async function run(args: string[]): Promise<number> {
   const seqs = seqLengths(f.seqs as string);
   const reps = f.reps as number;
   const nh = f.heads as number, hd = f["head-dim"] as number;
+  if (!ops.fusedAttentionSupports(hd)) {
+    throw new UsageError(`--head-dim ${hd}: the fused kernels take a multiple of 4, at most 256`);
+  }
   const dev = await Device.create({
     backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get("WEBGPU_BACKEND")),
   });

@@ -15,12 +15,15 @@
 import { Device } from "../core/device.ts";
 import { BACKENDS, parseBackend } from "../core/gpu.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
-import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
+import { type FlagSpec, parseCommandLine, UsageError } from "../cli/flags.ts";
 import { fmaCeilingFlops, fmaCeilingKernel, fmaCeilingParams } from "../kernels/fma_ceiling.ts";
 import { median } from "./stats.ts";
 
 /** Chains per invocation by default: 8 vec4s fill a 512-bit llvmpipe's 32 vector registers. */
 export const DEFAULT_CHAINS = 8;
+
+/** The most chains a run may ask for (a shader of many more fails to compile). */
+const MAX_CHAINS = 256;
 
 /**
  * GFLOP/s of the probe on `device`: the median of 5 timed dispatches of at
@@ -58,7 +61,7 @@ export const FMA_CEILING_FLAGS: Record<string, FlagSpec> = {
     type: "int",
     min: 1,
     default: DEFAULT_CHAINS,
-    help: "vec4 fma chains per invocation",
+    help: "vec4 fma chains per invocation (at most 256)",
   },
   ...DEBUG_FLAG,
 };
@@ -73,6 +76,11 @@ export function main(args: string[]): Promise<number> {
 async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, FMA_CEILING_FLAGS, USAGE);
   if (typeof f === "number") return f;
+  // Past a few hundred chains the shader outgrows WGSL compilers' expression depth (naga's is 512),
+  // and a failed compile timed nothing: it printed millions of GFLOP/s.
+  if ((f.chains as number) > MAX_CHAINS) {
+    throw new UsageError(`--chains ${f.chains}: at most ${MAX_CHAINS} (default ${DEFAULT_CHAINS})`);
+  }
   const device = await Device.create({ backend: parseBackend(f.backend as string) });
   const s = device.summary();
   const gflops = await fmaCeiling(device, f.chains as number);

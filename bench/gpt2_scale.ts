@@ -316,9 +316,9 @@ async function run(args: string[]): Promise<number> {
           fmt(r0.loadMs / 1000, 1)
         } | ${r0.evalLoss.toFixed(4)} | ${fmt(r0.evalMs / 1000, 1)} | ${
           fmt(Math.max(...rs.map((r) => r.msPerStep)))
-        } | ${fmt(max((r) => r.weightBytes))} | ${fmt(max((r) => r.stateBytes))} | ${
-          fmt(max((r) => r.peakBytes))
-        } |`,
+        } | ${fmt(max((r) => r.weightBytes))} | ${
+          // Eval only: no optimizer, so no weights-and-Adam state to show.
+          run.steps > 0 ? fmt(max((r) => r.stateBytes)) : "–"} | ${fmt(max((r) => r.peakBytes))} |`,
       );
       if (r0.losses.length) console.log(`<!-- ${size} TP=${tp} losses ${r0.losses.join(", ")} -->`);
     }

@@ -18,6 +18,7 @@ import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt } from "../models/gpt.ts";
 import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { median } from "./stats.ts";
 import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -151,13 +152,13 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
       }
     }
     await device.sync();
-    const sorted = [...times].sort((a, b) => a - b);
     const result: Gpt2ScaleResult = {
       params,
       loadMs,
       evalLoss,
       evalMs,
-      msPerStep: sorted.length ? sorted[Math.floor(sorted.length / 2)] : NaN,
+      // The median, as PyTorch's side takes it (of an even count, the two middle steps' mean).
+      msPerStep: times.length ? median(times) : NaN,
       losses,
       weightBytes,
       stateBytes: device.pool.liveBytes,

@@ -164,7 +164,9 @@ async function run(args: string[]): Promise<number> {
     }
   }
   const evals = Math.max(...rows.map((r) => r.val.length));
-  const head = Array.from({ length: evals }, (_, i) => `val @${(i + 1) * o.evalInterval}`);
+  // Train evaluates every evalInterval steps and after the last one (not at the next multiple).
+  const at = Array.from({ length: evals }, (_, i) => Math.min((i + 1) * o.evalInterval, steps));
+  const head = at.map((it) => `val @${it}`);
   const lastN = Math.min(LAST_STEPS, steps);
   console.log(
     `| layer norm | layers | ${head.join(" | ")} | mean train loss, last ${lastN} steps |`,

@@ -334,8 +334,9 @@ async function projectGpt2(
   const text = new TextDecoder().decode(out.stdout);
   const row = text.split("\n").find((l) => l.startsWith(`| small |`));
   const cells = row?.split("|").map((s) => s.trim());
-  const ms = Number(cells?.[8]);
-  if (!out.success || !Number.isFinite(ms)) {
+  // An empty cell is a failed run (Number("") is 0, which read as an infinitely fast step).
+  const ms = cells?.[8] ? Number(cells[8]) : NaN;
+  if (!out.success || !(ms > 0) || /failed/i.test(row ?? "")) {
     return `failed: ${
       row?.trim().slice(0, 200) ?? `bench/gpt2_scale.ts exited ${out.code} (its stderr is above)`
     }`;

@@ -18,7 +18,19 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 fast="${GPU_BUNDLE_FAST:-0}"
-[ "${1:-}" = "--fast" ] && fast=1
+for arg in "$@"; do
+  case "$arg" in
+    --fast) fast=1 ;;
+    -h | --help)
+      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "gpu_bundle: unknown argument '$arg' (--help says what it takes)" >&2
+      exit 2
+      ;;
+  esac
+done
 out="${GPU_BUNDLE_DIR:-$root/.gpu}"
 limit_mib=60
 level=-9
