@@ -331,14 +331,26 @@ async function projectGpt2(
     stdout: "piped",
     stderr: "inherit",
   }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  const row = text.split("\n").find((l) => l.startsWith(`| small |`));
+  return gpt2Outcome(new TextDecoder().decode(out.stdout), out.code, placement);
+}
+
+/**
+ * What bench/gpt2_scale.ts's table (`stdout`; the process exited with `code`)
+ * says of GPT-2 small: ms per step and how the ranks ran, or why it failed. A
+ * failed row (its ms cell empty, which `Number` reads as 0: an infinitely fast
+ * step) is a failure, whatever the exit code.
+ */
+export function gpt2Outcome(
+  stdout: string,
+  code: number,
+  placement: string,
+): { ms: number; placed: string } | string {
+  const row = stdout.split("\n").find((l) => l.startsWith(`| small |`));
   const cells = row?.split("|").map((s) => s.trim());
-  // An empty cell is a failed run (Number("") is 0, which read as an infinitely fast step).
   const ms = cells?.[8] ? Number(cells[8]) : NaN;
-  if (!out.success || !(ms > 0) || /failed/i.test(row ?? "")) {
+  if (code !== 0 || !(ms > 0) || /failed/i.test(row ?? "")) {
     return `failed: ${
-      row?.trim().slice(0, 200) ?? `bench/gpt2_scale.ts exited ${out.code} (its stderr is above)`
+      row?.trim().slice(0, 200) ?? `bench/gpt2_scale.ts exited ${code} (its stderr is above)`
     }`;
   }
   // The "what ran" cell ends with the placement in parentheses.

@@ -25,7 +25,7 @@ import { MEMORY_PATHS_FLAGS } from "../bench/memory_paths.ts";
 import { MIXED_PRECISION_FLAGS } from "../bench/mixed_precision.ts";
 import { RESIDUAL_FLAGS } from "../bench/residual_norm.ts";
 import { SCALING_FLAGS } from "../bench/scaling.ts";
-import { gpt2ScaleArgs, TORCH_COMPARE_FLAGS } from "../bench/torch_compare.ts";
+import { gpt2Outcome, gpt2ScaleArgs, TORCH_COMPARE_FLAGS } from "../bench/torch_compare.ts";
 import { withTimeLimit } from "./helpers.ts";
 
 const root = new URL("../", import.meta.url);
@@ -353,4 +353,16 @@ Deno.test("bench flags: bench:torch runs bench/gpt2_scale.ts with flags it takes
       );
     }
   }
+});
+
+Deno.test("bench flags: bench:torch reads a failed GPT-2 row as failed, not as 0 ms a step", () => {
+  // bench/gpt2_scale.ts exits 0 with a failed row whose ms cell is empty: that read as 0 ms,
+  // printed as "∞ tokens/s" and "Infinity×".
+  const failed = "| small | | 5 | failed: numHeads 12 is not divisible by 5 | | | | | | | |\n";
+  match(gpt2Outcome(failed, 0, "procs") as string, /^failed: .*not divisible by 5/);
+  const ok = "| small | 124.4M | 2 | load, eval, 2 steps (2 processes, pinned) | 3.1 | 10.9 | " +
+    "1.2 | 3300 | 250 | 1000 | 1200 |\n";
+  deepStrictEqual(gpt2Outcome(ok, 0, "procs"), { ms: 3300, placed: "2 processes, pinned" });
+  match(gpt2Outcome(ok, 1, "procs") as string, /^failed: /);
+  match(gpt2Outcome("", 1, "procs") as string, /exited 1/);
 });
