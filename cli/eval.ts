@@ -313,7 +313,7 @@ export async function evalBertRank(
     print ? stderrProgress("loading", !!f.json) : undefined,
   );
   const c = model.config;
-  requireSentencePairs(c, source);
+  if (!hfDir) requireSentencePairs(c, source); // an HF config was checked above
   const savedT = f["use-checkpoint-args"] ? savedArgs?.["seq-length"] : undefined;
   const T = (f["seq-length"] as number | undefined) ??
     (typeof savedT === "number" ? savedT : c.maxPositions);

@@ -14,19 +14,7 @@ import { encodeSafetensors } from "../models/checkpoint/safetensors.ts";
 import { bertConfigFromHf, gpt2ConfigFromHf } from "../models/hf/mod.ts";
 import { requireSentencePairs } from "../models/hf/bert.ts";
 import { hfModelFamily } from "../models/hf/config_fields.ts";
-
-const hfConfig = {
-  model_type: "bert",
-  vocab_size: 30,
-  hidden_size: 8,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  intermediate_size: 16,
-  max_position_embeddings: 12,
-  type_vocab_size: 2,
-  layer_norm_eps: 1e-12,
-  hidden_act: "gelu",
-};
+import { TINY_HF_CONFIG } from "./bert_fixture.ts";
 
 const gpt2Config = {
   model_type: "gpt2",
@@ -39,11 +27,11 @@ const gpt2Config = {
 
 Deno.test("HF configs: fields of the wrong type, untied heads and a missing model_type", () => {
   // A number written as a string reached the layer-norm kernel and failed there as "a bug".
-  throws(() => bertConfigFromHf({ ...hfConfig, layer_norm_eps: "1e-3" }), {
+  throws(() => bertConfigFromHf({ ...TINY_HF_CONFIG, layer_norm_eps: "1e-3" }), {
     message: 'config.json: "layer_norm_eps" must be a number ≥ 0, got "1e-3"',
   });
   throws(
-    () => bertConfigFromHf({ ...hfConfig, hidden_dropout_prob: 1 }),
+    () => bertConfigFromHf({ ...TINY_HF_CONFIG, hidden_dropout_prob: 1 }),
     /"hidden_dropout_prob" must be a number in \[0, 1\), got 1/,
   );
   throws(
@@ -53,7 +41,7 @@ Deno.test("HF configs: fields of the wrong type, untied heads and a missing mode
   throws(() => gpt2ConfigFromHf({ ...gpt2Config, attn_pdrop: -0.1 }), /"attn_pdrop" must be/);
   // An untied output layer was silently tied (Hugging Face would build a separate one).
   throws(
-    () => bertConfigFromHf({ ...hfConfig, tie_word_embeddings: false }),
+    () => bertConfigFromHf({ ...TINY_HF_CONFIG, tie_word_embeddings: false }),
     /"tie_word_embeddings" is false, which is not supported: this BERT's MLM decoder/,
   );
   throws(
@@ -66,10 +54,12 @@ Deno.test("HF configs: fields of the wrong type, untied heads and a missing mode
   );
   deepStrictEqual(gpt2ConfigFromHf({ ...gpt2Config, tie_word_embeddings: true }).numLayers, 2);
   // The family: model_type, else the field names (Google's converted BERT configs have none).
-  const { model_type: _bert, ...bertNoType } = hfConfig;
+  const { model_type: _bert, ...bertNoType } = TINY_HF_CONFIG;
   const { model_type: _gpt, ...gptNoType } = gpt2Config;
   deepStrictEqual(
-    [hfConfig, bertNoType, gpt2Config, gptNoType, { model_type: "roberta" }].map(hfModelFamily),
+    [TINY_HF_CONFIG, bertNoType, gpt2Config, gptNoType, { model_type: "roberta" }].map(
+      hfModelFamily,
+    ),
     ["bert", "bert", "gpt", "gpt", "gpt"],
   );
   // A reader given the other family's config without model_type says so (generate on a BERT
@@ -85,7 +75,7 @@ Deno.test("HF configs: fields of the wrong type, untied heads and a missing mode
   // Sentence pairs need two token types; fill-mask does not.
   requireSentencePairs({ typeVocabSize: 2 }, "x");
   throws(
-    () => requireSentencePairs(bertConfigFromHf({ ...hfConfig, type_vocab_size: 1 }), "d"),
+    () => requireSentencePairs(bertConfigFromHf({ ...TINY_HF_CONFIG, type_vocab_size: 1 }), "d"),
     /d: type_vocab_size 1: training and eval feed sentence pairs/,
   );
 });

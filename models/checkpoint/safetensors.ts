@@ -434,7 +434,7 @@ function checkNoOverflow(
   dtype: "F16" | "BF16",
   from: Float32Array,
   bits: Uint16Array,
-) {
+): void {
   const expAllOnes = dtype === "F16" ? 0x7c00 : 0x7f80;
   let count = 0, first = -1;
   for (let i = 0; i < bits.length; i++) {

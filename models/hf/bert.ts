@@ -130,7 +130,7 @@ export function bertConfigFromHf(cfg: Record<string, unknown>, file = "config.js
     numHeads: positiveIntField(s, f.numHeads),
     ffnHiddenSize: positiveIntField(s, f.ffnHiddenSize, defaultFfnHiddenSize(h)),
     maxPositions: positiveIntField(s, f.maxPositions),
-    typeVocabSize: positiveIntField(s, "type_vocab_size", 2),
+    typeVocabSize: positiveIntField(s, "type_vocab_size", BERT_TYPE_VOCAB_SIZE),
     layerNormEps: numberField(s, "layer_norm_eps", BERT_LAYER_NORM_EPS, 0),
     hiddenDropout: numberField(s, "hidden_dropout_prob", DEFAULT_DROPOUT, 0, 1),
     attentionDropout: numberField(s, "attention_probs_dropout_prob", DEFAULT_DROPOUT, 0, 1),

@@ -92,6 +92,11 @@ function hasFieldsOf(config: Record<string, unknown>, family: "gpt" | "bert"): b
   return [f.numLayers, f.numHeads, f.hiddenSize].some((k) => k in config);
 }
 
+/** Whether `config` holds `family`'s shape fields and none of the other family's. */
+function onlyFieldsOf(config: Record<string, unknown>, family: "gpt" | "bert"): boolean {
+  return hasFieldsOf(config, family) && !hasFieldsOf(config, family === "bert" ? "gpt" : "bert");
+}
+
 /**
  * The model family a Hugging Face config describes: its `model_type` ("bert",
  * else GPT-2's reader takes it and names any other type), or where that is
@@ -100,7 +105,7 @@ function hasFieldsOf(config: Record<string, unknown>, family: "gpt" | "bert"): b
  */
 export function hfModelFamily(config: Record<string, unknown>): "gpt" | "bert" {
   if (config.model_type !== undefined) return config.model_type === "bert" ? "bert" : "gpt";
-  return hasFieldsOf(config, "bert") && !hasFieldsOf(config, "gpt") ? "bert" : "gpt";
+  return onlyFieldsOf(config, "bert") ? "bert" : "gpt";
 }
 
 /**
@@ -108,7 +113,7 @@ export function hfModelFamily(config: Record<string, unknown>): "gpt" | "bert" {
  * "GPT-2's fields" or neither family's.
  */
 export function describeUntypedConfig(config: Record<string, unknown>): string {
-  return hasFieldsOf(config, "bert") && !hasFieldsOf(config, "gpt")
+  return onlyFieldsOf(config, "bert")
     ? "BERT's fields (no model_type)"
     : hasFieldsOf(config, "gpt")
     ? "GPT-2's fields (no model_type)"
@@ -133,7 +138,7 @@ export function requireFamily(s: ConfigSource, family: "gpt" | "bert"): void {
     return;
   }
   const other = family === "bert" ? "gpt" : "bert";
-  if (hasFieldsOf(s.cfg, other) && !hasFieldsOf(s.cfg, family)) {
+  if (onlyFieldsOf(s.cfg, other)) {
     const [what, read] = other === "bert" ? ["BERT", "GPT-2"] : ["GPT-2", "BERT"];
     throw new CheckpointError(
       `${s.file}: ${what}'s fields and no model_type: a ${what}, where a ${read} is read`,
