@@ -362,7 +362,7 @@ export async function runScaling(opts: {
         numLayers: c.layers,
         hiddenSize: c.hidden,
         ffnHiddenSize: 4 * c.hidden,
-        vocab: paddedVocabSize(256, c.ranks),
+        paddedVocab: paddedVocabSize(256, c.ranks),
         seqLength: seq,
       },
       batch * seq,

@@ -495,7 +495,7 @@ async function trainOn<B>(
   const { task, trainer, timer } = await modelWithinLimits(() => setUp(a, L, device, data));
   const model = task.model;
   const flopsPerIter = trainingFlops(
-    { ...task.shape, vocab: model.paddedVocab, seqLength: T },
+    { ...task.shape, paddedVocab: model.paddedVocab, seqLength: T },
     gb * T,
     a.model.recomputeActivations,
     task.headShare,

@@ -37,9 +37,16 @@ export interface DistConfig {
   world: number;
   /** Global rank of this process's first Worker. */
   rankBase: number;
-  /** Number of Workers (ranks) this process runs. */
+  /**
+   * Ranks this process starts, all on this host: as its own Workers (the
+   * default launcher) or as child processes (`--launcher procs`, each of which
+   * then reads 1 here). 1 where torchrun, Slurm or Open MPI started this
+   * process for one rank (torchrun's count of ranks on the host,
+   * `LOCAL_WORLD_SIZE`, is read only to check `LOCAL_RANK`, to count
+   * {@link nodes} and to see whether the whole job is on this host).
+   */
   localWorld: number;
-  /** Local (per-host) rank of the first Worker: the GPU index it starts from. */
+  /** Rank on this host (`LOCAL_RANK`) of the first rank started here: the GPU index it starts from. */
   localRankBase: number;
   /** Rendezvous host (rank 0's node). */
   masterAddr: string;
@@ -342,19 +349,19 @@ export function resolveDistConfig(
   }
   const localRank = int("LOCAL_RANK", env.LOCAL_RANK, 0);
   // (Read only for a torchrun rank: another launcher's job may carry a stray one.)
-  const localWorld = torchWorld === undefined
+  const ranksOnHost = torchWorld === undefined
     ? undefined
     : int("LOCAL_WORLD_SIZE", env.LOCAL_WORLD_SIZE, 1);
   if (torchWorld !== undefined) {
-    if (localWorld !== undefined && localWorld > torchWorld) {
+    if (ranksOnHost !== undefined && ranksOnHost > torchWorld) {
       throw new DistConfigError(
-        `LOCAL_WORLD_SIZE ${localWorld} is above WORLD_SIZE ${torchWorld}: a node cannot hold ` +
+        `LOCAL_WORLD_SIZE ${ranksOnHost} is above WORLD_SIZE ${torchWorld}: a node cannot hold ` +
           "more ranks than the job",
       );
     }
-    if (localRank !== undefined && localWorld !== undefined && localRank >= localWorld) {
+    if (localRank !== undefined && ranksOnHost !== undefined && localRank >= ranksOnHost) {
       throw new DistConfigError(
-        `LOCAL_RANK ${localRank} is not below LOCAL_WORLD_SIZE ${localWorld}`,
+        `LOCAL_RANK ${localRank} is not below LOCAL_WORLD_SIZE ${ranksOnHost}`,
       );
     }
   }
@@ -364,7 +371,7 @@ export function resolveDistConfig(
     torchRank,
     torchWorld,
     localRank,
-    localWorld !== undefined && localWorld === torchWorld,
+    ranksOnHost !== undefined && ranksOnHost === torchWorld,
     torchRunId || undefined,
     "TORCHELASTIC_RUN_ID",
     nodesOf(torchWorld, env.LOCAL_WORLD_SIZE),

@@ -22,7 +22,7 @@ import type { TransformerShape } from "./shape.ts";
  */
 export type BlockShape = Pick<
   TransformerShape,
-  "hiddenSize" | "numHeads" | "ffnHiddenSize" | "numLayers"
+  "hiddenSize" | "numHeads" | "ffnHiddenSize" | "numLayers" | "kvChannels"
 >;
 
 /** Parameter names of the two projections of a block. */
@@ -107,7 +107,7 @@ export class SelfAttention extends Module {
   readonly proj: LinearLike;
   /** Heads on this rank. */
   readonly localHeads: number;
-  /** Size of one head. */
+  /** Size of one head: the shape's `kvChannels`. */
   readonly headDim: number;
   readonly #drop: Dropout;
 
@@ -131,7 +131,7 @@ export class SelfAttention extends Module {
   ) {
     super();
     const h = s.hiddenSize;
-    this.headDim = h / s.numHeads;
+    this.headDim = s.kvChannels;
     this.localHeads = s.numHeads / layers.tpSize;
     this.qkv = this.child(names.input, layers.columnLinear(h, 3 * h, init, 3));
     this.proj = this.child(names.output, layers.rowLinear(h, h, outputInit(init, s.numLayers)));

@@ -13,8 +13,8 @@ import type { TransformerShape } from "./shape.ts";
  */
 export interface FlopsShape
   extends Pick<TransformerShape, "numLayers" | "hiddenSize" | "ffnHiddenSize"> {
-  /** Padded vocabulary. */
-  vocab: number;
+  /** Rows of the vocabulary table: the vocabulary padded as `paddedVocabSize` (models/gpt.ts) pads it. */
+  paddedVocab: number;
   /** Sequence length. */
   seqLength: number;
 }
@@ -27,7 +27,7 @@ export interface FlopsShape
 export function forwardFlops(s: FlopsShape, tokens: number, headShare = 1): number {
   const h = s.hiddenSize;
   const perLayer = 2 * (4 * h * h + 2 * h * s.ffnHiddenSize) + 2 * 2 * s.seqLength * h;
-  return tokens * (s.numLayers * perLayer + headShare * 2 * h * s.vocab);
+  return tokens * (s.numLayers * perLayer + headShare * 2 * h * s.paddedVocab);
 }
 
 /** FLOPs of one training iteration (forward + backward, + recompute). */

@@ -40,14 +40,18 @@ export interface GptConfig extends TransformerConfig {
   layerNormEps?: number;
 }
 
-/** The padded vocabulary size: a multiple of `multiple·tp`. */
+/**
+ * Rows of the vocabulary table for a tokenizer's `vocabSize` ids: rounded up to
+ * a multiple of `multiple·tp`, so that every tensor-parallel rank holds the same
+ * aligned share.
+ */
 export function paddedVocabSize(
-  vocab: number,
+  vocabSize: number,
   tp = 1,
   multiple = DEFAULT_VOCAB_MULTIPLE,
 ): number {
   const m = multiple * tp;
-  return Math.ceil(vocab / m) * m;
+  return Math.ceil(vocabSize / m) * m;
 }
 
 /** One pre-LN transformer layer: x + Drop(Attn(LN(x))), then + Drop(MLP(LN(·))). */
@@ -255,7 +259,7 @@ export class Gpt extends Module {
       numLayers: this.config.numLayers,
       batch,
       localHeads: a?.localHeads ?? 1,
-      headDim: a?.headDim ?? this.config.hiddenSize / this.config.numHeads,
+      headDim: this.shape.kvChannels,
       capacity,
     });
   }

@@ -36,7 +36,10 @@ export interface TransformerShape {
   maxPositions: number;
   /** MLP inner size. */
   ffnHiddenSize: number;
-  /** Size of one attention head: h / heads (Megatron's `--kv-channels`). */
+  /**
+   * Size of one attention head, h / heads, under Megatron's name (`--kv-channels`,
+   * and so in checkpoint metadata); the attention code calls it `headDim`.
+   */
   kvChannels: number;
 }
 

@@ -238,6 +238,10 @@ export class Trainer {
     const device = this.device;
     const params = this.#params.map((p) => p.tensor);
     const { half, scaler } = this.opts.precision ?? {};
+    // Mixed precision rounds each gradient to the weights' 16-bit format before
+    // it is reduced: per bucket when the reduction overlaps backward, else all
+    // at once after it.
+    const roundGradient = half ? (g: Tensor) => roundHalfInPlace(g, half) : undefined;
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
@@ -246,10 +250,7 @@ export class Trainer {
       for (let i = 0; i < microBatches; i++) {
         // Overlapped data-parallel reduction: buckets start during the last backward.
         if (i === microBatches - 1 && hooks?.beginGradReduce) {
-          reduction = hooks.beginGradReduce(
-            params,
-            half ? (g) => roundHalfInPlace(g, half) : undefined,
-          );
+          reduction = hooks.beginGradReduce(params, roundGradient);
         }
         const onLeafGrad = reduction ? reduction.onLeafGrad : undefined;
         await tidy(device, async () => {
@@ -270,7 +271,7 @@ export class Trainer {
       }
       if (reduction) await reduction.finish();
       else {
-        if (half) { for (const p of params) if (p.grad) roundHalfInPlace(p.grad, half); }
+        if (roundGradient) { for (const p of params) if (p.grad) roundGradient(p.grad); }
         if (hooks?.allReduceGradients) await hooks.allReduceGradients(params);
       }
       // The gradients hold still from here to the update: the norm's and the

@@ -75,7 +75,7 @@ export function stepFlops(s: TrainShape): number {
       numLayers: s.model.numLayers,
       hiddenSize: s.model.hiddenSize,
       ffnHiddenSize: 4 * s.model.hiddenSize,
-      vocab: paddedVocabSize(s.model.vocabSize),
+      paddedVocab: paddedVocabSize(s.model.vocabSize),
       seqLength: s.seq,
     },
     s.batch * s.seq,

@@ -66,8 +66,8 @@ export interface ParallelLayers {
   columnLinear(inF: number, outF: number, init: InitSpec, blocks?: number): LinearLike;
   /** A linear split by input rows; its output is complete (all-reduced) on every rank. */
   rowLinear(inF: number, outF: number, init: InitSpec): LinearLike;
-  /** The vocabulary embedding (rows split across ranks under TP). */
-  vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding;
+  /** The vocabulary embedding of `paddedVocab` rows (split across ranks under TP). */
+  vocabEmbedding(paddedVocab: number, hidden: number, init: InitSpec): VocabEmbedding;
   /**
    * Mean cross-entropy of `hidden·tableᵀ` against targets, with only the first
    * `validVocab` columns counted (vocabulary-parallel under TP, never gathering

@@ -227,16 +227,16 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
   /** First global row held here. */
   readonly start: number;
 
-  /** Builds this rank's shard of a `[vocab, dim]` table. */
+  /** Builds this rank's shard of a `[paddedVocab, dim]` table. */
   constructor(
     device: Device,
     readonly group: TpGroup,
-    readonly vocab: number,
+    readonly paddedVocab: number,
     readonly dim: number,
     init: InitSpec,
   ) {
     super();
-    const per = checkDivisible("padded vocabulary", vocab, group.size);
+    const per = checkDivisible("padded vocabulary", paddedVocab, group.size);
     this.start = group.rank * per;
     const draw = init.rng.next();
     this.weight = this.param(
@@ -249,7 +249,7 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
   /** Lookup of global token ids. */
   async forward(ids: TokenIds): Promise<Tensor> {
     return await reduceFromRegion(
-      ops.embedding(this.weight, ids, this.start, this.vocab),
+      ops.embedding(this.weight, ids, this.start, this.paddedVocab),
       this.group,
     );
   }
@@ -266,7 +266,7 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
     drop: ops.DropoutSpec | null,
     start = 0,
   ): Promise<Tensor> {
-    const whole = this.group.size === 1 && this.weight.shape[0] === this.vocab &&
+    const whole = this.group.size === 1 && this.weight.shape[0] === this.paddedVocab &&
       this.weight.byteLength <= this.weight.device.maxBindingBytes &&
       ids.size * this.dim * 4 <= this.weight.device.maxBindingBytes;
     const tokens = whole ? { table: this.weight, ids } : await this.forward(ids);
@@ -343,8 +343,8 @@ export class TensorParallelLayers implements ParallelLayers {
   }
 
   /** A {@link VocabParallelEmbedding}. */
-  vocabEmbedding(vocab: number, hidden: number, init: InitSpec): VocabEmbedding {
-    return new VocabParallelEmbedding(this.device, this.fgGroup, vocab, hidden, init);
+  vocabEmbedding(paddedVocab: number, hidden: number, init: InitSpec): VocabEmbedding {
+    return new VocabParallelEmbedding(this.device, this.fgGroup, paddedVocab, hidden, init);
   }
 
   /**
