@@ -20,7 +20,7 @@ import { DEFAULT_DROPOUT, resolveShape } from "../models/shape.ts";
 import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
 import { type HfDType, writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
-import { readLatest, resolveIterDir } from "../models/checkpoint/layout.ts";
+import { iterationOfDirName, readLatest, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { type FlagSpec, parseCommandLine, UsageError } from "./flags.ts";
 import { stderrProgress } from "./log.ts";
@@ -177,7 +177,8 @@ async function refuseCheckpointDir(out: string): Promise<void> {
   if (latest === null) {
     try {
       for await (const e of Deno.readDir(out)) {
-        if (e.isDirectory && /^iter_\d+$/.test(e.name)) iterDir = true;
+        // Iteration folders as saves (and Megatron, `iter_%07d`) name them.
+        if (e.isDirectory && iterationOfDirName(e.name) !== null) iterDir = true;
       }
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;

@@ -29,18 +29,6 @@ export class RngStream {
   next(): RngDraw {
     return { seed: this.seed, offset: this.offset++ };
   }
-
-  /** The serialisable state (for checkpoints). */
-  state(): { seed: number; offset: number } {
-    return { seed: this.seed, offset: this.offset };
-  }
-
-  /** Restores a state from {@link RngStream.state}. */
-  static restore(s: { seed: number; offset: number }): RngStream {
-    const r = new RngStream(s.seed);
-    r.offset = s.offset;
-    return r;
-  }
 }
 
 /** Mixes integers into a new 52-bit seed (splitmix64-style, in doubles-safe pieces). */

@@ -14,6 +14,15 @@ import {
   splitShard,
   writeSafetensors,
 } from "../models/checkpoint/mod.ts";
+import {
+  asideDirName,
+  isStagingDirName,
+  iterationOfDirName,
+  iterDirName,
+  modelFileName,
+  optimizerFileName,
+  stagingDirName,
+} from "../models/checkpoint/layout.ts";
 import { randomArray } from "./helpers.ts";
 
 Deno.test("safetensors round trip is bit-exact, with metadata and i32", async () => {
@@ -177,4 +186,22 @@ Deno.test("resharding 2→1 and 2→4 on host arrays reproduces the full tensor"
     data: Float32Array.from([0, 1, 2, 3, 4, 5, 0, 0]),
   });
   deepStrictEqual(resizeRows(table, 2), { shape: [2, 2], data: Float32Array.from([0, 1, 2, 3]) });
+});
+
+Deno.test("checkpoint file and folder names: Megatron's iter_%07d, its staging and aside copies", () => {
+  deepStrictEqual(iterDirName(100), "iter_0000100");
+  deepStrictEqual(iterDirName(12345678), "iter_12345678");
+  deepStrictEqual(iterationOfDirName("iter_0000100"), 100);
+  deepStrictEqual(iterationOfDirName("iter_12345678"), 12345678);
+  for (const name of ["iter_100", "iter_000100", "iter_0000100.tmp", "iter_0000100.old", "x"]) {
+    deepStrictEqual(iterationOfDirName(name), null, name);
+  }
+  deepStrictEqual(stagingDirName(100), "iter_0000100.tmp");
+  deepStrictEqual(asideDirName(100), "iter_0000100.old");
+  deepStrictEqual(isStagingDirName("iter_0000100.tmp"), true);
+  for (const name of ["iter_5.tmp", "iter_0000100", "iter_0000100.old", "notes.tmp", ".tmp"]) {
+    deepStrictEqual(isStagingDirName(name), false, name);
+  }
+  deepStrictEqual(modelFileName(3), "model_tp03.safetensors");
+  deepStrictEqual(optimizerFileName(12), "optimizer_tp12.safetensors");
 });

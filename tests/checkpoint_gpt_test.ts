@@ -128,6 +128,29 @@ Deno.test("save → load round trip is bit-exact for weights and AdamW state", g
 });
 
 Deno.test(
+  "a save removes a killed save's staging folder, and no folder it did not name",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    for (const name of ["iter_0000009.tmp", "iter_5.tmp", "notes.tmp"]) {
+      await Deno.mkdir(join(dir, name));
+      await Deno.writeTextFile(join(dir, name, "x"), "x");
+    }
+    const a = Gpt.serial(dev, tiny, 1);
+    await saveCheckpoint(dir, { iteration: 1, params: a.namedParams() });
+    deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "iter_0000001",
+      "iter_5.tmp",
+      "latest",
+      "latest_checkpointed_iteration.txt",
+      "notes.tmp",
+    ]);
+    a.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
   "a vocabulary padded otherwise, saved without the checkpoint info: the error says what to pass",
   gpuTest,
   async () => {

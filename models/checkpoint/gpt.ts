@@ -6,11 +6,12 @@
  */
 
 import type { GptConfig } from "../gpt.ts";
+import type { RngTracker } from "../parallel/random.ts";
 
 /** A model with the two dropout streams (GPT and BERT both have them). */
 export interface HasRngStreams {
-  /** The TP-group and per-TP-rank streams. */
-  readonly rng: { readonly group: { offset: number }; readonly rank: { offset: number } };
+  /** The TP-group and per-TP-rank streams, whose offsets make the saved state. */
+  readonly rng: Pick<RngTracker, "state" | "restore">;
 }
 
 /** The `model` and `paddedRows` fields of a save/load for a GPT. */
@@ -21,7 +22,7 @@ export function gptCheckpointInfo(config: GptConfig): {
   return { model: { arch: "gpt", config }, paddedRows: { "wte.weight": config.vocabSize } };
 }
 
-/** Dropout stream counters of a GPT or BERT, for the trainer state. */
+/** Dropout stream counters of a GPT or BERT ({@link RngTracker.state}), for the trainer state. */
 export interface RngOffsets {
   /** Offset of the TP-group stream. */
   group: number;
@@ -31,14 +32,13 @@ export interface RngOffsets {
 
 /** The current dropout stream counters of `model` (a GPT or a BERT). */
 export function rngOffsets(model: HasRngStreams): RngOffsets {
-  return { group: model.rng.group.offset, rank: model.rng.rank.offset };
+  return model.rng.state();
 }
 
-/** Restores counters saved by {@link rngOffsets}. */
+/** Restores counters saved by {@link rngOffsets}, checked first (they come from a file). */
 export function restoreRngOffsets(model: HasRngStreams, s: RngOffsets): void {
   if (!Number.isInteger(s?.group) || !Number.isInteger(s?.rank)) {
     throw new Error(`invalid RNG state ${JSON.stringify(s)}`);
   }
-  model.rng.group.offset = s.group;
-  model.rng.rank.offset = s.rank;
+  model.rng.restore(s);
 }

@@ -40,6 +40,33 @@ export function iterationOfDirName(name: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** Suffix of the folder a save writes an iteration into before renaming it into place. */
+const STAGING_SUFFIX = ".tmp";
+/** Suffix of the folder a re-save sets the iteration's previous copy aside in. */
+const ASIDE_SUFFIX = ".old";
+
+/**
+ * The folder a save writes iteration `iteration` into before renaming it to its
+ * {@link iterDirName} (`iter_0000100.tmp`); one left behind is a killed save's.
+ */
+export function stagingDirName(iteration: number): string {
+  return iterDirName(iteration) + STAGING_SUFFIX;
+}
+
+/** Whether `name` is a {@link stagingDirName} (of any iteration). */
+export function isStagingDirName(name: string): boolean {
+  return name.endsWith(STAGING_SUFFIX) &&
+    iterationOfDirName(name.slice(0, -STAGING_SUFFIX.length)) !== null;
+}
+
+/**
+ * Where re-saving iteration `iteration` sets its previous copy aside until the new
+ * one is in place (`iter_0000100.old`); {@link resolveIterDir} falls back to it.
+ */
+export function asideDirName(iteration: number): string {
+  return iterDirName(iteration) + ASIDE_SUFFIX;
+}
+
 /** The model shard of TP rank `r`. */
 export function modelFileName(r: number): string {
   return `model_tp${String(r).padStart(2, "0")}.safetensors`;
@@ -162,7 +189,8 @@ export async function resolveIterDir(
   }
   const path = join(dir, iterDirName(it));
   if (await exists(join(path, META_FILE))) return { iteration: it, path };
-  if (await exists(join(`${path}.old`, META_FILE))) return { iteration: it, path: `${path}.old` };
+  const aside = join(dir, asideDirName(it));
+  if (await exists(join(aside, META_FILE))) return { iteration: it, path: aside };
   const saved = await savedIterations(dir);
   throw new CheckpointError(
     `${path}: checkpoint of iteration ${it} is missing or incomplete (no ${META_FILE})` +

@@ -5,10 +5,11 @@
  * @module
  */
 
+import { join } from "node:path";
 import type { ParamInfo } from "../../core/nn.ts";
 import type { AdamW } from "../../core/optim.ts";
 import { planShards, type TpPlace, writeShards } from "./assign.ts";
-import type { CheckpointMeta } from "./layout.ts";
+import { type CheckpointMeta, META_FILE, optimizerFileName } from "./layout.ts";
 import { readCheckpointFull, warnOnStderr } from "./read.ts";
 import { CheckpointError } from "./safetensors.ts";
 
@@ -105,7 +106,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
     optimizer: !!opts.optimizer,
     warn: opts.warn ?? (place.tpRank === 0 ? warnOnStderr : () => {}),
   });
-  const metaFile = `${ck.path}/checkpoint.json`;
+  const metaFile = join(ck.path, META_FILE);
   if (opts.model) {
     compareConfigs(
       metaFile,
@@ -140,7 +141,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
       );
     } else {
       const withM = opts.params.filter(([n]) => ck.moments!.has(n));
-      const optSource = (n: string) => `${ck.path}/optimizer_tp00.safetensors ("${n}")`;
+      const optSource = (n: string) => `${join(ck.path, optimizerFileName(0))} ("${n}")`;
       const ms = planShards(withM, (n) => ck.moments!.get(n)?.m, place, optSource, padded);
       const vs = planShards(withM, (n) => ck.moments!.get(n)?.v, place, optSource, padded);
       moments = withM.map(([, info], i) => ({ info, m: ms[i], v: vs[i] }));

@@ -134,7 +134,7 @@ export async function readCheckpointFull(
       const l = byName.get(name);
       if (!l) {
         throw new CheckpointError(
-          `${join(path, "checkpoint.json")}: moments of unknown tensor "${name}"`,
+          `${join(path, META_FILE)}: moments of unknown tensor "${name}"`,
         );
       }
       const n = momentNames(name);

@@ -15,9 +15,11 @@ import type { AdamW } from "../../core/optim.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { exists, replaceFileAtomic, syncDir, writeFileDurable } from "./fs.ts";
 import {
+  asideDirName,
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
   type CheckpointMeta,
+  isStagingDirName,
   iterDirName,
   LATEST_FILE,
   META_FILE,
@@ -25,6 +27,7 @@ import {
   momentNames,
   optimizerFileName,
   readLatest,
+  stagingDirName,
   TRACKER_FILE,
 } from "./layout.ts";
 import {
@@ -91,7 +94,7 @@ async function readAll(tensors: readonly Tensor[]): Promise<Float32Array[]> {
 
 async function removeStaleTemps(dir: string): Promise<void> {
   for await (const e of Deno.readDir(dir)) {
-    if (e.isDirectory && /^iter_\d+\.tmp$/.test(e.name)) {
+    if (e.isDirectory && isStagingDirName(e.name)) {
       await Deno.remove(join(dir, e.name), { recursive: true });
     }
   }
@@ -116,7 +119,7 @@ export async function saveCheckpoint(dir: string, opts: SaveOptions): Promise<st
     // A failed save (a full disk, a file system gone read-only) leaves no partial
     // directory behind, and says which checkpoint still stands.
     if ((opts.tpRank ?? 0) === 0 && (opts.dpRank ?? 0) === 0) {
-      const tmp = `${join(dir, iterDirName(opts.iteration))}.tmp`;
+      const tmp = join(dir, stagingDirName(opts.iteration));
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     }
     const last = await readLatest(dir).catch(() => null);
@@ -143,7 +146,7 @@ async function writeCheckpoint(dir: string, opts: SaveOptions): Promise<string> 
   const leader = tpRank === 0 && dpRank === 0;
   const writer = dpRank === 0;
   const finalPath = join(dir, iterDirName(opts.iteration));
-  const tmpPath = `${finalPath}.tmp`;
+  const tmpPath = join(dir, stagingDirName(opts.iteration));
 
   if (leader) {
     await Deno.mkdir(dir, { recursive: true });
@@ -250,7 +253,7 @@ async function writeCheckpoint(dir: string, opts: SaveOptions): Promise<string> 
     await syncDir(tmpPath);
     await hook("meta-written");
     // Re-saving an iteration: set the old copy aside first (the loader falls back to it).
-    const aside = `${finalPath}.old`;
+    const aside = join(dir, asideDirName(opts.iteration));
     const hadOld = await exists(finalPath);
     if (hadOld) {
       if (await exists(aside)) await Deno.remove(aside, { recursive: true });
