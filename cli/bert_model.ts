@@ -16,16 +16,18 @@ import {
   type WordPieceTokenizer,
 } from "../data/wordpiece_tokenizer.ts";
 import { Bert, type BertConfig } from "../models/bert.ts";
-import { loadCheckpoint } from "../models/checkpoint/load.ts";
-import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
-import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
 import type { HostTensor } from "../models/checkpoint/shard.ts";
 import { hfInitializerRange, readHfDir } from "../models/hf/io.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
-import { checkedConfig } from "./errors.ts";
-import type { FlagValues } from "./flags.ts";
+import {
+  loadHfModel,
+  loadSavedModel,
+  type ModelFamily,
+  type ModelSource,
+  openSavedModel,
+} from "./load_model.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 
 /** The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. */
@@ -106,24 +108,17 @@ export interface LoadedBert {
   savedArgs?: Record<string, number | string | boolean>;
 }
 
-/** Where a BERT comes from: a Hugging Face directory, or a checkpoint (and its iteration). */
-export interface BertSource {
-  /** A Hugging Face BERT directory (`--init-from-hf`). */
-  hfDir?: string;
-  /** A checkpoint directory of `deno task train --model bert` (`--load`). */
-  load?: string;
-  /** The checkpoint's iteration (default: latest). */
-  iteration?: number;
-}
-
-/** The {@link BertSource} of a command's `--init-from-hf`, `--load` and `--iteration`. */
-export function bertSourceFromFlags(f: FlagValues): BertSource {
-  return {
-    hfDir: f["init-from-hf"] as string | undefined,
-    load: f.load as string | undefined,
-    iteration: f.iteration as number | undefined,
-  };
-}
+/** How the commands load a BERT (see {@link ModelFamily}). */
+const BERT_FAMILY: ModelFamily<BertConfig, Bert, HfBert> = {
+  arch: "bert",
+  name: "BERT",
+  hfName: "BERT",
+  readHf: readHfBert,
+  create: (layers, config) => new Bert(layers, config, { seed: 0 }),
+  assignHf: (model, hf, place) =>
+    assignBert(model.namedParams(), hf.tensors, hf.config.vocabSize, place, hf.source),
+  paddedRows: (config) => bertPaddedRows(config.vocabSize),
+};
 
 /**
  * Builds a BERT from `from.hfDir` (a Hugging Face BERT directory, always post-LN)
@@ -134,50 +129,23 @@ export function bertSourceFromFlags(f: FlagValues): BertSource {
  */
 export async function loadBert(
   device: Device,
-  from: BertSource,
+  from: ModelSource,
   layers: ParallelLayers = TensorParallelLayers.single(device),
   progress?: (done: number, total: number) => void,
 ): Promise<LoadedBert> {
-  const place = { tp: layers.tpSize, tpRank: layers.tpRank };
   if (from.hfDir) {
-    const dir = from.hfDir;
-    const hf = await readHfBert(dir, progress);
-    const model = new Bert(layers, checkedConfig(hf.config, layers.tpSize, dir), { seed: 0 });
-    assignBert(model.namedParams(), hf.tensors, hf.config.vocabSize, place, hf.source);
-    return {
-      model,
-      tokenizer: hf.tokenizer,
-      source: `${dir} (Hugging Face BERT)`,
-      tokenizerSource: hf.tokenizerSource,
-    };
+    const { model, hf, source } = await loadHfModel(BERT_FAMILY, from.hfDir, layers, progress);
+    return { model, tokenizer: hf.tokenizer, source, tokenizerSource: hf.tokenizerSource };
   }
-  if (!from.load) {
-    throw new CheckpointError("no BERT to load: give a checkpoint or an HF directory");
-  }
-  const dir = from.load;
-  const { path, iteration } = await resolveIterDir(dir, from.iteration);
-  const meta = await readMeta(path);
-  if (meta.model?.arch !== "bert") {
-    throw new CheckpointError(
-      `${path}: holds a ${meta.model?.arch ?? "model of unknown type"}, not a BERT`,
-    );
-  }
-  const config = meta.model.config as unknown as BertConfig;
-  const tok = await bertTokenizerFor(dir, config.vocabSize);
-  const model = new Bert(layers, checkedConfig(config, layers.tpSize, path), { seed: 0 });
-  await loadCheckpoint(dir, {
-    params: model.namedParams(),
-    iteration,
-    paddedRows: bertPaddedRows(config.vocabSize),
-    ...place,
-    progress,
-  });
+  const saved = await openSavedModel(BERT_FAMILY, from);
+  const tok = await bertTokenizerFor(saved.dir, saved.config.vocabSize);
+  const model = await loadSavedModel(BERT_FAMILY, saved, layers, progress);
   return {
     model,
     tokenizer: tok.tokenizer,
-    source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
+    source: saved.source,
     tokenizerSource: tok.source,
-    savedArgs: savedCheckpointArgs(meta),
+    savedArgs: savedCheckpointArgs(saved.meta),
   };
 }
 

@@ -24,17 +24,15 @@ import {
   readTokenBinWith,
   tokenizerFlagFor,
 } from "../data/token_bin.ts";
-import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
-import { assignGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
+import { assignGpt2, type HfGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
 import { bertConfigFromHf, requireSentencePairs } from "../models/hf/bert.ts";
 import { hfModelFamily } from "../models/hf/config_fields.ts";
-import { checkedConfig, DEBUG_FLAG, handled } from "./errors.ts";
+import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
   checkModelSource,
@@ -51,7 +49,14 @@ import { counted, formatValidationLines, stderrProgress } from "./log.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
-import { type BertEvalResult, bertSourceFromFlags, evaluateBert, loadBert } from "./bert_model.ts";
+import { type BertEvalResult, evaluateBert, loadBert } from "./bert_model.ts";
+import {
+  loadHfModel,
+  loadSavedModel,
+  type ModelFamily,
+  modelSourceFromFlags,
+  openSavedModel,
+} from "./load_model.ts";
 import { withinLimits } from "./limits.ts";
 
 /** Every flag of `deno task eval`. */
@@ -176,6 +181,17 @@ export async function evaluateStream(
   return { loss, ppl: Math.exp(loss), tokens: windows * seqLength, windows };
 }
 
+/** How the commands load a GPT (see {@link ModelFamily}). */
+const GPT_FAMILY: ModelFamily<GptConfig, Gpt, HfGpt2> = {
+  arch: "gpt",
+  name: "GPT",
+  hfName: "GPT-2",
+  readHf: readHfGpt2,
+  create: (layers, config) => new Gpt(layers, config, { seed: 0 }),
+  assignHf: (model, hf, place) =>
+    assignGpt2(model.namedParams(), hf.tensors, hf.config, place, hf.source),
+};
+
 /**
  * Builds a GPT from `--load` or `--init-from-hf` on `device`, or over `layers`
  * (a tensor-parallel layout: this rank's shards are loaded). `progress` follows
@@ -187,37 +203,24 @@ export async function loadGpt(
   layers: ParallelLayers = TensorParallelLayers.single(device),
   progress?: (done: number, total: number) => void,
 ): Promise<{ model: Gpt; source: string; where: string; tokenizer?: string }> {
-  const place = { tp: layers.tpSize, tpRank: layers.tpRank };
-  if (f["init-from-hf"]) {
-    const dir = f["init-from-hf"] as string;
-    const { config, tensors, source } = await readHfGpt2(dir, progress);
-    const model = new Gpt(layers, checkedConfig(config, layers.tpSize, dir), { seed: 0 });
-    assignGpt2(model.namedParams(), tensors, config, place, source);
-    return { model, source: `${dir} (Hugging Face GPT-2)`, where: dir };
+  const from = modelSourceFromFlags(f);
+  if (from.hfDir) {
+    const { model, source } = await loadHfModel(GPT_FAMILY, from.hfDir, layers, progress);
+    return { model, source, where: from.hfDir };
   }
-  const dir = f.load as string;
-  const { path, iteration } = await resolveIterDir(dir, f.iteration as number | undefined);
-  const meta = await readMeta(path);
-  if (meta.model?.arch !== "gpt") {
-    throw new CheckpointError(
-      `${path}: holds a ${meta.model?.arch ?? "model of unknown type"}, not a GPT`,
-    );
-  }
+  const saved = await openSavedModel(GPT_FAMILY, from);
+  const args = savedCheckpointArgs(saved.meta);
   if (f["use-checkpoint-args"]) {
-    const saved = savedCheckpointArgs(meta);
     for (const name of ["seq-length", "tokenizer"]) {
-      if (!wasGiven(f, name) && saved[name] !== undefined) f[name] = saved[name];
+      if (!wasGiven(f, name) && args[name] !== undefined) f[name] = args[name];
     }
   }
-  const config = meta.model.config as unknown as GptConfig;
-  const model = new Gpt(layers, checkedConfig(config, layers.tpSize, path), { seed: 0 });
-  await loadCheckpoint(dir, { params: model.namedParams(), iteration, ...place, progress });
-  const tokenizer = savedCheckpointArgs(meta).tokenizer;
+  const model = await loadSavedModel(GPT_FAMILY, saved, layers, progress);
   return {
     model,
-    source: `${path} (iteration ${iteration}, saved at tp ${meta.parallel.tp})`,
-    where: `iteration ${iteration}`,
-    tokenizer: typeof tokenizer === "string" ? tokenizer : undefined,
+    source: saved.source,
+    where: `iteration ${saved.iteration}`,
+    tokenizer: typeof args.tokenizer === "string" ? args.tokenizer : undefined,
   };
 }
 
@@ -308,7 +311,7 @@ export async function evalBertRank(
   }
   const { model, tokenizer, source, tokenizerSource, savedArgs } = await loadBert(
     device,
-    bertSourceFromFlags(f),
+    modelSourceFromFlags(f),
     layers,
     print ? stderrProgress("loading", !!f.json) : undefined,
   );

@@ -15,7 +15,8 @@ import { TokenIds } from "../core/token_ids.ts";
 import { bertBasicTokenize } from "../data/bert_basic.ts";
 import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
-import { bertSourceFromFlags, loadBert } from "./bert_model.ts";
+import { loadBert } from "./bert_model.ts";
+import { modelSourceFromFlags } from "./load_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { counted, stderrProgress } from "./log.ts";
 import {
@@ -198,7 +199,7 @@ async function run(args: string[]): Promise<number> {
     device = await Device.create({ backend: parseBackend(f.backend as string) });
     const { model, tokenizer, source, tokenizerSource } = await loadBert(
       device,
-      bertSourceFromFlags(f),
+      modelSourceFromFlags(f),
       undefined,
       stderrProgress("loading"),
     );

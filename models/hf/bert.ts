@@ -8,7 +8,7 @@
  */
 
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
-import { type TpPlace, writeShards } from "../checkpoint/assign.ts";
+import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
@@ -20,12 +20,12 @@ import {
   requireFamily,
 } from "./config_fields.ts";
 import {
+  assignHfTensors,
   checkTiedCopy,
   expandTable,
   exportTensors,
   importTensors,
   type MapEntry,
-  planHfShards,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE } from "../bert.ts";
@@ -267,11 +267,6 @@ export function assignBert(
   place: TpPlace,
   source: string,
 ): void {
-  const have = new Set(params.map(([n]) => n));
-  const extra = [...tensors.keys()].filter((n) => !have.has(n));
-  if (extra.length > 0) {
-    throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
-  }
   const missing = params.map(([n]) => n).filter((n) => !tensors.has(n));
   if (missing.length > 0) {
     throw new CheckpointError(
@@ -283,14 +278,5 @@ export function assignBert(
   }
   const sizes =
     "hidden_size, intermediate_size, max_position_embeddings, type_vocab_size, vocab_size";
-  const shards = planHfShards(
-    BERT_TABLE,
-    params,
-    tensors,
-    place,
-    source,
-    sizes,
-    bertPaddedRows(vocabSize),
-  );
-  writeShards(params, shards);
+  assignHfTensors(BERT_TABLE, params, tensors, place, source, sizes, bertPaddedRows(vocabSize));
 }

@@ -6,7 +6,7 @@
  */
 
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
-import { type TpPlace, writeShards } from "../checkpoint/assign.ts";
+import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import type { HostTensor } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
@@ -19,12 +19,12 @@ import {
   requireFamily,
 } from "./config_fields.ts";
 import {
+  assignHfTensors,
   checkTiedCopy,
   expandTable,
   exportTensors,
   importTensors,
   type MapEntry,
-  planHfShards,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 
@@ -149,22 +149,23 @@ export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): Map<string, Hos
   return out;
 }
 
-/**
- * A GPT-2 read from an HF directory: its config, our full tensors, and the
- * std its weights were initialized with where the config says
- * (`initializer_range`).
- */
+/** A GPT-2 read from an HF directory into host memory. */
+export interface HfGpt2 {
+  /** The model's shape and dropouts, from `config.json`. */
+  config: GptConfig;
+  /** Our full tensors (vocabulary unpadded). */
+  tensors: Map<string, HostTensor>;
+  /** The weights file, for messages. */
+  source: string;
+  /** The std its weights were initialized with, where `config.json` says (`initializer_range`). */
+  initializerRange?: number;
+}
+
+/** Reads an HF GPT-2 directory (config and weights) into host memory. */
 export async function readHfGpt2(
   dir: string,
   progress?: (done: number, total: number) => void,
-): Promise<
-  {
-    config: GptConfig;
-    tensors: Map<string, HostTensor>;
-    source: string;
-    initializerRange?: number;
-  }
-> {
+): Promise<HfGpt2> {
   const hf = await readHfDir(dir, progress);
   const config = gpt2ConfigFromHf(hf.config, `${dir}/config.json`);
   return {
@@ -187,15 +188,9 @@ export function assignGpt2(
   source: string,
 ): void {
   const sizes = "n_embd, n_inner, n_positions, vocab_size";
-  const shards = planHfShards(GPT2_TABLE, params, tensors, place, source, sizes, {
+  assignHfTensors(GPT2_TABLE, params, tensors, place, source, sizes, {
     "wte.weight": config.vocabSize,
   });
-  const have = new Set(params.map(([n]) => n));
-  const extra = [...tensors.keys()].filter((n) => !have.has(n));
-  if (extra.length > 0) {
-    throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
-  }
-  writeShards(params, shards);
 }
 
 /** HF GPT-2 tensors (prefixed `transformer.`, Conv1D layout, vocabulary unpadded) from our full tensors. */

@@ -9,7 +9,7 @@
  */
 
 import type { ParamInfo } from "../../core/nn.ts";
-import { fullShapeOf, planShards, type TpPlace } from "../checkpoint/assign.ts";
+import { fullShapeOf, planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import { type HostTensor, resizeRows, sameShape } from "../checkpoint/shard.ts";
 
@@ -119,6 +119,30 @@ export function planHfShards(
 ): Float32Array[] {
   checkHfShapes(table, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
   return planShards(params, (n) => tensors.get(n), place, (n) => `${source} ("${n}")`, paddedRows);
+}
+
+/**
+ * Writes our full tensors read from a Hugging Face file into a model's
+ * parameters (this rank's shards at `place`), validating everything before
+ * writing anything: a tensor the model has no parameter for is refused first,
+ * then every shape as {@link planHfShards} checks them (`table`, `sizes` and
+ * `paddedRows` as it takes them).
+ */
+export function assignHfTensors(
+  table: readonly MapEntry[],
+  params: readonly [string, ParamInfo][],
+  tensors: ReadonlyMap<string, HostTensor>,
+  place: TpPlace,
+  source: string,
+  sizes: string,
+  paddedRows: Record<string, number>,
+): void {
+  const have = new Set(params.map(([n]) => n));
+  const extra = [...tensors.keys()].filter((n) => !have.has(n));
+  if (extra.length > 0) {
+    throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
+  }
+  writeShards(params, planHfShards(table, params, tensors, place, source, sizes, paddedRows));
 }
 
 /** Transposes a 2-D host tensor. */

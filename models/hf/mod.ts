@@ -13,6 +13,7 @@ export {
   writeHfDir,
 } from "./io.ts";
 export {
+  assignHfTensors,
   type ConcreteEntry,
   expandTable,
   exportTensors,
@@ -27,6 +28,7 @@ export {
   gpt2ConfigToHf,
   gpt2TensorsFromHf,
   gpt2TensorsToHf,
+  type HfGpt2,
   readHfGpt2,
   writeHfGpt2,
 } from "./gpt2.ts";
