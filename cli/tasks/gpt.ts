@@ -27,7 +27,7 @@ import { createTokenizer, type Tokenizer } from "../../data/tokenizer.ts";
 import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
-import { assignGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
+import { assignGpt2, type HfGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
 import { tokenizerAdvice, vocabularyMisfit } from "../model_tokenizer.ts";
 import { type StreamFingerprint, streamFingerprint } from "../same_data.ts";
 import { forStdout, TextStream } from "../text_stream.ts";
@@ -140,7 +140,7 @@ export class GptTask implements Task<LmBatch> {
     readonly tokenizer: Tokenizer,
     readonly splits: GptSplits,
     config: GptConfig,
-    readonly hf: Awaited<ReturnType<typeof readHfGpt2>> | null,
+    readonly hf: HfGpt2 | null,
   ) {
     const a = args;
     this.model = new Gpt(env.parallel, config, {
