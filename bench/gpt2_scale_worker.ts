@@ -77,7 +77,7 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
     const { config, tensors, source } = await readHfGpt2(run.dir);
     const cfg = { ...config, hiddenDropout: 0, attentionDropout: 0 };
     const { tpRank, dpRank } = groups.position;
-    const model = new Gpt(new TensorParallelLayers(device, groups.tp), cfg, {
+    const model = new Gpt(new TensorParallelLayers(device, groups.tpGroup), cfg, {
       seed: 1,
       rng: new RngTracker(1, tpRank, dpRank),
     });
@@ -116,7 +116,7 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
       const trainer = new Trainer(device, model, {
         schedule: { lr: 1e-4, decayIters: 1000, style: "constant" },
         clipGrad: 1,
-        hooks: hybridHooks(device, { tp: groups.tp, dp: groups.dp }),
+        hooks: hybridHooks(device, { tpGroup: groups.tpGroup, dpGroup: groups.dpGroup }),
         countsInNorm: countsInNorm(tpRank),
       });
       // Tuned matmul tilings, as `deno task train` uses by default: one untimed step

@@ -103,8 +103,10 @@ export async function measure(
   const half = mode === "fp32" ? undefined : mode === "bf16" ? "bf16" : "fp16";
   if (mode === "fp16-f16") await enableF16Arithmetic(device);
   const count = noCommBytes(), dpCount = noCommBytes();
-  const tp = groups ? countedGroup(groups.tp as Parameters<typeof countedGroup>[0], count) : null;
-  const dp = groups ? countedGroup(groups.dp as ProcessGroup, dpCount) : null;
+  const tp = groups
+    ? countedGroup(groups.tpGroup as Parameters<typeof countedGroup>[0], count)
+    : null;
+  const dp = groups ? countedGroup(groups.dpGroup as ProcessGroup, dpCount) : null;
   const m = tp
     ? new Gpt(new TensorParallelLayers(device, tp, { wire: half }), config, {
       seed: 1,
@@ -112,11 +114,13 @@ export async function measure(
     })
     : Gpt.serial(device, config, 1);
   const dpWire = run.dpWire === "fp32" ? undefined : half;
-  const hooks = tp ? hybridHooks(device, { tp, dp: dp! }, undefined, dpWire) : undefined;
+  const hooks = tp
+    ? hybridHooks(device, { tpGroup: tp, dpGroup: dp! }, undefined, dpWire)
+    : undefined;
   // the gradient average's bytes: what the DP group sends while it runs
   let dpGradBytes = 0, dpGradMs = 0;
   const allReduceGradients = hooks?.allReduceGradients;
-  if (hooks && allReduceGradients && groups!.dp.size > 1) {
+  if (hooks && allReduceGradients && groups!.dpGroup.size > 1) {
     hooks.allReduceGradients = async (params) => {
       const before = bytesSent(dpCount);
       await device.sync();
@@ -215,8 +219,8 @@ export default async function main(ctx: WorkerContext): Promise<MixedResult> {
   ctx.deviceAcquired();
   try {
     return await measure(device, run, {
-      tp: g.tp,
-      dp: g.dp,
+      tpGroup: g.tpGroup,
+      dpGroup: g.dpGroup,
       tpRank: g.position.tpRank,
       dpRank: g.position.dpRank,
     });

@@ -71,7 +71,7 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
   ctx.deviceAcquired();
   try {
     const timer: CommTimer = { ms: 0, calls: [] };
-    const tp = run.measureComm ? timedGroup(groups.tp, timer, device) : groups.tp;
+    const tp = run.measureComm ? timedGroup(groups.tpGroup, timer, device) : groups.tpGroup;
     const layers = new TensorParallelLayers(device, tp, { overlapComm: run.overlap });
     const model = new Gpt(layers, run.config, {
       seed: 1,
@@ -80,7 +80,11 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
     const trainer = new Trainer(device, model, {
       schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
       clipGrad: 1,
-      hooks: hybridHooks(device, { tp, dp: groups.dp }, run.measureComm ? timer : undefined),
+      hooks: hybridHooks(
+        device,
+        { tpGroup: tp, dpGroup: groups.dpGroup },
+        run.measureComm ? timer : undefined,
+      ),
       countsInNorm: countsInNorm(groups.position.tpRank),
       backwardWaits: run.measureComm ? timer : undefined,
     });

@@ -267,9 +267,9 @@ const median = (xs: number[]) => {
 /** A rank's groups when the profile runs tensor-parallel (one Worker per rank). */
 export interface ProfileRanks {
   /** This rank's tensor-parallel group. */
-  tp: TpGroup;
+  tpGroup: TpGroup;
   /** Its data-parallel group (of one: the profile runs TP only). */
-  dp: ProcessGroup;
+  dpGroup: ProcessGroup;
   /** This rank's position in the TP group. */
   tpRank: number;
 }
@@ -341,7 +341,7 @@ export async function profileRun(
     throw new UsageError("profile: this adapter has no timestamp-query (use --timing sync)");
   }
   const seed = f.seed as number;
-  const metered = ranks && ranks.tp.size > 1 ? meteredGroup(ranks.tp, device) : null;
+  const metered = ranks && ranks.tpGroup.size > 1 ? meteredGroup(ranks.tpGroup, device) : null;
   const gpt = metered
     ? new Gpt(
       new TensorParallelLayers(device, metered.tp, { overlapComm: !!f["overlap-tp-comm"] }),
@@ -353,7 +353,9 @@ export async function profileRun(
     schedule: { lr: f.lr as number, decayIters: 1000, style: "constant" },
     clipGrad: f["clip-grad"] as number,
     adam: { multiTensor: !!f["multi-tensor-adam"] },
-    hooks: metered ? hybridHooks(device, { tp: metered.tp, dp: ranks!.dp }) : undefined,
+    hooks: metered
+      ? hybridHooks(device, { tpGroup: metered.tp, dpGroup: ranks!.dpGroup })
+      : undefined,
     countsInNorm: metered ? countsInNorm(ranks!.tpRank) : undefined,
     backwardWaits: metered?.metering.timer,
   });
@@ -505,7 +507,7 @@ export async function profileRun(
       params: gpt.numParams(),
     },
     steps,
-    tp: ranks?.tp.size ?? 1,
+    tp: ranks?.tpGroup.size ?? 1,
     rank: ranks?.tpRank ?? 0,
     comm: metered
       ? { calls: comm.calls / steps, bytes: comm.bytes / steps, ms: comm.ms / steps, callMs }

@@ -22,7 +22,11 @@ export default async function main(ctx: WorkerContext): Promise<Profile> {
   );
   ctx.deviceAcquired();
   try {
-    const p = await profileRun(device, f, { tp: g.tp, dp: g.dp, tpRank: g.position.tpRank });
+    const p = await profileRun(device, f, {
+      tpGroup: g.tpGroup,
+      dpGroup: g.dpGroup,
+      tpRank: g.position.tpRank,
+    });
     // A process of its own (`--launcher procs`): the result goes out on stdout.
     if (ctx.args.includes("--print")) printTaggedResult(PROFILE_RESULT_TAG, p);
     return p;

@@ -141,7 +141,7 @@ async function openDevice(a: TrainArgs, dist: WorkerContext | null): Promise<Dev
 async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<B>) {
   const timer: CommTimer = { ms: 0 };
   const g = L.groups;
-  const tpGroup = g ? (a.measureComm ? timedGroup(g.tp, timer, device) : g.tp) : null;
+  const tpGroup = g ? (a.measureComm ? timedGroup(g.tpGroup, timer, device) : g.tpGroup) : null;
   const parallel = tpGroup
     ? new TensorParallelLayers(device, tpGroup, {
       wire: a.precision.half,
@@ -168,7 +168,7 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     hooks: g
       ? hybridHooks(
         device,
-        { tp: tpGroup!, dp: g.dp },
+        { tpGroup: tpGroup!, dpGroup: g.dpGroup },
         a.measureComm ? timer : undefined,
         pr.accumulateFp32 ? undefined : pr.half,
         { overlap: a.overlap.gradReduce, bucketSize: a.overlap.bucketSize },

@@ -53,11 +53,16 @@ export function rankPosition(tp: number, rank: number): RankPosition {
 export function parallelGroups(
   world: ProcessGroup,
   tp: number,
-): { tp: ProcessGroup; dp: ProcessGroup; layout: ParallelLayout; position: RankPosition } {
+): {
+  tpGroup: ProcessGroup;
+  dpGroup: ProcessGroup;
+  layout: ParallelLayout;
+  position: RankPosition;
+} {
   const layout = parallelLayout(world.size, tp);
   const r = world.globalRank;
   const position = rankPosition(tp, r);
   const tpRanks = layout.tpGroups[position.dpRank];
   const dpRanks = layout.dpGroups[position.tpRank];
-  return { tp: world.newGroup(tpRanks), dp: world.newGroup(dpRanks), layout, position };
+  return { tpGroup: world.newGroup(tpRanks), dpGroup: world.newGroup(dpRanks), layout, position };
 }

@@ -134,7 +134,7 @@ export class Trainer {
     if (tp > 1 && (!opts.hooks?.reduceNormSquared || !opts.countsInNorm)) {
       throw new Error(
         `Trainer: the model is split over ${tp} tensor-parallel ranks; pass ` +
-          `hooks: hybridHooks(device, { tp, dp }) and countsInNorm: countsInNorm(tpRank), ` +
+          `hooks: hybridHooks(device, { tpGroup, dpGroup }) and countsInNorm: countsInNorm(tpRank), ` +
           `or each rank clips by its own part of the gradient norm`,
       );
     }

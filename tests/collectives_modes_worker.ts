@@ -13,7 +13,7 @@ export default async function main(ctx: WorkerContext): Promise<unknown> {
   const mode = ctx.args[0];
   const victim = Number(ctx.args[1] ?? 1);
   if (mode === "subgroups") {
-    const { tp, dp } = parallelGroups(g, 2);
+    const { tpGroup: tp, dpGroup: dp } = parallelGroups(g, 2);
     const a = new Float32Array([ctx.rank + 1]);
     await tp.allReduce(a, "sum");
     const b = new Float32Array([ctx.rank + 1]);

@@ -501,7 +501,7 @@ async function masks(device: Device, t: number, draw: () => RngDraw): Promise<Ui
 /** Runs every check on this rank. */
 export default async function main(ctx: WorkerContext): Promise<BlocksResult> {
   const spec = JSON.parse(ctx.args[0]) as BlocksSpec;
-  const { position, tp } = parallelGroups(ctx.group, spec.tp);
+  const { position, tpGroup: tp } = parallelGroups(ctx.group, spec.tp);
   const device = await Device.create({
     backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
   });

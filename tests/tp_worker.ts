@@ -100,14 +100,14 @@ export function bertBatchFor(spec: TpRunSpec, s: number) {
 /** Runs the spec on this rank. */
 export default async function main(ctx: WorkerContext) {
   const spec = JSON.parse(ctx.args[0]) as TpRunSpec;
-  const { layout: grid, position, tp, dp } = parallelGroups(ctx.group, spec.tp);
+  const { layout: grid, position, tpGroup, dpGroup } = parallelGroups(ctx.group, spec.tp);
   const layout = { ...position, dp: grid.dp };
   const device = await Device.create({
     backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
   });
   ctx.deviceAcquired();
   try {
-    const layers = new TensorParallelLayers(device, tp, { overlapComm: spec.overlapTpComm });
+    const layers = new TensorParallelLayers(device, tpGroup, { overlapComm: spec.overlapTpComm });
     const rng = new RngTracker(spec.seed, layout.tpRank, layout.dpRank);
     const bert = spec.model === "bert";
     const model = bert
@@ -119,7 +119,7 @@ export default async function main(ctx: WorkerContext) {
     const trainer = new Trainer(device, model, {
       schedule: { lr: 3e-3, warmupIters: 1, decayIters: spec.steps },
       clipGrad: 1,
-      hooks: hybridHooks(device, { tp, dp }, undefined, spec.half, {
+      hooks: hybridHooks(device, { tpGroup, dpGroup }, undefined, spec.half, {
         overlap: spec.overlapGradReduce,
         bucketSize: spec.ddpBucketSize,
       }),

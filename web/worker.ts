@@ -58,10 +58,10 @@ async function run(init: InitMessage): Promise<void> {
     arena: new Arena(init.memory),
     timeoutMs: 120_000,
   });
-  const { tp: group, dp } = parallelGroups(comm.worldGroup(), c.tp);
+  const { tpGroup, dpGroup } = parallelGroups(comm.worldGroup(), c.tp);
   const device = await Device.create();
   try {
-    const parallel = new TensorParallelLayers(device, group);
+    const parallel = new TensorParallelLayers(device, tpGroup);
     const rng = new RngTracker(c.seed, rank, 0);
     const model = new Gpt(parallel, gptConfigOf(c), { seed: c.seed, rng });
     const trainer = new Trainer(device, model, {
@@ -73,7 +73,7 @@ async function run(init: InitMessage): Promise<void> {
         style: "cosine",
       },
       clipGrad: 1,
-      hooks: hybridHooks(device, { tp: group, dp }),
+      hooks: hybridHooks(device, { tpGroup, dpGroup }),
       countsInNorm: countsInNorm(rank),
     });
     const sampler = new GptBatchSampler(train, {
@@ -109,7 +109,7 @@ async function run(init: InitMessage): Promise<void> {
       msSetup: performance.now() - t0,
     });
 
-    const stopFlag = group.alloc(1);
+    const stopFlag = tpGroup.alloc(1);
     const sample = async (step: number) => {
       const prompt = c.prompt || "\n";
       if (say) post({ type: "sample-start", step, prompt });
@@ -152,7 +152,7 @@ async function run(init: InitMessage): Promise<void> {
       }
       // Every rank stops after the same step: the maximum of the flags they saw.
       stopFlag[0] = Atomics.load(init.stop, 0);
-      if (c.tp > 1) await group.allReduce(stopFlag, "max");
+      if (c.tp > 1) await tpGroup.allReduce(stopFlag, "max");
       stopped = stopFlag[0] > 0 && it < c.steps;
       if (it % c.evalInterval === 0 || it === c.steps || stopped) {
         const v = await trainer.evaluate(

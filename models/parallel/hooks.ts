@@ -20,9 +20,9 @@ import { averageOver, type DpGroup, GradBuckets } from "./overlap.ts";
 /** The groups of one rank. */
 export interface HybridGroups {
   /** Tensor-parallel group. */
-  tp: Pick<ProcessGroup, "size" | "rank" | "allReduce">;
+  tpGroup: Pick<ProcessGroup, "size" | "rank" | "allReduce">;
   /** Data-parallel group (`allGather` for 16-bit gradients on the wire). */
-  dp: DpGroup;
+  dpGroup: DpGroup;
 }
 
 /**
@@ -136,7 +136,7 @@ export function hybridHooks(
       if (timer) timer.ms += performance.now() - t0;
     }
   };
-  const dp = groups.dp;
+  const dp = groups.dpGroup;
   const buckets = new GradBuckets(
     device,
     dp,
@@ -161,13 +161,13 @@ export function hybridHooks(
       }
       : undefined,
     async reduceNormSquared(sq: Tensor) {
-      if (groups.tp.size > 1) await timed(() => groups.tp.allReduce(sq, "sum"));
+      if (groups.tpGroup.size > 1) await timed(() => groups.tpGroup.allReduce(sq, "sum"));
       return sq;
     },
     async averageLoss(loss: Tensor) {
-      if (groups.dp.size === 1) return loss;
+      if (dp.size === 1) return loss;
       const c = clone(loss);
-      await timed(() => groups.dp.allReduce(c, "avg"));
+      await timed(() => dp.allReduce(c, "avg"));
       return c;
     },
   };
