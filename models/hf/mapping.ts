@@ -103,30 +103,12 @@ function checkHfShapes(
 }
 
 /**
- * This rank's shards (at `place`) of our full tensors read from a Hugging Face
- * file, every shape checked first: against the model in the file's own names
- * and layout (`table`; `sizes` names the config.json keys that size the
- * model), then by the loader (`planShards`). Writes nothing.
- */
-export function planHfShards(
-  table: readonly MapEntry[],
-  params: readonly [string, ParamInfo][],
-  tensors: ReadonlyMap<string, HostTensor>,
-  place: TpPlace,
-  source: string,
-  sizes: string,
-  paddedRows: Record<string, number>,
-): Float32Array[] {
-  checkHfShapes(table, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
-  return planShards(params, (n) => tensors.get(n), place, (n) => `${source} ("${n}")`, paddedRows);
-}
-
-/**
  * Writes our full tensors read from a Hugging Face file into a model's
  * parameters (this rank's shards at `place`), validating everything before
  * writing anything: a tensor the model has no parameter for is refused first,
- * then every shape as {@link planHfShards} checks them (`table`, `sizes` and
- * `paddedRows` as it takes them).
+ * then every shape against the model in the file's own names and layout
+ * (`table`; `sizes` names the config.json keys that size the model), then by
+ * the loader (`planShards`, with `paddedRows` as it takes them).
  */
 export function assignHfTensors(
   table: readonly MapEntry[],
@@ -142,7 +124,15 @@ export function assignHfTensors(
   if (extra.length > 0) {
     throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
   }
-  writeShards(params, planHfShards(table, params, tensors, place, source, sizes, paddedRows));
+  checkHfShapes(table, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
+  const shards = planShards(
+    params,
+    (n) => tensors.get(n),
+    place,
+    (n) => `${source} ("${n}")`,
+    paddedRows,
+  );
+  writeShards(params, shards);
 }
 
 /** Transposes a 2-D host tensor. */
