@@ -92,6 +92,12 @@ export const TORCH_COMPARE_FLAGS: Record<string, FlagSpec> = {
     default: "dawn",
     help: "GPT-2 small: the project's WebGPU implementation",
   },
+  "gpt2-dir": {
+    type: "string",
+    valueName: "DIR",
+    help: "GPT-2 small: where the random model (~475 MB) is written and found again, " +
+      "bench:gpt2's --dir (default $TMPDIR/gpt2-random, else /tmp/gpt2-random)",
+  },
   "python": {
     type: "string",
     default: "/usr/bin/python3",
@@ -110,7 +116,7 @@ export const TORCH_COMPARE_FLAGS: Record<string, FlagSpec> = {
 const USAGE =
   `Usage: deno task bench:torch [--backends deno,dawn] [--steps 10] [--rounds 3] [--gpt2-tp 1,2|none]
   [--gpt2-steps 3] [--gpt2-rounds 1] [--gpt2-placement procs|workers] [--gpt2-tp1 core|cpu|both]
-  [--gpt2-backend dawn|deno] [--python /usr/bin/python3] [--torch-malloc keep|default]`;
+  [--gpt2-backend dawn|deno] [--gpt2-dir DIR] [--python /usr/bin/python3] [--torch-malloc keep|default]`;
 
 /** What a `bench:torch` command line asks for. */
 export interface TorchCompareOptions {
@@ -132,6 +138,8 @@ export interface TorchCompareOptions {
   gpt2Tp1: Tp1Placement;
   /** GPT-2 small: the project's backend. */
   gpt2Backend: BackendName;
+  /** GPT-2 small: where its random model is written (undefined: bench:gpt2's default). */
+  gpt2Dir?: string;
   /** The Python that runs PyTorch. */
   python: string;
   /** glibc malloc for PyTorch. */
@@ -167,6 +175,7 @@ export function torchCompareOptions(f: FlagValues): TorchCompareOptions {
     gpt2Placement: f["gpt2-placement"] as Gpt2Placement,
     gpt2Tp1: f["gpt2-tp1"] as Tp1Placement,
     gpt2Backend: parseBackend(f["gpt2-backend"] as string),
+    gpt2Dir: f["gpt2-dir"] as string | undefined,
     python: f.python as string,
     torchMalloc: f["torch-malloc"] as "keep" | "default",
   };
@@ -282,13 +291,15 @@ async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
 
 /**
  * The flags bench/gpt2_scale.ts runs GPT-2 small with at TP=`tp` under
- * `placement`: {@link GPT2}'s sequence and batch, `steps` timed steps, on `backend`.
+ * `placement`: {@link GPT2}'s sequence and batch, `steps` timed steps, on `backend`,
+ * its random model in `dir` (bench/gpt2_scale.ts's default when undefined).
  */
 export function gpt2ScaleArgs(
   tp: number,
   placement: Gpt2Placement,
   steps: number,
   backend: BackendName,
+  dir?: string,
 ): string[] {
   return [
     "--sizes",
@@ -307,6 +318,7 @@ export function gpt2ScaleArgs(
     placement,
     "--backend",
     backend,
+    ...(dir === undefined ? [] : ["--dir", dir]),
   ];
 }
 
@@ -326,7 +338,7 @@ async function projectGpt2(
       "run",
       "-A",
       new URL("./gpt2_scale.ts", import.meta.url).pathname,
-      ...gpt2ScaleArgs(tp, placement, o.gpt2Steps, o.gpt2Backend),
+      ...gpt2ScaleArgs(tp, placement, o.gpt2Steps, o.gpt2Backend, o.gpt2Dir),
     ],
     stdout: "piped",
     stderr: "inherit",

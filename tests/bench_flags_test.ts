@@ -25,7 +25,12 @@ import { MEMORY_PATHS_FLAGS } from "../bench/memory_paths.ts";
 import { MIXED_PRECISION_FLAGS } from "../bench/mixed_precision.ts";
 import { RESIDUAL_FLAGS } from "../bench/residual_norm.ts";
 import { SCALING_FLAGS } from "../bench/scaling.ts";
-import { gpt2Outcome, gpt2ScaleArgs, TORCH_COMPARE_FLAGS } from "../bench/torch_compare.ts";
+import {
+  gpt2Outcome,
+  gpt2ScaleArgs,
+  TORCH_COMPARE_FLAGS,
+  torchCompareOptions,
+} from "../bench/torch_compare.ts";
 import { withTimeLimit } from "./helpers.ts";
 
 const root = new URL("../", import.meta.url);
@@ -353,6 +358,10 @@ Deno.test("bench flags: bench:torch runs bench/gpt2_scale.ts with flags it takes
       );
     }
   }
+  // --gpt2-dir reaches bench:gpt2's --dir (where the ~475 MB random model goes).
+  const o = torchCompareOptions(parseFlags(["--gpt2-dir", "/data/g2"], TORCH_COMPARE_FLAGS));
+  const args = gpt2ScaleArgs(1, "procs", 3, "dawn", o.gpt2Dir);
+  deepStrictEqual(gpt2ScaleOptions(parseFlags(args, GPT2_SCALE_FLAGS)).dir, "/data/g2");
 });
 
 Deno.test("bench flags: bench:torch reads a failed GPT-2 row as failed, not as 0 ms a step", () => {

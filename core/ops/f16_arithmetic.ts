@@ -55,8 +55,8 @@ export async function enableF16Arithmetic(device: Device): Promise<void> {
       `native f16 arithmetic needs the shader-f16 feature, which this adapter does not offer ` +
         `(${backend}: ${name})` +
         (backend === "dawn"
-          ? `; Deno's WebGPU has it on lavapipe (--backend deno on the command line, ` +
-            `backend: "deno" in Device.create)`
+          ? `; Deno's WebGPU has it on lavapipe (--backend deno on a command's line, ` +
+            `WEBGPU_BACKEND=deno before a bench task, backend: "deno" in Device.create)`
           : ""),
     );
   }
