@@ -125,19 +125,23 @@ const BERT_FAMILY: ModelFamily<BertConfig, Bert, HfBert> = {
  * or `from.load` (a checkpoint of `deno task train --model bert`, `from.iteration`
  * optional) on `device`, or over `layers` (a tensor-parallel layout: this rank's shards
  * are loaded). The tokenizer is the directory's `vocab.txt` (or `tokenizer.json`), else
- * bert-base-uncased's when the vocabulary has its size.
+ * bert-base-uncased's when the vocabulary has its size. `checkSaved` sees a
+ * checkpoint's saved config (and the source named in messages) before its
+ * tokenizer or weights are read.
  */
 export async function loadBert(
   device: Device,
   from: ModelSource,
   layers: ParallelLayers = TensorParallelLayers.single(device),
   progress?: (done: number, total: number) => void,
+  checkSaved?: (config: BertConfig, source: string) => void,
 ): Promise<LoadedBert> {
   if (from.hfDir) {
     const { model, hf, source } = await loadHfModel(BERT_FAMILY, from.hfDir, layers, progress);
     return { model, tokenizer: hf.tokenizer, source, tokenizerSource: hf.tokenizerSource };
   }
   const saved = await openSavedModel(BERT_FAMILY, from);
+  checkSaved?.(saved.config, saved.source);
   const tok = await bertTokenizerFor(saved.dir, saved.config.vocabSize);
   const model = await loadSavedModel(BERT_FAMILY, saved, layers, progress);
   return {

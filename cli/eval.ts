@@ -314,9 +314,9 @@ export async function evalBertRank(
     modelSourceFromFlags(f),
     layers,
     print ? stderrProgress("loading", !!f.json) : undefined,
+    requireSentencePairs, // a checkpoint's config, before its weights (an HF one was checked above)
   );
   const c = model.config;
-  if (!hfDir) requireSentencePairs(c, source); // an HF config was checked above
   const savedT = f["use-checkpoint-args"] ? savedArgs?.["seq-length"] : undefined;
   const T = (f["seq-length"] as number | undefined) ??
     (typeof savedT === "number" ? savedT : c.maxPositions);
