@@ -168,7 +168,8 @@ async function removeDeadStaging(out: string, host: string): Promise<void> {
 
 /**
  * Refuses an `--output` that holds a training checkpoint (its `latest` or
- * Megatron's tracker file, or `iter_*` folders): the export would replace the
+ * Megatron's tracker file, or iteration folders named as saves and Megatron
+ * name them, `iter_0000100`): the export would replace the
  * tokenizer files the checkpoint is read with.
  */
 async function refuseCheckpointDir(out: string): Promise<void> {
@@ -187,7 +188,7 @@ async function refuseCheckpointDir(out: string): Promise<void> {
   if (latest !== null || iterDir) {
     throw new UsageError(
       `--output ${out} holds a training checkpoint (${
-        latest !== null ? "its latest file" : "iter_* folders"
+        latest !== null ? "its latest file" : "iteration folders, iter_0000100 and the like"
       }); an export there would replace the tokenizer files it is read with: export into ` +
         "another directory",
     );

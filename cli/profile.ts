@@ -305,7 +305,7 @@ function meteredGroup(group: TpGroup, device: Device) {
   const bytes = noCommBytes();
   const metered = timedGroup(countedGroup(group, bytes), timer, device);
   const metering = { on: false, timer, bytes };
-  const tp: TpGroup & { untimed: TpGroup } = {
+  const tpGroup: TpGroup & { untimed: TpGroup } = {
     size: group.size,
     rank: group.rank,
     // overlapped collectives (--overlap-tp-comm) bypass the timing: the trainer times their exposed wait
@@ -321,7 +321,7 @@ function meteredGroup(group: TpGroup, device: Device) {
       } satisfies Pick<TpGroup, "allReduceHalf">
       : {}),
   };
-  return { tp, metering };
+  return { tpGroup, metering };
 }
 
 /** Runs the profile the flags describe on `device` (one rank of a TP group with `ranks`). */
@@ -344,7 +344,7 @@ export async function profileRun(
   const metered = ranks && ranks.tpGroup.size > 1 ? meteredGroup(ranks.tpGroup, device) : null;
   const gpt = metered
     ? new Gpt(
-      new TensorParallelLayers(device, metered.tp, { overlapComm: !!f["overlap-tp-comm"] }),
+      new TensorParallelLayers(device, metered.tpGroup, { overlapComm: !!f["overlap-tp-comm"] }),
       cfg,
       { seed, rng: new RngTracker(seed, ranks!.tpRank, 0) },
     )
@@ -354,7 +354,7 @@ export async function profileRun(
     clipGrad: f["clip-grad"] as number,
     adam: { multiTensor: !!f["multi-tensor-adam"] },
     hooks: metered
-      ? hybridHooks(device, { tpGroup: metered.tp, dpGroup: ranks!.dpGroup })
+      ? hybridHooks(device, { tpGroup: metered.tpGroup, dpGroup: ranks!.dpGroup })
       : undefined,
     countsInNorm: metered ? countsInNorm(ranks!.tpRank) : undefined,
     backwardWaits: metered?.metering.timer,

@@ -42,11 +42,16 @@ export interface DistConfig {
    * default launcher) or as child processes (`--launcher procs`, each of which
    * then reads 1 here). 1 where torchrun, Slurm or Open MPI started this
    * process for one rank (torchrun's count of ranks on the host,
-   * `LOCAL_WORLD_SIZE`, is read only to check `LOCAL_RANK`, to count
-   * {@link nodes} and to see whether the whole job is on this host).
+   * `LOCAL_WORLD_SIZE`, is read only to check it against `WORLD_SIZE` and
+   * `LOCAL_RANK`, to count {@link nodes} and to see whether the whole job is on
+   * this host).
    */
   localWorld: number;
-  /** Rank on this host (`LOCAL_RANK`) of the first rank started here: the GPU index it starts from. */
+  /**
+   * Rank on this host of the first rank started here (torchrun's `LOCAL_RANK`,
+   * Slurm's `SLURM_LOCALID`, Open MPI's `OMPI_COMM_WORLD_LOCAL_RANK`; 0 under the
+   * launcher's own flags): the GPU index it starts from.
+   */
   localRankBase: number;
   /** Rendezvous host (rank 0's node). */
   masterAddr: string;

@@ -131,6 +131,12 @@ export class SelfAttention extends Module {
   ) {
     super();
     const h = s.hiddenSize;
+    if (!Number.isInteger(s.kvChannels) || s.kvChannels * s.numHeads !== h) {
+      throw new Error(
+        `SelfAttention: kvChannels ${s.kvChannels} × numHeads ${s.numHeads} is not ` +
+          `hiddenSize ${h} (pass the model's resolved shape, resolveShape)`,
+      );
+    }
     this.headDim = s.kvChannels;
     this.localHeads = s.numHeads / layers.tpSize;
     this.qkv = this.child(names.input, layers.columnLinear(h, 3 * h, init, 3));

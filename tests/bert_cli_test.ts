@@ -343,6 +343,27 @@ Deno.test(
     const gpt = await runCli("cli/eval.ts", ["--model", "gpt", "--load", ck, ...common]);
     strictEqual(gpt.code, 1);
     match(gpt.stderr, /holds a bert, not a GPT/);
+
+    // A checkpoint of a BERT with one token type is refused from its saved config,
+    // before its tokenizer (it has none) or its weights are read.
+    const oneType = new Bert(TensorParallelLayers.single(dev), {
+      ...model.config,
+      typeVocabSize: 1,
+    }, { seed: 1 });
+    const ck1 = join(root, "ck-one-type");
+    await saveCheckpoint(ck1, {
+      iteration: 0,
+      params: oneType.namedParams(),
+      model: { arch: "bert", config: oneType.config },
+      paddedRows: bertPaddedRows(V),
+    });
+    oneType.dispose();
+    const types = await runCli("cli/eval.ts", ["--load", ck1, ...common]);
+    strictEqual(types.code, 1);
+    match(
+      types.stderr,
+      /ck-one-type\/iter_0000000 \(iteration 0, saved at tp 1\): type_vocab_size 1/,
+    );
   },
 );
 

@@ -1,7 +1,8 @@
 /**
  * The assignment both Hugging Face families share (`assignHfTensors`): a full
- * tensor the model has no parameter for is refused by name, as is a shape the
- * model does not have, and a refused assignment leaves every parameter as it was;
+ * tensor the model has no parameter for is refused by name, then a parameter
+ * the file lacks, then a shape the model does not have (one order for both
+ * families), and a refused assignment leaves every parameter as it was;
  * a good one writes the tensors (the vocabulary padded).
  */
 
@@ -52,8 +53,26 @@ Deno.test(
       () => assignGpt2(m.namedParams(), extra, gptConfig, {}, "w.safetensors"),
       /w\.safetensors: the model has no parameter h\.1\.ln_1\.weight$/,
     );
+    // One order of checks for both families: unknown, then missing, then shapes.
+    const short = new Map(good);
+    short.delete("ln_f.weight");
+    throws(
+      () => assignGpt2(m.namedParams(), short, gptConfig, {}, "w.safetensors"),
+      /w\.safetensors: no HF tensor for ln_f\.weight$/,
+    );
+    const both = new Map([...short, ["h.1.ln_1.weight", good.get("h.0.ln_1.weight")!]]);
+    throws(
+      () => assignGpt2(m.namedParams(), both, gptConfig, {}, "w.safetensors"),
+      /the model has no parameter h\.1\.ln_1\.weight$/,
+    );
     const wrong = new Map(good);
     wrong.set("ln_f.bias", { shape: [9], data: new Float32Array(9) });
+    const wrongAndShort = new Map(wrong);
+    wrongAndShort.delete("ln_f.weight");
+    throws(
+      () => assignGpt2(m.namedParams(), wrongAndShort, gptConfig, {}, "w.safetensors"),
+      /no HF tensor for ln_f\.weight$/,
+    );
     throws(
       () => assignGpt2(m.namedParams(), wrong, gptConfig, {}, "w.safetensors"),
       /w\.safetensors: ln_f\.bias is \[9\] in the file, but the model has \[8\]/,

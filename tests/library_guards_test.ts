@@ -9,7 +9,8 @@
  * Float ops handed `i32` tensors, typed arrays of the other dtype, ids that are
  * no int32, bad AdamW hyper-parameters, `minLr` above `lr`, a bad BERT
  * `mlmNormalizer`, an unknown 16-bit format and a checkpoint load whose
- * optimizer does not own the parameters are refused, each naming the value.
+ * optimizer does not own the parameters are refused, each naming the value, as
+ * is an attention block whose head size is not hidden / heads.
  */
 
 import { deepEqual, equal, rejects, throws } from "node:assert/strict";
@@ -18,7 +19,9 @@ import * as ops from "../core/ops/mod.ts";
 import { AdamW, checkLrSchedule } from "../core/optim.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
+import { RngStream } from "../core/rng.ts";
 import { Bert, type BertConfig } from "../models/bert.ts";
+import { SelfAttention } from "../models/blocks.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { generate } from "../models/generate.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -439,3 +442,33 @@ Deno.test(
     empty.dispose();
   },
 );
+
+Deno.test("SelfAttention refuses a shape whose kvChannels is not hidden / heads", gpuTest, () => {
+  const layers = TensorParallelLayers.single(dev);
+  const names = { input: "c_attn", output: "c_proj" };
+  const shape = { hiddenSize: 16, numHeads: 2, ffnHiddenSize: 64, numLayers: 1 };
+  for (const kvChannels of [undefined, 4]) {
+    throws(
+      () =>
+        new SelfAttention(
+          layers,
+          { ...shape, kvChannels } as never,
+          { rng: new RngStream(1) },
+          0,
+          new RngStream(2),
+          names,
+        ),
+      /SelfAttention: kvChannels .* × numHeads 2 is not hiddenSize 16 \(pass the model's resolved shape/,
+    );
+  }
+  const ok = new SelfAttention(
+    layers,
+    { ...shape, kvChannels: 8 },
+    { rng: new RngStream(1) },
+    0,
+    new RngStream(2),
+    names,
+  );
+  equal(ok.headDim, 8);
+  ok.dispose();
+});

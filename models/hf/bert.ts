@@ -267,16 +267,19 @@ export function assignBert(
   place: TpPlace,
   source: string,
 ): void {
-  const missing = params.map(([n]) => n).filter((n) => !tensors.has(n));
-  if (missing.length > 0) {
-    throw new CheckpointError(
-      `${source}: no HF tensor for ${missing.join(", ")}` +
-        (missing.some((n) => n.includes("final_layernorm"))
-          ? " (HF BERT is post-LN: build the model with postLayerNorm)"
-          : ""),
-    );
-  }
   const sizes =
     "hidden_size, intermediate_size, max_position_embeddings, type_vocab_size, vocab_size";
-  assignHfTensors(BERT_TABLE, params, tensors, place, source, sizes, bertPaddedRows(vocabSize));
+  assignHfTensors(
+    BERT_TABLE,
+    params,
+    tensors,
+    place,
+    source,
+    sizes,
+    bertPaddedRows(vocabSize),
+    (missing) =>
+      missing.some((n) => n.includes("final_layernorm"))
+        ? " (HF BERT is post-LN: build the model with postLayerNorm)"
+        : "",
+  );
 }

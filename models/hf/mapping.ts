@@ -105,10 +105,11 @@ function checkHfShapes(
 /**
  * Writes our full tensors read from a Hugging Face file into a model's
  * parameters (this rank's shards at `place`), validating everything before
- * writing anything: a tensor the model has no parameter for is refused first,
- * then every shape against the model in the file's own names and layout
- * (`table`; `sizes` names the config.json keys that size the model), then by
- * the loader (`planShards`, with `paddedRows` as it takes them).
+ * writing anything, in this order: a tensor the model has no parameter for;
+ * a parameter the file has no tensor for (`missingHint` may add a clause to
+ * that message); every shape against the model in the file's own names and
+ * layout (`table`; `sizes` names the config.json keys that size the model),
+ * then as the loader plans the shards (`planShards`, with `paddedRows`).
  */
 export function assignHfTensors(
   table: readonly MapEntry[],
@@ -118,11 +119,18 @@ export function assignHfTensors(
   source: string,
   sizes: string,
   paddedRows: Record<string, number>,
+  missingHint: (missing: string[]) => string = () => "",
 ): void {
   const have = new Set(params.map(([n]) => n));
   const extra = [...tensors.keys()].filter((n) => !have.has(n));
   if (extra.length > 0) {
     throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
+  }
+  const missing = params.map(([n]) => n).filter((n) => !tensors.has(n));
+  if (missing.length > 0) {
+    throw new CheckpointError(
+      `${source}: no HF tensor for ${missing.join(", ")}${missingHint(missing)}`,
+    );
   }
   checkHfShapes(table, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
   const shards = planShards(
