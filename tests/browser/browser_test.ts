@@ -15,6 +15,10 @@
  * scripts/chromium.sh (apt-get as root, saying so). Without one, and no way to
  * install it, the test is reported as ignored, with a line on stderr saying
  * why. Its WebGPU here is a software adapter (SwiftShader, Vulkan on the CPU).
+ * A second test loads the page through a front that breaks one thing at a
+ * time: the corpus request answered with an HTTP error, `worker.js` missing,
+ * and (in the page) a `navigator.gpu` that offers no adapter; each must be
+ * said on the page, and nothing trained.
  * Own time limit: 900 s (the runs took about 4 minutes on the 2-core build box in the
  * thirty-sixth session, SwiftShader compiling each Worker's pipelines afresh).
  * Run with this folder's config and lockfile (`deno task test` does):
@@ -23,9 +27,11 @@
  */
 
 import assert from "node:assert/strict";
+import { ISOLATION_HEADERS } from "../../cli/serve.ts";
 import {
   findChromium,
   launch,
+  type Page,
   pageChecked,
   pageState,
   root,
@@ -225,6 +231,115 @@ Deno.test({
       assert.equal(await bare.$eval("#train", (e) => (e as HTMLButtonElement).disabled), true);
     } finally {
       await browser.close();
+      await server.close();
+    }
+  },
+});
+
+/** Which request the front in the test below answers with an error. */
+type Fault = "corpus" | "worker" | "none";
+
+/** What the server says instead of the book: long enough to train on, were it taken for one. */
+const ERROR_TEXT = "500 Internal Server Error: the corpus is unavailable. ".repeat(200);
+
+/** Waits until the run the page started has failed, ended or trained a step; returns its state. */
+async function settled(page: Page): Promise<RunState> {
+  await page.waitForFunction(
+    () => {
+      const m = (globalThis as unknown as { megatron: RunState }).megatron;
+      return m.done || m.error !== null || m.losses.length > 0;
+    },
+    { timeout: 60_000, polling: 50 },
+  );
+  return await pageState(page);
+}
+
+Deno.test({
+  name: "browser: the page says what went wrong (corpus request, worker.js, no adapter)",
+  ignore: chromium === null,
+  timeout: withTimeLimit(300).timeout,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const server = await serve();
+    // A front for the server that breaks the request `fault` names and passes the rest through.
+    let fault: Fault = "none";
+    const front = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+      const path = new URL(req.url).pathname;
+      const headers = { ...ISOLATION_HEADERS, "content-type": "text/plain" };
+      if (fault === "corpus" && path === "/data/moby_dick.txt") {
+        return new Response(ERROR_TEXT, { status: 500, headers });
+      }
+      if (fault === "worker" && path === "/worker.js") {
+        return new Response(`not found: ${path}\n`, { status: 404, headers });
+      }
+      return fetch(new URL(path.slice(1), server.url));
+    });
+    const url = `http://127.0.0.1:${front.addr.port}/`;
+    const browser = await launch(chromium!);
+    // Opens the page on a new tab and presses Train (tiny, TP = 1, 2 steps).
+    const tinyRun = async () => {
+      const page = await browser.newPage();
+      await page.goto(url, { waitUntil: "load" });
+      await pageChecked(page);
+      await page.select("#size", "tiny");
+      await page.select("#tp", "1");
+      await page.$eval("#steps", (e) => ((e as HTMLInputElement).value = "2"));
+      await page.click("#train");
+      const s = await settled(page);
+      return {
+        s,
+        log: await page.$eval("#log", (e) => e.textContent ?? ""),
+        trainEnabled: await page.$eval("#train", (e) => !(e as HTMLButtonElement).disabled),
+      };
+    };
+    try {
+      // The corpus request fails: the page says so and trains nothing (it once trained on the
+      // server's error text).
+      fault = "corpus";
+      const corpus = await tinyRun();
+      assert.match(
+        corpus.s.error ?? "",
+        /^rank 0: could not fetch the corpus http:\/\/127\.0\.0\.1:\d+\/data\/moby_dick\.txt: HTTP 500$/,
+      );
+      assert.equal(corpus.s.losses.length, 0, "trained on the error text");
+      assert.deepEqual(corpus.s.val, []);
+      assert.match(corpus.log, /^error: rank 0: could not fetch the corpus .*: HTTP 500$/m);
+      assert.ok(corpus.trainEnabled, "Train stays disabled after the failed run");
+
+      // worker.js does not load: the page says so instead of waiting for ever.
+      fault = "worker";
+      const worker = await tinyRun();
+      assert.equal(
+        worker.s.error,
+        "rank 0: could not load worker.js (is deno task serve still running?)",
+      );
+      assert.equal(worker.s.losses.length, 0);
+      assert.match(worker.log, /^error: rank 0: could not load worker\.js/m);
+      assert.ok(worker.trainEnabled, "Train stays disabled after the failed run");
+
+      // navigator.gpu without an adapter (Chrome on Linux without its flags): one line says so
+      // and how to turn WebGPU on, and Train waits.
+      fault = "none";
+      const page = await browser.newPage();
+      await page.evaluateOnNewDocument(() => {
+        GPU.prototype.requestAdapter = () => Promise.resolve(null);
+      });
+      await page.goto(url, { waitUntil: "load" });
+      await pageChecked(page);
+      const said = await page.$eval("#nogpu", (e) => (e as HTMLElement).innerText);
+      assert.match(
+        said,
+        /^This browser has WebGPU but offers no adapter \(requestAdapter\(\) returned null\)/,
+      );
+      assert.match(said, /--enable-unsafe-webgpu --enable-features=Vulkan/);
+      assert.ok(!said.includes("\n"), `more than one line: ${said}`);
+      assert.equal(await page.$eval("#train", (e) => (e as HTMLButtonElement).disabled), true);
+      await page.click("#train");
+      assert.equal((await pageState(page)).config, null, "a run started without an adapter");
+    } finally {
+      await browser.close();
+      await front.shutdown();
       await server.close();
     }
   },
