@@ -74,6 +74,11 @@ const state: RunState = {
 };
 (globalThis as unknown as { megatron: RunState }).megatron = state;
 
+/**
+ * The rank Workers, kept from one run to the next (rank r of every run is
+ * Worker r): each keeps its device, whose pipelines a software adapter would
+ * otherwise compile again (~30 s in SwiftShader). A failed run ends them all.
+ */
 let workers: Worker[] = [];
 let stopWord: Int32Array | null = null;
 
@@ -167,9 +172,12 @@ function setRunning(on: boolean): void {
   $<HTMLButtonElement>("stop").disabled = !on;
 }
 
-function finish(): void {
-  for (const w of workers) w.terminate();
-  workers = [];
+/** Ends the run; a failed one also ends the Workers (a rank may be stuck in a collective). */
+function finish(failed: boolean): void {
+  if (failed) {
+    for (const w of workers) w.terminate();
+    workers = [];
+  }
   setRunning(false);
 }
 
@@ -229,8 +237,12 @@ function start(config: RunConfig): void {
   stopWord = new Int32Array(new SharedArrayBuffer(4));
   const shards: ShardMessage[][] = [];
   let finished = 0;
+  const kept = Math.min(workers.length, config.tp);
+  while (workers.length < config.tp) {
+    workers.push(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }));
+  }
   for (let rank = 0; rank < config.tp; rank++) {
-    const w = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    const w = workers[rank];
     // A script that cannot load gives an error event with no message.
     w.onerror = (e) =>
       fail(
@@ -246,7 +258,7 @@ function start(config: RunConfig): void {
         if (++finished === config.tp) {
           state.done = true;
           log(m.stopped ? `stopped after step ${state.losses.length}` : "done");
-          finish();
+          finish(false);
           offerDownloads(config, shards);
         }
       } else onEvent(m);
@@ -259,9 +271,15 @@ function start(config: RunConfig): void {
       corpusUrl: new URL("./data/moby_dick.txt", location.href).href,
       stop: stopWord,
     });
-    workers.push(w);
   }
-  log(`started ${config.tp} worker${config.tp > 1 ? "s" : ""} (one per tensor-parallel rank)`);
+  const fresh = config.tp - kept;
+  log(
+    `${config.tp} worker${config.tp > 1 ? "s" : ""} (one per tensor-parallel rank): ` +
+      (kept
+        ? `${kept} kept from the last run with ${kept > 1 ? "their devices" : "its device"}`
+        : "") +
+      (kept && fresh ? ", " : "") + (fresh ? `${fresh} started` : ""),
+  );
 }
 
 function fail(message: string): void {
@@ -269,7 +287,7 @@ function fail(message: string): void {
   state.error = message;
   console.error(message);
   log(`error: ${message}`);
-  finish();
+  finish(true);
 }
 
 function onEvent(m: WorkerEvent): void {

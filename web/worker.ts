@@ -5,6 +5,8 @@
  * transport (a `WebAssembly.Memory` the page creates and posts to every rank).
  * Rank 0 reports steps, validation and samples to the page; every rank returns
  * its parameter shards at the end, from which the page builds the checkpoint.
+ * The page keeps a rank's Worker for its next run, and the Worker keeps its
+ * device: the pipelines compiled for one run serve the next.
  * @module
  */
 
@@ -35,6 +37,21 @@ function post(e: WorkerEvent, transfer?: Transferable[]): void {
   scope.postMessage(e, transfer);
 }
 
+/**
+ * This rank's device, created by its first run and kept for the next: a
+ * software adapter compiles the pipelines afresh for every device (SwiftShader
+ * took ~30 s for the tiny model's), and the device caches them.
+ */
+let keptDevice: Promise<Device> | null = null;
+
+function rankDevice(): Promise<Device> {
+  keptDevice ??= Device.create().catch((e) => {
+    keptDevice = null; // a later run tries again
+    throw e;
+  });
+  return keptDevice;
+}
+
 async function run(init: InitMessage): Promise<void> {
   const t0 = performance.now();
   const c = init.config;
@@ -59,11 +76,14 @@ async function run(init: InitMessage): Promise<void> {
     timeoutMs: 120_000,
   });
   const { tpGroup, dpGroup } = parallelGroups(comm.worldGroup(), c.tp);
-  const device = await Device.create();
+  // What this run makes on the kept device, freed at its end (the trainer first).
+  const made: { dispose(): void }[] = [];
   try {
+    const device = await rankDevice();
     const parallel = new TensorParallelLayers(device, tpGroup);
     const rng = new RngTracker(c.seed, rank, 0);
     const model = new Gpt(parallel, gptConfigOf(c), { seed: c.seed, rng });
+    made.unshift(model);
     const trainer = new Trainer(device, model, {
       schedule: {
         lr: c.lr,
@@ -76,6 +96,7 @@ async function run(init: InitMessage): Promise<void> {
       hooks: hybridHooks(device, { tpGroup, dpGroup }),
       countsInNorm: countsInNorm(rank),
     });
+    made.unshift(trainer);
     const sampler = new GptBatchSampler(train, {
       batchSize: c.batch,
       seqLength: c.seqLength,
@@ -179,17 +200,24 @@ async function run(init: InitMessage): Promise<void> {
     }));
     post({ type: "done", rank, stopped, shards }, shards.map((x) => x.data.buffer as ArrayBuffer));
   } finally {
-    await device.close();
+    // The device stays for the next run; what this run made on it goes.
+    for (const m of made) m.dispose();
     comm.close();
   }
 }
 
+let running = false;
 scope.onmessage = (e: MessageEvent<InitMessage>) => {
-  scope.onmessage = null;
+  const rank = e.data.rank;
+  if (running) {
+    post({ type: "error", rank, message: "a run was started on a rank still running one" });
+    return;
+  }
+  running = true;
   run(e.data).catch((err) => {
     // The page shows the message; the stack goes to this Worker's console.
     console.error(err);
     const message = err instanceof Error ? err.message : String(err);
-    post({ type: "error", rank: e.data.rank, message });
-  });
+    post({ type: "error", rank, message });
+  }).finally(() => running = false);
 };

@@ -9,7 +9,9 @@
  * to docs/browser.png with BROWSER_SCREENSHOT=1. The checkpoint the page offers (HF
  * GPT-2 files built in the page) is then evaluated by `deno task eval
  * --init-from-hf` on the page's validation windows, where it must find the
- * page's last validation loss (1e-4 relative: another adapter).
+ * page's last validation loss (1e-4 relative: another adapter). A run pressed
+ * Stop on (TP = 2) and a run at learning rate 0 (TP = 1) follow on the same
+ * page, which must run them on the Workers and devices it kept.
  *
  * Chromium: Debian's `chromium` package, installed on first use by
  * scripts/chromium.sh (apt-get as root, saying so). Without one, and no way to
@@ -20,7 +22,8 @@
  * and (in the page) a `navigator.gpu` that offers no adapter; each must be
  * said on the page, and nothing trained.
  * Own time limit: 900 s (the runs took about 4 minutes on the 2-core build box in the
- * thirty-sixth session, SwiftShader compiling each Worker's pipelines afresh).
+ * thirty-sixth session, SwiftShader compiling each new Worker's pipelines afresh;
+ * about 1.5 minutes once the page kept its Workers).
  * Run with this folder's config and lockfile (`deno task test` does):
  * `deno test -A --config tests/browser/deno.json tests/browser/`.
  * @module
@@ -190,6 +193,14 @@ Deno.test({
         2,
         "no checkpoint after Stop",
       );
+      // The page kept the last TP = 2 run's Workers, and each its device (and its pipelines).
+      const pageLog = () => page.$eval("#log", (e) => e.textContent ?? "");
+      assert.match(
+        await pageLog(),
+        /^2 workers \(one per tensor-parallel rank\): 2 kept from the last run with their devices$/m,
+      );
+      const firstStep = (s: RunState) => `${(s.firstStepAt - s.trainPressedAt).toFixed(0)} ms`;
+      console.log(`TP=2 again (Stop): first step ${firstStep(stopped)} after Train`);
       // A new run shows none of the last one's numbers; a learning rate of 0 is kept (it read
       // as "missing" and ran 3e-3); with sampling every 0 steps the run samples after its last.
       const frozen = await trainOnPage(
@@ -214,6 +225,11 @@ Deno.test({
         },
       );
       assert.equal(frozen.error, null);
+      assert.match(
+        await pageLog(),
+        /^1 worker \(one per tensor-parallel rank\): 1 kept from the last run with its device$/m,
+      );
+      console.log(`TP=1 again (learning rate 0): first step ${firstStep(frozen)} after Train`);
       assert.equal(frozen.config?.lr, 0);
       assert.equal(frozen.samples.length, 1, "no sample after the last step");
       assert.deepEqual(errors, [], "the page logged errors");
