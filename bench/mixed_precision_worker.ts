@@ -103,19 +103,19 @@ export async function measure(
   const half = mode === "fp32" ? undefined : mode === "bf16" ? "bf16" : "fp16";
   if (mode === "fp16-f16") await enableF16Arithmetic(device);
   const count = noCommBytes(), dpCount = noCommBytes();
-  const tp = groups
+  const tpGroup = groups
     ? countedGroup(groups.tpGroup as Parameters<typeof countedGroup>[0], count)
     : null;
-  const dp = groups ? countedGroup(groups.dpGroup as ProcessGroup, dpCount) : null;
-  const m = tp
-    ? new Gpt(new TensorParallelLayers(device, tp, { wire: half }), config, {
+  const dpGroup = groups ? countedGroup(groups.dpGroup as ProcessGroup, dpCount) : null;
+  const m = tpGroup
+    ? new Gpt(new TensorParallelLayers(device, tpGroup, { wire: half }), config, {
       seed: 1,
       rng: new RngTracker(1, groups!.tpRank, groups!.dpRank),
     })
     : Gpt.serial(device, config, 1);
   const dpWire = run.dpWire === "fp32" ? undefined : half;
-  const hooks = tp
-    ? hybridHooks(device, { tpGroup: tp, dpGroup: dp! }, undefined, dpWire)
+  const hooks = tpGroup
+    ? hybridHooks(device, { tpGroup, dpGroup: dpGroup! }, undefined, dpWire)
     : undefined;
   // the gradient average's bytes: what the DP group sends while it runs
   let dpGradBytes = 0, dpGradMs = 0;
@@ -135,7 +135,7 @@ export async function measure(
     schedule: { lr: 1e-3, decayIters: 1000, style: "constant" },
     clipGrad: 1,
     hooks,
-    countsInNorm: tp ? countsInNorm(groups!.tpRank) : undefined,
+    countsInNorm: tpGroup ? countsInNorm(groups!.tpRank) : undefined,
     precision: half
       ? { half, scaler: half === "fp16" ? new LossScaler({ initial: 2 ** 12 }) : undefined }
       : undefined,

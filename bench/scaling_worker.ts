@@ -71,8 +71,8 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
   ctx.deviceAcquired();
   try {
     const timer: CommTimer = { ms: 0, calls: [] };
-    const tp = run.measureComm ? timedGroup(groups.tpGroup, timer, device) : groups.tpGroup;
-    const layers = new TensorParallelLayers(device, tp, { overlapComm: run.overlap });
+    const tpGroup = run.measureComm ? timedGroup(groups.tpGroup, timer, device) : groups.tpGroup;
+    const layers = new TensorParallelLayers(device, tpGroup, { overlapComm: run.overlap });
     const model = new Gpt(layers, run.config, {
       seed: 1,
       rng: new RngTracker(1, groups.position.tpRank, groups.position.dpRank),
@@ -82,7 +82,7 @@ export default async function main(ctx: WorkerContext): Promise<ScalingResult> {
       clipGrad: 1,
       hooks: hybridHooks(
         device,
-        { tpGroup: tp, dpGroup: groups.dpGroup },
+        { tpGroup, dpGroup: groups.dpGroup },
         run.measureComm ? timer : undefined,
       ),
       countsInNorm: countsInNorm(groups.position.tpRank),

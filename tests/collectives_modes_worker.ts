@@ -13,13 +13,13 @@ export default async function main(ctx: WorkerContext): Promise<unknown> {
   const mode = ctx.args[0];
   const victim = Number(ctx.args[1] ?? 1);
   if (mode === "subgroups") {
-    const { tpGroup: tp, dpGroup: dp } = parallelGroups(g, 2);
+    const { tpGroup, dpGroup } = parallelGroups(g, 2);
     const a = new Float32Array([ctx.rank + 1]);
-    await tp.allReduce(a, "sum");
+    await tpGroup.allReduce(a, "sum");
     const b = new Float32Array([ctx.rank + 1]);
-    await dp.allReduce(b, "max");
+    await dpGroup.allReduce(b, "max");
     const c = await g.allGather(new Int32Array([ctx.rank * 10]));
-    return { tp: [...tp.ranks], dp: [...dp.ranks], a: a[0], b: b[0], c: [...c] };
+    return { tp: [...tpGroup.ranks], dp: [...dpGroup.ranks], a: a[0], b: b[0], c: [...c] };
   }
   if (mode === "hang") {
     if (ctx.rank === victim) {

@@ -501,13 +501,13 @@ async function masks(device: Device, t: number, draw: () => RngDraw): Promise<Ui
 /** Runs every check on this rank. */
 export default async function main(ctx: WorkerContext): Promise<BlocksResult> {
   const spec = JSON.parse(ctx.args[0]) as BlocksSpec;
-  const { position, tpGroup: tp } = parallelGroups(ctx.group, spec.tp);
+  const { position, tpGroup } = parallelGroups(ctx.group, spec.tp);
   const device = await Device.create({
     backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
   });
   ctx.deviceAcquired();
   try {
-    const c: Ctx = { device, group: tp, t: spec.tp, r: position.tpRank, seed: spec.seed };
+    const c: Ctx = { device, group: tpGroup, t: spec.tp, r: position.tpRank, seed: spec.seed };
     const t = spec.tp;
     const list: [string, () => Promise<void>][] = [
       ["ColumnParallelLinear", () => checkColumn(c, 1, false)],
