@@ -308,13 +308,15 @@ Deno.test(
     );
 
     // The same weights as a checkpoint (model family found in it), and at TP=2.
+    const saveBert = (dir: string, m: Bert) =>
+      saveCheckpoint(dir, {
+        iteration: 0,
+        params: m.namedParams(),
+        model: { arch: "bert", config: m.config },
+        paddedRows: bertPaddedRows(V),
+      });
     const ck = join(root, "ck-same");
-    await saveCheckpoint(ck, {
-      iteration: 0,
-      params: model.namedParams(),
-      model: { arch: "bert", config: model.config },
-      paddedRows: bertPaddedRows(V),
-    });
+    await saveBert(ck, model);
     await writeWordPieceTokenizer(ck, tok);
     model.dispose();
     deepStrictEqual(lastJson(await runCli("cli/eval.ts", ["--load", ck, ...common])), ja);
@@ -351,12 +353,7 @@ Deno.test(
       typeVocabSize: 1,
     }, { seed: 1 });
     const ck1 = join(root, "ck-one-type");
-    await saveCheckpoint(ck1, {
-      iteration: 0,
-      params: oneType.namedParams(),
-      model: { arch: "bert", config: oneType.config },
-      paddedRows: bertPaddedRows(V),
-    });
+    await saveBert(ck1, oneType);
     oneType.dispose();
     const types = await runCli("cli/eval.ts", ["--load", ck1, ...common]);
     strictEqual(types.code, 1);

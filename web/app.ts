@@ -273,12 +273,16 @@ function start(config: RunConfig): void {
     });
   }
   const fresh = config.tp - kept;
+  const how = [
+    ...(kept
+      ? [`${kept} kept from the last run with ${kept > 1 ? "their devices" : "its device"}`]
+      : []),
+    ...(fresh ? [`${fresh} started`] : []),
+  ];
   log(
-    `${config.tp} worker${config.tp > 1 ? "s" : ""} (one per tensor-parallel rank): ` +
-      (kept
-        ? `${kept} kept from the last run with ${kept > 1 ? "their devices" : "its device"}`
-        : "") +
-      (kept && fresh ? ", " : "") + (fresh ? `${fresh} started` : ""),
+    `${config.tp} worker${config.tp > 1 ? "s" : ""} (one per tensor-parallel rank): ${
+      how.join(", ")
+    }`,
   );
 }
 

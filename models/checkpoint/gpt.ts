@@ -6,7 +6,9 @@
  */
 
 import type { GptConfig } from "../gpt.ts";
-import type { RngTracker } from "../parallel/random.ts";
+import type { RngOffsets, RngTracker } from "../parallel/random.ts";
+
+export type { RngOffsets };
 
 /** A model with the two dropout streams (GPT and BERT both have them). */
 export interface HasRngStreams {
@@ -20,14 +22,6 @@ export function gptCheckpointInfo(config: GptConfig): {
   paddedRows: Record<string, number>;
 } {
   return { model: { arch: "gpt", config }, paddedRows: { "wte.weight": config.vocabSize } };
-}
-
-/** Dropout stream counters of a GPT or BERT ({@link RngTracker.state}), for the trainer state. */
-export interface RngOffsets {
-  /** Offset of the TP-group stream. */
-  group: number;
-  /** Offset of the per-TP-rank stream. */
-  rank: number;
 }
 
 /** The current dropout stream counters of `model` (a GPT or a BERT). */

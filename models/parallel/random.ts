@@ -10,6 +10,14 @@
 
 import { deriveSeed, RngStream } from "../../core/rng.ts";
 
+/** The offsets of a rank's two dropout streams: what a checkpoint saves of them. */
+export interface RngOffsets {
+  /** Offset of the TP-group stream. */
+  group: number;
+  /** Offset of the per-TP-rank stream. */
+  rank: number;
+}
+
 /** Dropout streams of one rank. */
 export class RngTracker {
   /** Stream for replicated activations (same on every TP rank). */
@@ -24,12 +32,12 @@ export class RngTracker {
   }
 
   /** Both streams' offsets, for checkpoints. */
-  state(): { group: number; rank: number } {
+  state(): RngOffsets {
     return { group: this.group.offset, rank: this.rank.offset };
   }
 
   /** Restores offsets saved by {@link RngTracker.state}. */
-  restore(s: { group: number; rank: number }): void {
+  restore(s: RngOffsets): void {
     this.group.offset = s.group;
     this.rank.offset = s.rank;
   }
