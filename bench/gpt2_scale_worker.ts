@@ -82,8 +82,8 @@ export default async function main(ctx: WorkerContext): Promise<Gpt2ScaleResult>
       rng: new RngTracker(1, tpRank, dpRank),
     });
     assignGpt2(model.namedParams(), tensors, config, { tp: run.tp, tpRank }, source);
-    const params = [...tensors.values()].reduce((s, t) => s + t.data.length, 0);
-    tensors.clear();
+    const params = [...tensors.keys()]
+      .reduce((s, n) => s + tensors.shapeOf(n)!.reduce((a, b) => a * b, 1), 0);
     await device.sync();
     const loadMs = performance.now() - t0;
     const weightBytes = model.namedParams().reduce((s, [, p]) => s + p.tensor.byteLength, 0);

@@ -17,7 +17,7 @@ import {
 } from "../data/wordpiece_tokenizer.ts";
 import { Bert, type BertConfig } from "../models/bert.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
-import type { HostTensor } from "../models/checkpoint/shard.ts";
+import type { TensorSource } from "../models/checkpoint/shard.ts";
 import { hfInitializerRange, readHfDir } from "../models/hf/io.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -57,12 +57,12 @@ export async function bertTokenizerFor(
   };
 }
 
-/** A Hugging Face BERT directory read into host memory, with its tokenizer. */
+/** A Hugging Face BERT directory opened, with its tokenizer. */
 export interface HfBert {
   /** The model's shape, from `config.json` (post-LN, as HF BERT is). */
   config: BertHfConfig;
-  /** Our full tensors (vocabulary unpadded). */
-  tensors: Map<string, HostTensor>;
+  /** Our full tensors (vocabulary unpadded), each read from the file when asked for. */
+  tensors: TensorSource;
   /** The weights file, for messages. */
   source: string;
   /** Its WordPiece tokenizer. */
@@ -73,7 +73,10 @@ export interface HfBert {
   initializerRange?: number;
 }
 
-/** Reads a Hugging Face BERT directory (config, weights, tokenizer); no device needed. */
+/**
+ * Opens a Hugging Face BERT directory: reads its config and tokenizer and checks its
+ * weights' names and shapes (their values are read when assigned); no device needed.
+ */
 export async function readHfBert(
   dir: string,
   progress?: (done: number, total: number) => void,

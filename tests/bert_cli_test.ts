@@ -29,7 +29,7 @@ import {
   writeWordPieceTokenizer,
 } from "../data/wordpiece_tokenizer.ts";
 import { Bert } from "../models/bert.ts";
-import { saveCheckpoint } from "../models/checkpoint/mod.ts";
+import { readTensors, saveCheckpoint, tensorSourceOf } from "../models/checkpoint/mod.ts";
 import {
   assignBert,
   bertConfigFromHf,
@@ -59,12 +59,7 @@ const tok = new WordPieceTokenizer(TINY_VOCAB);
 const hfConfig = bertConfigFromHf(TINY_HF_CONFIG);
 const V = hfConfig.vocabSize;
 const hfTensors = new Map(tinyHfTensors());
-const ours = bertTensorsFromHf(
-  [...hfTensors.keys()],
-  (n) => hfTensors.get(n),
-  hfConfig,
-  "fixture",
-);
+const ours = readTensors(bertTensorsFromHf(tensorSourceOf(hfTensors), hfConfig, "fixture"));
 const w = new Map([...ours].map(([n, t]) => [n, t.data]));
 const refCfg: BertRefConfig = { ...hfConfig, paddedVocab: V };
 const T = 16, MB = 4, SEED = 7;

@@ -3,12 +3,21 @@
  * tensor the model has no parameter for is refused by name, then a parameter
  * the file lacks, then a shape the model does not have (one order for both
  * families), and a refused assignment leaves every parameter as it was;
- * a good one writes the tensors (the vocabulary padded).
+ * a good one writes the tensors (the vocabulary padded). From a source that
+ * reads values when asked (an opened HF directory), every name and shape is
+ * checked before any value is read, each tensor is read once, and a read that
+ * fails writes nothing.
  */
 
-import { deepStrictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
 import { Bert } from "../models/bert.ts";
-import { type HostTensor, paramsToHost } from "../models/checkpoint/mod.ts";
+import {
+  CheckpointError,
+  type HostTensor,
+  paramsToHost,
+  type TensorSource,
+  tensorSourceOf,
+} from "../models/checkpoint/mod.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { assignBert, assignGpt2 } from "../models/hf/mod.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -116,3 +125,48 @@ Deno.test("BERT: an unknown tensor is refused and nothing is written", gpuTest, 
   );
   m.dispose();
 });
+
+/** `tensors` as a source that counts each tensor's reads, and fails reading `failing`. */
+function countingSource(tensors: Map<string, HostTensor>, failing?: string) {
+  const reads = new Map<string, number>();
+  const held = tensorSourceOf(tensors);
+  const source: TensorSource = {
+    ...held,
+    get(name) {
+      reads.set(name, (reads.get(name) ?? 0) + 1);
+      if (name === failing) throw new CheckpointError(`w.safetensors: "${name}" unreadable`);
+      return held.get(name);
+    },
+  };
+  return { source, reads };
+}
+
+Deno.test(
+  "GPT-2 from a source read when asked: shapes before values, each tensor once, nothing written on a failed read",
+  gpuTest,
+  async () => {
+    const m = Gpt.serial(dev, gptConfig, 1);
+    const before = await paramsToHost(m.namedParams());
+    const good = shifted(before, ["wte.weight"], gptConfig.vocabSize);
+    const wrong = new Map(good);
+    wrong.set("ln_f.bias", { shape: [9], data: new Float32Array(9) });
+    const misshapen = countingSource(wrong);
+    throws(
+      () => assignGpt2(m.namedParams(), misshapen.source, gptConfig, {}, "w.safetensors"),
+      /ln_f\.bias is \[9\] in the file, but the model has \[8\]/,
+    );
+    strictEqual(misshapen.reads.size, 0, "a shape was refused after values were read");
+    const failing = countingSource(good, "ln_f.weight");
+    throws(
+      () => assignGpt2(m.namedParams(), failing.source, gptConfig, {}, "w.safetensors"),
+      /"ln_f\.weight" unreadable/,
+    );
+    deepStrictEqual(await paramsToHost(m.namedParams()), before);
+    const counted = countingSource(good);
+    assignGpt2(m.namedParams(), counted.source, gptConfig, {}, "w.safetensors");
+    deepStrictEqual(new Set(counted.reads.keys()), new Set(good.keys()));
+    for (const [n, k] of counted.reads) strictEqual(k, 1, `${n} read ${k} times`);
+    deepStrictEqual((await paramsToHost(m.namedParams())).get("ln_f.bias"), good.get("ln_f.bias"));
+    m.dispose();
+  },
+);

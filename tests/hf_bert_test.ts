@@ -10,7 +10,7 @@ import { Bert, type BertConfig } from "../models/bert.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { paramsToHost } from "../models/checkpoint/mod.ts";
 import type { HostTensor } from "../models/checkpoint/mod.ts";
-import { resizeRows } from "../models/checkpoint/mod.ts";
+import { readTensors, resizeRows, tensorSourceOf } from "../models/checkpoint/mod.ts";
 import {
   assignBert,
   BERT_TABLE,
@@ -88,12 +88,7 @@ Deno.test("HF BERT import fuses q|k|v, ignores buffers; export then import is th
     hf.get("bert.embeddings.word_embeddings.weight")!,
   );
   withExtras.set("cls.predictions.decoder.bias", hf.get("cls.predictions.bias")!);
-  const ours = bertTensorsFromHf(
-    [...withExtras.keys()],
-    (n) => withExtras.get(n),
-    cfg,
-    "test.safetensors",
-  );
+  const ours = readTensors(bertTensorsFromHf(tensorSourceOf(withExtras), cfg, "test.safetensors"));
   deepStrictEqual(ours.size, expandTable(BERT_TABLE, 2).length);
   const qkv = ours.get("bert.encoder.layer.1.attention.self.qkv.weight")!;
   deepStrictEqual(qkv.shape, [24, 8]);
@@ -146,7 +141,7 @@ Deno.test("HF BERT import refuses an untied MLM decoder (weight or bias)", () =>
     const files = new Map(hf);
     files.set(name, t);
     throws(
-      () => bertTensorsFromHf([...files.keys()], (n) => files.get(n), cfg, "t.safetensors"),
+      () => bertTensorsFromHf(tensorSourceOf(files), cfg, "t.safetensors"),
       pattern,
     );
   }
@@ -164,19 +159,14 @@ Deno.test("HF BERT names: gamma/beta and bare BertModel prefixes are normalised"
       .replace(/^bert\./, "");
     renamed.set(m, t);
   }
-  const ours = bertTensorsFromHf(
-    [...renamed.keys()],
-    (n) => renamed.get(n),
-    cfg,
-    "old.safetensors",
-  );
+  const ours = bertTensorsFromHf(tensorSourceOf(renamed), cfg, "old.safetensors");
   deepStrictEqual(
     ours.get("bert.embeddings.LayerNorm.weight"),
     hf.get("bert.embeddings.LayerNorm.weight"),
   );
   hf.delete("bert.encoder.layer.0.attention.self.key.bias");
   throws(
-    () => bertTensorsFromHf([...hf.keys()], (n) => hf.get(n), cfg, "x.safetensors"),
+    () => bertTensorsFromHf(tensorSourceOf(hf), cfg, "x.safetensors"),
     /x\.safetensors: missing tensor bert\.encoder\.layer\.0\.attention\.self\.key\.bias/,
   );
   throws(
@@ -199,7 +189,7 @@ Deno.test(
       new Set(expandTable(BERT_TABLE, cfg.numLayers).map((e) => e.ours)),
     );
     const hf = hfBert();
-    const ours = bertTensorsFromHf([...hf.keys()], (n) => hf.get(n), cfg, "bert.safetensors");
+    const ours = bertTensorsFromHf(tensorSourceOf(hf), cfg, "bert.safetensors");
     assignBert(model.namedParams(), ours, cfg.vocabSize, {}, "bert.safetensors");
     const host = await paramsToHost(model.namedParams());
     deepStrictEqual(host.get("cls.predictions.bias")!.shape, [model.paddedVocab]);

@@ -13,6 +13,7 @@ import {
   CheckpointError,
   encodeSafetensors,
   MAX_HEADER_BYTES,
+  readTensors,
   SafetensorsFile,
 } from "../models/checkpoint/mod.ts";
 import { readHfConfig, readHfDir, readHfGpt2 } from "../models/hf/mod.ts";
@@ -271,11 +272,13 @@ function gpt2Tensors(): { name: string; shape: number[]; data: Float32Array }[] 
   }));
 }
 
-Deno.test("NaN or Inf weights in an HF file are refused naming the tensor", async () => {
+Deno.test("NaN or Inf weights in an HF file are refused naming the tensor when read", async () => {
   const tensors = gpt2Tensors();
   const dir = await hfDir({ "model.safetensors": encodeSafetensors(tensors) });
   const { tensors: ours } = await readHfGpt2(dir);
   ok(ours.has("h.0.attn.c_attn.weight"));
+  // The values are read when assigned (every tensor before any is written), or here by hand.
+  const readAll = async () => readTensors((await readHfGpt2(dir)).tensors);
   // Overwrite one float of c_fc's weight with NaN, then another tensor's with -Inf, by hand.
   const path = join(dir, "model.safetensors");
   const bytes = await Deno.readFile(path);
@@ -288,7 +291,7 @@ Deno.test("NaN or Inf weights in an HF file are refused naming the tensor", asyn
   poke("h.0.mlp.c_fc.weight", 7, NaN);
   await Deno.writeFile(path, bytes);
   await refused(
-    readHfGpt2(dir),
+    readAll(),
     path,
     'tensor "h.0.mlp.c_fc.weight"',
     "1 non-finite value (first: NaN at element 7)",
@@ -296,13 +299,44 @@ Deno.test("NaN or Inf weights in an HF file are refused naming the tensor", asyn
   poke("h.0.mlp.c_fc.weight", 7, 0.5);
   poke("ln_f.bias", 2, -Infinity);
   await Deno.writeFile(path, bytes);
-  await refused(readHfGpt2(dir), 'tensor "ln_f.bias"', "-Infinity at element 2");
+  await refused(readAll(), 'tensor "ln_f.bias"', "-Infinity at element 2");
   // every byte of a tensor set to 0xFF (the NaN pattern the issue reported)
   poke("ln_f.bias", 2, 0);
   const wte = file.info("wte.weight").offsets;
   bytes.fill(0xff, headerEnd + wte[0], headerEnd + wte[1]);
   await Deno.writeFile(path, bytes);
-  await refused(readHfGpt2(dir), 'tensor "wte.weight"', "holds 20 non-finite values");
+  await refused(readAll(), 'tensor "wte.weight"', "holds 20 non-finite values");
+  await cleanup(dir);
+});
+
+Deno.test("an HF file changed after it was opened is refused when its tensors are read", async () => {
+  const dir = await hfDir({ "model.safetensors": encodeSafetensors(gpt2Tensors()) });
+  const path = join(dir, "model.safetensors");
+  const bytes = await Deno.readFile(path);
+  // Only the header is read on opening: the values come from the file when asked for.
+  const opened = await readHfGpt2(dir);
+  deepStrictEqual(opened.tensors.shapeOf("h.0.attn.c_attn.weight"), [12, 4]);
+  deepStrictEqual(opened.tensors.get("wpe.weight")!.shape, [3, 4]);
+  // Appended to: another size.
+  await Deno.writeFile(path, new Uint8Array(bytes.length + 4));
+  throws(() => opened.tensors.get("wpe.weight"), (e: Error) => {
+    ok(e instanceof CheckpointError);
+    for (const s of [path, "changed since it was opened", `${bytes.length} bytes then`]) {
+      ok(e.message.includes(s), e.message);
+    }
+    return true;
+  });
+  // The same size, rewritten later (another modification time).
+  await Deno.writeFile(path, bytes);
+  const again = await readHfGpt2(dir);
+  await Deno.utime(path, new Date(), new Date(Date.now() + 60_000));
+  throws(
+    () => again.tensors.get("wpe.weight"),
+    /changed since it was opened .*a newer modification time/,
+  );
+  // Gone.
+  await Deno.remove(path);
+  throws(() => again.tensors.get("wpe.weight"), /cannot open it again to read its tensors/);
   await cleanup(dir);
 });
 

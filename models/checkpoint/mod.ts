@@ -18,7 +18,16 @@ export {
   sha256Hex,
   writeSafetensors,
 } from "./safetensors.ts";
-export { type HostTensor, joinShards, type Partition, resizeRows, splitShard } from "./shard.ts";
+export {
+  type HostTensor,
+  joinShards,
+  type Partition,
+  readTensors,
+  resizeRows,
+  splitShard,
+  type TensorSource,
+  tensorSourceOf,
+} from "./shard.ts";
 export {
   CHECKPOINT_FORMAT,
   type CheckpointMeta,

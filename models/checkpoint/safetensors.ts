@@ -219,11 +219,30 @@ export function firstNonFinite(a: Float32Array): number {
   return -1;
 }
 
-/** A parsed safetensors file held in memory. */
+/**
+ * Where an opened file's data section is ({@link SafetensorsFile.open}): its tensors are
+ * read from there when asked for, and the file must still be as it was opened.
+ */
+interface FileData {
+  /** The path to read. */
+  real: string;
+  /** Byte offset of the data section in the file. */
+  start: number;
+  /** The file's size when opened. */
+  size: number;
+  /** Its modification time when opened (null where the file system has none). */
+  mtime: number | null;
+}
+
+/**
+ * A parsed safetensors file: held in memory ({@link SafetensorsFile.read},
+ * {@link SafetensorsFile.parse}), or opened with only its header read
+ * ({@link SafetensorsFile.open}), each tensor read from the file when asked for.
+ */
 export class SafetensorsFile {
   /** Tensor entries by name, in header order. */
   readonly tensors: Map<string, SafeTensorInfo>;
-  readonly #data: Uint8Array;
+  readonly #data: Uint8Array | FileData;
 
   private constructor(
     /** The file name used in messages. */
@@ -231,7 +250,7 @@ export class SafetensorsFile {
     /** The `__metadata__` strings (empty when absent). */
     readonly metadata: Record<string, string>,
     tensors: Map<string, SafeTensorInfo>,
-    data: Uint8Array,
+    data: Uint8Array | FileData,
   ) {
     this.tensors = tensors;
     this.#data = data;
@@ -243,7 +262,26 @@ export class SafetensorsFile {
    * (so a hostile or broken file costs at most its header). With `opts.expect`, the
    * size and SHA-256 are checked first instead.
    */
-  static async read(path: string, opts: SafetensorsReadOptions = {}): Promise<SafetensorsFile> {
+  static read(path: string, opts: SafetensorsReadOptions = {}): Promise<SafetensorsFile> {
+    return SafetensorsFile.#load(path, opts, true);
+  }
+
+  /**
+   * Opens and validates `path` as {@link SafetensorsFile.read} does, but reads only its
+   * header: each tensor's bytes are read from the file when {@link SafetensorsFile.floats}
+   * or {@link SafetensorsFile.ints} asks for them, so a large file is never held in
+   * memory whole. A file whose size or modification time has changed since is refused
+   * then, naming it. `opts.expect` is not taken (checking a digest reads the whole file).
+   */
+  static open(path: string, opts: { name?: string } = {}): Promise<SafetensorsFile> {
+    return SafetensorsFile.#load(path, opts, false);
+  }
+
+  static async #load(
+    path: string,
+    opts: SafetensorsReadOptions,
+    whole: boolean,
+  ): Promise<SafetensorsFile> {
     assertLittleEndian();
     const name = opts.name ?? path;
     const bad = (msg: string) => new CheckpointError(`${name}: ${msg}`);
@@ -283,6 +321,14 @@ export class SafetensorsFile {
       if (!await readFully(f, head)) throw bad("the file shrank while being read");
       const headerLen = Number(new DataView(head.buffer).getBigUint64(0, true));
       checkHeaderLen(headerLen, size, bad);
+      if (!whole) {
+        const header = new Uint8Array(headerLen);
+        if (!await readFully(f, header)) throw bad("the file shrank while being read");
+        const parsed = parseHeader(header, size - 8 - headerLen, bad);
+        const mtime = st.mtime?.getTime() ?? null;
+        const data = { real: path, start: 8 + headerLen, size, mtime };
+        return new SafetensorsFile(name, parsed.metadata, parsed.tensors, data);
+      }
       const bytes = new Uint8Array(size);
       bytes.set(head);
       const header = bytes.subarray(8, 8 + headerLen);
@@ -339,7 +385,41 @@ export class SafetensorsFile {
 
   #bytes(name: string): { t: SafeTensorInfo; b: Uint8Array } {
     const t = this.info(name);
-    return { t, b: this.#data.slice(t.offsets[0], t.offsets[1]) };
+    const data = this.#data;
+    if (data instanceof Uint8Array) return { t, b: data.slice(t.offsets[0], t.offsets[1]) };
+    return { t, b: this.#readRange(data, t.offsets[0], t.offsets[1]) };
+  }
+
+  /** Bytes [from, to) of an opened file's data section, read now. */
+  #readRange(data: FileData, from: number, to: number): Uint8Array {
+    const bad = (msg: string) => new CheckpointError(`${this.path}: ${msg}`);
+    let f: Deno.FsFile;
+    try {
+      f = Deno.openSync(data.real, { read: true });
+    } catch (e) {
+      throw bad(`cannot open it again to read its tensors (${oneLine((e as Error).message)})`);
+    }
+    try {
+      const st = f.statSync();
+      const mtime = st.mtime?.getTime() ?? null;
+      if (st.size !== data.size || mtime !== data.mtime) {
+        throw bad(
+          `changed since it was opened (${data.size} bytes then, ${st.size} now` +
+            `${st.size === data.size ? ", a newer modification time" : ""}); read it again`,
+        );
+      }
+      const out = new Uint8Array(to - from);
+      f.seekSync(data.start + from, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < out.length) {
+        const n = f.readSync(out.subarray(off));
+        if (n === null || n === 0) throw bad("the file shrank while being read");
+        off += n;
+      }
+      return out;
+    } finally {
+      f.close();
+    }
   }
 
   /**

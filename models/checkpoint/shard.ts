@@ -16,6 +16,38 @@ export interface HostTensor {
   data: Float32Array;
 }
 
+/**
+ * Host tensors by name whose values are read when asked for: names and shapes
+ * cost nothing, and a reader holds one tensor at a time instead of a whole
+ * file (a Hugging Face directory opened by `readHfDir`). A `Map` of host
+ * tensors serves through {@link tensorSourceOf}.
+ */
+export interface TensorSource {
+  /** Every tensor's name. */
+  keys(): Iterable<string>;
+  /** Whether `name` is there. */
+  has(name: string): boolean;
+  /** The shape of `name` (its values unread), or undefined when absent. */
+  shapeOf(name: string): readonly number[] | undefined;
+  /** The tensor `name`, its values read (and converted) now, or undefined when absent. */
+  get(name: string): HostTensor | undefined;
+}
+
+/** `tensors` held in memory, as a {@link TensorSource}. */
+export function tensorSourceOf(tensors: ReadonlyMap<string, HostTensor>): TensorSource {
+  return {
+    keys: () => tensors.keys(),
+    has: (name) => tensors.has(name),
+    shapeOf: (name) => tensors.get(name)?.shape,
+    get: (name) => tensors.get(name),
+  };
+}
+
+/** Every tensor of `source`, read into memory. */
+export function readTensors(source: TensorSource): Map<string, HostTensor> {
+  return new Map([...source.keys()].map((name) => [name, source.get(name)!]));
+}
+
 /** How a full tensor is split across TP ranks (see `ParamInfo`). */
 export interface Partition {
   /** The split dimension, or null when replicated. */

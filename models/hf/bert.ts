@@ -10,7 +10,7 @@
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
 import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
-import type { HostTensor } from "../checkpoint/shard.ts";
+import type { HostTensor, TensorSource } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
 import {
   HF_SHAPE_FIELDS,
@@ -26,6 +26,7 @@ import {
   exportTensors,
   importTensors,
   type MapEntry,
+  renamedSource,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE } from "../bert.ts";
@@ -202,19 +203,21 @@ function ignoredBert(name: string): boolean {
   return /position_ids$/.test(name) || /^cls\.predictions\.decoder\.(weight|bias)$/.test(name);
 }
 
-/** Our full BERT tensors (vocabulary unpadded) from HF tensors. */
+/**
+ * Our full BERT tensors (vocabulary unpadded) from HF tensors (`hf`, by stored
+ * name), checked by name and shape now and read when asked for (a stored MLM
+ * decoder, tied to the embeddings, is read now to compare).
+ */
 export function bertTensorsFromHf(
-  names: readonly string[],
-  get: (name: string) => HostTensor | undefined,
+  hf: TensorSource,
   config: BertHfConfig,
   source: string,
-): Map<string, HostTensor> {
-  const byName = new Map(names.map((n) => [normaliseBertName(n), n]));
-  const hfTensor = (n: string) => byName.has(n) ? get(byName.get(n)!) : undefined;
+): TensorSource {
+  const byName = new Map([...hf.keys()].map((n) => [normaliseBertName(n), n]));
+  const renamed = renamedSource(hf, byName);
   const out = importTensors(
     expandTable(BERT_TABLE, config.numLayers),
-    hfTensor,
-    byName.keys(),
+    renamed,
     ignoredBert,
     source,
   );
@@ -224,19 +227,16 @@ export function bertTensorsFromHf(
       ["cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"],
       ["cls.predictions.decoder.bias", "cls.predictions.bias"],
     ]
-  ) checkTiedCopy(hfTensor(copy), copy, out.get(tied)!, tied, source);
+  ) {
+    if (renamed.has(copy)) checkTiedCopy(renamed.get(copy), copy, out.get(tied)!, tied, source);
+  }
   return out;
 }
 
-/** A BERT read from an HF directory. */
-export function bertFromHfDir(
-  hf: HfDir,
-): { config: BertHfConfig; tensors: Map<string, HostTensor> } {
+/** A BERT HF directory opened: its config read, its tensors checked and read when needed. */
+export function bertFromHfDir(hf: HfDir): { config: BertHfConfig; tensors: TensorSource } {
   const config = bertConfigFromHf(hf.config, `${hf.dir}/config.json`);
-  return {
-    config,
-    tensors: bertTensorsFromHf(hf.names, hf.get, config, hf.fileOf(hf.names[0] ?? "")),
-  };
+  return { config, tensors: bertTensorsFromHf(hf, config, hf.fileOf(hf.names[0] ?? "")) };
 }
 
 /** Padded-row counts for loading BERT tensors into a model with a padded vocabulary. */
@@ -262,7 +262,7 @@ export function bertTensorsToHf(
  */
 export function assignBert(
   params: readonly [string, ParamInfo][],
-  tensors: Map<string, HostTensor>,
+  tensors: TensorSource | ReadonlyMap<string, HostTensor>,
   vocabSize: number,
   place: TpPlace,
   source: string,

@@ -8,7 +8,7 @@
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
 import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
-import type { HostTensor } from "../checkpoint/shard.ts";
+import type { HostTensor, TensorSource } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
 import {
@@ -25,6 +25,7 @@ import {
   exportTensors,
   importTensors,
   type MapEntry,
+  renamedSource,
 } from "./mapping.ts";
 import { DEFAULT_DROPOUT, defaultFfnHiddenSize } from "../shape.ts";
 
@@ -124,44 +125,50 @@ export function gpt2ConfigToHf(
   };
 }
 
-/** Our full GPT tensors (wte unpadded) from HF GPT-2 tensors (with or without `transformer.`). */
-export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): Map<string, HostTensor> {
+/**
+ * Our full GPT tensors (wte unpadded) from HF GPT-2 tensors (with or without
+ * `transformer.`), checked by name and shape now and read from the files when
+ * asked for (an untied `lm_head.weight` is read now, to compare with `wte`).
+ */
+export function gpt2TensorsFromHf(hf: HfDir, config: GptConfig): TensorSource {
   const strip = (n: string) => n.startsWith("transformer.") ? n.slice("transformer.".length) : n;
   const byName = new Map(hf.names.map((n) => [strip(n), n]));
   const source = hf.fileOf(hf.names[0] ?? "");
   const out = importTensors(
     expandTable(GPT2_TABLE, config.numLayers),
-    (n) => byName.has(n) ? hf.get(byName.get(n)!) : undefined,
-    byName.keys(),
+    renamedSource(hf, byName),
     ignoredGpt2,
     source,
   );
-  const wte = out.get("wte.weight")!;
-  const head = byName.get("lm_head.weight");
-  checkTiedCopy(head ? hf.get(head) : undefined, "lm_head.weight", wte, "wte.weight", source);
-  if (wte.shape[0] !== config.vocabSize) {
+  const rows = out.shapeOf("wte.weight")![0];
+  if (rows !== config.vocabSize) {
     throw new CheckpointError(
-      `${source}: wte.weight has ${
-        wte.shape[0]
-      } rows but config.json says vocab_size ${config.vocabSize}`,
+      `${source}: wte.weight has ${rows} rows but config.json says vocab_size ${config.vocabSize}`,
     );
+  }
+  const head = byName.get("lm_head.weight");
+  if (head) {
+    checkTiedCopy(hf.get(head), "lm_head.weight", out.get("wte.weight")!, "wte.weight", source);
   }
   return out;
 }
 
-/** A GPT-2 read from an HF directory into host memory. */
+/** A GPT-2 HF directory opened: its config read, its weights checked and read when needed. */
 export interface HfGpt2 {
   /** The model's shape and dropouts, from `config.json`. */
   config: GptConfig;
-  /** Our full tensors (vocabulary unpadded). */
-  tensors: Map<string, HostTensor>;
+  /** Our full tensors (vocabulary unpadded), each read from the file when asked for. */
+  tensors: TensorSource;
   /** The weights file, for messages. */
   source: string;
   /** The std its weights were initialized with, where `config.json` says (`initializer_range`). */
   initializerRange?: number;
 }
 
-/** Reads an HF GPT-2 directory (config and weights) into host memory. */
+/**
+ * Opens an HF GPT-2 directory: reads its config and checks its weights' names and
+ * shapes; their values are read when {@link assignGpt2} (or `tensors.get`) needs them.
+ */
 export async function readHfGpt2(
   dir: string,
   progress?: (done: number, total: number) => void,
@@ -182,7 +189,7 @@ export async function readHfGpt2(
  */
 export function assignGpt2(
   params: readonly [string, ParamInfo][],
-  tensors: Map<string, HostTensor>,
+  tensors: TensorSource | ReadonlyMap<string, HostTensor>,
   config: GptConfig,
   place: TpPlace,
   source: string,

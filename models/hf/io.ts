@@ -8,17 +8,21 @@ import { join } from "node:path";
 import { exists, writeFileDurable } from "../checkpoint/fs.ts";
 import { readJsonObject, resolveInDir } from "../checkpoint/files.ts";
 import { CheckpointError, SafetensorsFile, writeSafetensors } from "../checkpoint/safetensors.ts";
-import type { HostTensor } from "../checkpoint/shard.ts";
+import type { HostTensor, TensorSource } from "../checkpoint/shard.ts";
 
-/** An HF directory held in memory. */
-export interface HfDir {
+/**
+ * An HF directory opened: its config parsed and its safetensors headers read
+ * and checked. A tensor's values are read from its file when {@link HfDir.get}
+ * asks for them (one tensor in memory at a time, never a whole file).
+ */
+export interface HfDir extends TensorSource {
   /** The directory. */
   dir: string;
   /** Parsed `config.json`. */
   config: Record<string, unknown>;
   /** Every tensor name, as stored. */
   names: string[];
-  /** A tensor by stored name (converted to f32), or undefined. */
+  /** A tensor by stored name, read from its file now (converted to f32), or undefined. */
   get(name: string): HostTensor | undefined;
   /** The file holding `name`, for messages. */
   fileOf(name: string): string;
@@ -47,13 +51,14 @@ export function hfInitializerRange(config: Record<string, unknown>): number | un
 }
 
 /**
- * Reads `dir/config.json` and its safetensors weights (`model.safetensors`, or the
- * shards that `model.safetensors.index.json` lists). Every file must resolve inside
- * `dir` (no absolute or `..` names, no symlink leading out, except into the hub
- * cache's `blobs` folder) and be a regular file; each safetensors header is checked
- * against its file's size before the data is read; non-finite weights are refused
+ * Reads `dir/config.json` and opens its safetensors weights (`model.safetensors`, or the
+ * shards that `model.safetensors.index.json` lists), reading their headers only: a
+ * tensor's values are read when {@link HfDir.get} asks (a file changed since is refused
+ * then). Every file must resolve inside `dir` (no absolute or `..` names, no symlink
+ * leading out, except into the hub cache's `blobs` folder) and be a regular file; each
+ * safetensors header is checked against its file's size; non-finite weights are refused
  * when read. Errors are {@link CheckpointError}s naming the file (and tensor).
- * `progress` is called with the safetensors files read so far and their count.
+ * `progress` is called with the safetensors files opened so far and their count.
  */
 export async function readHfDir(
   dir: string,
@@ -65,7 +70,7 @@ export async function readHfDir(
   const index = join(dir, "model.safetensors.index.json");
   const readSt = async (name: string, referrer?: string) => {
     const f = await resolveInDir(dir, name, referrer);
-    return await SafetensorsFile.read(f.real, { name: f.shown });
+    return await SafetensorsFile.open(f.real, { name: f.shown });
   };
   if (await exists(single)) {
     progress?.(0, 1);
@@ -122,6 +127,9 @@ export async function readHfDir(
     dir,
     config,
     names: [...where.keys()],
+    keys: () => where.keys(),
+    has: (name) => where.has(name),
+    shapeOf: (name) => where.get(name)?.info(name).shape,
     get(name) {
       const f = where.get(name);
       return f ? { shape: [...f.info(name).shape], data: f.floats(name) } : undefined;

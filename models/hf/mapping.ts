@@ -11,7 +11,13 @@
 import type { ParamInfo } from "../../core/nn.ts";
 import { fullShapeOf, planShards, type TpPlace, writeShards } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
-import { type HostTensor, resizeRows, sameShape } from "../checkpoint/shard.ts";
+import {
+  type HostTensor,
+  resizeRows,
+  sameShape,
+  type TensorSource,
+  tensorSourceOf,
+} from "../checkpoint/shard.ts";
 
 /** One row of a mapping table. */
 export interface MapEntry {
@@ -74,7 +80,7 @@ function entryOf(table: readonly MapEntry[], ours: string): MapEntry | undefined
 function checkHfShapes(
   table: readonly MapEntry[],
   params: readonly [string, ParamInfo][],
-  tensors: ReadonlyMap<string, HostTensor>,
+  tensors: TensorSource,
   tp: number,
   source: string,
   sizes: string,
@@ -82,12 +88,12 @@ function checkHfShapes(
 ): void {
   const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
   for (const [name, info] of params) {
-    const t = tensors.get(name);
+    const shape = tensors.shapeOf(name);
     const e = entryOf(table, name);
-    if (!t || !e) continue;
+    if (!shape || !e) continue;
     const want = fullShapeOf(info, tp);
-    const rowsOnly = t.shape.length === want.length && sameShape(t.shape.slice(1), want.slice(1));
-    if (sameShape(t.shape, want) || (name in paddedRows && rowsOnly)) continue;
+    const rowsOnly = shape.length === want.length && sameShape(shape.slice(1), want.slice(1));
+    if (sameShape(shape, want) || (name in paddedRows && rowsOnly)) continue;
     // A padded vocabulary is shown with the rows the file should have.
     if (name in paddedRows) want[0] = paddedRows[name];
     const layout = (s: readonly number[]) => e.transpose ? [...s].reverse() : [...s];
@@ -95,7 +101,7 @@ function checkHfShapes(
     const per = (s: number[]) => fmt(parts > 1 ? [s[0] / parts, ...s.slice(1)] : s);
     const are = parts > 1 ? "are each" : "is";
     throw new CheckpointError(
-      `${source}: ${e.hf.join(", ")} ${are} ${per(layout(t.shape))} in the file, but the model ` +
+      `${source}: ${e.hf.join(", ")} ${are} ${per(layout(shape))} in the file, but the model ` +
         `has ${per(layout(want))} (sized by config.json's ${sizes}): the weights and the ` +
         `config disagree`,
     );
@@ -110,32 +116,36 @@ function checkHfShapes(
  * that message); every shape against the model in the file's own names and
  * layout (`table`; `sizes` names the config.json keys that size the model),
  * then as the loader plans the shards (`planShards`, with `paddedRows`).
+ * The values are read one tensor at a time as its shard is cut (from a
+ * {@link TensorSource}, e.g. {@link importTensors} over an opened directory),
+ * so the host holds this rank's shards and one full tensor at most.
  */
 export function assignHfTensors(
   table: readonly MapEntry[],
   params: readonly [string, ParamInfo][],
-  tensors: ReadonlyMap<string, HostTensor>,
+  tensors: TensorSource | ReadonlyMap<string, HostTensor>,
   place: TpPlace,
   source: string,
   sizes: string,
   paddedRows: Record<string, number>,
   missingHint: (missing: string[]) => string = () => "",
 ): void {
+  const src = "shapeOf" in tensors ? tensors : tensorSourceOf(tensors);
   const have = new Set(params.map(([n]) => n));
-  const extra = [...tensors.keys()].filter((n) => !have.has(n));
+  const extra = [...src.keys()].filter((n) => !have.has(n));
   if (extra.length > 0) {
     throw new CheckpointError(`${source}: the model has no parameter ${extra.join(", ")}`);
   }
-  const missing = params.map(([n]) => n).filter((n) => !tensors.has(n));
+  const missing = params.map(([n]) => n).filter((n) => !src.has(n));
   if (missing.length > 0) {
     throw new CheckpointError(
       `${source}: no HF tensor for ${missing.join(", ")}${missingHint(missing)}`,
     );
   }
-  checkHfShapes(table, params, tensors, place.tp ?? 1, source, sizes, paddedRows);
+  checkHfShapes(table, params, src, place.tp ?? 1, source, sizes, paddedRows);
   const shards = planShards(
     params,
-    (n) => tensors.get(n),
+    (n) => src.get(n),
     place,
     (n) => `${source} ("${n}")`,
     paddedRows,
@@ -143,34 +153,42 @@ export function assignHfTensors(
   writeShards(params, shards);
 }
 
+/** The shape of a 2-D tensor of `shape` transposed; throws for another rank. */
+function transposedShape(shape: readonly number[]): number[] {
+  if (shape.length !== 2) {
+    throw new CheckpointError(`cannot transpose a tensor of shape [${shape.join(", ")}]`);
+  }
+  return [shape[1], shape[0]];
+}
+
+/** The shape of tensors of `shapes` concatenated along dim 0; throws when the rest differ. */
+function concatShape(shapes: readonly (readonly number[])[]): number[] {
+  const rest = shapes[0].slice(1);
+  if (shapes.some((s) => s.slice(1).join() !== rest.join())) {
+    throw new CheckpointError(
+      `cannot concatenate shapes ${shapes.map((s) => `[${s.join(", ")}]`).join(", ")}`,
+    );
+  }
+  return [shapes.reduce((n, s) => n + s[0], 0), ...rest];
+}
+
 /** Transposes a 2-D host tensor. */
 export function transpose2d(t: HostTensor): HostTensor {
-  if (t.shape.length !== 2) {
-    throw new CheckpointError(`cannot transpose a tensor of shape [${t.shape.join(", ")}]`);
-  }
-  const [r, c] = t.shape;
+  const [c, r] = transposedShape(t.shape);
   const out = new Float32Array(r * c);
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = t.data[i * c + j];
   return { shape: [c, r], data: out };
 }
 
 function concat0(parts: HostTensor[]): HostTensor {
-  const rest = parts[0].shape.slice(1);
-  for (const p of parts) {
-    if (p.shape.slice(1).join() !== rest.join()) {
-      throw new CheckpointError(
-        `cannot concatenate shapes ${parts.map((q) => `[${q.shape.join(", ")}]`).join(", ")}`,
-      );
-    }
-  }
-  const rows = parts.reduce((s, p) => s + p.shape[0], 0);
+  const shape = concatShape(parts.map((p) => p.shape));
   const data = new Float32Array(parts.reduce((s, p) => s + p.data.length, 0));
   let o = 0;
   for (const p of parts) {
     data.set(p.data, o);
     o += p.data.length;
   }
-  return { shape: [rows, ...rest], data };
+  return { shape, data };
 }
 
 function split0(t: HostTensor, n: number, name: string): HostTensor[] {
@@ -188,32 +206,34 @@ function split0(t: HostTensor, n: number, name: string): HostTensor[] {
 }
 
 /**
- * Our full tensors from HF tensors. `get` returns an HF tensor by (normalised)
- * name; every entry must be present. `names` lists all HF names so that unknown
- * ones (other than those `ignore` matches) are reported; `source` names the file.
+ * Our full tensors from HF tensors (`hf`, by normalised name), checked by name and
+ * shape now and read when asked for: every entry must be present, and every HF
+ * name must be used or matched by `ignore`; `source` names the file. A tensor's
+ * values are read from `hf` (its parts concatenated, transposed) at each `get`.
  */
 export function importTensors(
   entries: readonly ConcreteEntry[],
-  get: (hfName: string) => HostTensor | undefined,
-  names: Iterable<string>,
+  hf: TensorSource,
   ignore: (hfName: string) => boolean,
   source: string,
-): Map<string, HostTensor> {
+): TensorSource {
   const used = new Set<string>();
   const missing: string[] = [];
-  const out = new Map<string, HostTensor>();
+  const shapes = new Map<string, number[]>();
+  const entryOf = new Map<string, ConcreteEntry>();
   for (const e of entries) {
-    const parts: HostTensor[] = [];
+    const parts: (readonly number[])[] = [];
     for (const n of e.hf) {
-      const t = get(n);
-      if (!t) missing.push(n);
-      else parts.push(t);
+      const shape = hf.shapeOf(n);
+      if (!shape) missing.push(n);
+      else parts.push(shape);
       used.add(n);
     }
     if (parts.length !== e.hf.length) continue;
-    let t = parts.length === 1 ? parts[0] : concat0(parts);
-    if (e.transpose) t = transpose2d(t);
-    out.set(e.ours, t);
+    let shape = parts.length === 1 ? [...parts[0]] : concatShape(parts);
+    if (e.transpose) shape = transposedShape(shape);
+    shapes.set(e.ours, shape);
+    entryOf.set(e.ours, e);
   }
   if (missing.length > 0) {
     throw new CheckpointError(
@@ -223,7 +243,7 @@ export function importTensors(
         (missing.length > 6 ? ` … (${missing.length} in all)` : ""),
     );
   }
-  const unknown = [...names].filter((n) => !used.has(n) && !ignore(n));
+  const unknown = [...hf.keys()].filter((n) => !used.has(n) && !ignore(n));
   if (unknown.length > 0) {
     throw new CheckpointError(
       `${source}: unexpected tensor${unknown.length > 1 ? "s" : ""} ${
@@ -233,7 +253,29 @@ export function importTensors(
         " (a different architecture?)",
     );
   }
-  return out;
+  return {
+    keys: () => shapes.keys(),
+    has: (name) => shapes.has(name),
+    shapeOf: (name) => shapes.get(name),
+    get(name) {
+      const e = entryOf.get(name);
+      if (!e) return undefined;
+      const parts = e.hf.map((n) => hf.get(n)!);
+      const t = parts.length === 1 ? parts[0] : concat0(parts);
+      return e.transpose ? transpose2d(t) : t;
+    },
+  };
+}
+
+/** `hf` under other names: `stored` maps each name to the one `hf` holds it by. */
+export function renamedSource(hf: TensorSource, stored: ReadonlyMap<string, string>): TensorSource {
+  const at = (name: string) => stored.get(name);
+  return {
+    keys: () => stored.keys(),
+    has: (name) => stored.has(name),
+    shapeOf: (name) => stored.has(name) ? hf.shapeOf(at(name)!) : undefined,
+    get: (name) => stored.has(name) ? hf.get(at(name)!) : undefined,
+  };
 }
 
 /**

@@ -19,6 +19,7 @@ export {
   exportTensors,
   importTensors,
   type MapEntry,
+  renamedSource,
   transpose2d,
 } from "./mapping.ts";
 export {
