@@ -13,6 +13,7 @@ import {
   CheckpointError,
   gptCheckpointInfo,
   loadCheckpoint,
+  openCheckpoint,
   readCheckpointFull,
   SafetensorsFile,
   saveCheckpoint,
@@ -116,6 +117,37 @@ Deno.test(
       );
       await Deno.writeFile(path, good);
     }
+    await load(dir, model);
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
+  "an opened checkpoint reads its tensors when asked, and refuses a file changed since",
+  gpuTest,
+  async () => {
+    const { dir, iter, model } = await savedCheckpoint();
+    const whole = await readCheckpointFull(dir, { optimizer: true });
+    const opened = await openCheckpoint(dir, { optimizer: true });
+    deepStrictEqual([...opened.tensors.keys()], [...whole.tensors.keys()]);
+    for (const [n, t] of whole.tensors) {
+      deepStrictEqual(opened.tensors.shapeOf(n), t.shape, n);
+      deepStrictEqual(opened.tensors.get(n), t, n);
+      deepStrictEqual(opened.moments!.m.get(n), whole.moments!.get(n)!.m, n);
+      deepStrictEqual(opened.moments!.v.get(n), whole.moments!.get(n)!.v, n);
+    }
+    // The checksums were checked when it was opened; a file rewritten since (its
+    // bytes the same, a newer modification time) is refused when read, naming it.
+    const path = join(iter, "model_tp00.safetensors");
+    await Deno.utime(path, new Date(), new Date(Date.now() + 60_000));
+    let msg = "";
+    try {
+      opened.tensors.get("ln_f.bias");
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    ok(msg.includes(path) && msg.includes("changed since it was opened"), msg);
     await load(dir, model);
     model.dispose();
     await Deno.remove(dir, { recursive: true });

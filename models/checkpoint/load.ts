@@ -1,7 +1,9 @@
 /**
- * Loading a sharded checkpoint into a model at any TP size: all shards are read
- * and joined, every tensor (and every optimizer moment) is checked and resharded
- * for this rank, and only when all of it is valid are the GPU tensors written.
+ * Loading a sharded checkpoint into a model at any TP size: every shard file is
+ * checked, then each full tensor (and optimizer moment) is read and joined from the
+ * ranks' files in turn and resharded for this rank, and only when all of it is
+ * valid are the GPU tensors written. A rank holds its own shards and one full
+ * tensor at a time.
  * @module
  */
 
@@ -10,7 +12,7 @@ import type { ParamInfo } from "../../core/nn.ts";
 import type { AdamW } from "../../core/optim.ts";
 import { planShards, type TpPlace, writeShards } from "./assign.ts";
 import { type CheckpointMeta, META_FILE, optimizerFileName } from "./layout.ts";
-import { readCheckpointFull, warnOnStderr } from "./read.ts";
+import { openCheckpoint, warnOnStderr } from "./read.ts";
 import { CheckpointError } from "./safetensors.ts";
 
 /** Config fields that may change between save and load without changing any shape. */
@@ -101,7 +103,7 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
   }
   const place = { tp: opts.tp ?? 1, tpRank: opts.tpRank ?? 0 };
   opts.progress?.(0, 3);
-  const ck = await readCheckpointFull(dir, {
+  const ck = await openCheckpoint(dir, {
     iteration: opts.iteration,
     optimizer: !!opts.optimizer,
     warn: opts.warn ?? (place.tpRank === 0 ? warnOnStderr : () => {}),
@@ -135,15 +137,16 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
   let moments: { info: ParamInfo; m: Float32Array; v: Float32Array }[] = [];
   let optimizerLoaded = false;
   if (opts.optimizer) {
-    if (!ck.moments || !ck.meta.optimizer) {
+    const saved = ck.moments;
+    if (!saved || !ck.meta.optimizer) {
       notes.push(
         "the checkpoint has no optimizer state: only the model was loaded (AdamW starts fresh at step 0)",
       );
     } else {
-      const withM = opts.params.filter(([n]) => ck.moments!.has(n));
+      const withM = opts.params.filter(([n]) => saved.m.has(n));
       const optSource = (n: string) => `${join(ck.path, optimizerFileName(0))} ("${n}")`;
-      const ms = planShards(withM, (n) => ck.moments!.get(n)?.m, place, optSource, padded);
-      const vs = planShards(withM, (n) => ck.moments!.get(n)?.v, place, optSource, padded);
+      const ms = planShards(withM, (n) => saved.m.get(n), place, optSource, padded);
+      const vs = planShards(withM, (n) => saved.v.get(n), place, optSource, padded);
       moments = withM.map(([, info], i) => ({ info, m: ms[i], v: vs[i] }));
       optimizerLoaded = true;
     }

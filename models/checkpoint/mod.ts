@@ -50,7 +50,14 @@ export {
   writeShards,
 } from "./assign.ts";
 export { saveCheckpoint, type SaveOptions, type SaveStage } from "./save.ts";
-export { type FullCheckpoint, readCheckpointFull, type ReadOptions, warnOnStderr } from "./read.ts";
+export {
+  type FullCheckpoint,
+  openCheckpoint,
+  type OpenedCheckpoint,
+  readCheckpointFull,
+  type ReadOptions,
+  warnOnStderr,
+} from "./read.ts";
 export { MAX_SMALL_FILE_BYTES, readJsonObject, readSmallFile, resolveInDir } from "./files.ts";
 export { paramsToHost } from "./host.ts";
 export { loadCheckpoint, type LoadOptions, type LoadResult, RUNTIME_CONFIG_KEYS } from "./load.ts";

@@ -1,7 +1,9 @@
 /**
  * Reads a whole sharded checkpoint on one host: every TP rank's model (and,
  * optionally, optimizer) shard, checked against `checkpoint.json`, joined into
- * full tensors. Needs no GPU (export and resharding use it).
+ * full tensors, either when asked for one at a time ({@link openCheckpoint}) or
+ * all at once ({@link readCheckpointFull}). Needs no GPU (export and resharding
+ * use it).
  * @module
  */
 
@@ -16,7 +18,7 @@ import {
   resolveIterDir,
 } from "./layout.ts";
 import { CheckpointError, SafetensorsFile } from "./safetensors.ts";
-import { type HostTensor, joinShards, sameShape } from "./shard.ts";
+import { type HostTensor, joinShards, readTensors, sameShape, type TensorSource } from "./shard.ts";
 
 /** A checkpoint joined into full (unsharded) tensors. */
 export interface FullCheckpoint {
@@ -30,6 +32,26 @@ export interface FullCheckpoint {
   tensors: Map<string, HostTensor>;
   /** Full AdamW moments by parameter name (when requested and present). */
   moments: Map<string, { m: HostTensor; v: HostTensor }> | null;
+  /** The file each tensor came from (rank 0's shard), for messages. */
+  fileOf: (name: string) => string;
+}
+
+/**
+ * A checkpoint opened ({@link openCheckpoint}): every file's size, checksum and
+ * header checked, each full tensor read from the ranks' files and joined when asked
+ * for, so a reader holds one full tensor at a time.
+ */
+export interface OpenedCheckpoint {
+  /** Its iteration. */
+  iteration: number;
+  /** Its iteration directory. */
+  path: string;
+  /** The parsed `checkpoint.json`. */
+  meta: CheckpointMeta;
+  /** Full model tensors by parameter name. */
+  tensors: TensorSource;
+  /** Full AdamW moments by parameter name (when requested and present). */
+  moments: { m: TensorSource; v: TensorSource } | null;
   /** The file each tensor came from (rank 0's shard), for messages. */
   fileOf: (name: string) => string;
 }
@@ -57,7 +79,7 @@ async function readShards(
         );
       }
     }
-    const f = await SafetensorsFile.read(path, { expect });
+    const f = await SafetensorsFile.open(path, { expect });
     const it = Number(f.metadata.iteration);
     const rank = Number(f.metadata.tp_rank);
     if (it !== meta.iteration || rank !== r) {
@@ -71,27 +93,48 @@ async function readShards(
   return files;
 }
 
-function joined(
+type TensorLayout = CheckpointMeta["tensors"][number];
+
+/**
+ * The full tensors that `layouts` describe, joined from every rank's file when asked
+ * for (`stored` gives the name a tensor has in the files); each file's entry is
+ * checked against its layout now.
+ */
+function joinedSource(
   files: SafetensorsFile[],
-  name: string,
-  layout: CheckpointMeta["tensors"][number],
-): HostTensor {
-  const parts = files.map((f) => {
-    if (!f.has(name)) throw new CheckpointError(`${f.path}: tensor "${name}" is missing`);
-    const shape = f.info(name).shape;
-    if (!sameShape(shape, layout.shape)) {
-      throw new CheckpointError(
-        `${f.path}: tensor "${name}" has shape [${shape.join(", ")}], ` +
-          `checkpoint.json says [${layout.shape.join(", ")}]`,
-      );
+  layouts: ReadonlyMap<string, TensorLayout>,
+  stored: (name: string) => string,
+): TensorSource {
+  for (const [name, layout] of layouts) {
+    const inFile = stored(name);
+    for (const f of files) {
+      if (!f.has(inFile)) throw new CheckpointError(`${f.path}: tensor "${inFile}" is missing`);
+      const shape = f.info(inFile).shape;
+      if (!sameShape(shape, layout.shape)) {
+        throw new CheckpointError(
+          `${f.path}: tensor "${inFile}" has shape [${shape.join(", ")}], ` +
+            `checkpoint.json says [${layout.shape.join(", ")}]`,
+        );
+      }
     }
-    return f.floats(name);
-  });
-  if (layout.partitionDim === null) return { shape: [...layout.shape], data: parts[0] };
-  return joinShards(parts, layout.shape, {
-    dim: layout.partitionDim,
-    blocks: layout.partitionBlocks,
-  });
+  }
+  return {
+    keys: () => layouts.keys(),
+    has: (name) => layouts.has(name),
+    shapeOf: (name) => layouts.get(name)?.shape,
+    get(name) {
+      const layout = layouts.get(name);
+      if (!layout) return undefined;
+      const inFile = stored(name);
+      if (layout.partitionDim === null) {
+        return { shape: [...layout.shape], data: files[0].floats(inFile) };
+      }
+      return joinShards(files.map((f) => f.floats(inFile)), layout.shape, {
+        dim: layout.partitionDim,
+        blocks: layout.partitionBlocks,
+      });
+    },
+  };
 }
 
 /** Options of {@link readCheckpointFull}. */
@@ -105,15 +148,16 @@ export interface ReadOptions {
 }
 
 /**
- * Reads iteration `iteration` (default: latest) of `dir` into full tensors. Each
- * file's size and SHA-256 are checked against `checkpoint.json` before it is
- * parsed (a checkpoint written before checksums existed loads with a warning),
- * and non-finite values are refused naming the tensor.
+ * Opens iteration `iteration` (default: latest) of `dir`. Each file's size and
+ * SHA-256 are checked against `checkpoint.json` and its header against the
+ * recorded shapes now (a checkpoint written before checksums existed opens with a
+ * warning); the values are read when a tensor is asked for, and non-finite values
+ * are refused then, naming the tensor (as is a file changed since it was opened).
  */
-export async function readCheckpointFull(
+export async function openCheckpoint(
   dir: string,
   opts: ReadOptions = {},
-): Promise<FullCheckpoint> {
+): Promise<OpenedCheckpoint> {
   const { iteration, path } = await resolveIterDir(dir, opts.iteration);
   const meta = await readMeta(path);
   if (!meta.files) {
@@ -122,14 +166,13 @@ export async function readCheckpointFull(
         `its files are loaded unverified`,
     );
   }
+  const byName = new Map(meta.tensors.map((l) => [l.name, l]));
   const modelFiles = await readShards(path, meta, modelFileName);
-  const tensors = new Map<string, HostTensor>();
-  for (const l of meta.tensors) tensors.set(l.name, joined(modelFiles, l.name, l));
-  let moments: FullCheckpoint["moments"] = null;
+  const tensors = joinedSource(modelFiles, byName, (n) => n);
+  let moments: OpenedCheckpoint["moments"] = null;
   if (opts.optimizer && meta.optimizer) {
     const optFiles = await readShards(path, meta, optimizerFileName);
-    moments = new Map();
-    const byName = new Map(meta.tensors.map((l) => [l.name, l]));
+    const withMoments = new Map<string, TensorLayout>();
     for (const name of meta.optimizer.withMoments) {
       const l = byName.get(name);
       if (!l) {
@@ -137,9 +180,12 @@ export async function readCheckpointFull(
           `${join(path, META_FILE)}: moments of unknown tensor "${name}"`,
         );
       }
-      const n = momentNames(name);
-      moments.set(name, { m: joined(optFiles, n.m, l), v: joined(optFiles, n.v, l) });
+      withMoments.set(name, l);
     }
+    moments = {
+      m: joinedSource(optFiles, withMoments, (n) => momentNames(n).m),
+      v: joinedSource(optFiles, withMoments, (n) => momentNames(n).v),
+    };
   }
   return {
     iteration,
@@ -149,4 +195,21 @@ export async function readCheckpointFull(
     moments,
     fileOf: (n) => join(path, modelFileName(0)) + ` ("${n}")`,
   };
+}
+
+/**
+ * Reads iteration `iteration` (default: latest) of `dir` into full tensors, all
+ * in memory ({@link openCheckpoint}'s checks, then every tensor read).
+ */
+export async function readCheckpointFull(
+  dir: string,
+  opts: ReadOptions = {},
+): Promise<FullCheckpoint> {
+  const ck = await openCheckpoint(dir, opts);
+  let moments: FullCheckpoint["moments"] = null;
+  if (ck.moments) {
+    const { m, v } = ck.moments;
+    moments = new Map([...m.keys()].map((n) => [n, { m: m.get(n)!, v: v.get(n)! }]));
+  }
+  return { ...ck, tensors: readTensors(ck.tensors), moments };
 }

@@ -109,6 +109,24 @@ export interface SafetensorsReadOptions {
   expect?: FileDigest;
 }
 
+/** Reads `bytes.length` bytes of `f` into `bytes` and returns their SHA-256 (null: the file ended early). */
+async function readAndHash(f: Deno.FsFile, bytes: Uint8Array): Promise<string | null> {
+  return await readFully(f, bytes) ? sha256Hex(bytes) : null;
+}
+
+/** SHA-256 of the `size` bytes of `f` from its position, read in blocks (null: the file ended early). */
+async function hashFile(f: Deno.FsFile, size: number): Promise<string | null> {
+  const hash = createHash("sha256");
+  const block = new Uint8Array(Math.min(size, 16 << 20));
+  for (let left = size; left > 0;) {
+    const part = block.subarray(0, Math.min(left, block.length));
+    if (!await readFully(f, part)) return null;
+    hash.update(part);
+    left -= part.length;
+  }
+  return hash.digest("hex");
+}
+
 /** Reads exactly `buf.length` bytes at the current position; false at a premature end. */
 async function readFully(f: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
   let off = 0;
@@ -271,9 +289,11 @@ export class SafetensorsFile {
    * header: each tensor's bytes are read from the file when {@link SafetensorsFile.floats}
    * or {@link SafetensorsFile.ints} asks for them, so a large file is never held in
    * memory whole. A file whose size or modification time has changed since is refused
-   * then, naming it. `opts.expect` is not taken (checking a digest reads the whole file).
+   * then, naming it. With `opts.expect`, the size and SHA-256 are checked first, the file
+   * read through in blocks (the check then covers the file as it was opened: a later
+   * change is caught by its size or modification time).
    */
-  static open(path: string, opts: { name?: string } = {}): Promise<SafetensorsFile> {
+  static open(path: string, opts: SafetensorsReadOptions = {}): Promise<SafetensorsFile> {
     return SafetensorsFile.#load(path, opts, false);
   }
 
@@ -303,16 +323,17 @@ export class SafetensorsFile {
             `is ${size} bytes but checkpoint.json says ${exp.bytes} (truncated or replaced file)`,
           );
         }
-        const bytes = new Uint8Array(size);
-        if (!await readFully(f, bytes)) throw bad("the file shrank while being read");
-        const got = sha256Hex(bytes);
+        const bytes = whole ? new Uint8Array(size) : null;
+        const got = bytes ? await readAndHash(f, bytes) : await hashFile(f, size);
+        if (got === null) throw bad("the file shrank while being read");
         if (got !== exp.sha256) {
           throw bad(
             `SHA-256 ${got} does not match ${exp.sha256} recorded in checkpoint.json ` +
               `(the file is corrupt)`,
           );
         }
-        return SafetensorsFile.parse(bytes, name);
+        if (bytes) return SafetensorsFile.parse(bytes, name);
+        await f.seek(0, Deno.SeekMode.Start);
       }
       if (size < 8) {
         throw bad(`${size} bytes is too short for a safetensors header (truncated file?)`);
