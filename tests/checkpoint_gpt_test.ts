@@ -302,7 +302,7 @@ async function evalLoss(m: Gpt): Promise<number> {
 }
 
 Deno.test(
-  "a TP=2 checkpoint loads at TP=1 (same eval loss) and at TP=4 (right shards)",
+  "a TP=2 checkpoint loads at TP=1 (same eval loss), at TP=4 (right shards) and at TP=2 from each rank's own file",
   gpuTest,
   async () => {
     const dir = await Deno.makeTempDir();
@@ -347,6 +347,28 @@ Deno.test(
       deepStrictEqual(await values(target), await values(want));
       for (const [, p] of [...target, ...want]) p.tensor.dispose();
     }
+    // TP=2, as saved: each rank reads its own file only. With rank 1's file corrupt,
+    // rank 0 still loads its shards; rank 1, and a load at TP=1, name the file.
+    const blank = () => new Map([...full].map(([n, v]) => [n, new Float32Array(v.length)]));
+    const file1 = join(dir, "iter_0000005", "model_tp01.safetensors");
+    const good1 = await Deno.readFile(file1);
+    const bad1 = good1.slice();
+    bad1[bad1.length - 1] ^= 0x80;
+    await Deno.writeFile(file1, bad1);
+    const target0 = fakeRank(blank(), shapes, 2, 0);
+    const r0 = await loadCheckpoint(dir, { params: target0, tp: 2, tpRank: 0 });
+    deepStrictEqual(r0.notes, []);
+    const want0 = fakeRank(full, shapes, 2, 0);
+    deepStrictEqual(await values(target0), await values(want0));
+    const target1 = fakeRank(blank(), shapes, 2, 1);
+    const corrupt = /model_tp01\.safetensors: SHA-256 [0-9a-f]+ does not match/;
+    await rejects(loadCheckpoint(dir, { params: target1, tp: 2, tpRank: 1 }), corrupt);
+    await rejects(loadCheckpoint(dir, { params: one.namedParams() }), corrupt);
+    await Deno.writeFile(file1, good1);
+    await loadCheckpoint(dir, { params: target1, tp: 2, tpRank: 1 });
+    const want1 = fakeRank(full, shapes, 2, 1);
+    deepStrictEqual(await values(target1), await values(want1));
+    for (const [, p] of [...target0, ...want0, ...target1, ...want1]) p.tensor.dispose();
     src.dispose();
     one.dispose();
     await Deno.remove(dir, { recursive: true });

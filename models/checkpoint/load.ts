@@ -3,7 +3,8 @@
  * checked, then each full tensor (and optimizer moment) is read and joined from the
  * ranks' files in turn and resharded for this rank, and only when all of it is
  * valid are the GPU tensors written. A rank holds its own shards and one full
- * tensor at a time.
+ * tensor at a time. At the TP size it was saved at, a rank reads only its own
+ * files (where every tensor has the shape its parameter has).
  * @module
  */
 
@@ -12,8 +13,9 @@ import type { ParamInfo } from "../../core/nn.ts";
 import type { AdamW } from "../../core/optim.ts";
 import { planShards, type TpPlace, writeShards } from "./assign.ts";
 import { type CheckpointMeta, META_FILE, optimizerFileName } from "./layout.ts";
-import { openCheckpoint, warnOnStderr } from "./read.ts";
+import { openCheckpoint, type OpenedCheckpoint, type ReadOptions, warnOnStderr } from "./read.ts";
 import { CheckpointError } from "./safetensors.ts";
+import { sameShape } from "./shard.ts";
 
 /** Config fields that may change between save and load without changing any shape. */
 export const RUNTIME_CONFIG_KEYS: readonly string[] = [
@@ -90,6 +92,19 @@ function compareConfigs(
 }
 
 /**
+ * Whether a checkpoint opened for one rank ({@link OpenedCheckpoint.rank}) holds a
+ * tensor of its parameter's shape for every parameter and every saved moment.
+ */
+function holdsShardsOf(ck: OpenedCheckpoint, params: readonly [string, ParamInfo][]): boolean {
+  const fits = (shape: readonly number[] | undefined, info: ParamInfo) =>
+    shape !== undefined && sameShape(shape, info.tensor.shape);
+  return params.every(([n, info]) =>
+    fits(ck.tensors.shapeOf(n), info) &&
+    (!ck.moments?.m.has(n) || fits(ck.moments.m.shapeOf(n), info))
+  );
+}
+
+/**
  * Loads a checkpoint into `opts.params` (and `opts.optimizer`), resharding from the
  * saved TP size to `opts.tp`. Nothing is written unless every tensor is valid.
  */
@@ -103,11 +118,16 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
   }
   const place = { tp: opts.tp ?? 1, tpRank: opts.tpRank ?? 0 };
   opts.progress?.(0, 3);
-  const ck = await openCheckpoint(dir, {
+  const read: ReadOptions = {
     iteration: opts.iteration,
     optimizer: !!opts.optimizer,
     warn: opts.warn ?? (place.tpRank === 0 ? warnOnStderr : () => {}),
-  });
+  };
+  let ck = await openCheckpoint(dir, { ...read, ownShards: { tp: place.tp, rank: place.tpRank } });
+  if (ck.rank !== null && !holdsShardsOf(ck, opts.params)) {
+    // Not this model's shards as they are: the full tensors give the reasons (or pad rows).
+    ck = await openCheckpoint(dir, { ...read, iteration: ck.iteration, warn: () => {} });
+  }
   const metaFile = join(ck.path, META_FILE);
   if (opts.model) {
     compareConfigs(
@@ -129,7 +149,9 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
   }
   opts.progress?.(1, 3);
   const padded = { ...ck.meta.paddedRows, ...opts.paddedRows };
-  const shards = planShards(opts.params, (n) => ck.tensors.get(n), place, ck.fileOf, padded);
+  // This rank's own saved tensors are its shards: cut them as from full ones at TP 1.
+  const cut = ck.rank === null ? place : { tp: 1, tpRank: 0 };
+  const shards = planShards(opts.params, (n) => ck.tensors.get(n), cut, ck.fileOf, padded);
   const notes: string[] = [];
   if (ck.meta.parallel.tp !== place.tp) {
     notes.push(`resharded from tp ${ck.meta.parallel.tp} to tp ${place.tp}`);
@@ -144,9 +166,10 @@ export async function loadCheckpoint(dir: string, opts: LoadOptions): Promise<Lo
       );
     } else {
       const withM = opts.params.filter(([n]) => saved.m.has(n));
-      const optSource = (n: string) => `${join(ck.path, optimizerFileName(0))} ("${n}")`;
-      const ms = planShards(withM, (n) => saved.m.get(n), place, optSource, padded);
-      const vs = planShards(withM, (n) => saved.v.get(n), place, optSource, padded);
+      const file = optimizerFileName(ck.rank ?? 0);
+      const optSource = (n: string) => `${join(ck.path, file)} ("${n}")`;
+      const ms = planShards(withM, (n) => saved.m.get(n), cut, optSource, padded);
+      const vs = planShards(withM, (n) => saved.v.get(n), cut, optSource, padded);
       moments = withM.map(([, info], i) => ({ info, m: ms[i], v: vs[i] }));
       optimizerLoaded = true;
     }

@@ -48,11 +48,17 @@ export interface OpenedCheckpoint {
   path: string;
   /** The parsed `checkpoint.json`. */
   meta: CheckpointMeta;
-  /** Full model tensors by parameter name. */
+  /**
+   * Null: `tensors` and `moments` are full tensors, joined from every saved rank's
+   * files. A rank: only that saved rank's files were opened ({@link ReadOptions.ownShards}),
+   * and they are its tensors as saved.
+   */
+  rank: number | null;
+  /** Model tensors by parameter name (full, or the rank's as saved: see `rank`). */
   tensors: TensorSource;
-  /** Full AdamW moments by parameter name (when requested and present). */
+  /** AdamW moments by parameter name (when requested and present; full or the rank's). */
   moments: { m: TensorSource; v: TensorSource } | null;
-  /** The file each tensor came from (rank 0's shard), for messages. */
+  /** The file each tensor came from (rank 0's shard, or the rank's), for messages. */
   fileOf: (name: string) => string;
 }
 
@@ -65,9 +71,10 @@ async function readShards(
   iterPath: string,
   meta: CheckpointMeta,
   fileName: (r: number) => string,
+  ranks: readonly number[],
 ): Promise<SafetensorsFile[]> {
   const files: SafetensorsFile[] = [];
-  for (let r = 0; r < meta.parallel.tp; r++) {
+  for (const r of ranks) {
     const name = fileName(r);
     const path = join(iterPath, name);
     let expect = undefined;
@@ -118,15 +125,23 @@ function joinedSource(
       }
     }
   }
+  const fullShape = (layout: TensorLayout) => {
+    const shape = [...layout.shape];
+    if (layout.partitionDim !== null) shape[layout.partitionDim] *= files.length;
+    return shape;
+  };
   return {
     keys: () => layouts.keys(),
     has: (name) => layouts.has(name),
-    shapeOf: (name) => layouts.get(name)?.shape,
+    shapeOf: (name) => {
+      const layout = layouts.get(name);
+      return layout && fullShape(layout);
+    },
     get(name) {
       const layout = layouts.get(name);
       if (!layout) return undefined;
       const inFile = stored(name);
-      if (layout.partitionDim === null) {
+      if (layout.partitionDim === null || files.length === 1) {
         return { shape: [...layout.shape], data: files[0].floats(inFile) };
       }
       return joinShards(files.map((f) => f.floats(inFile)), layout.shape, {
@@ -145,6 +160,12 @@ export interface ReadOptions {
   optimizer?: boolean;
   /** Receives warnings (default {@link warnOnStderr}). */
   warn?: (msg: string) => void;
+  /**
+   * When the checkpoint was saved at TP size `tp`, open only saved rank `rank`'s files
+   * (the rank of a load at the same TP size, which needs nothing else): the opened
+   * checkpoint then holds that rank's tensors as saved.
+   */
+  ownShards?: { tp: number; rank: number };
 }
 
 /**
@@ -167,11 +188,13 @@ export async function openCheckpoint(
     );
   }
   const byName = new Map(meta.tensors.map((l) => [l.name, l]));
-  const modelFiles = await readShards(path, meta, modelFileName);
+  const own = opts.ownShards?.tp === meta.parallel.tp ? opts.ownShards.rank : null;
+  const ranks = own === null ? [...Array(meta.parallel.tp).keys()] : [own];
+  const modelFiles = await readShards(path, meta, modelFileName, ranks);
   const tensors = joinedSource(modelFiles, byName, (n) => n);
   let moments: OpenedCheckpoint["moments"] = null;
   if (opts.optimizer && meta.optimizer) {
-    const optFiles = await readShards(path, meta, optimizerFileName);
+    const optFiles = await readShards(path, meta, optimizerFileName, ranks);
     const withMoments = new Map<string, TensorLayout>();
     for (const name of meta.optimizer.withMoments) {
       const l = byName.get(name);
@@ -191,9 +214,10 @@ export async function openCheckpoint(
     iteration,
     path,
     meta,
+    rank: own,
     tensors,
     moments,
-    fileOf: (n) => join(path, modelFileName(0)) + ` ("${n}")`,
+    fileOf: (n) => join(path, modelFileName(own ?? 0)) + ` ("${n}")`,
   };
 }
 
