@@ -103,8 +103,9 @@ async function readShards(
 type TensorLayout = CheckpointMeta["tensors"][number];
 
 /**
- * The full tensors that `layouts` describe, joined from every rank's file when asked
- * for (`stored` gives the name a tensor has in the files); each file's entry is
+ * The tensors that `layouts` describe, read from `files` when asked for and joined
+ * (full tensors from every saved rank's files; one rank's own file gives its tensors
+ * as saved); `stored` gives the name a tensor has in the files. Each file's entry is
  * checked against its layout now.
  */
 function joinedSource(
@@ -152,7 +153,7 @@ function joinedSource(
   };
 }
 
-/** Options of {@link readCheckpointFull}. */
+/** Options of {@link openCheckpoint} and {@link readCheckpointFull}. */
 export interface ReadOptions {
   /** Which iteration (default: the one `latest` names). */
   iteration?: number;
@@ -188,7 +189,10 @@ export async function openCheckpoint(
     );
   }
   const byName = new Map(meta.tensors.map((l) => [l.name, l]));
-  const own = opts.ownShards?.tp === meta.parallel.tp ? opts.ownShards.rank : null;
+  const asked = opts.ownShards;
+  const own = asked && asked.tp === meta.parallel.tp && asked.rank >= 0 && asked.rank < asked.tp
+    ? asked.rank
+    : null;
   const ranks = own === null ? [...Array(meta.parallel.tp).keys()] : [own];
   const modelFiles = await readShards(path, meta, modelFileName, ranks);
   const tensors = joinedSource(modelFiles, byName, (n) => n);
@@ -223,13 +227,14 @@ export async function openCheckpoint(
 
 /**
  * Reads iteration `iteration` (default: latest) of `dir` into full tensors, all
- * in memory ({@link openCheckpoint}'s checks, then every tensor read).
+ * in memory ({@link openCheckpoint}'s checks, then every tensor read; every saved
+ * rank's files, whatever `opts.ownShards` says).
  */
 export async function readCheckpointFull(
   dir: string,
   opts: ReadOptions = {},
 ): Promise<FullCheckpoint> {
-  const ck = await openCheckpoint(dir, opts);
+  const ck = await openCheckpoint(dir, { ...opts, ownShards: undefined });
   let moments: FullCheckpoint["moments"] = null;
   if (ck.moments) {
     const { m, v } = ck.moments;

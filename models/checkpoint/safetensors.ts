@@ -426,7 +426,8 @@ export class SafetensorsFile {
       if (st.size !== data.size || mtime !== data.mtime) {
         throw bad(
           `changed since it was opened (${data.size} bytes then, ${st.size} now` +
-            `${st.size === data.size ? ", a newer modification time" : ""}); read it again`,
+            `${st.size === data.size ? ", another modification time" : ""}): it was ` +
+            `written to or replaced meanwhile`,
         );
       }
       const out = new Uint8Array(to - from);
