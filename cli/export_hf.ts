@@ -12,12 +12,12 @@ import {
   readWordPieceTokenizer,
   writeWordPieceTokenizer,
 } from "../data/wordpiece_tokenizer.ts";
-import { readCheckpointFull } from "../models/checkpoint/read.ts";
+import { openCheckpoint } from "../models/checkpoint/read.ts";
 import { CheckpointError, HalfOverflowError } from "../models/checkpoint/safetensors.ts";
 import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE, type BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { DEFAULT_DROPOUT, resolveShape } from "../models/shape.ts";
-import { bertConfigToHf, type BertHfConfig, bertTensorsToHf } from "../models/hf/bert.ts";
+import { bertConfigToHf, type BertHfConfig, bertTensorSourceToHf } from "../models/hf/bert.ts";
 import { type HfDType, writeHfDir } from "../models/hf/io.ts";
 import { writeHfGpt2 } from "../models/hf/gpt2.ts";
 import { iterationOfDirName, readLatest, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -215,16 +215,16 @@ async function writeExport(
   progress: ((done: number, total: number) => void) | undefined,
   dtype: HfDType,
 ): Promise<{ summary: string; keep: RegExp | null }> {
-  const ck = await readCheckpointFull(dir, { iteration });
+  // Opened, not read: each tensor is read from the checkpoint as the export writes it.
+  const ck = await openCheckpoint(dir, { iteration });
   const model = ck.meta.model;
-  const get = (n: string) => ck.tensors.get(n);
   const args = ck.meta.state?.args as Record<string, unknown> | undefined;
   // The std the weights were drawn with (--init-method-std), where the checkpoint says.
   const saved = args?.[INIT_STD_FLAG];
   const initStd = typeof saved === "number" ? saved : undefined;
   if (model?.arch === "gpt") {
     const config = model.config as unknown as GptConfig;
-    await writeHfGpt2(target, config, get, progress, dtype, initStd);
+    await writeHfGpt2(target, config, ck.tensors, progress, dtype, initStd);
     // A GPT trained on WordPiece (the bundled vocabulary): its vocab.txt goes along.
     if (args?.tokenizer === "bert") {
       await writeWordPieceTokenizer(target, await createBertTokenizer());
@@ -238,7 +238,7 @@ async function writeExport(
     }
     const cfg = hfBertConfigOf(model.config as unknown as BertConfig, ck.path);
     const hf = bertConfigToHf(cfg, initStd);
-    await writeHfDir(target, hf, bertTensorsToHf(get, cfg), progress, dtype);
+    await writeHfDir(target, hf, bertTensorSourceToHf(ck.tensors, cfg), progress, dtype);
     // The vocabulary `deno task train` keeps next to a BERT checkpoint.
     const tok = await readWordPieceTokenizer(dir);
     if (tok) await writeWordPieceTokenizer(target, tok);

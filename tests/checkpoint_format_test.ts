@@ -11,8 +11,10 @@ import {
   joinShards,
   resizeRows,
   SafetensorsFile,
+  sha256Hex,
   splitShard,
   writeSafetensors,
+  writeSafetensorsStreamed,
 } from "../models/checkpoint/mod.ts";
 import {
   asideDirName,
@@ -204,4 +206,51 @@ Deno.test("checkpoint file and folder names: Megatron's iter_%07d, its staging a
   }
   deepStrictEqual(modelFileName(3), "model_tp03.safetensors");
   deepStrictEqual(optimizerFileName(12), "optimizer_tp12.safetensors");
+});
+
+Deno.test("a streamed safetensors file is byte-identical to the encoded one, values computed in turn", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "st_stream_" });
+  const a = randomArray(12, 1), b = randomArray(7, 2), c = randomArray(6, 3);
+  c[2] = 70000; // past fp16's range: fine in F32 and BF16
+  for (const dtype of ["F32", "F16", "BF16"] as const) {
+    const tensors = [
+      { name: "a", shape: [3, 4], data: a, dtype },
+      { name: "b", shape: [7], data: b, dtype },
+      ...(dtype === "F16" ? [] : [{ name: "c", shape: [2, 3], data: c, dtype }]),
+    ];
+    const order: string[] = [];
+    const path = join(dir, `${dtype}.safetensors`);
+    const digest = await writeSafetensorsStreamed(
+      path,
+      tensors.map((t) => ({
+        ...t,
+        values: () => {
+          order.push(t.name);
+          return t.data;
+        },
+      })),
+      { format: "pt" },
+    );
+    const want = encodeSafetensors(tensors, { format: "pt" });
+    const got = await Deno.readFile(path);
+    deepStrictEqual(got, want, dtype);
+    deepStrictEqual(digest, { bytes: want.length, sha256: sha256Hex(want) });
+    deepStrictEqual(order, tensors.map((t) => t.name));
+  }
+  // A tensor that cannot be stored stops the write, naming it; so does one that does not fill its shape.
+  const later = (name: string, shape: number[], data: Float32Array, dtype: "F32" | "F16") => ({
+    name,
+    shape,
+    dtype,
+    values: () => data,
+  });
+  await rejects(
+    writeSafetensorsStreamed(join(dir, "x.safetensors"), [later("c", [2, 3], c, "F16")]),
+    /tensor "c": 1 finite value past F16's range \(70000 at index 2/,
+  );
+  await rejects(
+    writeSafetensorsStreamed(join(dir, "y.safetensors"), [later("a", [5], a, "F32")]),
+    /tensor "a": 12 values do not fill shape \[5\]/,
+  );
+  await Deno.remove(dir, { recursive: true });
 });

@@ -12,11 +12,13 @@ export {
   MAX_HEADER_BYTES,
   type SafeDType,
   type SafeTensorInfo,
+  type SafeTensorLater,
   type SafeTensorOut,
   SafetensorsFile,
   type SafetensorsReadOptions,
   sha256Hex,
   writeSafetensors,
+  writeSafetensorsStreamed,
 } from "./safetensors.ts";
 export {
   type HostTensor,

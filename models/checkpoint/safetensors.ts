@@ -580,46 +580,125 @@ function storedBytes(t: SafeTensorOut): { dtype: string; bytes: Uint8Array } {
   };
 }
 
+/** A tensor's entry in a header to write: its stored dtype, shape and byte count. */
+interface StoredEntry {
+  name: string;
+  dtype: string;
+  shape: readonly number[];
+  bytes: number;
+}
+
+/**
+ * The length field and JSON header (padded with spaces to 8 bytes) of a file holding
+ * `entries` in order, and the size of its data section.
+ */
+function encodeHeader(
+  entries: readonly StoredEntry[],
+  metadata?: Record<string, string>,
+): { head: Uint8Array; dataBytes: number } {
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let off = 0;
+  for (const e of entries) {
+    if (e.name === "__metadata__" || e.name in header) {
+      throw new CheckpointError(`duplicate or reserved tensor name "${e.name}"`);
+    }
+    header[e.name] = { dtype: e.dtype, shape: [...e.shape], data_offsets: [off, off + e.bytes] };
+    off += e.bytes;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = Math.ceil(json.length / 8) * 8;
+  const head = new Uint8Array(8 + padded).fill(0x20, 8);
+  new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
+  head.set(json, 8);
+  return { head, dataBytes: off };
+}
+
+/** Refuses `data` that does not fill `shape`, naming tensor `name`. */
+function checkFills(name: string, shape: readonly number[], data: { length: number }): void {
+  if (product(shape) !== data.length) {
+    throw new CheckpointError(
+      `tensor "${name}": ${data.length} values do not fill shape [${shape.join(", ")}]`,
+    );
+  }
+}
+
 /** Encodes tensors (F32, F16, BF16 or I32) and string metadata as safetensors bytes. */
 export function encodeSafetensors(
   tensors: readonly SafeTensorOut[],
   metadata?: Record<string, string>,
 ): Uint8Array {
   assertLittleEndian();
-  const header: Record<string, unknown> = {};
-  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
-  let off = 0;
-  const stored: Uint8Array[] = [];
-  for (const t of tensors) {
-    if (t.name === "__metadata__" || t.name in header) {
-      throw new CheckpointError(`duplicate or reserved tensor name "${t.name}"`);
-    }
-    if (product(t.shape) !== t.data.length) {
-      throw new CheckpointError(
-        `tensor "${t.name}": ${t.data.length} values do not fill shape [${t.shape.join(", ")}]`,
-      );
-    }
-    const { dtype, bytes } = storedBytes(t);
-    stored.push(bytes);
-    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + bytes.length] };
-    off += bytes.length;
-  }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  const padded = Math.ceil(json.length / 8) * 8;
-  if (padded !== json.length) {
-    const p = new Uint8Array(padded).fill(0x20);
-    p.set(json);
-    json = p;
-  }
-  const out = new Uint8Array(8 + json.length + off);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(json, 8);
-  let pos = 8 + json.length;
-  for (const bytes of stored) {
+  const stored = tensors.map((t) => {
+    checkFills(t.name, t.shape, t.data);
+    return { ...storedBytes(t), name: t.name, shape: t.shape };
+  });
+  const { head, dataBytes } = encodeHeader(
+    stored.map((t) => ({ ...t, bytes: t.bytes.length })),
+    metadata,
+  );
+  const out = new Uint8Array(head.length + dataBytes);
+  out.set(head);
+  let pos = head.length;
+  for (const { bytes } of stored) {
     out.set(bytes, pos);
     pos += bytes.length;
   }
   return out;
+}
+
+/** A float tensor to write whose values are computed when its turn comes ({@link writeSafetensorsStreamed}). */
+export interface SafeTensorLater {
+  /** Tensor name in the file. */
+  name: string;
+  /** Its shape. */
+  shape: readonly number[];
+  /** Stored element type (default F32; F16/BF16 rounded to nearest even). */
+  dtype?: "F32" | "F16" | "BF16";
+  /** Its values (row-major), asked for once, when it is written. */
+  values: () => Float32Array;
+}
+
+/**
+ * Writes a safetensors file one tensor at a time: the header from the shapes first,
+ * then each tensor's values as they are computed, so the file is never held in
+ * memory whole. Flushes it to disk (fsync) before returning its size and SHA-256.
+ * A tensor that fails (values that do not fill its shape, a half-precision overflow)
+ * stops the write with the file incomplete: write into a staging path.
+ */
+export async function writeSafetensorsStreamed(
+  path: string,
+  tensors: readonly SafeTensorLater[],
+  metadata?: Record<string, string>,
+): Promise<FileDigest> {
+  assertLittleEndian();
+  const { head, dataBytes } = encodeHeader(
+    tensors.map((t) => ({
+      name: t.name,
+      dtype: t.dtype ?? "F32",
+      shape: t.shape,
+      bytes: product(t.shape) * (t.dtype === "F16" || t.dtype === "BF16" ? 2 : 4),
+    })),
+    metadata,
+  );
+  const hash = createHash("sha256");
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    const write = async (bytes: Uint8Array) => {
+      for (let off = 0; off < bytes.length;) off += await f.write(bytes.subarray(off));
+      hash.update(bytes);
+    };
+    await write(head);
+    for (const t of tensors) {
+      const data = t.values();
+      checkFills(t.name, t.shape, data);
+      await write(storedBytes({ name: t.name, shape: [...t.shape], data, dtype: t.dtype }).bytes);
+    }
+    await f.sync();
+  } finally {
+    f.close();
+  }
+  return { bytes: head.length + dataBytes, sha256: hash.digest("hex") };
 }
 
 /**

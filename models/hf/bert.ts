@@ -10,7 +10,7 @@
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
 import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
-import type { HostTensor, TensorSource } from "../checkpoint/shard.ts";
+import { type HostTensor, readTensors, type TensorSource } from "../checkpoint/shard.ts";
 import type { HfDir } from "./io.ts";
 import {
   HF_SHAPE_FIELDS,
@@ -23,7 +23,8 @@ import {
   assignHfTensors,
   checkTiedCopy,
   expandTable,
-  exportTensors,
+  exportTensorSource,
+  type FullTensors,
   importTensors,
   type MapEntry,
   renamedSource,
@@ -244,16 +245,18 @@ export function bertPaddedRows(vocabSize: number): Record<string, number> {
   return Object.fromEntries(BERT_VOCAB_ROWS.map((n) => [n, vocabSize]));
 }
 
-/** HF BERT tensors (vocabulary unpadded, q/k/v split) from our full tensors. */
-export function bertTensorsToHf(
-  full: (name: string) => HostTensor | undefined,
-  config: BertHfConfig,
-): [string, HostTensor][] {
-  return exportTensors(
+/** HF BERT tensors (vocabulary unpadded, q/k/v split) from our full tensors, each computed when asked for. */
+export function bertTensorSourceToHf(full: FullTensors, config: BertHfConfig): TensorSource {
+  return exportTensorSource(
     expandTable(BERT_TABLE, config.numLayers),
     full,
     bertPaddedRows(config.vocabSize),
   );
+}
+
+/** HF BERT tensors (vocabulary unpadded, q/k/v split) from our full tensors. */
+export function bertTensorsToHf(full: FullTensors, config: BertHfConfig): [string, HostTensor][] {
+  return [...readTensors(bertTensorSourceToHf(full, config))];
 }
 
 /**

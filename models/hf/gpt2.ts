@@ -8,7 +8,7 @@
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
 import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
-import type { HostTensor, TensorSource } from "../checkpoint/shard.ts";
+import { type HostTensor, readTensors, type TensorSource } from "../checkpoint/shard.ts";
 import { GPT_LAYER_NORM_EPS, type GptConfig } from "../gpt.ts";
 import { type HfDir, type HfDType, hfInitializerRange, readHfDir, writeHfDir } from "./io.ts";
 import {
@@ -22,7 +22,8 @@ import {
   assignHfTensors,
   checkTiedCopy,
   expandTable,
-  exportTensors,
+  exportTensorSource,
+  type FullTensors,
   importTensors,
   type MapEntry,
   renamedSource,
@@ -200,15 +201,20 @@ export function assignGpt2(
   });
 }
 
-/** HF GPT-2 tensors (prefixed `transformer.`, Conv1D layout, vocabulary unpadded) from our full tensors. */
-export function gpt2TensorsToHf(
-  full: (name: string) => HostTensor | undefined,
-  config: GptConfig,
-): [string, HostTensor][] {
-  return exportTensors(expandTable(GPT2_TABLE, config.numLayers), full, {
+/**
+ * HF GPT-2 tensors (prefixed `transformer.`, Conv1D layout, vocabulary unpadded)
+ * from our full tensors, each computed when asked for.
+ */
+export function gpt2TensorSourceToHf(full: FullTensors, config: GptConfig): TensorSource {
+  const hf = exportTensorSource(expandTable(GPT2_TABLE, config.numLayers), full, {
     "wte.weight": config.vocabSize,
-  })
-    .map(([n, t]) => [`transformer.${n}`, t]);
+  });
+  return renamedSource(hf, new Map([...hf.keys()].map((n) => [`transformer.${n}`, n])));
+}
+
+/** HF GPT-2 tensors (prefixed `transformer.`, Conv1D layout, vocabulary unpadded) from our full tensors. */
+export function gpt2TensorsToHf(full: FullTensors, config: GptConfig): [string, HostTensor][] {
+  return [...readTensors(gpt2TensorSourceToHf(full, config))];
 }
 
 /**
@@ -218,11 +224,11 @@ export function gpt2TensorsToHf(
 export async function writeHfGpt2(
   dir: string,
   config: GptConfig,
-  full: (name: string) => HostTensor | undefined,
+  full: FullTensors,
   progress?: (done: number, total: number) => void,
   dtype: HfDType = "F32",
   initializerRange = DEFAULT_INIT_STD,
 ): Promise<void> {
   const hf = gpt2ConfigToHf(config, initializerRange);
-  await writeHfDir(dir, hf, gpt2TensorsToHf(full, config), progress, dtype);
+  await writeHfDir(dir, hf, gpt2TensorSourceToHf(full, config), progress, dtype);
 }

@@ -7,8 +7,12 @@
 import { join } from "node:path";
 import { exists, writeFileDurable } from "../checkpoint/fs.ts";
 import { readJsonObject, resolveInDir } from "../checkpoint/files.ts";
-import { CheckpointError, SafetensorsFile, writeSafetensors } from "../checkpoint/safetensors.ts";
-import type { HostTensor, TensorSource } from "../checkpoint/shard.ts";
+import {
+  CheckpointError,
+  SafetensorsFile,
+  writeSafetensorsStreamed,
+} from "../checkpoint/safetensors.ts";
+import { type HostTensor, type TensorSource, tensorSourceOf } from "../checkpoint/shard.ts";
 
 /**
  * An HF directory opened: its config parsed and its safetensors headers read
@@ -151,12 +155,14 @@ export const TORCH_DTYPE: Readonly<Record<HfDType, string>> = {
 /**
  * Writes `config.json` and `model.safetensors` (with the `format: pt` metadata HF expects),
  * its floats as `dtype` (default F32; F16/BF16 rounded to nearest even, `torch_dtype` set
- * to match); `progress` is called with the files written so far (of 2).
+ * to match); `progress` is called with the files written so far (of 2). The tensors are
+ * written one at a time: from a {@link TensorSource}, each is read (computed) only when
+ * its turn comes, so the weights are never held whole.
  */
 export async function writeHfDir(
   dir: string,
   config: Record<string, unknown>,
-  tensors: readonly [string, HostTensor][],
+  tensors: readonly [string, HostTensor][] | TensorSource,
   progress?: (done: number, total: number) => void,
   dtype: HfDType = "F32",
 ): Promise<void> {
@@ -168,9 +174,15 @@ export async function writeHfDir(
     new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"),
   );
   progress?.(1, 2);
-  await writeSafetensors(
+  const source = "shapeOf" in tensors ? tensors : tensorSourceOf(new Map(tensors));
+  await writeSafetensorsStreamed(
     join(dir, "model.safetensors"),
-    tensors.map(([name, t]) => ({ name, shape: t.shape, data: t.data, dtype })),
+    [...source.keys()].map((name) => ({
+      name,
+      shape: source.shapeOf(name)!,
+      dtype,
+      values: () => source.get(name)!.data,
+    })),
     { format: "pt" },
   );
   progress?.(2, 2);

@@ -13,6 +13,7 @@ import { fullShapeOf, planShards, type TpPlace, writeShards } from "../checkpoin
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import {
   type HostTensor,
+  readTensors,
   resizeRows,
   sameShape,
   type TensorSource,
@@ -191,16 +192,21 @@ function concat0(parts: HostTensor[]): HostTensor {
   return { shape, data };
 }
 
-function split0(t: HostTensor, n: number, name: string): HostTensor[] {
-  if (t.shape[0] % n !== 0) {
+/** The shape of each of `n` equal parts of a tensor of `shape` along dim 0; throws if it does not split. */
+function split0Shape(shape: readonly number[], n: number, name: string): number[] {
+  if (shape[0] % n !== 0) {
     throw new CheckpointError(
-      `tensor "${name}" of shape [${t.shape.join(", ")}] does not split into ${n} along dim 0`,
+      `tensor "${name}" of shape [${shape.join(", ")}] does not split into ${n} along dim 0`,
     );
   }
-  const rows = t.shape[0] / n;
+  return [shape[0] / n, ...shape.slice(1)];
+}
+
+function split0(t: HostTensor, n: number, name: string): HostTensor[] {
+  const shape = split0Shape(t.shape, n, name);
   const per = t.data.length / n;
   return Array.from({ length: n }, (_, i) => ({
-    shape: [rows, ...t.shape.slice(1)],
+    shape: [...shape],
     data: t.data.slice(i * per, (i + 1) * per),
   }));
 }
@@ -306,22 +312,65 @@ export function checkTiedCopy(
 }
 
 /**
- * HF tensors from our full tensors, in table order. Tensors named in `validRows`
- * (padded vocabulary) are cut to that many rows first.
+ * Our full tensors to export: by name, as a getter (read now) or as the shapes and
+ * values of a {@link TensorSource} (read when asked for).
+ */
+export type FullTensors =
+  | ((ours: string) => HostTensor | undefined)
+  | Pick<TensorSource, "shapeOf" | "get">;
+
+/**
+ * HF tensors from our full tensors, in table order, each computed when asked for
+ * (its shape now). Tensors named in `validRows` (padded vocabulary) are cut to that
+ * many rows first; a tensor split in several HF ones (q|k|v) is read for each.
+ */
+export function exportTensorSource(
+  entries: readonly ConcreteEntry[],
+  full: FullTensors,
+  validRows: Record<string, number> = {},
+): TensorSource {
+  const src = typeof full === "function"
+    ? { shapeOf: (n: string) => full(n)?.shape, get: full }
+    : full;
+  const shapes = new Map<string, number[]>();
+  const parts = new Map<string, { e: ConcreteEntry; i: number }>();
+  for (const e of entries) {
+    const ours = src.shapeOf(e.ours);
+    if (!ours) throw new CheckpointError(`the model has no tensor "${e.ours}" to export`);
+    let shape = [...ours];
+    if (validRows[e.ours] !== undefined) shape[0] = validRows[e.ours];
+    if (e.transpose) shape = transposedShape(shape);
+    const n = e.hf.length;
+    if (n > 1) shape = split0Shape(shape, n, e.ours);
+    e.hf.forEach((hfName, i) => {
+      shapes.set(hfName, shape);
+      parts.set(hfName, { e, i });
+    });
+  }
+  return {
+    keys: () => shapes.keys(),
+    has: (name) => shapes.has(name),
+    shapeOf: (name) => shapes.get(name),
+    get(name) {
+      const at = parts.get(name);
+      if (!at) return undefined;
+      const { e, i } = at;
+      let t = src.get(e.ours)!;
+      if (validRows[e.ours] !== undefined) t = resizeRows(t, validRows[e.ours]);
+      if (e.transpose) t = transpose2d(t);
+      return e.hf.length === 1 ? t : split0(t, e.hf.length, e.ours)[i];
+    },
+  };
+}
+
+/**
+ * HF tensors from our full tensors, in table order, all read now (see
+ * {@link exportTensorSource}).
  */
 export function exportTensors(
   entries: readonly ConcreteEntry[],
-  full: (ours: string) => HostTensor | undefined,
+  full: FullTensors,
   validRows: Record<string, number> = {},
 ): [string, HostTensor][] {
-  const out: [string, HostTensor][] = [];
-  for (const e of entries) {
-    let t = full(e.ours);
-    if (!t) throw new CheckpointError(`the model has no tensor "${e.ours}" to export`);
-    if (validRows[e.ours] !== undefined) t = resizeRows(t, validRows[e.ours]);
-    if (e.transpose) t = transpose2d(t);
-    const parts = e.hf.length === 1 ? [t] : split0(t, e.hf.length, e.ours);
-    e.hf.forEach((n, i) => out.push([n, parts[i]]));
-  }
-  return out;
+  return [...readTensors(exportTensorSource(entries, full, validRows))];
 }
