@@ -21,6 +21,7 @@ import {
 } from "../models/checkpoint/mod.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { gpuTest, testDevice } from "./helpers.ts";
+import { runCli } from "./cli_helpers.ts";
 
 const dev = await testDevice();
 const tiny: GptConfig = {
@@ -149,6 +150,42 @@ Deno.test(
     }
     ok(msg.includes(path) && msg.includes("changed since it was opened"), msg);
     await load(dir, model);
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
+  "export-hf stopped mid-write by a NaN (a checkpoint without checksums) leaves --output as it was",
+  gpuTest,
+  async () => {
+    const { dir, iter, model } = await savedCheckpoint();
+    const out = join(dir, "out");
+    const first = await runCli("cli/export_hf.ts", ["--load", dir, "--output", out]);
+    equal(first.code, 0, first.stderr);
+    const before = await Deno.readFile(join(out, "model.safetensors"));
+    // The export reads each tensor as it writes it: a NaN in the last one comes mid-write.
+    const metaPath = join(iter, "checkpoint.json");
+    const meta = JSON.parse(await Deno.readTextFile(metaPath));
+    delete meta.files;
+    await Deno.writeTextFile(metaPath, JSON.stringify(meta));
+    const path = join(iter, "model_tp00.safetensors");
+    const bytes = await Deno.readFile(path);
+    const f = SafetensorsFile.parse(bytes);
+    const dataStart = 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    new DataView(bytes.buffer).setFloat32(dataStart + f.info("ln_f.bias").offsets[0], NaN, true);
+    await Deno.writeFile(path, bytes);
+    const failed = await runCli("cli/export_hf.ts", ["--load", dir, "--output", out]);
+    ok(failed.code !== 0, failed.stderr);
+    ok(
+      failed.stderr.includes('tensor "ln_f.bias"') && failed.stderr.includes("NaN"),
+      failed.stderr,
+    );
+    deepStrictEqual(await Deno.readFile(join(out, "model.safetensors")), before);
+    deepStrictEqual([...Deno.readDirSync(out)].map((e) => e.name).sort(), [
+      "config.json",
+      "model.safetensors",
+    ]);
     model.dispose();
     await Deno.remove(dir, { recursive: true });
   },
