@@ -59,6 +59,24 @@ function load(dir: string, model: Gpt, warn?: (m: string) => void) {
   });
 }
 
+/** Removes the checksums from `iter`'s checkpoint.json (as an older version wrote it); returns its path. */
+async function dropChecksums(iter: string): Promise<string> {
+  const metaPath = join(iter, "checkpoint.json");
+  const meta = JSON.parse(await Deno.readTextFile(metaPath));
+  delete meta.files;
+  await Deno.writeTextFile(metaPath, JSON.stringify(meta));
+  return metaPath;
+}
+
+/** Writes `value` over element `element` of tensor `name` in the safetensors file `path`. */
+async function pokeFloat(path: string, name: string, element: number, value: number) {
+  const bytes = await Deno.readFile(path);
+  const dataStart = 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const at = dataStart + SafetensorsFile.parse(bytes).info(name).offsets[0] + 4 * element;
+  new DataView(bytes.buffer).setFloat32(at, value, true);
+  await Deno.writeFile(path, bytes);
+}
+
 async function refusedNaming(p: Promise<unknown>, ...parts: string[]): Promise<string> {
   let msg = "";
   await rejects(p, (e: Error) => {
@@ -165,16 +183,8 @@ Deno.test(
     equal(first.code, 0, first.stderr);
     const before = await Deno.readFile(join(out, "model.safetensors"));
     // The export reads each tensor as it writes it: a NaN in the last one comes mid-write.
-    const metaPath = join(iter, "checkpoint.json");
-    const meta = JSON.parse(await Deno.readTextFile(metaPath));
-    delete meta.files;
-    await Deno.writeTextFile(metaPath, JSON.stringify(meta));
-    const path = join(iter, "model_tp00.safetensors");
-    const bytes = await Deno.readFile(path);
-    const f = SafetensorsFile.parse(bytes);
-    const dataStart = 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true));
-    new DataView(bytes.buffer).setFloat32(dataStart + f.info("ln_f.bias").offsets[0], NaN, true);
-    await Deno.writeFile(path, bytes);
+    await dropChecksums(iter);
+    await pokeFloat(join(iter, "model_tp00.safetensors"), "ln_f.bias", 0, NaN);
     const failed = await runCli("cli/export_hf.ts", ["--load", dir, "--output", out]);
     ok(failed.code !== 0, failed.stderr);
     ok(
@@ -196,10 +206,7 @@ Deno.test(
   gpuTest,
   async () => {
     const { dir, iter, model } = await savedCheckpoint();
-    const metaPath = join(iter, "checkpoint.json");
-    const meta = JSON.parse(await Deno.readTextFile(metaPath));
-    delete meta.files;
-    await Deno.writeTextFile(metaPath, JSON.stringify(meta));
+    const metaPath = await dropChecksums(iter);
     const warnings: string[] = [];
     const r = await load(dir, model, (m) => warnings.push(m));
     equal(r.iteration, 3);
@@ -208,12 +215,7 @@ Deno.test(
     ]);
     // Unverified files still get every other check: a NaN written by hand is named.
     const path = join(iter, "model_tp00.safetensors");
-    const bytes = await Deno.readFile(path);
-    const f = SafetensorsFile.parse(bytes);
-    const dataStart = 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true));
-    const at = dataStart + f.info("h.0.mlp.c_fc.weight").offsets[0] + 4 * 3;
-    new DataView(bytes.buffer).setFloat32(at, NaN, true);
-    await Deno.writeFile(path, bytes);
+    await pokeFloat(path, "h.0.mlp.c_fc.weight", 3, NaN);
     await refusedNaming(
       readCheckpointFull(dir, { warn: () => {} }),
       path,
@@ -222,17 +224,8 @@ Deno.test(
     );
     // an Inf in the optimizer state too
     const opath = join(iter, "optimizer_tp00.safetensors");
-    const ob = await Deno.readFile(opath);
-    const of = SafetensorsFile.parse(ob);
-    const oStart = 8 + Number(new DataView(ob.buffer).getBigUint64(0, true));
-    new DataView(ob.buffer).setFloat32(
-      oStart + of.info("ln_f.bias.exp_avg_sq").offsets[0],
-      Infinity,
-      true,
-    );
-    await Deno.writeFile(opath, ob);
-    new DataView(bytes.buffer).setFloat32(at, 0, true);
-    await Deno.writeFile(path, bytes);
+    await pokeFloat(opath, "ln_f.bias.exp_avg_sq", 0, Infinity);
+    await pokeFloat(path, "h.0.mlp.c_fc.weight", 3, 0);
     await refusedNaming(
       load(dir, model, () => {}),
       opath,

@@ -23,6 +23,7 @@ export {
 export {
   type HostTensor,
   joinShards,
+  lazySource,
   type Partition,
   readTensors,
   resizeRows,

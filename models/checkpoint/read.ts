@@ -18,7 +18,14 @@ import {
   resolveIterDir,
 } from "./layout.ts";
 import { CheckpointError, SafetensorsFile } from "./safetensors.ts";
-import { type HostTensor, joinShards, readTensors, sameShape, type TensorSource } from "./shard.ts";
+import {
+  type HostTensor,
+  joinShards,
+  lazySource,
+  readTensors,
+  sameShape,
+  type TensorSource,
+} from "./shard.ts";
 
 /** A checkpoint joined into full (unsharded) tensors. */
 export interface FullCheckpoint {
@@ -67,7 +74,7 @@ export function warnOnStderr(msg: string): void {
   console.error(`warning: ${msg}`);
 }
 
-async function readShards(
+async function openShards(
   iterPath: string,
   meta: CheckpointMeta,
   fileName: (r: number) => string,
@@ -126,31 +133,23 @@ function joinedSource(
       }
     }
   }
-  const fullShape = (layout: TensorLayout) => {
+  const shapes = new Map<string, number[]>();
+  for (const [name, layout] of layouts) {
     const shape = [...layout.shape];
     if (layout.partitionDim !== null) shape[layout.partitionDim] *= files.length;
-    return shape;
-  };
-  return {
-    keys: () => layouts.keys(),
-    has: (name) => layouts.has(name),
-    shapeOf: (name) => {
-      const layout = layouts.get(name);
-      return layout && fullShape(layout);
-    },
-    get(name) {
-      const layout = layouts.get(name);
-      if (!layout) return undefined;
-      const inFile = stored(name);
-      if (layout.partitionDim === null || files.length === 1) {
-        return { shape: [...layout.shape], data: files[0].floats(inFile) };
-      }
-      return joinShards(files.map((f) => f.floats(inFile)), layout.shape, {
-        dim: layout.partitionDim,
-        blocks: layout.partitionBlocks,
-      });
-    },
-  };
+    shapes.set(name, shape);
+  }
+  return lazySource(shapes, (name) => {
+    const layout = layouts.get(name)!;
+    const inFile = stored(name);
+    if (layout.partitionDim === null || files.length === 1) {
+      return { shape: [...layout.shape], data: files[0].floats(inFile) };
+    }
+    return joinShards(files.map((f) => f.floats(inFile)), layout.shape, {
+      dim: layout.partitionDim,
+      blocks: layout.partitionBlocks,
+    });
+  });
 }
 
 /** Options of {@link openCheckpoint} and {@link readCheckpointFull}. */
@@ -194,11 +193,11 @@ export async function openCheckpoint(
     ? asked.rank
     : null;
   const ranks = own === null ? [...Array(meta.parallel.tp).keys()] : [own];
-  const modelFiles = await readShards(path, meta, modelFileName, ranks);
+  const modelFiles = await openShards(path, meta, modelFileName, ranks);
   const tensors = joinedSource(modelFiles, byName, (n) => n);
   let moments: OpenedCheckpoint["moments"] = null;
   if (opts.optimizer && meta.optimizer) {
-    const optFiles = await readShards(path, meta, optimizerFileName, ranks);
+    const optFiles = await openShards(path, meta, optimizerFileName, ranks);
     const withMoments = new Map<string, TensorLayout>();
     for (const name of meta.optimizer.withMoments) {
       const l = byName.get(name);

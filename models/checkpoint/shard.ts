@@ -43,6 +43,22 @@ export function tensorSourceOf(tensors: ReadonlyMap<string, HostTensor>): Tensor
   };
 }
 
+/**
+ * The tensors whose shapes `shapes` holds, as a {@link TensorSource}: `read(name)`
+ * gives one's values when asked for (only for a name in `shapes`).
+ */
+export function lazySource(
+  shapes: ReadonlyMap<string, readonly number[]>,
+  read: (name: string) => HostTensor,
+): TensorSource {
+  return {
+    keys: () => shapes.keys(),
+    has: (name) => shapes.has(name),
+    shapeOf: (name) => shapes.get(name),
+    get: (name) => shapes.has(name) ? read(name) : undefined,
+  };
+}
+
 /** Every tensor of `source`, read into memory. */
 export function readTensors(source: TensorSource): Map<string, HostTensor> {
   return new Map([...source.keys()].map((name) => [name, source.get(name)!]));

@@ -13,6 +13,7 @@ import { fullShapeOf, planShards, type TpPlace, writeShards } from "../checkpoin
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import {
   type HostTensor,
+  lazySource,
   readTensors,
   resizeRows,
   sameShape,
@@ -226,7 +227,7 @@ export function importTensors(
   const used = new Set<string>();
   const missing: string[] = [];
   const shapes = new Map<string, number[]>();
-  const entryOf = new Map<string, ConcreteEntry>();
+  const byOurs = new Map<string, ConcreteEntry>();
   for (const e of entries) {
     const parts: (readonly number[])[] = [];
     for (const n of e.hf) {
@@ -239,7 +240,7 @@ export function importTensors(
     let shape = parts.length === 1 ? [...parts[0]] : concatShape(parts);
     if (e.transpose) shape = transposedShape(shape);
     shapes.set(e.ours, shape);
-    entryOf.set(e.ours, e);
+    byOurs.set(e.ours, e);
   }
   if (missing.length > 0) {
     throw new CheckpointError(
@@ -259,18 +260,12 @@ export function importTensors(
         " (a different architecture?)",
     );
   }
-  return {
-    keys: () => shapes.keys(),
-    has: (name) => shapes.has(name),
-    shapeOf: (name) => shapes.get(name),
-    get(name) {
-      const e = entryOf.get(name);
-      if (!e) return undefined;
-      const parts = e.hf.map((n) => hf.get(n)!);
-      const t = parts.length === 1 ? parts[0] : concat0(parts);
-      return e.transpose ? transpose2d(t) : t;
-    },
-  };
+  return lazySource(shapes, (name) => {
+    const e = byOurs.get(name)!;
+    const parts = e.hf.map((n) => hf.get(n)!);
+    const t = parts.length === 1 ? parts[0] : concat0(parts);
+    return e.transpose ? transpose2d(t) : t;
+  });
 }
 
 /** `hf` under other names: `stored` maps each name to the one `hf` holds it by. */
@@ -347,20 +342,13 @@ export function exportTensorSource(
       parts.set(hfName, { e, i });
     });
   }
-  return {
-    keys: () => shapes.keys(),
-    has: (name) => shapes.has(name),
-    shapeOf: (name) => shapes.get(name),
-    get(name) {
-      const at = parts.get(name);
-      if (!at) return undefined;
-      const { e, i } = at;
-      let t = src.get(e.ours)!;
-      if (validRows[e.ours] !== undefined) t = resizeRows(t, validRows[e.ours]);
-      if (e.transpose) t = transpose2d(t);
-      return e.hf.length === 1 ? t : split0(t, e.hf.length, e.ours)[i];
-    },
-  };
+  return lazySource(shapes, (name) => {
+    const { e, i } = parts.get(name)!;
+    let t = src.get(e.ours)!;
+    if (validRows[e.ours] !== undefined) t = resizeRows(t, validRows[e.ours]);
+    if (e.transpose) t = transpose2d(t);
+    return e.hf.length === 1 ? t : split0(t, e.hf.length, e.ours)[i];
+  });
 }
 
 /**
