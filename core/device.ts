@@ -654,6 +654,20 @@ export class Device {
     this.#kept.release();
   }
 
+  /**
+   * Ends {@link Device.keepStreamTextures}' hold and lets any range of the same
+   * size take each kept texture in the next hold: a training step's gradients
+   * then reuse its weights' textures instead of a second set as large as the model.
+   */
+  recycleStreamTextures(): void {
+    this.#kept.recycle();
+  }
+
+  /** Bytes of the textures kept for held buffers ({@link Device.keepStreamTextures}). */
+  get keptTextureBytes(): number {
+    return this.#kept.bytes;
+  }
+
   /** Asks for a stream texture answered from a kept one, without a copy, so far. */
   get keptTextureHits(): number {
     return this.#kept.hits;

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { STREAM_ROW_TEXELS } from "../kernels/texture.ts";
+
 /** One kept texture. */
 export interface KeptTexture {
   /** The texture (rgba32float, 1024 texels a row). */
@@ -35,6 +37,14 @@ export class KeptTextures {
   /** Reads answered from a kept texture without a copy, since creation. */
   hits = 0;
 
+  /** Rows of texels in all entries, held or free (what the textures cost: 16 KiB a row). */
+  #rows = 0;
+
+  /** Bytes of every kept texture, held or free. */
+  get bytes(): number {
+    return this.#rows * 16 * STREAM_ROW_TEXELS;
+  }
+
   /** Holds `buffers`: their contents must not change until {@link KeptTextures.release}. */
   hold(buffers: Iterable<GPUBuffer>): void {
     for (const b of buffers) this.#held.add(b);
@@ -56,6 +66,7 @@ export class KeptTextures {
       if (!e) {
         const texture = create();
         e = { texture, view: texture.createView(), rows, filled: false, used: false };
+        this.#rows += rows;
       }
       e.filled = false;
       this.#byRange.set(key, e);
@@ -87,6 +98,23 @@ export class KeptTextures {
     }
   }
 
+  /**
+   * Ends the hold and frees every entry, stale, for the next hold's ranges of the
+   * same size: a step's gradients take its weights' textures, and the next step's
+   * weights the gradients', so one set of textures serves both.
+   */
+  recycle(): void {
+    this.#held.clear();
+    for (const e of this.#byRange.values()) {
+      e.filled = false;
+      e.used = false;
+      const list = this.#free.get(e.rows);
+      if (list) list.push(e);
+      else this.#free.set(e.rows, [e]);
+    }
+    this.#byRange.clear();
+  }
+
   /** Destroys every texture (with the device). */
   destroy(): void {
     this.#held.clear();
@@ -94,5 +122,6 @@ export class KeptTextures {
     for (const list of this.#free.values()) for (const e of list) e.texture.destroy();
     this.#byRange.clear();
     this.#free.clear();
+    this.#rows = 0;
   }
 }

@@ -217,9 +217,9 @@ export class Trainer {
     this.refreshHalfCopies();
     const savedAs = device.saveActivationsAs;
     device.saveActivationsAs = half ?? null;
-    // The weights hold still from here to the optimizer's read of them: on a CPU
-    // adapter each is copied into a stream texture once for its forward,
-    // backward and update reads, not once per read (Device.keepStreamTextures).
+    // The weights hold still from here to the end of backward: on a CPU adapter
+    // each is copied into a stream texture once for its forward and backward
+    // reads, not once per read (Device.keepStreamTextures).
     if (device.isSoftware) device.keepStreamTextures(this.#params.map((p) => p.tensor.buffer));
     try {
       return await this.#step(microBatches, lossOf, lr, scale);
@@ -275,8 +275,11 @@ export class Trainer {
         if (hooks?.allReduceGradients) await hooks.allReduceGradients(params);
       }
       // The gradients hold still from here to the update: the norm's and the
-      // update's reads of each share one stream-texture copy.
+      // update's reads of each share one stream-texture copy, in the textures the
+      // weights' forward and backward reads used (the update reads the weights
+      // through a scratch copy), so that the kept textures cost the model's size once.
       if (device.isSoftware) {
+        device.recycleStreamTextures();
         device.keepStreamTextures(params.flatMap((p) => p.grad ? [p.grad.buffer] : []));
       }
       // An inf/NaN gradient on any rank makes the global squared norm inf/NaN on every
@@ -286,7 +289,7 @@ export class Trainer {
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
       const coef = clipCoefficient(sq, this.opts.clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);
-      device.releaseStreamTextures(); // the update wrote the weights
+      device.recycleStreamTextures(); // the next step's weights take the gradients' textures
       this.refreshHalfCopies();
       zeroGrad(params);
       const reported = this.opts.hooks?.averageLoss

@@ -87,6 +87,37 @@ Deno.test("a range keeps its texture over a release with nothing held", () => {
   deepStrictEqual(made, 2);
 });
 
+Deno.test("a recycled texture serves any range of its size in the next hold", () => {
+  let made = 0;
+  const create = () => {
+    made++;
+    return { createView: () => ({}), destroy: () => {} } as unknown as GPUTexture;
+  };
+  const kept = new KeptTextures();
+  const w = {} as GPUBuffer, g = {} as GPUBuffer;
+  kept.hold([w]);
+  const ew = kept.entry("w", 4, create);
+  ok(!ew.filled);
+  ew.filled = true;
+  // The trainer's weights, then its gradients: the gradient takes the weight's texture, unfilled.
+  kept.recycle();
+  ok(!kept.holds(w), "the recycle ends the hold");
+  kept.hold([g]);
+  const eg = kept.entry("g", 4, create);
+  ok(eg === ew && !eg.filled, "the gradient reuses the weight's texture and fills it again");
+  kept.recycle();
+  kept.hold([w]);
+  ok(kept.entry("w", 4, create) === ew, "the next step's weight takes it back");
+  deepStrictEqual(made, 1);
+  deepStrictEqual(kept.bytes, 4 * 16 * 1024);
+  // A size nobody freed makes a new texture.
+  kept.entry("w2", 8, create);
+  deepStrictEqual(made, 2);
+  deepStrictEqual(kept.bytes, 12 * 16 * 1024);
+  kept.destroy();
+  deepStrictEqual(kept.bytes, 0);
+});
+
 // Wide enough that the weights are read through stream textures (over 256 vec4s).
 const cfg: GptConfig = {
   vocabSize: 300,
@@ -101,7 +132,9 @@ const cfg: GptConfig = {
 /** Losses and final weights of 3 trainer steps; `keep` false: every read copies afresh. */
 async function train(
   keep: boolean,
-): Promise<{ losses: number[]; w: Float32Array[]; hits: number; software: boolean }> {
+): Promise<
+  { losses: number[]; w: Float32Array[]; hits: number; software: boolean; keptBytes: number }
+> {
   const device = await Device.create({ backend: testBackend() });
   try {
     if (!keep) device.keepStreamTextures = () => {};
@@ -109,6 +142,9 @@ async function train(
     const trainer = new Trainer(device, m, {
       schedule: { lr: 3e-3, warmupIters: 1, decayIters: 3 },
       clipGrad: 1,
+      // Tensor by tensor, as GPT-2's large ones are: the gradients' norm and update read
+      // each through a kept texture (a flat bucket's are scratch copies).
+      adam: { bucketElements: 0 },
     });
     const r = prng(5);
     const ids = () => Int32Array.from({ length: 2 * 16 }, () => Math.floor(r() * cfg.vocabSize));
@@ -126,7 +162,13 @@ async function train(
       new Float32Array(b)
     );
     m.dispose();
-    return { losses, w, hits: device.keptTextureHits, software: device.isSoftware };
+    return {
+      losses,
+      w,
+      hits: device.keptTextureHits,
+      software: device.isSoftware,
+      keptBytes: device.keptTextureBytes,
+    };
   } finally {
     // close, not destroy: a Dawn GL device left to the process's exit can abort it after every
     // test passed (glvnd frees the test thread's EGL state twice; see Device.close).
@@ -143,6 +185,17 @@ Deno.test(
     if (!kept.software) return; // GPUs read buffers: no stream textures
     ok(kept.hits > 0, "the held weights' textures were read again");
     deepStrictEqual(fresh.hits, 0);
+    deepStrictEqual(fresh.keptBytes, 0);
+    // The gradients took the weights' textures: the kept set is at most the model's size
+    // once (each texture whole rows of 1024 texels; a tensor too narrow for a stream
+    // texture has none), not twice.
+    const rowBytes = 16 * 1024;
+    const onceBytes = kept.w.reduce((n, w) => n + Math.ceil(w.byteLength / rowBytes), 0) *
+      rowBytes;
+    ok(
+      kept.keptBytes > 0 && kept.keptBytes <= onceBytes,
+      `kept ${kept.keptBytes} bytes of textures for a model of ${onceBytes} in whole rows`,
+    );
     deepStrictEqual(kept.losses, fresh.losses);
     kept.w.forEach((w, i) => deepStrictEqual(w, fresh.w[i], `weight ${i}`));
   },
