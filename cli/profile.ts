@@ -257,6 +257,19 @@ export interface Profile {
   pipelines: number;
   /** Loss of the last step (a sanity check). */
   loss: number;
+  /** This rank's device memory. */
+  memory: {
+    /**
+     * The buffer pool's peak since the device was made, in bytes (weights,
+     * gradients, AdamW moments and activations; `BufferPool.peakBytes`).
+     */
+    peakBufferBytes: number;
+    /**
+     * Bytes of the stream textures kept for the weights and then the gradients
+     * (CPU adapters; 0 elsewhere: `Device.keptTextureBytes`).
+     */
+    keptTextureBytes: number;
+  };
 }
 
 const median = (xs: number[]) => {
@@ -535,6 +548,7 @@ export async function profileRun(
     kernels,
     pipelines,
     loss,
+    memory: { peakBufferBytes: device.pool.peakBytes, keptTextureBytes: device.keptTextureBytes },
   };
 }
 
@@ -589,6 +603,8 @@ export function formatProfile(p: Profile, top = 15): string {
     `${s.textureCopies} texture copies (${mib(s.textureCopyBytes)}; ${s.keptTextureHits} reads ` +
     `from kept textures), ${counted(s.submits, "submit")}, ${counted(s.hostSyncs, "host sync")}, ` +
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
+    `- memory: buffers ${mib(p.memory.peakBufferBytes)} at most, kept stream textures ` +
+    `${mib(p.memory.keptTextureBytes)}`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
     `${f1(s.cpuMs)} ms of CPU time, all threads); ` +
     `kernels' and transfers' GPU time ${f1(s.kernelMs)} ms = ${

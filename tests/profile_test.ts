@@ -84,6 +84,16 @@ function checkCounts(p: Profile): void {
     assert(p.families.some((x) => x.family === f && x.dispatches > 0), f);
   }
   assert(!p.families.some((x) => x.family === "other"), "every kernel has a family");
+  // At the update the weights, gradients and both AdamW moments are all live: 16 bytes a
+  // parameter at least. The kept stream textures hold the weights and then the gradients
+  // in one set: the model's size once at most, each texture whole rows of 16 KiB (a tied
+  // table too large for one texture, which this model has not, adds its LM head's chunks).
+  const { peakBufferBytes, keptTextureBytes } = p.memory;
+  assert(peakBufferBytes >= 16 * p.model.params, `${peakBufferBytes} bytes of buffers at most`);
+  assert(
+    keptTextureBytes >= 0 && keptTextureBytes <= 4 * p.model.params + PARAM_TENSORS * 16384,
+    `${keptTextureBytes} bytes of kept textures for ${p.model.params} parameters`,
+  );
 }
 
 function assertAlmostEquals(a: number, b: number, tol: number): void {
