@@ -6,7 +6,7 @@
  */
 
 import { type KernelSource, SOFTWARE_LANES } from "../kernels/kernel.ts";
-import { STREAM_ROW_TEXELS, streamTextureRows } from "../kernels/texture.ts";
+import { STREAM_ROW_BYTES, STREAM_ROW_TEXELS, streamTextureRows } from "../kernels/texture.ts";
 import {
   type BackendName,
   DEFAULT_BACKEND,
@@ -686,7 +686,6 @@ export class Device {
   #fillStream(texture: GPUTexture, buffer: GPUBuffer, offset: number, vec4s: number): void {
     this.#endPass();
     const enc = this.#getEncoder();
-    const bytesPerRow = 16 * STREAM_ROW_TEXELS;
     const full = Math.floor(vec4s / STREAM_ROW_TEXELS);
     const tail = vec4s - full * STREAM_ROW_TEXELS;
     this.textureCopyBytes += 16 * vec4s;
@@ -694,7 +693,7 @@ export class Device {
       this.textureCopies++;
       this.#transfer(enc, "transfer:texture", (e) =>
         e.copyBufferToTexture(
-          { buffer, offset, bytesPerRow, rowsPerImage: full },
+          { buffer, offset, bytesPerRow: STREAM_ROW_BYTES, rowsPerImage: full },
           { texture },
           [STREAM_ROW_TEXELS, full],
         ));
@@ -703,7 +702,7 @@ export class Device {
       this.textureCopies++;
       this.#transfer(enc, "transfer:texture", (e) =>
         e.copyBufferToTexture(
-          { buffer, offset: offset + full * bytesPerRow },
+          { buffer, offset: offset + full * STREAM_ROW_BYTES },
           { texture, origin: [0, full] },
           [tail, 1],
         ));

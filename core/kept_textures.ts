@@ -9,7 +9,7 @@
  * @module
  */
 
-import { STREAM_ROW_TEXELS } from "../kernels/texture.ts";
+import { STREAM_ROW_BYTES } from "../kernels/texture.ts";
 
 /** One kept texture. */
 export interface KeptTexture {
@@ -42,7 +42,7 @@ export class KeptTextures {
 
   /** Bytes of every kept texture, held or free. */
   get bytes(): number {
-    return this.#rows * 16 * STREAM_ROW_TEXELS;
+    return this.#rows * STREAM_ROW_BYTES;
   }
 
   /** Holds `buffers`: their contents must not change until {@link KeptTextures.release}. */
@@ -87,14 +87,8 @@ export class KeptTextures {
     this.#held.clear();
     for (const [key, e] of this.#byRange) {
       e.filled = false;
-      if (e.used) {
-        e.used = false;
-        continue;
-      }
-      this.#byRange.delete(key);
-      const list = this.#free.get(e.rows);
-      if (list) list.push(e);
-      else this.#free.set(e.rows, [e]);
+      if (e.used) e.used = false;
+      else this.#makeFree(key, e);
     }
   }
 
@@ -105,14 +99,19 @@ export class KeptTextures {
    */
   recycle(): void {
     this.#held.clear();
-    for (const e of this.#byRange.values()) {
+    for (const [key, e] of this.#byRange) {
       e.filled = false;
       e.used = false;
-      const list = this.#free.get(e.rows);
-      if (list) list.push(e);
-      else this.#free.set(e.rows, [e]);
+      this.#makeFree(key, e);
     }
-    this.#byRange.clear();
+  }
+
+  /** Moves range `key`'s entry `e` to the free entries of its size. */
+  #makeFree(key: string, e: KeptTexture): void {
+    this.#byRange.delete(key);
+    const list = this.#free.get(e.rows);
+    if (list) list.push(e);
+    else this.#free.set(e.rows, [e]);
   }
 
   /** Destroys every texture (with the device). */

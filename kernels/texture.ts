@@ -24,6 +24,9 @@
 /** Texels per row of a stream texture (a power of two). */
 export const STREAM_ROW_TEXELS = 1024;
 
+/** Bytes per row of a stream texture (rgba32float: 16 bytes a texel). */
+export const STREAM_ROW_BYTES = 16 * STREAM_ROW_TEXELS;
+
 /**
  * Rows of the stream texture holding `vec4s` vec4s: the next power of two, so
  * that tensors of many sizes share a few scratch textures; null when that is
