@@ -110,6 +110,26 @@ export interface AdapterSummary {
   softwareLanes?: number;
 }
 
+/**
+ * A scratch stream texture, and what it holds: a range of a buffer as of a
+ * point of the device's write clock (null until first filled).
+ */
+interface ScratchTexture {
+  texture: GPUTexture;
+  view: GPUTextureView;
+  holds: { buffer: GPUBuffer; offset: number; vec4s: number; at: number } | null;
+}
+
+/** One operand of {@link Device.streamOperands}. */
+export interface StreamOperandRequest {
+  /** The range to read through a texture. */
+  binding: BufferBinding;
+  /** Its vec4s. */
+  vec4s: number;
+  /** The scratch slot it fills by default (distinct among one dispatch's operands). */
+  slot: number;
+}
+
 interface Uniform {
   buffer: GPUBuffer;
 }
@@ -137,6 +157,17 @@ export class Device {
   textureCopies = 0;
   /** Bytes those copies moved. */
   textureCopyBytes = 0;
+  /**
+   * Asks for a scratch stream texture answered without a copy: the texture
+   * still held that range and nothing recorded since writes its buffer.
+   */
+  scratchFillsSkipped = 0;
+  /**
+   * Whether {@link Device.streamOperands} answers an operand from a scratch
+   * texture that still holds its range (the default); false copies every read
+   * afresh, to measure or compare.
+   */
+  reuseStreamTextures = true;
   /**
    * Per-kernel counting and GPU timing (core/profiler.ts), or null (the default:
    * nothing is recorded beyond the counters above).
@@ -182,7 +213,16 @@ export class Device {
   #pipelines = new Map<string, GPUComputePipeline>();
   /** Per pipeline key: the binding numbers its WGSL declares as textures. */
   #textureSlots = new Map<string, Set<number>>();
-  #scratchTextures = new Map<string, { texture: GPUTexture; view: GPUTextureView }>();
+  /**
+   * Per pipeline key: the bindings its WGSL declares `var<storage, read>`; a
+   * dispatch counts every other buffer it binds as written.
+   */
+  #readOnlySlots = new Map<string, Set<number>>();
+  /** Scratch stream textures by height in rows, then by slot. */
+  #scratchTextures = new Map<number, ScratchTexture[]>();
+  /** Per buffer: the {@link Device.#writeClock} of the last write recorded to it. */
+  #lastWrite = new WeakMap<GPUBuffer, number>();
+  #writeClock = 0;
   #kept = new KeptTextures();
   #readStaging = new Map<number, GPUBuffer[]>();
   #uniforms = new Map<string, Uniform>();
@@ -387,6 +427,11 @@ export class Device {
         slots.add(Number(m[1]));
       }
       this.#textureSlots.set(kernel.key, slots);
+      const readOnly = new Set<number>();
+      for (const m of kernel.code.matchAll(/@binding\((\d+)\)\s*var<storage\s*,\s*read\s*>/g)) {
+        readOnly.add(Number(m[1]));
+      }
+      this.#readOnlySlots.set(kernel.key, readOnly);
     }
     return p;
   }
@@ -499,6 +544,10 @@ export class Device {
         );
       }
     });
+    const readOnly = this.#readOnlySlots.get(kernel.key)!;
+    buffers.forEach((b, i) => {
+      if (!("view" in b) && !readOnly.has(i)) this.#wrote(b.buffer);
+    });
     const bindGroup = this.#bindGroup(kernel.key, pipeline, entries);
     const prof = this.profiler;
     if (prof) return this.#profiledDispatch(prof, kernel.key, pipeline, bindGroup, [x, y, z]);
@@ -588,16 +637,61 @@ export class Device {
     if (++this.#batched >= this.#maxBatched) this.flush();
   }
 
-  /** The scratch stream texture of `rows` rows in `slot` (made on first use, freed with the device). */
-  #scratch(rows: number, slot: number): { texture: GPUTexture; view: GPUTextureView } {
-    const key = `${rows}/${slot}`;
-    let t = this.#scratchTextures.get(key);
+  /**
+   * The scratch stream textures of `rows` rows, by slot (made on first use,
+   * freed with the device).
+   */
+  #scratch(rows: number, slot: number): ScratchTexture {
+    let bySlot = this.#scratchTextures.get(rows);
+    if (!bySlot) this.#scratchTextures.set(rows, bySlot = []);
+    let t = bySlot[slot];
     if (!t) {
       const texture = this.#streamTexture(rows);
-      t = { texture, view: texture.createView() };
-      this.#scratchTextures.set(key, t);
+      t = bySlot[slot] = { texture, view: texture.createView(), holds: null };
     }
     return t;
+  }
+
+  /** Notes that work recorded from now on writes `buffer` (see {@link Device.streamAsTexture}). */
+  #wrote(buffer: GPUBuffer): void {
+    this.#lastWrite.set(buffer, ++this.#writeClock);
+  }
+
+  /** Whether `t` holds `vec4s` vec4s of `buffer` from `offset`, unwritten since it was filled. */
+  #holdsCurrent(t: ScratchTexture, buffer: GPUBuffer, offset: number, vec4s: number): boolean {
+    const h = t.holds;
+    return h !== null && h.buffer === buffer && h.offset === offset && h.vec4s === vec4s &&
+      (this.#lastWrite.get(buffer) ?? 0) <= h.at;
+  }
+
+  /** Records filling scratch texture `t` with `vec4s` vec4s of `buffer` from `offset`. */
+  #fillScratch(t: ScratchTexture, buffer: GPUBuffer, offset: number, vec4s: number): void {
+    this.#fillStream(t.texture, buffer, offset, vec4s);
+    t.holds = { buffer, offset, vec4s, at: this.#writeClock };
+  }
+
+  /** Texture rows for `vec4s`, or an error naming the adapter's limit. */
+  #streamRows(vec4s: number): number {
+    const rows = streamTextureRows(vec4s, this.maxTextureDimension);
+    if (rows === null) {
+      throw new Error(
+        `stream texture: ${vec4s} vec4s need more than ${this.maxTextureDimension} rows of ` +
+          `${STREAM_ROW_TEXELS} texels`,
+      );
+    }
+    return rows;
+  }
+
+  /** The kept texture of a range of a held buffer, filled on first use (see {@link Device.keepStreamTextures}). */
+  #keptView(src: BufferBinding, vec4s: number, rows: number): GPUTextureView {
+    const offset = src.offset ?? 0;
+    const key = `${this.#objectId(src.buffer)}/${offset}/${vec4s}`;
+    const e = this.#kept.entry(key, rows, () => this.#streamTexture(rows));
+    if (!e.filled) {
+      this.#fillStream(e.texture, src.buffer, offset, vec4s);
+      e.filled = true;
+    }
+    return e.view;
   }
 
   /**
@@ -607,34 +701,73 @@ export class Device {
    * The texture is the device's scratch texture of that height and `slot`,
    * reused by every op that asks (dispatches run in order, so each writer's
    * contents are read before the next writer's); operands of one dispatch take
-   * different slots. A range of a buffer held by
-   * {@link Device.keepStreamTextures} has a texture of its own instead, filled
-   * once per hold. Throws when the vec4s need more rows than a texture has
-   * (check with `streamFits` first).
+   * different slots. The copies are skipped when that texture still holds the
+   * range and nothing recorded since writes its buffer (a storage binding a
+   * kernel does not declare `read`, a clear, a copy or an upload). A range of a
+   * buffer held by {@link Device.keepStreamTextures} has a texture of its own
+   * instead, filled once per hold. Throws when the vec4s need more rows than a
+   * texture has (check with `streamFits` first).
    */
   streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView {
+    return this.streamOperands([{ binding: src, vec4s, slot }])[0];
+  }
+
+  /**
+   * Stream textures for the operands of one dispatch, which must read them
+   * before anything else asks for a stream texture: as
+   * {@link Device.streamAsTexture} for each, except that an operand may be
+   * answered from any scratch texture of its height that holds its range
+   * unwritten (the matmul's backward reads its output gradient as A in one
+   * product and as B in the next), and is then filled into whichever of the
+   * operands' slots no other operand reads. Writes no scratch texture but those
+   * of the operands' slots, so a view another op holds from a slot not asked
+   * for here stays valid. The operands' slots must differ.
+   */
+  streamOperands(operands: readonly StreamOperandRequest[]): GPUTextureView[] {
     this.assertAlive();
-    this.#assertOwn(src, "stream texture");
-    const rows = streamTextureRows(vec4s, this.maxTextureDimension);
-    if (rows === null) {
-      throw new Error(
-        `stream texture: ${vec4s} vec4s need more than ${this.maxTextureDimension} rows of ` +
-          `${STREAM_ROW_TEXELS} texels`,
-      );
-    }
-    const offset = src.offset ?? 0; // a binding's: a multiple of 256, as copies need 16
-    if (this.#kept.holds(src.buffer)) {
-      const key = `${this.#objectId(src.buffer)}/${offset}/${vec4s}`;
-      const e = this.#kept.entry(key, rows, () => this.#streamTexture(rows));
-      if (!e.filled) {
-        this.#fillStream(e.texture, src.buffer, offset, vec4s);
-        e.filled = true;
+    operands.forEach((o, i) => {
+      if (operands.findIndex((p) => p.slot === o.slot) !== i) {
+        throw new Error(`stream textures: the operands of one dispatch share slot ${o.slot}`);
       }
-      return e.view;
+    });
+    const views: GPUTextureView[] = new Array(operands.length);
+    const rows = operands.map((o) => {
+      this.#assertOwn(o.binding, "stream texture");
+      return this.#streamRows(o.vec4s);
+    });
+    const slotsOf = (r: number) => operands.filter((_, j) => rows[j] === r).map((o) => o.slot);
+    const claimed = new Set<ScratchTexture>();
+    const unmatched: number[] = [];
+    operands.forEach((o, i) => {
+      const { buffer } = o.binding, offset = o.binding.offset ?? 0;
+      if (this.#kept.holds(buffer)) {
+        views[i] = this.#keptView(o.binding, o.vec4s, rows[i]);
+        return;
+      }
+      const own = this.#scratch(rows[i], o.slot);
+      const others = this.#scratchTextures.get(rows[i])!;
+      const current = (t: ScratchTexture | undefined) =>
+        t !== undefined && this.#holdsCurrent(t, buffer, offset, o.vec4s);
+      const hit = !this.reuseStreamTextures
+        ? undefined
+        : operands.length === 1
+        ? (current(own) ? own : undefined)
+        : [own, ...others].find(current);
+      if (!hit) return void unmatched.push(i);
+      this.scratchFillsSkipped++;
+      claimed.add(hit);
+      views[i] = hit.view;
+    });
+    for (const i of unmatched) {
+      const o = operands[i];
+      const target = [o.slot, ...slotsOf(rows[i])]
+        .map((s) => this.#scratch(rows[i], s))
+        .find((t) => !claimed.has(t))!; // one slot per operand: one is left
+      this.#fillScratch(target, o.binding.buffer, o.binding.offset ?? 0, o.vec4s);
+      claimed.add(target);
+      views[i] = target.view;
     }
-    const { texture, view } = this.#scratch(rows, slot);
-    this.#fillStream(texture, src.buffer, offset, vec4s);
-    return view;
+    return views;
   }
 
   /**
@@ -722,6 +855,7 @@ export class Device {
       throw new Error(`clear: offset ${offset} and size ${bytes} must be multiples of 4 bytes`);
     }
     this.#endPass();
+    this.#wrote(buffer);
     this.#transfer(
       this.#getEncoder(),
       "transfer:clear",
@@ -747,6 +881,7 @@ export class Device {
     this.assertAlive();
     if (bytes === 0) return;
     this.#endPass();
+    this.#wrote(dst);
     this.#transfer(
       this.#getEncoder(),
       "transfer:buffer",
@@ -764,6 +899,7 @@ export class Device {
     this.assertAlive();
     const bytes = data.byteLength;
     if (bytes === 0) return;
+    this.#wrote(dst);
     if (this.#encoder === null && bytes % 4 === 0) {
       // Nothing recorded waits for a submit, so the queue's own write cannot
       // overtake it, and it needs no fresh staging buffer (new memory: its first
@@ -956,7 +1092,9 @@ export class Device {
     this.#uniforms.clear();
     for (const list of this.#readStaging.values()) for (const b of list) b.destroy();
     this.#readStaging.clear();
-    for (const t of this.#scratchTextures.values()) t.texture.destroy();
+    for (const bySlot of this.#scratchTextures.values()) {
+      for (const t of bySlot) t?.texture.destroy();
+    }
     this.#scratchTextures.clear();
     this.#kept.destroy();
     this.#bindGroups.clear();

@@ -140,7 +140,10 @@ async function train(
 > {
   const device = await Device.create({ backend: testBackend() });
   try {
-    if (!keep) device.keepStreamTextures = () => {};
+    if (!keep) {
+      device.keepStreamTextures = () => {};
+      device.reuseStreamTextures = false;
+    }
     const m = Gpt.serial(device, cfg, 3);
     const trainer = new Trainer(device, m, {
       schedule: { lr: 3e-3, warmupIters: 1, decayIters: 3 },

@@ -204,10 +204,14 @@ export function matmulOptions(device: Device): MatmulOptions {
  */
 export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
   const bound: (BufferBinding | TextureBinding)[] = [...bufs];
-  const a = plan.textureA, b = plan.textureB, u = plan.textureU;
-  if (a) bound[0] = { view: device.streamAsTexture(bufs[0], a, 1) };
-  if (b) bound[1] = { view: device.streamAsTexture(bufs[1], b, 0) };
-  if (u) bound[bufs.length - 1] = { view: device.streamAsTexture(bufs[bufs.length - 1], u, 2) };
+  const streamed: { index: number; vec4s: number; slot: number }[] = [];
+  if (plan.textureA) streamed.push({ index: 0, vec4s: plan.textureA, slot: 1 });
+  if (plan.textureB) streamed.push({ index: 1, vec4s: plan.textureB, slot: 0 });
+  if (plan.textureU) streamed.push({ index: bufs.length - 1, vec4s: plan.textureU, slot: 2 });
+  const views = device.streamOperands(
+    streamed.map((o) => ({ binding: bufs[o.index], vec4s: o.vec4s, slot: o.slot })),
+  );
+  streamed.forEach((o, k) => bound[o.index] = { view: views[k] });
   device.dispatch(plan.kernel, bound, plan.params, plan.workgroups);
 }
 

@@ -149,12 +149,12 @@ export function layerNormParamGrads(
     const rowsOf = (t: Tensor) => subBinding(t.binding, r0 * cols, n * cols);
     const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
     if (rowTextures(device, n, cols)) {
-      const asTex = (t: Tensor, slot: number) => ({
-        view: device.streamAsTexture(rowsOf(t), (n * cols) / 4, slot),
-      });
+      const [xv, gv] = device.streamOperands(
+        [x, g].map((t, slot) => ({ binding: rowsOf(t), vec4s: (n * cols) / 4, slot })),
+      );
       device.dispatch(
         layerNormParamGradTextureKernel(),
-        [asTex(x, 0), asTex(g, 1), perRow(mean), perRow(rstd), dg.binding, db.binding],
+        [{ view: xv }, { view: gv }, perRow(mean), perRow(rstd), dg.binding, db.binding],
         pd.params,
         gridFor(cols / 4, 64),
       );

@@ -85,8 +85,8 @@ export function dispatchRowsFrom(
     );
     return;
   }
-  const views = inputs.map((t, slot) => ({
-    view: device.streamAsTexture(t.binding, t.size / 4, slot),
-  }));
+  const views = device.streamOperands(
+    inputs.map((t, slot) => ({ binding: t.binding, vec4s: t.size / 4, slot })),
+  ).map((view) => ({ view }));
   device.dispatch(kernels.texture, [...views, ...rest], params, gridFor(rows, ROW_WG));
 }

@@ -46,5 +46,7 @@ export function streamTextures(
     work === undefined ? operands.every((o) => o.vec4s < STREAM_MIN_VEC4S) : work < STREAM_MIN_VEC4S
   ) return null;
   if (!operands.every((o) => streamFits(o.vec4s, device.maxTextureDimension))) return null;
-  return operands.map((o, slot) => ({ view: device.streamAsTexture(o.binding, o.vec4s, slot) }));
+  return device.streamOperands(operands.map((o, slot) => ({ ...o, slot }))).map((view) => ({
+    view,
+  }));
 }
