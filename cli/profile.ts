@@ -222,6 +222,11 @@ export interface Profile {
     textureCopyBytes: number;
     /** Stream-texture reads answered from a texture the step kept (no copy). */
     keptTextureHits: number;
+    /**
+     * Stream-texture reads answered from a scratch texture still holding the
+     * range (no copy; `Device.scratchTextureHits`).
+     */
+    scratchTextureHits: number;
     /** Wall milliseconds of an unprofiled step (median). */
     wallMs: number;
     /** Tokens per second of an unprofiled step. */
@@ -269,6 +274,11 @@ export interface Profile {
      * (CPU adapters; 0 elsewhere: `Device.keptTextureBytes`).
      */
     keptTextureBytes: number;
+    /**
+     * Bytes of the scratch stream textures operands are copied into (CPU
+     * adapters; 0 elsewhere: `Device.scratchTextureBytes`).
+     */
+    scratchTextureBytes: number;
   };
 }
 
@@ -409,6 +419,7 @@ export async function profileRun(
     textureCopies: 0,
     textureCopyBytes: 0,
     keptTextureHits: 0,
+    scratchTextureHits: 0,
   };
   const prof = new DeviceProfiler(timing as ProfileMode);
   const profWall: number[] = [];
@@ -420,6 +431,7 @@ export async function profileRun(
     const d0 = device.dispatches, s0 = device.submits, h0 = device.hostSyncs, b0 = device.bytesRead;
     const g0 = device.bindGroupsMade, c0 = device.textureCopies;
     const cb0 = device.textureCopyBytes, k0 = device.keptTextureHits;
+    const sk0 = device.scratchTextureHits;
     let lastSubmit = NaN, submitting = 0;
     const flush = device.flush;
     device.flush = () => {
@@ -448,6 +460,7 @@ export async function profileRun(
     counts.textureCopies += device.textureCopies - c0;
     counts.textureCopyBytes += device.textureCopyBytes - cb0;
     counts.keptTextureHits += device.keptTextureHits - k0;
+    counts.scratchTextureHits += device.scratchTextureHits - sk0;
 
     prof.reset();
     device.profiler = prof;
@@ -534,6 +547,7 @@ export async function profileRun(
       textureCopies: counts.textureCopies / steps,
       textureCopyBytes: counts.textureCopyBytes / steps,
       keptTextureHits: counts.keptTextureHits / steps,
+      scratchTextureHits: counts.scratchTextureHits / steps,
       wallMs,
       tokensPerSec: (B * T * 1000) / wallMs,
       cpuMs: median(cpu),
@@ -548,7 +562,11 @@ export async function profileRun(
     kernels,
     pipelines,
     loss,
-    memory: { peakBufferBytes: device.pool.peakBytes, keptTextureBytes: device.keptTextureBytes },
+    memory: {
+      peakBufferBytes: device.pool.peakBytes,
+      keptTextureBytes: device.keptTextureBytes,
+      scratchTextureBytes: device.scratchTextureBytes,
+    },
   };
 }
 
@@ -601,10 +619,13 @@ export function formatProfile(p: Profile, top = 15): string {
     }, loss ${f2(p.loss)}`,
     `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
     `${s.textureCopies} texture copies (${mib(s.textureCopyBytes)}; ${s.keptTextureHits} reads ` +
-    `from kept textures), ${counted(s.submits, "submit")}, ${counted(s.hostSyncs, "host sync")}, ` +
+    `from kept textures, ${s.scratchTextureHits} from scratch textures still holding them), ${
+      counted(s.submits, "submit")
+    }, ${counted(s.hostSyncs, "host sync")}, ` +
     `${s.bytesRead} bytes read back, ${p.pipelines} pipelines in all`,
     `- memory: buffers ${mib(p.memory.peakBufferBytes)} at most, kept stream textures ` +
-    `${mib(p.memory.keptTextureBytes)}`,
+    `${mib(p.memory.keptTextureBytes)}, scratch stream textures ` +
+    `${mib(p.memory.scratchTextureBytes)}`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
     `${f1(s.cpuMs)} ms of CPU time, all threads); ` +
     `kernels' and transfers' GPU time ${f1(s.kernelMs)} ms = ${

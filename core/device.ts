@@ -120,14 +120,12 @@ interface ScratchTexture {
   holds: { buffer: GPUBuffer; offset: number; vec4s: number; at: number } | null;
 }
 
-/** One operand of {@link Device.streamOperands}. */
-export interface StreamOperandRequest {
-  /** The range to read through a texture. */
+/** One operand read through a stream texture ({@link Device.streamOperands}). */
+export interface StreamOperand {
+  /** The buffer range. */
   binding: BufferBinding;
-  /** Its vec4s. */
+  /** Vec4s read from it. */
   vec4s: number;
-  /** The scratch slot it fills by default (distinct among one dispatch's operands). */
-  slot: number;
 }
 
 interface Uniform {
@@ -158,10 +156,11 @@ export class Device {
   /** Bytes those copies moved. */
   textureCopyBytes = 0;
   /**
-   * Asks for a scratch stream texture answered without a copy: the texture
-   * still held that range and nothing recorded since writes its buffer.
+   * Operands answered from a scratch stream texture without a copy so far
+   * ({@link Device.streamOperands}: the texture still held the range, and
+   * nothing recorded since wrote its buffer).
    */
-  scratchFillsSkipped = 0;
+  scratchTextureHits = 0;
   /**
    * Whether {@link Device.streamOperands} answers an operand from a scratch
    * texture that still holds its range (the default); false copies every read
@@ -218,8 +217,8 @@ export class Device {
    * dispatch counts every other buffer it binds as written.
    */
   #readOnlySlots = new Map<string, Set<number>>();
-  /** Scratch stream textures by height in rows, then by slot. */
-  #scratchTextures = new Map<number, ScratchTexture[]>();
+  /** Scratch stream textures by height in rows. */
+  #scratchPools = new Map<number, ScratchTexture[]>();
   /** Per buffer: the {@link Device.#writeClock} of the last write recorded to it. */
   #lastWrite = new WeakMap<GPUBuffer, number>();
   #writeClock = 0;
@@ -637,22 +636,7 @@ export class Device {
     if (++this.#batched >= this.#maxBatched) this.flush();
   }
 
-  /**
-   * The scratch stream textures of `rows` rows, by slot (made on first use,
-   * freed with the device).
-   */
-  #scratch(rows: number, slot: number): ScratchTexture {
-    let bySlot = this.#scratchTextures.get(rows);
-    if (!bySlot) this.#scratchTextures.set(rows, bySlot = []);
-    let t = bySlot[slot];
-    if (!t) {
-      const texture = this.#streamTexture(rows);
-      t = bySlot[slot] = { texture, view: texture.createView(), holds: null };
-    }
-    return t;
-  }
-
-  /** Notes that work recorded from now on writes `buffer` (see {@link Device.streamAsTexture}). */
+  /** Notes that work recorded from now on writes `buffer` (see {@link Device.streamOperands}). */
   #wrote(buffer: GPUBuffer): void {
     this.#lastWrite.set(buffer, ++this.#writeClock);
   }
@@ -662,12 +646,6 @@ export class Device {
     const h = t.holds;
     return h !== null && h.buffer === buffer && h.offset === offset && h.vec4s === vec4s &&
       (this.#lastWrite.get(buffer) ?? 0) <= h.at;
-  }
-
-  /** Records filling scratch texture `t` with `vec4s` vec4s of `buffer` from `offset`. */
-  #fillScratch(t: ScratchTexture, buffer: GPUBuffer, offset: number, vec4s: number): void {
-    this.#fillStream(t.texture, buffer, offset, vec4s);
-    t.holds = { buffer, offset, vec4s, at: this.#writeClock };
   }
 
   /** Texture rows for `vec4s`, or an error naming the adapter's limit. */
@@ -695,47 +673,63 @@ export class Device {
   }
 
   /**
-   * The vec4s of `src` in a stream texture (kernels/texture.ts: 1024 texels to
-   * a row, vec4 `i` at `(i & 1023, i >> 10)`), filled in order with the
-   * dispatches around it by two copies (the whole rows, the last partial row).
-   * The texture is the device's scratch texture of that height and `slot`,
-   * reused by every op that asks (dispatches run in order, so each writer's
-   * contents are read before the next writer's); operands of one dispatch take
-   * different slots. The copies are skipped when that texture still holds the
-   * range and nothing recorded since writes its buffer (a storage binding a
-   * kernel does not declare `read`, a clear, a copy or an upload). A range of a
-   * buffer held by {@link Device.keepStreamTextures} has a texture of its own
-   * instead, filled once per hold. Throws when the vec4s need more rows than a
-   * texture has (check with `streamFits` first).
+   * The scratch texture of `rows` rows to fill for the operand at `index` of an
+   * ask whose operands of that height are at `indices`: the height's texture at
+   * `index` (made on first use), else, when another operand of the ask reads
+   * that one, the first of theirs none reads. So each call site fills the same
+   * textures in every step (and its dispatches reuse the bind groups made in
+   * the first), and a height has as many textures as one ask has operands of it.
    */
-  streamAsTexture(src: BufferBinding, vec4s: number, slot = 0): GPUTextureView {
-    return this.streamOperands([{ binding: src, vec4s, slot }])[0];
+  #scratchToFill(
+    rows: number,
+    index: number,
+    indices: readonly number[],
+    claimed: Set<ScratchTexture>,
+  ): ScratchTexture {
+    let pool = this.#scratchPools.get(rows);
+    if (!pool) this.#scratchPools.set(rows, pool = []);
+    for (const i of [index, ...indices]) {
+      let t = pool[i];
+      if (!t) {
+        const texture = this.#streamTexture(rows);
+        t = pool[i] = { texture, view: texture.createView(), holds: null };
+      }
+      if (!claimed.has(t)) return t;
+    }
+    // Each operand takes at most one texture, so one of theirs is left.
+    throw new Error("unreachable: every scratch texture of the operands' places is taken");
   }
 
   /**
-   * Stream textures for the operands of one dispatch, which must read them
-   * before anything else asks for a stream texture: as
-   * {@link Device.streamAsTexture} for each, except that an operand may be
-   * answered from any scratch texture of its height that holds its range
-   * unwritten (the matmul's backward reads its output gradient as A in one
-   * product and as B in the next), and is then filled into whichever of the
-   * operands' slots no other operand reads. Writes no scratch texture but those
-   * of the operands' slots, so a view another op holds from a slot not asked
-   * for here stays valid. The operands' slots must differ.
+   * The vec4s of `src` in a stream texture: {@link Device.streamOperands} for
+   * one operand. The view is valid until the next ask for a stream texture.
    */
-  streamOperands(operands: readonly StreamOperandRequest[]): GPUTextureView[] {
+  streamAsTexture(src: BufferBinding, vec4s: number): GPUTextureView {
+    return this.streamOperands([{ binding: src, vec4s }])[0];
+  }
+
+  /**
+   * Each operand's vec4s in a stream texture (kernels/texture.ts: 1024 texels
+   * to a row, vec4 `i` at `(i & 1023, i >> 10)`), for the dispatches recorded
+   * next: the views are valid until the next ask for a stream texture, which
+   * may refill them. An operand is answered without a copy from a scratch
+   * texture of its height that still holds its range, nothing recorded since
+   * having written its buffer (a kernel binding it anywhere its WGSL does not
+   * declare `var<storage, read>`, a clear, a copy or an upload); else one of
+   * the height's scratch textures (the one of the operand's place in the ask)
+   * is filled in order with the dispatches around it by two copies (the whole
+   * rows, the last partial row). A range of a buffer
+   * held by {@link Device.keepStreamTextures} has a texture of its own
+   * instead, filled once per hold. Throws when an operand needs more rows than
+   * a texture has (check with `streamFits` first).
+   */
+  streamOperands(operands: readonly StreamOperand[]): GPUTextureView[] {
     this.assertAlive();
-    operands.forEach((o, i) => {
-      if (operands.findIndex((p) => p.slot === o.slot) !== i) {
-        throw new Error(`stream textures: the operands of one dispatch share slot ${o.slot}`);
-      }
-    });
-    const views: GPUTextureView[] = new Array(operands.length);
     const rows = operands.map((o) => {
       this.#assertOwn(o.binding, "stream texture");
       return this.#streamRows(o.vec4s);
     });
-    const slotsOf = (r: number) => operands.filter((_, j) => rows[j] === r).map((o) => o.slot);
+    const views: GPUTextureView[] = new Array(operands.length);
     const claimed = new Set<ScratchTexture>();
     const unmatched: number[] = [];
     operands.forEach((o, i) => {
@@ -744,28 +738,25 @@ export class Device {
         views[i] = this.#keptView(o.binding, o.vec4s, rows[i]);
         return;
       }
-      const own = this.#scratch(rows[i], o.slot);
-      const others = this.#scratchTextures.get(rows[i])!;
-      const current = (t: ScratchTexture | undefined) =>
-        t !== undefined && this.#holdsCurrent(t, buffer, offset, o.vec4s);
-      const hit = !this.reuseStreamTextures
-        ? undefined
-        : operands.length === 1
-        ? (current(own) ? own : undefined)
-        : [own, ...others].find(current);
+      const hit = this.reuseStreamTextures
+        ? this.#scratchPools.get(rows[i])?.find((t) =>
+          t &&
+          this.#holdsCurrent(t, buffer, offset, o.vec4s)
+        )
+        : undefined;
       if (!hit) return void unmatched.push(i);
-      this.scratchFillsSkipped++;
+      this.scratchTextureHits++;
       claimed.add(hit);
       views[i] = hit.view;
     });
     for (const i of unmatched) {
-      const o = operands[i];
-      const target = [o.slot, ...slotsOf(rows[i])]
-        .map((s) => this.#scratch(rows[i], s))
-        .find((t) => !claimed.has(t))!; // one slot per operand: one is left
-      this.#fillScratch(target, o.binding.buffer, o.binding.offset ?? 0, o.vec4s);
-      claimed.add(target);
-      views[i] = target.view;
+      const { binding: { buffer, offset = 0 }, vec4s } = operands[i];
+      const sameHeight = operands.flatMap((_, j) => rows[j] === rows[i] ? [j] : []);
+      const t = this.#scratchToFill(rows[i], i, sameHeight, claimed);
+      this.#fillStream(t.texture, buffer, offset, vec4s);
+      t.holds = { buffer, offset, vec4s, at: this.#writeClock };
+      claimed.add(t);
+      views[i] = t.view;
     }
     return views;
   }
@@ -799,6 +790,15 @@ export class Device {
   /** Bytes of the textures kept for held buffers ({@link Device.keepStreamTextures}). */
   get keptTextureBytes(): number {
     return this.#kept.bytes;
+  }
+
+  /** Bytes of the scratch stream textures ({@link Device.streamOperands}). */
+  get scratchTextureBytes(): number {
+    let bytes = 0;
+    for (const [rows, pool] of this.#scratchPools) {
+      bytes += pool.filter((t) => t).length * rows * STREAM_ROW_BYTES;
+    }
+    return bytes;
   }
 
   /** Asks for a stream texture answered from a kept one, without a copy, so far. */
@@ -1092,10 +1092,8 @@ export class Device {
     this.#uniforms.clear();
     for (const list of this.#readStaging.values()) for (const b of list) b.destroy();
     this.#readStaging.clear();
-    for (const bySlot of this.#scratchTextures.values()) {
-      for (const t of bySlot) t?.texture.destroy();
-    }
-    this.#scratchTextures.clear();
+    for (const pool of this.#scratchPools.values()) for (const t of pool) t?.texture.destroy();
+    this.#scratchPools.clear();
     this.#kept.destroy();
     this.#bindGroups.clear();
     this.#lost = true;

@@ -8,6 +8,7 @@ export {
   Device,
   type DeviceOptions,
   REQUESTED_LIMITS,
+  type StreamOperand,
   type TextureBinding,
 } from "./device.ts";
 export {

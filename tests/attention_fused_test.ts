@@ -366,9 +366,13 @@ Deno.test(
         const dsum = Tensor.empty(dev, [B * nh * T]);
         const dqkv = Tensor.empty(dev, [B * T * 3 * hl]);
         const m = mask === "padding" ? [keep.binding] : [];
-        const qkvIn = textures
-          ? { view: dev.streamAsTexture(qkv.binding, qkv.size / 4) }
-          : qkv.binding;
+        // One ask for both textures: a later ask could refill qkv's.
+        const [qkvIn, doutIn] = textures
+          ? dev.streamOperands([
+            { binding: qkv.binding, vec4s: qkv.size / 4 },
+            { binding: dout.binding, vec4s: dout.size / 4 },
+          ]).map((view) => ({ view }))
+          : [qkv.binding, dout.binding];
         dev.dispatch(
           attentionForwardKernel(spec),
           [qkvIn, ...m, out.binding, lse.binding],
@@ -381,9 +385,6 @@ Deno.test(
           d.params,
           d.workgroups,
         );
-        const doutIn = textures
-          ? { view: dev.streamAsTexture(dout.binding, dout.size / 4, 1) }
-          : dout.binding;
         dev.dispatch(
           attentionBackwardKeyKernel(spec),
           [qkvIn, ...m, doutIn, lse.binding, dsum.binding, dqkv.binding],

@@ -123,9 +123,6 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
     textures: qkvTex,
     lanes: device.softwareLanes,
   };
-  /** qkv bound as the kernels of `spec` read it. */
-  const qkvIn = () =>
-    qkvTex ? { view: device.streamAsTexture(qkv.binding, qkv.size / 4, 0) } : qkv.binding;
   checkAttentionShape(spec, T, device.isSoftware);
   if (qkv.byteLength > device.maxBindingBytes) {
     throw new Error(
@@ -146,7 +143,16 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   const lse = Tensor.empty(device, [B, nh, T]);
   device.dispatch(
     attentionForwardKernel(spec),
-    [qkvIn(), ...masks, out.binding, lse.binding],
+    [
+      qkvTex
+        ? {
+          view: device.streamAsTexture(qkv.binding, qkv.size / 4),
+        }
+        : qkv.binding,
+      ...masks,
+      out.binding,
+      lse.binding,
+    ],
     d.params,
     d.workgroups,
   );
@@ -154,7 +160,14 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
     const dsum = Tensor.empty(device, [B, nh, T]);
     const dqkv = Tensor.empty(device, qkv.shape);
     const m = keep ? [keep.binding] : [];
-    const qkvB = qkvIn(); // both backward kernels read it, nothing runs between them
+    // Both backward kernels read qkv, the second also g (the first binds g read-only):
+    // nothing asks for a stream texture between them.
+    const [qkvB, gB] = qkvTex
+      ? device.streamOperands([
+        { binding: qkv.binding, vec4s: qkv.size / 4 },
+        { binding: g.binding, vec4s: g.size / 4 },
+      ]).map((view) => ({ view }))
+      : [qkv.binding, g.binding];
     device.dispatch(
       attentionBackwardQueryKernel(spec),
       [qkvB, ...m, out.binding, g.binding, lse.binding, dsum.binding, dqkv.binding],
@@ -166,7 +179,7 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
       [
         qkvB,
         ...m,
-        qkvTex ? { view: device.streamAsTexture(g.binding, g.size / 4, 1) } : g.binding,
+        gB,
         lse.binding,
         dsum.binding,
         dqkv.binding,

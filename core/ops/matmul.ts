@@ -204,12 +204,12 @@ export function matmulOptions(device: Device): MatmulOptions {
  */
 export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBinding[]): void {
   const bound: (BufferBinding | TextureBinding)[] = [...bufs];
-  const streamed: { index: number; vec4s: number; slot: number }[] = [];
-  if (plan.textureA) streamed.push({ index: 0, vec4s: plan.textureA, slot: 1 });
-  if (plan.textureB) streamed.push({ index: 1, vec4s: plan.textureB, slot: 0 });
-  if (plan.textureU) streamed.push({ index: bufs.length - 1, vec4s: plan.textureU, slot: 2 });
+  const streamed: { index: number; vec4s: number }[] = [];
+  if (plan.textureA) streamed.push({ index: 0, vec4s: plan.textureA });
+  if (plan.textureB) streamed.push({ index: 1, vec4s: plan.textureB });
+  if (plan.textureU) streamed.push({ index: bufs.length - 1, vec4s: plan.textureU });
   const views = device.streamOperands(
-    streamed.map((o) => ({ binding: bufs[o.index], vec4s: o.vec4s, slot: o.slot })),
+    streamed.map((o) => ({ binding: bufs[o.index], vec4s: o.vec4s })),
   );
   streamed.forEach((o, k) => bound[o.index] = { view: views[k] });
   device.dispatch(plan.kernel, bound, plan.params, plan.workgroups);

@@ -150,7 +150,7 @@ export function layerNormParamGrads(
     const perRow = (t: Tensor) => subBinding(t.binding, r0, n);
     if (rowTextures(device, n, cols)) {
       const [xv, gv] = device.streamOperands(
-        [x, g].map((t, slot) => ({ binding: rowsOf(t), vec4s: (n * cols) / 4, slot })),
+        [x, g].map((t) => ({ binding: rowsOf(t), vec4s: (n * cols) / 4 })),
       );
       device.dispatch(
         layerNormParamGradTextureKernel(),

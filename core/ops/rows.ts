@@ -86,7 +86,7 @@ export function dispatchRowsFrom(
     return;
   }
   const views = device.streamOperands(
-    inputs.map((t, slot) => ({ binding: t.binding, vec4s: t.size / 4, slot })),
+    inputs.map((t) => ({ binding: t.binding, vec4s: t.size / 4 })),
   ).map((view) => ({ view }));
   device.dispatch(kernels.texture, [...views, ...rest], params, gridFor(rows, ROW_WG));
 }

@@ -8,15 +8,7 @@
  */
 
 import { streamFits } from "../../kernels/texture.ts";
-import type { BufferBinding, Device } from "../device.ts";
-
-/** One operand: its binding and how many vec4s of it the kernel reads. */
-export interface StreamOperand {
-  /** The buffer binding. */
-  binding: BufferBinding;
-  /** Vec4s read from it. */
-  vec4s: number;
-}
+import type { Device, StreamOperand } from "../device.ts";
 
 /**
  * Below this many vec4s in its largest operand, a kernel reads its buffers:
@@ -46,7 +38,5 @@ export function streamTextures(
     work === undefined ? operands.every((o) => o.vec4s < STREAM_MIN_VEC4S) : work < STREAM_MIN_VEC4S
   ) return null;
   if (!operands.every((o) => streamFits(o.vec4s, device.maxTextureDimension))) return null;
-  return device.streamOperands(operands.map((o, slot) => ({ ...o, slot }))).map((view) => ({
-    view,
-  }));
+  return device.streamOperands(operands).map((view) => ({ view }));
 }
