@@ -718,10 +718,10 @@ export class Device {
    * declare `var<storage, read>`, a clear, a copy or an upload); else one of
    * the height's scratch textures (the one of the operand's place in the ask)
    * is filled in order with the dispatches around it by two copies (the whole
-   * rows, the last partial row). A range of a buffer
-   * held by {@link Device.keepStreamTextures} has a texture of its own
-   * instead, filled once per hold. Throws when an operand needs more rows than
-   * a texture has (check with `streamFits` first).
+   * rows, the last partial row). A range of a buffer held by
+   * {@link Device.keepStreamTextures} has a texture of its own instead, filled
+   * once per hold. Throws when an operand needs more rows than a texture has
+   * (check with `streamFits` first).
    */
   streamOperands(operands: readonly StreamOperand[]): GPUTextureView[] {
     this.assertAlive();
@@ -738,12 +738,8 @@ export class Device {
         views[i] = this.#keptView(o.binding, o.vec4s, rows[i]);
         return;
       }
-      const hit = this.reuseStreamTextures
-        ? this.#scratchPools.get(rows[i])?.find((t) =>
-          t &&
-          this.#holdsCurrent(t, buffer, offset, o.vec4s)
-        )
-        : undefined;
+      const pool = this.reuseStreamTextures ? this.#scratchPools.get(rows[i]) ?? [] : [];
+      const hit = pool.find((t) => t && this.#holdsCurrent(t, buffer, offset, o.vec4s));
       if (!hit) return void unmatched.push(i);
       this.scratchTextureHits++;
       claimed.add(hit);

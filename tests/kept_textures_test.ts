@@ -10,14 +10,11 @@
  */
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { Device } from "../core/device.ts";
 import { KeptTextures } from "../core/kept_textures.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor } from "../core/tensor.ts";
-import { TokenIds } from "../core/token_ids.ts";
-import { Gpt, type GptConfig } from "../models/gpt.ts";
-import { Trainer } from "../models/trainer.ts";
-import { prng, randomArray, testBackend, testDevice, withTimeLimit } from "./helpers.ts";
+import { randomArray, testDevice, withTimeLimit } from "./helpers.ts";
+import { trainThreeSteps } from "./trainer_bits.ts";
 
 // Whole stream rows of 1024 texels and a partial one: two copy commands a fill.
 const N = 4096 * 3 + 24;
@@ -122,64 +119,19 @@ Deno.test("a recycled texture serves any range of its size in the next hold", ()
 });
 
 // Wide enough that the weights are read through stream textures (over 256 vec4s).
-const cfg: GptConfig = {
-  vocabSize: 300,
-  numLayers: 2,
-  hiddenSize: 64,
-  numHeads: 4,
-  maxPositions: 16,
-  hiddenDropout: 0,
-  attentionDropout: 0,
-};
-
-/** Losses and final weights of 3 trainer steps; `keep` false: every read copies afresh. */
-async function train(
-  keep: boolean,
-): Promise<
-  { losses: number[]; w: Float32Array[]; hits: number; software: boolean; keptBytes: number }
-> {
-  const device = await Device.create({ backend: testBackend() });
-  try {
-    if (!keep) {
-      device.keepStreamTextures = () => {};
-      device.reuseStreamTextures = false;
-    }
-    const m = Gpt.serial(device, cfg, 3);
-    const trainer = new Trainer(device, m, {
-      schedule: { lr: 3e-3, warmupIters: 1, decayIters: 3 },
-      clipGrad: 1,
-      // Tensor by tensor, as GPT-2's large ones are: the gradients' norm and update read
-      // each through a kept texture (a flat bucket's are scratch copies).
-      adam: { bucketElements: 0 },
-    });
-    const r = prng(5);
-    const ids = () => Int32Array.from({ length: 2 * 16 }, () => Math.floor(r() * cfg.vocabSize));
-    const losses: number[] = [];
-    for (let s = 0; s < 3; s++) {
-      const x = ids(), y = ids();
-      const res = await trainer.step(
-        1,
-        () => m.loss(TokenIds.fromHost(device, x, [2, 16]), TokenIds.fromHost(device, y, [2, 16])),
-      );
-      losses.push(res.loss);
-    }
-    const named = m.namedParams();
-    const w = (await device.readMany(named.map(([, p]) => p.tensor.binding))).map((b) =>
-      new Float32Array(b)
-    );
-    m.dispose();
-    return {
-      losses,
-      w,
-      hits: device.keptTextureHits,
-      software: device.isSoftware,
-      keptBytes: device.keptTextureBytes,
-    };
-  } finally {
-    // close, not destroy: a Dawn GL device left to the process's exit can abort it after every
-    // test passed (glvnd frees the test thread's EGL state twice; see Device.close).
-    await device.close();
-  }
+/** 3 trainer steps; `keep` false: every read copies afresh. */
+function train(keep: boolean) {
+  return trainThreeSteps(
+    (device) => {
+      if (!keep) {
+        device.keepStreamTextures = () => {};
+        device.reuseStreamTextures = false;
+      }
+    },
+    // Tensor by tensor, as GPT-2's large ones are: the gradients' norm and update read
+    // each through a kept texture (a flat bucket's are scratch copies).
+    { adam: { bucketElements: 0 } },
+  );
 }
 
 Deno.test(
@@ -189,8 +141,8 @@ Deno.test(
     const kept = await train(true);
     const fresh = await train(false);
     if (!kept.software) return; // GPUs read buffers: no stream textures
-    ok(kept.hits > 0, "the held weights' textures were read again");
-    deepStrictEqual(fresh.hits, 0);
+    ok(kept.keptHits > 0, "the held weights' textures were read again");
+    deepStrictEqual(fresh.keptHits, 0);
     deepStrictEqual(fresh.keptBytes, 0);
     // The gradients took the weights' textures: the kept set is at most the model's size
     // once (each texture whole rows of 1024 texels; a tensor too narrow for a stream

@@ -13,12 +13,10 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { Device, type TextureBinding } from "../core/device.ts";
 import { Tensor } from "../core/tensor.ts";
-import { TokenIds } from "../core/token_ids.ts";
-import { Trainer } from "../models/trainer.ts";
-import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { STREAM_TEXTURE, streamTexel } from "../kernels/texture.ts";
 import type { KernelSource } from "../kernels/kernel.ts";
-import { prng, randomArray, testBackend, withTimeLimit } from "./helpers.ts";
+import { randomArray, testBackend, withTimeLimit } from "./helpers.ts";
+import { trainThreeSteps } from "./trainer_bits.ts";
 
 /** `out = a − b` over the vec4s of two stream textures. */
 const DIFF: KernelSource = {
@@ -165,67 +163,18 @@ Deno.test(
   },
 );
 
-const cfg: GptConfig = {
-  vocabSize: 300,
-  numLayers: 2,
-  hiddenSize: 64,
-  numHeads: 4,
-  maxPositions: 16,
-  hiddenDropout: 0,
-  attentionDropout: 0,
-};
-
-/** Losses and final weights of 3 trainer steps, with scratch textures reused or not. */
-async function train(reuse: boolean) {
-  const device = await Device.create({ backend: testBackend() });
-  try {
-    device.reuseStreamTextures = reuse;
-    const m = Gpt.serial(device, cfg, 3);
-    const trainer = new Trainer(device, m, {
-      schedule: { lr: 3e-3, warmupIters: 1, decayIters: 3 },
-      clipGrad: 1,
-    });
-    const r = prng(5);
-    const ids = () => Int32Array.from({ length: 2 * 16 }, () => Math.floor(r() * cfg.vocabSize));
-    const losses: number[] = [];
-    const copies0 = device.textureCopies;
-    for (let s = 0; s < 3; s++) {
-      const x = ids(), y = ids();
-      const res = await trainer.step(
-        1,
-        () => m.loss(TokenIds.fromHost(device, x, [2, 16]), TokenIds.fromHost(device, y, [2, 16])),
-      );
-      losses.push(res.loss);
-    }
-    const named = m.namedParams();
-    const w = (await device.readMany(named.map(([, p]) => p.tensor.binding))).map((b) =>
-      new Float32Array(b)
-    );
-    m.dispose();
-    return {
-      losses,
-      w,
-      copies: device.textureCopies - copies0,
-      hits: device.scratchTextureHits,
-      software: device.isSoftware,
-    };
-  } finally {
-    await device.close();
-  }
-}
-
 Deno.test(
   "a trainer reusing scratch textures gives the bits of one copying every read",
   withTimeLimit(120),
   async () => {
-    const reused = await train(true);
-    const fresh = await train(false);
+    const reused = await trainThreeSteps(() => {});
+    const fresh = await trainThreeSteps((device) => device.reuseStreamTextures = false);
     if (!reused.software) return; // GPUs read buffers: no stream textures
-    deepStrictEqual(fresh.hits, 0);
-    ok(reused.hits > 0, "some reads were answered without a copy");
+    deepStrictEqual(fresh.scratchHits, 0);
+    ok(reused.scratchHits > 0, "some reads were answered without a copy");
     ok(
-      reused.copies < fresh.copies,
-      `copies: ${reused.copies} reused against ${fresh.copies} fresh`,
+      reused.textureCopies < fresh.textureCopies,
+      `copies: ${reused.textureCopies} reused against ${fresh.textureCopies} fresh`,
     );
     deepStrictEqual(reused.losses, fresh.losses);
     reused.w.forEach((w, i) => deepStrictEqual(w, fresh.w[i], `weight ${i}`));
