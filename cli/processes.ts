@@ -42,7 +42,11 @@ const EPERM = 1;
 
 /**
  * When process `pid` started (ms since the epoch), from `ps -o etimes=`; null
- * where `ps` may not run, is missing, or knows no such process.
+ * where `ps` may not run, is missing, or knows no such process. A process that
+ * started within the clock tick `ps` reads the uptime in has a negative elapsed
+ * time, which procps prints wrapped (4123168608 with procps-ng 4.0.2, in about
+ * one call of seven right after a spawn): more seconds than have passed since
+ * 1970 mean it started now.
  */
 export async function processStartMs(pid: number): Promise<number | null> {
   if (Deno.permissions.querySync({ name: "run", command: "ps" }).state !== "granted") return null;
@@ -53,7 +57,9 @@ export async function processStartMs(pid: number): Promise<number | null> {
       stderr: "null",
     }).output();
     const seconds = Number(new TextDecoder().decode(o.stdout).trim());
-    return o.success && Number.isFinite(seconds) ? Date.now() - seconds * 1000 : null;
+    if (!o.success || !Number.isFinite(seconds)) return null;
+    const now = Date.now();
+    return seconds * 1000 > now ? now : now - seconds * 1000;
   } catch {
     return null;
   }

@@ -138,7 +138,7 @@ export interface DispatchPlan {
   workgroups: [number, number, number];
   /**
    * When B is read through a stream texture: the vec4s of B the kernel reads.
-   * The caller fills the texture from B's buffer first (`Device.streamAsTexture`)
+   * The caller fills the texture from B's buffer first (`Device.streamOperands`)
    * and binds it in B's place.
    */
   textureB?: number;
