@@ -68,15 +68,11 @@ const COPY: KernelSource = {
 
 const wg = (n: number): [number] => [Math.ceil(n / 64)];
 
-async function values(t: Tensor): Promise<Float32Array> {
-  return new Float32Array(await t.device.read(t.buffer, 4 * t.size, t.binding.offset ?? 0));
-}
-
 /** The first `n` floats the texture `view` holds, read through a kernel. */
 async function readTexture(device: Device, view: TextureBinding, n: number): Promise<Float32Array> {
   const out = Tensor.empty(device, [n]);
   device.dispatch(FETCH, [view, out.binding], null, wg(n / 4));
-  const r = await values(out);
+  const r = await out.read();
   out.dispose();
   return r;
 }
@@ -97,7 +93,7 @@ Deno.test(
         const view = { view: device.streamAsTexture(x.binding, n / 4) };
         deepStrictEqual(device.textureCopies > copies, expectCopy, `${what}: copied`);
         deepStrictEqual(device.scratchTextureHits > hits, !expectCopy, `${what}: hit`);
-        deepStrictEqual(await readTexture(device, view, n), await values(x), `${what}: contents`);
+        deepStrictEqual(await readTexture(device, view, n), await x.read(), `${what}: contents`);
       };
       await read(true, "first read");
       await read(false, "read again");
@@ -128,7 +124,7 @@ Deno.test(
       if (!device.maxTextureDimension) return;
       const rows = 16, n = rows * 4096; // whole stream rows: one copy a fill
       const [x, y, z] = [1, 2, 3].map((s) => Tensor.fromArray(device, randomArray(n, s), [n]));
-      const [xs, ys, zs] = await Promise.all([x, y, z].map(values));
+      const [xs, ys, zs] = await Promise.all([x, y, z].map((t) => t.read()));
       const out = Tensor.empty(device, [n]);
       const diff = async (a: Tensor, b: Tensor, copies: number, what: string) => {
         const c0 = device.textureCopies;
@@ -141,7 +137,7 @@ Deno.test(
         device.dispatch(DIFF, [{ view: va }, { view: vb }, out.binding], null, wg(n / 4));
         const [as, bs] = [a, b].map((t) => t === x ? xs : t === y ? ys : zs);
         deepStrictEqual(
-          await values(out),
+          await out.read(),
           Float32Array.from(as, (v, i) => Math.fround(v - bs[i])),
           `${what}: a − b`,
         );

@@ -141,18 +141,10 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
   const masks = keep ? [keep.binding] : [];
   const out = Tensor.empty(device, [B, T, nh * hd]);
   const lse = Tensor.empty(device, [B, nh, T]);
+  const qkvIn = qkvTex ? { view: device.streamAsTexture(qkv.binding, qkv.size / 4) } : qkv.binding;
   device.dispatch(
     attentionForwardKernel(spec),
-    [
-      qkvTex
-        ? {
-          view: device.streamAsTexture(qkv.binding, qkv.size / 4),
-        }
-        : qkv.binding,
-      ...masks,
-      out.binding,
-      lse.binding,
-    ],
+    [qkvIn, ...masks, out.binding, lse.binding],
     d.params,
     d.workgroups,
   );
