@@ -54,6 +54,7 @@ import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
 import { fmaCeiling } from "./fma_ceiling.ts";
+import { LLVMPIPE_WIDTH_ENV, preferWideVectors, widthSetForSmallModel } from "../core/simd.ts";
 import { type Gpt2Placement, type Gpt2Run, gpt2Runs, type Tp1Placement } from "./gpt2_scale.ts";
 
 /** Every flag of `deno task bench:torch`. */
@@ -109,6 +110,11 @@ export const TORCH_COMPARE_FLAGS: Record<string, FlagSpec> = {
     choices: ["keep", "default"],
     default: "keep",
     help: "glibc malloc for PyTorch: keep freed memory, or its defaults",
+  },
+  "matmul-row": {
+    type: "boolean",
+    help: "only the project's matmul 1024³ row, as JSON (what bench:torch runs in a child " +
+      "process where the reference config got a narrower llvmpipe width than large products)",
   },
   ...DEBUG_FLAG,
 };
@@ -265,6 +271,61 @@ const bestTokens = (t: TorchOut, workload: string) =>
     Object.entries(t.workloads[workload]).map(([n, r]) => [n, r.tokensPerSec]),
   ));
 
+/** The matmul row of one backend: GFLOP/s, and the arithmetic ceiling on a CPU adapter. */
+interface MatmulRow {
+  /** The project's matmul 1024³, GFLOP/s. */
+  gflops: number;
+  /** `bench:fma-ceiling`'s GFLOP/s on a CPU adapter, else null. */
+  ceiling: number | null;
+}
+
+/** The matmul rows of `backends`, measured in this process. */
+async function matmulRows(backends: BackendName[]): Promise<[BackendName, MatmulRow][]> {
+  const rows: [BackendName, MatmulRow][] = [];
+  for (const b of backends) {
+    const gflops = await projectMatmul(b);
+    const device = await deviceFor(b);
+    rows.push([b, { gflops, ceiling: device.isSoftware ? await fmaCeiling(device) : null }]);
+  }
+  return rows;
+}
+
+/**
+ * The matmul rows measured by this script run again with `--matmul-row`, in a
+ * process whose llvmpipe width is the one large products get (this process set
+ * a narrower one for the reference model).
+ */
+async function matmulRowsInChild(backends: BackendName[]): Promise<[BackendName, MatmulRow][]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--matmul-row",
+      "--backends",
+      backends.join(","),
+    ],
+    ...envWithoutOwnWidth(),
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (out.code !== 0) throw new Error(`the matmul row's process exited ${out.code}`);
+  return Object.entries(JSON.parse(text)) as [BackendName, MatmulRow][];
+}
+
+/**
+ * A child process's environment: this one's, less the llvmpipe width this
+ * process chose for its own small model (core/simd.ts), so that the child
+ * chooses for its own work; a width the user set passes on.
+ */
+function envWithoutOwnWidth(): { env?: Record<string, string>; clearEnv?: boolean } {
+  if (!widthSetForSmallModel()) return {};
+  const env = Deno.env.toObject();
+  delete env[LLVMPIPE_WIDTH_ENV];
+  return { env, clearEnv: true };
+}
+
 /** Project matmul 1024³ GFLOP/s on `backend`: median of 5 timed batches of 4 dispatches. */
 async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
   const device = await deviceFor(backend);
@@ -340,6 +401,7 @@ async function projectGpt2(
       new URL("./gpt2_scale.ts", import.meta.url).pathname,
       ...gpt2ScaleArgs(tp, placement, o.gpt2Steps, o.gpt2Backend, o.gpt2Dir),
     ],
+    ...envWithoutOwnWidth(),
     stdout: "piped",
     stderr: "inherit",
   }).output();
@@ -404,6 +466,14 @@ async function run(args: string[]): Promise<number> {
   if (typeof f === "number") return f;
   const o = torchCompareOptions(f);
   const { backends, gpt2Placement, gpt2Backend, torchMalloc } = o;
+  if (f["matmul-row"]) {
+    console.log(JSON.stringify(Object.fromEntries(await matmulRows(backends))));
+    for (const b of backends) (await deviceFor(b)).destroy();
+    return 0;
+  }
+  // llvmpipe's width for the reference model, as `train` picks it; the matmul and GPT-2 rows
+  // run in child processes without it where that is narrower than large products get.
+  await preferWideVectors({ hiddenSize: REFERENCE.model.hiddenSize });
   const [STEPS, ROUNDS, GPT2_STEPS, GPT2_ROUNDS] = [o.steps, o.rounds, o.gpt2Steps, o.gpt2Rounds];
   const gpt2RunList = gpt2Runs(o.gpt2Tp, gpt2Placement, o.gpt2Tp1);
   const lines: string[] = [];
@@ -450,20 +520,21 @@ async function run(args: string[]): Promise<number> {
     );
   }
   const t1 = refRounds[0].torch;
-  // Matmul 1024³.
+  // Matmul 1024³, and on a CPU adapter what its shader compiler reaches with arithmetic alone.
+  const rows = widthSetForSmallModel()
+    ? await matmulRowsInChild(backends)
+    : await matmulRows(backends);
+  for (const b of backends) (await deviceFor(b)).destroy();
   const mm = new Map<BackendName, number>();
-  // On a CPU adapter, what its shader compiler reaches with arithmetic alone.
   const ceiling = new Map<BackendName, number>();
-  for (const b of backends) {
-    mm.set(b, await projectMatmul(b));
-    log(`project matmul 1024³ ${b}: ${f1(mm.get(b)!)} GFLOP/s`);
-    const device = await deviceFor(b);
-    if (device.isSoftware) {
-      ceiling.set(b, await fmaCeiling(device));
-      log(`fma ceiling (no loads) ${b}: ${f1(ceiling.get(b)!)} GFLOP/s`);
+  for (const [b, r] of rows) {
+    mm.set(b, r.gflops);
+    log(`project matmul 1024³ ${b}: ${f1(r.gflops)} GFLOP/s`);
+    if (r.ceiling !== null) {
+      ceiling.set(b, r.ceiling);
+      log(`fma ceiling (no loads) ${b}: ${f1(r.ceiling)} GFLOP/s`);
     }
   }
-  for (const b of backends) (await deviceFor(b)).destroy();
   // GPT-2 small: in each round the project at each TP and PyTorch.
   const gpt2Spec = { name: "gpt2", ...GPT2, warmup: 1, steps: GPT2_STEPS };
   const gpt2Rounds: {
@@ -518,6 +589,12 @@ async function run(args: string[]): Promise<number> {
             ? "; TP=1 also as one Worker, unpinned, its device on every core"
             : "")
         : "Workers of one process, shared memory"
+    }`,
+    `- llvmpipe's vector width (${LLVMPIPE_WIDTH_ENV}; core/simd.ts, as \`train\` picks it): ${
+      widthSetForSmallModel()
+        ? "256 bits for the reference config (an Intel CPU, a small model), the matmul and " +
+          "GPT-2 rows in processes of their own at the width their products get"
+        : `${Deno.env.get(LLVMPIPE_WIDTH_ENV) ?? "Mesa's default, 256"} bits for every row`
     }`,
     "",
     "| workload | PyTorch CPU | this project | ratio |",

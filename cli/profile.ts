@@ -20,6 +20,7 @@ import type { ProcessGroup } from "../collectives/group.ts";
 import { Device } from "../core/device.ts";
 import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { DeviceProfiler, type KernelStat, type ProfileMode } from "../core/profiler.ts";
+import { preferWideVectors } from "../core/simd.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt } from "../models/gpt.ts";
@@ -705,6 +706,8 @@ async function run(args: string[]): Promise<number> {
   if (typeof f === "number") return f;
   const tp = f["tensor-model-parallel-size"] as number;
   checkModelFlags(f, tp);
+  // llvmpipe's vector width for this model, as train picks it (rank processes inherit it).
+  await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
   if (tp > 1) {
     const ps = await profileRanks(tp, f);
     if (!ps) return 1;

@@ -19,6 +19,7 @@ import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignDevices, listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
+import { preferWideVectors } from "../core/simd.ts";
 import { DataError } from "../data/errors.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, looksNumeric } from "./data_source.ts";
 import { oneLine } from "../core/files.ts";
@@ -161,6 +162,8 @@ async function checkedRun(
   extra: string[],
 ): Promise<number> {
   validateTrainFlags(f, dist.world);
+  // llvmpipe's vector width for this model, before any adapter (ranks inherit it).
+  await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
   const gpus = listHostGpus();
   if (gpus.length > 0 && dist.localWorld > gpus.length && !split.flags.devices) {
     throw new UsageError(

@@ -428,8 +428,9 @@ export function browserGPU(): GPUProvider {
  * Returns the provider for `backend`. In a browser every name gives the
  * browser's own WebGPU ({@link browserGPU}): it is the only one there. Outside
  * one it first lets Mesa's CPU adapters use 512-bit vectors where the CPU has
- * AVX-512 (core/simd.ts's `preferWideVectors`; `LP_NATIVE_VECTOR_WIDTH=256` keeps Mesa's
- * default).
+ * AVX-512, unless the process chose a width for its model already
+ * (core/simd.ts's `preferWideVectors`; `LP_NATIVE_VECTOR_WIDTH=256` keeps
+ * Mesa's default).
  */
 export async function gpuProvider(backend: BackendName): Promise<GPUProvider> {
   if (backend === "browser" || inBrowser()) return browserGPU();

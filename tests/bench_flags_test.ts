@@ -20,6 +20,7 @@ import { ATTENTION_FLAGS } from "../bench/attention.ts";
 import { DEFAULT_CHAINS, FMA_CEILING_FLAGS } from "../bench/fma_ceiling.ts";
 import { GPT2_SCALE_FLAGS, gpt2ScaleOptions } from "../bench/gpt2_scale.ts";
 import { LAYERNORM_FLAGS } from "../bench/layernorm.ts";
+import { MATMUL_STORE_FLAGS } from "../bench/matmul_store.ts";
 import { MATMUL_TEXTURE_FLAGS } from "../bench/matmul_texture.ts";
 import { MEMORY_PATHS_FLAGS } from "../bench/memory_paths.ts";
 import { MIXED_PRECISION_FLAGS } from "../bench/mixed_precision.ts";
@@ -116,6 +117,13 @@ const BENCHES: Bench[] = [
     table: MATMUL_TEXTURE_FLAGS,
     was: { backend: "dawn", rounds: 5 },
     bad: [[["--rounds", "abc"], "rounds"]],
+  },
+  {
+    script: "bench/matmul_store.ts",
+    task: "bench:matmul-store",
+    table: MATMUL_STORE_FLAGS,
+    was: { backend: "dawn", rounds: 5 },
+    bad: [[["--rounds", "0"], "rounds"]],
   },
   {
     script: "bench/memory_paths.ts",

@@ -2,14 +2,19 @@
  * core/simd.ts: the SIMD width read from adapter names, the device's lanes
  * agreeing with the width Mesa was asked for, and the 512-bit default on CPUs
  * with AVX-512 (found under the train task's permissions, a user's setting
- * left alone).
+ * left alone), but 256 for a small model on an Intel CPU.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import {
+  chooseVectorWidth,
+  cpuFacts,
   cpuHasAvx512,
   cpuinfoHasAvx512,
+  cpuinfoVendor,
   LLVMPIPE_WIDTH_ENV,
   softwareLanesOf,
+  WIDE_VECTORS_MIN_HIDDEN_INTEL,
+  type WorkloadHint,
 } from "../core/simd.ts";
 import { testDevice, withTimeLimit } from "./helpers.ts";
 
@@ -46,13 +51,43 @@ Deno.test("simd: AVX-512 from /proc/cpuinfo's flags line", () => {
   assertEquals(cpuinfoHasAvx512(""), false);
 });
 
-/** Runs core/simd.ts's `preferWideVectors` in a fresh process under the train task's permissions. */
-async function widthInFreshProcess(env: Record<string, string>) {
+Deno.test("simd: the vendor from /proc/cpuinfo's vendor_id line", () => {
+  const intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nflags\t\t: avx512f\n";
+  assertEquals(cpuinfoVendor(intel), "GenuineIntel");
+  assertEquals(
+    cpuinfoVendor("vendor_id : AuthenticAMD\nvendor_id : GenuineIntel\n"),
+    "AuthenticAMD",
+  );
+  assertEquals(cpuinfoVendor("flags : avx512f\n"), undefined);
+});
+
+Deno.test("simd: the width chosen for a CPU and a model", () => {
+  const intel = { avx512: true, vendor: "GenuineIntel" };
+  const amd = { avx512: true, vendor: "AuthenticAMD" };
+  const small: WorkloadHint = { hiddenSize: 128 };
+  const large: WorkloadHint = { hiddenSize: WIDE_VECTORS_MIN_HIDDEN_INTEL };
+  assertEquals(chooseVectorWidth(intel, small), 256);
+  assertEquals(chooseVectorWidth(intel, large), 512);
+  assertEquals(chooseVectorWidth(intel), 512); // no model named: the large products decide
+  assertEquals(chooseVectorWidth(amd, small), 512);
+  assertEquals(chooseVectorWidth({ avx512: true, vendor: undefined }, small), 512);
+  assertEquals(chooseVectorWidth({ avx512: false, vendor: "GenuineIntel" }, small), null);
+  assertEquals(chooseVectorWidth({ avx512: undefined, vendor: undefined }, small), null);
+});
+
+/**
+ * Runs core/simd.ts's `preferWideVectors` (with `workload`, then again without)
+ * in a fresh process under the train task's permissions.
+ */
+async function widthInFreshProcess(env: Record<string, string>, workload?: WorkloadHint) {
   const here = new URL(".", import.meta.url);
   const script = `import { preferWideVectors } from ${
     JSON.stringify(new URL("../core/simd.ts", here).href)
   };
-    console.log(JSON.stringify([await preferWideVectors(), Deno.env.get(${
+    const first = await preferWideVectors(${workload ? JSON.stringify(workload) : ""});
+    const again = await preferWideVectors();
+    if (again !== first) throw new Error("a second call changed the source: " + again);
+    console.log(JSON.stringify([first, Deno.env.get(${
     JSON.stringify(LLVMPIPE_WIDTH_ENV)
   }) ?? null]));`;
   const file = await Deno.makeTempFile({ suffix: ".ts" });
@@ -87,5 +122,16 @@ Deno.test(
       avx512 ? ["avx512", "512"] : ["mesa", null],
     );
     assertEquals(await widthInFreshProcess({ [LLVMPIPE_WIDTH_ENV]: "256" }), ["user", "256"]);
+    // a small model: 256 on an Intel CPU with AVX-512, kept by the backend's later call
+    const small = { hiddenSize: 128 };
+    const width = chooseVectorWidth(await cpuFacts(), small);
+    assertEquals(
+      await widthInFreshProcess({}, small),
+      width === null ? ["mesa", null] : [width === 512 ? "avx512" : "small-model", String(width)],
+    );
+    assertEquals(
+      await widthInFreshProcess({ [LLVMPIPE_WIDTH_ENV]: "512" }, small),
+      ["user", "512"],
+    );
   },
 );
