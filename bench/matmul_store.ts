@@ -17,15 +17,10 @@
 import { Device } from "../core/device.ts";
 import { BACKENDS, parseBackend } from "../core/gpu.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
-import {
-  chooseTiling,
-  type DispatchPlan,
-  matmulPlanWith,
-  type MatmulShape,
-  tilingKey,
-} from "../kernels/matmul.ts";
+import { chooseTiling, type DispatchPlan, matmulPlanWith, tilingKey } from "../kernels/matmul.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
+import { mm } from "./matmul_texture.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:matmul-store`. */
@@ -41,21 +36,6 @@ export const MATMUL_STORE_FLAGS: Record<string, FlagSpec> = {
 };
 
 const USAGE = "Usage: deno task bench:matmul-store [--backend dawn|deno] [--rounds 5]";
-
-const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
-  `${tt} ${M}×${N}×${K}`,
-  {
-    batch: 1,
-    M,
-    N,
-    K,
-    transA: tt[0] === "T",
-    transB: tt[1] === "T",
-    batchA: true,
-    batchB: true,
-    bias: false,
-  },
-];
 
 /** The reference GPT's products (tokens 512, hidden 128), a long-K one, and 1024³. */
 const PRODUCTS = [

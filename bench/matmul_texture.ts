@@ -30,7 +30,8 @@ export const MATMUL_TEXTURE_FLAGS: Record<string, FlagSpec> = {
 
 const USAGE = "Usage: deno task bench:matmul-texture [--backend dawn|deno] [--rounds 5]";
 
-const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
+/** A named single product `M×N×K`, A and B transposed as `tt` says (`NT`: B), no bias. */
+export const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
   `${tt} ${M}×${N}×${K}`,
   {
     batch: 1,
