@@ -16,11 +16,11 @@
 
 import { Device } from "../core/device.ts";
 import { BACKENDS, parseBackend } from "../core/gpu.ts";
-import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
+import { matmulOptions } from "../core/ops/matmul.ts";
 import { chooseTiling, type DispatchPlan, matmulPlanWith, tilingKey } from "../kernels/matmul.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
-import { mm } from "./matmul_texture.ts";
+import { mm, msPerPlan, randomOperands } from "./products.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:matmul-store`. */
@@ -62,24 +62,6 @@ function withoutStores(plan: DispatchPlan): DispatchPlan {
   };
 }
 
-/** Milliseconds per product of `plan` on `bufs`, over at least ~100 ms of repeats. */
-async function msPerProduct(
-  device: Device,
-  plan: DispatchPlan,
-  bufs: { buffer: GPUBuffer; size: number }[],
-): Promise<number> {
-  const run = async (n: number) => {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
-    await device.sync();
-    return performance.now() - t0;
-  };
-  await run(1);
-  const once = await run(1);
-  const reps = Math.max(3, Math.ceil(100 / once));
-  return (await run(reps)) / reps;
-}
-
 /** Runs `deno task bench:matmul-store` with `args`; returns the process exit code. */
 export function main(args: string[]): Promise<number> {
   return handled(args, () => run(args));
@@ -106,16 +88,11 @@ async function run(args: string[]): Promise<number> {
     const tiling = chooseTiling(shape, opts);
     const plan = matmulPlanWith(shape, opts, tiling);
     const bare = withoutStores(plan);
-    const sizes = [shape.M * shape.K, shape.K * shape.N, shape.M * shape.N].map((n) => 4 * n);
-    const bufs = sizes.map((size) => {
-      const buffer = device.pool.acquire(size);
-      device.upload(buffer, Float32Array.from({ length: size / 4 }, () => Math.random() - 0.5));
-      return { buffer, size };
-    });
+    const bufs = randomOperands(device, shape);
     const full: number[] = [], none: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      full.push(await msPerProduct(device, plan, bufs));
-      none.push(await msPerProduct(device, bare, bufs));
+      full.push(await msPerPlan(device, plan, bufs, 3));
+      none.push(await msPerPlan(device, bare, bufs, 3));
     }
     for (const b of bufs) device.pool.release(b.buffer);
     const ms = median(full), msBare = median(none);

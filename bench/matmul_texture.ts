@@ -10,10 +10,11 @@
 
 import { Device } from "../core/device.ts";
 import { BACKENDS, parseBackend } from "../core/gpu.ts";
-import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
+import { matmulOptions } from "../core/ops/matmul.ts";
 import { chooseTiling, matmulPlanWith, type MatmulShape } from "../kernels/matmul.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
+import { mm, msPerPlan, randomOperands } from "./products.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:matmul-texture`. */
@@ -30,21 +31,6 @@ export const MATMUL_TEXTURE_FLAGS: Record<string, FlagSpec> = {
 
 const USAGE = "Usage: deno task bench:matmul-texture [--backend dawn|deno] [--rounds 5]";
 
-/** A named single product `M×N×K`, A and B transposed as `tt` says (`NT`: B), no bias. */
-export const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
-  `${tt} ${M}×${N}×${K}`,
-  {
-    batch: 1,
-    M,
-    N,
-    K,
-    transA: tt[0] === "T",
-    transB: tt[1] === "T",
-    batchA: true,
-    batchB: true,
-    bias: false,
-  },
-];
 const SHAPES = [
   mm(512, 384, 128, "NT"), // q|k|v projection
   mm(512, 512, 128, "NT"), // MLP in
@@ -62,22 +48,8 @@ async function gflops(device: Device, shape: MatmulShape, reads: Reads): Promise
   const opts = matmulOptions(device);
   const t = { ...chooseTiling(shape, opts), texB: reads !== "buffer", texA: reads === "texAB" };
   const plan = matmulPlanWith(shape, opts, t);
-  const sizes = [shape.M * shape.K, shape.K * shape.N, shape.M * shape.N].map((n) => 4 * n);
-  const bufs = sizes.map((size) => {
-    const buffer = device.pool.acquire(size);
-    device.upload(buffer, Float32Array.from({ length: size / 4 }, () => Math.random() - 0.5));
-    return { buffer, size };
-  });
-  const run = async (n: number) => {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
-    await device.sync();
-    return performance.now() - t0;
-  };
-  await run(1);
-  const once = await run(1);
-  const reps = Math.max(4, Math.ceil(100 / once));
-  const ms = (await run(reps)) / reps;
+  const bufs = randomOperands(device, shape);
+  const ms = await msPerPlan(device, plan, bufs, 4);
   for (const b of bufs) device.pool.release(b.buffer);
   return (2 * shape.M * shape.N * shape.K) / ms / 1e6;
 }
