@@ -43,6 +43,7 @@
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { BACKENDS, DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
+import { LLVMPIPE_WIDTH_ENV, preferWideVectors } from "../core/simd.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { splitCommWaits } from "../models/parallel/hooks.ts";
@@ -314,6 +315,9 @@ export async function runScaling(opts: {
         ? [{ ...l, overlap: false, hostShm: shms[0] }]
         : modes.flatMap((o) => shms.map((h) => ({ ...l, overlap: o, hostShm: h })))
     );
+  // llvmpipe's vector width as `train` picks it for the largest model run, one
+  // width for every row (rank processes and Workers inherit it).
+  await preferWideVectors({ hiddenSize: Math.max(...configs.map((c) => c.hidden)) });
   const runOf = (c: Variant, measureComm: boolean): ScalingRun => ({
     config: gptConfig(c, seq),
     tp: c.ranks,
@@ -516,6 +520,12 @@ async function run(args: string[]): Promise<number> {
     hostShm: f["host-shm"] as "off" | "on" | "both",
   });
   console.log(formatScaling(rows));
+  console.log(
+    `llvmpipe's vector width (${LLVMPIPE_WIDTH_ENV}, as \`train\` picks it for the largest ` +
+      `model here): ${
+        Deno.env.get(LLVMPIPE_WIDTH_ENV) ?? "Mesa's default, 256"
+      } bits for every row`,
+  );
   // Bracket the measurement with a check of the cores the host gives.
   const after = await checkCores(coreCount);
   if (before) console.log(`before: ${formatCoreCheck(before)}`);
