@@ -56,6 +56,7 @@ import {
   type ModelFamily,
   modelSourceFromFlags,
   openSavedModel,
+  preferWidthForModel,
 } from "./load_model.ts";
 import { withinLimits } from "./limits.ts";
 
@@ -453,6 +454,7 @@ export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
     const f = parseCommandLine(args, EVAL_FLAGS, USAGE, validateEvalFlags);
     if (typeof f === "number") return f;
+    await preferWidthForModel(modelSourceFromFlags(f));
     return await runTensorParallel(f, args, new URL("./eval_worker.ts", import.meta.url), evalRank);
   });
 }

@@ -16,7 +16,7 @@ import { bertBasicTokenize } from "../data/bert_basic.ts";
 import type { WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
 import type { Bert } from "../models/bert.ts";
 import { loadBert } from "./bert_model.ts";
-import { modelSourceFromFlags } from "./load_model.ts";
+import { modelSourceFromFlags, preferWidthForModel } from "./load_model.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import { counted, stderrProgress } from "./log.ts";
 import {
@@ -194,12 +194,14 @@ export function main(args: string[]): Promise<number> {
 async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, FILL_MASK_FLAGS, USAGE, validateFillMaskFlags);
   if (typeof f === "number") return f;
+  const from = modelSourceFromFlags(f);
+  await preferWidthForModel(from);
   let device: Device | undefined;
   try {
     device = await Device.create({ backend: parseBackend(f.backend as string) });
     const { model, tokenizer, source, tokenizerSource } = await loadBert(
       device,
-      modelSourceFromFlags(f),
+      from,
       undefined,
       stderrProgress("loading"),
     );

@@ -12,6 +12,7 @@ import type { Device } from "../core/device.ts";
 import { DataRng } from "../data/rng.ts";
 import { generate } from "../models/generate.ts";
 import { loadGpt } from "./eval.ts";
+import { modelSourceFromFlags, preferWidthForModel } from "./load_model.ts";
 import { counted, stderrProgress } from "./log.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { forStdout, TextStream } from "./text_stream.ts";
@@ -97,6 +98,7 @@ export function main(args: string[]): Promise<number> {
 async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, GENERATE_FLAGS, USAGE, validateGenerateFlags);
   if (typeof f === "number") return f;
+  await preferWidthForModel(modelSourceFromFlags(f));
   // At TP > 1 every rank samples the same tokens from the same gathered logits
   // and seed; rank 0 prints.
   return await runTensorParallel(

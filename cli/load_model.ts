@@ -8,10 +8,13 @@
  */
 
 import type { Module } from "../core/nn.ts";
+import { preferWideVectors } from "../core/simd.ts";
 import type { TpPlace } from "../models/checkpoint/assign.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
+import { HF_SHAPE_FIELDS } from "../models/hf/config_fields.ts";
+import { readHfConfig } from "../models/hf/io.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import type { DropoutConfig, ShapeConfig } from "../models/shape.ts";
 import { checkedConfig } from "./errors.ts";
@@ -34,6 +37,38 @@ export function modelSourceFromFlags(f: FlagValues): ModelSource {
     load: f.load as string | undefined,
     iteration: f.iteration as number | undefined,
   };
+}
+
+/**
+ * The hidden size of the model `from` names, read from its Hugging Face
+ * `config.json` (GPT-2's or BERT's field) or its checkpoint's metadata without
+ * loading anything else; undefined where it cannot be read (the load then
+ * says why).
+ */
+export async function sourceHiddenSize(from: ModelSource): Promise<number | undefined> {
+  let h: unknown;
+  try {
+    if (from.hfDir) {
+      const cfg = await readHfConfig(from.hfDir);
+      h = cfg[HF_SHAPE_FIELDS.gpt.hiddenSize] ?? cfg[HF_SHAPE_FIELDS.bert.hiddenSize];
+    } else if (from.load) {
+      const { path } = await resolveIterDir(from.load, from.iteration);
+      h = (await readMeta(path)).model?.config?.hiddenSize;
+    }
+  } catch {
+    return undefined;
+  }
+  return typeof h === "number" && Number.isInteger(h) && h > 0 ? h : undefined;
+}
+
+/**
+ * Sets llvmpipe's vector width for the model `from` names as `train` picks it
+ * for a model of its size (core/simd.ts's `preferWideVectors`); the widest
+ * where its size cannot be read. Call before the command's first device.
+ */
+export async function preferWidthForModel(from: ModelSource): Promise<void> {
+  const hiddenSize = await sourceHiddenSize(from);
+  await preferWideVectors(hiddenSize === undefined ? undefined : { hiddenSize });
 }
 
 /** What differs between the model families that this module loads. */

@@ -20,6 +20,7 @@ import { launch } from "../collectives/launch.ts";
 import { assignDevices, listHostGpus } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import { preferWideVectors } from "../core/simd.ts";
+import { sourceHiddenSize } from "./load_model.ts";
 import { DataError } from "../data/errors.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, looksNumeric } from "./data_source.ts";
 import { oneLine } from "../core/files.ts";
@@ -162,8 +163,11 @@ async function checkedRun(
   extra: string[],
 ): Promise<number> {
   validateTrainFlags(f, dist.world);
-  // llvmpipe's vector width for this model, before any adapter (ranks inherit it).
-  await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
+  // llvmpipe's vector width for this model, before any adapter (ranks inherit it): --load's
+  // shape is in the flags by now (preflight adopted it), --init-from-hf's is in its config.json.
+  const hfDir = f["init-from-hf"] as string | undefined;
+  const hiddenSize = (hfDir && await sourceHiddenSize({ hfDir })) || f["hidden-size"] as number;
+  await preferWideVectors({ hiddenSize });
   const gpus = listHostGpus();
   if (gpus.length > 0 && dist.localWorld > gpus.length && !split.flags.devices) {
     throw new UsageError(

@@ -48,7 +48,10 @@ export type VectorWidthSource =
  * GPT (hidden 128) trained at 9,386 and 9,746 tokens/s at 256 bits against
  * 8,259 and 8,614 at 512 (`deno task bench:torch`, alternated), its tuned
  * 512×512×128 product 59.0 against 52.1 GFLOP/s; GPT-2's tuned products
- * (hidden 768) ran 1.19–1.24× and 1024³ 1.15× faster at 512. A Zen 5 core ran
+ * (hidden 768) ran 1.19–1.24× and 1024³ 1.15× faster at 512; the weak-scaling
+ * models (hidden 256 on one core, 352 split over two) stepped 1% and 4% faster
+ * at 256 bits (forty-second session, ten alternated `bench:scaling` runs). So
+ * the threshold lies between 352 and 768, not measured closer. A Zen 5 core ran
  * the reference model 1.17× faster at 512 bits (tenth session), so AMD CPUs
  * keep 512 at every size.
  */
@@ -154,10 +157,11 @@ async function readCpuFacts(): Promise<CpuFacts> {
  * Mesa reads the variable once, when the driver loads, so this must run before
  * the process's first adapter: the backends call it, without a workload,
  * before they make one, and a command that knows its model (`train`,
- * `profile`) calls it with one first. The first call decides (it sets the
- * variable, which later calls then keep). Run later it changes nothing the
- * adapter does, and the kernels still read the true width from the adapter's
- * name. Child processes (rank processes) inherit it.
+ * `profile`, `eval`, `generate`, `fill-mask`, `bench:scaling`) calls it with
+ * one first. The first call decides (it sets the variable, which later calls
+ * then keep). Run later it changes nothing the adapter does, and the kernels
+ * still read the true width from the adapter's name. Child processes (rank
+ * processes) inherit it.
  */
 export async function preferWideVectors(workload?: WorkloadHint): Promise<VectorWidthSource> {
   const env = Deno.permissions.querySync({ name: "env", variable: LLVMPIPE_WIDTH_ENV });
