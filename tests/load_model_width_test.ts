@@ -66,6 +66,21 @@ async function sources(dir: string) {
   return { ck, gpt2, bert };
 }
 
+/** Runs Deno with `args` in this process's environment less any llvmpipe width. */
+async function runWithoutWidth(args: string[]) {
+  const env = Deno.env.toObject();
+  delete env[LLVMPIPE_WIDTH_ENV];
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
 Deno.test("load_model: a source's hidden size, read before any device", gpuTest, async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -100,21 +115,13 @@ Deno.test(
         await preferWidthForModel({ load: ${JSON.stringify(ck)} });
         console.log(Deno.env.get(${JSON.stringify(LLVMPIPE_WIDTH_ENV)}) ?? "unset");`,
       );
-      const env = Deno.env.toObject();
-      delete env[LLVMPIPE_WIDTH_ENV];
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          ...["run", "-q", "--config", new URL("../deno.json", import.meta.url).pathname],
-          ...["-P=generate", script],
-        ],
-        env,
-        clearEnv: true,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+      const out = await runWithoutWidth([
+        ...["run", "-q", "--config", new URL("../deno.json", import.meta.url).pathname],
+        ...["-P=generate", script],
+      ]);
+      assertEquals(out.code, 0, out.stderr);
       const width = chooseVectorWidth(await cpuFacts(), { hiddenSize: 24 });
-      assertEquals(new TextDecoder().decode(out.stdout).trim(), String(width ?? "unset"));
+      assertEquals(out.stdout.trim(), String(width ?? "unset"));
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -137,22 +144,14 @@ Deno.test(
       await writeHfGpt2(hf, wideCfg, (n) => w.get(n));
       const text = join(dir, "text.txt");
       await Deno.writeTextFile(text, "It was the best of times. ".repeat(8));
-      const env = Deno.env.toObject();
-      delete env[LLVMPIPE_WIDTH_ENV];
       const script = new URL("../cli/train.ts", import.meta.url).pathname;
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          ...["run", ...permissionArgs("cli/train.ts"), "--unstable-webgpu", script],
-          ...["--init-from-hf", hf, "--data-path", text, "--train-iters", "1"],
-          ...["--seq-length", "8", "--micro-batch-size", "2", "--eval-iters", "0"],
-          ...["--sample-tokens", "0", "--no-matmul-autotune"],
-        ],
-        env,
-        clearEnv: true,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const log = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      const out = await runWithoutWidth([
+        ...["run", ...permissionArgs("cli/train.ts"), "--unstable-webgpu", script],
+        ...["--init-from-hf", hf, "--data-path", text, "--train-iters", "1"],
+        ...["--seq-length", "8", "--micro-batch-size", "2", "--eval-iters", "0"],
+        ...["--sample-tokens", "0", "--no-matmul-autotune"],
+      ]);
+      const log = out.stdout + out.stderr;
       assertEquals(out.code, 0, log);
       const device = /^device: .*$/m.exec(log)?.[0] ?? "";
       const width = chooseVectorWidth(await cpuFacts(), { hiddenSize: 512 });
