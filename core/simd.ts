@@ -50,8 +50,10 @@ export type VectorWidthSource =
  * 512×512×128 product 59.0 against 52.1 GFLOP/s; GPT-2's tuned products
  * (hidden 768) ran 1.19–1.24× and 1024³ 1.15× faster at 512; the weak-scaling
  * models (hidden 256 on one core, 352 split over two) stepped 1% and 4% faster
- * at 256 bits (forty-second session, ten alternated `bench:scaling` runs). So
- * the threshold lies between 352 and 768, not measured closer. A Zen 5 core ran
+ * at 256 bits (forty-second session, ten alternated `bench:scaling` runs),
+ * while a 4-layer GPT of hidden 512 on both cores stepped ~5% faster at 512
+ * bits (814–854 against 861–904 ms, `deno task profile`, four pairs). So the
+ * threshold lies between 352 and 512. A Zen 5 core ran
  * the reference model 1.17× faster at 512 bits (tenth session), so AMD CPUs
  * keep 512 at every size.
  */
