@@ -27,6 +27,7 @@
 
 import { Device } from "../core/device.ts";
 import { parseBackend } from "../core/gpu.ts";
+import { preferWideVectors } from "../core/simd.ts";
 import { tidy } from "../core/tensor.ts";
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
@@ -185,6 +186,8 @@ async function run(args: string[]): Promise<number> {
     maxPositions: Math.max(base.maxPositions, seq),
     recomputeActivations: f.recompute === true,
   };
+  // llvmpipe's vector width as `train` picks it for this model, before any adapter.
+  await preferWideVectors({ hiddenSize: config.hiddenSize });
   const MiB = (b: number) => (b / 2 ** 20).toFixed(2);
   console.log(
     `shape ${f.shape}: ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +

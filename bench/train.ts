@@ -31,6 +31,7 @@ import { type FlagValues, UsageError } from "../cli/flags.ts";
 import { handled, reportError } from "../cli/errors.ts";
 import { Device } from "../core/device.ts";
 import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { preferWideVectors } from "../core/simd.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -190,7 +191,14 @@ export function deviceFor(b: BackendName): Promise<Device> {
       dev.matmulTuner = new MatmulTuner(dev, null, { budgetMs: Infinity });
       return dev;
     });
-    d.then((dev) => adapterNames.set(b, dev.summary().name), () => {});
+    d.then((dev) => {
+      const { name, softwareLanes } = dev.summary();
+      // a CPU adapter's width: the reference rows gain from 256 bits on Intel CPUs
+      adapterNames.set(
+        b,
+        name + (softwareLanes ? ` (software, ${32 * softwareLanes}-bit vectors)` : ""),
+      );
+    }, () => {});
     devices.set(b, d);
   }
   return d;
@@ -386,6 +394,10 @@ export async function main(): Promise<void> {
  * exit 2) either way.
  */
 export async function trainBenchEntry(isMain: boolean): Promise<void> {
+  // llvmpipe's vector width as `train` picks it for the rows' models, before any adapter.
+  await preferWideVectors({
+    hiddenSize: Math.max(REFERENCE.model.hiddenSize, defaultTrainConfig().model.hiddenSize),
+  });
   if (isMain) {
     Deno.exitCode = await handled([], async () => (await main(), 0));
     return;
