@@ -1,7 +1,7 @@
 /**
  * Single matmul products for the software-matmul benches
- * (`bench:matmul-texture`, `bench:matmul-store`): named shapes, random operand
- * buffers, and the time of a plan's dispatch over repeats.
+ * (`bench:matmul-texture`, `bench:matmul-store`, `bench:torch`'s matmul row):
+ * named shapes, random operand buffers, and the time of a plan's dispatches.
  * @module
  */
 
@@ -38,6 +38,19 @@ export function randomOperands(
   });
 }
 
+/** Milliseconds that `n` dispatches of `plan` on `bufs` take, recorded together and timed through one sync. */
+export async function msForDispatches(
+  device: Device,
+  plan: DispatchPlan,
+  bufs: { buffer: GPUBuffer; size: number }[],
+  n: number,
+): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
+  await device.sync();
+  return performance.now() - t0;
+}
+
 /**
  * Milliseconds per dispatch of `plan` on `bufs`: after a warm-up, at least
  * `leastReps` repeats and ~100 ms of them, timed through one sync.
@@ -48,14 +61,8 @@ export async function msPerPlan(
   bufs: { buffer: GPUBuffer; size: number }[],
   leastReps: number,
 ): Promise<number> {
-  const run = async (n: number) => {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) recordPlan(device, plan, bufs);
-    await device.sync();
-    return performance.now() - t0;
-  };
-  await run(1);
-  const once = await run(1);
+  await msForDispatches(device, plan, bufs, 1);
+  const once = await msForDispatches(device, plan, bufs, 1);
   const reps = Math.max(leastReps, Math.ceil(100 / once));
-  return (await run(reps)) / reps;
+  return (await msForDispatches(device, plan, bufs, reps)) / reps;
 }

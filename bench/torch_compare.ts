@@ -40,7 +40,8 @@
 
 import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
 import { matmulPlan } from "../kernels/matmul.ts";
-import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
+import { matmulOptions } from "../core/ops/matmul.ts";
+import { msForDispatches, randomOperands } from "./products.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import {
   commaCounts,
@@ -331,21 +332,10 @@ async function projectMatmul(backend: BackendName, n = 1024): Promise<number> {
   const device = await deviceFor(backend);
   const shape = squareMatmul(n);
   const plan = matmulPlan(shape, matmulOptions(device));
-  const buf = (init: boolean) => {
-    const buffer = device.pool.acquire(4 * n * n);
-    if (init) device.upload(buffer, Float32Array.from({ length: n * n }, () => Math.random() - .5));
-    return { buffer, size: 4 * n * n };
-  };
-  const bindings = [buf(true), buf(true), buf(false)];
-  const run = async (count: number) => {
-    const t0 = performance.now();
-    for (let i = 0; i < count; i++) recordPlan(device, plan, bindings);
-    await device.sync();
-    return performance.now() - t0;
-  };
-  await run(1);
+  const bindings = randomOperands(device, shape);
+  await msForDispatches(device, plan, bindings, 1);
   const ms: number[] = [];
-  for (let i = 0; i < 5; i++) ms.push(await run(4));
+  for (let i = 0; i < 5; i++) ms.push(await msForDispatches(device, plan, bindings, 4));
   for (const b of bindings) device.pool.release(b.buffer);
   return (4 * 2 * n ** 3) / (median(ms) / 1000) / 1e9;
 }
