@@ -1,5 +1,6 @@
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { type FlagSpec, parseFlags, UsageError } from "../cli/flags.ts";
+import { LLVMPIPE_WIDTH_ENV } from "../core/simd.ts";
 /**
  * Runs the project's CLIs as subprocesses, as a user would.
  * @module
@@ -379,4 +380,26 @@ export async function gpt2VocabFiles(): Promise<{ vocab: string; merges: string 
     merges.push(`${t.slice(0, k).join("")} ${t.slice(k).join("")}`);
   }
   return { vocab: JSON.stringify(vocab), merges: merges.join("\n") + "\n" };
+}
+
+/**
+ * Runs Deno with `args` in this process's environment less any llvmpipe width
+ * (`LP_NATIVE_VECTOR_WIDTH`), so that the child picks its own, plus `env` (which
+ * may set a width, as a user would).
+ */
+export async function runWithoutWidth(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const childEnv = Deno.env.toObject();
+  delete childEnv[LLVMPIPE_WIDTH_ENV];
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    env: { ...childEnv, ...env },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }

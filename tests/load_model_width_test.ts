@@ -15,7 +15,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { bertConfigToHf } from "../models/hf/bert.ts";
 import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { gpuTest, testDevice, withTimeLimit } from "./helpers.ts";
-import { permissionArgs } from "./cli_helpers.ts";
+import { permissionArgs, runWithoutWidth } from "./cli_helpers.ts";
 
 const dev = await testDevice();
 const cfg: GptConfig = {
@@ -64,21 +64,6 @@ async function sources(dir: string) {
   };
   await Deno.writeTextFile(join(bert, "config.json"), JSON.stringify(bertConfigToHf(bertCfg)));
   return { ck, gpt2, bert };
-}
-
-/** Runs Deno with `args` in this process's environment less any llvmpipe width. */
-async function runWithoutWidth(args: string[]) {
-  const env = Deno.env.toObject();
-  delete env[LLVMPIPE_WIDTH_ENV];
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    env,
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }
 
 Deno.test("load_model: a source's hidden size, read before any device", gpuTest, async () => {

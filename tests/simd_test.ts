@@ -17,6 +17,7 @@ import {
   type WorkloadHint,
 } from "../core/simd.ts";
 import { testDevice, withTimeLimit } from "./helpers.ts";
+import { runWithoutWidth } from "./cli_helpers.ts";
 
 Deno.test("simd: lanes from the names lavapipe and Dawn's OpenGL backend give", () => {
   assertEquals(softwareLanesOf("llvmpipe (LLVM 15.0.6, 256 bits) 0"), 8);
@@ -94,18 +95,9 @@ async function widthInFreshProcess(env: Record<string, string>, workload?: Workl
   try {
     await Deno.writeTextFile(file, script);
     const config = new URL("../deno.json", here).pathname;
-    const childEnv = { ...Deno.env.toObject(), ...env };
-    if (!(LLVMPIPE_WIDTH_ENV in env)) delete childEnv[LLVMPIPE_WIDTH_ENV];
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", "-P=train", "--config", config, file],
-      env: childEnv,
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout).trim();
-    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-    return JSON.parse(text) as [string, string | null];
+    const out = await runWithoutWidth(["run", "-q", "-P=train", "--config", config, file], env);
+    assertEquals(out.code, 0, out.stderr);
+    return JSON.parse(out.stdout.trim()) as [string, string | null];
   } finally {
     await Deno.remove(file);
   }
