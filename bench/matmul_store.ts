@@ -14,13 +14,12 @@
  * @module
  */
 
-import { Device } from "../core/device.ts";
-import { BACKENDS, parseBackend } from "../core/gpu.ts";
+import { BACKENDS } from "../core/gpu.ts";
 import { matmulOptions } from "../core/ops/matmul.ts";
 import { chooseTiling, type DispatchPlan, matmulPlanWith, tilingKey } from "../kernels/matmul.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
-import { mm, msPerPlan, randomOperands } from "./products.ts";
+import { loadAverage, mm, msPerPlan, randomOperands, softwareDevice } from "./products.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:matmul-store`. */
@@ -71,14 +70,11 @@ async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, MATMUL_STORE_FLAGS, USAGE);
   if (typeof f === "number") return f;
   const rounds = f.rounds as number;
-  const device = await Device.create({ backend: parseBackend(f.backend as string) });
-  if (!device.isSoftware) {
-    console.log("not a software adapter: this measures llvmpipe's store path only");
-    await device.close();
-    return 0;
-  }
-  const la = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
-  console.log(`${device.summary().backend}: ${device.summary().name}; load average ${la()}`);
+  const device = await softwareDevice(
+    f.backend as string,
+    "this measures llvmpipe's store path only",
+  );
+  if (!device) return 0;
   console.log(
     "\n| product | tiling | GFLOP/s | stores never taken | store's share | ns per float of C |",
   );
@@ -107,7 +103,7 @@ async function run(args: string[]): Promise<number> {
   }
   console.log(
     `\n(medians of ${rounds} interleaved rounds, operand copies included in both; ` +
-      `load average at the end ${la()})`,
+      `load average at the end ${loadAverage()})`,
   );
   await device.close();
   return 0;

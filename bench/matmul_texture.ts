@@ -8,13 +8,13 @@
  * @module
  */
 
-import { Device } from "../core/device.ts";
-import { BACKENDS, parseBackend } from "../core/gpu.ts";
+import type { Device } from "../core/device.ts";
+import { BACKENDS } from "../core/gpu.ts";
 import { matmulOptions } from "../core/ops/matmul.ts";
 import { chooseTiling, matmulPlanWith, type MatmulShape } from "../kernels/matmul.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
 import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
-import { mm, msPerPlan, randomOperands } from "./products.ts";
+import { loadAverage, mm, msPerPlan, randomOperands, softwareDevice } from "./products.ts";
 import { median } from "./stats.ts";
 
 /** Every flag of `deno task bench:matmul-texture`. */
@@ -63,14 +63,11 @@ async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, MATMUL_TEXTURE_FLAGS, USAGE);
   if (typeof f === "number") return f;
   const rounds = f.rounds as number;
-  const device = await Device.create({ backend: parseBackend(f.backend as string) });
-  if (!device.isSoftware) {
-    console.log("not a software adapter: the texture path is for CPU adapters only");
-    await device.close();
-    return 0;
-  }
-  const la = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
-  console.log(`${device.summary().backend}: ${device.summary().name}; load average ${la()}`);
+  const device = await softwareDevice(
+    f.backend as string,
+    "the texture path is for CPU adapters only",
+  );
+  if (!device) return 0;
   console.log(
     "\n| matmul | buffers, GFLOP/s | B from texture | A and B from textures | B tex / buffers | A,B tex / B tex |",
   );
@@ -89,7 +86,9 @@ async function run(args: string[]): Promise<number> {
       }× | ${(ab / t).toFixed(2)}× |`,
     );
   }
-  console.log(`\n(medians of ${rounds} interleaved rounds; load average at the end ${la()})`);
+  console.log(
+    `\n(medians of ${rounds} interleaved rounds; load average at the end ${loadAverage()})`,
+  );
   await device.close();
   return 0;
 }

@@ -5,9 +5,31 @@
  * @module
  */
 
-import type { Device } from "../core/device.ts";
+import { Device } from "../core/device.ts";
+import { parseBackend } from "../core/gpu.ts";
 import { recordPlan } from "../core/ops/matmul.ts";
 import type { DispatchPlan, MatmulShape } from "../kernels/matmul.ts";
+
+/** The load average, three numbers, for a bench's header and footer. */
+export const loadAverage = (): string => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+
+/**
+ * The device of `backend`, named with the load average on stdout; null where
+ * it is not a software adapter (said with `why`, and closed): these benches
+ * measure llvmpipe's code paths.
+ */
+export async function softwareDevice(backend: string, why: string): Promise<Device | null> {
+  const device = await Device.create({ backend: parseBackend(backend) });
+  if (!device.isSoftware) {
+    console.log(`not a software adapter: ${why}`);
+    await device.close();
+    return null;
+  }
+  console.log(
+    `${device.summary().backend}: ${device.summary().name}; load average ${loadAverage()}`,
+  );
+  return device;
+}
 
 /** A named single product `M×N×K`, A and B transposed as `tt` says (`NT`: B), no bias. */
 export const mm = (M: number, N: number, K: number, tt: string): [string, MatmulShape] => [
