@@ -7,7 +7,7 @@
  * copied into the next slot of the sender's half instead of being written to
  * the socket, and the receiver copies it out when the header arrives. Two
  * pinned processes all-reduce 704 KiB that way in ~0.1 ms, against ~0.4 ms
- * through the socket (2026-12-03; README, Collectives).
+ * through the socket (2026-12-03; docs/measured.md, "Collectives").
  *
  * Each side's half has {@link MAPPING_DEPTH} slots used in turn, each with a
  * flag: the sender sets it after filling the slot, the receiver clears it after

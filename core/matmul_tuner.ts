@@ -160,7 +160,7 @@ export const MIN_TUNED_FLOPS = 4e6;
  * Tuning time a tuner may spend in all, by default: 60 s. On a slow 2-core
  * machine timing every candidate of every shape took 265 s for the reference
  * config with Mesa's shader cache cold (mostly compiling the candidates) and
- * about 40 minutes per rank for GPT-2 small at TP=2 (README, "Tuning has a
+ * about 40 minutes per rank for GPT-2 small at TP=2 (docs/performance.md, "Tuning has a
  * time budget"); within the budget the largest shapes go first, and the rest
  * are tuned by later runs (choices are cached).
  */
