@@ -43,7 +43,7 @@
 import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import { BACKENDS, DEFAULT_BACKEND, defaultBackendFor } from "../core/gpu.ts";
-import { LLVMPIPE_WIDTH_ENV, preferWideVectors } from "../core/simd.ts";
+import { LLVMPIPE_WIDTH_ENV, llvmpipeWidthLabel, preferWideVectors } from "../core/simd.ts";
 import { trainingFlops } from "../models/flops.ts";
 import { type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { splitCommWaits } from "../models/parallel/hooks.ts";
@@ -522,9 +522,7 @@ async function run(args: string[]): Promise<number> {
   console.log(formatScaling(rows));
   console.log(
     `llvmpipe's vector width (${LLVMPIPE_WIDTH_ENV}, as \`train\` picks it for the largest ` +
-      `model here): ${
-        Deno.env.get(LLVMPIPE_WIDTH_ENV) ?? "Mesa's default, 256"
-      } bits for every row`,
+      `model here): ${llvmpipeWidthLabel()} bits for every row`,
   );
   // Bracket the measurement with a check of the cores the host gives.
   const after = await checkCores(coreCount);

@@ -55,7 +55,12 @@ import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
 import { deviceFor, REFERENCE, timedStep } from "./train.ts";
 import { fmaCeiling } from "./fma_ceiling.ts";
-import { LLVMPIPE_WIDTH_ENV, preferWideVectors, widthSetForSmallModel } from "../core/simd.ts";
+import {
+  LLVMPIPE_WIDTH_ENV,
+  llvmpipeWidthLabel,
+  preferWideVectors,
+  widthSetForSmallModel,
+} from "../core/simd.ts";
 import { type Gpt2Placement, type Gpt2Run, gpt2Runs, type Tp1Placement } from "./gpt2_scale.ts";
 
 /** Every flag of `deno task bench:torch`. */
@@ -584,7 +589,7 @@ async function run(args: string[]): Promise<number> {
       widthSetForSmallModel()
         ? "256 bits for the reference config (an Intel CPU, a small model), the matmul and " +
           "GPT-2 rows in processes of their own at the width their products get"
-        : `${Deno.env.get(LLVMPIPE_WIDTH_ENV) ?? "Mesa's default, 256"} bits for every row`
+        : `${llvmpipeWidthLabel()} bits for every row`
     }`,
     "",
     "| workload | PyTorch CPU | this project | ratio |",

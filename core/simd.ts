@@ -175,6 +175,15 @@ export async function preferWideVectors(workload?: WorkloadHint): Promise<Vector
   return decided = width === 512 ? "avx512" : "small-model";
 }
 
+/**
+ * llvmpipe's vector width as this process's adapters get it, for a report: the
+ * value of {@link LLVMPIPE_WIDTH_ENV} (e.g. `512`), or `Mesa's default, 256`
+ * where it is unset.
+ */
+export function llvmpipeWidthLabel(): string {
+  return Deno.env.get(LLVMPIPE_WIDTH_ENV) ?? "Mesa's default, 256";
+}
+
 /** The source of the width this process set itself, once it has. */
 let decided: VectorWidthSource | undefined;
 
