@@ -219,6 +219,8 @@ export class Device {
   #readOnlySlots = new Map<string, Set<number>>();
   /** Scratch stream textures by height in rows. */
   #scratchPools = new Map<number, ScratchTexture[]>();
+  /** The 16-bit conversions' stream textures, one per height ({@link Device.conversionTexture}). */
+  #conversionTextures = new Map<number, { texture: GPUTexture; view: GPUTextureView }>();
   /** Per buffer: the {@link Device.#writeClock} of the last write recorded to it. */
   #lastWrite = new WeakMap<GPUBuffer, number>();
   #writeClock = 0;
@@ -758,6 +760,27 @@ export class Device {
   }
 
   /**
+   * The vec4s of `src` in a stream texture of its own, filled now, for the one
+   * dispatch recorded next: the 16-bit conversions (core/half_convert.ts) read
+   * their source this way. A conversion can run where a tensor's buffer is
+   * asked for (a packed saved activation unpacks then), which may fall between
+   * another kernel's {@link Device.streamOperands} and its dispatch, so it must
+   * leave the scratch textures alone. One texture per height, refilled by each ask.
+   */
+  conversionTexture(src: BufferBinding, vec4s: number): GPUTextureView {
+    this.assertAlive();
+    this.#assertOwn(src, "stream texture");
+    const rows = this.#streamRows(vec4s);
+    let t = this.#conversionTextures.get(rows);
+    if (!t) {
+      const texture = this.#streamTexture(rows);
+      this.#conversionTextures.set(rows, t = { texture, view: texture.createView() });
+    }
+    this.#fillStream(t.texture, src.buffer, src.offset ?? 0, vec4s);
+    return t.view;
+  }
+
+  /**
    * Holds `buffers` until {@link Device.releaseStreamTextures}: while held,
    * {@link Device.streamAsTexture} fills one texture per range of theirs on first
    * use and answers later asks for that range from it, without copying. The
@@ -788,12 +811,16 @@ export class Device {
     return this.#kept.bytes;
   }
 
-  /** Bytes of the scratch stream textures ({@link Device.streamOperands}). */
+  /**
+   * Bytes of the scratch stream textures ({@link Device.streamOperands}) and of
+   * the 16-bit conversions' ({@link Device.conversionTexture}).
+   */
   get scratchTextureBytes(): number {
     let bytes = 0;
     for (const [rows, pool] of this.#scratchPools) {
       bytes += pool.filter((t) => t).length * rows * STREAM_ROW_BYTES;
     }
+    for (const rows of this.#conversionTextures.keys()) bytes += rows * STREAM_ROW_BYTES;
     return bytes;
   }
 
@@ -1090,6 +1117,8 @@ export class Device {
     this.#readStaging.clear();
     for (const pool of this.#scratchPools.values()) for (const t of pool) t?.texture.destroy();
     this.#scratchPools.clear();
+    for (const t of this.#conversionTextures.values()) t.texture.destroy();
+    this.#conversionTextures.clear();
     this.#kept.destroy();
     this.#bindGroups.clear();
     this.#lost = true;

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { halfDispatch, packHalfKernel, unpackHalfKernel } from "../kernels/half.ts";
 import type { Device } from "./device.ts";
+import { recordHalfConversion } from "./half_convert.ts";
 import { type BufferBinding, subBinding, windowElements, windows } from "./windows.ts";
 
 /**
@@ -95,19 +95,17 @@ class Storage {
     const device = this.device;
     const buf = device.pool.acquire(this.bytes);
     halfWindows(device, this.bytes / 4, (s, c) => {
-      const d = halfDispatch(c);
-      device.dispatch(
-        unpackHalfKernel(this.packed!.format),
-        [
-          subBinding(
-            { buffer: this.packed!.words, size: this.packed!.words.size },
-            s / 2,
-            (c + 1) >> 1,
-          ),
-          subBinding({ buffer: buf, size: buf.size }, s, c),
-        ],
-        d.params,
-        d.workgroups,
+      recordHalfConversion(
+        device,
+        "unpack",
+        this.packed!.format,
+        c,
+        subBinding(
+          { buffer: this.packed!.words, size: this.packed!.words.size },
+          s / 2,
+          (c + 1) >> 1,
+        ),
+        subBinding({ buffer: buf, size: buf.size }, s, c),
       );
     });
     this.buffer = buf;
@@ -129,15 +127,13 @@ class Storage {
     const words = device.pool.acquire(Math.max(1, Math.ceil(n / 2)) * 4);
     const src = this.buffer;
     halfWindows(device, n, (s, c) => {
-      const d = halfDispatch(c, true);
-      device.dispatch(
-        packHalfKernel(format),
-        [
-          subBinding({ buffer: src, size: src.size }, s, c),
-          subBinding({ buffer: words, size: words.size }, s / 2, (c + 1) >> 1),
-        ],
-        d.params,
-        d.workgroups,
+      recordHalfConversion(
+        device,
+        "pack",
+        format,
+        c,
+        subBinding({ buffer: src, size: src.size }, s, c),
+        subBinding({ buffer: words, size: words.size }, s / 2, (c + 1) >> 1),
       );
     });
     device.pool.release(src);

@@ -11,6 +11,7 @@
 
 import { type KernelSource, Params } from "./kernel.ts";
 import { GRID_BUILTINS, gridFor, GROUP_INDEX } from "./grid.ts";
+import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 
 /** The 16-bit formats. */
 export type HalfFormat = "fp16" | "bf16";
@@ -130,6 +131,103 @@ fn main(${GRID_BUILTINS}) {
   if (i >= p.n) { return; }
   x[i] = from_half(to_half(x[i]));
 }`,
+  };
+}
+
+/**
+ * Values each invocation of the stream-texture kernels below converts (two
+ * texels of f32, or one texel of packed words): their counts must divide by it.
+ */
+export const HALF_TEXTURE_VALUES = 8;
+
+/**
+ * {@link packHalfKernel} for CPU adapters: x read through a stream texture
+ * (kernels/texture.ts; llvmpipe loads a storage buffer one invocation at a
+ * time) and 8 values packed into a vec4 of words per invocation, the same bits.
+ * Bindings: x's stream texture, out (u32 words as vec4s); `p.n` counts groups of 8.
+ */
+export function packHalfTextureKernel(format: HalfFormat): KernelSource {
+  const pair = (v: string, a: string, b: string) =>
+    `to_half(${v}.${a}) | (to_half(${v}.${b}) << 16u)`;
+  return {
+    key: `pack_half_${format}:tex`,
+    code: /* wgsl */ `
+struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var xt: ${STREAM_TEXTURE};
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<u32>>;
+@group(0) @binding(2) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let g = ${GROUP_INDEX} * ${WG}u + lid;
+  if (g >= p.n) { return; }
+  let a = ${streamTexel("xt", "2u * g")};
+  let b = ${streamTexel("xt", "2u * g + 1u")};
+  out[g] = vec4<u32>(${pair("a", "x", "y")}, ${pair("a", "z", "w")}, ${pair("b", "x", "y")}, ${
+      pair("b", "z", "w")
+    });
+}`,
+  };
+}
+
+/**
+ * {@link unpackHalfKernel} for CPU adapters: the words read through a stream
+ * texture (their bits as they are, taken back with `bitcast`), 8 values
+ * unpacked per invocation into two vec4 stores, the same bits. Bindings: the
+ * words' stream texture, out (f32 as vec4s); `p.n` counts groups of 8.
+ */
+export function unpackHalfTextureKernel(format: HalfFormat): KernelSource {
+  const four = (a: string, b: string) =>
+    `vec4<f32>(from_half(t.${a}), from_half(t.${a} >> 16u), from_half(t.${b}), from_half(t.${b} >> 16u))`;
+  return {
+    key: `unpack_half_${format}:tex`,
+    code: /* wgsl */ `
+struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var wt: ${STREAM_TEXTURE};
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let g = ${GROUP_INDEX} * ${WG}u + lid;
+  if (g >= p.n) { return; }
+  let t = bitcast<vec4<u32>>(${streamTexel("wt", "g")});
+  out[2u * g] = ${four("x", "y")};
+  out[2u * g + 1u] = ${four("z", "w")};
+}`,
+  };
+}
+
+/**
+ * {@link roundHalfKernel} for CPU adapters: x read through a stream texture (a
+ * copy made before the dispatch) and written back as vec4s, the same bits.
+ * Bindings: x's stream texture, x (f32 as vec4s); `p.n` counts vec4s.
+ */
+export function roundHalfTextureKernel(format: HalfFormat): KernelSource {
+  const r = (c: string) => `from_half(to_half(v.${c}))`;
+  return {
+    key: `round_half_${format}:tex`,
+    code: /* wgsl */ `
+struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var xt: ${STREAM_TEXTURE};
+@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> p: P;
+${halfFunctions(format)}
+@compute @workgroup_size(${WG})
+fn main(${GRID_BUILTINS}) {
+  let g = ${GROUP_INDEX} * ${WG}u + lid;
+  if (g >= p.n) { return; }
+  let v = ${streamTexel("xt", "g")};
+  x[g] = vec4<f32>(${r("x")}, ${r("y")}, ${r("z")}, ${r("w")});
+}`,
+  };
+}
+
+/** Uniforms and grid of the stream-texture kernels above over `items` invocations. */
+export function halfTextureDispatch(items: number) {
+  return {
+    params: new Params(4).u32(items).u32(0).u32(0).u32(0).buffer,
+    workgroups: gridFor(items, WG),
   };
 }
 

@@ -153,8 +153,26 @@ export interface DispatchPlan {
 
 /** Vec4s of B's stream texture for `shape` ({@link MatmulTiling.texB}), or null when B cannot use one. */
 export function textureBSize(s: MatmulShape, opts: MatmulOptions): number | null {
-  if (!opts.software || s.packedB) return null;
-  return operandTexture(layout(s).b, s.N, s.K, s.batchB ? s.batch : 1, opts.maxTextureDimension);
+  if (!opts.software) return null;
+  const copies = s.batchB ? s.batch : 1;
+  if (s.packedB) return packedTexture(s, opts, copies);
+  return operandTexture(layout(s).b, s.N, s.K, copies, opts.maxTextureDimension);
+}
+
+/**
+ * Vec4s of the stream texture a packed 16-bit B is read through (its words as
+ * they are: a texel holds 8 values, two of the kernel's vec4s), or null where B
+ * keeps its buffer: scalar reads, native `f16` reads (`shader-f16`), or a
+ * count of values that does not fill whole texels. The texture is rgba32float;
+ * the kernel takes its texels' bits back with `bitcast`, which a storage
+ * texture's load and the buffer-to-texture copy leave untouched (checked on
+ * llvmpipe over every special pattern: NaNs, infinities, denormals).
+ */
+function packedTexture(s: MatmulShape, opts: MatmulOptions, copies: number): number | null {
+  if (layout(s).b === "s" || f16Variant(s, opts) !== "") return null;
+  const values = copies * s.N * s.K;
+  if (values % 8 !== 0) return null;
+  return streamFits(values / 8, opts.maxTextureDimension) ? values / 8 : null;
 }
 
 /** Vec4s of A's stream texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
@@ -439,8 +457,19 @@ function readPackedB(code: string): string {
 }
 
 /** The binding of B and its reader `loadB` when B is packed 16-bit. */
-function packedBDecl(s: Spec, lay: Layout): string {
+function packedBDecl(s: Spec, lay: Layout, texB: boolean): string {
   const fmt = s.packedB!;
+  if (texB) {
+    // A texel holds the words of two vec4s of B (packedTexture).
+    return `@group(0) @binding(1) var Bt: ${STREAM_TEXTURE};
+${halfFunctions(fmt)}
+fn loadB(i: u32) -> vec4<f32> {
+  let t = bitcast<vec4<u32>>(${streamTexel("Bt", "i >> 1u")});
+  let w = select(t.xy, t.zw, (i & 1u) == 1u);
+  return vec4<f32>(from_half(w.x), from_half(w.x >> 16u), from_half(w.y), from_half(w.y >> 16u));
+}
+`;
+  }
   if (s.nativeF16) {
     // The same bytes as native f16 (shader-f16): the hardware converts, to f32
     // unless the arithmetic is f16 too.
@@ -468,7 +497,7 @@ fn loadB(i: u32) -> f32 { return from_half(Bp[i / 2u] >> (16u * (i % 2u))); }
 `;
 }
 
-function header(s: Spec, lay: Layout): string {
+function header(s: Spec, lay: Layout, texB = false): string {
   const ty = (v: boolean) => (v ? "vec4<f32>" : "f32");
   const bias = s.bias
     ? `@group(0) @binding(2) var<storage, read> bias: array<${ty(lay.vecC)}>;\n`
@@ -490,7 +519,7 @@ function header(s: Spec, lay: Layout): string {
 @group(0) @binding(0) var<storage, read> A: array<${ty(lay.a !== "s")}>;
 ${
     s.packedB
-      ? packedBDecl(s, lay)
+      ? packedBDecl(s, lay, texB)
       : `@group(0) @binding(1) var<storage, read> B: array<${ty(lay.b !== "s")}>;\n`
   }${bias}@group(0) @binding(${c}) var<storage, read_write> C: array<${ty(lay.vecC)}>;
 ${extra}@group(0) @binding(${u}) var<uniform> p: P;
@@ -533,7 +562,8 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
   const strideB = s.transB ? "1u" : "p.N";
   // vec4 `i` of A or B, from its buffer or its stream texture
   const loadA = (i: string) => (t.texA ? streamTexel("At", i) : `A[${i}]`);
-  const loadB = (i: string) => (t.texB ? streamTexel("Bt", i) : `B[${i}]`);
+  // (a packed B reads `B[i]`, which readPackedB turns into its loadB, from a texture or not)
+  const loadB = (i: string) => (t.texB && !s.packedB ? streamTexel("Bt", i) : `B[${i}]`);
   // per-line bases, computed once (a texture operand is indexed as its buffer)
   if (lay.a === "k4") {
     for (let i = 0; i < TM; i++) {
@@ -670,7 +700,7 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
     ),
   );
 
-  let head = header(s, lay);
+  let head = header(s, lay, t.texB === true && s.packedB !== undefined);
   if (t.texB) {
     head = head.replace(
       /@group\(0\) @binding\(1\) var<storage, read> B: [^;]*;/,

@@ -19,9 +19,22 @@ import {
 import { backward, zeroGrad } from "../core/autograd.ts";
 import { recordPlan } from "../core/ops/matmul.ts";
 import { Tensor } from "../core/tensor.ts";
-import { type MatmulOptions, matmulPlan } from "../kernels/matmul.ts";
+import {
+  type MatmulOptions,
+  matmulPlan,
+  matmulPlanWith,
+  type MatmulShape,
+  type MatmulTiling,
+  textureASize,
+} from "../kernels/matmul.ts";
 import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 import { matmulRef } from "./reference.ts";
+import {
+  halfDispatch,
+  packHalfKernel,
+  roundHalfKernel,
+  unpackHalfKernel,
+} from "../kernels/half.ts";
 
 const dev = await testDevice();
 
@@ -100,6 +113,47 @@ for (const format of ["fp16", "bf16"] as HalfFormat[]) {
       for (const u of [t, words, back]) u.dispose();
     },
   );
+}
+
+for (const format of ["fp16", "bf16"] as HalfFormat[]) {
+  Deno.test({
+    name:
+      `${format}: pack, unpack and round through stream textures give the one-value kernels' bits`,
+    ignore: !dev.isSoftware || !dev.maxTextureDimension,
+    ...gpuTest,
+    async fn() {
+      // a count of 8s: the CPU adapter's conversions read their source through a stream
+      // texture, 8 values an invocation (core/half_convert.ts); the one-value kernels, run
+      // directly here, are the reference, every bit of it (NaN payloads included)
+      const all = values(format === "fp16" ? 3 : 4);
+      const x = all.subarray(0, all.length - (all.length % 8));
+      const n = x.length;
+      const scalar = (kernel: typeof packHalfKernel, words: boolean, bufs: Tensor[]) => {
+        const d = halfDispatch(n, words);
+        dev.dispatch(kernel(format), bufs.map((b) => b.binding), d.params, d.workgroups);
+      };
+      const t = Tensor.fromArray(dev, x);
+      const wordsRef = Tensor.empty(dev, [n / 2], "i32");
+      scalar(packHalfKernel, true, [t, wordsRef]);
+      const backRef = Tensor.empty(dev, [n]);
+      scalar(unpackHalfKernel, false, [wordsRef, backRef]);
+      const roundRef = Tensor.fromArray(dev, x);
+      scalar(roundHalfKernel, false, [roundRef]);
+
+      const copies = dev.textureCopies;
+      const words = packHalf(t, format);
+      const back = unpackHalf(words, [n], format);
+      const rounded = Tensor.fromArray(dev, x);
+      roundHalfInPlace(rounded, format);
+      ok(dev.textureCopies >= copies + 3, "each conversion read its source through a texture");
+      const bits = async (u: Tensor) => new Uint32Array(await dev.read(u.buffer, u.byteLength));
+      deepStrictEqual(await bits(words), await bits(wordsRef), "pack");
+      deepStrictEqual(await bits(back), await bits(backRef), "unpack");
+      deepStrictEqual(await bits(rounded), await bits(roundRef), "round");
+      sameValues(await back.read(), roundToHalf(x, format), "unpack against the host");
+      for (const u of [t, wordsRef, backRef, roundRef, words, back, rounded]) u.dispose();
+    },
+  });
 }
 
 Deno.test("packed 16-bit tensors take half the bytes", gpuTest, () => {
@@ -260,6 +314,111 @@ Deno.test(
     await packedMatmulCases("unpack");
   },
 );
+
+Deno.test({
+  name: "packed-B matmul through a stream texture (software tilings): the buffer path's bits",
+  ignore: !dev.isSoftware || !dev.maxTextureDimension,
+  ...gpuTest,
+  async fn() {
+    // A packed B's words copied as they are into an rgba32float stream texture and taken back
+    // with bitcast: every product equals the buffer path's bit for bit, and the reference.
+    const opts: MatmulOptions = {
+      software: true,
+      maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
+      maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
+      maxTextureDimension: dev.maxTextureDimension,
+      lanes: dev.softwareLanes,
+    };
+    let seed = 300;
+    let textured = 0;
+    for (const format of ["fp16", "bf16"] as HalfFormat[]) {
+      for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]) {
+        for (
+          const [batch, M, N, K] of [[1, 8, 16, 12], [1, 9, 40, 72], [2, 12, 8, 20], [
+            1,
+            33,
+            20,
+            17,
+          ]]
+        ) {
+          // batch 2: B batched too (a packed B per entry)
+          const a = randomArray(batch * M * K, seed++), b = randomArray(batch * K * N, seed++);
+          const bits = toHalfBits(b, format);
+          const padded = new Uint16Array(bits.length + (bits.length % 2));
+          padded.set(bits);
+          const A = Tensor.fromArray(dev, a);
+          const W = Tensor.fromArray(dev, new Int32Array(padded.buffer), undefined, "i32");
+          const shape: MatmulShape = {
+            batch,
+            M,
+            N,
+            K,
+            transA,
+            transB,
+            batchA: batch > 1,
+            batchB: batch > 1,
+            bias: false,
+            packedB: format,
+          };
+          const base: MatmulTiling = {
+            software: true,
+            tm: 8,
+            tv: 2,
+            lx: 2,
+            lanes: dev.softwareLanes,
+          };
+          const run = async (tiling: MatmulTiling) => {
+            const C = Tensor.empty(dev, [batch * M * N]);
+            recordPlan(dev, matmulPlanWith(shape, opts, tiling), [A.binding, W.binding, C.binding]);
+            const got = await C.read();
+            C.dispose();
+            return got;
+          };
+          const viaBuffer = await run(base);
+          const chosen = matmulPlan(shape, opts);
+          // a packed B fills whole texels when its count of values divides by 8, and is read as vec4s
+          const fits = (batch * N * K) % 8 === 0 && (transB ? K % 4 === 0 : N % 4 === 0);
+          strictEqual(chosen.textureB !== undefined, fits, `${format} ${M}×${N}×${K} textureB`);
+          const name = `${format} ${transA}/${transB} ${batch}×${M}×${N}×${K}`;
+          if (fits) {
+            textured++;
+            strictEqual(chosen.textureB, (batch * N * K) / 8);
+            deepStrictEqual(await run({ ...base, texB: true }), viaBuffer, `${name}: texture B`);
+            if (textureASize(shape, opts)) {
+              deepStrictEqual(
+                await run({ ...base, texB: true, texA: true }),
+                viaBuffer,
+                `${name}: texture A and B`,
+              );
+            }
+          }
+          const bRounded = roundToHalf(b, format);
+          for (let e = 0; e < batch; e++) {
+            const at = (x: Float32Array, n: number) => x.subarray(e * n, (e + 1) * n);
+            const want = matmulRef(at(a, M * K), at(bRounded, K * N), M, N, K, transA, transB);
+            const mag = matmulRef(
+              at(a, M * K).map(Math.abs),
+              at(bRounded, K * N).map(Math.abs),
+              M,
+              N,
+              K,
+              transA,
+              transB,
+            );
+            const got = at(viaBuffer, M * N);
+            for (let i = 0; i < got.length; i++) {
+              const tol = packedTolerance("unpack") * (1 + mag[i]);
+              ok(Math.abs(got[i] - want[i]) <= tol, `${name} [${e}, ${i}]`);
+            }
+          }
+          A.dispose();
+          W.dispose();
+        }
+      }
+    }
+    ok(textured >= 16, `${textured} textured cases`);
+  },
+});
 
 Deno.test({
   name: "native f16 reads of packed fp16 B (shader-f16), software and GPU tilings",

@@ -5,15 +5,8 @@
  * @module
  */
 
-import {
-  halfDispatch,
-  type HalfFormat,
-  packHalfKernel,
-  roundHalfKernel,
-  sumPackedDispatch,
-  sumPackedKernel,
-  unpackHalfKernel,
-} from "../../kernels/half.ts";
+import { type HalfFormat, sumPackedDispatch, sumPackedKernel } from "../../kernels/half.ts";
+import { recordHalfConversion } from "../half_convert.ts";
 import { Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
 import { elementWindows } from "./raw.ts";
@@ -42,12 +35,13 @@ export function packHalfInto(words: Tensor, x: Tensor, format: HalfFormat): Tens
     throw new Error(`packHalf: ${words.size} words do not hold ${x.size} values`);
   }
   for (const [s, c] of pairWindows(x, x.size)) {
-    const d = halfDispatch(c, true);
-    x.device.dispatch(
-      packHalfKernel(format),
-      [subBinding(x.binding, s, c), subBinding(words.binding, s / 2, Math.ceil(c / 2))],
-      d.params,
-      d.workgroups,
+    recordHalfConversion(
+      x.device,
+      "pack",
+      format,
+      c,
+      subBinding(x.binding, s, c),
+      subBinding(words.binding, s / 2, Math.ceil(c / 2)),
     );
   }
   return words;
@@ -57,12 +51,13 @@ export function packHalfInto(words: Tensor, x: Tensor, format: HalfFormat): Tens
 export function unpackHalf(words: Tensor, shape: readonly number[], format: HalfFormat): Tensor {
   const out = Tensor.empty(words.device, shape);
   for (const [s, c] of pairWindows(out, out.size)) {
-    const d = halfDispatch(c);
-    words.device.dispatch(
-      unpackHalfKernel(format),
-      [subBinding(words.binding, s / 2, Math.ceil(c / 2)), subBinding(out.binding, s, c)],
-      d.params,
-      d.workgroups,
+    recordHalfConversion(
+      words.device,
+      "unpack",
+      format,
+      c,
+      subBinding(words.binding, s / 2, Math.ceil(c / 2)),
+      subBinding(out.binding, s, c),
     );
   }
   return out;
@@ -72,13 +67,7 @@ export function unpackHalf(words: Tensor, shape: readonly number[], format: Half
 export function roundHalfInPlace(x: Tensor, format: HalfFormat): void {
   if (x.dtype !== "f32") throw new Error(`roundHalfInPlace of a ${x.dtype} tensor`);
   for (const [s, c] of elementWindows(x.device, x.size)) {
-    const d = halfDispatch(c);
-    x.device.dispatch(
-      roundHalfKernel(format),
-      [subBinding(x.binding, s, c)],
-      d.params,
-      d.workgroups,
-    );
+    recordHalfConversion(x.device, "round", format, c, subBinding(x.binding, s, c));
   }
 }
 
