@@ -141,33 +141,56 @@ fn main(${GRID_BUILTINS}) {
 export const HALF_TEXTURE_VALUES = 8;
 
 /**
- * {@link packHalfKernel} for CPU adapters: x read through a stream texture
- * (kernels/texture.ts; llvmpipe loads a storage buffer one invocation at a
- * time) and 8 values packed into a vec4 of words per invocation, the same bits.
- * Bindings: x's stream texture, out (u32 words as vec4s); `p.n` counts groups of 8.
+ * A conversion kernel for CPU adapters: its source read through the stream
+ * texture `src` (kernels/texture.ts; llvmpipe loads a storage buffer one
+ * invocation at a time), its result written to `array<elem>` `dst`, `body` run
+ * by each invocation `g` below `p.n`.
  */
-export function packHalfTextureKernel(format: HalfFormat): KernelSource {
-  const pair = (v: string, a: string, b: string) =>
-    `to_half(${v}.${a}) | (to_half(${v}.${b}) << 16u)`;
+function textureConversion(
+  key: string,
+  format: HalfFormat,
+  src: string,
+  dst: string,
+  elem: string,
+  body: string,
+): KernelSource {
   return {
-    key: `pack_half_${format}:tex`,
+    key,
     code: /* wgsl */ `
 struct P { n: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(0) var xt: ${STREAM_TEXTURE};
-@group(0) @binding(1) var<storage, read_write> out: array<vec4<u32>>;
+@group(0) @binding(0) var ${src}: ${STREAM_TEXTURE};
+@group(0) @binding(1) var<storage, read_write> ${dst}: array<${elem}>;
 @group(0) @binding(2) var<uniform> p: P;
 ${halfFunctions(format)}
 @compute @workgroup_size(${WG})
 fn main(${GRID_BUILTINS}) {
   let g = ${GROUP_INDEX} * ${WG}u + lid;
   if (g >= p.n) { return; }
-  let a = ${streamTexel("xt", "2u * g")};
+${body}
+}`,
+  };
+}
+
+/**
+ * {@link packHalfKernel} for CPU adapters: x read through a stream texture and
+ * 8 values packed into a vec4 of words per invocation, the same bits.
+ * Bindings: x's stream texture, out (u32 words as vec4s); `p.n` counts groups of 8.
+ */
+export function packHalfTextureKernel(format: HalfFormat): KernelSource {
+  const pair = (v: string, a: string, b: string) =>
+    `to_half(${v}.${a}) | (to_half(${v}.${b}) << 16u)`;
+  return textureConversion(
+    `pack_half_${format}:tex`,
+    format,
+    "xt",
+    "out",
+    "vec4<u32>",
+    `  let a = ${streamTexel("xt", "2u * g")};
   let b = ${streamTexel("xt", "2u * g + 1u")};
   out[g] = vec4<u32>(${pair("a", "x", "y")}, ${pair("a", "z", "w")}, ${pair("b", "x", "y")}, ${
       pair("b", "z", "w")
-    });
-}`,
-  };
+    });`,
+  );
 }
 
 /**
@@ -179,23 +202,16 @@ fn main(${GRID_BUILTINS}) {
 export function unpackHalfTextureKernel(format: HalfFormat): KernelSource {
   const four = (a: string, b: string) =>
     `vec4<f32>(from_half(t.${a}), from_half(t.${a} >> 16u), from_half(t.${b}), from_half(t.${b} >> 16u))`;
-  return {
-    key: `unpack_half_${format}:tex`,
-    code: /* wgsl */ `
-struct P { n: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(0) var wt: ${STREAM_TEXTURE};
-@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(2) var<uniform> p: P;
-${halfFunctions(format)}
-@compute @workgroup_size(${WG})
-fn main(${GRID_BUILTINS}) {
-  let g = ${GROUP_INDEX} * ${WG}u + lid;
-  if (g >= p.n) { return; }
-  let t = bitcast<vec4<u32>>(${streamTexel("wt", "g")});
+  return textureConversion(
+    `unpack_half_${format}:tex`,
+    format,
+    "wt",
+    "out",
+    "vec4<f32>",
+    `  let t = bitcast<vec4<u32>>(${streamTexel("wt", "g")});
   out[2u * g] = ${four("x", "y")};
-  out[2u * g + 1u] = ${four("z", "w")};
-}`,
-  };
+  out[2u * g + 1u] = ${four("z", "w")};`,
+  );
 }
 
 /**
@@ -205,22 +221,15 @@ fn main(${GRID_BUILTINS}) {
  */
 export function roundHalfTextureKernel(format: HalfFormat): KernelSource {
   const r = (c: string) => `from_half(to_half(v.${c}))`;
-  return {
-    key: `round_half_${format}:tex`,
-    code: /* wgsl */ `
-struct P { n: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(0) var xt: ${STREAM_TEXTURE};
-@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
-@group(0) @binding(2) var<uniform> p: P;
-${halfFunctions(format)}
-@compute @workgroup_size(${WG})
-fn main(${GRID_BUILTINS}) {
-  let g = ${GROUP_INDEX} * ${WG}u + lid;
-  if (g >= p.n) { return; }
-  let v = ${streamTexel("xt", "g")};
-  x[g] = vec4<f32>(${r("x")}, ${r("y")}, ${r("z")}, ${r("w")});
-}`,
-  };
+  return textureConversion(
+    `round_half_${format}:tex`,
+    format,
+    "xt",
+    "x",
+    "vec4<f32>",
+    `  let v = ${streamTexel("xt", "g")};
+  x[g] = vec4<f32>(${r("x")}, ${r("y")}, ${r("z")}, ${r("w")});`,
+  );
 }
 
 /** Uniforms and grid of the stream-texture kernels above over `items` invocations. */
