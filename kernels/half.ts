@@ -144,7 +144,7 @@ export const HALF_TEXTURE_VALUES = 8;
  * A conversion kernel for CPU adapters: its source read through the stream
  * texture `src` (kernels/texture.ts; llvmpipe loads a storage buffer one
  * invocation at a time), its result written to `array<elem>` `dst`, `body` run
- * by each invocation `g` below `p.n`.
+ * by each invocation `g` below `p.n` (`uniforms`: the fields of `p`, four u32s).
  */
 function textureConversion(
   key: string,
@@ -153,11 +153,12 @@ function textureConversion(
   dst: string,
   elem: string,
   body: string,
+  uniforms = "n: u32, _a: u32, _b: u32, _c: u32",
 ): KernelSource {
   return {
     key,
     code: /* wgsl */ `
-struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+struct P { ${uniforms} }
 @group(0) @binding(0) var ${src}: ${STREAM_TEXTURE};
 @group(0) @binding(1) var<storage, read_write> ${dst}: array<${elem}>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -273,6 +274,44 @@ fn main(${GRID_BUILTINS}) {
   }
   out[i] = s;
 }`,
+  };
+}
+
+/**
+ * {@link sumPackedKernel} for CPU adapters: the parts read through a stream
+ * texture (their words as they are), 8 values an invocation, added in rank
+ * order from 0 as there, the same bits. Each part's words must fill whole
+ * texels (a count of values that divides by 8). Bindings: the parts' stream
+ * texture, out (f32 as vec4s); `p.n` counts groups of 8 (the texels of one part).
+ */
+export function sumPackedTextureKernel(format: HalfFormat): KernelSource {
+  const four = (a: string, b: string) =>
+    `vec4<f32>(from_half(t.${a}), from_half(t.${a} >> 16u), from_half(t.${b}), from_half(t.${b} >> 16u))`;
+  return textureConversion(
+    `sum_packed_${format}:tex`,
+    format,
+    "pt",
+    "out",
+    "vec4<f32>",
+    `  var s0 = vec4<f32>(0.0);
+  var s1 = vec4<f32>(0.0);
+  for (var r = 0u; r < p.ranks; r++) {
+    let t = bitcast<vec4<u32>>(${streamTexel("pt", "r * p.n + g")});
+    s0 = s0 + ${four("x", "y")};
+    s1 = s1 + ${four("z", "w")};
+  }
+  out[2u * g] = s0;
+  out[2u * g + 1u] = s1;`,
+    "n: u32, _a: u32, ranks: u32, _c: u32",
+  );
+}
+
+/** Uniforms and grid of {@link sumPackedTextureKernel} over `n` values (a multiple of 8) from `ranks` parts. */
+export function sumPackedTextureDispatch(n: number, ranks: number) {
+  const groups = n / HALF_TEXTURE_VALUES;
+  return {
+    params: new Params(4).u32(groups).u32(0).u32(ranks).u32(0).buffer,
+    workgroups: gridFor(groups, WG),
   };
 }
 

@@ -14,6 +14,7 @@ import {
   packHalf,
   roundHalfInPlace,
   sum,
+  sumPackedInto,
   unpackHalf,
 } from "../core/ops/mod.ts";
 import { backward, zeroGrad } from "../core/autograd.ts";
@@ -33,6 +34,8 @@ import {
   halfDispatch,
   packHalfKernel,
   roundHalfKernel,
+  sumPackedDispatch,
+  sumPackedKernel,
   unpackHalfKernel,
 } from "../kernels/half.ts";
 
@@ -155,6 +158,44 @@ for (const format of ["fp16", "bf16"] as HalfFormat[]) {
     },
   });
 }
+
+Deno.test({
+  name: "the sum of packed parts through a stream texture gives the one-value kernel's bits",
+  ignore: !dev.isSoftware || !dev.maxTextureDimension,
+  ...gpuTest,
+  async fn() {
+    // what a 16-bit all-reduce adds up: each rank's packed values, in rank order
+    for (const format of ["fp16", "bf16"] as HalfFormat[]) {
+      for (const ranks of [1, 2, 3]) {
+        const x = values(10 + ranks);
+        const n = 8 * Math.floor(x.length / (8 * ranks));
+        const words = n / 2;
+        const parts = Tensor.empty(dev, [ranks * words], "i32");
+        for (let r = 0; r < ranks; r++) {
+          const part = Tensor.fromArray(dev, x.slice(r * n, (r + 1) * n));
+          const packed = packHalf(part, format);
+          dev.copy(packed.buffer, 0, parts.buffer, r * words * 4, words * 4);
+          part.dispose();
+          packed.dispose();
+        }
+        const want = Tensor.empty(dev, [n]);
+        const d = sumPackedDispatch(n, ranks);
+        dev.dispatch(
+          sumPackedKernel(format),
+          [parts.binding, want.binding],
+          d.params,
+          d.workgroups,
+        );
+        const copies = dev.textureCopies;
+        const got = sumPackedInto(Tensor.empty(dev, [n]), parts, ranks, format);
+        ok(dev.textureCopies > copies, "the parts were read through a texture");
+        const bits = async (u: Tensor) => new Uint32Array(await dev.read(u.buffer, u.byteLength));
+        deepStrictEqual(await bits(got), await bits(want), `${format}, ${ranks} ranks`);
+        for (const u of [parts, want, got]) u.dispose();
+      }
+    }
+  },
+});
 
 Deno.test("packed 16-bit tensors take half the bytes", gpuTest, () => {
   const t = Tensor.fromArray(dev, new Float32Array(1000).fill(1));

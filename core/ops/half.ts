@@ -5,7 +5,15 @@
  * @module
  */
 
-import { type HalfFormat, sumPackedDispatch, sumPackedKernel } from "../../kernels/half.ts";
+import {
+  HALF_TEXTURE_VALUES,
+  type HalfFormat,
+  sumPackedDispatch,
+  sumPackedKernel,
+  sumPackedTextureDispatch,
+  sumPackedTextureKernel,
+} from "../../kernels/half.ts";
+import { streamFits } from "../../kernels/texture.ts";
 import { recordHalfConversion } from "../half_convert.ts";
 import { Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
@@ -86,12 +94,24 @@ export function sumPackedInto(
   if (parts.size !== words * ranks) {
     throw new Error(`sumPacked: ${parts.size} words are not ${ranks} × ${words}`);
   }
+  const device = out.device;
+  // CPU adapters: the parts through a stream texture, 8 values an invocation (the same bits)
+  const texels = (ranks * out.size) / HALF_TEXTURE_VALUES;
+  if (
+    device.isSoftware && out.size % HALF_TEXTURE_VALUES === 0 &&
+    streamFits(texels, device.maxTextureDimension)
+  ) {
+    const view = device.conversionTexture(parts.binding, texels);
+    const d = sumPackedTextureDispatch(out.size, ranks);
+    device.dispatch(
+      sumPackedTextureKernel(format),
+      [{ view }, out.binding],
+      d.params,
+      d.workgroups,
+    );
+    return out;
+  }
   const d = sumPackedDispatch(out.size, ranks);
-  out.device.dispatch(
-    sumPackedKernel(format),
-    [parts.binding, out.binding],
-    d.params,
-    d.workgroups,
-  );
+  device.dispatch(sumPackedKernel(format), [parts.binding, out.binding], d.params, d.workgroups);
   return out;
 }
