@@ -22,11 +22,38 @@ import {
   unpackHalfKernel,
   unpackHalfTextureKernel,
 } from "../kernels/half.ts";
+import type { KernelSource } from "../kernels/kernel.ts";
 import { streamFits } from "../kernels/texture.ts";
 import type { BufferBinding, Device } from "./device.ts";
 
 /** Which conversion: f32 to words, words to f32, or f32 to f32 through 16 bits. */
 export type HalfConversion = "pack" | "unpack" | "round";
+
+/** Each conversion's kernels: one value (or word) an invocation, and 8 through a stream texture. */
+const KERNELS: Record<
+  HalfConversion,
+  { scalar: (f: HalfFormat) => KernelSource; texture: (f: HalfFormat) => KernelSource }
+> = {
+  pack: { scalar: packHalfKernel, texture: packHalfTextureKernel },
+  unpack: { scalar: unpackHalfKernel, texture: unpackHalfTextureKernel },
+  round: { scalar: roundHalfKernel, texture: roundHalfTextureKernel },
+};
+
+/**
+ * Whether a conversion of `n` values on `device` reads its source through a
+ * stream texture of `vec4s` texels ({@link Device.conversionTexture}) from
+ * byte `offset`: CPU adapters only, whole groups of 8, a 16-byte aligned start
+ * (a texel copy's), a texture that fits.
+ */
+export function convertsThroughTexture(
+  device: Device,
+  n: number,
+  vec4s: number,
+  offset = 0,
+): boolean {
+  return device.isSoftware && n % HALF_TEXTURE_VALUES === 0 && offset % 16 === 0 &&
+    streamFits(vec4s, device.maxTextureDimension);
+}
 
 /**
  * Records `conversion` of `n` values in `format`: `pack` reads `src` (f32) and
@@ -45,24 +72,14 @@ export function recordHalfConversion(
   if (!out) throw new Error(`recordHalfConversion: ${conversion} needs a destination`);
   // vec4s of the source's stream texture: f32 values 4 a texel, words 8 values a texel
   const vec4s = conversion === "unpack" ? n / 8 : n / 4;
-  const textured = device.isSoftware && n % HALF_TEXTURE_VALUES === 0 &&
-    (src.offset ?? 0) % 16 === 0 && streamFits(vec4s, device.maxTextureDimension);
-  if (textured) {
+  const kernels = KERNELS[conversion];
+  if (convertsThroughTexture(device, n, vec4s, src.offset)) {
     const view = device.conversionTexture(src, vec4s);
-    const kernel = conversion === "pack"
-      ? packHalfTextureKernel(format)
-      : conversion === "unpack"
-      ? unpackHalfTextureKernel(format)
-      : roundHalfTextureKernel(format);
     const d = halfTextureDispatch(conversion === "round" ? n / 4 : n / HALF_TEXTURE_VALUES);
-    device.dispatch(kernel, [{ view }, out], d.params, d.workgroups);
+    device.dispatch(kernels.texture(format), [{ view }, out], d.params, d.workgroups);
     return;
   }
   const d = halfDispatch(n, conversion === "pack");
-  const kernel = conversion === "pack"
-    ? packHalfKernel(format)
-    : conversion === "unpack"
-    ? unpackHalfKernel(format)
-    : roundHalfKernel(format);
-  device.dispatch(kernel, conversion === "round" ? [src] : [src, out], d.params, d.workgroups);
+  const bindings = conversion === "round" ? [src] : [src, out];
+  device.dispatch(kernels.scalar(format), bindings, d.params, d.workgroups);
 }

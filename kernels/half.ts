@@ -135,6 +135,14 @@ fn main(${GRID_BUILTINS}) {
 }
 
 /**
+ * WGSL: the four values the packed words `lo` and `hi` hold, as a `vec4<f32>`
+ * (low half first, `lo`'s then `hi`'s), with {@link halfFunctions}'s `from_half`.
+ */
+export function halvesOf(lo: string, hi: string): string {
+  return `vec4<f32>(from_half(${lo}), from_half(${lo} >> 16u), from_half(${hi}), from_half(${hi} >> 16u))`;
+}
+
+/**
  * Values each invocation of the stream-texture kernels below converts (two
  * texels of f32, or one texel of packed words): their counts must divide by it.
  */
@@ -201,8 +209,6 @@ export function packHalfTextureKernel(format: HalfFormat): KernelSource {
  * words' stream texture, out (f32 as vec4s); `p.n` counts groups of 8.
  */
 export function unpackHalfTextureKernel(format: HalfFormat): KernelSource {
-  const four = (a: string, b: string) =>
-    `vec4<f32>(from_half(t.${a}), from_half(t.${a} >> 16u), from_half(t.${b}), from_half(t.${b} >> 16u))`;
   return textureConversion(
     `unpack_half_${format}:tex`,
     format,
@@ -210,8 +216,8 @@ export function unpackHalfTextureKernel(format: HalfFormat): KernelSource {
     "out",
     "vec4<f32>",
     `  let t = bitcast<vec4<u32>>(${streamTexel("wt", "g")});
-  out[2u * g] = ${four("x", "y")};
-  out[2u * g + 1u] = ${four("z", "w")};`,
+  out[2u * g] = ${halvesOf("t.x", "t.y")};
+  out[2u * g + 1u] = ${halvesOf("t.z", "t.w")};`,
   );
 }
 
@@ -285,8 +291,6 @@ fn main(${GRID_BUILTINS}) {
  * texture, out (f32 as vec4s); `p.n` counts groups of 8 (the texels of one part).
  */
 export function sumPackedTextureKernel(format: HalfFormat): KernelSource {
-  const four = (a: string, b: string) =>
-    `vec4<f32>(from_half(t.${a}), from_half(t.${a} >> 16u), from_half(t.${b}), from_half(t.${b} >> 16u))`;
   return textureConversion(
     `sum_packed_${format}:tex`,
     format,
@@ -297,8 +301,8 @@ export function sumPackedTextureKernel(format: HalfFormat): KernelSource {
   var s1 = vec4<f32>(0.0);
   for (var r = 0u; r < p.ranks; r++) {
     let t = bitcast<vec4<u32>>(${streamTexel("pt", "r * p.n + g")});
-    s0 = s0 + ${four("x", "y")};
-    s1 = s1 + ${four("z", "w")};
+    s0 = s0 + ${halvesOf("t.x", "t.y")};
+    s1 = s1 + ${halvesOf("t.z", "t.w")};
   }
   out[2u * g] = s0;
   out[2u * g + 1u] = s1;`,

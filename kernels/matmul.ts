@@ -18,7 +18,7 @@ import {
 } from "./kernel.ts";
 import { STREAM_TEXTURE, streamFits, streamTexel } from "./texture.ts";
 import { SOFTWARE_LOOP_LIMIT } from "./rowreduce.ts";
-import { type HalfFormat, halfFunctions } from "./half.ts";
+import { type HalfFormat, halfFunctions, halvesOf } from "./half.ts";
 import { ACTIVATIONS_WGSL, type GeluKind } from "./elementwise.ts";
 
 export type { GeluKind };
@@ -466,7 +466,7 @@ ${halfFunctions(fmt)}
 fn loadB(i: u32) -> vec4<f32> {
   let t = bitcast<vec4<u32>>(${streamTexel("Bt", "i >> 1u")});
   let w = select(t.xy, t.zw, (i & 1u) == 1u);
-  return vec4<f32>(from_half(w.x), from_half(w.x >> 16u), from_half(w.y), from_half(w.y >> 16u));
+  return ${halvesOf("w.x", "w.y")};
 }
 `;
   }
@@ -487,7 +487,7 @@ fn loadB(i: u32) -> ${t} { return ${t}(Bh[i]); }
 ${halfFunctions(fmt)}
 fn loadB(i: u32) -> vec4<f32> {
   let w = Bp[i];
-  return vec4<f32>(from_half(w.x), from_half(w.x >> 16u), from_half(w.y), from_half(w.y >> 16u));
+  return ${halvesOf("w.x", "w.y")};
 }
 `;
   }

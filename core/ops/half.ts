@@ -13,8 +13,7 @@ import {
   sumPackedTextureDispatch,
   sumPackedTextureKernel,
 } from "../../kernels/half.ts";
-import { streamFits } from "../../kernels/texture.ts";
-import { recordHalfConversion } from "../half_convert.ts";
+import { convertsThroughTexture, recordHalfConversion } from "../half_convert.ts";
 import { Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
 import { elementWindows } from "./raw.ts";
@@ -97,10 +96,7 @@ export function sumPackedInto(
   const device = out.device;
   // CPU adapters: the parts through a stream texture, 8 values an invocation (the same bits)
   const texels = (ranks * out.size) / HALF_TEXTURE_VALUES;
-  if (
-    device.isSoftware && out.size % HALF_TEXTURE_VALUES === 0 &&
-    streamFits(texels, device.maxTextureDimension)
-  ) {
+  if (convertsThroughTexture(device, out.size, texels, parts.binding.offset)) {
     const view = device.conversionTexture(parts.binding, texels);
     const d = sumPackedTextureDispatch(out.size, ranks);
     device.dispatch(
