@@ -55,6 +55,7 @@ import {
 import { FileTuningStore } from "../cli/tuning_cache.ts";
 import { randomArray, testDevice, withTimeLimit } from "./helpers.ts";
 import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const base: MatmulShape = {
   batch: 1,
@@ -537,23 +538,20 @@ Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
 });
 
 Deno.test("autotune: the file store merges entries and refuses, untouched, a file that is not a cache", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const path = `${dir}/sub/tuning.json`;
-    const store = new FileTuningStore(path);
-    assert.deepEqual(store.load("gpu"), {});
-    store.save("gpu", { a: "cpu16x4x8" });
-    store.save("gpu", { b: "cpu32x4x2" });
-    store.save("other", { a: "gpu32x32" });
-    assert.deepEqual(new FileTuningStore(path).load("gpu"), { a: "cpu16x4x8", b: "cpu32x4x2" });
-    for (const foreign of ["my notes", "{ not json", '{"version": 2}', "[]"]) {
-      await Deno.writeTextFile(path, foreign);
-      assert.throws(() => store.load("gpu"), /is not a matmul tuning cache/);
-      assert.throws(() => store.save("gpu", { c: "cpu8x2x2" }), /is not a matmul tuning cache/);
-      assert.equal(await Deno.readTextFile(path), foreign);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const path = `${dir}/sub/tuning.json`;
+  const store = new FileTuningStore(path);
+  assert.deepEqual(store.load("gpu"), {});
+  store.save("gpu", { a: "cpu16x4x8" });
+  store.save("gpu", { b: "cpu32x4x2" });
+  store.save("other", { a: "gpu32x32" });
+  assert.deepEqual(new FileTuningStore(path).load("gpu"), { a: "cpu16x4x8", b: "cpu32x4x2" });
+  for (const foreign of ["my notes", "{ not json", '{"version": 2}', "[]"]) {
+    await Deno.writeTextFile(path, foreign);
+    assert.throws(() => store.load("gpu"), /is not a matmul tuning cache/);
+    assert.throws(() => store.save("gpu", { c: "cpu8x2x2" }), /is not a matmul tuning cache/);
+    assert.equal(await Deno.readTextFile(path), foreign);
   }
 });
 
@@ -561,54 +559,51 @@ Deno.test(
   "autotune: the file store loses no entry when processes and Workers save at once",
   withTimeLimit(120),
   async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const path = `${dir}/tuning.json`;
-      const store = new URL("../cli/tuning_cache.ts", import.meta.url).href;
-      const SAVES = 40;
-      // Each writer saves SAVES distinct entries, one per save, as fast as it can:
-      // without the lock, interleaved read-merge-writes dropped entries.
-      const writer = (id: string) =>
-        `import { FileTuningStore } from "${store}";
+    await using temp = await tempDir();
+    const dir = temp.path;
+    const path = `${dir}/tuning.json`;
+    const store = new URL("../cli/tuning_cache.ts", import.meta.url).href;
+    const SAVES = 40;
+    // Each writer saves SAVES distinct entries, one per save, as fast as it can:
+    // without the lock, interleaved read-merge-writes dropped entries.
+    const writer = (id: string) =>
+      `import { FileTuningStore } from "${store}";
 const s = new FileTuningStore(${JSON.stringify(path)});
 for (let i = 0; i < ${SAVES}; i++) s.save("adapter", { ["${id}-" + i]: "cpu16x4x8" });`;
-      const procs = ["p0", "p1", "p2"].map((id) =>
-        new Deno.Command(Deno.execPath(), {
-          args: ["eval", "--no-config", writer(id)],
-          stdout: "piped",
-          stderr: "piped",
-        }).output()
-      );
-      // Two Workers of this process too (a TP run's ranks share one process).
-      const workers = ["w0", "w1"].map((id) =>
-        new Promise<void>((resolve, reject) => {
-          const url = `data:application/typescript,${
-            encodeURIComponent(writer(id) + "\nself.postMessage('done');")
-          }`;
-          const w = new Worker(url, { type: "module" });
-          w.onmessage = () => {
-            w.terminate();
-            resolve();
-          };
-          w.onerror = (e) => {
-            w.terminate();
-            reject(new Error(`worker ${id}: ${e.message}`));
-          };
-        })
-      );
-      for (const out of await Promise.all(procs)) {
-        assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-      }
-      await Promise.all(workers);
-      const table = new FileTuningStore(path).load("adapter");
-      const missing: string[] = [];
-      for (const id of ["p0", "p1", "p2", "w0", "w1"]) {
-        for (let i = 0; i < SAVES; i++) if (!(`${id}-${i}` in table)) missing.push(`${id}-${i}`);
-      }
-      assert.deepEqual(missing, [], `${missing.length} entries lost`);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    const procs = ["p0", "p1", "p2"].map((id) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--no-config", writer(id)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output()
+    );
+    // Two Workers of this process too (a TP run's ranks share one process).
+    const workers = ["w0", "w1"].map((id) =>
+      new Promise<void>((resolve, reject) => {
+        const url = `data:application/typescript,${
+          encodeURIComponent(writer(id) + "\nself.postMessage('done');")
+        }`;
+        const w = new Worker(url, { type: "module" });
+        w.onmessage = () => {
+          w.terminate();
+          resolve();
+        };
+        w.onerror = (e) => {
+          w.terminate();
+          reject(new Error(`worker ${id}: ${e.message}`));
+        };
+      })
+    );
+    for (const out of await Promise.all(procs)) {
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
     }
+    await Promise.all(workers);
+    const table = new FileTuningStore(path).load("adapter");
+    const missing: string[] = [];
+    for (const id of ["p0", "p1", "p2", "w0", "w1"]) {
+      for (let i = 0; i < SAVES; i++) if (!(`${id}-${i}` in table)) missing.push(`${id}-${i}`);
+    }
+    assert.deepEqual(missing, [], `${missing.length} entries lost`);
   },
 );
 
@@ -617,58 +612,55 @@ Deno.test(
   // Seconds with Mesa's shader cache warm; minutes cold on a slow CPU (compiling candidates).
   withTimeLimit(900),
   async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const cache = `${dir}/tuning.json`;
-      const flags = [
-        ...TINY_RUN_FLAGS,
-        // hidden 64 and 128 tokens: the MLP's products pass the 4 MFLOP threshold
-        "--hidden-size",
-        "64",
-        "--micro-batch-size",
-        "8",
-        "--train-iters",
-        "2",
-        "--matmul-tuning-cache",
-        cache,
-      ];
-      // By default a run this short (its second step is its last) tunes nothing and says so.
-      const short = await runCli("cli/train.ts", flags);
-      assert.equal(short.code, 0, short.stderr);
-      assert.match(
-        short.stdout,
-        /matmul autotune: not tuning [1-9]\d* new shapes?: this run is too short/,
-      );
-      await assert.rejects(Deno.stat(cache), Deno.errors.NotFound);
-      // A budget of 0 s tunes nothing and says what is left.
-      const r0 = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "0"]);
-      assert.equal(r0.code, 0, r0.stderr);
-      assert.match(
-        r0.stdout,
-        /matmul autotune: 0 shapes in [\d.]+ s, 0 retiled; budget spent, [1-9]\d* shapes? left for later runs/,
-      );
-      await assert.rejects(Deno.stat(cache), Deno.errors.NotFound);
-      // Every shape, whatever the machine (with Mesa's shader cache cold the
-      // default budget ran out after one shape): the next run must find them all.
-      const r = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "inf"]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(
-        r.stdout,
-        /matmul autotune: timing the tilings of [1-9]\d* new shapes? \(budget none;/,
-      );
-      assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes? in [\d.]+ s/);
-      assert.doesNotMatch(r.stdout, /later runs/);
-      const saved = JSON.parse(await Deno.readTextFile(cache));
-      const tables = Object.values(saved.adapters) as Record<string, string>[];
-      assert.equal(tables.length, 1);
-      for (const t of Object.values(tables[0])) assert.match(t, /^[a-z0-9]+@[0-9a-f]{8}$/);
-      for (const t of Object.values(tables[0])) assert.ok(parseTuningEntry(t)?.digest, t);
-      // A second run finds every shape in the cache and does not tune again.
-      const r2 = await runCli("cli/train.ts", flags);
-      assert.equal(r2.code, 0, r2.stderr);
-      assert.doesNotMatch(r2.stdout, /matmul autotune/);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using temp = await tempDir();
+    const dir = temp.path;
+    const cache = `${dir}/tuning.json`;
+    const flags = [
+      ...TINY_RUN_FLAGS,
+      // hidden 64 and 128 tokens: the MLP's products pass the 4 MFLOP threshold
+      "--hidden-size",
+      "64",
+      "--micro-batch-size",
+      "8",
+      "--train-iters",
+      "2",
+      "--matmul-tuning-cache",
+      cache,
+    ];
+    // By default a run this short (its second step is its last) tunes nothing and says so.
+    const short = await runCli("cli/train.ts", flags);
+    assert.equal(short.code, 0, short.stderr);
+    assert.match(
+      short.stdout,
+      /matmul autotune: not tuning [1-9]\d* new shapes?: this run is too short/,
+    );
+    await assert.rejects(Deno.stat(cache), Deno.errors.NotFound);
+    // A budget of 0 s tunes nothing and says what is left.
+    const r0 = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "0"]);
+    assert.equal(r0.code, 0, r0.stderr);
+    assert.match(
+      r0.stdout,
+      /matmul autotune: 0 shapes in [\d.]+ s, 0 retiled; budget spent, [1-9]\d* shapes? left for later runs/,
+    );
+    await assert.rejects(Deno.stat(cache), Deno.errors.NotFound);
+    // Every shape, whatever the machine (with Mesa's shader cache cold the
+    // default budget ran out after one shape): the next run must find them all.
+    const r = await runCli("cli/train.ts", [...flags, "--matmul-autotune-budget", "inf"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /matmul autotune: timing the tilings of [1-9]\d* new shapes? \(budget none;/,
+    );
+    assert.match(r.stdout, /matmul autotune: [1-9]\d* shapes? in [\d.]+ s/);
+    assert.doesNotMatch(r.stdout, /later runs/);
+    const saved = JSON.parse(await Deno.readTextFile(cache));
+    const tables = Object.values(saved.adapters) as Record<string, string>[];
+    assert.equal(tables.length, 1);
+    for (const t of Object.values(tables[0])) assert.match(t, /^[a-z0-9]+@[0-9a-f]{8}$/);
+    for (const t of Object.values(tables[0])) assert.ok(parseTuningEntry(t)?.digest, t);
+    // A second run finds every shape in the cache and does not tune again.
+    const r2 = await runCli("cli/train.ts", flags);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.doesNotMatch(r2.stdout, /matmul autotune/);
   },
 );

@@ -33,6 +33,7 @@ import {
   torchCompareOptions,
 } from "../bench/torch_compare.ts";
 import { withTimeLimit } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -248,21 +249,18 @@ async function runDeno(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const xdg = await Deno.makeTempDir({ prefix: "xdg-" });
-  try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: root.pathname,
-      env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1", ...env },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  } finally {
-    await Deno.remove(xdg, { recursive: true });
-  }
+  await using temp = await tempDir({ prefix: "xdg-" });
+  const xdg = temp.path;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: root.pathname,
+    env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
 /** Checks that `r` is a usage error: exit 2, one `error:` line naming `needle`, nothing else. */

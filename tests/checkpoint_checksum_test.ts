@@ -22,6 +22,7 @@ import {
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { gpuTest, testDevice } from "./helpers.ts";
 import { runCli } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 const tiny: GptConfig = {
@@ -241,7 +242,8 @@ Deno.test(
   "at tp 2 rank 0 gathers every rank's checksums into checkpoint.json",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir({ prefix: "ck_checksum_tp2_" });
+    await using temp = await tempDir({ prefix: "ck_checksum_tp2_" });
+    const dir = temp.path;
     const model = Gpt.serial(dev, tiny, 1);
     const params = model.namedParams();
     let waiting = 0;
@@ -279,6 +281,5 @@ Deno.test(
     await Deno.writeFile(join(iter, "model_tp01.safetensors"), b1);
     await refusedNaming(readCheckpointFull(dir), join(iter, "model_tp01.safetensors"), "SHA-256");
     model.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );

@@ -10,6 +10,7 @@ import { AdamW } from "../core/optim.ts";
 import { loadCheckpoint, readLatest, type SaveStage } from "../models/checkpoint/mod.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { gpuTest, testDevice } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 const tiny: GptConfig = {
@@ -91,18 +92,19 @@ Deno.test(
   gpuTest,
   async () => {
     for (const stage of STAGES) {
-      const dir = await Deno.makeTempDir();
+      await using temp = await tempDir();
+      const dir = temp.path;
       const out = await spawnChild(dir, stage).output();
       deepStrictEqual(out.signal, "SIGKILL", `child for stage ${stage} was not killed`);
       ok(new TextDecoder().decode(out.stdout).includes("saved 1"));
       await checkLoadable(dir, stage === "latest-written" ? 2 : 1);
-      await Deno.remove(dir, { recursive: true });
     }
   },
 );
 
 Deno.test("saves killed at random moments always leave a loadable latest", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const seen: number[] = [];
   for (const delay of [5, 37, 80, 150]) {
     const child = spawnChild(dir, "loop");
@@ -121,5 +123,4 @@ Deno.test("saves killed at random moments always leave a loadable latest", gpuTe
     seen.push(await checkLoadable(dir));
   }
   console.log(`latest after kills at 5/37/80/150 ms into the save loop: ${seen.join(", ")}`);
-  await Deno.remove(dir, { recursive: true });
 });

@@ -26,9 +26,11 @@ import {
   stagingDirName,
 } from "../models/checkpoint/layout.ts";
 import { randomArray } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 Deno.test("safetensors round trip is bit-exact, with metadata and i32", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const a = randomArray(12, 1);
   a[3] = -0;
   a[5] = NaN;
@@ -52,7 +54,6 @@ Deno.test("safetensors round trip is bit-exact, with metadata and i32", async ()
   // header is 8-byte aligned as the format recommends
   const bytes = await Deno.readFile(path);
   deepStrictEqual(Number(new DataView(bytes.buffer).getBigUint64(0, true)) % 8, 0);
-  await Deno.remove(dir, { recursive: true });
 });
 
 function rawFile(header: Record<string, unknown>, data: Uint8Array): Uint8Array {
@@ -97,7 +98,8 @@ Deno.test("safetensors reads F16, BF16, F64 and I64", () => {
 });
 
 Deno.test("truncated and corrupt safetensors files are refused naming file and tensor", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const path = join(dir, "model_tp00.safetensors");
   const bytes = encodeSafetensors([
     { name: "wte.weight", shape: [4, 4], data: randomArray(16, 2) },
@@ -146,7 +148,6 @@ Deno.test("truncated and corrupt safetensors files are refused naming file and t
     SafetensorsFile.read(join(dir, "nope.safetensors")),
     /nope\.safetensors: no such file/,
   );
-  await Deno.remove(dir, { recursive: true });
 });
 
 function range(n: number): Float32Array {
@@ -209,7 +210,8 @@ Deno.test("checkpoint file and folder names: Megatron's iter_%07d, its staging a
 });
 
 Deno.test("a streamed safetensors file is byte-identical to the encoded one, values computed in turn", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "st_stream_" });
+  await using temp = await tempDir({ prefix: "st_stream_" });
+  const dir = temp.path;
   const a = randomArray(12, 1), b = randomArray(7, 2), c = randomArray(6, 3);
   c[2] = 70000; // past fp16's range: fine in F32 and BF16
   for (const dtype of ["F32", "F16", "BF16"] as const) {
@@ -252,5 +254,4 @@ Deno.test("a streamed safetensors file is byte-identical to the encoded one, val
     writeSafetensorsStreamed(join(dir, "y.safetensors"), [later("a", [5], a, "F32")]),
     /tensor "a": 12 values do not fill shape \[5\]/,
   );
-  await Deno.remove(dir, { recursive: true });
 });

@@ -26,6 +26,7 @@ import {
 import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { Trainer } from "../models/trainer.ts";
 import { gpuTest, prng, testDevice } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 
@@ -87,7 +88,8 @@ async function trainSteps(m: Gpt, t: Trainer, s: GptBatchSampler, n: number): Pr
 }
 
 Deno.test("save → load round trip is bit-exact for weights and AdamW state", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const a = Gpt.serial(dev, tiny, 1);
   const ta = makeTrainer(a);
   await trainSteps(a, ta, new GptBatchSampler(stream, { batchSize: 2, seqLength: 8, seed: 3 }), 2);
@@ -124,14 +126,14 @@ Deno.test("save → load round trip is bit-exact for weights and AdamW state", g
   );
   a.dispose();
   b.dispose();
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test(
   "a save removes a killed save's staging folder, and no folder it did not name",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     for (const name of ["iter_0000009.tmp", "iter_5.tmp", "notes.tmp"]) {
       await Deno.mkdir(join(dir, name));
       await Deno.writeTextFile(join(dir, name, "x"), "x");
@@ -146,7 +148,6 @@ Deno.test(
       "notes.tmp",
     ]);
     a.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
@@ -154,7 +155,8 @@ Deno.test(
   "a vocabulary padded otherwise, saved without the checkpoint info: the error says what to pass",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const a = Gpt.serial(dev, tiny, 1); // 37 ids padded to 128 rows
     await saveCheckpoint(dir, { iteration: 1, params: a.namedParams() });
     const b = Gpt.serial(dev, { ...tiny, vocabMultiple: 64 }, 2); // padded to 64
@@ -170,7 +172,6 @@ Deno.test(
     deepStrictEqual(r.iteration, 1);
     a.dispose();
     b.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
@@ -178,7 +179,8 @@ Deno.test(
   "a save that fails (a full disk) leaves no partial directory and names the checkpoint that stands",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const a = Gpt.serial(dev, tiny, 1);
     const info = gptCheckpointInfo(tiny);
     await saveCheckpoint(dir, { iteration: 1, params: a.namedParams(), ...info });
@@ -200,12 +202,12 @@ Deno.test(
     ]);
     deepStrictEqual(await readLatest(dir), 1);
     a.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
 Deno.test("resume from a checkpoint equals the uninterrupted run bitwise", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const k = 3, n = 6;
   const opts = { batchSize: 2, seqLength: 8, seed: 11 };
   // uninterrupted, saving at k
@@ -241,7 +243,6 @@ Deno.test("resume from a checkpoint equals the uninterrupted run bitwise", gpuTe
   deepStrictEqual(await values(b.namedParams()), await values(a.namedParams()));
   a.dispose();
   b.dispose();
-  await Deno.remove(dir, { recursive: true });
 });
 
 /** How the tensor-parallel GPT shards each parameter (as its ParamInfo declares). */
@@ -305,7 +306,8 @@ Deno.test(
   "a TP=2 checkpoint loads at TP=1 (same eval loss), at TP=4 (right shards) and at TP=2 from each rank's own file",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const src = Gpt.serial(dev, tiny, 21);
     const named = src.namedParams();
     const vals = await values(named);
@@ -371,7 +373,6 @@ Deno.test(
     for (const [, p] of [...target0, ...want0, ...target1, ...want1]) p.tensor.dispose();
     src.dispose();
     one.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
@@ -379,7 +380,8 @@ Deno.test(
   "mismatched or corrupt checkpoints are refused and nothing is written; run settings may differ",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const a = Gpt.serial(dev, tiny, 31);
     // Saved as `train` saves: every run setting spelled out.
     const info = gptCheckpointInfo({ ...tiny, fusedAttention: true, recomputeActivations: false });
@@ -433,6 +435,5 @@ Deno.test(
       /no checkpoint \(no "latest" or "latest_checkpointed_iteration.txt" file\)/,
     );
     for (const m of [a, b, c, d]) m.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );

@@ -11,6 +11,7 @@ import { DataRng } from "../data/rng.ts";
 import { splitDocuments, splitParagraphSentences } from "../data/sentences.ts";
 import { createBertTokenizer } from "../data/wordpiece_tokenizer.ts";
 import { loadText } from "../data/corpus.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** A synthetic vocabulary: specials 0..4, ordinary ids from 10. */
 const VOCAB: BertVocab = {
@@ -78,23 +79,20 @@ Deno.test("sentence splitting: lowercase text, and Chinese and Japanese sentence
 });
 
 Deno.test("a folder's files and a .jsonl file's lines stay separate documents", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "bert_docs_" });
-  try {
-    const lines: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      // No trailing newline: the files' ends are the only document breaks.
-      const text = `Doc ${i} starts here. Doc ${i} goes on. Doc ${i} ends.`;
-      await Deno.writeTextFile(`${dir}/f${i}.txt`, text);
-      lines.push(JSON.stringify({ text }));
-    }
-    await Deno.writeTextFile(`${dir}/docs.jsonl`, lines.join("\n"));
-    for (const path of [dir, `${dir}/docs.jsonl`]) {
-      const docs = splitDocuments(await loadText(path));
-      assert.equal(docs.length, 5, path);
-      assert.deepEqual(docs[3], ["Doc 3 starts here.", "Doc 3 goes on.", "Doc 3 ends."]);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using temp = await tempDir({ prefix: "bert_docs_" });
+  const dir = temp.path;
+  const lines: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    // No trailing newline: the files' ends are the only document breaks.
+    const text = `Doc ${i} starts here. Doc ${i} goes on. Doc ${i} ends.`;
+    await Deno.writeTextFile(`${dir}/f${i}.txt`, text);
+    lines.push(JSON.stringify({ text }));
+  }
+  await Deno.writeTextFile(`${dir}/docs.jsonl`, lines.join("\n"));
+  for (const path of [dir, `${dir}/docs.jsonl`]) {
+    const docs = splitDocuments(await loadText(path));
+    assert.equal(docs.length, 5, path);
+    assert.deepEqual(docs[3], ["Doc 3 starts here.", "Doc 3 goes on.", "Doc 3 ends."]);
   }
 });
 

@@ -23,6 +23,7 @@ import { TRAIN_FLAGS } from "../cli/train_config.ts";
 import { readMeta } from "../models/checkpoint/layout.ts";
 import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { withTimeLimit } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** `n` ids cycling through [lo, lo + 100). */
 const ids = (n: number, lo: number) => Uint32Array.from({ length: n }, (_, i) => lo + (i % 100));
@@ -515,19 +516,16 @@ Deno.test(
 );
 
 Deno.test("a Megatron dataset prefix reads its .bin; an existing path stays itself", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.writeFile(`${dir}/corpus.bin`, new Uint8Array(8));
-    await Deno.writeTextFile(`${dir}/text`, "x");
-    await Deno.writeFile(`${dir}/text.bin`, new Uint8Array(8));
-    assert.equal(megatronPrefix(`${dir}/corpus`), `${dir}/corpus.bin`);
-    assert.equal(megatronPrefix(`${dir}/text`), `${dir}/text`);
-    assert.equal(megatronPrefix(`${dir}/none`), `${dir}/none`);
-    assert.deepEqual(
-      dataSourceOf({ "data-path": ["1", `${dir}/corpus`, "3", `${dir}/text`] }, "data-path")!.paths,
-      [`${dir}/corpus.bin`, `${dir}/text`],
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir();
+  const dir = temp.path;
+  await Deno.writeFile(`${dir}/corpus.bin`, new Uint8Array(8));
+  await Deno.writeTextFile(`${dir}/text`, "x");
+  await Deno.writeFile(`${dir}/text.bin`, new Uint8Array(8));
+  assert.equal(megatronPrefix(`${dir}/corpus`), `${dir}/corpus.bin`);
+  assert.equal(megatronPrefix(`${dir}/text`), `${dir}/text`);
+  assert.equal(megatronPrefix(`${dir}/none`), `${dir}/none`);
+  assert.deepEqual(
+    dataSourceOf({ "data-path": ["1", `${dir}/corpus`, "3", `${dir}/text`] }, "data-path")!.paths,
+    [`${dir}/corpus.bin`, `${dir}/text`],
+  );
 });

@@ -6,14 +6,12 @@ import { createTokenizer } from "../data/tokenizer.ts";
 import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
 import { parseFlags } from "../cli/flags.ts";
 import { TRAIN_FLAGS } from "../cli/train_config.ts";
+import { tempDir } from "./temp_dir.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "data_corpus_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir({ prefix: "data_corpus_test_" });
+  const dir = temp.path;
+  await fn(dir);
 }
 
 Deno.test("default corpus is the full Moby Dick", async () => {

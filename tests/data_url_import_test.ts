@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
+import { tempDir } from "./temp_dir.ts";
 
 Deno.test("data layer imports by file:// URL with --no-config from another directory", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "data_url_import_" });
-  try {
-    const modUrl = new URL("../data/mod.ts", import.meta.url).href;
-    await Deno.writeTextFile(
-      `${dir}/main.ts`,
-      `import * as data from ${JSON.stringify(modUrl)};
+  await using temp = await tempDir({ prefix: "data_url_import_" });
+  const dir = temp.path;
+  const modUrl = new URL("../data/mod.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    `${dir}/main.ts`,
+    `import * as data from ${JSON.stringify(modUrl)};
 const text = await data.loadText();
 const gpt2 = await data.createTokenizer("gpt2");
 const bert = await data.createBertTokenizer();
@@ -19,23 +20,20 @@ console.log(JSON.stringify({
   rows: batch.batchSize,
 }));
 `,
-    );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-config", "-A", "main.ts"],
-      cwd: dir,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 0, stderr);
-    const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-    assert.deepEqual(JSON.parse(lines[lines.length - 1]), {
-      chars: 1217672,
-      hello: [15496, 995],
-      cls: 101,
-      rows: 2,
-    });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-config", "-A", "main.ts"],
+    cwd: dir,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  assert.deepEqual(JSON.parse(lines[lines.length - 1]), {
+    chars: 1217672,
+    hello: [15496, 995],
+    cls: 101,
+    rows: 2,
+  });
 });

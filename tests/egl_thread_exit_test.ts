@@ -20,6 +20,7 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { withTimeLimit } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** What the probe saw in one child run. */
 interface ProbeReport {
@@ -77,33 +78,30 @@ Deno.test(
       console.log("skipped: needs Linux and a C compiler (cc) for the LD_PRELOAD probe");
       return;
     }
-    const dir = await Deno.makeTempDir({ prefix: "egl_probe_" });
-    try {
-      const probe = `${dir}/exit_probe.so`;
-      const cc = await new Deno.Command("cc", {
-        args: ["-shared", "-fPIC", "-O2", "-o", probe, "tests/egl/exit_probe.c", "-ldl"],
-      }).output();
-      ok(cc.success, `cc failed: ${new TextDecoder().decode(cc.stderr)}`);
+    await using temp = await tempDir({ prefix: "egl_probe_" });
+    const dir = temp.path;
+    const probe = `${dir}/exit_probe.so`;
+    const cc = await new Deno.Command("cc", {
+      args: ["-shared", "-fPIC", "-O2", "-o", probe, "tests/egl/exit_probe.c", "-ldl"],
+    }).output();
+    ok(cc.success, `cc failed: ${new TextDecoder().decode(cc.stderr)}`);
 
-      const control = await runChild(probe, false);
-      if (control.keys === 0) {
-        console.log("skipped: Dawn made no EGL state here (not on GL), nothing to release");
-        return;
-      }
-      // The control: without the close, the test thread's EGL state outlives it.
-      ok(
-        control.heldAtExit + control.endedHolding > 0,
-        `the probe saw no EGL state without a close: ${JSON.stringify(control)}`,
-      );
-      const closed = await runChild(probe, true);
-      deepStrictEqual(
-        { heldAtExit: closed.heldAtExit, endedHolding: closed.endedHolding },
-        { heldAtExit: 0, endedHolding: 0 },
-        "a thread held EGL state at exit after its device was closed",
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    const control = await runChild(probe, false);
+    if (control.keys === 0) {
+      console.log("skipped: Dawn made no EGL state here (not on GL), nothing to release");
+      return;
     }
+    // The control: without the close, the test thread's EGL state outlives it.
+    ok(
+      control.heldAtExit + control.endedHolding > 0,
+      `the probe saw no EGL state without a close: ${JSON.stringify(control)}`,
+    );
+    const closed = await runChild(probe, true);
+    deepStrictEqual(
+      { heldAtExit: closed.heldAtExit, endedHolding: closed.endedHolding },
+      { heldAtExit: 0, endedHolding: 0 },
+      "a thread held EGL state at exit after its device was closed",
+    );
   },
 );
 

@@ -14,6 +14,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { assertClose, gpuTest, prng, testDevice } from "./helpers.ts";
 import { permissionArgs } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 const cfg: GptConfig = {
@@ -50,7 +51,8 @@ function lastJson(out: string): Record<string, number> {
 }
 
 Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const m = Gpt.serial(dev, cfg, 8);
   const r = prng(3);
   const ids = Array.from({ length: 53 }, () => Math.floor(r() * cfg.vocabSize));
@@ -168,5 +170,4 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   deepStrictEqual(n.code, 1);
   match(n.err, /no checkpoint/);
   m.dispose();
-  await Deno.remove(dir, { recursive: true });
 });

@@ -7,9 +7,11 @@
 import { match, strictEqual } from "node:assert/strict";
 import { runCli } from "./cli_helpers.ts";
 import { assertClose } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 Deno.test("TP=2 checkpoint: eval at TP=1, 2 and 4 gives the same loss", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const text = "It was the best of times, it was the worst of times. ".repeat(80);
   await Deno.writeTextFile(`${dir}/data.txt`, text);
   const train = await runCli(
@@ -77,5 +79,4 @@ Deno.test("TP=2 checkpoint: eval at TP=1, 2 and 4 gives the same loss", async ()
     rtol: 1e-5,
     what: "eval loss by TP",
   });
-  await Deno.remove(dir, { recursive: true });
 });

@@ -21,6 +21,7 @@ import {
   torchrunStyleRanks,
   twoLocalNodes,
 } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** Validation every 3 iterations, so that the exits at 3, 6 and 9 fall on one. */
 const tiny = [...TINY_RUN_FLAGS, "--eval-interval", "3"];
@@ -63,75 +64,72 @@ Deno.test({
     "--exit-interval with --save: exits 0 after the iteration, saved once there; a resumed run counts on and the pieces equal the uninterrupted run bitwise",
   timeout: 240_000,
   fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "exit-interval-" });
-    try {
-      const ck = `${dir}/ck`, log = `${dir}/log.jsonl`;
-      const run = (...extra: string[]) =>
-        runCli(
-          "cli/train.ts",
-          [...tiny, "--train-iters", "10", "--log-json", log, ...extra],
-          undefined,
-          { timeoutMs: 90_000 },
-        );
-      const first = await run("--exit-interval", "3", "--save", ck);
-      strictEqual(exitedAfter(first, / \(--exit-interval 3\); resume with --load /), 3);
-      match(first.stdout, new RegExp(`resume with --load ${ck}\n`));
-      match(first.stdout, /saved checkpoint at iteration 3 to /);
-      match(first.stdout, /validation loss at iteration 3 \|/); // evaluated as usual
-      ok(!/trained \d+ steps/.test(first.stdout), first.stdout);
-      strictEqual(await latest(ck), 3);
-      deepStrictEqual(await savedIterations(ck), [3]);
-      deepStrictEqual(iterations(await records(log)), upTo(3));
-
-      // Resumed at 3, --exit-interval 3 stops at 6, where --save-interval 3 saves too: once.
-      const second = await run(
-        "--exit-interval",
-        "3",
-        "--save-interval",
-        "3",
-        "--load",
-        ck,
-        "--save",
-        ck,
+    await using temp = await tempDir({ prefix: "exit-interval-" });
+    const dir = temp.path;
+    const ck = `${dir}/ck`, log = `${dir}/log.jsonl`;
+    const run = (...extra: string[]) =>
+      runCli(
+        "cli/train.ts",
+        [...tiny, "--train-iters", "10", "--log-json", log, ...extra],
+        undefined,
+        { timeoutMs: 90_000 },
       );
-      match(second.stdout, /loaded .*\(iteration 3\)/);
-      strictEqual(exitedAfter(second, / \(--exit-interval 3\); resume with --load /), 6);
-      strictEqual(second.stdout.match(/saved checkpoint at iteration \d+/g)?.length, 1);
-      strictEqual(await latest(ck), 6);
-      const third = await run("--exit-interval", "3", "--load", ck, "--save", ck);
-      strictEqual(exitedAfter(third, / \(--exit-interval 3\)/), 9);
-      // Iteration 10 is the last: a multiple of --exit-interval there ends the run as usual.
-      const last = await run("--exit-interval", "10", "--load", ck, "--save", ck);
-      strictEqual(last.code, 0, last.stderr);
-      match(last.stdout, /trained 1 step in/);
-      ok(!/exiting after/.test(last.stdout), last.stdout);
-      deepStrictEqual(await savedIterations(ck), [3, 6, 9, 10]);
-      const pieces = await records(log);
-      deepStrictEqual(iterations(pieces), upTo(10));
+    const first = await run("--exit-interval", "3", "--save", ck);
+    strictEqual(exitedAfter(first, / \(--exit-interval 3\); resume with --load /), 3);
+    match(first.stdout, new RegExp(`resume with --load ${ck}\n`));
+    match(first.stdout, /saved checkpoint at iteration 3 to /);
+    match(first.stdout, /validation loss at iteration 3 \|/); // evaluated as usual
+    ok(!/trained \d+ steps/.test(first.stdout), first.stdout);
+    strictEqual(await latest(ck), 3);
+    deepStrictEqual(await savedIterations(ck), [3]);
+    deepStrictEqual(iterations(await records(log)), upTo(3));
 
-      // The uninterrupted run: the same losses, validation losses and weights, bitwise.
-      const whole = await runCli("cli/train.ts", [
-        ...tiny,
-        "--train-iters",
-        "10",
-        "--save",
-        `${dir}/whole`,
-        "--log-json",
-        `${dir}/whole.jsonl`,
-      ]);
-      strictEqual(whole.code, 0, whole.stderr);
-      const w = await records(`${dir}/whole.jsonl`);
-      deepStrictEqual(pieces.map((r) => r.loss), w.map((r) => r.loss));
-      deepStrictEqual(pieces.map((r) => r.val_loss), w.map((r) => r.val_loss));
-      for (const file of ["model_tp00.safetensors", "optimizer_tp00.safetensors"]) {
-        deepStrictEqual(
-          await Deno.readFile(`${ck}/iter_0000010/${file}`),
-          await Deno.readFile(`${dir}/whole/iter_0000010/${file}`),
-          file,
-        );
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    // Resumed at 3, --exit-interval 3 stops at 6, where --save-interval 3 saves too: once.
+    const second = await run(
+      "--exit-interval",
+      "3",
+      "--save-interval",
+      "3",
+      "--load",
+      ck,
+      "--save",
+      ck,
+    );
+    match(second.stdout, /loaded .*\(iteration 3\)/);
+    strictEqual(exitedAfter(second, / \(--exit-interval 3\); resume with --load /), 6);
+    strictEqual(second.stdout.match(/saved checkpoint at iteration \d+/g)?.length, 1);
+    strictEqual(await latest(ck), 6);
+    const third = await run("--exit-interval", "3", "--load", ck, "--save", ck);
+    strictEqual(exitedAfter(third, / \(--exit-interval 3\)/), 9);
+    // Iteration 10 is the last: a multiple of --exit-interval there ends the run as usual.
+    const last = await run("--exit-interval", "10", "--load", ck, "--save", ck);
+    strictEqual(last.code, 0, last.stderr);
+    match(last.stdout, /trained 1 step in/);
+    ok(!/exiting after/.test(last.stdout), last.stdout);
+    deepStrictEqual(await savedIterations(ck), [3, 6, 9, 10]);
+    const pieces = await records(log);
+    deepStrictEqual(iterations(pieces), upTo(10));
+
+    // The uninterrupted run: the same losses, validation losses and weights, bitwise.
+    const whole = await runCli("cli/train.ts", [
+      ...tiny,
+      "--train-iters",
+      "10",
+      "--save",
+      `${dir}/whole`,
+      "--log-json",
+      `${dir}/whole.jsonl`,
+    ]);
+    strictEqual(whole.code, 0, whole.stderr);
+    const w = await records(`${dir}/whole.jsonl`);
+    deepStrictEqual(pieces.map((r) => r.loss), w.map((r) => r.loss));
+    deepStrictEqual(pieces.map((r) => r.val_loss), w.map((r) => r.val_loss));
+    for (const file of ["model_tp00.safetensors", "optimizer_tp00.safetensors"]) {
+      deepStrictEqual(
+        await Deno.readFile(`${ck}/iter_0000010/${file}`),
+        await Deno.readFile(`${dir}/whole/iter_0000010/${file}`),
+        file,
+      );
     }
   },
 });

@@ -7,6 +7,7 @@
 import { deepStrictEqual, match, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { runCli } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** A directory that passes export-hf's first check of `--load` (its contents are not read). */
 async function checkpointStub(dir: string): Promise<string> {
@@ -18,7 +19,8 @@ async function checkpointStub(dir: string): Promise<string> {
 }
 
 Deno.test("export-hf refuses an --output holding iteration folders, not look-alikes", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "export_hf_output-" });
+  await using temp = await tempDir({ prefix: "export_hf_output-" });
+  const dir = temp.path;
   const ck = await checkpointStub(dir);
 
   // A checkpoint whose save was killed before `latest` was written: refused.
@@ -39,6 +41,4 @@ Deno.test("export-hf refuses an --output holding iteration folders, not look-ali
   ok(!/holds a training checkpoint/.test(past.stderr), past.stderr);
   match(past.stderr, /checkpoint\.json: not a webgpu-megatron-checkpoint file/);
   deepStrictEqual([...Deno.readDirSync(other)].map((e) => e.name), ["iter_5"]);
-
-  await Deno.remove(dir, { recursive: true });
 });

@@ -23,6 +23,7 @@ import { TextStream } from "../cli/generate.ts";
 import { showControls } from "../cli/text_stream.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 import { permissionArgs } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 
@@ -227,7 +228,8 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
     maxPositions: 24,
   };
   const m = model(c, 21);
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const ck = join(dir, "ck");
   await saveCheckpoint(ck, { iteration: 3, params: m.namedParams(), ...gptCheckpointInfo(c) });
   const hf = join(dir, "hf");
@@ -300,5 +302,4 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
   const h = await cli(["--help"]);
   match(h.out, /--max-new-tokens/);
   m.dispose();
-  await Deno.remove(dir, { recursive: true });
 });

@@ -35,6 +35,7 @@ import { Gpt, type GptConfig } from "../models/gpt.ts";
 import { assignGpt2, readHfGpt2, writeHfGpt2 } from "../models/hf/mod.ts";
 import { exportHf, STAGING_PREFIX } from "../cli/export_hf.ts";
 import { gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** Edge values: zeros, fp16 subnormals and their ties, the largest fp16 and just past it, inf, NaN. */
 const EDGES = [
@@ -136,7 +137,8 @@ Deno.test("safetensors writes F16 and BF16 rounded to nearest even and reads the
   // A finite value that rounds to infinity is refused (below); the rest are written.
   const fp16 = data.filter((x) => Number.isFinite(Math.f16round(x)));
   const bf16 = data.filter((x) => Number.isFinite(bf16Ref(x)));
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const path = join(dir, "h.safetensors");
   const bytes = encodeSafetensors([
     { name: "a", shape: [fp16.length], data: fp16, dtype: "F16" },
@@ -171,7 +173,6 @@ Deno.test("safetensors writes F16 and BF16 rounded to nearest even and reads the
   );
   deepStrictEqual(f.floats("c"), data);
   deepStrictEqual(f.ints("d"), Int32Array.from([1, -2, 3]));
-  await Deno.remove(dir, { recursive: true });
 });
 
 const dev = await testDevice();
@@ -205,7 +206,8 @@ Deno.test(
   "a GPT-2 exported as F16 or BF16 evaluates to its F32 loss within the format's tolerance",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const m = Gpt.serial(dev, cfg, 4);
     const w = await paramsToHost(m.namedParams());
     m.dispose();
@@ -235,7 +237,6 @@ Deno.test(
       loss.F16 !== loss.F32 || loss.BF16 !== loss.F32,
       "the 16-bit exports should differ slightly",
     );
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
@@ -251,7 +252,8 @@ async function saveTinyCheckpoint(ck: string): Promise<void> {
 }
 
 Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   await saveTinyCheckpoint(join(dir, "ck"));
   // A weight past fp16's range: refused naming the tensor and the flags, --output unchanged
   // (it was written as infinity, and the project's own loader then refused the export).
@@ -279,14 +281,14 @@ Deno.test("deno task export-hf --dtype writes the chosen safetensors type", gpuT
     const f = await SafetensorsFile.read(join(out, "model.safetensors"));
     for (const n of f.tensors.keys()) strictEqual(f.info(n).dtype, dtype, n);
   }
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test(
   "export-hf replaces an earlier export's model files, keeps other files, and a failure leaves the directory as it was",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     await saveTinyCheckpoint(join(dir, "ck"));
     const out = join(dir, "out");
     await Deno.mkdir(out);
@@ -307,7 +309,6 @@ Deno.test(
     deepStrictEqual(await Deno.readFile(join(out, "model.safetensors")), before);
     await rejects(exportHf(join(dir, "ck"), join(dir, "new"), 7));
     await rejects(Deno.stat(join(dir, "new")), Deno.errors.NotFound);
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
@@ -315,7 +316,8 @@ Deno.test(
   "export-hf keeps GPT-2's tokenizer files for a GPT-2-tokenizer model, names what it replaces, and removes dead exports' staging folders",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const ck = join(dir, "ck");
     const m = Gpt.serial(dev, cfg, 6);
     await saveCheckpoint(ck, {
@@ -355,7 +357,6 @@ Deno.test(
         "vocab.json",
       ].sort(), // (this process's pid sorts before or after 2147483000)
     );
-    await Deno.remove(dir, { recursive: true });
   },
 );
 

@@ -23,6 +23,7 @@ import { Gpt, paddedVocabSize } from "../models/gpt.ts";
 import { assignGpt2, gpt2ConfigToHf, readHfGpt2, writeHfGpt2 } from "../models/hf/mod.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
 import { geluTanh, layerNormRef } from "./reference.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 const V = 41, H = 8, NH = 2, L = 2, P = 6, F = 4 * H;
@@ -180,7 +181,8 @@ Deno.test(
   "HF GPT-2 import gives the logits of a plain computation on the HF tensors",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const w = hfTensors(1);
     await writeHfModel(dir, w);
     const { config, tensors, source } = await readHfGpt2(dir);
@@ -210,7 +212,6 @@ Deno.test(
     deepStrictEqual(wte.shape, [paddedVocabSize(V), H]);
     deepStrictEqual(wte.data.subarray(V * H).every((x) => x === 0), true);
     m.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
@@ -225,7 +226,8 @@ Deno.test(
   "HF GPT-2 import at TP=2 gives each rank its shard of the full weights",
   gpuTest,
   async () => {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     await writeHfModel(dir, hfTensors(7));
     const { config, tensors, source } = await readHfGpt2(dir);
     const serial = Gpt.serial(dev, config, 3);
@@ -261,12 +263,12 @@ Deno.test(
       for (const [, p] of params) p.tensor.dispose();
     }
     serial.dispose();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
 Deno.test("GPT-2 export then import is the identity", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const w = hfTensors(11);
   await writeHfModel(join(dir, "a"), w);
   const a = await readHfGpt2(join(dir, "a"));
@@ -294,11 +296,11 @@ Deno.test("GPT-2 export then import is the identity", gpuTest, async () => {
   deepStrictEqual(await paramsToHost(m2.namedParams()), before);
   m.dispose();
   m2.dispose();
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("HF import refuses missing, unexpected and mismatched tensors", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const w = hfTensors(13);
   w.delete("h.1.mlp.c_fc.bias");
   await writeHfModel(dir, w);
@@ -362,7 +364,6 @@ Deno.test("HF import refuses missing, unexpected and mismatched tensors", gpuTes
   );
   await rejects(readHfGpt2(dir), /activation_function "relu" is not supported/);
   other.dispose();
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("the exported config names an end-of-text id only at GPT-2's vocabulary", () => {

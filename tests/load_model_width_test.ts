@@ -16,6 +16,7 @@ import { bertConfigToHf } from "../models/hf/bert.ts";
 import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { gpuTest, testDevice, withTimeLimit } from "./helpers.ts";
 import { permissionArgs, runWithoutWidth } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
 const cfg: GptConfig = {
@@ -67,49 +68,43 @@ async function sources(dir: string) {
 }
 
 Deno.test("load_model: a source's hidden size, read before any device", gpuTest, async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const { ck, gpt2, bert } = await sources(dir);
-    assertEquals(await sourceHiddenSize({ load: ck }), 24); // the latest iteration
-    assertEquals(await sourceHiddenSize({ load: ck, iteration: 2 }), 16);
-    assertEquals(await sourceHiddenSize({ hfDir: gpt2 }), 16); // GPT-2's n_embd
-    assertEquals(await sourceHiddenSize({ hfDir: bert }), 40); // BERT's hidden_size
-    // nothing to read: the load itself says why, later
-    assertEquals(await sourceHiddenSize({}), undefined);
-    assertEquals(await sourceHiddenSize({ load: join(dir, "missing") }), undefined);
-    assertEquals(await sourceHiddenSize({ load: ck, iteration: 3 }), undefined);
-    assertEquals(await sourceHiddenSize({ hfDir: dir }), undefined);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const { ck, gpt2, bert } = await sources(dir);
+  assertEquals(await sourceHiddenSize({ load: ck }), 24); // the latest iteration
+  assertEquals(await sourceHiddenSize({ load: ck, iteration: 2 }), 16);
+  assertEquals(await sourceHiddenSize({ hfDir: gpt2 }), 16); // GPT-2's n_embd
+  assertEquals(await sourceHiddenSize({ hfDir: bert }), 40); // BERT's hidden_size
+  // nothing to read: the load itself says why, later
+  assertEquals(await sourceHiddenSize({}), undefined);
+  assertEquals(await sourceHiddenSize({ load: join(dir, "missing") }), undefined);
+  assertEquals(await sourceHiddenSize({ load: ck, iteration: 3 }), undefined);
+  assertEquals(await sourceHiddenSize({ hfDir: dir }), undefined);
 });
 
 Deno.test(
   "load_model: generate's permissions set the width train picks for the loaded model",
   withTimeLimit(60),
   async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const { ck } = await sources(dir);
-      const script = join(dir, "width.ts");
-      await Deno.writeTextFile(
-        script,
-        `import { preferWidthForModel } from ${
-          JSON.stringify(new URL("../cli/load_model.ts", import.meta.url).href)
-        };
-        await preferWidthForModel({ load: ${JSON.stringify(ck)} });
-        console.log(Deno.env.get(${JSON.stringify(LLVMPIPE_WIDTH_ENV)}) ?? "unset");`,
-      );
-      const out = await runWithoutWidth([
-        ...["run", "-q", "--config", new URL("../deno.json", import.meta.url).pathname],
-        ...["-P=generate", script],
-      ]);
-      assertEquals(out.code, 0, out.stderr);
-      const width = chooseVectorWidth(await cpuFacts(), { hiddenSize: 24 });
-      assertEquals(out.stdout.trim(), String(width ?? "unset"));
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using temp = await tempDir();
+    const dir = temp.path;
+    const { ck } = await sources(dir);
+    const script = join(dir, "width.ts");
+    await Deno.writeTextFile(
+      script,
+      `import { preferWidthForModel } from ${
+        JSON.stringify(new URL("../cli/load_model.ts", import.meta.url).href)
+      };
+      await preferWidthForModel({ load: ${JSON.stringify(ck)} });
+      console.log(Deno.env.get(${JSON.stringify(LLVMPIPE_WIDTH_ENV)}) ?? "unset");`,
+    );
+    const out = await runWithoutWidth([
+      ...["run", "-q", "--config", new URL("../deno.json", import.meta.url).pathname],
+      ...["-P=generate", script],
+    ]);
+    assertEquals(out.code, 0, out.stderr);
+    const width = chooseVectorWidth(await cpuFacts(), { hiddenSize: 24 });
+    assertEquals(out.stdout.trim(), String(width ?? "unset"));
   },
 );
 
@@ -117,38 +112,35 @@ Deno.test(
   "train: --init-from-hf picks the width for the Hugging Face model's size, not the flag's default",
   withTimeLimit(180),
   async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      // 512 wide: 512-bit vectors on every CPU with AVX-512 (the default --hidden-size 128 would
-      // get 256 on an Intel CPU)
-      const wideCfg: GptConfig = { ...cfg, vocabSize: 256, hiddenSize: 512, numHeads: 8 };
-      const m = Gpt.serial(dev, wideCfg, 1);
-      const w = await paramsToHost(m.namedParams());
-      m.dispose();
-      const hf = join(dir, "hf");
-      await writeHfGpt2(hf, wideCfg, (n) => w.get(n));
-      const text = join(dir, "text.txt");
-      await Deno.writeTextFile(text, "It was the best of times. ".repeat(8));
-      const script = new URL("../cli/train.ts", import.meta.url).pathname;
-      const out = await runWithoutWidth([
-        ...["run", ...permissionArgs("cli/train.ts"), "--unstable-webgpu", script],
-        ...["--init-from-hf", hf, "--data-path", text, "--train-iters", "1"],
-        ...["--seq-length", "8", "--micro-batch-size", "2", "--eval-iters", "0"],
-        ...["--sample-tokens", "0", "--no-matmul-autotune"],
-      ]);
-      const log = out.stdout + out.stderr;
-      assertEquals(out.code, 0, log);
-      const device = /^device: .*$/m.exec(log)?.[0] ?? "";
-      const width = chooseVectorWidth(await cpuFacts(), { hiddenSize: 512 });
-      const software = device.includes("(software");
-      // the device line names the 512-bit vectors where llvmpipe runs with them
-      assertEquals(
-        software && device.includes("512-bit vectors"),
-        software && width === 512,
-        device,
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using temp = await tempDir();
+    const dir = temp.path;
+    // 512 wide: 512-bit vectors on every CPU with AVX-512 (the default --hidden-size 128 would
+    // get 256 on an Intel CPU)
+    const wideCfg: GptConfig = { ...cfg, vocabSize: 256, hiddenSize: 512, numHeads: 8 };
+    const m = Gpt.serial(dev, wideCfg, 1);
+    const w = await paramsToHost(m.namedParams());
+    m.dispose();
+    const hf = join(dir, "hf");
+    await writeHfGpt2(hf, wideCfg, (n) => w.get(n));
+    const text = join(dir, "text.txt");
+    await Deno.writeTextFile(text, "It was the best of times. ".repeat(8));
+    const script = new URL("../cli/train.ts", import.meta.url).pathname;
+    const out = await runWithoutWidth([
+      ...["run", ...permissionArgs("cli/train.ts"), "--unstable-webgpu", script],
+      ...["--init-from-hf", hf, "--data-path", text, "--train-iters", "1"],
+      ...["--seq-length", "8", "--micro-batch-size", "2", "--eval-iters", "0"],
+      ...["--sample-tokens", "0", "--no-matmul-autotune"],
+    ]);
+    const log = out.stdout + out.stderr;
+    assertEquals(out.code, 0, log);
+    const device = /^device: .*$/m.exec(log)?.[0] ?? "";
+    const width = chooseVectorWidth(await cpuFacts(), { hiddenSize: 512 });
+    const software = device.includes("(software");
+    // the device line names the 512-bit vectors where llvmpipe runs with them
+    assertEquals(
+      software && device.includes("512-bit vectors"),
+      software && width === 512,
+      device,
+    );
   },
 );

@@ -5,6 +5,7 @@
  */
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { formatLogLine, formatValidationLines, JsonLog, keepThrough, pyExp } from "../cli/log.ts";
+import { tempDir } from "./temp_dir.ts";
 
 Deno.test("pyExp is Python's {:.6E}", () => {
   equal(pyExp(2.4442), "2.444200E+00");
@@ -128,31 +129,28 @@ Deno.test("a Megatron log parser reads training and validation losses apart", ()
 });
 
 Deno.test("--log-json: a header record begins each run, also on resume", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const path = `${dir}/log.jsonl`;
-    const header = {
-      config: { "num-layers": 1, "lr": 0.001 },
-      world: { size: 2, tp: 2, dp: 1, nodes: 1 },
-    };
-    let log = await JsonLog.open(path, undefined, header);
-    for (let i = 1; i <= 3; i++) log.write({ iteration: i, loss: 5 - i });
-    await log.close();
-    log = await JsonLog.open(path, 2, { ...header, first_iteration: 3 });
-    log.write({ iteration: 3, loss: 1.5 });
-    await log.close();
-    const recs = (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
-    deepStrictEqual(recs.map((r) => r.type ?? r.iteration), ["header", 1, 2, "header", 3]);
-    const h = recs[0];
-    deepStrictEqual(h.world, header.world);
-    deepStrictEqual(h.config, header.config);
-    match(h.version, /^\d+\.\d+\.\d+/);
-    equal(h.log_format, 1);
-    ok(!Number.isNaN(Date.parse(h.start_time)), h.start_time);
-    equal(recs[3].first_iteration, 3);
-    // Headers have no iteration, so a resume keeps them.
-    equal(keepThrough(JSON.stringify(h) + "\n", 0), JSON.stringify(h) + "\n");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const path = `${dir}/log.jsonl`;
+  const header = {
+    config: { "num-layers": 1, "lr": 0.001 },
+    world: { size: 2, tp: 2, dp: 1, nodes: 1 },
+  };
+  let log = await JsonLog.open(path, undefined, header);
+  for (let i = 1; i <= 3; i++) log.write({ iteration: i, loss: 5 - i });
+  await log.close();
+  log = await JsonLog.open(path, 2, { ...header, first_iteration: 3 });
+  log.write({ iteration: 3, loss: 1.5 });
+  await log.close();
+  const recs = (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
+  deepStrictEqual(recs.map((r) => r.type ?? r.iteration), ["header", 1, 2, "header", 3]);
+  const h = recs[0];
+  deepStrictEqual(h.world, header.world);
+  deepStrictEqual(h.config, header.config);
+  match(h.version, /^\d+\.\d+\.\d+/);
+  equal(h.log_format, 1);
+  ok(!Number.isNaN(Date.parse(h.start_time)), h.start_time);
+  equal(recs[3].first_iteration, 3);
+  // Headers have no iteration, so a resume keeps them.
+  equal(keepThrough(JSON.stringify(h) + "\n", 0), JSON.stringify(h) + "\n");
 });

@@ -11,6 +11,7 @@ import { FlagsRefusedError, helpText, parseFlags, UsageError } from "../cli/flag
 import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
 import { TRAIN_FLAGS } from "../cli/train_config.ts";
 import { flagRefusal, runCli } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** The message `args` are refused with, or null where they parse. */
 const refusal = (args: string[]) => flagRefusal(args, TRAIN_FLAGS);
@@ -66,82 +67,76 @@ function gpt3Script(o: {
 }
 
 Deno.test("a pasted Megatron script is refused in one message naming every flag not taken, in order", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "megatron_script-" });
-  try {
-    await Deno.writeTextFile(`${dir}/data.txt`, TEXT);
-    const args = [
-      ...gpt3Script({
-        data: `${dir}/data.txt`,
-        ck: `${dir}/ck`,
-        tb: `${dir}/tb`,
-        pipeline: "16",
-        batchSchedule: true,
-      }),
-      // What a Mixtral-style script adds, and one flag this project has never heard of.
-      ...["--context-parallel-size", "2", "--num-experts", "8", "--moe-router-topk", "2"],
-      ...["--log-params-norm", "--calculate-per-token-loss"],
-      // Accepted: they ask for what is done anyway.
-      ...["--exit-signal-handler", "--num-workers", "2", "--transformer-impl", "local"],
-    ];
-    const r = await runCli("cli/train.ts", args, undefined, { timeoutMs: 60000 });
-    equal(r.code, 2, r.stderr);
-    const want = several([
-      `--step-batch-size-schedule 0:16 2.4B:320 4.8B:624: ${reason("step-batch-size-schedule")}`,
-      `--pipeline-model-parallel-size 16: ${reason("pipeline-model-parallel-size")}; 1 is accepted`,
-      `--tensorboard-dir ${dir}/tb: ${reason("tensorboard-dir")}`,
-      `--context-parallel-size 2: ${reason("context-parallel-size")}; 1 is accepted`,
-      `--num-experts 8: ${reason("num-experts")}`,
-      `--moe-router-topk 2: ${reason("moe-router-topk")}`,
-      `--log-params-norm: ${reason("log-params-norm")}`,
-      "--calculate-per-token-loss: unknown option",
-    ]);
-    // One error, whether printed on one line (cli/errors.ts joins a usage error's lines) or on
-    // its own lines; no stack trace.
-    ok(r.stderr.startsWith("error: "), r.stderr);
-    equal(squashed(r.stderr), squashed(`error: ${want}`));
-    ok(!/^\s+at /m.test(r.stderr), r.stderr);
-    console.log(r.stderr);
-    // Refused before any work: the checkpoint directory was not made.
-    deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["data.txt"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir({ prefix: "megatron_script-" });
+  const dir = temp.path;
+  await Deno.writeTextFile(`${dir}/data.txt`, TEXT);
+  const args = [
+    ...gpt3Script({
+      data: `${dir}/data.txt`,
+      ck: `${dir}/ck`,
+      tb: `${dir}/tb`,
+      pipeline: "16",
+      batchSchedule: true,
+    }),
+    // What a Mixtral-style script adds, and one flag this project has never heard of.
+    ...["--context-parallel-size", "2", "--num-experts", "8", "--moe-router-topk", "2"],
+    ...["--log-params-norm", "--calculate-per-token-loss"],
+    // Accepted: they ask for what is done anyway.
+    ...["--exit-signal-handler", "--num-workers", "2", "--transformer-impl", "local"],
+  ];
+  const r = await runCli("cli/train.ts", args, undefined, { timeoutMs: 60000 });
+  equal(r.code, 2, r.stderr);
+  const want = several([
+    `--step-batch-size-schedule 0:16 2.4B:320 4.8B:624: ${reason("step-batch-size-schedule")}`,
+    `--pipeline-model-parallel-size 16: ${reason("pipeline-model-parallel-size")}; 1 is accepted`,
+    `--tensorboard-dir ${dir}/tb: ${reason("tensorboard-dir")}`,
+    `--context-parallel-size 2: ${reason("context-parallel-size")}; 1 is accepted`,
+    `--num-experts 8: ${reason("num-experts")}`,
+    `--moe-router-topk 2: ${reason("moe-router-topk")}`,
+    `--log-params-norm: ${reason("log-params-norm")}`,
+    "--calculate-per-token-loss: unknown option",
+  ]);
+  // One error, whether printed on one line (cli/errors.ts joins a usage error's lines) or on
+  // its own lines; no stack trace.
+  ok(r.stderr.startsWith("error: "), r.stderr);
+  equal(squashed(r.stderr), squashed(`error: ${want}`));
+  ok(!/^\s+at /m.test(r.stderr), r.stderr);
+  console.log(r.stderr);
+  // Refused before any work: the checkpoint directory was not made.
+  deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["data.txt"]);
 });
 
 Deno.test("a pasted Megatron script whose flags are all taken trains", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "megatron_script-" });
-  try {
-    await Deno.writeTextFile(`${dir}/data.txt`, TEXT);
-    const args = [
-      ...gpt3Script({
-        data: `${dir}/data.txt`,
-        ck: `${dir}/ck`,
-        tb: "",
-        pipeline: "1",
-        batchSchedule: false,
-      }),
-      "--sample-tokens",
-      "0",
-      // Every Megatron flag that is accepted, at a value it accepts.
-      ...Object.entries(MEGATRON_UNIMPLEMENTED).flatMap(([name, s]) => {
-        const a = s.unimplemented!.accepts;
-        if (a === true) {
-          return s.type === "boolean"
-            ? [`--${name}`]
-            : [`--${name}`, s.type === "string" ? `${dir}/cache` : "2"];
-        }
-        return a?.length ? [`--${name}`, a[0]] : [];
-      }),
-    ];
-    const r = await runCli("cli/train.ts", args, undefined, { timeoutMs: 120000 });
-    equal(r.code, 0, `${args.join(" ")}\n${r.stderr}`);
-    match(r.stdout, /iteration\s+1\/\s+1 \|/);
-    match(r.stdout, /saved checkpoint at iteration 1/);
-    // --data-cache-path changes nothing: no index files are written.
-    equal(await Deno.stat(`${dir}/cache`).then(() => true, () => false), false);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir({ prefix: "megatron_script-" });
+  const dir = temp.path;
+  await Deno.writeTextFile(`${dir}/data.txt`, TEXT);
+  const args = [
+    ...gpt3Script({
+      data: `${dir}/data.txt`,
+      ck: `${dir}/ck`,
+      tb: "",
+      pipeline: "1",
+      batchSchedule: false,
+    }),
+    "--sample-tokens",
+    "0",
+    // Every Megatron flag that is accepted, at a value it accepts.
+    ...Object.entries(MEGATRON_UNIMPLEMENTED).flatMap(([name, s]) => {
+      const a = s.unimplemented!.accepts;
+      if (a === true) {
+        return s.type === "boolean"
+          ? [`--${name}`]
+          : [`--${name}`, s.type === "string" ? `${dir}/cache` : "2"];
+      }
+      return a?.length ? [`--${name}`, a[0]] : [];
+    }),
+  ];
+  const r = await runCli("cli/train.ts", args, undefined, { timeoutMs: 120000 });
+  equal(r.code, 0, `${args.join(" ")}\n${r.stderr}`);
+  match(r.stdout, /iteration\s+1\/\s+1 \|/);
+  match(r.stdout, /saved checkpoint at iteration 1/);
+  // --data-cache-path changes nothing: no index files are written.
+  equal(await Deno.stat(`${dir}/cache`).then(() => true, () => false), false);
 });
 
 Deno.test("one flag not taken: its message is what it always was", async () => {

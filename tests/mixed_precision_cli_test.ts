@@ -12,6 +12,7 @@
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { Device } from "../core/device.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
   ...TINY_RUN_FLAGS,
@@ -49,7 +50,8 @@ function records(jsonl: string): Rec[] {
 }
 
 Deno.test("train --fp16 from 2^32 logs skipped iterations, then trains; resume is exact", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const args = [...tiny, "--train-iters", "26", "--fp16", "--initial-loss-scale", "4294967296"];
   const full = await runCli("cli/train.ts", [
     ...args,
@@ -96,11 +98,11 @@ Deno.test("train --fp16 from 2^32 logs skipped iterations, then trains; resume i
     ) => [r.loss, r.loss_scale, r.skipped]),
     a.slice(10).map((r) => [r.loss, r.loss_scale, r.skipped]),
   );
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train --bf16 needs no loss scale; --fp16 with --bf16 is refused", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const r = await runCli("cli/train.ts", [
     ...tiny,
     "--train-iters",
@@ -116,11 +118,11 @@ Deno.test("train --bf16 needs no loss scale; --fp16 with --bf16 is refused", asy
   const both = await runCli("cli/train.ts", [...tiny, "--fp16", "--bf16"]);
   strictEqual(both.code, 2);
   match(both.stderr, /either --fp16 or --bf16/);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train --bf16 at TP=2 (bf16 on the wire) follows TP=1 --bf16 within bf16's precision", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const args = denoSteps(4, "--bf16");
   const one = await runCli("cli/train.ts", [...args, "--log-json", `${dir}/1.jsonl`]);
   strictEqual(one.code, 0, one.stderr);
@@ -137,11 +139,11 @@ Deno.test("train --bf16 at TP=2 (bf16 on the wire) follows TP=1 --bf16 within bf
   for (let i = 0; i < 4; i++) {
     ok(Math.abs(l2[i] - l1[i]) <= 2e-3 * l1[i], `step ${i + 1}: ${l2[i]} vs ${l1[i]}`);
   }
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train --bf16 at DP=2: 16-bit and fp32 (--accumulate-allreduce-grads-in-fp32) gradient all-reduce", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const args = [
     ...tiny,
     "--train-iters",
@@ -165,11 +167,11 @@ Deno.test("train --bf16 at DP=2: 16-bit and fp32 (--accumulate-allreduce-grads-i
   // bf16 loses nothing: the runs differ at most in how the fp32 average is formed.
   strictEqual(runs[0][0], runs[1][0]);
   for (let i = 1; i < 4; i++) ok(Math.abs(runs[0][i] - runs[1][i]) < 1e-2 * runs[1][i]);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train --fp16 at TP=2 and at DP=2 skips the same iterations as TP=1 (ranks agree)", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const args = denoSteps(20, "--fp16");
   const pattern = async (extra: string[], name: string) => {
     const r = await runCli(
@@ -184,7 +186,6 @@ Deno.test("train --fp16 at TP=2 and at DP=2 skips the same iterations as TP=1 (r
   match(one, /^S4294967296 S2147483648 /);
   strictEqual(await pattern(["--tp", "2", "--nproc-per-node", "2"], "tp2"), one);
   strictEqual(await pattern(["--nproc-per-node", "2"], "dp2"), one);
-  await Deno.remove(dir, { recursive: true });
 });
 
 /** Whether Deno's WebGPU adapter here offers shader-f16 (lavapipe does). */
@@ -199,7 +200,8 @@ Deno.test({
   name: "train --fp16 --f16-arithmetic follows --fp16 within f16's rounding; refused without it",
   ignore: !(await denoHasShaderF16()),
   async fn() {
-    const dir = await Deno.makeTempDir();
+    await using temp = await tempDir();
+    const dir = temp.path;
     const args = denoSteps(4, "--fp16", "--loss-scale", "4096");
     const f32 = await runCli("cli/train.ts", [...args, "--log-json", `${dir}/a.jsonl`]);
     strictEqual(f32.code, 0, f32.stderr);
@@ -230,6 +232,5 @@ Deno.test({
     );
     strictEqual(dawn.code, 1, dawn.stderr);
     match(dawn.stderr, /shader-f16 feature, which this adapter does not offer/);
-    await Deno.remove(dir, { recursive: true });
   },
 });

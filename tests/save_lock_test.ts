@@ -19,6 +19,7 @@ import {
 } from "../cli/save_lock.ts";
 import { UsageError } from "../cli/flags.ts";
 import { processStartMs } from "../cli/processes.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /**
  * Writes `dir`'s lock as a holder of this host with `fields` (pid, start time
@@ -92,7 +93,8 @@ Deno.test("a process spawned a moment ago started now, though ps prints its elap
 
 Deno.test("save lock: its own pid, or a pid reused by a later process, is a stale lock", async () => {
   // A run restarted in a container (the same host name) gets the killed run's pid again.
-  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  await using temp = await tempDir({ prefix: "save_lock-" });
+  const dir = temp.path;
   const hour = anHourAgo();
   const path = await writeLock(dir, { pid: Deno.pid, started: hour });
   let release = await takeSaveLock(dir);
@@ -111,12 +113,12 @@ Deno.test("save lock: its own pid, or a pid reused by a later process, is a stal
   release();
   other.kill("SIGKILL");
   await other.status;
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("save lock: a pid that cannot be the holder's is gone only once the lock's heartbeat has stopped", async () => {
   // Another container of this host name may run with the same pid: its lock stays touched.
-  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  await using temp = await tempDir({ prefix: "save_lock-" });
+  const dir = temp.path;
   const path = await writeLock(dir, {
     pid: Deno.pid,
     started: anHourAgo(),
@@ -136,5 +138,4 @@ Deno.test("save lock: a pid that cannot be the holder's is gone only once the lo
   ok(performance.now() - t0 < 2000, "waited for a stale heartbeat");
   strictEqual(JSON.parse(await Deno.readTextFile(path)).heartbeatMs, LOCK_HEARTBEAT_MS);
   release();
-  await Deno.remove(dir, { recursive: true });
 });

@@ -13,6 +13,7 @@ import { SIGNAL_COPY_MS } from "../collectives/signal_copies.ts";
 import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
 import { SignalHandler } from "../cli/signals.ts";
 import { runCli, startCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
   ...TINY_MODEL_FLAGS,
@@ -99,7 +100,8 @@ async function startSaving(extra: string[], ck: string, ...more: string[]) {
 
 for (const [mode, extra] of Object.entries(modes)) {
   Deno.test(`SIGTERM with --save: checkpoint at that step, resume continues (${mode})`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "signals-" });
+    await using temp = await tempDir({ prefix: "signals-" });
+    const dir = temp.path;
     const ck = `${dir}/ck`, log = `${dir}/log.jsonl`;
     const run = await startSaving(extra, ck, "--log-json", log);
     run.kill("SIGTERM");
@@ -138,11 +140,11 @@ for (const [mode, extra] of Object.entries(modes)) {
       iterations(await Deno.readTextFile(log)),
       Array.from({ length: n + 2 }, (_, i) => i + 1),
     );
-    await Deno.remove(dir, { recursive: true });
   });
 
   Deno.test(`a Ctrl-C delivered twice at once, as under deno task, stops cleanly (${mode})`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "signals-copy-" });
+    await using temp = await tempDir({ prefix: "signals-copy-" });
+    const dir = temp.path;
     const ck = `${dir}/ck`;
     const run = await startSaving(extra, ck);
     // The terminal's SIGINT and `deno task`'s copy of it, a moment apart (sent together, the
@@ -155,7 +157,6 @@ for (const [mode, extra] of Object.entries(modes)) {
     const m = /stopped by SIGINT after iteration (\d+)/.exec(r.stdout);
     ok(m, r.stdout);
     strictEqual((await Deno.readTextFile(`${ck}/latest`)).trim(), m[1]);
-    await Deno.remove(dir, { recursive: true });
   });
 
   Deno.test(`without --save a SIGINT exits 130 and says so once (${mode})`, async () => {
@@ -169,7 +170,8 @@ for (const [mode, extra] of Object.entries(modes)) {
   });
 
   Deno.test(`a second SIGTERM exits at once (${mode})`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "signals2-" });
+    await using temp = await tempDir({ prefix: "signals2-" });
+    const dir = temp.path;
     const run = startCli("cli/train.ts", [
       ...slow,
       ...extra,
@@ -195,7 +197,6 @@ for (const [mode, extra] of Object.entries(modes)) {
     // Exiting at once still releases the --save directory's lock (its unload listener ran).
     const locked = await Deno.stat(`${dir}/ck/${SAVE_LOCK_FILE}`).then(() => true, () => false);
     strictEqual(locked, false, "the save lock was left behind");
-    await Deno.remove(dir, { recursive: true });
   });
 }
 
@@ -224,7 +225,8 @@ Deno.test({
 });
 
 Deno.test("with --save, a SIGINT while a node waits at the rendezvous exits at once, saving nothing", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "signals-rdzv-" });
+  await using temp = await tempDir({ prefix: "signals-rdzv-" });
+  const dir = temp.path;
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;
   probe.close();
@@ -249,7 +251,6 @@ Deno.test("with --save, a SIGINT while a node waits at the rendezvous exits at o
   );
   const saved = await Array.fromAsync(Deno.readDir(`${dir}/ck`)).catch(() => []);
   deepStrictEqual(saved.map((e) => e.name).filter((n) => n.startsWith("iter_")), []);
-  await Deno.remove(dir, { recursive: true });
 });
 
 /** A main-thread handler of a run with `--save` that records its exit codes instead of exiting. */

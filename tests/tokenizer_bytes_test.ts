@@ -12,6 +12,7 @@ import { loadBytes, loadText, loadTokens } from "../data/corpus.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { countInvalidUtf8, decodeUtf8Counted } from "../data/utf8.ts";
 import { prng } from "./helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 /** 7,200 bytes of Latin-1 text: "café " with é as the single byte 0xE9, repeated. */
 function latin1(): Uint8Array {
@@ -20,12 +21,9 @@ function latin1(): Uint8Array {
 }
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tokenizer_bytes_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir({ prefix: "tokenizer_bytes_" });
+  const dir = temp.path;
+  await fn(dir);
 }
 
 Deno.test("byte tokenizer on a Latin-1 file: exactly one token per byte, the bytes themselves", async () => {

@@ -10,6 +10,7 @@ import { equal, match, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { type HostTensor, writeSafetensors } from "../models/checkpoint/mod.ts";
 import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const V = 50304, H = 8, NH = 2, P = 16, F = 4 * H;
 
@@ -71,66 +72,63 @@ Deno.test({
     "tokenizer fit: a GPT-2 padded to 50,304 rows generates, evaluates and trains with the GPT-2 tokenizer",
   timeout: 300_000,
   fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "tokenizer_fit_" });
-    try {
-      const hf = join(dir, "hf");
-      await writePaddedGpt2(hf);
-      const text = join(dir, "text.txt");
-      await Deno.writeTextFile(
-        text,
-        "It was the best of times, it was the worst of times. ".repeat(20),
-      );
-      // Greedy: without the limit every step would pick a padding row, which GPT-2 cannot spell.
-      for (const tok of [[], ["--tokenizer", "gpt2"]]) {
-        const gen = await runCli("cli/generate.ts", [
-          "--init-from-hf",
-          hf,
-          "--prompt",
-          "Hello",
-          "--max-new-tokens",
-          "4",
-          "--temperature",
-          "0",
-          ...tok,
-        ]);
-        equal(gen.code, 0, gen.stderr);
-        match(gen.stderr, /tokenizer gpt2/);
-      }
-      const ev = await runCli("cli/eval.ts", ["--init-from-hf", hf, "--data-path", text, "--json"]);
-      equal(ev.code, 0, ev.stderr);
-      const train = await runCli("cli/train.ts", [
+    await using temp = await tempDir({ prefix: "tokenizer_fit_" });
+    const dir = temp.path;
+    const hf = join(dir, "hf");
+    await writePaddedGpt2(hf);
+    const text = join(dir, "text.txt");
+    await Deno.writeTextFile(
+      text,
+      "It was the best of times, it was the worst of times. ".repeat(20),
+    );
+    // Greedy: without the limit every step would pick a padding row, which GPT-2 cannot spell.
+    for (const tok of [[], ["--tokenizer", "gpt2"]]) {
+      const gen = await runCli("cli/generate.ts", [
         "--init-from-hf",
         hf,
-        "--tokenizer",
-        "gpt2",
-        "--data-path",
-        text,
-        "--train-iters",
-        "1",
-        "--micro-batch-size",
-        "1",
-        "--eval-iters",
-        "0",
-        "--sample-tokens",
-        "3",
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "4",
         "--temperature",
-        "0.01",
+        "0",
+        ...tok,
       ]);
-      equal(train.code, 0, train.stderr);
-      // The byte tokenizer cannot drive it; the advice names the one that can.
-      const byte = await runCli("cli/train.ts", [
-        "--init-from-hf",
-        hf,
-        "--data-path",
-        text,
-        "--train-iters",
-        "1",
-      ]);
-      equal(byte.code, 1, byte.stderr);
-      match(byte.stderr, /has a vocabulary of 50304, the byte tokenizer 256; use --tokenizer gpt2/);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+      equal(gen.code, 0, gen.stderr);
+      match(gen.stderr, /tokenizer gpt2/);
     }
+    const ev = await runCli("cli/eval.ts", ["--init-from-hf", hf, "--data-path", text, "--json"]);
+    equal(ev.code, 0, ev.stderr);
+    const train = await runCli("cli/train.ts", [
+      "--init-from-hf",
+      hf,
+      "--tokenizer",
+      "gpt2",
+      "--data-path",
+      text,
+      "--train-iters",
+      "1",
+      "--micro-batch-size",
+      "1",
+      "--eval-iters",
+      "0",
+      "--sample-tokens",
+      "3",
+      "--temperature",
+      "0.01",
+    ]);
+    equal(train.code, 0, train.stderr);
+    // The byte tokenizer cannot drive it; the advice names the one that can.
+    const byte = await runCli("cli/train.ts", [
+      "--init-from-hf",
+      hf,
+      "--data-path",
+      text,
+      "--train-iters",
+      "1",
+    ]);
+    equal(byte.code, 1, byte.stderr);
+    match(byte.stderr, /has a vocabulary of 50304, the byte tokenizer 256; use --tokenizer gpt2/);
   },
 });
 
@@ -139,75 +137,72 @@ Deno.test({
     "tokenizer fit: a GPT trained on WordPiece evaluates and generates with its checkpoint's tokenizer",
   timeout: 300_000,
   fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "tokenizer_fit_wp_" });
-    try {
-      const text = join(dir, "text.txt");
-      await Deno.writeTextFile(
-        text,
-        "Call me Ishmael. Some years ago, never mind how long. ".repeat(30),
-      );
-      const ck = join(dir, "ck");
-      const train = await runCli("cli/train.ts", [
-        ...TINY_RUN_FLAGS,
-        "--tokenizer-type",
-        "BertWordPieceLowerCase",
-        "--data-path",
-        text,
-        "--train-iters",
-        "2",
-        "--save",
-        ck,
-      ]);
-      equal(train.code, 0, train.stderr);
-      const ev = await runCli("cli/eval.ts", ["--load", ck, "--data-path", text]);
-      equal(ev.code, 0, ev.stderr);
-      match(ev.stdout, /tokenizer bert/);
-      const gen = await runCli("cli/generate.ts", [
-        "--load",
-        ck,
-        "--prompt",
-        "call me",
-        "--max-new-tokens",
-        "3",
-      ]);
-      equal(gen.code, 0, gen.stderr);
-      ok(gen.stdout.startsWith("call me"), gen.stdout);
-      // Ids of another tokenizer are refused, from a .bin or by --tokenizer.
-      const bin = join(dir, "byte.bin");
-      equal((await runCli("cli/preprocess.ts", ["--data-path", text, "--output", bin])).code, 0);
-      const wrongBin = await runCli("cli/eval.ts", ["--load", ck, "--data-path", bin]);
-      equal(wrongBin.code, 1, wrongBin.stderr);
-      match(
-        wrongBin.stderr,
-        /byte\.bin holds ids of the byte tokenizer .*, but the model reads the bert tokenizer's: .*preprocess --tokenizer-type BertWordPieceLowerCase/,
-      );
-      const wrongFlag = await runCli("cli/eval.ts", [
-        "--load",
-        ck,
-        "--data-path",
-        text,
-        "--tokenizer",
-        "byte",
-      ]);
-      equal(wrongFlag.code, 2, wrongFlag.stderr);
-      match(wrongFlag.stderr, /--tokenizer byte: the model was trained with the bert tokenizer/);
-      // Its Hugging Face export carries the vocabulary, and generates the same text.
-      const hf = join(dir, "hf");
-      const exp = await runCli("cli/export_hf.ts", ["--load", ck, "--output", hf]);
-      equal(exp.code, 0, exp.stderr);
-      match(await Deno.readTextFile(join(hf, "tokenizer_config.json")), /BertTokenizer/);
-      const fromHf = await runCli("cli/generate.ts", [
-        "--init-from-hf",
-        hf,
-        "--prompt",
-        "call me",
-        "--max-new-tokens",
-        "3",
-      ]);
-      equal(fromHf.code, 0, fromHf.stderr);
-      equal(fromHf.stdout, gen.stdout);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using temp = await tempDir({ prefix: "tokenizer_fit_wp_" });
+    const dir = temp.path;
+    const text = join(dir, "text.txt");
+    await Deno.writeTextFile(
+      text,
+      "Call me Ishmael. Some years ago, never mind how long. ".repeat(30),
+    );
+    const ck = join(dir, "ck");
+    const train = await runCli("cli/train.ts", [
+      ...TINY_RUN_FLAGS,
+      "--tokenizer-type",
+      "BertWordPieceLowerCase",
+      "--data-path",
+      text,
+      "--train-iters",
+      "2",
+      "--save",
+      ck,
+    ]);
+    equal(train.code, 0, train.stderr);
+    const ev = await runCli("cli/eval.ts", ["--load", ck, "--data-path", text]);
+    equal(ev.code, 0, ev.stderr);
+    match(ev.stdout, /tokenizer bert/);
+    const gen = await runCli("cli/generate.ts", [
+      "--load",
+      ck,
+      "--prompt",
+      "call me",
+      "--max-new-tokens",
+      "3",
+    ]);
+    equal(gen.code, 0, gen.stderr);
+    ok(gen.stdout.startsWith("call me"), gen.stdout);
+    // Ids of another tokenizer are refused, from a .bin or by --tokenizer.
+    const bin = join(dir, "byte.bin");
+    equal((await runCli("cli/preprocess.ts", ["--data-path", text, "--output", bin])).code, 0);
+    const wrongBin = await runCli("cli/eval.ts", ["--load", ck, "--data-path", bin]);
+    equal(wrongBin.code, 1, wrongBin.stderr);
+    match(
+      wrongBin.stderr,
+      /byte\.bin holds ids of the byte tokenizer .*, but the model reads the bert tokenizer's: .*preprocess --tokenizer-type BertWordPieceLowerCase/,
+    );
+    const wrongFlag = await runCli("cli/eval.ts", [
+      "--load",
+      ck,
+      "--data-path",
+      text,
+      "--tokenizer",
+      "byte",
+    ]);
+    equal(wrongFlag.code, 2, wrongFlag.stderr);
+    match(wrongFlag.stderr, /--tokenizer byte: the model was trained with the bert tokenizer/);
+    // Its Hugging Face export carries the vocabulary, and generates the same text.
+    const hf = join(dir, "hf");
+    const exp = await runCli("cli/export_hf.ts", ["--load", ck, "--output", hf]);
+    equal(exp.code, 0, exp.stderr);
+    match(await Deno.readTextFile(join(hf, "tokenizer_config.json")), /BertTokenizer/);
+    const fromHf = await runCli("cli/generate.ts", [
+      "--init-from-hf",
+      hf,
+      "--prompt",
+      "call me",
+      "--max-new-tokens",
+      "3",
+    ]);
+    equal(fromHf.code, 0, fromHf.stderr);
+    equal(fromHf.stdout, gen.stdout);
   },
 });

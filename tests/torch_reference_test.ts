@@ -22,6 +22,7 @@ import { writeHfGpt2 } from "../models/hf/gpt2.ts";
 import { makeRunDir, PYTHON, runCli, torchMissing } from "./cli_helpers.ts";
 import { gpuTest, testDevice } from "./helpers.ts";
 import { gpuGrads, randomizeWeights, tokens } from "./model_grad_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const missing = torchMissing();
 if (missing) {
@@ -189,36 +190,33 @@ Deno.test({
     };
     m.dispose();
 
-    const dir = await Deno.makeTempDir({ prefix: "torch_grads-" });
-    try {
-      await writeHfGpt2(`${dir}/weights`, cfg, host(weights));
-      await writeHfGpt2(`${dir}/grads`, cfg, host(grads));
-      await Deno.writeTextFile(
-        `${dir}/batch.json`,
-        JSON.stringify({ B, T, ids: [...ids], targets: [...targets] }),
-      );
-      const ref = await runPython("./torch_gpt2_grads.py", [
-        ...[`${dir}/weights`, `${dir}/grads`, `${dir}/batch.json`],
-        ...[String(GRAD_ATOL_OF_MAX), String(GRAD_RTOL)],
-      ]) as { loss: number; sets: Record<string, { ratio: number; err: number; G: number }> };
-      const rel = Math.abs(loss - ref.loss) / ref.loss;
-      assert.ok(rel <= LOSS_RTOL, `loss ${loss} against PyTorch's ${ref.loss} (relative ${rel})`);
-      const sets = Object.entries(ref.sets);
-      assert.equal(
-        sets.length,
-        2 + 12 * cfg.numLayers + 2 + 1,
-        "every HF tensor and the unused rows",
-      );
-      const failed = sets.filter(([, s]) => !(s.ratio <= 1));
-      assert.deepEqual(
-        failed,
-        [],
-        `gradients past |g − ref| ≤ ${GRAD_ATOL_OF_MAX}·G + ${GRAD_RTOL}·|ref| ` +
-          `(ratio > 1 fails): ${JSON.stringify(failed)}`,
-      );
-      if (Deno.env.get("TORCH_REFERENCE_VERBOSE")) console.log(ref.sets);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using temp = await tempDir({ prefix: "torch_grads-" });
+    const dir = temp.path;
+    await writeHfGpt2(`${dir}/weights`, cfg, host(weights));
+    await writeHfGpt2(`${dir}/grads`, cfg, host(grads));
+    await Deno.writeTextFile(
+      `${dir}/batch.json`,
+      JSON.stringify({ B, T, ids: [...ids], targets: [...targets] }),
+    );
+    const ref = await runPython("./torch_gpt2_grads.py", [
+      ...[`${dir}/weights`, `${dir}/grads`, `${dir}/batch.json`],
+      ...[String(GRAD_ATOL_OF_MAX), String(GRAD_RTOL)],
+    ]) as { loss: number; sets: Record<string, { ratio: number; err: number; G: number }> };
+    const rel = Math.abs(loss - ref.loss) / ref.loss;
+    assert.ok(rel <= LOSS_RTOL, `loss ${loss} against PyTorch's ${ref.loss} (relative ${rel})`);
+    const sets = Object.entries(ref.sets);
+    assert.equal(
+      sets.length,
+      2 + 12 * cfg.numLayers + 2 + 1,
+      "every HF tensor and the unused rows",
+    );
+    const failed = sets.filter(([, s]) => !(s.ratio <= 1));
+    assert.deepEqual(
+      failed,
+      [],
+      `gradients past |g − ref| ≤ ${GRAD_ATOL_OF_MAX}·G + ${GRAD_RTOL}·|ref| ` +
+        `(ratio > 1 fails): ${JSON.stringify(failed)}`,
+    );
+    if (Deno.env.get("TORCH_REFERENCE_VERBOSE")) console.log(ref.sets);
   },
 });

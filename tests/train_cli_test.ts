@@ -8,6 +8,7 @@
 import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
 import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
 import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
   ...TINY_RUN_FLAGS,
@@ -70,7 +71,8 @@ Deno.test("train: --help lists the Megatron flags", async () => {
 });
 
 Deno.test("train: stop at a checkpoint and resume gives the same losses", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const args = [...tiny, "--train-iters", "4", "--eval-interval", "100", "--lr-warmup-iters", "1"];
   const full = await runCli("cli/train.ts", [
     ...args,
@@ -98,11 +100,11 @@ Deno.test("train: stop at a checkpoint and resume gives the same losses", async 
   const a = jsonlLosses(await Deno.readTextFile(`${dir}/a.jsonl`));
   const b = jsonlLosses(await Deno.readTextFile(`${dir}/b.jsonl`));
   deepStrictEqual(b, a.slice(2));
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: a run resumed with another batch size counts on from the checkpoint's consumed samples", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const noBatch = tiny.filter((f, i) =>
     f !== "--micro-batch-size" && tiny[i - 1] !== "--micro-batch-size"
   );
@@ -142,11 +144,11 @@ Deno.test("train: a run resumed with another batch size counts on from the check
     JSON.parse(l)
   );
   strictEqual(last[last.length - 1].consumed_tokens, 16 * T);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: --eval-iters 0 trains on all the data with no validation", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const noEval = tiny.filter((f, i) => f !== "--eval-iters" && tiny[i - 1] !== "--eval-iters");
   const r = await runCli("cli/train.ts", [
     ...noEval,
@@ -171,11 +173,11 @@ Deno.test("train: --eval-iters 0 trains on all the data with no validation", asy
     JSON.parse(l)
   );
   strictEqual(records.some((x) => "val_loss" in x), false);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: validation data shorter than --eval-iters says so", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   await Deno.writeTextFile(`${dir}/data.txt`, "It was the best of times. ".repeat(40));
   const noEval = tiny.filter((f, i) => f !== "--eval-iters" && tiny[i - 1] !== "--eval-iters");
   const r = await runCli("cli/train.ts", [
@@ -188,11 +190,11 @@ Deno.test("train: validation data shorter than --eval-iters says so", async () =
     r.stdout,
     /\| validation: \d+ batch(es)? \(all the validation data holds; --eval-iters 500\)/,
   );
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: --launcher procs (one process per rank) gives the Workers run's losses", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const text = "It was the best of times, it was the worst of times. ".repeat(80);
   await Deno.writeTextFile(`${dir}/data.txt`, text);
   const args = [
@@ -223,11 +225,11 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
   const w = jsonlLosses(await Deno.readTextFile(`${dir}/w.jsonl`));
   deepStrictEqual(jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
   strictEqual(w.length, 3);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: one run at a time per --save directory; a dead run's lock is taken over", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "save_lock-" });
+  await using temp = await tempDir({ prefix: "save_lock-" });
+  const dir = temp.path;
   const lock = `${dir}/${SAVE_LOCK_FILE}`;
   // A live holder on this host: another process (a sleep stands in for a training run), whose
   // lock is written after it started, as a run writes its own.
@@ -265,7 +267,6 @@ Deno.test("train: one run at a time per --save directory; a dead run's lock is t
   await Deno.stat(`${dir}/workers/${SAVE_LOCK_FILE}`).then(() => {
     throw new Error(`${lock} left behind by a multi-rank run`);
   }, () => {});
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: two one-node --launcher procs jobs at once both train (each picks a free port)", async () => {

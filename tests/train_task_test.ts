@@ -13,6 +13,7 @@ import {
   TINY_MODEL_FLAGS,
   TINY_RUN_FLAGS,
 } from "./cli_helpers.ts";
+import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
   ...TINY_RUN_FLAGS,
@@ -41,7 +42,8 @@ function resumeWithCheckpointArgs(dir: string, ...extra: string[]) {
 }
 
 Deno.test("train: an fp16 run whose every step overflows says so; a BERT log header names WordPiece, not GPT's flags", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   // 1e38 × the loss overflows fp16 in every gradient: every step is skipped.
   const skipped = await runCli("cli/train.ts", [
     ...tiny,
@@ -73,11 +75,11 @@ Deno.test("train: an fp16 run whose every step overflows says so; a BERT log hea
   for (const n of ["prompt", "sample-tokens", "temperature", "loss-scale-window"]) {
     ok(!(n in header.config), n);
   }
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: --load continues the saved learning-rate schedule; a disagreeing flag is refused unless overridden", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const schedule = ["--lr", "0.001", "--min-lr", "0.0001", "--lr-warmup-iters", "1"];
   const first = await runCli("cli/train.ts", [
     ...tiny,
@@ -129,11 +131,11 @@ Deno.test("train: --load continues the saved learning-rate schedule; a disagreei
   strictEqual(earlier.code, 0, earlier.stderr);
   match(earlier.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
   match(earlier.stdout, /iteration\s+3\/\s*6/);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker file is written and read", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const first = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--save", dir]);
   strictEqual(first.code, 0, first.stderr);
   equal((await Deno.readTextFile(`${dir}/latest_checkpointed_iteration.txt`)).trim(), "2");
@@ -219,11 +221,11 @@ Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker
   ]);
   strictEqual(evNoLoad.code, 2);
   match(evNoLoad.stderr, /--use-checkpoint-args takes the arguments from --load/);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: --use-checkpoint-args resumes a model whose position table is longer than its sequence", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   // 64 is also --seq-length's default: the saved table must still be taken.
   const first = await runCli("cli/train.ts", [
     ...tiny,
@@ -239,11 +241,11 @@ Deno.test("train: --use-checkpoint-args resumes a model whose position table is 
   strictEqual(resumed.code, 0, resumed.stderr);
   match(resumed.stdout, /loaded .*iteration 2/);
   match(resumed.stdout, /seq 16/);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: --split and --train-data-path/--valid-data-path", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const split = await runCli("cli/train.ts", [
     ...tiny,
     "--train-iters",
@@ -289,11 +291,11 @@ Deno.test("train: --split and --train-data-path/--valid-data-path", async () => 
   ]);
   strictEqual(missing.code, 1);
   match(missing.stderr, /nope\.bin.* does not exist \(--valid-data-path\)/);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: data-parallel ranks split the validation batches; the loss is the single rank's", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   // No update (lr 0), so both runs evaluate the initial model on the same 3 batches:
   // one rank all 3, or two ranks 2 + 1.
   const args = [
@@ -334,11 +336,11 @@ Deno.test("train: data-parallel ranks split the validation batches; the loss is 
   const b = records(await Deno.readTextFile(`${dir}/two.jsonl`)).at(-1)!.val_loss;
   ok(Number.isFinite(a) && Number.isFinite(b), `${a} ${b}`);
   ok(Math.abs(a - b) < 1e-5 * Math.abs(a), `single rank ${a}, two DP ranks ${b}`);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train --model bert: a train and a valid text file; DP ranks split validation", async () => {
-  const dir = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const dir = temp.path;
   const para = (s: string) =>
     `${s} sailed at dawn. The sea was calm and grey. Birds followed the ship. ` +
     `Nobody spoke of the whale. The captain watched the horizon.\n\n`;
@@ -382,7 +384,6 @@ Deno.test("train --model bert: a train and a valid text file; DP ranks split val
   const a = records(await Deno.readTextFile(`${dir}/one.jsonl`)).at(-1)!.val_loss;
   const b = records(await Deno.readTextFile(`${dir}/two.jsonl`)).at(-1)!.val_loss;
   ok(Number.isFinite(a) && Math.abs(a - b) < 1e-5 * Math.abs(a), `single rank ${a}, DP 2 ${b}`);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's vocabulary files as --tokenizer gpt2; the warm-up fraction and start, init std and eps saved and continued on --load", async () => {
@@ -498,80 +499,74 @@ Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's voc
 });
 
 Deno.test("train: --load continues AdamW's settings (eps, betas, weight decay); a refused command line makes no --save directory", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const optimizer = ["--adam-eps", "1e-3", "--adam-beta2", "0.95", "--weight-decay", "0.05"];
-    const common = [...tiny, "--hidden-dropout", "0", "--attention-dropout", "0"];
-    const whole = await runCli("cli/train.ts", [
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const optimizer = ["--adam-eps", "1e-3", "--adam-beta2", "0.95", "--weight-decay", "0.05"];
+  const common = [...tiny, "--hidden-dropout", "0", "--attention-dropout", "0"];
+  const whole = await runCli("cli/train.ts", [
+    ...common,
+    ...optimizer,
+    ...["--train-iters", "4", "--save", `${dir}/ck`, "--save-interval", "2"],
+    ...["--log-json", `${dir}/whole.jsonl`],
+  ]);
+  strictEqual(whole.code, 0, whole.stderr);
+  const resume = (...extra: string[]) =>
+    runCli("cli/train.ts", [
       ...common,
-      ...optimizer,
-      ...["--train-iters", "4", "--save", `${dir}/ck`, "--save-interval", "2"],
-      ...["--log-json", `${dir}/whole.jsonl`],
+      ...["--load", `${dir}/ck`, "--iteration", "2", "--train-iters", "4"],
+      ...["--log-json", `${dir}/resumed.jsonl`],
+      ...extra,
     ]);
-    strictEqual(whole.code, 0, whole.stderr);
-    const resume = (...extra: string[]) =>
-      runCli("cli/train.ts", [
-        ...common,
-        ...["--load", `${dir}/ck`, "--iteration", "2", "--train-iters", "4"],
-        ...["--log-json", `${dir}/resumed.jsonl`],
-        ...extra,
-      ]);
-    // Without the flags: the checkpoint's settings, so the same steps (eps 1e-8 changed them).
-    const resumed = await resume();
-    strictEqual(resumed.code, 0, resumed.stderr);
-    const losses = (f: string) => records(Deno.readTextFileSync(`${dir}/${f}`)).map((r) => r.loss);
-    equal(JSON.stringify(losses("resumed.jsonl")), JSON.stringify(losses("whole.jsonl").slice(2)));
-    const other = await resume("--adam-eps", "1e-6");
-    strictEqual(other.code, 2, other.stderr);
-    match(
-      other.stderr,
-      /--adam-eps 0\.000001 disagrees with the checkpoint .*\(adam-eps 0\.001\); drop the flag to continue its optimizer, or add --override-opt-param-scheduler/,
-    );
-    strictEqual((await resume("--adam-eps", "1e-6", "--override-opt-param-scheduler")).code, 0);
+  // Without the flags: the checkpoint's settings, so the same steps (eps 1e-8 changed them).
+  const resumed = await resume();
+  strictEqual(resumed.code, 0, resumed.stderr);
+  const losses = (f: string) => records(Deno.readTextFileSync(`${dir}/${f}`)).map((r) => r.loss);
+  equal(JSON.stringify(losses("resumed.jsonl")), JSON.stringify(losses("whole.jsonl").slice(2)));
+  const other = await resume("--adam-eps", "1e-6");
+  strictEqual(other.code, 2, other.stderr);
+  match(
+    other.stderr,
+    /--adam-eps 0\.000001 disagrees with the checkpoint .*\(adam-eps 0\.001\); drop the flag to continue its optimizer, or add --override-opt-param-scheduler/,
+  );
+  strictEqual((await resume("--adam-eps", "1e-6", "--override-opt-param-scheduler")).code, 0);
 
-    // Refused after the paths were checked: the --save directory is not left behind.
-    const refused = await runCli("cli/train.ts", [
-      ...tiny,
-      ...["--adam-eps", "0", "--save", `${dir}/new`],
-    ]);
-    strictEqual(refused.code, 2, refused.stderr);
-    equal(await Deno.stat(`${dir}/new`).then(() => true, () => false), false);
-    // The same for a file the command line names that does not exist (a data error, exit 1).
-    const missing = await runCli("cli/train.ts", [
-      ...tiny,
-      ...["--vocab-file", `${dir}/none.json`, "--merge-file", `${dir}/none.txt`],
-      ...["--save", `${dir}/job`, "--load", `${dir}/job`],
-    ]);
-    strictEqual(missing.code, 1, missing.stderr);
-    match(missing.stderr, /--vocab-file .*none\.json does not exist/);
-    equal(await Deno.stat(`${dir}/job`).then(() => true, () => false), false);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  // Refused after the paths were checked: the --save directory is not left behind.
+  const refused = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--adam-eps", "0", "--save", `${dir}/new`],
+  ]);
+  strictEqual(refused.code, 2, refused.stderr);
+  equal(await Deno.stat(`${dir}/new`).then(() => true, () => false), false);
+  // The same for a file the command line names that does not exist (a data error, exit 1).
+  const missing = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--vocab-file", `${dir}/none.json`, "--merge-file", `${dir}/none.txt`],
+    ...["--save", `${dir}/job`, "--load", `${dir}/job`],
+  ]);
+  strictEqual(missing.code, 1, missing.stderr);
+  match(missing.stderr, /--vocab-file .*none\.json does not exist/);
+  equal(await Deno.stat(`${dir}/job`).then(() => true, () => false), false);
 });
 
 Deno.test("train: --load and --save the same empty directory start a restartable job; --load elsewhere must hold a checkpoint", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const job = (iters: string) =>
-      runCli("cli/train.ts", [
-        ...tiny,
-        ...["--train-iters", iters, "--load", `${dir}/ck`, "--save", `${dir}/ck`],
-      ]);
-    const first = await job("2");
-    strictEqual(first.code, 0, first.stderr);
-    match(first.stderr, /warning: no checkpoint in .*\/ck yet: training from scratch/);
-    equal(/loaded .*iter_/.test(first.stdout), false);
-    const again = await job("3");
-    strictEqual(again.code, 0, again.stderr);
-    match(again.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
-    const elsewhere = await runCli("cli/train.ts", [
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const job = (iters: string) =>
+    runCli("cli/train.ts", [
       ...tiny,
-      ...["--train-iters", "2", "--load", `${dir}/typo`, "--save", `${dir}/ck2`],
+      ...["--train-iters", iters, "--load", `${dir}/ck`, "--save", `${dir}/ck`],
     ]);
-    strictEqual(elsewhere.code, 1, elsewhere.stderr);
-    match(elsewhere.stderr, /typo: no checkpoint/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const first = await job("2");
+  strictEqual(first.code, 0, first.stderr);
+  match(first.stderr, /warning: no checkpoint in .*\/ck yet: training from scratch/);
+  equal(/loaded .*iter_/.test(first.stdout), false);
+  const again = await job("3");
+  strictEqual(again.code, 0, again.stderr);
+  match(again.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
+  const elsewhere = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--train-iters", "2", "--load", `${dir}/typo`, "--save", `${dir}/ck2`],
+  ]);
+  strictEqual(elsewhere.code, 1, elsewhere.stderr);
+  match(elsewhere.stderr, /typo: no checkpoint/);
 });

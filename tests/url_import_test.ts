@@ -5,6 +5,7 @@
  */
 
 import { match, strictEqual } from "node:assert/strict";
+import { tempDir } from "./temp_dir.ts";
 
 Deno.test("mod.ts imports by URL and trains a toy model", async () => {
   const dir = await Deno.makeTempDir();
@@ -24,7 +25,8 @@ for (let i = 0; i < 2; i++) {
 await device.close();
 `,
   );
-  const xdg = await Deno.makeTempDir();
+  await using temp = await tempDir();
+  const xdg = temp.path;
   await Deno.chmod(xdg, 0o700);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--no-config", "--unstable-webgpu", "-A", "toy.ts"],
@@ -37,5 +39,4 @@ await device.close();
   strictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
   match(stdout, /step 0 \d+\.\d+\nstep 1 \d+\.\d+/);
   await Deno.remove(dir, { recursive: true });
-  await Deno.remove(xdg, { recursive: true });
 });

@@ -44,6 +44,7 @@ import {
   trainOnPage,
 } from "./harness.ts";
 import { assertClose, withTimeLimit } from "../helpers.ts";
+import { tempDir } from "../temp_dir.ts";
 
 const chromium = await findChromium();
 
@@ -127,46 +128,43 @@ Deno.test({
         return out;
       });
       assert.deepEqual(Object.keys(files).sort(), ["config.json", "model.safetensors"]);
-      const dir = await Deno.makeTempDir({ prefix: "browser_ckpt_" });
-      try {
-        for (const [name, bytes] of Object.entries(files)) {
-          await Deno.writeFile(`${dir}/${name}`, Uint8Array.from(bytes));
-        }
-        const text = await Deno.readFile(new URL("data/assets/moby_dick.txt", root));
-        // The page's validation windows: the tiny config's 2 batches of 4 windows of 32 bytes
-        // from the start of the last tenth (web/worker.ts).
-        const cut = Math.floor(text.length * 0.9);
-        await Deno.writeFile(`${dir}/text.txt`, text.subarray(cut, cut + 2 * 4 * 32 + 1));
-        const ev = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-q",
-            "-P=eval",
-            "cli/eval.ts",
-            "--init-from-hf",
-            dir,
-            "--data-path",
-            `${dir}/text.txt`,
-            "--json",
-          ],
-          cwd: decodeURIComponent(root.pathname),
-          stdout: "piped",
-          stderr: "piped",
-        }).output();
-        const out = new TextDecoder().decode(ev.stdout);
-        assert.ok(ev.success, `eval failed: ${out}${new TextDecoder().decode(ev.stderr)}`);
-        const result = JSON.parse(out.trim().split("\n").at(-1)!);
-        console.log(`deno task eval --init-from-hf (page's checkpoint): ${JSON.stringify(result)}`);
-        // The CLI, on another adapter, finds the page's last validation loss.
-        assert.equal(result.windows, 8);
-        assertClose([result.loss], [two.val.at(-1)!.loss], {
-          rtol: 1e-4,
-          atol: 0,
-          what: "deno task eval of the page's checkpoint vs the page's validation loss",
-        });
-      } finally {
-        await Deno.remove(dir, { recursive: true });
+      await using temp = await tempDir({ prefix: "browser_ckpt_" });
+      const dir = temp.path;
+      for (const [name, bytes] of Object.entries(files)) {
+        await Deno.writeFile(`${dir}/${name}`, Uint8Array.from(bytes));
       }
+      const text = await Deno.readFile(new URL("data/assets/moby_dick.txt", root));
+      // The page's validation windows: the tiny config's 2 batches of 4 windows of 32 bytes
+      // from the start of the last tenth (web/worker.ts).
+      const cut = Math.floor(text.length * 0.9);
+      await Deno.writeFile(`${dir}/text.txt`, text.subarray(cut, cut + 2 * 4 * 32 + 1));
+      const ev = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-q",
+          "-P=eval",
+          "cli/eval.ts",
+          "--init-from-hf",
+          dir,
+          "--data-path",
+          `${dir}/text.txt`,
+          "--json",
+        ],
+        cwd: decodeURIComponent(root.pathname),
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(ev.stdout);
+      assert.ok(ev.success, `eval failed: ${out}${new TextDecoder().decode(ev.stderr)}`);
+      const result = JSON.parse(out.trim().split("\n").at(-1)!);
+      console.log(`deno task eval --init-from-hf (page's checkpoint): ${JSON.stringify(result)}`);
+      // The CLI, on another adapter, finds the page's last validation loss.
+      assert.equal(result.windows, 8);
+      assertClose([result.loss], [two.val.at(-1)!.loss], {
+        rtol: 1e-4,
+        atol: 0,
+        what: "deno task eval of the page's checkpoint vs the page's validation loss",
+      });
 
       // Stop: every rank stops after the same step; the run ends with a checkpoint.
       await page.select("#tp", "2");
