@@ -125,6 +125,8 @@ export async function handled(
   args: readonly string[],
   body: () => Promise<number>,
 ): Promise<number> {
+  const lossy = nonUtf8Warning(args);
+  if (lossy) console.error(lossy);
   try {
     return await body();
   } catch (e) {
@@ -138,6 +140,22 @@ export async function handled(
     }
     return reportError(e, wantsDebug(args));
   }
+}
+
+/**
+ * The warning for arguments that reached the process with bytes that are not
+ * UTF-8 (a Latin-1 file name, a raw byte in a prompt), or null. Deno hands a
+ * program its arguments as text, each such byte already replaced by U+FFFD, so
+ * a file so named cannot be found and a prompt is not the bytes typed.
+ */
+export function nonUtf8Warning(args: readonly string[]): string | null {
+  const at = args.map((a, i) => (a.includes("\uFFFD") ? i + 1 : 0)).filter((i) => i > 0);
+  if (at.length === 0) return null;
+  return `warning: argument${at.length === 1 ? "" : "s"} ${
+    at.join(", ")
+  } held bytes that are not ` +
+    `UTF-8; Deno passes arguments as text and replaced them with U+FFFD, so a file so named will ` +
+    `not be found (rename it, or link it under a UTF-8 name)`;
 }
 
 /**
