@@ -138,13 +138,16 @@ export class SignalHandler implements StopRequest {
       return this.#exit(code);
     }
     if (!this.opts.canSave || this.#finished || !this.#started) {
+      // After training the final sample may be streaming: start on a line of our own.
+      const over = this.#finished ? "\n" : "";
       say(
-        this.#finished
-          ? `${sig}: exiting (exit ${code}); training was over and its checkpoint written`
-          : !this.opts.canSave
-          ? `${sig}: exiting (exit ${code}); no --save, so nothing is saved`
-          : `${sig}: exiting (exit ${code}); training had not started, so there is nothing ` +
-            "new to save",
+        over + `${sig}: exiting (exit ${code}); ` + (
+          !this.opts.canSave
+            ? `${this.#finished ? "training was over; " : ""}no --save, so nothing is saved`
+            : this.#finished
+            ? "training was over and its checkpoint written"
+            : "training had not started, so there is nothing new to save"
+        ),
       );
       return this.#exit(code);
     }

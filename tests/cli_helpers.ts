@@ -186,10 +186,19 @@ export interface RunningCli {
  * output as it comes (for tests that signal a run in progress).
  */
 export function startCli(script: string, args: string[]): RunningCli {
+  const path = new URL(script, root).pathname;
+  return startCommand(Deno.execPath(), ["run", ...permissionArgs(script), path, ...args]);
+}
+
+/**
+ * Starts `command ...args` from the repository root as {@link startCli} does
+ * (`npm run train -- …`, say), reading its output as it comes.
+ */
+export function startCommand(command: string, args: string[]): RunningCli {
   const xdg = Deno.makeTempDirSync({ prefix: "xdg-" });
   Deno.chmodSync(xdg, 0o700);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissionArgs(script), new URL(script, root).pathname, ...args],
+  const child = new Deno.Command(command, {
+    args,
     cwd: root.pathname,
     env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
     stdin: "null",

@@ -12,7 +12,7 @@ import { deepStrictEqual, match, notStrictEqual, ok, strictEqual } from "node:as
 import { SIGNAL_COPY_MS } from "../collectives/signal_copies.ts";
 import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
 import { SignalHandler } from "../cli/signals.ts";
-import { runCli, startCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { runCli, startCli, startCommand, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
@@ -283,3 +283,70 @@ Deno.test("the main thread's handler: a copy of the first signal is ignored, a l
   h.receive("SIGINT", 1000 + SIGNAL_COPY_MS);
   deepStrictEqual(exits, [130]);
 });
+
+Deno.test("the main thread's handler: after training, the line says whether a checkpoint was written", () => {
+  const said = (canSave: boolean) => {
+    const lines: string[] = [];
+    const h = new SignalHandler({ canSave, print: true, workers: false, exit: () => {} });
+    const error = console.error;
+    console.error = (line: string) => void lines.push(line);
+    try {
+      h.started();
+      h.finished();
+      h.receive("SIGINT", 1000);
+    } finally {
+      console.error = error;
+    }
+    return lines;
+  };
+  // On a line of its own (the final sample may be mid-line on stdout).
+  deepStrictEqual(said(true), [
+    "\nSIGINT: exiting (exit 130); training was over and its checkpoint written",
+  ]);
+  deepStrictEqual(said(false), [
+    "\nSIGINT: exiting (exit 130); training was over; no --save, so nothing is saved",
+  ]);
+});
+
+/** Command lines of every process on this host that mention `needle` (`ps`). */
+function processesWith(needle: string): string[] {
+  const out = new Deno.Command("ps", { args: ["-eo", "pid,args"], stdout: "piped" }).outputSync();
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.includes(needle));
+}
+
+// `npm run train` is the README's front door. npm runs a script through `sh -c`, which died of a
+// SIGTERM npm passed on and left `deno task train` running, orphaned and never signalled, and
+// made a Ctrl-C's clean stop exit 130: the scripts now `exec` (package.json).
+for (
+  const [name, signal, group] of [
+    ["SIGTERM to npm", "SIGTERM", false],
+    ["a Ctrl-C to its process group, as a terminal sends it", "SIGINT", true],
+  ] as const
+) {
+  Deno.test(`npm run train: ${name} saves, exits 0 and leaves no process behind`, async () => {
+    await using temp = await tempDir({ prefix: "signals-npm-" });
+    const ck = `${temp.path}/ck`;
+    // `setsid` makes npm the leader of a process group of its own, for the group's signal.
+    const run = startCommand("setsid", [
+      "npm",
+      "run",
+      "--silent",
+      "train",
+      "--",
+      ...tiny,
+      "--train-iters",
+      "2000",
+      "--save",
+      ck,
+    ]);
+    await run.waitFor(/iteration\s+3\/\s*2000/, "stdout", 120_000);
+    if (group) Deno.kill(-run.pid, signal);
+    else run.kill(signal);
+    const r = await run.done();
+    strictEqual(r.code, 0, r.stderr);
+    const m = new RegExp(`stopped by ${signal} after iteration (\\d+)`).exec(r.stdout);
+    ok(m, r.stdout);
+    strictEqual((await Deno.readTextFile(`${ck}/latest`)).trim(), m[1]);
+    deepStrictEqual(processesWith(ck), [], "processes of the run still running");
+  });
+}
