@@ -1,15 +1,16 @@
 /**
- * One run at a time per checkpoint directory. Two runs saving to the same
- * `--save DIR` would overwrite each other's iterations and `latest` without a
- * word, so the process that hosts global rank 0 takes `DIR/.save.lock` (its
- * pid, host and start time; created exclusively) for the run's life. Another
- * run that finds the file refuses to start, naming the holder, unless the
- * holder is gone: a pid on this host that no longer exists (a run killed with
- * SIGKILL leaves its file behind), or stops existing within
- * {@link EXITING_HOLDER_WAIT_MS}, or is this process's own pid or that of a
- * process started after the lock was written (a restarted container reuses
- * pids) and the file's heartbeat has stopped ({@link LOCK_STALE_MS}), whose
- * file it takes over.
+ * One run at a time per checkpoint directory and per JSON log. Two runs saving
+ * to the same `--save DIR` would overwrite each other's iterations and `latest`
+ * without a word, and two writing one `--log-json FILE` would interleave and
+ * tear its lines; so the process that hosts global rank 0 takes
+ * `DIR/.save.lock`, and `FILE.lock` beside the log (its pid, host and start
+ * time; created exclusively) for the run's life. Another run that finds the
+ * file refuses to start, naming the holder, unless the holder is gone: a pid
+ * on this host that no longer exists (a run killed with SIGKILL leaves its
+ * file behind), or stops existing within {@link EXITING_HOLDER_WAIT_MS}, or is
+ * this process's own pid or that of a process started after the lock was
+ * written (a restarted container reuses pids) and the file's heartbeat has
+ * stopped ({@link LOCK_STALE_MS}), whose file it takes over.
  * @module
  */
 
@@ -38,13 +39,33 @@ export const LOCK_HEARTBEAT_MS = 5000;
  */
 export const LOCK_STALE_MS = 90_000;
 
+/** The lock file of a `--log-json` log: beside it, its name and `.lock`. */
+export function logLockPath(log: string): string {
+  return `${log}.lock`;
+}
+
 /**
  * Takes `dir`'s save lock and returns its release (which removes the file if
  * it is still this process's; it also runs when the process exits). Throws
  * {@link UsageError} while another live run holds it.
  */
-export async function takeSaveLock(dir: string): Promise<() => void> {
-  const path = `${dir}/${SAVE_LOCK_FILE}`;
+export function takeSaveLock(dir: string): Promise<() => void> {
+  return takeRunLock(`${dir}/${SAVE_LOCK_FILE}`, `--save ${dir}`);
+}
+
+/**
+ * Takes the lock of the `--log-json` log at `log` ({@link logLockPath}), as
+ * {@link takeSaveLock} does; none for what is not a regular file (a pipe,
+ * `/dev/stdout`), which a run only writes to.
+ */
+export async function takeLogLock(log: string): Promise<() => void> {
+  const info = await Deno.stat(log).catch(() => null);
+  if (info && !info.isFile) return () => {};
+  return takeRunLock(logLockPath(log), `--log-json ${log}`);
+}
+
+/** Takes the lock file at `path` for what `flag` (a flag and its value) names. */
+async function takeRunLock(path: string, flag: string): Promise<() => void> {
   const me: Holder = {
     pid: Deno.pid,
     host: hostName() ?? "an unnamed host",
@@ -77,15 +98,15 @@ export async function takeSaveLock(dir: string): Promise<() => void> {
       await new Promise((r) => setTimeout(r, 200)).then(() => readHolder(path));
     if (holder && !await holderGone(holder, path)) {
       throw new UsageError(
-        `--save ${dir} is in use by another run (pid ${holder.pid} on ${holder.host}, since ` +
-          `${holder.started}); wait for it or give another --save (if no such run exists, ` +
-          `remove ${path})`,
+        `${flag} is in use by another run (pid ${holder.pid} on ${holder.host}, since ` +
+          `${holder.started}); wait for it or give another ${flag.split(" ")[0]} (if no such ` +
+          `run exists, remove ${path})`,
       );
     }
     // Its holder is gone (or the file is unreadable): take it over, once.
     await Deno.remove(path).catch(() => {});
   }
-  throw new UsageError(`--save ${dir}: another run took ${path} at the same moment`);
+  throw new UsageError(`${flag}: another run took ${path} at the same moment`);
 }
 
 async function readHolder(path: string): Promise<Holder | null> {

@@ -36,7 +36,7 @@ import {
   sameFile,
 } from "./paths.ts";
 import { readLatest } from "../models/checkpoint/layout.ts";
-import { takeSaveLock } from "./save_lock.ts";
+import { takeLogLock, takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
 import {
@@ -198,17 +198,18 @@ async function checkedRun(
         `(this run's backend is ${backend})`,
     );
   }
-  // One run at a time per --save directory: the process that hosts global rank 0 holds its lock
-  // (a rank process of our procs launcher leaves it to the launcher).
-  const release = f.save && dist.rankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV)
-    ? await takeSaveLock(f.save as string)
-    : null;
+  // One run at a time per --save directory and per --log-json log: the process that hosts global
+  // rank 0 holds their locks (a rank process of our procs launcher leaves them to the launcher).
+  const holdsLocks = dist.rankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV);
+  const releases: (() => void)[] = [];
   try {
+    if (holdsLocks && f.save) releases.push(await takeSaveLock(f.save as string));
+    if (holdsLocks && f["log-json"]) releases.push(await takeLogLock(f["log-json"] as string));
     // Ranks that parse the flags again get what preflight settled and the backend chosen above.
     const rankArgs = [...extra, ...(f.backend ? [] : ["--backend", backend])];
     return await runRanks(f, split, dist, rankArgs);
   } finally {
-    release?.();
+    for (const release of releases) release();
   }
 }
 

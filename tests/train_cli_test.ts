@@ -6,8 +6,8 @@
  */
 
 import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
-import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
-import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { logLockPath, SAVE_LOCK_FILE } from "../cli/save_lock.ts";
+import { jsonlLosses, runCli, startCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
@@ -266,6 +266,26 @@ Deno.test("train: one run at a time per --save directory; a dead run's lock is t
   strictEqual(workers.code, 0, workers.stderr);
   await Deno.stat(`${dir}/workers/${SAVE_LOCK_FILE}`).then(() => {
     throw new Error(`${lock} left behind by a multi-rank run`);
+  }, () => {});
+});
+
+Deno.test("train: one run at a time per --log-json log (two tore its lines, without a word)", async () => {
+  await using temp = await tempDir({ prefix: "log_lock-" });
+  const log = `${temp.path}/log.jsonl`;
+  const first = startCli("cli/train.ts", [...tiny, "--train-iters", "100000", "--log-json", log]);
+  await first.waitFor(/iteration\s+1\/\s*100000/);
+  const second = await runCli("cli/train.ts", [...tiny, "--train-iters", "2", "--log-json", log]);
+  strictEqual(second.code, 2, second.stderr);
+  match(second.stderr, new RegExp(`--log-json .* is in use by another run \\(pid \\d+ on `));
+  first.kill("SIGTERM");
+  const r = await first.done();
+  strictEqual(r.code, 143, r.stderr);
+  // Every line whole, every iteration once; the lock gone with its run.
+  const records = (await Deno.readTextFile(log)).trim().split("\n").map((l) => JSON.parse(l));
+  const iterations = records.filter((x) => x.type !== "header").map((x) => x.iteration);
+  deepStrictEqual(iterations, Array.from({ length: iterations.length }, (_, i) => i + 1));
+  await Deno.stat(logLockPath(log)).then(() => {
+    throw new Error(`${logLockPath(log)} left behind`);
   }, () => {});
 });
 
