@@ -58,6 +58,13 @@ export const DIST_FLAG_SPECS: Record<string, FlagSpec> = {
 
 /** The job layout from the distributed flags and the environment; bad values are usage errors. */
 export function distConfig(flags: Record<string, string>): DistConfig {
+  // An empty value is a mistake (`--node-rank "$NODE_RANK"` with the variable unset), never
+  // the flag left out: as parseFlags refuses it for every other flag.
+  for (const [name, value] of Object.entries(flags)) {
+    if (value === "") {
+      throw new UsageError(`--${name} is empty: give it a value, or leave the flag out`);
+    }
+  }
   const env = Deno.env.toObject();
   const timeout = flags["dist-timeout"] ?? env.DIST_TIMEOUT;
   if (timeout !== undefined) {

@@ -201,6 +201,33 @@ function int(name: string, v: string | undefined, min: number): number | undefin
   return n;
 }
 
+/**
+ * Refuses layout flags (`--nproc-per-node`, `--nnodes`, `--node-rank`, here
+ * `nnodes` nodes) in a process that an outside launcher started as one of
+ * several: torchrun, Slurm or Open MPI would start the whole job in each of
+ * its processes, and they would train side by side without a word. One
+ * launcher process per node (`srun` with a task per node and `--nnodes` their
+ * number) is a layout the flags describe, and passes.
+ */
+function refuseLayoutUnderLauncher(env: Record<string, string | undefined>, nnodes: number): void {
+  const count = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : 1);
+  const launchers: [string, string, number][] = [
+    ["torchrun", "WORLD_SIZE", env.RANK !== undefined ? count(env.WORLD_SIZE) : 1],
+    ["Slurm", "SLURM_NTASKS", env.SLURM_PROCID !== undefined ? count(env.SLURM_NTASKS) : 1],
+    ["Open MPI", "OMPI_COMM_WORLD_SIZE", count(env.OMPI_COMM_WORLD_SIZE)],
+  ];
+  for (const [name, variable, world] of launchers) {
+    if (world > 1 && world !== nnodes) {
+      throw new DistConfigError(
+        `${name} started this process as one of ${world} (${variable}=${world}), and ` +
+          `--nproc-per-node, --nnodes and --node-rank would start a whole job of ${nnodes} ` +
+          `node${nnodes === 1 ? "" : "s"} in each: leave them out (${name}'s variables give ` +
+          `each process its rank), or start one process per node with --nnodes ${world}`,
+      );
+    }
+  }
+}
+
 /** The first host of a Slurm node list such as `gpu[03-06,09],cpu1` (here `gpu03`). */
 export function firstSlurmHost(list: string): string {
   const m = /^([^,[]+)(?:\[([^\]]+)\])?/.exec(list.trim());
@@ -269,6 +296,7 @@ export function resolveDistConfig(
   if (nproc !== undefined || nnodes !== undefined || nodeRank !== undefined) {
     const np = nproc ?? 1, nn = nnodes ?? 1, nr = nodeRank ?? 0;
     if (nr >= nn) throw new DistConfigError(`--node-rank ${nr} must be below --nnodes ${nn}`);
+    refuseLayoutUnderLauncher(env, nn);
     if (nn > 1 && !addr) {
       throw new DistConfigError(
         "--nnodes > 1 needs --master-addr (the host of node 0) or MASTER_ADDR",

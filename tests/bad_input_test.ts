@@ -163,6 +163,10 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     ),
     T("--save empty (an unset $CKPT)", ["--save", ""], /--save is empty: give it a value/),
     T("--data-path empty", ["--data-path="], /--data-path is empty: give it a value/),
+    // The distributed flags too: `--node-rank "$NODE_RANK"` unset made a second node 0.
+    T("--node-rank empty", ["--nnodes", "2", "--node-rank", ""], /--node-rank is empty: give it/),
+    T("--master-port empty", ["--master-port="], /--master-port is empty: give it a value/),
+    T("--devices empty", ["--devices", ""], /--devices is empty: give it a value/),
     T("not an integer", ["--num-layers", "two"], /--num-layers expects an integer, got "two"/),
     T(
       "heads do not divide hidden",

@@ -253,6 +253,33 @@ Deno.test("rank, world and nodes come from flags, torchrun, Slurm or Open MPI", 
   assert.throws(() => resolveDistConfig({ "host-shm": "yes" }, {}), /--host-shm must be on or off/);
 });
 
+Deno.test("layout flags in one of several processes a launcher started are refused", () => {
+  // torchrun --nproc_per_node 2 … train --nproc-per-node 2: each process ran the whole job.
+  assert.throws(
+    () => resolveDistConfig({ "nproc-per-node": "2" }, { RANK: "1", WORLD_SIZE: "2" }),
+    /torchrun started this process as one of 2 \(WORLD_SIZE=2\), and --nproc-per-node, --nnodes and --node-rank would start a whole job of 1 node in each/,
+  );
+  assert.throws(
+    () => resolveDistConfig({ "nproc-per-node": "4" }, { SLURM_PROCID: "0", SLURM_NTASKS: "2" }),
+    /Slurm started this process as one of 2 \(SLURM_NTASKS=2\)/,
+  );
+  assert.throws(
+    () => resolveDistConfig({ "nnodes": "1" }, { OMPI_COMM_WORLD_SIZE: "3" }),
+    /Open MPI started this process as one of 3/,
+  );
+  // One launcher process per node, the nodes counted by --nnodes: a layout the flags describe.
+  const slurm = resolveDistConfig(
+    { "nproc-per-node": "4", "nnodes": "2", "node-rank": "1", "master-addr": "h0" },
+    { SLURM_PROCID: "1", SLURM_NTASKS: "2" },
+  );
+  assert.deepEqual([slurm.source, slurm.world, slurm.rankBase], ["flags", 8, 4]);
+  // A launcher of one process (torchrun --nproc_per_node 1 on one node) leaves the flags theirs.
+  assert.equal(
+    resolveDistConfig({ "nproc-per-node": "2" }, { RANK: "0", WORLD_SIZE: "1" }).world,
+    2,
+  );
+});
+
 Deno.test("device mapping: one GPU per local rank, --devices overrides, single GPU shares", () => {
   const gpus: HostGpu[] = [{ pci: "0000:41:00.0" }, { pci: "0000:01:00.0" }].sort((a, b) =>
     a.pci.localeCompare(b.pci)
