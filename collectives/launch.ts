@@ -124,7 +124,9 @@ export interface RunOptions {
    * Log failures to stderr as they happen (default true). With false the
    * worker function reports its own; a failure before any ran (a rendezvous
    * that times out, a store out of reach), which none could report, is printed
-   * as one `error: …` line, as the CLI's own errors are.
+   * as one `error: …` line, as the CLI's own errors are: by the process that
+   * hosts the node's first local rank only (every rank of the node meets it
+   * alike; its other rank processes print it under `--debug` in `args`).
    */
   log?: boolean;
   /**
@@ -240,7 +242,9 @@ export async function runWorkers(
       if (log) {
         if (!o.reported && !repeats) console.error(`rank ${o.rank} failed: ${error}`);
       } // The first failure of the run only: later ones follow from it (not started, aborted).
-      else if (o.beforeRun && !failedAt) console.error(`error: ${error}`);
+      else if (o.beforeRun && !failedAt && (cfg.localRankBase === 0 || args.includes("--debug"))) {
+        console.error(`error: ${error}`);
+      }
       if (!failedAt) {
         firstError = error;
         firstFailed = o;

@@ -17,7 +17,7 @@ import { resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { HELLO_ANSWER_MS, StoreClient, StoreServer, WIRE_PROTOCOL } from "../collectives/store.ts";
 import { freeLocalPort, readJson, TcpMesh, writeJson } from "../collectives/tcp.ts";
-import { makeRunDir, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { makeRunDir, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 
 /** Worker side of the two-node race: every rank's job tag, gathered over the world. */
 export default async function main(ctx: WorkerContext): Promise<void> {
@@ -219,6 +219,24 @@ Deno.test("rendezvous: a service on the port that reads the hello and never answ
   assert.ok(ms < HELLO_ANSWER_MS + 5000, `waited ${Math.round(ms)} ms`);
   listener.close();
   for (const c of held) c.close();
+});
+
+Deno.test("rendezvous: a node that never starts is named once per node under --launcher procs", async () => {
+  // Each rank process of node 0 met the missing node alike and printed it: twice, not once.
+  const r = await runCli(
+    "cli/train.ts",
+    [
+      ...TINY_RUN_FLAGS,
+      ...["--train-iters", "2", "--tp", "2", "--nproc-per-node", "2", "--launcher", "procs"],
+      ...["--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1"],
+      ...["--master-port", String(freeLocalPort()), "--dist-timeout", "3s"],
+    ],
+    undefined,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(r.code, 1, r.stderr);
+  const said = r.stderr.match(/ranks 2, 3 never joined the rendezvous/g) ?? [];
+  assert.equal(said.length, 1, r.stderr);
 });
 
 Deno.test("rendezvous: the store refuses a rank of another run and a rank that joins twice, naming both", async () => {
