@@ -15,6 +15,7 @@
 
 import { type DistConfig, HOST_SHM_VARIABLE, randomRunId, splitDistArgs } from "./env.ts";
 import { SignalCopies } from "./signal_copies.ts";
+import { StoreServer } from "./store.ts";
 import { freeLocalPort, removeMappingFilesOf } from "./tcp.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
@@ -89,6 +90,9 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
   const runId = cfg.runId ?? (oneNode ? randomRunId() : undefined);
   // One node and no port asked for: a free one, as torchrun --standalone picks (two jobs at once).
   const port = oneNode && !cfg.portAsked ? freeLocalPort() : cfg.masterPort;
+  // Rank 0 hosts the rendezvous store on that port: one another program holds is named now,
+  // before any rank starts (rank 1 then waited 5 s for an answer that never came).
+  if (cfg.rankBase === 0) StoreServer.listen(cfg.storeHost, port).close();
   const children = Array.from(
     { length: cfg.localWorld },
     (_, i) =>
