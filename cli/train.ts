@@ -17,7 +17,7 @@
 import { DistConfigError, nodeRankCount, splitDistArgs } from "../collectives/env.ts";
 import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
-import { assignDevices, listHostGpus } from "../collectives/devices.ts";
+import { assignDevices, listHostGpus, sharedAdapterWarning } from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import { preferWideVectors } from "../core/simd.ts";
 import { sourceHiddenSize } from "./load_model.ts";
@@ -174,6 +174,16 @@ async function checkedRun(
       `${dist.localWorld} ranks on this node but only ${gpus.length} GPU(s); ` +
         `use fewer --nproc-per-node, or map ranks explicitly with --devices`,
     );
+  }
+  const crowded = sharedAdapterWarning(
+    dist.localWorld,
+    gpus.length,
+    navigator.hardwareConcurrency,
+    split.flags.devices,
+  );
+  // Once per node: by its first process (a rank process of our procs launcher leaves it).
+  if (crowded && dist.localRankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV)) {
+    console.error(crowded);
   }
   if (split.flags.devices !== undefined) {
     try {

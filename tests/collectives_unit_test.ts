@@ -2,7 +2,12 @@
 
 import assert from "node:assert/strict";
 import { Arena } from "../collectives/arena.ts";
-import { assignDevices, driPrimeFor, type HostGpu } from "../collectives/devices.ts";
+import {
+  assignDevices,
+  driPrimeFor,
+  type HostGpu,
+  sharedAdapterWarning,
+} from "../collectives/devices.ts";
 import {
   firstSlurmHost,
   HOST_SHM_VARIABLE,
@@ -278,6 +283,16 @@ Deno.test("layout flags in one of several processes a launcher started are refus
     resolveDistConfig({ "nproc-per-node": "2" }, { RANK: "0", WORLD_SIZE: "1" }).world,
     2,
   );
+});
+
+Deno.test("more ranks than CPU cores on a host without a GPU are warned about, once", () => {
+  assert.match(
+    sharedAdapterWarning(64, 0, 2) ?? "",
+    /^warning: 64 ranks on this node share its default adapter \(no GPU found in \/sys\/class\/drm\) and its 2 CPU cores/,
+  );
+  assert.equal(sharedAdapterWarning(2, 0, 2), null, "a rank a core");
+  assert.equal(sharedAdapterWarning(8, 1, 2), null, "a GPU found: train refuses instead");
+  assert.equal(sharedAdapterWarning(8, 0, 2, "name:llvmpipe"), null, "--devices chosen");
 });
 
 Deno.test("device mapping: one GPU per local rank, --devices overrides, single GPU shares", () => {
