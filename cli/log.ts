@@ -315,13 +315,13 @@ export class JsonLog {
 
 /**
  * What `path` holds, as a `--log-json` target: `"none"` (missing, empty, or
- * no regular file: a pipe or a terminal),
+ * no regular file: a named pipe),
  * `"log"` (its first line is a header {@link JsonLog.open} wrote), or
  * `"other"` (anything else: the run would truncate or rewrite a file that is
  * not a log, such as its own training text). Reads at most the first 64 KiB.
  */
 export async function logFileKind(path: string): Promise<"none" | "log" | "other"> {
-  // A pipe or a terminal (`--log-json /dev/stdout`) is written to, never read from.
+  // A named pipe (or a device) is written to, never read from.
   const info = await Deno.stat(path).catch(() => null);
   if (!info?.isFile) return "none";
   let file: Deno.FsFile;

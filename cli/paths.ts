@@ -81,11 +81,15 @@ export async function ensureWritableDir(
  * Makes sure the file `path`, named by `flag` (e.g. `--log-json`), can be
  * created or appended to: its directory exists and is writable, and it is not a
  * directory itself. Leaves the file as it was (a file it had to create for the
- * test is removed). Throws {@link UsageError}.
+ * test is removed); an existing file that is no regular one (a named pipe) is
+ * not opened. Throws {@link UsageError}.
  */
 export async function checkWritableFile(flag: string, path: string): Promise<void> {
   const info = await statOrNull(path);
   if (info?.isDirectory) throw new UsageError(`${flag} ${path} is a directory, not a file`);
+  // A named pipe (or a device) is written as it is: opening it to test would end its reader's
+  // stream (closing a pipe's only writer is its end of file) and the run's open then block.
+  if (info && !info.isFile) return;
   const dir = dirname(path);
   const dirInfo = await statOrNull(dir);
   if (!dirInfo) throw new UsageError(`${flag} ${path}: the directory ${dir} does not exist`);

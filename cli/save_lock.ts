@@ -55,8 +55,8 @@ export function takeSaveLock(dir: string): Promise<() => void> {
 
 /**
  * Takes the lock of the `--log-json` log at `log` ({@link logLockPath}), as
- * {@link takeSaveLock} does; none for what is not a regular file (a pipe,
- * `/dev/stdout`), which a run only writes to.
+ * {@link takeSaveLock} does; none for what is not a regular file (a named
+ * pipe), which a run only writes to.
  */
 export async function takeLogLock(log: string): Promise<() => void> {
   const info = await Deno.stat(log).catch(() => null);

@@ -289,6 +289,26 @@ Deno.test("train: one run at a time per --log-json log (two tore its lines, with
   }, () => {});
 });
 
+Deno.test("train: --log-json into a named pipe gives its reader every record", async () => {
+  // The path check's test open ended the reader's stream, and the run's own open then blocked.
+  await using temp = await tempDir({ prefix: "log_fifo-" });
+  const fifo = `${temp.path}/log`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  strictEqual(made.code, 0);
+  const reading = Deno.readTextFile(fifo); // opens when the run opens it, reads to its end
+  const r = await runCli(
+    "cli/train.ts",
+    [...tiny, "--train-iters", "3", "--log-json", fifo],
+    undefined,
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  strictEqual(r.code, 0, r.stderr);
+  const records = (await reading).trim().split("\n").map((l) => JSON.parse(l));
+  deepStrictEqual(records.filter((x) => x.type !== "header").map((x) => x.iteration), [1, 2, 3]);
+});
+
 Deno.test("train: two one-node --launcher procs jobs at once both train (each picks a free port)", async () => {
   const job = (seed: string) =>
     runCli("cli/train.ts", [
