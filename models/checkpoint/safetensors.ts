@@ -10,7 +10,7 @@
 
 import { createHash } from "node:crypto";
 import { oneLine } from "../../core/files.ts";
-import { f16BitsToF32, toHalfBits } from "../../core/half.ts";
+import { fromHalfBits, toHalfBits } from "../../core/half.ts";
 import { writeFileDurable } from "./fs.ts";
 
 /** Element types this module understands. */
@@ -472,22 +472,23 @@ export class SafetensorsFile {
     switch (t.dtype) {
       case "F32":
         return new Float32Array(b.buffer, 0, b.length / 4);
-      case "F16": {
-        const h = new Uint16Array(b.buffer, 0, b.length / 2);
-        return Float32Array.from(h, f16BitsToF32);
-      }
-      case "BF16": {
-        const h = new Uint16Array(b.buffer, 0, b.length / 2);
-        const u = new Uint32Array(h.length);
-        for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
-        return new Float32Array(u.buffer);
-      }
+      // Converted element by element into one new array: Float32Array.from with a mapping
+      // function first built a JS list of every element (~+850 MiB and 3.4 s for GPT-2's
+      // 38.6M-element embedding in F16).
+      case "F16":
+        return fromHalfBits(new Uint16Array(b.buffer, 0, b.length / 2), "fp16");
+      case "BF16":
+        return fromHalfBits(new Uint16Array(b.buffer, 0, b.length / 2), "bf16");
       case "F64":
-        return Float32Array.from(new Float64Array(b.buffer, 0, b.length / 8));
+        return new Float32Array(new Float64Array(b.buffer, 0, b.length / 8));
       case "I32":
-        return Float32Array.from(new Int32Array(b.buffer, 0, b.length / 4));
-      case "I64":
-        return Float32Array.from(new BigInt64Array(b.buffer, 0, b.length / 8), Number);
+        return new Float32Array(new Int32Array(b.buffer, 0, b.length / 4));
+      case "I64": {
+        const v = new BigInt64Array(b.buffer, 0, b.length / 8);
+        const out = new Float32Array(v.length);
+        for (let i = 0; i < v.length; i++) out[i] = Number(v[i]);
+        return out;
+      }
     }
   }
 
