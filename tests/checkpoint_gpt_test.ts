@@ -129,6 +129,41 @@ Deno.test("save → load round trip is bit-exact for weights and AdamW state", g
 });
 
 Deno.test(
+  "save: values read back in batches write the same files as read at once",
+  gpuTest,
+  async () => {
+    // A save reads its tensors back in batches (SAVE_READ_BATCH_BYTES), each written as it comes:
+    // reading every tensor and encoding the whole file at once held the model twice on the host.
+    await using temp = await tempDir();
+    const a = Gpt.serial(dev, tiny, 1);
+    const ta = makeTrainer(a);
+    await trainSteps(
+      a,
+      ta,
+      new GptBatchSampler(stream, { batchSize: 2, seqLength: 8, seed: 3 }),
+      2,
+    );
+    const files: Uint8Array[][] = [];
+    for (const readBatchBytes of [1, 2 ** 30]) {
+      const dir = join(temp.path, String(readBatchBytes));
+      const at = await saveCheckpoint(dir, {
+        iteration: 2,
+        params: a.namedParams(),
+        optimizer: ta.optimizer,
+        ...gptCheckpointInfo(tiny),
+        readBatchBytes,
+      });
+      files.push([
+        await Deno.readFile(join(at, "model_tp00.safetensors")),
+        await Deno.readFile(join(at, "optimizer_tp00.safetensors")),
+      ]);
+    }
+    deepStrictEqual(files[0], files[1]);
+    a.dispose();
+  },
+);
+
+Deno.test(
   "a save removes a killed save's staging folder, and no folder it did not name",
   gpuTest,
   async () => {

@@ -656,8 +656,8 @@ export interface SafeTensorLater {
   shape: readonly number[];
   /** Stored element type (default F32; F16/BF16 rounded to nearest even). */
   dtype?: "F32" | "F16" | "BF16";
-  /** Its values (row-major), asked for once, when it is written. */
-  values: () => Float32Array;
+  /** Its values (row-major), asked for once, when it is written (read from a device, say). */
+  values: () => Float32Array | Promise<Float32Array>;
 }
 
 /**
@@ -691,7 +691,7 @@ export async function writeSafetensorsStreamed(
     };
     await write(head);
     for (const t of tensors) {
-      const data = t.values();
+      const data = await t.values();
       checkFills(t.name, t.shape, data);
       await write(storedBytes({ name: t.name, shape: [...t.shape], data, dtype: t.dtype }).bytes);
     }
