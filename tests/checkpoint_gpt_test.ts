@@ -144,8 +144,10 @@ Deno.test(
       2,
     );
     const files: Uint8Array[][] = [];
+    const reads: number[] = [];
     for (const readBatchBytes of [1, 2 ** 30]) {
       const dir = join(temp.path, String(readBatchBytes));
+      const before = dev.hostSyncs;
       const at = await saveCheckpoint(dir, {
         iteration: 2,
         params: a.namedParams(),
@@ -153,12 +155,17 @@ Deno.test(
         ...gptCheckpointInfo(tiny),
         readBatchBytes,
       });
+      reads.push(dev.hostSyncs - before);
       files.push([
         await Deno.readFile(join(at, "model_tp00.safetensors")),
         await Deno.readFile(join(at, "optimizer_tp00.safetensors")),
       ]);
     }
     deepStrictEqual(files[0], files[1]);
+    // A read a tensor (and one a tensor's moments), against one read a file.
+    const params = a.namedParams();
+    const withMoments = params.filter(([, p]) => ta.optimizer.hasMoments(p.tensor)).length;
+    deepStrictEqual(reads, [params.length + withMoments, 2]);
     a.dispose();
   },
 );

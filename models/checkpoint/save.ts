@@ -120,7 +120,7 @@ function batchedReader<T>(
   return async (i) => {
     if (i < start || i >= start + batch.length) {
       let end = i + 1, bytes = sizes[i];
-      while (end < sizes.length && bytes + sizes[end] <= SAVE_READ_BATCH_BYTES) {
+      while (end < sizes.length && bytes + sizes[end] <= most) {
         bytes += sizes[end++];
       }
       batch = [];
