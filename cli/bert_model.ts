@@ -18,6 +18,7 @@ import {
 import { Bert, type BertConfig } from "../models/bert.ts";
 import { assignBert, bertFromHfDir, type BertHfConfig, bertPaddedRows } from "../models/hf/bert.ts";
 import type { TensorSource } from "../models/checkpoint/shard.ts";
+import { HF_SHAPE_FIELDS } from "../models/hf/config_fields.ts";
 import { hfInitializerRange, readHfDir } from "../models/hf/io.ts";
 import type { ParallelLayers } from "../models/parallel/layers.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
@@ -116,6 +117,7 @@ const BERT_FAMILY: ModelFamily<BertConfig, Bert, HfBert> = {
   arch: "bert",
   name: "BERT",
   hfName: "BERT",
+  hfFields: HF_SHAPE_FIELDS.bert,
   readHf: readHfBert,
   create: (layers, config) => new Bert(layers, config, { seed: 0 }),
   assignHf: (model, hf, place) =>

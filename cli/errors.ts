@@ -29,6 +29,7 @@ import {
   validateTransformerConfig,
 } from "../models/shape.ts";
 import { type FlagSpec, FlagsRefusedError, UsageError } from "./flags.ts";
+import { inConfigWords } from "../models/hf/config_fields.ts";
 
 export { UsageError };
 
@@ -217,19 +218,22 @@ function ownToRank(e: unknown): boolean {
  * naming `where` (the checkpoint or Hugging Face folder the config came from)
  * rather than giving a model constructor's stack trace: a {@link UsageError}
  * when its heads or MLP do not split over the `--tp` asked (exit 2, as
- * training's), a {@link CheckpointError} when the shape is wrong in itself.
+ * training's), a {@link CheckpointError} when the shape is wrong in itself,
+ * its settings named as `fields` maps them (a `config.json`'s names).
  */
 export function checkedConfig<C extends ShapeConfig & DropoutConfig>(
   config: C,
   tp: number,
   where: string,
+  fields?: Readonly<Record<string, string>>,
 ): C {
   const misfit = splitMisfit(config, tp);
   if (misfit) throw new UsageError(`${where}: ${misfit}`);
   try {
     validateTransformerConfig(config, tp);
   } catch (e) {
-    throw new CheckpointError(`${where}: ${(e as Error).message}`);
+    const message = (e as Error).message;
+    throw new CheckpointError(`${where}: ${fields ? inConfigWords(message, fields) : message}`);
   }
   return config;
 }

@@ -31,7 +31,7 @@ import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { assignGpt2, type HfGpt2, readHfGpt2 } from "../models/hf/gpt2.ts";
 import { readHfConfig } from "../models/hf/io.ts";
 import { bertConfigFromHf, requireSentencePairs } from "../models/hf/bert.ts";
-import { hfModelFamily } from "../models/hf/config_fields.ts";
+import { HF_SHAPE_FIELDS, hfModelFamily } from "../models/hf/config_fields.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
@@ -187,6 +187,7 @@ const GPT_FAMILY: ModelFamily<GptConfig, Gpt, HfGpt2> = {
   arch: "gpt",
   name: "GPT",
   hfName: "GPT-2",
+  hfFields: HF_SHAPE_FIELDS.gpt,
   readHf: readHfGpt2,
   create: (layers, config) => new Gpt(layers, config, { seed: 0 }),
   assignHf: (model, hf, place) =>

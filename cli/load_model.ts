@@ -83,6 +83,8 @@ export interface ModelFamily<
   name: string;
   /** The family of its Hugging Face directories, in messages ("GPT-2"). */
   hfName: string;
+  /** Its `config.json` name of each shape setting ({@link HF_SHAPE_FIELDS}), for messages. */
+  hfFields: Readonly<Record<string, string>>;
   /** Reads a Hugging Face directory of this family into host memory (its config and tensors). */
   readHf(dir: string, progress?: (done: number, total: number) => void): Promise<H>;
   /** The model over `layers`, its weights about to be overwritten. */
@@ -108,7 +110,8 @@ export async function loadHfModel<
   progress?: (done: number, total: number) => void,
 ): Promise<{ model: M; hf: H; source: string }> {
   const hf = await family.readHf(dir, progress);
-  const model = family.create(layers, checkedConfig(hf.config, layers.tpSize, dir));
+  const config = checkedConfig(hf.config, layers.tpSize, dir, family.hfFields);
+  const model = family.create(layers, config);
   family.assignHf(model, hf, { tp: layers.tpSize, tpRank: layers.tpRank });
   return { model, hf, source: `${dir} (Hugging Face ${family.hfName})` };
 }

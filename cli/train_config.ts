@@ -26,6 +26,7 @@ import {
   describeUntypedConfig,
   HF_SHAPE_FIELDS,
   hfModelFamily,
+  inConfigWords,
 } from "../models/hf/config_fields.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
@@ -812,7 +813,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       if (!(e instanceof ShapeError)) {
         throw e;
       }
-      throw new UsageError(`${file} does not fit --tensor-model-parallel-size ${tp}: ${e.message}`);
+      throw new UsageError(`${file}: ${inConfigWords(e.message, HF_SHAPE_FIELDS[family])}`);
     }
     return extra;
   }

@@ -88,6 +88,7 @@ function noTraining(c: Case): Case {
 // small files.
 const dir = await Deno.makeTempDir({ prefix: "bad_input-" });
 const ck = `${dir}/ck`, hf = `${dir}/hf`, corrupt = `${dir}/corrupt`, hfBad = `${dir}/hf_bad`;
+const hfOddHeads = `${dir}/hf_odd_heads`;
 const bertCk = `${dir}/bert_ck`;
 const aFile = `${dir}/a_file`;
 const fixtures = (async () => {
@@ -114,6 +115,11 @@ const fixtures = (async () => {
   await Deno.mkdir(hfBad);
   await Deno.writeTextFile(`${hfBad}/config.json`, "{not json");
   await Deno.copyFile(`${hf}/model.safetensors`, `${hfBad}/model.safetensors`);
+  // 3 heads do not divide its 32 wide layers
+  await Deno.mkdir(hfOddHeads);
+  const config = JSON.parse(await Deno.readTextFile(`${hf}/config.json`));
+  await Deno.writeTextFile(`${hfOddHeads}/config.json`, JSON.stringify({ ...config, n_head: 3 }));
+  await Deno.copyFile(`${hf}/model.safetensors`, `${hfOddHeads}/model.safetensors`);
   await Deno.writeTextFile(aFile, "a file, not a directory\n");
   await Deno.writeTextFile(`${dir}/vocab.json`, '{"a": 0}');
   await Deno.writeTextFile(`${dir}/merges.txt`, "#version: 0.2\na b\n");
@@ -462,6 +468,13 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
       /has a vocabulary of 256, the gpt2 tokenizer 50257; use --tokenizer byte for this checkpoint/,
     ),
     T("config.json not JSON", ["--init-from-hf", hfBad], 1, /config\.json: not valid JSON/),
+    noTraining({
+      name: "config.json's heads do not divide its width, named as config.json names them",
+      script: "cli/train.ts",
+      args: ["--train-iters", "2", "--init-from-hf", hfOddHeads],
+      code: 2,
+      says: /hf_odd_heads\/config\.json: n_embd 32 is not divisible by n_head 3$/,
+    }),
     T("missing HF directory", ["--init-from-hf", `${dir}/none`], 1, /config\.json: no such file/),
     T("--load a file", ["--load", aFile], 1, /a_file is a file, not a checkpoint directory/),
     T(
@@ -661,6 +674,13 @@ Deno.test("bad input, eval, generate, fill-mask, export-hf", async () => {
       ["--init-from-hf", hfBad, "--data-path", "README.md"],
       1,
       /not valid JSON/,
+    ),
+    C(
+      "cli/eval.ts",
+      "config.json's heads do not divide its width",
+      ["--init-from-hf", hfOddHeads, "--data-path", "README.md"],
+      1,
+      /hf_odd_heads: n_embd 32 is not divisible by n_head 3$/,
     ),
     C(
       "cli/eval.ts",

@@ -76,6 +76,7 @@ export const HF_SHAPE_FIELDS = {
     numHeads: "n_head",
     ffnHiddenSize: "n_inner",
     maxPositions: "n_positions",
+    vocabSize: "vocab_size",
   },
   bert: {
     numLayers: "num_hidden_layers",
@@ -83,8 +84,18 @@ export const HF_SHAPE_FIELDS = {
     numHeads: "num_attention_heads",
     ffnHiddenSize: "intermediate_size",
     maxPositions: "max_position_embeddings",
+    vocabSize: "vocab_size",
   },
 } as const;
+
+/**
+ * `message` (a shape error's, naming the library's settings: `hiddenSize 30 is
+ * not divisible by numHeads 4`) in a `config.json`'s words: its settings
+ * renamed as `fields` ({@link HF_SHAPE_FIELDS}) names them.
+ */
+export function inConfigWords(message: string, fields: Readonly<Record<string, string>>): string {
+  return message.replace(/\b\w+\b/g, (w) => (Object.hasOwn(fields, w) ? fields[w] : w));
+}
 
 /** Whether `config` holds any of the layer, head or width fields of `family`. */
 function hasFieldsOf(config: Record<string, unknown>, family: "gpt" | "bert"): boolean {
