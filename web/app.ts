@@ -147,8 +147,10 @@ function drawChart(): void {
   const y = (v: number) => 8 + (H - PAD - 8) * (1 - (v - lo) / (hi - lo));
   const line = (pts: [number, number][]) =>
     pts.map(([s, v]) => `${x(s).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-  const train = state.losses.map((v, i) => [i + 1, v] as [number, number]);
-  const val = state.val.map((v) => [v.step, v.loss] as [number, number]);
+  // A loss that is not finite is left out of the chart (the run says so in its log).
+  const finite = ([, v]: [number, number]) => Number.isFinite(v);
+  const train = state.losses.map((v, i) => [i + 1, v] as [number, number]).filter(finite);
+  const val = state.val.map((v) => [v.step, v.loss] as [number, number]).filter(finite);
   let ticks = "";
   for (let k = 0; k <= 4; k++) {
     const v = lo + (hi - lo) * k / 4;

@@ -19,6 +19,7 @@ import { ByteTokenizer } from "../data/byte_tokenizer.ts";
 import { evalBatches, GptBatchSampler, type LmBatch } from "../data/gpt_batches.ts";
 import { DataRng } from "../data/rng.ts";
 import { paramsToHost } from "../models/checkpoint/host.ts";
+import { firstNonFinite } from "../models/checkpoint/safetensors.ts";
 import { generate } from "../models/generate.ts";
 import { Gpt } from "../models/gpt.ts";
 import { countsInNorm, hybridHooks } from "../models/parallel/hooks.ts";
@@ -181,6 +182,14 @@ async function run(init: InitMessage): Promise<void> {
           (i) => lossOf(validation[i]),
           1 / validation.length,
         );
+        // Finite training losses of 1e16 still leave weights that are not: say so, and offer
+        // no checkpoint of them.
+        if (!Number.isFinite(v)) {
+          throw new Error(
+            `the validation loss is ${v} at step ${it}: the weights are no longer finite; ` +
+              `lower the learning rate (${c.lr})`,
+          );
+        }
         if (say) post({ type: "val", step: it, loss: v });
       }
       // Every sampleInterval steps, and after the last (RunConfig.sampleInterval: 0 samples there
@@ -190,6 +199,14 @@ async function run(init: InitMessage): Promise<void> {
       if (stopped) break;
     }
     const host = await paramsToHost(model.namedParams());
+    for (const [name, t] of host) {
+      if (firstNonFinite(t.data) >= 0) {
+        throw new Error(
+          `${name} holds values that are not finite after training: lower the learning rate ` +
+            `(${c.lr}); no checkpoint is offered`,
+        );
+      }
+    }
     const info = new Map(model.namedParams());
     const shards: ShardMessage[] = [...host].map(([name, t]) => ({
       name,

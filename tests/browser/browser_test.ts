@@ -231,6 +231,22 @@ Deno.test({
       assert.equal(frozen.config?.lr, 0);
       assert.equal(frozen.samples.length, 1, "no sample after the last step");
       assert.deepEqual(errors, [], "the page logged errors");
+      // A run whose weights blow up while its training losses stay finite (1e10 … 1e16) was
+      // "done", charted NaN (console errors from the chart) and offered a checkpoint that eval
+      // refuses. Now it fails, saying why, and its only console error is that message.
+      const blown = await trainOnPage(page, {
+        size: "tiny",
+        tp: 1,
+        steps: 5,
+        lr: 100000,
+        sampleEvery: 0,
+      });
+      assert.match(blown.error ?? "", /finite; lower the learning rate/, JSON.stringify(blown));
+      assert.equal(await page.$$eval("#downloads a", (as) => as.length), 0, "a checkpoint offered");
+      // (The page's console has the message, and the Worker's its error with it.)
+      const message = blown.error!.replace(/^rank \d+: /, "");
+      const unexpected = (errors as string[]).filter((e) => !e.includes(message));
+      assert.deepEqual(unexpected, [], "the chart's errors");
 
       // Without WebGPU the page says so, and how to enable it.
       const bare = await browser.newPage();
