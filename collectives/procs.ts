@@ -90,9 +90,10 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
   const runId = cfg.runId ?? (oneNode ? randomRunId() : undefined);
   // One node and no port asked for: a free one, as torchrun --standalone picks (two jobs at once).
   const port = oneNode && !cfg.portAsked ? freeLocalPort() : cfg.masterPort;
-  // Rank 0 hosts the rendezvous store on that port: one another program holds is named now,
-  // before any rank starts (rank 1 then waited 5 s for an answer that never came).
-  if (cfg.rankBase === 0) StoreServer.listen(cfg.storeHost, port).close();
+  // Rank 0 hosts the rendezvous store on that port: a port asked for that another program holds
+  // is named now, before any rank starts (rank 1 then waited 5 s for an answer that never came).
+  // (A free port picked above is not held again here: another job may be picking one too.)
+  if (cfg.rankBase === 0 && cfg.portAsked) StoreServer.listen(cfg.storeHost, port).close();
   const children = Array.from(
     { length: cfg.localWorld },
     (_, i) =>

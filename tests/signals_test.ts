@@ -28,10 +28,12 @@ const tiny = [
 ];
 
 /**
- * A checkpoint big enough (6.4M parameters with AdamW moments, ~75 MB) that a
+ * A checkpoint big enough (25M parameters with AdamW moments, ~300 MB) that a
  * second signal lands while the stop is still saving: on Dawn a single-process
  * run notices signals only between steps and while it writes (its device waits
- * hold the thread), so the save is the window.
+ * hold the thread), so the save is the window. (6.4M parameters were enough
+ * until saves streamed, in the forty-fourth session: then the save was over
+ * before the second signal came.)
  */
 const slow = [
   // the signals are the subject: no matmul autotuning after the first step (minutes on a slow CPU)
@@ -39,7 +41,7 @@ const slow = [
   "--num-layers",
   "8",
   "--hidden-size",
-  "256",
+  "512",
   "--num-attention-heads",
   "4",
   "--seq-length",
