@@ -10,6 +10,7 @@ import { attachTuner, firstTuningStep, tuneDuringRun } from "./autotune.ts";
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
+import type { LrSchedule } from "../core/optim.ts";
 import { enableF16Arithmetic } from "../core/ops/f16_arithmetic.ts";
 import { dawnGPU, parseBackend } from "../core/gpu.ts";
 import {
@@ -367,7 +368,7 @@ function stepsLeft(
 /**
  * The lines a run says before its first step: the device, the task's own
  * lines (`described`: model and data), the parallel layout, the length and the
- * validation, and a warning where the default warm-up outlasts the decay.
+ * validation.
  */
 function runHeader(r: {
   a: TrainArgs;
@@ -379,9 +380,8 @@ function runHeader(r: {
   gb: number;
   accum: number;
   nVal: number;
-  sched: Trainer["opts"]["schedule"];
 }): string[] {
-  const { a, device: s, described, world, dp, iters, gb, accum, nVal, sched } = r;
+  const { a, device: s, described, world, dp, iters, gb, accum, nVal } = r;
   const lines = [
     `device: ${s.backend} | ${s.name}${
       s.isFallback ? ` (software${s.softwareLanes === 16 ? ", 512-bit vectors" : ""})` : ""
@@ -397,16 +397,31 @@ function runHeader(r: {
       }${dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""}`
       : "off (--eval-iters 0)"),
   ];
-  const warm = sched.warmupIters ?? 0;
-  if ((sched.style ?? "cosine") !== "constant" && warm > 0 && warm >= sched.decayIters) {
-    // A warm-up given on the command line is refused at this length; the default is not.
-    lines.push(
-      `learning rate: the default warm-up of ${warm} steps is not shorter than the decay ` +
-        `(${sched.decayIters} steps): the rate rises toward --lr ${sched.lr} for the whole run ` +
-        "and never decays; give --lr-warmup-iters N (or --lr-warmup-fraction) for a shorter one",
-    );
-  }
   return lines;
+}
+
+/**
+ * The line a run says where its schedule will not do what a reader expects,
+ * or null: the default warm-up outlasting the decay of a run from its start,
+ * or a resumed run (from iteration `start`) already past the decay's end,
+ * whose every step then runs at the final rate.
+ */
+export function scheduleWarning(sched: LrSchedule, start: number): string | null {
+  if ((sched.style ?? "cosine") === "constant") return null;
+  const warm = sched.warmupIters ?? 0;
+  if (start - 1 >= sched.decayIters) {
+    return `learning rate: this run starts at iteration ${start}, past the end of the ` +
+      `schedule's decay (${sched.decayIters} steps, as saved): every step runs at --min-lr ` +
+      `${sched.minLr ?? 0}; give --lr-decay-iters N with --override-opt-param-scheduler ` +
+      "to decay over more steps";
+  }
+  if (start === 1 && warm > 0 && warm >= sched.decayIters) {
+    // A warm-up given on the command line is refused at this length; the default is not.
+    return `learning rate: the default warm-up of ${warm} steps is not shorter than the decay ` +
+      `(${sched.decayIters} steps): the rate rises toward --lr ${sched.lr} for the whole run ` +
+      "and never decays; give --lr-warmup-iters N (or --lr-warmup-fraction) for a shorter one";
+  }
+  return null;
 }
 
 /** Sums over the steps of one logging window. */
@@ -514,12 +529,11 @@ async function trainOn<B>(
     );
 
   const s = device.summary();
-  const sched = trainer.opts.schedule;
   const nVal = task.validation.length;
   // --eval-iters 0: no validation at all (every token of the data can train).
   const validating = nVal > 0;
   const described = task.describe();
-  runHeader({ a, device: s, described, world, dp, iters, gb, accum, nVal, sched }).forEach(say);
+  runHeader({ a, device: s, described, world, dp, iters, gb, accum, nVal }).forEach(say);
 
   let skippedTotal = 0;
   // Counted from the checkpoint's own count: a resumed run may have another global batch.
@@ -534,6 +548,8 @@ async function trainOn<B>(
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
     : null;
   const startIter = loaded ? loaded.iteration + 1 : 1;
+  const lrWarning = scheduleWarning(trainer.opts.schedule, startIter);
+  if (lrWarning) say(lrWarning);
   // The std the weights were drawn with, saved with them: this run's draw, what the loaded
   // checkpoint says, or a Hugging Face config's initializer_range (so an export writes it again).
   const initStd = loaded ? loaded.initStd : a.initFromHf ? data.hfInitStd : a.model.initStd;
@@ -551,7 +567,9 @@ async function trainOn<B>(
         "ffn-hidden-size": task.shape.ffnHiddenSize,
         "max-position-embeddings": task.shape.maxPositions,
         "global-batch-size": gb,
-        ...(a.trainSamples === undefined ? { "lr-decay-iters": sched.decayIters } : {}),
+        ...(a.trainSamples === undefined
+          ? { "lr-decay-iters": trainer.opts.schedule.decayIters }
+          : {}),
         ...(a.data.source || a.data.train ? {} : { "data-path": DEFAULT_CORPUS_PATH }),
         "backend": s.backend,
         ...loggedConfig(a),

@@ -7,6 +7,7 @@
 
 import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
 import { logLockPath, SAVE_LOCK_FILE } from "../cli/save_lock.ts";
+import { scheduleWarning } from "../cli/train_run.ts";
 import { jsonlLosses, runCli, startCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
@@ -225,6 +226,19 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
   const w = jsonlLosses(await Deno.readTextFile(`${dir}/w.jsonl`));
   deepStrictEqual(jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
   strictEqual(w.length, 3);
+});
+
+Deno.test("train: the schedule's warning fits where the run starts", () => {
+  const sched = { lr: 3e-3, minLr: 3e-4, warmupIters: 30, decayIters: 30 };
+  // From the start: the default warm-up outlasts the decay.
+  match(scheduleWarning(sched, 1) ?? "", /rises toward --lr 0\.003 for the whole run/);
+  // Resumed past the decay's end: every step at the final rate (it said "rises" here too).
+  match(
+    scheduleWarning(sched, 31) ?? "",
+    /starts at iteration 31, past the end of the schedule's decay \(30 steps, as saved\): every step runs at --min-lr 0\.0003/,
+  );
+  strictEqual(scheduleWarning({ ...sched, decayIters: 100 }, 31), null);
+  strictEqual(scheduleWarning({ ...sched, style: "constant" }, 31), null);
 });
 
 Deno.test("train: one run at a time per --save directory; a dead run's lock is taken over", async () => {
