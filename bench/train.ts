@@ -241,7 +241,14 @@ async function projectRunner(row: BenchRow): Promise<Runner> {
 /** Times the matmul shapes the device's tuner has seen but not tuned yet. */
 async function tuneMatmuls(device: Device): Promise<void> {
   const tuner = device.matmulTuner;
-  if (tuner instanceof MatmulTuner && tuner.pending) await tuner.tune();
+  if (!(tuner instanceof MatmulTuner) || !tuner.pending) return;
+  // On a fresh machine this is minutes of compiling with nothing else printed (18 seen).
+  console.error(
+    `bench: timing the matmul tilings of ${tuner.pending} shape${tuner.pending === 1 ? "" : "s"} ` +
+      "first (compiling each candidate takes seconds to a minute on a CPU adapter; Mesa's shader " +
+      "cache keeps them for later runs)",
+  );
+  await tuner.tune();
 }
 
 const samples = new Map<string, Samples>();
