@@ -9,6 +9,7 @@
 import { tokenizerFlagFor } from "../data/token_bin.ts";
 import { createTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import { UsageError } from "./flags.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 
 /** Rows past its tokenizer's a model's vocabulary may have and still be padding. */
 export const MAX_PADDING_ROWS = 1024;
@@ -55,7 +56,8 @@ export async function tokenizerAdvice(modelVocab: number, suffix = ""): Promise<
 /**
  * The tokenizer of a GPT of `modelVocab` rows: `given` (the `--tokenizer` flag),
  * else `saved` (its checkpoint's), else the one whose vocabulary it has. A
- * misfit is refused ({@link UsageError}) with the tokenizer that would fit.
+ * misfit is refused ({@link CheckpointError}, exit 1 as `train`'s) with the
+ * tokenizer that would fit; `given` against `saved` ({@link UsageError}).
  */
 export async function modelTokenizer(
   modelVocab: number,
@@ -72,5 +74,7 @@ export async function modelTokenizer(
   const tok = await createTokenizer(name);
   const misfit = vocabularyMisfit(name, tok.vocabSize, modelVocab);
   if (misfit === null) return tok;
-  throw new UsageError(`${misfit}; ${await tokenizerAdvice(modelVocab)}`);
+  // The model's vocabulary against a tokenizer's, as `train` refuses it: exit 1, the checkpoint's
+  // (eval and generate exited 2 for it, flag or no flag).
+  throw new CheckpointError(`${misfit}; ${await tokenizerAdvice(modelVocab)}`);
 }

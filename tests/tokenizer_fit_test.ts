@@ -6,9 +6,12 @@
  * tokenizer, without flags.
  */
 
-import { equal, match, ok } from "node:assert/strict";
+import { equal, match, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import { type HostTensor, writeSafetensors } from "../models/checkpoint/mod.ts";
+import { modelTokenizer } from "../cli/model_tokenizer.ts";
+import { UsageError } from "../cli/flags.ts";
+import { CheckpointError } from "../models/checkpoint/safetensors.ts";
 import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
@@ -205,4 +208,15 @@ Deno.test({
     equal(fromHf.code, 0, fromHf.stderr);
     equal(fromHf.stdout, gen.stdout);
   },
+});
+
+Deno.test("a model whose vocabulary fits no tokenizer is the checkpoint's error in every command (exit 1)", async () => {
+  // eval and generate refused it as the command line's (exit 2), train as the checkpoint's (1).
+  await rejects(
+    modelTokenizer(20000, undefined),
+    (e) => e instanceof CheckpointError && /no tokenizer here has that vocabulary/.test(e.message),
+  );
+  await rejects(modelTokenizer(20000, "gpt2"), CheckpointError);
+  // A --tokenizer against the one the model was trained with stays the command line's.
+  await rejects(modelTokenizer(256, "gpt2", "byte"), UsageError);
 });
