@@ -13,7 +13,7 @@ import {
   resolveDistConfig,
 } from "../collectives/env.ts";
 import { oneLine } from "../core/files.ts";
-import { type FlagSpec, UsageError } from "./flags.ts";
+import { emptyValueError, type FlagSpec, UsageError } from "./flags.ts";
 
 /**
  * The distributed flags of a command that launches ranks (`train`, `launch`),
@@ -61,9 +61,7 @@ export function distConfig(flags: Record<string, string>): DistConfig {
   // An empty value is a mistake (`--node-rank "$NODE_RANK"` with the variable unset), never
   // the flag left out: as parseFlags refuses it for every other flag.
   for (const [name, value] of Object.entries(flags)) {
-    if (value === "") {
-      throw new UsageError(`--${name} is empty: give it a value, or leave the flag out`);
-    }
+    if (value === "") throw emptyValueError(name, DIST_FLAG_SPECS[name] ?? { type: "string" });
   }
   const env = Deno.env.toObject();
   const timeout = flags["dist-timeout"] ?? env.DIST_TIMEOUT;

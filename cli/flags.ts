@@ -381,7 +381,7 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
   for (const [name, { spelled, values }] of lists) {
     names.add(name);
     if (values.includes("") && !specs[name].allowEmpty) {
-      throw new UsageError(`--${spelled} is empty: ${emptyAdvice(specs[name])}`);
+      throw emptyValueError(spelled, specs[name]);
     }
     out[name] = values.length === 1 ? values[0] : values;
   }
@@ -396,7 +396,7 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
     }
     const str = spelledValue(rawName, raw as string);
     if (s.type === "string" && str === "" && !s.allowEmpty) {
-      throw new UsageError(`--${rawName} is empty: ${emptyAdvice(s)}`);
+      throw emptyValueError(rawName, s);
     }
     const num = convertedValue(name, rawName, raw as string, s);
     if (typeof num === "string") {
@@ -421,9 +421,10 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
   return out;
 }
 
-/** What to do about a flag given an empty value. */
-function emptyAdvice(s: FlagSpec): string {
-  return s.required ? "give it a value" : "give it a value, or leave the flag out";
+/** The refusal of flag `--name` (spec `s`) given an empty value. */
+export function emptyValueError(name: string, s: FlagSpec): UsageError {
+  const advice = s.required ? "give it a value" : "give it a value, or leave the flag out";
+  return new UsageError(`--${name} is empty: ${advice}`);
 }
 
 /** `raw`, given as `--rawName`: a Megatron spelling's value translated ({@link MEGATRON_SPELLINGS}). */
