@@ -15,7 +15,6 @@
 
 import { type DistConfig, HOST_SHM_VARIABLE, randomRunId, splitDistArgs } from "./env.ts";
 import { SignalCopies } from "./signal_copies.ts";
-import { StoreServer } from "./store.ts";
 import { freeLocalPort, removeMappingFilesOf } from "./tcp.ts";
 import { waitForAllOrGrace } from "./wait.ts";
 
@@ -59,23 +58,6 @@ export function grantedPermissionFlags(): string[] {
   ).map((name) => `--allow-${name}`);
 }
 
-/** How long the launcher retries a port asked for that is in use before refusing the run. */
-const PORT_PROBE_WAIT_MS = 2000;
-
-/** Binds and frees `host:port`, retrying while in use for {@link PORT_PROBE_WAIT_MS}. */
-async function probePort(host: string, port: number): Promise<void> {
-  const until = performance.now() + PORT_PROBE_WAIT_MS;
-  for (;;) {
-    try {
-      StoreServer.listen(host, port).close();
-      return;
-    } catch (e) {
-      if (performance.now() >= until || !/already in use/.test((e as Error).message)) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
 /**
  * Starts one process per local rank of `cfg` and waits for them. When one
  * fails, the others get {@link AFTER_FAILURE_GRACE_MS} to fail on their own
@@ -107,12 +89,6 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
   const runId = cfg.runId ?? (oneNode ? randomRunId() : undefined);
   // One node and no port asked for: a free one, as torchrun --standalone picks (two jobs at once).
   const port = oneNode && !cfg.portAsked ? freeLocalPort() : cfg.masterPort;
-  // Rank 0 hosts the rendezvous store on that port: a port asked for that another program holds
-  // is named now, before any rank starts (rank 1 then waited 5 s for an answer that never came).
-  // (A free port picked above is not held again here: another job may be picking one too.)
-  // A run just stopped may still hold it for a moment (a restart at once, the chaos test's next
-  // trial): it is tried again for up to PORT_PROBE_WAIT_MS, as long as a rank 0 took to start.
-  if (cfg.rankBase === 0 && cfg.portAsked) await probePort(cfg.storeHost, port);
   const children = Array.from(
     { length: cfg.localWorld },
     (_, i) =>

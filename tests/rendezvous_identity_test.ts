@@ -239,29 +239,6 @@ Deno.test("rendezvous: a node that never starts is named once per node under --l
   assert.equal(said.length, 1, r.stderr);
 });
 
-Deno.test("rendezvous: --launcher procs names a --master-port another program holds before any rank starts", async () => {
-  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (holder.addr as Deno.NetAddr).port;
-  try {
-    const r = await runCli(
-      "cli/train.ts",
-      [
-        ...TINY_RUN_FLAGS,
-        ...["--train-iters", "2", "--tp", "2", "--nproc-per-node", "2", "--launcher", "procs"],
-        ...["--master-port", String(port)],
-      ],
-      undefined,
-      { timeoutMs: 60_000 },
-    );
-    assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`port ${port} is already in use`));
-    // No rank was started to wait for an answer and be killed after the grace.
-    assert.doesNotMatch(r.stderr, /still running .* after a failure; killed/);
-  } finally {
-    holder.close();
-  }
-});
-
 Deno.test("rendezvous: the store refuses a rank of another run and a rank that joins twice, naming both", async () => {
   const server = StoreServer.listen("127.0.0.1", 0, "job-A");
   try {
