@@ -22,8 +22,20 @@ export const REDUCE_CHUNK = 16 * STREAM_ROW_TEXELS;
 /** What {@link reduceKernel} folds. */
 export type ReduceOp = "sum" | "sumsq" | "max";
 
-const INIT = { sum: "0.0", sumsq: "0.0", max: "-3.0e38" };
-const COMBINE = { sum: "a + b", sumsq: "a + b", max: "max(a, b)" };
+/**
+ * Each op's identity. Max starts from −∞, made at run time (`p.ninf` holds its
+ * bits; WGSL refuses an infinite constant), so a tensor of −∞ or of floats
+ * below −3e38 has its own largest element as its max.
+ */
+const INIT = { sum: "0.0", sumsq: "0.0", max: "bitcast<f32>(p.ninf)" };
+/** Max carries a NaN through, as the sums do (WGSL's `max` may drop it). */
+const COMBINE = {
+  sum: "a + b",
+  sumsq: "a + b",
+  max: "select(max(a, b), a + b, isNan(a) || isNan(b))",
+};
+/** The bits of −∞ as an f32, the uniform `ninf` every reduction pass gets. */
+const NEG_INFINITY_BITS = 0xff800000;
 
 /**
  * WGSL opening a reduction pass: uniforms, the input (binding 0, declared by
@@ -31,11 +43,12 @@ const COMBINE = { sum: "a + b", sumsq: "a + b", max: "max(a, b)" };
  * workgroup's index.
  */
 function passHead(op: ReduceOp, x: string): string {
-  return `struct P { n: u32, chunk: u32, outOffset: u32, _p: u32 }
+  return `struct P { n: u32, chunk: u32, outOffset: u32, ninf: u32 }
 @group(0) @binding(0) ${x};
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
 var<workgroup> red: array<f32, ${REDUCE_WG}>;
+fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 fn combine(a: f32, b: f32) -> f32 { return ${COMBINE[op]}; }
 @compute @workgroup_size(${REDUCE_WG})
 fn main(${GRID_BUILTINS}) {
@@ -109,7 +122,7 @@ export function reduceDispatch(n: number, outOffset = 0) {
   const groups = Math.max(1, Math.ceil(n / REDUCE_CHUNK));
   return {
     groups,
-    params: new Params(4).u32(n).u32(REDUCE_CHUNK).u32(outOffset).u32(0).buffer,
+    params: new Params(4).u32(n).u32(REDUCE_CHUNK).u32(outOffset).u32(NEG_INFINITY_BITS).buffer,
     workgroups: grid2d(groups),
   };
 }

@@ -34,6 +34,8 @@ export interface Trainable {
   namedParams(): [string, ParamInfo][];
   /** Sets training mode. */
   train(on?: boolean): unknown;
+  /** Whether the model is in training mode (dropout on); {@link Trainer.evaluate} restores it. */
+  readonly training?: boolean;
   /** How the model is split (absent: not split); the trainer checks its hooks against it. */
   readonly parallel?: { readonly tpSize: number };
 }
@@ -47,12 +49,15 @@ export interface ParallelHooks {
    * (`--overlap-grad-reduce`): called before the last micro-batch's backward,
    * whose leaves are reported to `onLeafGrad`; `prepare` is applied to each
    * gradient before it is sent (mixed precision's rounding); `finish` is
-   * awaited before the optimizer. Undefined (or null returned): not overlapped.
+   * awaited before the optimizer. If the step fails first, `settle` (where
+   * given) is awaited instead: it waits for the reductions already started, so
+   * none writes a gradient after the step is abandoned. Undefined (or null
+   * returned): not overlapped.
    */
   beginGradReduce?(
     params: readonly Tensor[],
     prepare?: (grad: Tensor) => void,
-  ): { onLeafGrad(leaf: Tensor): void; finish(): Promise<void> } | null;
+  ): { onLeafGrad(leaf: Tensor): void; finish(): Promise<void>; settle?(): Promise<void> } | null;
   /**
    * Turns this rank's squared-norm contribution into the global one (sum over
    * the model-parallel group). The trainer passes only the parameters this rank
@@ -62,6 +67,9 @@ export interface ParallelHooks {
   /** Averages a loss over the data-parallel group (for logging). */
   averageLoss?(loss: Tensor): Promise<Tensor>;
 }
+
+/** What {@link ParallelHooks.beginGradReduce} returns. */
+type GradReductionHandle = ReturnType<NonNullable<ParallelHooks["beginGradReduce"]>>;
 
 /** Settings of a {@link Trainer}. */
 export interface TrainerOptions {
@@ -235,6 +243,32 @@ export class Trainer {
     lr: number,
     scale: number,
   ): Promise<StepResult> {
+    const started: { reduction: GradReductionHandle } = { reduction: null };
+    try {
+      return await this.#accumulateAndUpdate(
+        microBatches,
+        lossOf,
+        lr,
+        scale,
+        (r) => started.reduction = r,
+      );
+    } catch (e) {
+      // A step that fails leaves no gradient behind: the next step would add
+      // this one's partial sums into its own.
+      await started.reduction?.settle?.();
+      zeroGrad(this.#params.map((p) => p.tensor));
+      throw e;
+    }
+  }
+
+  /** {@link Trainer.step}'s work: backward over the micro-batches, reduce, clip, update. */
+  async #accumulateAndUpdate(
+    microBatches: number,
+    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lr: number,
+    scale: number,
+    onReduction: (r: GradReductionHandle) => void,
+  ): Promise<StepResult> {
     const device = this.device;
     const params = this.#params.map((p) => p.tensor);
     const { half, scaler } = this.opts.precision ?? {};
@@ -246,11 +280,12 @@ export class Trainer {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
       const hooks = this.opts.hooks;
-      let reduction: ReturnType<NonNullable<ParallelHooks["beginGradReduce"]>> = null;
+      let reduction: GradReductionHandle = null;
       for (let i = 0; i < microBatches; i++) {
         // Overlapped data-parallel reduction: buckets start during the last backward.
         if (i === microBatches - 1 && hooks?.beginGradReduce) {
           reduction = hooks.beginGradReduce(params, roundGradient);
+          onReduction(reduction);
         }
         const onLeafGrad = reduction ? reduction.onLeafGrad : undefined;
         await tidy(device, async () => {
@@ -316,7 +351,8 @@ export class Trainer {
    * its own, e.g. its share of the rows when the last batch is short), then the
    * hooks' average over data-parallel replicas. Replicas that split the
    * validation batches among them pass `weight` = DP size / (batches over all
-   * replicas), so the average of their sums is the mean over all batches.
+   * replicas), so the average of their sums is the mean over all batches. The
+   * model runs in evaluation mode (no dropout) and is left in the mode it was in.
    */
   async evaluate(
     n: number,
@@ -340,6 +376,7 @@ export class Trainer {
   ): Promise<number> {
     const weightOf = typeof weight === "number" ? () => weight : weight;
     const device = this.device;
+    const was = this.model.training ?? true;
     this.model.train(false);
     this.refreshHalfCopies();
     try {
@@ -354,7 +391,7 @@ export class Trainer {
         return await t.item();
       });
     } finally {
-      this.model.train(true);
+      this.model.train(was);
     }
   }
 }

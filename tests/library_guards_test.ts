@@ -10,7 +10,9 @@
  * no int32, bad AdamW hyper-parameters, `minLr` above `lr`, a bad BERT
  * `mlmNormalizer`, an unknown 16-bit format and a checkpoint load whose
  * optimizer does not own the parameters are refused, each naming the value, as
- * is an attention block whose head size is not hidden / heads.
+ * is an attention block whose head size is not hidden / heads. A step that
+ * fails part-way leaves no gradient behind, and `evaluate` restores the
+ * model's mode.
  */
 
 import { deepEqual, equal, rejects, throws } from "node:assert/strict";
@@ -111,6 +113,58 @@ Deno.test(
     equal(rb.gradNorm, rf.gradNorm);
     for (const m of [a, b, fresh]) m.dispose();
     for (const t of [ta, tb, tf]) t.dispose();
+    x.dispose();
+    y.dispose();
+  },
+);
+
+Deno.test(
+  "a step that fails part-way leaves no gradient behind: the next step equals a fresh trainer's",
+  gpuTest,
+  async () => {
+    const x = ids(dev, 3), y = ids(dev, 4);
+    const g = Gpt.serial(dev, cfg, 5), fresh = Gpt.serial(dev, cfg, 5);
+    let settled = 0;
+    // An overlapped reduction started for the last micro-batch is settled, not left running.
+    const hooks = {
+      beginGradReduce: () => ({
+        onLeafGrad() {},
+        finish: () => Promise.resolve(),
+        settle: () => Promise.resolve(void settled++),
+      }),
+    };
+    const tg = new Trainer(dev, g, { ...opts, hooks });
+    const tf = new Trainer(dev, fresh, { ...opts, hooks });
+    await rejects(
+      () =>
+        tg.step(2, (i) => {
+          if (i === 1) throw new Error("a bad batch");
+          return g.loss(x, y);
+        }),
+      /a bad batch/,
+    );
+    equal(settled, 1);
+    equal(tg.iteration, 0);
+    equal(g.namedParams().filter(([, p]) => p.tensor.grad).length, 0);
+    equal(dev.scopes.length, 0);
+    // Before the fix the failed step's first micro-batch (half its gradient) was added in: 1.5×.
+    const rg = await tg.step(1, () => g.loss(x, y));
+    const rf = await tf.step(1, () => fresh.loss(x, y));
+    equal(rg.loss, rf.loss);
+    equal(rg.gradNorm, rf.gradNorm);
+    deepEqual(
+      await g.namedParams()[0][1].tensor.read(),
+      await fresh.namedParams()[0][1].tensor.read(),
+    );
+    // evaluate leaves the model in the mode the caller had it in.
+    g.train(false);
+    await tg.evaluate(1, () => g.loss(x, y));
+    equal(g.training, false);
+    g.train(true);
+    await tg.evaluate(1, () => g.loss(x, y));
+    equal(g.training, true);
+    for (const m of [g, fresh]) m.dispose();
+    for (const t of [tg, tf]) t.dispose();
     x.dispose();
     y.dispose();
   },

@@ -200,6 +200,24 @@ Deno.test("reductions: sum, mean, sum of squares, max", gpuTest, async () => {
   }
 });
 
+Deno.test(
+  "max is the largest element at the float range's ends, and carries a NaN",
+  gpuTest,
+  async () => {
+    // It began at −3e38: all −∞, or all below −3e38, gave −3e38; and WGSL's max dropped a NaN.
+    const max = (v: number[]) => ops.max(T(Float32Array.from(v), [v.length])).item();
+    for (const n of [2, 4, 4097]) {
+      assertEquals(await max(Array(n).fill(-Infinity)), -Infinity, `${n} × −∞`);
+      const low = Array.from({ length: n }, (_, i) => -3.4e38 + i * 1e30);
+      assertEquals(await max(low), Math.fround(low[n - 1]), `${n} below −3e38`);
+      const nan = Array.from({ length: n }, (_, i) => i);
+      nan[n >> 1] = NaN;
+      assertEquals(await max(nan), NaN, `${n} with a NaN`);
+    }
+    assertEquals(await max([-Infinity, -1, Infinity]), Infinity);
+  },
+);
+
 Deno.test("permute, transpose, slice, concat, split", gpuTest, async () => {
   const shape = [2, 3, 5, 7];
   const n = 2 * 3 * 5 * 7;

@@ -157,7 +157,7 @@ export function hybridHooks(
       ? (params: readonly Tensor[], prepare?: (g: Tensor) => void) => {
         const r = buckets.begin(params, prepare);
         // Only the wait after backward is exposed communication.
-        return { onLeafGrad: r.onLeafGrad, finish: () => timed(r.finish) };
+        return { onLeafGrad: r.onLeafGrad, finish: () => timed(r.finish), settle: r.settle };
       }
       : undefined,
     async reduceNormSquared(sq: Tensor) {

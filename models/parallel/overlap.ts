@@ -289,6 +289,9 @@ export class GradBuckets {
         this.device.flush();
         await Promise.all(started);
       },
+      settle: async () => {
+        await Promise.allSettled(started);
+      },
     };
   }
 }
@@ -299,6 +302,12 @@ export interface GradReduction {
   onLeafGrad(leaf: Tensor): void;
   /** Starts what is left and waits until every bucket is averaged and written back. */
   finish(): Promise<void>;
+  /**
+   * Waits for the buckets already started to end, failed or not, and starts no
+   * other: what a step that fails before `finish` awaits, so that no bucket
+   * writes a gradient after it.
+   */
+  settle(): Promise<void>;
 }
 
 /** An {@link AverageFn} for `group`: its "avg" all-reduce, or 16-bit values on the wire. */
