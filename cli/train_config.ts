@@ -29,6 +29,8 @@ import {
   inConfigWords,
 } from "../models/hf/config_fields.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
+import { BYTE_VOCAB_SIZE } from "../data/byte_tokenizer.ts";
+import { GPT2_VOCAB_SIZE } from "../data/gpt2_vocab.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
 import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
@@ -1053,7 +1055,10 @@ export function savedCheckpointArgs(
   }
   const vocabSize = meta.model?.shape?.vocabSize ?? meta.model?.config?.vocabSize;
   if (out.tokenizer === undefined && meta.model?.arch === "gpt") {
-    const byVocab: Record<number, string> = { 256: "byte", 50257: "gpt2" };
+    const byVocab: Record<number, string> = {
+      [BYTE_VOCAB_SIZE]: "byte",
+      [GPT2_VOCAB_SIZE]: "gpt2",
+    };
     if (typeof vocabSize === "number" && byVocab[vocabSize]) out.tokenizer = byVocab[vocabSize];
   }
   return out;

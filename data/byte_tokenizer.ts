@@ -1,5 +1,8 @@
 import type { Tokenizer } from "./tokenizer.ts";
 
+/** The byte tokenizer's vocabulary: the 256 byte values. */
+export const BYTE_VOCAB_SIZE = 256;
+
 /**
  * Byte-level tokenizer: each byte is one token (vocab 256, no end-of-text id). Text (a JS
  * string, such as a prompt) is UTF-8-encoded first; files are read as raw bytes
@@ -9,7 +12,7 @@ export class ByteTokenizer implements Tokenizer {
   /** Tokenizer name. */
   readonly name = "byte";
   /** 256 byte values. */
-  readonly vocabSize = 256;
+  readonly vocabSize = BYTE_VOCAB_SIZE;
   #encoder = new TextEncoder();
   #decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
@@ -28,7 +31,7 @@ export class ByteTokenizer implements Tokenizer {
     const bytes = new Uint8Array(ids.length);
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      if (!(id >= 0 && id < 256) || !Number.isInteger(id)) {
+      if (!(id >= 0 && id < BYTE_VOCAB_SIZE) || !Number.isInteger(id)) {
         throw new RangeError(`byte tokenizer: id ${id} at position ${i} is not in [0, 256)`);
       }
       bytes[i] = id;

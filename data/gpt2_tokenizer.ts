@@ -1,15 +1,18 @@
+/**
+ * GPT-2's byte-pair encoding. Importing this module loads npm `gpt-tokenizer`
+ * (its tables, ~30 ms): {@link createTokenizer} and the Megatron vocabulary
+ * check import it only when asked for GPT-2.
+ * @module
+ */
+
 import { importGpt2Encoding, importGpt2Ranks } from "../deps.ts";
+import { GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_vocab.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 const [{ encode }, { default: ranks }] = await Promise.all([
   importGpt2Encoding(),
   importGpt2Ranks(),
 ]);
-
-/** GPT-2's vocabulary size (50,000 merges + 256 bytes + `<|endoftext|>`). */
-export const GPT2_VOCAB_SIZE = 50257;
-/** Id of `<|endoftext|>` in GPT-2's vocabulary. */
-export const GPT2_EOS_ID = 50256;
 
 /** Each id's bytes, built at the first decode. */
 let tokenBytes: Uint8Array[] | null = null;
@@ -56,7 +59,7 @@ function decodeGpt2(ids: ArrayLike<number>): string {
  * GPT-2 byte-pair-encoding tokenizer (the r50k_base encoding shipped by npm `gpt-tokenizer`).
  * Text is encoded literally: a `<|endoftext|>` written in the text is not turned into the eos id.
  */
-export function createGpt2Tokenizer(): Tokenizer {
+export function gpt2Tokenizer(): Tokenizer {
   const literal = { disallowedSpecial: new Set<string>() };
   return {
     name: "gpt2",

@@ -9,13 +9,14 @@
 export { DataError } from "./errors.ts";
 export { DataRng, type DataRngState } from "./rng.ts";
 export {
+  createGpt2Tokenizer,
   createTokenizer,
   type Tokenizer,
   TOKENIZER_NAMES,
   type TokenizerName,
 } from "./tokenizer.ts";
 export { ByteTokenizer } from "./byte_tokenizer.ts";
-export { createGpt2Tokenizer, GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_tokenizer.ts";
+export { GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_vocab.ts";
 export {
   type BertSpecialIds,
   createBertTokenizer,

@@ -39,10 +39,8 @@ export type TokenizerName = typeof TOKENIZER_NAMES[number];
  */
 export async function createTokenizer(name: string): Promise<Tokenizer> {
   switch (name) {
-    case "gpt2": {
-      const { createGpt2Tokenizer } = await import("./gpt2_tokenizer.ts");
-      return createGpt2Tokenizer();
-    }
+    case "gpt2":
+      return await createGpt2Tokenizer();
     case "byte": {
       const { ByteTokenizer } = await import("./byte_tokenizer.ts");
       return new ByteTokenizer();
@@ -56,4 +54,14 @@ export async function createTokenizer(name: string): Promise<Tokenizer> {
         `unknown tokenizer ${JSON.stringify(name)}; expected one of: ${TOKENIZER_NAMES.join(", ")}`,
       );
   }
+}
+
+/**
+ * GPT-2's byte-pair-encoding tokenizer (vocab 50257; the r50k_base encoding of
+ * npm `gpt-tokenizer`, loaded at the first call, hence async). Text is encoded
+ * literally: a `<|endoftext|>` written in the text is not the eos id.
+ */
+export async function createGpt2Tokenizer(): Promise<Tokenizer> {
+  const { gpt2Tokenizer } = await import("./gpt2_tokenizer.ts");
+  return gpt2Tokenizer();
 }

@@ -2,7 +2,8 @@
  * The module graph has no import cycles: walking it from `mod.ts` and from every
  * `cli/*.ts` entry point (static imports, type-only ones included, as `deno info`
  * resolves them), every strongly connected component is a single module. A cycle
- * fails the test naming one import path around it. No GPU.
+ * fails the test naming one import path around it. No module that `mod.ts`
+ * imports statically awaits at its top (npm packages load on demand). No GPU.
  */
 
 import { deepStrictEqual } from "node:assert/strict";
@@ -133,4 +134,24 @@ Deno.test("no import cycles from mod.ts and cli/*.ts", async () => {
   const cycles = findCycles(await moduleGraph(entries.sort()));
   const named = cycles.map((c) => c.map((s) => relative(root, fromFileUrl(s))).join(" → "));
   deepStrictEqual(named, [], `import cycles:\n  ${named.join("\n  ")}`);
+});
+
+Deno.test("importing mod.ts runs no top-level await: npm packages load on demand", async () => {
+  // data/gpt2_tokenizer.ts awaited gpt-tokenizer's tables at the top and was
+  // re-exported by mod.ts, so every importer paid ~30 ms and 10 MB for them.
+  const graph = await moduleGraph(["mod.ts"]);
+  const modules = [new URL("../mod.ts", import.meta.url).href];
+  for (let i = 0; i < modules.length; i++) {
+    for (const w of graph.get(modules[i]) ?? []) if (!modules.includes(w)) modules.push(w);
+  }
+  const awaiting: string[] = [];
+  for (const m of modules) {
+    const source = await Deno.readTextFile(fromFileUrl(m));
+    // A statement at column 0 that awaits: `await …`, `for await`, `const x = await …`.
+    if (/^(?:(?:export\s+)?(?:const|let|var)\s[^\n]*=\s*|for\s+)?await\b/m.test(source)) {
+      awaiting.push(relative(root, fromFileUrl(m)));
+    }
+  }
+  deepStrictEqual(awaiting, [], `top-level await in ${awaiting.join(", ")}`);
+  deepStrictEqual(modules.some((m) => m.endsWith("/data/gpt2_tokenizer.ts")), false);
 });

@@ -6,6 +6,7 @@
  */
 
 import { DEFAULT_INIT_STD, type ParamInfo } from "../../core/nn.ts";
+import { GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "../../data/gpt2_vocab.ts";
 import type { TpPlace } from "../checkpoint/assign.ts";
 import { CheckpointError } from "../checkpoint/safetensors.ts";
 import { type HostTensor, readTensors, type TensorSource } from "../checkpoint/shard.ts";
@@ -100,7 +101,7 @@ export function gpt2ConfigToHf(
   c: GptConfig,
   initializerRange = DEFAULT_INIT_STD,
 ): Record<string, unknown> {
-  const eos = c.vocabSize === 50257 ? 50256 : null;
+  const eos = c.vocabSize === GPT2_VOCAB_SIZE ? GPT2_EOS_ID : null;
   return {
     architectures: ["GPT2LMHeadModel"],
     model_type: "gpt2",
