@@ -17,6 +17,7 @@ import { counted, stderrProgress } from "./log.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { forStdout, TextStream } from "./text_stream.ts";
 export { TextStream };
+import { checkTopP, samplingFlags } from "./sampling_flags.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
 import {
   backendFlag,
@@ -46,9 +47,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   },
   "prompt": { type: "string", allowEmpty: true, help: "text to continue", group: "Generation" },
   "max-new-tokens": { type: "int", default: 100, min: 0, help: "tokens to generate" },
-  "temperature": { type: "float", default: 1, min: 0, help: "softmax temperature; 0 = greedy" },
-  "top-k": { type: "int", default: 0, min: 0, help: "keep the k most likely tokens (0 = off)" },
-  "top-p": { type: "float", default: 1, min: 0, help: "nucleus sampling mass (1 = off)" },
+  ...samplingFlags(),
   "seed": { type: "int", default: 1234, min: 0, help: "sampling seed" },
   "ignore-eos": {
     type: "boolean",
@@ -81,8 +80,7 @@ export function validateGenerateFlags(f: FlagValues): void {
     throw new UsageError("--use-checkpoint-args takes the arguments from --load DIR; pass it");
   }
   if (f.prompt === undefined) throw new UsageError("--prompt TEXT is required");
-  const p = f["top-p"] as number;
-  if (!(p > 0 && p <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${p}`);
+  checkTopP(f);
   resolveTensorOnlyParallel(f, "generate");
 }
 

@@ -7,7 +7,8 @@
 import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DIST_FLAG_SPECS } from "./dist.ts";
 import { DEFAULT_INIT_STD } from "../core/nn.ts";
-import { AdamW } from "../core/optim.ts";
+import { ADAMW_DEFAULTS } from "../core/optim.ts";
+import { LOSS_SCALER_DEFAULTS } from "../models/loss_scale.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -33,6 +34,7 @@ import { BYTE_VOCAB_SIZE } from "../data/byte_tokenizer.ts";
 import { GPT2_VOCAB_SIZE } from "../data/gpt2_vocab.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
+import { checkTopP, samplingFlags } from "./sampling_flags.ts";
 import { backendFlag, type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 import { MEGATRON_UNIMPLEMENTED, VOCAB_FILE_FLAGS } from "./megatron_flags.ts";
 import {
@@ -221,19 +223,22 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     }) replace the checkpoint's instead of continuing it`,
   },
   "clip-grad": { type: "float", default: 1.0, min: 0, help: "global gradient-norm clip (0 = off)" },
-  "weight-decay": { type: "float", default: 0.01, min: 0, help: "AdamW decoupled weight decay" },
-  "adam-beta1": { type: "float", default: 0.9, min: 0, help: "AdamW β1" },
+  "weight-decay": {
+    type: "float",
+    default: ADAMW_DEFAULTS.weightDecay,
+    min: 0,
+    help: "AdamW decoupled weight decay",
+  },
+  "adam-beta1": { type: "float", default: ADAMW_DEFAULTS.beta1, min: 0, help: "AdamW β1" },
   "adam-beta2": {
     type: "float",
-    // AdamW's own default (core/optim.ts): 0.999, as Megatron and PyTorch.
-    default: new AdamW([]).beta2,
+    default: ADAMW_DEFAULTS.beta2,
     min: 0,
     help: "AdamW β2 (Megatron's and PyTorch's default; Megatron's GPT recipes use 0.95)",
   },
   "adam-eps": {
     type: "float",
-    // AdamW's own default (core/optim.ts): 1e-8, as Megatron and PyTorch.
-    default: new AdamW([]).eps,
+    default: ADAMW_DEFAULTS.eps,
     help: "AdamW's denominator epsilon: the update is m̂/(√v̂ + eps)",
   },
   "seed": { type: "int", default: 1234, min: 0, help: "seed for init, dropout and data order" },
@@ -254,17 +259,17 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   },
   "initial-loss-scale": {
     type: "float",
-    default: 2 ** 32,
+    default: LOSS_SCALER_DEFAULTS.initial,
     help: "fp16: the dynamic scale's starting value",
   },
   "min-loss-scale": {
     type: "float",
-    default: 1,
+    default: LOSS_SCALER_DEFAULTS.min,
     help: "fp16: the dynamic scale never halves below this",
   },
   "loss-scale-window": {
     type: "int",
-    default: 1000,
+    default: LOSS_SCALER_DEFAULTS.window,
     min: 1,
     help: "fp16: clean steps after which the dynamic scale doubles",
   },
@@ -280,7 +285,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   },
   "hysteresis": {
     type: "int",
-    default: 2,
+    default: LOSS_SCALER_DEFAULTS.hysteresis,
     min: 1,
     help: "fp16: overflowing steps tolerated before the dynamic scale halves",
   },
@@ -398,14 +403,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     allowEmpty: true, // refused with its own reason: see validateTrainFlags
     help: "GPT: prompt for the final sample",
   },
-  "temperature": { type: "float", default: 0.8, min: 0, help: "sampling temperature (0 = greedy)" },
-  "top-k": {
-    type: "int",
-    default: 0,
-    min: 0,
-    help: "sample from the k most likely tokens (0 = all)",
-  },
-  "top-p": { type: "float", default: 0.95, min: 0, help: "nucleus sampling mass" },
+  ...samplingFlags(),
   ...backendFlag("Devices and parallelism", defaultBackendFor(2)),
   "tensor-model-parallel-size": {
     type: "int",
@@ -564,10 +562,7 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
       "--prompt is empty: give the text the final sample continues, or --sample-tokens 0",
     );
   }
-  const topP = f["top-p"] as number;
-  if (!(topP > 0 && topP <= 1)) {
-    throw new UsageError(`--top-p must be in (0, 1], got ${topP}`);
-  }
+  checkTopP(f);
   if ((f["min-lr"] as number) > (f["lr"] as number)) {
     throw new UsageError(`--min-lr ${f["min-lr"]} is above --lr ${f["lr"]}`);
   }

@@ -94,6 +94,7 @@ export {
 } from "./nn.ts";
 export {
   AdamW,
+  ADAMW_DEFAULTS,
   type AdamWConfig,
   clipCoefficient,
   type ClipScaling,

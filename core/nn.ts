@@ -6,7 +6,16 @@
  */
 
 import type { Device } from "./device.ts";
-import { dropout, type DropoutSpec, embedding, full, layerNorm, linear, randn } from "./ops/mod.ts";
+import {
+  DEFAULT_LAYER_NORM_EPS,
+  dropout,
+  type DropoutSpec,
+  embedding,
+  full,
+  layerNorm,
+  linear,
+  randn,
+} from "./ops/mod.ts";
 import type { RngStream } from "./rng.ts";
 import type { Tensor } from "./tensor.ts";
 import type { TokenIds } from "./token_ids.ts";
@@ -146,7 +155,7 @@ export class LayerNorm extends Module {
   readonly bias: Tensor;
 
   /** A layer norm over `dim` features. */
-  constructor(device: Device, readonly dim: number, readonly eps = 1e-5) {
+  constructor(device: Device, readonly dim: number, readonly eps = DEFAULT_LAYER_NORM_EPS) {
     super();
     this.weight = this.param("weight", full(device, [dim], 1), { decay: false });
     this.bias = this.param("bias", full(device, [dim], 0), { decay: false });

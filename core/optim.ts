@@ -75,9 +75,10 @@ interface BucketState {
 }
 
 /**
- * The squared L2 norm of all gradients, as a one-element tensor, summed in fixed
- * order. `count` filters which parameters contribute (tensor parallelism counts
- * replicated ones once).
+ * The squared L2 norm of the gradients of `params` (those that have one), as a
+ * one-element tensor, summed in fixed order. The caller picks which parameters
+ * contribute (tensor parallelism counts replicated ones once:
+ * {@link AdamW.gradSumSquares} with the trainer's `countsInNorm`).
  */
 export function gradSumSquares(device: Device, params: readonly Tensor[]): Tensor {
   const grads = params.flatMap((p) => p.grad ? [p.grad] : []);
@@ -147,6 +148,17 @@ function checkAdamW(c: Required<Omit<AdamWConfig, "multiTensor">>): void {
   }
 }
 
+/**
+ * AdamW's hyper-parameters where a config leaves them out: Megatron's and
+ * PyTorch's betas and eps, and Megatron's weight decay (0.01).
+ */
+export const ADAMW_DEFAULTS = {
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+} as const;
+
 /** AdamW over a fixed list of parameters; state lives on the GPU. */
 export class AdamW {
   /** Steps taken. */
@@ -178,10 +190,10 @@ export class AdamW {
 
   /** An optimizer for `params` (from `Module.namedParams`). */
   constructor(readonly params: readonly ParamInfo[], config: AdamWConfig = {}) {
-    this.beta1 = config.beta1 ?? 0.9;
-    this.beta2 = config.beta2 ?? 0.999;
-    this.eps = config.eps ?? 1e-8;
-    this.weightDecay = config.weightDecay ?? 0.01;
+    this.beta1 = config.beta1 ?? ADAMW_DEFAULTS.beta1;
+    this.beta2 = config.beta2 ?? ADAMW_DEFAULTS.beta2;
+    this.eps = config.eps ?? ADAMW_DEFAULTS.eps;
+    this.weightDecay = config.weightDecay ?? ADAMW_DEFAULTS.weightDecay;
     this.multiTensor = config.multiTensor ?? false;
     this.bucketElements = config.bucketElements ?? (this.multiTensor ? 0 : BUCKET_ELEMENTS);
     checkAdamW(this);

@@ -32,7 +32,7 @@ import type { ParallelLayers, VocabEmbedding } from "./parallel/layers.ts";
 import { TensorParallelLayers } from "./parallel/tp_layers.ts";
 
 /** Layer-norm epsilon of a GPT config that does not set one (GPT-2's). */
-export const GPT_LAYER_NORM_EPS = 1e-5;
+export const GPT_LAYER_NORM_EPS: number = ops.DEFAULT_LAYER_NORM_EPS;
 
 /** GPT shape and regularisation. */
 export interface GptConfig extends TransformerConfig {

@@ -34,6 +34,14 @@ export interface LossScalerOptions {
   hysteresis?: number;
 }
 
+/** A dynamic {@link LossScaler}'s settings where none are given: Megatron's. */
+export const LOSS_SCALER_DEFAULTS = {
+  initial: 2 ** 32,
+  min: 1,
+  window: 1000,
+  hysteresis: 2,
+} as const;
+
 /** A fixed or dynamic loss scale. */
 export class LossScaler {
   /** Whether the scale adapts (false with a fixed `--loss-scale`). */
@@ -51,17 +59,26 @@ export class LossScaler {
   /** A scaler with `opts` (Megatron's defaults). */
   constructor(opts: LossScalerOptions = {}) {
     this.dynamic = opts.fixed === undefined;
-    this.#scale = opts.fixed ?? opts.initial ?? 2 ** 32;
-    this.min = opts.min ?? 1;
-    this.window = opts.window ?? 1000;
-    this.hysteresis = opts.hysteresis ?? 2;
+    this.#scale = opts.fixed ?? opts.initial ?? LOSS_SCALER_DEFAULTS.initial;
+    this.min = opts.min ?? LOSS_SCALER_DEFAULTS.min;
+    this.window = opts.window ?? LOSS_SCALER_DEFAULTS.window;
+    this.hysteresis = opts.hysteresis ?? LOSS_SCALER_DEFAULTS.hysteresis;
     this.#hyst = this.hysteresis;
     if (!(this.#scale > 0 && Number.isFinite(this.#scale))) {
       throw new RangeError(`the loss scale must be positive and finite, got ${this.#scale}`);
     }
-    if (!(this.min > 0)) throw new RangeError(`the minimum loss scale must be positive`);
-    if (!(this.window >= 1 && this.hysteresis >= 1)) {
-      throw new RangeError(`the loss-scale window and hysteresis must be at least 1`);
+    if (!(this.min > 0 && Number.isFinite(this.min))) {
+      throw new RangeError(`the minimum loss scale must be positive and finite, got ${this.min}`);
+    }
+    if (this.dynamic && this.min > this.#scale) {
+      throw new RangeError(
+        `the minimum loss scale ${this.min} is above the initial scale ${this.#scale}`,
+      );
+    }
+    for (const [name, v] of [["window", this.window], ["hysteresis", this.hysteresis]] as const) {
+      if (!(Number.isInteger(v) && v >= 1)) {
+        throw new RangeError(`the loss-scale ${name} must be an integer ≥ 1, got ${v}`);
+      }
     }
   }
 

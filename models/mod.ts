@@ -92,9 +92,19 @@ export {
   Trainer,
   type TrainerOptions,
 } from "./trainer.ts";
-export { LossScaler, type LossScalerOptions, type LossScalerState } from "./loss_scale.ts";
+export {
+  LOSS_SCALER_DEFAULTS,
+  LossScaler,
+  type LossScalerOptions,
+  type LossScalerState,
+} from "./loss_scale.ts";
 export { generate, type GenerateOptions, slideKeep } from "./generate.ts";
-export { sampleToken, type SamplingOptions } from "./sampling.ts";
+export {
+  checkSamplingOptions,
+  SAMPLE_DEFAULTS,
+  sampleToken,
+  type SamplingOptions,
+} from "./sampling.ts";
 export { type FlopsShape, forwardFlops, trainingFlops } from "./flops.ts";
 export { BertLayer } from "./bert.ts";
 export * from "./checkpoint/mod.ts";

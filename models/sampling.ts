@@ -8,11 +8,22 @@
 export interface SamplingOptions {
   /** Softmax temperature; 0 = greedy (argmax). Default 1. */
   temperature?: number;
-  /** Keep only the k most likely tokens (0 = off). */
+  /** Keep only the k most likely tokens (0 = off, the default). */
   topK?: number;
-  /** Keep the smallest set of tokens whose probability reaches p (1 = off). */
+  /** Keep the smallest set of tokens whose probability reaches p (1 = off, the default). */
   topP?: number;
 }
+
+/** What {@link SamplingOptions} left out mean: the model's own distribution, unfiltered. */
+const UNFILTERED = { temperature: 1, topK: 0, topP: 1 } as const;
+
+/**
+ * The settings `deno task generate`, `train`'s final sample and the browser
+ * page use where not told otherwise (nanoGPT's temperature, with a nucleus
+ * that drops the unlikely tail): text that reads better than the unfiltered
+ * distribution's.
+ */
+export const SAMPLE_DEFAULTS = { temperature: 0.8, topK: 0, topP: 0.95 } as const;
 
 /**
  * Throws a clear error for settings {@link sampleToken} cannot honour: a
@@ -20,7 +31,11 @@ export interface SamplingOptions {
  * top-p outside (0, 1]. `op` names the caller.
  */
 export function checkSamplingOptions(op: string, opts: SamplingOptions): void {
-  const { temperature = 1, topK = 0, topP = 1 } = opts;
+  const {
+    temperature = UNFILTERED.temperature,
+    topK = UNFILTERED.topK,
+    topP = UNFILTERED.topP,
+  } = opts;
   if (!(Number.isFinite(temperature) && temperature >= 0)) {
     throw new Error(`${op}: temperature must be a finite number ≥ 0, got ${temperature}`);
   }
@@ -32,7 +47,8 @@ export function checkSamplingOptions(op: string, opts: SamplingOptions): void {
 
 /**
  * Picks a token id from `logits` (only the first `valid` entries are candidates)
- * using `uniform()` in [0, 1) as the random source.
+ * using `uniform()` in [0, 1) as the random source. Settings it cannot honour
+ * are refused ({@link checkSamplingOptions}).
  */
 export function sampleToken(
   logits: Float32Array,
@@ -40,7 +56,8 @@ export function sampleToken(
   opts: SamplingOptions,
   uniform: () => number,
 ): number {
-  const temperature = opts.temperature ?? 1;
+  checkSamplingOptions("sampleToken", opts);
+  const temperature = opts.temperature ?? UNFILTERED.temperature;
   const n = Math.min(valid, logits.length);
   if (temperature <= 0) {
     let best = 0;
@@ -48,12 +65,12 @@ export function sampleToken(
     return best;
   }
   let order = Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b] - logits[a]);
-  const topK = opts.topK ?? 0;
+  const topK = opts.topK ?? UNFILTERED.topK;
   if (topK > 0) order = order.slice(0, topK);
   const max = logits[order[0]];
   let probs = order.map((i) => Math.exp((logits[i] - max) / temperature));
   let total = probs.reduce((a, b) => a + b, 0);
-  const topP = opts.topP ?? 1;
+  const topP = opts.topP ?? UNFILTERED.topP;
   if (topP < 1) {
     let acc = 0;
     let keep = 0;

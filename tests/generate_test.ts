@@ -279,6 +279,8 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
       "200",
       "--temperature",
       "1e9",
+      "--top-p",
+      "1",
       "--seed",
       "3",
     ],

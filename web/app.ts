@@ -10,6 +10,7 @@
 import { Arena } from "../collectives/arena.ts";
 import { showControls } from "../cli/text_stream.ts";
 import { checkpointFiles } from "./checkpoint.ts";
+import { SAMPLE_DEFAULTS } from "../models/sampling.ts";
 import {
   gptConfigOf,
   type RunConfig,
@@ -335,7 +336,8 @@ function onEvent(m: WorkerEvent): void {
       drawChart();
       break;
     case "sample-start":
-      $("sample-at").textContent = `(after step ${m.step}, temperature 0.8, top-p 0.95)`;
+      $("sample-at").textContent =
+        `(after step ${m.step}, temperature ${SAMPLE_DEFAULTS.temperature}, top-p ${SAMPLE_DEFAULTS.topP})`;
       // A byte-level model can emit any byte: controls show as their pictures (␀, ␈, …).
       $("sample").textContent = showControls(m.prompt);
       state.samples.push(m.prompt);

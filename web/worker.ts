@@ -16,6 +16,7 @@ import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { ByteTokenizer } from "../data/byte_tokenizer.ts";
+import { SAMPLE_DEFAULTS } from "../models/sampling.ts";
 import { evalBatches, GptBatchSampler, type LmBatch } from "../data/gpt_batches.ts";
 import { DataRng } from "../data/rng.ts";
 import { paramsToHost } from "../models/checkpoint/host.ts";
@@ -140,8 +141,8 @@ async function run(init: InitMessage): Promise<void> {
       for await (
         const t of generate(model, Array.from(tokenizer.encode(prompt)), {
           maxNewTokens: c.sampleTokens,
-          temperature: 0.8,
-          topP: 0.95,
+          temperature: SAMPLE_DEFAULTS.temperature,
+          topP: SAMPLE_DEFAULTS.topP,
           uniform: () => r.nextFloat(),
         })
       ) {

@@ -81,8 +81,16 @@ export function normRows(
   return { rows: x.size / cols, cols };
 }
 
+/** Layer norm's epsilon where none is given (GPT-2's and Megatron's; BERT's is 1e-12). */
+export const DEFAULT_LAYER_NORM_EPS = 1e-5;
+
 /** Layer norm over the last dimension with affine `gamma`, `beta`. */
-export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+export function layerNorm(
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  eps = DEFAULT_LAYER_NORM_EPS,
+): Tensor {
   const { rows, cols } = normRows("layerNorm", x, gamma, beta, eps);
   const device = x.device;
   const y = Tensor.empty(device, x.shape);

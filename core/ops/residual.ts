@@ -41,6 +41,7 @@ import {
 import { streamTextures } from "./streams.ts";
 import { columnSum, zeros } from "./raw.ts";
 import { dispatchRowsFrom } from "./rows.ts";
+import { DEFAULT_LAYER_NORM_EPS } from "./nn.ts";
 
 /** A dropout to apply: probability `p` in [0, 1) and the random draw of its mask. */
 export interface DropoutSpec {
@@ -80,7 +81,7 @@ export function residualLayerNorm(
   drop: DropoutSpec | null | undefined,
   gamma: Tensor,
   beta: Tensor,
-  eps = 1e-5,
+  eps = DEFAULT_LAYER_NORM_EPS,
 ): ResidualNorm {
   assertSameShape("residualLayerNorm", x, a);
   assertF32("residualLayerNorm", x, a);

@@ -126,7 +126,7 @@ export class ReduceInto {
 }
 
 /**
- * All-reduce (sum) of a GPU tensor into a fresh tensor, leaving `x` untouched
+ * All-reduce (`op`: sum by default, or max) of a GPU tensor into a fresh tensor, leaving `x` untouched
  * ({@link ReduceInto}: read from `x`, written to the new tensor). While
  * overlapped collectives of this device are in flight it waits its turn in the
  * device's queue (models/parallel/comm_queue.ts), so every rank runs its
