@@ -520,11 +520,12 @@ async function trainOn<B>(
   // its rows only); the average over replicas of (Σ loss·rows × DP / all rows)
   // is the mean over every validation row.
   const valShare = task.validation.filter((_, i) => i % dp === dpRank);
+  const wholeBatch = (b: B) => ({ lo: 0, rows: task.rowsOf(b), ranks: 1, step: [b] });
   const valRows = task.validation.reduce((n, b) => n + task.rowsOf(b), 0);
   const evaluate = () =>
     trainer.evaluate(
       valShare.length,
-      (i) => task.loss(valShare[i], 0, task.rowsOf(valShare[i]), 1),
+      (i) => task.loss(valShare[i], wholeBatch(valShare[i])),
       (i) => task.rowsOf(valShare[i]) * dp / valRows,
     );
 
@@ -625,8 +626,12 @@ async function trainOn<B>(
   for (let it = startIter; it <= iters; it++) {
     // Step: `accum` micro-batches, each this rank's rows of a global micro-batch.
     const t0 = performance.now(), c0 = timer.ms;
+    // Every global micro-batch of the step, drawn first: a loss averaged over a
+    // varying count (BERT's masked tokens) divides by the count over all of them.
+    const step = Array.from({ length: accum }, () => task.nextTrainBatch());
+    const part = { lo: dpRank * mb, rows: mb, ranks: dp, step };
     const r = await withinLimits(
-      () => trainer.step(accum, () => task.loss(task.nextTrainBatch(), dpRank * mb, mb, dp)),
+      () => trainer.step(accum, (i) => task.loss(step[i], part)),
       { microBatch: mb, seqLength: T },
     );
     const ms = performance.now() - t0;

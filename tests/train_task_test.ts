@@ -1,8 +1,9 @@
 /**
  * The training program's Megatron habits: `--use-checkpoint-args`, the tracker
  * file `latest_checkpointed_iteration.txt`, `--split`, `--train-data-path` with
- * `--valid-data-path`, validation batches split over data-parallel ranks, and
- * the flags a pasted Megatron script carries (cli/megatron_flags.ts).
+ * `--valid-data-path`, validation batches split over data-parallel ranks, the
+ * flags a pasted Megatron script carries (cli/megatron_flags.ts), and BERT's
+ * steps equal however one global batch is split into micro-batches and ranks.
  */
 
 import { deepEqual, equal, match, ok, strictEqual } from "node:assert/strict";
@@ -569,4 +570,46 @@ Deno.test("train: --load and --save the same empty directory start a restartable
   ]);
   strictEqual(elsewhere.code, 1, elsewhere.stderr);
   match(elsewhere.stderr, /typo: no checkpoint/);
+});
+
+Deno.test("train --model bert: one global batch takes the same steps however it is split into micro-batches and ranks", async () => {
+  // BERT's MLM loss averages over masked tokens, whose count varies between
+  // micro-batches (rows shorter than the sequence are padded): each micro-batch
+  // divided by its own count, so accumulating 2 micro-batches of 2 rows gave
+  // another step than 1 of 4 (loss 11.0466 against 11.0428 at step 1), and
+  // DP 2 differed from DP 1 with accumulation.
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const base = [
+    "--model",
+    "bert",
+    ...TINY_MODEL_FLAGS.filter((f, i, all) =>
+      f !== "--micro-batch-size" && all[i - 1] !== "--micro-batch-size"
+    ),
+    ...["--seq-length", "48", "--global-batch-size", "4", "--train-iters", "3"],
+    ...["--eval-iters", "0", "--hidden-dropout", "0", "--attention-dropout", "0"],
+    ...["--lr-warmup-iters", "1", "--backend", "deno"],
+  ];
+  const layouts = [["--micro-batch-size", "4"], ["--micro-batch-size", "2"], [
+    "--micro-batch-size",
+    "1",
+  ], ["--micro-batch-size", "1", "--nproc-per-node", "2"]];
+  const runs: Record<string, number>[][] = [];
+  for (const [k, layout] of layouts.entries()) {
+    const log = `${dir}/run${k}.jsonl`;
+    const r = await runCli("cli/train.ts", [...base, ...layout, "--log-json", log]);
+    strictEqual(r.code, 0, r.stderr);
+    runs.push(records(await Deno.readTextFile(log)));
+  }
+  for (const [k, run] of runs.entries()) {
+    equal(run.length, 3);
+    for (const [i, rec] of run.entries()) {
+      const want = runs[0][i];
+      const what = `${layouts[k].join(" ")}, step ${i + 1}: ${rec.loss} / ${rec.grad_norm} ` +
+        `against ${want.loss} / ${want.grad_norm}`;
+      // Float sums in another order: 1e-5 relative, as the DP and TP equalities.
+      ok(Math.abs(rec.loss - want.loss) <= 1e-5 * Math.abs(want.loss), what);
+      ok(Math.abs(rec.grad_norm - want.grad_norm) <= 1e-5 * want.grad_norm, what);
+    }
+  }
 });

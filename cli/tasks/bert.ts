@@ -32,6 +32,7 @@ import { type StreamFingerprint, TokenStreamHash } from "../same_data.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
+  type LossPart,
   modelLine,
   type RankLog,
   type Task,
@@ -41,25 +42,33 @@ import {
   withRunSettings,
 } from "./task.ts";
 
-/** Rows `lo .. lo + rows` of `b` as model inputs; the batch is shared by `parts` DP ranks. */
-function bertTensors(
-  device: Device,
-  b: BertBatch,
-  lo: number,
-  rows: number,
-  parts: number,
-): BertInputs {
-  const S = b.seqLength;
-  const sl = <A extends Int32Array>(a: A) => a.subarray(lo * S, (lo + rows) * S);
+/** Masked positions of `b` (its MLM targets that are not −1). */
+function maskedCount(b: BertBatch): number {
   let masked = 0;
   for (const t of b.mlmTargets) if (t >= 0) masked++;
+  return masked;
+}
+
+/**
+ * The part's rows of `b` as model inputs. The MLM loss sums over the part's
+ * masked tokens and divides by the masked count of the whole step (every
+ * micro-batch, every rank) over ranks × micro-batches: the trainer's mean over
+ * micro-batches and the data-parallel mean then give the step the mean over
+ * every masked token of the global batch, however it is split (Megatron-core's
+ * per-token loss). Dividing each micro-batch by its own count made a step with
+ * accumulation differ from one without.
+ */
+function bertTensors(device: Device, b: BertBatch, part: LossPart<BertBatch>): BertInputs {
+  const S = b.seqLength, { lo, rows } = part;
+  const sl = <A extends Int32Array>(a: A) => a.subarray(lo * S, (lo + rows) * S);
+  const masked = part.step.reduce((n, x) => n + maskedCount(x), 0);
   return {
     ids: TokenIds.fromHost(device, sl(b.inputIds), [rows, S]),
     tokenTypes: TokenIds.fromHost(device, sl(b.tokenTypes), [rows, S]),
     keep: Tensor.fromArray(device, Float32Array.from(sl(b.paddingMask)), [rows, S]),
     mlmTargets: TokenIds.fromHost(device, sl(b.mlmTargets), [rows, S]),
     sopLabels: TokenIds.fromHost(device, b.sopLabels.subarray(lo, lo + rows), [rows]),
-    mlmNormalizer: masked / parts,
+    mlmNormalizer: masked / (part.ranks * part.step.length),
   };
 }
 
@@ -250,12 +259,9 @@ export class BertTask implements Task<BertBatch> {
     return b.batchSize;
   }
 
-  /**
-   * MLM + SOP loss of rows `lo .. lo + rows`; the MLM sum is divided by the
-   * batch's masked count over `parts` (so DP-averaged gradients are the batch mean's).
-   */
-  loss(b: BertBatch, lo: number, rows: number, parts: number): Promise<Tensor> {
-    return this.model.loss(bertTensors(this.model.parallel.device, b, lo, rows, parts));
+  /** MLM + SOP loss of the part's rows (see {@link bertTensors} for the MLM normalizer). */
+  loss(b: BertBatch, part: LossPart<BertBatch>): Promise<Tensor> {
+    return this.model.loss(bertTensors(this.model.parallel.device, b, part));
   }
 
   /** The sampler's state. */

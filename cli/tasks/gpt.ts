@@ -42,6 +42,7 @@ import {
 import { gptConfigOf, type SampleArgs, type TrainArgs } from "../train_args.ts";
 import {
   fullParamCount,
+  type LossPart,
   modelLine,
   type RankLog,
   type Task,
@@ -189,9 +190,12 @@ export class GptTask implements Task<LmBatch> {
     return b.batchSize;
   }
 
-  /** Mean next-token loss of rows `lo .. lo + rows` (a token mean needs no DP share). */
-  loss(b: LmBatch, lo: number, rows: number): Promise<Tensor> {
-    const { ids, targets } = gptTensors(this.model.parallel.device, b, lo, rows);
+  /**
+   * Mean next-token loss of the part's rows: every row has the same tokens, so
+   * the mean of the parts' means is the global batch's.
+   */
+  loss(b: LmBatch, part: LossPart<LmBatch>): Promise<Tensor> {
+    const { ids, targets } = gptTensors(this.model.parallel.device, b, part.lo, part.rows);
     return this.model.loss(ids, targets);
   }
 

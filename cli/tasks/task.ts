@@ -76,6 +76,23 @@ export interface TaskData<B> {
   build(env: TaskEnv): Promise<Task<B>>;
 }
 
+/** Which rows of which batches one rank's loss covers (see {@link Task.loss}). */
+export interface LossPart<B> {
+  /** The first of this rank's rows of the batch. */
+  lo: number;
+  /** How many rows. */
+  rows: number;
+  /** Data-parallel ranks sharing the batch (1 for a validation batch one rank evaluates whole). */
+  ranks: number;
+  /**
+   * Every global micro-batch of the step, the batch among them (the batch alone
+   * for validation). A loss that averages over a varying count (BERT's masked
+   * tokens) divides by the count over all of them, so that any split of the
+   * global batch into micro-batches and ranks takes the same step.
+   */
+  step: readonly B[];
+}
+
 /**
  * A model family's training: its model, batches, loss and checkpoint facts.
  * `B` is the host-side batch type.
@@ -99,10 +116,10 @@ export interface Task<B> {
   /** The validation batches of one evaluation (all of them; the loop splits them over DP). */
   readonly validation: readonly B[];
   /**
-   * The loss of rows `lo .. lo + rows` of `batch`, a batch shared by `parts`
-   * data-parallel ranks (1 for a validation batch one rank evaluates whole).
+   * This rank's loss on `part` of `batch`: what the trainer averages over a
+   * step's micro-batches and the data-parallel group averages over ranks.
    */
-  loss(batch: B, lo: number, rows: number, parts: number): Promise<Tensor>;
+  loss(batch: B, part: LossPart<B>): Promise<Tensor>;
   /** Rows of `batch`. */
   rowsOf(batch: B): number;
   /** The training sampler's state, for a checkpoint. */
