@@ -151,9 +151,13 @@ function spanPair(
 }
 
 /**
- * Masks `ids[0..length)` in place for MLM: picks max(1, round(p·m)) of the m positions holding
- * ordinary tokens (not `isSpecial`), and replaces each with [MASK] (80%), a random ordinary id
+ * Masks a row's tokens `ids` ([CLS] A [SEP] B [SEP], no padding) in place for MLM, as Google's
+ * BERT and Megatron do: picks max(1, round(p·n)) positions, n the row's tokens with its special
+ * ones counted (Python's `round`, halves to even), among those holding ordinary tokens (not
+ * `isSpecial`; all of them if fewer), and replaces each with [MASK] (80%), a random ordinary id
  * (10%) or leaves it (10%). Writes the original ids of the picked positions into `targets`.
+ * (Before the forty-fifth session n left the special tokens out: 12.6% of a 32-token row's
+ * tokens were masked, not 15%.)
  */
 export function maskTokens(
   ids: Int32Array,
@@ -166,7 +170,7 @@ export function maskTokens(
   const candidates: number[] = [];
   for (let i = 0; i < ids.length; i++) if (!vocab.isSpecial(ids[i])) candidates.push(i);
   if (candidates.length === 0) return;
-  const count = Math.min(candidates.length, Math.max(1, Math.round(maskProb * candidates.length)));
+  const count = Math.min(candidates.length, Math.max(1, roundHalfEven(maskProb * ids.length)));
   for (let j = 0; j < count; j++) {
     const pick = j + rng.nextInt(candidates.length - j);
     [candidates[j], candidates[pick]] = [candidates[pick], candidates[j]];
@@ -178,6 +182,12 @@ export function maskTokens(
       ids[pos] = vocab.ordinaryIds[rng.nextInt(vocab.ordinaryIds.length)];
     }
   }
+}
+
+/** `x` rounded to the nearest integer, a half to the even one (Python 3's `round`). */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 function emptyBatch(B: number, S: number, pad: number): BertBatch {

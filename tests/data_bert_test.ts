@@ -134,7 +134,7 @@ Deno.test("SOP pairs: layout, token types, padding mask, labels match corpus ord
   assert.ok(Math.abs(swapped / rows - 0.5) < 0.06, `swapped share ${swapped / rows}`);
 });
 
-Deno.test("masking: 15% of ordinary tokens, 80/10/10, specials never masked", () => {
+Deno.test("masking: 15% of each row's tokens, 80/10/10, specials never masked", () => {
   const S = 64, B = 16;
   const sampler = new BertBatchSampler(countingCorpus(), VOCAB, {
     batchSize: B,
@@ -161,20 +161,26 @@ Deno.test("masking: 15% of ordinary tokens, 80/10/10, specials never masked", ()
     }
   }
   assert.ok(picked > 20_000, `picked ${picked} of ${eligible}`);
-  assert.ok(Math.abs(picked / eligible - 0.15) < 0.01, `picked ${picked / eligible}`);
+  // Of every row's tokens, its [CLS] and two [SEP] counted (Google's and Megatron's n).
+  const tokens = eligible + 3 * 250 * B;
+  assert.ok(Math.abs(picked / tokens - 0.15) < 0.003, `picked ${picked / tokens}`);
   assert.ok(Math.abs(masked / picked - 0.8) < 0.015, `mask ${masked / picked}`);
   assert.ok(Math.abs(random / picked - 0.1) < 0.01, `random ${random / picked}`);
   assert.ok(Math.abs(kept / picked - 0.1) < 0.01, `kept ${kept / picked}`);
 });
 
-Deno.test("maskTokens picks max(1, round(p·m)) ordinary positions", () => {
-  const ids = Int32Array.from([2, 50, 51, 52, 3, 53, 3, 0, 0]);
-  const targets = new Int32Array(ids.length);
-  maskTokens(ids, targets, VOCAB, 0.5, new DataRng(1));
-  const chosen = [...targets.keys()].filter((i) => targets[i] !== MLM_IGNORE_INDEX);
-  assert.equal(chosen.length, 2);
-  for (const i of chosen) assert.ok([1, 2, 3, 5].includes(i));
-  assert.deepEqual([ids[0], ids[4], ids[6], ids[7]], [2, 3, 3, 0]);
+Deno.test("maskTokens picks max(1, round(p·n)) ordinary positions, n counting the special tokens", () => {
+  // Google's BERT and Megatron: round(0.3 · 7) = 2 of [CLS] a b c [SEP] d [SEP]; 1 when the
+  // three special tokens were left out of n (round(0.3 · 4)).
+  for (const [p, want] of [[0.3, 2], [0.5, 4], [0.01, 1], [0.9, 4]]) {
+    const ids = Int32Array.from([2, 50, 51, 52, 3, 53, 3]);
+    const targets = new Int32Array(ids.length);
+    maskTokens(ids, targets, VOCAB, p, new DataRng(1));
+    const chosen = [...targets.keys()].filter((i) => targets[i] !== MLM_IGNORE_INDEX);
+    assert.equal(chosen.length, want, `p ${p}`);
+    for (const i of chosen) assert.ok([1, 2, 3, 5].includes(i));
+    assert.deepEqual([ids[0], ids[4], ids[6]], [2, 3, 3]);
+  }
 });
 
 Deno.test("BERT sampler is reproducible and resumable; works on the real book", async () => {
