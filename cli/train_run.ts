@@ -403,14 +403,22 @@ function runHeader(r: {
 /**
  * The line a run says where its schedule will not do what a reader expects,
  * or null: the default warm-up outlasting the decay of a run from its start,
- * or a resumed run (from iteration `start`) already past the decay's end,
- * whose every step then runs at the final rate.
+ * or a resumed run (from iteration `start`) whose schedule, `taken` updates in
+ * (fp16's skipped steps do not advance it; default `start - 1`), is already
+ * past the decay's end, so that every step runs at the final rate.
  */
-export function scheduleWarning(sched: LrSchedule, start: number): string | null {
+export function scheduleWarning(
+  sched: LrSchedule,
+  start: number,
+  taken = start - 1,
+): string | null {
   if ((sched.style ?? "cosine") === "constant") return null;
   const warm = sched.warmupIters ?? 0;
-  if (start - 1 >= sched.decayIters) {
-    return `learning rate: this run starts at iteration ${start}, past the end of the ` +
+  if (taken >= sched.decayIters) {
+    const at = taken === start - 1
+      ? ""
+      : ` (its schedule at step ${taken}: skipped steps do not count)`;
+    return `learning rate: this run starts at iteration ${start}${at}, past the end of the ` +
       `schedule's decay (${sched.decayIters} steps, as saved): every step runs at --min-lr ` +
       `${sched.minLr ?? 0}; give --lr-decay-iters N with --override-opt-param-scheduler ` +
       "to decay over more steps";
@@ -549,7 +557,10 @@ async function trainOn<B>(
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
     : null;
   const startIter = loaded ? loaded.iteration + 1 : 1;
-  const lrWarning = scheduleWarning(trainer.opts.schedule, startIter);
+  // A run with nothing left to train says nothing of its schedule.
+  const lrWarning = startIter > iters
+    ? null
+    : scheduleWarning(trainer.opts.schedule, startIter, trainer.optimizer.step);
   if (lrWarning) say(lrWarning);
   // The std the weights were drawn with, saved with them: this run's draw, what the loaded
   // checkpoint says, or a Hugging Face config's initializer_range (so an export writes it again).

@@ -2,7 +2,8 @@
  * Corrupt checkpoints (issue #11, part 8): every file a checkpoint writes has its
  * size and SHA-256 in checkpoint.json, checked on load with an error naming the
  * file; non-finite weights are refused naming the tensor; checkpoints written
- * before checksums existed still load, with a warning.
+ * before checksums existed still load, with a warning. A directory holding
+ * another iteration's checkpoint is refused.
  */
 
 import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
@@ -114,6 +115,32 @@ Deno.test("checkpoint.json records the size and SHA-256 of every file", gpuTest,
   model.dispose();
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test(
+  "an iteration directory holding another iteration's checkpoint (renamed, copied over) is refused",
+  gpuTest,
+  async () => {
+    // It loaded as the directory's number: the run replayed iterations 4… as 8…
+    // and saved them under numbers they were not.
+    const { dir, iter, model } = await savedCheckpoint();
+    const renamed = join(dir, "iter_0000008");
+    await Deno.rename(iter, renamed);
+    await Deno.writeTextFile(join(dir, "latest_checkpointed_iteration.txt"), "8");
+    await Deno.writeTextFile(join(dir, "latest"), "8\n");
+    await refusedNaming(
+      load(dir, model),
+      join(renamed, "checkpoint.json"),
+      "is the checkpoint of iteration 3, not 8",
+      "iter_0000003",
+    );
+    await Deno.rename(renamed, iter);
+    await Deno.writeTextFile(join(dir, "latest_checkpointed_iteration.txt"), "3");
+    await Deno.writeTextFile(join(dir, "latest"), "3\n");
+    await load(dir, model);
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+);
 
 Deno.test(
   "one flipped byte, in weights or header, is refused naming the file",

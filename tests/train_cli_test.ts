@@ -238,6 +238,12 @@ Deno.test("train: the schedule's warning fits where the run starts", () => {
     /starts at iteration 31, past the end of the schedule's decay \(30 steps, as saved\): every step runs at --min-lr 0\.0003/,
   );
   strictEqual(scheduleWarning({ ...sched, decayIters: 100 }, 31), null);
+  // An fp16 run whose first 17 steps overflowed: its schedule is 13 updates in, not 30.
+  strictEqual(scheduleWarning(sched, 31, 13), null);
+  match(
+    scheduleWarning(sched, 48, 30) ?? "",
+    /starts at iteration 48 \(its schedule at step 30: skipped steps do not count\), past the end/,
+  );
   strictEqual(scheduleWarning({ ...sched, style: "constant" }, 31), null);
 });
 

@@ -10,6 +10,7 @@
 import { join } from "node:path";
 import {
   type CheckpointMeta,
+  iterDirName,
   META_FILE,
   modelFileName,
   momentNames,
@@ -181,6 +182,15 @@ export async function openCheckpoint(
 ): Promise<OpenedCheckpoint> {
   const { iteration, path } = await resolveIterDir(dir, opts.iteration);
   const meta = await readMeta(path);
+  if (meta.iteration !== iteration) {
+    // A directory renamed or copied over another: loading it under its name
+    // would replay iterations and save them under numbers they are not.
+    throw new CheckpointError(
+      `${join(path, META_FILE)} is the checkpoint of iteration ${meta.iteration}, not ` +
+        `${iteration} as its directory's name says (renamed or copied over?): move it back ` +
+        `to ${iterDirName(meta.iteration)}, or load the iteration it holds`,
+    );
+  }
   if (!meta.files) {
     (opts.warn ?? warnOnStderr)(
       `${join(path, META_FILE)} records no checksums (written by an older version): ` +
