@@ -383,8 +383,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "int",
     default: 10,
     min: 0,
-    help: "validation batches per evaluation (0: no validation; the held-out part stays unused, " +
-      "--split 100,0,0 trains on every token)",
+    help: "validation iterations per evaluation, each a global batch of sequences, as Megatron's " +
+      "(0: no validation; the held-out part stays unused, --split 100,0,0 trains on every token)",
   },
   "log-json": { type: "string", help: "write one JSON object per iteration to this file" },
   "measure-comm": {

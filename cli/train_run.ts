@@ -150,7 +150,13 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     })
     : TensorParallelLayers.single(device);
   const rng = new RngTracker(a.seed, L.tpRank, L.dpRank);
-  const task = await data.build({ parallel, rng, tpRank: L.tpRank, dp: L.dp });
+  const task = await data.build({
+    parallel,
+    rng,
+    tpRank: L.tpRank,
+    dp: L.dp,
+    validationBatches: a.evalIters * (globalBatchOf(a, L) / a.microBatch),
+  });
   const pr = a.precision;
   const scaler = pr.half === "fp16"
     ? new LossScaler({
@@ -392,8 +398,10 @@ function runHeader(r: {
     (a.trainSamples !== undefined ? `(--train-samples ${a.trainSamples}) ` : "") +
     `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${a.microBatch} per rank) | validation: ` +
     (nVal > 0
-      ? `${nVal} batch${nVal === 1 ? "" : "es"}${
-        nVal < a.evalIters ? ` (all the validation data holds; --eval-iters ${a.evalIters})` : ""
+      ? `${nVal} batch${nVal === 1 ? "" : "es"} of ${a.microBatch}${
+        nVal < a.evalIters * (gb / a.microBatch)
+          ? ` (all the validation data holds; --eval-iters ${a.evalIters} × ${gb} sequences)`
+          : ""
       }${dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""}`
       : "off (--eval-iters 0)"),
   ];
@@ -526,9 +534,17 @@ async function trainOn<B>(
   // Validation: each data-parallel rank evaluates its share of the batches,
   // each batch's mean loss weighted by its rows (a short last batch counts for
   // its rows only); the average over replicas of (Σ loss·rows × DP / all rows)
-  // is the mean over every validation row.
+  // is the mean over every validation row (over every masked token for BERT's
+  // MLM loss, whose batches divide by the whole set's count).
   const valShare = task.validation.filter((_, i) => i % dp === dpRank);
-  const wholeBatch = (b: B) => ({ lo: 0, rows: task.rowsOf(b), ranks: 1, step: [b] });
+  // Each batch whole, the validation set as the "step": a loss averaged over a varying
+  // count (BERT's masked tokens) divides by the count over every validation batch.
+  const wholeBatch = (b: B) => ({
+    lo: 0,
+    rows: task.rowsOf(b),
+    ranks: 1,
+    step: task.validation,
+  });
   const valRows = task.validation.reduce((n, b) => n + task.rowsOf(b), 0);
   const evaluate = () =>
     trainer.evaluate(

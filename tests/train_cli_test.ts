@@ -189,7 +189,7 @@ Deno.test("train: validation data shorter than --eval-iters says so", async () =
   // It ran fewer batches than asked without a word.
   match(
     r.stdout,
-    /\| validation: \d+ batch(es)? \(all the validation data holds; --eval-iters 500\)/,
+    /\| validation: \d+ batch(es)? of 2 \(all the validation data holds; --eval-iters 500 × 2 sequences\)/,
   );
 });
 

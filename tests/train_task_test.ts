@@ -297,8 +297,8 @@ Deno.test("train: --split and --train-data-path/--valid-data-path", async () => 
 Deno.test("train: data-parallel ranks split the validation batches; the loss is the single rank's", async () => {
   await using temp = await tempDir();
   const dir = temp.path;
-  // No update (lr 0), so both runs evaluate the initial model on the same 3 batches:
-  // one rank all 3, or two ranks 2 + 1.
+  // No update (lr 0), so both runs evaluate the initial model on the same 3 global
+  // batches of 4 sequences: one rank all 6 micro-batches of 2, or two ranks 3 + 3.
   const args = [
     ...TINY_MODEL_FLAGS,
     "--train-iters",
@@ -331,7 +331,7 @@ Deno.test("train: data-parallel ranks split the validation batches; the loss is 
   strictEqual(two.code, 0, two.stderr);
   match(
     two.stdout,
-    /tensor 1 × data 2 .* validation: 3 batches split over the 2 data-parallel ranks/,
+    /tensor 1 × data 2 .* validation: 6 batches of 2 split over the 2 data-parallel ranks/,
   );
   const a = records(await Deno.readTextFile(`${dir}/one.jsonl`)).at(-1)!.val_loss;
   const b = records(await Deno.readTextFile(`${dir}/two.jsonl`)).at(-1)!.val_loss;
@@ -572,44 +572,52 @@ Deno.test("train: --load and --save the same empty directory start a restartable
   match(elsewhere.stderr, /typo: no checkpoint/);
 });
 
-Deno.test("train --model bert: one global batch takes the same steps however it is split into micro-batches and ranks", async () => {
-  // BERT's MLM loss averages over masked tokens, whose count varies between
-  // micro-batches (rows shorter than the sequence are padded): each micro-batch
-  // divided by its own count, so accumulating 2 micro-batches of 2 rows gave
-  // another step than 1 of 4 (loss 11.0466 against 11.0428 at step 1), and
-  // DP 2 differed from DP 1 with accumulation.
-  await using temp = await tempDir();
-  const dir = temp.path;
-  const base = [
-    "--model",
-    "bert",
-    ...TINY_MODEL_FLAGS.filter((f, i, all) =>
-      f !== "--micro-batch-size" && all[i - 1] !== "--micro-batch-size"
-    ),
-    ...["--seq-length", "48", "--global-batch-size", "4", "--train-iters", "3"],
-    ...["--eval-iters", "0", "--hidden-dropout", "0", "--attention-dropout", "0"],
-    ...["--lr-warmup-iters", "1", "--backend", "deno"],
-  ];
-  const layouts = [["--micro-batch-size", "4"], ["--micro-batch-size", "2"], [
-    "--micro-batch-size",
-    "1",
-  ], ["--micro-batch-size", "1", "--nproc-per-node", "2"]];
-  const runs: Record<string, number>[][] = [];
-  for (const [k, layout] of layouts.entries()) {
-    const log = `${dir}/run${k}.jsonl`;
-    const r = await runCli("cli/train.ts", [...base, ...layout, "--log-json", log]);
-    strictEqual(r.code, 0, r.stderr);
-    runs.push(records(await Deno.readTextFile(log)));
-  }
-  for (const [k, run] of runs.entries()) {
-    equal(run.length, 3);
-    for (const [i, rec] of run.entries()) {
-      const want = runs[0][i];
-      const what = `${layouts[k].join(" ")}, step ${i + 1}: ${rec.loss} / ${rec.grad_norm} ` +
-        `against ${want.loss} / ${want.grad_norm}`;
-      // Float sums in another order: 1e-5 relative, as the DP and TP equalities.
-      ok(Math.abs(rec.loss - want.loss) <= 1e-5 * Math.abs(want.loss), what);
-      ok(Math.abs(rec.grad_norm - want.grad_norm) <= 1e-5 * want.grad_norm, what);
+for (const model of ["gpt", "bert"]) {
+  Deno.test(`train --model ${model}: one global batch takes the same steps, and validates on the same rows, however it is split into micro-batches and ranks`, async () => {
+    // BERT's MLM loss averages over masked tokens, whose count varies between
+    // micro-batches (rows shorter than the sequence are padded): each micro-batch
+    // divided by its own count, so accumulating 2 micro-batches of 2 rows gave
+    // another step than 1 of 4 (loss 11.0466 against 11.0428 at step 1), and
+    // DP 2 differed from DP 1 with accumulation. And --eval-iters counted
+    // micro-batches, so the validation rows changed with the split.
+    await using temp = await tempDir();
+    const dir = temp.path;
+    const base = [
+      "--model",
+      model,
+      ...TINY_MODEL_FLAGS.filter((f, i, all) =>
+        f !== "--micro-batch-size" && all[i - 1] !== "--micro-batch-size"
+      ),
+      ...["--seq-length", "48", "--global-batch-size", "4", "--train-iters", "3"],
+      ...["--eval-iters", "2", "--eval-interval", "3", "--sample-tokens", "0"],
+      ...["--hidden-dropout", "0", "--attention-dropout", "0"],
+      ...["--lr-warmup-iters", "1", "--backend", "deno"],
+    ];
+    const layouts = [
+      ["--micro-batch-size", "4"],
+      ["--micro-batch-size", "2"],
+      ["--micro-batch-size", "1"],
+      ["--micro-batch-size", "1", "--nproc-per-node", "2"],
+    ];
+    const runs: Record<string, number>[][] = [];
+    for (const [k, layout] of layouts.entries()) {
+      const log = `${dir}/run${k}.jsonl`;
+      const r = await runCli("cli/train.ts", [...base, ...layout, "--log-json", log]);
+      strictEqual(r.code, 0, r.stderr);
+      runs.push(records(await Deno.readTextFile(log)));
     }
-  }
-});
+    for (const [k, run] of runs.entries()) {
+      equal(run.length, 3);
+      for (const [i, rec] of run.entries()) {
+        const want = runs[0][i];
+        const what = `${layouts[k].join(" ")}, step ${i + 1}: ${rec.loss} / ${rec.grad_norm} / ` +
+          `${rec.val_loss} against ${want.loss} / ${want.grad_norm} / ${want.val_loss}`;
+        // Float sums in another order: 1e-5 relative, as the DP and TP equalities.
+        const near = (x: number, y: number) => Math.abs(x - y) <= 1e-5 * Math.abs(y);
+        ok(near(rec.loss, want.loss) && near(rec.grad_norm, want.grad_norm), what);
+        equal(rec.val_loss === undefined, want.val_loss === undefined, what);
+        if (want.val_loss !== undefined) ok(near(rec.val_loss, want.val_loss), what);
+      }
+    }
+  });
+}

@@ -244,7 +244,7 @@ export class BertTask implements Task<BertBatch> {
         seqLength: a.seqLength,
         seed: a.seed + 1,
       });
-      this.validation = Array.from({ length: a.evalIters }, () => v.next());
+      this.validation = Array.from({ length: env.validationBatches }, () => v.next());
     } else this.validation = [];
     this.#params = fullParamCount(this.model, tp);
   }

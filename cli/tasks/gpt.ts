@@ -168,8 +168,8 @@ export class GptTask implements Task<LmBatch> {
     this.#sampler = isBlendPart(train)
       ? new BlendedGptBatchSampler(train.streams, train.weights, options, train.names)
       : new GptBatchSampler(train.streams[0], options);
-    const maxBatches = a.evalIters;
-    this.validation = a.evalIters === 0
+    const maxBatches = env.validationBatches;
+    this.validation = maxBatches === 0
       ? []
       : isBlendPart(val)
       ? blendedEvalBatches(val.streams, val.weights, a.microBatch, a.seqLength, {

@@ -56,6 +56,12 @@ export interface TaskEnv {
   tpRank: number;
   /** Data-parallel size. */
   dp: number;
+  /**
+   * Validation micro-batches (of `--micro-batch-size` rows) per evaluation:
+   * `--eval-iters` global batches, as Megatron counts them, so that the
+   * validation rows do not depend on how the global batch is split.
+   */
+  validationBatches: number;
 }
 
 /** A task's data, read before any device: tokenizer, corpus, splits. */
