@@ -226,6 +226,11 @@ export async function loadGpt(
   };
 }
 
+/** The Hugging Face directory a command loads its model from (`--init-from-hf`), if any. */
+function hfDirOf(f: FlagValues): string | undefined {
+  return f["init-from-hf"] as string | undefined;
+}
+
 /**
  * The evaluation tokens: text tokenized by the model's tokenizer (`--tokenizer`,
  * the checkpoint's `saved` one, or the one its vocabulary implies), a `.bin`
@@ -243,7 +248,9 @@ async function readIds(
   const meta = bin ? await readTokenBinMeta(path) : undefined;
   if (bin && !meta) {
     const given = f.tokenizer as string | undefined;
-    const name = given !== undefined ? (await modelTokenizer(vocabSize, given, saved)).name : saved;
+    const name = given !== undefined
+      ? (await modelTokenizer(vocabSize, given, saved, hfDirOf(f))).name
+      : saved;
     const ids = await readTokenBinWith(path, meta, vocabSize);
     return { ids, source: `${path} (${name ? `tokenizer ${name}, ` : ""}no sidecar)` };
   }
@@ -253,7 +260,7 @@ async function readIds(
       throw e instanceof RangeError ? new DataError(`${path}.json: ${e.message}`) : e;
     });
   }
-  const tok = await modelTokenizer(vocabSize, f.tokenizer as string | undefined, saved);
+  const tok = await modelTokenizer(vocabSize, f.tokenizer as string | undefined, saved, hfDirOf(f));
   if (meta && meta.tokenizer !== tok.name) {
     // Ids of another tokenizer mean other tokens to this model: its loss would mean nothing.
     throw new DataError(

@@ -127,7 +127,12 @@ export async function generateRank(
   );
   const c = model.config;
   // Ids past the tokenizer's (a padded vocabulary) are never sampled.
-  const tok = await modelTokenizer(c.vocabSize, f.tokenizer as string | undefined, tokenizer);
+  const tok = await modelTokenizer(
+    c.vocabSize,
+    f.tokenizer as string | undefined,
+    tokenizer,
+    f["init-from-hf"] as string | undefined,
+  );
   const name = tok.name;
   if (f["ignore-eos"] && tok.eosId === undefined) {
     throw new UsageError(

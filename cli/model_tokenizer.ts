@@ -6,6 +6,7 @@
  * @module
  */
 
+import { checkHfTokenizerFiles } from "./hf_tokenizer.ts";
 import { tokenizerFlagFor } from "../data/token_bin.ts";
 import { createTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import { UsageError } from "./flags.ts";
@@ -57,12 +58,15 @@ export async function tokenizerAdvice(modelVocab: number, suffix = ""): Promise<
  * The tokenizer of a GPT of `modelVocab` rows: `given` (the `--tokenizer` flag),
  * else `saved` (its checkpoint's), else the one whose vocabulary it has. A
  * misfit is refused ({@link CheckpointError}, exit 1 as `train`'s) with the
- * tokenizer that would fit; `given` against `saved` ({@link UsageError}).
+ * tokenizer that would fit; `given` against `saved` ({@link UsageError}). A
+ * Hugging Face directory `hfDir` holding its own tokenizer files must hold
+ * GPT-2's, read with GPT-2's tokenizer ({@link checkHfTokenizerFiles}).
  */
 export async function modelTokenizer(
   modelVocab: number,
   given: string | undefined,
   saved?: string,
+  hfDir?: string,
 ): Promise<Tokenizer> {
   if (given !== undefined && saved !== undefined && given !== saved) {
     throw new UsageError(
@@ -70,10 +74,19 @@ export async function modelTokenizer(
         `mean its tokens; drop --tokenizer`,
     );
   }
-  const name = given ?? saved ?? await tokenizerNameFor(modelVocab) ?? "gpt2";
+  const name = given ?? saved ?? await tokenizerNameFor(modelVocab);
+  if (name === undefined) {
+    // Nothing was asked for and nothing fits: say that, not one tokenizer's misfit.
+    throw new CheckpointError(
+      `the model has a vocabulary of ${modelVocab} ids: ${await tokenizerAdvice(modelVocab)}`,
+    );
+  }
   const tok = await createTokenizer(name);
   const misfit = vocabularyMisfit(name, tok.vocabSize, modelVocab);
-  if (misfit === null) return tok;
+  if (misfit === null) {
+    if (hfDir !== undefined) await checkHfTokenizerFiles(hfDir, tok.name);
+    return tok;
+  }
   // The model's vocabulary against a tokenizer's, as `train` refuses it: exit 1, the checkpoint's
   // (eval and generate exited 2 for it, flag or no flag).
   throw new CheckpointError(`${misfit}; ${await tokenizerAdvice(modelVocab)}`);

@@ -15,6 +15,7 @@ import {
   type BlendedSamplerState,
 } from "../../data/blended_gpt_batches.ts";
 import { DataError } from "../../data/errors.ts";
+import { checkHfTokenizerFiles } from "../hf_tokenizer.ts";
 import {
   evalBatches,
   GptBatchSampler,
@@ -79,6 +80,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
           )}`,
       );
     }
+    await checkHfTokenizerFiles(hfDir!, tokenizer.name);
     config = withRunSettings(hf.config, config);
   }
   return {
