@@ -25,6 +25,8 @@ export interface FlagSpec {
   allowEmpty?: boolean;
   /** Lower bound for numbers (inclusive). */
   min?: number;
+  /** Upper bound for numbers (inclusive). */
+  max?: number;
   /** Alternative spellings (long names, without dashes). */
   aliases?: string[];
   /** Section heading in the help text. */
@@ -410,6 +412,9 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
     }
     if (s.min !== undefined && num < s.min) {
       throw new UsageError(`--${name} must be ≥ ${s.min}, got ${num}`);
+    }
+    if (s.max !== undefined && num > s.max) {
+      throw new UsageError(`--${name} must be ≤ ${s.max}, got ${num}`);
     }
     out[name] = num;
   }

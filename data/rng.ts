@@ -29,6 +29,12 @@ export class DataRng {
     const hi = Math.floor(seed / 0x100000000);
     const mix = splitmix32((seed >>> 0) ^ Math.imul(hi, 0x27d4eb2d));
     this.#s = new Uint32Array([mix(), mix(), mix(), mix()]);
+    if (hi !== 0) {
+      // The high half's own stream mixed in: folded into the low 32 bits alone,
+      // seed 0 and seed 2³² + 0x27d4eb2d gave one stream. Seeds under 2³² keep theirs.
+      const high = splitmix32(hi >>> 0);
+      for (let k = 0; k < 4; k++) this.#s[k] ^= high();
+    }
     if ((this.#s[0] | this.#s[1] | this.#s[2] | this.#s[3]) === 0) this.#s[0] = 1;
   }
 

@@ -50,6 +50,11 @@ export function paddedVocabSize(
   tp = 1,
   multiple = DEFAULT_VOCAB_MULTIPLE,
 ): number {
+  for (const [what, v] of [["tensor-parallel size", tp], ["multiple", multiple]] as const) {
+    if (!(Number.isInteger(v) && v >= 1)) {
+      throw new RangeError(`paddedVocabSize: the ${what} must be an integer ≥ 1, got ${v}`);
+    }
+  }
   const m = multiple * tp;
   return Math.ceil(vocabSize / m) * m;
 }

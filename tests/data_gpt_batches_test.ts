@@ -103,6 +103,16 @@ Deno.test("rng: deterministic, state round trip, unbiased-looking ints", () => {
   for (let i = 0; i < 60_000; i++) counts[r.nextInt(6)]++;
   for (const c of counts) assert.ok(Math.abs(c - 10_000) < 400, `count ${c}`);
   assert.notDeepEqual(new DataRng(1).state(), new DataRng(2).state());
+  // Seeds at and past 2³²: their high half was folded into the low one, so these collided.
+  assert.notDeepEqual(new DataRng(0).state(), new DataRng(2 ** 32 + 0x27d4eb2d).state());
+  assert.notDeepEqual(new DataRng(5).state(), new DataRng(2 ** 32 + 5).state());
+  // Seeds under 2³² keep the streams (and the data orders) they always had.
+  assert.deepEqual(new DataRng(1234).state().slice(0, 4), [
+    1889054206,
+    3098527212,
+    4145563210,
+    4171268909,
+  ]);
 });
 
 Deno.test("entropy baselines", () => {

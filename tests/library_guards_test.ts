@@ -26,7 +26,9 @@ import { Bert, type BertConfig } from "../models/bert.ts";
 import { SelfAttention } from "../models/blocks.ts";
 import { loadCheckpoint } from "../models/checkpoint/load.ts";
 import { generate } from "../models/generate.ts";
-import { Gpt, type GptConfig } from "../models/gpt.ts";
+import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
+import { LossScaler } from "../models/loss_scale.ts";
+import { sampleToken } from "../models/sampling.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { Trainer, type TrainerOptions } from "../models/trainer.ts";
 import { gpuTest, prng, testBackend, testDevice } from "./helpers.ts";
@@ -222,6 +224,20 @@ Deno.test(
     throws(
       () => Gpt.serial(dev, { ...cfg, vocabMultiple: 0 }, 1),
       /vocabMultiple must be a positive integer, got 0/,
+    );
+    // It returned NaN for these.
+    throws(() => paddedVocabSize(50257, 0), /tensor-parallel size must be an integer ≥ 1, got 0/);
+    throws(() => paddedVocabSize(50257, 2, 0), /multiple must be an integer ≥ 1, got 0/);
+    // sampleToken, exported, checks its settings itself (topK 2.5 became 2).
+    throws(
+      () => sampleToken(new Float32Array(4), 4, { topK: 2.5 }, Math.random),
+      /sampleToken: topK must be an integer ≥ 0/,
+    );
+    // The loss scaler's settings (a fractional window was taken; a minimum above the start too).
+    throws(() => new LossScaler({ window: 1.5 }), /window must be an integer ≥ 1, got 1\.5/);
+    throws(
+      () => new LossScaler({ initial: 4, min: 8 }),
+      /minimum loss scale 8 is above the initial scale 4/,
     );
     const run = async (o: object) => {
       for await (
