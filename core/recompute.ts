@@ -47,17 +47,18 @@ export async function recompute(
       leaf.requiresGrad = x.requiresGrad;
       device.gradEnabled = true;
       let y: Tensor;
+      let drew: number[];
       try {
         y = await fn(leaf);
       } finally {
         device.gradEnabled = false;
+        // The streams go on from where they were, the recompute thrown or not.
+        drew = rngs.map((r) => r.offset);
+        rngs.forEach((r, i) => (r.offset = saved[i]));
       }
-      rngs.forEach((r, i) => {
-        if (r.offset !== after[i]) {
-          throw new Error("recompute: the block drew a different number of random masks");
-        }
-        r.offset = saved[i];
-      });
+      if (drew.some((d, i) => d !== after[i])) {
+        throw new Error("recompute: the block drew a different number of random masks");
+      }
       if (y.requiresGrad) await backward(y, g);
       const gx = leaf.grad;
       leaf.grad = null;

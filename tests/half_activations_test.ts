@@ -3,7 +3,8 @@
  * `--recompute-activations`): a recompute block's input that is the previous
  * block's output is kept packed and its f32 storage freed; gradients equal those
  * of f32 recomputation from the rounded input; a GPT trained with recompute and
- * --bf16 follows the same run without recompute.
+ * --bf16 follows the same run without recompute. A recompute that throws
+ * leaves its random streams where the forward left them.
  */
 
 import { ok, rejects, strictEqual } from "node:assert/strict";
@@ -11,6 +12,7 @@ import { roundToHalf } from "../core/half.ts";
 import { backward } from "../core/autograd.ts";
 import { mul, sum } from "../core/ops/mod.ts";
 import { recompute } from "../core/recompute.ts";
+import { RngStream } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
@@ -51,6 +53,29 @@ Deno.test(
       }
     });
     w.dispose();
+  },
+);
+
+Deno.test(
+  "a recompute that throws in backward leaves its dropout streams where the forward left them",
+  gpuTest,
+  async () => {
+    const rng = new RngStream(7);
+    let calls = 0;
+    const block = (x: Tensor) => {
+      rng.next(); // one mask's draw
+      if (calls++ === 1) throw new Error("the recompute failed");
+      return mul(x, x);
+    };
+    await tidy(dev, async () => {
+      const x = Tensor.fromArray(dev, randomArray(8, 3));
+      x.requiresGrad = true;
+      const y = await recompute(block, x, [], [rng]);
+      strictEqual(rng.offset, 1);
+      await rejects(backward(sum(y)), /the recompute failed/);
+      // It stayed rewound to 0: the next layer's masks would have repeated this one's.
+      strictEqual(rng.offset, 1);
+    });
   },
 );
 
