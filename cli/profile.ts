@@ -7,6 +7,7 @@
  * @module
  */
 
+import { NOOP_KERNEL } from "../kernels/kernel.ts";
 import process from "node:process";
 import {
   DistConfigError,
@@ -573,30 +574,31 @@ export async function profileRun(
 
 /** Median GPU time of a one-workgroup dispatch that writes one word, timed by `mode`, in ms. */
 async function noopDispatch(device: Device, mode: ProfileMode): Promise<number> {
-  const kernel = {
-    key: "profile:noop",
-    code: `@group(0) @binding(0) var<storage, read_write> o: array<u32>;
-@compute @workgroup_size(1)
-fn main() { o[0] = 1u; }`,
-  };
+  const kernel = NOOP_KERNEL;
   const buffer = device.gpu.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
   const times: number[] = [];
-  for (let i = 0; i < 31; i++) {
-    const prof = new DeviceProfiler(mode);
-    device.profiler = prof;
-    try {
-      device.dispatch(kernel, [{ buffer, size: 16 }], null, [1]);
-      device.flush();
-    } finally {
-      device.profiler = null;
+  try {
+    for (let i = 0; i < 31; i++) {
+      const prof = new DeviceProfiler(mode);
+      device.profiler = prof;
+      try {
+        device.dispatch(kernel, [{ buffer, size: 16 }], null, [1]);
+        device.flush();
+      } finally {
+        device.profiler = null;
+      }
+      try {
+        if (mode === "timestamp") await prof.collect();
+        else await prof.replay(device.gpu);
+      } finally {
+        prof.destroy();
+      }
+      times.push(prof.kernels.get(kernel.key)!.ns / 1e6);
     }
-    if (mode === "timestamp") await prof.collect();
-    else await prof.replay(device.gpu);
-    prof.destroy();
-    times.push(prof.kernels.get(kernel.key)!.ns / 1e6);
+    await device.sync();
+  } finally {
+    buffer.destroy();
   }
-  await device.sync();
-  buffer.destroy();
   return median(times);
 }
 

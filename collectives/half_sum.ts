@@ -117,3 +117,45 @@ export class HalfSummer {
     for (let q = 1; q < dsts.length; q++) this.#u16(dsts[q], len).set(out);
   }
 }
+
+/** What {@link allReduceHalfAvg} needs of a process group. */
+export interface HalfAvgGroup {
+  /** Ranks in the group. */
+  readonly size: number;
+  /** Every rank's `x`, concatenated in rank order. */
+  allGather(x: Int32Array): Promise<Int32Array>;
+  /** The 16-bit all-reduce (a ring of 16-bit values), where the group has one. */
+  allReduceHalf?(x: Uint16Array, codec: HalfCodec, op?: "sum" | "avg"): Promise<void>;
+}
+
+/**
+ * The average over `group` of every rank's `flat`, sent as 16-bit values of
+ * `codec`; in place. At two ranks (or where the group has no `allReduceHalf`)
+ * the 16-bit vectors are all-gathered and added in f32 in rank order, and the
+ * average stays f32; beyond two a 16-bit all-reduce (2(p−1)/p of the 16-bit
+ * bytes per rank where an all-gather sends p−1 times them) returns the average
+ * rounded to the format. Every rank gets the same bits.
+ */
+export async function allReduceHalfAvg(
+  group: HalfAvgGroup,
+  flat: Float32Array,
+  codec: HalfCodec,
+): Promise<void> {
+  const bits = new Uint16Array(flat.length);
+  codec.encode(flat, bits);
+  if (group.size > 2 && group.allReduceHalf) {
+    await group.allReduceHalf(bits, codec, "avg");
+    codec.decode(bits, flat);
+    return;
+  }
+  const padded = new Uint16Array(bits.length + (bits.length % 2));
+  padded.set(bits);
+  const all = await group.allGather(new Int32Array(padded.buffer));
+  const halves = new Uint16Array(all.buffer, all.byteOffset, all.length * 2);
+  const sum = new Float32Array(flat.length), v = new Float32Array(flat.length);
+  for (let r = 0; r < group.size; r++) {
+    codec.decode(halves.subarray(r * padded.length, r * padded.length + flat.length), v);
+    for (let i = 0; i < flat.length; i++) sum[i] += v[i];
+  }
+  for (let i = 0; i < flat.length; i++) flat[i] = sum[i] / group.size;
+}

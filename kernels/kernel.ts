@@ -15,6 +15,17 @@ export interface KernelSource {
 }
 
 /**
+ * One invocation writing one word (binding 0: a storage buffer of u32): what a
+ * dispatch costs with no work in it, the baseline `deno task profile` reports.
+ */
+export const NOOP_KERNEL: KernelSource = {
+  key: "profile:noop",
+  code: `@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(1)
+fn main() { o[0] = 1u; }`,
+};
+
+/**
  * A kernel whose WGSL is generated when `code` is first read. A device looks
  * its pipeline up by `key` and reads `code` only to compile it, so an op that
  * records the same specialization every step does not generate it again (the

@@ -20,7 +20,7 @@ export const REDUCE_WG = 64;
 export const REDUCE_CHUNK = 16 * STREAM_ROW_TEXELS;
 
 /** What {@link reduceKernel} folds. */
-export type ReduceOp = "sum" | "sumsq" | "max";
+export type TensorReduceOp = "sum" | "sumsq" | "max";
 
 /**
  * Each op's identity. Max starts from −∞, made at run time (`p.ninf` holds its
@@ -42,7 +42,7 @@ const NEG_INFINITY_BITS = 0xff800000;
  * `x`), out, the workgroup's scratch, `combine`, and `main` up to `w`, the
  * workgroup's index.
  */
-function passHead(op: ReduceOp, x: string): string {
+function passHead(op: TensorReduceOp, x: string): string {
   return `struct P { n: u32, chunk: u32, outOffset: u32, ninf: u32 }
 @group(0) @binding(0) ${x};
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -72,7 +72,7 @@ function passTail(value: string): string {
  * (`square` = op is sumsq) and again over the partials until one value is left;
  * the last pass may write at `out[outOffset]`. Bindings: x, out.
  */
-export function reduceKernel(op: ReduceOp, square: boolean): KernelSource {
+export function reduceKernel(op: TensorReduceOp, square: boolean): KernelSource {
   const load = square ? "let v = x[i]; acc = combine(acc, v * v);" : "acc = combine(acc, x[i]);";
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}`,
@@ -96,7 +96,7 @@ ${passTail("acc")}
  * order, not the buffer form's. Same bindings and dispatch as
  * {@link reduceKernel}, with x's stream texture for x.
  */
-export function reduceTextureKernel(op: ReduceOp, square: boolean): KernelSource {
+export function reduceTextureKernel(op: TensorReduceOp, square: boolean): KernelSource {
   const perInvocation = REDUCE_CHUNK / 4 / REDUCE_WG;
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}:tex`,

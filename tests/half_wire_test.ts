@@ -18,7 +18,9 @@ import {
   type TpGroup,
   type WireCounter,
 } from "../models/parallel/mappings.ts";
-import { allReduceHalfAvg, type CommBytes } from "../models/parallel/hooks.ts";
+import type { CommBytes } from "../models/parallel/hooks.ts";
+import { allReduceHalfAvg } from "../collectives/half_sum.ts";
+import { halfCodec } from "../models/parallel/half_codec.ts";
 import type { MixedResult, MixedRun } from "../bench/mixed_precision_worker.ts";
 import { gpuTest, randomArray, testDevice } from "./helpers.ts";
 
@@ -148,7 +150,7 @@ Deno.test("data-parallel gradients averaged with 16-bit values on the wire (host
           return Promise.resolve(out);
         }) as never,
       };
-      await allReduceHalfAvg(group, mine, format);
+      await allReduceHalfAvg(group, mine, halfCodec(format));
       res.push(mine);
     }
     const ra = roundToHalf(a, format), rb = roundToHalf(b, format);

@@ -7,8 +7,8 @@
 import {
   reduceDispatch,
   reduceKernel,
-  type ReduceOp,
   reduceTextureKernel,
+  type TensorReduceOp,
 } from "../../kernels/reduce.ts";
 import type { BufferBinding, Device } from "../device.ts";
 import { record } from "../autograd.ts";
@@ -22,7 +22,7 @@ import { axpyInPlace, elementWindows, mapRaw, zeros } from "./raw.ts";
  * Large inputs take several passes through temporary partials; an input larger
  * than one storage binding is folded window by window into those partials.
  */
-export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): void {
+export function reduceInto(x: Tensor, op: TensorReduceOp, out: Tensor, offset = 0): void {
   assertF32(op, x, out);
   const wins = elementWindows(x.device, x.size);
   if (wins.length > 1) {
@@ -66,7 +66,7 @@ export function reduceInto(x: Tensor, op: ReduceOp, out: Tensor, offset = 0): vo
  */
 function firstPass(
   device: Device,
-  op: ReduceOp,
+  op: TensorReduceOp,
   x: BufferBinding,
   n: number,
   out: BufferBinding,

@@ -12,7 +12,8 @@ import type { Device } from "../../core/device.ts";
 import type { ParamInfo } from "../../core/nn.ts";
 import { clone } from "../../core/ops/mod.ts";
 import type { Tensor } from "../../core/tensor.ts";
-import { decodeHalfInto, type HalfFormat, toHalfBits } from "../../core/half.ts";
+import type { HalfFormat } from "../../core/half.ts";
+import { allReduceHalfAvg } from "../../collectives/half_sum.ts";
 import type { ParallelHooks } from "../trainer.ts";
 import { halfCodec } from "./half_codec.ts";
 import { averageOver, type DpGroup, GradBuckets } from "./overlap.ts";
@@ -23,38 +24,6 @@ export interface HybridGroups {
   tpGroup: Pick<ProcessGroup, "size" | "rank" | "allReduce">;
   /** Data-parallel group (`allGather` for 16-bit gradients on the wire). */
   dpGroup: DpGroup;
-}
-
-/**
- * The average over the group of every rank's `flat`, sent as 16-bit `format`
- * values; in place. At two ranks (or where the group has no `allReduceHalf`)
- * the 16-bit vectors are all-gathered and added in fp32 in rank order on the
- * host, and the average stays fp32; beyond two a 16-bit all-reduce
- * (`allReduceHalf`, 2(p−1)/p of the 16-bit bytes per rank where an all-gather
- * sends p−1 times them) returns the average rounded to `format`. Every rank
- * gets the same bits.
- */
-export async function allReduceHalfAvg(
-  group: Pick<ProcessGroup, "size" | "allGather"> & Partial<Pick<ProcessGroup, "allReduceHalf">>,
-  flat: Float32Array,
-  format: HalfFormat,
-): Promise<void> {
-  const bits = toHalfBits(flat, format);
-  if (group.size > 2 && group.allReduceHalf) {
-    await group.allReduceHalf(bits, halfCodec(format), "avg");
-    decodeHalfInto(bits, flat, format);
-    return;
-  }
-  const padded = new Uint16Array(bits.length + (bits.length % 2));
-  padded.set(bits);
-  const all = await group.allGather(new Int32Array(padded.buffer));
-  const halves = new Uint16Array(all.buffer, all.byteOffset, all.length * 2);
-  const sum = new Float32Array(flat.length), v = new Float32Array(flat.length);
-  for (let r = 0; r < group.size; r++) {
-    decodeHalfInto(halves.subarray(r * padded.length, r * padded.length + flat.length), v, format);
-    for (let i = 0; i < flat.length; i++) sum[i] += v[i];
-  }
-  for (let i = 0; i < flat.length; i++) flat[i] = sum[i] / group.size;
 }
 
 /** Time spent inside collectives, for the scaling benchmark. */
@@ -144,7 +113,7 @@ export function hybridHooks(
     averageOver(
       dp,
       dpWire
-        ? { format: dpWire, run: (f, fmt) => allReduceHalfAvg(dp as never, f, fmt) }
+        ? { format: dpWire, run: (f, fmt) => allReduceHalfAvg(dp as never, f, halfCodec(fmt)) }
         : undefined,
     ),
   );
