@@ -226,6 +226,11 @@ export class Progress {
   done(): void {
     this.#clear();
   }
+
+  /** {@link Progress.done}, for `using`: an error is printed on a line of its own, not after the bar. */
+  [Symbol.dispose](): void {
+    this.done();
+  }
 }
 
 /**
@@ -306,10 +311,18 @@ export class JsonLog {
     while (off < bytes.length) off += this.file.writeSync(bytes.subarray(off));
   }
 
-  /** Closes the file. */
+  #closed = false;
+
+  /** Closes the file (once; again does nothing). */
   close(): Promise<void> {
-    this.file.close();
+    if (!this.#closed) this.file.close();
+    this.#closed = true;
     return Promise.resolve();
+  }
+
+  /** {@link JsonLog.close}, for `await using`: a run that throws closes its log too. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }
 

@@ -588,7 +588,7 @@ async function trainOn<B>(
   });
   // A resumed run appends to its log, dropping what the interrupted run wrote
   // past its checkpoint (those iterations run again).
-  const json = log.isLogger && a.logJson
+  await using json = log.isLogger && a.logJson
     ? await JsonLog.open(a.logJson, loaded ? startIter - 1 : undefined, {
       // Flags left out whose defaults follow from others, as this run resolved them.
       config: {
@@ -607,7 +607,7 @@ async function trainOn<B>(
       first_iteration: startIter,
     })
     : null;
-  const progress = new Progress(iters, log.isLogger ? undefined : false);
+  using progress = new Progress(iters, log.isLogger ? undefined : false);
   // The ranks agree after each step whether a signal (with --save) or --exit-duration-in-mins
   // stops the run: one all-reduce of two numbers, none when neither can.
   const timed = a.exitDurationMins !== undefined;
