@@ -66,8 +66,12 @@ export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: Wire
       }
       const device = x.device;
       const words = packHalf(x, format);
-      const mine = new Int32Array(await device.read(words.buffer, words.byteLength));
-      words.dispose();
+      let mine: Int32Array;
+      try {
+        mine = new Int32Array(await device.read(words.buffer, words.byteLength));
+      } finally {
+        words.dispose();
+      }
       if (counter) {
         counter.calls++;
         counter.bytes += mine.byteLength;
@@ -76,8 +80,11 @@ export function halfWireGroup(group: TpGroup, format: HalfFormat, counter?: Wire
       if (ring) await ring.call(group, new Uint16Array(mine.buffer), codec, "sum");
       const all = ring ? mine : await group.allGather(mine);
       const parts = Tensor.fromArray(device, all, [all.length], "i32");
-      sumPackedInto(x, parts, ring ? 1 : group.size, format);
-      parts.dispose();
+      try {
+        sumPackedInto(x, parts, ring ? 1 : group.size, format);
+      } finally {
+        parts.dispose();
+      }
     },
   };
 }
