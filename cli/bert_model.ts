@@ -31,10 +31,16 @@ import {
 } from "./load_model.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
 
-/** The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. */
+/**
+ * The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. With
+ * `saved` (a checkpoint of this project, which saves the vocabulary it trained
+ * with) the vocabulary must have exactly `vocabSize` tokens: a shorter one was
+ * cut (a truncated vocab.txt ranked only its ids).
+ */
 export async function bertTokenizerFor(
   dir: string,
   vocabSize: number,
+  saved = false,
 ): Promise<{ tokenizer: WordPieceTokenizer; source: string }> {
   const own = await readWordPieceTokenizer(dir);
   let tokenizer = own;
@@ -50,6 +56,12 @@ export async function bertTokenizerFor(
   if (tokenizer.vocabSize > vocabSize) {
     throw new DataError(
       `${dir}: the tokenizer has ${tokenizer.vocabSize} ids but the model only ${vocabSize}`,
+    );
+  }
+  if (saved && own && tokenizer.vocabSize !== vocabSize) {
+    throw new DataError(
+      `${dir}: its vocabulary has ${tokenizer.vocabSize} tokens, the model it was saved with ` +
+        `${vocabSize}: the file was cut or replaced; restore the vocab.txt saved with the checkpoint`,
     );
   }
   return {
@@ -147,7 +159,7 @@ export async function loadBert(
   }
   const saved = await openSavedModel(BERT_FAMILY, from);
   checkSaved?.(saved.config, saved.source);
-  const tok = await bertTokenizerFor(saved.dir, saved.config.vocabSize);
+  const tok = await bertTokenizerFor(saved.dir, saved.config.vocabSize, true);
   const model = await loadSavedModel(BERT_FAMILY, saved, layers, progress);
   return {
     model,

@@ -523,6 +523,17 @@ Deno.test(
     const x = await runCli("cli/export_hf.ts", ["--load", ck, "--output", out]);
     strictEqual(x.code, 0, x.stderr);
     deepStrictEqual((await readWordPieceTokenizer(out))!.tokens, TINY_VOCAB);
+    // The checkpoint's vocab.txt cut short: refused (fill-mask ranked only the ids it kept).
+    const vocabPath = join(ck, "vocab.txt");
+    const vocab = await Deno.readTextFile(vocabPath);
+    await Deno.writeTextFile(vocabPath, vocab.split("\n").slice(0, 20).join("\n") + "\n");
+    const cut = await runCli("cli/fill_mask.ts", ["--load", ck, "--text", "a [MASK] ran"]);
+    strictEqual(cut.code, 1, cut.stderr);
+    match(
+      cut.stderr,
+      /its vocabulary has 20 tokens, the model it was saved with \d+: the file was cut/,
+    );
+    await Deno.writeTextFile(vocabPath, vocab);
     console.log(`train from HF BERT: losses ${losses.join(", ")}; eval ${JSON.stringify(e)}`);
   },
 );

@@ -279,11 +279,10 @@ export class BertTask implements Task<BertBatch> {
     const c = this.model.config;
     const lines = [
       `data: ${this.splits.source} | WordPiece (vocab ${this.tokenizer.vocabSize}, padded ${this.model.paddedVocab}) | ` +
-      `${this.splits.train.documents.length} train / ${
-        this.splits.val
-          ? `${this.splits.val.documents.length} validation documents`
-          : "no validation"
-      }`,
+      (this.splits.val
+        ? `${this.splits.train.documents.length} train / ` +
+          `${this.splits.val.documents.length} validation documents`
+        : `${this.splits.train.documents.length} train documents / no validation`),
       modelLine(
         "BERT",
         c.postLayerNorm ? "post-LN" : "pre-LN",
