@@ -409,6 +409,21 @@ function runHeader(r: {
 }
 
 /**
+ * The line a resumed run says where its global batch is not the one its
+ * checkpoint trained at (the `samples` its `iterations` consumed, evenly), or
+ * null: Megatron lets a run go on at another batch, but a layout flag dropped
+ * or a `--micro-batch-size` taken from the checkpoint can change it unasked.
+ */
+export function globalBatchChange(iterations: number, samples: number, gb: number): string | null {
+  if (iterations <= 0 || samples % iterations !== 0) return null;
+  const before = samples / iterations;
+  if (before === gb) return null;
+  return `global batch: the checkpoint's ${counted(iterations, "iteration")} took ${before} ` +
+    `sequences each; this run takes ${gb} (--global-batch-size, or --micro-batch-size × the ` +
+    "data-parallel size): the steps go on counting, each of another size";
+}
+
+/**
  * The line a run says where its schedule will not do what a reader expects,
  * or null: the default warm-up outlasting the decay of a run from its start,
  * or a resumed run (from iteration `start`) whose schedule, `taken` updates in
@@ -573,6 +588,8 @@ async function trainOn<B>(
     ? await load(a, L, task, trainer, (n) => skippedTotal = n, (c) => base = c)
     : null;
   const startIter = loaded ? loaded.iteration + 1 : 1;
+  const batchNote = loaded ? globalBatchChange(loaded.iteration, base.samples, gb) : null;
+  if (batchNote) say(batchNote);
   // A run with nothing left to train says nothing of its schedule.
   const lrWarning = startIter > iters
     ? null

@@ -7,7 +7,7 @@
 
 import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
 import { logLockPath, SAVE_LOCK_FILE } from "../cli/save_lock.ts";
-import { scheduleWarning } from "../cli/train_run.ts";
+import { globalBatchChange, scheduleWarning } from "../cli/train_run.ts";
 import { jsonlLosses, runCli, startCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
@@ -226,6 +226,16 @@ Deno.test("train: --launcher procs (one process per rank) gives the Workers run'
   const w = jsonlLosses(await Deno.readTextFile(`${dir}/w.jsonl`));
   deepStrictEqual(jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`)), w);
   strictEqual(w.length, 3);
+});
+
+Deno.test("train: a resumed run whose global batch is not its checkpoint's says so", () => {
+  strictEqual(globalBatchChange(5, 40, 8), null);
+  match(
+    globalBatchChange(5, 40, 4) ?? "",
+    /the checkpoint's 5 iterations took 8 sequences each; this run takes 4/,
+  );
+  strictEqual(globalBatchChange(5, 42, 4), null); // a batch changed before: no one size to name
+  strictEqual(globalBatchChange(0, 0, 4), null);
 });
 
 Deno.test("train: the schedule's warning fits where the run starts", () => {
