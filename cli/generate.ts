@@ -51,7 +51,8 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   "seed": { type: "int", default: 1234, min: 0, help: "sampling seed" },
   "ignore-eos": {
     type: "boolean",
-    help: "keep going past the tokenizer's end-of-text token",
+    help:
+      "keep going past the end of a document (the tokenizer's end-of-text token; WordPiece's [SEP])",
   },
   "no-kv-cache": {
     type: "boolean",
@@ -134,7 +135,10 @@ export async function generateRank(
     f["init-from-hf"] as string | undefined,
   );
   const name = tok.name;
-  if (f["ignore-eos"] && tok.eosId === undefined) {
+  // The id the training text had between documents (GPT-2's <|endoftext|>, WordPiece's
+  // [SEP]: data/corpus.ts): where a document ends, generation stops (it ran past [SEP]).
+  const endId = tok.eosId ?? tok.documentSeparatorId;
+  if (f["ignore-eos"] && endId === undefined) {
     throw new UsageError(
       `--ignore-eos: the ${name} tokenizer has no end-of-text id to ignore; drop it`,
     );
@@ -142,10 +146,10 @@ export async function generateRank(
   const text = f.prompt as string;
   let prompt = Array.from(tok.encode(text));
   if (prompt.length === 0) {
-    if (tok.eosId === undefined) {
+    if (endId === undefined) {
       throw new UsageError(`--prompt is empty and the ${name} tokenizer has no end-of-text id`);
     }
-    prompt = [tok.eosId];
+    prompt = [endId];
   }
   const cache = !f["no-kv-cache"];
   say(
@@ -178,7 +182,7 @@ export async function generateRank(
       topK: f["top-k"] as number,
       topP: f["top-p"] as number,
       uniform: () => rng.nextFloat(),
-      stopToken: f["ignore-eos"] ? undefined : tok.eosId,
+      stopToken: f["ignore-eos"] ? undefined : endId,
       vocabLimit: tok.vocabSize,
       cache,
     })

@@ -207,6 +207,23 @@ Deno.test({
     ]);
     equal(fromHf.code, 0, fromHf.stderr);
     equal(fromHf.stdout, gen.stdout);
+    // [SEP], between its training documents, ends a generation and starts an empty prompt
+    // (WordPiece has no end-of-text id: an empty prompt was refused, --ignore-eos too).
+    const empty = await runCli("cli/generate.ts", [
+      ...["--load", ck, "--prompt", "", "--max-new-tokens", "2", "--ignore-eos"],
+    ]);
+    equal(empty.code, 0, empty.stderr);
+    // The export's vocab.txt replaced by another vocabulary: refused, not read as bert-base's.
+    const vocabPath = join(hf, "vocab.txt");
+    const tokens = (await Deno.readTextFile(vocabPath)).split("\n");
+    [tokens[2000], tokens[2001]] = [tokens[2001], tokens[2000]];
+    await Deno.writeTextFile(vocabPath, tokens.join("\n"));
+    const swapped = await runCli("cli/generate.ts", ["--init-from-hf", hf, "--prompt", "call me"]);
+    equal(swapped.code, 1, swapped.stderr);
+    match(
+      swapped.stderr,
+      /its tokenizer \(its WordPiece vocabulary\) is not bert-base-uncased's \(token 2000/,
+    );
   },
 });
 
