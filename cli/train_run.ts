@@ -26,7 +26,7 @@ import { type CommTimer, countsInNorm, hybridHooks, timedGroup } from "../models
 import { RngTracker } from "../models/parallel/random.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
-import { Trainer } from "../models/trainer.ts";
+import { type StepResult, Trainer } from "../models/trainer.ts";
 import { DEFAULT_CORPUS_PATH } from "../data/corpus.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
@@ -455,6 +455,35 @@ export function scheduleWarning(
   return null;
 }
 
+/**
+ * The `--log-json` record of iteration `it`: the step's result `r`, its time,
+ * `tokens` per step, the tokens consumed so far and, where it evaluated, the
+ * validation loss (and a language model's perplexity).
+ */
+function stepRecord(
+  it: number,
+  r: StepResult,
+  ms: number,
+  tokens: number,
+  consumedTokens: number,
+  valLoss: number | undefined,
+  lossName: string,
+): Record<string, unknown> {
+  return {
+    iteration: it,
+    loss: r.loss,
+    lr: r.lr,
+    grad_norm: r.gradNorm,
+    loss_scale: r.lossScale,
+    skipped: r.skipped,
+    tokens_per_s: tokens / (ms / 1000),
+    ms_per_iter: ms,
+    consumed_tokens: consumedTokens,
+    ...(valLoss !== undefined ? { val_loss: valLoss } : {}),
+    ...(valLoss !== undefined && lossName === "lm loss" ? { val_ppl: Math.exp(valLoss) } : {}),
+  };
+}
+
 /** Sums over the steps of one logging window. */
 class LogWindow {
   start = performance.now();
@@ -716,21 +745,7 @@ async function trainOn<B>(
     if (validating && !stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
       valLoss = lastVal = await evaluate();
     }
-    json?.write({
-      iteration: it,
-      loss: r.loss,
-      lr: r.lr,
-      grad_norm: r.gradNorm,
-      loss_scale: r.lossScale,
-      skipped: r.skipped,
-      tokens_per_s: (gb * T) / (ms / 1000),
-      ms_per_iter: ms,
-      consumed_tokens: consumedAt(it).tokens,
-      ...(valLoss !== undefined ? { val_loss: valLoss } : {}),
-      ...(valLoss !== undefined && task.lossName === "lm loss"
-        ? { val_ppl: Math.exp(valLoss) }
-        : {}),
-    });
+    json?.write(stepRecord(it, r, ms, gb * T, consumedAt(it).tokens, valLoss, task.lossName));
     // Log.
     if (it % a.logInterval === 0 || it === iters || stoppedBy || exitAfter) {
       const w = window.close();
