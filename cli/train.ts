@@ -181,8 +181,7 @@ async function checkedRun(
     navigator.hardwareConcurrency,
     split.flags.devices,
   );
-  // Once per node: by its first process (a rank process of our procs launcher leaves it).
-  if (crowded && dist.localRankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV)) {
+  if (crowded && speaksForNode(dist)) {
     console.error(crowded);
   }
   if (split.flags.devices !== undefined) {
@@ -210,7 +209,7 @@ async function checkedRun(
   }
   // One run at a time per --save directory and per --log-json log: the process that hosts global
   // rank 0 holds their locks (a rank process of our procs launcher leaves them to the launcher).
-  const holdsLocks = dist.rankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV);
+  const holdsLocks = speaksForJob(dist);
   const releases: (() => void)[] = [];
   try {
     if (holdsLocks && f.save) releases.push(await takeSaveLock(f.save as string));
@@ -238,8 +237,7 @@ async function runRanks(
     if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
       // What happens is printed once per node: by the process of global rank 0 and by each
       // node's first process (a rank process of our procs launcher leaves that to the launcher).
-      const print = dist.rankBase === 0 ||
-        (dist.localRankBase === 0 && !Deno.env.get(LAUNCHER_PID_ENV));
+      const print = dist.rankBase === 0 || speaksForNode(dist);
       signals = new SignalHandler({ canSave: !!f.save, print, workers: true }).install();
     }
     // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
@@ -259,3 +257,26 @@ async function runRanks(
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
+
+/** Whether this process is a rank process our `--launcher procs` started (it runs one rank). */
+function startedByOurLauncher(): boolean {
+  return !!Deno.env.get(LAUNCHER_PID_ENV);
+}
+
+/**
+ * Whether this process says what concerns its whole node (a warning printed
+ * once per node): the node's first process, unless our launcher started it
+ * (the launcher says it).
+ */
+function speaksForNode(dist: { localRankBase: number }): boolean {
+  return dist.localRankBase === 0 && !startedByOurLauncher();
+}
+
+/**
+ * Whether this process holds what concerns the whole job (the `--save` and
+ * `--log-json` locks): the one hosting global rank 0, unless our launcher
+ * started it (the launcher holds them).
+ */
+function speaksForJob(dist: { rankBase: number }): boolean {
+  return dist.rankBase === 0 && !startedByOurLauncher();
+}
