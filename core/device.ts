@@ -139,6 +139,17 @@ interface Uniform {
  */
 export const KERNEL_VARIANTS_ENV = "WEBGPU_KERNEL_VARIANTS";
 
+/**
+ * The largest staging buffer a read maps at once: larger reads go in rounds
+ * (see `Device.readMany`), so a read's host peak is its result plus this.
+ */
+export const READ_STAGING_MAX_BYTES = 64 * 2 ** 20;
+
+/** `bytes` rounded up to a multiple of 4 (buffer copies move whole words). */
+function padded4(bytes: number): number {
+  return Math.ceil(bytes / 4) * 4;
+}
+
 /** One GPU, ready for kernels: pipeline cache, buffer pool, batched command recording. */
 export class Device {
   /** Number of submits so far (each is a potential host wait on some backends). */
@@ -971,18 +982,9 @@ export class Device {
     this.assertAlive();
     const bytes = dst.byteLength;
     if (bytes === 0) return;
-    const padded = Math.ceil(bytes / 4) * 4;
-    const staging = this.#takeReadStaging(padded);
-    this.copy(src, offset, staging, 0, padded);
-    this.flush();
-    this.hostSyncs++;
-    this.bytesRead += padded;
-    await staging.mapAsync(GPUMapMode.READ, 0, padded);
-    new Uint8Array(dst.buffer, dst.byteOffset, bytes).set(
-      new Uint8Array(staging.getMappedRange(0, padded), 0, bytes),
-    );
-    staging.unmap();
-    this.#returnReadStaging(staging);
+    await this.#readRounds([{ buffer: src, offset, size: bytes }], [
+      new Uint8Array(dst.buffer, dst.byteOffset, bytes),
+    ]);
   }
 
   /**
@@ -1006,29 +1008,61 @@ export class Device {
     else b.destroy();
   }
 
-  /** Reads several buffers with one submit and one wait. */
+  /**
+   * Reads several buffers: with one submit and one wait where they fit in
+   * {@link READ_STAGING_MAX_BYTES}, else in rounds of that many bytes.
+   */
   async readMany(srcs: BufferBinding[]): Promise<ArrayBuffer[]> {
     this.assertAlive();
-    const total = srcs.reduce((s, b) => s + Math.ceil(b.size / 4) * 4, 0);
-    if (total === 0) return srcs.map(() => new ArrayBuffer(0));
-    const staging = this.#takeReadStaging(total);
-    let off = 0;
-    const offs: number[] = [];
-    for (const s of srcs) {
-      offs.push(off);
-      const p = Math.ceil(s.size / 4) * 4;
-      this.copy(s.buffer, s.offset ?? 0, staging, off, p);
-      off += p;
-    }
-    this.flush();
-    this.hostSyncs++;
-    this.bytesRead += total;
-    await staging.mapAsync(GPUMapMode.READ, 0, total);
-    const range = staging.getMappedRange(0, total);
-    const out = srcs.map((s, i) => range.slice(offs[i], offs[i] + s.size));
-    staging.unmap();
-    this.#returnReadStaging(staging);
+    const out = srcs.map((s) => new ArrayBuffer(s.size));
+    await this.#readRounds(srcs, out.map((b) => new Uint8Array(b)));
     return out;
+  }
+
+  /**
+   * Copies each of `srcs` into the host bytes `dsts[i]` (as long as it) through
+   * staging buffers of at most {@link READ_STAGING_MAX_BYTES}: one round (one
+   * copy batch, one submit, one wait) per staging buffer's worth, a source
+   * larger than one cut into pieces. A save of GPT-2 small read its 154 MB
+   * embedding's two moments through one 309 MB staging buffer, which the
+   * device then kept, beside the host copies.
+   */
+  async #readRounds(srcs: readonly BufferBinding[], dsts: readonly Uint8Array[]): Promise<void> {
+    const most = READ_STAGING_MAX_BYTES;
+    // Pieces of at most `most` bytes (multiples of 4, as buffer copies need).
+    const pieces: { src: number; at: number; bytes: number }[] = [];
+    srcs.forEach((s, i) => {
+      for (let at = 0; at < s.size; at += most) {
+        pieces.push({ src: i, at, bytes: Math.min(most, s.size - at) });
+      }
+    });
+    for (let first = 0; first < pieces.length;) {
+      let end = first, total = 0;
+      while (end < pieces.length && (end === first || total + padded4(pieces[end].bytes) <= most)) {
+        total += padded4(pieces[end++].bytes);
+      }
+      const round = pieces.slice(first, end);
+      first = end;
+      const staging = this.#takeReadStaging(total);
+      let off = 0;
+      const offs = round.map((p) => {
+        const s = srcs[p.src];
+        this.copy(s.buffer, (s.offset ?? 0) + p.at, staging, off, padded4(p.bytes));
+        const here = off;
+        off += padded4(p.bytes);
+        return here;
+      });
+      this.flush();
+      this.hostSyncs++;
+      this.bytesRead += total;
+      await staging.mapAsync(GPUMapMode.READ, 0, total);
+      const range = staging.getMappedRange(0, total);
+      round.forEach((p, k) => {
+        dsts[p.src].set(new Uint8Array(range, offs[k], p.bytes), p.at);
+      });
+      staging.unmap();
+      this.#returnReadStaging(staging);
+    }
   }
 
   /**

@@ -3,10 +3,12 @@
  * (the collectives read into their shared-memory arena), and `Device.upload`
  * writes through the queue when nothing recorded waits for a submit, through a
  * staging copy recorded in order otherwise; from shared memory too, which
- * Dawn's `writeBuffer` does not take (the process dies of SIGSEGV).
+ * Dawn's `writeBuffer` does not take (the process dies of SIGSEGV). Reads
+ * larger than one staging buffer go in rounds and keep every byte.
  */
 
 import { deepStrictEqual, rejects } from "node:assert/strict";
+import { READ_STAGING_MAX_BYTES } from "../core/device.ts";
 import { fillInPlace } from "../core/ops/raw.ts";
 import { Tensor } from "../core/tensor.ts";
 import { gpuTest, randomArray, testDevice } from "./helpers.ts";
@@ -42,4 +44,27 @@ Deno.test("readInto and uploads from shared memory keep values and order", gpuTe
   fillInPlace(t, 5);
   deepStrictEqual(Array.from(await t.read()), new Array(n).fill(5));
   t.dispose();
+});
+
+Deno.test("reads past one staging buffer go in rounds and keep every byte", gpuTest, async () => {
+  // A save of GPT-2 small read its embedding's moments through one 309 MB staging buffer.
+  const device = await testDevice();
+  const big = READ_STAGING_MAX_BYTES / 4 + 12_345; // two rounds, the second short
+  const values = new Float32Array(big);
+  for (let i = 0; i < big; i++) values[i] = i % 65_521 - 30_000.5;
+  const a = Tensor.fromArray(device, values, [big]);
+  const small = Tensor.fromArray(device, Float32Array.of(1.5, -2.5, 3.25), [3]);
+  const reads = device.hostSyncs;
+  const [x, y, z] = await device.readMany([small.binding, a.binding, small.binding]);
+  deepStrictEqual(Array.from(new Float32Array(y)).every((v, i) => v === values[i]), true);
+  deepStrictEqual(Array.from(new Float32Array(x)), [1.5, -2.5, 3.25]);
+  deepStrictEqual(Array.from(new Float32Array(z)), [1.5, -2.5, 3.25]);
+  // Rounds in order, each as full as the next piece allows: [small], [a's first 64 MiB],
+  // [the rest of a, small].
+  deepStrictEqual(device.hostSyncs - reads, 3, "rounds of one staging buffer's worth");
+  const into = new Float32Array(big);
+  await a.readInto(into);
+  deepStrictEqual(into.every((v, i) => v === values[i]), true);
+  a.dispose();
+  small.dispose();
 });
