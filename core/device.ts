@@ -1099,6 +1099,11 @@ export class Device {
 
   #runningPass: string | null = null;
 
+  /** The pass {@link Device.exclusive} runs now ("Trainer.step", …), or null. */
+  get runningPass(): string | null {
+    return this.#runningPass;
+  }
+
   /**
    * Runs `fn`, a pass over this device's models (a training step, an
    * evaluation, one generated token), refusing to start while another runs:

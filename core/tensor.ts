@@ -226,8 +226,18 @@ export class Tensor {
     this.size = numel(shape);
     this.#storage = storage;
     const scope = device.scopes[device.scopes.length - 1];
-    if (scope) scope.add(this);
+    if (scope) {
+      scope.add(this);
+      this.#madeDuring = device.runningPass;
+    }
   }
+
+  /**
+   * The pass (`Trainer.step`, …) that ran on the device when this tensor was
+   * made, whose scope then holds it: named when the tensor is used after that
+   * scope freed it.
+   */
+  #madeDuring: string | null = null;
 
   /** An uninitialised tensor (contents undefined until written). */
   static empty(device: Device, shape: readonly number[], dtype: DType = "f32"): Tensor {
@@ -292,10 +302,17 @@ export class Tensor {
   get buffer(): GPUBuffer {
     const b = this.#storage?.live();
     if (!b) {
+      // A tensor made while a pass ran (a data loader preparing the next batch
+      // during a step) joined that pass's scope, which freed it when it ended.
+      const during = this.#madeDuring
+        ? `; it was made while ${this.#madeDuring} ran on its device, and that pass ` +
+          "frees what is made during it when it ends: make it before or after the pass, " +
+          "or call keep() on it"
+        : "";
       throw new Error(
         `use of a disposed tensor${this.name ? ` "${this.name}"` : ""} of shape ${
           fmtShape(this.shape)
-        }`,
+        }${during}`,
       );
     }
     return b;

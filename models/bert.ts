@@ -216,7 +216,11 @@ export class Bert extends Module {
     opts: ModelOptions,
   ) {
     super();
-    this.shape = validateTransformerConfig(config, parallel.tpSize);
+    this.shape = validateTransformerConfig(config, parallel.tpSize, [
+      "typeVocabSize",
+      "layerNormEps",
+      "postLayerNorm",
+    ]);
     this.config = config;
     const tp = parallel.tpSize;
     this.paddedVocab = paddedVocabSize(

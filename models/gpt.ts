@@ -162,7 +162,7 @@ export class Gpt extends Module {
     opts: ModelOptions,
   ) {
     super();
-    this.shape = validateTransformerConfig(config, parallel.tpSize);
+    this.shape = validateTransformerConfig(config, parallel.tpSize, ["layerNormEps"]);
     this.config = config;
     this.paddedVocab = paddedVocabSize(
       config.vocabSize,

@@ -135,15 +135,42 @@ export interface TransformerConfig extends ShapeConfig, DropoutConfig {
   recomputeActivations?: boolean;
 }
 
+/** The keys of a {@link TransformerConfig}. */
+const TRANSFORMER_CONFIG_KEYS = [
+  "vocabSize",
+  "numLayers",
+  "hiddenSize",
+  "numHeads",
+  "maxPositions",
+  "ffnHiddenSize",
+  "hiddenDropout",
+  "attentionDropout",
+  "vocabMultiple",
+  "fusedAttention",
+  "recomputeActivations",
+] as const satisfies readonly (keyof TransformerConfig)[];
+
 /**
- * Checks a GPT or BERT config at `tp` ranks: its shape ({@link resolveShape}),
+ * Checks a GPT or BERT config at `tp` ranks: its keys where the model's
+ * `ownKeys` are given (those of {@link TransformerConfig} and `ownKeys`), its shape ({@link resolveShape}),
  * its dropout probabilities (in [0, 1)) and its vocabulary multiple (a
  * positive integer). Returns the resolved shape.
  */
 export function validateTransformerConfig(
   c: ShapeConfig & DropoutConfig & Pick<TransformerConfig, "vocabMultiple">,
   tp = 1,
+  ownKeys?: readonly string[],
 ): TransformerShape {
+  // A key the model does not read is refused: nanoGPT's `dropout: 0` was taken
+  // without a word, and the model trained at the default dropout.
+  const known = new Set<string>([...TRANSFORMER_CONFIG_KEYS, ...ownKeys ?? []]);
+  const unknown = ownKeys ? Object.keys(c).filter((k) => !known.has(k)) : [];
+  if (unknown.length > 0) {
+    throw new ShapeError(
+      `unknown config key${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}; ` +
+        `the model reads ${[...known].join(", ")}`,
+    );
+  }
   const shape = resolveShape(c, tp);
   const m = c.vocabMultiple;
   if (m !== undefined && !(Number.isInteger(m) && m > 0)) {

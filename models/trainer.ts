@@ -68,6 +68,17 @@ export interface ParallelHooks {
   averageLoss?(loss: Tensor): Promise<Tensor>;
 }
 
+/** `loss` if it is one number, else an error naming `op` and its shape (logits, say). */
+function scalarLoss(op: string, loss: Tensor): Tensor {
+  if (loss.size !== 1) {
+    throw new Error(
+      `${op}: the loss function must return a scalar loss (one element), got a tensor of ` +
+        `shape [${loss.shape.join(", ")}]`,
+    );
+  }
+  return loss;
+}
+
 /** What {@link ParallelHooks.beginGradReduce} returns. */
 type GradReductionHandle = ReturnType<NonNullable<ParallelHooks["beginGradReduce"]>>;
 
@@ -289,7 +300,7 @@ export class Trainer {
         }
         const onLeafGrad = reduction ? reduction.onLeafGrad : undefined;
         await tidy(device, async () => {
-          const loss = await lossOf(i);
+          const loss = scalarLoss("Trainer.step", await lossOf(i));
           packSaved(device, [loss]);
           axpyInPlace(lossSum, loss, inv);
           await backward(loss, full(device, [1], inv * scale), {
@@ -359,9 +370,15 @@ export class Trainer {
     lossOf: (i: number) => Tensor | Promise<Tensor>,
     weight: number | ((i: number) => number) = 1 / n,
   ): Promise<number> {
-    // 0 is allowed: a data-parallel replica may hold no validation batch (its sum is 0).
-    if (!Number.isInteger(n) || n < 0) {
-      throw new Error(`Trainer.evaluate: batches must be an integer ≥ 0, got ${n}`);
+    // 0 is allowed where replicas average the loss: a data-parallel replica may hold no
+    // validation batch (its sum is 0). Alone, 0 batches would report a loss of 0.
+    const least = this.opts.hooks?.averageLoss ? 0 : 1;
+    if (!Number.isInteger(n) || n < least) {
+      throw new Error(
+        `Trainer.evaluate: batches must be an integer ≥ ${least}${
+          least ? " (a trainer without data-parallel hooks has no replica to average with)" : ""
+        }, got ${n}`,
+      );
     }
     return await this.device.exclusive(
       "Trainer.evaluate",
@@ -384,7 +401,9 @@ export class Trainer {
         const total = full(device, [1], 0);
         await device.noGrad(async () => {
           for (let i = 0; i < n; i++) {
-            await tidy(device, async () => axpyInPlace(total, await lossOf(i), weightOf(i)));
+            await tidy(device, async () => {
+              axpyInPlace(total, scalarLoss("Trainer.evaluate", await lossOf(i)), weightOf(i));
+            });
           }
         });
         const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(total) : total;

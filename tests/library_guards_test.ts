@@ -173,6 +173,33 @@ Deno.test(
 );
 
 Deno.test(
+  "a tensor made while a step runs (a prefetched batch) is freed with the step, and says so",
+  gpuTest,
+  async () => {
+    const g = Gpt.serial(dev, cfg, 6);
+    const tg = new Trainer(dev, g, opts);
+    const x = ids(dev, 7), y = ids(dev, 8);
+    const running = tg.step(1, () => g.loss(x, y));
+    const next = ids(dev, 9); // made between the step's start and its await
+    const kept = ids(dev, 10).keep();
+    await running;
+    await rejects(
+      () => tg.step(1, () => g.loss(next, next)),
+      /use of a disposed tensor of shape \[2, 8\]; it was made while Trainer\.step ran on its device, .*call keep\(\) on it/,
+    );
+    await tg.step(1, () => g.loss(kept, kept));
+    // A config key the model does not read is refused (nanoGPT's `dropout` trained at 0.1).
+    throws(
+      () => Gpt.serial(dev, { ...cfg, dropout: 0 } as GptConfig, 1),
+      /unknown config key dropout; the model reads vocabSize, .*hiddenDropout, attentionDropout/,
+    );
+    g.dispose();
+    tg.dispose();
+    for (const t of [x, y, kept]) t.dispose();
+  },
+);
+
+Deno.test(
   "a loss that reaches none of the trainer's parameters, and step(0), are refused",
   gpuTest,
   async () => {
@@ -189,7 +216,21 @@ Deno.test(
     );
     await rejects(
       () => tg.evaluate(-1, () => g.loss(ids(dev, 1), ids(dev, 2))),
-      /batches must be an integer ≥ 0/,
+      /batches must be an integer ≥ 1/,
+    );
+    // Alone, 0 batches gave a loss of 0; a replica of a data-parallel group may have none.
+    await rejects(
+      () => tg.evaluate(0, () => g.loss(ids(dev, 1), ids(dev, 2))),
+      /batches must be an integer ≥ 1 \(a trainer without data-parallel hooks/,
+    );
+    // Logits for a loss: named, not `axpy: [2, 8, 48] does not tile [1]`.
+    await rejects(
+      () => tg.step(1, () => g.logits(ids(dev, 1))),
+      /Trainer\.step: the loss function must return a scalar loss \(one element\), got a tensor of shape \[2, 8, \d+\]/,
+    );
+    await rejects(
+      () => tg.evaluate(1, () => g.logits(ids(dev, 1))),
+      /Trainer\.evaluate: the loss function must return a scalar loss/,
     );
     g.dispose();
     h.dispose();
