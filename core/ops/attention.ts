@@ -21,6 +21,7 @@ import { streamFits } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { RngDraw } from "../rng.ts";
 import { assertF32, assertSameDevice, fmtShape, Tensor } from "../tensor.ts";
+import { roundHalfInPlace } from "./half.ts";
 import { matmul } from "./matmul.ts";
 import { dropout, softmax } from "./nn.ts";
 import { asStrided, reshape } from "./shape.ts";
@@ -138,6 +139,16 @@ export function attention(qkv: Tensor, opts: AttentionOpts): Tensor {
     nh,
     drop && { p: drop.p, seed: drop.draw.seed, offset: drop.draw.offset },
   );
+  // Mixed precision keeps qkv (an op's output) as 16 bits for backward (packSaved),
+  // whose kernels rebuild the probabilities from it against the forward's
+  // log-sum-exp. So the forward reads the same rounded values, in place, as
+  // FlashAttention reads Megatron's 16-bit q, k and v: from the f32 ones a row's
+  // rebuilt probabilities no longer summed to 1, an error growing with the logits
+  // (bf16 gradients 13.5% off at an init std of 1, NaN at 300). A recomputed
+  // block's first forward (no graph recorded) rounds too, so that its recompute
+  // in backward, which records, runs the same forward.
+  const half = device.saveActivationsAs;
+  if (half && (qkv.node !== null || !device.gradEnabled)) roundHalfInPlace(qkv, half);
   const masks = keep ? [keep.binding] : [];
   const out = Tensor.empty(device, [B, T, nh * hd]);
   const lse = Tensor.empty(device, [B, nh, T]);
