@@ -12,6 +12,7 @@
 import { DataError } from "../data/errors.ts";
 import { DEFAULT_VOCAB_MULTIPLE } from "../models/shape.ts";
 import { type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
+import { firstRunOfRestartableJob } from "./resume_flags.ts";
 
 /** A Megatron flag this project does not implement, as a {@link FlagSpec}. */
 function unimplemented(
@@ -442,7 +443,16 @@ export async function checkVocabFiles(f: FlagValues): Promise<string[]> {
     );
   }
   if (f.tokenizer === "gpt2") return [];
-  if (wasGiven(f, "tokenizer") || f.load) {
+  // With --load, the tokenizer is the checkpoint's, unless the directory holds none yet (the
+  // first run of a restartable job, --load and --save one empty directory): it said "the
+  // checkpoint's tokenizer is byte" of a checkpoint that did not exist.
+  const loads = f.load !== undefined &&
+    !await firstRunOfRestartableJob(
+      f.load as string,
+      f.save as string | undefined,
+      f.iteration as number | undefined,
+    );
+  if (wasGiven(f, "tokenizer") || loads) {
     const whose = wasGiven(f, "tokenizer") ? "--tokenizer" : "the checkpoint's tokenizer";
     throw new UsageError(
       `--vocab-file and --merge-file are GPT-2's vocabulary, and ${whose} is ${f.tokenizer}: ` +

@@ -422,7 +422,12 @@ Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's voc
         lrs: records(lines.join("\n")).map((r) => r.lr),
       };
     };
-    const first = await run(...schedule, "--train-iters", "4", "--save", `${dir}/ck`);
+    // Megatron's restartable pattern: --load and --save one empty directory (with the vocab
+    // files this said "the checkpoint's tokenizer is byte" of a checkpoint not there).
+    const first = await run(
+      ...schedule,
+      ...["--train-iters", "4", "--load", `${dir}/ck`, "--save", `${dir}/ck`],
+    );
     strictEqual(first.code, 0, first.stderr);
     match(first.stdout, /tokenizer gpt2 \(vocab 50257, padded 50304\)/);
     const one = await lrs();
