@@ -349,9 +349,79 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
   "log-timers-to-tensorboard": unimplemented("boolean", TENSORBOARD),
   "log-validation-ppl-to-tensorboard": unimplemented("boolean", TENSORBOARD),
   "log-memory-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "log-loss-scale-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "log-learning-rate-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "log-batch-size-to-tensorboard": unimplemented("boolean", TENSORBOARD),
+  "log-world-size-to-tensorboard": unimplemented("boolean", TENSORBOARD),
   "wandb-project": unimplemented("string", WANDB),
   "wandb-exp-name": unimplemented("string", WANDB),
   "wandb-save-dir": unimplemented("string", WANDB),
+  "wandb-entity": unimplemented("string", WANDB),
+  "log-num-zeros-in-grad": unimplemented(
+    "boolean",
+    "the gradients' zeros are not counted here; the log line has their norm (grad norm)",
+  ),
+  // Precision and numerics (the forty-fifth session's audit found these unknown to the parser).
+  "apply-query-key-layer-scaling": unimplemented(
+    "boolean",
+    "the attention softmax runs in f32 here, where Megatron's query-key layer scaling (a guard " +
+      "against fp16 overflow, exact in arithmetic) changes nothing",
+    true,
+  ),
+  "no-query-key-layer-scaling": unimplemented(
+    "boolean",
+    "there is no query-key layer scaling here to turn off",
+    true,
+  ),
+  "fp32-residual-connection": unimplemented(
+    "boolean",
+    "the residual stream is f32 here at every precision (16 bits are for weight copies, saved " +
+      "activations, gradients and the wire)",
+    true,
+  ),
+  "fp16-lm-cross-entropy": unimplemented(
+    "boolean",
+    "the cross-entropy and its logits are f32 here; there is no 16-bit cross-entropy",
+  ),
+  "check-for-nan-in-loss-and-grad": unimplemented(
+    "boolean",
+    "a run here always stops on a non-finite loss, and fp16's scaler skips a step whose " +
+      "gradients are not finite",
+    true,
+  ),
+  "calculate-per-token-loss": unimplemented(
+    "boolean",
+    "the loss here is always the mean over the global batch's tokens (BERT's masked-LM loss " +
+      "over its masked tokens), however micro-batches and ranks split it",
+    true,
+  ),
+  "layernorm-epsilon": unimplemented(
+    "float",
+    "the layer norms' epsilon is fixed here: 1e-5 for GPT (GPT-2's and Megatron's default), " +
+      "1e-12 for BERT",
+    ["0.00001"],
+  ),
+  "norm-epsilon": unimplemented(
+    "float",
+    "the layer norms' epsilon is fixed here: 1e-5 for GPT (GPT-2's and Megatron's default), " +
+      "1e-12 for BERT",
+    ["0.00001"],
+  ),
+  "DDP-impl": unimplemented(
+    "string",
+    "there is one data-parallel implementation here: bucketed all-reduces (--ddp-bucket-size, " +
+      "--overlap-grad-reduce)",
+    ["local", "torch"],
+  ),
+  "checkpoint-activations": unimplemented(
+    "boolean",
+    "Megatron's old name for recomputing whole layers: pass --recompute-activations",
+  ),
+  "use-cpu-initialization": unimplemented(
+    "boolean",
+    "weights are drawn on the device here, from the seed, the same at every layout",
+    true,
+  ),
 };
 
 /** Megatron's vocabulary-file flags: checked against the vocabulary a run reads ({@link checkVocabFiles}). */
