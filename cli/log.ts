@@ -28,19 +28,23 @@ export interface LogFields {
   lr: number;
   /** Sequences per optimizer step. */
   globalBatchSize?: number;
-  /** Mean training loss over the window. */
-  loss: number;
+  /**
+   * Mean training loss over the window's applied iterations (Megatron's average
+   * over advanced iterations); null when every one was skipped: the field is
+   * then left out, as Megatron leaves out a loss that averages to 0.
+   */
+  loss: number | null;
   /** Loss scale of mixed precision (1 in fp32). */
   lossScale?: number;
   /**
-   * Mean gradient norm over the window's clean iterations; null when every one was
-   * skipped (the field is then left out, as Megatron's `training_log` leaves it out
-   * when its grad norm is None, which it is for a skipped iteration).
+   * The gradient norm of the window's last iteration; null when it was skipped
+   * (the field is then left out, as Megatron's `training_log` leaves it out when
+   * its grad norm is None, which it is for a skipped iteration).
    */
   gradNorm: number | null;
   /** Iterations skipped in the window (mixed precision overflow). */
   skipped?: number;
-  /** Iterations whose loss was NaN in the window. */
+  /** Skipped iterations whose loss was not finite, in the window (Megatron's nan iterations). */
   nan?: number;
   /** Name of the loss (default `lm loss`). */
   lossName?: string;
@@ -99,7 +103,7 @@ export function formatLogLine(f: LogFields): string {
     ` throughput per GPU (TFLOP/s/GPU): ${tflopsField(tflops)} |` +
     ` learning rate: ${pyExp(f.lr)} |` +
     ` global batch size: ${pyInt(gb, 5)} |` +
-    ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |` +
+    (f.loss === null ? "" : ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |`) +
     ` loss scale: ${(f.lossScale ?? 1).toFixed(1)} |` +
     (f.gradNorm === null ? "" : ` grad norm: ${f.gradNorm.toFixed(3)} |`) +
     ` number of skipped iterations: ${pyInt(f.skipped ?? 0, 3)} |` +

@@ -488,44 +488,54 @@ function stepRecord(
 class LogWindow {
   start = performance.now();
   loss = 0;
-  norm = 0;
   steps = 0;
   comm = 0;
   skipped = 0;
+  nan = 0;
+  lastNorm: number | null = null;
 
-  /** Adds a step (a skipped one's gradient norm, inf or NaN, stays out of the mean). */
+  /**
+   * Adds a step. As Megatron's `training_log`: a skipped step's loss stays out of
+   * the mean (and counts as a nan iteration where it is not finite), and the
+   * line's gradient norm is the last step's, none where it was skipped.
+   */
   add(loss: number, norm: number, comm: number, skipped = false): void {
-    this.loss += loss;
-    if (skipped) this.skipped++;
-    else this.norm += norm;
+    if (skipped) {
+      this.skipped++;
+      if (!Number.isFinite(loss)) this.nan++;
+    } else this.loss += loss;
+    this.lastNorm = skipped ? null : norm;
     this.comm += comm;
     this.steps++;
   }
 
-  /** Mean ms per step, mean loss, mean gradient norm and comm share; then starts a new window. */
+  /** The window's line fields and comm share; then starts a new window. */
   close(): {
     msPerIter: number;
-    loss: number;
+    loss: number | null;
     gradNorm: number | null;
     commShare: number;
     skipped: number;
+    nan: number;
   } {
     const msPerIter = (performance.now() - this.start) / this.steps;
     const clean = this.steps - this.skipped;
     const out = {
       msPerIter,
-      loss: this.loss / this.steps,
-      gradNorm: clean > 0 ? this.norm / clean : null, // all skipped: no norm to show
+      loss: clean > 0 ? this.loss / clean : null, // every step skipped: no loss to show
+      gradNorm: this.lastNorm,
       commShare: this.comm / (msPerIter * this.steps),
       skipped: this.skipped,
+      nan: this.nan,
     };
     this.start = performance.now();
     this.loss =
-      this.norm =
       this.steps =
       this.comm =
       this.skipped =
+      this.nan =
         0;
+    this.lastNorm = null;
     return out;
   }
 }
@@ -718,7 +728,10 @@ async function trainOn<B>(
       steadyMs += ms;
       steadyComm += timer.ms - c0;
     }
-    if (!Number.isFinite(r.loss)) {
+    // A non-finite loss stops the run, unless fp16's scaler skipped the step: then, as
+    // Megatron's (which turns its NaN check off under dynamic scaling), the step counts as a
+    // nan iteration and the scale comes down.
+    if (!Number.isFinite(r.loss) && !r.skipped) {
       throw new RunError(
         nonFiniteLossMessage(r.loss, it, it === startIter, from, prev, a.clipGrad),
       );
@@ -749,7 +762,7 @@ async function trainOn<B>(
     // Log.
     if (it % a.logInterval === 0 || it === iters || stoppedBy || exitAfter) {
       const w = window.close();
-      lastTrain = w.loss;
+      if (w.loss !== null) lastTrain = w.loss;
       if (log.isLogger) {
         progress.line(
           formatLogLine({
@@ -767,6 +780,7 @@ async function trainOn<B>(
             lossScale: r.lossScale,
             gradNorm: w.gradNorm,
             skipped: w.skipped,
+            nan: w.nan,
             lossName: task.lossName,
           }) + (a.measureComm ? ` comm: ${(100 * w.commShare).toFixed(1)}% |` : ""),
         );

@@ -100,6 +100,42 @@ Deno.test("train --fp16 from 2^32 logs skipped iterations, then trains; resume i
   );
 });
 
+Deno.test("train --fp16: the log line's loss, grad norm and nan count are Megatron's training_log's", async () => {
+  // Megatron averages the loss over the window's applied iterations, prints the last
+  // iteration's grad norm (none where it was skipped) and counts skipped iterations whose
+  // loss was not finite. The loss here averaged the skipped ones in, and the norm was the
+  // window's mean; the nan count was always 0.
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const run = await runCli("cli/train.ts", [
+    ...denoSteps(12, "--fp16", "--initial-loss-scale", "1048576", "--hysteresis", "1"),
+    ...["--log-interval", "4", "--log-json", `${dir}/log.jsonl`],
+  ]);
+  strictEqual(run.code, 0, run.stderr);
+  const recs = records(await Deno.readTextFile(`${dir}/log.jsonl`)) as (Rec & {
+    grad_norm: number;
+  })[];
+  ok(recs.some((r) => r.skipped) && recs.some((r) => !r.skipped), "skipped and clean steps");
+  const lines = run.stdout.split("\n").filter((l) => / iteration +\d+\/ +12 \|/.test(l));
+  strictEqual(lines.length, 3);
+  for (const [k, line] of lines.entries()) {
+    const window = recs.slice(4 * k, 4 * k + 4);
+    const clean = window.filter((r) => !r.skipped);
+    const loss = /lm loss: (\S+) \|/.exec(line)?.[1];
+    if (clean.length === 0) strictEqual(loss, undefined, line);
+    else {
+      const mean = clean.reduce((s, r) => s + r.loss, 0) / clean.length;
+      ok(Math.abs(Number(loss) - mean) <= 1e-6 * mean, `${line}: loss ${loss}, want ${mean}`);
+    }
+    const last = window[3];
+    const norm = /grad norm: (\S+) \|/.exec(line)?.[1];
+    if (last.skipped) strictEqual(norm, undefined, line);
+    else strictEqual(norm, last.grad_norm.toFixed(3), line);
+    const nan = window.filter((r) => r.skipped && !Number.isFinite(r.loss)).length;
+    match(line, new RegExp(`number of nan iterations: +${nan} \\|`));
+  }
+});
+
 Deno.test("train --bf16 needs no loss scale; --fp16 with --bf16 is refused", async () => {
   await using temp = await tempDir();
   const dir = temp.path;
