@@ -235,7 +235,12 @@ async function load<B>(
   if (st.rng) restoreRngOffsets(task.model, st.rng);
   if (typeof st.skipped === "number") setSkipped(st.skipped);
   const scaler = trainer.opts.precision?.scaler;
-  if (st.lossScaler && scaler?.dynamic) {
+  if (st.lossScaler?.fixed && scaler?.dynamic) {
+    L.log.say(
+      `loss scale: the checkpoint's was fixed (--loss-scale ${st.lossScaler.scale}); this run's ` +
+        `dynamic scale starts at --initial-loss-scale ${scaler.scale}`,
+    );
+  } else if (st.lossScaler && scaler?.dynamic) {
     scaler.restore(st.lossScaler);
     if (a.precision.initialLossScaleGiven) {
       L.log.say(

@@ -18,6 +18,8 @@ export interface LossScalerState {
   growthTracker: number;
   /** Overflows still tolerated before the scale halves. */
   hysteresisTracker: number;
+  /** Set where the scale was fixed (`--loss-scale S`): not a dynamic scaler's to go on from. */
+  fixed?: boolean;
 }
 
 /** Settings of a {@link LossScaler}. */
@@ -107,7 +109,12 @@ export class LossScaler {
 
   /** The state to save. */
   state(): LossScalerState {
-    return { scale: this.#scale, growthTracker: this.#growth, hysteresisTracker: this.#hyst };
+    return {
+      scale: this.#scale,
+      growthTracker: this.#growth,
+      hysteresisTracker: this.#hyst,
+      ...(this.dynamic ? {} : { fixed: true }),
+    };
   }
 
   /**
@@ -117,7 +124,9 @@ export class LossScaler {
    * at or past its window doubles the scale at the next clean step.
    */
   restore(s: LossScalerState): void {
-    if (!this.dynamic) return;
+    // A fixed scale keeps its value; a dynamic one starts afresh after a fixed one (a fixed
+    // 1e30 went on as a dynamic scale that halved from there, unsaid).
+    if (!this.dynamic || s?.fixed === true) return;
     if (
       !(typeof s?.scale === "number" && s.scale > 0 && Number.isFinite(s.scale)) ||
       !Number.isInteger(s.growthTracker) || !Number.isInteger(s.hysteresisTracker)

@@ -63,6 +63,13 @@ Deno.test("Megatron's defaults; fixed scale; state round trip", () => {
   }
   deepStrictEqual(b.state(), a.state());
   throws(() => new LossScaler({ initial: 0 }), /positive/);
+  // A fixed scale's state says so; a dynamic scaler does not go on from it (a fixed 1e30
+  // became a dynamic scale halving from 1e30, unsaid).
+  deepStrictEqual(new LossScaler({ fixed: 1e30 }).state().fixed, true);
+  strictEqual(a.state().fixed, undefined);
+  const fresh = new LossScaler({ initial: 4096 });
+  fresh.restore(new LossScaler({ fixed: 1e30 }).state());
+  strictEqual(fresh.scale, 4096);
   // A resume with other settings follows them from its next step: a saved growth count past
   // the new window doubles at the next clean step (an equality test never fired again), a
   // saved hysteresis count over the new hysteresis is cut to it, a scale under the new
