@@ -276,7 +276,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "accumulate-allreduce-grads-in-fp32": {
     type: "boolean",
     help:
-      "with --fp16/--bf16: data-parallel gradient all-reduce in fp32 (default: 16-bit on the wire)",
+      "with --fp16/--bf16: gradients kept in fp32 (not rounded to 16 bits) and all-reduced in fp32 (default: rounded, 16-bit on the wire); Megatron forces this for bf16",
   },
   "f16-arithmetic": {
     type: "boolean",

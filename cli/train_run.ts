@@ -182,7 +182,9 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
       )
       : undefined,
     countsInNorm: countsInNorm(L.tpRank),
-    precision: { half: pr.half, scaler },
+    // --accumulate-allreduce-grads-in-fp32: gradients f32, unrounded, and f32 on the wire
+    // (it only changed the wire: at DP 2 that was bit-identical, at DP 1 nothing).
+    precision: { half: pr.half, scaler, fp32Gradients: pr.accumulateFp32 },
   });
   return { task, trainer, timer };
 }

@@ -101,9 +101,11 @@ export interface TrainerOptions {
    * master weights and AdamW moments stay f32) and rounds every gradient to that
    * format after backward (an fp16 overflow becomes inf); `scaler` scales the loss
    * before backward, divides the scale out in the clipping coefficient, and skips
-   * any step whose gradients hold an inf or NaN (fp16; bf16 needs none).
+   * any step whose gradients hold an inf or NaN (fp16; bf16 needs none);
+   * `fp32Gradients` keeps the gradients f32, unrounded (Megatron's
+   * `--accumulate-allreduce-grads-in-fp32`, which Megatron forces for bf16).
    */
-  precision?: { half?: HalfFormat; scaler?: LossScaler };
+  precision?: { half?: HalfFormat; scaler?: LossScaler; fp32Gradients?: boolean };
   /**
    * Adds the milliseconds backward spent waiting on gradients whose
    * communication was still in flight (overlapped tensor-parallel `f`; for
@@ -286,7 +288,9 @@ export class Trainer {
     // Mixed precision rounds each gradient to the weights' 16-bit format before
     // it is reduced: per bucket when the reduction overlaps backward, else all
     // at once after it.
-    const roundGradient = half ? (g: Tensor) => roundHalfInPlace(g, half) : undefined;
+    const roundGradient = half && !this.opts.precision?.fp32Gradients
+      ? (g: Tensor) => roundHalfInPlace(g, half)
+      : undefined;
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
       const inv = 1 / microBatches;
