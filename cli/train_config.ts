@@ -245,13 +245,13 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "fp16": {
     type: "boolean",
     help:
-      "mixed precision: fp16 weight copies, saved activations, gradients and TP traffic; fp32 master weights; dynamic loss scaling",
+      "mixed precision: fp16 weight copies, saved activations and TP traffic, gradients rounded to fp16; fp32 master weights; dynamic loss scaling",
     group: "Mixed precision",
   },
   "bf16": {
     type: "boolean",
     help:
-      "mixed precision: bf16 weight copies, saved activations, gradients and TP traffic; fp32 master weights (no loss scaling)",
+      "mixed precision: bf16 weight copies, saved activations and TP traffic, gradients rounded to bf16; fp32 master weights (no loss scaling)",
   },
   "loss-scale": {
     type: "float",
