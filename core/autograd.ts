@@ -131,6 +131,12 @@ export async function backward(
   if (!root.requiresGrad) {
     throw new Error("backward(): the tensor does not require grad (no parameter fed into it)");
   }
+  if (root.backwardDone) {
+    throw new Error(
+      "backward(): this tensor was already run backward, and its gradients added into the " +
+        "parameters' .grad: a second pass would add them again; build the loss again",
+    );
+  }
   const device = root.device;
   if (!grad && root.size !== 1) {
     throw new Error(
@@ -254,6 +260,7 @@ export async function backward(
       for (const g of grads.values()) g.dispose();
     }
   });
+  root.backwardDone = true;
 }
 
 function accumulateLeaf(leaf: Tensor, got: Tensor | AddableGrad): void {

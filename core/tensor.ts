@@ -201,6 +201,12 @@ export class Tensor {
   grad: Tensor | null = null;
   /** The op that produced this tensor (null for leaves). */
   node: GradNode | null = null;
+  /**
+   * Set once `backward` has run from this tensor: a second pass would add the
+   * same gradients into the parameters again, so it is refused (PyTorch's
+   * "backward through the graph a second time").
+   */
+  backwardDone = false;
   /** Survives scope cleanup (parameters, optimizer state, gradients). */
   persistent = false;
   /** Optional name, used in messages and checkpoints. */

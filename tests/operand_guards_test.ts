@@ -5,7 +5,8 @@
  * and skip the work), `i32` tensors through the shape ops (their values and
  * type kept, bit for bit), a 0-D tensor given to a row op, a loss normalizer
  * or `valid` count that is no positive number, a negative `eps`, a seed that
- * is no integer, a NaN clip, a disposed loss, a sampler outside [0, 1), a
+ * is no integer, a NaN clip, a disposed loss, a loss run backward twice, a
+ * sampler outside [0, 1), a
  * stop token outside the vocabulary, and GPT targets of another shape.
  */
 
@@ -160,3 +161,19 @@ Deno.test("backward from a disposed loss is an error, not a silent no-op", gpuTe
   equal(w.grad, null);
   w.dispose();
 });
+
+Deno.test(
+  "backward twice from one loss is refused: the gradients are not added again",
+  gpuTest,
+  async () => {
+    // It added them twice (PyTorch refuses a second pass through a graph).
+    const w = Tensor.fromArray(dev, [1, 2]).requireGrad();
+    const loss = ops.sum(ops.mul(w, w));
+    await backward(loss);
+    await rejects(() => backward(loss), /backward\(\): this tensor was already run backward/);
+    equal(Array.from(await w.grad!.read()).join(","), "2,4");
+    loss.dispose();
+    w.grad!.dispose();
+    w.dispose();
+  },
+);
