@@ -104,6 +104,14 @@ interface Layout {
   log: RankLog;
 }
 
+/**
+ * Validation micro-batches per evaluation at a global batch of `gb`:
+ * `--eval-iters` global batches, as Megatron counts them.
+ */
+function validationBatchesOf(a: TrainArgs, gb: number): number {
+  return a.evalIters * (gb / a.microBatch);
+}
+
 /** Sequences per step over all ranks: `--global-batch-size`, default micro-batch × DP. */
 function globalBatchOf(a: TrainArgs, L: Layout): number {
   return a.globalBatch ?? a.microBatch * L.dp;
@@ -155,7 +163,7 @@ async function setUp<B>(a: TrainArgs, L: Layout, device: Device, data: TaskData<
     rng,
     tpRank: L.tpRank,
     dp: L.dp,
-    validationBatches: a.evalIters * (globalBatchOf(a, L) / a.microBatch),
+    validationBatches: validationBatchesOf(a, globalBatchOf(a, L)),
   });
   const pr = a.precision;
   const scaler = pr.half === "fp16"
@@ -406,7 +414,7 @@ function runHeader(r: {
     `(${accum} micro-batch${accum > 1 ? "es" : ""} of ${a.microBatch} per rank) | validation: ` +
     (nVal > 0
       ? `${nVal} batch${nVal === 1 ? "" : "es"} of ${a.microBatch}${
-        nVal < a.evalIters * (gb / a.microBatch)
+        nVal < validationBatchesOf(a, gb)
           ? ` (all the validation data holds; --eval-iters ${a.evalIters} × ${gb} sequences)`
           : ""
       }${dp > 1 ? ` split over the ${dp} data-parallel ranks` : ""}`

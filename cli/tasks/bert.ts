@@ -51,17 +51,21 @@ function maskedCount(b: BertBatch): number {
 
 /**
  * The part's rows of `b` as model inputs. The MLM loss sums over the part's
- * masked tokens and divides by the masked count of the whole step (every
+ * masked tokens and divides by `masked`, the masked count of the whole step (every
  * micro-batch, every rank) over ranks × micro-batches: the trainer's mean over
  * micro-batches and the data-parallel mean then give the step the mean over
  * every masked token of the global batch, however it is split (Megatron-core's
  * per-token loss). Dividing each micro-batch by its own count made a step with
  * accumulation differ from one without.
  */
-function bertTensors(device: Device, b: BertBatch, part: LossPart<BertBatch>): BertInputs {
+function bertTensors(
+  device: Device,
+  b: BertBatch,
+  part: LossPart<BertBatch>,
+  masked: number,
+): BertInputs {
   const S = b.seqLength, { lo, rows } = part;
   const sl = <A extends Int32Array>(a: A) => a.subarray(lo * S, (lo + rows) * S);
-  const masked = part.step.reduce((n, x) => n + maskedCount(x), 0);
   return {
     ids: TokenIds.fromHost(device, sl(b.inputIds), [rows, S]),
     tokenTypes: TokenIds.fromHost(device, sl(b.tokenTypes), [rows, S]),
@@ -200,6 +204,11 @@ export class BertTask implements Task<BertBatch> {
   readonly checkpointInfo: TaskCheckpointInfo;
   readonly #sampler: BertBatchSampler;
   readonly #params: number;
+  /**
+   * The masked count of each step's batches (`LossPart.step`), counted once per
+   * step: every micro-batch of it, and every validation batch, divides by it.
+   */
+  readonly #stepMasked = new WeakMap<readonly BertBatch[], number>();
   #vocabSaved = false;
 
   /** Builds the model (and loads Hugging Face weights when `hf` is given). */
@@ -261,7 +270,12 @@ export class BertTask implements Task<BertBatch> {
 
   /** MLM + SOP loss of the part's rows (see {@link bertTensors} for the MLM normalizer). */
   loss(b: BertBatch, part: LossPart<BertBatch>): Promise<Tensor> {
-    return this.model.loss(bertTensors(this.model.parallel.device, b, part));
+    let masked = this.#stepMasked.get(part.step);
+    if (masked === undefined) {
+      masked = part.step.reduce((n, x) => n + maskedCount(x), 0);
+      this.#stepMasked.set(part.step, masked);
+    }
+    return this.model.loss(bertTensors(this.model.parallel.device, b, part, masked));
   }
 
   /** The sampler's state. */
