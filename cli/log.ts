@@ -315,12 +315,9 @@ export class JsonLog {
     while (off < bytes.length) off += this.file.writeSync(bytes.subarray(off));
   }
 
-  #closed = false;
-
-  /** Closes the file (once; again does nothing). */
+  /** Closes the file. */
   close(): Promise<void> {
-    if (!this.#closed) this.file.close();
-    this.#closed = true;
+    this.file.close();
     return Promise.resolve();
   }
 

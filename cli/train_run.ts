@@ -815,8 +815,7 @@ async function trainOn<B>(
     if (stoppedBy || exitAfter) break;
   }
   stop?.finished();
-  progress.done();
-  await json?.close();
+  progress.done(); // before the summary lines (`using` removes the bar on an error too)
   const done = stoppedBy || exitAfter ? lastIter : iters;
   const summary: TrainSummary = {
     valLoss: lastVal,
