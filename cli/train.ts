@@ -137,13 +137,15 @@ async function run(args: string[]): Promise<number> {
       console.log(helpText(USAGE, TRAIN_FLAGS));
       return 0;
     }
-    // What preflight creates for --save is removed again if a check after it refuses the run.
+    // What preflight creates for --save is removed again, while still empty, if the run fails
+    // (a check after preflight, a --load that cannot be read, a rank's error).
     const made = f.save ? await firstMissingDir(f.save as string) : null;
+    let code = 1;
     try {
-      return await checkedRun(f, split, dist, await preflight(f));
-    } catch (e) {
-      if (made && (e instanceof UsageError || e instanceof DataError)) await removeEmptyDirs(made);
-      throw e;
+      code = await checkedRun(f, split, dist, await preflight(f));
+      return code;
+    } finally {
+      if (made && code !== 0) await removeEmptyDirs(made);
     }
   } catch (e) {
     // A rank process torchrun, SLURM or OpenMPI started: what every rank finds alike (the

@@ -504,7 +504,7 @@ Deno.test("train: a pasted Megatron script's flags: no-ops accepted, GPT-2's voc
   }
 });
 
-Deno.test("train: --load continues AdamW's settings (eps, betas, weight decay); a refused command line makes no --save directory", async () => {
+Deno.test("train: --load continues AdamW's settings (eps, betas, weight decay); a refused command line or unreadable checkpoint leaves no --save directory", async () => {
   await using temp = await tempDir();
   const dir = temp.path;
   const optimizer = ["--adam-eps", "1e-3", "--adam-beta2", "0.95", "--weight-decay", "0.05"];
@@ -552,6 +552,19 @@ Deno.test("train: --load continues AdamW's settings (eps, betas, weight decay); 
   strictEqual(missing.code, 1, missing.stderr);
   match(missing.stderr, /--vocab-file .*none\.json does not exist/);
   equal(await Deno.stat(`${dir}/job`).then(() => true, () => false), false);
+  // And for a checkpoint the rank cannot read (a truncated file: exit 1 from the rank).
+  await Deno.truncate(`${dir}/ck/iter_0000002/model_tp00.safetensors`, 1000);
+  const unreadable = await runCli("cli/train.ts", [
+    ...common,
+    ...["--load", `${dir}/ck`, "--iteration", "2", "--train-iters", "4"],
+    ...["--save", `${dir}/fresh/sub`],
+  ]);
+  strictEqual(unreadable.code, 1, unreadable.stderr);
+  match(
+    unreadable.stderr,
+    /is 1000 bytes but checkpoint\.json says \d+ \(truncated or replaced file\)/,
+  );
+  equal(await Deno.stat(`${dir}/fresh`).then(() => true, () => false), false);
 });
 
 Deno.test("train: --load and --save the same empty directory start a restartable job; --load elsewhere must hold a checkpoint", async () => {
