@@ -123,12 +123,20 @@ export interface MaskFillers {
   predictions: Filler[];
 }
 
-/** Replaces the `n`-th `[MASK]` of `text` with `token` (a `##` piece joins the word before). */
-function fillNth(text: string, n: number, token: string): string {
+/**
+ * Replaces the `n`-th `[MASK]` of `text` with `token`: a `##` piece joins the
+ * word before; a whole word is set apart from letters or digits it touches
+ * (`the[MASK]cat` reads `the over cat`, as the tokenizer split it).
+ */
+export function fillNth(text: string, n: number, token: string): string {
   let k = -1;
-  return text.replace(/(\s?)\[MASK\]/g, (all, space: string) => {
+  return text.replace(/(\s?)\[MASK\]/g, (all, space: string, at: number) => {
     if (++k !== n) return all;
-    return token.startsWith("##") ? token.slice(2) : space + token;
+    if (token.startsWith("##")) return token.slice(2);
+    const wordChar = /[\p{L}\p{N}]/u;
+    const before = space || !wordChar.test(text[at - 1] ?? "") ? space : " ";
+    const after = wordChar.test(text[at + all.length] ?? "") ? " " : "";
+    return before + token + after;
   });
 }
 

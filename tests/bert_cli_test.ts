@@ -45,6 +45,7 @@ import {
   tinyHfTensors,
   writeTinyHfBert,
 } from "./bert_fixture.ts";
+import { fillNth } from "../cli/fill_mask.ts";
 import { type CliResult, runCli } from "./cli_helpers.ts";
 import { assertClose, gpuTest, testDevice } from "./helpers.ts";
 import { geluErf, layerNormRef } from "./reference.ts";
@@ -358,6 +359,17 @@ Deno.test(
     );
   },
 );
+
+Deno.test("fill-mask: a filler reads as the tokenizer split the text", () => {
+  strictEqual(fillNth("the [MASK] sat.", 0, "cat"), "the cat sat.");
+  // A mask touching letters was its own word to the tokenizer: the filler is set apart.
+  strictEqual(fillNth("the[MASK]cat", 0, "over"), "the over cat");
+  strictEqual(fillNth("(über[MASK]9)", 0, "x"), "(über x 9)");
+  strictEqual(fillNth("[MASK]'s [MASK].", 1, "dog"), "[MASK]'s dog.");
+  // A ## piece joins the word before, a space or not.
+  strictEqual(fillNth("play [MASK] now", 0, "##ing"), "playing now");
+  strictEqual(fillNth("play[MASK]", 0, "##ed"), "played");
+});
 
 Deno.test("fill-mask: top-k fillers and probabilities equal the reference", gpuTest, async () => {
   const textIn = "The [MASK] sat on the [MASK].";
