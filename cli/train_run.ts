@@ -661,10 +661,9 @@ async function trainOn<B>(
   // past its checkpoint (those iterations run again).
   await using json = log.isLogger && a.logJson
     ? await JsonLog.open(a.logJson, loaded ? startIter - 1 : undefined, {
-      // Flags left out whose defaults follow from others, as this run resolved them.
+      // Flags left out whose defaults follow from others, as this run resolved them; the model's
+      // shape as built (from --init-from-hf's config.json, the flags hold their defaults).
       config: {
-        "ffn-hidden-size": task.shape.ffnHiddenSize,
-        "max-position-embeddings": task.shape.maxPositions,
         "global-batch-size": gb,
         ...(a.trainSamples === undefined
           ? { "lr-decay-iters": trainer.opts.schedule.decayIters }
@@ -672,6 +671,11 @@ async function trainOn<B>(
         ...(a.data.source || a.data.train ? {} : { "data-path": DEFAULT_CORPUS_PATH }),
         "backend": s.backend,
         ...loggedConfig(a),
+        "num-layers": task.shape.numLayers,
+        "hidden-size": task.shape.hiddenSize,
+        "num-attention-heads": task.shape.numHeads,
+        "ffn-hidden-size": task.shape.ffnHiddenSize,
+        "max-position-embeddings": task.shape.maxPositions,
       },
       // null in JSON where the launch does not say (e.g. torchrun without LOCAL_WORLD_SIZE).
       world: { size: world, tp: a.tp, dp, nodes: dist ? dist.nodes ?? NaN : 1 },

@@ -72,7 +72,7 @@ async function writePaddedGpt2(dir: string): Promise<void> {
 
 Deno.test({
   name:
-    "tokenizer fit: a GPT-2 padded to 50,304 rows generates, evaluates and trains with the GPT-2 tokenizer",
+    "tokenizer fit: a GPT-2 padded to 50,304 rows generates, evaluates, trains and resumes with the GPT-2 tokenizer",
   timeout: 300_000,
   fn: async () => {
     await using temp = await tempDir({ prefix: "tokenizer_fit_" });
@@ -102,25 +102,30 @@ Deno.test({
     }
     const ev = await runCli("cli/eval.ts", ["--init-from-hf", hf, "--data-path", text, "--json"]);
     equal(ev.code, 0, ev.stderr);
+    const trainFlags = ["--data-path", text, "--train-iters", "2", "--micro-batch-size", "1"];
     const train = await runCli("cli/train.ts", [
-      "--init-from-hf",
-      hf,
-      "--tokenizer",
-      "gpt2",
-      "--data-path",
-      text,
-      "--train-iters",
-      "1",
-      "--micro-batch-size",
-      "1",
-      "--eval-iters",
-      "0",
-      "--sample-tokens",
-      "3",
-      "--temperature",
-      "0.01",
+      ...["--init-from-hf", hf, "--tokenizer", "gpt2", ...trainFlags],
+      ...["--eval-iters", "0", "--log-json", join(dir, "whole.jsonl")],
+      ...["--sample-tokens", "3", "--temperature", "0.01"],
     ]);
     equal(train.code, 0, train.stderr);
+    // Stopped after one step and resumed: the checkpoint keeps its 50,304 rows, which no flag
+    // gives (the run took the tokenizer's 50,257 and refused the checkpoint).
+    const ck = join(dir, "ck");
+    const first = await runCli("cli/train.ts", [
+      ...["--init-from-hf", hf, "--tokenizer", "gpt2", ...trainFlags, "--eval-iters", "0"],
+      ...["--save", ck, "--exit-interval", "1", "--sample-tokens", "0"],
+    ]);
+    equal(first.code, 0, first.stderr);
+    const resumed = await runCli("cli/train.ts", [
+      ...["--load", ck, ...trainFlags, "--eval-iters", "0", "--sample-tokens", "0"],
+      ...["--log-json", join(dir, "resumed.jsonl")],
+    ]);
+    equal(resumed.code, 0, resumed.stderr);
+    const losses = (f: string) =>
+      Deno.readTextFileSync(join(dir, f)).trim().split("\n").map((l) => JSON.parse(l))
+        .filter((r) => r.loss !== undefined).map((r) => r.loss);
+    equal(JSON.stringify(losses("resumed.jsonl")), JSON.stringify(losses("whole.jsonl").slice(1)));
     // The byte tokenizer cannot drive it; the advice names the one that can.
     const byte = await runCli("cli/train.ts", [
       "--init-from-hf",

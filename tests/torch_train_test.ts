@@ -305,8 +305,16 @@ async function trainBoth(
     ]);
     const t1 = performance.now();
     await ok("cli/export_hf.ts", ["--load", `${dir}/ck`, "--output", `${dir}/final`]);
-    const logged = (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n")
-      .map((l) => JSON.parse(l)).filter((r) => r.type !== "header") as Logged[];
+    const lines = (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n")
+      .map((l) => JSON.parse(l));
+    // The header gives the model as built from config.json, not the shape flags' defaults.
+    const c = lines[0].config;
+    assert.deepEqual(
+      [c["num-layers"], c["hidden-size"], c["num-attention-heads"], c["ffn-hidden-size"]],
+      [LAYERS, H, HEADS, FFN],
+    );
+    assert.equal(c["max-position-embeddings"], POSITIONS);
+    const logged = lines.filter((r) => r.type !== "header") as Logged[];
     assert.equal(logged.length, ITERS, "one --log-json record per iteration");
     assert.ok(logged.every((r) => !r.skipped), "fp32 skips no step");
     const { ids, starts } = await trainWindows(`${dir}/data.txt`, dp);

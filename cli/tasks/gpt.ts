@@ -16,6 +16,7 @@ import {
 } from "../../data/blended_gpt_batches.ts";
 import { DataError } from "../../data/errors.ts";
 import { checkHfTokenizerFiles } from "../hf_tokenizer.ts";
+import { firstRunOfRestartableJob } from "../resume_flags.ts";
 import {
   evalBatches,
   GptBatchSampler,
@@ -26,6 +27,7 @@ import { DataRng } from "../../data/rng.ts";
 import { uniformEntropy, unigramEntropy } from "../../data/stats.ts";
 import { createTokenizer, type Tokenizer } from "../../data/tokenizer.ts";
 import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
+import { readMeta, resolveIterDir } from "../../models/checkpoint/layout.ts";
 import { generate } from "../../models/generate.ts";
 import { Gpt, type GptConfig } from "../../models/gpt.ts";
 import { assignGpt2, type HfGpt2, readHfGpt2 } from "../../models/hf/gpt2.ts";
@@ -68,7 +70,14 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   const splits = await loadGptSplits(a, tokenizer);
   const hfDir = a.initFromHf;
   const hf = hfDir ? await readHfGpt2(hfDir) : null;
-  let config = gptConfigOf(a.model, tokenizer.vocabSize);
+  // A resumed model keeps its vocabulary: one padded past the tokenizer's (nanoGPT's 50,304
+  // rows, an HF start's) is saved with its rows, whose count no flag gives.
+  const saved = await resumedVocabSize(a);
+  if (saved !== undefined) {
+    const misfit = vocabularyMisfit(tokenizer.name, tokenizer.vocabSize, saved);
+    if (misfit !== null) throw new DataError(`${a.load}: ${misfit}`);
+  }
+  let config = gptConfigOf(a.model, saved ?? tokenizer.vocabSize);
   if (hf) {
     // nanoGPT's GPT-2 pads 50,257 ids to 50,304 rows: the padding is never sampled.
     if (vocabularyMisfit(tokenizer.name, tokenizer.vocabSize, hf.config.vocabSize) !== null) {
@@ -89,6 +98,17 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
     streams: gptStreams(splits),
     build: (env) => Promise.resolve(new GptTask(a, env, tokenizer, splits, config, hf)),
   };
+}
+
+/**
+ * The vocabulary size of the checkpoint `--load` resumes, or undefined: no
+ * `--load`, the first run of a restartable job, or a checkpoint that records none.
+ */
+async function resumedVocabSize(a: TrainArgs): Promise<number | undefined> {
+  if (!a.load || await firstRunOfRestartableJob(a.load, a.save, a.loadIteration)) return undefined;
+  const { path } = await resolveIterDir(a.load, a.loadIteration);
+  const v = (await readMeta(path)).model?.config?.vocabSize;
+  return typeof v === "number" ? v : undefined;
 }
 
 /**
