@@ -12,7 +12,7 @@
 
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
-import { BACKENDS, parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, BACKENDS, parseBackend } from "../core/gpu.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -207,7 +207,7 @@ async function run(args: string[]): Promise<number> {
     throw new UsageError(`--head-dim ${hd}: the fused kernels take a multiple of 4, at most 256`);
   }
   const dev = await Device.create({
-    backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get("WEBGPU_BACKEND")),
+    backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get(BACKEND_ENV)),
   });
   const shapes: Shape[] = [
     { B: 8, T: 64, nh: 4, hd: 32, mask: "causal", p: 0 },

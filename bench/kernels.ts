@@ -21,7 +21,7 @@ import { Device } from "../core/device.ts";
 import { dispatchRows } from "../core/ops/rows.ts";
 import { layerNormDispatch, layerNormForwardKernel } from "../kernels/layernorm.ts";
 import { type MaskKind, softmaxDispatch, softmaxForwardKernel } from "../kernels/softmax.ts";
-import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, type BackendName, parseBackend } from "../core/gpu.ts";
 import { matmulPlan, type MatmulShape } from "../kernels/matmul.ts";
 import { matmulOptions, recordPlan } from "../core/ops/matmul.ts";
 import { median } from "./stats.ts";
@@ -67,7 +67,7 @@ export interface Row {
 }
 
 /** The backend of this run (env `WEBGPU_BACKEND`). */
-export const backend: BackendName = parseBackend(Deno.env.get("WEBGPU_BACKEND"));
+export const backend: BackendName = parseBackend(Deno.env.get(BACKEND_ENV));
 let devicePromise: Promise<Device> | null = null;
 let adapterName = "(not started)";
 /** The project's device, made by the first bench that needs it. */

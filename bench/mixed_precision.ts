@@ -26,7 +26,7 @@
  */
 
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, parseBackend } from "../core/gpu.ts";
 import { preferWideVectors } from "../core/simd.ts";
 import { tidy } from "../core/tensor.ts";
 import { localDistConfig } from "../collectives/env.ts";
@@ -171,7 +171,7 @@ async function run(args: string[]): Promise<number> {
   const f = parseCommandLine(args, MIXED_PRECISION_FLAGS, USAGE, validateMixedFlags);
   if (typeof f === "number") return f;
   const steps = f.steps as number;
-  const backend = parseBackend(Deno.env.get("WEBGPU_BACKEND"));
+  const backend = parseBackend(Deno.env.get(BACKEND_ENV));
   const { config: base, batch: shapeBatch, seq: shapeSeq } = SHAPES[f.shape as string];
   const L = (f.layers as number | undefined) ?? base.numLayers;
   const seq = (f.seq as number | undefined) ?? shapeSeq;

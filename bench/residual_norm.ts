@@ -13,7 +13,7 @@
 
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
-import { BACKENDS, parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, BACKENDS, parseBackend } from "../core/gpu.ts";
 import * as ops from "../core/ops/mod.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
@@ -135,7 +135,7 @@ async function run(args: string[]): Promise<number> {
   const reps = f.reps as number, n = f.tokens as number, h = f.hidden as number;
   const T = f.seq as number, V = f.vocab as number;
   const dev = await Device.create({
-    backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get("WEBGPU_BACKEND")),
+    backend: parseBackend((f.backend as string | undefined) ?? Deno.env.get(BACKEND_ENV)),
   });
   console.log(
     `backend ${dev.summary().backend ?? ""}, ${n} tokens × ${h}, ${reps} reps, load: ${

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { BACKEND_ENV } from "../core/gpu.ts";
 import { formatScaling, runScaling } from "./scaling.ts";
 
 Deno.bench({
@@ -16,7 +17,7 @@ Deno.bench({
   async fn() {
     const rows = await runScaling({
       maxRanks: Number(Deno.env.get("SCALING_MAX_RANKS") ?? 2),
-      backend: Deno.env.get("WEBGPU_BACKEND"),
+      backend: Deno.env.get(BACKEND_ENV),
       steps: 8,
       warmup: 2,
       batch: 8,

@@ -6,7 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type BackendName, BACKENDS, DEFAULT_BACKEND } from "../core/gpu.ts";
+import { BACKEND_ENV, type BackendName, BACKENDS, DEFAULT_BACKEND } from "../core/gpu.ts";
 
 /** One flag: its type, default and help line. */
 export interface FlagSpec {
@@ -47,6 +47,11 @@ export interface FlagSpec {
    * argparse's do.
    */
   once?: string;
+  /**
+   * An environment variable that gives the value where the flag is left out
+   * (set and not empty), checked as a value given on the command line is.
+   */
+  env?: string;
   /** The command cannot run without it (its check is the command's): said when it is given empty. */
   required?: boolean;
   /**
@@ -380,6 +385,19 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
   given.set(out, names);
   for (const [name, s] of Object.entries(specs)) out[name] = s.default;
   if (parsed.values.help) out.help = true;
+  const spelledNames = new Set(
+    [...Object.keys(parsed.values), ...lists.keys()].map((n) => aliasOf.get(n) ?? n),
+  );
+  for (const [name, s] of Object.entries(specs)) {
+    const raw = s.env && !spelledNames.has(name) ? Deno.env.get(s.env) : undefined;
+    if (!raw) continue;
+    try {
+      out[name] = convertedValue(name, name, raw, s);
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      throw new UsageError(`${s.env}=${raw}, the default of --${name}: ${e.message}`);
+    }
+  }
   for (const [name, { spelled, values }] of lists) {
     names.add(name);
     if (values.includes("") && !specs[name].allowEmpty) {
@@ -761,7 +779,9 @@ export function backendFlag(group: string, workersDefault?: BackendName): Record
     "backend": {
       type: "string",
       choices: BACKENDS,
-      help: `WebGPU implementation (default ${DEFAULT_BACKEND}${workers})`,
+      env: BACKEND_ENV,
+      help: `WebGPU implementation (default $${BACKEND_ENV} where set, else ${DEFAULT_BACKEND}` +
+        `${workers})`,
       group,
     },
   };

@@ -26,6 +26,12 @@ export const BACKENDS: readonly BackendName[] = ["deno", "dawn"];
 export const DEFAULT_BACKEND: BackendName = "dawn";
 
 /**
+ * The environment variable that names the backend where nothing else does: the
+ * tests and benches read it, and the commands take it as `--backend`'s default.
+ */
+export const BACKEND_ENV = "WEBGPU_BACKEND";
+
+/**
  * The backend for `ranksInProcess` training devices in one process when the
  * user names none. Several devices in one process: Deno's WebGPU, whose devices
  * run independently (measured 90% weak-scaling efficiency for 2 ranks on 2

@@ -12,6 +12,7 @@ export {
   type TextureBinding,
 } from "./device.ts";
 export {
+  BACKEND_ENV,
   type BackendName,
   BACKENDS,
   browserGPU,

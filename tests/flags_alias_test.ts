@@ -377,3 +377,24 @@ Deno.test("--help prints the help whatever else the line holds, as argparse's do
   // After `--`, it is not a flag.
   throws(() => parseFlags(["--bogus", "--", "--help"], TRAIN_FLAGS));
 });
+
+Deno.test("--backend defaults to $WEBGPU_BACKEND, checked as a given value; the flag wins", () => {
+  const before = Deno.env.get("WEBGPU_BACKEND");
+  try {
+    Deno.env.set("WEBGPU_BACKEND", "deno");
+    equal(parseFlags([], TRAIN_FLAGS).backend, "deno");
+    equal(parseFlags(["--backend", "dawn"], TRAIN_FLAGS).backend, "dawn");
+    equal(wasGiven(parseFlags([], TRAIN_FLAGS), "backend"), false);
+    Deno.env.set("WEBGPU_BACKEND", "");
+    equal(parseFlags([], TRAIN_FLAGS).backend, undefined);
+    Deno.env.set("WEBGPU_BACKEND", "metal");
+    throws(
+      () => parseFlags([], TRAIN_FLAGS),
+      /WEBGPU_BACKEND=metal, the default of --backend: --backend must be one of deno, dawn/,
+    );
+    equal(parseFlags(["--backend", "deno"], TRAIN_FLAGS).backend, "deno");
+  } finally {
+    if (before === undefined) Deno.env.delete("WEBGPU_BACKEND");
+    else Deno.env.set("WEBGPU_BACKEND", before);
+  }
+});

@@ -5,13 +5,13 @@
  */
 
 import { Device } from "../core/device.ts";
-import { type BackendName, parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, type BackendName, parseBackend } from "../core/gpu.ts";
 import { DeviceProfiler } from "../core/profiler.ts";
 import "./watchdog.ts";
 
 /** The backend under test: env WEBGPU_BACKEND (deno | dawn), default the library's default. */
 export function testBackend(): BackendName {
-  return parseBackend(Deno.env.get("WEBGPU_BACKEND"));
+  return parseBackend(Deno.env.get(BACKEND_ENV));
 }
 
 let shared: Promise<Device> | null = null;

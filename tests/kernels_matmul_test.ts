@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { Device } from "../core/device.ts";
-import { parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, parseBackend } from "../core/gpu.ts";
 import { recordPlan } from "../core/ops/matmul.ts";
 import {
   type MatmulOptions,
@@ -181,7 +181,7 @@ const SIZES: [number, number, number][] = [
   [33, 128, 64],
 ];
 
-const backend = parseBackend(Deno.env.get("WEBGPU_BACKEND"));
+const backend = parseBackend(Deno.env.get(BACKEND_ENV));
 
 Deno.test({
   name: `matmul kernels on ${backend}`,

@@ -13,7 +13,7 @@ import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
-import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { Embedding, Linear } from "../core/nn.ts";
 import * as ops from "../core/ops/mod.ts";
 import { type RngDraw, RngStream } from "../core/rng.ts";
@@ -503,7 +503,7 @@ export default async function main(ctx: WorkerContext): Promise<BlocksResult> {
   const spec = JSON.parse(ctx.args[0]) as BlocksSpec;
   const { position, tpGroup } = parallelGroups(ctx.group, spec.tp);
   const device = await Device.create({
-    backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
+    backend: parseBackend(Deno.env.get(BACKEND_ENV), defaultBackendFor(ctx.world)),
   });
   ctx.deviceAcquired();
   try {

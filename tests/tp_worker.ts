@@ -9,7 +9,7 @@
 import type { WorkerContext } from "../collectives/launch.ts";
 import { parallelGroups } from "../collectives/layout.ts";
 import { Device } from "../core/device.ts";
-import { defaultBackendFor, parseBackend } from "../core/gpu.ts";
+import { BACKEND_ENV, defaultBackendFor, parseBackend } from "../core/gpu.ts";
 import { Tensor } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { Bert } from "../models/bert.ts";
@@ -103,7 +103,7 @@ export default async function main(ctx: WorkerContext) {
   const { layout: grid, position, tpGroup, dpGroup } = parallelGroups(ctx.group, spec.tp);
   const layout = { ...position, dp: grid.dp };
   const device = await Device.create({
-    backend: parseBackend(Deno.env.get("WEBGPU_BACKEND"), defaultBackendFor(ctx.world)),
+    backend: parseBackend(Deno.env.get(BACKEND_ENV), defaultBackendFor(ctx.world)),
   });
   ctx.deviceAcquired();
   try {
