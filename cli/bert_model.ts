@@ -78,6 +78,11 @@ export interface HfBert {
   tensors: TensorSource;
   /** The weights file, for messages. */
   source: string;
+  /**
+   * The pooler and sentence-order head, where the directory has neither (a
+   * `BertForMaskedLM`): left at the model's initialization. Empty otherwise.
+   */
+  freshHeads: readonly string[];
   /** Its WordPiece tokenizer. */
   tokenizer: WordPieceTokenizer;
   /** Where the tokenizer came from, for messages. */
@@ -95,16 +100,32 @@ export async function readHfBert(
   progress?: (done: number, total: number) => void,
 ): Promise<HfBert> {
   const hf = await readHfDir(dir, progress);
-  const { config, tensors } = bertFromHfDir(hf);
+  const { config, tensors, freshHeads } = bertFromHfDir(hf);
   const tok = await bertTokenizerFor(dir, config.vocabSize);
   return {
     config,
     tensors,
+    freshHeads,
     source: hf.fileOf(hf.names[0] ?? ""),
     tokenizer: tok.tokenizer,
     tokenizerSource: tok.source,
     initializerRange: hfInitializerRange(hf.config),
   };
+}
+
+/**
+ * The warning for a model whose pooler and sentence-order head were not in its
+ * directory (`freshHeads`, a `BertForMaskedLM`), or null; `effect` says what
+ * that means for the command.
+ */
+export function freshHeadsWarning(
+  dir: string,
+  freshHeads: readonly string[],
+  effect: string,
+): string | null {
+  if (freshHeads.length === 0) return null;
+  return `warning: ${dir} has no pooler or sentence-order head (a BertForMaskedLM's weights): ` +
+    `they start from a fresh initialization; ${effect}`;
 }
 
 /** A BERT loaded for the command line, with its tokenizer. */
@@ -117,6 +138,11 @@ export interface LoadedBert {
   source: string;
   /** Where the tokenizer came from, for messages. */
   tokenizerSource: string;
+  /**
+   * What a Hugging Face `BertForMaskedLM` directory has not, the pooler and the
+   * sentence-order head, left at their initialization; empty otherwise.
+   */
+  freshHeads: readonly string[];
   /**
    * A checkpoint's saved run arguments (`--seq-length` …, for
    * `--use-checkpoint-args`); absent for a Hugging Face directory.
@@ -155,7 +181,13 @@ export async function loadBert(
 ): Promise<LoadedBert> {
   if (from.hfDir) {
     const { model, hf, source } = await loadHfModel(BERT_FAMILY, from.hfDir, layers, progress);
-    return { model, tokenizer: hf.tokenizer, source, tokenizerSource: hf.tokenizerSource };
+    return {
+      model,
+      tokenizer: hf.tokenizer,
+      source,
+      tokenizerSource: hf.tokenizerSource,
+      freshHeads: hf.freshHeads,
+    };
   }
   const saved = await openSavedModel(BERT_FAMILY, from);
   checkSaved?.(saved.config, saved.source);
@@ -166,6 +198,7 @@ export async function loadBert(
     tokenizer: tok.tokenizer,
     source: saved.source,
     tokenizerSource: tok.source,
+    freshHeads: [],
     savedArgs: savedCheckpointArgs(saved.meta),
   };
 }

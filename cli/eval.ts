@@ -49,7 +49,7 @@ import { counted, formatValidationLines, stderrProgress } from "./log.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
 import { savedCheckpointArgs } from "./train_config.ts";
-import { type BertEvalResult, evaluateBert, loadBert } from "./bert_model.ts";
+import { type BertEvalResult, evaluateBert, freshHeadsWarning, loadBert } from "./bert_model.ts";
 import {
   loadHfModel,
   loadSavedModel,
@@ -318,7 +318,7 @@ export async function evalBertRank(
     const file = `${hfDir}/config.json`;
     requireSentencePairs(bertConfigFromHf(await readHfConfig(hfDir), file), file);
   }
-  const { model, tokenizer, source, tokenizerSource, savedArgs } = await loadBert(
+  const { model, tokenizer, source, tokenizerSource, savedArgs, freshHeads } = await loadBert(
     device,
     modelSourceFromFlags(f),
     layers,
@@ -339,6 +339,14 @@ export async function evalBertRank(
   const seed = f["mask-seed"] as number;
   const tp = layers?.tpSize ?? 1;
   const say = reportLine(f);
+  // A BertForMaskedLM's directory has no sentence-order head: its scores would be a fresh head's.
+  const sop = freshHeads.length === 0;
+  const warning = freshHeadsWarning(
+    hfDir ?? source,
+    freshHeads,
+    "only the masked-LM loss is reported",
+  );
+  if (print && warning) console.error(warning);
   if (print) {
     say(
       `model: ${source} | BERT (${c.postLayerNorm ? "post-LN" : "pre-LN"}) ` +
@@ -365,21 +373,23 @@ export async function evalBertRank(
     say(
       `eval: ${counted(r.sequences, "sequence")}, ${counted(r.maskedTokens, "masked token")} | ` +
         `mlm loss ${r.mlmLoss.toFixed(4)} | mlm accuracy ${r.mlmAccuracy.toFixed(4)} | ` +
-        `sop loss ${r.sopLoss.toFixed(4)} | sop accuracy ${r.sopAccuracy.toFixed(4)} | ` +
+        (sop
+          ? `sop loss ${r.sopLoss.toFixed(4)} | sop accuracy ${r.sopAccuracy.toFixed(4)} | `
+          : "no sentence-order head | ") +
         `${(r.sequences / s).toFixed(1)} sequences/s`,
     );
     const lines = formatValidationLines(`${source} on ${path}`, {
       "lm loss": r.mlmLoss,
-      "sop loss": r.sopLoss,
+      ...(sop ? { "sop loss": r.sopLoss } : {}),
     });
     for (const l of lines) say(l);
     if (f.json) {
       console.log(JSON.stringify({
         mlm_loss: r.mlmLoss,
         mlm_accuracy: r.mlmAccuracy,
-        sop_loss: r.sopLoss,
-        sop_accuracy: r.sopAccuracy,
-        loss: r.mlmLoss + r.sopLoss,
+        sop_loss: sop ? r.sopLoss : null,
+        sop_accuracy: sop ? r.sopAccuracy : null,
+        loss: r.mlmLoss + (sop ? r.sopLoss : 0),
         masked_tokens: r.maskedTokens,
         sequences: r.sequences,
         seq_length: T,

@@ -35,6 +35,7 @@ import {
   bertConfigFromHf,
   bertPaddedRows,
   bertTensorsFromHf,
+  writeHfDir,
 } from "../models/hf/mod.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
 import { bertEncode64, type BertRefConfig, linear64, weight } from "./bert_reference.ts";
@@ -464,6 +465,62 @@ Deno.test("fill-mask: top-k fillers and probabilities equal the reference", gpuT
   strictEqual(ev.code, 0, ev.stderr);
   ok(Number.isFinite(lastJson(ev).mlm_loss), ev.stdout);
 });
+
+Deno.test(
+  "a BertForMaskedLM directory (no pooler, no sentence-order head): fill-mask and eval's MLM as the full model's, train starts",
+  gpuTest,
+  async () => {
+    const headless = join(root, "hf-masked-lm");
+    const pretrainingOnly = /^(bert\.pooler\.|cls\.seq_relationship\.)/;
+    await writeHfDir(
+      headless,
+      { ...TINY_HF_CONFIG, architectures: ["BertForMaskedLM"] },
+      tinyHfTensors().filter(([n]) => !pretrainingOnly.test(n)),
+    );
+    await Deno.copyFile(join(hfDir, "vocab.txt"), join(headless, "vocab.txt"));
+    const fill = (dir: string) =>
+      runCli("cli/fill_mask.ts", ["--init-from-hf", dir, "--text", "the [MASK] sat.", "--json"]);
+    deepStrictEqual(lastJson(await fill(headless)), lastJson(await fill(hfDir)));
+    const evalOf = (dir: string) =>
+      runCli("cli/eval.ts", [
+        ...["--init-from-hf", dir, "--data-path", dataPath, "--seq-length", String(T)],
+        ...["--mask-seed", String(SEED), "--json"],
+      ]);
+    const full = await evalOf(hfDir), part = await evalOf(headless);
+    const [jf, jp] = [lastJson(full), lastJson(part)];
+    strictEqual(jp.mlm_loss, jf.mlm_loss);
+    strictEqual(jp.mlm_accuracy, jf.mlm_accuracy);
+    strictEqual(jp.sop_loss, null);
+    strictEqual(jp.loss, jp.mlm_loss);
+    match(
+      part.stderr,
+      /warning: .*hf-masked-lm has no pooler or sentence-order head .*only the masked-LM loss is reported/,
+    );
+    match(part.stderr, /no sentence-order head \|/);
+    ok(!/sentence-order head/.test(full.stderr), full.stderr);
+    const train = await runCli("cli/train.ts", [
+      ...["--model", "bert", "--init-from-hf", headless, "--data-path", dataPath],
+      ...["--seq-length", String(T), "--micro-batch-size", "2", "--train-iters", "1"],
+      ...["--eval-iters", "0"],
+    ]);
+    strictEqual(train.code, 0, train.stderr);
+    match(
+      train.stdout,
+      /warning: .* they start from a fresh initialization; the sentence-order loss/,
+    );
+    // Some of those tensors but not all: a damaged file, refused by name.
+    const partial = join(root, "hf-partial");
+    await writeHfDir(
+      partial,
+      TINY_HF_CONFIG,
+      tinyHfTensors().filter(([n]) => !n.startsWith("bert.pooler.")),
+    );
+    await Deno.copyFile(join(hfDir, "vocab.txt"), join(partial, "vocab.txt"));
+    const refused = await fill(partial);
+    strictEqual(refused.code, 1, refused.stderr);
+    match(refused.stderr, /missing tensors bert\.pooler\.dense\.weight, bert\.pooler\.dense\.bias/);
+  },
+);
 
 Deno.test(
   "train --model bert --init-from-hf: finite losses; the checkpoint evaluates, fills and exports",

@@ -26,7 +26,7 @@ import {
 } from "../../data/wordpiece_tokenizer.ts";
 import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
-import { type HfBert, readHfBert } from "../bert_model.ts";
+import { freshHeadsWarning, type HfBert, readHfBert } from "../bert_model.ts";
 import type { DataSource } from "../data_source.ts";
 import { type StreamFingerprint, TokenStreamHash } from "../same_data.ts";
 import { bertConfigOf, type TrainArgs } from "../train_args.ts";
@@ -310,6 +310,12 @@ export class BertTask implements Task<BertBatch> {
       lines.push(
         `initialized from ${this.args.initFromHf} (Hugging Face BERT, ${this.hf.tokenizerSource})`,
       );
+      const warning = freshHeadsWarning(
+        this.args.initFromHf!,
+        this.hf.freshHeads,
+        "the sentence-order loss starts as an untrained head's",
+      );
+      if (warning) lines.push(warning);
     }
     return lines;
   }

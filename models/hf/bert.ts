@@ -70,6 +70,24 @@ export const BERT_TABLE: readonly MapEntry[] = [
   { ours: "cls.seq_relationship.bias", hf: ["cls.seq_relationship.bias"] },
 ];
 
+/**
+ * The tensors of HF's `BertForPreTraining` that a `BertForMaskedLM` has not:
+ * the pooler and the sentence-order head. A directory with none of them loads
+ * with these left at the model's own initialization, as Hugging Face's
+ * `from_pretrained` leaves them "newly initialized".
+ */
+export const BERT_PRETRAINING_HEADS: readonly string[] = [
+  "bert.pooler.dense.weight",
+  "bert.pooler.dense.bias",
+  "cls.seq_relationship.weight",
+  "cls.seq_relationship.bias",
+];
+
+/** Whether `tensors` has none of {@link BERT_PRETRAINING_HEADS} (a `BertForMaskedLM`'s). */
+export function lacksPretrainingHeads(tensors: { has(name: string): boolean }): boolean {
+  return BERT_PRETRAINING_HEADS.every((n) => !tensors.has(n));
+}
+
 /** Our BERT tensors whose rows are the (padded) vocabulary. */
 export const BERT_VOCAB_ROWS: readonly string[] = [
   "bert.embeddings.word_embeddings.weight",
@@ -207,7 +225,8 @@ function ignoredBert(name: string): boolean {
 /**
  * Our full BERT tensors (vocabulary unpadded) from HF tensors (`hf`, by stored
  * name), checked by name and shape now and read when asked for (a stored MLM
- * decoder, tied to the embeddings, is read now to compare).
+ * decoder, tied to the embeddings, is read now to compare). A `BertForMaskedLM`'s
+ * tensors give all but {@link BERT_PRETRAINING_HEADS}.
  */
 export function bertTensorsFromHf(
   hf: TensorSource,
@@ -216,8 +235,11 @@ export function bertTensorsFromHf(
 ): TensorSource {
   const byName = new Map([...hf.keys()].map((n) => [normaliseBertName(n), n]));
   const renamed = renamedSource(hf, byName);
+  const maskedLm = lacksPretrainingHeads(renamed);
   const out = importTensors(
-    expandTable(BERT_TABLE, config.numLayers),
+    expandTable(BERT_TABLE, config.numLayers).filter((e) =>
+      !(maskedLm && BERT_PRETRAINING_HEADS.includes(e.ours))
+    ),
     renamed,
     ignoredBert,
     source,
@@ -234,10 +256,21 @@ export function bertTensorsFromHf(
   return out;
 }
 
-/** A BERT HF directory opened: its config read, its tensors checked and read when needed. */
-export function bertFromHfDir(hf: HfDir): { config: BertHfConfig; tensors: TensorSource } {
+/**
+ * A BERT HF directory opened: its config read, its tensors checked and read
+ * when needed; `freshHeads` names the {@link BERT_PRETRAINING_HEADS} it has not
+ * (all of them for a `BertForMaskedLM`, else none).
+ */
+export function bertFromHfDir(
+  hf: HfDir,
+): { config: BertHfConfig; tensors: TensorSource; freshHeads: readonly string[] } {
   const config = bertConfigFromHf(hf.config, `${hf.dir}/config.json`);
-  return { config, tensors: bertTensorsFromHf(hf, config, hf.fileOf(hf.names[0] ?? "")) };
+  const tensors = bertTensorsFromHf(hf, config, hf.fileOf(hf.names[0] ?? ""));
+  return {
+    config,
+    tensors,
+    freshHeads: lacksPretrainingHeads(tensors) ? BERT_PRETRAINING_HEADS : [],
+  };
 }
 
 /** Padded-row counts for loading BERT tensors into a model with a padded vocabulary. */
@@ -262,6 +295,8 @@ export function bertTensorsToHf(full: FullTensors, config: BertHfConfig): [strin
 /**
  * Writes our full BERT tensors into a model's parameters (this rank's shards at
  * `place`), padding the vocabulary rows; validates everything before writing.
+ * Tensors with none of {@link BERT_PRETRAINING_HEADS} (a `BertForMaskedLM`'s)
+ * leave those parameters as they are.
  */
 export function assignBert(
   params: readonly [string, ParamInfo][],
@@ -272,9 +307,12 @@ export function assignBert(
 ): void {
   const sizes =
     "hidden_size, intermediate_size, max_position_embeddings, type_vocab_size, vocab_size";
+  const assigned = lacksPretrainingHeads(tensors)
+    ? params.filter(([n]) => !BERT_PRETRAINING_HEADS.includes(n))
+    : params;
   assignHfTensors(
     BERT_TABLE,
-    params,
+    assigned,
     tensors,
     place,
     source,

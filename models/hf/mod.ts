@@ -38,6 +38,7 @@ export {
 } from "./gpt2.ts";
 export {
   assignBert,
+  BERT_PRETRAINING_HEADS,
   BERT_TABLE,
   BERT_VOCAB_ROWS,
   bertConfigFromHf,
@@ -48,5 +49,6 @@ export {
   bertTensorsFromHf,
   bertTensorSourceToHf,
   bertTensorsToHf,
+  lacksPretrainingHeads,
   normaliseBertName,
 } from "./bert.ts";
