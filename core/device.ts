@@ -360,6 +360,22 @@ export class Device {
 
   #clearsWithKernel?: boolean;
 
+  /**
+   * Whether kernels read their `params` block as a read-only storage buffer
+   * instead of a uniform buffer: on lavapipe (Deno's WebGPU, Vulkan here).
+   * Mesa 22.3's lavapipe inlines uniform values that steer a shader's control
+   * flow into a new compile of it, and for some kernels (a 128×64 weight
+   * gradient's tiling, for one) it did so at every dispatch and kept each
+   * compile: 2.7 MB and ~13 ms a dispatch, ~5 MB a training step at TP = 2
+   * (measured; `tests/params_storage_test.ts`). A storage buffer is never
+   * inlined. Other adapters keep the uniform block.
+   */
+  get paramsInStorage(): boolean {
+    return this.#paramsInStorage ??= this.backend === "deno" && this.isSoftware;
+  }
+
+  #paramsInStorage?: boolean;
+
   /** True for CPU adapters (lavapipe, llvmpipe, SwiftShader): kernels pick CPU-friendly variants. */
   get isSoftware(): boolean {
     return this.#software ??= this.#detectSoftware();
@@ -427,7 +443,10 @@ export class Device {
   pipeline(kernel: KernelSource): GPUComputePipeline {
     let p = this.#pipelines.get(kernel.key);
     if (!p) {
-      const module = this.gpu.createShaderModule({ code: kernel.code, label: kernel.key });
+      const module = this.gpu.createShaderModule({
+        code: this.#deviceCode(kernel),
+        label: kernel.key,
+      });
       p = this.gpu.createComputePipeline({
         layout: "auto",
         compute: { module, entryPoint: "main" },
@@ -446,6 +465,19 @@ export class Device {
       this.#readOnlySlots.set(kernel.key, readOnly);
     }
     return p;
+  }
+
+  /**
+   * `kernel`'s WGSL as this device compiles it: with {@link Device.paramsInStorage},
+   * its `params` block (`var<uniform> p`) becomes a read-only storage buffer where
+   * one more storage binding fits the adapter's limit.
+   */
+  #deviceCode(kernel: KernelSource): string {
+    const code = kernel.code;
+    if (!this.paramsInStorage || !/var<uniform>\s*p\s*:/.test(code)) return code;
+    const storage = code.match(/var<storage\b/g)?.length ?? 0;
+    if (storage + 1 > this.gpu.limits.maxStorageBuffersPerShaderStage) return code;
+    return code.replace(/var<uniform>(\s*p\s*:)/, "var<storage, read>$1");
   }
 
   /** Number of distinct compiled pipelines. */
@@ -473,7 +505,8 @@ export class Device {
     const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
     const buffer = this.gpu.createBuffer({
       size,
-      usage: GPUBufferUsage.UNIFORM,
+      // Bound as a read-only storage buffer where the kernels read their params so.
+      usage: GPUBufferUsage.UNIFORM | (this.paramsInStorage ? GPUBufferUsage.STORAGE : 0),
       mappedAtCreation: true,
     });
     new Uint8Array(buffer.getMappedRange()).set(bytes);
