@@ -156,7 +156,7 @@ export function textureBSize(s: MatmulShape, opts: MatmulOptions): number | null
   if (!opts.software) return null;
   const copies = s.batchB ? s.batch : 1;
   if (s.packedB) return packedTexture(s, opts, copies);
-  return operandTexture(layout(s).b, s.N, s.K, copies, opts.maxTextureDimension);
+  return operandTexture(layout(s, true).b, s.N, s.K, copies, opts.maxTextureDimension);
 }
 
 /**
@@ -169,7 +169,7 @@ export function textureBSize(s: MatmulShape, opts: MatmulOptions): number | null
  * llvmpipe over every special pattern: NaNs, infinities, denormals).
  */
 function packedTexture(s: MatmulShape, opts: MatmulOptions, copies: number): number | null {
-  if (layout(s).b === "s" || f16Variant(s, opts) !== "") return null;
+  if (layout(s, true).b === "s" || f16Variant(s, opts) !== "") return null;
   const values = copies * s.N * s.K;
   if (values % 8 !== 0) return null;
   return streamFits(values / 8, opts.maxTextureDimension) ? values / 8 : null;
@@ -178,7 +178,13 @@ function packedTexture(s: MatmulShape, opts: MatmulOptions, copies: number): num
 /** Vec4s of A's stream texture for `shape` ({@link MatmulTiling.texA}), or null when A cannot use one. */
 export function textureASize(s: MatmulShape, opts: MatmulOptions): number | null {
   if (!opts.software) return null;
-  return operandTexture(layout(s).a, s.M, s.K, s.batchA ? s.batch : 1, opts.maxTextureDimension);
+  return operandTexture(
+    layout(s, true).a,
+    s.M,
+    s.K,
+    s.batchA ? s.batch : 1,
+    opts.maxTextureDimension,
+  );
 }
 
 /**
@@ -358,7 +364,7 @@ export function matmulPlanWith(
         `${SOFTWARE_LOOP_LIMIT} loop iterations); use fewer tokens per micro-batch`,
     );
   }
-  const lay = layout(shape);
+  const lay = layout(shape, tiling.software);
   const texU = tiling.software ? textureUSize(shape, opts) : null;
   const tex = tiling.texB ? textureBSize(shape, opts) : null;
   if (tiling.texB && !tex) {
@@ -418,17 +424,24 @@ type Spec = MatmulShape & {
 interface Layout {
   a: Mode;
   b: Mode;
-  /** C rows (N) are a multiple of 4: vec4 stores and vec4 bias. */
+  /**
+   * The software tiling with C rows (N) a multiple of 4: C, D, the bias and U
+   * as vec4 arrays. Never in the GPU tiling, whose neighbouring invocations
+   * each store one element: WGSL counts a write to one component as a write
+   * to the whole vector, so four invocations storing the components of one
+   * vec4 would race (a compiler may store the whole vector).
+   */
   vecC: boolean;
   /** K is a multiple of 4: no k tail loop. */
   k4: boolean;
   acc: boolean;
 }
 
-function layout(s: MatmulShape): Layout {
+function layout(s: MatmulShape, software: boolean): Layout {
   const a: Mode = s.transA ? (s.M % 4 === 0 ? "l4" : "s") : (s.K % 4 === 0 ? "k4" : "s");
   const b: Mode = s.transB ? (s.K % 4 === 0 ? "k4" : "s") : (s.N % 4 === 0 ? "l4" : "s");
-  return { a, b, vecC: s.N % 4 === 0, k4: s.K % 4 === 0, acc: s.accumulate === true };
+  const vecC = software && s.N % 4 === 0;
+  return { a, b, vecC, k4: s.K % 4 === 0, acc: s.accumulate === true };
 }
 
 /**
@@ -1101,7 +1114,7 @@ export function parseTilingKey(key: string): MatmulTiling | null {
  * epilogue (not alpha, which does not change the work).
  */
 export function matmulShapeKey(s: MatmulShape): string {
-  const lay = layout(s);
+  const lay = layout(s, true);
   return `${s.batch}x${s.M}x${s.N}x${s.K}/${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
     `/a${+s.batchA}b${+s.batchB}/bias${+s.bias}/acc${+lay.acc}${s.packedB ? `/${s.packedB}` : ""}` +
     epilogueKey(s);
