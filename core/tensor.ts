@@ -586,10 +586,13 @@ export function assertSameShape(op: string, a: Tensor, b: Tensor): void {
 /**
  * Throws a TypeError when an op that reads f32 values is handed a tensor of
  * another dtype (an `i32` tensor's bits would be read as floats); `op` names the
- * caller. Absent operands (`undefined`, `null`) are skipped.
+ * caller. Absent operands (`undefined`, `null`) are skipped. A disposed operand
+ * is refused too (an op calls this before it makes its output, which the
+ * refusal would otherwise leave behind).
  */
 export function assertF32(op: string, ...ts: (Tensor | null | undefined)[]): void {
   for (const t of ts) {
+    if (t?.disposed) void t.buffer; // throws the disposed tensor's error
     if (t && t.dtype !== "f32") {
       throw new TypeError(
         `${op}: expected f32 tensors, got ${t.dtype}${t.name ? ` ("${t.name}")` : ""}`,

@@ -583,3 +583,25 @@ Deno.test("SelfAttention refuses a shape whose kvChannels is not hidden / heads"
   equal(ok.headDim, 8);
   ok.dispose();
 });
+
+Deno.test("an op handed a disposed tensor is refused before it makes its output", gpuTest, () => {
+  const x = Tensor.fromArray(dev, new Float32Array(64).fill(1), [8, 8]);
+  const w = Tensor.fromArray(dev, new Float32Array(64).fill(1), [8, 8]);
+  x.dispose();
+  const before = dev.pool.liveBytes;
+  const calls: [string, () => unknown][] = [
+    ["add", () => ops.add(x, w)],
+    ["gelu", () => ops.gelu(x)],
+    ["matmul", () => ops.matmul(x, w)],
+    ["matmul (B)", () => ops.matmul(w, x)],
+    ["sum", () => ops.sum(x)],
+    ["mean", () => ops.mean(x)],
+    ["max", () => ops.max(x)],
+  ];
+  for (const [what, call] of calls) {
+    throws(call, /use of a disposed tensor of shape \[8, 8\]/, what);
+  }
+  // Outside any scope: a refused op that had made its output first left it behind.
+  equal(dev.pool.liveBytes, before);
+  w.dispose();
+});

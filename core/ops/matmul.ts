@@ -223,6 +223,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
   const alpha = opts.alpha ?? 1;
+  assertF32("matmul", a, b, opts.bias);
   const g = geometry(a, b, transA, transB);
   const half = opts.bHalf !== undefined ? opts.bHalf : b.halfCopy;
   const out = matmulInto(Tensor.empty(a.device, g.outShape), a, b, { ...opts, bHalf: half });

@@ -82,6 +82,7 @@ function firstPass(
 
 /** Sum of all elements, as a one-element tensor. */
 export function sum(x: Tensor): Tensor {
+  assertF32("sum", x);
   const out = Tensor.empty(x.device, [1]);
   reduceInto(x, "sum", out);
   return record(out, "sum", [x], (g) => [axpyInPlace(zeros(x.device, x.shape), g, 1)]);
@@ -90,6 +91,7 @@ export function sum(x: Tensor): Tensor {
 /** Mean of all elements (of at least one: the mean of none is refused). */
 export function mean(x: Tensor): Tensor {
   if (x.size === 0) throw new Error("mean: the tensor has no elements");
+  assertF32("mean", x);
   const total = Tensor.empty(x.device, [1]);
   reduceInto(x, "sum", total);
   const inv = 1 / x.size;
@@ -100,6 +102,7 @@ export function mean(x: Tensor): Tensor {
 
 /** Sum of squares of all elements (no autograd; for norms). */
 export function sumSquares(x: Tensor): Tensor {
+  assertF32("sumSquares", x);
   const out = Tensor.empty(x.device, [1]);
   reduceInto(x, "sumsq", out);
   return out;
@@ -108,6 +111,7 @@ export function sumSquares(x: Tensor): Tensor {
 /** Largest element (no autograd) of a tensor of at least one. */
 export function max(x: Tensor): Tensor {
   if (x.size === 0) throw new Error("max: the tensor has no elements");
+  assertF32("max", x);
   const out = Tensor.empty(x.device, [1]);
   reduceInto(x, "max", out);
   return out;
