@@ -98,11 +98,45 @@ async function cachedLogits(
       })));
 }
 
-/** Yields new token ids one by one, continuing `prompt`. */
-export async function* generate(
+/** Where a generator's key-value cache is, while it has one. */
+interface HeldCache {
+  cache: KvCache | null;
+}
+
+/**
+ * The key-value caches of generators dropped unfinished (neither run to their
+ * end nor `return()`ed, as `for await … break` does): freed when the generator
+ * is collected, as its `finally` never runs.
+ */
+const dropped = new FinalizationRegistry<HeldCache>((held) => {
+  try {
+    held.cache?.dispose();
+  } catch {
+    // Its device was closed: the buffers went with it.
+  }
+});
+
+/**
+ * Yields new token ids one by one, continuing `prompt`. Its key-value cache is
+ * freed when the generator ends or is returned, and by the garbage collector
+ * for one dropped unfinished.
+ */
+export function generate(
   model: Gpt,
   prompt: readonly number[],
   opts: GenerateOptions,
+): AsyncGenerator<number> {
+  const held: HeldCache = { cache: null };
+  const tokens = generateTokens(model, prompt, opts, held);
+  dropped.register(tokens, held, held);
+  return tokens;
+}
+
+async function* generateTokens(
+  model: Gpt,
+  prompt: readonly number[],
+  opts: GenerateOptions,
+  held: HeldCache,
 ): AsyncGenerator<number> {
   if (prompt.length === 0) throw new Error("generate: the prompt must have at least one token");
   const odd = prompt.find((t) => !Number.isInteger(t));
@@ -129,6 +163,7 @@ export async function* generate(
   const ctx = [...prompt];
   let start = Math.max(0, ctx.length - Tmax); // first token of the window
   const cache = useCache ? model.createCache(1) : null;
+  held.cache = cache;
   // The logits after a (re)started window: a prefill, or a full recompute.
   const restart = (): Promise<Float32Array> => {
     const window = ctx.slice(start);
@@ -152,5 +187,7 @@ export async function* generate(
     }
   } finally {
     cache?.dispose();
+    held.cache = null;
+    dropped.unregister(held);
   }
 }

@@ -305,3 +305,27 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
   match(h.out, /--max-new-tokens/);
   m.dispose();
 });
+
+Deno.test(
+  "a generator dropped unfinished frees its key-value cache when collected",
+  gpuTest,
+  async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--v8-flags=--expose-gc",
+        new URL("./generate_dropped_script.ts", import.meta.url).pathname,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    deepStrictEqual(out.code, 0, err);
+    const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+    // 20 caches were held while their generators were suspended, and none after collection.
+    if (!(r.held > r.before)) throw new Error(`no cache was held: ${JSON.stringify(r)}`);
+    deepStrictEqual(r.after, r.before, JSON.stringify(r));
+  },
+);
