@@ -496,8 +496,13 @@ export class AdamW {
    * adapter binds, and no buffer twice (a writable binding may not alias another).
    */
   #groups(device: Device, entries: Entry[]): Entry[][] {
+    // Four storage bindings a tensor, then the coefficient and the params: within the adapter's
+    // storage buffers per stage and its binding indices (maxBindingsPerBindGroup, 1000 by default).
     const perDispatch = this.multiTensor
-      ? Math.floor(device.limits.maxStorageBuffersPerShaderStage / 4)
+      ? Math.min(
+        Math.floor(device.limits.maxStorageBuffersPerShaderStage / 4),
+        Math.floor(((device.limits.maxBindingsPerBindGroup ?? 1000) - 2) / 4),
+      )
       : 1;
     const groups: Entry[][] = [];
     let cur: Entry[] = [];
