@@ -9,6 +9,7 @@ import { DIST_FLAG_SPECS } from "./dist.ts";
 import { DEFAULT_INIT_STD } from "../core/nn.ts";
 import { ADAMW_DEFAULTS } from "../core/optim.ts";
 import { LOSS_SCALER_DEFAULTS } from "../models/loss_scale.ts";
+import { DEFAULT_CLIP_GRAD } from "../models/trainer.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type CheckpointMeta, readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -222,7 +223,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
       SCHEDULE_FLAGS.map((n) => `--${n}`).join(", ")
     }) replace the checkpoint's instead of continuing it`,
   },
-  "clip-grad": { type: "float", default: 1.0, min: 0, help: "global gradient-norm clip (0 = off)" },
+  "clip-grad": {
+    type: "float",
+    default: DEFAULT_CLIP_GRAD,
+    min: 0,
+    help: "global gradient-norm clip (0 = off)",
+  },
   "weight-decay": {
     type: "float",
     default: ADAMW_DEFAULTS.weightDecay,

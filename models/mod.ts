@@ -86,6 +86,7 @@ export {
   startAllReduce,
 } from "./parallel/overlap.ts";
 export {
+  DEFAULT_CLIP_GRAD,
   type ParallelHooks,
   type StepResult,
   type Trainable,

@@ -82,12 +82,15 @@ function scalarLoss(op: string, loss: Tensor): Tensor {
 /** What {@link ParallelHooks.beginGradReduce} returns. */
 type GradReductionHandle = ReturnType<NonNullable<ParallelHooks["beginGradReduce"]>>;
 
+/** The global gradient-norm clip of a {@link Trainer} given none: Megatron's `--clip-grad` default. */
+export const DEFAULT_CLIP_GRAD = 1;
+
 /** Settings of a {@link Trainer}. */
 export interface TrainerOptions {
   /** Learning-rate schedule. */
   schedule: LrSchedule;
-  /** Global gradient-norm clip (≤ 0: off). */
-  clipGrad: number;
+  /** Global gradient-norm clip (≤ 0: off; default {@link DEFAULT_CLIP_GRAD}). */
+  clipGrad?: number;
   /** AdamW settings. */
   adam?: AdamWConfig;
   /** Parallel hooks. */
@@ -159,8 +162,9 @@ export class Trainer {
           `or each rank clips by its own part of the gradient norm`,
       );
     }
-    if (!(opts.clipGrad <= 0 || opts.clipGrad > 0)) {
-      throw new RangeError(`Trainer: clipGrad must be a number (≤ 0: off), got ${opts.clipGrad}`);
+    const clip = opts.clipGrad ?? DEFAULT_CLIP_GRAD;
+    if (!(clip <= 0 || clip > 0)) {
+      throw new RangeError(`Trainer: clipGrad must be a number (≤ 0: off), got ${clip}`);
     }
     const named = model.namedParams();
     const elsewhere = named.find(([, p]) => p.tensor.device !== device);
@@ -337,7 +341,8 @@ export class Trainer {
       // the squares): all ranks see the same found-inf flag and skip together.
       let sq = this.optimizer.gradSumSquares(this.#normParams);
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
-      const coef = clipCoefficient(sq, this.opts.clipGrad, { scale, skipNonFinite: !!scaler });
+      const clip = this.opts.clipGrad ?? DEFAULT_CLIP_GRAD;
+      const coef = clipCoefficient(sq, clip, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);
       device.recycleStreamTextures(); // the next step's weights take the gradients' textures
       this.refreshHalfCopies();

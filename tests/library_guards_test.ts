@@ -30,7 +30,7 @@ import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { LossScaler } from "../models/loss_scale.ts";
 import { sampleToken } from "../models/sampling.ts";
 import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
-import { Trainer, type TrainerOptions } from "../models/trainer.ts";
+import { DEFAULT_CLIP_GRAD, Trainer, type TrainerOptions } from "../models/trainer.ts";
 import { gpuTest, prng, testBackend, testDevice } from "./helpers.ts";
 
 const dev = await testDevice();
@@ -604,4 +604,36 @@ Deno.test("an op handed a disposed tensor is refused before it makes its output"
   // Outside any scope: a refused op that had made its output first left it behind.
   equal(dev.pool.liveBytes, before);
   w.dispose();
+});
+
+Deno.test("Trainer without clipGrad clips at Megatron's default, 1", gpuTest, async () => {
+  const cfg: GptConfig = {
+    vocabSize: 32,
+    numLayers: 1,
+    hiddenSize: 16,
+    numHeads: 2,
+    maxPositions: 8,
+    hiddenDropout: 0,
+    attentionDropout: 0,
+  };
+  const ids = TokenIds.fromHost(dev, Int32Array.from({ length: 16 }, (_, i) => i % 32), [2, 8]);
+  const run = async (clipGrad?: number) => {
+    const model = Gpt.serial(dev, cfg, 3);
+    const trainer = new Trainer(dev, model, {
+      schedule: { lr: 1e-2, warmupIters: 0, decayIters: 10 },
+      ...(clipGrad === undefined ? {} : { clipGrad }),
+    });
+    // A loss scaled up so that its gradient norm is well past 1.
+    const r = await trainer.step(1, async () => ops.scale(await model.loss(ids, ids), 1000));
+    if (!(r.gradNorm > 10)) throw new Error(`gradient norm ${r.gradNorm}`);
+    const w = await model.namedParams()[0][1].tensor.read();
+    trainer.dispose();
+    model.dispose();
+    return w;
+  };
+  const byDefault = await run();
+  deepEqual(byDefault, await run(DEFAULT_CLIP_GRAD));
+  equal(DEFAULT_CLIP_GRAD, 1);
+  // Not the same as no clipping.
+  equal(JSON.stringify(byDefault) === JSON.stringify(await run(0)), false);
 });
