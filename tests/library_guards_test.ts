@@ -607,24 +607,15 @@ Deno.test("an op handed a disposed tensor is refused before it makes its output"
 });
 
 Deno.test("Trainer without clipGrad clips at Megatron's default, 1", gpuTest, async () => {
-  const cfg: GptConfig = {
-    vocabSize: 32,
-    numLayers: 1,
-    hiddenSize: 16,
-    numHeads: 2,
-    maxPositions: 8,
-    hiddenDropout: 0,
-    attentionDropout: 0,
-  };
-  const ids = TokenIds.fromHost(dev, Int32Array.from({ length: 16 }, (_, i) => i % 32), [2, 8]);
+  const tokens = ids(dev, 5);
   const run = async (clipGrad?: number) => {
     const model = Gpt.serial(dev, cfg, 3);
     const trainer = new Trainer(dev, model, {
-      schedule: { lr: 1e-2, warmupIters: 0, decayIters: 10 },
+      schedule: opts.schedule,
       ...(clipGrad === undefined ? {} : { clipGrad }),
     });
     // A loss scaled up so that its gradient norm is well past 1.
-    const r = await trainer.step(1, async () => ops.scale(await model.loss(ids, ids), 1000));
+    const r = await trainer.step(1, async () => ops.scale(await model.loss(tokens, tokens), 1000));
     if (!(r.gradNorm > 10)) throw new Error(`gradient norm ${r.gradNorm}`);
     const w = await model.namedParams()[0][1].tensor.read();
     trainer.dispose();
