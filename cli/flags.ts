@@ -385,19 +385,6 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
   given.set(out, names);
   for (const [name, s] of Object.entries(specs)) out[name] = s.default;
   if (parsed.values.help) out.help = true;
-  const spelledNames = new Set(
-    [...Object.keys(parsed.values), ...lists.keys()].map((n) => aliasOf.get(n) ?? n),
-  );
-  for (const [name, s] of Object.entries(specs)) {
-    const raw = s.env && !spelledNames.has(name) ? Deno.env.get(s.env) : undefined;
-    if (!raw) continue;
-    try {
-      out[name] = convertedValue(name, name, raw, s);
-    } catch (e) {
-      if (!(e instanceof UsageError)) throw e;
-      throw new UsageError(`${s.env}=${raw}, the default of --${name}: ${e.message}`);
-    }
-  }
   for (const [name, { spelled, values }] of lists) {
     names.add(name);
     if (values.includes("") && !specs[name].allowEmpty) {
@@ -435,6 +422,17 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
       throw new UsageError(`--${name} must be ≤ ${s.max}, got ${num}`);
     }
     out[name] = num;
+  }
+  // A flag left out takes its environment variable's value, checked as a given one is.
+  for (const [name, s] of Object.entries(specs)) {
+    const raw = s.env && !names.has(name) ? Deno.env.get(s.env) : undefined;
+    if (!raw) continue;
+    try {
+      out[name] = convertedValue(name, name, raw, s);
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      throw new UsageError(`${s.env}=${raw}, the default of --${name}: ${e.message}`);
+    }
   }
   for (const name of names) {
     const { refused, unimplemented } = specs[name];

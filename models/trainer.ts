@@ -137,6 +137,8 @@ export class Trainer {
   readonly optimizer: AdamW;
   readonly #params: ParamInfo[];
   readonly #normParams: Tensor[];
+  /** {@link TrainerOptions.clipGrad}, its default filled in. */
+  readonly #clipGrad: number;
 
   /**
    * A trainer for `model` on `device`. A model split over more than one
@@ -162,7 +164,7 @@ export class Trainer {
           `or each rank clips by its own part of the gradient norm`,
       );
     }
-    const clip = opts.clipGrad ?? DEFAULT_CLIP_GRAD;
+    const clip = this.#clipGrad = opts.clipGrad ?? DEFAULT_CLIP_GRAD;
     if (!(clip <= 0 || clip > 0)) {
       throw new RangeError(`Trainer: clipGrad must be a number (≤ 0: off), got ${clip}`);
     }
@@ -341,8 +343,7 @@ export class Trainer {
       // the squares): all ranks see the same found-inf flag and skip together.
       let sq = this.optimizer.gradSumSquares(this.#normParams);
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
-      const clip = this.opts.clipGrad ?? DEFAULT_CLIP_GRAD;
-      const coef = clipCoefficient(sq, clip, { scale, skipNonFinite: !!scaler });
+      const coef = clipCoefficient(sq, this.#clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);
       device.recycleStreamTextures(); // the next step's weights take the gradients' textures
       this.refreshHalfCopies();

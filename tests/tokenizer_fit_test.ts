@@ -12,7 +12,7 @@ import { type HostTensor, writeSafetensors } from "../models/checkpoint/mod.ts";
 import { modelTokenizer } from "../cli/model_tokenizer.ts";
 import { UsageError } from "../cli/flags.ts";
 import { CheckpointError } from "../models/checkpoint/safetensors.ts";
-import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
+import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
 const V = 50304, H = 8, NH = 2, P = 16, F = 4 * H;
@@ -122,9 +122,7 @@ Deno.test({
       ...["--log-json", join(dir, "resumed.jsonl")],
     ]);
     equal(resumed.code, 0, resumed.stderr);
-    const losses = (f: string) =>
-      Deno.readTextFileSync(join(dir, f)).trim().split("\n").map((l) => JSON.parse(l))
-        .filter((r) => r.loss !== undefined).map((r) => r.loss);
+    const losses = (f: string) => jsonlLosses(Deno.readTextFileSync(join(dir, f)));
     equal(JSON.stringify(losses("resumed.jsonl")), JSON.stringify(losses("whole.jsonl").slice(1)));
     // The byte tokenizer cannot drive it; the advice names the one that can.
     const byte = await runCli("cli/train.ts", [
