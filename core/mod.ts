@@ -43,6 +43,7 @@ export {
   assertSameDevice,
   assertSameShape,
   denseGrad,
+  disposeOnThrow,
   dropUnpacked,
   type DType,
   fmtShape,
@@ -103,7 +104,7 @@ export {
   learningRate,
   type LrSchedule,
 } from "./optim.ts";
-export { deriveSeed, type RngDraw, RngStream } from "./rng.ts";
+export { checkDraw, deriveSeed, type RngDraw, RngStream } from "./rng.ts";
 export {
   bf16BitsToF32,
   decodeHalfInto,

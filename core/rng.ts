@@ -13,6 +13,25 @@ export interface RngDraw {
   offset: number;
 }
 
+/**
+ * Refuses a draw the kernels would read as another one: they take the seed as
+ * two 32-bit words and the offset as one, so a negative or fractional seed, or
+ * an offset past 2^32, would silently repeat some other draw's numbers.
+ * Returns `draw`; `op` names the caller in the message.
+ */
+export function checkDraw(op: string, draw: RngDraw): RngDraw {
+  const { seed, offset } = draw;
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`${op}: a draw's seed must be a non-negative integer, got ${seed}`);
+  }
+  if (!Number.isInteger(offset) || offset < 0 || offset >= 2 ** 32) {
+    throw new RangeError(
+      `${op}: a draw's offset must be an integer in [0, 2^32), got ${offset}`,
+    );
+  }
+  return draw;
+}
+
 /** A reproducible sequence of {@link RngDraw}s. */
 export class RngStream {
   /** Next offset to hand out. */

@@ -525,6 +525,36 @@ function endScope(device: Device, scope: Set<{ dispose(): void }>, result: unkno
 }
 
 /**
+ * Runs one op's body `fn` (synchronous): if it throws, every tensor made inside
+ * it is disposed before the error goes on, so an op refused after making its
+ * output (a tensor past one binding, refused at dispatch) leaves nothing
+ * behind, in a `tidy` scope or outside one. If it returns, the tensors it made
+ * stay where they would have been without it: in the enclosing scope, or the
+ * caller's. Persistent tensors are never disposed.
+ */
+export function disposeOnThrow<T>(device: Device, fn: () => T): T {
+  const made = new Set<{ dispose(): void }>();
+  device.scopes.push(made);
+  const close = (failed: boolean) => {
+    if (device.scopes.pop() !== made) throw new Error("disposeOnThrow: tensor scopes unbalanced");
+    const parent = device.scopes[device.scopes.length - 1];
+    for (const t of made) {
+      if (!failed) parent?.add(t);
+      else if (!(t instanceof Tensor && t.persistent)) t.dispose();
+    }
+  };
+  let r: T;
+  try {
+    r = fn();
+  } catch (e) {
+    close(true);
+    throw e;
+  }
+  close(false);
+  return r;
+}
+
+/**
  * Runs `fn` and disposes every tensor created inside it, except those it returns
  * (directly or inside arrays/objects) and those marked persistent. Works with
  * sync and async functions; scopes nest.

@@ -14,7 +14,7 @@ import {
   sumPackedTextureKernel,
 } from "../../kernels/half.ts";
 import { convertsThroughTexture, recordHalfConversion } from "../half_convert.ts";
-import { Tensor } from "../tensor.ts";
+import { disposeOnThrow, Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
 import { elementWindows } from "./raw.ts";
 
@@ -31,8 +31,10 @@ function pairWindows(x: Tensor, n: number) {
  * `ceil(size/2)` words holding the bits (half the bytes of `x`).
  */
 export function packHalf(x: Tensor, format: HalfFormat): Tensor {
-  const words = Tensor.empty(x.device, [Math.max(1, Math.ceil(x.size / 2))], "i32");
-  return packHalfInto(words, x, format);
+  return disposeOnThrow(x.device, () => {
+    const words = Tensor.empty(x.device, [Math.max(1, Math.ceil(x.size / 2))], "i32");
+    return packHalfInto(words, x, format);
+  });
 }
 
 /** Packs `x` (f32) as `format` into `words` (from {@link packHalf}); returns `words`. */
@@ -56,18 +58,20 @@ export function packHalfInto(words: Tensor, x: Tensor, format: HalfFormat): Tens
 
 /** The f32 tensor of `shape` whose values `words` (from {@link packHalf}) hold. */
 export function unpackHalf(words: Tensor, shape: readonly number[], format: HalfFormat): Tensor {
-  const out = Tensor.empty(words.device, shape);
-  for (const [s, c] of pairWindows(out, out.size)) {
-    recordHalfConversion(
-      words.device,
-      "unpack",
-      format,
-      c,
-      subBinding(words.binding, s / 2, Math.ceil(c / 2)),
-      subBinding(out.binding, s, c),
-    );
-  }
-  return out;
+  return disposeOnThrow(words.device, () => {
+    const out = Tensor.empty(words.device, shape);
+    for (const [s, c] of pairWindows(out, out.size)) {
+      recordHalfConversion(
+        words.device,
+        "unpack",
+        format,
+        c,
+        subBinding(words.binding, s / 2, Math.ceil(c / 2)),
+        subBinding(out.binding, s, c),
+      );
+    }
+    return out;
+  });
 }
 
 /** Rounds every value of `x` (f32) in place to `format` and back (overflow → ±∞). */

@@ -20,7 +20,7 @@ import { type MatmulShape, textureBSize } from "../../kernels/matmul.ts";
 import { STREAM_ROW_TEXELS } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
 import type { Device } from "../device.ts";
-import { assertF32, fmtShape, Tensor } from "../tensor.ts";
+import { assertF32, disposeOnThrow, fmtShape, Tensor } from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { subBinding, type Window, windows } from "../windows.ts";
 import { columnSum, mapRaw, zeros } from "./raw.ts";
@@ -265,27 +265,29 @@ function mm(
  * table into a texture first would cost more than reading it from the buffer.
  */
 export function lmHeadLogits(hidden: Tensor, table: Tensor, bias?: Tensor): Tensor {
-  const device = hidden.device;
-  const h = checkOperands(hidden, table, bias);
-  const m = hidden.size / h;
-  const chunks = vocabChunks(device, table.shape[0], h, m);
-  if (chunks.length === 1) return linear(hidden, table, bias);
-  const x = hidden.view([m, h]);
-  const parts = chunks.map((c) => chunkProduct(device, x, table, bias, c));
-  const vocab = table.shape[0];
-  let all: Tensor;
-  if (m * vocab * 4 <= device.maxBindingBytes) {
-    all = device.noGrad(() => concat(parts, 1));
-  } else {
-    // Logits larger than one binding: place each chunk's rows by buffer copies.
-    all = Tensor.empty(device, [m, vocab]);
-    chunks.forEach(([r0, n], k) => {
-      for (let r = 0; r < m; r++) {
-        device.copy(parts[k].buffer, r * n * 4, all.buffer, (r * vocab + r0) * 4, n * 4);
-      }
-    });
-  }
-  for (const p of parts) p.dispose();
-  x.dispose();
-  return all.view([...hidden.shape.slice(0, -1), vocab]);
+  return disposeOnThrow(hidden.device, () => {
+    const device = hidden.device;
+    const h = checkOperands(hidden, table, bias);
+    const m = hidden.size / h;
+    const chunks = vocabChunks(device, table.shape[0], h, m);
+    if (chunks.length === 1) return linear(hidden, table, bias);
+    const x = hidden.view([m, h]);
+    const parts = chunks.map((c) => chunkProduct(device, x, table, bias, c));
+    const vocab = table.shape[0];
+    let all: Tensor;
+    if (m * vocab * 4 <= device.maxBindingBytes) {
+      all = device.noGrad(() => concat(parts, 1));
+    } else {
+      // Logits larger than one binding: place each chunk's rows by buffer copies.
+      all = Tensor.empty(device, [m, vocab]);
+      chunks.forEach(([r0, n], k) => {
+        for (let r = 0; r < m; r++) {
+          device.copy(parts[k].buffer, r * n * 4, all.buffer, (r * vocab + r0) * 4, n * 4);
+        }
+      });
+    }
+    for (const p of parts) p.dispose();
+    x.dispose();
+    return all.view([...hidden.shape.slice(0, -1), vocab]);
+  });
 }

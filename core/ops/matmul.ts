@@ -13,7 +13,14 @@ import {
 } from "../../kernels/matmul.ts";
 import { record } from "../autograd.ts";
 import type { Device, TextureBinding } from "../device.ts";
-import { assertF32, assertSameDevice, fmtShape, type HalfCopy, Tensor } from "../tensor.ts";
+import {
+  assertF32,
+  assertSameDevice,
+  disposeOnThrow,
+  fmtShape,
+  type HalfCopy,
+  Tensor,
+} from "../tensor.ts";
 import type { BufferBinding } from "../windows.ts";
 import { sumToSize } from "./raw.ts";
 
@@ -220,39 +227,41 @@ export function recordPlan(device: Device, plan: DispatchPlan, bufs: BufferBindi
  * A 2-D `b` is shared by every batch entry of `a` (a weight).
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
-  const transA = opts.transA ?? false;
-  const transB = opts.transB ?? false;
-  const alpha = opts.alpha ?? 1;
-  assertF32("matmul", a, b, opts.bias);
-  const g = geometry(a, b, transA, transB);
-  const half = opts.bHalf !== undefined ? opts.bHalf : b.halfCopy;
-  const out = matmulInto(Tensor.empty(a.device, g.outShape), a, b, { ...opts, bHalf: half });
-  const bias = opts.bias;
-  const inputs = bias ? [a, b, bias] : [a, b];
-  return record(out, "matmul", inputs, (grad) => {
-    // Work in the kernel's geometry: operands as [r, c] (shared) or [batch, r, c].
-    const av = kernelView(a, g, g.batchA);
-    const bv = kernelView(b, g, g.batchB);
-    const gv = g.batch > 1 ? grad.view([g.batch, g.M, g.N]) : grad.view([g.M, g.N]);
-    let ga: Tensor | null = null;
-    let gb: Tensor | null = null;
-    if (a.requiresGrad) {
-      const raw = transA
-        ? matmul(bv, gv, { transA: transB, transB: true, alpha, bHalf: null })
-        : matmul(gv, bv, { transB: !transB, alpha, bHalf: half });
-      ga = toShape(raw, a.shape);
-    }
-    if (b.requiresGrad) {
-      const raw = transB
-        ? matmul(gv, av, { transA: true, transB: transA, alpha, bHalf: null })
-        : matmul(av, gv, { transA: !transA, alpha, bHalf: null });
-      gb = toShape(raw, b.shape);
-    }
-    av.dispose();
-    bv.dispose();
-    gv.dispose();
-    if (!bias) return [ga, gb];
-    return [ga, gb, bias.requiresGrad ? sumToSize(grad, bias.shape) : null];
+  return disposeOnThrow(a.device, () => {
+    const transA = opts.transA ?? false;
+    const transB = opts.transB ?? false;
+    const alpha = opts.alpha ?? 1;
+    assertF32("matmul", a, b, opts.bias);
+    const g = geometry(a, b, transA, transB);
+    const half = opts.bHalf !== undefined ? opts.bHalf : b.halfCopy;
+    const out = matmulInto(Tensor.empty(a.device, g.outShape), a, b, { ...opts, bHalf: half });
+    const bias = opts.bias;
+    const inputs = bias ? [a, b, bias] : [a, b];
+    return record(out, "matmul", inputs, (grad) => {
+      // Work in the kernel's geometry: operands as [r, c] (shared) or [batch, r, c].
+      const av = kernelView(a, g, g.batchA);
+      const bv = kernelView(b, g, g.batchB);
+      const gv = g.batch > 1 ? grad.view([g.batch, g.M, g.N]) : grad.view([g.M, g.N]);
+      let ga: Tensor | null = null;
+      let gb: Tensor | null = null;
+      if (a.requiresGrad) {
+        const raw = transA
+          ? matmul(bv, gv, { transA: transB, transB: true, alpha, bHalf: null })
+          : matmul(gv, bv, { transB: !transB, alpha, bHalf: half });
+        ga = toShape(raw, a.shape);
+      }
+      if (b.requiresGrad) {
+        const raw = transB
+          ? matmul(gv, av, { transA: true, transB: transA, alpha, bHalf: null })
+          : matmul(av, gv, { transA: !transA, alpha, bHalf: null });
+        gb = toShape(raw, b.shape);
+      }
+      av.dispose();
+      bv.dispose();
+      gv.dispose();
+      if (!bias) return [ga, gb];
+      return [ga, gb, bias.requiresGrad ? sumToSize(grad, bias.shape) : null];
+    });
   });
 }
 
@@ -281,16 +290,18 @@ export function linear(
   bias?: Tensor,
   epilogue: Pick<MatmulOpts, "geluOut"> = {},
 ): Tensor {
-  if (weight.rank !== 2) {
-    throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
-  }
-  const inF = x.shape[x.rank - 1];
-  if (inF !== weight.shape[1]) {
-    throw new Error(
-      `linear: shape mismatch, input ${fmtShape(x.shape)} has ${inF} features but weight ${
-        fmtShape(weight.shape)
-      } expects ${weight.shape[1]}`,
-    );
-  }
-  return matmul(x, weight, { transB: true, bias, ...epilogue });
+  return disposeOnThrow(x.device, () => {
+    if (weight.rank !== 2) {
+      throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
+    }
+    const inF = x.shape[x.rank - 1];
+    if (inF !== weight.shape[1]) {
+      throw new Error(
+        `linear: shape mismatch, input ${fmtShape(x.shape)} has ${inF} features but weight ${
+          fmtShape(weight.shape)
+        } expects ${weight.shape[1]}`,
+      );
+    }
+    return matmul(x, weight, { transB: true, bias, ...epilogue });
+  });
 }

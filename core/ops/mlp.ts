@@ -11,7 +11,7 @@
 
 import type { GeluKind } from "../../kernels/elementwise.ts";
 import { record } from "../autograd.ts";
-import { fmtShape, Tensor } from "../tensor.ts";
+import { disposeOnThrow, fmtShape, Tensor } from "../tensor.ts";
 import { linear, matmul } from "./matmul.ts";
 import { sumToSize } from "./raw.ts";
 
@@ -30,10 +30,12 @@ export function linearGelu(
   bias: Tensor | undefined,
   kind: GeluKind,
 ): PreAndActivation {
-  const act = Tensor.empty(x.device, [...x.shape.slice(0, -1), weight.shape[0]]);
-  const pre = linear(x, weight, bias, { geluOut: { kind, into: act } });
-  if (x.device.saveActivationsAs) Tensor.noteSaved(act);
-  return { pre, act };
+  return disposeOnThrow(x.device, () => {
+    const act = Tensor.empty(x.device, [...x.shape.slice(0, -1), weight.shape[0]]);
+    const pre = linear(x, weight, bias, { geluOut: { kind, into: act } });
+    if (x.device.saveActivationsAs) Tensor.noteSaved(act);
+    return { pre, act };
+  });
 }
 
 /**
@@ -49,28 +51,30 @@ export function geluLinear(
   kind: GeluKind,
   bias?: Tensor,
 ): Tensor {
-  if (act.size !== pre.size || act.shape[act.rank - 1] !== weight.shape[1]) {
-    throw new Error(
-      `geluLinear: activation ${fmtShape(act.shape)}, pre-activation ${fmtShape(pre.shape)} ` +
-        `and weight ${fmtShape(weight.shape)} do not fit`,
-    );
-  }
-  const out = pre.device.noGrad(() => linear(act, weight, bias));
-  return record(out, "gelu+linear", bias ? [pre, weight, bias] : [pre, weight], (grad) => {
-    const inF = weight.shape[1];
-    const rows = pre.size / inF;
-    const g = grad.view([rows, weight.shape[0]]);
-    const a = act.view([rows, inF]);
-    const p = pre.view([rows, inF]);
-    let gPre: Tensor | null = null;
-    if (pre.requiresGrad) {
-      const raw = matmul(g, weight, { geluGrad: { kind, pre: p } });
-      gPre = raw.view(pre.shape);
-      raw.dispose();
+  return disposeOnThrow(pre.device, () => {
+    if (act.size !== pre.size || act.shape[act.rank - 1] !== weight.shape[1]) {
+      throw new Error(
+        `geluLinear: activation ${fmtShape(act.shape)}, pre-activation ${fmtShape(pre.shape)} ` +
+          `and weight ${fmtShape(weight.shape)} do not fit`,
+      );
     }
-    const gW = weight.requiresGrad ? matmul(g, a, { transA: true }) : null;
-    const gB = bias?.requiresGrad ? sumToSize(grad, bias.shape) : null;
-    for (const t of [g, a, p]) t.dispose();
-    return bias ? [gPre, gW, gB] : [gPre, gW];
+    const out = pre.device.noGrad(() => linear(act, weight, bias));
+    return record(out, "gelu+linear", bias ? [pre, weight, bias] : [pre, weight], (grad) => {
+      const inF = weight.shape[1];
+      const rows = pre.size / inF;
+      const g = grad.view([rows, weight.shape[0]]);
+      const a = act.view([rows, inF]);
+      const p = pre.view([rows, inF]);
+      let gPre: Tensor | null = null;
+      if (pre.requiresGrad) {
+        const raw = matmul(g, weight, { geluGrad: { kind, pre: p } });
+        gPre = raw.view(pre.shape);
+        raw.dispose();
+      }
+      const gW = weight.requiresGrad ? matmul(g, a, { transA: true }) : null;
+      const gB = bias?.requiresGrad ? sumToSize(grad, bias.shape) : null;
+      for (const t of [g, a, p]) t.dispose();
+      return bias ? [gPre, gW, gB] : [gPre, gW];
+    });
   });
 }

@@ -35,11 +35,12 @@ import {
   softmaxForwardKernel,
 } from "../../kernels/softmax.ts";
 import { record } from "../autograd.ts";
-import type { RngDraw } from "../rng.ts";
+import { checkDraw, type RngDraw } from "../rng.ts";
 import {
   type AddableGrad,
   assertF32,
   assertSameDevice,
+  disposeOnThrow,
   fmtShape,
   lastDim,
   Tensor,
@@ -91,45 +92,47 @@ export function layerNorm(
   beta: Tensor,
   eps = DEFAULT_LAYER_NORM_EPS,
 ): Tensor {
-  const { rows, cols } = normRows("layerNorm", x, gamma, beta, eps);
-  const device = x.device;
-  const y = Tensor.empty(device, x.shape);
-  const mean = Tensor.empty(device, [rows]);
-  const rstd = Tensor.empty(device, [rows]);
-  const d = layerNormDispatch(rows, cols, eps);
-  dispatchRowsFrom(
-    device,
-    { plain: layerNormForwardKernel(), texture: layerNormForwardTextureKernel() },
-    [x, gamma, beta],
-    [y.binding, mean.binding, rstd.binding],
-    d.params,
-    rows,
-    cols,
-  );
-  const out = record(y, "layerNorm", [x, gamma, beta], (g) => {
-    let dx: Tensor | null = null;
-    if (x.requiresGrad) {
-      dx = Tensor.empty(device, x.shape);
-      dispatchRowsFrom(
-        device,
-        { plain: layerNormBackwardKernel(), texture: layerNormBackwardTextureKernel() },
-        [x, gamma, g],
-        [mean.binding, rstd.binding, dx.binding],
-        d.params,
-        rows,
-        cols,
-      );
+  return disposeOnThrow(x.device, () => {
+    const { rows, cols } = normRows("layerNorm", x, gamma, beta, eps);
+    const device = x.device;
+    const y = Tensor.empty(device, x.shape);
+    const mean = Tensor.empty(device, [rows]);
+    const rstd = Tensor.empty(device, [rows]);
+    const d = layerNormDispatch(rows, cols, eps);
+    dispatchRowsFrom(
+      device,
+      { plain: layerNormForwardKernel(), texture: layerNormForwardTextureKernel() },
+      [x, gamma, beta],
+      [y.binding, mean.binding, rstd.binding],
+      d.params,
+      rows,
+      cols,
+    );
+    const out = record(y, "layerNorm", [x, gamma, beta], (g) => {
+      let dx: Tensor | null = null;
+      if (x.requiresGrad) {
+        dx = Tensor.empty(device, x.shape);
+        dispatchRowsFrom(
+          device,
+          { plain: layerNormBackwardKernel(), texture: layerNormBackwardTextureKernel() },
+          [x, gamma, g],
+          [mean.binding, rstd.binding, dx.binding],
+          d.params,
+          rows,
+          cols,
+        );
+      }
+      const [dg, db] = gamma.requiresGrad || beta.requiresGrad
+        ? layerNormParamGrads(x, g, mean, rstd, gamma.shape)
+        : [null, null];
+      return [dx, dg, db];
+    });
+    if (!out.node) {
+      mean.dispose();
+      rstd.dispose();
     }
-    const [dg, db] = gamma.requiresGrad || beta.requiresGrad
-      ? layerNormParamGrads(x, g, mean, rstd, gamma.shape)
-      : [null, null];
-    return [dx, dg, db];
+    return out;
   });
-  if (!out.node) {
-    mean.dispose();
-    rstd.dispose();
-  }
-  return out;
 }
 
 /**
@@ -197,43 +200,45 @@ export interface SoftmaxOpts {
 
 /** Softmax over the last dimension, fused with scale and mask. */
 export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
-  assertF32("softmax", x, opts.keep);
-  assertSameDevice("softmax", x, opts.keep);
-  const cols = lastDim("softmax", x);
-  if (x.size === 0) throw new Error(`softmax: ${fmtShape(x.shape)} has no elements`);
-  const scale = opts.scale ?? 1;
-  const mask = opts.mask ?? "none";
-  const rows = x.size / cols;
-  const qLen = x.rank >= 2 ? x.shape[x.rank - 2] : 1;
-  let rowsPerBatch = 1;
-  const bufs = [x.binding];
-  if (mask === "padding") {
-    const keep = opts.keep;
-    if (!keep) throw new Error("softmax: padding mask needs a `keep` tensor");
-    const batch = keep.size / cols;
-    if (!Number.isInteger(batch) || rows % batch !== 0 || keep.shape[keep.rank - 1] !== cols) {
-      throw new Error(
-        `softmax: padding mask ${fmtShape(keep.shape)} does not fit scores ${fmtShape(x.shape)}`,
-      );
+  return disposeOnThrow(x.device, () => {
+    assertF32("softmax", x, opts.keep);
+    assertSameDevice("softmax", x, opts.keep);
+    const cols = lastDim("softmax", x);
+    if (x.size === 0) throw new Error(`softmax: ${fmtShape(x.shape)} has no elements`);
+    const scale = opts.scale ?? 1;
+    const mask = opts.mask ?? "none";
+    const rows = x.size / cols;
+    const qLen = x.rank >= 2 ? x.shape[x.rank - 2] : 1;
+    let rowsPerBatch = 1;
+    const bufs = [x.binding];
+    if (mask === "padding") {
+      const keep = opts.keep;
+      if (!keep) throw new Error("softmax: padding mask needs a `keep` tensor");
+      const batch = keep.size / cols;
+      if (!Number.isInteger(batch) || rows % batch !== 0 || keep.shape[keep.rank - 1] !== cols) {
+        throw new Error(
+          `softmax: padding mask ${fmtShape(keep.shape)} does not fit scores ${fmtShape(x.shape)}`,
+        );
+      }
+      rowsPerBatch = rows / batch;
+      bufs.push(keep.binding);
     }
-    rowsPerBatch = rows / batch;
-    bufs.push(keep.binding);
-  }
-  const y = Tensor.empty(x.device, x.shape);
-  bufs.push(y.binding);
-  const d = softmaxDispatch(rows, cols, scale, qLen, rowsPerBatch);
-  dispatchRows(x.device, softmaxForwardKernel(mask), bufs, d.params, rows, cols);
-  return record(y, "softmax", [x], (g) => {
-    const dx = Tensor.empty(x.device, x.shape);
-    dispatchRows(
-      x.device,
-      softmaxBackwardKernel(),
-      [y.binding, g.binding, dx.binding],
-      d.params,
-      rows,
-      cols,
-    );
-    return [dx];
+    const y = Tensor.empty(x.device, x.shape);
+    bufs.push(y.binding);
+    const d = softmaxDispatch(rows, cols, scale, qLen, rowsPerBatch);
+    dispatchRows(x.device, softmaxForwardKernel(mask), bufs, d.params, rows, cols);
+    return record(y, "softmax", [x], (g) => {
+      const dx = Tensor.empty(x.device, x.shape);
+      dispatchRows(
+        x.device,
+        softmaxBackwardKernel(),
+        [y.binding, g.binding, dx.binding],
+        d.params,
+        rows,
+        cols,
+      );
+      return [dx];
+    });
   });
 }
 
@@ -243,16 +248,19 @@ export function softmax(x: Tensor, opts: SoftmaxOpts = {}): Tensor {
  * elements per invocation with x read from a stream texture, the same mask.
  */
 export function dropoutRaw(x: Tensor, p: number, draw: RngDraw): Tensor {
-  assertF32("dropout", x);
-  const out = Tensor.empty(x.device, x.shape);
-  const views = x.size % 4 === 0
-    ? streamTextures(x.device, [{ binding: x.binding, vec4s: x.size / 4 }])
-    : null;
-  const d = dropoutDispatch(x.size, p, draw.seed, draw.offset, views ? 4 : 1);
-  if (views) {
-    x.device.dispatch(dropoutTextureKernel(), [...views, out.binding], d.params, d.workgroups);
-  } else x.device.dispatch(dropoutKernel(), [x.binding, out.binding], d.params, d.workgroups);
-  return out;
+  return disposeOnThrow(x.device, () => {
+    assertF32("dropout", x);
+    checkDraw("dropout", draw);
+    const out = Tensor.empty(x.device, x.shape);
+    const views = x.size % 4 === 0
+      ? streamTextures(x.device, [{ binding: x.binding, vec4s: x.size / 4 }])
+      : null;
+    const d = dropoutDispatch(x.size, p, draw.seed, draw.offset, views ? 4 : 1);
+    if (views) {
+      x.device.dispatch(dropoutTextureKernel(), [...views, out.binding], d.params, d.workgroups);
+    } else x.device.dispatch(dropoutKernel(), [x.binding, out.binding], d.params, d.workgroups);
+    return out;
+  });
 }
 
 /**
@@ -280,36 +288,38 @@ export function embedding(
   start = 0,
   vocab?: number,
 ): Tensor {
-  checkLookup("embedding", weight, tokenIds, vocab ?? start + weight.shape[0]);
-  const ids = tokenIds.tensor;
-  const [rows, dim] = weight.shape;
-  const device = weight.device;
-  const out = Tensor.empty(device, [...ids.shape, dim]);
-  // A table or an output larger than one binding is bound in windows: blocks of
-  // tokens × windows of table rows (each window writes only its own rows).
-  const tokenBlocks = rowBlocks(device, ids.size, dim, Infinity);
-  const tableWindows = rowBlocks(device, rows, dim, Infinity);
-  for (const [t0, tn] of tokenBlocks) {
-    tableWindows.forEach(([w0, wn], w) => {
-      const d = embeddingForwardDispatch(tn, dim, start + w0, wn, w === 0);
-      device.dispatch(
-        embeddingForwardKernel(),
-        [
-          subBinding(weight.binding, w0 * dim, wn * dim),
-          subBinding(ids.binding, t0, tn),
-          subBinding(out.binding, t0 * dim, tn * dim),
-        ],
-        d.params,
-        d.workgroups,
-      );
-    });
-  }
-  return record(
-    out,
-    "embedding",
-    [weight],
-    (g) => [embeddingAddableGrad(weight, tokenIds, g, start)],
-  );
+  return disposeOnThrow(weight.device, () => {
+    checkLookup("embedding", weight, tokenIds, vocab ?? start + weight.shape[0]);
+    const ids = tokenIds.tensor;
+    const [rows, dim] = weight.shape;
+    const device = weight.device;
+    const out = Tensor.empty(device, [...ids.shape, dim]);
+    // A table or an output larger than one binding is bound in windows: blocks of
+    // tokens × windows of table rows (each window writes only its own rows).
+    const tokenBlocks = rowBlocks(device, ids.size, dim, Infinity);
+    const tableWindows = rowBlocks(device, rows, dim, Infinity);
+    for (const [t0, tn] of tokenBlocks) {
+      tableWindows.forEach(([w0, wn], w) => {
+        const d = embeddingForwardDispatch(tn, dim, start + w0, wn, w === 0);
+        device.dispatch(
+          embeddingForwardKernel(),
+          [
+            subBinding(weight.binding, w0 * dim, wn * dim),
+            subBinding(ids.binding, t0, tn),
+            subBinding(out.binding, t0 * dim, tn * dim),
+          ],
+          d.params,
+          d.workgroups,
+        );
+      });
+    }
+    return record(
+      out,
+      "embedding",
+      [weight],
+      (g) => [embeddingAddableGrad(weight, tokenIds, g, start)],
+    );
+  });
 }
 
 /**
@@ -541,36 +551,38 @@ export function crossEntropy(
   valid?: number,
   normalizer?: number,
 ): Tensor {
-  const targets = TokenIds.check("crossEntropy", targetIds, "targets", logits.device).tensor;
-  assertF32("crossEntropy", logits);
-  const cols = lastDim("crossEntropy", logits);
-  const rows = logits.size / cols;
-  const v = valid ?? cols;
-  if (targets.size !== rows) {
-    throw new Error(
-      `crossEntropy: shape mismatch, ${rows} rows of logits ${
-        fmtShape(logits.shape)
-      } vs ${targets.size} targets ${fmtShape(targets.shape)}`,
+  return disposeOnThrow(logits.device, () => {
+    const targets = TokenIds.check("crossEntropy", targetIds, "targets", logits.device).tensor;
+    assertF32("crossEntropy", logits);
+    const cols = lastDim("crossEntropy", logits);
+    const rows = logits.size / cols;
+    const v = valid ?? cols;
+    if (targets.size !== rows) {
+      throw new Error(
+        `crossEntropy: shape mismatch, ${rows} rows of logits ${
+          fmtShape(logits.shape)
+        } vs ${targets.size} targets ${fmtShape(targets.shape)}`,
+      );
+    }
+    if (!Number.isInteger(v) || v < 1 || v > cols) {
+      throw new Error(`crossEntropy: valid columns ${v} not an integer in [1, ${cols}]`);
+    }
+    const count = countTargets(targetIds, v);
+    const device = logits.device;
+    const rowLoss = Tensor.empty(device, [rows]);
+    const lse = Tensor.empty(device, [rows]);
+    const d = crossEntropyDispatch(rows, cols, v);
+    dispatchRows(
+      device,
+      crossEntropyForwardKernel(),
+      [logits.binding, targets.binding, rowLoss.binding, lse.binding],
+      d.params,
+      rows,
+      cols,
     );
-  }
-  if (!Number.isInteger(v) || v < 1 || v > cols) {
-    throw new Error(`crossEntropy: valid columns ${v} not an integer in [1, ${cols}]`);
-  }
-  const count = countTargets(targetIds, v);
-  const device = logits.device;
-  const rowLoss = Tensor.empty(device, [rows]);
-  const lse = Tensor.empty(device, [rows]);
-  const d = crossEntropyDispatch(rows, cols, v);
-  dispatchRows(
-    device,
-    crossEntropyForwardKernel(),
-    [logits.binding, targets.binding, rowLoss.binding, lse.binding],
-    d.params,
-    rows,
-    cols,
-  );
-  const divisor = lossDivisor("crossEntropy", normalizer, count);
-  return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, divisor, d);
+    const divisor = lossDivisor("crossEntropy", normalizer, count);
+    return finishCrossEntropy("crossEntropy", logits, targets, rowLoss, lse, divisor, d);
+  });
 }
 
 /**

@@ -5,8 +5,8 @@
 
 import { randomDispatch, randomKernel } from "../../kernels/rng.ts";
 import type { Device } from "../device.ts";
-import type { RngDraw } from "../rng.ts";
-import { Tensor } from "../tensor.ts";
+import { checkDraw, type RngDraw } from "../rng.ts";
+import { disposeOnThrow, Tensor } from "../tensor.ts";
 import { subBinding } from "../windows.ts";
 import { elementWindows } from "./raw.ts";
 
@@ -22,7 +22,9 @@ export function randn(
   mean = 0,
   start = 0,
 ): Tensor {
-  return drawInto(Tensor.empty(device, shape), "normal", draw, mean, std, start);
+  return disposeOnThrow(device, () => {
+    return drawInto(Tensor.empty(device, shape), "normal", draw, mean, std, start);
+  });
 }
 
 /** Uniform values in [lo, hi); indexing as in {@link randn}. */
@@ -34,7 +36,9 @@ export function rand(
   hi = 1,
   start = 0,
 ): Tensor {
-  return drawInto(Tensor.empty(device, shape), "uniform", draw, lo, hi, start);
+  return disposeOnThrow(device, () => {
+    return drawInto(Tensor.empty(device, shape), "uniform", draw, lo, hi, start);
+  });
 }
 
 /** Fills `t` with draws `start + i`, window by window (the values do not depend on the windows). */
@@ -46,6 +50,7 @@ function drawInto(
   b: number,
   start: number,
 ): Tensor {
+  checkDraw(dist === "normal" ? "randn" : "rand", draw);
   for (const [s, c] of elementWindows(t.device, t.size)) {
     const d = randomDispatch(c, draw.seed, draw.offset, a, b, start + s);
     t.device.dispatch(randomKernel(dist), [subBinding(t.binding, s, c)], d.params, d.workgroups);

@@ -25,8 +25,15 @@ import {
 import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { record, recordMulti } from "../autograd.ts";
 import type { BufferBinding, TextureBinding } from "../device.ts";
-import type { RngDraw } from "../rng.ts";
-import { type AddableGrad, assertF32, assertSameShape, fmtShape, Tensor } from "../tensor.ts";
+import { checkDraw, type RngDraw } from "../rng.ts";
+import {
+  type AddableGrad,
+  assertF32,
+  assertSameShape,
+  disposeOnThrow,
+  fmtShape,
+  Tensor,
+} from "../tensor.ts";
 import { TokenIds } from "../token_ids.ts";
 import { rowBlocks, subBinding } from "../windows.ts";
 import { add } from "./basic.ts";
@@ -64,6 +71,7 @@ function activeDrop(op: string, drop: DropoutSpec | null | undefined): DropoutSp
   if (!(drop.p > 0 && drop.p < 1)) {
     throw new Error(`${op}: dropout probability must be in [0, 1), got ${drop.p}`);
   }
+  checkDraw(op, drop.draw);
   return drop;
 }
 
@@ -83,57 +91,59 @@ export function residualLayerNorm(
   beta: Tensor,
   eps = DEFAULT_LAYER_NORM_EPS,
 ): ResidualNorm {
-  assertSameShape("residualLayerNorm", x, a);
-  assertF32("residualLayerNorm", x, a);
-  const d0 = activeDrop("residualLayerNorm", drop);
-  const { rows, cols } = normRows("residualLayerNorm", x, gamma, beta, eps);
-  const device = x.device;
-  const sum = Tensor.empty(device, x.shape);
-  const normed = Tensor.empty(device, x.shape);
-  const mean = Tensor.empty(device, [rows]);
-  const rstd = Tensor.empty(device, [rows]);
-  const params = residualNormDispatch(rows, cols, eps, d0?.p, d0?.draw.seed, d0?.draw.offset)
-    .params;
-  dispatchRowsFrom(
-    device,
-    { plain: residualNormForwardKernel(!!d0), texture: residualNormForwardTextureKernel(!!d0) },
-    [x, a, gamma, beta],
-    [sum.binding, normed.binding, mean.binding, rstd.binding],
-    params,
-    rows,
-    cols,
-  );
-  recordMulti([sum, normed], "residualLayerNorm", [x, a, gamma, beta], ([gSum, gNormed]) => {
-    if (!gNormed) {
-      // Only the residual stream was used: d x = g, d a = dropout(g).
-      return [gSum!.view(), d0 ? dropoutRaw(gSum!, d0.p, d0.draw) : gSum!.view(), null, null];
-    }
-    const dx = Tensor.empty(device, x.shape);
-    const da = d0 ? Tensor.empty(device, x.shape) : null;
+  return disposeOnThrow(x.device, () => {
+    assertSameShape("residualLayerNorm", x, a);
+    assertF32("residualLayerNorm", x, a);
+    const d0 = activeDrop("residualLayerNorm", drop);
+    const { rows, cols } = normRows("residualLayerNorm", x, gamma, beta, eps);
+    const device = x.device;
+    const sum = Tensor.empty(device, x.shape);
+    const normed = Tensor.empty(device, x.shape);
+    const mean = Tensor.empty(device, [rows]);
+    const rstd = Tensor.empty(device, [rows]);
+    const params = residualNormDispatch(rows, cols, eps, d0?.p, d0?.draw.seed, d0?.draw.offset)
+      .params;
     dispatchRowsFrom(
       device,
-      {
-        plain: residualNormBackwardKernel(!!gSum, !!d0),
-        texture: residualNormBackwardTextureKernel(!!gSum, !!d0),
-      },
-      gSum ? [sum, gamma, gNormed, gSum] : [sum, gamma, gNormed],
-      da
-        ? [mean.binding, rstd.binding, dx.binding, da.binding]
-        : [mean.binding, rstd.binding, dx.binding],
+      { plain: residualNormForwardKernel(!!d0), texture: residualNormForwardTextureKernel(!!d0) },
+      [x, a, gamma, beta],
+      [sum.binding, normed.binding, mean.binding, rstd.binding],
       params,
       rows,
       cols,
     );
-    const [dg, db] = gamma.requiresGrad || beta.requiresGrad
-      ? layerNormParamGrads(sum, gNormed, mean, rstd, gamma.shape)
-      : [null, null];
-    return [dx, da ?? dx.view(), dg, db];
+    recordMulti([sum, normed], "residualLayerNorm", [x, a, gamma, beta], ([gSum, gNormed]) => {
+      if (!gNormed) {
+        // Only the residual stream was used: d x = g, d a = dropout(g).
+        return [gSum!.view(), d0 ? dropoutRaw(gSum!, d0.p, d0.draw) : gSum!.view(), null, null];
+      }
+      const dx = Tensor.empty(device, x.shape);
+      const da = d0 ? Tensor.empty(device, x.shape) : null;
+      dispatchRowsFrom(
+        device,
+        {
+          plain: residualNormBackwardKernel(!!gSum, !!d0),
+          texture: residualNormBackwardTextureKernel(!!gSum, !!d0),
+        },
+        gSum ? [sum, gamma, gNormed, gSum] : [sum, gamma, gNormed],
+        da
+          ? [mean.binding, rstd.binding, dx.binding, da.binding]
+          : [mean.binding, rstd.binding, dx.binding],
+        params,
+        rows,
+        cols,
+      );
+      const [dg, db] = gamma.requiresGrad || beta.requiresGrad
+        ? layerNormParamGrads(sum, gNormed, mean, rstd, gamma.shape)
+        : [null, null];
+      return [dx, da ?? dx.view(), dg, db];
+    });
+    if (!sum.node) {
+      mean.dispose();
+      rstd.dispose();
+    }
+    return { sum, normed };
   });
-  if (!sum.node) {
-    mean.dispose();
-    rstd.dispose();
-  }
-  return { sum, normed };
 }
 
 /**
@@ -145,24 +155,26 @@ export function residualDropout(
   a: Tensor,
   drop: DropoutSpec | null | undefined,
 ): Tensor {
-  assertSameShape("residualDropout", x, a);
-  assertF32("residualDropout", x, a);
-  const d0 = activeDrop("residualDropout", drop);
-  if (!d0) return add(x, a);
-  const out = Tensor.empty(x.device, x.shape);
-  const inputs = [x, a].map((t) => ({ binding: t.binding, vec4s: t.size / 4 }));
-  const views = x.size % 4 === 0 ? streamTextures(x.device, inputs) : null;
-  const d = residualDropoutDispatch(x.size, d0.p, d0.draw.seed, d0.draw.offset, views ? 4 : 1);
-  x.device.dispatch(
-    views ? residualDropoutTextureKernel() : residualDropoutKernel(true),
-    [...(views ?? inputs.map((o) => o.binding)), out.binding],
-    d.params,
-    d.workgroups,
-  );
-  return record(out, "residualDropout", [x, a], (g) => [
-    x.requiresGrad ? g.view() : null,
-    a.requiresGrad ? dropoutRaw(g, d0.p, d0.draw) : null,
-  ]);
+  return disposeOnThrow(x.device, () => {
+    assertSameShape("residualDropout", x, a);
+    assertF32("residualDropout", x, a);
+    const d0 = activeDrop("residualDropout", drop);
+    if (!d0) return add(x, a);
+    const out = Tensor.empty(x.device, x.shape);
+    const inputs = [x, a].map((t) => ({ binding: t.binding, vec4s: t.size / 4 }));
+    const views = x.size % 4 === 0 ? streamTextures(x.device, inputs) : null;
+    const d = residualDropoutDispatch(x.size, d0.p, d0.draw.seed, d0.draw.offset, views ? 4 : 1);
+    x.device.dispatch(
+      views ? residualDropoutTextureKernel() : residualDropoutKernel(true),
+      [...(views ?? inputs.map((o) => o.binding)), out.binding],
+      d.params,
+      d.workgroups,
+    );
+    return record(out, "residualDropout", [x, a], (g) => [
+      x.requiresGrad ? g.view() : null,
+      a.requiresGrad ? dropoutRaw(g, d0.p, d0.draw) : null,
+    ]);
+  });
 }
 
 /** The token part of {@link embedPositions}: embeddings already looked up, or a lookup to fuse. */
@@ -188,58 +200,60 @@ export function embedPositions(
   drop: DropoutSpec | null | undefined,
   start = 0,
 ): Tensor {
-  const d0 = activeDrop("embedPositions", drop);
-  assertF32("embedPositions", pos, tokens instanceof Tensor ? tokens : null);
-  const lookup = tokens instanceof Tensor ? null : tokens;
-  const shape = lookup ? [...lookup.ids.shape, lookup.table.shape[1]] : (tokens as Tensor).shape;
-  if (lookup) checkLookup("embedPositions", lookup.table, lookup.ids, lookup.table.shape[0]);
-  if (shape.length !== 3 || pos.rank !== 2 || pos.shape[1] !== shape[2]) {
-    throw new Error(
-      `embedPositions: tokens ${fmtShape(shape)} must be [B, T, h] and positions [P, h], got ${
-        fmtShape(pos.shape)
-      }`,
-    );
-  }
-  const [B, T, h] = shape;
-  if (start + T > pos.shape[0]) {
-    throw new Error(
-      `embedPositions: positions ${start}…${start + T - 1} exceed the table (${pos.shape[0]})`,
-    );
-  }
-  const device = pos.device;
-  const out = Tensor.empty(device, shape);
-  const views = embedTextures(tokens, pos, B * T, h, start + T);
-  const d = embedPositionsDispatch(
-    B * T,
-    h,
-    T,
-    start,
-    d0?.p,
-    d0?.draw.seed,
-    d0?.draw.offset,
-    !!views,
-  );
-  const src = lookup ? [lookup.table.binding, lookup.ids.tensor.binding] : [
-    (tokens as Tensor).binding,
-  ];
-  device.dispatch(
-    views
-      ? embedPositionsTextureKernel(!!lookup, !!d0, views.tableTexture)
-      : embedPositionsKernel(!!lookup, !!d0),
-    [...(views ? views.bindings : [...src, pos.binding]), out.binding],
-    d.params,
-    d.workgroups,
-  );
-  const first = lookup ? lookup.table : tokens as Tensor;
-  return record(out, "embedPositions", [first, pos], (g) => {
-    const gTok = d0 ? dropoutRaw(g, d0.p, d0.draw) : g.view();
-    const dPos = pos.requiresGrad ? positionGrad(gTok, pos, B, T * h, start) : null;
-    let dFirst: Tensor | AddableGrad | null = null;
-    if (first.requiresGrad) {
-      dFirst = lookup ? embeddingAddableGrad(lookup.table, lookup.ids, gTok) : gTok.view();
+  return disposeOnThrow(pos.device, () => {
+    const d0 = activeDrop("embedPositions", drop);
+    assertF32("embedPositions", pos, tokens instanceof Tensor ? tokens : null);
+    const lookup = tokens instanceof Tensor ? null : tokens;
+    const shape = lookup ? [...lookup.ids.shape, lookup.table.shape[1]] : (tokens as Tensor).shape;
+    if (lookup) checkLookup("embedPositions", lookup.table, lookup.ids, lookup.table.shape[0]);
+    if (shape.length !== 3 || pos.rank !== 2 || pos.shape[1] !== shape[2]) {
+      throw new Error(
+        `embedPositions: tokens ${fmtShape(shape)} must be [B, T, h] and positions [P, h], got ${
+          fmtShape(pos.shape)
+        }`,
+      );
     }
-    gTok.dispose();
-    return [dFirst, dPos];
+    const [B, T, h] = shape;
+    if (start + T > pos.shape[0]) {
+      throw new Error(
+        `embedPositions: positions ${start}…${start + T - 1} exceed the table (${pos.shape[0]})`,
+      );
+    }
+    const device = pos.device;
+    const out = Tensor.empty(device, shape);
+    const views = embedTextures(tokens, pos, B * T, h, start + T);
+    const d = embedPositionsDispatch(
+      B * T,
+      h,
+      T,
+      start,
+      d0?.p,
+      d0?.draw.seed,
+      d0?.draw.offset,
+      !!views,
+    );
+    const src = lookup ? [lookup.table.binding, lookup.ids.tensor.binding] : [
+      (tokens as Tensor).binding,
+    ];
+    device.dispatch(
+      views
+        ? embedPositionsTextureKernel(!!lookup, !!d0, views.tableTexture)
+        : embedPositionsKernel(!!lookup, !!d0),
+      [...(views ? views.bindings : [...src, pos.binding]), out.binding],
+      d.params,
+      d.workgroups,
+    );
+    const first = lookup ? lookup.table : tokens as Tensor;
+    return record(out, "embedPositions", [first, pos], (g) => {
+      const gTok = d0 ? dropoutRaw(g, d0.p, d0.draw) : g.view();
+      const dPos = pos.requiresGrad ? positionGrad(gTok, pos, B, T * h, start) : null;
+      let dFirst: Tensor | AddableGrad | null = null;
+      if (first.requiresGrad) {
+        dFirst = lookup ? embeddingAddableGrad(lookup.table, lookup.ids, gTok) : gTok.view();
+      }
+      gTok.dispose();
+      return [dFirst, dPos];
+    });
   });
 }
 

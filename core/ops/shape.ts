@@ -6,7 +6,7 @@
 
 import { stridedCopyDispatch, stridedCopyKernel } from "../../kernels/copy.ts";
 import { record } from "../autograd.ts";
-import { assertSameDevice, fmtShape, numel, Tensor } from "../tensor.ts";
+import { assertSameDevice, disposeOnThrow, fmtShape, numel, Tensor } from "../tensor.ts";
 import { zeros } from "./raw.ts";
 
 /** Row-major strides of `shape`. */
@@ -54,13 +54,15 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 
 /** Reorders dimensions: output dim `i` is input dim `perm[i]`. */
 export function permute(x: Tensor, perm: readonly number[]): Tensor {
-  if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
-    throw new Error(`permute: ${JSON.stringify(perm)} is not a permutation of ${x.rank} dims`);
-  }
-  const out = permuteRaw(x, perm);
-  const inv = new Array(perm.length);
-  perm.forEach((p, i) => (inv[p] = i));
-  return record(out, "permute", [x], (g) => [permuteRaw(g, inv)]);
+  return disposeOnThrow(x.device, () => {
+    if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
+      throw new Error(`permute: ${JSON.stringify(perm)} is not a permutation of ${x.rank} dims`);
+    }
+    const out = permuteRaw(x, perm);
+    const inv = new Array(perm.length);
+    perm.forEach((p, i) => (inv[p] = i));
+    return record(out, "permute", [x], (g) => [permuteRaw(g, inv)]);
+  });
 }
 
 function permuteRaw(x: Tensor, perm: readonly number[]): Tensor {
@@ -91,84 +93,94 @@ function sliceRaw(x: Tensor, axis: number, start: number, end: number): Tensor {
 
 /** `x[…, start:end, …]` along `axis`. */
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
-  const ax = normAxis(axis, x.rank, "slice");
-  if (
-    !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end &&
-      end <= x.shape[ax])
-  ) {
-    throw new Error(
-      `slice: [${start}, ${end}) out of range for axis ${ax} of ${fmtShape(x.shape)}`,
-    );
-  }
-  const out = sliceRaw(x, ax, start, end);
-  return record(out, "slice", [x], (g) => {
-    const gx = zeros(x.device, x.shape);
-    const xs = contiguousStrides(x.shape);
-    stridedCopy(g, gx, g.shape, contiguousStrides(g.shape), 0, xs, start * xs[ax]);
-    return [gx];
+  return disposeOnThrow(x.device, () => {
+    const ax = normAxis(axis, x.rank, "slice");
+    if (
+      !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end &&
+        end <= x.shape[ax])
+    ) {
+      throw new Error(
+        `slice: [${start}, ${end}) out of range for axis ${ax} of ${fmtShape(x.shape)}`,
+      );
+    }
+    const out = sliceRaw(x, ax, start, end);
+    return record(out, "slice", [x], (g) => {
+      const gx = zeros(x.device, x.shape);
+      const xs = contiguousStrides(x.shape);
+      stridedCopy(g, gx, g.shape, contiguousStrides(g.shape), 0, xs, start * xs[ax]);
+      return [gx];
+    });
   });
 }
 
 /** Joins tensors along `axis`; all other dimensions must agree. */
 export function concat(ts: readonly Tensor[], axis: number): Tensor {
   if (ts.length === 0) throw new Error("concat: no tensors");
-  const ax = normAxis(axis, ts[0].rank, "concat");
-  assertSameDevice("concat", ts[0], ...ts);
-  for (const t of ts) {
-    if (t.dtype !== ts[0].dtype) {
-      throw new Error(`concat: mixed element types, ${ts[0].dtype} and ${t.dtype}`);
+  return disposeOnThrow(ts[0].device, () => {
+    const ax = normAxis(axis, ts[0].rank, "concat");
+    assertSameDevice("concat", ts[0], ...ts);
+    for (const t of ts) {
+      if (t.dtype !== ts[0].dtype) {
+        throw new Error(`concat: mixed element types, ${ts[0].dtype} and ${t.dtype}`);
+      }
+      if (t.rank !== ts[0].rank || t.shape.some((d, i) => i !== ax && d !== ts[0].shape[i])) {
+        throw new Error(
+          `concat: shape mismatch ${fmtShape(ts[0].shape)} vs ${
+            fmtShape(t.shape)
+          } along axis ${ax}`,
+        );
+      }
     }
-    if (t.rank !== ts[0].rank || t.shape.some((d, i) => i !== ax && d !== ts[0].shape[i])) {
-      throw new Error(
-        `concat: shape mismatch ${fmtShape(ts[0].shape)} vs ${fmtShape(t.shape)} along axis ${ax}`,
-      );
+    const outShape = [...ts[0].shape];
+    outShape[ax] = ts.reduce((s, t) => s + t.shape[ax], 0);
+    const out = Tensor.empty(ts[0].device, outShape, ts[0].dtype);
+    const os = contiguousStrides(outShape);
+    const starts: number[] = [];
+    let at = 0;
+    for (const t of ts) {
+      starts.push(at);
+      stridedCopy(t, out, t.shape, contiguousStrides(t.shape), 0, os, at * os[ax]);
+      at += t.shape[ax];
     }
-  }
-  const outShape = [...ts[0].shape];
-  outShape[ax] = ts.reduce((s, t) => s + t.shape[ax], 0);
-  const out = Tensor.empty(ts[0].device, outShape, ts[0].dtype);
-  const os = contiguousStrides(outShape);
-  const starts: number[] = [];
-  let at = 0;
-  for (const t of ts) {
-    starts.push(at);
-    stridedCopy(t, out, t.shape, contiguousStrides(t.shape), 0, os, at * os[ax]);
-    at += t.shape[ax];
-  }
-  return record(
-    out,
-    "concat",
-    ts,
-    (g) =>
-      ts.map((t, i) => t.requiresGrad ? sliceRaw(g, ax, starts[i], starts[i] + t.shape[ax]) : null),
-  );
+    return record(
+      out,
+      "concat",
+      ts,
+      (g) =>
+        ts.map((t, i) =>
+          t.requiresGrad ? sliceRaw(g, ax, starts[i], starts[i] + t.shape[ax]) : null
+        ),
+    );
+  });
 }
 
 /** Splits along `axis` into `parts` equal pieces, or pieces of the given sizes. */
 export function split(x: Tensor, parts: number | readonly number[], axis: number): Tensor[] {
-  const ax = normAxis(axis, x.rank, "split");
-  const n = x.shape[ax];
-  let sizes: number[];
-  if (typeof parts === "number") {
-    if (!Number.isInteger(parts) || parts <= 0 || n % parts !== 0) {
-      throw new Error(
-        `split: dimension ${n} of ${fmtShape(x.shape)} does not divide into ${parts} parts`,
-      );
+  return disposeOnThrow(x.device, () => {
+    const ax = normAxis(axis, x.rank, "split");
+    const n = x.shape[ax];
+    let sizes: number[];
+    if (typeof parts === "number") {
+      if (!Number.isInteger(parts) || parts <= 0 || n % parts !== 0) {
+        throw new Error(
+          `split: dimension ${n} of ${fmtShape(x.shape)} does not divide into ${parts} parts`,
+        );
+      }
+      sizes = new Array(parts).fill(n / parts);
+    } else {
+      sizes = [...parts];
+      if (sizes.reduce((a, b) => a + b, 0) !== n) {
+        throw new Error(`split: sizes ${JSON.stringify(sizes)} do not add up to ${n}`);
+      }
     }
-    sizes = new Array(parts).fill(n / parts);
-  } else {
-    sizes = [...parts];
-    if (sizes.reduce((a, b) => a + b, 0) !== n) {
-      throw new Error(`split: sizes ${JSON.stringify(sizes)} do not add up to ${n}`);
+    const out: Tensor[] = [];
+    let at = 0;
+    for (const s of sizes) {
+      out.push(slice(x, ax, at, at + s));
+      at += s;
     }
-  }
-  const out: Tensor[] = [];
-  let at = 0;
-  for (const s of sizes) {
-    out.push(slice(x, ax, at, at + s));
-    at += s;
-  }
-  return out;
+    return out;
+  });
 }
 
 /**
@@ -182,23 +194,25 @@ export function asStrided(
   strides: readonly number[],
   offset = 0,
 ): Tensor {
-  if (shape.length !== strides.length) {
-    throw new Error(
-      `asStrided: shape ${fmtShape(shape)} and strides ${fmtShape(strides)} differ in rank`,
-    );
-  }
-  let last = offset;
-  for (let d = 0; d < shape.length; d++) last += (shape[d] - 1) * strides[d];
-  if (numel(shape) > 0 && (offset < 0 || last >= x.size)) {
-    throw new Error(
-      `asStrided: view ${fmtShape(shape)} at offset ${offset} reaches past ${x.size} elements`,
-    );
-  }
-  const out = Tensor.empty(x.device, shape, x.dtype);
-  stridedCopy(x, out, shape, strides, offset, contiguousStrides(shape), 0);
-  return record(out, "asStrided", [x], (g) => {
-    const gx = zeros(x.device, x.shape);
-    stridedCopy(g, gx, shape, contiguousStrides(shape), 0, strides, offset);
-    return [gx];
+  return disposeOnThrow(x.device, () => {
+    if (shape.length !== strides.length) {
+      throw new Error(
+        `asStrided: shape ${fmtShape(shape)} and strides ${fmtShape(strides)} differ in rank`,
+      );
+    }
+    let last = offset;
+    for (let d = 0; d < shape.length; d++) last += (shape[d] - 1) * strides[d];
+    if (numel(shape) > 0 && (offset < 0 || last >= x.size)) {
+      throw new Error(
+        `asStrided: view ${fmtShape(shape)} at offset ${offset} reaches past ${x.size} elements`,
+      );
+    }
+    const out = Tensor.empty(x.device, shape, x.dtype);
+    stridedCopy(x, out, shape, strides, offset, contiguousStrides(shape), 0);
+    return record(out, "asStrided", [x], (g) => {
+      const gx = zeros(x.device, x.shape);
+      stridedCopy(g, gx, shape, contiguousStrides(shape), 0, strides, offset);
+      return [gx];
+    });
   });
 }
