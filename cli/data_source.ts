@@ -80,7 +80,8 @@ export function parseDataSource(flag: string, value: string | readonly string[])
 }
 
 /**
- * `path`, or `path.bin` where `path` does not exist and `path.bin` does:
+ * `path`, or `path.bin` where `path` does not exist and `path.bin` (or
+ * `path.idx`, so that the error names the missing `.bin`) does:
  * Megatron names an indexed dataset by its prefix (`corpus` for `corpus.bin`
  * and `corpus.idx`), and its uint16 `.bin` is a stream of ids this project reads.
  */
@@ -93,7 +94,8 @@ export function megatronPrefix(path: string): string {
       return false;
     }
   };
-  return !exists(path) && exists(`${path}.bin`) ? `${path}.bin` : path;
+  // A prefix whose index is there but not its .bin: the error names the missing .bin.
+  return !exists(path) && (exists(`${path}.bin`) || exists(`${path}.idx`)) ? `${path}.bin` : path;
 }
 
 /**

@@ -7,13 +7,13 @@
 import { fileURLToPath } from "node:url";
 import { isInside } from "../core/files.ts";
 import { assetUrl } from "../data/assets.ts";
-import { loadTokens } from "../data/corpus.ts";
+import { streamTokens } from "../data/corpus.ts";
 import { DataError } from "../data/errors.ts";
 import {
   isTokenBinPath,
   MAX_BIN_VOCAB,
   tokenBinMetaPath,
-  writeTokenBin,
+  writeTokenBinFrom,
 } from "../data/token_bin.ts";
 import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
@@ -85,19 +85,22 @@ export async function preprocess(
       `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} ids; a uint16 .bin holds at most ${MAX_BIN_VOCAB}`,
     );
   }
-  const corpus = await loadTokens(tokenizer, dataPath, { progress });
-  await writeTokenBin(output, corpus.ids, {
-    tokenizer: tokenizer.name,
-    vocab_size: tokenizer.vocabSize,
-    ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
-    documents: corpus.documents ?? 1,
-  });
+  const { result: corpus, tokens } = await writeTokenBinFrom(
+    output,
+    (write) => streamTokens(tokenizer, dataPath, write, { progress }),
+    (corpus) => ({
+      tokenizer: tokenizer.name,
+      vocab_size: tokenizer.vocabSize,
+      ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
+      documents: corpus.documents,
+    }),
+  );
   return {
-    tokens: corpus.ids.length,
-    chars: corpus.chars ?? 0,
-    unit: corpus.unit ?? "characters",
-    bytes: corpus.ids.length * 2,
-    documents: corpus.documents ?? 1,
+    tokens,
+    chars: corpus.chars,
+    unit: corpus.unit,
+    bytes: tokens * 2,
+    documents: corpus.documents,
   };
 }
 
@@ -171,7 +174,7 @@ export function main(args: string[]): Promise<number> {
         values["data-path"],
         values.tokenizer,
         values.output,
-        stderrProgress("tokenizing"),
+        stderrProgress("tokenizing (bytes read)"),
       );
     } catch (e) {
       if (e instanceof RangeError) throw new DataError(e.message);

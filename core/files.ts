@@ -13,6 +13,22 @@ export function oneLine(msg: string): string {
   return msg.replace(/\s*\n\s*/g, " ").trim();
 }
 
+/** Reads into `buf` at the file's position until it is full or the file ends; returns the bytes read. */
+export async function readUpTo(file: Deno.FsFile, buf: Uint8Array): Promise<number> {
+  let at = 0;
+  while (at < buf.length) {
+    const n = await file.read(buf.subarray(at));
+    if (n === null) break;
+    at += n;
+  }
+  return at;
+}
+
+/** Reads exactly `buf.length` bytes at the file's position; false when the file ends first. */
+export async function readFully(file: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
+  return (await readUpTo(file, buf)) === buf.length;
+}
+
 /** Whether the real path `path` lies inside the real folder `root` (or is it). */
 export function isInside(root: string, path: string): boolean {
   const r = relative(root, path);

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { oneLine } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { loadMobyDick } from "./moby_dick.ts";
 import {
@@ -14,8 +15,14 @@ import {
   readTokenBinMeta,
   readTokenBinWith,
 } from "./token_bin.ts";
+import {
+  type CorpusFile,
+  jsonLineDocument,
+  tokenizeCorpus,
+  type TokenizedCorpus,
+} from "./corpus_stream.ts";
 import type { Tokenizer } from "./tokenizer.ts";
-import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
+import { type DecodedText, decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 
 /** File extensions read from a folder given as `--data-path`. */
 export const TEXT_EXTENSIONS = [".txt", ".md"] as const;
@@ -82,9 +89,8 @@ export interface CorpusOptions {
    */
   warn?: (msg: string) => void;
   /**
-   * Called as documents are tokenized, `(done, total)`, for a progress bar:
-   * where {@link loadTokens} tokenizes documents one by one (a tokenizer with
-   * an end-of-text or separator id); a byte-level corpus is not tokenized.
+   * Called as a corpus's files are read and tokenized, `(bytes read, bytes in
+   * all)`, for a progress bar (not for the default book, nor a `.bin`).
    */
   progress?: (done: number, total: number) => void;
 }
@@ -100,7 +106,7 @@ async function readBytes(path: string): Promise<Uint8Array> {
     if (e instanceof Deno.errors.NotFound) {
       throw new DataError(`data path ${JSON.stringify(path)} does not exist`);
     }
-    throw new DataError(`${path}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+    throw new DataError(`${path}: ${oneLine((e as Error).message)}`);
   }
 }
 
@@ -124,6 +130,42 @@ async function readCorpusFiles(
   const bytes = await readBytes(dataPath);
   refuseMegatronIndex(dataPath, bytes);
   return { folder: false, files: [{ path: dataPath, bytes }] };
+}
+
+/**
+ * The files of a data path as {@link tokenizeCorpus} reads them: a file (a
+ * `.jsonl` file's lines are documents), or a folder's .txt/.md files
+ * (recursive, sorted by path). Refused: a path that does not exist, a folder
+ * without text files, and a Megatron index (`.idx`).
+ */
+async function corpusFiles(dataPath: string): Promise<CorpusFile[]> {
+  const info = await statOrThrow(dataPath);
+  if (info.isDirectory) {
+    const paths = await listTextFiles(dataPath);
+    if (paths.length === 0) {
+      throw new DataError(`data folder ${JSON.stringify(dataPath)} holds no .txt or .md files`);
+    }
+    return paths.map((path) => ({ path, jsonLines: false }));
+  }
+  if (!info.isFile) {
+    throw new DataError(`data path ${JSON.stringify(dataPath)} is not a regular file or folder`);
+  }
+  const head = new Uint8Array(16);
+  try {
+    using file = await Deno.open(dataPath);
+    await file.read(head);
+  } catch (e) {
+    throw new DataError(`${dataPath}: ${oneLine((e as Error).message)}`);
+  }
+  refuseMegatronIndex(dataPath, head);
+  return [{ path: dataPath, jsonLines: isJsonLines(dataPath) }];
+}
+
+/** The error for a corpus of `files` that held no document (all blank). */
+function noDocumentsError(dataPath: string, files: CorpusFile[]): DataError {
+  if (files.length === 1 && files[0].jsonLines) return new DataError(`${dataPath}: no documents`);
+  const folder = files.length > 1 || files[0].path !== dataPath;
+  return emptyError(dataPath, folder, files.length);
 }
 
 /**
@@ -167,23 +209,13 @@ export function isJsonLines(path: string): boolean {
 
 /**
  * The documents of a JSON-lines file, as Megatron's `preprocess_data.py` reads
- * them: one JSON object per line, its `key` field (default `text`) the document.
+ * them: one JSON object per line, its `text` field the document.
  */
-export function jsonLinesDocuments(text: string, source: string, key = "text"): string[] {
+export function jsonLinesDocuments(text: string, source: string): string[] {
   const docs: string[] = [];
   text.split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    let r: unknown;
-    try {
-      r = JSON.parse(line);
-    } catch {
-      throw new DataError(`${source}: line ${i + 1} is not JSON`);
-    }
-    const v = (r as Record<string, unknown> | null)?.[key];
-    if (typeof v !== "string") {
-      throw new DataError(`${source}: line ${i + 1} has no string "${key}" field`);
-    }
-    if (v.trim()) docs.push(v);
+    const doc = jsonLineDocument(line, source, i + 1);
+    if (doc !== null) docs.push(doc);
   });
   if (docs.length === 0) throw new DataError(`${source}: no documents`);
   return docs;
@@ -208,14 +240,14 @@ export async function loadDocuments(
   }
   const warn = opts.warn ?? warnOnStderr;
   if (isJsonLines(dataPath) && (await statOrThrow(dataPath)).isFile) {
-    const d = decodeUtf8Counted(await readBytes(dataPath));
+    const d = decodeWhole(dataPath, await readBytes(dataPath));
     const w = invalidUtf8Warning(dataPath, d);
     if (w) warn(w);
     return jsonLinesDocuments(d.text, dataPath);
   }
   const { folder, files } = await readCorpusFiles(dataPath);
   const texts = files.map(({ path, bytes }) => {
-    const d = decodeUtf8Counted(bytes);
+    const d = decodeWhole(path, bytes);
     const w = invalidUtf8Warning(path, d);
     if (w) warn(w);
     return d.text;
@@ -223,6 +255,23 @@ export async function loadDocuments(
   const nonEmpty = texts.filter((t) => t.trim().length > 0);
   if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
   return nonEmpty;
+}
+
+/**
+ * Decodes a whole file (the documents BERT reads), refusing in one line a file
+ * past what one JavaScript string holds (2^29 − 24 characters, ~512 MiB of
+ * text) rather than failing in the decoder.
+ */
+function decodeWhole(path: string, bytes: Uint8Array): DecodedText {
+  try {
+    return decodeUtf8Counted(bytes);
+  } catch (e) {
+    if (!(e instanceof TypeError || e instanceof RangeError)) throw e;
+    throw new DataError(
+      `${path}: ${bytes.length} bytes is more text than one JavaScript string holds ` +
+        "(about 512 MiB): BERT reads each file whole; split it into several files of a folder",
+    );
+  }
 }
 
 function blank(bytes: Uint8Array): boolean {
@@ -236,24 +285,12 @@ function blank(bytes: Uint8Array): boolean {
  * only ASCII white space are skipped. The default book is its UTF-8 encoding.
  */
 export async function loadBytes(dataPath?: string, _opts: CorpusOptions = {}): Promise<Uint8Array> {
-  return (await loadByteDocuments(dataPath)).bytes;
-}
-
-/** {@link loadBytes}, and how many files (documents) were joined. */
-async function loadByteDocuments(
-  dataPath?: string,
-): Promise<{ bytes: Uint8Array; documents: number }> {
-  if (dataPath === undefined) {
-    return { bytes: new TextEncoder().encode(await loadMobyDick()), documents: 1 };
-  }
+  if (dataPath === undefined) return new TextEncoder().encode(await loadMobyDick());
   const { folder, files } = await readCorpusFiles(dataPath);
   const nonEmpty = files.map((f) => f.bytes).filter((b) => !blank(b));
   if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
-  return { bytes: joinBytes(nonEmpty), documents: nonEmpty.length };
+  return joinBytes(nonEmpty);
 }
-
-/** Bytes of the blank line ("\n\n") set between documents read as bytes. */
-const BLANK_LINE_BYTES = 2;
 
 /** `nonEmpty` joined with a blank line ("\n\n"). */
 function joinBytes(nonEmpty: Uint8Array[]): Uint8Array {
@@ -312,40 +349,44 @@ export async function loadTokens(
     const ids = await readTokenBinWith(dataPath, meta, tokenizer.vocabSize);
     return { ids, source: dataPath };
   }
-  let ids: Uint32Array, chars: number, documents = 1;
-  let unit: "characters" | "bytes" = "characters";
-  if (tokenizer.encodeBytes && dataPath !== undefined && !isJsonLines(dataPath)) {
-    const read = await loadByteDocuments(dataPath);
-    ids = Uint32Array.from(tokenizer.encodeBytes(read.bytes));
-    // The files' own bytes, without the blank lines set between them.
-    chars = read.bytes.length - BLANK_LINE_BYTES * (read.documents - 1);
-    documents = read.documents;
-    unit = "bytes";
-  } else {
-    const docs = await loadDocuments(dataPath, opts);
-    documents = docs.length;
-    chars = docs.reduce((n, d) => n + d.length, 0);
-    const eos = tokenizer.eosId ?? tokenizer.documentSeparatorId;
-    if (eos === undefined) {
-      ids = Uint32Array.from(tokenizer.encode(docs.join("\n\n")));
-    } else {
-      const parts = docs.map((d, i) => {
-        opts.progress?.(i, docs.length);
-        return tokenizer.encode(d);
-      });
-      opts.progress?.(docs.length, docs.length);
-      ids = new Uint32Array(parts.reduce((n, p) => n + p.length, 0) + parts.length - 1);
-      let o = 0;
-      parts.forEach((p, i) => {
-        if (i > 0) ids[o++] = eos;
-        ids.set(p, o);
-        o += p.length;
-      });
+  let ids = new Uint32Array(1 << 16);
+  let n = 0;
+  const r = await streamTokens(tokenizer, dataPath, (part) => {
+    if (n + part.length > ids.length) {
+      const grown = new Uint32Array(Math.max(n + part.length, Math.ceil(ids.length * 1.5)));
+      grown.set(ids.subarray(0, n));
+      ids = grown;
     }
-  }
-  checkIdsInVocab(ids, tokenizer.vocabSize, dataPath ?? DEFAULT_CORPUS_NAME);
-  if (ids.length === 0) throw new DataError(`${dataPath}: tokenized to zero tokens`);
-  return { ids, source: dataPath ?? DEFAULT_CORPUS_NAME, chars, unit, documents };
+    ids.set(part, n);
+    n += part.length;
+  }, opts);
+  ids = ids.length === n ? ids : ids.slice(0, n);
+  return { ids, source: r.source, chars: r.chars, unit: r.unit, documents: r.documents };
+}
+
+/**
+ * Tokenizes a text corpus as {@link loadTokens} does (not a `.bin`), handing
+ * the ids to `sink` a piece at a time (data/corpus_stream.ts), so that memory
+ * does not grow with the corpus; each piece is checked against the
+ * vocabulary first. Refused: a corpus of blank documents, or of no tokens.
+ */
+export async function streamTokens(
+  tokenizer: Tokenizer,
+  dataPath: string | undefined,
+  sink: (ids: ArrayLike<number>) => void | Promise<void>,
+  opts: CorpusOptions = {},
+): Promise<TokenizedCorpus & { source: string }> {
+  const source = dataPath ?? DEFAULT_CORPUS_NAME;
+  const files = dataPath === undefined ? null : await corpusFiles(dataPath);
+  let n = 0;
+  const r = await tokenizeCorpus(tokenizer, files, async (part) => {
+    checkIdsInVocab(part, tokenizer.vocabSize, source, n);
+    n += part.length;
+    await sink(part);
+  }, { warn: opts.warn ?? warnOnStderr, progress: opts.progress });
+  if (r.documents === 0) throw noDocumentsError(dataPath!, files!);
+  if (r.tokens === 0) throw new DataError(`${source}: tokenized to zero tokens`);
+  return { ...r, source };
 }
 
 /** Train and validation token streams. */

@@ -6,20 +6,24 @@
  * @module
  */
 
+import { readFully, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { TOKENIZER_NAMES } from "./tokenizer.ts";
 
 /** Largest vocabulary a uint16 `.bin` file can hold. */
 export const MAX_BIN_VOCAB = 65536;
 
-/** Encodes ids as little-endian uint16 bytes; throws if any id does not fit. */
-export function encodeTokenBin(ids: ArrayLike<number>): Uint8Array {
+/**
+ * Encodes ids as little-endian uint16 bytes; throws if any id does not fit
+ * (`offset`: the position of `ids[0]` in the whole stream, for the message).
+ */
+export function encodeTokenBin(ids: ArrayLike<number>, offset = 0): Uint8Array {
   const bytes = new Uint8Array(ids.length * 2);
   const view = new DataView(bytes.buffer);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (!Number.isInteger(id) || id < 0 || id > 0xffff) {
-      throw new DataError(`token id ${id} at position ${i} does not fit in uint16`);
+      throw new DataError(`token id ${id} at position ${offset + i} does not fit in uint16`);
     }
     view.setUint16(i * 2, id, true);
   }
@@ -49,14 +53,22 @@ export function decodeTokenBin(
   return ids;
 }
 
-/** Throws a {@link DataError} naming the first id that is not in [0, vocabSize). */
-export function checkIdsInVocab(ids: ArrayLike<number>, vocabSize: number, source: string): void {
+/**
+ * Throws a {@link DataError} naming the first id that is not in [0, vocabSize);
+ * `offset` is the position of `ids[0]` in the whole stream, for the message.
+ */
+export function checkIdsInVocab(
+  ids: ArrayLike<number>,
+  vocabSize: number,
+  source: string,
+  offset = 0,
+): void {
   for (let i = 0; i < ids.length; i++) {
     if (ids[i] >= vocabSize) {
       throw new DataError(
-        `${source}: token id ${
-          ids[i]
-        } at position ${i} is not below the vocabulary size ${vocabSize}` +
+        `${source}: token id ${ids[i]} at position ${
+          offset + i
+        } is not below the vocabulary size ${vocabSize}` +
           " (was it made with a different tokenizer?)",
       );
     }
@@ -124,30 +136,70 @@ export function isMegatronIndexHeader(bytes: Uint8Array): boolean {
     String.fromCharCode(...bytes.subarray(0, n)) === MEGATRON_INDEX_MAGIC;
 }
 
+/** Bytes of a Megatron index's header: magic, version (u64), dtype (u8), sequences and documents (u64 each). */
+const MEGATRON_HEADER_BYTES = 34;
+
 /**
  * Refuses `path` when a Megatron index (`FILE.idx`, header "MMIDIDX") beside
  * it says its ids are not uint16 (Megatron writes int32 ids for vocabularies
- * of 65,500 or more): read as uint16, they would interleave zeros silently.
+ * of 65,500 or more: read as uint16, they would interleave zeros silently), or
+ * that the `.bin` holds another number of bytes than it does (cut short or
+ * replaced: the last sequence's pointer and size give its length), or when the
+ * index is itself cut short. A file `FILE.idx` that does not begin as
+ * Megatron's does is not Megatron's, and is left alone.
  */
 async function checkMegatronIndex(path: string): Promise<void> {
   const idx = path.replace(/\.bin$/i, ".idx");
   if (idx === path) return;
-  let head: Uint8Array;
+  let file: Deno.FsFile;
   try {
-    using file = await Deno.open(idx);
-    head = new Uint8Array(18);
-    const n = await file.read(head);
-    if (n === null || n < 18) return;
+    file = await Deno.open(idx);
   } catch {
     return;
   }
-  if (!isMegatronIndexHeader(head)) return;
+  using _ = file;
+  const head = new Uint8Array(MEGATRON_HEADER_BYTES);
+  const got = await readUpTo(file, head);
+  if (!isMegatronIndexHeader(head.subarray(0, got))) return;
+  const cut = () =>
+    new DataError(
+      `${path}: its Megatron index ${idx} is cut short (${
+        Deno.statSync(idx).size
+      } bytes, less than its header and arrays take): write the dataset again`,
+    );
+  if (got < MEGATRON_HEADER_BYTES) throw cut();
+  const view = new DataView(head.buffer);
   const dtype = MEGATRON_DTYPES[head[17]] ?? `type code ${head[17]}`;
-  if (dtype === "uint16") return;
-  throw new DataError(
-    `${path}: its Megatron index ${idx} says the ids are ${dtype}; this project reads ` +
-      `.bin files of little-endian uint16 ids (run deno task preprocess on the text)`,
-  );
+  if (dtype !== "uint16") {
+    throw new DataError(
+      `${path}: its Megatron index ${idx} says the ids are ${dtype}; this project reads ` +
+        `.bin files of little-endian uint16 ids (run deno task preprocess on the text)`,
+    );
+  }
+  const sequences = Number(view.getBigUint64(18, true));
+  const documents = Number(view.getBigUint64(26, true));
+  const idxBytes = MEGATRON_HEADER_BYTES + 12 * sequences + 8 * documents;
+  if ((await file.stat()).size < idxBytes) throw cut();
+  let binBytes = 0;
+  if (sequences > 0) {
+    const last = new Uint8Array(8);
+    await file.seek(MEGATRON_HEADER_BYTES + 4 * (sequences - 1), Deno.SeekMode.Start);
+    await readFully(file, last.subarray(0, 4));
+    const size = new DataView(last.buffer).getInt32(0, true);
+    await file.seek(
+      MEGATRON_HEADER_BYTES + 4 * sequences + 8 * (sequences - 1),
+      Deno.SeekMode.Start,
+    );
+    await readFully(file, last);
+    binBytes = Number(new DataView(last.buffer).getBigInt64(0, true)) + 2 * size;
+  }
+  const actual = (await Deno.stat(path)).size;
+  if (actual !== binBytes) {
+    throw new DataError(
+      `${path} holds ${actual / 2} ids but its Megatron index ${idx} says ${binBytes / 2} ` +
+        `(${sequences} sequences): the .bin was cut short or replaced (write the dataset again)`,
+    );
+  }
 }
 
 /** What the sidecar `FILE.bin.json` of a `.bin` token file records. */
@@ -186,6 +238,40 @@ export async function writeTokenBin(
   if (meta) {
     const full: TokenBinMeta = { ...meta, dtype: "uint16", tokens: ids.length };
     await Deno.writeTextFile(tokenBinMetaPath(path), JSON.stringify(full, null, 2) + "\n");
+  }
+}
+
+/**
+ * Writes a `.bin` token file from ids that `fill` hands to its `write` a piece
+ * at a time, then its sidecar (`meta` of what `fill` returned): the ids go to
+ * a file beside `path` that is renamed to it when `fill` has finished, so a
+ * failed run leaves `path` as it was. Returns `fill`'s result and the ids
+ * written.
+ */
+export async function writeTokenBinFrom<R>(
+  path: string,
+  fill: (write: (ids: ArrayLike<number>) => Promise<void>) => Promise<R>,
+  meta: (result: R) => Omit<TokenBinMeta, "dtype" | "tokens">,
+): Promise<{ result: R; tokens: number }> {
+  const partial = `${path}.partial-${Deno.pid}`;
+  let tokens = 0;
+  try {
+    let result: R;
+    {
+      using file = await Deno.open(partial, { write: true, create: true, truncate: true });
+      result = await fill(async (ids) => {
+        const bytes = encodeTokenBin(ids, tokens);
+        for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+        tokens += ids.length;
+      });
+    }
+    if (tokens === 0) throw new DataError(`${path}: no token ids to write`);
+    await Deno.rename(partial, path);
+    const full: TokenBinMeta = { ...meta(result), dtype: "uint16", tokens };
+    await Deno.writeTextFile(tokenBinMetaPath(path), JSON.stringify(full, null, 2) + "\n");
+    return { result, tokens };
+  } finally {
+    await Deno.remove(partial).catch(() => {});
   }
 }
 

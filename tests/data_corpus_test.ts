@@ -14,6 +14,30 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   await fn(dir);
 }
 
+/**
+ * A Megatron index (MMapIndexedDataset's `.idx`): "MMIDIDX\0\0", version 1,
+ * the dtype's code, the sequences' sizes and byte pointers (`itemBytes` per id),
+ * and a document index of one document per sequence.
+ */
+function megatronIndex(code: number, sizes: number[], itemBytes: number): Uint8Array {
+  const n = sizes.length;
+  const out = new Uint8Array(34 + 12 * n + 8 * (n + 1));
+  const view = new DataView(out.buffer);
+  out.set(new TextEncoder().encode("MMIDIDX\0\0"));
+  view.setBigUint64(9, 1n, true);
+  out[17] = code;
+  view.setBigUint64(18, BigInt(n), true);
+  view.setBigUint64(26, BigInt(n + 1), true);
+  let pointer = 0;
+  sizes.forEach((size, i) => {
+    view.setInt32(34 + 4 * i, size, true);
+    view.setBigInt64(34 + 4 * n + 8 * i, BigInt(pointer), true);
+    pointer += size * itemBytes;
+  });
+  for (let d = 0; d <= n; d++) view.setBigInt64(34 + 12 * n + 8 * d, BigInt(d), true);
+  return out;
+}
+
 Deno.test("default corpus is the full Moby Dick", async () => {
   const text = await loadText();
   assert.equal(text.length, 1217672);
@@ -277,11 +301,8 @@ Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is re
     await Deno.writeFile(`${dir}/wide.bin`, bytes);
     await Deno.writeTextFile(`${dir}/wide.bin.json`, JSON.stringify({ ...meta, dtype: "int32" }));
     await assert.rejects(() => loadTokens(byte, `${dir}/wide.bin`), /says the ids are int32/);
-    // A Megatron dataset: MMIDIDX\0\0, version 1 (u64), dtype code 4 (int32).
-    const idx = new Uint8Array(18 + 16);
-    idx.set(new TextEncoder().encode("MMIDIDX\0\0"));
-    idx[9] = 1;
-    idx[17] = 4;
+    // A Megatron dataset of one 4-id sequence, its ids int32 (type code 4).
+    let idx = megatronIndex(4, [4], 4);
     await Deno.writeFile(
       `${dir}/meg.bin`,
       new Uint8Array(new Int32Array([72, 105, 33, 10]).buffer),
@@ -291,13 +312,25 @@ Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is re
       () => loadTokens(byte, `${dir}/meg.bin`),
       /meg\.bin: its Megatron index .*meg\.idx says the ids are int32/,
     );
-    idx[17] = 8; // uint16: read as is
+    idx = megatronIndex(8, [3, 1], 2); // uint16: read as is
     await Deno.writeFile(`${dir}/meg.idx`, idx);
     await Deno.writeFile(
       `${dir}/meg.bin`,
       new Uint8Array(new Uint16Array([72, 105, 33, 10]).buffer),
     );
     assert.deepEqual(Array.from((await loadTokens(byte, `${dir}/meg.bin`)).ids), [72, 105, 33, 10]);
+    // Its .bin cut short (or replaced), and the index itself cut short, are refused.
+    await Deno.writeFile(`${dir}/meg.bin`, new Uint8Array(new Uint16Array([72, 105, 33]).buffer));
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/meg.bin`),
+      /meg\.bin holds 3 ids but its Megatron index .*meg\.idx says 4 \(2 sequences\): the \.bin was cut short or replaced/,
+    );
+    await Deno.writeFile(`${dir}/meg.idx`, idx.subarray(0, idx.length - 4));
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/meg.bin`),
+      /meg\.bin: its Megatron index .*meg\.idx is cut short/,
+    );
+    await Deno.writeFile(`${dir}/meg.idx`, idx);
     // The index itself given as the data path trained on its header as text.
     for (const tok of [byte, await createTokenizer("gpt2")]) {
       await assert.rejects(

@@ -151,7 +151,7 @@ function checkWindows(a: TrainArgs, splits: GptSplits): void {
     p.streams.forEach((s, k) => {
       if (s.length >= T + 1) return;
       const blend = p.streams.length > 1;
-      const corpus = blend ? ` of ${p.names[k]}` : "";
+      const corpus = ` of ${p.names[k]}`;
       // Separate files are read whole: --split does not apply to them.
       const what = splits.separate
         ? `the ${name} file ${p.names[k]}`

@@ -9,7 +9,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { oneLine } from "../../core/files.ts";
+import { oneLine, readFully } from "../../core/files.ts";
 import { fromHalfBits, toHalfBits } from "../../core/half.ts";
 import { writeFileDurable } from "./fs.ts";
 
@@ -125,17 +125,6 @@ async function hashFile(f: Deno.FsFile, size: number): Promise<string | null> {
     left -= part.length;
   }
   return hash.digest("hex");
-}
-
-/** Reads exactly `buf.length` bytes at the current position; false at a premature end. */
-async function readFully(f: Deno.FsFile, buf: Uint8Array): Promise<boolean> {
-  let off = 0;
-  while (off < buf.length) {
-    const n = await f.read(buf.subarray(off));
-    if (n === null) return false;
-    off += n;
-  }
-  return true;
 }
 
 interface ParsedHeader {
