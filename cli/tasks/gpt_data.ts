@@ -9,6 +9,7 @@
 
 import { type CorpusTokens, loadTokens } from "../../data/corpus.ts";
 import { DataError } from "../../data/errors.ts";
+import { splitStream } from "../../data/split.ts";
 import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../../data/token_bin.ts";
 import type { Tokenizer } from "../../data/tokenizer.ts";
 import type { DataSource } from "../data_source.ts";
@@ -98,7 +99,8 @@ function part(streams: Uint32Array[], names: string[], weights?: number[]): GptP
  * The token streams of a run: `--train-data-path` and `--valid-data-path`
  * each read whole, or each corpus of one source cut in order into train,
  * validation and test parts by the split weights (the test part last, then
- * validation before it). Every training stream (and, with validation on, every
+ * validation before it; each cut at a document boundary where one is near:
+ * {@link splitStream}). Every training stream (and, with validation on, every
  * validation stream) must hold one window, `--seq-length` + 1 tokens.
  */
 export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise<GptSplits> {
@@ -118,17 +120,8 @@ export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise
   } else {
     const source = d.train ?? d.source;
     const corpora = await loadSource(tokenizer, source);
-    const cut = corpora.map((c) => {
-      const n = c.ids.length;
-      const nTest = Math.round(n * d.split.test);
-      const nVal = Math.round(n * d.split.valid);
-      const end = Math.max(0, n - nVal - nTest);
-      return {
-        train: c.ids.subarray(0, end),
-        val: c.ids.subarray(end, n - nTest),
-        test: nTest,
-      };
-    });
+    const separator = tokenizer.eosId ?? tokenizer.documentSeparatorId;
+    const cut = corpora.map((c) => splitStream(c.ids, d.split, separator));
     const names = corpora.map((c) => c.source);
     splits = {
       train: part(cut.map((c) => c.train), names, source?.weights),
