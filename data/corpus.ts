@@ -4,7 +4,7 @@
  * @module
  */
 
-import { oneLine } from "../core/files.ts";
+import { oneLine, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { loadMobyDick } from "./moby_dick.ts";
 import {
@@ -114,22 +114,10 @@ async function readBytes(path: string): Promise<Uint8Array> {
 async function readCorpusFiles(
   dataPath: string,
 ): Promise<{ folder: boolean; files: { path: string; bytes: Uint8Array }[] }> {
-  const info = await statOrThrow(dataPath);
-  if (info.isDirectory) {
-    const paths = await listTextFiles(dataPath);
-    if (paths.length === 0) {
-      throw new DataError(`data folder ${JSON.stringify(dataPath)} holds no .txt or .md files`);
-    }
-    const files = [];
-    for (const path of paths) files.push({ path, bytes: await readBytes(path) });
-    return { folder: true, files };
-  }
-  if (!info.isFile) {
-    throw new DataError(`data path ${JSON.stringify(dataPath)} is not a regular file or folder`);
-  }
-  const bytes = await readBytes(dataPath);
-  refuseMegatronIndex(dataPath, bytes);
-  return { folder: false, files: [{ path: dataPath, bytes }] };
+  const { folder, files } = await corpusFiles(dataPath);
+  const read = [];
+  for (const { path } of files) read.push({ path, bytes: await readBytes(path) });
+  return { folder, files: read };
 }
 
 /**
@@ -138,14 +126,16 @@ async function readCorpusFiles(
  * (recursive, sorted by path). Refused: a path that does not exist, a folder
  * without text files, and a Megatron index (`.idx`).
  */
-async function corpusFiles(dataPath: string): Promise<CorpusFile[]> {
+async function corpusFiles(
+  dataPath: string,
+): Promise<{ folder: boolean; files: CorpusFile[] }> {
   const info = await statOrThrow(dataPath);
   if (info.isDirectory) {
     const paths = await listTextFiles(dataPath);
     if (paths.length === 0) {
       throw new DataError(`data folder ${JSON.stringify(dataPath)} holds no .txt or .md files`);
     }
-    return paths.map((path) => ({ path, jsonLines: false }));
+    return { folder: true, files: paths.map((path) => ({ path, jsonLines: false })) };
   }
   if (!info.isFile) {
     throw new DataError(`data path ${JSON.stringify(dataPath)} is not a regular file or folder`);
@@ -153,18 +143,20 @@ async function corpusFiles(dataPath: string): Promise<CorpusFile[]> {
   const head = new Uint8Array(16);
   try {
     using file = await Deno.open(dataPath);
-    await file.read(head);
+    await readUpTo(file, head);
   } catch (e) {
     throw new DataError(`${dataPath}: ${oneLine((e as Error).message)}`);
   }
   refuseMegatronIndex(dataPath, head);
-  return [{ path: dataPath, jsonLines: isJsonLines(dataPath) }];
+  return { folder: false, files: [{ path: dataPath, jsonLines: isJsonLines(dataPath) }] };
 }
 
-/** The error for a corpus of `files` that held no document (all blank). */
-function noDocumentsError(dataPath: string, files: CorpusFile[]): DataError {
-  if (files.length === 1 && files[0].jsonLines) return new DataError(`${dataPath}: no documents`);
-  const folder = files.length > 1 || files[0].path !== dataPath;
+/** The error for a corpus that held no document (all blank). */
+function noDocumentsError(
+  dataPath: string,
+  { folder, files }: { folder: boolean; files: CorpusFile[] },
+): DataError {
+  if (!folder && files[0].jsonLines) return new DataError(`${dataPath}: no documents`);
   return emptyError(dataPath, folder, files.length);
 }
 
@@ -377,14 +369,14 @@ export async function streamTokens(
   opts: CorpusOptions = {},
 ): Promise<TokenizedCorpus & { source: string }> {
   const source = dataPath ?? DEFAULT_CORPUS_NAME;
-  const files = dataPath === undefined ? null : await corpusFiles(dataPath);
+  const corpus = dataPath === undefined ? null : await corpusFiles(dataPath);
   let n = 0;
-  const r = await tokenizeCorpus(tokenizer, files, async (part) => {
+  const r = await tokenizeCorpus(tokenizer, corpus?.files ?? null, async (part) => {
     checkIdsInVocab(part, tokenizer.vocabSize, source, n);
     n += part.length;
     await sink(part);
   }, { warn: opts.warn ?? warnOnStderr, progress: opts.progress });
-  if (r.documents === 0) throw noDocumentsError(dataPath!, files!);
+  if (r.documents === 0) throw noDocumentsError(dataPath!, corpus!);
   if (r.tokens === 0) throw new DataError(`${source}: tokenized to zero tokens`);
   return { ...r, source };
 }

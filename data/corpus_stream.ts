@@ -213,36 +213,24 @@ export async function tokenizeCorpus(
   for (const f of files) {
     const bad = { invalidBytes: 0, replacements: 0 };
     let first = true, line = 0;
-    // A file is one document; pieces that hold only white space so far wait here
-    // until the file shows it is not blank (then they open the document) or ends.
-    let waiting: string[] | Uint8Array[] = [];
+    // A file is one document, opened by its first piece that is not blank. Only a
+    // file's last piece can be blank (every other ends beside a printable
+    // character), so a blank piece before the document opens is a blank file.
     let open = false;
     for await (const bytes of filePieces(f.path, f.jsonLines, chunkBytes, maxUncut, onRead)) {
       const isFirst = first;
       first = false;
       if (byteLevel) {
-        const held = waiting as Uint8Array[];
-        if (!open && blankBytes(bytes)) {
-          held.push(bytes.slice());
-          continue;
-        }
-        if (!open) {
-          await startDocument();
-          open = true;
-          for (const h of held) {
-            chars += h.length;
-            await emit(bytesOf!(h));
-          }
-          waiting = [];
-        }
+        if (!open && blankBytes(bytes)) continue;
+        if (!open) await startDocument();
+        open = true;
         chars += bytes.length;
         await emit(bytesOf!(bytes));
         continue;
       }
       const text = decodePiece(bytes, isFirst, bad);
       if (f.jsonLines) {
-        const lines = text.split("\n");
-        for (const l of lines) {
+        for (const l of text.split("\n")) {
           line++;
           const doc = jsonLineDocument(l, f.path, line);
           if (doc === null) continue;
@@ -254,21 +242,9 @@ export async function tokenizeCorpus(
         if (text.endsWith("\n")) line--;
         continue;
       }
-      const held = waiting as string[];
-      if (!open && text.trim() === "") {
-        held.push(text);
-        continue;
-      }
-      if (!open) {
-        await startDocument();
-        open = true;
-        // The held white space and this piece meet at a cut, so they encode as one.
-        const joined = held.join("") + text;
-        waiting = [];
-        chars += joined.length;
-        await emit(tokenizer.encode(joined));
-        continue;
-      }
+      if (!open && text.trim() === "") continue;
+      if (!open) await startDocument();
+      open = true;
       chars += text.length;
       await emit(tokenizer.encode(text));
     }
