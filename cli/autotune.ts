@@ -91,13 +91,27 @@ function parseBudget(text: string): number {
   return s * 1000;
 }
 
-/** Attaches a tuner to `device` as `a` asks and returns it (null when off). */
-export function attachTuner(device: Device, a: AutotuneArgs): MatmulTuner | null {
+/**
+ * Attaches a tuner to `device` as `a` asks and returns it (null when off). The
+ * default cache is the program's own: a damaged one is moved aside, with a
+ * line to `warn` (default: stderr), and started anew.
+ */
+export function attachTuner(
+  device: Device,
+  a: AutotuneArgs,
+  warn: (line: string) => void = (line) => console.error(`warning: ${line}`),
+): MatmulTuner | null {
   if (!a.enabled) return null;
+  const named = a.cache !== undefined;
   const path = a.cache === "none" ? null : a.cache ?? defaultTuningCachePath();
-  const tuner = new MatmulTuner(device, path ? new FileTuningStore(path) : null, {
-    budgetMs: a.budgetMs,
-  });
+  if (path === null && !named) {
+    warn(
+      "no matmul tuning cache: neither XDG_CACHE_HOME nor HOME is set, so tuned choices last " +
+        "this run only (--matmul-tuning-cache FILE names one)",
+    );
+  }
+  const store = path ? new FileTuningStore(path, { own: !named, warn }) : null;
+  const tuner = new MatmulTuner(device, store, { budgetMs: a.budgetMs });
   device.matmulTuner = tuner;
   return tuner;
 }
@@ -177,7 +191,8 @@ function aboutSeconds(ms: number): string {
  * A training run's one tuning pass, after the step that met every shape: times
  * the pending shapes' tilings for as long as {@link runTuningLimit} allows (none
  * for a run too short to afford it: the shapes wait for a later run), saying
- * what it is about to do and what it found.
+ * what it is about to do and what it found; `stop` (a signal to the run) cuts
+ * it short between compiles.
  */
 export async function tuneDuringRun(
   tuner: MatmulTuner,
@@ -185,6 +200,7 @@ export async function tuneDuringRun(
   stepMs: number,
   stepsLeft: number,
   say: (line: string) => void,
+  stop?: () => boolean,
 ): Promise<void> {
   const limit = runTuningLimit(a, stepMs, stepsLeft);
   if (limit.tooShort) {
@@ -194,20 +210,31 @@ export async function tuneDuringRun(
   }
   say(describeTuningStart(tuner.pending, tuner.budgetMs, limit));
   const t0 = performance.now();
-  const found = await tuner.tune(limit.limitMs);
-  say(describeTuning(found, (performance.now() - t0) / 1000, tuner.saveError, tuner.deferred));
+  const found = await tuner.tune(limit.limitMs, stop);
+  const stopped = stop?.() ?? false;
+  say(
+    describeTuning(
+      found,
+      (performance.now() - t0) / 1000,
+      tuner.saveError,
+      tuner.deferred,
+      stopped,
+    ),
+  );
 }
 
 /**
  * One line on what tuning found: shapes (those the budget cut short serve this
  * run only, uncached), retiled ones, shapes the budget left for later runs
- * (`deferred`, and the cut-short ones), and a failed save.
+ * (`deferred`, and the cut-short ones), and a failed save; `stopped`: a
+ * signal cut it short, not the budget.
  */
 export function describeTuning(
   found: TunedShape[],
   seconds: number,
   saveError?: string | null,
   deferred = 0,
+  stopped = false,
 ): string {
   const faster = found.filter((r) => r.chosen !== r.heuristic);
   const gain = faster.map((r) =>
@@ -220,8 +247,10 @@ export function describeTuning(
   return `matmul autotune: ${counted(found.length, "shape")}${part} in ${seconds.toFixed(1)} s, ` +
     `${faster.length} retiled${gain.length ? `: ${gain.join("; ")}` : ""}` +
     (later
-      ? `; budget spent, ${later} shape${later > 1 ? "s" : ""} left for later runs ` +
-        `(--matmul-autotune-budget)`
+      ? (stopped
+        ? `; stopped by a signal, ${later} shape${later > 1 ? "s" : ""} left for later runs`
+        : `; budget spent, ${later} shape${later > 1 ? "s" : ""} left for later runs ` +
+          `(--matmul-autotune-budget)`)
       : "") +
     (saveError ? ` (not cached: ${saveError})` : "");
 }

@@ -274,7 +274,7 @@ export function stderrProgress(
 export class JsonLog {
   readonly #enc = new TextEncoder();
 
-  private constructor(readonly file: Deno.FsFile) {}
+  private constructor(readonly file: Deno.FsFile, readonly path: string) {}
 
   /**
    * Opens `path`: truncated when `resumedFrom` is undefined, else kept up to
@@ -290,7 +290,10 @@ export class JsonLog {
 
   static async #open(path: string, resumedFrom?: number): Promise<JsonLog> {
     if (resumedFrom === undefined) {
-      return new JsonLog(await Deno.open(path, { write: true, create: true, truncate: true }));
+      return new JsonLog(
+        await Deno.open(path, { write: true, create: true, truncate: true }),
+        path,
+      );
     }
     let text = "";
     try {
@@ -305,14 +308,19 @@ export class JsonLog {
       await Deno.writeTextFile(tmp, kept);
       await Deno.rename(tmp, path);
     }
-    return new JsonLog(await Deno.open(path, { append: true, create: true }));
+    return new JsonLog(await Deno.open(path, { append: true, create: true }), path);
   }
 
-  /** Appends one record. */
+  /** Appends one record; a failed write (a full disk) names the file in its error. */
   write(record: Record<string, unknown>): void {
     const bytes = this.#enc.encode(JSON.stringify(record) + "\n");
     let off = 0;
-    while (off < bytes.length) off += this.file.writeSync(bytes.subarray(off));
+    try {
+      while (off < bytes.length) off += this.file.writeSync(bytes.subarray(off));
+    } catch (e) {
+      if (e instanceof Error) e.message = `--log-json ${this.path}: ${e.message}`;
+      throw e;
+    }
   }
 
   /** Closes the file. */

@@ -443,7 +443,8 @@ export function globalBatchChange(iterations: number, samples: number, gb: numbe
  * or null: the default warm-up outlasting the decay of a run from its start,
  * or a resumed run (from iteration `start`) whose schedule, `taken` updates in
  * (fp16's skipped steps do not advance it; default `start - 1`), is already
- * past the decay's end, so that every step runs at the final rate.
+ * past the decay's end, so that every step runs at the final rate (or, with a
+ * warm-up longer than the decay, still warming up: it comes first).
  */
 export function scheduleWarning(
   sched: LrSchedule,
@@ -452,6 +453,14 @@ export function scheduleWarning(
 ): string | null {
   if ((sched.style ?? "cosine") === "constant") return null;
   const warm = sched.warmupIters ?? 0;
+  if (start > 1 && warm >= sched.decayIters && taken < warm) {
+    // The warm-up outlasts the decay, and comes first: the rate is still rising.
+    return `learning rate: this run starts at iteration ${start}, within a warm-up of ${warm} ` +
+      `steps that is not shorter than the decay (${sched.decayIters} steps, as saved): the ` +
+      `rate rises toward --lr ${sched.lr} until step ${warm}, then runs at --min-lr ` +
+      `${sched.minLr ?? 0}; give --lr-decay-iters N with --override-opt-param-scheduler to ` +
+      "decay over more steps";
+  }
   if (taken >= sched.decayIters) {
     const at = taken === start - 1
       ? ""
@@ -741,7 +750,10 @@ async function trainOn<B>(
     if (tuner?.pending && (it >= tuneFrom || it === iters)) {
       // The steps so far have used every shape: time their tilings now, once,
       // for as long as the run can afford (the step just taken sizes it).
-      await tuneDuringRun(tuner, a.autotune, ms, stepsLeft(a, it, iters, ms), say);
+      // A signal cuts it short (the choices made so far are saved), so the step
+      // just taken is saved, or the run exits, without waiting for the rest.
+      const signalled = () => stop?.signal != null;
+      await tuneDuringRun(tuner, a.autotune, ms, stepsLeft(a, it, iters, ms), say, signalled);
     }
     if (it > startIter) {
       steadyMs += ms;

@@ -5,9 +5,11 @@
  * `~/.cache`). A write takes an exclusive lock on `FILE.lock`, merges with what
  * the file holds and replaces it atomically, so ranks and runs that tune at once
  * lose nothing (without the lock, two read-merge-writes at once dropped one's
- * entries). A file there that is not such a cache (another file named by
- * mistake, or one edited by hand into something else) is refused, never
- * replaced.
+ * entries); the new file is flushed to disk before it replaces the old. A
+ * file named with `--matmul-tuning-cache` that is not such a cache (another
+ * file named by mistake) is refused, never replaced; the default cache, the
+ * program's own, when damaged (cut short by a crash, edited by hand) is moved
+ * aside with a warning and started anew, so that it cannot stop every run.
  * @module
  */
 
@@ -24,33 +26,80 @@ export function defaultTuningCachePath(): string | null {
 
 type CacheFile = { version: 1; adapters: Record<string, TuningTable> };
 
+/** Larger than any tuning cache (a few kB per adapter): such a file is not read. */
+const MAX_CACHE_BYTES = 64 * 2 ** 20;
+
+/** How a {@link FileTuningStore} treats a file that is not a tuning cache. */
+export interface TuningStoreOptions {
+  /**
+   * The file is the program's own (the default cache): a damaged one is moved
+   * aside to `FILE.damaged` and the cache starts empty, with a line to `warn`.
+   * Otherwise (a file the user named) it is refused and left as it is.
+   */
+  own?: boolean;
+  /** Receives the line about a damaged cache moved aside. */
+  warn?: (line: string) => void;
+}
+
 /**
  * A tuning store in the JSON file at `path`: a missing file counts as empty; a
  * file that is not a tuning cache is refused ({@link UsageError}) on load and
- * on save, so it is never overwritten.
+ * on save, so it is never overwritten, unless it is the program's own
+ * ({@link TuningStoreOptions.own}).
  */
 export class FileTuningStore implements TuningStore {
   /** A store backed by `path` (created with its directory on first save). */
-  constructor(readonly path: string) {}
+  constructor(readonly path: string, readonly opts: TuningStoreOptions = {}) {}
 
   #read(): CacheFile {
+    const empty = (): CacheFile => ({ version: 1, adapters: {} });
     let text: string;
     try {
+      if (Deno.statSync(this.path).size > MAX_CACHE_BYTES) {
+        return this.#damaged(`larger than ${MAX_CACHE_BYTES} bytes`) ?? empty();
+      }
       text = Deno.readTextFileSync(this.path);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return { version: 1, adapters: {} };
+      if (e instanceof Deno.errors.NotFound) return empty();
       throw new UsageError(`matmul tuning cache ${this.path}: ${(e as Error).message}`);
     }
     let f: Partial<CacheFile> | null = null;
     try {
       f = JSON.parse(text);
-    } catch { /* not JSON: refused below */ }
+    } catch { /* not JSON: damaged */ }
     if (f?.version === 1 && typeof f.adapters === "object" && f.adapters) return f as CacheFile;
-    throw new UsageError(
-      `${this.path} is not a matmul tuning cache (this project writes JSON with "version": 1 ` +
-        `and "adapters"), so it is left as it is: name another file with ` +
-        `--matmul-tuning-cache, or none for no cache, or remove it`,
+    return this.#damaged(text.length === 0 ? "empty" : "not a tuning cache") ?? empty();
+  }
+
+  /**
+   * A file that is not a tuning cache: refused, or, for the program's own,
+   * moved aside (null: read it as empty).
+   */
+  #damaged(why: string): null {
+    if (!this.opts.own) {
+      throw new UsageError(
+        `${this.path} is not a matmul tuning cache (${why}; this project writes JSON with ` +
+          `"version": 1 and "adapters"), so it is left as it is: name another file with ` +
+          `--matmul-tuning-cache, or none for no cache, or remove it`,
+      );
+    }
+    const aside = `${this.path}.damaged`;
+    try {
+      Deno.renameSync(this.path, aside);
+    } catch (e) {
+      // Another rank or run moved it first; anything else leaves it where it is.
+      if (!(e instanceof Deno.errors.NotFound)) {
+        throw new UsageError(
+          `matmul tuning cache ${this.path}: ${why}, and ${(e as Error).message}`,
+        );
+      }
+      return null;
+    }
+    this.opts.warn?.(
+      `the matmul tuning cache ${this.path} was damaged (${why}): moved aside to ${aside}; ` +
+        "tuned choices are saved to a new one",
     );
+    return null;
   }
 
   /** What the file holds for `adapter`. */
@@ -72,10 +121,21 @@ export class FileTuningStore implements TuningStore {
       lock.lockSync(true);
       const f = this.#read();
       f.adapters[adapter] = { ...f.adapters[adapter], ...table };
-      // Readers never take the lock: they see the old file or the new one, whole.
+      // Readers never take the lock: they see the old file or the new one, whole; the new
+      // one is on disk before it replaces the old (a crash leaves one or the other).
       const tmp = `${this.path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-      Deno.writeTextFileSync(tmp, JSON.stringify(f, null, 1) + "\n");
-      Deno.renameSync(tmp, this.path);
+      try {
+        using file = Deno.openSync(tmp, { write: true, createNew: true });
+        const bytes = new TextEncoder().encode(JSON.stringify(f, null, 1) + "\n");
+        for (let at = 0; at < bytes.length;) at += file.writeSync(bytes.subarray(at));
+        file.syncDataSync();
+        Deno.renameSync(tmp, this.path);
+      } catch (e) {
+        try {
+          Deno.removeSync(tmp);
+        } catch { /* not made, or renamed */ }
+        throw e;
+      }
     } finally {
       lock.close();
     }

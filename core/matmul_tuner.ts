@@ -298,14 +298,22 @@ export class MatmulTuner implements TilingSource {
    * fresh buffers (zeros), keeps the fastest, saves the finished choices to the
    * store, and says what it found. Stops when the budget
    * ({@link MatmulTunerOptions.budgetMs}) is spent, or `limitMs` in this call
-   * (a run's share of it, e.g. for a short run); the shapes left wait for a
-   * later run. Waits for the device (it syncs), so call it between steps.
+   * (a run's share of it, e.g. for a short run), or when `stop` says so (a
+   * signal to the run), checked before each candidate's compile, after a turn
+   * of the event loop that lets a signal's listener run (on Dawn's GL backend a
+   * compile runs inside `queue.submit`, and a sync can resolve without such a
+   * turn); the shapes left wait for a later run. Each shape's choice is saved
+   * as soon as it is made. Waits for the device (it syncs), so call it between
+   * steps.
    */
-  async tune(limitMs = Infinity): Promise<TunedShape[]> {
+  async tune(limitMs = Infinity, stop: () => boolean = () => false): Promise<TunedShape[]> {
     const found: TunedShape[] = [];
-    const table: TuningTable = {};
     const start = performance.now();
-    const deadline = start + Math.min(this.budgetMs - this.#spentMs, limitMs);
+    const budgetEnd = start + Math.min(this.budgetMs - this.#spentMs, limitMs);
+    const over = async () => {
+      await new Promise((r) => setTimeout(r, 0));
+      return performance.now() >= budgetEnd || stop();
+    };
     // What a sync costs with nothing to wait for (Deno's WebGPU polls: ≥ 10 ms),
     // taken off every timing so that it does not drown short kernels.
     const syncMs = this.#pending.size ? await this.#emptySyncMs() : 0;
@@ -313,12 +321,12 @@ export class MatmulTuner implements TilingSource {
       flopsOf(b.shape) - flopsOf(a.shape)
     );
     for (const [key, { shape, opts }] of largestFirst) {
-      if (performance.now() >= deadline) break;
-      const r = await this.#tuneOne(key, shape, opts, syncMs, deadline);
+      if (await over()) break;
+      const r = await this.#tuneOne(key, shape, opts, syncMs, budgetEnd, over);
       this.#pending.delete(key);
       this.#chosen.set(key, r.tiling);
       if (r.report.complete) {
-        table[key] = tuningEntry(r.tiling, choiceDigest(shape, opts, r.tiling));
+        this.#save({ [key]: tuningEntry(r.tiling, choiceDigest(shape, opts, r.tiling)) });
       }
       found.push(r.report);
     }
@@ -326,15 +334,18 @@ export class MatmulTuner implements TilingSource {
     this.#pending.clear();
     this.#spentMs += performance.now() - start;
     if (this.#deferred.size || found.some((r) => !r.complete)) this.#exhausted = true;
-    if (Object.keys(table).length && this.store) {
-      try {
-        this.store.save(this.#table, table);
-        this.saveError = null;
-      } catch (e) {
-        this.saveError = e instanceof Error ? e.message : String(e);
-      }
-    }
     return found;
+  }
+
+  /** Adds `table` to the store (a failure is kept in {@link saveError}; the choices still apply). */
+  #save(table: TuningTable): void {
+    if (!this.store) return;
+    try {
+      this.store.save(this.#table, table);
+      this.saveError = null;
+    } catch (e) {
+      this.saveError = e instanceof Error ? e.message : String(e);
+    }
   }
 
   /**
@@ -391,7 +402,8 @@ export class MatmulTuner implements TilingSource {
     shape: MatmulShape,
     opts: MatmulOptions,
     syncMs: number,
-    deadline: number,
+    budgetEnd: number,
+    over: () => Promise<boolean>,
   ) {
     const device = this.device;
     const { batch, M, N, K } = shape;
@@ -416,11 +428,11 @@ export class MatmulTuner implements TilingSource {
       let timed = 0;
       const times: { tiling: MatmulTiling; ms: number; again: () => Promise<number> }[] = [];
       for (const tiling of candidates) {
-        // The heuristic (first) is always timed; the others while the budget lasts,
-        // and not one whose compile would likely run past it (a budget is checked
-        // between compiles: one cannot be cut short).
-        if (timed > 0 && performance.now() >= deadline) break;
-        if (timed > 0 && performance.now() + this.#expectedCompileMs(tiling) > deadline) continue;
+        // The heuristic (first) is always timed; the others while the budget lasts
+        // and nothing asks to stop, and not one whose compile would likely run past
+        // the budget (it is checked between compiles: one cannot be cut short).
+        if (timed > 0 && await over()) break;
+        if (timed > 0 && performance.now() + this.#expectedCompileMs(tiling) > budgetEnd) continue;
         const plan = matmulPlanWith(shape, opts, tiling);
         const run = async (n: number) => {
           const t0 = performance.now();
@@ -448,7 +460,7 @@ export class MatmulTuner implements TilingSource {
       }
       const finalists = finalistsOf(times);
       if (finalists.length > 1) {
-        for (let round = 0; round < FINALIST_ROUNDS && performance.now() < deadline; round++) {
+        for (let round = 0; round < FINALIST_ROUNDS && !await over(); round++) {
           for (const f of finalists) f.ms = Math.min(f.ms, await f.again());
         }
         for (const f of finalists) {

@@ -17,7 +17,7 @@ import type { Tokenizer } from "./tokenizer.ts";
 import { countInvalidUtf8, invalidUtf8Warning } from "./utf8.ts";
 
 /** Bytes read from a corpus file at a time. */
-export const CORPUS_CHUNK_BYTES = 16 * 2 ** 20;
+export const CORPUS_CHUNK_BYTES = 2 ** 20;
 
 /**
  * The longest stretch of a file without a place to cut it (a line feed and

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { readFully, readUpTo } from "../core/files.ts";
+import { oneLine, readFully, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { TOKENIZER_NAMES } from "./tokenizer.ts";
 
@@ -259,11 +259,26 @@ export async function writeTokenBinFrom<R>(
     let result: R;
     {
       using file = await Deno.open(partial, { write: true, create: true, truncate: true });
+      // Ids gather in a buffer written when full: a document at a time would be a
+      // write (and an await) per document.
+      const buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+      let used = 0;
+      const flush = async () => {
+        for (let at = 0; at < used;) at += await file.write(buffer.subarray(at, used));
+        used = 0;
+      };
       result = await fill(async (ids) => {
         const bytes = encodeTokenBin(ids, tokens);
-        for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
         tokens += ids.length;
+        if (used + bytes.length > buffer.length) await flush();
+        if (bytes.length > buffer.length) {
+          for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+        } else {
+          buffer.set(bytes, used);
+          used += bytes.length;
+        }
       });
+      await flush();
     }
     if (tokens === 0) throw new DataError(`${path}: no token ids to write`);
     await Deno.rename(partial, path);
@@ -275,6 +290,9 @@ export async function writeTokenBinFrom<R>(
   }
 }
 
+/** Bytes {@link writeTokenBinFrom} gathers before a write. */
+const WRITE_BUFFER_BYTES = 4 * 2 ** 20;
+
 /** The sidecar of `path`, or undefined when there is none (a plain nanoGPT `.bin`). */
 export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | undefined> {
   const side = tokenBinMetaPath(path);
@@ -283,7 +301,7 @@ export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | und
     text = await Deno.readTextFile(side);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new DataError(`${side}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+    throw new DataError(`${side}: ${oneLine((e as Error).message)}`);
   }
   let meta: unknown;
   try {

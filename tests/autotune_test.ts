@@ -474,6 +474,33 @@ Deno.test(
       assert.match(found[0].shape, /^1x96x80x64\//, "the larger shape goes first");
       assert.equal(Object.keys(store.load(tuningTableKey(device))).length, 2);
       assert.doesNotMatch(describeTuning(found, 1, null, all.deferred), /later runs/);
+
+      // A stop request (a signal to the run), asked before each compile: here true from
+      // the larger shape's third candidate on. That shape's two timings serve this run
+      // only; the smaller waits; nothing is cached. A stop after the first shape has
+      // finished leaves its choice saved at once, the smaller shape deferred.
+      const stopStore = new MemoryStore();
+      let asked = 0;
+      const stopped = new MatmulTuner(device, stopStore, { ...opts, budgetMs: Infinity });
+      useBoth(stopped);
+      const cut = await stopped.tune(Infinity, () => ++asked > 2);
+      assert.equal(cut.length, 1, JSON.stringify(cut));
+      assert.equal(cut[0].complete, false);
+      assert.equal(cut[0].candidates, 2);
+      assert.equal(stopped.deferred, 1);
+      assert.equal(stopStore.saves, 0);
+      assert.match(
+        describeTuning(cut, 0.1, null, stopped.deferred, true),
+        /; stopped by a signal, 2 shapes left for later runs$/,
+      );
+      const later = new MatmulTuner(device, stopStore, { ...opts, budgetMs: Infinity });
+      useBoth(later);
+      const first = await later.tune(Infinity, () => stopStore.saves > 0);
+      assert.equal(first.length, 1);
+      assert.equal(first[0].complete, true);
+      assert.equal(later.deferred, 1);
+      assert.equal(stopStore.saves, 1);
+      assert.deepEqual(Object.keys(stopStore.load(tuningTableKey(device))), [first[0].shape]);
     } finally {
       device.matmulTuner = null;
       for (const t of [...small, ...large]) t.dispose();
@@ -552,6 +579,40 @@ Deno.test("autotune: the file store merges entries and refuses, untouched, a fil
     assert.throws(() => store.load("gpu"), /is not a matmul tuning cache/);
     assert.throws(() => store.save("gpu", { c: "cpu8x2x2" }), /is not a matmul tuning cache/);
     assert.equal(await Deno.readTextFile(path), foreign);
+  }
+  // Past any cache's size: not read (a 700 MB file took 2 GB to refuse).
+  await Deno.truncate(path, 65 * 2 ** 20);
+  assert.throws(() => store.load("gpu"), /larger than 67108864 bytes/);
+  assert.equal((await Deno.stat(path)).size, 65 * 2 ** 20);
+});
+
+Deno.test("autotune: the program's own cache, damaged, is moved aside and started anew", async () => {
+  await using temp = await tempDir();
+  const path = `${temp.path}/tuning.json`;
+  // Empty (a crash between the write and the rename, before saves were flushed), cut
+  // short, another shape, or huge: each stopped every later run until removed by hand.
+  for (const damage of ["", '{"version": 1, "adap', '{"version":"1"}', "huge"]) {
+    await Deno.writeTextFile(path, damage === "huge" ? "" : damage);
+    if (damage === "huge") await Deno.truncate(path, 65 * 2 ** 20);
+    const said: string[] = [];
+    const store = new FileTuningStore(path, { own: true, warn: (l) => said.push(l) });
+    assert.deepEqual(store.load("gpu"), {});
+    assert.equal(said.length, 1, damage);
+    assert.match(
+      said[0],
+      /tuning\.json was damaged \(.*\): moved aside to .*tuning\.json\.damaged;/,
+    );
+    assert.equal(
+      (await Deno.stat(`${path}.damaged`)).size,
+      damage === "huge" ? 65 * 2 ** 20 : damage.length,
+    );
+    store.save("gpu", { a: "cpu16x4x8" });
+    assert.deepEqual(new FileTuningStore(path).load("gpu"), { a: "cpu16x4x8" });
+    assert.deepEqual(
+      [...Deno.readDirSync(temp.path)].map((e) => e.name).filter((n) => n.endsWith(".tmp")),
+      [],
+    );
+    await Deno.remove(path);
   }
 });
 

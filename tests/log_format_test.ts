@@ -5,6 +5,7 @@
  */
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { formatLogLine, formatValidationLines, JsonLog, keepThrough, pyExp } from "../cli/log.ts";
+import { classify } from "../cli/errors.ts";
 import { tempDir } from "./temp_dir.ts";
 
 Deno.test("pyExp is Python's {:.6E}", () => {
@@ -153,4 +154,21 @@ Deno.test("--log-json: a header record begins each run, also on resume", async (
   equal(recs[3].first_iteration, 3);
   // Headers have no iteration, so a resume keeps them.
   equal(keepThrough(JSON.stringify(h) + "\n", 0), JSON.stringify(h) + "\n");
+});
+
+Deno.test("a --log-json write that fails (a full disk) names the file, as one error line", async () => {
+  // /dev/full answers every write with ENOSPC; the error had said only "No space left on
+  // device (os error 28)", naming neither the file nor the flag.
+  const log = await JsonLog.open("/dev/full");
+  let caught: unknown;
+  try {
+    log.write({ iteration: 1, loss: 1 });
+  } catch (e) {
+    caught = e;
+  }
+  await log.close();
+  deepStrictEqual(classify(caught), {
+    code: 1,
+    message: "--log-json /dev/full: No space left on device (os error 28)",
+  });
 });

@@ -13,6 +13,7 @@ import { SIGNAL_COPY_MS } from "../collectives/signal_copies.ts";
 import { SAVE_LOCK_FILE } from "../cli/save_lock.ts";
 import { SignalHandler } from "../cli/signals.ts";
 import { runCli, startCli, startCommand, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
+import { prng, withTimeLimit } from "./helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
@@ -224,6 +225,65 @@ Deno.test({
       strictEqual(r.code, 143, `after ${steps} steps: ${r.stderr}`);
     }
   },
+});
+
+Deno.test(
+  "a SIGTERM during matmul autotuning stops it, and the step it followed is saved",
+  // The tuning pass after the first steps (minutes on a cold machine) noticed no signal until it
+  // ended: on Dawn a compile runs inside queue.submit and a sync can resolve without a turn of
+  // the event loop. It now yields a turn and asks for a stop before each candidate's compile.
+  withTimeLimit(420),
+  async () => {
+    await using temp = await tempDir({ prefix: "signals-tune-" });
+    const dir = temp.path;
+    const run = startCli("cli/train.ts", [
+      ...["--num-layers", "2", "--hidden-size", "256", "--num-attention-heads", "4"],
+      ...["--seq-length", "64", "--micro-batch-size", "4", "--train-iters", "1000"],
+      ...["--eval-iters", "0", "--sample-tokens", "0", "--log-interval", "1"],
+      ...["--matmul-autotune-budget", "inf", "--matmul-tuning-cache", `${dir}/tuning.json`],
+      ...["--save", `${dir}/ck`],
+    ]);
+    await run.waitFor(/matmul autotune: timing the tilings of \d+ new shapes/, "stdout", 300_000);
+    run.kill("SIGTERM");
+    const r = await run.done();
+    strictEqual(r.code, 0, r.stderr);
+    match(r.stdout, /matmul autotune: .*; stopped by a signal, \d+ shapes? left for later runs/);
+    const m = /stopped by SIGTERM after iteration (\d+)/.exec(r.stdout);
+    ok(m, r.stdout);
+    // Tuning follows the step that met every shape; the run stops at that step.
+    const logged = [...r.stdout.matchAll(/iteration\s+(\d+)\/\s*1000/g)].map((x) => x[1]);
+    deepStrictEqual(logged.slice(-1), [m[1]], r.stdout);
+    strictEqual((await Deno.readTextFile(`${dir}/ck/latest`)).trim(), m[1]);
+  },
+);
+
+Deno.test("with --save, a SIGINT while the corpus is tokenized exits at once, saving nothing", async () => {
+  // GPT-2's tokenizer is slow on words it has not seen (~0.2 MB/s on random letters): the
+  // corpus was tokenized in one synchronous pass, and the signal waited for its end (then the
+  // run trained a step and saved it). It is now read and tokenized 1 MiB at a time.
+  await using temp = await tempDir({ prefix: "signals-data-" });
+  const dir = temp.path;
+  const r = prng(11);
+  const word = () =>
+    String.fromCharCode(...Array.from({ length: 3 + Math.floor(r() * 8) }, () => 97 + r() * 26));
+  const lines = Array.from({ length: 120_000 }, () => Array.from({ length: 8 }, word).join(" "));
+  await Deno.writeTextFile(`${dir}/random.txt`, lines.join("\n"));
+  const run = startCli("cli/train.ts", [
+    ...tiny,
+    ...["--tokenizer", "gpt2", "--data-path", `${dir}/random.txt`, "--train-iters", "5"],
+    ...["--no-matmul-autotune", "--save", `${dir}/ck`],
+  ]);
+  // The save lock is taken just before the handler is installed and the corpus read.
+  const lock = `${dir}/ck/${SAVE_LOCK_FILE}`;
+  for (let i = 0; i < 600 && !await Deno.stat(lock).then(() => true, () => false); i++) {
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  await new Promise((res) => setTimeout(res, 500));
+  run.kill("SIGINT");
+  const done = await run.done();
+  strictEqual(done.code, 130, done.stdout + done.stderr);
+  match(done.stderr, /SIGINT: exiting \(exit 130\); training had not started/);
+  strictEqual(await Deno.stat(`${dir}/ck/latest`).then(() => true, () => false), false);
 });
 
 Deno.test("with --save, a SIGINT while a node waits at the rendezvous exits at once, saving nothing", async () => {

@@ -35,11 +35,19 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** Replaces `path` atomically with `bytes` (temporary file, fsync, rename, fsync of the dir). */
+/**
+ * Replaces `path` atomically with `bytes` (temporary file, fsync, rename, fsync
+ * of the dir); a write that fails (a full disk) removes its temporary file.
+ */
 export async function replaceFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp`;
-  await writeFileDurable(tmp, bytes);
-  await Deno.rename(tmp, path);
+  try {
+    await writeFileDurable(tmp, bytes);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
   await syncDir(dirname(path));
 }
 
