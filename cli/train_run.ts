@@ -826,6 +826,11 @@ async function trainOn<B>(
     if (a.save && (it % a.saveInterval === 0 || it === iters || stoppedBy || exitAfter)) {
       await save(a, L, dist, task, trainer, it, consumedAt(it), skippedTotal, initStd);
       if (log.isLogger) progress.line(`saved checkpoint at iteration ${it} to ${a.save}`);
+      if (agreeing && !stoppedBy && !exitAfter && it < iters) {
+        // A signal that came during the save stops the run here, at the iteration just
+        // saved, as Megatron's check right after a save does (not after another step and save).
+        stoppedBy = (await agreedStop(stop, stopFlag, dist, 0)).signal;
+      }
     }
     if (log.isLogger) progress.update(it);
     if (stoppedBy || exitAfter) break;

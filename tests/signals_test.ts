@@ -203,6 +203,28 @@ for (const [mode, extra] of Object.entries(modes)) {
   });
 }
 
+Deno.test("a SIGTERM during a periodic save stops the run at the saved iteration", async () => {
+  // Megatron checks for the signal right after a save; the run here went on for a step and
+  // saved again (the audit: signalled while saving iteration 2, stopped after 3).
+  await using temp = await tempDir({ prefix: "signals-save-" });
+  const ck = `${temp.path}/ck`;
+  const run = startCli("cli/train.ts", [
+    ...slow,
+    ...["--train-iters", "100000", "--save", ck, "--save-interval", "2"],
+  ]);
+  const saving = `${ck}/iter_0000002.tmp`;
+  await run.waitFor(/iteration\s+2\/\s*100000/, "stdout", 180_000).catch(() => {});
+  for (let i = 0; i < 3000 && !await Deno.stat(saving).then(() => true, () => false); i++) {
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  run.kill("SIGTERM");
+  const r = await run.done();
+  strictEqual(r.code, 0, r.stderr);
+  match(r.stdout, /stopped by SIGTERM after iteration 2;/);
+  strictEqual((await Deno.readTextFile(`${ck}/latest`)).trim(), "2");
+  strictEqual(r.stdout.match(/saved checkpoint at iteration/g)?.length, 1, r.stdout);
+});
+
 Deno.test({
   name: "SIGTERM to a --launcher procs run on Dawn without --save: exit 143, the heap intact",
   // Dawn's ranks exited through Deno.exit, whose native exit handlers ran while Mesa's threads
