@@ -95,9 +95,13 @@ async function* filePieces(
     throw new DataError(`${path}: ${oneLine((e as Error).message)}`);
   }
   using _ = file;
+  // Bytes read but not yet handed on, and the last position among them already
+  // found to be no place to cut (a long stretch without one is read in growing
+  // chunks, and each byte is looked at once).
   let held = new Uint8Array(0);
+  let searched = 1;
   for (;;) {
-    const buf = new Uint8Array(held.length + chunkBytes);
+    const buf = new Uint8Array(held.length + Math.max(chunkBytes, held.length));
     buf.set(held);
     const n = await readUpTo(file, buf.subarray(held.length));
     onRead(n);
@@ -107,8 +111,8 @@ async function* filePieces(
       return;
     }
     let cut = end - 2; // the space rule looks one byte past the cut
-    while (cut > 1 && !cutsAt(buf, cut, jsonLines)) cut--;
-    if (cut <= 1) {
+    while (cut > searched && !cutsAt(buf, cut, jsonLines)) cut--;
+    if (cut <= searched) {
       if (end > maxUncut) {
         throw new DataError(
           `${path}: ${end} bytes without a place to cut them (a line feed or space between ` +
@@ -117,10 +121,12 @@ async function* filePieces(
         );
       }
       held = buf.subarray(0, end);
+      searched = end - 2;
       continue;
     }
     yield buf.subarray(0, cut);
     held = buf.slice(cut, end);
+    searched = 1;
   }
 }
 
