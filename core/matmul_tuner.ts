@@ -258,7 +258,7 @@ export class MatmulTuner implements TilingSource {
     }
   }
 
-  /** Why the last save to the store failed (the choices still apply to this run), or null. */
+  /** Why a save to the store failed in the last {@link tune} (its choices still apply to this run), or null. */
   saveError: string | null = null;
 
   /** Shapes used but not tuned yet. */
@@ -308,6 +308,7 @@ export class MatmulTuner implements TilingSource {
    */
   async tune(limitMs = Infinity, stop: () => boolean = () => false): Promise<TunedShape[]> {
     const found: TunedShape[] = [];
+    this.saveError = null;
     const start = performance.now();
     const budgetEnd = start + Math.min(this.budgetMs - this.#spentMs, limitMs);
     const over = async () => {
@@ -337,14 +338,16 @@ export class MatmulTuner implements TilingSource {
     return found;
   }
 
-  /** Adds `table` to the store (a failure is kept in {@link saveError}; the choices still apply). */
+  /**
+   * Adds `table` to the store (a failure is kept in {@link saveError} for the
+   * rest of the pass, whatever later saves do; the choices still apply).
+   */
   #save(table: TuningTable): void {
     if (!this.store) return;
     try {
       this.store.save(this.#table, table);
-      this.saveError = null;
     } catch (e) {
-      this.saveError = e instanceof Error ? e.message : String(e);
+      this.saveError ??= e instanceof Error ? e.message : String(e);
     }
   }
 
