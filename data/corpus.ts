@@ -16,6 +16,7 @@ import {
   readTokenBinWith,
 } from "./token_bin.ts";
 import {
+  blankBytes,
   type CorpusFile,
   jsonLineDocument,
   tokenizeCorpus,
@@ -266,11 +267,6 @@ function decodeWhole(path: string, bytes: Uint8Array): DecodedText {
   }
 }
 
-function blank(bytes: Uint8Array): boolean {
-  for (const b of bytes) if (!(b === 32 || (b >= 9 && b <= 13))) return false;
-  return true;
-}
-
 /**
  * Loads a corpus as raw bytes, unchanged (for byte-level tokenizers): a file, or a folder's
  * .txt/.md files (recursive, sorted by path) joined with a blank line ("\n\n"); files of
@@ -279,7 +275,7 @@ function blank(bytes: Uint8Array): boolean {
 export async function loadBytes(dataPath?: string, _opts: CorpusOptions = {}): Promise<Uint8Array> {
   if (dataPath === undefined) return new TextEncoder().encode(await loadMobyDick());
   const { folder, files } = await readCorpusFiles(dataPath);
-  const nonEmpty = files.map((f) => f.bytes).filter((b) => !blank(b));
+  const nonEmpty = files.map((f) => f.bytes).filter((b) => !blankBytes(b));
   if (nonEmpty.length === 0) throw emptyError(dataPath, folder, files.length);
   return joinBytes(nonEmpty);
 }

@@ -14,7 +14,7 @@ import { oneLine, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { loadMobyDick } from "./moby_dick.ts";
 import type { Tokenizer } from "./tokenizer.ts";
-import { countInvalidUtf8, invalidUtf8Warning } from "./utf8.ts";
+import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 
 /** Bytes read from a corpus file at a time. */
 export const CORPUS_CHUNK_BYTES = 2 ** 20;
@@ -130,34 +130,8 @@ async function* filePieces(
   }
 }
 
-const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const lenient = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
-
-/**
- * Decodes one piece as UTF-8, U+FFFD for invalid bytes (counted into `bad`); a
- * byte-order mark is dropped at the start of a file only, as a whole-file
- * decode does.
- */
-function decodePiece(
-  bytes: Uint8Array,
-  first: boolean,
-  bad: { invalidBytes: number; replacements: number },
-): string {
-  const body = first && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
-    ? bytes.subarray(3)
-    : bytes;
-  try {
-    return strict.decode(body);
-  } catch {
-    const c = countInvalidUtf8(body);
-    bad.invalidBytes += c.invalidBytes;
-    bad.replacements += c.replacements;
-    return lenient.decode(body);
-  }
-}
-
 /** ASCII white space only (a byte-level file that holds nothing else is skipped). */
-function blankBytes(bytes: Uint8Array): boolean {
+export function blankBytes(bytes: Uint8Array): boolean {
   for (const b of bytes) if (!(b === 32 || (b >= 9 && b <= 13))) return false;
   return true;
 }
@@ -218,14 +192,12 @@ export async function tokenizeCorpus(
 
   for (const f of files) {
     const bad = { invalidBytes: 0, replacements: 0 };
-    let first = true, line = 0;
+    let line = 0;
     // A file is one document, opened by its first piece that is not blank. Only a
     // file's last piece can be blank (every other ends beside a printable
     // character), so a blank piece before the document opens is a blank file.
     let open = false;
     for await (const bytes of filePieces(f.path, f.jsonLines, chunkBytes, maxUncut, onRead)) {
-      const isFirst = first;
-      first = false;
       if (byteLevel) {
         if (!open && blankBytes(bytes)) continue;
         if (!open) await startDocument();
@@ -234,7 +206,12 @@ export async function tokenizeCorpus(
         await emit(bytesOf!(bytes));
         continue;
       }
-      const text = decodePiece(bytes, isFirst, bad);
+      // A byte-order mark is dropped where a piece starts: only a file's first
+      // can start with one (every other starts with a printable character or a space).
+      const decoded = decodeUtf8Counted(bytes);
+      bad.invalidBytes += decoded.invalidBytes;
+      bad.replacements += decoded.replacements;
+      const text = decoded.text;
       if (f.jsonLines) {
         for (const l of text.split("\n")) {
           line++;
