@@ -26,6 +26,10 @@ export function defaultTuningCachePath(): string | null {
 
 type CacheFile = { version: 1; adapters: Record<string, TuningTable> };
 
+function emptyCache(): CacheFile {
+  return { version: 1, adapters: {} };
+}
+
 /** Larger than any tuning cache (a few kB per adapter): such a file is not read. */
 const MAX_CACHE_BYTES = 64 * 2 ** 20;
 
@@ -52,15 +56,14 @@ export class FileTuningStore implements TuningStore {
   constructor(readonly path: string, readonly opts: TuningStoreOptions = {}) {}
 
   #read(): CacheFile {
-    const empty = (): CacheFile => ({ version: 1, adapters: {} });
     let text: string;
     try {
       if (Deno.statSync(this.path).size > MAX_CACHE_BYTES) {
-        return this.#damaged(`larger than ${MAX_CACHE_BYTES} bytes`) ?? empty();
+        return this.#damaged(`larger than ${MAX_CACHE_BYTES} bytes`);
       }
       text = Deno.readTextFileSync(this.path);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return empty();
+      if (e instanceof Deno.errors.NotFound) return emptyCache();
       throw new UsageError(`matmul tuning cache ${this.path}: ${(e as Error).message}`);
     }
     let f: Partial<CacheFile> | null = null;
@@ -68,14 +71,14 @@ export class FileTuningStore implements TuningStore {
       f = JSON.parse(text);
     } catch { /* not JSON: damaged */ }
     if (f?.version === 1 && typeof f.adapters === "object" && f.adapters) return f as CacheFile;
-    return this.#damaged(text.length === 0 ? "empty" : "not a tuning cache") ?? empty();
+    return this.#damaged(text.length === 0 ? "empty" : "not a tuning cache");
   }
 
   /**
    * A file that is not a tuning cache: refused, or, for the program's own,
-   * moved aside (null: read it as empty).
+   * moved aside and read as an empty cache.
    */
-  #damaged(why: string): null {
+  #damaged(why: string): CacheFile {
     if (!this.opts.own) {
       throw new UsageError(
         `${this.path} is not a matmul tuning cache (${why}; this project writes JSON with ` +
@@ -93,13 +96,13 @@ export class FileTuningStore implements TuningStore {
           `matmul tuning cache ${this.path}: ${why}, and ${(e as Error).message}`,
         );
       }
-      return null;
+      return emptyCache();
     }
     this.opts.warn?.(
       `the matmul tuning cache ${this.path} was damaged (${why}): moved aside to ${aside}; ` +
         "tuned choices are saved to a new one",
     );
-    return null;
+    return emptyCache();
   }
 
   /** What the file holds for `adapter`. */

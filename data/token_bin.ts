@@ -161,11 +161,11 @@ async function checkMegatronIndex(path: string): Promise<void> {
   const head = new Uint8Array(MEGATRON_HEADER_BYTES);
   const got = await readUpTo(file, head);
   if (!isMegatronIndexHeader(head.subarray(0, got))) return;
+  const idxSize = (await file.stat()).size;
   const cut = () =>
     new DataError(
-      `${path}: its Megatron index ${idx} is cut short (${
-        Deno.statSync(idx).size
-      } bytes, less than its header and arrays take): write the dataset again`,
+      `${path}: its Megatron index ${idx} is cut short (${idxSize} bytes, less than its ` +
+        `header and arrays take): write the dataset again`,
     );
   if (got < MEGATRON_HEADER_BYTES) throw cut();
   const view = new DataView(head.buffer);
@@ -179,7 +179,7 @@ async function checkMegatronIndex(path: string): Promise<void> {
   const sequences = Number(view.getBigUint64(18, true));
   const documents = Number(view.getBigUint64(26, true));
   const idxBytes = MEGATRON_HEADER_BYTES + 12 * sequences + 8 * documents;
-  if ((await file.stat()).size < idxBytes) throw cut();
+  if (idxSize < idxBytes) throw cut();
   let binBytes = 0;
   if (sequences > 0) {
     const last = new Uint8Array(8);
