@@ -535,22 +535,23 @@ function endScope(device: Device, scope: Set<{ dispose(): void }>, result: unkno
 export function disposeOnThrow<T>(device: Device, fn: () => T): T {
   const made = new Set<{ dispose(): void }>();
   device.scopes.push(made);
-  const close = (failed: boolean) => {
-    if (device.scopes.pop() !== made) throw new Error("disposeOnThrow: tensor scopes unbalanced");
-    const parent = device.scopes[device.scopes.length - 1];
-    for (const t of made) {
-      if (!failed) parent?.add(t);
-      else if (!(t instanceof Tensor && t.persistent)) t.dispose();
+  const balanced = () => {
+    if (device.scopes[device.scopes.length - 1] !== made) {
+      throw new Error("disposeOnThrow: tensor scopes unbalanced");
     }
   };
   let r: T;
   try {
     r = fn();
   } catch (e) {
-    close(true);
+    balanced();
+    endScope(device, made, undefined); // as a failed `tidy`: all but persistent ones go
     throw e;
   }
-  close(false);
+  balanced();
+  device.scopes.pop();
+  const parent = device.scopes[device.scopes.length - 1];
+  if (parent) { for (const t of made) parent.add(t); }
   return r;
 }
 
