@@ -18,10 +18,11 @@ import { DataError } from "../data/errors.ts";
 import { bertEvalBatches, prepareBertCorpus } from "../data/bert_batches.ts";
 import { loadText } from "../data/corpus.ts";
 import { evalBatches, evalWindowCount } from "../data/gpt_batches.ts";
+import type { TokenStream, TokenStreamLike } from "../data/token_stream.ts";
 import {
   isTokenBinPath,
+  openTokenBin,
   readTokenBinMeta,
-  readTokenBinWith,
   tokenizerFlagFor,
 } from "../data/token_bin.ts";
 import { readMeta, resolveIterDir } from "../models/checkpoint/layout.ts";
@@ -149,7 +150,7 @@ export interface EvalResult {
  */
 export async function evaluateStream(
   model: Gpt,
-  ids: ArrayLike<number>,
+  ids: TokenStreamLike,
   seqLength: number,
   batchSize: number,
   progress?: (done: number, total: number) => void,
@@ -242,7 +243,7 @@ async function readIds(
   f: FlagValues,
   vocabSize: number,
   saved?: string,
-): Promise<{ ids: ArrayLike<number>; source: string }> {
+): Promise<{ ids: TokenStream; source: string }> {
   const path = megatronPrefix(f["data-path"] as string);
   const bin = isTokenBinPath(path);
   const meta = bin ? await readTokenBinMeta(path) : undefined;
@@ -251,7 +252,7 @@ async function readIds(
     const name = given !== undefined
       ? (await modelTokenizer(vocabSize, given, saved, hfDirOf(f))).name
       : saved;
-    const ids = await readTokenBinWith(path, meta, vocabSize);
+    const ids = await openTokenBin(path, meta, vocabSize);
     return { ids, source: `${path} (${name ? `tokenizer ${name}, ` : ""}no sidecar)` };
   }
   if (meta) {

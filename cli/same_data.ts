@@ -12,6 +12,7 @@
 import { disagreements } from "../collectives/agree.ts";
 import type { ProcessGroup } from "../collectives/group.ts";
 import { DataError } from "../data/errors.ts";
+import { forEachPiece, type TokenStreamLike } from "../data/token_stream.ts";
 
 /** What the ranks compare of one token stream: its length and a hash of its tokens. */
 export interface StreamFingerprint {
@@ -57,10 +58,13 @@ export class TokenStreamHash {
   }
 }
 
-/** The fingerprint of a token stream held in one array: its length and a hash of every token. */
-export function streamFingerprint(tokens: ArrayLike<number>): StreamFingerprint {
+/**
+ * The fingerprint of a token stream, an array or a stream read a piece at a
+ * time (a `.bin` larger than memory): its length and a hash of every token.
+ */
+export async function streamFingerprint(tokens: TokenStreamLike): Promise<StreamFingerprint> {
   const hash = new TokenStreamHash();
-  hash.add(tokens);
+  await forEachPiece(tokens, (piece) => hash.add(piece));
   return hash.fingerprint();
 }
 

@@ -90,7 +90,7 @@ async function readOnEveryRank<B>(
   data: TaskData<B>,
   dist: WorkerContext | null,
 ): Promise<TaskData<B>> {
-  if (dist) await checkSameData(dist.group, data.streams);
+  if (dist) await checkSameData(dist.group, await data.fingerprints());
   return data;
 }
 

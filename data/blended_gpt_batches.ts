@@ -19,6 +19,7 @@ import {
   type LmBatch,
 } from "./gpt_batches.ts";
 import { DataRng, type DataRngState } from "./rng.ts";
+import { asTokenStream, type TokenStream, type TokenStreamLike } from "./token_stream.ts";
 
 /** Serializable state of a {@link BlendedGptBatchSampler} for checkpoint resume. */
 export interface BlendedSamplerState {
@@ -38,7 +39,7 @@ function nameOf(names: readonly string[] | undefined, k: number): string {
 }
 
 function checkCorpora(
-  corpora: readonly ArrayLike<number>[],
+  corpora: readonly TokenStreamLike[],
   weights: readonly number[],
   names: readonly string[] | undefined,
 ): void {
@@ -59,7 +60,7 @@ function checkCorpora(
  * run continue the same sequence.
  */
 export class BlendedGptBatchSampler {
-  readonly #corpora: readonly ArrayLike<number>[];
+  readonly #corpora: readonly TokenStream[];
   readonly #B: number;
   readonly #T: number;
   readonly #seed: number;
@@ -73,7 +74,7 @@ export class BlendedGptBatchSampler {
    * corpus shorter than one window (T+1 tokens).
    */
   constructor(
-    corpora: readonly ArrayLike<number>[],
+    corpora: readonly TokenStreamLike[],
     weights: readonly number[],
     options: GptSamplerOptions,
     names?: readonly string[],
@@ -81,7 +82,7 @@ export class BlendedGptBatchSampler {
     checkCorpora(corpora, weights, names);
     checkSamplerOptions(options);
     corpora.forEach((ids, k) => checkOneWindow(nameOf(names, k), ids, options.seqLength));
-    this.#corpora = corpora;
+    this.#corpora = corpora.map(asTokenStream);
     this.#B = options.batchSize;
     this.#T = options.seqLength;
     this.#seed = options.seed;
@@ -163,7 +164,7 @@ export class BlendedGptBatchSampler {
  * corpus needs one window (T+1 tokens); `names` name them in errors.
  */
 export function blendedEvalBatches(
-  corpora: readonly ArrayLike<number>[],
+  corpora: readonly TokenStreamLike[],
   weights: readonly number[],
   batchSize: number,
   seqLength: number,
@@ -172,7 +173,8 @@ export function blendedEvalBatches(
   checkCorpora(corpora, weights, options.names);
   checkPositive("batch size", batchSize);
   corpora.forEach((ids, k) => checkOneWindow(nameOf(options.names, k), ids, seqLength));
-  const starts = corpora.map((ids) => evalWindowStarts(ids.length, seqLength));
+  const streams = corpora.map(asTokenStream);
+  const starts = streams.map((ids) => evalWindowStarts(ids.length, seqLength));
   const available = starts.reduce((n, s) => n + s.length, 0);
   const rows = Math.min(available, (options.maxBatches ?? Infinity) * batchSize);
   const schedule = new BlendSchedule(weights);
@@ -186,7 +188,7 @@ export function blendedEvalBatches(
       const start = starts[k][taken[k]++ % starts[k].length];
       batch.starts.push(start);
       batch.sources!.push(k);
-      fillRow(corpora[k], start, seqLength, r, batch);
+      fillRow(streams[k], start, seqLength, r, batch);
     }
     out.push(batch);
   }

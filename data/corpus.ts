@@ -12,9 +12,10 @@ import {
   checkTokenBinTokenizer,
   isMegatronIndexHeader,
   isTokenBinPath,
+  openTokenBin,
   readTokenBinMeta,
-  readTokenBinWith,
 } from "./token_bin.ts";
+import { MemoryTokenStream, type TokenStream } from "./token_stream.ts";
 import {
   blankBytes,
   type CorpusFile,
@@ -299,8 +300,11 @@ function joinBytes(nonEmpty: Uint8Array[]): Uint8Array {
 
 /** A tokenized corpus and where it came from. */
 export interface CorpusTokens {
-  /** Token ids, all below the tokenizer's vocabulary size. */
-  ids: Uint32Array;
+  /**
+   * Token ids, all below the tokenizer's vocabulary size: in memory for text,
+   * read from disk a window at a time for a `.bin` (`TokenBinStream`).
+   */
+  ids: TokenStream;
   /** Human-readable source (file, folder or the default book). */
   source: string;
   /**
@@ -315,8 +319,9 @@ export interface CorpusTokens {
 }
 
 /**
- * Loads and tokenizes a corpus. A path ending in `.bin` is read as little-endian uint16 ids and
- * checked against the tokenizer's vocabulary, and against the tokenizer its sidecar
+ * Loads and tokenizes a corpus. A path ending in `.bin` is opened as little-endian uint16 ids,
+ * read from disk as they are needed (a file larger than memory trains), after every id is
+ * checked against the tokenizer's vocabulary and the file against the tokenizer its sidecar
  * (`FILE.bin.json`) names, if any. A tokenizer with `encodeBytes` (the byte tokenizer) gets the
  * files' raw bytes ({@link loadBytes}): one token per byte, whatever the encoding. Others get
  * text ({@link loadDocuments}, which warns about bytes that are not UTF-8): each document is
@@ -334,8 +339,7 @@ export async function loadTokens(
     if (!info.isFile) throw new DataError(`data path ${JSON.stringify(dataPath)} is not a file`);
     const meta = await readTokenBinMeta(dataPath);
     checkTokenBinTokenizer(dataPath, meta, tokenizer);
-    const ids = await readTokenBinWith(dataPath, meta, tokenizer.vocabSize);
-    return { ids, source: dataPath };
+    return { ids: await openTokenBin(dataPath, meta, tokenizer.vocabSize), source: dataPath };
   }
   let ids = new Uint32Array(1 << 16);
   let n = 0;
@@ -349,7 +353,13 @@ export async function loadTokens(
     n += part.length;
   }, opts);
   ids = ids.length === n ? ids : ids.slice(0, n);
-  return { ids, source: r.source, chars: r.chars, unit: r.unit, documents: r.documents };
+  return {
+    ids: new MemoryTokenStream(ids),
+    source: r.source,
+    chars: r.chars,
+    unit: r.unit,
+    documents: r.documents,
+  };
 }
 
 /**

@@ -6,6 +6,7 @@
 
 import { DataError } from "./errors.ts";
 import { DataRng, type DataRngState } from "./rng.ts";
+import { asTokenStream, type TokenStream, type TokenStreamLike } from "./token_stream.ts";
 
 /** One micro-batch: `batchSize` rows of `seqLength` ids, row-major. */
 export interface LmBatch {
@@ -57,7 +58,7 @@ export function checkSamplerOptions(options: GptSamplerOptions): void {
 }
 
 /** Throws a {@link DataError} naming `what` when `ids` hold less than one window (T+1 tokens). */
-export function checkOneWindow(what: string, ids: ArrayLike<number>, seqLength: number): void {
+export function checkOneWindow(what: string, ids: TokenStreamLike, seqLength: number): void {
   if (ids.length < seqLength + 1) {
     throw new DataError(
       `${what} has ${ids.length} token${ids.length === 1 ? "" : "s"}, fewer than one window of ` +
@@ -85,16 +86,17 @@ export function emptyBatch(
 
 /** Fills `inputs`/`targets` row `row` of `b` from the window of `ids` starting at `start`. */
 export function fillRow(
-  ids: ArrayLike<number>,
+  ids: TokenStream,
   start: number,
   T: number,
   row: number,
   b: LmBatch,
 ): void {
+  const window = ids.read(start, start + T + 1);
   const o = row * T;
   for (let j = 0; j < T; j++) {
-    b.inputs[o + j] = ids[start + j];
-    b.targets[o + j] = ids[start + j + 1];
+    b.inputs[o + j] = window[j];
+    b.targets[o + j] = window[j + 1];
   }
 }
 
@@ -103,18 +105,21 @@ export function fillRow(
  * from the seed. `state()`/`restore()` let a resumed run continue the same sequence.
  */
 export class GptBatchSampler {
-  readonly #ids: ArrayLike<number>;
+  readonly #ids: TokenStream;
   readonly #B: number;
   readonly #T: number;
   readonly #seed: number;
   #rng: DataRng;
   #batches = 0;
 
-  /** Creates a sampler over `ids`; throws if the stream is shorter than one window (T+1). */
-  constructor(ids: ArrayLike<number>, options: GptSamplerOptions) {
+  /**
+   * Creates a sampler over `ids` (an array, or a stream such as a `.bin` file
+   * read as needed); throws if the stream is shorter than one window (T+1).
+   */
+  constructor(ids: TokenStreamLike, options: GptSamplerOptions) {
     checkSamplerOptions(options);
     checkOneWindow("the token stream", ids, options.seqLength);
-    this.#ids = ids;
+    this.#ids = asTokenStream(ids);
     this.#B = options.batchSize;
     this.#T = options.seqLength;
     this.#seed = options.seed;
@@ -185,20 +190,21 @@ export function evalWindowStarts(n: number, seqLength: number): number[] {
  * The last batch may be smaller unless `dropLast`; at most `maxBatches` are yielded when given.
  */
 export function* evalBatches(
-  ids: ArrayLike<number>,
+  ids: TokenStreamLike,
   batchSize: number,
   seqLength: number,
   options: { maxBatches?: number; dropLast?: boolean } = {},
 ): Generator<LmBatch> {
   checkPositive("batch size", batchSize);
-  const starts = evalWindowStarts(ids.length, seqLength);
+  const stream = asTokenStream(ids);
+  const starts = evalWindowStarts(stream.length, seqLength);
   const limit = options.maxBatches ?? Infinity;
   let yielded = 0;
   for (let i = 0; i < starts.length && yielded < limit; i += batchSize) {
     const B = Math.min(batchSize, starts.length - i);
     if (B < batchSize && options.dropLast) return;
     const batch = emptyBatch(B, seqLength, starts.slice(i, i + B));
-    batch.starts.forEach((s, r) => fillRow(ids, s, seqLength, r, batch));
+    batch.starts.forEach((s, r) => fillRow(stream, s, seqLength, r, batch));
     yielded++;
     yield batch;
   }

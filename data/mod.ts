@@ -51,9 +51,19 @@ export {
   decodeTokenBin,
   encodeTokenBin,
   MAX_BIN_VOCAB,
+  openTokenBin,
   readTokenBin,
   writeTokenBin,
 } from "./token_bin.ts";
+export {
+  asTokenStream,
+  forEachPiece,
+  isTokenStream,
+  MemoryTokenStream,
+  TokenBinStream,
+  type TokenStream,
+  type TokenStreamLike,
+} from "./token_stream.ts";
 export {
   evalBatches,
   evalWindowCount,
@@ -76,7 +86,7 @@ export {
   BlendedGptBatchSampler,
   type BlendedSamplerState,
 } from "./blended_gpt_batches.ts";
-export { uniformEntropy, unigramEntropy } from "./stats.ts";
+export { blendUnigramEntropy, uniformEntropy, unigramEntropy } from "./stats.ts";
 export { splitDocuments, splitParagraphSentences } from "./sentences.ts";
 export {
   type BertBatch,

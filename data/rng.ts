@@ -57,14 +57,25 @@ export class DataRng {
     return this.nextU32() / 0x100000000;
   }
 
-  /** Uniform integer in [0, n), unbiased (rejection sampling); n must be in [1, 2^32]. */
+  /**
+   * Uniform integer in [0, n), unbiased (rejection sampling); n must be in
+   * [1, 2^53]. A bound up to 2^32 takes one 32-bit draw a try; a larger one
+   * (a window start in a corpus of more than 2^32 tokens) takes two, 53 bits.
+   */
   nextInt(n: number): number {
-    if (!Number.isInteger(n) || n < 1 || n > 0x100000000) {
-      throw new RangeError(`nextInt bound must be an integer in [1, 2^32], got ${n}`);
+    if (!Number.isInteger(n) || n < 1 || n > TWO_53) {
+      throw new RangeError(`nextInt bound must be an integer in [1, 2^53], got ${n}`);
     }
-    const limit = 0x100000000 - (0x100000000 % n);
+    if (n <= TWO_32) {
+      const limit = TWO_32 - (TWO_32 % n);
+      for (;;) {
+        const x = this.nextU32();
+        if (x < limit) return x % n;
+      }
+    }
+    const limit = TWO_53 - (TWO_53 % n);
     for (;;) {
-      const x = this.nextU32();
+      const x = (this.nextU32() >>> 11) * TWO_32 + this.nextU32();
       if (x < limit) return x % n;
     }
   }
@@ -82,6 +93,9 @@ export class DataRng {
     this.#s.set(state.map((w) => w >>> 0));
   }
 }
+
+const TWO_32 = 0x100000000;
+const TWO_53 = 2 ** 53;
 
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;

@@ -10,12 +10,14 @@
  * @module
  */
 
+import { asTokenStream, type TokenStream, type TokenStreamLike } from "./token_stream.ts";
+
 /** One corpus's parts. */
 export interface StreamSplit {
-  /** The leading part (views of the stream, not copies). */
-  train: Uint32Array;
+  /** The leading part (a part of the stream: nothing copied or read). */
+  train: TokenStream;
   /** The part after it. */
-  val: Uint32Array;
+  val: TokenStream;
   /** Tokens of the trailing test part (not read by training). */
   test: number;
 }
@@ -26,38 +28,53 @@ export interface StreamSplit {
  * `separator` is the id set between documents (none: cuts at tokens).
  */
 export function splitStream(
-  ids: Uint32Array,
+  ids: TokenStreamLike,
   fractions: { valid: number; test: number },
   separator?: number,
 ): StreamSplit {
-  const n = ids.length;
+  const stream = asTokenStream(ids);
+  const n = stream.length;
   const nTest = Math.round(n * fractions.test);
   const nVal = Math.round(n * fractions.valid);
   let end = Math.max(0, n - nVal - nTest);
   let valEnd = n - nTest;
   if (separator !== undefined) {
-    end = toBoundary(ids, separator, end, 0, valEnd);
-    valEnd = toBoundary(ids, separator, valEnd, end, n);
+    end = toBoundary(stream, separator, end, 0, valEnd);
+    valEnd = toBoundary(stream, separator, valEnd, end, n);
   }
-  return { train: ids.subarray(0, end), val: ids.subarray(end, valEnd), test: n - valEnd };
+  return { train: stream.part(0, end), val: stream.part(end, valEnd), test: n - valEnd };
 }
+
+/** Distances from a cut that {@link toBoundary} reads at a time, on each side. */
+const SCAN_IDS = 1 << 16;
 
 /**
  * The document boundary nearest `cut` (a position just after a `separator`;
  * the earlier on a tie) when it lies within half of each part the cut
- * separates (`[from, cut)` and `[cut, to)`), else `cut`.
+ * separates (`[from, cut)` and `[cut, to)`), else `cut`. The ids around the
+ * cut are read a block at a time, outward.
  */
 function toBoundary(
-  ids: Uint32Array,
+  ids: TokenStream,
   separator: number,
   cut: number,
   from: number,
   to: number,
 ): number {
   const reach = Math.floor(Math.min(cut - from, to - cut) / 2);
-  for (let d = 0; d <= reach; d++) {
-    if (cut - d - 1 >= from && ids[cut - d - 1] === separator) return cut - d;
-    if (cut + d < to && d > 0 && ids[cut + d - 1] === separator) return cut + d;
+  for (let lo = 0; lo <= reach; lo += SCAN_IDS) {
+    const hi = Math.min(reach, lo + SCAN_IDS - 1);
+    // Distance d looks at ids[cut − d − 1] (a boundary at cut − d) and, past 0,
+    // at ids[cut + d − 1] (a boundary at cut + d, inside [from, to)).
+    const leftStart = Math.max(from, cut - hi - 1);
+    const left = ids.read(leftStart, Math.max(leftStart, cut - lo));
+    const rightStart = cut + Math.max(lo, 1) - 1;
+    const right = ids.read(rightStart, Math.max(rightStart, Math.min(cut + hi, to - 1)));
+    for (let d = lo; d <= hi; d++) {
+      const l = cut - d - 1;
+      if (l >= from && left[l - leftStart] === separator) return cut - d;
+      if (d > 0 && cut + d < to && right[cut + d - 1 - rightStart] === separator) return cut + d;
+    }
   }
   return cut;
 }

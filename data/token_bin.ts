@@ -9,6 +9,7 @@
 import { oneLine, readFully, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { TOKENIZER_NAMES } from "./tokenizer.ts";
+import { decodeUint16, forEachPiece, TokenBinStream } from "./token_stream.ts";
 
 /** Largest vocabulary a uint16 `.bin` file can hold. */
 export const MAX_BIN_VOCAB = 65536;
@@ -39,18 +40,20 @@ export function decodeTokenBin(
   source = "token data",
   vocabSize?: number,
 ): Uint32Array {
-  if (bytes.length % 2 !== 0) {
-    throw new DataError(
-      `${source}: ${bytes.length} bytes is an odd length; a .bin file holds little-endian uint16 ids`,
-    );
-  }
-  if (bytes.length === 0) throw new DataError(`${source}: the file is empty`);
-  const n = bytes.length / 2;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const ids = new Uint32Array(n);
-  for (let i = 0; i < n; i++) ids[i] = view.getUint16(i * 2, true);
+  checkTokenBinBytes(source, bytes.length);
+  const ids = decodeUint16(bytes);
   if (vocabSize !== undefined) checkIdsInVocab(ids, vocabSize, source);
   return ids;
+}
+
+/** Refuses `bytes` bytes of `.bin` ids that are an odd count or none. */
+function checkTokenBinBytes(source: string, bytes: number): void {
+  if (bytes % 2 !== 0) {
+    throw new DataError(
+      `${source}: ${bytes} bytes is an odd length; a .bin file holds little-endian uint16 ids`,
+    );
+  }
+  if (bytes === 0) throw new DataError(`${source}: the file is empty`);
 }
 
 /**
@@ -76,7 +79,7 @@ export function checkIdsInVocab(
 }
 
 /**
- * Reads a `.bin` token file. Refused: a file whose sidecar names another
+ * Reads a `.bin` token file whole. Refused: a file whose sidecar names another
  * element type or another number of ids (cut short, or replaced), and a
  * Megatron indexed dataset (`FILE.idx` beside it) of other than uint16 ids.
  */
@@ -90,24 +93,60 @@ export async function readTokenBinWith(
   meta: TokenBinMeta | undefined,
   vocabSize?: number,
 ): Promise<Uint32Array> {
+  await checkTokenBinFile(path, meta);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new DataError(`${path}: ${oneLine((e as Error).message)}`);
+  }
+  return decodeTokenBin(bytes, path, vocabSize);
+}
+
+/**
+ * Opens a `.bin` token file as a stream read from disk a window at a time
+ * ({@link TokenBinStream}), so that a file larger than memory trains. It is
+ * checked as {@link readTokenBin} checks it, and with `vocabSize` below
+ * {@link MAX_BIN_VOCAB} every id is read once, a piece at a time, against it.
+ */
+export async function openTokenBin(
+  path: string,
+  meta: TokenBinMeta | undefined,
+  vocabSize?: number,
+): Promise<TokenBinStream> {
+  const stream = new TokenBinStream(path, await checkTokenBinFile(path, meta));
+  if (vocabSize !== undefined && vocabSize < MAX_BIN_VOCAB) {
+    await forEachPiece(stream, (piece, at) => checkIdsInVocab(piece, vocabSize, path, at));
+  }
+  return stream;
+}
+
+/**
+ * Checks a `.bin` token file without reading its ids, and returns how many it
+ * holds. Refused: a missing file, an odd or zero length, a sidecar naming
+ * another element type or another number of ids, and a Megatron index beside
+ * it that disagrees ({@link checkMegatronIndex}).
+ */
+async function checkTokenBinFile(path: string, meta: TokenBinMeta | undefined): Promise<number> {
   if (meta?.dtype !== undefined && meta.dtype !== "uint16") {
     throw new DataError(
       `${tokenBinMetaPath(path)} says the ids are ${meta.dtype}; a .bin token file holds ` +
         `little-endian uint16 ids (run deno task preprocess on the text again)`,
     );
   }
-  await checkMegatronIndex(path);
-  let bytes: Uint8Array;
+  let bytes: number;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = (await Deno.stat(path)).size;
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: no such file`);
-    throw e;
+    throw new DataError(`${path}: ${oneLine((e as Error).message)}`);
   }
-  const ids = decodeTokenBin(bytes, path, vocabSize);
-  if (typeof meta?.tokens === "number" && meta.tokens !== ids.length) {
+  await checkMegatronIndex(path, bytes);
+  checkTokenBinBytes(path, bytes);
+  const ids = bytes / 2;
+  if (typeof meta?.tokens === "number" && meta.tokens !== ids) {
     throw new DataError(
-      `${path} holds ${ids.length} ids but its sidecar ${tokenBinMetaPath(path)} says ` +
+      `${path} holds ${ids} ids but its sidecar ${tokenBinMetaPath(path)} says ` +
         `${meta.tokens}: the file was cut short or replaced (run deno task preprocess again)`,
     );
   }
@@ -143,12 +182,12 @@ const MEGATRON_HEADER_BYTES = 34;
  * Refuses `path` when a Megatron index (`FILE.idx`, header "MMIDIDX") beside
  * it says its ids are not uint16 (Megatron writes int32 ids for vocabularies
  * of 65,500 or more: read as uint16, they would interleave zeros silently), or
- * that the `.bin` holds another number of bytes than it does (cut short or
+ * that the `.bin` holds another number of bytes than its `actual` (cut short or
  * replaced: the last sequence's pointer and size give its length), or when the
  * index is itself cut short. A file `FILE.idx` that does not begin as
  * Megatron's does is not Megatron's, and is left alone.
  */
-async function checkMegatronIndex(path: string): Promise<void> {
+async function checkMegatronIndex(path: string, actual: number): Promise<void> {
   const idx = path.replace(/\.bin$/i, ".idx");
   if (idx === path) return;
   let file: Deno.FsFile;
@@ -193,7 +232,6 @@ async function checkMegatronIndex(path: string): Promise<void> {
     await readFully(file, last);
     binBytes = Number(new DataView(last.buffer).getBigInt64(0, true)) + 2 * size;
   }
-  const actual = (await Deno.stat(path)).size;
   if (actual !== binBytes) {
     throw new DataError(
       `${path} holds ${actual / 2} ids but its Megatron index ${idx} says ${binBytes / 2} ` +

@@ -7,6 +7,10 @@ import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
 import { parseFlags } from "../cli/flags.ts";
 import { TRAIN_FLAGS } from "../cli/train_config.ts";
 import { tempDir } from "./temp_dir.ts";
+import type { TokenStream } from "../data/token_stream.ts";
+
+/** Every id of `stream`, as an array. */
+const all = (stream: TokenStream): number[] => Array.from(stream.read(0, stream.length));
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   await using temp = await tempDir({ prefix: "data_corpus_test_" });
@@ -65,7 +69,7 @@ Deno.test("text file and folder loading (recursive, sorted, .txt/.md only)", asy
     assert.equal(await loadText(dir), "first\n\n\nsecond\n\n\nthird");
     assert.equal(await loadText(`${dir}/b/a.txt`), "second");
     const tokens = await loadTokens(await createTokenizer("byte"), `${dir}/a.txt`);
-    assert.deepEqual(Array.from(tokens.ids), [102, 105, 114, 115, 116]);
+    assert.deepEqual(all(tokens.ids), [102, 105, 114, 115, 116]);
     // Links: one to a folder elsewhere is walked, a broken one that is no text file is
     // skipped, a broken one named as text and a loop back up are refused by name.
     await Deno.mkdir(`${dir}/elsewhere`);
@@ -139,8 +143,8 @@ Deno.test("preprocess writes what encode() gives and the .bin reader reads it ba
       assert.equal((await Deno.stat(out)).size, 2 * expected.length);
       assert.deepEqual(Array.from(await readTokenBin(out, tok.vocabSize)), expected);
       const loaded = await loadTokens(tok, out);
-      assert.deepEqual(Array.from(loaded.ids), expected);
-      assert.equal(tok.decode(loaded.ids), text);
+      assert.deepEqual(all(loaded.ids), expected);
+      assert.equal(tok.decode(all(loaded.ids)), text);
     }
     assert.equal(await preprocessMain(["--output", `${dir}/x.bin`, "--data-path", `${dir}/no`]), 1);
     assert.equal(await preprocessMain(["--bogus"]), 2);
@@ -165,11 +169,14 @@ Deno.test("gpt2: a folder's documents are separated by <|endoftext|> (50256), no
     const gpt2 = await createTokenizer("gpt2");
     const c = await loadTokens(gpt2, dir);
     const want = [...gpt2.encode("First document."), 50256, ...gpt2.encode("Second one.")];
-    assert.deepEqual(Array.from(c.ids), want);
+    assert.deepEqual(all(c.ids), want);
     assert.equal(c.documents, 2);
     // A tokenizer without an end-of-text id keeps the blank line.
     const byte = await createTokenizer("byte");
-    assert.equal(byte.decode((await loadTokens(byte, dir)).ids), "First document.\n\nSecond one.");
+    assert.equal(
+      byte.decode(all((await loadTokens(byte, dir)).ids)),
+      "First document.\n\nSecond one.",
+    );
     // preprocess writes the same ids, and a sidecar naming the tokenizer.
     const r = await preprocess(dir, "gpt2", `${dir}/out.bin`);
     assert.equal(r.documents, 2);
@@ -220,7 +227,7 @@ Deno.test("a .bin records its tokenizer; loading it with another is refused, nam
       /tokenized with the byte tokenizer/,
     );
     assert.deepEqual(
-      Array.from((await loadTokens(gpt2, `${dir}/g.bin`)).ids),
+      all((await loadTokens(gpt2, `${dir}/g.bin`)).ids),
       gpt2.encode("hello world"),
     );
     // A plain nanoGPT .bin (no sidecar) is still read.
@@ -239,14 +246,17 @@ Deno.test("a .jsonl file holds one document per line (its text field), as Megatr
     );
     const gpt2 = await createTokenizer("gpt2");
     const c = await loadTokens(gpt2, path);
-    assert.deepEqual(Array.from(c.ids), [
+    assert.deepEqual(all(c.ids), [
       ...gpt2.encode("First document."),
       50256,
       ...gpt2.encode("Second one."),
     ]);
     assert.equal(c.documents, 2);
     const byte = await createTokenizer("byte");
-    assert.equal(byte.decode((await loadTokens(byte, path)).ids), "First document.\n\nSecond one.");
+    assert.equal(
+      byte.decode(all((await loadTokens(byte, path)).ids)),
+      "First document.\n\nSecond one.",
+    );
     await Deno.writeTextFile(path, '{"text": "ok"}\n{"body": "no text"}\n');
     await assert.rejects(() => loadTokens(gpt2, path), /docs\.jsonl: line 2 has no string "text"/);
   });
@@ -318,7 +328,7 @@ Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is re
       `${dir}/meg.bin`,
       new Uint8Array(new Uint16Array([72, 105, 33, 10]).buffer),
     );
-    assert.deepEqual(Array.from((await loadTokens(byte, `${dir}/meg.bin`)).ids), [72, 105, 33, 10]);
+    assert.deepEqual(all((await loadTokens(byte, `${dir}/meg.bin`)).ids), [72, 105, 33, 10]);
     // Its .bin cut short (or replaced), and the index itself cut short, are refused.
     await Deno.writeFile(`${dir}/meg.bin`, new Uint8Array(new Uint16Array([72, 105, 33]).buffer));
     await assert.rejects(
@@ -349,9 +359,7 @@ Deno.test("a .bin cut short, of another dtype, or a Megatron int32 dataset is re
     assert.equal(r.tokens, 3 * 3 + 2 * 2);
     // WordPiece sets [SEP] between documents (a blank line would vanish in its splitting).
     const wp = await preprocess(`${dir}/three`, "bert", `${dir}/three_wp.bin`);
-    const ids = Array.from(
-      (await loadTokens(await createTokenizer("bert"), `${dir}/three_wp.bin`)).ids,
-    );
+    const ids = all((await loadTokens(await createTokenizer("bert"), `${dir}/three_wp.bin`)).ids);
     assert.equal(ids.filter((id) => id === 102).length, 2, `${ids}`);
     assert.equal(wp.chars, 3 * 2);
   });

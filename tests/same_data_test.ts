@@ -10,38 +10,38 @@ import assert from "node:assert/strict";
 import { streamFingerprint, TokenStreamHash } from "../cli/same_data.ts";
 import { makeRunDir, TINY_RUN_FLAGS, twoLocalNodes } from "./cli_helpers.ts";
 
-Deno.test("streamFingerprint: the length and a hash that sees every token, in order", () => {
+Deno.test("streamFingerprint: the length and a hash that sees every token, in order", async () => {
   const a = Uint32Array.from({ length: 1_000_000 }, (_, i) => (i * 104729) % 50257);
-  const same = streamFingerprint(Uint32Array.from(a));
-  assert.deepEqual(streamFingerprint(a), same);
+  const same = await streamFingerprint(Uint32Array.from(a));
+  assert.deepEqual(await streamFingerprint(a), same);
   assert.equal(same.tokens, 1_000_000);
   assert.match(same.hash, /^[0-9a-f]{8}$/);
   // The same values in another array type hash alike (a uint32 and its int32 bits too).
-  assert.deepEqual(streamFingerprint(Uint16Array.from(a)), same);
+  assert.deepEqual(await streamFingerprint(Uint16Array.from(a)), same);
   assert.deepEqual(
-    streamFingerprint([0xffffffff, 7]),
-    streamFingerprint(Int32Array.from([-1, 7])),
+    await streamFingerprint([0xffffffff, 7]),
+    await streamFingerprint(Int32Array.from([-1, 7])),
   );
   // One token changed anywhere (the ends, and between where a sampled hash would look), one token
   // fewer, or two neighbours swapped: another fingerprint.
   for (const i of [0, 255, 256, 300, 500_123, 999_744, 999_999]) {
     const b = Uint32Array.from(a);
     b[i] ^= 1;
-    assert.notEqual(streamFingerprint(b).hash, same.hash, `token ${i}`);
+    assert.notEqual((await streamFingerprint(b)).hash, same.hash, `token ${i}`);
   }
-  assert.notDeepEqual(streamFingerprint(a.subarray(1)), same);
+  assert.notDeepEqual(await streamFingerprint(a.subarray(1)), same);
   const swapped = Uint32Array.from(a);
   [swapped[700_001], swapped[700_002]] = [swapped[700_002], swapped[700_001]];
-  assert.notEqual(streamFingerprint(swapped).hash, same.hash);
+  assert.notEqual((await streamFingerprint(swapped)).hash, same.hash);
 });
 
-Deno.test("TokenStreamHash: a stream fed in pieces hashes as the whole; where the pieces end is not hashed", () => {
+Deno.test("TokenStreamHash: a stream fed in pieces hashes as the whole; where the pieces end is not hashed", async () => {
   const a = Int32Array.from({ length: 10_000 }, (_, i) => (i * 7919) % 30522);
   const hash = new TokenStreamHash();
   for (const [from, to] of [[0, 1], [1, 4097], [4097, 4097], [4097, 10_000]]) {
     hash.add(a.subarray(from, to));
   }
-  assert.deepEqual(hash.fingerprint(), streamFingerprint(a));
+  assert.deepEqual(hash.fingerprint(), await streamFingerprint(a));
   assert.equal(new TokenStreamHash().fingerprint().tokens, 0);
   // BERT's streams mark sentence and document ends with -1 and -2 (cli/tasks/bert.ts) for that.
   const cut = (at: number) => {

@@ -222,7 +222,7 @@ async function trainWindows(
     { length: ITERS },
     () => Array.from({ length: accum }, () => sampler.next().starts),
   );
-  return { ids: [...ids], starts };
+  return { ids: Array.from(ids.read(0, ids.length)), starts };
 }
 
 async function runPython(args: string[]): Promise<Reference> {

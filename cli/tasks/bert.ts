@@ -156,7 +156,7 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
   return {
     numHeads: config.numHeads,
     hfInitStd: hf?.initializerRange,
-    streams: bertStreams(splits),
+    fingerprints: () => Promise.resolve(bertFingerprints(splits)),
     build: (env) => Promise.resolve(new BertTask(a, env, tokenizer, splits, config, hf)),
   };
 }
@@ -167,7 +167,7 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
  * that the same tokens cut into other sentences or documents differ), hashed
  * piece by piece without a copy.
  */
-function bertStreams(s: BertSplits): Record<string, StreamFingerprint> {
+function bertFingerprints(s: BertSplits): Record<string, StreamFingerprint> {
   const fingerprint = (c: BertCorpus) => {
     const hash = new TokenStreamHash();
     for (const doc of c.documents) {

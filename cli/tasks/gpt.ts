@@ -24,7 +24,7 @@ import {
   type LmBatch,
 } from "../../data/gpt_batches.ts";
 import { DataRng } from "../../data/rng.ts";
-import { uniformEntropy, unigramEntropy } from "../../data/stats.ts";
+import { blendUnigramEntropy, uniformEntropy } from "../../data/stats.ts";
 import { createTokenizer, type Tokenizer } from "../../data/tokenizer.ts";
 import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { readMeta, resolveIterDir } from "../../models/checkpoint/layout.ts";
@@ -35,7 +35,6 @@ import { tokenizerAdvice, vocabularyMisfit } from "../model_tokenizer.ts";
 import { type StreamFingerprint, streamFingerprint } from "../same_data.ts";
 import { forStdout, TextStream } from "../text_stream.ts";
 import {
-  blendUnigramEntropy,
   describeBlend,
   type GptSplits,
   isBlendPart,
@@ -95,7 +94,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   return {
     numHeads: config.numHeads,
     hfInitStd: hf?.initializerRange,
-    streams: gptStreams(splits),
+    fingerprints: () => gptFingerprints(splits),
     build: (env) => Promise.resolve(new GptTask(a, env, tokenizer, splits, config, hf)),
   };
 }
@@ -115,13 +114,13 @@ async function resumedVocabSize(a: TrainArgs): Promise<number | undefined> {
  * The fingerprint of each training and validation stream (the corpora of a
  * blend named by their place in it).
  */
-function gptStreams(s: GptSplits): Record<string, StreamFingerprint> {
+async function gptFingerprints(s: GptSplits): Promise<Record<string, StreamFingerprint>> {
   const out: Record<string, StreamFingerprint> = {};
   for (const [what, p] of [["training data", s.train], ["validation data", s.val]] as const) {
-    p.streams.forEach((tokens, i) => {
+    for (const [i, tokens] of p.streams.entries()) {
       const name = p.streams.length > 1 ? `${what}, corpus ${i + 1} of ${p.streams.length}` : what;
-      out[name] = streamFingerprint(tokens);
-    });
+      out[name] = await streamFingerprint(tokens);
+    }
   }
   return out;
 }
@@ -281,9 +280,8 @@ export class GptTask implements Task<LmBatch> {
     );
     say(
       `  baseline, unigram entropy of the corpus:       ${
-        (isBlendPart(this.splits.train)
-          ? blendUnigramEntropy(this.splits.train)
-          : unigramEntropy(this.splits.train.streams[0])).toFixed(4)
+        (await blendUnigramEntropy(this.splits.train.streams, this.splits.train.weights))
+          .toFixed(4)
       }`,
     );
     if (a.sample.tokens > 0) await this.#sample(a.sample, a.seed, log);

@@ -12,14 +12,15 @@ import { DataError } from "../../data/errors.ts";
 import { splitStream } from "../../data/split.ts";
 import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../../data/token_bin.ts";
 import type { Tokenizer } from "../../data/tokenizer.ts";
+import type { TokenStream } from "../../data/token_stream.ts";
 import type { DataSource } from "../data_source.ts";
 import type { TrainArgs } from "../train_args.ts";
 import { counted } from "../log.ts";
 
 /** One part (training or validation) of a run's data: streams and their blend weights. */
 export interface GptPart {
-  /** One token stream per corpus. */
-  streams: Uint32Array[];
+  /** One token stream per corpus (a `.bin` read from disk as needed). */
+  streams: TokenStream[];
   /** Their weights, summing to 1 (a single stream: `[1]`). */
   weights: number[];
   /** The corpora, for messages and the log. */
@@ -85,7 +86,7 @@ async function loadSource(
 }
 
 /** A part of `streams`, weighted by `weights` or else by each stream's tokens. */
-function part(streams: Uint32Array[], names: string[], weights?: number[]): GptPart {
+function part(streams: TokenStream[], names: string[], weights?: number[]): GptPart {
   const total = streams.reduce((n, s) => n + s.length, 0);
   return {
     streams,
@@ -165,20 +166,6 @@ function checkWindows(a: TrainArgs, splits: GptSplits): void {
 /** Whether `p` blends several streams. */
 export function isBlendPart(p: GptPart): boolean {
   return p.streams.length > 1;
-}
-
-/** The unigram entropy (nats/token) of the blend: of the weighted mixture of each stream's unigrams. */
-export function blendUnigramEntropy(p: GptPart): number {
-  const mix = new Map<number, number>();
-  p.streams.forEach((s, k) => {
-    if (s.length === 0) return;
-    const w = p.weights[k] / s.length;
-    for (let i = 0; i < s.length; i++) mix.set(s[i], (mix.get(s[i]) ?? 0) + w);
-  });
-  const total = [...mix.values()].reduce((a, b) => a + b, 0);
-  let h = 0;
-  for (const q of mix.values()) h -= (q / total) * Math.log(q / total);
-  return h;
 }
 
 /** The blend as the `data:` line names it: each corpus with its weight and tokens. */

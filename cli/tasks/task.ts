@@ -75,9 +75,10 @@ export interface TaskData<B> {
   readonly hfInitStd?: number;
   /**
    * Each token stream read, by a name that is the same on every node (not its
-   * path), with its fingerprint: the ranks compare them (cli/same_data.ts).
+   * path), with its fingerprint: the ranks of a job compare them
+   * (cli/same_data.ts). Computed when asked (a pass over all the data).
    */
-  readonly streams: Readonly<Record<string, StreamFingerprint>>;
+  fingerprints(): Promise<Readonly<Record<string, StreamFingerprint>>>;
   /** Builds the model and samplers on `env`. */
   build(env: TaskEnv): Promise<Task<B>>;
 }
