@@ -284,7 +284,7 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
   "data-impl": unimplemented(
     "string",
     "the indexed dataset read here is Megatron's mmap format (a uint16 .bin beside its .idx, read " +
-      "whole into memory); the older lazy and cached formats are not read",
+      "from disk a window at a time); the older lazy and cached formats are not read",
     ["mmap", "infer"],
   ),
   "eod-mask-loss": unimplemented(
@@ -304,7 +304,8 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
   ),
   "no-mmap-bin-files": unimplemented(
     "boolean",
-    ".bin files are read whole into memory here, never mapped",
+    ".bin files are read from disk a window at a time here, as Megatron reads them with this " +
+      "flag, never mapped",
     true,
   ),
   "mock-data": unimplemented(
