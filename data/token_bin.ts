@@ -123,7 +123,7 @@ export async function openTokenBin(
 
 /**
  * Checks a `.bin` token file without reading its ids, and returns how many it
- * holds. Refused: a missing file, an odd or zero length, a sidecar naming
+ * holds. Refused: a missing file or one that is not a regular file, an odd or zero length, a sidecar naming
  * another element type or another number of ids, and a Megatron index beside
  * it that disagrees ({@link checkMegatronIndex}).
  */
@@ -134,13 +134,15 @@ async function checkTokenBinFile(path: string, meta: TokenBinMeta | undefined): 
         `little-endian uint16 ids (run deno task preprocess on the text again)`,
     );
   }
-  let bytes: number;
+  let info: Deno.FileInfo;
   try {
-    bytes = (await Deno.stat(path)).size;
+    info = await Deno.stat(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: no such file`);
     throw new DataError(`${path}: ${oneLine((e as Error).message)}`);
   }
+  if (!info.isFile) throw new DataError(`${path}: not a regular file`);
+  const bytes = info.size;
   await checkMegatronIndex(path, bytes);
   checkTokenBinBytes(path, bytes);
   const ids = bytes / 2;

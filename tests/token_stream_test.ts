@@ -64,6 +64,13 @@ Deno.test("a .bin stream reads the ids the whole file holds, in windows and part
   assert.throws(() => stream.read(49_990, 50_001), RangeError);
   assert.throws(() => part.read(0, 1501), RangeError);
   assert.throws(() => stream.part(-1, 5), RangeError);
+  await Deno.mkdir(`${dir.path}/folder.bin`);
+  for (const open of [openTokenBin, readTokenBin]) {
+    await assert.rejects(
+      () => open(`${dir.path}/folder.bin`, undefined),
+      (e) => e instanceof DataError && e.message === `${dir.path}/folder.bin: not a regular file`,
+    );
+  }
   // loadTokens opens a .bin the same way: nothing read whole.
   const loaded = (await loadTokens(await createTokenizer("gpt2"), path)).ids;
   assert.ok(loaded instanceof TokenBinStream);
