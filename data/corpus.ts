@@ -12,6 +12,7 @@ import {
   checkTokenBinTokenizer,
   isMegatronIndexHeader,
   isTokenBinPath,
+  MAX_BIN_VOCAB,
   openTokenBin,
   readTokenBinMeta,
 } from "./token_bin.ts";
@@ -341,11 +342,13 @@ export async function loadTokens(
     checkTokenBinTokenizer(dataPath, meta, tokenizer);
     return { ids: await openTokenBin(dataPath, meta, tokenizer.vocabSize), source: dataPath };
   }
-  let ids = new Uint32Array(1 << 16);
+  // Two bytes an id where the vocabulary fits in uint16 (every tokenizer here), else four.
+  const IdArray = tokenizer.vocabSize <= MAX_BIN_VOCAB ? Uint16Array : Uint32Array;
+  let ids: Uint16Array | Uint32Array = new IdArray(1 << 16);
   let n = 0;
   const r = await streamTokens(tokenizer, dataPath, (part) => {
     if (n + part.length > ids.length) {
-      const grown = new Uint32Array(Math.max(n + part.length, Math.ceil(ids.length * 1.5)));
+      const grown = new IdArray(Math.max(n + part.length, Math.ceil(ids.length * 1.5)));
       grown.set(ids.subarray(0, n));
       ids = grown;
     }
