@@ -123,9 +123,9 @@ export async function openTokenBin(
 
 /**
  * Checks a `.bin` token file without reading its ids, and returns how many it
- * holds. Refused: a missing file or one that is not a regular file, an odd or zero length, a sidecar naming
- * another element type or another number of ids, and a Megatron index beside
- * it that disagrees ({@link checkMegatronIndex}).
+ * holds. Refused: a missing file or one that is not a regular file, an odd or
+ * zero length, a sidecar naming another element type or another number of
+ * ids, and a Megatron index beside it that disagrees ({@link checkMegatronIndex}).
  */
 async function checkTokenBinFile(path: string, meta: TokenBinMeta | undefined): Promise<number> {
   if (meta?.dtype !== undefined && meta.dtype !== "uint16") {
