@@ -12,7 +12,7 @@ import {
   checkPositive,
   checkSamplerOptions,
   emptyBatch,
-  evalWindowStarts,
+  evalWindowCount,
   fillRow,
   type GptSamplerOptions,
   type GptSamplerState,
@@ -174,8 +174,8 @@ export function blendedEvalBatches(
   checkPositive("batch size", batchSize);
   corpora.forEach((ids, k) => checkOneWindow(nameOf(options.names, k), ids, seqLength));
   const streams = corpora.map(asTokenStream);
-  const starts = streams.map((ids) => evalWindowStarts(ids.length, seqLength));
-  const available = starts.reduce((n, s) => n + s.length, 0);
+  const windows = streams.map((ids) => evalWindowCount(ids.length, seqLength));
+  const available = windows.reduce((n, w) => n + w, 0);
   const rows = Math.min(available, (options.maxBatches ?? Infinity) * batchSize);
   const schedule = new BlendSchedule(weights);
   const taken = corpora.map(() => 0);
@@ -185,7 +185,7 @@ export function blendedEvalBatches(
     const batch = emptyBatch(B, seqLength, [], []);
     for (let r = 0; r < B; r++) {
       const k = schedule.next();
-      const start = starts[k][taken[k]++ % starts[k].length];
+      const start = (taken[k]++ % windows[k]) * seqLength;
       batch.starts.push(start);
       batch.sources!.push(k);
       fillRow(streams[k], start, seqLength, r, batch);

@@ -197,13 +197,16 @@ export function* evalBatches(
 ): Generator<LmBatch> {
   checkPositive("batch size", batchSize);
   const stream = asTokenStream(ids);
-  const starts = evalWindowStarts(stream.length, seqLength);
+  // Starts are made as batches need them: a corpus of billions of tokens has
+  // hundreds of millions of windows, too many numbers for one array.
+  const windows = evalWindowCount(stream.length, seqLength);
   const limit = options.maxBatches ?? Infinity;
   let yielded = 0;
-  for (let i = 0; i < starts.length && yielded < limit; i += batchSize) {
-    const B = Math.min(batchSize, starts.length - i);
+  for (let i = 0; i < windows && yielded < limit; i += batchSize) {
+    const B = Math.min(batchSize, windows - i);
     if (B < batchSize && options.dropLast) return;
-    const batch = emptyBatch(B, seqLength, starts.slice(i, i + B));
+    const starts = Array.from({ length: B }, (_, r) => (i + r) * seqLength);
+    const batch = emptyBatch(B, seqLength, starts);
     batch.starts.forEach((s, r) => fillRow(stream, s, seqLength, r, batch));
     yielded++;
     yield batch;

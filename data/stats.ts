@@ -26,15 +26,23 @@ export async function blendUnigramEntropy(
   streams: readonly TokenStreamLike[],
   weights: readonly number[],
 ): Promise<number> {
+  if (weights.length !== streams.length) {
+    throw new RangeError(`${streams.length} streams but ${weights.length} weights`);
+  }
   const mix = new Map<number, number>();
   for (let k = 0; k < streams.length; k++) {
     const n = streams[k].length;
     if (n === 0) continue;
     let counts = new Float64Array(1024);
-    await forEachPiece(streams[k], (piece) => {
+    await forEachPiece(streams[k], (piece, at) => {
       for (let i = 0; i < piece.length; i++) {
         const id = piece[i];
-        if (id >= counts.length) {
+        if (id >= counts.length || id >>> 0 !== id) {
+          if (id >>> 0 !== id) {
+            throw new RangeError(
+              `token id ${id} at position ${at + i} is not a non-negative 32-bit integer`,
+            );
+          }
           const grown = new Float64Array(Math.max(id + 1, 2 * counts.length));
           grown.set(counts);
           counts = grown;

@@ -9,7 +9,7 @@
 import { oneLine, readFully, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { TOKENIZER_NAMES } from "./tokenizer.ts";
-import { decodeUint16, forEachPiece, TokenBinStream } from "./token_stream.ts";
+import { decodeUint16, fileIdentity, forEachPiece, TokenBinStream } from "./token_stream.ts";
 
 /** Largest vocabulary a uint16 `.bin` file can hold. */
 export const MAX_BIN_VOCAB = 65536;
@@ -114,7 +114,7 @@ export async function openTokenBin(
   meta: TokenBinMeta | undefined,
   vocabSize?: number,
 ): Promise<TokenBinStream> {
-  const stream = new TokenBinStream(path, await checkTokenBinFile(path, meta));
+  const stream = new TokenBinStream(path, fileIdentity(await checkTokenBinFile(path, meta)));
   if (vocabSize !== undefined && vocabSize < MAX_BIN_VOCAB) {
     await forEachPiece(stream, (piece, at) => checkIdsInVocab(piece, vocabSize, path, at));
   }
@@ -122,12 +122,14 @@ export async function openTokenBin(
 }
 
 /**
- * Checks a `.bin` token file without reading its ids, and returns how many it
- * holds. Refused: a missing file or one that is not a regular file, an odd or
+ * Checks a `.bin` token file without reading its ids, and returns its `stat`. Refused: a missing file or one that is not a regular file, an odd or
  * zero length, a sidecar naming another element type or another number of
  * ids, and a Megatron index beside it that disagrees ({@link checkMegatronIndex}).
  */
-async function checkTokenBinFile(path: string, meta: TokenBinMeta | undefined): Promise<number> {
+async function checkTokenBinFile(
+  path: string,
+  meta: TokenBinMeta | undefined,
+): Promise<Deno.FileInfo> {
   if (meta?.dtype !== undefined && meta.dtype !== "uint16") {
     throw new DataError(
       `${tokenBinMetaPath(path)} says the ids are ${meta.dtype}; a .bin token file holds ` +
@@ -152,7 +154,7 @@ async function checkTokenBinFile(path: string, meta: TokenBinMeta | undefined): 
         `${meta.tokens}: the file was cut short or replaced (run deno task preprocess again)`,
     );
   }
-  return ids;
+  return info;
 }
 
 /** Megatron's indexed-dataset element types, by their code in an `.idx` header. */

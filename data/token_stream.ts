@@ -77,28 +77,48 @@ export class MemoryTokenStream implements TokenStream {
 /** Whether this machine stores a uint16 low byte first, as `.bin` files do. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/** What identifies a file's contents between reads: its size, inode, device and modification time. */
+export interface FileIdentity {
+  /** Bytes. */
+  size: number;
+  /** Inode number (null where the platform has none). */
+  ino: number | null;
+  /** Device (null where the platform has none). */
+  dev: number | null;
+  /** Modification time in ms since the epoch (null where the file system keeps none). */
+  mtimeMs: number | null;
+}
+
+/** The {@link FileIdentity} of a `Deno.stat` result. */
+export function fileIdentity(info: Deno.FileInfo): FileIdentity {
+  return { size: info.size, ino: info.ino, dev: info.dev, mtimeMs: info.mtime?.getTime() ?? null };
+}
+
 /**
  * A `.bin` file of little-endian uint16 ids, read from disk a window at a
- * time: each `read` opens the file, checks that it still holds the ids it
- * held when the run began (a file written again under a run would change its
- * data silently), and reads the window's bytes. Nothing stays open between
- * reads, so nothing needs closing. Made by `openTokenBin` (data/token_bin.ts),
- * which checks the file first.
+ * time: each `read` opens the file, checks that it is the file the run began
+ * with (the same size, inode and modification time: a file written again or
+ * replaced under a run would change its data silently), and reads the
+ * window's bytes. Nothing stays open between reads, so nothing needs closing.
+ * Made by `openTokenBin` (data/token_bin.ts), which checks the file first.
  */
 export class TokenBinStream implements TokenStream {
   /** The file. */
   readonly path: string;
+  /** The file as the run began with it. */
+  readonly file: FileIdentity;
   /** Ids in the whole file. */
   readonly fileIds: number;
   readonly #offset: number;
   /** Ids in the stream. */
   readonly length: number;
 
-  /** The ids [offset, offset + length) of the file at `path`, which holds `fileIds` ids. */
-  constructor(path: string, fileIds: number, offset = 0, length = fileIds - offset) {
-    checkRange(offset, offset + length, fileIds);
+  /** The ids [offset, offset + length) of the file at `path`, which `file` identifies. */
+  constructor(path: string, file: FileIdentity, offset = 0, length = file.size / 2 - offset) {
+    this.fileIds = Math.floor(file.size / 2);
+    checkRange(offset, offset + length, this.fileIds);
     this.path = path;
-    this.fileIds = fileIds;
+    this.file = file;
     this.#offset = offset;
     this.length = length;
   }
@@ -108,14 +128,17 @@ export class TokenBinStream implements TokenStream {
     checkRange(start, end, this.length);
     const bytes = new Uint8Array(2 * (end - start));
     try {
+      // A path that is no longer a regular file (a FIFO would block the open) is refused first.
+      if (!Deno.statSync(this.path).isFile) throw this.#changed("it is not a regular file now");
       using file = Deno.openSync(this.path);
-      const size = file.statSync().size;
-      if (size !== 2 * this.fileIds) {
-        throw new DataError(
-          `${this.path} changed during the run: it held ${this.fileIds} ids when the run began ` +
-            `and holds ${size / 2} now (written again?); restart the run when it stands still`,
-        );
+      const now = fileIdentity(file.statSync());
+      if (now.size !== this.file.size) {
+        throw this.#changed(`${this.file.size} bytes when the run began, ${now.size} now`);
       }
+      if (now.ino !== this.file.ino || now.dev !== this.file.dev) {
+        throw this.#changed("another file now has its name");
+      }
+      if (now.mtimeMs !== this.file.mtimeMs) throw this.#changed("it was written again");
       file.seekSync(2 * (this.#offset + start), Deno.SeekMode.Start);
       for (let at = 0; at < bytes.length;) {
         const n = file.readSync(bytes.subarray(at));
@@ -134,7 +157,14 @@ export class TokenBinStream implements TokenStream {
   /** The ids [start, end) as a stream of their own. */
   part(start: number, end: number): TokenStream {
     checkRange(start, end, this.length);
-    return new TokenBinStream(this.path, this.fileIds, this.#offset + start, end - start);
+    return new TokenBinStream(this.path, this.file, this.#offset + start, end - start);
+  }
+
+  #changed(how: string): DataError {
+    return new DataError(
+      `${this.path} changed during the run (${how}): its ids are not the ones checked at the ` +
+        "start; restart the run when the file stands still",
+    );
   }
 }
 
@@ -168,6 +198,9 @@ export async function forEachPiece(
   fn: (piece: ArrayLike<number>, offset: number) => void,
   pieceIds = PIECE_IDS,
 ): Promise<void> {
+  if (!Number.isInteger(pieceIds) || pieceIds < 1) {
+    throw new RangeError(`ids a piece must be a positive integer, got ${pieceIds}`);
+  }
   const stream = asTokenStream(ids);
   let turned = performance.now();
   for (let at = 0; at < stream.length; at += pieceIds) {

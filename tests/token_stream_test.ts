@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { openTokenBin, readTokenBin, writeTokenBin } from "../data/token_bin.ts";
+import { encodeTokenBin, openTokenBin, readTokenBin, writeTokenBin } from "../data/token_bin.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import {
@@ -160,21 +160,44 @@ Deno.test("an id past the vocabulary is named at its position, in any piece of a
   assert.equal((await openTokenBin(path, undefined, 65536)).length, ids.length);
 });
 
-Deno.test("a .bin changed or removed during a run is named, not read as other data", async () => {
+Deno.test("a .bin written again, replaced or removed during a run is named, not read as other data", async () => {
   await using dir = await tempDir({ prefix: "token_stream_test_" });
   const path = `${dir.path}/c.bin`;
-  await writeTokenBin(path, corpus(10_000, 3));
-  const stream = await openTokenBin(path, undefined, 50257);
-  const sampler = new GptBatchSampler(stream, { batchSize: 2, seqLength: 16, seed: 1 });
-  sampler.next();
-  await writeTokenBin(path, corpus(12_000, 4));
-  assert.throws(
-    () => sampler.next(),
-    (e) =>
-      e instanceof DataError &&
-      e.message.includes(`${path} changed during the run: it held 10000 ids`) &&
-      e.message.includes("holds 12000 now"),
-  );
+  const opened = async (seed: number) => {
+    await writeTokenBin(path, corpus(10_000, seed));
+    const stream = await openTokenBin(path, undefined, 50257);
+    stream.read(0, 10);
+    // A file system's clock ticks in milliseconds: a write in the same tick keeps the time.
+    await new Promise((r) => setTimeout(r, 30));
+    return stream;
+  };
+  const refused = (stream: TokenStream, how: string) =>
+    assert.throws(
+      () => stream.read(0, 10),
+      (e) =>
+        e instanceof DataError &&
+        e.message.startsWith(`${path} changed during the run (${how}): its ids are not the ones`),
+    );
+  // Written again in place, the same size (the inode kept): only its time tells.
+  let stream = await opened(3);
+  await Deno.writeFile(path, encodeTokenBin(corpus(10_000, 4)));
+  refused(stream, "it was written again");
+  // Another file of the same size moved over it.
+  stream = await opened(5);
+  await writeTokenBin(`${path}.new`, corpus(10_000, 6));
+  await Deno.rename(`${path}.new`, path);
+  refused(stream, "another file now has its name");
+  // Grown by a byte; then a folder, then a named pipe (whose open would block) in its place.
+  stream = await opened(7);
+  await Deno.writeFile(path, new Uint8Array([1]), { append: true });
+  refused(stream, "20000 bytes when the run began, 20001 now");
+  await Deno.remove(path);
+  await Deno.mkdir(path);
+  refused(stream, "it is not a regular file now");
+  await Deno.remove(path);
+  const fifo = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(fifo.success);
+  refused(stream, "it is not a regular file now");
   await Deno.remove(path);
   assert.throws(
     () => stream.read(0, 10),
@@ -217,6 +240,33 @@ Deno.test("a corpus of more than 2^32 tokens draws windows across all of it", as
   let pieces = 0;
   await forEachPiece(new PositionStream(10_000_000), () => pieces++);
   assert.equal(pieces, 3);
+  await assert.rejects(() => forEachPiece([1, 2], () => {}, 0), RangeError);
+  // Validation of such a corpus takes its first windows without listing every start (1.1B here).
+  const stream = new PositionStream(n);
+  const val = [...evalBatches(stream, 4, 8, { maxBatches: 2 })];
+  assert.deepEqual(val.map((b) => b.starts), [[0, 8, 16, 24], [32, 40, 48, 56]]);
+  assert.equal(val[1].targets[4 * 8 - 1], 64);
+  const blended = blendedEvalBatches([stream, stream.part(0, 100)], [0.5, 0.5], 4, 8, {
+    maxBatches: 8,
+  });
+  assert.deepEqual(blended.map((b) => b.starts).flat().slice(0, 8), [0, 0, 8, 8, 16, 16, 24, 24]);
+  // The short corpus's 12 windows start over: its 13th row is its first window again.
+  assert.deepEqual(blended.map((b) => b.starts).flat().filter((_, i) => i % 2 === 1).slice(11), [
+    88,
+    0,
+    8,
+    16,
+    24,
+  ]);
+});
+
+Deno.test("blendUnigramEntropy refuses weights that do not match the streams, and ids that are not ids", async () => {
+  await assert.rejects(() => blendUnigramEntropy([[1, 2], [3]], [1]), /2 streams but 1 weights/);
+  await assert.rejects(
+    () => blendUnigramEntropy([[1, 1, -1]], [1]),
+    /token id -1 at position 2 is not a non-negative 32-bit integer/,
+  );
+  await assert.rejects(() => blendUnigramEntropy([[0.5]], [1]), RangeError);
 });
 
 Deno.test("DataRng.nextInt: bounds up to 2^32 draw as before; larger ones up to 2^53", () => {
