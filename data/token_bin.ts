@@ -114,6 +114,9 @@ export async function openTokenBin(
   meta: TokenBinMeta | undefined,
   vocabSize?: number,
 ): Promise<TokenBinStream> {
+  if (vocabSize !== undefined && (!Number.isInteger(vocabSize) || vocabSize < 1)) {
+    throw new RangeError(`vocabulary size must be a positive integer, got ${vocabSize}`);
+  }
   const stream = new TokenBinStream(path, fileIdentity(await checkTokenBinFile(path, meta)));
   if (vocabSize !== undefined && vocabSize < MAX_BIN_VOCAB) {
     await forEachPiece(stream, (piece, at) => checkIdsInVocab(piece, vocabSize, path, at));
@@ -189,13 +192,16 @@ const MEGATRON_HEADER_BYTES = 34;
  * that the `.bin` holds another number of bytes than its `actual` (cut short or
  * replaced: the last sequence's pointer and size give its length), or when the
  * index is itself cut short. A file `FILE.idx` that does not begin as
- * Megatron's does is not Megatron's, and is left alone.
+ * Megatron's does is not Megatron's, and is left alone, as is one that is not
+ * a regular file.
  */
 async function checkMegatronIndex(path: string, actual: number): Promise<void> {
   const idx = path.replace(/\.bin$/i, ".idx");
   if (idx === path) return;
   let file: Deno.FsFile;
   try {
+    // Only a regular file can be an index (opening a named pipe would block).
+    if (!(await Deno.stat(idx)).isFile) return;
     file = await Deno.open(idx);
   } catch {
     return;

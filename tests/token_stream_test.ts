@@ -158,6 +158,11 @@ Deno.test("an id past the vocabulary is named at its position, in any piece of a
   );
   // A vocabulary of 65,536 holds every uint16: nothing to scan.
   assert.equal((await openTokenBin(path, undefined, 65536)).length, ids.length);
+  await assert.rejects(() => openTokenBin(path, undefined, NaN), RangeError);
+  // A named pipe where a Megatron index would be is not one (opening it would block).
+  const fifo = await new Deno.Command("mkfifo", { args: [`${dir.path}/bad.idx`] }).output();
+  assert.ok(fifo.success);
+  assert.equal((await openTokenBin(path, undefined, 65536)).length, ids.length);
 });
 
 Deno.test("a .bin written again, replaced or removed during a run is named, not read as other data", async () => {
