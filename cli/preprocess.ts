@@ -7,7 +7,8 @@
 import { fileURLToPath } from "node:url";
 import { isInside } from "../core/files.ts";
 import { assetUrl } from "../data/assets.ts";
-import { streamTokens } from "../data/corpus.ts";
+import { isJsonLines, streamTokens } from "../data/corpus.ts";
+import { writeMegatronDataset } from "../data/megatron_dataset.ts";
 import { DataError } from "../data/errors.ts";
 import {
   isTokenBinPath,
@@ -17,7 +18,15 @@ import {
 } from "../data/token_bin.ts";
 import { createTokenizer, TOKENIZER_NAMES } from "../data/tokenizer.ts";
 import { DEBUG_FLAG, handled } from "./errors.ts";
-import { type FlagSpec, helpText, parseFlags, UsageError } from "./flags.ts";
+import {
+  type FlagSpec,
+  type FlagValues,
+  helpText,
+  parseFlags,
+  UsageError,
+  wasGiven,
+} from "./flags.ts";
+import { checkVocabFiles, VOCAB_FILE_FLAGS } from "./megatron_flags.ts";
 import { counted, stderrProgress } from "./log.ts";
 import { checkWritableFile, realOrNull, sameFile, writeTarget } from "./paths.ts";
 
@@ -28,9 +37,30 @@ Tokenizes text and writes little-endian uint16 token ids (nanoGPT's .bin format)
 'deno task train --data-path OUT.bin' reads back without re-tokenizing, and OUT.bin.json,
 which names the tokenizer (train and eval refuse the file with another one). The files of a
 folder, or the lines of a .jsonl file (their "text" field), are documents, separated by the
-tokenizer's end-of-text id (<|endoftext|> for gpt2), [SEP] for bert, or a blank line for byte.`;
+tokenizer's end-of-text id (<|endoftext|> for gpt2), [SEP] for bert, or a blank line for byte.
 
-/** Flags of `deno task preprocess`. */
+Megatron's command line works too, writing its indexed dataset:
+  deno task preprocess --input corpus.jsonl --output-prefix my-gpt2 \\
+    --tokenizer-type GPT2BPETokenizer --append-eod --workers 8
+writes my-gpt2_text_document.bin and .idx ('deno task train --data-path
+my-gpt2_text_document' reads them), as Megatron's tools/preprocess_data.py does.`;
+
+/** Why Megatron's `--split-sentences` is refused. */
+const SPLIT_SENTENCES = "sentences are not split here (Megatron splits them with NLTK's punkt, " +
+  "not at hand): each document is one sequence; BERT splits its own sentences when training";
+
+/** Why Megatron's `--keep-newlines` changes nothing. */
+const KEEP_NEWLINES = "newlines are kept here (Megatron's flag matters only with " +
+  "--split-sentences)";
+
+/** Why Megatron's `--partitions` is refused. */
+const PARTITIONS = "the input is read in one partition here, a piece at a time";
+
+/** Why older Megatron's `--dataset-impl` takes only `mmap`. */
+const DATASET_IMPL = "the dataset written here is Megatron's mmap format (MMIDIDX); the older " +
+  "lazy and cached formats are not written";
+
+/** Flags of `deno task preprocess` (parsing adds Megatron's spelling `--tokenizer-type`). */
 export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
   "data-path": {
     type: "string",
@@ -46,7 +76,64 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
     choices: TOKENIZER_NAMES,
     help: "tokenizer, as train's default; its vocabulary must fit in uint16",
   },
-  "output": { type: "string", help: "the .bin file to write (required)", required: true },
+  "output": {
+    type: "string",
+    help: "the .bin file to write (this or --output-prefix is required)",
+    required: true,
+  },
+  "output-prefix": {
+    type: "string",
+    help: "Megatron's: write Megatron's indexed dataset PREFIX_KEY_document.bin and .idx " +
+      "(and the .bin's sidecar) for each --json-keys KEY, from a .jsonl --input, as its " +
+      "tools/preprocess_data.py does (train reads it as --data-path PREFIX_KEY_document)",
+    group: "Megatron's preprocess_data.py",
+  },
+  "json-keys": {
+    type: "string",
+    list: true,
+    help: "with --output-prefix: the keys of each JSON line to write, a dataset each " +
+      "(default: text)",
+    group: "Megatron's preprocess_data.py",
+  },
+  "append-eod": {
+    type: "boolean",
+    help: "with --output-prefix: end each document with <|endoftext|> (without it, Megatron's " +
+      "documents follow each other with nothing between)",
+    group: "Megatron's preprocess_data.py",
+  },
+  "workers": {
+    type: "int",
+    min: 1,
+    help: "accepted for Megatron's command lines: tokenizing runs on one thread here",
+    group: "Megatron's preprocess_data.py",
+  },
+  "log-interval": {
+    type: "int",
+    min: 1,
+    help: "accepted for Megatron's command lines: progress is shown as bytes read",
+    group: "Megatron's preprocess_data.py",
+  },
+  "split-sentences": {
+    type: "boolean",
+    help: SPLIT_SENTENCES,
+    unimplemented: { reason: SPLIT_SENTENCES },
+  },
+  "keep-newlines": {
+    type: "boolean",
+    help: KEEP_NEWLINES,
+    unimplemented: { reason: KEEP_NEWLINES, accepts: true },
+  },
+  "partitions": {
+    type: "int",
+    help: PARTITIONS,
+    unimplemented: { reason: PARTITIONS, accepts: ["1"] },
+  },
+  "dataset-impl": {
+    type: "string",
+    help: DATASET_IMPL,
+    unimplemented: { reason: DATASET_IMPL, accepts: ["mmap"] },
+  },
+  ...VOCAB_FILE_FLAGS,
   ...DEBUG_FLAG,
 };
 
@@ -150,12 +237,26 @@ export function main(args: string[]): Promise<number> {
       console.log(helpText(USAGE, PREPROCESS_FLAGS));
       return 0;
     }
+    if (f.tokenizer === "bert") f.model = "bert"; // what checkVocabFiles compares --vocab-file with
+    await checkVocabFiles(f);
+    delete f.model;
+    if (f["output-prefix"] !== undefined) return await megatronMain(f);
+    for (const flag of ["json-keys", "append-eod"]) {
+      if (wasGiven(f, flag)) {
+        throw new UsageError(
+          `--${flag} is Megatron's, for --output-prefix (its indexed dataset from a .jsonl); ` +
+            "--output writes documents separated by the end-of-text id",
+        );
+      }
+    }
     const values = {
       output: f.output as string | undefined,
       tokenizer: f.tokenizer as string,
       "data-path": f["data-path"] as string | undefined,
     };
-    if (values.output === undefined) throw new UsageError("--output OUT.bin is required");
+    if (values.output === undefined) {
+      throw new UsageError("--output OUT.bin (or Megatron's --output-prefix PREFIX) is required");
+    }
     refuseTokenInput(values["data-path"]); // before the output's checks, which would name it
     await checkOutputApartFromInput(values.output, values["data-path"]);
     if (!isTokenBinPath(values.output)) {
@@ -188,6 +289,60 @@ export function main(args: string[]): Promise<number> {
     );
     return 0;
   });
+}
+
+/**
+ * `preprocess --output-prefix PREFIX`: Megatron's indexed dataset of each
+ * `--json-keys` key of a `.jsonl` input, `PREFIX_KEY_document.bin` and `.idx`,
+ * as its `tools/preprocess_data.py` writes them (data/megatron_dataset.ts).
+ */
+async function megatronMain(f: FlagValues): Promise<number> {
+  const prefix = f["output-prefix"] as string;
+  const input = f["data-path"] as string | undefined;
+  if (f.output !== undefined) {
+    throw new UsageError(
+      "--output and --output-prefix: give one (--output writes FILE.bin; --output-prefix " +
+        "Megatron's indexed dataset)",
+    );
+  }
+  if (input === undefined || !isJsonLines(input)) {
+    throw new UsageError(
+      `--output-prefix reads a .jsonl --input (one JSON object per line), as Megatron's ` +
+        `preprocess_data.py does${input === undefined ? "" : `, not ${input}`}; for text files ` +
+        "or folders, --output FILE.bin",
+    );
+  }
+  const tokenizer = await createTokenizer(f.tokenizer as string);
+  const appendEod = f["append-eod"] === true;
+  if (appendEod && tokenizer.eosId === undefined) {
+    throw new UsageError(
+      `--append-eod: the ${tokenizer.name} tokenizer has no end-of-document id here ` +
+        "(GPT-2's <|endoftext|> is one: --tokenizer-type GPT2BPETokenizer)",
+    );
+  }
+  const given = f["json-keys"] as string | string[] | undefined;
+  const keys = given === undefined ? ["text"] : Array.isArray(given) ? given : [given];
+  for (const key of keys) {
+    const out = `${prefix}_${key}_document`;
+    for (const path of [`${out}.bin`, `${out}.idx`, tokenBinMetaPath(`${out}.bin`)]) {
+      await checkWritableFile("--output-prefix", path);
+    }
+    const t0 = performance.now();
+    const r = await writeMegatronDataset(tokenizer, input, out, {
+      key,
+      appendEod,
+      eod: tokenizer.eosId,
+      warn: (msg) => console.error(`warning: ${msg}`),
+      progress: stderrProgress(`tokenizing "${key}" (bytes read)`),
+    });
+    const empty = r.emptyDocuments > 0 ? `, ${r.emptyDocuments} of them empty` : "";
+    console.log(
+      `wrote ${r.tokens} ${tokenizer.name} tokens (${2 * r.tokens} bytes) from ${r.chars} ` +
+        `characters (${counted(r.documents, "document")}${empty}) to ${out}.bin, ${out}.idx and ` +
+        `${tokenBinMetaPath(`${out}.bin`)} in ${(performance.now() - t0).toFixed(0)} ms`,
+    );
+  }
+  return 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

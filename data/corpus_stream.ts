@@ -77,8 +77,12 @@ function cutsAt(bytes: Uint8Array, i: number, jsonLines: boolean): boolean {
     bytes[i] === 32 && printable(bytes[i - 1]) && printable(bytes[i + 1]);
 }
 
-/** A file's bytes in pieces of about `chunkBytes`, each (but the last) cut where {@link cutsAt} says. */
-async function* filePieces(
+/**
+ * A file's bytes in pieces of about `chunkBytes`, each (but the last) cut
+ * where every tokenizer here cuts too (`cutsAt`; in a `.jsonl` file, at the
+ * start of a line); `onRead` counts the bytes read.
+ */
+export async function* filePieces(
   path: string,
   jsonLines: boolean,
   chunkBytes: number,
