@@ -246,16 +246,24 @@ export async function tokenizeCorpus(
  * `text` field, or null for a blank line or a blank document.
  */
 export function jsonLineDocument(line: string, source: string, lineNumber: number): string | null {
-  if (!line.trim()) return null;
-  let r: unknown;
-  try {
-    r = JSON.parse(line);
-  } catch {
-    throw new DataError(`${source}: line ${lineNumber} is not JSON`);
-  }
+  const r = jsonLine(line, source, lineNumber);
+  if (r === undefined) return null;
   const v = (r as Record<string, unknown> | null)?.text;
   if (typeof v !== "string") {
     throw new DataError(`${source}: line ${lineNumber} has no string "text" field`);
   }
   return v.trim() ? v : null;
+}
+
+/**
+ * One line of a `.jsonl` file parsed, or undefined for a blank line; a line
+ * that is not JSON is refused, naming it (`lineNumber` of `source`).
+ */
+export function jsonLine(line: string, source: string, lineNumber: number): unknown {
+  if (!line.trim()) return undefined;
+  try {
+    return JSON.parse(line);
+  } catch {
+    throw new DataError(`${source}: line ${lineNumber} is not JSON`);
+  }
 }

@@ -12,7 +12,7 @@
  */
 
 import { oneLine } from "../core/files.ts";
-import { CORPUS_CHUNK_BYTES, filePieces, MAX_UNCUT_BYTES } from "./corpus_stream.ts";
+import { CORPUS_CHUNK_BYTES, filePieces, jsonLine, MAX_UNCUT_BYTES } from "./corpus_stream.ts";
 import { DataError } from "./errors.ts";
 import { writeTokenBinFrom } from "./token_bin.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -59,13 +59,8 @@ export function megatronDocument(
   source: string,
   lineNumber: number,
 ): string[] | null {
-  if (!line.trim()) return null;
-  let r: unknown;
-  try {
-    r = JSON.parse(line);
-  } catch {
-    throw new DataError(`${source}: line ${lineNumber} is not JSON`);
-  }
+  const r = jsonLine(line, source, lineNumber);
+  if (r === undefined) return null;
   const v = r !== null && typeof r === "object" ? (r as Record<string, unknown>)[key] : undefined;
   if (typeof v === "string") return [v];
   if (Array.isArray(v) && v.every((s) => typeof s === "string")) return v as string[];
