@@ -237,9 +237,11 @@ export function main(args: string[]): Promise<number> {
       console.log(helpText(USAGE, PREPROCESS_FLAGS));
       return 0;
     }
-    if (f.tokenizer === "bert") f.model = "bert"; // what checkVocabFiles compares --vocab-file with
-    await checkVocabFiles(f);
-    delete f.model;
+    // --vocab-file and --merge-file are checked against the tokenizer's own vocabulary (a GPT-2
+    // pair adopts --tokenizer gpt2), as train checks them.
+    const vocab: FlagValues = { ...f, model: f.tokenizer === "bert" ? "bert" : "gpt" };
+    await checkVocabFiles(vocab);
+    f.tokenizer = vocab.tokenizer;
     if (f["output-prefix"] !== undefined) return await megatronMain(f);
     for (const flag of ["json-keys", "append-eod"]) {
       if (wasGiven(f, flag)) {
