@@ -461,14 +461,18 @@ async function readFlagFile(flag: string, path: string): Promise<string> {
  * GPT-2's BPE: `--tokenizer gpt2` is adopted unless another tokenizer was
  * given or is the checkpoint's (refused). A BERT run takes `--vocab-file` only
  * when it holds the tokens, in order, of the vocabulary it reads. Anything else
- * is refused, naming the built-in tokenizer to use. Returns the arguments that
- * carry an adopted tokenizer to ranks that parse the flags again.
+ * is refused, naming the built-in tokenizer to use. `family` is the model's
+ * (default: `--model`; preprocess names the tokenizer's). Returns the
+ * arguments that carry an adopted tokenizer to ranks that parse the flags again.
  */
-export async function checkVocabFiles(f: FlagValues): Promise<string[]> {
+export async function checkVocabFiles(
+  f: FlagValues,
+  family = f.model as string | undefined,
+): Promise<string[]> {
   const vocab = f["vocab-file"] as string | undefined;
   const merges = f["merge-file"] as string | undefined;
   if (vocab === undefined && merges === undefined) return [];
-  if (f.model === "bert") {
+  if (family === "bert") {
     if (merges !== undefined) {
       throw new UsageError("--merge-file: BERT's WordPiece vocabulary has no merges; drop it");
     }

@@ -7,7 +7,7 @@
 import { fileURLToPath } from "node:url";
 import { isInside } from "../core/files.ts";
 import { assetUrl } from "../data/assets.ts";
-import { isJsonLines, streamTokens } from "../data/corpus.ts";
+import { streamTokens } from "../data/corpus.ts";
 import { writeMegatronDataset } from "../data/megatron_dataset.ts";
 import { DataError } from "../data/errors.ts";
 import {
@@ -47,7 +47,8 @@ my-gpt2_text_document' reads them), as Megatron's tools/preprocess_data.py does.
 
 /** Why Megatron's `--split-sentences` is refused. */
 const SPLIT_SENTENCES = "sentences are not split here (Megatron splits them with NLTK's punkt, " +
-  "not at hand): each document is one sequence; BERT splits its own sentences when training";
+  "not at hand): each string is one sequence; BERT training here reads the text itself " +
+  "(--data-path corpus.jsonl) and splits its sentences";
 
 /** Why Megatron's `--keep-newlines` changes nothing. */
 const KEEP_NEWLINES = "newlines are kept here (Megatron's flag matters only with " +
@@ -55,6 +56,19 @@ const KEEP_NEWLINES = "newlines are kept here (Megatron's flag matters only with
 
 /** Why Megatron's `--partitions` is refused. */
 const PARTITIONS = "the input is read in one partition here, a piece at a time";
+
+/** Why Megatron's `--lang` changes nothing. */
+const LANG = "the language only chooses NLTK's sentence splitter, and sentences are not split here";
+
+/** Why Megatron's `--keep-sequential-samples` changes nothing. */
+const SEQUENTIAL = "the input is read in order, in one partition";
+
+/** Why Megatron's `--find-optimal-num-workers` is refused. */
+const ONE_THREAD = "tokenizing runs on one thread here: there is no number of workers to find";
+
+/** Why Megatron's `--tokenizer-model` is refused. */
+const TOKENIZER_MODEL = "no tokenizer model files are read here: the tokenizers are built in " +
+  "(--tokenizer-type GPT2BPETokenizer or BertWordPieceLowerCase, --tokenizer byte)";
 
 /** Why older Megatron's `--dataset-impl` takes only `mmap`. */
 const DATASET_IMPL = "the dataset written here is Megatron's mmap format (MMIDIDX); the older " +
@@ -74,6 +88,7 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     default: "byte",
     choices: TOKENIZER_NAMES,
+    once: "one tokenizer writes the ids",
     help: "tokenizer, as train's default; its vocabulary must fit in uint16",
   },
   "output": {
@@ -127,6 +142,26 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
     type: "int",
     help: PARTITIONS,
     unimplemented: { reason: PARTITIONS, accepts: ["1"] },
+  },
+  "lang": {
+    type: "string",
+    help: LANG,
+    unimplemented: { reason: LANG, accepts: true },
+  },
+  "keep-sequential-samples": {
+    type: "boolean",
+    help: SEQUENTIAL,
+    unimplemented: { reason: SEQUENTIAL, accepts: true },
+  },
+  "find-optimal-num-workers": {
+    type: "boolean",
+    help: ONE_THREAD,
+    unimplemented: { reason: ONE_THREAD },
+  },
+  "tokenizer-model": {
+    type: "string",
+    help: TOKENIZER_MODEL,
+    unimplemented: { reason: TOKENIZER_MODEL },
   },
   "dataset-impl": {
     type: "string",
@@ -239,9 +274,7 @@ export function main(args: string[]): Promise<number> {
     }
     // --vocab-file and --merge-file are checked against the tokenizer's own vocabulary (a GPT-2
     // pair adopts --tokenizer gpt2), as train checks them.
-    const vocab: FlagValues = { ...f, model: f.tokenizer === "bert" ? "bert" : "gpt" };
-    await checkVocabFiles(vocab);
-    f.tokenizer = vocab.tokenizer;
+    await checkVocabFiles(f, f.tokenizer === "bert" ? "bert" : "gpt");
     if (f["output-prefix"] !== undefined) return await megatronMain(f);
     for (const flag of ["json-keys", "append-eod"]) {
       if (wasGiven(f, flag)) {
@@ -307,11 +340,14 @@ async function megatronMain(f: FlagValues): Promise<number> {
         "Megatron's indexed dataset)",
     );
   }
-  if (input === undefined || !isJsonLines(input)) {
+  if (input === undefined) {
+    throw new UsageError("--output-prefix needs --input, a file of JSON lines (.json or .jsonl)");
+  }
+  if (!wasGiven(f, "tokenizer") && f["vocab-file"] === undefined) {
+    // Megatron's script requires one; the byte default of --output would be a silent surprise.
     throw new UsageError(
-      `--output-prefix reads a .jsonl --input (one JSON object per line), as Megatron's ` +
-        `preprocess_data.py does${input === undefined ? "" : `, not ${input}`}; for text files ` +
-        "or folders, --output FILE.bin",
+      "--output-prefix needs --tokenizer-type (GPT2BPETokenizer, BertWordPieceLowerCase) or " +
+        "--tokenizer, as Megatron's preprocess_data.py does",
     );
   }
   const tokenizer = await createTokenizer(f.tokenizer as string);
@@ -324,24 +360,33 @@ async function megatronMain(f: FlagValues): Promise<number> {
   }
   const given = f["json-keys"] as string | string[] | undefined;
   const keys = given === undefined ? ["text"] : Array.isArray(given) ? given : [given];
-  for (const key of keys) {
-    const out = `${prefix}_${key}_document`;
+  const outputs = new Map(keys.map((key) => [key, `${prefix}_${key}_document`]));
+  for (const out of outputs.values()) {
     for (const path of [`${out}.bin`, `${out}.idx`, tokenBinMetaPath(`${out}.bin`)]) {
       await checkWritableFile("--output-prefix", path);
     }
-    const t0 = performance.now();
-    const r = await writeMegatronDataset(tokenizer, input, out, {
-      key,
-      appendEod,
-      eod: tokenizer.eosId,
-      warn: (msg) => console.error(`warning: ${msg}`),
-      progress: stderrProgress(`tokenizing "${key}" (bytes read)`),
-    });
+  }
+  const t0 = performance.now();
+  const results = await writeMegatronDataset(tokenizer, input, outputs, {
+    appendEod,
+    eod: tokenizer.eosId,
+    warn: (msg) => console.error(`warning: ${msg}`),
+    progress: stderrProgress("tokenizing (bytes read)"),
+  });
+  const ms = (performance.now() - t0).toFixed(0);
+  for (const [key, r] of results) {
+    const out = outputs.get(key)!;
     const empty = r.emptyDocuments > 0 ? `, ${r.emptyDocuments} of them empty` : "";
     console.log(
       `wrote ${r.tokens} ${tokenizer.name} tokens (${2 * r.tokens} bytes) from ${r.chars} ` +
         `characters (${counted(r.documents, "document")}${empty}) to ${out}.bin, ${out}.idx and ` +
-        `${tokenBinMetaPath(`${out}.bin`)} in ${(performance.now() - t0).toFixed(0)} ms`,
+        `${tokenBinMetaPath(`${out}.bin`)} in ${ms} ms`,
+    );
+  }
+  if (tokenizer.name === "bert") {
+    console.log(
+      "(a GPT trains on WordPiece ids with --tokenizer-type BertWordPieceLowerCase; BERT " +
+        "training here reads text, --data-path corpus.jsonl, and splits its sentences itself)",
     );
   }
   return 0;

@@ -35,8 +35,6 @@ export interface MegatronDatasetResult {
 
 /** How {@link writeMegatronDataset} reads and writes. */
 export interface MegatronDatasetOptions {
-  /** The JSON key whose value is the document (Megatron's `--json-keys`, one of them). */
-  key: string;
   /** End each document with `eod` (Megatron's `--append-eod`). */
   appendEod: boolean;
   /** The end-of-document id (GPT-2's `<|endoftext|>`); required with `appendEod`. */
@@ -48,20 +46,19 @@ export interface MegatronDatasetOptions {
 }
 
 /**
- * The sentences of one line of a `.jsonl` file: the value of `key`, a string
- * or a list of strings; null for a blank line. Refused, naming the line: a
- * line that is not a JSON object, or whose `key` is missing or holds anything
- * else.
+ * The sentences of one parsed line of a JSON-lines file: the value of `key`,
+ * a string or a list of strings. Refused, naming the line: a line that is not
+ * a JSON object, or whose `key` is missing or holds anything else.
  */
 export function megatronDocument(
-  line: string,
+  record: unknown,
   key: string,
   source: string,
   lineNumber: number,
-): string[] | null {
-  const r = jsonLine(line, source, lineNumber);
-  if (r === undefined) return null;
-  const v = r !== null && typeof r === "object" ? (r as Record<string, unknown>)[key] : undefined;
+): string[] {
+  const v = record !== null && typeof record === "object"
+    ? (record as Record<string, unknown>)[key]
+    : undefined;
   if (typeof v === "string") return [v];
   if (Array.isArray(v) && v.every((s) => typeof s === "string")) return v as string[];
   throw new DataError(
@@ -128,28 +125,73 @@ class Int32List {
   }
 }
 
+/** One key's dataset as it is written. */
+class KeyDataset {
+  /** Megatron's sequences: one per non-empty string of a document. */
+  readonly sequences = new Int32List();
+  /** Sequences before each document's end (the document index, past its leading 0). */
+  readonly documentEnds = new Int32List();
+  emptyDocuments = 0;
+  chars = 0;
+  /** The written ids of one document. */
+  ids: number[] = [];
+}
+
 /**
- * Tokenizes the documents of the `.jsonl` file `input` as Megatron's
- * `preprocess_data.py` does (see the module) and writes `prefix.bin`, its
- * sidecar `prefix.bin.json` (the tokenizer, as `preprocess --output` writes)
- * and `prefix.idx`. The file is read a piece at a time; each file is written
- * beside its name and renamed to it, so a failed run leaves the old files.
+ * Tokenizes the documents of the JSON-lines file `input` as Megatron's
+ * `preprocess_data.py` does (see the module), each line read once for every
+ * key of `outputs` (key → prefix), and writes for each `PREFIX.bin`, its
+ * sidecar `PREFIX.bin.json` (the tokenizer, as `preprocess --output` writes)
+ * and `PREFIX.idx`. The file is read a piece at a time; every file is written
+ * beside its name and renamed to it once all are written, so a failed run
+ * leaves the old files as they were. A line ends at a line feed, a carriage
+ * return or both, as Python reads a text file.
  */
 export async function writeMegatronDataset(
   tokenizer: Tokenizer,
   input: string,
-  prefix: string,
+  outputs: ReadonlyMap<string, string>,
   opts: MegatronDatasetOptions,
-): Promise<MegatronDatasetResult> {
+): Promise<Map<string, MegatronDatasetResult>> {
   if (opts.appendEod && opts.eod === undefined) {
     throw new DataError(`the ${tokenizer.name} tokenizer has no end-of-document id to append`);
   }
-  // Megatron's sequences: one per non-empty sentence (a string value is one sentence).
-  const sequences = new Int32List(), documentEnds = new Int32List();
-  let emptyDocuments = 0, chars = 0;
-  const total = (await Deno.stat(input)).size;
+  const keys = [...outputs.keys()];
+  const data = new Map(keys.map((k) => [k, new KeyDataset()]));
+  const idx = keys.map((k) => `${outputs.get(k)}.idx`);
+  const partials = idx.map((p) => `${p}.partial-${Deno.pid}`);
+  const tokens = new Map<string, number>();
+  let total: number;
+  try {
+    const info = await Deno.stat(input);
+    if (!info.isFile) throw new DataError(`${input}: not a regular file`);
+    total = info.size;
+  } catch (e) {
+    if (e instanceof DataError) throw e;
+    if (e instanceof Deno.errors.NotFound) throw new DataError(`${input}: no such file`);
+    throw new DataError(`${input}: ${oneLine((e as Error).message)}`);
+  }
   let read = 0;
-  const { tokens } = await writeTokenBinFrom(`${prefix}.bin`, async (write) => {
+  // Every key's .bin is written through its own writer, nested so that each is
+  // renamed only after the reading pass and every index are written.
+  const writeKeys = async (
+    k: number,
+    writes: ((ids: ArrayLike<number>) => Promise<void>)[],
+  ): Promise<void> => {
+    if (k < keys.length) {
+      const r = await writeTokenBinFrom(
+        `${outputs.get(keys[k])}.bin`,
+        (write) => writeKeys(k + 1, [...writes, write]),
+        () => ({
+          tokenizer: tokenizer.name,
+          vocab_size: tokenizer.vocabSize,
+          ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
+          documents: data.get(keys[k])!.documentEnds.length,
+        }),
+      );
+      tokens.set(keys[k], r.tokens);
+      return;
+    }
     const bad = { invalidBytes: 0, replacements: 0 };
     let line = 0;
     const pieces = filePieces(input, true, CORPUS_CHUNK_BYTES, MAX_UNCUT_BYTES, (n) => {
@@ -160,45 +202,71 @@ export async function writeMegatronDataset(
       const decoded = decodeUtf8Counted(bytes);
       bad.invalidBytes += decoded.invalidBytes;
       bad.replacements += decoded.replacements;
-      const lines = decoded.text.split("\n");
-      // A piece ends just after a line feed: its last "line" is empty, not a line.
-      if (decoded.text.endsWith("\n")) lines.pop();
+      const lines = decoded.text.split(/\r\n|\r|\n/);
+      // A piece ends just after a line end: its last "line" is empty, not a line.
+      if (/[\r\n]$/.test(decoded.text)) lines.pop();
       for (const l of lines) {
-        const sentences = megatronDocument(l, opts.key, input, ++line);
-        if (sentences === null) continue;
-        const ids: number[] = [];
-        for (const s of sentences) {
-          chars += s.length;
-          const encoded = tokenizer.encode(s);
-          if (encoded.length === 0) continue;
-          for (const id of encoded) ids.push(id);
-          sequences.push(encoded.length);
+        const record = jsonLine(l, input, ++line);
+        if (record === undefined) continue; // a blank line
+        for (const [k, key] of keys.entries()) {
+          const sentences = megatronDocument(record, key, input, line);
+          const d = data.get(key)!;
+          addDocument(d, sentences, tokenizer, opts);
+          if (d.ids.length > 0) await writes[k](d.ids);
         }
-        if (ids.length > 0 && opts.appendEod) {
-          ids.push(opts.eod!);
-          sequences.addToLast(1);
-        }
-        if (ids.length === 0) emptyDocuments++;
-        documentEnds.push(sequences.length);
-        if (ids.length > 0) await write(ids);
       }
     }
     const w = invalidUtf8Warning(input, { text: "", ...bad });
     if (w) opts.warn(w);
-    if (documentEnds.length === 0) throw new DataError(`${input}: no documents`);
-  }, () => ({
-    tokenizer: tokenizer.name,
-    vocab_size: tokenizer.vocabSize,
-    ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
-    documents: documentEnds.length,
-  }));
-  const idx = `${prefix}.idx`, partial = `${idx}.partial-${Deno.pid}`;
+    if (data.get(keys[0])!.documentEnds.length === 0) {
+      throw new DataError(`${input}: no documents`);
+    }
+    // The indices beside their names before any .bin replaces its old one.
+    for (const [k, key] of keys.entries()) {
+      const d = data.get(key)!;
+      try {
+        await Deno.writeFile(partials[k], megatronIndex(d.sequences.view(), d.documentEnds.view()));
+      } catch (e) {
+        throw new DataError(`${idx[k]}: ${oneLine((e as Error).message)}`);
+      }
+    }
+  };
   try {
-    await Deno.writeFile(partial, megatronIndex(sequences.view(), documentEnds.view()));
-    await Deno.rename(partial, idx);
-  } catch (e) {
-    await Deno.remove(partial).catch(() => {});
-    throw new DataError(`${idx}: ${oneLine((e as Error).message)}`);
+    await writeKeys(0, []);
+    for (const [k, p] of partials.entries()) await Deno.rename(p, idx[k]);
+  } finally {
+    for (const p of partials) await Deno.remove(p).catch(() => {});
   }
-  return { tokens, documents: documentEnds.length, emptyDocuments, chars };
+  return new Map(keys.map((key) => {
+    const d = data.get(key)!;
+    return [key, {
+      tokens: tokens.get(key)!,
+      documents: d.documentEnds.length,
+      emptyDocuments: d.emptyDocuments,
+      chars: d.chars,
+    }];
+  }));
+}
+
+/** Adds one document of `sentences` to `d` (its ids left in `d.ids`), as Megatron's `Encoder.encode`. */
+function addDocument(
+  d: KeyDataset,
+  sentences: string[],
+  tokenizer: Tokenizer,
+  opts: MegatronDatasetOptions,
+): void {
+  d.ids = [];
+  for (const s of sentences) {
+    d.chars += s.length;
+    const encoded = tokenizer.encode(s);
+    if (encoded.length === 0) continue;
+    for (const id of encoded) d.ids.push(id);
+    d.sequences.push(encoded.length);
+  }
+  if (d.ids.length > 0 && opts.appendEod) {
+    d.ids.push(opts.eod!);
+    d.sequences.addToLast(1);
+  }
+  if (d.ids.length === 0) d.emptyDocuments++;
+  d.documentEnds.push(d.sequences.length);
 }

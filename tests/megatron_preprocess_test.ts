@@ -161,6 +161,55 @@ Deno.test("Megatron's preprocess command line writes its indexed dataset, read b
   );
 });
 
+Deno.test("several keys are written in one pass, and a failure leaves every old file as it was", async () => {
+  await using dir = await tempDir({ prefix: "megatron_preprocess_test_" });
+  // Megatron's README names its input my-corpus.json; lines may end in CR, LF or both.
+  const input = `${dir.path}/my-corpus.json`;
+  const args = (keys: string[]) => [
+    "--input",
+    input,
+    "--output-prefix",
+    `${dir.path}/p`,
+    "--tokenizer-type",
+    "GPT2BPETokenizer",
+    "--append-eod",
+    "--json-keys",
+    ...keys,
+  ];
+  await Deno.writeTextFile(
+    input,
+    '{"text": "old a", "title": "old"}\r{"text": "old b", "title": "x"}\r\n',
+  );
+  assert.equal(await preprocessMain(args(["text", "title"])), 0);
+  const files = ["text", "title"].flatMap((k) =>
+    [".bin", ".idx", ".bin.json"].map((ext) => `${dir.path}/p_${k}_document${ext}`)
+  );
+  const before = await Promise.all(files.map((f) => Deno.readFile(f)));
+  const gpt2 = await createTokenizer("gpt2");
+  assert.deepEqual(await binIds(`${dir.path}/p_text_document.bin`), [
+    ...gpt2.encode("old a"),
+    EOD,
+    ...gpt2.encode("old b"),
+    EOD,
+  ]);
+  // The new input's second line has no title: nothing is replaced, the text dataset neither.
+  await Deno.writeTextFile(input, '{"text": "new", "title": "t"}\n{"text": "new"}\n');
+  assert.equal(await preprocessMain(args(["text", "title"])), 1);
+  assert.deepEqual(await Promise.all(files.map((f) => Deno.readFile(f))), before);
+  // An index that cannot be written (here a folder in its way) stops the run before any .bin
+  // is replaced: a new .bin never stands beside an old index.
+  await Deno.writeTextFile(input, '{"text": "newer text", "title": "t"}\n');
+  await Deno.mkdir(`${dir.path}/p_title_document.idx.partial-${Deno.pid}`);
+  assert.equal(await preprocessMain(args(["text", "title"])), 1);
+  assert.deepEqual(await Promise.all(files.map((f) => Deno.readFile(f))), before);
+  // (The run's cleanup took the empty folder with its partial files.)
+  assert.equal(await preprocessMain(args(["text", "title"])), 0);
+  assert.deepEqual(await binIds(`${dir.path}/p_title_document.bin`), [...gpt2.encode("t"), EOD]);
+  assert.deepEqual(readIndex(await Deno.readFile(`${dir.path}/p_text_document.idx`)).sizes, [
+    gpt2.encode("newer text").length + 1,
+  ]);
+});
+
 Deno.test("preprocess refuses Megatron flags it cannot honour, each with its reason", async () => {
   await using dir = await tempDir({ prefix: "megatron_preprocess_test_" });
   const input = `${dir.path}/c.jsonl`;
@@ -176,21 +225,46 @@ Deno.test("preprocess refuses Megatron flags it cannot honour, each with its rea
     const prefix = ["--input", input, "--output-prefix", `${dir.path}/p`];
     assert.equal(await run(...prefix, "--split-sentences"), 2);
     assert.match(errors.join("\n"), /--split-sentences: sentences are not split here/);
+    assert.equal(
+      await run("--input", `${dir.path}/none.json`, "--output-prefix", "p", "--tokenizer", "gpt2"),
+      1,
+    );
+    assert.match(errors.join("\n"), /none\.json: no such file/);
     assert.equal(await run(...prefix, "--dataset-impl", "lazy"), 2);
     assert.match(errors.join("\n"), /--dataset-impl lazy: .*; mmap is accepted/);
     assert.equal(await run(...prefix, "--partitions", "2"), 2);
     assert.match(errors.join("\n"), /--partitions 2: .*; 1 is accepted/);
-    assert.equal(await run(...prefix, "--append-eod"), 2, "the byte tokenizer has no end id");
+    assert.equal(await run(...prefix, "--tokenizer", "byte", "--append-eod"), 2, "no end id");
     assert.match(errors.join("\n"), /--append-eod: the byte tokenizer has no end-of-document id/);
-    assert.equal(await run("--input", `${dir.path}/c.txt`, "--output-prefix", "p"), 2);
-    assert.match(errors.join("\n"), /--output-prefix reads a \.jsonl --input/);
     assert.equal(await run(...prefix, "--output", `${dir.path}/x.bin`), 2);
     assert.equal(await run("--input", input, "--output", `${dir.path}/x.bin`, "--append-eod"), 2);
     assert.match(errors.join("\n"), /--append-eod is Megatron's, for --output-prefix/);
     // The second line has no "text": named, and the dataset is not written.
-    assert.equal(await run(...prefix, "--partitions", "1", "--keep-newlines"), 1);
+    const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
+    assert.equal(
+      await run(...prefix, ...gpt2, "--partitions", "1", "--keep-newlines", "--lang", "english"),
+      1,
+    );
     assert.match(errors.join("\n"), /c\.jsonl: line 2 has no "text" field/);
     await assert.rejects(() => Deno.stat(`${dir.path}/p_text_document.bin`), Deno.errors.NotFound);
+    // Megatron's script needs a tokenizer named: the byte default is not taken silently.
+    assert.equal(await run(...prefix), 2);
+    assert.match(errors.join("\n"), /--output-prefix needs --tokenizer-type/);
+    assert.equal(await run(...prefix, ...gpt2, "--tokenizer-type", "BertWordPieceLowerCase"), 2);
+    assert.equal(await run(...prefix, ...gpt2, "--tokenizer-model", "m.model"), 2);
+    assert.match(errors.join("\n"), /--tokenizer-model m\.model: no tokenizer model files/);
+    // GPT-2's vocabulary files beside an explicit byte tokenizer: refused, as train refuses them.
+    const vocabText = await gpt2VocabFiles();
+    await Deno.writeTextFile(`${dir.path}/vocab.json`, vocabText.vocab);
+    await Deno.writeTextFile(`${dir.path}/merges.txt`, vocabText.merges);
+    const files = [
+      "--vocab-file",
+      `${dir.path}/vocab.json`,
+      "--merge-file",
+      `${dir.path}/merges.txt`,
+    ];
+    assert.equal(await run(...prefix, "--tokenizer-type", "ByteTokenizer", ...files), 2);
+    assert.match(errors.join("\n"), /GPT-2's vocabulary, and --tokenizer is byte/);
   } finally {
     console.error = original;
   }
