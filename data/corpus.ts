@@ -13,6 +13,7 @@ import {
   isMegatronIndexHeader,
   isTokenBinPath,
   MAX_BIN_VOCAB,
+  megatronDocumentStarts,
   openTokenBin,
   readTokenBinMeta,
 } from "./token_bin.ts";
@@ -317,6 +318,8 @@ export interface CorpusTokens {
   unit?: "characters" | "bytes";
   /** Documents joined (files of a folder); undefined for a `.bin`. */
   documents?: number;
+  /** Where documents begin, in ids, when a Megatron index beside a `.bin` says (for `--split`). */
+  documentStarts?: Float64Array;
 }
 
 /**
@@ -340,7 +343,9 @@ export async function loadTokens(
     if (!info.isFile) throw new DataError(`data path ${JSON.stringify(dataPath)} is not a file`);
     const meta = await readTokenBinMeta(dataPath);
     checkTokenBinTokenizer(dataPath, meta, tokenizer);
-    return { ids: await openTokenBin(dataPath, meta, tokenizer.vocabSize), source: dataPath };
+    const ids = await openTokenBin(dataPath, meta, tokenizer.vocabSize);
+    const documentStarts = await megatronDocumentStarts(dataPath);
+    return { ids, source: dataPath, ...(documentStarts ? { documentStarts } : {}) };
   }
   // Two bytes an id where the vocabulary fits in uint16 (every tokenizer here), else four.
   const IdArray = tokenizer.vocabSize <= MAX_BIN_VOCAB ? Uint16Array : Uint32Array;

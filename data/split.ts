@@ -25,12 +25,16 @@ export interface StreamSplit {
 /**
  * Cuts `ids` into parts of the fractions `valid` and `test` (the rest is
  * training), moving each cut to a document boundary as the module says;
- * `separator` is the id set between documents (none: cuts at tokens).
+ * `separator` is the id set between documents (none: cuts at tokens);
+ * `documentStarts`, where a Megatron index says the documents begin, takes
+ * its place when given (documents written without `--append-eod` have no
+ * separator between them).
  */
 export function splitStream(
   ids: TokenStreamLike,
   fractions: { valid: number; test: number },
   separator?: number,
+  documentStarts?: ArrayLike<number>,
 ): StreamSplit {
   const stream = asTokenStream(ids);
   const n = stream.length;
@@ -38,11 +42,35 @@ export function splitStream(
   const nVal = Math.round(n * fractions.valid);
   let end = Math.max(0, n - nVal - nTest);
   let valEnd = n - nTest;
-  if (separator !== undefined) {
+  if (documentStarts !== undefined) {
+    end = toStart(documentStarts, end, 0, valEnd);
+    valEnd = toStart(documentStarts, valEnd, end, n);
+  } else if (separator !== undefined) {
     end = toBoundary(stream, separator, end, 0, valEnd);
     valEnd = toBoundary(stream, separator, valEnd, end, n);
   }
   return { train: stream.part(0, end), val: stream.part(end, valEnd), test: n - valEnd };
+}
+
+/**
+ * {@link toBoundary} for documents whose starts are known (a Megatron index's,
+ * ascending): the start nearest `cut` (the earlier on a tie) inside
+ * `(from, to)` and within half of each part, else `cut`.
+ */
+function toStart(starts: ArrayLike<number>, cut: number, from: number, to: number): number {
+  const reach = Math.floor(Math.min(cut - from, to - cut) / 2);
+  let lo = 0, hi = starts.length; // the first start at or after the cut
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (starts[mid] < cut) lo = mid + 1;
+    else hi = mid;
+  }
+  const before = lo > 0 && starts[lo - 1] > from ? cut - starts[lo - 1] : Infinity;
+  const after = lo < starts.length && starts[lo] < to ? starts[lo] - cut : Infinity;
+  if (after === 0) return cut;
+  if (before <= after && before <= reach) return starts[lo - 1];
+  if (after < before && after <= reach) return starts[lo];
+  return cut;
 }
 
 /** Distances from a cut that {@link toBoundary} reads at a time, on each side. */

@@ -250,6 +250,41 @@ async function checkMegatronIndex(path: string, actual: number): Promise<void> {
   }
 }
 
+/**
+ * Where the documents of a `.bin` begin, in ids, by its Megatron index
+ * (`FILE.idx`): each document's first sequence's pointer, ascending, without
+ * the first document's 0, empty documents (no sequence) left out; undefined
+ * when there is no Megatron index beside it. Call after the file is checked
+ * (`openTokenBin`), which refuses an index that disagrees with it.
+ */
+export async function megatronDocumentStarts(path: string): Promise<Float64Array | undefined> {
+  const idx = path.replace(/\.bin$/i, ".idx");
+  if (idx === path) return undefined;
+  let bytes: Uint8Array;
+  try {
+    if (!(await Deno.stat(idx)).isFile) return undefined;
+    bytes = await Deno.readFile(idx);
+  } catch {
+    return undefined;
+  }
+  if (!isMegatronIndexHeader(bytes) || bytes.length < MEGATRON_HEADER_BYTES) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const sequences = Number(view.getBigUint64(18, true));
+  const documents = Number(view.getBigUint64(26, true));
+  const pointersAt = MEGATRON_HEADER_BYTES + 4 * sequences;
+  const documentsAt = pointersAt + 8 * sequences;
+  if (bytes.length < documentsAt + 8 * documents) return undefined;
+  const starts = new Float64Array(Math.max(0, documents - 1));
+  let n = 0;
+  for (let d = 1; d < documents; d++) {
+    const sequence = Number(view.getBigInt64(documentsAt + 8 * d, true));
+    if (sequence >= sequences) break; // the end of the data: no document starts there
+    const start = Number(view.getBigInt64(pointersAt + 8 * sequence, true)) / 2;
+    if (start > 0 && (n === 0 || start > starts[n - 1])) starts[n++] = start;
+  }
+  return starts.subarray(0, n);
+}
+
 /** What the sidecar `FILE.bin.json` of a `.bin` token file records. */
 export interface TokenBinMeta {
   /** Name of the tokenizer that made the ids ("gpt2", "byte", "bert"). */

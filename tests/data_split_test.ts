@@ -79,3 +79,23 @@ Deno.test("a document longer than a part straddles the cut, as before", () => {
   equal(even[e.train.length - 1], SEP);
   equal(even[e.train.length + e.val.length - 1], SEP);
 });
+
+Deno.test("with a Megatron index's document starts, each cut moves to the nearest start, as by brute force", () => {
+  const r = prng(11);
+  for (let trial = 0; trial < 300; trial++) {
+    const n = 50 + Math.floor(r() * 5000);
+    const starts = [
+      ...new Set(Array.from({ length: Math.floor(r() * 12) }, () => 1 + Math.floor(r() * (n - 1)))),
+    ]
+      .sort((a, b) => a - b);
+    // The same documents marked by separators, to compare with the separator rule.
+    const ids = new Uint32Array(n).fill(1);
+    for (const b of starts) ids[b - 1] = SEP;
+    const fractions = { valid: 0.05 + r() * 0.3, test: r() < 0.5 ? 0 : r() * 0.2 };
+    const byIndex = splitStream(new Uint32Array(n).fill(1), fractions, undefined, starts);
+    const bySeparator = splitStream(ids, fractions, SEP);
+    equal(byIndex.train.length, bySeparator.train.length, `trial ${trial}`);
+    equal(byIndex.val.length, bySeparator.val.length, `trial ${trial}`);
+    equal(byIndex.test, bySeparator.test, `trial ${trial}`);
+  }
+});

@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { main as preprocessMain } from "../cli/preprocess.ts";
 import { loadTokens } from "../data/corpus.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
+import { megatronDocumentStarts } from "../data/token_bin.ts";
 import { gpt2VocabFiles, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
@@ -208,6 +209,47 @@ Deno.test("several keys are written in one pass, and a failure leaves every old 
   assert.deepEqual(readIndex(await Deno.readFile(`${dir.path}/p_text_document.idx`)).sizes, [
     gpt2.encode("newer text").length + 1,
   ]);
+});
+
+Deno.test("--split cuts a Megatron dataset where its index says a document begins", async () => {
+  await using dir = await tempDir({ prefix: "megatron_preprocess_test_" });
+  // Documents of 500, 500, 500, 330 and 170 ids ("a" then " a"s: one GPT-2 id each), no
+  // <|endoftext|> between them: only the index knows where they begin.
+  const input = `${dir.path}/docs.jsonl`;
+  const lengths = [500, 500, 500, 330, 170];
+  await Deno.writeTextFile(
+    input,
+    lengths.map((k) => JSON.stringify({ text: "a" + " a".repeat(k - 1) })).join("\n"),
+  );
+  assert.equal(
+    await preprocessMain([
+      "--input",
+      input,
+      "--output-prefix",
+      `${dir.path}/d`,
+      "--tokenizer-type",
+      "GPT2BPETokenizer",
+    ]),
+    0,
+  );
+  assert.deepEqual(
+    await megatronDocumentStarts(`${dir.path}/d_text_document.bin`),
+    new Float64Array([500, 1000, 1500, 1830]),
+  );
+  // 90% of 2,000 ids is 1,800, inside the fourth document; its end, 30 ids on, is within reach.
+  const r = await runCli("cli/train.ts", [
+    ...TINY_RUN_FLAGS,
+    "--data-path",
+    `${dir.path}/d_text_document`,
+    "--tokenizer-type",
+    "GPT2BPETokenizer",
+    "--split",
+    "90,10,0",
+    "--train-iters",
+    "1",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, / \| 1830 train \/ 170 validation tokens/);
 });
 
 Deno.test("preprocess refuses Megatron flags it cannot honour, each with its reason", async () => {

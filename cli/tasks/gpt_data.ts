@@ -122,7 +122,7 @@ export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise
     const source = d.train ?? d.source;
     const corpora = await loadSource(tokenizer, source);
     const separator = tokenizer.eosId ?? tokenizer.documentSeparatorId;
-    const cut = corpora.map((c) => splitStream(c.ids, d.split, separator));
+    const cut = corpora.map((c) => splitStream(c.ids, d.split, separator, c.documentStarts));
     const names = corpora.map((c) => c.source);
     splits = {
       train: part(cut.map((c) => c.train), names, source?.weights),
