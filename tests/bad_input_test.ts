@@ -812,7 +812,7 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
       "no --output",
       ["--tokenizer", "byte"],
       2,
-      /--output OUT\.bin is required/,
+      /--output OUT\.bin \(or Megatron's --output-prefix PREFIX\) is required/,
     ),
     C("cli/preprocess.ts", "unknown flag", ["--bogus"], 2, /Unknown option '--bogus'/),
     C(
