@@ -14,8 +14,12 @@ import { DEFAULT_VOCAB_MULTIPLE } from "../models/shape.ts";
 import { type FlagSpec, type FlagValues, UsageError, wasGiven } from "./flags.ts";
 import { firstRunOfRestartableJob } from "./resume_flags.ts";
 
-/** A Megatron flag this project does not implement, as a {@link FlagSpec}. */
-function unimplemented(
+/**
+ * A Megatron flag this project does not implement, as a {@link FlagSpec}:
+ * refused with `reason`, or accepted at the values of `accepts` (true: given
+ * at all), changing nothing.
+ */
+export function unimplemented(
   type: FlagSpec["type"],
   reason: string,
   accepts?: readonly string[] | true,

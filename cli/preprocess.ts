@@ -13,6 +13,7 @@ import { DataError } from "../data/errors.ts";
 import {
   isTokenBinPath,
   MAX_BIN_VOCAB,
+  tokenBinMetaOf,
   tokenBinMetaPath,
   writeTokenBinFrom,
 } from "../data/token_bin.ts";
@@ -26,7 +27,7 @@ import {
   UsageError,
   wasGiven,
 } from "./flags.ts";
-import { checkVocabFiles, VOCAB_FILE_FLAGS } from "./megatron_flags.ts";
+import { checkVocabFiles, unimplemented, VOCAB_FILE_FLAGS } from "./megatron_flags.ts";
 import { counted, stderrProgress } from "./log.ts";
 import { checkWritableFile, realOrNull, sameFile, writeTarget } from "./paths.ts";
 
@@ -44,35 +45,6 @@ Megatron's command line works too, writing its indexed dataset:
     --tokenizer-type GPT2BPETokenizer --append-eod --workers 8
 writes my-gpt2_text_document.bin and .idx ('deno task train --data-path
 my-gpt2_text_document' reads them), as Megatron's tools/preprocess_data.py does.`;
-
-/** Why Megatron's `--split-sentences` is refused. */
-const SPLIT_SENTENCES = "sentences are not split here (Megatron splits them with NLTK's punkt, " +
-  "not at hand): each string is one sequence; BERT training here reads the text itself " +
-  "(--data-path corpus.jsonl) and splits its sentences";
-
-/** Why Megatron's `--keep-newlines` changes nothing. */
-const KEEP_NEWLINES = "newlines are kept here (Megatron's flag matters only with " +
-  "--split-sentences)";
-
-/** Why Megatron's `--partitions` is refused. */
-const PARTITIONS = "the input is read in one partition here, a piece at a time";
-
-/** Why Megatron's `--lang` changes nothing. */
-const LANG = "the language only chooses NLTK's sentence splitter, and sentences are not split here";
-
-/** Why Megatron's `--keep-sequential-samples` changes nothing. */
-const SEQUENTIAL = "the input is read in order, in one partition";
-
-/** Why Megatron's `--find-optimal-num-workers` is refused. */
-const ONE_THREAD = "tokenizing runs on one thread here: there is no number of workers to find";
-
-/** Why Megatron's `--tokenizer-model` is refused. */
-const TOKENIZER_MODEL = "no tokenizer model files are read here: the tokenizers are built in " +
-  "(--tokenizer-type GPT2BPETokenizer or BertWordPieceLowerCase, --tokenizer byte)";
-
-/** Why older Megatron's `--dataset-impl` takes only `mmap`. */
-const DATASET_IMPL = "the dataset written here is Megatron's mmap format (MMIDIDX); the older " +
-  "lazy and cached formats are not written";
 
 /** Flags of `deno task preprocess` (parsing adds Megatron's spelling `--tokenizer-type`). */
 export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
@@ -99,7 +71,7 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
   "output-prefix": {
     type: "string",
     help: "Megatron's: write Megatron's indexed dataset PREFIX_KEY_document.bin and .idx " +
-      "(and the .bin's sidecar) for each --json-keys KEY, from a .jsonl --input, as its " +
+      "(and the .bin's sidecar) for each --json-keys KEY, from the JSON lines of --input, as its " +
       "tools/preprocess_data.py does (train reads it as --data-path PREFIX_KEY_document)",
     group: "Megatron's preprocess_data.py",
   },
@@ -128,46 +100,48 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
     help: "accepted for Megatron's command lines: progress is shown as bytes read",
     group: "Megatron's preprocess_data.py",
   },
-  "split-sentences": {
-    type: "boolean",
-    help: SPLIT_SENTENCES,
-    unimplemented: { reason: SPLIT_SENTENCES },
-  },
-  "keep-newlines": {
-    type: "boolean",
-    help: KEEP_NEWLINES,
-    unimplemented: { reason: KEEP_NEWLINES, accepts: true },
-  },
-  "partitions": {
-    type: "int",
-    help: PARTITIONS,
-    unimplemented: { reason: PARTITIONS, accepts: ["1"] },
-  },
-  "lang": {
-    type: "string",
-    help: LANG,
-    unimplemented: { reason: LANG, accepts: true },
-  },
-  "keep-sequential-samples": {
-    type: "boolean",
-    help: SEQUENTIAL,
-    unimplemented: { reason: SEQUENTIAL, accepts: true },
-  },
-  "find-optimal-num-workers": {
-    type: "boolean",
-    help: ONE_THREAD,
-    unimplemented: { reason: ONE_THREAD },
-  },
-  "tokenizer-model": {
-    type: "string",
-    help: TOKENIZER_MODEL,
-    unimplemented: { reason: TOKENIZER_MODEL },
-  },
-  "dataset-impl": {
-    type: "string",
-    help: DATASET_IMPL,
-    unimplemented: { reason: DATASET_IMPL, accepts: ["mmap"] },
-  },
+  "split-sentences": unimplemented(
+    "boolean",
+    "sentences are not split here (Megatron splits them with NLTK's punkt, " +
+      "not at hand): each string is one sequence; BERT training here reads the text itself " +
+      "(--data-path corpus.jsonl) and splits its sentences",
+  ),
+  "keep-newlines": unimplemented(
+    "boolean",
+    "newlines are kept here (Megatron's flag matters only with " +
+      "--split-sentences)",
+    true,
+  ),
+  "partitions": unimplemented(
+    "int",
+    "the input is read in one partition here, a piece at a time",
+    ["1"],
+  ),
+  "lang": unimplemented(
+    "string",
+    "the language only chooses NLTK's sentence splitter, and sentences are not split here",
+    true,
+  ),
+  "keep-sequential-samples": unimplemented(
+    "boolean",
+    "the input is read in order, in one partition",
+    true,
+  ),
+  "find-optimal-num-workers": unimplemented(
+    "boolean",
+    "tokenizing runs on one thread here: there is no number of workers to find",
+  ),
+  "tokenizer-model": unimplemented(
+    "string",
+    "no tokenizer model files are read here: the tokenizers are built in " +
+      "(--tokenizer-type GPT2BPETokenizer or BertWordPieceLowerCase, --tokenizer byte)",
+  ),
+  "dataset-impl": unimplemented(
+    "string",
+    "the dataset written here is Megatron's mmap format (MMIDIDX); the older " +
+      "lazy and cached formats are not written",
+    ["mmap"],
+  ),
   ...VOCAB_FILE_FLAGS,
   ...DEBUG_FLAG,
 };
@@ -210,12 +184,7 @@ export async function preprocess(
   const { result: corpus, tokens } = await writeTokenBinFrom(
     output,
     (write) => streamTokens(tokenizer, dataPath, write, { progress }),
-    (corpus) => ({
-      tokenizer: tokenizer.name,
-      vocab_size: tokenizer.vocabSize,
-      ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
-      documents: corpus.documents,
-    }),
+    (corpus) => tokenBinMetaOf(tokenizer, corpus.documents),
   );
   return {
     tokens,

@@ -14,7 +14,7 @@
 import { oneLine } from "../core/files.ts";
 import { CORPUS_CHUNK_BYTES, filePieces, jsonLine, MAX_UNCUT_BYTES } from "./corpus_stream.ts";
 import { DataError } from "./errors.ts";
-import { writeTokenBinFrom } from "./token_bin.ts";
+import { tokenBinMetaOf, writeTokenBinFrom } from "./token_bin.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 
@@ -133,8 +133,8 @@ class KeyDataset {
   readonly documentEnds = new Int32List();
   emptyDocuments = 0;
   chars = 0;
-  /** The written ids of one document. */
-  ids: number[] = [];
+  /** Ids written. */
+  tokens = 0;
 }
 
 /**
@@ -160,7 +160,6 @@ export async function writeMegatronDataset(
   const data = new Map(keys.map((k) => [k, new KeyDataset()]));
   const idx = keys.map((k) => `${outputs.get(k)}.idx`);
   const partials = idx.map((p) => `${p}.partial-${Deno.pid}`);
-  const tokens = new Map<string, number>();
   let total: number;
   try {
     const info = await Deno.stat(input);
@@ -182,14 +181,9 @@ export async function writeMegatronDataset(
       const r = await writeTokenBinFrom(
         `${outputs.get(keys[k])}.bin`,
         (write) => writeKeys(k + 1, [...writes, write]),
-        () => ({
-          tokenizer: tokenizer.name,
-          vocab_size: tokenizer.vocabSize,
-          ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
-          documents: data.get(keys[k])!.documentEnds.length,
-        }),
+        () => tokenBinMetaOf(tokenizer, data.get(keys[k])!.documentEnds.length),
       );
-      tokens.set(keys[k], r.tokens);
+      data.get(keys[k])!.tokens = r.tokens;
       return;
     }
     const bad = { invalidBytes: 0, replacements: 0 };
@@ -210,9 +204,8 @@ export async function writeMegatronDataset(
         if (record === undefined) continue; // a blank line
         for (const [k, key] of keys.entries()) {
           const sentences = megatronDocument(record, key, input, line);
-          const d = data.get(key)!;
-          addDocument(d, sentences, tokenizer, opts);
-          if (d.ids.length > 0) await writes[k](d.ids);
+          const ids = addDocument(data.get(key)!, sentences, tokenizer, opts);
+          if (ids.length > 0) await writes[k](ids);
         }
       }
     }
@@ -240,7 +233,7 @@ export async function writeMegatronDataset(
   return new Map(keys.map((key) => {
     const d = data.get(key)!;
     return [key, {
-      tokens: tokens.get(key)!,
+      tokens: d.tokens,
       documents: d.documentEnds.length,
       emptyDocuments: d.emptyDocuments,
       chars: d.chars,
@@ -248,25 +241,29 @@ export async function writeMegatronDataset(
   }));
 }
 
-/** Adds one document of `sentences` to `d` (its ids left in `d.ids`), as Megatron's `Encoder.encode`. */
+/**
+ * Adds one document of `sentences` to `d`'s index, as Megatron's
+ * `Encoder.encode` makes it, and returns its ids.
+ */
 function addDocument(
   d: KeyDataset,
   sentences: string[],
   tokenizer: Tokenizer,
   opts: MegatronDatasetOptions,
-): void {
-  d.ids = [];
+): number[] {
+  const ids: number[] = [];
   for (const s of sentences) {
     d.chars += s.length;
     const encoded = tokenizer.encode(s);
     if (encoded.length === 0) continue;
-    for (const id of encoded) d.ids.push(id);
+    for (const id of encoded) ids.push(id);
     d.sequences.push(encoded.length);
   }
-  if (d.ids.length > 0 && opts.appendEod) {
-    d.ids.push(opts.eod!);
+  if (ids.length > 0 && opts.appendEod) {
+    ids.push(opts.eod!);
     d.sequences.addToLast(1);
   }
-  if (d.ids.length === 0) d.emptyDocuments++;
+  if (ids.length === 0) d.emptyDocuments++;
   d.documentEnds.push(d.sequences.length);
+  return ids;
 }

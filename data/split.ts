@@ -3,8 +3,8 @@
  * (`--split`), in that order. Megatron cuts between documents, so that no
  * document is in two parts; a stream here is cut at the token the fractions
  * give, then each cut moves to the nearest document boundary (just after a
- * separator id) when that changes neither part it separates by more than half
- * its size. A corpus of one document, a stream without separators (the byte
+ * separator id, or where a Megatron index says a document begins) when that
+ * changes neither part it separates by more than half its size. A corpus of one document, a stream without separators (the byte
  * tokenizer's), or documents longer than the parts keep the token cut, and
  * one document then straddles it.
  * @module

@@ -125,9 +125,10 @@ export async function openTokenBin(
 }
 
 /**
- * Checks a `.bin` token file without reading its ids, and returns its `stat`. Refused: a missing file or one that is not a regular file, an odd or
- * zero length, a sidecar naming another element type or another number of
- * ids, and a Megatron index beside it that disagrees ({@link checkMegatronIndex}).
+ * Checks a `.bin` token file without reading its ids, and returns its `stat`.
+ * Refused: a missing file or one that is not a regular file, an odd or zero
+ * length, a sidecar naming another element type or another number of ids, and
+ * a Megatron index beside it that disagrees ({@link checkMegatronIndex}).
  */
 async function checkTokenBinFile(
   path: string,
@@ -186,6 +187,30 @@ export function isMegatronIndexHeader(bytes: Uint8Array): boolean {
 const MEGATRON_HEADER_BYTES = 34;
 
 /**
+ * The path of the file `FILE.idx` beside the `.bin` `path` when it is a
+ * regular file (only one can be an index; opening a named pipe would block),
+ * else undefined.
+ */
+async function indexBeside(path: string): Promise<string | undefined> {
+  const idx = path.replace(/\.bin$/i, ".idx");
+  if (idx === path) return undefined;
+  try {
+    return (await Deno.stat(idx)).isFile ? idx : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The sequence and document counts of a Megatron index header (`head`: its first bytes). */
+function indexCounts(head: Uint8Array): { sequences: number; documents: number } {
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  return {
+    sequences: Number(view.getBigUint64(18, true)),
+    documents: Number(view.getBigUint64(26, true)),
+  };
+}
+
+/**
  * Refuses `path` when a Megatron index (`FILE.idx`, header "MMIDIDX") beside
  * it says its ids are not uint16 (Megatron writes int32 ids for vocabularies
  * of 65,500 or more: read as uint16, they would interleave zeros silently), or
@@ -196,12 +221,10 @@ const MEGATRON_HEADER_BYTES = 34;
  * a regular file.
  */
 async function checkMegatronIndex(path: string, actual: number): Promise<void> {
-  const idx = path.replace(/\.bin$/i, ".idx");
-  if (idx === path) return;
+  const idx = await indexBeside(path);
+  if (idx === undefined) return;
   let file: Deno.FsFile;
   try {
-    // Only a regular file can be an index (opening a named pipe would block).
-    if (!(await Deno.stat(idx)).isFile) return;
     file = await Deno.open(idx);
   } catch {
     return;
@@ -217,7 +240,7 @@ async function checkMegatronIndex(path: string, actual: number): Promise<void> {
         `header and arrays take): write the dataset again`,
     );
   if (got < MEGATRON_HEADER_BYTES) throw cut();
-  const view = new DataView(head.buffer);
+  const { sequences, documents } = indexCounts(head);
   const dtype = MEGATRON_DTYPES[head[17]] ?? `type code ${head[17]}`;
   if (dtype !== "uint16") {
     throw new DataError(
@@ -225,8 +248,6 @@ async function checkMegatronIndex(path: string, actual: number): Promise<void> {
         `.bin files of little-endian uint16 ids (run deno task preprocess on the text)`,
     );
   }
-  const sequences = Number(view.getBigUint64(18, true));
-  const documents = Number(view.getBigUint64(26, true));
   const idxBytes = MEGATRON_HEADER_BYTES + 12 * sequences + 8 * documents;
   if (idxSize < idxBytes) throw cut();
   let binBytes = 0;
@@ -258,19 +279,17 @@ async function checkMegatronIndex(path: string, actual: number): Promise<void> {
  * (`openTokenBin`), which refuses an index that disagrees with it.
  */
 export async function megatronDocumentStarts(path: string): Promise<Float64Array | undefined> {
-  const idx = path.replace(/\.bin$/i, ".idx");
-  if (idx === path) return undefined;
+  const idx = await indexBeside(path);
+  if (idx === undefined) return undefined;
   let bytes: Uint8Array;
   try {
-    if (!(await Deno.stat(idx)).isFile) return undefined;
     bytes = await Deno.readFile(idx);
   } catch {
     return undefined;
   }
   if (!isMegatronIndexHeader(bytes) || bytes.length < MEGATRON_HEADER_BYTES) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const sequences = Number(view.getBigUint64(18, true));
-  const documents = Number(view.getBigUint64(26, true));
+  const { sequences, documents } = indexCounts(bytes);
   const pointersAt = MEGATRON_HEADER_BYTES + 4 * sequences;
   const documentsAt = pointersAt + 8 * sequences;
   if (bytes.length < documentsAt + 8 * documents) return undefined;
@@ -375,6 +394,19 @@ export async function writeTokenBinFrom<R>(
 
 /** Bytes {@link writeTokenBinFrom} gathers before a write. */
 const WRITE_BUFFER_BYTES = 4 * 2 ** 20;
+
+/** The sidecar record of ids `tokenizer` made from `documents` documents (dtype and count added on writing). */
+export function tokenBinMetaOf(
+  tokenizer: { name: string; vocabSize: number; eosId?: number },
+  documents: number,
+): Omit<TokenBinMeta, "dtype" | "tokens"> {
+  return {
+    tokenizer: tokenizer.name,
+    vocab_size: tokenizer.vocabSize,
+    ...(tokenizer.eosId !== undefined ? { eos_id: tokenizer.eosId } : {}),
+    documents,
+  };
+}
 
 /** The sidecar of `path`, or undefined when there is none (a plain nanoGPT `.bin`). */
 export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | undefined> {
