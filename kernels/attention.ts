@@ -25,6 +25,7 @@
  */
 
 import {
+  FUNCTION_VARIABLE_BYTES,
   type KernelSource,
   lazyKernel,
   Params,
@@ -40,10 +41,30 @@ import { STREAM_TEXTURE, streamTexel } from "./texture.ts";
 export type AttentionMask = "causal" | "padding";
 
 /**
- * Rows (queries or keys) each invocation owns: every k/v (or q/dO) row loaded
- * feeds this many rows' FMAs. Invocation `l` owns rows `r0 + l + lanes·r`.
+ * Rows (queries or keys) each invocation owns at most: every k/v (or q/dO) row
+ * loaded feeds this many rows' FMAs. Invocation `l` owns rows `r0 + l + lanes·r`.
  */
 const ROWS_PER_LANE = 4;
+
+/**
+ * Bytes the key-side backward kernel's variables take beside its `dK`/`dV`
+ * accumulators: its loop counter and the Philox state of dropout (28 bytes).
+ */
+const KEY_KERNEL_OTHER_BYTES = 64;
+
+/**
+ * Rows each invocation of the kernels of `s` owns: {@link ROWS_PER_LANE},
+ * halved while the key-side kernel's accumulators (a `dK` and a `dV` row of
+ * `headDim` floats per row) and its other variables would pass WGSL's
+ * {@link FUNCTION_VARIABLE_BYTES} (at head size 256: 2 rows, not 4).
+ */
+function rowsPerLane(s: AttentionSpec): number {
+  let rows = ROWS_PER_LANE;
+  while (rows > 1 && rows * 2 * s.headDim * 4 + KEY_KERNEL_OTHER_BYTES > FUNCTION_VARIABLE_BYTES) {
+    rows /= 2;
+  }
+  return rows;
+}
 
 /** Invocations per workgroup of the kernels of `s`. */
 function lanesOf(s: AttentionSpec): number {
@@ -52,7 +73,7 @@ function lanesOf(s: AttentionSpec): number {
 
 /** Rows (queries or keys) per workgroup of the kernels of `s`. */
 export function attentionTile(s: AttentionSpec): number {
-  return lanesOf(s) * ROWS_PER_LANE;
+  return lanesOf(s) * rowsPerLane(s);
 }
 
 /** Keys the forward and `dQ` kernels take per loop iteration. */
@@ -117,7 +138,7 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function key(kind: string, s: AttentionSpec): string {
   return `attention:${kind}:${s.mask}:hd${s.headDim}:${s.dropout ? "drop" : "nodrop"}:` +
-    `l${lanesOf(s)}r${ROWS_PER_LANE}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}${
+    `l${lanesOf(s)}r${rowsPerLane(s)}k${KEYS_PER_STEP}q${QUERIES_PER_STEP}${
       s.textures ? ":tex" : ""
     }`;
 }
@@ -185,7 +206,7 @@ function headOfGroup(s: AttentionSpec): string {
   let h = bh % p.nh;
   let r0 = (g % p.tiles) * ${attentionTile(s)}u;
 ${
-    range(ROWS_PER_LANE).map((r) =>
+    range(rowsPerLane(s)).map((r) =>
       `  let valid${r} = r0 + lid + ${lanes * r}u < p.T;
   let row${r} = min(r0 + lid + ${lanes * r}u, p.T - 1u);`
     ).join("\n")
@@ -234,7 +255,7 @@ function forwardWgsl(s: AttentionSpec): string {
   const o = firstBinding(s);
   const us = range(K);
   const cs = range(n4);
-  const rs = range(ROWS_PER_LANE);
+  const rs = range(rowsPerLane(s));
   const kEnd = s.mask === "causal" ? `min(p.T, r0 + ${attentionTile(s)}u)` : "p.T";
   const causal = s.mask === "causal";
   const loads = keyLoads(s);
@@ -322,7 +343,7 @@ function backwardQueryWgsl(s: AttentionSpec): string {
   const o = firstBinding(s);
   const us = range(K);
   const cs = range(n4);
-  const rs = range(ROWS_PER_LANE);
+  const rs = range(rowsPerLane(s));
   const causal = s.mask === "causal";
   const kEnd = causal ? `min(p.T, r0 + ${attentionTile(s)}u)` : "p.T";
   const loads = keyLoads(s);
@@ -395,7 +416,7 @@ function backwardKeyWgsl(s: AttentionSpec): string {
   const o = firstBinding(s);
   const us = range(Q);
   const cs = range(n4);
-  const rs = range(ROWS_PER_LANE);
+  const rs = range(rowsPerLane(s));
   const causal = s.mask === "causal";
   const iStart = causal ? "r0" : "0u";
   const loads = us.map((u) => /* wgsl */ `

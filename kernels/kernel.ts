@@ -41,6 +41,14 @@ export function lazyKernel(key: string, generate: () => string): KernelSource {
   };
 }
 
+/**
+ * WGSL's portable limit on the bytes of `function`-address-space variables one
+ * entry point reaches (WGSL spec, "Limits"): a kernel past it may be refused by
+ * a conforming implementation. The generated kernels with large register blocks
+ * (matmul, fused attention) size their blocks under it.
+ */
+export const FUNCTION_VARIABLE_BYTES = 8192;
+
 /** Packs a uniform block of u32/i32/f32 fields (4 bytes each, in declaration order). */
 export class Params {
   #view: DataView;

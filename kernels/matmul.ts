@@ -690,7 +690,9 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
     return body;
   };
 
-  emit("var k = 0u;");
+  // k is a private variable: the 64×32 block's accumulators alone take all of
+  // WGSL's FUNCTION_VARIABLE_BYTES (private variables have their own 8,192)
+  emit("k = 0u;");
   emit("for (; k + 4u <= p.K; k += 4u) {");
   for (const x of step(4)) emit("  " + x);
   emit("}");
@@ -733,6 +735,7 @@ function cpuCode(s: Spec, lay: Layout, t: MatmulTiling, texU: boolean): string {
     );
   }
   return `${head}
+var<private> k: u32;
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 ${tileIndex(s)}  let m0 = (tm * ${LANES / LX}u + lid.x / ${LX}u) * ${TM}u;
@@ -790,20 +793,21 @@ function storeC(
     for (let i = 0; i < tm; i++) {
       L.push(`    { let m = ${row(i)};`);
       L.push(`      if (m < p.M) {`);
-      const mod = s.geluGrad ? "var" : "let";
-      L.push(`        ${mod} v = p.alpha * ${acc(i, j)}${s.bias ? " + bz" : ""};`);
+      // values are `let`s: WGSL counts every `var` of a block against its
+      // FUNCTION_VARIABLE_BYTES, and the accumulators may take all of them
+      L.push(`        let v = p.alpha * ${acc(i, j)}${s.bias ? " + bz" : ""};`);
       if (lay.vecC) {
         L.push(`        let o = (cOff + m * p.N + n) / 4u;`);
-        if (s.geluGrad) L.push(`        v = v * ${geluGradOf(s.geluGrad, loadU("o"))};`);
-        L.push(`        C[o] ${op} v;`);
+        if (s.geluGrad) {
+          L.push(`        C[o] ${op} v * ${geluGradOf(s.geluGrad, loadU("o"))};`);
+        } else L.push(`        C[o] ${op} v;`);
         if (s.geluOut) L.push(`        D[o] = ${geluOf(s.geluOut, "v")};`);
       } else {
         L.push(`        let o = cOff + m * p.N + n;`);
         for (let c = 0; c < 4; c++) {
           const at = c === 0 ? "o" : `o + ${c}u`;
-          const body =
-            (s.geluGrad ? `v[${c}] = v[${c}] * gelu_${s.geluGrad}_grad(U[${at}]); ` : "") +
-            `C[${at}] ${op} v[${c}];` +
+          const value = s.geluGrad ? `v[${c}] * gelu_${s.geluGrad}_grad(U[${at}])` : `v[${c}]`;
+          const body = `C[${at}] ${op} ${value};` +
             (s.geluOut ? ` D[${at}] = gelu_${s.geluOut}(v[${c}]);` : "");
           L.push(c === 0 ? `        { ${body} }` : `        if (n + ${c}u < p.N) { ${body} }`);
         }

@@ -140,6 +140,17 @@ Deno.test(
 );
 
 Deno.test(
+  "fused attention = unfused at head size 256 (two rows per invocation, several tiles)",
+  withTimeLimit(300),
+  async () => {
+    // At 256 the key-side kernel owns 2 keys per invocation, not 4: 4 rows of
+    // dK and dV accumulators would pass WGSL's 8,192 bytes of function variables.
+    // (One form: its three kernels take ~30 s to compile cold on llvmpipe.)
+    await compare({ B: 2, T: 37, nh: 2, hd: 256, mask: "causal", p: 0.2 }, 300);
+  },
+);
+
+Deno.test(
   "fused attention: longer sequence (several tiles) agrees",
   withTimeLimit(300),
   async () => {
