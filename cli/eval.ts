@@ -107,6 +107,12 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
     min: 1,
     help: "windows (BERT: sentence pairs) per forward pass",
   },
+  "eval-iters": {
+    type: "int",
+    min: 1,
+    help:
+      "score only the first N batches of --micro-batch-size windows (BERT: sentence pairs), Megatron's name; default: every one",
+  },
   "mask-seed": {
     type: "int",
     default: 1234,
@@ -126,7 +132,8 @@ export const EVAL_FLAGS: Record<string, FlagSpec> = {
 const USAGE = `Usage: deno task eval (--load DIR | --init-from-hf DIR) --data-path FILE [flags]
 
 GPT: reports the mean next-token loss and perplexity over every full,
-non-overlapping window of the data. BERT (--model bert, or found in the
+non-overlapping window of the data (over the first --eval-iters batches of them
+when given). BERT (--model bert, or found in the
 checkpoint or config.json): cuts each document of the text, in order, into
 sentence pairs that fill --seq-length, masks 15% of their tokens as in training
 (the same pairs and masks for the same --mask-seed), and reports the masked-LM
@@ -146,7 +153,8 @@ export interface EvalResult {
 
 /**
  * Mean next-token loss of `model` over the non-overlapping windows of `ids`
- * (batches of `batchSize` windows; every window weighs the same).
+ * (batches of `batchSize` windows; every window weighs the same), or over the
+ * first `maxBatches` batches of them when given.
  */
 export async function evaluateStream(
   model: Gpt,
@@ -154,9 +162,10 @@ export async function evaluateStream(
   seqLength: number,
   batchSize: number,
   progress?: (done: number, total: number) => void,
+  maxBatches = Infinity,
 ): Promise<EvalResult> {
   const device = model.parallel.device;
-  const windows = evalWindowCount(ids.length, seqLength);
+  const windows = Math.min(evalWindowCount(ids.length, seqLength), maxBatches * batchSize);
   if (windows === 0) {
     throw new DataError(
       `the data has ${counted(ids.length, "token")}, fewer than --seq-length + 1 = ${
@@ -167,7 +176,7 @@ export async function evaluateStream(
   model.train(false);
   let sum = 0, done = 0;
   await device.noGrad(async () => {
-    for (const b of evalBatches(ids, batchSize, seqLength)) {
+    for (const b of evalBatches(ids, batchSize, seqLength, { maxBatches })) {
       progress?.(done, windows);
       done += b.batchSize;
       const l = await tidy(device, async () => {
@@ -365,7 +374,10 @@ export async function evalBertRank(
     () =>
       evaluateBert(
         model,
-        bertEvalBatches(corpus, tokenizer, { batchSize: mb, seqLength: T, seed }),
+        take(
+          bertEvalBatches(corpus, tokenizer, { batchSize: mb, seqLength: T, seed }),
+          evalIters(f),
+        ),
       ),
     { microBatch: mb, seqLength: T },
   );
@@ -400,6 +412,21 @@ export async function evalBertRank(
   }
   model.dispose();
   return r;
+}
+
+/** `--eval-iters`: the most batches to score (every one when not given). */
+function evalIters(f: FlagValues): number {
+  return (f["eval-iters"] as number | undefined) ?? Infinity;
+}
+
+/** The first `n` items of `items`. */
+function* take<T>(items: Iterable<T>, n: number): Generator<T> {
+  if (n <= 0) return;
+  let i = 0;
+  for (const item of items) {
+    yield item;
+    if (++i >= n) return;
+  }
 }
 
 /**
@@ -453,13 +480,22 @@ export async function evalRank(
   const mb = f["micro-batch-size"] as number;
   const r = await withinLimits(
     () =>
-      evaluateStream(model, data.ids, T, mb, print ? stderrProgress("eval", !!f.json) : undefined),
+      evaluateStream(
+        model,
+        data.ids,
+        T,
+        mb,
+        print ? stderrProgress("eval", !!f.json) : undefined,
+        evalIters(f),
+      ),
     { microBatch: mb, seqLength: T },
   );
   const s = (performance.now() - t0) / 1000;
   if (print) {
+    const all = evalWindowCount(data.ids.length, T);
+    const of = r.windows < all ? ` of ${all} (--eval-iters ${f["eval-iters"]})` : "";
     say(
-      `eval: ${r.windows} windows, ${r.tokens} tokens | ${(r.tokens / s).toFixed(0)} tokens/s`,
+      `eval: ${r.windows}${of} windows, ${r.tokens} tokens | ${(r.tokens / s).toFixed(0)} tokens/s`,
     );
     for (const l of formatValidationLines(`${where} on ${data.source}`, r.loss)) say(l);
     if (f.json) console.log(JSON.stringify({ ...r, seq_length: T }));

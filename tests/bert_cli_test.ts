@@ -247,6 +247,7 @@ Deno.test(
     model.train(false);
     let mlmSum = 0, mlmRight = 0, masked = 0, sopSum = 0, sopRight = 0, seqs = 0;
     let libMlm = 0, libSop = 0, minMargin = Infinity;
+    let first: { masked: number; seqs: number; mlm: number; sop: number } | undefined;
     const corpus = prepareBertCorpus(text, tok);
     for (const b of bertEvalBatches(corpus, tok, { batchSize: MB, seqLength: T, seed: SEED })) {
       const r = refHeads(b);
@@ -280,6 +281,7 @@ Deno.test(
       );
       libMlm += l[0] * r.targets.length;
       libSop += l[1] * B;
+      first ??= { masked, seqs, mlm: mlmSum / masked, sop: sopSum / seqs };
     }
     ok(minMargin > 1e-3, `reference argmax margins ${minMargin} too small for an exact check`);
     deepStrictEqual([ja.masked_tokens, ja.sequences, ja.seq_length, ja.mask_seed], [
@@ -303,6 +305,17 @@ Deno.test(
         `sop ${ja.sop_loss} (reference ${sopSum / seqs}), accuracy ${ja.sop_accuracy}; ` +
         `${masked} masked tokens, ${seqs} sequences`,
     );
+
+    // --eval-iters 1: the first batch alone.
+    const one = lastJson(
+      await runCli("cli/eval.ts", ["--init-from-hf", hfDir, ...common, "--eval-iters", "1"]),
+    );
+    ok(first && seqs > first.seqs, "the data has more than one batch");
+    deepStrictEqual([one.masked_tokens, one.sequences], [first.masked, first.seqs]);
+    assertClose([one.mlm_loss, one.sop_loss], [first.mlm, first.sop], {
+      rtol: 1e-4,
+      what: "eval --eval-iters 1 vs the first batch's float64 reference",
+    });
 
     // The same weights as a checkpoint (model family found in it), and at TP=2.
     const saveBert = (dir: string, m: Bert) =>

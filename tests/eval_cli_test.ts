@@ -1,6 +1,7 @@
 /**
  * `deno task eval` and `deno task export-hf` end to end (subprocesses): the loss
- * over all non-overlapping windows equals a window-by-window computation, and a
+ * over all non-overlapping windows (or the first `--eval-iters` batches of them)
+ * equals a window-by-window computation, and a
  * checkpoint, its HF export and the HF original evaluate to the same loss.
  */
 
@@ -60,15 +61,18 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   await writeTokenBin(bin, ids);
   const T = 5; // windows at 0, 5, …, 45: ⌊52/5⌋ = 10
   m.train(false);
-  let sum = 0;
+  const windowLoss: number[] = [];
   for (let s = 0; s + T + 1 <= ids.length; s += T) {
-    sum += await tidy(dev, async () =>
-      (await m.loss(
-        TokenIds.fromHost(dev, Int32Array.from(ids.slice(s, s + T)), [1, T]),
-        TokenIds.fromHost(dev, Int32Array.from(ids.slice(s + 1, s + T + 1)), [1, T]),
-      )).item());
+    windowLoss.push(
+      await tidy(dev, async () =>
+        (await m.loss(
+          TokenIds.fromHost(dev, Int32Array.from(ids.slice(s, s + T)), [1, T]),
+          TokenIds.fromHost(dev, Int32Array.from(ids.slice(s + 1, s + T + 1)), [1, T]),
+        )).item()),
+    );
   }
-  const expected = sum / 10;
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const expected = mean(windowLoss);
 
   const hfDir = join(dir, "hf");
   const w = await paramsToHost(m.namedParams());
@@ -94,6 +98,15 @@ Deno.test("eval CLI: window loss, checkpoint, HF export and HF import agree", gp
   const b = await run("eval.ts", ["--load", ck, ...common]);
   deepStrictEqual(b.code, 0, b.err);
   deepStrictEqual(lastJson(b.out).loss, ja.loss);
+  // --eval-iters 2: the first two batches of 4 windows, and the report says so
+  const firstTwo = await run("eval.ts", ["--load", ck, ...common, "--eval-iters", "2"]);
+  deepStrictEqual(firstTwo.code, 0, firstTwo.err);
+  const j2 = lastJson(firstTwo.out);
+  deepStrictEqual([j2.tokens, j2.windows], [40, 8]);
+  assertClose([j2.loss], [mean(windowLoss.slice(0, 8))], { rtol: 1e-6, what: "--eval-iters 2" });
+  match(firstTwo.err, /eval: 8 of 10 \(--eval-iters 2\) windows, 40 tokens/);
+  const past = await run("eval.ts", ["--load", ck, ...common, "--eval-iters", "9"]);
+  deepStrictEqual(lastJson(past.out).loss, ja.loss, "more batches than the data has: all of it");
 
   const exported = join(dir, "exported");
   const e = await run("export_hf.ts", ["--load", ck, "--output", exported]);
