@@ -8,7 +8,7 @@ import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DIST_FLAG_SPECS } from "./dist.ts";
 import { DEFAULT_INIT_STD } from "../core/nn.ts";
 import { ADAMW_DEFAULTS } from "../core/optim.ts";
-import { LOSS_SCALER_DEFAULTS } from "../models/loss_scale.ts";
+import { LOSS_SCALER_DEFAULTS, MAX_LOSS_SCALE } from "../models/loss_scale.ts";
 import { DEFAULT_CLIP_GRAD } from "../models/trainer.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import type { GptConfig } from "../models/gpt.ts";
@@ -52,6 +52,7 @@ import {
   WARMUP_FLAGS,
 } from "./resume_flags.ts";
 import { gptConfigOf, parseSplit, type TrainArgs, trainArgsFromFlags } from "./train_args.ts";
+import { precisionArgs } from "./precision_resume.ts";
 
 /** fp16's loss-scaling flags (refused without `--fp16`). */
 export const LOSS_SCALE_FLAGS: readonly string[] = [
@@ -513,12 +514,14 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     if (v !== undefined && !(v > 0 && Number.isFinite(v))) {
       throw new UsageError(`--${n} must be a positive number, got ${v}`);
     }
-    // The scale multiplies the loss in f32 on the GPU: past f32's normal range it is 0 or
-    // infinite, and every step trains nothing or is skipped.
-    if (v !== undefined && !(v >= F32_MIN_NORMAL && v <= F32_MAX)) {
+    // The scale multiplies the loss in f32 on the GPU, and its reciprocal the gradients:
+    // past f32's normal range one of them is 0 or infinite, and every step trains nothing
+    // or is skipped.
+    if (v !== undefined && !(v >= 1 / MAX_LOSS_SCALE && v <= MAX_LOSS_SCALE)) {
       throw new UsageError(
-        `--${n} ${v} is outside f32's range (${F32_MIN_NORMAL.toExponential(3)} to ` +
-          `${F32_MAX.toExponential(3)}), where the loss is scaled`,
+        `--${n} ${v} is outside f32's range for a loss scale (2^-126 = ` +
+          `${(1 / MAX_LOSS_SCALE).toExponential(3)} to 2^126 = ` +
+          `${MAX_LOSS_SCALE.toExponential(3)}: the scale and its reciprocal are f32s on the GPU)`,
       );
     }
   }
@@ -712,6 +715,7 @@ export function checkpointArgs(
     "lr-decay-style": a.lr.style,
     ...(samples ? { "train-samples": a.trainSamples, "global-batch-size": globalBatch } : {}),
     ...(initStd !== undefined ? { [INIT_STD_FLAG]: initStd } : {}),
+    ...precisionArgs(a.precision.half),
   };
 }
 
@@ -878,7 +882,13 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       if (f[flag] !== saved) {
         refuse(flag, f[flag], where, `${key} ${saved}`, "drop the flag to resume its model");
       }
-    } else if (typeof raw === "number" && f[flag] !== raw && flag !== "max-position-embeddings") {
+    } else if (
+      typeof raw === "number" && f[flag] !== raw && flag !== "max-position-embeddings" &&
+      // the default FFN width stays unset, as the saving run had it: its checkpoints'
+      // config (and so their checkpoint.json) are then the same as that run's
+      !(key === "ffnHiddenSize" && typeof c.hiddenSize === "number" &&
+        raw === defaultFfnHiddenSize(c.hiddenSize))
+    ) {
       adopt(flag, raw);
     }
   }

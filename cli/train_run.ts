@@ -48,6 +48,7 @@ import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/
 import { lrScheduleOf, type TrainArgs, trainItersOf } from "./train_args.ts";
 import { firstRunOfRestartableJob, INIT_STD_FLAG } from "./resume_flags.ts";
 import { checkpointArgs, loggedConfig } from "./train_config.ts";
+import { resumePrecision, savedPrecision } from "./precision_resume.ts";
 
 /** What a run reports back (rank 0's view). */
 export interface TrainSummary {
@@ -244,21 +245,17 @@ async function load<B>(
   if (st.sampler) task.restoreSampler(st.sampler);
   if (st.rng) restoreRngOffsets(task.model, st.rng);
   if (typeof st.skipped === "number") setSkipped(st.skipped);
-  const scaler = trainer.opts.precision?.scaler;
-  if (st.lossScaler?.fixed && scaler?.dynamic) {
-    L.log.say(
-      `loss scale: the checkpoint's was fixed (--loss-scale ${st.lossScaler.scale}); this run's ` +
-        `dynamic scale starts at --initial-loss-scale ${scaler.scale}`,
-    );
-  } else if (st.lossScaler && scaler?.dynamic) {
-    scaler.restore(st.lossScaler);
-    if (a.precision.initialLossScaleGiven) {
-      L.log.say(
-        `--initial-loss-scale ${a.precision.initialLossScale} starts a fresh run's scale: this ` +
-          `one continues the checkpoint's, ${scaler.scale} (--loss-scale S fixes one instead)`,
-      );
-    }
-  }
+  const resumed = resumePrecision(
+    { precision: savedPrecision(st.args), lossScaler: st.lossScaler },
+    {
+      precision: a.precision.half ?? "fp32",
+      scaler: trainer.opts.precision?.scaler,
+      initialLossScale: a.precision.initialLossScaleGiven
+        ? a.precision.initialLossScale
+        : undefined,
+    },
+  );
+  for (const line of resumed) L.log.say(line);
   if (typeof st.consumedTokens === "number") {
     setConsumed({
       tokens: st.consumedTokens,

@@ -75,15 +75,16 @@ interface BucketState {
 }
 
 /**
- * The squared L2 norm of the gradients of `params` (those that have one), as a
- * one-element tensor, summed in fixed order. The caller picks which parameters
- * contribute (tensor parallelism counts replicated ones once:
+ * The squared L2 norm of the gradients of `params` (those that have one), each
+ * element multiplied by `mul` first (default 1; 1/loss scale for gradients that
+ * carry one), as a one-element tensor, summed in fixed order. The caller picks
+ * which parameters contribute (tensor parallelism counts replicated ones once:
  * {@link AdamW.gradSumSquares} with the trainer's `countsInNorm`).
  */
-export function gradSumSquares(device: Device, params: readonly Tensor[]): Tensor {
+export function gradSumSquares(device: Device, params: readonly Tensor[], mul = 1): Tensor {
   const grads = params.flatMap((p) => p.grad ? [p.grad] : []);
   return sumOfParts(device, grads.length, (parts) => {
-    grads.forEach((g, i) => reduceInto(g, "sumsq", parts, i));
+    grads.forEach((g, i) => reduceInto(g, "sumsq", parts, i, mul));
   });
 }
 
@@ -103,15 +104,21 @@ function sumOfParts(device: Device, count: number, fill: (parts: Tensor) => void
 
 /** Loss scaling seen by {@link clipCoefficient}. */
 export interface ClipScaling {
-  /** The loss scale the gradients carry (default 1); the coefficient divides it out. */
+  /**
+   * The loss scale the gradients carry (default 1); the coefficient divides it
+   * out. The squared norm is the unscaled gradients' (`gradSumSquares(…, 1/scale)`):
+   * the squares of scaled gradients pass f32's range at a scaled norm of 1.8e19,
+   * with every gradient finite, and would read as an overflow.
+   */
   scale?: number;
   /** Flag a non-finite norm (an inf/NaN gradient) so the update is skipped (default false). */
   skipNonFinite?: boolean;
 }
 
 /**
- * From a squared norm of gradients that carry a loss scale `s` (default 1): the
- * coefficient to multiply them by, the true norm, and the found-inf flag:
+ * From the squared norm of the unscaled gradients, for gradients that carry a
+ * loss scale `s` (default 1): the coefficient to multiply them by, the norm,
+ * and the found-inf flag:
  * `[min(1, maxNorm/(norm+1e-6))/s, norm, found]` (clipping off when `maxNorm ≤ 0`;
  * `found` is 1 when `skipNonFinite` and the norm is inf or NaN: {@link AdamW.update}
  * then leaves everything unchanged).
@@ -334,9 +341,10 @@ export class AdamW {
    * {@link gradSumSquares}, with one reduction per flat bucket whose members all
    * have gradients (over the counted ones, packed, when only some count: a
    * tensor-parallel rank other than 0 counts only its sharded parameters, and
-   * so runs as many reductions as rank 0), the other tensors one each.
+   * so runs as many reductions as rank 0), the other tensors one each. `mul`
+   * multiplies each element before it is squared (1/loss scale).
    */
-  gradSumSquares(params?: readonly Tensor[]): Tensor {
+  gradSumSquares(params?: readonly Tensor[], mul = 1): Tensor {
     const counted = new Set(params ?? this.params.map((p) => p.tensor));
     const device = this.params[0]?.tensor.device;
     if (!device) throw new Error("gradSumSquares: the optimizer has no parameters");
@@ -354,10 +362,10 @@ export class AdamW {
         const g = members.length === bucket.members.length
           ? this.#gatherGrads(device, bucket)
           : gatherSomeGrads(device, members);
-        reduceInto(g, "sumsq", parts, i);
+        reduceInto(g, "sumsq", parts, i, mul);
         g.dispose();
       });
-      rest.forEach((t, i) => reduceInto(t.grad!, "sumsq", parts, flat.length + i));
+      rest.forEach((t, i) => reduceInto(t.grad!, "sumsq", parts, flat.length + i, mul));
     });
   }
 

@@ -254,8 +254,8 @@ export function adamwDispatch(n: number, s: AdamWStep, width: AdamWWidth = 1, de
 }
 
 /**
- * From the squared norm of gradients scaled by a loss scale `1/invScale`:
- * `norm = sqrt(sumsq[0])·invScale` (the true norm),
+ * From the squared norm of the gradients with their loss scale `1/invScale`
+ * divided out: `norm = sqrt(sumsq[0])`,
  * `out[0] = min(1, maxNorm / (norm + 1e-6))·invScale` (clip and unscale in one
  * factor; `maxNorm ≤ 0` disables clipping), `out[1] = norm`, and `out[2] = 1`
  * when `detect` is set and the sum is not finite (some gradient is inf or NaN:
@@ -273,7 +273,7 @@ struct P { maxNorm: f32, invScale: f32, detect: u32, _c: u32 }
 @compute @workgroup_size(1)
 fn main() {
   let bad = (bitcast<u32>(sumsq[0]) & 0x7f800000u) == 0x7f800000u;
-  let norm = sqrt(sumsq[0]) * p.invScale;
+  let norm = sqrt(sumsq[0]);
   out[0] = select(1.0, min(1.0, p.maxNorm / (norm + 1e-6)), p.maxNorm > 0.0) * p.invScale;
   out[1] = norm;
   out[2] = select(0.0, 1.0, bad && p.detect != 0u);

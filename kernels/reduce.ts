@@ -43,7 +43,7 @@ const NEG_INFINITY_BITS = 0xff800000;
  * workgroup's index.
  */
 function passHead(op: TensorReduceOp, x: string): string {
-  return `struct P { n: u32, chunk: u32, outOffset: u32, ninf: u32 }
+  return `struct P { n: u32, chunk: u32, outOffset: u32, ninf: u32, mul: f32 }
 @group(0) @binding(0) ${x};
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -68,12 +68,16 @@ function passTail(value: string): string {
 
 /**
  * One pass: workgroup `w` folds `x[w·chunk .. (w+1)·chunk)` into `out[w]`
- * (squaring first for `sumsq` when `square` is set). Run once over the data
+ * (for `sumsq` with `square` set, each element multiplied by `p.mul`, then
+ * squared: a loss scale divided out before the squares, which could pass f32's
+ * range where the elements do not). Run once over the data
  * (`square` = op is sumsq) and again over the partials until one value is left;
  * the last pass may write at `out[outOffset]`. Bindings: x, out.
  */
 export function reduceKernel(op: TensorReduceOp, square: boolean): KernelSource {
-  const load = square ? "let v = x[i]; acc = combine(acc, v * v);" : "acc = combine(acc, x[i]);";
+  const load = square
+    ? "let v = x[i] * p.mul; acc = combine(acc, v * v);"
+    : "acc = combine(acc, x[i]);";
   return {
     key: `reduce:${op}:${square ? "sq" : "id"}`,
     code: /* wgsl */ `
@@ -107,7 +111,7 @@ ${passHead(op, `var xT: ${STREAM_TEXTURE}`)}
   for (var k = 0u; k < ${perInvocation}u; k++) {
     let i = w * ${REDUCE_CHUNK / 4}u + k * ${REDUCE_WG}u + lid;
     if (i < n4) {
-      let x = ${streamTexel("xT", "i")};
+      let x = ${streamTexel("xT", "i")}${square ? " * p.mul" : ""};
       let v = ${square ? "x * x" : "x"};
       acc = vec4<f32>(combine(acc.x, v.x), combine(acc.y, v.y), combine(acc.z, v.z), combine(acc.w, v.w));
     }
@@ -117,12 +121,16 @@ ${passTail("combine(combine(acc.x, acc.y), combine(acc.z, acc.w))")}
   };
 }
 
-/** Uniforms and grid for one {@link reduceKernel} pass over `n` elements. */
-export function reduceDispatch(n: number, outOffset = 0) {
+/**
+ * Uniforms and grid for one {@link reduceKernel} pass over `n` elements
+ * (`mul`: what a squaring pass multiplies each element by first; default 1).
+ */
+export function reduceDispatch(n: number, outOffset = 0, mul = 1) {
   const groups = Math.max(1, Math.ceil(n / REDUCE_CHUNK));
   return {
     groups,
-    params: new Params(4).u32(n).u32(REDUCE_CHUNK).u32(outOffset).u32(NEG_INFINITY_BITS).buffer,
+    params: new Params(5).u32(n).u32(REDUCE_CHUNK).u32(outOffset).u32(NEG_INFINITY_BITS)
+      .f32(mul).buffer,
     workgroups: grid2d(groups),
   };
 }

@@ -36,6 +36,14 @@ export interface LossScalerOptions {
   hysteresis?: number;
 }
 
+/**
+ * The largest loss scale, and 1 / the smallest: the scale multiplies the loss and
+ * its reciprocal the gradients' norm and update in f32 on the GPU, so both must be
+ * normal f32s (2^-126 to 2^126). A dynamic scale stops growing here (Megatron's has
+ * no bound but f32's, where the scaled loss becomes infinite).
+ */
+export const MAX_LOSS_SCALE = 2 ** 126;
+
 /** A dynamic {@link LossScaler}'s settings where none are given: Megatron's. */
 export const LOSS_SCALER_DEFAULTS = {
   initial: 2 ** 32,
@@ -66,11 +74,11 @@ export class LossScaler {
     this.window = opts.window ?? LOSS_SCALER_DEFAULTS.window;
     this.hysteresis = opts.hysteresis ?? LOSS_SCALER_DEFAULTS.hysteresis;
     this.#hyst = this.hysteresis;
-    if (!(this.#scale > 0 && Number.isFinite(this.#scale))) {
-      throw new RangeError(`the loss scale must be positive and finite, got ${this.#scale}`);
-    }
-    if (!(this.min > 0 && Number.isFinite(this.min))) {
-      throw new RangeError(`the minimum loss scale must be positive and finite, got ${this.min}`);
+    const scales = [["loss scale", this.#scale], ["minimum loss scale", this.min]] as const;
+    for (const [what, v] of scales) {
+      if (!(v >= 1 / MAX_LOSS_SCALE && v <= MAX_LOSS_SCALE)) {
+        throw new RangeError(`the ${what} must be in [2^-126, 2^126], got ${v}`);
+      }
     }
     if (this.dynamic && this.min > this.#scale) {
       throw new RangeError(
@@ -102,7 +110,7 @@ export class LossScaler {
       if (this.#growth >= this.window) {
         this.#growth = 0;
         this.#hyst = this.hysteresis;
-        this.#scale *= 2;
+        this.#scale = Math.min(this.#scale * 2, MAX_LOSS_SCALE);
       }
     }
   }
@@ -133,7 +141,7 @@ export class LossScaler {
     ) {
       throw new RangeError(`not a loss-scaler state: ${JSON.stringify(s)}`);
     }
-    this.#scale = Math.max(s.scale, this.min);
+    this.#scale = Math.min(Math.max(s.scale, this.min), MAX_LOSS_SCALE);
     this.#growth = s.growthTracker;
     this.#hyst = Math.min(s.hysteresisTracker, this.hysteresis);
   }

@@ -341,7 +341,9 @@ export class Trainer {
       // An inf/NaN gradient on any rank makes the global squared norm inf/NaN on every
       // rank (the data-parallel all-reduce sums gradients, the model-parallel one sums
       // the squares): all ranks see the same found-inf flag and skip together.
-      let sq = this.optimizer.gradSumSquares(this.#normParams);
+      // The squares are of the unscaled gradients: a scaled norm past 1.8e19 would
+      // overflow f32 in the sum with every gradient finite.
+      let sq = this.optimizer.gradSumSquares(this.#normParams, 1 / scale);
       if (this.opts.hooks?.reduceNormSquared) sq = await this.opts.hooks.reduceNormSquared(sq);
       const coef = clipCoefficient(sq, this.#clipGrad, { scale, skipNonFinite: !!scaler });
       this.optimizer.update(lr, coef);

@@ -110,7 +110,8 @@ Deno.test({
     const pieces = await records(log);
     deepStrictEqual(iterations(pieces), upTo(10));
 
-    // The uninterrupted run: the same losses, validation losses and weights, bitwise.
+    // The uninterrupted run: the same losses, validation losses, weights and checkpoint.json,
+    // bitwise.
     const whole = await runCli("cli/train.ts", [
       ...tiny,
       "--train-iters",
@@ -124,7 +125,9 @@ Deno.test({
     const w = await records(`${dir}/whole.jsonl`);
     deepStrictEqual(pieces.map((r) => r.loss), w.map((r) => r.loss));
     deepStrictEqual(pieces.map((r) => r.val_loss), w.map((r) => r.val_loss));
-    for (const file of ["model_tp00.safetensors", "optimizer_tp00.safetensors"]) {
+    for (
+      const file of ["model_tp00.safetensors", "optimizer_tp00.safetensors", "checkpoint.json"]
+    ) {
       deepStrictEqual(
         await Deno.readFile(`${ck}/iter_0000010/${file}`),
         await Deno.readFile(`${dir}/whole/iter_0000010/${file}`),

@@ -8,7 +8,8 @@
 
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { Gpt, type GptConfig } from "../models/gpt.ts";
-import { LossScaler } from "../models/loss_scale.ts";
+import { LossScaler, MAX_LOSS_SCALE } from "../models/loss_scale.ts";
+import { precisionArgs, resumePrecision, savedPrecision } from "../cli/precision_resume.ts";
 import { Trainer } from "../models/trainer.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { gpuTest, prng, testDevice } from "./helpers.ts";
@@ -62,7 +63,14 @@ Deno.test("Megatron's defaults; fixed scale; state round trip", () => {
     b.update(inf);
   }
   deepStrictEqual(b.state(), a.state());
-  throws(() => new LossScaler({ initial: 0 }), /positive/);
+  throws(() => new LossScaler({ initial: 0 }), /must be in \[2\^-126, 2\^126\], got 0/);
+  throws(() => new LossScaler({ initial: 2 ** 127 }), /loss scale must be in/);
+  // The scale and its reciprocal are f32s on the GPU: growth stops at 2^126.
+  const top = new LossScaler({ initial: 2 ** 125, window: 1 });
+  for (let i = 0; i < 3; i++) top.update(false);
+  strictEqual(top.scale, MAX_LOSS_SCALE);
+  top.restore({ scale: 2 ** 200, growthTracker: 0, hysteresisTracker: 2 });
+  strictEqual(top.scale, MAX_LOSS_SCALE);
   // A fixed scale's state says so; a dynamic scaler does not go on from it (a fixed 1e30
   // became a dynamic scale halving from 1e30, unsaid).
   deepStrictEqual(new LossScaler({ fixed: 1e30 }).state().fixed, true);
@@ -89,6 +97,72 @@ Deno.test("Megatron's defaults; fixed scale; state round trip", () => {
     () => b.restore({ scale: -1, growthTracker: 0, hysteresisTracker: 0 }),
     /not a loss-scaler/,
   );
+});
+
+Deno.test("a resume in another precision or scale keeps what goes on and says what it drops", () => {
+  const dynamicState = { scale: 512, growthTracker: 3, hysteresisTracker: 1 };
+  const fixedState = { scale: 128, growthTracker: 0, hysteresisTracker: 2, fixed: true };
+  const dynamic = () => new LossScaler({ initial: 2 ** 20 });
+  // the same kind: the dynamic scale goes on, nothing said
+  const same = dynamic();
+  deepStrictEqual(
+    resumePrecision({ precision: "fp16", lossScaler: dynamicState }, {
+      precision: "fp16",
+      scaler: same,
+    }),
+    [],
+  );
+  deepStrictEqual(same.state(), dynamicState);
+  deepStrictEqual(resumePrecision({ precision: "bf16" }, { precision: "bf16" }), []);
+  // fp16 → bf16: the scaler is dropped, in words
+  deepStrictEqual(
+    resumePrecision({ precision: "fp16", lossScaler: dynamicState }, { precision: "bf16" }),
+    [
+      "precision: the checkpoint trained in fp16, this run in bf16 (its f32 weights and AdamW moments go on)",
+      "loss scale: the checkpoint's dynamic scale, 512, is not used: this bf16 run scales no loss",
+    ],
+  );
+  // bf16 (or a checkpoint that predates the record) → fp16: a fresh scale
+  const fresh = dynamic();
+  deepStrictEqual(resumePrecision({ precision: "bf16" }, { precision: "fp16", scaler: fresh }), [
+    "precision: the checkpoint trained in bf16, this run in fp16 (its f32 weights and AdamW moments go on)",
+    "loss scale: the checkpoint has none (it was a bf16 run); this run's dynamic scale starts at --initial-loss-scale 1048576",
+  ]);
+  strictEqual(fresh.scale, 2 ** 20);
+  deepStrictEqual(resumePrecision({}, { precision: "fp16", scaler: dynamic() }), [
+    "loss scale: the checkpoint has none (it was not an fp16 run); this run's dynamic scale starts at --initial-loss-scale 1048576",
+  ]);
+  // dynamic ↔ fixed
+  deepStrictEqual(
+    resumePrecision({ precision: "fp16", lossScaler: dynamicState }, {
+      precision: "fp16",
+      scaler: new LossScaler({ fixed: 64 }),
+    }),
+    ["loss scale: fixed at --loss-scale 64; the checkpoint's dynamic scale, 512, is not used"],
+  );
+  deepStrictEqual(
+    resumePrecision({ precision: "fp16", lossScaler: fixedState }, {
+      precision: "fp16",
+      scaler: dynamic(),
+    }),
+    [
+      "loss scale: the checkpoint's was fixed (--loss-scale 128); this run's dynamic scale starts at --initial-loss-scale 1048576",
+    ],
+  );
+  // --initial-loss-scale given again does not restart a dynamic scale
+  deepStrictEqual(
+    resumePrecision({ precision: "fp16", lossScaler: dynamicState }, {
+      precision: "fp16",
+      scaler: dynamic(),
+      initialLossScale: 2 ** 20,
+    }),
+    [
+      "--initial-loss-scale 1048576 starts a fresh run's scale: this one continues the checkpoint's, 512 (--loss-scale S fixes one instead)",
+    ],
+  );
+  deepStrictEqual(savedPrecision({ fp16: false, bf16: true }), "bf16");
+  deepStrictEqual(savedPrecision({ ...precisionArgs(undefined) }), "fp32");
+  strictEqual(savedPrecision({ lr: 1 }), undefined, "a checkpoint from before the record");
 });
 
 const dev = await testDevice();
@@ -159,7 +233,9 @@ Deno.test("an injected inf in one gradient skips the step, bit for bit", gpuTest
 Deno.test("a scaled loss gives the unscaled update (scale divided out)", gpuTest, async () => {
   const runs: Uint32Array[][] = [];
   const norms: number[] = [];
-  for (const scale of [1, 2 ** 20]) {
+  // At 2^100 every scaled gradient is a finite f32 but their squares are not: the
+  // norm squares the unscaled gradients, so the step is not taken for an overflow.
+  for (const scale of [1, 2 ** 20, 2 ** 100]) {
     const m = Gpt.serial(dev, tiny, 4);
     const trainer = new Trainer(dev, m, {
       schedule: { lr: 1e-2, decayIters: 10, style: "constant" },
@@ -168,13 +244,14 @@ Deno.test("a scaled loss gives the unscaled update (scale divided out)", gpuTest
     });
     const { x, y } = batch(2);
     const r = await trainer.step(1, () => m.loss(x, y));
+    strictEqual(r.skipped, false, `scale ${scale}`);
     norms.push(r.gradNorm);
     runs.push(await stateOf(m, trainer));
     m.dispose();
   }
   // A power-of-two scale is exact in f32: same norm, same weights, same moments.
-  strictEqual(norms[1], norms[0]);
-  deepStrictEqual(runs[1], runs[0]);
+  deepStrictEqual(norms.slice(1), [norms[0], norms[0]]);
+  deepStrictEqual(runs.slice(1), [runs[0], runs[0]]);
 });
 
 Deno.test(

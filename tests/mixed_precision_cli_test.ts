@@ -3,7 +3,8 @@
  * scale logs its skipped iterations and loss scale (text and JSON) while the
  * scale finds its level, then trains; a run resumed from a checkpoint saved
  * mid-search gives the same losses, scales and skips (the scaler state is
- * saved); bf16 needs no scaler; both flags together are refused;
+ * saved); a resume in the other precision goes on and says what it drops;
+ * bf16 needs no scaler; both flags together are refused;
  * `--f16-arithmetic` (Deno's WebGPU, which has shader-f16 on lavapipe) trains
  * within f16's rounding of the f32-arithmetic run, and is refused with bf16 and
  * on an adapter without shader-f16.
@@ -97,6 +98,24 @@ Deno.test("train --fp16 from 2^32 logs skipped iterations, then trains; resume i
       r,
     ) => [r.loss, r.loss_scale, r.skipped]),
     a.slice(10).map((r) => [r.loss, r.loss_scale, r.skipped]),
+  );
+  // Resumed in bf16, and that bf16 checkpoint in fp16: each goes on and says what it drops.
+  const bf16 = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--train-iters", "11", "--bf16", "--load", `${dir}/a`, "--save", `${dir}/c`],
+  ]);
+  strictEqual(bf16.code, 0, bf16.stderr);
+  match(bf16.stdout, /precision: the checkpoint trained in fp16, this run in bf16 \(/);
+  match(bf16.stdout, /loss scale: the checkpoint's dynamic scale, \d+, is not used: this bf16 run/);
+  const fp16 = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--train-iters", "12", "--fp16", "--load", `${dir}/c`],
+  ]);
+  strictEqual(fp16.code, 0, fp16.stderr);
+  match(fp16.stdout, /precision: the checkpoint trained in bf16, this run in fp16 \(/);
+  match(
+    fp16.stdout,
+    /loss scale: the checkpoint has none \(it was a bf16 run\); this run's dynamic scale starts at --initial-loss-scale 4294967296/,
   );
 });
 

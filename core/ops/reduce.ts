@@ -18,11 +18,19 @@ import { subBinding } from "../windows.ts";
 import { axpyInPlace, elementWindows, mapRaw, zeros } from "./raw.ts";
 
 /**
- * Folds all of `x` with `op` and writes the result at `out[offset]` (no autograd).
+ * Folds all of `x` with `op` and writes the result at `out[offset]` (no autograd);
+ * `sumsq` squares each element times `mul` (default 1: a gradient norm passes
+ * 1/loss scale, so that the squares of scaled gradients cannot overflow).
  * Large inputs take several passes through temporary partials; an input larger
  * than one storage binding is folded window by window into those partials.
  */
-export function reduceInto(x: Tensor, op: TensorReduceOp, out: Tensor, offset = 0): void {
+export function reduceInto(
+  x: Tensor,
+  op: TensorReduceOp,
+  out: Tensor,
+  offset = 0,
+  mul = 1,
+): void {
   assertF32(op, x, out);
   const wins = elementWindows(x.device, x.size);
   if (wins.length > 1) {
@@ -30,7 +38,7 @@ export function reduceInto(x: Tensor, op: TensorReduceOp, out: Tensor, offset = 
     const partials = Tensor.empty(x.device, [groups.reduce((a, b) => a + b, 0)]);
     let at = 0;
     wins.forEach(([s, c], w) => {
-      firstPass(x.device, op, subBinding(x.binding, s, c), c, partials.binding, at);
+      firstPass(x.device, op, subBinding(x.binding, s, c), c, partials.binding, at, mul);
       at += groups[w];
     });
     reduceInto(partials, op === "sumsq" ? "sum" : op, out, offset);
@@ -43,7 +51,7 @@ export function reduceInto(x: Tensor, op: TensorReduceOp, out: Tensor, offset = 
     const last = groups === 1;
     const dst = last ? out : Tensor.empty(x.device, [groups]);
     const at = last ? offset : 0;
-    if (src === x) firstPass(x.device, op, x.binding, x.size, dst.binding, at);
+    if (src === x) firstPass(x.device, op, x.binding, x.size, dst.binding, at, mul);
     else {
       const d = reduceDispatch(src.size, at);
       x.device.dispatch(
@@ -61,8 +69,8 @@ export function reduceInto(x: Tensor, op: TensorReduceOp, out: Tensor, offset = 
 
 /**
  * The first pass of {@link reduceInto} over the `n` elements of `x` into
- * `out[at..]` (squaring for sumsq): on a CPU adapter with x of whole vec4s,
- * x read through a stream texture.
+ * `out[at..]` (for sumsq, squaring each element times `mul`): on a CPU adapter
+ * with x of whole vec4s, x read through a stream texture.
  */
 function firstPass(
   device: Device,
@@ -71,8 +79,9 @@ function firstPass(
   n: number,
   out: BufferBinding,
   at: number,
+  mul: number,
 ): void {
-  const d = reduceDispatch(n, at);
+  const d = reduceDispatch(n, at, mul);
   const square = op === "sumsq";
   const views = n % 4 === 0 ? streamTextures(device, [{ binding: x, vec4s: n / 4 }]) : null;
   if (views) {
