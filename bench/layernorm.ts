@@ -16,6 +16,7 @@ import {
   parseCommandLine,
   UsageError,
 } from "../cli/flags.ts";
+import { outputOrStop } from "./child.ts";
 
 /** Heads of every model trained (`--num-attention-heads`). */
 const HEADS = 4;
@@ -115,8 +116,7 @@ async function runOne(
     "7",
   ];
   if (post) args.push("--apply-residual-connection-post-layernorm");
-  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
-    .output();
+  const out = await outputOrStop(Deno.execPath(), { args }, [log, `${log}.lock`]);
   const text = await Deno.readTextFile(log);
   await Deno.remove(log);
   const recs = text.trim().split("\n").filter((l) => l).map((l) => JSON.parse(l));

@@ -62,6 +62,7 @@ import {
   widthSetForSmallModel,
 } from "../core/simd.ts";
 import { type Gpt2Placement, type Gpt2Run, gpt2Runs, type Tp1Placement } from "./gpt2_scale.ts";
+import { outputOrStop } from "./child.ts";
 
 /** Every flag of `deno task bench:torch`. */
 export const TORCH_COMPARE_FLAGS: Record<string, FlagSpec> = {
@@ -220,12 +221,10 @@ const TORCH_KEEP_MALLOC = {
  */
 async function torch(o: TorchCompareOptions, spec: unknown): Promise<TorchOut | string> {
   try {
-    const out = await new Deno.Command(o.python, {
+    const out = await outputOrStop(o.python, {
       env: o.torchMalloc === "keep" ? TORCH_KEEP_MALLOC : {},
       args: [new URL("./torch_peer.py", import.meta.url).pathname, JSON.stringify(spec)],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    });
     const err = new TextDecoder().decode(out.stderr);
     if (!out.success) {
       return /No module named 'torch'/.test(err)
@@ -302,7 +301,7 @@ async function matmulRows(backends: BackendName[]): Promise<[BackendName, Matmul
  * a narrower one for the reference model).
  */
 async function matmulRowsInChild(backends: BackendName[]): Promise<[BackendName, MatmulRow][]> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const out = await outputOrStop(Deno.execPath(), {
     args: [
       "run",
       "-A",
@@ -312,9 +311,8 @@ async function matmulRowsInChild(backends: BackendName[]): Promise<[BackendName,
       backends.join(","),
     ],
     ...envWithoutOwnWidth(),
-    stdout: "piped",
     stderr: "inherit",
-  }).output();
+  });
   const text = new TextDecoder().decode(out.stdout).trim();
   if (out.code !== 0) throw new Error(`the matmul row's process exited ${out.code}`);
   return Object.entries(JSON.parse(text)) as [BackendName, MatmulRow][];
@@ -389,7 +387,7 @@ async function projectGpt2(
   tp: number,
   placement: Gpt2Placement,
 ): Promise<{ ms: number; placed: string } | string> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const out = await outputOrStop(Deno.execPath(), {
     args: [
       "run",
       "-A",
@@ -397,9 +395,8 @@ async function projectGpt2(
       ...gpt2ScaleArgs(tp, placement, o.gpt2Steps, o.gpt2Backend, o.gpt2Dir),
     ],
     ...envWithoutOwnWidth(),
-    stdout: "piped",
     stderr: "inherit",
-  }).output();
+  });
   return gpt2Outcome(new TextDecoder().decode(out.stdout), out.code, placement);
 }
 

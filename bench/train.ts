@@ -25,6 +25,7 @@
  * @module
  */
 
+import { attachTuner } from "../cli/autotune.ts";
 import { MatmulTuner } from "../core/matmul_tuner.ts";
 import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
 import { type FlagValues, UsageError } from "../cli/flags.ts";
@@ -186,9 +187,11 @@ export function deviceFor(b: BackendName): Promise<Device> {
   let d = devices.get(b);
   if (!d) {
     d = Device.create({ backend: b }).then((dev) => {
-      // Tuned matmul tilings, as `deno task train` uses by default (timed in
-      // warm-up, every shape: no time budget, so that the bench measures tuned kernels).
-      dev.matmulTuner = new MatmulTuner(dev, null, { budgetMs: Infinity });
+      // Tuned matmul tilings, as `deno task train` uses by default, kept in its
+      // tuning cache (timed in warm-up, every shape: no time budget, so that the
+      // bench measures tuned kernels; a later run reads them back instead of
+      // timing them again).
+      attachTuner(dev, { enabled: true, budgetMs: Infinity });
       return dev;
     });
     d.then((dev) => {
@@ -246,7 +249,7 @@ async function tuneMatmuls(device: Device): Promise<void> {
   console.error(
     `bench: timing the matmul tilings of ${tuner.pending} shape${tuner.pending === 1 ? "" : "s"} ` +
       "first (compiling each candidate takes seconds to a minute on a CPU adapter; Mesa's shader " +
-      "cache keeps them for later runs)",
+      "cache keeps them, and train's tuning cache the choices, for later runs)",
   );
   await tuner.tune();
 }

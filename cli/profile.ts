@@ -44,7 +44,12 @@ import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
 import { counted } from "./log.ts";
 import { runPinnedProcs } from "./pinned_procs.ts";
-import { checkModelFlags, gptConfigFromFlags, TRAIN_FLAGS } from "./train_config.ts";
+import {
+  checkModelFlags,
+  checkStepFlags,
+  gptConfigFromFlags,
+  TRAIN_FLAGS,
+} from "./train_config.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
   // Training's --model, narrowed to what the profile runs.
@@ -105,6 +110,9 @@ export const PROFILED_TRAIN_FLAGS: readonly string[] = [
   "debug",
 ];
 
+/** How long a rank waits for a peer by default (train's is 300s). */
+const PROFILE_DIST_TIMEOUT = "30m";
+
 /** Why the profile refuses the other train flags. */
 const NOT_PROFILED = "a train flag profile does not apply (it runs fp32 steps of one " +
   "micro-batch of random tokens: no data parallelism, checkpoints or logs)";
@@ -118,6 +126,11 @@ const SPECS: Record<string, FlagSpec> = {
     Object.entries(TRAIN_FLAGS).map(([n, s]) => [n, { ...s, refused: NOT_PROFILED }]),
   ),
   ...Object.fromEntries(PROFILED_TRAIN_FLAGS.map((n) => [n, TRAIN_FLAGS[n]])),
+  "dist-timeout": {
+    ...TRAIN_FLAGS["dist-timeout"],
+    help: `wait for a peer this long before failing (e.g. 60s; default ${PROFILE_DIST_TIMEOUT} ` +
+      "here: ranks tune their matmuls in the warm-up, minutes at GPT-2's sizes)",
+  },
   ...PROFILE_FLAGS,
 };
 
@@ -168,7 +181,8 @@ export function familyOf(key: string): Family {
   if (key.startsWith("layernorm") || key.startsWith("resnorm")) return "layernorm";
   if (key.startsWith("xent")) return "softmax/xent";
   if (key.startsWith("embedding") || key.startsWith("embedpos")) return "embedding";
-  if (/^(adamw|clipcoef|reduce:sum:sq|reduce:[a-z]+:sq)/.test(key)) return "optimizer";
+  // every pass of the gradient norm's sum of squares (the first squares, the later fold)
+  if (/^(adamw|clipcoef|reduce:sumsq:)/.test(key)) return "optimizer";
   if (
     /^(map:|axpy|fill|copy|dropout|residual|random|colsum|reduce|pack_half|unpack_half|round_half|sum_packed|texture\/)/
       .test(key)
@@ -262,7 +276,10 @@ export interface Profile {
   kernels: KernelRow[];
   /** Distinct pipelines. */
   pipelines: number;
-  /** Loss of the last step (a sanity check). */
+  /**
+   * Loss of the first measured step, after the warm-up and before any replay
+   * (a sanity check, the same whatever the timing).
+   */
   loss: number;
   /** This rank's device memory. */
   memory: {
@@ -387,6 +404,9 @@ export async function profileRun(
   const rng = new DataRng(7);
   const tokens = () => Int32Array.from({ length: B * T }, () => rng.nextInt(vocab));
   let loss = NaN;
+  // The first measured step's: sync mode's replays run each step's kernels again,
+  // AdamW's in-place update among them, so later steps' weights differ from training's.
+  let firstLoss: number | undefined;
   const step = async () => {
     const r = await trainer.step(1, () =>
       gpt.loss(
@@ -448,6 +468,7 @@ export async function profileRun(
     } finally {
       device.flush = flush;
     }
+    firstLoss ??= loss;
     const t1 = performance.now();
     const used = process.cpuUsage(cpu0);
     cpu.push((used.user + used.system) / 1000);
@@ -563,7 +584,7 @@ export async function profileRun(
     families,
     kernels,
     pipelines,
-    loss,
+    loss: firstLoss ?? NaN,
     memory: {
       peakBufferBytes: device.pool.peakBytes,
       keptTextureBytes: device.keptTextureBytes,
@@ -607,6 +628,9 @@ export function formatProfile(p: Profile, top = 15): string {
   const m = p.model, s = p.perStep;
   const f1 = (x: number) => x.toFixed(1), f2 = (x: number) => x.toFixed(2);
   const mib = (bytes: number) => `${f1(bytes / 2 ** 20)} MiB`;
+  const sync = p.timing === "sync";
+  // timestamp-query times compute passes only: copies and clears have counts, no times
+  const untimed = (family: Family) => !sync && family === "transfers";
   const lines = [
     `- ${p.backend}: ${p.adapter}; kernels timed by ${
       p.timing === "timestamp"
@@ -619,7 +643,7 @@ export function formatProfile(p: Profile, top = 15): string {
     `${counted(m.heads, "head")}, ` +
     `seq ${m.seq}, batch ${m.batch} (${m.params} params); ${
       counted(p.steps, "profiled step")
-    }, loss ${f2(p.loss)}`,
+    }, loss ${f2(p.loss)} (the first measured step's)`,
     `- per step: ${s.dispatches} dispatches (${Math.round(s.bindGroups)} new bind groups), ` +
     `${s.textureCopies} texture copies (${mib(s.textureCopyBytes)}; ${s.keptTextureHits} reads ` +
     `from kept textures, ${s.scratchTextureHits} from scratch textures still holding them), ${
@@ -631,17 +655,27 @@ export function formatProfile(p: Profile, top = 15): string {
     `${mib(p.memory.scratchTextureBytes)}`,
     `- step wall ${f1(s.wallMs)} ms unprofiled (${Math.round(s.tokensPerSec)} tokens/s; ` +
     `${f1(s.cpuMs)} ms of CPU time, all threads); ` +
-    `kernels' and transfers' GPU time ${f1(s.kernelMs)} ms = ${
-      f1((100 * s.kernelMs) / s.wallMs)
-    }% of the step wall; ${
+    (sync
+      ? `kernels' and transfers' GPU time ${f1(s.kernelMs)} ms = ${
+        f1((100 * s.kernelMs) / s.wallMs)
+      }% of the step wall (each replayed alone, with the cost of its own submit beyond an ` +
+        `empty one's: small kernels and copies read high, and the sum can pass the wall); `
+      : `kernels' GPU time ${f1(s.kernelMs)} ms = ${
+        f1((100 * s.kernelMs) / s.wallMs)
+      }% of the step wall (timestamp-query times compute passes: the copies and clears ` +
+        `are counted, not timed); `) +
+    `${
       f1(s.hostUntilSubmitMs)
     } ms from the step's start to its last submit (host work: building the graph, recording; ` +
     `with several submits the earlier batches run meanwhile); ${
       f1(s.inSubmitMs)
-    } ms inside submit calls (where submit runs the work before it returns, as on Dawn's GL ` +
-    `backend, the rest of the wall, ${
-      f1(s.wallMs - s.inSubmitMs)
-    } ms, is host work the GPU does not overlap)`,
+    } ms inside submit calls${
+      sync && p.backend === "dawn"
+        ? ` (Dawn's GL backend runs the work inside submit: the rest of the wall, ${
+          f1(s.wallMs - s.inSubmitMs)
+        } ms, is host work the GPU does not overlap)`
+        : ""
+    }`,
     ...(p.comm
       ? [
         `- collectives (rank ${p.rank} of TP=${p.tp}, each timed after a device sync): ${p.comm.calls} per step, ` +
@@ -661,14 +695,20 @@ export function formatProfile(p: Profile, top = 15): string {
     "",
     "| family | dispatches/step | GPU ms/step | share |",
     "| --- | ---: | ---: | ---: |",
-    ...p.families.map((x) => `| ${x.family} | ${x.dispatches} | ${f2(x.ms)} | ${f1(x.share)}% |`),
+    ...p.families.map((x) =>
+      untimed(x.family)
+        ? `| ${x.family} | ${x.dispatches} | untimed | – |`
+        : `| ${x.family} | ${x.dispatches} | ${f2(x.ms)} | ${f1(x.share)}% |`
+    ),
     "",
     "| kernel | family | dispatches/step | GPU ms/step | µs/dispatch | share |",
     "| --- | --- | ---: | ---: | ---: | ---: |",
     ...p.kernels.slice(0, top).map((k) =>
-      `| \`${k.key}\` | ${k.family} | ${k.dispatches} | ${f2(k.ms)} | ${
-        f1((k.ms * 1000) / k.dispatches)
-      } | ${f1(k.share)}% |`
+      untimed(k.family)
+        ? `| \`${k.key}\` | ${k.family} | ${k.dispatches} | untimed | – | – |`
+        : `| \`${k.key}\` | ${k.family} | ${k.dispatches} | ${f2(k.ms)} | ${
+          f1((k.ms * 1000) / k.dispatches)
+        } | ${f1(k.share)}% |`
     ),
   ];
   return lines.join("\n");
@@ -708,12 +748,14 @@ async function run(args: string[]): Promise<number> {
   if (typeof f === "number") return f;
   const tp = f["tensor-model-parallel-size"] as number;
   checkModelFlags(f, tp);
+  checkStepFlags(f, tp);
   // llvmpipe's vector width for this model, as train picks it (rank processes inherit it).
   await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
   if (tp > 1) {
     const ps = await profileRanks(tp, f);
     if (!ps) return 1;
     addCommSplit(ps);
+    warnIfDiverged(ps[0]);
     if (f.json) console.log(JSON.stringify(ps));
     else {
       console.log(`## rank 0 of TP=${tp}\n\n${formatProfile(ps[0], f.top as number)}`);
@@ -726,11 +768,21 @@ async function run(args: string[]): Promise<number> {
   );
   try {
     const p = await profileRun(device, f);
+    warnIfDiverged(p);
     console.log(f.json ? JSON.stringify(p) : formatProfile(p, f.top as number));
   } finally {
     await device.close();
   }
   return 0;
+}
+
+/** Says so on stderr where the profiled model's loss is not finite: its kernels timed NaNs. */
+function warnIfDiverged(p: Profile): void {
+  if (Number.isFinite(p.loss)) return;
+  console.error(
+    `warning: the loss is ${p.loss}: the model diverged (its learning rate?), and the times ` +
+      "below are of arithmetic on non-finite numbers",
+  );
 }
 
 /** The tag of the result line a rank process prints (`--launcher procs`). */
@@ -747,7 +799,7 @@ async function profileRanks(tp: number, f: FlagValues): Promise<Profile[] | null
   try {
     launcher = parseLauncher(f.launcher as string | undefined);
     // Ranks tune their matmuls in the warm-up, each at its own pace (minutes at GPT-2's sizes).
-    timeoutMs = parseDuration((f["dist-timeout"] as string | undefined) ?? "30m");
+    timeoutMs = parseDuration((f["dist-timeout"] as string | undefined) ?? PROFILE_DIST_TIMEOUT);
   } catch (e) {
     if (e instanceof DistConfigError) throw new UsageError(`profile: ${e.message}`);
     throw e;

@@ -472,16 +472,9 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   }
   checkSampleSchedule(f, gb);
   checkDataFlags(f);
-  if (f["overlap-tp-comm"] && tp === 1) {
-    throw new UsageError(
-      "--overlap-tp-comm overlaps the tensor-parallel all-reduce, and at " +
-        "--tensor-model-parallel-size 1 there is none: drop it",
-    );
-  }
-  for (const n of ["hidden-dropout", "attention-dropout", "val-fraction"]) {
-    const v = f[n] as number;
-    if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
-  }
+  checkStepFlags(f, tp);
+  const valFraction = f["val-fraction"] as number;
+  if (valFraction >= 1) throw new UsageError(`--val-fraction must be below 1, got ${valFraction}`);
   if (f.fp16 && f.bf16) throw new UsageError("give either --fp16 or --bf16, not both");
   if (!f.fp16) {
     // Loss scaling exists for fp16's narrow range only: bf16 and fp32 run without it.
@@ -499,15 +492,6 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
   }
   if (f["f16-arithmetic"] && !f.fp16) {
     throw new UsageError("--f16-arithmetic needs --fp16 (bf16 has no native WGSL type)");
-  }
-  if (f["use-flash-attn"] && f["no-flash-attn"]) {
-    throw new UsageError("give either --use-flash-attn or --no-flash-attn, not both");
-  }
-  if (f["attention-backend"] === "flash" && f["no-flash-attn"]) {
-    throw new UsageError(
-      "give either --attention-backend flash or --no-flash-attn, not both (the fused kernels " +
-        "are FlashAttention-style)",
-    );
   }
   for (const n of ["loss-scale", "initial-loss-scale", "min-loss-scale"]) {
     const v = f[n] as number | undefined;
@@ -625,6 +609,33 @@ export function checkModelFlags(f: FlagValues, tp: number, shape = true): void {
     validateTransformerConfig(gptConfigFromFlags(f, 256), tp);
   } catch (e) {
     throw new UsageError(inFlagTerms((e as Error).message));
+  }
+}
+
+/**
+ * The checks of the flags that shape a training step, shared by `train` and
+ * `profile`: dropout below 1, one attention choice, and `--overlap-tp-comm`
+ * only where there is a tensor-parallel all-reduce to overlap.
+ */
+export function checkStepFlags(f: FlagValues, tp: number): void {
+  if (f["overlap-tp-comm"] && tp === 1) {
+    throw new UsageError(
+      "--overlap-tp-comm overlaps the tensor-parallel all-reduce, and at " +
+        "--tensor-model-parallel-size 1 there is none: drop it",
+    );
+  }
+  for (const n of ["hidden-dropout", "attention-dropout"]) {
+    const v = f[n] as number;
+    if (v >= 1) throw new UsageError(`--${n} must be below 1, got ${v}`);
+  }
+  if (f["use-flash-attn"] && f["no-flash-attn"]) {
+    throw new UsageError("give either --use-flash-attn or --no-flash-attn, not both");
+  }
+  if (f["attention-backend"] === "flash" && f["no-flash-attn"]) {
+    throw new UsageError(
+      "give either --attention-backend flash or --no-flash-attn, not both (the fused kernels " +
+        "are FlashAttention-style)",
+    );
   }
 }
 

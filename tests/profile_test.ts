@@ -13,7 +13,7 @@
  */
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { familyOf } from "../cli/profile.ts";
+import { familyOf, formatProfile } from "../cli/profile.ts";
 import type { Profile } from "../cli/profile.ts";
 import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 import { replayRepeats } from "../core/profiler.ts";
@@ -139,6 +139,25 @@ Deno.test("familyOf: attention is the batched matmuls and the masked softmax", (
   assertEquals(familyOf("adamw"), "optimizer");
   assertEquals(familyOf("copy:strided"), "elementwise");
   assertEquals(familyOf("transfer:texture"), "transfers");
+  // every pass of the gradient norm's sum of squares, not only the first
+  assertEquals(familyOf("reduce:sumsq:sq:tex"), "optimizer");
+  assertEquals(familyOf("reduce:sumsq:id"), "optimizer");
+  assertEquals(familyOf("reduce:sum:id"), "elementwise");
+});
+
+Deno.test("profile refuses what train refuses of the step's flags, and says its own timeout", async () => {
+  for (
+    const [flags, why] of [
+      [["--use-flash-attn", "--no-flash-attn"], /give either --use-flash-attn or --no-flash-attn/],
+      [["--overlap-tp-comm"], /--overlap-tp-comm overlaps the tensor-parallel all-reduce/],
+    ] as const
+  ) {
+    const r = await runCli("cli/profile.ts", [...TINY_MODEL_FLAGS, ...flags]);
+    assertEquals(r.code, 2, r.stderr);
+    assert(why.test(r.stderr), r.stderr);
+  }
+  const help = await runCli("cli/profile.ts", ["--help"]);
+  assert(/--dist-timeout[^\n]*\n?[^\n]*default 30m here/.test(help.stdout), help.stdout);
 });
 
 Deno.test("profile: counts agree across timing methods and backends", async () => {
@@ -148,6 +167,14 @@ Deno.test("profile: counts agree across timing methods and backends", async () =
   const denoSync = await profile("deno", "sync");
   checkCounts(denoSync);
   assertEquals(dispatchesByKernel(denoSync), dispatchesByKernel(deno));
+  // The loss is the first measured step's, before sync mode's replays rerun AdamW.
+  assertEquals(denoSync.loss, deno.loss);
+  // timestamp-query times no copies: they are said to be untimed, not 0 ms
+  const table = formatProfile(deno);
+  assert(/\| transfers \| \d+ \| untimed \| – \|/.test(table), table);
+  assert(/kernels' GPU time .* the copies and clears are counted, not timed/.test(table), table);
+  assert(!/inside submit calls \(/.test(table), "no Dawn GL sentence on Deno's WebGPU");
+  assert(/each replayed alone/.test(formatProfile(denoSync)));
   const dawn = await profile("dawn", "auto");
   checkCounts(dawn);
   assertEquals(dispatchesByKernel(dawn), dispatchesByKernel(deno));
