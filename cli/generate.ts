@@ -34,7 +34,12 @@ import type { ParallelLayers } from "../models/parallel/layers.ts";
 
 /** Every flag of `deno task generate`. */
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
-  "load": { type: "string", help: "checkpoint directory written by --save", group: "Model" },
+  "load": {
+    type: "string",
+    help: "checkpoint directory written by --save",
+    group: "Model",
+    once: "generate reads one model",
+  },
   "iteration": { type: "int", min: 0, help: "checkpoint iteration (default: latest)" },
   "use-checkpoint-args": {
     type: "boolean",
@@ -44,8 +49,15 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   "init-from-hf": {
     type: "string",
     help: "Hugging Face GPT-2 directory (config.json + model.safetensors)",
+    once: "generate reads one model",
   },
-  "prompt": { type: "string", allowEmpty: true, help: "text to continue", group: "Generation" },
+  "prompt": {
+    type: "string",
+    allowEmpty: true,
+    help: "text to continue",
+    group: "Generation",
+    once: "generate continues one prompt",
+  },
   "max-new-tokens": { type: "int", default: 100, min: 0, help: "tokens to generate" },
   ...samplingFlags(),
   "seed": { type: "int", default: 1234, min: 0, help: "sampling seed" },
@@ -188,6 +200,9 @@ export async function generateRank(
     })
   ) {
     if (n++ === 0) first = performance.now() - t0;
+    // The end-of-text token ends the text; it is not part of it (Hugging Face's
+    // text-generation pipeline decodes with its special tokens skipped, too).
+    if (id === endId && !f["ignore-eos"]) break;
     await emit(id);
   }
   // A terminal gets a line break after the text, so that its prompt starts on a line of its

@@ -191,7 +191,7 @@ export class Communicator implements LinkContext {
       throw new CollectiveError(
         `rank ${this.rank}: rank${missing.length > 1 ? "s" : ""} ${missing.join(", ")} never ` +
           `joined the rendezvous within ${timeoutMs} ms (not started, crashed, or pointed at ` +
-          `another master address/port; see --dist-timeout)`,
+          `another master address/port; see --dist-timeout, DistConfig.distTimeoutMs in the library)`,
         missing[0],
       );
     }
@@ -227,7 +227,7 @@ export class Communicator implements LinkContext {
       conn.close();
       throw new CollectiveError(
         `rank ${this.rank}: opening the link to rank ${peer} failed: ${(e as Error).message} ` +
-          `(rank ${peer} died, hung, or never called the collective; see --dist-timeout)`,
+          `(rank ${peer} died, hung, or never called the collective; see --dist-timeout, DistConfig.distTimeoutMs in the library)`,
         peer,
       );
     }

@@ -58,7 +58,7 @@ export interface Link {
 export function timeoutError(ctx: LinkContext, peer: number, what: string): CollectiveError {
   return new CollectiveError(
     `rank ${ctx.rank}: no progress from rank ${peer} for ${ctx.timeoutMs} ms while ${what} ` +
-      `(rank ${peer} died, hung, or never called the collective; see --dist-timeout)`,
+      `(rank ${peer} died, hung, or never called the collective; see --dist-timeout, DistConfig.distTimeoutMs in the library)`,
     peer,
   );
 }

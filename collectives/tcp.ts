@@ -490,7 +490,7 @@ export class TcpMesh {
           reject(
             new CollectiveError(
               `rank ${this.rank}: rank ${peer} did not connect within ${this.timeoutMs} ms ` +
-                `(it died, hung, or never joined; see --dist-timeout)` +
+                `(it died, hung, or never joined; see --dist-timeout, DistConfig.distTimeoutMs in the library)` +
                 (this.#refused.length ? `; ${this.#refused.join("; ")}` : ""),
               peer,
             ),

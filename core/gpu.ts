@@ -355,7 +355,13 @@ export async function dawnGPU(options?: string[]): Promise<GPUProvider> {
   try {
     mod = await importDawn() as unknown as typeof mod;
   } catch (e) {
-    throw new NoAdapterError("dawn", `npm:webgpu failed to load: ${(e as Error).message}`);
+    // A permission refused (no --allow-ffi) is not a missing driver: no install hint then.
+    const denied = e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied;
+    throw new NoAdapterError(
+      "dawn",
+      `npm:webgpu failed to load: ${(e as Error).message}`,
+      !denied,
+    );
   }
   // Dawn's enums and classes (GPUBufferUsage …) must exist as globals for code
   // that runs on both backends; Deno already defines them, so fill only gaps.

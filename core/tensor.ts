@@ -248,6 +248,9 @@ export class Tensor {
   /** An uninitialised tensor (contents undefined until written). */
   static empty(device: Device, shape: readonly number[], dtype: DType = "f32"): Tensor {
     checkShape(shape);
+    if (dtype !== "f32" && dtype !== "i32") {
+      throw new TypeError(`empty: dtype must be "f32" or "i32", got ${JSON.stringify(dtype)}`);
+    }
     device.assertAlive();
     const bytes = numel(shape) * 4;
     const buffer = device.pool.acquire(Math.max(bytes, 4));
@@ -310,7 +313,7 @@ export class Tensor {
     if (!b) {
       // A tensor made while a pass ran (a data loader preparing the next batch
       // during a step) joined that pass's scope, which freed it when it ended.
-      const during = this.#madeDuring
+      const during = this.#madeDuring && freedByScope.has(this)
         ? `; it was made while ${this.#madeDuring} ran on its device, and that pass ` +
           "frees what is made during it when it ends: make it before or after the pass, " +
           "or call keep() on it"
@@ -508,6 +511,12 @@ function collect(value: unknown, out: Set<Tensor>, depth = 0): void {
   }
 }
 
+/**
+ * Tensors a scope's end disposed (not their owner): only they are explained as
+ * freed by the pass they were made in ({@link Tensor.buffer}'s error).
+ */
+const freedByScope = new WeakSet<Tensor>();
+
 function endScope(device: Device, scope: Set<{ dispose(): void }>, result: unknown): void {
   device.scopes.pop();
   const escaping = new Set<Tensor>();
@@ -519,6 +528,7 @@ function endScope(device: Device, scope: Set<{ dispose(): void }>, result: unkno
     } else if (t instanceof Tensor && t.persistent) {
       continue;
     } else {
+      if (t instanceof Tensor) freedByScope.add(t);
       t.dispose();
     }
   }

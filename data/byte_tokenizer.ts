@@ -12,7 +12,7 @@ export class ByteTokenizer implements Tokenizer {
   /** Tokenizer name. */
   readonly name = "byte";
   /** 256 byte values. */
-  readonly vocabSize = BYTE_VOCAB_SIZE;
+  readonly vocabSize: number = BYTE_VOCAB_SIZE;
   #encoder = new TextEncoder();
   #decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 

@@ -53,10 +53,12 @@ export {
   MAX_BIN_VOCAB,
   openTokenBin,
   readTokenBin,
+  type TokenBinMeta,
   writeTokenBin,
 } from "./token_bin.ts";
 export {
   asTokenStream,
+  type FileIdentity,
   forEachPiece,
   isTokenStream,
   MemoryTokenStream,

@@ -8,7 +8,10 @@
 export interface SamplingOptions {
   /** Softmax temperature; 0 = greedy (argmax). Default 1. */
   temperature?: number;
-  /** Keep only the k most likely tokens (0 = off, the default). */
+  /**
+   * Keep only the k most likely tokens, and any tied with the k-th, as Hugging
+   * Face's and Megatron's top-k do (0 = off, the default).
+   */
   topK?: number;
   /** Keep the smallest set of tokens whose probability reaches p (1 = off, the default). */
   topP?: number;
@@ -59,6 +62,20 @@ export function sampleToken(
   checkSamplingOptions("sampleToken", opts);
   const temperature = opts.temperature ?? UNFILTERED.temperature;
   const n = Math.min(valid, logits.length);
+  // A NaN or +∞ logit has no probability to draw by (−∞ is a masked token's, probability 0).
+  let finite = false;
+  for (let i = 0; i < n; i++) {
+    const v = logits[i];
+    if (Number.isNaN(v) || v === Infinity) {
+      throw new RangeError(
+        `sampleToken: the logit of token ${i} is ${v}: the model's output is not finite`,
+      );
+    }
+    if (v !== -Infinity) finite = true;
+  }
+  if (!finite) {
+    throw new RangeError(`sampleToken: none of the ${n} candidate tokens has a finite logit`);
+  }
   if (temperature <= 0) {
     let best = 0;
     for (let i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
@@ -66,7 +83,12 @@ export function sampleToken(
   }
   let order = Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b] - logits[a]);
   const topK = opts.topK ?? UNFILTERED.topK;
-  if (topK > 0) order = order.slice(0, topK);
+  if (topK > 0 && topK < n) {
+    // the k-th largest and every token tied with it stay
+    let keep = topK;
+    while (keep < n && logits[order[keep]] === logits[order[topK - 1]]) keep++;
+    order = order.slice(0, keep);
+  }
   const max = logits[order[0]];
   let probs = order.map((i) => Math.exp((logits[i] - max) / temperature));
   let total = probs.reduce((a, b) => a + b, 0);

@@ -307,6 +307,48 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
 });
 
 Deno.test(
+  "generate CLI: a GPT-2 stops at <|endoftext|> and does not print it",
+  gpuTest,
+  async () => {
+    // A GPT-2-vocabulary model whose every logit is the final bias times a row of wte, with
+    // <|endoftext|>'s row the largest: greedy decoding picks it at once.
+    const c: GptConfig = {
+      vocabSize: 50257,
+      numLayers: 1,
+      hiddenSize: 8,
+      numHeads: 2,
+      maxPositions: 8,
+    };
+    const m = model(c, 5);
+    await using temp = await tempDir();
+    const hf = join(temp.path, "hf");
+    const w = await paramsToHost(m.namedParams());
+    const h = c.hiddenSize;
+    const wte = w.get("wte.weight")!;
+    const rows = Float32Array.from(wte.data);
+    rows.fill(10, 50256 * h, 50257 * h);
+    const changed = new Map([
+      ["ln_f.weight", { shape: [h], data: new Float32Array(h) }],
+      ["ln_f.bias", { shape: [h], data: new Float32Array(h).fill(1) }],
+      ["wte.weight", { shape: wte.shape, data: rows }],
+    ]);
+    await writeHfGpt2(hf, c, (n) => changed.get(n) ?? w.get(n));
+    const common = ["--init-from-hf", hf, "--prompt", "Hi", "--temperature", "0"];
+    const r = await cli([...common, "--max-new-tokens", "5"]);
+    deepStrictEqual(r.code, 0, r.err);
+    deepStrictEqual(r.out, "Hi", "the prompt alone: the stop token ends the text unprinted");
+    match(r.err, /generated 1 token /);
+    const on = await cli([...common, "--max-new-tokens", "2", "--ignore-eos"]);
+    deepStrictEqual(on.out, "Hi<|endoftext|><|endoftext|>", "--ignore-eos samples it as text");
+    // A second --prompt or model is refused, not silently taken for the first.
+    const twice = await cli([...common, "--prompt", "b"]);
+    deepStrictEqual(twice.code, 2, twice.err);
+    match(twice.err, /generate continues one prompt/);
+    m.dispose();
+  },
+);
+
+Deno.test(
   "a generator dropped unfinished frees its key-value cache when collected",
   gpuTest,
   async () => {

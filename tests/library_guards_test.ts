@@ -188,6 +188,13 @@ Deno.test(
       /use of a disposed tensor of shape \[2, 8\]; it was made while Trainer\.step ran on its device, .*call keep\(\) on it/,
     );
     await tg.step(1, () => g.loss(kept, kept));
+    // One made during a step and freed by its owner is not said to be the step's doing.
+    kept.dispose();
+    await rejects(
+      () => tg.step(1, () => g.loss(kept, kept)),
+      (e: Error) => /^use of a disposed tensor of shape \[2, 8\]$/.test(e.message),
+    );
+    throws(() => Tensor.empty(dev, [2], "int64" as "f32"), /empty: dtype must be "f32" or "i32"/);
     // A config key the model does not read is refused (nanoGPT's `dropout` trained at 0.1).
     throws(
       () => Gpt.serial(dev, { ...cfg, dropout: 0 } as GptConfig, 1),
@@ -195,7 +202,7 @@ Deno.test(
     );
     g.dispose();
     tg.dispose();
-    for (const t of [x, y, kept]) t.dispose();
+    for (const t of [x, y]) t.dispose();
   },
 );
 
@@ -273,6 +280,26 @@ Deno.test(
     throws(
       () => sampleToken(new Float32Array(4), 4, { topK: 2.5 }, Math.random),
       /sampleToken: topK must be an integer ≥ 0/,
+    );
+    // Top-k keeps every token tied with the k-th largest, as Hugging Face's and Megatron's do
+    // (a stable cut at k always dropped the later of two tied tokens).
+    const drawn = new Set<number>();
+    for (let i = 0; i < 60; i++) {
+      drawn.add(sampleToken(Float32Array.of(3, 3, 3, 0), 4, { topK: 2 }, () => (i + 0.5) / 60));
+    }
+    deepEqual([...drawn].sort(), [0, 1, 2]);
+    // A NaN or +∞ logit has no probability: refused, not drawn (it gave the NaN token, or the
+    // last finite one); −∞ is a masked token's.
+    for (const bad of [NaN, Infinity]) {
+      throws(
+        () => sampleToken(Float32Array.of(1, bad, 2), 3, { temperature: 0 }, Math.random),
+        new RegExp(`sampleToken: the logit of token 1 is ${bad}: the model's output is not finite`),
+      );
+    }
+    equal(sampleToken(Float32Array.of(-Infinity, 2, -Infinity), 3, {}, () => 0.99), 1);
+    throws(
+      () => sampleToken(Float32Array.of(-Infinity, -Infinity), 2, {}, Math.random),
+      /none of the 2 candidate tokens has a finite logit/,
     );
     // The loss scaler's settings (a fractional window was taken; a minimum above the start too).
     throws(() => new LossScaler({ window: 1.5 }), /window must be an integer ≥ 1, got 1\.5/);
