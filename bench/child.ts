@@ -30,8 +30,10 @@ export async function outputOrStop(
     ...options,
     stdin: "null",
   }).spawn();
+  let stopping = false;
   const listeners = STOP_SIGNALS.map((signal) => {
     const stop = async () => {
+      stopping = true;
       try {
         child.kill(signal);
       } catch { /* already gone */ }
@@ -48,9 +50,16 @@ export async function outputOrStop(
     Deno.addSignalListener(signal, stop);
     return [signal, stop] as const;
   });
+  let out: Deno.CommandOutput;
   try {
-    return await child.output();
+    out = await child.output();
   } finally {
-    for (const [signal, stop] of listeners) Deno.removeSignalListener(signal, stop);
+    if (!stopping) {
+      for (const [signal, stop] of listeners) Deno.removeSignalListener(signal, stop);
+    }
   }
+  // Stopped: the child's end is the stop's, and this process exits from the listener once the
+  // files are gone; the benchmark does not go on with the output meanwhile.
+  if (stopping) await new Promise<never>(() => {});
+  return out;
 }
