@@ -152,11 +152,17 @@ export async function handled(
 export function nonUtf8Warning(args: readonly string[]): string | null {
   const at = args.map((a, i) => (a.includes("\uFFFD") ? i + 1 : 0)).filter((i) => i > 0);
   if (at.length === 0) return null;
+  // A prompt is text to the model, not a name: say what it becomes, not that it will not be found.
+  const isPrompt = (n: number) => args[n - 2] === "--prompt" || args[n - 1].startsWith("--prompt=");
+  const consequence = at.every(isPrompt)
+    ? "so the prompt holds U+FFFD in their place (a byte-level model reads U+FFFD's three bytes " +
+      "for each); write the prompt in UTF-8"
+    : "so a file so named will not be found (rename it, or link it under a UTF-8 name)" +
+      (at.some(isPrompt) ? ", and the prompt holds U+FFFD in their place" : "");
   return `warning: argument${at.length === 1 ? "" : "s"} ${
     at.join(", ")
   } held bytes that are not ` +
-    `UTF-8; Deno passes arguments as text and replaced them with U+FFFD, so a file so named will ` +
-    `not be found (rename it, or link it under a UTF-8 name)`;
+    `UTF-8; Deno passes arguments as text and replaced them with U+FFFD, ${consequence}`;
 }
 
 /**

@@ -13,6 +13,11 @@ Deno.test("nonUtf8Warning names the arguments that lost bytes, and only those", 
   equal(nonUtf8Warning(["--data-path", "corpus.txt"]), null);
   match(nonUtf8Warning(["--data-path", "v\uFFFDal.txt"])!, /^warning: argument 2 held bytes/);
   match(nonUtf8Warning(["a\uFFFD", "b", "\uFFFD"])!, /^warning: arguments 1, 3 held bytes/);
+  // A prompt is not a file name: the warning says what it becomes.
+  const prompt = nonUtf8Warning(["--load", "ck", "--prompt", "\uFFFDt\uFFFD"])!;
+  match(prompt, /argument 4 held bytes .* so the prompt holds U\+FFFD in their place/);
+  ok(!/file so named/.test(prompt), prompt);
+  match(nonUtf8Warning(["--prompt=\uFFFD"])!, /so the prompt holds U\+FFFD/);
 });
 
 Deno.test(
