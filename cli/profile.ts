@@ -270,6 +270,12 @@ export interface Profile {
   noopDispatchMs: number;
   /** Sync timing: median cost of an empty submit+wait subtracted from each dispatch, ms. */
   syncOverheadMs?: number;
+  /**
+   * Sync timing: what was taken off each replayed item besides, the excess of
+   * the items timed alone over the step replayed in one submit, spread evenly
+   * (mean over the profiled steps), µs.
+   */
+  syncExcessUs?: number;
   /** Per family, in {@link FAMILIES} order (families with no dispatch left out). */
   families: { family: Family; dispatches: number; ms: number; share: number }[];
   /** Per kernel, by time, descending. */
@@ -448,6 +454,7 @@ export async function profileRun(
   const comm: CommProfile = { calls: 0, bytes: 0, ms: 0 };
   const callMs: number[] = [];
   let overhead: number | undefined;
+  const excessUs: number[] = [];
   const total = new Map<string, KernelStat>();
   for (let i = 0; i < steps; i++) {
     const d0 = device.dispatches, s0 = device.submits, h0 = device.hostSyncs, b0 = device.bytesRead;
@@ -509,7 +516,10 @@ export async function profileRun(
     }
     profWall.push(performance.now() - t0);
     if (prof.mode === "timestamp") await prof.collect();
-    else overhead = (await prof.replay(device.gpu)) / 1e6;
+    else {
+      overhead = (await prof.replay(device.gpu)) / 1e6;
+      excessUs.push(prof.excessNs / 1e3);
+    }
     for (const s of [...prof.kernels.values(), ...prof.transfers.values()]) {
       const t = total.get(s.key) ?? { key: s.key, dispatches: 0, workgroups: 0, ns: 0, timed: 0 };
       t.dispatches += s.dispatches;
@@ -580,6 +590,9 @@ export async function profileRun(
       profiledWallMs: median(profWall),
     },
     syncOverheadMs: overhead,
+    syncExcessUs: excessUs.length
+      ? excessUs.reduce((a, b) => a + b, 0) / excessUs.length
+      : undefined,
     noopDispatchMs,
     families,
     kernels,
@@ -593,6 +606,9 @@ export async function profileRun(
   };
 }
 
+/** No-op dispatches recorded together in each of {@link noopDispatch}'s samples. */
+const NOOP_BATCH = 16;
+
 /** Median GPU time of a one-workgroup dispatch that writes one word, timed by `mode`, in ms. */
 async function noopDispatch(device: Device, mode: ProfileMode): Promise<number> {
   const kernel = NOOP_KERNEL;
@@ -603,7 +619,11 @@ async function noopDispatch(device: Device, mode: ProfileMode): Promise<number> 
       const prof = new DeviceProfiler(mode);
       device.profiler = prof;
       try {
-        device.dispatch(kernel, [{ buffer, size: 16 }], null, [1]);
+        // Several in one step, as a step's are: in sync mode the excess of the ones timed
+        // alone over all of them replayed in one submit is taken off, as it is off a step's.
+        for (let d = 0; d < NOOP_BATCH; d++) {
+          device.dispatch(kernel, [{ buffer, size: 16 }], null, [1]);
+        }
         device.flush();
       } finally {
         device.profiler = null;
@@ -614,7 +634,8 @@ async function noopDispatch(device: Device, mode: ProfileMode): Promise<number> 
       } finally {
         prof.destroy();
       }
-      times.push(prof.kernels.get(kernel.key)!.ns / 1e6);
+      const stat = prof.kernels.get(kernel.key)!;
+      times.push(stat.ns / 1e6 / stat.dispatches);
     }
     await device.sync();
   } finally {
@@ -637,7 +658,9 @@ export function formatProfile(p: Profile, top = 15): string {
         ? "timestamp-query (one pass per dispatch)"
         : `replaying each dispatch alone with a sync (minus ${
           f2(p.syncOverheadMs ?? 0)
-        } ms of empty submit+wait)`
+        } ms of empty submit+wait, and ${
+          f1(p.syncExcessUs ?? 0)
+        } µs each: the excess of the parts timed alone over the step replayed in one submit)`
     }`,
     `- GPT vocab ${m.vocab}, ${counted(m.layers, "layer")}, hidden ${m.hidden}, ` +
     `${counted(m.heads, "head")}, ` +
@@ -658,8 +681,8 @@ export function formatProfile(p: Profile, top = 15): string {
     (sync
       ? `kernels' and transfers' GPU time ${f1(s.kernelMs)} ms = ${
         f1((100 * s.kernelMs) / s.wallMs)
-      }% of the step wall (each replayed alone, with the cost of its own submit beyond an ` +
-        `empty one's: small kernels and copies read high, and the sum can pass the wall); `
+      }% of the step wall (each replayed alone, less an even share of what the parts took ` +
+        `beyond the whole: a small kernel's time is the coarsest); `
       : `kernels' GPU time ${f1(s.kernelMs)} ms = ${
         f1((100 * s.kernelMs) / s.wallMs)
       }% of the step wall (timestamp-query times compute passes: the copies and clears ` +

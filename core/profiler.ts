@@ -175,13 +175,25 @@ export class DeviceProfiler {
   }
 
   /**
+   * Nanoseconds taken off each replayed item's time by the last {@link replay}:
+   * what timing an item alone cost beyond its share of the whole step replayed
+   * in one submit (0 where the parts did not add up to more than the whole).
+   */
+  excessNs = 0;
+
+  /**
    * Sync mode: replays each captured dispatch, copy or clear alone (one submit,
-   * one wait) and adds its wall time minus the median cost of an empty submit and wait. Where
+   * one wait) and takes its wall time minus the median cost of an empty submit and wait. Where
    * that wait is coarse (Deno's WebGPU polls every ~10 ms) a submit holds the
    * dispatch {@link replayRepeats} times and the time is divided among them: a
-   * small kernel timed once would mostly round to zero. The replay rewrites the
-   * buffers the dispatches wrote: call it after a step whose results are no
-   * longer needed. Returns that median overhead in nanoseconds.
+   * small kernel timed once would mostly round to zero. An item timed alone
+   * still carries its own submit's cost beyond an empty one's, so the parts add
+   * up to more than the step: the valid items are replayed once more all in one
+   * submit (the median of 3), and the excess of the parts over that whole,
+   * spread evenly, is taken off each ({@link excessNs}), so that the times add
+   * up to the step's GPU time. The replay rewrites the buffers the dispatches
+   * wrote: call it after a step whose results are no longer needed. Returns the
+   * median overhead of an empty submit and wait in nanoseconds.
    */
   async replay(gpu: GPUDevice): Promise<number> {
     const captured = this.#captured;
@@ -197,18 +209,22 @@ export class DeviceProfiler {
     empty.sort((a, b) => a - b);
     const overhead = empty[10];
     const reps = replayRepeats(overhead);
+    const encode = (enc: GPUCommandEncoder, c: Captured, times: number) => {
+      if ("record" in c) {
+        for (let i = 0; i < times; i++) c.record(enc);
+        return;
+      }
+      const pass = enc.beginComputePass();
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      for (let i = 0; i < times; i++) pass.dispatchWorkgroups(...c.workgroups);
+      pass.end();
+    };
+    const timed: { c: Captured; ms: number }[] = [];
     for (const c of captured) {
       const transfer = "record" in c;
       const enc = gpu.createCommandEncoder();
-      if (transfer) {
-        for (let i = 0; i < reps; i++) c.record(enc);
-      } else {
-        const pass = enc.beginComputePass();
-        pass.setPipeline(c.pipeline);
-        pass.setBindGroup(0, c.bindGroup);
-        for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(...c.workgroups);
-        pass.end();
-      }
+      encode(enc, c, reps);
       // A copy may name a staging buffer the step has destroyed since: its
       // replay is invalid, does nothing, and stays untimed.
       if (transfer) gpu.pushErrorScope("validation");
@@ -218,8 +234,27 @@ export class DeviceProfiler {
       await gpu.queue.onSubmittedWorkDone();
       const ms = (performance.now() - t0 - overhead) / reps;
       if (transfer && await gpu.popErrorScope()) continue;
-      const s = this.#stat(c.key, transfer ? this.transfers : this.kernels);
-      s.ns += Math.max(0, ms) * 1e6;
+      timed.push({ c, ms });
+    }
+    const whole: number[] = [];
+    for (let i = 0; i < 3 && timed.length > 0; i++) {
+      const enc = gpu.createCommandEncoder();
+      for (const { c } of timed) encode(enc, c, 1);
+      const cmd = enc.finish();
+      const t0 = performance.now();
+      gpu.queue.submit([cmd]);
+      await gpu.queue.onSubmittedWorkDone();
+      whole.push(performance.now() - t0 - overhead);
+    }
+    whole.sort((a, b) => a - b);
+    const parts = timed.reduce((a, t) => a + Math.max(0, t.ms), 0);
+    const excess = timed.length > 0
+      ? Math.max(0, (parts - whole[1 % whole.length]) / timed.length)
+      : 0;
+    this.excessNs = excess * 1e6;
+    for (const { c, ms } of timed) {
+      const s = this.#stat(c.key, "record" in c ? this.transfers : this.kernels);
+      s.ns += Math.max(0, ms - excess) * 1e6;
       s.timed++;
     }
     return overhead * 1e6;

@@ -175,6 +175,9 @@ Deno.test("profile: counts agree across timing methods and backends", async () =
   assert(/kernels' GPU time .* the copies and clears are counted, not timed/.test(table), table);
   assert(!/inside submit calls \(/.test(table), "no Dawn GL sentence on Deno's WebGPU");
   assert(/each replayed alone/.test(formatProfile(denoSync)));
+  // sync mode takes an even share of the parts' excess over the whole step off each item
+  assert(denoSync.syncExcessUs !== undefined && denoSync.syncExcessUs >= 0);
+  assertEquals(deno.syncExcessUs, undefined);
   const dawn = await profile("dawn", "auto");
   checkCounts(dawn);
   assertEquals(dispatchesByKernel(dawn), dispatchesByKernel(deno));
