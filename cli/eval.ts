@@ -374,10 +374,12 @@ export async function evalBertRank(
     () =>
       evaluateBert(
         model,
-        take(
-          bertEvalBatches(corpus, tokenizer, { batchSize: mb, seqLength: T, seed }),
-          evalIters(f),
-        ),
+        bertEvalBatches(corpus, tokenizer, {
+          batchSize: mb,
+          seqLength: T,
+          seed,
+          maxBatches: evalIters(f),
+        }),
       ),
     { microBatch: mb, seqLength: T },
   );
@@ -417,16 +419,6 @@ export async function evalBertRank(
 /** `--eval-iters`: the most batches to score (every one when not given). */
 function evalIters(f: FlagValues): number {
   return (f["eval-iters"] as number | undefined) ?? Infinity;
-}
-
-/** The first `n` items of `items`. */
-function* take<T>(items: Iterable<T>, n: number): Generator<T> {
-  if (n <= 0) return;
-  let i = 0;
-  for (const item of items) {
-    yield item;
-    if (++i >= n) return;
-  }
 }
 
 /**

@@ -409,18 +409,16 @@ export async function profileRun(
   });
   const rng = new DataRng(7);
   const tokens = () => Int32Array.from({ length: B * T }, () => rng.nextInt(vocab));
-  let loss = NaN;
-  // The first measured step's: sync mode's replays run each step's kernels again,
-  // AdamW's in-place update among them, so later steps' weights differ from training's.
+  // The loss reported is the first measured step's: sync mode's replays run each step's
+  // kernels again, AdamW's in-place update among them, so later steps' weights differ from
+  // training's.
   let firstLoss: number | undefined;
-  const step = async () => {
-    const r = await trainer.step(1, () =>
+  const step = async () =>
+    (await trainer.step(1, () =>
       gpt.loss(
         TokenIds.fromHost(device, tokens(), [B, T]),
         TokenIds.fromHost(device, tokens(), [B, T]),
-      ));
-    loss = r.loss;
-  };
+      ))).loss;
   const tuner = attachTuner(device, autotuneArgs(f as FlagValues));
   for (let i = 0; i < warmup; i++) {
     await step();
@@ -471,11 +469,11 @@ export async function profileRun(
     const cpu0 = process.cpuUsage();
     let t0 = performance.now();
     try {
-      await step();
+      const loss = await step();
+      firstLoss ??= loss;
     } finally {
       device.flush = flush;
     }
-    firstLoss ??= loss;
     const t1 = performance.now();
     const used = process.cpuUsage(cpu0);
     cpu.push((used.user + used.system) / 1000);
@@ -654,7 +652,7 @@ export function formatProfile(p: Profile, top = 15): string {
   const untimed = (family: Family) => !sync && family === "transfers";
   const lines = [
     `- ${p.backend}: ${p.adapter}; kernels timed by ${
-      p.timing === "timestamp"
+      !sync
         ? "timestamp-query (one pass per dispatch)"
         : `replaying each dispatch alone with a sync (minus ${
           f2(p.syncOverheadMs ?? 0)

@@ -93,6 +93,9 @@ export function describeCall(d: CallDesc): string {
   return `${d.op} #${d.seq} of ${d.count} elements (${d.elemBytes}-byte)${extra}`;
 }
 
+/** Where a collective's timeout is set, for the errors that end in one. */
+export const TIMEOUT_SETTING = "see --dist-timeout, DistConfig.distTimeoutMs in the library";
+
 /** Every collective failure: names the rank involved where one is known. */
 export class CollectiveError extends Error {
   /** Creates the error; `rank` is the global rank at fault, if known. */

@@ -8,7 +8,7 @@
 
 import { Arena } from "./arena.ts";
 import { DEFAULT_DIST_TIMEOUT_MS } from "./env.ts";
-import { type CallDesc, CollectiveError, type OpName } from "./frame.ts";
+import { type CallDesc, CollectiveError, type OpName, TIMEOUT_SETTING } from "./frame.ts";
 import { type HalfCodec, HalfSummer } from "./half_sum.ts";
 import type { Link, LinkContext } from "./link.ts";
 import {
@@ -191,7 +191,7 @@ export class Communicator implements LinkContext {
       throw new CollectiveError(
         `rank ${this.rank}: rank${missing.length > 1 ? "s" : ""} ${missing.join(", ")} never ` +
           `joined the rendezvous within ${timeoutMs} ms (not started, crashed, or pointed at ` +
-          `another master address/port; see --dist-timeout, DistConfig.distTimeoutMs in the library)`,
+          `another master address/port; ${TIMEOUT_SETTING})`,
         missing[0],
       );
     }
@@ -227,7 +227,7 @@ export class Communicator implements LinkContext {
       conn.close();
       throw new CollectiveError(
         `rank ${this.rank}: opening the link to rank ${peer} failed: ${(e as Error).message} ` +
-          `(rank ${peer} died, hung, or never called the collective; see --dist-timeout, DistConfig.distTimeoutMs in the library)`,
+          `(rank ${peer} died, hung, or never called the collective; ${TIMEOUT_SETTING})`,
         peer,
       );
     }

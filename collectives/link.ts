@@ -5,7 +5,7 @@
  */
 
 import type { Arena } from "./arena.ts";
-import { CollectiveError, type Frame } from "./frame.ts";
+import { CollectiveError, type Frame, TIMEOUT_SETTING } from "./frame.ts";
 
 /** What links need from their owner: identity, memory, and the timeout. */
 export interface LinkContext {
@@ -58,7 +58,7 @@ export interface Link {
 export function timeoutError(ctx: LinkContext, peer: number, what: string): CollectiveError {
   return new CollectiveError(
     `rank ${ctx.rank}: no progress from rank ${peer} for ${ctx.timeoutMs} ms while ${what} ` +
-      `(rank ${peer} died, hung, or never called the collective; see --dist-timeout, DistConfig.distTimeoutMs in the library)`,
+      `(rank ${peer} died, hung, or never called the collective; ${TIMEOUT_SETTING})`,
     peer,
   );
 }

@@ -17,7 +17,7 @@ import {
   KIND_DATA,
   KIND_MAPPED,
 } from "./frame.ts";
-import { checkFrame, decodeHeader, encodeHeader } from "./frame.ts";
+import { checkFrame, decodeHeader, encodeHeader, TIMEOUT_SETTING } from "./frame.ts";
 import { abortedError, type Link, type LinkContext, timeoutError } from "./link.ts";
 import { MAPPED_MIN_BYTES, MAPPING_DEPTH, PairMapping, TOKEN_BYTES } from "./mapping.ts";
 import { randomRunId } from "./env.ts";
@@ -490,7 +490,7 @@ export class TcpMesh {
           reject(
             new CollectiveError(
               `rank ${this.rank}: rank ${peer} did not connect within ${this.timeoutMs} ms ` +
-                `(it died, hung, or never joined; see --dist-timeout, DistConfig.distTimeoutMs in the library)` +
+                `(it died, hung, or never joined; ${TIMEOUT_SETTING})` +
                 (this.#refused.length ? `; ${this.#refused.join("; ")}` : ""),
               peer,
             ),

@@ -236,21 +236,22 @@ export class DeviceProfiler {
       if (transfer && await gpu.popErrorScope()) continue;
       timed.push({ c, ms });
     }
-    const whole: number[] = [];
-    for (let i = 0; i < 3 && timed.length > 0; i++) {
-      const enc = gpu.createCommandEncoder();
-      for (const { c } of timed) encode(enc, c, 1);
-      const cmd = enc.finish();
-      const t0 = performance.now();
-      gpu.queue.submit([cmd]);
-      await gpu.queue.onSubmittedWorkDone();
-      whole.push(performance.now() - t0 - overhead);
+    let excess = 0;
+    if (timed.length > 0) {
+      const whole: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const enc = gpu.createCommandEncoder();
+        for (const { c } of timed) encode(enc, c, 1);
+        const cmd = enc.finish();
+        const t0 = performance.now();
+        gpu.queue.submit([cmd]);
+        await gpu.queue.onSubmittedWorkDone();
+        whole.push(performance.now() - t0 - overhead);
+      }
+      whole.sort((a, b) => a - b);
+      const parts = timed.reduce((a, t) => a + Math.max(0, t.ms), 0);
+      excess = Math.max(0, (parts - whole[1]) / timed.length);
     }
-    whole.sort((a, b) => a - b);
-    const parts = timed.reduce((a, t) => a + Math.max(0, t.ms), 0);
-    const excess = timed.length > 0
-      ? Math.max(0, (parts - whole[1 % whole.length]) / timed.length)
-      : 0;
     this.excessNs = excess * 1e6;
     for (const { c, ms } of timed) {
       const s = this.#stat(c.key, "record" in c ? this.transfers : this.kernels);

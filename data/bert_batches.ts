@@ -300,6 +300,8 @@ export interface BertEvalOptions {
   seed: number;
   /** Fraction of ordinary tokens to predict (default 0.15). */
   maskProb?: number;
+  /** Yield at most this many batches, the first ones (default: all), as `evalBatches` does. */
+  maxBatches?: number;
 }
 
 /**
@@ -325,8 +327,10 @@ export function* bertEvalBatches(
   const rng = new DataRng(options.seed);
   // Each row is masked as soon as its pair is drawn, so the draws, and the numbers an
   // evaluation gives, do not depend on how the rows are grouped into batches.
+  const limit = options.maxBatches ?? Infinity;
+  if (limit <= 0) return;
   let batch = emptyBatch(B, S, vocab.special.pad);
-  let rows = 0;
+  let rows = 0, yielded = 0;
   for (const doc of corpus.documents) {
     for (let k = 0; k + 1 < doc.length;) {
       const { pair, end } = spanPair(doc, k, S - 3, rng);
@@ -334,6 +338,7 @@ export function* bertEvalBatches(
       k = end;
       if (rows === B) {
         yield batch;
+        if (++yielded >= limit) return;
         batch = emptyBatch(B, S, vocab.special.pad);
         rows = 0;
       }

@@ -47,8 +47,9 @@ export type AttentionMask = "causal" | "padding";
 const ROWS_PER_LANE = 4;
 
 /**
- * Bytes the key-side backward kernel's variables take beside its `dK`/`dV`
- * accumulators: its loop counter and the Philox state of dropout (28 bytes).
+ * Bytes kept for the key-side backward kernel's variables beside its `dK`/`dV`
+ * accumulators: its loop counter (4) and dropout's Philox state (28), with room
+ * to spare.
  */
 const KEY_KERNEL_OTHER_BYTES = 64;
 
