@@ -155,7 +155,7 @@ export class LayerNorm extends Module {
   readonly bias: Tensor;
 
   /** A layer norm over `dim` features. */
-  constructor(device: Device, readonly dim: number, readonly eps = DEFAULT_LAYER_NORM_EPS) {
+  constructor(device: Device, readonly dim: number, readonly eps: number = DEFAULT_LAYER_NORM_EPS) {
     super();
     this.weight = this.param("weight", full(device, [dim], 1), { decay: false });
     this.bias = this.param("bias", full(device, [dim], 0), { decay: false });

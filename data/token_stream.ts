@@ -49,7 +49,7 @@ export class MemoryTokenStream implements TokenStream {
   readonly length: number;
 
   /** The stream of `ids[offset, offset + length)` (default: all of `ids`). */
-  constructor(ids: ArrayLike<number>, offset = 0, length = ids.length - offset) {
+  constructor(ids: ArrayLike<number>, offset: number = 0, length: number = ids.length - offset) {
     checkRange(offset, offset + length, ids.length);
     this.#ids = ids;
     this.#offset = offset;
@@ -114,7 +114,12 @@ export class TokenBinStream implements TokenStream {
   readonly length: number;
 
   /** The ids [offset, offset + length) of the file at `path`, which `file` identifies. */
-  constructor(path: string, file: FileIdentity, offset = 0, length = file.size / 2 - offset) {
+  constructor(
+    path: string,
+    file: FileIdentity,
+    offset: number = 0,
+    length: number = file.size / 2 - offset,
+  ) {
     this.fileIds = Math.floor(file.size / 2);
     checkRange(offset, offset + length, this.fileIds);
     this.path = path;
