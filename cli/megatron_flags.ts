@@ -55,6 +55,14 @@ const RECOMPUTE = "recomputation here is of whole layers: --recompute-activation
   "layer's input and runs the layer again in backward (Megatron's full granularity, uniform " +
   "method, 1 layer)";
 
+/** Why Megatron's weight-decay increment flags are refused. */
+const WEIGHT_DECAY = "weight decay is constant here (--weight-decay); Megatron's increment " +
+  "from --start-weight-decay to --end-weight-decay is not implemented";
+
+/** Why a separate learning rate for the embedding and output layers is refused. */
+const ONE_LR = "every parameter follows the one schedule here (--lr, --min-lr); a separate " +
+  "rate for the embedding and output layers is not implemented";
+
 /** Why switches that turn off a CUDA fusion of Megatron's are accepted. */
 const CUDA_FUSION = "a CUDA fusion of Megatron's, a matter of speed; the kernels here are this " +
   "project's own WebGPU ones";
@@ -234,6 +242,22 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
     "it drives Python's garbage collector; this project runs on JavaScript, whose collector " +
       "(V8's) runs on its own",
   ),
+  // The optimizer.
+  "optimizer": unimplemented(
+    "string",
+    "the optimizer here is AdamW with decoupled weight decay (Megatron's adam)",
+    ["adam"],
+  ),
+  "weight-decay-incr-style": unimplemented(
+    "string",
+    "weight decay is constant here (--weight-decay), not stepped from --start-weight-decay " +
+      "to --end-weight-decay",
+    ["constant"],
+  ),
+  "start-weight-decay": unimplemented("float", WEIGHT_DECAY),
+  "end-weight-decay": unimplemented("float", WEIGHT_DECAY),
+  "decoupled-lr": unimplemented("float", ONE_LR),
+  "decoupled-min-lr": unimplemented("float", ONE_LR),
   // Checkpoints.
   "exit-signal-handler": unimplemented(
     "boolean",

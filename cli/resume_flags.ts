@@ -27,6 +27,9 @@ export const SCHEDULE_FLAGS: readonly string[] = [
   "lr-decay-iters",
   "lr-decay-samples",
   "lr-decay-style",
+  "lr-wsd-decay-style",
+  "lr-wsd-decay-iters",
+  "lr-wsd-decay-samples",
 ];
 
 /**
@@ -84,6 +87,43 @@ export function checkWarmup(f: FlagValues): void {
 }
 
 /**
+ * The WSD flags (after {@link checkSampleSchedule}): `--lr-decay-style WSD`
+ * needs its annealing's length, `--lr-wsd-decay-iters` (`--lr-wsd-decay-samples`
+ * in a run counted in samples), which Megatron asserts, at most the decay's
+ * length (longer, the annealing would start above `--lr`); the length flags
+ * are refused beside another style, where they would change nothing.
+ */
+export function checkWsd(f: FlagValues): void {
+  const [lengthFlag, decayFlag] =
+    COUNTED_BY[f["train-samples"] !== undefined ? "samples" : "iterations"];
+  const wsdFlag = f["train-samples"] !== undefined ? "lr-wsd-decay-samples" : "lr-wsd-decay-iters";
+  const wsd = f[wsdFlag] as number | undefined;
+  if (f["lr-decay-style"] !== "WSD") {
+    if (wsd !== undefined) {
+      throw new UsageError(
+        `--${wsdFlag} ${wsd} applies to --lr-decay-style WSD only, and the style is ` +
+          `${f["lr-decay-style"]}: drop the flag, or add --lr-decay-style WSD`,
+      );
+    }
+    return;
+  }
+  if (wsd === undefined) {
+    throw new UsageError(
+      `--lr-decay-style WSD needs --${wsdFlag} N: the annealing's length, the last ` +
+        `${f["train-samples"] !== undefined ? "samples" : "iterations"} of the decay`,
+    );
+  }
+  const decay = (f[decayFlag] ?? f[lengthFlag]) as number;
+  if (wsd > decay) {
+    throw new UsageError(
+      `--${wsdFlag} ${wsd} is longer than the decay, ${decay} ` +
+        `(--${f[decayFlag] !== undefined ? decayFlag : lengthFlag}): the annealing is the ` +
+        "decay's last part",
+    );
+  }
+}
+
+/**
  * Megatron's training length and schedule counted in samples against those
  * counted in iterations, as its `validate_args` asserts them: `--train-samples`
  * not beside a given `--train-iters`; a run counted in samples given no
@@ -110,6 +150,9 @@ export function checkSampleSchedule(f: FlagValues, globalBatch: number): void {
     if (f["lr-decay-samples"] !== undefined) {
       throw mixed("lr-decay-samples", "--lr-decay-iters, or the length as --train-samples");
     }
+    if (f["lr-wsd-decay-samples"] !== undefined) {
+      throw mixed("lr-wsd-decay-samples", "--lr-wsd-decay-iters, or the length as --train-samples");
+    }
     if (warmupSamples !== undefined && warmupSamples !== 0) {
       throw mixed(
         "lr-warmup-samples",
@@ -126,6 +169,9 @@ export function checkSampleSchedule(f: FlagValues, globalBatch: number): void {
   }
   if (f["lr-decay-iters"] !== undefined) {
     throw mixed("lr-decay-iters", "--lr-decay-samples");
+  }
+  if (f["lr-wsd-decay-iters"] !== undefined) {
+    throw mixed("lr-wsd-decay-iters", "--lr-wsd-decay-samples");
   }
   if (wasGiven(f, "lr-warmup-iters") && f["lr-warmup-iters"] !== 0) {
     throw mixed("lr-warmup-iters", "--lr-warmup-samples or --lr-warmup-fraction");

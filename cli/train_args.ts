@@ -5,7 +5,13 @@
  */
 
 import { type AutotuneArgs, autotuneArgs } from "./autotune.ts";
-import type { LrSchedule } from "../core/optim.ts";
+import {
+  LR_DECAY_STYLES,
+  type LrDecayStyle,
+  type LrSchedule,
+  WSD_DECAY_STYLES,
+  type WsdDecayStyle,
+} from "../core/optim.ts";
 import type { BertConfig } from "../models/bert.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { type DataSource, dataSourceOf } from "./data_source.ts";
@@ -137,7 +143,7 @@ export interface TrainArgs {
   lr: {
     /** `--lr`. */
     peak: number;
-    /** `--min-lr`. */
+    /** `--min-lr` (default `peak` / {@link MIN_LR_DIVISOR}). */
     min: number;
     /** `--lr-warmup-iters` (unused when `warmupFraction` or `trainSamples` is given). */
     warmupIters: number;
@@ -152,7 +158,13 @@ export interface TrainArgs {
     /** `--lr-decay-samples` (with `trainSamples`; default: `trainSamples`). */
     decaySamples?: number;
     /** `--lr-decay-style`. */
-    style: "cosine" | "linear" | "constant";
+    style: LrDecayStyle;
+    /** `--lr-wsd-decay-style` (with style "WSD"). */
+    wsdStyle: WsdDecayStyle;
+    /** `--lr-wsd-decay-iters` (with style "WSD", counted in iterations). */
+    wsdDecayIters?: number;
+    /** `--lr-wsd-decay-samples` (with style "WSD" and `trainSamples`). */
+    wsdDecaySamples?: number;
   };
   /** Gradient-norm clip (0 = off). */
   clipGrad: number;
@@ -229,8 +241,25 @@ export function parseSplit(s: string): DataSplit {
   return { train: train / sum, valid: valid / sum, test: test / sum };
 }
 
-function lrStyle(s: string | undefined): "cosine" | "linear" | "constant" {
-  return s === "linear" || s === "constant" ? s : "cosine";
+/** `s` where it is one of `values` (flag parsing has checked it), else `fallback`. */
+function oneOf<T extends string>(values: readonly T[], s: string | undefined, fallback: T): T {
+  return values.includes(s as T) ? s as T : fallback;
+}
+
+/**
+ * `--lr` over the final learning rate when `--min-lr` is not given: nanoGPT's
+ * tenth (its `min_lr` "~= learning_rate/10 per Chinchilla"), so that any
+ * `--lr` has a decay to follow. Megatron's default is 0.
+ */
+export const MIN_LR_DIVISOR = 10;
+
+/**
+ * `--min-lr` for `--lr` when not given: `lr` / {@link MIN_LR_DIVISOR}, to 15
+ * significant digits, so that it reads as written (3e-3 gives 3e-4, not
+ * 0.00030000000000000003) in messages and saved arguments.
+ */
+export function defaultMinLr(lr: number): number {
+  return Number((lr / MIN_LR_DIVISOR).toPrecision(15));
 }
 
 const num = (f: FlagValues, k: string): number => f[k] as number;
@@ -267,14 +296,17 @@ export function trainArgsFromFlags(f: FlagValues): TrainArgs {
     trainSamples: opt(f, "train-samples"),
     lr: {
       peak: num(f, "lr"),
-      min: num(f, "min-lr"),
+      min: opt(f, "min-lr") ?? defaultMinLr(num(f, "lr")),
       warmupIters: num(f, "lr-warmup-iters"),
       warmupFraction: opt(f, "lr-warmup-fraction"),
       warmupSamples: opt(f, "lr-warmup-samples"),
       warmupInit: num(f, "lr-warmup-init"),
       decayIters: opt(f, "lr-decay-iters"),
       decaySamples: opt(f, "lr-decay-samples"),
-      style: lrStyle(str(f, "lr-decay-style")),
+      style: oneOf(LR_DECAY_STYLES, str(f, "lr-decay-style"), "cosine"),
+      wsdStyle: oneOf(WSD_DECAY_STYLES, str(f, "lr-wsd-decay-style"), "exponential"),
+      wsdDecayIters: opt(f, "lr-wsd-decay-iters"),
+      wsdDecaySamples: opt(f, "lr-wsd-decay-samples"),
     },
     clipGrad: num(f, "clip-grad"),
     adam: {
@@ -357,14 +389,25 @@ export function trainItersOf(a: TrainArgs, globalBatch: number): number {
  * `--lr-warmup-samples` (default 0): Megatron's scheduler counts those in
  * samples, `globalBatch` per update, so here they are those lengths divided by
  * `globalBatch`, in updates (core/optim.ts `learningRate` says how exactly that
- * follows Megatron's). `globalBatch` (default `--global-batch-size`) is needed
- * only then.
+ * follows Megatron's). WSD's annealing, `--lr-wsd-decay-iters` (or samples), is
+ * converted the same way. `globalBatch` (default `--global-batch-size`) is needed
+ * for a run counted in samples; given, it also sets the schedule's `stepIters`
+ * (one sample, in updates), which only the inverse square root without a
+ * warm-up reads.
  */
 export function lrScheduleOf(
   a: TrainArgs,
   globalBatch: number | undefined = a.globalBatch,
 ): LrSchedule {
-  const common = { lr: a.lr.peak, minLr: a.lr.min, initLr: a.lr.warmupInit, style: a.lr.style };
+  const common = {
+    lr: a.lr.peak,
+    minLr: a.lr.min,
+    initLr: a.lr.warmupInit,
+    style: a.lr.style,
+    ...(a.lr.style === "WSD" ? { wsdStyle: a.lr.wsdStyle } : {}),
+    // Megatron's scheduler counts samples, a global batch an update.
+    ...(globalBatch !== undefined ? { stepIters: 1 / globalBatch } : {}),
+  };
   const fraction = a.lr.warmupFraction;
   if (a.trainSamples !== undefined) {
     if (globalBatch === undefined) {
@@ -381,6 +424,9 @@ export function lrScheduleOf(
       ...common,
       warmupIters: warmupSamples / globalBatch,
       decayIters: decaySamples / globalBatch,
+      ...(a.lr.wsdDecaySamples !== undefined
+        ? { wsdDecayIters: a.lr.wsdDecaySamples / globalBatch }
+        : {}),
     };
   }
   const decayIters = a.lr.decayIters ?? a.trainIters;
@@ -388,6 +434,7 @@ export function lrScheduleOf(
     ...common,
     warmupIters: fraction !== undefined ? fraction * decayIters : a.lr.warmupIters,
     decayIters,
+    ...(a.lr.wsdDecayIters !== undefined ? { wsdDecayIters: a.lr.wsdDecayIters } : {}),
   };
 }
 

@@ -7,7 +7,7 @@
 import { AUTOTUNE_FLAGS } from "./autotune.ts";
 import { DIST_FLAG_SPECS } from "./dist.ts";
 import { DEFAULT_INIT_STD } from "../core/nn.ts";
-import { ADAMW_DEFAULTS } from "../core/optim.ts";
+import { ADAMW_DEFAULTS, LR_DECAY_STYLES, WSD_DECAY_STYLES } from "../core/optim.ts";
 import { LOSS_SCALER_DEFAULTS, MAX_LOSS_SCALE } from "../models/loss_scale.ts";
 import { DEFAULT_CLIP_GRAD } from "../models/trainer.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
@@ -44,6 +44,7 @@ import {
   agreeWarmup,
   checkSampleSchedule,
   checkWarmup,
+  checkWsd,
   firstRunOfRestartableJob,
   INIT_STD_FLAG,
   type Refuse,
@@ -51,7 +52,13 @@ import {
   SCHEDULE_FLAGS,
   WARMUP_FLAGS,
 } from "./resume_flags.ts";
-import { gptConfigOf, parseSplit, type TrainArgs, trainArgsFromFlags } from "./train_args.ts";
+import {
+  gptConfigOf,
+  MIN_LR_DIVISOR,
+  parseSplit,
+  type TrainArgs,
+  trainArgsFromFlags,
+} from "./train_args.ts";
 import { precisionArgs } from "./precision_resume.ts";
 
 /** fp16's loss-scaling flags (refused without `--fp16`). */
@@ -65,14 +72,15 @@ export const LOSS_SCALE_FLAGS: readonly string[] = [
 
 /**
  * The flags a run's `--log-json` header records: every training flag given or
- * defaulted, but for those that do not apply to it (a BERT run's GPT-only
+ * defaulted (`--min-lr` as derived from `--lr` when not given), but for those that do not apply to it (a BERT run's GPT-only
  * flags, whose tokenizer is WordPiece; the loss scaler's without `--fp16`; the
  * init std of weights from Hugging Face; `--lr-warmup-iters` beside a warm-up
  * fraction; `--train-iters` and `--lr-warmup-iters` in a run counted in
  * samples).
  */
 export function loggedConfig(a: TrainArgs): Record<string, unknown> {
-  const out = { ...a.flags };
+  // Not given, the final rate is derived from --lr (train_args.ts defaultMinLr).
+  const out: Record<string, unknown> = { ...a.flags, "min-lr": a.lr.min };
   if (a.model.family === "bert") {
     for (const n of GPT_ONLY_FLAGS) delete out[n];
     out.tokenizer = "bert";
@@ -178,7 +186,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
       "--lr-warmup-samples or --lr-warmup-fraction; not --train-iters or the --lr-*-iters)",
   },
   "lr": { type: "float", default: 3e-3, min: 0, help: "peak learning rate" },
-  "min-lr": { type: "float", default: 3e-4, min: 0, help: "final learning rate" },
+  "min-lr": {
+    type: "float",
+    min: 0,
+    help: `final learning rate (default --lr / ${MIN_LR_DIVISOR}; Megatron's is 0)`,
+  },
   "lr-warmup-iters": {
     type: "int",
     default: 30,
@@ -214,8 +226,27 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   "lr-decay-style": {
     type: "string",
     default: "cosine",
-    choices: ["cosine", "linear", "constant"],
-    help: "decay after warm-up",
+    choices: LR_DECAY_STYLES,
+    help: "decay after warm-up (Megatron's styles; WSD: --lr until the last " +
+      "--lr-wsd-decay-iters of the decay, which anneal to --min-lr)",
+  },
+  "lr-wsd-decay-style": {
+    type: "string",
+    default: "exponential",
+    choices: WSD_DECAY_STYLES,
+    help: "with --lr-decay-style WSD: the shape of the annealing (Megatron's)",
+  },
+  "lr-wsd-decay-iters": {
+    type: "int",
+    min: 1,
+    help: "with --lr-decay-style WSD: the annealing's length, the decay's last iterations " +
+      "(Megatron's; needed by WSD)",
+  },
+  "lr-wsd-decay-samples": {
+    type: "int",
+    min: 1,
+    help: "with --lr-decay-style WSD and --train-samples: the annealing's length in samples " +
+      "(Megatron's)",
   },
   "override-opt-param-scheduler": {
     type: "boolean",
@@ -556,9 +587,11 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     );
   }
   checkTopP(f);
-  if ((f["min-lr"] as number) > (f["lr"] as number)) {
+  // Not given, it is a share of --lr (train_args.ts), never above it.
+  if ((f["min-lr"] as number | undefined ?? 0) > (f["lr"] as number)) {
     throw new UsageError(`--min-lr ${f["min-lr"]} is above --lr ${f["lr"]}`);
   }
+  checkWsd(f);
   if (f.model === "bert" && (f["seq-length"] as number) < 5) {
     throw new UsageError(
       `BERT needs --seq-length ≥ 5 ([CLS] A [SEP] B [SEP]), got ${f["seq-length"]}`,
@@ -724,6 +757,14 @@ export function checkpointArgs(
       ? { "lr-decay-samples": a.lr.decaySamples ?? a.trainSamples }
       : { "lr-decay-iters": a.lr.decayIters ?? a.trainIters }),
     "lr-decay-style": a.lr.style,
+    ...(a.lr.style === "WSD"
+      ? {
+        "lr-wsd-decay-style": a.lr.wsdStyle,
+        ...(samples
+          ? { "lr-wsd-decay-samples": a.lr.wsdDecaySamples }
+          : { "lr-wsd-decay-iters": a.lr.wsdDecayIters }),
+      }
+      : {}),
     ...(samples ? { "train-samples": a.trainSamples, "global-batch-size": globalBatch } : {}),
     ...(initStd !== undefined ? { [INIT_STD_FLAG]: initStd } : {}),
     ...precisionArgs(a.precision.half),

@@ -102,7 +102,11 @@ export {
   type ClipScaling,
   gradSumSquares,
   learningRate,
+  LR_DECAY_STYLES,
+  type LrDecayStyle,
   type LrSchedule,
+  WSD_DECAY_STYLES,
+  type WsdDecayStyle,
 } from "./optim.ts";
 export { checkDraw, deriveSeed, type RngDraw, RngStream } from "./rng.ts";
 export {

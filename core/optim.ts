@@ -558,9 +558,52 @@ export interface LrSchedule {
    * whole number.
    */
   decayIters: number;
-  /** Shape of the decay after warm-up. */
-  style?: "cosine" | "linear" | "constant";
+  /** Shape of the decay after warm-up (default "cosine"; see {@link LrDecayStyle}). */
+  style?: LrDecayStyle;
+  /**
+   * With style "WSD": the annealing's length, the last iterations of the decay
+   * (Megatron's `--lr-wsd-decay-iters`); any finite number > 0, at most `decayIters`.
+   */
+  wsdDecayIters?: number;
+  /**
+   * One step of Megatron's scheduler in updates (default 1): it counts samples,
+   * so 1 / the global batch. Only "inverse-square-root" without a warm-up
+   * depends on it, through Megatron's floor of one step: its first updates run
+   * at `lr`·√(step / iter), not `lr` / √iter.
+   */
+  stepIters?: number;
+  /** With style "WSD": the annealing's shape (Megatron's `--lr-wsd-decay-style`; default "exponential"). */
+  wsdStyle?: WsdDecayStyle;
 }
+
+/**
+ * The decay styles of Megatron's `--lr-decay-style`: "cosine" and "linear" from
+ * `lr` to `minLr`; "constant" (`lr` throughout, after the warm-up);
+ * "inverse-square-root" (`lr`·√warmupIters / √iter, never below `minLr`;
+ * see {@link LrSchedule.stepIters} for no warm-up); "WSD", warm-up, stable, decay (`lr` until the last `wsdDecayIters`
+ * of the decay, which anneal to `minLr` in the `wsdStyle` shape).
+ */
+export type LrDecayStyle = "cosine" | "linear" | "constant" | "inverse-square-root" | "WSD";
+
+/** The decay styles, in the order of {@link LrDecayStyle}. */
+export const LR_DECAY_STYLES: readonly LrDecayStyle[] = [
+  "cosine",
+  "linear",
+  "constant",
+  "inverse-square-root",
+  "WSD",
+];
+
+/** The annealing shapes of a "WSD" schedule (Megatron's `--lr-wsd-decay-style`). */
+export type WsdDecayStyle = "exponential" | "linear" | "cosine" | "minus_sqrt";
+
+/** The annealing shapes, in the order of {@link WsdDecayStyle}. */
+export const WSD_DECAY_STYLES: readonly WsdDecayStyle[] = [
+  "exponential",
+  "linear",
+  "cosine",
+  "minus_sqrt",
+];
 
 /**
  * Throws a clear error for a schedule {@link learningRate} cannot follow: a
@@ -590,9 +633,31 @@ export function checkLrSchedule(s: LrSchedule): void {
     throw new Error(`LrSchedule: initLr ${s.initLr} is above lr ${s.lr} (the warm-up rises to lr)`);
   }
   rate("warmupIters", s.warmupIters ?? 0);
-  if ((s.style ?? "cosine") !== "constant") rate("decayIters", s.decayIters);
-  if (!["cosine", "linear", "constant"].includes(s.style ?? "cosine")) {
-    throw new Error(`LrSchedule: style must be "cosine", "linear" or "constant", got ${s.style}`);
+  const style = s.style ?? "cosine";
+  if (style !== "constant") rate("decayIters", s.decayIters);
+  if (!LR_DECAY_STYLES.includes(style)) {
+    throw new Error(
+      `LrSchedule: style must be one of ${LR_DECAY_STYLES.join(", ")}, got ${s.style}`,
+    );
+  }
+  const step = s.stepIters ?? 1;
+  if (!(typeof step === "number" && step > 0 && step <= 1)) {
+    throw new Error(`LrSchedule: stepIters must be a number in (0, 1], got ${s.stepIters}`);
+  }
+  if (style === "WSD") {
+    const w = s.wsdDecayIters;
+    if (typeof w !== "number" || !(w > 0 && w <= s.decayIters)) {
+      // Megatron asserts the length is given; past the decay's start it would anneal from above lr.
+      throw new Error(
+        `LrSchedule: style "WSD" needs wsdDecayIters, a number in (0, decayIters ${s.decayIters}], ` +
+          `got ${w}`,
+      );
+    }
+    if (!WSD_DECAY_STYLES.includes(s.wsdStyle ?? "exponential")) {
+      throw new Error(
+        `LrSchedule: wsdStyle must be one of ${WSD_DECAY_STYLES.join(", ")}, got ${s.wsdStyle}`,
+      );
+    }
   }
 }
 
@@ -601,7 +666,8 @@ export function checkLrSchedule(s: LrSchedule): void {
  * as Megatron's `OptimizerParamScheduler.get_lr` at `num_steps = iter` (counted
  * in iterations here, in samples there): `initLr + (lr − initLr)·iter/warmupIters`
  * up to and including `warmupIters`, then the decay from `lr` at `warmupIters`
- * to `minLr` at `decayIters`, and `minLr` after (`lr` throughout for "constant").
+ * to `minLr` at `decayIters`, and `minLr` after (`lr` throughout for "constant";
+ * {@link LrDecayStyle} gives each style's shape).
  *
  * A schedule Megatron counts in samples (`--train-samples`, warm-up W and decay
  * D samples, global batch G: its `num_steps` is `iter`·G) is this one with
@@ -621,10 +687,38 @@ export function learningRate(iter: number, s: LrSchedule): number {
   const style = s.style ?? "cosine";
   if (style === "constant") return s.lr;
   if (iter > s.decayIters) return minLr;
+  if (style === "inverse-square-root") {
+    const step = s.stepIters ?? 1;
+    return Math.max(
+      minLr,
+      (s.lr * Math.sqrt(Math.max(warm, step))) / Math.sqrt(Math.max(iter, step)),
+    );
+  }
+  if (style === "WSD") {
+    // Stable at lr until the annealing, the decay's last wsdDecayIters.
+    const annealStart = s.decayIters - s.wsdDecayIters!;
+    if (iter <= annealStart) return s.lr;
+    const t = (iter - annealStart) / s.wsdDecayIters!;
+    return minLr + (s.lr - minLr) * wsdCoefficient(s.wsdStyle ?? "exponential", t);
+  }
   // Past the warm-up and within the decay: decayIters > warm, but for iteration 0 of a schedule
   // without warm-up or decay length, which starts at lr.
   const span = s.decayIters - warm;
   const t = span > 0 ? Math.max(0, (iter - warm) / span) : 0;
   const f = style === "linear" ? 1 - t : 0.5 * (1 + Math.cos(Math.PI * t));
   return minLr + (s.lr - minLr) * f;
+}
+
+/** The share of `lr − minLr` left a fraction `t` into a WSD annealing (Megatron's shapes). */
+function wsdCoefficient(style: WsdDecayStyle, t: number): number {
+  switch (style) {
+    case "linear":
+      return 1 - t;
+    case "cosine":
+      return 0.5 * (1 + Math.cos(Math.PI * t));
+    case "exponential":
+      return 2 * 0.5 ** t - 1;
+    case "minus_sqrt":
+      return 1 - Math.sqrt(t);
+  }
 }

@@ -212,6 +212,31 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
     T("negative value without =", ["--adam-beta1", "-0.5"], /--adam-beta1 takes a value/),
     T("--min-lr above --lr", ["--lr", "0.1", "--min-lr", "1"], /--min-lr 1 is above --lr 0.1/),
     T(
+      "WSD without its annealing's length",
+      ["--lr-decay-style", "WSD"],
+      /--lr-decay-style WSD needs --lr-wsd-decay-iters N: the annealing's length, the last iterations of the decay/,
+    ),
+    T(
+      "--lr-wsd-decay-iters without WSD",
+      ["--lr-wsd-decay-iters", "3"],
+      /--lr-wsd-decay-iters 3 applies to --lr-decay-style WSD only, and the style is cosine/,
+    ),
+    T(
+      "WSD's annealing longer than the decay",
+      ["--lr-decay-style", "WSD", "--lr-wsd-decay-iters", "50", "--train-iters", "10"],
+      /--lr-wsd-decay-iters 50 is longer than the decay, 10 \(--train-iters\)/,
+    ),
+    T(
+      "WSD's annealing in iterations in a run counted in samples",
+      ["--train-samples", "64", "--lr-decay-style", "WSD", "--lr-wsd-decay-iters", "2"],
+      /--lr-wsd-decay-iters 2 counts iterations, and this run counts samples .*: give --lr-wsd-decay-samples/,
+    ),
+    T(
+      "WSD's annealing in samples in a run counted in iterations",
+      ["--lr-decay-style", "WSD", "--lr-wsd-decay-samples", "8"],
+      /--lr-wsd-decay-samples 8 counts samples, and this run counts iterations/,
+    ),
+    T(
       "BERT sequence too short",
       ["--model", "bert", "--seq-length", "4"],
       /BERT needs --seq-length/,

@@ -313,7 +313,10 @@ Deno.test("a flag given twice: the last value counts, but every value must be va
   });
   throws(
     () => parseFlags(["--lr-decay-style", "foo", "--lr-decay-style", "linear"], TRAIN_FLAGS),
-    { message: '--lr-decay-style must be one of cosine, linear, constant, got "foo"' },
+    {
+      message:
+        '--lr-decay-style must be one of cosine, linear, constant, inverse-square-root, WSD, got "foo"',
+    },
   );
   equal(
     parseFlags(["--lr-decay-style", "cosine", "--lr-decay-style", "linear"], TRAIN_FLAGS)[

@@ -230,6 +230,8 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     ["--data-cache-path", "/tmp/cache"],
     ["--no-mmap-bin-files"],
     ["--data-impl", "mmap"],
+    ["--optimizer", "adam"],
+    ["--weight-decay-incr-style", "constant"],
   ];
   for (const args of accepted) equal(refusal(args), null, args.join(" "));
   const refused: [string[], RegExp][] = [
@@ -289,11 +291,17 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     [["--tokenizer-model", "tok.model"], /built in/],
     [["--test-data-path", "t_text_document"], /--valid-data-path/],
     [["--use-legacy-models"], /this project's own/],
+    [["--optimizer", "sgd"], /AdamW with decoupled weight decay .*; adam is accepted$/],
+    [["--weight-decay-incr-style", "linear"], /weight decay is constant here/],
+    [["--start-weight-decay", "0.01"], /weight decay is constant here \(--weight-decay\)/],
+    [["--end-weight-decay", "0.1"], /increment from --start-weight-decay/],
+    [["--decoupled-lr", "0.0001"], /one schedule here .*embedding and output layers/],
+    [["--decoupled-min-lr", "0.00001"], /embedding and output layers/],
   ];
   for (const [args, re] of refused) {
     const m = refusal(args);
     ok(m !== null, `${args.join(" ")} was accepted`);
-    ok(m.startsWith(`${args.join(" ").replace("1e-2", "0.01")}: `), m);
+    ok(m.startsWith(`${args.join(" ").replace("1e-2", "0.01").replace("1e-4", "0.0001")}: `), m);
     match(m, re, args.join(" "));
   }
   // Megatron's sample-counted length and schedule are implemented (tests/train_samples_test.ts):

@@ -236,6 +236,99 @@ Deno.test("learning rate: Megatron's schedule counted in samples, as W / G and D
   }
 });
 
+Deno.test("learning rate: Megatron's inverse-square-root and WSD styles, in iterations and in samples", () => {
+  // By hand (values from Python): inverse square root, warm-up 4: lr·2/√iter after it.
+  const inv = { lr: 1e-3, minLr: 1e-4, warmupIters: 4, decayIters: 100 };
+  const isr = { ...inv, style: "inverse-square-root" as const };
+  assertClose([learningRate(2, isr)], [5e-4]); // warming up
+  assertClose([learningRate(16, isr)], [5e-4]);
+  assertClose([learningRate(25, isr)], [4e-4]);
+  assertClose([learningRate(99, isr)], [2.0100756305184241e-4]);
+  assertClose([learningRate(101, isr)], [1e-4]); // past the decay: min-lr
+  // No warm-up: lr at iteration 0 and 1 (Megatron's max(·, 1)), never below min-lr.
+  const noWarm = { lr: 1e-3, minLr: 3e-4, decayIters: 1000, style: "inverse-square-root" as const };
+  assertClose([learningRate(0, noWarm), learningRate(1, noWarm)], [1e-3, 1e-3]);
+  assertClose([learningRate(4, noWarm), learningRate(100, noWarm)], [5e-4, 3e-4]);
+  // Megatron counts samples: at a global batch of 4 its floor is a quarter of an update.
+  assertClose([learningRate(1, { ...noWarm, stepIters: 0.25 })], [5e-4]);
+  // WSD: warm-up 10, stable to 80, annealing over the decay's last 20 (80..100).
+  const wsd = { lr: 1e-3, minLr: 1e-4, warmupIters: 10, decayIters: 100, wsdDecayIters: 20 };
+  const at = (iter: number, wsdStyle: "exponential" | "linear" | "cosine" | "minus_sqrt") =>
+    learningRate(iter, { ...wsd, style: "WSD", wsdStyle });
+  assertClose([at(5, "linear"), at(11, "linear"), at(80, "linear")], [5e-4, 1e-3, 1e-3]);
+  assertClose([at(90, "linear")], [5.5e-4]);
+  assertClose([at(85, "cosine")], [1e-4 + 9e-4 * 0.8535533905932737]);
+  assertClose([at(90, "exponential")], [1e-4 + 9e-4 * 0.41421356237309515]);
+  assertClose([at(95, "minus_sqrt")], [1e-4 + 9e-4 * 0.1339745962155614]);
+  assertClose([at(100, "exponential"), at(100, "minus_sqrt"), at(101, "cosine")], [
+    1e-4,
+    1e-4,
+    1e-4,
+  ]);
+  assertClose([learningRate(90, { ...wsd, style: "WSD" })], [at(90, "exponential")]);
+  // Against Megatron's get_lr, counted in samples as its scheduler counts them.
+  for (const G of [1, 3, 8]) {
+    for (const W of [0, 6, 16]) {
+      for (const [D, A] of [[40, 10], [37, 37], [100, 7]]) {
+        const styles = [
+          ["inverse-square-root", undefined],
+          ...(["exponential", "linear", "cosine", "minus_sqrt"] as const).map((w) =>
+            ["WSD", w] as const
+          ),
+        ] as const;
+        for (const [style, wsdStyle] of styles) {
+          const s = {
+            lr: 1e-3,
+            minLr: 1e-4,
+            initLr: 2e-4,
+            warmupIters: W / G,
+            decayIters: D / G,
+            style,
+            stepIters: 1 / G,
+            ...(style === "WSD" ? { wsdDecayIters: A / G, wsdStyle } : {}),
+          };
+          const m = {
+            maxLr: 1e-3,
+            minLr: 1e-4,
+            initLr: 2e-4,
+            warmupSteps: W,
+            decaySteps: D,
+            style,
+            wsdDecaySteps: A,
+            wsdStyle,
+          };
+          for (let iter = 0; iter * G <= D + 2 * G; iter++) {
+            assertClose([learningRate(iter, s)], [megatronGetLr(iter * G, m)], {
+              rtol: 1e-12,
+              atol: 0,
+              what: `G ${G}, W ${W}, D ${D}, ${style} ${wsdStyle ?? ""}, update ${iter}`,
+            });
+          }
+        }
+      }
+    }
+  }
+  throws(
+    () => checkLrSchedule({ lr: 1e-3, decayIters: 10, style: "WSD" }),
+    /style "WSD" needs wsdDecayIters/,
+  );
+  throws(
+    () => checkLrSchedule({ lr: 1e-3, decayIters: 10, style: "WSD", wsdDecayIters: 11 }),
+    /in \(0, decayIters 10\], got 11/,
+  );
+  throws(
+    () =>
+      checkLrSchedule({
+        lr: 1e-3,
+        decayIters: 10,
+        style: "WSD",
+        wsdDecayIters: 5,
+        wsdStyle: "square" as "linear",
+      }),
+    /wsdStyle must be one of exponential, linear, cosine, minus_sqrt/,
+  );
+});
+
 Deno.test("checkLrSchedule: fractional warm-ups and decays pass; a warm-up start above lr or below 0 is refused", () => {
   checkLrSchedule({ lr: 1e-3, warmupIters: 2.4, initLr: 1e-3, decayIters: 6 });
   // Megatron's --lr-decay-samples 36 at a global batch of 8: the decay ends at update 4.5.

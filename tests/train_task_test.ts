@@ -14,6 +14,7 @@ import {
   TINY_MODEL_FLAGS,
   TINY_RUN_FLAGS,
 } from "./cli_helpers.ts";
+import { megatronGetLr, type MegatronLrOptions } from "./megatron_lr.ts";
 import { tempDir } from "./temp_dir.ts";
 
 const tiny = [
@@ -123,7 +124,7 @@ Deno.test("train: --load continues the saved learning-rate schedule; a disagreei
   await Deno.remove(`${dir}/log.jsonl`);
   const overridden = await resume("--lr", "0.1", "--override-opt-param-scheduler");
   strictEqual(overridden.code, 0, overridden.stderr);
-  // The command line's schedule: lr 0.1, min 3e-4 by default, 30 warm-up steps; iteration 5
+  // The command line's schedule: lr 0.1, min a tenth of it by default, 30 warm-up steps; iteration 5
   // applies the fifth update, Megatron's lr·4/30.
   const first5 = records(await Deno.readTextFile(`${dir}/log.jsonl`))[0].lr;
   ok(Math.abs(first5 - 0.1 * 4 / 30) < 1e-9, `lr ${first5}`);
@@ -132,6 +133,101 @@ Deno.test("train: --load continues the saved learning-rate schedule; a disagreei
   strictEqual(earlier.code, 0, earlier.stderr);
   match(earlier.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
   match(earlier.stdout, /iteration\s+3\/\s*6/);
+});
+
+Deno.test("train: Megatron's WSD and inverse-square-root styles follow its get_lr step by step and resume; a low --lr decays to a tenth of it", async () => {
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const G = 2; // TINY_MODEL_FLAGS' micro-batch, one rank: Megatron's scheduler steps G samples
+  const run = (log: string, ...extra: string[]) =>
+    runCli("cli/train.ts", [
+      ...tiny,
+      "--log-json",
+      `${dir}/${log}`,
+      "--optimizer",
+      "adam",
+      ...extra,
+    ]);
+  const lrs = async (log: string) =>
+    records(await Deno.readTextFile(`${dir}/${log}`)).map((r) => r.lr);
+  const megatron = (o: Partial<MegatronLrOptions>, from: number, n: number) =>
+    Array.from({ length: n }, (_, i) =>
+      megatronGetLr((from + i) * G, {
+        maxLr: 1e-3,
+        minLr: 1e-4,
+        initLr: 0,
+        warmupSteps: G,
+        decaySteps: 6 * G,
+        style: "WSD",
+        ...o,
+      }));
+  const close = (got: number[], want: number[], what: string) => {
+    equal(got.length, want.length, what);
+    got.forEach((g, i) => ok(Math.abs(g - want[i]) <= 1e-15 + 1e-12 * want[i], `${what} ${i}`));
+  };
+  // WSD: warm-up 1, stable, the last 3 of a 6-iteration decay annealing linearly to --min-lr, which
+  // is --lr / 10 when not given; saved, and continued by a resume that names none of it.
+  const wsd = ["--lr", "0.001", "--lr-warmup-iters", "1", "--lr-decay-style", "WSD"];
+  const first = await run(
+    "wsd.jsonl",
+    ...wsd,
+    ...["--lr-wsd-decay-iters", "3", "--lr-wsd-decay-style", "linear", "--train-iters", "4"],
+    ...["--lr-decay-iters", "6"],
+    ...["--save", `${dir}/ck`],
+  );
+  strictEqual(first.code, 0, first.stderr);
+  close(
+    await lrs("wsd.jsonl"),
+    megatron({ wsdDecaySteps: 3 * G, wsdStyle: "linear" }, 0, 4),
+    "WSD",
+  );
+  const header = JSON.parse((await Deno.readTextFile(`${dir}/wsd.jsonl`)).split("\n")[0]);
+  equal(header.config["min-lr"], 1e-4);
+  const meta = JSON.parse(await Deno.readTextFile(`${dir}/ck/iter_0000004/checkpoint.json`));
+  deepEqual(
+    [meta.state.args["lr-wsd-decay-style"], meta.state.args["lr-wsd-decay-iters"]],
+    ["linear", 3],
+  );
+  const resumed = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--load", `${dir}/ck`, "--train-iters", "7", "--log-json", `${dir}/resumed.jsonl`],
+  ]);
+  strictEqual(resumed.code, 0, resumed.stderr);
+  close(
+    await lrs("resumed.jsonl"),
+    megatron({ wsdDecaySteps: 3 * G, wsdStyle: "linear" }, 4, 3),
+    "WSD resumed",
+  );
+  // Megatron's default annealing shape, exponential.
+  const expo = await run("expo.jsonl", ...wsd, "--lr-wsd-decay-iters", "4", "--train-iters", "6");
+  strictEqual(expo.code, 0, expo.stderr);
+  close(await lrs("expo.jsonl"), megatron({ wsdDecaySteps: 4 * G }, 0, 6), "WSD exponential");
+  // Inverse square root without a warm-up: Megatron's floor is one sample, 1/G of an update.
+  const isr = await run(
+    "isr.jsonl",
+    ...["--lr", "0.001", "--min-lr", "0.0002", "--lr-warmup-iters", "0"],
+    ...["--lr-decay-style", "inverse-square-root", "--train-iters", "6"],
+  );
+  strictEqual(isr.code, 0, isr.stderr);
+  close(
+    await lrs("isr.jsonl"),
+    megatron({ style: "inverse-square-root", warmupSteps: 0, minLr: 2e-4 }, 0, 6),
+    "inverse square root",
+  );
+  // A fine-tuning rate below the old fixed default --min-lr (3e-4) trains, decaying to 1e-6.
+  const low = await run(
+    "low.jsonl",
+    "--lr",
+    "1e-5",
+    "--lr-warmup-iters",
+    "0",
+    "--train-iters",
+    "2",
+  );
+  strictEqual(low.code, 0, low.stderr);
+  const lowHeader = JSON.parse((await Deno.readTextFile(`${dir}/low.jsonl`)).split("\n")[0]);
+  equal(lowHeader.config["min-lr"], 1e-6);
+  close(await lrs("low.jsonl"), [1e-5, 1e-6 + 9e-6 * 0.5], "--lr 1e-5");
 });
 
 Deno.test("train: --use-checkpoint-args resumes with no model flags; the tracker file is written and read", async () => {
