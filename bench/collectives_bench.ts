@@ -63,7 +63,7 @@ async function tcpGBs(): Promise<number> {
       args: [
         "run",
         ...grantedPermissionFlags(),
-        new URL("collectives/bench_worker.ts", root).pathname,
+        new URL("collectives/bench_worker.ts", root).href,
         "--tcp-sink",
         String(port),
       ],
@@ -123,7 +123,7 @@ async function tcpSweep<Row = BenchRow>(
       args: [
         "run",
         ...grantedPermissionFlags(),
-        new URL("cli/launch.ts", root).pathname,
+        new URL("cli/launch.ts", root).href,
         "--nnodes",
         String(n),
         "--node-rank",
@@ -138,7 +138,7 @@ async function tcpSweep<Row = BenchRow>(
         "60s",
         "--host-shm",
         hostShm,
-        worker.pathname,
+        worker.href,
         sizes.join(","),
         "--print",
       ],

@@ -83,7 +83,7 @@ async function runOne(
   const args = [
     "run",
     ...grantedPermissionFlags(),
-    new URL("../cli/train.ts", import.meta.url).pathname,
+    new URL("../cli/train.ts", import.meta.url).href,
     "--model",
     "bert",
     "--num-layers",

@@ -38,6 +38,7 @@
  * @module
  */
 
+import { fileURLToPath as fromFileUrl } from "node:url";
 import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
 import { matmulPlan } from "../kernels/matmul.ts";
 import { matmulOptions } from "../core/ops/matmul.ts";
@@ -223,7 +224,7 @@ async function torch(o: TorchCompareOptions, spec: unknown): Promise<TorchOut | 
   try {
     const out = await outputOrStop(o.python, {
       env: o.torchMalloc === "keep" ? TORCH_KEEP_MALLOC : {},
-      args: [new URL("./torch_peer.py", import.meta.url).pathname, JSON.stringify(spec)],
+      args: [fromFileUrl(new URL("./torch_peer.py", import.meta.url)), JSON.stringify(spec)],
     });
     const err = new TextDecoder().decode(out.stderr);
     if (!out.success) {
@@ -305,7 +306,7 @@ async function matmulRowsInChild(backends: BackendName[]): Promise<[BackendName,
     args: [
       "run",
       "-A",
-      new URL(import.meta.url).pathname,
+      import.meta.url,
       "--matmul-row",
       "--backends",
       backends.join(","),
@@ -391,7 +392,7 @@ async function projectGpt2(
     args: [
       "run",
       "-A",
-      new URL("./gpt2_scale.ts", import.meta.url).pathname,
+      new URL("./gpt2_scale.ts", import.meta.url).href,
       ...gpt2ScaleArgs(tp, placement, o.gpt2Steps, o.gpt2Backend, o.gpt2Dir),
     ],
     ...envWithoutOwnWidth(),

@@ -152,7 +152,9 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
     if (warning) console.error(warning);
   }
   const distTimeout = opts.distTimeout ?? "120s";
-  const launcher = new URL("./launch.ts", import.meta.url).pathname;
+  // URLs, not paths: the library may be imported over http, or from a folder whose name has to
+  // be percent-encoded in a URL.
+  const launcher = new URL("./launch.ts", import.meta.url).href;
   // On a host with several GPUs, process i drives GPU i.
   const gpus = listHostGpus().length;
   // Other runs may have taken the port between freeLocalPort and rendezvous: a run id keeps them apart.
@@ -163,6 +165,7 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
       Deno.execPath(),
       "run",
       ...grantedPermissionFlags(),
+      "--unstable-webgpu",
       launcher,
       ...(ranks > 1
         ? ["--nnodes", String(ranks), "--node-rank", String(i), "--nproc-per-node", "1"]
@@ -177,7 +180,7 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
       distTimeout,
       ...(gpus >= ranks ? ["--devices", String(i)] : []),
       ...(opts.launchFlags ?? []),
-      opts.worker.pathname,
+      opts.worker.href,
       ...opts.args,
     ];
     const argv = pin ? ["taskset", "-c", String(coreOf(i)), ...deno] : deno;
@@ -187,7 +190,6 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
       : {};
     return new Deno.Command(argv[0], {
       args: argv.slice(1),
-      cwd: new URL("../", import.meta.url).pathname,
       env,
       stdin: "null",
       stdout: "piped",

@@ -18,6 +18,8 @@ import type { Profile } from "../cli/profile.ts";
 import { runCli, TINY_MODEL_FLAGS } from "./cli_helpers.ts";
 import { replayRepeats } from "../core/profiler.ts";
 import { splitCommWaits } from "../models/parallel/hooks.ts";
+import { tempDir } from "./temp_dir.ts";
+import { fileURLToPath as fromFileUrl, pathToFileURL as toFileUrl } from "node:url";
 
 /** 1 layer: 2 embeddings + 12 tensors per layer + the final layer norm's 2. */
 const PARAM_TENSORS = 16;
@@ -181,6 +183,36 @@ Deno.test("profile: counts agree across timing methods and backends", async () =
   const dawn = await profile("dawn", "auto");
   checkCounts(dawn);
   assertEquals(dispatchesByKernel(dawn), dispatchesByKernel(deno));
+});
+
+Deno.test("profile --launcher procs: from a folder whose name has a space, run from another folder (the rank processes take URLs and the caller's folder)", async () => {
+  // The module's folder has a space (a URL spells it %20), and the caller's folder is not the
+  // repository's: the ranks were started by the module's URL path, in the repository's folder.
+  await using temp = await tempDir({ prefix: "profile space-" });
+  const repo = `${temp.path}/the repo`;
+  await Deno.symlink(fromFileUrl(new URL("../", import.meta.url)), repo);
+  const xdg = `${temp.path}/xdg`;
+  await Deno.mkdir(xdg, { mode: 0o700 });
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-webgpu",
+      toFileUrl(`${repo}/cli/profile.ts`).href,
+      ...TINY_MODEL_FLAGS,
+      ...["--tensor-model-parallel-size", "2", "--launcher", "procs", "--backend", "dawn"],
+      ...["--steps", "1", "--warmup", "1", "--no-matmul-autotune", "--json"],
+    ],
+    cwd: temp.path,
+    env: { XDG_RUNTIME_DIR: xdg, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(240_000),
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 0, stderr);
+  const ps = JSON.parse(new TextDecoder().decode(out.stdout)) as Profile[];
+  assertEquals(ps.map((p) => [p.tp, p.rank]), [[2, 0], [2, 1]]);
 });
 
 for (const launcher of ["workers", "procs"]) {
