@@ -12,6 +12,7 @@
  * @module
  */
 
+import { pathToFileURL } from "node:url";
 import { splitDistArgs } from "../collectives/env.ts";
 import { launch } from "../collectives/launch.ts";
 import { oneLine } from "../core/files.ts";
@@ -57,7 +58,7 @@ export function main(args: string[]): Promise<number> {
       );
     }
     const cfg = distConfig(split.flags);
-    const url = new URL(rest[0], `file://${Deno.cwd()}/`);
+    const url = new URL(rest[0], pathToFileURL(`${Deno.cwd()}/`));
     if (url.protocol === "file:") {
       try {
         await Deno.stat(url);

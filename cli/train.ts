@@ -244,10 +244,15 @@ async function runRanks(
     }
     // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
     // those before the ranks run (a rendezvous that times out, a store out of reach).
-    return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
-      ...split.rest,
-      ...rankArgs,
-    ], { log: false, stopping: () => signals?.signal != null });
+    try {
+      return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
+        ...split.rest,
+        ...rankArgs,
+      ], { log: false, stopping: () => signals?.signal != null });
+    } finally {
+      // Its listeners would keep a program that called main() alive after the job.
+      signals?.dispose();
+    }
   }
   const signals = new SignalHandler({ canSave: !!f.save, print: true, workers: false }).install();
   try {

@@ -364,13 +364,15 @@ function exitCodeOf(name: string | undefined): number {
 }
 
 /**
- * Runs this process's ranks (see {@link runWorkers}), then exits deliberately:
- * Workers are terminated, the process waits `settleMs` (default 200) so devices
- * are released, and exits 0 when every rank succeeded, 2 when the job's
+ * Runs this process's ranks (see {@link runWorkers}) and returns the job's exit
+ * code: Workers are terminated, `settleMs` (default 200) passes so devices are
+ * released, and the code is 0 when every rank succeeded, 2 when the job's
  * layout is refused (a {@link DistConfigError}: `--devices`, say), else as
  * {@link exitCodeOf} the first failed rank's error. With
  * `cfg.launcher` "procs", the ranks are instead child processes re-running this
- * program (see {@link runRankProcesses}), and the exit code is theirs.
+ * program (see {@link runRankProcesses}), and the exit code is theirs. The
+ * caller exits with it (the CLIs' `main` returns it): a program that imports a
+ * CLI's `main` goes on after the job.
  *
  * A rank process started by a launcher (`--launcher procs`, torchrun) watches
  * it and exits (code 1) as soon as it is gone: ranks never outlive their
@@ -381,7 +383,7 @@ export async function launch(
   moduleUrl: string | URL,
   args: string[],
   opts: RunOptions & { settleMs?: number } = {},
-): Promise<never> {
+): Promise<number> {
   let code = 1;
   const stopWatching = watchLauncher((why) => {
     const last = cfg.rankBase + cfg.localWorld - 1;
@@ -407,5 +409,5 @@ export async function launch(
   }
   stopWatching();
   await new Promise((r) => setTimeout(r, opts.settleMs ?? 200));
-  Deno.exit(code);
+  return code;
 }
