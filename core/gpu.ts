@@ -8,7 +8,7 @@
  * @module
  */
 
-import { importDawn } from "../deps.ts";
+import { importDawn } from "../deps/dawn.ts";
 import { pinLibrary, pinLoadedBy } from "./native_libraries.ts";
 import { preferWideVectors } from "./simd.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { importGpt2Encoding, importGpt2Ranks } from "../deps.ts";
+import { importGpt2Encoding, importGpt2Ranks } from "../deps/gpt_tokenizer.ts";
 import { GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_vocab.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 

@@ -20,7 +20,7 @@ import { parseBackend } from "../core/gpu.ts";
 import { toHalfBits } from "../core/half.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { DataRng } from "../data/rng.ts";
-import { importDawn } from "../deps.ts";
+import { importDawn } from "../deps/dawn.ts";
 import { chooseTiling, matmulPlanWith, type MatmulShape } from "../kernels/matmul.ts";
 import { recordPlan } from "../core/ops/matmul.ts";
 import { trainingFlops } from "../models/flops.ts";

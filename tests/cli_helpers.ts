@@ -360,7 +360,7 @@ export function torchMissing(): string | null {
  * point may differ from GPT-2's own where several exist.
  */
 export async function gpt2VocabFiles(): Promise<{ vocab: string; merges: string }> {
-  const { importGpt2Ranks } = await import("../deps.ts");
+  const { importGpt2Ranks } = await import("../deps/gpt_tokenizer.ts");
   const { default: ranks } = await importGpt2Ranks();
   const printable = [
     ...Array.from({ length: 126 - 33 + 1 }, (_, i) => 33 + i),

@@ -1,11 +1,11 @@
 /**
- * The npm pins live in one place: `deps.ts` for the library (versioned `npm:` specifiers, so
+ * The npm pins live in one place: `deps/` for the library (versioned `npm:` specifiers, so
  * `mod.ts` works imported by URL), mirrored in deno.json's `imports` for `deno outdated`; the
  * TF.js comparison's in `bench/tfjs/`, mirrored in `bench/tfjs/deno.json` (its own config and
  * lockfile, so that nothing else installs TF.js). Fails when a pin and its mirror disagree, when
  * a mirrored pin is unused, or when any other module names an npm package itself; and the root
  * lockfile holds the library's packages only (the browser tests' driver is locked in
- * tests/browser/). No GPU.
+ * tests/browser/), and a host-only program of `data/mod.ts` does not fetch Dawn. No GPU.
  * @module
  */
 import assert from "node:assert/strict";
@@ -14,7 +14,7 @@ const root = new URL("../", import.meta.url);
 const SPECIFIER = /["'](npm:((?:@[a-z0-9._-]+\/)?[a-z0-9._-]+)@([0-9][^/"']*)(\/[^"']*)?)["']/g;
 /** Files allowed to name npm packages, and the config whose `imports` mirror their pins. */
 const PIN_FILES: [RegExp, string][] = [
-  [/^deps\.ts$/, "deno.json"],
+  [/^deps\/[a-z_]+\.ts$/, "deno.json"],
   [/^bench\/tfjs\/[^/]+\.ts$/, "bench/tfjs/deno.json"],
 ];
 
@@ -40,7 +40,7 @@ async function* sources(dir: URL, rel = ""): AsyncGenerator<string> {
   }
 }
 
-Deno.test("npm pins: deps.ts and bench/tfjs/ agree with their configs' imports; nothing else pins", async () => {
+Deno.test("npm pins: deps/ and bench/tfjs/ agree with their configs' imports; nothing else pins", async () => {
   const configs = new Map<string, Map<string, string>>();
   for (const [, config] of PIN_FILES) configs.set(config, await mirrored(config));
   const used = new Set<string>();
@@ -51,7 +51,7 @@ Deno.test("npm pins: deps.ts and bench/tfjs/ agree with their configs' imports; 
       const [, spec, name, version] = m;
       const config = PIN_FILES.find(([re]) => re.test(path))?.[1];
       if (config === undefined) {
-        problems.push(`${path}: ${spec} (import it through deps.ts)`);
+        problems.push(`${path}: ${spec} (import it through deps/)`);
         continue;
       }
       used.add(`${config} ${name}`);
@@ -84,4 +84,23 @@ Deno.test("the root lockfile holds the library's npm packages only", async () =>
     [...pins.keys()].sort(),
     `deno.lock's npm specifiers: ${npm.join(", ")}`,
   );
+});
+
+Deno.test("a program of data/mod.ts alone does not fetch Dawn (131 MB); mod.ts's does", async () => {
+  // Deno fetches the targets of a module's literal dynamic imports with it: Dawn's pin and the
+  // tokenizer's are in modules of their own (deps/), so data/ reaches the tokenizer's only.
+  const graph = async (entry: string) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", new URL(entry, root).href],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const json = JSON.parse(new TextDecoder().decode(out.stdout));
+    return JSON.stringify(json.modules.map((m: { specifier: string }) => m.specifier));
+  };
+  const data = await graph("data/mod.ts");
+  assert.ok(!data.includes("webgpu@"), "data/mod.ts reaches npm:webgpu");
+  assert.ok(data.includes("gpt-tokenizer@"), "data/mod.ts no longer reaches gpt-tokenizer");
+  assert.ok((await graph("mod.ts")).includes("webgpu@"), "mod.ts does not reach npm:webgpu");
 });

@@ -10,7 +10,7 @@
 // A test-only dependency, pinned here and locked in tests/browser/deno.lock, apart from the
 // root lockfile: Deno installs every npm package of a lockfile for any command, and a user's
 // first `deno task train` would fetch a browser driver (tests/deps_test.ts keeps npm pins of
-// library code in deps.ts).
+// library code in deps/).
 import puppeteer from "npm:puppeteer-core@25.16.0";
 import type { RunState } from "../../web/protocol.ts";
 import { rootPath } from "../serve_helpers.ts";
