@@ -338,7 +338,7 @@ export function parseFlags(args: string[], table: Record<string, FlagSpec>): Fla
 }
 
 /** Whether `args` hold `--help` or `-h` (before a `--`). */
-function asksHelp(args: readonly string[]): boolean {
+export function asksHelp(args: readonly string[]): boolean {
   const end = args.indexOf("--");
   return (end < 0 ? args : args.slice(0, end)).some((a) => a === "--help" || a === "-h");
 }

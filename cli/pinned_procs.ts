@@ -164,7 +164,7 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
     const deno = [
       Deno.execPath(),
       "run",
-      ...grantedPermissionFlags(),
+      ...grantedPermissionFlags(launcher),
       "--unstable-webgpu",
       launcher,
       ...(ranks > 1

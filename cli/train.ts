@@ -25,7 +25,7 @@ import { DataError } from "../data/errors.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, looksNumeric } from "./data_source.ts";
 import { oneLine } from "../core/files.ts";
 import { handled, LaunchedRankError } from "./errors.ts";
-import { type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
+import { asksHelp, type FlagValues, helpText, parseFlags, UsageError } from "./flags.ts";
 import { checkVocabFiles } from "./megatron_flags.ts";
 import { logFileKind } from "./log.ts";
 import {
@@ -123,6 +123,12 @@ export function main(args: string[]): Promise<number> {
 }
 
 async function run(args: string[]): Promise<number> {
+  // Whatever else the line holds, as parseFlags reads it; before the distributed flags, which
+  // read the environment (run by URL without --allow-env, the help still prints).
+  if (asksHelp(args)) {
+    console.log(helpText(USAGE, TRAIN_FLAGS));
+    return 0;
+  }
   let split: ReturnType<typeof splitDistArgs>;
   try {
     split = splitDistArgs(args);
@@ -133,10 +139,6 @@ async function run(args: string[]): Promise<number> {
   const dist = distConfig(split.flags);
   try {
     const f = parseFlags(split.rest, TRAIN_FLAGS);
-    if (f.help) {
-      console.log(helpText(USAGE, TRAIN_FLAGS));
-      return 0;
-    }
     // What preflight creates for --save is removed again, while still empty, if the run fails
     // (a check after preflight, a --load that cannot be read, a rank's error).
     const made = f.save ? await firstMissingDir(f.save as string) : null;

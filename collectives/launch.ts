@@ -199,6 +199,8 @@ function describeWorkerError(e: ErrorEvent): string {
  * Runs this process's ranks as Workers of `moduleUrl` and resolves when all have
  * finished (or, after a failure, when the rest have failed or a grace period of
  * the dist timeout has passed; stragglers are terminated). Does not exit.
+ * `moduleUrl` is an absolute URL (a relative string is refused: a Worker would
+ * resolve it against this module).
  */
 export async function runWorkers(
   cfg: DistConfig,
@@ -206,6 +208,13 @@ export async function runWorkers(
   args: string[],
   opts: RunOptions = {},
 ): Promise<RunResult> {
+  if (typeof moduleUrl === "string" && !URL.canParse(moduleUrl)) {
+    // A Worker would resolve it against this library's module, not the caller's.
+    throw new TypeError(
+      `runWorkers: the worker module must be an absolute URL, got ${JSON.stringify(moduleUrl)}: ` +
+        `pass new URL(${JSON.stringify(moduleUrl)}, import.meta.url)`,
+    );
+  }
   const log = opts.log ?? true;
   const devices = assignDevices(
     cfg.localWorld,
@@ -254,7 +263,9 @@ export async function runWorkers(
     }
     wakeMain();
   };
-  const savedPrime = Deno.env.get("DRI_PRIME");
+  // Read only where a device is chosen through it: a job without needs no --allow-env.
+  const choosesPrime = devices.some((d) => d.driPrime);
+  const savedPrime = choosesPrime ? Deno.env.get("DRI_PRIME") : undefined;
   try {
     for (let i = 0; i < cfg.localWorld; i++) {
       const rank = cfg.rankBase + i;
@@ -315,8 +326,10 @@ export async function runWorkers(
       }
     }
   } finally {
-    if (savedPrime === undefined) Deno.env.delete("DRI_PRIME");
-    else Deno.env.set("DRI_PRIME", savedPrime);
+    if (choosesPrime) {
+      if (savedPrime === undefined) Deno.env.delete("DRI_PRIME");
+      else Deno.env.set("DRI_PRIME", savedPrime);
+    }
   }
   const timeoutGrace = cfg.distTimeoutMs + 5000;
   const grace = () =>

@@ -49,13 +49,22 @@ const PERMISSION_NAMES = ["read", "write", "net", "env", "run", "ffi", "sys", "i
 /**
  * The `--allow-*` flags of the permissions this process holds unscoped (what `-A` or a permission
  * set such as deno.json's `train` gives), so a rank process gets what its launcher has and no
- * more. A permission granted only for some paths or hosts is left out: the rank is then refused
- * it (its stdin is a pipe: no prompt), and says which.
+ * more. A permission granted only for some paths or hosts is left out (the rank is then refused
+ * it, its stdin a pipe: no prompt, and says which), but for one: a `program` the child runs from
+ * an http(s) URL gets `--allow-import=HOST` for its own host where this process may import from
+ * it (a library imported by URL under `--allow-import=HOST`).
  */
-export function grantedPermissionFlags(): string[] {
-  return PERMISSION_NAMES.filter((name) =>
+export function grantedPermissionFlags(program?: string | URL): string[] {
+  const flags = PERMISSION_NAMES.filter((name) =>
     Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted"
   ).map((name) => `--allow-${name}`);
+  const url = program === undefined ? null : URL.parse(program);
+  if (
+    url && (url.protocol === "http:" || url.protocol === "https:") &&
+    !flags.includes("--allow-import") &&
+    Deno.permissions.querySync({ name: "import", host: url.host }).state === "granted"
+  ) flags.push(`--allow-import=${url.host}`);
+  return flags;
 }
 
 /**
@@ -95,7 +104,7 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
       new Deno.Command(Deno.execPath(), {
         args: [
           "run",
-          ...grantedPermissionFlags(),
+          ...grantedPermissionFlags(program),
           "--unstable-webgpu",
           program,
           ...rest,

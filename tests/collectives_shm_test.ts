@@ -77,3 +77,44 @@ Deno.test("shm: a rank that throws makes the others fail fast", async () => {
   assert.ok(res.ranks.every((r) => /rank 1 failed/.test(r.error!) || r.rank === 1));
   assert.ok(performance.now() - t0 < 5000);
 });
+
+Deno.test("runWorkers: a relative module string is refused (a Worker would resolve it against the library)", async () => {
+  await assert.rejects(() => runWorkers(cfg(2), "./collectives_modes_worker.ts", []), {
+    name: "TypeError",
+    message:
+      'runWorkers: the worker module must be an absolute URL, got "./collectives_modes_worker.ts": ' +
+      'pass new URL("./collectives_modes_worker.ts", import.meta.url)',
+  });
+});
+
+Deno.test("runWorkers: a job that chooses no device through DRI_PRIME needs no --allow-env", async () => {
+  // Before, it read DRI_PRIME whatever the devices: NotCapable, an uncaught trace.
+  const dir = await Deno.makeTempDir({ prefix: "no_env-" });
+  try {
+    const program = `${dir}/program.ts`;
+    await Deno.writeTextFile(
+      program,
+      `import { runWorkers } from ${
+        JSON.stringify(new URL("../collectives/launch.ts", import.meta.url).href)
+      };
+import { resolveDistConfig } from ${
+        JSON.stringify(new URL("../collectives/env.ts", import.meta.url).href)
+      };
+const cfg = resolveDistConfig({ "nproc-per-node": "4", "dist-timeout": "20s" }, {});
+const res = await runWorkers(cfg, ${JSON.stringify(MODES.href)}, ["subgroups"], { log: false });
+console.log(JSON.stringify(res.ranks.map((r) => r.ok)));
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", program],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "[true,true,true,true]");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -110,3 +110,35 @@ Deno.test("deno task launch of the train worker: two ranks in one process open D
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /^device: deno \| .* \| 2 ranks$/m);
 });
+
+Deno.test("rank processes of a program imported by URL get --allow-import for its host, as their launcher holds it", async () => {
+  // A scoped permission is not passed on, but for the one a child needs to load its own program.
+  const dir = await Deno.makeTempDir({ prefix: "granted-" });
+  try {
+    const program = `${dir}/program.ts`;
+    const procs = new URL("../collectives/procs.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      program,
+      `import { grantedPermissionFlags } from ${JSON.stringify(procs)};
+console.log(JSON.stringify([
+  grantedPermissionFlags("http://127.0.0.1:1234/cli/train.ts"),
+  grantedPermissionFlags("http://example.org/cli/train.ts"),
+  grantedPermissionFlags(),
+]));
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-import=127.0.0.1:1234", program],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), [
+      ["--allow-read", "--allow-import=127.0.0.1:1234"],
+      ["--allow-read"],
+      ["--allow-read"],
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -71,6 +71,26 @@ Deno.test("train: --help lists the Megatron flags", async () => {
   }
 });
 
+Deno.test("train: --help needs no permission (the module run by URL, with no flags)", async () => {
+  // The distributed flags read the environment; --help is answered before them.
+  for (const extra of [[], ["--nproc-per-node", "2"]]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--unstable-webgpu",
+        new URL("../cli/train.ts", import.meta.url).href,
+        ...extra,
+        "--help",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    strictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
+    match(new TextDecoder().decode(out.stdout), /^Usage: deno task train/);
+  }
+});
+
 Deno.test("train: stop at a checkpoint and resume gives the same losses", async () => {
   await using temp = await tempDir();
   const dir = temp.path;
