@@ -423,9 +423,10 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
     }
     out[name] = num;
   }
-  // A flag left out takes its environment variable's value, checked as a given one is.
+  // A flag left out takes its environment variable's value, checked as a given one is (not for
+  // --help, which needs no permission).
   for (const [name, s] of Object.entries(specs)) {
-    const raw = s.env && !names.has(name) ? Deno.env.get(s.env) : undefined;
+    const raw = s.env && !names.has(name) && !out.help ? Deno.env.get(s.env) : undefined;
     if (!raw) continue;
     try {
       out[name] = convertedValue(name, name, raw, s);

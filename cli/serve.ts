@@ -20,7 +20,8 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
   "host": {
     type: "string",
     default: "127.0.0.1",
-    help: "address to listen on (0.0.0.0 exposes the page to the network)",
+    help: "address to listen on (0.0.0.0 exposes the page to the network, but a browser gives " +
+      "WebGPU only to https or localhost: from another machine, forward the port, e.g. ssh -L)",
   },
 };
 
@@ -142,20 +143,40 @@ function listenError(e: unknown, f: FlagValues): unknown {
   return e;
 }
 
+/**
+ * What `serve` prints once it listens: the URL to open. Every interface
+ * (0.0.0.0, ::) is not an address a browser opens, and another machine reaches
+ * it over plain http, where a browser gives no WebGPU: localhost is printed,
+ * with how to reach it from elsewhere.
+ */
+export function listeningLine(hostname: string, port: number): string {
+  if (hostname === "0.0.0.0" || hostname === "::") {
+    return `serving the browser trainer at http://localhost:${port}/ on every interface ` +
+      "(Ctrl-C stops); from another machine, a browser gives WebGPU only to https or localhost: " +
+      `forward the port (ssh -L ${port}:localhost:${port} THIS_HOST) and open the same URL there`;
+  }
+  const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return `serving the browser trainer at http://${shown}:${port}/ (Ctrl-C stops)`;
+}
+
 /** Runs the command line; resolves when the server stops (on SIGINT/SIGTERM). */
 export function main(args: string[]): Promise<number> {
   return handled(args, async () => {
     const f = parseCommandLine(args, SERVE_FLAGS, USAGE);
     if (typeof f === "number") return f;
+    if (root.protocol !== "file:") {
+      throw new UsageError(
+        `serve bundles the page from web/ into .cache/web/ beside it, which ${root.href} is not: ` +
+          "run it from a checkout of the repository (deno task serve)",
+      );
+    }
     if ((f.port as number) > 65535) throw new UsageError(`--port must be ≤ 65535, got ${f.port}`);
-    if (f.port !== 0) {
-      // A port in use or a bad host is refused before bundling, which would replace the files a
-      // running server is serving.
-      try {
-        Deno.listen({ port: f.port as number, hostname: f.host as string }).close();
-      } catch (e) {
-        throw listenError(e, f);
-      }
+    // A port in use or a bad host is refused before bundling, which would replace the files a
+    // running server is serving (port 0 takes any free port: only the host is tried).
+    try {
+      Deno.listen({ port: f.port as number, hostname: f.host as string }).close();
+    } catch (e) {
+      throw listenError(e, f);
     }
     const ms = await bundleWeb().catch((e) => {
       if (
@@ -176,10 +197,7 @@ export function main(args: string[]): Promise<number> {
         port: f.port as number,
         hostname: f.host as string,
         signal: ac.signal,
-        onListen: ({ hostname, port }) => {
-          const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
-          console.log(`serving the browser trainer at http://${shown}:${port}/ (Ctrl-C stops)`);
-        },
+        onListen: ({ hostname, port }) => console.log(listeningLine(hostname, port)),
       }, handle);
     } catch (e) {
       throw listenError(e, f);

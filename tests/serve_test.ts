@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { listeningLine } from "../cli/serve.ts";
 import { rootPath, serve } from "./serve_helpers.ts";
 
 Deno.test("serve: isolation headers, the page, the bundles and the corpus; 404 otherwise", async () => {
@@ -74,6 +75,8 @@ Deno.test("serve --help says what it does; a stray argument is a usage error", a
   assert.equal(host.code, 2, err);
   assert.match(err, /--host not-a-host\.invalid: no such host name/);
   assert.doesNotMatch(err, /a bug/);
+  // Refused before bundling at port 0 too (it bundled, then refused the host).
+  assert.doesNotMatch(new TextDecoder().decode(host.stdout), /bundled/);
   // A port in use is refused before the bundle is rebuilt (it replaced the files a running
   // server serves, then said the port was taken).
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -86,5 +89,51 @@ Deno.test("serve --help says what it does; a stray argument is a usage error", a
     assert.doesNotMatch(new TextDecoder().decode(busy.stdout), /bundled/);
   } finally {
     taken.close();
+  }
+});
+
+Deno.test("serve: on every interface it prints a URL a browser opens, and how to reach it from elsewhere", () => {
+  assert.equal(
+    listeningLine("127.0.0.1", 8000),
+    "serving the browser trainer at http://127.0.0.1:8000/ (Ctrl-C stops)",
+  );
+  assert.match(listeningLine("::1", 8000), /at http:\/\/\[::1\]:8000\//);
+  for (const any of ["0.0.0.0", "::"]) {
+    const line = listeningLine(any, 8731);
+    // http://0.0.0.0:8731/ is not a secure context: the page got no WebGPU there.
+    assert.match(
+      line,
+      /^serving the browser trainer at http:\/\/localhost:8731\/ on every interface/,
+    );
+    assert.match(line, /ssh -L 8731:localhost:8731/);
+  }
+});
+
+Deno.test("serve run by URL over http says it needs a checkout, in one line", async () => {
+  // Its bundle goes beside the module, which an http module has no folder for.
+  const files = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    try {
+      return new Response(await Deno.readFile(`${rootPath}${path}`), {
+        headers: { "content-type": "application/typescript" },
+      });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  try {
+    const { port } = files.addr as Deno.NetAddr;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `http://127.0.0.1:${port}/cli/serve.ts`, "--port", "0"],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 2, err);
+    assert.match(err, /^error: serve bundles the page from web\/ into \.cache\/web\/ beside it/m);
+    assert.doesNotMatch(err, /^\s+at /m);
+  } finally {
+    await files.shutdown();
   }
 });

@@ -71,14 +71,28 @@ Deno.test("train: --help lists the Megatron flags", async () => {
   }
 });
 
-Deno.test("train: --help needs no permission (the module run by URL, with no flags)", async () => {
-  // The distributed flags read the environment; --help is answered before them.
-  for (const extra of [[], ["--nproc-per-node", "2"]]) {
+Deno.test("every CLI's --help needs no permission (a module run by URL, with no flags)", async () => {
+  // train's distributed flags read the environment, and $WEBGPU_BACKEND is --backend's default:
+  // --help is answered before either (it failed with "Requires env access").
+  const usage = (name: string) => new RegExp(`^Usage: deno task ${name}`);
+  const cases: [string, string[], RegExp][] = [
+    ["train", [], usage("train")],
+    ["train", ["--nproc-per-node", "2"], usage("train")],
+    ["eval", [], usage("eval")],
+    ["generate", [], usage("generate")],
+    ["fill_mask", [], usage("fill-mask")],
+    ["profile", [], usage("profile")],
+    ["preprocess", [], usage("preprocess")],
+    ["export_hf", [], usage("export-hf")],
+    ["plot", [], usage("plot")],
+    ["info", [], usage("info")],
+  ];
+  for (const [cli, extra, says] of cases) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "--unstable-webgpu",
-        new URL("../cli/train.ts", import.meta.url).href,
+        new URL(`../cli/${cli}.ts`, import.meta.url).href,
         ...extra,
         "--help",
       ],
@@ -86,8 +100,8 @@ Deno.test("train: --help needs no permission (the module run by URL, with no fla
       stdout: "piped",
       stderr: "piped",
     }).output();
-    strictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
-    match(new TextDecoder().decode(out.stdout), /^Usage: deno task train/);
+    strictEqual(out.code, 0, `${cli}: ${new TextDecoder().decode(out.stderr)}`);
+    match(new TextDecoder().decode(out.stdout), says, cli);
   }
 });
 

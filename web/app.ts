@@ -82,6 +82,12 @@ const state: RunState = {
  */
 let workers: Worker[] = [];
 let stopWord: Int32Array | null = null;
+/** The last run's download links (blob URLs), revoked when the next run starts. */
+let downloadUrls: string[] = [];
+/** The ranks that reported an error in this run. */
+let failedRanks = new Set<number>();
+/** Ends a failed run's Workers when not every rank reported its error in time. */
+let failTimer: ReturnType<typeof setTimeout> | undefined;
 
 function log(line: string): void {
   $("log").textContent += line + "\n";
@@ -98,6 +104,14 @@ const HOW_TO_ENABLE = "Chrome and Edge 113+ have it on by default on Windows, ma
  * Linux without the flags) a `navigator.gpu` that offers no adapter.
  */
 async function noWebGpu(): Promise<string | null> {
+  if (!isSecureContext) {
+    // Plain http from another host: the browser hides WebGPU and SharedArrayBuffer, whatever flags.
+    return `This page was opened at ${location.origin}, which is not a secure context, so the ` +
+      "browser gives it no WebGPU (nor SharedArrayBuffer). Open it at http://localhost:" +
+      `${location.port || 80}/ on the machine that runs deno task serve, or forward the port to ` +
+      `this one (ssh -L ${location.port || 80}:localhost:${location.port || 80} HOST) and open ` +
+      "http://localhost there.";
+  }
   if (!("gpu" in navigator) || !navigator.gpu) {
     return "This browser has no WebGPU (navigator.gpu is undefined), so it cannot train here. " +
       HOW_TO_ENABLE;
@@ -156,7 +170,7 @@ function drawChart(): void {
   for (let k = 0; k <= 4; k++) {
     const v = lo + (hi - lo) * k / 4;
     ticks += `<line x1="${PAD}" x2="${W - 8}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/>` +
-      `<text x="2" y="${y(v) + 4}" font-size="11" fill="#777">${v.toFixed(2)}</text>`;
+      `<text x="2" y="${y(v) + 4}" font-size="11" fill="#777">${tickLabel(v)}</text>`;
   }
   ticks +=
     `<text x="${W - 8}" y="${
@@ -169,15 +183,24 @@ function drawChart(): void {
     val.map(([s, v]) => `<circle cx="${x(s)}" cy="${y(v)}" r="3" fill="#d0542c"/>`).join("");
 }
 
+/** A loss axis label that fits the margin: 4.25, or 1.7e+17 for a run that diverged. */
+function tickLabel(v: number): string {
+  return Math.abs(v) < 1000 ? v.toFixed(2) : v.toExponential(1);
+}
+
 // ---- a run ----
 function setRunning(on: boolean): void {
   $<HTMLButtonElement>("train").disabled = on;
   $<HTMLButtonElement>("stop").disabled = !on;
 }
 
-/** Ends the run; a failed one also ends the Workers (a rank may be stuck in a collective). */
-function finish(failed: boolean): void {
-  if (failed) {
+/**
+ * Ends the run; `endWorkers` also ends the Workers: after a failure that not
+ * every rank reported, where a rank may be stuck in a collective.
+ */
+function finish(endWorkers: boolean): void {
+  clearTimeout(failTimer);
+  if (endWorkers) {
     for (const w of workers) w.terminate();
     workers = [];
   }
@@ -200,6 +223,7 @@ function offerDownloads(config: RunConfig, ranks: ShardMessage[][]): void {
     a.href = URL.createObjectURL(
       new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }),
     );
+    downloadUrls.push(a.href);
     p.appendChild(a);
   }
 }
@@ -217,7 +241,10 @@ function start(config: RunConfig): void {
     stopped: false,
     error: null,
   });
-  // Nothing of the last run stays on show as if it were this one's.
+  // Nothing of the last run stays on show as if it were this one's, nor in memory.
+  for (const url of downloadUrls) URL.revokeObjectURL(url);
+  downloadUrls = [];
+  failedRanks = new Set();
   $("log").textContent = "";
   $("sample").textContent = "";
   $("sample-at").textContent = "";
@@ -229,10 +256,12 @@ function start(config: RunConfig): void {
   $<HTMLProgressElement>("progress").value = 0;
   setRunning(true);
   if (config.tp > 1 && !crossOriginIsolated) {
+    // Refused before any Worker runs: the kept ones stay.
     fail(
       "tensor parallelism needs SharedArrayBuffer, which needs a cross-origin-isolated page " +
         "(Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp; " +
         "deno task serve sends both)",
+      false,
     );
     return;
   }
@@ -261,6 +290,14 @@ function start(config: RunConfig): void {
         if (++finished === config.tp) {
           state.done = true;
           log(m.stopped ? `stopped after step ${state.losses.length}` : "done");
+          const val = state.val.at(-1)?.loss;
+          if (val !== undefined && val > UNIFORM_LOSS + 0.5) {
+            log(
+              `warning: the validation loss ${val.toFixed(2)} is above a uniform guess over the ` +
+                `256 bytes (ln 256 = ${UNIFORM_LOSS.toFixed(2)}): the run diverged; lower the ` +
+                `learning rate (${config.lr})`,
+            );
+          }
           finish(false);
           offerDownloads(config, shards);
         }
@@ -289,13 +326,32 @@ function start(config: RunConfig): void {
   );
 }
 
-function fail(message: string): void {
-  if (state.error) return;
-  state.error = message;
-  console.error(message);
-  log(`error: ${message}`);
-  finish(true);
+/** The loss of a uniform guess over the byte vocabulary, ln 256. */
+const UNIFORM_LOSS = Math.log(256);
+
+/**
+ * Says why the run failed (the first message) and ends it; with
+ * `endWorkers` (default), the Workers too: at once, or for a rank's error
+ * after a grace of {@link FAIL_GRACE_MS} unless every rank reports one too (a
+ * NaN loss does so on every rank, and no rank is then left in a collective:
+ * the Workers are kept, and their compiled pipelines serve the next run).
+ */
+function fail(message: string, endWorkers = true, rank?: number): void {
+  if (rank !== undefined) failedRanks.add(rank);
+  const c = state.config;
+  if (!state.error) {
+    state.error = message;
+    console.error(message);
+    log(`error: ${message}`);
+    if (!endWorkers) return finish(false);
+    if (rank === undefined) return finish(true);
+    failTimer = setTimeout(() => finish(true), FAIL_GRACE_MS);
+  }
+  if (rank !== undefined && c && failedRanks.size === c.tp) finish(false);
 }
+
+/** How long the other ranks of a failed run get to report their own error. */
+const FAIL_GRACE_MS = 3000;
 
 function onEvent(m: WorkerEvent): void {
   const c = state.config!;
@@ -349,7 +405,7 @@ function onEvent(m: WorkerEvent): void {
     case "sample-end":
       break;
     case "error":
-      fail(`rank ${m.rank}: ${m.message}`);
+      fail(`rank ${m.rank}: ${m.message}`, true, m.rank);
       break;
   }
 }

@@ -59,7 +59,13 @@ async function run(init: InitMessage): Promise<void> {
   const c = init.config;
   const rank = init.rank;
   const say = rank === 0;
-  const res = await fetch(init.corpusUrl);
+  const res = await fetch(init.corpusUrl).catch((e) => {
+    // The browser says only "Failed to fetch".
+    throw new Error(
+      `could not fetch the corpus ${init.corpusUrl}: ${(e as Error).message} (is deno task ` +
+        "serve still running?)",
+    );
+  });
   // A failed request's body is the server's error text: it trained as if it were the book.
   if (!res.ok) {
     throw new Error(`could not fetch the corpus ${init.corpusUrl}: HTTP ${res.status}`);
@@ -133,7 +139,15 @@ async function run(init: InitMessage): Promise<void> {
     });
 
     const stopFlag = tpGroup.alloc(1);
-    const sample = async (step: number) => {
+    // Whether Stop was pressed: every rank answers alike (the maximum of the flags they saw), so
+    // they leave a loop at the same step or token.
+    const stopAsked = async () => {
+      stopFlag[0] = Atomics.load(init.stop, 0);
+      if (c.tp > 1) await tpGroup.allReduce(stopFlag, "max");
+      return stopFlag[0] > 0;
+    };
+    /** Streams a sample; false when Stop cut it short. */
+    const sample = async (step: number): Promise<boolean> => {
       const prompt = c.prompt || "\n";
       if (say) post({ type: "sample-start", step, prompt });
       const stream = new TextStream(tokenizer);
@@ -148,10 +162,12 @@ async function run(init: InitMessage): Promise<void> {
       ) {
         const text = stream.push(t);
         if (say && text) post({ type: "sample-token", text });
+        if (await stopAsked()) break;
       }
       const rest = stream.flush();
       if (say && rest) post({ type: "sample-token", text: rest });
       if (say) post({ type: "sample-end" });
+      return stopFlag[0] === 0;
     };
 
     let stopped = false;
@@ -173,11 +189,7 @@ async function run(init: InitMessage): Promise<void> {
       if (!Number.isFinite(r.loss)) {
         throw new Error(`the loss is ${r.loss} at step ${it}: lower the learning rate (${c.lr})`);
       }
-      // Every rank stops after the same step: the maximum of the flags they saw.
-      stopFlag[0] = Atomics.load(init.stop, 0);
-      if (c.tp > 1) await tpGroup.allReduce(stopFlag, "max");
-      stopped = stopFlag[0] > 0 && it < c.steps;
-      if (it % c.evalInterval === 0 || it === c.steps || stopped) {
+      const validate = async () => {
         const v = await trainer.evaluate(
           validation.length,
           (i) => lossOf(validation[i]),
@@ -192,11 +204,19 @@ async function run(init: InitMessage): Promise<void> {
           );
         }
         if (say) post({ type: "val", step: it, loss: v });
-      }
+      };
+      // Every rank stops after the same step.
+      stopped = (await stopAsked()) && it < c.steps;
+      const validated = it % c.evalInterval === 0 || it === c.steps || stopped;
+      if (validated) await validate();
       // Every sampleInterval steps, and after the last (RunConfig.sampleInterval: 0 samples there
-      // only); not after a Stop, which should end the run promptly.
+      // only); not after a Stop, which ends the run promptly: a Stop during a sample cuts it short
+      // and ends the run after this step too.
       const due = c.sampleInterval > 0 && it % c.sampleInterval === 0;
-      if (c.sampleTokens > 0 && (due || it === c.steps)) await sample(it);
+      if (!stopped && c.sampleTokens > 0 && (due || it === c.steps) && !await sample(it)) {
+        stopped = it < c.steps;
+        if (stopped && !validated) await validate();
+      }
       if (stopped) break;
     }
     const host = await paramsToHost(model.namedParams());

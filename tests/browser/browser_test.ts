@@ -247,6 +247,61 @@ Deno.test({
       const message = blown.error!.replace(/^rank \d+: /, "");
       const unexpected = (errors as string[]).filter((e) => !e.includes(message));
       assert.deepEqual(unexpected, [], "the chart's errors");
+      errors.length = 0;
+
+      // Every rank reported that error (no rank is left in a collective): the Worker is kept,
+      // with its device and compiled pipelines, as after a run that ended well. Stop pressed
+      // while a sample streams cuts the sample short and ends the run after that step (it
+      // finished the sample, trained one more step and validated: 7 s on the small model).
+      const downloads = () => page.$$eval("#downloads a", (as) => as.map((a) => a.href));
+      await page.select("#size", "tiny");
+      await page.select("#tp", "1");
+      await page.$eval("#steps", (e) => ((e as HTMLInputElement).value = "200"));
+      await page.$eval("#lr", (e) => ((e as HTMLInputElement).value = "0.003"));
+      await page.$eval("#sampleEvery", (e) => ((e as HTMLInputElement).value = "2"));
+      await page.click("#train");
+      await page.waitForFunction(
+        () => {
+          const m = (globalThis as unknown as { megatron: RunState }).megatron;
+          return m.error !== null || m.samples.some((s) => s.length > "Call me ".length);
+        },
+        { timeout: 120_000, polling: 20 },
+      );
+      await page.click("#stop");
+      await page.waitForFunction(
+        () => {
+          const m = (globalThis as unknown as { megatron: RunState }).megatron;
+          return m.done || m.error !== null;
+        },
+        { timeout: 120_000, polling: 50 },
+      );
+      const cutShort = await pageState(page);
+      assert.equal(cutShort.error, null);
+      assert.match(
+        await pageLog(),
+        /^1 worker \(one per tensor-parallel rank\): 1 kept from the last run with its device$/m,
+        "the Worker of the run that failed on every rank was ended",
+      );
+      assert.equal(cutShort.losses.length, 2, "the run went on after Stop cut its sample");
+      assert.equal(cutShort.samples.length, 1);
+      const tokens = cutShort.config!.sampleTokens;
+      assert.ok(
+        cutShort.samples[0].length < "Call me ".length + tokens,
+        `the sample was not cut short: ${JSON.stringify(cutShort.samples[0])}`,
+      );
+      assert.deepEqual(cutShort.val.map((v) => v.step), [2], "no validation at the last step");
+      // The next run's start revokes this run's download links (each held a checkpoint).
+      const links = await downloads();
+      assert.equal(links.length, 2);
+      await trainOnPage(page, { size: "tiny", tp: 1, steps: 1, lr: 0.003, sampleEvery: 0 });
+      assert.deepEqual(errors, [], "the page logged errors");
+      // (Fetching a revoked link is a failed request, which the page reports.)
+      const revoked = await page.evaluate(
+        (urls: string[]) =>
+          Promise.all(urls.map((u) => fetch(u).then(() => "fetched", () => "revoked"))),
+        links,
+      );
+      assert.deepEqual(revoked, ["revoked", "revoked"]);
 
       // Without WebGPU the page says so, and how to enable it.
       const bare = await browser.newPage();
