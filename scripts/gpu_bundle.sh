@@ -73,8 +73,8 @@ DENO_DIR="$tmp/deno_dir" DENO_NO_UPDATE_CHECK=1 "$deno" cache --quiet "${entries
 # Deno makes sure the whole npm snapshot of deno.lock is cached before it runs anything that uses
 # npm packages, so every package of deno.json's imports must be there too (deno install).
 DENO_DIR="$tmp/deno_dir" DENO_NO_UPDATE_CHECK=1 "$deno" install --quiet >&2
-# deps.ts imports these dynamically, so `deno cache` may not have fetched them: ask directly.
-DENO_DIR="$tmp/deno_dir" DENO_NO_UPDATE_CHECK=1 "$deno" cache --quiet deps.ts >&2
+# deps/ imports these dynamically, so `deno cache` may not have fetched them: ask directly.
+DENO_DIR="$tmp/deno_dir" DENO_NO_UPDATE_CHECK=1 "$deno" cache --quiet deps/*.ts >&2
 printf 'import "npm:webgpu@0.6.2";\nimport "npm:gpt-tokenizer@4.0.0/encoding/r50k_base";\n' \
   >"$tmp/deps_entry.ts"
 DENO_DIR="$tmp/deno_dir" DENO_NO_UPDATE_CHECK=1 "$deno" cache --quiet --no-config \
