@@ -14,6 +14,7 @@ import {
 } from "../collectives/env.ts";
 import { oneLine } from "../core/files.ts";
 import { emptyValueError, type FlagSpec, UsageError } from "./flags.ts";
+import { LaunchedRankError } from "./errors.ts";
 
 /**
  * The distributed flags of a command that launches ranks (`train`, `launch`),
@@ -79,7 +80,10 @@ export function distConfig(flags: Record<string, string>): DistConfig {
     return resolveDistConfig(flags, env);
   } catch (e) {
     // What is refused there is a flag or a launcher's variable; anything else is a bug.
-    if (e instanceof DistConfigError) throw new UsageError(oneLine(e.message));
-    throw e;
+    if (!(e instanceof DistConfigError)) throw e;
+    const usage = new UsageError(oneLine(e.message));
+    // Every process an outside launcher started meets it alike: the first on each host says it.
+    if (e.launchedAs) throw new LaunchedRankError(usage, e.launchedAs.rank, e.launchedAs.localRank);
+    throw usage;
   }
 }

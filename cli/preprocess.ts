@@ -44,7 +44,8 @@ Megatron's command line works too, writing its indexed dataset:
   deno task preprocess --input corpus.jsonl --output-prefix my-gpt2 \\
     --tokenizer-type GPT2BPETokenizer --append-eod --workers 8
 writes my-gpt2_text_document.bin and .idx ('deno task train --data-path
-my-gpt2_text_document' reads them), as Megatron's tools/preprocess_data.py does.`;
+my-gpt2_text_document --tokenizer gpt2' reads them), as Megatron's
+tools/preprocess_data.py does.`;
 
 /** Flags of `deno task preprocess` (parsing adds Megatron's spelling `--tokenizer-type`). */
 export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {

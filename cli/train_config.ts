@@ -522,7 +522,11 @@ export function validateTrainFlags(f: FlagValues, world: number): void {
     );
   }
   if (f["f16-arithmetic"] && !f.fp16) {
-    throw new UsageError("--f16-arithmetic needs --fp16 (bf16 has no native WGSL type)");
+    throw new UsageError(
+      `--f16-arithmetic needs --fp16${
+        f.bf16 ? " (bf16 has no native WGSL type)" : ": it computes in WGSL's f16"
+      }`,
+    );
   }
   for (const n of ["loss-scale", "initial-loss-scale", "min-loss-scale"]) {
     const v = f[n] as number | undefined;

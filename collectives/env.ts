@@ -24,8 +24,15 @@
  * address, a rank past the world): the command line's fault, not a bug.
  */
 export class DistConfigError extends Error {
-  /** An error naming the flag or variable. */
-  constructor(message: string) {
+  /**
+   * An error naming the flag or variable; `launchedAs`, where an outside
+   * launcher (torchrun, Slurm, Open MPI) started this process as one of
+   * several, its ranks there, so that one process per host says it.
+   */
+  constructor(
+    message: string,
+    readonly launchedAs?: { rank: number; localRank: number },
+  ) {
     super(message);
     this.name = "DistConfigError";
   }
@@ -211,18 +218,38 @@ function int(name: string, v: string | undefined, min: number): number | undefin
  */
 function refuseLayoutUnderLauncher(env: Record<string, string | undefined>, nnodes: number): void {
   const count = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : 1);
-  const launchers: [string, string, number][] = [
-    ["torchrun", "WORLD_SIZE", env.RANK !== undefined ? count(env.WORLD_SIZE) : 1],
-    ["Slurm", "SLURM_NTASKS", env.SLURM_PROCID !== undefined ? count(env.SLURM_NTASKS) : 1],
-    ["Open MPI", "OMPI_COMM_WORLD_SIZE", count(env.OMPI_COMM_WORLD_SIZE)],
+  const rankOf = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : 0);
+  const launchers: [string, string, number, string | undefined, string | undefined][] = [
+    [
+      "torchrun",
+      "WORLD_SIZE",
+      env.RANK !== undefined ? count(env.WORLD_SIZE) : 1,
+      env.RANK,
+      env.LOCAL_RANK,
+    ],
+    [
+      "Slurm",
+      "SLURM_NTASKS",
+      env.SLURM_PROCID !== undefined ? count(env.SLURM_NTASKS) : 1,
+      env.SLURM_PROCID,
+      env.SLURM_LOCALID,
+    ],
+    [
+      "Open MPI",
+      "OMPI_COMM_WORLD_SIZE",
+      count(env.OMPI_COMM_WORLD_SIZE),
+      env.OMPI_COMM_WORLD_RANK,
+      env.OMPI_COMM_WORLD_LOCAL_RANK,
+    ],
   ];
-  for (const [name, variable, world] of launchers) {
+  for (const [name, variable, world, rank, localRank] of launchers) {
     if (world > 1 && world !== nnodes) {
       throw new DistConfigError(
         `${name} started this process as one of ${world} (${variable}=${world}), and ` +
           `--nproc-per-node, --nnodes and --node-rank would start a whole job of ${nnodes} ` +
           `node${nnodes === 1 ? "" : "s"} in each: leave them out (${name}'s variables give ` +
           `each process its rank), or start one process per node with --nnodes ${world}`,
+        { rank: rankOf(rank), localRank: rankOf(localRank) },
       );
     }
   }

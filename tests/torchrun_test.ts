@@ -146,6 +146,33 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: `torchrun with train's own layout flags: refused once on the node, not by every rank${
+    missing ? " [SKIPPED: no PyTorch]" : ""
+  }`,
+  ignore: missing !== null,
+  timeout: 80_000,
+  fn: async () => {
+    const dir = await makeRunDir();
+    try {
+      const tr = await new Deno.Command(PYTHON, {
+        args: torchrun(freePortPair(), [...tiny(dir, 3), "--nproc-per-node", "2"]),
+        cwd: ROOT,
+        env: { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = dec.decode(tr.stdout) + dec.decode(tr.stderr);
+      assert.notEqual(tr.code, 0, out);
+      // Each rank printed it (the layout is checked before a rank's errors are reported).
+      const said = out.match(/error: torchrun started this process as one of 2 \(WORLD_SIZE=2\)/g);
+      assert.equal(said?.length, 1, out);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 /** Every process below `pid`, from /proc. */
 function descendants(pid: number): number[] {
   const parent = new Map<number, number>();
