@@ -242,6 +242,23 @@ export const MEGATRON_UNIMPLEMENTED: Readonly<Record<string, FlagSpec>> = {
     "it drives Python's garbage collector; this project runs on JavaScript, whose collector " +
       "(V8's) runs on its own",
   ),
+  // BERT's data.
+  "mask-prob": unimplemented(
+    "float",
+    "BERT masks 15% of a row's tokens here (Megatron's default), one WordPiece token at a time " +
+      "(not Megatron's whole words)",
+    ["0.15"],
+  ),
+  "short-seq-prob": unimplemented(
+    "float",
+    "BERT's sentence pairs fill --seq-length here: no shorter rows are drawn (Megatron draws a " +
+      "tenth of them shorter by default)",
+    ["0"],
+  ),
+  "bert-no-binary-head": unimplemented(
+    "boolean",
+    "BERT always trains its sentence-order (binary) head here, as Megatron does without this flag",
+  ),
   // The optimizer.
   "optimizer": unimplemented(
     "string",

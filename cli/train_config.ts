@@ -137,7 +137,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   },
   "apply-residual-connection-post-layernorm": {
     type: "boolean",
-    help: "BERT: original post-LN ordering (default pre-LN)",
+    help: "BERT: the original (Hugging Face's) post-LN layer, LN(x + f(x)) with no final layer " +
+      "norm (default pre-LN; Megatron's flag only takes residuals from the layer norm's output)",
   },
   "recompute-activations": {
     type: "boolean",
@@ -1023,6 +1024,12 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       }
       // Other given flags (dropout, --seq-length within the position table) override.
     }
+  }
+  // Dropout not given goes on as saved (a resume is exact): the flags' default would turn a run
+  // trained without dropout into one with it, silently. Given, it applies.
+  for (const flag of ["hidden-dropout", "attention-dropout"]) {
+    const v = savedArgs[flag];
+    if (typeof v === "number" && v !== f[flag] && !wasGiven(f, flag)) adopt(flag, v);
   }
   // An unset position table defaults to --seq-length, settled only now (--use-checkpoint-args
   // may have taken the saved one): adopt the saved table where the two differ.

@@ -151,11 +151,13 @@ function spanPair(
 }
 
 /**
- * Masks a row's tokens `ids` ([CLS] A [SEP] B [SEP], no padding) in place for MLM, as Google's
- * BERT and Megatron do: picks max(1, round(p·n)) positions, n the row's tokens with its special
- * ones counted (Python's `round`, halves to even), among those holding ordinary tokens (not
+ * Masks a row's tokens `ids` ([CLS] A [SEP] B [SEP], no padding) in place for MLM, counting as
+ * Google's BERT and Megatron do: picks max(1, round(p·n)) positions, n the row's tokens with its
+ * special ones counted (Python's `round`, halves to even), among those holding ordinary tokens (not
  * `isSpecial`; all of them if fewer), and replaces each with [MASK] (80%), a random ordinary id
- * (10%) or leaves it (10%). Writes the original ids of the picked positions into `targets`.
+ * (10%) or leaves it (10%). Writes the original ids of the picked positions into `targets`. Unlike
+ * theirs, it picks single WordPiece tokens (Megatron masks whole words, in n-grams of up to 3), and
+ * its random replacements are ordinary ids only (theirs any id of the vocabulary).
  * (Before the forty-fifth session n left the special tokens out: 12.6% of a 32-token row's
  * tokens were masked, not 15%.)
  */

@@ -106,3 +106,33 @@ function toBoundary(
   }
   return cut;
 }
+
+/**
+ * Where to cut `text` near character `cut` between the parts `[from, cut)` and
+ * `[cut, to)` as BERT's corpora split into documents (data/sentences.ts
+ * `splitDocuments`): just after the run of two or more blank lines nearest the
+ * cut (the earlier on a tie), else after the nearest blank line (a paragraph),
+ * else after the nearest white space, each only within half of either part;
+ * else `cut`. So no document (or paragraph, or word) is in two parts where
+ * the text allows.
+ */
+export function textCut(text: string, cut: number, from: number, to: number): number {
+  const reach = Math.floor(Math.min(cut - from, to - cut) / 2);
+  if (reach <= 0) return cut;
+  for (const gap of [/\n[ \t]*\n(?:[ \t]*\n)+/g, /\n[ \t]*\n/g, /\s+/g]) {
+    let best = cut, bestDistance = Infinity;
+    // A gap ending within reach of the cut may start before that window.
+    gap.lastIndex = Math.max(from, cut - reach - 1024);
+    for (let m = gap.exec(text); m !== null; m = gap.exec(text)) {
+      const end = m.index + m[0].length;
+      if (end > cut + reach || end >= to) break;
+      const distance = Math.abs(end - cut);
+      if (end > from && distance <= reach && distance < bestDistance) {
+        best = end;
+        bestDistance = distance;
+      }
+    }
+    if (bestDistance !== Infinity) return best;
+  }
+  return cut;
+}

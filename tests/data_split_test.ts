@@ -7,7 +7,8 @@
  */
 
 import { deepStrictEqual, equal } from "node:assert/strict";
-import { splitStream } from "../data/split.ts";
+import assert from "node:assert/strict";
+import { splitStream, textCut } from "../data/split.ts";
 import { prng } from "./helpers.ts";
 
 const SEP = 9;
@@ -98,4 +99,29 @@ Deno.test("with a Megatron index's document starts, each cut moves to the neares
     equal(byIndex.val.length, bySeparator.val.length, `trial ${trial}`);
     equal(byIndex.test, bySeparator.test, `trial ${trial}`);
   }
+});
+
+Deno.test("BERT's text is cut between documents, else paragraphs, else words (it cut mid-word)", async () => {
+  const doc = (k: number) => `Document ${k} opens. It goes on.\n\nIts second paragraph.`;
+  const text = [0, 1, 2, 3].map(doc).join("\n\n\n");
+  // Raw cuts inside document 2's first word and inside its second paragraph: to the boundary
+  // before document 2 (the nearest run of blank lines), within half of each part.
+  const start2 = text.indexOf("Document 2");
+  assert.equal(textCut(text, start2 + 3, 0, text.length), start2);
+  const para = text.indexOf("Its second", start2);
+  assert.equal(textCut(text, para + 4, 0, text.length), text.indexOf("Document 3"));
+  // Without a document boundary within reach, a paragraph's; then a word's.
+  const one =
+    "alpha beta gamma.\n\ndelta epsilon zeta eta theta iota kappa lambda mu nu xi omicron";
+  assert.equal(textCut(one, 15, 0, one.length), one.indexOf("delta"));
+  const words = "alpha beta gamma delta epsilon zeta";
+  assert.equal(textCut(words, 13, 0, words.length), words.indexOf("gamma"));
+  // No room (an empty part on either side): the cut stays.
+  assert.equal(textCut(text, 10, 10, text.length), 10);
+  // The default corpus, cut at 90% for validation: the training part ends between documents.
+  const book = await Deno.readTextFile(new URL("../data/assets/moby_dick.txt", import.meta.url));
+  const raw = Math.round(book.length * 0.9);
+  const cut = textCut(book, raw, 0, book.length);
+  assert.match(book.slice(0, cut), /\n[ \t]*\n(?:[ \t]*\n)+$/, "not after a document");
+  assert.ok(Math.abs(cut - raw) < 2000, `${cut - raw} characters from the fraction's cut`);
 });

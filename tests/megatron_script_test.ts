@@ -232,6 +232,8 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     ["--data-impl", "mmap"],
     ["--optimizer", "adam"],
     ["--weight-decay-incr-style", "constant"],
+    ["--mask-prob", "0.15"],
+    ["--short-seq-prob", "0"],
   ];
   for (const args of accepted) equal(refusal(args), null, args.join(" "));
   const refused: [string[], RegExp][] = [
@@ -297,6 +299,9 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
     [["--end-weight-decay", "0.1"], /increment from --start-weight-decay/],
     [["--decoupled-lr", "0.0001"], /one schedule here .*embedding and output layers/],
     [["--decoupled-min-lr", "0.00001"], /embedding and output layers/],
+    [["--mask-prob", "0.2"], /masks 15% .*; 0\.15 is accepted$/],
+    [["--short-seq-prob", "0.1"], /no shorter rows are drawn .*; 0 is accepted$/],
+    [["--bert-no-binary-head"], /always trains its sentence-order \(binary\) head/],
   ];
   for (const [args, re] of refused) {
     const m = refusal(args);

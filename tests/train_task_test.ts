@@ -79,6 +79,34 @@ Deno.test("train: an fp16 run whose every step overflows says so; a BERT log hea
   }
 });
 
+Deno.test("train: a resume given no dropout flags keeps the checkpoint's dropout (it took the default 0.1)", async () => {
+  await using temp = await tempDir();
+  const dir = temp.path;
+  const noDropout = ["--hidden-dropout", "0", "--attention-dropout", "0"];
+  const whole = await runCli("cli/train.ts", [
+    ...tiny,
+    ...noDropout,
+    ...["--train-iters", "4", "--log-json", `${dir}/whole.jsonl`],
+  ]);
+  strictEqual(whole.code, 0, whole.stderr);
+  const first = await runCli("cli/train.ts", [
+    ...tiny,
+    ...noDropout,
+    ...["--train-iters", "4", "--exit-interval", "2", "--save", `${dir}/ck`],
+  ]);
+  strictEqual(first.code, 0, first.stderr);
+  const resumed = await runCli("cli/train.ts", [
+    ...tiny,
+    ...["--load", `${dir}/ck`, "--train-iters", "4", "--log-json", `${dir}/resumed.jsonl`],
+  ]);
+  strictEqual(resumed.code, 0, resumed.stderr);
+  const header = JSON.parse((await Deno.readTextFile(`${dir}/resumed.jsonl`)).split("\n")[0]);
+  deepEqual([header.config["hidden-dropout"], header.config["attention-dropout"]], [0, 0]);
+  const losses = async (f: string) =>
+    records(await Deno.readTextFile(`${dir}/${f}`)).map((r) => r.loss);
+  deepEqual(await losses("resumed.jsonl"), (await losses("whole.jsonl")).slice(2));
+});
+
 Deno.test("train: --load continues the saved learning-rate schedule; a disagreeing flag is refused unless overridden", async () => {
   await using temp = await tempDir();
   const dir = temp.path;

@@ -18,6 +18,7 @@ import {
 } from "../../data/bert_batches.ts";
 import { loadText } from "../../data/corpus.ts";
 import { DataError } from "../../data/errors.ts";
+import { textCut } from "../../data/split.ts";
 import {
   createBertTokenizer,
   readWordPieceTokenizer,
@@ -104,8 +105,10 @@ async function loadBertSplits(a: TrainArgs, wp: WordPieceTokenizer): Promise<Ber
   }
   const path = trainPath ?? onePath(d.source);
   const text = await loadText(path);
-  const cut = Math.round(text.length * d.split.train);
-  const end = Math.round(text.length * (d.split.train + d.split.valid));
+  // Cut between documents where the text allows, as Megatron splits (GPT's streams do too).
+  const rawEnd = Math.round(text.length * (d.split.train + d.split.valid));
+  const cut = textCut(text, Math.round(text.length * d.split.train), 0, rawEnd);
+  const end = textCut(text, rawEnd, cut, text.length);
   return {
     train: prepareBertCorpus(text.slice(0, cut), wp),
     val: validating
