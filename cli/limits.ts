@@ -1,8 +1,9 @@
 /**
  * Adapter limits named as flags. Most tensors are bound in windows past
- * `maxStorageBufferBindingSize` (core/windows.ts), but the attention scores of
- * a micro-batch (`micro-batch × heads per rank × seq²` floats) are one binding:
- * a `--seq-length` too long for the adapter is refused before the first step,
+ * `maxStorageBufferBindingSize` (core/windows.ts), but unfused attention's
+ * scores of a micro-batch (`micro-batch × heads per rank × seq²` floats; with
+ * `--no-flash-attn`, or where the fused kernels cannot run) are one binding: a
+ * `--seq-length` too long for the adapter is refused before the first step,
  * with the flags and the limit named, instead of failing inside a kernel.
  * @module
  */
@@ -27,8 +28,8 @@ export interface AttentionShape {
 
 /**
  * Throws a {@link RunError} naming `--seq-length`, `--micro-batch-size` and the
- * adapter's binding limit when the attention scores of one micro-batch do not
- * fit one storage binding of `device`. It leads with the sequence length when
+ * adapter's binding limit when the unfused attention scores of one micro-batch
+ * do not fit one storage binding of `device` (the fused kernels hold none). It leads with the sequence length when
  * even one sequence is too long, else with the micro-batch size.
  */
 export function checkAttentionFits(device: Device, s: AttentionShape): void {

@@ -30,6 +30,7 @@ import { type StepResult, Trainer } from "../models/trainer.ts";
 import { DEFAULT_CORPUS_PATH } from "../data/corpus.ts";
 import { RunError } from "./errors.ts";
 import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
+import { fusedAttentionRuns } from "../core/ops/attention.ts";
 import {
   counted,
   formatLogLine,
@@ -593,11 +594,16 @@ async function trainOn<B>(
   const iters = trainItersOf(a, gb);
   const accum = gb / (mb * dp);
   const tuner = attachTuner(device, a.autotune);
-  checkAttentionFits(device, {
-    microBatch: mb,
-    headsPerRank: data.numHeads / a.tp,
+  // Fused attention keeps no [batch, heads, T, T] scores; the unfused path (--no-flash-attn, or
+  // a shape the fused kernels cannot run) holds them in one binding.
+  const attentionShape = { microBatch: mb, headsPerRank: data.numHeads / a.tp, seqLength: T };
+  const fused = a.model.fusedAttention && fusedAttentionRuns(device, {
+    batch: mb,
     seqLength: T,
+    heads: attentionShape.headsPerRank,
+    headDim: data.headDim,
   });
+  if (!fused) checkAttentionFits(device, attentionShape);
   const { task, trainer, timer } = await modelWithinLimits(() => setUp(a, L, device, data));
   const model = task.model;
   const flopsPerIter = trainingFlops(

@@ -105,6 +105,22 @@ Deno.test("every CLI's --help needs no permission (a module run by URL, with no 
   }
 });
 
+Deno.test("train: fused attention trains a micro-batch whose unfused scores would pass one binding", async () => {
+  // 20 sequences × 2 heads × 1024² f32 scores are 160 MiB, past the 128 MiB binding: refused
+  // before, as if the fused kernels (the default) held them; they hold O(seq) per head.
+  const args = [
+    ...TINY_RUN_FLAGS,
+    ...["--seq-length", "1024", "--max-position-embeddings", "1024", "--micro-batch-size", "20"],
+    ...["--train-iters", "1", "--eval-iters", "0", "--hidden-dropout", "0"],
+  ];
+  const fused = await runCli("cli/train.ts", args);
+  strictEqual(fused.code, 0, fused.stderr);
+  match(fused.stdout, /iteration\s+1\/\s*1 /);
+  const unfused = await runCli("cli/train.ts", [...args, "--no-flash-attn"]);
+  strictEqual(unfused.code, 1, unfused.stderr);
+  match(unfused.stderr, /--micro-batch-size 20 is too large for this adapter at --seq-length 1024/);
+});
+
 Deno.test("train: stop at a checkpoint and resume gives the same losses", async () => {
   await using temp = await tempDir();
   const dir = temp.path;

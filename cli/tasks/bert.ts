@@ -158,6 +158,7 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
   }
   return {
     numHeads: config.numHeads,
+    headDim: config.hiddenSize / config.numHeads,
     hfInitStd: hf?.initializerRange,
     fingerprints: () => Promise.resolve(bertFingerprints(splits)),
     build: (env) => Promise.resolve(new BertTask(a, env, tokenizer, splits, config, hf)),

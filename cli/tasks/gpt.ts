@@ -93,6 +93,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   }
   return {
     numHeads: config.numHeads,
+    headDim: config.hiddenSize / config.numHeads,
     hfInitStd: hf?.initializerRange,
     fingerprints: () => gptFingerprints(splits),
     build: (env) => Promise.resolve(new GptTask(a, env, tokenizer, splits, config, hf)),

@@ -68,6 +68,8 @@ export interface TaskEnv {
 export interface TaskData<B> {
   /** Attention heads of the model to build (for the adapter-limit check before building). */
   readonly numHeads: number;
+  /** Each head's width (for the same check). */
+  readonly headDim: number;
   /**
    * With `--init-from-hf`: the std its weights were initialized with, where its
    * `config.json` says (`initializer_range`), which the run's checkpoints record.

@@ -19,6 +19,7 @@ import {
 import { SOFTWARE_LOOP_LIMIT } from "../../kernels/rowreduce.ts";
 import { streamFits } from "../../kernels/texture.ts";
 import { record } from "../autograd.ts";
+import type { Device } from "../device.ts";
 import { checkDraw, type RngDraw } from "../rng.ts";
 import { assertF32, assertSameDevice, disposeOnThrow, fmtShape, Tensor } from "../tensor.ts";
 import { roundHalfInPlace } from "./half.ts";
@@ -56,9 +57,28 @@ export function fusedAttentionSupports(headDim: number): boolean {
  */
 export function canFuseAttention(qkv: Tensor, headDim: number): boolean {
   if (!fusedAttentionSupports(headDim) || qkv.rank !== 3) return false;
-  const software = qkv.device.isSoftware;
-  return qkv.byteLength <= qkv.device.maxBindingBytes &&
-    !(software && attentionLoopIterations(qkv.shape[1]) > SOFTWARE_LOOP_LIMIT);
+  return fusedAttentionFits(qkv.device, qkv.byteLength, qkv.shape[1]);
+}
+
+/**
+ * {@link canFuseAttention} before any tensor exists: whether the fused kernels
+ * run a micro-batch of `batch` sequences of `seqLength` tokens with `heads`
+ * heads of `headDim` on `device` (its f32 `qkv` within one binding, the
+ * sequence within a software adapter's loop cap). Where they do not, the
+ * model computes the `[batch, heads, T, T]` scores unfused.
+ */
+export function fusedAttentionRuns(
+  device: Device,
+  s: { batch: number; seqLength: number; heads: number; headDim: number },
+): boolean {
+  return fusedAttentionSupports(s.headDim) &&
+    fusedAttentionFits(device, 4 * s.batch * s.seqLength * 3 * s.heads * s.headDim, s.seqLength);
+}
+
+/** The fused kernels' limits: `qkv` (`qkvBytes`) in one binding, the loop cap on software. */
+function fusedAttentionFits(device: Device, qkvBytes: number, seqLength: number): boolean {
+  return qkvBytes <= device.maxBindingBytes &&
+    !(device.isSoftware && attentionLoopIterations(seqLength) > SOFTWARE_LOOP_LIMIT);
 }
 
 /**
