@@ -48,6 +48,11 @@ export interface LogFields {
   nan?: number;
   /** Name of the loss (default `lm loss`). */
   lossName?: string;
+  /**
+   * The loss's parts by name (BERT's `lm loss` and `sop loss`, as Megatron's
+   * `pretrain_bert` reports them), printed in its place; left out with it.
+   */
+  losses?: Record<string, number>;
   /** Wall-clock time of the line (default now). */
   time?: Date;
 }
@@ -103,7 +108,11 @@ export function formatLogLine(f: LogFields): string {
     ` throughput per GPU (TFLOP/s/GPU): ${tflopsField(tflops)} |` +
     ` learning rate: ${pyExp(f.lr)} |` +
     ` global batch size: ${pyInt(gb, 5)} |` +
-    (f.loss === null ? "" : ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |`) +
+    (f.loss === null
+      ? ""
+      : f.losses
+      ? Object.entries(f.losses).map(([n, v]) => ` ${n}: ${pyExp(v)} |`).join("")
+      : ` ${f.lossName ?? "lm loss"}: ${pyExp(f.loss)} |`) +
     ` loss scale: ${(f.lossScale ?? 1).toFixed(1)} |` +
     (f.gradNorm === null ? "" : ` grad norm: ${f.gradNorm.toFixed(3)} |`) +
     ` number of skipped iterations: ${pyInt(f.skipped ?? 0, 3)} |` +

@@ -480,7 +480,8 @@ export function scheduleWarning(
 /**
  * The `--log-json` record of iteration `it`: the step's result `r`, its time,
  * `tokens` per step, the tokens consumed so far and, where it evaluated, the
- * validation loss (and a language model's perplexity).
+ * validation loss (and a language model's perplexity). A loss's parts (BERT's
+ * `lm loss` and `sop loss`) are fields of their own (`lm_loss`, `val_lm_loss`).
  */
 function stepRecord(
   it: number,
@@ -490,10 +491,14 @@ function stepRecord(
   consumedTokens: number,
   valLoss: number | undefined,
   lossName: string,
+  valParts?: Record<string, number>,
 ): Record<string, unknown> {
+  const fields = (prefix: string, parts: Record<string, number> | undefined) =>
+    Object.fromEntries(Object.entries(parts ?? {}).map(([n, v]) => [prefix + jsonName(n), v]));
   return {
     iteration: it,
     loss: r.loss,
+    ...fields("", r.parts),
     lr: r.lr,
     grad_norm: r.gradNorm,
     loss_scale: r.lossScale,
@@ -503,13 +508,21 @@ function stepRecord(
     consumed_tokens: consumedTokens,
     ...(valLoss !== undefined ? { val_loss: valLoss } : {}),
     ...(valLoss !== undefined && lossName === "lm loss" ? { val_ppl: Math.exp(valLoss) } : {}),
+    ...fields("val_", valLoss !== undefined ? valParts : undefined),
   };
+}
+
+/** A loss part's name as a JSON field: `lm loss` → `lm_loss`. */
+function jsonName(name: string): string {
+  return name.replace(/[^A-Za-z0-9]+/g, "_");
 }
 
 /** Sums over the steps of one logging window. */
 class LogWindow {
   start = performance.now();
   loss = 0;
+  /** The sums of the loss's parts (BERT's `lm loss`, `sop loss`), where it has them. */
+  parts: Record<string, number> | null = null;
   steps = 0;
   comm = 0;
   skipped = 0;
@@ -521,11 +534,22 @@ class LogWindow {
    * the mean (and counts as a nan iteration where it is not finite), and the
    * line's gradient norm is the last step's, none where it was skipped.
    */
-  add(loss: number, norm: number, comm: number, skipped = false): void {
+  add(
+    loss: number,
+    norm: number,
+    comm: number,
+    skipped = false,
+    parts?: Record<string, number>,
+  ): void {
     if (skipped) {
       this.skipped++;
       if (!Number.isFinite(loss)) this.nan++;
-    } else this.loss += loss;
+    } else {
+      this.loss += loss;
+      for (const [n, v] of Object.entries(parts ?? {})) {
+        (this.parts ??= {})[n] = (this.parts[n] ?? 0) + v;
+      }
+    }
     this.lastNorm = skipped ? null : norm;
     this.comm += comm;
     this.steps++;
@@ -535,6 +559,7 @@ class LogWindow {
   close(): {
     msPerIter: number;
     loss: number | null;
+    parts: Record<string, number> | null;
     gradNorm: number | null;
     commShare: number;
     skipped: number;
@@ -545,6 +570,9 @@ class LogWindow {
     const out = {
       msPerIter,
       loss: clean > 0 ? this.loss / clean : null, // every step skipped: no loss to show
+      parts: clean > 0 && this.parts
+        ? Object.fromEntries(Object.entries(this.parts).map(([n, v]) => [n, v / clean]))
+        : null,
       gradNorm: this.lastNorm,
       commShare: this.comm / (msPerIter * this.steps),
       skipped: this.skipped,
@@ -558,6 +586,7 @@ class LogWindow {
       this.nan =
         0;
     this.lastNorm = null;
+    this.parts = null;
     return out;
   }
 }
@@ -628,7 +657,7 @@ async function trainOn<B>(
   });
   const valRows = task.validation.reduce((n, b) => n + task.rowsOf(b), 0);
   const evaluate = () =>
-    trainer.evaluate(
+    trainer.evaluateParts(
       valShare.length,
       (i) => task.loss(valShare[i], wholeBatch(valShare[i])),
       (i) => task.rowsOf(valShare[i]) * dp / valRows,
@@ -725,9 +754,12 @@ async function trainOn<B>(
         `to train (raise ${length.flag} to go on)${validating ? "; evaluating it" : ""}`,
     );
     if (validating) {
-      lastVal = await evaluate();
+      const v = await evaluate();
+      lastVal = v.loss;
       if (log.isLogger) {
-        for (const line of formatValidationLines(startIter - 1, { [task.lossName]: lastVal })) {
+        for (
+          const line of formatValidationLines(startIter - 1, v.parts ?? { [task.lossName]: v.loss })
+        ) {
           progress.line(line);
         }
       }
@@ -772,7 +804,7 @@ async function trainOn<B>(
     }
     if (!r.skipped) prev = { lr: r.lr, gradNorm: r.gradNorm };
     if (r.skipped) skippedTotal++;
-    window.add(r.loss, r.gradNorm, timer.ms - c0, r.skipped);
+    window.add(r.loss, r.gradNorm, timer.ms - c0, r.skipped, r.parts);
     // Signals (with --save: stop after this step, saved) and the time since the start.
     let minutes = 0;
     if (agreeing) {
@@ -789,10 +821,15 @@ async function trainOn<B>(
     if (!stoppedBy) exitAfter = exitReason(a, it, iters, minutes);
     // Evaluate.
     let valLoss: number | undefined;
+    let valParts: Record<string, number> | undefined;
     if (validating && !stoppedBy && (it % a.evalInterval === 0 || it === iters)) {
-      valLoss = lastVal = await evaluate();
+      const v = await evaluate();
+      valLoss = lastVal = v.loss;
+      valParts = v.parts;
     }
-    json?.write(stepRecord(it, r, ms, gb * T, consumedAt(it).tokens, valLoss, task.lossName));
+    json?.write(
+      stepRecord(it, r, ms, gb * T, consumedAt(it).tokens, valLoss, task.lossName, valParts),
+    );
     // Log.
     if (it % a.logInterval === 0 || it === iters || stoppedBy || exitAfter) {
       const w = window.close();
@@ -811,6 +848,7 @@ async function trainOn<B>(
             gflops: flopsPerIter / (w.msPerIter / 1000) / 1e9,
             lr: r.lr,
             loss: w.loss,
+            ...(w.parts ? { losses: w.parts } : {}),
             lossScale: r.lossScale,
             gradNorm: w.gradNorm,
             skipped: w.skipped,
@@ -821,7 +859,7 @@ async function trainOn<B>(
       }
     }
     if (valLoss !== undefined && log.isLogger) {
-      for (const line of formatValidationLines(it, { [task.lossName]: valLoss })) {
+      for (const line of formatValidationLines(it, valParts ?? { [task.lossName]: valLoss })) {
         progress.line(line);
       }
     }

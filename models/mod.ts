@@ -87,7 +87,9 @@ export {
 } from "./parallel/overlap.ts";
 export {
   DEFAULT_CLIP_GRAD,
+  type LossParts,
   type ParallelHooks,
+  type StepLoss,
   type StepResult,
   type Trainable,
   Trainer,

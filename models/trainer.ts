@@ -11,6 +11,7 @@ import type { Device } from "../core/device.ts";
 import type { ParamInfo } from "../core/nn.ts";
 import {
   axpyInPlace,
+  concat,
   full,
   type HalfFormat,
   packHalf,
@@ -69,6 +70,35 @@ export interface ParallelHooks {
 }
 
 /** `loss` if it is one number, else an error naming `op` and its shape (logits, say). */
+/**
+ * `out`'s loss and parts (checked scalars), the parts' names against `names`
+ * (those of an earlier micro-batch) where given.
+ */
+function splitLoss(
+  op: string,
+  out: StepLoss,
+  names?: readonly string[],
+): { loss: Tensor; parts?: [string, Tensor][] } {
+  const withParts = out as Partial<LossParts>;
+  if (withParts.parts === undefined || withParts.loss === undefined) {
+    if (names?.length) {
+      throw new Error(`${op}: a micro-batch's loss has no parts, an earlier one's had`);
+    }
+    return { loss: scalarLoss(op, out as Tensor) };
+  }
+  const parts = Object.entries(withParts.parts).map(([n, t]): [string, Tensor] => [
+    n,
+    scalarLoss(`${op} (part ${JSON.stringify(n)})`, t),
+  ]);
+  const got = parts.map(([n]) => n).join(", ");
+  if (names !== undefined && got !== names.join(", ")) {
+    throw new Error(
+      `${op}: a micro-batch's loss parts are ${got}, an earlier one's ${names.join(", ")}`,
+    );
+  }
+  return { loss: scalarLoss(op, withParts.loss), parts };
+}
+
 function scalarLoss(op: string, loss: Tensor): Tensor {
   if (loss.size !== 1) {
     throw new Error(
@@ -117,10 +147,28 @@ export interface TrainerOptions {
   backwardWaits?: { ms: number };
 }
 
+/**
+ * A loss with named parts that add up to it (BERT's masked-LM and
+ * sentence-order losses, Megatron's `lm loss` and `sop loss`), which
+ * {@link Trainer.step} and {@link Trainer.evaluateParts} report apart, read
+ * back with the loss. Every micro-batch names the same parts.
+ */
+export interface LossParts {
+  /** The loss backward runs from. */
+  loss: Tensor;
+  /** Its parts, scalars, by name. */
+  parts: Readonly<Record<string, Tensor>>;
+}
+
+/** What a loss function gives {@link Trainer.step}: a scalar loss, or one with its parts. */
+export type StepLoss = Tensor | LossParts;
+
 /** The numbers one optimizer step reports. */
 export interface StepResult {
   /** Mean loss over the step's micro-batches. */
   loss: number;
+  /** The means of its parts, where the loss function gave them ({@link LossParts}). */
+  parts?: Record<string, number>;
   /** Global gradient norm before clipping. */
   gradNorm: number;
   /** Learning rate used. */
@@ -221,7 +269,7 @@ export class Trainer {
    */
   async step(
     microBatches: number,
-    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
   ): Promise<StepResult> {
     if (!Number.isInteger(microBatches) || microBatches < 1) {
       throw new Error(`Trainer.step: micro-batches must be an integer ≥ 1, got ${microBatches}`);
@@ -234,7 +282,7 @@ export class Trainer {
 
   async #stepExclusive(
     microBatches: number,
-    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
   ): Promise<StepResult> {
     const device = this.device;
     this.model.train(true);
@@ -258,7 +306,7 @@ export class Trainer {
 
   async #step(
     microBatches: number,
-    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
     lr: number,
     scale: number,
   ): Promise<StepResult> {
@@ -283,7 +331,7 @@ export class Trainer {
   /** {@link Trainer.step}'s work: backward over the micro-batches, reduce, clip, update. */
   async #accumulateAndUpdate(
     microBatches: number,
-    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
     lr: number,
     scale: number,
     onReduction: (r: GradReductionHandle) => void,
@@ -299,6 +347,8 @@ export class Trainer {
       : undefined;
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
+      // The parts' sums, by name (made at the first micro-batch).
+      let partSums: [string, Tensor][] | undefined;
       const inv = 1 / microBatches;
       const hooks = this.opts.hooks;
       let reduction: GradReductionHandle = null;
@@ -309,15 +359,25 @@ export class Trainer {
           onReduction(reduction);
         }
         const onLeafGrad = reduction ? reduction.onLeafGrad : undefined;
-        await tidy(device, async () => {
-          const loss = scalarLoss("Trainer.step", await lossOf(i));
+        // The micro-batch's parts (scalars) outlive its scope, to be summed in this one.
+        const parts = await tidy(device, async () => {
+          const { loss, parts } = splitLoss(
+            "Trainer.step",
+            await lossOf(i),
+            partSums?.map(([n]) => n) ?? (i > 0 ? [] : undefined),
+          );
           packSaved(device, [loss]);
           axpyInPlace(lossSum, loss, inv);
           await backward(loss, full(device, [1], inv * scale), {
             onLeafGrad,
             waitTimer: this.opts.backwardWaits,
           });
+          return parts;
         });
+        if (parts) {
+          partSums ??= parts.map(([n]) => [n, full(device, [1], 0)]);
+          parts.forEach(([, t], k) => axpyInPlace(partSums![k][1], t, inv));
+        }
       }
       if (!params.some((p) => p.grad)) {
         throw new Error(
@@ -350,16 +410,22 @@ export class Trainer {
       device.recycleStreamTextures(); // the next step's weights take the gradients' textures
       this.refreshHalfCopies();
       zeroGrad(params);
+      // The loss and its parts in one tensor: one average over replicas, one read.
+      const sums = partSums ? concat([lossSum, ...partSums.map(([, t]) => t)], 0) : lossSum;
       const reported = this.opts.hooks?.averageLoss
-        ? await this.opts.hooks.averageLoss(lossSum)
-        : lossSum;
+        ? await this.opts.hooks.averageLoss(sums)
+        : sums;
       const [l, cb] = await device.readMany([reported.binding, coef.binding]);
       const c = new Float32Array(cb);
       const skipped = c[2] !== 0;
       if (skipped) this.optimizer.unstep();
       scaler?.update(skipped);
+      const means = new Float32Array(l);
       return {
-        loss: new Float32Array(l)[0],
+        loss: means[0],
+        ...(partSums
+          ? { parts: Object.fromEntries(partSums.map(([n], k) => [n, means[k + 1]])) }
+          : {}),
         gradNorm: c[1],
         lr,
         lossScale: scaler?.scale ?? 1,
@@ -379,9 +445,21 @@ export class Trainer {
    */
   async evaluate(
     n: number,
-    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
     weight: number | ((i: number) => number) = 1 / n,
   ): Promise<number> {
+    return (await this.evaluateParts(n, lossOf, weight)).loss;
+  }
+
+  /**
+   * {@link Trainer.evaluate}, with the means of the loss's parts where `lossOf`
+   * gives them ({@link LossParts}), in the same read.
+   */
+  async evaluateParts(
+    n: number,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
+    weight: number | ((i: number) => number) = 1 / n,
+  ): Promise<{ loss: number; parts?: Record<string, number> }> {
     // 0 is allowed where replicas average the loss: a data-parallel replica may hold no
     // validation batch (its sum is 0). Alone, 0 batches would report a loss of 0.
     const least = this.opts.hooks?.averageLoss ? 0 : 1;
@@ -400,9 +478,9 @@ export class Trainer {
 
   async #evaluateExclusive(
     n: number,
-    lossOf: (i: number) => Tensor | Promise<Tensor>,
+    lossOf: (i: number) => StepLoss | Promise<StepLoss>,
     weight: number | ((i: number) => number),
-  ): Promise<number> {
+  ): Promise<{ loss: number; parts?: Record<string, number> }> {
     const weightOf = typeof weight === "number" ? () => weight : weight;
     const device = this.device;
     const was = this.model.training ?? true;
@@ -411,15 +489,36 @@ export class Trainer {
     try {
       return await tidy(device, async () => {
         const total = full(device, [1], 0);
+        let partSums: [string, Tensor][] | undefined;
         await device.noGrad(async () => {
           for (let i = 0; i < n; i++) {
-            await tidy(device, async () => {
-              axpyInPlace(total, scalarLoss("Trainer.evaluate", await lossOf(i)), weightOf(i));
+            // The batch's parts (scalars) outlive its scope, to be summed in this one.
+            const parts = await tidy(device, async () => {
+              const { loss, parts } = splitLoss(
+                "Trainer.evaluate",
+                await lossOf(i),
+                partSums?.map(([n]) => n) ?? (i > 0 ? [] : undefined),
+              );
+              axpyInPlace(total, loss, weightOf(i));
+              return parts;
             });
+            if (parts) {
+              partSums ??= parts.map(([n]) => [n, full(device, [1], 0)]);
+              parts.forEach(([, t], k) => axpyInPlace(partSums![k][1], t, weightOf(i)));
+            }
           }
         });
-        const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(total) : total;
-        return await t.item();
+        // The loss and its parts in one tensor: one average over replicas, one read.
+        const sums = partSums ? concat([total, ...partSums.map(([, t]) => t)], 0) : total;
+        const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(sums) : sums;
+        const [read] = await device.readMany([t.binding]);
+        const means = new Float32Array(read);
+        return {
+          loss: means[0],
+          ...(partSums
+            ? { parts: Object.fromEntries(partSums.map(([n], k) => [n, means[k + 1]])) }
+            : {}),
+        };
       });
     } finally {
       this.model.train(was);

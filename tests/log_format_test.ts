@@ -42,6 +42,29 @@ Deno.test("training line: Megatron's fields and formats", () => {
   );
 });
 
+Deno.test("training line: a loss's parts in its place, as Megatron's pretrain_bert prints them", () => {
+  const line = formatLogLine({
+    iteration: 5,
+    total: 100,
+    consumedTokens: 5 * 8 * 64,
+    globalBatchSize: 8,
+    msPerIter: 123.44,
+    tokensPerS: 4148,
+    gflops: 2400,
+    lr: 3e-4,
+    loss: 7.5,
+    losses: { "lm loss": 6.8, "sop loss": 0.7 },
+    lossName: "mlm+sop loss",
+    gradNorm: 0.5,
+    time: new Date(2024, 4, 1, 12, 3, 9),
+  });
+  match(
+    line,
+    /\| global batch size: {5}8 \| lm loss: 6\.800000E\+00 \| sop loss: 7\.000000E-01 \| loss scale/,
+  );
+  equal(line.includes("mlm+sop"), false);
+});
+
 Deno.test("training line: a CPU adapter's throughput keeps two significant digits", () => {
   const line = (gflops: number) =>
     formatLogLine({

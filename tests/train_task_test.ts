@@ -759,6 +759,24 @@ for (const model of ["gpt", "bert"]) {
         ok(near(rec.loss, want.loss) && near(rec.grad_norm, want.grad_norm), what);
         equal(rec.val_loss === undefined, want.val_loss === undefined, what);
         if (want.val_loss !== undefined) ok(near(rec.val_loss, want.val_loss), what);
+        // BERT's parts (Megatron's lm loss and sop loss): the same under every split, and
+        // adding up to the loss.
+        const parts = model === "bert"
+          ? [
+            "lm_loss",
+            "sop_loss",
+            ...(want.val_loss !== undefined ? ["val_lm_loss", "val_sop_loss"] : []),
+          ]
+          : [];
+        for (const p of parts) {
+          ok(near(rec[p], want[p]), `${what}: ${p} ${rec[p]} against ${want[p]}`);
+        }
+        if (model === "bert") {
+          ok(
+            near(rec.lm_loss + rec.sop_loss, rec.loss),
+            `${what}: parts ${rec.lm_loss} + ${rec.sop_loss}`,
+          );
+        } else equal(rec.lm_loss, undefined);
       }
     }
   });

@@ -26,6 +26,7 @@ import {
   writeWordPieceTokenizer,
 } from "../../data/wordpiece_tokenizer.ts";
 import { Bert, type BertConfig, type BertInputs } from "../../models/bert.ts";
+import type { LossParts } from "../../models/trainer.ts";
 import { assignBert, bertPaddedRows } from "../../models/hf/bert.ts";
 import { freshHeadsWarning, type HfBert, readHfBert } from "../bert_model.ts";
 import type { DataSource } from "../data_source.ts";
@@ -272,14 +273,18 @@ export class BertTask implements Task<BertBatch> {
     return b.batchSize;
   }
 
-  /** MLM + SOP loss of the part's rows (see {@link bertTensors} for the MLM normalizer). */
-  loss(b: BertBatch, part: LossPart<BertBatch>): Promise<Tensor> {
+  /**
+   * MLM + SOP loss of the part's rows (see {@link bertTensors} for the MLM
+   * normalizer), with its parts under Megatron's names, `lm loss` and `sop loss`.
+   */
+  async loss(b: BertBatch, part: LossPart<BertBatch>): Promise<LossParts> {
     let masked = this.#stepMasked.get(part.step);
     if (masked === undefined) {
       masked = part.step.reduce((n, x) => n + maskedCount(x), 0);
       this.#stepMasked.set(part.step, masked);
     }
-    return this.model.loss(bertTensors(this.model.parallel.device, b, part, masked));
+    const l = await this.model.losses(bertTensors(this.model.parallel.device, b, part, masked));
+    return { loss: l.total, parts: { "lm loss": l.mlm, "sop loss": l.sop } };
   }
 
   /** The sampler's state. */

@@ -9,7 +9,7 @@
  */
 
 import type { Module } from "../../core/nn.ts";
-import type { Tensor } from "../../core/tensor.ts";
+import type { StepLoss } from "../../models/trainer.ts";
 import type { HasRngStreams } from "../../models/checkpoint/gpt.ts";
 import type { ParallelLayers } from "../../models/parallel/layers.ts";
 import type { RngTracker } from "../../models/parallel/random.ts";
@@ -117,7 +117,8 @@ export interface Task<B> {
   readonly headShare: number;
   /**
    * The loss's name in the log lines: `lm loss` (GPT, whose perplexity the
-   * validation lines give), `mlm+sop loss` (BERT's sum of both heads' losses).
+   * validation lines give), `mlm+sop loss` (BERT's sum of both heads' losses,
+   * whose parts, Megatron's `lm loss` and `sop loss`, the lines give instead).
    */
   readonly lossName: string;
   /** The next global micro-batch of the training sampler (every rank draws the same). */
@@ -128,7 +129,7 @@ export interface Task<B> {
    * This rank's loss on `part` of `batch`: what the trainer averages over a
    * step's micro-batches and the data-parallel group averages over ranks.
    */
-  loss(batch: B, part: LossPart<B>): Promise<Tensor>;
+  loss(batch: B, part: LossPart<B>): Promise<StepLoss>;
   /** Rows of `batch`. */
   rowsOf(batch: B): number;
   /** The training sampler's state, for a checkpoint. */
