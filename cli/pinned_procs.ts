@@ -18,7 +18,7 @@
 
 import { listHostGpus } from "../collectives/devices.ts";
 import { parseDuration, randomRunId } from "../collectives/env.ts";
-import { grantedPermissionFlags } from "../collectives/procs.ts";
+import { rankRunArgs } from "../collectives/procs.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { waitForAllOrGrace } from "../collectives/wait.ts";
 
@@ -163,10 +163,7 @@ export async function runPinnedProcs<T>(opts: PinnedProcsOptions): Promise<T[]> 
   const children = Array.from({ length: ranks }, (_, i) => {
     const deno = [
       Deno.execPath(),
-      "run",
-      ...grantedPermissionFlags(launcher),
-      "--unstable-webgpu",
-      launcher,
+      ...rankRunArgs(launcher),
       ...(ranks > 1
         ? ["--nnodes", String(ranks), "--node-rank", String(i), "--nproc-per-node", "1"]
         : []),

@@ -94,9 +94,9 @@ export function checkWarmup(f: FlagValues): void {
  * are refused beside another style, where they would change nothing.
  */
 export function checkWsd(f: FlagValues): void {
-  const [lengthFlag, decayFlag] =
-    COUNTED_BY[f["train-samples"] !== undefined ? "samples" : "iterations"];
-  const wsdFlag = f["train-samples"] !== undefined ? "lr-wsd-decay-samples" : "lr-wsd-decay-iters";
+  const count = f["train-samples"] !== undefined ? "samples" : "iterations";
+  const [lengthFlag, decayFlag] = COUNTED_BY[count];
+  const wsdFlag = count === "samples" ? "lr-wsd-decay-samples" : "lr-wsd-decay-iters";
   const wsd = f[wsdFlag] as number | undefined;
   if (f["lr-decay-style"] !== "WSD") {
     if (wsd !== undefined) {
@@ -109,8 +109,8 @@ export function checkWsd(f: FlagValues): void {
   }
   if (wsd === undefined) {
     throw new UsageError(
-      `--lr-decay-style WSD needs --${wsdFlag} N: the annealing's length, the last ` +
-        `${f["train-samples"] !== undefined ? "samples" : "iterations"} of the decay`,
+      `--lr-decay-style WSD needs --${wsdFlag} N: the annealing's length, the last ${count} ` +
+        "of the decay",
     );
   }
   const decay = (f[decayFlag] ?? f[lengthFlag]) as number;

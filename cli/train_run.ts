@@ -508,7 +508,7 @@ function stepRecord(
     consumed_tokens: consumedTokens,
     ...(valLoss !== undefined ? { val_loss: valLoss } : {}),
     ...(valLoss !== undefined && lossName === "lm loss" ? { val_ppl: Math.exp(valLoss) } : {}),
-    ...fields("val_", valLoss !== undefined ? valParts : undefined),
+    ...fields("val_", valParts),
   };
 }
 

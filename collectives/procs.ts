@@ -44,6 +44,15 @@ export const AFTER_FAILURE_GRACE_MS = 5000;
 /** Signals the launcher passes on to its ranks (a second one kills them). */
 export const FORWARDED_SIGNALS: readonly Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
 
+/**
+ * `deno run` of `program` in a rank process: this process's permissions
+ * ({@link grantedPermissionFlags}) and WebGPU, the program by URL.
+ */
+export function rankRunArgs(program: string | URL): string[] {
+  const url = String(program);
+  return ["run", ...grantedPermissionFlags(url), "--unstable-webgpu", url];
+}
+
 const PERMISSION_NAMES = ["read", "write", "net", "env", "run", "ffi", "sys", "import"] as const;
 
 /**
@@ -103,10 +112,7 @@ export async function runRankProcesses(cfg: DistConfig, opts: ProcsOptions = {})
     (_, i) =>
       new Deno.Command(Deno.execPath(), {
         args: [
-          "run",
-          ...grantedPermissionFlags(program),
-          "--unstable-webgpu",
-          program,
+          ...rankRunArgs(program),
           ...rest,
           ...devices,
         ],

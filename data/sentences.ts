@@ -65,11 +65,17 @@ export function splitParagraphSentences(paragraph: string): string[] {
   return out;
 }
 
+/** What ends a document of BERT's text: a run of two or more blank lines. */
+export const DOCUMENT_GAP = /\n[ \t]*\n(?:[ \t]*\n)+/;
+
+/** What ends a paragraph: a blank line. */
+export const PARAGRAPH_GAP = /\n[ \t]*\n/;
+
 /** Splits text into documents (at 2+ blank lines), each a list of sentences (paragraphs joined). */
 export function splitDocuments(text: string): string[][] {
   return text
     .replace(/\r\n?/g, "\n")
-    .split(/\n[ \t]*\n(?:[ \t]*\n)+/)
-    .map((doc) => doc.split(/\n[ \t]*\n/).flatMap(splitParagraphSentences))
+    .split(DOCUMENT_GAP)
+    .map((doc) => doc.split(PARAGRAPH_GAP).flatMap(splitParagraphSentences))
     .filter((sentences) => sentences.length > 0);
 }

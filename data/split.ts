@@ -10,6 +10,7 @@
  * @module
  */
 
+import { DOCUMENT_GAP, PARAGRAPH_GAP } from "./sentences.ts";
 import { asTokenStream, type TokenStream, type TokenStreamLike } from "./token_stream.ts";
 
 /** One corpus's parts. */
@@ -119,7 +120,8 @@ function toBoundary(
 export function textCut(text: string, cut: number, from: number, to: number): number {
   const reach = Math.floor(Math.min(cut - from, to - cut) / 2);
   if (reach <= 0) return cut;
-  for (const gap of [/\n[ \t]*\n(?:[ \t]*\n)+/g, /\n[ \t]*\n/g, /\s+/g]) {
+  for (const kind of [DOCUMENT_GAP, PARAGRAPH_GAP, /\s+/]) {
+    const gap = new RegExp(kind.source, "g");
     let best = cut, bestDistance = Infinity;
     // A gap ending within reach of the cut may start before that window.
     gap.lastIndex = Math.max(from, cut - reach - 1024);

@@ -99,6 +99,39 @@ function splitLoss(
   return { loss: scalarLoss(op, withParts.loss), parts };
 }
 
+/**
+ * A pass's loss parts summed over its batches (a step's micro-batches, an
+ * evaluation's batches): the sums are made at the first batch with parts, in
+ * the scope that is current then (the pass's).
+ */
+class PartSums {
+  #sums: [string, Tensor][] | undefined;
+
+  /** Batch `i`'s loss and parts ({@link splitLoss}), checked against the earlier batches'. */
+  split(op: string, out: StepLoss, i: number): { loss: Tensor; parts?: [string, Tensor][] } {
+    return splitLoss(op, out, this.#sums?.map(([n]) => n) ?? (i > 0 ? [] : undefined));
+  }
+
+  /** Adds a batch's `parts` times `weight`. */
+  add(device: Device, parts: [string, Tensor][] | undefined, weight: number): void {
+    if (!parts) return;
+    this.#sums ??= parts.map(([n]) => [n, full(device, [1], 0)]);
+    parts.forEach(([, t], k) => axpyInPlace(this.#sums![k][1], t, weight));
+  }
+
+  /** `loss` and the sums after it in one tensor: one average over replicas, one read. */
+  after(loss: Tensor): Tensor {
+    return this.#sums ? concat([loss, ...this.#sums.map(([, t]) => t)], 0) : loss;
+  }
+
+  /** The parts' values read back from {@link PartSums.after}'s tensor (`values`), if any. */
+  read(values: Float32Array): { parts?: Record<string, number> } {
+    return this.#sums
+      ? { parts: Object.fromEntries(this.#sums.map(([n], k) => [n, values[k + 1]])) }
+      : {};
+  }
+}
+
 function scalarLoss(op: string, loss: Tensor): Tensor {
   if (loss.size !== 1) {
     throw new Error(
@@ -347,8 +380,7 @@ export class Trainer {
       : undefined;
     return await tidy(device, async () => {
       const lossSum = full(device, [1], 0);
-      // The parts' sums, by name (made at the first micro-batch).
-      let partSums: [string, Tensor][] | undefined;
+      const partSums = new PartSums();
       const inv = 1 / microBatches;
       const hooks = this.opts.hooks;
       let reduction: GradReductionHandle = null;
@@ -361,11 +393,7 @@ export class Trainer {
         const onLeafGrad = reduction ? reduction.onLeafGrad : undefined;
         // The micro-batch's parts (scalars) outlive its scope, to be summed in this one.
         const parts = await tidy(device, async () => {
-          const { loss, parts } = splitLoss(
-            "Trainer.step",
-            await lossOf(i),
-            partSums?.map(([n]) => n) ?? (i > 0 ? [] : undefined),
-          );
+          const { loss, parts } = partSums.split("Trainer.step", await lossOf(i), i);
           packSaved(device, [loss]);
           axpyInPlace(lossSum, loss, inv);
           await backward(loss, full(device, [1], inv * scale), {
@@ -374,10 +402,7 @@ export class Trainer {
           });
           return parts;
         });
-        if (parts) {
-          partSums ??= parts.map(([n]) => [n, full(device, [1], 0)]);
-          parts.forEach(([, t], k) => axpyInPlace(partSums![k][1], t, inv));
-        }
+        partSums.add(device, parts, inv);
       }
       if (!params.some((p) => p.grad)) {
         throw new Error(
@@ -410,8 +435,7 @@ export class Trainer {
       device.recycleStreamTextures(); // the next step's weights take the gradients' textures
       this.refreshHalfCopies();
       zeroGrad(params);
-      // The loss and its parts in one tensor: one average over replicas, one read.
-      const sums = partSums ? concat([lossSum, ...partSums.map(([, t]) => t)], 0) : lossSum;
+      const sums = partSums.after(lossSum);
       const reported = this.opts.hooks?.averageLoss
         ? await this.opts.hooks.averageLoss(sums)
         : sums;
@@ -423,9 +447,7 @@ export class Trainer {
       const means = new Float32Array(l);
       return {
         loss: means[0],
-        ...(partSums
-          ? { parts: Object.fromEntries(partSums.map(([n], k) => [n, means[k + 1]])) }
-          : {}),
+        ...partSums.read(means),
         gradNorm: c[1],
         lr,
         lossScale: scaler?.scale ?? 1,
@@ -489,36 +511,23 @@ export class Trainer {
     try {
       return await tidy(device, async () => {
         const total = full(device, [1], 0);
-        let partSums: [string, Tensor][] | undefined;
+        const partSums = new PartSums();
         await device.noGrad(async () => {
           for (let i = 0; i < n; i++) {
             // The batch's parts (scalars) outlive its scope, to be summed in this one.
             const parts = await tidy(device, async () => {
-              const { loss, parts } = splitLoss(
-                "Trainer.evaluate",
-                await lossOf(i),
-                partSums?.map(([n]) => n) ?? (i > 0 ? [] : undefined),
-              );
+              const { loss, parts } = partSums.split("Trainer.evaluate", await lossOf(i), i);
               axpyInPlace(total, loss, weightOf(i));
               return parts;
             });
-            if (parts) {
-              partSums ??= parts.map(([n]) => [n, full(device, [1], 0)]);
-              parts.forEach(([, t], k) => axpyInPlace(partSums![k][1], t, weightOf(i)));
-            }
+            partSums.add(device, parts, weightOf(i));
           }
         });
-        // The loss and its parts in one tensor: one average over replicas, one read.
-        const sums = partSums ? concat([total, ...partSums.map(([, t]) => t)], 0) : total;
+        const sums = partSums.after(total);
         const t = this.opts.hooks?.averageLoss ? await this.opts.hooks.averageLoss(sums) : sums;
         const [read] = await device.readMany([t.binding]);
         const means = new Float32Array(read);
-        return {
-          loss: means[0],
-          ...(partSums
-            ? { parts: Object.fromEntries(partSums.map(([n], k) => [n, means[k + 1]])) }
-            : {}),
-        };
+        return { loss: means[0], ...partSums.read(means) };
       });
     } finally {
       this.model.train(was);

@@ -19,7 +19,7 @@ import { RngStream } from "../core/rng.ts";
 import { Tensor, tidy } from "../core/tensor.ts";
 import { TokenIds } from "../core/token_ids.ts";
 import { assertClose, gpuTest, randomArray, testDevice } from "./helpers.ts";
-import { megatronGetLr } from "./megatron_lr.ts";
+import { megatronGetLr, type MegatronLrOptions } from "./megatron_lr.ts";
 
 const dev = await testDevice();
 
@@ -200,6 +200,48 @@ Deno.test("learning rate: Megatron's --lr-warmup-fraction and --lr-warmup-init, 
   assertClose([learningRate(0, { ...s, initLr: undefined })], [0]);
 });
 
+/**
+ * `learningRate` against Megatron's `get_lr` at every update of a schedule
+ * counted in samples, as the CLI builds it (`lrScheduleOf`): warm-up `W`, decay
+ * `D` and WSD's annealing `A` samples at a global batch of `G`, whose
+ * `num_steps` is update·G.
+ */
+function assertMegatronInSamples(
+  G: number,
+  W: number,
+  D: number,
+  style: MegatronLrOptions["style"],
+  wsd: { A?: number; wsdStyle?: MegatronLrOptions["wsdStyle"] } = {},
+): void {
+  const s = {
+    lr: 1e-3,
+    minLr: 1e-4,
+    initLr: 2e-4,
+    warmupIters: W / G,
+    decayIters: D / G,
+    style,
+    stepIters: 1 / G,
+    ...(wsd.A !== undefined ? { wsdDecayIters: wsd.A / G, wsdStyle: wsd.wsdStyle } : {}),
+  };
+  const m = {
+    maxLr: 1e-3,
+    minLr: 1e-4,
+    initLr: 2e-4,
+    warmupSteps: W,
+    decaySteps: D,
+    style,
+    wsdDecaySteps: wsd.A,
+    wsdStyle: wsd.wsdStyle,
+  };
+  for (let iter = 0; iter * G <= D + 2 * G; iter++) {
+    assertClose([learningRate(iter, s)], [megatronGetLr(iter * G, m)], {
+      rtol: 1e-12,
+      atol: 0,
+      what: `G ${G}, W ${W}, D ${D}, ${style} ${wsd.wsdStyle ?? ""}, update ${iter}`,
+    });
+  }
+}
+
 Deno.test("learning rate: Megatron's schedule counted in samples, as W / G and D / G updates", () => {
   // --train-samples with --lr-warmup-samples W and --lr-decay-samples D at a global batch of G:
   // Megatron's num_steps is iter·G; the lengths are fractional here where G does not divide them.
@@ -207,29 +249,7 @@ Deno.test("learning rate: Megatron's schedule counted in samples, as W / G and D
     for (const W of [0, 5, 12, 16, 24]) {
       for (const D of [30, 36, 37, 100]) {
         for (const style of ["cosine", "linear", "constant"] as const) {
-          const s = {
-            lr: 1e-3,
-            minLr: 1e-4,
-            initLr: 2e-4,
-            warmupIters: W / G,
-            decayIters: D / G,
-            style,
-          };
-          const m = {
-            maxLr: 1e-3,
-            minLr: 1e-4,
-            initLr: 2e-4,
-            warmupSteps: W,
-            decaySteps: D,
-            style,
-          };
-          for (let iter = 0; iter * G <= D + 2 * G; iter++) {
-            assertClose([learningRate(iter, s)], [megatronGetLr(iter * G, m)], {
-              rtol: 1e-12,
-              atol: 0,
-              what: `G ${G}, W ${W}, D ${D}, ${style}, update ${iter}`,
-            });
-          }
+          assertMegatronInSamples(G, W, D, style);
         }
       }
     }
@@ -277,33 +297,7 @@ Deno.test("learning rate: Megatron's inverse-square-root and WSD styles, in iter
           ),
         ] as const;
         for (const [style, wsdStyle] of styles) {
-          const s = {
-            lr: 1e-3,
-            minLr: 1e-4,
-            initLr: 2e-4,
-            warmupIters: W / G,
-            decayIters: D / G,
-            style,
-            stepIters: 1 / G,
-            ...(style === "WSD" ? { wsdDecayIters: A / G, wsdStyle } : {}),
-          };
-          const m = {
-            maxLr: 1e-3,
-            minLr: 1e-4,
-            initLr: 2e-4,
-            warmupSteps: W,
-            decaySteps: D,
-            style,
-            wsdDecaySteps: A,
-            wsdStyle,
-          };
-          for (let iter = 0; iter * G <= D + 2 * G; iter++) {
-            assertClose([learningRate(iter, s)], [megatronGetLr(iter * G, m)], {
-              rtol: 1e-12,
-              atol: 0,
-              what: `G ${G}, W ${W}, D ${D}, ${style} ${wsdStyle ?? ""}, update ${iter}`,
-            });
-          }
+          assertMegatronInSamples(G, W, D, style, style === "WSD" ? { A, wsdStyle } : {});
         }
       }
     }

@@ -71,6 +71,22 @@ function freePortPair(): number {
   }
 }
 
+/**
+ * torchrun (2 ranks) of `cli/train.ts` with `program`'s flags, from the
+ * repository, its agent's store on a free port pair: its exit code and output.
+ */
+async function runTorchrun(dir: string, program: string[]): Promise<{ code: number; out: string }> {
+  // The agent binds MASTER_PORT itself; ours goes on the next port: keep both free.
+  const tr = await new Deno.Command(PYTHON, {
+    args: torchrun(freePortPair(), program),
+    cwd: ROOT,
+    env: { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: tr.code, out: dec.decode(tr.stdout) + dec.decode(tr.stderr) };
+}
+
 function torchrun(masterPort: number, program: string[]): string[] {
   return [
     "-m",
@@ -123,19 +139,10 @@ Deno.test({
       stderr: "piped",
     }).output();
     assert.equal(procs.code, 0, dec.decode(procs.stderr));
-    // The agent binds MASTER_PORT itself; ours goes on the next port: keep both free.
-    const port = freePortPair();
     const t0 = performance.now();
-    const tr = await new Deno.Command(PYTHON, {
-      args: torchrun(port, [...tiny(dir, 3), "--log-json", `${dir}/t.jsonl`]),
-      cwd: ROOT,
-      env,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const tr = await runTorchrun(dir, [...tiny(dir, 3), "--log-json", `${dir}/t.jsonl`]);
     const ms = performance.now() - t0;
-    const out = dec.decode(tr.stdout) + dec.decode(tr.stderr);
-    assert.equal(tr.code, 0, out);
+    assert.equal(tr.code, 0, tr.out);
     const p = jsonlLosses(await Deno.readTextFile(`${dir}/p.jsonl`));
     assert.equal(p.length, 3);
     assert.deepEqual(jsonlLosses(await Deno.readTextFile(`${dir}/t.jsonl`)), p);
@@ -155,15 +162,8 @@ Deno.test({
   fn: async () => {
     const dir = await makeRunDir();
     try {
-      const tr = await new Deno.Command(PYTHON, {
-        args: torchrun(freePortPair(), [...tiny(dir, 3), "--nproc-per-node", "2"]),
-        cwd: ROOT,
-        env: { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const out = dec.decode(tr.stdout) + dec.decode(tr.stderr);
-      assert.notEqual(tr.code, 0, out);
+      const { code, out } = await runTorchrun(dir, [...tiny(dir, 3), "--nproc-per-node", "2"]);
+      assert.notEqual(code, 0, out);
       // Each rank printed it (the layout is checked before a rank's errors are reported).
       const said = out.match(/error: torchrun started this process as one of 2 \(WORLD_SIZE=2\)/g);
       assert.equal(said?.length, 1, out);
