@@ -15,6 +15,7 @@ import { loadGpt } from "./eval.ts";
 import { modelSourceFromFlags, preferWidthForModel } from "./load_model.ts";
 import { counted, stderrProgress } from "./log.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
+import { documentEndId } from "../data/tokenizer.ts";
 import { forStdout, TextStream } from "./text_stream.ts";
 export { TextStream };
 import { checkTopP, samplingFlags } from "./sampling_flags.ts";
@@ -149,7 +150,7 @@ export async function generateRank(
   const name = tok.name;
   // The id the training text had between documents (GPT-2's <|endoftext|>, WordPiece's
   // [SEP]: data/corpus.ts): where a document ends, generation stops (it ran past [SEP]).
-  const endId = tok.eosId ?? tok.documentSeparatorId;
+  const endId = documentEndId(tok);
   if (f["ignore-eos"] && endId === undefined) {
     throw new UsageError(
       `--ignore-eos: the ${name} tokenizer has no end-of-text id to ignore; drop it`,

@@ -32,6 +32,8 @@ import {
 } from "../models/hf/config_fields.ts";
 import type { TokenizerName } from "../data/tokenizer.ts";
 import { BYTE_VOCAB_SIZE } from "../data/byte_tokenizer.ts";
+import { tokenizerNameFor } from "./model_tokenizer.ts";
+import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../data/token_bin.ts";
 import { GPT2_VOCAB_SIZE } from "../data/gpt2_vocab.ts";
 import { DATA_PATH_FLAGS, DATA_PATH_FORM, dataSourceOf, isBlend } from "./data_source.ts";
 import { DEBUG_FLAG, splitMisfit } from "./errors.ts";
@@ -342,7 +344,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     default: "byte",
     choices: [...GPT_TOKENIZERS],
-    help: "GPT tokenizer (BERT uses WordPiece)",
+    help:
+      "GPT tokenizer (BERT uses WordPiece); not given: a checkpoint's or Hugging Face model's, else the one a .bin's sidecar names, else the default",
   },
   ...VOCAB_FILE_FLAGS,
   "val-fraction": {
@@ -798,6 +801,33 @@ const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
  * A shape value as `config.json` gives it, named by its field there: "n_embd
  * 32", or for a field left out or null, "n_inner null (4·n_embd = 128)".
  */
+/**
+ * A fresh GPT model given no `--tokenizer` takes the one the sidecars of its
+ * `.bin` data name (`OUT.bin.json`, as `preprocess` writes), when they all name
+ * the same one of {@link GPT_TOKENIZERS}: the ids were made by it, so no other
+ * would read them. Sidecars that disagree, or name another, are left to the
+ * data's own checks, which refuse them with both names.
+ */
+async function adoptDataTokenizer(
+  f: FlagValues,
+  adopt: (flag: string, value: string) => void,
+): Promise<void> {
+  if (f.model !== "gpt" || wasGiven(f, "tokenizer")) return;
+  const named = new Map<string, string>();
+  for (const flag of DATA_PATH_FLAGS) {
+    for (const path of dataSourceOf(f, flag)?.paths ?? []) {
+      if (!isTokenBinPath(path)) continue;
+      const meta = await readTokenBinMeta(path).catch(() => undefined);
+      if (meta && !named.has(meta.tokenizer)) named.set(meta.tokenizer, tokenBinMetaPath(path));
+    }
+  }
+  if (named.size !== 1) return;
+  const [[name, side]] = named;
+  if (name === f.tokenizer || !(GPT_TOKENIZERS as readonly string[]).includes(name)) return;
+  console.error(`tokenizer ${name}, as ${side} names it (--tokenizer chooses another)`);
+  adopt("tokenizer", name);
+}
+
 function hfShapeValue(family: "gpt" | "bert", key: string, cfg: Record<string, unknown>): string {
   const fields: Record<string, string> = HF_SHAPE_FIELDS[family];
   const field = fields[key], hidden = fields.hiddenSize;
@@ -866,6 +896,15 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       }
     }
     fitSequence(f, c.maxPositions, file, adopt);
+    // Its vocabulary names its tokenizer (GPT-2's, padded or not), as `generate` and `eval` read it.
+    if (family === "gpt" && !wasGiven(f, "tokenizer")) {
+      const name = await tokenizerNameFor(c.vocabSize as number);
+      if (
+        name !== undefined && name !== f.tokenizer && GPT_TOKENIZERS.includes(name as TokenizerName)
+      ) {
+        adopt("tokenizer", name);
+      }
+    }
     const tp = f["tensor-model-parallel-size"] as number;
     const misfit = splitMisfit(c as unknown as ShapeConfig, tp);
     if (misfit) {
@@ -882,7 +921,10 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
     return extra;
   }
   const loadDir = f.load as string | undefined;
-  if (!loadDir) return extra;
+  if (!loadDir) {
+    await adoptDataTokenizer(f, adopt);
+    return extra;
+  }
   if (
     !f["use-checkpoint-args"] &&
     await firstRunOfRestartableJob(
@@ -895,6 +937,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       `warning: no checkpoint in ${loadDir} yet: training from scratch, saving there ` +
         `(--load and --save name the same directory, as a restartable job's do)`,
     );
+    await adoptDataTokenizer(f, adopt);
     return extra;
   }
   const { path, iteration } = await resolveIterDir(loadDir, f.iteration as number | undefined);

@@ -13,7 +13,7 @@
 import { oneLine, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
 import { loadMobyDick } from "./moby_dick.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import { documentEndId, type Tokenizer } from "./tokenizer.ts";
 import { decodeUtf8Counted, invalidUtf8Warning } from "./utf8.ts";
 
 /** Bytes read from a corpus file at a time. */
@@ -160,11 +160,8 @@ export async function tokenizeCorpus(
 ): Promise<TokenizedCorpus> {
   const chunkBytes = opts.chunkBytes ?? CORPUS_CHUNK_BYTES;
   const maxUncut = opts.maxUncutBytes ?? MAX_UNCUT_BYTES;
-  const separator: ArrayLike<number> = tokenizer.eosId !== undefined
-    ? [tokenizer.eosId]
-    : tokenizer.documentSeparatorId !== undefined
-    ? [tokenizer.documentSeparatorId]
-    : tokenizer.encode(BLANK_LINE);
+  const end = documentEndId(tokenizer);
+  const separator: ArrayLike<number> = end !== undefined ? [end] : tokenizer.encode(BLANK_LINE);
   let tokens = 0, documents = 0, chars = 0;
   const emit = async (ids: ArrayLike<number>) => {
     if (ids.length === 0) return;

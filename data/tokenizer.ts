@@ -27,6 +27,15 @@ export interface Tokenizer {
   decode(ids: ArrayLike<number>): string;
 }
 
+/**
+ * The id that ends a document in the training text: {@link Tokenizer.eosId},
+ * else {@link Tokenizer.documentSeparatorId}; undefined when documents are
+ * joined by a blank line. Where it is sampled, generated text ends.
+ */
+export function documentEndId(tokenizer: Tokenizer): number | undefined {
+  return tokenizer.eosId ?? tokenizer.documentSeparatorId;
+}
+
 /** Names accepted by {@link createTokenizer}. */
 export const TOKENIZER_NAMES = ["gpt2", "byte", "bert"] as const;
 

@@ -5,7 +5,7 @@ import { decodeTokenBin, encodeTokenBin, readTokenBin, writeTokenBin } from "../
 import { createTokenizer } from "../data/tokenizer.ts";
 import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
 import { parseFlags } from "../cli/flags.ts";
-import { TRAIN_FLAGS } from "../cli/train_config.ts";
+import { agreeWithModelSource, TRAIN_FLAGS } from "../cli/train_config.ts";
 import { tempDir } from "./temp_dir.ts";
 import type { TokenStream } from "../data/token_stream.ts";
 
@@ -233,6 +233,56 @@ Deno.test("a .bin records its tokenizer; loading it with another is refused, nam
     // A plain nanoGPT .bin (no sidecar) is still read.
     await Deno.remove(`${dir}/g.bin.json`);
     assert.equal((await loadTokens(gpt2, `${dir}/g.bin`)).ids.length, 2);
+  });
+});
+
+Deno.test("a fresh GPT run given no --tokenizer takes the one its .bin sidecars name", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/in.txt`, "hello world");
+    const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
+    for (const name of ["g", "h"]) {
+      assert.equal(
+        await preprocessMain([
+          "--output",
+          `${dir}/${name}.bin`,
+          "--input",
+          `${dir}/in.txt`,
+          ...gpt2,
+        ]),
+        0,
+      );
+    }
+    assert.equal(await preprocessMain(["--output", `${dir}/b.bin`, "--input", `${dir}/in.txt`]), 0);
+    const settled = async (args: string[]) => {
+      const f = parseFlags(args, TRAIN_FLAGS);
+      const extra = await agreeWithModelSource(f);
+      return { tokenizer: f.tokenizer, extra };
+    };
+    // One corpus, a blend, a Megatron prefix and separate train/valid paths: gpt2, carried to ranks.
+    for (
+      const data of [
+        ["--data-path", `${dir}/g.bin`],
+        ["--data-path", "1", `${dir}/g.bin`, "2", `${dir}/h.bin`],
+        ["--data-path", `${dir}/g`],
+        ["--train-data-path", `${dir}/g.bin`, "--valid-data-path", `${dir}/h.bin`],
+      ]
+    ) {
+      assert.deepEqual(await settled(data), {
+        tokenizer: "gpt2",
+        extra: ["--tokenizer", "gpt2"],
+      });
+    }
+    // Given, disagreeing sidecars, a byte corpus and text: nothing adopted (the data checks refuse).
+    for (
+      const args of [
+        ["--data-path", `${dir}/g.bin`, "--tokenizer", "byte"],
+        ["--data-path", `${dir}/g.bin`, `${dir}/b.bin`],
+        ["--data-path", `${dir}/b.bin`],
+        ["--data-path", `${dir}/in.txt`],
+      ]
+    ) {
+      assert.deepEqual(await settled(args), { tokenizer: "byte", extra: [] });
+    }
   });
 });
 

@@ -22,7 +22,7 @@ import { writeHfGpt2 } from "../models/hf/mod.ts";
 import { TextStream } from "../cli/generate.ts";
 import { showControls } from "../cli/text_stream.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
-import { permissionArgs } from "./cli_helpers.ts";
+import { permissionArgs, runCli } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
 const dev = await testDevice();
@@ -306,33 +306,40 @@ Deno.test("generate CLI: greedy text from a checkpoint and from HF agree", gpuTe
   m.dispose();
 });
 
+/**
+ * Writes to `dir` a GPT-2-vocabulary model whose every logit is the final bias times a row of
+ * wte, with <|endoftext|>'s row the largest: greedy decoding picks it at once.
+ */
+async function writeEndOfTextModel(dir: string): Promise<void> {
+  const c: GptConfig = {
+    vocabSize: 50257,
+    numLayers: 1,
+    hiddenSize: 8,
+    numHeads: 2,
+    maxPositions: 8,
+  };
+  const m = model(c, 5);
+  const w = await paramsToHost(m.namedParams());
+  m.dispose();
+  const h = c.hiddenSize;
+  const wte = w.get("wte.weight")!;
+  const rows = Float32Array.from(wte.data);
+  rows.fill(10, 50256 * h, 50257 * h);
+  const changed = new Map([
+    ["ln_f.weight", { shape: [h], data: new Float32Array(h) }],
+    ["ln_f.bias", { shape: [h], data: new Float32Array(h).fill(1) }],
+    ["wte.weight", { shape: wte.shape, data: rows }],
+  ]);
+  await writeHfGpt2(dir, c, (n) => changed.get(n) ?? w.get(n));
+}
+
 Deno.test(
   "generate CLI: a GPT-2 stops at <|endoftext|> and does not print it",
   gpuTest,
   async () => {
-    // A GPT-2-vocabulary model whose every logit is the final bias times a row of wte, with
-    // <|endoftext|>'s row the largest: greedy decoding picks it at once.
-    const c: GptConfig = {
-      vocabSize: 50257,
-      numLayers: 1,
-      hiddenSize: 8,
-      numHeads: 2,
-      maxPositions: 8,
-    };
-    const m = model(c, 5);
     await using temp = await tempDir();
     const hf = join(temp.path, "hf");
-    const w = await paramsToHost(m.namedParams());
-    const h = c.hiddenSize;
-    const wte = w.get("wte.weight")!;
-    const rows = Float32Array.from(wte.data);
-    rows.fill(10, 50256 * h, 50257 * h);
-    const changed = new Map([
-      ["ln_f.weight", { shape: [h], data: new Float32Array(h) }],
-      ["ln_f.bias", { shape: [h], data: new Float32Array(h).fill(1) }],
-      ["wte.weight", { shape: wte.shape, data: rows }],
-    ]);
-    await writeHfGpt2(hf, c, (n) => changed.get(n) ?? w.get(n));
+    await writeEndOfTextModel(hf);
     const common = ["--init-from-hf", hf, "--prompt", "Hi", "--temperature", "0"];
     const r = await cli([...common, "--max-new-tokens", "5"]);
     deepStrictEqual(r.code, 0, r.err);
@@ -344,7 +351,44 @@ Deno.test(
     const twice = await cli([...common, "--prompt", "b"]);
     deepStrictEqual(twice.code, 2, twice.err);
     match(twice.err, /generate continues one prompt/);
-    m.dispose();
+  },
+);
+
+Deno.test(
+  "train's closing sample stops at <|endoftext|> and does not print it, as generate does",
+  gpuTest,
+  async () => {
+    await using temp = await tempDir();
+    const hf = join(temp.path, "hf");
+    await writeEndOfTextModel(hf);
+    const r = await runCli(
+      "cli/train.ts",
+      [
+        "--init-from-hf",
+        hf,
+        "--seq-length",
+        "8",
+        "--micro-batch-size",
+        "1",
+        "--train-iters",
+        "1",
+        "--eval-iters",
+        "0",
+        "--lr",
+        "1e-9",
+        "--prompt",
+        "Hi",
+        "--temperature",
+        "0",
+        "--sample-tokens",
+        "5",
+      ],
+      undefined,
+      { timeoutMs: 240_000 },
+    );
+    deepStrictEqual(r.code, 0, r.stderr);
+    match(r.stdout, /sample \(temperature 0, top-p [0-9.]+\):\nHi\n/);
+    deepStrictEqual(r.stdout.includes("<|endoftext|>"), false, r.stdout);
   },
 );
 

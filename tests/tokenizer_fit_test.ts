@@ -124,10 +124,13 @@ Deno.test({
     equal(resumed.code, 0, resumed.stderr);
     const losses = (f: string) => jsonlLosses(Deno.readTextFileSync(join(dir, f)));
     equal(JSON.stringify(losses("resumed.jsonl")), JSON.stringify(losses("whole.jsonl").slice(1)));
-    // The byte tokenizer cannot drive it; the advice names the one that can.
+    // The byte tokenizer cannot drive it (not given, the vocabulary's is taken); the advice
+    // names the one that can.
     const byte = await runCli("cli/train.ts", [
       "--init-from-hf",
       hf,
+      "--tokenizer",
+      "byte",
       "--data-path",
       text,
       "--train-iters",

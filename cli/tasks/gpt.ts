@@ -25,7 +25,7 @@ import {
 } from "../../data/gpt_batches.ts";
 import { DataRng } from "../../data/rng.ts";
 import { blendUnigramEntropy, uniformEntropy } from "../../data/stats.ts";
-import { createTokenizer, type Tokenizer } from "../../data/tokenizer.ts";
+import { createTokenizer, documentEndId, type Tokenizer } from "../../data/tokenizer.ts";
 import { gptCheckpointInfo } from "../../models/checkpoint/gpt.ts";
 import { readMeta, resolveIterDir } from "../../models/checkpoint/layout.ts";
 import { generate } from "../../models/generate.ts";
@@ -296,6 +296,8 @@ export class GptTask implements Task<LmBatch> {
     const rng = new DataRng(seed);
     const enc = new TextEncoder();
     const stream = new TextStream(this.tokenizer, prompt);
+    // The end of a document ends the sample, and is not printed (as in `generate`).
+    const endId = documentEndId(this.tokenizer);
     if (print) await Deno.stdout.write(enc.encode(forStdout(s.prompt)));
     for await (
       const t of generate(this.model, prompt, {
@@ -305,8 +307,10 @@ export class GptTask implements Task<LmBatch> {
         topP: s.topP,
         uniform: () => rng.nextFloat(),
         vocabLimit: this.tokenizer.vocabSize,
+        stopToken: endId,
       })
     ) {
+      if (t === endId) break;
       if (print) await Deno.stdout.write(enc.encode(forStdout(stream.push(t))));
     }
     if (print) console.log(forStdout(stream.flush()) + "\n");

@@ -11,7 +11,7 @@ import { type CorpusTokens, loadTokens } from "../../data/corpus.ts";
 import { DataError } from "../../data/errors.ts";
 import { splitStream } from "../../data/split.ts";
 import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../../data/token_bin.ts";
-import type { Tokenizer } from "../../data/tokenizer.ts";
+import { documentEndId, type Tokenizer } from "../../data/tokenizer.ts";
 import type { TokenStream } from "../../data/token_stream.ts";
 import type { DataSource } from "../data_source.ts";
 import type { TrainArgs } from "../train_args.ts";
@@ -121,7 +121,7 @@ export async function loadGptSplits(a: TrainArgs, tokenizer: Tokenizer): Promise
   } else {
     const source = d.train ?? d.source;
     const corpora = await loadSource(tokenizer, source);
-    const separator = tokenizer.eosId ?? tokenizer.documentSeparatorId;
+    const separator = documentEndId(tokenizer);
     const cut = corpora.map((c) => splitStream(c.ids, d.split, separator, c.documentStarts));
     const names = corpora.map((c) => c.source);
     splits = {
