@@ -27,7 +27,8 @@
 
 import { attachTuner } from "../cli/autotune.ts";
 import { MatmulTuner } from "../core/matmul_tuner.ts";
-import { gptConfigFromFlags, TRAIN_FLAGS } from "../cli/train_config.ts";
+import { gptConfigFromFlags } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import { type FlagValues, UsageError } from "../cli/flags.ts";
 import { handled, reportError } from "../cli/errors.ts";
 import { Device } from "../core/device.ts";

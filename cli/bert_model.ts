@@ -29,7 +29,7 @@ import {
   type ModelSource,
   openSavedModel,
 } from "./load_model.ts";
-import { savedCheckpointArgs } from "./train_config.ts";
+import { savedCheckpointArgs } from "./model_source.ts";
 
 /**
  * The tokenizer for a BERT of `vocabSize` ids whose files are in `dir`. With

@@ -49,7 +49,7 @@ import { runTensorParallel } from "./tp_command.ts";
 import { counted, formatValidationLines, stderrProgress } from "./log.ts";
 import { createTokenizer } from "../data/tokenizer.ts";
 import { modelTokenizer } from "./model_tokenizer.ts";
-import { savedCheckpointArgs } from "./train_config.ts";
+import { savedCheckpointArgs } from "./model_source.ts";
 import { type BertEvalResult, evaluateBert, freshHeadsWarning, loadBert } from "./bert_model.ts";
 import {
   loadHfModel,

@@ -44,12 +44,8 @@ import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
 import { counted } from "./log.ts";
 import { runPinnedProcs } from "./pinned_procs.ts";
-import {
-  checkModelFlags,
-  checkStepFlags,
-  gptConfigFromFlags,
-  TRAIN_FLAGS,
-} from "./train_config.ts";
+import { checkModelFlags, checkStepFlags, gptConfigFromFlags } from "./train_config.ts";
+import { TRAIN_FLAGS } from "./train_flags.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
   // Training's --model, narrowed to what the profile runs.

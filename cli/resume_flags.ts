@@ -12,7 +12,7 @@ import { type FlagValues, UsageError, wasGiven } from "./flags.ts";
 
 /**
  * The learning-rate schedule's flags, saved in checkpoints: a run resumed with
- * `--load` continues the saved schedule (cli/train_config.ts `agreeWithModelSource`).
+ * `--load` continues the saved schedule (cli/model_source.ts `agreeWithModelSource`).
  * The warm-up is `--lr-warmup-iters`, `--lr-warmup-samples` or
  * `--lr-warmup-fraction`, compared as one; the decay `--lr-decay-iters` or, in
  * a run counted in samples, `--lr-decay-samples`.

@@ -39,12 +39,9 @@ import { readLatest } from "../models/checkpoint/layout.ts";
 import { takeLogLock, takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
-import {
-  agreeWithModelSource,
-  refuseFlagsOfOtherModel,
-  TRAIN_FLAGS,
-  validateTrainFlags,
-} from "./train_config.ts";
+import { refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
+import { TRAIN_FLAGS } from "./train_flags.ts";
+import { agreeWithModelSource } from "./model_source.ts";
 import { trainArgsFromFlags } from "./train_args.ts";
 import { trainRank } from "./train_run.ts";
 

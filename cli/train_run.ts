@@ -48,7 +48,8 @@ import { gptTaskData } from "./tasks/gpt.ts";
 import { fullParamCount, type RankLog, type Task, type TaskData } from "./tasks/task.ts";
 import { lrScheduleOf, type TrainArgs, trainItersOf } from "./train_args.ts";
 import { firstRunOfRestartableJob, INIT_STD_FLAG } from "./resume_flags.ts";
-import { checkpointArgs, loggedConfig } from "./train_config.ts";
+import { loggedConfig } from "./train_config.ts";
+import { checkpointArgs } from "./model_source.ts";
 import { resumePrecision, savedPrecision } from "./precision_resume.ts";
 
 /** What a run reports back (rank 0's view). */

@@ -13,7 +13,7 @@ import { reportRankError } from "./errors.ts";
 import { parseFlags } from "./flags.ts";
 import { WorkerStopRequest } from "./signals.ts";
 import { trainArgsFromFlags } from "./train_args.ts";
-import { TRAIN_FLAGS } from "./train_config.ts";
+import { TRAIN_FLAGS } from "./train_flags.ts";
 import { trainRank, type TrainSummary } from "./train_run.ts";
 
 /** Runs this rank's share of the training job. */

@@ -18,7 +18,8 @@
 import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
 import { parseFlags, UsageError } from "../cli/flags.ts";
 import { gptConfigOf, trainArgsFromFlags } from "../cli/train_args.ts";
-import { TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
+import { validateTrainFlags } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import { backward } from "../core/autograd.ts";
 import { Device } from "../core/device.ts";
 import * as ops from "../core/ops/mod.ts";

@@ -19,7 +19,7 @@ import { writeTokenBin } from "../data/token_bin.ts";
 import { blendShape, dataSourceOf, megatronPrefix, parseDataSource } from "../cli/data_source.ts";
 import { parseFlags } from "../cli/flags.ts";
 import { trainArgsFromFlags } from "../cli/train_args.ts";
-import { TRAIN_FLAGS } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import { readMeta } from "../models/checkpoint/layout.ts";
 import { jsonlLosses, runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import { withTimeLimit } from "./helpers.ts";

@@ -5,7 +5,8 @@ import { decodeTokenBin, encodeTokenBin, readTokenBin, writeTokenBin } from "../
 import { createTokenizer } from "../data/tokenizer.ts";
 import { main as preprocessMain, preprocess } from "../cli/preprocess.ts";
 import { parseFlags } from "../cli/flags.ts";
-import { agreeWithModelSource, TRAIN_FLAGS } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
+import { agreeWithModelSource } from "../cli/model_source.ts";
 import { tempDir } from "./temp_dir.ts";
 import type { TokenStream } from "../data/token_stream.ts";
 

@@ -12,7 +12,8 @@ import {
   UsageError,
   wasGiven,
 } from "../cli/flags.ts";
-import { refuseFlagsOfOtherModel, TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
+import { refuseFlagsOfOtherModel, validateTrainFlags } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import { lrScheduleOf, trainArgsFromFlags } from "../cli/train_args.ts";
 import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
 import { flagRefusal } from "./cli_helpers.ts";

@@ -9,7 +9,7 @@
 import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { FlagsRefusedError, helpText, parseFlags, UsageError } from "../cli/flags.ts";
 import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
-import { TRAIN_FLAGS } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import { flagRefusal, runCli } from "./cli_helpers.ts";
 import { tempDir } from "./temp_dir.ts";
 
@@ -328,9 +328,9 @@ Deno.test("Megatron's flags named here: accepted where they ask for what is done
 });
 
 Deno.test("no flag of the table is one train implements (spread last into TRAIN_FLAGS, it would hide it)", async () => {
-  const source = await Deno.readTextFile(new URL("../cli/train_config.ts", import.meta.url));
+  const source = await Deno.readTextFile(new URL("../cli/train_flags.ts", import.meta.url));
   for (const n of Object.keys(MEGATRON_UNIMPLEMENTED)) {
-    equal(source.includes(`"${n}": {`), false, `--${n} is defined in cli/train_config.ts`);
+    equal(source.includes(`"${n}": {`), false, `--${n} is defined in cli/train_flags.ts`);
   }
   for (
     const n of [

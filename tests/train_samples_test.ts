@@ -13,7 +13,8 @@
 
 import { deepStrictEqual, equal, match, ok, strictEqual } from "node:assert/strict";
 import { parseFlags, UsageError } from "../cli/flags.ts";
-import { TRAIN_FLAGS, validateTrainFlags } from "../cli/train_config.ts";
+import { validateTrainFlags } from "../cli/train_config.ts";
+import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import {
   type CliResult,
   logRecords,
