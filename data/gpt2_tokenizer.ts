@@ -5,14 +5,12 @@
  * @module
  */
 
-import { importGpt2Encoding, importGpt2Ranks } from "../deps/gpt_tokenizer.ts";
+import { importGpt2Ranks } from "../deps/gpt_tokenizer.ts";
+import { BytePairEncoder } from "./gpt2_bpe.ts";
 import { GPT2_EOS_ID, GPT2_VOCAB_SIZE } from "./gpt2_vocab.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
-const [{ encode }, { default: ranks }] = await Promise.all([
-  importGpt2Encoding(),
-  importGpt2Ranks(),
-]);
+const { default: ranks } = await importGpt2Ranks();
 
 /** Each id's bytes, built at the first decode. */
 let tokenBytes: Uint8Array[] | null = null;
@@ -55,17 +53,24 @@ function decodeGpt2(ids: ArrayLike<number>): string {
   return new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
 }
 
+/** The encoder, built at the first encode. */
+let encoder: BytePairEncoder | null = null;
+
 /**
- * GPT-2 byte-pair-encoding tokenizer (the r50k_base encoding shipped by npm `gpt-tokenizer`).
- * Text is encoded literally: a `<|endoftext|>` written in the text is not turned into the eos id.
+ * GPT-2 byte-pair-encoding tokenizer: GPT-2's tokens (the r50k_base table
+ * shipped by npm `gpt-tokenizer`) merged by {@link BytePairEncoder}. Text is
+ * encoded literally: a `<|endoftext|>` written in the text is not turned into
+ * the eos id.
  */
 export function gpt2Tokenizer(): Tokenizer {
-  const literal = { disallowedSpecial: new Set<string>() };
   return {
     name: "gpt2",
     vocabSize: GPT2_VOCAB_SIZE,
     eosId: GPT2_EOS_ID,
-    encode: (text: string): number[] => encode(text, literal),
+    encode: (text: string): number[] => {
+      encoder ??= new BytePairEncoder(bytesOf().map((t, id) => id === GPT2_EOS_ID ? null : t));
+      return encoder.encode(text);
+    },
     decode: decodeGpt2,
   };
 }

@@ -43,6 +43,81 @@ Deno.test("gpt2 tokenizer: known ids, eos, round trip", async () => {
   assert.equal(tok.decode(ids), "a<|endoftext|>b");
 });
 
+Deno.test("gpt2 tokenizer: whitespace is Unicode's White_Space, as GPT-2's Python regex reads \\s", async () => {
+  const tok = await createTokenizer("gpt2");
+  // Hugging Face's GPT2TokenizerFast (transformers 5.18, tokenizers 0.23) on GPT-2's own files:
+  // U+FEFF is not whitespace (JavaScript's \s says it is), U+0085 is (JavaScript's says not).
+  assert.deepEqual(tok.encode("\ufeff'm"), [171, 119, 123, 6, 76]);
+  assert.deepEqual(tok.encode("a \u0085b"), [64, 220, 126, 227, 65]);
+  assert.deepEqual(tok.encode("\u0085't"), [126, 227, 470]);
+});
+
+Deno.test("gpt2 tokenizer: the same ids as npm gpt-tokenizer's encoder on random text and on Moby Dick", async () => {
+  // deno-lint-ignore no-import-prefix -- the independent encoder, at the pin of deps/gpt_tokenizer.ts
+  const { encode } = await import("npm:gpt-tokenizer@4.0.0/encoding/r50k_base");
+  const literal = { disallowedSpecial: new Set<string>() };
+  const tok = await createTokenizer("gpt2");
+  // Pieces of every class the pattern splits (none of U+0085 and U+FEFF, where the two differ).
+  const pieces = [
+    "a",
+    "Zq",
+    " ",
+    "  ",
+    "\n",
+    "\r\n",
+    "\t",
+    "'s",
+    "'t",
+    "'re",
+    "'ll",
+    "'d",
+    "'m",
+    "'ve",
+    "é",
+    "中文",
+    "😀",
+    "1",
+    "23",
+    "٣",
+    "!?",
+    "...",
+    "—",
+    "_",
+    "<|endoftext|>",
+    "\u00a0",
+    "\u3000",
+    "\u200b",
+    "ﬁ",
+    "İ",
+    "\u0301",
+    '"',
+    "\ud800",
+  ];
+  const rng = new DataRng(3);
+  for (let k = 0; k < 5000; k++) {
+    let text = "";
+    for (let i = 1 + rng.nextInt(30); i > 0; i--) text += pieces[rng.nextInt(pieces.length)];
+    assert.deepEqual(tok.encode(text), encode(text, literal), JSON.stringify(text));
+  }
+  const book = await Deno.readTextFile(new URL("../data/assets/moby_dick.txt", import.meta.url));
+  assert.deepEqual(tok.encode(book), encode(book, literal));
+});
+
+Deno.test("gpt2 tokenizer: a long run of letters with no space encodes (no stack overflow) and round-trips", async () => {
+  // deno-lint-ignore no-import-prefix -- the independent encoder, at the pin of deps/gpt_tokenizer.ts
+  const { encode } = await import("npm:gpt-tokenizer@4.0.0/encoding/r50k_base");
+  const tok = await createTokenizer("gpt2");
+  const rng = new DataRng(5);
+  const run = (n: number) => Array.from({ length: n }, () => "ACGT"[rng.nextInt(4)]).join("");
+  const short = run(20_000);
+  assert.deepEqual(tok.encode(short), encode(short));
+  // 300,000 letters: gpt-tokenizer's encoder overflows the stack (its merges are quadratic too).
+  const long = run(300_000);
+  const ids = tok.encode(long);
+  assert.equal(tok.decode(ids), long);
+  assert.ok(ids.length > 100_000 && ids.length < 300_000, `${ids.length} ids`);
+});
+
 Deno.test("gpt2 decode: each call on its own, bytes kept in order, an unfinished character is U+FFFD", async () => {
   const tok = await createTokenizer("gpt2");
   // 8582 and 25081 are the two halves of "🙂" (F0 9F | 99 82); 15496 "Hello", 995 " world".
