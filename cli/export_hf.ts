@@ -12,6 +12,7 @@ import {
   readWordPieceTokenizer,
   writeWordPieceTokenizer,
 } from "../data/wordpiece_tokenizer.ts";
+import { documentEndId } from "../data/tokenizer.ts";
 import { openCheckpoint } from "../models/checkpoint/read.ts";
 import { CheckpointError, HalfOverflowError } from "../models/checkpoint/safetensors.ts";
 import { BERT_LAYER_NORM_EPS, BERT_TYPE_VOCAB_SIZE, type BertConfig } from "../models/bert.ts";
@@ -121,7 +122,7 @@ export async function exportHf(
  * shards, another model's vocabulary), and leaves every other file alone.
  */
 const MODEL_FILES =
-  /^(model\.safetensors(\.index\.json)?|model-\d+-of-\d+\.safetensors|pytorch_model(\.bin(\.index\.json)?|-\d+-of-\d+\.bin)|vocab\.(txt|json)|merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json|config\.json)$/;
+  /^(model\.safetensors(\.index\.json)?|model-\d+-of-\d+\.safetensors|pytorch_model(\.bin(\.index\.json)?|-\d+-of-\d+\.bin)|vocab\.(txt|json)|merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json|config\.json|generation_config\.json)$/;
 
 /**
  * Moves the files of `staging` into `out`, removing `out`'s model files it does
@@ -224,11 +225,12 @@ async function writeExport(
   const initStd = typeof saved === "number" ? saved : undefined;
   if (model?.arch === "gpt") {
     const config = model.config as unknown as GptConfig;
-    await writeHfGpt2(target, config, ck.tensors, progress, dtype, initStd);
-    // A GPT trained on WordPiece (the bundled vocabulary): its vocab.txt goes along.
-    if (args?.tokenizer === "bert") {
-      await writeWordPieceTokenizer(target, await createBertTokenizer());
-    }
+    // A GPT trained on WordPiece (the bundled vocabulary): its vocab.txt goes along, and its
+    // generation ends at [SEP], as `generate`'s does.
+    const wordPiece = args?.tokenizer === "bert" ? await createBertTokenizer() : null;
+    const endId = wordPiece ? documentEndId(wordPiece) : undefined;
+    await writeHfGpt2(target, config, ck.tensors, progress, dtype, initStd, endId);
+    if (wordPiece) await writeWordPieceTokenizer(target, wordPiece);
   } else if (model?.arch === "bert") {
     if (!model.config.postLayerNorm) {
       throw new CheckpointError(

@@ -79,7 +79,7 @@ const SPECIAL = /\[[A-Z][A-Z0-9_]+\]/g;
 export function encodeFillMaskText(tok: WordPieceTokenizer, text: string): number[] {
   const ids: number[] = [];
   const words = (segment: string) => {
-    for (const w of bertBasicTokenize(segment, tok.lowercase)) {
+    for (const w of bertBasicTokenize(segment, tok.basicOptions)) {
       const pieces = tok.encode(w);
       if (pieces.includes(tok.special.unk)) {
         throw new UsageError(`"${w}" in --text is not in the vocabulary (it would be [UNK])`);

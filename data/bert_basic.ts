@@ -1,6 +1,7 @@
 /**
  * BERT's "basic" pre-tokenization: clean control characters, put spaces around CJK ideographs,
- * lowercase and strip accents (uncased models), split on whitespace and punctuation.
+ * lowercase and strip accents (uncased models), split on whitespace and punctuation; each step
+ * that Hugging Face's tokenizer files can turn off, as they say ({@link BertBasicOptions}).
  * @module
  */
 
@@ -29,19 +30,36 @@ function isPunctuation(ch: string, cp: number): boolean {
 }
 
 /**
- * Splits text into words and punctuation marks, as BERT does: lowercased and accent-stripped
- * for an uncased vocabulary (the default), as written (NFC) for a cased one.
+ * How BERT's basic tokenization treats text: Hugging Face's `do_lower_case`,
+ * `strip_accents` and `tokenize_chinese_chars` (its `BertNormalizer`'s
+ * `lowercase`, `strip_accents` and `handle_chinese_chars`).
  */
-export function bertBasicTokenize(text: string, lowercase = true): string[] {
+export interface BertBasicOptions {
+  /** Lowercase the text (uncased vocabularies). Default true. */
+  lowercase?: boolean;
+  /** Strip accents (marks, after NFD). Default: as `lowercase`, as Hugging Face's `strip_accents: null`. */
+  stripAccents?: boolean;
+  /** Make each CJK ideograph a word of its own. Default true. */
+  splitCjk?: boolean;
+}
+
+/**
+ * Splits text into words and punctuation marks, as BERT does: lowercased and
+ * accent-stripped for an uncased vocabulary (the default), as written (NFC) for
+ * a cased one; `opts` as Hugging Face's settings ({@link BertBasicOptions}).
+ */
+export function bertBasicTokenize(text: string, opts: BertBasicOptions = {}): string[] {
+  const lowercase = opts.lowercase ?? true;
+  const strip = opts.stripAccents ?? lowercase;
+  const splitCjk = opts.splitCjk ?? true;
   const words: string[] = [];
   let current = "";
   const flush = () => {
     if (current.length > 0) words.push(current);
     current = "";
   };
-  const normalized = lowercase
-    ? text.toLowerCase().normalize("NFD").replace(MARK, "")
-    : text.normalize("NFC");
+  const cased = lowercase ? text.toLowerCase() : text;
+  const normalized = strip ? cased.normalize("NFD").replace(MARK, "") : cased.normalize("NFC");
   for (const ch of normalized) {
     const cp = ch.codePointAt(0)!;
     if (cp === 0 || cp === 0xfffd) continue;
@@ -49,7 +67,7 @@ export function bertBasicTokenize(text: string, lowercase = true): string[] {
       flush();
     } else if (CONTROL.test(ch)) {
       continue;
-    } else if (isCjk(cp) || isPunctuation(ch, cp)) {
+    } else if ((splitCjk && isCjk(cp)) || isPunctuation(ch, cp)) {
       flush();
       words.push(ch);
     } else {

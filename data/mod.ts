@@ -25,7 +25,7 @@ export {
   WordPieceTokenizer,
   writeWordPieceTokenizer,
 } from "./wordpiece_tokenizer.ts";
-export { bertBasicTokenize } from "./bert_basic.ts";
+export { type BertBasicOptions, bertBasicTokenize } from "./bert_basic.ts";
 export {
   countInvalidUtf8,
   type DecodedText,

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { readAssetText } from "./assets.ts";
-import { bertBasicTokenize } from "./bert_basic.ts";
+import { type BertBasicOptions, bertBasicTokenize } from "./bert_basic.ts";
 import { DataError } from "./errors.ts";
 import { readDirFile } from "./files.ts";
 import { decodeUtf8Counted } from "./utf8.ts";
@@ -46,16 +46,30 @@ export class WordPieceTokenizer implements Tokenizer {
   #ids = new Map<string, number>();
   #maxPieceChars = 1;
 
-  /** Whether text is lowercased and accent-stripped before splitting (uncased vocabularies). */
+  /** Whether text is lowercased before splitting (uncased vocabularies). */
   readonly lowercase: boolean;
+  /** Whether accents are stripped before splitting (by default, as {@link WordPieceTokenizer.lowercase}). */
+  readonly stripAccents: boolean;
+  /** Whether each CJK ideograph is a word of its own (by default it is). */
+  readonly splitCjk: boolean;
+  /** The three, as basic tokenization takes them. */
+  readonly basicOptions: Readonly<Required<BertBasicOptions>>;
 
   /**
    * Builds the tokenizer from a vocabulary in BERT's `vocab.txt` convention: one token per id,
    * word-initial pieces plain, continuation pieces prefixed `##`, specials in brackets.
-   * `lowercase: false` is for cased vocabularies.
+   * `lowercase: false` is for cased vocabularies; `stripAccents` and `splitCjk` as Hugging
+   * Face's `strip_accents` and `tokenize_chinese_chars` ({@link BertBasicOptions}).
    */
-  constructor(tokens: readonly string[], opts: { lowercase?: boolean } = {}) {
+  constructor(tokens: readonly string[], opts: BertBasicOptions = {}) {
     this.lowercase = opts.lowercase ?? true;
+    this.stripAccents = opts.stripAccents ?? this.lowercase;
+    this.splitCjk = opts.splitCjk ?? true;
+    this.basicOptions = {
+      lowercase: this.lowercase,
+      stripAccents: this.stripAccents,
+      splitCjk: this.splitCjk,
+    };
     this.#tokens = [...tokens];
     this.vocabSize = tokens.length;
     tokens.forEach((t, i) => {
@@ -121,7 +135,7 @@ export class WordPieceTokenizer implements Tokenizer {
   /** Encodes text into WordPiece ids (no [CLS]/[SEP] added). */
   encode(text: string): number[] {
     const out: number[] = [];
-    for (const word of bertBasicTokenize(text, this.lowercase)) this.#encodeWord(word, out);
+    for (const word of bertBasicTokenize(text, this.basicOptions)) this.#encodeWord(word, out);
     return out;
   }
 
@@ -222,9 +236,25 @@ export async function readWordPieceTokenizer(dir: string): Promise<WordPieceToke
   const cfgText = await read("tokenizer_config.json");
   const tok = tokJson === null ? null : json("tokenizer.json", tokJson);
   const cfg = cfgText === null ? null : json("tokenizer_config.json", cfgText);
-  let lowercase = true;
-  if (typeof cfg?.do_lower_case === "boolean") lowercase = cfg.do_lower_case;
-  else if (typeof tok?.normalizer?.lowercase === "boolean") lowercase = tok.normalizer.lowercase;
+  // Each setting from tokenizer_config.json, else tokenizer.json's normalizer, else BERT's default
+  // (strip_accents null: as lowercase).
+  const setting = (key: string, normalizerKey: string): boolean | undefined => {
+    if (typeof cfg?.[key] === "boolean") return cfg[key];
+    if (cfg?.[key] === null) return undefined;
+    const n = tok?.normalizer?.[normalizerKey];
+    return typeof n === "boolean" ? n : undefined;
+  };
+  if (cfg?.do_basic_tokenize === false) {
+    throw new DataError(
+      `${join(dir, "tokenizer_config.json")}: do_basic_tokenize false (WordPiece on whitespace ` +
+        `alone) is not built here: this tokenizer always splits punctuation as BERT's does`,
+    );
+  }
+  const basic: BertBasicOptions = {
+    lowercase: setting("do_lower_case", "lowercase") ?? true,
+    stripAccents: setting("strip_accents", "strip_accents"),
+    splitCjk: setting("tokenize_chinese_chars", "handle_chinese_chars") ?? true,
+  };
   let tokens: string[];
   let source: string;
   if (vocabTxt !== null) {
@@ -249,19 +279,28 @@ export async function readWordPieceTokenizer(dir: string): Promise<WordPieceToke
     return null;
   }
   try {
-    return new WordPieceTokenizer(tokens, { lowercase });
+    return new WordPieceTokenizer(tokens, basic);
   } catch (e) {
     throw new DataError(`${source}: ${(e as Error).message}`);
   }
 }
 
-/** Writes `tok`'s vocabulary as `dir/vocab.txt` and its casing as `dir/tokenizer_config.json`. */
+/**
+ * Writes `tok`'s vocabulary as `dir/vocab.txt` and its basic tokenization
+ * (casing, accents, CJK) as `dir/tokenizer_config.json`, in Hugging Face's
+ * names (`strip_accents` null where it follows the casing, as HF writes it).
+ */
 export async function writeWordPieceTokenizer(dir: string, tok: WordPieceTokenizer): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(join(dir, "vocab.txt"), tok.tokens.join("\n") + "\n");
+  const config = {
+    tokenizer_class: "BertTokenizer",
+    do_lower_case: tok.lowercase,
+    strip_accents: tok.stripAccents === tok.lowercase ? null : tok.stripAccents,
+    tokenize_chinese_chars: tok.splitCjk,
+  };
   await Deno.writeTextFile(
     join(dir, "tokenizer_config.json"),
-    JSON.stringify({ tokenizer_class: "BertTokenizer", do_lower_case: tok.lowercase }, null, 2) +
-      "\n",
+    JSON.stringify(config, null, 2) + "\n",
   );
 }

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { createTokenizer } from "../data/tokenizer.ts";
-import { bertBasicTokenize } from "../data/bert_basic.ts";
-import { createBertTokenizer, WordPieceTokenizer } from "../data/wordpiece_tokenizer.ts";
+import { type BertBasicOptions, bertBasicTokenize } from "../data/bert_basic.ts";
+import {
+  createBertTokenizer,
+  readWordPieceTokenizer,
+  WordPieceTokenizer,
+  writeWordPieceTokenizer,
+} from "../data/wordpiece_tokenizer.ts";
+import { tempDir } from "./temp_dir.ts";
 import { maskTokens, MLM_IGNORE_INDEX } from "../data/bert_batches.ts";
 import { DataRng } from "../data/rng.ts";
 
@@ -186,6 +192,76 @@ Deno.test("WordPiece finds bracketed tokens wherever the vocabulary puts them", 
   const picked = targets.filter((t) => t !== MLM_IGNORE_INDEX);
   assert.ok(picked.length === 600 && picked.every((t) => !tok.isSpecial(t)), "only words masked");
   assert.ok(ids.every((id) => !tok.isSpecial(id) || [2, 3, 7].includes(id)), "replacements");
+});
+
+Deno.test("WordPiece honours Hugging Face's strip_accents and tokenize_chinese_chars, from its files too", async () => {
+  const vocab = [...(await createBertTokenizer()).tokens];
+  // Hugging Face tokenizers 0.23's BertWordPieceTokenizer on bert-base-uncased's vocab.txt.
+  const cases: [string, BertBasicOptions, string[]][] = [
+    ["the résumé of the café was naïve.", {}, [
+      "the",
+      "resume",
+      "of",
+      "the",
+      "cafe",
+      "was",
+      "naive",
+      ".",
+    ]],
+    ["the résumé of the café was naïve.", { stripAccents: false }, [
+      "the",
+      "[UNK]",
+      "of",
+      "the",
+      "[UNK]",
+      "was",
+      "[UNK]",
+      ".",
+    ]],
+    ["mixed中English混合text 東京", { splitCjk: false }, ["[UNK]", "東", "##京"]],
+    ["Naïve CAFÉ résumé", { lowercase: false, stripAccents: true }, ["[UNK]", "[UNK]", "resume"]],
+  ];
+  for (const [text, opts, want] of cases) {
+    assert.deepEqual(
+      new WordPieceTokenizer(vocab, opts).tokenize(text),
+      want,
+      JSON.stringify(opts),
+    );
+  }
+  // Read from tokenizer_config.json (strip_accents null follows the casing) or tokenizer.json's
+  // normalizer, and written back so.
+  await using temp = await tempDir();
+  const dir = temp.path;
+  await Deno.writeTextFile(`${dir}/vocab.txt`, vocab.join("\n") + "\n");
+  const configs: [Record<string, unknown>, boolean, boolean][] = [
+    [{ do_lower_case: true, strip_accents: false }, false, true],
+    [{ do_lower_case: true, strip_accents: null, tokenize_chinese_chars: false }, true, false],
+    [{ do_lower_case: false }, false, true],
+  ];
+  for (const [config, strip, cjk] of configs) {
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(config));
+    const t = (await readWordPieceTokenizer(dir))!;
+    assert.deepEqual([t.stripAccents, t.splitCjk], [strip, cjk], JSON.stringify(config));
+    await writeWordPieceTokenizer(`${dir}/copy`, t);
+    assert.deepEqual((await readWordPieceTokenizer(`${dir}/copy`))!.basicOptions, t.basicOptions);
+  }
+  await Deno.remove(`${dir}/tokenizer_config.json`);
+  await Deno.writeTextFile(
+    `${dir}/tokenizer.json`,
+    JSON.stringify({
+      normalizer: { lowercase: true, strip_accents: false, handle_chinese_chars: false },
+    }),
+  );
+  const n = (await readWordPieceTokenizer(dir))!;
+  assert.deepEqual([n.stripAccents, n.splitCjk], [false, false]);
+  await Deno.writeTextFile(
+    `${dir}/tokenizer_config.json`,
+    JSON.stringify({ do_basic_tokenize: false }),
+  );
+  await assert.rejects(
+    () => readWordPieceTokenizer(dir),
+    /do_basic_tokenize false .* is not built here/,
+  );
 });
 
 Deno.test("WordPiece (bert-base-uncased ids) on known words", async () => {

@@ -199,10 +199,18 @@ Deno.test({
     equal(wrongFlag.code, 2, wrongFlag.stderr);
     match(wrongFlag.stderr, /--tokenizer byte: the model was trained with the bert tokenizer/);
     // Its Hugging Face export carries the vocabulary, and generates the same text.
+    // Its generation ends at [SEP] (102) there too; another model's generation_config.json,
+    // whose end-of-text id would override it, goes.
     const hf = join(dir, "hf");
+    await Deno.mkdir(hf);
+    await Deno.writeTextFile(join(hf, "generation_config.json"), '{"eos_token_id": 50256}');
     const exp = await runCli("cli/export_hf.ts", ["--load", ck, "--output", hf]);
     equal(exp.code, 0, exp.stderr);
     match(await Deno.readTextFile(join(hf, "tokenizer_config.json")), /BertTokenizer/);
+    const hfConfig = JSON.parse(await Deno.readTextFile(join(hf, "config.json")));
+    equal(JSON.stringify([hfConfig.bos_token_id, hfConfig.eos_token_id]), "[102,102]");
+    match(exp.stdout + exp.stderr, /replacing generation_config\.json/);
+    equal(await Deno.stat(join(hf, "generation_config.json")).catch(() => null), null);
     const fromHf = await runCli("cli/generate.ts", [
       "--init-from-hf",
       hf,

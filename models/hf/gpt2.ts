@@ -91,17 +91,20 @@ export function gpt2ConfigFromHf(cfg: Record<string, unknown>, file = "config.js
 }
 
 /**
- * An HF GPT-2 `config.json` for `c`. Its end-of-text id is GPT-2's 50256 at
- * GPT-2's vocabulary and null otherwise: the byte-level tokenizer has no such
- * token, and naming one (its last byte, 0xFF) would stop generation there.
- * `initializerRange` is the std the weights were drawn with (HF uses it for
- * weights it adds, e.g. a new head).
+ * An HF GPT-2 `config.json` for `c`. Its end-of-text id (`bos_token_id` and
+ * `eos_token_id`, as GPT-2's) is `endId` where given (the id where the model's
+ * own generation stops: WordPiece's `[SEP]` for a GPT trained on it), else
+ * GPT-2's 50256 at GPT-2's vocabulary and null otherwise: the byte-level
+ * tokenizer has no such token, and naming one (its last byte, 0xFF) would stop
+ * generation there. `initializerRange` is the std the weights were drawn with
+ * (HF uses it for weights it adds, e.g. a new head).
  */
 export function gpt2ConfigToHf(
   c: GptConfig,
   initializerRange = DEFAULT_INIT_STD,
+  endId?: number | null,
 ): Record<string, unknown> {
-  const eos = c.vocabSize === GPT2_VOCAB_SIZE ? GPT2_EOS_ID : null;
+  const eos = endId !== undefined ? endId : c.vocabSize === GPT2_VOCAB_SIZE ? GPT2_EOS_ID : null;
   return {
     architectures: ["GPT2LMHeadModel"],
     model_type: "gpt2",
@@ -220,7 +223,7 @@ export function gpt2TensorsToHf(full: FullTensors, config: GptConfig): [string, 
 
 /**
  * Writes an HF GPT-2 directory (config.json + model.safetensors) from our full
- * tensors; `initializerRange` as {@link gpt2ConfigToHf} takes it.
+ * tensors; `initializerRange` and `endId` as {@link gpt2ConfigToHf} takes them.
  */
 export async function writeHfGpt2(
   dir: string,
@@ -229,7 +232,8 @@ export async function writeHfGpt2(
   progress?: (done: number, total: number) => void,
   dtype: HfDType = "F32",
   initializerRange = DEFAULT_INIT_STD,
+  endId?: number | null,
 ): Promise<void> {
-  const hf = gpt2ConfigToHf(config, initializerRange);
+  const hf = gpt2ConfigToHf(config, initializerRange, endId);
   await writeHfDir(dir, hf, gpt2TensorSourceToHf(full, config), progress, dtype);
 }
