@@ -70,9 +70,22 @@ export interface AutotuneArgs {
   budgetMs?: number;
 }
 
-/** The typed {@link AUTOTUNE_FLAGS}. */
+/**
+ * The typed {@link AUTOTUNE_FLAGS}. Throws {@link UsageError} for a cache or a
+ * budget beside `--no-matmul-autotune`, which neither tunes nor reads a tiling.
+ */
 export function autotuneArgs(f: FlagValues): AutotuneArgs {
   const budget = f["matmul-autotune-budget"] as string | undefined;
+  if (f["no-matmul-autotune"]) {
+    for (const flag of ["matmul-tuning-cache", "matmul-autotune-budget"]) {
+      if (f[flag] !== undefined) {
+        throw new UsageError(
+          `--${flag} changes nothing with --no-matmul-autotune (no tiling is tuned or read ` +
+            `from a cache): drop one`,
+        );
+      }
+    }
+  }
   return {
     enabled: !f["no-matmul-autotune"],
     cache: f["matmul-tuning-cache"] as string | undefined,

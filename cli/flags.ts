@@ -366,8 +366,17 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
     const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(raw);
     if (ambiguous) {
       const flag = ambiguous[1];
+      // The word after it: a flag (the value was left out), or a value that starts with "-"
+      // (a negative number), which must be joined to the flag.
+      const at = rest.indexOf(flag);
+      const next = at >= 0 ? rest[at + 1] ?? "" : "";
+      if (next.startsWith("--")) {
+        throw new UsageError(`${flag} needs a value (the next word, ${next}, is a flag)`);
+      }
       throw new UsageError(`${flag} takes a value; write one starting with "-" as ${flag}=-…`);
     }
+    const missing = /^Option '(--[\w-]+)(?: <value>)?' argument missing/.exec(raw);
+    if (missing) throw new UsageError(`${missing[1]} needs a value`);
     const msg = raw.replace(/\. To specify.*$/s, "");
     const unknown = /^Unknown option '--([^'=]+)'/.exec(msg);
     const near = unknown ? nearestFlag(unknown[1], Object.keys(options)) : null;
@@ -477,6 +486,11 @@ function convertedValue(name: string, rawName: string, raw: string, s: FlagSpec)
     throw new UsageError(
       `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
     );
+  }
+  // 1e-400 is not 0, though JavaScript's (and Python's) float reads it so: where 0 means "off"
+  // (--clip-grad), it would turn a setting off unasked.
+  if (num === 0 && /[1-9]/.test(str.split(/e/i)[0])) {
+    throw new UsageError(`--${name} ${str} is below the smallest float (it would read as 0)`);
   }
   return num;
 }

@@ -140,6 +140,13 @@ function listenError(e: unknown, f: FlagValues): unknown {
   if (/lookup address|Name or service not known|nodename nor servname/i.test(String(e))) {
     return new UsageError(`--host ${f.host}: no such host name (${(e as Error).message})`);
   }
+  // Deno's own check of the name's characters ("invalid char found in FQDN"): no host at all.
+  if (e instanceof URIError) {
+    return new UsageError(
+      `--host ${f.host} is not a host name or an address (${(e as Error).message}); a port goes ` +
+        "in --port",
+    );
+  }
   return e;
 }
 

@@ -562,6 +562,14 @@ Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
       bad,
     );
   }
+  // Beside --no-matmul-autotune a budget or a cache changes nothing: refused.
+  for (const flag of ["matmul-autotune-budget", "matmul-tuning-cache"]) {
+    assert.throws(
+      () => autotuneArgs({ "no-matmul-autotune": true, [flag]: "none" }),
+      new RegExp(`--${flag} changes nothing with --no-matmul-autotune`),
+    );
+  }
+  assert.equal(autotuneArgs({ "no-matmul-autotune": true }).enabled, false);
 });
 
 Deno.test("autotune: the file store merges entries and refuses, untouched, a file that is not a cache", async () => {

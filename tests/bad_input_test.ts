@@ -852,6 +852,20 @@ Deno.test("bad input, preprocess, plot, info, launch", async () => {
     ),
     C("cli/serve.ts", "a port past 65535", ["--port", "70000"], 2, /--port must be ≤ 65535/),
     C(
+      "cli/serve.ts",
+      "a host with a port in it",
+      ["--host", "localhost:8000", "--port", "0"],
+      2,
+      /^--host localhost:8000 is not a host name or an address .*a port goes in --port/,
+    ),
+    C(
+      "cli/train.ts",
+      "a tuning cache beside --no-matmul-autotune",
+      ["--no-matmul-autotune", "--matmul-tuning-cache", "x.json"],
+      2,
+      /^--matmul-tuning-cache changes nothing with --no-matmul-autotune/,
+    ),
+    C(
       "cli/profile.ts",
       "a train flag it does not apply",
       ["--fp16"],

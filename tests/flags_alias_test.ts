@@ -346,6 +346,23 @@ Deno.test("numbers are read as argparse's int() and float() read them", () => {
   equal(parseFlags(["--lr", "5."], TRAIN_FLAGS).lr, 5);
   // A hexadecimal blend weight is a path, as argparse would never read it as a number.
   deepStrictEqual(parseFlags(["--data-path", "0x1", "a"], TRAIN_FLAGS)["data-path"], ["0x1", "a"]);
+  // A value past float's range below is refused, not read as 0 (--clip-grad 0 turns clipping off).
+  equal(parseFlags(["--clip-grad", "0.0e5"], TRAIN_FLAGS)["clip-grad"], 0);
+  equal(parseFlags(["--clip-grad", "1e-310"], TRAIN_FLAGS)["clip-grad"], 1e-310);
+  throws(() => parseFlags(["--clip-grad", "1e-400"], TRAIN_FLAGS), {
+    message: "--clip-grad 1e-400 is below the smallest float (it would read as 0)",
+  });
+});
+
+Deno.test("a flag whose value was left out says so, whether a flag or the end follows", () => {
+  throws(() => parseFlags(["--num-layers", "--tp", "1"], TRAIN_FLAGS), {
+    message: "--num-layers needs a value (the next word, --tp, is a flag)",
+  });
+  throws(() => parseFlags(["--lr"], TRAIN_FLAGS), { message: "--lr needs a value" });
+  // A negative number is a value that must be joined to its flag.
+  throws(() => parseFlags(["--lr", "-1"], TRAIN_FLAGS), {
+    message: '--lr takes a value; write one starting with "-" as --lr=-…',
+  });
 });
 
 Deno.test("eval's and preprocess's one data path: given twice, refused rather than replaced", async () => {

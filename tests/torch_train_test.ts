@@ -297,7 +297,7 @@ async function trainBoth(
       ...hpFlags(hp),
       ...["--lr-decay-style", style, "--hidden-dropout", "0", "--attention-dropout", "0"],
       ...["--seed", String(SEED), "--sample-tokens", "0", "--log-interval", "1"],
-      ...["--no-matmul-autotune", "--matmul-tuning-cache", "none"],
+      "--no-matmul-autotune",
       ...["--log-json", `${dir}/log.jsonl`, "--save", `${dir}/ck`],
       // TP=2 or DP=2: two ranks as Workers of this process (train's default launcher).
       ...(tp > 1 ? ["--tp", String(tp)] : []),

@@ -29,7 +29,7 @@ import { tempDir } from "./temp_dir.ts";
 /** A tiny run (micro-batch 2), deterministic kernels, no validation until the end. */
 const tiny = [
   ...TINY_RUN_FLAGS,
-  ...["--eval-interval", "100", "--no-matmul-autotune", "--matmul-tuning-cache", "none"],
+  ...["--eval-interval", "100", "--no-matmul-autotune"],
   ...["--lr", "0.01", "--min-lr", "0.001"],
 ];
 
