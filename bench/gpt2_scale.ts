@@ -31,14 +31,18 @@ import {
   type Gpt2ScaleRun,
 } from "./gpt2_scale_worker.ts";
 import { describePinnedProcs, runPinnedProcs } from "../cli/pinned_procs.ts";
-import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { DEBUG_FLAG, handled, splitMisfit } from "../cli/errors.ts";
 import {
   commaCounts,
   commaList,
   type FlagSpec,
   type FlagValues,
   parseCommandLine,
+  UsageError,
 } from "../cli/flags.ts";
+
+/** GPT-2's position table, at every size. */
+const GPT2_POSITIONS = 1024;
 
 /** GPT-2's published shapes. */
 export const GPT2_SIZES: Record<string, { layers: number; hidden: number; heads: number }> = {
@@ -55,7 +59,7 @@ function configOf(size: string): GptConfig {
     numLayers: s.layers,
     hiddenSize: s.hidden,
     numHeads: s.heads,
-    maxPositions: 1024,
+    maxPositions: GPT2_POSITIONS,
     hiddenDropout: 0,
     attentionDropout: 0,
   };
@@ -258,6 +262,17 @@ export function gpt2ScaleOptions(f: FlagValues): Gpt2ScaleOptions {
     isSize,
     `comma-separated sizes among ${sizeNames}, or none`,
   );
+  // Known before any model is written: a sequence past GPT-2's positions, a size whose heads or
+  // MLP a TP size does not split.
+  if ((f.seq as number) > GPT2_POSITIONS) {
+    throw new UsageError(`--seq ${f.seq} exceeds GPT-2's position table (${GPT2_POSITIONS})`);
+  }
+  for (const size of new Set([...sizes, ...evalOnly])) {
+    for (const tp of tps) {
+      const misfit = splitMisfit(configOf(size), tp);
+      if (misfit) throw new UsageError(`--sizes ${size} --tp ${tp}: GPT-2 ${size}: ${misfit}`);
+    }
+  }
   return {
     sizes,
     tps,

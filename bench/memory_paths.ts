@@ -26,10 +26,13 @@
 import { BACKENDS, gpuProvider, NoAdapterError, parseBackend } from "../core/gpu.ts";
 import { STREAM_ROW_TEXELS, STREAM_TEXTURE, streamTexel } from "../kernels/texture.ts";
 import { DEBUG_FLAG, handled } from "../cli/errors.ts";
-import { type FlagSpec, parseCommandLine } from "../cli/flags.ts";
+import { type FlagSpec, parseCommandLine, UsageError } from "../cli/flags.ts";
 
 /** The fewest floats a run moves: one row of a stream texture (a vec4 per texel). */
 const MIN_LOG2_FLOATS = Math.log2(4 * STREAM_ROW_TEXELS);
+
+/** The most floats a run moves: four buffers of 1 GiB (and a host copy of one). */
+const MAX_LOG2_FLOATS = 28;
 
 /** Every flag of `deno task bench:memory-paths`. */
 export const MEMORY_PATHS_FLAGS: Record<string, FlagSpec> = {
@@ -37,6 +40,7 @@ export const MEMORY_PATHS_FLAGS: Record<string, FlagSpec> = {
   "log2-floats": {
     type: "int",
     min: MIN_LOG2_FLOATS,
+    max: MAX_LOG2_FLOATS,
     default: 22,
     help: "floats each kernel moves, as a power of two",
   },
@@ -114,6 +118,13 @@ async function run(args: string[]): Promise<number> {
     },
   });
   const N = 2 ** (f["log2-floats"] as number);
+  const binding = adapter.limits.maxStorageBufferBindingSize;
+  if (4 * N > binding) {
+    throw new UsageError(
+      `--log2-floats ${f["log2-floats"]}: ${4 * N} bytes a buffer pass this adapter's binding ` +
+        `limit (${binding}); at most ${Math.floor(Math.log2(binding / 4))}`,
+    );
+  }
   const V = N / 4, ROWS = V / STREAM_ROW_TEXELS;
   const init = Float32Array.from({ length: N }, (_, i) => i % 7);
   const buffers = [0, 1, 2, 3].map(() => {

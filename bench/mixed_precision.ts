@@ -33,8 +33,14 @@ import { localDistConfig } from "../collectives/env.ts";
 import { runWorkers } from "../collectives/launch.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { bytesSent as sent } from "../models/parallel/hooks.ts";
-import { DEBUG_FLAG, handled } from "../cli/errors.ts";
-import { commaList, type FlagSpec, type FlagValues, parseCommandLine } from "../cli/flags.ts";
+import { DEBUG_FLAG, handled, splitMisfit } from "../cli/errors.ts";
+import {
+  commaList,
+  type FlagSpec,
+  type FlagValues,
+  parseCommandLine,
+  UsageError,
+} from "../cli/flags.ts";
 import { measure, type MixedResult, type MixedRun } from "./mixed_precision_worker.ts";
 
 const SHAPES: Record<string, { config: GptConfig; batch: number; seq: number }> = {
@@ -156,10 +162,13 @@ function modesOf(text: string): MixedRun["mode"][] {
   return modes as MixedRun["mode"][];
 }
 
-/** Checks the flags' lists; throws UsageError. */
+/** Checks the flags' lists and the TP size against the shape; throws UsageError. */
 function validateMixedFlags(f: FlagValues): void {
   dpWiresOf(f["dp-wire"] as string);
   modesOf(f.modes as string);
+  // Known before any run: a TP size the shape's heads or MLP do not split.
+  const misfit = splitMisfit(SHAPES[f.shape as string].config, f.tp as number);
+  if (misfit) throw new UsageError(`--shape ${f.shape} --tp ${f.tp}: ${misfit}`);
 }
 
 /** Runs `bench/mixed_precision.ts` with `args`; returns the process exit code. */

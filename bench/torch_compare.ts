@@ -43,7 +43,7 @@ import { type BackendName, BACKENDS, parseBackend } from "../core/gpu.ts";
 import { matmulPlan } from "../kernels/matmul.ts";
 import { matmulOptions } from "../core/ops/matmul.ts";
 import { msForDispatches, randomOperands } from "./products.ts";
-import { DEBUG_FLAG, handled } from "../cli/errors.ts";
+import { DEBUG_FLAG, handled, splitMisfit } from "../cli/errors.ts";
 import {
   commaCounts,
   commaList,
@@ -51,6 +51,7 @@ import {
   type FlagValues,
   parseCommandLine,
   UsageError,
+  wasGiven,
 } from "../cli/flags.ts";
 import { squareMatmul } from "./kernels.ts";
 import { median } from "./stats.ts";
@@ -179,6 +180,27 @@ export function torchCompareOptions(f: FlagValues): TorchCompareOptions {
     tpList,
     "comma-separated TP sizes ≥ 1 (e.g. 1,2), or none",
   );
+  for (const tp of gpt2Tp) {
+    const shape = {
+      vocabSize: GPT2.vocab,
+      numLayers: GPT2.layers,
+      hiddenSize: GPT2.hidden,
+      numHeads: GPT2.heads,
+      maxPositions: GPT2.seq,
+    };
+    const misfit = splitMisfit(shape, tp);
+    if (misfit) throw new UsageError(`--gpt2-tp ${tp}: GPT-2 small: ${misfit}`);
+  }
+  // PyTorch missing is a note in the report (a machine without it still benches the project),
+  // but a Python named by its path on the command line must be there.
+  const python = f.python as string;
+  if (wasGiven(f, "python") && python.includes("/")) {
+    try {
+      Deno.statSync(python);
+    } catch (e) {
+      throw new UsageError(`--python ${python}: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
   return {
     backends: names.map((b) => parseBackend(b)),
     steps: f.steps as number,
