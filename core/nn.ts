@@ -36,6 +36,12 @@ export interface ParamInfo {
    * separately and a shard holds its part of every block, in block order.
    */
   partitionBlocks: number;
+  /**
+   * Ranks the full weight is split over along `partitionDim` (the layer's
+   * tensor-parallel group); absent: 1, this rank holds all of it. A trainer
+   * reads it to ask for the hooks a split model needs.
+   */
+  tpSize?: number;
 }
 
 /** Base class: a tree of modules with named parameters. */
@@ -49,7 +55,12 @@ export abstract class Module {
   protected param(
     name: string,
     tensor: Tensor,
-    opts: { decay?: boolean; partitionDim?: number | null; partitionBlocks?: number } = {},
+    opts: {
+      decay?: boolean;
+      partitionDim?: number | null;
+      partitionBlocks?: number;
+      tpSize?: number;
+    } = {},
   ): Tensor {
     tensor.keep().requireGrad();
     tensor.name = name;
@@ -58,6 +69,7 @@ export abstract class Module {
       decay: opts.decay ?? true,
       partitionDim: opts.partitionDim ?? null,
       partitionBlocks: opts.partitionBlocks ?? 1,
+      ...(opts.tpSize !== undefined && opts.tpSize > 1 ? { tpSize: opts.tpSize } : {}),
     });
     return tensor;
   }

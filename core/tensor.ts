@@ -663,8 +663,12 @@ export function assertSameDevice(
   ...ts: (Tensor | null | undefined)[]
 ): Device {
   const d = first.device;
-  for (const t of ts) {
-    if (t && t.device !== d) throw new Error(`${op}: tensors are on different devices`);
-  }
+  ts.forEach((t, i) => {
+    if (t && t.device !== d) {
+      throw new Error(
+        `${op}: tensors are on different devices (operand ${i + 2} is not on operand 1's device)`,
+      );
+    }
+  });
   return d;
 }

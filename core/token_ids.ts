@@ -62,8 +62,8 @@ export class TokenIds {
     if (ids instanceof TokenIds) {
       if (device && ids.device !== device) {
         throw new Error(
-          `${op}: the ${what} are on another device than the model's ` +
-            "(make them with TokenIds.fromHost on the model's device)",
+          `${op}: the ${what} are on another device than the op's tensors ` +
+            "(make them with TokenIds.fromHost on the device of the model or tensors they go with)",
         );
       }
       return ids;

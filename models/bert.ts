@@ -406,6 +406,7 @@ class MlmBias extends Module {
     this.bias = this.param("bias", ops.full(parallel.device, [per], 0), {
       decay: false,
       partitionDim: 0,
+      tpSize: parallel.tpSize,
     });
   }
 }

@@ -223,9 +223,11 @@ export class Trainer {
 
   /**
    * A trainer for `model` on `device`. A model split over more than one
-   * tensor-parallel rank needs `hooks.reduceNormSquared` and `countsInNorm`
-   * (models/parallel/hooks.ts's `hybridHooks` and `countsInNorm`): without them
-   * each rank would clip by its own part of the gradient norm.
+   * tensor-parallel rank (its `parallel.tpSize`, or a parameter's
+   * {@link ParamInfo.tpSize}, as the parallel layers set it) needs
+   * `hooks.reduceNormSquared` and `countsInNorm` (models/parallel/hooks.ts's
+   * `hybridHooks` and `countsInNorm`): without them each rank would clip by its
+   * own part of the gradient norm.
    */
   constructor(readonly device: Device, readonly model: Trainable, readonly opts: TrainerOptions) {
     checkLrSchedule(opts.schedule);
@@ -237,7 +239,10 @@ export class Trainer {
         }`,
       );
     }
-    const tp = model.parallel?.tpSize ?? 1;
+    const named = model.namedParams();
+    // Split as the model says, or as its layers' parameters say (a model of the library's
+    // parallel layers need not declare it).
+    const tp = Math.max(model.parallel?.tpSize ?? 1, ...named.map(([, p]) => p.tpSize ?? 1));
     if (tp > 1 && (!opts.hooks?.reduceNormSquared || !opts.countsInNorm)) {
       throw new Error(
         `Trainer: the model is split over ${tp} tensor-parallel ranks; pass ` +
@@ -249,7 +254,6 @@ export class Trainer {
     if (!(clip <= 0 || clip > 0)) {
       throw new RangeError(`Trainer: clipGrad must be a number (≤ 0: off), got ${clip}`);
     }
-    const named = model.namedParams();
     const elsewhere = named.find(([, p]) => p.tensor.device !== device);
     if (elsewhere) {
       throw new Error(

@@ -29,7 +29,12 @@ import { generate } from "../models/generate.ts";
 import { Gpt, type GptConfig, paddedVocabSize } from "../models/gpt.ts";
 import { LossScaler } from "../models/loss_scale.ts";
 import { sampleToken } from "../models/sampling.ts";
-import { TensorParallelLayers } from "../models/parallel/tp_layers.ts";
+import {
+  ColumnParallelLinear,
+  RowParallelLinear,
+  TensorParallelLayers,
+} from "../models/parallel/tp_layers.ts";
+import { Module } from "../core/nn.ts";
 import { DEFAULT_CLIP_GRAD, Trainer, type TrainerOptions } from "../models/trainer.ts";
 import { gpuTest, prng, testBackend, testDevice } from "./helpers.ts";
 
@@ -258,6 +263,22 @@ Deno.test("a trainer of a model split over 2 ranks needs the norm hooks", gpuTes
     /split over 2 tensor-parallel ranks; pass hooks: hybridHooks/,
   );
   m.dispose();
+  // A model of the user's own, of the library's parallel layers, declares no `parallel`: its
+  // parameters say it is split (it trained, each rank clipping by its own norm, its replicas
+  // drifting apart).
+  class Mine extends Module {
+    readonly up: ColumnParallelLinear;
+    readonly down: RowParallelLinear;
+    constructor() {
+      super();
+      const init = { rng: new RngStream(1) };
+      this.up = this.child("up", new ColumnParallelLinear(dev, group as never, 4, 8, init));
+      this.down = this.child("down", new RowParallelLinear(dev, group as never, 8, 4, init));
+    }
+  }
+  const mine = new Mine();
+  throws(() => new Trainer(dev, mine, opts), /split over 2 tensor-parallel ranks; pass hooks/);
+  mine.dispose();
 });
 
 Deno.test(

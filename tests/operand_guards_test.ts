@@ -44,6 +44,12 @@ Deno.test("an operand from another device is refused by name", gpuTest, async ()
     throws(() => ops.layerNorm(x, there, here), new RegExp("layerNorm: " + differ.source));
     throws(() => ops.layerNorm(x, here, there), differ);
     throws(() => ops.linear(x, Tensor.fromArray(dev, [1, 0, 0, 1], [2, 2]), there), differ);
+    // A linear layer's input from elsewhere: linear names itself (not the matmul inside it), and
+    // which operand is elsewhere.
+    throws(
+      () => ops.linear(Tensor.fromArray(other, [1, 2, 3, 4], [2, 2]), x),
+      /^Error: linear: tensors are on different devices \(operand 2 is not on operand 1's device\)$/,
+    );
     throws(() => ops.concat([x, Tensor.fromArray(other, [5, 6, 7, 8], [2, 2])], 0), differ);
     throws(
       () => ops.softmax(x, { mask: "padding", keep: Tensor.fromArray(other, [1, 1], [1, 2]) }),

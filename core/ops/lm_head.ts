@@ -164,7 +164,7 @@ export async function lmHeadCrossEntropy(
     );
   }
   const start = opts.start ?? 0;
-  const count = countTargets(targetIds, opts.validVocab);
+  const count = countTargets(targetIds, opts.validVocab, "LM head");
   const x = hidden.view([m, h]);
   const chunks = vocabChunks(device, table.shape[0], h, m, true);
   const logits = chunks.map((c) => chunkProduct(device, x, table, opts.bias, c));

@@ -291,6 +291,7 @@ export function linear(
   epilogue: Pick<MatmulOpts, "geluOut"> = {},
 ): Tensor {
   return disposeOnThrow(x.device, () => {
+    assertSameDevice("linear", x, weight, bias);
     if (weight.rank !== 2) {
       throw new Error(`linear: weight must be 2-D, got ${fmtShape(weight.shape)}`);
     }

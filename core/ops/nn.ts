@@ -598,11 +598,11 @@ export function lossDivisor(op: string, normalizer: number | undefined, count: n
   return normalizer;
 }
 
-/** Counts the targets that take part (≥ 0), checking each is below `valid`. */
-export function countTargets(targets: TokenIds, valid: number): number {
+/** Counts the targets that take part (≥ 0), checking each is below `valid` (`op` names the caller). */
+export function countTargets(targets: TokenIds, valid: number, op = "crossEntropy"): number {
   let count = 0;
   for (const t of targets.host) {
-    if (t >= valid) throw new Error(`crossEntropy: target ${t} out of range for ${valid} classes`);
+    if (t >= valid) throw new Error(`${op}: target ${t} out of range for ${valid} classes`);
     if (t >= 0) count++;
   }
   return count;

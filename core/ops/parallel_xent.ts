@@ -71,7 +71,7 @@ export async function vocabParallelCrossEntropy(
     );
   }
   const valid = Math.max(0, Math.min(cols, shard.validVocab - shard.start));
-  const count = countTargets(targetIds, shard.validVocab);
+  const count = countTargets(targetIds, shard.validVocab, "vocabParallelCrossEntropy");
   const d = crossEntropyDispatch(rows, cols, valid, shard.start);
   const { rowLoss, lse } = await shardedRowStatistics(
     [{ logits, params: d.params }],

@@ -68,12 +68,17 @@ export class ColumnParallelLinear extends Module implements LinearLike {
     }
     const w = pieces.length === 1 ? pieces[0] : device.noGrad(() => ops.concat(pieces, 0));
     if (w !== pieces[0]) { for (const p of pieces) p.dispose(); }
-    this.weight = this.param("weight", w, { partitionDim: 0, partitionBlocks: blocks });
+    this.weight = this.param("weight", w, {
+      partitionDim: 0,
+      partitionBlocks: blocks,
+      tpSize: group.size,
+    });
     if (opts.bias ?? true) {
       this.bias = this.param("bias", ops.full(device, [per * blocks], 0), {
         decay: false,
         partitionDim: 0,
         partitionBlocks: blocks,
+        tpSize: group.size,
       });
     }
     this.gatherOutput = opts.gatherOutput ?? false;
@@ -170,7 +175,7 @@ export class RowParallelLinear extends Module implements LinearLike {
       ? full
       : device.noGrad(() => ops.slice(full, 1, group.rank * per, (group.rank + 1) * per));
     if (w !== full) full.dispose();
-    this.weight = this.param("weight", w, { partitionDim: 1 });
+    this.weight = this.param("weight", w, { partitionDim: 1, tpSize: group.size });
     if (opts.bias ?? true) {
       this.bias = this.param("bias", ops.full(device, [outFeatures], 0), { decay: false });
     }
@@ -242,7 +247,7 @@ export class VocabParallelEmbedding extends Module implements VocabEmbedding {
     this.weight = this.param(
       "weight",
       ops.randn(device, [per, dim], draw, init.std ?? DEFAULT_INIT_STD, 0, this.start * dim),
-      { partitionDim: 0 },
+      { partitionDim: 0, tpSize: group.size },
     );
   }
 
