@@ -13,7 +13,8 @@ import { RunError } from "./errors.ts";
 
 /** `n` bytes, in MiB or GiB. */
 function size(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`;
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(1)} GiB`;
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(0)} MiB` : `${(n / 2 ** 10).toFixed(0)} KiB`;
 }
 
 /** The shape of the attention a micro-batch computes on one rank. */
@@ -101,5 +102,73 @@ export async function modelWithinLimits<T>(build: () => Promise<T>): Promise<T> 
         "--ffn-hidden-size or the vocabulary, or raise --tensor-model-parallel-size. " +
         `The device said: ${e.message.replace(/\s*\n\s*/g, " ")}`,
     );
+  }
+}
+
+/**
+ * Host memory one rank takes besides its model on a software adapter: a Worker
+ * with its device, measured at about 140 MB a rank (293 MB for a one-rank
+ * training process of a tiny model, 435 MB for two ranks, 721 MB for four).
+ */
+export const RANK_HOST_BYTES = 128 * 2 ** 20;
+
+/** Bytes a parameter takes in training at the least: its f32 weight and gradient, AdamW's two moments. */
+export const TRAINING_BYTES_PER_PARAM = 16;
+
+/** The sizes that make up a transformer's parameters. */
+export interface ParamShape {
+  /** Vocabulary rows (the tokenizer's, before padding). */
+  vocab: number;
+  /** Hidden size. */
+  hidden: number;
+  /** Layers. */
+  layers: number;
+  /** MLP inner size. */
+  ffn: number;
+  /** Position-table rows. */
+  positions: number;
+}
+
+/**
+ * At least the parameters one of `tp` ranks holds: each layer's attention and
+ * MLP weights (4·h² + 2·h·ffn) and the vocabulary table split `tp` ways, the
+ * position table whole; biases and norms left out (a lower bound).
+ */
+export function paramsPerRankAtLeast(s: ParamShape, tp: number): number {
+  const split = s.layers * (4 * s.hidden ** 2 + 2 * s.hidden * s.ffn) + s.vocab * s.hidden;
+  return split / tp + s.positions * s.hidden;
+}
+
+/**
+ * Why `ranks` ranks of a model of shape `s` split `tp` ways cannot train on a
+ * host of `totalBytes` whose adapter is a software one (device memory is host
+ * memory), in terms of the flags; null when they may. A lower bound: a run
+ * refused would have been killed for memory, mid-build, after minutes.
+ */
+export function hostMemoryMisfit(
+  s: ParamShape,
+  tp: number,
+  ranks: number,
+  totalBytes: number,
+): string | null {
+  const model = TRAINING_BYTES_PER_PARAM * paramsPerRankAtLeast(s, tp);
+  const need = ranks * (model + RANK_HOST_BYTES);
+  if (need <= totalBytes) return null;
+  const each = `${size(model)} of weights, gradients and AdamW moments + ${
+    size(RANK_HOST_BYTES)
+  } for its device`;
+  return `this run needs at least ${size(need)} of memory (${ranks} rank${
+    ranks === 1 ? "" : "s"
+  } × (${each})), more than this machine's ${size(totalBytes)}, where the adapter is a ` +
+    `software one whose device memory is host memory: use a smaller model (--num-layers, ` +
+    `--hidden-size)${ranks > 1 ? " or fewer ranks (--nproc-per-node)" : ""}`;
+}
+
+/** This host's memory in bytes, or undefined where the program may not read it (no --allow-sys). */
+export function hostMemoryBytes(): number | undefined {
+  try {
+    return Deno.systemMemoryInfo().total;
+  } catch {
+    return undefined;
   }
 }

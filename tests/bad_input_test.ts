@@ -162,6 +162,13 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       /Unknown option '--train-iter' \(did you mean --train-iters\?/,
     ),
     T("--devices that does not parse", ["--devices", "abc"], /--devices: cannot parse "abc"/),
+    // Past host memory on a software adapter (without a GPU; with one, past its GPUs): refused
+    // at once, not killed for memory after minutes of building 1,000 Workers.
+    T(
+      "more ranks than memory",
+      ["--nproc-per-node", "1000"],
+      /this run needs at least .* GiB of memory \(1000 ranks × |1000 ranks on this node but only/,
+    ),
     T(
       "--tp without the ranks to run it",
       ["--tp", "2"],

@@ -21,6 +21,7 @@ import { TokenIds } from "../core/token_ids.ts";
 import { COLUMN_BLOCK_ROWS } from "../kernels/reduce.ts";
 import { SOFTWARE_LOOP_LIMIT } from "../kernels/rowreduce.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
+import { hostMemoryMisfit, paramsPerRankAtLeast } from "../cli/limits.ts";
 
 const dev = await testDevice();
 
@@ -213,3 +214,25 @@ Deno.test(
     });
   },
 );
+
+Deno.test("a model past host memory on a software adapter: a lower bound, refused by the flags", () => {
+  // GPT-2 small: 124,439,808 parameters (Hugging Face's count); the bound leaves out biases
+  // and norms, so it is below that, and near it.
+  const small = { vocab: 50257, hidden: 768, layers: 12, ffn: 3072, positions: 1024 };
+  const bound = paramsPerRankAtLeast(small, 1);
+  assertClose([bound], [124_439_808], { rtol: 2e-3, atol: 0 });
+  if (!(bound <= 124_439_808)) throw new Error(`not a lower bound: ${bound}`);
+  const GiB = 2 ** 30;
+  // It trains in 24 GiB, at TP=2 over two ranks too; 2,000 layers of hidden 2048 do not.
+  if (hostMemoryMisfit(small, 1, 1, 24 * GiB) !== null) throw new Error("small refused");
+  if (hostMemoryMisfit(small, 2, 2, 24 * GiB) !== null) throw new Error("small TP=2 refused");
+  const huge = { vocab: 256, hidden: 2048, layers: 2000, ffn: 8192, positions: 64 };
+  const m = hostMemoryMisfit(huge, 1, 1, 24 * GiB) ?? "";
+  if (!/^this run needs at least 1500\.1 GiB .*more than this machine's 24\.0 GiB/.test(m)) {
+    throw new Error(m);
+  }
+  // A thousand ranks of a tiny model: their devices alone.
+  const tiny = { vocab: 256, hidden: 32, layers: 1, ffn: 128, positions: 16 };
+  const many = hostMemoryMisfit(tiny, 1, 1000, 24 * GiB) ?? "";
+  if (!/1000 ranks × .* or fewer ranks \(--nproc-per-node\)$/.test(many)) throw new Error(many);
+});
