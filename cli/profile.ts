@@ -44,7 +44,13 @@ import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
 import { counted } from "./log.ts";
 import { runPinnedProcs } from "./pinned_procs.ts";
-import { checkModelFlags, checkStepFlags, gptConfigFromFlags } from "./train_config.ts";
+import {
+  checkHostMemory,
+  checkModelFlags,
+  checkStepFlags,
+  gptConfigFromFlags,
+} from "./train_config.ts";
+import { listHostGpus } from "../collectives/devices.ts";
 import { TRAIN_FLAGS } from "./train_flags.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
@@ -766,6 +772,7 @@ async function run(args: string[]): Promise<number> {
   const tp = f["tensor-model-parallel-size"] as number;
   checkModelFlags(f, tp);
   checkStepFlags(f, tp);
+  if (listHostGpus().length === 0) checkHostMemory(f, tp);
   // llvmpipe's vector width for this model, as train picks it (rank processes inherit it).
   await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
   if (tp > 1) {

@@ -39,15 +39,11 @@ import { readLatest } from "../models/checkpoint/layout.ts";
 import { takeLogLock, takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
-import { refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
+import { checkHostMemory, refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
 import { TRAIN_FLAGS } from "./train_flags.ts";
 import { agreeWithModelSource } from "./model_source.ts";
 import { trainArgsFromFlags } from "./train_args.ts";
 import { trainRank } from "./train_run.ts";
-import { hostMemoryBytes, hostMemoryMisfit } from "./limits.ts";
-import { BYTE_VOCAB_SIZE } from "../data/byte_tokenizer.ts";
-import { GPT2_VOCAB_SIZE } from "../data/gpt2_vocab.ts";
-import { defaultFfnHiddenSize } from "../models/shape.ts";
 
 const USAGE = `Usage: deno task train [flags]
 
@@ -183,24 +179,7 @@ async function checkedRun(
   // A software adapter's device memory is host memory: a model (or a count of ranks) past it is
   // refused now, not killed for memory after minutes of building (--init-from-hf's shape is in
   // its config.json, read later).
-  const total = hostMemoryBytes();
-  if (gpus.length === 0 && !split.flags.devices && !hfDir && total !== undefined) {
-    const h = f["hidden-size"] as number;
-    const misfit = hostMemoryMisfit(
-      {
-        vocab: f.tokenizer === "gpt2" ? GPT2_VOCAB_SIZE : BYTE_VOCAB_SIZE,
-        hidden: h,
-        layers: f["num-layers"] as number,
-        ffn: (f["ffn-hidden-size"] as number | undefined) ?? defaultFfnHiddenSize(h),
-        positions: (f["max-position-embeddings"] as number | undefined) ??
-          f["seq-length"] as number,
-      },
-      f["tensor-model-parallel-size"] as number,
-      dist.localWorld,
-      total,
-    );
-    if (misfit) throw new UsageError(misfit);
-  }
+  if (gpus.length === 0 && !split.flags.devices && !hfDir) checkHostMemory(f, dist.localWorld);
   const crowded = sharedAdapterWarning(
     dist.localWorld,
     gpus.length,
