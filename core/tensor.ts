@@ -214,7 +214,8 @@ export class Tensor {
   /**
    * Mixed precision: a 16-bit copy of this (f32 master) tensor that the matmul
    * kernels read in its place when it is the B operand of a forward or
-   * input-gradient product; the trainer refreshes it after each update.
+   * input-gradient product; the trainer refreshes it after each update, and
+   * {@link Tensor.write} drops it.
    */
   halfCopy: HalfCopy | null = null;
   #storage: Storage | null;
@@ -404,7 +405,10 @@ export class Tensor {
     return (await this.read())[0];
   }
 
-  /** Overwrites the contents from the host (recorded in order with pending work). */
+  /**
+   * Overwrites the contents from the host (recorded in order with pending work),
+   * dropping a 16-bit copy of the old contents ({@link Tensor.halfCopy}).
+   */
   write(data: Float32Array | Int32Array): void {
     const want = this.dtype === "i32" ? Int32Array : Float32Array;
     if (!(data instanceof want)) {
@@ -422,6 +426,10 @@ export class Tensor {
       );
     }
     this.device.upload(this.buffer, data);
+    // Its 16-bit copy (mixed precision) holds the old values: products read the f32 values until a
+    // trainer packs a new one (before its next step or evaluation).
+    this.halfCopy?.words.dispose();
+    this.halfCopy = null;
   }
 
   /** Marks this tensor as surviving scopes (returns itself). */

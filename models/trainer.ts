@@ -202,7 +202,10 @@ export interface StepResult {
   loss: number;
   /** The means of its parts, where the loss function gave them ({@link LossParts}). */
   parts?: Record<string, number>;
-  /** Global gradient norm before clipping. */
+  /**
+   * Global gradient norm before clipping; NaN for a skipped step, whose
+   * gradients were not finite (Infinity or NaN, by where they overflowed).
+   */
   gradNorm: number;
   /** Learning rate used. */
   lr: number;
@@ -303,6 +306,9 @@ export class Trainer {
   /**
    * One optimizer step over `microBatches` micro-batches: `lossOf(i)` builds
    * micro-batch i's loss (inside a scope that is freed right after its backward).
+   * A step that throws leaves no gradient behind; with hooks that reduce over
+   * other ranks (a distributed job), it also ends this trainer's stepping and
+   * evaluating: the other ranks went on into its collectives.
    */
   async step(
     microBatches: number,
@@ -311,6 +317,7 @@ export class Trainer {
     if (!Number.isInteger(microBatches) || microBatches < 1) {
       throw new Error(`Trainer.step: micro-batches must be an integer ≥ 1, got ${microBatches}`);
     }
+    this.#refuseOutOfStep("Trainer.step");
     return await this.device.exclusive(
       "Trainer.step",
       () => this.#stepExclusive(microBatches, lossOf),
@@ -361,8 +368,35 @@ export class Trainer {
       // this one's partial sums into its own.
       await started.reduction?.settle?.();
       zeroGrad(this.#params.map((p) => p.tensor));
+      // With collectives, the other ranks went on into this step's: this rank's next one would
+      // pair with theirs of this step (collectives match by order), training on mixed steps.
+      if (this.#collective) this.#failedStep = e;
       throw e;
     }
+  }
+
+  /** Whether the hooks take part in collectives with other ranks. */
+  get #collective(): boolean {
+    const h = this.opts.hooks;
+    return !!(
+      h?.allReduceGradients || h?.beginGradReduce || h?.reduceNormSquared || h?.averageLoss
+    );
+  }
+
+  /** The error of a step that failed on this rank of a job of several, or null. */
+  #failedStep: unknown = null;
+
+  /** Refuses more work after a failed step of a job of several ranks (see {@link Trainer.step}). */
+  #refuseOutOfStep(op: string): void {
+    if (this.#failedStep === null) return;
+    const why = this.#failedStep instanceof Error
+      ? this.#failedStep.message
+      : String(this.#failedStep);
+    throw new Error(
+      `${op}: an earlier step failed on this rank (${why}); the other ranks of the job went on ` +
+        "into that step's collectives, so this rank's next one would pair with theirs and train " +
+        "on mixed steps: end the job on every rank and resume from the last checkpoint",
+    );
   }
 
   /** {@link Trainer.step}'s work: backward over the micro-batches, reduce, clip, update. */
@@ -452,7 +486,7 @@ export class Trainer {
       return {
         loss: means[0],
         ...partSums.read(means),
-        gradNorm: c[1],
+        gradNorm: skipped ? NaN : c[1],
         lr,
         lossScale: scaler?.scale ?? 1,
         skipped,
@@ -486,6 +520,7 @@ export class Trainer {
     lossOf: (i: number) => StepLoss | Promise<StepLoss>,
     weight: number | ((i: number) => number) = 1 / n,
   ): Promise<{ loss: number; parts?: Record<string, number> }> {
+    this.#refuseOutOfStep("Trainer.evaluate");
     // 0 is allowed where replicas average the loss: a data-parallel replica may hold no
     // validation batch (its sum is 0). Alone, 0 batches would report a loss of 0.
     const least = this.opts.hooks?.averageLoss ? 0 : 1;

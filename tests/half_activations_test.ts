@@ -121,3 +121,47 @@ Deno.test(
     ok(losses[1][4] < losses[1][0]);
   },
 );
+
+Deno.test(
+  "weights written after a --bf16 step (a checkpoint loaded, an edit) are what the model then computes with",
+  gpuTest,
+  async () => {
+    const cfg: GptConfig = {
+      vocabSize: 37,
+      numLayers: 1,
+      hiddenSize: 16,
+      numHeads: 2,
+      maxPositions: 8,
+      hiddenDropout: 0,
+      attentionDropout: 0,
+    };
+    const r = prng(4);
+    const ids = TokenIds.fromHost(
+      dev,
+      Int32Array.from({ length: 16 }, () => Math.floor(r() * 37)),
+      [
+        2,
+        8,
+      ],
+    ).keep();
+    const trained = Gpt.serial(dev, cfg, 1);
+    const t = new Trainer(dev, trained, {
+      schedule: { lr: 1e-2, decayIters: 10, style: "constant" },
+      clipGrad: 1,
+      precision: { half: "bf16" },
+    });
+    await t.step(1, () => trained.loss(ids, ids));
+    // Another model's weights written into the trained one's parameters, as loadCheckpoint does.
+    const other = Gpt.serial(dev, cfg, 2);
+    const mine = trained.namedParams(), theirs = new Map(other.namedParams());
+    for (const [name, p] of mine) p.tensor.write(await theirs.get(name)!.tensor.read());
+    const logits = async (m: Gpt) =>
+      await tidy(dev, async () => Array.from(await (await m.logits(ids)).read()));
+    const [got, want] = [await logits(trained), await logits(other)];
+    // Computed with the written f32 weights (before, the 16-bit copies of the old ones: 2.7 apart).
+    strictEqual(JSON.stringify(got), JSON.stringify(want));
+    t.dispose();
+    trained.dispose();
+    other.dispose();
+  },
+);

@@ -154,8 +154,25 @@ Deno.test(
     equal(tg.iteration, 0);
     equal(g.namedParams().filter(([, p]) => p.tensor.grad).length, 0);
     equal(dev.scopes.length, 0);
-    // Before the fix the failed step's first micro-batch (half its gradient) was added in: 1.5×.
-    const rg = await tg.step(1, () => g.loss(x, y));
+    // With hooks that reduce over other ranks, they went on into the failed step's collectives:
+    // a next step here would pair with theirs (a caught failure on one of two data-parallel
+    // ranks trained both on mixed steps). Refused, naming the first failure.
+    const outOfStep = /an earlier step failed on this rank \(a bad batch\); .*end the job/;
+    await rejects(() => tg.step(1, () => g.loss(x, y)), outOfStep);
+    await rejects(() => tg.evaluate(1, () => g.loss(x, y)), outOfStep);
+    tg.dispose();
+    // Alone (no collective hooks), the next step goes on, as a fresh trainer's. Before the fix
+    // the failed step's first micro-batch (half its gradient) was added in: 1.5×.
+    const alone = new Trainer(dev, g, opts);
+    await rejects(
+      () =>
+        alone.step(2, (i) => {
+          if (i === 1) throw new Error("a bad batch");
+          return g.loss(x, y);
+        }),
+      /a bad batch/,
+    );
+    const rg = await alone.step(1, () => g.loss(x, y));
     const rf = await tf.step(1, () => fresh.loss(x, y));
     equal(rg.loss, rf.loss);
     equal(rg.gradNorm, rf.gradNorm);
@@ -165,13 +182,13 @@ Deno.test(
     );
     // evaluate leaves the model in the mode the caller had it in.
     g.train(false);
-    await tg.evaluate(1, () => g.loss(x, y));
+    await alone.evaluate(1, () => g.loss(x, y));
     equal(g.training, false);
     g.train(true);
-    await tg.evaluate(1, () => g.loss(x, y));
+    await alone.evaluate(1, () => g.loss(x, y));
     equal(g.training, true);
     for (const m of [g, fresh]) m.dispose();
-    for (const t of [tg, tf]) t.dispose();
+    for (const t of [alone, tf]) t.dispose();
     x.dispose();
     y.dispose();
   },
