@@ -102,17 +102,20 @@ export function classify(e: unknown): { code: 1 | 2; message: string } | null {
 /**
  * Prints `e` the way the command line reports errors and returns the exit code:
  * one `error: …` line for a user error (its stack too with `debug`), the full
- * stack for a bug (exit 1).
+ * stack for a bug (exit 1); `header` (a rank's `rank N:` line) goes in the same
+ * write as the error line.
  */
-export function reportError(e: unknown, debug: boolean): number {
+export function reportError(e: unknown, debug: boolean, header = ""): number {
   const c = classify(e);
   if (c) {
-    console.error(`error: ${c.message}`);
+    console.error(`${header}error: ${c.message}`);
     if (debug && e instanceof Error && e.stack) console.error(e.stack);
     return c.code;
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  console.error(`error: ${oneLine(err.message)} (a bug: please report it with this trace)`);
+  console.error(
+    `${header}error: ${oneLine(err.message)} (a bug: please report it with this trace)`,
+  );
   console.error(err.stack ?? String(e));
   return 1;
 }
@@ -204,10 +207,9 @@ export function reportRankError(
   if (e instanceof Deno.errors.BrokenPipe) return;
   const debug = wantsDebug(args);
   if (localRank === 0) reportError(e, debug);
-  else if (debug || ownToRank(e)) {
-    console.error(`rank ${rank}:`);
-    reportError(e, debug);
-  } else return;
+  // The rank's line and its error in one write: another rank process's output cannot come between.
+  else if (debug || ownToRank(e)) reportError(e, debug, `rank ${rank}:\n`);
+  else return;
   markReported(e); // under `deno task launch`, whose log would print it again
 }
 

@@ -99,7 +99,8 @@ export async function modelWithinLimits<T>(build: () => Promise<T>): Promise<T> 
     if (!(e instanceof Error) || !LIMIT_MESSAGES.test(e.message)) throw e;
     throw new RunError(
       "a parameter of this model is past an adapter limit; lower --hidden-size, " +
-        "--ffn-hidden-size or the vocabulary, or raise --tensor-model-parallel-size. " +
+        "--ffn-hidden-size, --max-position-embeddings or the vocabulary, or raise " +
+        "--tensor-model-parallel-size. " +
         `The device said: ${e.message.replace(/\s*\n\s*/g, " ")}`,
     );
   }

@@ -11,10 +11,13 @@
  * the data or a checkpoint loads), where it exits at once too.
  *
  * Signals reach the main thread of a process (a Worker's own listeners do not
- * keep the process alive), so the main thread owns them: it runs the training
- * itself in a single-process run, or tells its Workers through a
- * `BroadcastChannel` ({@link STOP_CHANNEL}). Under `--launcher procs` the
- * launcher passes signals on to each rank process, whose main thread does the same.
+ * keep the process alive), so the main thread owns them, and trains nothing
+ * itself (a single-rank run trains in a Worker too): idle, it answers a signal
+ * at once, where a training thread's event loop polled it every few steps. It
+ * tells its Workers through a `BroadcastChannel` ({@link STOP_CHANNEL}) and a
+ * word of shared memory ({@link SignalHandlerOptions.stopWord}), read at the end
+ * of the step a Worker is in. Under `--launcher procs` the launcher passes
+ * signals on to each rank process, whose main thread does the same.
  * @module
  */
 
@@ -62,6 +65,13 @@ export interface SignalHandlerOptions {
   print: boolean;
   /** Tell this process's Workers through {@link STOP_CHANNEL}. */
   workers: boolean;
+  /**
+   * Shared memory the Workers read (`WorkerContext.stopWord`): set to the
+   * signal's number, it reaches a Worker busy in a long step at its next read,
+   * where a channel message waits for the Worker's event loop (three steps of
+   * a GPT-2 small, 14 s).
+   */
+  stopWord?: Int32Array;
   /** Exits the process (tests pass their own). */
   exit?: (code: number) => void;
 }
@@ -69,7 +79,8 @@ export interface SignalHandlerOptions {
 /**
  * The main thread's handler of {@link STOP_SIGNALS} (see the module notes).
  * Install with {@link SignalHandler.install}; it is also the
- * {@link StopRequest} of a single-process run.
+ * {@link StopRequest} of a rank trained on the thread that installed it (a
+ * library program's own).
  */
 export class SignalHandler implements StopRequest {
   #signal: Deno.Signal | null = null;
@@ -152,6 +163,7 @@ export class SignalHandler implements StopRequest {
       return this.#exit(code);
     }
     this.#signal = sig;
+    if (this.opts.stopWord) Atomics.store(this.opts.stopWord, 0, SIGNAL_NUMBERS[sig]);
     say(
       `${sig}: finishing this step, then saving a checkpoint and exiting ` +
         `(send it again to exit at once)`,
@@ -168,8 +180,12 @@ export class WorkerStopRequest implements StopRequest {
   #signal: Deno.Signal | null = null;
   readonly #channel = new BroadcastChannel(STOP_CHANNEL);
 
-  /** Opens the channel and asks the main thread for a signal it may already have. */
-  constructor() {
+  /**
+   * Opens the channel and asks the main thread for a signal it may already
+   * have; `stopWord` is the main thread's shared word, where it gave one
+   * ({@link SignalHandlerOptions.stopWord}).
+   */
+  constructor(readonly stopWord?: Int32Array) {
     this.#channel.onmessage = (e: MessageEvent<ChannelMsg>) => {
       if (e.data.type === "stop") this.#signal ??= e.data.signal;
     };
@@ -178,6 +194,9 @@ export class WorkerStopRequest implements StopRequest {
 
   /** The stop signal received, or null. */
   get signal(): Deno.Signal | null {
+    if (this.#signal === null && this.stopWord) {
+      this.#signal = signalOfNumber(Atomics.load(this.stopWord, 0));
+    }
     return this.#signal;
   }
 

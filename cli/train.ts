@@ -42,8 +42,6 @@ import { distConfig } from "./dist.ts";
 import { checkHostMemory, refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
 import { TRAIN_FLAGS } from "./train_flags.ts";
 import { agreeWithModelSource } from "./model_source.ts";
-import { trainArgsFromFlags } from "./train_args.ts";
-import { trainRank } from "./train_run.ts";
 
 const USAGE = `Usage: deno task train [flags]
 
@@ -227,43 +225,40 @@ async function checkedRun(
   }
 }
 
-/** Runs this process's ranks: Workers (or rank processes) through the launcher, or one rank here. */
+/**
+ * Runs this process's ranks: Workers (or rank processes) through the launcher.
+ * A single-rank run trains in a Worker too, so that this main thread, idle,
+ * answers a signal at once: training on it, a signal waited for the event
+ * loop's I/O to be polled, several steps of a large model later (a GPT-2 small
+ * stopped 14 s after its SIGTERM, a GPT-2 medium only at the end of the run).
+ */
 async function runRanks(
   f: FlagValues,
   split: ReturnType<typeof splitDistArgs>,
   dist: ReturnType<typeof distConfig>,
   rankArgs: string[],
 ): Promise<number> {
-  // A rank given --devices runs as a Worker too: that is where a device is chosen.
-  if (dist.world > 1 || dist.source !== "single" || split.flags.devices !== undefined) {
-    // Under --launcher procs the launcher passes signals on to the rank processes,
-    // whose main threads handle them; otherwise this main thread tells its Workers.
-    let signals: SignalHandler | undefined;
-    if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
-      // What happens is printed once per node: by the process of global rank 0 and by each
-      // node's first process (a rank process of our procs launcher leaves that to the launcher).
-      const print = dist.rankBase === 0 || speaksForNode(dist);
-      signals = new SignalHandler({ canSave: !!f.save, print, workers: true }).install();
-    }
-    // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
-    // those before the ranks run (a rendezvous that times out, a store out of reach).
-    try {
-      return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
-        ...split.rest,
-        ...rankArgs,
-      ], { log: false, stopping: () => signals?.signal != null });
-    } finally {
-      // Its listeners would keep a program that called main() alive after the job.
-      signals?.dispose();
-    }
+  // Under --launcher procs the launcher passes signals on to the rank processes,
+  // whose main threads handle them; otherwise this main thread tells its Workers.
+  let signals: SignalHandler | undefined;
+  const stopWord = new Int32Array(new SharedArrayBuffer(4));
+  if (!(dist.launcher === "procs" && dist.localWorld > 1)) {
+    // What happens is printed once per node: by the process of global rank 0 and by each
+    // node's first process (a rank process of our procs launcher leaves that to the launcher).
+    const print = dist.rankBase === 0 || speaksForNode(dist);
+    signals = new SignalHandler({ canSave: !!f.save, print, workers: true, stopWord }).install();
   }
-  const signals = new SignalHandler({ canSave: !!f.save, print: true, workers: false }).install();
+  // Rank 0 prints the error of a failed run itself (cli/train_worker.ts); the launcher prints
+  // those before the ranks run (a rendezvous that times out, a store out of reach).
   try {
-    await trainRank(trainArgsFromFlags(f), null, signals);
+    return await launch(dist, new URL("./train_worker.ts", import.meta.url), [
+      ...split.rest,
+      ...rankArgs,
+    ], { log: false, stopping: () => signals?.signal != null, stopWord });
   } finally {
-    signals.dispose();
+    // Its listeners would keep a program that called main() alive after the job.
+    signals?.dispose();
   }
-  return 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,6 +1,6 @@
 /**
- * One rank's training run, shared by the single-process path and the Workers of
- * a distributed launch: set up, optionally load, then a loop of step, log,
+ * One rank's training run, as each Worker of `deno task train` runs it (one
+ * for a single-rank run; a library program may call it on its own thread): set up, optionally load, then a loop of step, log,
  * evaluate, save and check for signals. What differs between GPT and BERT is a
  * {@link Task} (cli/tasks/). Rank 0 prints; every rank computes.
  * @module
@@ -67,7 +67,8 @@ export interface TrainSummary {
 }
 
 /**
- * Trains on this rank. `dist` is null for a single-process, single-device run.
+ * Trains on this rank. `dist` is null for one rank trained without a launch
+ * (a program of the library's own; `deno task train` runs every rank in a Worker).
  * `stop` says when a signal asks the run to stop (cli/signals.ts): with
  * `--save`, every rank stops after the same step, saves there and returns.
  * `--exit-interval` and `--exit-duration-in-mins` stop it the same way
@@ -78,10 +79,12 @@ export async function trainRank(
   dist: WorkerContext | null,
   stop: StopRequest | null = null,
 ): Promise<TrainSummary> {
-  // Nodes started with other flags stop here, before any data or device.
-  if (dist) await checkSameFlags(dist.group, a.flags);
+  // Nodes started with other flags stop here, before any data or device (a run of one rank
+  // has no other to differ from).
+  const several = dist !== null && dist.group.size > 1;
+  if (several) await checkSameFlags(dist.group, a.flags);
   // ... and with a --save that is not one directory for all, before an hour of training.
-  if (dist && a.save) await checkSharedSave(dist.group, a.save);
+  if (several && a.save) await checkSharedSave(dist.group, a.save);
   // Data first: errors here should not cost a device.
   return a.model.family === "bert"
     ? await runTask(a, await readOnEveryRank(await bertTaskData(a), dist), dist, stop)
@@ -93,7 +96,8 @@ async function readOnEveryRank<B>(
   data: TaskData<B>,
   dist: WorkerContext | null,
 ): Promise<TaskData<B>> {
-  if (dist) await checkSameData(dist.group, await data.fingerprints());
+  // The streams' hashes (16.9 s a rank for a 17 GB .bin): only where there is another to compare.
+  if (dist && dist.group.size > 1) await checkSameData(dist.group, await data.fingerprints());
   return data;
 }
 

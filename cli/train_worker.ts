@@ -18,7 +18,7 @@ import { trainRank, type TrainSummary } from "./train_run.ts";
 
 /** Runs this rank's share of the training job. */
 export default async function main(ctx: WorkerContext): Promise<TrainSummary> {
-  const stop = new WorkerStopRequest();
+  const stop = new WorkerStopRequest(ctx.stopWord);
   try {
     const f = parseFlags(ctx.args, TRAIN_FLAGS);
     // Started by `deno task launch` with no --backend (train passes its choice on): the

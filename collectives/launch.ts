@@ -42,6 +42,12 @@ export interface WorkerContext {
   /** Program arguments (distributed flags removed). */
   args: string[];
   /**
+   * The launcher's stop word ({@link RunOptions.stopWord}), where it gave one:
+   * read with `Atomics.load`, it is read at once however busy this Worker's
+   * event loop is, where a message waits for it.
+   */
+  stopWord?: Int32Array;
+  /**
    * Tell the launcher this rank has opened its GPU adapter, so the next Worker
    * may start with its own device selection in the environment. Called
    * automatically when the worker function returns.
@@ -79,6 +85,8 @@ export interface WorkerInit {
   moduleUrl: string;
   /** Program args. */
   args: string[];
+  /** See {@link RunOptions.stopWord}. */
+  stopWord?: Int32Array;
 }
 
 /** How a launched rank ended. */
@@ -153,6 +161,11 @@ export interface RunOptions {
    * the dist timeout plus 5 s, as under the procs launcher.
    */
   stopping?: () => boolean;
+  /**
+   * A word of shared memory the caller sets (a signal's number) when the ranks
+   * should stop, handed to every Worker as {@link WorkerContext.stopWord}.
+   */
+  stopWord?: Int32Array;
 }
 
 /**
@@ -315,6 +328,7 @@ export async function runWorkers(
         device,
         moduleUrl: String(moduleUrl),
         args,
+        stopWord: opts.stopWord,
       };
       w.postMessage(init);
       // Selecting a device through the environment needs the Workers to open

@@ -58,6 +58,7 @@ scope.onmessage = async (e: MessageEvent<WorkerInit>) => {
       comm,
       device: init.device,
       args: init.args,
+      stopWord: init.stopWord,
       deviceAcquired,
     };
     running = true;

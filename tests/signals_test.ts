@@ -30,11 +30,10 @@ const tiny = [
 
 /**
  * A checkpoint big enough (25M parameters with AdamW moments, ~300 MB) that a
- * second signal lands while the stop is still saving: on Dawn a single-process
- * run notices signals only between steps and while it writes (its device waits
- * hold the thread), so the save is the window. (6.4M parameters were enough
- * until saves streamed, in the forty-fourth session: then the save was over
- * before the second signal came.)
+ * second signal lands while the stop is still saving. (6.4M parameters were
+ * enough until saves streamed, in the forty-fourth session: then the save was
+ * over before the second signal came.) Its steps are long enough that a signal
+ * waiting for the training thread's event loop waits for several of them.
  */
 const slow = [
   // the signals are the subject: no matmul autotuning after the first step (minutes on a slow CPU)
@@ -202,6 +201,36 @@ for (const [mode, extra] of Object.entries(modes)) {
     strictEqual(locked, false, "the save lock was left behind");
   });
 }
+
+Deno.test("a single-process run answers a signal in a long step at once, and with --save stops after that step", async () => {
+  // Training on the main thread, a signal waited for that thread's event loop to poll its I/O:
+  // here (~0.5 s steps) it was answered one to two steps late, a GPT-2 small's three steps
+  // (14 s) late, a GPT-2 medium's only at the end of the run. The rank trains in a Worker now;
+  // the idle main thread takes the signal, and the Worker reads it from shared memory at the
+  // end of the step it is in.
+  const longSteps = [
+    ...slow,
+    "--num-layers",
+    "4",
+    "--seq-length",
+    "128",
+    "--train-iters",
+    "100000",
+  ];
+  const run = startCli("cli/train.ts", longSteps);
+  await run.waitFor(/iteration\s+2\/\s*100000/, "stdout", 180_000);
+  run.kill("SIGTERM");
+  const r = await run.done();
+  strictEqual(r.code, 143, r.stderr);
+  ok(!/iteration\s+3\//.test(r.stdout), `trained on after the signal:\n${r.stdout}`);
+  await using temp = await tempDir({ prefix: "signals-long-" });
+  const saving = startCli("cli/train.ts", [...longSteps, "--save", `${temp.path}/ck`]);
+  await saving.waitFor(/iteration\s+2\/\s*100000/, "stdout", 180_000);
+  saving.kill("SIGTERM");
+  const s = await saving.done();
+  strictEqual(s.code, 0, s.stderr);
+  match(s.stdout, /stopped by SIGTERM after iteration 3;/);
+});
 
 Deno.test("a SIGTERM during a periodic save stops the run at the saved iteration", async () => {
   // Megatron checks for the signal right after a save; the run here went on for a step and
