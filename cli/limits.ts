@@ -143,7 +143,8 @@ export function paramsPerRankAtLeast(s: ParamShape, tp: number): number {
 /**
  * Why `ranks` ranks of a model of shape `s` split `tp` ways cannot train on a
  * host of `totalBytes` whose adapter is a software one (device memory is host
- * memory), in terms of the flags; null when they may. A lower bound: a run
+ * memory), in terms of the flags (`ranksFlag` sets the count of ranks); null
+ * when they may. A lower bound: a run
  * refused would have been killed for memory, mid-build, after minutes.
  */
 export function hostMemoryMisfit(
@@ -151,6 +152,7 @@ export function hostMemoryMisfit(
   tp: number,
   ranks: number,
   totalBytes: number,
+  ranksFlag = "--nproc-per-node",
 ): string | null {
   const model = TRAINING_BYTES_PER_PARAM * paramsPerRankAtLeast(s, tp);
   const need = ranks * (model + RANK_HOST_BYTES);
@@ -162,7 +164,7 @@ export function hostMemoryMisfit(
     ranks === 1 ? "" : "s"
   } × (${each})), more than this machine's ${size(totalBytes)}, where the adapter is a ` +
     `software one whose device memory is host memory: use a smaller model (--num-layers, ` +
-    `--hidden-size)${ranks > 1 ? " or fewer ranks (--nproc-per-node)" : ""}`;
+    `--hidden-size)${ranks > 1 ? ` or fewer ranks (${ranksFlag})` : ""}`;
 }
 
 /** This host's memory in bytes, or undefined where the program may not read it (no --allow-sys). */

@@ -772,7 +772,7 @@ async function run(args: string[]): Promise<number> {
   const tp = f["tensor-model-parallel-size"] as number;
   checkModelFlags(f, tp);
   checkStepFlags(f, tp);
-  if (listHostGpus().length === 0) checkHostMemory(f, tp);
+  if (listHostGpus().length === 0) checkHostMemory(f, tp, "--tensor-model-parallel-size");
   // llvmpipe's vector width for this model, as train picks it (rank processes inherit it).
   await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
   if (tp > 1) {

@@ -358,10 +358,15 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
  * Refuses ({@link UsageError}) `ranks` ranks of the flags' model on this host
  * when their weights, gradients and AdamW moments and their devices cannot fit
  * its memory ({@link hostMemoryMisfit}); for a host whose adapter is a software
- * one (no GPU), whose device memory is host memory. Nothing is checked where
+ * one (no GPU), whose device memory is host memory; `ranksFlag` is the flag that
+ * sets `ranks`, for the message. Nothing is checked where
  * the program may not read the host's memory.
  */
-export function checkHostMemory(f: FlagValues, ranks: number): void {
+export function checkHostMemory(
+  f: FlagValues,
+  ranks: number,
+  ranksFlag = "--nproc-per-node",
+): void {
   const total = hostMemoryBytes();
   if (total === undefined) return;
   const h = f["hidden-size"] as number;
@@ -378,6 +383,7 @@ export function checkHostMemory(f: FlagValues, ranks: number): void {
     f["tensor-model-parallel-size"] as number,
     ranks,
     total,
+    ranksFlag,
   );
   if (misfit) throw new UsageError(misfit);
 }
