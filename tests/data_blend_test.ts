@@ -273,7 +273,7 @@ Deno.test("the flag parser takes --data-path's values up to the next flag; twice
   // Another flag's value that looks like --data-path stays that flag's.
   assert.throws(
     () => parseFlags(["--prompt", "--data-path", "x"], TRAIN_FLAGS),
-    /--prompt takes a value/,
+    /--prompt needs a value \(the next word, --data-path, is a flag\)/,
   );
   assert.throws(
     () => parseFlags(["--data-path", "a.bin", "--lr", "0.1", "--data-path", "b.bin"], TRAIN_FLAGS),
