@@ -71,14 +71,15 @@ export interface AutotuneArgs {
 }
 
 /**
- * The typed {@link AUTOTUNE_FLAGS}. Throws {@link UsageError} for a cache or a
- * budget beside `--no-matmul-autotune`, which neither tunes nor reads a tiling.
+ * The typed {@link AUTOTUNE_FLAGS}. Throws {@link UsageError} for a cache file
+ * or a budget beside `--no-matmul-autotune`, which neither tunes nor reads a
+ * tiling (`--matmul-tuning-cache none`, asking for no file, goes with it).
  */
 export function autotuneArgs(f: FlagValues): AutotuneArgs {
   const budget = f["matmul-autotune-budget"] as string | undefined;
   if (f["no-matmul-autotune"]) {
     for (const flag of ["matmul-tuning-cache", "matmul-autotune-budget"]) {
-      if (f[flag] !== undefined) {
+      if (f[flag] !== undefined && !(flag === "matmul-tuning-cache" && f[flag] === "none")) {
         throw new UsageError(
           `--${flag} changes nothing with --no-matmul-autotune (no tiling is tuned or read ` +
             `from a cache): drop one`,

@@ -366,11 +366,12 @@ function parseFlagsOrRefuse(args: string[], table: Record<string, FlagSpec>): Fl
     const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(raw);
     if (ambiguous) {
       const flag = ambiguous[1];
-      // The word after it: a flag (the value was left out), or a value that starts with "-"
-      // (a negative number), which must be joined to the flag.
+      // The word after it: a flag of this command (the value was left out), or a value that
+      // starts with "-" (a negative number, "--- a title"), which must be joined to the flag.
       const at = rest.indexOf(flag);
       const next = at >= 0 ? rest[at + 1] ?? "" : "";
-      if (next.startsWith("--")) {
+      const name = /^--([^=]+)/.exec(next)?.[1];
+      if (name !== undefined && (name in options || aliasOf.has(name))) {
         throw new UsageError(`${flag} needs a value (the next word, ${next}, is a flag)`);
       }
       throw new UsageError(`${flag} takes a value; write one starting with "-" as ${flag}=-…`);

@@ -10,6 +10,8 @@
 
 import type { Device } from "../core/device.ts";
 import { RunError } from "./errors.ts";
+import { UsageError } from "./flags.ts";
+import { defaultFfnHiddenSize } from "../models/shape.ts";
 
 /** `n` bytes, in MiB or GiB. */
 function size(n: number): string {
@@ -174,4 +176,56 @@ export function hostMemoryBytes(): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The {@link ParamShape} of a model config (its vocabulary as configured, before padding). */
+export function paramShapeOf(c: {
+  vocabSize: number;
+  numLayers: number;
+  hiddenSize: number;
+  ffnHiddenSize?: number;
+  maxPositions: number;
+}): ParamShape {
+  return {
+    vocab: c.vocabSize,
+    hidden: c.hiddenSize,
+    layers: c.numLayers,
+    ffn: c.ffnHiddenSize ?? defaultFfnHiddenSize(c.hiddenSize),
+    positions: c.maxPositions,
+  };
+}
+
+/**
+ * Refuses ({@link UsageError}), before the model is built, `ranks` ranks of a
+ * model of shape `s` split `tp` ways on a software adapter (`device`'s), whose
+ * device memory is host memory, when they cannot fit it
+ * ({@link hostMemoryMisfit}). A GPU's own memory is not known here: nothing is
+ * checked on one, nor where the program may not read the host's memory.
+ */
+export function checkModelFitsHost(
+  device: Device,
+  s: ParamShape,
+  tp: number,
+  ranks: number,
+  ranksFlag?: string,
+): void {
+  if (!device.isSoftware) return;
+  const total = hostMemoryBytes();
+  if (total === undefined) return;
+  const misfit = hostMemoryMisfit(s, tp, ranks, total, ranksFlag);
+  if (misfit) throw new UsageError(misfit);
+}
+
+/**
+ * Refuses ({@link UsageError}) `ranks` ranks on this host whose devices alone
+ * (a Worker with its device, {@link RANK_HOST_BYTES} each) pass its memory, before
+ * any starts; the model is checked once each rank has its adapter
+ * ({@link checkModelFitsHost}).
+ */
+export function checkRankCount(ranks: number, ranksFlag?: string): void {
+  const total = hostMemoryBytes();
+  if (total === undefined) return;
+  const none = { vocab: 0, hidden: 0, layers: 0, ffn: 0, positions: 0 };
+  const misfit = hostMemoryMisfit(none, 1, ranks, total, ranksFlag);
+  if (misfit) throw new UsageError(misfit);
 }

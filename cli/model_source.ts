@@ -128,10 +128,6 @@ const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
 ];
 
 /**
- * A shape value as `config.json` gives it, named by its field there: "n_embd
- * 32", or for a field left out or null, "n_inner null (4·n_embd = 128)".
- */
-/**
  * A fresh GPT model given no `--tokenizer` takes the one the sidecars of its
  * `.bin` data name (`OUT.bin.json`, as `preprocess` writes), when they all name
  * the same one of {@link GPT_TOKENIZERS}: the ids were made by it, so no other
@@ -158,6 +154,10 @@ async function adoptDataTokenizer(
   adopt("tokenizer", name);
 }
 
+/**
+ * A shape value as `config.json` gives it, named by its field there: "n_embd
+ * 32", or for a field left out or null, "n_inner null (4·n_embd = 128)".
+ */
 function hfShapeValue(family: "gpt" | "bert", key: string, cfg: Record<string, unknown>): string {
   const fields: Record<string, string> = HF_SHAPE_FIELDS[family];
   const field = fields[key], hidden = fields.hiddenSize;

@@ -44,13 +44,8 @@ import { type FlagSpec, type FlagValues, parseCommandLine, UsageError } from "./
 import { attachTuner, autotuneArgs, describeTuning } from "./autotune.ts";
 import { counted } from "./log.ts";
 import { runPinnedProcs } from "./pinned_procs.ts";
-import {
-  checkHostMemory,
-  checkModelFlags,
-  checkStepFlags,
-  gptConfigFromFlags,
-} from "./train_config.ts";
-import { listHostGpus } from "../collectives/devices.ts";
+import { checkModelFlags, checkStepFlags, gptConfigFromFlags } from "./train_config.ts";
+import { checkModelFitsHost, checkRankCount, paramShapeOf } from "./limits.ts";
 import { TRAIN_FLAGS } from "./train_flags.ts";
 
 const PROFILE_FLAGS: Record<string, FlagSpec> = {
@@ -382,6 +377,8 @@ export async function profileRun(
 ): Promise<Profile> {
   const vocab = f["vocab-size"] as number;
   const cfg = gptConfigFromFlags(f as never, vocab);
+  const tp = ranks?.tpGroup.size ?? 1;
+  checkModelFitsHost(device, paramShapeOf(cfg), tp, tp, "--tensor-model-parallel-size");
   const B = f["micro-batch-size"] as number, T = f["seq-length"] as number;
   const steps = f.steps as number, warmup = f.warmup as number;
   let timing = f.timing as string;
@@ -772,7 +769,7 @@ async function run(args: string[]): Promise<number> {
   const tp = f["tensor-model-parallel-size"] as number;
   checkModelFlags(f, tp);
   checkStepFlags(f, tp);
-  if (listHostGpus().length === 0) checkHostMemory(f, tp, "--tensor-model-parallel-size");
+  checkRankCount(tp, "--tensor-model-parallel-size");
   // llvmpipe's vector width for this model, as train picks it (rank processes inherit it).
   await preferWideVectors({ hiddenSize: f["hidden-size"] as number });
   if (tp > 1) {

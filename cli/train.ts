@@ -39,7 +39,8 @@ import { readLatest } from "../models/checkpoint/layout.ts";
 import { takeLogLock, takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
-import { checkHostMemory, refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
+import { refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
+import { checkRankCount } from "./limits.ts";
 import { TRAIN_FLAGS } from "./train_flags.ts";
 import { agreeWithModelSource } from "./model_source.ts";
 
@@ -177,7 +178,9 @@ async function checkedRun(
   // A software adapter's device memory is host memory: a model (or a count of ranks) past it is
   // refused now, not killed for memory after minutes of building (--init-from-hf's shape is in
   // its config.json, read later).
-  if (gpus.length === 0 && !split.flags.devices && !hfDir) checkHostMemory(f, dist.localWorld);
+  // Each rank's device (a Worker) takes host memory, GPU or not: a count past it is refused before
+  // any starts; the model, on a software adapter, once each rank has its adapter.
+  checkRankCount(dist.localWorld);
   const crowded = sharedAdapterWarning(
     dist.localWorld,
     gpus.length,

@@ -6,10 +6,7 @@
 
 import { MAX_LOSS_SCALE } from "../models/loss_scale.ts";
 import type { GptConfig } from "../models/gpt.ts";
-import { defaultFfnHiddenSize, validateTransformerConfig } from "../models/shape.ts";
-import { BYTE_VOCAB_SIZE } from "../data/byte_tokenizer.ts";
-import { GPT2_VOCAB_SIZE } from "../data/gpt2_vocab.ts";
-import { hostMemoryBytes, hostMemoryMisfit } from "./limits.ts";
+import { validateTransformerConfig } from "../models/shape.ts";
 import { DATA_PATH_FLAGS, dataSourceOf, isBlend } from "./data_source.ts";
 import { checkTopP } from "./sampling_flags.ts";
 import { type FlagValues, UsageError, wasGiven } from "./flags.ts";
@@ -352,38 +349,4 @@ export function refuseFlagsOfOtherModel(f: FlagValues): void {
         "and samples no text); drop " + (given.length > 1 ? "them" : "it"),
     );
   }
-}
-
-/**
- * Refuses ({@link UsageError}) `ranks` ranks of the flags' model on this host
- * when their weights, gradients and AdamW moments and their devices cannot fit
- * its memory ({@link hostMemoryMisfit}); for a host whose adapter is a software
- * one (no GPU), whose device memory is host memory; `ranksFlag` is the flag that
- * sets `ranks`, for the message. Nothing is checked where
- * the program may not read the host's memory.
- */
-export function checkHostMemory(
-  f: FlagValues,
-  ranks: number,
-  ranksFlag = "--nproc-per-node",
-): void {
-  const total = hostMemoryBytes();
-  if (total === undefined) return;
-  const h = f["hidden-size"] as number;
-  const misfit = hostMemoryMisfit(
-    {
-      // profile's own --vocab-size, else the tokenizer's (BERT's WordPiece counted as bytes: a bound)
-      vocab: (f["vocab-size"] as number | undefined) ??
-        (f.tokenizer === "gpt2" ? GPT2_VOCAB_SIZE : BYTE_VOCAB_SIZE),
-      hidden: h,
-      layers: f["num-layers"] as number,
-      ffn: (f["ffn-hidden-size"] as number | undefined) ?? defaultFfnHiddenSize(h),
-      positions: (f["max-position-embeddings"] as number | undefined) ?? f["seq-length"] as number,
-    },
-    f["tensor-model-parallel-size"] as number,
-    ranks,
-    total,
-    ranksFlag,
-  );
-  if (misfit) throw new UsageError(misfit);
 }

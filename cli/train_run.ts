@@ -29,7 +29,12 @@ import { LossScaler, type LossScalerState } from "../models/loss_scale.ts";
 import { type StepResult, Trainer } from "../models/trainer.ts";
 import { DEFAULT_CORPUS_PATH } from "../data/corpus.ts";
 import { RunError } from "./errors.ts";
-import { checkAttentionFits, modelWithinLimits, withinLimits } from "./limits.ts";
+import {
+  checkAttentionFits,
+  checkModelFitsHost,
+  modelWithinLimits,
+  withinLimits,
+} from "./limits.ts";
 import { fusedAttentionRuns } from "../core/ops/attention.ts";
 import {
   counted,
@@ -638,6 +643,9 @@ async function trainOn<B>(
     headDim: data.headDim,
   });
   if (!fused) checkAttentionFits(device, attentionShape);
+  // On a software adapter the model's weights, gradients and moments are host memory: a model past
+  // it is refused now, not killed for memory mid-build (the ranks of this process share it).
+  checkModelFitsHost(device, data.paramShape, a.tp, dist?.ranksInProcess ?? 1);
   const { task, trainer, timer } = await modelWithinLimits(() => setUp(a, L, device, data));
   const model = task.model;
   const flopsPerIter = trainingFlops(

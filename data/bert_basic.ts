@@ -43,15 +43,23 @@ export interface BertBasicOptions {
   splitCjk?: boolean;
 }
 
+/** `opts` with BERT's defaults filled in: lowercase, accents stripped as the casing, CJK split. */
+export function basicOptionsOf(opts: BertBasicOptions = {}): Required<BertBasicOptions> {
+  const lowercase = opts.lowercase ?? true;
+  return {
+    lowercase,
+    stripAccents: opts.stripAccents ?? lowercase,
+    splitCjk: opts.splitCjk ?? true,
+  };
+}
+
 /**
  * Splits text into words and punctuation marks, as BERT does: lowercased and
  * accent-stripped for an uncased vocabulary (the default), as written (NFC) for
  * a cased one; `opts` as Hugging Face's settings ({@link BertBasicOptions}).
  */
 export function bertBasicTokenize(text: string, opts: BertBasicOptions = {}): string[] {
-  const lowercase = opts.lowercase ?? true;
-  const strip = opts.stripAccents ?? lowercase;
-  const splitCjk = opts.splitCjk ?? true;
+  const { lowercase, stripAccents: strip, splitCjk } = basicOptionsOf(opts);
   const words: string[] = [];
   let current = "";
   const flush = () => {

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { readAssetText } from "./assets.ts";
-import { type BertBasicOptions, bertBasicTokenize } from "./bert_basic.ts";
+import { basicOptionsOf, type BertBasicOptions, bertBasicTokenize } from "./bert_basic.ts";
 import { DataError } from "./errors.ts";
 import { readDirFile } from "./files.ts";
 import { decodeUtf8Counted } from "./utf8.ts";
@@ -62,14 +62,10 @@ export class WordPieceTokenizer implements Tokenizer {
    * Face's `strip_accents` and `tokenize_chinese_chars` ({@link BertBasicOptions}).
    */
   constructor(tokens: readonly string[], opts: BertBasicOptions = {}) {
-    this.lowercase = opts.lowercase ?? true;
-    this.stripAccents = opts.stripAccents ?? this.lowercase;
-    this.splitCjk = opts.splitCjk ?? true;
-    this.basicOptions = {
-      lowercase: this.lowercase,
-      stripAccents: this.stripAccents,
-      splitCjk: this.splitCjk,
-    };
+    this.basicOptions = basicOptionsOf(opts);
+    this.lowercase = this.basicOptions.lowercase;
+    this.stripAccents = this.basicOptions.stripAccents;
+    this.splitCjk = this.basicOptions.splitCjk;
     this.#tokens = [...tokens];
     this.vocabSize = tokens.length;
     tokens.forEach((t, i) => {
@@ -251,9 +247,9 @@ export async function readWordPieceTokenizer(dir: string): Promise<WordPieceToke
     );
   }
   const basic: BertBasicOptions = {
-    lowercase: setting("do_lower_case", "lowercase") ?? true,
+    lowercase: setting("do_lower_case", "lowercase"),
     stripAccents: setting("strip_accents", "strip_accents"),
-    splitCjk: setting("tokenize_chinese_chars", "handle_chinese_chars") ?? true,
+    splitCjk: setting("tokenize_chinese_chars", "handle_chinese_chars"),
   };
   let tokens: string[];
   let source: string;

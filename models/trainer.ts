@@ -43,6 +43,11 @@ export interface Trainable {
 
 /** Hooks a parallel layout plugs in (all optional; serial training needs none). */
 export interface ParallelHooks {
+  /**
+   * Ranks the hooks reduce over (tensor- × data-parallel; `hybridHooks` sets
+   * it). Absent: more than one where any reducing hook is given.
+   */
+  readonly ranks?: number;
   /** Averages gradients over the data-parallel group, in place (after backward). */
   allReduceGradients?(params: readonly Tensor[]): Promise<void>;
   /**
@@ -245,7 +250,7 @@ export class Trainer {
     const named = model.namedParams();
     // Split as the model says, or as its layers' parameters say (a model of the library's
     // parallel layers need not declare it).
-    const tp = Math.max(model.parallel?.tpSize ?? 1, ...named.map(([, p]) => p.tpSize ?? 1));
+    const tp = named.reduce((t, [, p]) => Math.max(t, p.tpSize ?? 1), model.parallel?.tpSize ?? 1);
     if (tp > 1 && (!opts.hooks?.reduceNormSquared || !opts.countsInNorm)) {
       throw new Error(
         `Trainer: the model is split over ${tp} tensor-parallel ranks; pass ` +
@@ -378,9 +383,10 @@ export class Trainer {
   /** Whether the hooks take part in collectives with other ranks. */
   get #collective(): boolean {
     const h = this.opts.hooks;
-    return !!(
+    const reduces = !!(
       h?.allReduceGradients || h?.beginGradReduce || h?.reduceNormSquared || h?.averageLoss
     );
+    return reduces && (h?.ranks ?? 2) > 1;
   }
 
   /** The error of a step that failed on this rank of a job of several, or null. */

@@ -562,14 +562,21 @@ Deno.test("autotune: --matmul-autotune-budget takes seconds or 'inf'", () => {
       bad,
     );
   }
-  // Beside --no-matmul-autotune a budget or a cache changes nothing: refused.
-  for (const flag of ["matmul-autotune-budget", "matmul-tuning-cache"]) {
+  // Beside --no-matmul-autotune a budget or a cache file changes nothing: refused ("none", no
+  // file, says what the switch does, as scripts pass it).
+  for (
+    const [flag, value] of [["matmul-autotune-budget", "10"], ["matmul-tuning-cache", "t.json"]]
+  ) {
     assert.throws(
-      () => autotuneArgs({ "no-matmul-autotune": true, [flag]: "none" }),
+      () => autotuneArgs({ "no-matmul-autotune": true, [flag]: value }),
       new RegExp(`--${flag} changes nothing with --no-matmul-autotune`),
     );
   }
   assert.equal(autotuneArgs({ "no-matmul-autotune": true }).enabled, false);
+  assert.equal(
+    autotuneArgs({ "no-matmul-autotune": true, "matmul-tuning-cache": "none" }).enabled,
+    false,
+  );
 });
 
 Deno.test("autotune: the file store merges entries and refuses, untouched, a file that is not a cache", async () => {

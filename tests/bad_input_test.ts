@@ -7,6 +7,8 @@
  * Most cases fail before any device is opened.
  */
 
+import { RANK_HOST_BYTES } from "../cli/limits.ts";
+import { listHostGpus } from "../collectives/devices.ts";
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { classify, reportError, RunError, SIGPIPE_STATUS, splitMisfit } from "../cli/errors.ts";
 import { UsageError } from "../cli/flags.ts";
@@ -151,6 +153,9 @@ const unchanged = (path: string, text: string) => async () => {
   strictEqual(await Deno.readTextFile(path), text, `${path} changed`);
 };
 
+/** More ranks than this host's memory holds devices for ({@link RANK_HOST_BYTES} each). */
+const ranksPastMemory = Math.floor(Deno.systemMemoryInfo().total / RANK_HOST_BYTES) + 1;
+
 Deno.test("bad input, train: the command line (exit 2, before any work)", async () => {
   const T = (name: string, args: string[], says: RegExp): Case =>
     noTraining({ name, script: "cli/train.ts", args: [...tiny, ...args], code: 2, says });
@@ -162,12 +167,15 @@ Deno.test("bad input, train: the command line (exit 2, before any work)", async 
       /Unknown option '--train-iter' \(did you mean --train-iters\?/,
     ),
     T("--devices that does not parse", ["--devices", "abc"], /--devices: cannot parse "abc"/),
-    // Past host memory on a software adapter (without a GPU; with one, past its GPUs): refused
-    // at once, not killed for memory after minutes of building 1,000 Workers.
+    // More ranks than this host's memory holds devices for (with a GPU, more than its GPUs):
+    // refused at once, not killed for memory after minutes of starting Workers.
     T(
       "more ranks than memory",
-      ["--nproc-per-node", "1000"],
-      /this run needs at least .* GiB of memory \(1000 ranks × |1000 ranks on this node but only/,
+      ["--nproc-per-node", String(ranksPastMemory)],
+      new RegExp(
+        `this run needs at least .* GiB of memory \\(${ranksPastMemory} ranks × |` +
+          `${ranksPastMemory} ranks on this node but only`,
+      ),
     ),
     T(
       "--tp without the ranks to run it",
@@ -532,7 +540,28 @@ Deno.test("bad input, train: data, checkpoints and models", async () => {
 Deno.test("bad input, train: failures found on the device or during training", async () => {
   await fixtures;
   const nan = `${dir}/nan`;
+  // Without a GPU (a software adapter: device memory is host memory), a model past the host's
+  // memory is refused once the rank has its adapter, before it is built (--num-layers 2000
+  // --hidden-size 2048 was killed for memory after 13 s).
+  const softwareOnly = listHostGpus().length === 0
+    ? [noTraining({
+      name: "a model past host memory on a software adapter",
+      script: "cli/train.ts",
+      args: [
+        ...tiny,
+        "--num-layers",
+        "2000",
+        "--hidden-size",
+        "2048",
+        "--num-attention-heads",
+        "16",
+      ],
+      code: 2,
+      says: /^this run needs at least 1500\.\d GiB of memory \(1 rank × /,
+    })]
+    : [];
   await runCases([
+    ...softwareOnly,
     noTraining({
       name: "sequence past the adapter's binding limit",
       script: "cli/train.ts",

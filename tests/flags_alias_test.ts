@@ -359,9 +359,12 @@ Deno.test("a flag whose value was left out says so, whether a flag or the end fo
     message: "--num-layers needs a value (the next word, --tp, is a flag)",
   });
   throws(() => parseFlags(["--lr"], TRAIN_FLAGS), { message: "--lr needs a value" });
-  // A negative number is a value that must be joined to its flag.
+  // A negative number, or text starting with dashes, is a value that must be joined to its flag.
   throws(() => parseFlags(["--lr", "-1"], TRAIN_FLAGS), {
     message: '--lr takes a value; write one starting with "-" as --lr=-…',
+  });
+  throws(() => parseFlags(["--prompt", "--- a title"], TRAIN_FLAGS), {
+    message: '--prompt takes a value; write one starting with "-" as --prompt=-…',
   });
 });
 

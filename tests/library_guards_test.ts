@@ -161,9 +161,10 @@ Deno.test(
     await rejects(() => tg.step(1, () => g.loss(x, y)), outOfStep);
     await rejects(() => tg.evaluate(1, () => g.loss(x, y)), outOfStep);
     tg.dispose();
-    // Alone (no collective hooks), the next step goes on, as a fresh trainer's. Before the fix
-    // the failed step's first micro-batch (half its gradient) was added in: 1.5×.
-    const alone = new Trainer(dev, g, opts);
+    // Alone (hooks over one rank, as hybridHooks' over groups of one), the next step goes on, as
+    // a fresh trainer's. Before the fix the failed step's first micro-batch (half its gradient)
+    // was added in: 1.5×.
+    const alone = new Trainer(dev, g, { ...opts, hooks: { ...hooks, ranks: 1 } });
     await rejects(
       () =>
         alone.step(2, (i) => {

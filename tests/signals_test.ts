@@ -204,7 +204,7 @@ for (const [mode, extra] of Object.entries(modes)) {
 
 Deno.test("a single-process run answers a signal in a long step at once, and with --save stops after that step", async () => {
   // Training on the main thread, a signal waited for that thread's event loop to poll its I/O:
-  // here (~0.5 s steps) it was answered one to two steps late, a GPT-2 small's three steps
+  // here (~1 s steps) it was answered one to two steps late, a GPT-2 small's three steps
   // (14 s) late, a GPT-2 medium's only at the end of the run. The rank trains in a Worker now;
   // the idle main thread takes the signal, and the Worker reads it from shared memory at the
   // end of the step it is in.
@@ -213,7 +213,7 @@ Deno.test("a single-process run answers a signal in a long step at once, and wit
     "--num-layers",
     "4",
     "--seq-length",
-    "128",
+    "256",
     "--train-iters",
     "100000",
   ];

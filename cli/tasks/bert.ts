@@ -6,6 +6,7 @@
  * @module
  */
 
+import { paramShapeOf } from "../limits.ts";
 import type { Device } from "../../core/device.ts";
 import { Tensor } from "../../core/tensor.ts";
 import { TokenIds } from "../../core/token_ids.ts";
@@ -160,6 +161,7 @@ export async function bertTaskData(a: TrainArgs): Promise<TaskData<BertBatch>> {
   return {
     numHeads: config.numHeads,
     headDim: config.hiddenSize / config.numHeads,
+    paramShape: paramShapeOf(config),
     hfInitStd: hf?.initializerRange,
     fingerprints: () => Promise.resolve(bertFingerprints(splits)),
     build: (env) => Promise.resolve(new BertTask(a, env, tokenizer, splits, config, hf)),

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { paramShapeOf } from "../limits.ts";
 import type { Device } from "../../core/device.ts";
 import type { Tensor } from "../../core/tensor.ts";
 import { TokenIds } from "../../core/token_ids.ts";
@@ -94,6 +95,7 @@ export async function gptTaskData(a: TrainArgs): Promise<TaskData<LmBatch>> {
   return {
     numHeads: config.numHeads,
     headDim: config.hiddenSize / config.numHeads,
+    paramShape: paramShapeOf(config),
     hfInitStd: hf?.initializerRange,
     fingerprints: () => gptFingerprints(splits),
     build: (env) => Promise.resolve(new GptTask(a, env, tokenizer, splits, config, hf)),

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { ParamShape } from "../limits.ts";
 import type { Module } from "../../core/nn.ts";
 import type { StepLoss } from "../../models/trainer.ts";
 import type { HasRngStreams } from "../../models/checkpoint/gpt.ts";
@@ -70,6 +71,8 @@ export interface TaskData<B> {
   readonly numHeads: number;
   /** Each head's width (for the same check). */
   readonly headDim: number;
+  /** The sizes its parameters come from (for the host-memory check before building). */
+  readonly paramShape: ParamShape;
   /**
    * With `--init-from-hf`: the std its weights were initialized with, where its
    * `config.json` says (`initializer_range`), which the run's checkpoints record.

@@ -118,6 +118,7 @@ export function hybridHooks(
     ),
   );
   return {
+    ranks: groups.tpGroup.size * dp.size,
     async allReduceGradients(params: readonly Tensor[], prepare?: (g: Tensor) => void) {
       if (dp.size === 1) return;
       await timed(() => buckets.reduceAll(params, prepare));
