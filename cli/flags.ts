@@ -488,13 +488,21 @@ function convertedValue(name: string, rawName: string, raw: string, s: FlagSpec)
       `--${name} expects ${s.type === "int" ? "an integer" : "a number"}, got "${str}"`,
     );
   }
-  // 1e-400 is not 0, though JavaScript's (and Python's) float reads it so: where 0 means "off"
-  // (--clip-grad), it would turn a setting off unasked.
-  if (num === 0 && /[1-9]/.test(str.split(/e/i)[0])) {
-    throw new UsageError(`--${name} ${str} is below the smallest float (it would read as 0)`);
+  // 1e-50 is not 0, though the GPU reads it so (f32: below 2^-126 it is flushed or rounded to 0,
+  // and 1e-400 is 0 even as a double): where 0 means "off" (--clip-grad), it would turn a setting
+  // off unasked.
+  const tiny = num === 0 ? /[1-9]/.test(str.split(/e/i)[0]) : Math.abs(num) < F32_MIN_NORMAL;
+  if (s.type === "float" && tiny) {
+    throw new UsageError(
+      `--${name} ${str} is below float32's smallest normal number (1.2e-38): the GPU would read ` +
+        "it as 0",
+    );
   }
   return num;
 }
+
+/** float32's smallest normal number, 2^-126: below it a GPU flushes or rounds a value to 0. */
+const F32_MIN_NORMAL = 2 ** -126;
 
 /**
  * `text` read as argparse's `int()` (`integer`) or `float()` reads a number:

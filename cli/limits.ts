@@ -144,38 +144,81 @@ export function paramsPerRankAtLeast(s: ParamShape, tp: number): number {
 
 /**
  * Why `ranks` ranks of a model of shape `s` split `tp` ways cannot train on a
- * host of `totalBytes` whose adapter is a software one (device memory is host
- * memory), in terms of the flags (`ranksFlag` sets the count of ranks); null
- * when they may. A lower bound: a run
- * refused would have been killed for memory, mid-build, after minutes.
+ * host with `availableBytes` of memory available whose adapter is a software
+ * one (device memory is host memory), in terms of the flags (`ranksFlag` sets
+ * the count of ranks); null when they may. A lower bound: a run refused would
+ * have been killed for memory, mid-build, after minutes.
  */
 export function hostMemoryMisfit(
   s: ParamShape,
   tp: number,
   ranks: number,
-  totalBytes: number,
+  availableBytes: number,
   ranksFlag = "--nproc-per-node",
 ): string | null {
   const model = TRAINING_BYTES_PER_PARAM * paramsPerRankAtLeast(s, tp);
   const need = ranks * (model + RANK_HOST_BYTES);
-  if (need <= totalBytes) return null;
+  if (need <= availableBytes) return null;
   const each = `${size(model)} of weights, gradients and AdamW moments + ${
     size(RANK_HOST_BYTES)
   } for its device`;
   return `this run needs at least ${size(need)} of memory (${ranks} rank${
     ranks === 1 ? "" : "s"
-  } × (${each})), more than this machine's ${size(totalBytes)}, where the adapter is a ` +
-    `software one whose device memory is host memory: use a smaller model (--num-layers, ` +
-    `--hidden-size)${ranks > 1 ? ` or fewer ranks (${ranksFlag})` : ""}`;
+  } × (${each})), more than the ${size(availableBytes)} available on this machine, where the ` +
+    `adapter is a software one whose device memory is host memory: use a smaller model ` +
+    `(--num-layers, --hidden-size)${ranks > 1 ? ` or fewer ranks (${ranksFlag})` : ""}`;
 }
 
-/** This host's memory in bytes, or undefined where the program may not read it (no --allow-sys). */
+/**
+ * Why `ranks` ranks cannot start on a host with `availableBytes` of memory
+ * available, their devices alone ({@link RANK_HOST_BYTES} each) passing it; null
+ * when they may.
+ */
+export function rankCountMisfit(
+  ranks: number,
+  availableBytes: number,
+  ranksFlag = "--nproc-per-node",
+): string | null {
+  const need = ranks * RANK_HOST_BYTES;
+  if (need <= availableBytes) return null;
+  return `${ranks} ranks need at least ${size(need)} of memory for their devices alone ` +
+    `(${size(RANK_HOST_BYTES)} each), more than the ${
+      size(availableBytes)
+    } available on this machine: use fewer (${ranksFlag})`;
+}
+
+/**
+ * The memory this host has available now (Linux's MemAvailable: free, and
+ * caches it can drop), or undefined where the program may not read it (no
+ * --allow-sys). Not its total: what the kernel and other processes hold is not
+ * the run's (GPT-2 XL's 25.04 GB lower bound passed a 25.28 GB total and was
+ * killed for memory).
+ */
 export function hostMemoryBytes(): number | undefined {
   try {
-    return Deno.systemMemoryInfo().total;
+    return Deno.systemMemoryInfo().available;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The ranks sharing this host's memory: `inProcess` (this process's Workers),
+ * or more where a launcher says how many run on the host (torchrun's and this
+ * project's `--launcher procs`' `LOCAL_WORLD_SIZE`, Open MPI's
+ * `OMPI_COMM_WORLD_LOCAL_SIZE`), each rank process holding one.
+ */
+export function ranksSharingHost(inProcess: number): number {
+  let n = inProcess;
+  for (const name of ["LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"]) {
+    try {
+      const v = Number(Deno.env.get(name));
+      if (Number.isInteger(v) && v > n) n = v;
+    } catch {
+      // Not permitted to read it (a library program without --allow-env): this process's count.
+    }
+  }
+  return n;
 }
 
 /** The {@link ParamShape} of a model config (its vocabulary as configured, before padding). */
@@ -210,9 +253,9 @@ export function checkModelFitsHost(
   ranksFlag?: string,
 ): void {
   if (!device.isSoftware) return;
-  const total = hostMemoryBytes();
-  if (total === undefined) return;
-  const misfit = hostMemoryMisfit(s, tp, ranks, total, ranksFlag);
+  const available = hostMemoryBytes();
+  if (available === undefined) return;
+  const misfit = hostMemoryMisfit(s, tp, ranks, available, ranksFlag);
   if (misfit) throw new UsageError(misfit);
 }
 
@@ -223,9 +266,8 @@ export function checkModelFitsHost(
  * ({@link checkModelFitsHost}).
  */
 export function checkRankCount(ranks: number, ranksFlag?: string): void {
-  const total = hostMemoryBytes();
-  if (total === undefined) return;
-  const none = { vocab: 0, hidden: 0, layers: 0, ffn: 0, positions: 0 };
-  const misfit = hostMemoryMisfit(none, 1, ranks, total, ranksFlag);
+  const available = hostMemoryBytes();
+  if (available === undefined) return;
+  const misfit = rankCountMisfit(ranks, available, ranksFlag);
   if (misfit) throw new UsageError(misfit);
 }

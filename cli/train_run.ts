@@ -33,6 +33,7 @@ import {
   checkAttentionFits,
   checkModelFitsHost,
   modelWithinLimits,
+  ranksSharingHost,
   withinLimits,
 } from "./limits.ts";
 import { fusedAttentionRuns } from "../core/ops/attention.ts";
@@ -645,7 +646,7 @@ async function trainOn<B>(
   if (!fused) checkAttentionFits(device, attentionShape);
   // On a software adapter the model's weights, gradients and moments are host memory: a model past
   // it is refused now, not killed for memory mid-build (the ranks of this process share it).
-  checkModelFitsHost(device, data.paramShape, a.tp, dist?.ranksInProcess ?? 1);
+  checkModelFitsHost(device, data.paramShape, a.tp, ranksSharingHost(dist?.ranksInProcess ?? 1));
   const { task, trainer, timer } = await modelWithinLimits(() => setUp(a, L, device, data));
   const model = task.model;
   const flopsPerIter = trainingFlops(

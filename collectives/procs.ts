@@ -55,18 +55,30 @@ export function rankRunArgs(program: string | URL): string[] {
 
 const PERMISSION_NAMES = ["read", "write", "net", "env", "run", "ffi", "sys", "import"] as const;
 
+/** The `sys` kinds a rank process may be granted one by one (see {@link grantedPermissionFlags}). */
+const SYS_KINDS = ["hostname", "systemMemoryInfo"] as const;
+
 /**
  * The `--allow-*` flags of the permissions this process holds unscoped (what `-A` or a permission
  * set such as deno.json's `train` gives), so a rank process gets what its launcher has and no
  * more. A permission granted only for some paths or hosts is left out (the rank is then refused
- * it, its stdin a pipe: no prompt, and says which), but for one: a `program` the child runs from
- * an http(s) URL gets `--allow-import=HOST` for its own host where this process may import from
- * it (a library imported by URL under `--allow-import=HOST`).
+ * it, its stdin a pipe: no prompt, and says which), but for two: the host's name and memory
+ * (`--allow-sys=hostname,systemMemoryInfo`, as deno.json's `train` grants them), and a `program`
+ * the child runs from an http(s) URL gets `--allow-import=HOST` for its own host where this
+ * process may import from it (a library imported by URL under `--allow-import=HOST`).
  */
 export function grantedPermissionFlags(program?: string | URL): string[] {
   const flags = PERMISSION_NAMES.filter((name) =>
     Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted"
   ).map((name) => `--allow-${name}`);
+  // The system facts a permission set grants one by one (deno.json's train: the host's name and
+  // memory, which a rank reads to name itself and to check its model against the memory).
+  if (!flags.includes("--allow-sys")) {
+    const kinds = SYS_KINDS.filter((kind) =>
+      Deno.permissions.querySync({ name: "sys", kind }).state === "granted"
+    );
+    if (kinds.length) flags.push(`--allow-sys=${kinds.join(",")}`);
+  }
   const url = program === undefined ? null : URL.parse(program);
   if (
     url && (url.protocol === "http:" || url.protocol === "https:") &&

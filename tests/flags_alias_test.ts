@@ -346,12 +346,16 @@ Deno.test("numbers are read as argparse's int() and float() read them", () => {
   equal(parseFlags(["--lr", "5."], TRAIN_FLAGS).lr, 5);
   // A hexadecimal blend weight is a path, as argparse would never read it as a number.
   deepStrictEqual(parseFlags(["--data-path", "0x1", "a"], TRAIN_FLAGS)["data-path"], ["0x1", "a"]);
-  // A value past float's range below is refused, not read as 0 (--clip-grad 0 turns clipping off).
+  // A value the GPU reads as 0 (below f32's smallest normal) is refused, not taken as 0
+  // (--clip-grad 0 turns clipping off; 1e-50 did too, silently).
   equal(parseFlags(["--clip-grad", "0.0e5"], TRAIN_FLAGS)["clip-grad"], 0);
-  equal(parseFlags(["--clip-grad", "1e-310"], TRAIN_FLAGS)["clip-grad"], 1e-310);
-  throws(() => parseFlags(["--clip-grad", "1e-400"], TRAIN_FLAGS), {
-    message: "--clip-grad 1e-400 is below the smallest float (it would read as 0)",
-  });
+  equal(parseFlags(["--clip-grad", "1e-30"], TRAIN_FLAGS)["clip-grad"], 1e-30);
+  for (const tiny of ["1e-400", "1e-50", "+1e-40"]) {
+    throws(() => parseFlags(["--clip-grad", tiny], TRAIN_FLAGS), {
+      message: `--clip-grad ${tiny} is below float32's smallest normal number (1.2e-38): the GPU ` +
+        "would read it as 0",
+    });
+  }
 });
 
 Deno.test("a flag whose value was left out says so, whether a flag or the end follows", () => {

@@ -112,7 +112,8 @@ Deno.test("deno task launch of the train worker: two ranks in one process open D
 });
 
 Deno.test("rank processes of a program imported by URL get --allow-import for its host, as their launcher holds it", async () => {
-  // A scoped permission is not passed on, but for the one a child needs to load its own program.
+  // A scoped permission is not passed on, but for the one a child needs to load its own program
+  // and the system facts a permission set grants one by one.
   const dir = await Deno.makeTempDir({ prefix: "granted-" });
   try {
     const program = `${dir}/program.ts`;
@@ -138,6 +139,18 @@ console.log(JSON.stringify([
       ["--allow-read"],
       ["--allow-read"],
     ]);
+    // The host's name and memory, granted one by one (deno.json's train): passed on, so that a
+    // rank process checks its model against the memory (under --launcher procs it did not).
+    const sys = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-sys=hostname,systemMemoryInfo", program],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(sys.code, 0, new TextDecoder().decode(sys.stderr));
+    assert.deepEqual(
+      JSON.parse(new TextDecoder().decode(sys.stdout))[2],
+      ["--allow-read", "--allow-sys=hostname,systemMemoryInfo"],
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
