@@ -137,6 +137,7 @@ const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
 async function adoptDataTokenizer(
   f: FlagValues,
   adopt: (flag: string, value: string) => void,
+  say: (line: string) => void,
 ): Promise<void> {
   if (f.model !== "gpt" || wasGiven(f, "tokenizer")) return;
   const named = new Map<string, string>();
@@ -150,7 +151,7 @@ async function adoptDataTokenizer(
   if (named.size !== 1) return;
   const [[name, side]] = named;
   if (name === f.tokenizer || !(GPT_TOKENIZERS as readonly string[]).includes(name)) return;
-  console.error(`tokenizer ${name}, as ${side} names it (--tokenizer chooses another)`);
+  say(`tokenizer ${name}, as ${side} names it (--tokenizer chooses another)`);
   adopt("tokenizer", name);
 }
 
@@ -176,9 +177,14 @@ function hfShapeValue(family: "gpt" | "bert", key: string, cfg: Record<string, u
  * `--apply-residual-connection-post-layernorm`) given on the command line that
  * disagrees is refused ({@link UsageError}, naming the flag and the file), not
  * ignored. Flags not given take the checkpoint's values (in `f`); the returned
- * arguments carry them to ranks that parse the command line again.
+ * arguments carry them to ranks that parse the command line again. Its notes
+ * (a tokenizer adopted, a restartable job's first run) go to `say` (default
+ * stderr): a process that does not speak for its node passes one that drops them.
  */
-export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
+export async function agreeWithModelSource(
+  f: FlagValues,
+  say: (line: string) => void = (line) => console.error(line),
+): Promise<string[]> {
   const extra: string[] = [];
   const adopt = (flag: string, value: number | string | boolean) => {
     f[flag] = value;
@@ -252,7 +258,7 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
   }
   const loadDir = f.load as string | undefined;
   if (!loadDir) {
-    await adoptDataTokenizer(f, adopt);
+    await adoptDataTokenizer(f, adopt, say);
     return extra;
   }
   if (
@@ -263,11 +269,11 @@ export async function agreeWithModelSource(f: FlagValues): Promise<string[]> {
       f.iteration as number | undefined,
     )
   ) {
-    console.error(
+    say(
       `warning: no checkpoint in ${loadDir} yet: training from scratch, saving there ` +
         `(--load and --save name the same directory, as a restartable job's do)`,
     );
-    await adoptDataTokenizer(f, adopt);
+    await adoptDataTokenizer(f, adopt, say);
     return extra;
   }
   const { path, iteration } = await resolveIterDir(loadDir, f.iteration as number | undefined);

@@ -60,8 +60,9 @@ signal N.`;
 /**
  * The checks of paths and inputs made before any work; returns arguments that
  * carry values taken from the checkpoint to ranks that parse the flags again.
+ * Its notes go to `say`.
  */
-async function preflight(f: FlagValues): Promise<string[]> {
+async function preflight(f: FlagValues, say: (line: string) => void): Promise<string[]> {
   if (f.save) {
     await ensureWritableDir("--save", f.save as string);
     await refuseSavingOverAnotherRun(f.save as string, f.load as string | undefined);
@@ -93,7 +94,7 @@ async function preflight(f: FlagValues): Promise<string[]> {
       }
     }
   }
-  const extra = await agreeWithModelSource(f);
+  const extra = await agreeWithModelSource(f, say);
   refuseFlagsOfOtherModel(f);
   return [...extra, ...await checkVocabFiles(f)];
 }
@@ -140,7 +141,9 @@ async function run(args: string[]): Promise<number> {
     const made = f.save ? await firstMissingDir(f.save as string) : null;
     let code = 1;
     try {
-      code = await checkedRun(f, split, dist, await preflight(f));
+      // What preflight notes is said once per node.
+      const say = speaksForNode(dist) ? (line: string) => console.error(line) : () => {};
+      code = await checkedRun(f, split, dist, await preflight(f, say));
       return code;
     } finally {
       if (made && code !== 0) await removeEmptyDirs(made);

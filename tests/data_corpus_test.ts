@@ -8,6 +8,7 @@ import { parseFlags } from "../cli/flags.ts";
 import { TRAIN_FLAGS } from "../cli/train_flags.ts";
 import { agreeWithModelSource } from "../cli/model_source.ts";
 import { tempDir } from "./temp_dir.ts";
+import { runCli, TINY_RUN_FLAGS } from "./cli_helpers.ts";
 import type { TokenStream } from "../data/token_stream.ts";
 
 /** Every id of `stream`, as an array. */
@@ -284,6 +285,29 @@ Deno.test("a fresh GPT run given no --tokenizer takes the one its .bin sidecars 
     ) {
       assert.deepEqual(await settled(args), { tokenizer: "byte", extra: [] });
     }
+  });
+});
+
+Deno.test("the note of an adopted tokenizer is said once per node, not once per rank process", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/in.txt`, "Call me Ishmael. Some years ago. ".repeat(200));
+    const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
+    assert.equal(
+      await preprocessMain(["--output", `${dir}/g.bin`, "--input", `${dir}/in.txt`, ...gpt2]),
+      0,
+    );
+    // Three processes (the launcher and two ranks) printed it three times.
+    const r = await runCli("cli/train.ts", [
+      ...TINY_RUN_FLAGS,
+      ...["--data-path", `${dir}/g.bin`, "--train-iters", "1", "--no-matmul-autotune"],
+      ...["--nproc-per-node", "2", "--tp", "2", "--launcher", "procs", "--backend", "deno"],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stderr.match(/tokenizer gpt2, as .*g\.bin\.json names it/g)?.length,
+      1,
+      r.stderr,
+    );
   });
 });
 
