@@ -7,6 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { BACKEND_ENV, type BackendName, BACKENDS, DEFAULT_BACKEND } from "../core/gpu.ts";
+import { F32_MIN_NORMAL } from "../core/optim.ts";
 
 /** One flag: its type, default and help line. */
 export interface FlagSpec {
@@ -500,9 +501,6 @@ function convertedValue(name: string, rawName: string, raw: string, s: FlagSpec)
   }
   return num;
 }
-
-/** float32's smallest normal number, 2^-126: below it a GPU flushes or rounds a value to 0. */
-const F32_MIN_NORMAL = 2 ** -126;
 
 /**
  * `text` read as argparse's `int()` (`integer`) or `float()` reads a number:

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { F32_MAX, F32_MIN_NORMAL } from "../core/optim.ts";
 import { MAX_LOSS_SCALE } from "../models/loss_scale.ts";
 import type { GptConfig } from "../models/gpt.ts";
 import { validateTransformerConfig } from "../models/shape.ts";
@@ -41,9 +42,6 @@ export function loggedConfig(a: TrainArgs): Record<string, unknown> {
   }
   return out;
 }
-
-/** The smallest normal and the largest finite f32: the range a loss scale must lie in. */
-const F32_MIN_NORMAL = 2 ** -126, F32_MAX = (2 - 2 ** -23) * 2 ** 127;
 
 /** The GPT config from flags. */
 export function gptConfigFromFlags(f: FlagValues, vocabSize: number): GptConfig {

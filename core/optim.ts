@@ -130,7 +130,10 @@ export function clipCoefficient(sumsq: Tensor, maxNorm: number, scaling: ClipSca
   return out;
 }
 
-const F32_MIN_NORMAL = 2 ** -126, F32_MAX = (2 - 2 ** -23) * 2 ** 127;
+/** float32's smallest normal number, 2^-126: below it a GPU may flush a value to 0. */
+export const F32_MIN_NORMAL = 2 ** -126;
+/** float32's largest finite number. */
+export const F32_MAX = (2 - 2 ** -23) * 2 ** 127;
 
 /**
  * Throws a RangeError naming the first bad AdamW hyper-parameter (PyTorch's
