@@ -26,7 +26,7 @@ import {
 import type { TokenizerName } from "../data/tokenizer.ts";
 import { BYTE_VOCAB_SIZE } from "../data/byte_tokenizer.ts";
 import { tokenizerNameFor } from "./model_tokenizer.ts";
-import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../data/token_bin.ts";
+import { sidecarTokenizers, tokenizerFlagFor } from "../data/token_bin.ts";
 import { GPT2_VOCAB_SIZE } from "../data/gpt2_vocab.ts";
 import { DATA_PATH_FLAGS, dataSourceOf } from "./data_source.ts";
 import { splitMisfit } from "./errors.ts";
@@ -127,6 +127,12 @@ const SHAPE_FLAGS: readonly [flag: string, key: string][] = [
   ["max-position-embeddings", "maxPositions"],
 ];
 
+/** The tokenizers the sidecars of a run's `.bin` data name ({@link sidecarTokenizers}). */
+async function dataTokenizers(f: FlagValues) {
+  const paths = DATA_PATH_FLAGS.flatMap((flag) => dataSourceOf(f, flag)?.paths ?? []);
+  return await sidecarTokenizers(paths);
+}
+
 /**
  * A fresh GPT model given no `--tokenizer` takes the one the sidecars of its
  * `.bin` data name (`OUT.bin.json`, as `preprocess` writes), when they all name
@@ -141,18 +147,35 @@ async function adoptDataTokenizer(
 ): Promise<void> {
   if (f.model !== "gpt" || wasGiven(f, "tokenizer")) return;
   const named = new Map<string, string>();
-  for (const flag of DATA_PATH_FLAGS) {
-    for (const path of dataSourceOf(f, flag)?.paths ?? []) {
-      if (!isTokenBinPath(path)) continue;
-      const meta = await readTokenBinMeta(path).catch(() => undefined);
-      if (meta && !named.has(meta.tokenizer)) named.set(meta.tokenizer, tokenBinMetaPath(path));
-    }
+  for (const d of await dataTokenizers(f)) {
+    if (!named.has(d.tokenizer)) named.set(d.tokenizer, d.sidecar);
   }
   if (named.size !== 1) return;
   const [[name, side]] = named;
   if (name === f.tokenizer || !(GPT_TOKENIZERS as readonly string[]).includes(name)) return;
   say(`tokenizer ${name}, as ${side} names it (--tokenizer chooses another)`);
   adopt("tokenizer", name);
+}
+
+/**
+ * Refuses `.bin` data whose sidecar names another tokenizer than the one the
+ * model a GPT run starts from reads (`f.tokenizer`, settled from `model`, a
+ * checkpoint or a Hugging Face directory), before any work, saying the two
+ * ways out: the data made anew with the model's tokenizer, or a fresh model
+ * (without `drop`). The data's own check would ask for the data's tokenizer,
+ * which the model refuses.
+ */
+async function checkDataFitsModel(f: FlagValues, model: string, drop: string): Promise<void> {
+  if (f.model !== "gpt") return;
+  const tokenizer = f.tokenizer as string;
+  const other = (await dataTokenizers(f)).find((d) => d.tokenizer !== tokenizer);
+  if (!other) return;
+  throw new UsageError(
+    `${other.path} was tokenized with the ${other.tokenizer} tokenizer (per ${other.sidecar}), ` +
+      `but ${model} reads ${tokenizer} ids: to go on with this model, run deno task preprocess ` +
+      `on the text with ${tokenizerFlagFor(tokenizer)}; to train on this data, start a fresh ` +
+      `model (without ${drop})`,
+  );
 }
 
 /**
@@ -233,12 +256,16 @@ export async function agreeWithModelSource(
     }
     fitSequence(f, c.maxPositions, file, adopt);
     // Its vocabulary names its tokenizer (GPT-2's, padded or not), as `generate` and `eval` read it.
-    if (family === "gpt" && !wasGiven(f, "tokenizer")) {
+    if (family === "gpt") {
       const name = await tokenizerNameFor(c.vocabSize as number);
       if (
-        name !== undefined && name !== f.tokenizer && GPT_TOKENIZERS.includes(name as TokenizerName)
+        !wasGiven(f, "tokenizer") && name !== undefined && name !== f.tokenizer &&
+        GPT_TOKENIZERS.includes(name as TokenizerName)
       ) {
         adopt("tokenizer", name);
+      }
+      if (name === f.tokenizer) {
+        await checkDataFitsModel(f, `the model in ${hfDir}`, "--init-from-hf");
       }
     }
     const tp = f["tensor-model-parallel-size"] as number;
@@ -351,6 +378,7 @@ export async function agreeWithModelSource(
     }
     adopt("tokenizer", tokenizer);
   }
+  if (typeof tokenizer === "string") await checkDataFitsModel(f, `the model in ${where}`, "--load");
   agreeInitStd(f, savedArgs[INIT_STD_FLAG], where, refuse, adopt);
   // Counted in samples or in iterations as the checkpoint is (unless overridden); a run counted
   // in samples keeps the global batch its updates were counted at.

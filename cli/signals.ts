@@ -145,7 +145,7 @@ export class SignalHandler implements StopRequest {
     if (this.#copies.isCopy(now)) return;
     const say = (line: string) => this.opts.print && console.error(line);
     if (this.#signal) {
-      say(`${sig} again: exiting at once (exit ${code}); the last checkpoint stands`);
+      say(`${sig} again: exiting at once (exit ${code}), without a checkpoint of this step`);
       return this.#exit(code);
     }
     if (!this.opts.canSave || this.#finished || !this.#started) {

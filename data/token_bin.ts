@@ -433,6 +433,39 @@ export async function readTokenBinMeta(path: string): Promise<TokenBinMeta | und
   return m as TokenBinMeta;
 }
 
+/** The tokenizer a `.bin`'s sidecar names ({@link sidecarTokenizers}). */
+export interface SidecarTokenizer {
+  /** The `.bin`. */
+  path: string;
+  /** Its sidecar ({@link tokenBinMetaPath}). */
+  sidecar: string;
+  /** The tokenizer it names. */
+  tokenizer: string;
+  /** That tokenizer's vocabulary, where the sidecar records it. */
+  vocabSize?: number;
+}
+
+/**
+ * The tokenizers the sidecars of the `.bin` files among `paths` name, in
+ * order; a path that is not a `.bin`, or whose sidecar is missing or
+ * unreadable, is left out (reading the data names what is wrong with it).
+ */
+export async function sidecarTokenizers(paths: readonly string[]): Promise<SidecarTokenizer[]> {
+  const out: SidecarTokenizer[] = [];
+  for (const path of paths) {
+    if (!isTokenBinPath(path)) continue;
+    const meta = await readTokenBinMeta(path).catch(() => undefined);
+    if (!meta) continue;
+    out.push({
+      path,
+      sidecar: tokenBinMetaPath(path),
+      tokenizer: meta.tokenizer,
+      ...(meta.vocab_size !== undefined ? { vocabSize: meta.vocab_size } : {}),
+    });
+  }
+  return out;
+}
+
 /** Whether `path` names a token file (`.bin`, any case), which data paths read as ids, not text. */
 export function isTokenBinPath(path: string): boolean {
   return path.toLowerCase().endsWith(".bin");

@@ -288,6 +288,59 @@ Deno.test("a fresh GPT run given no --tokenizer takes the one its .bin sidecars 
   });
 });
 
+Deno.test("data of another tokenizer than the model's is refused before any work, saying both ways out", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/in.txt`, "Call me Ishmael. Some years ago. ".repeat(200));
+    const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
+    assert.equal(
+      await preprocessMain(["--output", `${dir}/g.bin`, "--input", `${dir}/in.txt`, ...gpt2]),
+      0,
+    );
+    // A byte-level model's checkpoint.
+    const r = await runCli("cli/train.ts", [
+      ...TINY_RUN_FLAGS,
+      ...["--data-path", `${dir}/in.txt`, "--train-iters", "1", "--no-matmul-autotune"],
+      ...["--save", `${dir}/ck`],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    // A Hugging Face GPT-2 (its config is all the check reads): GPT-2's vocabulary.
+    await Deno.mkdir(`${dir}/hf`);
+    await Deno.writeTextFile(
+      `${dir}/hf/config.json`,
+      JSON.stringify({
+        model_type: "gpt2",
+        vocab_size: 50257,
+        n_positions: 64,
+        n_embd: 32,
+        n_layer: 1,
+        n_head: 2,
+      }),
+    );
+    assert.equal(
+      await preprocessMain(["--output", `${dir}/b.bin`, "--input", `${dir}/in.txt`]),
+      0,
+    );
+    const settle = (args: string[]) => agreeWithModelSource(parseFlags(args, TRAIN_FLAGS));
+    // Before, the data's check asked for --tokenizer gpt2, which the checkpoint then refused.
+    await assert.rejects(
+      () => settle(["--load", `${dir}/ck`, "--data-path", `${dir}/g.bin`]),
+      (e: Error) =>
+        e.name === "UsageError" &&
+        /g\.bin was tokenized with the gpt2 tokenizer .* the model in the checkpoint .* reads byte ids: .*preprocess on the text with --tokenizer byte; .*fresh model \(without --load\)/
+          .test(e.message),
+    );
+    for (const tokenizer of [[], ["--tokenizer", "gpt2"]]) {
+      await assert.rejects(
+        () => settle(["--init-from-hf", `${dir}/hf`, "--data-path", `${dir}/b.bin`, ...tokenizer]),
+        /b\.bin was tokenized with the byte tokenizer .* reads gpt2 ids: .*--tokenizer gpt2; .*without --init-from-hf/,
+      );
+    }
+    // Data of the model's own tokenizer passes.
+    await settle(["--load", `${dir}/ck`, "--data-path", `${dir}/b.bin`]);
+    await settle(["--init-from-hf", `${dir}/hf`, "--data-path", `${dir}/g.bin`]);
+  });
+});
+
 Deno.test("the note of an adopted tokenizer is said once per node, not once per rank process", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/in.txt`, "Call me Ishmael. Some years ago. ".repeat(200));

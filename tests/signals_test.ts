@@ -196,6 +196,12 @@ for (const [mode, extra] of Object.entries(modes)) {
     ok(r.code === 143 || r.code === 137, `exit code ${r.code}: ${r.stderr}`);
     ok(ms < 5000, `took ${ms.toFixed(0)} ms to exit`);
     ok(!/stopped by SIGTERM/.test(r.stdout), r.stdout);
+    // No checkpoint had been written: the line does not say one stands (a launcher kills its ranks).
+    ok(
+      /SIGTERM again: (exiting at once \(exit 143\), without a checkpoint of this step|killing ranks)/
+        .test(r.stderr),
+      r.stderr,
+    );
     // Exiting at once still releases the --save directory's lock (its unload listener ran).
     const locked = await Deno.stat(`${dir}/ck/${SAVE_LOCK_FILE}`).then(() => true, () => false);
     strictEqual(locked, false, "the save lock was left behind");

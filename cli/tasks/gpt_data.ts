@@ -10,7 +10,7 @@
 import { type CorpusTokens, loadTokens } from "../../data/corpus.ts";
 import { DataError } from "../../data/errors.ts";
 import { splitStream } from "../../data/split.ts";
-import { isTokenBinPath, readTokenBinMeta, tokenBinMetaPath } from "../../data/token_bin.ts";
+import { sidecarTokenizers } from "../../data/token_bin.ts";
 import { documentEndId, type Tokenizer } from "../../data/tokenizer.ts";
 import type { TokenStream } from "../../data/token_stream.ts";
 import type { DataSource } from "../data_source.ts";
@@ -53,21 +53,14 @@ export function partTokens(p: GptPart): number {
  * naming both (each is also checked against the run's tokenizer on reading).
  */
 async function checkSameTokenizer(paths: readonly string[]): Promise<void> {
-  let first: { path: string; tokenizer: string; vocab?: number } | undefined;
-  for (const path of paths.filter(isTokenBinPath)) {
-    const meta = await readTokenBinMeta(path).catch(() => undefined);
-    if (!meta) continue;
-    const mine = { path, tokenizer: meta.tokenizer, vocab: meta.vocab_size };
-    if (!first) {
-      first = mine;
-      continue;
-    }
-    if (first.tokenizer !== mine.tokenizer || first.vocab !== mine.vocab) {
+  const [first, ...rest] = await sidecarTokenizers(paths);
+  for (const other of rest) {
+    if (first.tokenizer !== other.tokenizer || first.vocabSize !== other.vocabSize) {
       throw new DataError(
         `a blend's corpora must share one tokenizer: ${first.path} was tokenized with ` +
-          `${first.tokenizer} (vocabulary ${first.vocab}) and ${path} with ${mine.tokenizer} ` +
-          `(vocabulary ${mine.vocab}), per ${tokenBinMetaPath(first.path)} and ` +
-          `${tokenBinMetaPath(path)}: run deno task preprocess on their text with one tokenizer`,
+          `${first.tokenizer} (vocabulary ${first.vocabSize}) and ${other.path} with ` +
+          `${other.tokenizer} (vocabulary ${other.vocabSize}), per ${first.sidecar} and ` +
+          `${other.sidecar}: run deno task preprocess on their text with one tokenizer`,
       );
     }
   }
