@@ -288,14 +288,19 @@ Deno.test("a fresh GPT run given no --tokenizer takes the one its .bin sidecars 
   });
 });
 
+/** Writes `dir/in.txt` (a short text) and `dir/g.bin`, its ids under GPT-2's tokenizer. */
+async function writeGpt2Corpus(dir: string): Promise<void> {
+  await Deno.writeTextFile(`${dir}/in.txt`, "Call me Ishmael. Some years ago. ".repeat(200));
+  const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
+  assert.equal(
+    await preprocessMain(["--output", `${dir}/g.bin`, "--input", `${dir}/in.txt`, ...gpt2]),
+    0,
+  );
+}
+
 Deno.test("data of another tokenizer than the model's is refused before any work, saying both ways out", async () => {
   await withTempDir(async (dir) => {
-    await Deno.writeTextFile(`${dir}/in.txt`, "Call me Ishmael. Some years ago. ".repeat(200));
-    const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
-    assert.equal(
-      await preprocessMain(["--output", `${dir}/g.bin`, "--input", `${dir}/in.txt`, ...gpt2]),
-      0,
-    );
+    await writeGpt2Corpus(dir);
     // A byte-level model's checkpoint.
     const r = await runCli("cli/train.ts", [
       ...TINY_RUN_FLAGS,
@@ -343,12 +348,7 @@ Deno.test("data of another tokenizer than the model's is refused before any work
 
 Deno.test("the note of an adopted tokenizer is said once per node, not once per rank process", async () => {
   await withTempDir(async (dir) => {
-    await Deno.writeTextFile(`${dir}/in.txt`, "Call me Ishmael. Some years ago. ".repeat(200));
-    const gpt2 = ["--tokenizer-type", "GPT2BPETokenizer"];
-    assert.equal(
-      await preprocessMain(["--output", `${dir}/g.bin`, "--input", `${dir}/in.txt`, ...gpt2]),
-      0,
-    );
+    await writeGpt2Corpus(dir);
     // Three processes (the launcher and two ranks) printed it three times.
     const r = await runCli("cli/train.ts", [
       ...TINY_RUN_FLAGS,
