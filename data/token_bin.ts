@@ -8,6 +8,7 @@
 
 import { oneLine, readFully, readUpTo } from "../core/files.ts";
 import { DataError } from "./errors.ts";
+import { GPT2_VOCAB_SIZE } from "./gpt2_vocab.ts";
 import { TOKENIZER_NAMES } from "./tokenizer.ts";
 import { decodeUint16, fileIdentity, forEachPiece, TokenBinStream } from "./token_stream.ts";
 
@@ -72,7 +73,10 @@ export function checkIdsInVocab(
         `${source}: token id ${ids[i]} at position ${
           offset + i
         } is not below the vocabulary size ${vocabSize}` +
-          " (was it made with a different tokenizer?)",
+          (ids[i] < GPT2_VOCAB_SIZE
+            ? ` (was it made with another tokenizer? GPT-2's ids, below ${GPT2_VOCAB_SIZE}, ` +
+              `are read with ${tokenizerFlagFor("gpt2")})`
+            : " (was it made with another tokenizer?)"),
       );
     }
   }

@@ -113,7 +113,13 @@ Deno.test("clear errors for bad data paths", async () => {
     await Deno.writeFile(`${dir}/big.bin`, encodeTokenBin([65, 300, 66]));
     await assert.rejects(
       () => loadTokens(byte, `${dir}/big.bin`),
-      /token id 300 at position 1 is not below the vocabulary size 256/,
+      /token id 300 at position 1 is not below the vocabulary size 256 .*GPT-2's ids, below 50257, are read with --tokenizer gpt2/,
+    );
+    // An id past GPT-2's vocabulary names no tokenizer.
+    await Deno.writeFile(`${dir}/huge.bin`, encodeTokenBin([65, 60000]));
+    await assert.rejects(
+      () => loadTokens(byte, `${dir}/huge.bin`),
+      /token id 60000 at position 1 is not below the vocabulary size 256 \(was it made with another tokenizer\?\)$/,
     );
   });
 });
