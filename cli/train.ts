@@ -14,7 +14,12 @@
  * @module
  */
 
-import { DistConfigError, nodeRankCount, splitDistArgs } from "../collectives/env.ts";
+import {
+  DistConfigError,
+  nodeRankCount,
+  splitDistArgs,
+  worldSizeOrigin,
+} from "../collectives/env.ts";
 import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
 import { assignDevices, listHostGpus, sharedAdapterWarning } from "../collectives/devices.ts";
@@ -165,7 +170,7 @@ async function checkedRun(
   dist: ReturnType<typeof distConfig>,
   extra: string[],
 ): Promise<number> {
-  validateTrainFlags(f, dist.world);
+  validateTrainFlags(f, dist.world, worldSizeOrigin(dist.source));
   // llvmpipe's vector width for this model, before any adapter (ranks inherit it): --load's
   // shape is in the flags by now (preflight adopted it), --init-from-hf's is in its config.json.
   const hfDir = f["init-from-hf"] as string | undefined;

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { worldSizeOrigin } from "../collectives/env.ts";
 import { F32_MAX, F32_MIN_NORMAL } from "../core/optim.ts";
 import { MAX_LOSS_SCALE } from "../models/loss_scale.ts";
 import type { GptConfig } from "../models/gpt.ts";
@@ -49,14 +50,19 @@ export function gptConfigFromFlags(f: FlagValues, vocabSize: number): GptConfig 
 }
 
 /**
- * Checks everything that needs no data or device, for `world` ranks; throws
- * UsageError with a message naming the flags.
+ * Checks everything that needs no data or device, for `world` ranks (read
+ * from `worldFrom`, {@link worldSizeOrigin}); throws UsageError with a message
+ * naming the flags.
  */
-export function validateTrainFlags(f: FlagValues, world: number): void {
+export function validateTrainFlags(
+  f: FlagValues,
+  world: number,
+  worldFrom = worldSizeOrigin("flags"),
+): void {
   const tp = f["tensor-model-parallel-size"] as number;
   if (world % tp !== 0) {
     throw new UsageError(
-      `the world size ${world} (--nproc-per-node × --nnodes) is not divisible by --tensor-model-parallel-size ${tp}` +
+      `the world size ${world} (${worldFrom}) is not divisible by --tensor-model-parallel-size ${tp}` +
         (world === 1 ? `; to run its ${tp} ranks on this machine, add --nproc-per-node ${tp}` : ""),
     );
   }

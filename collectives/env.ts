@@ -111,6 +111,20 @@ export interface DistConfig {
 /** How long a rank waits for a peer before failing when nothing says (`--dist-timeout`, 300 s). */
 export const DEFAULT_DIST_TIMEOUT_MS = 300_000;
 
+/**
+ * Where a {@link DistConfig}'s world size was read, for messages: the layout
+ * flags, or the variable of the launcher that started the process.
+ */
+export function worldSizeOrigin(source: DistConfig["source"]): string {
+  return {
+    flags: "--nproc-per-node × --nnodes",
+    single: "--nproc-per-node × --nnodes",
+    torchrun: "torchrun's WORLD_SIZE",
+    slurm: "Slurm's SLURM_NTASKS",
+    openmpi: "Open MPI's OMPI_COMM_WORLD_SIZE",
+  }[source];
+}
+
 /** The variable that carries `--host-shm` to rank processes (`on` or `off`). */
 export const HOST_SHM_VARIABLE = "WEBGPU_MEGATRON_HOST_SHM";
 

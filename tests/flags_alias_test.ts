@@ -19,7 +19,12 @@ import { MEGATRON_UNIMPLEMENTED } from "../cli/megatron_flags.ts";
 import { flagRefusal } from "./cli_helpers.ts";
 import { NODE_OWN_FLAGS } from "../cli/same_flags.ts";
 import { DIST_FLAG_SPECS } from "../cli/dist.ts";
-import { DIST_FLAGS, resolveDistConfig, splitDistArgs } from "../collectives/env.ts";
+import {
+  DIST_FLAGS,
+  resolveDistConfig,
+  splitDistArgs,
+  worldSizeOrigin,
+} from "../collectives/env.ts";
 
 const SPECS: Record<string, FlagSpec> = {
   "tokenizer": { type: "string", default: "byte", choices: ["byte", "gpt2"], help: "tokenizer" },
@@ -279,6 +284,18 @@ Deno.test("a pasted Megatron GPT-3 script's training flags: the warm-up fraction
     parseFlags(["--lr-warmup-fraction", "0.1", "--lr-warmup-iters", "0"], TRAIN_FLAGS),
     1,
   );
+});
+
+Deno.test("a world size TP does not divide names where it was read: the flags or the launcher's variable", () => {
+  const f = parseFlags(["--tp", "2"], TRAIN_FLAGS);
+  throws(() => validateTrainFlags(f, 3), /world size 3 \(--nproc-per-node × --nnodes\)/);
+  // Under mpirun -np 3 the flags said nothing of 3 (found with a real Open MPI 4.1.4).
+  throws(
+    () => validateTrainFlags(f, 3, worldSizeOrigin("openmpi")),
+    /world size 3 \(Open MPI's OMPI_COMM_WORLD_SIZE\) is not divisible/,
+  );
+  match(worldSizeOrigin("torchrun"), /WORLD_SIZE/);
+  match(worldSizeOrigin("slurm"), /SLURM_NTASKS/);
 });
 
 Deno.test("a stray argument names the flag before it; a list's values go together; -inf is a value", () => {
