@@ -395,6 +395,14 @@ export async function agreeWithModelSource(
   // The learning-rate schedule goes on from the saved one, as Megatron's does: a flag not given
   // takes the saved value (so a longer --train-iters keeps the decay length), one that
   // disagrees is refused, unless --override-opt-param-scheduler puts the command line's in.
+  if (savedArgs.lr === undefined && !f["override-opt-param-scheduler"]) {
+    // Written before checkpoints kept their schedule (2026-12-05): nothing to go on from.
+    say(
+      `warning: ${where} records no learning-rate schedule (written by an older version): ` +
+        "this run uses the command line's; give the schedule flags its run had (--lr, " +
+        "--lr-warmup-iters, --lr-decay-iters, …) to go on with that one",
+    );
+  }
   if (!f["override-opt-param-scheduler"]) {
     const saved = { ...savedArgs };
     // Saved before --lr-warmup-init existed: the warm-up started at 0.

@@ -465,7 +465,7 @@ export function scheduleWarning(
   if (start > 1 && warm >= sched.decayIters && taken < warm) {
     // The warm-up outlasts the decay, and comes first: the rate is still rising.
     return `learning rate: this run starts at iteration ${start}, within a warm-up of ${warm} ` +
-      `steps that is not shorter than the decay (${sched.decayIters} steps, as saved): the ` +
+      `steps that is not shorter than the decay (${sched.decayIters} steps): the ` +
       `rate rises toward --lr ${sched.lr} until step ${warm}, then runs at --min-lr ` +
       `${sched.minLr ?? 0}; give --lr-decay-iters N with --override-opt-param-scheduler to ` +
       "decay over more steps";
@@ -475,7 +475,7 @@ export function scheduleWarning(
       ? ""
       : ` (its schedule at step ${taken}: skipped steps do not count)`;
     return `learning rate: this run starts at iteration ${start}${at}, past the end of the ` +
-      `schedule's decay (${sched.decayIters} steps, as saved): every step runs at --min-lr ` +
+      `schedule's decay (${sched.decayIters} steps): every step runs at --min-lr ` +
       `${sched.minLr ?? 0}; give --lr-decay-iters N with --override-opt-param-scheduler ` +
       "to decay over more steps";
   }

@@ -295,21 +295,21 @@ Deno.test("train: the schedule's warning fits where the run starts", () => {
   // Resumed past the decay's end: every step at the final rate (it said "rises" here too).
   match(
     scheduleWarning(sched, 31) ?? "",
-    /starts at iteration 31, past the end of the schedule's decay \(30 steps, as saved\): every step runs at --min-lr 0\.0003/,
+    /starts at iteration 31, past the end of the schedule's decay \(30 steps\): every step runs at --min-lr 0\.0003/,
   );
   strictEqual(scheduleWarning({ ...sched, decayIters: 100 }, 31), null);
   // An fp16 run whose first 17 steps overflowed: its schedule is 13 updates in, not 30, so
   // still within the warm-up, which outlasts the decay.
   match(
     scheduleWarning(sched, 31, 13) ?? "",
-    /starts at iteration 31, within a warm-up of 30 steps that is not shorter than the decay \(30 steps, as saved\): the rate rises toward --lr 0\.003 until step 30, then runs at --min-lr 0\.0003/,
+    /starts at iteration 31, within a warm-up of 30 steps that is not shorter than the decay \(30 steps\): the rate rises toward --lr 0\.003 until step 30, then runs at --min-lr 0\.0003/,
   );
   strictEqual(scheduleWarning({ ...sched, warmupIters: 10 }, 31, 13), null);
   // A run of 5 steps (the default warm-up of 30 outlasting its decay) resumed at 6: still
   // warming up, as the logged rates show; it said every step ran at --min-lr.
   match(
     scheduleWarning({ ...sched, decayIters: 5 }, 6) ?? "",
-    /starts at iteration 6, within a warm-up of 30 steps .*\(5 steps, as saved\): the rate rises/,
+    /starts at iteration 6, within a warm-up of 30 steps .*\(5 steps\): the rate rises/,
   );
   match(
     scheduleWarning(sched, 48, 30) ?? "",

@@ -161,6 +161,21 @@ Deno.test("train: --load continues the saved learning-rate schedule; a disagreei
   strictEqual(earlier.code, 0, earlier.stderr);
   match(earlier.stdout, /loaded .*iter_0000002 \(iteration 2\)/);
   match(earlier.stdout, /iteration\s+3\/\s*6/);
+  // A checkpoint written before checkpoints kept their schedule (before 2026-12-05): the command
+  // line's is used, and said so (the defaults were taken silently, and a warning said "as saved").
+  const file = `${dir}/ck/iter_0000004/checkpoint.json`;
+  const aged = JSON.parse(await Deno.readTextFile(file));
+  for (const k of Object.keys(aged.state.args)) {
+    if (k.startsWith("lr") || k === "min-lr") delete aged.state.args[k];
+  }
+  await Deno.writeTextFile(file, JSON.stringify(aged));
+  const old = await resume();
+  strictEqual(old.code, 0, old.stderr);
+  match(
+    old.stderr,
+    /warning: the checkpoint .*iter_0000004 \(iteration 4\) records no learning-rate schedule \(written by an older version\): this run uses the command line's/,
+  );
+  ok(!/as saved/.test(old.stderr), old.stderr);
 });
 
 Deno.test("train: Megatron's WSD and inverse-square-root styles follow its get_lr step by step and resume; a low --lr decays to a tenth of it", async () => {
