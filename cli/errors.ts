@@ -139,7 +139,11 @@ export async function handled(
     if (e instanceof Deno.errors.BrokenPipe) return SIGPIPE_STATUS;
     if (e instanceof LaunchedRankError) {
       if (e.error instanceof Deno.errors.BrokenPipe) return SIGPIPE_STATUS;
-      reportRankError(e.error, e.rank, args, e.localRank);
+      if (!reportRankError(e.error, e.rank, args, e.localRank)) {
+        // Leaves the saying to its node's first rank, which a launcher that stops the job at
+        // the first failed rank (Open MPI's mpirun) could otherwise kill before it printed.
+        await new Promise((r) => setTimeout(r, SILENT_RANK_EXIT_DELAY_MS));
+      }
       return classify(e.error)?.code ?? 1;
     }
     return reportError(e, wantsDebug(args));
@@ -196,22 +200,32 @@ export const SIGPIPE_STATUS = 141;
  * bug), which the first rank sees only as a peer gone; errors every rank has
  * alike (the user's input, the data, a checkpoint) or that reach them from a
  * failed peer (collectives) they print only under `--debug`. A closed stdout
- * (`… | head`) is not an error: nothing is printed.
+ * (`… | head`) is not an error: nothing is printed. Returns whether it printed.
  */
 export function reportRankError(
   e: unknown,
   rank: number,
   args: readonly string[],
   localRank = rank,
-): void {
-  if (e instanceof Deno.errors.BrokenPipe) return;
+): boolean {
+  if (e instanceof Deno.errors.BrokenPipe) return false;
   const debug = wantsDebug(args);
   if (localRank === 0) reportError(e, debug);
   // The rank's line and its error in one write: another rank process's output cannot come between.
   else if (debug || ownToRank(e)) reportError(e, debug, `rank ${rank}:\n`);
-  else return;
+  else return false;
   markReported(e); // under `deno task launch`, whose log would print it again
+  return true;
 }
+
+/**
+ * How long a rank process an outside launcher started waits before it exits
+ * on an error it leaves its node's first rank to print (see {@link handled}):
+ * mpirun stops the whole job when one rank exits with an error, and a rank
+ * that exited at once had it killed the first rank before its line was out (2
+ * of 14 runs of `mpirun -np 3 … --tp 2`).
+ */
+export const SILENT_RANK_EXIT_DELAY_MS = 2000;
 
 /**
  * Whether `e` is a rank's own failure (no adapter; anything unclassified: a

@@ -203,22 +203,55 @@ export function hostMemoryBytes(): number | undefined {
 }
 
 /**
+ * The tasks Slurm runs on this node: the entry of `SLURM_STEP_TASKS_PER_NODE`
+ * (else `SLURM_TASKS_PER_NODE`) for `SLURM_NODEID`, a list such as `2(x3),1`
+ * (2 tasks on each of 3 nodes, then 1); undefined outside Slurm or unreadable.
+ */
+export function slurmTasksOnNode(env: Record<string, string | undefined>): number | undefined {
+  const list = env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE;
+  if (list === undefined) return undefined;
+  const node = Number(env.SLURM_NODEID ?? 0);
+  if (!Number.isInteger(node) || node < 0) return undefined;
+  let at = 0;
+  for (const entry of list.split(",")) {
+    const m = /^(\d+)(?:\(x(\d+)\))?$/.exec(entry.trim());
+    if (!m) return undefined;
+    at += m[2] === undefined ? 1 : Number(m[2]);
+    if (node < at) return Number(m[1]);
+  }
+  return undefined;
+}
+
+/**
  * The ranks sharing this host's memory: `inProcess` (this process's Workers),
  * or more where a launcher says how many run on the host (torchrun's and this
  * project's `--launcher procs`' `LOCAL_WORLD_SIZE`, Open MPI's
- * `OMPI_COMM_WORLD_LOCAL_SIZE`), each rank process holding one.
+ * `OMPI_COMM_WORLD_LOCAL_SIZE`, Slurm's tasks on this node,
+ * {@link slurmTasksOnNode}), each rank process holding one.
  */
 export function ranksSharingHost(inProcess: number): number {
-  let n = inProcess;
-  for (const name of ["LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"]) {
+  const env: Record<string, string | undefined> = {};
+  for (
+    const name of [
+      "LOCAL_WORLD_SIZE",
+      "OMPI_COMM_WORLD_LOCAL_SIZE",
+      "SLURM_STEP_TASKS_PER_NODE",
+      "SLURM_TASKS_PER_NODE",
+      "SLURM_NODEID",
+    ]
+  ) {
     try {
-      const v = Number(Deno.env.get(name));
-      if (Number.isInteger(v) && v > n) n = v;
+      env[name] = Deno.env.get(name);
     } catch {
       // Not permitted to read it (a library program without --allow-env): this process's count.
     }
   }
-  return n;
+  const counts = [
+    Number(env.LOCAL_WORLD_SIZE),
+    Number(env.OMPI_COMM_WORLD_LOCAL_SIZE),
+    slurmTasksOnNode(env) ?? NaN,
+  ];
+  return Math.max(inProcess, ...counts.filter((v) => Number.isInteger(v)));
 }
 
 /** The {@link ParamShape} of a model config (its vocabulary as configured, before padding). */

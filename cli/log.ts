@@ -183,7 +183,22 @@ export function counted(n: number, noun: string): string {
 }
 
 /**
- * A one-line progress bar on a terminal; silent when its stream is not a TTY.
+ * Whether Open MPI's `mpirun` started this process: it gives its ranks a
+ * pseudo-terminal whatever its own output is (a log file), so that is no
+ * terminal of the user's; and it stops reading it once it passes on a signal,
+ * where a bar redrawn every step soon fills it and blocks the rank.
+ */
+function startedByMpirun(): boolean {
+  try {
+    return Deno.env.get("OMPI_COMM_WORLD_RANK") !== undefined;
+  } catch {
+    return false; // not permitted to read it: not a launched rank of ours
+  }
+}
+
+/**
+ * A one-line progress bar on a terminal; silent when its stream is not a TTY
+ * (nor under `mpirun`, {@link startedByMpirun}).
  * Training's bar is on stdout; the other commands' ({@link stderrProgress}) on
  * stderr, so their stdout stays plain lines for scripts.
  */
@@ -207,7 +222,7 @@ export class Progress {
     const stream = opts.stderr ? Deno.stderr : Deno.stdout;
     this.#out = stream;
     this.#label = opts.label ? `${opts.label} ` : "";
-    this.#tty = tty ?? stream.isTerminal();
+    this.#tty = tty ?? (stream.isTerminal() && !startedByMpirun());
   }
 
   #clear(): void {

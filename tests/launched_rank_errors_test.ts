@@ -8,8 +8,9 @@
  * torchrun; the errors come before the ranks meet.
  */
 
-import { strictEqual } from "node:assert/strict";
-import { makeRunDir, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
+import { match, strictEqual } from "node:assert/strict";
+import { freeLocalPort } from "../collectives/tcp.ts";
+import { makeRunDir, permissionArgs, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
 
 /** Both ranks of a 2-rank job with torchrun's variables, run with `args`. */
 const ranks = (dir: string, args: string[]) => torchrunStyleRanks(dir, args, { timeoutMs: 60_000 });
@@ -63,6 +64,58 @@ Deno.test({
         `error: data path ${JSON.stringify(`${dir}/none.txt`)} does not exist (--data-path)`,
       );
       strictEqual(d1.stderr, "");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a launcher that stops the job at the first failed rank (mpirun) still lets the first rank say why",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // Open MPI's mpirun kills every rank once one exits with an error: rank 2 of `mpirun -np 3 …
+    // --tp 2` exited at once, saying nothing (its node's first rank speaks), and the first rank
+    // was killed before its line was out in 2 of 14 runs. Here rank 1 starts first and rank 0
+    // 1 s later, and rank 0 is killed as soon as rank 1 exits, as mpirun would.
+    const dir = await makeRunDir();
+    try {
+      const port = String(freeLocalPort());
+      const start = (rank: number) =>
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            ...permissionArgs("cli/train.ts"),
+            new URL("../cli/train.ts", import.meta.url).pathname,
+            ...TINY_RUN_FLAGS,
+            ...["--train-iters", "0"],
+          ],
+          cwd: new URL("../", import.meta.url).pathname,
+          env: {
+            XDG_RUNTIME_DIR: `${dir}/xdg`,
+            NO_COLOR: "1",
+            OMPI_COMM_WORLD_RANK: String(rank),
+            OMPI_COMM_WORLD_SIZE: "2",
+            OMPI_COMM_WORLD_LOCAL_RANK: String(rank),
+            OMPI_COMM_WORLD_LOCAL_SIZE: "2",
+            MASTER_PORT: port,
+          },
+          stdout: "null",
+          stderr: "piped",
+          signal: AbortSignal.timeout(60_000),
+        }).spawn();
+      const rank1 = start(1);
+      await new Promise((r) => setTimeout(r, 1000));
+      const rank0 = start(0);
+      const s1 = await rank1.status;
+      try {
+        rank0.kill("SIGKILL");
+      } catch { /* exited already */ }
+      const r0 = await rank0.output();
+      strictEqual(s1.code, 2);
+      match(new TextDecoder().decode(r0.stderr), /error: --train-iters must be ≥ 1, got 0/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

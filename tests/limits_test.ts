@@ -21,7 +21,12 @@ import { TokenIds } from "../core/token_ids.ts";
 import { COLUMN_BLOCK_ROWS } from "../kernels/reduce.ts";
 import { SOFTWARE_LOOP_LIMIT } from "../kernels/rowreduce.ts";
 import { assertClose, gpuTest, prng, randomArray, testDevice } from "./helpers.ts";
-import { hostMemoryMisfit, paramsPerRankAtLeast, rankCountMisfit } from "../cli/limits.ts";
+import {
+  hostMemoryMisfit,
+  paramsPerRankAtLeast,
+  rankCountMisfit,
+  slurmTasksOnNode,
+} from "../cli/limits.ts";
 
 const dev = await testDevice();
 
@@ -237,4 +242,23 @@ Deno.test("a model past host memory on a software adapter: a lower bound, refuse
     throw new Error(many);
   }
   if (rankCountMisfit(2, 24 * GiB) !== null) throw new Error("2 ranks refused");
+});
+
+Deno.test("the ranks sharing a host under Slurm: its tasks on this node, read from the step's list", () => {
+  // Under a real srun -n 2 the memory check counted 1 rank a process (it read only torchrun's and
+  // Open MPI's variables), so a job needing twice the memory passed.
+  const cases: [Record<string, string>, number | undefined][] = [
+    [{ SLURM_STEP_TASKS_PER_NODE: "2", SLURM_NODEID: "0" }, 2],
+    [{ SLURM_STEP_TASKS_PER_NODE: "2(x3),1", SLURM_NODEID: "2" }, 2],
+    [{ SLURM_STEP_TASKS_PER_NODE: "2(x3),1", SLURM_NODEID: "3" }, 1],
+    [{ SLURM_STEP_TASKS_PER_NODE: "3,2", SLURM_NODEID: "1" }, 2],
+    [{ SLURM_TASKS_PER_NODE: "4" }, 4],
+    [{ SLURM_STEP_TASKS_PER_NODE: "2", SLURM_NODEID: "5" }, undefined],
+    [{ SLURM_STEP_TASKS_PER_NODE: "two" }, undefined],
+    [{}, undefined],
+  ];
+  for (const [env, want] of cases) {
+    const got = slurmTasksOnNode(env);
+    if (got !== want) throw new Error(`${JSON.stringify(env)}: ${got}, want ${want}`);
+  }
 });
