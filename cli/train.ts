@@ -16,6 +16,7 @@
 
 import {
   DistConfigError,
+  localRanksOption,
   nodeRankCount,
   splitDistArgs,
   worldSizeOrigin,
@@ -45,7 +46,7 @@ import { takeLogLock, takeSaveLock } from "./save_lock.ts";
 import { SignalHandler } from "./signals.ts";
 import { distConfig } from "./dist.ts";
 import { refuseFlagsOfOtherModel, validateTrainFlags } from "./train_config.ts";
-import { checkRankCount } from "./limits.ts";
+import { checkRankCount, ranksSharingHost } from "./limits.ts";
 import { TRAIN_FLAGS } from "./train_flags.ts";
 import { agreeWithModelSource } from "./model_source.ts";
 
@@ -177,10 +178,14 @@ async function checkedRun(
   const hiddenSize = (hfDir && await sourceHiddenSize({ hfDir })) || f["hidden-size"] as number;
   await preferWideVectors({ hiddenSize });
   const gpus = listHostGpus();
-  if (gpus.length > 0 && dist.localWorld > gpus.length && !split.flags.devices) {
+  // The ranks on this host: this process's, or all an outside launcher started here (each of
+  // its processes has one).
+  const hostRanks = ranksSharingHost(dist.localWorld);
+  const ranksOption = localRanksOption(dist.source);
+  if (gpus.length > 0 && hostRanks > gpus.length && !split.flags.devices) {
     throw new UsageError(
-      `${dist.localWorld} ranks on this node but only ${gpus.length} GPU(s); ` +
-        `use fewer --nproc-per-node, or map ranks explicitly with --devices`,
+      `${hostRanks} ranks on this node but only ${gpus.length} GPU(s); ` +
+        `use fewer (${ranksOption}), or map ranks explicitly with --devices`,
     );
   }
   // A software adapter's device memory is host memory: a model (or a count of ranks) past it is
@@ -188,12 +193,13 @@ async function checkedRun(
   // its config.json, read later).
   // Each rank's device (a Worker) takes host memory, GPU or not: a count past it is refused before
   // any starts; the model, on a software adapter, once each rank has its adapter.
-  checkRankCount(dist.localWorld);
+  checkRankCount(hostRanks, ranksOption);
   const crowded = sharedAdapterWarning(
-    dist.localWorld,
+    hostRanks,
     gpus.length,
     navigator.hardwareConcurrency,
     split.flags.devices,
+    ranksOption,
   );
   if (crowded && speaksForNode(dist)) {
     console.error(crowded);

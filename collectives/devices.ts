@@ -177,19 +177,20 @@ function assignOne(localRank: number, entry: string | undefined, gpus: HostGpu[]
  * where no GPU was found (`gpus` 0, no `--devices`), more ranks than its
  * `cores` CPU cores: that adapter is then a software one, whose kernels run on
  * those cores, so every step crawls (64 ranks on 2 cores logged no step in
- * 200 s). Null otherwise.
+ * 200 s); `ranksOption` is what sets their number. Null otherwise.
  */
 export function sharedAdapterWarning(
   ranks: number,
   gpus: number,
   cores: number,
   devices?: string,
+  ranksOption = "--nproc-per-node",
 ): string | null {
   if (ranks <= cores || gpus > 0 || devices?.trim()) return null;
   return `warning: ${ranks} ranks on this node share its default adapter (no GPU found in ` +
     `/sys/class/drm) and its ${cores} CPU core${cores === 1 ? "" : "s"}, which run every ` +
     `rank's kernels on a software adapter: each step takes longer than with at most ${cores} ` +
-    `rank${cores === 1 ? "" : "s"} (--nproc-per-node)`;
+    `rank${cores === 1 ? "" : "s"} (${ranksOption})`;
 }
 
 /** One line per local rank saying which device it will get (library use: no CLI prints it). */

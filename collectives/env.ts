@@ -112,6 +112,20 @@ export interface DistConfig {
 export const DEFAULT_DIST_TIMEOUT_MS = 300_000;
 
 /**
+ * What sets the number of ranks on a host, for messages: `--nproc-per-node`,
+ * or the option of the launcher that started the process.
+ */
+export function localRanksOption(source: DistConfig["source"]): string {
+  return {
+    flags: "--nproc-per-node",
+    single: "--nproc-per-node",
+    torchrun: "torchrun's --nproc_per_node",
+    slurm: "srun's -n or --ntasks-per-node",
+    openmpi: "mpirun's -np",
+  }[source];
+}
+
+/**
  * Where a {@link DistConfig}'s world size was read, for messages: the layout
  * flags, or the variable of the launcher that started the process.
  */

@@ -9,6 +9,7 @@
  */
 
 import { match, strictEqual } from "node:assert/strict";
+import { listHostGpus } from "../collectives/devices.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { makeRunDir, permissionArgs, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
 
@@ -116,6 +117,56 @@ Deno.test({
       const r0 = await rank0.output();
       strictEqual(s1.code, 2);
       match(new TextDecoder().decode(r0.stderr), /error: --train-iters must be ≥ 1, got 0/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "ranks an outside launcher starts are counted on their host: the crowded-cores warning",
+  // With a GPU the ranks take one each (a count past them is refused), and no warning is due.
+  ignore: listHostGpus().length > 0,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // Each process of `mpirun -np 4` (or `srun -n 4`) runs one rank: the warning that more ranks
+    // than cores share a software adapter counted 1 and never came (--launcher procs said it).
+    const cores = navigator.hardwareConcurrency;
+    const dir = await makeRunDir();
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          ...permissionArgs("cli/train.ts"),
+          new URL("../cli/train.ts", import.meta.url).pathname,
+          ...TINY_RUN_FLAGS,
+          ...["--train-iters", "1", "--dist-timeout", "1s"],
+        ],
+        cwd: new URL("../", import.meta.url).pathname,
+        env: {
+          XDG_RUNTIME_DIR: `${dir}/xdg`,
+          NO_COLOR: "1",
+          OMPI_COMM_WORLD_RANK: "0",
+          OMPI_COMM_WORLD_SIZE: String(cores + 2),
+          OMPI_COMM_WORLD_LOCAL_RANK: "0",
+          OMPI_COMM_WORLD_LOCAL_SIZE: String(cores + 2),
+          MASTER_PORT: String(freeLocalPort()),
+        },
+        stdout: "null",
+        stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
+      }).output();
+      // The other ranks never come: the rendezvous gives up after --dist-timeout.
+      strictEqual(out.code, 1);
+      match(
+        new TextDecoder().decode(out.stderr),
+        new RegExp(
+          `warning: ${
+            cores + 2
+          } ranks on this node share its default adapter .* \\(mpirun's -np\\)`,
+        ),
+      );
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
