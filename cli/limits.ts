@@ -9,6 +9,7 @@
  */
 
 import type { Device } from "../core/device.ts";
+import { readEnv } from "../core/env.ts";
 import { RunError } from "./errors.ts";
 import { UsageError } from "./flags.ts";
 import { defaultFfnHiddenSize } from "../models/shape.ts";
@@ -195,6 +196,10 @@ export function rankCountMisfit(
  * killed for memory).
  */
 export function hostMemoryBytes(): number | undefined {
+  // Asked first: run by URL with only --allow-sys=hostname it stopped at a prompt on a terminal.
+  if (
+    Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" }).state !== "granted"
+  ) return undefined;
   try {
     return Deno.systemMemoryInfo().available;
   } catch {
@@ -230,22 +235,15 @@ export function slurmTasksOnNode(env: Record<string, string | undefined>): numbe
  * {@link slurmTasksOnNode}), each rank process holding one.
  */
 export function ranksSharingHost(inProcess: number): number {
-  const env: Record<string, string | undefined> = {};
-  for (
-    const name of [
-      "LOCAL_WORLD_SIZE",
-      "OMPI_COMM_WORLD_LOCAL_SIZE",
-      "SLURM_STEP_TASKS_PER_NODE",
-      "SLURM_TASKS_PER_NODE",
-      "SLURM_NODEID",
-    ]
-  ) {
-    try {
-      env[name] = Deno.env.get(name);
-    } catch {
-      // Not permitted to read it (a library program without --allow-env): this process's count.
-    }
-  }
+  const names = [
+    "LOCAL_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "SLURM_STEP_TASKS_PER_NODE",
+    "SLURM_TASKS_PER_NODE",
+    "SLURM_NODEID",
+  ];
+  // Unreadable (a library program without --allow-env): as if unset, this process's count.
+  const env = Object.fromEntries(names.map((name) => [name, readEnv(name)]));
   const counts = [
     Number(env.LOCAL_WORLD_SIZE),
     Number(env.OMPI_COMM_WORLD_LOCAL_SIZE),

@@ -5,6 +5,7 @@
  */
 
 import denoJson from "../deno.json" with { type: "json" };
+import { readEnv } from "../core/env.ts";
 
 /** The numbers of one log line. */
 export interface LogFields {
@@ -189,11 +190,7 @@ export function counted(n: number, noun: string): string {
  * where a bar redrawn every step soon fills it and blocks the rank.
  */
 function startedByMpirun(): boolean {
-  try {
-    return Deno.env.get("OMPI_COMM_WORLD_RANK") !== undefined;
-  } catch {
-    return false; // not permitted to read it: not a launched rank of ours
-  }
+  return readEnv("OMPI_COMM_WORLD_RANK") !== undefined;
 }
 
 /**

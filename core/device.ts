@@ -20,6 +20,7 @@ import { BufferPool, sizeClass } from "./pool.ts";
 import type { DeviceProfiler } from "./profiler.ts";
 import type { TilingSource } from "../kernels/matmul.ts";
 import { softwareLanesOf } from "./simd.ts";
+import { readEnv } from "./env.ts";
 
 /** A storage binding: a buffer range (offset and size in bytes). */
 export interface BufferBinding {
@@ -402,10 +403,7 @@ export class Device {
   #detectSoftware(): boolean {
     // Env KERNEL_VARIANTS_ENV=software|gpu overrides the detection (both variant families can then
     // be tested on one adapter: scripts/gpu_check.sh).
-    let forced: string | undefined;
-    try {
-      forced = Deno.env.get(KERNEL_VARIANTS_ENV);
-    } catch { /* no --allow-env */ }
+    const forced = readEnv(KERNEL_VARIANTS_ENV);
     if (forced === "software" || forced === "gpu") return forced === "software";
     const info = this.adapter.info;
     const name = `${info.description} ${info.vendor} ${info.architecture} ${info.device}`;

@@ -11,6 +11,7 @@
 import { importDawn } from "../deps/dawn.ts";
 import { pinLibrary, pinLoadedBy } from "./native_libraries.ts";
 import { preferWideVectors } from "./simd.ts";
+import { mayRead, readEnv } from "./env.ts";
 
 /** The WebGPU implementations this project can run on. */
 export type BackendName = "deno" | "dawn" | "browser";
@@ -134,22 +135,14 @@ export class UnsupportedAdapterError extends NoAdapterError {
   }
 }
 
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined; // no --allow-env
-  }
-}
-
 /**
  * Restricts Deno's WebGPU to its native backends unless the user chose
  * otherwise (DENO_WEBGPU_BACKEND set, or {@link DENO_ALLOW_GL_ENV}=1). Returns
  * whether the restriction is this module's (then a missing adapter is explained).
  */
 function restrictDenoBackends(): boolean {
-  const allow = envGet(DENO_ALLOW_GL_ENV);
-  const chosen = envGet("DENO_WEBGPU_BACKEND");
+  const allow = readEnv(DENO_ALLOW_GL_ENV);
+  const chosen = readEnv("DENO_WEBGPU_BACKEND");
   if (allow === "1" || allow === "true") {
     // Our own restriction, inherited from a parent process, must not stand.
     if (chosen === DENO_NATIVE_BACKENDS || chosen === "") {
@@ -160,6 +153,11 @@ function restrictDenoBackends(): boolean {
     return false;
   }
   if (chosen !== undefined && chosen !== "") return chosen === DENO_NATIVE_BACKENDS;
+  // Not allowed to set it (a program run with no permissions): wgpu picks its backends.
+  if (
+    Deno.permissions.querySync({ name: "env", variable: "DENO_WEBGPU_BACKEND" }).state !==
+      "granted"
+  ) return false;
   try {
     Deno.env.set("DENO_WEBGPU_BACKEND", DENO_NATIVE_BACKENDS);
     return true;
@@ -405,6 +403,9 @@ function defaultDawnOptions(): string[] {
   // On Linux without a hardware Vulkan driver, Dawn's Vulkan backend rejects
   // lavapipe; Mesa's GL (llvmpipe) works. Prefer Vulkan when a real GPU exists.
   if (Deno.build.os !== "linux") return [];
+  // Not allowed to look (the README's --allow-read=/dev/dri not given): taken for no GPU, as on
+  // the software-only machines this runs on most, without a prompt.
+  if (!mayRead("/dev/dri")) return ["backend=opengl"];
   try {
     for (const e of Deno.readDirSync("/dev/dri")) {
       if (e.name.startsWith("renderD")) return [];

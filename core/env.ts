@@ -1,0 +1,20 @@
+/**
+ * Reading the environment and the host without a permission prompt: a program
+ * run without the permission (a library program given only what its README
+ * names) gets `undefined`, as if the variable were unset, where `Deno.env.get`
+ * would stop at a prompt on a terminal and throw elsewhere.
+ * @module
+ */
+
+/** `name`'s value, or undefined when it is unset or this program may not read it. */
+export function readEnv(name: string): string | undefined {
+  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+    return undefined;
+  }
+  return Deno.env.get(name);
+}
+
+/** Whether this program may read `path` (asked without a prompt). */
+export function mayRead(path: string): boolean {
+  return Deno.permissions.querySync({ name: "read", path }).state === "granted";
+}
