@@ -65,7 +65,7 @@ const trainer = new Trainer(device, gpt, { schedule: { lr: 3e-3, decayIters: 100
 const ids = TokenIds.fromHost(device, new Int32Array(2 * 16), [2, 16]);
 const { loss } = await trainer.step(1, () => gpt.loss(ids, ids));
 console.log("loss", loss);
-device.destroy();
+await device.close();
 `,
       );
       const r = await onTerminal(perms.slice(), file);
