@@ -111,18 +111,22 @@ export interface DistConfig {
 /** How long a rank waits for a peer before failing when nothing says (`--dist-timeout`, 300 s). */
 export const DEFAULT_DIST_TIMEOUT_MS = 300_000;
 
+/** How a launch's world size and ranks per host are set, in each {@link DistConfig} source's words. */
+const FLAG_WORDS = { world: "--nproc-per-node × --nnodes", localRanks: "--nproc-per-node" };
+const SOURCE_WORDS: Record<DistConfig["source"], { world: string; localRanks: string }> = {
+  flags: FLAG_WORDS,
+  single: FLAG_WORDS,
+  torchrun: { world: "torchrun's WORLD_SIZE", localRanks: "torchrun's --nproc_per_node" },
+  slurm: { world: "Slurm's SLURM_NTASKS", localRanks: "srun's -n or --ntasks-per-node" },
+  openmpi: { world: "Open MPI's OMPI_COMM_WORLD_SIZE", localRanks: "mpirun's -np" },
+};
+
 /**
  * What sets the number of ranks on a host, for messages: `--nproc-per-node`,
  * or the option of the launcher that started the process.
  */
 export function localRanksOption(source: DistConfig["source"]): string {
-  return {
-    flags: "--nproc-per-node",
-    single: "--nproc-per-node",
-    torchrun: "torchrun's --nproc_per_node",
-    slurm: "srun's -n or --ntasks-per-node",
-    openmpi: "mpirun's -np",
-  }[source];
+  return SOURCE_WORDS[source].localRanks;
 }
 
 /**
@@ -130,13 +134,7 @@ export function localRanksOption(source: DistConfig["source"]): string {
  * flags, or the variable of the launcher that started the process.
  */
 export function worldSizeOrigin(source: DistConfig["source"]): string {
-  return {
-    flags: "--nproc-per-node × --nnodes",
-    single: "--nproc-per-node × --nnodes",
-    torchrun: "torchrun's WORLD_SIZE",
-    slurm: "Slurm's SLURM_NTASKS",
-    openmpi: "Open MPI's OMPI_COMM_WORLD_SIZE",
-  }[source];
+  return SOURCE_WORDS[source].world;
 }
 
 /** The variable that carries `--host-shm` to rank processes (`on` or `off`). */

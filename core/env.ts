@@ -7,13 +7,15 @@
  * @module
  */
 
+/** Whether this program may read and set the variable `name` (asked without a prompt). */
+export function mayUseEnv(name: string): boolean {
+  if (!("Deno" in globalThis)) return false;
+  return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
+}
+
 /** `name`'s value, or undefined when it is unset or this program may not read it. */
 export function readEnv(name: string): string | undefined {
-  if (!("Deno" in globalThis)) return undefined;
-  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
-    return undefined;
-  }
-  return Deno.env.get(name);
+  return mayUseEnv(name) ? Deno.env.get(name) : undefined;
 }
 
 /** Whether this program may read `path` (asked without a prompt). */

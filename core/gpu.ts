@@ -11,7 +11,7 @@
 import { importDawn } from "../deps/dawn.ts";
 import { pinLibrary, pinLoadedBy } from "./native_libraries.ts";
 import { preferWideVectors } from "./simd.ts";
-import { mayRead, readEnv } from "./env.ts";
+import { mayRead, mayUseEnv, readEnv } from "./env.ts";
 
 /** The WebGPU implementations this project can run on. */
 export type BackendName = "deno" | "dawn" | "browser";
@@ -154,10 +154,7 @@ function restrictDenoBackends(): boolean {
   }
   if (chosen !== undefined && chosen !== "") return chosen === DENO_NATIVE_BACKENDS;
   // Not allowed to set it (a program run with no permissions): wgpu picks its backends.
-  if (
-    Deno.permissions.querySync({ name: "env", variable: "DENO_WEBGPU_BACKEND" }).state !==
-      "granted"
-  ) return false;
+  if (!mayUseEnv("DENO_WEBGPU_BACKEND")) return false;
   try {
     Deno.env.set("DENO_WEBGPU_BACKEND", DENO_NATIVE_BACKENDS);
     return true;

@@ -157,8 +157,7 @@ async function runOnce(
     signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined,
   }).output();
   await Deno.remove(xdg, { recursive: true });
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  return cliResult(out);
 }
 
 /** A CLI started with {@link startCli}: its output so far, signals, and its end. */
@@ -293,6 +292,38 @@ export async function twoLocalNodes(
 }
 
 /**
+ * A `cli/train.ts` rank process as an outside launcher starts it: no launcher,
+ * `env` its variables (torchrun's, Open MPI's, …), stdout and stderr piped.
+ * `dir` is a {@link makeRunDir} directory.
+ */
+export function launchedRank(
+  dir: string,
+  env: Record<string, string>,
+  args: string[],
+  timeoutMs = 120_000,
+): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...permissionArgs("cli/train.ts"),
+      new URL("../cli/train.ts", import.meta.url).pathname,
+      ...args,
+    ],
+    cwd: new URL("../", import.meta.url).pathname,
+    env: { XDG_RUNTIME_DIR: `${dir}/xdg`, NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+}
+
+/** The exit code and the text of a finished process's piped output. */
+export function cliResult(out: Deno.CommandOutput): CliResult {
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/**
  * Both ranks of a 2-rank `cli/train.ts` job started as torchrun starts them:
  * two processes with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
  * `MASTER_ADDR` and `MASTER_PORT` (a free port), no launcher; rank 1 started
@@ -304,28 +335,17 @@ export function torchrunStyleRanks(
   opts: { rank1LateMs?: number; timeoutMs?: number } = {},
 ): Promise<CliResult[]> {
   const port = String(freeLocalPort());
-  const script = new URL("../cli/train.ts", import.meta.url).pathname;
   return Promise.all([0, 1].map(async (rank) => {
     if (rank === 1 && opts.rank1LateMs) await new Promise((r) => setTimeout(r, opts.rank1LateMs));
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", ...permissionArgs("cli/train.ts"), script, ...args],
-      cwd: new URL("../", import.meta.url).pathname,
-      env: {
-        XDG_RUNTIME_DIR: `${dir}/xdg`,
-        NO_COLOR: "1",
-        RANK: String(rank),
-        WORLD_SIZE: "2",
-        LOCAL_RANK: String(rank),
-        LOCAL_WORLD_SIZE: "2",
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: port,
-      },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(opts.timeoutMs ?? 120_000),
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+    const env = {
+      RANK: String(rank),
+      WORLD_SIZE: "2",
+      LOCAL_RANK: String(rank),
+      LOCAL_WORLD_SIZE: "2",
+      MASTER_ADDR: "127.0.0.1",
+      MASTER_PORT: port,
+    };
+    return cliResult(await launchedRank(dir, env, args, opts.timeoutMs).output());
   }));
 }
 
@@ -399,7 +419,7 @@ export async function gpt2VocabFiles(): Promise<{ vocab: string; merges: string 
 export async function runWithoutWidth(
   args: string[],
   env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
+): Promise<CliResult> {
   const childEnv = Deno.env.toObject();
   delete childEnv[LLVMPIPE_WIDTH_ENV];
   const out = await new Deno.Command(Deno.execPath(), {
@@ -409,6 +429,5 @@ export async function runWithoutWidth(
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+  return cliResult(out);
 }

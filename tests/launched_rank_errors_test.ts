@@ -11,10 +11,21 @@
 import { match, strictEqual } from "node:assert/strict";
 import { listHostGpus } from "../collectives/devices.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
-import { makeRunDir, permissionArgs, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
+import { launchedRank, makeRunDir, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
 
 /** Both ranks of a 2-rank job with torchrun's variables, run with `args`. */
 const ranks = (dir: string, args: string[]) => torchrunStyleRanks(dir, args, { timeoutMs: 60_000 });
+
+/** Open MPI's variables for rank `rank` of `size`, all on this host, the rendezvous on `port`. */
+function openMpiEnv(rank: number, size: number, port: string): Record<string, string> {
+  return {
+    OMPI_COMM_WORLD_RANK: String(rank),
+    OMPI_COMM_WORLD_SIZE: String(size),
+    OMPI_COMM_WORLD_LOCAL_RANK: String(rank),
+    OMPI_COMM_WORLD_LOCAL_SIZE: String(size),
+    MASTER_PORT: port,
+  };
+}
 
 Deno.test({
   name: "torchrun's ranks: a bad command line or missing data is printed by the first rank only",
@@ -85,37 +96,22 @@ Deno.test({
     try {
       const port = String(freeLocalPort());
       const start = (rank: number) =>
-        new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            ...permissionArgs("cli/train.ts"),
-            new URL("../cli/train.ts", import.meta.url).pathname,
-            ...TINY_RUN_FLAGS,
-            ...["--train-iters", "0"],
-          ],
-          cwd: new URL("../", import.meta.url).pathname,
-          env: {
-            XDG_RUNTIME_DIR: `${dir}/xdg`,
-            NO_COLOR: "1",
-            OMPI_COMM_WORLD_RANK: String(rank),
-            OMPI_COMM_WORLD_SIZE: "2",
-            OMPI_COMM_WORLD_LOCAL_RANK: String(rank),
-            OMPI_COMM_WORLD_LOCAL_SIZE: "2",
-            MASTER_PORT: port,
-          },
-          stdout: "null",
-          stderr: "piped",
-          signal: AbortSignal.timeout(60_000),
-        }).spawn();
+        launchedRank(
+          dir,
+          openMpiEnv(rank, 2, port),
+          [...TINY_RUN_FLAGS, "--train-iters", "0"],
+          60_000,
+        )
+          .spawn();
       const rank1 = start(1);
       await new Promise((r) => setTimeout(r, 1000));
       const rank0 = start(0);
-      const s1 = await rank1.status;
+      const r1 = await rank1.output();
       try {
         rank0.kill("SIGKILL");
       } catch { /* exited already */ }
       const r0 = await rank0.output();
-      strictEqual(s1.code, 2);
+      strictEqual(r1.code, 2);
       match(new TextDecoder().decode(r0.stderr), /error: --train-iters must be ≥ 1, got 0/);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -135,28 +131,9 @@ Deno.test({
     const cores = navigator.hardwareConcurrency;
     const dir = await makeRunDir();
     try {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          ...permissionArgs("cli/train.ts"),
-          new URL("../cli/train.ts", import.meta.url).pathname,
-          ...TINY_RUN_FLAGS,
-          ...["--train-iters", "1", "--dist-timeout", "1s"],
-        ],
-        cwd: new URL("../", import.meta.url).pathname,
-        env: {
-          XDG_RUNTIME_DIR: `${dir}/xdg`,
-          NO_COLOR: "1",
-          OMPI_COMM_WORLD_RANK: "0",
-          OMPI_COMM_WORLD_SIZE: String(cores + 2),
-          OMPI_COMM_WORLD_LOCAL_RANK: "0",
-          OMPI_COMM_WORLD_LOCAL_SIZE: String(cores + 2),
-          MASTER_PORT: String(freeLocalPort()),
-        },
-        stdout: "null",
-        stderr: "piped",
-        signal: AbortSignal.timeout(60_000),
-      }).output();
+      const env = openMpiEnv(0, cores + 2, String(freeLocalPort()));
+      const args = [...TINY_RUN_FLAGS, "--train-iters", "1", "--dist-timeout", "1s"];
+      const out = await launchedRank(dir, env, args, 60_000).output();
       // The other ranks never come: the rendezvous gives up after --dist-timeout.
       strictEqual(out.code, 1);
       match(
