@@ -23,7 +23,12 @@ import {
 } from "../collectives/env.ts";
 import { LAUNCHER_PID_ENV } from "../collectives/procs.ts";
 import { launch } from "../collectives/launch.ts";
-import { assignDevices, listHostGpus, sharedAdapterWarning } from "../collectives/devices.ts";
+import {
+  assignDevices,
+  listHostGpus,
+  onlineCpuCount,
+  sharedAdapterWarning,
+} from "../collectives/devices.ts";
 import { defaultBackendFor } from "../core/gpu.ts";
 import { preferWideVectors } from "../core/simd.ts";
 import { sourceHiddenSize } from "./load_model.ts";
@@ -194,10 +199,16 @@ async function checkedRun(
   // Each rank's device (a Worker) takes host memory, GPU or not: a count past it is refused before
   // any starts; the model, on a software adapter, once each rank has its adapter.
   checkRankCount(hostRanks, ranksOption);
+  // Workers of this process share its cores; ranks an outside launcher started, the host's (each
+  // may be bound to cores of its own).
+  const ownRanks = dist.source === "flags" || dist.source === "single";
+  const cores = ownRanks
+    ? navigator.hardwareConcurrency
+    : onlineCpuCount() ?? navigator.hardwareConcurrency;
   const crowded = sharedAdapterWarning(
     hostRanks,
     gpus.length,
-    navigator.hardwareConcurrency,
+    cores,
     split.flags.devices,
     ranksOption,
   );

@@ -172,6 +172,31 @@ function assignOne(localRank: number, entry: string | undefined, gpus: HostGpu[]
   );
 }
 
+/** The CPUs of a kernel CPU list such as `0-3,6,8-9` (7), or undefined when it does not parse. */
+export function cpuListCount(list: string): number | undefined {
+  let n = 0;
+  for (const part of list.trim().split(",")) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) return undefined;
+    n += m[2] === undefined ? 1 : Number(m[2]) - Number(m[1]) + 1;
+  }
+  return n;
+}
+
+/**
+ * The host's online CPUs (`/sys/devices/system/cpu/online`), whatever this
+ * process is bound to, or undefined where it cannot be read. `mpirun` binds
+ * each rank to its own cores, so a rank's `navigator.hardwareConcurrency` (1
+ * under `mpirun -np 2` on 2 cores) is not what the host's ranks share.
+ */
+export function onlineCpuCount(path = "/sys/devices/system/cpu/online"): number | undefined {
+  try {
+    return cpuListCount(Deno.readTextFileSync(path));
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A warning when `ranks` local ranks will share the default adapter of a host
  * where no GPU was found (`gpus` 0, no `--devices`), more ranks than its

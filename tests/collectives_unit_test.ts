@@ -4,8 +4,10 @@ import assert from "node:assert/strict";
 import { Arena } from "../collectives/arena.ts";
 import {
   assignDevices,
+  cpuListCount,
   driPrimeFor,
   type HostGpu,
+  onlineCpuCount,
   sharedAdapterWarning,
 } from "../collectives/devices.ts";
 import {
@@ -283,6 +285,16 @@ Deno.test("layout flags in one of several processes a launcher started are refus
     resolveDistConfig({ "nproc-per-node": "2" }, { RANK: "0", WORLD_SIZE: "1" }).world,
     2,
   );
+});
+
+Deno.test("the host's online CPUs are counted from the kernel's list, whatever a rank is bound to", () => {
+  // Under `mpirun -np 2` on 2 cores each rank is bound to one (navigator.hardwareConcurrency 1),
+  // and the crowded-cores warning fired for 2 ranks on 2 cores.
+  assert.equal(cpuListCount("0-1\n"), 2);
+  assert.equal(cpuListCount("0-3,6,8-9"), 7);
+  assert.equal(cpuListCount("5"), 1);
+  assert.equal(cpuListCount("0-x"), undefined);
+  assert.equal(onlineCpuCount("/nonexistent/cpu/online"), undefined);
 });
 
 Deno.test("more ranks than CPU cores on a host without a GPU are warned about, once", () => {

@@ -9,7 +9,7 @@
  */
 
 import { match, strictEqual } from "node:assert/strict";
-import { listHostGpus } from "../collectives/devices.ts";
+import { listHostGpus, onlineCpuCount } from "../collectives/devices.ts";
 import { freeLocalPort } from "../collectives/tcp.ts";
 import { launchedRank, makeRunDir, TINY_RUN_FLAGS, torchrunStyleRanks } from "./cli_helpers.ts";
 
@@ -128,7 +128,7 @@ Deno.test({
   fn: async () => {
     // Each process of `mpirun -np 4` (or `srun -n 4`) runs one rank: the warning that more ranks
     // than cores share a software adapter counted 1 and never came (--launcher procs said it).
-    const cores = navigator.hardwareConcurrency;
+    const cores = onlineCpuCount() ?? navigator.hardwareConcurrency;
     const dir = await makeRunDir();
     try {
       const env = openMpiEnv(0, cores + 2, String(freeLocalPort()));
